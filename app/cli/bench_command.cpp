@@ -1,0 +1,80 @@
+#include <algorithm>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "app/cli/commands.h"
+#include "core/error.h"
+#include "core/trainer.h"
+
+namespace ganpo::cli {
+namespace {
+
+class StepTimes final : public RunObserver {
+public:
+  void on_metrics(int64_t, const std::map<std::string, double>& m) override {
+    step_times.push_back(m.at("step_time_s"));
+    tokens_per_s.push_back(m.at("tokens_per_s"));
+  }
+  std::vector<double> step_times, tokens_per_s;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Figures {
+  double step_time_s = 0, tokens_per_s = 0;
+};
+
+Figures measure(RunConfig config, int64_t steps) {
+  constexpr int64_t kWarmupSteps = 2;  // allocator and thread-pool warm-up, not measured
+  config.train.max_steps = steps + kWarmupSteps;
+  config.train.logging_steps = 1;
+  StepTimes times;
+  TrainerOptions options;
+  options.benchmark = true;
+  Trainer trainer(config, times, options);
+  auto result = trainer.run();
+  if (result.status != "completed") throw Error("benchmark run " + result.status + ": " + result.message);
+  times.step_times.erase(times.step_times.begin(), times.step_times.begin() + kWarmupSteps);
+  times.tokens_per_s.erase(times.tokens_per_s.begin(), times.tokens_per_s.begin() + kWarmupSteps);
+  return {median(times.step_times), median(times.tokens_per_s)};
+}
+
+}  // namespace
+
+int bench_command(const BenchArgs& args) {
+  RunConfig config;
+  try {
+    config = load_run_config(args.config_path, args.overrides);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "ganpo bench: invalid config: %s\n", e.what());
+    return 2;
+  }
+  nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
+                           {"device", resolve_device(config.device)}, {"model", config.model.preset}};
+  if (config.stage == "sft") {
+    auto f = measure(config, args.steps);
+    report["sft"] = {{"median_step_time_s", f.step_time_s}, {"tokens_per_s", f.tokens_per_s}};
+  } else {
+    config.ganpo.enabled = false;
+    auto off = measure(config, args.steps);
+    config.ganpo.enabled = true;
+    auto on = measure(config, args.steps);
+    report["ganpo_off"] = {{"median_step_time_s", off.step_time_s}, {"tokens_per_s", off.tokens_per_s}};
+    report["ganpo_on"] = {{"median_step_time_s", on.step_time_s}, {"tokens_per_s", on.tokens_per_s}};
+    report["step_time_ratio"] = off.step_time_s > 0 ? on.step_time_s / off.step_time_s : 0.0;
+  }
+  if (args.json) {
+    std::printf("%s\n", report.dump(2).c_str());
+  } else {
+    std::printf("%s\n", report.dump(2).c_str());
+  }
+  return 0;
+}
+
+}  // namespace ganpo::cli

@@ -1,0 +1,56 @@
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "app/cli/commands.h"
+#include "core/checkpoint.h"
+#include "core/generate.h"
+#include "core/trainer.h"
+
+namespace ganpo::cli {
+
+int generate_command(const GenerateArgs& args) {
+  const torch::Device device(resolve_device(args.device));
+  auto loaded = load_model_folder(args.checkpoint, device);
+  std::ifstream in(args.prompts);
+  if (!in) {
+    std::fprintf(stderr, "ganpo generate: cannot open %s\n", args.prompts.c_str());
+    return 1;
+  }
+  std::vector<std::string> prompts;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      prompts.push_back(nlohmann::json::parse(line).at("prompt").get<std::string>());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ganpo generate: %s:%lld: expected {\"prompt\": \"...\"} (%s)\n", args.prompts.c_str(),
+                   static_cast<long long>(line_no), e.what());
+      return 1;
+    }
+  }
+  std::ofstream out(args.out);
+  if (!out) {
+    std::fprintf(stderr, "ganpo generate: cannot write %s\n", args.out.c_str());
+    return 1;
+  }
+  const auto& tok = *loaded.tokenizer;
+  for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(args.batch_size)) {
+    std::vector<std::vector<int64_t>> batch;
+    const size_t end = std::min(prompts.size(), start + static_cast<size_t>(args.batch_size));
+    for (size_t i = start; i < end; ++i) batch.push_back(encode_prompt(tok, prompts[i]));
+    SamplingOptions so{args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed + start};
+    auto outputs = generate(loaded.model, batch, so, tok.eos_id(), tok.pad_id());
+    for (size_t i = start; i < end; ++i)
+      out << nlohmann::json{{"prompt", prompts[i]}, {"completion", tok.decode(outputs[i - start])}}.dump(
+                 -1, ' ', false, nlohmann::json::error_handler_t::replace)
+          << "\n";
+  }
+  std::printf("wrote %zu completions to %s\n", prompts.size(), args.out.c_str());
+  return 0;
+}
+
+}  // namespace ganpo::cli

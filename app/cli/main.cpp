@@ -1,0 +1,78 @@
+// `ganpo`: the headless command and training worker. Parses the command line and hands off
+// to one subcommand (app/cli/*_command.cpp). No exception escapes main.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+#include "app/cli/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace ganpo::cli;
+  CLI::App app{"ganpo: preference optimization (DPO / SimPO / IPO / hinge, with or without GANPO)"};
+  app.require_subcommand(1);
+
+  TrainArgs train;
+  auto* t = app.add_subcommand("train", "Run one stage (sft or preference) from a config file");
+  t->add_option("--config", train.config_path, "Run config (.toml or .json)")->required();
+  t->add_option("--set", train.overrides, "Override a key: section.key=value (repeatable)");
+  t->add_option("--resume", train.resume, "Continue from a checkpoint-<step> folder");
+
+  GenerateArgs gen;
+  auto* g = app.add_subcommand("generate", "Sample completions for {\"prompt\": ...} rows");
+  g->add_option("--checkpoint", gen.checkpoint, "Model folder")->required();
+  g->add_option("--prompts", gen.prompts, "JSONL file of {\"prompt\": ...}")->required();
+  g->add_option("--out", gen.out, "Output JSONL")->required();
+  g->add_option("--temperature", gen.temperature, "0 = greedy")->capture_default_str();
+  g->add_option("--top-p", gen.top_p)->capture_default_str();
+  g->add_option("--top-k", gen.top_k)->capture_default_str();
+  g->add_option("--max-new-tokens", gen.max_new_tokens)->capture_default_str();
+  g->add_option("--seed", gen.seed)->capture_default_str();
+  g->add_option("--batch-size", gen.batch_size)->capture_default_str();
+  g->add_option("--device", gen.device)->capture_default_str();
+
+  EvalArgs ev;
+  auto* e = app.add_subcommand("eval", "Preference accuracy and margins; judge win rates on the built-in task");
+  e->add_option("--checkpoint", ev.checkpoint, "Policy model folder")->required();
+  e->add_option("--reference", ev.reference, "Reference model folder")->required();
+  e->add_option("--pairs", ev.pairs, "Preference pairs (TRL JSONL/JSON)");
+  e->add_option("--builtin", ev.builtin, "Built-in task for judge evaluation (lists)");
+  e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")->delimiter(',')->capture_default_str();
+  e->add_option("--num-prompts", ev.num_prompts)->capture_default_str();
+  e->add_option("--max-new-tokens", ev.max_new_tokens)->capture_default_str();
+  e->add_option("--loss-type", ev.loss_type)->capture_default_str();
+  e->add_option("--beta", ev.beta, "0 = the loss's default");
+  e->add_option("--seed", ev.seed)->capture_default_str();
+  e->add_option("--device", ev.device)->capture_default_str();
+  e->add_flag("--json", ev.json, "Print JSON");
+
+  DemoArgs demo;
+  auto* d = app.add_subcommand("demo", "SFT a tiny model on the built-in task, then DPO+GANPO, then evaluate");
+  d->add_option("--output-dir", demo.output_dir)->capture_default_str();
+  d->add_flag("--quick", demo.quick, "Reduced demo (a few minutes; used by tests)");
+  d->add_flag("--json", demo.json, "Also print the results as JSON");
+
+  BenchArgs bench;
+  auto* b = app.add_subcommand("bench", "Median optimizer-step time and tokens/s with GANPO on and off");
+  b->add_option("--config", bench.config_path, "Run config")->required();
+  b->add_option("--set", bench.overrides, "Override a key (repeatable)");
+  b->add_option("--steps", bench.steps)->capture_default_str();
+  b->add_flag("--json", bench.json, "Print JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& err) {
+    return app.exit(err) == 0 ? 0 : 2;
+  }
+  try {
+    if (*t) return train_command(train);
+    if (*g) return generate_command(gen);
+    if (*e) return eval_command(ev);
+    if (*d) return demo_command(demo);
+    if (*b) return bench_command(bench);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "ganpo: %s\n", ex.what());
+    return 1;
+  }
+  return 2;
+}

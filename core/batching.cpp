@@ -1,0 +1,102 @@
+#include "core/batching.h"
+
+#include <random>
+
+#include "core/error.h"
+
+namespace ganpo {
+namespace {
+
+// TRL's rule: if prompt + longest response exceeds max_length, keep the prompt's end
+// (max_prompt_length tokens), then cut the responses to the space left.
+void truncate(std::vector<int64_t>& prompt, std::vector<std::vector<int64_t>*> responses,
+              int64_t max_length, int64_t max_prompt_length) {
+  size_t longest = 0;
+  for (auto* r : responses) longest = std::max(longest, r->size());
+  if (static_cast<int64_t>(prompt.size() + longest) > max_length &&
+      static_cast<int64_t>(prompt.size()) > max_prompt_length)
+    prompt.erase(prompt.begin(), prompt.end() - max_prompt_length);
+  const int64_t room = std::max<int64_t>(1, max_length - static_cast<int64_t>(prompt.size()));
+  for (auto* r : responses)
+    if (static_cast<int64_t>(r->size()) > room) r->resize(static_cast<size_t>(room));
+}
+
+void fill_row(int64_t* ids, float* attn, float* resp, const std::vector<int64_t>& prompt,
+              const std::vector<int64_t>& response) {
+  size_t t = 0;
+  for (int64_t id : prompt) ids[t] = id, attn[t] = 1.f, resp[t] = 0.f, ++t;
+  for (int64_t id : response) ids[t] = id, attn[t] = 1.f, resp[t] = 1.f, ++t;
+}
+
+}  // namespace
+
+TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, int64_t max_length,
+                            int64_t max_prompt_length) {
+  TokenizedPair p{encode_prompt(tok, ex.prompt), encode_response(tok, ex.chosen),
+                  encode_response(tok, ex.rejected)};
+  truncate(p.prompt, {&p.chosen, &p.rejected}, max_length, max_prompt_length);
+  return p;
+}
+
+TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t max_length,
+                          int64_t max_prompt_length) {
+  TokenizedSft s{ex.prompt.empty() ? std::vector<int64_t>{tok.bos_id()} : encode_prompt(tok, ex.prompt),
+                 encode_response(tok, ex.completion)};
+  truncate(s.prompt, {&s.completion}, max_length, max_prompt_length);
+  return s;
+}
+
+PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
+                              const torch::Device& device) {
+  GANPO_ASSERT(!pairs.empty(), "empty batch");
+  const int64_t B = static_cast<int64_t>(pairs.size());
+  int64_t T = 0;
+  for (auto* p : pairs)
+    T = std::max<int64_t>(T, static_cast<int64_t>(p->prompt.size() +
+                                                  std::max(p->chosen.size(), p->rejected.size())));
+  auto ids = torch::full({2 * B, T}, pad_id, torch::kLong);
+  auto attn = torch::zeros({2 * B, T}, torch::kFloat32);
+  auto resp = torch::zeros({2 * B, T}, torch::kFloat32);
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    const auto* p = pairs[static_cast<size_t>(i)];
+    fill_row(ids[i].data_ptr<int64_t>(), attn[i].data_ptr<float>(), resp[i].data_ptr<float>(),
+             p->prompt, p->chosen);
+    fill_row(ids[B + i].data_ptr<int64_t>(), attn[B + i].data_ptr<float>(),
+             resp[B + i].data_ptr<float>(), p->prompt, p->rejected);
+    tokens += static_cast<int64_t>(2 * p->prompt.size() + p->chosen.size() + p->rejected.size());
+  }
+  PreferenceBatch batch;
+  batch.sequences = {ids.to(device), attn.to(device), resp.to(device), tokens};
+  batch.pairs = B;
+  return batch;
+}
+
+SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t pad_id,
+                          const torch::Device& device) {
+  GANPO_ASSERT(!rows.empty(), "empty batch");
+  const int64_t N = static_cast<int64_t>(rows.size());
+  int64_t T = 0;
+  for (auto* r : rows) T = std::max<int64_t>(T, static_cast<int64_t>(r->prompt.size() + r->completion.size()));
+  auto ids = torch::full({N, T}, pad_id, torch::kLong);
+  auto attn = torch::zeros({N, T}, torch::kFloat32);
+  auto resp = torch::zeros({N, T}, torch::kFloat32);
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const auto* r = rows[static_cast<size_t>(i)];
+    fill_row(ids[i].data_ptr<int64_t>(), attn[i].data_ptr<float>(), resp[i].data_ptr<float>(),
+             r->prompt, r->completion);
+    tokens += static_cast<int64_t>(r->prompt.size() + r->completion.size());
+  }
+  return {ids.to(device), attn.to(device), resp.to(device), tokens};
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  std::mt19937_64 rng(seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+  return order;
+}
+
+}  // namespace ganpo

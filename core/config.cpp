@@ -1,0 +1,825 @@
+#include "core/config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+#include <toml++/toml.h>
+
+#include "core/error.h"
+
+namespace ganpo {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The field registry: the one list of every key. Parsing (TOML, JSON), saving and overrides all
+// walk it, so adding a field to config.h means adding one line here and nothing else.
+
+using FieldRef = std::variant<std::string*, int64_t*, double*, bool*>;
+
+struct Field {
+  const char* section;  // "" for top-level keys
+  const char* key;
+  FieldRef (*ref)(RunConfig&);
+
+  std::string path() const { return *section ? std::string(section) + "." + key : key; }
+  FieldRef get(RunConfig& c) const { return ref(c); }
+  // Readers share the mutable accessor; they never write through the pointer.
+  FieldRef get(const RunConfig& c) const { return ref(const_cast<RunConfig&>(c)); }
+};
+
+#define GANPO_TOP(member) \
+  Field { "", #member, [](RunConfig& c) -> FieldRef { return &c.member; } }
+#define GANPO_FIELD(section, member) \
+  Field { #section, #member, [](RunConfig& c) -> FieldRef { return &c.section.member; } }
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> registry = {
+      GANPO_TOP(name),
+      GANPO_TOP(stage),
+      GANPO_TOP(seed),
+      GANPO_TOP(device),
+      GANPO_TOP(output_dir),
+
+      GANPO_FIELD(model, preset),
+      GANPO_FIELD(model, arch),
+      GANPO_FIELD(model, d_model),
+      GANPO_FIELD(model, n_layers),
+      GANPO_FIELD(model, n_heads),
+      GANPO_FIELD(model, n_kv_heads),
+      GANPO_FIELD(model, d_ff),
+      GANPO_FIELD(model, max_seq_len),
+      GANPO_FIELD(model, rope_theta),
+      GANPO_FIELD(model, checkpoint),
+      GANPO_FIELD(model, reference),
+
+      GANPO_FIELD(data, builtin),
+      GANPO_FIELD(data, train),
+      GANPO_FIELD(data, eval),
+      GANPO_FIELD(data, eval_fraction),
+      GANPO_FIELD(data, max_length),
+      GANPO_FIELD(data, max_prompt_length),
+      GANPO_FIELD(data, label_noise),
+      GANPO_FIELD(data, on_bad_line),
+      GANPO_FIELD(data, builtin_train_size),
+      GANPO_FIELD(data, builtin_eval_size),
+
+      GANPO_FIELD(objective, loss_type),
+      GANPO_FIELD(objective, beta),
+      GANPO_FIELD(objective, simpo_gamma),
+
+      GANPO_FIELD(ganpo, enabled),
+      GANPO_FIELD(ganpo, adv_weight),
+      GANPO_FIELD(ganpo, critic_hidden),
+      GANPO_FIELD(ganpo, critic_layers),
+      GANPO_FIELD(ganpo, critic_heads),
+      GANPO_FIELD(ganpo, critic_ffn_mult),
+      GANPO_FIELD(ganpo, critic_max_len),
+      GANPO_FIELD(ganpo, critic_dropout),
+      GANPO_FIELD(ganpo, critic_lr_ratio),
+      GANPO_FIELD(ganpo, ema_momentum),
+      GANPO_FIELD(ganpo, critic_mask),
+      GANPO_FIELD(ganpo, critic_update_every),
+
+      GANPO_FIELD(train, learning_rate),
+      GANPO_FIELD(train, lr_scheduler_type),
+      GANPO_FIELD(train, warmup_ratio),
+      GANPO_FIELD(train, per_device_train_batch_size),
+      GANPO_FIELD(train, gradient_accumulation_steps),
+      GANPO_FIELD(train, max_steps),
+      GANPO_FIELD(train, num_train_epochs),
+      GANPO_FIELD(train, max_grad_norm),
+      GANPO_FIELD(train, weight_decay),
+      GANPO_FIELD(train, adam_beta1),
+      GANPO_FIELD(train, adam_beta2),
+      GANPO_FIELD(train, adam_epsilon),
+      GANPO_FIELD(train, precision),
+      GANPO_FIELD(train, logging_steps),
+      GANPO_FIELD(train, eval_steps),
+      GANPO_FIELD(train, save_steps),
+      GANPO_FIELD(train, num_threads),
+
+      GANPO_FIELD(sampling, every_steps),
+      GANPO_FIELD(sampling, num_prompts),
+      GANPO_FIELD(sampling, temperature),
+      GANPO_FIELD(sampling, top_p),
+      GANPO_FIELD(sampling, top_k),
+      GANPO_FIELD(sampling, max_new_tokens),
+  };
+  return registry;
+}
+
+#undef GANPO_TOP
+#undef GANPO_FIELD
+
+// Section order is the order tables are written in.
+const std::vector<std::string>& sections() {
+  static const std::vector<std::string> names = {"model", "data", "objective", "ganpo", "train", "sampling"};
+  return names;
+}
+
+bool is_section(std::string_view name) {
+  const auto& s = sections();
+  return std::find(s.begin(), s.end(), name) != s.end();
+}
+
+const Field* find_field(std::string_view section, std::string_view key) {
+  for (const Field& f : fields())
+    if (section == f.section && key == f.key) return &f;
+  return nullptr;
+}
+
+std::vector<std::string> keys_of(std::string_view section) {
+  std::vector<std::string> keys;
+  for (const Field& f : fields())
+    if (section == f.section) keys.emplace_back(f.key);
+  return keys;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text helpers. Number formatting avoids printf/strtod because the GUI may set a locale with a
+// decimal comma, and a config file must read the same everywhere.
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += sep;
+    out += items[i];
+  }
+  return out;
+}
+
+// A double-quoted string with TOML/JSON-compatible escapes, for files and for messages.
+std::string quote(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// Shortest text that reads back to exactly the same double ("5e-7", "0.1", "10000").
+std::string format_double(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
+  char buf[512];
+  // Whole numbers read better in full ("500000", not "5e5"); beyond 1e15 digits stop helping.
+  const bool whole = v == std::floor(v) && std::fabs(v) < 1e15;
+  const auto res = whole ? std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed)
+                         : std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, res.ptr);
+  // to_chars writes "5e-07" and "1e+20"; drop the '+' and exponent zeros people never type.
+  const auto e = s.find('e');
+  if (e != std::string::npos) {
+    std::string mantissa = s.substr(0, e), exponent = s.substr(e + 1);
+    std::string sign;
+    if (exponent[0] == '-' || exponent[0] == '+') {
+      if (exponent[0] == '-') sign = "-";
+      exponent.erase(0, 1);
+    }
+    exponent.erase(0, std::min(exponent.find_first_not_of('0'), exponent.size() - 1));
+    s = mantissa + "e" + sign + exponent;
+  }
+  return s;
+}
+
+// TOML needs a '.' or exponent to read a value back as a float rather than an integer.
+std::string format_toml_double(double v) {
+  std::string s = format_double(v);
+  if (std::isfinite(v) && s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return "";
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool parse_int64(std::string_view s, int64_t& out) {
+  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  const auto res = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && res.ec == std::errc() && res.ptr == s.data() + s.size();
+}
+
+bool parse_double(std::string_view s, double& out) {
+  if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+  const auto res = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && res.ec == std::errc() && res.ptr == s.data() + s.size();
+}
+
+// A float is accepted for an integer key only when nothing is lost ("max_steps = 300.0").
+bool integral_double_to_int64(double v, int64_t& out) {
+  if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) >= 9.2e18) return false;
+  out = static_cast<int64_t>(v);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error messages.
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t subst = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// The closest candidate if it is close enough to be a plausible typo, else "".
+std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  const std::string w = lower(word);
+  std::string best;
+  size_t best_d = std::numeric_limits<size_t>::max();
+  for (const auto& c : candidates) {
+    const size_t d = edit_distance(w, lower(c));
+    if (d < best_d) best_d = d, best = c;
+  }
+  const size_t allowed = std::max<size_t>(2, w.size() / 3);
+  return best_d <= allowed ? best : "";
+}
+
+// `unknown key "train.learning_rat" (did you mean "learning_rate"?)`, or the list of valid
+// names when nothing is close, so the message always says what would have worked. `where` is a
+// location prefix ("line 3: ") when the source has one.
+[[noreturn]] void throw_unknown(const std::string& what, const std::string& shown, const std::string& typed,
+                               const std::vector<std::string>& candidates, const std::string& allowed_label,
+                               const std::string& where = "") {
+  std::string msg = "unknown " + what + " " + quote(shown);
+  const std::string guess = closest(typed, candidates);
+  if (!guess.empty())
+    msg += " (did you mean " + quote(guess) + "?)";
+  else
+    msg += "; " + allowed_label + ": " + join(candidates, ", ");
+  throw ConfigError(where + msg);
+}
+
+std::vector<std::string> top_level_names() {
+  std::vector<std::string> names = keys_of("");
+  for (const auto& s : sections()) names.push_back(s);
+  return names;
+}
+
+[[noreturn]] void throw_unknown_key(std::string_view section, const std::string& key, const std::string& where) {
+  if (section.empty()) throw_unknown("key", key, key, top_level_names(), "allowed top-level keys and tables", where);
+  throw_unknown("key", std::string(section) + "." + key, key, keys_of(section),
+                "keys allowed in [" + std::string(section) + "]", where);
+}
+
+// Overrides are typed by hand on a command line, so the suggestion is a complete, corrected
+// "section.key" and the fallback list is as short as the mistake allows.
+[[noreturn]] void throw_unknown_override(const std::string& path, const std::string& section, const std::string& key) {
+  if (section.empty() && is_section(key))
+    throw ConfigError(quote(path) + " is a table; override one of its keys, e.g. " + key + "." + keys_of(key).front() +
+                      "=...; keys allowed in [" + key + "]: " + join(keys_of(key), ", "));
+  std::vector<std::string> all;
+  for (const Field& g : fields()) all.push_back(g.path());
+  std::string guess;
+  if (section.empty()) {
+    // "learning_rate=1e-4": the key exists, only its table is missing.
+    for (const Field& g : fields())
+      if (key == g.key) guess = g.path();
+  }
+  if (guess.empty()) guess = closest(path, all);
+  if (!guess.empty()) throw ConfigError("unknown key " + quote(path) + " (did you mean " + quote(guess) + "?)");
+  if (section.empty() || is_section(section)) throw_unknown_key(section, key, "");
+  const std::string table_guess = closest(section, sections());
+  std::string msg = "unknown key " + quote(path) + ": there is no table " + quote(section);
+  msg += table_guess.empty() ? "; tables are: " + join(sections(), ", ") : " (did you mean " + quote(table_guess) + "?)";
+  throw ConfigError(msg);
+}
+
+const char* kind_name(const FieldRef& ref) {
+  switch (ref.index()) {
+    case 0: return "a string";
+    case 1: return "an integer";
+    case 2: return "a number";
+    default: return "true or false";
+  }
+}
+
+[[noreturn]] void throw_type(const Field& f, const FieldRef& ref, const std::string& got, const std::string& where = "") {
+  throw ConfigError(where + f.path() + " must be " + kind_name(ref) + ", got " + got);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOML.
+
+std::string toml_where(const toml::source_region& src) {
+  return src.begin.line ? "line " + std::to_string(src.begin.line) + ": " : "";
+}
+
+std::string describe_toml(const toml::node& node) {
+  if (auto s = node.as_string()) return quote(s->get());
+  if (auto i = node.as_integer()) return std::to_string(i->get());
+  if (auto d = node.as_floating_point()) return format_double(d->get());
+  if (auto b = node.as_boolean()) return b->get() ? "true" : "false";
+  if (node.is_table()) return "a table";
+  if (node.is_array()) return "an array";
+  return "a date/time";
+}
+
+void set_from_toml(const Field& f, RunConfig& config, const toml::node& node) {
+  const FieldRef ref = f.get(config);
+  const std::string where = toml_where(node.source());
+  auto fail = [&]() { throw_type(f, ref, describe_toml(node), where); };
+  if (auto p = std::get_if<std::string*>(&ref)) {
+    auto s = node.as_string();
+    if (!s) fail();
+    **p = s->get();
+  } else if (auto p = std::get_if<int64_t*>(&ref)) {
+    if (auto i = node.as_integer()) {
+      **p = i->get();
+    } else if (auto d = node.as_floating_point(); d && integral_double_to_int64(d->get(), **p)) {
+    } else {
+      fail();
+    }
+  } else if (auto p = std::get_if<double*>(&ref)) {
+    if (auto d = node.as_floating_point())
+      **p = d->get();
+    else if (auto i = node.as_integer())
+      **p = static_cast<double>(i->get());
+    else
+      fail();
+  } else if (auto p = std::get_if<bool*>(&ref)) {
+    auto b = node.as_boolean();
+    if (!b) fail();
+    **p = b->get();
+  }
+}
+
+RunConfig config_from_toml_table(const toml::table& root) {
+  RunConfig config;
+  for (auto&& [key, node] : root) {
+    const std::string name(key.str());
+    const std::string where = toml_where(key.source());
+    if (is_section(name)) {
+      const toml::table* table = node.as_table();
+      if (!table) throw ConfigError(where + quote(name) + " must be a table ([" + name + "]), got " + describe_toml(node));
+      for (auto&& [sub_key, sub_node] : *table) {
+        const std::string sub(sub_key.str());
+        const Field* f = find_field(name, sub);
+        if (!f) throw_unknown_key(name, sub, toml_where(sub_key.source()));
+        set_from_toml(*f, config, sub_node);
+      }
+    } else {
+      const Field* f = find_field("", name);
+      if (!f) {
+        if (node.is_table())
+          throw_unknown("table", name, name, sections(), "allowed tables", where);
+        throw_unknown_key("", name, where);
+      }
+      set_from_toml(*f, config, node);
+    }
+  }
+  return config;
+}
+
+toml::table parse_toml(const std::string& text, const std::string& source_label) {
+  try {
+    return toml::parse(text);
+  } catch (const toml::parse_error& e) {
+    const auto& pos = e.source().begin;
+    throw ConfigError("invalid TOML in " + source_label + " at line " + std::to_string(pos.line) + ", column " +
+                      std::to_string(pos.column) + ": " + std::string(e.description()));
+  }
+}
+
+std::string toml_value(const FieldRef& ref) {
+  if (auto p = std::get_if<std::string*>(&ref)) return quote(**p);
+  if (auto p = std::get_if<int64_t*>(&ref)) return std::to_string(**p);
+  if (auto p = std::get_if<double*>(&ref)) return format_toml_double(**p);
+  return *std::get<bool*>(ref) ? "true" : "false";
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON.
+
+std::string describe_json(const nlohmann::json& v) {
+  if (v.is_string()) return quote(v.get<std::string>());
+  if (v.is_object()) return "an object";
+  if (v.is_array()) return "an array";
+  if (v.is_number_float()) return format_double(v.get<double>());
+  return v.dump();
+}
+
+void set_from_json(const Field& f, RunConfig& config, const nlohmann::json& v) {
+  const FieldRef ref = f.get(config);
+  auto fail = [&]() { throw_type(f, ref, describe_json(v)); };
+  if (auto p = std::get_if<std::string*>(&ref)) {
+    if (!v.is_string()) fail();
+    **p = v.get<std::string>();
+  } else if (auto p = std::get_if<int64_t*>(&ref)) {
+    if (v.is_number_unsigned()) {
+      const auto u = v.get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail();
+      **p = static_cast<int64_t>(u);
+    } else if (v.is_number_integer()) {
+      **p = v.get<int64_t>();
+    } else if (!(v.is_number_float() && integral_double_to_int64(v.get<double>(), **p))) {
+      fail();
+    }
+  } else if (auto p = std::get_if<double*>(&ref)) {
+    if (!v.is_number()) fail();
+    **p = v.get<double>();
+  } else if (auto p = std::get_if<bool*>(&ref)) {
+    if (!v.is_boolean()) fail();
+    **p = v.get<bool>();
+  }
+}
+
+nlohmann::json json_value(const FieldRef& ref) {
+  if (auto p = std::get_if<std::string*>(&ref)) return **p;
+  if (auto p = std::get_if<int64_t*>(&ref)) return **p;
+  if (auto p = std::get_if<double*>(&ref)) return **p;
+  return *std::get<bool*>(ref);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+std::string extension_of(const std::string& path) {
+  return lower(std::filesystem::path(path).extension().string());
+}
+
+std::string read_file(const std::string& path) {
+  // fopen/fread rather than ifstream: they leave errno set, so the message can say why.
+  errno = 0;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw ConfigError("cannot read config file " + path + ": " + std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f);
+  const int err = errno;
+  std::fclose(f);
+  if (failed) throw ConfigError("cannot read config file " + path + ": " + std::strerror(err ? err : EIO));
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+class Checker {
+public:
+  std::vector<std::string> problems;
+
+  void add(const std::string& msg) { problems.push_back(msg); }
+
+  // Non-finite doubles are reported once, by the registry sweep in validate_config; the range
+  // checks skip them so one NaN yields one message, not two.
+  void greater(const std::string& key, double v, double lo) {
+    if (std::isfinite(v) && !(v > lo)) add(key + " must be > " + format_double(lo) + ", got " + format_double(v));
+  }
+  void at_least(const std::string& key, double v, double lo) {
+    if (std::isfinite(v) && !(v >= lo)) add(key + " must be >= " + format_double(lo) + ", got " + format_double(v));
+  }
+  void greater(const std::string& key, int64_t v, int64_t lo) {
+    if (!(v > lo)) add(key + " must be > " + std::to_string(lo) + ", got " + std::to_string(v));
+  }
+  void at_least(const std::string& key, int64_t v, int64_t lo) {
+    if (!(v >= lo)) add(key + " must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
+  }
+  // In [lo, hi] or [lo, hi) depending on hi_inclusive; lo is always inclusive here.
+  void in_range(const std::string& key, double v, double lo, double hi, bool hi_inclusive) {
+    if (!std::isfinite(v)) return;
+    const bool ok = v >= lo && (hi_inclusive ? v <= hi : v < hi);
+    if (!ok)
+      add(key + " must be in [" + format_double(lo) + ", " + format_double(hi) + (hi_inclusive ? "]" : ")") +
+          ", got " + format_double(v));
+  }
+  void one_of(const std::string& key, const std::string& v, const std::vector<std::string>& allowed,
+              const std::string& note = "") {
+    if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return;
+    std::vector<std::string> shown;
+    for (const auto& a : allowed) shown.push_back(a.empty() ? "\"\"" + note : a);
+    add(key + " must be one of " + join(shown, ", ") + "; got " + quote(v));
+  }
+  void not_empty(const std::string& key, const std::string& v, const std::string& why) {
+    if (v.empty()) add(key + " must not be empty (" + why + "), got \"\"");
+  }
+};
+
+bool is_valid_device(const std::string& d) {
+  if (d == "auto" || d == "cpu" || d == "cuda") return true;
+  if (d.rfind("cuda:", 0) != 0 || d.size() == 5) return false;
+  return std::all_of(d.begin() + 5, d.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+}  // namespace
+
+// =============================================================================================
+
+RunConfig config_from_toml(const std::string& toml_text) {
+  return config_from_toml_table(parse_toml(toml_text, "config text"));
+}
+
+std::string config_to_toml(const RunConfig& config) {
+  std::ostringstream out;
+  out << "# GANPO Workbench run configuration (every field written out).\n";
+  for (const Field& f : fields())
+    if (!*f.section) out << f.key << " = " << toml_value(f.get(config)) << "\n";
+  for (const auto& section : sections()) {
+    out << "\n[" << section << "]\n";
+    for (const Field& f : fields())
+      if (section == f.section) out << f.key << " = " << toml_value(f.get(config)) << "\n";
+  }
+  return out.str();
+}
+
+nlohmann::json config_to_json(const RunConfig& config) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& section : sections()) j[section] = nlohmann::json::object();
+  for (const Field& f : fields()) {
+    if (*f.section)
+      j[f.section][f.key] = json_value(f.get(config));
+    else
+      j[f.key] = json_value(f.get(config));
+  }
+  return j;
+}
+
+RunConfig config_from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw ConfigError("a JSON run configuration must be an object, got " + describe_json(j));
+  RunConfig config;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& name = it.key();
+    if (is_section(name)) {
+      if (!it->is_object())
+        throw ConfigError(quote(name) + " must be an object, got " + describe_json(*it));
+      for (auto sub = it->begin(); sub != it->end(); ++sub) {
+        const Field* f = find_field(name, sub.key());
+        if (!f) throw_unknown_key(name, sub.key(), "");
+        set_from_json(*f, config, *sub);
+      }
+    } else {
+      const Field* f = find_field("", name);
+      if (!f) {
+        if (it->is_object()) throw_unknown("table", name, name, sections(), "allowed tables");
+        throw_unknown_key("", name, "");
+      }
+      set_from_json(*f, config, *it);
+    }
+  }
+  return config;
+}
+
+RunConfig load_config_file(const std::string& path) {
+  const std::string ext = extension_of(path);
+  if (ext != ".toml" && ext != ".json")
+    throw ConfigError("cannot read config file " + path + ": the name must end in .toml or .json");
+  const std::string text = read_file(path);
+  if (ext == ".json") {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw ConfigError("invalid JSON in " + path + ": " + e.what());
+    }
+    try {
+      return config_from_json(j);
+    } catch (const ConfigError& e) {
+      throw ConfigError("config file " + path + ": " + e.what());
+    }
+  }
+  const toml::table table = parse_toml(text, path);
+  try {
+    return config_from_toml_table(table);
+  } catch (const ConfigError& e) {
+    throw ConfigError("config file " + path + ": " + e.what());
+  }
+}
+
+void save_config_file(const RunConfig& config, const std::string& path) {
+  const std::string ext = extension_of(path);
+  if (ext != ".toml" && ext != ".json")
+    throw ConfigError("cannot write config file " + path + ": the name must end in .toml or .json");
+  const std::string text = ext == ".json" ? config_to_json(config).dump(2) + "\n" : config_to_toml(config);
+
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  // Write a sibling then rename, so a crash never leaves a half-written config behind.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw ConfigError("cannot write config file " + path + ": " + std::strerror(errno));
+    out << text;
+    out.flush();
+    if (!out) throw ConfigError("cannot write config file " + path + ": " + std::strerror(errno));
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp);
+    throw ConfigError("cannot write config file " + path + ": " + ec.message());
+  }
+}
+
+void apply_override(RunConfig& config, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos)
+    throw ConfigError("override " + quote(assignment) +
+                      " must look like section.key=value (or key=value for a top-level key), e.g. "
+                      "train.learning_rate=3e-4");
+  const std::string path = trim(std::string_view(assignment).substr(0, eq));
+  std::string value = trim(std::string_view(assignment).substr(eq + 1));
+
+  const auto dot = path.find('.');
+  const std::string section = dot == std::string::npos ? "" : path.substr(0, dot);
+  const std::string key = dot == std::string::npos ? path : path.substr(dot + 1);
+  const Field* f = find_field(section, key);
+  if (!f) throw_unknown_override(path, section, key);
+
+  const FieldRef ref = f->get(config);
+  if (auto p = std::get_if<std::string*>(&ref)) {
+    // Quotes are optional so `name=demo` works, and needed only to keep surrounding spaces.
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front())
+      value = value.substr(1, value.size() - 2);
+    **p = value;
+  } else if (auto p = std::get_if<int64_t*>(&ref)) {
+    // Parse into a local: from_chars may store a prefix ("1" of "1.5") before failing.
+    int64_t v = 0;
+    if (!parse_int64(value, v)) throw_type(*f, ref, quote(value));
+    **p = v;
+  } else if (auto p = std::get_if<double*>(&ref)) {
+    double v = 0;
+    if (!parse_double(value, v)) throw_type(*f, ref, quote(value));
+    **p = v;
+  } else if (auto p = std::get_if<bool*>(&ref)) {
+    const std::string v = lower(value);
+    if (v == "true")
+      **p = true;
+    else if (v == "false")
+      **p = false;
+    else
+      throw_type(*f, ref, quote(value));
+  }
+}
+
+std::vector<std::string> validate_config(const RunConfig& c) {
+  Checker check;
+
+  for (const Field& f : fields()) {
+    const FieldRef ref = f.get(c);
+    if (auto p = std::get_if<double*>(&ref); p && !std::isfinite(**p))
+      check.add(f.path() + " must be a finite number, got " + format_double(**p));
+  }
+
+  check.not_empty("name", c.name, "the run's display name");
+  check.one_of("stage", c.stage, {"sft", "preference"});
+  if (!is_valid_device(c.device))
+    check.add("device must be auto, cpu, cuda or cuda:N (N = GPU index); got " + quote(c.device));
+  check.not_empty("output_dir", c.output_dir, "the folder the run writes to");
+
+  const ModelConfig& m = c.model;
+  check.one_of("model.preset", m.preset, {"tiny", "small", "base", ""}, " (explicit shape)");
+  if (m.preset.empty()) {
+    const std::string why = " when model.preset is \"\" (explicit shape)";
+    if (m.d_model <= 0) check.add("model.d_model must be > 0" + why + ", got " + std::to_string(m.d_model));
+    if (m.n_layers <= 0) check.add("model.n_layers must be > 0" + why + ", got " + std::to_string(m.n_layers));
+    if (m.n_heads <= 0) check.add("model.n_heads must be > 0" + why + ", got " + std::to_string(m.n_heads));
+  } else {
+    // 0 means "the preset's value"; only negatives are wrong here.
+    check.at_least("model.d_model", m.d_model, int64_t{0});
+    check.at_least("model.n_layers", m.n_layers, int64_t{0});
+    check.at_least("model.n_heads", m.n_heads, int64_t{0});
+  }
+  check.at_least("model.n_kv_heads", m.n_kv_heads, int64_t{0});
+  check.at_least("model.d_ff", m.d_ff, int64_t{0});
+  check.at_least("model.max_seq_len", m.max_seq_len, int64_t{0});
+  if (m.d_model > 0 && m.n_heads > 0 && m.d_model % m.n_heads != 0)
+    check.add("model.d_model must be divisible by model.n_heads, got d_model " + std::to_string(m.d_model) +
+              " and n_heads " + std::to_string(m.n_heads));
+  if (m.n_kv_heads > 0 && m.n_heads > 0 && m.n_heads % m.n_kv_heads != 0)
+    check.add("model.n_heads must be divisible by model.n_kv_heads, got n_heads " + std::to_string(m.n_heads) +
+              " and n_kv_heads " + std::to_string(m.n_kv_heads));
+  check.one_of("model.arch", m.arch, {"", "llama", "gpt2"}, " (the preset's)");
+  check.greater("model.rope_theta", m.rope_theta, 0.0);
+
+  const DataConfig& d = c.data;
+  check.one_of("data.builtin", d.builtin, {"lists", ""}, " (read data.train)");
+  if (d.builtin.empty() && d.train.empty())
+    check.add("data.train must name a JSONL/JSON file when data.builtin is \"\", got \"\"");
+  check.in_range("data.eval_fraction", d.eval_fraction, 0.0, 1.0, false);
+  check.greater("data.max_length", d.max_length, int64_t{0});
+  check.greater("data.max_prompt_length", d.max_prompt_length, int64_t{0});
+  if (d.max_length > 0 && d.max_prompt_length > 0 && d.max_prompt_length >= d.max_length)
+    check.add("data.max_prompt_length must be < data.max_length (" + std::to_string(d.max_length) +
+              ") to leave room for the response, got " + std::to_string(d.max_prompt_length));
+  check.in_range("data.label_noise", d.label_noise, 0.0, 1.0, true);
+  check.one_of("data.on_bad_line", d.on_bad_line, {"error", "skip"});
+  check.greater("data.builtin_train_size", d.builtin_train_size, int64_t{0});
+  check.greater("data.builtin_eval_size", d.builtin_eval_size, int64_t{0});
+
+  const ObjectiveConfig& o = c.objective;
+  check.one_of("objective.loss_type", o.loss_type, {"sigmoid", "simpo", "ipo", "hinge"});
+  if (std::isfinite(o.beta) && o.beta < 0)
+    check.add("objective.beta must be > 0, got " + format_double(o.beta) +
+              " (or 0 for the loss's default: 0.1, SimPO 2.5)");
+  check.at_least("objective.simpo_gamma", o.simpo_gamma, 0.0);
+
+  const GanpoConfig& g = c.ganpo;
+  check.at_least("ganpo.adv_weight", g.adv_weight, 0.0);
+  check.greater("ganpo.critic_hidden", g.critic_hidden, int64_t{0});
+  check.at_least("ganpo.critic_layers", g.critic_layers, int64_t{1});
+  check.greater("ganpo.critic_heads", g.critic_heads, int64_t{0});
+  if (g.critic_hidden > 0 && g.critic_heads > 0 && g.critic_hidden % g.critic_heads != 0)
+    check.add("ganpo.critic_hidden must be divisible by ganpo.critic_heads, got critic_hidden " +
+              std::to_string(g.critic_hidden) + " and critic_heads " + std::to_string(g.critic_heads));
+  check.at_least("ganpo.critic_ffn_mult", g.critic_ffn_mult, int64_t{1});
+  check.greater("ganpo.critic_max_len", g.critic_max_len, int64_t{0});
+  check.in_range("ganpo.critic_dropout", g.critic_dropout, 0.0, 1.0, false);
+  check.greater("ganpo.critic_lr_ratio", g.critic_lr_ratio, 0.0);
+  check.in_range("ganpo.ema_momentum", g.ema_momentum, 0.0, 1.0, false);
+  check.one_of("ganpo.critic_mask", g.critic_mask, {"none", "attention", "response"});
+  check.at_least("ganpo.critic_update_every", g.critic_update_every, int64_t{1});
+
+  const TrainConfig& t = c.train;
+  check.greater("train.learning_rate", t.learning_rate, 0.0);
+  check.one_of("train.lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
+  check.in_range("train.warmup_ratio", t.warmup_ratio, 0.0, 1.0, true);
+  check.at_least("train.per_device_train_batch_size", t.per_device_train_batch_size, int64_t{1});
+  check.at_least("train.gradient_accumulation_steps", t.gradient_accumulation_steps, int64_t{1});
+  if (t.max_steps != -1 && t.max_steps <= 0)
+    check.add("train.max_steps must be -1 (use num_train_epochs) or > 0, got " + std::to_string(t.max_steps));
+  if (t.max_steps == -1 && std::isfinite(t.num_train_epochs) && !(t.num_train_epochs > 0))
+    check.add("train.num_train_epochs must be > 0 when train.max_steps is -1, got " +
+              format_double(t.num_train_epochs));
+  check.at_least("train.max_grad_norm", t.max_grad_norm, 0.0);
+  check.at_least("train.weight_decay", t.weight_decay, 0.0);
+  check.in_range("train.adam_beta1", t.adam_beta1, 0.0, 1.0, false);
+  check.in_range("train.adam_beta2", t.adam_beta2, 0.0, 1.0, false);
+  check.greater("train.adam_epsilon", t.adam_epsilon, 0.0);
+  check.one_of("train.precision", t.precision, {"fp32", "bf16"});
+  check.at_least("train.logging_steps", t.logging_steps, int64_t{1});
+  check.at_least("train.eval_steps", t.eval_steps, int64_t{0});
+  check.at_least("train.save_steps", t.save_steps, int64_t{0});
+  check.at_least("train.num_threads", t.num_threads, int64_t{0});
+
+  const SamplingConfig& s = c.sampling;
+  check.at_least("sampling.every_steps", s.every_steps, int64_t{0});
+  check.at_least("sampling.num_prompts", s.num_prompts, int64_t{0});
+  check.at_least("sampling.temperature", s.temperature, 0.0);
+  if (std::isfinite(s.top_p) && !(s.top_p > 0 && s.top_p <= 1))
+    check.add("sampling.top_p must be in (0, 1], got " + format_double(s.top_p));
+  check.at_least("sampling.top_k", s.top_k, int64_t{0});
+  check.at_least("sampling.max_new_tokens", s.max_new_tokens, int64_t{1});
+
+  return check.problems;
+}
+
+void validate_or_throw(const RunConfig& config) {
+  const auto problems = validate_config(config);
+  if (problems.empty()) return;
+  std::string msg = "invalid run configuration:";
+  for (const auto& p : problems) msg += "\n  " + p;
+  throw ConfigError(msg);
+}
+
+double effective_beta(const ObjectiveConfig& objective) {
+  if (objective.beta > 0) return objective.beta;
+  return objective.loss_type == "simpo" ? 2.5 : 0.1;
+}
+
+}  // namespace ganpo

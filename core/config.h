@@ -1,0 +1,129 @@
+// The run configuration: one RunConfig value describing a whole training run.
+//
+// Loaded from and saved to TOML (or JSON), overridable with "section.key=value" strings from
+// the command line, and validated in one place with messages a person can act on
+// ("objective.beta must be > 0, got -1"). Key names follow TRL's DPOConfig where TRL has one.
+// Sections: top level (name, stage, seed, device, output_dir), [model], [data], [objective],
+// [ganpo], [train], [sampling]. No torch types here: the GUI and the run store use it too.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace ganpo {
+
+struct ModelConfig {
+  std::string preset = "tiny";  // "tiny" | "small" | "base" | "" (explicit shape below)
+  std::string arch;             // "llama" | "gpt2"; empty = the preset's
+  int64_t d_model = 0;          // 0 = the preset's value
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;       // grouped-query attention; 0 = n_heads
+  int64_t d_ff = 0;             // 0 = derived from d_model and arch
+  int64_t max_seq_len = 0;      // positions the model supports; 0 = the preset's
+  double rope_theta = 10000.0;
+  std::string checkpoint;       // start from this checkpoint folder (empty = fresh init)
+  std::string reference;        // reference model folder (empty = the starting weights)
+};
+
+struct DataConfig {
+  std::string builtin = "lists";  // "lists" | "" (files below)
+  std::string train;              // JSONL/JSON file in TRL format
+  std::string eval;               // optional held-out file; else split from train
+  double eval_fraction = 0.05;
+  int64_t max_length = 200;       // prompt + response tokens
+  int64_t max_prompt_length = 100;
+  double label_noise = 0.0;       // built-in task: fraction of pairs with chosen/rejected swapped
+  std::string on_bad_line = "error";  // "error" | "skip"
+  int64_t builtin_train_size = 4000;  // built-in task: examples generated for training
+  int64_t builtin_eval_size = 200;    // built-in task: held-out examples
+};
+
+struct ObjectiveConfig {
+  std::string loss_type = "sigmoid";  // "sigmoid" (DPO) | "simpo" | "ipo" | "hinge"
+  double beta = 0.0;                  // 0 = default for the loss (0.1; SimPO 2.5)
+  double simpo_gamma = 1.4;
+};
+
+struct GanpoConfig {
+  bool enabled = true;
+  double adv_weight = 1.0;          // lambda
+  int64_t critic_hidden = 512;
+  int64_t critic_layers = 2;
+  int64_t critic_heads = 8;
+  int64_t critic_ffn_mult = 4;
+  int64_t critic_max_len = 2048;
+  double critic_dropout = 0.1;
+  double critic_lr_ratio = 0.5;
+  double ema_momentum = 0.9;
+  std::string critic_mask = "attention";  // "none" | "attention" | "response"
+  int64_t critic_update_every = 1;        // optimizer steps between critic steps
+};
+
+struct TrainConfig {
+  double learning_rate = 1e-6;
+  std::string lr_scheduler_type = "linear";  // "constant" | "linear" | "cosine"
+  double warmup_ratio = 0.0;
+  int64_t per_device_train_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  int64_t max_steps = -1;                    // > 0 overrides num_train_epochs
+  double num_train_epochs = 1.0;
+  double max_grad_norm = 1.0;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  std::string precision = "fp32";  // "fp32" | "bf16" (bf16 autocast needs LibTorch 2.x + CUDA)
+  int64_t logging_steps = 10;
+  int64_t eval_steps = 0;          // 0 = only at the end
+  int64_t save_steps = 0;          // 0 = only at the end
+  int64_t num_threads = 0;         // CPU threads; 0 = all cores
+};
+
+struct SamplingConfig {
+  int64_t every_steps = 0;  // 0 = only at the start and end
+  int64_t num_prompts = 8;
+  double temperature = 0.7;
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  int64_t max_new_tokens = 64;
+};
+
+struct RunConfig {
+  std::string name = "run";
+  std::string stage = "preference";  // "sft" | "preference"
+  int64_t seed = 42;
+  std::string device = "auto";       // "auto" | "cpu" | "cuda" | "cuda:N"
+  std::string output_dir = "runs/run";
+  ModelConfig model;
+  DataConfig data;
+  ObjectiveConfig objective;
+  GanpoConfig ganpo;
+  TrainConfig train;
+  SamplingConfig sampling;
+};
+
+// Loading and saving. Unknown keys and wrongly typed values throw ConfigError naming the key.
+RunConfig load_config_file(const std::string& path);  // .toml or .json by extension
+RunConfig config_from_toml(const std::string& toml_text);
+std::string config_to_toml(const RunConfig& config);
+nlohmann::json config_to_json(const RunConfig& config);
+RunConfig config_from_json(const nlohmann::json& j);
+void save_config_file(const RunConfig& config, const std::string& path);
+
+// Applies "section.key=value" (or "key=value" for top-level keys), parsing value as the key's
+// type. Throws ConfigError for an unknown key or a value of the wrong type.
+void apply_override(RunConfig& config, const std::string& assignment);
+
+// Every problem found, one actionable message each; empty when the config is usable.
+std::vector<std::string> validate_config(const RunConfig& config);
+// Throws ConfigError listing every problem.
+void validate_or_throw(const RunConfig& config);
+
+// Default beta for the loss type when beta is 0 (unset).
+double effective_beta(const ObjectiveConfig& objective);
+
+}  // namespace ganpo

@@ -1,0 +1,116 @@
+// GANPO's latent critics and relativistic-average losses (../shared/GANPO.md sections 1-3).
+//
+// A LatentCritic maps a latent sequence [N, T, d] to one logit per sequence: spectrally
+// normalised input projection, learned positions, pre-norm transformer encoder layers, masked
+// mean pooling, spectrally normalised MLP head. GanpoRegularizer owns the two critics D_w
+// ("good") and D_l ("bad"), the six EMA relativistic means, and forms the critic losses
+// (L_Dw, L_Dl, on detached latents) and the policy's adversarial term L_adv (critics frozen).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+#include "core/config.h"
+
+namespace ganpo {
+
+// Linear layer whose weight is divided by its largest singular value, estimated by one power
+// iteration per training forward (as torch.nn.utils.spectral_norm). In eval mode the stored
+// u, v vectors are used without iterating.
+class SpectralLinearImpl : public torch::nn::Module {
+public:
+  SpectralLinearImpl(int64_t in, int64_t out);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor normalized_weight();  // W / sigma with the current u, v
+  torch::Tensor weight, bias;         // [out, in], [out]
+  torch::Tensor u, v;                 // buffers [out], [in]
+};
+TORCH_MODULE(SpectralLinear);
+
+struct CriticShape {
+  int64_t input_dim = 128;   // d of the policy's hidden states
+  int64_t hidden = 512;
+  int64_t layers = 2;
+  int64_t heads = 8;
+  int64_t ffn_mult = 4;
+  int64_t max_len = 2048;
+  double dropout = 0.1;
+};
+CriticShape critic_shape(const GanpoConfig& config, int64_t input_dim);
+
+class LatentCriticImpl : public torch::nn::Module {
+public:
+  explicit LatentCriticImpl(const CriticShape& shape);
+  // latents [N, T, d]; mask [N, T] (1 = position counts) or undefined for all positions.
+  torch::Tensor forward(const torch::Tensor& latents, const torch::Tensor& mask);  // [N]
+  const CriticShape& shape() const { return shape_; }
+
+private:
+  CriticShape shape_;
+  SpectralLinear input_proj_{nullptr};
+  torch::Tensor pos_embedding_;  // [1, max_len, hidden]
+  torch::nn::ModuleList layers_{nullptr};
+  SpectralLinear head1_{nullptr}, head2_{nullptr};
+};
+TORCH_MODULE(LatentCritic);
+
+// The four latent sets of one micro-batch (detached or not, as the phase needs).
+struct LatentSets {
+  torch::Tensor ref_chosen;        // A   [B, T, d]
+  torch::Tensor ref_rejected;      // B   [B, T, d]
+  torch::Tensor policy_chosen;     // P_w [B, T, d]
+  torch::Tensor policy_rejected;   // P_l [B, T, d]
+  torch::Tensor chosen_mask;       // [B, T] critic mask for chosen rows (undefined = all)
+  torch::Tensor rejected_mask;     // [B, T]
+};
+
+struct CriticPhase {
+  torch::Tensor loss_chosen;    // L_Dw []
+  torch::Tensor loss_rejected;  // L_Dl []
+  torch::Tensor acc_chosen;     // [] fraction of D_w's four comparisons right
+  torch::Tensor acc_rejected;   // []
+};
+
+struct AdversarialTerm {
+  torch::Tensor loss;        // L_adv []
+  torch::Tensor g_chosen;    // bce(D_w(P_w) - mu_w[A], 1) []
+  torch::Tensor g_rejected;  // bce(D_l(P_l) - mu_l[B], 1) []
+};
+
+// Names of the six EMA means as logged: "ema/w_ref_chosen", ...
+struct EmaMeans {
+  torch::Tensor w_a, w_b, w_p;  // D_w on A, B, P_w (0-dim, no grad)
+  torch::Tensor l_a, l_b, l_p;  // D_l on A, B, P_l
+  bool initialized = false;
+};
+
+class GanpoRegularizer {
+public:
+  GanpoRegularizer(const GanpoConfig& config, int64_t input_dim, const torch::Device& device);
+
+  // Critic phase: critics in train mode; latents are detached here. Updates the EMA means
+  // from this batch before forming the losses.
+  CriticPhase critic_phase(const LatentSets& latents);
+  // Policy phase: critics in eval mode and frozen; gradients flow into the policy latents only.
+  AdversarialTerm adversarial_term(const LatentSets& latents);
+
+  LatentCritic& critic_w() { return critic_w_; }
+  LatentCritic& critic_l() { return critic_l_; }
+  std::vector<torch::Tensor> critic_parameters();
+  const EmaMeans& ema() const { return ema_; }
+  void set_ema(const EmaMeans& ema) { ema_ = ema; }
+  std::map<std::string, torch::Tensor> ema_metrics() const;
+
+private:
+  void update_ema(torch::Tensor& mean, const torch::Tensor& scores);
+  GanpoConfig config_;
+  LatentCritic critic_w_{nullptr}, critic_l_{nullptr};
+  EmaMeans ema_;
+};
+
+// bce(z, 1) = softplus(-z), bce(z, 0) = softplus(z), batch mean.
+torch::Tensor bce_with_target(const torch::Tensor& z, bool target);
+
+}  // namespace ganpo

@@ -1,0 +1,142 @@
+#include "core/evaluation.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include "core/generate.h"
+#include "core/lists_task.h"
+#include "core/opo_losses.h"
+
+namespace ganpo {
+namespace {
+
+torch::Device device_of(CausalLM& m) { return m->parameters().front().device(); }
+
+}  // namespace
+
+std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
+                                              const std::vector<TokenizedPair>& pairs,
+                                              const ObjectiveConfig& objective, int64_t pad_id,
+                                              int64_t batch_size) {
+  torch::NoGradGuard guard;
+  policy->eval();
+  reference->eval();
+  const auto device = device_of(policy);
+  const double beta = effective_beta(objective);
+  double loss = 0, chosen = 0, rejected = 0, acc = 0, lp_c = 0, lp_r = 0;
+  int64_t n = 0;
+  for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<const TokenizedPair*> chunk;
+    for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
+      chunk.push_back(&pairs[i]);
+    auto batch = collate_pairs(chunk, pad_id, device);
+    const auto& s = batch.sequences;
+    const int64_t B = batch.pairs;
+    auto pol = response_logps(policy->forward(s.input_ids).logits, s.input_ids, s.response_mask);
+    auto ref = response_logps(reference->forward(s.input_ids).logits, s.input_ids, s.response_mask);
+    OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
+                 ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
+    auto terms = opo_loss(objective.loss_type, beta, objective.simpo_gamma, in);
+    loss += terms.loss.item<double>() * static_cast<double>(B);
+    chosen += terms.chosen_rewards.sum().item<double>();
+    rejected += terms.rejected_rewards.sum().item<double>();
+    acc += (terms.chosen_rewards > terms.rejected_rewards).to(torch::kFloat64).sum().item<double>();
+    lp_c += in.policy_chosen.sum().item<double>();
+    lp_r += in.policy_rejected.sum().item<double>();
+    n += B;
+  }
+  if (n == 0) return {};
+  const double d = static_cast<double>(n);
+  return {{"eval_loss", loss / d},
+          {"eval_rewards/chosen", chosen / d},
+          {"eval_rewards/rejected", rejected / d},
+          {"eval_rewards/margins", (chosen - rejected) / d},
+          {"eval_rewards/accuracies", acc / d},
+          {"eval_logps/chosen", lp_c / d},
+          {"eval_logps/rejected", lp_r / d},
+          {"eval_pairs", d}};
+}
+
+std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<TokenizedSft>& rows,
+                                       int64_t pad_id, int64_t batch_size) {
+  torch::NoGradGuard guard;
+  model->eval();
+  const auto device = device_of(model);
+  double nll = 0, tokens = 0;
+  for (size_t start = 0; start < rows.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<const TokenizedSft*> chunk;
+    for (size_t i = start; i < std::min(rows.size(), start + static_cast<size_t>(batch_size)); ++i)
+      chunk.push_back(&rows[i]);
+    auto b = collate_sft(chunk, pad_id, device);
+    auto lp = response_logps(model->forward(b.input_ids).logits, b.input_ids, b.response_mask);
+    nll -= lp.sum.sum().item<double>();
+    tokens += lp.count.sum().item<double>();
+  }
+  return {{"eval_loss", tokens > 0 ? nll / tokens : 0.0}};
+}
+
+std::vector<WinRateRow> judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
+                                   const std::vector<std::string>& prompts_in,
+                                   const JudgeEvalOptions& options) {
+  std::vector<std::string> prompts;
+  std::vector<lists::ListSpec> specs;
+  for (const auto& p : prompts_in)
+    if (auto spec = lists::parse_prompt(p)) prompts.push_back(p), specs.push_back(*spec);
+  std::vector<std::vector<int64_t>> encoded;
+  for (const auto& p : prompts) encoded.push_back(encode_prompt(tok, p));
+
+  auto sample_all = [&](CausalLM& model, double temperature, uint64_t seed) {
+    std::vector<std::string> texts;
+    for (size_t start = 0; start < encoded.size(); start += static_cast<size_t>(options.batch_size)) {
+      std::vector<std::vector<int64_t>> chunk(
+          encoded.begin() + static_cast<std::ptrdiff_t>(start),
+          encoded.begin() + static_cast<std::ptrdiff_t>(std::min(encoded.size(), start + static_cast<size_t>(options.batch_size))));
+      SamplingOptions so{temperature, options.top_p, 0, options.max_new_tokens, seed + start};
+      for (auto& ids : generate(model, chunk, so, tok.eos_id(), tok.pad_id())) texts.push_back(tok.decode(ids));
+    }
+    return texts;
+  };
+
+  std::vector<WinRateRow> rows;
+  const char* buckets[] = {"all", "short", "medium", "long"};
+  for (double t : options.temperatures) {
+    auto pol = sample_all(policy, t, options.seed);
+    auto ref = sample_all(reference, t, options.seed + 1000003);
+    for (const char* bucket : buckets) {
+      WinRateRow row{t, bucket, 0, 0, 0, 0};
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        if (std::string(bucket) != "all" && bucket != std::string(lists::bucket_name(lists::bucket_of(specs[i]))))
+          continue;
+        const double ps = lists::judge(specs[i], pol[i]).score;
+        const double rs = lists::judge(specs[i], ref[i]).score;
+        row.prompts += 1;
+        row.policy_score += ps;
+        row.reference_score += rs;
+        row.win_rate += ps > rs ? 1.0 : (ps == rs ? 0.5 : 0.0);
+      }
+      if (row.prompts > 0) {
+        const double n = static_cast<double>(row.prompts);
+        row.policy_score /= n, row.reference_score /= n, row.win_rate /= n;
+      }
+      rows.push_back(row);
+    }
+  }
+  return rows;
+}
+
+std::string format_win_rate_table(const std::vector<WinRateRow>& rows) {
+  std::ostringstream os;
+  char line[160];
+  std::snprintf(line, sizeof line, "%-6s %-7s %7s %13s %16s %9s\n", "temp", "bucket", "prompts",
+                "policy_judge", "reference_judge", "win_rate");
+  os << line;
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof line, "%-6.2f %-7s %7lld %13.3f %16.3f %9.3f\n", r.temperature,
+                  r.bucket.c_str(), static_cast<long long>(r.prompts), r.policy_score,
+                  r.reference_score, r.win_rate);
+    os << line;
+  }
+  return os.str();
+}
+
+}  // namespace ganpo

@@ -1,0 +1,96 @@
+#include "core/generate.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+namespace ganpo {
+
+torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
+  const auto V = probs.size(-1);
+  if (top_k > 0 && top_k < V) {
+    auto kth = std::get<0>(probs.topk(top_k, -1)).select(-1, top_k - 1).unsqueeze(-1);
+    probs = probs.masked_fill(probs < kth, 0.0);
+  }
+  if (top_p < 1.0) {
+    auto sorted = probs.sort(-1, /*descending=*/true);
+    auto sorted_probs = std::get<0>(sorted);
+    auto cum = sorted_probs.cumsum(-1);
+    // Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it
+    // is below top_p, so the most likely token always stays.
+    auto drop_sorted = (cum - sorted_probs) >= top_p;
+    auto drop = torch::zeros_like(drop_sorted).scatter(-1, std::get<1>(sorted), drop_sorted);
+    probs = probs.masked_fill(drop, 0.0);
+  }
+  return probs / probs.sum(-1, true).clamp_min(1e-30);
+}
+
+std::vector<std::vector<int64_t>> generate(CausalLM& model,
+                                           const std::vector<std::vector<int64_t>>& prompts,
+                                           const SamplingOptions& opt, int64_t eos_id,
+                                           int64_t pad_id, const std::atomic<bool>* cancel,
+                                           const std::function<void(int64_t)>& on_token) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto device = model->parameters().front().device();
+  const int64_t N = static_cast<int64_t>(prompts.size());
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(N));
+  if (N == 0) return out;
+  size_t T = 0;
+  for (const auto& p : prompts) T = std::max(T, p.size());
+  const int64_t max_new =
+      std::min<int64_t>(opt.max_new_tokens, model->shape().max_seq_len - static_cast<int64_t>(T));
+
+  auto ids = torch::full({N, static_cast<int64_t>(T)}, pad_id, torch::kLong);
+  auto key_mask = torch::zeros({N, static_cast<int64_t>(T) + std::max<int64_t>(max_new, 0)}, torch::kLong);
+  for (int64_t i = 0; i < N; ++i) {
+    const auto& p = prompts[static_cast<size_t>(i)];
+    const int64_t offset = static_cast<int64_t>(T - p.size());
+    for (size_t t = 0; t < p.size(); ++t) ids[i][offset + static_cast<int64_t>(t)] = p[t];
+    key_mask[i].slice(0, offset, static_cast<int64_t>(T)).fill_(1);
+  }
+  key_mask = key_mask.to(device);
+  auto positions = (key_mask.slice(1, 0, static_cast<int64_t>(T)).cumsum(1) - 1).clamp_min(0);
+  auto next_pos = positions.select(1, static_cast<int64_t>(T) - 1) + 1;  // [N]
+
+  auto gen = at::detail::createCPUGenerator(opt.seed);
+  std::vector<char> done(static_cast<size_t>(N), 0);
+  KVCache cache;
+  auto input = ids.to(device);
+  auto pos = positions;
+  for (int64_t step = 0; step < max_new; ++step) {
+    if (cancel && cancel->load()) break;
+    // Keys so far: the (left-padded) prompt plus one per token already sampled.
+    auto keys = key_mask.slice(1, 0, static_cast<int64_t>(T) + step);
+    auto logits = model->forward(input, pos, keys, &cache)
+                      .logits.select(1, -1).to(torch::kFloat32).cpu();  // [N, V]
+    torch::Tensor next;
+    if (opt.temperature <= 0.0) {
+      next = logits.argmax(-1);
+    } else {
+      auto probs = torch::softmax(logits / opt.temperature, -1);
+      probs = filter_probs(probs, opt.top_k, opt.top_p);
+      next = torch::multinomial(probs, 1, false, gen).squeeze(-1);
+    }
+    bool all_done = true;
+    auto next_acc = next.accessor<int64_t, 1>();
+    for (int64_t i = 0; i < N; ++i) {
+      char& d = done[static_cast<size_t>(i)];
+      if (!d) {
+        if (next_acc[i] == eos_id)
+          d = 1;
+        else
+          out[static_cast<size_t>(i)].push_back(next_acc[i]);
+      }
+      all_done = all_done && d;
+    }
+    if (on_token) on_token(step + 1);
+    if (all_done) break;
+    key_mask.select(1, static_cast<int64_t>(T) + step).fill_(1);
+    input = next.view({N, 1}).to(device);
+    pos = next_pos.view({N, 1}) + step;
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+}  // namespace ganpo

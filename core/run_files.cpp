@@ -1,0 +1,72 @@
+#include "core/run_files.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace ganpo {
+namespace {
+
+nlohmann::json number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return v;
+}
+
+std::ofstream open_file(const fs::path& path, bool append) {
+  std::ofstream f(path, append ? std::ios::app : std::ios::trunc);
+  if (!f) throw Error("cannot write " + path.string() + "; check output_dir and its permissions");
+  return f;
+}
+
+}  // namespace
+
+std::string metrics_line(int64_t step, const std::map<std::string, double>& metrics) {
+  nlohmann::json j;
+  j["step"] = step;
+  for (const auto& [k, v] : metrics) j[k] = number(v);
+  return j.dump();
+}
+
+RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) {
+  const fs::path dir = config.output_dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot create output_dir " + dir.string() + ": " + ec.message());
+  save_config_file(config, (dir / "config.toml").string());
+  metrics_ = open_file(dir / "metrics.jsonl", append);
+  eval_ = open_file(dir / "eval.jsonl", append);
+  samples_ = open_file(dir / "samples.jsonl", append);
+  events_ = open_file(dir / "events.log", append);
+}
+
+void RunFilesWriter::on_log(const std::string& level, const std::string& text) {
+  events_ << level << ": " << text << std::endl;
+}
+
+void RunFilesWriter::on_metrics(int64_t step, const std::map<std::string, double>& metrics) {
+  metrics_ << metrics_line(step, metrics) << std::endl;
+}
+
+void RunFilesWriter::on_eval(int64_t step, const std::map<std::string, double>& metrics) {
+  eval_ << metrics_line(step, metrics) << std::endl;
+}
+
+void RunFilesWriter::on_samples(int64_t step, const std::vector<SampleRecord>& samples) {
+  for (const auto& s : samples) {
+    nlohmann::json j = {{"step", step}, {"prompt_index", s.prompt_index}, {"prompt", s.prompt},
+                        {"policy", s.policy}, {"reference", s.reference}};
+    if (s.policy_score >= 0) j["policy_score"] = s.policy_score;
+    if (s.reference_score >= 0) j["reference_score"] = s.reference_score;
+    samples_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  samples_.flush();
+}
+
+}  // namespace ganpo

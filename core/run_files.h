@@ -1,0 +1,32 @@
+// Writes a run's record as plain files in its output_dir, for tools that read files:
+// config.toml (resolved), metrics.jsonl ({"step": N, "<metric>": value, ...} per log line),
+// eval.jsonl, samples.jsonl (one row per prompt per sampling step) and events.log.
+// Lines are flushed as written so a crash loses nothing already reported.
+#pragma once
+
+#include <fstream>
+#include <string>
+
+#include "core/config.h"
+#include "core/run_observer.h"
+
+namespace ganpo {
+
+class RunFilesWriter final : public RunObserver {
+public:
+  // Creates output_dir; appends when resuming (append = true), else starts fresh files.
+  RunFilesWriter(const RunConfig& config, bool append);
+  void on_log(const std::string& level, const std::string& text) override;
+  void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
+  void on_eval(int64_t step, const std::map<std::string, double>& metrics) override;
+  void on_samples(int64_t step, const std::vector<SampleRecord>& samples) override;
+
+private:
+  std::ofstream metrics_, eval_, samples_, events_;
+};
+
+// {"step": step, k: v...}; NaN and Inf are written as strings ("NaN", "Infinity") so the
+// line stays valid JSON.
+std::string metrics_line(int64_t step, const std::map<std::string, double>& metrics);
+
+}  // namespace ganpo

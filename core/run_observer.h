@@ -1,0 +1,80 @@
+// How the training engine reports: the RunObserver interface.
+//
+// The Trainer knows nothing of files, SQLite or Qt. It calls an observer for status changes,
+// log lines, metrics, evaluations, samples and checkpoints, and asks it for control commands
+// (pause, resume, stop, sample now, checkpoint now) once per optimizer step. ObserverList fans
+// one stream out to several observers (files, console, run store).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ganpo {
+
+struct SampleRecord {
+  int64_t prompt_index = 0;
+  std::string prompt;
+  std::string policy;
+  std::string reference;
+  double policy_score = -1.0;     // judge score in [0,1]; -1 when the task has no judge
+  double reference_score = -1.0;
+};
+
+enum class ControlCommand { None, Pause, Resume, Stop, Sample, Checkpoint };
+
+class RunObserver {
+public:
+  virtual ~RunObserver() = default;
+  // status: "running" | "paused" | "completed" | "stopped" | "failed"
+  virtual void on_status(const std::string& status, const std::string& message) {}
+  // Once the stage is set up: total optimizer steps, first step to run (> 0 after a resume),
+  // and facts such as "device", "parameters", "train_examples".
+  virtual void on_start(int64_t total_steps, int64_t first_step,
+                        const std::map<std::string, std::string>& info) {}
+  virtual void on_log(const std::string& level, const std::string& text) {}
+  virtual void on_metrics(int64_t step, const std::map<std::string, double>& metrics) {}
+  virtual void on_eval(int64_t step, const std::map<std::string, double>& metrics) {}
+  virtual void on_samples(int64_t step, const std::vector<SampleRecord>& samples) {}
+  virtual void on_checkpoint(int64_t step, const std::string& path,
+                             const std::map<std::string, double>& metrics) {}
+  virtual ControlCommand poll_control() { return ControlCommand::None; }
+};
+
+class ObserverList final : public RunObserver {
+public:
+  void add(RunObserver* observer) { observers_.push_back(observer); }
+  void on_status(const std::string& s, const std::string& m) override {
+    for (auto* o : observers_) o->on_status(s, m);
+  }
+  void on_start(int64_t total, int64_t first, const std::map<std::string, std::string>& info) override {
+    for (auto* o : observers_) o->on_start(total, first, info);
+  }
+  void on_log(const std::string& l, const std::string& t) override {
+    for (auto* o : observers_) o->on_log(l, t);
+  }
+  void on_metrics(int64_t step, const std::map<std::string, double>& m) override {
+    for (auto* o : observers_) o->on_metrics(step, m);
+  }
+  void on_eval(int64_t step, const std::map<std::string, double>& m) override {
+    for (auto* o : observers_) o->on_eval(step, m);
+  }
+  void on_samples(int64_t step, const std::vector<SampleRecord>& s) override {
+    for (auto* o : observers_) o->on_samples(step, s);
+  }
+  void on_checkpoint(int64_t step, const std::string& p, const std::map<std::string, double>& m) override {
+    for (auto* o : observers_) o->on_checkpoint(step, p, m);
+  }
+  // The first observer with a command wins.
+  ControlCommand poll_control() override {
+    for (auto* o : observers_)
+      if (auto c = o->poll_control(); c != ControlCommand::None) return c;
+    return ControlCommand::None;
+  }
+
+private:
+  std::vector<RunObserver*> observers_;
+};
+
+}  // namespace ganpo

@@ -1,0 +1,45 @@
+// Reading and writing the safetensors file format with LibTorch tensors.
+//
+// safetensors is the format Hugging Face uses for model weights: an 8-byte little-endian
+// header length N, N bytes of JSON describing each tensor (dtype, shape, byte range), then the
+// raw tensor bytes. We use it for the base models we load and for the checkpoints and
+// adapters we write, so our files open in transformers/PEFT and theirs open here.
+// Supported dtypes: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL.
+//
+// Saving writes tensors sorted by name, pads the header with spaces to a multiple of 8 and
+// replaces the target atomically (path + ".tmp", fsync, then rename). Loading validates the
+// whole header before allocating anything, then reads each tensor's bytes straight into its
+// own tensor; for any missing, truncated or corrupt file it throws ModelFileError naming the
+// file, what is wrong and what to do, and never trusts sizes or offsets from the header.
+// Assumes a little-endian host (as LibTorch effectively does).
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace ganpo {
+
+// Writes tensors (any order; written sorted by name as HF does) with optional string metadata
+// ("__metadata__"). Tensors may be non-contiguous or on any device; they are written via
+// .contiguous().cpu(). Throws ganpo::Error for bad arguments (duplicate or reserved names,
+// undefined tensors, unsupported dtypes) and ModelFileError when the file cannot be written.
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+struct SafetensorsFile {
+  std::map<std::string, torch::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+// CPU tensors, contiguous, owning their memory. Throws ModelFileError for a missing, short
+// or corrupt file.
+SafetensorsFile load_safetensors(const std::string& path);
+
+}  // namespace ganpo

@@ -1,0 +1,67 @@
+#include "core/tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace ganpo {
+
+std::vector<int64_t> ByteTokenizer::encode(const std::string& text) const {
+  std::vector<int64_t> ids;
+  ids.reserve(text.size());
+  for (unsigned char c : text) ids.push_back(static_cast<int64_t>(c));
+  return ids;
+}
+
+std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::string out;
+  out.reserve(ids.size());
+  for (int64_t id : ids)
+    if (id >= 0 && id < 256) out.push_back(static_cast<char>(id));
+  return out;
+}
+
+void ByteTokenizer::save(const std::string& dir) const {
+  nlohmann::json j = {{"tokenizer_class", "GanpoByteTokenizer"}, {"kind", "byte"},
+                      {"vocab_size", vocab_size()}, {"bos_token_id", bos_id()},
+                      {"eos_token_id", eos_id()}, {"pad_token_id", pad_id()}};
+  std::ofstream(std::filesystem::path(dir) / "tokenizer_config.json") << j.dump(2) << "\n";
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
+  const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
+  std::ifstream in(path);
+  if (!in)
+    throw ModelFileError("missing " + path.string() +
+                         ": the folder is not a GANPO checkpoint (or it is incomplete); pick a "
+                         "checkpoint-<step> or final folder");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    throw ModelFileError(path.string() + " is not valid JSON (" + e.what() +
+                         "); the checkpoint is corrupt, use another one");
+  }
+  const std::string kind = j.value("kind", "");
+  if (kind == "byte") return std::make_unique<ByteTokenizer>();
+  throw ModelFileError(path.string() + ": unsupported tokenizer kind \"" + kind +
+                       "\"; this build reads \"byte\" tokenizers");
+}
+
+std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt) {
+  std::vector<int64_t> ids{tok.bos_id()};
+  auto body = tok.encode(prompt + "\n");
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response) {
+  auto ids = tok.encode(response);
+  ids.push_back(tok.eos_id());
+  return ids;
+}
+
+}  // namespace ganpo

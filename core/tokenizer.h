@@ -1,0 +1,51 @@
+// Tokenizers behind one interface.
+//
+// The built-in models use ByteTokenizer: the 256 byte values plus BOS, EOS and PAD (vocab 259),
+// so any UTF-8 text round-trips exactly and no vocabulary file is needed. A tokenizer saves
+// itself into a checkpoint folder (tokenizer_config.json) and load_tokenizer() restores it.
+// encode_prompt / encode_response fix how a prompt and a response are joined into one sequence
+// for every stage, so training, sampling and evaluation agree.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ganpo {
+
+class Tokenizer {
+public:
+  virtual ~Tokenizer() = default;
+  virtual std::string kind() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t bos_id() const = 0;
+  virtual int64_t eos_id() const = 0;
+  virtual int64_t pad_id() const = 0;
+  virtual std::vector<int64_t> encode(const std::string& text) const = 0;
+  // Special tokens are dropped; invalid ids are skipped.
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  virtual void save(const std::string& dir) const = 0;
+};
+
+class ByteTokenizer final : public Tokenizer {
+public:
+  std::string kind() const override { return "byte"; }
+  int64_t vocab_size() const override { return 259; }
+  int64_t bos_id() const override { return 256; }
+  int64_t eos_id() const override { return 257; }
+  int64_t pad_id() const override { return 258; }
+  std::vector<int64_t> encode(const std::string& text) const override;
+  std::string decode(const std::vector<int64_t>& ids) const override;
+  void save(const std::string& dir) const override;
+};
+
+// Reads tokenizer_config.json from a checkpoint folder; throws ModelFileError if unusable.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+
+// [BOS] prompt "\n": the prompt part of every sequence.
+std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt);
+// response [EOS]: the part the losses score.
+std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response);
+
+}  // namespace ganpo

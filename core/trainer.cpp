@@ -1,0 +1,680 @@
+#include "core/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/batching.h"
+#include "core/checkpoint.h"
+#include "core/critic.h"
+#include "core/dataset_files.h"
+#include "core/error.h"
+#include "core/evaluation.h"
+#include "core/generate.h"
+#include "core/lists_task.h"
+#include "core/lr_schedule.h"
+#include "core/model.h"
+#include "core/opo_losses.h"
+#include "core/safetensors.h"
+#include "core/tokenizer.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace ganpo {
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+
+void on_signal(int) { g_stop_requested.store(true); }
+
+// The SFT corpus mixes perfect answers with faulty ones so the reference is decent but
+// imperfect, leaving room for preference optimization to improve it.
+constexpr double kSftPerfectFraction = 0.5;
+
+// A non-finite loss term, named, at a step.
+class NonFiniteLoss : public Error {
+public:
+  using Error::Error;
+};
+
+double rss_megabytes() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * 4096.0 / (1024.0 * 1024.0);
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> critic_state(GanpoRegularizer& reg) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
+    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
+    for (const auto& p : (*entry)->named_parameters()) out.emplace_back(prefix + p.key(), p.value().detach());
+    for (const auto& b : (*entry)->named_buffers()) out.emplace_back(prefix + b.key(), b.value());
+  }
+  return out;
+}
+
+void load_critic_state(GanpoRegularizer& reg, const std::map<std::string, torch::Tensor>& tensors,
+                       const std::string& source) {
+  torch::NoGradGuard guard;
+  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
+    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
+    auto copy = [&](const std::string& name, torch::Tensor& dst) {
+      auto it = tensors.find(prefix + name);
+      if (it == tensors.end() || it->second.sizes() != dst.sizes())
+        throw ModelFileError(source + ": critic tensor " + prefix + name +
+                             " is missing or mis-shaped; the checkpoint does not match the ganpo "
+                             "settings (critic_hidden, critic_layers, critic_heads)");
+      dst.copy_(it->second);
+    };
+    for (auto& p : (*entry)->named_parameters()) copy(p.key(), p.value());
+    for (auto& b : (*entry)->named_buffers()) copy(b.key(), b.value());
+  }
+}
+
+}  // namespace
+
+void request_stop_all() { g_stop_requested.store(true); }
+bool stop_requested() { return g_stop_requested.load(); }
+void install_stop_signal_handlers() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+
+std::string resolve_device(const std::string& device) {
+  if (device == "auto") return torch::cuda::is_available() ? "cuda" : "cpu";
+  if (device.rfind("cuda", 0) == 0 && !torch::cuda::is_available())
+    throw ConfigError("device = \"" + device +
+                      "\" but this build of LibTorch sees no CUDA device; use device = \"cpu\" or \"auto\"");
+  return device;
+}
+
+struct Trainer::State {
+  RunConfig config;
+  RunObserver& observer;
+  TrainerOptions options;
+
+  torch::Device device{torch::kCPU};
+  std::unique_ptr<Tokenizer> tokenizer;
+  CausalLM policy{nullptr};
+  CausalLM reference{nullptr};
+  std::unique_ptr<GanpoRegularizer> regularizer;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<torch::optim::AdamW> critic_optimizer;
+
+  bool preference = true;
+  std::vector<TokenizedPair> train_pairs, eval_pairs;
+  std::vector<TokenizedSft> train_sft, eval_sft;
+  std::vector<std::string> sample_prompts;
+  std::vector<std::string> reference_samples;
+
+  int64_t total_steps = 0;
+  int64_t warmup = 0;
+  int64_t step = 0;  // optimizer steps done
+  int64_t epoch = 0;
+  int64_t cursor = 0;  // position in the epoch's order
+  int64_t tokens_seen = 0;
+  std::vector<int64_t> order;
+  std::map<std::string, double> last_eval;
+
+  // Metric window since the last log line: sums of 0-dim tensors (no device sync per step).
+  std::map<std::string, torch::Tensor> window_sums;
+  int64_t window_micro = 0;
+  int64_t window_steps = 0;
+  double window_seconds = 0;
+  int64_t window_tokens = 0;
+  double window_grad_norm = 0;
+
+  State(RunConfig c, RunObserver& o, TrainerOptions opt)
+      : config(std::move(c)), observer(o), options(std::move(opt)) {}
+
+  int64_t train_size() const {
+    return static_cast<int64_t>(preference ? train_pairs.size() : train_sft.size());
+  }
+
+  void log(const std::string& level, const std::string& text) { observer.on_log(level, text); }
+
+  // ---- setup ---------------------------------------------------------------------------------
+  void setup() {
+    validate_or_throw(config);
+    preference = config.stage == "preference";
+    device = torch::Device(resolve_device(config.device));
+    if (config.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config.train.num_threads));
+    torch::manual_seed(static_cast<uint64_t>(config.seed));
+
+    build_models();
+    load_data();
+
+    const int64_t B = config.train.per_device_train_batch_size;
+    const int64_t GA = config.train.gradient_accumulation_steps;
+    if (config.train.max_steps > 0) {
+      total_steps = config.train.max_steps;
+    } else {
+      const double batches_per_epoch = std::ceil(static_cast<double>(train_size()) / static_cast<double>(B));
+      total_steps = std::max<int64_t>(
+          1, static_cast<int64_t>(std::ceil(config.train.num_train_epochs * batches_per_epoch / static_cast<double>(GA))));
+    }
+    warmup = warmup_steps(config.train.warmup_ratio, total_steps);
+
+    auto adamw = [&](std::vector<torch::Tensor> params, double lr) {
+      return std::make_unique<torch::optim::AdamW>(
+          std::move(params), torch::optim::AdamWOptions(lr)
+                                 .betas({config.train.adam_beta1, config.train.adam_beta2})
+                                 .eps(config.train.adam_epsilon)
+                                 .weight_decay(config.train.weight_decay));
+    };
+    optimizer = adamw(policy->parameters(), config.train.learning_rate);
+    if (regularizer)
+      critic_optimizer = adamw(regularizer->critic_parameters(),
+                               config.train.learning_rate * config.ganpo.critic_lr_ratio);
+    order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
+    if (!options.resume_from.empty()) resume(options.resume_from);
+  }
+
+  void build_models() {
+    if (!config.model.checkpoint.empty()) {
+      auto loaded = load_model_folder(config.model.checkpoint, device);
+      policy = loaded.model;
+      tokenizer = std::move(loaded.tokenizer);
+    } else {
+      tokenizer = std::make_unique<ByteTokenizer>();
+      policy = CausalLM(resolve_model_shape(config.model, tokenizer->vocab_size()));
+      policy->to(device);
+    }
+    if (config.data.max_length > policy->shape().max_seq_len)
+      throw ConfigError("data.max_length = " + std::to_string(config.data.max_length) +
+                        " exceeds the model's max_seq_len " + std::to_string(policy->shape().max_seq_len) +
+                        "; lower data.max_length or raise model.max_seq_len");
+    if (preference) {
+      const std::string ref_dir = !config.model.reference.empty() ? config.model.reference : config.model.checkpoint;
+      if (!ref_dir.empty()) {
+        reference = load_model_folder(ref_dir, device).model;
+      } else {
+        // A fresh policy's reference is a frozen copy of its starting weights.
+        reference = CausalLM(policy->shape());
+        torch::NoGradGuard guard;
+        auto src = policy->parameters();
+        auto dst = reference->parameters();
+        for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+        reference->to(device);
+      }
+      reference->eval();
+      for (auto& p : reference->parameters()) p.requires_grad_(false);
+      if (reference->shape().vocab_size != policy->shape().vocab_size)
+        throw ConfigError("model.reference has vocab_size " + std::to_string(reference->shape().vocab_size) +
+                          " but the policy has " + std::to_string(policy->shape().vocab_size) +
+                          "; policy and reference must share a tokenizer");
+      if (config.ganpo.enabled)
+        regularizer = std::make_unique<GanpoRegularizer>(config.ganpo, policy->shape().d_model, device);
+    }
+    policy->train();
+  }
+
+  void load_data() {
+    const auto& d = config.data;
+    const uint64_t seed = static_cast<uint64_t>(config.seed);
+    if (preference) {
+      std::vector<PreferenceExample> train, eval;
+      if (d.builtin == "lists") {
+        train = lists::make_preference_pairs(d.builtin_train_size, d.label_noise, seed);
+        eval = lists::make_preference_pairs(d.builtin_eval_size, 0.0, seed + 7919);
+      } else {
+        auto loaded = load_preference_file(d.train, d.on_bad_line);
+        report_skipped(d.train, loaded.bad_lines);
+        if (!d.eval.empty()) {
+          train = std::move(loaded.rows);
+          auto ev = load_preference_file(d.eval, d.on_bad_line);
+          report_skipped(d.eval, ev.bad_lines);
+          eval = std::move(ev.rows);
+        } else {
+          shuffle_split(std::move(loaded.rows), d.eval_fraction, seed, train, eval);
+        }
+      }
+      for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
+      for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
+      if (d.builtin == "lists")
+        sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
+      else
+        for (size_t i = 0; i < eval.size() && static_cast<int64_t>(i) < config.sampling.num_prompts; ++i)
+          sample_prompts.push_back(eval[i].prompt);
+    } else {
+      std::vector<SftExample> train, eval;
+      if (d.builtin == "lists") {
+        train = lists::make_sft_corpus(d.builtin_train_size, kSftPerfectFraction, seed);
+        eval = lists::make_sft_corpus(d.builtin_eval_size, 1.0, seed + 7919);
+      } else {
+        auto loaded = load_sft_file(d.train, d.on_bad_line);
+        report_skipped(d.train, loaded.bad_lines);
+        if (!d.eval.empty()) {
+          train = std::move(loaded.rows);
+          auto ev = load_sft_file(d.eval, d.on_bad_line);
+          report_skipped(d.eval, ev.bad_lines);
+          eval = std::move(ev.rows);
+        } else {
+          shuffle_split(std::move(loaded.rows), d.eval_fraction, seed, train, eval);
+        }
+      }
+      for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
+      for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
+      if (d.builtin == "lists")
+        sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
+      else
+        for (size_t i = 0; i < eval.size() && static_cast<int64_t>(i) < config.sampling.num_prompts; ++i)
+          if (!eval[i].prompt.empty()) sample_prompts.push_back(eval[i].prompt);
+    }
+    if (train_size() == 0) throw DataError("the training set is empty; check data.train or data.builtin_train_size");
+  }
+
+  void report_skipped(const std::string& file, const std::vector<BadLine>& bad) {
+    if (bad.empty()) return;
+    log("warning", "skipped " + std::to_string(bad.size()) + " bad line(s) in " + file +
+                       " (first: line " + std::to_string(bad.front().line) + ": " + bad.front().reason + ")");
+  }
+
+  // ---- data cursor ---------------------------------------------------------------------------
+  std::vector<int64_t> next_indices() {
+    std::vector<int64_t> idx;
+    const int64_t B = config.train.per_device_train_batch_size;
+    while (static_cast<int64_t>(idx.size()) < B) {
+      if (cursor >= static_cast<int64_t>(order.size())) {
+        ++epoch;
+        cursor = 0;
+        order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
+      }
+      idx.push_back(order[static_cast<size_t>(cursor++)]);
+    }
+    return idx;
+  }
+
+  // ---- metrics -------------------------------------------------------------------------------
+  void add(const std::string& key, const torch::Tensor& value) {
+    auto v = value.detach().to(torch::kFloat32);
+    auto& slot = window_sums[key];
+    slot = slot.defined() ? slot + v : v;
+  }
+
+  void check_finite(const std::vector<std::pair<const char*, torch::Tensor>>& terms) {
+    std::vector<torch::Tensor> values;
+    for (const auto& t : terms) values.push_back(t.second.detach().to(torch::kFloat32).reshape({1}));
+    auto all = torch::cat(values).cpu();
+    auto acc = all.accessor<float, 1>();
+    for (size_t i = 0; i < terms.size(); ++i)
+      if (!std::isfinite(acc[static_cast<int64_t>(i)]))
+        throw NonFiniteLoss(std::string(terms[i].first) + " is " + std::to_string(acc[static_cast<int64_t>(i)]) +
+                            " at step " + std::to_string(step + 1) +
+                            "; lower train.learning_rate or ganpo.adv_weight, or enable train.max_grad_norm");
+  }
+
+  // ---- one micro-batch -----------------------------------------------------------------------
+  void sft_micro_step(const std::vector<int64_t>& idx, double scale) {
+    std::vector<const TokenizedSft*> rows;
+    for (auto i : idx) rows.push_back(&train_sft[static_cast<size_t>(i)]);
+    auto b = collate_sft(rows, tokenizer->pad_id(), device);
+    auto lp = response_logps(policy->forward(b.input_ids).logits, b.input_ids, b.response_mask);
+    auto loss = -lp.sum.sum() / lp.count.sum().clamp_min(1.0);
+    check_finite({{"loss", loss}});
+    (loss * scale).backward();
+    add("loss", loss);
+    window_tokens += b.tokens;
+    tokens_seen += b.tokens;
+  }
+
+  void preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro) {
+    std::vector<const TokenizedPair*> rows;
+    for (auto i : idx) rows.push_back(&train_pairs[static_cast<size_t>(i)]);
+    auto batch = collate_pairs(rows, tokenizer->pad_id(), device);
+    const auto& s = batch.sequences;
+    const int64_t B = batch.pairs;
+
+    // 1-2. One policy forward and one reference forward over [chosen; rejected].
+    auto out = policy->forward(s.input_ids);
+    auto pol = response_logps(out.logits, s.input_ids, s.response_mask);
+    LMOutput ref_out;
+    ResponseLogps ref;
+    {
+      torch::NoGradGuard guard;
+      ref_out = reference->forward(s.input_ids);
+      ref = response_logps(ref_out.logits, s.input_ids, s.response_mask);
+    }
+    OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
+                 ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
+    const double beta = effective_beta(config.objective);
+    auto opo = opo_loss(config.objective.loss_type, beta, config.objective.simpo_gamma, in);
+    torch::Tensor loss = opo.loss;
+
+    if (regularizer) {
+      LatentSets sets;
+      sets.ref_chosen = ref_out.hidden.slice(0, 0, B);
+      sets.ref_rejected = ref_out.hidden.slice(0, B);
+      sets.policy_chosen = out.hidden.slice(0, 0, B);
+      sets.policy_rejected = out.hidden.slice(0, B);
+      const auto& mode = config.ganpo.critic_mask;
+      if (mode != "none") {
+        const auto& m = mode == "response" ? s.response_mask : s.attention_mask;
+        sets.chosen_mask = m.slice(0, 0, B);
+        sets.rejected_mask = m.slice(0, B);
+      }
+      // 3. Critic phase on detached latents.
+      auto critic = regularizer->critic_phase(sets);
+      const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
+      check_finite({{"critic/loss_chosen", critic.loss_chosen}, {"critic/loss_rejected", critic.loss_rejected}});
+      ((critic.loss_chosen + critic.loss_rejected) * critic_scale).backward();
+      // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
+      if (last_micro && step % config.ganpo.critic_update_every == 0) {
+        set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
+        critic_optimizer->step();
+        critic_optimizer->zero_grad();
+      }
+      // 5. Policy phase: critics frozen, gradients into the policy latents.
+      auto adv = regularizer->adversarial_term(sets);
+      loss = loss + config.ganpo.adv_weight * adv.loss;
+      add("adv/loss", adv.loss);
+      add("adv/g_chosen", adv.g_chosen);
+      add("adv/g_rejected", adv.g_rejected);
+      add("critic/loss_chosen", critic.loss_chosen);
+      add("critic/loss_rejected", critic.loss_rejected);
+      add("critic/acc_chosen", critic.acc_chosen);
+      add("critic/acc_rejected", critic.acc_rejected);
+      for (const auto& [k, v] : regularizer->ema_metrics()) add(k, v);
+      check_finite({{"opo_loss", opo.loss}, {"adv/loss", adv.loss}});
+    } else {
+      check_finite({{"opo_loss", opo.loss}});
+    }
+    (loss * scale).backward();
+
+    add("loss", loss);
+    add("opo_loss", opo.loss);
+    add("rewards/chosen", opo.chosen_rewards.mean());
+    add("rewards/rejected", opo.rejected_rewards.mean());
+    add("rewards/margins", (opo.chosen_rewards - opo.rejected_rewards).mean());
+    add("rewards/accuracies", (opo.chosen_rewards > opo.rejected_rewards).to(torch::kFloat32).mean());
+    add("logps/chosen", in.policy_chosen.detach().mean());
+    add("logps/rejected", in.policy_rejected.detach().mean());
+    window_tokens += s.tokens;
+    tokens_seen += s.tokens;
+  }
+
+  double current_lr() const {
+    return config.train.learning_rate *
+           lr_multiplier(config.train.lr_scheduler_type, step, total_steps, warmup);
+  }
+
+  // ---- one optimizer step --------------------------------------------------------------------
+  void optimizer_step() {
+    const auto t0 = Clock::now();
+    const int64_t GA = config.train.gradient_accumulation_steps;
+    set_lr(*optimizer, current_lr());
+    optimizer->zero_grad();
+    for (int64_t micro = 0; micro < GA; ++micro) {
+      auto idx = next_indices();
+      if (preference)
+        preference_micro_step(idx, 1.0 / static_cast<double>(GA), micro == GA - 1);
+      else
+        sft_micro_step(idx, 1.0 / static_cast<double>(GA));
+      ++window_micro;
+    }
+    // 6. Clip and step the policy at the accumulation boundary.
+    const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
+                                                           : std::numeric_limits<double>::infinity();
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
+    if (!std::isfinite(grad_norm))
+      throw NonFiniteLoss("grad_norm is " + std::to_string(grad_norm) + " at step " + std::to_string(step + 1) +
+                          "; lower train.learning_rate or enable train.max_grad_norm");
+    optimizer->step();
+    ++step;
+    ++window_steps;
+    window_grad_norm += grad_norm;
+    window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
+  void flush_metrics() {
+    if (window_steps == 0) return;
+    std::vector<std::string> keys;
+    std::vector<torch::Tensor> values;
+    for (auto& [k, v] : window_sums) keys.push_back(k), values.push_back(v.reshape({1}));
+    std::map<std::string, double> m;
+    if (!values.empty()) {
+      auto all = torch::cat(values).to(torch::kFloat64).cpu();  // one device sync per log line
+      auto acc = all.accessor<double, 1>();
+      for (size_t i = 0; i < keys.size(); ++i) m[keys[i]] = acc[static_cast<int64_t>(i)] / static_cast<double>(window_micro);
+    }
+    m["learning_rate"] = config.train.learning_rate *
+                         lr_multiplier(config.train.lr_scheduler_type, step - 1, total_steps, warmup);
+    if (regularizer) m["critic/learning_rate"] = m["learning_rate"] * config.ganpo.critic_lr_ratio;
+    m["grad_norm"] = window_grad_norm / static_cast<double>(window_steps);
+    m["step_time_s"] = window_seconds / static_cast<double>(window_steps);
+    m["tokens_per_s"] = window_seconds > 0 ? static_cast<double>(window_tokens) / window_seconds : 0.0;
+    m["tokens_seen"] = static_cast<double>(tokens_seen);
+    m["epoch"] = static_cast<double>(epoch) + static_cast<double>(cursor) / std::max<double>(1.0, static_cast<double>(order.size()));
+    m["memory/rss_mb"] = rss_megabytes();
+    observer.on_metrics(step, m);
+    window_sums.clear();
+    window_micro = window_steps = window_tokens = 0;
+    window_seconds = window_grad_norm = 0;
+  }
+
+  // ---- evaluation, samples, checkpoints ------------------------------------------------------
+  void evaluate() {
+    const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+    if (preference)
+      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs);
+    else if (!eval_sft.empty())
+      last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
+    policy->train();
+    if (!last_eval.empty()) observer.on_eval(step, last_eval);
+  }
+
+  std::vector<std::string> sample_texts(CausalLM& model) {
+    std::vector<std::vector<int64_t>> prompts;
+    for (const auto& p : sample_prompts) prompts.push_back(encode_prompt(*tokenizer, p));
+    SamplingOptions so{config.sampling.temperature, config.sampling.top_p, config.sampling.top_k,
+                       config.sampling.max_new_tokens, static_cast<uint64_t>(config.seed)};
+    std::vector<std::string> out;
+    for (auto& ids : generate(model, prompts, so, tokenizer->eos_id(), tokenizer->pad_id()))
+      out.push_back(tokenizer->decode(ids));
+    return out;
+  }
+
+  void samples() {
+    if (sample_prompts.empty()) return;
+    CausalLM& ref_model = preference ? reference : policy;
+    if (reference_samples.empty()) reference_samples = sample_texts(ref_model);
+    auto policy_texts = sample_texts(policy);
+    policy->train();
+    std::vector<SampleRecord> records;
+    for (size_t i = 0; i < sample_prompts.size(); ++i) {
+      SampleRecord r{static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i], -1, -1};
+      if (auto j = lists::judge_prompt(r.prompt, r.policy)) r.policy_score = j->score;
+      if (auto j = lists::judge_prompt(r.prompt, r.reference)) r.reference_score = j->score;
+      records.push_back(std::move(r));
+    }
+    observer.on_samples(step, records);
+  }
+
+  nlohmann::json meta_json() const {
+    nlohmann::json metrics = last_eval;
+    return {{"step", step}, {"stage", config.stage}, {"run_name", config.name},
+            {"total_steps", total_steps}, {"eval", metrics}};
+  }
+
+  void write_trainer_state(const std::string& dir) {
+    const fs::path ts = fs::path(dir) / "trainer_state";
+    fs::create_directories(ts);
+    torch::save(*optimizer, (ts / "optimizer.pt").string());
+    nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor},
+                            {"tokens_seen", tokens_seen}, {"total_steps", total_steps}};
+    if (regularizer) {
+      torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
+      save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
+      const auto& e = regularizer->ema();
+      if (e.initialized)
+        state["ema"] = {e.w_a.item<double>(), e.w_b.item<double>(), e.w_p.item<double>(),
+                        e.l_a.item<double>(), e.l_b.item<double>(), e.l_p.item<double>()};
+    }
+    auto gen = at::detail::getDefaultCPUGenerator();
+    torch::Tensor rng;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      rng = gen.get_state();
+    }
+    save_safetensors((ts / "rng.safetensors").string(), {{"cpu", rng}});
+    write_json_file((ts / "state.json").string(), state);
+  }
+
+  std::string save_checkpoint(const std::string& name, bool with_state) {
+    const std::string dir = (fs::path(config.output_dir) / name).string();
+    write_folder_atomically(dir, [&](const std::string& tmp) {
+      save_model_files(tmp, policy, *tokenizer);
+      write_json_file((fs::path(tmp) / "meta.json").string(), meta_json());
+      std::ofstream(fs::path(tmp) / "run_config.toml") << config_to_toml(config);
+      if (with_state) write_trainer_state(tmp);
+    });
+    observer.on_checkpoint(step, dir, last_eval);
+    return dir;
+  }
+
+  void resume(const std::string& dir) {
+    const fs::path ts = fs::path(dir) / "trainer_state";
+    if (!fs::is_directory(ts))
+      throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
+    auto weights = load_safetensors((fs::path(dir) / "model.safetensors").string());
+    load_model_state(policy, weights.tensors, dir);
+    auto state = read_json_file((ts / "state.json").string());
+    try {
+      torch::load(*optimizer, (ts / "optimizer.pt").string());
+      if (regularizer) {
+        torch::load(*critic_optimizer, (ts / "critic_optimizer.pt").string());
+        load_critic_state(*regularizer, load_safetensors((ts / "critics.safetensors").string()).tensors, dir);
+        if (state.contains("ema")) {
+          EmaMeans e;
+          auto t = [&](int i) { return torch::tensor(state["ema"][i].get<double>(), torch::TensorOptions().device(device)); };
+          e.w_a = t(0), e.w_b = t(1), e.w_p = t(2), e.l_a = t(3), e.l_b = t(4), e.l_p = t(5);
+          e.initialized = true;
+          regularizer->set_ema(e);
+        }
+      }
+    } catch (const c10::Error& e) {
+      throw ModelFileError(dir + ": optimizer state cannot be read (" + std::string(e.what_without_backtrace()) +
+                           "); the checkpoint is corrupt or from other settings");
+    }
+    step = state.value("step", int64_t{0});
+    epoch = state.value("epoch", int64_t{0});
+    cursor = state.value("cursor", int64_t{0});
+    tokens_seen = state.value("tokens_seen", int64_t{0});
+    order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
+    auto rng = load_safetensors((ts / "rng.safetensors").string()).tensors;
+    if (rng.count("cpu")) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(rng.at("cpu"));
+    }
+    log("info", "resumed from " + dir + " at step " + std::to_string(step));
+  }
+
+  // ---- control -------------------------------------------------------------------------------
+  // Returns true when the run must stop now.
+  bool handle_control() {
+    for (;;) {
+      if (g_stop_requested.load()) return true;
+      switch (observer.poll_control()) {
+        case ControlCommand::Stop: return true;
+        case ControlCommand::Sample: samples(); break;
+        case ControlCommand::Checkpoint: save_checkpoint("checkpoint-" + std::to_string(step), true); break;
+        case ControlCommand::Pause: {
+          observer.on_status("paused", "");
+          for (;;) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            if (g_stop_requested.load()) return true;
+            auto c = observer.poll_control();
+            if (c == ControlCommand::Stop) return true;
+            if (c == ControlCommand::Resume) break;
+          }
+          observer.on_status("running", "");
+          break;
+        }
+        case ControlCommand::Resume:
+        case ControlCommand::None: return false;
+      }
+    }
+  }
+
+  // ---- the whole stage -----------------------------------------------------------------------
+  TrainResult run() {
+    TrainResult result;
+    try {
+      setup();
+      const int64_t params = parameter_count(policy->shape());
+      observer.on_start(total_steps, step,
+                        {{"device", device.str()},
+                         {"parameters", std::to_string(params)},
+                         {"train_examples", std::to_string(train_size())},
+                         {"eval_examples", std::to_string(preference ? eval_pairs.size() : eval_sft.size())},
+                         {"stage", config.stage}});
+      observer.on_status("running", "");
+      log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +
+                      std::to_string(params) + " parameters, device " + device.str());
+      if (step == 0 && !options.benchmark) samples();
+      while (step < total_steps) {
+        if (handle_control() || (options.stop_after_steps >= 0 && step >= options.stop_after_steps)) {
+          flush_metrics();
+          result.final_dir = save_checkpoint("checkpoint-" + std::to_string(step), true);
+          result.status = "stopped";
+          result.steps = step;
+          observer.on_status("stopped", "stopped at step " + std::to_string(step));
+          return result;
+        }
+        optimizer_step();
+        if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
+        if (options.benchmark) continue;
+        if (config.train.eval_steps > 0 && step % config.train.eval_steps == 0 && step != total_steps) evaluate();
+        if (config.sampling.every_steps > 0 && step % config.sampling.every_steps == 0 && step != total_steps)
+          samples();
+        if (config.train.save_steps > 0 && step % config.train.save_steps == 0 && step != total_steps)
+          save_checkpoint("checkpoint-" + std::to_string(step), true);
+      }
+      if (!options.benchmark) {
+        evaluate();
+        samples();
+        save_checkpoint("checkpoint-" + std::to_string(step), true);
+        result.final_dir = save_checkpoint("final", false);
+      }
+      result.status = "completed";
+      result.steps = step;
+      result.final_eval = last_eval;
+      observer.on_status("completed", "");
+    } catch (const Error& e) {
+      fail(result, e.what());
+    } catch (const c10::Error& e) {
+      fail(result, std::string("LibTorch error: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      fail(result, e.what());
+    }
+    return result;
+  }
+
+  void fail(TrainResult& result, const std::string& message) {
+    result.status = "failed";
+    result.message = message;
+    result.steps = step;
+    log("error", message);
+    observer.on_status("failed", message);
+  }
+};
+
+Trainer::Trainer(RunConfig config, RunObserver& observer, TrainerOptions options)
+    : state_(std::make_unique<State>(std::move(config), observer, std::move(options))) {}
+Trainer::~Trainer() = default;
+TrainResult Trainer::run() { return state_->run(); }
+
+}  // namespace ganpo

@@ -1,0 +1,57 @@
+// The Trainer: one stage of a run (SFT or preference optimization), start to finish.
+//
+// Builds the policy (fresh or from a checkpoint), the frozen reference, the data, the
+// optimizers and, when GANPO is on, the two critics; then runs optimizer steps in the order
+// of ../shared/GANPO.md section 2, with gradient accumulation, clipping, schedules, periodic
+// evaluation, samples and checkpoints. Everything it measures goes to a RunObserver. It stops
+// cleanly (checkpoint first) on request_stop(), a SIGINT/SIGTERM, or an observer's Stop
+// command, and stops with a message naming the step and the term on a NaN/Inf loss.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/run_observer.h"
+
+namespace ganpo {
+
+struct TrainerOptions {
+  std::string resume_from;  // a checkpoint folder with trainer_state/ to continue from
+  int64_t stop_after_steps = -1;  // testing aid: behave as if stopped after this many steps
+  bool benchmark = false;  // only optimizer steps: no evaluation, samples or checkpoints
+};
+
+struct TrainResult {
+  std::string status;   // "completed" | "stopped" | "failed"
+  std::string message;  // reason when failed
+  int64_t steps = 0;
+  std::string final_dir;                     // model folder of the final policy
+  std::map<std::string, double> final_eval;  // last evaluation
+};
+
+class Trainer {
+public:
+  Trainer(RunConfig config, RunObserver& observer, TrainerOptions options = {});
+  ~Trainer();
+  // Never throws for expected failures (bad data, NaN loss, LibTorch errors): they become
+  // status "failed" with the message. Config errors are reported before any work starts.
+  TrainResult run();
+
+private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Asks every running Trainer in this process to save a checkpoint and stop (signal-safe).
+void request_stop_all();
+bool stop_requested();
+// Installs SIGINT/SIGTERM handlers that call request_stop_all().
+void install_stop_signal_handlers();
+
+// "cpu", "cuda", "cuda:1"; "auto" picks CUDA when available. Throws ConfigError if unavailable.
+std::string resolve_device(const std::string& device);
+
+}  // namespace ganpo

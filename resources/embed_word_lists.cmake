@@ -1,0 +1,11 @@
+# Writes OUT: a C++ file defining ganpo::embedded_word_lists() from LIST_DIR/*.txt.
+file(GLOB files ${LIST_DIR}/*.txt)
+list(SORT files)
+set(body "")
+foreach(f ${files})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} content)
+  string(APPEND body "    {\"${name}\", R\"GANPO(${content})GANPO\"},\n")
+endforeach()
+file(WRITE ${OUT}.tmp "// Generated from resources/lists/*.txt. Do not edit.\n#include <string>\n#include <utility>\n#include <vector>\nnamespace ganpo {\nconst std::vector<std::pair<std::string, std::string>>& embedded_word_lists() {\n  static const std::vector<std::pair<std::string, std::string>> lists = {\n${body}  };\n  return lists;\n}\n}  // namespace ganpo\n")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)
