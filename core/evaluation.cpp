@@ -140,3 +140,16 @@ std::string format_win_rate_table(const std::vector<WinRateRow>& rows) {
 }
 
 }  // namespace ganpo
+
+namespace ganpo {
+
+nlohmann::json win_rates_to_json(const std::vector<WinRateRow>& rows) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : rows)
+    out.push_back({{"temperature", r.temperature}, {"bucket", r.bucket}, {"prompts", r.prompts},
+                   {"policy_score", r.policy_score}, {"reference_score", r.reference_score},
+                   {"win_rate", r.win_rate}});
+  return out;
+}
+
+}  // namespace ganpo

@@ -8,6 +8,8 @@
 
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <map>
 #include <string>
 #include <vector>
@@ -53,5 +55,6 @@ std::vector<WinRateRow> judge_eval(CausalLM& policy, CausalLM& reference, const 
                                    const JudgeEvalOptions& options);
 
 std::string format_win_rate_table(const std::vector<WinRateRow>& rows);
+nlohmann::json win_rates_to_json(const std::vector<WinRateRow>& rows);
 
 }  // namespace ganpo

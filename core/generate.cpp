@@ -9,6 +9,8 @@ torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
   if (top_k > 0 && top_k < V) {
     auto kth = std::get<0>(probs.topk(top_k, -1)).select(-1, top_k - 1).unsqueeze(-1);
     probs = probs.masked_fill(probs < kth, 0.0);
+    // Renormalise over the top k before the nucleus cut, as Hugging Face's samplers do.
+    probs = probs / probs.sum(-1, true).clamp_min(1e-30);
   }
   if (top_p < 1.0) {
     auto sorted = probs.sort(-1, /*descending=*/true);

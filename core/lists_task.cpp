@@ -413,14 +413,15 @@ std::optional<ListSpec> parse_prompt(const std::string& prompt) {
   return std::nullopt;
 }
 
-std::string perfect_answer(const ListSpec& spec, std::mt19937_64& rng) {
-  std::vector<std::string> items = sample_items(spec, rng);
+namespace {
+
+std::string perfect_from_items(const ListSpec& spec, std::vector<std::string> items) {
   for (auto& item : items) item = apply_case(item, spec.letter_case);
   return join(items, spec.separator);
 }
 
-std::string faulty_answer(const ListSpec& spec, int n_faults, std::mt19937_64& rng) {
-  std::vector<std::string> items = sample_items(spec, rng);
+std::string faulty_from_items(const ListSpec& spec, std::vector<std::string> items, int n_faults,
+                              std::mt19937_64& rng) {
   FaultPlan plan = choose_faults(spec, n_faults, rng);
   const auto has = [&](Fault f) { return contains(plan.faults, f); };
 
@@ -446,6 +447,16 @@ std::string faulty_answer(const ListSpec& spec, int n_faults, std::mt19937_64& r
   std::string answer = join(items, separator);
   if (has(Fault::Junk)) answer += kJunk[uniform_index(rng, kJunk.size())];
   return answer;
+}
+
+}  // namespace
+
+std::string perfect_answer(const ListSpec& spec, std::mt19937_64& rng) {
+  return perfect_from_items(spec, sample_items(spec, rng));
+}
+
+std::string faulty_answer(const ListSpec& spec, int n_faults, std::mt19937_64& rng) {
+  return faulty_from_items(spec, sample_items(spec, rng), n_faults, rng);
 }
 
 JudgeResult judge(const ListSpec& spec, const std::string& response) {
@@ -552,13 +563,17 @@ std::vector<PreferenceExample> make_preference_pairs(int64_t n, double label_noi
   pairs.reserve(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     ListSpec spec = random_spec(rng);
-    // Half the pairs teach "perfect beats flawed", half "fewer flaws beat more flaws".
-    bool with_perfect = bernoulli(rng, 0.5);
+    // Three pairs in four teach "perfect beats flawed", the rest "fewer flaws beat more flaws".
+    bool with_perfect = bernoulli(rng, 0.75);
     std::string a, b;
     double score_a = 0.0, score_b = 0.0;
+    // Both answers list the same words: a minimal pair that differs only in its faults, so the
+    // preference signal is the faults and not the luck of the word draw.
+    const std::vector<std::string> items = sample_items(spec, rng);
     for (int attempt = 0; attempt < 100 && score_a == score_b; ++attempt) {
-      a = with_perfect ? perfect_answer(spec, rng) : faulty_answer(spec, random_fault_count(rng), rng);
-      b = faulty_answer(spec, random_fault_count(rng), rng);
+      a = with_perfect ? perfect_from_items(spec, items)
+                       : faulty_from_items(spec, items, random_fault_count(rng), rng);
+      b = faulty_from_items(spec, items, random_fault_count(rng), rng);
       score_a = judge(spec, a).score;
       score_b = judge(spec, b).score;
     }

@@ -65,6 +65,35 @@ std::vector<std::pair<std::string, torch::Tensor>> critic_state(GanpoRegularizer
   return out;
 }
 
+// Critic gradients accumulated toward a critic step not taken yet (critic_update_every > 1).
+// Empty when all are zero, so a checkpoint only carries them when a resume needs them.
+std::vector<std::pair<std::string, torch::Tensor>> pending_critic_grads(GanpoRegularizer& reg) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  bool nonzero = false;
+  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
+    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
+    for (const auto& p : (*entry)->named_parameters()) {
+      const auto& g = p.value().grad();
+      if (!g.defined()) continue;
+      out.emplace_back(prefix + p.key(), g);
+      nonzero = nonzero || g.ne(0).any().item<bool>();
+    }
+  }
+  if (!nonzero) out.clear();
+  return out;
+}
+
+void load_pending_critic_grads(GanpoRegularizer& reg, const std::map<std::string, torch::Tensor>& tensors) {
+  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
+    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
+    for (auto& p : (*entry)->named_parameters()) {
+      auto it = tensors.find(prefix + p.key());
+      if (it != tensors.end() && it->second.sizes() == p.value().sizes())
+        p.value().mutable_grad() = it->second.to(p.value().options());
+    }
+  }
+}
+
 void load_critic_state(GanpoRegularizer& reg, const std::map<std::string, torch::Tensor>& tensors,
                        const std::string& source) {
   torch::NoGradGuard guard;
@@ -517,6 +546,8 @@ struct Trainer::State {
     if (regularizer) {
       torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
       save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
+      auto grads = pending_critic_grads(*regularizer);
+      if (!grads.empty()) save_safetensors((ts / "critic_grads.safetensors").string(), grads);
       const auto& e = regularizer->ema();
       if (e.initialized)
         state["ema"] = {e.w_a.item<double>(), e.w_b.item<double>(), e.w_p.item<double>(),
@@ -556,6 +587,8 @@ struct Trainer::State {
       if (regularizer) {
         torch::load(*critic_optimizer, (ts / "critic_optimizer.pt").string());
         load_critic_state(*regularizer, load_safetensors((ts / "critics.safetensors").string()).tensors, dir);
+        if (fs::exists(ts / "critic_grads.safetensors"))
+          load_pending_critic_grads(*regularizer, load_safetensors((ts / "critic_grads.safetensors").string()).tensors);
         if (state.contains("ema")) {
           EmaMeans e;
           auto t = [&](int i) { return torch::tensor(state["ema"][i].get<double>(), torch::TensorOptions().device(device)); };

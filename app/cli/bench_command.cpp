@@ -71,9 +71,17 @@ int bench_command(const BenchArgs& args) {
   }
   if (args.json) {
     std::printf("%s\n", report.dump(2).c_str());
-  } else {
-    std::printf("%s\n", report.dump(2).c_str());
+    return 0;
   }
+  std::printf("%s stage, %s model, %lld measured steps on %s\n", config.stage.c_str(),
+              config.model.preset.empty() ? "custom" : config.model.preset.c_str(), static_cast<long long>(args.steps),
+              report["device"].get<std::string>().c_str());
+  for (const char* key : {"sft", "ganpo_off", "ganpo_on"})
+    if (report.contains(key))
+      std::printf("  %-10s median step %.4f s, %.0f tokens/s\n", key, report[key]["median_step_time_s"].get<double>(),
+                  report[key]["tokens_per_s"].get<double>());
+  if (report.contains("step_time_ratio"))
+    std::printf("  GANPO / base step-time ratio: %.3f\n", report["step_time_ratio"].get<double>());
   return 0;
 }
 

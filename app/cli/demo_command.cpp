@@ -27,11 +27,11 @@ RunConfig sft_config(const DemoArgs& args) {
   c.data.builtin = "lists";
   c.data.builtin_train_size = 20000;
   c.data.builtin_eval_size = 200;
-  c.train.learning_rate = 2e-3;
+  c.train.learning_rate = 3e-3;
   c.train.lr_scheduler_type = "cosine";
   c.train.warmup_ratio = 0.05;
   c.train.per_device_train_batch_size = 32;
-  c.train.max_steps = args.quick ? 250 : 700;
+  c.train.max_steps = args.quick ? 120 : 250;
   c.train.weight_decay = 0.01;
   c.train.logging_steps = 25;
   c.sampling.num_prompts = 6;
@@ -54,14 +54,16 @@ RunConfig preference_config(const DemoArgs& args, const std::string& sft_dir) {
   c.ganpo.critic_layers = 1;
   c.ganpo.critic_heads = 4;
   c.ganpo.critic_max_len = 256;
-  c.train.learning_rate = 1e-4;
+  // Tiny critics at the paper's ratio (policy lr / 2) barely move in a few hundred steps.
+  c.ganpo.critic_lr_ratio = 10.0;
+  c.train.learning_rate = 3e-4;
   c.train.lr_scheduler_type = "linear";
   c.train.warmup_ratio = 0.05;
   c.train.per_device_train_batch_size = 16;
-  c.train.max_steps = args.quick ? 120 : 300;
+  c.train.max_steps = args.quick ? 60 : 120;
   c.train.logging_steps = 10;
-  c.train.eval_steps = args.quick ? 0 : 100;
-  c.sampling.every_steps = 100;
+  c.train.eval_steps = args.quick ? 0 : 60;
+  c.sampling.every_steps = 40;
   c.sampling.num_prompts = 6;
   return c;
 }
@@ -102,7 +104,7 @@ int demo_command(const DemoArgs& args) {
   auto reference = load_model_folder(sft_result.final_dir, device);
   JudgeEvalOptions judge;
   judge.temperatures = {0.7, 1.0, 1.3};
-  auto prompts = lists::make_eval_prompts(args.quick ? 90 : 150, 4242);
+  auto prompts = lists::make_eval_prompts(args.quick ? 60 : 120, 4242);
   auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -117,12 +119,7 @@ int demo_command(const DemoArgs& args) {
   std::printf("runs: %s\n", args.output_dir.c_str());
 
   nlohmann::json report = {{"seconds", seconds}, {"preference_eval", ev}};
-  nlohmann::json jrows = nlohmann::json::array();
-  for (const auto& r : rows)
-    jrows.push_back({{"temperature", r.temperature}, {"bucket", r.bucket}, {"prompts", r.prompts},
-                     {"policy_score", r.policy_score}, {"reference_score", r.reference_score},
-                     {"win_rate", r.win_rate}});
-  report["judge"] = jrows;
+  report["judge"] = win_rates_to_json(rows);
   write_json_file((fs::path(args.output_dir) / "demo_results.json").string(), report);
   if (args.json) std::printf("%s\n", report.dump(2).c_str());
   return 0;

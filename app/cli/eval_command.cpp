@@ -49,12 +49,7 @@ int eval_command(const EvalArgs& args) {
     options.seed = args.seed;
     auto prompts = lists::make_eval_prompts(args.num_prompts, args.seed);
     auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, options);
-    nlohmann::json jrows = nlohmann::json::array();
-    for (const auto& r : rows)
-      jrows.push_back({{"temperature", r.temperature}, {"bucket", r.bucket}, {"prompts", r.prompts},
-                       {"policy_score", r.policy_score}, {"reference_score", r.reference_score},
-                       {"win_rate", r.win_rate}});
-    report["judge"] = jrows;
+    report["judge"] = win_rates_to_json(rows);
     if (!args.json) std::printf("judge evaluation, %zu prompts per temperature\n%s", prompts.size(),
                                 format_win_rate_table(rows).c_str());
   }

@@ -41,7 +41,7 @@ TEST(ListsWordLists, CategoriesAreWellFormedAndDisjoint) {
   std::map<std::string, std::string> owner;
   for (const auto& cat : cats) {
     const auto& list = words(cat);
-    EXPECT_GE(list.size(), 20u) << cat;
+    EXPECT_GE(list.size(), 10u) << cat;
     EXPECT_LE(list.size(), 40u) << cat;
     EXPECT_TRUE(std::is_sorted(list.begin(), list.end())) << cat;
     for (const auto& w : list) {
@@ -135,27 +135,27 @@ TEST(ListsJudge, HandWrittenExamples) {
   const ListSpec cap_any_lines =
       make_spec(2, "colors", Order::Any, Separator::Newline, LetterCase::Capitalized);
   const std::vector<Case> cases = {
-      {kFruits4, "apple, banana, cherry, grape", {}},
-      {kFruits4, "  apple,banana ,cherry,   grape\n", {}},
-      {kFruits4, "banana, apple, cherry, grape", {"order"}},
-      {kFruits4, "apple, banana, cherry", {"count"}},
-      {kFruits4, "apple, banana, cherry, grape, mango", {"count"}},
+      {kFruits4, "apple, banana, fig, grape", {}},
+      {kFruits4, "  apple,banana ,fig,   grape\n", {}},
+      {kFruits4, "banana, apple, fig, grape", {"order"}},
+      {kFruits4, "apple, banana, fig", {"count"}},
+      {kFruits4, "apple, banana, fig, grape, mango", {"count"}},
       {kFruits4, "apple, banana, carrot, grape", {"category"}},
       {kFruits4, "apple, banana, banana, grape", {"no_duplicates"}},
-      {kFruits4, "apple; banana; cherry; grape", {"separator"}},
-      {kFruits4, "apple, banana; cherry, grape", {"separator"}},
-      {kFruits4, "apple, Banana, cherry, grape", {"case"}},
-      {kFruits4, "apple, banana, cherry, grape etc.", {"clean_ending"}},
-      {kFruits4, "apple, banana, cherry, grape.", {"clean_ending"}},
-      {kFruits4, "apple, banana, cherry, grape,", {"clean_ending"}},
-      {kFruits4, "apple, banana, cherry, grape, ...", {"clean_ending"}},
+      {kFruits4, "apple; banana; fig; grape", {"separator"}},
+      {kFruits4, "apple, banana; fig, grape", {"separator"}},
+      {kFruits4, "apple, Banana, fig, grape", {"case"}},
+      {kFruits4, "apple, banana, fig, grape etc.", {"clean_ending"}},
+      {kFruits4, "apple, banana, fig, grape.", {"clean_ending"}},
+      {kFruits4, "apple, banana, fig, grape,", {"clean_ending"}},
+      {kFruits4, "apple, banana, fig, grape, ...", {"clean_ending"}},
       {kFruits4,
        "Banana; apple; carrot and more",
        {"count", "category", "order", "separator", "case", "clean_ending"}},
-      {upper_rev_semi, "ZEBRA; LION; CAT", {}},
-      {upper_rev_semi, "ZEBRA; Lion; CAT", {"case"}},
-      {upper_rev_semi, "CAT; LION; ZEBRA", {"order"}},
-      {upper_rev_semi, "ZEBRA | LION | CAT", {"separator"}},
+      {upper_rev_semi, "WOLF; LION; CAT", {}},
+      {upper_rev_semi, "WOLF; Lion; CAT", {"case"}},
+      {upper_rev_semi, "CAT; LION; WOLF", {"order"}},
+      {upper_rev_semi, "WOLF | LION | CAT", {"separator"}},
       {cap_any_lines, "Teal\nAmber", {}},
       {cap_any_lines, "Teal\r\nAmber\r\n", {}},
       {cap_any_lines, "TEAL\nAmber", {"case"}},
@@ -172,12 +172,12 @@ TEST(ListsJudge, HandWrittenExamples) {
 }
 
 TEST(ListsJudge, KnownScoresFromTheBrief) {
-  EXPECT_DOUBLE_EQ(judge(kFruits4, "apple, banana, cherry, grape").score, 1.0);
-  EXPECT_DOUBLE_EQ(judge(kFruits4, "banana, apple, cherry, grape").score, 6.0 / 7.0);
+  EXPECT_DOUBLE_EQ(judge(kFruits4, "apple, banana, fig, grape").score, 1.0);
+  EXPECT_DOUBLE_EQ(judge(kFruits4, "banana, apple, fig, grape").score, 6.0 / 7.0);
 }
 
 TEST(ListsJudge, JudgePromptParsesTheSpec) {
-  auto r = judge_prompt(render_prompt(kFruits4), "apple, banana, cherry, grape");
+  auto r = judge_prompt(render_prompt(kFruits4), "apple, banana, fig, grape");
   ASSERT_TRUE(r.has_value());
   EXPECT_DOUBLE_EQ(r->score, 1.0);
   EXPECT_FALSE(judge_prompt("Write a poem.", "apple").has_value());
@@ -332,9 +332,9 @@ TEST(ListsCorpus, PreferencePairsPreferTheHigherScore) {
     EXPECT_GT(chosen->score, rejected->score) << p.prompt << "\n" << p.chosen << "\n" << p.rejected;
     with_perfect += chosen->score == 1.0;
   }
-  // About half the pairs pit a perfect answer against a flawed one.
-  EXPECT_GT(with_perfect, 400);
-  EXPECT_LT(with_perfect, 600);
+  // Three pairs in four pit a perfect answer against a flawed one.
+  EXPECT_GT(with_perfect, 700);
+  EXPECT_LT(with_perfect, 800);
 }
 
 TEST(ListsCorpus, PreferencePairsAreDeterministic) {

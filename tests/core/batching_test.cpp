@@ -1,0 +1,174 @@
+#include "core/batching.h"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/tokenizer.h"
+
+namespace ganpo {
+namespace {
+
+const ByteTokenizer kTok;
+constexpr int64_t kBos = 256, kEos = 257, kPad = 258;
+
+std::vector<int64_t> bytes(const std::string& s) {
+  std::vector<int64_t> out;
+  for (unsigned char c : s) out.push_back(c);
+  return out;
+}
+
+std::vector<int64_t> cat(std::vector<int64_t> a, const std::vector<int64_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::vector<int64_t> row_ids(const torch::Tensor& t, int64_t i) {
+  auto r = t[i].contiguous();
+  return std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
+}
+
+std::vector<float> row_f(const torch::Tensor& t, int64_t i) {
+  auto r = t[i].contiguous();
+  return std::vector<float>(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
+}
+
+// ---- tokenization and truncation -----------------------------------------------------------
+
+TEST(BatchingTokenize, PairFramingWithoutTruncation) {
+  auto p = tokenize_pair(kTok, {"ab", "xyz", "q"}, 100, 50);
+  EXPECT_EQ(p.prompt, cat({kBos}, bytes("ab\n")));
+  EXPECT_EQ(p.chosen, cat(bytes("xyz"), {kEos}));
+  EXPECT_EQ(p.rejected, cat(bytes("q"), {kEos}));
+}
+
+TEST(BatchingTokenize, LongPromptKeepsItsLastTokens) {
+  // prompt: [BOS] a..j \n = 12 tokens; chosen xyz+EOS = 4; rejected pq+EOS = 3.
+  auto p = tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 10, 5);
+  EXPECT_EQ(p.prompt, bytes("ghij\n"));  // the last 5 tokens (BOS is cut, as in TRL's keep_end)
+  EXPECT_EQ(p.chosen, cat(bytes("xyz"), {kEos}));
+  EXPECT_EQ(p.rejected, cat(bytes("pq"), {kEos}));
+}
+
+TEST(BatchingTokenize, ResponsesAreCutToFitMaxLength) {
+  auto p = tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 8, 5);
+  EXPECT_EQ(p.prompt, bytes("ghij\n"));
+  EXPECT_EQ(p.chosen, bytes("xyz"));  // room 3: EOS is cut
+  EXPECT_EQ(p.rejected, cat(bytes("pq"), {kEos}));
+  EXPECT_LE(p.prompt.size() + std::max(p.chosen.size(), p.rejected.size()), 8u);
+}
+
+TEST(BatchingTokenize, ShortPromptIsKeptAndResponsesAreCut) {
+  // 12 + 4 > 14 but the prompt (12) is within max_prompt_length (13): only the responses shrink.
+  auto p = tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 14, 13);
+  EXPECT_EQ(p.prompt, cat({kBos}, bytes("abcdefghij\n")));
+  EXPECT_EQ(p.chosen, bytes("xy"));
+  EXPECT_EQ(p.rejected, bytes("pq"));
+}
+
+TEST(BatchingTokenize, PromptIsOnlyCutWhenTheWholeIsTooLong) {
+  // The prompt (12) exceeds max_prompt_length (5) but prompt + longest response (16) fits.
+  auto p = tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 16, 5);
+  EXPECT_EQ(p.prompt.size(), 12u);
+  EXPECT_EQ(p.chosen.size(), 4u);
+}
+
+TEST(BatchingTokenize, SftFraming) {
+  auto s = tokenize_sft(kTok, {"hi", "ok"}, 100, 50);
+  EXPECT_EQ(s.prompt, cat({kBos}, bytes("hi\n")));
+  EXPECT_EQ(s.completion, cat(bytes("ok"), {kEos}));
+  auto e = tokenize_sft(kTok, {"", "plain text"}, 100, 50);
+  EXPECT_EQ(e.prompt, std::vector<int64_t>{kBos});
+  EXPECT_EQ(e.completion, cat(bytes("plain text"), {kEos}));
+  auto t = tokenize_sft(kTok, {"abcdefghij", "0123456789"}, 10, 4);
+  EXPECT_EQ(t.prompt, bytes("hij\n"));
+  EXPECT_EQ(t.completion, bytes("012345"));
+}
+
+// ---- collate -------------------------------------------------------------------------------
+
+TEST(BatchingCollate, PairsLayoutPaddingAndMasks) {
+  TokenizedPair a{{kBos, 1, 2}, {10, 11, kEos}, {20, kEos}};
+  TokenizedPair b{{kBos, 3}, {30, kEos}, {40, 41, 42, 43, kEos}};
+  auto batch = collate_pairs({&a, &b}, kPad, torch::kCPU);
+  const auto& s = batch.sequences;
+  EXPECT_EQ(batch.pairs, 2);
+  // T = max(3 + 3, 2 + 5) = 7; rows: a.chosen, b.chosen, a.rejected, b.rejected.
+  ASSERT_EQ(s.input_ids.sizes(), torch::IntArrayRef({4, 7}));
+  EXPECT_EQ(s.input_ids.scalar_type(), torch::kLong);
+  EXPECT_EQ(s.attention_mask.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(s.response_mask.scalar_type(), torch::kFloat32);
+
+  EXPECT_EQ(row_ids(s.input_ids, 0), (std::vector<int64_t>{kBos, 1, 2, 10, 11, kEos, kPad}));
+  EXPECT_EQ(row_ids(s.input_ids, 1), (std::vector<int64_t>{kBos, 3, 30, kEos, kPad, kPad, kPad}));
+  EXPECT_EQ(row_ids(s.input_ids, 2), (std::vector<int64_t>{kBos, 1, 2, 20, kEos, kPad, kPad}));
+  EXPECT_EQ(row_ids(s.input_ids, 3), (std::vector<int64_t>{kBos, 3, 40, 41, 42, 43, kEos}));
+
+  EXPECT_EQ(row_f(s.attention_mask, 0), (std::vector<float>{1, 1, 1, 1, 1, 1, 0}));
+  EXPECT_EQ(row_f(s.attention_mask, 1), (std::vector<float>{1, 1, 1, 1, 0, 0, 0}));
+  EXPECT_EQ(row_f(s.attention_mask, 2), (std::vector<float>{1, 1, 1, 1, 1, 0, 0}));
+  EXPECT_EQ(row_f(s.attention_mask, 3), (std::vector<float>{1, 1, 1, 1, 1, 1, 1}));
+
+  EXPECT_EQ(row_f(s.response_mask, 0), (std::vector<float>{0, 0, 0, 1, 1, 1, 0}));
+  EXPECT_EQ(row_f(s.response_mask, 1), (std::vector<float>{0, 0, 1, 1, 0, 0, 0}));
+  EXPECT_EQ(row_f(s.response_mask, 2), (std::vector<float>{0, 0, 0, 1, 1, 0, 0}));
+  EXPECT_EQ(row_f(s.response_mask, 3), (std::vector<float>{0, 0, 1, 1, 1, 1, 1}));
+
+  EXPECT_EQ(s.tokens, 6 + 4 + 5 + 7);
+  EXPECT_EQ(s.tokens, static_cast<int64_t>(s.attention_mask.sum().item<float>()));
+}
+
+TEST(BatchingCollate, SingleRowHasNoPadding) {
+  TokenizedPair a{{kBos, 5}, {6, kEos}, {7, 8, kEos}};
+  auto batch = collate_pairs({&a}, kPad, torch::kCPU);
+  EXPECT_EQ(batch.sequences.input_ids.sizes(), torch::IntArrayRef({2, 5}));
+  EXPECT_EQ(row_ids(batch.sequences.input_ids, 0), (std::vector<int64_t>{kBos, 5, 6, kEos, kPad}));
+  EXPECT_EQ(row_ids(batch.sequences.input_ids, 1), (std::vector<int64_t>{kBos, 5, 7, 8, kEos}));
+}
+
+TEST(BatchingCollate, SftLayout) {
+  TokenizedSft a{{kBos, 1}, {2, 3, kEos}};
+  TokenizedSft b{{kBos}, {4, kEos}};
+  auto s = collate_sft({&a, &b}, kPad, torch::kCPU);
+  ASSERT_EQ(s.input_ids.sizes(), torch::IntArrayRef({2, 5}));
+  EXPECT_EQ(row_ids(s.input_ids, 0), (std::vector<int64_t>{kBos, 1, 2, 3, kEos}));
+  EXPECT_EQ(row_ids(s.input_ids, 1), (std::vector<int64_t>{kBos, 4, kEos, kPad, kPad}));
+  EXPECT_EQ(row_f(s.attention_mask, 1), (std::vector<float>{1, 1, 1, 0, 0}));
+  EXPECT_EQ(row_f(s.response_mask, 0), (std::vector<float>{0, 0, 1, 1, 1}));
+  EXPECT_EQ(row_f(s.response_mask, 1), (std::vector<float>{0, 1, 1, 0, 0}));
+  EXPECT_EQ(s.tokens, 8);
+}
+
+TEST(BatchingCollate, EmptyBatchIsAnError) {
+  EXPECT_ANY_THROW(collate_pairs({}, kPad, torch::kCPU));
+  EXPECT_ANY_THROW(collate_sft({}, kPad, torch::kCPU));
+}
+
+// ---- epoch order ---------------------------------------------------------------------------
+
+TEST(BatchingEpochOrder, IsADeterministicPermutation) {
+  for (int64_t n : {0, 1, 2, 7, 100}) {
+    auto o = epoch_order(n, 42, 0);
+    ASSERT_EQ(static_cast<int64_t>(o.size()), n);
+    auto sorted = o;
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<int64_t> iota(static_cast<size_t>(n));
+    std::iota(iota.begin(), iota.end(), 0);
+    EXPECT_EQ(sorted, iota) << n;
+    EXPECT_EQ(o, epoch_order(n, 42, 0)) << n;
+  }
+  auto base = epoch_order(100, 42, 0);
+  EXPECT_NE(base, epoch_order(100, 42, 1));  // a new shuffle each epoch
+  EXPECT_NE(base, epoch_order(100, 43, 0));  // and per seed
+  std::vector<int64_t> iota(100);
+  std::iota(iota.begin(), iota.end(), 0);
+  EXPECT_NE(base, iota);  // actually shuffled
+}
+
+}  // namespace
+}  // namespace ganpo

@@ -1,0 +1,187 @@
+// End to end through the real `ganpo` binary: a reduced demo (SFT, then DPO + GANPO, then the
+// judge), and the same pipeline on a preference file in TRL's JSONL format. Minutes, not
+// seconds: labelled `slow`.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/dataset_files.h"
+#include "core/lists_task.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Outcome {
+  int exit_code = -1;
+  std::string output;
+};
+
+Outcome run_cli(const std::string& args) {
+  const std::string cmd = std::string(GANPO_CLI_PATH) + " " + args + " 2>&1";
+  Outcome out;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.output.append(buf, n);
+  const int status = pclose(pipe);
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+fs::path fresh_dir(const std::string& name) {
+  auto dir = fs::temp_directory_path() / ("ganpo-e2e-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  return nlohmann::json::parse(in);
+}
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(p);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+const fs::path& demo_dir() {
+  static const fs::path dir = fresh_dir("demo");
+  return dir;
+}
+
+TEST(CliEndToEnd, QuickDemoImprovesOverReference) {
+  auto r = run_cli("demo --quick --output-dir " + demo_dir().string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("GANPO demo results"), std::string::npos) << r.output;
+
+  auto report = read_json(demo_dir() / "demo_results.json");
+  // The reference's implicit reward is 0 for every response, so its accuracy is 0 and any
+  // learned preference shows as accuracy above chance.
+  const double accuracy = report["preference_eval"]["eval_rewards/accuracies"].get<double>();
+  EXPECT_GT(accuracy, 0.6) << r.output;
+  EXPECT_GT(report["preference_eval"]["eval_rewards/margins"].get<double>(), 0.0);
+  bool checked = false;
+  for (const auto& row : report["judge"]) {
+    if (row["bucket"] == "all" && row["temperature"].get<double>() == 0.7) {
+      EXPECT_GT(row["policy_score"].get<double>(), row["reference_score"].get<double>()) << r.output;
+      checked = true;
+    }
+  }
+  EXPECT_TRUE(checked);
+
+  // The files contract of `ganpo train`.
+  const auto run = demo_dir() / "ganpo";
+  for (const char* f : {"config.toml", "metrics.jsonl", "samples.jsonl", "eval.jsonl", "final/model.safetensors",
+                        "final/config.json", "final/meta.json"})
+    EXPECT_TRUE(fs::exists(run / f)) << f;
+  auto metrics = read_jsonl(run / "metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  for (const char* key : {"step", "loss", "opo_loss", "adv/loss", "critic/acc_chosen", "rewards/margins",
+                          "tokens_per_s", "grad_norm", "learning_rate"})
+    EXPECT_TRUE(metrics.back().contains(key)) << key;
+}
+
+TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
+  const auto dir = fresh_dir("file");
+  // A briefly trained SFT model is the starting point and reference; quality is not the point.
+  std::ofstream(dir / "sft.toml") << "name = \"file-sft\"\nstage = \"sft\"\noutput_dir = \""
+                                  << (dir / "sft").string() << "\"\n[data]\nbuiltin_train_size = 400\n"
+                                  << "[train]\nlearning_rate = 2e-3\nmax_steps = 10\nper_device_train_batch_size = 8\n"
+                                  << "[sampling]\nnum_prompts = 1\nmax_new_tokens = 8\n";
+  auto sft = run_cli("train --config " + (dir / "sft.toml").string());
+  ASSERT_EQ(sft.exit_code, 0) << sft.output;
+  const fs::path sft_final = dir / "sft" / "final";
+  auto pairs = ganpo::lists::make_preference_pairs(400, 0.0, 99);
+  ganpo::write_preference_jsonl(pairs, (dir / "pairs.jsonl").string());
+  {
+    std::ofstream bad(dir / "pairs.jsonl", std::ios::app);
+    bad << "{\"prompt\": \"broken line\"}\n";  // no chosen/rejected: skipped with a warning
+  }
+  std::ofstream(dir / "run.toml") << "name = \"file-run\"\nstage = \"preference\"\noutput_dir = \""
+                                  << (dir / "out").string() << "\"\n[model]\ncheckpoint = \"" << sft_final.string()
+                                  << "\"\n[data]\nbuiltin = \"\"\ntrain = \"" << (dir / "pairs.jsonl").string()
+                                  << "\"\non_bad_line = \"skip\"\neval_fraction = 0.1\n"
+                                  << "[ganpo]\ncritic_hidden = 32\ncritic_layers = 1\ncritic_heads = 2\n"
+                                  << "critic_max_len = 256\n[train]\nlearning_rate = 1e-4\nmax_steps = 12\n"
+                                  << "per_device_train_batch_size = 8\nlogging_steps = 4\n[sampling]\nnum_prompts = 2\n"
+                                  << "max_new_tokens = 32\n";
+  auto train = run_cli("train --config " + (dir / "run.toml").string());
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(train.output.find("skipped 1 bad line"), std::string::npos) << train.output;
+  EXPECT_TRUE(fs::exists(dir / "out" / "final" / "model.safetensors"));
+
+  auto eval = run_cli("eval --checkpoint " + (dir / "out" / "final").string() + " --reference " +
+                      sft_final.string() + " --pairs " + (dir / "pairs.jsonl").string() +
+                      " --builtin lists --num-prompts 12 --temperatures 0.7,1.0 --json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  auto report = nlohmann::json::parse(eval.output.substr(eval.output.find('{')));
+  EXPECT_EQ(report["preference"]["eval_pairs"].get<double>(), 400.0);
+  EXPECT_EQ(report["judge"].size(), 8u);  // 2 temperatures x (all, short, medium, long)
+
+  std::ofstream(dir / "prompts.jsonl") << "{\"prompt\": \"" << pairs[0].prompt << "\"}\n{\"prompt\": \""
+                                       << pairs[1].prompt << "\"}\n";
+  auto gen = run_cli("generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " +
+                     (dir / "prompts.jsonl").string() + " --out " + (dir / "completions.jsonl").string() +
+                     " --temperature 0.7 --seed 3");
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto rows = read_jsonl(dir / "completions.jsonl");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["prompt"], pairs[0].prompt);
+  EXPECT_TRUE(rows[0]["completion"].is_string());
+}
+
+TEST(CliEndToEnd, BadConfigIsRejectedBeforeWork) {
+  const auto dir = fresh_dir("badcfg");
+  std::ofstream(dir / "bad.toml") << "[objective]\nbeta = -1\n[train]\nlearning_rat = 1e-3\n";
+  auto r = run_cli("train --config " + (dir / "bad.toml").string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("learning_rat"), std::string::npos) << r.output;
+  std::ofstream(dir / "bad2.toml") << "[objective]\nbeta = -1\n";
+  r = run_cli("train --config " + (dir / "bad2.toml").string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("objective.beta must be"), std::string::npos) << r.output;
+}
+
+}  // namespace
+
+namespace {
+
+TEST(CliEndToEnd, SigtermSavesCheckpointAndResumeFinishes) {
+  const auto dir = fresh_dir("sigterm");
+  std::ofstream(dir / "run.toml") << "name = \"sigterm\"\nstage = \"sft\"\noutput_dir = \"" << (dir / "out").string()
+                                  << "\"\n[data]\nbuiltin_train_size = 2000\n[train]\nlearning_rate = 1e-3\n"
+                                  << "max_steps = 100000\nper_device_train_batch_size = 4\nlogging_steps = 1\n"
+                                  << "[sampling]\nnum_prompts = 1\nmax_new_tokens = 4\n";
+  // timeout sends SIGTERM after 6 s and, with --preserve-status, returns the worker's own code.
+  const std::string cmd = "timeout --preserve-status -s TERM 6 " + std::string(GANPO_CLI_PATH) +
+                          " train --config " + (dir / "run.toml").string() + " > " + (dir / "log.txt").string() +
+                          " 2>&1";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  fs::path checkpoint;
+  for (const auto& entry : fs::directory_iterator(dir / "out"))
+    if (entry.path().filename().string().rfind("checkpoint-", 0) == 0) checkpoint = entry.path();
+  ASSERT_FALSE(checkpoint.empty()) << "no checkpoint after SIGTERM";
+  EXPECT_TRUE(fs::exists(checkpoint / "trainer_state" / "optimizer.pt"));
+  const int64_t stopped_at = std::stoll(checkpoint.filename().string().substr(11));
+  EXPECT_GT(stopped_at, 0);
+
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --set train.max_steps=" +
+                   std::to_string(stopped_at + 3) + " --resume " + checkpoint.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "out" / ("checkpoint-" + std::to_string(stopped_at + 3))));
+}
+
+}  // namespace

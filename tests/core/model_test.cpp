@@ -1,0 +1,465 @@
+#include "core/model.h"
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/generate.h"
+
+namespace ganpo {
+namespace {
+
+constexpr int64_t kVocab = 259, kBos = 256, kEos = 257, kPad = 258;
+
+ModelShape llama_shape() {
+  ModelConfig c;
+  c.preset = "";
+  c.arch = "llama";
+  c.d_model = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.max_seq_len = 64;
+  return resolve_model_shape(c, kVocab);
+}
+
+ModelShape gqa_shape() {
+  auto s = llama_shape();
+  s.n_kv_heads = 2;
+  return s;
+}
+
+ModelShape gpt2_shape() {
+  ModelConfig c;
+  c.preset = "";
+  c.arch = "gpt2";
+  c.d_model = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.max_seq_len = 64;
+  return resolve_model_shape(c, kVocab);
+}
+
+int64_t numel_sum(CausalLM& m) {
+  int64_t n = 0;
+  for (const auto& p : m->parameters()) n += p.numel();
+  return n;
+}
+
+CausalLM make_model(const ModelShape& s, uint64_t seed = 1) {
+  torch::manual_seed(seed);
+  CausalLM m(s);
+  m->eval();
+  return m;
+}
+
+std::vector<std::pair<std::string, ModelShape>> all_test_shapes() {
+  return {{"llama", llama_shape()}, {"gqa", gqa_shape()}, {"gpt2", gpt2_shape()}};
+}
+
+torch::Tensor tokens(const std::vector<std::vector<int64_t>>& rows) {
+  const int64_t T = static_cast<int64_t>(rows[0].size());
+  auto t = torch::empty({static_cast<int64_t>(rows.size()), T}, torch::kLong);
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (int64_t j = 0; j < T; ++j) t[static_cast<int64_t>(i)][j] = rows[i][static_cast<size_t>(j)];
+  return t;
+}
+
+// ---- shapes and parameter counts -----------------------------------------------------------
+
+TEST(ModelShapeTest, ParameterCountMatchesTheModule) {
+  ModelConfig tiny;
+  tiny.preset = "tiny";
+  ModelConfig small;
+  small.preset = "small";
+  std::vector<std::pair<std::string, ModelShape>> shapes = {
+      {"tiny", resolve_model_shape(tiny, kVocab)},
+      {"small", resolve_model_shape(small, kVocab)},
+      {"gpt2", gpt2_shape()},
+      {"gqa", gqa_shape()},
+  };
+  auto untied = llama_shape();
+  untied.tie_embeddings = false;
+  shapes.push_back({"llama untied", untied});
+  auto gpt2_untied = gpt2_shape();
+  gpt2_untied.tie_embeddings = false;
+  shapes.push_back({"gpt2 untied", gpt2_untied});
+  for (auto& [name, s] : shapes) {
+    CausalLM m(s);
+    EXPECT_EQ(parameter_count(s), numel_sum(m)) << name;
+  }
+}
+
+TEST(ModelShapeTest, PresetsResolveAsDocumented) {
+  ModelConfig c;
+  c.preset = "tiny";
+  auto s = resolve_model_shape(c, kVocab);
+  EXPECT_EQ(s.arch, "llama");
+  EXPECT_EQ(s.d_model, 128);
+  EXPECT_EQ(s.n_layers, 4);
+  EXPECT_EQ(s.vocab_size, kVocab);
+  EXPECT_EQ(s.d_ff, 384);  // 8/3 x 128 = 341 rounded up to 64
+  EXPECT_EQ(gqa_shape().n_kv_heads, 2);
+  EXPECT_EQ(gpt2_shape().d_ff, 128);  // 4 x d
+  // A GQA override survives resolution.
+  ModelConfig g;
+  g.preset = "tiny";
+  g.n_heads = 4;
+  g.n_kv_heads = 2;
+  EXPECT_EQ(resolve_model_shape(g, kVocab).n_kv_heads, 2);
+}
+
+TEST(ModelShapeTest, JsonRoundTripAndBadFields) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto back = shape_from_json(shape_to_json(s));
+    EXPECT_EQ(back.arch, s.arch) << name;
+    EXPECT_EQ(back.d_model, s.d_model) << name;
+    EXPECT_EQ(back.n_layers, s.n_layers) << name;
+    EXPECT_EQ(back.n_heads, s.n_heads) << name;
+    EXPECT_EQ(back.n_kv_heads, s.n_kv_heads) << name;
+    EXPECT_EQ(back.d_ff, s.d_ff) << name;
+    EXPECT_EQ(back.max_seq_len, s.max_seq_len) << name;
+    EXPECT_EQ(back.vocab_size, s.vocab_size) << name;
+    EXPECT_EQ(back.tie_embeddings, s.tie_embeddings) << name;
+  }
+  auto j = shape_to_json(llama_shape());
+  auto bad_type = j;
+  bad_type["model_type"] = "mistral";
+  EXPECT_THROW(shape_from_json(bad_type), ModelFileError);
+  auto missing = j;
+  missing.erase("hidden_size");
+  EXPECT_THROW(shape_from_json(missing), ModelFileError);
+  auto wrong_type = j;
+  wrong_type["num_hidden_layers"] = "two";
+  EXPECT_THROW(shape_from_json(wrong_type), ModelFileError);
+  auto impossible = j;
+  impossible["num_attention_heads"] = 5;  // 32 % 5 != 0
+  EXPECT_THROW(shape_from_json(impossible), ModelFileError);
+}
+
+TEST(ModelForward, OutputShapes) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto m = make_model(s);
+    auto ids = torch::randint(0, kVocab, {3, 9}, torch::kLong);
+    auto out = m->forward(ids);
+    EXPECT_EQ(out.logits.sizes(), torch::IntArrayRef({3, 9, kVocab})) << name;
+    EXPECT_EQ(out.hidden.sizes(), torch::IntArrayRef({3, 9, 32})) << name;
+    EXPECT_TRUE(torch::isfinite(out.logits).all().item<bool>()) << name;
+  }
+}
+
+TEST(ModelForward, TiedLogitsAreHiddenTimesEmbedding) {
+  auto m = make_model(llama_shape());
+  auto ids = torch::randint(0, kVocab, {2, 5}, torch::kLong);
+  auto out = m->forward(ids);
+  torch::Tensor embed;
+  for (const auto& p : m->named_parameters())
+    if (p.key() == "embed_tokens.weight") embed = p.value();
+  ASSERT_TRUE(embed.defined());
+  EXPECT_TRUE(torch::allclose(out.logits, torch::matmul(out.hidden, embed.t()), 1e-5, 1e-6));
+}
+
+TEST(ModelForward, TooLongSequenceThrows) {
+  auto m = make_model(llama_shape());
+  EXPECT_THROW(m->forward(torch::zeros({1, 65}, torch::kLong)), Error);
+}
+
+TEST(ModelForward, IsCausal) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto m = make_model(s);
+    torch::NoGradGuard guard;
+    auto ids = torch::randint(0, 256, {2, 12}, torch::kLong);
+    auto changed = ids.clone();
+    changed[0][7] = (ids[0][7].item<int64_t>() + 1) % 256;
+    changed[1][11] = (ids[1][11].item<int64_t>() + 5) % 256;
+    auto a = m->forward(ids), b = m->forward(changed);
+    EXPECT_TRUE(torch::allclose(a.logits[0].slice(0, 0, 7), b.logits[0].slice(0, 0, 7), 1e-5, 1e-6)) << name;
+    EXPECT_TRUE(torch::allclose(a.hidden[1].slice(0, 0, 11), b.hidden[1].slice(0, 0, 11), 1e-5, 1e-6)) << name;
+    EXPECT_FALSE(torch::allclose(a.logits[0].slice(0, 7), b.logits[0].slice(0, 7), 1e-5, 1e-6)) << name;
+  }
+}
+
+TEST(ModelForward, KvCacheMatchesFullForward) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto m = make_model(s);
+    torch::NoGradGuard guard;
+    auto ids = torch::randint(0, 256, {2, 14}, torch::kLong);
+    auto full = m->forward(ids).logits;
+    KVCache cache;
+    auto prefill = m->forward(ids.slice(1, 0, 8), {}, {}, &cache).logits;
+    EXPECT_EQ(cache.length(), 8) << name;
+    EXPECT_TRUE(torch::allclose(prefill, full.slice(1, 0, 8), 1e-4, 1e-4)) << name;
+    // Two tokens at once, then one at a time.
+    auto two = m->forward(ids.slice(1, 8, 10), {}, {}, &cache).logits;
+    EXPECT_TRUE(torch::allclose(two, full.slice(1, 8, 10), 1e-4, 1e-4)) << name;
+    torch::Tensor last;
+    for (int64_t t = 10; t < 14; ++t) {
+      last = m->forward(ids.slice(1, t, t + 1), {}, {}, &cache).logits;
+      EXPECT_TRUE(torch::allclose(last.select(1, 0), full.select(1, t), 1e-4, 1e-4)) << name << " t=" << t;
+    }
+    EXPECT_EQ(cache.length(), 14) << name;
+    EXPECT_LT((last.select(1, 0) - full.select(1, 13)).abs().max().item<double>(), 1e-4) << name;
+  }
+}
+
+TEST(ModelForward, LeftPaddingWithKeyMaskAndPositionsMatchesUnpadded) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto m = make_model(s);
+    torch::NoGradGuard guard;
+    const std::vector<int64_t> short_row = {kBos, 10, 20, 30, 40, 50};
+    const std::vector<int64_t> long_row = {kBos, 1, 2, 3, 4, 5, 6, 7, 8};
+    const int64_t pad = static_cast<int64_t>(long_row.size() - short_row.size());
+    std::vector<int64_t> padded(static_cast<size_t>(pad), kPad);
+    padded.insert(padded.end(), short_row.begin(), short_row.end());
+    auto ids = tokens({padded, long_row});
+    auto key_mask = torch::ones({2, 9}, torch::kLong);
+    key_mask[0].slice(0, 0, pad).fill_(0);
+    auto positions = (key_mask.cumsum(1) - 1).clamp_min(0);
+    auto out = m->forward(ids, positions, key_mask).logits;
+
+    auto alone_short = m->forward(tokens({short_row})).logits;
+    auto alone_long = m->forward(tokens({long_row})).logits;
+    EXPECT_LT((out[0][-1] - alone_short[0][-1]).abs().max().item<double>(), 1e-4) << name;
+    EXPECT_LT((out[1][-1] - alone_long[0][-1]).abs().max().item<double>(), 1e-4) << name;
+    // Every real position of the padded row matches, not only the last.
+    EXPECT_TRUE(torch::allclose(out[0].slice(0, pad), alone_short[0], 1e-4, 1e-4)) << name;
+
+    // Continuing the padded batch with the cache stays consistent.
+    KVCache cache;
+    m->forward(ids, positions, key_mask, &cache);
+    auto next = tokens({{60}, {9}});
+    auto keys = torch::cat({key_mask, torch::ones({2, 1}, torch::kLong)}, 1);
+    auto next_pos = positions.select(1, 8).unsqueeze(1) + 1;
+    auto step = m->forward(next, next_pos, keys, &cache).logits;
+    std::vector<int64_t> short_next = short_row, long_next = long_row;
+    short_next.push_back(60);
+    long_next.push_back(9);
+    EXPECT_LT((step[0][0] - m->forward(tokens({short_next})).logits[0][-1]).abs().max().item<double>(), 1e-4)
+        << name;
+    EXPECT_LT((step[1][0] - m->forward(tokens({long_next})).logits[0][-1]).abs().max().item<double>(), 1e-4)
+        << name;
+  }
+}
+
+// ---- model_state / load_model_state --------------------------------------------------------
+
+std::map<std::string, torch::Tensor> state_map(CausalLM& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [k, v] : model_state(m)) out[k] = v.clone();
+  return out;
+}
+
+TEST(ModelState, NamesFollowHfLlama) {
+  auto untied = llama_shape();
+  untied.tie_embeddings = false;
+  auto m = make_model(untied);
+  auto st = state_map(m);
+  for (const std::string key :
+       {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight", "model.norm.weight",
+        "lm_head.weight"})
+    EXPECT_EQ(st.count(key), 1u) << key;
+  EXPECT_EQ(st.count("model.lm_head.weight"), 0u);
+  for (const auto& [k, v] : st) EXPECT_EQ(k.find("rope"), std::string::npos) << k;  // buffers are not saved
+  EXPECT_EQ(st.size(), m->parameters().size());
+}
+
+TEST(ModelState, RoundTripGivesIdenticalLogits) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto a = make_model(s, 1);
+    auto b = make_model(s, 2);
+    auto ids = torch::randint(0, 256, {2, 7}, torch::kLong);
+    torch::NoGradGuard guard;
+    ASSERT_FALSE(torch::equal(a->forward(ids).logits, b->forward(ids).logits)) << name;
+    load_model_state(b, state_map(a), "test");
+    EXPECT_TRUE(torch::equal(a->forward(ids).logits, b->forward(ids).logits)) << name;
+  }
+}
+
+TEST(ModelState, MisShapedOrMissingTensorThrowsModelFileError) {
+  auto m = make_model(llama_shape());
+  auto st = state_map(m);
+  auto bad = st;
+  bad["model.layers.0.self_attn.q_proj.weight"] = torch::zeros({3, 3});
+  try {
+    load_model_state(m, bad, "weights.safetensors");
+    FAIL() << "no throw";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("q_proj"), std::string::npos) << e.what();
+  }
+  auto missing = st;
+  missing.erase("model.norm.weight");
+  EXPECT_THROW(load_model_state(m, missing, "weights.safetensors"), ModelFileError);
+  // A GQA model does not load dense k_proj weights.
+  auto g = make_model(gqa_shape());
+  EXPECT_THROW(load_model_state(g, st, "dense"), ModelFileError);
+}
+
+// ---- generate ------------------------------------------------------------------------------
+
+// Greedy decoding one prompt at a time with full forwards (no cache, no padding).
+std::vector<int64_t> manual_greedy(CausalLM& m, std::vector<int64_t> seq, int64_t max_new, int64_t eos) {
+  torch::NoGradGuard guard;
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < max_new; ++i) {
+    auto logits = m->forward(tokens({seq})).logits[0][-1];
+    const int64_t next = logits.argmax().item<int64_t>();
+    if (next == eos) break;
+    out.push_back(next);
+    seq.push_back(next);
+  }
+  return out;
+}
+
+const std::vector<std::vector<int64_t>> kPrompts = {{kBos, 72, 105, 10}, {kBos, 65, 66, 67, 68, 69, 70, 10}, {kBos, 10}};
+
+// Makes a gpt2 model's learned positions dominate its input, so that any position error
+// (e.g. positions not shifted for left padding) changes the greedy tokens. Llama's RoPE is
+// relative, so a constant shift of all positions is invisible to it by design.
+void amplify_positions(CausalLM& m) {
+  torch::NoGradGuard guard;
+  for (auto& p : m->named_parameters())
+    if (p.key() == "embed_positions.weight") p.value().mul_(30.0);
+}
+
+TEST(ModelGenerate, GreedyEqualsManualLoop) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto m = make_model(s, 3);
+    amplify_positions(m);
+    SamplingOptions opt;
+    opt.temperature = 0.0;
+    opt.max_new_tokens = 10;
+    auto got = generate(m, kPrompts, opt, kEos, kPad);
+    ASSERT_EQ(got.size(), kPrompts.size());
+    for (size_t i = 0; i < kPrompts.size(); ++i)
+      EXPECT_EQ(got[i], manual_greedy(m, kPrompts[i], 10, kEos)) << name << " row " << i;
+  }
+}
+
+TEST(ModelGenerate, RestoresTrainingMode) {
+  auto m = make_model(llama_shape());
+  m->train();
+  SamplingOptions opt;
+  opt.max_new_tokens = 2;
+  generate(m, kPrompts, opt, kEos, kPad);
+  EXPECT_TRUE(m->is_training());
+  m->eval();
+  generate(m, kPrompts, opt, kEos, kPad);
+  EXPECT_FALSE(m->is_training());
+}
+
+TEST(ModelGenerate, SeedsControlSampling) {
+  auto m = make_model(llama_shape(), 4);
+  SamplingOptions opt;
+  opt.temperature = 1.0;
+  opt.max_new_tokens = 16;
+  opt.seed = 123;
+  auto a = generate(m, kPrompts, opt, -1, kPad);
+  auto b = generate(m, kPrompts, opt, -1, kPad);
+  EXPECT_EQ(a, b);
+  opt.seed = 124;
+  auto c = generate(m, kPrompts, opt, -1, kPad);
+  EXPECT_NE(a, c);
+  for (const auto& row : a) EXPECT_EQ(row.size(), 16u);
+  // The global torch RNG does not influence the draws.
+  opt.seed = 123;
+  torch::manual_seed(999);
+  EXPECT_EQ(generate(m, kPrompts, opt, -1, kPad), a);
+}
+
+TEST(ModelGenerate, StopsAtEosPerRow) {
+  auto m = make_model(llama_shape(), 5);
+  SamplingOptions opt;
+  opt.temperature = 0.0;
+  opt.max_new_tokens = 12;
+  auto free = generate(m, kPrompts, opt, /*eos_id=*/-1, kPad);  // no EOS: the full greedy run
+  for (const auto& row : free) ASSERT_EQ(row.size(), 12u);
+  // Declare row 0's 4th greedy token to be EOS: row 0 stops before its first occurrence,
+  // the other rows stop before theirs (or run to the end).
+  const int64_t eos = free[0][3];
+  auto stopped = generate(m, kPrompts, opt, eos, kPad);
+  for (size_t i = 0; i < free.size(); ++i) {
+    std::vector<int64_t> expected;
+    for (int64_t t : free[i]) {
+      if (t == eos) break;
+      expected.push_back(t);
+    }
+    EXPECT_EQ(stopped[i], expected) << "row " << i;
+  }
+  EXPECT_LE(stopped[0].size(), 3u);
+}
+
+TEST(ModelGenerate, RespectsMaxSeqLenAndCancel) {
+  auto s = llama_shape();
+  s.max_seq_len = 12;
+  auto m = make_model(s, 6);
+  SamplingOptions opt;
+  opt.temperature = 0.0;
+  opt.max_new_tokens = 50;
+  auto out = generate(m, kPrompts, opt, -1, kPad);  // longest prompt: 8 tokens
+  for (const auto& row : out) EXPECT_EQ(row.size(), 4u);
+
+  std::atomic<bool> cancel{false};
+  int64_t calls = 0;
+  opt.max_new_tokens = 6;
+  auto cancelled = generate(m, kPrompts, opt, -1, kPad, &cancel, [&](int64_t step) {
+    ++calls;
+    if (step == 2) cancel.store(true);
+  });
+  EXPECT_EQ(calls, 2);
+  for (const auto& row : cancelled) EXPECT_EQ(row.size(), 2u);
+  EXPECT_TRUE(generate(m, {}, opt, -1, kPad).empty());
+}
+
+TEST(ModelGenerate, FilterProbsTopKAndTopP) {
+  auto p = torch::tensor({{0.1f, 0.4f, 0.2f, 0.3f}, {0.25f, 0.25f, 0.25f, 0.25f}});
+  auto close = [](const torch::Tensor& a, std::vector<float> b) {
+    return torch::allclose(a, torch::tensor(b), 1e-6, 1e-6);
+  };
+  // top-k 2 keeps 0.4 and 0.3.
+  auto k2 = filter_probs(p.clone(), 2, 1.0);
+  EXPECT_TRUE(close(k2[0], {0.f, 4.f / 7, 0.f, 3.f / 7})) << k2;
+  EXPECT_TRUE(torch::allclose(k2.sum(-1), torch::ones({2})));
+  // top-p 0.5: 0.4 alone is below 0.5, so 0.3 joins; then the mass (0.7) reaches 0.5.
+  auto p5 = filter_probs(p.clone(), 0, 0.5);
+  EXPECT_TRUE(close(p5[0], {0.f, 4.f / 7, 0.f, 3.f / 7})) << p5;
+  // top-p 0.3: the top token alone covers it.
+  auto p3 = filter_probs(p.clone(), 0, 0.3);
+  EXPECT_TRUE(close(p3[0], {0.f, 1.f, 0.f, 0.f})) << p3;
+  // top-p 0.75: 0.4 + 0.3 = 0.7 < 0.75, so 0.2 joins too.
+  auto p75 = filter_probs(p.clone(), 0, 0.75);
+  EXPECT_TRUE(close(p75[0], {0.f, 4.f / 9, 2.f / 9, 3.f / 9})) << p75;
+  // No filtering.
+  EXPECT_TRUE(torch::allclose(filter_probs(p.clone(), 0, 1.0), p));
+  EXPECT_TRUE(torch::allclose(filter_probs(p.clone(), 4, 1.0), p));
+  // top-k 3 then top-p 0.5.
+  auto kp = filter_probs(p.clone(), 3, 0.5);
+  EXPECT_TRUE(close(kp[0], {0.f, 4.f / 7, 0.f, 3.f / 7})) << kp;
+  // The uniform row: top-p 0.3 keeps at least one token and stays normalised.
+  EXPECT_NEAR(p3[1].sum().item<float>(), 1.f, 1e-6);
+  EXPECT_GE((p3[1] > 0).sum().item<int64_t>(), 1);
+}
+
+TEST(ModelGenerate, TopKOneSamplingIsGreedy) {
+  auto m = make_model(llama_shape(), 7);
+  SamplingOptions greedy;
+  greedy.temperature = 0.0;
+  greedy.max_new_tokens = 8;
+  SamplingOptions k1;
+  k1.temperature = 1.3;
+  k1.top_k = 1;
+  k1.max_new_tokens = 8;
+  k1.seed = 77;
+  EXPECT_EQ(generate(m, kPrompts, greedy, kEos, kPad), generate(m, kPrompts, k1, kEos, kPad));
+}
+
+}  // namespace
+}  // namespace ganpo

@@ -1,0 +1,411 @@
+#include "core/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/batching.h"
+#include "core/checkpoint.h"
+#include "core/config.h"
+#include "core/evaluation.h"
+#include "core/lists_task.h"
+#include "core/run_observer.h"
+
+namespace ganpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+::testing::AssertionResult Contains(const char* text_expr, const char* part_expr, const std::string& text,
+                                    const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << text_expr << " does not contain " << part_expr << "\n  text: " << text
+                                       << "\n  part: " << part;
+}
+#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(Contains, text, part)
+
+// Records everything the trainer reports.
+class Collector : public RunObserver {
+public:
+  void on_status(const std::string& status, const std::string& message) override {
+    statuses.push_back(status);
+    status_messages.push_back(message);
+  }
+  void on_start(int64_t total, int64_t first, const std::map<std::string, std::string>& i) override {
+    total_steps = total;
+    first_step = first;
+    info = i;
+  }
+  void on_log(const std::string& level, const std::string& text) override { logs.push_back(level + ": " + text); }
+  void on_metrics(int64_t step, const std::map<std::string, double>& m) override { metrics[step] = m; }
+  void on_eval(int64_t step, const std::map<std::string, double>& m) override { evals[step] = m; }
+  void on_samples(int64_t step, const std::vector<SampleRecord>& s) override { samples[step] = s; }
+  void on_checkpoint(int64_t step, const std::string& path, const std::map<std::string, double>&) override {
+    checkpoints.emplace_back(step, path);
+  }
+
+  std::vector<std::string> statuses, status_messages, logs;
+  int64_t total_steps = -1, first_step = -1;
+  std::map<std::string, std::string> info;
+  std::map<int64_t, std::map<std::string, double>> metrics;
+  std::map<int64_t, std::map<std::string, double>> evals;
+  std::map<int64_t, std::vector<SampleRecord>> samples;
+  std::vector<std::pair<int64_t, std::string>> checkpoints;
+
+  std::string all_logs() const {
+    std::string s;
+    for (const auto& l : logs) s += l + "\n";
+    return s;
+  }
+};
+
+class TrainerTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    root_ = fs::temp_directory_path() /
+            ("ganpo_trainer_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
+             std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    fs::create_directories(root_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  // The tiny run of the brief: a 2-layer d=32 policy, 64 built-in pairs, tiny critics.
+  RunConfig config(const std::string& out_name) const {
+    RunConfig c;
+    c.name = out_name;
+    c.stage = "preference";
+    c.seed = 42;
+    c.device = "cpu";
+    c.output_dir = (root_ / out_name).string();
+    c.model.preset = "";
+    c.model.d_model = 32;
+    c.model.n_layers = 2;
+    c.model.n_heads = 2;
+    c.model.max_seq_len = 256;
+    c.data.builtin = "lists";
+    c.data.builtin_train_size = 64;
+    c.data.builtin_eval_size = 16;
+    c.train.per_device_train_batch_size = 4;
+    c.train.max_steps = 3;
+    c.train.logging_steps = 1;
+    c.train.learning_rate = 1e-3;
+    c.train.num_threads = 1;
+    c.sampling.num_prompts = 2;
+    c.sampling.max_new_tokens = 16;
+    c.ganpo.critic_hidden = 16;
+    c.ganpo.critic_layers = 1;
+    c.ganpo.critic_heads = 2;
+    c.ganpo.critic_max_len = 256;
+    return c;
+  }
+
+  TrainResult run(const RunConfig& c, Collector& obs, TrainerOptions opt = {}) {
+    Trainer t(c, obs, opt);
+    return t.run();
+  }
+
+  fs::path root_;
+};
+
+std::map<std::string, std::string> read_folder(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    out[fs::relative(e.path(), dir).string()] =
+        std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  return out;
+}
+
+const std::vector<std::string> kGanpoMetrics = {
+    "loss", "opo_loss", "adv/loss", "adv/g_chosen", "adv/g_rejected", "critic/loss_chosen",
+    "critic/loss_rejected", "critic/acc_chosen", "critic/acc_rejected", "ema/w_ref_chosen",
+    "ema/w_ref_rejected", "ema/w_policy_chosen", "ema/l_ref_chosen", "ema/l_ref_rejected",
+    "ema/l_policy_rejected", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+    "logps/chosen", "logps/rejected", "learning_rate", "critic/learning_rate", "grad_norm", "tokens_per_s",
+    "step_time_s", "memory/rss_mb"};
+
+TEST_F(TrainerTest, GanpoRunReportsEveryDocumentedMetric) {
+  auto c = config("metrics");
+  c.train.max_steps = 2;
+  Collector obs;
+  auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_EQ(obs.total_steps, 2);
+  EXPECT_EQ(obs.first_step, 0);
+  ASSERT_FALSE(obs.statuses.empty());
+  EXPECT_EQ(obs.statuses.front(), "running");
+  EXPECT_EQ(obs.statuses.back(), "completed");
+  ASSERT_EQ(obs.metrics.size(), 2u);
+  for (const auto& [step, m] : obs.metrics) {
+    for (const auto& name : kGanpoMetrics) {
+      auto it = m.find(name);
+      ASSERT_NE(it, m.end()) << "metric " << name << " missing at step " << step;
+      EXPECT_TRUE(std::isfinite(it->second)) << name << " = " << it->second;
+    }
+    EXPECT_GE(m.at("critic/acc_chosen"), 0.0);
+    EXPECT_LE(m.at("critic/acc_chosen"), 1.0);
+    EXPECT_GE(m.at("critic/acc_rejected"), 0.0);
+    EXPECT_LE(m.at("critic/acc_rejected"), 1.0);
+    EXPECT_GE(m.at("rewards/accuracies"), 0.0);
+    EXPECT_LE(m.at("rewards/accuracies"), 1.0);
+    EXPECT_LT(m.at("logps/chosen"), 0.0);
+    EXPECT_LT(m.at("logps/rejected"), 0.0);
+    EXPECT_GT(m.at("memory/rss_mb"), 1.0);
+    EXPECT_GT(m.at("tokens_per_s"), 0.0);
+    EXPECT_GT(m.at("step_time_s"), 0.0);
+    EXPECT_GT(m.at("grad_norm"), 0.0);
+    // Internal consistency of the logged terms.
+    EXPECT_NEAR(m.at("adv/loss"), 0.5 * (m.at("adv/g_chosen") + m.at("adv/g_rejected")), 1e-5);
+    EXPECT_NEAR(m.at("loss"), m.at("opo_loss") + c.ganpo.adv_weight * m.at("adv/loss"), 1e-5);
+    EXPECT_NEAR(m.at("rewards/margins"), m.at("rewards/chosen") - m.at("rewards/rejected"), 1e-5);
+    EXPECT_NEAR(m.at("critic/learning_rate"), m.at("learning_rate") * c.ganpo.critic_lr_ratio, 1e-15);
+  }
+  const auto& first = obs.metrics.at(1);
+  // Linear schedule without warmup: full lr at the first step, half at the second of two.
+  EXPECT_NEAR(first.at("learning_rate"), 1e-3, 1e-15);
+  EXPECT_NEAR(obs.metrics.at(2).at("learning_rate"), 0.5e-3, 1e-15);
+  // The policy starts as its reference: rewards are zero at the first step, and the DPO loss
+  // is ln 2 exactly there.
+  EXPECT_NEAR(first.at("rewards/chosen"), 0.0, 1e-5);
+  EXPECT_NEAR(first.at("rewards/rejected"), 0.0, 1e-5);
+  EXPECT_NEAR(first.at("opo_loss"), std::log(2.0), 1e-5);
+  // The first EMA update copies the batch means, so each critic's terms straddle chance.
+  EXPECT_GT(first.at("critic/loss_chosen"), 0.3);
+  EXPECT_LT(first.at("critic/loss_chosen"), 1.5);
+
+  // Evaluation, samples and checkpoints happen too.
+  EXPECT_FALSE(obs.evals.empty());
+  EXPECT_CONTAINS(r.final_dir, "final");
+  EXPECT_TRUE(fs::exists(fs::path(r.final_dir) / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "checkpoint-2" / "trainer_state" / "critics.safetensors"));
+  ASSERT_TRUE(obs.samples.count(0));
+  EXPECT_EQ(obs.samples.at(0).size(), 2u);
+  EXPECT_TRUE(r.final_eval.count("eval_loss"));
+}
+
+TEST_F(TrainerTest, EveryLossTypeWithAndWithoutGanpoRunsThreeSteps) {
+  for (const std::string loss : {"sigmoid", "simpo", "ipo", "hinge"}) {
+    for (bool ganpo : {true, false}) {
+      SCOPED_TRACE(loss + (ganpo ? " + GANPO" : " baseline"));
+      auto c = config("loss_" + loss + (ganpo ? "_ganpo" : "_base"));
+      c.objective.loss_type = loss;
+      c.ganpo.enabled = ganpo;
+      Collector obs;
+      auto r = run(c, obs, TrainerOptions{"", -1, /*benchmark=*/true});
+      ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+      EXPECT_EQ(r.steps, 3);
+      ASSERT_EQ(obs.metrics.size(), 3u);
+      for (const auto& [step, m] : obs.metrics) {
+        ASSERT_TRUE(m.count("loss"));
+        EXPECT_TRUE(std::isfinite(m.at("loss"))) << "step " << step;
+        EXPECT_TRUE(std::isfinite(m.at("opo_loss"))) << "step " << step;
+        EXPECT_EQ(m.count("adv/loss"), ganpo ? 1u : 0u);
+        EXPECT_EQ(m.count("critic/loss_chosen"), ganpo ? 1u : 0u);
+        EXPECT_EQ(m.count("critic/learning_rate"), ganpo ? 1u : 0u);
+        if (!ganpo) {
+          EXPECT_DOUBLE_EQ(m.at("loss"), m.at("opo_loss"));
+        }
+      }
+    }
+  }
+}
+
+TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
+  auto base = config("A");
+  base.train.max_steps = 8;
+
+  Collector a_obs;
+  auto a = run(base, a_obs);
+  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+  ASSERT_EQ(a_obs.metrics.size(), 8u);
+
+  auto b_cfg = base;
+  b_cfg.output_dir = (root_ / "B").string();
+  Collector b_obs;
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/4, false});
+  ASSERT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
+  EXPECT_EQ(b.steps, 4);
+  const fs::path ckpt = fs::path(b_cfg.output_dir) / "checkpoint-4";
+  ASSERT_TRUE(fs::exists(ckpt / "trainer_state" / "state.json"));
+  EXPECT_EQ(b.final_dir, ckpt.string());
+  // Critic steps every optimizer step: no critic gradients are pending at a checkpoint.
+  EXPECT_FALSE(fs::exists(ckpt / "trainer_state" / "critic_grads.safetensors"));
+  ASSERT_EQ(b_obs.metrics.size(), 4u);
+  // Same seed, same start: B's first steps are A's.
+  for (int64_t s = 1; s <= 4; ++s) EXPECT_NEAR(b_obs.metrics.at(s).at("loss"), a_obs.metrics.at(s).at("loss"), 1e-6);
+
+  auto c_cfg = base;
+  c_cfg.output_dir = (root_ / "C").string();
+  Collector c_obs;
+  auto c = run(c_cfg, c_obs, TrainerOptions{ckpt.string(), -1, false});
+  ASSERT_EQ(c.status, "completed") << c.message << "\n" << c_obs.all_logs();
+  EXPECT_EQ(c.steps, 8);
+  EXPECT_EQ(c_obs.first_step, 4);
+  ASSERT_EQ(c_obs.metrics.size(), 4u);
+  for (int64_t s = 5; s <= 8; ++s) {
+    ASSERT_TRUE(c_obs.metrics.count(s)) << "step " << s;
+    const auto& cm = c_obs.metrics.at(s);
+    const auto& am = a_obs.metrics.at(s);
+    EXPECT_NEAR(cm.at("loss"), am.at("loss"), 1e-5) << "step " << s;
+    // The critic terms depend on the critics' weights, EMA means and dropout RNG.
+    for (const std::string k : {"opo_loss", "adv/loss", "critic/loss_chosen", "critic/loss_rejected",
+                                "ema/w_ref_chosen", "ema/l_policy_rejected", "learning_rate"})
+      EXPECT_NEAR(cm.at(k), am.at(k), 1e-5) << k << " at step " << s;
+    EXPECT_NEAR(cm.at("tokens_seen"), am.at("tokens_seen"), 0.5) << "step " << s;
+  }
+  // The final models agree.
+  ASSERT_FALSE(c.final_eval.empty());
+  for (const auto& [k, v] : a.final_eval) EXPECT_NEAR(c.final_eval.at(k), v, 1e-4) << k;
+}
+
+// With critic_update_every = 2 the critics step at step indices 0, 2, ...; the critic gradients
+// of index 1 wait for index 2. A checkpoint taken after 2 steps falls between the two.
+TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
+  auto base = config("A2");
+  base.train.max_steps = 4;
+  base.ganpo.critic_update_every = 2;
+
+  Collector a_obs;
+  auto a = run(base, a_obs, TrainerOptions{"", -1, false});
+  ASSERT_EQ(a.status, "completed") << a.message;
+
+  auto b_cfg = base;
+  b_cfg.output_dir = (root_ / "B2").string();
+  Collector b_obs;
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false});
+  ASSERT_EQ(b.status, "stopped") << b.message;
+  EXPECT_TRUE(fs::exists(fs::path(b.final_dir) / "trainer_state" / "critic_grads.safetensors"));
+
+  auto c_cfg = base;
+  c_cfg.output_dir = (root_ / "C2").string();
+  Collector c_obs;
+  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false});
+  ASSERT_EQ(c.status, "completed") << c.message;
+  for (int64_t s = 3; s <= 4; ++s)
+    for (const std::string k : {"loss", "critic/loss_chosen", "critic/loss_rejected"})
+      EXPECT_NEAR(c_obs.metrics.at(s).at(k), a_obs.metrics.at(s).at(k), 1e-5) << k << " at step " << s;
+}
+
+TEST_F(TrainerTest, NonFiniteLossFailsWithStepAndTerm) {
+  auto c = config("nan");
+  c.train.max_steps = 20;
+  c.train.learning_rate = 1e6;
+  c.train.max_grad_norm = 0.0;  // no clipping
+  Collector obs;
+  auto r = run(c, obs, TrainerOptions{"", -1, true});
+  ASSERT_EQ(r.status, "failed") << "the run did not diverge in 20 steps";
+  RecordProperty("message", r.message);
+  EXPECT_CONTAINS(r.message, "at step");
+  bool names_term = false;
+  for (const std::string term : {"loss", "grad_norm", "critic/"}) names_term |= r.message.find(term) != std::string::npos;
+  EXPECT_TRUE(names_term) << r.message;
+  EXPECT_EQ(obs.statuses.back(), "failed");
+  EXPECT_LT(r.steps, 20);
+}
+
+TEST_F(TrainerTest, HugeAdversarialWeightFailsWithStepAndTerm) {
+  auto c = config("adv_nan");
+  c.ganpo.adv_weight = 1e300;  // inf in float32
+  Collector obs;
+  auto r = run(c, obs, TrainerOptions{"", -1, true});
+  ASSERT_EQ(r.status, "failed");
+  RecordProperty("message", r.message);
+  EXPECT_CONTAINS(r.message, "at step 1");
+  EXPECT_EQ(r.steps, 0);
+}
+
+TEST_F(TrainerTest, PreferenceRunLeavesTheReferenceFolderUntouched) {
+  auto sft = config("sft");
+  sft.stage = "sft";
+  sft.train.max_steps = 2;
+  Collector sft_obs;
+  auto s = run(sft, sft_obs);
+  ASSERT_EQ(s.status, "completed") << s.message << "\n" << sft_obs.all_logs();
+  ASSERT_TRUE(fs::is_directory(s.final_dir));
+  ASSERT_TRUE(sft_obs.metrics.count(1));
+  EXPECT_TRUE(std::isfinite(sft_obs.metrics.at(1).at("loss")));
+  const auto before = read_folder(s.final_dir);
+  ASSERT_TRUE(before.count("model.safetensors"));
+
+  auto pref = config("pref");
+  pref.model.checkpoint = s.final_dir;  // the policy starts from it, and it is the reference
+  pref.train.max_steps = 2;
+  pref.train.learning_rate = 1e-2;
+  Collector obs;
+  auto r = run(pref, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_EQ(read_folder(s.final_dir), before);
+
+  // At the first step the policy equals the reference: zero rewards.
+  EXPECT_NEAR(obs.metrics.at(1).at("rewards/chosen"), 0.0, 1e-5);
+  EXPECT_NEAR(obs.metrics.at(1).at("rewards/rejected"), 0.0, 1e-5);
+
+  // The final evaluation was made against the unchanged reference: recompute it from the
+  // folders (policy final, reference = SFT final) and compare.
+  auto policy = load_model_folder(r.final_dir, torch::kCPU);
+  auto reference = load_model_folder(s.final_dir, torch::kCPU);
+  std::vector<TokenizedPair> eval_pairs;
+  for (const auto& ex : lists::make_preference_pairs(pref.data.builtin_eval_size, 0.0,
+                                                     static_cast<uint64_t>(pref.seed) + 7919))
+    eval_pairs.push_back(tokenize_pair(*policy.tokenizer, ex, pref.data.max_length, pref.data.max_prompt_length));
+  auto expected = preference_eval(policy.model, reference.model, eval_pairs, pref.objective,
+                                  policy.tokenizer->pad_id(), 8);
+  ASSERT_FALSE(r.final_eval.empty());
+  for (const auto& [k, v] : expected) {
+    ASSERT_TRUE(r.final_eval.count(k)) << k;
+    EXPECT_NEAR(r.final_eval.at(k), v, 1e-4 * std::max(1.0, std::abs(v))) << k;
+  }
+  // The policy did move away from the reference.
+  EXPECT_GT(std::abs(r.final_eval.at("eval_rewards/chosen")) + std::abs(r.final_eval.at("eval_rewards/rejected")),
+            1e-6);
+}
+
+TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {
+  auto c = config("stop0");
+  Collector obs;
+  auto r = run(c, obs, TrainerOptions{"", 0, false});
+  EXPECT_EQ(r.status, "stopped");
+  EXPECT_EQ(r.steps, 0);
+  EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "checkpoint-0" / "trainer_state" / "state.json"));
+  EXPECT_EQ(obs.statuses.back(), "stopped");
+}
+
+TEST_F(TrainerTest, BadConfigFailsBeforeAnyWork) {
+  auto c = config("bad");
+  c.objective.loss_type = "kto";
+  Collector obs;
+  auto r = run(c, obs);
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_CONTAINS(r.message, "objective.loss_type");
+  EXPECT_TRUE(obs.metrics.empty());
+}
+
+TEST_F(TrainerTest, ResumeFromAFolderWithoutStateFails) {
+  auto c = config("noresume");
+  Collector obs;
+  auto r = run(c, obs, TrainerOptions{(root_ / "nowhere").string(), -1, false});
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_CONTAINS(r.message, "trainer_state");
+}
+
+}  // namespace
+}  // namespace ganpo
