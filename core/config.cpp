@@ -79,6 +79,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(objective, loss_type),
       GANPO_FIELD(objective, beta),
       GANPO_FIELD(objective, simpo_gamma),
+      GANPO_FIELD(objective, rpo_alpha),
 
       GANPO_FIELD(ganpo, enabled),
       GANPO_FIELD(ganpo, adv_weight),
@@ -758,6 +759,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
     check.add("objective.beta must be > 0, got " + format_double(o.beta) +
               " (or 0 for the loss's default: 0.1, SimPO 2.5)");
   check.at_least("objective.simpo_gamma", o.simpo_gamma, 0.0);
+  check.at_least("objective.rpo_alpha", o.rpo_alpha, 0.0);
 
   const GanpoConfig& g = c.ganpo;
   check.at_least("ganpo.adv_weight", g.adv_weight, 0.0);

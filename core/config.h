@@ -46,6 +46,7 @@ struct ObjectiveConfig {
   std::string loss_type = "sigmoid";  // "sigmoid" (DPO) | "simpo" | "ipo" | "hinge"
   double beta = 0.0;                  // 0 = default for the loss (0.1; SimPO 2.5)
   double simpo_gamma = 1.4;
+  double rpo_alpha = 0.0;  // TRL's rpo_alpha: weight of an NLL term on the chosen responses; 0 = off
 };
 
 struct GanpoConfig {

@@ -381,6 +381,12 @@ struct Trainer::State {
     const double beta = effective_beta(config.objective);
     auto opo = opo_loss(config.objective.loss_type, beta, config.objective.simpo_gamma, in);
     torch::Tensor loss = opo.loss;
+    if (config.objective.rpo_alpha > 0) {
+      // RPO (TRL's rpo_alpha): mean NLL per chosen-response token keeps the chosen likely.
+      auto nll = -in.policy_chosen.sum() / in.chosen_length.sum().clamp_min(1.0);
+      loss = loss + config.objective.rpo_alpha * nll;
+      add("nll_loss", nll);
+    }
 
     if (regularizer) {
       LatentSets sets;

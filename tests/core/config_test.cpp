@@ -97,6 +97,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.objective.loss_type, b.objective.loss_type);
   EXPECT_EQ(a.objective.beta, b.objective.beta);
   EXPECT_EQ(a.objective.simpo_gamma, b.objective.simpo_gamma);
+  EXPECT_EQ(a.objective.rpo_alpha, b.objective.rpo_alpha);
 
   EXPECT_EQ(a.ganpo.enabled, b.ganpo.enabled);
   EXPECT_EQ(a.ganpo.adv_weight, b.ganpo.adv_weight);
@@ -173,6 +174,7 @@ RunConfig non_default_config() {
   c.objective.loss_type = "simpo";
   c.objective.beta = 2.5;
   c.objective.simpo_gamma = 0.3;
+  c.objective.rpo_alpha = 0.25;
 
   c.ganpo.enabled = false;
   c.ganpo.adv_weight = 0.05;
@@ -255,10 +257,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("adam_epsilon = 1e-6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rope_theta = 500000.0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
-  // One line per field: 5 top-level + 11 + 10 + 3 + 12 + 17 + 6.
+  // One line per field: 5 top-level + 11 + 10 + 4 + 12 + 17 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 64u);
+  EXPECT_EQ(assignments, 65u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -487,6 +489,7 @@ std::vector<Rule> rules() {
       {"beta inf", [](RunConfig& c) { c.objective.beta = inf; }, {"objective.beta must be a finite number, got inf"}},
       {"simpo_gamma", [](RunConfig& c) { c.objective.simpo_gamma = -0.5; },
        {"objective.simpo_gamma must be >= 0", "got -0.5"}},
+      {"rpo_alpha", [](RunConfig& c) { c.objective.rpo_alpha = -1; }, {"objective.rpo_alpha must be >= 0"}},
 
       {"adv_weight", [](RunConfig& c) { c.ganpo.adv_weight = -1; }, {"ganpo.adv_weight must be >= 0", "got -1"}},
       {"critic_hidden", [](RunConfig& c) { c.ganpo.critic_hidden = 0; }, {"ganpo.critic_hidden must be > 0", "got 0"}},
