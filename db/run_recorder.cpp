@@ -1,0 +1,255 @@
+#include "db/run_recorder.h"
+
+#include <unistd.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace ganpo {
+
+namespace {
+
+std::string metrics_json(const std::map<std::string, double>& metrics) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : metrics) {
+    if (std::isfinite(v))
+      j[k] = v;
+    else
+      j[k] = nullptr;
+  }
+  return j.dump();
+}
+
+}  // namespace
+
+RunRecorder::RunRecorder(const std::string& db_path, int64_t run_id)
+    : RunRecorder(db_path, run_id, Options{}) {}
+
+RunRecorder::RunRecorder(const std::string& db_path, int64_t run_id, Options options)
+    : path_(db_path), run_id_(run_id), options_(options) {
+  if (options_.capacity == 0) options_.capacity = 1;
+  // Opened here so a bad path fails loudly at construction; used only by the writer thread
+  // from now on (handing a connection to one other thread, never sharing it, is fine).
+  writer_store_ = std::make_unique<RunStore>(RunStore::open(db_path));
+  writer_ = std::thread([this] { writer_loop(); });
+}
+
+RunRecorder::~RunRecorder() {
+  {
+    std::lock_guard<std::mutex> lk(mutex_);
+    stopping_ = true;
+  }
+  not_empty_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+ControlCommand RunRecorder::parse_control(const std::string& control) {
+  if (control == "pause") return ControlCommand::Pause;
+  if (control == "resume") return ControlCommand::Resume;
+  if (control == "stop") return ControlCommand::Stop;
+  if (control == "sample") return ControlCommand::Sample;
+  if (control == "checkpoint") return ControlCommand::Checkpoint;
+  return ControlCommand::None;
+}
+
+void RunRecorder::push(std::function<void(RunStore&)> write, bool durable) {
+  {
+    std::unique_lock<std::mutex> lk(mutex_);
+    not_full_.wait(lk, [&] { return queue_.size() < options_.capacity; });
+    queue_.push_back(Item{std::move(write), durable, std::chrono::steady_clock::now()});
+    ++pushed_;
+    if (durable) flush_now_ = true;
+  }
+  not_empty_.notify_one();
+}
+
+void RunRecorder::push_and_wait(std::function<void(RunStore&)> write, bool durable) {
+  std::unique_lock<std::mutex> lk(mutex_);
+  not_full_.wait(lk, [&] { return queue_.size() < options_.capacity; });
+  queue_.push_back(Item{std::move(write), durable, std::chrono::steady_clock::now()});
+  uint64_t seq = ++pushed_;
+  flush_now_ = true;
+  not_empty_.notify_one();
+  committed_.wait(lk, [&] { return done_ >= seq; });
+}
+
+void RunRecorder::flush() {
+  std::unique_lock<std::mutex> lk(mutex_);
+  uint64_t seq = pushed_;
+  if (done_ >= seq) return;
+  flush_now_ = true;
+  not_empty_.notify_one();
+  committed_.wait(lk, [&] { return done_ >= seq; });
+}
+
+std::string RunRecorder::last_error() const {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return last_error_;
+}
+
+int64_t RunRecorder::batches_committed() const {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return batches_;
+}
+
+void RunRecorder::writer_loop() {
+  RunStore& store = *writer_store_;
+  const int64_t pid = static_cast<int64_t>(::getpid());
+  for (;;) {
+    std::deque<Item> batch;
+    {
+      std::unique_lock<std::mutex> lk(mutex_);
+      not_empty_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) break;  // stopping and drained
+      const auto deadline = queue_.front().queued + options_.max_delay;
+      not_empty_.wait_until(lk, deadline, [&] {
+        return stopping_ || flush_now_ || queue_.size() * 2 >= options_.capacity;
+      });
+      batch.swap(queue_);
+      flush_now_ = false;
+    }
+    not_full_.notify_all();
+
+    bool durable = false;
+    for (const auto& item : batch) durable = durable || item.durable;
+    std::string error;
+    try {
+      if (durable) store.database().exec("PRAGMA synchronous=FULL");
+      sql::Transaction txn(store.database());
+      for (auto& item : batch) item.write(store);
+      if (options_.heartbeat) store.heartbeat(run_id_, pid);
+      txn.commit();
+    } catch (const std::exception& e) {
+      // One bad item must not lose the batch: retry each item in its own transaction.
+      error = e.what();
+      for (auto& item : batch) {
+        try {
+          sql::Transaction txn(store.database());
+          item.write(store);
+          txn.commit();
+        } catch (const std::exception& e2) {
+          error = e2.what();
+        }
+      }
+    }
+    if (durable) {
+      try {
+        store.database().exec("PRAGMA synchronous=NORMAL");
+      } catch (const std::exception&) {
+      }
+    }
+    if (!error.empty()) std::cerr << "run store: " << error << "\n";
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      done_ += batch.size();
+      ++batches_;
+      if (!error.empty()) last_error_ = error;
+    }
+    committed_.notify_all();
+  }
+}
+
+void RunRecorder::on_status(const std::string& status, const std::string& message) {
+  const int64_t id = run_id_;
+  push_and_wait(
+      [id, status, message](RunStore& s) {
+        s.set_status(id, status, status == "failed" ? message : "");
+        s.add_event(id, status == "failed" ? "error" : "info",
+                    "status: " + status + (message.empty() ? "" : " (" + message + ")"));
+      },
+      true);
+}
+
+void RunRecorder::on_start(int64_t total_steps, int64_t first_step,
+                           const std::map<std::string, std::string>& info) {
+  const int64_t id = run_id_;
+  std::string text = "start: " + std::to_string(total_steps) + " steps, first step " + std::to_string(first_step);
+  for (const auto& [k, v] : info) text += ", " + k + "=" + v;
+  auto dev = info.find("device");
+  std::string device = dev == info.end() ? "" : dev->second;
+  push(
+      [id, text, device](RunStore& s) {
+        if (!device.empty()) s.set_device(id, device);
+        s.add_event(id, "info", text);
+      },
+      false);
+}
+
+void RunRecorder::on_log(const std::string& level, const std::string& text) {
+  const int64_t id = run_id_;
+  const double t = unix_now();
+  push([id, level, text, t](RunStore& s) { s.add_event(id, level, text, t); }, false);
+}
+
+void RunRecorder::on_metrics(int64_t step, const std::map<std::string, double>& metrics) {
+  if (metrics.empty()) return;
+  const double wall = unix_now();
+  std::optional<double> tokens;
+  if (auto it = metrics.find("tokens_seen"); it != metrics.end()) tokens = it->second;
+  std::vector<MetricRow> rows;
+  rows.reserve(metrics.size());
+  for (const auto& [k, v] : metrics) {
+    MetricRow r;
+    r.run_id = run_id_;
+    r.step = step;
+    r.key = k;
+    r.value = v;
+    r.wall_time = wall;
+    r.tokens_seen = tokens;
+    rows.push_back(std::move(r));
+  }
+  push([rows = std::move(rows)](RunStore& s) { s.append_metrics(rows); }, false);
+}
+
+void RunRecorder::on_eval(int64_t step, const std::map<std::string, double>& metrics) {
+  const int64_t id = run_id_;
+  std::string json = metrics_json(metrics);
+  push([id, step, json](RunStore& s) { s.add_eval(id, step, "eval", "{}", json); }, false);
+}
+
+void RunRecorder::on_samples(int64_t step, const std::vector<SampleRecord>& samples) {
+  if (samples.empty()) return;
+  const int64_t id = run_id_;
+  std::vector<SampleRow> rows;
+  rows.reserve(samples.size());
+  for (const auto& s : samples) {
+    SampleRow r;
+    r.run_id = id;
+    r.step = step;
+    r.prompt_index = s.prompt_index;
+    r.prompt = s.prompt;
+    r.policy_text = s.policy;
+    r.reference_text = s.reference;
+    r.policy_score = s.policy_score;
+    r.reference_score = s.reference_score;
+    rows.push_back(std::move(r));
+  }
+  push([id, step, rows = std::move(rows)](RunStore& s) { s.add_samples(id, step, rows); }, false);
+}
+
+void RunRecorder::on_checkpoint(int64_t step, const std::string& path,
+                                const std::map<std::string, double>& metrics) {
+  const int64_t id = run_id_;
+  std::string json = metrics_json(metrics);
+  push([id, step, path, json](RunStore& s) { s.add_checkpoint(id, step, path, json); }, true);
+}
+
+ControlCommand RunRecorder::poll_control() {
+  const auto now = std::chrono::steady_clock::now();
+  if (last_control_poll_.time_since_epoch().count() != 0 &&
+      now - last_control_poll_ < options_.control_interval)
+    return ControlCommand::None;
+  last_control_poll_ = now;
+  try {
+    if (!control_store_) control_store_.emplace(RunStore::open(path_));
+    return parse_control(control_store_->take_control(run_id_));
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    last_error_ = e.what();
+    return ControlCommand::None;
+  }
+}
+
+}  // namespace ganpo

@@ -1,0 +1,96 @@
+// RunRecorder: records one run into the workspace database (RunStore) as a RunObserver.
+//
+// Observer calls come from the training thread and must never stall a step, so they only push
+// an item into a bounded queue (capacity items; when full the producer waits, nothing is ever
+// dropped). A writer thread owns its own RunStore connection on the same path, drains the
+// queue and commits one transaction per drained batch, at most ~250 ms after the first item of
+// the batch was queued. on_status goes through the writer too but waits until its transaction
+// is committed with synchronous=FULL (durable); checkpoint rows are committed durably as well.
+// poll_control() reads and clears the run's control field on a third connection, at most once
+// every 200 ms. The destructor flushes everything queued and joins the writer.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "core/run_observer.h"
+#include "db/run_store.h"
+
+namespace ganpo {
+
+class RunRecorder final : public RunObserver {
+public:
+  struct Options {
+    size_t capacity = 10000;                          // queued items before producers wait
+    std::chrono::milliseconds max_delay{250};         // oldest item's maximum wait before commit
+    std::chrono::milliseconds control_interval{200};  // minimum time between control reads
+    bool heartbeat = true;                            // write worker pid + heartbeat per batch
+  };
+
+  // Opens the writer's connection (throws ganpo::Error if the store cannot be opened).
+  RunRecorder(const std::string& db_path, int64_t run_id);
+  RunRecorder(const std::string& db_path, int64_t run_id, Options options);
+  ~RunRecorder() override;
+  RunRecorder(const RunRecorder&) = delete;
+  RunRecorder& operator=(const RunRecorder&) = delete;
+
+  void on_status(const std::string& status, const std::string& message) override;
+  void on_start(int64_t total_steps, int64_t first_step,
+                const std::map<std::string, std::string>& info) override;
+  void on_log(const std::string& level, const std::string& text) override;
+  void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
+  void on_eval(int64_t step, const std::map<std::string, double>& metrics) override;
+  void on_samples(int64_t step, const std::vector<SampleRecord>& samples) override;
+  void on_checkpoint(int64_t step, const std::string& path,
+                     const std::map<std::string, double>& metrics) override;
+  ControlCommand poll_control() override;
+
+  // Blocks until everything queued so far is committed.
+  void flush();
+  // The last error the writer hit ("" if none). Writes that failed are reported here and on
+  // stderr; the recorder keeps going rather than stalling or crashing the trainer.
+  std::string last_error() const;
+  int64_t run_id() const { return run_id_; }
+  // Batches committed so far (for tests and benchmarks).
+  int64_t batches_committed() const;
+
+  // Maps a control string to a command; unknown strings map to None.
+  static ControlCommand parse_control(const std::string& control);
+
+private:
+  struct Item {
+    std::function<void(RunStore&)> write;
+    bool durable = false;
+    std::chrono::steady_clock::time_point queued;
+  };
+  void push(std::function<void(RunStore&)> write, bool durable);
+  // Pushes and waits until committed.
+  void push_and_wait(std::function<void(RunStore&)> write, bool durable);
+  void writer_loop();
+
+  std::string path_;
+  int64_t run_id_;
+  Options options_;
+  std::unique_ptr<RunStore> writer_store_;
+  std::optional<RunStore> control_store_;  // used by the polling (training) thread only
+  std::chrono::steady_clock::time_point last_control_poll_{};
+
+  mutable std::mutex mutex_;
+  std::condition_variable not_empty_, not_full_, committed_;
+  std::deque<Item> queue_;
+  uint64_t pushed_ = 0, done_ = 0;  // sequence numbers: items queued / items committed
+  bool stopping_ = false, flush_now_ = false;
+  int64_t batches_ = 0;
+  std::string last_error_;
+  std::thread writer_;
+};
+
+}  // namespace ganpo

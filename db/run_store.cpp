@@ -1,0 +1,541 @@
+#include "db/run_store.h"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <system_error>
+
+#include "core/error.h"
+
+namespace ganpo {
+
+namespace fs = std::filesystem;
+
+double unix_now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+namespace {
+
+// Forward migrations: kMigrations[i] takes the schema from version i to i + 1.
+const char* const kMigrations[] = {
+    // v0 -> v1: everything.
+    R"SQL(
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL DEFAULT 'queued',
+  stage TEXT NOT NULL DEFAULT '',
+  config_json TEXT NOT NULL DEFAULT '{}',
+  device TEXT NOT NULL DEFAULT '',
+  created_at REAL NOT NULL,
+  started_at REAL,
+  finished_at REAL,
+  error TEXT NOT NULL DEFAULT '',
+  tags TEXT NOT NULL DEFAULT '',
+  notes TEXT NOT NULL DEFAULT '',
+  parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+  parent_step INTEGER,
+  control TEXT,
+  worker_pid INTEGER,
+  heartbeat_at REAL,
+  updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  step INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  value REAL,
+  wall_time REAL NOT NULL,
+  tokens_seen REAL
+);
+CREATE TABLE IF NOT EXISTS samples (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  step INTEGER NOT NULL,
+  prompt_index INTEGER NOT NULL,
+  prompt TEXT NOT NULL,
+  policy_text TEXT NOT NULL,
+  reference_text TEXT NOT NULL,
+  policy_score REAL,
+  reference_score REAL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  step INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  metrics_json TEXT NOT NULL DEFAULT '{}',
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  time REAL NOT NULL,
+  level TEXT NOT NULL,
+  text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evals (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  checkpoint_step INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  params_json TEXT NOT NULL DEFAULT '{}',
+  result_json TEXT NOT NULL DEFAULT '{}',
+  created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_key_step ON metrics(run_id, key, step, value);  -- covering: series reads never touch the table
+CREATE INDEX IF NOT EXISTS metrics_run_id ON metrics(run_id, id);
+CREATE INDEX IF NOT EXISTS runs_updated ON runs(updated_at);
+CREATE INDEX IF NOT EXISTS samples_run_step ON samples(run_id, step);
+CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id, id);
+CREATE INDEX IF NOT EXISTS checkpoints_run_step ON checkpoints(run_id, step);
+CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id, id);
+)SQL",
+};
+constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
+static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
+
+const char* const kRunColumns =
+    "id, name, status, stage, config_json, device, created_at, started_at, finished_at, error, "
+    "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at";
+
+RunRow read_run(const sql::Statement& s) {
+  RunRow r;
+  r.id = s.col_int(0);
+  r.name = s.col_text(1);
+  r.status = s.col_text(2);
+  r.stage = s.col_text(3);
+  r.config_json = s.col_text(4);
+  r.device = s.col_text(5);
+  r.created_at = s.col_double(6);
+  r.started_at = s.col_opt_double(7);
+  r.finished_at = s.col_opt_double(8);
+  r.error = s.col_text(9);
+  r.tags = s.col_text(10);
+  r.notes = s.col_text(11);
+  r.parent_run_id = s.col_opt_int(12);
+  r.parent_step = s.col_opt_int(13);
+  r.control = s.col_text(14);
+  r.worker_pid = s.col_opt_int(15);
+  r.heartbeat_at = s.col_opt_double(16);
+  r.updated_at = s.col_double(17);
+  return r;
+}
+
+}  // namespace
+
+RunStore RunStore::open(const std::string& path) {
+  fs::path p(path);
+  if (p.has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(p.parent_path(), ec);
+    if (ec)
+      throw Error("cannot create the workspace folder " + p.parent_path().string() + ": " +
+                  ec.message() + "; choose a writable location (--db FILE)");
+  }
+  if (fs::is_directory(p))
+    throw Error("workspace " + path + " is a folder, not a file; give the path of a .sqlite file");
+
+  sql::Database db;
+  try {
+    db = sql::Database(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+  } catch (const Error& e) {
+    throw Error("cannot open workspace " + path + " (" + e.what() +
+                "); check that the location exists and is writable, or choose another with --db FILE");
+  }
+  if (sqlite3_db_readonly(db.get(), "main") == 1)
+    throw Error("workspace " + path +
+                " is read-only; make the file and its folder writable or choose another with --db FILE");
+
+  // The first real read tells a non-SQLite file apart.
+  int rc = sqlite3_exec(db.get(), "PRAGMA schema_version", nullptr, nullptr, nullptr);
+  if ((rc & 0xff) == SQLITE_NOTADB)
+    throw Error("workspace " + path +
+                " is not a GANPO Workbench workspace (the file is not an SQLite database); "
+                "move it aside or choose another file with --db FILE");
+  if ((rc & 0xff) == SQLITE_CORRUPT)
+    throw Error("workspace " + path +
+                " is corrupt (SQLite reports a malformed database); restore a backup or move it aside");
+  if (rc != SQLITE_OK) {
+    try {
+      db.check(rc, "cannot read workspace");
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + "; check that the file is readable and writable");
+    }
+  }
+
+  RunStore store(std::move(db));
+  store.configure();
+  store.migrate();
+  return store;
+}
+
+void RunStore::configure() {
+  db_.exec("PRAGMA busy_timeout=5000");
+  std::string mode;
+  try {
+    mode = db_.query_text("PRAGMA journal_mode=WAL");
+  } catch (const Error& e) {
+    if (sqlite3_errcode(db_.get()) == SQLITE_READONLY ||
+        (sqlite3_extended_errcode(db_.get()) & 0xff) == SQLITE_READONLY ||
+        (sqlite3_extended_errcode(db_.get()) & 0xff) == SQLITE_CANTOPEN)
+      throw Error("workspace " + path() + " cannot be written (" + e.what() +
+                  "); make it and its folder writable or choose another with --db FILE");
+    throw;
+  }
+  if (mode != "wal")
+    throw Error("workspace " + path() + " could not be switched to WAL mode (journal_mode is '" + mode +
+                "'); put the workspace on a local file system that supports shared memory");
+  db_.exec("PRAGMA foreign_keys=ON");
+  db_.exec("PRAGMA synchronous=NORMAL");
+  if (db_.query_int("PRAGMA foreign_keys") != 1)
+    throw Error("this SQLite build does not support foreign keys; cannot use " + path());
+}
+
+int RunStore::schema_version() { return static_cast<int>(db_.query_int("PRAGMA user_version")); }
+
+void RunStore::migrate() {
+  int version = schema_version();
+  if (version > kSchemaVersion)
+    throw Error("workspace " + path() + " was written by a newer GANPO Workbench (schema v" +
+                std::to_string(version) + ", this build reads up to v" + std::to_string(kSchemaVersion) +
+                "); upgrade the app");
+  while (version < kSchemaVersion) {
+    try {
+      sql::Transaction txn(db_);
+      // Re-read under the write lock: another process may have migrated meanwhile.
+      int now = schema_version();
+      if (now != version) {
+        version = now;
+        continue;
+      }
+      db_.exec(kMigrations[version]);
+      db_.exec("PRAGMA user_version=" + std::to_string(version + 1));
+      txn.commit();
+    } catch (const Error& e) {
+      throw Error("cannot upgrade workspace " + path() + " from schema v" + std::to_string(version) +
+                  " to v" + std::to_string(version + 1) + ": " + e.what());
+    }
+    ++version;
+  }
+}
+
+bool RunStore::in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
+
+// ---------------------------------------------------------------- writes
+
+int64_t RunStore::create_run(const std::string& name, const std::string& stage,
+                             const std::string& config_json) {
+  double now = unix_now();
+  sql::Statement s(db_,
+                   "INSERT INTO runs(name, status, stage, config_json, created_at, updated_at) "
+                   "VALUES(?, 'queued', ?, ?, ?, ?)");
+  s.bind(1, name).bind(2, stage).bind(3, config_json).bind(4, now).bind(5, now).run();
+  return db_.last_insert_id();
+}
+
+void RunStore::set_status(int64_t run_id, const std::string& status, const std::string& error) {
+  bool own = !in_transaction();
+  if (own) db_.exec("PRAGMA synchronous=FULL");
+  try {
+    double now = unix_now();
+    bool finished = status == "completed" || status == "stopped" || status == "failed";
+    sql::Statement s(db_,
+                     "UPDATE runs SET status = ?1, error = ?2, updated_at = ?3, "
+                     "started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, "
+                     "finished_at = CASE WHEN ?4 THEN ?3 WHEN ?1 IN ('running','queued') THEN NULL ELSE finished_at END "
+                     "WHERE id = ?5");
+    s.bind(1, status).bind(2, error).bind(3, now).bind(4, int64_t{finished ? 1 : 0}).bind(5, run_id).run();
+  } catch (...) {
+    if (own) db_.exec("PRAGMA synchronous=NORMAL");
+    throw;
+  }
+  if (own) db_.exec("PRAGMA synchronous=NORMAL");
+}
+
+void RunStore::set_device(int64_t run_id, const std::string& device) {
+  sql::Statement s(db_, "UPDATE runs SET device = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, device).bind(2, unix_now()).bind(3, run_id).run();
+}
+
+void RunStore::set_control(int64_t run_id, const std::string& control) {
+  sql::Statement s(db_, "UPDATE runs SET control = ?, updated_at = ? WHERE id = ?");
+  if (control.empty())
+    s.bind_null(1);
+  else
+    s.bind(1, control);
+  s.bind(2, unix_now()).bind(3, run_id).run();
+}
+
+std::string RunStore::take_control(int64_t run_id) {
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  std::string control;
+  {
+    sql::Statement s(db_, "SELECT control FROM runs WHERE id = ?");
+    s.bind(1, run_id);
+    if (s.step()) control = s.col_text(0);
+  }
+  if (!control.empty()) {
+    sql::Statement u(db_, "UPDATE runs SET control = NULL, updated_at = ? WHERE id = ?");
+    u.bind(1, unix_now()).bind(2, run_id).run();
+  }
+  if (txn) txn->commit();
+  return control;
+}
+
+void RunStore::heartbeat(int64_t run_id, int64_t pid) {
+  double now = unix_now();
+  sql::Statement s(db_, "UPDATE runs SET worker_pid = ?, heartbeat_at = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, pid).bind(2, now).bind(3, now).bind(4, run_id).run();
+}
+
+void RunStore::set_tags(int64_t run_id, const std::string& tags) {
+  sql::Statement s(db_, "UPDATE runs SET tags = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, tags).bind(2, unix_now()).bind(3, run_id).run();
+}
+
+void RunStore::set_notes(int64_t run_id, const std::string& notes) {
+  sql::Statement s(db_, "UPDATE runs SET notes = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, notes).bind(2, unix_now()).bind(3, run_id).run();
+}
+
+void RunStore::delete_run(int64_t run_id) {
+  sql::Statement s(db_, "DELETE FROM runs WHERE id = ?");
+  s.bind(1, run_id).run();
+}
+
+void RunStore::append_metrics(const std::vector<MetricRow>& rows) {
+  if (rows.empty()) return;
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  sql::Statement s(db_,
+                   "INSERT INTO metrics(run_id, step, key, value, wall_time, tokens_seen) "
+                   "VALUES(?, ?, ?, ?, ?, ?)");
+  for (const auto& r : rows) {
+    s.bind(1, r.run_id).bind(2, r.step).bind(3, r.key);
+    if (std::isnan(r.value))
+      s.bind_null(4);  // SQLite stores NaN as NULL anyway; be explicit
+    else
+      s.bind(4, r.value);
+    s.bind(5, r.wall_time).bind(6, r.tokens_seen);
+    s.run();
+    s.reset();
+  }
+  if (txn) txn->commit();
+}
+
+void RunStore::add_samples(int64_t run_id, int64_t step, const std::vector<SampleRow>& samples) {
+  if (samples.empty()) return;
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  sql::Statement s(db_,
+                   "INSERT INTO samples(run_id, step, prompt_index, prompt, policy_text, reference_text, "
+                   "policy_score, reference_score) VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+  for (const auto& r : samples) {
+    s.bind(1, run_id).bind(2, step).bind(3, r.prompt_index).bind(4, r.prompt).bind(5, r.policy_text);
+    s.bind(6, r.reference_text).bind(7, r.policy_score).bind(8, r.reference_score);
+    s.run();
+    s.reset();
+  }
+  if (txn) txn->commit();
+}
+
+int64_t RunStore::add_checkpoint(int64_t run_id, int64_t step, const std::string& path,
+                                 const std::string& metrics_json) {
+  sql::Statement s(db_,
+                   "INSERT INTO checkpoints(run_id, step, path, metrics_json, created_at) VALUES(?, ?, ?, ?, ?)");
+  s.bind(1, run_id).bind(2, step).bind(3, path).bind(4, metrics_json).bind(5, unix_now()).run();
+  return db_.last_insert_id();
+}
+
+int64_t RunStore::add_event(int64_t run_id, const std::string& level, const std::string& text, double time) {
+  sql::Statement s(db_, "INSERT INTO events(run_id, time, level, text) VALUES(?, ?, ?, ?)");
+  s.bind(1, run_id).bind(2, time > 0 ? time : unix_now()).bind(3, level).bind(4, text).run();
+  return db_.last_insert_id();
+}
+
+int64_t RunStore::add_eval(int64_t run_id, int64_t checkpoint_step, const std::string& kind,
+                           const std::string& params_json, const std::string& result_json) {
+  sql::Statement s(db_,
+                   "INSERT INTO evals(run_id, checkpoint_step, kind, params_json, result_json, created_at) "
+                   "VALUES(?, ?, ?, ?, ?, ?)");
+  s.bind(1, run_id).bind(2, checkpoint_step).bind(3, kind).bind(4, params_json).bind(5, result_json);
+  s.bind(6, unix_now()).run();
+  return db_.last_insert_id();
+}
+
+// ---------------------------------------------------------------- readers
+
+std::optional<RunRow> RunStore::run(int64_t run_id) {
+  sql::Statement s(db_, std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?");
+  s.bind(1, run_id);
+  if (!s.step()) return std::nullopt;
+  return read_run(s);
+}
+
+std::vector<RunRow> RunStore::runs() {
+  sql::Statement s(db_, std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY id");
+  std::vector<RunRow> out;
+  while (s.step()) out.push_back(read_run(s));
+  return out;
+}
+
+std::vector<RunRow> RunStore::runs_changed_since(double t) {
+  sql::Statement s(db_, std::string("SELECT ") + kRunColumns +
+                            " FROM runs WHERE updated_at > ? ORDER BY updated_at, id");
+  s.bind(1, t);
+  std::vector<RunRow> out;
+  while (s.step()) out.push_back(read_run(s));
+  return out;
+}
+
+std::vector<MetricRow> RunStore::metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit) {
+  sql::Statement s(db_,
+                   "SELECT id, run_id, step, key, value, wall_time, tokens_seen FROM metrics "
+                   "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?");
+  s.bind(1, run_id).bind(2, last_row_id).bind(3, limit);
+  std::vector<MetricRow> out;
+  while (s.step()) {
+    MetricRow r;
+    r.id = s.col_int(0);
+    r.run_id = s.col_int(1);
+    r.step = s.col_int(2);
+    r.key = s.col_text(3);
+    r.value = s.is_null(4) ? std::nan("") : s.col_double(4);
+    r.wall_time = s.col_double(5);
+    r.tokens_seen = s.col_opt_double(6);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<std::string> RunStore::metric_keys(int64_t run_id) {
+  sql::Statement s(db_, "SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key");
+  s.bind(1, run_id);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.col_text(0));
+  return out;
+}
+
+std::vector<SeriesPoint> RunStore::series(int64_t run_id, const std::string& key) {
+  sql::Statement s(db_,
+                   "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? AND value IS NOT NULL "
+                   "ORDER BY step, id");
+  s.bind(1, run_id).bind(2, key);
+  std::vector<SeriesPoint> out;
+  while (s.step()) out.push_back({s.col_int(0), s.col_double(1)});
+  return out;
+}
+
+int64_t RunStore::bucket_of(int64_t step, int64_t lo, int64_t hi, int64_t buckets) {
+  return (step - lo) * buckets / (hi - lo + 1);
+}
+
+std::vector<SeriesBucket> RunStore::decimated_series(int64_t run_id, const std::string& key, int64_t step_lo,
+                                                     int64_t step_hi, int64_t buckets) {
+  std::vector<SeriesBucket> out;
+  if (buckets <= 0 || step_hi < step_lo) return out;
+  const int64_t span = step_hi - step_lo + 1;
+  // Aggregates per bucket in one index range scan; the last value of each bucket is one
+  // index lookup on (run_id, key, step = last step), newest row first.
+  sql::Statement s(db_, R"SQL(
+WITH agg AS (
+  SELECT ((step - ?3) * ?5) / ?6 AS b, MIN(step) AS s0, MAX(step) AS s1,
+         MIN(value) AS vmin, MAX(value) AS vmax, COUNT(*) AS n
+  FROM metrics
+  WHERE run_id = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4 AND value IS NOT NULL
+  GROUP BY b
+)
+SELECT b, s0, s1, vmin, vmax, n,
+       (SELECT m.value FROM metrics AS m INDEXED BY metrics_run_key_step
+        WHERE m.run_id = ?1 AND m.key = ?2 AND m.step = agg.s1 AND m.value IS NOT NULL
+        ORDER BY m.id DESC LIMIT 1)
+FROM agg ORDER BY b
+)SQL");
+  s.bind(1, run_id).bind(2, key).bind(3, step_lo).bind(4, step_hi).bind(5, buckets).bind(6, span);
+  while (s.step()) {
+    SeriesBucket bk;
+    int64_t b = s.col_int(0);
+    bk.step_lo = step_lo + (b * span + buckets - 1) / buckets;  // first step whose bucket is b
+    bk.step_hi = step_lo + ((b + 1) * span + buckets - 1) / buckets - 1;
+    bk.first_step = s.col_int(1);
+    bk.last_step = s.col_int(2);
+    bk.min = s.col_double(3);
+    bk.max = s.col_double(4);
+    bk.count = s.col_int(5);
+    bk.last = s.col_double(6);
+    out.push_back(bk);
+  }
+  return out;
+}
+
+std::vector<SampleRow> RunStore::samples(int64_t run_id, int64_t step) {
+  sql::Statement s(db_,
+                   "SELECT id, run_id, step, prompt_index, prompt, policy_text, reference_text, policy_score, "
+                   "reference_score FROM samples WHERE run_id = ? AND step = ? ORDER BY prompt_index, id");
+  s.bind(1, run_id).bind(2, step);
+  std::vector<SampleRow> out;
+  while (s.step()) {
+    SampleRow r;
+    r.id = s.col_int(0);
+    r.run_id = s.col_int(1);
+    r.step = s.col_int(2);
+    r.prompt_index = s.col_int(3);
+    r.prompt = s.col_text(4);
+    r.policy_text = s.col_text(5);
+    r.reference_text = s.col_text(6);
+    r.policy_score = s.is_null(7) ? -1 : s.col_double(7);
+    r.reference_score = s.is_null(8) ? -1 : s.col_double(8);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<int64_t> RunStore::sample_steps(int64_t run_id) {
+  sql::Statement s(db_, "SELECT DISTINCT step FROM samples WHERE run_id = ? ORDER BY step");
+  s.bind(1, run_id);
+  std::vector<int64_t> out;
+  while (s.step()) out.push_back(s.col_int(0));
+  return out;
+}
+
+std::vector<CheckpointRow> RunStore::checkpoints(int64_t run_id) {
+  sql::Statement s(db_,
+                   "SELECT id, run_id, step, path, metrics_json, created_at FROM checkpoints "
+                   "WHERE run_id = ? ORDER BY step, id");
+  s.bind(1, run_id);
+  std::vector<CheckpointRow> out;
+  while (s.step())
+    out.push_back({s.col_int(0), s.col_int(1), s.col_int(2), s.col_text(3), s.col_text(4), s.col_double(5)});
+  return out;
+}
+
+std::vector<EventRow> RunStore::events_after(int64_t run_id, int64_t last_id, int64_t limit) {
+  sql::Statement s(db_,
+                   "SELECT id, run_id, time, level, text FROM events WHERE run_id = ? AND id > ? "
+                   "ORDER BY id LIMIT ?");
+  s.bind(1, run_id).bind(2, last_id).bind(3, limit);
+  std::vector<EventRow> out;
+  while (s.step()) out.push_back({s.col_int(0), s.col_int(1), s.col_double(2), s.col_text(3), s.col_text(4)});
+  return out;
+}
+
+std::vector<EvalRow> RunStore::evals(int64_t run_id) {
+  sql::Statement s(db_,
+                   "SELECT id, run_id, checkpoint_step, kind, params_json, result_json, created_at FROM evals "
+                   "WHERE run_id = ? ORDER BY id");
+  s.bind(1, run_id);
+  std::vector<EvalRow> out;
+  while (s.step())
+    out.push_back({s.col_int(0), s.col_int(1), s.col_int(2), s.col_text(3), s.col_text(4), s.col_text(5),
+                   s.col_double(6)});
+  return out;
+}
+
+}  // namespace ganpo

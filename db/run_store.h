@@ -1,0 +1,155 @@
+// The run store: one SQLite file per workspace holding every run, metric, sample, checkpoint,
+// event and evaluation. It is the single source of truth that the GUI reads while a worker
+// trains. Opening sets WAL mode (and checks it took), busy_timeout 5000 ms, foreign keys and
+// synchronous=NORMAL, then applies forward migrations keyed on PRAGMA user_version.
+// Readers are incremental ("rows after id N", "runs changed since T") so a GUI never reloads
+// what it already has.
+//
+// Threading: each RunStore owns exactly one SQLite connection. A connection must not be shared
+// across threads; every thread (writer, GUI, control poller) opens its own RunStore on the
+// same path. SQLite's WAL mode lets one writer and many readers run concurrently.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "db/sqlite_handle.h"
+
+namespace ganpo {
+
+// Seconds since the Unix epoch, as stored in every time column.
+double unix_now();
+
+struct RunRow {
+  int64_t id = 0;
+  std::string name, status, stage, config_json, device;
+  double created_at = 0;
+  std::optional<double> started_at, finished_at;
+  std::string error, tags, notes;
+  std::optional<int64_t> parent_run_id, parent_step;
+  std::string control;
+  std::optional<int64_t> worker_pid;
+  std::optional<double> heartbeat_at;
+  double updated_at = 0;
+};
+
+struct MetricRow {
+  int64_t id = 0;  // row id; ignored on insert
+  int64_t run_id = 0;
+  int64_t step = 0;
+  std::string key;
+  double value = 0;
+  double wall_time = 0;
+  std::optional<double> tokens_seen;
+};
+
+struct SeriesPoint {
+  int64_t step = 0;
+  double value = 0;
+};
+
+// One bucket of a decimated series. [step_lo, step_hi] is the bucket's step range;
+// first_step / last_step are the steps actually present in it.
+struct SeriesBucket {
+  int64_t step_lo = 0, step_hi = 0;
+  int64_t first_step = 0, last_step = 0;
+  double min = 0, max = 0, last = 0;
+  int64_t count = 0;
+};
+
+struct SampleRow {
+  int64_t id = 0, run_id = 0, step = 0, prompt_index = 0;
+  std::string prompt, policy_text, reference_text;
+  double policy_score = -1, reference_score = -1;
+};
+
+struct CheckpointRow {
+  int64_t id = 0, run_id = 0, step = 0;
+  std::string path, metrics_json;
+  double created_at = 0;
+};
+
+struct EventRow {
+  int64_t id = 0, run_id = 0;
+  double time = 0;
+  std::string level, text;
+};
+
+struct EvalRow {
+  int64_t id = 0, run_id = 0, checkpoint_step = 0;
+  std::string kind, params_json, result_json;
+  double created_at = 0;
+};
+
+class RunStore {
+public:
+  // The schema version this build writes and reads.
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens or creates the workspace at path (creating parent folders) and migrates it.
+  // Throws ganpo::Error with an actionable message for: a newer schema, a file that is not
+  // SQLite, a location that cannot be written, WAL mode not available.
+  static RunStore open(const std::string& path);
+
+  RunStore(RunStore&&) noexcept = default;
+  RunStore& operator=(RunStore&&) noexcept = default;
+
+  const std::string& path() const { return db_.path(); }
+  int schema_version();
+  sql::Database& database() { return db_; }
+
+  // ---- writes
+  int64_t create_run(const std::string& name, const std::string& stage, const std::string& config_json);
+  // Durable commit (synchronous=FULL for this transaction). Sets started_at on "running" (first
+  // time) and finished_at on "completed" / "stopped" / "failed". error may be empty.
+  void set_status(int64_t run_id, const std::string& status, const std::string& error = "");
+  void set_device(int64_t run_id, const std::string& device);
+  void set_control(int64_t run_id, const std::string& control);
+  // Reads and clears the control field atomically; "" when none.
+  std::string take_control(int64_t run_id);
+  void heartbeat(int64_t run_id, int64_t pid);
+  void set_tags(int64_t run_id, const std::string& tags);
+  void set_notes(int64_t run_id, const std::string& notes);
+  void delete_run(int64_t run_id);
+  // All rows in one transaction (or inside the caller's, if one is open).
+  void append_metrics(const std::vector<MetricRow>& rows);
+  void add_samples(int64_t run_id, int64_t step, const std::vector<SampleRow>& samples);
+  int64_t add_checkpoint(int64_t run_id, int64_t step, const std::string& path, const std::string& metrics_json);
+  int64_t add_event(int64_t run_id, const std::string& level, const std::string& text, double time = 0);
+  int64_t add_eval(int64_t run_id, int64_t checkpoint_step, const std::string& kind,
+                   const std::string& params_json, const std::string& result_json);
+
+  // ---- readers
+  std::optional<RunRow> run(int64_t run_id);
+  std::vector<RunRow> runs();
+  // Runs whose updated_at > t, oldest change first.
+  std::vector<RunRow> runs_changed_since(double t);
+  // Metric rows of a run with id > last_row_id, in id order, at most limit.
+  std::vector<MetricRow> metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit = 100000);
+  std::vector<std::string> metric_keys(int64_t run_id);
+  std::vector<SeriesPoint> series(int64_t run_id, const std::string& key);
+  // Splits [step_lo, step_hi] into `buckets` equal step ranges and returns, for each bucket
+  // that has points, min / max / last value and count (computed in SQL, GROUP BY bucket).
+  std::vector<SeriesBucket> decimated_series(int64_t run_id, const std::string& key, int64_t step_lo,
+                                             int64_t step_hi, int64_t buckets);
+  std::vector<SampleRow> samples(int64_t run_id, int64_t step);
+  std::vector<int64_t> sample_steps(int64_t run_id);
+  std::vector<CheckpointRow> checkpoints(int64_t run_id);
+  std::vector<EventRow> events_after(int64_t run_id, int64_t last_id, int64_t limit = 100000);
+  std::vector<EvalRow> evals(int64_t run_id);
+
+  // Bucket index formula shared with tests: floor((step - lo) * buckets / (hi - lo + 1)).
+  static int64_t bucket_of(int64_t step, int64_t lo, int64_t hi, int64_t buckets);
+
+private:
+  explicit RunStore(sql::Database db) : db_(std::move(db)) {}
+  void configure();
+  void migrate();
+  bool in_transaction() const;
+
+  sql::Database db_;
+};
+
+}  // namespace ganpo

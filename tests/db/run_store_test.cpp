@@ -1,0 +1,322 @@
+// Run store tests: a real SQLite file in a fresh temp folder per test.
+#include "db/run_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+#include <thread>
+
+#include <unistd.h>
+
+#include "core/error.h"
+
+namespace fs = std::filesystem;
+using ganpo::RunStore;
+
+namespace {
+
+class RunStoreTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static int counter = 0;
+    dir_ = fs::temp_directory_path() /
+           ("ganpo_db_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string db_path() const { return (dir_ / "sub" / "workspace.sqlite").string(); }
+
+  fs::path dir_;
+};
+
+std::string error_of(const std::string& path) {
+  try {
+    RunStore::open(path);
+  } catch (const ganpo::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_F(RunStoreTest, CreatesParentFoldersAndReopens) {
+  int64_t id;
+  {
+    auto store = RunStore::open(db_path());
+    EXPECT_TRUE(fs::exists(db_path()));
+    EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
+    id = store.create_run("first", "sft", R"({"lr":1e-4})");
+    auto row = store.run(id);
+    ASSERT_TRUE(row);
+    EXPECT_EQ(row->status, "queued");
+    EXPECT_EQ(row->name, "first");
+    EXPECT_EQ(row->stage, "sft");
+    EXPECT_EQ(row->config_json, R"({"lr":1e-4})");
+    EXPECT_FALSE(row->started_at);
+  }
+  auto store = RunStore::open(db_path());
+  auto row = store.run(id);
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->name, "first");
+  EXPECT_FALSE(store.run(id + 100));
+}
+
+TEST_F(RunStoreTest, WalForeignKeysBusyTimeout) {
+  auto store = RunStore::open(db_path());
+  auto& db = store.database();
+  EXPECT_EQ(db.query_text("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(db.query_int("PRAGMA foreign_keys"), 1);
+  EXPECT_EQ(db.query_int("PRAGMA busy_timeout"), 5000);
+  EXPECT_EQ(db.query_int("PRAGMA synchronous"), 1);  // NORMAL
+}
+
+TEST_F(RunStoreTest, NotSqliteFileGivesClearError) {
+  fs::create_directories(dir_);
+  std::string path = (dir_ / "notes.sqlite").string();
+  {
+    std::ofstream f(path);
+    for (int i = 0; i < 200; ++i) f << "this is a text file, not a database\n";
+  }
+  std::string msg = error_of(path);
+  EXPECT_NE(msg.find("not an SQLite database"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--db"), std::string::npos) << msg;
+}
+
+TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
+  { auto store = RunStore::open(db_path()); store.database().exec("PRAGMA user_version=9"); }
+  std::string msg = error_of(db_path());
+  EXPECT_EQ(msg, "workspace " + db_path() +
+                     " was written by a newer GANPO Workbench (schema v9, this build reads up to v1); "
+                     "upgrade the app");
+}
+
+TEST_F(RunStoreTest, UnwritableLocationGivesClearError) {
+  // A folder cannot be created under a regular file (works even as root).
+  fs::create_directories(dir_);
+  { std::ofstream f(dir_ / "file"); f << "x"; }
+  std::string msg = error_of((dir_ / "file" / "ws.sqlite").string());
+  EXPECT_NE(msg.find("cannot create the workspace folder"), std::string::npos) << msg;
+  // A path that is a folder.
+  msg = error_of(dir_.string());
+  EXPECT_NE(msg.find("is a folder"), std::string::npos) << msg;
+}
+
+TEST_F(RunStoreTest, OldVersionZeroFileUpgrades) {
+  fs::create_directories(dir_);
+  std::string path = (dir_ / "old.sqlite").string();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE unrelated(x); INSERT INTO unrelated VALUES(1);", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = RunStore::open(path);
+  EXPECT_EQ(store.schema_version(), 1);
+  EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM unrelated"), 1);
+  int64_t id = store.create_run("r", "sft", "{}");
+  EXPECT_TRUE(store.run(id));
+  // Fully empty (zero-byte) file also upgrades.
+  std::string empty = (dir_ / "empty.sqlite").string();
+  { std::ofstream f(empty); }
+  auto s2 = RunStore::open(empty);
+  EXPECT_EQ(s2.schema_version(), 1);
+}
+
+TEST_F(RunStoreTest, MetricsAfterIsIncremental) {
+  auto store = RunStore::open(db_path());
+  int64_t a = store.create_run("a", "sft", "{}");
+  int64_t b = store.create_run("b", "sft", "{}");
+  std::vector<ganpo::MetricRow> rows;
+  for (int step = 1; step <= 10; ++step) {
+    rows.push_back({0, a, step, "loss", 1.0 / step, 100.0 + step, std::nullopt});
+    rows.push_back({0, b, step, "loss", 2.0, 100.0, 5.0});
+  }
+  store.append_metrics(rows);
+  auto first = store.metrics_after(a, 0, 4);
+  ASSERT_EQ(first.size(), 4u);
+  EXPECT_EQ(first[0].step, 1);
+  EXPECT_EQ(first[3].step, 4);
+  auto rest = store.metrics_after(a, first.back().id);
+  ASSERT_EQ(rest.size(), 6u);
+  EXPECT_EQ(rest[0].step, 5);
+  EXPECT_DOUBLE_EQ(rest[0].value, 0.2);
+  EXPECT_FALSE(rest[0].tokens_seen);
+  EXPECT_TRUE(store.metrics_after(a, rest.back().id).empty());
+  store.append_metrics({{0, a, 11, "loss", 0.05, 200.0, 1234.0}});
+  auto more = store.metrics_after(a, rest.back().id);
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_EQ(more[0].step, 11);
+  ASSERT_TRUE(more[0].tokens_seen);
+  EXPECT_DOUBLE_EQ(*more[0].tokens_seen, 1234.0);
+  auto series = store.series(a, "loss");
+  ASSERT_EQ(series.size(), 11u);
+  EXPECT_EQ(store.metric_keys(b), std::vector<std::string>{"loss"});
+}
+
+TEST_F(RunStoreTest, DecimatedSeriesMatchesBruteForce) {
+  auto store = RunStore::open(db_path());
+  int64_t id = store.create_run("r", "sft", "{}");
+  std::mt19937_64 rng(42);
+  std::uniform_int_distribution<int64_t> step_dist(0, 49999);
+  std::normal_distribution<double> val(0.0, 3.0);
+  std::vector<ganpo::MetricRow> rows;
+  for (int i = 0; i < 10000; ++i) rows.push_back({0, id, step_dist(rng), "loss", val(rng), 1.0, std::nullopt});
+  store.append_metrics(rows);
+  // Another key must not leak in.
+  store.append_metrics({{0, id, 100, "other", 1e9, 1.0, std::nullopt}});
+
+  struct Agg {
+    int64_t first = std::numeric_limits<int64_t>::max(), last = -1;
+    double min = 1e300, max = -1e300, last_value = 0;
+    int64_t count = 0;
+  };
+  for (auto [lo, hi, buckets] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {0, 49999, 2000}, {1000, 20000, 37}, {0, 49999, 1}, {12345, 12400, 100}}) {
+    std::map<int64_t, Agg> expect;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      if (r.step < lo || r.step > hi) continue;
+      auto& a = expect[RunStore::bucket_of(r.step, lo, hi, buckets)];
+      a.first = std::min(a.first, r.step);
+      a.min = std::min(a.min, r.value);
+      a.max = std::max(a.max, r.value);
+      ++a.count;
+      if (r.step >= a.last) {  // ties: the later row wins (higher id)
+        a.last = r.step;
+        a.last_value = r.value;
+      }
+    }
+    auto got = store.decimated_series(id, "loss", lo, hi, buckets);
+    ASSERT_EQ(got.size(), expect.size()) << lo << ".." << hi << "/" << buckets;
+    size_t i = 0;
+    int64_t total = 0;
+    for (const auto& [b, a] : expect) {
+      const auto& g = got[i++];
+      EXPECT_LE(g.step_lo, g.first_step);
+      EXPECT_GE(g.step_hi, g.last_step);
+      EXPECT_EQ(RunStore::bucket_of(g.step_lo, lo, hi, buckets), b);
+      EXPECT_EQ(RunStore::bucket_of(g.step_hi, lo, hi, buckets), b);
+      EXPECT_EQ(g.first_step, a.first);
+      EXPECT_EQ(g.last_step, a.last);
+      EXPECT_DOUBLE_EQ(g.min, a.min);
+      EXPECT_DOUBLE_EQ(g.max, a.max);
+      EXPECT_DOUBLE_EQ(g.last, a.last_value);
+      EXPECT_EQ(g.count, a.count);
+      total += g.count;
+    }
+    EXPECT_LE(static_cast<int64_t>(got.size()), buckets);
+  }
+}
+
+TEST_F(RunStoreTest, RunsChangedSince) {
+  auto store = RunStore::open(db_path());
+  int64_t a = store.create_run("a", "sft", "{}");
+  int64_t b = store.create_run("b", "sft", "{}");
+  double t0 = ganpo::unix_now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(store.runs_changed_since(t0).empty());
+  store.set_status(b, "running");
+  auto changed = store.runs_changed_since(t0);
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_EQ(changed[0].id, b);
+  EXPECT_EQ(changed[0].status, "running");
+  EXPECT_TRUE(changed[0].started_at);
+  EXPECT_EQ(store.runs_changed_since(0).size(), 2u);
+  store.set_status(a, "failed", "out of memory");
+  auto row = store.run(a);
+  EXPECT_EQ(row->error, "out of memory");
+  EXPECT_TRUE(row->finished_at);
+}
+
+TEST_F(RunStoreTest, TakeControlReadsAndClears) {
+  auto store = RunStore::open(db_path());
+  int64_t id = store.create_run("a", "sft", "{}");
+  EXPECT_EQ(store.take_control(id), "");
+  store.set_control(id, "pause");
+  auto other = RunStore::open(db_path());
+  EXPECT_EQ(other.take_control(id), "pause");
+  EXPECT_EQ(other.take_control(id), "");
+  EXPECT_EQ(store.take_control(id), "");
+  EXPECT_EQ(store.run(id)->control, "");
+}
+
+TEST_F(RunStoreTest, DeleteCascades) {
+  auto store = RunStore::open(db_path());
+  int64_t a = store.create_run("a", "sft", "{}");
+  int64_t b = store.create_run("b", "sft", "{}");
+  for (int64_t id : {a, b}) {
+    store.append_metrics({{0, id, 1, "loss", 1.0, 1.0, std::nullopt}});
+    ganpo::SampleRow s;
+    s.prompt = "p";
+    store.add_samples(id, 1, {s});
+    store.add_checkpoint(id, 1, "/tmp/ckpt", "{}");
+    store.add_event(id, "info", "hello");
+    store.add_eval(id, 1, "judge", "{}", "{}");
+  }
+  store.delete_run(a);
+  auto& db = store.database();
+  for (const char* t : {"metrics", "samples", "checkpoints", "events", "evals"}) {
+    EXPECT_EQ(db.query_int(std::string("SELECT COUNT(*) FROM ") + t + " WHERE run_id = " + std::to_string(a)), 0) << t;
+    EXPECT_EQ(db.query_int(std::string("SELECT COUNT(*) FROM ") + t + " WHERE run_id = " + std::to_string(b)), 1) << t;
+  }
+  EXPECT_FALSE(store.run(a));
+}
+
+TEST_F(RunStoreTest, SamplesCheckpointsEventsEvals) {
+  auto store = RunStore::open(db_path());
+  int64_t id = store.create_run("a", "sft", "{}");
+  std::vector<ganpo::SampleRow> rows(3);
+  for (int i = 0; i < 3; ++i) {
+    rows[i].prompt_index = i;
+    rows[i].prompt = "prompt " + std::to_string(i);
+    rows[i].policy_text = "policy";
+    rows[i].reference_text = "ref";
+    rows[i].policy_score = 0.5;
+  }
+  store.add_samples(id, 10, rows);
+  store.add_samples(id, 20, rows);
+  EXPECT_EQ(store.sample_steps(id), (std::vector<int64_t>{10, 20}));
+  auto s = store.samples(id, 20);
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_EQ(s[2].prompt, "prompt 2");
+  EXPECT_DOUBLE_EQ(s[0].policy_score, 0.5);
+  EXPECT_DOUBLE_EQ(s[0].reference_score, -1);
+  store.add_checkpoint(id, 200, "/x/step200", R"({"loss":1})");
+  store.add_checkpoint(id, 100, "/x/step100", "{}");
+  auto c = store.checkpoints(id);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].step, 100);
+  EXPECT_EQ(c[1].metrics_json, R"({"loss":1})");
+  int64_t e1 = store.add_event(id, "info", "one");
+  store.add_event(id, "warn", "two");
+  auto ev = store.events_after(id, e1);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].text, "two");
+  EXPECT_EQ(ev[0].level, "warn");
+  store.add_eval(id, 200, "judge", R"({"n":8})", R"({"win":0.6})");
+  auto evs = store.evals(id);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].result_json, R"({"win":0.6})");
+}
+
+TEST_F(RunStoreTest, ReadOnlyFileGivesClearError) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root ignores file permissions";
+  { auto store = RunStore::open(db_path()); }
+  fs::permissions(db_path(), fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  fs::permissions(fs::path(db_path()).parent_path(),
+                  fs::perms::owner_read | fs::perms::owner_exec, fs::perm_options::replace);
+  std::string msg = error_of(db_path());
+  fs::permissions(fs::path(db_path()).parent_path(), fs::perms::owner_all, fs::perm_options::replace);
+  EXPECT_NE(msg.find("read-only"), std::string::npos) << msg;
+}
