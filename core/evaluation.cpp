@@ -23,7 +23,8 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
   reference->eval();
   const auto device = device_of(policy);
   const double beta = effective_beta(objective);
-  double loss = 0, chosen = 0, rejected = 0, acc = 0, lp_c = 0, lp_r = 0;
+  // Sums stay on the device; one copy to the host at the end instead of a sync per batch.
+  auto sums = torch::zeros({6}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   int64_t n = 0;
   for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
     std::vector<const TokenizedPair*> chunk;
@@ -37,24 +38,24 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
                  ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
     auto terms = opo_loss(objective.loss_type, beta, objective.simpo_gamma, in);
-    loss += terms.loss.item<double>() * static_cast<double>(B);
-    chosen += terms.chosen_rewards.sum().item<double>();
-    rejected += terms.rejected_rewards.sum().item<double>();
-    acc += (terms.chosen_rewards > terms.rejected_rewards).to(torch::kFloat64).sum().item<double>();
-    lp_c += in.policy_chosen.sum().item<double>();
-    lp_r += in.policy_rejected.sum().item<double>();
+    sums += torch::stack({terms.loss * static_cast<double>(B), terms.chosen_rewards.sum(),
+                          terms.rejected_rewards.sum(),
+                          (terms.chosen_rewards > terms.rejected_rewards).to(torch::kFloat32).sum(),
+                          in.policy_chosen.sum(), in.policy_rejected.sum()})
+                .to(torch::kFloat64);
     n += B;
   }
   if (n == 0) return {};
-  const double d = static_cast<double>(n);
-  return {{"eval_loss", loss / d},
-          {"eval_rewards/chosen", chosen / d},
-          {"eval_rewards/rejected", rejected / d},
-          {"eval_rewards/margins", (chosen - rejected) / d},
-          {"eval_rewards/accuracies", acc / d},
-          {"eval_logps/chosen", lp_c / d},
-          {"eval_logps/rejected", lp_r / d},
-          {"eval_pairs", d}};
+  auto host = (sums / static_cast<double>(n)).cpu();
+  auto v = host.accessor<double, 1>();
+  return {{"eval_loss", v[0]},
+          {"eval_rewards/chosen", v[1]},
+          {"eval_rewards/rejected", v[2]},
+          {"eval_rewards/margins", v[1] - v[2]},
+          {"eval_rewards/accuracies", v[3]},
+          {"eval_logps/chosen", v[4]},
+          {"eval_logps/rejected", v[5]},
+          {"eval_pairs", static_cast<double>(n)}};
 }
 
 std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<TokenizedSft>& rows,

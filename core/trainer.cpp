@@ -55,50 +55,46 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 }
 
+// Visits both critics with the name prefix their tensors carry in a checkpoint.
+template <typename Fn>
+void for_each_critic(GanpoRegularizer& reg, Fn&& fn) {
+  fn(std::string("critic_w."), reg.critic_w());
+  fn(std::string("critic_l."), reg.critic_l());
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> critic_state(GanpoRegularizer& reg) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
-    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
-    for (const auto& p : (*entry)->named_parameters()) out.emplace_back(prefix + p.key(), p.value().detach());
-    for (const auto& b : (*entry)->named_buffers()) out.emplace_back(prefix + b.key(), b.value());
-  }
+  for_each_critic(reg, [&](const std::string& prefix, LatentCritic& critic) {
+    for (const auto& p : critic->named_parameters()) out.emplace_back(prefix + p.key(), p.value().detach());
+    for (const auto& b : critic->named_buffers()) out.emplace_back(prefix + b.key(), b.value());
+  });
   return out;
 }
 
 // Critic gradients accumulated toward a critic step not taken yet (critic_update_every > 1).
-// Empty when all are zero, so a checkpoint only carries them when a resume needs them.
 std::vector<std::pair<std::string, torch::Tensor>> pending_critic_grads(GanpoRegularizer& reg) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  bool nonzero = false;
-  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
-    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
-    for (const auto& p : (*entry)->named_parameters()) {
-      const auto& g = p.value().grad();
-      if (!g.defined()) continue;
-      out.emplace_back(prefix + p.key(), g);
-      nonzero = nonzero || g.ne(0).any().item<bool>();
-    }
-  }
-  if (!nonzero) out.clear();
+  for_each_critic(reg, [&](const std::string& prefix, LatentCritic& critic) {
+    for (const auto& p : critic->named_parameters())
+      if (p.value().grad().defined()) out.emplace_back(prefix + p.key(), p.value().grad());
+  });
   return out;
 }
 
 void load_pending_critic_grads(GanpoRegularizer& reg, const std::map<std::string, torch::Tensor>& tensors) {
-  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
-    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
-    for (auto& p : (*entry)->named_parameters()) {
+  for_each_critic(reg, [&](const std::string& prefix, LatentCritic& critic) {
+    for (auto& p : critic->named_parameters()) {
       auto it = tensors.find(prefix + p.key());
       if (it != tensors.end() && it->second.sizes() == p.value().sizes())
         p.value().mutable_grad() = it->second.to(p.value().options());
     }
-  }
+  });
 }
 
 void load_critic_state(GanpoRegularizer& reg, const std::map<std::string, torch::Tensor>& tensors,
                        const std::string& source) {
   torch::NoGradGuard guard;
-  for (auto* entry : {&reg.critic_w(), &reg.critic_l()}) {
-    const std::string prefix = entry == &reg.critic_w() ? "critic_w." : "critic_l.";
+  for_each_critic(reg, [&](const std::string& prefix, LatentCritic& critic) {
     auto copy = [&](const std::string& name, torch::Tensor& dst) {
       auto it = tensors.find(prefix + name);
       if (it == tensors.end() || it->second.sizes() != dst.sizes())
@@ -107,9 +103,9 @@ void load_critic_state(GanpoRegularizer& reg, const std::map<std::string, torch:
                              "settings (critic_hidden, critic_layers, critic_heads)");
       dst.copy_(it->second);
     };
-    for (auto& p : (*entry)->named_parameters()) copy(p.key(), p.value());
-    for (auto& b : (*entry)->named_buffers()) copy(b.key(), b.value());
-  }
+    for (auto& p : critic->named_parameters()) copy(p.key(), p.value());
+    for (auto& b : critic->named_buffers()) copy(b.key(), b.value());
+  });
 }
 
 }  // namespace
@@ -253,56 +249,58 @@ struct Trainer::State {
   void load_data() {
     const auto& d = config.data;
     const uint64_t seed = static_cast<uint64_t>(config.seed);
+    const bool builtin = d.builtin == "lists";
     if (preference) {
       std::vector<PreferenceExample> train, eval;
-      if (d.builtin == "lists") {
+      if (builtin) {
         train = lists::make_preference_pairs(d.builtin_train_size, d.label_noise, seed);
         eval = lists::make_preference_pairs(d.builtin_eval_size, 0.0, seed + 7919);
       } else {
-        auto loaded = load_preference_file(d.train, d.on_bad_line);
-        report_skipped(d.train, loaded.bad_lines);
-        if (!d.eval.empty()) {
-          train = std::move(loaded.rows);
-          auto ev = load_preference_file(d.eval, d.on_bad_line);
-          report_skipped(d.eval, ev.bad_lines);
-          eval = std::move(ev.rows);
-        } else {
-          shuffle_split(std::move(loaded.rows), d.eval_fraction, seed, train, eval);
-        }
+        load_files(load_preference_file, train, eval);
       }
       for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
-      if (d.builtin == "lists")
-        sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
-      else
-        for (size_t i = 0; i < eval.size() && static_cast<int64_t>(i) < config.sampling.num_prompts; ++i)
-          sample_prompts.push_back(eval[i].prompt);
+      if (!builtin) pick_sample_prompts(eval);
     } else {
       std::vector<SftExample> train, eval;
-      if (d.builtin == "lists") {
+      if (builtin) {
         train = lists::make_sft_corpus(d.builtin_train_size, kSftPerfectFraction, seed);
         eval = lists::make_sft_corpus(d.builtin_eval_size, 1.0, seed + 7919);
       } else {
-        auto loaded = load_sft_file(d.train, d.on_bad_line);
-        report_skipped(d.train, loaded.bad_lines);
-        if (!d.eval.empty()) {
-          train = std::move(loaded.rows);
-          auto ev = load_sft_file(d.eval, d.on_bad_line);
-          report_skipped(d.eval, ev.bad_lines);
-          eval = std::move(ev.rows);
-        } else {
-          shuffle_split(std::move(loaded.rows), d.eval_fraction, seed, train, eval);
-        }
+        load_files(load_sft_file, train, eval);
       }
       for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
-      if (d.builtin == "lists")
-        sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
-      else
-        for (size_t i = 0; i < eval.size() && static_cast<int64_t>(i) < config.sampling.num_prompts; ++i)
-          if (!eval[i].prompt.empty()) sample_prompts.push_back(eval[i].prompt);
+      if (!builtin) pick_sample_prompts(eval);
     }
+    if (builtin) sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
     if (train_size() == 0) throw DataError("the training set is empty; check data.train or data.builtin_train_size");
+  }
+
+  // data.train (and data.eval, or a split of data.train) through one of the file readers.
+  template <typename Example>
+  void load_files(LoadResult<Example> (*load)(const std::string&, const std::string&),
+                  std::vector<Example>& train, std::vector<Example>& eval) {
+    const auto& d = config.data;
+    auto loaded = load(d.train, d.on_bad_line);
+    report_skipped(d.train, loaded.bad_lines);
+    if (d.eval.empty()) {
+      shuffle_split(std::move(loaded.rows), d.eval_fraction, static_cast<uint64_t>(config.seed), train, eval);
+      return;
+    }
+    train = std::move(loaded.rows);
+    auto held_out = load(d.eval, d.on_bad_line);
+    report_skipped(d.eval, held_out.bad_lines);
+    eval = std::move(held_out.rows);
+  }
+
+  // The first num_prompts non-empty held-out prompts are the fixed sample prompts.
+  template <typename Example>
+  void pick_sample_prompts(const std::vector<Example>& eval) {
+    for (const auto& ex : eval) {
+      if (static_cast<int64_t>(sample_prompts.size()) >= config.sampling.num_prompts) break;
+      if (!ex.prompt.empty()) sample_prompts.push_back(ex.prompt);
+    }
   }
 
   void report_skipped(const std::string& file, const std::vector<BadLine>& bad) {
@@ -381,6 +379,7 @@ struct Trainer::State {
     const double beta = effective_beta(config.objective);
     auto opo = opo_loss(config.objective.loss_type, beta, config.objective.simpo_gamma, in);
     torch::Tensor loss = opo.loss;
+    std::vector<std::pair<const char*, torch::Tensor>> terms{{"opo_loss", opo.loss}};
     if (config.objective.rpo_alpha > 0) {
       // RPO (TRL's rpo_alpha): mean NLL per chosen-response token keeps the chosen likely.
       auto nll = -in.policy_chosen.sum() / in.chosen_length.sum().clamp_min(1.0);
@@ -403,7 +402,6 @@ struct Trainer::State {
       // 3. Critic phase on detached latents.
       auto critic = regularizer->critic_phase(sets);
       const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
-      check_finite({{"critic/loss_chosen", critic.loss_chosen}, {"critic/loss_rejected", critic.loss_rejected}});
       ((critic.loss_chosen + critic.loss_rejected) * critic_scale).backward();
       // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
       if (last_micro && step % config.ganpo.critic_update_every == 0) {
@@ -422,10 +420,14 @@ struct Trainer::State {
       add("critic/acc_chosen", critic.acc_chosen);
       add("critic/acc_rejected", critic.acc_rejected);
       for (const auto& [k, v] : regularizer->ema_metrics()) add(k, v);
-      check_finite({{"opo_loss", opo.loss}, {"adv/loss", adv.loss}});
-    } else {
-      check_finite({{"opo_loss", opo.loss}});
+      terms.insert(terms.end(), {{"critic/loss_chosen", critic.loss_chosen},
+                                 {"critic/loss_rejected", critic.loss_rejected},
+                                 {"adv/loss", adv.loss}});
     }
+    // One device sync per micro-batch for every term. A non-finite critic loss may already have
+    // reached the critics, but a failed run saves no checkpoint, so nothing corrupt is kept.
+    terms.emplace_back("loss", loss);
+    check_finite(terms);
     (loss * scale).backward();
 
     add("loss", loss);
@@ -440,10 +442,11 @@ struct Trainer::State {
     tokens_seen += s.tokens;
   }
 
-  double current_lr() const {
-    return config.train.learning_rate *
-           lr_multiplier(config.train.lr_scheduler_type, step, total_steps, warmup);
+  // Policy learning rate of optimizer step `at` (0-based).
+  double lr_at(int64_t at) const {
+    return config.train.learning_rate * lr_multiplier(config.train.lr_scheduler_type, at, total_steps, warmup);
   }
+  double current_lr() const { return lr_at(step); }
 
   // ---- one optimizer step --------------------------------------------------------------------
   void optimizer_step() {
@@ -484,8 +487,7 @@ struct Trainer::State {
       auto acc = all.accessor<double, 1>();
       for (size_t i = 0; i < keys.size(); ++i) m[keys[i]] = acc[static_cast<int64_t>(i)] / static_cast<double>(window_micro);
     }
-    m["learning_rate"] = config.train.learning_rate *
-                         lr_multiplier(config.train.lr_scheduler_type, step - 1, total_steps, warmup);
+    m["learning_rate"] = lr_at(step - 1);  // the rate the last step used
     if (regularizer) m["critic/learning_rate"] = m["learning_rate"] * config.ganpo.critic_lr_ratio;
     m["grad_norm"] = window_grad_norm / static_cast<double>(window_steps);
     m["step_time_s"] = window_seconds / static_cast<double>(window_steps);
@@ -552,8 +554,11 @@ struct Trainer::State {
     if (regularizer) {
       torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
       save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
-      auto grads = pending_critic_grads(*regularizer);
-      if (!grads.empty()) save_safetensors((ts / "critic_grads.safetensors").string(), grads);
+      // Only a cadence above 1 lets gradients wait across optimizer steps.
+      if (config.ganpo.critic_update_every > 1) {
+        auto grads = pending_critic_grads(*regularizer);
+        if (!grads.empty()) save_safetensors((ts / "critic_grads.safetensors").string(), grads);
+      }
       const auto& e = regularizer->ema();
       if (e.initialized)
         state["ema"] = {e.w_a.item<double>(), e.w_b.item<double>(), e.w_p.item<double>(),

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/trainer.h"
 
 namespace ganpo::cli {
 
@@ -51,6 +52,9 @@ struct BenchArgs {
   bool json = false;
 };
 int bench_command(const BenchArgs& args);
+
+// Runs one stage with its record written to output_dir and progress printed to the terminal.
+TrainResult run_stage(const RunConfig& config, const TrainerOptions& options);
 
 // Loads a config file, applies "section.key=value" overrides and validates; throws ConfigError.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides);

@@ -9,7 +9,6 @@
 #include "core/checkpoint.h"
 #include "core/evaluation.h"
 #include "core/lists_task.h"
-#include "core/run_files.h"
 #include "core/trainer.h"
 
 namespace fs = std::filesystem;
@@ -72,16 +71,6 @@ RunConfig preference_config(const DemoArgs& args, const std::string& sft_dir) {
   return c;
 }
 
-TrainResult run_stage(const RunConfig& config) {
-  RunFilesWriter files(config, false);
-  ConsoleProgress console(config.name);
-  ObserverList observers;
-  observers.add(&files);
-  observers.add(&console);
-  Trainer trainer(config, observers);
-  return trainer.run();
-}
-
 }  // namespace
 
 int demo_command(const DemoArgs& args) {
@@ -89,13 +78,13 @@ int demo_command(const DemoArgs& args) {
   const auto t0 = std::chrono::steady_clock::now();
   const RunConfig sft = sft_config(args);
   std::printf("GANPO demo: SFT of a tiny model on the built-in lists task, then DPO + GANPO.\n");
-  auto sft_result = run_stage(sft);
+  auto sft_result = run_stage(sft, {});
   if (sft_result.status != "completed") {
     std::fprintf(stderr, "ganpo demo: SFT stage %s: %s\n", sft_result.status.c_str(), sft_result.message.c_str());
     return sft_result.status == "stopped" ? 130 : 1;
   }
   const RunConfig pref = preference_config(args, sft_result.final_dir);
-  auto pref_result = run_stage(pref);
+  auto pref_result = run_stage(pref, {});
   if (pref_result.status != "completed") {
     std::fprintf(stderr, "ganpo demo: preference stage %s: %s\n", pref_result.status.c_str(), pref_result.message.c_str());
     return pref_result.status == "stopped" ? 130 : 1;

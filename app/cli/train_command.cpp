@@ -15,6 +15,16 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   return config;
 }
 
+TrainResult run_stage(const RunConfig& config, const TrainerOptions& options) {
+  RunFilesWriter files(config, /*append=*/!options.resume_from.empty());
+  ConsoleProgress console(config.name);
+  ObserverList observers;
+  observers.add(&files);
+  observers.add(&console);
+  Trainer trainer(config, observers, options);
+  return trainer.run();
+}
+
 int train_command(const TrainArgs& args) {
   RunConfig config;
   try {
@@ -24,15 +34,9 @@ int train_command(const TrainArgs& args) {
     return 2;
   }
   install_stop_signal_handlers();
-  RunFilesWriter files(config, !args.resume.empty());
-  ConsoleProgress console(config.name);
-  ObserverList observers;
-  observers.add(&files);
-  observers.add(&console);
   TrainerOptions options;
   options.resume_from = args.resume;
-  Trainer trainer(config, observers, options);
-  const TrainResult result = trainer.run();
+  const TrainResult result = run_stage(config, options);
   if (result.status == "failed") {
     std::fprintf(stderr, "ganpo train: failed: %s\n", result.message.c_str());
     return 1;
