@@ -425,11 +425,11 @@ std::vector<std::string> RunStore::metric_keys(int64_t run_id) {
 
 std::vector<SeriesPoint> RunStore::series(int64_t run_id, const std::string& key) {
   sql::Statement s(db_,
-                   "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? AND value IS NOT NULL "
-                   "ORDER BY step, id");
+                   "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step, id");
   s.bind(1, run_id).bind(2, key);
   std::vector<SeriesPoint> out;
-  while (s.step()) out.push_back({s.col_int(0), s.col_double(1)});
+  // NaN is stored as NULL and comes back as NaN, so a chart can mark it instead of losing it.
+  while (s.step()) out.push_back({s.col_int(0), s.is_null(1) ? std::nan("") : s.col_double(1)});
   return out;
 }
 
@@ -447,12 +447,12 @@ std::vector<SeriesBucket> RunStore::decimated_series(int64_t run_id, const std::
   sql::Statement s(db_, R"SQL(
 WITH agg AS (
   SELECT ((step - ?3) * ?5) / ?6 AS b, MIN(step) AS s0, MAX(step) AS s1,
-         MIN(value) AS vmin, MAX(value) AS vmax, COUNT(*) AS n
+         MIN(value) AS vmin, MAX(value) AS vmax, COUNT(value) AS n, COUNT(*) - COUNT(value) AS nans
   FROM metrics
-  WHERE run_id = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4 AND value IS NOT NULL
+  WHERE run_id = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4
   GROUP BY b
 )
-SELECT b, s0, s1, vmin, vmax, n,
+SELECT b, s0, s1, vmin, vmax, n, nans,
        (SELECT m.value FROM metrics AS m INDEXED BY metrics_run_key_step
         WHERE m.run_id = ?1 AND m.key = ?2 AND m.step = agg.s1 AND m.value IS NOT NULL
         ORDER BY m.id DESC LIMIT 1)
@@ -466,10 +466,12 @@ FROM agg ORDER BY b
     bk.step_hi = step_lo + ((b + 1) * span + buckets - 1) / buckets - 1;
     bk.first_step = s.col_int(1);
     bk.last_step = s.col_int(2);
-    bk.min = s.col_double(3);
-    bk.max = s.col_double(4);
+    const double nan = std::nan("");
+    bk.min = s.is_null(3) ? nan : s.col_double(3);  // NULL when every value in the bucket is NaN
+    bk.max = s.is_null(4) ? nan : s.col_double(4);
     bk.count = s.col_int(5);
-    bk.last = s.col_double(6);
+    bk.nan_count = s.col_int(6);
+    bk.last = s.is_null(7) ? nan : s.col_double(7);
     out.push_back(bk);
   }
   return out;

@@ -51,12 +51,14 @@ struct SeriesPoint {
 };
 
 // One bucket of a decimated series. [step_lo, step_hi] is the bucket's step range;
-// first_step / last_step are the steps actually present in it.
+// first_step / last_step are the steps actually present in it. min / max / last cover the
+// non-NaN values (NaN when there are none); nan_count says how many NaN values it holds.
 struct SeriesBucket {
   int64_t step_lo = 0, step_hi = 0;
   int64_t first_step = 0, last_step = 0;
   double min = 0, max = 0, last = 0;
-  int64_t count = 0;
+  int64_t count = 0;      // non-NaN values
+  int64_t nan_count = 0;
 };
 
 struct SampleRow {
@@ -129,6 +131,7 @@ public:
   // Metric rows of a run with id > last_row_id, in id order, at most limit.
   std::vector<MetricRow> metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit = 100000);
   std::vector<std::string> metric_keys(int64_t run_id);
+  // Every point of one metric in step order; NaN values are kept (stored as NULL).
   std::vector<SeriesPoint> series(int64_t run_id, const std::string& key);
   // Splits [step_lo, step_hi] into `buckets` equal step ranges and returns, for each bucket
   // that has points, min / max / last value and count (computed in SQL, GROUP BY bucket).

@@ -320,3 +320,29 @@ TEST_F(RunStoreTest, ReadOnlyFileGivesClearError) {
   fs::permissions(fs::path(db_path()).parent_path(), fs::perms::owner_all, fs::perm_options::replace);
   EXPECT_NE(msg.find("read-only"), std::string::npos) << msg;
 }
+
+TEST_F(RunStoreTest, NanValuesStayVisibleInSeries) {
+  auto store = RunStore::open(db_path());
+  int64_t id = store.create_run("r", "preference", "{}");
+  const double nan = std::nan("");
+  store.append_metrics({{0, id, 1, "loss", 0.7, 1.0, std::nullopt},
+                        {0, id, 2, "loss", nan, 1.0, std::nullopt},
+                        {0, id, 3, "loss", 0.5, 1.0, std::nullopt},
+                        {0, id, 4, "loss", nan, 1.0, std::nullopt}});
+  auto points = store.series(id, "loss");
+  ASSERT_EQ(points.size(), 4u);
+  EXPECT_TRUE(std::isnan(points[1].value));
+  EXPECT_DOUBLE_EQ(points[2].value, 0.5);
+
+  auto one = store.decimated_series(id, "loss", 1, 4, 1);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].count, 2);
+  EXPECT_EQ(one[0].nan_count, 2);
+  EXPECT_DOUBLE_EQ(one[0].min, 0.5);
+  EXPECT_DOUBLE_EQ(one[0].max, 0.7);
+
+  auto per_step = store.decimated_series(id, "loss", 1, 4, 4);
+  ASSERT_EQ(per_step.size(), 4u);  // a bucket holding only NaN is still returned
+  EXPECT_EQ(per_step[1].nan_count, 1);
+  EXPECT_TRUE(std::isnan(per_step[1].min));
+}
