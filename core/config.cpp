@@ -819,6 +819,12 @@ void validate_or_throw(const RunConfig& config) {
   throw ConfigError(msg);
 }
 
+void make_paths_absolute(RunConfig& config) {
+  for (std::string* p : {&config.output_dir, &config.model.checkpoint, &config.model.reference, &config.data.train,
+                         &config.data.eval})
+    if (!p->empty()) *p = std::filesystem::absolute(*p).lexically_normal().string();
+}
+
 double effective_beta(const ObjectiveConfig& objective) {
   if (objective.beta > 0) return objective.beta;
   return objective.loss_type == "simpo" ? 2.5 : 0.1;

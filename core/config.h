@@ -124,6 +124,11 @@ std::vector<std::string> validate_config(const RunConfig& config);
 // Throws ConfigError listing every problem.
 void validate_or_throw(const RunConfig& config);
 
+// Turns relative file and folder paths (output_dir, model.checkpoint, model.reference,
+// data.train, data.eval) into absolute ones against the current directory, so a config stored
+// in the run store means the same thing to a worker started elsewhere.
+void make_paths_absolute(RunConfig& config);
+
 // Default beta for the loss type when beta is 0 (unset).
 double effective_beta(const ObjectiveConfig& objective);
 

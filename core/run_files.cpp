@@ -13,12 +13,6 @@ namespace fs = std::filesystem;
 namespace ganpo {
 namespace {
 
-nlohmann::json number(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
-  return v;
-}
-
 std::ofstream open_file(const fs::path& path, bool append) {
   std::ofstream f(path, append ? std::ios::app : std::ios::trunc);
   if (!f) throw Error("cannot write " + path.string() + "; check output_dir and its permissions");
@@ -27,10 +21,16 @@ std::ofstream open_file(const fs::path& path, bool append) {
 
 }  // namespace
 
+nlohmann::json json_number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return v;
+}
+
 std::string metrics_line(int64_t step, const std::map<std::string, double>& metrics) {
   nlohmann::json j;
   j["step"] = step;
-  for (const auto& [k, v] : metrics) j[k] = number(v);
+  for (const auto& [k, v] : metrics) j[k] = json_number(v);
   return j.dump();
 }
 

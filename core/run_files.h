@@ -7,6 +7,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/config.h"
 #include "core/run_observer.h"
 
@@ -28,5 +30,7 @@ private:
 // {"step": step, k: v...}; NaN and Inf are written as strings ("NaN", "Infinity") so the
 // line stays valid JSON.
 std::string metrics_line(int64_t step, const std::map<std::string, double>& metrics);
+// A metric value as JSON: the number, or "NaN" / "Infinity" / "-Infinity".
+nlohmann::json json_number(double value);
 
 }  // namespace ganpo

@@ -101,8 +101,14 @@ void RunRecorder::writer_loop() {
     std::deque<Item> batch;
     {
       std::unique_lock<std::mutex> lk(mutex_);
-      not_empty_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) break;  // stopping and drained
+      not_empty_.wait_for(lk, options_.heartbeat_interval, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        if (stopping_) break;  // stopping and drained
+        lk.unlock();
+        // Nothing to write for a while (a long step, a pause): still tell readers we live.
+        if (options_.heartbeat) beat(store, pid);
+        continue;
+      }
       const auto deadline = queue_.front().queued + options_.max_delay;
       not_empty_.wait_until(lk, deadline, [&] {
         return stopping_ || flush_now_ || queue_.size() * 2 >= options_.capacity;
@@ -119,7 +125,7 @@ void RunRecorder::writer_loop() {
       if (durable) store.database().exec("PRAGMA synchronous=FULL");
       sql::Transaction txn(store.database());
       for (auto& item : batch) item.write(store);
-      if (options_.heartbeat) store.heartbeat(run_id_, pid);
+      if (options_.heartbeat) store.heartbeat(run_id_, pid, last_step());
       txn.commit();
     } catch (const std::exception& e) {
       // One bad item must not lose the batch: retry each item in its own transaction.
@@ -151,11 +157,31 @@ void RunRecorder::writer_loop() {
   }
 }
 
+void RunRecorder::beat(RunStore& store, int64_t pid) {
+  try {
+    store.heartbeat(run_id_, pid, last_step());
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    last_error_ = e.what();
+  }
+}
+
+std::optional<int64_t> RunRecorder::last_step() const {
+  const int64_t s = last_step_.load();
+  return s >= 0 ? std::optional<int64_t>(s) : std::nullopt;
+}
+
 void RunRecorder::on_status(const std::string& status, const std::string& message) {
   const int64_t id = run_id_;
   push_and_wait(
       [id, status, message](RunStore& s) {
-        s.set_status(id, status, status == "failed" ? message : "");
+        std::string error;
+        if (status == "failed") {
+          // The reason plus what led to it, so a failed run explains itself in any viewer.
+          const std::string tail = s.last_log_lines(id, 10);
+          error = tail.empty() ? message : message + "\n--- last log lines ---\n" + tail;
+        }
+        s.set_status(id, status, error);
         s.add_event(id, status == "failed" ? "error" : "info",
                     "status: " + status + (message.empty() ? "" : " (" + message + ")"));
       },
@@ -169,8 +195,14 @@ void RunRecorder::on_start(int64_t total_steps, int64_t first_step,
   for (const auto& [k, v] : info) text += ", " + k + "=" + v;
   auto dev = info.find("device");
   std::string device = dev == info.end() ? "" : dev->second;
+  // A stage that starts at step S in this run row (fresh: S = 0, resumed: the checkpoint's step)
+  // recomputes every step after S, so rows recorded after S by an earlier attempt go first.
+  const int64_t keep_through = first_step > 0 ? first_step : -1;
+  last_step_.store(keep_through);
   push(
-      [id, text, device](RunStore& s) {
+      [id, text, device, total_steps, keep_through](RunStore& s) {
+        s.rewind(id, keep_through);
+        s.set_total_steps(id, total_steps);
         if (!device.empty()) s.set_device(id, device);
         s.add_event(id, "info", text);
       },
@@ -185,6 +217,7 @@ void RunRecorder::on_log(const std::string& level, const std::string& text) {
 
 void RunRecorder::on_metrics(int64_t step, const std::map<std::string, double>& metrics) {
   if (metrics.empty()) return;
+  if (step > last_step_.load()) last_step_.store(step);
   const double wall = unix_now();
   std::optional<double> tokens;
   if (auto it = metrics.find("tokens_seen"); it != metrics.end()) tokens = it->second;
@@ -233,7 +266,9 @@ void RunRecorder::on_checkpoint(int64_t step, const std::string& path,
                                 const std::map<std::string, double>& metrics) {
   const int64_t id = run_id_;
   std::string json = metrics_json(metrics);
-  push([id, step, path, json](RunStore& s) { s.add_checkpoint(id, step, path, json); }, true);
+  // Waits for the durable commit: a resume trusts this index, so a checkpoint the trainer has
+  // moved past must be in it.
+  push_and_wait([id, step, path, json](RunStore& s) { s.add_checkpoint(id, step, path, json); }, true);
 }
 
 ControlCommand RunRecorder::poll_control() {

@@ -7,9 +7,15 @@
 // the batch was queued. on_status goes through the writer too but waits until its transaction
 // is committed with synchronous=FULL (durable); checkpoint rows are committed durably as well.
 // poll_control() reads and clears the run's control field on a third connection, at most once
-// every 200 ms. The destructor flushes everything queued and joins the writer.
+// every 200 ms. The writer also stamps the worker's pid, host, heartbeat and last step with each
+// batch, and at least every 2 s when idle, so a dead worker is noticed (RunStore::
+// reap_dead_workers). on_start(total, first_step) deletes rows after first_step left by an
+// earlier attempt of the same run, so a resumed run records no step twice; a failed status
+// stores the message plus the run's last log lines. The destructor flushes everything queued
+// and joins the writer.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -33,6 +39,7 @@ public:
     std::chrono::milliseconds max_delay{250};         // oldest item's maximum wait before commit
     std::chrono::milliseconds control_interval{200};  // minimum time between control reads
     bool heartbeat = true;                            // write worker pid + heartbeat per batch
+    std::chrono::milliseconds heartbeat_interval{2000};  // heartbeat when idle this long
   };
 
   // Opens the writer's connection (throws ganpo::Error if the store cannot be opened).
@@ -75,6 +82,8 @@ private:
   // Pushes and waits until committed.
   void push_and_wait(std::function<void(RunStore&)> write, bool durable);
   void writer_loop();
+  void beat(RunStore& store, int64_t pid);
+  std::optional<int64_t> last_step() const;
 
   std::string path_;
   int64_t run_id_;
@@ -82,6 +91,7 @@ private:
   std::unique_ptr<RunStore> writer_store_;
   std::optional<RunStore> control_store_;  // used by the polling (training) thread only
   std::chrono::steady_clock::time_point last_control_poll_{};
+  std::atomic<int64_t> last_step_{-1};  // newest step seen by on_metrics (training thread)
 
   mutable std::mutex mutex_;
   std::condition_variable not_empty_, not_full_, committed_;

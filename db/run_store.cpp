@@ -1,6 +1,10 @@
 #include "db/run_store.h"
 
+#include <signal.h>
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <cmath>
@@ -96,13 +100,22 @@ CREATE INDEX IF NOT EXISTS events_run_id ON events(run_id, id);
 CREATE INDEX IF NOT EXISTS checkpoints_run_step ON checkpoints(run_id, step);
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id, id);
 )SQL",
+    // v1 -> v2: the worker's host (a pid means nothing on another machine) and progress
+    // (total and last recorded step) so a run list needs no metrics scan.
+    R"SQL(
+ALTER TABLE runs ADD COLUMN worker_host TEXT;
+ALTER TABLE runs ADD COLUMN total_steps INTEGER;
+ALTER TABLE runs ADD COLUMN last_step INTEGER;
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+)SQL",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
 
 const char* const kRunColumns =
     "id, name, status, stage, config_json, device, created_at, started_at, finished_at, error, "
-    "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at";
+    "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at, worker_host, "
+    "total_steps, last_step";
 
 RunRow read_run(const sql::Statement& s) {
   RunRow r;
@@ -124,10 +137,37 @@ RunRow read_run(const sql::Statement& s) {
   r.worker_pid = s.col_opt_int(15);
   r.heartbeat_at = s.col_opt_double(16);
   r.updated_at = s.col_double(17);
+  r.worker_host = s.col_text(18);
+  r.total_steps = s.col_opt_int(19);
+  r.last_step = s.col_opt_int(20);
   return r;
 }
 
+// Columns: id, run_id, step, key, value, wall_time, tokens_seen.
+MetricRow read_metric(const sql::Statement& s) {
+  MetricRow r;
+  r.id = s.col_int(0);
+  r.run_id = s.col_int(1);
+  r.step = s.col_int(2);
+  r.key = s.col_text(3);
+  r.value = s.is_null(4) ? std::nan("") : s.col_double(4);  // NaN is stored as NULL
+  r.wall_time = s.col_double(5);
+  r.tokens_seen = s.col_opt_double(6);
+  return r;
+}
+
+bool process_alive(int64_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
 }  // namespace
+
+std::string local_host_name() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
 
 RunStore RunStore::open(const std::string& path) {
   fs::path p(path);
@@ -172,6 +212,11 @@ RunStore RunStore::open(const std::string& path) {
   RunStore store(std::move(db));
   store.configure();
   store.migrate();
+  try {
+    store.reap_dead_workers();
+  } catch (const Error&) {
+    // Busy for longer than busy_timeout: the next open will reap; never fail an open for it.
+  }
   return store;
 }
 
@@ -248,7 +293,9 @@ void RunStore::set_status(int64_t run_id, const std::string& status, const std::
     sql::Statement s(db_,
                      "UPDATE runs SET status = ?1, error = ?2, updated_at = ?3, "
                      "started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, "
-                     "finished_at = CASE WHEN ?4 THEN ?3 WHEN ?1 IN ('running','queued') THEN NULL ELSE finished_at END "
+                     "finished_at = CASE WHEN ?4 THEN ?3 WHEN ?1 IN ('running','queued') THEN NULL ELSE finished_at END, "
+                     // A queued run has no worker yet: forget an earlier attempt's.
+                     "worker_pid = CASE WHEN ?1 = 'queued' THEN NULL ELSE worker_pid END "
                      "WHERE id = ?5");
     s.bind(1, status).bind(2, error).bind(3, now).bind(4, int64_t{finished ? 1 : 0}).bind(5, run_id).run();
   } catch (...) {
@@ -289,10 +336,114 @@ std::string RunStore::take_control(int64_t run_id) {
   return control;
 }
 
-void RunStore::heartbeat(int64_t run_id, int64_t pid) {
+void RunStore::heartbeat(int64_t run_id, int64_t pid, std::optional<int64_t> last_step) {
   double now = unix_now();
-  sql::Statement s(db_, "UPDATE runs SET worker_pid = ?, heartbeat_at = ?, updated_at = ? WHERE id = ?");
-  s.bind(1, pid).bind(2, now).bind(3, now).bind(4, run_id).run();
+  sql::Statement s(db_,
+                   "UPDATE runs SET worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3, "
+                   "last_step = COALESCE(?4, last_step) WHERE id = ?5");
+  s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, last_step).bind(5, run_id).run();
+}
+
+bool RunStore::claim_run(int64_t run_id, int64_t pid) {
+  const double now = unix_now();
+  sql::Statement s(db_,
+                   "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, control = NULL, "
+                   "worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3 WHERE id = ?4 AND "
+                   "status NOT IN ('running', 'paused', 'completed') AND NOT (status = 'queued' AND worker_pid IS NOT NULL)");
+  s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, run_id).run();
+  return db_.changes() == 1;
+}
+
+void RunStore::set_name(int64_t run_id, const std::string& name) {
+  sql::Statement s(db_, "UPDATE runs SET name = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, name).bind(2, unix_now()).bind(3, run_id).run();
+}
+
+void RunStore::set_total_steps(int64_t run_id, int64_t total_steps) {
+  sql::Statement s(db_, "UPDATE runs SET total_steps = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, total_steps).bind(2, unix_now()).bind(3, run_id).run();
+}
+
+void RunStore::set_parent(int64_t run_id, int64_t parent_run_id, int64_t parent_step) {
+  sql::Statement s(db_, "UPDATE runs SET parent_run_id = ?, parent_step = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, parent_run_id).bind(2, parent_step).bind(3, unix_now()).bind(4, run_id).run();
+}
+
+void RunStore::rewind(int64_t run_id, int64_t after_step) {
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  for (const char* sql : {"DELETE FROM metrics WHERE run_id = ? AND step > ?",
+                          "DELETE FROM samples WHERE run_id = ? AND step > ?",
+                          "DELETE FROM evals WHERE run_id = ? AND checkpoint_step > ?",
+                          "DELETE FROM checkpoints WHERE run_id = ? AND step > ?"}) {
+    sql::Statement s(db_, sql);
+    s.bind(1, run_id).bind(2, after_step).run();
+  }
+  sql::Statement s(db_, "UPDATE runs SET last_step = ?, updated_at = ? WHERE id = ?");
+  if (after_step >= 0)
+    s.bind(1, after_step);
+  else
+    s.bind_null(1);
+  s.bind(2, unix_now()).bind(3, run_id).run();
+  if (txn) txn->commit();
+}
+
+std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
+  const std::string host = local_host_name();
+  const double now = unix_now();
+  std::vector<RunRow> dead;
+  {
+    sql::Statement s(db_, std::string("SELECT ") + kRunColumns +
+                              " FROM runs WHERE status IN ('running', 'paused') OR "
+                              "(status = 'queued' AND worker_pid IS NOT NULL) ORDER BY id");
+    while (s.step()) {
+      RunRow r = read_run(s);
+      const double last_sign = r.heartbeat_at.value_or(r.updated_at);
+      bool gone = now - last_sign > stale_after_seconds;
+      // On this machine a vanished pid is certain; elsewhere only the heartbeat can tell.
+      if (r.worker_pid && r.worker_host == host && !process_alive(*r.worker_pid)) gone = true;
+      if (gone) dead.push_back(std::move(r));
+    }
+  }
+  std::vector<int64_t> ids;
+  for (const auto& r : dead) {
+    std::string text = "the worker";
+    if (r.worker_pid) text += " (pid " + std::to_string(*r.worker_pid) + (r.worker_host.empty() ? "" : " on " + r.worker_host) + ")";
+    text += " stopped without reporting: it was killed, crashed, or the machine went down";
+    if (r.last_step) text += "; last recorded step " + std::to_string(*r.last_step);
+    text += ". Continue it from its last checkpoint with: ganpo runs resume " + std::to_string(r.id);
+    std::string tail = last_log_lines(r.id, 10);
+    sql::Transaction txn(db_);
+    // Re-check under the write lock: the worker may have finished meanwhile.
+    sql::Statement check(db_, "SELECT status FROM runs WHERE id = ?");
+    check.bind(1, r.id);
+    if (!check.step() || check.col_text(0) != r.status) continue;
+    set_status(r.id, "failed", tail.empty() ? text : text + "\n--- last log lines ---\n" + tail);
+    add_event(r.id, "error", text);
+    txn.commit();
+    ids.push_back(r.id);
+  }
+  return ids;
+}
+
+std::string RunStore::last_log_lines(int64_t run_id, int64_t n) {
+  sql::Statement s(db_,
+                   "SELECT level, text FROM (SELECT id, level, text FROM events WHERE run_id = ? "
+                   "ORDER BY id DESC LIMIT ?) ORDER BY id");
+  s.bind(1, run_id).bind(2, n);
+  std::string out;
+  while (s.step()) out += "[" + s.col_text(0) + "] " + s.col_text(1) + "\n";
+  return out;
+}
+
+std::vector<MetricRow> RunStore::latest_metrics(int64_t run_id) {
+  sql::Statement s(db_,
+                   "SELECT id, run_id, step, key, value, wall_time, tokens_seen FROM metrics WHERE id IN "
+                   "(SELECT MAX(id) FROM metrics WHERE run_id = ? GROUP BY key) ORDER BY key");
+  s.bind(1, run_id);
+  std::vector<MetricRow> out;
+  while (s.step()) out.push_back(read_metric(s));
+  return out;
 }
 
 void RunStore::set_tags(int64_t run_id, const std::string& tags) {
@@ -401,17 +552,7 @@ std::vector<MetricRow> RunStore::metrics_after(int64_t run_id, int64_t last_row_
                    "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?");
   s.bind(1, run_id).bind(2, last_row_id).bind(3, limit);
   std::vector<MetricRow> out;
-  while (s.step()) {
-    MetricRow r;
-    r.id = s.col_int(0);
-    r.run_id = s.col_int(1);
-    r.step = s.col_int(2);
-    r.key = s.col_text(3);
-    r.value = s.is_null(4) ? std::nan("") : s.col_double(4);
-    r.wall_time = s.col_double(5);
-    r.tokens_seen = s.col_opt_double(6);
-    out.push_back(std::move(r));
-  }
+  while (s.step()) out.push_back(read_metric(s));
   return out;
 }
 

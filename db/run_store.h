@@ -21,6 +21,8 @@ namespace ganpo {
 
 // Seconds since the Unix epoch, as stored in every time column.
 double unix_now();
+// This machine's name, as stored in runs.worker_host.
+std::string local_host_name();
 
 struct RunRow {
   int64_t id = 0;
@@ -33,6 +35,8 @@ struct RunRow {
   std::optional<int64_t> worker_pid;
   std::optional<double> heartbeat_at;
   double updated_at = 0;
+  std::string worker_host;                     // gethostname() of the worker
+  std::optional<int64_t> total_steps, last_step;  // progress: optimizer steps planned / recorded
 };
 
 struct MetricRow {
@@ -88,11 +92,12 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens or creates the workspace at path (creating parent folders) and migrates it.
   // Throws ganpo::Error with an actionable message for: a newer schema, a file that is not
-  // SQLite, a location that cannot be written, WAL mode not available.
+  // SQLite, a location that cannot be written, WAL mode not available. Then marks runs whose
+  // worker died as failed (reap_dead_workers), so no run stays "running" forever.
   static RunStore open(const std::string& path);
 
   RunStore(RunStore&&) noexcept = default;
@@ -111,7 +116,24 @@ public:
   void set_control(int64_t run_id, const std::string& control);
   // Reads and clears the control field atomically; "" when none.
   std::string take_control(int64_t run_id);
-  void heartbeat(int64_t run_id, int64_t pid);
+  // Worker pid + host + time; last_step (when given) is the newest step recorded.
+  void heartbeat(int64_t run_id, int64_t pid, std::optional<int64_t> last_step = std::nullopt);
+  // Attaches a worker (pid, this host) to the run and sets it queued, unless another live worker
+  // holds it (running, paused, or queued with a worker) or it has completed. Atomic, so two
+  // workers started on one run cannot both claim it. Returns false when not claimed.
+  bool claim_run(int64_t run_id, int64_t pid);
+  void set_name(int64_t run_id, const std::string& name);
+  void set_total_steps(int64_t run_id, int64_t total_steps);
+  void set_parent(int64_t run_id, int64_t parent_run_id, int64_t parent_step);
+  // Deletes the run's metrics, samples, evals and checkpoint rows after after_step (all of them
+  // when after_step < 0), so a run resumed from the checkpoint at after_step records no step
+  // twice.
+  void rewind(int64_t run_id, int64_t after_step);
+  // Marks failed (with a note saying how to resume and the last log lines) every run whose
+  // worker is gone: running, paused, or queued with a worker attached, and its pid no longer
+  // exists on this host, or its heartbeat is older than stale_after_seconds. Returns the ids.
+  std::vector<int64_t> reap_dead_workers(double stale_after_seconds = kStaleAfterSeconds);
+  static constexpr double kStaleAfterSeconds = 120;
   void set_tags(int64_t run_id, const std::string& tags);
   void set_notes(int64_t run_id, const std::string& notes);
   void delete_run(int64_t run_id);
@@ -131,6 +153,10 @@ public:
   // Metric rows of a run with id > last_row_id, in id order, at most limit.
   std::vector<MetricRow> metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit = 100000);
   std::vector<std::string> metric_keys(int64_t run_id);
+  // The newest row of every metric key of a run, by key.
+  std::vector<MetricRow> latest_metrics(int64_t run_id);
+  // The run's last n events as "[level] text" lines, oldest first.
+  std::string last_log_lines(int64_t run_id, int64_t n);
   // Every point of one metric in step order; NaN values are kept (stored as NULL).
   std::vector<SeriesPoint> series(int64_t run_id, const std::string& key);
   // Splits [step_lo, step_hi] into `buckets` equal step ranges and returns, for each bucket

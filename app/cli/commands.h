@@ -14,8 +14,24 @@ struct TrainArgs {
   std::string config_path;
   std::vector<std::string> overrides;
   std::string resume;
+  std::string db;      // workspace database; empty = default_workspace_path()
+  int64_t run_id = 0;  // worker mode: train this run of the database (> 0)
+  bool no_db = false;  // record to files only
 };
 int train_command(const TrainArgs& args);
+
+// Worker mode: claims run_id in the database, trains it from its stored config (from its last
+// checkpoint when it has one, or from resume_from when given) and records everything there.
+int run_worker(const std::string& db_path, int64_t run_id, const std::string& resume_from = "");
+
+struct RunsArgs {
+  std::string db;  // empty = default_workspace_path()
+  std::string action;  // list | show | export | delete | tag | resume | control
+  int64_t run_id = 0;
+  std::string tag, format = "csv", table = "metrics", out, command;
+  bool json = false, yes = false, remove = false, files = false;
+};
+int runs_command(const RunsArgs& args);
 
 struct GenerateArgs {
   std::string checkpoint, prompts, out;
@@ -53,8 +69,22 @@ struct BenchArgs {
 };
 int bench_command(const BenchArgs& args);
 
-// Runs one stage with its record written to output_dir and progress printed to the terminal.
-TrainResult run_stage(const RunConfig& config, const TrainerOptions& options);
+// Where a stage is recorded besides its files: a run row of a workspace database.
+struct RunRecordTarget {
+  std::string db_path;
+  int64_t run_id = 0;  // 0 = files only
+};
+
+// Runs one stage with its record written to output_dir (and the run store when record names a
+// run) and progress printed to the terminal.
+TrainResult run_stage(const RunConfig& config, const TrainerOptions& options, const RunRecordTarget& record = {});
+
+// The workspace database path: the given one, else the default.
+std::string workspace_path(const std::string& db_option);
+
+// Exit code for a finished stage, after printing its one-line outcome; resume_hint says how to
+// continue a stopped run.
+int report_result(const char* command, const TrainResult& result, const std::string& resume_hint);
 
 // Loads a config file, applies "section.key=value" overrides and validates; throws ConfigError.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides);

@@ -14,9 +14,12 @@ int main(int argc, char** argv) {
 
   TrainArgs train;
   auto* t = app.add_subcommand("train", "Run one stage (sft or preference) from a config file");
-  t->add_option("--config", train.config_path, "Run config (.toml or .json)")->required();
+  t->add_option("--config", train.config_path, "Run config (.toml or .json)");
   t->add_option("--set", train.overrides, "Override a key: section.key=value (repeatable)");
   t->add_option("--resume", train.resume, "Continue from a checkpoint-<step> folder");
+  t->add_option("--db", train.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
+  t->add_option("--run", train.run_id, "Worker mode: train this run of the database with its stored config");
+  t->add_flag("--no-db", train.no_db, "Record to files only, not to the workspace database");
 
   GenerateArgs gen;
   auto* g = app.add_subcommand("generate", "Sample completions for {\"prompt\": ...} rows");
@@ -59,6 +62,38 @@ int main(int argc, char** argv) {
   b->add_option("--steps", bench.steps)->capture_default_str();
   b->add_flag("--json", bench.json, "Print JSON");
 
+  RunsArgs runs;
+  auto* r = app.add_subcommand("runs", "List, inspect, export, delete, tag, control and resume runs of a workspace");
+  r->add_option("--db", runs.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
+  r->require_subcommand(1);
+  auto action = [&](const char* name, const char* help) {
+    auto* sub = r->add_subcommand(name, help);
+    sub->callback([&runs, name] { runs.action = name; });
+    return sub;
+  };
+  action("list", "One line per run")->add_flag("--json", runs.json, "Print JSON");
+  auto* show = action("show", "Everything about one run");
+  show->add_option("id", runs.run_id)->required();
+  show->add_flag("--json", runs.json, "Print JSON");
+  auto* exp = action("export", "Write a run's metrics (or samples, evals, events) as CSV or JSON Lines");
+  exp->add_option("id", runs.run_id)->required();
+  exp->add_option("--format", runs.format, "csv | jsonl")->capture_default_str();
+  exp->add_option("--table", runs.table, "metrics | samples | evals | events")->capture_default_str();
+  exp->add_option("--out", runs.out, "Output file (default: standard output)");
+  auto* del = action("delete", "Delete a run's records (and with --files its output folder)");
+  del->add_option("id", runs.run_id)->required();
+  del->add_flag("--yes", runs.yes, "Do not ask");
+  del->add_flag("--files", runs.files, "Also remove the run's output folder");
+  auto* tag = action("tag", "Add (or with --remove, remove) a tag");
+  tag->add_option("id", runs.run_id)->required();
+  tag->add_option("tag", runs.tag)->required();
+  tag->add_flag("--remove", runs.remove);
+  auto* res = action("resume", "Continue a stopped or crashed run from its last checkpoint, in the same run");
+  res->add_option("id", runs.run_id)->required();
+  auto* ctl = action("control", "Send pause | resume | stop | sample | checkpoint to a running worker");
+  ctl->add_option("id", runs.run_id)->required();
+  ctl->add_option("command", runs.command)->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
@@ -70,6 +105,7 @@ int main(int argc, char** argv) {
     if (*e) return eval_command(ev);
     if (*d) return demo_command(demo);
     if (*b) return bench_command(bench);
+    if (*r) return runs_command(runs);
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "ganpo: %s\n", ex.what());
     return 1;

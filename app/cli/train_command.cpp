@@ -1,10 +1,20 @@
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "app/cli/commands.h"
 #include "app/cli/console_progress.h"
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/trainer.h"
+#include "db/run_recorder.h"
+#include "db/run_store.h"
+#include "db/workspace_path.h"
+
+namespace fs = std::filesystem;
 
 namespace ganpo::cli {
 
@@ -15,17 +25,126 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   return config;
 }
 
-TrainResult run_stage(const RunConfig& config, const TrainerOptions& options) {
+std::string workspace_path(const std::string& db_option) {
+  return db_option.empty() ? default_workspace_path() : db_option;
+}
+
+TrainResult run_stage(const RunConfig& config, const TrainerOptions& options, const RunRecordTarget& record) {
   RunFilesWriter files(config, /*append=*/!options.resume_from.empty());
   ConsoleProgress console(config.name);
+  std::unique_ptr<RunRecorder> recorder;
+  if (record.run_id > 0) recorder = std::make_unique<RunRecorder>(record.db_path, record.run_id);
   ObserverList observers;
   observers.add(&files);
   observers.add(&console);
+  if (recorder) observers.add(recorder.get());
   Trainer trainer(config, observers, options);
-  return trainer.run();
+  TrainResult result = trainer.run();
+  if (recorder) {
+    recorder->flush();
+    if (!recorder->last_error().empty())
+      std::fprintf(stderr, "warning: some records may be missing from %s: %s\n", record.db_path.c_str(),
+                   recorder->last_error().c_str());
+  }
+  return result;
+}
+
+int report_result(const char* command, const TrainResult& result, const std::string& resume_hint) {
+  if (result.status == "failed") {
+    std::fprintf(stderr, "%s: failed: %s\n", command, result.message.c_str());
+    return 1;
+  }
+  if (result.status == "stopped") {
+    std::printf("stopped at step %lld; continue with: %s\n", static_cast<long long>(result.steps), resume_hint.c_str());
+    return 130;
+  }
+  std::printf("completed %lld steps; final model in %s\n", static_cast<long long>(result.steps),
+              result.final_dir.c_str());
+  return 0;
+}
+
+namespace {
+
+// The newest checkpoint of the run that can be resumed from (its folder still has
+// trainer_state/); empty when there is none.
+std::string last_resumable_checkpoint(RunStore& store, int64_t run_id) {
+  auto rows = store.checkpoints(run_id);
+  for (auto it = rows.rbegin(); it != rows.rend(); ++it)
+    if (fs::is_directory(fs::path(it->path) / "trainer_state")) return it->path;
+  return "";
+}
+
+}  // namespace
+
+int run_worker(const std::string& db_path, int64_t run_id, const std::string& resume_from) {
+  RunStore store = RunStore::open(db_path);  // also marks runs of dead workers failed
+  const auto row = store.run(run_id);
+  if (!row) {
+    std::fprintf(stderr, "ganpo: no run %lld in %s; `ganpo runs list --db %s` lists the runs\n",
+                 static_cast<long long>(run_id), db_path.c_str(), db_path.c_str());
+    return 2;
+  }
+  if (row->status == "completed") {
+    std::fprintf(stderr, "ganpo: run %lld has already completed; clone it to train again\n",
+                 static_cast<long long>(run_id));
+    return 2;
+  }
+  if (!store.claim_run(run_id, static_cast<int64_t>(::getpid()))) {
+    const auto now = store.run(run_id);
+    std::fprintf(stderr,
+                 "ganpo: run %lld is already being trained by worker pid %lld on %s (status %s); "
+                 "stop it first with: ganpo runs control %lld stop\n",
+                 static_cast<long long>(run_id), static_cast<long long>(now ? now->worker_pid.value_or(0) : 0),
+                 now ? now->worker_host.c_str() : "?", now ? now->status.c_str() : "?", static_cast<long long>(run_id));
+    return 2;
+  }
+
+  RunConfig config;
+  try {
+    config = config_from_json(nlohmann::json::parse(row->config_json));
+    validate_or_throw(config);
+  } catch (const std::exception& e) {
+    const std::string msg = std::string("the run's stored config cannot be used: ") + e.what();
+    store.set_status(run_id, "failed", msg);
+    std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
+    return 2;
+  }
+
+  TrainerOptions options;
+  options.resume_from = resume_from.empty() ? last_resumable_checkpoint(store, run_id) : resume_from;
+  if (!options.resume_from.empty())
+    std::printf("run %lld: continuing from %s\n", static_cast<long long>(run_id), options.resume_from.c_str());
+  else if (row->last_step)
+    std::printf("run %lld: no checkpoint to continue from; starting again from step 0\n",
+                static_cast<long long>(run_id));
+  std::printf("run %lld recorded in %s\n", static_cast<long long>(run_id), db_path.c_str());
+  std::fflush(stdout);
+
+  install_stop_signal_handlers();
+  TrainResult result;
+  try {
+    result = run_stage(config, options, {db_path, run_id});
+  } catch (const std::exception& e) {
+    // Before the trainer could report anything (e.g. output_dir not writable).
+    result.status = "failed";
+    result.message = e.what();
+    store.set_status(run_id, "failed", e.what());
+  }
+  return report_result("ganpo train", result, "ganpo runs resume " + std::to_string(run_id) + " --db " + db_path);
 }
 
 int train_command(const TrainArgs& args) {
+  if (args.run_id > 0) {
+    if (!args.config_path.empty() || !args.overrides.empty()) {
+      std::fprintf(stderr, "ganpo train: --run trains the config stored with the run; drop --config/--set\n");
+      return 2;
+    }
+    return run_worker(workspace_path(args.db), args.run_id, args.resume);
+  }
+  if (args.config_path.empty()) {
+    std::fprintf(stderr, "ganpo train: give --config FILE, or --run ID (with --db FILE) to train a stored run\n");
+    return 2;
+  }
   RunConfig config;
   try {
     config = load_run_config(args.config_path, args.overrides);
@@ -33,22 +152,26 @@ int train_command(const TrainArgs& args) {
     std::fprintf(stderr, "ganpo train: invalid config: %s\n", e.what());
     return 2;
   }
-  install_stop_signal_handlers();
-  TrainerOptions options;
-  options.resume_from = args.resume;
-  const TrainResult result = run_stage(config, options);
-  if (result.status == "failed") {
-    std::fprintf(stderr, "ganpo train: failed: %s\n", result.message.c_str());
-    return 1;
+  if (args.no_db) {
+    install_stop_signal_handlers();
+    TrainerOptions options;
+    options.resume_from = args.resume;
+    return report_result("ganpo train", run_stage(config, options),
+                         "ganpo train --no-db --config " + args.config_path + " --resume <checkpoint folder>");
   }
-  if (result.status == "stopped") {
-    std::printf("stopped at step %lld; continue with: ganpo train --config %s --resume %s\n",
-                static_cast<long long>(result.steps), args.config_path.c_str(), result.final_dir.c_str());
-    return 130;
+  make_paths_absolute(config);
+  const std::string db_path = workspace_path(args.db);
+  int64_t run_id = 0;
+  try {
+    RunStore store = RunStore::open(db_path);
+    run_id = store.create_run(config.name, config.stage, config_to_json(config).dump());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ganpo train: %s\n(or pass --no-db to record to files only)\n", e.what());
+    return 2;
   }
-  std::printf("completed %lld steps; final model in %s\n", static_cast<long long>(result.steps),
-              result.final_dir.c_str());
-  return 0;
+  std::string resume = args.resume;
+  if (!resume.empty()) resume = fs::absolute(resume).string();
+  return run_worker(db_path, run_id, resume);
 }
 
 }  // namespace ganpo::cli
