@@ -95,7 +95,8 @@ TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
   { auto store = RunStore::open(db_path()); store.database().exec("PRAGMA user_version=9"); }
   std::string msg = error_of(db_path());
   EXPECT_EQ(msg, "workspace " + db_path() +
-                     " was written by a newer GANPO Workbench (schema v9, this build reads up to v1); "
+                     " was written by a newer GANPO Workbench (schema v9, this build reads up to v" +
+                     std::to_string(RunStore::kSchemaVersion) + "); "
                      "upgrade the app");
 }
 
@@ -122,7 +123,7 @@ TEST_F(RunStoreTest, OldVersionZeroFileUpgrades) {
     sqlite3_close(db);
   }
   auto store = RunStore::open(path);
-  EXPECT_EQ(store.schema_version(), 1);
+  EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
   EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM unrelated"), 1);
   int64_t id = store.create_run("r", "sft", "{}");
   EXPECT_TRUE(store.run(id));
@@ -130,7 +131,7 @@ TEST_F(RunStoreTest, OldVersionZeroFileUpgrades) {
   std::string empty = (dir_ / "empty.sqlite").string();
   { std::ofstream f(empty); }
   auto s2 = RunStore::open(empty);
-  EXPECT_EQ(s2.schema_version(), 1);
+  EXPECT_EQ(s2.schema_version(), RunStore::kSchemaVersion);
 }
 
 TEST_F(RunStoreTest, MetricsAfterIsIncremental) {

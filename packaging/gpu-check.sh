@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the headless part (core, db, `ganpo`, tests) against the CUDA LibTorch of a Python
+# torch install, then runs the unit and gpu tests, `ganpo bench` on the GPU and the quick demo.
+# For GPU machines without Debian's archive: pass a folder of the .deb files of nlohmann-json3-dev,
+# libtomlplusplus-dev, libtomlplusplus3, libcli11-dev, libsqlite3-dev, libsqlite3-0 and
+# libgtest-dev (fetch them elsewhere with `apt-get download`); they are unpacked beside it.
+#   usage: packaging/gpu-check.sh [DEB_FOLDER] [LOG_FOLDER]
+set -uo pipefail
+DEBS=${1:-}
+LOGS=${2:-/tmp/ganpo-gpu-check}
+mkdir -p "$LOGS"
+cd "$(dirname "$0")/.."
+PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+if [ -n "$DEBS" ]; then
+  ROOT="$DEBS/root"
+  for f in "$DEBS"/*.deb; do dpkg -x "$f" "$ROOT"; done
+  PREFIX="$PREFIX;$ROOT/usr;$ROOT/usr/lib/x86_64-linux-gnu/cmake;$ROOT/usr/share/cmake"
+  # Build GoogleTest with this machine's compiler rather than link the packaged static library.
+  [ -d "$ROOT/usr/src/googletest" ] && GTEST_SRC="-DGANPO_GTEST_SOURCE_DIR=$ROOT/usr/src/googletest"
+  export CPATH="$ROOT/usr/include${CPATH:+:$CPATH}"
+  export LD_LIBRARY_PATH="$ROOT/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+step() { echo "== $1 ($(date +%T))"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+c++ --version | head -1
+
+step configure
+cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DGANPO_BUILD_GUI=OFF \
+  -DCMAKE_PREFIX_PATH="$PREFIX" ${GTEST_SRC:-} >"$LOGS/configure.log" 2>&1 \
+  || { tail -40 "$LOGS/configure.log"; exit 1; }
+step build
+time cmake --build build/gpu -j"$(nproc)" >"$LOGS/build.log" 2>&1 || { grep -B2 -A8 "error" "$LOGS/build.log" | head -80; exit 1; }
+G=build/gpu/app/ganpo
+
+step "gpu tests"
+OMP_NUM_THREADS=4 timeout 240 ./build/gpu/tests/core/core_gpu_tests 2>&1 | tail -15
+if [ -z "${SKIP_BENCH:-}" ]; then
+step "bench tiny (demo preset) on cuda"
+timeout 120 $G bench --config resources/presets/demo.toml --set device=cuda --steps 20 2>&1 | tail -8
+step "bench small, batch 32, on cuda"
+timeout 120 $G bench --config resources/presets/demo.toml --set device=cuda --set model.preset=small \
+  --set train.per_device_train_batch_size=32 --steps 20 2>&1 | tail -8
+fi
+step "unit tests (CPU paths, LibTorch 2.x build)"
+OMP_NUM_THREADS=2 timeout 300 ctest --test-dir build/gpu -L unit -j8 --timeout 120 >"$LOGS/ctest.log" 2>&1
+tail -15 "$LOGS/ctest.log"
+# A crash gets a backtrace where a debugger exists.
+failed=$(grep -m1 -oE '[0-9]+ - [A-Za-z_]+\.[A-Za-z_]+ \(SEGFAULT' "$LOGS/ctest.log" | awk '{print $3}')
+dbg=$(command -v gdb || command -v cuda-gdb)
+if [ -n "$failed" ] && [ -n "$dbg" ]; then
+  for exe in build/gpu/tests/core/core_tests build/gpu/tests/db/db_tests; do
+    "$exe" --gtest_list_tests | grep -q "${failed#*.}" || continue
+    step "backtrace of $failed"
+    timeout 120 "$dbg" -batch -ex run -ex bt --args "$exe" --gtest_filter="$failed" 2>&1 | tail -40
+  done
+fi
+[ -n "${SKIP_BENCH:-}" ] && { step done; exit 0; }
+step "quick demo on cuda"
+time timeout 300 $G demo --quick --output-dir /tmp/ganpo-gpu-demo >"$LOGS/demo.log" 2>&1
+tail -14 "$LOGS/demo.log"
+step done

@@ -1,0 +1,233 @@
+// Run store tests for schema upgrades from a real v1 file, worker bookkeeping (claim, heartbeat,
+// dead-worker reaping) and rewinding a run for a resume.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "db/run_store.h"
+
+namespace fs = std::filesystem;
+using ganpo::MetricRow;
+using ganpo::RunStore;
+
+namespace {
+
+class RunStoreWorkersTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static int counter = 0;
+    dir_ = fs::temp_directory_path() /
+           ("ganpo_db_workers_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string db_path() const { return (dir_ / "workspace.sqlite").string(); }
+
+  void exec(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_path().c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(db);
+  }
+
+  // A pid that existed a moment ago and is gone now.
+  static int64_t dead_pid() {
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return child;
+  }
+
+  fs::path dir_;
+};
+
+// The v1 schema exactly as release 1 wrote it (runs, metrics and the other tables), with data.
+const char* const kVersionOneFile = R"SQL(
+CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'queued',
+  stage TEXT NOT NULL DEFAULT '', config_json TEXT NOT NULL DEFAULT '{}', device TEXT NOT NULL DEFAULT '',
+  created_at REAL NOT NULL, started_at REAL, finished_at REAL, error TEXT NOT NULL DEFAULT '',
+  tags TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT '',
+  parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL, parent_step INTEGER, control TEXT,
+  worker_pid INTEGER, heartbeat_at REAL, updated_at REAL NOT NULL);
+CREATE TABLE metrics (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  step INTEGER NOT NULL, key TEXT NOT NULL, value REAL, wall_time REAL NOT NULL, tokens_seen REAL);
+CREATE TABLE samples (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  step INTEGER NOT NULL, prompt_index INTEGER NOT NULL, prompt TEXT NOT NULL, policy_text TEXT NOT NULL,
+  reference_text TEXT NOT NULL, policy_score REAL, reference_score REAL);
+CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  step INTEGER NOT NULL, path TEXT NOT NULL, metrics_json TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  time REAL NOT NULL, level TEXT NOT NULL, text TEXT NOT NULL);
+CREATE TABLE evals (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  checkpoint_step INTEGER NOT NULL, kind TEXT NOT NULL, params_json TEXT NOT NULL DEFAULT '{}',
+  result_json TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL);
+CREATE INDEX metrics_run_key_step ON metrics(run_id, key, step, value);
+CREATE INDEX metrics_run_id ON metrics(run_id, id);
+CREATE INDEX runs_updated ON runs(updated_at);
+INSERT INTO runs(id, name, status, stage, config_json, created_at, updated_at, tags)
+  VALUES (7, 'old run', 'completed', 'preference', '{"name":"old run"}', 1000, 1000, 'baseline');
+INSERT INTO metrics(run_id, step, key, value, wall_time) VALUES (7, 1, 'loss', 0.69, 1001), (7, 2, 'loss', 0.5, 1002);
+PRAGMA user_version = 1;
+)SQL";
+
+}  // namespace
+
+TEST_F(RunStoreWorkersTest, VersionOneFileUpgradesAndKeepsItsRuns) {
+  exec(kVersionOneFile);
+  auto store = RunStore::open(db_path());
+  EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
+  auto run = store.run(7);
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->name, "old run");
+  EXPECT_EQ(run->status, "completed");
+  EXPECT_EQ(run->tags, "baseline");
+  EXPECT_FALSE(run->total_steps);
+  EXPECT_FALSE(run->last_step);
+  auto loss = store.series(7, "loss");
+  ASSERT_EQ(loss.size(), 2u);
+  EXPECT_DOUBLE_EQ(loss[1].value, 0.5);
+  // The new columns are usable, and reopening does not migrate twice.
+  store.set_total_steps(7, 2);
+  store.heartbeat(7, 1234, 2);
+  auto again = RunStore::open(db_path());
+  EXPECT_EQ(again.run(7)->total_steps, 2);
+  EXPECT_EQ(again.run(7)->last_step, 2);
+  EXPECT_EQ(again.run(7)->worker_host, ganpo::local_host_name());
+  EXPECT_EQ(again.database().query_text("PRAGMA integrity_check"), "ok");
+}
+
+TEST_F(RunStoreWorkersTest, DeadWorkerOnThisHostIsMarkedFailedOnOpen) {
+  int64_t id = 0;
+  {
+    auto store = RunStore::open(db_path());
+    id = store.create_run("crashed", "sft", "{}");
+    store.set_status(id, "running");
+    store.add_event(id, "info", "step 40 done");
+    store.heartbeat(id, dead_pid(), 42);
+  }
+  auto store = RunStore::open(db_path());
+  auto run = store.run(id);
+  EXPECT_EQ(run->status, "failed");
+  EXPECT_TRUE(run->finished_at);
+  EXPECT_NE(run->error.find("stopped without reporting"), std::string::npos) << run->error;
+  EXPECT_NE(run->error.find("last recorded step 42"), std::string::npos) << run->error;
+  EXPECT_NE(run->error.find("ganpo runs resume " + std::to_string(id)), std::string::npos) << run->error;
+  EXPECT_NE(run->error.find("step 40 done"), std::string::npos) << "last log lines kept: " << run->error;
+}
+
+TEST_F(RunStoreWorkersTest, LiveAndUnattachedRunsAreLeftAlone) {
+  auto store = RunStore::open(db_path());
+  const int64_t live = store.create_run("live", "sft", "{}");
+  store.set_status(live, "running");
+  store.heartbeat(live, ::getpid());
+  const int64_t paused = store.create_run("paused", "sft", "{}");
+  store.set_status(paused, "paused");
+  store.heartbeat(paused, ::getpid());
+  const int64_t queued = store.create_run("queued, no worker yet", "sft", "{}");
+  const int64_t done = store.create_run("done", "sft", "{}");
+  store.heartbeat(done, dead_pid());
+  store.set_status(done, "completed");
+  EXPECT_TRUE(store.reap_dead_workers().empty());
+  EXPECT_EQ(store.run(live)->status, "running");
+  EXPECT_EQ(store.run(paused)->status, "paused");
+  EXPECT_EQ(store.run(queued)->status, "queued");
+  EXPECT_EQ(store.run(done)->status, "completed");
+}
+
+TEST_F(RunStoreWorkersTest, OtherHostsAreJudgedByHeartbeatAge) {
+  auto store = RunStore::open(db_path());
+  const int64_t fresh = store.create_run("fresh", "sft", "{}");
+  const int64_t stale = store.create_run("stale", "sft", "{}");
+  for (int64_t id : {fresh, stale}) {
+    store.set_status(id, "running");
+    store.heartbeat(id, 1);  // pid 1 exists here, but it is another machine's pid
+  }
+  const double now = ganpo::unix_now();
+  store.database().exec("UPDATE runs SET worker_host = 'gpu-server-7' WHERE id IN (" + std::to_string(fresh) + "," +
+                        std::to_string(stale) + ")");
+  store.database().exec("UPDATE runs SET heartbeat_at = " + std::to_string(now - 10) +
+                        " WHERE id = " + std::to_string(fresh));
+  store.database().exec("UPDATE runs SET heartbeat_at = " + std::to_string(now - 1000) +
+                        " WHERE id = " + std::to_string(stale));
+  EXPECT_EQ(store.reap_dead_workers(), std::vector<int64_t>{stale});
+  EXPECT_EQ(store.run(fresh)->status, "running");
+  EXPECT_EQ(store.run(stale)->status, "failed");
+  EXPECT_NE(store.run(stale)->error.find("on gpu-server-7"), std::string::npos) << store.run(stale)->error;
+}
+
+TEST_F(RunStoreWorkersTest, ClaimIsExclusiveAndRefusesCompletedRuns) {
+  auto store = RunStore::open(db_path());
+  const int64_t id = store.create_run("r", "sft", "{}");
+  ASSERT_TRUE(store.claim_run(id, ::getpid()));
+  EXPECT_EQ(store.run(id)->worker_pid, ::getpid());
+  EXPECT_FALSE(store.claim_run(id, ::getpid() + 1)) << "queued with a live worker";
+  store.set_status(id, "running");
+  EXPECT_FALSE(store.claim_run(id, ::getpid() + 1));
+  store.set_status(id, "stopped");
+  store.set_control(id, "stop");
+  EXPECT_TRUE(store.claim_run(id, ::getpid())) << "a stopped run can be continued";
+  auto run = store.run(id);
+  EXPECT_EQ(run->status, "queued");
+  EXPECT_EQ(run->control, "") << "a stale command is dropped";
+  EXPECT_FALSE(run->finished_at);
+  store.set_status(id, "completed");
+  EXPECT_FALSE(store.claim_run(id, ::getpid()));
+  // Queuing a run again forgets the old worker, so the reaper does not fail it.
+  store.set_status(id, "queued");
+  EXPECT_FALSE(store.run(id)->worker_pid);
+}
+
+TEST_F(RunStoreWorkersTest, RewindDropsRowsAfterTheStep) {
+  auto store = RunStore::open(db_path());
+  const int64_t id = store.create_run("r", "preference", "{}");
+  const int64_t other = store.create_run("other", "preference", "{}");
+  std::vector<MetricRow> rows;
+  for (int64_t run : {id, other})
+    for (int64_t step = 1; step <= 10; ++step) rows.push_back({0, run, step, "loss", 1.0 / step, 0, std::nullopt});
+  store.append_metrics(rows);
+  for (int64_t step : {0, 5, 10}) {
+    ganpo::SampleRow s;
+    s.prompt = "p";
+    store.add_samples(id, step, {s});
+    store.add_checkpoint(id, step, "/ckpt-" + std::to_string(step), "{}");
+    store.add_eval(id, step, "eval", "{}", "{}");
+  }
+  store.heartbeat(id, ::getpid(), 10);
+  store.rewind(id, 5);
+  EXPECT_EQ(store.series(id, "loss").size(), 5u);
+  EXPECT_EQ(store.series(other, "loss").size(), 10u) << "other runs untouched";
+  EXPECT_EQ(store.sample_steps(id), (std::vector<int64_t>{0, 5}));
+  EXPECT_EQ(store.checkpoints(id).size(), 2u);
+  EXPECT_EQ(store.evals(id).size(), 2u);
+  EXPECT_EQ(store.run(id)->last_step, 5);
+  store.rewind(id, -1);
+  EXPECT_TRUE(store.series(id, "loss").empty());
+  EXPECT_TRUE(store.sample_steps(id).empty());
+  EXPECT_FALSE(store.run(id)->last_step);
+}
+
+TEST_F(RunStoreWorkersTest, LatestMetricsAndLastLogLines) {
+  auto store = RunStore::open(db_path());
+  const int64_t id = store.create_run("r", "sft", "{}");
+  store.append_metrics({{0, id, 1, "loss", 2.0, 0, std::nullopt},
+                        {0, id, 1, "lr", 1e-3, 0, std::nullopt},
+                        {0, id, 2, "loss", std::nan(""), 0, std::nullopt}});
+  auto latest = store.latest_metrics(id);
+  ASSERT_EQ(latest.size(), 2u);
+  EXPECT_EQ(latest[0].key, "loss");
+  EXPECT_EQ(latest[0].step, 2);
+  EXPECT_TRUE(std::isnan(latest[0].value));
+  EXPECT_EQ(latest[1].key, "lr");
+  for (int i = 1; i <= 12; ++i) store.add_event(id, i == 12 ? "error" : "info", "line " + std::to_string(i));
+  const std::string tail = store.last_log_lines(id, 3);
+  EXPECT_EQ(tail, "[info] line 10\n[info] line 11\n[error] line 12\n");
+}
