@@ -27,6 +27,14 @@ nlohmann::json json_number(double v) {
   return v;
 }
 
+std::string json_text(const nlohmann::json& value, int indent) {
+  return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string json_text(const nlohmann::ordered_json& value, int indent) {
+  return value.dump(indent, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 std::string metrics_line(int64_t step, const std::map<std::string, double>& metrics) {
   nlohmann::json j;
   j["step"] = step;
@@ -64,7 +72,7 @@ void RunFilesWriter::on_samples(int64_t step, const std::vector<SampleRecord>& s
                         {"policy", s.policy}, {"reference", s.reference}};
     if (s.policy_score >= 0) j["policy_score"] = s.policy_score;
     if (s.reference_score >= 0) j["reference_score"] = s.reference_score;
-    samples_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    samples_ << json_text(j) << "\n";
   }
   samples_.flush();
 }

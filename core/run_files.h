@@ -32,5 +32,9 @@ private:
 std::string metrics_line(int64_t step, const std::map<std::string, double>& metrics);
 // A metric value as JSON: the number, or "NaN" / "Infinity" / "-Infinity".
 nlohmann::json json_number(double value);
+// JSON text that never throws: bytes that are not UTF-8 (a tiny model's samples can hold any
+// byte) become U+FFFD.
+std::string json_text(const nlohmann::json& value, int indent = -1);
+std::string json_text(const nlohmann::ordered_json& value, int indent = -1);
 
 }  // namespace ganpo

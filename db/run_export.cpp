@@ -35,7 +35,7 @@ std::string csv_json_cell(const nlohmann::json& v) {
   if (v.is_null()) return "nan";  // results store non-finite values as null
   if (v.is_number()) return csv_number(v.get<double>());
   if (v.is_string()) return v.get<std::string>();
-  return v.dump();
+  return json_text(v);
 }
 
 int64_t export_metrics(RunStore& store, int64_t run_id, ExportFormat format, std::ostream& out) {
@@ -67,7 +67,7 @@ int64_t export_metrics(RunStore& store, int64_t run_id, ExportFormat format, std
       j["wall_time"] = wall;
       for (size_t i = 0; i < keys.size(); ++i)
         if (values[i]) j[keys[i]] = json_number(*values[i]);
-      out << j.dump() << '\n';
+      out << json_text(j) << '\n';
     }
     ++rows;
     std::fill(values.begin(), values.end(), std::nullopt);
@@ -101,7 +101,7 @@ int64_t export_samples(RunStore& store, int64_t run_id, ExportFormat format, std
                                  {"policy", r.policy_text}};
         j["reference_score"] = r.reference_score >= 0 ? nlohmann::json(r.reference_score) : nlohmann::json();
         j["policy_score"] = r.policy_score >= 0 ? nlohmann::json(r.policy_score) : nlohmann::json();
-        out << j.dump() << '\n';
+        out << json_text(j) << '\n';
       }
       ++rows;
     }
@@ -121,7 +121,7 @@ int64_t export_evals(RunStore& store, int64_t run_id, ExportFormat format, std::
       nlohmann::ordered_json j{{"checkpoint_step", e.checkpoint_step}, {"kind", e.kind}, {"created_at", e.created_at}};
       j["params"] = parse_or_text(e.params_json);
       j["result"] = parse_or_text(e.result_json);
-      out << j.dump() << '\n';
+      out << json_text(j) << '\n';
     }
     return static_cast<int64_t>(evals.size());
   }
@@ -156,7 +156,7 @@ int64_t export_events(RunStore& store, int64_t run_id, ExportFormat format, std:
       if (format == ExportFormat::Csv) {
         write_csv_row(out, {csv_number(e.time), e.level, e.text});
       } else {
-        out << nlohmann::ordered_json{{"time", e.time}, {"level", e.level}, {"text", e.text}}.dump() << '\n';
+        out << json_text(nlohmann::ordered_json{{"time", e.time}, {"level", e.level}, {"text", e.text}}) << '\n';
       }
       last = e.id;
       ++rows;

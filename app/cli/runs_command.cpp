@@ -87,7 +87,7 @@ int list_runs(RunStore& store, const RunsArgs& args) {
   if (args.json) {
     nlohmann::json all = nlohmann::json::array();
     for (const auto& r : rows) all.push_back(run_json(r));
-    std::printf("%s\n", all.dump(2).c_str());
+    std::printf("%s\n", json_text(all, 2).c_str());
     return 0;
   }
   if (rows.empty()) {
@@ -118,7 +118,7 @@ int show_run(RunStore& store, const RunsArgs& args) {
     for (const auto& e : evals)
       j["evals"].push_back({{"checkpoint_step", e.checkpoint_step}, {"kind", e.kind},
                             {"result", nlohmann::json::parse(e.result_json, nullptr, false)}});
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", json_text(j, 2).c_str());
     return 0;
   }
   std::printf("run %lld  %s\n", static_cast<long long>(r.id), r.name.c_str());
@@ -161,7 +161,7 @@ int show_run(RunStore& store, const RunsArgs& args) {
     try {
       std::printf("config:\n%s", config_to_toml(config_from_json(cfg)).c_str());
     } catch (const std::exception&) {
-      std::printf("config (JSON):\n%s\n", cfg.dump(2).c_str());
+      std::printf("config (JSON):\n%s\n", json_text(cfg, 2).c_str());
     }
   }
   return 0;

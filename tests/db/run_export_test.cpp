@@ -206,3 +206,13 @@ TEST_F(RunExportTest, EmptyRunExportsHeaderOnly) {
   EXPECT_EQ(export_run(*store_, empty, ExportTable::Metrics, ExportFormat::Csv, out), 0);
   EXPECT_EQ(out.str(), "step,wall_time\r\n");
 }
+
+TEST_F(RunExportTest, SamplesWithBytesThatAreNotUtf8StillExport) {
+  SampleRow s;
+  s.prompt = "p";
+  s.policy_text = std::string("ok \xff\xfe bytes");  // a tiny byte-level model can emit any byte
+  store_->add_samples(run_, 1, {s});
+  const auto j = parse_jsonl(exported(ExportTable::Samples, ExportFormat::Jsonl));
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["policy"], "ok \xEF\xBF\xBD\xEF\xBF\xBD bytes") << "each bad byte becomes U+FFFD";
+}

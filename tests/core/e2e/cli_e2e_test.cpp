@@ -3,12 +3,16 @@
 // seconds: labelled `slow`.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include "tests/support/cli_runner.h"
 
 #include "core/dataset_files.h"
 #include "core/lists_task.h"
@@ -17,22 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Outcome {
-  int exit_code = -1;
-  std::string output;
-};
-
-Outcome run_cli(const std::string& args) {
-  const std::string cmd = std::string(GANPO_CLI_PATH) + " " + args + " 2>&1";
-  Outcome out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.output.append(buf, n);
-  const int status = pclose(pipe);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
+using ganpo::test::run_cli;
+const bool kPrivateWorkspace = ganpo::test::use_private_workspace();
 
 fs::path fresh_dir(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("ganpo-e2e-" + name + "-" + std::to_string(::getpid()));
