@@ -359,6 +359,11 @@ void RunStore::set_name(int64_t run_id, const std::string& name) {
   s.bind(1, name).bind(2, unix_now()).bind(3, run_id).run();
 }
 
+void RunStore::set_config(int64_t run_id, const std::string& config_json) {
+  sql::Statement s(db_, "UPDATE runs SET config_json = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, config_json).bind(2, unix_now()).bind(3, run_id).run();
+}
+
 void RunStore::set_total_steps(int64_t run_id, int64_t total_steps) {
   sql::Statement s(db_, "UPDATE runs SET total_steps = ?, updated_at = ? WHERE id = ?");
   s.bind(1, total_steps).bind(2, unix_now()).bind(3, run_id).run();
@@ -434,6 +439,13 @@ std::string RunStore::last_log_lines(int64_t run_id, int64_t n) {
   std::string out;
   while (s.step()) out += "[" + s.col_text(0) + "] " + s.col_text(1) + "\n";
   return out;
+}
+
+std::optional<double> RunStore::last_value(int64_t run_id, const std::string& key) {
+  sql::Statement s(db_, "SELECT value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step DESC LIMIT 1");
+  s.bind(1, run_id).bind(2, key);
+  if (!s.step() || s.is_null(0)) return std::nullopt;
+  return s.col_double(0);
 }
 
 std::vector<MetricRow> RunStore::latest_metrics(int64_t run_id) {

@@ -123,6 +123,7 @@ public:
   // workers started on one run cannot both claim it. Returns false when not claimed.
   bool claim_run(int64_t run_id, int64_t pid);
   void set_name(int64_t run_id, const std::string& name);
+  void set_config(int64_t run_id, const std::string& config_json);
   void set_total_steps(int64_t run_id, int64_t total_steps);
   void set_parent(int64_t run_id, int64_t parent_run_id, int64_t parent_step);
   // Deletes the run's metrics, samples, evals and checkpoint rows after after_step (all of them
@@ -153,6 +154,8 @@ public:
   // Metric rows of a run with id > last_row_id, in id order, at most limit.
   std::vector<MetricRow> metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit = 100000);
   std::vector<std::string> metric_keys(int64_t run_id);
+  // The value of one metric at its highest step (an index lookup), if the run has it.
+  std::optional<double> last_value(int64_t run_id, const std::string& key);
   // The newest row of every metric key of a run, by key.
   std::vector<MetricRow> latest_metrics(int64_t run_id);
   // The run's last n events as "[level] text" lines, oldest first.

@@ -9,8 +9,8 @@ packages=(
   libsqlite3-dev sqlite3
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  qt6-base-dev libqcustomplot-dev libqcustomplot2.1-qt6
-  xvfb xauth
+  qt6-base-dev qt6-svg-dev libqcustomplot-dev libqcustomplot2.1-qt6
+  xvfb xauth imagemagick fonts-dejavu-core
 )
 
 missing=()

@@ -1,0 +1,58 @@
+// A torch-free estimate of the memory one training run needs on its device, for the New Run
+// dialog to show before anything is launched.
+//
+// Counted, in bytes:
+//   weights      policy parameters: 4 bytes each (train.precision "fp32") or 2 ("bf16")
+//   gradients    one per policy parameter, same width as the weights
+//   optimizer    AdamW's two moments per parameter, always fp32 (8 bytes per parameter)
+//   reference    a frozen copy of the policy for the preference stage (none for "sft")
+//   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and
+//                AdamW moments (16 bytes per critic parameter) plus their activations (below)
+//   activation   what the policy's backward keeps: per token and layer kActivationValuesPerLayer
+//                values per d_model unit, plus the logits and their log-softmax (2 x vocab
+//                values per token), at the weights' width
+// The policy sees per_device_train_batch_size x 2 rows (chosen and rejected in one forward)
+// of data.max_length tokens. kActivationValuesPerLayer = 17 follows Korthikanti et al. 2022
+// ("Reducing Activation Recomputation in Large Transformer Models"): 34 s b h bytes per layer
+// in 16-bit, i.e. 17 stored values per token per hidden unit, without the attention-score term,
+// which scaled_dot_product_attention (LibTorch 2.x) does not keep. LibTorch 1.13 keeps the
+// scores, so there the estimate is low for long sequences. The critics compute attention
+// explicitly, so their scores and softmax are counted: each critic sees 3 x batch latent rows
+// (reference chosen, reference rejected, policy) of min(max_length, critic_max_len) positions,
+// with per layer 17 x critic_hidden + 2 x critic_heads x T values per position, in fp32.
+// Not counted: the reference's transient forward, the CUDA context, allocator slack, the
+// tokenized dataset. Treat the total as a lower bound to compare against the device's memory.
+#pragma once
+
+#include <cstdint>
+
+#include "core/config.h"
+#include "core/model_shape.h"
+
+namespace ganpo {
+
+// Stored activation values per token, per layer and per d_model unit (see above).
+inline constexpr int64_t kActivationValuesPerLayer = 17;
+// The built-in byte tokenizer's vocabulary (256 bytes + BOS, EOS, PAD).
+inline constexpr int64_t kByteTokenizerVocab = 259;
+
+struct MemoryEstimate {
+  int64_t parameters = 0;  // policy parameters
+  int64_t weights_bytes = 0;
+  int64_t gradients_bytes = 0;
+  int64_t optimizer_bytes = 0;
+  int64_t reference_bytes = 0;
+  int64_t critic_bytes = 0;
+  int64_t activation_bytes = 0;
+  int64_t total_bytes = 0;
+};
+
+// Parameters of one GANPO critic (LatentCritic in core/critic.h) reading input_dim-wide latents.
+int64_t critic_parameter_count(const GanpoConfig& ganpo, int64_t input_dim);
+
+// The shape comes from the config (resolve_model_shape) with the byte tokenizer's vocabulary.
+MemoryEstimate estimate_training_memory(const RunConfig& config);
+// The same for a known shape, e.g. one read from a checkpoint's config.json.
+MemoryEstimate estimate_training_memory(const RunConfig& config, const ModelShape& shape);
+
+}  // namespace ganpo

@@ -1,0 +1,116 @@
+// The torch-free training memory estimate, checked against a hand computation for the tiny
+// preset, and its critic parameter count against the real LatentCritic.
+#include "core/memory_estimate.h"
+
+#include <limits>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/config.h"
+#include "core/critic.h"
+
+namespace ganpo {
+namespace {
+
+// The demo preset's shape of run: tiny model, GANPO with 64-wide one-layer critics.
+RunConfig tiny_demo_config() {
+  RunConfig c;
+  c.stage = "preference";
+  c.model.preset = "tiny";
+  c.data.max_length = 200;
+  c.train.per_device_train_batch_size = 16;
+  c.train.precision = "fp32";
+  c.ganpo.enabled = true;
+  c.ganpo.critic_hidden = 64;
+  c.ganpo.critic_layers = 1;
+  c.ganpo.critic_heads = 4;
+  c.ganpo.critic_ffn_mult = 4;
+  c.ganpo.critic_max_len = 2048;
+  return c;
+}
+
+TEST(MemoryEstimate, TinyPresetMatchesHandComputation) {
+  const MemoryEstimate e = estimate_training_memory(tiny_demo_config());
+
+  // Tiny llama: d 128, 4 layers, 4 heads (no GQA), d_ff round_up(128*8/3, 64) = 384, vocab 259,
+  // tied embeddings. Per layer: q,k,v,o 4*128*128 = 65536; SwiGLU 3*128*384 = 147456; two
+  // RMSNorms 256 -> 213248. Total 4*213248 + embeddings 259*128 + final norm 128 = 886272.
+  const int64_t P = 886272;
+  EXPECT_EQ(e.parameters, P);
+  EXPECT_EQ(e.weights_bytes, P * 4);
+  EXPECT_EQ(e.gradients_bytes, P * 4);
+  EXPECT_EQ(e.optimizer_bytes, P * 8);
+  EXPECT_EQ(e.reference_bytes, P * 4);
+
+  // Policy activations: 16 pairs x 2 rows x 200 tokens, each 17*128*4 layer values + 2*259
+  // logit values, 4 bytes: 6400 * 9222 * 4.
+  EXPECT_EQ(e.activation_bytes, int64_t{6400} * 9222 * 4);
+  EXPECT_EQ(e.activation_bytes, 236083200);
+
+  // One critic: input_proj 128*64+64 = 8256; positions 2048*64 = 131072; one layer: norms 256,
+  // qkv 64*192+192 = 12480, out 4160, ff1 64*256+256 = 16640, ff2 256*64+64 = 16448 (49984);
+  // head 4160 + 65. Total 193537; two critics x 16 bytes.
+  EXPECT_EQ(critic_parameter_count(tiny_demo_config().ganpo, 128), 193537);
+  // Critic activations: 2 critics x 3 x 16 rows x 200 positions x (17*64 + 2*4*200) x 4 bytes.
+  const int64_t critic_activations = int64_t{96} * 200 * (1088 + 1600) * 4;
+  EXPECT_EQ(e.critic_bytes, 2 * 193537 * 16 + critic_activations);
+
+  EXPECT_EQ(e.total_bytes, P * 4 * 3 + P * 8 + 236083200 + 2 * 193537 * 16 + critic_activations);
+}
+
+TEST(MemoryEstimate, Bf16HalvesWeightsButNotOptimizerMoments) {
+  RunConfig c = tiny_demo_config();
+  const MemoryEstimate fp32 = estimate_training_memory(c);
+  c.train.precision = "bf16";
+  const MemoryEstimate bf16 = estimate_training_memory(c);
+  EXPECT_EQ(bf16.weights_bytes * 2, fp32.weights_bytes);
+  EXPECT_EQ(bf16.gradients_bytes * 2, fp32.gradients_bytes);
+  EXPECT_EQ(bf16.reference_bytes * 2, fp32.reference_bytes);
+  EXPECT_EQ(bf16.activation_bytes * 2, fp32.activation_bytes);
+  EXPECT_EQ(bf16.optimizer_bytes, fp32.optimizer_bytes);
+  EXPECT_EQ(bf16.critic_bytes, fp32.critic_bytes);
+}
+
+TEST(MemoryEstimate, SftHasNoReferenceOrCriticsAndGanpoOffHasNoCritics) {
+  RunConfig c = tiny_demo_config();
+  c.ganpo.enabled = false;
+  const MemoryEstimate off = estimate_training_memory(c);
+  EXPECT_EQ(off.critic_bytes, 0);
+  EXPECT_GT(off.reference_bytes, 0);
+  c.stage = "sft";
+  const MemoryEstimate sft = estimate_training_memory(c);
+  EXPECT_EQ(sft.reference_bytes, 0);
+  EXPECT_EQ(sft.critic_bytes, 0);
+  EXPECT_EQ(sft.activation_bytes * 2, off.activation_bytes);  // one row per example, not two
+}
+
+TEST(MemoryEstimate, GrowsLinearlyWithBatchInActivations) {
+  RunConfig c = tiny_demo_config();
+  const MemoryEstimate one = estimate_training_memory(c);
+  c.train.per_device_train_batch_size *= 2;
+  const MemoryEstimate two = estimate_training_memory(c);
+  EXPECT_EQ(two.activation_bytes, 2 * one.activation_bytes);
+  EXPECT_EQ(two.weights_bytes, one.weights_bytes);
+}
+
+TEST(MemoryEstimate, AbsurdValuesSaturateInsteadOfOverflowing) {
+  RunConfig c = tiny_demo_config();
+  c.train.per_device_train_batch_size = int64_t{1} << 60;
+  const MemoryEstimate e = estimate_training_memory(c);
+  EXPECT_EQ(e.activation_bytes, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(e.total_bytes, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(e.weights_bytes, int64_t{886272} * 4);
+}
+
+TEST(MemoryEstimate, CriticParameterCountMatchesTheModule) {
+  GanpoConfig g;
+  g.critic_hidden = 32, g.critic_layers = 2, g.critic_heads = 4, g.critic_ffn_mult = 3, g.critic_max_len = 64;
+  LatentCritic critic(critic_shape(g, 48));
+  int64_t numel = 0;
+  for (const auto& p : critic->parameters()) numel += p.numel();
+  EXPECT_EQ(critic_parameter_count(g, 48), numel);
+}
+
+}  // namespace
+}  // namespace ganpo

@@ -1,0 +1,305 @@
+// The live Dashboard tab against a real temporary workspace: charts appear as rows are written,
+// rows are appended (never reloaded), NaN values become markers, the chart catalog puts every key
+// in one chart, zoom survives live updates, health reads the curves, export writes files that
+// parse, and a screenshot lands in /tmp/dashboard.png for a person to look at.
+#include <gtest/gtest.h>
+
+#include <QFile>
+#include <QImage>
+#include <QSet>
+#include <QSvgRenderer>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "dashboard_test_support.h"
+#include "ui/chart_catalog.h"
+#include "ui/dashboard_view.h"
+#include "ui/metric_chart.h"
+#include "ui/store_worker.h"
+
+using namespace ganpo;
+using namespace ganpo::ui;
+using ganpo::ui::testing::pump_for;
+using ganpo::ui::testing::pump_until;
+using ganpo::ui::testing::TempWorkspace;
+
+namespace {
+
+// Every key the trainer logs for a GANPO preference run (core/trainer.cpp, core/critic.cpp).
+const std::vector<std::string> kGanpoKeys = {
+    "loss", "opo_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+    "logps/chosen", "logps/rejected", "adv/loss", "adv/g_chosen", "adv/g_rejected", "critic/loss_chosen",
+    "critic/loss_rejected", "critic/acc_chosen", "critic/acc_rejected", "ema/w_ref_chosen", "ema/w_ref_rejected",
+    "ema/w_policy_chosen", "ema/l_ref_chosen", "ema/l_ref_rejected", "ema/l_policy_rejected", "learning_rate",
+    "critic/learning_rate", "grad_norm", "step_time_s", "tokens_per_s", "tokens_seen", "epoch", "memory/rss_mb"};
+
+// A plausible GANPO run, step by step.
+std::map<std::string, double> ganpo_step(int64_t step, std::mt19937& rng) {
+  std::normal_distribution<double> n(0, 1);
+  const double t = static_cast<double>(step);
+  std::map<std::string, double> m;
+  const double opo = 0.69 * std::exp(-t / 800) + 0.15 + 0.04 * n(rng);
+  const double adv = 0.69 + 0.03 * n(rng) - 0.05 * std::exp(-t / 300);
+  m["opo_loss"] = opo;
+  m["adv/loss"] = adv;
+  m["loss"] = opo + 0.5 * adv;
+  m["rewards/chosen"] = 0.002 * t + 0.3 * n(rng);
+  m["rewards/rejected"] = -0.003 * t + 0.3 * n(rng);
+  m["rewards/margins"] = m["rewards/chosen"] - m["rewards/rejected"];
+  m["rewards/accuracies"] = std::clamp(0.5 + 0.45 * (1 - std::exp(-t / 400)) + 0.1 * n(rng), 0.0, 1.0);
+  m["logps/chosen"] = -60 + 0.004 * t + n(rng);
+  m["logps/rejected"] = -62 - 0.01 * t + n(rng);
+  m["adv/g_chosen"] = 0.7 + 0.05 * n(rng);
+  m["adv/g_rejected"] = 0.68 + 0.05 * n(rng);
+  m["critic/loss_chosen"] = 0.62 + 0.05 * n(rng);
+  m["critic/loss_rejected"] = 0.64 + 0.05 * n(rng);
+  m["critic/acc_chosen"] = 0.7 + 0.05 * n(rng);
+  m["critic/acc_rejected"] = 0.68 + 0.05 * n(rng);
+  for (const char* k : {"ema/w_ref_chosen", "ema/w_ref_rejected", "ema/w_policy_chosen", "ema/l_ref_chosen",
+                        "ema/l_ref_rejected", "ema/l_policy_rejected"})
+    m[k] = 0.1 * n(rng) + (std::string(k).find("policy") != std::string::npos ? -0.3 : 0.3);
+  m["learning_rate"] = 5e-6 * std::min(1.0, t / 100) * (1 - t / 4000);
+  m["critic/learning_rate"] = m["learning_rate"] * 0.5;
+  m["grad_norm"] = 2.0 * std::exp(-t / 1000) + 0.3 + 0.2 * std::fabs(n(rng));
+  m["step_time_s"] = 0.21 + 0.01 * n(rng);
+  m["tokens_per_s"] = 5000 + 200 * n(rng);
+  m["tokens_seen"] = t * 512;
+  m["epoch"] = t / 1000.0;
+  m["memory/rss_mb"] = 1800 + 0.05 * t;
+  return m;
+}
+
+}  // namespace
+
+TEST(DashboardCatalog, EveryTrainerKeyLandsInExactlyOneKnownChart) {
+  QSet<QString> ids;
+  for (const auto& k : kGanpoKeys) {
+    const ChartSpec spec = chart_spec_for_key(QString::fromStdString(k));
+    EXPECT_NE(spec.group, "Other") << k;
+    EXPECT_TRUE(chart_groups().contains(spec.group));
+    ids.insert(spec.id);
+  }
+  EXPECT_EQ(chart_spec_for_key("rewards/chosen").id, chart_spec_for_key("rewards/rejected").id);
+  EXPECT_EQ(chart_spec_for_key("ema/w_ref_chosen").group, "Adversarial");
+  EXPECT_EQ(chart_spec_for_key("grad_norm").group, "Optimisation");
+  EXPECT_EQ(chart_spec_for_key("memory/rss_mb").group, "System");
+  const ChartSpec unknown = chart_spec_for_key("my/custom_metric");
+  EXPECT_EQ(unknown.group, "Other");
+  EXPECT_NE(chart_spec_for_key("my/other").id, unknown.id);
+  // ln 2 line on BCE-valued charts only; the base loss only for sigmoid DPO.
+  EXPECT_TRUE(chart_spec_for_key("critic/loss_chosen").bce);
+  EXPECT_TRUE(chart_spec_for_key("adv/loss").bce);
+  EXPECT_TRUE(chart_spec_for_key("opo_loss", true).bce);
+  EXPECT_FALSE(chart_spec_for_key("opo_loss", false).bce);
+  EXPECT_FALSE(chart_spec_for_key("rewards/margins").bce);
+}
+
+TEST(DashboardFeed, PointsAppearAfterPollAndNewRowsAreAppended) {
+  TempWorkspace ws;
+  std::mt19937 rng(1);
+  for (int64_t s = 1; s <= 50; ++s) ws.log_step(s, ganpo_step(s, rng));
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 50 * static_cast<int64_t>(kGanpoKeys.size()); }));
+  MetricChart* loss = view.chart("loss");
+  ASSERT_NE(loss, nullptr);
+  EXPECT_EQ(loss->pointCount("loss"), 50);
+  EXPECT_EQ(loss->rawGraph("loss")->data()->size(), 50);
+  // Each key in exactly one chart; rewards chosen/rejected share one.
+  EXPECT_EQ(view.chart("rewards/chosen"), view.chart("rewards/rejected"));
+  for (const auto& k : kGanpoKeys) EXPECT_NE(view.chart(QString::fromStdString(k)), nullptr) << k;
+  EXPECT_EQ(view.visibleGroups(), (QStringList{"Preference", "Adversarial", "Optimisation", "System"}));
+  // ln 2 reference on BCE charts.
+  ASSERT_TRUE(view.chart("critic/loss_chosen")->referenceLine().has_value());
+  EXPECT_NEAR(*view.chart("critic/loss_chosen")->referenceLine(), 0.693147, 1e-6);
+  EXPECT_TRUE(view.chart("opo_loss")->referenceLine().has_value());
+  EXPECT_FALSE(view.chart("grad_norm")->referenceLine().has_value());
+  // Derived lambda * adv share (adv_weight 0.5 from the config).
+  MetricChart* share = view.chart(kAdvShareKey);
+  ASSERT_NE(share, nullptr);
+  EXPECT_EQ(share->pointCount(kAdvShareKey), 50);
+  const ChartSeries* adv = view.chart("adv/loss")->series("adv/loss");
+  const ChartSeries* tot = loss->series("loss");
+  EXPECT_NEAR(share->series(kAdvShareKey)->values[7], 0.5 * adv->values[7] / tot->values[7], 1e-12);
+
+  // Appended, not reloaded: the same data container grows by exactly the new rows.
+  const auto container = loss->rawGraph("loss")->data();
+  const double first_key = container->at(0)->key;
+  for (int64_t s = 51; s <= 57; ++s) ws.log_step(s, ganpo_step(s, rng));
+  ASSERT_TRUE(pump_until([&] { return loss->pointCount("loss") == 57; }));
+  EXPECT_EQ(loss->rawGraph("loss")->data(), container);
+  EXPECT_EQ(container->size(), 57);
+  EXPECT_EQ(container->at(0)->key, first_key);
+  EXPECT_EQ(view.pointsLoaded(), 57 * static_cast<int64_t>(kGanpoKeys.size()));
+  pump_for(400);  // more polls with nothing new change nothing
+  EXPECT_EQ(loss->pointCount("loss"), 57);
+  view.setLive(false);
+  EXPECT_FALSE(view.isLive());
+}
+
+TEST(DashboardFeed, SftRunShowsOnlyItsMetricsAndUnknownKeysGoToOther) {
+  TempWorkspace ws(R"({"objective":{"loss_type":"sigmoid"},"ganpo":{"enabled":false}})");
+  for (int64_t s = 1; s <= 20; ++s)
+    ws.log_step(s, {{"loss", 3.0 - s * 0.05}, {"learning_rate", 1e-4}, {"grad_norm", 1.0}, {"tokens_per_s", 900},
+                    {"step_time_s", 0.1}, {"memory/rss_mb", 700}, {"tokens_seen", s * 100.0}, {"my_metric", 1}});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 160; }));
+  EXPECT_EQ(view.visibleGroups(), (QStringList{"Preference", "Optimisation", "System", "Other"}));
+  EXPECT_EQ(view.chart("adv/loss"), nullptr);
+  EXPECT_EQ(view.chart(kAdvShareKey), nullptr);
+  EXPECT_EQ(view.charts().size(), 8);
+  EXPECT_EQ(view.healthText(), "healthy");
+}
+
+TEST(DashboardFeed, NanValuesBecomeMarkersAndTheHealthLineSaysSo) {
+  TempWorkspace ws;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (int64_t s = 1; s <= 60; ++s) {
+    double v = 1.0 / s;
+    if (s == 10) v = inf;
+    if (s == 20) v = -inf;
+    if (s >= 55) v = nan;
+    ws.log_step(s, {{"loss", v}, {"grad_norm", 1.0}});
+  }
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 120; }));
+  MetricChart* c = view.chart("loss");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->pointCount("loss"), 60);  // never dropped
+  // +Inf at 10 and 6 NaN (stored as NULL) marked at the top, -Inf at 20 at the bottom.
+  EXPECT_EQ(c->nanCount(), 8);
+  EXPECT_EQ(c->nanMarkerGraph()->data()->size(), 7);
+  c->resize(600, 300);
+  c->replot();
+  EXPECT_TRUE(c->tooltipAt(57).contains("NaN at step 57")) << c->tooltipAt(57).toStdString();
+  EXPECT_TRUE(c->tooltipAt(10).contains("+Inf at step 10"));
+  EXPECT_TRUE(c->tooltipAt(30).contains("step 30"));
+  EXPECT_TRUE(c->tooltipAt(30).contains("smoothed"));
+  // The markers sit inside the visible y range.
+  const QCPRange y = c->yAxis->range();
+  for (auto it = c->nanMarkerGraph()->data()->begin(); it != c->nanMarkerGraph()->data()->end(); ++it)
+    EXPECT_TRUE(y.contains(it->value));
+  EXPECT_TRUE(view.healthText().contains("loss is NaN since step 55")) << view.healthText().toStdString();
+}
+
+TEST(DashboardFeed, UserZoomSurvivesLiveUpdatesUntilReset) {
+  TempWorkspace ws;
+  for (int64_t s = 1; s <= 100; ++s) ws.log_step(s, {{"loss", 1.0 / s}});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 100; }));
+  MetricChart* c = view.chart("loss");
+  c->setXRange(10, 40);
+  for (int64_t s = 101; s <= 150; ++s) ws.log_step(s, {{"loss", 1.0 / s}});
+  ASSERT_TRUE(pump_until([&] { return c->pointCount("loss") == 150; }));
+  EXPECT_DOUBLE_EQ(c->xAxis->range().lower, 10);
+  EXPECT_DOUBLE_EQ(c->xAxis->range().upper, 40);
+  view.resetZoom();
+  EXPECT_FALSE(c->userZoomed());
+  EXPECT_LE(c->xAxis->range().lower, 1);
+  EXPECT_GE(c->xAxis->range().upper, 150);
+  // Auto range follows new rows again.
+  for (int64_t s = 151; s <= 160; ++s) ws.log_step(s, {{"loss", 1.0 / s}});
+  ASSERT_TRUE(pump_until([&] { return c->pointCount("loss") == 160; }));
+  EXPECT_GE(c->xAxis->range().upper, 160);
+}
+
+TEST(DashboardFeed, ControlsReachEveryChart) {
+  TempWorkspace ws;
+  std::mt19937 rng(2);
+  for (int64_t s = 1; s <= 30; ++s) ws.log_step(s, ganpo_step(s, rng));
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() > 0; }));
+  view.setSmoothing(0.0);
+  MetricChart* c = view.chart("grad_norm");
+  EXPECT_DOUBLE_EQ(c->smoothGraph("grad_norm")->data()->at(5)->value, c->series("grad_norm")->values[5]);
+  view.setXAxisMode(XAxisMode::TokensSeen);
+  EXPECT_DOUBLE_EQ(c->rawGraph("grad_norm")->data()->at(5)->key, 6 * 512.0);
+  view.setXAxisMode(XAxisMode::WallTime);
+  EXPECT_DOUBLE_EQ(c->rawGraph("grad_norm")->data()->at(5)->key, 2.5);  // 0.5 s per step from step 1
+  view.setLogY(true);
+  EXPECT_EQ(c->yAxis->scaleType(), QCPAxis::stLogarithmic);
+  EXPECT_GT(c->yAxis->range().lower, 0);
+}
+
+TEST(DashboardExport, ChartAndDashboardFilesParse) {
+  TempWorkspace ws;
+  std::mt19937 rng(4);
+  for (int64_t s = 1; s <= 200; ++s) ws.log_step(s, ganpo_step(s, rng));
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.resize(1200, 900);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 200 * static_cast<int64_t>(kGanpoKeys.size()); }));
+  QTemporaryDir dir;
+  MetricChart* c = view.chart("rewards/chosen");
+  for (const char* ext : {"png", "svg", "pdf"}) {
+    const QString chart_path = dir.filePath(QString("chart.%1").arg(ext));
+    const QString dash_path = dir.filePath(QString("dashboard.%1").arg(ext));
+    ASSERT_TRUE(c->exportImage(chart_path)) << ext;
+    ASSERT_TRUE(view.exportDashboard(dash_path)) << ext;
+    for (const QString& p : {chart_path, dash_path}) {
+      QFile f(p);
+      ASSERT_TRUE(f.open(QIODevice::ReadOnly));
+      const QByteArray bytes = f.readAll();
+      ASSERT_GT(bytes.size(), 100) << p.toStdString();
+      if (QString(ext) == "png") {
+        QImage img(p);
+        EXPECT_FALSE(img.isNull());
+        EXPECT_GT(img.width(), 300);
+      } else if (QString(ext) == "svg") {
+        QSvgRenderer svg(p);
+        EXPECT_TRUE(svg.isValid()) << p.toStdString();
+      } else {
+        EXPECT_TRUE(bytes.startsWith("%PDF")) << p.toStdString();
+        EXPECT_TRUE(bytes.trimmed().endsWith("%%EOF"));
+      }
+    }
+  }
+  const QString csv = dir.filePath("rewards_rejected.csv");
+  ASSERT_TRUE(c->exportCsv(csv, "rewards/rejected"));
+  QFile f(csv);
+  ASSERT_TRUE(f.open(QIODevice::ReadOnly | QIODevice::Text));
+  const QStringList lines = QString::fromUtf8(f.readAll()).split('\n', Qt::SkipEmptyParts);
+  ASSERT_EQ(lines.size(), 201);
+  EXPECT_EQ(lines[0], "step,wall_time,tokens_seen,value");
+  const QStringList row = lines[3].split(',');
+  ASSERT_EQ(row.size(), 4);
+  EXPECT_EQ(row[0], "3");
+  EXPECT_DOUBLE_EQ(row[1].toDouble(), 1.7e9 + 1.5);
+  EXPECT_DOUBLE_EQ(row[2].toDouble(), 3 * 512.0);
+  EXPECT_DOUBLE_EQ(row[3].toDouble(), c->series("rewards/rejected")->values[2]);
+}
+
+// Not an assertion on looks: writes /tmp/dashboard.png for a person to inspect.
+TEST(DashboardScreenshot, GrabsALiveDashboard) {
+  TempWorkspace ws;
+  std::mt19937 rng(9);
+  for (int64_t s = 1; s <= 3000; ++s) {
+    auto m = ganpo_step(s, rng);
+    if (s == 2500) m["grad_norm"] = std::numeric_limits<double>::quiet_NaN();
+    ws.log_step(s, m);
+  }
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.resize(1400, 1000);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 3000 * static_cast<int64_t>(kGanpoKeys.size()); }, 30000));
+  pump_until([&] {
+    for (MetricChart* c : view.charts())
+      if (c->decimationPending()) return false;
+    return true;
+  });
+  pump_for(300);
+  EXPECT_TRUE(view.chart("loss")->isDecimated("loss"));  // 3,000 visible points > 2,000
+  const QImage shot = view.grab().toImage();
+  ASSERT_TRUE(shot.save("/tmp/dashboard.png"));
+  view.exportDashboard("/tmp/dashboard-full.png");
+}

@@ -1,0 +1,226 @@
+// The workbench window against a real workspace file and real `ganpo` worker processes: the run
+// filter language, the run list model, a full run (worker -> points on the dashboard -> Stop ->
+// stopped with a checkpoint), and a worker killed with SIGKILL (failed, window alive).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <QApplication>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QTableView>
+#include <QThread>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <thread>
+
+#include "core/config.h"
+#include "ui/dashboard_view.h"
+#include "ui/main_window.h"
+#include "ui/run_filter.h"
+#include "ui/run_list_model.h"
+#include "ui/run_tab.h"
+#include "ui/worker_launcher.h"
+
+namespace fs = std::filesystem;
+using namespace ganpo;
+using namespace ganpo::ui;
+
+namespace {
+
+// Pumps the event loop until ready() or the guard runs out (a guard against hangs, not a timing
+// assertion).
+bool pump_until(const std::function<bool()>& ready, int seconds = 120) {
+  QElapsedTimer t;
+  t.start();
+  while (t.elapsed() < seconds * 1000) {
+    QCoreApplication::processEvents(QEventLoop::AllEvents, 50);
+    if (ready()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return ready();
+}
+
+class MainWindowTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static int counter = 0;
+    dir_ = fs::temp_directory_path() / ("ganpo-ui-main-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    qputenv("XDG_CONFIG_HOME", QByteArray::fromStdString((dir_ / "config").string()));  // QSettings stay here
+    db_ = QString::fromStdString((dir_ / "workspace.sqlite").string());
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+
+  // A preference run on the built-in task that would take long, so tests stop it.
+  static RunConfig long_run(const std::string& name) {
+    RunConfig c;
+    c.name = name;
+    c.stage = "preference";
+    c.model.preset = "tiny";
+    c.data.builtin_train_size = 400;
+    c.data.builtin_eval_size = 16;
+    c.ganpo.enabled = true;
+    c.ganpo.critic_hidden = 32;
+    c.ganpo.critic_layers = 1;
+    c.ganpo.critic_heads = 2;
+    c.ganpo.critic_max_len = 256;
+    c.train.max_steps = 5000;
+    c.train.per_device_train_batch_size = 4;
+    c.train.logging_steps = 1;
+    c.train.num_threads = 1;
+    c.sampling.num_prompts = 2;
+    c.sampling.max_new_tokens = 12;
+    return c;
+  }
+
+  std::unique_ptr<MainWindow> window() {
+    auto w = std::make_unique<MainWindow>(db_);
+    w->launcher()->setWorkerProgram(GANPO_CLI_PATH);
+    w->setCloseChoice(MainWindow::CloseChoice::StopRuns);
+    w->show();
+    return w;
+  }
+
+  fs::path dir_;
+  QString db_;
+};
+
+RunRow row_of(const MainWindow& w, int64_t id) {
+  const RunListEntry* e = w.runModel()->entry(id);
+  return e ? e->row : RunRow{};
+}
+
+}  // namespace
+
+TEST(RunFilterTest, ParsesTextFieldsAndConfigComparisons) {
+  RunRow r;
+  r.name = "DPO beta sweep";
+  r.status = "running";
+  r.stage = "preference";
+  r.tags = "baseline,tiny";
+  RunConfig c;
+  c.objective.beta = 0.1;
+  c.objective.loss_type = "ipo";
+  c.ganpo.enabled = true;
+  const nlohmann::json config = config_to_json(c);
+  auto m = [&](const char* text) {
+    RunFilter f = RunFilter::parse(text);
+    EXPECT_TRUE(f.valid()) << text << ": " << f.error().toStdString();
+    return f.matches(r, config);
+  };
+  EXPECT_TRUE(m(""));
+  EXPECT_TRUE(m("sweep"));
+  EXPECT_TRUE(m("SWEEP status:running"));
+  EXPECT_FALSE(m("status:failed"));
+  EXPECT_TRUE(m("tag:baseline"));
+  EXPECT_FALSE(m("tag:base"));
+  EXPECT_TRUE(m("tiny"));
+  EXPECT_TRUE(m("beta>0.05"));
+  EXPECT_FALSE(m("beta>0.1"));
+  EXPECT_TRUE(m("beta>=0.1 beta<=0.1 beta=0.1"));
+  EXPECT_TRUE(m("objective.beta!=0.2"));
+  EXPECT_TRUE(m("loss_type=ipo"));
+  EXPECT_TRUE(m("loss_type=IPO"));
+  EXPECT_FALSE(m("loss_type=sigmoid"));
+  EXPECT_TRUE(m("ganpo.enabled=true"));
+  EXPECT_TRUE(m("loss_type~ip"));
+  EXPECT_TRUE(m("stage:preference"));
+}
+
+TEST(RunFilterTest, BadTermsSayWhyAndMatchEverything) {
+  RunRow r;
+  const nlohmann::json config = config_to_json(RunConfig{});
+  RunFilter unknown = RunFilter::parse("betta>0.1");
+  EXPECT_FALSE(unknown.valid());
+  EXPECT_EQ(unknown.error().toStdString(), "no config field named 'betta'");
+  EXPECT_TRUE(unknown.matches(r, config)) << "an invalid filter hides nothing";
+  EXPECT_FALSE(RunFilter::parse("beta>").valid());
+  EXPECT_FALSE(RunFilter::parse("status:").valid());
+  RunFilter ambiguous = RunFilter::parse("enabled=true");
+  if (!ambiguous.valid()) EXPECT_NE(ambiguous.error().indexOf("section"), -1) << ambiguous.error().toStdString();
+}
+
+TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
+  {
+    auto store = RunStore::open(db_.toStdString());
+    RunConfig a = long_run("alpha");
+    a.objective.beta = 0.1;
+    RunConfig b = long_run("bravo");
+    b.objective.beta = 0.01;
+    b.ganpo.enabled = false;
+    store.create_run(a.name, a.stage, config_to_json(a).dump());
+    const int64_t id = store.create_run(b.name, b.stage, config_to_json(b).dump());
+    store.set_tags(id, "baseline");
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(1)), "dpo+ganpo");
+  EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(2)), "dpo");
+  w->runProxy()->setFilterText("beta>0.05");
+  EXPECT_EQ(w->runProxy()->rowCount(), 1);
+  EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "alpha");
+  w->runProxy()->setFilterText("tag:baseline");
+  EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "bravo");
+  w->runProxy()->setFilterText("");
+  w->runProxy()->sort(RunListModel::Name, Qt::AscendingOrder);
+  EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "alpha");
+  // A change made elsewhere (another process) shows up in place.
+  RunStore::open(db_.toStdString()).set_status(1, "stopped");
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, 1).status == "stopped"; }, 20));
+  // A deletion elsewhere removes the row.
+  RunStore::open(db_.toStdString()).delete_run(2);
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+}
+
+TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
+  auto w = window();
+  int64_t id = -1;
+  QObject::connect(w.get(), &MainWindow::runCreated, [&](qint64 created) { id = created; });
+  w->createAndStartRun(long_run("flow"));
+  ASSERT_TRUE(pump_until([&] { return id > 0; }, 20));
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "running"; }, 120))
+      << "status " << row_of(*w, id).status << " " << row_of(*w, id).error;
+  RunTab* tab = w->runTab(id);
+  ASSERT_NE(tab, nullptr);
+  ASSERT_TRUE(pump_until([&] { return tab->dashboard()->pointsLoaded() > 0; }, 120)) << "points on the dashboard";
+  const int64_t first = tab->dashboard()->pointsLoaded();
+  ASSERT_TRUE(pump_until([&] { return tab->dashboard()->pointsLoaded() > first; }, 60)) << "and more arrive live";
+  w->sendControl(id, "stop");
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "stopped"; }, 120));
+  auto store = RunStore::open(db_.toStdString());
+  const auto checkpoints = store.checkpoints(id);
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_EQ(checkpoints.back().step, store.run(id)->last_step);
+  EXPECT_TRUE(fs::is_directory(fs::path(checkpoints.back().path) / "trainer_state"));
+  // The worker's output went to the run's log file, which the Log tab shows.
+  EXPECT_TRUE(QFile::exists(w->launcher()->logPath(id)));
+}
+
+TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
+  auto w = window();
+  int64_t id = -1;
+  QObject::connect(w.get(), &MainWindow::runCreated, [&](qint64 created) { id = created; });
+  QString finished_status;
+  QObject::connect(w.get(), &MainWindow::runFinished, [&](qint64, const QString& s) { finished_status = s; });
+  w->createAndStartRun(long_run("doomed"));
+  ASSERT_TRUE(pump_until([&] { return id > 0 && row_of(*w, id).status == "running" && row_of(*w, id).worker_pid; }, 120));
+  const pid_t pid = static_cast<pid_t>(*row_of(*w, id).worker_pid);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "failed"; }, 60));
+  EXPECT_NE(row_of(*w, id).error.find("stopped without reporting"), std::string::npos) << row_of(*w, id).error;
+  EXPECT_EQ(finished_status, "failed") << "the window announced it";
+  EXPECT_TRUE(w->isVisible());
+  // Still working: another run starts and runs.
+  w->createAndStartRun(long_run("after"));
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  const int64_t second = id;
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, second).status == "running"; }, 120));
+  w->close();  // close choice: stop runs
+  ASSERT_TRUE(pump_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == "stopped"; }, 120));
+}

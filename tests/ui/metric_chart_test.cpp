@@ -1,0 +1,157 @@
+// MetricChart decimation against a brute-force computation over the stored values: 200,000
+// points in a real store, the envelope at full view and in zoomed windows.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "dashboard_test_support.h"
+#include "ui/metric_chart.h"
+#include "ui/metric_feed.h"
+#include "ui/store_worker.h"
+
+using namespace ganpo;
+using namespace ganpo::ui;
+using ganpo::ui::testing::pump_until;
+using ganpo::ui::testing::TempWorkspace;
+
+namespace {
+
+constexpr int64_t kPoints = 200000;
+
+double value_at(int64_t step) {
+  if (step % 9973 == 0) return std::numeric_limits<double>::quiet_NaN();
+  return std::sin(step * 0.001) + 0.3 * std::sin(step * 1.7) + (step % 1000 == 0 ? 5.0 : 0.0);
+}
+
+// Expected buckets by brute force over the stored values.
+struct Expected {
+  int64_t first = -1, last = -1, count = 0, nans = 0;
+  double min = std::numeric_limits<double>::infinity(), max = -std::numeric_limits<double>::infinity();
+};
+std::map<int64_t, Expected> brute_force(int64_t lo, int64_t hi, int64_t buckets) {
+  std::map<int64_t, Expected> out;
+  for (int64_t s = std::max<int64_t>(lo, 1); s <= std::min(hi, kPoints); ++s) {
+    auto& e = out[RunStore::bucket_of(s, lo, hi, buckets)];
+    if (e.first < 0) e.first = s;
+    e.last = s;
+    const double v = value_at(s);
+    if (std::isnan(v)) {
+      ++e.nans;
+      continue;
+    }
+    ++e.count;
+    e.min = std::min(e.min, v);
+    e.max = std::max(e.max, v);
+  }
+  return out;
+}
+
+void expect_envelope_exact(const MetricChart& chart, int64_t lo, int64_t hi) {
+  const auto& env = chart.envelope("value");
+  ASSERT_FALSE(env.empty());
+  const auto [elo, ehi] = chart.envelopeStepRange("value");
+  EXPECT_EQ(elo, lo);
+  EXPECT_EQ(ehi, hi);
+  const int64_t n = chart.envelopeBuckets("value");
+  ASSERT_GT(n, 0);
+  auto expected = brute_force(lo, hi, n);
+  ASSERT_EQ(env.size(), expected.size());
+  size_t i = 0;
+  for (const auto& [b, e] : expected) {
+    const SeriesBucket& got = env[i++];
+    EXPECT_EQ(got.first_step, e.first);
+    EXPECT_EQ(got.last_step, e.last);
+    EXPECT_EQ(got.count, e.count);
+    EXPECT_EQ(got.nan_count, e.nans);
+    if (e.count > 0) {
+      EXPECT_DOUBLE_EQ(got.min, e.min) << "bucket " << b;
+      EXPECT_DOUBLE_EQ(got.max, e.max) << "bucket " << b;
+    }
+  }
+}
+
+class MetricChartDecimation : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    ws = new TempWorkspace;
+    std::vector<double> values;
+    for (int64_t s = 1; s <= kPoints; ++s) values.push_back(value_at(s));
+    ws->log_series("value", 1, values);
+  }
+  static void TearDownTestSuite() {
+    delete ws;
+    ws = nullptr;
+  }
+  static TempWorkspace* ws;
+};
+TempWorkspace* MetricChartDecimation::ws = nullptr;
+
+}  // namespace
+
+TEST_F(MetricChartDecimation, EnvelopeEqualsBruteForceAtFullAndZoomedViews) {
+  StoreWorker worker(QString::fromStdString(ws->path));
+  MetricChart chart(&worker, ws->run, "value");
+  chart.resize(900, 300);
+  MetricFeed feed(&worker, ws->run);
+  QObject::connect(&feed, &MetricFeed::pointsArrived, &chart, [&](const MetricBatch& b) {
+    for (const auto& [k, pts] : b) chart.appendPoints(QString::fromStdString(k), pts);
+  });
+  feed.pollNow();
+  ASSERT_TRUE(pump_until([&] { return chart.pointCount("value") == kPoints; }, 60000));
+  chart.replot();
+  EXPECT_EQ(chart.nanCount(), kPoints / 9973);
+
+  // Full range.
+  chart.setXRange(1, kPoints);
+  ASSERT_TRUE(pump_until([&] { return !chart.decimationPending() && chart.isDecimated("value"); }, 30000));
+  EXPECT_FALSE(chart.rawGraph("value")->visible());
+  EXPECT_LE(chart.envelope("value").size(), static_cast<size_t>(std::max(64, chart.axisRect()->width())));
+  expect_envelope_exact(chart, 1, kPoints);
+
+  // A zoomed window still above the threshold: re-queried for exactly that step range.
+  chart.setXRange(50000, 60000);
+  ASSERT_TRUE(pump_until([&] {
+    return !chart.decimationPending() && chart.envelopeStepRange("value") == std::pair<int64_t, int64_t>{50000, 60000};
+  }, 30000));
+  expect_envelope_exact(chart, 50000, 60000);
+
+  // Zoomed in far enough: raw points.
+  chart.setXRange(1000, 1500);
+  ASSERT_TRUE(pump_until([&] { return !chart.decimationPending() && !chart.isDecimated("value"); }, 30000));
+  EXPECT_TRUE(chart.rawGraph("value")->visible());
+  EXPECT_TRUE(chart.envelope("value").empty());
+
+  // And back to the full range.
+  chart.resetZoom();
+  chart.setXRange(1, kPoints);
+  ASSERT_TRUE(pump_until([&] { return !chart.decimationPending() && chart.isDecimated("value"); }, 30000));
+  expect_envelope_exact(chart, 1, kPoints);
+  EXPECT_FALSE(chart.tooltipAt(12345).isEmpty());
+}
+
+TEST(MetricChartLocal, DerivedSeriesAreDecimatedInMemoryLikeTheStore) {
+  MetricChart chart(nullptr, 0, "derived");
+  chart.resize(700, 300);
+  std::vector<MetricPoint> pts;
+  for (int64_t s = 1; s <= 5000; ++s) pts.push_back({s, std::cos(s * 0.01), 1.7e9 + s, s * 10.0});
+  chart.addSeries("d", true);
+  chart.appendPoints("d", pts);
+  chart.replot();
+  chart.setXRange(1, 5000);
+  ASSERT_TRUE(pump_until([&] { return !chart.decimationPending() && chart.isDecimated("d"); }));
+  const auto& env = chart.envelope("d");
+  ASSERT_FALSE(env.empty());
+  int64_t total = 0;
+  for (const auto& b : env) {
+    double lo = 1e9, hi = -1e9;
+    for (int64_t s = b.first_step; s <= b.last_step; ++s) {
+      lo = std::min(lo, std::cos(s * 0.01));
+      hi = std::max(hi, std::cos(s * 0.01));
+    }
+    EXPECT_DOUBLE_EQ(b.min, lo);
+    EXPECT_DOUBLE_EQ(b.max, hi);
+    total += b.count;
+  }
+  EXPECT_EQ(total, 5000);
+}

@@ -1,0 +1,364 @@
+// The New Run dialog: per-field validation, TOML round trips, the built-in presets, the JSONL
+// preview on its worker thread, the live memory estimate, and a screenshot for a visual check
+// (written to $GANPO_SCREENSHOT_DIR when that is set).
+#include "ui/new_run_dialog.h"
+
+#include <gtest/gtest.h>
+
+#include <QApplication>
+#include <QComboBox>
+#include <QDialogButtonBox>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QImage>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QPixmap>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QTemporaryDir>
+#include <QThread>
+#include <QTimer>
+
+#include <functional>
+
+#include "core/config.h"
+#include "ui/run_presets.h"
+
+namespace ganpo::ui {
+namespace {
+
+bool wait_until(const std::function<bool()>& done, int timeout_ms = 15000) {
+  QElapsedTimer timer;
+  timer.start();
+  while (!done()) {
+    if (timer.elapsed() > timeout_ms) return false;
+    QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
+    QThread::msleep(5);
+  }
+  return true;
+}
+
+template <class W>
+W* child(const QWidget& parent, const QString& name) {
+  W* w = parent.findChild<W*>(name);
+  EXPECT_NE(w, nullptr) << "no child named " << name.toStdString();
+  return w;
+}
+
+bool ok_enabled(const NewRunDialog& d) {
+  return d.findChild<QDialogButtonBox*>()->button(QDialogButtonBox::Ok)->isEnabled();
+}
+
+// Every field away from its default, so a round trip that drops or mixes up any key fails.
+RunConfig non_default_config() {
+  RunConfig c;
+  c.name = "round trip";
+  c.stage = "preference";
+  c.seed = 7;
+  c.device = "cuda:1";
+  c.output_dir = "/tmp/ganpo-runs/rt";
+  c.model.preset = "";
+  c.model.arch = "gpt2";
+  c.model.d_model = 96;
+  c.model.n_layers = 3;
+  c.model.n_heads = 6;
+  c.model.n_kv_heads = 6;
+  c.model.d_ff = 200;
+  c.model.max_seq_len = 300;
+  c.model.rope_theta = 500000.0;
+  c.model.checkpoint = "/tmp/ckpt";
+  c.model.reference = "/tmp/ref";
+  c.data.builtin = "";
+  c.data.train = "/tmp/train.jsonl";
+  c.data.eval = "/tmp/eval.jsonl";
+  c.data.eval_fraction = 0.125;
+  c.data.max_length = 256;
+  c.data.max_prompt_length = 64;
+  c.data.label_noise = 0.05;
+  c.data.on_bad_line = "skip";
+  c.data.builtin_train_size = 123;
+  c.data.builtin_eval_size = 45;
+  c.objective.loss_type = "simpo";
+  c.objective.beta = 2.25;
+  c.objective.simpo_gamma = 0.5;
+  c.objective.rpo_alpha = 0.3;
+  c.ganpo.enabled = false;
+  c.ganpo.adv_weight = 0.25;
+  c.ganpo.critic_hidden = 96;
+  c.ganpo.critic_layers = 3;
+  c.ganpo.critic_heads = 3;
+  c.ganpo.critic_ffn_mult = 2;
+  c.ganpo.critic_max_len = 512;
+  c.ganpo.critic_dropout = 0.2;
+  c.ganpo.critic_lr_ratio = 0.75;
+  c.ganpo.ema_momentum = 0.95;
+  c.ganpo.critic_mask = "response";
+  c.ganpo.critic_update_every = 2;
+  c.train.learning_rate = 5e-7;
+  c.train.lr_scheduler_type = "cosine";
+  c.train.warmup_ratio = 0.1;
+  c.train.per_device_train_batch_size = 3;
+  c.train.gradient_accumulation_steps = 5;
+  c.train.max_steps = 777;
+  c.train.num_train_epochs = 2.5;
+  c.train.max_grad_norm = 0.5;
+  c.train.weight_decay = 0.01;
+  c.train.adam_beta1 = 0.85;
+  c.train.adam_beta2 = 0.98;
+  c.train.adam_epsilon = 1e-6;
+  c.train.precision = "bf16";
+  c.train.logging_steps = 3;
+  c.train.eval_steps = 50;
+  c.train.save_steps = 60;
+  c.train.num_threads = 2;
+  c.sampling.every_steps = 25;
+  c.sampling.num_prompts = 4;
+  c.sampling.temperature = 1.3;
+  c.sampling.top_p = 0.9;
+  c.sampling.top_k = 40;
+  c.sampling.max_new_tokens = 32;
+  return c;
+}
+
+TEST(NewRunDialog, TitleAndDefaultsAreValid) {
+  NewRunDialog dialog;
+  EXPECT_EQ(dialog.windowTitle(), QStringLiteral("New Run"));
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+  EXPECT_TRUE(ok_enabled(dialog));
+  EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(RunConfig{}));
+}
+
+TEST(NewRunDialog, BadBetaShowsTheReasonBesideTheFieldAndDisablesOk) {
+  NewRunDialog dialog;
+  auto* beta = child<QLineEdit>(dialog, "objective.beta");
+  auto* reason = child<QLabel>(dialog, "objective.beta.error");
+  ASSERT_TRUE(beta && reason);
+
+  beta->setText("-1");
+  EXPECT_FALSE(reason->isHidden());
+  EXPECT_TRUE(reason->text().contains("must be > 0, got -1")) << reason->text().toStdString();
+  EXPECT_FALSE(ok_enabled(dialog));
+  ASSERT_EQ(dialog.problems().size(), 1);
+  EXPECT_TRUE(dialog.problems().front().startsWith("objective.beta must be > 0"));
+  EXPECT_TRUE(child<QLabel>(dialog, "problemSummary")->text().startsWith("1 problem to fix"));
+  EXPECT_TRUE(child<QLabel>(dialog, "problemSummary")->text().contains("objective.beta"));
+  auto* tabs = dialog.findChild<QTabWidget*>();
+  EXPECT_EQ(tabs->tabText(2), QStringLiteral("Objective (1)"));
+
+  beta->setText("0.2");
+  EXPECT_TRUE(reason->isHidden());
+  EXPECT_TRUE(reason->text().isEmpty());
+  EXPECT_TRUE(ok_enabled(dialog));
+  EXPECT_TRUE(dialog.problems().isEmpty());
+  EXPECT_EQ(dialog.config().objective.beta, 0.2);
+  EXPECT_EQ(tabs->tabText(2), QStringLiteral("Objective"));
+}
+
+TEST(NewRunDialog, TextThatIsNotANumberAndOutOfRangeLearningRate) {
+  NewRunDialog dialog;
+  auto* lr = child<QLineEdit>(dialog, "train.learning_rate");
+  auto* reason = child<QLabel>(dialog, "train.learning_rate.error");
+  ASSERT_TRUE(lr && reason);
+
+  lr->setText("abc");
+  EXPECT_TRUE(reason->text().contains("must be a number, got \"abc\"")) << reason->text().toStdString();
+  EXPECT_FALSE(ok_enabled(dialog));
+  lr->setText("0");
+  EXPECT_TRUE(reason->text().contains("must be > 0")) << reason->text().toStdString();
+  EXPECT_FALSE(ok_enabled(dialog));
+  lr->setText("3e-4");
+  EXPECT_TRUE(reason->isHidden());
+  EXPECT_TRUE(ok_enabled(dialog));
+  EXPECT_EQ(dialog.config().train.learning_rate, 3e-4);
+}
+
+TEST(NewRunDialog, CrossFieldMessagesGoToTheFieldTheyName) {
+  NewRunDialog dialog;
+  child<QLineEdit>(dialog, "data.max_prompt_length")->setText("230");
+  EXPECT_TRUE(child<QLabel>(dialog, "data.max_prompt_length.error")->text().contains("must be < data.max_length"));
+  EXPECT_FALSE(ok_enabled(dialog));
+  child<QLineEdit>(dialog, "data.max_length")->setText("250");
+  EXPECT_TRUE(ok_enabled(dialog)) << dialog.problems().join('\n').toStdString();
+
+  // Longer than the tiny preset's 256 positions: the trainer would refuse it at start.
+  child<QLineEdit>(dialog, "data.max_length")->setText("1000");
+  EXPECT_TRUE(child<QLabel>(dialog, "data.max_length.error")->text().contains("max_seq_len (256)"));
+  EXPECT_FALSE(ok_enabled(dialog));
+  child<QLineEdit>(dialog, "model.max_seq_len")->setText("1024");
+  EXPECT_TRUE(ok_enabled(dialog)) << dialog.problems().join('\n').toStdString();
+}
+
+TEST(NewRunDialog, SetConfigThenConfigRoundTripsEveryKey) {
+  NewRunDialog dialog;
+  const RunConfig steps = non_default_config();
+  dialog.setConfig(steps);
+  EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(steps));
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+
+  RunConfig epochs = non_default_config();
+  epochs.train.max_steps = -1;
+  dialog.setConfig(epochs);
+  EXPECT_EQ(child<QComboBox>(dialog, "lengthMode")->currentIndex(), 1);
+  EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(epochs));
+}
+
+TEST(NewRunDialog, SavesAndLoadsTomlFiles) {
+  QTemporaryDir dir;
+  ASSERT_TRUE(dir.isValid());
+  const QString path = dir.filePath("saved.toml");
+  const RunConfig original = non_default_config();
+  {
+    NewRunDialog dialog;
+    dialog.setConfig(original);
+    ASSERT_TRUE(dialog.saveConfigFile(path));
+  }
+  EXPECT_EQ(config_to_toml(load_config_file(path.toStdString())), config_to_toml(original));
+  NewRunDialog loader;
+  ASSERT_TRUE(loader.loadConfigFile(path));
+  EXPECT_EQ(config_to_toml(loader.config()), config_to_toml(original));
+}
+
+TEST(NewRunDialog, LoadingABadFileShowsTheMessageAndKeepsTheForm) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("bad.toml");
+  QFile file(path);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write("[train]\nlearning_rat = 1e-4\n");
+  file.close();
+
+  NewRunDialog dialog;
+  dialog.setConfig(non_default_config());
+  QString shown;
+  QTimer closer;
+  QObject::connect(&closer, &QTimer::timeout, [&]() {
+    if (auto* box = qobject_cast<QMessageBox*>(QApplication::activeModalWidget())) {
+      shown = box->text();
+      box->reject();
+    }
+  });
+  closer.start(20);
+  EXPECT_FALSE(dialog.loadConfigFile(path));
+  closer.stop();
+  EXPECT_TRUE(shown.contains("learning_rat")) << shown.toStdString();
+  EXPECT_TRUE(shown.contains("did you mean")) << shown.toStdString();
+  EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(non_default_config()));
+}
+
+TEST(NewRunDialog, EveryBuiltInPresetLoadsWithoutProblems) {
+  const QStringList stems = NewRunDialog::presetFileStems();
+  ASSERT_GE(stems.size(), 3);
+  EXPECT_EQ(stems.mid(0, 3), (QStringList{"demo", "paper-gemma2-2b-ganpo", "paper-llama3-8b-ganpo"}));
+  EXPECT_EQ(run_preset_title("demo"), QStringLiteral("Demo (CPU, minutes)"));
+  EXPECT_EQ(run_preset_title("paper-gemma2-2b-ganpo"), QStringLiteral("Paper: Gemma-2-2B-it GANPO"));
+  EXPECT_EQ(run_preset_title("paper-llama3-8b-ganpo"), QStringLiteral("Paper: Llama-3-8B GANPO"));
+
+  NewRunDialog dialog;
+  auto* combo = child<QComboBox>(dialog, "preset");
+  for (const QString& stem : stems) {
+    SCOPED_TRACE(stem.toStdString());
+    ASSERT_TRUE(dialog.selectPreset(stem));
+    EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+    EXPECT_TRUE(ok_enabled(dialog));
+    EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(load_run_preset(stem)));
+    EXPECT_EQ(combo->currentData().toString(), stem);
+  }
+  EXPECT_FALSE(dialog.selectPreset("no-such-preset"));
+
+  // Numbers read as a config file writes them, whatever the locale.
+  ASSERT_TRUE(dialog.selectPreset("paper-gemma2-2b-ganpo"));
+  EXPECT_EQ(child<QLineEdit>(dialog, "train.learning_rate")->text(), QStringLiteral("5e-7"));
+  EXPECT_EQ(child<QLineEdit>(dialog, "model.rope_theta")->text(), QStringLiteral("10000"));
+  EXPECT_EQ(child<QComboBox>(dialog, "lengthMode")->currentIndex(), 1);  // 1 epoch, max_steps -1
+}
+
+TEST(NewRunDialog, DatasetPreviewCountsPairsAndListsBadLines) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("pairs.jsonl");
+  QFile file(path);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write(R"({"prompt": "2+2=", "chosen": "4", "rejected": "5"})" "\n"
+             R"({"prompt": "broken", "chosen": )" "\n"
+             R"({"prompt": "sky?", "chosen": "blue", "rejected": "green"})" "\n");
+  file.close();
+
+  NewRunDialog dialog;
+  RunConfig c;
+  c.data.builtin = "";
+  c.data.train = path.toStdString();
+  dialog.setConfig(c);
+
+  auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
+  auto* table = child<QTableWidget>(dialog, "datasetPreview.table");
+  auto* bad_lines = child<QPlainTextEdit>(dialog, "datasetPreview.badLines");
+  ASSERT_TRUE(summary && table && bad_lines);
+  ASSERT_TRUE(wait_until([&]() { return summary->text().contains("parse"); })) << summary->text().toStdString();
+  EXPECT_TRUE(summary->text().startsWith("2 pairs parse")) << summary->text().toStdString();
+  EXPECT_EQ(table->rowCount(), 2);
+  EXPECT_EQ(table->columnCount(), 3);
+  EXPECT_EQ(table->item(1, 1)->text(), QStringLiteral("blue"));
+  EXPECT_TRUE(bad_lines->toPlainText().startsWith("line 2:")) << bad_lines->toPlainText().toStdString();
+  EXPECT_FALSE(bad_lines->toPlainText().contains("line 1:"));
+  EXPECT_FALSE(bad_lines->toPlainText().contains("line 3:"));
+}
+
+TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
+  NewRunDialog dialog;
+  ASSERT_TRUE(dialog.selectPreset("demo"));
+  auto* memory = child<QLabel>(dialog, "memoryEstimate");
+  auto* batch = child<QLineEdit>(dialog, "train.per_device_train_batch_size");
+  ASSERT_TRUE(memory && batch);
+  const QString before = memory->text();
+  EXPECT_TRUE(before.contains("0.89M parameters")) << before.toStdString();
+  batch->setText("64");
+  EXPECT_NE(memory->text(), before);
+  EXPECT_TRUE(memory->text().contains("0.89M parameters"));
+  batch->setText("16");
+  EXPECT_EQ(memory->text(), before);
+}
+
+TEST(NewRunDialog, Screenshot) {
+  NewRunDialog dialog;
+  ASSERT_TRUE(dialog.selectPreset("demo"));
+  child<QLineEdit>(dialog, "objective.beta")->setText("-1");  // one visible reason
+  dialog.show();
+  QCoreApplication::processEvents();
+  auto* tabs = dialog.findChild<QTabWidget*>();
+  const QString out_dir = qEnvironmentVariable("GANPO_SCREENSHOT_DIR");
+  for (int i = 0; i < tabs->count(); ++i) {
+    tabs->setCurrentIndex(i);
+    QCoreApplication::processEvents();
+    const QPixmap shot = dialog.grab();
+    EXPECT_FALSE(shot.isNull());
+    if (!out_dir.isEmpty()) {
+      const QString name = i == 0 ? QStringLiteral("new_run_dialog.png")
+                                  : QStringLiteral("new_run_dialog_%1.png").arg(i);
+      EXPECT_TRUE(shot.save(out_dir + "/" + name));
+    }
+  }
+
+  // The Data page with a JSONL file: preview table, counts and a bad line.
+  QTemporaryDir dir;
+  const QString path = dir.filePath("pairs.jsonl");
+  QFile file(path);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write(R"({"prompt": "List three fruits.", "chosen": "apple, pear, plum", "rejected": "apple, apple"})" "\n"
+             R"({"prompt": "oops", "chosen": 3, "rejected": "x"})" "\n"
+             R"({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Go away."}]})" "\n");
+  file.close();
+  child<QComboBox>(dialog, "data.builtin")->setCurrentIndex(1);
+  child<QLineEdit>(dialog, "data.train")->setText(path);
+  tabs->setCurrentIndex(1);
+  auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
+  ASSERT_TRUE(wait_until([&]() { return summary->text().contains("parse"); })) << summary->text().toStdString();
+  QCoreApplication::processEvents();
+  if (!out_dir.isEmpty()) {
+    EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_data_file.png"));
+  }
+}
+
+}  // namespace
+}  // namespace ganpo::ui

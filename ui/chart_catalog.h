@@ -1,0 +1,30 @@
+// Chart catalog: which dashboard group and which chart every logged metric key belongs to.
+// Groups follow UX.md (Preference, Adversarial, Optimisation, System); every key lands in exactly
+// one chart, and keys the catalog does not know get a chart of their own in "Other", so nothing
+// the trainer logs is ever hidden. Pure functions, no widgets.
+#pragma once
+
+#include <QString>
+#include <QStringList>
+
+namespace ganpo::ui {
+
+struct ChartSpec {
+  QString group;     // "Preference", "Adversarial", "Optimisation", "System", "Other"
+  QString id;        // chart id, unique on a dashboard
+  QString title;     // what the chart says on top
+  bool bce = false;  // values are binary cross-entropies: draw the ln 2 chance line
+  int order = 0;     // position inside the group
+};
+
+// Derived series computed by the dashboard (not stored): lambda * adv/loss / loss.
+inline const char* const kAdvShareKey = "adv/lambda_share";
+
+// The chart a metric key is drawn in. sigmoid_loss: the run's base loss is sigmoid DPO (its
+// loss chart is BCE-valued then).
+ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss = true);
+
+// Group names in display order ("Other" last).
+const QStringList& chart_groups();
+
+}  // namespace ganpo::ui

@@ -1,0 +1,368 @@
+#include "ui/dashboard_view.h"
+
+#include <QCheckBox>
+#include <QComboBox>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QLabel>
+#include <QMessageBox>
+#include <QPageSize>
+#include <QPainter>
+#include <QPdfWriter>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QSlider>
+#include <QSvgGenerator>
+#include <QVBoxLayout>
+
+#include <cmath>
+
+#include "ui/curve_health.h"
+#include "ui/metric_chart.h"
+#include "ui/store_worker.h"
+
+namespace ganpo::ui {
+namespace {
+constexpr int kColumns = 2;
+constexpr int kChartHeight = 250;
+constexpr int kHealthBand = 36;  // height of the health line in exported images
+}  // namespace
+
+DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent)
+    : QWidget(parent), store_(store), run_id_(run_id) {
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(6, 6, 6, 6);
+
+  auto* controls = new QHBoxLayout;
+  controls->addWidget(new QLabel("X axis:"));
+  x_combo_ = new QComboBox;
+  x_combo_->addItems({"Step", "Wall time", "Tokens seen"});
+  controls->addWidget(x_combo_);
+  controls->addSpacing(12);
+  controls->addWidget(new QLabel("Smoothing:"));
+  smoothing_slider_ = new QSlider(Qt::Horizontal);
+  smoothing_slider_->setRange(0, 99);
+  smoothing_slider_->setValue(static_cast<int>(std::lround(smoothing_ * 100)));
+  smoothing_slider_->setFixedWidth(160);
+  smoothing_slider_->setToolTip("Debiased exponential moving average weight (0 = raw)");
+  controls->addWidget(smoothing_slider_);
+  smoothing_label_ = new QLabel(QString::number(smoothing_, 'f', 2));
+  smoothing_label_->setMinimumWidth(32);
+  controls->addWidget(smoothing_label_);
+  controls->addSpacing(12);
+  log_check_ = new QCheckBox("Log y");
+  controls->addWidget(log_check_);
+  auto* reset = new QPushButton("Reset zoom");
+  reset->setToolTip("Restore the automatic range of every chart (or double-click a chart)");
+  controls->addWidget(reset);
+  controls->addStretch(1);
+  points_label_ = new QLabel("0 points");
+  controls->addWidget(points_label_);
+  auto* export_button = new QPushButton("Export...");
+  export_button->setToolTip("Save the whole dashboard as PNG, SVG or PDF");
+  controls->addWidget(export_button);
+  layout->addLayout(controls);
+
+  health_label_ = new QLabel(health_);
+  health_label_->setWordWrap(true);
+  health_label_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  health_label_->setContentsMargins(8, 4, 8, 4);
+  health_label_->setStyleSheet("QLabel { background: #f2f2f2; border-radius: 3px; color: #555; }");
+  layout->addWidget(health_label_);
+
+  scroll_ = new QScrollArea;
+  scroll_->setWidgetResizable(true);
+  scroll_->setFrameShape(QFrame::NoFrame);
+  content_ = new QWidget;
+  content_layout_ = new QVBoxLayout(content_);
+  content_layout_->setContentsMargins(0, 0, 0, 0);
+  empty_label_ = new QLabel("No metrics logged yet.");
+  empty_label_->setAlignment(Qt::AlignCenter);
+  content_layout_->addWidget(empty_label_);
+  for (const QString& name : chart_groups()) {
+    auto* g = new Group;
+    g->box = new QWidget;
+    auto* v = new QVBoxLayout(g->box);
+    v->setContentsMargins(0, 6, 0, 6);
+    auto* header = new QLabel(name);
+    QFont f = header->font();
+    f.setBold(true);
+    f.setPointSizeF(f.pointSizeF() + 1);
+    header->setFont(f);
+    v->addWidget(header);
+    g->grid = new QGridLayout;
+    g->grid->setSpacing(6);
+    for (int c = 0; c < kColumns; ++c) g->grid->setColumnStretch(c, 1);
+    v->addLayout(g->grid);
+    g->box->hide();
+    content_layout_->addWidget(g->box);
+    groups_.insert(name, g);
+  }
+  content_layout_->addStretch(1);
+  scroll_->setWidget(content_);
+  layout->addWidget(scroll_, 1);
+
+  connect(x_combo_, qOverload<int>(&QComboBox::currentIndexChanged), this,
+          [this](int i) { setXAxisMode(static_cast<XAxisMode>(i)); });
+  connect(smoothing_slider_, &QSlider::valueChanged, this, [this](int v) { setSmoothing(v / 100.0); });
+  connect(log_check_, &QCheckBox::toggled, this, &DashboardView::setLogY);
+  connect(reset, &QPushButton::clicked, this, &DashboardView::resetZoom);
+  connect(export_button, &QPushButton::clicked, this, &DashboardView::exportDialog);
+
+  // The config first (queries run in order), so the first batch already knows the loss type.
+  if (store_) {
+    const int64_t run = run_id_;
+    store_->query<std::string>(
+        this, [run](RunStore& s) { auto r = s.run(run); return r ? r->config_json : std::string(); },
+        [this](std::string json) { onConfig(QString::fromStdString(json)); }, [](QString) {});
+  }
+  feed_ = new MetricFeed(store_, run_id_, this);
+  connect(feed_, &MetricFeed::pointsArrived, this, &DashboardView::onBatch);
+  connect(feed_, &MetricFeed::failed, this, [this](const QString& message) {
+    health_label_->setText("Cannot read metrics: " + message);
+  });
+  feed_->pollNow();
+}
+
+DashboardView::~DashboardView() { qDeleteAll(groups_); }
+
+void DashboardView::setLive(bool live) {
+  feed_->setLive(live);
+  if (!live) feed_->pollNow();  // whatever was written last still arrives
+}
+
+bool DashboardView::isLive() const { return feed_->isLive(); }
+
+int64_t DashboardView::pointsLoaded() const { return feed_->rowsLoaded(); }
+
+QString DashboardView::healthText() const { return health_; }
+
+MetricChart* DashboardView::chart(const QString& metric_key) const { return by_key_.value(metric_key, nullptr); }
+
+QList<MetricChart*> DashboardView::charts() const { return by_id_.values(); }
+
+QStringList DashboardView::visibleGroups() const {
+  QStringList out;
+  for (const QString& name : chart_groups())
+    if (!groups_.value(name)->charts.empty()) out << name;
+  return out;
+}
+
+void DashboardView::onConfig(const QString& config_json) {
+  const QJsonObject cfg = QJsonDocument::fromJson(config_json.toUtf8()).object();
+  const QJsonObject objective = cfg.value("objective").toObject();
+  const QJsonObject ganpo = cfg.value("ganpo").toObject();
+  if (objective.contains("loss_type")) sigmoid_loss_ = objective.value("loss_type").toString() == "sigmoid";
+  if (ganpo.contains("adv_weight")) adv_weight_ = ganpo.value("adv_weight").toDouble(1.0);
+  if (MetricChart* c = by_id_.value("opo_loss"))
+    c->setReferenceLine(sigmoid_loss_ ? std::optional<double>(std::log(2.0)) : std::nullopt);
+}
+
+MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
+  if (MetricChart* c = by_key_.value(key)) return c;
+  const ChartSpec spec = chart_spec_for_key(key, sigmoid_loss_);
+  MetricChart* chart = by_id_.value(spec.id);
+  if (!chart) {
+    chart = new MetricChart(store_, run_id_, spec.title);
+    chart->setMinimumHeight(kChartHeight);
+    chart->setSmoothing(smoothing_);
+    chart->setXAxisMode(x_mode_);
+    chart->setLogY(log_y_);
+    if (spec.bce) chart->setReferenceLine(std::log(2.0));
+    by_id_.insert(spec.id, chart);
+    Group* g = groups_.value(spec.group);
+    g->charts[{spec.order, spec.id}] = chart;
+    // Re-lay the group's grid in catalog order.
+    while (g->grid->count() > 0) delete g->grid->takeAt(0);
+    int i = 0;
+    for (auto& [order, c] : g->charts) {
+      g->grid->addWidget(c, i / kColumns, i % kColumns);
+      ++i;
+    }
+    g->box->show();
+    empty_label_->hide();
+  }
+  chart->addSeries(key, derived);
+  by_key_.insert(key, chart);
+  return chart;
+}
+
+void DashboardView::onBatch(const MetricBatch& batch) {
+  for (const auto& [key, points] : batch) {
+    const QString k = QString::fromStdString(key);
+    chartFor(k, false)->appendPoints(k, points);
+  }
+  appendDerived(batch);
+  points_label_->setText(QString("%L1 points").arg(pointsLoaded()));
+  Q_EMIT pointsLoadedChanged(pointsLoaded());
+  updateHealth();
+}
+
+// lambda * adv/loss / loss per step: how much of the objective the regularizer contributes.
+void DashboardView::appendDerived(const MetricBatch& batch) {
+  auto adv = batch.find("adv/loss");
+  auto loss = batch.find("loss");
+  if (adv == batch.end() && pending_adv_.empty()) return;
+  if (adv != batch.end())
+    for (const auto& p : adv->second) pending_adv_[p.step] = p;
+  if (loss != batch.end())
+    for (const auto& p : loss->second)
+      if (!pending_adv_.empty() || adv != batch.end()) pending_loss_[p.step] = p;
+  std::vector<MetricPoint> out;
+  for (auto it = pending_adv_.begin(); it != pending_adv_.end();) {
+    auto l = pending_loss_.find(it->first);
+    if (l == pending_loss_.end()) {
+      ++it;
+      continue;
+    }
+    MetricPoint p = it->second;
+    p.value = adv_weight_ * it->second.value / l->second.value;
+    if (p.step > last_derived_step_) {
+      out.push_back(p);
+      last_derived_step_ = p.step;
+    }
+    pending_loss_.erase(l);
+    it = pending_adv_.erase(it);
+  }
+  // Loss rows whose adv partner is long gone (older than any pending adv row) are dropped.
+  while (!pending_loss_.empty() && !pending_adv_.empty() && pending_loss_.begin()->first < pending_adv_.begin()->first)
+    pending_loss_.erase(pending_loss_.begin());
+  if (pending_adv_.empty()) pending_loss_.clear();
+  if (!out.empty()) {
+    const QString key = QString::fromUtf8(kAdvShareKey);
+    chartFor(key, true)->appendPoints(key, out);
+  }
+}
+
+void DashboardView::updateHealth() {
+  CurveSet curves;
+  for (const char* key : {"loss", "opo_loss", "critic/acc_chosen", "critic/acc_rejected", "rewards/accuracies",
+                          "logps/chosen", "logps/rejected"}) {
+    MetricChart* c = chart(key);
+    if (!c) continue;
+    if (const ChartSeries* s = c->series(key)) curves[key] = view_of(s->steps, s->values);
+  }
+  if (curves.empty()) return;
+  const auto findings = check_curve_health(curves);
+  health_ = QString::fromStdString(health_summary(findings));
+  if (findings.empty()) {
+    health_label_->setText("\u2714 healthy: no warning signs in the curves");
+    health_label_->setStyleSheet("QLabel { background: #e8f5e9; border-radius: 3px; color: #1b5e20; }");
+  } else {
+    health_label_->setText("\u26a0 " + health_);
+    health_label_->setStyleSheet("QLabel { background: #fff3e0; border-radius: 3px; color: #8a4b00; }");
+  }
+  Q_EMIT healthChanged(health_);
+}
+
+void DashboardView::setSmoothing(double weight) {
+  smoothing_ = std::clamp(weight, 0.0, 0.99);
+  smoothing_label_->setText(QString::number(smoothing_, 'f', 2));
+  const int v = static_cast<int>(std::lround(smoothing_ * 100));
+  if (smoothing_slider_->value() != v) smoothing_slider_->setValue(v);
+  for (MetricChart* c : charts()) c->setSmoothing(smoothing_);
+}
+
+void DashboardView::setXAxisMode(XAxisMode mode) {
+  x_mode_ = mode;
+  if (x_combo_->currentIndex() != static_cast<int>(mode)) x_combo_->setCurrentIndex(static_cast<int>(mode));
+  for (MetricChart* c : charts()) c->setXAxisMode(mode);
+}
+
+void DashboardView::setLogY(bool on) {
+  log_y_ = on;
+  if (log_check_->isChecked() != on) log_check_->setChecked(on);
+  for (MetricChart* c : charts()) c->setLogY(on);
+}
+
+void DashboardView::resetZoom() {
+  for (MetricChart* c : charts()) c->resetZoom();
+}
+
+// ---- export ------------------------------------------------------------------------------------
+
+void DashboardView::exportDialog() {
+  const QString path = QFileDialog::getSaveFileName(this, "Export dashboard", QString("run-%1-dashboard.png").arg(run_id_),
+                                                    "PNG image (*.png);;SVG image (*.svg);;PDF document (*.pdf)");
+  if (!path.isEmpty() && !exportDashboard(path))
+    QMessageBox::warning(this, "Export failed", "Could not write " + path + ".");
+}
+
+// Health line on top, then every visible group header and chart where it sits on screen. Charts
+// are drawn through QCustomPlot's own painter path, so SVG and PDF keep them as vectors.
+void DashboardView::paintDashboard(QPainter& painter, bool vector) {
+  painter.fillRect(QRect(0, 0, content_->width(), content_->height() + kHealthBand), Qt::white);
+  painter.setPen(Qt::black);
+  painter.drawText(QRect(8, 0, content_->width() - 16, kHealthBand), Qt::AlignVCenter | Qt::TextWordWrap,
+                   "Health: " + health_);
+  painter.translate(0, kHealthBand);
+  for (const QString& name : chart_groups()) {
+    Group* g = groups_.value(name);
+    if (g->charts.empty()) continue;
+    const QPoint at = g->box->mapTo(content_, QPoint(0, 0));
+    QFont f = painter.font();
+    f.setBold(true);
+    painter.save();
+    painter.setFont(f);
+    painter.drawText(QPoint(at.x() + 2, at.y() + 20), name);
+    painter.restore();
+    for (auto& [order, chart] : g->charts) {
+      const QPoint p = chart->mapTo(content_, QPoint(0, 0));
+      painter.save();
+      painter.translate(p);
+      if (vector) {
+        chart->paintTo(static_cast<QCPPainter*>(&painter), chart->width(), chart->height());
+      } else {
+        painter.drawPixmap(0, 0, chart->toPixmap(chart->width(), chart->height()));
+      }
+      painter.restore();
+    }
+  }
+}
+
+bool DashboardView::exportDashboard(const QString& path) {
+  content_->adjustSize();
+  const QSize size(std::max(content_->width(), 640), content_->height() + kHealthBand);
+  const QString suffix = QFileInfo(path).suffix().toLower();
+  if (suffix == "png") {
+    QImage image(size, QImage::Format_ARGB32);
+    image.fill(Qt::white);
+    QPainter painter(&image);
+    paintDashboard(painter, false);
+    painter.end();
+    return image.save(path, "PNG");
+  }
+  if (suffix == "svg" || suffix == "pdf") {
+    std::unique_ptr<QPaintDevice> device;
+    if (suffix == "svg") {
+      auto svg = std::make_unique<QSvgGenerator>();
+      svg->setFileName(path);
+      svg->setSize(size);
+      svg->setViewBox(QRect(QPoint(0, 0), size));
+      svg->setTitle("GANPO Workbench dashboard");
+      device = std::move(svg);
+    } else {
+      auto pdf = std::make_unique<QPdfWriter>(path);
+      pdf->setResolution(72);  // one pixel of the layout = one point on the page
+      pdf->setPageSize(QPageSize(QSizeF(size), QPageSize::Point, "dashboard", QPageSize::ExactMatch));
+      pdf->setPageMargins(QMarginsF(0, 0, 0, 0));
+      pdf->setCreator("GANPO Workbench");
+      device = std::move(pdf);
+    }
+    QCPPainter painter;
+    if (!painter.begin(device.get())) return false;
+    painter.setMode(QCPPainter::pmVectorized);
+    painter.setMode(QCPPainter::pmNoCaching);
+    paintDashboard(painter, true);
+    painter.end();
+    device.reset();
+    return QFileInfo(path).size() > 0;
+  }
+  return false;
+}
+
+}  // namespace ganpo::ui

@@ -1,0 +1,33 @@
+// LogView: a run's log, live. Follows the worker's log file (appending only the new bytes a few
+// times a second); for a run started elsewhere (a terminal, another machine) it shows the run's
+// events from the store instead. Reading happens off the UI thread for the store; the file is
+// read in small increments.
+#pragma once
+
+#include <QPlainTextEdit>
+#include <QTimer>
+
+#include <cstdint>
+
+namespace ganpo::ui {
+
+class StoreWorker;
+
+class LogView : public QPlainTextEdit {
+  Q_OBJECT
+public:
+  LogView(StoreWorker* store, int64_t run_id, QString log_path, QWidget* parent = nullptr);
+  void setLive(bool live);
+  void refresh();
+
+private:
+  StoreWorker* store_;
+  int64_t run_id_;
+  QString log_path_;
+  qint64 file_offset_ = 0;
+  int64_t last_event_id_ = 0;
+  bool events_pending_ = false;
+  QTimer timer_;
+};
+
+}  // namespace ganpo::ui

@@ -1,0 +1,622 @@
+#include "ui/main_window.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <QAction>
+#include <QApplication>
+#include <QAbstractButton>
+#include <QCheckBox>
+#include <QCloseEvent>
+#include <QDir>
+#include <QFileInfo>
+#include <QHeaderView>
+#include <QInputDialog>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMenu>
+#include <QMessageBox>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSettings>
+#include <QShortcut>
+#include <QSplitter>
+#include <QStatusBar>
+#include <QSystemTrayIcon>
+#include <QTableView>
+#include <QTabWidget>
+#include <QToolBar>
+#include <QVBoxLayout>
+
+#include <filesystem>
+
+#include "core/config.h"
+#include "core/run_files.h"
+#include "ui/new_run_dialog.h"
+#include "ui/run_list_model.h"
+#include "ui/run_tab.h"
+#include "ui/store_worker.h"
+#include "ui/worker_launcher.h"
+
+namespace ganpo::ui {
+namespace {
+
+constexpr int kPollMs = 400;
+
+bool worker_attached(const RunRow& r) {
+  return r.status == "running" || r.status == "paused" || (r.status == "queued" && r.worker_pid);
+}
+
+bool finished(const QString& status) { return status == "completed" || status == "failed" || status == "stopped"; }
+
+// The best held-out number of a run so far: preference accuracy (higher is better) or, for SFT,
+// the eval loss (lower is better).
+void best_eval(RunStore& store, RunListEntry& e) {
+  for (const auto& ev : store.evals(e.row.id)) {
+    auto j = nlohmann::json::parse(ev.result_json, nullptr, false);
+    if (!j.is_object()) continue;
+    if (j.contains("eval_rewards/accuracies") && j["eval_rewards/accuracies"].is_number()) {
+      const double v = j["eval_rewards/accuracies"].get<double>();
+      if (!e.best_eval || e.best_eval_name != "acc" || v > *e.best_eval) e.best_eval = v;
+      e.best_eval_name = "acc";
+    } else if (j.contains("eval_loss") && j["eval_loss"].is_number() && e.best_eval_name != "acc") {
+      const double v = j["eval_loss"].get<double>();
+      if (!e.best_eval || v < *e.best_eval) e.best_eval = v;
+      e.best_eval_name = "eval loss";
+    }
+  }
+}
+
+QString safe_name(const std::string& name) {
+  QString out;
+  for (QChar c : QString::fromStdString(name)) out += (c.isLetterOrNumber() || c == '-' || c == '_') ? c : QChar('_');
+  return out.isEmpty() ? QString("run") : out.left(40);
+}
+
+QString eta_text(const RunRow& r) {
+  if (!r.started_at || !r.total_steps || !r.last_step || *r.last_step <= 0) return "";
+  const double elapsed = unix_now() - *r.started_at;
+  const double left = static_cast<double>(*r.total_steps - *r.last_step) * elapsed / static_cast<double>(*r.last_step);
+  const long t = static_cast<long>(left + 0.5);
+  if (t >= 3600) return QString("ETA %1h%2m").arg(t / 3600).arg((t % 3600) / 60, 2, 10, QChar('0'));
+  if (t >= 60) return QString("ETA %1m%2s").arg(t / 60).arg(t % 60, 2, 10, QChar('0'));
+  return QString("ETA %1s").arg(t);
+}
+
+}  // namespace
+
+MainWindow::MainWindow(const QString& db_path, QWidget* parent)
+    : QMainWindow(parent), db_path_(QFileInfo(db_path).absoluteFilePath()) {
+  setWindowTitle(QString("GANPO Workbench — %1").arg(QDir::toNativeSeparators(db_path_)));
+  store_ = new StoreWorker(db_path_, this);
+  launcher_ = new WorkerLauncher(db_path_, this);
+  model_ = new RunListModel(this);
+  proxy_ = new RunListProxy(this);
+  proxy_->setSourceModel(model_);
+  connect(store_, &StoreWorker::errorOccurred, this, [this](const QString& m) { showError("Workspace", m); });
+  buildActions();
+  buildLayout();
+  restoreSettings();
+  if (QSystemTrayIcon::isSystemTrayAvailable()) {
+    tray_ = new QSystemTrayIcon(windowIcon().isNull() ? style()->standardIcon(QStyle::SP_ComputerIcon) : windowIcon(),
+                                this);
+    tray_->show();
+  }
+  connect(&poll_timer_, &QTimer::timeout, this, &MainWindow::pollNow);
+  poll_timer_.start(kPollMs);
+  pollNow();
+}
+
+MainWindow::~MainWindow() = default;
+
+void MainWindow::buildActions() {
+  auto* bar = addToolBar("Runs");
+  bar->setObjectName("runs-toolbar");
+  bar->setToolButtonStyle(Qt::ToolButtonTextBesideIcon);
+  auto add = [&](const QString& text, QStyle::StandardPixmap icon, const QKeySequence& keys, auto slot) {
+    auto* a = bar->addAction(style()->standardIcon(icon), text);
+    a->setShortcut(keys);
+    a->setToolTip(QString("%1 (%2)").arg(text, keys.toString(QKeySequence::NativeText)));
+    connect(a, &QAction::triggered, this, slot);
+    return a;
+  };
+  new_run_ = add("New Run", QStyle::SP_FileIcon, QKeySequence::New, [this] { openNewRunDialog(); });
+  start_ = add("Start", QStyle::SP_MediaPlay, QKeySequence("Ctrl+R"), [this] {
+    if (auto id = currentRunId()) startRun(*id);
+  });
+  pause_ = add("Pause", QStyle::SP_MediaPause, QKeySequence("Ctrl+P"), [this] {
+    auto id = currentRunId();
+    if (!id) return;
+    const RunListEntry* e = model_->entry(*id);
+    sendControl(*id, e && e->row.status == "paused" ? "resume" : "pause");
+  });
+  stop_ = add("Stop", QStyle::SP_MediaStop, QKeySequence("Ctrl+."), [this] {
+    for (int64_t id : selectedRunIds()) sendControl(id, "stop");
+  });
+  sample_ = add("Sample now", QStyle::SP_FileDialogContentsView, QKeySequence("Ctrl+M"), [this] {
+    if (auto id = currentRunId()) sendControl(*id, "sample");
+  });
+  clone_ = add("Clone", QStyle::SP_FileDialogNewFolder, QKeySequence("Ctrl+D"), [this] {
+    if (auto id = currentRunId()) cloneRun(*id);
+  });
+  refresh_ = new QAction("Refresh", this);
+  refresh_->setShortcut(QKeySequence::Refresh);
+  connect(refresh_, &QAction::triggered, this, &MainWindow::pollNow);
+  addAction(refresh_);
+}
+
+void MainWindow::buildLayout() {
+  auto* left = new QWidget(this);
+  auto* left_layout = new QVBoxLayout(left);
+  left_layout->setContentsMargins(4, 4, 4, 4);
+  filter_ = new QLineEdit(left);
+  filter_->setPlaceholderText("Filter: name, tag:x, status:running, beta>0.05 ...  (Ctrl+F)");
+  filter_->setClearButtonEnabled(true);
+  filter_error_ = new QLabel(left);
+  filter_error_->setStyleSheet("color: #c0392b;");
+  filter_error_->setWordWrap(true);
+  filter_error_->hide();
+  connect(filter_, &QLineEdit::textChanged, this, [this](const QString& text) {
+    const QString error = proxy_->setFilterText(text);
+    filter_error_->setText(error);
+    filter_error_->setVisible(!error.isEmpty());
+  });
+  auto* focus_filter = new QShortcut(QKeySequence::Find, this);
+  connect(focus_filter, &QShortcut::activated, this, [this] {
+    filter_->setFocus();
+    filter_->selectAll();
+  });
+  table_ = new QTableView(left);
+  table_->setModel(proxy_);
+  table_->setSortingEnabled(true);
+  table_->sortByColumn(RunListModel::Color, Qt::DescendingOrder);
+  table_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  table_->setSelectionMode(QAbstractItemView::ExtendedSelection);
+  table_->setContextMenuPolicy(Qt::CustomContextMenu);
+  table_->verticalHeader()->hide();
+  table_->horizontalHeader()->setStretchLastSection(true);
+  table_->setAlternatingRowColors(true);
+  table_->setWordWrap(false);
+  connect(table_, &QTableView::customContextMenuRequested, this, &MainWindow::showRunMenu);
+  connect(table_, &QTableView::doubleClicked, this, [this](const QModelIndex& index) {
+    openRunTab(index.data(RunListModel::RunIdRole).toLongLong());
+  });
+  connect(table_->selectionModel(), &QItemSelectionModel::selectionChanged, this, [this] {
+    updateActions();
+    updateStatusBar();
+  });
+  left_layout->addWidget(filter_);
+  left_layout->addWidget(filter_error_);
+  left_layout->addWidget(table_);
+
+  tabs_ = new QTabWidget(this);
+  tabs_->setTabsClosable(true);
+  tabs_->setMovable(true);
+  tabs_->setDocumentMode(true);
+  connect(tabs_, &QTabWidget::tabCloseRequested, this, [this](int index) {
+    QWidget* w = tabs_->widget(index);
+    tabs_->removeTab(index);
+    w->deleteLater();
+  });
+  connect(tabs_, &QTabWidget::currentChanged, this, [this](int index) {
+    for (int i = 0; i < tabs_->count(); ++i)
+      if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(i))) tab->setLive(i == index);
+    updateActions();
+    updateStatusBar();
+  });
+
+  splitter_ = new QSplitter(this);
+  splitter_->addWidget(left);
+  splitter_->addWidget(tabs_);
+  splitter_->setStretchFactor(0, 2);
+  splitter_->setStretchFactor(1, 3);
+  setCentralWidget(splitter_);
+
+  device_label_ = new QLabel(this);
+  progress_label_ = new QLabel(this);
+  progress_ = new QProgressBar(this);
+  progress_->setMaximumWidth(220);
+  progress_->setTextVisible(true);
+  progress_->hide();
+  statusBar()->addPermanentWidget(device_label_);
+  statusBar()->addPermanentWidget(progress_label_);
+  statusBar()->addPermanentWidget(progress_);
+  updateActions();
+}
+
+void MainWindow::restoreSettings() {
+  QSettings settings;
+  if (!restoreGeometry(settings.value("window/geometry").toByteArray())) resize(1400, 860);
+  restoreState(settings.value("window/state").toByteArray());
+  if (!splitter_->restoreState(settings.value("window/splitter").toByteArray())) splitter_->setSizes({560, 840});
+  table_->horizontalHeader()->restoreState(settings.value("window/run-columns").toByteArray());
+  settings.setValue("workspace/last", db_path_);
+}
+
+void MainWindow::pollNow() {
+  if (poll_pending_) return;
+  poll_pending_ = true;
+  struct Poll {
+    std::vector<RunListEntry> changed;
+    std::vector<int64_t> ids;
+    double newest = 0;
+    std::optional<double> memory;
+  };
+  const double since = last_poll_time_ > 0 ? last_poll_time_ - 1.0 : 0.0;
+  const std::optional<int64_t> active = currentRunId();
+  store_->query<Poll>(
+      this,
+      [since, active](RunStore& s) {
+        Poll p;
+        s.reap_dead_workers();
+        for (auto& row : s.runs_changed_since(since)) {
+          RunListEntry e;
+          e.config = nlohmann::json::parse(row.config_json, nullptr, false);
+          if (e.config.is_discarded()) e.config = nullptr;
+          e.row = std::move(row);
+          best_eval(s, e);
+          p.newest = std::max(p.newest, e.row.updated_at);
+          p.changed.push_back(std::move(e));
+        }
+        sql::Statement ids(s.database(), "SELECT id FROM runs");
+        while (ids.step()) p.ids.push_back(ids.col_int(0));
+        if (active) p.memory = s.last_value(*active, "memory/rss_mb");
+        return p;
+      },
+      [this](Poll p) {
+        poll_pending_ = false;
+        active_memory_mb_ = p.memory;
+        onPolled(p.changed, p.ids, p.newest);
+      },
+      [this](QString error) {
+        poll_pending_ = false;
+        statusBar()->showMessage("Workspace not readable: " + error, 5000);
+      });
+}
+
+void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::vector<int64_t>& ids, double newest) {
+  if (newest > last_poll_time_) last_poll_time_ = newest;
+  model_->retain(ids);
+  model_->upsert(changed);
+  for (const auto& e : changed) {
+    const QString status = QString::fromStdString(e.row.status);
+    const QString before = last_status_.value(e.row.id);
+    if (!before.isEmpty() && !finished(before) && finished(status)) {
+      QString text = QString("Run %1 '%2' %3").arg(e.row.id).arg(QString::fromStdString(e.row.name), status);
+      if (status == "failed") text += ": " + QString::fromStdString(e.row.error).section('\n', 0, 0);
+      notify(status == "failed" ? "Run failed" : "Run finished", text);
+      Q_EMIT runFinished(e.row.id, status);
+    }
+    last_status_[e.row.id] = status;
+  }
+  if (table_->currentIndex().isValid() == false && proxy_->rowCount() > 0) table_->selectRow(0);
+  updateActions();
+  updateStatusBar();
+  Q_EMIT polled();
+}
+
+std::optional<int64_t> MainWindow::currentRunId() const {
+  if (auto* tab = qobject_cast<RunTab*>(tabs_ ? tabs_->currentWidget() : nullptr)) {
+    if (tabs_->hasFocus() || !table_ || !table_->hasFocus()) {
+      const auto rows = table_ ? table_->selectionModel()->selectedRows() : QModelIndexList{};
+      if (rows.isEmpty()) return tab->runId();
+    }
+  }
+  if (!table_) return std::nullopt;
+  const QModelIndex index = table_->currentIndex();
+  if (index.isValid()) return index.data(RunListModel::RunIdRole).toLongLong();
+  if (auto* tab = qobject_cast<RunTab*>(tabs_->currentWidget())) return tab->runId();
+  return std::nullopt;
+}
+
+std::vector<int64_t> MainWindow::selectedRunIds() const {
+  std::vector<int64_t> ids;
+  for (const QModelIndex& i : table_->selectionModel()->selectedRows())
+    ids.push_back(i.data(RunListModel::RunIdRole).toLongLong());
+  if (ids.empty())
+    if (auto id = currentRunId()) ids.push_back(*id);
+  return ids;
+}
+
+std::vector<int64_t> MainWindow::activeRunIds() const {
+  std::vector<int64_t> ids;
+  for (int row = 0; row < model_->rowCount(); ++row)
+    if (worker_attached(model_->entryAt(row).row)) ids.push_back(model_->entryAt(row).row.id);
+  return ids;
+}
+
+void MainWindow::updateActions() {
+  const auto id = currentRunId();
+  const RunListEntry* e = id ? model_->entry(*id) : nullptr;
+  const std::string status = e ? e->row.status : "";
+  const bool attached = e && worker_attached(e->row);
+  start_->setEnabled(e && !attached && status != "completed");
+  pause_->setEnabled(status == "running" || status == "paused");
+  pause_->setText(status == "paused" ? "Resume" : "Pause");
+  pause_->setIcon(style()->standardIcon(status == "paused" ? QStyle::SP_MediaPlay : QStyle::SP_MediaPause));
+  stop_->setEnabled(attached);
+  sample_->setEnabled(status == "running");
+  clone_->setEnabled(e != nullptr);
+}
+
+void MainWindow::updateStatusBar() {
+  const auto id = currentRunId();
+  const RunListEntry* e = id ? model_->entry(*id) : nullptr;
+  if (!e) {
+    device_label_->setText(QString("%1 runs").arg(model_->rowCount()));
+    progress_label_->clear();
+    progress_->hide();
+    return;
+  }
+  const RunRow& r = e->row;
+  QString device = r.device.empty() ? QString("device: -") : "device: " + QString::fromStdString(r.device);
+  if (active_memory_mb_) device += QString("  ·  memory %1 MB").arg(*active_memory_mb_, 0, 'f', 0);
+  device_label_->setText(device);
+  progress_label_->setText(QString("run %1 · %2%3")
+                               .arg(r.id)
+                               .arg(QString::fromStdString(r.status))
+                               .arg(r.status == "running" ? "  " + eta_text(r) : QString()));
+  if (r.total_steps && *r.total_steps > 0) {
+    progress_->setRange(0, static_cast<int>(*r.total_steps));
+    progress_->setValue(static_cast<int>(r.last_step.value_or(0)));
+    progress_->setFormat(QString("%v / %m steps"));
+    progress_->show();
+  } else {
+    progress_->hide();
+  }
+}
+
+void MainWindow::openNewRunDialog(const QString& preset) {
+  NewRunDialog dialog(this);
+  if (!preset.isEmpty()) dialog.selectPreset(preset);
+  if (dialog.exec() != QDialog::Accepted) return;
+  createAndStartRun(dialog.config());
+}
+
+void MainWindow::createAndStartRun(const RunConfig& config, std::optional<int64_t> parent_run,
+                                   std::optional<int64_t> parent_step) {
+  const QString runs_dir = QFileInfo(db_path_).absoluteDir().filePath("runs");
+  store_->query<int64_t>(
+      this,
+      [config, runs_dir, parent_run, parent_step](RunStore& s) {
+        RunConfig c = config;
+        const int64_t id = s.create_run(c.name, c.stage, config_to_json(c).dump());
+        // Each run writes into a folder of its own beside the workspace unless it names one.
+        if (c.output_dir.empty() || c.output_dir == RunConfig{}.output_dir || c.output_dir == "runs/demo")
+          c.output_dir = QDir(runs_dir).filePath(QString("%1-%2").arg(id).arg(safe_name(c.name))).toStdString();
+        make_paths_absolute(c);
+        s.set_config(id, config_to_json(c).dump());
+        if (parent_run) s.set_parent(id, *parent_run, parent_step.value_or(0));
+        return id;
+      },
+      [this](int64_t id) {
+        pollNow();
+        startRun(id);
+        openRunTab(id);
+        Q_EMIT runCreated(id);
+      },
+      [this](QString error) { showError("New run", "The run could not be created: " + error); });
+}
+
+void MainWindow::startRun(int64_t run_id) {
+  QString error;
+  if (!launcher_->start(run_id, &error)) {
+    showError("Start run", error);
+    store_->execute([run_id, error](RunStore& s) { s.set_status(run_id, "failed", error.toStdString()); });
+    return;
+  }
+  statusBar()->showMessage(QString("Started run %1").arg(run_id), 4000);
+  pollNow();
+}
+
+void MainWindow::sendControl(int64_t run_id, const QString& command) {
+  const std::string c = command.toStdString();
+  store_->execute([run_id, c](RunStore& s) { s.set_control(run_id, c); });
+  statusBar()->showMessage(QString("Sent '%1' to run %2").arg(command).arg(run_id), 4000);
+  if (command != "stop") return;
+  // If the worker does not act on the control field (hung in a long step), SIGTERM still makes
+  // it save a checkpoint and stop.
+  QTimer::singleShot(30000, this, [this, run_id] {
+    const RunListEntry* e = model_->entry(run_id);
+    if (!e || !worker_attached(e->row) || !e->row.worker_pid || e->row.worker_host != local_host_name()) return;
+    ::kill(static_cast<pid_t>(*e->row.worker_pid), SIGTERM);
+  });
+}
+
+RunTab* MainWindow::runTab(int64_t run_id) const {
+  for (int i = 0; i < tabs_->count(); ++i)
+    if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(i)); tab && tab->runId() == run_id) return tab;
+  return nullptr;
+}
+
+RunTab* MainWindow::openRunTab(int64_t run_id) {
+  if (RunTab* existing = runTab(run_id)) {
+    tabs_->setCurrentWidget(existing);
+    return existing;
+  }
+  const RunListEntry* e = model_->entry(run_id);
+  QString toml;
+  QString title = QString("#%1").arg(run_id);
+  if (e) {
+    title = QString("#%1 %2").arg(run_id).arg(QString::fromStdString(e->row.name));
+    try {
+      toml = QString::fromStdString(config_to_toml(config_from_json(e->config)));
+    } catch (const std::exception& ex) {
+      toml = QString("# the stored config cannot be read: %1\n%2").arg(ex.what(), QString::fromStdString(json_text(e->config, 2)));
+    }
+  }
+  auto* tab = new RunTab(store_, run_id, toml, launcher_->logPath(run_id), tabs_);
+  const int index = tabs_->addTab(tab, title);
+  tabs_->setTabIcon(index, QIcon(QPixmap([&] {
+                      QPixmap p(12, 12);
+                      p.fill(run_color(run_id));
+                      return p;
+                    }())));
+  tabs_->setCurrentIndex(index);
+  tab->setLive(true);
+  return tab;
+}
+
+void MainWindow::showRunMenu(const QPoint& pos) {
+  const QModelIndex index = table_->indexAt(pos);
+  if (!index.isValid()) return;
+  const int64_t id = index.data(RunListModel::RunIdRole).toLongLong();
+  QMenu menu(this);
+  menu.addAction("Open", this, [this, id] { openRunTab(id); });
+  menu.addAction("Clone and edit…", this, [this, id] { cloneRun(id); });
+  menu.addSeparator();
+  menu.addAction("Rename…", this, [this, id] { renameRun(id); });
+  menu.addAction("Tag…", this, [this, id] { tagRun(id); });
+  menu.addAction("Note…", this, [this, id] { noteRun(id); });
+  menu.addSeparator();
+  menu.addAction("Delete…", this, [this] { deleteRuns(selectedRunIds()); });
+  menu.exec(table_->viewport()->mapToGlobal(pos));
+}
+
+void MainWindow::cloneRun(int64_t run_id) {
+  const RunListEntry* e = model_->entry(run_id);
+  if (!e) return;
+  RunConfig config;
+  try {
+    config = config_from_json(e->config);
+  } catch (const std::exception& ex) {
+    showError("Clone", QString("Run %1's config cannot be read: %2").arg(run_id).arg(ex.what()));
+    return;
+  }
+  config.name += "-clone";
+  config.output_dir = RunConfig{}.output_dir;  // a fresh folder
+  NewRunDialog dialog(this);
+  dialog.setWindowTitle("Clone and edit");
+  dialog.setConfig(config);
+  if (dialog.exec() != QDialog::Accepted) return;
+  createAndStartRun(dialog.config(), run_id, e->row.last_step.value_or(0));
+}
+
+void MainWindow::renameRun(int64_t run_id) {
+  const RunListEntry* e = model_->entry(run_id);
+  bool ok = false;
+  const QString name = QInputDialog::getText(this, "Rename run", "Name:", QLineEdit::Normal,
+                                             e ? QString::fromStdString(e->row.name) : QString(), &ok);
+  if (!ok || name.trimmed().isEmpty()) return;
+  const std::string n = name.trimmed().toStdString();
+  store_->execute([run_id, n](RunStore& s) { s.set_name(run_id, n); });
+  pollNow();
+}
+
+void MainWindow::tagRun(int64_t run_id) {
+  const RunListEntry* e = model_->entry(run_id);
+  bool ok = false;
+  const QString tags = QInputDialog::getText(this, "Tags", "Comma-separated tags:", QLineEdit::Normal,
+                                             e ? QString::fromStdString(e->row.tags) : QString(), &ok);
+  if (!ok) return;
+  QStringList clean;
+  for (const QString& t : tags.split(',', Qt::SkipEmptyParts))
+    if (!t.trimmed().isEmpty()) clean << t.trimmed();
+  const std::string joined = clean.join(',').toStdString();
+  store_->execute([run_id, joined](RunStore& s) { s.set_tags(run_id, joined); });
+  pollNow();
+}
+
+void MainWindow::noteRun(int64_t run_id) {
+  const RunListEntry* e = model_->entry(run_id);
+  bool ok = false;
+  const QString note = QInputDialog::getMultiLineText(this, "Note", "Note for this run:",
+                                                      e ? QString::fromStdString(e->row.notes) : QString(), &ok);
+  if (!ok) return;
+  const std::string n = note.toStdString();
+  store_->execute([run_id, n](RunStore& s) { s.set_notes(run_id, n); });
+  pollNow();
+}
+
+void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
+  std::vector<int64_t> deletable;
+  QStringList busy;
+  for (int64_t id : ids) {
+    const RunListEntry* e = model_->entry(id);
+    if (!e) continue;
+    if (worker_attached(e->row))
+      busy << QString("#%1").arg(id);
+    else
+      deletable.push_back(id);
+  }
+  if (!busy.isEmpty()) showError("Delete", QString("Stop these runs first: %1").arg(busy.join(", ")));
+  if (deletable.empty()) return;
+  QMessageBox box(QMessageBox::Warning, "Delete runs",
+                  QString("Delete %1 run(s) and all their metrics, samples and checkpoint records?").arg(deletable.size()),
+                  QMessageBox::Cancel, this);
+  auto* del = box.addButton("Delete", QMessageBox::DestructiveRole);
+  auto* files = new QCheckBox("Also delete their output folders (checkpoints, logs)", &box);
+  box.setCheckBox(files);
+  box.exec();
+  if (box.clickedButton() != del) return;
+  std::vector<std::string> folders;
+  for (int64_t id : deletable) {
+    if (tabs_)
+      if (RunTab* tab = runTab(id)) tab->deleteLater();
+    const RunListEntry* e = model_->entry(id);
+    if (files->isChecked() && e && e->config.is_object()) folders.push_back(e->config.value("output_dir", std::string()));
+  }
+  const QString logs_dir = QFileInfo(db_path_).absoluteDir().filePath("logs");
+  store_->execute([deletable, folders, logs_dir](RunStore& s) {
+    for (int64_t id : deletable) s.delete_run(id);
+    for (const auto& f : folders) {
+      namespace fs = std::filesystem;
+      // Only folders that look like a run's output are removed.
+      if (!f.empty() && (fs::exists(fs::path(f) / "metrics.jsonl") || fs::exists(fs::path(f) / "config.toml"))) {
+        std::error_code ec;
+        fs::remove_all(f, ec);
+      }
+    }
+    for (int64_t id : deletable) QFile::remove(QDir(logs_dir).filePath(QString("run-%1.log").arg(id)));
+  });
+  pollNow();
+}
+
+void MainWindow::notify(const QString& title, const QString& text) {
+  if (tray_ && QSystemTrayIcon::supportsMessages()) tray_->showMessage(title, text);
+  QApplication::alert(this);
+  statusBar()->showMessage(text, 15000);
+}
+
+void MainWindow::showError(const QString& title, const QString& message) {
+  if (QApplication::platformName() == "offscreen") {
+    statusBar()->showMessage(title + ": " + message, 15000);  // tests: never block on a modal box
+    return;
+  }
+  QMessageBox::warning(this, title, message);
+}
+
+void MainWindow::closeEvent(QCloseEvent* event) {
+  const auto active = activeRunIds();
+  CloseChoice choice = close_choice_;
+  if (!active.empty() && choice == CloseChoice::Ask) {
+    QMessageBox box(QMessageBox::Question, "Runs are training",
+                    QString("%1 run(s) are still training. Stop them (each saves a checkpoint first) or leave them "
+                            "running in the background? They will show up again when you reopen the workbench.")
+                        .arg(active.size()),
+                    QMessageBox::Cancel, this);
+    auto* stop = box.addButton("Stop runs", QMessageBox::DestructiveRole);
+    auto* leave = box.addButton("Leave running", QMessageBox::AcceptRole);
+    box.setDefaultButton(leave);
+    box.exec();
+    if (box.clickedButton() == stop)
+      choice = CloseChoice::StopRuns;
+    else if (box.clickedButton() == leave)
+      choice = CloseChoice::LeaveRunning;
+    else {
+      event->ignore();
+      return;
+    }
+  }
+  if (choice == CloseChoice::StopRuns)
+    for (int64_t id : active) sendControl(id, "stop");
+  store_->drain();
+  QSettings settings;
+  settings.setValue("window/geometry", saveGeometry());
+  settings.setValue("window/state", saveState());
+  settings.setValue("window/splitter", splitter_->saveState());
+  settings.setValue("window/run-columns", table_->horizontalHeader()->saveState());
+  event->accept();
+}
+
+}  // namespace ganpo::ui

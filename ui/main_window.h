@@ -1,0 +1,119 @@
+// MainWindow: the workbench. Left, the run list (filter box, sortable table, context menu);
+// centre, a tab per opened run; a toolbar (New Run, Start, Pause/Resume, Stop, Sample now,
+// Clone) and a status bar (device, memory, the active run's progress and ETA). A timer polls the
+// run store through a StoreWorker a few times a second (runs changed since the last poll, dead
+// workers reaped), so the UI thread never waits on the database or on training, which runs in
+// detached `ganpo` worker processes (WorkerLauncher). Window geometry, splitter and workspace
+// are remembered; a notification says when a run ends.
+#pragma once
+
+#include <QMainWindow>
+#include <QMap>
+#include <QTimer>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace ganpo {
+struct RunConfig;
+}
+
+class QAction;
+class QLabel;
+class QLineEdit;
+class QProgressBar;
+class QSplitter;
+class QSystemTrayIcon;
+class QTableView;
+class QTabWidget;
+
+namespace ganpo::ui {
+
+class RunListModel;
+class RunListProxy;
+class RunTab;
+class StoreWorker;
+class WorkerLauncher;
+struct RunListEntry;
+
+class MainWindow : public QMainWindow {
+  Q_OBJECT
+public:
+  explicit MainWindow(const QString& db_path, QWidget* parent = nullptr);
+  ~MainWindow() override;
+
+  const QString& dbPath() const { return db_path_; }
+  RunListModel* runModel() const { return model_; }
+  RunListProxy* runProxy() const { return proxy_; }
+  QTableView* runTable() const { return table_; }
+  WorkerLauncher* launcher() const { return launcher_; }
+  StoreWorker* store() const { return store_; }
+
+  // Opens the New Run dialog, preset (a file stem such as "demo") preselected.
+  void openNewRunDialog(const QString& preset = QString());
+  // Inserts a queued run with this config (output folder assigned beside the workspace), starts
+  // its worker and opens its tab; done(run id, or -1 with a message) runs when that finished.
+  void createAndStartRun(const RunConfig& config, std::optional<int64_t> parent_run = std::nullopt,
+                         std::optional<int64_t> parent_step = std::nullopt);
+  void startRun(int64_t run_id);
+  void sendControl(int64_t run_id, const QString& command);
+  RunTab* openRunTab(int64_t run_id);
+  RunTab* runTab(int64_t run_id) const;
+  void pollNow();
+  // What closeEvent does with active runs: ask (default), or answer without asking (tests).
+  enum class CloseChoice { Ask, StopRuns, LeaveRunning };
+  void setCloseChoice(CloseChoice choice) { close_choice_ = choice; }
+
+Q_SIGNALS:
+  void runCreated(qint64 run_id);
+  void runFinished(qint64 run_id, const QString& status);
+  void polled();
+
+protected:
+  void closeEvent(QCloseEvent* event) override;
+
+private:
+  void buildActions();
+  void buildLayout();
+  void restoreSettings();
+  void onPolled(const std::vector<RunListEntry>& changed, const std::vector<int64_t>& ids, double newest);
+  void updateActions();
+  void updateStatusBar();
+  std::optional<int64_t> currentRunId() const;
+  std::vector<int64_t> selectedRunIds() const;
+  void showRunMenu(const QPoint& pos);
+  void cloneRun(int64_t run_id);
+  void renameRun(int64_t run_id);
+  void tagRun(int64_t run_id);
+  void noteRun(int64_t run_id);
+  void deleteRuns(const std::vector<int64_t>& ids);
+  void notify(const QString& title, const QString& text);
+  void showError(const QString& title, const QString& message);
+  std::vector<int64_t> activeRunIds() const;
+
+  QString db_path_;
+  StoreWorker* store_ = nullptr;
+  WorkerLauncher* launcher_ = nullptr;
+  RunListModel* model_ = nullptr;
+  RunListProxy* proxy_ = nullptr;
+  QTableView* table_ = nullptr;
+  QLineEdit* filter_ = nullptr;
+  QLabel* filter_error_ = nullptr;
+  QTabWidget* tabs_ = nullptr;
+  QSplitter* splitter_ = nullptr;
+  QLabel* device_label_ = nullptr;
+  QLabel* progress_label_ = nullptr;
+  QProgressBar* progress_ = nullptr;
+  QSystemTrayIcon* tray_ = nullptr;
+  QAction *new_run_ = nullptr, *start_ = nullptr, *pause_ = nullptr, *stop_ = nullptr, *sample_ = nullptr,
+          *clone_ = nullptr, *refresh_ = nullptr;
+  QTimer poll_timer_;
+  bool poll_pending_ = false;
+  double last_poll_time_ = 0;
+  QMap<qint64, QString> last_status_;  // for end-of-run notifications
+  std::optional<double> active_memory_mb_;
+  CloseChoice close_choice_ = CloseChoice::Ask;
+};
+
+}  // namespace ganpo::ui

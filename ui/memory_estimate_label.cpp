@@ -1,0 +1,76 @@
+#include "ui/memory_estimate_label.h"
+
+#include <QFile>
+
+#include <exception>
+
+#include <nlohmann/json.hpp>
+
+#include "core/memory_estimate.h"
+
+namespace ganpo::ui {
+
+QString format_bytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (b >= 1024.0 * 1024 * 1024) return QString::number(b / (1024.0 * 1024 * 1024), 'f', 1) + QStringLiteral(" GiB");
+  if (b >= 1024.0 * 1024) return QString::number(b / (1024.0 * 1024), 'f', 0) + QStringLiteral(" MiB");
+  if (b >= 1024.0) return QString::number(b / 1024.0, 'f', 0) + QStringLiteral(" KiB");
+  return QString::number(bytes) + QStringLiteral(" B");
+}
+
+QString format_count(int64_t count) {
+  const double c = static_cast<double>(count);
+  if (c >= 1e9) return QString::number(c / 1e9, 'f', 2) + QStringLiteral("B");
+  if (c >= 1e5) return QString::number(c / 1e6, 'f', 2) + QStringLiteral("M");  // 0.89M reads better than 886K
+  if (c >= 1e3) return QString::number(c / 1e3, 'f', 0) + QStringLiteral("K");
+  return QString::number(count);
+}
+
+MemoryEstimateLabel::MemoryEstimateLabel(QWidget* parent) : QLabel(parent) {
+  setObjectName(QStringLiteral("memoryEstimate"));
+  setWordWrap(true);
+  setTextInteractionFlags(Qt::TextSelectableByMouse);
+}
+
+std::optional<ModelShape> MemoryEstimateLabel::checkpointShape(const std::string& folder) {
+  if (folder == cached_folder_) return cached_shape_;
+  cached_folder_ = folder;
+  cached_shape_.reset();
+  QFile file(QString::fromStdString(folder) + QStringLiteral("/config.json"));
+  if (!folder.empty() && file.open(QIODevice::ReadOnly)) {
+    try {
+      cached_shape_ = shape_from_json(nlohmann::json::parse(file.readAll().toStdString()));
+    } catch (const std::exception&) {
+      // An unreadable config.json is reported when the run starts; the estimate falls back.
+    }
+  }
+  return cached_shape_;
+}
+
+void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
+  const std::optional<ModelShape> from_checkpoint = checkpointShape(config.model.checkpoint);
+  const MemoryEstimate e = from_checkpoint ? estimate_training_memory(config, *from_checkpoint)
+                                           : estimate_training_memory(config);
+  QString text = tr("Model: %1 parameters. Estimated training memory: %2 (weights, gradients and AdamW %3, "
+                    "reference %4, critics %5, activations %6)")
+                     .arg(format_count(e.parameters), format_bytes(e.total_bytes),
+                          format_bytes(e.weights_bytes + e.gradients_bytes + e.optimizer_bytes),
+                          format_bytes(e.reference_bytes), format_bytes(e.critic_bytes), format_bytes(e.activation_bytes));
+  if (!from_checkpoint && !config.model.checkpoint.empty())
+    text += tr(". The checkpoint's config.json was not found: shape from these fields, byte vocabulary");
+  setText(text);
+  setToolTip(tr("A lower bound: weights %1, gradients %2, AdamW moments %3 (fp32), frozen reference %4, "
+                "GANPO critics with their optimiser and activations %5, policy activations %6 for %7 x 2 "
+                "rows of %8 tokens. Not counted: the CUDA context, allocator slack, the dataset.")
+                 .arg(format_bytes(e.weights_bytes), format_bytes(e.gradients_bytes), format_bytes(e.optimizer_bytes),
+                      format_bytes(e.reference_bytes), format_bytes(e.critic_bytes), format_bytes(e.activation_bytes))
+                 .arg(config.train.per_device_train_batch_size)
+                 .arg(config.data.max_length));
+}
+
+void MemoryEstimateLabel::showUnavailable(const QString& why) {
+  setText(tr("Memory estimate: %1").arg(why));
+  setToolTip({});
+}
+
+}  // namespace ganpo::ui

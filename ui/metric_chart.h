@@ -1,0 +1,144 @@
+// MetricChart: one live dashboard chart (a QCustomPlot) holding one or more metric curves of a
+// run. Each curve is drawn as its raw values, faint, behind a debiased-EMA smoothed line; NaN and
+// Inf values become red triangle markers at the top / bottom of the visible range (never
+// dropped). New rows are appended (addData(..., alreadySorted=true), rpQueuedReplot), never
+// reloaded. When the visible step range holds more than kDecimateAbove points the chart asks the
+// run store (on the StoreWorker thread) for min / max / last per pixel column and draws that
+// envelope instead of the raw line, so a million-point curve stays exact at any zoom; zoom and
+// pan (wheel, drag) re-query after a short debounce and survive live updates until "Reset zoom"
+// or a double-click. Also: x axis by step / wall time / tokens seen, log y, an optional ln 2
+// reference line, hover tooltips with exact values, and export as PNG / SVG / PDF / CSV.
+#pragma once
+
+#include "ui/chart_qcustomplot.h"
+
+#include <QString>
+#include <QStringList>
+#include <QTimer>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "db/run_store.h"
+#include "ui/chart_series.h"
+#include "ui/metric_feed.h"
+#include "ui/series_smoothing.h"
+
+namespace ganpo::ui {
+
+class StoreWorker;
+
+class MetricChart : public QCustomPlot {
+  Q_OBJECT
+public:
+  static constexpr int64_t kDecimateAbove = 2000;  // visible points above which the envelope is drawn
+  static constexpr int64_t kDotsBelow = 150;       // visible points below which raw points get dots
+  static constexpr int kDecimationDebounceMs = 100;
+  static constexpr int kLiveEnvelopeRefreshMs = 1000;
+
+  // store may be null (then only in-memory decimation is used, e.g. for derived series).
+  MetricChart(StoreWorker* store, int64_t run_id, const QString& title, QWidget* parent = nullptr);
+  ~MetricChart() override;
+
+  const QString& title() const { return title_; }
+
+  // A curve of this chart; derived curves are not in the store and are decimated in memory.
+  void addSeries(const QString& key, bool derived = false);
+  bool hasSeries(const QString& key) const;
+  QStringList seriesKeys() const;
+  const ChartSeries* series(const QString& key) const;
+  // Appends new points of key (creating the curve if needed); steps must not go backwards.
+  void appendPoints(const QString& key, const std::vector<MetricPoint>& points);
+
+  void setSmoothing(double weight);
+  double smoothing() const { return smoothing_; }
+  void setXAxisMode(XAxisMode mode);
+  XAxisMode xAxisMode() const { return x_mode_; }
+  void setLogY(bool on);
+  bool logY() const { return log_y_; }
+  // A dashed horizontal line (ln 2 on BCE-valued charts); nullopt removes it.
+  void setReferenceLine(std::optional<double> y);
+  std::optional<double> referenceLine() const { return reference_y_; }
+
+  // Zoom: setXRange acts like the user zooming (auto range stops); resetZoom restores it.
+  void setXRange(double lo, double hi);
+  void resetZoom();
+  bool userZoomed() const { return user_zoomed_; }
+
+  // State, for the dashboard and tests.
+  int64_t pointCount() const;
+  int64_t pointCount(const QString& key) const;
+  int64_t nanCount() const { return static_cast<int64_t>(nan_marks_.size()); }
+  bool isDecimated(const QString& key) const;
+  const std::vector<SeriesBucket>& envelope(const QString& key) const;
+  // Step range and bucket count of the envelope last drawn for key.
+  std::pair<int64_t, int64_t> envelopeStepRange(const QString& key) const;
+  int64_t envelopeBuckets(const QString& key) const;  // buckets asked for (~ plot width in pixels)
+  bool decimationPending() const;  // a store query or the debounce timer is outstanding
+  QCPGraph* rawGraph(const QString& key) const;
+  QCPGraph* smoothGraph(const QString& key) const;
+  QCPGraph* nanMarkerGraph() const { return nan_top_; }
+  // The tooltip shown when hovering at plot coordinate x (empty when nothing is near).
+  QString tooltipAt(double x, double pixel_tolerance = 6) const;
+
+  // Export by file suffix: .png, .svg or .pdf. width/height 0 = the chart's size (min 640x400).
+  bool exportImage(const QString& path, int width = 0, int height = 0);
+  // CSV of one curve (the first when key is empty): step,wall_time,tokens_seen,value.
+  bool exportCsv(const QString& path, const QString& key = {}) const;
+  // Draws the chart with painter at its origin, w x h (used by the dashboard's SVG / PDF export).
+  void paintTo(QCPPainter* painter, int width, int height);
+
+Q_SIGNALS:
+  void decimationApplied();  // a new envelope (or the raw view) has been put in place
+
+protected:
+  void contextMenuEvent(QContextMenuEvent* event) override;
+  void resizeEvent(QResizeEvent* event) override;  // a new width asks for a new bucket count
+
+private:
+  struct Curve;
+  Curve* find(const QString& key) const;
+  void rebuildGraphs(Curve& c);
+  void rebuildNanMarkers();
+  void placeNanMarkers();
+  void autoRange();
+  void scheduleDecimation(bool live);
+  void updateDecimation();
+  void requestEnvelope(Curve& c, int64_t lo, int64_t hi, int64_t buckets);
+  void applyEnvelope(Curve& c, std::vector<SeriesBucket> buckets, int64_t lo, int64_t hi, int64_t count);
+  void showRaw(Curve& c, int64_t visible);
+  std::pair<size_t, size_t> visibleIndexRange(const Curve& c) const;
+  double xOf(const Curve& c, size_t i) const;
+  void onMouseMove(QMouseEvent* event);
+  void exportImageDialog();
+  void exportCsvDialog(const QString& key);
+
+  StoreWorker* store_;
+  int64_t run_id_;
+  QString title_;
+  std::vector<std::unique_ptr<Curve>> curves_;
+  double smoothing_ = 0.6;
+  XAxisMode x_mode_ = XAxisMode::Step;
+  bool log_y_ = false;
+  bool user_zoomed_ = false;
+  double wall_origin_ = 0;
+  bool have_origin_ = false;
+  std::optional<double> reference_y_;
+  QCPItemStraightLine* reference_line_ = nullptr;
+  QCPGraph* nan_top_ = nullptr;
+  QCPGraph* nan_bottom_ = nullptr;
+  struct NanMark {
+    QString key;
+    int64_t step;
+    double value;
+    double x;
+  };
+  std::vector<NanMark> nan_marks_;
+  QTimer decimation_timer_;  // zoom / pan debounce
+  QTimer live_timer_;        // envelope refresh while rows stream in
+  bool auto_ranging_ = false;
+};
+
+}  // namespace ganpo::ui

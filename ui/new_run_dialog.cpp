@@ -1,0 +1,461 @@
+#include "ui/new_run_dialog.h"
+
+#include <QCheckBox>
+#include <QColor>
+#include <QComboBox>
+#include <QDialogButtonBox>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QTabBar>
+#include <QTabWidget>
+#include <QVBoxLayout>
+
+#include <exception>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/memory_estimate.h"
+#include "core/model_shape.h"
+#include "ui/config_form.h"
+#include "ui/dataset_preview.h"
+#include "ui/form_page.h"
+#include "ui/memory_estimate_label.h"
+#include "ui/run_presets.h"
+
+namespace ganpo::ui {
+namespace {
+
+enum LengthMode { kTrainForSteps = 0, kTrainForEpochs = 1 };
+
+const QString kPresetsFilter = QStringLiteral("Run configs (*.toml *.json);;All files (*)");
+
+}  // namespace
+
+NewRunDialog::NewRunDialog(QWidget* parent) : QDialog(parent) {
+  setWindowTitle(tr("New Run"));
+  setObjectName(QStringLiteral("newRunDialog"));
+  form_ = new ConfigForm(this);
+
+  auto* layout = new QVBoxLayout(this);
+  buildTopRow(this);
+
+  pages_ = new QTabWidget(this);
+  pages_->addTab(buildModelPage(), tr("Model"));
+  pages_->addTab(buildDataPage(), tr("Data"));
+  pages_->addTab(buildObjectivePage(), tr("Objective"));
+  pages_->addTab(buildOptimisationPage(), tr("Optimisation"));
+  pages_->addTab(buildDevicePage(), tr("Device"));
+  pages_->addTab(buildMonitoringPage(), tr("Monitoring"));
+  layout->addWidget(pages_, 1);
+
+  memory_ = new MemoryEstimateLabel(this);
+  summary_ = new QLabel(this);
+  summary_->setObjectName(QStringLiteral("problemSummary"));
+  summary_->setWordWrap(true);
+  summary_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  layout->addWidget(memory_);
+  layout->addWidget(summary_);
+
+  buttons_ = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, this);
+  buttons_->button(QDialogButtonBox::Ok)->setText(tr("Create run"));
+  auto* load = buttons_->addButton(tr("Load config…"), QDialogButtonBox::ActionRole);
+  auto* save = buttons_->addButton(tr("Save config…"), QDialogButtonBox::ActionRole);
+  load->setObjectName(QStringLiteral("loadConfig"));
+  save->setObjectName(QStringLiteral("saveConfig"));
+  connect(load, &QPushButton::clicked, this, &NewRunDialog::onLoadClicked);
+  connect(save, &QPushButton::clicked, this, &NewRunDialog::onSaveClicked);
+  connect(buttons_, &QDialogButtonBox::accepted, this, [this]() {
+    if (problems_.isEmpty()) accept();
+  });
+  connect(buttons_, &QDialogButtonBox::rejected, this, &QDialog::reject);
+  layout->addWidget(buttons_);
+
+  connect(form_, &ConfigForm::edited, this, &NewRunDialog::revalidate);
+  resize(1000, 780);
+  setConfig(RunConfig{});
+}
+
+void NewRunDialog::buildTopRow(QWidget* parent) {
+  auto* layout = static_cast<QVBoxLayout*>(this->layout());
+  auto* presets = new QHBoxLayout;
+  auto* label = new QLabel(tr("&Preset:"), parent);
+  preset_combo_ = new QComboBox(parent);
+  preset_combo_->setObjectName(QStringLiteral("preset"));
+  preset_combo_->addItem(tr("Custom"), QString());
+  for (const QString& stem : presetFileStems()) preset_combo_->addItem(run_preset_title(stem), stem);
+  label->setBuddy(preset_combo_);
+  presets->addWidget(label);
+  presets->addWidget(preset_combo_, 1);
+  presets->addStretch(1);
+  layout->addLayout(presets);
+  connect(preset_combo_, &QComboBox::activated, this, &NewRunDialog::onPresetActivated);
+
+  auto* run = new FormSection(tr("Run"), parent);
+  form_->addText(run, GANPO_CONFIG_KEY(name), tr("Name"), tr("The run's display name in the run list."));
+  form_->addPath(run, GANPO_CONFIG_KEY(output_dir), tr("Output folder"), ConfigForm::PathKind::Folder,
+                 tr("Checkpoints, config.toml, metrics.jsonl and the event log go here."));
+  layout->addWidget(run);
+}
+
+QWidget* NewRunDialog::buildModelPage() {
+  auto* page = new FormPage;
+  auto* shape = page->addSection(tr("Architecture"));
+  form_->addChoice(shape, GANPO_CONFIG_KEY(model.preset), tr("Size"),
+                   {{QStringLiteral("tiny"), tr("Tiny (llama, d 128, 4 layers, 0.9M)")},
+                    {QStringLiteral("small"), tr("Small (llama, d 384, 6 layers, 10.6M)")},
+                    {QStringLiteral("base"), tr("Base (gpt2, d 768, 12 layers)")},
+                    {QString(), tr("Explicit shape (fields below)")}},
+                   tr("A built-in size, or \"explicit shape\" to set every dimension below."));
+  form_->addChoice(shape, GANPO_CONFIG_KEY(model.arch), tr("Architecture"),
+                   {{QString(), tr("The preset's")},
+                    {QStringLiteral("llama"), tr("Llama (RMSNorm, RoPE, SwiGLU, GQA)")},
+                    {QStringLiteral("gpt2"), tr("GPT-2 (LayerNorm, learned positions, GELU)")}});
+  const QString zero_is_preset = tr("0 = the preset's value");
+  for (QLineEdit* edit : {form_->addInt(shape, GANPO_CONFIG_KEY(model.d_model), tr("Hidden size (d_model)")),
+                          form_->addInt(shape, GANPO_CONFIG_KEY(model.n_layers), tr("Layers")),
+                          form_->addInt(shape, GANPO_CONFIG_KEY(model.n_heads), tr("Attention heads")),
+                          form_->addInt(shape, GANPO_CONFIG_KEY(model.n_kv_heads), tr("Key/value heads (GQA)"),
+                                        tr("0 = as many as attention heads")),
+                          form_->addInt(shape, GANPO_CONFIG_KEY(model.d_ff), tr("MLP width (d_ff)"),
+                                        tr("0 = derived: 8/3 d rounded to 64 (llama), 4 d (gpt2)")),
+                          form_->addInt(shape, GANPO_CONFIG_KEY(model.max_seq_len), tr("Max positions"))})
+    edit->setToolTip(edit->toolTip().isEmpty() ? zero_is_preset : edit->toolTip());
+  form_->addDouble(shape, GANPO_CONFIG_KEY(model.rope_theta), tr("RoPE theta"));
+  resolved_shape_ = new QLabel(page);
+  resolved_shape_->setObjectName(QStringLiteral("resolvedShape"));
+  resolved_shape_->setWordWrap(true);
+  shape->addWideRow(resolved_shape_);
+
+  auto* weights = page->addSection(tr("Weights"));
+  form_->addPath(weights, GANPO_CONFIG_KEY(model.checkpoint), tr("Continue from checkpoint"),
+                 ConfigForm::PathKind::Folder,
+                 tr("A checkpoint or HF-style folder (config.json + model.safetensors); empty = fresh weights. "
+                    "Its config.json replaces the shape above."));
+  form_->addPath(weights, GANPO_CONFIG_KEY(model.reference), tr("Reference model"), ConfigForm::PathKind::Folder,
+                 tr("Frozen reference for the preference losses; empty = the starting weights."));
+  return page;
+}
+
+QWidget* NewRunDialog::buildDataPage() {
+  auto* page = new FormPage;
+  auto* source = page->addSection(tr("Source"));
+  form_->addChoice(source, GANPO_CONFIG_KEY(data.builtin), tr("Data"),
+                   {{QStringLiteral("lists"), tr("Built-in task: word lists (exact judge)")},
+                    {QString(), tr("JSONL / JSON file (TRL format)")}});
+
+  builtin_data_ = page->addSection(tr("Built-in task"));
+  form_->addInt(builtin_data_, GANPO_CONFIG_KEY(data.builtin_train_size), tr("Training examples"));
+  form_->addInt(builtin_data_, GANPO_CONFIG_KEY(data.builtin_eval_size), tr("Held-out examples"));
+  form_->addDouble(builtin_data_, GANPO_CONFIG_KEY(data.label_noise), tr("Label noise"),
+                   tr("Fraction of pairs with chosen and rejected swapped, in [0, 1]."));
+
+  file_data_ = page->addSection(tr("Files"));
+  form_->addPath(file_data_, GANPO_CONFIG_KEY(data.train), tr("Training file"), ConfigForm::PathKind::File,
+                 tr("prompt / chosen / rejected strings, or conversational message lists."));
+  form_->addPath(file_data_, GANPO_CONFIG_KEY(data.eval), tr("Held-out file"), ConfigForm::PathKind::File,
+                 tr("Optional; empty = hold out a fraction of the training file."));
+  form_->addDouble(file_data_, GANPO_CONFIG_KEY(data.eval_fraction), tr("Held-out fraction"));
+  form_->addChoice(file_data_, GANPO_CONFIG_KEY(data.on_bad_line), tr("On a bad line"),
+                   {{QStringLiteral("error"), tr("Stop with an error naming the line")},
+                    {QStringLiteral("skip"), tr("Skip it and count it")}});
+  preview_ = new DatasetPreviewWidget(file_data_);
+  file_data_->addWideRow(preview_);
+  return page;
+}
+
+QWidget* NewRunDialog::buildObjectivePage() {
+  auto* page = new FormPage;
+  auto* loss = page->addSection(tr("Loss"));
+  form_->addChoice(loss, GANPO_CONFIG_KEY(stage), tr("Stage"),
+                   {{QStringLiteral("preference"), tr("Preference optimisation")},
+                    {QStringLiteral("sft"), tr("Supervised fine-tuning (SFT)")}});
+  form_->addChoice(loss, GANPO_CONFIG_KEY(objective.loss_type), tr("Base loss"),
+                   {{QStringLiteral("sigmoid"), tr("DPO (sigmoid)")},
+                    {QStringLiteral("simpo"), tr("SimPO")},
+                    {QStringLiteral("ipo"), tr("IPO")},
+                    {QStringLiteral("hinge"), tr("Hinge (SLiC)")}});
+  form_->addDouble(loss, GANPO_CONFIG_KEY(objective.beta), tr("Beta"),
+                   tr("0 = the loss's default (0.1; SimPO 2.5)."));
+  form_->addDouble(loss, GANPO_CONFIG_KEY(objective.simpo_gamma), tr("SimPO gamma"),
+                   tr("Target reward margin of SimPO; other losses ignore it."));
+  form_->addDouble(loss, GANPO_CONFIG_KEY(objective.rpo_alpha), tr("RPO alpha"),
+                   tr("Weight of an NLL term on the chosen responses; 0 = off."));
+
+  auto* ganpo = page->addSection(tr("GANPO latent adversarial regularizer"));
+  form_->addBool(ganpo, GANPO_CONFIG_KEY(ganpo.enabled), tr("Enabled"),
+                 tr("Two critics on the policy's and the reference's hidden states."));
+  form_->addDouble(ganpo, GANPO_CONFIG_KEY(ganpo.adv_weight), tr("Lambda (adversarial weight)"));
+
+  ganpo_section_ = page->addSection(tr("Critics"));
+  form_->addInt(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_hidden), tr("Width"));
+  form_->addInt(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_layers), tr("Layers"));
+  form_->addInt(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_heads), tr("Heads"));
+  form_->addInt(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_ffn_mult), tr("FFN multiple"));
+  form_->addInt(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_max_len), tr("Max positions"));
+  form_->addDouble(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_dropout), tr("Dropout"));
+  form_->addDouble(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_lr_ratio), tr("Learning-rate ratio"),
+                   tr("Critic learning rate = policy learning rate x this."));
+  form_->addDouble(ganpo_section_, GANPO_CONFIG_KEY(ganpo.ema_momentum), tr("EMA momentum"),
+                   tr("Momentum of the relativistic means, in [0, 1)."));
+  form_->addChoice(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_mask), tr("Critic mask"),
+                   {{QStringLiteral("attention"), tr("Attention mask (prompt + response)")},
+                    {QStringLiteral("response"), tr("Response tokens only")},
+                    {QStringLiteral("none"), tr("None (every position)")}});
+  form_->addInt(ganpo_section_, GANPO_CONFIG_KEY(ganpo.critic_update_every), tr("Critic step every"),
+                tr("Optimizer steps between critic steps."));
+  return page;
+}
+
+QWidget* NewRunDialog::buildOptimisationPage() {
+  auto* page = new FormPage;
+  auto* optimiser = page->addSection(tr("Optimiser (AdamW)"));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.learning_rate), tr("Learning rate"));
+  form_->addChoice(optimiser, GANPO_CONFIG_KEY(train.lr_scheduler_type), tr("Schedule"),
+                   {{QStringLiteral("constant"), tr("Constant")},
+                    {QStringLiteral("linear"), tr("Linear decay")},
+                    {QStringLiteral("cosine"), tr("Cosine decay")}});
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.warmup_ratio), tr("Warmup ratio"));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.weight_decay), tr("Weight decay"));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.max_grad_norm), tr("Gradient clip (max norm)"),
+                   tr("0 = no clipping."));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.adam_beta1), tr("Adam beta1"));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.adam_beta2), tr("Adam beta2"));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.adam_epsilon), tr("Adam epsilon"));
+
+  auto* batches = page->addSection(tr("Batches and length"));
+  form_->addInt(batches, GANPO_CONFIG_KEY(train.per_device_train_batch_size), tr("Batch size"),
+                tr("Pairs per micro-batch (each pair is a chosen and a rejected row)."));
+  form_->addInt(batches, GANPO_CONFIG_KEY(train.gradient_accumulation_steps), tr("Gradient accumulation"));
+
+  length_mode_ = new QComboBox(batches);
+  length_mode_->setObjectName(QStringLiteral("lengthMode"));
+  length_mode_->addItem(tr("A number of optimizer steps"), kTrainForSteps);
+  length_mode_->addItem(tr("A number of epochs"), kTrainForEpochs);
+  batches->addRow(tr("Train for"), length_mode_, nullptr);
+  max_steps_ = new QLineEdit(batches);
+  max_steps_->setObjectName(QStringLiteral("train.max_steps"));
+  QLabel* steps_error = form_->addCustom(
+      QStringLiteral("train.max_steps"), max_steps_,
+      [this](const RunConfig& c) {
+        const bool epochs = c.train.max_steps == -1;
+        length_mode_->setCurrentIndex(epochs ? kTrainForEpochs : kTrainForSteps);
+        max_steps_->setText(epochs ? QString() : QString::number(c.train.max_steps));
+      },
+      [this](RunConfig& c) -> QString {
+        if (length_mode_->currentIndex() == kTrainForEpochs) {
+          c.train.max_steps = -1;
+          return {};
+        }
+        int64_t v = 0;
+        if (!parse_config_int(max_steps_->text(), v))
+          return tr("train.max_steps must be an integer, got \"%1\"").arg(max_steps_->text());
+        c.train.max_steps = v;
+        return {};
+      });
+  max_steps_->setPlaceholderText(tr("steps"));
+  batches->addRow(tr("Max steps"), max_steps_, steps_error);
+  connect(max_steps_, &QLineEdit::textChanged, this, [this]() {
+    if (!loading_) revalidate();
+  });
+  connect(length_mode_, &QComboBox::currentIndexChanged, this, [this](int mode) {
+    if (loading_) return;
+    if (mode == kTrainForSteps && max_steps_->text().trimmed().isEmpty()) max_steps_->setText(QStringLiteral("1000"));
+    revalidate();
+  });
+  epochs_ = form_->addDouble(batches, GANPO_CONFIG_KEY(train.num_train_epochs), tr("Epochs"));
+  form_->addInt(batches, GANPO_CONFIG_KEY(data.max_length), tr("Max length (tokens)"),
+                tr("Prompt + response tokens per row."));
+  form_->addInt(batches, GANPO_CONFIG_KEY(data.max_prompt_length), tr("Max prompt length"));
+
+  auto* numerics = page->addSection(tr("Numerics"));
+  form_->addChoice(numerics, GANPO_CONFIG_KEY(train.precision), tr("Precision"),
+                   {{QStringLiteral("fp32"), tr("fp32")},
+                    {QStringLiteral("bf16"), tr("bf16 autocast (LibTorch 2.x + CUDA)")}});
+  form_->addInt(numerics, GANPO_CONFIG_KEY(seed), tr("Seed"));
+  return page;
+}
+
+QWidget* NewRunDialog::buildDevicePage() {
+  auto* page = new FormPage;
+  auto* device = page->addSection(tr("Device"));
+  form_->addEditableChoice(device, GANPO_CONFIG_KEY(device), tr("Device"),
+                           {QStringLiteral("auto"), QStringLiteral("cpu"), QStringLiteral("cuda"),
+                            QStringLiteral("cuda:0"), QStringLiteral("cuda:1")},
+                           tr("auto = the first CUDA GPU if there is one, else the CPU; cuda:N picks GPU N."));
+  form_->addInt(device, GANPO_CONFIG_KEY(train.num_threads), tr("CPU threads"), tr("0 = all cores."));
+  auto* note = new QLabel(tr("The memory estimate below is what one training process needs on this device; "
+                             "compare it with the GPU's memory (or the machine's RAM for the CPU)."),
+                          device);
+  note->setWordWrap(true);
+  device->addWideRow(note);
+  return page;
+}
+
+QWidget* NewRunDialog::buildMonitoringPage() {
+  auto* page = new FormPage;
+  auto* steps = page->addSection(tr("Logging, evaluation and checkpoints"));
+  form_->addInt(steps, GANPO_CONFIG_KEY(train.logging_steps), tr("Log metrics every"), tr("Optimizer steps."));
+  form_->addInt(steps, GANPO_CONFIG_KEY(train.eval_steps), tr("Evaluate every"), tr("0 = only at the end."));
+  form_->addInt(steps, GANPO_CONFIG_KEY(train.save_steps), tr("Checkpoint every"), tr("0 = only at the end."));
+
+  auto* sampling = page->addSection(tr("Samples"));
+  form_->addInt(sampling, GANPO_CONFIG_KEY(sampling.every_steps), tr("Sample every"),
+                tr("0 = only at the start and the end."));
+  form_->addInt(sampling, GANPO_CONFIG_KEY(sampling.num_prompts), tr("Fixed prompts"));
+  form_->addDouble(sampling, GANPO_CONFIG_KEY(sampling.temperature), tr("Temperature"));
+  form_->addDouble(sampling, GANPO_CONFIG_KEY(sampling.top_p), tr("Top-p"));
+  form_->addInt(sampling, GANPO_CONFIG_KEY(sampling.top_k), tr("Top-k"), tr("0 = off."));
+  form_->addInt(sampling, GANPO_CONFIG_KEY(sampling.max_new_tokens), tr("Max new tokens"));
+  return page;
+}
+
+void NewRunDialog::setConfig(const RunConfig& config) {
+  base_ = config;
+  loading_ = true;
+  form_->show(config);
+  loading_ = false;
+  revalidate();
+}
+
+RunConfig NewRunDialog::config() const { return form_->read(base_, nullptr); }
+
+QStringList NewRunDialog::presetFileStems() { return run_preset_stems(); }
+
+bool NewRunDialog::selectPreset(const QString& file_stem) {
+  RunConfig preset;
+  try {
+    preset = load_run_preset(file_stem);
+  } catch (const std::exception&) {
+    return false;
+  }
+  setConfig(preset);
+  const int index = preset_combo_->findData(file_stem);
+  if (index >= 0) preset_combo_->setCurrentIndex(index);
+  return true;
+}
+
+void NewRunDialog::onPresetActivated(int index) {
+  const QString stem = preset_combo_->itemData(index).toString();
+  if (stem.isEmpty()) return;  // "Custom" keeps what is in the form
+  if (!selectPreset(stem))
+    QMessageBox::warning(this, tr("Cannot load preset"), tr("The built-in preset \"%1\" could not be read.").arg(stem));
+}
+
+bool NewRunDialog::loadConfigFile(const QString& path) {
+  try {
+    setConfig(load_config_file(path.toStdString()));
+  } catch (const std::exception& e) {
+    QMessageBox::warning(this, tr("Cannot load config"), QString::fromStdString(e.what()));
+    return false;
+  }
+  preset_combo_->setCurrentIndex(0);
+  return true;
+}
+
+bool NewRunDialog::saveConfigFile(const QString& path) {
+  QString target = path;
+  if (QFileInfo(target).suffix().isEmpty()) target += QStringLiteral(".toml");
+  try {
+    save_config_file(config(), target.toStdString());
+  } catch (const std::exception& e) {
+    QMessageBox::warning(this, tr("Cannot save config"), QString::fromStdString(e.what()));
+    return false;
+  }
+  return true;
+}
+
+void NewRunDialog::onLoadClicked() {
+  const QString path = QFileDialog::getOpenFileName(this, tr("Load run config"), {}, kPresetsFilter);
+  if (!path.isEmpty()) loadConfigFile(path);
+}
+
+void NewRunDialog::onSaveClicked() {
+  const QString suggested = QString::fromStdString(config().name) + QStringLiteral(".toml");
+  const QString path = QFileDialog::getSaveFileName(this, tr("Save run config"), suggested, kPresetsFilter);
+  if (!path.isEmpty()) saveConfigFile(path);
+}
+
+void NewRunDialog::revalidate() {
+  if (loading_) return;
+  QStringList parse_problems;
+  const RunConfig config = form_->read(base_, &parse_problems);
+
+  // A field whose text does not parse shows that, not a complaint about the value it kept.
+  QStringList unparsed_keys;
+  for (const QString& p : parse_problems) unparsed_keys.append(p.section(QLatin1Char(' '), 0, 0));
+  QStringList problems = parse_problems;
+  std::vector<std::string> messages = validate_config(config);
+  // The trainer refuses this at start; saying it here saves a failed run. A checkpoint's own
+  // config.json decides its length, so only a fresh model is checked.
+  const int64_t max_seq_len = resolve_model_shape(config.model, kByteTokenizerVocab).max_seq_len;
+  if (config.model.checkpoint.empty() && config.data.max_length > max_seq_len)
+    messages.push_back("data.max_length must be <= the model's max_seq_len (" + std::to_string(max_seq_len) +
+                       "), got " + std::to_string(config.data.max_length) +
+                       "; lower it or raise model.max_seq_len");
+  for (const std::string& message : messages) {
+    const QString text = QString::fromStdString(message);
+    if (!unparsed_keys.contains(text.section(QLatin1Char(' '), 0, 0))) problems.append(text);
+  }
+  problems_ = problems;
+  form_->showProblems(problems);
+
+  // Each tab says how many of its fields have a problem.
+  static const char* const kTabTitles[] = {"Model", "Data", "Objective", "Optimisation", "Device", "Monitoring"};
+  std::map<int, int> per_tab;
+  for (const QString& p : problems) {
+    QWidget* editor = form_->editor(p.section(QLatin1Char(' '), 0, 0));
+    for (int i = 0; editor && i < pages_->count(); ++i)
+      if (pages_->widget(i)->isAncestorOf(editor)) ++per_tab[i];
+  }
+  for (int i = 0; i < pages_->count(); ++i) {
+    const QString title = tr(kTabTitles[i]);
+    const int count = per_tab.count(i) ? per_tab[i] : 0;
+    pages_->setTabText(i, count ? QStringLiteral("%1 (%2)").arg(title).arg(count) : title);
+    pages_->tabBar()->setTabTextColor(i, count ? QColor(0xc6, 0x28, 0x28) : palette().color(QPalette::WindowText));
+  }
+
+  buttons_->button(QDialogButtonBox::Ok)->setEnabled(problems.isEmpty());
+  if (problems.isEmpty()) {
+    summary_->setStyleSheet(QStringLiteral("color: #2e7d32;"));
+    summary_->setText(tr("Ready: every value is valid."));
+  } else {
+    summary_->setStyleSheet(QStringLiteral("color: #c62828;"));
+    const QString count = problems.size() == 1 ? tr("1 problem") : tr("%1 problems").arg(problems.size());
+    summary_->setText(tr("%1 to fix before the run can start (the reasons are beside the fields). First: %2")
+                          .arg(count, problems.front()));
+  }
+  memory_->showEstimate(config);
+  updateDependentWidgets(config);
+}
+
+void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
+  const bool builtin = c.data.builtin == "lists";
+  builtin_data_->setVisible(builtin);
+  file_data_->setVisible(!builtin);
+  preview_->setSource(builtin ? QString() : QString::fromStdString(c.data.train), c.stage != "sft");
+  ganpo_section_->setEnabled(c.ganpo.enabled);
+  const bool epochs = length_mode_->currentIndex() == kTrainForEpochs;
+  max_steps_->setEnabled(!epochs);
+  epochs_->setEnabled(epochs);
+
+  const ModelShape s = resolve_model_shape(c.model, kByteTokenizerVocab);
+  resolved_shape_->setText(tr("Resolved shape: %1, d_model %2, %3 layers, %4 heads (%5 key/value), d_ff %6, "
+                              "%7 positions; %8 parameters with the byte tokenizer")
+                               .arg(QString::fromStdString(s.arch))
+                               .arg(s.d_model)
+                               .arg(s.n_layers)
+                               .arg(s.n_heads)
+                               .arg(s.n_kv_heads)
+                               .arg(s.d_ff)
+                               .arg(s.max_seq_len)
+                               .arg(format_count(parameter_count(s))));
+}
+
+}  // namespace ganpo::ui

@@ -1,0 +1,174 @@
+#include "ui/run_list_model.h"
+
+#include <QApplication>
+#include <QDateTime>
+#include <QStyle>
+
+#include <algorithm>
+#include <cmath>
+
+namespace ganpo::ui {
+namespace {
+
+QString duration_text(double seconds) {
+  const long t = static_cast<long>(seconds + 0.5);
+  if (t >= 3600) return QString("%1h%2m").arg(t / 3600).arg((t % 3600) / 60, 2, 10, QChar('0'));
+  if (t >= 60) return QString("%1m%2s").arg(t / 60).arg(t % 60, 2, 10, QChar('0'));
+  return QString("%1s").arg(t);
+}
+
+double duration_of(const RunRow& r) {
+  if (!r.started_at) return -1;
+  return r.finished_at.value_or(unix_now()) - *r.started_at;
+}
+
+QIcon status_icon(const std::string& status) {
+  QStyle* style = QApplication::style();
+  if (status == "running") return style->standardIcon(QStyle::SP_MediaPlay);
+  if (status == "paused") return style->standardIcon(QStyle::SP_MediaPause);
+  if (status == "completed") return style->standardIcon(QStyle::SP_DialogApplyButton);
+  if (status == "failed") return style->standardIcon(QStyle::SP_MessageBoxCritical);
+  if (status == "stopped") return style->standardIcon(QStyle::SP_MediaStop);
+  return style->standardIcon(QStyle::SP_FileDialogDetailedView);  // queued
+}
+
+}  // namespace
+
+QColor run_color(int64_t run_id) {
+  // Tableau 10: distinct on light and dark backgrounds.
+  static const QColor palette[] = {QColor(31, 119, 180), QColor(255, 127, 14), QColor(44, 160, 44),
+                                   QColor(214, 39, 40),  QColor(148, 103, 189), QColor(140, 86, 75),
+                                   QColor(227, 119, 194), QColor(127, 127, 127), QColor(188, 189, 34),
+                                   QColor(23, 190, 207)};
+  return palette[static_cast<size_t>((run_id > 0 ? run_id - 1 : 0) % 10)];
+}
+
+RunListModel::RunListModel(QObject* parent) : QAbstractTableModel(parent) {}
+
+int RunListModel::rowCount(const QModelIndex& parent) const {
+  return parent.isValid() ? 0 : static_cast<int>(entries_.size());
+}
+
+int RunListModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
+
+QString RunListModel::objective_of(const RunListEntry& e) {
+  if (e.row.stage == "sft") return "sft";
+  if (!e.config.is_object()) return "?";
+  static const std::map<std::string, QString> names{{"sigmoid", "dpo"}, {"simpo", "simpo"}, {"ipo", "ipo"},
+                                                     {"hinge", "hinge"}};
+  const std::string loss = e.config.value("/objective/loss_type"_json_pointer, std::string("sigmoid"));
+  auto it = names.find(loss);
+  QString text = it == names.end() ? QString::fromStdString(loss) : it->second;
+  if (e.config.value("/ganpo/enabled"_json_pointer, false)) text += "+ganpo";
+  return text;
+}
+
+QVariant RunListModel::data(const QModelIndex& index, int role) const {
+  if (!index.isValid() || index.row() >= rowCount()) return {};
+  const RunListEntry& e = entries_[static_cast<size_t>(index.row())];
+  const RunRow& r = e.row;
+  if (role == RunIdRole) return QVariant::fromValue<qlonglong>(r.id);
+  const int col = index.column();
+  if (role == Qt::DecorationRole) {
+    if (col == Color) return run_color(r.id);
+    if (col == Status) return status_icon(r.status);
+    return {};
+  }
+  if (role == Qt::ToolTipRole) {
+    if (col == Status && !r.error.empty()) return QString::fromStdString(r.error);
+    if (col == Name && !r.notes.empty()) return QString::fromStdString(r.notes);
+    return {};
+  }
+  if (role == SortRole) {
+    switch (col) {
+      case Color: return QVariant::fromValue<qlonglong>(r.id);
+      case Step: return QVariant::fromValue<qlonglong>(r.last_step.value_or(0));
+      case BestEval: return e.best_eval ? QVariant(*e.best_eval) : QVariant(-1e300);
+      case Started: return r.started_at.value_or(0);
+      case Duration: return duration_of(r);
+      default: break;
+    }
+    role = Qt::DisplayRole;
+  }
+  if (role != Qt::DisplayRole) return {};
+  switch (col) {
+    case Color: return QString::number(r.id);
+    case Name: return QString::fromStdString(r.name);
+    case Status: return QString::fromStdString(r.status);
+    case Objective: return objective_of(e);
+    case Step: {
+      const QString done = QString::number(r.last_step.value_or(0));
+      return r.total_steps ? done + " / " + QString::number(*r.total_steps) : done;
+    }
+    case BestEval:
+      return e.best_eval ? QString("%1 %2").arg(e.best_eval_name).arg(*e.best_eval, 0, 'f', 3) : QString();
+    case Device: return QString::fromStdString(r.device);
+    case Started:
+      return r.started_at ? QDateTime::fromSecsSinceEpoch(static_cast<qint64>(*r.started_at)).toString("yyyy-MM-dd HH:mm")
+                          : QString();
+    case Duration: return r.started_at ? duration_text(duration_of(r)) : QString();
+    case Tags: return QString::fromStdString(r.tags);
+    default: return {};
+  }
+}
+
+QVariant RunListModel::headerData(int section, Qt::Orientation orientation, int role) const {
+  if (orientation != Qt::Horizontal || role != Qt::DisplayRole) return {};
+  static const char* names[] = {"#", "Name", "Status", "Objective", "Step", "Best eval", "Device", "Started",
+                                "Duration", "Tags"};
+  return section >= 0 && section < ColumnCount ? QString(names[section]) : QVariant();
+}
+
+int RunListModel::rowOf(int64_t run_id) const {
+  for (size_t i = 0; i < entries_.size(); ++i)
+    if (entries_[i].row.id == run_id) return static_cast<int>(i);
+  return -1;
+}
+
+const RunListEntry* RunListModel::entry(int64_t run_id) const {
+  const int row = rowOf(run_id);
+  return row < 0 ? nullptr : &entries_[static_cast<size_t>(row)];
+}
+
+void RunListModel::upsert(const std::vector<RunListEntry>& entries) {
+  for (const auto& e : entries) {
+    const int row = rowOf(e.row.id);
+    if (row >= 0) {
+      entries_[static_cast<size_t>(row)] = e;
+      Q_EMIT dataChanged(index(row, 0), index(row, ColumnCount - 1));
+    } else {
+      const int at = rowCount();
+      beginInsertRows({}, at, at);
+      entries_.push_back(e);
+      endInsertRows();
+    }
+  }
+}
+
+void RunListModel::retain(const std::vector<int64_t>& ids) {
+  for (int row = rowCount() - 1; row >= 0; --row) {
+    if (std::find(ids.begin(), ids.end(), entries_[static_cast<size_t>(row)].row.id) != ids.end()) continue;
+    beginRemoveRows({}, row, row);
+    entries_.erase(entries_.begin() + row);
+    endRemoveRows();
+  }
+}
+
+RunListProxy::RunListProxy(QObject* parent) : QSortFilterProxyModel(parent) {
+  setSortRole(RunListModel::SortRole);
+  setDynamicSortFilter(true);
+}
+
+QString RunListProxy::setFilterText(const QString& text) {
+  filter_ = RunFilter::parse(text);
+  invalidateFilter();
+  return filter_.error();
+}
+
+bool RunListProxy::filterAcceptsRow(int source_row, const QModelIndex&) const {
+  auto* model = static_cast<RunListModel*>(sourceModel());
+  const RunListEntry& e = model->entryAt(source_row);
+  return filter_.matches(e.row, e.config);
+}
+
+}  // namespace ganpo::ui

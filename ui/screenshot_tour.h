@@ -1,0 +1,48 @@
+// ScreenshotTour: a scripted walk through the workbench for the README and for measuring the UI:
+// opens the New Run dialog on the demo preset (screenshot), starts the demo run, lets it train
+// while an event-loop probe measures how long the UI thread is ever kept from its timers, takes
+// screenshots of the main window and the live dashboard, stops the run and quits. Used by
+// packaging/take-screenshots.sh (`ganpo-workbench --screenshots DIR`).
+#pragma once
+
+#include <QElapsedTimer>
+#include <QObject>
+#include <QString>
+#include <QTimer>
+
+namespace ganpo::ui {
+
+class MainWindow;
+
+// Measures event-loop latency: a 5 ms timer notes how late each tick comes.
+class EventLoopProbe : public QObject {
+  Q_OBJECT
+public:
+  explicit EventLoopProbe(QObject* parent = nullptr);
+  double longestStallMs() const { return longest_ms_; }
+  qint64 ticks() const { return ticks_; }
+
+private:
+  QTimer timer_;
+  QElapsedTimer clock_;
+  qint64 last_ms_ = 0, ticks_ = 0;
+  double longest_ms_ = 0;
+};
+
+class ScreenshotTour : public QObject {
+  Q_OBJECT
+public:
+  // live_seconds: how long the demo run trains before the dashboard screenshot.
+  ScreenshotTour(MainWindow* window, QString out_dir, int live_seconds, QObject* parent = nullptr);
+  void start();
+
+private:
+  void save(QWidget* widget, const QString& name);
+  MainWindow* window_;
+  QString out_dir_;
+  int live_seconds_;
+  EventLoopProbe* probe_ = nullptr;         // from the start of the run
+  EventLoopProbe* steady_probe_ = nullptr;  // once its tab is open
+};
+
+}  // namespace ganpo::ui
