@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-resources/screenshots}
 APP=${APP:-build/release/app/ganpo-workbench}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'sleep 2; rm -rf "$WORK" 2>/dev/null || true' EXIT
 mkdir -p "$OUT"
 export XDG_CONFIG_HOME="$WORK/config"  # fresh window settings, the user's untouched
 xvfb-run -a -s "-screen 0 1600x1000x24" "$APP" --db "$WORK/workspace.sqlite" --screenshots "$OUT" \

@@ -289,6 +289,10 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
     }
     last_status_[e.row.id] = status;
   }
+  if (!columns_sized_ && !changed.empty()) {
+    columns_sized_ = true;
+    if (QSettings().value("window/run-columns").isNull()) table_->resizeColumnsToContents();
+  }
   if (table_->currentIndex().isValid() == false && proxy_->rowCount() > 0) table_->selectRow(0);
   updateActions();
   updateStatusBar();

@@ -110,6 +110,7 @@ private:
           *clone_ = nullptr, *refresh_ = nullptr;
   QTimer poll_timer_;
   bool poll_pending_ = false;
+  bool columns_sized_ = false;
   double last_poll_time_ = 0;
   QMap<qint64, QString> last_status_;  // for end-of-run notifications
   std::optional<double> active_memory_mb_;

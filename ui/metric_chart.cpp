@@ -214,7 +214,7 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
   if (new_nan) rebuildNanMarkers();
   if (!user_zoomed_) autoRange();
   scheduleDecimation(!first_rows);  // a first load gets its envelope without the live delay
-  replot(rpQueuedReplot);
+  requestReplot();
 }
 
 void MetricChart::rebuildGraphs(Curve& c) {
@@ -248,7 +248,7 @@ void MetricChart::placeNanMarkers() {
   if (nan_marks_.empty()) return;
   const QCPRange r = yAxis->range();
   double top, bottom;
-  if (log_y_ && r.lower > 0) {
+  if (log_applied_ && r.lower > 0) {
     const double span = std::log(r.upper / r.lower);
     top = r.upper * std::exp(-0.04 * span);
     bottom = r.lower * std::exp(0.04 * span);
@@ -270,19 +270,21 @@ void MetricChart::autoRange() {
     xr = have_x ? QCPRange(std::min(xr.lower, k.lower), std::max(xr.upper, k.upper)) : k;
     have_x = true;
     found = false;
-    const QCPRange v = c->raw->getValueRange(found, log_y_ ? QCP::sdPositive : QCP::sdBoth);
+    const QCPRange v = c->raw->getValueRange(found, QCP::sdBoth);
     if (!found) continue;
     yr = have_y ? QCPRange(std::min(yr.lower, v.lower), std::max(yr.upper, v.upper)) : v;
     have_y = true;
   }
   if (!have_x) return;
   if (xr.size() <= 0) xr = QCPRange(xr.lower - 1, xr.upper + 1);
-  if (!have_y) yr = log_y_ ? QCPRange(0.1, 10) : QCPRange(-1, 1);  // only NaN so far: markers show it
+  if (!have_y) yr = QCPRange(-1, 1);  // only NaN so far: the markers show it
+  // Log y only where every value is positive; a curve through zero stays linear (and says so).
+  applyScale(log_y_ && have_y && yr.lower > 0);
   if (yr.size() <= 0) {
     const double pad = yr.lower == 0 ? 1.0 : std::fabs(yr.lower) * 0.1;
     yr = QCPRange(yr.lower - pad, yr.upper + pad);
   }
-  if (log_y_ && yr.lower > 0) {
+  if (log_applied_) {
     yr = QCPRange(yr.lower / 1.15, yr.upper * 1.15);
   } else {
     const double pad = yr.size() * 0.06;
@@ -299,7 +301,7 @@ void MetricChart::setSmoothing(double weight) {
   if (weight == smoothing_) return;
   smoothing_ = weight;
   for (auto& c : curves_) rebuildGraphs(*c);
-  replot(rpQueuedReplot);
+  requestReplot();
 }
 
 void MetricChart::setXAxisMode(XAxisMode mode) {
@@ -336,19 +338,29 @@ void MetricChart::setXAxisMode(XAxisMode mode) {
   user_zoomed_ = false;
   autoRange();
   updateDecimation();
-  replot(rpQueuedReplot);
+  requestReplot();
 }
 
 void MetricChart::setLogY(bool on) {
   if (on == log_y_) return;
   log_y_ = on;
-  yAxis->setScaleType(on ? QCPAxis::stLogarithmic : QCPAxis::stLinear);
-  if (on)
+  if (!on) applyScale(false);
+  const QCPRange x = xAxis->range();
+  autoRange();  // y only matters here; an x zoom stays as the user left it
+  if (user_zoomed_) xAxis->setRange(x);
+  requestReplot();
+}
+
+void MetricChart::applyScale(bool log) {
+  const QString label = log_y_ && !log ? QString("log y off: values \u2264 0") : QString();
+  if (yAxis->label() != label) yAxis->setLabel(label);
+  if (log == log_applied_) return;
+  log_applied_ = log;
+  yAxis->setScaleType(log ? QCPAxis::stLogarithmic : QCPAxis::stLinear);
+  if (log)
     yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
   else
     yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
-  autoRange();  // y only matters here; an x zoom stays as the user left it
-  replot(rpQueuedReplot);
 }
 
 void MetricChart::setReferenceLine(std::optional<double> y) {
@@ -365,21 +377,21 @@ void MetricChart::setReferenceLine(std::optional<double> y) {
     reference_line_->point1->setCoords(0, *y);
     reference_line_->point2->setCoords(1, *y);
   }
-  replot(rpQueuedReplot);
+  requestReplot();
 }
 
 void MetricChart::setXRange(double lo, double hi) {
   user_zoomed_ = true;
   xAxis->setRange(lo, hi);
   scheduleDecimation(false);
-  replot(rpQueuedReplot);
+  requestReplot();
 }
 
 void MetricChart::resetZoom() {
   user_zoomed_ = false;
   autoRange();
   scheduleDecimation(false);
-  replot(rpQueuedReplot);
+  requestReplot();
 }
 
 int64_t MetricChart::pointCount() const {
@@ -491,7 +503,7 @@ void MetricChart::updateDecimation() {
     }
   }
   if (changed) {
-    replot(rpQueuedReplot);
+    requestReplot();
     Q_EMIT decimationApplied();
   }
 }
@@ -517,7 +529,7 @@ void MetricChart::requestEnvelope(Curve& c, int64_t lo, int64_t hi, int64_t buck
           return;
         }
         applyEnvelope(*target, std::move(result), lo, hi, buckets);
-        replot(rpQueuedReplot);
+        requestReplot();
         Q_EMIT decimationApplied();
       },
       [target, generation](QString message) {
@@ -706,6 +718,26 @@ bool MetricChart::exportCsv(const QString& path, const QString& key) const {
         << QString::number(c->data.tokens[i], 'g', 15) << ',' << number(c->data.values[i]) << '\n';
   out.flush();
   return file.error() == QFileDevice::NoError;
+}
+
+}  // namespace ganpo::ui
+
+namespace ganpo::ui {
+
+void MetricChart::requestReplot() {
+  if (!isVisible() || visibleRegion().isEmpty()) {
+    replot_pending_ = true;
+    return;
+  }
+  replot(rpQueuedReplot);
+}
+
+void MetricChart::paintEvent(QPaintEvent* event) {
+  if (replot_pending_) {
+    replot_pending_ = false;
+    replot(rpQueuedRefresh);  // renders the layers now; the base class then paints them
+  }
+  QCustomPlot::paintEvent(event);
 }
 
 }  // namespace ganpo::ui

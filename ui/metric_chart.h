@@ -58,6 +58,8 @@ public:
   XAxisMode xAxisMode() const { return x_mode_; }
   void setLogY(bool on);
   bool logY() const { return log_y_; }
+  // Log y as drawn: only when every value is positive (otherwise the chart stays linear).
+  bool logYApplied() const { return log_applied_; }
   // A dashed horizontal line (ln 2 on BCE-valued charts); nullopt removes it.
   void setReferenceLine(std::optional<double> y);
   std::optional<double> referenceLine() const { return reference_y_; }
@@ -95,6 +97,9 @@ Q_SIGNALS:
 
 protected:
   void contextMenuEvent(QContextMenuEvent* event) override;
+  // A chart scrolled out of view or on a hidden tab only notes that it is stale; it replots when
+  // it is painted again. A dashboard of twenty charts then costs one chart's replot per update.
+  void paintEvent(QPaintEvent* event) override;
   void resizeEvent(QResizeEvent* event) override;  // a new width asks for a new bucket count
 
 private:
@@ -104,6 +109,7 @@ private:
   void rebuildNanMarkers();
   void placeNanMarkers();
   void autoRange();
+  void applyScale(bool log);
   void scheduleDecimation(bool live);
   void updateDecimation();
   void requestEnvelope(Curve& c, int64_t lo, int64_t hi, int64_t buckets);
@@ -112,6 +118,8 @@ private:
   std::pair<size_t, size_t> visibleIndexRange(const Curve& c) const;
   double xOf(const Curve& c, size_t i) const;
   void onMouseMove(QMouseEvent* event);
+  void requestReplot();
+  bool replot_pending_ = false;
   void exportImageDialog();
   void exportCsvDialog(const QString& key);
 
@@ -122,6 +130,7 @@ private:
   double smoothing_ = 0.6;
   XAxisMode x_mode_ = XAxisMode::Step;
   bool log_y_ = false;
+  bool log_applied_ = false;
   bool user_zoomed_ = false;
   double wall_origin_ = 0;
   bool have_origin_ = false;

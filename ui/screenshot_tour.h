@@ -14,19 +14,27 @@ namespace ganpo::ui {
 
 class MainWindow;
 
-// Measures event-loop latency: a 5 ms timer notes how late each tick comes.
+// Measures the UI thread two ways: how late a 5 ms timer ticks (wall clock: includes time the
+// OS gave the CPU to the training worker), and the most CPU time the UI thread spent on one event
+// (its own work only, measured between consecutive events with the thread's CPU clock).
 class EventLoopProbe : public QObject {
   Q_OBJECT
 public:
   explicit EventLoopProbe(QObject* parent = nullptr);
   double longestStallMs() const { return longest_ms_; }
+  double longestBusyCpuMs() const { return longest_busy_ms_; }
   qint64 ticks() const { return ticks_; }
+  bool eventFilter(QObject* watched, QEvent* event) override;
+  // The receiver class and event type of the costliest event seen.
+  const QString& longestEvent() const { return longest_event_; }
 
 private:
   QTimer timer_;
   QElapsedTimer clock_;
   qint64 last_ms_ = 0, ticks_ = 0;
   double longest_ms_ = 0;
+  double last_event_cpu_ms_ = -1, longest_busy_ms_ = 0;
+  QString last_event_, longest_event_;
 };
 
 class ScreenshotTour : public QObject {

@@ -228,6 +228,12 @@ TEST(DashboardFeed, ControlsReachEveryChart) {
   view.setLogY(true);
   EXPECT_EQ(c->yAxis->scaleType(), QCPAxis::stLogarithmic);
   EXPECT_GT(c->yAxis->range().lower, 0);
+  // Log-probs are negative: that chart stays linear rather than draw nothing.
+  EXPECT_TRUE(view.chart("logps/chosen")->logY());
+  EXPECT_FALSE(view.chart("logps/chosen")->logYApplied());
+  EXPECT_EQ(view.chart("logps/chosen")->yAxis->scaleType(), QCPAxis::stLinear);
+  view.setLogY(false);
+  EXPECT_EQ(c->yAxis->scaleType(), QCPAxis::stLinear);
 }
 
 TEST(DashboardExport, ChartAndDashboardFilesParse) {
@@ -302,4 +308,16 @@ TEST(DashboardScreenshot, GrabsALiveDashboard) {
   const QImage shot = view.grab().toImage();
   ASSERT_TRUE(shot.save("/tmp/dashboard.png"));
   view.exportDashboard("/tmp/dashboard-full.png");
+  // Wall-time axis, log y, one chart zoomed in to raw points.
+  view.setXAxisMode(XAxisMode::WallTime);
+  view.setLogY(true);
+  view.chart("opo_loss")->setXRange(100, 160);
+  pump_until([&] {
+    for (MetricChart* c : view.charts())
+      if (c->decimationPending()) return false;
+    return true;
+  });
+  pump_for(200);
+  EXPECT_FALSE(view.chart("opo_loss")->isDecimated("opo_loss"));
+  view.grab().toImage().save("/tmp/dashboard-walltime-logy.png");
 }

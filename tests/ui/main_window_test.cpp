@@ -143,7 +143,9 @@ TEST(RunFilterTest, BadTermsSayWhyAndMatchEverything) {
   EXPECT_FALSE(RunFilter::parse("beta>").valid());
   EXPECT_FALSE(RunFilter::parse("status:").valid());
   RunFilter ambiguous = RunFilter::parse("enabled=true");
-  if (!ambiguous.valid()) EXPECT_NE(ambiguous.error().indexOf("section"), -1) << ambiguous.error().toStdString();
+  if (!ambiguous.valid()) {
+    EXPECT_NE(ambiguous.error().indexOf("section"), -1) << ambiguous.error().toStdString();
+  }
 }
 
 TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
