@@ -295,7 +295,7 @@ void DashboardView::exportDialog() {
 // Health line on top, then every visible group header and chart where it sits on screen. Charts
 // are drawn through QCustomPlot's own painter path, so SVG and PDF keep them as vectors.
 void DashboardView::paintDashboard(QPainter& painter, bool vector) {
-  painter.fillRect(QRect(0, 0, content_->width(), content_->height() + kHealthBand), Qt::white);
+  painter.fillRect(QRect(0, 0, content_->width(), content_->height() + kHealthBand), palette().color(QPalette::Base));
   painter.setPen(Qt::black);
   painter.drawText(QRect(8, 0, content_->width() - 16, kHealthBand), Qt::AlignVCenter | Qt::TextWordWrap,
                    "Health: " + health_);
@@ -330,7 +330,7 @@ bool DashboardView::exportDashboard(const QString& path) {
   const QString suffix = QFileInfo(path).suffix().toLower();
   if (suffix == "png") {
     QImage image(size, QImage::Format_ARGB32);
-    image.fill(Qt::white);
+    image.fill(palette().color(QPalette::Base));
     QPainter painter(&image);
     paintDashboard(painter, false);
     painter.end();

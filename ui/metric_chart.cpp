@@ -79,9 +79,9 @@ MetricChart::MetricChart(StoreWorker* store, int64_t run_id, const QString& titl
   yAxis->setNumberFormat("gb");
   xAxis->setNumberFormat("gb");
   legend->setFont(tick_font);
-  legend->setBrush(QColor(255, 255, 255, 200));
-  legend->setBorderPen(QPen(QColor(200, 200, 200)));
   legend->setRowSpacing(0);
+  title_element_ = title_element;
+  applyPalette();
   axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
 
   // Faint layers (envelopes, raw curves) under the smoothed lines; markers above everything.
@@ -738,6 +738,41 @@ void MetricChart::paintEvent(QPaintEvent* event) {
     replot(rpQueuedRefresh);  // renders the layers now; the base class then paints them
   }
   QCustomPlot::paintEvent(event);
+}
+
+}  // namespace ganpo::ui
+
+namespace ganpo::ui {
+
+void MetricChart::applyPalette() {
+  // Light or dark: the chart takes the widget palette's colours, as the rest of the window does.
+  const QPalette pal = palette();
+  const QColor base = pal.color(QPalette::Base), text = pal.color(QPalette::Text);
+  QColor grid = pal.color(QPalette::Mid);
+  grid.setAlpha(110);
+  setBackground(base);
+  for (QCPAxis* axis : {xAxis, yAxis, xAxis2, yAxis2}) {
+    axis->setBasePen(QPen(text));
+    axis->setTickPen(QPen(text));
+    axis->setSubTickPen(QPen(text));
+    axis->setTickLabelColor(text);
+    axis->setLabelColor(text);
+    axis->grid()->setPen(QPen(grid, 1, Qt::DotLine));
+  }
+  if (title_element_) title_element_->setTextColor(text);
+  QColor legend_fill = base;
+  legend_fill.setAlpha(200);
+  legend->setBrush(legend_fill);
+  legend->setBorderPen(QPen(grid));
+  legend->setTextColor(text);
+}
+
+void MetricChart::changeEvent(QEvent* event) {
+  if (event->type() == QEvent::PaletteChange) {
+    applyPalette();
+    requestReplot();
+  }
+  QCustomPlot::changeEvent(event);
 }
 
 }  // namespace ganpo::ui

@@ -100,6 +100,7 @@ protected:
   // A chart scrolled out of view or on a hidden tab only notes that it is stale; it replots when
   // it is painted again. A dashboard of twenty charts then costs one chart's replot per update.
   void paintEvent(QPaintEvent* event) override;
+  void changeEvent(QEvent* event) override;  // follows a light / dark palette switch
   void resizeEvent(QResizeEvent* event) override;  // a new width asks for a new bucket count
 
 private:
@@ -119,7 +120,9 @@ private:
   double xOf(const Curve& c, size_t i) const;
   void onMouseMove(QMouseEvent* event);
   void requestReplot();
+  void applyPalette();
   bool replot_pending_ = false;
+  QCPTextElement* title_element_ = nullptr;
   void exportImageDialog();
   void exportCsvDialog(const QString& key);
 

@@ -10,6 +10,7 @@
 #include <QElapsedTimer>
 #include <QTableView>
 #include <QThread>
+#include <QTimer>
 
 #include <chrono>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "core/config.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
+#include "ui/new_run_dialog.h"
 #include "ui/run_filter.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
@@ -184,10 +186,31 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
   auto w = window();
   int64_t id = -1;
   QObject::connect(w.get(), &MainWindow::runCreated, [&](qint64 created) { id = created; });
-  w->createAndStartRun(long_run("flow"));
+  // Through the New Run dialog, as a person would: the demo preset, shortened, then OK.
+  bool dialog_seen = false;
+  QTimer::singleShot(200, [&] {
+    auto* dialog = qobject_cast<NewRunDialog*>(QApplication::activeModalWidget());
+    if (!dialog) return;
+    dialog_seen = true;
+    EXPECT_TRUE(dialog->selectPreset("demo"));
+    RunConfig c = dialog->config();
+    EXPECT_EQ(c.name, "demo");
+    RunConfig quick = long_run("flow");
+    c.name = quick.name;
+    c.data = quick.data;
+    c.ganpo = quick.ganpo;
+    c.train = quick.train;
+    c.sampling = quick.sampling;
+    dialog->setConfig(c);
+    EXPECT_TRUE(dialog->problems().isEmpty()) << dialog->problems().join("; ").toStdString();
+    dialog->accept();
+  });
+  w->openNewRunDialog();
+  ASSERT_TRUE(dialog_seen);
   ASSERT_TRUE(pump_until([&] { return id > 0; }, 20));
   ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "running"; }, 120))
       << "status " << row_of(*w, id).status << " " << row_of(*w, id).error;
+  EXPECT_EQ(row_of(*w, id).name, "flow");
   RunTab* tab = w->runTab(id);
   ASSERT_NE(tab, nullptr);
   ASSERT_TRUE(pump_until([&] { return tab->dashboard()->pointsLoaded() > 0; }, 120)) << "points on the dashboard";
