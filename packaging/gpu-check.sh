@@ -54,6 +54,9 @@ if [ -n "$failed" ] && [ -n "$dbg" ]; then
     timeout 120 "$dbg" -batch -ex run -ex bt --args "$exe" --gtest_filter="$failed" 2>&1 | tail -40
   done
 fi
+step "worker end to end (real ganpo processes on a workspace file)"
+timeout 300 ctest --test-dir build/gpu -R WorkerEndToEnd --timeout 240 >"$LOGS/worker.log" 2>&1
+tail -8 "$LOGS/worker.log"
 [ -n "${SKIP_BENCH:-}" ] && { step done; exit 0; }
 step "quick demo on cuda"
 time timeout 300 $G demo --quick --output-dir /tmp/ganpo-gpu-demo >"$LOGS/demo.log" 2>&1
