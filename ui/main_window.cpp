@@ -32,6 +32,8 @@
 
 #include "core/config.h"
 #include "core/run_files.h"
+#include "ui/checkpoints_view.h"
+#include "ui/compare_view.h"
 #include "ui/new_run_dialog.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
@@ -138,6 +140,9 @@ void MainWindow::buildActions() {
   });
   clone_ = add("Clone", QStyle::SP_FileDialogNewFolder, QKeySequence("Ctrl+D"), [this] {
     if (auto id = currentRunId()) cloneRun(*id);
+  });
+  compare_ = add("Compare", QStyle::SP_FileDialogListView, QKeySequence("Ctrl+K"), [this] {
+    openCompareTab(selectedRunIds());
   });
   refresh_ = new QAction("Refresh", this);
   refresh_->setShortcut(QKeySequence::Refresh);
@@ -341,6 +346,7 @@ void MainWindow::updateActions() {
   stop_->setEnabled(attached);
   sample_->setEnabled(status == "running");
   clone_->setEnabled(e != nullptr);
+  compare_->setEnabled(table_->selectionModel()->selectedRows().size() >= 2);
 }
 
 void MainWindow::updateStatusBar() {
@@ -449,7 +455,9 @@ RunTab* MainWindow::openRunTab(int64_t run_id) {
       toml = QString("# the stored config cannot be read: %1\n%2").arg(ex.what(), QString::fromStdString(json_text(e->config, 2)));
     }
   }
-  auto* tab = new RunTab(store_, run_id, toml, launcher_->logPath(run_id), tabs_);
+  auto* tab = new RunTab(store_, run_id, toml, launcher_->logPath(run_id), launcher_->workerProgram(), tabs_);
+  connect(tab->checkpoints(), &CheckpointsView::cloneFromCheckpoint, this,
+          [this](qint64 run, qint64 step, const QString& path) { cloneFromCheckpoint(run, step, path); });
   const int index = tabs_->addTab(tab, title);
   tabs_->setTabIcon(index, QIcon(QPixmap([&] {
                       QPixmap p(12, 12);
@@ -468,6 +476,8 @@ void MainWindow::showRunMenu(const QPoint& pos) {
   QMenu menu(this);
   menu.addAction("Open", this, [this, id] { openRunTab(id); });
   menu.addAction("Clone and edit…", this, [this, id] { cloneRun(id); });
+  auto* compare = menu.addAction("Compare selected", this, [this] { openCompareTab(selectedRunIds()); });
+  compare->setEnabled(selectedRunIds().size() >= 2);
   menu.addSeparator();
   menu.addAction("Rename…", this, [this, id] { renameRun(id); });
   menu.addAction("Tag…", this, [this, id] { tagRun(id); });
@@ -477,16 +487,22 @@ void MainWindow::showRunMenu(const QPoint& pos) {
   menu.exec(table_->viewport()->mapToGlobal(pos));
 }
 
-void MainWindow::cloneRun(int64_t run_id) {
+std::optional<RunConfig> MainWindow::storedConfig(int64_t run_id) {
   const RunListEntry* e = model_->entry(run_id);
-  if (!e) return;
-  RunConfig config;
+  if (!e) return std::nullopt;
   try {
-    config = config_from_json(e->config);
+    return config_from_json(e->config);
   } catch (const std::exception& ex) {
     showError("Clone", QString("Run %1's config cannot be read: %2").arg(run_id).arg(ex.what()));
-    return;
+    return std::nullopt;
   }
+}
+
+void MainWindow::cloneRun(int64_t run_id) {
+  auto stored = storedConfig(run_id);
+  if (!stored) return;
+  RunConfig config = *stored;
+  const RunListEntry* e = model_->entry(run_id);
   config.name += "-clone";
   config.output_dir = RunConfig{}.output_dir;  // a fresh folder
   NewRunDialog dialog(this);
@@ -494,6 +510,34 @@ void MainWindow::cloneRun(int64_t run_id) {
   dialog.setConfig(config);
   if (dialog.exec() != QDialog::Accepted) return;
   createAndStartRun(dialog.config(), run_id, e->row.last_step.value_or(0));
+}
+
+void MainWindow::cloneFromCheckpoint(int64_t run_id, int64_t step, const QString& path) {
+  auto stored = storedConfig(run_id);
+  if (!stored) return;
+  RunConfig config = *stored;
+  // A new run that starts from that checkpoint's weights; its reference stays what it was.
+  if (config.model.reference.empty()) config.model.reference = config.model.checkpoint;
+  config.model.checkpoint = path.toStdString();
+  config.name += "-from-" + std::to_string(step);
+  config.output_dir = RunConfig{}.output_dir;
+  NewRunDialog dialog(this);
+  dialog.setWindowTitle(QString("Clone from run %1, step %2").arg(run_id).arg(step));
+  dialog.setConfig(config);
+  if (dialog.exec() != QDialog::Accepted) return;
+  createAndStartRun(dialog.config(), run_id, step);
+}
+
+CompareView* MainWindow::openCompareTab(const std::vector<int64_t>& run_ids) {
+  if (run_ids.size() < 2) {
+    statusBar()->showMessage("Select two or more runs to compare", 4000);
+    return nullptr;
+  }
+  auto* view = new CompareView(store_, run_ids, tabs_);
+  QStringList ids;
+  for (int64_t id : run_ids) ids << QString("#%1").arg(id);
+  tabs_->setCurrentIndex(tabs_->addTab(view, "Compare " + ids.join(" ")));
+  return view;
 }
 
 void MainWindow::renameRun(int64_t run_id) {

@@ -1,6 +1,6 @@
 // MainWindow: the workbench. Left, the run list (filter box, sortable table, context menu);
 // centre, a tab per opened run; a toolbar (New Run, Start, Pause/Resume, Stop, Sample now,
-// Clone) and a status bar (device, memory, the active run's progress and ETA). A timer polls the
+// Clone, Compare) and a status bar (device, memory, the active run's progress and ETA). A timer polls the
 // run store through a StoreWorker a few times a second (runs changed since the last poll, dead
 // workers reaped), so the UI thread never waits on the database or on training, which runs in
 // detached `ganpo` worker processes (WorkerLauncher). Window geometry, splitter and workspace
@@ -15,9 +15,7 @@
 #include <optional>
 #include <string>
 
-namespace ganpo {
-struct RunConfig;
-}
+#include "core/config.h"
 
 class QAction;
 class QLabel;
@@ -30,6 +28,7 @@ class QTabWidget;
 
 namespace ganpo::ui {
 
+class CompareView;
 class RunListModel;
 class RunListProxy;
 class RunTab;
@@ -59,6 +58,10 @@ public:
   void startRun(int64_t run_id);
   void sendControl(int64_t run_id, const QString& command);
   RunTab* openRunTab(int64_t run_id);
+  // A Compare tab for two or more runs (nullptr, with a status message, for fewer).
+  CompareView* openCompareTab(const std::vector<int64_t>& run_ids);
+  // New run from a checkpoint of run_id (New Run dialog prefilled; parent run and step recorded).
+  void cloneFromCheckpoint(int64_t run_id, int64_t step, const QString& path);
   RunTab* runTab(int64_t run_id) const;
   void pollNow();
   // What closeEvent does with active runs: ask (default), or answer without asking (tests).
@@ -84,6 +87,7 @@ private:
   std::vector<int64_t> selectedRunIds() const;
   void showRunMenu(const QPoint& pos);
   void cloneRun(int64_t run_id);
+  std::optional<RunConfig> storedConfig(int64_t run_id);  // shows why when it cannot be read
   void renameRun(int64_t run_id);
   void tagRun(int64_t run_id);
   void noteRun(int64_t run_id);
@@ -107,7 +111,7 @@ private:
   QProgressBar* progress_ = nullptr;
   QSystemTrayIcon* tray_ = nullptr;
   QAction *new_run_ = nullptr, *start_ = nullptr, *pause_ = nullptr, *stop_ = nullptr, *sample_ = nullptr,
-          *clone_ = nullptr, *refresh_ = nullptr;
+          *clone_ = nullptr, *compare_ = nullptr, *refresh_ = nullptr;
   QTimer poll_timer_;
   bool poll_pending_ = false;
   bool columns_sized_ = false;

@@ -1,3 +1,4 @@
+#include "ui/chart_style.h"
 #include "ui/metric_chart.h"
 
 #include <QContextMenuEvent>
@@ -746,25 +747,7 @@ namespace ganpo::ui {
 
 void MetricChart::applyPalette() {
   // Light or dark: the chart takes the widget palette's colours, as the rest of the window does.
-  const QPalette pal = palette();
-  const QColor base = pal.color(QPalette::Base), text = pal.color(QPalette::Text);
-  QColor grid = pal.color(QPalette::Mid);
-  grid.setAlpha(110);
-  setBackground(base);
-  for (QCPAxis* axis : {xAxis, yAxis, xAxis2, yAxis2}) {
-    axis->setBasePen(QPen(text));
-    axis->setTickPen(QPen(text));
-    axis->setSubTickPen(QPen(text));
-    axis->setTickLabelColor(text);
-    axis->setLabelColor(text);
-    axis->grid()->setPen(QPen(grid, 1, Qt::DotLine));
-  }
-  if (title_element_) title_element_->setTextColor(text);
-  QColor legend_fill = base;
-  legend_fill.setAlpha(200);
-  legend->setBrush(legend_fill);
-  legend->setBorderPen(QPen(grid));
-  legend->setTextColor(text);
+  apply_chart_palette(this, palette(), title_element_);
 }
 
 void MetricChart::changeEvent(QEvent* event) {

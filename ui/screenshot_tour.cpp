@@ -5,13 +5,19 @@
 #include <QApplication>
 #include <QDir>
 #include <QPixmap>
+#include <QTableWidget>
 #include <QTextStream>
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 
 #include "core/config.h"
+#include "ui/checkpoints_view.h"
+#include "ui/compare_view.h"
 #include "ui/dashboard_view.h"
+#include "ui/run_list_model.h"
+#include "ui/samples_view.h"
 #include "ui/main_window.h"
 #include "ui/new_run_dialog.h"
 #include "ui/run_tab.h"
@@ -83,32 +89,103 @@ void ScreenshotTour::start() {
       // 2. Start it and watch it train; the probe measures UI-thread stalls meanwhile.
       probe_ = new EventLoopProbe(this);
       window_->createAndStartRun(config);
+      // A second run to compare with: the same demo without the GANPO regularizer.
+      RunConfig baseline = config;
+      baseline.name = "demo-dpo";
+      baseline.ganpo.enabled = false;
+      QTimer::singleShot(1500, this, [this, baseline] { window_->createAndStartRun(baseline); });
+      QTimer::singleShot(4000, this, [this] { window_->openRunTab(1); });  // back to the GANPO run
       // A second probe once the run's tab is built: the steady state while curves stream in.
       QTimer::singleShot(5000, this, [this] { steady_probe_ = new EventLoopProbe(this); });
-      QTimer::singleShot(live_seconds_ * 1000, this, [this] {
-        save(window_, "main_window.png");
-        for (QWidget* w : window_->findChildren<RunTab*>()) {
-          save(w, "dashboard.png");
-          auto* tab = static_cast<RunTab*>(w);
-          std::printf("dashboard points loaded: %lld; health: %s\n",
-                      static_cast<long long>(tab->dashboard()->pointsLoaded()),
-                      qPrintable(tab->dashboard()->healthText()));
-          window_->sendControl(tab->runId(), "stop");
-        }
-        std::printf("UI thread, including opening the run's tab: longest event handled in %.1f ms of CPU, "
-                    "timer lateness %.1f ms\n",
-                    probe_->longestBusyCpuMs(), probe_->longestStallMs());
-        if (steady_probe_)
-          std::printf("UI thread while the live run streamed (from 5 s on, %lld timer ticks): longest event-loop "
-                      "pass %.1f ms of CPU [%s], timer lateness %.1f ms (the worker trains on the same cores)\n",
-                      static_cast<long long>(steady_probe_->ticks()), steady_probe_->longestBusyCpuMs(),
-                      qPrintable(steady_probe_->longestEvent()), steady_probe_->longestStallMs());
-        std::fflush(stdout);
-        window_->setCloseChoice(MainWindow::CloseChoice::LeaveRunning);
-        QTimer::singleShot(1500, qApp, &QApplication::quit);
-      });
+      // A checkpoint half way, so the Checkpoints tab has two to put side by side.
+      QTimer::singleShot(live_seconds_ * 500, this, [this] { window_->sendControl(1, "checkpoint"); });
+      QTimer::singleShot(live_seconds_ * 1000, this, [this] { afterLive(); });
     });
   });
 }
+
+void ScreenshotTour::afterLive() {
+  window_->openRunTab(1);
+  save(window_, "main_window.png");
+  RunTab* tab = window_->runTab(1);
+  if (tab) {
+    save(tab, "dashboard.png");
+    std::printf("dashboard points loaded: %lld; health: %s\n", static_cast<long long>(tab->dashboard()->pointsLoaded()),
+                qPrintable(tab->dashboard()->healthText()));
+  }
+  std::printf("UI thread, including opening the run's tab: longest event handled in %.1f ms of CPU, "
+              "timer lateness %.1f ms\n",
+              probe_->longestBusyCpuMs(), probe_->longestStallMs());
+  if (steady_probe_)
+    std::printf("UI thread while the live run streamed (from 5 s on, %lld timer ticks): longest event handled in "
+                "%.1f ms of CPU [%s], timer lateness %.1f ms (the worker trains on the same cores)\n",
+                static_cast<long long>(steady_probe_->ticks()), steady_probe_->longestBusyCpuMs(),
+                qPrintable(steady_probe_->longestEvent()), steady_probe_->longestStallMs());
+  std::fflush(stdout);
+  window_->sendControl(1, "stop");
+  window_->sendControl(2, "stop");
+  // Once both have stopped (a checkpoint each): Samples, Checkpoints side by side, Compare.
+  auto* waiter = new QTimer(this);
+  auto waited = std::make_shared<int>(0);
+  connect(waiter, &QTimer::timeout, this, [this, waiter, waited] {
+    const RunListEntry* a = window_->runModel()->entry(1);
+    const RunListEntry* b = window_->runModel()->entry(2);
+    const bool stopped = a && b && a->row.status != "running" && a->row.status != "paused" &&
+                         b->row.status != "running" && b->row.status != "paused";
+    if (!stopped && ++*waited < 240) return;
+    waiter->stop();
+    waiter->deleteLater();
+    shootRunTabs();
+  });
+  waiter->start(250);
+}
+
+void ScreenshotTour::shootRunTabs() {
+  RunTab* tab = window_->openRunTab(1);
+  tab->setCurrentWidget(tab->samples());
+  QTimer::singleShot(2500, this, [this, tab] {
+    save(tab, "samples.png");
+    tab->setCurrentWidget(tab->checkpoints());
+    CheckpointsView* cv = tab->checkpoints();
+    cv->refresh();
+    QTimer::singleShot(2500, this, [this, tab, cv] {
+      QStringList dirs;
+      for (int row = 0; row < cv->table()->rowCount() && dirs.size() < 2; ++row) {
+        const QString dir = cv->table()->item(row, cv->table()->columnCount() - 1)
+                                ? cv->table()->item(row, cv->table()->columnCount() - 1)->text()
+                                : QString();
+        if (dir.contains("checkpoint-")) dirs << dir;
+      }
+      cv->pickFolders(dirs);
+      if (!cv->samplePrompts().isEmpty()) cv->setPrompt(cv->samplePrompts().front());
+      cv->setSampling(0.7, 1.0, 48, 7);
+      QElapsedTimer* clock = new QElapsedTimer;
+      clock->start();
+      auto done = [this, tab, clock] {
+        std::printf("checkpoints tab: generated with %lld models in %.2f s\n",
+                    static_cast<long long>(tab->checkpoints()->pickedFolders().size()), clock->elapsed() / 1000.0);
+        delete clock;
+        QTimer::singleShot(500, this, [this, tab] {
+          save(tab, "checkpoints.png");
+          if (CompareView* compare = window_->openCompareTab({1, 2})) {
+            QTimer::singleShot(3000, this, [this, compare] {
+              save(compare, "compare.png");
+              window_->setCloseChoice(MainWindow::CloseChoice::LeaveRunning);
+              QTimer::singleShot(500, qApp, &QApplication::quit);
+            });
+          } else {
+            QTimer::singleShot(500, qApp, &QApplication::quit);
+          }
+        });
+      };
+      connect(cv, &CheckpointsView::generationFinished, this, done, Qt::SingleShotConnection);
+      if (!cv->generateNow()) {
+        std::printf("checkpoints tab: could not generate (%s)\n", qPrintable(cv->statusText()));
+        done();
+      }
+    });
+  });
+}
+
 
 }  // namespace ganpo::ui

@@ -1,7 +1,8 @@
 // ScreenshotTour: a scripted walk through the workbench for the README and for measuring the UI:
-// opens the New Run dialog on the demo preset (screenshot), starts the demo run, lets it train
-// while an event-loop probe measures how long the UI thread is ever kept from its timers, takes
-// screenshots of the main window and the live dashboard, stops the run and quits. Used by
+// opens the New Run dialog on the demo preset (screenshot), starts the demo run and a DPO-only
+// twin, lets them train while an event-loop probe measures the UI thread, takes screenshots of the
+// main window and the live dashboard, stops both, then shoots the Samples tab, the Checkpoints
+// tab with two checkpoints generating side by side, and the Compare tab, and quits. Used by
 // packaging/take-screenshots.sh (`ganpo-workbench --screenshots DIR`).
 #pragma once
 
@@ -46,6 +47,8 @@ public:
 
 private:
   void save(QWidget* widget, const QString& name);
+  void afterLive();      // main window + dashboard shots, then stop both runs
+  void shootRunTabs();   // Samples, Checkpoints (two side by side) and Compare shots
   MainWindow* window_;
   QString out_dir_;
   int live_seconds_;

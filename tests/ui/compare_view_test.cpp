@@ -1,0 +1,203 @@
+// The Compare tab: config_diff on real configs, the results parser on the shapes the trainer and
+// `ganpo eval` write, and a CompareView over runs in a real store (overlay curves with the runs'
+// colours and point counts, decimation of a long run, the tables, and every export file).
+#include <gtest/gtest.h>
+
+#include <QDir>
+#include <QFile>
+#include <QImage>
+#include <QTableWidget>
+#include <QTemporaryDir>
+
+#include <cmath>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "dashboard_test_support.h"
+#include "ui/chart_qcustomplot.h"
+#include "ui/compare_view.h"
+#include "ui/config_diff.h"
+#include "ui/run_list_model.h"
+#include "ui/store_worker.h"
+
+using namespace ganpo;
+using namespace ganpo::ui;
+using ganpo::ui::testing::pump_until;
+using ganpo::ui::testing::TempWorkspace;
+
+namespace {
+
+QStringList read_lines(const QString& path) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly | QIODevice::Text)) return {};
+  QStringList lines = QString::fromUtf8(f.readAll()).split('\n');
+  if (!lines.isEmpty() && lines.back().isEmpty()) lines.removeLast();
+  return lines;
+}
+
+}  // namespace
+
+TEST(ConfigDiff, TwoRealConfigsDifferingInBetaAndGanpo) {
+  RunConfig a, b;
+  b.objective.beta = 0.25;
+  b.ganpo.enabled = false;
+  const auto rows = config_diff({config_to_json(a), config_to_json(b)});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].field, "ganpo.enabled");
+  EXPECT_EQ(rows[0].values, (std::vector<std::string>{"true", "false"}));
+  EXPECT_EQ(rows[1].field, "objective.beta");
+  ASSERT_EQ(rows[1].values.size(), 2u);
+  EXPECT_EQ(std::stod(rows[1].values[0]), 0.0);
+  EXPECT_EQ(std::stod(rows[1].values[1]), 0.25);
+}
+
+TEST(ConfigDiff, IdenticalMissingAndThreeWay) {
+  RunConfig a;
+  EXPECT_TRUE(config_diff({config_to_json(a), config_to_json(a)}).empty());
+  EXPECT_TRUE(config_diff({config_to_json(a)}).empty());
+  nlohmann::json x = {{"train", {{"learning_rate", 1}}}, {"name", "x"}};
+  nlohmann::json y = {{"train", {{"learning_rate", 1.0}}}, {"name", "x"}, {"extra", {{"k", 2}}}};
+  nlohmann::json z = {{"train", {{"learning_rate", 2e-6}}}, {"name", "z"}};
+  const auto rows = config_diff({x, y, z});
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].field, "extra.k");
+  EXPECT_EQ(rows[0].values, (std::vector<std::string>{kAbsent, "2", kAbsent}));
+  EXPECT_EQ(rows[1].field, "name");
+  EXPECT_EQ(rows[1].values, (std::vector<std::string>{"x", "x", "z"}));
+  EXPECT_EQ(rows[2].field, "train.learning_rate");
+  // 1 and 1.0 alone would not make a row; the third run's value does.
+  EXPECT_TRUE(config_diff({x, {{"train", {{"learning_rate", 1.0}}}, {"name", "x"}}}).empty());
+}
+
+TEST(CompareResults, TrainerEvalsMetricsAndJudgeTables) {
+  std::vector<EvalRow> evals(3);
+  evals[0].id = 1;
+  evals[0].checkpoint_step = 100;
+  evals[0].result_json = R"({"eval_loss":0.7,"eval_rewards/accuracies":0.5})";
+  evals[1].id = 2;
+  evals[1].checkpoint_step = 200;
+  evals[1].result_json = R"({"eval_loss":0.6,"eval_rewards/margins":0.3})";
+  evals[2].id = 3;
+  evals[2].checkpoint_step = 200;
+  evals[2].kind = "judge";
+  evals[2].result_json = R"({"judge":[{"temperature":0.7,"bucket":"short","win_rate":0.9},
+                                      {"temperature":0.7,"bucket":"all","win_rate":0.6},
+                                      {"temperature":1.0,"bucket":"all","win_rate":0.55}]})";
+  MetricRow latest;
+  latest.key = "eval_rewards/accuracies";
+  latest.value = 0.8;
+  MetricRow other;
+  other.key = "loss";
+  other.value = 0.1;
+  const auto r = collect_compare_results(evals, {latest, other});
+  EXPECT_DOUBLE_EQ(r.metrics.at("eval_loss"), 0.6);
+  EXPECT_DOUBLE_EQ(r.metrics.at("eval_rewards/accuracies"), 0.5);  // eval rows are the final word
+  EXPECT_DOUBLE_EQ(r.metrics.at("eval_rewards/margins"), 0.3);
+  EXPECT_EQ(r.metrics.count("loss"), 0u);
+  ASSERT_EQ(r.win_rates.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.win_rates.at(0.7), 0.6);
+  EXPECT_DOUBLE_EQ(r.win_rates.at(1.0), 0.55);
+  EXPECT_TRUE(collect_compare_results({}, {other}).metrics.empty());
+}
+
+TEST(CompareView, OverlaysTablesAndExports) {
+  RunConfig a, b;
+  b.name = "ganpo-off";
+  b.objective.beta = 0.25;
+  b.ganpo.enabled = false;
+  TempWorkspace ws(config_to_json(a).dump());
+  const int64_t run_a = ws.run;
+  std::vector<double> va, vb;
+  for (int i = 0; i < 120; ++i) va.push_back(0.69 * std::exp(-i / 60.0));
+  ws.log_series("loss", 1, va);
+  ws.log_series("rewards/accuracies", 1, std::vector<double>(40, 0.75));
+  ws.store->add_eval(run_a, 120, "eval", "{}", R"({"eval_loss":0.41,"eval_rewards/accuracies":0.83,"eval_rewards/margins":1.2})");
+  ws.store->add_eval(run_a, 120, "judge", "{}",
+                     R"({"judge":[{"temperature":0.7,"bucket":"all","prompts":64,"win_rate":0.62},
+                                  {"temperature":1.3,"bucket":"all","prompts":64,"win_rate":0.57}]})");
+  // Run b: many points, so the overlay reads it as run-store buckets.
+  const int64_t run_b = ws.store->create_run("ganpo-off", "preference", config_to_json(b).dump());
+  ws.run = run_b;
+  for (int i = 0; i < 6000; ++i) vb.push_back(0.69 * std::exp(-i / 3000.0) + (i == 3001 ? 2.0 : 0.0));
+  ws.log_series("loss", 1, vb);
+  ws.log_step(6000, {{"eval_loss", 0.5}});
+
+  StoreWorker store(QString::fromStdString(ws.path));
+  CompareView view(&store, {run_a, run_b});
+  view.resize(1200, 800);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+
+  EXPECT_EQ(view.metric(), "loss");
+  EXPECT_EQ(view.metricKeys(), (QStringList{"eval_loss", "loss", "rewards/accuracies"}));
+  QCustomPlot* plot = view.plot();
+  ASSERT_EQ(plot->graphCount(), 2);
+  EXPECT_EQ(plot->graph(0)->pen().color(), run_color(run_a));
+  EXPECT_EQ(plot->graph(1)->pen().color(), run_color(run_b));
+  EXPECT_EQ(plot->graph(0)->name(), QString("#%1 dashboard-test").arg(run_a));
+  EXPECT_EQ(plot->graph(1)->name(), QString("#%1 ganpo-off").arg(run_b));
+  EXPECT_EQ(plot->graph(0)->dataCount(), 120);
+  std::set<int64_t> buckets;
+  for (int64_t step = 1; step <= 6000; ++step)
+    buckets.insert(RunStore::bucket_of(step, 0, 6000, CompareView::kBuckets));
+  EXPECT_EQ(plot->graph(1)->dataCount(), static_cast<int>(2 * buckets.size()));
+  double top = 0;
+  for (auto it = plot->graph(1)->data()->constBegin(); it != plot->graph(1)->data()->constEnd(); ++it)
+    top = std::max(top, it->value);
+  EXPECT_NEAR(top, vb[3001], 1e-12);  // the spike survives decimation
+
+  // Config diff: exactly the fields that differ, one column per run.
+  QTableWidget* diff = view.configTable();
+  ASSERT_EQ(diff->columnCount(), 2);
+  QStringList fields;
+  for (int r = 0; r < diff->rowCount(); ++r) fields << diff->verticalHeaderItem(r)->text();
+  EXPECT_EQ(fields, (QStringList{"ganpo.enabled", "name", "objective.beta"}));
+  EXPECT_EQ(diff->item(0, 1)->text(), "false");
+
+  // Results: eval rows, the newest eval_ metric, win rates per temperature.
+  QTableWidget* results = view.resultsTable();
+  ASSERT_EQ(results->rowCount(), 2);
+  ASSERT_EQ(results->columnCount(), 6);
+  EXPECT_EQ(results->horizontalHeaderItem(4)->text(), "win T=0.7");
+  EXPECT_EQ(results->item(0, 1)->text(), "0.41");
+  EXPECT_EQ(results->item(0, 5)->text(), "0.57");
+  EXPECT_EQ(results->item(1, 1)->text(), "0.5");
+
+  view.setMetric("rewards/accuracies");
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  EXPECT_EQ(plot->graph(0)->dataCount(), 40);
+  EXPECT_EQ(plot->graph(1)->dataCount(), 0);
+  view.setMetric("loss");
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+
+  view.grab().save("/tmp/compare_view.png");
+  EXPECT_TRUE(view.exportOverlayImage("/tmp/compare_overlay.png"));
+
+  QTemporaryDir out;
+  const QString folder = out.filePath("export");
+  ASSERT_TRUE(view.exportAll(folder));
+  EXPECT_FALSE(QImage(folder + "/overlay.png").isNull());
+  QFile pdf(folder + "/overlay.pdf");
+  ASSERT_TRUE(pdf.open(QIODevice::ReadOnly));
+  EXPECT_EQ(pdf.read(4), QByteArray("%PDF"));
+  const QStringList overlay = read_lines(folder + "/overlay.csv");
+  ASSERT_EQ(overlay.size(), 1 + 120 + static_cast<int>(2 * buckets.size()));
+  EXPECT_EQ(overlay[0], "run_id,run_name,step,value");
+  const QStringList first = overlay[1].split(',');
+  ASSERT_EQ(first.size(), 4);
+  EXPECT_EQ(first[0].toLongLong(), run_a);
+  EXPECT_EQ(first[2], "1");
+  EXPECT_NEAR(first[3].toDouble(), 0.69, 1e-5);
+  const QStringList config_csv = read_lines(folder + "/config_diff.csv");
+  ASSERT_EQ(config_csv.size(), 4);
+  EXPECT_EQ(config_csv[0], QString("field,#%1 dashboard-test,#%2 ganpo-off").arg(run_a).arg(run_b));
+  EXPECT_EQ(config_csv[1], "ganpo.enabled,true,false");
+  const QStringList results_csv = read_lines(folder + "/results.csv");
+  ASSERT_EQ(results_csv.size(), 3);
+  EXPECT_EQ(results_csv[0], "run_id,run_name,eval_loss,eval_rewards/accuracies,eval_rewards/margins,win_rate@0.7,win_rate@1.3");
+  EXPECT_EQ(results_csv[1], QString("%1,dashboard-test,0.41,0.83,1.2,0.62,0.57").arg(run_a));
+  EXPECT_EQ(results_csv[2], QString("%1,ganpo-off,0.5,,,,").arg(run_b));
+  EXPECT_EQ(QDir(folder).entryList(QDir::Files).size(), 5);  // no .part files left behind
+}

@@ -1,0 +1,23 @@
+#include "ui/chart_style.h"
+
+namespace ganpo::ui {
+
+void apply_chart_palette(QCustomPlot* plot, const QPalette& pal, QCPTextElement* title) {
+  const QColor base = pal.color(QPalette::Base), text = pal.color(QPalette::Text);
+  QColor grid = pal.color(QPalette::Mid), fill = base;
+  grid.setAlpha(110);
+  fill.setAlpha(200);
+  plot->setBackground(base);
+  for (QCPAxis* axis : {plot->xAxis, plot->yAxis, plot->xAxis2, plot->yAxis2}) {
+    for (auto set : {&QCPAxis::setBasePen, &QCPAxis::setTickPen, &QCPAxis::setSubTickPen}) (axis->*set)(QPen(text));
+    axis->setTickLabelColor(text);
+    axis->setLabelColor(text);
+    axis->grid()->setPen(QPen(grid, 1, Qt::DotLine));
+  }
+  if (title) title->setTextColor(text);
+  plot->legend->setBrush(fill);
+  plot->legend->setBorderPen(QPen(grid));
+  plot->legend->setTextColor(text);
+}
+
+}  // namespace ganpo::ui

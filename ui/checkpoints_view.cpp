@@ -1,0 +1,881 @@
+#include "ui/checkpoints_view.h"
+
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDateTime>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QDir>
+#include <QDoubleSpinBox>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QFrame>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QItemSelectionModel>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QProcess>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QTemporaryFile>
+#include <QTimer>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "core/lists_task.h"
+#include "ui/store_worker.h"
+
+#if __has_include("ui/word_diff.h")
+#include "ui/word_diff.h"
+#define GANPO_HAVE_WORD_DIFF 1
+#endif
+
+namespace ganpo::ui {
+namespace {
+
+constexpr int kPathRole = Qt::UserRole + 1;
+constexpr int kStepRole = Qt::UserRole + 2;  // -1 for the reference row
+
+nlohmann::json parse_or_null(const std::string& text) {
+  if (text.empty()) return nullptr;
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+std::string string_at(const nlohmann::json& j, const char* section, const char* key) {
+  if (!j.is_object() || !j.contains(section) || !j[section].is_object()) return {};
+  const auto& s = j[section];
+  if (!s.contains(key) || !s[key].is_string()) return {};
+  return s[key].get<std::string>();
+}
+
+// Numeric fields of an evaluation or checkpoint metrics object: a flat {"key": number} map as
+// the trainer writes it, or a `ganpo eval --json` report ({"preference": {...}, "judge": [...]})
+// whose overall win rates become "win@<temperature>".
+void collect_metrics(const nlohmann::json& j, std::map<QString, double>& out) {
+  if (!j.is_object()) return;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.value().is_number()) out[QString::fromStdString(it.key())] = it.value().get<double>();
+  }
+  if (j.contains("preference")) collect_metrics(j["preference"], out);
+  if (j.contains("judge") && j["judge"].is_array()) {
+    for (const auto& row : j["judge"]) {
+      if (!row.is_object() || row.value("bucket", "") != "all") continue;
+      out[QStringLiteral("win@%1").arg(row.value("temperature", 0.0), 0, 'f', 1)] = row.value("win_rate", 0.0);
+    }
+  }
+}
+
+QString pretty_key(const QString& key) {
+  if (key == QLatin1String("eval_rewards/accuracies")) return QStringLiteral("pref. accuracy");
+  if (key == QLatin1String("eval_rewards/margins")) return QStringLiteral("margin");
+  if (key == QLatin1String("eval_loss")) return QStringLiteral("eval loss");
+  if (key.startsWith(QLatin1String("win@"))) return QStringLiteral("win rate @") + key.mid(4);
+  QString k = key;
+  if (k.startsWith(QLatin1String("eval_"))) k = k.mid(5);
+  return k;
+}
+
+int key_rank(const QString& key) {
+  if (key == QLatin1String("eval_rewards/accuracies")) return 0;
+  if (key == QLatin1String("eval_rewards/margins")) return 1;
+  if (key == QLatin1String("eval_loss")) return 2;
+  if (key.startsWith(QLatin1String("win@"))) return 3;
+  return 4;
+}
+
+QString html_text(const QString& s) {
+  return s.toHtmlEscaped().replace(QLatin1Char('\n'), QStringLiteral("<br>"));
+}
+
+QString format_time(double unix_seconds) {
+  if (unix_seconds <= 0) return {};
+  return QDateTime::fromMSecsSinceEpoch(static_cast<qint64>(unix_seconds * 1000)).toString(QStringLiteral("MMM d HH:mm:ss"));
+}
+
+QTableWidgetItem* cell(const QString& text, Qt::Alignment align = Qt::AlignLeft | Qt::AlignVCenter) {
+  auto* item = new QTableWidgetItem(text);
+  item->setFlags(Qt::ItemIsEnabled | Qt::ItemIsSelectable);
+  item->setTextAlignment(align);
+  return item;
+}
+
+QString number(double v) {
+  if (!std::isfinite(v)) return QStringLiteral("–");
+  return QString::number(v, 'f', std::fabs(v) >= 100 ? 1 : 3);
+}
+
+}  // namespace
+
+CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString worker_program, QWidget* parent)
+    : QWidget(parent), store_(store), run_id_(run_id), worker_program_(std::move(worker_program)) {
+  service_ = new GenerationService(this);
+  poll_ = new QTimer(this);
+  poll_->setInterval(2000);
+  connect(poll_, &QTimer::timeout, this, &CheckpointsView::refresh);
+
+  auto* outer = new QVBoxLayout(this);
+  outer->setContentsMargins(6, 6, 6, 6);
+  auto* splitter = new QSplitter(Qt::Vertical, this);
+  outer->addWidget(splitter);
+
+  // ---- checkpoints
+  auto* top = new QWidget(splitter);
+  auto* top_layout = new QVBoxLayout(top);
+  top_layout->setContentsMargins(0, 0, 0, 0);
+  auto* hint = new QLabel(tr("Click rows to pick the models to compare (two or more); click again to unpick."), top);
+  hint->setStyleSheet(QStringLiteral("color: palette(mid);"));
+  top_layout->addWidget(hint);
+  table_ = new QTableWidget(top);
+  table_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  table_->setSelectionMode(QAbstractItemView::MultiSelection);
+  table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  table_->verticalHeader()->setVisible(false);
+  table_->setAlternatingRowColors(true);
+  table_->horizontalHeader()->setStretchLastSection(true);
+  top_layout->addWidget(table_);
+  auto* row_buttons = new QHBoxLayout;
+  evaluate_ = new QPushButton(tr("Evaluate…"), top);
+  evaluate_->setToolTip(tr("Preference accuracy and judge win rates (built-in task) of each picked checkpoint "
+                           "against the reference, in the background"));
+  clone_ = new QPushButton(tr("Clone from this checkpoint…"), top);
+  clone_->setToolTip(tr("Start a new run from the current checkpoint row"));
+  row_buttons->addWidget(evaluate_);
+  row_buttons->addWidget(clone_);
+  row_buttons->addStretch(1);
+  top_layout->addLayout(row_buttons);
+  connect(evaluate_, &QPushButton::clicked, this, &CheckpointsView::onEvaluateClicked);
+  connect(clone_, &QPushButton::clicked, this, &CheckpointsView::onCloneClicked);
+  connect(table_->selectionModel(), &QItemSelectionModel::selectionChanged, this, &CheckpointsView::updateButtons);
+  connect(table_, &QTableWidget::currentCellChanged, this, &CheckpointsView::updateButtons);
+
+  // ---- generation controls
+  auto* bottom = new QWidget(splitter);
+  auto* bottom_layout = new QVBoxLayout(bottom);
+  bottom_layout->setContentsMargins(0, 0, 0, 0);
+  auto* prompt_row = new QHBoxLayout;
+  prompt_row->addWidget(new QLabel(tr("Prompt:"), bottom));
+  prompt_ = new QComboBox(bottom);
+  prompt_->setEditable(true);
+  prompt_->setInsertPolicy(QComboBox::NoInsert);
+  prompt_->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  prompt_->setMinimumContentsLength(30);
+  prompt_->lineEdit()->setPlaceholderText(tr("Type a prompt or choose one of the run's sample prompts"));
+  prompt_row->addWidget(prompt_, 1);
+  bottom_layout->addLayout(prompt_row);
+
+  auto* controls = new QHBoxLayout;
+  temperature_ = new QDoubleSpinBox(bottom);
+  temperature_->setRange(0.0, 5.0);
+  temperature_->setSingleStep(0.1);
+  temperature_->setValue(0.7);
+  temperature_->setToolTip(tr("0 = greedy"));
+  top_p_ = new QDoubleSpinBox(bottom);
+  top_p_->setRange(0.05, 1.0);
+  top_p_->setSingleStep(0.05);
+  top_p_->setValue(1.0);
+  max_new_tokens_ = new QSpinBox(bottom);
+  max_new_tokens_->setRange(1, 4096);
+  max_new_tokens_->setValue(96);
+  seed_ = new QSpinBox(bottom);
+  seed_->setRange(0, 2147483647);
+  seed_->setValue(0);
+  grid_ = new QCheckBox(tr("Grid: all sample prompts"), bottom);
+  grid_->setToolTip(tr("Generate the run's fixed sample-prompt set with every picked model"));
+  generate_ = new QPushButton(tr("Generate"), bottom);
+  generate_->setDefault(true);
+  cancel_ = new QPushButton(tr("Cancel"), bottom);
+  cancel_->setEnabled(false);
+  progress_ = new QProgressBar(bottom);
+  progress_->setRange(0, 1);
+  progress_->setValue(0);
+  progress_->setTextVisible(false);
+  progress_->setMaximumWidth(160);
+  progress_->setVisible(false);  // shown while generating
+  controls->addWidget(new QLabel(tr("Temperature"), bottom));
+  controls->addWidget(temperature_);
+  controls->addWidget(new QLabel(tr("Top-p"), bottom));
+  controls->addWidget(top_p_);
+  controls->addWidget(new QLabel(tr("Max new tokens"), bottom));
+  controls->addWidget(max_new_tokens_);
+  controls->addWidget(new QLabel(tr("Seed"), bottom));
+  controls->addWidget(seed_);
+  controls->addWidget(grid_);
+  controls->addStretch(1);
+  controls->addWidget(progress_);
+  controls->addWidget(generate_);
+  controls->addWidget(cancel_);
+  bottom_layout->addLayout(controls);
+  status_ = new QLabel(bottom);
+  status_->setWordWrap(true);
+  status_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  bottom_layout->addWidget(status_);
+  connect(generate_, &QPushButton::clicked, this, &CheckpointsView::onGenerateClicked);
+  connect(cancel_, &QPushButton::clicked, this, &CheckpointsView::cancelGeneration);
+  connect(grid_, &QCheckBox::toggled, prompt_, [this](bool on) { prompt_->setEnabled(!on); });
+
+  // ---- results
+  results_tabs_ = new QTabWidget(bottom);
+  outputs_area_ = new QScrollArea(results_tabs_);
+  outputs_area_->setWidgetResizable(true);
+  auto* empty = new QLabel(tr("Pick two or more models above, choose a prompt and press Generate."));
+  empty->setAlignment(Qt::AlignCenter);
+  outputs_area_->setWidget(empty);
+  results_tabs_->addTab(outputs_area_, tr("Outputs"));
+  eval_table_ = new QTableWidget(results_tabs_);
+  eval_table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  eval_table_->verticalHeader()->setVisible(false);
+  eval_table_->setAlternatingRowColors(true);
+  eval_table_->horizontalHeader()->setStretchLastSection(true);
+  results_tabs_->addTab(eval_table_, tr("Evaluations"));
+  bottom_layout->addWidget(results_tabs_, 1);
+  splitter->setStretchFactor(0, 2);
+  splitter->setStretchFactor(1, 5);
+
+  connect(service_, &GenerationService::progress, this, [this](int done, int total) {
+    progress_->setRange(0, std::max(1, total));
+    progress_->setValue(done);
+  });
+  connect(service_, &GenerationService::finished, this, &CheckpointsView::onOutputs);
+  connect(service_, &GenerationService::failed, this, [this](const QString& message) {
+    generate_->setEnabled(true);
+    cancel_->setEnabled(false);
+    progress_->setVisible(false);
+    setStatus(tr("Generation failed: %1").arg(message));
+    Q_EMIT generationFinished();
+  });
+
+  updateButtons();
+  refresh();
+}
+
+CheckpointsView::~CheckpointsView() {
+  if (eval_process_) {
+    eval_process_->disconnect(this);
+    eval_process_->kill();
+    eval_process_->waitForFinished(2000);
+  }
+}
+
+void CheckpointsView::setLive(bool live) {
+  polling_ = live;
+  if (live)
+    poll_->start();
+  else
+    poll_->stop();
+  refresh();
+}
+
+void CheckpointsView::refresh() {
+  const int64_t id = run_id_;
+  const bool want_prompts = sample_prompts_.isEmpty();
+  store_->query<Snapshot>(
+      this,
+      [id, want_prompts](RunStore& s) {
+        Snapshot snap;
+        snap.run = s.run(id);
+        snap.checkpoints = s.checkpoints(id);
+        snap.evals = s.evals(id);
+        if (want_prompts) {
+          const auto steps = s.sample_steps(id);
+          if (!steps.empty()) {
+            auto rows = s.samples(id, steps.front());
+            std::sort(rows.begin(), rows.end(),
+                      [](const SampleRow& a, const SampleRow& b) { return a.prompt_index < b.prompt_index; });
+            for (const auto& r : rows) snap.sample_prompts.push_back(r.prompt);
+          }
+        }
+        return snap;
+      },
+      [this](Snapshot snap) { onSnapshot(std::move(snap)); },
+      [this](const QString& error) { setStatus(tr("Cannot read the run's checkpoints: %1").arg(error)); });
+}
+
+void CheckpointsView::onSnapshot(Snapshot s) {
+  bool changed = !loaded_once_;
+  if (s.run) {
+    const QString cfg = QString::fromStdString(s.run->config_json);
+    if (cfg != config_json_) {
+      config_json_ = cfg;
+      const auto j = parse_or_null(s.run->config_json);
+      QString ref = QString::fromStdString(string_at(j, "model", "reference"));
+      reference_source_ = QStringLiteral("model.reference");
+      if (ref.isEmpty()) {
+        ref = QString::fromStdString(string_at(j, "model", "checkpoint"));
+        reference_source_ = QStringLiteral("model.checkpoint");
+      }
+      if (ref.isEmpty()) reference_source_.clear();
+      builtin_lists_ = string_at(j, "data", "builtin") == "lists";
+      eval_pairs_file_ = QString::fromStdString(string_at(j, "data", "eval"));
+      if (ref != reference_path_) {
+        reference_path_ = ref;
+        changed = true;
+      }
+    }
+  }
+  if (s.checkpoints.size() != checkpoints_.size() ||
+      (!s.checkpoints.empty() && s.checkpoints.back().id != checkpoints_.back().id)) {
+    checkpoints_ = std::move(s.checkpoints);
+    std::sort(checkpoints_.begin(), checkpoints_.end(),
+              [](const CheckpointRow& a, const CheckpointRow& b) { return a.step < b.step; });
+    changed = true;
+  }
+  const bool evals_changed = s.evals.size() != evals_.size();
+  if (evals_changed) {
+    evals_ = std::move(s.evals);
+    changed = true;
+  }
+  if (!s.sample_prompts.empty() && sample_prompts_.isEmpty()) {
+    for (const auto& p : s.sample_prompts) sample_prompts_ << QString::fromStdString(p);
+    const QString typed = prompt_->currentText();
+    prompt_->clear();
+    prompt_->addItems(sample_prompts_);
+    if (!typed.isEmpty())
+      prompt_->setEditText(typed);
+    else
+      prompt_->setCurrentIndex(0);
+  }
+  if (changed) rebuildTable();
+  if (evals_changed || !loaded_once_) rebuildEvalTable();
+  const bool first = !loaded_once_;
+  loaded_once_ = true;
+  if (first) Q_EMIT loaded();
+}
+
+void CheckpointsView::rebuildTable() {
+  const QStringList picked = pickedFolders();
+  const int current_row = table_->currentRow();
+  const QString current_path =
+      current_row >= 0 && table_->item(current_row, 0) ? table_->item(current_row, 0)->data(kPathRole).toString() : QString();
+  // Metrics per step: those saved with the checkpoint, then evaluations (newest wins).
+  std::map<int64_t, std::map<QString, double>> by_step;
+  for (const auto& c : checkpoints_) collect_metrics(parse_or_null(c.metrics_json), by_step[c.step]);
+  std::vector<const EvalRow*> evals;
+  for (const auto& e : evals_) evals.push_back(&e);
+  std::sort(evals.begin(), evals.end(), [](auto* a, auto* b) { return a->id < b->id; });
+  for (const auto* e : evals) collect_metrics(parse_or_null(e->result_json), by_step[e->checkpoint_step]);
+  std::set<QString> keys;
+  for (const auto& c : checkpoints_)
+    for (const auto& [k, v] : by_step[c.step]) keys.insert(k);
+  std::vector<QString> columns(keys.begin(), keys.end());
+  std::stable_sort(columns.begin(), columns.end(), [](const QString& a, const QString& b) {
+    return key_rank(a) != key_rank(b) ? key_rank(a) < key_rank(b) : a < b;
+  });
+
+  QSignalBlocker block(table_->selectionModel());
+  table_->clear();
+  QStringList headers{tr("Model"), tr("Step"), tr("Saved")};
+  for (const auto& k : columns) headers << pretty_key(k);
+  headers << tr("Folder");
+  table_->setColumnCount(headers.size());
+  table_->setHorizontalHeaderLabels(headers);
+  const bool has_ref = !reference_path_.isEmpty();
+  table_->setRowCount(static_cast<int>(checkpoints_.size()) + (has_ref ? 1 : 0));
+  int row = 0;
+  auto add_row = [&](const QString& name, int64_t step, const QString& when, const QString& path,
+                     const std::map<QString, double>* metrics) {
+    auto* first = cell(name);
+    first->setData(kPathRole, path);
+    first->setData(kStepRole, static_cast<qlonglong>(step));
+    table_->setItem(row, 0, first);
+    table_->setItem(row, 1, cell(step >= 0 ? QString::number(step) : QString(), Qt::AlignRight | Qt::AlignVCenter));
+    table_->setItem(row, 2, cell(when));
+    for (int c = 0; c < static_cast<int>(columns.size()); ++c) {
+      QString text;
+      if (metrics) {
+        auto it = metrics->find(columns[static_cast<size_t>(c)]);
+        if (it != metrics->end()) text = number(it->second);
+      }
+      table_->setItem(row, 3 + c, cell(text, Qt::AlignRight | Qt::AlignVCenter));
+    }
+    auto* folder = cell(path);
+    folder->setToolTip(path);
+    table_->setItem(row, 3 + static_cast<int>(columns.size()), folder);
+    ++row;
+  };
+  if (has_ref) {
+    add_row(tr("reference"), -1, QString(), reference_path_, nullptr);
+    table_->item(0, 0)->setToolTip(tr("The run's reference model (%1)").arg(reference_source_));
+    QFont f = table_->item(0, 0)->font();
+    f.setItalic(true);
+    table_->item(0, 0)->setFont(f);
+  }
+  for (const auto& c : checkpoints_)
+    add_row(tr("checkpoint"), c.step, format_time(c.created_at), QString::fromStdString(c.path), &by_step[c.step]);
+  table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
+  table_->resizeColumnsToContents();
+  table_->horizontalHeader()->setSectionResizeMode(table_->columnCount() - 1, QHeaderView::Stretch);
+  for (int r = 0; r < table_->rowCount(); ++r) {
+    const QString path = table_->item(r, 0)->data(kPathRole).toString();
+    if (picked.contains(path)) table_->selectRow(r);
+    if (!current_path.isEmpty() && path == current_path) table_->setCurrentCell(r, 0, QItemSelectionModel::NoUpdate);
+  }
+  if (table_->rowCount() == 0 && loaded_once_)
+    setStatus(tr("This run has no checkpoints yet; they appear here as the run saves them."));
+  updateButtons();
+}
+
+void CheckpointsView::rebuildEvalTable() {
+  // One row per (evaluation, temperature) of the judge report, or one per evaluation without it.
+  const QStringList headers{tr("Step"), tr("Time"), tr("Pref. accuracy"), tr("Margin"), tr("Temperature"),
+                            tr("Win rate"), tr("Short"), tr("Medium"), tr("Long"), tr("Policy score"),
+                            tr("Reference score")};
+  eval_table_->clear();
+  eval_table_->setColumnCount(headers.size());
+  eval_table_->setHorizontalHeaderLabels(headers);
+  std::vector<QStringList> rows;
+  std::vector<const EvalRow*> evals;
+  for (const auto& e : evals_) evals.push_back(&e);
+  std::sort(evals.begin(), evals.end(), [](auto* a, auto* b) {
+    return a->checkpoint_step != b->checkpoint_step ? a->checkpoint_step < b->checkpoint_step : a->id < b->id;
+  });
+  for (const auto* e : evals) {
+    const auto j = parse_or_null(e->result_json);
+    std::map<QString, double> flat;
+    collect_metrics(j, flat);
+    auto get = [&](const char* k) {
+      auto it = flat.find(QString::fromLatin1(k));
+      return it == flat.end() ? QString() : number(it->second);
+    };
+    const QString acc = get("eval_rewards/accuracies"), margin = get("eval_rewards/margins");
+    std::map<double, std::map<std::string, nlohmann::json>> by_temp;
+    if (j.is_object() && j.contains("judge") && j["judge"].is_array())
+      for (const auto& r : j["judge"])
+        if (r.is_object()) by_temp[r.value("temperature", 0.0)][r.value("bucket", "")] = r;
+    if (by_temp.empty()) {
+      if (acc.isEmpty() && margin.isEmpty() && flat.empty()) continue;
+      rows.push_back({QString::number(e->checkpoint_step), format_time(e->created_at), acc, margin, {}, {}, {}, {},
+                      {}, {}, {}});
+      continue;
+    }
+    for (const auto& [t, buckets] : by_temp) {
+      auto win = [&](const char* b) {
+        auto it = buckets.find(b);
+        return it == buckets.end() ? QString() : number(it->second.value("win_rate", NAN));
+      };
+      auto score = [&](const char* k) {
+        auto it = buckets.find("all");
+        return it == buckets.end() ? QString() : number(it->second.value(k, NAN));
+      };
+      rows.push_back({QString::number(e->checkpoint_step), format_time(e->created_at), acc, margin,
+                      QString::number(t, 'f', 1), win("all"), win("short"), win("medium"), win("long"),
+                      score("policy_score"), score("reference_score")});
+    }
+  }
+  eval_table_->setRowCount(static_cast<int>(rows.size()));
+  for (int r = 0; r < static_cast<int>(rows.size()); ++r)
+    for (int c = 0; c < headers.size(); ++c)
+      eval_table_->setItem(r, c, cell(rows[static_cast<size_t>(r)][c], c == 1 ? Qt::AlignLeft | Qt::AlignVCenter
+                                                                            : Qt::AlignRight | Qt::AlignVCenter));
+  eval_table_->resizeColumnsToContents();
+}
+
+QStringList CheckpointsView::pickedFolders() const {
+  QStringList out;
+  std::vector<int> rows;
+  for (const auto& idx : table_->selectionModel()->selectedRows()) rows.push_back(idx.row());
+  std::sort(rows.begin(), rows.end());
+  for (int r : rows)
+    if (auto* item = table_->item(r, 0)) out << item->data(kPathRole).toString();
+  return out;
+}
+
+void CheckpointsView::pickFolders(const QStringList& dirs) {
+  table_->clearSelection();
+  for (int r = 0; r < table_->rowCount(); ++r)
+    if (dirs.contains(table_->item(r, 0)->data(kPathRole).toString())) table_->selectRow(r);
+  updateButtons();
+}
+
+void CheckpointsView::setPrompt(const QString& prompt) {
+  grid_->setChecked(false);
+  prompt_->setEditText(prompt);
+}
+
+void CheckpointsView::setSampling(double temperature, double top_p, int max_new_tokens, quint64 seed) {
+  temperature_->setValue(temperature);
+  top_p_->setValue(top_p);
+  max_new_tokens_->setValue(max_new_tokens);
+  seed_->setValue(static_cast<int>(seed));
+}
+
+void CheckpointsView::setGridMode(bool grid) { grid_->setChecked(grid); }
+
+QString CheckpointsView::statusText() const { return status_->text(); }
+
+void CheckpointsView::setStatus(const QString& text) { status_->setText(text); }
+
+std::optional<int64_t> CheckpointsView::currentCheckpointStep(QString* path) const {
+  const int r = table_->currentRow();
+  if (r < 0 || !table_->item(r, 0)) return std::nullopt;
+  const auto step = table_->item(r, 0)->data(kStepRole).toLongLong();
+  if (step < 0) return std::nullopt;
+  if (path) *path = table_->item(r, 0)->data(kPathRole).toString();
+  return step;
+}
+
+void CheckpointsView::updateButtons() {
+  const QStringList picked = pickedFolders();
+  const bool busy = service_->isBusy();
+  generate_->setEnabled(!busy && !picked.isEmpty());
+  generate_->setToolTip(picked.size() >= 2 ? tr("Generate with the %1 picked models").arg(picked.size())
+                                           : tr("Pick two or more rows to compare (one works too)"));
+  int picked_checkpoints = 0;
+  for (const auto& idx : table_->selectionModel()->selectedRows())
+    if (auto* it = table_->item(idx.row(), 0); it && it->data(kStepRole).toLongLong() >= 0) ++picked_checkpoints;
+  evaluate_->setEnabled(picked_checkpoints > 0 && !reference_path_.isEmpty() && !isEvaluating());
+  if (reference_path_.isEmpty())
+    evaluate_->setToolTip(tr("This run has no reference model folder (model.reference or model.checkpoint), so "
+                             "there is nothing to evaluate against"));
+  QString path;
+  const auto step = currentCheckpointStep(&path);
+  clone_->setEnabled(step.has_value());
+  clone_->setText(step ? tr("Clone from step %1…").arg(*step) : tr("Clone from this checkpoint…"));
+}
+
+void CheckpointsView::onCloneClicked() {
+  QString path;
+  if (auto step = currentCheckpointStep(&path)) Q_EMIT cloneFromCheckpoint(run_id_, *step, path);
+}
+
+// ---- generation ----------------------------------------------------------------------------
+
+bool CheckpointsView::generateNow() {
+  if (service_->isBusy()) return false;
+  GenerationRequest req;
+  for (int r = 0; r < table_->rowCount(); ++r) {
+    if (!table_->selectionModel()->isRowSelected(r, {})) continue;
+    auto* item = table_->item(r, 0);
+    req.model_dirs << item->data(kPathRole).toString();
+    const auto step = item->data(kStepRole).toLongLong();
+    req.labels << (step < 0 ? tr("reference") : tr("step %1").arg(step));
+  }
+  if (req.model_dirs.isEmpty()) {
+    setStatus(tr("Pick the models to compare in the table first."));
+    return false;
+  }
+  if (grid_->isChecked()) {
+    req.prompts = sample_prompts_;
+    if (req.prompts.isEmpty()) {
+      setStatus(tr("This run has no sample prompts yet; type a prompt instead."));
+      return false;
+    }
+  } else {
+    const QString p = prompt_->currentText();
+    if (p.trimmed().isEmpty()) {
+      setStatus(tr("Type or choose a prompt first."));
+      return false;
+    }
+    req.prompts << p;
+  }
+  req.temperature = temperature_->value();
+  req.top_p = top_p_->value();
+  req.max_new_tokens = max_new_tokens_->value();
+  req.seed = static_cast<quint64>(seed_->value());
+  if (!service_->generate(req)) return false;
+  output_labels_ = req.labels;
+  generate_->setEnabled(false);
+  cancel_->setEnabled(true);
+  progress_->setRange(0, 0);  // busy until the first progress report
+  progress_->setVisible(true);
+  setStatus(tr("Generating %1 prompt(s) with %2 model(s)…").arg(req.prompts.size()).arg(req.model_dirs.size()));
+  return true;
+}
+
+void CheckpointsView::onGenerateClicked() { generateNow(); }
+
+void CheckpointsView::cancelGeneration() {
+  if (!service_->isBusy()) return;
+  service_->cancel();
+  cancel_->setEnabled(false);
+  setStatus(tr("Cancelling…"));
+}
+
+void CheckpointsView::onOutputs(const QVector<GenerationOutput>& outputs) {
+  outputs_ = outputs;
+  cancel_->setEnabled(false);
+  progress_->setVisible(false);
+  const bool cancelled = std::any_of(outputs.begin(), outputs.end(), [](const auto& o) { return o.cancelled; });
+  double slowest = 0;
+  for (const auto& o : outputs) slowest = std::max(slowest, o.seconds_total);
+  setStatus(cancelled ? tr("Cancelled; showing what was generated.")
+                      : tr("%1 output(s); the slowest model took %2 s.").arg(outputs.size()).arg(slowest, 0, 'f', 2));
+  showOutputs();
+  updateButtons();
+  Q_EMIT generationFinished();
+}
+
+void CheckpointsView::showOutputs() {
+  auto* page = new QWidget;
+  auto* grid = new QGridLayout(page);
+  grid->setHorizontalSpacing(8);
+  grid->setVerticalSpacing(4);
+  int n_models = 0, n_prompts = 0;
+  for (const auto& o : outputs_) {
+    n_models = std::max(n_models, o.model_index + 1);
+    n_prompts = std::max(n_prompts, o.prompt_index + 1);
+  }
+  std::map<std::pair<int, int>, const GenerationOutput*> at;
+  for (const auto& o : outputs_) at[{o.prompt_index, o.model_index}] = &o;
+  QStringList labels = output_labels_;
+  for (const auto& o : outputs_)
+    if (o.model_index >= labels.size()) labels << o.label;
+  for (int m = 0; m < n_models; ++m) {
+    auto* head = new QLabel(QStringLiteral("<b>%1</b>").arg(html_text(m < labels.size() ? labels[m] : QString())), page);
+    head->setAlignment(Qt::AlignCenter);
+    grid->addWidget(head, 0, m);
+    grid->setColumnStretch(m, 1);
+  }
+  int row = 1;
+  for (int p = 0; p < n_prompts; ++p) {
+    const GenerationOutput* first = at.count({p, 0}) ? at[{p, 0}] : nullptr;
+    const QString prompt = first ? first->prompt : QString();
+    auto* plabel = new QLabel(QStringLiteral("<b>Prompt %1:</b> %2").arg(p + 1).arg(html_text(prompt)), page);
+    plabel->setWordWrap(true);
+    plabel->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    plabel->setStyleSheet(QStringLiteral("QLabel { background: palette(alternate-base); padding: 4px; }"));
+    grid->addWidget(plabel, row++, 0, 1, std::max(1, n_models));
+    for (int m = 0; m < n_models; ++m) {
+      auto it = at.find({p, m});
+      if (it == at.end()) continue;
+      const GenerationOutput& o = *it->second;
+      QString body;
+#ifdef GANPO_HAVE_WORD_DIFF
+      if (m > 0 && first)
+        body = diff_to_html(word_diff(first->text, o.text), /*show_removed=*/false, /*show_added=*/true);
+      else
+        body = html_text(o.text);
+#else
+      body = html_text(o.text);
+#endif
+      if (o.text.isEmpty()) body = QStringLiteral("<i>(empty)</i>");
+      QStringList facts;
+      facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.size());
+      if (o.judge_score >= 0) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
+      facts << tr("first token %1 s, done %2 s").arg(o.seconds_to_first_token, 0, 'f', 2).arg(o.seconds_total, 0, 'f', 2);
+      if (o.cancelled) facts << tr("cancelled");
+      QStringList lps;
+      for (size_t k = 0; k < o.logprob_under_each_model.size(); ++k)
+        lps << QStringLiteral("%1 %2")
+                   .arg(html_text(static_cast<int>(k) < labels.size() ? labels[static_cast<int>(k)] : QString()))
+                   .arg(number(o.logprob_under_each_model[k]));
+      QString html = QStringLiteral("<div style='white-space: pre-wrap;'>%1</div>"
+                                    "<p style='color: gray; font-size: small;'>%2")
+                         .arg(body, facts.join(QStringLiteral(" · ")));
+      if (!lps.isEmpty()) html += QStringLiteral("<br>log p under: ") + lps.join(QStringLiteral(" · "));
+      html += QStringLiteral("</p>");
+      auto* label = new QLabel(html, page);
+      label->setTextFormat(Qt::RichText);
+      label->setWordWrap(true);
+      label->setTextInteractionFlags(Qt::TextSelectableByMouse);
+      label->setAlignment(Qt::AlignTop | Qt::AlignLeft);
+      label->setFrameShape(QFrame::StyledPanel);
+      label->setMargin(6);
+      label->setMinimumWidth(120);
+      grid->addWidget(label, row, m);
+    }
+    ++row;
+  }
+  grid->setRowStretch(row, 1);
+  outputs_area_->setWidget(page);
+  results_tabs_->setCurrentWidget(outputs_area_);
+}
+
+// ---- evaluation ----------------------------------------------------------------------------
+
+bool CheckpointsView::isEvaluating() const { return eval_process_ != nullptr || !eval_queue_.empty(); }
+
+void CheckpointsView::onEvaluateClicked() {
+  QDialog dialog(this);
+  dialog.setWindowTitle(tr("Evaluate checkpoints"));
+  auto* form = new QFormLayout(&dialog);
+  auto* prompts = new QSpinBox(&dialog);
+  prompts->setRange(3, 3000);
+  prompts->setValue(eval_options_.num_prompts);
+  auto* tokens = new QSpinBox(&dialog);
+  tokens->setRange(8, 1024);
+  tokens->setValue(eval_options_.max_new_tokens);
+  QStringList temps;
+  for (double t : eval_options_.temperatures) temps << QString::number(t, 'f', 1);
+  auto* temperatures = new QLineEdit(temps.join(QLatin1Char(',')), &dialog);
+  auto* pairs = new QCheckBox(tr("Also score held-out preference pairs (accuracy, margins)"), &dialog);
+  pairs->setChecked(eval_options_.preference_pairs);
+  pairs->setEnabled(builtin_lists_ || !eval_pairs_file_.isEmpty());
+  form->addRow(new QLabel(tr("Judge win rates on the built-in task, against %1").arg(reference_path_), &dialog));
+  form->addRow(tr("Prompts per temperature"), prompts);
+  form->addRow(tr("Temperatures"), temperatures);
+  form->addRow(tr("Max new tokens"), tokens);
+  form->addRow(pairs);
+  auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &dialog);
+  buttons->button(QDialogButtonBox::Ok)->setText(tr("Evaluate"));
+  form->addRow(buttons);
+  connect(buttons, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
+  connect(buttons, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+  if (dialog.exec() != QDialog::Accepted) return;
+  CheckpointEvalOptions options;
+  options.num_prompts = prompts->value();
+  options.max_new_tokens = tokens->value();
+  options.preference_pairs = pairs->isChecked();
+  options.temperatures.clear();
+  for (const auto& part : temperatures->text().split(QLatin1Char(','), Qt::SkipEmptyParts)) {
+    bool ok = false;
+    const double t = part.trimmed().toDouble(&ok);
+    if (ok && t >= 0) options.temperatures << t;
+  }
+  if (options.temperatures.isEmpty()) options.temperatures = CheckpointEvalOptions{}.temperatures;
+  QString why;
+  if (!evaluatePicked(options, &why)) QMessageBox::information(this, tr("Evaluate"), why);
+}
+
+bool CheckpointsView::evaluatePicked(const CheckpointEvalOptions& options, QString* why) {
+  auto fail = [&](const QString& message) {
+    if (why) *why = message;
+    setStatus(message);
+    return false;
+  };
+  if (isEvaluating()) return fail(tr("An evaluation is already running."));
+  if (reference_path_.isEmpty())
+    return fail(tr("This run has no reference model folder (model.reference or model.checkpoint) to evaluate "
+                   "against."));
+  std::vector<EvalJob> jobs;
+  for (const auto& idx : table_->selectionModel()->selectedRows()) {
+    auto* item = table_->item(idx.row(), 0);
+    const auto step = item->data(kStepRole).toLongLong();
+    if (step >= 0) jobs.push_back({step, item->data(kPathRole).toString()});
+  }
+  if (jobs.empty()) return fail(tr("Pick one or more checkpoints (not the reference) to evaluate."));
+  std::sort(jobs.begin(), jobs.end(), [](const EvalJob& a, const EvalJob& b) { return a.step < b.step; });
+  eval_options_ = options;
+  eval_queue_ = std::move(jobs);
+  startNextEval();
+  updateButtons();
+  return true;
+}
+
+void CheckpointsView::startNextEval() {
+  if (eval_queue_.empty()) {
+    updateButtons();
+    return;
+  }
+  eval_current_ = eval_queue_.front();
+  eval_queue_.erase(eval_queue_.begin());
+
+  QStringList args{QStringLiteral("eval"), QStringLiteral("--checkpoint"), eval_current_.checkpoint,
+                   QStringLiteral("--reference"), reference_path_, QStringLiteral("--builtin"),
+                   QStringLiteral("lists"), QStringLiteral("--json")};
+  QStringList temps;
+  for (double t : eval_options_.temperatures) temps << QString::number(t);
+  args << QStringLiteral("--temperatures") << temps.join(QLatin1Char(','));
+  args << QStringLiteral("--num-prompts") << QString::number(eval_options_.num_prompts);
+  args << QStringLiteral("--max-new-tokens") << QString::number(eval_options_.max_new_tokens);
+  args << QStringLiteral("--seed") << QString::number(eval_options_.seed);
+  QString pairs;
+  if (eval_options_.preference_pairs) {
+    if (!eval_pairs_file_.isEmpty()) {
+      pairs = eval_pairs_file_;
+    } else if (builtin_lists_) {
+      // Held-out pairs of the built-in task, from a seed training never uses.
+      if (!eval_pairs_tmp_) {
+        eval_pairs_tmp_ = std::make_unique<QTemporaryFile>(QDir::tempPath() + QStringLiteral("/ganpo-eval-pairs-XXXXXX.jsonl"));
+        if (eval_pairs_tmp_->open()) {
+          for (const auto& ex : lists::make_preference_pairs(200, 0.0, 987654321ULL)) {
+            nlohmann::json row{{"prompt", ex.prompt}, {"chosen", ex.chosen}, {"rejected", ex.rejected}};
+            eval_pairs_tmp_->write(QByteArray::fromStdString(row.dump() + "\n"));
+          }
+          eval_pairs_tmp_->flush();
+        }
+      }
+      if (eval_pairs_tmp_->isOpen()) pairs = eval_pairs_tmp_->fileName();
+    }
+  }
+  if (!pairs.isEmpty()) args << QStringLiteral("--pairs") << pairs;
+
+  nlohmann::json params{{"checkpoint", eval_current_.checkpoint.toStdString()},
+                        {"reference", reference_path_.toStdString()},
+                        {"builtin", "lists"},
+                        {"num_prompts", eval_options_.num_prompts},
+                        {"max_new_tokens", eval_options_.max_new_tokens},
+                        {"seed", eval_options_.seed},
+                        {"pairs", pairs.isEmpty() ? nlohmann::json(nullptr) : nlohmann::json(pairs.toStdString())}};
+  params["temperatures"] = nlohmann::json::array();
+  for (double t : eval_options_.temperatures) params["temperatures"].push_back(t);
+  eval_params_json_ = QString::fromStdString(params.dump());
+
+  eval_process_ = new QProcess(this);
+  eval_process_->setProgram(worker_program_);
+  eval_process_->setArguments(args);
+  connect(eval_process_, &QProcess::finished, this, &CheckpointsView::onEvalProcessDone);
+  connect(eval_process_, &QProcess::errorOccurred, this, [this](QProcess::ProcessError e) {
+    if (e == QProcess::FailedToStart) onEvalProcessDone();
+  });
+  setStatus(tr("Evaluating step %1 against the reference in the background…").arg(eval_current_.step));
+  eval_process_->start();
+}
+
+void CheckpointsView::onEvalProcessDone() {
+  if (!eval_process_) return;
+  QProcess* proc = eval_process_;
+  eval_process_ = nullptr;
+  proc->deleteLater();
+  const int64_t step = eval_current_.step;
+  const QByteArray out = proc->readAllStandardOutput();
+  const QString err = QString::fromUtf8(proc->readAllStandardError()).trimmed();
+  QString message;
+  nlohmann::json report;
+  bool ok = false;
+  if (proc->error() == QProcess::FailedToStart) {
+    message = tr("Cannot start %1 (%2); check that the ganpo command is installed next to the workbench or set "
+                 "GANPO_CLI.")
+                  .arg(worker_program_, proc->errorString());
+  } else if (proc->exitStatus() != QProcess::NormalExit || proc->exitCode() != 0) {
+    message = tr("Evaluation of step %1 failed (exit code %2): %3")
+                  .arg(step)
+                  .arg(proc->exitCode())
+                  .arg(err.isEmpty() ? tr("no message") : err.right(600));
+  } else {
+    try {
+      report = nlohmann::json::parse(out.toStdString());
+      ok = report.is_object();
+    } catch (const std::exception& e) {
+      message = tr("Evaluation of step %1 printed no readable JSON (%2)").arg(step).arg(QString::fromUtf8(e.what()));
+    }
+  }
+  if (ok) {
+    const int64_t id = run_id_;
+    const std::string params = eval_params_json_.toStdString(), result = report.dump();
+    store_->query<int64_t>(
+        this, [id, step, params, result](RunStore& s) { return s.add_eval(id, step, "eval", params, result); },
+        [this, step](int64_t) {
+          setStatus(tr("Evaluation of step %1 stored.").arg(step));
+          results_tabs_->setCurrentWidget(eval_table_);
+          refresh();
+          Q_EMIT evaluationFinished(step, true, QString());
+        },
+        [this, step](const QString& error) {
+          setStatus(tr("Cannot store the evaluation of step %1: %2").arg(step).arg(error));
+          Q_EMIT evaluationFinished(step, false, error);
+        });
+  } else {
+    eval_queue_.clear();
+    setStatus(message);
+    Q_EMIT evaluationFinished(step, false, message);
+  }
+  startNextEval();
+}
+
+}  // namespace ganpo::ui

@@ -1,0 +1,505 @@
+#include "ui/chart_style.h"
+#include "ui/compare_view.h"
+
+#include <QComboBox>
+#include <QDir>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QMessageBox>
+#include <QPixmap>
+#include <QPushButton>
+#include <QRegularExpression>
+#include <QSaveFile>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "db/run_export.h"
+#include "ui/chart_qcustomplot.h"
+#include "ui/run_list_model.h"
+#include "ui/store_worker.h"
+
+namespace ganpo::ui {
+namespace {
+
+using CsvRows = std::vector<std::vector<std::string>>;
+
+QString number_text(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return QString::number(v, 'g', 6);
+}
+
+std::string csv_number(double v) { return number_text(v).toStdString(); }
+
+// QSaveFile replaces the target only once everything is written; the read-back then checks that
+// what landed on disk is the whole file.
+bool write_csv(const QString& path, const CsvRows& rows) {
+  std::string text;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) text += (i ? "," : "") + csv_field(row[i]);
+    text += '\n';
+  }
+  QSaveFile file(path);
+  if (!file.open(QIODevice::WriteOnly)) return false;
+  file.write(text.data(), static_cast<qint64>(text.size()));
+  if (!file.commit()) return false;
+  return QFileInfo(path).size() == static_cast<qint64>(text.size());
+}
+
+// Images are drawn into a sibling file that must read back as what it claims to be (a PNG that
+// QImage loads, a PDF that starts with %PDF) before it replaces the target.
+bool write_checked(const QString& path, const std::function<bool(const QString&)>& write) {
+  const QString suffix = QFileInfo(path).suffix().toLower();
+  const QString part = path + ".part." + suffix;
+  QFile::remove(part);
+  bool ok = write(part);
+  if (ok && suffix == "png") ok = !QImage(part).isNull();
+  if (ok && suffix == "pdf") {
+    QFile f(part);
+    ok = f.open(QIODevice::ReadOnly) && f.read(4) == "%PDF";
+  }
+  if (ok && QFile::exists(path)) ok = QFile::remove(path);
+  if (ok) ok = QFile::rename(part, path);
+  if (!ok) QFile::remove(part);
+  return ok;
+}
+
+QIcon swatch(const QColor& color) {
+  QPixmap p(12, 12);
+  p.fill(color);
+  return QIcon(p);
+}
+
+QWidget* section(const QString& title, QLabel** title_label, QPushButton** export_button, QWidget* body) {
+  auto* box = new QWidget;
+  auto* v = new QVBoxLayout(box);
+  v->setContentsMargins(0, 4, 0, 0);
+  auto* head = new QHBoxLayout;
+  auto* label = new QLabel(title);
+  QFont f = label->font();
+  f.setBold(true);
+  label->setFont(f);
+  head->addWidget(label);
+  head->addStretch(1);
+  auto* button = new QPushButton("Export CSV...");
+  head->addWidget(button);
+  v->addLayout(head);
+  v->addWidget(body, 1);
+  *title_label = label;
+  *export_button = button;
+  return box;
+}
+
+QTableWidget* make_table() {
+  auto* t = new QTableWidget;
+  t->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  t->setSelectionBehavior(QAbstractItemView::SelectItems);
+  t->setAlternatingRowColors(true);
+  t->verticalHeader()->setDefaultSectionSize(22);
+  t->horizontalHeader()->setStretchLastSection(true);
+  return t;
+}
+
+}  // namespace
+
+CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidget* parent)
+    : QWidget(parent), store_(store), run_ids_(std::move(run_ids)) {
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(6, 6, 6, 6);
+
+  auto* controls = new QHBoxLayout;
+  controls->addWidget(new QLabel("Metric:"));
+  metric_combo_ = new QComboBox;
+  metric_combo_->setMinimumContentsLength(24);
+  metric_combo_->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  metric_combo_->setToolTip("Metrics logged by any of the selected runs");
+  controls->addWidget(metric_combo_);
+  controls->addSpacing(12);
+  status_label_ = new QLabel(QString("Loading %1 runs...").arg(run_ids_.size()));
+  controls->addWidget(status_label_, 1);
+  auto* png = new QPushButton("Export PNG...");
+  auto* pdf = new QPushButton("Export PDF...");
+  auto* csv = new QPushButton("Export CSV...");
+  auto* all = new QPushButton("Export all...");
+  all->setToolTip("Write the overlay (PNG, PDF, CSV), the config diff and the results into a folder");
+  for (QPushButton* b : {png, pdf, csv, all}) controls->addWidget(b);
+  layout->addLayout(controls);
+
+  plot_ = new QCustomPlot;
+  plot_->setMinimumHeight(260);
+  plot_->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+  plot_->xAxis->setLabel("step");
+  plot_->legend->setVisible(true);
+  plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  apply_chart_palette(plot_, palette());
+
+  config_table_ = make_table();
+  results_table_ = make_table();
+  QLabel* config_title = nullptr;
+  QLabel* results_title = nullptr;
+  QPushButton* config_export = nullptr;
+  QPushButton* results_export = nullptr;
+  QWidget* config_box = section("Config differences", &config_title, &config_export, config_table_);
+  QWidget* results_box = section("Results", &results_title, &results_export, results_table_);
+
+  auto* tables = new QSplitter(Qt::Horizontal);
+  tables->addWidget(config_box);
+  tables->addWidget(results_box);
+  tables->setStretchFactor(0, 1);
+  tables->setStretchFactor(1, 1);
+  auto* split = new QSplitter(Qt::Vertical);
+  split->addWidget(plot_);
+  split->addWidget(tables);
+  split->setStretchFactor(0, 3);
+  split->setStretchFactor(1, 2);
+  split->setSizes({600, 280});  // the plot's size hint is small; give it most of the height
+  layout->addWidget(split, 1);
+
+  connect(metric_combo_, &QComboBox::textActivated, this, &CompareView::setMetric);
+  connect(png, &QPushButton::clicked, this, [this] { exportDialog("png"); });
+  connect(pdf, &QPushButton::clicked, this, [this] { exportDialog("pdf"); });
+  connect(csv, &QPushButton::clicked, this, [this] { exportDialog("overlay.csv"); });
+  connect(config_export, &QPushButton::clicked, this, [this] { exportDialog("config_diff.csv"); });
+  connect(results_export, &QPushButton::clicked, this, [this] { exportDialog("results.csv"); });
+  connect(all, &QPushButton::clicked, this, &CompareView::exportAllDialog);
+
+  if (!store_) return;
+  const std::vector<int64_t> ids = run_ids_;
+  store_->query<std::vector<RunInfo>>(
+      this,
+      [ids](RunStore& s) {
+        std::vector<RunInfo> out;
+        for (int64_t id : ids) {
+          RunInfo info;
+          info.id = id;
+          if (auto row = s.run(id)) {
+            info.found = true;
+            info.name = QString::fromStdString(row->name);
+            info.config = nlohmann::json::parse(row->config_json, nullptr, false);
+            if (info.config.is_discarded()) info.config = nlohmann::json();
+            info.keys = s.metric_keys(id);
+            const auto latest = s.latest_metrics(id);
+            for (const MetricRow& m : latest) info.last_steps[m.key] = m.step;
+            info.results = collect_compare_results(s.evals(id), latest);
+          }
+          out.push_back(std::move(info));
+        }
+        return out;
+      },
+      [this](std::vector<RunInfo> runs) { onRuns(std::move(runs)); },
+      [this](const QString& error) { status_label_->setText("Cannot read the runs: " + error); });
+}
+
+void CompareView::changeEvent(QEvent* event) {
+  if (event->type() == QEvent::PaletteChange && plot_) {
+    apply_chart_palette(plot_, palette());
+    plot_->replot(QCustomPlot::rpQueuedReplot);
+  }
+  QWidget::changeEvent(event);
+}
+
+QString CompareView::metric() const { return metric_; }
+
+QStringList CompareView::metricKeys() const {
+  QStringList out;
+  for (int i = 0; i < metric_combo_->count(); ++i) out << metric_combo_->itemText(i);
+  return out;
+}
+
+bool CompareView::isLoaded() const { return runs_loaded_ && curves_loaded_; }
+
+QString CompareView::runLabel(size_t i) const {
+  return QString("#%1 %2").arg(runs_[i].id).arg(runs_[i].found ? runs_[i].name : QString("(deleted)"));
+}
+
+void CompareView::onRuns(std::vector<RunInfo> runs) {
+  runs_ = std::move(runs);
+  runs_loaded_ = true;
+  std::set<QString> keys;
+  for (const RunInfo& r : runs_)
+    for (const auto& k : r.keys) keys.insert(QString::fromStdString(k));
+  metric_combo_->clear();
+  for (const QString& k : keys) metric_combo_->addItem(k);
+  std::vector<nlohmann::json> configs;
+  for (const RunInfo& r : runs_) configs.push_back(r.config);
+  diff_ = config_diff(configs);
+  fillConfigTable();
+  fillResultsTable();
+  QString key = metric_;
+  if (key.isEmpty()) {
+    for (const char* preferred : {"loss", "rewards/accuracies"})
+      if (keys.count(preferred)) {
+        key = preferred;
+        break;
+      }
+    if (key.isEmpty() && !keys.empty()) key = *keys.begin();
+  }
+  if (key.isEmpty()) {
+    curves_loaded_ = true;
+    status_label_->setText("None of these runs has logged metrics yet.");
+    Q_EMIT loaded();
+    return;
+  }
+  setMetric(key);
+}
+
+void CompareView::setMetric(const QString& key) {
+  metric_ = key;
+  const int index = metric_combo_->findText(key);
+  if (index >= 0 && metric_combo_->currentIndex() != index) metric_combo_->setCurrentIndex(index);
+  if (!runs_loaded_ || !store_) return;  // onRuns asks for it
+  curves_loaded_ = false;
+  const int generation = ++generation_;
+  status_label_->setText("Loading " + key + "...");
+  struct Ask {
+    int64_t id;
+    int64_t last_step;  // -1: the run has not logged key
+  };
+  std::vector<Ask> asks;
+  const std::string k = key.toStdString();
+  for (const RunInfo& r : runs_) {
+    const auto it = r.last_steps.find(k);
+    asks.push_back({r.id, it == r.last_steps.end() ? -1 : it->second});
+  }
+  store_->query<std::vector<Curve>>(
+      this,
+      [asks, k](RunStore& s) {
+        std::vector<Curve> out;
+        for (const Ask& a : asks) {
+          Curve c;
+          if (a.last_step >= 0) {
+            // The bucket counts say how many points there are without reading them all.
+            auto buckets = s.decimated_series(a.id, k, 0, std::max<int64_t>(a.last_step, 1), kBuckets);
+            int64_t total = 0;
+            for (const auto& b : buckets) total += b.count + b.nan_count;
+            if (total <= kRawPointLimit) {
+              for (const SeriesPoint& p : s.series(a.id, k)) {
+                c.steps.push_back(p.step);
+                c.values.push_back(p.value);
+              }
+            } else {
+              // Min and max of a bucket at its middle step: the curve's envelope, spikes kept.
+              c.decimated = true;
+              for (const auto& b : buckets) {
+                const int64_t mid = (b.first_step + b.last_step) / 2;
+                c.steps.insert(c.steps.end(), {mid, mid});
+                if (b.count == 0) {
+                  c.values.insert(c.values.end(), 2, std::numeric_limits<double>::quiet_NaN());
+                } else {
+                  c.values.insert(c.values.end(), {b.min, b.max});
+                }
+              }
+            }
+          }
+          out.push_back(std::move(c));
+        }
+        return out;
+      },
+      [this, key, generation](std::vector<Curve> curves) {
+        if (generation == generation_) onCurves(key, std::move(curves));
+      },
+      [this](const QString& error) { status_label_->setText("Cannot read metrics: " + error); });
+}
+
+void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
+  curves_ = std::move(curves);
+  plot_->clearGraphs();
+  plot_->yAxis->setLabel(key);
+  int drawn = 0, decimated = 0;
+  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
+    const Curve& c = curves_[i];
+    QCPGraph* g = plot_->addGraph();
+    g->setName(runLabel(i));
+    g->setPen(QPen(run_color(runs_[i].id), 2));
+    QVector<double> xs(static_cast<int>(c.steps.size())), ys(static_cast<int>(c.values.size()));
+    for (size_t j = 0; j < c.steps.size(); ++j) {
+      xs[static_cast<int>(j)] = static_cast<double>(c.steps[j]);
+      ys[static_cast<int>(j)] = c.values[j];
+    }
+    g->setData(xs, ys, true);
+    if (c.steps.size() == 1) g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
+    if (!c.steps.empty()) ++drawn;
+    if (c.decimated) ++decimated;
+  }
+  plot_->rescaleAxes();
+  plot_->replot();
+  QString status = QString("%1 of %2 runs have %3").arg(drawn).arg(runs_.size()).arg(key);
+  if (decimated) status += QString(" (%1 drawn as min/max envelope)").arg(decimated);
+  status_label_->setText(status);
+  curves_loaded_ = true;
+  Q_EMIT loaded();
+}
+
+void CompareView::fillConfigTable() {
+  config_table_->clear();
+  config_table_->setColumnCount(static_cast<int>(runs_.size()));
+  config_table_->setRowCount(static_cast<int>(diff_.size()));
+  for (size_t c = 0; c < runs_.size(); ++c) {
+    auto* head = new QTableWidgetItem(swatch(run_color(runs_[c].id)), runLabel(c));
+    config_table_->setHorizontalHeaderItem(static_cast<int>(c), head);
+  }
+  QStringList fields;
+  for (size_t r = 0; r < diff_.size(); ++r) {
+    fields << QString::fromStdString(diff_[r].field);
+    for (size_t c = 0; c < diff_[r].values.size(); ++c)
+      config_table_->setItem(static_cast<int>(r), static_cast<int>(c),
+                             new QTableWidgetItem(QString::fromStdString(diff_[r].values[c])));
+  }
+  config_table_->setVerticalHeaderLabels(fields);
+  config_table_->resizeColumnsToContents();
+  if (diff_.empty()) config_table_->setToolTip("The configs of these runs are identical.");
+}
+
+std::vector<double> CompareView::temperatures() const {
+  std::set<double> ts;
+  for (const RunInfo& r : runs_)
+    for (const auto& [t, rate] : r.results.win_rates) ts.insert(t);
+  return {ts.begin(), ts.end()};
+}
+
+void CompareView::fillResultsTable() {
+  const auto& keys = compare_result_keys();
+  const auto temps = temperatures();
+  // Short headers keep the table narrow; the tooltip names the metric as stored.
+  QStringList headers{"run"}, tips{"Run id and name"};
+  for (const auto& k : keys) {
+    QString h = QString::fromStdString(k);
+    tips << h;
+    h.replace("eval_rewards/accuracies", "eval acc").replace("eval_rewards/margins", "eval margin").replace("eval_loss", "eval loss");
+    headers << h;
+  }
+  for (double t : temps) {
+    headers << QString("win T=%1").arg(t);
+    tips << QString("Judge win rate of the policy over the reference at sampling temperature %1").arg(t);
+  }
+  results_table_->clear();
+  results_table_->setColumnCount(headers.size());
+  results_table_->setHorizontalHeaderLabels(headers);
+  for (int c = 0; c < headers.size(); ++c) results_table_->horizontalHeaderItem(c)->setToolTip(tips[c]);
+  results_table_->setRowCount(static_cast<int>(runs_.size()));
+  results_table_->verticalHeader()->hide();
+  auto cell = [](const std::optional<double>& v) {
+    auto* item = new QTableWidgetItem(v ? number_text(*v) : QString::fromUtf8("\u2014"));
+    item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    return item;
+  };
+  for (size_t r = 0; r < runs_.size(); ++r) {
+    const int row = static_cast<int>(r);
+    const CompareResults& res = runs_[r].results;
+    results_table_->setItem(row, 0, new QTableWidgetItem(swatch(run_color(runs_[r].id)), runLabel(r)));
+    int col = 1;
+    for (const auto& k : keys) {
+      const auto it = res.metrics.find(k);
+      results_table_->setItem(row, col++, cell(it == res.metrics.end() ? std::nullopt : std::optional<double>(it->second)));
+    }
+    for (double t : temps) {
+      const auto it = res.win_rates.find(t);
+      results_table_->setItem(row, col++, cell(it == res.win_rates.end() ? std::nullopt : std::optional<double>(it->second)));
+    }
+  }
+  results_table_->resizeColumnsToContents();
+}
+
+// ---- export ------------------------------------------------------------------------------------
+
+bool CompareView::exportOverlayImage(const QString& path) const {
+  const int w = std::max(plot_->width(), 900), h = std::max(plot_->height(), 500);
+  const QString suffix = QFileInfo(path).suffix().toLower();
+  if (suffix != "png" && suffix != "pdf") return false;
+  return write_checked(path, [&](const QString& part) {
+    return suffix == "png" ? plot_->savePng(part, w, h) : plot_->savePdf(part, w, h, QCP::epNoCosmetic, "GANPO Workbench", "Compare runs");
+  });
+}
+
+bool CompareView::exportOverlayCsv(const QString& path) const {
+  CsvRows rows{{"run_id", "run_name", "step", "value"}};
+  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i)
+    for (size_t j = 0; j < curves_[i].steps.size(); ++j)
+      rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(curves_[i].steps[j]),
+                      csv_number(curves_[i].values[j])});
+  return write_csv(path, rows);
+}
+
+bool CompareView::exportConfigDiffCsv(const QString& path) const {
+  CsvRows rows{{"field"}};
+  for (size_t i = 0; i < runs_.size(); ++i) rows[0].push_back(runLabel(i).toStdString());
+  for (const auto& d : diff_) {
+    rows.push_back({d.field});
+    rows.back().insert(rows.back().end(), d.values.begin(), d.values.end());
+  }
+  return write_csv(path, rows);
+}
+
+bool CompareView::exportResultsCsv(const QString& path) const {
+  const auto& keys = compare_result_keys();
+  const auto temps = temperatures();
+  CsvRows rows{{"run_id", "run_name"}};
+  rows[0].insert(rows[0].end(), keys.begin(), keys.end());
+  for (double t : temps) rows[0].push_back("win_rate@" + QString::number(t).toStdString());
+  for (const RunInfo& r : runs_) {
+    std::vector<std::string> row{std::to_string(r.id), r.name.toStdString()};
+    for (const auto& k : keys) {
+      const auto it = r.results.metrics.find(k);
+      row.push_back(it == r.results.metrics.end() ? "" : csv_number(it->second));
+    }
+    for (double t : temps) {
+      const auto it = r.results.win_rates.find(t);
+      row.push_back(it == r.results.win_rates.end() ? "" : csv_number(it->second));
+    }
+    rows.push_back(std::move(row));
+  }
+  return write_csv(path, rows);
+}
+
+bool CompareView::exportAll(const QString& folder) {
+  if (!QDir().mkpath(folder)) return false;
+  const QDir dir(folder);
+  bool ok = exportOverlayImage(dir.filePath("overlay.png"));
+  ok = exportOverlayImage(dir.filePath("overlay.pdf")) && ok;
+  ok = exportOverlayCsv(dir.filePath("overlay.csv")) && ok;
+  ok = exportConfigDiffCsv(dir.filePath("config_diff.csv")) && ok;
+  ok = exportResultsCsv(dir.filePath("results.csv")) && ok;
+  return ok;
+}
+
+void CompareView::exportDialog(const QString& what) {
+  QString base = metric_.isEmpty() ? QString("overlay") : metric_;
+  base.replace(QRegularExpression("[^A-Za-z0-9_.-]+"), "_");
+  QString name, filter;
+  if (what == "png" || what == "pdf") {
+    name = "compare-" + base + "." + what;
+    filter = what == "png" ? "PNG image (*.png)" : "PDF document (*.pdf)";
+  } else {
+    name = what == "overlay.csv" ? "compare-" + base + ".csv" : "compare-" + what;
+    filter = "CSV (*.csv)";
+  }
+  const QString path = QFileDialog::getSaveFileName(this, "Export", name, filter);
+  if (path.isEmpty()) return;
+  bool ok = false;
+  if (what == "png" || what == "pdf") ok = exportOverlayImage(path);
+  else if (what == "overlay.csv") ok = exportOverlayCsv(path);
+  else if (what == "config_diff.csv") ok = exportConfigDiffCsv(path);
+  else ok = exportResultsCsv(path);
+  if (!ok) QMessageBox::warning(this, "Export failed", "Could not write " + path + ".");
+}
+
+void CompareView::exportAllDialog() {
+  const QString folder = QFileDialog::getExistingDirectory(this, "Export comparison into folder");
+  if (!folder.isEmpty() && !exportAll(folder))
+    QMessageBox::warning(this, "Export failed", "Could not write every file into " + folder + ".");
+}
+
+}  // namespace ganpo::ui

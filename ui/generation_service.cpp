@@ -1,0 +1,317 @@
+#include "ui/generation_service.h"
+
+#include <QFileInfo>
+#include <QMetaObject>
+#include <QPointer>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "core/batching.h"
+#include "core/checkpoint.h"
+#include "core/generate.h"
+#include "core/lists_task.h"
+#include "core/opo_losses.h"
+#include "core/trainer.h"
+
+namespace ganpo::ui {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Identifies one version of a folder's weights, so a folder rewritten in place is reloaded.
+struct FolderStamp {
+  qint64 size = -1;
+  qint64 mtime_ms = -1;
+  bool operator==(const FolderStamp& o) const { return size == o.size && mtime_ms == o.mtime_ms; }
+};
+
+FolderStamp stamp_of(const QString& dir) {
+  QFileInfo fi(dir + QStringLiteral("/model.safetensors"));
+  if (!fi.exists()) return {};
+  return {fi.size(), fi.lastModified().toMSecsSinceEpoch()};
+}
+
+struct CacheEntry {
+  QString key;
+  FolderStamp stamp;
+  std::shared_ptr<LoadedModel> model;
+};
+
+struct Cancelled {};
+
+}  // namespace
+
+struct GenerationService::Impl {
+  GenerationService* self = nullptr;
+  std::string device_name;
+  int capacity = 4;
+  // One long-lived worker thread: LibTorch's per-thread set-up (thread pools, allocator caches)
+  // is paid once, not on every Generate.
+  std::thread thread;
+  std::mutex job_mutex;
+  std::condition_variable job_cv;
+  std::optional<GenerationRequest> job;
+  bool quit = false;
+  std::atomic<bool> busy{false};
+  std::atomic<bool> cancel{false};
+  std::atomic<int> loads{0};
+  std::mutex cache_mutex;
+  std::list<CacheEntry> cache;  // most recently used first
+
+  std::shared_ptr<LoadedModel> load(const QString& dir, const torch::Device& device) {
+    const QString key = QFileInfo(dir).absoluteFilePath();
+    const FolderStamp stamp = stamp_of(key);
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      for (auto it = cache.begin(); it != cache.end(); ++it) {
+        if (it->key != key) continue;
+        if (it->stamp == stamp) {
+          cache.splice(cache.begin(), cache, it);
+          return cache.front().model;
+        }
+        cache.erase(it);
+        break;
+      }
+    }
+    std::shared_ptr<LoadedModel> model;
+    try {
+      model = std::make_shared<LoadedModel>(load_model_folder(dir.toStdString(), device));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what());
+    }
+    loads.fetch_add(1);
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    cache.push_front({key, stamp, model});
+    while (static_cast<int>(cache.size()) > std::max(1, capacity)) cache.pop_back();
+    return model;
+  }
+
+  void loop() {
+    for (;;) {
+      GenerationRequest req;
+      {
+        std::unique_lock<std::mutex> lock(job_mutex);
+        job_cv.wait(lock, [this] { return quit || job.has_value(); });
+        if (quit) return;
+        req = std::move(*job);
+        job.reset();
+      }
+      run(std::move(req));
+    }
+  }
+
+  template <class F>
+  void post(F&& f) {
+    QMetaObject::invokeMethod(self, std::forward<F>(f), Qt::QueuedConnection);
+  }
+
+  void run(GenerationRequest req) {
+    QVector<GenerationOutput> outputs;
+    try {
+      outputs = work(req);
+    } catch (const std::exception& e) {
+      finish_failed(QString::fromStdString(e.what()));
+      return;
+    } catch (...) {
+      finish_failed(QStringLiteral("Generation failed with an unknown error"));
+      return;
+    }
+    GenerationService* s = self;
+    busy.store(false);
+    post([s, outputs]() { Q_EMIT s->finished(outputs); });
+  }
+
+  void finish_failed(const QString& message) {
+    GenerationService* s = self;
+    busy.store(false);
+    post([s, message]() { Q_EMIT s->failed(message); });
+  }
+
+  QVector<GenerationOutput> work(const GenerationRequest& req) {
+    const torch::Device device(resolve_device(device_name));
+    const int n_models = static_cast<int>(req.model_dirs.size());
+    const int n_prompts = static_cast<int>(req.prompts.size());
+    const int max_new = std::max(1, req.max_new_tokens);
+    // Progress units: one per sampled token step per model, plus one per model scored.
+    const int total = n_models * max_new + n_models;
+    std::atomic<int> done{0};
+    Clock::time_point last_report = Clock::now() - std::chrono::seconds(1);
+    auto report = [&](bool force) {
+      if (!force && Clock::now() - last_report < std::chrono::milliseconds(40)) return;
+      last_report = Clock::now();
+      GenerationService* s = self;
+      const int d = done.load();
+      post([s, d, total]() { Q_EMIT s->progress(d, total); });
+    };
+    report(true);
+
+    QVector<GenerationOutput> outputs;
+    std::vector<char> ended_by_eos;  // parallel to outputs
+    bool was_cancelled = false;
+    for (int m = 0; m < n_models && !was_cancelled; ++m) {
+      const QString dir = req.model_dirs[m];
+      const QString label = m < req.labels.size() && !req.labels[m].isEmpty() ? req.labels[m]
+                                                                                : QFileInfo(dir).fileName();
+      const auto t0 = Clock::now();
+      auto model = load(dir, device);
+      if (cancel.load()) {
+        was_cancelled = true;
+        break;
+      }
+      const Tokenizer& tok = *model->tokenizer;
+      std::vector<std::vector<int64_t>> prompts;
+      const int64_t max_prompt = std::max<int64_t>(2, model->shape.max_seq_len - 1);
+      for (const QString& p : req.prompts) {
+        auto ids = encode_prompt(tok, p.toStdString());
+        if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
+          ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
+        prompts.push_back(std::move(ids));
+      }
+      SamplingOptions so;
+      so.temperature = req.temperature;
+      so.top_p = req.top_p;
+      so.max_new_tokens = max_new;
+      so.seed = req.seed;
+      double first_token = -1;
+      const int base = done.load();
+      auto rows = ganpo::generate(model->model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, [&](int64_t step) {
+        if (first_token < 0) first_token = seconds_since(t0);
+        done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
+        report(step == 1);  // the first token always, so time to first token is visible
+      });
+      const double total_s = seconds_since(t0);
+      if (cancel.load()) was_cancelled = true;
+      for (int p = 0; p < n_prompts; ++p) {
+        GenerationOutput o;
+        o.label = label;
+        o.model_dir = dir;
+        o.model_index = m;
+        o.prompt_index = p;
+        o.prompt = req.prompts[p];
+        const auto& ids = rows[static_cast<size_t>(p)];
+        o.text = QString::fromStdString(tok.decode(ids));
+        o.tokens = static_cast<int>(ids.size());
+        o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
+        o.seconds_total = total_s;
+        o.cancelled = was_cancelled;
+        const int64_t room = model->shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
+        ended_by_eos.push_back(!was_cancelled && static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
+        if (auto j = lists::judge_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = j->score;
+        outputs.push_back(std::move(o));
+      }
+      done.store(base + max_new);
+      report(true);
+      GenerationService* s = self;
+      post([s, m]() { Q_EMIT s->modelSampled(m); });
+    }
+    if (was_cancelled || outputs.isEmpty()) return outputs;
+
+    // Scoring in reverse order finds the most recently sampled models still in the cache.
+    for (auto& o : outputs) o.logprob_under_each_model.assign(static_cast<size_t>(n_models), std::nan(""));
+    for (int m = n_models - 1; m >= 0; --m) {
+      if (cancel.load()) {
+        for (auto& o : outputs) o.logprob_under_each_model.clear(), o.cancelled = true;
+        return outputs;
+      }
+      auto model = load(req.model_dirs[m], device);
+      score(*model, outputs, ended_by_eos, m, device);
+      done.fetch_add(1);
+      report(true);
+    }
+    return outputs;
+  }
+
+  // Sum of response log-probs of every output under one model, in small batches.
+  void score(LoadedModel& lm, QVector<GenerationOutput>& outputs, const std::vector<char>& ended_by_eos,
+             int m, const torch::Device& device) {
+    torch::NoGradGuard no_grad;
+    lm.model->eval();
+    const Tokenizer& tok = *lm.tokenizer;
+    const int64_t max_len = lm.shape.max_seq_len;
+    std::vector<TokenizedSft> rows;
+    rows.reserve(static_cast<size_t>(outputs.size()));
+    for (int i = 0; i < outputs.size(); ++i) {
+      auto row = tokenize_sft(tok, SftExample{outputs[i].prompt.toStdString(), outputs[i].text.toStdString()},
+                              max_len, std::max<int64_t>(1, max_len / 2));
+      // A response cut at max_new_tokens never produced EOS, so EOS is not part of what it said.
+      if (!ended_by_eos[static_cast<size_t>(i)] && !row.completion.empty() && row.completion.back() == tok.eos_id())
+        row.completion.pop_back();
+      rows.push_back(std::move(row));
+    }
+    constexpr size_t kBatch = 16;
+    for (size_t start = 0; start < rows.size(); start += kBatch) {
+      std::vector<const TokenizedSft*> batch;
+      for (size_t i = start; i < std::min(rows.size(), start + kBatch); ++i) batch.push_back(&rows[i]);
+      auto seq = collate_sft(batch, tok.pad_id(), device);
+      auto logits = lm.model->forward(seq.input_ids).logits;
+      auto sums = response_logps(logits, seq.input_ids, seq.response_mask).sum.to(torch::kFloat64).cpu();
+      auto acc = sums.accessor<double, 1>();
+      for (size_t i = 0; i < batch.size(); ++i)
+        outputs[static_cast<int>(start + i)].logprob_under_each_model[static_cast<size_t>(m)] =
+            acc[static_cast<int64_t>(i)];
+    }
+  }
+};
+
+GenerationService::GenerationService(QObject* parent, QString device, int cache_capacity)
+    : QObject(parent), impl_(std::make_unique<Impl>()) {
+  qRegisterMetaType<ganpo::ui::GenerationOutput>();
+  qRegisterMetaType<QVector<ganpo::ui::GenerationOutput>>();
+  impl_->self = this;
+  impl_->device_name = device.toStdString();
+  impl_->capacity = std::max(1, cache_capacity);
+}
+
+GenerationService::~GenerationService() {
+  impl_->cancel.store(true);
+  {
+    std::lock_guard<std::mutex> lock(impl_->job_mutex);
+    impl_->quit = true;
+  }
+  impl_->job_cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+bool GenerationService::generate(const GenerationRequest& request) {
+  if (impl_->busy.exchange(true)) return false;
+  impl_->cancel.store(false);
+  if (request.model_dirs.isEmpty() || request.prompts.isEmpty()) {
+    impl_->finish_failed(request.model_dirs.isEmpty() ? QStringLiteral("Pick at least one model to generate with")
+                                                      : QStringLiteral("Type or choose a prompt first"));
+    return true;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->job_mutex);
+    impl_->job = request;
+  }
+  if (!impl_->thread.joinable()) impl_->thread = std::thread([impl = impl_.get()]() { impl->loop(); });
+  impl_->job_cv.notify_one();
+  return true;
+}
+
+void GenerationService::cancel() { impl_->cancel.store(true); }
+
+bool GenerationService::isBusy() const { return impl_->busy.load(); }
+
+int GenerationService::loadCount() const { return impl_->loads.load(); }
+
+int GenerationService::cacheCapacity() const { return impl_->capacity; }
+
+void GenerationService::clearCache() {
+  std::lock_guard<std::mutex> lock(impl_->cache_mutex);
+  impl_->cache.clear();
+}
+
+}  // namespace ganpo::ui

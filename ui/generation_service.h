@@ -1,0 +1,81 @@
+// GenerationService: interactive sampling for the Checkpoints tab, in the GUI process but never
+// on the UI thread. A request names model folders (checkpoints, the reference) and prompts; a
+// worker thread loads each folder (through a small LRU cache keyed by folder, so the next prompt
+// does not reload), samples every prompt with the same seed for every model, then scores each
+// output's response log-probability under every selected model and, for prompts of the built-in
+// lists task, its judge score. Results and progress come back as signals on the thread that owns
+// the service. Cancel stops after the current token and still delivers what was generated.
+// A missing or corrupt folder fails the request with the loader's message, naming the folder.
+// No LibTorch in this header (pimpl).
+#pragma once
+
+#include <QMetaType>
+#include <QObject>
+#include <QString>
+#include <QStringList>
+#include <QVector>
+
+#include <memory>
+#include <vector>
+
+namespace ganpo::ui {
+
+struct GenerationRequest {
+  QStringList model_dirs;  // model folders, one output column each
+  QStringList labels;      // display names, parallel to model_dirs (defaults to the folder name)
+  QStringList prompts;     // every prompt is sampled under every model
+  double temperature = 0.7;  // 0 = greedy
+  double top_p = 1.0;
+  int max_new_tokens = 64;
+  quint64 seed = 0;
+};
+
+struct GenerationOutput {
+  QString label, model_dir, prompt, text;
+  int model_index = 0, prompt_index = 0;
+  int tokens = 0;                       // new tokens (EOS excluded)
+  double seconds_to_first_token = 0;    // from the start of this model's turn (load included)
+  double seconds_total = 0;             // idem, to the last token of its batch
+  // Sum of log pi(response | prompt) under each requested model, in model_dirs order; empty when
+  // cancelled before scoring. The response ends with EOS when the model stopped by itself.
+  std::vector<double> logprob_under_each_model;
+  double judge_score = -1;  // lists judge in [0,1]; -1 when the prompt is not a lists prompt
+  bool cancelled = false;   // cut short by cancel()
+  QString error;
+};
+
+class GenerationService : public QObject {
+  Q_OBJECT
+public:
+  // device: "auto" (CUDA when available, else CPU), "cpu" or "cuda[:N]".
+  explicit GenerationService(QObject* parent = nullptr, QString device = QStringLiteral("auto"),
+                             int cache_capacity = 4);
+  ~GenerationService() override;  // cancels and joins the worker
+
+  // Starts a request; returns false (and emits nothing) while another one is running.
+  bool generate(const GenerationRequest& request);
+  // Stops the running request after its current token; finished() still comes with the partial
+  // outputs (cancelled = true).
+  void cancel();
+  bool isBusy() const;
+
+  // Model folders loaded from disk so far (cache misses); tests and diagnostics.
+  int loadCount() const;
+  int cacheCapacity() const;
+  void clearCache();
+
+Q_SIGNALS:
+  void progress(int done, int total);
+  // One model's outputs are sampled (before scoring), so columns can fill in as they come.
+  void modelSampled(int model_index);
+  void finished(QVector<ganpo::ui::GenerationOutput> outputs);
+  void failed(QString message);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ganpo::ui
+
+Q_DECLARE_METATYPE(ganpo::ui::GenerationOutput)

@@ -1,0 +1,33 @@
+// SampleTextDelegate: draws a Samples-table cell as rich text (the HTML in kHtmlRole, e.g. a word
+// diff from word_diff.h) wrapped to the column's width, followed by a small grey footer line
+// (kFooterRole: judge score, lengths), and reports the height that text needs so the table can
+// size each row to its sample. Cells without HTML fall back to their escaped display text.
+#pragma once
+
+#include <QStyledItemDelegate>
+
+class QTableView;
+class QTextDocument;
+
+namespace ganpo::ui {
+
+class SampleTextDelegate : public QStyledItemDelegate {
+public:
+  static constexpr int kHtmlRole = Qt::UserRole + 1;
+  static constexpr int kFooterRole = Qt::UserRole + 2;
+  // Tallest row it asks for; a longer sample scrolls with the table (per pixel).
+  static constexpr int kMaxHeight = 900;
+
+  explicit SampleTextDelegate(QTableView* view);
+
+  void paint(QPainter* painter, const QStyleOptionViewItem& option, const QModelIndex& index) const override;
+  QSize sizeHint(const QStyleOptionViewItem& option, const QModelIndex& index) const override;
+
+private:
+  void layout(QTextDocument& doc, const QModelIndex& index, const QFont& font, const QPalette& palette,
+              int width) const;
+
+  QTableView* view_;
+};
+
+}  // namespace ganpo::ui
