@@ -58,6 +58,8 @@ struct DemoArgs {
   std::string output_dir = "runs/demo";
   bool quick = false;  // a reduced demo for tests (fewer steps)
   bool json = false;
+  std::string db;      // workspace database; empty = default_workspace_path()
+  bool no_db = false;  // record to files only
 };
 int demo_command(const DemoArgs& args);
 

@@ -7,9 +7,11 @@
 #include "app/cli/commands.h"
 #include "app/cli/console_progress.h"
 #include "core/checkpoint.h"
+#include "core/error.h"
 #include "core/evaluation.h"
 #include "core/lists_task.h"
 #include "core/trainer.h"
+#include "db/run_store.h"
 
 namespace fs = std::filesystem;
 
@@ -71,20 +73,40 @@ RunConfig preference_config(const DemoArgs& args, const std::string& sft_dir) {
   return c;
 }
 
+// A run row for a stage of the demo, so the workbench shows the demo's runs; 0 with --no-db or
+// when the workspace cannot be used (the demo then records to files only and says why).
+RunRecordTarget record_target(const DemoArgs& args, RunConfig& config, int64_t parent_run, int64_t parent_step) {
+  if (args.no_db) return {};
+  const std::string db = workspace_path(args.db);
+  try {
+    make_paths_absolute(config);
+    RunStore store = RunStore::open(db);
+    const int64_t id = store.create_run(config.name, config.stage, config_to_json(config).dump());
+    if (parent_run > 0) store.set_parent(id, parent_run, parent_step);
+    std::printf("[demo] %s recorded as run %lld in %s\n", config.name.c_str(), static_cast<long long>(id), db.c_str());
+    return {db, id};
+  } catch (const Error& e) {
+    std::fprintf(stderr, "[demo] not recording to the workspace: %s\n", e.what());
+    return {};
+  }
+}
+
 }  // namespace
 
 int demo_command(const DemoArgs& args) {
   install_stop_signal_handlers();
   const auto t0 = std::chrono::steady_clock::now();
-  const RunConfig sft = sft_config(args);
+  RunConfig sft = sft_config(args);
   std::printf("GANPO demo: SFT of a tiny model on the built-in lists task, then DPO + GANPO.\n");
-  auto sft_result = run_stage(sft, {});
+  const RunRecordTarget sft_record = record_target(args, sft, 0, 0);
+  auto sft_result = run_stage(sft, {}, sft_record);
   if (sft_result.status != "completed") {
     std::fprintf(stderr, "ganpo demo: SFT stage %s: %s\n", sft_result.status.c_str(), sft_result.message.c_str());
     return sft_result.status == "stopped" ? 130 : 1;
   }
-  const RunConfig pref = preference_config(args, sft_result.final_dir);
-  auto pref_result = run_stage(pref, {});
+  RunConfig pref = preference_config(args, sft_result.final_dir);
+  const RunRecordTarget pref_record = record_target(args, pref, sft_record.run_id, sft_result.steps);
+  auto pref_result = run_stage(pref, {}, pref_record);
   if (pref_result.status != "completed") {
     std::fprintf(stderr, "ganpo demo: preference stage %s: %s\n", pref_result.status.c_str(), pref_result.message.c_str());
     return pref_result.status == "stopped" ? 130 : 1;

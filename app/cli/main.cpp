@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
   d->add_option("--output-dir", demo.output_dir)->capture_default_str();
   d->add_flag("--quick", demo.quick, "Reduced demo (a few minutes; used by tests)");
   d->add_flag("--json", demo.json, "Also print the results as JSON");
+  d->add_option("--db", demo.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
+  d->add_flag("--no-db", demo.no_db, "Record to files only, not to the workspace database");
 
   BenchArgs bench;
   auto* b = app.add_subcommand("bench", "Median optimizer-step time and tokens/s with GANPO on and off");

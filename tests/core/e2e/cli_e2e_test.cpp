@@ -51,7 +51,8 @@ const fs::path& demo_dir() {
 }
 
 TEST(CliEndToEnd, QuickDemoImprovesOverReference) {
-  auto r = run_cli("demo --quick --output-dir " + demo_dir().string());
+  auto r = run_cli("demo --quick --output-dir " + demo_dir().string() + " --db " +
+                   (demo_dir() / "workspace.sqlite").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("GANPO demo results"), std::string::npos) << r.output;
 
@@ -69,6 +70,17 @@ TEST(CliEndToEnd, QuickDemoImprovesOverReference) {
     }
   }
   EXPECT_TRUE(checked);
+
+  // Both stages are runs of the (private) workspace, the preference run a child of the SFT run.
+  auto listed = run_cli("runs --db " + (demo_dir() / "workspace.sqlite").string() + " list --json");
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  const auto runs = nlohmann::json::parse(listed.output);
+  ASSERT_EQ(runs.size(), 2u) << listed.output;
+  EXPECT_EQ(runs[0]["name"], "demo-sft");
+  EXPECT_EQ(runs[1]["name"], "demo-ganpo");
+  EXPECT_EQ(runs[0]["status"], "completed");
+  EXPECT_EQ(runs[1]["status"], "completed");
+  EXPECT_EQ(runs[1]["parent_run_id"], runs[0]["id"]);
 
   // The files contract of `ganpo train`.
   const auto run = demo_dir() / "ganpo";
