@@ -163,6 +163,10 @@ bool process_alive(int64_t pid) {
 
 }  // namespace
 
+bool worker_attached(const RunRow& r) {
+  return r.status == "running" || r.status == "paused" || (r.status == "queued" && r.worker_pid);
+}
+
 std::string local_host_name() {
   char buf[256] = {0};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "";

@@ -39,6 +39,10 @@ struct RunRow {
   std::optional<int64_t> total_steps, last_step;  // progress: optimizer steps planned / recorded
 };
 
+// True while a worker holds the run: running, paused, or queued with a worker attached (the
+// states reap_dead_workers checks and claim_run refuses).
+bool worker_attached(const RunRow& run);
+
 struct MetricRow {
   int64_t id = 0;  // row id; ignored on insert
   int64_t run_id = 0;

@@ -45,10 +45,6 @@ namespace {
 
 constexpr int kPollMs = 400;
 
-bool worker_attached(const RunRow& r) {
-  return r.status == "running" || r.status == "paused" || (r.status == "queued" && r.worker_pid);
-}
-
 bool finished(const QString& status) { return status == "completed" || status == "failed" || status == "stopped"; }
 
 // The best held-out number of a run so far: preference accuracy (higher is better) or, for SFT,

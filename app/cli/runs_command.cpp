@@ -78,10 +78,6 @@ RunRow require_run(RunStore& store, int64_t id) {
   return *row;
 }
 
-bool worker_attached(const RunRow& r) {
-  return r.status == "running" || r.status == "paused" || (r.status == "queued" && r.worker_pid);
-}
-
 int list_runs(RunStore& store, const RunsArgs& args) {
   const auto rows = store.runs();
   if (args.json) {
