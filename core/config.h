@@ -81,7 +81,8 @@ struct TrainConfig {
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end
   int64_t save_steps = 0;          // 0 = only at the end
-  int64_t num_threads = 0;         // CPU threads; 0 = all cores
+  int64_t num_threads = 0;         // CPU cores a CPU run uses; 0 = all this process may use,
+                                   // split evenly with other ganpo jobs computing on the machine
 };
 
 struct SamplingConfig {

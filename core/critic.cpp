@@ -1,6 +1,9 @@
 #include "core/critic.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
+#include <mutex>
 
 #include "core/error.h"
 
@@ -13,6 +16,14 @@ void xavier_linear(torch::nn::Linear& layer) {
   torch::NoGradGuard guard;
   torch::nn::init::xavier_uniform_(layer->weight);
   if (layer->bias.defined()) layer->bias.zero_();
+}
+
+// torch::dropout's arithmetic (x * bernoulli(1 - p) / (1 - p)) with an explicit generator.
+torch::Tensor dropout(const torch::Tensor& x, double p, bool training, const c10::optional<at::Generator>& gen) {
+  if (!training || p <= 0.0) return x;
+  if (!gen.has_value()) return torch::dropout(x, p, true);
+  auto keep = at::empty_like(x).bernoulli_(1.0 - p, *gen).div_(1.0 - p);
+  return x * keep;
 }
 
 // Pre-norm transformer encoder layer (torch's TransformerEncoderLayer with norm_first=true,
@@ -29,16 +40,17 @@ struct EncoderLayerImpl : torch::nn::Module {
     for (auto* l : {&qkv, &out, &ff1, &ff2}) xavier_linear(*l);
   }
   // x [N, T, h]; key_bias [N, 1, 1, T] additive (0 or -inf) or undefined.
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& key_bias) {
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& key_bias, const c10::optional<at::Generator>& gen) {
+    const bool train = is_training();
     const auto N = x.size(0), T = x.size(1), h = x.size(2), hd = h / heads;
     auto parts = qkv(norm1(x)).view({N, T, 3, heads, hd}).permute({2, 0, 3, 1, 4});
     auto scores = torch::matmul(parts[0], parts[1].transpose(-2, -1)) / std::sqrt(double(hd));
     if (key_bias.defined()) scores = scores + key_bias;
-    auto attn = torch::dropout(torch::softmax(scores, -1), dropout, is_training());
+    auto attn = ganpo::dropout(torch::softmax(scores, -1), dropout, train, gen);
     auto ctx = torch::matmul(attn, parts[2]).transpose(1, 2).reshape({N, T, h});
-    x = x + torch::dropout(out(ctx), dropout, is_training());
-    auto y = ff2(torch::dropout(torch::gelu(ff1(norm2(x))), dropout, is_training()));
-    return x + torch::dropout(y, dropout, is_training());
+    x = x + ganpo::dropout(out(ctx), dropout, train, gen);
+    auto y = ff2(ganpo::dropout(torch::gelu(ff1(norm2(x))), dropout, train, gen));
+    return x + ganpo::dropout(y, dropout, train, gen);
   }
   int64_t heads;
   double dropout;
@@ -103,7 +115,7 @@ torch::Tensor LatentCriticImpl::forward(const torch::Tensor& latents, const torc
   if (mask.defined())
     key_bias = torch::zeros({N, 1, 1, T}, x.options())
                    .masked_fill(mask.view({N, 1, 1, T}) <= 0, -std::numeric_limits<float>::infinity());
-  for (size_t i = 0; i < layers_->size(); ++i) x = layers_->ptr<EncoderLayerImpl>(i)->forward(x, key_bias);
+  for (size_t i = 0; i < layers_->size(); ++i) x = layers_->ptr<EncoderLayerImpl>(i)->forward(x, key_bias, dropout_gen_);
   torch::Tensor pooled;
   if (mask.defined()) {
     auto m = mask.to(x.dtype()).unsqueeze(-1);  // [N, T, 1]
@@ -125,6 +137,12 @@ GanpoRegularizer::GanpoRegularizer(const GanpoConfig& config, int64_t input_dim,
   critic_l_ = LatentCritic(critic_shape(config, input_dim));
   critic_w_->to(device);
   critic_l_->to(device);
+  if (device.is_cpu()) {
+    // Seeds drawn from the global generator keep runs reproducible from the run's seed.
+    auto seed = [] { return static_cast<uint64_t>(torch::randint(int64_t{1} << 62, {1}, torch::kLong).item<int64_t>()); };
+    critic_w_->set_dropout_generator(at::make_generator<at::CPUGeneratorImpl>(seed()));
+    critic_l_->set_dropout_generator(at::make_generator<at::CPUGeneratorImpl>(seed()));
+  }
 }
 
 std::vector<torch::Tensor> GanpoRegularizer::critic_parameters() {
@@ -141,44 +159,58 @@ void GanpoRegularizer::update_ema(torch::Tensor& mean, const torch::Tensor& scor
     mean = config_.ema_momentum * mean + (1.0 - config_.ema_momentum) * batch_mean;
 }
 
-CriticPhase GanpoRegularizer::critic_phase(const LatentSets& s) {
-  critic_w_->train();
-  critic_l_->train();
-  const auto B = s.ref_chosen.size(0);
-  auto cat_mask = [](const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& c) {
-    return a.defined() ? torch::cat({a, b, c}) : torch::Tensor();
-  };
-  // One forward per critic over the three sets it scores; rows are independent, so this equals
-  // three separate forwards except that spectral norm iterates once instead of three times.
-  auto w_scores = critic_w_->forward(
-      torch::cat({s.ref_chosen.detach(), s.ref_rejected.detach(), s.policy_chosen.detach()}),
-      cat_mask(s.chosen_mask, s.rejected_mask, s.chosen_mask));
-  auto l_scores = critic_l_->forward(
-      torch::cat({s.ref_rejected.detach(), s.ref_chosen.detach(), s.policy_rejected.detach()}),
-      cat_mask(s.rejected_mask, s.chosen_mask, s.rejected_mask));
-  auto w_a = w_scores.slice(0, 0, B), w_b = w_scores.slice(0, B, 2 * B), w_p = w_scores.slice(0, 2 * B);
-  auto l_b = l_scores.slice(0, 0, B), l_a = l_scores.slice(0, B, 2 * B), l_p = l_scores.slice(0, 2 * B);
+CriticHalf GanpoRegularizer::critic_half(CriticSide side, const LatentSets& s) {
+  const bool chosen = side == CriticSide::Chosen;
+  LatentCritic& critic = chosen ? critic_w_ : critic_l_;
+  critic->train();
+  // This critic's "own" reference set (A for D_w, B for D_l), the other one, and its policy set.
+  const auto& own = chosen ? s.ref_chosen : s.ref_rejected;
+  const auto& other = chosen ? s.ref_rejected : s.ref_chosen;
+  const auto& pol = chosen ? s.policy_chosen : s.policy_rejected;
+  const auto& own_mask = chosen ? s.chosen_mask : s.rejected_mask;
+  const auto& other_mask = chosen ? s.rejected_mask : s.chosen_mask;
+  const auto B = own.size(0);
+  // One forward over the three sets it scores; rows are independent, so this equals three
+  // separate forwards except that spectral norm iterates once instead of three times.
+  auto mask = own_mask.defined() ? torch::cat({own_mask, other_mask, own_mask}) : torch::Tensor();
+  auto scores = critic->forward(torch::cat({own.detach(), other.detach(), pol.detach()}), mask);
+  auto s_own = scores.slice(0, 0, B), s_other = scores.slice(0, B, 2 * B), s_pol = scores.slice(0, 2 * B);
 
-  update_ema(ema_.w_a, w_a);
-  update_ema(ema_.w_b, w_b);
-  update_ema(ema_.w_p, w_p);
-  update_ema(ema_.l_a, l_a);
-  update_ema(ema_.l_b, l_b);
-  update_ema(ema_.l_p, l_p);
-  ema_.initialized = true;
+  // mu[own], mu[other], mu[P] of this critic: (w_a, w_b, w_p) for D_w, (l_b, l_a, l_p) for D_l.
+  torch::Tensor& mu_own = chosen ? ema_.w_a : ema_.l_b;
+  torch::Tensor& mu_other = chosen ? ema_.w_b : ema_.l_a;
+  torch::Tensor& mu_pol = chosen ? ema_.w_p : ema_.l_p;
+  update_ema(mu_own, s_own);
+  update_ema(mu_other, s_other);
+  update_ema(mu_pol, s_pol);
 
-  CriticPhase out;
-  out.loss_chosen = 0.25 * (bce_with_target(w_a - ema_.w_p, true) + bce_with_target(w_p - ema_.w_a, false) +
-                            bce_with_target(w_p - ema_.w_b, true) + bce_with_target(w_b - ema_.w_p, false));
-  out.loss_rejected = 0.25 * (bce_with_target(l_b - ema_.l_p, true) + bce_with_target(l_p - ema_.l_b, false) +
-                              bce_with_target(l_p - ema_.l_a, true) + bce_with_target(l_a - ema_.l_p, false));
+  CriticHalf out;
+  // own > policy > other, relativistically (GANPO.md: L_Dw, L_Dl).
+  out.loss = 0.25 * (bce_with_target(s_own - mu_pol, true) + bce_with_target(s_pol - mu_own, false) +
+                     bce_with_target(s_pol - mu_other, true) + bce_with_target(s_other - mu_pol, false));
   torch::NoGradGuard guard;
   auto frac = [](const torch::Tensor& c) { return c.to(torch::kFloat32).mean(); };
-  out.acc_chosen = 0.25 * (frac(w_a > ema_.w_p) + frac(w_p < ema_.w_a) + frac(w_p > ema_.w_b) +
-                           frac(w_b < ema_.w_p));
-  out.acc_rejected = 0.25 * (frac(l_b > ema_.l_p) + frac(l_p < ema_.l_b) + frac(l_p > ema_.l_a) +
-                             frac(l_a < ema_.l_p));
+  out.acc = 0.25 * (frac(s_own > mu_pol) + frac(s_pol < mu_own) + frac(s_pol > mu_other) + frac(s_other < mu_pol));
   return out;
+}
+
+CriticPhase GanpoRegularizer::critic_phase(const LatentSets& s) {
+  auto w = critic_half(CriticSide::Chosen, s);
+  auto l = critic_half(CriticSide::Rejected, s);
+  ema_.initialized = true;
+  return {w.loss, l.loss, w.acc, l.acc};
+}
+
+CriticPhase GanpoRegularizer::critic_phase_backward(const LatentSets& s, double loss_scale, ParallelLanes* lanes) {
+  CriticHalf w, l;
+  auto half = [&](CriticSide side, CriticHalf& out) {
+    out = critic_half(side, s);
+    (out.loss * loss_scale).backward();
+  };
+  run_lanes(
+      lanes, [&] { half(CriticSide::Chosen, w); }, [&] { half(CriticSide::Rejected, l); });
+  ema_.initialized = true;
+  return {w.loss.detach(), l.loss.detach(), w.acc, l.acc};
 }
 
 AdversarialTerm GanpoRegularizer::adversarial_term(const LatentSets& s) {
@@ -193,6 +225,31 @@ AdversarialTerm GanpoRegularizer::adversarial_term(const LatentSets& s) {
   out.loss = 0.5 * (out.g_chosen + out.g_rejected);
   for (auto& p : params) p.requires_grad_(true);
   return out;
+}
+
+std::vector<std::pair<const char*, LatentCritic*>> GanpoRegularizer::named_critics() {
+  return {{"critic_w", &critic_w_}, {"critic_l", &critic_l_}};
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> GanpoRegularizer::rng_state() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [name, critic] : named_critics()) {
+    auto gen = (*critic)->dropout_generator();
+    if (!gen.has_value()) continue;
+    std::lock_guard<std::mutex> lock(gen->mutex());
+    out.emplace_back(name, gen->get_state());
+  }
+  return out;
+}
+
+void GanpoRegularizer::set_rng_state(const std::map<std::string, torch::Tensor>& state) {
+  for (const auto& [name, critic] : named_critics()) {
+    auto gen = (*critic)->dropout_generator();
+    auto it = state.find(name);
+    if (!gen.has_value() || it == state.end()) continue;
+    std::lock_guard<std::mutex> lock(gen->mutex());
+    gen->set_state(it->second);
+  }
 }
 
 std::map<std::string, torch::Tensor> GanpoRegularizer::ema_metrics() const {

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/parallel_lanes.h"
 
 namespace ganpo {
 
@@ -46,9 +47,14 @@ public:
   // latents [N, T, d]; mask [N, T] (1 = position counts) or undefined for all positions.
   torch::Tensor forward(const torch::Tensor& latents, const torch::Tensor& mask);  // [N]
   const CriticShape& shape() const { return shape_; }
+  // Dropout draws from this generator instead of the global one, so the two critics can train
+  // on two threads and still draw the same numbers whichever runs first (CPU only).
+  void set_dropout_generator(c10::optional<at::Generator> generator) { dropout_gen_ = std::move(generator); }
+  const c10::optional<at::Generator>& dropout_generator() const { return dropout_gen_; }
 
 private:
   CriticShape shape_;
+  c10::optional<at::Generator> dropout_gen_;
   SpectralLinear input_proj_{nullptr};
   torch::Tensor pos_embedding_;  // [1, max_len, hidden]
   torch::nn::ModuleList layers_{nullptr};
@@ -64,6 +70,13 @@ struct LatentSets {
   torch::Tensor policy_rejected;   // P_l [B, T, d]
   torch::Tensor chosen_mask;       // [B, T] critic mask for chosen rows (undefined = all)
   torch::Tensor rejected_mask;     // [B, T]
+};
+
+// One critic's half of the critic phase: D_w on (A, B, P_w) or D_l on (B, A, P_l).
+enum class CriticSide { Chosen, Rejected };
+struct CriticHalf {
+  torch::Tensor loss;  // L_Dw or L_Dl []
+  torch::Tensor acc;   // [] fraction of the four comparisons right
 };
 
 struct CriticPhase {
@@ -93,6 +106,11 @@ public:
   // Critic phase: critics in train mode; latents are detached here. Updates the EMA means
   // from this batch before forming the losses.
   CriticPhase critic_phase(const LatentSets& latents);
+  // The same, plus each half's backward of loss * loss_scale; the two halves share nothing, so
+  // they run on the two lanes when given.
+  CriticPhase critic_phase_backward(const LatentSets& latents, double loss_scale, ParallelLanes* lanes);
+  // One half: critic in train mode, its three EMA means updated, its loss (no backward).
+  CriticHalf critic_half(CriticSide side, const LatentSets& latents);
   // Policy phase: critics in eval mode and frozen; gradients flow into the policy latents only.
   AdversarialTerm adversarial_term(const LatentSets& latents);
 
@@ -102,8 +120,13 @@ public:
   const EmaMeans& ema() const { return ema_; }
   void set_ema(const EmaMeans& ema) { ema_ = ema; }
   std::map<std::string, torch::Tensor> ema_metrics() const;
+  // The critics' dropout generator states ("critic_w", "critic_l"; empty on CUDA), for
+  // checkpoints, so a resumed run draws the same dropout masks.
+  std::vector<std::pair<std::string, torch::Tensor>> rng_state();
+  void set_rng_state(const std::map<std::string, torch::Tensor>& state);
 
 private:
+  std::vector<std::pair<const char*, LatentCritic*>> named_critics();
   void update_ema(torch::Tensor& mean, const torch::Tensor& scores);
   GanpoConfig config_;
   LatentCritic critic_w_{nullptr}, critic_l_{nullptr};

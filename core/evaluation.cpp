@@ -17,8 +17,9 @@ torch::Device device_of(CausalLM& m) { return m->parameters().front().device(); 
 std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
                                               const std::vector<TokenizedPair>& pairs,
                                               const ObjectiveConfig& objective, int64_t pad_id,
-                                              int64_t batch_size) {
+                                              int64_t batch_size, ParallelLanes* lanes) {
   torch::NoGradGuard guard;
+  if (policy.get() == reference.get()) lanes = nullptr;  // one module cannot run on two threads
   policy->eval();
   reference->eval();
   const auto device = device_of(policy);
@@ -33,8 +34,13 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
     auto batch = collate_pairs(chunk, pad_id, device);
     const auto& s = batch.sequences;
     const int64_t B = batch.pairs;
-    auto pol = response_logps(policy->forward(s.input_ids).logits, s.input_ids, s.response_mask);
-    auto ref = response_logps(reference->forward(s.input_ids).logits, s.input_ids, s.response_mask);
+    ResponseLogps pol, ref;
+    run_lanes(
+        lanes, [&] { pol = response_logps(policy->forward(s.input_ids).logits, s.input_ids, s.response_mask); },
+        [&] {
+          torch::NoGradGuard lane_guard;  // grad mode is per thread
+          ref = response_logps(reference->forward(s.input_ids).logits, s.input_ids, s.response_mask);
+        });
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
                  ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
     auto terms = opo_loss(objective.loss_type, beta, objective.simpo_gamma, in);
@@ -78,7 +84,8 @@ std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<Tokeni
 
 std::vector<WinRateRow> judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
                                    const std::vector<std::string>& prompts_in,
-                                   const JudgeEvalOptions& options) {
+                                   const JudgeEvalOptions& options, ParallelLanes* lanes) {
+  if (policy.get() == reference.get()) lanes = nullptr;  // one module cannot run on two threads
   std::vector<std::string> prompts;
   std::vector<lists::ListSpec> specs;
   for (const auto& p : prompts_in)
@@ -101,8 +108,10 @@ std::vector<WinRateRow> judge_eval(CausalLM& policy, CausalLM& reference, const 
   std::vector<WinRateRow> rows;
   const char* buckets[] = {"all", "short", "medium", "long"};
   for (double t : options.temperatures) {
-    auto pol = sample_all(policy, t, options.seed);
-    auto ref = sample_all(reference, t, options.seed + 1000003);
+    std::vector<std::string> pol, ref;
+    run_lanes(
+        lanes, [&] { pol = sample_all(policy, t, options.seed); },
+        [&] { ref = sample_all(reference, t, options.seed + 1000003); });
     for (const char* bucket : buckets) {
       WinRateRow row{t, bucket, 0, 0, 0, 0};
       for (size_t i = 0; i < prompts.size(); ++i) {

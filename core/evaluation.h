@@ -17,16 +17,18 @@
 #include "core/batching.h"
 #include "core/config.h"
 #include "core/model.h"
+#include "core/parallel_lanes.h"
 #include "core/tokenizer.h"
 
 namespace ganpo {
 
+// `lanes` (optional) runs the policy's and the reference's passes side by side.
 // Keys: eval_loss, eval_rewards/chosen, eval_rewards/rejected, eval_rewards/margins,
 // eval_rewards/accuracies, eval_logps/chosen, eval_logps/rejected, eval_pairs.
 std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
                                               const std::vector<TokenizedPair>& pairs,
                                               const ObjectiveConfig& objective, int64_t pad_id,
-                                              int64_t batch_size);
+                                              int64_t batch_size, ParallelLanes* lanes = nullptr);
 
 // SFT: eval_loss = mean negative log-likelihood per completion token.
 std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<TokenizedSft>& rows,
@@ -52,7 +54,7 @@ struct JudgeEvalOptions {
 // prompts: built-in lists prompts (others are skipped).
 std::vector<WinRateRow> judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
                                    const std::vector<std::string>& prompts,
-                                   const JudgeEvalOptions& options);
+                                   const JudgeEvalOptions& options, ParallelLanes* lanes = nullptr);
 
 std::string format_win_rate_table(const std::vector<WinRateRow>& rows);
 nlohmann::json win_rates_to_json(const std::vector<WinRateRow>& rows);

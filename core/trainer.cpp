@@ -11,6 +11,7 @@
 
 #include "core/batching.h"
 #include "core/checkpoint.h"
+#include "core/cpu_job.h"
 #include "core/critic.h"
 #include "core/dataset_files.h"
 #include "core/error.h"
@@ -138,6 +139,10 @@ struct Trainer::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::unique_ptr<torch::optim::AdamW> critic_optimizer;
 
+  // CPU runs: this process's share of the machine and the two lanes of a step (null on CUDA).
+  std::unique_ptr<CpuJob> cpu;
+  ParallelLanes* lanes = nullptr;
+
   bool preference = true;
   std::vector<TokenizedPair> train_pairs, eval_pairs;
   std::vector<TokenizedSft> train_sft, eval_sft;
@@ -175,7 +180,7 @@ struct Trainer::State {
     validate_or_throw(config);
     preference = config.stage == "preference";
     device = torch::Device(resolve_device(config.device));
-    if (config.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config.train.num_threads));
+    setup_cpu_threads();
     torch::manual_seed(static_cast<uint64_t>(config.seed));
 
     build_models();
@@ -205,6 +210,28 @@ struct Trainer::State {
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
     order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
     if (!options.resume_from.empty()) resume(options.resume_from);
+  }
+
+  // ---- CPU threads (cpu_job.h) ---------------------------------------------------------------
+  void setup_cpu_threads() {
+    if (!device.is_cpu()) {
+      if (config.train.num_threads > 0) torch::set_num_threads(static_cast<int>(config.train.num_threads));
+      return;
+    }
+    cpu = std::make_unique<CpuJob>(config.train.num_threads);
+    lanes = cpu->lanes();
+    if (config.train.num_threads > cpu->available_cores())
+      log("warning", "train.num_threads = " + std::to_string(config.train.num_threads) + " but this process may use " +
+                         std::to_string(cpu->available_cores()) +
+                         " core(s); more threads than cores make each step slower");
+    log("info", "CPU: " + cpu->describe());
+  }
+
+  // A run on the default (num_threads = 0) follows the number of CPU jobs on the machine.
+  void refresh_cpu_share() {
+    if (!cpu) return;
+    if (const int jobs = cpu->refresh())
+      log("info", std::to_string(jobs) + " CPU job(s) on this machine; now " + cpu->describe());
   }
 
   void build_models() {
@@ -364,16 +391,20 @@ struct Trainer::State {
     const auto& s = batch.sequences;
     const int64_t B = batch.pairs;
 
-    // 1-2. One policy forward and one reference forward over [chosen; rejected].
-    auto out = policy->forward(s.input_ids);
-    auto pol = response_logps(out.logits, s.input_ids, s.response_mask);
-    LMOutput ref_out;
-    ResponseLogps ref;
-    {
-      torch::NoGradGuard guard;
-      ref_out = reference->forward(s.input_ids);
-      ref = response_logps(ref_out.logits, s.input_ids, s.response_mask);
-    }
+    // 1-2. One policy forward and one reference forward over [chosen; rejected], on two lanes.
+    LMOutput out, ref_out;
+    ResponseLogps pol, ref;
+    run_lanes(
+        lanes,
+        [&] {
+          out = policy->forward(s.input_ids);
+          pol = response_logps(out.logits, s.input_ids, s.response_mask);
+        },
+        [&] {
+          torch::NoGradGuard guard;
+          ref_out = reference->forward(s.input_ids);
+          ref = response_logps(ref_out.logits, s.input_ids, s.response_mask);
+        });
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
                  ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
     const double beta = effective_beta(config.objective);
@@ -399,10 +430,9 @@ struct Trainer::State {
         sets.chosen_mask = m.slice(0, 0, B);
         sets.rejected_mask = m.slice(0, B);
       }
-      // 3. Critic phase on detached latents.
-      auto critic = regularizer->critic_phase(sets);
+      // 3. Critic phase on detached latents, with its backward: D_w and D_l on two lanes.
       const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
-      ((critic.loss_chosen + critic.loss_rejected) * critic_scale).backward();
+      auto critic = regularizer->critic_phase_backward(sets, critic_scale, lanes);
       // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
       if (last_micro && step % config.ganpo.critic_update_every == 0) {
         set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
@@ -450,6 +480,7 @@ struct Trainer::State {
 
   // ---- one optimizer step --------------------------------------------------------------------
   void optimizer_step() {
+    refresh_cpu_share();
     const auto t0 = Clock::now();
     const int64_t GA = config.train.gradient_accumulation_steps;
     set_lr(*optimizer, current_lr());
@@ -495,6 +526,7 @@ struct Trainer::State {
     m["tokens_seen"] = static_cast<double>(tokens_seen);
     m["epoch"] = static_cast<double>(epoch) + static_cast<double>(cursor) / std::max<double>(1.0, static_cast<double>(order.size()));
     m["memory/rss_mb"] = rss_megabytes();
+    if (cpu) m["cpu/cores"] = cpu->plan().cores;
     observer.on_metrics(step, m);
     window_sums.clear();
     window_micro = window_steps = window_tokens = 0;
@@ -505,7 +537,7 @@ struct Trainer::State {
   void evaluate() {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     if (preference)
-      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs);
+      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes);
     else if (!eval_sft.empty())
       last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
     policy->train();
@@ -526,8 +558,15 @@ struct Trainer::State {
   void samples() {
     if (sample_prompts.empty()) return;
     CausalLM& ref_model = preference ? reference : policy;
-    if (reference_samples.empty()) reference_samples = sample_texts(ref_model);
-    auto policy_texts = sample_texts(policy);
+    std::vector<std::string> policy_texts;
+    const bool need_reference = reference_samples.empty();
+    if (preference && need_reference)
+      run_lanes(
+          lanes, [&] { policy_texts = sample_texts(policy); }, [&] { reference_samples = sample_texts(ref_model); });
+    else {
+      if (need_reference) reference_samples = sample_texts(ref_model);
+      policy_texts = sample_texts(policy);
+    }
     policy->train();
     std::vector<SampleRecord> records;
     for (size_t i = 0; i < sample_prompts.size(); ++i) {
@@ -570,7 +609,10 @@ struct Trainer::State {
       std::lock_guard<std::mutex> lock(gen.mutex());
       rng = gen.get_state();
     }
-    save_safetensors((ts / "rng.safetensors").string(), {{"cpu", rng}});
+    std::vector<std::pair<std::string, torch::Tensor>> rng_tensors{{"cpu", rng}};
+    if (regularizer)
+      for (auto& entry : regularizer->rng_state()) rng_tensors.push_back(std::move(entry));
+    save_safetensors((ts / "rng.safetensors").string(), rng_tensors);
     write_json_file((ts / "state.json").string(), state);
   }
 
@@ -623,6 +665,7 @@ struct Trainer::State {
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng.at("cpu"));
     }
+    if (regularizer) regularizer->set_rng_state(rng);
     log("info", "resumed from " + dir + " at step " + std::to_string(step));
   }
 
@@ -664,6 +707,7 @@ struct Trainer::State {
                          {"parameters", std::to_string(params)},
                          {"train_examples", std::to_string(train_size())},
                          {"eval_examples", std::to_string(preference ? eval_pairs.size() : eval_sft.size())},
+                         {"cpu_threads", cpu ? cpu->describe() : std::string()},
                          {"stage", config.stage}});
       observer.on_status("running", "");
       log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +

@@ -16,6 +16,7 @@
 
 #include "core/batching.h"
 #include "core/checkpoint.h"
+#include "core/cpu_job.h"
 #include "core/generate.h"
 #include "core/lists_task.h"
 #include "core/opo_losses.h"
@@ -141,6 +142,10 @@ struct GenerationService::Impl {
 
   QVector<GenerationOutput> work(const GenerationRequest& req) {
     const torch::Device device(resolve_device(device_name));
+    // The same CPU defaults as a training run, and a share of the machine while this runs, so
+    // generating beside running workers does not oversubscribe the cores.
+    std::unique_ptr<CpuJob> cpu;
+    if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
     const int n_models = static_cast<int>(req.model_dirs.size());
     const int n_prompts = static_cast<int>(req.prompts.size());
     const int max_new = std::max(1, req.max_new_tokens);

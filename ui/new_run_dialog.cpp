@@ -289,7 +289,8 @@ QWidget* NewRunDialog::buildDevicePage() {
                            {QStringLiteral("auto"), QStringLiteral("cpu"), QStringLiteral("cuda"),
                             QStringLiteral("cuda:0"), QStringLiteral("cuda:1")},
                            tr("auto = the first CUDA GPU if there is one, else the CPU; cuda:N picks GPU N."));
-  form_->addInt(device, GANPO_CONFIG_KEY(train.num_threads), tr("CPU threads"), tr("0 = all cores."));
+  form_->addInt(device, GANPO_CONFIG_KEY(train.num_threads), tr("CPU threads"),
+                tr("0 = all cores, shared evenly with other runs training on this machine at the same time."));
   auto* note = new QLabel(tr("The memory estimate below is what one training process needs on this device; "
                              "compare it with the GPU's memory (or the machine's RAM for the CPU)."),
                           device);

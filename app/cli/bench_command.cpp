@@ -12,11 +12,16 @@ namespace {
 
 class StepTimes final : public RunObserver {
 public:
+  void on_start(int64_t, int64_t, const std::map<std::string, std::string>& info) override {
+    auto it = info.find("cpu_threads");
+    if (it != info.end()) cpu_threads = it->second;
+  }
   void on_metrics(int64_t, const std::map<std::string, double>& m) override {
     step_times.push_back(m.at("step_time_s"));
     tokens_per_s.push_back(m.at("tokens_per_s"));
   }
   std::vector<double> step_times, tokens_per_s;
+  std::string cpu_threads;  // the trainer's CPU plan; empty on CUDA
 };
 
 double median(std::vector<double> v) {
@@ -28,6 +33,7 @@ double median(std::vector<double> v) {
 
 struct Figures {
   double step_time_s = 0, tokens_per_s = 0;
+  std::string cpu_threads;
 };
 
 Figures measure(RunConfig config, int64_t steps) {
@@ -42,7 +48,7 @@ Figures measure(RunConfig config, int64_t steps) {
   if (result.status != "completed") throw Error("benchmark run " + result.status + ": " + result.message);
   times.step_times.erase(times.step_times.begin(), times.step_times.begin() + kWarmupSteps);
   times.tokens_per_s.erase(times.tokens_per_s.begin(), times.tokens_per_s.begin() + kWarmupSteps);
-  return {median(times.step_times), median(times.tokens_per_s)};
+  return {median(times.step_times), median(times.tokens_per_s), times.cpu_threads};
 }
 
 }  // namespace
@@ -60,6 +66,7 @@ int bench_command(const BenchArgs& args) {
   if (config.stage == "sft") {
     auto f = measure(config, args.steps);
     report["sft"] = {{"median_step_time_s", f.step_time_s}, {"tokens_per_s", f.tokens_per_s}};
+    report["cpu_threads"] = f.cpu_threads;
   } else {
     config.ganpo.enabled = false;
     auto off = measure(config, args.steps);
@@ -68,6 +75,7 @@ int bench_command(const BenchArgs& args) {
     report["ganpo_off"] = {{"median_step_time_s", off.step_time_s}, {"tokens_per_s", off.tokens_per_s}};
     report["ganpo_on"] = {{"median_step_time_s", on.step_time_s}, {"tokens_per_s", on.tokens_per_s}};
     report["step_time_ratio"] = off.step_time_s > 0 ? on.step_time_s / off.step_time_s : 0.0;
+    report["cpu_threads"] = on.cpu_threads;
   }
   if (args.json) {
     std::printf("%s\n", report.dump(2).c_str());
@@ -76,6 +84,9 @@ int bench_command(const BenchArgs& args) {
   std::printf("%s stage, %s model, %lld measured steps on %s\n", config.stage.c_str(),
               config.model.preset.empty() ? "custom" : config.model.preset.c_str(), static_cast<long long>(args.steps),
               report["device"].get<std::string>().c_str());
+  if (!report["cpu_threads"].get<std::string>().empty())
+    std::printf("  threads: %s (train.num_threads = %lld)\n", report["cpu_threads"].get<std::string>().c_str(),
+                static_cast<long long>(config.train.num_threads));
   for (const char* key : {"sft", "ganpo_off", "ganpo_on"})
     if (report.contains(key))
       std::printf("  %-10s median step %.4f s, %.0f tokens/s\n", key, report[key]["median_step_time_s"].get<double>(),

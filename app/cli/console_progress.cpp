@@ -24,6 +24,8 @@ void ConsoleProgress::on_start(int64_t total, int64_t first, const std::map<std:
   std::printf("[%s] %s stage on %s: %lld steps, %s parameters, %s training examples\n", label_.c_str(),
               get("stage").c_str(), get("device").c_str(), static_cast<long long>(total), get("parameters").c_str(),
               get("train_examples").c_str());
+  if (auto it = info.find("cpu_threads"); it != info.end() && !it->second.empty())
+    std::printf("[%s] CPU: %s\n", label_.c_str(), it->second.c_str());
   std::fflush(stdout);
 }
 
@@ -34,7 +36,8 @@ void ConsoleProgress::on_status(const std::string& status, const std::string& me
 }
 
 void ConsoleProgress::on_log(const std::string& level, const std::string& text) {
-  if (level == "info") return;
+  // Info lines go to the run's log; of them the console shows only changes of the CPU share.
+  if (level == "info" && text.find("CPU job(s)") == std::string::npos) return;
   std::fprintf(stderr, "[%s] %s: %s\n", label_.c_str(), level.c_str(), text.c_str());
 }
 

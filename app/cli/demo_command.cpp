@@ -7,6 +7,7 @@
 #include "app/cli/commands.h"
 #include "app/cli/console_progress.h"
 #include "core/checkpoint.h"
+#include "core/cpu_job.h"
 #include "core/error.h"
 #include "core/evaluation.h"
 #include "core/lists_task.h"
@@ -115,12 +116,14 @@ int demo_command(const DemoArgs& args) {
   std::printf("[demo] judging policy vs reference samples...\n");
   std::fflush(stdout);
   const torch::Device device(resolve_device("auto"));
+  std::unique_ptr<CpuJob> cpu;  // threads and lanes on the CPU, as the training stages had them
+  if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
   auto policy = load_model_folder(pref_result.final_dir, device);
   auto reference = load_model_folder(sft_result.final_dir, device);
   JudgeEvalOptions judge;
   judge.temperatures = {0.7, 1.0, 1.3};
   auto prompts = lists::make_eval_prompts(args.quick ? 60 : 120, 4242);
-  auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge);
+  auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge, cpu ? cpu->lanes() : nullptr);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   const auto& ev = pref_result.final_eval;

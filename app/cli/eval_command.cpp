@@ -4,6 +4,7 @@
 
 #include "app/cli/commands.h"
 #include "core/batching.h"
+#include "core/cpu_job.h"
 #include "core/checkpoint.h"
 #include "core/dataset_files.h"
 #include "core/evaluation.h"
@@ -22,6 +23,9 @@ int eval_command(const EvalArgs& args) {
     return 2;
   }
   const torch::Device device(resolve_device(args.device));
+  std::unique_ptr<CpuJob> cpu;  // threads and lanes on the CPU, as a training run gets them
+  if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
+  ParallelLanes* lanes = cpu ? cpu->lanes() : nullptr;
   auto policy = load_model_folder(args.checkpoint, device);
   auto reference = load_model_folder(args.reference, device);
   nlohmann::json report;
@@ -34,7 +38,7 @@ int eval_command(const EvalArgs& args) {
     objective.loss_type = args.loss_type;
     objective.beta = args.beta;
     objective.simpo_gamma = args.simpo_gamma;
-    auto metrics = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32);
+    auto metrics = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32, lanes);
     report["preference"] = metrics;
     report["skipped_lines"] = loaded.bad_lines.size();
     if (!args.json) {
@@ -48,7 +52,7 @@ int eval_command(const EvalArgs& args) {
     options.max_new_tokens = args.max_new_tokens;
     options.seed = args.seed;
     auto prompts = lists::make_eval_prompts(args.num_prompts, args.seed);
-    auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, options);
+    auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, options, lanes);
     report["judge"] = win_rates_to_json(rows);
     if (!args.json) std::printf("judge evaluation, %zu prompts per temperature\n%s", prompts.size(),
                                 format_win_rate_table(rows).c_str());

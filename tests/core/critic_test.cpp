@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/parallel_lanes.h"
 
 namespace ganpo {
 namespace {
@@ -484,6 +485,56 @@ TEST(CriticRegularizerGradient, AdversarialTermMatchesFiniteDifferencesInDouble)
         << (p.chosen ? "P_w" : "P_l") << "[" << p.b << "][" << p.t << "][" << p.d << "]";
     EXPECT_GT(std::abs(ad), 1e-9);
   }
+}
+
+// Both halves of the critic phase with their backward, on two lanes or one after the other,
+// give the same losses and gradients: the critics share no state and each draws dropout from its
+// own generator.
+TEST(CriticRegularizer, CriticPhaseOnTwoLanesEqualsOneLane) {
+  auto config = small_config();
+  config.critic_dropout = 0.2;
+  auto run = [&](int lanes_wanted) {
+    torch::manual_seed(21);
+    GanpoRegularizer reg(config, kD, torch::kCPU);
+    ParallelLanes lanes;
+    lanes.set_plan(plan_cpu_threads(lanes_wanted, lanes_wanted, 1));
+    std::vector<torch::Tensor> out;
+    for (int step = 0; step < 3; ++step) {
+      auto phase = reg.critic_phase_backward(random_sets(), 0.5, &lanes);
+      out.insert(out.end(), {phase.loss_chosen, phase.loss_rejected, phase.acc_chosen, phase.acc_rejected,
+                             reg.ema().w_p, reg.ema().l_p});
+    }
+    for (auto& p : reg.critic_parameters()) out.push_back(p.grad().clone());
+    return out;
+  };
+  auto one = run(1), two = run(2);
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::allclose(one[i], two[i], 1e-6, 1e-7)) << i;
+}
+
+// The dropout generators' states travel with checkpoints: restoring them repeats the draws.
+TEST(CriticRegularizer, DropoutGeneratorStateRestoresTheSameDraws) {
+  torch::manual_seed(5);
+  GanpoRegularizer reg(small_config(0.3), kD, torch::kCPU);
+  auto state = reg.rng_state();
+  ASSERT_EQ(state.size(), 2u);
+  EXPECT_EQ(state[0].first, "critic_w");
+  EXPECT_EQ(state[1].first, "critic_l");
+  const std::map<std::string, torch::Tensor> saved(state.begin(), state.end());
+  auto draw = [&](GanpoRegularizer& r) {
+    return torch::cat({torch::empty({256}).bernoulli_(0.5, *r.critic_w()->dropout_generator()),
+                       torch::empty({256}).bernoulli_(0.5, *r.critic_l()->dropout_generator())});
+  };
+  auto first = draw(reg);
+  auto next = draw(reg);
+  EXPECT_FALSE(torch::equal(first, next));
+  reg.set_rng_state(saved);
+  EXPECT_TRUE(torch::equal(draw(reg), first));
+  // The two critics draw different streams, both fixed by the run's seed.
+  EXPECT_FALSE(torch::equal(first.slice(0, 0, 256), first.slice(0, 256)));
+  torch::manual_seed(5);
+  GanpoRegularizer twin(small_config(0.3), kD, torch::kCPU);
+  EXPECT_TRUE(torch::equal(draw(twin), first));
 }
 
 }  // namespace

@@ -305,6 +305,44 @@ TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
       EXPECT_NEAR(c_obs.metrics.at(s).at(k), a_obs.metrics.at(s).at(k), 1e-5) << k << " at step " << s;
 }
 
+// Threads change where the work runs, never what it computes (issue 9): one thread, the
+// default plan and two threads (two lanes even on a one-core machine) give the same losses, critic
+// terms and EMA means at every step, and the same held-out evaluation.
+TEST_F(TrainerTest, LossTrajectoryIsTheSameWithOneThreadAndTheDefault) {
+  auto base = config("threads1");
+  base.train.max_steps = 6;
+  base.ganpo.critic_dropout = 0.1;  // dropout draws must not depend on which lane runs first
+  base.train.num_threads = 1;
+  Collector one;
+  auto r1 = run(base, one);
+  ASSERT_EQ(r1.status, "completed") << r1.message;
+  EXPECT_EQ(one.metrics.at(6).at("cpu/cores"), 1.0);
+  EXPECT_CONTAINS(one.info.at("cpu_threads"), "1 lane");
+
+  for (int64_t threads : {0, 2}) {
+    auto c = base;
+    c.output_dir = (root_ / ("threads_" + std::to_string(threads))).string();
+    c.train.num_threads = threads;
+    Collector obs;
+    auto r = run(c, obs);
+    ASSERT_EQ(r.status, "completed") << r.message;
+    ASSERT_EQ(obs.metrics.size(), one.metrics.size());
+    if (threads == 2) {
+      EXPECT_CONTAINS(obs.info.at("cpu_threads"), "2 lanes");
+    }
+    for (const auto& [step, m1] : one.metrics)
+      for (const std::string k : {"loss", "opo_loss", "adv/loss", "critic/loss_chosen", "critic/loss_rejected",
+                                  "critic/acc_chosen", "ema/w_ref_chosen", "ema/l_policy_rejected",
+                                  "rewards/margins", "grad_norm"})
+        EXPECT_NEAR(obs.metrics.at(step).at(k), m1.at(k), 1e-5) << k << " at step " << step << " with "
+                                                               << threads << " threads";
+    for (const auto& [k, v] : r1.final_eval) EXPECT_NEAR(r.final_eval.at(k), v, 1e-4) << k;
+    ASSERT_EQ(obs.samples.size(), one.samples.size());
+    for (const auto& [step, rows] : one.samples)
+      for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(obs.samples.at(step)[i].policy, rows[i].policy);
+  }
+}
+
 TEST_F(TrainerTest, NonFiniteLossFailsWithStepAndTerm) {
   auto c = config("nan");
   c.train.max_steps = 20;
