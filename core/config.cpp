@@ -739,9 +739,18 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.greater("model.rope_theta", m.rope_theta, 0.0);
 
   const DataConfig& d = c.data;
-  check.one_of("data.builtin", d.builtin, {"lists", ""}, " (read data.train)");
+  check.one_of("data.builtin", d.builtin, {"auto", "lists", ""}, " (read data.train)");
   if (d.builtin.empty() && d.train.empty())
     check.add("data.train must name a JSONL/JSON file when data.builtin is \"\", got \"\"");
+  if (d.builtin == "lists" && (!d.train.empty() || !d.eval.empty()))
+    check.add(std::string("data.builtin = \"lists\" and data.") + (d.train.empty() ? "eval" : "train") + " = \"" +
+              (d.train.empty() ? d.eval : d.train) +
+              "\" are both set, and a run trains on one source: remove data.builtin to train on the file, "
+              "or remove data.train and data.eval to train on the built-in task");
+  if (d.builtin == "auto" && d.train.empty() && !d.eval.empty())
+    check.add("data.eval = \"" + d.eval +
+              "\" is set but data.train is not; name the training file in data.train (the held-out file "
+              "only goes with a training file)");
   check.in_range("data.eval_fraction", d.eval_fraction, 0.0, 1.0, false);
   check.greater("data.max_length", d.max_length, int64_t{0});
   check.greater("data.max_prompt_length", d.max_prompt_length, int64_t{0});
@@ -823,6 +832,14 @@ void make_paths_absolute(RunConfig& config) {
   for (std::string* p : {&config.output_dir, &config.model.checkpoint, &config.model.reference, &config.data.train,
                          &config.data.eval})
     if (!p->empty()) *p = std::filesystem::absolute(*p).lexically_normal().string();
+}
+
+bool uses_builtin_task(const DataConfig& data) {
+  return data.builtin == "lists" || (data.builtin == "auto" && data.train.empty());
+}
+
+void resolve_data_source(DataConfig& data) {
+  if (data.builtin == "auto") data.builtin = data.train.empty() ? "lists" : "";
 }
 
 double effective_beta(const ObjectiveConfig& objective) {

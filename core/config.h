@@ -30,7 +30,9 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  std::string builtin = "lists";  // "lists" | "" (files below)
+  // "auto": the file in data.train when one is named, else the built-in lists task;
+  // "lists": the built-in task (data.train / data.eval must then be empty); "": the files below.
+  std::string builtin = "auto";
   std::string train;              // JSONL/JSON file in TRL format
   std::string eval;               // optional held-out file; else split from train
   double eval_fraction = 0.05;
@@ -129,6 +131,13 @@ void validate_or_throw(const RunConfig& config);
 // data.train, data.eval) into absolute ones against the current directory, so a config stored
 // in the run store means the same thing to a worker started elsewhere.
 void make_paths_absolute(RunConfig& config);
+
+// Whether the run trains on the built-in lists task (data.builtin "lists", or "auto" without
+// data.train), rather than on data.train.
+bool uses_builtin_task(const DataConfig& data);
+// Replaces data.builtin = "auto" by the source it picks ("lists" or ""), so a stored config
+// says which data the run uses.
+void resolve_data_source(DataConfig& data);
 
 // Default beta for the loss type when beta is 0 (unset).
 double effective_beta(const ObjectiveConfig& objective);

@@ -148,6 +148,7 @@ struct Trainer::State {
   std::vector<TokenizedSft> train_sft, eval_sft;
   std::vector<std::string> sample_prompts;
   std::vector<std::string> reference_samples;
+  std::string train_data, eval_data;  // which data this stage uses, for the log and the run's events
 
   int64_t total_steps = 0;
   int64_t warmup = 0;
@@ -276,7 +277,7 @@ struct Trainer::State {
   void load_data() {
     const auto& d = config.data;
     const uint64_t seed = static_cast<uint64_t>(config.seed);
-    const bool builtin = d.builtin == "lists";
+    const bool builtin = uses_builtin_task(d);
     if (preference) {
       std::vector<PreferenceExample> train, eval;
       if (builtin) {
@@ -300,7 +301,14 @@ struct Trainer::State {
       for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
       if (!builtin) pick_sample_prompts(eval);
     }
-    if (builtin) sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
+    if (builtin) {
+      sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
+      train_data = "built-in lists task, " + std::to_string(train_size()) + " generated examples" +
+                   (preference && d.label_noise > 0 ? " (label noise " + std::to_string(d.label_noise) + ")" : "");
+      eval_data = "built-in lists task, " + std::to_string(preference ? eval_pairs.size() : eval_sft.size()) +
+                  " generated examples";
+    }
+    log("info", "training data: " + train_data + "; held-out data: " + eval_data);
     if (train_size() == 0) throw DataError("the training set is empty; check data.train or data.builtin_train_size");
   }
 
@@ -309,16 +317,25 @@ struct Trainer::State {
   void load_files(LoadResult<Example> (*load)(const std::string&, const std::string&),
                   std::vector<Example>& train, std::vector<Example>& eval) {
     const auto& d = config.data;
+    auto rows_of = [](size_t used, size_t skipped) {
+      return std::to_string(used) + " rows used, " + std::to_string(skipped) + " skipped";
+    };
     auto loaded = load(d.train, d.on_bad_line);
     report_skipped(d.train, loaded.bad_lines);
+    const size_t train_skipped = loaded.bad_lines.size();
     if (d.eval.empty()) {
       shuffle_split(std::move(loaded.rows), d.eval_fraction, static_cast<uint64_t>(config.seed), train, eval);
+      train_data = d.train + ": " + rows_of(train.size(), train_skipped);
+      eval_data = d.train + ": " + std::to_string(eval.size()) + " rows held out (data.eval_fraction " +
+                  std::to_string(d.eval_fraction) + ")";
       return;
     }
     train = std::move(loaded.rows);
     auto held_out = load(d.eval, d.on_bad_line);
     report_skipped(d.eval, held_out.bad_lines);
     eval = std::move(held_out.rows);
+    train_data = d.train + ": " + rows_of(train.size(), train_skipped);
+    eval_data = d.eval + ": " + rows_of(eval.size(), held_out.bad_lines.size());
   }
 
   // The first num_prompts non-empty held-out prompts are the fixed sample prompts.
@@ -708,6 +725,8 @@ struct Trainer::State {
                          {"train_examples", std::to_string(train_size())},
                          {"eval_examples", std::to_string(preference ? eval_pairs.size() : eval_sft.size())},
                          {"cpu_threads", cpu ? cpu->describe() : std::string()},
+                         {"train_data", train_data},
+                         {"eval_data", eval_data},
                          {"stage", config.stage}});
       observer.on_status("running", "");
       log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +

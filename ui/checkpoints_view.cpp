@@ -34,6 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/config.h"
 #include "core/lists_task.h"
 #include "ui/store_worker.h"
 
@@ -320,7 +321,10 @@ void CheckpointsView::onSnapshot(Snapshot s) {
         reference_source_ = QStringLiteral("model.checkpoint");
       }
       if (ref.isEmpty()) reference_source_.clear();
-      builtin_lists_ = string_at(j, "data", "builtin") == "lists";
+      DataConfig data;
+      data.builtin = string_at(j, "data", "builtin");
+      data.train = string_at(j, "data", "train");
+      builtin_lists_ = uses_builtin_task(data);
       eval_pairs_file_ = QString::fromStdString(string_at(j, "data", "eval"));
       if (ref != reference_path_) {
         reference_path_ = ref;

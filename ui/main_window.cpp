@@ -391,6 +391,7 @@ void MainWindow::createAndStartRun(const RunConfig& config, std::optional<int64_
         if (c.output_dir.empty() || c.output_dir == RunConfig{}.output_dir || c.output_dir == "runs/demo")
           c.output_dir = QDir(runs_dir).filePath(QString("%1-%2").arg(id).arg(safe_name(c.name))).toStdString();
         make_paths_absolute(c);
+        resolve_data_source(c.data);
         s.set_config(id, config_to_json(c).dump());
         if (parent_run) s.set_parent(id, *parent_run, parent_step.value_or(0));
         return id;

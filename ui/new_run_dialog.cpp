@@ -147,7 +147,8 @@ QWidget* NewRunDialog::buildDataPage() {
   auto* page = new FormPage;
   auto* source = page->addSection(tr("Source"));
   form_->addChoice(source, GANPO_CONFIG_KEY(data.builtin), tr("Data"),
-                   {{QStringLiteral("lists"), tr("Built-in task: word lists (exact judge)")},
+                   {{QStringLiteral("auto"), tr("The training file below if one is named, else the built-in task")},
+                    {QStringLiteral("lists"), tr("Built-in task: word lists (exact judge)")},
                     {QString(), tr("JSONL / JSON file (TRL format)")}});
 
   builtin_data_ = page->addSection(tr("Built-in task"));
@@ -437,7 +438,7 @@ void NewRunDialog::revalidate() {
 }
 
 void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
-  const bool builtin = c.data.builtin == "lists";
+  const bool builtin = uses_builtin_task(c.data);
   builtin_data_->setVisible(builtin);
   file_data_->setVisible(!builtin);
   preview_->setSource(builtin ? QString() : QString::fromStdString(c.data.train), c.stage != "sft");

@@ -81,6 +81,7 @@ RunRecordTarget record_target(const DemoArgs& args, RunConfig& config, int64_t p
   const std::string db = workspace_path(args.db);
   try {
     make_paths_absolute(config);
+    resolve_data_source(config.data);
     RunStore store = RunStore::open(db);
     const int64_t id = store.create_run(config.name, config.stage, config_to_json(config).dump());
     if (parent_run > 0) store.set_parent(id, parent_run, parent_step);

@@ -160,6 +160,7 @@ int train_command(const TrainArgs& args) {
                          "ganpo train --no-db --config " + args.config_path + " --resume <checkpoint folder>");
   }
   make_paths_absolute(config);
+  resolve_data_source(config.data);
   const std::string db_path = workspace_path(args.db);
   int64_t run_id = 0;
   try {

@@ -464,8 +464,14 @@ std::vector<Rule> rules() {
       {"rope_theta", [](RunConfig& c) { c.model.rope_theta = 0; }, {"model.rope_theta must be > 0", "got 0"}},
 
       {"data.builtin", [](RunConfig& c) { c.data.builtin = "words"; },
-       {"data.builtin must be one of lists, \"\"", "\"words\""}},
+       {"data.builtin must be one of auto, lists, \"\"", "\"words\""}},
       {"data.train", [](RunConfig& c) { c.data.builtin = ""; }, {"data.train must name a JSONL/JSON file", "got \"\""}},
+      {"builtin and train", [](RunConfig& c) { c.data.builtin = "lists"; c.data.train = "pairs.jsonl"; },
+       {"data.builtin = \"lists\" and data.train = \"pairs.jsonl\" are both set", "remove data.builtin"}},
+      {"builtin and eval", [](RunConfig& c) { c.data.builtin = "lists"; c.data.eval = "held.jsonl"; },
+       {"data.builtin = \"lists\" and data.eval = \"held.jsonl\" are both set"}},
+      {"eval without train", [](RunConfig& c) { c.data.eval = "held.jsonl"; },
+       {"data.eval = \"held.jsonl\" is set but data.train is not"}},
       {"eval_fraction", [](RunConfig& c) { c.data.eval_fraction = 1.0; },
        {"data.eval_fraction must be in [0, 1)", "got 1"}},
       {"eval_fraction negative", [](RunConfig& c) { c.data.eval_fraction = -0.1; },
@@ -753,6 +759,34 @@ TEST(ConfigFiles, SaveToUnwritablePlaceFails) {
   const std::string msg = config_error([&] { save_config_file(RunConfig{}, path); });
   EXPECT_NE(msg.find("cannot write config file " + path), std::string::npos) << msg;
   fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace ganpo
+
+namespace ganpo {
+namespace {
+
+// A named file wins over the built-in task unless the built-in task is asked for explicitly
+// (then validation names both keys, above).
+TEST(ConfigDataSource, TheFileNamedInDataTrainIsTheDataUsed) {
+  RunConfig c;
+  EXPECT_EQ(c.data.builtin, "auto");
+  EXPECT_TRUE(uses_builtin_task(c.data));
+  c.data.train = "pairs.jsonl";
+  EXPECT_FALSE(uses_builtin_task(c.data));
+  EXPECT_TRUE(validate_config(c).empty());
+  auto stored = c;
+  resolve_data_source(stored.data);
+  EXPECT_EQ(stored.data.builtin, "");
+  EXPECT_FALSE(uses_builtin_task(stored.data));
+
+  RunConfig builtin;
+  resolve_data_source(builtin.data);
+  EXPECT_EQ(builtin.data.builtin, "lists");
+  auto from_toml = config_from_toml("[data]\ntrain = \"pairs.jsonl\"\n");
+  EXPECT_FALSE(uses_builtin_task(from_toml.data));
+  EXPECT_TRUE(uses_builtin_task(config_from_toml("[data]\nbuiltin = \"lists\"\n").data));
 }
 
 }  // namespace

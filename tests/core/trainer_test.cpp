@@ -417,6 +417,37 @@ TEST_F(TrainerTest, PreferenceRunLeavesTheReferenceFolderUntouched) {
             1e-6);
 }
 
+// A new user's config: data.train names a file, data.builtin is left at its default. The file is
+// what the run trains on, and the run says so (rows used and skipped) in its start record.
+TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {
+  auto c = config("file");
+  c.data.builtin = RunConfig{}.data.builtin;
+  const fs::path file = root_ / "pairs.jsonl";
+  {
+    std::ofstream out(file);
+    for (int i = 0; i < 10; ++i)
+      out << R"({"prompt": "Say a colour ", "chosen": "red", "rejected": "the number )" << i << R"("})" << "\n";
+    out << "not json\n";
+  }
+  c.data.train = file.string();
+  c.data.eval_fraction = 0.2;
+  c.data.on_bad_line = "skip";
+  c.train.max_steps = 1;
+  Collector obs;
+  auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_EQ(obs.info.at("train_examples"), "8");
+  EXPECT_EQ(obs.info.at("train_data"), file.string() + ": 8 rows used, 1 skipped");
+  EXPECT_CONTAINS(obs.info.at("eval_data"), file.string() + ": 2 rows held out");
+  EXPECT_CONTAINS(obs.all_logs(), "training data: " + file.string());
+
+  auto builtin = config("builtin");
+  builtin.train.max_steps = 1;
+  Collector b_obs;
+  ASSERT_EQ(run(builtin, b_obs).status, "completed");
+  EXPECT_EQ(b_obs.info.at("train_data"), "built-in lists task, 64 generated examples");
+}
+
 TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {
   auto c = config("stop0");
   Collector obs;

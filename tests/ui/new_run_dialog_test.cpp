@@ -349,7 +349,7 @@ TEST(NewRunDialog, Screenshot) {
              R"({"prompt": "oops", "chosen": 3, "rejected": "x"})" "\n"
              R"({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Go away."}]})" "\n");
   file.close();
-  child<QComboBox>(dialog, "data.builtin")->setCurrentIndex(1);
+  child<QComboBox>(dialog, "data.builtin")->setCurrentIndex(2);
   child<QLineEdit>(dialog, "data.train")->setText(path);
   tabs->setCurrentIndex(1);
   auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
