@@ -33,6 +33,8 @@ public:
   // and facts such as "device", "parameters", "train_examples".
   virtual void on_start(int64_t total_steps, int64_t first_step,
                         const std::map<std::string, std::string>& info) {}
+  // level: "info" (the run's log only), "notice" (also worth a line on a console), "warning",
+  // "error".
   virtual void on_log(const std::string& level, const std::string& text) {}
   virtual void on_metrics(int64_t step, const std::map<std::string, double>& metrics) {}
   virtual void on_eval(int64_t step, const std::map<std::string, double>& metrics) {}

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdio>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -43,6 +44,13 @@ class NonFiniteLoss : public Error {
 public:
   using Error::Error;
 };
+
+// 0.2, not 0.200000.
+std::string format_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
 
 double rss_megabytes() {
   std::ifstream statm("/proc/self/statm");
@@ -141,7 +149,7 @@ struct Trainer::State {
 
   // CPU runs: this process's share of the machine and the two lanes of a step (null on CUDA).
   std::unique_ptr<CpuJob> cpu;
-  ParallelLanes* lanes = nullptr;
+  ParallelLanes* lanes() { return cpu ? cpu->lanes() : nullptr; }
 
   bool preference = true;
   std::vector<TokenizedPair> train_pairs, eval_pairs;
@@ -220,7 +228,6 @@ struct Trainer::State {
       return;
     }
     cpu = std::make_unique<CpuJob>(config.train.num_threads);
-    lanes = cpu->lanes();
     if (config.train.num_threads > cpu->available_cores())
       log("warning", "train.num_threads = " + std::to_string(config.train.num_threads) + " but this process may use " +
                          std::to_string(cpu->available_cores()) +
@@ -232,7 +239,7 @@ struct Trainer::State {
   void refresh_cpu_share() {
     if (!cpu) return;
     if (const int jobs = cpu->refresh())
-      log("info", std::to_string(jobs) + " CPU job(s) on this machine; now " + cpu->describe());
+      log("notice", std::to_string(jobs) + " CPU job(s) on this machine; now " + cpu->describe());
   }
 
   void build_models() {
@@ -304,7 +311,7 @@ struct Trainer::State {
     if (builtin) {
       sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
       train_data = "built-in lists task, " + std::to_string(train_size()) + " generated examples" +
-                   (preference && d.label_noise > 0 ? " (label noise " + std::to_string(d.label_noise) + ")" : "");
+                   (preference && d.label_noise > 0 ? " (label noise " + format_number(d.label_noise) + ")" : "");
       eval_data = "built-in lists task, " + std::to_string(preference ? eval_pairs.size() : eval_sft.size()) +
                   " generated examples";
     }
@@ -325,17 +332,16 @@ struct Trainer::State {
     const size_t train_skipped = loaded.bad_lines.size();
     if (d.eval.empty()) {
       shuffle_split(std::move(loaded.rows), d.eval_fraction, static_cast<uint64_t>(config.seed), train, eval);
-      train_data = d.train + ": " + rows_of(train.size(), train_skipped);
       eval_data = d.train + ": " + std::to_string(eval.size()) + " rows held out (data.eval_fraction " +
-                  std::to_string(d.eval_fraction) + ")";
-      return;
+                  format_number(d.eval_fraction) + ")";
+    } else {
+      train = std::move(loaded.rows);
+      auto held_out = load(d.eval, d.on_bad_line);
+      report_skipped(d.eval, held_out.bad_lines);
+      eval = std::move(held_out.rows);
+      eval_data = d.eval + ": " + rows_of(eval.size(), held_out.bad_lines.size());
     }
-    train = std::move(loaded.rows);
-    auto held_out = load(d.eval, d.on_bad_line);
-    report_skipped(d.eval, held_out.bad_lines);
-    eval = std::move(held_out.rows);
     train_data = d.train + ": " + rows_of(train.size(), train_skipped);
-    eval_data = d.eval + ": " + rows_of(eval.size(), held_out.bad_lines.size());
   }
 
   // The first num_prompts non-empty held-out prompts are the fixed sample prompts.
@@ -412,7 +418,7 @@ struct Trainer::State {
     LMOutput out, ref_out;
     ResponseLogps pol, ref;
     run_lanes(
-        lanes,
+        lanes(),
         [&] {
           out = policy->forward(s.input_ids);
           pol = response_logps(out.logits, s.input_ids, s.response_mask);
@@ -449,7 +455,7 @@ struct Trainer::State {
       }
       // 3. Critic phase on detached latents, with its backward: D_w and D_l on two lanes.
       const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
-      auto critic = regularizer->critic_phase_backward(sets, critic_scale, lanes);
+      auto critic = regularizer->critic_phase_backward(sets, critic_scale, lanes());
       // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
       if (last_micro && step % config.ganpo.critic_update_every == 0) {
         set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
@@ -554,7 +560,7 @@ struct Trainer::State {
   void evaluate() {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     if (preference)
-      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes);
+      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes());
     else if (!eval_sft.empty())
       last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
     policy->train();
@@ -579,7 +585,7 @@ struct Trainer::State {
     const bool need_reference = reference_samples.empty();
     if (preference && need_reference)
       run_lanes(
-          lanes, [&] { policy_texts = sample_texts(policy); }, [&] { reference_samples = sample_texts(ref_model); });
+          lanes(), [&] { policy_texts = sample_texts(policy); }, [&] { reference_samples = sample_texts(ref_model); });
     else {
       if (need_reference) reference_samples = sample_texts(ref_model);
       policy_texts = sample_texts(policy);

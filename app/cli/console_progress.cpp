@@ -37,8 +37,7 @@ void ConsoleProgress::on_status(const std::string& status, const std::string& me
 }
 
 void ConsoleProgress::on_log(const std::string& level, const std::string& text) {
-  // Info lines go to the run's log; of them the console shows only changes of the CPU share.
-  if (level == "info" && text.find("CPU job(s)") == std::string::npos) return;
+  if (level == "info") return;  // the run's log has them
   std::fprintf(stderr, "[%s] %s: %s\n", label_.c_str(), level.c_str(), text.c_str());
 }
 
