@@ -4,7 +4,9 @@
 #include <fstream>
 
 #include "core/error.h"
-#include "core/safetensors.h"
+#include "core/model/architectures.h"
+#include "core/model/hf_weights.h"
+#include "core/model/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -27,26 +29,55 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
-void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer) {
+void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer,
+                      const SaveOptions& options) {
   fs::create_directories(dir);
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), model_state(model),
-                   {{"format", "pt"}});
-  write_json_file((fs::path(dir) / "config.json").string(), shape_to_json(model->shape()));
+  const ModelShape& shape = model->shape();
+  std::string dtype = options.dtype;
+  if (dtype.empty())
+    dtype = shape.dtype == "bfloat16" || shape.dtype == "float16" ? shape.dtype : "float32";
+  save_model_weights(dir, model, dtype_from_name(dtype), options.max_shard_bytes);
+  auto config = write_hf_config(shape, dtype);
+  if (shape.hf_config.empty()) {  // a built-in preset: its token ids come from our tokenizer
+    config["bos_token_id"] = tokenizer.bos_id();
+    config["eos_token_id"] = tokenizer.eos_id();
+    config["pad_token_id"] = tokenizer.pad_id();
+  }
+  write_json_file((fs::path(dir) / "config.json").string(), config);
+  const auto generation =
+      shape.hf_generation_config.empty()
+          ? generation_config(shape, tokenizer.bos_id(), tokenizer.eos_id(), tokenizer.pad_id())
+          : nlohmann::json::parse(shape.hf_generation_config);
+  write_json_file((fs::path(dir) / "generation_config.json").string(), generation);
   tokenizer.save(dir);
 }
 
-LoadedModel load_model_folder(const std::string& dir, const torch::Device& device) {
+ModelShape read_model_config(const std::string& dir) {
   if (!fs::is_directory(dir))
-    throw ModelFileError("model folder " + dir + " does not exist; give a checkpoint-<step> or final folder");
+    throw ModelFileError("model folder " + dir +
+                         " does not exist; give a Hugging Face model folder or a checkpoint-<step> / final folder");
+  const std::string path = (fs::path(dir) / "config.json").string();
+  ModelShape shape = read_hf_config(read_json_file(path), path);
+  const auto generation = fs::path(dir) / "generation_config.json";
+  if (fs::exists(generation)) shape.hf_generation_config = read_json_file(generation.string()).dump();
+  return shape;
+}
+
+CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn) {
+  CausalLM model(read_model_config(dir), /*init=*/false);
+  model->set_stored_dtype(load_model_weights(model, dir, warn));
+  return model;
+}
+
+LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
+                              const std::function<void(const std::string&)>& warn) {
   LoadedModel out;
-  out.shape = shape_from_json(read_json_file((fs::path(dir) / "config.json").string()));
+  out.model = load_model(dir, warn);
+  out.shape = out.model->shape();
   out.tokenizer = load_tokenizer(dir);
   if (out.tokenizer->vocab_size() > out.shape.vocab_size)
     throw ModelFileError(dir + ": tokenizer has " + std::to_string(out.tokenizer->vocab_size()) +
                          " tokens but config.json vocab_size is " + std::to_string(out.shape.vocab_size));
-  out.model = CausalLM(out.shape);
-  const auto weights_path = (fs::path(dir) / "model.safetensors").string();
-  load_model_state(out.model, load_safetensors(weights_path).tensors, weights_path);
   out.model->to(device);
   out.model->eval();
   return out;

@@ -1,8 +1,10 @@
 // Checkpoint folders: a model that can be loaded on its own, plus the trainer's state.
 //
-//   model.safetensors     policy weights (HF Llama-style names)
-//   config.json           model shape (HF fields)
-//   tokenizer_config.json
+//   model.safetensors     policy weights in HF names and layout (or model-0000i-of-0000n shards
+//                         + model.safetensors.index.json above the shard size)
+//   config.json           the model's HF config (the source folder's, when it came from one)
+//   generation_config.json
+//   tokenizer files       tokenizer_config.json (+ tokenizer.json, ... for HF tokenizers)
 //   meta.json             step, stage, run name, metrics at save time
 //   run_config.toml       the resolved run configuration
 //   trainer_state/        optimizer.pt, critic_optimizer.pt, critics.safetensors, state.json
@@ -20,7 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/model.h"
+#include "core/model/causal_lm.h"
 #include "core/tokenizer.h"
 
 namespace ganpo {
@@ -31,10 +33,23 @@ struct LoadedModel {
   ModelShape shape;
 };
 
-// Writes model.safetensors, config.json and tokenizer_config.json into dir (created).
-void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer);
-// Loads a model folder onto device; throws ModelFileError with a message saying what to do.
-LoadedModel load_model_folder(const std::string& dir, const torch::Device& device);
+struct SaveOptions {
+  std::string dtype;  // "float32" | "bfloat16" | "float16"; "" = the dtype the model was loaded from
+  uint64_t max_shard_bytes = 5'000'000'000ULL;
+};
+
+// Writes the weights, config.json, generation_config.json and the tokenizer files into dir
+// (created): a folder transformers' from_pretrained loads unchanged.
+void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer,
+                      const SaveOptions& options = {});
+// Reads config.json into a shape (sizes, layout, the family). Throws ModelFileError.
+ModelShape read_model_config(const std::string& dir);
+// Builds the model of dir's config.json and loads its weights (float32, on CPU). Unused
+// tensors are reported through warn. Throws ModelFileError with a message saying what to do.
+CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn = {});
+// load_model plus the folder's tokenizer, moved to device and in eval mode.
+LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
+                              const std::function<void(const std::string&)>& warn = {});
 
 // Atomic folder write: creates dir + ".tmp", calls write(tmp), then renames over dir.
 void write_folder_atomically(const std::string& dir, const std::function<void(const std::string&)>& write);

@@ -64,6 +64,8 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(model, rope_theta),
       GANPO_FIELD(model, checkpoint),
       GANPO_FIELD(model, reference),
+      GANPO_FIELD(model, save_dtype),
+      GANPO_FIELD(model, max_shard_mb),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -737,6 +739,8 @@ std::vector<std::string> validate_config(const RunConfig& c) {
               " and n_kv_heads " + std::to_string(m.n_kv_heads));
   check.one_of("model.arch", m.arch, {"", "llama", "gpt2"}, " (the preset's)");
   check.greater("model.rope_theta", m.rope_theta, 0.0);
+  check.one_of("model.save_dtype", m.save_dtype, {"", "float32", "bfloat16", "float16"}, " (as loaded)");
+  check.greater("model.max_shard_mb", m.max_shard_mb, int64_t{0});
 
   const DataConfig& d = c.data;
   check.one_of("data.builtin", d.builtin, {"auto", "lists", ""}, " (read data.train)");
@@ -803,6 +807,10 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.in_range("train.adam_beta2", t.adam_beta2, 0.0, 1.0, false);
   check.greater("train.adam_epsilon", t.adam_epsilon, 0.0);
   check.one_of("train.precision", t.precision, {"fp32", "bf16"});
+  if (t.precision == "bf16" && c.device == "cpu")
+    check.add("train.precision = \"bf16\" needs a CUDA device; on CPU this build computes in float32 "
+              "(LibTorch's CPU bf16 kernels are slower, not faster): set train.precision = \"fp32\" "
+              "or device = \"cuda\"");
   check.at_least("train.logging_steps", t.logging_steps, int64_t{1});
   check.at_least("train.eval_steps", t.eval_steps, int64_t{0});
   check.at_least("train.save_steps", t.save_steps, int64_t{0});

@@ -25,8 +25,12 @@ struct ModelConfig {
   int64_t d_ff = 0;             // 0 = derived from d_model and arch
   int64_t max_seq_len = 0;      // positions the model supports; 0 = the preset's
   double rope_theta = 10000.0;
-  std::string checkpoint;       // start from this checkpoint folder (empty = fresh init)
+  // Start from this folder: a Hugging Face model folder (config.json + safetensors, any family
+  // in core/model/architectures.h) or one of our checkpoints. Empty = fresh init of the preset.
+  std::string checkpoint;
   std::string reference;        // reference model folder (empty = the starting weights)
+  std::string save_dtype;       // checkpoints' weights: "" (as loaded) | "float32" | "bfloat16" | "float16"
+  int64_t max_shard_mb = 5000;  // checkpoints shard their weights above this size (transformers' 5GB)
 };
 
 struct DataConfig {

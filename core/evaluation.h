@@ -16,7 +16,7 @@
 
 #include "core/batching.h"
 #include "core/config.h"
-#include "core/model.h"
+#include "core/model/causal_lm.h"
 #include "core/parallel_lanes.h"
 #include "core/tokenizer.h"
 

@@ -12,7 +12,7 @@
 #include <functional>
 #include <vector>
 
-#include "core/model.h"
+#include "core/model/causal_lm.h"
 
 namespace ganpo {
 

@@ -33,7 +33,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& config) {
 
 MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& shape) {
   MemoryEstimate e;
-  const double width = c.train.precision == "bf16" ? 2 : 4;
+  // bf16 autocast keeps float32 weights and gradients and halves the activations.
+  const double width = 4, activation_width = c.train.precision == "bf16" ? 2 : 4;
   const bool preference = c.stage == "preference";
   const double batch = static_cast<double>(std::max<int64_t>(c.train.per_device_train_batch_size, 0));
   const int64_t length = std::max<int64_t>(c.data.max_length, 0);
@@ -49,7 +50,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double values_per_token = static_cast<double>(kActivationValuesPerLayer) * static_cast<double>(shape.d_model) *
                                       static_cast<double>(shape.n_layers) +
                                   2.0 * static_cast<double>(shape.vocab_size);
-  e.activation_bytes = saturate(policy_rows * static_cast<double>(length) * values_per_token * width);
+  e.activation_bytes = saturate(policy_rows * static_cast<double>(length) * values_per_token * activation_width);
 
   if (preference && c.ganpo.enabled) {
     const GanpoConfig& g = c.ganpo;

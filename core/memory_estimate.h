@@ -2,15 +2,15 @@
 // dialog to show before anything is launched.
 //
 // Counted, in bytes:
-//   weights      policy parameters: 4 bytes each (train.precision "fp32") or 2 ("bf16")
-//   gradients    one per policy parameter, same width as the weights
+//   weights      policy parameters: 4 bytes each (float32 master weights in either precision)
+//   gradients    one per policy parameter, float32
 //   optimizer    AdamW's two moments per parameter, always fp32 (8 bytes per parameter)
-//   reference    a frozen copy of the policy for the preference stage (none for "sft")
+//   reference    a frozen float32 copy of the policy for the preference stage (none for "sft")
 //   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and
 //                AdamW moments (16 bytes per critic parameter) plus their activations (below)
 //   activation   what the policy's backward keeps: per token and layer kActivationValuesPerLayer
 //                values per d_model unit, plus the logits and their log-softmax (2 x vocab
-//                values per token), at the weights' width
+//                values per token), 4 bytes each in "fp32" and 2 under "bf16" autocast
 // The policy sees per_device_train_batch_size x 2 rows (chosen and rejected in one forward)
 // of data.max_length tokens. kActivationValuesPerLayer = 17 follows Korthikanti et al. 2022
 // ("Reducing Activation Recomputation in Large Transformer Models"): 34 s b h bytes per layer
@@ -27,7 +27,7 @@
 #include <cstdint>
 
 #include "core/config.h"
-#include "core/model_shape.h"
+#include "core/model/model_shape.h"
 
 namespace ganpo {
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/text/hf_tokenizer.h"
 
 namespace ganpo {
 
@@ -33,7 +34,10 @@ void ByteTokenizer::save(const std::string& dir) const {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
+  const bool hf_files = std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json") ||
+                        std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model");
   std::ifstream in(path);
+  if (!in && hf_files) return open_hf_folder_tokenizer(dir);
   if (!in)
     throw ModelFileError("missing " + path.string() +
                          ": the folder is not a GANPO checkpoint (or it is incomplete); pick a "
@@ -45,13 +49,17 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
     throw ModelFileError(path.string() + " is not valid JSON (" + e.what() +
                          "); the checkpoint is corrupt, use another one");
   }
-  const std::string kind = j.value("kind", "");
+  const std::string kind = j.is_object() ? j.value("kind", "") : "";
   if (kind == "byte") return std::make_unique<ByteTokenizer>();
+  if (hf_files) return open_hf_folder_tokenizer(dir);
   throw ModelFileError(path.string() + ": unsupported tokenizer kind \"" + kind +
                        "\"; this build reads \"byte\" tokenizers");
 }
 
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt) {
+  // Hugging Face tokenizers follow TRL: the prompt's own tokens, no special tokens added (a chat
+  // template renders BOS and the turn markers as text). The byte tokenizer frames the prompt.
+  if (tok.kind() != "byte") return tok.encode(prompt);
   std::vector<int64_t> ids{tok.bos_id()};
   auto body = tok.encode(prompt + "\n");
   ids.insert(ids.end(), body.begin(), body.end());
@@ -60,7 +68,7 @@ std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prom
 
 std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response) {
   auto ids = tok.encode(response);
-  ids.push_back(tok.eos_id());
+  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
   return ids;
 }
 

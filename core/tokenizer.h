@@ -40,12 +40,15 @@ public:
   void save(const std::string& dir) const override;
 };
 
-// Reads tokenizer_config.json from a checkpoint folder; throws ModelFileError if unusable.
+// The folder's tokenizer: our byte tokenizer (tokenizer_config.json "kind": "byte"), else a
+// Hugging Face tokenizer.json or tokenizer.model (core/text/hf_tokenizer.h). Throws
+// ModelFileError if none is usable.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 
-// [BOS] prompt "\n": the prompt part of every sequence.
+// The prompt part of every sequence: [BOS] prompt "\n" for the byte tokenizer; the prompt's
+// tokens without added special tokens for Hugging Face tokenizers (as TRL).
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt);
-// response [EOS]: the part the losses score.
+// response [EOS]: the part the losses score (no EOS when the tokenizer has none).
 std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response);
 
 }  // namespace ganpo

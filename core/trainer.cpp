@@ -1,6 +1,8 @@
 #include "core/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -20,9 +22,10 @@
 #include "core/generate.h"
 #include "core/lists_task.h"
 #include "core/lr_schedule.h"
-#include "core/model.h"
+#include "core/model/causal_lm.h"
+#include "core/model/hf_weights.h"
+#include "core/model/safetensors.h"
 #include "core/opo_losses.h"
-#include "core/safetensors.h"
 #include "core/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -134,6 +137,44 @@ std::string resolve_device(const std::string& device) {
   return device;
 }
 
+namespace {
+
+// train.precision = "bf16" on CUDA: forward passes autocast to bf16 while weights, optimiser
+// states, losses and EMA means stay float32 (softmax / log-softmax autocast to float32).
+class Bf16Autocast {
+public:
+  explicit Bf16Autocast(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    was_enabled_ = at::autocast::is_enabled();
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+#else
+    at::autocast::set_enabled(was_enabled_);
+#endif
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+private:
+  bool on_;
+  bool was_enabled_ = false;
+};
+
+}  // namespace
+
 struct Trainer::State {
   RunConfig config;
   RunObserver& observer;
@@ -183,12 +224,19 @@ struct Trainer::State {
   }
 
   void log(const std::string& level, const std::string& text) { observer.on_log(level, text); }
+  std::function<void(const std::string&)> warn_sink() {
+    return [this](const std::string& text) { log("warning", text); };
+  }
 
   // ---- setup ---------------------------------------------------------------------------------
   void setup() {
     validate_or_throw(config);
     preference = config.stage == "preference";
     device = torch::Device(resolve_device(config.device));
+    if (config.train.precision == "bf16" && device.is_cpu())
+      throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
+                        config.device + "\" to the CPU, where this build computes in float32: set "
+                        "train.precision = \"fp32\" or run on a CUDA machine");
     setup_cpu_threads();
     torch::manual_seed(static_cast<uint64_t>(config.seed));
 
@@ -244,7 +292,7 @@ struct Trainer::State {
 
   void build_models() {
     if (!config.model.checkpoint.empty()) {
-      auto loaded = load_model_folder(config.model.checkpoint, device);
+      auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink());
       policy = loaded.model;
       tokenizer = std::move(loaded.tokenizer);
     } else {
@@ -259,10 +307,10 @@ struct Trainer::State {
     if (preference) {
       const std::string ref_dir = !config.model.reference.empty() ? config.model.reference : config.model.checkpoint;
       if (!ref_dir.empty()) {
-        reference = load_model_folder(ref_dir, device).model;
+        reference = load_model_folder(ref_dir, device, warn_sink()).model;
       } else {
         // A fresh policy's reference is a frozen copy of its starting weights.
-        reference = CausalLM(policy->shape());
+        reference = CausalLM(policy->shape(), /*init=*/false);
         torch::NoGradGuard guard;
         auto src = policy->parameters();
         auto dst = reference->parameters();
@@ -510,6 +558,7 @@ struct Trainer::State {
     optimizer->zero_grad();
     for (int64_t micro = 0; micro < GA; ++micro) {
       auto idx = next_indices();
+      Bf16Autocast autocast(config.train.precision == "bf16" && device.is_cuda());
       if (preference)
         preference_micro_step(idx, 1.0 / static_cast<double>(GA), micro == GA - 1);
       else
@@ -642,7 +691,8 @@ struct Trainer::State {
   std::string save_checkpoint(const std::string& name, bool with_state) {
     const std::string dir = (fs::path(config.output_dir) / name).string();
     write_folder_atomically(dir, [&](const std::string& tmp) {
-      save_model_files(tmp, policy, *tokenizer);
+      save_model_files(tmp, policy, *tokenizer,
+                       {config.model.save_dtype, static_cast<uint64_t>(config.model.max_shard_mb) * 1'000'000ULL});
       write_json_file((fs::path(tmp) / "meta.json").string(), meta_json());
       std::ofstream(fs::path(tmp) / "run_config.toml") << config_to_toml(config);
       if (with_state) write_trainer_state(tmp);
@@ -655,8 +705,7 @@ struct Trainer::State {
     const fs::path ts = fs::path(dir) / "trainer_state";
     if (!fs::is_directory(ts))
       throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
-    auto weights = load_safetensors((fs::path(dir) / "model.safetensors").string());
-    load_model_state(policy, weights.tensors, dir);
+    policy->set_stored_dtype(load_model_weights(policy, dir, warn_sink()));
     auto state = read_json_file((ts / "state.json").string());
     try {
       torch::load(*optimizer, (ts / "optimizer.pt").string());

@@ -8,6 +8,7 @@ packages=(
   libtorch-dev libopenblas0-pthread   # without OpenBLAS, LibTorch uses the reference BLAS (~15x slower)
   libsqlite3-dev sqlite3
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
+  libpcre2-dev libutf8proc-dev libsentencepiece-dev   # tokenizer.json regexes, NFC; tokenizer.model (-DGANPO_WITH_SENTENCEPIECE=ON)
   libgtest-dev libgmock-dev libbenchmark-dev
   qt6-base-dev qt6-svg-dev libqcustomplot-dev libqcustomplot2.1-qt6
   xvfb xauth imagemagick fonts-dejavu-core

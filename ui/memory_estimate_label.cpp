@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/memory_estimate.h"
+#include "core/model/architectures.h"
 
 namespace ganpo::ui {
 
@@ -39,7 +40,7 @@ std::optional<ModelShape> MemoryEstimateLabel::checkpointShape(const std::string
   QFile file(QString::fromStdString(folder) + QStringLiteral("/config.json"));
   if (!folder.empty() && file.open(QIODevice::ReadOnly)) {
     try {
-      cached_shape_ = shape_from_json(nlohmann::json::parse(file.readAll().toStdString()));
+      cached_shape_ = read_hf_config(nlohmann::json::parse(file.readAll().toStdString()));
     } catch (const std::exception&) {
       // An unreadable config.json is reported when the run starts; the estimate falls back.
     }

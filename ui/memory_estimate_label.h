@@ -12,7 +12,7 @@
 #include <optional>
 
 #include "core/config.h"
-#include "core/model_shape.h"
+#include "core/model/model_shape.h"
 
 namespace ganpo::ui {
 

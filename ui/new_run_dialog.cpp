@@ -22,7 +22,7 @@
 
 #include "core/error.h"
 #include "core/memory_estimate.h"
-#include "core/model_shape.h"
+#include "core/model/model_shape.h"
 #include "ui/config_form.h"
 #include "ui/dataset_preview.h"
 #include "ui/form_page.h"

@@ -42,6 +42,26 @@ struct GenerateArgs {
 };
 int generate_command(const GenerateArgs& args);
 
+struct InspectArgs {
+  std::string model;
+  bool json = false;
+};
+int inspect_command(const InspectArgs& args);
+
+struct LogitsArgs {
+  std::string model;
+  std::vector<int64_t> ids;
+  bool json = false;
+};
+int logits_command(const LogitsArgs& args);
+
+struct TokenizeArgs {
+  std::string tokenizer;
+  bool no_special = false;  // encode adds no special tokens; decode drops them
+  bool decode = false;
+};
+int tokenize_command(const TokenizeArgs& args);
+
 struct EvalArgs {
   std::string checkpoint, reference, pairs, builtin;
   std::vector<double> temperatures{0.7, 1.0, 1.3};

@@ -64,6 +64,24 @@ int main(int argc, char** argv) {
   b->add_option("--steps", bench.steps)->capture_default_str();
   b->add_flag("--json", bench.json, "Print JSON");
 
+  InspectArgs inspect;
+  auto* in = app.add_subcommand("inspect", "What a model folder holds: architecture, size, tokenizer, memory to train it");
+  in->add_option("--model", inspect.model, "Hugging Face model folder or checkpoint")->required();
+  in->add_flag("--json", inspect.json, "Print JSON");
+
+  LogitsArgs logits;
+  auto* lg = app.add_subcommand("logits", "Logits at every position for given token ids (parity checks)");
+  lg->add_option("--model", logits.model, "Hugging Face model folder or checkpoint")->required();
+  lg->add_option("--ids", logits.ids, "Token ids, comma-separated")->delimiter(',')->required();
+  lg->add_flag("--json", logits.json, "Print every logit as JSON");
+
+  TokenizeArgs tokenize;
+  auto* tk = app.add_subcommand("tokenize", "JSON Lines on stdin: {\"text\"} -> {\"ids\"} (or --decode: {\"ids\"} -> {\"text\"})");
+  tk->add_option("--tokenizer", tokenize.tokenizer, "Folder with tokenizer.json / tokenizer.model / our tokenizer")->required();
+  tk->add_flag("--no-special", tokenize.no_special,
+               "Without special tokens: encode adds none (BOS, ...), decode drops them (as HF add_special_tokens=False / skip_special_tokens=True)");
+  tk->add_flag("--decode", tokenize.decode, "Ids to text");
+
   RunsArgs runs;
   auto* r = app.add_subcommand("runs", "List, inspect, export, delete, tag, control and resume runs of a workspace");
   r->add_option("--db", runs.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
@@ -108,6 +126,9 @@ int main(int argc, char** argv) {
     if (*d) return demo_command(demo);
     if (*b) return bench_command(bench);
     if (*r) return runs_command(runs);
+    if (*in) return inspect_command(inspect);
+    if (*lg) return logits_command(logits);
+    if (*tk) return tokenize_command(tokenize);
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "ganpo: %s\n", ex.what());
     return 1;

@@ -14,7 +14,8 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
-#include "core/model.h"
+#include "core/model/architectures.h"
+#include "core/model/causal_lm.h"
 #include "core/tokenizer.h"
 
 namespace ganpo {
@@ -84,6 +85,7 @@ protected:
     s.n_kv_heads = arch == "llama" ? 2 : 4;
     s.d_ff = 64;
     s.max_seq_len = 64;
+    architecture(arch).set_layout(s);
     return s;
   }
 

@@ -82,6 +82,8 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.rope_theta, b.model.rope_theta);
   EXPECT_EQ(a.model.checkpoint, b.model.checkpoint);
   EXPECT_EQ(a.model.reference, b.model.reference);
+  EXPECT_EQ(a.model.save_dtype, b.model.save_dtype);
+  EXPECT_EQ(a.model.max_shard_mb, b.model.max_shard_mb);
 
   EXPECT_EQ(a.data.builtin, b.data.builtin);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -159,6 +161,8 @@ RunConfig non_default_config() {
   c.model.rope_theta = 500000.0;
   c.model.checkpoint = "ckpt/step-100";
   c.model.reference = "ref\nnewline";
+  c.model.save_dtype = "bfloat16";
+  c.model.max_shard_mb = 2000;
 
   c.data.builtin = "";
   c.data.train = "train.jsonl";
@@ -257,10 +261,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("adam_epsilon = 1e-6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rope_theta = 500000.0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
-  // One line per field: 5 top-level + 11 + 10 + 4 + 12 + 17 + 6.
+  // One line per field: 5 top-level + 13 + 10 + 4 + 12 + 17 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 65u);
+  EXPECT_EQ(assignments, 67u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -462,6 +466,10 @@ std::vector<Rule> rules() {
       {"max_seq_len", [](RunConfig& c) { c.model.max_seq_len = -1; }, {"model.max_seq_len must be >= 0", "got -1"}},
       {"arch", [](RunConfig& c) { c.model.arch = "gemma"; }, {"model.arch must be one of", "llama, gpt2", "\"gemma\""}},
       {"rope_theta", [](RunConfig& c) { c.model.rope_theta = 0; }, {"model.rope_theta must be > 0", "got 0"}},
+      {"save_dtype", [](RunConfig& c) { c.model.save_dtype = "int8"; }, {"model.save_dtype must be one of", "bfloat16", "\"int8\""}},
+      {"max_shard_mb", [](RunConfig& c) { c.model.max_shard_mb = 0; }, {"model.max_shard_mb must be > 0", "got 0"}},
+      {"bf16_cpu", [](RunConfig& c) { c.device = "cpu"; c.train.precision = "bf16"; },
+       {"train.precision = \"bf16\" needs a CUDA device", "set train.precision = \"fp32\""}},
 
       {"data.builtin", [](RunConfig& c) { c.data.builtin = "words"; },
        {"data.builtin must be one of auto, lists, \"\"", "\"words\""}},

@@ -19,7 +19,7 @@
 
 #include "core/checkpoint.h"
 #include "core/lists_task.h"
-#include "core/model_shape.h"
+#include "core/model/model_shape.h"
 #include "db/run_store.h"
 #include "ui/checkpoints_view.h"
 #include "ui/generation_service.h"

@@ -12,7 +12,7 @@
 
 #include "core/checkpoint.h"
 #include "core/lists_task.h"
-#include "core/model_shape.h"
+#include "core/model/model_shape.h"
 #include "ui/generation_service.h"
 
 using namespace ganpo;

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/model.h"
+#include "core/model/causal_lm.h"
 #include "core/trainer.h"
 
 namespace fs = std::filesystem;

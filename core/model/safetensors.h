@@ -14,6 +14,7 @@
 // Assumes a little-endian host (as LibTorch effectively does).
 #pragma once
 
+#include <fstream>
 #include <map>
 #include <string>
 #include <utility>
@@ -41,5 +42,32 @@ struct SafetensorsFile {
 // CPU tensors, contiguous, owning their memory. Throws ModelFileError for a missing, short
 // or corrupt file.
 SafetensorsFile load_safetensors(const std::string& path);
+
+struct SafetensorsInfo {
+  torch::ScalarType dtype;
+  std::string dtype_name;  // "BF16", ...
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;  // absolute position of the bytes in the file
+  uint64_t nbytes = 0;
+};
+
+// One file read tensor by tensor (streamed), so a model loads without holding the file and the
+// model in memory at once. The constructor validates the whole header as load_safetensors does.
+class SafetensorsReader {
+public:
+  explicit SafetensorsReader(const std::string& path);
+  const std::string& path() const { return path_; }
+  const std::vector<std::string>& names() const { return names_; }  // in header order
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const SafetensorsInfo* find(const std::string& name) const;  // nullptr when absent
+  torch::Tensor read(const std::string& name);  // CPU, stored dtype, owning its memory
+
+private:
+  std::string path_;
+  std::ifstream in_;
+  std::vector<std::string> names_;
+  std::map<std::string, SafetensorsInfo> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
 
 }  // namespace ganpo

@@ -1,4 +1,4 @@
-#include "core/safetensors.h"
+#include "core/model/safetensors.h"
 
 #include <algorithm>
 #include <cctype>
@@ -268,7 +268,7 @@ void save_safetensors(const std::string& path,
   if (ec) fail("renaming " + tmp + " failed: " + ec.message());
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st))
@@ -280,8 +280,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
   if (ec)
     throw ModelFileError("cannot read " + path + " (" + ec.message() +
                          "); check that the file is readable");
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
+  in_.open(path, std::ios::binary);
+  if (!in_)
     throw ModelFileError("cannot open " + path + " (" + std::strerror(errno) +
                          "); check that the file is readable");
   const uint64_t file_size = static_cast<uint64_t>(fsize);
@@ -290,7 +290,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
     corrupt(path, "it is " + std::to_string(file_size) +
                       " bytes long, shorter than the 8-byte header length");
   unsigned char len[8];
-  read_exact(in, path, 0, len, 8, "the header length");
+  read_exact(in_, path, 0, len, 8, "the header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
   if (n > file_size - 8)
@@ -302,7 +302,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
   if (n < 2) corrupt(path, "header length " + std::to_string(n) + " is too small for a JSON object");
 
   std::string text(static_cast<size_t>(n), '\0');
-  read_exact(in, path, 8, text.data(), n, "the header");
+  read_exact(in_, path, 8, text.data(), n, "the header");
   if (text[0] != '{')
     corrupt(path, "the header does not start with '{' (the file is not safetensors, or is "
                   "damaged)");
@@ -318,7 +318,6 @@ SafetensorsFile load_safetensors(const std::string& path) {
   const uint64_t data_start = 8 + n;
   const uint64_t buffer_size = file_size - data_start;
 
-  SafetensorsFile result;
   std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == kMetadataKey) {
@@ -327,7 +326,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
       for (auto m = it->begin(); m != it->end(); ++m) {
         if (!m->is_string())
           corrupt(path, "metadata value for " + quote_name(m.key()) + " is not a string");
-        result.metadata[m.key()] = m->get<std::string>();
+        metadata_[m.key()] = m->get<std::string>();
       }
       continue;
     }
@@ -346,26 +345,45 @@ SafetensorsFile load_safetensors(const std::string& path) {
                         quote_name(by_offset[i]->name) + " have overlapping data_offsets");
 
   for (const auto& e : entries) {
-    torch::Tensor t;
-    try {
-      t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type).device(torch::kCPU));
-    } catch (const c10::Error&) {
-      throw ModelFileError("cannot allocate tensor " + quote_name(e.name) + " (" + e.dtype->name +
-                           " " + shape_string(e.shape) + ") from " + path +
-                           "; free some memory and try again");
-    }
-    const uint64_t nbytes = e.end - e.begin;
-    read_exact(in, path, data_start + e.begin, t.data_ptr(), nbytes,
-               "tensor " + quote_name(e.name));
-    if (e.dtype->type == torch::kBool) {
-      const auto* p = static_cast<const unsigned char*>(t.data_ptr());
-      for (uint64_t i = 0; i < nbytes; ++i)
-        if (p[i] > 1)
-          corrupt(path, "BOOL tensor " + quote_name(e.name) + " holds byte value " +
-                            std::to_string(p[i]) + " (only 0 and 1 are allowed)");
-    }
-    result.tensors.emplace(e.name, std::move(t));
+    names_.push_back(e.name);
+    tensors_[e.name] = {e.dtype->type, e.dtype->name, e.shape, data_start + e.begin, e.end - e.begin};
   }
+}
+
+const SafetensorsInfo* SafetensorsReader::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+torch::Tensor SafetensorsReader::read(const std::string& name) {
+  const SafetensorsInfo* info = find(name);
+  if (!info)
+    throw ModelFileError(path_ + " has no tensor " + quote_name(name) +
+                         "; the file does not match the model description");
+  torch::Tensor t;
+  try {
+    t = torch::empty(info->shape, torch::TensorOptions().dtype(info->dtype).device(torch::kCPU));
+  } catch (const c10::Error&) {
+    throw ModelFileError("cannot allocate tensor " + quote_name(name) + " (" + info->dtype_name +
+                         " " + shape_string(info->shape) + ") from " + path_ +
+                         "; free some memory and try again");
+  }
+  read_exact(in_, path_, info->offset, t.data_ptr(), info->nbytes, "tensor " + quote_name(name));
+  if (info->dtype == torch::kBool) {
+    const auto* p = static_cast<const unsigned char*>(t.data_ptr());
+    for (uint64_t i = 0; i < info->nbytes; ++i)
+      if (p[i] > 1)
+        corrupt(path_, "BOOL tensor " + quote_name(name) + " holds byte value " +
+                           std::to_string(p[i]) + " (only 0 and 1 are allowed)");
+  }
+  return t;
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  SafetensorsReader reader(path);
+  SafetensorsFile result;
+  result.metadata = reader.metadata();
+  for (const auto& name : reader.names()) result.tensors.emplace(name, reader.read(name));
   return result;
 }
 

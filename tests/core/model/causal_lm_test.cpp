@@ -1,4 +1,4 @@
-#include "core/model.h"
+#include "core/model/causal_lm.h"
 
 #include <atomic>
 #include <map>
@@ -12,6 +12,8 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/generate.h"
+#include "core/model/architectures.h"
+#include "core/model/hf_weights.h"
 
 namespace ganpo {
 namespace {
@@ -117,7 +119,7 @@ TEST(ModelShapeTest, PresetsResolveAsDocumented) {
 
 TEST(ModelShapeTest, JsonRoundTripAndBadFields) {
   for (auto& [name, s] : all_test_shapes()) {
-    auto back = shape_from_json(shape_to_json(s));
+    auto back = read_hf_config(write_hf_config(s));
     EXPECT_EQ(back.arch, s.arch) << name;
     EXPECT_EQ(back.d_model, s.d_model) << name;
     EXPECT_EQ(back.n_layers, s.n_layers) << name;
@@ -128,19 +130,20 @@ TEST(ModelShapeTest, JsonRoundTripAndBadFields) {
     EXPECT_EQ(back.vocab_size, s.vocab_size) << name;
     EXPECT_EQ(back.tie_embeddings, s.tie_embeddings) << name;
   }
-  auto j = shape_to_json(llama_shape());
+  auto j = write_hf_config(llama_shape());
   auto bad_type = j;
-  bad_type["model_type"] = "mistral";
-  EXPECT_THROW(shape_from_json(bad_type), ModelFileError);
+  bad_type["architectures"] = {"MambaForCausalLM"};
+  bad_type["model_type"] = "mamba";
+  EXPECT_THROW(read_hf_config(bad_type), ModelFileError);
   auto missing = j;
   missing.erase("hidden_size");
-  EXPECT_THROW(shape_from_json(missing), ModelFileError);
+  EXPECT_THROW(read_hf_config(missing), ModelFileError);
   auto wrong_type = j;
   wrong_type["num_hidden_layers"] = "two";
-  EXPECT_THROW(shape_from_json(wrong_type), ModelFileError);
+  EXPECT_THROW(read_hf_config(wrong_type), ModelFileError);
   auto impossible = j;
   impossible["num_attention_heads"] = 5;  // 32 % 5 != 0
-  EXPECT_THROW(shape_from_json(impossible), ModelFileError);
+  EXPECT_THROW(read_hf_config(impossible), ModelFileError);
 }
 
 TEST(ModelForward, OutputShapes) {

@@ -1,4 +1,4 @@
-#include "core/safetensors.h"
+#include "core/model/safetensors.h"
 
 #include <atomic>
 #include <chrono>

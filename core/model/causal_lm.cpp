@@ -1,0 +1,294 @@
+#include "core/model/causal_lm.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace ganpo {
+namespace {
+
+constexpr double kInitStd = 0.02;
+
+torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double std, double fill = 0.0,
+                         bool constant = false) {
+  if (!init) return torch::empty(sizes);
+  if (constant) return torch::full(sizes, fill);
+  return torch::empty(sizes).normal_(0.0, std);
+}
+
+// weight [out, in] and an optional bias [out]; also used as an embedding table (weight [V, d]).
+struct LinearImpl : torch::nn::Module {
+  LinearImpl(int64_t in, int64_t out, bool with_bias, bool init, double std) {
+    torch::NoGradGuard guard;
+    weight = register_parameter("weight", new_weight({out, in}, init, std));
+    if (with_bias) bias = register_parameter("bias", new_weight({out}, init, 0, 0.0, true));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+struct NormImpl : torch::nn::Module {
+  NormImpl(int64_t d, double eps, NormKind kind, bool init) : eps(eps), kind(kind) {
+    torch::NoGradGuard guard;
+    // (1 + w) norms start at w = 0, the others at w = 1, so a fresh norm is the identity scale.
+    const double one = kind == NormKind::rms_plus_one ? 0.0 : 1.0;
+    weight = register_parameter("weight", new_weight({d}, init, 0, one, true));
+    if (kind == NormKind::layer_norm) bias = register_parameter("bias", new_weight({d}, init, 0, 0.0, true));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (kind == NormKind::layer_norm) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+    auto normed = x * torch::rsqrt(x.pow(2).mean(-1, true) + eps);
+    return kind == NormKind::rms_plus_one ? normed * (1.0 + weight) : normed * weight;
+  }
+  torch::Tensor weight, bias;
+  double eps;
+  NormKind kind;
+};
+TORCH_MODULE(Norm);
+
+torch::Tensor soft_cap(const torch::Tensor& x, double cap) { return torch::tanh(x / cap) * cap; }
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(const ModelShape& s, bool init)
+      : n_heads(s.n_heads), n_kv_heads(s.n_kv_heads), head_dim(s.head_size()),
+        rope(s.positions == PositionKind::rope), softcap(s.attn_softcap),
+        scale(1.0 / std::sqrt(s.query_pre_attn_scalar > 0 ? s.query_pre_attn_scalar
+                                                          : static_cast<double>(s.head_size()))) {
+    const double out_std = kInitStd / std::sqrt(2.0 * s.n_layers);
+    const int64_t q = n_heads * head_dim, kv = n_kv_heads * head_dim;
+    q_proj = register_module("q_proj", Linear(s.d_model, q, s.qkv_bias, init, kInitStd));
+    k_proj = register_module("k_proj", Linear(s.d_model, kv, s.qkv_bias, init, kInitStd));
+    v_proj = register_module("v_proj", Linear(s.d_model, kv, s.qkv_bias, init, kInitStd));
+    o_proj = register_module("o_proj", Linear(q, s.d_model, s.o_bias, init, out_std));
+    if (s.qk_norm) {
+      q_norm = register_module("q_norm", Norm(head_dim, s.norm_eps, s.norm, init));
+      k_norm = register_module("k_norm", Norm(head_dim, s.norm_eps, s.norm, init));
+    }
+  }
+
+  static torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
+                                  const torch::Tensor& sin) {
+    // x [B, H, T, hd]; cos/sin [B, 1, T, hd/2]; HF's rotate-half layout.
+    auto halves = x.chunk(2, -1);
+    const auto& x1 = halves[0];
+    const auto& x2 = halves[1];
+    return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
+  }
+
+  // mask: additive [B or 1, 1, T, Tk], or undefined for plain causal attention without a cache.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, KVCache* cache, size_t layer) {
+    const auto B = x.size(0), T = x.size(1);
+    auto q = q_proj(x).view({B, T, n_heads, head_dim});
+    auto k = k_proj(x).view({B, T, n_kv_heads, head_dim});
+    auto v = v_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
+    if (q_norm) {  // per head, before RoPE
+      q = q_norm(q);
+      k = k_norm(k);
+    }
+    q = q.transpose(1, 2);  // [B, H, T, hd]
+    k = k.transpose(1, 2);  // [B, Hkv, T, hd]
+    if (rope) {
+      q = apply_rope(q, cos, sin);
+      k = apply_rope(k, cos, sin);
+    }
+    if (cache) {
+      if (cache->keys.size() <= layer) {
+        cache->keys.resize(layer + 1);
+        cache->values.resize(layer + 1);
+      }
+      if (cache->keys[layer].defined()) {
+        k = torch::cat({cache->keys[layer], k}, 2);
+        v = torch::cat({cache->values[layer], v}, 2);
+      }
+      cache->keys[layer] = k;
+      cache->values[layer] = v;
+    }
+    if (n_kv_heads != n_heads) {
+      k = k.repeat_interleave(n_heads / n_kv_heads, 1);
+      v = v.repeat_interleave(n_heads / n_kv_heads, 1);
+    }
+    torch::Tensor out;
+#if TORCH_VERSION_MAJOR >= 2
+    if (softcap == 0.0) {
+      // SDPA scales by 1/sqrt(hd); fold a different scale (query_pre_attn_scalar) into q.
+      const double fold = scale * std::sqrt(static_cast<double>(head_dim));
+      if (fold != 1.0) q = q * fold;
+      out = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask)
+                           : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+    }
+#endif
+    if (!out.defined()) {
+      auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, Tk]
+      if (softcap > 0.0) scores = soft_cap(scores, softcap);
+      if (mask.defined()) {
+        scores = scores + mask;
+      } else {
+        auto causal = torch::ones({T, k.size(2)}, x.options().dtype(torch::kBool)).triu(1);
+        scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+      }
+      out = torch::matmul(torch::softmax(scores, -1), v);
+    }
+    return o_proj(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
+  }
+
+  int64_t n_heads, n_kv_heads, head_dim;
+  bool rope;
+  double softcap, scale;
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Norm q_norm{nullptr}, k_norm{nullptr};
+};
+TORCH_MODULE(Attention);
+
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(const ModelShape& s, bool init) : kind(s.mlp) {
+    const double out_std = kInitStd / std::sqrt(2.0 * s.n_layers);
+    if (kind != MlpKind::gelu_tanh)
+      gate_proj = register_module("gate_proj", Linear(s.d_model, s.d_ff, s.mlp_bias, init, kInitStd));
+    up_proj = register_module("up_proj", Linear(s.d_model, s.d_ff, s.mlp_bias, init, kInitStd));
+    down_proj = register_module("down_proj", Linear(s.d_ff, s.d_model, s.mlp_bias, init, out_std));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    switch (kind) {
+      case MlpKind::gated_silu: return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+      case MlpKind::gated_gelu_tanh: return down_proj(torch::gelu(gate_proj(x), "tanh") * up_proj(x));
+      case MlpKind::gelu_tanh: break;
+    }
+    return down_proj(torch::gelu(up_proj(x), "tanh"));
+  }
+  MlpKind kind;
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// Pre-norm block; with sandwich norms (Gemma 2) the attention and MLP outputs are normed too:
+//   x += post_attention_layernorm(attn(input_layernorm(x)))
+//   x += post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))
+// Without them post_attention_layernorm is the norm before the MLP (HF Llama's naming).
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(const ModelShape& s, bool init) : sandwich(s.sandwich_norms) {
+    const auto norm = [&] { return Norm(s.d_model, s.norm_eps, s.norm, init); };
+    input_layernorm = register_module("input_layernorm", norm());
+    self_attn = register_module("self_attn", Attention(s, init));
+    post_attention_layernorm = register_module("post_attention_layernorm", norm());
+    if (sandwich) {
+      pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", norm());
+      post_feedforward_layernorm = register_module("post_feedforward_layernorm", norm());
+    }
+    mlp = register_module("mlp", Mlp(s, init));
+  }
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, KVCache* cache, size_t layer) {
+    auto attn = self_attn(input_layernorm(x), cos, sin, mask, cache, layer);
+    if (!sandwich) {
+      x = x + attn;
+      return x + mlp(post_attention_layernorm(x));
+    }
+    x = x + post_attention_layernorm(attn);
+    return x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)));
+  }
+  bool sandwich;
+  Norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Norm pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(Block);
+
+// Additive mask [B or 1, 1, T, past + T]: causal, within the window when window > 0, and
+// only real keys when key_mask [B, past + T] is given.
+torch::Tensor attention_mask(int64_t past, int64_t T, int64_t window, const torch::Tensor& key_mask,
+                             const torch::TensorOptions& ids, const torch::TensorOptions& values) {
+  const int64_t Tk = past + T;
+  auto q_idx = torch::arange(past, past + T, ids.dtype(torch::kLong)).view({T, 1});
+  auto k_idx = torch::arange(0, Tk, ids.dtype(torch::kLong)).view({1, Tk});
+  auto allowed = k_idx <= q_idx;
+  if (window > 0) allowed = allowed & (q_idx - k_idx < window);  // HF: kv_idx > q_idx - window
+  allowed = allowed.unsqueeze(0).unsqueeze(0);  // [1, 1, T, Tk]
+  if (key_mask.defined()) allowed = allowed & key_mask.to(torch::kBool).view({key_mask.size(0), 1, 1, Tk});
+  return torch::zeros(allowed.sizes(), values).masked_fill(allowed.logical_not(), -1e9);
+}
+
+}  // namespace
+
+torch::Tensor rope_inverse_frequencies(const ModelShape& s) {
+  const int64_t half = s.head_size() / 2;
+  auto inv_freq = 1.0 / torch::pow(s.rope_theta, torch::arange(0, half, torch::kFloat64) * 2.0 /
+                                                      static_cast<double>(s.head_size()));
+  const auto& rs = s.rope_scaling;
+  if (rs.type == "linear") return inv_freq / rs.factor;
+  if (rs.type != "llama3") return inv_freq;
+  // Llama 3.1: wavelengths above old_len / low_freq_factor are stretched by factor, those below
+  // old_len / high_freq_factor kept, and the band between blended smoothly.
+  const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+  const double low_wavelen = old_len / rs.low_freq_factor, high_wavelen = old_len / rs.high_freq_factor;
+  auto wavelen = 2.0 * M_PI / inv_freq;
+  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / rs.factor, inv_freq);
+  auto smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+  auto smoothed = (1.0 - smooth) * scaled / rs.factor + smooth * scaled;
+  auto medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
+  return torch::where(medium, smoothed, scaled);
+}
+
+CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
+  GANPO_ASSERT(shape.head_dim > 0 || shape.d_model % shape.n_heads == 0, "d_model must divide by n_heads");
+  GANPO_ASSERT(shape.n_heads % shape.n_kv_heads == 0, "n_heads must divide by n_kv_heads");
+  embed_tokens_ = register_module("embed_tokens", Linear(shape.d_model, shape.vocab_size, false, init, kInitStd));
+  if (shape.positions == PositionKind::learned)
+    embed_positions_ =
+        register_module("embed_positions", Linear(shape.d_model, shape.max_seq_len, false, init, 0.01));
+  layers_ = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < shape.n_layers; ++i) layers_->push_back(Block(shape, init));
+  norm_ = register_module("norm", Norm(shape.d_model, shape.norm_eps, shape.norm, init));
+  if (!shape.tie_embeddings)
+    lm_head_ = register_module("lm_head", Linear(shape.d_model, shape.vocab_size, false, init, kInitStd));
+  if (shape.positions == PositionKind::rope)
+    rope_inv_freq_ = register_buffer("rope_inv_freq", rope_inverse_frequencies(shape));
+}
+
+LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids_in,
+                               const torch::Tensor& key_mask, KVCache* cache) {
+  const auto B = input_ids.size(0), T = input_ids.size(1);
+  const int64_t past = cache ? cache->length() : 0;
+  torch::Tensor pos = position_ids_in;
+  if (!pos.defined())
+    pos = torch::arange(past, past + T, input_ids.options().dtype(torch::kLong)).unsqueeze(0).expand({B, T});
+  // Checked on sizes, not on the position values, so no device sync happens per forward.
+  if (past + T > shape_.max_seq_len)
+    throw Error("sequence of " + std::to_string(past + T) + " tokens exceeds the model's " +
+                "max_seq_len " + std::to_string(shape_.max_seq_len) +
+                "; lower data.max_length or sampling.max_new_tokens");
+
+  const auto& embed = embed_tokens_->as<LinearImpl>()->weight;
+  auto x = torch::embedding(embed, input_ids);  // [B, T, d]
+  if (shape_.embed_scale) x = x * std::sqrt(static_cast<double>(shape_.d_model));
+  if (embed_positions_) x = x + torch::embedding(embed_positions_->as<LinearImpl>()->weight, pos);
+  torch::Tensor cos, sin;
+  if (rope_inv_freq_.defined()) {
+    // Angles in float64: positions times frequencies lose digits in float32 at long contexts.
+    auto angles = pos.to(torch::kFloat64).unsqueeze(-1) * rope_inv_freq_;  // [B, T, hd/2]
+    cos = angles.cos().to(x.scalar_type()).unsqueeze(1);                   // [B, 1, T, hd/2]
+    sin = angles.sin().to(x.scalar_type()).unsqueeze(1);
+  }
+  // Masks only where plain causal attention is not enough: padding, a cache, or a window
+  // shorter than the keys.
+  torch::Tensor full_mask, window_mask;
+  const bool explicit_mask = key_mask.defined() || past > 0;
+  if (explicit_mask) full_mask = attention_mask(past, T, 0, key_mask, input_ids.options(), x.options());
+  const bool windowed = shape_.sliding_window > 0 && past + T > shape_.sliding_window;
+  for (size_t i = 0; i < layers_->size(); ++i) {
+    const bool sliding = windowed && shape_.layer_is_sliding(static_cast<int64_t>(i));
+    if (sliding && !window_mask.defined())
+      window_mask = attention_mask(past, T, shape_.sliding_window, key_mask, input_ids.options(), x.options());
+    x = layers_->ptr<BlockImpl>(i)->forward(x, cos, sin, sliding ? window_mask : full_mask, cache, i);
+  }
+  auto hidden = norm_->as<NormImpl>()->forward(x);
+  auto logits = torch::matmul(hidden, (lm_head_ ? lm_head_->as<LinearImpl>()->weight : embed).t());
+  if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
+  return {logits, hidden};
+}
+
+}  // namespace ganpo

@@ -1,0 +1,65 @@
+// The decoder-only causal language model: one class for every supported family.
+//
+// Built from a ModelShape, whose options select the block layout: RMSNorm or (1 + w) RMSNorm or
+// LayerNorm, rotary (with linear / llama3 scaling) or learned positions, gated SiLU / gated
+// tanh-GELU / GELU MLP, biases, per-head q/k norms, Gemma 2's extra norms, embedding scale,
+// attention and logit soft-caps, and sliding windows per layer. forward() returns the logits and
+// the final-layer hidden states after the final norm (the latents GANPO's critics read).
+// Padding is on the right for training (causality alone keeps real tokens from seeing pads) and
+// on the left for batched sampling, where position ids and a key mask come from the attention
+// mask. A KVCache makes sampling one forward per new token. Parameter names follow HF Llama
+// (embed_tokens, layers.N.self_attn.q_proj, ..., norm, lm_head); core/model/architectures.h
+// maps them to each family's names in files.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/model/model_shape.h"
+
+namespace ganpo {
+
+// Per-layer key/value cache for sampling.
+struct KVCache {
+  std::vector<torch::Tensor> keys;    // per layer [B, n_kv_heads, T_cached, head_dim]
+  std::vector<torch::Tensor> values;  // per layer [B, n_kv_heads, T_cached, head_dim]
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+struct LMOutput {
+  torch::Tensor logits;  // [B, T, V]
+  torch::Tensor hidden;  // [B, T, d] after the final norm
+};
+
+class CausalLMImpl : public torch::nn::Module {
+public:
+  // init = false leaves the weights uninitialised (they are about to be loaded from a file).
+  explicit CausalLMImpl(const ModelShape& shape, bool init = true);
+
+  // input_ids [B, T]. position_ids [B, T] (default 0..T-1 after the cache). key_mask [B, T_cache+T]
+  // (1 = real token) is only needed when rows are left-padded; cache, when given, is extended.
+  LMOutput forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {},
+                   const torch::Tensor& key_mask = {}, KVCache* cache = nullptr);
+
+  const ModelShape& shape() const { return shape_; }
+  // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
+  void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
+
+private:
+  ModelShape shape_;
+  // Modules of causal_lm.cpp's own types (Linear holds weight [out, in] and an optional bias).
+  std::shared_ptr<torch::nn::Module> embed_tokens_;     // weight [V, d]
+  std::shared_ptr<torch::nn::Module> embed_positions_;  // weight [max_seq_len, d]; learned positions only
+  torch::nn::ModuleList layers_{nullptr};
+  std::shared_ptr<torch::nn::Module> norm_;
+  std::shared_ptr<torch::nn::Module> lm_head_;  // weight [V, d]; absent when embeddings are tied
+  torch::Tensor rope_inv_freq_;                 // [head_dim/2] float64; rotary positions only
+};
+TORCH_MODULE(CausalLM);
+
+// Rotary inverse frequencies of HF's rope_init_fn for the shape (default, linear or llama3).
+torch::Tensor rope_inverse_frequencies(const ModelShape& shape);  // [head_dim/2] float64
+
+}  // namespace ganpo

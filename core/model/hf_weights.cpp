@@ -1,0 +1,303 @@
+#include "core/model/hf_weights.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/model/architectures.h"
+#include "core/model/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace ganpo {
+namespace {
+
+constexpr const char* kSingleFile = "model.safetensors";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string shape_text(torch::IntArrayRef sizes) { return c10::str(sizes); }
+
+// One HF tensor and the parameter(s) it holds (three for a fused q/k/v).
+struct Binding {
+  std::string hf_name;
+  WeightLayout layout = WeightLayout::same;
+  std::vector<std::string> params;  // our names, by part
+  std::vector<torch::Tensor> values;
+
+  std::vector<int64_t> hf_shape() const {
+    auto s = values[0].sizes().vec();
+    if (layout == WeightLayout::same) return s;
+    if (layout == WeightLayout::transposed) return {s[1], s[0]};
+    int64_t rows = 0;
+    for (const auto& v : values) rows += v.size(0);
+    if (s.size() == 1) return {rows};
+    return {s[1], rows};
+  }
+  torch::Tensor to_hf() const {
+    if (layout == WeightLayout::same) return values[0].detach();
+    if (layout == WeightLayout::transposed) return values[0].detach().t();
+    auto fused = torch::cat({values[0].detach(), values[1].detach(), values[2].detach()}, 0);
+    return fused.dim() == 2 ? fused.t() : fused;
+  }
+  void copy_from_hf(const torch::Tensor& t) {
+    torch::NoGradGuard guard;
+    if (layout == WeightLayout::same) {
+      values[0].copy_(t);
+    } else if (layout == WeightLayout::transposed) {
+      values[0].copy_(t.t());
+    } else {
+      auto rows = t.dim() == 2 ? t.t() : t;
+      int64_t at = 0;
+      for (auto& v : values) {
+        v.copy_(rows.narrow(0, at, v.size(0)));
+        at += v.size(0);
+      }
+    }
+  }
+};
+
+std::vector<Binding> bindings(CausalLM& model) {
+  const Architecture& arch = architecture(model->shape().arch);
+  std::vector<Binding> out;
+  std::map<std::string, size_t> at;
+  for (const auto& p : model->named_parameters()) {
+    const HfTensorName n = arch.hf_name(p.key());
+    auto [it, fresh] = at.emplace(n.name, out.size());
+    if (fresh) out.push_back({n.name, n.layout, {}, {}});
+    Binding& b = out[it->second];
+    const size_t parts = n.layout == WeightLayout::fused_qkv ? 3 : 1;
+    b.params.resize(parts);
+    b.values.resize(parts);
+    b.params[static_cast<size_t>(n.part)] = p.key();
+    b.values[static_cast<size_t>(n.part)] = p.value();
+  }
+  for (const auto& b : out)
+    for (const auto& v : b.values) GANPO_ASSERT(v.defined(), "fused tensor " + b.hf_name + " lacks a part");
+  return out;
+}
+
+// A file name from an index must name a file in the folder, not a path elsewhere.
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos &&
+         name != "." && name != ".." && name.find('\0') == std::string::npos;
+}
+
+// The weights files of a folder and which file holds each tensor.
+class WeightFiles {
+public:
+  explicit WeightFiles(const std::string& dir) {
+    const fs::path folder(dir);
+    if (fs::exists(folder / kIndexFile)) {
+      read_index((folder / kIndexFile).string(), folder);
+    } else if (fs::exists(folder / kSingleFile)) {
+      readers_.push_back(std::make_unique<SafetensorsReader>((folder / kSingleFile).string()));
+      for (const auto& name : readers_[0]->names()) where_[name] = 0;
+      description_ = (folder / kSingleFile).string();
+    } else {
+      std::string hint;
+      if (fs::exists(folder / "pytorch_model.bin") || fs::exists(folder / "pytorch_model.bin.index.json"))
+        hint = " (it has pytorch_model.bin: convert it to safetensors with transformers' "
+               "save_pretrained(..., safe_serialization=True))";
+      throw ModelFileError(dir + " has no " + kSingleFile + " and no " + kIndexFile + hint +
+                           "; a Hugging Face model folder keeps its weights in safetensors files");
+    }
+  }
+
+  const std::string& description() const { return description_; }
+  bool has(const std::string& name) const { return where_.count(name) > 0; }
+  const std::map<std::string, size_t>& tensors() const { return where_; }
+  SafetensorsReader& reader_of(const std::string& name) { return *readers_[where_.at(name)]; }
+
+private:
+  void read_index(const std::string& path, const fs::path& folder) {
+    nlohmann::json index;
+    {
+      std::ifstream in(path);
+      try {
+        index = nlohmann::json::parse(in);
+      } catch (const std::exception& e) {
+        throw ModelFileError(path + " is not valid JSON (" + e.what() +
+                             "); restore the file or re-export the model");
+      }
+    }
+    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object() ||
+        index["weight_map"].empty())
+      throw ModelFileError(path + " has no \"weight_map\" object naming each tensor's shard; "
+                                  "restore the file or re-export the model");
+    std::map<std::string, size_t> file_index;
+    for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+      if (!it->is_string() || !plain_file_name(it->get<std::string>()))
+        throw ModelFileError(path + ": tensor \"" + it.key() +
+                             "\" is mapped to something that is not a file name in the folder; "
+                             "restore the file or re-export the model");
+      const std::string file = it->get<std::string>();
+      auto [f, fresh] = file_index.emplace(file, readers_.size());
+      if (fresh) {
+        const fs::path shard = folder / file;
+        if (!fs::exists(shard))
+          throw ModelFileError(path + " lists shard " + file + " (for tensor \"" + it.key() +
+                               "\"), which is missing from the folder; copy the whole model folder");
+        readers_.push_back(std::make_unique<SafetensorsReader>(shard.string()));
+      }
+      if (!readers_[f->second]->find(it.key()))
+        throw ModelFileError(path + " says tensor \"" + it.key() + "\" is in " + file +
+                             ", but that shard does not contain it; the index and shards do not match");
+      where_[it.key()] = f->second;
+    }
+    description_ = path + " (" + std::to_string(readers_.size()) + " shards)";
+  }
+
+  std::vector<std::unique_ptr<SafetensorsReader>> readers_;
+  std::map<std::string, size_t> where_;
+  std::string description_;
+};
+
+bool floating(torch::ScalarType t) {
+  return t == torch::kFloat32 || t == torch::kFloat16 || t == torch::kBFloat16 || t == torch::kFloat64;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> model_state(CausalLM& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& b : bindings(model)) out.emplace_back(b.hf_name, b.to_hf());
+  return out;
+}
+
+void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
+                      const std::string& source) {
+  for (auto& b : bindings(model)) {
+    auto it = tensors.find(b.hf_name);
+    if (it == tensors.end())
+      throw ModelFileError(source + " has no tensor \"" + b.hf_name +
+                           "\": the weights do not match config.json; re-export the checkpoint");
+    if (it->second.sizes().vec() != b.hf_shape())
+      throw ModelFileError(source + ": tensor \"" + b.hf_name + "\" has shape " + shape_text(it->second.sizes()) +
+                           " but the model expects " + shape_text(b.hf_shape()));
+    b.copy_from_hf(it->second);
+  }
+}
+
+std::string load_model_weights(CausalLM& model, const std::string& dir, const WarningSink& warn) {
+  const Architecture& arch = architecture(model->shape().arch);
+  WeightFiles files(dir);
+  std::set<std::string> used;
+  std::map<std::string, int64_t> stored;  // dtype -> elements
+  for (auto& b : bindings(model)) {
+    std::string name = b.hf_name;
+    const std::string prefix = arch.optional_prefix;
+    if (!files.has(name) && !prefix.empty() && starts_with(name, prefix) && files.has(name.substr(prefix.size())))
+      name = name.substr(prefix.size());
+    if (!files.has(name))
+      throw ModelFileError(files.description() + " has no tensor \"" + b.hf_name + "\", which " + arch.hf_class +
+                           " with this config.json needs; the weights do not match config.json");
+    auto& reader = files.reader_of(name);
+    const SafetensorsInfo& info = *reader.find(name);
+    if (!floating(info.dtype))
+      throw ModelFileError(reader.path() + ": tensor \"" + name + "\" is stored as " + info.dtype_name +
+                           "; model weights must be F32, F16, BF16 or F64 (quantised checkpoints are "
+                           "not supported: use the unquantised model)");
+    if (info.shape != b.hf_shape())
+      throw ModelFileError(reader.path() + ": tensor \"" + name + "\" has shape " + shape_text(info.shape) +
+                           " but config.json implies " + shape_text(b.hf_shape()) +
+                           "; the weights do not match config.json");
+    auto t = reader.read(name);
+    stored[dtype_name(t.scalar_type())] += t.numel();
+    b.copy_from_hf(t);
+    used.insert(name);
+  }
+  std::vector<std::string> extra;
+  for (const auto& [name, file] : files.tensors()) {
+    if (used.count(name)) continue;
+    bool ignored = model->shape().tie_embeddings && ends_with(name, "lm_head.weight");
+    for (const auto& suffix : arch.ignored_suffixes) ignored = ignored || ends_with(name, suffix);
+    if (!ignored) extra.push_back(name);
+  }
+  if (!extra.empty() && warn) {
+    std::string list;
+    for (size_t i = 0; i < extra.size() && i < 8; ++i) list += (i ? ", " : "") + extra[i];
+    if (extra.size() > 8) list += " and " + std::to_string(extra.size() - 8) + " more";
+    warn(dir + ": " + std::to_string(extra.size()) + " tensor(s) in the weights are not used by " +
+         arch.hf_class + " and were ignored: " + list);
+  }
+  std::string most = "float32";
+  int64_t most_elements = -1;
+  for (const auto& [dtype, n] : stored)
+    if (n > most_elements) most = dtype, most_elements = n;
+  return most;
+}
+
+uint64_t model_weights_bytes(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".safetensors") total += entry.file_size(ec);
+  return total;
+}
+
+void save_model_weights(const std::string& dir, CausalLM& model, torch::ScalarType dtype,
+                        uint64_t max_shard_bytes) {
+  const auto state = model_state(model);
+  const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+  std::vector<std::vector<size_t>> shards(1);
+  uint64_t shard_bytes = 0, total = 0;
+  for (size_t i = 0; i < state.size(); ++i) {
+    const uint64_t bytes = static_cast<uint64_t>(state[i].second.numel() * element);
+    if (shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(i);
+    shard_bytes += bytes;
+    total += bytes;
+  }
+  const fs::path folder(dir);
+  std::error_code ec;
+  fs::remove(folder / kSingleFile, ec);
+  fs::remove(folder / kIndexFile, ec);
+  // One shard's converted copies at a time, so saving needs little memory beyond the model.
+  const auto write_shard = [&](const std::vector<size_t>& items, const std::string& path) {
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (size_t i : items) tensors.emplace_back(state[i].first, state[i].second.to(torch::kCPU, dtype));
+    save_safetensors(path, tensors, {{"format", "pt"}});
+  };
+  if (shards.size() == 1) {
+    write_shard(shards[0], (folder / kSingleFile).string());
+    return;
+  }
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
+    write_shard(shards[s], (folder / name).string());
+    for (size_t i : shards[s]) weight_map[state[i].first] = name;
+  }
+  const nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  std::ofstream out(folder / kIndexFile);
+  out << index.dump(2) << "\n";
+  if (!out) throw ModelFileError("cannot write " + (folder / kIndexFile).string() + "; check free disk space");
+}
+
+torch::ScalarType dtype_from_name(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kFloat16;
+  throw Error("dtype \"" + name + "\" cannot store model weights; use float32, bfloat16 or float16");
+}
+
+std::string dtype_name(torch::ScalarType dtype) {
+  if (dtype == torch::kBFloat16) return "bfloat16";
+  if (dtype == torch::kFloat16) return "float16";
+  return "float32";
+}
+
+}  // namespace ganpo

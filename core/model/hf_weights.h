@@ -1,0 +1,55 @@
+// A model's weights as Hugging Face stores them: names, layouts, shards and dtypes.
+//
+// Reading: `model.safetensors`, or `model-0000i-of-0000n.safetensors` shards listed in
+// `model.safetensors.index.json`. Each of our parameters is found under its family's HF name
+// (core/model/architectures.h), checked against the expected shape, read on its own (streamed,
+// so peak memory stays near the model's own size) and converted to the parameter's dtype
+// (float32 on CPU) whatever the stored dtype (F32, F16, BF16, F64). Missing or mis-shaped
+// tensors, bad indexes and truncated shards are ModelFileErrors naming the file and tensor;
+// tensors the model does not use are reported through `warn`.
+//
+// Writing: the same names and layouts, in a chosen dtype, one file or shards of at most
+// `max_shard_bytes` with the index, each file written atomically.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "core/model/causal_lm.h"
+
+namespace ganpo {
+
+// Our parameters as the family's HF tensors (fused / transposed where HF stores them so).
+std::vector<std::pair<std::string, torch::Tensor>> model_state(CausalLM& model);
+
+// Copies HF-named tensors into the model; throws ModelFileError naming missing or mis-shaped
+// ones (source names where they came from).
+void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
+                      const std::string& source);
+
+using WarningSink = std::function<void(const std::string&)>;
+
+// Loads the weights of an HF model folder into model (built from the folder's config.json).
+// Returns the dtype most of them were stored in ("float32" | "bfloat16" | "float16").
+std::string load_model_weights(CausalLM& model, const std::string& dir, const WarningSink& warn = {});
+
+// Total bytes of the weights files in dir (what `ganpo inspect` and load figures compare to).
+uint64_t model_weights_bytes(const std::string& dir);
+
+constexpr uint64_t kDefaultMaxShardBytes = 5'000'000'000ULL;  // transformers' default "5GB"
+
+// Writes model.safetensors (or shards + model.safetensors.index.json) into dir.
+// dtype: torch::kFloat32, kBFloat16 or kFloat16.
+void save_model_weights(const std::string& dir, CausalLM& model, torch::ScalarType dtype,
+                        uint64_t max_shard_bytes = kDefaultMaxShardBytes);
+
+// "float32" | "bfloat16" | "float16" <-> dtype; throws ganpo::Error for other names.
+torch::ScalarType dtype_from_name(const std::string& name);
+std::string dtype_name(torch::ScalarType dtype);
+
+}  // namespace ganpo

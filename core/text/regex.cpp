@@ -1,0 +1,162 @@
+#include "core/text/regex.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "core/error.h"
+#include "core/text/utf8.h"
+
+namespace ganpo::text {
+
+namespace {
+
+// Oniguruma's \s is White_Space: the Z categories, \t..\r and U+0085. PCRE2's \s under UCP
+// leaves out U+0085, so the class is spelled out.
+constexpr const char* kSpaceItems = "\\t-\\r\\x{20}\\x{85}\\p{Z}";
+constexpr const char* kHexItems = "0-9a-fA-F";
+
+// Bounds one match attempt; ordinary tokenizer patterns need a few hundred steps per match.
+constexpr uint32_t kMatchLimit = 10'000'000;
+
+// The JIT needs a stack and a match context per thread; both are reused across calls.
+struct ThreadScratch {
+  pcre2_match_context* context = nullptr;
+  pcre2_jit_stack* jit_stack = nullptr;
+  ThreadScratch() {
+    context = pcre2_match_context_create(nullptr);
+    jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
+    if (context) {
+      pcre2_set_match_limit(context, kMatchLimit);
+      if (jit_stack) pcre2_jit_stack_assign(context, nullptr, jit_stack);
+    }
+  }
+  ~ThreadScratch() {
+    if (context) pcre2_match_context_free(context);
+    if (jit_stack) pcre2_jit_stack_free(jit_stack);
+  }
+};
+
+ThreadScratch& scratch() {
+  thread_local ThreadScratch s;
+  return s;
+}
+
+}  // namespace
+
+struct Regex::Impl {
+  pcre2_code* code = nullptr;
+  bool jit = false;
+  ~Impl() {
+    if (code) pcre2_code_free(code);
+  }
+};
+
+std::string Regex::translate_oniguruma(const std::string& p) {
+  std::string out;
+  out.reserve(p.size() + 32);
+  bool in_class = false;
+  size_t class_start = 0;  // index in p just after '[' or '[^'
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char e = p[i + 1];
+      if (e == 'Q') {  // quoted run: copied verbatim up to \E
+        const size_t end = p.find("\\E", i + 2);
+        const size_t stop = end == std::string::npos ? p.size() : end + 2;
+        out.append(p, i, stop - i);
+        i = stop - 1;
+        continue;
+      }
+      if (in_class) {
+        if (e == 's') out += kSpaceItems;
+        else if (e == 'h') out += kHexItems;
+        else out.append(p, i, 2);
+      } else {
+        if (e == 's') out += std::string("[") + kSpaceItems + "]";
+        else if (e == 'S') out += std::string("[^") + kSpaceItems + "]";
+        else if (e == 'h') out += std::string("[") + kHexItems + "]";
+        else if (e == 'H') out += std::string("[^") + kHexItems + "]";
+        else out.append(p, i, 2);
+      }
+      ++i;
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out += c;
+      if (i + 1 < p.size() && p[i + 1] == '^') {
+        out += '^';
+        ++i;
+      }
+      class_start = i + 1;
+      continue;
+    }
+    if (in_class) {
+      if (c == '[' && i + 1 < p.size() && p[i + 1] == ':') {  // POSIX class [:alpha:]
+        const size_t end = p.find(":]", i + 2);
+        if (end != std::string::npos) {
+          out.append(p, i, end + 2 - i);
+          i = end + 1;
+          continue;
+        }
+      }
+      if (c == ']' && i != class_start) in_class = false;  // a leading ']' is a literal
+    }
+    out += c;
+  }
+  return out;
+}
+
+Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_unique<Impl>()) {
+  const std::string translated = translate_oniguruma(pattern);
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  // MULTILINE: in Oniguruma's Ruby syntax ^ and $ always match at line boundaries.
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, nullptr);
+  if (!impl_->code) {
+    PCRE2_UCHAR buffer[256];
+    pcre2_get_error_message(error, buffer, sizeof buffer);
+    throw Error("regular expression " + pattern + " does not compile (" +
+                reinterpret_cast<const char*>(buffer) + " at offset " + std::to_string(offset) +
+                " of the PCRE2 form " + translated + ")");
+  }
+  // Without a JIT (some architectures) the interpreter gives the same matches, only slower.
+  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+}
+
+Regex::~Regex() = default;
+
+void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
+  if (s.empty()) return;
+  ThreadScratch& ts = scratch();
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
+  if (!md) return;
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
+  size_t from = 0;
+  size_t last_match_end = static_cast<size_t>(-1);
+  while (from <= s.size()) {
+    // Input is valid UTF-8 (encode() repairs it first) and `from` is a character boundary.
+    const int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, s.size(), from,
+                                                PCRE2_NO_UTF_CHECK, md, ts.context)
+                              : pcre2_match(impl_->code, subject, s.size(), from,
+                                            PCRE2_NO_UTF_CHECK, md, ts.context);
+    if (rc < 0) break;  // no match, or the match limit: the rest counts as not matched
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    const size_t start = ov[0], end = ov[1];
+    if (end < start || end > s.size()) break;  // \K tricks; not used by tokenizers
+    // Oniguruma (like Rust's regex) skips an empty match right where the previous one ended
+    // and tries again one character later.
+    if (start == end && end == last_match_end) {
+      if (from >= s.size()) break;
+      from += utf8_length(static_cast<unsigned char>(s[from]));
+      continue;
+    }
+    out.emplace_back(start, end);
+    last_match_end = end;
+    from = end;
+  }
+  pcre2_match_data_free(md);
+}
+
+}  // namespace ganpo::text

@@ -1,0 +1,45 @@
+// Regular expressions of tokenizer.json files, run with PCRE2.
+//
+// Hugging Face's tokenizers compile the Split pre-tokenizer and Replace patterns with Oniguruma
+// (Ruby syntax). Regex compiles the same pattern with PCRE2 in UTF + Unicode-property mode with
+// its JIT, after rewriting the few escapes whose meaning differs between the two engines (\s is
+// Unicode White_Space in Oniguruma, \h a hex digit; ^ and $ are line anchors). find_all()
+// iterates matches the way Oniguruma's find_iter does, empty matches included.
+//
+// Matching is bounded (a PCRE2 match limit): a pathological pattern on a pathological text
+// stops matching there and the rest of the text counts as not matched, instead of hanging.
+// A Regex is immutable after construction and safe to use from several threads at once.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ganpo::text {
+
+class Regex {
+public:
+  // Throws ganpo::Error whose message gives PCRE2's reason and the offset in the pattern.
+  explicit Regex(const std::string& pattern);
+  ~Regex();
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+
+  // Appends the [start, end) byte ranges of the successive matches in `s` (valid UTF-8).
+  void find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const;
+
+  const std::string& pattern() const { return pattern_; }
+
+  // The PCRE2 pattern an Oniguruma pattern is rewritten to (exposed for tests).
+  static std::string translate_oniguruma(const std::string& pattern);
+
+private:
+  struct Impl;
+  std::string pattern_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ganpo::text
