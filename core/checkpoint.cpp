@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/cpu_runtime.h"
 #include "core/error.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
@@ -64,7 +65,9 @@ ModelShape read_model_config(const std::string& dir) {
 }
 
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn) {
+  tune_allocator_for_tensors();
   CausalLM model(read_model_config(dir), /*init=*/false);
+  for (auto& p : model->parameters()) advise_huge_pages(p.data_ptr(), p.nbytes());
   model->set_stored_dtype(load_model_weights(model, dir, warn));
   return model;
 }

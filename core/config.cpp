@@ -75,6 +75,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(data, max_prompt_length),
       GANPO_FIELD(data, label_noise),
       GANPO_FIELD(data, on_bad_line),
+      GANPO_FIELD(data, chat_template),
       GANPO_FIELD(data, builtin_train_size),
       GANPO_FIELD(data, builtin_eval_size),
 

@@ -44,6 +44,9 @@ struct DataConfig {
   int64_t max_prompt_length = 100;
   double label_noise = 0.0;       // built-in task: fraction of pairs with chosen/rejected swapped
   std::string on_bad_line = "error";  // "error" | "skip"
+  // Conversational rows: "" = the template in the model's tokenizer_config.json, recognised as
+  // one of core/text/chat_template.h's families; or a family / variant name ("llama3", "chatml").
+  std::string chat_template;
   int64_t builtin_train_size = 4000;  // built-in task: examples generated for training
   int64_t builtin_eval_size = 200;    // built-in task: held-out examples
 };

@@ -69,6 +69,13 @@ void require_row_object(const json& row) {
   if (!row.is_object()) throw DataError("row is not an object");
 }
 
+std::vector<ChatMessage> to_messages(const json& messages, size_t from = 0, size_t to = std::string::npos) {
+  std::vector<ChatMessage> out;
+  for (size_t i = from; i < messages.size() && i < to; ++i)
+    out.push_back({messages[i]["role"].get<std::string>(), messages[i]["content"].get<std::string>()});
+  return out;
+}
+
 // TRL's implicit prompt: the messages both conversations share are the prompt.
 PreferenceExample split_implicit_prompt(const json& chosen, const json& rejected) {
   size_t shared = 0;
@@ -76,8 +83,12 @@ PreferenceExample split_implicit_prompt(const json& chosen, const json& rejected
     ++shared;
   json prompt = json::array();
   for (size_t i = 0; i < shared; ++i) prompt.push_back(chosen[i]);
-  return {render_messages(prompt, true), assistant_text(chosen, shared),
-          assistant_text(rejected, shared)};
+  PreferenceExample ex{render_messages(prompt, true), assistant_text(chosen, shared),
+                       assistant_text(rejected, shared)};
+  ex.prompt_messages = to_messages(chosen, 0, shared);
+  ex.chosen_messages = to_messages(chosen, shared);
+  ex.rejected_messages = to_messages(rejected, shared);
+  return ex;
 }
 
 // nlohmann's what() reads "[json.exception.parse_error.101] parse error at line 1, column 7:
@@ -218,6 +229,11 @@ PreferenceExample preference_from_json(const json& row) {
   if (prompt != row.end()) {
     require_string_or_messages(*prompt, "prompt");
     ex = {prompt_text(*prompt), response_text(chosen), response_text(rejected)};
+    if (is_message_list(*prompt) && is_message_list(chosen) && is_message_list(rejected)) {
+      ex.prompt_messages = to_messages(*prompt);
+      ex.chosen_messages = to_messages(chosen);
+      ex.rejected_messages = to_messages(rejected);
+    }
   } else if (is_message_list(chosen) && is_message_list(rejected)) {
     ex = split_implicit_prompt(chosen, rejected);
   } else {
@@ -242,12 +258,18 @@ SftExample sft_from_json(const json& row) {
       throw DataError("the last message in \"messages\" must have role \"assistant\"");
     json prompt(messages->begin(), messages->end() - 1);
     ex = {render_messages(prompt, true), messages->back()["content"].get<std::string>()};
+    ex.prompt_messages = to_messages(*messages, 0, messages->size() - 1);
+    ex.completion_messages = to_messages(*messages, messages->size() - 1);
   } else if (row.contains("prompt") || row.contains("completion")) {
     const json& prompt = require_key(row, "prompt");
     const json& completion = require_key(row, "completion");
     require_string_or_messages(prompt, "prompt");
     require_string_or_messages(completion, "completion");
     ex = {prompt_text(prompt), response_text(completion)};
+    if (is_message_list(prompt) && is_message_list(completion)) {
+      ex.prompt_messages = to_messages(prompt);
+      ex.completion_messages = to_messages(completion);
+    }
   } else if (auto text = row.find("text"); text != row.end()) {
     if (!text->is_string()) throw DataError("key \"text\" must be a string");
     ex = {"", text->get<std::string>()};
@@ -281,6 +303,30 @@ void write_preference_jsonl(const std::vector<PreferenceExample>& rows, const st
   }
   out.close();
   if (!out) throw DataError("cannot write dataset " + path + ": write failed (disk full?)");
+}
+
+void apply_chat_template(std::vector<PreferenceExample>& rows, const ChatTemplate& tmpl, const std::string& source) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto& ex = rows[i];
+    if (!ex.conversational()) continue;
+    const PreferenceText t = tmpl.render_preference(ex.prompt_messages, ex.chosen_messages, ex.rejected_messages,
+                                                    source + " row " + std::to_string(i + 1));
+    ex.prompt = t.prompt;
+    ex.chosen = t.chosen;
+    ex.rejected = t.rejected;
+  }
+}
+
+void apply_chat_template(std::vector<SftExample>& rows, const ChatTemplate& tmpl, const std::string& source) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto& ex = rows[i];
+    if (!ex.conversational()) continue;
+    // An SFT row is a preference row with one completion: the same prompt / completion split.
+    const PreferenceText t = tmpl.render_preference(ex.prompt_messages, ex.completion_messages,
+                                                    ex.completion_messages, source + " row " + std::to_string(i + 1));
+    ex.prompt = t.prompt;
+    ex.completion = t.chosen;
+  }
 }
 
 }  // namespace ganpo

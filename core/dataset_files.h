@@ -64,6 +64,13 @@ void shuffle_split(std::vector<T> all, double eval_fraction, uint64_t seed, std:
   train = std::move(all);
 }
 
+// Renders conversational rows with the model's chat template, as TRL's apply_chat_template:
+// the prompt with the generation prompt, each completion as what the full conversation adds to
+// it. Standard rows are left as they are. Errors name `source` and the row (1-based).
+void apply_chat_template(std::vector<PreferenceExample>& rows, const ChatTemplate& tmpl, const std::string& source);
+void apply_chat_template(std::vector<SftExample>& rows, const ChatTemplate& tmpl, const std::string& source);
+
+
 // Writes rows as JSONL (used by the demo and tests to make files in TRL format).
 void write_preference_jsonl(const std::vector<PreferenceExample>& rows, const std::string& path);
 

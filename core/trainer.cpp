@@ -26,6 +26,7 @@
 #include "core/model/hf_weights.h"
 #include "core/model/safetensors.h"
 #include "core/opo_losses.h"
+#include "core/text/chat_template.h"
 #include "core/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -329,6 +330,26 @@ struct Trainer::State {
     policy->train();
   }
 
+  // Conversational rows in the model's chat template (TRL's apply_chat_template); the byte
+  // tokenizer has none and keeps the plain role rendering of dataset_files.h.
+  template <typename Row>
+  void render_conversations(std::vector<Row>& train, std::vector<Row>& eval) {
+    const auto conversational = [](const Row& r) { return r.conversational(); };
+    if (std::none_of(train.begin(), train.end(), conversational) &&
+        std::none_of(eval.begin(), eval.end(), conversational))
+      return;
+    if (tokenizer->kind() == "byte") {
+      log("info", "conversational rows use the plain <|role|> rendering: the byte tokenizer has no chat template");
+      return;
+    }
+    const ChatTemplate tmpl = ChatTemplate::from_model_folder(config.model.checkpoint, config.data.chat_template);
+    log("notice", "chat template: " + tmpl.variant() +
+                    (config.data.chat_template.empty() ? " (recognised in the model's tokenizer_config.json)"
+                                                       : " (data.chat_template = \"" + config.data.chat_template + "\")"));
+    apply_chat_template(train, tmpl, config.data.train + " (training split)");
+    apply_chat_template(eval, tmpl, (config.data.eval.empty() ? config.data.train : config.data.eval) + " (held-out split)");
+  }
+
   void load_data() {
     const auto& d = config.data;
     const uint64_t seed = static_cast<uint64_t>(config.seed);
@@ -340,6 +361,7 @@ struct Trainer::State {
         eval = lists::make_preference_pairs(d.builtin_eval_size, 0.0, seed + 7919);
       } else {
         load_files(load_preference_file, train, eval);
+        render_conversations(train, eval);
       }
       for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
@@ -351,6 +373,7 @@ struct Trainer::State {
         eval = lists::make_sft_corpus(d.builtin_eval_size, 1.0, seed + 7919);
       } else {
         load_files(load_sft_file, train, eval);
+        render_conversations(train, eval);
       }
       for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));

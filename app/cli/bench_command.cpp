@@ -10,6 +10,12 @@
 namespace ganpo::cli {
 namespace {
 
+// The model a bench measured: the folder it loaded, else the preset (or "custom" shape).
+std::string model_label(const RunConfig& config) {
+  if (!config.model.checkpoint.empty()) return config.model.checkpoint;
+  return config.model.preset.empty() ? "custom" : config.model.preset;
+}
+
 class StepTimes final : public RunObserver {
 public:
   void on_start(int64_t, int64_t, const std::map<std::string, std::string>& info) override {
@@ -62,7 +68,7 @@ int bench_command(const BenchArgs& args) {
     return 2;
   }
   nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
-                           {"device", resolve_device(config.device)}, {"model", config.model.preset}};
+                           {"device", resolve_device(config.device)}, {"model", model_label(config)}};
   if (config.stage == "sft") {
     auto f = measure(config, args.steps);
     report["sft"] = {{"median_step_time_s", f.step_time_s}, {"tokens_per_s", f.tokens_per_s}};
@@ -82,7 +88,7 @@ int bench_command(const BenchArgs& args) {
     return 0;
   }
   std::printf("%s stage, %s model, %lld measured steps on %s\n", config.stage.c_str(),
-              config.model.preset.empty() ? "custom" : config.model.preset.c_str(), static_cast<long long>(args.steps),
+              model_label(config).c_str(), static_cast<long long>(args.steps),
               report["device"].get<std::string>().c_str());
   if (!report["cpu_threads"].get<std::string>().empty())
     std::printf("  threads: %s (train.num_threads = %lld)\n", report["cpu_threads"].get<std::string>().c_str(),

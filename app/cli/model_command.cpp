@@ -12,6 +12,7 @@
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
+#include "core/text/chat_template.h"
 #include "core/text/hf_tokenizer.h"
 
 namespace ganpo::cli {
@@ -86,6 +87,13 @@ nlohmann::json describe(const std::string& dir) {
   } catch (const std::exception& e) {
     j["tokenizer"] = {{"error", e.what()}};
   }
+  if (!j["tokenizer"].contains("error") && j["tokenizer"]["kind"] != "byte") {
+    try {
+      j["chat_template"] = ChatTemplate::from_model_folder(dir, "").variant();
+    } catch (const std::exception&) {
+      j["chat_template"] = nullptr;  // none, or one this build does not recognise
+    }
+  }
   // Training memory with this build's defaults for a preference run with GANPO on.
   RunConfig c;
   c.stage = "preference";
@@ -128,6 +136,10 @@ void print_text(const nlohmann::json& j) {
     std::printf("  tokenizer        %s, %lld tokens, bos %lld, eos %lld, pad %lld\n", t["kind"].get<std::string>().c_str(),
                 t["vocab_size"].get<long long>(), t["bos_id"].get<long long>(), t["eos_id"].get<long long>(),
                 t["pad_id"].get<long long>());
+  if (j.contains("chat_template"))
+    std::printf("  chat template    %s\n", j["chat_template"].is_null()
+                                              ? "none recognised (set data.chat_template for conversational data)"
+                                              : j["chat_template"].get<std::string>().c_str());
   std::printf("  training memory  %s (%s)\n", gib(j["training_memory"]["total_bytes"].get<double>()).c_str(),
               j["training_memory"]["assumes"].get<std::string>().c_str());
 }

@@ -192,6 +192,7 @@ std::string load_model_weights(CausalLM& model, const std::string& dir, const Wa
   WeightFiles files(dir);
   std::set<std::string> used;
   std::map<std::string, int64_t> stored;  // dtype -> elements
+  torch::Tensor staging;                  // one read buffer for every tensor
   for (auto& b : bindings(model)) {
     std::string name = b.hf_name;
     const std::string prefix = arch.optional_prefix;
@@ -210,7 +211,7 @@ std::string load_model_weights(CausalLM& model, const std::string& dir, const Wa
       throw ModelFileError(reader.path() + ": tensor \"" + name + "\" has shape " + shape_text(info.shape) +
                            " but config.json implies " + shape_text(b.hf_shape()) +
                            "; the weights do not match config.json");
-    auto t = reader.read(name);
+    auto t = reader.read(name, staging);
     stored[dtype_name(t.scalar_type())] += t.numel();
     b.copy_from_hf(t);
     used.insert(name);

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cpu_runtime.h"
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
 #include <unistd.h>
@@ -377,6 +379,23 @@ torch::Tensor SafetensorsReader::read(const std::string& name) {
                            std::to_string(p[i]) + " (only 0 and 1 are allowed)");
   }
   return t;
+}
+
+torch::Tensor SafetensorsReader::read(const std::string& name, torch::Tensor& staging) {
+  const SafetensorsInfo* info = find(name);
+  if (!info || info->dtype == torch::kBool) return read(name);
+  if (!staging.defined() || static_cast<uint64_t>(staging.numel()) < info->nbytes) {
+    staging = torch::Tensor();  // release the old buffer before the larger one is allocated
+    try {
+      staging = torch::empty({static_cast<int64_t>(std::max<uint64_t>(info->nbytes, 1))}, torch::kUInt8);
+      advise_huge_pages(staging.data_ptr(), info->nbytes);
+    } catch (const c10::Error&) {
+      throw ModelFileError("cannot allocate " + std::to_string(info->nbytes) + " bytes to read tensor " +
+                           quote_name(name) + " from " + path_ + "; free some memory and try again");
+    }
+  }
+  read_exact(in_, path_, info->offset, staging.data_ptr(), info->nbytes, "tensor " + quote_name(name));
+  return torch::from_blob(staging.data_ptr(), info->shape, torch::TensorOptions().dtype(info->dtype));
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

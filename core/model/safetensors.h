@@ -61,6 +61,10 @@ public:
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const SafetensorsInfo* find(const std::string& name) const;  // nullptr when absent
   torch::Tensor read(const std::string& name);  // CPU, stored dtype, owning its memory
+  // Same, but the bytes land in `staging` (a byte tensor grown as needed and reused across
+  // calls), so loading a model does not allocate and fault in a fresh buffer per tensor. The
+  // result views staging: copy it before the next call.
+  torch::Tensor read(const std::string& name, torch::Tensor& staging);
 
 private:
   std::string path_;

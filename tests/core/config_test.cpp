@@ -88,6 +88,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.data.builtin, b.data.builtin);
   EXPECT_EQ(a.data.train, b.data.train);
   EXPECT_EQ(a.data.eval, b.data.eval);
+  EXPECT_EQ(a.data.chat_template, b.data.chat_template);
   EXPECT_EQ(a.data.eval_fraction, b.data.eval_fraction);
   EXPECT_EQ(a.data.max_length, b.data.max_length);
   EXPECT_EQ(a.data.max_prompt_length, b.data.max_prompt_length);
@@ -167,6 +168,7 @@ RunConfig non_default_config() {
   c.data.builtin = "";
   c.data.train = "train.jsonl";
   c.data.eval = "eval.jsonl";
+  c.data.chat_template = "chatml";
   c.data.eval_fraction = 1.0 / 3.0;
   c.data.max_length = 1024;
   c.data.max_prompt_length = 512;
@@ -261,10 +263,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("adam_epsilon = 1e-6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rope_theta = 500000.0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
-  // One line per field: 5 top-level + 13 + 10 + 4 + 12 + 17 + 6.
+  // One line per field: 5 top-level + 13 + 11 + 4 + 12 + 17 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 67u);
+  EXPECT_EQ(assignments, 68u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {

