@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/text/byte_level.h"
 #include "core/text/hf_tokenizer.h"
 
 namespace ganpo {
@@ -25,11 +26,51 @@ std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
   return out;
 }
 
+namespace {
+
+constexpr const char* kByteSpecials[] = {"<|bos|>", "<|eos|>", "<|pad|>"};  // ids 256, 257, 258
+
+// The byte tokenizer as Hugging Face's tokenizers library spells it: byte-level BPE without
+// merges, whose 256 tokens are the GPT-2 byte characters in byte order (so id = byte value),
+// plus BOS / EOS / PAD as special added tokens. transformers' AutoTokenizer then encodes and
+// decodes exactly as ByteTokenizer does (text that spells a special token literally aside).
+nlohmann::json byte_tokenizer_json() {
+  const auto& alphabet = text::ByteLevelAlphabet::get();
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[alphabet.utf8_of(static_cast<unsigned char>(b))] = b;
+  nlohmann::json added = nlohmann::json::array();
+  for (int i = 0; i < 3; ++i)
+    added.push_back({{"id", 256 + i}, {"content", kByteSpecials[i]}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  const nlohmann::json byte_level = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", byte_level},
+          {"post_processor", nullptr},
+          {"decoder", byte_level},
+          {"model",
+           {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+            {"ignore_merges", false}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+}
+
+}  // namespace
+
 void ByteTokenizer::save(const std::string& dir) const {
-  nlohmann::json j = {{"tokenizer_class", "GanpoByteTokenizer"}, {"kind", "byte"},
-                      {"vocab_size", vocab_size()}, {"bos_token_id", bos_id()},
-                      {"eos_token_id", eos_id()}, {"pad_token_id", pad_id()}};
-  std::ofstream(std::filesystem::path(dir) / "tokenizer_config.json") << j.dump(2) << "\n";
+  // "kind": "byte" is ours (load_tokenizer); the rest is what transformers reads.
+  nlohmann::json config = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"kind", "byte"},
+                           {"vocab_size", vocab_size()}, {"bos_token_id", bos_id()},
+                           {"eos_token_id", eos_id()}, {"pad_token_id", pad_id()},
+                           {"bos_token", kByteSpecials[0]}, {"eos_token", kByteSpecials[1]},
+                           {"pad_token", kByteSpecials[2]}, {"model_max_length", 1000000},
+                           {"clean_up_tokenization_spaces", false}};
+  const auto folder = std::filesystem::path(dir);
+  std::ofstream(folder / "tokenizer_config.json") << config.dump(2) << "\n";
+  std::ofstream(folder / "tokenizer.json") << byte_tokenizer_json().dump(2) << "\n";
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/model/architectures.h"
+#include "core/text/hf_tokenizer.h"
 #include "core/model/causal_lm.h"
 #include "core/tokenizer.h"
 
@@ -24,6 +25,30 @@ namespace {
 namespace fs = std::filesystem;
 
 // ---- tokenizer -----------------------------------------------------------------------------
+
+// A saved byte tokenizer is also a Hugging Face tokenizer.json (byte-level BPE without merges),
+// so AutoTokenizer opens our checkpoints; read through our tokenizer.json implementation (whose
+// ids equal HF's on real files) it gives the byte tokenizer's ids and text.
+TEST(CheckpointTokenizer, SavedByteTokenizerIsAHuggingFaceTokenizerToo) {
+  const auto dir = std::filesystem::temp_directory_path() / ("ganpo-byte-hf-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  ByteTokenizer byte;
+  byte.save(dir.string());
+  EXPECT_EQ(load_tokenizer(dir.string())->kind(), "byte");
+  auto hf = HfTokenizer::from_folder(dir.string());
+  EXPECT_EQ(hf->bos_id(), byte.bos_id());
+  EXPECT_EQ(hf->eos_id(), byte.eos_id());
+  EXPECT_EQ(hf->pad_id(), byte.pad_id());
+  EXPECT_EQ(hf->vocab_size(), byte.vocab_size());
+  for (const std::string& text : {std::string("Hello, world!"), std::string("  two spaces\n\ttab "),
+                                 std::string("h\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD"),
+                                 std::string(""), std::string("1234567890 ~`!@#$%^&*()")}) {
+    EXPECT_EQ(hf->encode(text, true), byte.encode(text)) << text;
+    EXPECT_EQ(hf->decode(byte.encode(text)), text) << text;
+  }
+  EXPECT_EQ(hf->decode({256, 'h', 'i', 257, 258}), "hi");
+  std::filesystem::remove_all(dir);
+}
 
 TEST(CheckpointTokenizer, ByteTokenizerRoundTripsUtf8) {
   ByteTokenizer tok;
@@ -186,7 +211,10 @@ TEST_F(CheckpointFolder, ConfigThatDoesNotMatchTheWeightsThrows) {
 
 TEST_F(CheckpointFolder, MissingOrCorruptTokenizerConfigThrows) {
   const auto folder = save("m");
+  // Without tokenizer_config.json the folder's tokenizer.json is a plain HF tokenizer.
   fs::remove(fs::path(folder) / "tokenizer_config.json");
+  EXPECT_EQ(load_model_folder(folder, torch::kCPU).tokenizer->encode("ok"), ByteTokenizer().encode("ok"));
+  fs::remove(fs::path(folder) / "tokenizer.json");
   expect_model_file_error(folder, "tokenizer_config.json");
   std::ofstream(fs::path(folder) / "tokenizer_config.json") << "not json";
   expect_model_file_error(folder, "tokenizer_config.json");
