@@ -64,6 +64,7 @@ int tokenize_command(const TokenizeArgs& args);
 
 struct EvalArgs {
   std::string checkpoint, reference, pairs, builtin;
+  std::string chat_template;  // conversational --pairs: "" = the policy's own template
   std::vector<double> temperatures{0.7, 1.0, 1.3};
   int64_t num_prompts = 150, max_new_tokens = 96, max_length = 200, max_prompt_length = 100;
   std::string loss_type = "sigmoid";

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include "core/dataset_files.h"
 #include "core/evaluation.h"
 #include "core/lists_task.h"
+#include "core/text/chat_template.h"
 #include "core/trainer.h"
 
 namespace ganpo::cli {
@@ -31,6 +33,11 @@ int eval_command(const EvalArgs& args) {
   nlohmann::json report;
   if (!args.pairs.empty()) {
     auto loaded = load_preference_file(args.pairs, "skip");
+    // Conversational rows in the policy's chat template, as training renders them.
+    const bool conversational = std::any_of(loaded.rows.begin(), loaded.rows.end(),
+                                            [](const PreferenceExample& ex) { return ex.conversational(); });
+    if (conversational && policy.tokenizer->kind() != "byte")
+      apply_chat_template(loaded.rows, ChatTemplate::from_model_folder(args.checkpoint, args.chat_template), args.pairs);
     std::vector<TokenizedPair> pairs;
     for (const auto& ex : loaded.rows)
       pairs.push_back(tokenize_pair(*policy.tokenizer, ex, args.max_length, args.max_prompt_length));

@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   e->add_option("--reference", ev.reference, "Reference model folder")->required();
   e->add_option("--pairs", ev.pairs, "Preference pairs (TRL JSONL/JSON)");
   e->add_option("--builtin", ev.builtin, "Built-in task for judge evaluation (lists)");
+  e->add_option("--chat-template", ev.chat_template,
+                "Conversational --pairs: template family or variant (default: the policy's tokenizer_config.json)");
   e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")->delimiter(',')->capture_default_str();
   e->add_option("--num-prompts", ev.num_prompts)->capture_default_str();
   e->add_option("--max-new-tokens", ev.max_new_tokens)->capture_default_str();
