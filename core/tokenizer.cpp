@@ -97,15 +97,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
                        "\"; this build reads \"byte\" tokenizers");
 }
 
-std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt) {
-  // Hugging Face tokenizers follow TRL: the prompt's own tokens, no special tokens added (a chat
-  // template renders BOS and the turn markers as text). The byte tokenizer frames the prompt.
-  if (tok.kind() != "byte") return tok.encode(prompt);
-  std::vector<int64_t> ids{tok.bos_id()};
-  auto body = tok.encode(prompt + "\n");
+std::vector<int64_t> ByteTokenizer::prompt_ids(const std::string& prompt) const {
+  std::vector<int64_t> ids{bos_id()};
+  auto body = encode(prompt + "\n");
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;
 }
+
+std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt) { return tok.prompt_ids(prompt); }
 
 std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response) {
   auto ids = tok.encode(response);

@@ -26,6 +26,12 @@ public:
   // Special tokens are dropped; invalid ids are skipped.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   virtual void save(const std::string& dir) const = 0;
+  // The prompt part of a sequence. Hugging Face tokenizers follow TRL: the prompt's own tokens,
+  // no special tokens added (a chat template renders BOS and the turn markers as text).
+  virtual std::vector<int64_t> prompt_ids(const std::string& prompt) const { return encode(prompt); }
+  // Whether conversational rows are rendered with the model's chat template (false: the plain
+  // <|role|> rendering of core/dataset_files.h).
+  virtual bool uses_chat_template() const { return true; }
 };
 
 class ByteTokenizer final : public Tokenizer {
@@ -38,6 +44,8 @@ public:
   std::vector<int64_t> encode(const std::string& text) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
   void save(const std::string& dir) const override;
+  std::vector<int64_t> prompt_ids(const std::string& prompt) const override;  // [BOS] prompt "\n"
+  bool uses_chat_template() const override { return false; }  // no template: the plain rendering
 };
 
 // The folder's tokenizer: our byte tokenizer (tokenizer_config.json "kind": "byte"), else a

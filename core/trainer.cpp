@@ -338,7 +338,7 @@ struct Trainer::State {
     if (std::none_of(train.begin(), train.end(), conversational) &&
         std::none_of(eval.begin(), eval.end(), conversational))
       return;
-    if (tokenizer->kind() == "byte") {
+    if (!tokenizer->uses_chat_template()) {
       log("info", "conversational rows use the plain <|role|> rendering: the byte tokenizer has no chat template");
       return;
     }

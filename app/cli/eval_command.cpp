@@ -36,7 +36,7 @@ int eval_command(const EvalArgs& args) {
     // Conversational rows in the policy's chat template, as training renders them.
     const bool conversational = std::any_of(loaded.rows.begin(), loaded.rows.end(),
                                             [](const PreferenceExample& ex) { return ex.conversational(); });
-    if (conversational && policy.tokenizer->kind() != "byte")
+    if (conversational && policy.tokenizer->uses_chat_template())
       apply_chat_template(loaded.rows, ChatTemplate::from_model_folder(args.checkpoint, args.chat_template), args.pairs);
     std::vector<TokenizedPair> pairs;
     for (const auto& ex : loaded.rows)

@@ -84,15 +84,15 @@ nlohmann::json describe(const std::string& dir) {
                       {"bos_id", tokenizer->bos_id()},
                       {"eos_id", tokenizer->eos_id()},
                       {"pad_id", tokenizer->pad_id()}};
+    if (tokenizer->uses_chat_template()) {
+      try {
+        j["chat_template"] = ChatTemplate::from_model_folder(dir, "").variant();
+      } catch (const std::exception&) {
+        j["chat_template"] = nullptr;  // none, or one this build does not recognise
+      }
+    }
   } catch (const std::exception& e) {
     j["tokenizer"] = {{"error", e.what()}};
-  }
-  if (!j["tokenizer"].contains("error") && j["tokenizer"]["kind"] != "byte") {
-    try {
-      j["chat_template"] = ChatTemplate::from_model_folder(dir, "").variant();
-    } catch (const std::exception&) {
-      j["chat_template"] = nullptr;  // none, or one this build does not recognise
-    }
   }
   // Training memory with this build's defaults for a preference run with GANPO on.
   RunConfig c;

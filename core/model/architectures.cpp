@@ -149,8 +149,8 @@ void write_llama_sizes(const ModelShape& s, nlohmann::json& j) {
   }
 }
 
-void read_llama(const nlohmann::json& j, ModelShape& s) {
-  ConfigReader r(j, "config.json");
+void read_llama(const nlohmann::json& j, const std::string& source, ModelShape& s) {
+  ConfigReader r(j, source);
   set_llama_layout(s);
   read_llama_sizes(r, s);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
@@ -166,8 +166,8 @@ void write_llama(const ModelShape& s, nlohmann::json& j) {
   j["mlp_bias"] = s.mlp_bias;
 }
 
-void read_mistral(const nlohmann::json& j, ModelShape& s) {
-  ConfigReader r(j, "config.json");
+void read_mistral(const nlohmann::json& j, const std::string& source, ModelShape& s) {
+  ConfigReader r(j, source);
   set_llama_layout(s);
   read_llama_sizes(r, s);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
@@ -185,13 +185,11 @@ void write_mistral(const ModelShape& s, nlohmann::json& j) {
 
 // Qwen2 / Qwen3: a window only when use_sliding_window, on layers >= max_window_layers.
 void read_qwen_window(const ConfigReader& r, ModelShape& s) {
-  if (r.boolean("use_sliding_window", false)) {
-    s.sliding_window = r.integer("sliding_window", 0);
-    const int64_t from = r.integer("max_window_layers", s.n_layers);
-    for (int64_t i = 0; i < s.n_layers; ++i) s.sliding_layers.push_back(i >= from);
-  }
+  if (!r.boolean("use_sliding_window", false)) return;  // HF then ignores sliding_window
+  s.sliding_window = r.integer("sliding_window", 0);
+  const int64_t from = r.integer("max_window_layers", s.n_layers);
+  for (int64_t i = 0; i < s.n_layers; ++i) s.sliding_layers.push_back(i >= from);
   read_layer_types(r, s);
-  if (!r.boolean("use_sliding_window", false)) s.sliding_window = 0;
 }
 
 void write_qwen_window(const ModelShape& s, nlohmann::json& j) {
@@ -202,8 +200,8 @@ void write_qwen_window(const ModelShape& s, nlohmann::json& j) {
   j["max_window_layers"] = first;
 }
 
-void read_qwen2(const nlohmann::json& j, ModelShape& s) {
-  ConfigReader r(j, "config.json");
+void read_qwen2(const nlohmann::json& j, const std::string& source, ModelShape& s) {
+  ConfigReader r(j, source);
   set_llama_layout(s);
   read_llama_sizes(r, s);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
@@ -218,8 +216,8 @@ void write_qwen2(const ModelShape& s, nlohmann::json& j) {
   write_qwen_window(s, j);
 }
 
-void read_qwen3(const nlohmann::json& j, ModelShape& s) {
-  ConfigReader r(j, "config.json");
+void read_qwen3(const nlohmann::json& j, const std::string& source, ModelShape& s) {
+  ConfigReader r(j, source);
   set_llama_layout(s);
   read_llama_sizes(r, s);
   if (s.head_dim == 0) s.head_dim = 128;  // Qwen3Config's default, not hidden / heads
@@ -251,8 +249,8 @@ void set_gemma2_layout(ModelShape& s) {
   s.tie_embeddings = true;
 }
 
-void read_gemma2(const nlohmann::json& j, ModelShape& s) {
-  ConfigReader r(j, "config.json");
+void read_gemma2(const nlohmann::json& j, const std::string& source, ModelShape& s) {
+  ConfigReader r(j, source);
   set_gemma2_layout(s);
   read_llama_sizes(r, s);
   if (s.head_dim == 0) s.head_dim = 256;  // Gemma2Config's default
@@ -295,8 +293,8 @@ void set_gpt2_layout(ModelShape& s) {
   s.qkv_bias = s.o_bias = s.mlp_bias = true;
 }
 
-void read_gpt2(const nlohmann::json& j, ModelShape& s) {
-  ConfigReader r(j, "config.json");
+void read_gpt2(const nlohmann::json& j, const std::string& source, ModelShape& s) {
+  ConfigReader r(j, source);
   set_gpt2_layout(s);
   s.vocab_size = r.integer("vocab_size");
   s.d_model = r.integer("n_embd");
@@ -416,13 +414,7 @@ ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
   ModelShape s;
   s.arch = arch->family;
   s.sliding_layers.clear();
-  try {
-    arch->read_config(j, s);
-  } catch (const ModelFileError& e) {
-    std::string what = e.what();
-    if (source != "config.json" && starts_with(what, "config.json")) what = source + what.substr(11);
-    throw ModelFileError(what);
-  }
+  arch->read_config(j, source, s);
   ConfigReader r(j, source);
   s.dtype = r.text("torch_dtype", r.text("dtype", "float32"));
   const auto positive = [&](const char* key, int64_t v) {

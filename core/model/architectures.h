@@ -44,8 +44,8 @@ struct Architecture {
   const char* family;      // our name, ModelShape::arch
   const char* hf_class;    // config.json "architectures"[0]
   const char* model_type;  // config.json "model_type"
-  // Reads the family's config.json keys (sizes, layout options) into shape.
-  void (*read_config)(const nlohmann::json& config, ModelShape& shape);
+  // Reads the family's config.json keys (sizes, layout options) into shape; errors name source.
+  void (*read_config)(const nlohmann::json& config, const std::string& source, ModelShape& shape);
   // Writes the family's keys of a config.json for shape.
   void (*write_config)(const ModelShape& shape, nlohmann::json& config);
   // Sets the block layout options of this family on a shape (used for built-in presets).
