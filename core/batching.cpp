@@ -57,9 +57,10 @@ PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, in
   auto ids = torch::full({2 * B, T}, pad_id, torch::kLong);
   auto attn = torch::zeros({2 * B, T}, torch::kFloat32);
   auto resp = torch::zeros({2 * B, T}, torch::kFloat32);
-  int64_t tokens = 0;
+  int64_t tokens = 0, first_response = T;
   for (int64_t i = 0; i < B; ++i) {
     const auto* p = pairs[static_cast<size_t>(i)];
+    first_response = std::min<int64_t>(first_response, static_cast<int64_t>(p->prompt.size()));
     fill_row(ids[i].data_ptr<int64_t>(), attn[i].data_ptr<float>(), resp[i].data_ptr<float>(),
              p->prompt, p->chosen);
     fill_row(ids[B + i].data_ptr<int64_t>(), attn[B + i].data_ptr<float>(),
@@ -67,7 +68,7 @@ PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, in
     tokens += static_cast<int64_t>(2 * p->prompt.size() + p->chosen.size() + p->rejected.size());
   }
   PreferenceBatch batch;
-  batch.sequences = {ids.to(device), attn.to(device), resp.to(device), tokens};
+  batch.sequences = {ids.to(device), attn.to(device), resp.to(device), tokens, first_response};
   batch.pairs = B;
   return batch;
 }
@@ -81,14 +82,15 @@ SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t 
   auto ids = torch::full({N, T}, pad_id, torch::kLong);
   auto attn = torch::zeros({N, T}, torch::kFloat32);
   auto resp = torch::zeros({N, T}, torch::kFloat32);
-  int64_t tokens = 0;
+  int64_t tokens = 0, first_response = T;
   for (int64_t i = 0; i < N; ++i) {
     const auto* r = rows[static_cast<size_t>(i)];
+    first_response = std::min<int64_t>(first_response, static_cast<int64_t>(r->prompt.size()));
     fill_row(ids[i].data_ptr<int64_t>(), attn[i].data_ptr<float>(), resp[i].data_ptr<float>(),
              r->prompt, r->completion);
     tokens += static_cast<int64_t>(r->prompt.size() + r->completion.size());
   }
-  return {ids.to(device), attn.to(device), resp.to(device), tokens};
+  return {ids.to(device), attn.to(device), resp.to(device), tokens, first_response};
 }
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

@@ -33,6 +33,9 @@ struct SequenceBatch {
   torch::Tensor attention_mask;  // [N, T] float, 1 = real token
   torch::Tensor response_mask;   // [N, T] float, 1 = response token (scored by the losses)
   int64_t tokens = 0;            // real tokens in the batch
+  // Smallest prompt length over the rows, known on the host: no response token sits before it,
+  // so the output head only needs positions from first_response - 1 on (sequence_scoring.h).
+  int64_t first_response = 0;
 };
 
 // Preference batch: rows [0, B) chosen, [B, 2B) rejected, same prompts.

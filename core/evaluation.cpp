@@ -6,6 +6,7 @@
 #include "core/generate.h"
 #include "core/lists_task.h"
 #include "core/opo_losses.h"
+#include "core/sequence_scoring.h"
 
 namespace ganpo {
 namespace {
@@ -36,10 +37,10 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
     const int64_t B = batch.pairs;
     ResponseLogps pol, ref;
     run_lanes(
-        lanes, [&] { pol = response_logps(policy->forward(s.input_ids).logits, s.input_ids, s.response_mask); },
+        lanes, [&] { pol = score_sequences(policy, s).logps; },
         [&] {
           torch::NoGradGuard lane_guard;  // grad mode is per thread
-          ref = response_logps(reference->forward(s.input_ids).logits, s.input_ids, s.response_mask);
+          ref = score_sequences(reference, s).logps;
         });
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
                  ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
@@ -75,7 +76,7 @@ std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<Tokeni
     for (size_t i = start; i < std::min(rows.size(), start + static_cast<size_t>(batch_size)); ++i)
       chunk.push_back(&rows[i]);
     auto b = collate_sft(chunk, pad_id, device);
-    auto lp = response_logps(model->forward(b.input_ids).logits, b.input_ids, b.response_mask);
+    auto lp = score_sequences(model, b).logps;
     nll -= lp.sum.sum().item<double>();
     tokens += lp.count.sum().item<double>();
   }

@@ -63,7 +63,8 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
     if (cancel && cancel->load()) break;
     // Keys so far: the (left-padded) prompt plus one per token already sampled.
     auto keys = key_mask.slice(1, 0, static_cast<int64_t>(T) + step);
-    auto logits = model->forward(input, pos, keys, &cache)
+    // Only the last position's logits: the prompt's would be [N, T, V] for nothing.
+    auto logits = model->forward(input, pos, keys, &cache, input.size(1) - 1)
                       .logits.select(1, -1).to(torch::kFloat32).cpu();  // [N, V]
     torch::Tensor next;
     if (opt.temperature <= 0.0) {

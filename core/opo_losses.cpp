@@ -5,11 +5,12 @@
 namespace ganpo {
 
 ResponseLogps response_logps(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                             const torch::Tensor& response_mask) {
+                             const torch::Tensor& response_mask, int64_t logits_from) {
   const auto T = input_ids.size(1);
-  auto pred = logits.slice(1, 0, T - 1).to(torch::kFloat32);  // [N, T-1, V]
-  auto targets = input_ids.slice(1, 1, T);                    // [N, T-1]
-  auto mask = response_mask.slice(1, 1, T).to(torch::kFloat32);
+  GANPO_ASSERT(logits.size(1) == T - logits_from, "logits do not cover positions logits_from..T-1");
+  auto pred = logits.slice(1, 0, T - 1 - logits_from).to(torch::kFloat32);  // [N, T-1-from, V]
+  auto targets = input_ids.slice(1, logits_from + 1, T);                     // [N, T-1-from]
+  auto mask = response_mask.slice(1, logits_from + 1, T).to(torch::kFloat32);
   // gather - logsumexp avoids materialising a second [N, T, V] log-softmax tensor.
   auto token_logp = pred.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch::logsumexp(pred, -1);
   return {(token_logp * mask).sum(-1), mask.sum(-1)};

@@ -16,10 +16,11 @@ struct ResponseLogps {
   torch::Tensor count;  // [N] number of response tokens (float)
 };
 
-// logits [N, T, V] predicting input_ids [N, T] shifted by one; response_mask [N, T] marks the
-// response tokens at their own positions.
+// logits [N, T - logits_from, V]: logits[:, i] predicts input_ids[:, logits_from + i + 1];
+// response_mask [N, T] marks the response tokens at their own positions (none before
+// logits_from + 1).
 ResponseLogps response_logps(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                             const torch::Tensor& response_mask);
+                             const torch::Tensor& response_mask, int64_t logits_from = 0);
 
 struct OpoInputs {
   torch::Tensor policy_chosen, policy_rejected;        // [B] summed log-probs

@@ -26,6 +26,7 @@
 #include "core/model/hf_weights.h"
 #include "core/model/safetensors.h"
 #include "core/opo_losses.h"
+#include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
 #include "core/tokenizer.h"
 
@@ -469,7 +470,7 @@ struct Trainer::State {
     std::vector<const TokenizedSft*> rows;
     for (auto i : idx) rows.push_back(&train_sft[static_cast<size_t>(i)]);
     auto b = collate_sft(rows, tokenizer->pad_id(), device);
-    auto lp = response_logps(policy->forward(b.input_ids).logits, b.input_ids, b.response_mask);
+    auto lp = score_sequences(policy, b).logps;
     auto loss = -lp.sum.sum() / lp.count.sum().clamp_min(1.0);
     check_finite({{"loss", loss}});
     (loss * scale).backward();
@@ -486,19 +487,17 @@ struct Trainer::State {
     const int64_t B = batch.pairs;
 
     // 1-2. One policy forward and one reference forward over [chosen; rejected], on two lanes.
-    LMOutput out, ref_out;
-    ResponseLogps pol, ref;
+    ScoredSequences policy_scores, reference_scores;
     run_lanes(
-        lanes(),
-        [&] {
-          out = policy->forward(s.input_ids);
-          pol = response_logps(out.logits, s.input_ids, s.response_mask);
-        },
+        lanes(), [&] { policy_scores = score_sequences(policy, s); },
         [&] {
           torch::NoGradGuard guard;
-          ref_out = reference->forward(s.input_ids);
-          ref = response_logps(ref_out.logits, s.input_ids, s.response_mask);
+          reference_scores = score_sequences(reference, s);
         });
+    const LMOutput& out = policy_scores.out;
+    const LMOutput& ref_out = reference_scores.out;
+    const ResponseLogps& pol = policy_scores.logps;
+    const ResponseLogps& ref = reference_scores.logps;
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
                  ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
     const double beta = effective_beta(config.objective);

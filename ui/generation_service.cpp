@@ -20,6 +20,7 @@
 #include "core/generate.h"
 #include "core/lists_task.h"
 #include "core/opo_losses.h"
+#include "core/sequence_scoring.h"
 #include "core/trainer.h"
 
 namespace ganpo::ui {
@@ -260,8 +261,7 @@ struct GenerationService::Impl {
       std::vector<const TokenizedSft*> batch;
       for (size_t i = start; i < std::min(rows.size(), start + kBatch); ++i) batch.push_back(&rows[i]);
       auto seq = collate_sft(batch, tok.pad_id(), device);
-      auto logits = lm.model->forward(seq.input_ids).logits;
-      auto sums = response_logps(logits, seq.input_ids, seq.response_mask).sum.to(torch::kFloat64).cpu();
+      auto sums = score_sequences(lm.model, seq).logps.sum.to(torch::kFloat64).cpu();
       auto acc = sums.accessor<double, 1>();
       for (size_t i = 0; i < batch.size(); ++i)
         outputs[static_cast<int>(start + i)].logprob_under_each_model[static_cast<size_t>(m)] =

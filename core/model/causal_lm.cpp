@@ -250,7 +250,7 @@ CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
 }
 
 LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids_in,
-                               const torch::Tensor& key_mask, KVCache* cache) {
+                               const torch::Tensor& key_mask, KVCache* cache, int64_t logits_from) {
   const auto B = input_ids.size(0), T = input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
   torch::Tensor pos = position_ids_in;
@@ -285,10 +285,12 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
       window_mask = attention_mask(past, T, shape_.sliding_window, key_mask, input_ids.options(), x.options());
     x = layers_->ptr<BlockImpl>(i)->forward(x, cos, sin, sliding ? window_mask : full_mask, cache, i);
   }
-  auto hidden = norm_->as<NormImpl>()->forward(x);
-  auto logits = torch::matmul(hidden, (lm_head_ ? lm_head_->as<LinearImpl>()->weight : embed).t());
+  auto hidden = norm_->as<NormImpl>()->forward(x);  // [B, T, d]
+  logits_from = std::clamp<int64_t>(logits_from, 0, T - 1);
+  auto head_in = logits_from > 0 ? hidden.slice(1, logits_from) : hidden;  // [B, T - from, d]
+  auto logits = torch::matmul(head_in, (lm_head_ ? lm_head_->as<LinearImpl>()->weight : embed).t());
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
-  return {logits, hidden};
+  return {logits, hidden, logits_from};
 }
 
 }  // namespace ganpo

@@ -29,8 +29,9 @@ struct KVCache {
 };
 
 struct LMOutput {
-  torch::Tensor logits;  // [B, T, V]
-  torch::Tensor hidden;  // [B, T, d] after the final norm
+  torch::Tensor logits;     // [B, T - logits_from, V]: logits[:, i] predicts the token after position logits_from + i
+  torch::Tensor hidden;     // [B, T, d] after the final norm (every position)
+  int64_t logits_from = 0;
 };
 
 class CausalLMImpl : public torch::nn::Module {
@@ -40,8 +41,13 @@ public:
 
   // input_ids [B, T]. position_ids [B, T] (default 0..T-1 after the cache). key_mask [B, T_cache+T]
   // (1 = real token) is only needed when rows are left-padded; cache, when given, is extended.
+  // The output head runs only from position logits_from on (clamped to [0, T-1]): with a 128k
+  // vocabulary it is most of the work, and prompt positions are never scored.
   LMOutput forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {},
-                   const torch::Tensor& key_mask = {}, KVCache* cache = nullptr);
+                   const torch::Tensor& key_mask = {}, KVCache* cache = nullptr, int64_t logits_from = 0);
+  LMOutput forward_from(const torch::Tensor& input_ids, int64_t logits_from) {
+    return forward(input_ids, {}, {}, nullptr, logits_from);
+  }
 
   const ModelShape& shape() const { return shape_; }
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.

@@ -121,6 +121,7 @@ TEST(BatchingCollate, PairsLayoutPaddingAndMasks) {
 
   EXPECT_EQ(s.tokens, 6 + 4 + 5 + 7);
   EXPECT_EQ(s.tokens, static_cast<int64_t>(s.attention_mask.sum().item<float>()));
+  EXPECT_EQ(s.first_response, 2);  // b's prompt is the shorter one
 }
 
 TEST(BatchingCollate, SingleRowHasNoPadding) {
@@ -142,6 +143,7 @@ TEST(BatchingCollate, SftLayout) {
   EXPECT_EQ(row_f(s.response_mask, 0), (std::vector<float>{0, 0, 1, 1, 1}));
   EXPECT_EQ(row_f(s.response_mask, 1), (std::vector<float>{0, 1, 1, 0, 0}));
   EXPECT_EQ(s.tokens, 8);
+  EXPECT_EQ(s.first_response, 1);
 }
 
 TEST(BatchingCollate, EmptyBatchIsAnError) {

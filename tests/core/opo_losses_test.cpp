@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,19 @@ TEST(OpoResponseLogps, MatchesHandComputationWithShiftAndMask) {
   }
   EXPECT_DOUBLE_EQ(out.count[0].item<double>(), 2.0);
   EXPECT_DOUBLE_EQ(out.count[1].item<double>(), 1.0);
+}
+
+TEST(OpoResponseLogps, LogitsFromAnOffsetScoreLikeTheFullLogits) {
+  // Responses start at position 3 or later, so logits from position 2 on score every token.
+  auto logits = torch::randn({2, 7, 5});
+  auto ids = torch::randint(0, 5, {2, 7}, torch::kLong);
+  auto mask = torch::tensor({{0.f, 0.f, 0.f, 1.f, 1.f, 1.f, 0.f}, {0.f, 0.f, 0.f, 0.f, 1.f, 1.f, 1.f}});
+  auto full = response_logps(logits, ids, mask);
+  auto tail = response_logps(logits.slice(1, 2), ids, mask, 2);
+  EXPECT_TRUE(torch::allclose(full.sum, tail.sum, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::equal(full.count, tail.count));
+  // Logits that do not cover positions from the offset to the end are a programming error.
+  EXPECT_THROW(response_logps(logits.slice(1, 3), ids, mask, 2), std::logic_error);
 }
 
 TEST(OpoResponseLogps, PositionZeroOfTheMaskIsNeverScored) {

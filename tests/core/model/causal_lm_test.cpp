@@ -168,6 +168,25 @@ TEST(ModelForward, TiedLogitsAreHiddenTimesEmbedding) {
   EXPECT_TRUE(torch::allclose(out.logits, torch::matmul(out.hidden, embed.t()), 1e-5, 1e-6));
 }
 
+TEST(ModelForward, LogitsFromAPositionAreTheTailOfTheFullLogits) {
+  for (auto& [name, s] : all_test_shapes()) {
+    auto m = make_model(s);
+    torch::NoGradGuard guard;
+    auto ids = torch::randint(0, kVocab, {2, 10}, torch::kLong);
+    auto full = m->forward(ids);
+    for (int64_t from : {0, 1, 6, 9}) {
+      auto part = m->forward_from(ids, from);
+      EXPECT_EQ(part.logits_from, from) << name;
+      EXPECT_EQ(part.logits.sizes(), torch::IntArrayRef({2, 10 - from, kVocab})) << name;
+      EXPECT_TRUE(torch::equal(part.hidden, full.hidden)) << name << " from " << from;
+      EXPECT_TRUE(torch::allclose(part.logits, full.logits.slice(1, from), 1e-6, 1e-6)) << name << " from " << from;
+    }
+    // Out of range asks are clamped: at least the last position always has logits.
+    EXPECT_EQ(m->forward_from(ids, -3).logits_from, 0) << name;
+    EXPECT_EQ(m->forward_from(ids, 50).logits.size(1), 1) << name;
+  }
+}
+
 TEST(ModelForward, TooLongSequenceThrows) {
   auto m = make_model(llama_shape());
   EXPECT_THROW(m->forward(torch::zeros({1, 65}, torch::kLong)), Error);
