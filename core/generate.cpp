@@ -29,7 +29,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const SamplingOptions& opt, int64_t eos_id,
                                            int64_t pad_id, const std::atomic<bool>* cancel,
-                                           const std::function<void(int64_t)>& on_token) {
+                                           const OnTokens& on_tokens) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -76,17 +76,18 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
     }
     bool all_done = true;
     auto next_acc = next.accessor<int64_t, 1>();
+    std::vector<int64_t> appended(static_cast<size_t>(N), -1);
     for (int64_t i = 0; i < N; ++i) {
       char& d = done[static_cast<size_t>(i)];
       if (!d) {
         if (next_acc[i] == eos_id)
           d = 1;
         else
-          out[static_cast<size_t>(i)].push_back(next_acc[i]);
+          out[static_cast<size_t>(i)].push_back(appended[static_cast<size_t>(i)] = next_acc[i]);
       }
       all_done = all_done && d;
     }
-    if (on_token) on_token(step + 1);
+    if (on_tokens) on_tokens(step + 1, appended);
     if (all_done) break;
     key_mask.select(1, static_cast<int64_t>(T) + step).fill_(1);
     input = next.view({N, 1}).to(device);

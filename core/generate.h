@@ -24,14 +24,18 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
+// After each sampling step: the step (1-based) and, per row, the token it appended then, or -1
+// when the row had already stopped or stopped now (EOS is never appended).
+using OnTokens = std::function<void(int64_t step, const std::vector<int64_t>& appended)>;
+
 // Returns the new tokens of each row (EOS excluded). `cancel`, when set to true by another
-// thread, stops after the current token; `on_token(step)` reports progress.
+// thread, stops after the current token; `on_tokens` reports progress and lets text stream.
 std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const SamplingOptions& options, int64_t eos_id,
                                            int64_t pad_id,
                                            const std::atomic<bool>* cancel = nullptr,
-                                           const std::function<void(int64_t)>& on_token = {});
+                                           const OnTokens& on_tokens = {});
 
 // Filters a [N, V] probability matrix in place per top-k then top-p (nucleus) and renormalises.
 torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p);

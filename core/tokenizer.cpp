@@ -1,5 +1,6 @@
 #include "core/tokenizer.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -8,6 +9,7 @@
 #include "core/error.h"
 #include "core/text/byte_level.h"
 #include "core/text/hf_tokenizer.h"
+#include "core/text/utf8.h"
 
 namespace ganpo {
 
@@ -103,6 +105,44 @@ std::vector<int64_t> ByteTokenizer::prompt_ids(const std::string& prompt) const 
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;
 }
+
+namespace {
+
+// Decodes everything pushed so far and feeds the bytes after those already fed through a
+// Utf8Repair, which holds back a character cut short and turns invalid bytes into U+FFFD.
+class RedecodingTextStream final : public TextStream {
+public:
+  explicit RedecodingTextStream(const Tokenizer* tok) : tok_(tok) {}
+  std::string push(int64_t id) override {
+    ids_.push_back(id);
+    std::string out;
+    feed_new_bytes(out);
+    return out;
+  }
+  std::string finish() override {
+    std::string out;
+    feed_new_bytes(out);
+    repair_.finish(out);
+    ids_.clear();
+    fed_ = 0;
+    return out;
+  }
+
+private:
+  void feed_new_bytes(std::string& out) {
+    const std::string text = tok_->decode(ids_);
+    if (text.size() > fed_) repair_.feed(std::string_view(text).substr(fed_), out);
+    fed_ = std::max(fed_, text.size());
+  }
+  const Tokenizer* tok_;
+  std::vector<int64_t> ids_;
+  size_t fed_ = 0;  // bytes of the decoded text fed to repair_
+  text::Utf8Repair repair_;
+};
+
+}  // namespace
+
+std::unique_ptr<TextStream> Tokenizer::text_stream() const { return std::make_unique<RedecodingTextStream>(this); }
 
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt) { return tok.prompt_ids(prompt); }
 

@@ -14,6 +14,15 @@
 
 namespace ganpo {
 
+// Generated ids turned into text as they come: push(id) returns the text that is now complete
+// (never half a UTF-8 character), finish() the held-back rest. Special tokens give no text.
+class TextStream {
+public:
+  virtual ~TextStream() = default;
+  virtual std::string push(int64_t id) = 0;
+  virtual std::string finish() = 0;
+};
+
 class Tokenizer {
 public:
   virtual ~Tokenizer() = default;
@@ -32,6 +41,9 @@ public:
   // Whether conversational rows are rendered with the model's chat template (false: the plain
   // <|role|> rendering of core/dataset_files.h).
   virtual bool uses_chat_template() const { return true; }
+  // A stream decoder. The default re-decodes the ids so far and hands out the new complete part,
+  // which suits tokenizers whose decode of a prefix is a prefix of the decode (bytes).
+  virtual std::unique_ptr<TextStream> text_stream() const;
 };
 
 class ByteTokenizer final : public Tokenizer {

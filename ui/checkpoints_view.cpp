@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -198,6 +199,11 @@ CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString wor
   seed_->setValue(0);
   grid_ = new QCheckBox(tr("Grid: all sample prompts"), bottom);
   grid_->setToolTip(tr("Generate the run's fixed sample-prompt set with every picked model"));
+  chat_template_ = new QCheckBox(tr("Chat template"), bottom);
+  chat_template_->setChecked(true);
+  chat_template_->setToolTip(tr("Give each model the prompt as a user turn in its own chat template (from its "
+                                "tokenizer_config.json), as chat models expect. Models without one get the plain "
+                                "prompt; a prompt already in the template's format is sent as it is."));
   generate_ = new QPushButton(tr("Generate"), bottom);
   generate_->setDefault(true);
   cancel_ = new QPushButton(tr("Cancel"), bottom);
@@ -217,6 +223,7 @@ CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString wor
   controls->addWidget(new QLabel(tr("Seed"), bottom));
   controls->addWidget(seed_);
   controls->addWidget(grid_);
+  controls->addWidget(chat_template_);
   controls->addStretch(1);
   controls->addWidget(progress_);
   controls->addWidget(generate_);
@@ -253,6 +260,7 @@ CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString wor
     progress_->setValue(done);
   });
   connect(service_, &GenerationService::finished, this, &CheckpointsView::onOutputs);
+  connect(service_, &GenerationService::textStreamed, this, &CheckpointsView::onTextStreamed);
   connect(service_, &GenerationService::failed, this, [this](const QString& message) {
     generate_->setEnabled(true);
     cancel_->setEnabled(false);
@@ -520,6 +528,8 @@ void CheckpointsView::setSampling(double temperature, double top_p, int max_new_
 
 void CheckpointsView::setGridMode(bool grid) { grid_->setChecked(grid); }
 
+void CheckpointsView::setChatTemplate(bool on) { chat_template_->setChecked(on); }
+
 QString CheckpointsView::statusText() const { return status_->text(); }
 
 void CheckpointsView::setStatus(const QString& text) { status_->setText(text); }
@@ -591,8 +601,10 @@ bool CheckpointsView::generateNow() {
   req.top_p = top_p_->value();
   req.max_new_tokens = max_new_tokens_->value();
   req.seed = static_cast<quint64>(seed_->value());
+  req.chat_template = chat_template_->isChecked();
   if (!service_->generate(req)) return false;
   output_labels_ = req.labels;
+  showLiveGrid(req.labels, req.prompts);
   generate_->setEnabled(false);
   cancel_->setEnabled(true);
   progress_->setRange(0, 0);  // busy until the first progress report
@@ -624,66 +636,37 @@ void CheckpointsView::onOutputs(const QVector<GenerationOutput>& outputs) {
   Q_EMIT generationFinished();
 }
 
-void CheckpointsView::showOutputs() {
+namespace {
+
+// A page of output columns: a header per model, then per prompt a prompt row and one cell per
+// model. cell_html(p, m) gives a cell's rich text (null QString = no cell); the cell labels are
+// returned in `cells` so a live page can update them.
+QWidget* output_grid(const QStringList& labels, const QStringList& prompts,
+                     const std::function<QString(int, int)>& cell_html,
+                     std::map<std::pair<int, int>, QLabel*>* cells) {
   auto* page = new QWidget;
   auto* grid = new QGridLayout(page);
   grid->setHorizontalSpacing(8);
   grid->setVerticalSpacing(4);
-  int n_models = 0, n_prompts = 0;
-  for (const auto& o : outputs_) {
-    n_models = std::max(n_models, o.model_index + 1);
-    n_prompts = std::max(n_prompts, o.prompt_index + 1);
-  }
-  std::map<std::pair<int, int>, const GenerationOutput*> at;
-  for (const auto& o : outputs_) at[{o.prompt_index, o.model_index}] = &o;
-  QStringList labels = output_labels_;
-  for (const auto& o : outputs_)
-    if (o.model_index >= labels.size()) labels << o.label;
+  const int n_models = static_cast<int>(labels.size());
   for (int m = 0; m < n_models; ++m) {
-    auto* head = new QLabel(QStringLiteral("<b>%1</b>").arg(html_text(m < labels.size() ? labels[m] : QString())), page);
+    auto* head = new QLabel(QStringLiteral("<b>%1</b>").arg(html_text(labels[m])), page);
     head->setAlignment(Qt::AlignCenter);
     grid->addWidget(head, 0, m);
     grid->setColumnStretch(m, 1);
   }
   int row = 1;
-  for (int p = 0; p < n_prompts; ++p) {
-    const GenerationOutput* first = at.count({p, 0}) ? at[{p, 0}] : nullptr;
-    const QString prompt = first ? first->prompt : QString();
-    auto* plabel = new QLabel(QStringLiteral("<b>Prompt %1:</b> %2").arg(p + 1).arg(html_text(prompt)), page);
+  for (int p = 0; p < prompts.size(); ++p) {
+    auto* plabel = new QLabel(QStringLiteral("<b>Prompt %1:</b> %2").arg(p + 1).arg(html_text(prompts[p])), page);
     plabel->setWordWrap(true);
     plabel->setTextInteractionFlags(Qt::TextSelectableByMouse);
     plabel->setStyleSheet(QStringLiteral("QLabel { background: palette(alternate-base); padding: 4px; }"));
     grid->addWidget(plabel, row++, 0, 1, std::max(1, n_models));
     for (int m = 0; m < n_models; ++m) {
-      auto it = at.find({p, m});
-      if (it == at.end()) continue;
-      const GenerationOutput& o = *it->second;
-      QString body;
-#ifdef GANPO_HAVE_WORD_DIFF
-      if (m > 0 && first)
-        body = diff_to_html(word_diff(first->text, o.text), /*show_removed=*/false, /*show_added=*/true);
-      else
-        body = html_text(o.text);
-#else
-      body = html_text(o.text);
-#endif
-      if (o.text.isEmpty()) body = QStringLiteral("<i>(empty)</i>");
-      QStringList facts;
-      facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.size());
-      if (o.judge_score >= 0) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
-      facts << tr("first token %1 s, done %2 s").arg(o.seconds_to_first_token, 0, 'f', 2).arg(o.seconds_total, 0, 'f', 2);
-      if (o.cancelled) facts << tr("cancelled");
-      QStringList lps;
-      for (size_t k = 0; k < o.logprob_under_each_model.size(); ++k)
-        lps << QStringLiteral("%1 %2")
-                   .arg(html_text(static_cast<int>(k) < labels.size() ? labels[static_cast<int>(k)] : QString()))
-                   .arg(number(o.logprob_under_each_model[k]));
-      QString html = QStringLiteral("<div style='white-space: pre-wrap;'>%1</div>"
-                                    "<p style='color: gray; font-size: small;'>%2")
-                         .arg(body, facts.join(QStringLiteral(" · ")));
-      if (!lps.isEmpty()) html += QStringLiteral("<br>log p under: ") + lps.join(QStringLiteral(" · "));
-      html += QStringLiteral("</p>");
+      const QString html = cell_html(p, m);
+      if (html.isNull()) continue;
       auto* label = new QLabel(html, page);
+      label->setObjectName(QStringLiteral("outputCell"));
       label->setTextFormat(Qt::RichText);
       label->setWordWrap(true);
       label->setTextInteractionFlags(Qt::TextSelectableByMouse);
@@ -692,11 +675,98 @@ void CheckpointsView::showOutputs() {
       label->setMargin(6);
       label->setMinimumWidth(120);
       grid->addWidget(label, row, m);
+      if (cells) (*cells)[{p, m}] = label;
     }
     ++row;
   }
   grid->setRowStretch(row, 1);
-  outputs_area_->setWidget(page);
+  return page;
+}
+
+QString streaming_html(const QString& text, bool sampling) {
+  if (!sampling && text.isEmpty()) return QStringLiteral("<i style='color: gray;'>waiting…</i>");
+  return QStringLiteral("<div style='white-space: pre-wrap;'>%1%2</div>")
+      .arg(html_text(text), sampling ? QStringLiteral("<span style='color: gray;'>▍</span>") : QString());
+}
+
+}  // namespace
+
+void CheckpointsView::showLiveGrid(const QStringList& labels, const QStringList& prompts) {
+  live_cells_.clear();
+  live_texts_.clear();
+  outputs_area_->setWidget(output_grid(labels, prompts, [](int, int) { return streaming_html({}, false); }, &live_cells_));
+  results_tabs_->setCurrentWidget(outputs_area_);
+}
+
+void CheckpointsView::onTextStreamed(int model_index, const QStringList& texts) {
+  for (int p = 0; p < texts.size(); ++p) {
+    auto it = live_cells_.find({p, model_index});
+    if (it == live_cells_.end()) continue;
+    live_texts_[{p, model_index}] = texts[p];
+    it->second->setText(streaming_html(texts[p], true));
+  }
+}
+
+QString CheckpointsView::liveText(int prompt_index, int model_index) const {
+  auto it = live_texts_.find({prompt_index, model_index});
+  return it == live_texts_.end() ? QString() : it->second;
+}
+
+void CheckpointsView::showOutputs() {
+  live_cells_.clear();
+  int n_models = 0, n_prompts = 0;
+  for (const auto& o : outputs_) {
+    n_models = std::max(n_models, o.model_index + 1);
+    n_prompts = std::max(n_prompts, o.prompt_index + 1);
+  }
+  std::map<std::pair<int, int>, const GenerationOutput*> at;
+  for (const auto& o : outputs_) at[{o.prompt_index, o.model_index}] = &o;
+  QStringList labels = output_labels_.mid(0, n_models);
+  for (const auto& o : outputs_)
+    while (o.model_index >= labels.size()) labels << o.label;
+  QStringList prompts;
+  for (int p = 0; p < n_prompts; ++p) prompts << (at.count({p, 0}) ? at[{p, 0}]->prompt : QString());
+
+  auto cell_html = [&](int p, int m) -> QString {
+    auto it = at.find({p, m});
+    if (it == at.end()) return {};
+    const GenerationOutput& o = *it->second;
+    const GenerationOutput* first = at.count({p, 0}) ? at[{p, 0}] : nullptr;
+    QString body;
+#ifdef GANPO_HAVE_WORD_DIFF
+    if (m > 0 && first)
+      body = diff_to_html(word_diff(first->text, o.text), /*show_removed=*/false, /*show_added=*/true);
+    else
+      body = html_text(o.text);
+#else
+    (void)first;
+    body = html_text(o.text);
+#endif
+    if (o.text.isEmpty()) body = QStringLiteral("<i>(empty)</i>");
+    QStringList facts;
+    facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.size());
+    if (o.judge_score >= 0) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
+    if (!o.chat_template.isEmpty()) facts << tr("chat template %1").arg(o.chat_template);
+    facts << tr("first token %1 s, done %2 s").arg(o.seconds_to_first_token, 0, 'f', 2).arg(o.seconds_total, 0, 'f', 2);
+    if (o.cancelled) facts << tr("cancelled");
+    QStringList lps;
+    for (size_t k = 0; k < o.logprob_under_each_model.size(); ++k)
+      lps << QStringLiteral("%1 %2")
+                 .arg(html_text(static_cast<int>(k) < labels.size() ? labels[static_cast<int>(k)] : QString()))
+                 .arg(number(o.logprob_under_each_model[k]));
+    QString html = QStringLiteral("<div style='white-space: pre-wrap;'>%1</div>"
+                                  "<p style='color: gray; font-size: small;'>%2")
+                       .arg(body, facts.join(QStringLiteral(" · ")));
+    if (!lps.isEmpty()) html += QStringLiteral("<br>log p under: ") + lps.join(QStringLiteral(" · "));
+    return html + QStringLiteral("</p>");
+  };
+  std::map<std::pair<int, int>, QLabel*> cells;
+  outputs_area_->setWidget(output_grid(labels, prompts, cell_html, &cells));
+  // What the model was given, when its chat template changed the prompt.
+  for (auto& [key, label] : cells) {
+    const GenerationOutput& o = *at[key];
+    if (o.model_prompt != o.prompt) label->setToolTip(tr("The model was given:\n%1").arg(o.model_prompt));
+  }
   results_tabs_->setCurrentWidget(outputs_area_);
 }
 

@@ -5,7 +5,8 @@
 // top-p / max new tokens / seed and press Generate: a GenerationService samples on a worker
 // thread and the outputs appear side by side, one column per model, with word-level differences
 // against the first column, each with its length, its log-prob under every picked model and its
-// judge score. Grid mode samples the run's whole sample-prompt set. "Evaluate…" runs
+// judge score; text streams into the columns as it is sampled, and each model gets the prompt
+// in its own chat template (a checkbox turns that off). Grid mode samples the run's whole sample-prompt set. "Evaluate…" runs
 // `ganpo eval --json` as a background process per picked checkpoint and stores the report in the
 // run's evals; "Clone from this checkpoint…" asks the window to start a new run from it.
 #pragma once
@@ -81,6 +82,9 @@ public:
   bool generateNow();
   void cancelGeneration();
   const QVector<GenerationOutput>& lastOutputs() const { return outputs_; }
+  // The text streamed so far into a cell while generating (empty before its model starts).
+  QString liveText(int prompt_index, int model_index) const;
+  void setChatTemplate(bool on);
   QString statusText() const;
   // Starts `ganpo eval` for each picked checkpoint (not the reference), one after another.
   bool evaluatePicked(const CheckpointEvalOptions& options, QString* why = nullptr);
@@ -112,6 +116,8 @@ private:
   void onCloneClicked();
   void onOutputs(const QVector<GenerationOutput>& outputs);
   void showOutputs();
+  void showLiveGrid(const QStringList& labels, const QStringList& prompts);
+  void onTextStreamed(int model_index, const QStringList& texts);
   void startNextEval();
   void onEvalProcessDone();
   void setStatus(const QString& text);
@@ -141,6 +147,7 @@ private:
   QSpinBox* max_new_tokens_;
   QSpinBox* seed_;
   QCheckBox* grid_;
+  QCheckBox* chat_template_;
   QPushButton* generate_;
   QPushButton* cancel_;
   QPushButton* evaluate_;
@@ -153,6 +160,8 @@ private:
 
   QVector<GenerationOutput> outputs_;
   QStringList output_labels_;
+  std::map<std::pair<int, int>, QLabel*> live_cells_;  // (prompt, model) -> cell while generating
+  std::map<std::pair<int, int>, QString> live_texts_;
 
   std::vector<EvalJob> eval_queue_;
   CheckpointEvalOptions eval_options_;

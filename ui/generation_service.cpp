@@ -21,6 +21,7 @@
 #include "core/lists_task.h"
 #include "core/opo_losses.h"
 #include "core/sequence_scoring.h"
+#include "core/text/chat_template.h"
 #include "core/trainer.h"
 
 namespace ganpo::ui {
@@ -52,6 +53,21 @@ struct CacheEntry {
 };
 
 struct Cancelled {};
+
+// The text a model is given for a prompt: one user turn in the folder's chat template when the
+// request asks for it and the folder has a recognised one (variant set), else the prompt.
+std::string model_prompt(const LoadedModel& lm, const QString& dir, const QString& prompt, bool use_template,
+                         QString* variant) {
+  if (variant) variant->clear();
+  if (!use_template || !lm.tokenizer->uses_chat_template()) return prompt.toStdString();
+  try {
+    const ChatTemplate tmpl = ChatTemplate::from_model_folder(dir.toStdString(), "");
+    if (variant) *variant = QString::fromStdString(tmpl.variant());
+    return tmpl.user_turn(prompt.toStdString());
+  } catch (const std::exception&) {
+    return prompt.toStdString();  // no template, or one this build does not know: the plain prompt
+  }
+}
 
 }  // namespace
 
@@ -178,9 +194,12 @@ struct GenerationService::Impl {
       }
       const Tokenizer& tok = *model->tokenizer;
       std::vector<std::vector<int64_t>> prompts;
+      QStringList given;  // what the model is given for each prompt
+      QString variant;
       const int64_t max_prompt = std::max<int64_t>(2, model->shape.max_seq_len - 1);
       for (const QString& p : req.prompts) {
-        auto ids = encode_prompt(tok, p.toStdString());
+        given << QString::fromStdString(model_prompt(*model, dir, p, req.chat_template, &variant));
+        auto ids = encode_prompt(tok, given.back().toStdString());
         if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
           ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
         prompts.push_back(std::move(ids));
@@ -192,11 +211,28 @@ struct GenerationService::Impl {
       so.seed = req.seed;
       double first_token = -1;
       const int base = done.load();
-      auto rows = ganpo::generate(model->model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, [&](int64_t step) {
+      std::vector<std::unique_ptr<TextStream>> streams;
+      std::vector<std::string> streamed(prompts.size());
+      for (size_t p = 0; p < prompts.size(); ++p) streams.push_back(tok.text_stream());
+      Clock::time_point last_stream = Clock::now();
+      auto send_text = [&] {
+        QStringList texts;
+        for (const auto& t : streamed) texts << QString::fromStdString(t);
+        GenerationService* s = self;
+        post([s, m, texts]() { Q_EMIT s->textStreamed(m, texts); });
+        last_stream = Clock::now();
+      };
+      auto on_tokens = [&](int64_t step, const std::vector<int64_t>& appended) {
         if (first_token < 0) first_token = seconds_since(t0);
+        for (size_t p = 0; p < appended.size(); ++p)
+          if (appended[p] >= 0) streamed[p] += streams[p]->push(appended[p]);
+        if (step == 1 || Clock::now() - last_stream >= std::chrono::milliseconds(50)) send_text();
         done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
         report(step == 1);  // the first token always, so time to first token is visible
-      });
+      };
+      auto rows = ganpo::generate(model->model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens);
+      for (size_t p = 0; p < streams.size(); ++p) streamed[p] += streams[p]->finish();
+      send_text();
       const double total_s = seconds_since(t0);
       if (cancel.load()) was_cancelled = true;
       for (int p = 0; p < n_prompts; ++p) {
@@ -206,6 +242,8 @@ struct GenerationService::Impl {
         o.model_index = m;
         o.prompt_index = p;
         o.prompt = req.prompts[p];
+        o.model_prompt = given[p];
+        o.chat_template = variant;
         const auto& ids = rows[static_cast<size_t>(p)];
         o.text = QString::fromStdString(tok.decode(ids));
         o.tokens = static_cast<int>(ids.size());
@@ -232,7 +270,7 @@ struct GenerationService::Impl {
         return outputs;
       }
       auto model = load(req.model_dirs[m], device);
-      score(*model, outputs, ended_by_eos, m, device);
+      score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
       done.fetch_add(1);
       report(true);
     }
@@ -240,8 +278,8 @@ struct GenerationService::Impl {
   }
 
   // Sum of response log-probs of every output under one model, in small batches.
-  void score(LoadedModel& lm, QVector<GenerationOutput>& outputs, const std::vector<char>& ended_by_eos,
-             int m, const torch::Device& device) {
+  void score(LoadedModel& lm, const QString& dir, bool use_template, QVector<GenerationOutput>& outputs,
+             const std::vector<char>& ended_by_eos, int m, const torch::Device& device) {
     torch::NoGradGuard no_grad;
     lm.model->eval();
     const Tokenizer& tok = *lm.tokenizer;
@@ -249,8 +287,10 @@ struct GenerationService::Impl {
     std::vector<TokenizedSft> rows;
     rows.reserve(static_cast<size_t>(outputs.size()));
     for (int i = 0; i < outputs.size(); ++i) {
-      auto row = tokenize_sft(tok, SftExample{outputs[i].prompt.toStdString(), outputs[i].text.toStdString()},
-                              max_len, std::max<int64_t>(1, max_len / 2));
+      // The prompt as this model would be given it (its own chat template).
+      const std::string prompt = model_prompt(lm, dir, outputs[i].prompt, use_template, nullptr);
+      auto row = tokenize_sft(tok, SftExample{prompt, outputs[i].text.toStdString()}, max_len,
+                              std::max<int64_t>(1, max_len / 2));
       // A response cut at max_new_tokens never produced EOS, so EOS is not part of what it said.
       if (!ended_by_eos[static_cast<size_t>(i)] && !row.completion.empty() && row.completion.back() == tok.eos_id())
         row.completion.pop_back();

@@ -6,6 +6,9 @@
 // lists task, its judge score. Results and progress come back as signals on the thread that owns
 // the service. Cancel stops after the current token and still delivers what was generated.
 // A missing or corrupt folder fails the request with the loader's message, naming the folder.
+// Each model gets the prompt in its own chat template when its folder has a recognised one (a
+// typed prompt becomes one user turn; a prompt already rendered in that template is kept), and
+// the text streams back as it is sampled (textStreamed, never half a UTF-8 character).
 // No LibTorch in this header (pimpl).
 #pragma once
 
@@ -28,10 +31,13 @@ struct GenerationRequest {
   double top_p = 1.0;
   int max_new_tokens = 64;
   quint64 seed = 0;
+  bool chat_template = true;  // render prompts in each model's chat template when it has one
 };
 
 struct GenerationOutput {
   QString label, model_dir, prompt, text;
+  QString model_prompt;   // the text the model was given: the prompt in its chat template
+  QString chat_template;  // that template's variant ("llama3.1", ...); empty = the plain prompt
   int model_index = 0, prompt_index = 0;
   int tokens = 0;                       // new tokens (EOS excluded)
   double seconds_to_first_token = 0;    // from the start of this model's turn (load included)
@@ -68,6 +74,9 @@ Q_SIGNALS:
   void progress(int done, int total);
   // One model's outputs are sampled (before scoring), so columns can fill in as they come.
   void modelSampled(int model_index);
+  // While a model samples: its text so far for every prompt (in request order), at most every
+  // 50 ms and once more when its sampling ends.
+  void textStreamed(int model_index, QStringList texts);
   void finished(QVector<ganpo::ui::GenerationOutput> outputs);
   void failed(QString message);
 

@@ -719,6 +719,24 @@ void ChatTemplate::set_options(ChatTemplateOptions options) {
   options_ = std::move(options);
 }
 
+std::string ChatTemplate::user_turn(const std::string& prompt) const {
+  auto without_bos = [this](std::string_view text) {
+    if (!bos_token_.empty() && text.substr(0, bos_token_.size()) == bos_token_) text.remove_prefix(bos_token_.size());
+    return text;
+  };
+  // How this template's renderings open: the first bytes before the user's text.
+  const std::string marker = "\x01";
+  const std::string probe = render({{"user", marker}}, true);
+  const std::string_view head = std::string_view(probe).substr(0, probe.find(marker));
+  auto opens_like = [](std::string_view text, std::string_view opening) {
+    opening = opening.substr(0, 12);
+    return opening.size() >= 4 && text.substr(0, opening.size()) == opening;
+  };
+  // With and without BOS: ChatML files may name "<|im_start|>" as their BOS token.
+  if (opens_like(prompt, head) || opens_like(without_bos(prompt), without_bos(head))) return prompt;
+  return render({{"user", prompt}}, true);
+}
+
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   return render(messages, add_generation_prompt, false, "");
 }

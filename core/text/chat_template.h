@@ -152,6 +152,11 @@ public:
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                      bool continue_final_message, const std::string& where) const;
 
+  // A typed prompt as one user turn followed by the generation prompt, what a chat playground
+  // sends. Text that already opens the way this template's renderings open (BOS aside: a
+  // rendered sample prompt of conversational data) is returned unchanged.
+  std::string user_turn(const std::string& prompt) const;
+
   PreferenceText render_preference(const std::vector<ChatMessage>& prompt,
                                    const std::vector<ChatMessage>& chosen,
                                    const std::vector<ChatMessage>& rejected,

@@ -452,6 +452,19 @@ HfTokenizer::IncrementalDecoder HfTokenizer::incremental_decoder(bool skip_speci
   return IncrementalDecoder(this, skip_special_tokens);
 }
 
+std::unique_ptr<TextStream> HfTokenizer::text_stream() const {
+  class Stream final : public TextStream {
+  public:
+    explicit Stream(IncrementalDecoder d) : d_(std::move(d)) {}
+    std::string push(int64_t id) override { return d_.push(id); }
+    std::string finish() override { return d_.finish(); }
+
+  private:
+    IncrementalDecoder d_;
+  };
+  return std::make_unique<Stream>(incremental_decoder(true));
+}
+
 HfTokenizer::IncrementalDecoder::IncrementalDecoder(const HfTokenizer* tok, bool skip)
     : tok_(tok), skip_(skip), stream_(std::make_unique<text::DecodeStream>(tok->impl_->decoder.get())) {}
 HfTokenizer::IncrementalDecoder::IncrementalDecoder(IncrementalDecoder&&) noexcept = default;

@@ -64,6 +64,8 @@ public:
   // Copies tokenizer.json, tokenizer_config.json, special_tokens_map.json and the chat template
   // file (those that were read) into `dir`, byte for byte.
   void save(const std::string& dir) const override;
+  // An IncrementalDecoder that skips special tokens.
+  std::unique_ptr<TextStream> text_stream() const override;
 
   std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const;
   // Ids that are not tokens are skipped.

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/model/architectures.h"
 #include "core/text/hf_tokenizer.h"
+#include "core/text/utf8.h"
 #include "core/model/causal_lm.h"
 #include "core/tokenizer.h"
 
@@ -66,6 +67,28 @@ TEST(CheckpointTokenizer, ByteTokenizerRoundTripsUtf8) {
   std::string all;
   for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
   EXPECT_EQ(tok.decode(tok.encode(all)), all);
+}
+
+TEST(CheckpointTokenizer, ByteTextStreamNeverSplitsACharacter) {
+  ByteTokenizer tok;
+  const std::string text = "h\xC3\xA9llo \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xE4\xB8\xAD";  // héllo 👍🏽 中
+  std::vector<int64_t> ids = tok.encode(text);
+  ids.insert(ids.begin() + 3, tok.eos_id());  // special tokens give no text
+  auto stream = tok.text_stream();
+  std::string streamed;
+  for (int64_t id : ids) {
+    const std::string piece = stream->push(id);
+    EXPECT_TRUE(text::is_valid_utf8(piece)) << "after id " << id;
+    streamed += piece;
+  }
+  streamed += stream->finish();
+  EXPECT_EQ(streamed, text);
+  // A stray continuation byte and a character cut short become U+FFFD, once each.
+  auto again = tok.text_stream();
+  std::string out;
+  for (int64_t id : {0x61, 0x80, 0x62, 0xE4, 0xB8}) out += again->push(id);
+  EXPECT_EQ(out, "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(again->finish(), "\xEF\xBF\xBD");
 }
 
 TEST(CheckpointTokenizer, SpecialAndInvalidIdsAreDroppedWhenDecoding) {

@@ -6,6 +6,7 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
+#include <QLabel>
 #include <QPushButton>
 #include <QTableWidget>
 #include <QTemporaryDir>
@@ -13,6 +14,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -141,6 +144,85 @@ TEST_F(GenerationServiceTest, RoundTripTwoCheckpointsIsDeterministicAndScored) {
     EXPECT_NEAR(second.outputs[i].logprob_under_each_model[0], first.outputs[i].logprob_under_each_model[0], 1e-4);
   }
   EXPECT_EQ(service.loadCount(), 2) << "the second request must not reload the models";
+}
+
+// Text streams into each (model, prompt) cell while sampling; the last text streamed is the
+// final output's text.
+TEST_F(GenerationServiceTest, TextStreamsAndEndsAsTheFinalText) {
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  Outcome outcome;
+  watch(service, outcome);
+  std::map<std::pair<int, int>, QString> last;
+  std::map<std::pair<int, int>, int> growths;
+  int signals = 0;
+  QObject::connect(&service, &GenerationService::textStreamed, &service, [&](int m, const QStringList& texts) {
+    ++signals;
+    for (int p = 0; p < texts.size(); ++p) {
+      const QString before = last[{p, m}];
+      EXPECT_TRUE(texts[p].startsWith(before)) << "streamed text only grows";
+      if (texts[p] != before) ++growths[{p, m}];
+      last[{p, m}] = texts[p];
+    }
+  });
+  GenerationRequest req;
+  req.model_dirs = {a(), b()};
+  req.prompts = {QString::fromStdString(lists_prompt(4)), QStringLiteral("Hello")};
+  req.temperature = 1.0;
+  req.max_new_tokens = 20;
+  req.seed = 3;
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(wait_until([&] { return outcome.done; }, 120000));
+  ASSERT_TRUE(outcome.error.isEmpty()) << outcome.error.toStdString();
+  EXPECT_GE(signals, 2) << "at least the first token and the end of each model";
+  for (const auto& o : outcome.outputs) {
+    EXPECT_EQ((last[{o.prompt_index, o.model_index}]), o.text) << o.label.toStdString();
+    EXPECT_TRUE(o.chat_template.isEmpty()) << "the byte tokenizer has no chat template";
+    EXPECT_EQ(o.model_prompt, o.prompt);
+  }
+}
+
+// A model folder with a Hugging Face tokenizer and a chat template gets the prompt as a user
+// turn in that template (scored the same way); with the checkbox off, the plain prompt.
+TEST_F(GenerationServiceTest, ChatTemplateOfTheModelFolderFramesThePrompt) {
+  const QString chat = dir_->filePath(QStringLiteral("chatml-model"));
+  write_tiny_model(chat, 33);
+  // The byte tokenizer's tokenizer.json read as a Hugging Face tokenizer, with ChatML.
+  const std::string config_path = (chat + QStringLiteral("/tokenizer_config.json")).toStdString();
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(config_path));
+  config.erase("kind");
+  std::ifstream fixture(std::string(GANPO_SOURCE_DIR) + "/tests/core/text/chat_templates/chatml.json");
+  config["chat_template"] = nlohmann::json::parse(fixture)["chat_template"];
+  std::ofstream(config_path) << config.dump(2);
+
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  GenerationRequest req;
+  req.model_dirs = {chat, a()};
+  req.prompts = {QStringLiteral("Hi")};
+  req.temperature = 0;
+  req.max_new_tokens = 6;
+  for (bool use_template : {true, false}) {
+    Outcome outcome;
+    QObject::disconnect(&service, nullptr, nullptr, nullptr);
+    watch(service, outcome);
+    req.chat_template = use_template;
+    ASSERT_TRUE(service.generate(req));
+    ASSERT_TRUE(wait_until([&] { return outcome.done; }, 120000));
+    ASSERT_TRUE(outcome.error.isEmpty()) << outcome.error.toStdString();
+    ASSERT_EQ(outcome.outputs.size(), 2);
+    const GenerationOutput& templated = outcome.outputs[0];
+    EXPECT_EQ(templated.prompt, QStringLiteral("Hi"));
+    if (use_template) {
+      EXPECT_EQ(templated.chat_template, QStringLiteral("chatml"));
+      EXPECT_EQ(templated.model_prompt, QStringLiteral("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+    } else {
+      EXPECT_TRUE(templated.chat_template.isEmpty());
+      EXPECT_EQ(templated.model_prompt, QStringLiteral("Hi"));
+    }
+    // The byte-tokenizer model has no template either way.
+    EXPECT_EQ(outcome.outputs[1].model_prompt, QStringLiteral("Hi"));
+    for (const auto& o : outcome.outputs)
+      for (double lp : o.logprob_under_each_model) EXPECT_TRUE(std::isfinite(lp));
+  }
 }
 
 TEST_F(GenerationServiceTest, CacheIsBoundedAndKeyedByFolder) {
@@ -299,8 +381,15 @@ TEST_F(CheckpointsViewTest, ListsCheckpointsGeneratesSideBySideAndScreenshots) {
   view.setGridMode(true);
   bool finished = false;
   QObject::connect(&view, &CheckpointsView::generationFinished, &view, [&] { finished = true; });
+  // While sampling, the columns fill with streamed text (the cells exist from the start).
+  QString seen_while_live;
+  QObject::connect(view.service(), &GenerationService::textStreamed, &view, [&](int m, const QStringList&) {
+    if (!finished && seen_while_live.isEmpty()) seen_while_live = view.liveText(0, m);
+  });
   ASSERT_TRUE(view.generateNow());
+  EXPECT_EQ(view.findChildren<QLabel*>(QStringLiteral("outputCell")).size(), 9) << "live cells, one per prompt x model";
   ASSERT_TRUE(wait_until([&] { return finished; }, 120000));
+  EXPECT_FALSE(seen_while_live.isEmpty()) << "text was shown before the request finished";
   EXPECT_EQ(view.lastOutputs().size(), 9) << view.statusText().toStdString();
   for (const auto& o : view.lastOutputs()) EXPECT_GE(o.judge_score, 0.0);
   QApplication::processEvents();

@@ -397,6 +397,10 @@ TEST(ModelGenerate, SeedsControlSampling) {
   EXPECT_EQ(generate(m, kPrompts, opt, -1, kPad), a);
 }
 
+size_t stopped_length(const std::vector<int64_t>& free_row, int64_t eos) {
+  return static_cast<size_t>(std::find(free_row.begin(), free_row.end(), eos) - free_row.begin());
+}
+
 TEST(ModelGenerate, StopsAtEosPerRow) {
   auto m = make_model(llama_shape(), 5);
   SamplingOptions opt;
@@ -407,7 +411,13 @@ TEST(ModelGenerate, StopsAtEosPerRow) {
   // Declare row 0's 4th greedy token to be EOS: row 0 stops before its first occurrence,
   // the other rows stop before theirs (or run to the end).
   const int64_t eos = free[0][3];
-  auto stopped = generate(m, kPrompts, opt, eos, kPad);
+  std::vector<std::vector<int64_t>> reported(kPrompts.size());
+  auto stopped = generate(m, kPrompts, opt, eos, kPad, nullptr, [&](int64_t, const std::vector<int64_t>& appended) {
+    for (size_t i = 0; i < appended.size(); ++i)
+      if (appended[i] >= 0) reported[i].push_back(appended[i]);
+      else EXPECT_TRUE(reported[i].size() == stopped_length(free[i], eos)) << "-1 only once row " << i << " stopped";
+  });
+  EXPECT_EQ(reported, stopped);
   for (size_t i = 0; i < free.size(); ++i) {
     std::vector<int64_t> expected;
     for (int64_t t : free[i]) {
@@ -432,12 +442,15 @@ TEST(ModelGenerate, RespectsMaxSeqLenAndCancel) {
   std::atomic<bool> cancel{false};
   int64_t calls = 0;
   opt.max_new_tokens = 6;
-  auto cancelled = generate(m, kPrompts, opt, -1, kPad, &cancel, [&](int64_t step) {
+  std::vector<std::vector<int64_t>> reported(kPrompts.size());
+  auto cancelled = generate(m, kPrompts, opt, -1, kPad, &cancel, [&](int64_t step, const std::vector<int64_t>& appended) {
     ++calls;
+    for (size_t i = 0; i < appended.size(); ++i) reported[i].push_back(appended[i]);
     if (step == 2) cancel.store(true);
   });
   EXPECT_EQ(calls, 2);
   for (const auto& row : cancelled) EXPECT_EQ(row.size(), 2u);
+  EXPECT_EQ(reported, cancelled) << "each step reports the token every row appended";
   EXPECT_TRUE(generate(m, {}, opt, -1, kPad).empty());
 }
 

@@ -219,6 +219,27 @@ TEST(ChatTemplate, HandCheckedRenderings) {
   EXPECT_EQ(qwen3.chosen, "<think>\n\n</think>\n\nA<|im_end|>\n");
 }
 
+// The playground wraps a typed prompt as a user turn, but leaves a prompt rendered from
+// conversational data (the run's sample prompts) as it is.
+TEST(ChatTemplate, UserTurnWrapsTypedTextOnce) {
+  for (const std::string& file : fixture_files()) {
+    const ChatTemplate t = template_for(file);
+    const std::string wrapped = t.user_turn("Name three fruits.");
+    EXPECT_EQ(wrapped, t.render({{"user", "Name three fruits."}}, true)) << file;
+    EXPECT_EQ(t.user_turn(wrapped), wrapped) << file;
+    try {
+      const std::string with_system = t.render({{"system", "Be brief."}, {"user", "Hi"}}, true);
+      EXPECT_EQ(t.user_turn(with_system), with_system) << file;
+    } catch (const ChatTemplateError&) {
+      // this template refuses a system turn
+    }
+    if (!t.bos_token().empty() && wrapped.rfind(t.bos_token(), 0) == 0) {
+      const std::string no_bos = wrapped.substr(t.bos_token().size());
+      EXPECT_EQ(t.user_turn(no_bos), no_bos) << file;
+    }
+  }
+}
+
 TEST(ChatTemplate, CommonPrefixNeverSplitsACharacter) {
   // mistral-v3 renders the system prompt only when the conversation ends with a user turn, so the
   // prompt alone and prompt + answer part ways right after "[INST] ", inside "é" vs "ê".

@@ -188,6 +188,15 @@ TEST_P(RealTokenizerTest, IncrementalDecodingEqualsFullDecoding) {
     for (bool skip : {false, true})
       EXPECT_EQ(decode_incrementally(*tok_, ids, skip), tok_->decode(ids, skip)) << "random " << i;
   }
+  // The Tokenizer interface's stream (what the playground uses) skips special tokens.
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto ids = special_ids(cases[i]);
+    auto stream = tok_->text_stream();
+    std::string streamed;
+    for (int64_t id : ids) streamed += stream->push(id);
+    streamed += stream->finish();
+    EXPECT_EQ(streamed, tok_->decode(ids, true)) << "case " << i;
+  }
   // Random id sequences across the whole vocabulary.
   std::mt19937 rng(7);
   std::uniform_int_distribution<int64_t> any(0, tok_->vocab_size() - 1), low(0, 300);
