@@ -40,7 +40,10 @@ TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, i
 
 TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t max_length,
                           int64_t max_prompt_length) {
-  TokenizedSft s{ex.prompt.empty() ? std::vector<int64_t>{tok.bos_id()} : encode_prompt(tok, ex.prompt),
+  // An empty prompt still starts with BOS where the tokenizer has one (Qwen's has none).
+  std::vector<int64_t> bos_only;
+  if (tok.bos_id() >= 0) bos_only.push_back(tok.bos_id());
+  TokenizedSft s{ex.prompt.empty() ? bos_only : encode_prompt(tok, ex.prompt),
                  encode_response(tok, ex.completion)};
   truncate(s.prompt, {&s.completion}, max_length, max_prompt_length);
   return s;

@@ -5,12 +5,21 @@
 #include <QHeaderView>
 #include <QLabel>
 #include <QPlainTextEdit>
-#include <QPointer>
 #include <QTableWidget>
+#include <QTextBrowser>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <exception>
-#include <thread>
+#include <memory>
+#include <type_traits>
+
+#include "core/batching.h"
+#include "core/text/chat_template.h"
+#include "core/text/hf_tokenizer.h"
+#include "core/text/utf8.h"
+#include "core/tokenizer.h"
+#include "ui/background_read.h"
 
 namespace ganpo::ui {
 namespace {
@@ -26,9 +35,126 @@ QString cell_text(const std::string& text) {
 
 constexpr size_t kBadLinesShown = 200;
 
+// What a token reads as: its text with special tokens spelled out; bytes that are not UTF-8 on
+// their own (a piece of a character) as <0xNN>.
+QString token_text(const Tokenizer& tok, int64_t id) {
+  std::string text;
+  if (const auto* hf = dynamic_cast<const HfTokenizer*>(&tok))
+    text = hf->decode({id}, /*skip_special_tokens=*/false);
+  else if (id == tok.bos_id())
+    text = "<bos>";
+  else if (id == tok.eos_id())
+    text = "<eos>";
+  else
+    text = tok.decode({id});
+  if (text::is_valid_utf8(text)) return QString::fromStdString(text);
+  QString hex;
+  for (unsigned char c : text)
+    hex += QStringLiteral("<0x%1>").arg(QString::number(c, 16).toUpper().rightJustified(2, QLatin1Char('0')));
+  return hex;
+}
+
+QStringList token_texts(const Tokenizer& tok, const std::vector<int64_t>& ids) {
+  QStringList out;
+  for (int64_t id : ids) out << token_text(tok, id);
+  return out;
+}
+
+int64_t dropped(size_t full, size_t kept) { return static_cast<int64_t>(full) - static_cast<int64_t>(kept); }
+
+// Renders (chat template) and tokenizes the first rows as the trainer does.
+template <class Row>
+void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, DatasetPreview& out) {
+  std::unique_ptr<Tokenizer> tok;
+  const std::string folder = how.model_folder.trimmed().toStdString();
+  try {
+    if (folder.empty())
+      tok = std::make_unique<ByteTokenizer>();
+    else
+      tok = load_tokenizer(folder);
+  } catch (const std::exception& e) {
+    out.tokenizing_error = QObject::tr("The model folder's tokenizer cannot be used: %1").arg(QString::fromStdString(e.what()));
+    return;
+  }
+  const bool conversational = std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.conversational(); });
+  if (!conversational) {
+    out.rendering = QObject::tr("standard rows: prompt and completions as written");
+  } else if (!tok->uses_chat_template()) {
+    out.rendering = QObject::tr("conversational rows in the plain <|role|> rendering (the byte tokenizer has no chat template)");
+  } else {
+    try {
+      const ChatTemplate tmpl = ChatTemplate::from_model_folder(folder, how.chat_template.toStdString());
+      apply_chat_template(rows, tmpl, "preview");
+      out.rendering = QObject::tr("conversational rows in the %1 chat template").arg(QString::fromStdString(tmpl.variant()));
+    } catch (const std::exception& e) {
+      out.tokenizing_error = QString::fromStdString(e.what());
+      return;
+    }
+  }
+  const int64_t max_length = std::max<int64_t>(how.max_length, 1);
+  const int64_t max_prompt = std::max<int64_t>(how.max_prompt_length, 1);
+  for (const Row& row : rows) {
+    TokenizedPreviewRow t;
+    if constexpr (std::is_same_v<Row, PreferenceExample>) {
+      const TokenizedPair kept = tokenize_pair(*tok, row, max_length, max_prompt);
+      t.prompt = token_texts(*tok, kept.prompt);
+      t.chosen = token_texts(*tok, kept.chosen);
+      t.rejected = token_texts(*tok, kept.rejected);
+      t.prompt_dropped = dropped(encode_prompt(*tok, row.prompt).size(), kept.prompt.size());
+      t.chosen_dropped = dropped(encode_response(*tok, row.chosen).size(), kept.chosen.size());
+      t.rejected_dropped = dropped(encode_response(*tok, row.rejected).size(), kept.rejected.size());
+    } else {
+      const TokenizedSft kept = tokenize_sft(*tok, row, max_length, max_prompt);
+      t.prompt = token_texts(*tok, kept.prompt);
+      t.chosen = token_texts(*tok, kept.completion);
+      if (!row.prompt.empty()) t.prompt_dropped = dropped(encode_prompt(*tok, row.prompt).size(), kept.prompt.size());
+      t.chosen_dropped = dropped(encode_response(*tok, row.completion).size(), kept.completion.size());
+    }
+    out.tokenized.push_back(std::move(t));
+  }
+}
+
+// Token boxes of one part, alternating two shades of its colour.
+QString token_boxes(const QStringList& tokens, const char* light, const char* dark) {
+  QString html;
+  for (int i = 0; i < tokens.size(); ++i) {
+    QString text = tokens[i].toHtmlEscaped();
+    text.replace(QLatin1Char('\n'), QStringLiteral("↵<br>"));
+    html += QStringLiteral("<span style='background:%1'>%2</span>").arg(QLatin1String(i % 2 ? dark : light), text);
+  }
+  return html;
+}
+
 }  // namespace
 
-DatasetPreview read_dataset_preview(const QString& path, bool preference, int max_rows) {
+QString tokenized_row_html(const TokenizedPreviewRow& row, bool preference) {
+  const QString boundary = QStringLiteral("<span style='color:#6a1b9a; font-weight:bold'>┃</span>");
+  auto dropped_note = [](int64_t n, const QString& part) {
+    return n > 0 ? QObject::tr(" (%1 %2 tokens cut)").arg(n).arg(part) : QString();
+  };
+  QString html = QStringLiteral("<div style='white-space: pre-wrap; font-family: monospace;'>");
+  html += token_boxes(row.prompt, "#e3f2fd", "#bbdefb") + boundary + token_boxes(row.chosen, "#e8f5e9", "#c8e6c9");
+  if (preference)
+    html += QStringLiteral("<br><br><span style='color:gray'>…same prompt…</span>") + boundary +
+            token_boxes(row.rejected, "#ffebee", "#ffcdd2");
+  html += QStringLiteral("</div><p style='color:gray'>");
+  html += preference ? QObject::tr("prompt %1 tokens%2 (not scored) ┃ chosen %3%4 · rejected %5%6 (scored by the losses)")
+                           .arg(row.prompt.size())
+                           .arg(dropped_note(row.prompt_dropped, QObject::tr("leading")))
+                           .arg(row.chosen.size())
+                           .arg(dropped_note(row.chosen_dropped, QObject::tr("trailing")))
+                           .arg(row.rejected.size())
+                           .arg(dropped_note(row.rejected_dropped, QObject::tr("trailing")))
+                     : QObject::tr("prompt %1 tokens%2 (not scored) ┃ completion %3%4 (scored)")
+                           .arg(row.prompt.size())
+                           .arg(dropped_note(row.prompt_dropped, QObject::tr("leading")))
+                           .arg(row.chosen.size())
+                           .arg(dropped_note(row.chosen_dropped, QObject::tr("trailing")));
+  return html + QStringLiteral("</p>");
+}
+
+DatasetPreview read_dataset_preview(const QString& path, bool preference, int max_rows,
+                                    const PreviewTokenizing& tokenizing) {
   DatasetPreview out;
   out.columns = preference ? QStringList{QStringLiteral("prompt"), QStringLiteral("chosen"), QStringLiteral("rejected")}
                            : QStringList{QStringLiteral("prompt"), QStringLiteral("completion")};
@@ -46,12 +172,16 @@ DatasetPreview read_dataset_preview(const QString& path, bool preference, int ma
       for (size_t i = 0; i < loaded.rows.size() && static_cast<int>(i) < max_rows; ++i)
         out.first_rows.push_back(
             {cell_text(loaded.rows[i].prompt), cell_text(loaded.rows[i].chosen), cell_text(loaded.rows[i].rejected)});
+      loaded.rows.resize(out.first_rows.size());
+      tokenize_rows(std::move(loaded.rows), tokenizing, out);
     } else {
       auto loaded = load_sft_file(file, "skip");
       out.parsed_rows = static_cast<int64_t>(loaded.rows.size());
       out.bad_lines = std::move(loaded.bad_lines);
       for (size_t i = 0; i < loaded.rows.size() && static_cast<int>(i) < max_rows; ++i)
         out.first_rows.push_back({cell_text(loaded.rows[i].prompt), cell_text(loaded.rows[i].completion)});
+      loaded.rows.resize(out.first_rows.size());
+      tokenize_rows(std::move(loaded.rows), tokenizing, out);
     }
   } catch (const std::exception& e) {
     // The readers throw when nothing parses; the message names the file and the first bad line.
@@ -79,9 +209,19 @@ DatasetPreviewWidget::DatasetPreviewWidget(QWidget* parent) : QWidget(parent) {
   bad_lines_->setReadOnly(true);
   bad_lines_->setMaximumHeight(90);
   bad_lines_->setPlaceholderText(tr("Bad lines are listed here by line number."));
+  tokens_caption_ = new QLabel(this);
+  tokens_caption_->setObjectName(QStringLiteral("datasetPreview.tokensCaption"));
+  tokens_caption_->setWordWrap(true);
+  tokens_ = new QTextBrowser(this);
+  tokens_->setObjectName(QStringLiteral("datasetPreview.tokens"));
+  tokens_->setMinimumHeight(150);
+  tokens_->setPlaceholderText(tr("The picked row, rendered and tokenized as training will, appears here."));
   layout->addWidget(summary_);
   layout->addWidget(table_);
+  layout->addWidget(tokens_caption_);
+  layout->addWidget(tokens_);
   layout->addWidget(bad_lines_);
+  connect(table_, &QTableWidget::currentCellChanged, this, [this] { showTokens(); });
 
   pause_.setSingleShot(true);
   pause_.setInterval(300);
@@ -89,11 +229,12 @@ DatasetPreviewWidget::DatasetPreviewWidget(QWidget* parent) : QWidget(parent) {
   setSource({}, true);
 }
 
-void DatasetPreviewWidget::setSource(const QString& path, bool preference) {
+void DatasetPreviewWidget::setSource(const QString& path, bool preference, const PreviewTokenizing& tokenizing) {
   path_ = path.trimmed();
   preference_ = preference;
   const QString source = path_ + (preference ? QStringLiteral("|pairs") : QStringLiteral("|sft"));
-  if (source == shown_source_) return;
+  if (source == shown_source_ && tokenizing == tokenizing_) return;
+  tokenizing_ = tokenizing;
   shown_source_ = source;
   ++generation_;  // whatever is being read now is no longer wanted
   reading_ = false;
@@ -101,6 +242,8 @@ void DatasetPreviewWidget::setSource(const QString& path, bool preference) {
   table_->setRowCount(0);
   table_->setColumnCount(0);
   bad_lines_->clear();
+  shown_ = {};
+  showTokens();
   if (path_.isEmpty()) {
     pause_.stop();
     summary_->setText(tr("Choose a training file to see its first rows and any bad lines."));
@@ -114,22 +257,43 @@ void DatasetPreviewWidget::setSource(const QString& path, bool preference) {
 void DatasetPreviewWidget::startReading() {
   const uint64_t generation = ++generation_;
   reading_ = true;
-  QPointer<DatasetPreviewWidget> self(this);
-  std::thread([self, generation, path = path_, preference = preference_]() {
-    DatasetPreview preview = read_dataset_preview(path, preference, kPreviewRows);
-    QCoreApplication* app = QCoreApplication::instance();
-    if (!app) return;
-    QMetaObject::invokeMethod(
-        app,
-        [self, generation, preview = std::move(preview)]() {
-          if (self && self->generation_ == generation) self->showPreview(preview);
-        },
-        Qt::QueuedConnection);
-  }).detach();
+  read_in_background(
+      this,
+      [path = path_, preference = preference_, tokenizing = tokenizing_]() {
+        return read_dataset_preview(path, preference, kPreviewRows, tokenizing);
+      },
+      [this, generation](DatasetPreview preview) {
+        if (generation_ == generation) showPreview(preview);
+      });
+}
+
+QString DatasetPreviewWidget::tokensHtml() const { return tokens_->toHtml(); }
+
+void DatasetPreviewWidget::showTokens() {
+  const int row = std::max(0, table_->currentRow());
+  if (!shown_.tokenizing_error.isEmpty()) {
+    tokens_caption_->setText(QStringLiteral("<span style='color:#c62828'>%1</span>").arg(shown_.tokenizing_error.toHtmlEscaped()));
+    tokens_->clear();
+    return;
+  }
+  if (row >= static_cast<int>(shown_.tokenized.size())) {
+    tokens_caption_->clear();
+    tokens_->clear();
+    return;
+  }
+  const QString tokenizer = tokenizing_.model_folder.trimmed().isEmpty() ? tr("the byte tokenizer (fresh model)")
+                                                                          : tr("the model folder's tokenizer");
+  tokens_caption_->setText(tr("Row %1 as training sees it: %2, %3; max_length %4, max_prompt_length %5.")
+                               .arg(row + 1)
+                               .arg(shown_.rendering, tokenizer)
+                               .arg(tokenizing_.max_length)
+                               .arg(tokenizing_.max_prompt_length));
+  tokens_->setHtml(tokenized_row_html(shown_.tokenized[static_cast<size_t>(row)], preference_));
 }
 
 void DatasetPreviewWidget::showPreview(const DatasetPreview& preview) {
   reading_ = false;
+  shown_ = preview;
   table_->setColumnCount(static_cast<int>(preview.columns.size()));
   table_->setHorizontalHeaderLabels(preview.columns);
   table_->setRowCount(static_cast<int>(preview.first_rows.size()));
@@ -156,6 +320,7 @@ void DatasetPreviewWidget::showPreview(const DatasetPreview& preview) {
   if (preview.bad_lines.size() > kBadLinesShown)
     lines.append(tr("… and %1 more").arg(preview.bad_lines.size() - kBadLinesShown));
   bad_lines_->setPlainText(lines.join(QLatin1Char('\n')));
+  showTokens();
   Q_EMIT previewShown();
 }
 

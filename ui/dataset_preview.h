@@ -1,5 +1,7 @@
 // The dataset preview of the New Run dialog: the first rows of a JSONL/JSON file in TRL format,
-// how many rows parse, and the bad lines by line number.
+// how many rows parse, the bad lines by line number, and the picked row rendered and tokenized
+// as training will (the model's tokenizer and chat template, the prompt / completion boundary,
+// what truncation drops).
 //
 // read_dataset_preview() reads the whole file with core's readers in "skip" mode (so the count
 // and the bad lines are what training would see) and never throws. DatasetPreviewWidget runs it
@@ -20,8 +22,27 @@
 class QLabel;
 class QPlainTextEdit;
 class QTableWidget;
+class QTextBrowser;
 
 namespace ganpo::ui {
+
+// How training will tokenize the rows, from the config being edited.
+struct PreviewTokenizing {
+  QString model_folder;   // model.checkpoint; "" = a fresh model with the byte tokenizer
+  QString chat_template;  // data.chat_template
+  int64_t max_length = 0, max_prompt_length = 0;
+  bool operator==(const PreviewTokenizing& o) const {
+    return model_folder == o.model_folder && chat_template == o.chat_template && max_length == o.max_length &&
+           max_prompt_length == o.max_prompt_length;
+  }
+};
+
+// A row as the model sees it: the text of each token of each part, and the tokens truncation
+// drops (TRL's order: the prompt keeps its end, then the responses are cut to max_length).
+struct TokenizedPreviewRow {
+  QStringList prompt, chosen, rejected;  // SFT rows: the completion is `chosen`
+  int64_t prompt_dropped = 0, chosen_dropped = 0, rejected_dropped = 0;
+};
 
 struct DatasetPreview {
   QStringList columns;                  // prompt, chosen, rejected (or prompt, completion for SFT)
@@ -29,10 +50,19 @@ struct DatasetPreview {
   int64_t parsed_rows = 0;              // rows that parse
   std::vector<BadLine> bad_lines;       // skipped lines with their 1-based line numbers
   QString error;                        // the file could not be read at all, or nothing parses
+  std::vector<TokenizedPreviewRow> tokenized;  // parallel to first_rows
+  QString rendering;         // how rows become text: the chat template, or the plain rendering
+  QString tokenizing_error;  // the tokenizer or chat template cannot be used (rows still shown)
 };
 
-// preference: rows are prompt/chosen/rejected pairs; otherwise SFT rows.
-DatasetPreview read_dataset_preview(const QString& path, bool preference, int max_rows);
+// preference: rows are prompt/chosen/rejected pairs; otherwise SFT rows. The first rows are also
+// rendered (chat template) and tokenized as `tokenizing` says training will.
+DatasetPreview read_dataset_preview(const QString& path, bool preference, int max_rows,
+                                    const PreviewTokenizing& tokenizing = {});
+
+// One tokenized row as HTML: the prompt's tokens, a boundary mark, then each completion's
+// tokens; every token a shaded box, so token boundaries and the part it belongs to are visible.
+QString tokenized_row_html(const TokenizedPreviewRow& row, bool preference);
 
 class DatasetPreviewWidget : public QWidget {
   Q_OBJECT
@@ -41,7 +71,9 @@ public:
 
   // Shows the preview of this file (after a short pause while the path is still being typed).
   // An empty path clears the preview.
-  void setSource(const QString& path, bool preference);
+  void setSource(const QString& path, bool preference, const PreviewTokenizing& tokenizing = {});
+  // The tokenized view of the row picked in the table (the first by default), as HTML.
+  QString tokensHtml() const;
   bool isReading() const { return reading_; }
 
 Q_SIGNALS:
@@ -50,16 +82,21 @@ Q_SIGNALS:
 private:
   void startReading();
   void showPreview(const DatasetPreview& preview);
+  void showTokens();
 
   static constexpr int kPreviewRows = 5;
   QTimer pause_;
   QString path_;
   bool preference_ = true;
+  PreviewTokenizing tokenizing_;
+  DatasetPreview shown_;
   QString shown_source_;  // path + kind of what is on screen or being read
   uint64_t generation_ = 0;
   bool reading_ = false;
   QLabel* summary_;
   QTableWidget* table_;
+  QLabel* tokens_caption_;
+  QTextBrowser* tokens_;
   QPlainTextEdit* bad_lines_;
 };
 

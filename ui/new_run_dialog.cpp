@@ -27,6 +27,7 @@
 #include "ui/dataset_preview.h"
 #include "ui/form_page.h"
 #include "ui/memory_estimate_label.h"
+#include "ui/model_folder_panel.h"
 #include "ui/run_presets.h"
 
 namespace ganpo::ui {
@@ -106,7 +107,19 @@ void NewRunDialog::buildTopRow(QWidget* parent) {
 
 QWidget* NewRunDialog::buildModelPage() {
   auto* page = new FormPage;
-  auto* shape = page->addSection(tr("Architecture"));
+  auto* start = page->addSection(tr("Start from"));
+  form_->addPath(start, GANPO_CONFIG_KEY(model.checkpoint), tr("Model folder"), ConfigForm::PathKind::Folder,
+                 tr("A Hugging Face model folder (config.json, model.safetensors or shards, tokenizer.json) or a "
+                    "checkpoint of an earlier run; empty = a fresh model of the shape below."));
+  model_folder_ = new ModelFolderPanel(start);
+  start->addWideRow(model_folder_);
+  reference_ = form_->addPath(start, GANPO_CONFIG_KEY(model.reference), tr("Reference model"),
+                              ConfigForm::PathKind::Folder,
+                              tr("Frozen reference for the preference losses and GANPO's reference latents; empty = "
+                                 "the model folder above (its weights as loaded), as TRL does."));
+
+  shape_section_ = page->addSection(tr("Architecture (fresh model)"));
+  auto* shape = shape_section_;
   form_->addChoice(shape, GANPO_CONFIG_KEY(model.preset), tr("Size"),
                    {{QStringLiteral("tiny"), tr("Tiny (llama, d 128, 4 layers, 0.9M)")},
                     {QStringLiteral("small"), tr("Small (llama, d 384, 6 layers, 10.6M)")},
@@ -133,13 +146,16 @@ QWidget* NewRunDialog::buildModelPage() {
   resolved_shape_->setWordWrap(true);
   shape->addWideRow(resolved_shape_);
 
-  auto* weights = page->addSection(tr("Weights"));
-  form_->addPath(weights, GANPO_CONFIG_KEY(model.checkpoint), tr("Continue from checkpoint"),
-                 ConfigForm::PathKind::Folder,
-                 tr("A checkpoint or HF-style folder (config.json + model.safetensors); empty = fresh weights. "
-                    "Its config.json replaces the shape above."));
-  form_->addPath(weights, GANPO_CONFIG_KEY(model.reference), tr("Reference model"), ConfigForm::PathKind::Folder,
-                 tr("Frozen reference for the preference losses; empty = the starting weights."));
+  auto* saving = page->addSection(tr("Saved checkpoints"));
+  form_->addChoice(saving, GANPO_CONFIG_KEY(model.save_dtype), tr("Weights saved as"),
+                   {{QString(), tr("The dtype they were loaded in")},
+                    {QStringLiteral("float32"), tr("float32")},
+                    {QStringLiteral("bfloat16"), tr("bfloat16")},
+                    {QStringLiteral("float16"), tr("float16")}},
+                   tr("Checkpoints and final/ are Hugging Face folders; this is their torch_dtype."));
+  form_->addInt(saving, GANPO_CONFIG_KEY(model.max_shard_mb), tr("Shard size (MB)"),
+                tr("Weights above this size are split into model-0000i-of-0000n.safetensors with an index, as "
+                   "transformers does (its default is 5000)."));
   return page;
 }
 
@@ -163,6 +179,11 @@ QWidget* NewRunDialog::buildDataPage() {
   form_->addPath(file_data_, GANPO_CONFIG_KEY(data.eval), tr("Held-out file"), ConfigForm::PathKind::File,
                  tr("Optional; empty = hold out a fraction of the training file."));
   form_->addDouble(file_data_, GANPO_CONFIG_KEY(data.eval_fraction), tr("Held-out fraction"));
+  form_->addEditableChoice(file_data_, GANPO_CONFIG_KEY(data.chat_template), tr("Chat template"),
+                           {QString(), QStringLiteral("llama3"), QStringLiteral("gemma"), QStringLiteral("chatml"),
+                            QStringLiteral("qwen3"), QStringLiteral("llama2"), QStringLiteral("mistral")},
+                           tr("How conversational rows (message lists) are rendered. Empty = the model folder's own "
+                              "template, recognised in its tokenizer_config.json; or a family / variant name."));
   form_->addChoice(file_data_, GANPO_CONFIG_KEY(data.on_bad_line), tr("On a bad line"),
                    {{QStringLiteral("error"), tr("Stop with an error naming the line")},
                     {QStringLiteral("skip"), tr("Skip it and count it")}});
@@ -441,7 +462,17 @@ void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
   const bool builtin = uses_builtin_task(c.data);
   builtin_data_->setVisible(builtin);
   file_data_->setVisible(!builtin);
-  preview_->setSource(builtin ? QString() : QString::fromStdString(c.data.train), c.stage != "sft");
+  PreviewTokenizing tokenizing;
+  tokenizing.model_folder = QString::fromStdString(c.model.checkpoint);
+  tokenizing.chat_template = QString::fromStdString(c.data.chat_template);
+  tokenizing.max_length = c.data.max_length;
+  tokenizing.max_prompt_length = c.data.max_prompt_length;
+  preview_->setSource(builtin ? QString() : QString::fromStdString(c.data.train), c.stage != "sft", tokenizing);
+  const QString folder = QString::fromStdString(c.model.checkpoint).trimmed();
+  model_folder_->setFolder(folder);
+  shape_section_->setVisible(folder.isEmpty());
+  reference_->setPlaceholderText(folder.isEmpty() ? tr("The starting weights (a fresh model: its initial weights)")
+                                                  : tr("Same as the model folder: %1").arg(folder));
   ganpo_section_->setEnabled(c.ganpo.enabled);
   const bool epochs = length_mode_->currentIndex() == kTrainForEpochs;
   max_steps_->setEnabled(!epochs);

@@ -1,6 +1,9 @@
 // NewRunDialog: the "New Run" (and "Clone and edit") dialog. Every key of RunConfig on six
 // pages (Model, Data, Objective, Optimisation, Device, Monitoring) plus name and output folder,
-// the built-in presets, load/save as TOML, a live memory estimate and a JSONL preview.
+// the built-in presets, load/save as TOML, a live memory estimate and a JSONL preview. The Model
+// page starts from a Hugging Face folder (shown as `ganpo inspect` shows it; the reference
+// defaults to it) or a fresh shape; the preview shows a row rendered and tokenized as training
+// will (chat template, prompt / completion boundary, truncation).
 //
 // Every edit rebuilds the config from the form and runs validate_config on it; each message is
 // shown in red beside the field its key names, a summary line sits above the buttons, and OK
@@ -26,6 +29,7 @@ class ConfigForm;
 class DatasetPreviewWidget;
 class FormSection;
 class MemoryEstimateLabel;
+class ModelFolderPanel;
 
 class NewRunDialog : public QDialog {
   Q_OBJECT
@@ -66,6 +70,9 @@ private:
   QComboBox* preset_combo_;
   QTabWidget* pages_;
   QLabel* resolved_shape_;
+  FormSection* shape_section_;      // the fresh model's shape: hidden when a folder is named
+  ModelFolderPanel* model_folder_;  // what the folder in model.checkpoint holds
+  QLineEdit* reference_;
   FormSection* builtin_data_;
   FormSection* file_data_;
   FormSection* ganpo_section_;

@@ -25,7 +25,9 @@
 
 #include <functional>
 
+#include "core/checkpoint.h"
 #include "core/config.h"
+#include "ui/dataset_preview.h"
 #include "ui/run_presets.h"
 
 namespace ganpo::ui {
@@ -72,6 +74,9 @@ RunConfig non_default_config() {
   c.model.rope_theta = 500000.0;
   c.model.checkpoint = "/tmp/ckpt";
   c.model.reference = "/tmp/ref";
+  c.model.save_dtype = "bfloat16";
+  c.model.max_shard_mb = 1234;
+  c.data.chat_template = "chatml";
   c.data.builtin = "";
   c.data.train = "/tmp/train.jsonl";
   c.data.eval = "/tmp/eval.jsonl";
@@ -305,6 +310,89 @@ TEST(NewRunDialog, DatasetPreviewCountsPairsAndListsBadLines) {
   EXPECT_FALSE(bad_lines->toPlainText().contains("line 3:"));
 }
 
+// A model folder as checkpoints are written (a fresh tiny Llama with the byte tokenizer), so
+// the dialog has a real folder to describe.
+QString write_model_folder(const QTemporaryDir& dir) {
+  const QString folder = dir.filePath("model");
+  ModelConfig mc;
+  mc.preset = "tiny";
+  ByteTokenizer tok;
+  CausalLM model(resolve_model_shape(mc, tok.vocab_size()));
+  save_model_files(folder.toStdString(), model, tok);
+  return folder;
+}
+
+TEST(NewRunDialog, ModelPageDescribesTheFolderAndTheReferenceDefaultsToIt) {
+  QTemporaryDir dir;
+  const QString folder = write_model_folder(dir);
+  NewRunDialog dialog;
+  auto* panel = child<QLabel>(dialog, "modelFolderPanel.text");
+  ASSERT_TRUE(panel);
+  EXPECT_TRUE(panel->text().contains("fresh model")) << panel->text().toStdString();
+  auto* shape_field = child<QLineEdit>(dialog, "model.d_model");
+  auto* reference = child<QLineEdit>(dialog, "model.reference");
+  dialog.show();
+  EXPECT_TRUE(shape_field->isVisibleTo(&dialog));
+
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(folder);
+  ASSERT_TRUE(wait_until([&]() { return panel->text().contains("architecture"); }, 30000)) << panel->text().toStdString();
+  EXPECT_TRUE(panel->text().contains("LlamaForCausalLM")) << panel->text().toStdString();
+  EXPECT_TRUE(panel->text().contains("tokenizer")) << panel->text().toStdString();
+  EXPECT_FALSE(shape_field->isVisibleTo(&dialog)) << "the folder's config.json decides the shape";
+  EXPECT_TRUE(reference->placeholderText().contains(folder)) << reference->placeholderText().toStdString();
+  EXPECT_TRUE(dialog.config().model.reference.empty()) << "empty = the model folder, nothing stored";
+  EXPECT_TRUE(child<QLabel>(dialog, "memoryEstimate")->text().contains("parameters"));
+
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(dir.filePath("nothing-here"));
+  ASSERT_TRUE(wait_until([&]() { return panel->text().contains("no folder"); })) << panel->text().toStdString();
+}
+
+TEST(NewRunDialog, DatasetPreviewShowsTheRowTokenizedWithThePromptBoundary) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("pairs.jsonl");
+  QFile file(path);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write(R"({"prompt": "2+2=", "chosen": "4", "rejected": "five"})" "\n");
+  file.close();
+
+  // The worker function: byte tokenizer, [BOS] prompt "\n" | response [EOS].
+  PreviewTokenizing how;
+  how.max_length = 512;
+  how.max_prompt_length = 128;
+  DatasetPreview p = read_dataset_preview(path, true, 5, how);
+  ASSERT_TRUE(p.tokenizing_error.isEmpty()) << p.tokenizing_error.toStdString();
+  ASSERT_EQ(p.tokenized.size(), 1u);
+  EXPECT_EQ(p.tokenized[0].prompt, (QStringList{"<bos>", "2", "+", "2", "=", "\n"}));
+  EXPECT_EQ(p.tokenized[0].chosen, (QStringList{"4", "<eos>"}));
+  EXPECT_EQ(p.tokenized[0].rejected.size(), 5);
+  EXPECT_EQ(p.tokenized[0].prompt_dropped, 0);
+  // Truncation as training does it: the prompt keeps its end.
+  how.max_length = 6;
+  how.max_prompt_length = 3;
+  p = read_dataset_preview(path, true, 5, how);
+  EXPECT_EQ(p.tokenized[0].prompt, (QStringList{"2", "=", "\n"}));
+  EXPECT_EQ(p.tokenized[0].prompt_dropped, 3);
+  EXPECT_EQ(p.tokenized[0].rejected_dropped, 2);
+  // A model folder without a usable tokenizer says so.
+  how.model_folder = dir.filePath("nothing-here");
+  p = read_dataset_preview(path, true, 5, how);
+  EXPECT_TRUE(p.tokenizing_error.contains("tokenizer")) << p.tokenizing_error.toStdString();
+  EXPECT_EQ(p.first_rows.size(), 1u) << "the rows are still shown";
+
+  // In the dialog: the tokens with the boundary mark and the counts.
+  NewRunDialog dialog;
+  RunConfig c;
+  c.data.builtin = "";
+  c.data.train = path.toStdString();
+  dialog.setConfig(c);
+  auto* caption = child<QLabel>(dialog, "datasetPreview.tokensCaption");
+  ASSERT_TRUE(wait_until([&]() { return caption->text().contains("Row 1"); })) << caption->text().toStdString();
+  const QString html = dialog.findChild<DatasetPreviewWidget*>()->tokensHtml();
+  EXPECT_TRUE(html.contains(QStringLiteral("┃"))) << "the prompt / completion boundary is marked";
+  EXPECT_TRUE(html.contains("prompt 6 tokens")) << html.toStdString();
+  EXPECT_TRUE(caption->text().contains("byte tokenizer")) << caption->text().toStdString();
+}
+
 TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   NewRunDialog dialog;
   ASSERT_TRUE(dialog.selectPreset("demo"));
@@ -357,6 +445,28 @@ TEST(NewRunDialog, Screenshot) {
   QCoreApplication::processEvents();
   if (!out_dir.isEmpty()) {
     EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_data_file.png"));
+  }
+
+  // Starting from a model folder ($GANPO_SCREENSHOT_MODEL, e.g. one with a real tokenizer and
+  // chat template, else a fresh tiny folder): the Model page's description, and the third row
+  // (conversational) rendered and tokenized on the Data page.
+  QString folder = qEnvironmentVariable("GANPO_SCREENSHOT_MODEL");
+  if (folder.isEmpty()) folder = write_model_folder(dir);
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(folder);
+  tabs->setCurrentIndex(0);
+  auto* panel = child<QLabel>(dialog, "modelFolderPanel.text");
+  ASSERT_TRUE(wait_until([&]() { return panel->text().contains("architecture"); }, 30000)) << panel->text().toStdString();
+  QCoreApplication::processEvents();
+  if (!out_dir.isEmpty()) EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_model_folder.png"));
+  tabs->setCurrentIndex(1);
+  auto* caption = child<QLabel>(dialog, "datasetPreview.tokensCaption");
+  ASSERT_TRUE(wait_until([&]() { return caption->text().contains("Row 1"); }, 30000)) << caption->text().toStdString();
+  child<QTableWidget>(dialog, "datasetPreview.table")->setCurrentCell(1, 0);
+  EXPECT_TRUE(caption->text().contains("Row 2")) << caption->text().toStdString();
+  QCoreApplication::processEvents();
+  if (!out_dir.isEmpty()) {
+    EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_tokens.png"));
+    EXPECT_TRUE(dialog.findChild<DatasetPreviewWidget*>()->grab().save(out_dir + "/dataset_preview_tokens.png"));
   }
 }
 
