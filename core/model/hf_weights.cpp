@@ -187,6 +187,9 @@ void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor
   }
 }
 
+// Tensors above this size are read in row pieces of about this size.
+constexpr uint64_t kStagingBytes = 64ull << 20;
+
 std::string load_model_weights(CausalLM& model, const std::string& dir, const WarningSink& warn) {
   const Architecture& arch = architecture(model->shape().arch);
   WeightFiles files(dir);
@@ -211,9 +214,19 @@ std::string load_model_weights(CausalLM& model, const std::string& dir, const Wa
       throw ModelFileError(reader.path() + ": tensor \"" + name + "\" has shape " + shape_text(info.shape) +
                            " but config.json implies " + shape_text(b.hf_shape()) +
                            "; the weights do not match config.json");
-    auto t = reader.read(name, staging);
-    stored[dtype_name(t.scalar_type())] += t.numel();
-    b.copy_from_hf(t);
+    stored[dtype_name(info.dtype)] += static_cast<int64_t>(info.nbytes / c10::elementSize(info.dtype));
+    if (b.layout == WeightLayout::same && info.nbytes > kStagingBytes && info.shape[0] > 1) {
+      // A large plain tensor (embedding, output head) in row pieces: staging stays small.
+      const uint64_t row_bytes = info.nbytes / static_cast<uint64_t>(info.shape[0]);
+      const int64_t rows = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes / std::max<uint64_t>(row_bytes, 1)));
+      torch::NoGradGuard guard;
+      for (int64_t r = 0; r < info.shape[0]; r += rows) {
+        const int64_t end = std::min(info.shape[0], r + rows);
+        b.values[0].slice(0, r, end).copy_(reader.read_rows(name, r, end, staging));
+      }
+    } else {
+      b.copy_from_hf(reader.read(name, staging));
+    }
     used.insert(name);
   }
   std::vector<std::string> extra;

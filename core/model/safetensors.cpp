@@ -381,21 +381,45 @@ torch::Tensor SafetensorsReader::read(const std::string& name) {
   return t;
 }
 
+namespace {
+
+// Grows the reused read buffer to at least `bytes` (the old one is released first).
+void ensure_staging(torch::Tensor& staging, uint64_t bytes, const std::string& what) {
+  if (staging.defined() && static_cast<uint64_t>(staging.numel()) >= bytes) return;
+  staging = torch::Tensor();
+  try {
+    staging = torch::empty({static_cast<int64_t>(std::max<uint64_t>(bytes, 1))}, torch::kUInt8);
+    advise_huge_pages(staging.data_ptr(), bytes);
+  } catch (const c10::Error&) {
+    throw ModelFileError("cannot allocate " + std::to_string(bytes) + " bytes to read " + what +
+                         "; free some memory and try again");
+  }
+}
+
+}  // namespace
+
 torch::Tensor SafetensorsReader::read(const std::string& name, torch::Tensor& staging) {
   const SafetensorsInfo* info = find(name);
   if (!info || info->dtype == torch::kBool) return read(name);
-  if (!staging.defined() || static_cast<uint64_t>(staging.numel()) < info->nbytes) {
-    staging = torch::Tensor();  // release the old buffer before the larger one is allocated
-    try {
-      staging = torch::empty({static_cast<int64_t>(std::max<uint64_t>(info->nbytes, 1))}, torch::kUInt8);
-      advise_huge_pages(staging.data_ptr(), info->nbytes);
-    } catch (const c10::Error&) {
-      throw ModelFileError("cannot allocate " + std::to_string(info->nbytes) + " bytes to read tensor " +
-                           quote_name(name) + " from " + path_ + "; free some memory and try again");
-    }
-  }
+  ensure_staging(staging, info->nbytes, "tensor " + quote_name(name) + " from " + path_);
   read_exact(in_, path_, info->offset, staging.data_ptr(), info->nbytes, "tensor " + quote_name(name));
   return torch::from_blob(staging.data_ptr(), info->shape, torch::TensorOptions().dtype(info->dtype));
+}
+
+torch::Tensor SafetensorsReader::read_rows(const std::string& name, int64_t row_begin, int64_t row_end,
+                                           torch::Tensor& staging) {
+  const SafetensorsInfo* info = find(name);
+  GANPO_ASSERT(info && info->dtype != torch::kBool && !info->shape.empty() && 0 <= row_begin &&
+                   row_begin <= row_end && row_end <= info->shape[0],
+               "read_rows outside the tensor " + name);
+  const uint64_t row_bytes = info->shape[0] > 0 ? info->nbytes / static_cast<uint64_t>(info->shape[0]) : 0;
+  const uint64_t bytes = row_bytes * static_cast<uint64_t>(row_end - row_begin);
+  ensure_staging(staging, bytes, "tensor " + quote_name(name) + " from " + path_);
+  read_exact(in_, path_, info->offset + row_bytes * static_cast<uint64_t>(row_begin), staging.data_ptr(), bytes,
+             "tensor " + quote_name(name));
+  auto shape = info->shape;
+  shape[0] = row_end - row_begin;
+  return torch::from_blob(staging.data_ptr(), shape, torch::TensorOptions().dtype(info->dtype));
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

@@ -65,6 +65,9 @@ public:
   // calls), so loading a model does not allocate and fault in a fresh buffer per tensor. The
   // result views staging: copy it before the next call.
   torch::Tensor read(const std::string& name, torch::Tensor& staging);
+  // Rows [row_begin, row_end) of the first dimension, into staging the same way: the largest
+  // tensors (a 128k x 4096 embedding) are read in pieces, so staging stays small.
+  torch::Tensor read_rows(const std::string& name, int64_t row_begin, int64_t row_end, torch::Tensor& staging);
 
 private:
   std::string path_;

@@ -147,6 +147,19 @@ TEST_F(SafetensorsTest, RoundTripsEveryDtype) {
   EXPECT_FALSE(fs::exists(p + ".tmp"));
 }
 
+TEST_F(SafetensorsTest, RowRangesEqualSlicesOfTheWholeTensor) {
+  auto x = (torch::arange(7 * 5 * 3, torch::kFloat32) * 0.5).reshape({7, 5, 3}).to(torch::kBFloat16);
+  const std::string p = path("rows.safetensors");
+  save_safetensors(p, {{"a", torch::zeros({3})}, {"x", x}});
+  SafetensorsReader reader(p);
+  torch::Tensor staging;
+  for (auto [begin, end] : std::vector<std::pair<int64_t, int64_t>>{{0, 7}, {0, 3}, {3, 7}, {6, 7}, {2, 2}}) {
+    auto rows = reader.read_rows("x", begin, end, staging);
+    EXPECT_TRUE(SameTensor(rows, x.slice(0, begin, end))) << begin << ".." << end;
+  }
+  EXPECT_THROW(reader.read_rows("x", 5, 8, staging), std::logic_error);
+}
+
 TEST_F(SafetensorsTest, RoundTripsScalarAndEmptyTensors) {
   const std::string p = path("shapes.safetensors");
   auto scalar = torch::scalar_tensor(3.5, torch::kFloat32);
