@@ -42,6 +42,14 @@ struct GenerateArgs {
 };
 int generate_command(const GenerateArgs& args);
 
+struct StudyPlanArgs {
+  std::string file;
+  std::string out;  // where the runs would write; default studies/<study name>
+  bool json = false;
+};
+// Expands a study into its runs and validates every one, starting nothing.
+int study_plan_command(const StudyPlanArgs& args);
+
 struct InspectArgs {
   std::string model;
   bool json = false;

@@ -66,6 +66,14 @@ int main(int argc, char** argv) {
   b->add_option("--steps", bench.steps)->capture_default_str();
   b->add_flag("--json", bench.json, "Print JSON");
 
+  StudyPlanArgs study_plan;
+  auto* st = app.add_subcommand("study", "Studies: a base config x a grid of config values x seeds, with shared stages");
+  st->require_subcommand(1);
+  auto* stp = st->add_subcommand("plan", "List the runs a study file stands for and check every one, starting nothing");
+  stp->add_option("file", study_plan.file, "Study file (.toml)")->required();
+  stp->add_option("--out", study_plan.out, "Folder the runs would write to (default studies/<name>)");
+  stp->add_flag("--json", study_plan.json, "Print JSON");
+
   InspectArgs inspect;
   auto* in = app.add_subcommand("inspect", "What a model folder holds: architecture, size, tokenizer, memory to train it");
   in->add_option("--model", inspect.model, "Hugging Face model folder or checkpoint")->required();
@@ -129,6 +137,7 @@ int main(int argc, char** argv) {
     if (*b) return bench_command(bench);
     if (*r) return runs_command(runs);
     if (*in) return inspect_command(inspect);
+    if (*stp) return study_plan_command(study_plan);
     if (*lg) return logits_command(logits);
     if (*tk) return tokenize_command(tokenize);
   } catch (const std::exception& ex) {

@@ -1,0 +1,63 @@
+// `ganpo study plan` through the real binary: the run count and folders of a valid study, and
+// an invalid combination named by arm and seed with a failing exit code, nothing started.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/cli_runner.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using ganpo::test::run_cli;
+
+fs::path write_study(const std::string& name, const std::string& text) {
+  const fs::path dir = fs::temp_directory_path() / ("ganpo-study-plan-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / name) << text;
+  return dir / name;
+}
+
+TEST(StudyCommands, PlanListsEveryRunAndStartsNothing) {
+  const fs::path study = write_study("ok.toml", R"(
+name = "grid"
+seeds = [1, 2]
+[base]
+[grid]
+"ganpo.enabled" = [false, true]
+[[stage]]
+name = "sft"
+set = { stage = "sft" }
+)");
+  const fs::path out = study.parent_path() / "out";
+  auto r = run_cli("study plan " + study.string() + " --out " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("grid: 5 run(s) = 1 shared stage(s) + 2 arm(s) x 2 seed(s)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find((out / "enabled-true__seed-2").string()), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out)) << "planning starts nothing";
+
+  r = run_cli("study plan " + study.string() + " --out " + out.string() + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  ASSERT_EQ(j["runs"].size(), 5u);
+  EXPECT_EQ(j["runs"][0]["stage"], "sft");
+  EXPECT_EQ(j["runs"][4]["config"]["model"]["checkpoint"], (out / "stage-sft" / "final").string());
+  EXPECT_EQ(j["runs"][4]["config"]["ganpo"]["enabled"], true);
+}
+
+TEST(StudyCommands, PlanNamesTheInvalidArm) {
+  const fs::path study = write_study("bad.toml", "seeds = [7]\n[base]\n[grid]\n\"train.learning_rate\" = [1e-4, -1.0]\n");
+  const auto r = run_cli("study plan " + study.string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("arm train.learning_rate=-1, seed 7: train.learning_rate must be"), std::string::npos)
+      << r.output;
+}
+
+}  // namespace

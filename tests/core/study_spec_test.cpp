@@ -1,0 +1,114 @@
+#include "core/study_spec.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+
+namespace ganpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kStudy = R"(
+name = "mini"
+seeds = [1, 2, 3]
+[base]
+stage = "preference"
+[base.train]
+max_steps = 20
+[grid]
+"objective.loss_type" = ["sigmoid", "simpo"]
+"ganpo.enabled" = [false, true]
+"data.label_noise" = [0.0, 0.2]
+[[stage]]
+name = "sft"
+set = { stage = "sft", "train.max_steps" = 30 }
+)";
+
+std::string error_of(const std::string& text) {
+  try {
+    expand_study(study_from_toml(text, ".", "study.toml"), "/tmp/out");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(StudySpec, GridTimesSeedsAfterTheSharedStage) {
+  const StudySpec spec = study_from_toml(kStudy, ".", "study.toml");
+  EXPECT_EQ(spec.name, "mini");
+  ASSERT_EQ(spec.grid.size(), 3u);
+  EXPECT_EQ(spec.grid[2].second, (std::vector<std::string>{"0", "0.2"}));
+  const auto runs = expand_study(spec, "/tmp/study");
+  ASSERT_EQ(runs.size(), 1u + 2 * 2 * 2 * 3);
+
+  const StudyRun& sft = runs[0];
+  EXPECT_EQ(sft.stage, "sft");
+  EXPECT_EQ(sft.config.stage, "sft");
+  EXPECT_EQ(sft.config.train.max_steps, 30);
+  EXPECT_EQ(sft.config.output_dir, "/tmp/study/stage-sft");
+
+  std::set<std::string> folders, arms;
+  for (size_t i = 1; i < runs.size(); ++i) {
+    const StudyRun& r = runs[i];
+    EXPECT_TRUE(r.stage.empty());
+    EXPECT_EQ(r.config.stage, "preference");
+    EXPECT_EQ(r.config.train.max_steps, 20);
+    EXPECT_EQ(r.config.seed, r.seed);
+    EXPECT_EQ(r.config.model.checkpoint, "/tmp/study/stage-sft/final") << "every arm starts from the shared SFT";
+    EXPECT_EQ(r.config.model.reference, "/tmp/study/stage-sft/final");
+    folders.insert(r.config.output_dir);
+    arms.insert(r.arm);
+  }
+  EXPECT_EQ(folders.size(), runs.size() - 1) << "every run has its own folder";
+  EXPECT_EQ(arms.size(), 8u);
+  // The first key varies slowest; the seed fastest.
+  EXPECT_EQ(runs[1].arm, "objective.loss_type=sigmoid, ganpo.enabled=false, data.label_noise=0");
+  EXPECT_EQ(runs[1].seed, 1);
+  EXPECT_EQ(runs[3].seed, 3);
+  EXPECT_EQ(runs[1].config.output_dir, "/tmp/study/loss_type-sigmoid__enabled-false__label_noise-0__seed-1");
+  const StudyRun& last = runs.back();
+  EXPECT_EQ(last.config.objective.loss_type, "simpo");
+  EXPECT_TRUE(last.config.ganpo.enabled);
+  EXPECT_DOUBLE_EQ(last.config.data.label_noise, 0.2);
+  EXPECT_EQ(last.config.name, "mini · objective.loss_type=simpo, ganpo.enabled=true, data.label_noise=0.2 · seed 3");
+}
+
+TEST(StudySpec, BaseConfigFileIsReadRelativeToTheStudy) {
+  const fs::path dir = fs::temp_directory_path() / "ganpo-study-spec-test";
+  fs::create_directories(dir);
+  std::ofstream(dir / "run.toml") << "name = \"from file\"\n[train]\nlearning_rate = 0.001\n";
+  std::ofstream(dir / "study.toml") << "base_config = \"run.toml\"\n";
+  const StudySpec spec = load_study_file((dir / "study.toml").string());
+  EXPECT_EQ(spec.name, "from file");
+  const auto runs = expand_study(spec, (dir / "out").string());
+  ASSERT_EQ(runs.size(), 1u) << "no grid, no seeds: the base config once";
+  EXPECT_EQ(runs[0].arm, "base");
+  EXPECT_DOUBLE_EQ(runs[0].config.train.learning_rate, 0.001);
+  fs::remove_all(dir);
+}
+
+TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
+  // Unknown grid key, wrong value type, empty list, keys the study sets itself.
+  EXPECT_NE(error_of("[base]\n[grid]\n\"objective.loss_typ\" = [\"simpo\"]\n").find("[grid] \"objective.loss_typ\""),
+            std::string::npos);
+  EXPECT_NE(error_of("[base]\n[grid]\n\"train.max_steps\" = [\"many\"]\n").find("train.max_steps"), std::string::npos);
+  EXPECT_NE(error_of("[base]\n[grid]\n\"ganpo.enabled\" = []\n").find("non-empty"), std::string::npos);
+  EXPECT_NE(error_of("[base]\n[grid]\nseed = [1, 2]\n").find("seeds = [...]"), std::string::npos);
+  EXPECT_NE(error_of("seeds = [1]\n").find("no base run config"), std::string::npos);
+  EXPECT_NE(error_of("[base]\nbogus = 1\n").find("\"bogus\""), std::string::npos);
+  EXPECT_NE(error_of("[base]\n[[stage]]\nset = { stage = \"sft\" }\n").find("name"), std::string::npos);
+  // A value that parses but makes an invalid run: named with its arm and seed, before anything runs.
+  const std::string bad = error_of("seeds = [4]\n[base]\n[grid]\n\"objective.beta\" = [0.1, -1]\n");
+  EXPECT_NE(bad.find("1 problem(s)"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("arm objective.beta=-1, seed 4: objective.beta must be"), std::string::npos) << bad;
+  EXPECT_EQ(error_of("seeds = [4]\n[base]\n[grid]\n\"objective.beta\" = [0.1, 0.2]\n"), "");
+}
+
+}  // namespace
+}  // namespace ganpo
