@@ -7,20 +7,28 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/commands.h"
+#include "core/error.h"
 #include "core/study_spec.h"
 
 namespace ganpo::cli {
 
 int study_plan_command(const StudyPlanArgs& args) {
-  const StudySpec spec = load_study_file(args.file);
-  std::string out = args.out;
-  if (out.empty()) {
-    std::string folder = spec.name;
-    for (char& c : folder)
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-    out = (std::filesystem::path("studies") / folder).string();
+  StudySpec spec;
+  std::vector<StudyRun> runs;
+  try {
+    spec = load_study_file(args.file);
+    std::string out = args.out;
+    if (out.empty()) {
+      std::string folder = spec.name;
+      for (char& c : folder)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+      out = (std::filesystem::path("studies") / folder).string();
+    }
+    runs = expand_study(spec, std::filesystem::absolute(out).string());
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "ganpo study plan: %s\n", e.what());
+    return 2;
   }
-  const std::vector<StudyRun> runs = expand_study(spec, std::filesystem::absolute(out).string());
   if (args.json) {
     nlohmann::json j = {{"name", spec.name}, {"runs", nlohmann::json::array()}};
     for (const auto& r : runs)

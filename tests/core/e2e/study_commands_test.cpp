@@ -55,7 +55,7 @@ set = { stage = "sft" }
 TEST(StudyCommands, PlanNamesTheInvalidArm) {
   const fs::path study = write_study("bad.toml", "seeds = [7]\n[base]\n[grid]\n\"train.learning_rate\" = [1e-4, -1.0]\n");
   const auto r = run_cli("study plan " + study.string());
-  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(r.exit_code, 2) << r.output << " (2: bad config, as train and bench)";
   EXPECT_NE(r.output.find("arm train.learning_rate=-1, seed 7: train.learning_rate must be"), std::string::npos)
       << r.output;
 }
