@@ -171,19 +171,23 @@ std::optional<int64_t> RunRecorder::last_step() const {
   return s >= 0 ? std::optional<int64_t>(s) : std::nullopt;
 }
 
-void RunRecorder::on_status(const std::string& status, const std::string& message) {
+void RunRecorder::on_status(const std::string& status_text, const std::string& message) {
   const int64_t id = run_id_;
+  // The engine reports its statuses as text (core knows nothing of the store).
+  const std::optional<RunStatus> parsed = parse_run_status(status_text);
+  GANPO_ASSERT(parsed.has_value(), "the trainer reported an unknown run status " + status_text);
+  const RunStatus status = *parsed;
   push_and_wait(
       [id, status, message](RunStore& s) {
         std::string error;
-        if (status == "failed") {
+        if (status == RunStatus::failed) {
           // The reason plus what led to it, so a failed run explains itself in any viewer.
           const std::string tail = s.last_log_lines(id, 10);
           error = tail.empty() ? message : message + "\n--- last log lines ---\n" + tail;
         }
         s.set_status(id, status, error);
-        s.add_event(id, status == "failed" ? "error" : "info",
-                    "status: " + status + (message.empty() ? "" : " (" + message + ")"));
+        s.add_event(id, status == RunStatus::failed ? "error" : "info",
+                    std::string("status: ") + to_string(status) + (message.empty() ? "" : " (" + message + ")"));
       },
       true);
 }

@@ -121,7 +121,7 @@ RunRow read_run(const sql::Statement& s) {
   RunRow r;
   r.id = s.col_int(0);
   r.name = s.col_text(1);
-  r.status = s.col_text(2);
+  r.status = parse_run_status(s.col_text(2)).value_or(RunStatus::failed);
   r.stage = s.col_text(3);
   r.config_json = s.col_text(4);
   r.device = s.col_text(5);
@@ -164,7 +164,7 @@ bool process_alive(int64_t pid) {
 }  // namespace
 
 bool worker_attached(const RunRow& r) {
-  return r.status == "running" || r.status == "paused" || (r.status == "queued" && r.worker_pid);
+  return is_active(r.status) || (r.status == RunStatus::queued && r.worker_pid);
 }
 
 std::string local_host_name() {
@@ -288,12 +288,13 @@ int64_t RunStore::create_run(const std::string& name, const std::string& stage,
   return db_.last_insert_id();
 }
 
-void RunStore::set_status(int64_t run_id, const std::string& status, const std::string& error) {
+void RunStore::set_status(int64_t run_id, RunStatus status_value, const std::string& error) {
+  const std::string status = to_string(status_value);
   bool own = !in_transaction();
   if (own) db_.exec("PRAGMA synchronous=FULL");
   try {
     double now = unix_now();
-    bool finished = status == "completed" || status == "stopped" || status == "failed";
+    const bool finished = is_finished(status_value);
     sql::Statement s(db_,
                      "UPDATE runs SET status = ?1, error = ?2, updated_at = ?3, "
                      "started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, "
@@ -426,8 +427,8 @@ std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
     // Re-check under the write lock: the worker may have finished meanwhile.
     sql::Statement check(db_, "SELECT status FROM runs WHERE id = ?");
     check.bind(1, r.id);
-    if (!check.step() || check.col_text(0) != r.status) continue;
-    set_status(r.id, "failed", tail.empty() ? text : text + "\n--- last log lines ---\n" + tail);
+    if (!check.step() || parse_run_status(check.col_text(0)) != r.status) continue;
+    set_status(r.id, RunStatus::failed, tail.empty() ? text : text + "\n--- last log lines ---\n" + tail);
     add_event(r.id, "error", text);
     txn.commit();
     ids.push_back(r.id);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "db/run_status.h"
 #include "db/sqlite_handle.h"
 
 namespace ganpo {
@@ -26,7 +27,9 @@ std::string local_host_name();
 
 struct RunRow {
   int64_t id = 0;
-  std::string name, status, stage, config_json, device;
+  std::string name;
+  RunStatus status = RunStatus::queued;  // a stored text this build does not know reads as failed
+  std::string stage, config_json, device;
   double created_at = 0;
   std::optional<double> started_at, finished_at;
   std::string error, tags, notes;
@@ -115,7 +118,7 @@ public:
   int64_t create_run(const std::string& name, const std::string& stage, const std::string& config_json);
   // Durable commit (synchronous=FULL for this transaction). Sets started_at on "running" (first
   // time) and finished_at on "completed" / "stopped" / "failed". error may be empty.
-  void set_status(int64_t run_id, const std::string& status, const std::string& error = "");
+  void set_status(int64_t run_id, RunStatus status, const std::string& error = "");
   void set_device(int64_t run_id, const std::string& device);
   void set_control(int64_t run_id, const std::string& control);
   // Reads and clears the control field atomically; "" when none.

@@ -45,8 +45,6 @@ namespace {
 
 constexpr int kPollMs = 400;
 
-bool finished(const QString& status) { return status == "completed" || status == "failed" || status == "stopped"; }
-
 // The best held-out number of a run so far: preference accuracy (higher is better) or, for SFT,
 // the eval loss (lower is better).
 void best_eval(RunStore& store, RunListEntry& e) {
@@ -126,7 +124,7 @@ void MainWindow::buildActions() {
     auto id = currentRunId();
     if (!id) return;
     const RunListEntry* e = model_->entry(*id);
-    sendControl(*id, e && e->row.status == "paused" ? "resume" : "pause");
+    sendControl(*id, e && e->row.status == RunStatus::paused ? "resume" : "pause");
   });
   stop_ = add("Stop", QStyle::SP_MediaStop, QKeySequence("Ctrl+."), [this] {
     for (int64_t id : selectedRunIds()) sendControl(id, "stop");
@@ -280,13 +278,14 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
   model_->retain(ids);
   model_->upsert(changed);
   for (const auto& e : changed) {
-    const QString status = QString::fromStdString(e.row.status);
-    const QString before = last_status_.value(e.row.id);
-    if (!before.isEmpty() && !finished(before) && finished(status)) {
-      QString text = QString("Run %1 '%2' %3").arg(e.row.id).arg(QString::fromStdString(e.row.name), status);
-      if (status == "failed") text += ": " + QString::fromStdString(e.row.error).section('\n', 0, 0);
-      notify(status == "failed" ? "Run failed" : "Run finished", text);
-      Q_EMIT runFinished(e.row.id, status);
+    const RunStatus status = e.row.status;
+    const QString status_text = to_string(status);
+    auto before = last_status_.find(e.row.id);
+    if (before != last_status_.end() && !is_finished(before->second) && is_finished(status)) {
+      QString text = QString("Run %1 '%2' %3").arg(e.row.id).arg(QString::fromStdString(e.row.name), status_text);
+      if (status == RunStatus::failed) text += ": " + QString::fromStdString(e.row.error).section('\n', 0, 0);
+      notify(status == RunStatus::failed ? "Run failed" : "Run finished", text);
+      Q_EMIT runFinished(e.row.id, status_text);
     }
     last_status_[e.row.id] = status;
   }
@@ -333,14 +332,15 @@ std::vector<int64_t> MainWindow::activeRunIds() const {
 void MainWindow::updateActions() {
   const auto id = currentRunId();
   const RunListEntry* e = id ? model_->entry(*id) : nullptr;
-  const std::string status = e ? e->row.status : "";
+  const std::optional<RunStatus> status = e ? std::optional<RunStatus>(e->row.status) : std::nullopt;
   const bool attached = e && worker_attached(e->row);
-  start_->setEnabled(e && !attached && status != "completed");
-  pause_->setEnabled(status == "running" || status == "paused");
-  pause_->setText(status == "paused" ? "Resume" : "Pause");
-  pause_->setIcon(style()->standardIcon(status == "paused" ? QStyle::SP_MediaPlay : QStyle::SP_MediaPause));
+  const bool paused = status == RunStatus::paused;
+  start_->setEnabled(e && !attached && status != RunStatus::completed);
+  pause_->setEnabled(status && is_active(*status));
+  pause_->setText(paused ? "Resume" : "Pause");
+  pause_->setIcon(style()->standardIcon(paused ? QStyle::SP_MediaPlay : QStyle::SP_MediaPause));
   stop_->setEnabled(attached);
-  sample_->setEnabled(status == "running");
+  sample_->setEnabled(status == RunStatus::running);
   clone_->setEnabled(e != nullptr);
   compare_->setEnabled(table_->selectionModel()->selectedRows().size() >= 2);
 }
@@ -360,8 +360,8 @@ void MainWindow::updateStatusBar() {
   device_label_->setText(device);
   progress_label_->setText(QString("run %1 · %2%3")
                                .arg(r.id)
-                               .arg(QString::fromStdString(r.status))
-                               .arg(r.status == "running" ? "  " + eta_text(r) : QString()));
+                               .arg(to_string(r.status))
+                               .arg(r.status == RunStatus::running ? "  " + eta_text(r) : QString()));
   if (r.total_steps && *r.total_steps > 0) {
     progress_->setRange(0, static_cast<int>(*r.total_steps));
     progress_->setValue(static_cast<int>(r.last_step.value_or(0)));
@@ -409,7 +409,7 @@ void MainWindow::startRun(int64_t run_id) {
   QString error;
   if (!launcher_->start(run_id, &error)) {
     showError("Start run", error);
-    store_->execute([run_id, error](RunStore& s) { s.set_status(run_id, "failed", error.toStdString()); });
+    store_->execute([run_id, error](RunStore& s) { s.set_status(run_id, RunStatus::failed, error.toStdString()); });
     return;
   }
   statusBar()->showMessage(QString("Started run %1").arg(run_id), 4000);

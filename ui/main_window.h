@@ -12,10 +12,12 @@
 #include <QTimer>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
 #include "core/config.h"
+#include "db/run_status.h"
 
 class QAction;
 class QLabel;
@@ -116,7 +118,7 @@ private:
   bool poll_pending_ = false;
   bool columns_sized_ = false;
   double last_poll_time_ = 0;
-  QMap<qint64, QString> last_status_;  // for end-of-run notifications
+  std::map<qint64, RunStatus> last_status_;  // for end-of-run notifications
   std::optional<double> active_memory_mb_;
   CloseChoice close_choice_ = CloseChoice::Ask;
 };

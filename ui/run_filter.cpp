@@ -132,7 +132,7 @@ bool RunFilter::matches(const RunRow& run, const nlohmann::json& config) const {
         ok = contains_ci(run.name, term.value) || contains_ci(run.tags, term.value);
         break;
       case FilterTerm::Kind::Field:
-        if (term.field == "status") ok = lower(run.status) == lower(term.value);
+        if (term.field == "status") ok = to_string(run.status) == lower(term.value);
         if (term.field == "stage") ok = lower(run.stage) == lower(term.value);
         if (term.field == "name") ok = contains_ci(run.name, term.value);
         if (term.field == "tag") {

@@ -22,14 +22,17 @@ double duration_of(const RunRow& r) {
   return r.finished_at.value_or(unix_now()) - *r.started_at;
 }
 
-QIcon status_icon(const std::string& status) {
+QIcon status_icon(RunStatus status) {
   QStyle* style = QApplication::style();
-  if (status == "running") return style->standardIcon(QStyle::SP_MediaPlay);
-  if (status == "paused") return style->standardIcon(QStyle::SP_MediaPause);
-  if (status == "completed") return style->standardIcon(QStyle::SP_DialogApplyButton);
-  if (status == "failed") return style->standardIcon(QStyle::SP_MessageBoxCritical);
-  if (status == "stopped") return style->standardIcon(QStyle::SP_MediaStop);
-  return style->standardIcon(QStyle::SP_FileDialogDetailedView);  // queued
+  switch (status) {
+    case RunStatus::running: return style->standardIcon(QStyle::SP_MediaPlay);
+    case RunStatus::paused: return style->standardIcon(QStyle::SP_MediaPause);
+    case RunStatus::completed: return style->standardIcon(QStyle::SP_DialogApplyButton);
+    case RunStatus::failed: return style->standardIcon(QStyle::SP_MessageBoxCritical);
+    case RunStatus::stopped: return style->standardIcon(QStyle::SP_MediaStop);
+    case RunStatus::queued: break;
+  }
+  return style->standardIcon(QStyle::SP_FileDialogDetailedView);
 }
 
 }  // namespace
@@ -94,7 +97,7 @@ QVariant RunListModel::data(const QModelIndex& index, int role) const {
   switch (col) {
     case Color: return QString::number(r.id);
     case Name: return QString::fromStdString(r.name);
-    case Status: return QString::fromStdString(r.status);
+    case Status: return QString(to_string(r.status));
     case Objective: return objective_of(e);
     case Step: {
       const QString done = QString::number(r.last_step.value_or(0));

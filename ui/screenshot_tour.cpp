@@ -130,8 +130,7 @@ void ScreenshotTour::afterLive() {
   connect(waiter, &QTimer::timeout, this, [this, waiter, waited] {
     const RunListEntry* a = window_->runModel()->entry(1);
     const RunListEntry* b = window_->runModel()->entry(2);
-    const bool stopped = a && b && a->row.status != "running" && a->row.status != "paused" &&
-                         b->row.status != "running" && b->row.status != "paused";
+    const bool stopped = a && b && !is_active(a->row.status) && !is_active(b->row.status);
     if (!stopped && ++*waited < 240) return;
     waiter->stop();
     waiter->deleteLater();

@@ -94,7 +94,7 @@ int list_runs(RunStore& store, const RunsArgs& args) {
               "DEVICE", "STARTED", "DURATION", "TAGS");
   for (const auto& r : rows)
     std::printf("%5lld  %-24s %-10s %-14s %-12s %-8s %-16s %-9s %s\n", static_cast<long long>(r.id),
-                r.name.substr(0, 24).c_str(), r.status.c_str(), config_summary(r).c_str(), progress_of(r).c_str(),
+                r.name.substr(0, 24).c_str(), to_string(r.status), config_summary(r).c_str(), progress_of(r).c_str(),
                 r.device.empty() ? "-" : r.device.c_str(), local_time(r.started_at).c_str(), duration_of(r).c_str(),
                 r.tags.c_str());
   return 0;
@@ -118,7 +118,7 @@ int show_run(RunStore& store, const RunsArgs& args) {
     return 0;
   }
   std::printf("run %lld  %s\n", static_cast<long long>(r.id), r.name.c_str());
-  std::printf("  status     %s%s\n", r.status.c_str(), r.control.empty() ? "" : (" (pending control: " + r.control + ")").c_str());
+  std::printf("  status     %s%s\n", to_string(r.status), r.control.empty() ? "" : (" (pending control: " + r.control + ")").c_str());
   std::printf("  stage      %s (%s)\n", r.stage.c_str(), config_summary(r).c_str());
   std::printf("  progress   step %s\n", progress_of(r).c_str());
   std::printf("  device     %s\n", r.device.empty() ? "-" : r.device.c_str());
@@ -199,7 +199,7 @@ int delete_run(RunStore& store, const RunsArgs& args) {
   const RunRow r = require_run(store, args.run_id);
   if (worker_attached(r)) {
     std::fprintf(stderr, "ganpo runs delete: run %lld is %s (worker pid %lld); stop it first: ganpo runs control %lld stop\n",
-                 static_cast<long long>(r.id), r.status.c_str(), static_cast<long long>(r.worker_pid.value_or(0)),
+                 static_cast<long long>(r.id), to_string(r.status), static_cast<long long>(r.worker_pid.value_or(0)),
                  static_cast<long long>(r.id));
     return 2;
   }
@@ -213,7 +213,7 @@ int delete_run(RunStore& store, const RunsArgs& args) {
       return 2;
     }
     std::printf("Delete run %lld '%s' (%s) and all its metrics, samples and checkpoint records%s? [y/N] ",
-                static_cast<long long>(r.id), r.name.c_str(), r.status.c_str(),
+                static_cast<long long>(r.id), r.name.c_str(), to_string(r.status),
                 args.files ? (", and the folder " + output_dir).c_str() : "");
     std::fflush(stdout);
     std::string answer;
@@ -277,8 +277,8 @@ int control_run(RunStore& store, const RunsArgs& args) {
   }
   if (!worker_attached(r)) {
     std::fprintf(stderr, "ganpo runs control: run %lld is %s, no worker is training it%s\n",
-                 static_cast<long long>(r.id), r.status.c_str(),
-                 r.status == "stopped" || r.status == "failed" ? "; continue it with: ganpo runs resume ID" : "");
+                 static_cast<long long>(r.id), to_string(r.status),
+                 is_resumable(r.status) ? "; continue it with: ganpo runs resume ID" : "");
     return 2;
   }
   store.set_control(r.id, args.command);

@@ -84,7 +84,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
                  static_cast<long long>(run_id), db_path.c_str(), db_path.c_str());
     return 2;
   }
-  if (row->status == "completed") {
+  if (row->status == RunStatus::completed) {
     std::fprintf(stderr, "ganpo: run %lld has already completed; clone it to train again\n",
                  static_cast<long long>(run_id));
     return 2;
@@ -95,7 +95,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
                  "ganpo: run %lld is already being trained by worker pid %lld on %s (status %s); "
                  "stop it first with: ganpo runs control %lld stop\n",
                  static_cast<long long>(run_id), static_cast<long long>(now ? now->worker_pid.value_or(0) : 0),
-                 now ? now->worker_host.c_str() : "?", now ? now->status.c_str() : "?", static_cast<long long>(run_id));
+                 now ? now->worker_host.c_str() : "?", now ? to_string(now->status) : "?", static_cast<long long>(run_id));
     return 2;
   }
 
@@ -105,7 +105,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
     validate_or_throw(config);
   } catch (const std::exception& e) {
     const std::string msg = std::string("the run's stored config cannot be used: ") + e.what();
-    store.set_status(run_id, "failed", msg);
+    store.set_status(run_id, RunStatus::failed, msg);
     std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
     return 2;
   }
@@ -128,7 +128,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
     // Before the trainer could report anything (e.g. output_dir not writable).
     result.status = "failed";
     result.message = e.what();
-    store.set_status(run_id, "failed", e.what());
+    store.set_status(run_id, RunStatus::failed, e.what());
   }
   return report_result("ganpo train", result, "ganpo runs resume " + std::to_string(run_id) + " --db " + db_path);
 }

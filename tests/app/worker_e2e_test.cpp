@@ -24,6 +24,7 @@
 #include "db/run_store.h"
 
 namespace fs = std::filesystem;
+using ganpo::RunStatus;
 using ganpo::RunStore;
 
 namespace {
@@ -114,7 +115,7 @@ TEST_F(WorkerEndToEnd, KilledWorkerLosesNothingCommittedAndResumesWithoutDuplica
   ASSERT_TRUE(wait_for(
       [&] {
         auto run = store.run(1);
-        if (!run || run->status != "running" || store.checkpoints(1).empty()) return false;
+        if (!run || run->status != RunStatus::running || store.checkpoints(1).empty()) return false;
         seen_step = run->last_step.value_or(0);
         return seen_step >= 25;
       },
@@ -129,7 +130,7 @@ TEST_F(WorkerEndToEnd, KilledWorkerLosesNothingCommittedAndResumesWithoutDuplica
   auto after = RunStore::open(db_);
   auto run = after.run(1);
   ASSERT_TRUE(run);
-  EXPECT_EQ(run->status, "failed");
+  EXPECT_EQ(run->status, RunStatus::failed);
   EXPECT_NE(run->error.find("ganpo runs resume 1"), std::string::npos) << run->error;
   EXPECT_EQ(after.database().query_text("PRAGMA integrity_check"), "ok");
 
@@ -157,7 +158,7 @@ TEST_F(WorkerEndToEnd, KilledWorkerLosesNothingCommittedAndResumesWithoutDuplica
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("continuing from"), std::string::npos) << resumed.output;
   auto done = RunStore::open(db_);
-  EXPECT_EQ(done.run(1)->status, "completed");
+  EXPECT_EQ(done.run(1)->status, RunStatus::completed);
   EXPECT_EQ(done.run(1)->last_step, kSteps);
   auto& db = done.database();
   EXPECT_EQ(db.query_int("SELECT COUNT(*) FROM (SELECT 1 FROM metrics GROUP BY run_id, step, key HAVING COUNT(*) > 1)"), 0);
@@ -193,7 +194,7 @@ TEST_F(WorkerEndToEnd, ControlCommandsReachARunningWorker) {
     auto r = run_cli("runs --db " + db_ + " control " + std::to_string(id) + " " + c);
     EXPECT_EQ(r.exit_code, 0) << r.output;
   };
-  ASSERT_TRUE(wait_for([&] { return store.run(id)->status == "running" && step_now() >= 3; }, "worker running"))
+  ASSERT_TRUE(wait_for([&] { return store.run(id)->status == RunStatus::running && step_now() >= 3; }, "worker running"))
       << read_text(dir_ / "worker.log");
   EXPECT_EQ(store.run(id)->worker_pid, worker);
 
@@ -206,14 +207,14 @@ TEST_F(WorkerEndToEnd, ControlCommandsReachARunningWorker) {
   EXPECT_TRUE(fs::is_directory(fs::path(store.checkpoints(id)[0].path) / "trainer_state"));
 
   control("pause");
-  ASSERT_TRUE(wait_for([&] { return store.run(id)->status == "paused"; }, "status paused"));
+  ASSERT_TRUE(wait_for([&] { return store.run(id)->status == RunStatus::paused; }, "status paused"));
   const int64_t paused_at = step_now();
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   EXPECT_EQ(step_now(), paused_at) << "no steps while paused";
   EXPECT_EQ(::waitpid(worker, nullptr, WNOHANG), 0) << "the paused worker is alive";
 
   control("resume");
-  ASSERT_TRUE(wait_for([&] { return store.run(id)->status == "running" && step_now() > paused_at; },
+  ASSERT_TRUE(wait_for([&] { return store.run(id)->status == RunStatus::running && step_now() > paused_at; },
                        "steps again after 'resume'"));
 
   control("stop");
@@ -221,7 +222,7 @@ TEST_F(WorkerEndToEnd, ControlCommandsReachARunningWorker) {
   ASSERT_TRUE(wait_for([&] { return ::waitpid(worker, &status, WNOHANG) == worker; }, "worker exit after 'stop'"));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << read_text(dir_ / "worker.log");
   auto run = store.run(id);
-  EXPECT_EQ(run->status, "stopped");
+  EXPECT_EQ(run->status, RunStatus::stopped);
   const auto checkpoints = store.checkpoints(id);
   ASSERT_GE(checkpoints.size(), 2u);
   EXPECT_EQ(checkpoints.back().step, run->last_step) << "stop saves a checkpoint at the last step";

@@ -14,6 +14,7 @@
 
 namespace fs = std::filesystem;
 using ganpo::RunRecorder;
+using ganpo::RunStatus;
 using ganpo::RunStore;
 
 namespace {
@@ -86,7 +87,7 @@ TEST_F(RecorderAcrossRunsTest, FailedStatusKeepsTheLastLogLines) {
     rec.on_status("failed", "loss is NaN at step 15 (term: opo_loss)");
   }
   auto run = RunStore::open(path_).run(run_id_);
-  EXPECT_EQ(run->status, "failed");
+  EXPECT_EQ(run->status, RunStatus::failed);
   EXPECT_EQ(run->error.rfind("loss is NaN at step 15 (term: opo_loss)\n--- last log lines ---\n", 0), 0u)
       << run->error;
   EXPECT_NE(run->error.find("[info] step 15\n[error] loss is NaN"), std::string::npos) << run->error;

@@ -17,6 +17,7 @@
 namespace fs = std::filesystem;
 using ganpo::ControlCommand;
 using ganpo::RunRecorder;
+using ganpo::RunStatus;
 using ganpo::RunStore;
 
 namespace {
@@ -84,7 +85,7 @@ TEST_F(RunRecorderTest, RecordsEveryMetricEventAndSample) {
   for (const auto& e : events) logs += e.text.rfind("step ", 0) == 0;
   EXPECT_EQ(logs, 4);
   auto row = store.run(run_id_);
-  EXPECT_EQ(row->status, "completed");
+  EXPECT_EQ(row->status, RunStatus::completed);
   EXPECT_EQ(row->device, "cpu");
   EXPECT_TRUE(row->started_at);
   EXPECT_TRUE(row->finished_at);
@@ -99,7 +100,7 @@ TEST_F(RunRecorderTest, StatusIsCommittedBeforeOnStatusReturns) {
   // Another connection sees it immediately, while the recorder is still alive.
   auto reader = RunStore::open(path_);
   auto row = reader.run(run_id_);
-  EXPECT_EQ(row->status, "failed");
+  EXPECT_EQ(row->status, RunStatus::failed);
   EXPECT_EQ(row->error, "CUDA out of memory");
   EXPECT_EQ(reader.metrics_after(run_id_, 0).size(), 1u);  // queued before status: committed too
 }

@@ -18,6 +18,7 @@
 #include "core/error.h"
 
 namespace fs = std::filesystem;
+using ganpo::RunStatus;
 using ganpo::RunStore;
 
 namespace {
@@ -56,7 +57,7 @@ TEST_F(RunStoreTest, CreatesParentFoldersAndReopens) {
     id = store.create_run("first", "sft", R"({"lr":1e-4})");
     auto row = store.run(id);
     ASSERT_TRUE(row);
-    EXPECT_EQ(row->status, "queued");
+    EXPECT_EQ(row->status, RunStatus::queued);
     EXPECT_EQ(row->name, "first");
     EXPECT_EQ(row->stage, "sft");
     EXPECT_EQ(row->config_json, R"({"lr":1e-4})");
@@ -227,14 +228,14 @@ TEST_F(RunStoreTest, RunsChangedSince) {
   double t0 = ganpo::unix_now();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_TRUE(store.runs_changed_since(t0).empty());
-  store.set_status(b, "running");
+  store.set_status(b, RunStatus::running);
   auto changed = store.runs_changed_since(t0);
   ASSERT_EQ(changed.size(), 1u);
   EXPECT_EQ(changed[0].id, b);
-  EXPECT_EQ(changed[0].status, "running");
+  EXPECT_EQ(changed[0].status, RunStatus::running);
   EXPECT_TRUE(changed[0].started_at);
   EXPECT_EQ(store.runs_changed_since(0).size(), 2u);
-  store.set_status(a, "failed", "out of memory");
+  store.set_status(a, RunStatus::failed, "out of memory");
   auto row = store.run(a);
   EXPECT_EQ(row->error, "out of memory");
   EXPECT_TRUE(row->finished_at);

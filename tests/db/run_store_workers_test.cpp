@@ -12,6 +12,7 @@
 
 namespace fs = std::filesystem;
 using ganpo::MetricRow;
+using ganpo::RunStatus;
 using ganpo::RunStore;
 
 namespace {
@@ -88,7 +89,7 @@ TEST_F(RunStoreWorkersTest, VersionOneFileUpgradesAndKeepsItsRuns) {
   auto run = store.run(7);
   ASSERT_TRUE(run);
   EXPECT_EQ(run->name, "old run");
-  EXPECT_EQ(run->status, "completed");
+  EXPECT_EQ(run->status, RunStatus::completed);
   EXPECT_EQ(run->tags, "baseline");
   EXPECT_FALSE(run->total_steps);
   EXPECT_FALSE(run->last_step);
@@ -110,13 +111,13 @@ TEST_F(RunStoreWorkersTest, DeadWorkerOnThisHostIsMarkedFailedOnOpen) {
   {
     auto store = RunStore::open(db_path());
     id = store.create_run("crashed", "sft", "{}");
-    store.set_status(id, "running");
+    store.set_status(id, RunStatus::running);
     store.add_event(id, "info", "step 40 done");
     store.heartbeat(id, dead_pid(), 42);
   }
   auto store = RunStore::open(db_path());
   auto run = store.run(id);
-  EXPECT_EQ(run->status, "failed");
+  EXPECT_EQ(run->status, RunStatus::failed);
   EXPECT_TRUE(run->finished_at);
   EXPECT_NE(run->error.find("stopped without reporting"), std::string::npos) << run->error;
   EXPECT_NE(run->error.find("last recorded step 42"), std::string::npos) << run->error;
@@ -127,20 +128,20 @@ TEST_F(RunStoreWorkersTest, DeadWorkerOnThisHostIsMarkedFailedOnOpen) {
 TEST_F(RunStoreWorkersTest, LiveAndUnattachedRunsAreLeftAlone) {
   auto store = RunStore::open(db_path());
   const int64_t live = store.create_run("live", "sft", "{}");
-  store.set_status(live, "running");
+  store.set_status(live, RunStatus::running);
   store.heartbeat(live, ::getpid());
   const int64_t paused = store.create_run("paused", "sft", "{}");
-  store.set_status(paused, "paused");
+  store.set_status(paused, RunStatus::paused);
   store.heartbeat(paused, ::getpid());
   const int64_t queued = store.create_run("queued, no worker yet", "sft", "{}");
   const int64_t done = store.create_run("done", "sft", "{}");
   store.heartbeat(done, dead_pid());
-  store.set_status(done, "completed");
+  store.set_status(done, RunStatus::completed);
   EXPECT_TRUE(store.reap_dead_workers().empty());
-  EXPECT_EQ(store.run(live)->status, "running");
-  EXPECT_EQ(store.run(paused)->status, "paused");
-  EXPECT_EQ(store.run(queued)->status, "queued");
-  EXPECT_EQ(store.run(done)->status, "completed");
+  EXPECT_EQ(store.run(live)->status, RunStatus::running);
+  EXPECT_EQ(store.run(paused)->status, RunStatus::paused);
+  EXPECT_EQ(store.run(queued)->status, RunStatus::queued);
+  EXPECT_EQ(store.run(done)->status, RunStatus::completed);
 }
 
 TEST_F(RunStoreWorkersTest, OtherHostsAreJudgedByHeartbeatAge) {
@@ -148,7 +149,7 @@ TEST_F(RunStoreWorkersTest, OtherHostsAreJudgedByHeartbeatAge) {
   const int64_t fresh = store.create_run("fresh", "sft", "{}");
   const int64_t stale = store.create_run("stale", "sft", "{}");
   for (int64_t id : {fresh, stale}) {
-    store.set_status(id, "running");
+    store.set_status(id, RunStatus::running);
     store.heartbeat(id, 1);  // pid 1 exists here, but it is another machine's pid
   }
   const double now = ganpo::unix_now();
@@ -159,8 +160,8 @@ TEST_F(RunStoreWorkersTest, OtherHostsAreJudgedByHeartbeatAge) {
   store.database().exec("UPDATE runs SET heartbeat_at = " + std::to_string(now - 1000) +
                         " WHERE id = " + std::to_string(stale));
   EXPECT_EQ(store.reap_dead_workers(), std::vector<int64_t>{stale});
-  EXPECT_EQ(store.run(fresh)->status, "running");
-  EXPECT_EQ(store.run(stale)->status, "failed");
+  EXPECT_EQ(store.run(fresh)->status, RunStatus::running);
+  EXPECT_EQ(store.run(stale)->status, RunStatus::failed);
   EXPECT_NE(store.run(stale)->error.find("on gpu-server-7"), std::string::npos) << store.run(stale)->error;
 }
 
@@ -170,19 +171,19 @@ TEST_F(RunStoreWorkersTest, ClaimIsExclusiveAndRefusesCompletedRuns) {
   ASSERT_TRUE(store.claim_run(id, ::getpid()));
   EXPECT_EQ(store.run(id)->worker_pid, ::getpid());
   EXPECT_FALSE(store.claim_run(id, ::getpid() + 1)) << "queued with a live worker";
-  store.set_status(id, "running");
+  store.set_status(id, RunStatus::running);
   EXPECT_FALSE(store.claim_run(id, ::getpid() + 1));
-  store.set_status(id, "stopped");
+  store.set_status(id, RunStatus::stopped);
   store.set_control(id, "stop");
   EXPECT_TRUE(store.claim_run(id, ::getpid())) << "a stopped run can be continued";
   auto run = store.run(id);
-  EXPECT_EQ(run->status, "queued");
+  EXPECT_EQ(run->status, RunStatus::queued);
   EXPECT_EQ(run->control, "") << "a stale command is dropped";
   EXPECT_FALSE(run->finished_at);
-  store.set_status(id, "completed");
+  store.set_status(id, RunStatus::completed);
   EXPECT_FALSE(store.claim_run(id, ::getpid()));
   // Queuing a run again forgets the old worker, so the reaper does not fail it.
-  store.set_status(id, "queued");
+  store.set_status(id, RunStatus::queued);
   EXPECT_FALSE(store.run(id)->worker_pid);
 }
 

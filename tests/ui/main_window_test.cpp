@@ -103,7 +103,7 @@ RunRow row_of(const MainWindow& w, int64_t id) {
 TEST(RunFilterTest, ParsesTextFieldsAndConfigComparisons) {
   RunRow r;
   r.name = "DPO beta sweep";
-  r.status = "running";
+  r.status = RunStatus::running;
   r.stage = "preference";
   r.tags = "baseline,tiny";
   RunConfig c;
@@ -175,8 +175,8 @@ TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
   w->runProxy()->sort(RunListModel::Name, Qt::AscendingOrder);
   EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "alpha");
   // A change made elsewhere (another process) shows up in place.
-  RunStore::open(db_.toStdString()).set_status(1, "stopped");
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, 1).status == "stopped"; }, 20));
+  RunStore::open(db_.toStdString()).set_status(1, RunStatus::stopped);
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, 1).status == RunStatus::stopped; }, 20));
   // A deletion elsewhere removes the row.
   RunStore::open(db_.toStdString()).delete_run(2);
   ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
@@ -208,8 +208,8 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
   w->openNewRunDialog();
   ASSERT_TRUE(dialog_seen);
   ASSERT_TRUE(pump_until([&] { return id > 0; }, 20));
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "running"; }, 120))
-      << "status " << row_of(*w, id).status << " " << row_of(*w, id).error;
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::running; }, 120))
+      << "status " << to_string(row_of(*w, id).status) << " " << row_of(*w, id).error;
   EXPECT_EQ(row_of(*w, id).name, "flow");
   RunTab* tab = w->runTab(id);
   ASSERT_NE(tab, nullptr);
@@ -217,7 +217,7 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
   const int64_t first = tab->dashboard()->pointsLoaded();
   ASSERT_TRUE(pump_until([&] { return tab->dashboard()->pointsLoaded() > first; }, 60)) << "and more arrive live";
   w->sendControl(id, "stop");
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "stopped"; }, 120));
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::stopped; }, 120));
   auto store = RunStore::open(db_.toStdString());
   const auto checkpoints = store.checkpoints(id);
   ASSERT_FALSE(checkpoints.empty());
@@ -234,10 +234,10 @@ TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
   QString finished_status;
   QObject::connect(w.get(), &MainWindow::runFinished, [&](qint64, const QString& s) { finished_status = s; });
   w->createAndStartRun(long_run("doomed"));
-  ASSERT_TRUE(pump_until([&] { return id > 0 && row_of(*w, id).status == "running" && row_of(*w, id).worker_pid; }, 120));
+  ASSERT_TRUE(pump_until([&] { return id > 0 && row_of(*w, id).status == RunStatus::running && row_of(*w, id).worker_pid; }, 120));
   const pid_t pid = static_cast<pid_t>(*row_of(*w, id).worker_pid);
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == "failed"; }, 60));
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::failed; }, 60));
   EXPECT_NE(row_of(*w, id).error.find("stopped without reporting"), std::string::npos) << row_of(*w, id).error;
   EXPECT_EQ(finished_status, "failed") << "the window announced it";
   EXPECT_TRUE(w->isVisible());
@@ -245,7 +245,7 @@ TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
   w->createAndStartRun(long_run("after"));
   ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 2; }, 20));
   const int64_t second = id;
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, second).status == "running"; }, 120));
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, second).status == RunStatus::running; }, 120));
   w->close();  // close choice: stop runs
-  ASSERT_TRUE(pump_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == "stopped"; }, 120));
+  ASSERT_TRUE(pump_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == RunStatus::stopped; }, 120));
 }
