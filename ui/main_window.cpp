@@ -37,6 +37,7 @@
 #include "ui/new_run_dialog.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
+#include "db/run_service.h"
 #include "ui/store_worker.h"
 #include "ui/worker_launcher.h"
 
@@ -61,12 +62,6 @@ void best_eval(RunStore& store, RunListEntry& e) {
       e.best_eval_name = "eval loss";
     }
   }
-}
-
-QString safe_name(const std::string& name) {
-  QString out;
-  for (QChar c : QString::fromStdString(name)) out += (c.isLetterOrNumber() || c == '-' || c == '_') ? c : QChar('_');
-  return out.isEmpty() ? QString("run") : out.left(40);
 }
 
 QString eta_text(const RunRow& r) {
@@ -385,16 +380,12 @@ void MainWindow::createAndStartRun(const RunConfig& config, std::optional<int64_
   store_->query<int64_t>(
       this,
       [config, runs_dir, parent_run, parent_step](RunStore& s) {
-        RunConfig c = config;
-        const int64_t id = s.create_run(c.name, c.stage, config_to_json(c).dump());
         // Each run writes into a folder of its own beside the workspace unless it names one.
-        if (c.output_dir.empty() || c.output_dir == RunConfig{}.output_dir || c.output_dir == "runs/demo")
-          c.output_dir = QDir(runs_dir).filePath(QString("%1-%2").arg(id).arg(safe_name(c.name))).toStdString();
-        make_paths_absolute(c);
-        resolve_data_source(c.data);
-        s.set_config(id, config_to_json(c).dump());
-        if (parent_run) s.set_parent(id, *parent_run, parent_step.value_or(0));
-        return id;
+        CreateRunOptions options;
+        options.runs_dir = runs_dir.toStdString();
+        options.parent_run = parent_run;
+        options.parent_step = parent_step;
+        return RunService(s).create(config, options);
       },
       [this](int64_t id) {
         pollNow();
@@ -418,7 +409,12 @@ void MainWindow::startRun(int64_t run_id) {
 
 void MainWindow::sendControl(int64_t run_id, const QString& command) {
   const std::string c = command.toStdString();
-  store_->execute([run_id, c](RunStore& s) { s.set_control(run_id, c); });
+  store_->query<QString>(
+      this, [run_id, c](RunStore& s) { return QString::fromStdString(RunService(s).control(run_id, c)); },
+      [this](const QString& problem) {
+        if (!problem.isEmpty()) statusBar()->showMessage(problem, 8000);
+      },
+      [this](QString error) { statusBar()->showMessage("Control failed: " + error, 8000); });
   statusBar()->showMessage(QString("Sent '%1' to run %2").arg(command).arg(run_id), 4000);
   if (command != "stop") return;
   // If the worker does not act on the control field (hung in a long step), SIGTERM still makes
@@ -594,27 +590,28 @@ void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
   box.setCheckBox(files);
   box.exec();
   if (box.clickedButton() != del) return;
-  std::vector<std::string> folders;
-  for (int64_t id : deletable) {
+  for (int64_t id : deletable)
     if (tabs_)
       if (RunTab* tab = runTab(id)) tab->deleteLater();
-    const RunListEntry* e = model_->entry(id);
-    if (files->isChecked() && e && e->config.is_object()) folders.push_back(e->config.value("output_dir", std::string()));
-  }
-  const QString logs_dir = QFileInfo(db_path_).absoluteDir().filePath("logs");
-  store_->execute([deletable, folders, logs_dir](RunStore& s) {
-    for (int64_t id : deletable) s.delete_run(id);
-    for (const auto& f : folders) {
-      namespace fs = std::filesystem;
-      // Only folders that look like a run's output are removed.
-      if (!f.empty() && (fs::exists(fs::path(f) / "metrics.jsonl") || fs::exists(fs::path(f) / "config.toml"))) {
-        std::error_code ec;
-        fs::remove_all(f, ec);
-      }
-    }
-    for (int64_t id : deletable) QFile::remove(QDir(logs_dir).filePath(QString("run-%1.log").arg(id)));
-  });
-  pollNow();
+  const std::string logs_dir = QFileInfo(db_path_).absoluteDir().filePath("logs").toStdString();
+  const bool with_files = files->isChecked();
+  store_->query<QStringList>(
+      this,
+      [deletable, with_files, logs_dir](RunStore& s) {
+        QStringList problems;
+        for (int64_t id : deletable) {
+          const RemoveRunResult r = RunService(s).remove(id, with_files, logs_dir);
+          if (!r.refused.empty()) problems << QString::fromStdString(r.refused);
+          if (!r.folder_kept.empty())
+            problems << QString("kept %1: %2").arg(QString::fromStdString(r.output_dir), QString::fromStdString(r.folder_kept));
+        }
+        return problems;
+      },
+      [this](const QStringList& problems) {
+        if (!problems.isEmpty()) showError("Delete", problems.join("\n"));
+        pollNow();
+      },
+      [this](QString error) { showError("Delete", "The runs could not be deleted: " + error); });
 }
 
 void MainWindow::notify(const QString& title, const QString& text) {

@@ -12,6 +12,7 @@
 #include "core/evaluation.h"
 #include "core/lists_task.h"
 #include "core/trainer.h"
+#include "db/run_service.h"
 #include "db/run_store.h"
 
 namespace fs = std::filesystem;
@@ -83,8 +84,9 @@ RunRecordTarget record_target(const DemoArgs& args, RunConfig& config, int64_t p
     make_paths_absolute(config);
     resolve_data_source(config.data);
     RunStore store = RunStore::open(db);
-    const int64_t id = store.create_run(config.name, config.stage, config_to_json(config).dump());
-    if (parent_run > 0) store.set_parent(id, parent_run, parent_step);
+    CreateRunOptions options;
+    if (parent_run > 0) options.parent_run = parent_run, options.parent_step = parent_step;
+    const int64_t id = RunService(store).create(config, options);
     std::printf("[demo] %s recorded as run %lld in %s\n", config.name.c_str(), static_cast<long long>(id), db.c_str());
     return {db, id};
   } catch (const Error& e) {

@@ -16,6 +16,7 @@
 #include "core/run_files.h"
 #include "db/run_export.h"
 #include "db/run_recorder.h"
+#include "db/run_service.h"
 #include "db/run_store.h"
 
 namespace fs = std::filesystem;
@@ -188,13 +189,6 @@ int export_run_command(RunStore& store, const RunsArgs& args) {
   return 0;
 }
 
-// A folder is removed only when it looks like a run's output (so a mistyped output_dir such as
-// "/" or "~" is never deleted).
-bool looks_like_run_folder(const fs::path& dir) {
-  return fs::is_directory(dir) &&
-         (fs::exists(dir / "metrics.jsonl") || fs::exists(dir / "events.log") || fs::exists(dir / "config.toml"));
-}
-
 int delete_run(RunStore& store, const RunsArgs& args) {
   const RunRow r = require_run(store, args.run_id);
   if (worker_attached(r)) {
@@ -223,22 +217,18 @@ int delete_run(RunStore& store, const RunsArgs& args) {
       return 0;
     }
   }
-  store.delete_run(r.id);
-  std::printf("deleted run %lld from %s\n", static_cast<long long>(r.id), store.path().c_str());
-  if (args.files && !output_dir.empty()) {
-    if (!looks_like_run_folder(output_dir)) {
-      std::fprintf(stderr, "left %s in place: it does not look like a run's output folder\n", output_dir.c_str());
-    } else {
-      std::error_code ec;
-      fs::remove_all(output_dir, ec);
-      if (ec)
-        std::fprintf(stderr, "could not remove %s: %s\n", output_dir.c_str(), ec.message().c_str());
-      else
-        std::printf("removed %s\n", output_dir.c_str());
-    }
-  } else if (!output_dir.empty() && fs::exists(output_dir)) {
-    std::printf("its files stay in %s (add --files to remove them)\n", output_dir.c_str());
+  const RemoveRunResult result = RunService(store).remove(r.id, args.files);
+  if (!result.removed) {
+    std::fprintf(stderr, "ganpo runs delete: %s\n", result.refused.c_str());
+    return 2;
   }
+  std::printf("deleted run %lld from %s\n", static_cast<long long>(r.id), store.path().c_str());
+  if (result.folder_removed)
+    std::printf("removed %s\n", output_dir.c_str());
+  else if (!result.folder_kept.empty())
+    std::fprintf(stderr, "left %s in place: %s\n", output_dir.c_str(), result.folder_kept.c_str());
+  else if (!output_dir.empty() && fs::exists(output_dir))
+    std::printf("its files stay in %s (add --files to remove them)\n", output_dir.c_str());
   return 0;
 }
 
@@ -270,18 +260,10 @@ int tag_run(RunStore& store, const RunsArgs& args) {
 
 int control_run(RunStore& store, const RunsArgs& args) {
   const RunRow r = require_run(store, args.run_id);
-  if (RunRecorder::parse_control(args.command) == ControlCommand::None) {
-    std::fprintf(stderr, "ganpo runs control: unknown command '%s'; use pause, resume, stop, sample or checkpoint\n",
-                 args.command.c_str());
+  if (const std::string problem = RunService(store).control(r.id, args.command); !problem.empty()) {
+    std::fprintf(stderr, "ganpo runs control: %s\n", problem.c_str());
     return 2;
   }
-  if (!worker_attached(r)) {
-    std::fprintf(stderr, "ganpo runs control: run %lld is %s, no worker is training it%s\n",
-                 static_cast<long long>(r.id), to_string(r.status),
-                 is_resumable(r.status) ? "; continue it with: ganpo runs resume ID" : "");
-    return 2;
-  }
-  store.set_control(r.id, args.command);
   std::printf("sent '%s' to run %lld; its worker acts on it at the next step\n", args.command.c_str(),
               static_cast<long long>(r.id));
   return 0;

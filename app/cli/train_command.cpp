@@ -11,6 +11,7 @@
 #include "core/run_files.h"
 #include "core/trainer.h"
 #include "db/run_recorder.h"
+#include "db/run_service.h"
 #include "db/run_store.h"
 #include "db/workspace_path.h"
 
@@ -159,13 +160,11 @@ int train_command(const TrainArgs& args) {
     return report_result("ganpo train", run_stage(config, options),
                          "ganpo train --no-db --config " + args.config_path + " --resume <checkpoint folder>");
   }
-  make_paths_absolute(config);
-  resolve_data_source(config.data);
   const std::string db_path = workspace_path(args.db);
   int64_t run_id = 0;
   try {
     RunStore store = RunStore::open(db_path);
-    run_id = store.create_run(config.name, config.stage, config_to_json(config).dump());
+    run_id = RunService(store).create(config);  // absolute paths, data source resolved
   } catch (const Error& e) {
     std::fprintf(stderr, "ganpo train: %s\n(or pass --no-db to record to files only)\n", e.what());
     return 2;

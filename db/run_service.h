@@ -1,0 +1,55 @@
+// The run life-cycle policy every front end shares (the CLI, the window, and the study
+// scheduler to come), over the RunStore of the calling thread:
+// - create: store a run queued with the config it will train (absolute paths, the data source
+//   resolved, and, when it names none of its own, an output folder beside the workspace);
+// - remove: delete a run's rows, and on request its output folder and worker log, never while a
+//   worker holds it and never a folder that does not look like a run's output;
+// - control: pass pause / resume / stop / sample / checkpoint to the worker training a run.
+// Nothing here prints or asks: outcomes come back as values the caller words for its user.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "core/config.h"
+#include "db/run_store.h"
+
+namespace ganpo {
+
+struct CreateRunOptions {
+  // Runs that keep the default output_dir (or the demo's) write to runs_dir/<id>-<name>; empty =
+  // keep whatever the config says.
+  std::string runs_dir;
+  std::optional<int64_t> parent_run, parent_step;  // a clone's origin
+};
+
+struct RemoveRunResult {
+  bool removed = false;
+  std::string refused;        // why nothing was removed (a worker holds the run, no such run)
+  std::string output_dir;     // the run's output folder, as its config names it
+  bool folder_removed = false;
+  std::string folder_kept;    // why the folder stayed, when its removal was asked for
+};
+
+class RunService {
+public:
+  explicit RunService(RunStore& store) : store_(store) {}
+
+  // Returns the new run's id; the stored config is what its worker will train.
+  int64_t create(RunConfig config, const CreateRunOptions& options = {});
+  // with_files: also the output folder (only if it looks like a run's) and logs_dir/run-<id>.log.
+  RemoveRunResult remove(int64_t run_id, bool with_files, const std::string& logs_dir = "");
+  // "" when sent; otherwise why not (unknown command, no worker attached, no such run).
+  std::string control(int64_t run_id, const std::string& command);
+
+private:
+  RunStore& store_;
+};
+
+// A folder is treated as a run's output only when it holds one of the files a run writes, so a
+// mistyped output_dir such as "/" or "~" is never deleted.
+bool looks_like_run_folder(const std::filesystem::path& dir);
+
+}  // namespace ganpo
