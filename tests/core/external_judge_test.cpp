@@ -1,0 +1,76 @@
+// The external judge protocol with real child processes (/bin/sh scripts): scores in order, and
+// every way a judge can misbehave (exit, garbage, too few lines, never reading, hanging, not
+// found) as a JudgeError that says what happened, with nothing left running.
+#include "core/external_judge.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ganpo {
+namespace {
+
+std::vector<JudgeRow> rows() {
+  return {{"List 3 fruits.", "apple, pear, plum"}, {"Say hi", "hi \"there\"\nnew line"}, {"Ünïcode ✓", ""}};
+}
+
+std::string error_of(const std::string& command, double timeout = 60) {
+  try {
+    run_judge_command(command, rows(), timeout);
+  } catch (const JudgeError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ExternalJudge, ScoresComeBackInInputOrder) {
+  // Scores each input line by its length in bytes (POSIX sh ${#line}).
+  const auto scores =
+      run_judge_command("while IFS= read -r line; do printf '{\"score\": %d}\\n' \"${#line}\"; done", rows());
+  ASSERT_EQ(scores.size(), 3u);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const std::string line = nlohmann::json{{"prompt", rows()[i].prompt}, {"completion", rows()[i].completion}}.dump();
+    EXPECT_EQ(scores[i], static_cast<double>(line.size())) << i;
+  }
+  // Blank lines and CRLF are tolerated; fractional scores are kept.
+  const auto crlf = run_judge_command("cat >/dev/null; printf '{\"score\": 0.25}\\r\\n\\n{\"score\": -1}\\n{\"score\": 1e-3}\\n'", rows());
+  EXPECT_EQ(crlf, (std::vector<double>{0.25, -1, 1e-3}));
+  EXPECT_TRUE(run_judge_command("cat >/dev/null", {}).empty());
+}
+
+TEST(ExternalJudge, MisbehavingJudgesGiveClearErrors) {
+  std::string e = error_of("read line; echo 'model weights not found' >&2; exit 3");
+  EXPECT_NE(e.find("exited with status 3"), std::string::npos) << e;
+  EXPECT_NE(e.find("model weights not found"), std::string::npos) << e;
+
+  e = error_of("while read -r line; do echo hello; done");
+  EXPECT_NE(e.find("line 1 of its output is not {\"score\""), std::string::npos) << e;
+  EXPECT_NE(e.find("hello"), std::string::npos) << e;
+
+  e = error_of("cat >/dev/null; echo '{\"score\": \"high\"}'");
+  EXPECT_NE(e.find("is not {\"score\""), std::string::npos) << e;
+
+  e = error_of("read line; echo '{\"score\": 1}'");  // stops reading after one line
+  EXPECT_NE(e.find("printed 1 score(s) for 3 input line(s)"), std::string::npos) << e;
+
+  e = error_of("true");  // never reads its input
+  EXPECT_NE(e.find("printed 0 score(s)"), std::string::npos) << e;
+
+  e = error_of("kill -9 $$");
+  EXPECT_NE(e.find("killed by signal 9"), std::string::npos) << e;
+
+  e = error_of("no-such-judge-program --flag");
+  EXPECT_NE(e.find("status 127 (command not found?)"), std::string::npos) << e;
+}
+
+TEST(ExternalJudge, AHangingJudgeIsStoppedAtTheTimeLimit) {
+  // The judge and the child it starts both sleep; the whole group is killed.
+  const std::string e = error_of("sleep 1000 & sleep 1000", 0.5);
+  EXPECT_NE(e.find("did not finish within 0.5 s"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace ganpo
