@@ -1,5 +1,7 @@
 #include "db/run_service.h"
 
+#include <sqlite3.h>
+
 #include <nlohmann/json.hpp>
 
 #include "db/run_recorder.h"
@@ -28,7 +30,8 @@ bool looks_like_run_folder(const fs::path& dir) {
 }
 
 int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
-  sql::Transaction txn(store_.database());
+  std::optional<sql::Transaction> txn;  // or inside the caller's (a study creates many runs in one)
+  if (sqlite3_get_autocommit(store_.database().get()) != 0) txn.emplace(store_.database());
   const int64_t id = store_.create_run(config.name, config.stage, config_to_json(config).dump());
   if (!options.runs_dir.empty() && default_output_dir(config.output_dir))
     config.output_dir = (fs::path(options.runs_dir) / (std::to_string(id) + "-" + folder_name(config.name))).string();
@@ -36,7 +39,7 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
   resolve_data_source(config.data);
   store_.set_config(id, config_to_json(config).dump());
   if (options.parent_run) store_.set_parent(id, *options.parent_run, options.parent_step.value_or(0));
-  txn.commit();
+  if (txn) txn->commit();
   return id;
 }
 

@@ -108,6 +108,22 @@ ALTER TABLE runs ADD COLUMN total_steps INTEGER;
 ALTER TABLE runs ADD COLUMN last_step INTEGER;
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 )SQL",
+    // v2 -> v3: studies (db/study_queue.h): a study row, and its runs' study, the run each one
+    // starts from (a shared stage), and how often a driver has started it.
+    R"SQL(
+CREATE TABLE IF NOT EXISTS studies (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  spec_toml TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL DEFAULT 'active',
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+);
+ALTER TABLE runs ADD COLUMN study_id INTEGER;
+ALTER TABLE runs ADD COLUMN depends_on INTEGER;
+ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS runs_study ON runs(study_id, id);
+)SQL",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -354,7 +370,10 @@ bool RunStore::claim_run(int64_t run_id, int64_t pid) {
   sql::Statement s(db_,
                    "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, control = NULL, "
                    "worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3 WHERE id = ?4 AND "
-                   "status NOT IN ('running', 'paused', 'completed') AND NOT (status = 'queued' AND worker_pid IS NOT NULL)");
+                   "status NOT IN ('running', 'paused', 'completed') AND NOT (status = 'queued' AND worker_pid IS NOT NULL "
+                   // A study driver claims a run for the worker it just started; that worker's own
+                   // claim then finds itself and goes on.
+                   "AND NOT (worker_pid = ?1 AND worker_host = ?2))");
   s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, run_id).run();
   return db_.changes() == 1;
 }

@@ -99,7 +99,7 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens or creates the workspace at path (creating parent folders) and migrates it.
   // Throws ganpo::Error with an actionable message for: a newer schema, a file that is not
@@ -127,7 +127,8 @@ public:
   void heartbeat(int64_t run_id, int64_t pid, std::optional<int64_t> last_step = std::nullopt);
   // Attaches a worker (pid, this host) to the run and sets it queued, unless another live worker
   // holds it (running, paused, or queued with a worker) or it has completed. Atomic, so two
-  // workers started on one run cannot both claim it. Returns false when not claimed.
+  // workers started on one run cannot both claim it. Claiming again for the pid already
+  // attached (a study driver claims for the worker it started) succeeds. False when not claimed.
   bool claim_run(int64_t run_id, int64_t pid);
   void set_name(int64_t run_id, const std::string& name);
   void set_config(int64_t run_id, const std::string& config_json);

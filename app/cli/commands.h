@@ -50,6 +50,17 @@ struct StudyPlanArgs {
 // Expands a study into its runs and validates every one, starting nothing.
 int study_plan_command(const StudyPlanArgs& args);
 
+struct StudyArgs {
+  std::string db;      // empty = default_workspace_path()
+  std::string action;  // create | run | status | pause | resume | cancel
+  std::string file, out;
+  int64_t study_id = 0;
+  int jobs = 1;
+};
+// create: queue a study's runs; run: drive its queue until nothing is left; status, pause,
+// resume, cancel.
+int study_command(const StudyArgs& args);
+
 struct InspectArgs {
   std::string model;
   bool json = false;

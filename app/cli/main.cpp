@@ -73,6 +73,24 @@ int main(int argc, char** argv) {
   stp->add_option("file", study_plan.file, "Study file (.toml)")->required();
   stp->add_option("--out", study_plan.out, "Folder the runs would write to (default studies/<name>)");
   stp->add_flag("--json", study_plan.json, "Print JSON");
+  StudyArgs study;
+  st->add_option("--db", study.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
+  auto* stc = st->add_subcommand("create", "Queue a study's runs in the workspace (checked first, as plan does)");
+  stc->add_option("file", study.file, "Study file (.toml)")->required();
+  stc->add_option("--out", study.out, "Folder the runs write to (default studies/<name> beside the workspace)");
+  auto* str = st->add_subcommand("run", "Start the study's queued runs as earlier ones finish, until none is left");
+  str->add_option("id", study.study_id, "Study id")->required();
+  str->add_option("--jobs", study.jobs, "Runs at once")->capture_default_str();
+  std::vector<CLI::App*> study_actions{stc, str};
+  for (const char* name : {"status", "pause", "resume", "cancel"}) {
+    auto* a = st->add_subcommand(name, std::string(name) == "status"    ? "Runs of the study by state"
+                                       : std::string(name) == "pause"   ? "Start no further runs (running ones go on)"
+                                       : std::string(name) == "resume"  ? "Start runs again"
+                                                                        : "Stop the running runs and start no more");
+    a->add_option("id", study.study_id, "Study id")->required();
+    study_actions.push_back(a);
+  }
+  for (auto* a : study_actions) a->add_option("--db", study.db, "Workspace database");
 
   InspectArgs inspect;
   auto* in = app.add_subcommand("inspect", "What a model folder holds: architecture, size, tokenizer, memory to train it");
@@ -138,6 +156,11 @@ int main(int argc, char** argv) {
     if (*r) return runs_command(runs);
     if (*in) return inspect_command(inspect);
     if (*stp) return study_plan_command(study_plan);
+    for (auto* a : study_actions)
+      if (*a) {
+        study.action = a->get_name();
+        return study_command(study);
+      }
     if (*lg) return logits_command(logits);
     if (*tk) return tokenize_command(tokenize);
   } catch (const std::exception& ex) {

@@ -30,41 +30,13 @@ using ganpo::RunStore;
 namespace {
 
 using ganpo::test::run_cli;
+using ganpo::test::spawn_cli;
+using ganpo::test::wait_for;
 const bool kPrivateWorkspace = ganpo::test::use_private_workspace();
-
-// Starts `ganpo args...` as a child process with its output in log; returns its pid.
-pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<std::string> argv_s{GANPO_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Polls until ready() holds; fails (with what) after a generous guard so a hung worker cannot
-// hang the suite. This is a deadline against hangs, not a timing assertion.
-bool wait_for(const std::function<bool()>& ready, const std::string& what, int seconds = 180) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ADD_FAILURE() << "timed out waiting for: " << what;
-  return false;
 }
 
 class WorkerEndToEnd : public ::testing::Test {

@@ -1,15 +1,23 @@
 // Test support for end-to-end tests that drive the real `ganpo` binary (GANPO_CLI_PATH): run a
 // command to completion and capture its output, and keep every run such a test starts in a
-// throwaway workspace (XDG_DATA_HOME points into the temp folder), never the user's.
+// throwaway workspace (XDG_DATA_HOME points into the temp folder), never the user's; start one
+// in the background (spawn_cli) and wait for a condition with a deadline against hangs (wait_for).
 #pragma once
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace ganpo::test {
 
@@ -33,6 +41,36 @@ inline CliOutcome run_cli(const std::string& args) {
 inline bool use_private_workspace() {
   const auto dir = std::filesystem::temp_directory_path() / ("ganpo-e2e-xdg-" + std::to_string(::getpid()));
   return ::setenv("XDG_DATA_HOME", dir.c_str(), 1) == 0;
+}
+
+// Starts `ganpo args...` as a child process with its output in log; returns its pid.
+inline pid_t spawn_cli(const std::vector<std::string>& args, const std::filesystem::path& log) {
+  std::vector<std::string> argv_s{GANPO_CLI_PATH};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Polls until ready() holds; fails (with what) after a generous guard so a hung worker cannot
+// hang the suite. This is a deadline against hangs, not a timing assertion.
+inline bool wait_for(const std::function<bool()>& ready, const std::string& what, int seconds = 180) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ADD_FAILURE() << "timed out waiting for: " << what;
+  return false;
 }
 
 }  // namespace ganpo::test

@@ -1,0 +1,134 @@
+#include "db/study_queue.h"
+
+#include "db/run_service.h"
+
+namespace ganpo {
+
+const char* to_string(StudyState state) {
+  switch (state) {
+    case StudyState::active: return "active";
+    case StudyState::paused: return "paused";
+    case StudyState::cancelled: return "cancelled";
+  }
+  return "active";
+}
+
+namespace {
+
+StudyState parse_state(const std::string& text) {
+  if (text == "paused") return StudyState::paused;
+  if (text == "cancelled") return StudyState::cancelled;
+  return StudyState::active;
+}
+
+StudyRow read_study(const sql::Statement& s) {
+  StudyRow r;
+  r.id = s.col_int(0);
+  r.name = s.col_text(1);
+  r.spec_toml = s.col_text(2);
+  r.state = parse_state(s.col_text(3));
+  r.created_at = s.col_double(4);
+  return r;
+}
+
+// A run that may start: queued without a worker, or failed with attempts left; and the run it
+// starts from (if any) completed.
+const char* const kStartable =
+    "((r.status = 'queued' AND r.worker_pid IS NULL) OR (r.status = 'failed' AND r.attempts < ?2)) AND "
+    "(r.depends_on IS NULL OR EXISTS (SELECT 1 FROM runs d WHERE d.id = r.depends_on AND d.status = 'completed'))";
+
+}  // namespace
+
+int64_t create_study(RunStore& store, const std::string& name, const std::string& spec_toml,
+                     const std::vector<StudyRun>& runs) {
+  sql::Database& db = store.database();
+  sql::Transaction txn(db);
+  const double now = unix_now();
+  sql::Statement insert(db, "INSERT INTO studies(name, spec_toml, state, created_at, updated_at) VALUES(?, ?, 'active', ?, ?)");
+  insert.bind(1, name).bind(2, spec_toml).bind(3, now).bind(4, now).run();
+  const int64_t study_id = db.last_insert_id();
+  RunService service(store);
+  int64_t last_stage = 0;
+  for (const StudyRun& run : runs) {
+    const int64_t id = service.create(run.config);
+    sql::Statement link(db, "UPDATE runs SET study_id = ?, depends_on = ? WHERE id = ?");
+    link.bind(1, study_id);
+    if (last_stage > 0)
+      link.bind(2, last_stage);
+    else
+      link.bind_null(2);
+    link.bind(3, id).run();
+    if (!run.stage.empty()) last_stage = id;
+  }
+  txn.commit();
+  return study_id;
+}
+
+std::optional<StudyRow> find_study(RunStore& store, int64_t study_id) {
+  sql::Statement s(store.database(), "SELECT id, name, spec_toml, state, created_at FROM studies WHERE id = ?");
+  s.bind(1, study_id);
+  if (!s.step()) return std::nullopt;
+  return read_study(s);
+}
+
+std::vector<StudyRow> list_studies(RunStore& store) {
+  sql::Statement s(store.database(), "SELECT id, name, spec_toml, state, created_at FROM studies ORDER BY id");
+  std::vector<StudyRow> out;
+  while (s.step()) out.push_back(read_study(s));
+  return out;
+}
+
+void set_study_state(RunStore& store, int64_t study_id, StudyState state) {
+  sql::Statement s(store.database(), "UPDATE studies SET state = ?, updated_at = ? WHERE id = ?");
+  s.bind(1, std::string(to_string(state))).bind(2, unix_now()).bind(3, study_id).run();
+}
+
+std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id) {
+  sql::Statement s(store.database(), "SELECT id FROM runs WHERE study_id = ? ORDER BY id");
+  s.bind(1, study_id);
+  std::vector<int64_t> ids;
+  while (s.step()) ids.push_back(s.col_int(0));
+  return ids;
+}
+
+std::optional<int64_t> next_study_run(RunStore& store, int64_t study_id) {
+  sql::Statement s(store.database(),
+                   std::string("SELECT r.id FROM runs r WHERE r.study_id = ?1 AND ") + kStartable + " ORDER BY r.id LIMIT 1");
+  s.bind(1, study_id).bind(2, kStudyMaxAttempts);
+  if (!s.step()) return std::nullopt;
+  return s.col_int(0);
+}
+
+void count_study_attempt(RunStore& store, int64_t run_id) {
+  sql::Statement s(store.database(), "UPDATE runs SET attempts = attempts + 1 WHERE id = ?");
+  s.bind(1, run_id).run();
+}
+
+StudyCounts study_counts(RunStore& store, int64_t study_id) {
+  StudyCounts c;
+  for (int64_t id : study_run_ids(store, study_id)) {
+    const std::optional<RunRow> r = store.run(id);
+    if (!r) continue;
+    ++c.total;
+    if (worker_attached(*r)) {
+      ++c.attached;
+      continue;
+    }
+    switch (r->status) {
+      case RunStatus::completed: ++c.completed; break;
+      case RunStatus::stopped: ++c.stopped; break;
+      case RunStatus::failed: ++c.failed; break;
+      default: ++c.queued; break;
+    }
+  }
+  // Queued runs that can never start: what they start from is finished without completing.
+  sql::Statement blocked(store.database(),
+                         "SELECT COUNT(*) FROM runs r JOIN runs d ON d.id = r.depends_on WHERE r.study_id = ?1 AND "
+                         "r.status = 'queued' AND r.worker_pid IS NULL AND (d.status = 'stopped' OR "
+                         "(d.status = 'failed' AND d.attempts >= ?2))");
+  blocked.bind(1, study_id).bind(2, kStudyMaxAttempts);
+  if (blocked.step()) c.blocked = blocked.col_int(0);
+  return c;
+}
+
+}  // namespace ganpo

@@ -1,0 +1,54 @@
+// Studies in the run store: a study row, its runs queued in order (the shared stages first, each
+// arm depending on the stage it starts from), and what a driver asks of them: the next run it
+// may start, how many are attached to workers, and whether anything is left. Starting a run
+// goes through RunStore::claim_run, so two drivers (the GUI and `ganpo study run`, or two
+// terminals) never start one run twice; a driver that dies loses nothing, since everything it
+// knows is in the store. A run that failed is started once more (it resumes from its last
+// checkpoint), then left failed.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/study_spec.h"
+#include "db/run_store.h"
+
+namespace ganpo {
+
+enum class StudyState { active, paused, cancelled };
+const char* to_string(StudyState state);
+
+struct StudyRow {
+  int64_t id = 0;
+  std::string name, spec_toml;
+  StudyState state = StudyState::active;
+  double created_at = 0;
+};
+
+struct StudyCounts {
+  int64_t total = 0, queued = 0, attached = 0, completed = 0, failed = 0, stopped = 0;
+  int64_t blocked = 0;  // queued, but the run it starts from failed for good or stopped
+};
+
+// Driver policy: a failed run is started at most this often in all.
+constexpr int64_t kStudyMaxAttempts = 2;
+
+// The study row and one queued run per StudyRun (output folders as expand_study set them), in
+// one transaction. Returns the study id.
+int64_t create_study(RunStore& store, const std::string& name, const std::string& spec_toml,
+                     const std::vector<StudyRun>& runs);
+std::optional<StudyRow> find_study(RunStore& store, int64_t study_id);
+std::vector<StudyRow> list_studies(RunStore& store);
+void set_study_state(RunStore& store, int64_t study_id, StudyState state);
+std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id);
+
+// The first run (by id) that may start now: queued with no worker, or failed with attempts
+// left, and whatever it starts from completed. nullopt when none.
+std::optional<int64_t> next_study_run(RunStore& store, int64_t study_id);
+// Counts one more start of the run (after a successful claim).
+void count_study_attempt(RunStore& store, int64_t run_id);
+StudyCounts study_counts(RunStore& store, int64_t study_id);
+
+}  // namespace ganpo

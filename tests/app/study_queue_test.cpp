@@ -1,0 +1,138 @@
+// Study queues end to end: `ganpo study create` queues a study's runs in a real workspace and
+// `ganpo study run` drivers (real processes, starting real workers) run them: two drivers at
+// once never start a run twice, a driver killed mid-study loses nothing and a new one finishes
+// it, and a failing shared stage is retried once and then blocks the arms that start from it.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "db/run_store.h"
+#include "db/study_queue.h"
+#include "tests/support/cli_runner.h"
+
+namespace fs = std::filesystem;
+using namespace ganpo;
+using ganpo::test::run_cli;
+using ganpo::test::spawn_cli;
+using ganpo::test::wait_for;
+
+namespace {
+
+const bool kPrivateWorkspace = ganpo::test::use_private_workspace();
+
+// A stage and two arms x two seeds of a few steps on the tiny model.
+std::string small_study(const std::string& stage_set = "{ stage = \"sft\" }") {
+  return R"(name = "queue"
+seeds = [1, 2]
+[base]
+[base.model]
+preset = "tiny"
+[base.data]
+builtin_train_size = 32
+builtin_eval_size = 8
+max_length = 160
+max_prompt_length = 100
+[base.train]
+max_steps = 2
+per_device_train_batch_size = 4
+[base.sampling]
+num_prompts = 2
+max_new_tokens = 8
+[grid]
+"ganpo.enabled" = [false, true]
+[[stage]]
+name = "sft"
+set = )" + stage_set + "\n";
+}
+
+class StudyQueue : public ::testing::Test {
+protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ganpo-study-queue-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string db() const { return (dir_ / "w.sqlite").string(); }
+  int64_t create(const std::string& text) {
+    std::ofstream(dir_ / "study.toml") << text;
+    const auto r = run_cli("study create " + (dir_ / "study.toml").string() + " --db " + db());
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return 1;
+  }
+  // Every run's attempts and how often its worker reported "running".
+  void expect_each_run_started_once() {
+    RunStore store = RunStore::open(db());
+    for (int64_t id : study_run_ids(store, 1)) {
+      sql::Statement s(store.database(),
+                       "SELECT attempts, (SELECT COUNT(*) FROM events e WHERE e.run_id = runs.id AND "
+                       "e.text LIKE 'status: running%') FROM runs WHERE id = ?");
+      s.bind(1, id);
+      ASSERT_TRUE(s.step());
+      EXPECT_EQ(s.col_int(0), 1) << "run " << id << " was claimed once";
+      EXPECT_EQ(s.col_int(1), 1) << "run " << id << " started training once";
+      EXPECT_EQ(store.run(id)->status, RunStatus::completed) << "run " << id;
+    }
+  }
+  fs::path dir_;
+};
+
+TEST_F(StudyQueue, TwoDriversAtOnceStartEveryRunExactlyOnce) {
+  create(small_study());
+  test::CliOutcome a, b;
+  std::thread first([&] { a = run_cli("study run 1 --jobs 2 --db " + db()); });
+  std::thread second([&] { b = run_cli("study run 1 --jobs 2 --db " + db()); });
+  first.join();
+  second.join();
+  EXPECT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(a.output.find("5 runs: 5 completed"), std::string::npos) << a.output;
+  expect_each_run_started_once();
+  // The arms started from the shared stage's final/.
+  RunStore store = RunStore::open(db());
+  const auto arm = store.run(5);
+  ASSERT_TRUE(arm.has_value());
+  EXPECT_NE(arm->config_json.find("stage-sft/final"), std::string::npos) << arm->config_json;
+}
+
+TEST_F(StudyQueue, ADriverKilledMidStudyIsFinishedByANewOne) {
+  create(small_study());
+  const pid_t driver = spawn_cli({"study", "run", "1", "--db", db()}, dir_ / "driver.log");
+  ASSERT_TRUE(wait_for(
+      [&] {
+        RunStore store = RunStore::open(db());
+        return store.run(2) && store.run(2)->status != RunStatus::queued;  // past the shared stage
+      },
+      "the first driver to start an arm"));
+  ::kill(driver, SIGKILL);
+  ::waitpid(driver, nullptr, 0);
+  const auto r = run_cli("study run 1 --db " + db());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  expect_each_run_started_once();
+  const auto status = run_cli("study status 1 --db " + db());
+  EXPECT_NE(status.output.find("5 runs: 5 completed"), std::string::npos) << status.output;
+}
+
+TEST_F(StudyQueue, AFailingStageIsRetriedOnceThenBlocksItsArms) {
+  // The stage reads a training file that is not there: it fails at start, every time.
+  create(small_study("{ stage = \"sft\", \"data.builtin\" = \"\", \"data.train\" = \"" + (dir_ / "missing.jsonl").string() +
+                     "\" }"));
+  const auto r = run_cli("study run 1 --db " + db());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("4 blocked by a failed stage"), std::string::npos) << r.output;
+  RunStore store = RunStore::open(db());
+  EXPECT_EQ(store.run(1)->status, RunStatus::failed);
+  sql::Statement s(store.database(), "SELECT attempts FROM runs WHERE id = 1");
+  ASSERT_TRUE(s.step());
+  EXPECT_EQ(s.col_int(0), kStudyMaxAttempts) << "retried once";
+  for (int64_t id = 2; id <= 5; ++id) EXPECT_EQ(store.run(id)->status, RunStatus::queued) << "never started";
+}
+
+}  // namespace
