@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -33,17 +34,37 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
+// File descriptors closed however the call ends.
+struct Fds {
+  int fd[6] = {-1, -1, -1, -1, -1, -1};
+  ~Fds() {
+    for (int& f : fd) close_fd(f);
+  }
+};
+
+constexpr size_t kMaxStdout = 64u << 20;  // far beyond one short line per row
+constexpr size_t kKeptStderr = 64u << 10;
+
 }  // namespace
 
 std::vector<double> run_judge_command(const std::string& command, const std::vector<JudgeRow>& rows,
                                       double timeout_seconds) {
   const std::string who = "the judge command `" + command + "`";
+  if (!std::isfinite(timeout_seconds) || timeout_seconds <= 0)
+    throw JudgeError("the time limit for " + who + " must be a positive number of seconds");
+  timeout_seconds = std::min(timeout_seconds, 1e7);  // the deadline stays representable
   std::string input;
-  for (const auto& r : rows) input += nlohmann::json{{"prompt", r.prompt}, {"completion", r.completion}}.dump() + "\n";
+  for (const auto& r : rows)  // text that is not UTF-8 (a byte model's output) is sent with U+FFFD
+    input += nlohmann::json{{"prompt", r.prompt}, {"completion", r.completion}}.dump(
+                 -1, ' ', false, nlohmann::json::error_handler_t::replace) +
+             "\n";
 
   // stdin is a socket so writing after the judge has gone returns EPIPE (MSG_NOSIGNAL) instead
   // of killing this process with SIGPIPE.
-  int in_pair[2], out_pipe[2], err_pipe[2];
+  Fds fds;
+  int* in_pair = fds.fd;
+  int* out_pipe = fds.fd + 2;
+  int* err_pipe = fds.fd + 4;
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in_pair) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 ||
       ::pipe2(err_pipe, O_CLOEXEC) != 0)
     throw JudgeError("cannot start " + who + ": " + std::strerror(errno));
@@ -58,56 +79,101 @@ std::vector<double> run_judge_command(const std::string& command, const std::vec
     ::_exit(127);
   }
   ::setpgid(pid, pid);  // also here, so the group exists whichever side runs first
-  int to_child = in_pair[0], from_child = out_pipe[0], errors = err_pipe[0];
-  ::close(in_pair[1]);
-  ::close(out_pipe[1]);
-  ::close(err_pipe[1]);
+  int& to_child = in_pair[0];
+  int& from_child = out_pipe[0];
+  int& errors = err_pipe[0];
+  close_fd(in_pair[1]);
+  close_fd(out_pipe[1]);
+  close_fd(err_pipe[1]);
 
-  std::thread writer([&to_child, &input] {
+  // Whatever happens below, the judge's group is killed, the judge reaped and the writer joined.
+  bool reaped = false;
+  int status = 0;
+  std::thread writer;
+  struct Cleanup {
+    pid_t pid;
+    bool& reaped;
+    int& to_child;
+    std::thread& writer;
+    ~Cleanup() {
+      if (!reaped) ::kill(-pid, SIGKILL);  // the leader is unreaped, so the group id is still its
+      if (to_child >= 0) ::shutdown(to_child, SHUT_RDWR);  // a blocked send returns now
+      if (writer.joinable()) writer.join();
+      if (!reaped)
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+  } cleanup{pid, reaped, to_child, writer};
+
+  const int writer_fd = to_child;
+  writer = std::thread([writer_fd, &input] {
     size_t sent = 0;
     while (sent < input.size()) {
-      const ssize_t n = ::send(to_child, input.data() + sent, input.size() - sent, MSG_NOSIGNAL);
+      const ssize_t n = ::send(writer_fd, input.data() + sent, input.size() - sent, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;  // the judge closed its stdin or exited: what it printed tells the rest
       sent += static_cast<size_t>(n);
     }
-    ::shutdown(to_child, SHUT_WR);
+    ::shutdown(writer_fd, SHUT_WR);
   });
 
   std::string out, err;
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds);
+  auto ms_left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  };
   bool timed_out = false;
   while (from_child >= 0 || errors >= 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    const auto left = ms_left();
     if (left <= 0) {
       timed_out = true;
       break;
     }
-    pollfd fds[2] = {{from_child, POLLIN, 0}, {errors, POLLIN, 0}};
-    const int ready = ::poll(fds, 2, static_cast<int>(std::min<long long>(left, 1000)));
-    if (ready < 0 && errno != EINTR) break;
+    pollfd pfds[2] = {{from_child, POLLIN, 0}, {errors, POLLIN, 0}};
+    const int ready = ::poll(pfds, 2, static_cast<int>(std::min<long long>(left, 1000)));
+    if (ready < 0 && errno != EINTR) throw JudgeError("reading from " + who + " failed: " + std::strerror(errno));
     char buf[65536];
     for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0)
-        (i == 0 ? out : err).append(buf, static_cast<size_t>(n));
-      else if (n == 0 || errno != EINTR)
+      if (pfds[i].fd < 0 || !(pfds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t n = ::read(pfds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        if (i == 0) {
+          out.append(buf, static_cast<size_t>(n));
+          if (out.size() > kMaxStdout)
+            throw JudgeError(who + " printed more than " + std::to_string(kMaxStdout >> 20) +
+                             " MB; it must print one short {\"score\": x} line per input line");
+        } else {
+          err.append(buf, static_cast<size_t>(n));
+          if (err.size() > 2 * kKeptStderr) err.erase(0, err.size() - kKeptStderr);
+        }
+      } else if (n == 0 || errno != EINTR) {
         close_fd(i == 0 ? from_child : errors);
+      }
     }
   }
-  if (timed_out) ::kill(-pid, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  // Its output is closed; the judge itself still has until the deadline to exit.
+  while (!timed_out) {
+    siginfo_t info{};
+    const int r = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (r == 0 && info.si_pid == pid) {
+      // Exited; anything it left running in its group goes before the leader is reaped.
+      ::kill(-pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      reaped = true;
+      break;
+    }
+    if (r < 0 && errno != EINTR) {
+      reaped = true;  // nothing left to wait for
+      throw JudgeError("cannot tell how " + who + " ended: " + std::strerror(errno));
+    }
+    if (ms_left() <= 0)
+      timed_out = true;
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  if (!timed_out) ::kill(-pid, SIGKILL);  // anything the judge left running in its group
-  writer.join();  // the judge's end is closed now, so a blocked send has returned EPIPE
-  close_fd(to_child);
-  close_fd(from_child);
-  close_fd(errors);
 
-  if (timed_out)
-  {
+  if (timed_out) {
     std::ostringstream limit;
     limit << timeout_seconds;
     throw JudgeError(who + " did not finish within " + limit.str() + " s and was stopped" + last_lines(err));

@@ -27,9 +27,9 @@ std::string error_of(const std::string& command, double timeout = 60) {
 }
 
 TEST(ExternalJudge, ScoresComeBackInInputOrder) {
-  // Scores each input line by its length in bytes (POSIX sh ${#line}).
-  const auto scores =
-      run_judge_command("while IFS= read -r line; do printf '{\"score\": %d}\\n' \"${#line}\"; done", rows());
+  // Scores each input line by its length in bytes.
+  const auto scores = run_judge_command(
+      "while IFS= read -r line; do printf '{\"score\": %d}\\n' \"$(printf '%s' \"$line\" | wc -c)\"; done", rows());
   ASSERT_EQ(scores.size(), 3u);
   for (size_t i = 0; i < scores.size(); ++i) {
     const std::string line = nlohmann::json{{"prompt", rows()[i].prompt}, {"completion", rows()[i].completion}}.dump();
@@ -66,10 +66,23 @@ TEST(ExternalJudge, MisbehavingJudgesGiveClearErrors) {
   EXPECT_NE(e.find("status 127 (command not found?)"), std::string::npos) << e;
 }
 
+TEST(ExternalJudge, TextThatIsNotUtf8IsSentWithReplacementCharacters) {
+  // A byte model's sample may end inside a character.
+  const auto scores = run_judge_command(
+      "while IFS= read -r line; do printf '{\"score\": %d}\\n' \"$(printf '%s' \"$line\" | wc -c)\"; done",
+      {{"p", "ok\xff"}});
+  const std::string sent = nlohmann::json{{"prompt", "p"}, {"completion", "ok\xEF\xBF\xBD"}}.dump();
+  EXPECT_EQ(scores, (std::vector<double>{static_cast<double>(sent.size())})) << "the byte became U+FFFD";
+  EXPECT_NE(error_of("cat >/dev/null; echo '{\"score\": 1}'", 0).find("positive number of seconds"), std::string::npos);
+}
+
 TEST(ExternalJudge, AHangingJudgeIsStoppedAtTheTimeLimit) {
   // The judge and the child it starts both sleep; the whole group is killed.
   const std::string e = error_of("sleep 1000 & sleep 1000", 0.5);
   EXPECT_NE(e.find("did not finish within 0.5 s"), std::string::npos) << e;
+  // Its output closed early, the judge still runs: the limit covers waiting for it too.
+  const std::string quiet = error_of("exec >/dev/null 2>&1; sleep 1000", 0.5);
+  EXPECT_NE(quiet.find("did not finish within 0.5 s"), std::string::npos) << quiet;
 }
 
 }  // namespace
