@@ -1,9 +1,11 @@
 #include "core/study_spec.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <toml++/toml.h>
@@ -23,13 +25,11 @@ std::string override_text(const toml::node& node, const std::string& where) {
   if (auto b = node.as_boolean()) return b->get() ? "true" : "false";
   if (auto i = node.as_integer()) return std::to_string(i->get());
   if (auto f = node.as_floating_point()) {
-    // The shortest text that reads back as the same double: 0.2, not 0.20000000000000001.
-    for (int digits = 1; digits <= 17; ++digits) {
-      std::ostringstream out;
-      out.precision(digits);
-      out << f->get();
-      if (std::stod(out.str()) == f->get() || digits == 17) return out.str();
-    }
+    // The shortest text that reads back as the same double (0.2, not 0.20000000000000001),
+    // whatever the locale.
+    char buf[64];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, f->get());
+    if (ec == std::errc()) return std::string(buf, end);
   }
   throw ConfigError(where + " must be a string, number or boolean");
 }
@@ -72,6 +72,46 @@ std::string slug(const std::vector<std::string>& assignments, int64_t seed) {
   return (out.empty() ? std::string("base") : out) + "__seed-" + std::to_string(seed);
 }
 
+// "key" = value pairs of a table in file order, with unquoted dotted keys (objective.beta = ...,
+// which TOML reads as nested tables) flattened back to "objective.beta".
+void flatten(const toml::table& table, const std::string& prefix,
+             std::vector<std::pair<std::string, const toml::node*>>& out,
+             std::vector<toml::source_position>& positions) {
+  for (auto&& [key, node] : table) {
+    const std::string name = prefix + std::string(key.str());
+    if (const toml::table* nested = node.as_table()) {
+      flatten(*nested, name + ".", out, positions);
+    } else {
+      out.emplace_back(name, &node);
+      positions.push_back(key.source().begin);
+    }
+  }
+}
+
+std::vector<std::pair<std::string, const toml::node*>> entries_in_file_order(const toml::table& table) {
+  std::vector<std::pair<std::string, const toml::node*>> entries;
+  std::vector<toml::source_position> positions;
+  flatten(table, "", entries, positions);
+  std::vector<size_t> order(entries.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return positions[a].line != positions[b].line ? positions[a].line < positions[b].line
+                                                  : positions[a].column < positions[b].column;
+  });
+  std::vector<std::pair<std::string, const toml::node*>> sorted;
+  for (size_t i : order) sorted.push_back(entries[i]);
+  return sorted;
+}
+
+// Keys every run gets from the study itself (compared as apply_override reads them: trimmed).
+void refuse_study_keys(const std::string& key, const std::string& where) {
+  const size_t first = key.find_first_not_of(" \t"), last = key.find_last_not_of(" \t");
+  const std::string k = first == std::string::npos ? "" : key.substr(first, last - first + 1);
+  if (k == "seed" || k == "output_dir" || k == "name")
+    throw ConfigError(where + ": " + k + " is set per run by the study" +
+                      (k == "seed" ? "; list seeds in the top-level seeds = [...]" : ""));
+}
+
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
   std::string out;
   for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
@@ -109,28 +149,21 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
         if (!node.is_table()) throw ConfigError(where + " must be a table of run config keys");
         std::ostringstream base_text;
         base_text << *node.as_table();
-        spec.base = config_from_toml(base_text.str());
+        try {
+          spec.base = config_from_toml(base_text.str());
+        } catch (const ConfigError& e) {
+          throw ConfigError(label + ": [base]: " + e.what());
+        }
       }
     } else if (k == "grid") {
       const toml::table* grid = node.as_table();
       if (!grid) throw ConfigError(where + " must be a table: \"section.key\" = [values]");
       // In the order the file lists them (toml++ iterates keys sorted): the first varies slowest.
-      std::vector<std::pair<const toml::key*, const toml::node*>> entries;
-      for (auto&& [gk, gv] : *grid) entries.emplace_back(&gk, &gv);
-      std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
-        const auto &sa = a.first->source().begin, &sb = b.first->source().begin;
-        return sa.line != sb.line ? sa.line < sb.line : sa.column < sb.column;
-      });
-      for (const auto& [gk_ptr, gv_ptr] : entries) {
-        const toml::key& gk = *gk_ptr;
-        const toml::node& gv = *gv_ptr;
-        const std::string grid_key(gk.str());
+      for (const auto& [grid_key, gv] : entries_in_file_order(*grid)) {
         const std::string gwhere = label + ": [grid] " + in_quotes(grid_key);
-        const toml::array* values = gv.as_array();
+        const toml::array* values = gv->as_array();
         if (!values || values->empty()) throw ConfigError(gwhere + " must be a non-empty list of values");
-        if (grid_key == "seed" || grid_key == "output_dir" || grid_key == "name")
-          throw ConfigError(gwhere + ": " + grid_key + " is set per run by the study" +
-                            (grid_key == "seed" ? "; list seeds in the top-level seeds = [...]" : ""));
+        refuse_study_keys(grid_key, gwhere);
         std::vector<std::string> texts;
         for (const auto& v : *values) {
           texts.push_back(override_text(v, gwhere));
@@ -146,12 +179,25 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
         if (!t || !(*t)["name"].is_string()) throw ConfigError(where + ": every [[stage]] needs name = \"...\"");
         StudyStage stage;
         stage.name = (*t)["name"].as_string()->get();
-        if (const toml::table* set = (*t)["set"].as_table())
-          for (auto&& [sk, sv] : *set) {
-            const std::string swhere = label + ": stage " + in_quotes(stage.name) + " set " + in_quotes(std::string(sk.str()));
-            stage.assignments.push_back(std::string(sk.str()) + "=" + override_text(sv, swhere));
-            check_assignment(stage.assignments.back(), swhere);
-          }
+        const std::string stage_where = label + ": stage " + in_quotes(stage.name);
+        for (auto&& [key, value] : *t)
+          if (key.str() != "name" && key.str() != "set")
+            throw ConfigError(stage_where + ": " + in_quotes(std::string(key.str())) +
+                              " is not a stage key; a stage has name = \"...\" and set = { \"section.key\" = value, ... }");
+        const toml::table* set = (*t)["set"].as_table();
+        if (!set)
+          throw ConfigError(stage_where + " needs set = { \"section.key\" = value, ... } saying how it differs from "
+                            "the base (e.g. set = { stage = \"sft\" })");
+        for (const auto& [key, value] : entries_in_file_order(*set)) {
+          const std::string swhere = stage_where + " set " + in_quotes(key);
+          refuse_study_keys(key, swhere);
+          stage.assignments.push_back(key + "=" + override_text(*value, swhere));
+          check_assignment(stage.assignments.back(), swhere);
+        }
+        for (const auto& other : spec.stages)
+          if (safe_name(other.name) == safe_name(stage.name))
+            throw ConfigError(stage_where + ": another stage is named " + in_quotes(other.name) +
+                              " (their folders would be the same); give each stage its own name");
         spec.stages.push_back(std::move(stage));
       }
     } else {
@@ -224,6 +270,15 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
       finish(std::move(run), slug(point, seed));
     }
 
+  // Repeated seeds or grid values, or values that differ only in characters a folder name
+  // cannot hold, would make two runs share one folder.
+  std::map<std::string, std::string> folder_owner;
+  for (const auto& run : runs) {
+    const std::string who = run.stage.empty() ? "arm " + run.arm + ", seed " + std::to_string(run.seed) : "stage " + run.stage;
+    auto [it, fresh] = folder_owner.emplace(run.config.output_dir, who);
+    if (!fresh) problems.push_back(who + ": would write to the same folder as " + it->second + " (" + run.config.output_dir +
+                                   "); remove repeated seeds or grid values");
+  }
   if (!problems.empty()) {
     std::string text = std::to_string(problems.size()) + " problem(s) in the study's runs:";
     for (size_t i = 0; i < problems.size() && i < 20; ++i) text += "\n  " + problems[i];

@@ -11,6 +11,7 @@ namespace ganpo {
 
 double quantile_sorted(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) throw std::invalid_argument("quantile of no values");
+  if (!(q >= 0 && q <= 1)) throw std::invalid_argument("a quantile must be in [0, 1], got " + std::to_string(q));
   const double pos = q * static_cast<double>(sorted.size() - 1);
   const auto lo = static_cast<size_t>(std::floor(pos));
   const size_t hi = std::min(lo + 1, sorted.size() - 1);
@@ -19,6 +20,9 @@ double quantile_sorted(const std::vector<double>& sorted, double q) {
 
 Interval bootstrap_mean(const std::vector<double>& values, const BootstrapOptions& options) {
   if (values.empty()) throw std::invalid_argument("a bootstrap interval needs at least one value");
+  for (double v : values)
+    if (!std::isfinite(v))  // a diverged run's NaN must not turn the interval into NaN unnoticed
+      throw std::invalid_argument("a bootstrap interval needs finite values, got " + std::to_string(v));
   if (!(options.level > 0 && options.level < 1))
     throw std::invalid_argument("the interval level must be in (0, 1), got " + std::to_string(options.level));
   Interval out;

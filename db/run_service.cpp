@@ -45,19 +45,32 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
 
 RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::string& logs_dir) {
   RemoveRunResult result;
-  const std::optional<RunRow> run = store_.run(run_id);
-  if (!run) {
-    result.refused = "there is no run " + std::to_string(run_id);
-    return result;
+  {
+    // Checked and deleted under the write lock, so no driver or worker claims it in between.
+    sql::Transaction txn(store_.database());
+    const std::optional<RunRow> run = store_.run(run_id);
+    if (!run) {
+      result.refused = "there is no run " + std::to_string(run_id);
+      return result;
+    }
+    if (worker_attached(*run)) {
+      result.refused = "run " + std::to_string(run_id) + " is " + to_string(run->status) + " (worker pid " +
+                       std::to_string(run->worker_pid.value_or(0)) + "); stop it first";
+      return result;
+    }
+    sql::Statement waiting(store_.database(),
+                           "SELECT COUNT(*) FROM runs WHERE depends_on = ? AND status NOT IN ('completed', 'failed', 'stopped')");
+    waiting.bind(1, run_id);
+    if (waiting.step() && waiting.col_int(0) > 0) {
+      result.refused = "run " + std::to_string(run_id) + " is the shared stage that " + std::to_string(waiting.col_int(0)) +
+                       " queued study run(s) start from; cancel the study first (ganpo study cancel ID)";
+      return result;
+    }
+    if (auto cfg = nlohmann::json::parse(run->config_json, nullptr, false); cfg.is_object())
+      result.output_dir = cfg.value("output_dir", std::string());
+    store_.delete_run(run_id);
+    txn.commit();
   }
-  if (worker_attached(*run)) {
-    result.refused = "run " + std::to_string(run_id) + " is " + to_string(run->status) + " (worker pid " +
-                     std::to_string(run->worker_pid.value_or(0)) + "); stop it first";
-    return result;
-  }
-  if (auto cfg = nlohmann::json::parse(run->config_json, nullptr, false); cfg.is_object())
-    result.output_dir = cfg.value("output_dir", std::string());
-  store_.delete_run(run_id);
   result.removed = true;
   if (!with_files) return result;
   if (!logs_dir.empty()) {

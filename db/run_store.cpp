@@ -428,9 +428,10 @@ std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
     while (s.step()) {
       RunRow r = read_run(s);
       const double last_sign = r.heartbeat_at.value_or(r.updated_at);
-      bool gone = now - last_sign > stale_after_seconds;
-      // On this machine a vanished pid is certain; elsewhere only the heartbeat can tell.
-      if (r.worker_pid && r.worker_host == host && !process_alive(*r.worker_pid)) gone = true;
+      // On this machine the pid tells for certain (a worker stalled by a suspend or a long I/O
+      // wait is alive, and must not be replaced by a second one); elsewhere only the heartbeat can.
+      const bool local = r.worker_pid && r.worker_host == host;
+      const bool gone = local ? !process_alive(*r.worker_pid) : now - last_sign > stale_after_seconds;
       if (gone) dead.push_back(std::move(r));
     }
   }

@@ -47,8 +47,10 @@ std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id);
 // The first run (by id) that may start now: queued with no worker, or failed with attempts
 // left, and whatever it starts from completed. nullopt when none.
 std::optional<int64_t> next_study_run(RunStore& store, int64_t study_id);
-// Counts one more start of the run (after a successful claim).
-void count_study_attempt(RunStore& store, int64_t run_id);
+// Claims the run for the worker `pid` (on this host) if it is still startable and its study
+// active, counting the attempt, in one statement: a driver that loses the race, or a study
+// paused or cancelled meanwhile, gets false. The worker's own claim then finds its pid.
+bool claim_study_run(RunStore& store, int64_t run_id, int64_t pid);
 StudyCounts study_counts(RunStore& store, int64_t study_id);
 
 }  // namespace ganpo

@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     a->add_option("id", study.study_id, "Study id")->required();
     study_actions.push_back(a);
   }
-  for (auto* a : study_actions) a->add_option("--db", study.db, "Workspace database");
+  for (auto* a : study_actions) a->fallthrough();  // --db after the subcommand, as people type it
 
   InspectArgs inspect;
   auto* in = app.add_subcommand("inspect", "What a model folder holds: architecture, size, tokenizer, memory to train it");

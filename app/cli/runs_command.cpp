@@ -217,7 +217,8 @@ int delete_run(RunStore& store, const RunsArgs& args) {
       return 0;
     }
   }
-  const RemoveRunResult result = RunService(store).remove(r.id, args.files);
+  const std::string logs_dir = (fs::path(store.path()).parent_path() / "logs").string();
+  const RemoveRunResult result = RunService(store).remove(r.id, args.files, logs_dir);
   if (!result.removed) {
     std::fprintf(stderr, "ganpo runs delete: %s\n", result.refused.c_str());
     return 2;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -80,23 +81,51 @@ std::string study_folder_name(const std::string& name) {
 }
 
 // Starts `ganpo train --run ID --db DB` in a session of its own (a driver killed or interrupted
-// leaves it training), output appended to the workspace's logs/run-<id>.log.
-pid_t start_worker(const std::string& db, int64_t run_id) {
-  const std::filesystem::path logs = std::filesystem::path(db).parent_path() / "logs";
-  std::error_code ec;
-  std::filesystem::create_directories(logs, ec);
-  const std::string log = (logs / ("run-" + std::to_string(run_id) + ".log")).string();
-  const std::string id = std::to_string(run_id);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setsid();
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) ::dup2(fd, STDOUT_FILENO), ::dup2(fd, STDERR_FILENO);
-    ::execl("/proc/self/exe", "ganpo", "train", "--run", id.c_str(), "--db", db.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
+// leaves it training), output appended to the workspace's logs/run-<id>.log. The worker waits
+// until the driver has claimed the run for its pid: it goes on when go() is called and exits
+// without a trace when the claim failed (the Worker is destroyed unsent).
+class Worker {
+public:
+  Worker(const std::string& db, int64_t run_id) {
+    const std::filesystem::path logs = std::filesystem::path(db).parent_path() / "logs";
+    std::error_code ec;
+    std::filesystem::create_directories(logs, ec);
+    const std::string log = (logs / ("run-" + std::to_string(run_id) + ".log")).string();
+    const std::string id = std::to_string(run_id);
+    int gate[2];
+    if (::pipe2(gate, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(gate[1]);
+      char go = 0;
+      while (::read(gate[0], &go, 1) < 0 && errno == EINTR) {
+      }
+      if (go != 'g') ::_exit(0);
+      ::setsid();
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd >= 0) ::dup2(fd, STDOUT_FILENO), ::dup2(fd, STDERR_FILENO);
+      ::execl("/proc/self/exe", "ganpo", "train", "--run", id.c_str(), "--db", db.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(gate[0]);
+    gate_ = gate[1];
   }
-  return pid;
-}
+  ~Worker() {
+    if (gate_ >= 0) ::close(gate_);  // unsent: the child exits
+    if (pid_ > 0 && !sent_) ::waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+  void go() {
+    sent_ = ::write(gate_, "g", 1) == 1;
+    ::close(gate_);
+    gate_ = -1;
+  }
+
+private:
+  pid_t pid_ = -1;
+  int gate_ = -1;
+  bool sent_ = false;
+};
 
 void print_counts(const StudyRow& s, const StudyCounts& c) {
   std::printf("study %lld '%s' (%s): %lld runs: %lld completed, %lld running, %lld queued, %lld failed, %lld stopped%s\n",
@@ -111,45 +140,57 @@ void print_counts(const StudyRow& s, const StudyCounts& c) {
 // was killed) share the work without starting a run twice.
 int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
   using namespace std::chrono_literals;
-  bool cancel_sent = false;
+  bool said_paused = false;
   for (;;) {
-    store.reap_dead_workers();
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
-    const std::optional<StudyRow> s = find_study(store, study_id);
-    if (!s) throw Error("study " + std::to_string(study_id) + " was deleted");
-    StudyCounts c = study_counts(store, study_id);
-    if (s->state == StudyState::cancelled) {
-      if (!cancel_sent)
-        for (int64_t id : study_run_ids(store, study_id)) RunService(store).control(id, "stop");
-      cancel_sent = true;
-      if (c.attached == 0) {
-        print_counts(*s, c);
-        return 1;
+    try {
+      while (::waitpid(-1, nullptr, WNOHANG) > 0) {  // own workers that ended: not "alive" below
       }
-    } else if (s->state == StudyState::active) {
-      std::vector<int64_t> refused;  // claimed by another driver this round
-      while (c.attached < jobs) {
-        const std::optional<int64_t> next = next_study_run(store, study_id);
-        if (!next || std::find(refused.begin(), refused.end(), *next) != refused.end()) break;
-        const pid_t pid = start_worker(db, *next);
-        if (pid > 0 && store.claim_run(*next, pid)) {
-          count_study_attempt(store, *next);
-          ++c.attached;
-          const auto run = store.run(*next);
-          std::printf("started run %lld '%s' (worker pid %d)\n", static_cast<long long>(*next),
-                      run ? run->name.c_str() : "?", static_cast<int>(pid));
-          std::fflush(stdout);
-        } else {
-          if (pid > 0) ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0);
-          refused.push_back(*next);
+      store.reap_dead_workers();
+      const std::optional<StudyRow> s = find_study(store, study_id);
+      if (!s) throw ConfigError("study " + std::to_string(study_id) + " was deleted");
+      StudyCounts c = study_counts(store, study_id);
+      if (s->state == StudyState::cancelled) {
+        // Sent every round: a worker that attaches after the first round must get it too.
+        for (int64_t id : study_run_ids(store, study_id)) RunService(store).control(id, "stop");
+        if (c.attached == 0) {
+          print_counts(*s, c);
+          return 1;
+        }
+      } else if (s->state == StudyState::paused) {
+        if (!said_paused)
+          std::printf("study %lld is paused: no run starts until `ganpo study resume %lld`\n",
+                      static_cast<long long>(study_id), static_cast<long long>(study_id));
+        std::fflush(stdout);
+        said_paused = true;
+      } else {
+        said_paused = false;
+        std::vector<int64_t> refused;  // claimed by another driver this round
+        while (c.attached < jobs) {
+          const std::optional<int64_t> next = next_study_run(store, study_id);
+          if (!next || std::find(refused.begin(), refused.end(), *next) != refused.end()) break;
+          Worker worker(db, *next);
+          if (worker.pid() > 0 && claim_study_run(store, *next, worker.pid())) {
+            worker.go();
+            ++c.attached;
+            const auto run = store.run(*next);
+            std::printf("started run %lld '%s' (worker pid %d)\n", static_cast<long long>(*next),
+                        run ? run->name.c_str() : "?", static_cast<int>(worker.pid()));
+            std::fflush(stdout);
+          } else {
+            refused.push_back(*next);
+          }
+        }
+        c = study_counts(store, study_id);  // other drivers' workers count too
+        if (c.attached == 0 && !next_study_run(store, study_id)) {
+          print_counts(*s, c);
+          return c.completed == c.total ? 0 : 1;
         }
       }
-      c = study_counts(store, study_id);  // other drivers' workers count too
-      if (c.attached == 0 && !next_study_run(store, study_id)) {
-        print_counts(*s, c);
-        return c.completed == c.total ? 0 : 1;
-      }
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const Error& e) {
+      // A busy or briefly unreadable workspace: the next round tries again.
+      std::fprintf(stderr, "ganpo study run: %s; trying again\n", e.what());
     }
     std::this_thread::sleep_for(500ms);
   }
@@ -169,10 +210,19 @@ int study_command(const StudyArgs& args) {
       std::stringstream buffer;
       buffer << in.rdbuf();
       text = buffer.str();
-      const std::string out = args.out.empty()
-                                  ? (std::filesystem::path(db).parent_path() / "studies" / study_folder_name(spec.name)).string()
-                                  : std::filesystem::absolute(args.out).string();
+      std::string out;
+      if (!args.out.empty()) {
+        out = std::filesystem::absolute(args.out).string();
+      } else {
+        // studies/<name>, or <name>-2, -3, ... when an earlier study of that name has it.
+        const auto root = std::filesystem::path(db).parent_path() / "studies";
+        out = (root / study_folder_name(spec.name)).string();
+        for (int n = 2; std::filesystem::exists(out); ++n)
+          out = (root / (study_folder_name(spec.name) + "-" + std::to_string(n))).string();
+      }
       runs = expand_study(spec, out);
+      std::error_code ec;
+      std::filesystem::create_directories(out, ec);  // taken: the next study of this name gets -2
     } catch (const ConfigError& e) {
       std::fprintf(stderr, "ganpo study create: %s\n", e.what());
       return 2;

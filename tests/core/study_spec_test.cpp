@@ -93,6 +93,17 @@ TEST(StudySpec, BaseConfigFileIsReadRelativeToTheStudy) {
   fs::remove_all(dir);
 }
 
+TEST(StudySpec, UnquotedDottedKeysAreRunConfigKeys) {
+  const StudySpec spec = study_from_toml(
+      "[base]\n[grid]\nobjective.loss_type = [\"sigmoid\", \"simpo\"]\nganpo.enabled = [true]\n"
+      "[[stage]]\nname = \"sft\"\nset = { stage = \"sft\", train.max_steps = 7 }\n",
+      ".", "study.toml");
+  ASSERT_EQ(spec.grid.size(), 2u);
+  EXPECT_EQ(spec.grid[0].first, "objective.loss_type") << "file order kept";
+  EXPECT_EQ(spec.grid[1].first, "ganpo.enabled");
+  EXPECT_EQ(spec.stages[0].assignments, (std::vector<std::string>{"stage=sft", "train.max_steps=7"}));
+}
+
 TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
   // Unknown grid key, wrong value type, empty list, keys the study sets itself.
   EXPECT_NE(error_of("[base]\n[grid]\n\"objective.loss_typ\" = [\"simpo\"]\n").find("[grid] \"objective.loss_typ\""),
@@ -103,6 +114,20 @@ TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
   EXPECT_NE(error_of("seeds = [1]\n").find("no base run config"), std::string::npos);
   EXPECT_NE(error_of("[base]\nbogus = 1\n").find("\"bogus\""), std::string::npos);
   EXPECT_NE(error_of("[base]\n[[stage]]\nset = { stage = \"sft\" }\n").find("name"), std::string::npos);
+  // Stages: a set table is required, other keys and study-set keys are refused, names distinct.
+  EXPECT_NE(error_of("[base]\n[[stage]]\nname = \"sft\"\nset = [\"stage=sft\"]\n").find("needs set = {"), std::string::npos);
+  EXPECT_NE(error_of("[base]\n[[stage]]\nname = \"sft\"\nsets = { stage = \"sft\" }\n").find("\"sets\" is not a stage key"),
+            std::string::npos);
+  EXPECT_NE(error_of("[base]\n[[stage]]\nname = \"sft\"\nset = { seed = 3 }\n").find("set per run by the study"),
+            std::string::npos);
+  EXPECT_NE(error_of("[base]\n[[stage]]\nname = \"sft 1\"\nset = { stage = \"sft\" }\n[[stage]]\nname = \"sft_1\"\n"
+                     "set = { stage = \"sft\" }\n").find("another stage is named"),
+            std::string::npos);
+  EXPECT_NE(error_of("[base]\n[grid]\n\" seed\" = [1, 2]\n").find("set per run by the study"), std::string::npos);
+  // Two runs that would share a folder: a repeated seed.
+  EXPECT_NE(error_of("seeds = [1, 1]\n[base]\n").find("same folder as arm base, seed 1"), std::string::npos);
+  // A problem inside [base] says so.
+  EXPECT_NE(error_of("[base]\n[base.train]\nlearning_rat = 1\n").find("study.toml: [base]: "), std::string::npos);
   // A value that parses but makes an invalid run: named with its arm and seed, before anything runs.
   const std::string bad = error_of("seeds = [4]\n[base]\n[grid]\n\"objective.beta\" = [0.1, -1]\n");
   EXPECT_NE(bad.find("1 problem(s)"), std::string::npos) << bad;

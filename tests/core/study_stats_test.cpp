@@ -86,6 +86,8 @@ TEST(StudyStats, BadInputIsRefused) {
   BootstrapOptions o;
   o.level = 1.0;
   EXPECT_THROW(bootstrap_mean({1, 2}, o), std::invalid_argument);
+  EXPECT_THROW(bootstrap_mean({0.5, std::nan("")}), std::invalid_argument);
+  EXPECT_THROW(quantile_sorted({1, 2}, 1.5), std::invalid_argument);
   EXPECT_DOUBLE_EQ(quantile_sorted({1, 2, 3, 4}, 0.5), 2.5);
   EXPECT_DOUBLE_EQ(quantile_sorted({1, 2, 3, 4}, 0.0), 1.0);
   EXPECT_DOUBLE_EQ(quantile_sorted({1, 2, 3, 4}, 1.0), 4.0);

@@ -1,0 +1,71 @@
+// The study queue on a real workspace file: what create_study stores, the startable rule, the
+// atomic claim (paused studies, other drivers, attempts), blocked arms, and a shared stage that
+// cannot be deleted while arms wait for it.
+#include "db/study_queue.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "db/run_service.h"
+
+namespace fs = std::filesystem;
+using namespace ganpo;
+
+class StudyQueueStore : public ::testing::Test {
+protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ganpo_study_queue_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  // One stage and two arms (seed 1).
+  int64_t make_study(RunStore& store) {
+    const StudySpec spec = study_from_toml("seeds = [1]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n"
+                                           "[[stage]]\nname = \"sft\"\nset = { stage = \"sft\" }\n",
+                                           ".", "s.toml");
+    return create_study(store, "s", "", expand_study(spec, (dir_ / "out").string()));
+  }
+  fs::path dir_;
+};
+
+TEST_F(StudyQueueStore, StagesFirstThenArmsThatWaitForThem) {
+  RunStore store = RunStore::open((dir_ / "w.sqlite").string());
+  const int64_t study = make_study(store);
+  const auto ids = study_run_ids(store, study);
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(next_study_run(store, study), ids[0]) << "arms wait for the stage";
+  EXPECT_EQ(study_counts(store, study).queued, 3);
+
+  // A paused study: no claim.
+  set_study_state(store, study, StudyState::paused);
+  EXPECT_FALSE(claim_study_run(store, ids[0], ::getpid()));
+  set_study_state(store, study, StudyState::active);
+  ASSERT_TRUE(claim_study_run(store, ids[0], ::getpid()));
+  EXPECT_FALSE(claim_study_run(store, ids[0], ::getpid())) << "a claimed run is not startable";
+  EXPECT_TRUE(store.claim_run(ids[0], ::getpid())) << "the worker's own claim finds its pid";
+  EXPECT_FALSE(store.claim_run(ids[0], ::getpid() + 1)) << "any other claimant is refused";
+  EXPECT_EQ(study_counts(store, study).attached, 1);
+  EXPECT_FALSE(next_study_run(store, study).has_value()) << "the arms still wait";
+
+  // The stage cannot be deleted while arms wait for it.
+  store.set_status(ids[0], RunStatus::failed);
+  const RemoveRunResult r = RunService(store).remove(ids[0], false);
+  EXPECT_FALSE(r.removed);
+  EXPECT_NE(r.refused.find("shared stage"), std::string::npos) << r.refused;
+
+  // Failed once: startable again (the retry); failed twice: the arms are blocked.
+  EXPECT_EQ(next_study_run(store, study), ids[0]);
+  ASSERT_TRUE(claim_study_run(store, ids[0], ::getpid()));
+  store.set_status(ids[0], RunStatus::failed);
+  EXPECT_FALSE(next_study_run(store, study).has_value());
+  EXPECT_EQ(study_counts(store, study).blocked, 2);
+
+  // Completed: the arms are next, in order.
+  store.set_status(ids[0], RunStatus::completed);
+  EXPECT_EQ(next_study_run(store, study), ids[1]);
+  EXPECT_EQ(study_counts(store, study).completed, 1);
+}
