@@ -117,6 +117,9 @@ QTableWidgetItem* cell(const QString& text, Qt::Alignment align = Qt::AlignLeft 
   return item;
 }
 
+// A live output cell's text (defined with the output grid below).
+QString streaming_html(const QString& text, bool sampling);
+
 QString number(double v) {
   if (!std::isfinite(v)) return QStringLiteral("–");
   return QString::number(v, 'f', std::fabs(v) >= 100 ? 1 : 3);
@@ -265,6 +268,9 @@ CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString wor
     generate_->setEnabled(true);
     cancel_->setEnabled(false);
     progress_->setVisible(false);
+    // The columns keep what streamed before the failure, without the "still sampling" mark.
+    for (auto& [key, cell] : live_cells_) cell->setText(streaming_html(live_texts_[key], false));
+    live_cells_.clear();
     setStatus(tr("Generation failed: %1").arg(message));
     Q_EMIT generationFinished();
   });
