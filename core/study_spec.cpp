@@ -120,7 +120,8 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
 
 }  // namespace
 
-StudySpec study_from_toml(const std::string& text, const std::string& source_dir, const std::string& label) {
+StudySpec study_from_toml(const std::string& text, const std::string& source_dir, const std::string& label,
+                          bool read_base) {
   const toml::table root = parse(text, label);
   StudySpec spec;
   bool has_base = false;
@@ -140,6 +141,7 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
     } else if (k == "base_config" || k == "base") {
       if (has_base) throw ConfigError(label + ": give either base_config (a file) or a [base] table, not both");
       has_base = true;
+      if (!read_base) continue;
       if (k == "base_config") {
         if (!node.is_string()) throw ConfigError(where + " must be the path of a run config file");
         fs::path path = node.as_string()->get();

@@ -49,7 +49,10 @@ struct StudyRun {
 
 // Parses a study; base_config paths are read relative to source_dir. Throws ConfigError naming
 // the study key (and the grid key) of any problem.
-StudySpec study_from_toml(const std::string& text, const std::string& source_dir, const std::string& source_label);
+// read_base = false leaves spec.base default (the grid, seeds and stages of a stored study,
+// whose base_config file may have moved since).
+StudySpec study_from_toml(const std::string& text, const std::string& source_dir, const std::string& source_label,
+                          bool read_base = true);
 StudySpec load_study_file(const std::string& path);
 
 // The shared stages (in order), then every arm x seed, each writing under output_root/<slug>.

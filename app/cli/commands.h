@@ -56,9 +56,10 @@ struct StudyArgs {
   std::string file, out;
   int64_t study_id = 0;
   int jobs = 1;
+  bool json = false;
 };
 // create: queue a study's runs; run: drive its queue until nothing is left; status, pause,
-// resume, cancel.
+// resume, cancel; report: means with intervals per arm and GANPO-on minus -off differences.
 int study_command(const StudyArgs& args);
 
 struct InspectArgs {

@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
     a->add_option("id", study.study_id, "Study id")->required();
     study_actions.push_back(a);
   }
+  auto* strep = st->add_subcommand("report", "Per arm: held-out metrics over seeds with 95% intervals; GANPO on minus off, paired by seed");
+  strep->add_option("id", study.study_id, "Study id")->required();
+  strep->add_flag("--json", study.json, "Print JSON");
+  study_actions.push_back(strep);
   for (auto* a : study_actions) a->fallthrough();  // --db after the subcommand, as people type it
 
   InspectArgs inspect;

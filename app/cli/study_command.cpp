@@ -23,6 +23,7 @@
 #include "core/study_spec.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
+#include "db/study_report.h"
 #include "db/workspace_path.h"
 
 namespace ganpo::cli {
@@ -240,6 +241,30 @@ int study_command(const StudyArgs& args) {
     std::fprintf(stderr, "ganpo study %s: there is no study %lld in %s\n", args.action.c_str(),
                  static_cast<long long>(args.study_id), db.c_str());
     return 2;
+  }
+  if (args.action == "report") {
+    const StudyReport report = study_report(store, s->id);
+    if (args.json) {
+      std::printf("%s\n", report_to_json(report).dump(2).c_str());
+      return 0;
+    }
+    std::printf("study %lld '%s': mean [95%% interval] over completed seeds\n", static_cast<long long>(s->id),
+                s->name.c_str());
+    for (const auto& a : report.arms) {
+      std::printf("  %s: %zu seed(s)%s\n", a.arm.c_str(), a.seeds.size(),
+                  a.unfinished ? (", " + std::to_string(a.unfinished) + " unfinished").c_str() : "");
+      for (const auto& [key, i] : a.metrics)
+        std::printf("      %-28s %.4f [%.4f, %.4f]\n", key.c_str(), i.mean, i.low, i.high);
+    }
+    for (const auto& p : report.ganpo_vs_base) {
+      std::printf("  GANPO on minus off: %s  vs  %s (%zu paired seed(s))\n", p.arm.c_str(), p.baseline.c_str(),
+                  p.seeds.size());
+      for (const auto& [key, i] : p.differences)
+        std::printf("      %-28s %+.4f [%+.4f, %+.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
+                    i.excludes_zero() ? (i.mean > 0 ? "higher with GANPO" : "lower with GANPO")
+                                      : "no difference shown (interval contains 0)");
+    }
+    return 0;
   }
   if (args.action == "status") {
     print_counts(*s, study_counts(store, s->id));

@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "db/run_store.h"
 #include "db/study_queue.h"
 #include "tests/support/cli_runner.h"
@@ -100,6 +102,17 @@ TEST_F(StudyQueue, TwoDriversAtOnceStartEveryRunExactlyOnce) {
   const auto arm = store.run(5);
   ASSERT_TRUE(arm.has_value());
   EXPECT_NE(arm->config_json.find("stage-sft/final"), std::string::npos) << arm->config_json;
+
+  // The report reads the arms back: two arms of two seeds, GANPO on paired with off.
+  const auto report = run_cli("study report 1 --json --db " + db());
+  ASSERT_EQ(report.exit_code, 0) << report.output;
+  const auto j = nlohmann::json::parse(report.output);
+  ASSERT_EQ(j["arms"].size(), 2u);
+  EXPECT_EQ(j["arms"][1]["arm"], "ganpo.enabled=true");
+  EXPECT_EQ(j["arms"][1]["seeds"].size(), 2u);
+  EXPECT_TRUE(j["arms"][0]["metrics"].contains("eval_rewards/accuracies")) << report.output;
+  ASSERT_EQ(j["ganpo_vs_base"].size(), 1u);
+  EXPECT_EQ(j["ganpo_vs_base"][0]["seeds"].size(), 2u);
 }
 
 TEST_F(StudyQueue, ADriverKilledMidStudyIsFinishedByANewOne) {

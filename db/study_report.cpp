@@ -1,0 +1,171 @@
+#include "db/study_report.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/study_spec.h"
+#include "db/study_queue.h"
+
+namespace ganpo {
+namespace {
+
+// The value a run's stored config holds for "section.key", as the override text the grid uses.
+std::string config_value(const nlohmann::json& config, const std::string& key) {
+  const size_t dot = key.find('.');
+  const nlohmann::json* node = &config;
+  if (dot != std::string::npos) {
+    if (!config.contains(key.substr(0, dot))) return "";
+    node = &config[key.substr(0, dot)];
+  }
+  const std::string leaf = dot == std::string::npos ? key : key.substr(dot + 1);
+  if (!node->is_object() || !node->contains(leaf)) return "";
+  const nlohmann::json& v = (*node)[leaf];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  return v.dump();
+}
+
+bool values_equal(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  try {  // 0 and 0.0, 0.2 and 0.20000000000000001
+    size_t ia = 0, ib = 0;
+    const double da = std::stod(a, &ia), db = std::stod(b, &ib);
+    return ia == a.size() && ib == b.size() && da == db;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+struct ArmRuns {
+  std::vector<std::string> values;  // per grid key
+  ArmResult result;
+  std::map<int64_t, std::map<std::string, double>> by_seed;  // seed -> eval metrics
+};
+
+}  // namespace
+
+StudyReport study_report(RunStore& store, int64_t study_id) {
+  const std::optional<StudyRow> study = find_study(store, study_id);
+  if (!study) throw ConfigError("there is no study " + std::to_string(study_id));
+  const StudySpec spec = study_from_toml(study->spec_toml, ".", "study " + std::to_string(study_id), false);
+  StudyReport report;
+  report.study_id = study_id;
+  report.name = study->name;
+
+  std::vector<ArmRuns> arms;
+  const std::vector<int64_t> ids = study_run_ids(store, study_id);
+  for (size_t i = spec.stages.size(); i < ids.size(); ++i) {  // the shared stages come first
+    const std::optional<RunRow> run = store.run(ids[i]);
+    if (!run) continue;
+    const nlohmann::json config = nlohmann::json::parse(run->config_json, nullptr, false);
+    std::vector<std::string> values;  // as the grid spells them (0.2, not the stored 0.2000...)
+    for (const auto& [key, grid_values] : spec.grid) {
+      std::string v = config_value(config, key);
+      for (const auto& g : grid_values)
+        if (values_equal(g, v)) v = g;
+      values.push_back(v);
+    }
+    auto it = std::find_if(arms.begin(), arms.end(), [&](const ArmRuns& a) {
+      for (size_t k = 0; k < values.size(); ++k)
+        if (!values_equal(a.values[k], values[k])) return false;
+      return true;
+    });
+    if (it == arms.end()) {
+      ArmRuns a;
+      a.values = values;
+      std::vector<std::string> parts;
+      for (size_t k = 0; k < values.size(); ++k) parts.push_back(spec.grid[k].first + "=" + values[k]);
+      for (const auto& p : parts) a.result.arm += (a.result.arm.empty() ? "" : ", ") + p;
+      if (a.result.arm.empty()) a.result.arm = "base";
+      arms.push_back(std::move(a));
+      it = arms.end() - 1;
+    }
+    if (run->status != RunStatus::completed) {
+      ++it->result.unfinished;
+      continue;
+    }
+    const int64_t seed = config.value("seed", int64_t{0});
+    std::map<std::string, double>& metrics = it->by_seed[seed];
+    // Held-out numbers: every numeric field of the run's evaluations (the newest wins), and the
+    // training throughput the overhead is read from.
+    for (const EvalRow& e : store.evals(run->id)) {
+      const nlohmann::json result = nlohmann::json::parse(e.result_json, nullptr, false);
+      if (!result.is_object()) continue;
+      for (const auto& [key, value] : result.items())
+        if (value.is_number() && std::isfinite(value.get<double>())) metrics[key] = value.get<double>();
+    }
+    for (const MetricRow& m : store.latest_metrics(run->id))
+      if ((m.key.rfind("eval_", 0) == 0 || m.key == "step_time_s" || m.key == "tokens_per_s") && std::isfinite(m.value))
+        metrics[m.key] = m.value;
+    it->result.completed_run_ids.push_back(run->id);
+    it->result.seeds.push_back(seed);
+  }
+
+  for (ArmRuns& a : arms) {
+    std::map<std::string, std::vector<double>> values;
+    for (const auto& [seed, metrics] : a.by_seed)
+      for (const auto& [key, v] : metrics) values[key].push_back(v);
+    for (const auto& [key, v] : values) a.result.metrics[key] = bootstrap_mean(v);
+  }
+
+  // GANPO on against the arm that differs only in ganpo.enabled, paired by seed.
+  const auto ganpo_key = std::find_if(spec.grid.begin(), spec.grid.end(),
+                                      [](const auto& g) { return g.first == "ganpo.enabled"; });
+  if (ganpo_key != spec.grid.end()) {
+    const size_t g = static_cast<size_t>(ganpo_key - spec.grid.begin());
+    for (const ArmRuns& on : arms) {
+      if (on.values[g] != "true") continue;
+      for (const ArmRuns& off : arms) {
+        if (off.values[g] != "false") continue;
+        bool matched = true;
+        for (size_t k = 0; k < on.values.size(); ++k)
+          if (k != g && !values_equal(on.values[k], off.values[k])) matched = false;
+        if (!matched) continue;
+        PairedResult p;
+        p.arm = on.result.arm;
+        p.baseline = off.result.arm;
+        std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> pairs;
+        for (const auto& [seed, metrics] : on.by_seed) {
+          auto other = off.by_seed.find(seed);
+          if (other == off.by_seed.end()) continue;
+          p.seeds.push_back(seed);
+          for (const auto& [key, v] : metrics)
+            if (auto b = other->second.find(key); b != other->second.end()) {
+              pairs[key].first.push_back(v);
+              pairs[key].second.push_back(b->second);
+            }
+        }
+        for (const auto& [key, xy] : pairs) p.differences[key] = paired_difference(xy.first, xy.second);
+        report.ganpo_vs_base.push_back(std::move(p));
+      }
+    }
+  }
+  for (ArmRuns& a : arms) report.arms.push_back(std::move(a.result));
+  return report;
+}
+
+nlohmann::json report_to_json(const StudyReport& report) {
+  auto interval = [](const Interval& i) {
+    return nlohmann::json{{"mean", i.mean}, {"low", i.low}, {"high", i.high}, {"n", i.n}};
+  };
+  nlohmann::json j = {{"study", report.study_id}, {"name", report.name}, {"arms", nlohmann::json::array()},
+                      {"ganpo_vs_base", nlohmann::json::array()}};
+  for (const auto& a : report.arms) {
+    nlohmann::json arm = {{"arm", a.arm}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished},
+                          {"metrics", nlohmann::json::object()}};
+    for (const auto& [key, i] : a.metrics) arm["metrics"][key] = interval(i);
+    j["arms"].push_back(arm);
+  }
+  for (const auto& p : report.ganpo_vs_base) {
+    nlohmann::json d = {{"arm", p.arm}, {"baseline", p.baseline}, {"seeds", p.seeds}, {"differences", nlohmann::json::object()}};
+    for (const auto& [key, i] : p.differences) {
+      d["differences"][key] = interval(i);
+      d["differences"][key]["called"] = i.excludes_zero();
+    }
+    j["ganpo_vs_base"].push_back(d);
+  }
+  return j;
+}
+
+}  // namespace ganpo

@@ -1,0 +1,45 @@
+// A study's answer from its stored runs: per arm (one grid point), the mean of every held-out
+// number (the runs' evaluations and eval_* metrics) and of the step time and tokens/s over its
+// completed seeds with a 95% bootstrap interval; and for every arm with
+// GANPO on, the paired difference to its matched arm with GANPO off (same other grid values,
+// paired by seed), called only when the interval excludes 0. Arms are read back from the runs'
+// stored configs and the study's grid, so the report is what was stored, nothing recomputed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/study_stats.h"
+#include "db/run_store.h"
+
+namespace ganpo {
+
+struct ArmResult {
+  std::string arm;                          // "objective.loss_type=simpo, ganpo.enabled=true"
+  std::vector<int64_t> completed_run_ids;   // in seed order
+  std::vector<int64_t> seeds;
+  int64_t unfinished = 0;                   // runs of the arm that did not complete
+  std::map<std::string, Interval> metrics;  // key -> mean and interval over seeds
+};
+
+struct PairedResult {
+  std::string arm, baseline;                    // GANPO on, and the matched GANPO off
+  std::vector<int64_t> seeds;                   // seeds both completed
+  std::map<std::string, Interval> differences;  // arm - baseline per metric
+};
+
+struct StudyReport {
+  int64_t study_id = 0;
+  std::string name;
+  std::vector<ArmResult> arms;
+  std::vector<PairedResult> ganpo_vs_base;
+};
+
+StudyReport study_report(RunStore& store, int64_t study_id);
+nlohmann::json report_to_json(const StudyReport& report);
+
+}  // namespace ganpo
