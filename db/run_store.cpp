@@ -212,6 +212,9 @@ RunStore RunStore::open(const std::string& path) {
     throw Error("workspace " + path +
                 " is read-only; make the file and its folder writable or choose another with --db FILE");
 
+  // Wait for other connections from the first statement on: a process opening the workspace at
+  // the same moment may be recovering its WAL, and this read would otherwise fail as busy at once.
+  sqlite3_busy_timeout(db.get(), 5000);
   // The first real read tells a non-SQLite file apart.
   int rc = sqlite3_exec(db.get(), "PRAGMA schema_version", nullptr, nullptr, nullptr);
   if ((rc & 0xff) == SQLITE_NOTADB)
