@@ -1,5 +1,7 @@
 #include "core/run_files.h"
 
+#include <cctype>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -75,6 +77,13 @@ void RunFilesWriter::on_samples(int64_t step, const std::vector<SampleRecord>& s
     samples_ << json_text(j) << "\n";
   }
   samples_.flush();
+}
+
+std::string safe_file_name(std::string_view text, std::string_view keep) {
+  std::string out(text);
+  for (char& c : out)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && keep.find(c) == std::string_view::npos) c = '_';
+  return out;
 }
 
 }  // namespace ganpo

@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -36,5 +37,9 @@ nlohmann::json json_number(double value);
 // byte) become U+FFFD.
 std::string json_text(const nlohmann::json& value, int indent = -1);
 std::string json_text(const nlohmann::ordered_json& value, int indent = -1);
+
+// `text` as part of a file or folder name: letters, digits and the characters in `keep` stay,
+// anything else becomes '_' (run folders, study arm folders).
+std::string safe_file_name(std::string_view text, std::string_view keep = "-_");
 
 }  // namespace ganpo

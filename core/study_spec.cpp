@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 
 #include "core/error.h"
+#include "core/run_files.h"
 
 namespace ganpo {
 namespace {
@@ -54,11 +55,7 @@ toml::table parse(const std::string& text, const std::string& label) {
 }
 
 // Letters, digits and . - _ kept; anything else becomes _.
-std::string safe_name(std::string text) {
-  for (char& c : text)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '_';
-  return text;
-}
+std::string safe_name(const std::string& text) { return safe_file_name(text, "-_."); }
 
 // "objective.loss_type=simpo" -> "loss_type-simpo": short, filesystem-safe folder names.
 std::string slug(const std::vector<std::string>& assignments, int64_t seed) {

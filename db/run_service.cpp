@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/run_files.h"
 #include "db/run_recorder.h"
 
 namespace ganpo {
@@ -13,9 +14,8 @@ namespace {
 
 // Letters, digits, - and _ of a run name (at most 40), for its folder.
 std::string folder_name(const std::string& name) {
-  std::string out;
-  for (unsigned char c : name) out += (std::isalnum(c) || c == '-' || c == '_') ? static_cast<char>(c) : '_';
-  return out.empty() ? "run" : out.substr(0, 40);
+  const std::string safe = safe_file_name(name).substr(0, 40);
+  return safe.empty() ? "run" : safe;
 }
 
 bool default_output_dir(const std::string& dir) {

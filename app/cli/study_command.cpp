@@ -20,6 +20,7 @@
 
 #include "app/cli/commands.h"
 #include "core/error.h"
+#include "core/run_files.h"
 #include "core/study_spec.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
@@ -35,10 +36,7 @@ int study_plan_command(const StudyPlanArgs& args) {
     spec = load_study_file(args.file);
     std::string out = args.out;
     if (out.empty()) {
-      std::string folder = spec.name;
-      for (char& c : folder)
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-      out = (std::filesystem::path("studies") / folder).string();
+      out = (std::filesystem::path("studies") / safe_file_name(spec.name)).string();
     }
     runs = expand_study(spec, std::filesystem::absolute(out).string());
   } catch (const ConfigError& e) {
@@ -73,13 +71,6 @@ int study_plan_command(const StudyPlanArgs& args) {
 
 namespace ganpo::cli {
 namespace {
-
-std::string study_folder_name(const std::string& name) {
-  std::string folder = name;
-  for (char& c : folder)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-  return folder;
-}
 
 // Starts `ganpo train --run ID --db DB` in a session of its own (a driver killed or interrupted
 // leaves it training), output appended to the workspace's logs/run-<id>.log. The worker waits
@@ -217,9 +208,9 @@ int study_command(const StudyArgs& args) {
       } else {
         // studies/<name>, or <name>-2, -3, ... when an earlier study of that name has it.
         const auto root = std::filesystem::path(db).parent_path() / "studies";
-        out = (root / study_folder_name(spec.name)).string();
+        out = (root / safe_file_name(spec.name)).string();
         for (int n = 2; std::filesystem::exists(out); ++n)
-          out = (root / (study_folder_name(spec.name) + "-" + std::to_string(n))).string();
+          out = (root / (safe_file_name(spec.name) + "-" + std::to_string(n))).string();
       }
       runs = expand_study(spec, out);
       std::error_code ec;
