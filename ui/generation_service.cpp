@@ -54,19 +54,21 @@ struct CacheEntry {
 
 struct Cancelled {};
 
-// The text a model is given for a prompt: one user turn in the folder's chat template when the
-// request asks for it and the folder has a recognised one (variant set), else the prompt.
-std::string model_prompt(const LoadedModel& lm, const QString& dir, const QString& prompt, bool use_template,
-                         QString* variant) {
-  if (variant) variant->clear();
-  if (!use_template || !lm.tokenizer->uses_chat_template()) return prompt.toStdString();
+// The chat template a model's prompts go through: the folder's recognised one when the request
+// asks for it and the tokenizer uses templates; nullopt means the plain prompt. Read once per
+// model and request, not per prompt.
+std::optional<ChatTemplate> prompt_template(const LoadedModel& lm, const QString& dir, bool use_template) {
+  if (!use_template || !lm.tokenizer->uses_chat_template()) return std::nullopt;
   try {
-    const ChatTemplate tmpl = ChatTemplate::from_model_folder(dir.toStdString(), "");
-    if (variant) *variant = QString::fromStdString(tmpl.variant());
-    return tmpl.user_turn(prompt.toStdString());
+    return ChatTemplate::from_model_folder(dir.toStdString(), "");
   } catch (const std::exception&) {
-    return prompt.toStdString();  // no template, or one this build does not know: the plain prompt
+    return std::nullopt;  // no template, or one this build does not know: the plain prompt
   }
+}
+
+// The text a model is given for a prompt: one user turn in its template, else the prompt.
+std::string model_prompt(const std::optional<ChatTemplate>& tmpl, const QString& prompt) {
+  return tmpl ? tmpl->user_turn(prompt.toStdString()) : prompt.toStdString();
 }
 
 }  // namespace
@@ -195,10 +197,11 @@ struct GenerationService::Impl {
       const Tokenizer& tok = *model->tokenizer;
       std::vector<std::vector<int64_t>> prompts;
       QStringList given;  // what the model is given for each prompt
-      QString variant;
+      const std::optional<ChatTemplate> tmpl = prompt_template(*model, dir, req.chat_template);
+      const QString variant = tmpl ? QString::fromStdString(tmpl->variant()) : QString();
       const int64_t max_prompt = std::max<int64_t>(2, model->shape.max_seq_len - 1);
       for (const QString& p : req.prompts) {
-        given << QString::fromStdString(model_prompt(*model, dir, p, req.chat_template, &variant));
+        given << QString::fromStdString(model_prompt(tmpl, p));
         auto ids = encode_prompt(tok, given.back().toStdString());
         if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
           ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
@@ -283,12 +286,13 @@ struct GenerationService::Impl {
     torch::NoGradGuard no_grad;
     lm.model->eval();
     const Tokenizer& tok = *lm.tokenizer;
+    const std::optional<ChatTemplate> tmpl = prompt_template(lm, dir, use_template);
     const int64_t max_len = lm.shape.max_seq_len;
     std::vector<TokenizedSft> rows;
     rows.reserve(static_cast<size_t>(outputs.size()));
     for (int i = 0; i < outputs.size(); ++i) {
       // The prompt as this model would be given it (its own chat template).
-      const std::string prompt = model_prompt(lm, dir, outputs[i].prompt, use_template, nullptr);
+      const std::string prompt = model_prompt(tmpl, outputs[i].prompt);
       auto row = tokenize_sft(tok, SftExample{prompt, outputs[i].text.toStdString()}, max_len,
                               std::max<int64_t>(1, max_len / 2));
       // A response cut at max_new_tokens never produced EOS, so EOS is not part of what it said.
