@@ -19,6 +19,7 @@
 #include <toml++/toml.h>
 
 #include "core/error.h"
+#include "core/tasks/task.h"
 
 namespace ganpo {
 namespace {
@@ -121,6 +122,14 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(sampling, top_p),
       GANPO_FIELD(sampling, top_k),
       GANPO_FIELD(sampling, max_new_tokens),
+
+      GANPO_FIELD(eval, judge_at_end),
+      GANPO_FIELD(eval, temperatures),
+      GANPO_FIELD(eval, num_prompts),
+      GANPO_FIELD(eval, max_new_tokens),
+      GANPO_FIELD(eval, seed),
+      GANPO_FIELD(eval, judge_command),
+      GANPO_FIELD(eval, judge_timeout_s),
   };
   return registry;
 }
@@ -130,7 +139,7 @@ const std::vector<Field>& fields() {
 
 // Section order is the order tables are written in.
 const std::vector<std::string>& sections() {
-  static const std::vector<std::string> names = {"model", "data", "objective", "ganpo", "train", "sampling"};
+  static const std::vector<std::string> names = {"model", "data", "objective", "ganpo", "train", "sampling", "eval"};
   return names;
 }
 
@@ -744,11 +753,16 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.greater("model.max_shard_mb", m.max_shard_mb, int64_t{0});
 
   const DataConfig& d = c.data;
-  check.one_of("data.builtin", d.builtin, {"auto", "lists", ""}, " (read data.train)");
+  {
+    std::vector<std::string> sources{"auto"};
+    for (const Task* t : builtin_tasks()) sources.push_back(t->name());
+    sources.push_back("");
+    check.one_of("data.builtin", d.builtin, sources, " (read data.train)");
+  }
   if (d.builtin.empty() && d.train.empty())
     check.add("data.train must name a JSONL/JSON file when data.builtin is \"\", got \"\"");
-  if (d.builtin == "lists" && (!d.train.empty() || !d.eval.empty()))
-    check.add(std::string("data.builtin = \"lists\" and data.") + (d.train.empty() ? "eval" : "train") + " = \"" +
+  if (!d.builtin.empty() && d.builtin != "auto" && (!d.train.empty() || !d.eval.empty()))
+    check.add("data.builtin = \"" + d.builtin + "\" and data." + (d.train.empty() ? "eval" : "train") + " = \"" +
               (d.train.empty() ? d.eval : d.train) +
               "\" are both set, and a run trains on one source: remove data.builtin to train on the file, "
               "or remove data.train and data.eval to train on the built-in task");
@@ -826,6 +840,17 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.at_least("sampling.top_k", s.top_k, int64_t{0});
   check.at_least("sampling.max_new_tokens", s.max_new_tokens, int64_t{1});
 
+  const EvalConfig& e = c.eval;
+  try {
+    if (parse_temperatures(e.temperatures).empty() && e.judge_at_end)
+      check.add("eval.temperatures is empty while eval.judge_at_end is true; name at least one, e.g. \"0.7, 1.0\"");
+  } catch (const ConfigError& err) {
+    check.add(err.what());
+  }
+  check.at_least("eval.num_prompts", e.num_prompts, int64_t{0});
+  check.at_least("eval.max_new_tokens", e.max_new_tokens, int64_t{0});
+  check.greater("eval.judge_timeout_s", e.judge_timeout_s, 0.0);
+
   return check.problems;
 }
 
@@ -844,7 +869,29 @@ void make_paths_absolute(RunConfig& config) {
 }
 
 bool uses_builtin_task(const DataConfig& data) {
-  return data.builtin == "lists" || (data.builtin == "auto" && data.train.empty());
+  return data.builtin == "auto" ? data.train.empty() : !data.builtin.empty();
+}
+
+std::string builtin_task_name(const DataConfig& data) {
+  if (!uses_builtin_task(data)) return "";
+  return data.builtin == "auto" ? "lists" : data.builtin;
+}
+
+std::vector<double> parse_temperatures(const std::string& text) {
+  std::vector<double> out;
+  std::string_view rest = text;
+  while (!trim(rest).empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item = trim(rest.substr(0, comma));
+    double v = 0;
+    if (!parse_double(item, v) || !std::isfinite(v) || v < 0)
+      throw ConfigError("eval.temperatures must be numbers >= 0 separated by commas, got " + quote(item) + " in " +
+                        quote(text));
+    out.push_back(v);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return out;
 }
 
 void resolve_data_source(DataConfig& data) {

@@ -4,7 +4,7 @@
 // the command line, and validated in one place with messages a person can act on
 // ("objective.beta must be > 0, got -1"). Key names follow TRL's DPOConfig where TRL has one.
 // Sections: top level (name, stage, seed, device, output_dir), [model], [data], [objective],
-// [ganpo], [train], [sampling]. No torch types here: the GUI and the run store use it too.
+// [ganpo], [train], [sampling], [eval]. No torch types here: the GUI and the run store use it too.
 #pragma once
 
 #include <cstdint>
@@ -34,15 +34,16 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  // "auto": the file in data.train when one is named, else the built-in lists task;
-  // "lists": the built-in task (data.train / data.eval must then be empty); "": the files below.
+  // "auto": the file in data.train when one is named, else the built-in "lists" task; a built-in
+  // task's name ("lists", "arithmetic", "mixed": core/tasks/task.h; data.train / data.eval must
+  // then be empty); "": the files below.
   std::string builtin = "auto";
   std::string train;              // JSONL/JSON file in TRL format
   std::string eval;               // optional held-out file; else split from train
   double eval_fraction = 0.05;
   int64_t max_length = 200;       // prompt + response tokens
   int64_t max_prompt_length = 100;
-  double label_noise = 0.0;       // built-in task: fraction of pairs with chosen/rejected swapped
+  double label_noise = 0.0;       // fraction of training pairs with chosen/rejected swapped
   std::string on_bad_line = "error";  // "error" | "skip"
   // Conversational rows: "" = the template in the model's tokenizer_config.json, recognised as
   // one of core/text/chat_template.h's families; or a family / variant name ("llama3", "chatml").
@@ -103,6 +104,20 @@ struct SamplingConfig {
   int64_t max_new_tokens = 64;
 };
 
+// The evaluation a preference stage ends with, beyond the held-out pairs: policy and reference
+// sampled on the task's evaluation prompts at several temperatures, every completion judged.
+struct EvalConfig {
+  bool judge_at_end = true;      // when the task has a judge (built-in, or eval.judge_command)
+  std::string temperatures = "0.5, 0.7, 1.0, 1.3, 1.5";  // comma-separated
+  int64_t num_prompts = 60;      // built-in tasks: prompts generated; data files: held-out prompts used
+  int64_t max_new_tokens = 0;    // 0 = sampling.max_new_tokens
+  int64_t seed = 1234;           // prompts and sampling; equal across runs, so runs compare prompt by prompt
+  // A command that scores completions (JSON Lines, core/eval/external_judge.h): the judge of a
+  // data file, or instead of a built-in task's own judge. Run through /bin/sh.
+  std::string judge_command;
+  double judge_timeout_s = 600;
+};
+
 struct RunConfig {
   std::string name = "run";
   std::string stage = "preference";  // "sft" | "preference"
@@ -115,6 +130,7 @@ struct RunConfig {
   GanpoConfig ganpo;
   TrainConfig train;
   SamplingConfig sampling;
+  EvalConfig eval;
 };
 
 // Loading and saving. Unknown keys and wrongly typed values throw ConfigError naming the key.
@@ -139,12 +155,17 @@ void validate_or_throw(const RunConfig& config);
 // in the run store means the same thing to a worker started elsewhere.
 void make_paths_absolute(RunConfig& config);
 
-// Whether the run trains on the built-in lists task (data.builtin "lists", or "auto" without
+// Whether the run trains on a built-in task (data.builtin names one, or "auto" without
 // data.train), rather than on data.train.
 bool uses_builtin_task(const DataConfig& data);
+// The built-in task's name ("auto" without data.train: "lists"); "" for data files.
+std::string builtin_task_name(const DataConfig& data);
 // Replaces data.builtin = "auto" by the source it picks ("lists" or ""), so a stored config
 // says which data the run uses.
 void resolve_data_source(DataConfig& data);
+
+// eval.temperatures as numbers; throws ConfigError naming the item that is not a number >= 0.
+std::vector<double> parse_temperatures(const std::string& text);
 
 // Default beta for the loss type when beta is 0 (unset).
 double effective_beta(const ObjectiveConfig& objective);

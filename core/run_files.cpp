@@ -64,8 +64,10 @@ void RunFilesWriter::on_metrics(int64_t step, const std::map<std::string, double
   metrics_ << metrics_line(step, metrics) << std::endl;
 }
 
-void RunFilesWriter::on_eval(int64_t step, const std::map<std::string, double>& metrics) {
-  eval_ << metrics_line(step, metrics) << std::endl;
+void RunFilesWriter::on_eval(int64_t step, const EvalReport& report) {
+  nlohmann::json line = to_json(report);
+  line["step"] = step;
+  eval_ << json_text(line) << std::endl;
 }
 
 void RunFilesWriter::on_samples(int64_t step, const std::vector<SampleRecord>& samples) {

@@ -21,7 +21,7 @@ public:
   RunFilesWriter(const RunConfig& config, bool append);
   void on_log(const std::string& level, const std::string& text) override;
   void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
-  void on_eval(int64_t step, const std::map<std::string, double>& metrics) override;
+  void on_eval(int64_t step, const EvalReport& report) override;
   void on_samples(int64_t step, const std::vector<SampleRecord>& samples) override;
 
 private:

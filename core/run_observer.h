@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "core/eval/eval_report.h"
+
 namespace ganpo {
 
 struct SampleRecord {
@@ -37,7 +39,8 @@ public:
   // "error".
   virtual void on_log(const std::string& level, const std::string& text) {}
   virtual void on_metrics(int64_t step, const std::map<std::string, double>& metrics) {}
-  virtual void on_eval(int64_t step, const std::map<std::string, double>& metrics) {}
+  // Held-out numbers, and at the end of a preference stage the judge evaluation too.
+  virtual void on_eval(int64_t step, const EvalReport& report) {}
   virtual void on_samples(int64_t step, const std::vector<SampleRecord>& samples) {}
   virtual void on_checkpoint(int64_t step, const std::string& path,
                              const std::map<std::string, double>& metrics) {}
@@ -59,8 +62,8 @@ public:
   void on_metrics(int64_t step, const std::map<std::string, double>& m) override {
     for (auto* o : observers_) o->on_metrics(step, m);
   }
-  void on_eval(int64_t step, const std::map<std::string, double>& m) override {
-    for (auto* o : observers_) o->on_eval(step, m);
+  void on_eval(int64_t step, const EvalReport& r) override {
+    for (auto* o : observers_) o->on_eval(step, r);
   }
   void on_samples(int64_t step, const std::vector<SampleRecord>& s) override {
     for (auto* o : observers_) o->on_samples(step, s);

@@ -18,7 +18,9 @@ struct Interval {
   double mean = 0;
   double low = 0, high = 0;
   int64_t n = 0;
-  bool excludes_zero() const { return n > 1 && (low > 0 || high < 0); }
+  bool excludes_zero() const { return excludes(0.0); }
+  // Whether the interval (of at least two values) lies wholly above or below `value`.
+  bool excludes(double value) const { return n > 1 && (low > value || high < value); }
 };
 
 struct BootstrapOptions {

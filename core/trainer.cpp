@@ -18,9 +18,10 @@
 #include "core/critic.h"
 #include "core/dataset_files.h"
 #include "core/error.h"
-#include "core/evaluation.h"
+#include "core/eval/evaluation.h"
 #include "core/generate.h"
-#include "core/lists_task.h"
+#include "core/eval/external_judge.h"
+#include "core/tasks/task.h"
 #include "core/lr_schedule.h"
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
@@ -199,6 +200,13 @@ struct Trainer::State {
   std::vector<TokenizedSft> train_sft, eval_sft;
   std::vector<std::string> sample_prompts;
   std::vector<std::string> reference_samples;
+  // The task the data comes from (null for data files), the judge of its outputs (empty when
+  // there is none), and the prompts the final judge evaluation samples.
+  const Task* task = nullptr;
+  JudgeFunction judge;
+  std::string judge_name;
+  std::vector<EvalPrompt> judge_prompts;
+  bool judge_failed_once = false;
   std::string train_data, eval_data;  // which data this stage uses, for the log and the run's events
 
   int64_t total_steps = 0;
@@ -354,41 +362,95 @@ struct Trainer::State {
   void load_data() {
     const auto& d = config.data;
     const uint64_t seed = static_cast<uint64_t>(config.seed);
-    const bool builtin = uses_builtin_task(d);
+    if (uses_builtin_task(d)) task = &builtin_task(builtin_task_name(d));
     if (preference) {
       std::vector<PreferenceExample> train, eval;
-      if (builtin) {
-        train = lists::make_preference_pairs(d.builtin_train_size, d.label_noise, seed);
-        eval = lists::make_preference_pairs(d.builtin_eval_size, 0.0, seed + 7919);
+      if (task) {
+        train = task->preference_pairs(d.builtin_train_size, d.label_noise, seed);
+        eval = task->preference_pairs(d.builtin_eval_size, 0.0, seed + 7919);
       } else {
         load_files(load_preference_file, train, eval);
+        add_label_noise(train);
+        const auto plain = eval;  // the judge reads prompts without the chat template
         render_conversations(train, eval);
+        pick_held_out_prompts(plain, eval, [](const PreferenceExample& ex) { return ex.chosen.size(); });
       }
       for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
-      if (!builtin) pick_sample_prompts(eval);
+      if (!task) pick_sample_prompts(eval);
     } else {
       std::vector<SftExample> train, eval;
-      if (builtin) {
-        train = lists::make_sft_corpus(d.builtin_train_size, kSftPerfectFraction, seed);
-        eval = lists::make_sft_corpus(d.builtin_eval_size, 1.0, seed + 7919);
+      if (task) {
+        train = task->sft_corpus(d.builtin_train_size, kSftPerfectFraction, seed);
+        eval = task->sft_corpus(d.builtin_eval_size, 1.0, seed + 7919);
       } else {
         load_files(load_sft_file, train, eval);
         render_conversations(train, eval);
       }
       for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
-      if (!builtin) pick_sample_prompts(eval);
+      if (!task) pick_sample_prompts(eval);
     }
-    if (builtin) {
-      sample_prompts = lists::make_eval_prompts(config.sampling.num_prompts, seed + 17);
-      train_data = "built-in lists task, " + std::to_string(train_size()) + " generated examples" +
+    if (task) {
+      for (auto& p : task->eval_prompts(config.sampling.num_prompts, seed + 17)) sample_prompts.push_back(std::move(p.prompt));
+      judge_prompts = task->eval_prompts(config.eval.num_prompts, static_cast<uint64_t>(config.eval.seed));
+      train_data = "built-in " + task->name() + " task, " + std::to_string(train_size()) + " generated examples" +
                    (preference && d.label_noise > 0 ? " (label noise " + format_number(d.label_noise) + ")" : "");
-      eval_data = "built-in lists task, " + std::to_string(preference ? eval_pairs.size() : eval_sft.size()) +
-                  " generated examples";
+      eval_data = "built-in " + task->name() + " task, " +
+                  std::to_string(preference ? eval_pairs.size() : eval_sft.size()) + " generated examples";
     }
+    set_up_judge();
     log("info", "training data: " + train_data + "; held-out data: " + eval_data);
     if (train_size() == 0) throw DataError("the training set is empty; check data.train or data.builtin_train_size");
+  }
+
+  // data.label_noise on a data file: that fraction of training pairs swapped, seeded by the run.
+  void add_label_noise(std::vector<PreferenceExample>& train) {
+    const double p = config.data.label_noise;
+    if (p <= 0) return;
+    std::mt19937_64 rng(static_cast<uint64_t>(config.seed) ^ 0x9e3779b97f4a7c15ULL);
+    int64_t swapped = 0;
+    for (auto& ex : train)
+      if (static_cast<double>(rng() >> 11) * 0x1.0p-53 < p) {
+        std::swap(ex.chosen, ex.rejected);
+        std::swap(ex.chosen_messages, ex.rejected_messages);
+        ++swapped;
+      }
+    train_data += " (label noise " + format_number(p) + ": " + std::to_string(swapped) + " pairs swapped)";
+  }
+
+  // A data file's judge prompts: the first eval.num_prompts distinct held-out prompts, bucketed
+  // by the length of their reference answer (terciles).
+  template <typename Example, typename AnswerLength>
+  void pick_held_out_prompts(const std::vector<Example>& plain, const std::vector<Example>& rendered,
+                             AnswerLength answer_length) {
+    std::set<std::string> seen;
+    std::vector<size_t> lengths;
+    for (size_t i = 0; i < rendered.size() && static_cast<int64_t>(judge_prompts.size()) < config.eval.num_prompts; ++i) {
+      if (rendered[i].prompt.empty() || !seen.insert(rendered[i].prompt).second) continue;
+      judge_prompts.push_back({rendered[i].prompt, plain[i].prompt, ""});
+      lengths.push_back(answer_length(plain[i]));
+    }
+    std::vector<size_t> sorted = lengths;
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t i = 0; i < judge_prompts.size(); ++i) {
+      const size_t rank = static_cast<size_t>(std::lower_bound(sorted.begin(), sorted.end(), lengths[i]) - sorted.begin());
+      judge_prompts[i].bucket = length_bucket_name(static_cast<int>(std::min<size_t>(2, 3 * rank / sorted.size())));
+    }
+  }
+
+  // The task's own judge, or eval.judge_command in its place (the only judge of a data file).
+  void set_up_judge() {
+    const auto& e = config.eval;
+    if (!e.judge_command.empty()) {
+      const std::string command = e.judge_command;
+      const double timeout = e.judge_timeout_s;
+      judge = [command, timeout](const std::vector<JudgeRow>& rows) { return run_judge_command(command, rows, timeout); };
+      judge_name = command;
+    } else if (task) {
+      judge = task_judge(*task);
+      judge_name = "built-in";
+    }
   }
 
   // data.train (and data.eval, or a split of data.train) through one of the file readers.
@@ -628,14 +690,45 @@ struct Trainer::State {
   }
 
   // ---- evaluation, samples, checkpoints ------------------------------------------------------
-  void evaluate() {
+  // Held-out pairs (or SFT loss); reported at once unless the stage's last evaluation still has
+  // its judge part to come.
+  void evaluate(bool report = true) {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     if (preference)
       last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes());
     else if (!eval_sft.empty())
       last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
     policy->train();
-    if (!last_eval.empty()) observer.on_eval(step, last_eval);
+    if (report && !last_eval.empty()) observer.on_eval(step, EvalReport::of(last_eval));
+  }
+
+  // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a
+  // judge, policy and reference sampled and judged at eval.temperatures. A judge that fails
+  // leaves its message in the report; the trained weights are saved before this runs.
+  EvalReport final_report() {
+    EvalReport report = EvalReport::of(last_eval);
+    const auto& e = config.eval;
+    if (!preference || !e.judge_at_end || !judge || judge_prompts.empty()) return report;
+    JudgeEvalOptions options;
+    options.temperatures = parse_temperatures(e.temperatures);
+    options.max_new_tokens = e.max_new_tokens > 0 ? e.max_new_tokens : config.sampling.max_new_tokens;
+    options.top_p = config.sampling.top_p;
+    options.seed = static_cast<uint64_t>(e.seed);
+    log("notice", "judge evaluation: policy and reference on " + std::to_string(judge_prompts.size()) +
+                      " prompts at temperatures " + e.temperatures + " (judge: " + judge_name + ")");
+    const std::string source = task ? task->name() : (config.data.eval.empty() ? config.data.train : config.data.eval);
+    try {
+      report.judge = judge_eval(policy, reference, *tokenizer, judge_prompts, judge, options, source, judge_name, lanes());
+      for (const auto& r : report.judge->rows)
+        if (r.bucket == "all")
+          log("info", "judge at temperature " + format_number(r.temperature) + ": win rate " + format_number(r.win_rate) +
+                          ", policy " + format_number(r.policy_score) + ", reference " + format_number(r.reference_score));
+    } catch (const Error& err) {
+      report.judge_error = err.what();
+      log("error", "judge evaluation failed, the run's weights and held-out numbers are kept: " + report.judge_error);
+    }
+    policy->train();
+    return report;
   }
 
   std::vector<std::string> sample_texts(CausalLM& model) {
@@ -664,12 +757,29 @@ struct Trainer::State {
     policy->train();
     std::vector<SampleRecord> records;
     for (size_t i = 0; i < sample_prompts.size(); ++i) {
-      SampleRecord r{static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i], -1, -1};
-      if (auto j = lists::judge_prompt(r.prompt, r.policy)) r.policy_score = j->score;
-      if (auto j = lists::judge_prompt(r.prompt, r.reference)) r.reference_score = j->score;
-      records.push_back(std::move(r));
+      records.push_back({static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i], -1, -1});
     }
+    score_samples(records);
     observer.on_samples(step, records);
+  }
+
+  // Judge scores for the live samples; a judge command that fails here warns once and the
+  // samples go without scores.
+  void score_samples(std::vector<SampleRecord>& records) {
+    if (!judge || judge_failed_once) return;
+    std::vector<JudgeRow> rows;
+    for (const auto& r : records) rows.push_back({r.prompt, r.policy});
+    for (const auto& r : records) rows.push_back({r.prompt, r.reference});
+    try {
+      const auto scores = judge(rows);
+      for (size_t i = 0; i < records.size(); ++i) {
+        records[i].policy_score = scores[i];
+        records[i].reference_score = scores[records.size() + i];
+      }
+    } catch (const Error& err) {
+      judge_failed_once = true;
+      log("warning", std::string("samples are shown without judge scores: ") + err.what());
+    }
   }
 
   nlohmann::json meta_json() const {
@@ -828,10 +938,13 @@ struct Trainer::State {
           save_checkpoint("checkpoint-" + std::to_string(step), true);
       }
       if (!options.benchmark) {
-        evaluate();
+        evaluate(false);
         samples();
         save_checkpoint("checkpoint-" + std::to_string(step), true);
         result.final_dir = save_checkpoint("final", false);
+        EvalReport report = final_report();
+        if (!report.empty()) observer.on_eval(step, report);
+        result.final_judge = std::move(report.judge);
       }
       result.status = "completed";
       result.steps = step;

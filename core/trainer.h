@@ -11,9 +11,11 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/config.h"
+#include "core/eval/eval_report.h"
 #include "core/run_observer.h"
 
 namespace ganpo {
@@ -29,7 +31,8 @@ struct TrainResult {
   std::string message;  // reason when failed
   int64_t steps = 0;
   std::string final_dir;                     // model folder of the final policy
-  std::map<std::string, double> final_eval;  // last evaluation
+  std::map<std::string, double> final_eval;  // last held-out evaluation
+  std::optional<JudgeEvaluation> final_judge;  // the judge evaluation the stage ended with, if any
 };
 
 class Trainer {

@@ -240,9 +240,9 @@ void RunRecorder::on_metrics(int64_t step, const std::map<std::string, double>& 
   push([rows = std::move(rows)](RunStore& s) { s.append_metrics(rows); }, false);
 }
 
-void RunRecorder::on_eval(int64_t step, const std::map<std::string, double>& metrics) {
+void RunRecorder::on_eval(int64_t step, const EvalReport& report) {
   const int64_t id = run_id_;
-  std::string json = metrics_json(metrics);
+  std::string json = to_json(report).dump();
   push([id, step, json](RunStore& s) { s.add_eval(id, step, "eval", "{}", json); }, false);
 }
 

@@ -1,10 +1,16 @@
 #include "db/run_service.h"
 
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/eval/eval_report.h"
+#include "core/error.h"
 #include "core/run_files.h"
+#include "core/tasks/task.h"
 #include "db/run_recorder.h"
 
 namespace ganpo {
@@ -20,6 +26,28 @@ std::string folder_name(const std::string& name) {
 
 bool default_output_dir(const std::string& dir) {
   return dir.empty() || dir == RunConfig{}.output_dir || dir == "runs/demo";
+}
+
+// A built-in task's held-out pairs as the eval worker reads them (TRL JSONL), from a seed training
+// never uses; written once under a name that says what it holds, through a temporary file.
+std::string write_held_out_pairs(const Task& task, const std::string& scratch_dir) {
+  constexpr int64_t kPairs = 200;
+  constexpr uint64_t kSeed = 987654321ULL;
+  const fs::path path = fs::path(scratch_dir) / ("ganpo-held-out-" + task.name() + "-" + std::to_string(kPairs) + ".jsonl");
+  if (fs::exists(path)) return path.string();
+  std::string text;
+  for (const auto& ex : task.preference_pairs(kPairs, 0.0, kSeed))
+    text += nlohmann::json{{"prompt", ex.prompt}, {"chosen", ex.chosen}, {"rejected", ex.rejected}}.dump() + "\n";
+  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out.flush()) throw Error("cannot write " + tmp.string() + " (is " + scratch_dir + " writable?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message());
+  return path.string();
 }
 
 }  // namespace
@@ -101,6 +129,67 @@ std::string RunService::control(int64_t run_id, const std::string& command) {
            (is_resumable(run->status) ? "; continue it with: ganpo runs resume " + std::to_string(run_id) : "");
   store_.set_control(run_id, command);
   return "";
+}
+
+CheckpointEvalPlan RunService::plan_checkpoint_eval(int64_t run_id, const std::string& checkpoint,
+                                                    const CheckpointEvalOptions& options, const std::string& scratch_dir) {
+  CheckpointEvalPlan plan;
+  const std::optional<RunRow> run = store_.run(run_id);
+  if (!run) {
+    plan.refused = "there is no run " + std::to_string(run_id);
+    return plan;
+  }
+  RunConfig config;
+  try {
+    config = config_from_json(nlohmann::json::parse(run->config_json));
+  } catch (const std::exception& e) {
+    plan.refused = "run " + std::to_string(run_id) + " has no readable config: " + e.what();
+    return plan;
+  }
+  const std::string reference = config.model.reference.empty() ? config.model.checkpoint : config.model.reference;
+  if (reference.empty()) {
+    plan.refused = "this run has no reference model folder (model.reference or model.checkpoint) to evaluate against";
+    return plan;
+  }
+  const Task* task = uses_builtin_task(config.data) ? find_builtin_task(builtin_task_name(config.data)) : nullptr;
+  std::string pairs;
+  if (options.preference_pairs) {
+    if (!config.data.eval.empty()) pairs = config.data.eval;
+    else if (task) pairs = write_held_out_pairs(*task, scratch_dir);
+  }
+  if (!task && pairs.empty()) {
+    plan.refused = "this run trains on " + config.data.train +
+                   " without a held-out file (data.eval) and has no built-in task whose prompts a judge knows: "
+                   "name a held-out file in the run's config to evaluate its checkpoints";
+    return plan;
+  }
+  auto& a = plan.arguments;
+  a = {"eval", "--checkpoint", checkpoint, "--reference", reference, "--json"};
+  nlohmann::json params{{"checkpoint", checkpoint}, {"reference", reference}, {"pairs", pairs.empty() ? nlohmann::json() : nlohmann::json(pairs)}};
+  if (!pairs.empty()) a.insert(a.end(), {"--pairs", pairs});
+  if (task) {
+    std::string temps;
+    for (double t : options.temperatures) temps += (temps.empty() ? "" : ",") + temperature_label(t);
+    a.insert(a.end(), {"--builtin", task->name(), "--temperatures", temps, "--num-prompts", std::to_string(options.num_prompts),
+                       "--max-new-tokens", std::to_string(options.max_new_tokens), "--seed", std::to_string(options.seed)});
+    if (!config.eval.judge_command.empty()) a.insert(a.end(), {"--judge-command", config.eval.judge_command});
+    params.update({{"builtin", task->name()}, {"temperatures", options.temperatures}, {"num_prompts", options.num_prompts},
+                   {"max_new_tokens", options.max_new_tokens}, {"seed", options.seed}});
+  }
+  // Held-out numbers with the run's own objective, as its training evaluations have them.
+  a.insert(a.end(), {"--loss-type", config.objective.loss_type, "--beta", nlohmann::json(config.objective.beta).dump(),
+                     "--simpo-gamma", nlohmann::json(config.objective.simpo_gamma).dump()});
+  plan.params_json = params.dump();
+  return plan;
+}
+
+int64_t RunService::store_checkpoint_eval(int64_t run_id, int64_t step, const std::string& params_json,
+                                          const std::string& worker_stdout) {
+  const nlohmann::json j = nlohmann::json::parse(worker_stdout, nullptr, false);
+  const EvalReport report = eval_report_from_json(j);
+  if (!j.is_object() || report.empty())
+    throw Error("the evaluation printed no report (" + std::to_string(worker_stdout.size()) + " bytes of output)");
+  return store_.add_eval(run_id, step, "eval", params_json, to_json(report).dump());
 }
 
 }  // namespace ganpo

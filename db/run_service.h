@@ -4,7 +4,9 @@
 //   resolved, and, when it names none of its own, an output folder beside the workspace);
 // - remove: delete a run's rows, and on request its output folder and worker log, never while a
 //   worker holds it and never a folder that does not look like a run's output;
-// - control: pass pause / resume / stop / sample / checkpoint to the worker training a run.
+// - control: pass pause / resume / stop / sample / checkpoint to the worker training a run;
+// - evaluate: the `ganpo eval` worker command that evaluates a checkpoint of a run against the
+//   run's reference on the run's own task, and storing the typed report it prints.
 // Nothing here prints or asks: outcomes come back as values the caller words for its user.
 #pragma once
 
@@ -12,6 +14,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "db/run_store.h"
@@ -23,6 +26,20 @@ struct CreateRunOptions {
   // keep whatever the config says.
   std::string runs_dir;
   std::optional<int64_t> parent_run, parent_step;  // a clone's origin
+};
+
+struct CheckpointEvalOptions {
+  int64_t num_prompts = 150;      // judge prompts per temperature
+  int64_t max_new_tokens = 96;
+  std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};
+  bool preference_pairs = true;   // also score held-out pairs (accuracy, margins)
+  uint64_t seed = 1234;
+};
+
+struct CheckpointEvalPlan {
+  std::vector<std::string> arguments;  // of the ganpo program, from "eval"
+  std::string params_json;             // stored beside the result
+  std::string refused;                 // why there is nothing to run
 };
 
 struct RemoveRunResult {
@@ -43,6 +60,16 @@ public:
   RemoveRunResult remove(int64_t run_id, bool with_files, const std::string& logs_dir = "");
   // "" when sent; otherwise why not (unknown command, no worker attached, no such run).
   std::string control(int64_t run_id, const std::string& command);
+
+  // What evaluates `checkpoint` of the run: its reference (model.reference, else
+  // model.checkpoint), its task's judge prompts (and its eval.judge_command), its held-out pairs
+  // (data.eval, or a built-in task's held-out pairs written once into scratch_dir).
+  CheckpointEvalPlan plan_checkpoint_eval(int64_t run_id, const std::string& checkpoint,
+                                          const CheckpointEvalOptions& options, const std::string& scratch_dir);
+  // Stores what the eval worker printed (`ganpo eval --json`) as the evaluation of the run's
+  // checkpoint at `step`; throws Error when it holds no report. Returns the eval row's id.
+  int64_t store_checkpoint_eval(int64_t run_id, int64_t step, const std::string& params_json,
+                                const std::string& worker_stdout);
 
 private:
   RunStore& store_;

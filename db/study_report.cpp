@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/eval/eval_report.h"
 #include "core/study_spec.h"
 #include "db/study_queue.h"
 
@@ -41,6 +42,7 @@ struct ArmRuns {
   std::vector<std::string> values;  // per grid key
   ArmResult result;
   std::map<int64_t, std::map<std::string, double>> by_seed;  // seed -> eval metrics
+  std::map<int64_t, JudgeEvaluation> judged_by_seed;         // seed -> its newest judge evaluation
 };
 
 }  // namespace
@@ -55,6 +57,15 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
 
   std::vector<ArmRuns> arms;
   const std::vector<int64_t> ids = study_run_ids(store, study_id);
+  double first_start = 0, last_finish = 0;
+  for (int64_t id : ids)
+    if (const auto run = store.run(id)) {
+      ++report.runs;
+      if (run->status == RunStatus::completed) ++report.completed;
+      if (run->started_at && (first_start == 0 || *run->started_at < first_start)) first_start = *run->started_at;
+      if (run->finished_at && *run->finished_at > last_finish) last_finish = *run->finished_at;
+    }
+  if (first_start > 0 && last_finish > first_start) report.wall_seconds = last_finish - first_start;
   for (size_t i = spec.stages.size(); i < ids.size(); ++i) {  // the shared stages come first
     const std::optional<RunRow> run = store.run(ids[i]);
     if (!run) continue;
@@ -75,7 +86,10 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
       ArmRuns a;
       a.values = values;
       std::vector<std::string> parts;
-      for (size_t k = 0; k < values.size(); ++k) parts.push_back(spec.grid[k].first + "=" + values[k]);
+      for (size_t k = 0; k < values.size(); ++k) {
+        parts.push_back(spec.grid[k].first + "=" + values[k]);
+        a.result.values.emplace_back(spec.grid[k].first, values[k]);
+      }
       for (const auto& p : parts) a.result.arm += (a.result.arm.empty() ? "" : ", ") + p;
       if (a.result.arm.empty()) a.result.arm = "base";
       arms.push_back(std::move(a));
@@ -89,11 +103,15 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     std::map<std::string, double>& metrics = it->by_seed[seed];
     // Held-out numbers: every numeric field of the run's evaluations (the newest wins), and the
     // training throughput the overhead is read from.
-    for (const EvalRow& e : store.evals(run->id)) {
-      const nlohmann::json result = nlohmann::json::parse(e.result_json, nullptr, false);
-      if (!result.is_object()) continue;
-      for (const auto& [key, value] : result.items())
-        if (value.is_number() && std::isfinite(value.get<double>())) metrics[key] = value.get<double>();
+    std::vector<EvalRow> evals = store.evals(run->id);
+    std::stable_sort(evals.begin(), evals.end(), [](const EvalRow& a, const EvalRow& b) {
+      return a.checkpoint_step != b.checkpoint_step ? a.checkpoint_step < b.checkpoint_step : a.id < b.id;
+    });
+    for (const EvalRow& e : evals) {
+      const EvalReport evaluation = eval_report_from_text(e.result_json);
+      for (const auto& [key, value] : flatten(evaluation))
+        if (std::isfinite(value)) metrics[key] = value;
+      if (evaluation.judge && !evaluation.judge->samples.empty()) it->judged_by_seed[seed] = *evaluation.judge;
     }
     for (const MetricRow& m : store.latest_metrics(run->id))
       if ((m.key.rfind("eval_", 0) == 0 || m.key == "step_time_s" || m.key == "tokens_per_s") && std::isfinite(m.value))
@@ -137,6 +155,18 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
             }
         }
         for (const auto& [key, xy] : pairs) p.differences[key] = paired_difference(xy.first, xy.second);
+        // Head to head: the GANPO policy's judge score against the matched policy's, prompt by
+        // prompt on the same prompts, per seed; 0.5 is a draw.
+        std::map<double, std::vector<double>> head_to_head;
+        for (const auto& [seed, judged_on] : on.judged_by_seed) {
+          auto other = off.judged_by_seed.find(seed);
+          if (other == off.judged_by_seed.end()) continue;
+          for (const JudgeSamples& s : judged_on.samples)
+            if (auto rate = policy_win_rate(judged_on, other->second, s.temperature))
+              head_to_head[s.temperature].push_back(*rate);
+        }
+        for (const auto& [t, rates] : head_to_head)
+          p.win_rate_vs_baseline["judge/win_rate_vs_base@" + temperature_label(t)] = bootstrap_mean(rates);
         report.ganpo_vs_base.push_back(std::move(p));
       }
     }
@@ -149,10 +179,13 @@ nlohmann::json report_to_json(const StudyReport& report) {
   auto interval = [](const Interval& i) {
     return nlohmann::json{{"mean", i.mean}, {"low", i.low}, {"high", i.high}, {"n", i.n}};
   };
-  nlohmann::json j = {{"study", report.study_id}, {"name", report.name}, {"arms", nlohmann::json::array()},
-                      {"ganpo_vs_base", nlohmann::json::array()}};
+  nlohmann::json j = {{"study", report.study_id}, {"name", report.name}, {"runs", report.runs},
+                      {"completed", report.completed}, {"wall_seconds", report.wall_seconds},
+                      {"arms", nlohmann::json::array()}, {"ganpo_vs_base", nlohmann::json::array()}};
   for (const auto& a : report.arms) {
-    nlohmann::json arm = {{"arm", a.arm}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished},
+    nlohmann::json values = nlohmann::json::object();
+    for (const auto& [key, value] : a.values) values[key] = value;
+    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished},
                           {"metrics", nlohmann::json::object()}};
     for (const auto& [key, i] : a.metrics) arm["metrics"][key] = interval(i);
     j["arms"].push_back(arm);
@@ -162,6 +195,11 @@ nlohmann::json report_to_json(const StudyReport& report) {
     for (const auto& [key, i] : p.differences) {
       d["differences"][key] = interval(i);
       d["differences"][key]["called"] = i.excludes_zero();
+    }
+    d["win_rate_vs_baseline"] = nlohmann::json::object();
+    for (const auto& [key, i] : p.win_rate_vs_baseline) {
+      d["win_rate_vs_baseline"][key] = interval(i);
+      d["win_rate_vs_baseline"][key]["called"] = i.excludes(0.5);
     }
     j["ganpo_vs_base"].push_back(d);
   }

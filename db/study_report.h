@@ -1,8 +1,11 @@
 // A study's answer from its stored runs: per arm (one grid point), the mean of every held-out
-// number (the runs' evaluations and eval_* metrics) and of the step time and tokens/s over its
-// completed seeds with a 95% bootstrap interval; and for every arm with
-// GANPO on, the paired difference to its matched arm with GANPO off (same other grid values,
-// paired by seed), called only when the interval excludes 0. Arms are read back from the runs'
+// number (the runs' typed evaluation reports, flattened: preference accuracy and margins, judge
+// scores, win rates against the reference and response lengths per temperature and length
+// bucket; and eval_* metrics) and of the step time and tokens/s over its completed seeds with a
+// 95% bootstrap interval; and for every arm with GANPO on, against its matched arm with GANPO off
+// (same other grid values, paired by seed): the paired difference of every number, called only
+// when its interval excludes 0, and the head-to-head win rate of the two policies on the same
+// judge prompts, called only when its interval excludes 0.5. Arms are read back from the runs'
 // stored configs and the study's grid, so the report is what was stored, nothing recomputed.
 #pragma once
 
@@ -20,6 +23,7 @@ namespace ganpo {
 
 struct ArmResult {
   std::string arm;                          // "objective.loss_type=simpo, ganpo.enabled=true"
+  std::vector<std::pair<std::string, std::string>> values;  // grid key -> value, as the grid spells it
   std::vector<int64_t> completed_run_ids;   // in seed order
   std::vector<int64_t> seeds;
   int64_t unfinished = 0;                   // runs of the arm that did not complete
@@ -30,6 +34,9 @@ struct PairedResult {
   std::string arm, baseline;                    // GANPO on, and the matched GANPO off
   std::vector<int64_t> seeds;                   // seeds both completed
   std::map<std::string, Interval> differences;  // arm - baseline per metric
+  // "judge/win_rate_vs_base@T": how often the arm's policy out-scores the baseline's on the same
+  // judge prompt, per seed, with its interval; called when the interval excludes 0.5.
+  std::map<std::string, Interval> win_rate_vs_baseline;
 };
 
 struct StudyReport {
@@ -37,6 +44,8 @@ struct StudyReport {
   std::string name;
   std::vector<ArmResult> arms;
   std::vector<PairedResult> ganpo_vs_base;
+  int64_t runs = 0, completed = 0;  // of the study, shared stages included
+  double wall_seconds = 0;          // first start to last finish of its runs
 };
 
 StudyReport study_report(RunStore& store, int64_t study_id);

@@ -25,7 +25,6 @@
 #include <QSplitter>
 #include <QTabWidget>
 #include <QTableWidget>
-#include <QTemporaryFile>
 #include <QTimer>
 #include <QVBoxLayout>
 
@@ -36,7 +35,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
-#include "core/lists_task.h"
+#include "core/eval/eval_report.h"
+#include "db/run_service.h"
 #include "ui/store_worker.h"
 
 #if __has_include("ui/word_diff.h")
@@ -66,21 +66,19 @@ std::string string_at(const nlohmann::json& j, const char* section, const char* 
   return s[key].get<std::string>();
 }
 
-// Numeric fields of an evaluation or checkpoint metrics object: a flat {"key": number} map as
-// the trainer writes it, or a `ganpo eval --json` report ({"preference": {...}, "judge": [...]})
-// whose overall win rates become "win@<temperature>".
+// Numeric fields of a checkpoint's metrics (a flat {"key": number} object).
 void collect_metrics(const nlohmann::json& j, std::map<QString, double>& out) {
   if (!j.is_object()) return;
-  for (auto it = j.begin(); it != j.end(); ++it) {
+  for (auto it = j.begin(); it != j.end(); ++it)
     if (it.value().is_number()) out[QString::fromStdString(it.key())] = it.value().get<double>();
-  }
-  if (j.contains("preference")) collect_metrics(j["preference"], out);
-  if (j.contains("judge") && j["judge"].is_array()) {
-    for (const auto& row : j["judge"]) {
-      if (!row.is_object() || row.value("bucket", "") != "all") continue;
-      out[QStringLiteral("win@%1").arg(row.value("temperature", 0.0), 0, 'f', 1)] = row.value("win_rate", 0.0);
-    }
-  }
+}
+
+// An evaluation's held-out numbers and its overall win rates as "win@<temperature>".
+void collect_report(const EvalReport& report, std::map<QString, double>& out) {
+  for (const auto& [key, value] : report.preference) out[QString::fromStdString(key)] = value;
+  if (!report.judge) return;
+  for (const JudgeSummaryRow& row : report.judge->rows)
+    if (row.bucket == "all") out[QStringLiteral("win@%1").arg(row.temperature, 0, 'f', 1)] = row.win_rate;
 }
 
 QString pretty_key(const QString& key) {
@@ -338,8 +336,8 @@ void CheckpointsView::onSnapshot(Snapshot s) {
       DataConfig data;
       data.builtin = string_at(j, "data", "builtin");
       data.train = string_at(j, "data", "train");
-      builtin_lists_ = uses_builtin_task(data);
-      eval_pairs_file_ = QString::fromStdString(string_at(j, "data", "eval"));
+      has_held_out_pairs_ = uses_builtin_task(data) || !string_at(j, "data", "eval").empty();
+      task_name_ = QString::fromStdString(builtin_task_name(data));
       if (ref != reference_path_) {
         reference_path_ = ref;
         changed = true;
@@ -386,7 +384,7 @@ void CheckpointsView::rebuildTable() {
   std::vector<const EvalRow*> evals;
   for (const auto& e : evals_) evals.push_back(&e);
   std::sort(evals.begin(), evals.end(), [](auto* a, auto* b) { return a->id < b->id; });
-  for (const auto* e : evals) collect_metrics(parse_or_null(e->result_json), by_step[e->checkpoint_step]);
+  for (const auto* e : evals) collect_report(eval_report_from_text(e->result_json), by_step[e->checkpoint_step]);
   std::set<QString> keys;
   for (const auto& c : checkpoints_)
     for (const auto& [k, v] : by_step[c.step]) keys.insert(k);
@@ -452,7 +450,7 @@ void CheckpointsView::rebuildEvalTable() {
   // One row per (evaluation, temperature) of the judge report, or one per evaluation without it.
   const QStringList headers{tr("Step"), tr("Time"), tr("Pref. accuracy"), tr("Margin"), tr("Temperature"),
                             tr("Win rate"), tr("Short"), tr("Medium"), tr("Long"), tr("Policy score"),
-                            tr("Reference score")};
+                            tr("Reference score"), tr("Policy length")};
   eval_table_->clear();
   eval_table_->setColumnCount(headers.size());
   eval_table_->setHorizontalHeaderLabels(headers);
@@ -463,36 +461,31 @@ void CheckpointsView::rebuildEvalTable() {
     return a->checkpoint_step != b->checkpoint_step ? a->checkpoint_step < b->checkpoint_step : a->id < b->id;
   });
   for (const auto* e : evals) {
-    const auto j = parse_or_null(e->result_json);
-    std::map<QString, double> flat;
-    collect_metrics(j, flat);
-    auto get = [&](const char* k) {
-      auto it = flat.find(QString::fromLatin1(k));
-      return it == flat.end() ? QString() : number(it->second);
+    const EvalReport report = eval_report_from_text(e->result_json);
+    auto held_out = [&](const char* k) {
+      auto it = report.preference.find(k);
+      return it == report.preference.end() ? QString() : number(it->second);
     };
-    const QString acc = get("eval_rewards/accuracies"), margin = get("eval_rewards/margins");
-    std::map<double, std::map<std::string, nlohmann::json>> by_temp;
-    if (j.is_object() && j.contains("judge") && j["judge"].is_array())
-      for (const auto& r : j["judge"])
-        if (r.is_object()) by_temp[r.value("temperature", 0.0)][r.value("bucket", "")] = r;
+    const QString acc = held_out("eval_rewards/accuracies"), margin = held_out("eval_rewards/margins");
+    std::map<double, std::map<std::string, const JudgeSummaryRow*>> by_temp;
+    if (report.judge)
+      for (const auto& r : report.judge->rows) by_temp[r.temperature][r.bucket] = &r;
     if (by_temp.empty()) {
-      if (acc.isEmpty() && margin.isEmpty() && flat.empty()) continue;
+      if (report.preference.empty()) continue;
       rows.push_back({QString::number(e->checkpoint_step), format_time(e->created_at), acc, margin, {}, {}, {}, {},
-                      {}, {}, {}});
+                      {}, {}, {}, {}});
       continue;
     }
     for (const auto& [t, buckets] : by_temp) {
-      auto win = [&](const char* b) {
+      auto win = [&, &buckets = buckets](const char* b) {
         auto it = buckets.find(b);
-        return it == buckets.end() ? QString() : number(it->second.value("win_rate", NAN));
+        return it == buckets.end() ? QString() : number(it->second->win_rate);
       };
-      auto score = [&](const char* k) {
-        auto it = buckets.find("all");
-        return it == buckets.end() ? QString() : number(it->second.value(k, NAN));
-      };
+      const JudgeSummaryRow* all = buckets.count("all") ? buckets.at("all") : nullptr;
       rows.push_back({QString::number(e->checkpoint_step), format_time(e->created_at), acc, margin,
                       QString::number(t, 'f', 1), win("all"), win("short"), win("medium"), win("long"),
-                      score("policy_score"), score("reference_score")});
+                      all ? number(all->policy_score) : QString(), all ? number(all->reference_score) : QString(),
+                      all && all->policy_length >= 0 ? QString::number(all->policy_length, 'f', 1) : QString()});
     }
   }
   eval_table_->setRowCount(static_cast<int>(rows.size()));
@@ -778,7 +771,9 @@ void CheckpointsView::showOutputs() {
 
 // ---- evaluation ----------------------------------------------------------------------------
 
-bool CheckpointsView::isEvaluating() const { return eval_process_ != nullptr || !eval_queue_.empty(); }
+bool CheckpointsView::isEvaluating() const {
+  return eval_planning_ || eval_process_ != nullptr || !eval_queue_.empty();
+}
 
 void CheckpointsView::onEvaluateClicked() {
   QDialog dialog(this);
@@ -791,12 +786,15 @@ void CheckpointsView::onEvaluateClicked() {
   tokens->setRange(8, 1024);
   tokens->setValue(eval_options_.max_new_tokens);
   QStringList temps;
-  for (double t : eval_options_.temperatures) temps << QString::number(t, 'f', 1);
+  for (double t : eval_options_.temperatures) temps << QString::fromStdString(temperature_label(t));
   auto* temperatures = new QLineEdit(temps.join(QLatin1Char(',')), &dialog);
   auto* pairs = new QCheckBox(tr("Also score held-out preference pairs (accuracy, margins)"), &dialog);
   pairs->setChecked(eval_options_.preference_pairs);
-  pairs->setEnabled(builtin_lists_ || !eval_pairs_file_.isEmpty());
-  form->addRow(new QLabel(tr("Judge win rates on the built-in task, against %1").arg(reference_path_), &dialog));
+  pairs->setEnabled(has_held_out_pairs_);
+  form->addRow(new QLabel(task_name_.isEmpty()
+                              ? tr("Held-out pairs against %1 (a data file's run has no built-in judge)").arg(reference_path_)
+                              : tr("Judge win rates on the %1 task's prompts, against %2").arg(task_name_, reference_path_),
+                          &dialog));
   form->addRow(tr("Prompts per temperature"), prompts);
   form->addRow(tr("Temperatures"), temperatures);
   form->addRow(tr("Max new tokens"), tokens);
@@ -815,9 +813,9 @@ void CheckpointsView::onEvaluateClicked() {
   for (const auto& part : temperatures->text().split(QLatin1Char(','), Qt::SkipEmptyParts)) {
     bool ok = false;
     const double t = part.trimmed().toDouble(&ok);
-    if (ok && t >= 0) options.temperatures << t;
+    if (ok && t >= 0) options.temperatures.push_back(t);
   }
-  if (options.temperatures.isEmpty()) options.temperatures = CheckpointEvalOptions{}.temperatures;
+  if (options.temperatures.empty()) options.temperatures = CheckpointEvalOptions{}.temperatures;
   QString why;
   if (!evaluatePicked(options, &why)) QMessageBox::information(this, tr("Evaluate"), why);
 }
@@ -855,46 +853,36 @@ void CheckpointsView::startNextEval() {
   eval_current_ = eval_queue_.front();
   eval_queue_.erase(eval_queue_.begin());
 
-  QStringList args{QStringLiteral("eval"), QStringLiteral("--checkpoint"), eval_current_.checkpoint,
-                   QStringLiteral("--reference"), reference_path_, QStringLiteral("--builtin"),
-                   QStringLiteral("lists"), QStringLiteral("--json")};
-  QStringList temps;
-  for (double t : eval_options_.temperatures) temps << QString::number(t);
-  args << QStringLiteral("--temperatures") << temps.join(QLatin1Char(','));
-  args << QStringLiteral("--num-prompts") << QString::number(eval_options_.num_prompts);
-  args << QStringLiteral("--max-new-tokens") << QString::number(eval_options_.max_new_tokens);
-  args << QStringLiteral("--seed") << QString::number(eval_options_.seed);
-  QString pairs;
-  if (eval_options_.preference_pairs) {
-    if (!eval_pairs_file_.isEmpty()) {
-      pairs = eval_pairs_file_;
-    } else if (builtin_lists_) {
-      // Held-out pairs of the built-in task, from a seed training never uses.
-      if (!eval_pairs_tmp_) {
-        eval_pairs_tmp_ = std::make_unique<QTemporaryFile>(QDir::tempPath() + QStringLiteral("/ganpo-eval-pairs-XXXXXX.jsonl"));
-        if (eval_pairs_tmp_->open()) {
-          for (const auto& ex : lists::make_preference_pairs(200, 0.0, 987654321ULL)) {
-            nlohmann::json row{{"prompt", ex.prompt}, {"chosen", ex.chosen}, {"rejected", ex.rejected}};
-            eval_pairs_tmp_->write(QByteArray::fromStdString(row.dump() + "\n"));
-          }
-          eval_pairs_tmp_->flush();
-        }
-      }
-      if (eval_pairs_tmp_->isOpen()) pairs = eval_pairs_tmp_->fileName();
-    }
-  }
-  if (!pairs.isEmpty()) args << QStringLiteral("--pairs") << pairs;
+  // What to run comes from the run service; this view only runs it and shows the outcome.
+  const int64_t id = run_id_;
+  const std::string checkpoint = eval_current_.checkpoint.toStdString(), scratch = QDir::tempPath().toStdString();
+  const CheckpointEvalOptions options = eval_options_;
+  eval_planning_ = true;
+  store_->query<CheckpointEvalPlan>(
+      this,
+      [id, checkpoint, options, scratch](RunStore& s) { return RunService(s).plan_checkpoint_eval(id, checkpoint, options, scratch); },
+      [this](CheckpointEvalPlan plan) { startEvalProcess(plan); },
+      [this](const QString& error) { finishEvalWith(tr("Cannot evaluate step %1: %2").arg(eval_current_.step).arg(error)); });
+}
 
-  nlohmann::json params{{"checkpoint", eval_current_.checkpoint.toStdString()},
-                        {"reference", reference_path_.toStdString()},
-                        {"builtin", "lists"},
-                        {"num_prompts", eval_options_.num_prompts},
-                        {"max_new_tokens", eval_options_.max_new_tokens},
-                        {"seed", eval_options_.seed},
-                        {"pairs", pairs.isEmpty() ? nlohmann::json(nullptr) : nlohmann::json(pairs.toStdString())}};
-  params["temperatures"] = nlohmann::json::array();
-  for (double t : eval_options_.temperatures) params["temperatures"].push_back(t);
-  eval_params_json_ = QString::fromStdString(params.dump());
+void CheckpointsView::finishEvalWith(const QString& message) {
+  const int64_t step = eval_current_.step;
+  eval_planning_ = false;
+  eval_queue_.clear();
+  setStatus(message);
+  updateButtons();
+  Q_EMIT evaluationFinished(step, false, message);
+}
+
+void CheckpointsView::startEvalProcess(const CheckpointEvalPlan& plan) {
+  eval_planning_ = false;
+  if (!plan.refused.empty()) {
+    finishEvalWith(tr("Cannot evaluate step %1: %2").arg(eval_current_.step).arg(QString::fromStdString(plan.refused)));
+    return;
+  }
+  QStringList args;
+  for (const auto& a : plan.arguments) args << QString::fromStdString(a);
+  eval_params_json_ = QString::fromStdString(plan.params_json);
 
   eval_process_ = new QProcess(this);
   eval_process_->setProgram(worker_program_);
@@ -916,8 +904,6 @@ void CheckpointsView::onEvalProcessDone() {
   const QByteArray out = proc->readAllStandardOutput();
   const QString err = QString::fromUtf8(proc->readAllStandardError()).trimmed();
   QString message;
-  nlohmann::json report;
-  bool ok = false;
   if (proc->error() == QProcess::FailedToStart) {
     message = tr("Cannot start %1 (%2); check that the ganpo command is installed next to the workbench or set "
                  "GANPO_CLI.")
@@ -927,35 +913,23 @@ void CheckpointsView::onEvalProcessDone() {
                   .arg(step)
                   .arg(proc->exitCode())
                   .arg(err.isEmpty() ? tr("no message") : err.right(600));
-  } else {
-    try {
-      report = nlohmann::json::parse(out.toStdString());
-      ok = report.is_object();
-    } catch (const std::exception& e) {
-      message = tr("Evaluation of step %1 printed no readable JSON (%2)").arg(step).arg(QString::fromUtf8(e.what()));
-    }
   }
-  if (ok) {
-    const int64_t id = run_id_;
-    const std::string params = eval_params_json_.toStdString(), result = report.dump();
-    store_->query<int64_t>(
-        this, [id, step, params, result](RunStore& s) { return s.add_eval(id, step, "eval", params, result); },
-        [this, step](int64_t) {
-          setStatus(tr("Evaluation of step %1 stored.").arg(step));
-          results_tabs_->setCurrentWidget(eval_table_);
-          refresh();
-          Q_EMIT evaluationFinished(step, true, QString());
-        },
-        [this, step](const QString& error) {
-          setStatus(tr("Cannot store the evaluation of step %1: %2").arg(step).arg(error));
-          Q_EMIT evaluationFinished(step, false, error);
-        });
-  } else {
-    eval_queue_.clear();
-    setStatus(message);
-    Q_EMIT evaluationFinished(step, false, message);
+  if (!message.isEmpty()) {
+    finishEvalWith(message);
+    return;
   }
-  startNextEval();
+  const int64_t id = run_id_;
+  const std::string params = eval_params_json_.toStdString(), printed = out.toStdString();
+  store_->query<int64_t>(
+      this, [id, step, params, printed](RunStore& s) { return RunService(s).store_checkpoint_eval(id, step, params, printed); },
+      [this, step](int64_t) {
+        setStatus(tr("Evaluation of step %1 stored.").arg(step));
+        results_tabs_->setCurrentWidget(eval_table_);
+        refresh();
+        Q_EMIT evaluationFinished(step, true, QString());
+        startNextEval();
+      },
+      [this, step](const QString& error) { finishEvalWith(tr("Cannot store the evaluation of step %1: %2").arg(step).arg(error)); });
 }
 
 }  // namespace ganpo::ui

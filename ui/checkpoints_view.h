@@ -23,6 +23,7 @@
 #include <set>
 #include <vector>
 
+#include "db/run_service.h"
 #include "db/run_store.h"
 #include "ui/generation_service.h"
 
@@ -38,7 +39,6 @@ class QScrollArea;
 class QSpinBox;
 class QTabWidget;
 class QTableWidget;
-class QTemporaryFile;
 class QTimer;
 
 namespace ganpo::ui {
@@ -46,14 +46,6 @@ namespace ganpo::ui {
 class StoreWorker;
 
 // What "Evaluate…" runs for each picked checkpoint (the arguments of `ganpo eval`).
-struct CheckpointEvalOptions {
-  int num_prompts = 150;
-  int max_new_tokens = 96;
-  QList<double> temperatures{0.7, 1.0, 1.3};
-  bool preference_pairs = true;  // also score held-out pairs (preference accuracy, margins)
-  quint64 seed = 1234;
-};
-
 class CheckpointsView : public QWidget {
   Q_OBJECT
 public:
@@ -119,7 +111,10 @@ private:
   void showLiveGrid(const QStringList& labels, const QStringList& prompts);
   void onTextStreamed(int model_index, const QStringList& texts);
   void startNextEval();
+  void startEvalProcess(const CheckpointEvalPlan& plan);
   void onEvalProcessDone();
+  // Ends the evaluation queue with a message (status line and evaluationFinished).
+  void finishEvalWith(const QString& message);
   void setStatus(const QString& text);
   std::optional<int64_t> currentCheckpointStep(QString* path) const;
 
@@ -136,8 +131,9 @@ private:
   QString config_json_;
   QString reference_path_;
   QString reference_source_;  // "model.reference" | "model.checkpoint"
-  bool builtin_lists_ = false;
-  QString eval_pairs_file_;   // the run's held-out pairs file, when it has one
+  bool eval_planning_ = false;       // the run service is planning the next evaluation
+  bool has_held_out_pairs_ = false;  // a built-in task's or the run's data.eval
+  QString task_name_;                // the run's built-in task; empty for data files
   QStringList sample_prompts_;
 
   QTableWidget* table_;
@@ -168,7 +164,6 @@ private:
   QProcess* eval_process_ = nullptr;
   EvalJob eval_current_;
   QString eval_params_json_;
-  std::unique_ptr<QTemporaryFile> eval_pairs_tmp_;
 };
 
 }  // namespace ganpo::ui

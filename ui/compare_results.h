@@ -1,10 +1,7 @@
 // Compare results: the final evaluation figures of one run for the Compare tab's results table,
-// read from the run store's evals rows and the run's newest eval_* metrics. Eval rows of the
-// trainer hold flat {"eval_loss": ..} objects; reports of `ganpo eval` hold {"preference": {..},
-// "judge": [{temperature, bucket, prompts, policy_score, reference_score, win_rate}, ..]}
-// (core/evaluation.h win_rates_to_json); a bare judge array or a single {"win_rate": ..} object
-// with the temperature in params_json are read too. The newest eval row wins; win rates are those
-// of the "all" bucket (or the only rows when there are no buckets). Pure functions, no Qt.
+// read from the run store's evals rows (typed reports, core/eval/eval_report.h) and the run's
+// newest eval_* metrics. The newest eval row wins; win rates are those of the "all" bucket (or
+// the only rows an older report has). Pure functions, no Qt.
 #pragma once
 
 #include <map>

@@ -18,7 +18,7 @@
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/generate.h"
-#include "core/lists_task.h"
+#include "core/tasks/task.h"
 #include "core/opo_losses.h"
 #include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
@@ -255,7 +255,7 @@ struct GenerationService::Impl {
         o.cancelled = was_cancelled;
         const int64_t room = model->shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
         ended_by_eos.push_back(!was_cancelled && static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
-        if (auto j = lists::judge_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = j->score;
+        if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
         outputs.push_back(std::move(o));
       }
       done.store(base + max_new);

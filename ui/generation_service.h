@@ -45,7 +45,7 @@ struct GenerationOutput {
   // Sum of log pi(response | prompt) under each requested model, in model_dirs order; empty when
   // cancelled before scoring. The response ends with EOS when the model stopped by itself.
   std::vector<double> logprob_under_each_model;
-  double judge_score = -1;  // lists judge in [0,1]; -1 when the prompt is not a lists prompt
+  double judge_score = -1;  // a built-in task's judge in [0,1]; -1 when no task made the prompt
   bool cancelled = false;   // cut short by cancel()
   QString error;
 };

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/memory_estimate.h"
 #include "core/model/model_shape.h"
+#include "core/tasks/task.h"
 #include "ui/config_form.h"
 #include "ui/dataset_preview.h"
 #include "ui/form_page.h"
@@ -162,16 +163,18 @@ QWidget* NewRunDialog::buildModelPage() {
 QWidget* NewRunDialog::buildDataPage() {
   auto* page = new FormPage;
   auto* source = page->addSection(tr("Source"));
-  form_->addChoice(source, GANPO_CONFIG_KEY(data.builtin), tr("Data"),
-                   {{QStringLiteral("auto"), tr("The training file below if one is named, else the built-in task")},
-                    {QStringLiteral("lists"), tr("Built-in task: word lists (exact judge)")},
-                    {QString(), tr("JSONL / JSON file (TRL format)")}});
+  std::vector<std::pair<QString, QString>> sources{
+      {QStringLiteral("auto"), tr("The training file below if one is named, else the built-in lists task")}};
+  for (const Task* task : builtin_tasks())
+    sources.emplace_back(QString::fromStdString(task->name()), QString::fromStdString(task->description()));
+  sources.emplace_back(QString(), tr("JSONL / JSON file (TRL format)"));
+  form_->addChoice(source, GANPO_CONFIG_KEY(data.builtin), tr("Data"), sources);
+  form_->addDouble(source, GANPO_CONFIG_KEY(data.label_noise), tr("Label noise"),
+                   tr("Fraction of training pairs with chosen and rejected swapped, in [0, 1] (seeded by the run)."));
 
   builtin_data_ = page->addSection(tr("Built-in task"));
   form_->addInt(builtin_data_, GANPO_CONFIG_KEY(data.builtin_train_size), tr("Training examples"));
   form_->addInt(builtin_data_, GANPO_CONFIG_KEY(data.builtin_eval_size), tr("Held-out examples"));
-  form_->addDouble(builtin_data_, GANPO_CONFIG_KEY(data.label_noise), tr("Label noise"),
-                   tr("Fraction of pairs with chosen and rejected swapped, in [0, 1]."));
 
   file_data_ = page->addSection(tr("Files"));
   form_->addPath(file_data_, GANPO_CONFIG_KEY(data.train), tr("Training file"), ConfigForm::PathKind::File,
@@ -336,6 +339,19 @@ QWidget* NewRunDialog::buildMonitoringPage() {
   form_->addDouble(sampling, GANPO_CONFIG_KEY(sampling.top_p), tr("Top-p"));
   form_->addInt(sampling, GANPO_CONFIG_KEY(sampling.top_k), tr("Top-k"), tr("0 = off."));
   form_->addInt(sampling, GANPO_CONFIG_KEY(sampling.max_new_tokens), tr("Max new tokens"));
+
+  auto* judge = page->addSection(tr("Judge evaluation at the end"));
+  form_->addBool(judge, GANPO_CONFIG_KEY(eval.judge_at_end), tr("Judge policy vs reference"),
+                 tr("After a preference stage, sample policy and reference on the task's evaluation prompts and "
+                    "judge every completion (a built-in task's judge, or the command below)."));
+  form_->addText(judge, GANPO_CONFIG_KEY(eval.temperatures), tr("Temperatures"),
+                 tr("Comma-separated sampling temperatures, e.g. 0.5, 0.7, 1.0, 1.3, 1.5."));
+  form_->addInt(judge, GANPO_CONFIG_KEY(eval.num_prompts), tr("Prompts"),
+                tr("Built-in tasks generate them; data files use the first distinct held-out prompts."));
+  form_->addInt(judge, GANPO_CONFIG_KEY(eval.max_new_tokens), tr("Max new tokens"), tr("0 = as for samples."));
+  form_->addText(judge, GANPO_CONFIG_KEY(eval.judge_command), tr("Judge command"),
+                 tr("Scores completions: JSON Lines {\"prompt\", \"completion\"} on stdin, {\"score\"} per line on "
+                    "stdout. Needed for data files; replaces a built-in task's judge."));
   return page;
 }
 

@@ -57,6 +57,7 @@ struct StudyArgs {
   int64_t study_id = 0;
   int jobs = 1;
   bool json = false;
+  std::string html, csv;  // report: also write these files
 };
 // create: queue a study's runs; run: drive its queue until nothing is left; status, pause,
 // resume, cancel; report: means with intervals per arm and GANPO-on minus -off differences.
@@ -85,7 +86,8 @@ int tokenize_command(const TokenizeArgs& args);
 struct EvalArgs {
   std::string checkpoint, reference, pairs, builtin;
   std::string chat_template;  // conversational --pairs: "" = the policy's own template
-  std::vector<double> temperatures{0.7, 1.0, 1.3};
+  std::string judge_command;  // scores completions instead of the task's own judge
+  std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};
   int64_t num_prompts = 150, max_new_tokens = 96, max_length = 200, max_prompt_length = 100;
   std::string loss_type = "sigmoid";
   double beta = 0.0, simpo_gamma = 1.4;

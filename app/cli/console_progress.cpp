@@ -55,13 +55,20 @@ void ConsoleProgress::on_metrics(int64_t step, const std::map<std::string, doubl
   std::fflush(stdout);
 }
 
-void ConsoleProgress::on_eval(int64_t step, const std::map<std::string, double>& m) {
+void ConsoleProgress::on_eval(int64_t step, const EvalReport& report) {
   std::printf("[%s] eval at step %lld:", label_.c_str(), static_cast<long long>(step));
   for (const char* k : {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"}) {
-    auto it = m.find(k);
-    if (it != m.end()) std::printf(" %s %.4f", k, it->second);
+    auto it = report.preference.find(k);
+    if (it != report.preference.end()) std::printf(" %s %.4f", k, it->second);
   }
   std::printf("\n");
+  if (report.judge)
+    for (const auto& r : report.judge->rows)
+      if (r.bucket == "all")
+        std::printf("[%s]   judge at T=%s: win rate vs reference %.3f, policy %.3f, reference %.3f, length %.1f\n",
+                    label_.c_str(), temperature_label(r.temperature).c_str(), r.win_rate, r.policy_score,
+                    r.reference_score, r.policy_length);
+  if (!report.judge_error.empty()) std::printf("[%s]   judge failed: %s\n", label_.c_str(), report.judge_error.c_str());
   std::fflush(stdout);
 }
 

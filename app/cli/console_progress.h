@@ -16,7 +16,7 @@ public:
   void on_status(const std::string& status, const std::string& message) override;
   void on_log(const std::string& level, const std::string& text) override;
   void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
-  void on_eval(int64_t step, const std::map<std::string, double>& metrics) override;
+  void on_eval(int64_t step, const EvalReport& report) override;
   void on_checkpoint(int64_t step, const std::string& path, const std::map<std::string, double>&) override;
 
 private:

@@ -9,8 +9,7 @@
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/error.h"
-#include "core/evaluation.h"
-#include "core/lists_task.h"
+#include "core/eval/evaluation.h"
 #include "core/trainer.h"
 #include "db/run_service.h"
 #include "db/run_store.h"
@@ -72,6 +71,11 @@ RunConfig preference_config(const DemoArgs& args, const std::string& sft_dir) {
   c.train.eval_steps = args.quick ? 0 : 40;
   c.sampling.every_steps = 40;
   c.sampling.num_prompts = 6;
+  // The stage ends by judging policy and reference samples (the trainer's final evaluation).
+  c.eval.temperatures = "0.7, 1.0, 1.3";
+  c.eval.num_prompts = args.quick ? 60 : 120;
+  c.eval.max_new_tokens = 96;
+  c.eval.seed = 4242;
   return c;
 }
 
@@ -116,17 +120,6 @@ int demo_command(const DemoArgs& args) {
     return pref_result.status == "stopped" ? 130 : 1;
   }
 
-  std::printf("[demo] judging policy vs reference samples...\n");
-  std::fflush(stdout);
-  const torch::Device device(resolve_device("auto"));
-  std::unique_ptr<CpuJob> cpu;  // threads and lanes on the CPU, as the training stages had them
-  if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
-  auto policy = load_model_folder(pref_result.final_dir, device);
-  auto reference = load_model_folder(sft_result.final_dir, device);
-  JudgeEvalOptions judge;
-  judge.temperatures = {0.7, 1.0, 1.3};
-  auto prompts = lists::make_eval_prompts(args.quick ? 60 : 120, 4242);
-  auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge, cpu ? cpu->lanes() : nullptr);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   const auto& ev = pref_result.final_eval;
@@ -135,12 +128,17 @@ int demo_command(const DemoArgs& args) {
   std::printf("held-out preference accuracy  %.3f  (%d pairs)\n", get("eval_rewards/accuracies"),
               static_cast<int>(get("eval_pairs")));
   std::printf("held-out reward margin        %.3f\n", get("eval_rewards/margins"));
-  std::printf("judge: GANPO policy vs its SFT reference (win = higher judge score, tie = 0.5)\n%s",
-              format_win_rate_table(rows).c_str());
+  if (pref_result.final_judge)
+    std::printf("judge: GANPO policy vs its SFT reference (win = higher judge score, tie = 0.5)\n%s",
+                format_judge_table(*pref_result.final_judge).c_str());
   std::printf("runs: %s\n", args.output_dir.c_str());
 
   nlohmann::json report = {{"seconds", seconds}, {"preference_eval", ev}};
-  report["judge"] = win_rates_to_json(rows);
+  if (pref_result.final_judge) {
+    EvalReport judged;
+    judged.judge = pref_result.final_judge;
+    report["judge"] = to_json(judged)["judge"]["rows"];
+  }
   write_json_file((fs::path(args.output_dir) / "demo_results.json").string(), report);
   if (args.json) std::printf("%s\n", report.dump(2).c_str());
   return 0;

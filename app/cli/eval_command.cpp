@@ -8,8 +8,9 @@
 #include "core/cpu_job.h"
 #include "core/checkpoint.h"
 #include "core/dataset_files.h"
-#include "core/evaluation.h"
-#include "core/lists_task.h"
+#include "core/eval/evaluation.h"
+#include "core/eval/external_judge.h"
+#include "core/tasks/task.h"
 #include "core/text/chat_template.h"
 #include "core/trainer.h"
 
@@ -17,11 +18,15 @@ namespace ganpo::cli {
 
 int eval_command(const EvalArgs& args) {
   if (args.pairs.empty() && args.builtin.empty()) {
-    std::fprintf(stderr, "ganpo eval: give --pairs FILE and/or --builtin lists\n");
+    std::fprintf(stderr, "ganpo eval: give --pairs FILE and/or --builtin TASK\n");
     return 2;
   }
-  if (!args.builtin.empty() && args.builtin != "lists") {
-    std::fprintf(stderr, "ganpo eval: --builtin must be \"lists\", got \"%s\"\n", args.builtin.c_str());
+  const Task* task = args.builtin.empty() ? nullptr : find_builtin_task(args.builtin);
+  if (!args.builtin.empty() && !task) {
+    std::string known;
+    for (const Task* t : builtin_tasks()) known += (known.empty() ? "" : ", ") + t->name();
+    std::fprintf(stderr, "ganpo eval: --builtin must be a built-in task (%s), got \"%s\"\n", known.c_str(),
+                 args.builtin.c_str());
     return 2;
   }
   const torch::Device device(resolve_device(args.device));
@@ -30,7 +35,7 @@ int eval_command(const EvalArgs& args) {
   ParallelLanes* lanes = cpu ? cpu->lanes() : nullptr;
   auto policy = load_model_folder(args.checkpoint, device);
   auto reference = load_model_folder(args.reference, device);
-  nlohmann::json report;
+  EvalReport report;
   if (!args.pairs.empty()) {
     auto loaded = load_preference_file(args.pairs, "skip");
     // Conversational rows in the policy's chat template, as training renders them.
@@ -45,27 +50,38 @@ int eval_command(const EvalArgs& args) {
     objective.loss_type = args.loss_type;
     objective.beta = args.beta;
     objective.simpo_gamma = args.simpo_gamma;
-    auto metrics = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32, lanes);
-    report["preference"] = metrics;
-    report["skipped_lines"] = loaded.bad_lines.size();
+    report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32, lanes);
+    report.skipped_lines = static_cast<int64_t>(loaded.bad_lines.size());
     if (!args.json) {
       std::printf("preference evaluation on %zu pairs (%zu bad lines skipped)\n", pairs.size(), loaded.bad_lines.size());
-      for (const auto& [k, v] : metrics) std::printf("  %-26s %.4f\n", k.c_str(), v);
+      for (const auto& [k, v] : report.preference) std::printf("  %-26s %.4f\n", k.c_str(), v);
     }
   }
-  if (!args.builtin.empty()) {
+  if (task) {
     JudgeEvalOptions options;
     options.temperatures = args.temperatures;
     options.max_new_tokens = args.max_new_tokens;
     options.seed = args.seed;
-    auto prompts = lists::make_eval_prompts(args.num_prompts, args.seed);
-    auto rows = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, options, lanes);
-    report["judge"] = win_rates_to_json(rows);
-    if (!args.json) std::printf("judge evaluation, %zu prompts per temperature\n%s", prompts.size(),
-                                format_win_rate_table(rows).c_str());
+    const auto prompts = task->eval_prompts(args.num_prompts, args.seed);
+    JudgeFunction judge = task_judge(*task);
+    std::string judge_name = "built-in";
+    if (!args.judge_command.empty()) {
+      judge = [&args](const std::vector<JudgeRow>& rows) { return run_judge_command(args.judge_command, rows); };
+      judge_name = args.judge_command;
+    }
+    try {
+      report.judge = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge, options, task->name(),
+                                judge_name, lanes);
+      if (!args.json)
+        std::printf("judge evaluation on the %s task, %zu prompts per temperature\n%s", task->name().c_str(),
+                    prompts.size(), format_judge_table(*report.judge).c_str());
+    } catch (const JudgeError& e) {
+      report.judge_error = e.what();
+      std::fprintf(stderr, "ganpo eval: the judge failed: %s\n", e.what());
+    }
   }
-  if (args.json) std::printf("%s\n", report.dump(2).c_str());
-  return 0;
+  if (args.json) std::printf("%s\n", to_json(report).dump(2).c_str());
+  return report.judge_error.empty() ? 0 : 1;
 }
 
 }  // namespace ganpo::cli

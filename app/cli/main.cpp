@@ -35,11 +35,13 @@ int main(int argc, char** argv) {
   g->add_option("--device", gen.device)->capture_default_str();
 
   EvalArgs ev;
-  auto* e = app.add_subcommand("eval", "Preference accuracy and margins; judge win rates on the built-in task");
+  auto* e = app.add_subcommand("eval", "Preference accuracy and margins; judge win rates on a built-in task's prompts");
   e->add_option("--checkpoint", ev.checkpoint, "Policy model folder")->required();
   e->add_option("--reference", ev.reference, "Reference model folder")->required();
   e->add_option("--pairs", ev.pairs, "Preference pairs (TRL JSONL/JSON)");
-  e->add_option("--builtin", ev.builtin, "Built-in task for judge evaluation (lists)");
+  e->add_option("--builtin", ev.builtin, "Built-in task whose prompts the judge evaluation samples (lists, arithmetic, mixed)");
+  e->add_option("--judge-command", ev.judge_command,
+                "Command scoring completions (JSON Lines {prompt, completion} in, {score} out) instead of the task's judge");
   e->add_option("--chat-template", ev.chat_template,
                 "Conversational --pairs: template family or variant (default: the policy's tokenizer_config.json)");
   e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")->delimiter(',')->capture_default_str();
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
   e->add_option("--max-new-tokens", ev.max_new_tokens)->capture_default_str();
   e->add_option("--loss-type", ev.loss_type)->capture_default_str();
   e->add_option("--beta", ev.beta, "0 = the loss's default");
+  e->add_option("--simpo-gamma", ev.simpo_gamma)->capture_default_str();
   e->add_option("--seed", ev.seed)->capture_default_str();
   e->add_option("--device", ev.device)->capture_default_str();
   e->add_flag("--json", ev.json, "Print JSON");
@@ -93,6 +96,8 @@ int main(int argc, char** argv) {
   auto* strep = st->add_subcommand("report", "Per arm: held-out metrics over seeds with 95% intervals; GANPO on minus off, paired by seed");
   strep->add_option("id", study.study_id, "Study id")->required();
   strep->add_flag("--json", study.json, "Print JSON");
+  strep->add_option("--html", study.html, "Also write a self-contained HTML report (plots as SVG) to this file");
+  strep->add_option("--csv", study.csv, "Also write every number as CSV to this file");
   study_actions.push_back(strep);
   for (auto* a : study_actions) a->fallthrough();  // --db after the subcommand, as people type it
 

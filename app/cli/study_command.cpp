@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -25,6 +26,7 @@
 #include "db/run_service.h"
 #include "db/study_queue.h"
 #include "db/study_report.h"
+#include "db/study_report_export.h"
 #include "db/workspace_path.h"
 
 namespace ganpo::cli {
@@ -235,6 +237,17 @@ int study_command(const StudyArgs& args) {
   }
   if (args.action == "report") {
     const StudyReport report = study_report(store, s->id);
+    for (const auto& [path, text] : {std::pair{args.html, args.html.empty() ? "" : study_report_html(report)},
+                                     std::pair{args.csv, args.csv.empty() ? "" : study_report_csv(report)}}) {
+      if (path.empty()) continue;
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << text;
+      if (!out.flush()) {
+        std::fprintf(stderr, "ganpo study report: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+        return 1;
+      }
+      std::fprintf(stderr, "wrote %s\n", path.c_str());
+    }
     if (args.json) {
       std::printf("%s\n", report_to_json(report).dump(2).c_str());
       return 0;
@@ -245,15 +258,20 @@ int study_command(const StudyArgs& args) {
       std::printf("  %s: %zu seed(s)%s\n", a.arm.c_str(), a.seeds.size(),
                   a.unfinished ? (", " + std::to_string(a.unfinished) + " unfinished").c_str() : "");
       for (const auto& [key, i] : a.metrics)
-        std::printf("      %-28s %.4f [%.4f, %.4f]\n", key.c_str(), i.mean, i.low, i.high);
+        std::printf("      %-32s %.4f [%.4f, %.4f]\n", key.c_str(), i.mean, i.low, i.high);
     }
     for (const auto& p : report.ganpo_vs_base) {
       std::printf("  GANPO on minus off: %s  vs  %s (%zu paired seed(s))\n", p.arm.c_str(), p.baseline.c_str(),
                   p.seeds.size());
       for (const auto& [key, i] : p.differences)
-        std::printf("      %-28s %+.4f [%+.4f, %+.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
+        std::printf("      %-32s %+.4f [%+.4f, %+.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
                     i.excludes_zero() ? (i.mean > 0 ? "higher with GANPO" : "lower with GANPO")
                                       : "no difference shown (interval contains 0)");
+      for (const auto& [key, i] : p.win_rate_vs_baseline)
+        std::printf("      %-32s %.4f [%.4f, %.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
+                    i.excludes(0.5) ? (i.mean > 0.5 ? "GANPO's outputs judged better head to head"
+                                                    : "GANPO's outputs judged worse head to head")
+                                    : "no difference shown (interval contains 0.5)");
     }
     return 0;
   }

@@ -46,6 +46,9 @@ per_device_train_batch_size = 4
 [base.sampling]
 num_prompts = 2
 max_new_tokens = 8
+[base.eval]
+num_prompts = 6
+temperatures = "1.0"
 [grid]
 "ganpo.enabled" = [false, true]
 [[stage]]

@@ -219,6 +219,14 @@ RunConfig non_default_config() {
   c.sampling.top_p = 0.9;
   c.sampling.top_k = 40;
   c.sampling.max_new_tokens = 1;
+
+  c.eval.judge_at_end = false;
+  c.eval.temperatures = "0.25, 2";
+  c.eval.num_prompts = 9;
+  c.eval.max_new_tokens = 17;
+  c.eval.seed = 77;
+  c.eval.judge_command = "python3 judge.py --strict";
+  c.eval.judge_timeout_s = 12.5;
   return c;
 }
 
@@ -266,7 +274,7 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   // One line per field: 5 top-level + 13 + 11 + 4 + 12 + 17 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 68u);
+  EXPECT_EQ(assignments, 75u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -474,8 +482,13 @@ std::vector<Rule> rules() {
        {"train.precision = \"bf16\" needs a CUDA device", "set train.precision = \"fp32\""}},
 
       {"data.builtin", [](RunConfig& c) { c.data.builtin = "words"; },
-       {"data.builtin must be one of auto, lists, \"\"", "\"words\""}},
+       {"data.builtin must be one of auto, lists, arithmetic, mixed, \"\"", "\"words\""}},
       {"data.train", [](RunConfig& c) { c.data.builtin = ""; }, {"data.train must name a JSONL/JSON file", "got \"\""}},
+      {"eval.temperatures", [](RunConfig& c) { c.eval.temperatures = "0.7, hot"; },
+       {"eval.temperatures must be numbers >= 0 separated by commas", "\"hot\""}},
+      {"no temperatures", [](RunConfig& c) { c.eval.temperatures = " "; },
+       {"eval.temperatures is empty while eval.judge_at_end is true"}},
+      {"judge timeout", [](RunConfig& c) { c.eval.judge_timeout_s = 0; }, {"eval.judge_timeout_s must be > 0", "got 0"}},
       {"builtin and train", [](RunConfig& c) { c.data.builtin = "lists"; c.data.train = "pairs.jsonl"; },
        {"data.builtin = \"lists\" and data.train = \"pairs.jsonl\" are both set", "remove data.builtin"}},
       {"builtin and eval", [](RunConfig& c) { c.data.builtin = "lists"; c.data.eval = "held.jsonl"; },

@@ -21,8 +21,9 @@
 #include "core/batching.h"
 #include "core/checkpoint.h"
 #include "core/config.h"
-#include "core/evaluation.h"
-#include "core/lists_task.h"
+#include "core/eval/evaluation.h"
+#include "core/tasks/lists_task.h"
+#include "core/tasks/task.h"
 #include "core/run_observer.h"
 #include "core/tokenizer.h"
 
@@ -53,7 +54,10 @@ public:
   }
   void on_log(const std::string& level, const std::string& text) override { logs.push_back(level + ": " + text); }
   void on_metrics(int64_t step, const std::map<std::string, double>& m) override { metrics[step] = m; }
-  void on_eval(int64_t step, const std::map<std::string, double>& m) override { evals[step] = m; }
+  void on_eval(int64_t step, const EvalReport& r) override {
+    evals[step] = r.preference;
+    reports[step] = r;
+  }
   void on_samples(int64_t step, const std::vector<SampleRecord>& s) override { samples[step] = s; }
   void on_checkpoint(int64_t step, const std::string& path, const std::map<std::string, double>&) override {
     checkpoints.emplace_back(step, path);
@@ -64,6 +68,7 @@ public:
   std::map<std::string, std::string> info;
   std::map<int64_t, std::map<std::string, double>> metrics;
   std::map<int64_t, std::map<std::string, double>> evals;
+  std::map<int64_t, EvalReport> reports;
   std::map<int64_t, std::vector<SampleRecord>> samples;
   std::vector<std::pair<int64_t, std::string>> checkpoints;
 
@@ -115,6 +120,8 @@ protected:
     c.ganpo.critic_layers = 1;
     c.ganpo.critic_heads = 2;
     c.ganpo.critic_max_len = 256;
+    c.eval.num_prompts = 6;  // a short judge evaluation at the end
+    c.eval.temperatures = "1.0";
     return c;
   }
 
@@ -449,6 +456,101 @@ TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {
   Collector b_obs;
   ASSERT_EQ(run(builtin, b_obs).status, "completed");
   EXPECT_EQ(b_obs.info.at("train_data"), "built-in lists task, 64 generated examples");
+}
+
+TEST_F(TrainerTest, APreferenceStageEndsJudgingPolicyAndReferenceOnTheTasksPrompts) {
+  auto c = config("judged");
+  c.data.builtin = "arithmetic";
+  c.eval.num_prompts = 9;
+  c.eval.temperatures = "0.5, 1.5";
+  c.eval.max_new_tokens = 8;
+  Collector obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_EQ(obs.info.at("train_data"), "built-in arithmetic task, 64 generated examples");
+  const EvalReport& last = obs.reports.at(3);
+  EXPECT_TRUE(last.preference.count("eval_rewards/accuracies"));
+  ASSERT_TRUE(last.judge) << obs.all_logs();
+  const JudgeEvaluation& j = *last.judge;
+  EXPECT_EQ(j.task, "arithmetic");
+  EXPECT_EQ(j.judge, "built-in");
+  EXPECT_EQ(j.max_new_tokens, 8);
+  // The prompts are the task's evaluation prompts for eval.seed, the same in every run.
+  std::vector<std::string> prompts;
+  for (const auto& p : builtin_task("arithmetic").eval_prompts(9, 1234)) prompts.push_back(p.prompt);
+  EXPECT_EQ(j.prompts_digest, digest_of_prompts(prompts));
+  EXPECT_EQ(j.buckets.size(), 9u);
+  ASSERT_EQ(j.samples.size(), 2u);
+  EXPECT_EQ(j.samples[0].temperature, 0.5);
+  EXPECT_EQ(j.samples[1].temperature, 1.5);
+  for (const auto& s : j.samples) {
+    ASSERT_EQ(s.policy_score.size(), 9u);
+    ASSERT_EQ(s.reference_length.size(), 9u);
+    for (size_t i = 0; i < 9; ++i) {
+      EXPECT_GE(s.policy_score[i], 0.0);
+      EXPECT_LE(s.policy_score[i], 1.0);
+      EXPECT_LE(s.policy_length[i], 8);
+    }
+  }
+  EXPECT_EQ(j.rows.size(), 8u);  // 2 temperatures x (all, short, medium, long)
+  ASSERT_TRUE(r.final_judge);
+  EXPECT_EQ(to_json(EvalReport{{}, 0, r.final_judge, ""}), to_json(EvalReport{{}, 0, last.judge, ""}));
+  // Live samples carry the task's judge scores.
+  for (const auto& s : obs.samples.at(0)) EXPECT_GE(s.policy_score, 0.0);
+  // The same run again gives the same judgements (seeded sampling).
+  Collector again;
+  auto c2 = c;
+  c2.output_dir = (root_ / "judged-again").string();
+  ASSERT_EQ(run(c2, again).status, "completed");
+  EXPECT_EQ(again.reports.at(3).judge->samples[1].policy_score, j.samples[1].policy_score);
+}
+
+TEST_F(TrainerTest, AJudgeCommandThatFailsKeepsTheTrainedRunAndSaysWhy) {
+  auto c = config("bad-judge");
+  c.eval.judge_command = "cat >/dev/null; echo 'this is not json'";
+  Collector obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_TRUE(fs::exists(fs::path(r.final_dir) / "model.safetensors"));
+  const EvalReport& last = obs.reports.at(3);
+  EXPECT_FALSE(last.judge);
+  EXPECT_CONTAINS(last.judge_error, "this is not json");
+  EXPECT_TRUE(last.preference.count("eval_loss"));
+  EXPECT_CONTAINS(obs.all_logs(), "judge evaluation failed, the run's weights and held-out numbers are kept");
+  EXPECT_CONTAINS(obs.all_logs(), "samples are shown without judge scores");
+}
+
+TEST_F(TrainerTest, AJudgeCommandJudgesADataFilesHeldOutPromptsAndLabelNoiseSwapsPairs) {
+  auto c = config("file-judge");
+  c.data.builtin = "";
+  const fs::path file = root_ / "pairs.jsonl";
+  {
+    std::ofstream out(file);
+    for (int i = 0; i < 40; ++i)
+      out << R"({"prompt": "Name colour )" << i << R"( ", "chosen": ")" << std::string(1 + i % 7, 'r')
+          << R"(", "rejected": "blue"})" << "\n";
+  }
+  c.data.train = file.string();
+  c.data.eval_fraction = 0.25;
+  c.data.label_noise = 0.5;
+  c.train.max_steps = 1;
+  // Scores each completion by its length in bytes, capped at 1.
+  c.eval.judge_command =
+      "while IFS= read -r line; do printf '{\"score\": 0.%d}\\n' \"$(printf '%s' \"$line\" | wc -c | cut -c1)\"; done";
+  Collector obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_CONTAINS(obs.info.at("train_data"), "(label noise 0.5: ");
+  ASSERT_TRUE(obs.reports.at(1).judge) << obs.reports.at(1).judge_error << obs.all_logs();
+  const JudgeEvaluation& j = *obs.reports.at(1).judge;
+  EXPECT_EQ(j.task, file.string());
+  EXPECT_EQ(j.judge, c.eval.judge_command);
+  EXPECT_EQ(j.buckets.size(), 6u);  // eval.num_prompts of the 10 held-out rows
+  std::map<std::string, int> per_bucket;
+  for (const auto& b : j.buckets) ++per_bucket[b];
+  EXPECT_EQ(per_bucket.size(), 3u);
+  for (const auto& s : j.samples)
+    for (double score : s.policy_score) EXPECT_TRUE(score >= 0 && score < 1) << score;
 }
 
 // The round trip of a real model: an HF folder with Llama 3's tokenizer.json and chat template

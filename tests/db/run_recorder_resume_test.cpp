@@ -40,7 +40,7 @@ void record_steps(RunRecorder& rec, int64_t from, int64_t to) {
   for (int64_t step = from; step <= to; ++step) {
     rec.on_metrics(step, {{"loss", 1.0 / static_cast<double>(step)}, {"lr", 1e-4}});
     if (step % 5 == 0) rec.on_samples(step, {{0, "p", "policy", "reference", 0.5, 0.25}});
-    if (step % 5 == 0) rec.on_eval(step, {{"eval_loss", 0.5}});
+    if (step % 5 == 0) rec.on_eval(step, ganpo::EvalReport::of({{"eval_loss", 0.5}}));
   }
 }
 

@@ -57,7 +57,7 @@ TEST_F(RunRecorderTest, RecordsEveryMetricEventAndSample) {
         rec.on_log("info", "step " + std::to_string(step));
         rec.on_samples(step, {{0, "p0", "pol0", "ref0", 0.25, 0.75}, {1, "p1", "pol1", "ref1", -1, -1}});
         rec.on_checkpoint(step, "/ckpt/step" + std::to_string(step), {{"loss", 1.0}});
-        rec.on_eval(step, {{"judge_win", 0.5}});
+        rec.on_eval(step, ganpo::EvalReport::of({{"eval_loss", 0.5}}));
       }
     }
     rec.on_status("completed", "");

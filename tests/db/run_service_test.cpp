@@ -2,6 +2,9 @@
 // files (never a folder that is not a run's, never a run a worker holds), and control commands.
 #include "db/run_service.h"
 
+#include "core/error.h"
+#include "core/eval/eval_report.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -116,4 +119,53 @@ TEST_F(RunServiceTest, ControlReachesOnlyARunAWorkerHolds) {
   EXPECT_EQ(store.run(id)->control, "pause");
   store.set_status(id, RunStatus::failed);
   EXPECT_NE(service.control(id, "stop").find("ganpo runs resume " + std::to_string(id)), std::string::npos);
+}
+
+TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective) {
+  RunStore store = open();
+  RunService service(store);
+  RunConfig c;
+  c.data.builtin = "arithmetic";
+  c.model.checkpoint = (dir_ / "sft" / "final").string();
+  c.objective.loss_type = "simpo";
+  c.eval.judge_command = "my-judge --strict";
+  const int64_t id = service.create(c);
+  CheckpointEvalOptions options;
+  options.temperatures = {0.5, 1.0};
+  options.num_prompts = 12;
+  const auto plan = service.plan_checkpoint_eval(id, "/runs/x/checkpoint-20", options, dir_.string());
+  ASSERT_EQ(plan.refused, "");
+  const std::string pairs = (dir_ / "ganpo-held-out-arithmetic-200.jsonl").string();
+  const std::vector<std::string> expected{"eval", "--checkpoint", "/runs/x/checkpoint-20", "--reference", c.model.checkpoint,
+                                          "--json", "--pairs", pairs, "--builtin", "arithmetic", "--temperatures", "0.5,1.0",
+                                          "--num-prompts", "12", "--max-new-tokens", "96", "--seed", "1234",
+                                          "--judge-command", "my-judge --strict", "--loss-type", "simpo", "--beta", "0.0",
+                                          "--simpo-gamma", "1.4"};
+  EXPECT_EQ(plan.arguments, expected);
+  // The held-out pairs of the task, written once, one JSON object per line.
+  std::ifstream in(pairs);
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) EXPECT_TRUE(nlohmann::json::parse(line).contains("chosen"));
+  EXPECT_EQ(lines, 200);
+  EXPECT_EQ(nlohmann::json::parse(plan.params_json)["builtin"], "arithmetic");
+
+  // A data file without a held-out file and without a built-in task: nothing to evaluate on.
+  RunConfig file_run;
+  file_run.data.builtin = "";
+  file_run.data.train = "/data/pairs.jsonl";
+  file_run.model.checkpoint = "/models/ref";
+  const auto refused = service.plan_checkpoint_eval(service.create(file_run), "/x", options, dir_.string());
+  EXPECT_NE(refused.refused.find("name a held-out file"), std::string::npos) << refused.refused;
+  RunConfig no_reference;  // fresh weights: no reference folder
+  EXPECT_NE(service.plan_checkpoint_eval(service.create(no_reference), "/x", options, dir_.string()).refused.find("no reference"),
+            std::string::npos);
+
+  // What the worker printed is stored as the typed report; anything else is refused.
+  EXPECT_THROW(service.store_checkpoint_eval(id, 20, plan.params_json, "Segmentation fault"), Error);
+  EXPECT_THROW(service.store_checkpoint_eval(id, 20, plan.params_json, "{}"), Error);
+  EXPECT_TRUE(store.evals(id).empty());
+  service.store_checkpoint_eval(id, 20, plan.params_json, R"({"preference": {"eval_loss": 0.25}, "skipped_lines": 0})");
+  ASSERT_EQ(store.evals(id).size(), 1u);
+  EXPECT_EQ(eval_report_from_text(store.evals(id)[0].result_json).preference.at("eval_loss"), 0.25);
+  EXPECT_EQ(store.evals(id)[0].checkpoint_step, 20);
 }

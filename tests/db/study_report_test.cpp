@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "core/eval/eval_report.h"
 #include "db/study_queue.h"
 
 namespace fs = std::filesystem;
@@ -59,6 +60,64 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
 
     const nlohmann::json j = report_to_json(report);
     EXPECT_EQ(j["ganpo_vs_base"][0]["differences"]["eval_rewards/accuracies"]["called"], true);
+  }
+  fs::remove_all(dir);
+}
+
+// Judge evaluations stored as typed reports: per arm the win rate against the reference and the
+// response length, and GANPO on against GANPO off head to head on the same prompts, per seed.
+TEST(StudyReport, JudgeNumbersAndHeadToHeadWinRatesFromStoredReports) {
+  const fs::path dir = fs::temp_directory_path() / ("ganpo_study_report_judge_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    RunStore store = RunStore::open((dir / "w.sqlite").string());
+    const std::string text = "name = \"j\"\nseeds = [1, 2]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    const int64_t study = create_study(store, "j", text, expand_study(study_from_toml(text, ".", "s"), (dir / "o").string()));
+    const auto ids = study_run_ids(store, study);
+    ASSERT_EQ(ids.size(), 4u);  // off seed 1, off seed 2, on seed 1, on seed 2
+    // Per-prompt policy scores on 4 prompts at T=1.0; the reference scores 0.5 everywhere.
+    const std::vector<std::vector<double>> policy = {
+        {0.5, 0.5, 0.0, 1.0}, {0.0, 0.0, 0.5, 0.5},   // off
+        {1.0, 0.5, 0.5, 1.0}, {1.0, 0.0, 0.5, 0.25}}; // on
+    for (size_t i = 0; i < ids.size(); ++i) {
+      JudgeEvaluation e;
+      e.task = "arithmetic";
+      e.prompts_digest = digest_of_prompts({"p1", "p2", "p3", "p4"});
+      e.buckets = {"short", "medium", "long", "long"};
+      JudgeSamples s;
+      s.temperature = 1.0;
+      s.policy_score = policy[i];
+      s.reference_score = {0.5, 0.5, 0.5, 0.5};
+      s.policy_length = {3, 3, 3, static_cast<int64_t>(3 + i)};
+      s.reference_length = {3, 3, 3, 3};
+      e.samples = {s};
+      e.summarize();
+      EvalReport r = EvalReport::of({{"eval_rewards/accuracies", 0.5}});
+      r.judge = e;
+      store.set_status(ids[i], RunStatus::completed);
+      store.add_eval(ids[i], 10, "eval", "{}", to_json(r).dump());
+    }
+    const StudyReport report = study_report(store, study);
+    ASSERT_EQ(report.arms.size(), 2u);
+    // Win rate vs the reference (0.5 everywhere): off {.5,.5,0,1} -> (.5+.5+0+1)/4 = 0.5 and
+    // {0,0,.5,.5} -> 0.25; on {1,.5,.5,1} -> 0.75 and {1,0,.5,.25} -> 0.375.
+    EXPECT_NEAR(report.arms[0].metrics.at("judge/win_rate@1.0").mean, (0.5 + 0.25) / 2, 1e-12);
+    EXPECT_NEAR(report.arms[1].metrics.at("judge/win_rate@1.0").mean, (0.75 + 0.375) / 2, 1e-12);
+    EXPECT_NEAR(report.arms[1].metrics.at("judge/policy_length@1.0").mean, ((3 + 3 + 3 + 5) / 4.0 + (3 + 3 + 3 + 6) / 4.0) / 2, 1e-12);
+    ASSERT_EQ(report.ganpo_vs_base.size(), 1u);
+    const PairedResult& p = report.ganpo_vs_base[0];
+    EXPECT_NEAR(p.differences.at("judge/win_rate@1.0").mean, (0.75 - 0.5 + 0.375 - 0.25) / 2, 1e-12);
+    // Head to head, seed 1: on {1,.5,.5,1} vs off {.5,.5,0,1}: win, tie, win, tie = 3/4;
+    // seed 2: on {1,0,.5,.25} vs off {0,0,.5,.5}: win, tie, tie, loss = 2/4.
+    const Interval h = p.win_rate_vs_baseline.at("judge/win_rate_vs_base@1.0");
+    EXPECT_EQ(h.n, 2);
+    EXPECT_NEAR(h.mean, (0.75 + 0.5) / 2, 1e-12);
+    EXPECT_NEAR(h.low, 0.5, 1e-12);
+    EXPECT_NEAR(h.high, 0.75, 1e-12);
+    EXPECT_FALSE(h.excludes(0.5));
+    const nlohmann::json j = report_to_json(report);
+    EXPECT_EQ(j["ganpo_vs_base"][0]["win_rate_vs_baseline"]["judge/win_rate_vs_base@1.0"]["called"], false);
   }
   fs::remove_all(dir);
 }

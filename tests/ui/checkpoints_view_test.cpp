@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint.h"
-#include "core/lists_task.h"
+#include "core/tasks/lists_task.h"
 #include "core/model/model_shape.h"
 #include "db/run_store.h"
 #include "ui/checkpoints_view.h"

@@ -11,7 +11,7 @@
 #include <random>
 
 #include "core/checkpoint.h"
-#include "core/lists_task.h"
+#include "core/tasks/lists_task.h"
 #include "core/model/model_shape.h"
 #include "ui/generation_service.h"
 

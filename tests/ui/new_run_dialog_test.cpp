@@ -437,7 +437,8 @@ TEST(NewRunDialog, Screenshot) {
              R"({"prompt": "oops", "chosen": 3, "rejected": "x"})" "\n"
              R"({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Go away."}]})" "\n");
   file.close();
-  child<QComboBox>(dialog, "data.builtin")->setCurrentIndex(2);
+  auto* source = child<QComboBox>(dialog, "data.builtin");
+  source->setCurrentIndex(source->count() - 1);  // the file, after the built-in tasks
   child<QLineEdit>(dialog, "data.train")->setText(path);
   tabs->setCurrentIndex(1);
   auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
@@ -457,7 +458,9 @@ TEST(NewRunDialog, Screenshot) {
   auto* panel = child<QLabel>(dialog, "modelFolderPanel.text");
   ASSERT_TRUE(wait_until([&]() { return panel->text().contains("architecture"); }, 30000)) << panel->text().toStdString();
   QCoreApplication::processEvents();
-  if (!out_dir.isEmpty()) EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_model_folder.png"));
+  if (!out_dir.isEmpty()) {
+    EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_model_folder.png"));
+  }
   tabs->setCurrentIndex(1);
   auto* caption = child<QLabel>(dialog, "datasetPreview.tokensCaption");
   ASSERT_TRUE(wait_until([&]() { return caption->text().contains("Row 1"); }, 30000)) << caption->text().toStdString();

@@ -1,10 +1,10 @@
-#include "core/evaluation.h"
+#include "core/eval/evaluation.h"
 
 #include <cstdio>
 #include <sstream>
 
 #include "core/generate.h"
-#include "core/lists_task.h"
+#include "core/error.h"
 #include "core/opo_losses.h"
 #include "core/sequence_scoring.h"
 
@@ -83,84 +83,94 @@ std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<Tokeni
   return {{"eval_loss", tokens > 0 ? nll / tokens : 0.0}};
 }
 
-std::vector<WinRateRow> judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
-                                   const std::vector<std::string>& prompts_in,
-                                   const JudgeEvalOptions& options, ParallelLanes* lanes) {
-  if (policy.get() == reference.get()) lanes = nullptr;  // one module cannot run on two threads
-  std::vector<std::string> prompts;
-  std::vector<lists::ListSpec> specs;
-  for (const auto& p : prompts_in)
-    if (auto spec = lists::parse_prompt(p)) prompts.push_back(p), specs.push_back(*spec);
-  std::vector<std::vector<int64_t>> encoded;
-  for (const auto& p : prompts) encoded.push_back(encode_prompt(tok, p));
+JudgeFunction task_judge(const Task& task) {
+  return [&task](const std::vector<JudgeRow>& rows) {
+    std::vector<double> scores;
+    scores.reserve(rows.size());
+    for (const auto& r : rows) scores.push_back(task.judge(r.prompt, r.completion).value_or(0.0));
+    return scores;
+  };
+}
 
+JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
+                           const std::vector<EvalPrompt>& prompts, const JudgeFunction& judge,
+                           const JudgeEvalOptions& options, const std::string& task, const std::string& judge_name,
+                           ParallelLanes* lanes) {
+  torch::NoGradGuard guard;
+  if (policy.get() == reference.get()) lanes = nullptr;  // one module cannot run on two threads
+  policy->eval();
+  reference->eval();
+  JudgeEvaluation out;
+  out.task = task;
+  out.judge = judge_name;
+  out.max_new_tokens = options.max_new_tokens;
+  out.seed = options.seed;
+  std::vector<std::string> texts;
+  std::vector<std::vector<int64_t>> encoded;
+  for (const auto& p : prompts) {
+    texts.push_back(p.prompt);
+    out.buckets.push_back(p.bucket);
+    encoded.push_back(encode_prompt(tok, p.prompt));
+  }
+  out.prompts_digest = digest_of_prompts(texts);
+
+  struct Completions {
+    std::vector<std::string> text;
+    std::vector<int64_t> length;  // tokens, EOS excluded
+  };
   auto sample_all = [&](CausalLM& model, double temperature, uint64_t seed) {
-    std::vector<std::string> texts;
-    for (size_t start = 0; start < encoded.size(); start += static_cast<size_t>(options.batch_size)) {
-      std::vector<std::vector<int64_t>> chunk(
-          encoded.begin() + static_cast<std::ptrdiff_t>(start),
-          encoded.begin() + static_cast<std::ptrdiff_t>(std::min(encoded.size(), start + static_cast<size_t>(options.batch_size))));
+    Completions c;
+    const auto bs = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
+    for (size_t start = 0; start < encoded.size(); start += bs) {
+      std::vector<std::vector<int64_t>> chunk(encoded.begin() + static_cast<std::ptrdiff_t>(start),
+                                              encoded.begin() + static_cast<std::ptrdiff_t>(std::min(encoded.size(), start + bs)));
       SamplingOptions so{temperature, options.top_p, 0, options.max_new_tokens, seed + start};
-      for (auto& ids : generate(model, chunk, so, tok.eos_id(), tok.pad_id())) texts.push_back(tok.decode(ids));
+      for (auto& ids : generate(model, chunk, so, tok.eos_id(), tok.pad_id())) {
+        c.length.push_back(static_cast<int64_t>(ids.size()));
+        c.text.push_back(tok.decode(ids));
+      }
     }
-    return texts;
+    return c;
   };
 
-  std::vector<WinRateRow> rows;
-  const char* buckets[] = {"all", "short", "medium", "long"};
   for (double t : options.temperatures) {
-    std::vector<std::string> pol, ref;
+    Completions pol, ref;
     run_lanes(
         lanes, [&] { pol = sample_all(policy, t, options.seed); },
         [&] { ref = sample_all(reference, t, options.seed + 1000003); });
-    for (const char* bucket : buckets) {
-      WinRateRow row{t, bucket, 0, 0, 0, 0};
-      for (size_t i = 0; i < prompts.size(); ++i) {
-        if (std::string(bucket) != "all" && bucket != std::string(lists::bucket_name(lists::bucket_of(specs[i]))))
-          continue;
-        const double ps = lists::judge(specs[i], pol[i]).score;
-        const double rs = lists::judge(specs[i], ref[i]).score;
-        row.prompts += 1;
-        row.policy_score += ps;
-        row.reference_score += rs;
-        row.win_rate += ps > rs ? 1.0 : (ps == rs ? 0.5 : 0.0);
-      }
-      if (row.prompts > 0) {
-        const double n = static_cast<double>(row.prompts);
-        row.policy_score /= n, row.reference_score /= n, row.win_rate /= n;
-      }
-      rows.push_back(row);
-    }
+    // One judge call per temperature: an external judge starts once for policy and reference.
+    std::vector<JudgeRow> rows;
+    for (size_t i = 0; i < prompts.size(); ++i) rows.push_back({prompts[i].for_judge(), pol.text[i]});
+    for (size_t i = 0; i < prompts.size(); ++i) rows.push_back({prompts[i].for_judge(), ref.text[i]});
+    const std::vector<double> scores = rows.empty() ? std::vector<double>{} : judge(rows);
+    if (scores.size() != rows.size())
+      throw Error("the judge returned " + std::to_string(scores.size()) + " scores for " + std::to_string(rows.size()) +
+                  " completions");
+    JudgeSamples s;
+    s.temperature = t;
+    s.policy_score.assign(scores.begin(), scores.begin() + static_cast<std::ptrdiff_t>(prompts.size()));
+    s.reference_score.assign(scores.begin() + static_cast<std::ptrdiff_t>(prompts.size()), scores.end());
+    s.policy_length = std::move(pol.length);
+    s.reference_length = std::move(ref.length);
+    out.samples.push_back(std::move(s));
   }
-  return rows;
+  out.summarize();
+  return out;
 }
 
-std::string format_win_rate_table(const std::vector<WinRateRow>& rows) {
+std::string format_judge_table(const JudgeEvaluation& evaluation) {
   std::ostringstream os;
-  char line[160];
-  std::snprintf(line, sizeof line, "%-6s %-7s %7s %13s %16s %9s\n", "temp", "bucket", "prompts",
-                "policy_judge", "reference_judge", "win_rate");
+  char line[200];
+  std::snprintf(line, sizeof line, "%-6s %-7s %7s %13s %16s %9s %11s %14s\n", "temp", "bucket", "prompts",
+                "policy_judge", "reference_judge", "win_rate", "policy_len", "reference_len");
   os << line;
-  for (const auto& r : rows) {
-    std::snprintf(line, sizeof line, "%-6.2f %-7s %7lld %13.3f %16.3f %9.3f\n", r.temperature,
-                  r.bucket.c_str(), static_cast<long long>(r.prompts), r.policy_score,
-                  r.reference_score, r.win_rate);
+  for (const auto& r : evaluation.rows) {
+    std::snprintf(line, sizeof line, "%-6.2f %-7s %7lld %13.3f %16.3f %9.3f %11.1f %14.1f\n", r.temperature,
+                  r.bucket.c_str(), static_cast<long long>(r.prompts), r.policy_score, r.reference_score, r.win_rate,
+                  r.policy_length, r.reference_length);
     os << line;
   }
   return os.str();
-}
-
-}  // namespace ganpo
-
-namespace ganpo {
-
-nlohmann::json win_rates_to_json(const std::vector<WinRateRow>& rows) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& r : rows)
-    out.push_back({{"temperature", r.temperature}, {"bucket", r.bucket}, {"prompts", r.prompts},
-                   {"policy_score", r.policy_score}, {"reference_score", r.reference_score},
-                   {"win_rate", r.win_rate}});
-  return out;
 }
 
 }  // namespace ganpo

@@ -1,4 +1,4 @@
-#include "core/lists_task.h"
+#include "core/tasks/lists_task.h"
 
 #include <algorithm>
 #include <map>

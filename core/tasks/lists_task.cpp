@@ -1,4 +1,4 @@
-#include "core/lists_task.h"
+#include "core/tasks/lists_task.h"
 
 #include <algorithm>
 #include <array>
@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/tasks/task_random.h"
 
 namespace ganpo {
 // Defined in the file generated from resources/lists/*.txt (resources/embed_word_lists.cmake).
@@ -41,17 +42,9 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// Draws are written out by hand because std::uniform_*_distribution differ between standard
-// libraries, and corpora must be identical for a seed everywhere. The modulo bias of a 64-bit
-// draw is negligible for the small ranges used here.
-size_t uniform_index(std::mt19937_64& rng, size_t n) { return static_cast<size_t>(rng() % n); }
-double uniform_unit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-bool bernoulli(std::mt19937_64& rng, double p) { return uniform_unit(rng) < p; }
-
-template <typename T>
-void shuffle(std::vector<T>& v, std::mt19937_64& rng) {
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[uniform_index(rng, i)]);
-}
+using tasks::bernoulli;
+using tasks::shuffle;
+using tasks::uniform_index;
 
 // ---------------------------------------------------------------------------------------------
 // Word lists.
@@ -526,22 +519,13 @@ const char* bucket_name(LengthBucket bucket) {
 
 namespace {
 
-void check_size(int64_t n, const char* what) {
-  if (n < 0) throw ConfigError(std::string("lists: ") + what + " must be >= 0, got " + std::to_string(n));
-}
-
-void check_probability(double p, const char* what) {
-  if (!(p >= 0.0 && p <= 1.0))
-    throw ConfigError(std::string("lists: ") + what + " must be in [0, 1], got " + std::to_string(p));
-}
-
 int random_fault_count(std::mt19937_64& rng) { return 1 + static_cast<int>(uniform_index(rng, 3)); }
 
 }  // namespace
 
 std::vector<SftExample> make_sft_corpus(int64_t n, double perfect_fraction, uint64_t seed) {
-  check_size(n, "number of SFT examples");
-  check_probability(perfect_fraction, "perfect_fraction");
+  tasks::check_count(n, "lists: number of SFT examples");
+  tasks::check_fraction(perfect_fraction, "lists: perfect_fraction");
   std::mt19937_64 rng(seed);
   std::vector<SftExample> corpus;
   corpus.reserve(static_cast<size_t>(n));
@@ -556,8 +540,8 @@ std::vector<SftExample> make_sft_corpus(int64_t n, double perfect_fraction, uint
 }
 
 std::vector<PreferenceExample> make_preference_pairs(int64_t n, double label_noise, uint64_t seed) {
-  check_size(n, "number of preference pairs");
-  check_probability(label_noise, "label_noise");
+  tasks::check_count(n, "lists: number of preference pairs");
+  tasks::check_fraction(label_noise, "lists: label_noise");
   std::mt19937_64 rng(seed);
   std::vector<PreferenceExample> pairs;
   pairs.reserve(static_cast<size_t>(n));
@@ -589,7 +573,7 @@ std::vector<PreferenceExample> make_preference_pairs(int64_t n, double label_noi
 }
 
 std::vector<std::string> make_eval_prompts(int64_t n, uint64_t seed) {
-  check_size(n, "number of evaluation prompts");
+  tasks::check_count(n, "lists: number of evaluation prompts");
   constexpr std::array<std::pair<int, int>, 3> kBucketCounts = {{{2, 3}, {4, 5}, {6, 8}}};
   std::mt19937_64 rng(seed);
   std::vector<std::string> prompts;

@@ -1,4 +1,4 @@
-#include "core/external_judge.h"
+#include "core/eval/external_judge.h"
 
 #include <fcntl.h>
 #include <poll.h>

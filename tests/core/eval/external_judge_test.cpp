@@ -1,7 +1,7 @@
 // The external judge protocol with real child processes (/bin/sh scripts): scores in order, and
 // every way a judge can misbehave (exit, garbage, too few lines, never reading, hanging, not
 // found) as a JudgeError that says what happened, with nothing left running.
-#include "core/external_judge.h"
+#include "core/eval/external_judge.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,67 @@
+// Evaluation of a policy against its reference.
+//
+// Preference evaluation scores held-out pairs as TRL's DPOTrainer does at eval time (the base
+// loss, rewards, margins, accuracies, log-probs; no adversarial term). Judge evaluation samples
+// policy and reference on a task's evaluation prompts at several temperatures, has a judge score
+// every completion, and returns the typed judge part of an EvalReport (core/eval/eval_report.h):
+// per-prompt scores and lengths, mean scores and win rates overall and per length bucket.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/batching.h"
+#include "core/config.h"
+#include "core/eval/eval_report.h"
+#include "core/eval/external_judge.h"
+#include "core/model/causal_lm.h"
+#include "core/parallel_lanes.h"
+#include "core/tasks/task.h"
+#include "core/tokenizer.h"
+
+namespace ganpo {
+
+// `lanes` (optional) runs the policy's and the reference's passes side by side.
+// Keys: eval_loss, eval_rewards/chosen, eval_rewards/rejected, eval_rewards/margins,
+// eval_rewards/accuracies, eval_logps/chosen, eval_logps/rejected, eval_pairs.
+std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
+                                              const std::vector<TokenizedPair>& pairs,
+                                              const ObjectiveConfig& objective, int64_t pad_id,
+                                              int64_t batch_size, ParallelLanes* lanes = nullptr);
+
+// SFT: eval_loss = mean negative log-likelihood per completion token.
+std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<TokenizedSft>& rows,
+                                       int64_t pad_id, int64_t batch_size);
+
+struct JudgeEvalOptions {
+  std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};
+  int64_t max_new_tokens = 96;
+  double top_p = 1.0;
+  uint64_t seed = 1234;
+  int64_t batch_size = 64;
+};
+
+// Scores completions of their prompts, in input order: a task's judge or an external command
+// (core/eval/external_judge.h). Throws (e.g. JudgeError) when it cannot.
+using JudgeFunction = std::function<std::vector<double>(const std::vector<JudgeRow>& rows)>;
+// A built-in task's exact judge; a prompt the task did not make scores 0.
+JudgeFunction task_judge(const Task& task);
+
+// Samples the policy and the reference on every prompt at each temperature (the same seeds for
+// every run, so runs compare prompt by prompt), judges every completion once, and returns the
+// per-prompt scores and lengths with their summary rows. `task` and `judge_name` label the report.
+JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
+                           const std::vector<EvalPrompt>& prompts, const JudgeFunction& judge,
+                           const JudgeEvalOptions& options, const std::string& task, const std::string& judge_name,
+                           ParallelLanes* lanes = nullptr);
+
+// The summary rows as a fixed-width table for a terminal.
+std::string format_judge_table(const JudgeEvaluation& evaluation);
+
+}  // namespace ganpo

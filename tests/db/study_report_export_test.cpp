@@ -1,0 +1,95 @@
+// A study report as HTML and CSV: the answer stated (called and not called), every plot present
+// as inline SVG when its numbers exist, nothing external, and one CSV row per number with the
+// stored values.
+#include "db/study_report_export.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+namespace ganpo {
+namespace {
+
+Interval interval(double mean, double low, double high, int64_t n = 3) {
+  Interval i;
+  i.mean = mean, i.low = low, i.high = high, i.n = n;
+  return i;
+}
+
+size_t count(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+StudyReport sample_report() {
+  StudyReport r;
+  r.study_id = 4;
+  r.name = "dpo <vs> ganpo";
+  r.runs = 13;
+  r.completed = 13;
+  r.wall_seconds = 3725;
+  for (const char* noise : {"0", "0.2"})
+    for (const char* ganpo : {"false", "true"}) {
+      ArmResult a;
+      a.values = {{"data.label_noise", noise}, {"ganpo.enabled", ganpo}};
+      a.arm = std::string("data.label_noise=") + noise + ", ganpo.enabled=" + ganpo;
+      a.seeds = {1, 2, 3};
+      const double up = std::string(ganpo) == "true" ? 0.05 : 0.0;
+      const double down = std::string(noise) == "0" ? 0.0 : 0.1;
+      a.metrics["eval_rewards/accuracies"] = interval(0.8 + up - down, 0.75 + up - down, 0.85 + up - down);
+      a.metrics["judge/win_rate@0.5"] = interval(0.6 + up, 0.55 + up, 0.65 + up);
+      a.metrics["judge/win_rate@1.0"] = interval(0.55 + up, 0.5 + up, 0.6 + up);
+      a.metrics["judge/win_rate@1.0/short"] = interval(0.5, 0.4, 0.6);
+      a.metrics["step_time_s"] = interval(0.2 + up, 0.19 + up, 0.21 + up);
+      r.arms.push_back(a);
+    }
+  PairedResult p;
+  p.arm = r.arms[1].arm;
+  p.baseline = r.arms[0].arm;
+  p.seeds = {1, 2, 3};
+  p.differences["eval_rewards/accuracies"] = interval(0.05, 0.02, 0.08);
+  p.differences["judge/win_rate@1.0"] = interval(0.01, -0.03, 0.05);
+  p.win_rate_vs_baseline["judge/win_rate_vs_base@1.0"] = interval(0.58, 0.52, 0.64);
+  r.ganpo_vs_base.push_back(p);
+  return r;
+}
+
+TEST(StudyReportExport, HtmlStatesTheAnswerAndDrawsEveryPlot) {
+  const std::string html = study_report_html(sample_report());
+  EXPECT_NE(html.find("<title>Study 4: dpo &lt;vs&gt; ganpo</title>"), std::string::npos);
+  EXPECT_NE(html.find("13 of 13 runs completed; wall time 1h 02m"), std::string::npos);
+  // The called difference and the one that is not.
+  EXPECT_NE(html.find("<td>eval_rewards/accuracies</td><td>0.0500 [0.0200, 0.0800]</td><td><b>higher with GANPO</b>"),
+            std::string::npos);
+  EXPECT_NE(html.find("<td>judge/win_rate@1.0</td><td>0.0100 [-0.0300, 0.0500]</td><td>not shown (interval contains 0.0)"),
+            std::string::npos);
+  EXPECT_NE(html.find("<b>GANPO judged better</b>"), std::string::npos);
+  for (const char* plot : {"Judge win rate vs the reference", "Win rate of the GANPO policy over the matched base policy",
+                           "Held-out preference accuracy", "Seconds per optimizer step"})
+    EXPECT_NE(html.find(plot), std::string::npos) << plot;
+  EXPECT_EQ(count(html, "<svg"), 4u);
+  EXPECT_EQ(count(html, "<svg"), count(html, "</svg>"));
+  // Four win-rate series and two accuracy-vs-noise lines (one per ganpo.enabled value).
+  EXPECT_EQ(count(html, "<polyline"), 4u + 1u + 2u);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // no external file
+}
+
+TEST(StudyReportExport, CsvHasOneRowPerNumber) {
+  const StudyReport r = sample_report();
+  const std::string csv = study_report_csv(r);
+  std::istringstream in(csv);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 1u + 4 * 5 + 2 + 1);
+  EXPECT_EQ(lines[0], "section,arm,baseline,metric,mean,low,high,n,called");
+  EXPECT_EQ(lines[1], "arm,\"data.label_noise=0, ganpo.enabled=false\",,eval_rewards/accuracies,0.800000,0.750000,0.850000,3,");
+  EXPECT_EQ(lines.back(),
+            "head_to_head,\"data.label_noise=0, ganpo.enabled=true\",\"data.label_noise=0, ganpo.enabled=false\","
+            "judge/win_rate_vs_base@1.0,0.580000,0.520000,0.640000,3,true");
+  EXPECT_NE(csv.find(",judge/win_rate@1.0,0.010000,-0.030000,0.050000,3,false"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ganpo
