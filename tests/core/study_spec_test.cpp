@@ -135,5 +135,20 @@ TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
   EXPECT_EQ(error_of("seeds = [4]\n[base]\n[grid]\n\"objective.beta\" = [0.1, 0.2]\n"), "");
 }
 
+
+// The shipped "Paper in miniature (CPU)" study: 4 methods x 2 noise levels x 3 seeds after one
+// shared SFT stage, every run valid, on the mixed built-in task, judged at the paper's temperatures.
+TEST(StudySpec, ThePaperInMiniatureStudyExpandsToValidRuns) {
+  const StudySpec spec = load_study_file(std::string(GANPO_SOURCE_DIR) + "/resources/studies/paper-in-miniature.toml");
+  const auto runs = expand_study(spec, (std::filesystem::temp_directory_path() / "ganpo-pim-plan").string());
+  ASSERT_EQ(runs.size(), 25u);
+  EXPECT_EQ(runs[0].config.stage, "sft");
+  for (size_t i = 1; i < runs.size(); ++i) {
+    EXPECT_EQ(runs[i].config.stage, "preference");
+    EXPECT_EQ(runs[i].config.data.builtin, "mixed");
+    EXPECT_EQ(parse_temperatures(runs[i].config.eval.temperatures), (std::vector<double>{0.5, 0.7, 1.0, 1.3, 1.5}));
+  }
+}
+
 }  // namespace
 }  // namespace ganpo
