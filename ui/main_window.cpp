@@ -32,13 +32,15 @@
 
 #include "core/config.h"
 #include "core/run_files.h"
+#include "db/run_service.h"
+#include "db/study_queue.h"
 #include "ui/checkpoints_view.h"
 #include "ui/compare_view.h"
 #include "ui/new_run_dialog.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
-#include "db/run_service.h"
 #include "ui/store_worker.h"
+#include "ui/study_view.h"
 #include "ui/worker_launcher.h"
 
 namespace ganpo::ui {
@@ -133,6 +135,7 @@ void MainWindow::buildActions() {
   compare_ = add("Compare", QStyle::SP_FileDialogListView, QKeySequence("Ctrl+K"), [this] {
     openCompareTab(selectedRunIds());
   });
+  add("Studies", QStyle::SP_FileDialogDetailedView, QKeySequence("Ctrl+Shift+S"), [this] { chooseStudy(); });
   refresh_ = new QAction("Refresh", this);
   refresh_->setShortcut(QKeySequence::Refresh);
   connect(refresh_, &QAction::triggered, this, &MainWindow::pollNow);
@@ -531,6 +534,42 @@ CompareView* MainWindow::openCompareTab(const std::vector<int64_t>& run_ids) {
   for (int64_t id : run_ids) ids << QString("#%1").arg(id);
   tabs_->setCurrentIndex(tabs_->addTab(view, "Compare " + ids.join(" ")));
   return view;
+}
+
+StudyView* MainWindow::openStudyTab(int64_t study_id) {
+  for (int i = 0; i < tabs_->count(); ++i)
+    if (auto* view = qobject_cast<StudyView*>(tabs_->widget(i)); view && view->studyId() == study_id) {
+      tabs_->setCurrentIndex(i);
+      return view;
+    }
+  auto* view = new StudyView(store_, study_id, tabs_);
+  connect(view, &StudyView::armActivated, this, [this](std::vector<int64_t> ids) {
+    if (ids.size() >= 2) openCompareTab(ids);
+    else if (ids.size() == 1) openRunTab(ids.front());
+    else statusBar()->showMessage("No run of this arm has completed yet", 4000);
+  });
+  tabs_->setCurrentIndex(tabs_->addTab(view, QString("Study %1").arg(study_id)));
+  return view;
+}
+
+void MainWindow::chooseStudy() {
+  store_->query<std::vector<StudyRow>>(
+      this, [](RunStore& s) { return list_studies(s); },
+      [this](std::vector<StudyRow> studies) {
+        if (studies.empty()) {
+          QMessageBox::information(this, "Studies",
+                                   "This workspace has no study yet. Create one from a study file:\n"
+                                   "ganpo study create resources/studies/paper-in-miniature.toml");
+          return;
+        }
+        QStringList items;
+        for (const auto& s : studies)
+          items << QString("%1: %2 (%3)").arg(s.id).arg(QString::fromStdString(s.name), to_string(s.state));
+        bool ok = false;
+        const QString picked = QInputDialog::getItem(this, "Studies", "Open the study:", items, items.size() - 1, false, &ok);
+        if (!ok) return;
+        openStudyTab(studies[static_cast<size_t>(items.indexOf(picked))].id);
+      });
 }
 
 void MainWindow::renameRun(int64_t run_id) {

@@ -31,6 +31,7 @@ class QTabWidget;
 namespace ganpo::ui {
 
 class CompareView;
+class StudyView;
 class RunListModel;
 class RunListProxy;
 class RunTab;
@@ -62,6 +63,10 @@ public:
   RunTab* openRunTab(int64_t run_id);
   // A Compare tab for two or more runs (nullptr, with a status message, for fewer).
   CompareView* openCompareTab(const std::vector<int64_t>& run_ids);
+  // The Study tab of a study in the workspace (an existing tab is brought forward).
+  StudyView* openStudyTab(int64_t study_id);
+  // Lets the user pick one of the workspace's studies and opens its tab.
+  void chooseStudy();
   // New run from a checkpoint of run_id (New Run dialog prefilled; parent run and step recorded).
   void cloneFromCheckpoint(int64_t run_id, int64_t step, const QString& path);
   RunTab* runTab(int64_t run_id) const;

@@ -1,0 +1,124 @@
+// The Study tab over a real workspace: a study whose runs stored typed evaluation reports shows
+// its queue, the arms with their intervals, the GANPO-on against GANPO-off verdicts and the win
+// rate bands; Pause reaches the store; the export writes the HTML, CSV and JSON reports.
+#include <gtest/gtest.h>
+
+#include <QFile>
+#include <QLabel>
+#include <QTableWidget>
+#include <QPushButton>
+#include <QTemporaryDir>
+
+#include <nlohmann/json.hpp>
+
+#include "core/eval/eval_report.h"
+#include "core/study_spec.h"
+#include "dashboard_test_support.h"
+#include "db/study_queue.h"
+#include "ui/chart_qcustomplot.h"
+#include "ui/store_worker.h"
+#include "ui/study_view.h"
+
+using namespace ganpo;
+using namespace ganpo::ui;
+using ganpo::ui::testing::pump_until;
+
+TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
+  QTemporaryDir dir;
+  const std::string db = dir.filePath("workspace.sqlite").toStdString();
+  int64_t study = 0;
+  {
+    RunStore store = RunStore::open(db);
+    const std::string text = "name = \"tab\"\nseeds = [1, 2, 3]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    study = create_study(store, "tab", text, expand_study(study_from_toml(text, ".", "s"), dir.filePath("o").toStdString()));
+    const auto ids = study_run_ids(store, study);  // off x3, on x3
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {  // the last GANPO run is still queued
+      const bool on = i >= 3;
+      JudgeEvaluation e;
+      e.prompts_digest = digest_of_prompts({"a", "b"});
+      e.buckets = {"short", "long"};
+      for (double t : {0.7, 1.3}) {
+        JudgeSamples s;
+        s.temperature = t;
+        s.policy_score = on ? std::vector<double>{1.0, 0.75} : std::vector<double>{0.5, 0.25};
+        s.reference_score = {0.5, 0.5};
+        s.policy_length = {4, 5};
+        s.reference_length = {4, 4};
+        e.samples.push_back(s);
+      }
+      e.summarize();
+      EvalReport r = EvalReport::of({{"eval_rewards/accuracies", on ? 0.8 + 0.01 * static_cast<double>(i) : 0.6}});
+      r.judge = e;
+      store.set_status(ids[i], RunStatus::completed);
+      store.add_eval(ids[i], 10, "eval", "{}", to_json(r).dump());
+    }
+  }
+  StoreWorker worker(QString::fromStdString(db));
+  StudyView view(&worker, study);
+  view.resize(1200, 800);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  EXPECT_TRUE(view.summary()->text().contains("6 runs: 5 completed, 0 running, 1 queued")) << view.summary()->text().toStdString();
+  EXPECT_EQ(view.runsTable()->rowCount(), 6);
+  EXPECT_EQ(view.runsTable()->item(5, 1)->text(), "queued");
+
+  QTableWidget* arms = view.armsTable();
+  ASSERT_EQ(arms->rowCount(), 2);
+  EXPECT_EQ(arms->item(0, 0)->text(), "ganpo.enabled=false");
+  EXPECT_EQ(arms->item(1, 1)->text(), "2 (+1 to run)");
+  EXPECT_EQ(arms->horizontalHeaderItem(2)->text(), "Pref. accuracy");
+  EXPECT_EQ(arms->item(0, 2)->text(), "0.600 [0.600, 0.600]");
+  EXPECT_EQ(arms->horizontalHeaderItem(4)->text(), "Win @ 0.7");
+  // GANPO off: {0.5, 0.25} against 0.5 -> a tie and a loss = 0.25; on: two wins = 1.
+  EXPECT_EQ(arms->item(0, 4)->text(), "0.250 [0.250, 0.250]");
+  EXPECT_EQ(arms->item(1, 4)->text(), "1.000 [1.000, 1.000]");
+
+  QTableWidget* diffs = view.differencesTable();
+  bool head_to_head = false;
+  for (int r = 0; r < diffs->rowCount(); ++r)
+    if (diffs->item(r, 1)->text() == "judge/win_rate_vs_base@1.3") {
+      head_to_head = true;
+      EXPECT_EQ(diffs->item(r, 2)->text(), "1.000 [1.000, 1.000]");
+      EXPECT_EQ(diffs->item(r, 3)->text(), "GANPO judged better");
+    }
+  EXPECT_TRUE(head_to_head);
+  EXPECT_EQ(view.plot()->graphCount(), 6);  // per arm: lower edge, upper edge (band), mean line
+
+  std::vector<int64_t> activated;
+  QObject::connect(&view, &StudyView::armActivated, [&](std::vector<int64_t> ids) { activated = ids; });
+  Q_EMIT arms->cellDoubleClicked(1, 0);
+  EXPECT_EQ(activated.size(), 2u);
+
+  QTemporaryDir out;
+  QString why;
+  ASSERT_TRUE(view.exportReport(out.path(), &why)) << why.toStdString();
+  QFile html(out.filePath(QStringLiteral("study-%1.html").arg(study)));
+  ASSERT_TRUE(html.open(QIODevice::ReadOnly));
+  EXPECT_TRUE(html.readAll().contains("<svg"));
+  EXPECT_TRUE(QFile::exists(out.filePath(QStringLiteral("study-%1.csv").arg(study))));
+  EXPECT_TRUE(QFile::exists(out.filePath(QStringLiteral("study-%1.json").arg(study))));
+
+  // Pause reaches the store; the buttons follow.
+  QMetaObject::invokeMethod(view.findChildren<QPushButton*>().at(0), "click");
+  ASSERT_TRUE(pump_until([&] {
+    RunStore s = RunStore::open(db);
+    return find_study(s, study)->state == StudyState::paused;
+  }));
+}
+
+// The README's Study screenshot: $GANPO_SCREENSHOT_DIR/study_tab.png of study
+// $GANPO_SCREENSHOT_STUDY (default 1) in the workspace $GANPO_SCREENSHOT_STUDY_DB.
+TEST(StudyView, Screenshot) {
+  const QString out_dir = qEnvironmentVariable("GANPO_SCREENSHOT_DIR");
+  const QString db = qEnvironmentVariable("GANPO_SCREENSHOT_STUDY_DB");
+  if (out_dir.isEmpty() || db.isEmpty()) GTEST_SKIP() << "set GANPO_SCREENSHOT_DIR and GANPO_SCREENSHOT_STUDY_DB";
+  StoreWorker worker(db);
+  StudyView view(&worker, qEnvironmentVariableIntValue("GANPO_SCREENSHOT_STUDY") > 0
+                              ? qEnvironmentVariableIntValue("GANPO_SCREENSHOT_STUDY")
+                              : 1);
+  view.resize(1400, 900);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }, 60000));
+  pump_until([] { return false; }, 300);
+  EXPECT_TRUE(view.grab().save(out_dir + "/study_tab.png"));
+}

@@ -1,0 +1,369 @@
+#include "ui/study_view.h"
+
+#include <QDir>
+#include <QFileDialog>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QSaveFile>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QVBoxLayout>
+
+#include <map>
+#include <set>
+
+#include "core/eval/eval_report.h"
+#include "db/study_queue.h"
+#include "db/study_report.h"
+#include "db/study_report_export.h"
+#include "ui/chart_qcustomplot.h"
+#include "ui/chart_style.h"
+#include "ui/run_list_model.h"
+#include "ui/store_worker.h"
+
+namespace ganpo::ui {
+
+// Everything the tab shows, read in one go on the store thread.
+struct StudySnapshot {
+  StudyRow study;
+  StudyCounts counts;
+  std::vector<RunRow> runs;
+  StudyReport report;
+  std::string html, csv, json;
+};
+
+namespace {
+
+constexpr int kRefreshMs = 3000;
+
+QTableWidgetItem* cell(const QString& text, bool right = false) {
+  auto* item = new QTableWidgetItem(text);
+  item->setFlags(Qt::ItemIsEnabled | Qt::ItemIsSelectable);
+  item->setTextAlignment((right ? Qt::AlignRight : Qt::AlignLeft) | Qt::AlignVCenter);
+  return item;
+}
+
+QString interval_text(const Interval& i) {
+  return QStringLiteral("%1 [%2, %3]").arg(i.mean, 0, 'f', 3).arg(i.low, 0, 'f', 3).arg(i.high, 0, 'f', 3);
+}
+
+// The arms table's columns: held-out accuracy and margin, every temperature's win rate against
+// the reference, the response length at the middle temperature, step time.
+std::vector<std::string> arm_columns(const StudyReport& report) {
+  std::set<std::string> win, length;
+  for (const auto& a : report.arms)
+    for (const auto& [key, i] : a.metrics) {
+      if (key.rfind("judge/win_rate@", 0) == 0 && key.find('/', 6) == std::string::npos) win.insert(key);
+      if (key.rfind("judge/policy_length@", 0) == 0 && key.find('/', 6) == std::string::npos) length.insert(key);
+    }
+  std::vector<std::string> cols{"eval_rewards/accuracies", "eval_rewards/margins"};
+  // Temperatures in numeric order ("judge/win_rate@0.5" < "...@1.0" as text too, but not "@10").
+  std::vector<std::pair<double, std::string>> by_t;
+  for (const auto& k : win) by_t.emplace_back(std::stod(k.substr(k.find('@') + 1)), k);
+  std::sort(by_t.begin(), by_t.end());
+  for (const auto& [t, k] : by_t) cols.push_back(k);
+  if (!length.empty()) cols.push_back(length.count("judge/policy_length@1.0") ? "judge/policy_length@1.0" : *length.begin());
+  cols.push_back("step_time_s");
+  return cols;
+}
+
+// An arm as a legend entry: the last part of each grid key and its value
+// ("loss_type=simpo, enabled=true, label_noise=0.2").
+QString short_arm(const ArmResult& arm) {
+  QStringList parts;
+  for (const auto& [key, value] : arm.values)
+    parts << QString::fromStdString(key.substr(key.rfind('.') + 1) + "=" + value);
+  return parts.isEmpty() ? QString::fromStdString(arm.arm) : parts.join(QStringLiteral(", "));
+}
+
+QString column_title(const std::string& key) {
+  if (key == "eval_rewards/accuracies") return QStringLiteral("Pref. accuracy");
+  if (key == "eval_rewards/margins") return QStringLiteral("Margin");
+  if (key == "step_time_s") return QStringLiteral("Step time (s)");
+  if (key.rfind("judge/win_rate@", 0) == 0) return QStringLiteral("Win @ %1").arg(QString::fromStdString(key.substr(15)));
+  if (key.rfind("judge/policy_length@", 0) == 0)
+    return QStringLiteral("Length @ %1").arg(QString::fromStdString(key.substr(20)));
+  return QString::fromStdString(key);
+}
+
+}  // namespace
+
+StudyView::StudyView(StoreWorker* store, int64_t study_id, QWidget* parent)
+    : QWidget(parent), store_(store), study_id_(study_id) {
+  auto* layout = new QVBoxLayout(this);
+  auto* top = new QHBoxLayout;
+  summary_ = new QLabel(tr("Reading study %1…").arg(study_id), this);
+  summary_->setObjectName(QStringLiteral("study.summary"));
+  summary_->setWordWrap(true);
+  top->addWidget(summary_, 1);
+  pause_ = new QPushButton(tr("Pause"), this);
+  pause_->setToolTip(tr("Start no further runs of this study (running ones go on)"));
+  resume_ = new QPushButton(tr("Resume"), this);
+  cancel_ = new QPushButton(tr("Cancel study"), this);
+  cancel_->setToolTip(tr("Stop the study's running runs and start no more; finished runs are kept"));
+  export_ = new QPushButton(tr("Export report…"), this);
+  export_->setToolTip(tr("A self-contained HTML report (plots as SVG), CSV and JSON"));
+  for (auto* b : {pause_, resume_, cancel_, export_}) top->addWidget(b);
+  layout->addLayout(top);
+  connect(pause_, &QPushButton::clicked, this, [this] { setState("paused"); });
+  connect(resume_, &QPushButton::clicked, this, [this] { setState("active"); });
+  connect(cancel_, &QPushButton::clicked, this, [this] {
+    if (QMessageBox::question(this, tr("Cancel study"),
+                              tr("Stop the running runs of this study and start no more? Finished runs are kept.")) ==
+        QMessageBox::Yes)
+      setState("cancelled");
+  });
+  connect(export_, &QPushButton::clicked, this, [this] {
+    const QString folder = QFileDialog::getExistingDirectory(this, tr("Export the study report to"));
+    if (folder.isEmpty()) return;
+    QString why;
+    if (!exportReport(folder, &why)) QMessageBox::warning(this, tr("Export report"), why);
+  });
+
+  auto* split = new QSplitter(Qt::Vertical, this);
+  arms_ = new QTableWidget(split);
+  arms_->setObjectName(QStringLiteral("study.arms"));
+  arms_->setToolTip(tr("Mean [95% interval] over the arm's completed seeds; double-click an arm to compare its runs"));
+  connect(arms_, &QTableWidget::cellDoubleClicked, this, [this](int row, int) {
+    if (row >= 0 && row < static_cast<int>(arm_runs_.size())) Q_EMIT armActivated(arm_runs_[static_cast<size_t>(row)]);
+  });
+  differences_ = new QTableWidget(split);
+  differences_->setObjectName(QStringLiteral("study.differences"));
+  auto* bottom = new QSplitter(Qt::Horizontal, split);
+  plot_ = new QCustomPlot(bottom);
+  plot_->setMinimumHeight(220);
+  plot_->xAxis->setLabel(tr("sampling temperature"));
+  plot_->yAxis->setLabel(tr("win rate vs reference"));
+  plot_->legend->setVisible(true);
+  QFont legend_font = font();
+  legend_font.setPointSizeF(legend_font.pointSizeF() * 0.85);
+  plot_->legend->setFont(legend_font);
+  plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignLeft);
+  apply_chart_palette(plot_, palette());
+  runs_ = new QTableWidget(bottom);
+  runs_->setObjectName(QStringLiteral("study.runs"));
+  for (auto* t : {arms_, differences_, runs_}) {
+    t->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    t->setSelectionBehavior(QAbstractItemView::SelectRows);
+    t->verticalHeader()->setVisible(false);
+  }
+  bottom->setSizes({600, 400});  // scaled to the tab's width: the plot takes 60%
+  split->setSizes({300, 180, 420});
+  layout->addWidget(split, 1);
+
+  timer_.setInterval(kRefreshMs);
+  connect(&timer_, &QTimer::timeout, this, &StudyView::refresh);
+  refresh();
+}
+
+StudyView::~StudyView() = default;
+
+void StudyView::showEvent(QShowEvent* event) {
+  QWidget::showEvent(event);
+  timer_.start();
+  refresh();
+}
+
+void StudyView::hideEvent(QHideEvent* event) {
+  QWidget::hideEvent(event);
+  timer_.stop();
+}
+
+void StudyView::refresh() {
+  if (in_flight_) return;
+  in_flight_ = true;
+  const int64_t id = study_id_;
+  store_->query<std::shared_ptr<StudySnapshot>>(
+      this,
+      [id](RunStore& s) {
+        auto snap = std::make_shared<StudySnapshot>();
+        const auto study = find_study(s, id);
+        if (!study) throw std::runtime_error("there is no study " + std::to_string(id) + " in this workspace");
+        snap->study = *study;
+        snap->counts = study_counts(s, id);
+        for (int64_t run : study_run_ids(s, id))
+          if (auto row = s.run(run)) snap->runs.push_back(*row);
+        snap->report = study_report(s, id);
+        snap->html = study_report_html(snap->report);
+        snap->csv = study_report_csv(snap->report);
+        snap->json = report_to_json(snap->report).dump(2);
+        return snap;
+      },
+      [this](std::shared_ptr<StudySnapshot> snap) {
+        in_flight_ = false;
+        showSnapshot(*snap);
+      },
+      [this](const QString& error) {
+        in_flight_ = false;
+        summary_->setText(tr("Cannot read study %1: %2").arg(study_id_).arg(error));
+      });
+}
+
+void StudyView::showSnapshot(const StudySnapshot& snap) {
+  const StudyCounts& c = snap.counts;
+  summary_->setText(tr("<b>Study %1: %2</b> (%3). %4 runs: %5 completed, %6 running, %7 queued, %8 failed, %9 stopped")
+                        .arg(snap.study.id)
+                        .arg(QString::fromStdString(snap.study.name).toHtmlEscaped())
+                        .arg(QString::fromLatin1(to_string(snap.study.state)))
+                        .arg(c.total)
+                        .arg(c.completed)
+                        .arg(c.attached)
+                        .arg(c.queued)
+                        .arg(c.failed)
+                        .arg(c.stopped) +
+                    (c.blocked ? tr(", %1 blocked by a failed stage").arg(c.blocked) : QString()));
+  pause_->setEnabled(snap.study.state == StudyState::active);
+  resume_->setEnabled(snap.study.state == StudyState::paused);
+  cancel_->setEnabled(snap.study.state != StudyState::cancelled);
+  html_ = QString::fromStdString(snap.html);
+  csv_ = QString::fromStdString(snap.csv);
+  json_ = QString::fromStdString(snap.json);
+
+  // The queue.
+  runs_->setColumnCount(3);
+  runs_->setHorizontalHeaderLabels({tr("Run"), tr("Status"), tr("Name")});
+  runs_->setRowCount(static_cast<int>(snap.runs.size()));
+  for (int r = 0; r < static_cast<int>(snap.runs.size()); ++r) {
+    const RunRow& run = snap.runs[static_cast<size_t>(r)];
+    runs_->setItem(r, 0, cell(QStringLiteral("#%1").arg(run.id), true));
+    runs_->setItem(r, 1, cell(QString::fromLatin1(to_string(run.status))));
+    runs_->setItem(r, 2, cell(QString::fromStdString(run.name)));
+  }
+  runs_->resizeColumnsToContents();
+
+  // The arms.
+  const auto cols = arm_columns(snap.report);
+  QStringList headers{tr("Arm"), tr("Seeds")};
+  for (const auto& k : cols) headers << column_title(k);
+  arms_->setColumnCount(headers.size());
+  arms_->setHorizontalHeaderLabels(headers);
+  arms_->setRowCount(static_cast<int>(snap.report.arms.size()));
+  arm_runs_.clear();
+  for (int r = 0; r < static_cast<int>(snap.report.arms.size()); ++r) {
+    const ArmResult& a = snap.report.arms[static_cast<size_t>(r)];
+    arm_runs_.push_back(a.completed_run_ids);
+    arms_->setItem(r, 0, cell(QString::fromStdString(a.arm)));
+    arms_->setItem(r, 1, cell(QString::number(a.seeds.size()) + (a.unfinished ? tr(" (+%1 to run)").arg(a.unfinished) : QString()), true));
+    for (size_t k = 0; k < cols.size(); ++k) {
+      auto it = a.metrics.find(cols[k]);
+      arms_->setItem(r, 2 + static_cast<int>(k), cell(it == a.metrics.end() ? QString() : interval_text(it->second), true));
+    }
+  }
+  arms_->resizeColumnsToContents();
+
+  // GANPO on against off: the headline differences and the head-to-head win rates.
+  std::vector<QStringList> rows;
+  std::vector<bool> called;
+  for (const auto& p : snap.report.ganpo_vs_base) {
+    for (const auto& [key, i] : p.differences) {
+      if (key != "eval_rewards/accuracies" && key != "eval_rewards/margins" && key != "step_time_s" &&
+          !(key.rfind("judge/win_rate@", 0) == 0 && key.find('/', 6) == std::string::npos))
+        continue;
+      const bool yes = i.excludes_zero();
+      rows.push_back({QString::fromStdString(p.arm), QString::fromStdString(key), interval_text(i),
+                      yes ? (i.mean > 0 ? tr("higher with GANPO") : tr("lower with GANPO")) : tr("not shown (contains 0)")});
+      called.push_back(yes);
+    }
+    for (const auto& [key, i] : p.win_rate_vs_baseline) {
+      const bool yes = i.excludes(0.5);
+      rows.push_back({QString::fromStdString(p.arm), QString::fromStdString(key), interval_text(i),
+                      yes ? (i.mean > 0.5 ? tr("GANPO judged better") : tr("GANPO judged worse"))
+                          : tr("not shown (contains 0.5)")});
+      called.push_back(yes);
+    }
+  }
+  differences_->setColumnCount(4);
+  differences_->setHorizontalHeaderLabels({tr("GANPO arm (against GANPO off)"), tr("Number"), tr("On minus off / head to head"), tr("Verdict")});
+  differences_->setRowCount(static_cast<int>(rows.size()));
+  for (int r = 0; r < static_cast<int>(rows.size()); ++r)
+    for (int c2 = 0; c2 < 4; ++c2) {
+      auto* item = cell(rows[static_cast<size_t>(r)][c2], c2 == 2);
+      if (c2 == 3 && called[static_cast<size_t>(r)]) {
+        QFont f = item->font();
+        f.setBold(true);
+        item->setFont(f);
+      }
+      differences_->setItem(r, c2, item);
+    }
+  differences_->resizeColumnsToContents();
+
+  // Win rate against temperature per arm, with its 95% band.
+  plot_->clearGraphs();
+  double lo = 1, hi = 0, t0 = 1e9, t1 = -1e9;
+  for (size_t a = 0; a < snap.report.arms.size(); ++a) {
+    const ArmResult& arm = snap.report.arms[a];
+    QVector<double> t, mean, low, high;
+    std::vector<std::pair<double, const Interval*>> points;
+    for (const auto& [key, i] : arm.metrics)
+      if (key.rfind("judge/win_rate@", 0) == 0 && key.find('/', 6) == std::string::npos)
+        points.emplace_back(std::stod(key.substr(15)), &i);
+    if (points.empty()) continue;
+    std::sort(points.begin(), points.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (const auto& [temp, i] : points) {
+      t << temp, mean << i->mean, low << i->low, high << i->high;
+      lo = std::min(lo, i->low), hi = std::max(hi, i->high), t0 = std::min(t0, temp), t1 = std::max(t1, temp);
+    }
+    const QColor colour = run_color(static_cast<int64_t>(a) + 1);
+    QColor faint = colour;
+    faint.setAlpha(45);
+    auto* lower = plot_->addGraph();
+    lower->setPen(Qt::NoPen);
+    lower->setData(t, low, true);
+    lower->removeFromLegend();
+    auto* upper = plot_->addGraph();
+    upper->setPen(Qt::NoPen);
+    upper->setBrush(faint);
+    upper->setChannelFillGraph(lower);
+    upper->setData(t, high, true);
+    upper->removeFromLegend();
+    auto* line = plot_->addGraph();
+    line->setPen(QPen(colour, 2));
+    line->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 5));
+    line->setName(short_arm(arm));
+    line->setData(t, mean, true);
+  }
+  if (t1 >= t0) {
+    plot_->xAxis->setRange(t0 - 0.05, t1 + 0.05);
+    plot_->yAxis->setRange(std::min(lo, 0.5) - 0.05, std::max(hi, 0.5) + 0.05);
+  }
+  plot_->replot(QCustomPlot::rpQueuedReplot);
+
+  const bool first = !loaded_;
+  loaded_ = true;
+  if (first) Q_EMIT loaded();
+}
+
+void StudyView::setState(const char* state) {
+  const int64_t id = study_id_;
+  const std::string s = state;
+  store_->query<bool>(
+      this,
+      [id, s](RunStore& store) {
+        set_study_state(store, id, s == "paused" ? StudyState::paused : s == "active" ? StudyState::active : StudyState::cancelled);
+        return true;
+      },
+      [this](bool) { refresh(); });
+}
+
+bool StudyView::exportReport(const QString& folder, QString* why) {
+  if (!loaded_) {
+    if (why) *why = tr("The study has not been read yet.");
+    return false;
+  }
+  QDir().mkpath(folder);
+  const QString base = QDir(folder).filePath(QStringLiteral("study-%1").arg(study_id_));
+  for (const auto& [suffix, text] : {std::pair{QStringLiteral(".html"), html_}, std::pair{QStringLiteral(".csv"), csv_},
+                                     std::pair{QStringLiteral(".json"), json_}}) {
+    QSaveFile file(base + suffix);
+    if (!file.open(QIODevice::WriteOnly) || file.write(text.toUtf8()) < 0 || !file.commit()) {
+      if (why) *why = tr("Cannot write %1: %2").arg(file.fileName(), file.errorString());
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace ganpo::ui

@@ -1,0 +1,78 @@
+// StudyView: the Study tab. The queue (runs of the study with their status, counts per state,
+// Pause / Resume / Cancel for the whole study) and the answer, as db/study_report computes it
+// from the stored runs: a table of arms (mean and 95% interval over seeds of held-out accuracy
+// and margin, win rate against the reference per temperature, response length, step time), the
+// GANPO-on against GANPO-off differences (marked only when their interval excludes 0, or 0.5 for
+// head-to-head win rates), and win rate against temperature per arm with interval bands. Export
+// writes the self-contained HTML report, CSV and JSON. It re-reads the store every few seconds
+// while it is visible; every read goes through the StoreWorker.
+#pragma once
+
+#include <QString>
+#include <QTimer>
+#include <QWidget>
+
+#include <cstdint>
+#include <vector>
+
+class QCustomPlot;
+class QLabel;
+class QPushButton;
+class QTableWidget;
+
+namespace ganpo::ui {
+
+class StoreWorker;
+struct StudySnapshot;
+
+class StudyView : public QWidget {
+  Q_OBJECT
+public:
+  StudyView(StoreWorker* store, int64_t study_id, QWidget* parent = nullptr);
+  ~StudyView() override;
+
+  int64_t studyId() const { return study_id_; }
+  void refresh();
+  // Writes <folder>/study-<id>.html, .csv and .json; false with the reason when it cannot.
+  bool exportReport(const QString& folder, QString* why = nullptr);
+
+  // For tests.
+  QTableWidget* runsTable() const { return runs_; }
+  QTableWidget* armsTable() const { return arms_; }
+  QTableWidget* differencesTable() const { return differences_; }
+  QCustomPlot* plot() const { return plot_; }
+  QLabel* summary() const { return summary_; }
+  bool isLoaded() const { return loaded_; }
+
+Q_SIGNALS:
+  void loaded();
+  // Run ids of an arm the user double-clicked (the window selects them and opens Compare).
+  void armActivated(std::vector<int64_t> run_ids);
+
+protected:
+  void showEvent(QShowEvent* event) override;
+  void hideEvent(QHideEvent* event) override;
+
+private:
+  void showSnapshot(const StudySnapshot& snapshot);
+  void setState(const char* state);
+
+  StoreWorker* store_;
+  int64_t study_id_;
+  QLabel* summary_;
+  QPushButton* pause_;
+  QPushButton* resume_;
+  QPushButton* cancel_;
+  QPushButton* export_;
+  QTableWidget* runs_;
+  QTableWidget* arms_;
+  QTableWidget* differences_;
+  QCustomPlot* plot_;
+  QTimer timer_;
+  bool loaded_ = false;
+  bool in_flight_ = false;
+  std::vector<std::vector<int64_t>> arm_runs_;  // per arms_ row
+  QString html_, csv_, json_;                   // of the last report read
+};
+
+}  // namespace ganpo::ui
