@@ -542,7 +542,7 @@ StudyView* MainWindow::openStudyTab(int64_t study_id) {
       tabs_->setCurrentIndex(i);
       return view;
     }
-  auto* view = new StudyView(store_, study_id, tabs_);
+  auto* view = new StudyView(store_, study_id, launcher_->workerProgram(), tabs_);
   connect(view, &StudyView::armActivated, this, [this](std::vector<int64_t> ids) {
     if (ids.size() >= 2) openCompareTab(ids);
     else if (ids.size() == 1) openRunTab(ids.front());

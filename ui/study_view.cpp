@@ -1,6 +1,8 @@
 #include "ui/study_view.h"
 
 #include <QDir>
+#include <QFileInfo>
+#include <QProcess>
 #include <QFileDialog>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -91,14 +93,22 @@ QString column_title(const std::string& key) {
 
 }  // namespace
 
-StudyView::StudyView(StoreWorker* store, int64_t study_id, QWidget* parent)
-    : QWidget(parent), store_(store), study_id_(study_id) {
+StudyView::StudyView(StoreWorker* store, int64_t study_id, QString worker_program, QWidget* parent)
+    : QWidget(parent), store_(store), study_id_(study_id), worker_program_(std::move(worker_program)) {
   auto* layout = new QVBoxLayout(this);
   auto* top = new QHBoxLayout;
   summary_ = new QLabel(tr("Reading study %1…").arg(study_id), this);
   summary_->setObjectName(QStringLiteral("study.summary"));
   summary_->setWordWrap(true);
   top->addWidget(summary_, 1);
+  run_queue_ = new QPushButton(tr("Run queue"), this);
+  run_queue_->setObjectName(QStringLiteral("study.runQueue"));
+  run_queue_->setToolTip(tr("Start the study's queued runs one after another (ganpo study run), also after this "
+                            "window closes"));
+  connect(run_queue_, &QPushButton::clicked, this, [this] {
+    QString why;
+    if (!runQueue(&why)) QMessageBox::warning(this, tr("Run queue"), why);
+  });
   pause_ = new QPushButton(tr("Pause"), this);
   pause_->setToolTip(tr("Start no further runs of this study (running ones go on)"));
   resume_ = new QPushButton(tr("Resume"), this);
@@ -106,7 +116,7 @@ StudyView::StudyView(StoreWorker* store, int64_t study_id, QWidget* parent)
   cancel_->setToolTip(tr("Stop the study's running runs and start no more; finished runs are kept"));
   export_ = new QPushButton(tr("Export report…"), this);
   export_->setToolTip(tr("A self-contained HTML report (plots as SVG), CSV and JSON"));
-  for (auto* b : {pause_, resume_, cancel_, export_}) top->addWidget(b);
+  for (auto* b : {run_queue_, pause_, resume_, cancel_, export_}) top->addWidget(b);
   layout->addLayout(top);
   connect(pause_, &QPushButton::clicked, this, [this] { setState("paused"); });
   connect(resume_, &QPushButton::clicked, this, [this] { setState("active"); });
@@ -215,6 +225,8 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
                         .arg(c.failed)
                         .arg(c.stopped) +
                     (c.blocked ? tr(", %1 blocked by a failed stage").arg(c.blocked) : QString()));
+  // Startable work and nothing attached: no driver is at work on this study.
+  run_queue_->setEnabled(snap.study.state == StudyState::active && c.attached == 0 && c.queued > c.blocked);
   pause_->setEnabled(snap.study.state == StudyState::active);
   resume_->setEnabled(snap.study.state == StudyState::paused);
   cancel_->setEnabled(snap.study.state != StudyState::cancelled);
@@ -346,6 +358,26 @@ void StudyView::setState(const char* state) {
         return true;
       },
       [this](bool) { refresh(); });
+}
+
+bool StudyView::runQueue(QString* why) {
+  const QString db = store_->db_path();
+  const QString logs = QFileInfo(db).absoluteDir().filePath(QStringLiteral("logs"));
+  QDir().mkpath(logs);
+  QProcess driver;
+  driver.setProgram(worker_program_);
+  driver.setArguments({QStringLiteral("study"), QStringLiteral("run"), QString::number(study_id_), QStringLiteral("--db"), db});
+  driver.setStandardOutputFile(QDir(logs).filePath(QStringLiteral("study-%1.log").arg(study_id_)), QIODevice::Append);
+  driver.setStandardErrorFile(QDir(logs).filePath(QStringLiteral("study-%1.log").arg(study_id_)), QIODevice::Append);
+  qint64 pid = 0;
+  if (!driver.startDetached(&pid)) {
+    if (why) *why = tr("Cannot start %1 (%2); check that the ganpo command is installed next to the workbench or set "
+                       "GANPO_CLI.").arg(worker_program_, driver.errorString());
+    return false;
+  }
+  run_queue_->setEnabled(false);
+  summary_->setText(summary_->text() + tr(" — queue driver started (pid %1)").arg(pid));
+  return true;
 }
 
 bool StudyView::exportReport(const QString& folder, QString* why) {

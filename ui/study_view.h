@@ -4,8 +4,11 @@
 // and margin, win rate against the reference per temperature, response length, step time), the
 // GANPO-on against GANPO-off differences (marked only when their interval excludes 0, or 0.5 for
 // head-to-head win rates), and win rate against temperature per arm with interval bands. Export
-// writes the self-contained HTML report, CSV and JSON. It re-reads the store every few seconds
-// while it is visible; every read goes through the StoreWorker.
+// writes the self-contained HTML report, CSV and JSON. "Run queue" drives the queue from the
+// window with the same driver as the terminal (`ganpo study run ID`, started detached, so it
+// keeps going when the window closes; several drivers share a queue without starting a run
+// twice). It re-reads the store every few seconds while it is visible; every read goes through
+// the StoreWorker.
 #pragma once
 
 #include <QString>
@@ -28,13 +31,17 @@ struct StudySnapshot;
 class StudyView : public QWidget {
   Q_OBJECT
 public:
-  StudyView(StoreWorker* store, int64_t study_id, QWidget* parent = nullptr);
+  // worker_program: the `ganpo` binary that drives the queue.
+  StudyView(StoreWorker* store, int64_t study_id, QString worker_program, QWidget* parent = nullptr);
   ~StudyView() override;
 
   int64_t studyId() const { return study_id_; }
   void refresh();
   // Writes <folder>/study-<id>.html, .csv and .json; false with the reason when it cannot.
   bool exportReport(const QString& folder, QString* why = nullptr);
+  // Starts `ganpo study run ID --db DB` detached (output to the workspace's logs/study-<id>.log);
+  // false with the reason when it cannot start.
+  bool runQueue(QString* why = nullptr);
 
   // For tests.
   QTableWidget* runsTable() const { return runs_; }
@@ -59,7 +66,9 @@ private:
 
   StoreWorker* store_;
   int64_t study_id_;
+  QString worker_program_;
   QLabel* summary_;
+  QPushButton* run_queue_;
   QPushButton* pause_;
   QPushButton* resume_;
   QPushButton* cancel_;

@@ -9,6 +9,7 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QTableView>
+#include <QTableWidget>
 #include <QThread>
 #include <QTimer>
 
@@ -18,12 +19,15 @@
 #include <thread>
 
 #include "core/config.h"
+#include "core/study_spec.h"
+#include "db/study_queue.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
 #include "ui/new_run_dialog.h"
 #include "ui/run_filter.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
+#include "ui/study_view.h"
 #include "ui/worker_launcher.h"
 
 namespace fs = std::filesystem;
@@ -248,4 +252,20 @@ TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
   ASSERT_TRUE(pump_until([&] { return row_of(*w, second).status == RunStatus::running; }, 120));
   w->close();  // close choice: stop runs
   ASSERT_TRUE(pump_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == RunStatus::stopped; }, 120));
+}
+
+TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
+  int64_t study = 0;
+  {
+    RunStore store = RunStore::open(db_.toStdString());
+    const std::string text = "name = \"tabbed\"\nseeds = [1]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    study = create_study(store, "tabbed", text, expand_study(study_from_toml(text, ".", "s"), (dir_ / "o").string()));
+  }
+  auto w = window();
+  StudyView* view = w->openStudyTab(study);
+  ASSERT_NE(view, nullptr);
+  EXPECT_EQ(w->openStudyTab(study), view) << "the open tab is brought forward, not a second one";
+  ASSERT_TRUE(pump_until([&] { return view->isLoaded(); }, 20));
+  EXPECT_EQ(view->runsTable()->rowCount(), 2);
+  EXPECT_EQ(view->armsTable()->rowCount(), 2);
 }

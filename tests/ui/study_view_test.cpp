@@ -54,7 +54,7 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
     }
   }
   StoreWorker worker(QString::fromStdString(db));
-  StudyView view(&worker, study);
+  StudyView view(&worker, study, QStringLiteral(GANPO_CLI_PATH));
   view.resize(1200, 800);
   view.show();
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
@@ -99,7 +99,7 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
   EXPECT_TRUE(QFile::exists(out.filePath(QStringLiteral("study-%1.json").arg(study))));
 
   // Pause reaches the store; the buttons follow.
-  QMetaObject::invokeMethod(view.findChildren<QPushButton*>().at(0), "click");
+  QMetaObject::invokeMethod(view.findChildren<QPushButton*>().at(1), "click");
   ASSERT_TRUE(pump_until([&] {
     RunStore s = RunStore::open(db);
     return find_study(s, study)->state == StudyState::paused;
@@ -113,12 +113,68 @@ TEST(StudyView, Screenshot) {
   const QString db = qEnvironmentVariable("GANPO_SCREENSHOT_STUDY_DB");
   if (out_dir.isEmpty() || db.isEmpty()) GTEST_SKIP() << "set GANPO_SCREENSHOT_DIR and GANPO_SCREENSHOT_STUDY_DB";
   StoreWorker worker(db);
-  StudyView view(&worker, qEnvironmentVariableIntValue("GANPO_SCREENSHOT_STUDY") > 0
-                              ? qEnvironmentVariableIntValue("GANPO_SCREENSHOT_STUDY")
-                              : 1);
+  StudyView view(&worker,
+                 qEnvironmentVariableIntValue("GANPO_SCREENSHOT_STUDY") > 0 ? qEnvironmentVariableIntValue("GANPO_SCREENSHOT_STUDY") : 1,
+                 QStringLiteral(GANPO_CLI_PATH));
   view.resize(1400, 900);
   view.show();
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }, 60000));
   pump_until([] { return false; }, 300);
   EXPECT_TRUE(view.grab().save(out_dir + "/study_tab.png"));
+}
+
+// "Run queue" drives a real study to its end from the window: a stage and two arms of two steps.
+TEST(StudyView, RunQueueFinishesTheStudyWithTheSameDriverAsTheTerminal) {
+  QTemporaryDir dir;
+  const std::string db = dir.filePath("workspace.sqlite").toStdString();
+  const std::string text = R"(name = "window"
+[base]
+[base.model]
+preset = "tiny"
+[base.data]
+builtin_train_size = 32
+builtin_eval_size = 8
+[base.train]
+max_steps = 2
+per_device_train_batch_size = 4
+num_threads = 1
+[base.sampling]
+num_prompts = 1
+max_new_tokens = 4
+[base.eval]
+num_prompts = 3
+temperatures = "1.0"
+[grid]
+"ganpo.enabled" = [false, true]
+[[stage]]
+name = "sft"
+set = { stage = "sft" }
+)";
+  int64_t study = 0;
+  {
+    RunStore store = RunStore::open(db);
+    study = create_study(store, "window", text, expand_study(study_from_toml(text, ".", "s"), dir.filePath("o").toStdString()));
+  }
+  StoreWorker worker(QString::fromStdString(db));
+  StudyView view(&worker, study, QStringLiteral(GANPO_CLI_PATH));
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  auto* button = view.findChild<QPushButton*>(QStringLiteral("study.runQueue"));
+  ASSERT_TRUE(button->isEnabled());
+  QString why;
+  ASSERT_TRUE(view.runQueue(&why)) << why.toStdString();
+  ASSERT_TRUE(pump_until(
+      [&] {
+        RunStore s = RunStore::open(db);
+        return study_counts(s, study).completed == 3;
+      },
+      180000));
+  view.refresh();
+  ASSERT_TRUE(pump_until([&] { return view.armsTable()->rowCount() == 2 && view.armsTable()->item(1, 1)->text() == "1"; }));
+  EXPECT_FALSE(view.armsTable()->item(1, 2)->text().isEmpty()) << "the arm's held-out accuracy";
+  // The driver's own account, once it has seen nothing left and exited.
+  EXPECT_TRUE(pump_until([&] {
+    QFile log(dir.filePath(QStringLiteral("logs/study-%1.log").arg(study)));
+    return log.open(QIODevice::ReadOnly) && log.readAll().contains("3 completed");
+  }));
 }
