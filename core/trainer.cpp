@@ -22,6 +22,7 @@
 #include "core/generate.h"
 #include "core/eval/external_judge.h"
 #include "core/tasks/task.h"
+#include "core/tasks/task_random.h"
 #include "core/lr_schedule.h"
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
@@ -411,7 +412,7 @@ struct Trainer::State {
     std::mt19937_64 rng(static_cast<uint64_t>(config.seed) ^ 0x9e3779b97f4a7c15ULL);
     int64_t swapped = 0;
     for (auto& ex : train)
-      if (static_cast<double>(rng() >> 11) * 0x1.0p-53 < p) {
+      if (tasks::bernoulli(rng, p)) {
         std::swap(ex.chosen, ex.rejected);
         std::swap(ex.chosen_messages, ex.rejected_messages);
         ++swapped;
@@ -723,10 +724,13 @@ struct Trainer::State {
         if (r.bucket == "all")
           log("info", "judge at temperature " + format_number(r.temperature) + ": win rate " + format_number(r.win_rate) +
                           ", policy " + format_number(r.policy_score) + ", reference " + format_number(r.reference_score));
-    } catch (const Error& err) {
+    } catch (const c10::Error& err) {  // e.g. out of memory while sampling
+      report.judge_error = std::string("LibTorch error: ") + err.what_without_backtrace();
+    } catch (const std::exception& err) {
       report.judge_error = err.what();
-      log("error", "judge evaluation failed, the run's weights and held-out numbers are kept: " + report.judge_error);
     }
+    if (!report.judge_error.empty())
+      log("error", "judge evaluation failed, the run's weights and held-out numbers are kept: " + report.judge_error);
     policy->train();
     return report;
   }
@@ -772,6 +776,7 @@ struct Trainer::State {
     for (const auto& r : records) rows.push_back({r.prompt, r.reference});
     try {
       const auto scores = judge(rows);
+      if (scores.size() != rows.size()) throw Error("the judge returned " + std::to_string(scores.size()) + " scores");
       for (size_t i = 0; i < records.size(); ++i) {
         records[i].policy_score = scores[i];
         records[i].reference_score = scores[records.size() + i];

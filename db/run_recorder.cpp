@@ -242,7 +242,7 @@ void RunRecorder::on_metrics(int64_t step, const std::map<std::string, double>& 
 
 void RunRecorder::on_eval(int64_t step, const EvalReport& report) {
   const int64_t id = run_id_;
-  std::string json = to_json(report).dump();
+  std::string json = to_json_text(report);
   push([id, step, json](RunStore& s) { s.add_eval(id, step, "eval", "{}", json); }, false);
 }
 

@@ -3,10 +3,10 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/dataset_files.h"
 #include "core/eval/eval_report.h"
 #include "core/error.h"
 #include "core/run_files.h"
@@ -28,25 +28,21 @@ bool default_output_dir(const std::string& dir) {
   return dir.empty() || dir == RunConfig{}.output_dir || dir == "runs/demo";
 }
 
-// A built-in task's held-out pairs as the eval worker reads them (TRL JSONL), from a seed training
-// never uses; written once under a name that says what it holds, through a temporary file.
+// A built-in task's held-out pairs as the eval worker reads them (TRL JSONL), from a seed of their
+// own (the same pairs for every checkpoint of every run), written afresh for this user through a
+// temporary file, so a stale or foreign file is never read.
 std::string write_held_out_pairs(const Task& task, const std::string& scratch_dir) {
   constexpr int64_t kPairs = 200;
   constexpr uint64_t kSeed = 987654321ULL;
-  const fs::path path = fs::path(scratch_dir) / ("ganpo-held-out-" + task.name() + "-" + std::to_string(kPairs) + ".jsonl");
-  if (fs::exists(path)) return path.string();
-  std::string text;
-  for (const auto& ex : task.preference_pairs(kPairs, 0.0, kSeed))
-    text += nlohmann::json{{"prompt", ex.prompt}, {"chosen", ex.chosen}, {"rejected", ex.rejected}}.dump() + "\n";
+  const fs::path path = fs::path(scratch_dir) / ("ganpo-held-out-" + task.name() + "-uid" + std::to_string(::getuid()) + ".jsonl");
   const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) throw Error("cannot write " + tmp.string() + " (is " + scratch_dir + " writable?)");
-  }
+  write_preference_jsonl(task.preference_pairs(kPairs, 0.0, kSeed), tmp.string());
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message());
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error("cannot write " + path.string() + ": " + ec.message());
+  }
   return path.string();
 }
 
@@ -158,9 +154,12 @@ CheckpointEvalPlan RunService::plan_checkpoint_eval(int64_t run_id, const std::s
     else if (task) pairs = write_held_out_pairs(*task, scratch_dir);
   }
   if (!task && pairs.empty()) {
-    plan.refused = "this run trains on " + config.data.train +
-                   " without a held-out file (data.eval) and has no built-in task whose prompts a judge knows: "
-                   "name a held-out file in the run's config to evaluate its checkpoints";
+    plan.refused = !config.data.eval.empty()
+                       ? "this run trains on a data file, which has no built-in judge: tick the held-out pairs to "
+                         "evaluate its checkpoints on " + config.data.eval
+                       : "this run trains on " + config.data.train +
+                             " without a held-out file (data.eval) and has no built-in task whose prompts a judge "
+                             "knows: name a held-out file in the run's config to evaluate its checkpoints";
     return plan;
   }
   auto& a = plan.arguments;
@@ -189,7 +188,7 @@ int64_t RunService::store_checkpoint_eval(int64_t run_id, int64_t step, const st
   const EvalReport report = eval_report_from_json(j);
   if (!j.is_object() || report.empty())
     throw Error("the evaluation printed no report (" + std::to_string(worker_stdout.size()) + " bytes of output)");
-  return store_.add_eval(run_id, step, "eval", params_json, to_json(report).dump());
+  return store_.add_eval(run_id, step, "eval", params_json, to_json_text(report));
 }
 
 }  // namespace ganpo

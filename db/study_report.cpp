@@ -29,13 +29,9 @@ std::string config_value(const nlohmann::json& config, const std::string& key) {
 
 bool values_equal(const std::string& a, const std::string& b) {
   if (a == b) return true;
-  try {  // 0 and 0.0, 0.2 and 0.20000000000000001
-    size_t ia = 0, ib = 0;
-    const double da = std::stod(a, &ia), db = std::stod(b, &ib);
-    return ia == a.size() && ib == b.size() && da == db;
-  } catch (const std::exception&) {
-    return false;
-  }
+  // 0 and 0.0, 0.2 and 0.20000000000000001
+  const auto da = read_number(a), db = read_number(b);
+  return da && db && *da == *db;
 }
 
 struct ArmRuns {
@@ -99,7 +95,9 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
       ++it->result.unfinished;
       continue;
     }
-    const int64_t seed = config.value("seed", int64_t{0});
+    const int64_t seed = config.is_object() && config.contains("seed") && config["seed"].is_number_integer()
+                             ? config["seed"].get<int64_t>()
+                             : 0;
     std::map<std::string, double>& metrics = it->by_seed[seed];
     // Held-out numbers: every numeric field of the run's evaluations (the newest wins), and the
     // training throughput the overhead is read from.
@@ -108,6 +106,9 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
       return a.checkpoint_step != b.checkpoint_step ? a.checkpoint_step < b.checkpoint_step : a.id < b.id;
     });
     for (const EvalRow& e : evals) {
+      // The trainer's own evaluations only (stored without params): evaluations run later from
+      // the Checkpoints tab may use other prompts, seeds or budgets, and would mix settings.
+      if (e.params_json != "{}") continue;
       const EvalReport evaluation = eval_report_from_text(e.result_json);
       for (const auto& [key, value] : flatten(evaluation))
         if (std::isfinite(value)) metrics[key] = value;

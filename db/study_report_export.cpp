@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include "core/eval/eval_report.h"
+
 namespace ganpo {
 namespace {
 
@@ -43,10 +45,7 @@ std::map<double, std::string> keys_by_temperature(const std::map<std::string, In
     if (key.rfind(prefix + "@", 0) != 0) continue;
     const std::string t = key.substr(prefix.size() + 1);
     if (t.find('/') != std::string::npos) continue;
-    try {
-      out[std::stod(t)] = key;
-    } catch (const std::exception&) {
-    }
+    if (auto v = read_number(t)) out[*v] = key;
   }
   return out;
 }
@@ -239,15 +238,24 @@ std::string study_report_html(const StudyReport& report) {
   for (const auto& a : report.arms) {
     auto value = std::find_if(a.values.begin(), a.values.end(), [&](const auto& kv) { return kv.first == noise; });
     auto acc = a.metrics.find("eval_rewards/accuracies");
-    if (value == a.values.end() || acc == a.metrics.end()) continue;
+    const auto x = value == a.values.end() ? std::nullopt : read_number(value->second);
+    if (!x || acc == a.metrics.end()) continue;
     Series& s = by_rest[label_without(a, noise)];
     s.name = label_without(a, noise);
-    s.x.push_back(std::stod(value->second));
+    s.x.push_back(*x);
     s.y.push_back(acc->second);
   }
   if (!by_rest.empty()) {
     std::vector<Series> acc;
-    for (auto& [name, s] : by_rest) acc.push_back(std::move(s));
+    for (auto& [name, s] : by_rest) {
+      // In noise order, whatever order the grid lists the values in.
+      std::vector<size_t> order(s.x.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.x[a] < s.x[b]; });
+      Series sorted{s.name, {}, {}};
+      for (size_t i : order) sorted.x.push_back(s.x[i]), sorted.y.push_back(s.y[i]);
+      acc.push_back(std::move(sorted));
+    }
     h += "<h2>Preference accuracy against label noise</h2>\n" +
          line_chart("Held-out preference accuracy (95% bands)", "label noise (fraction of training pairs swapped)",
                     "accuracy", acc, false, 0.5);
@@ -292,7 +300,7 @@ std::string study_report_html(const StudyReport& report) {
 std::string study_report_csv(const StudyReport& report) {
   std::string out = "section,arm,baseline,metric,mean,low,high,n,called\n";
   auto field = [](const std::string& s) {
-    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
     std::string q = "\"";
     for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
     return q + "\"";

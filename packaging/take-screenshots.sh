@@ -13,3 +13,10 @@ mkdir -p "$OUT"
 export XDG_CONFIG_HOME="$WORK/config"  # fresh window settings, the user's untouched
 xvfb-run -a -s "-screen 0 1600x1000x24" "$APP" --db "$WORK/workspace.sqlite" --screenshots "$OUT" \
   --live-seconds "${LIVE_SECONDS:-40}"
+# The Study tab needs a workspace with a study in it (e.g. the Paper in miniature study after
+# `ganpo study create/run`): STUDY_DB=path/to/workspace.sqlite [STUDY_ID=1].
+if [[ -n "${STUDY_DB:-}" ]]; then
+  GANPO_SCREENSHOT_DIR="$OUT" GANPO_SCREENSHOT_STUDY_DB="$STUDY_DB" GANPO_SCREENSHOT_STUDY="${STUDY_ID:-1}" \
+    xvfb-run -a build/release/tests/ui/ui_tests --gtest_filter='StudyView.Screenshot' >/dev/null
+  echo "study: $OUT/study.png"
+fi

@@ -78,7 +78,7 @@ void collect_report(const EvalReport& report, std::map<QString, double>& out) {
   for (const auto& [key, value] : report.preference) out[QString::fromStdString(key)] = value;
   if (!report.judge) return;
   for (const JudgeSummaryRow& row : report.judge->rows)
-    if (row.bucket == "all") out[QStringLiteral("win@%1").arg(row.temperature, 0, 'f', 1)] = row.win_rate;
+    if (row.bucket == "all") out[QStringLiteral("win@") + QString::fromStdString(temperature_label(row.temperature))] = row.win_rate;
 }
 
 QString pretty_key(const QString& key) {
@@ -772,7 +772,7 @@ void CheckpointsView::showOutputs() {
 // ---- evaluation ----------------------------------------------------------------------------
 
 bool CheckpointsView::isEvaluating() const {
-  return eval_planning_ || eval_process_ != nullptr || !eval_queue_.empty();
+  return eval_planning_ || eval_storing_ || eval_process_ != nullptr || !eval_queue_.empty();
 }
 
 void CheckpointsView::onEvaluateClicked() {
@@ -908,7 +908,10 @@ void CheckpointsView::onEvalProcessDone() {
     message = tr("Cannot start %1 (%2); check that the ganpo command is installed next to the workbench or set "
                  "GANPO_CLI.")
                   .arg(worker_program_, proc->errorString());
-  } else if (proc->exitStatus() != QProcess::NormalExit || proc->exitCode() != 0) {
+  } else if (proc->exitStatus() != QProcess::NormalExit || proc->exitCode() > 1 ||
+             (proc->exitCode() == 1 && !out.contains("\"judge_error\""))) {
+    // Exit 1 with a report means the judge failed: the report (held-out numbers and the judge's
+    // message) is still stored.
     message = tr("Evaluation of step %1 failed (exit code %2): %3")
                   .arg(step)
                   .arg(proc->exitCode())
@@ -920,16 +923,23 @@ void CheckpointsView::onEvalProcessDone() {
   }
   const int64_t id = run_id_;
   const std::string params = eval_params_json_.toStdString(), printed = out.toStdString();
+  const QString judge_failed = proc->exitCode() == 1 ? err.right(600) : QString();
+  eval_storing_ = true;
   store_->query<int64_t>(
       this, [id, step, params, printed](RunStore& s) { return RunService(s).store_checkpoint_eval(id, step, params, printed); },
-      [this, step](int64_t) {
-        setStatus(tr("Evaluation of step %1 stored.").arg(step));
+      [this, step, judge_failed](int64_t) {
+        eval_storing_ = false;
+        setStatus(judge_failed.isEmpty() ? tr("Evaluation of step %1 stored.").arg(step)
+                                         : tr("Evaluation of step %1 stored without judge scores: %2").arg(step).arg(judge_failed));
         results_tabs_->setCurrentWidget(eval_table_);
         refresh();
         Q_EMIT evaluationFinished(step, true, QString());
         startNextEval();
       },
-      [this, step](const QString& error) { finishEvalWith(tr("Cannot store the evaluation of step %1: %2").arg(step).arg(error)); });
+      [this, step](const QString& error) {
+        eval_storing_ = false;
+        finishEvalWith(tr("Cannot store the evaluation of step %1: %2").arg(step).arg(error));
+      });
 }
 
 }  // namespace ganpo::ui

@@ -132,6 +132,7 @@ private:
   QString reference_path_;
   QString reference_source_;  // "model.reference" | "model.checkpoint"
   bool eval_planning_ = false;       // the run service is planning the next evaluation
+  bool eval_storing_ = false;        // the run service is storing the last one
   bool has_held_out_pairs_ = false;  // a built-in task's or the run's data.eval
   QString task_name_;                // the run's built-in task; empty for data files
   QStringList sample_prompts_;

@@ -1,18 +1,20 @@
 #include "ui/study_view.h"
 
 #include <QDir>
-#include <QFileInfo>
-#include <QProcess>
 #include <QFileDialog>
+#include <QFileInfo>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
 #include <QMessageBox>
+#include <QProcess>
 #include <QPushButton>
 #include <QSaveFile>
 #include <QSplitter>
 #include <QTableWidget>
 #include <QVBoxLayout>
+
+#include <signal.h>
 
 #include <map>
 #include <set>
@@ -64,7 +66,8 @@ std::vector<std::string> arm_columns(const StudyReport& report) {
   std::vector<std::string> cols{"eval_rewards/accuracies", "eval_rewards/margins"};
   // Temperatures in numeric order ("judge/win_rate@0.5" < "...@1.0" as text too, but not "@10").
   std::vector<std::pair<double, std::string>> by_t;
-  for (const auto& k : win) by_t.emplace_back(std::stod(k.substr(k.find('@') + 1)), k);
+  for (const auto& k : win)
+    if (auto t = read_number(k.substr(k.find('@') + 1))) by_t.emplace_back(*t, k);
   std::sort(by_t.begin(), by_t.end());
   for (const auto& [t, k] : by_t) cols.push_back(k);
   if (!length.empty()) cols.push_back(length.count("judge/policy_length@1.0") ? "judge/policy_length@1.0" : *length.begin());
@@ -226,7 +229,10 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
                         .arg(c.stopped) +
                     (c.blocked ? tr(", %1 blocked by a failed stage").arg(c.blocked) : QString()));
   // Startable work and nothing attached: no driver is at work on this study.
-  run_queue_->setEnabled(snap.study.state == StudyState::active && c.attached == 0 && c.queued > c.blocked);
+  // A driver this tab started is alive between its runs too: never start a second one.
+  if (driver_pid_ > 0 && ::kill(static_cast<pid_t>(driver_pid_), 0) != 0) driver_pid_ = 0;
+  run_queue_->setEnabled(driver_pid_ == 0 && snap.study.state == StudyState::active && c.attached == 0 &&
+                         c.queued > c.blocked);
   pause_->setEnabled(snap.study.state == StudyState::active);
   resume_->setEnabled(snap.study.state == StudyState::paused);
   cancel_->setEnabled(snap.study.state != StudyState::cancelled);
@@ -311,7 +317,7 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
     std::vector<std::pair<double, const Interval*>> points;
     for (const auto& [key, i] : arm.metrics)
       if (key.rfind("judge/win_rate@", 0) == 0 && key.find('/', 6) == std::string::npos)
-        points.emplace_back(std::stod(key.substr(15)), &i);
+        if (auto temp = read_number(key.substr(15))) points.emplace_back(*temp, &i);
     if (points.empty()) continue;
     std::sort(points.begin(), points.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
     for (const auto& [temp, i] : points) {
@@ -375,6 +381,7 @@ bool StudyView::runQueue(QString* why) {
                        "GANPO_CLI.").arg(worker_program_, driver.errorString());
     return false;
   }
+  driver_pid_ = pid;
   run_queue_->setEnabled(false);
   summary_->setText(summary_->text() + tr(" — queue driver started (pid %1)").arg(pid));
   return true;

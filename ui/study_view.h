@@ -80,6 +80,7 @@ private:
   QTimer timer_;
   bool loaded_ = false;
   bool in_flight_ = false;
+  qint64 driver_pid_ = 0;  // the queue driver this tab started, while it lives
   std::vector<std::vector<int64_t>> arm_runs_;  // per arms_ row
   QString html_, csv_, json_;                   // of the last report read
 };

@@ -65,9 +65,10 @@ void ConsoleProgress::on_eval(int64_t step, const EvalReport& report) {
   if (report.judge)
     for (const auto& r : report.judge->rows)
       if (r.bucket == "all")
-        std::printf("[%s]   judge at T=%s: win rate vs reference %.3f, policy %.3f, reference %.3f, length %.1f\n",
+        std::printf("[%s]   judge at T=%s: win rate vs reference %.3f, policy %.3f, reference %.3f%s\n",
                     label_.c_str(), temperature_label(r.temperature).c_str(), r.win_rate, r.policy_score,
-                    r.reference_score, r.policy_length);
+                    r.reference_score,
+                    r.policy_length >= 0 ? (", length " + std::to_string(static_cast<int>(r.policy_length + 0.5))).c_str() : "");
   if (!report.judge_error.empty()) std::printf("[%s]   judge failed: %s\n", label_.c_str(), report.judge_error.c_str());
   std::fflush(stdout);
 }

@@ -80,7 +80,7 @@ int eval_command(const EvalArgs& args) {
       std::fprintf(stderr, "ganpo eval: the judge failed: %s\n", e.what());
     }
   }
-  if (args.json) std::printf("%s\n", to_json(report).dump(2).c_str());
+  if (args.json) std::printf("%s\n", to_json_text(report, 2).c_str());
   return report.judge_error.empty() ? 0 : 1;
 }
 

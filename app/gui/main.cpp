@@ -5,12 +5,17 @@
 #include <QSettings>
 #include <QTimer>
 
+#include <clocale>
+
 #include "db/workspace_path.h"
 #include "ui/main_window.h"
 #include "ui/screenshot_tour.h"
 
 int main(int argc, char** argv) {
   QApplication app(argc, argv);
+  // Qt sets the user's locale; numbers in files, reports and worker arguments are written and
+  // read with the C library, and must not turn into "0,5" under a comma-decimal locale.
+  std::setlocale(LC_NUMERIC, "C");
   QApplication::setApplicationName("GANPO Workbench");
   QApplication::setOrganizationName("ganpo-workbench");
   QApplication::setApplicationVersion("0.1.0");

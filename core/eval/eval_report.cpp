@@ -1,5 +1,6 @@
 #include "core/eval/eval_report.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -18,13 +19,27 @@ double number_or(const nlohmann::json& j, const char* key, double fallback) {
   return is_number(j, key) ? j[key].get<double>() : fallback;
 }
 
-template <typename T>
-std::vector<T> numbers(const nlohmann::json& j, const char* key) {
-  std::vector<T> out;
+// Every entry a finite number, or nullopt (a list with one bad entry is not trusted at all).
+std::optional<std::vector<double>> numbers(const nlohmann::json& j, const char* key) {
+  std::vector<double> out;
   if (!j.is_object() || !j.contains(key) || !j[key].is_array()) return out;
-  for (const auto& v : j[key])
-    out.push_back(v.is_number() && std::isfinite(v.get<double>()) ? v.get<T>() : T(-1));
+  for (const auto& v : j[key]) {
+    if (!v.is_number() || !std::isfinite(v.get<double>())) return std::nullopt;
+    out.push_back(v.get<double>());
+  }
   return out;
+}
+
+std::vector<int64_t> as_counts(const std::vector<double>& v) {
+  std::vector<int64_t> out;
+  for (double x : v) out.push_back(x >= 0 && x < 1e15 ? static_cast<int64_t>(x) : -1);
+  return out;
+}
+
+// An integer field within [0, 2^53), else the fallback (no out-of-range conversion).
+int64_t count_or(const nlohmann::json& j, const char* key, int64_t fallback) {
+  const double v = number_or(j, key, -1);
+  return v >= 0 && v < 9007199254740992.0 ? static_cast<int64_t>(v) : fallback;
 }
 
 std::string string_or(const nlohmann::json& j, const char* key) {
@@ -42,7 +57,7 @@ JudgeSummaryRow row_from_json(const nlohmann::json& r) {
   JudgeSummaryRow row;
   row.temperature = number_or(r, "temperature", 0.0);
   row.bucket = r.is_object() && r.contains("bucket") && r["bucket"].is_string() ? r["bucket"].get<std::string>() : "all";
-  row.prompts = static_cast<int64_t>(number_or(r, "prompts", 0));
+  row.prompts = count_or(r, "prompts", 0);
   row.policy_score = number_or(r, "policy_score", NAN);
   row.reference_score = number_or(r, "reference_score", NAN);
   row.win_rate = number_or(r, "win_rate", NAN);
@@ -81,9 +96,8 @@ void JudgeEvaluation::summarize() {
         if (i < s.policy_length.size()) pol_len += static_cast<double>(s.policy_length[i]);
         if (i < s.reference_length.size()) ref_len += static_cast<double>(s.reference_length[i]);
       }
-      if (row.prompts == 0) {
-        if (bucket != "all") continue;
-      } else {
+      if (row.prompts == 0) continue;  // no prompt, no rate (not a rate of 0)
+      {
         const double k = static_cast<double>(row.prompts);
         row.policy_score /= k, row.reference_score /= k, row.win_rate /= k;
         row.policy_length = s.policy_length.size() == n ? pol_len / k : -1;
@@ -141,7 +155,7 @@ EvalReport eval_report_from_json(const nlohmann::json& j) {
   if (!j.is_object()) return report;
   take_preference(j, report.preference);  // the trainer's older flat rows
   if (j.contains("preference")) take_preference(j["preference"], report.preference);
-  report.skipped_lines = static_cast<int64_t>(number_or(j, "skipped_lines", 0));
+  report.skipped_lines = count_or(j, "skipped_lines", 0);
   report.judge_error = string_or(j, "judge_error");
   if (!j.contains("judge")) return report;
   const nlohmann::json& judge = j["judge"];
@@ -156,17 +170,20 @@ EvalReport eval_report_from_json(const nlohmann::json& j) {
   e.prompts_digest = string_or(judge, "prompts_digest");
   if (judge.contains("buckets") && judge["buckets"].is_array())
     for (const auto& b : judge["buckets"]) e.buckets.push_back(b.is_string() ? b.get<std::string>() : "");
-  e.max_new_tokens = static_cast<int64_t>(number_or(judge, "max_new_tokens", 0));
-  e.seed = static_cast<uint64_t>(number_or(judge, "seed", 0));
+  e.max_new_tokens = count_or(judge, "max_new_tokens", 0);
+  if (judge.contains("seed") && judge["seed"].is_number_unsigned()) e.seed = judge["seed"].get<uint64_t>();
   if (judge.contains("samples") && judge["samples"].is_array())
     for (const auto& s : judge["samples"]) {
       if (!is_number(s, "temperature")) continue;
       JudgeSamples samples;
       samples.temperature = s["temperature"].get<double>();
-      samples.policy_score = numbers<double>(s, "policy_score");
-      samples.reference_score = numbers<double>(s, "reference_score");
-      samples.policy_length = numbers<int64_t>(s, "policy_length");
-      samples.reference_length = numbers<int64_t>(s, "reference_length");
+      const auto policy = numbers(s, "policy_score"), reference = numbers(s, "reference_score");
+      const auto policy_length = numbers(s, "policy_length"), reference_length = numbers(s, "reference_length");
+      if (!policy || !reference || !policy_length || !reference_length) continue;
+      samples.policy_score = *policy;
+      samples.reference_score = *reference;
+      samples.policy_length = as_counts(*policy_length);
+      samples.reference_length = as_counts(*reference_length);
       // Scores must pair up with the prompts, or nothing of this temperature is trusted.
       if (samples.policy_score.size() != samples.reference_score.size() ||
           (!e.buckets.empty() && samples.policy_score.size() != e.buckets.size()))
@@ -184,17 +201,30 @@ EvalReport eval_report_from_text(const std::string& json_text) {
 }
 
 std::string temperature_label(double temperature) {
-  char buf[32];
-  if (temperature == std::floor(temperature)) std::snprintf(buf, sizeof buf, "%.1f", temperature);
-  else std::snprintf(buf, sizeof buf, "%g", temperature);
-  return buf;
+  char buf[64];
+  // to_chars: the shortest text that reads back, whatever the process's locale.
+  const auto res = std::to_chars(buf, buf + sizeof buf, temperature);
+  std::string s(buf, res.ptr);
+  if (std::isfinite(temperature) && s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::optional<double> read_number(const std::string& text) {
+  double v = 0;
+  const char* end = text.data() + text.size();
+  const auto res = std::from_chars(text.data(), end, v);
+  if (text.empty() || res.ec != std::errc() || res.ptr != end) return std::nullopt;
+  return v;
+}
+
+std::string to_json_text(const EvalReport& report, int indent) {
+  return to_json(report).dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::map<std::string, double> flatten(const EvalReport& report) {
   std::map<std::string, double> out = report.preference;
   if (!report.judge) return out;
   for (const JudgeSummaryRow& r : report.judge->rows) {
-    if (r.prompts <= 0 && r.bucket != "all") continue;
     const std::string t = "@" + temperature_label(r.temperature);
     if (r.bucket == "all") {
       out["judge/win_rate" + t] = r.win_rate;
@@ -211,7 +241,9 @@ std::map<std::string, double> flatten(const EvalReport& report) {
 }
 
 std::optional<double> policy_win_rate(const JudgeEvaluation& a, const JudgeEvaluation& b, double temperature) {
-  if (a.prompts_digest.empty() || a.prompts_digest != b.prompts_digest) return std::nullopt;
+  if (a.prompts_digest.empty() || a.prompts_digest != b.prompts_digest || a.judge != b.judge ||
+      a.max_new_tokens != b.max_new_tokens || a.seed != b.seed)
+    return std::nullopt;
   const JudgeSamples* sa = a.at(temperature);
   const JudgeSamples* sb = b.at(temperature);
   if (!sa || !sb || sa->policy_score.size() != sb->policy_score.size() || sa->policy_score.empty()) return std::nullopt;

@@ -69,6 +69,9 @@ struct EvalReport {
 };
 
 nlohmann::json to_json(const EvalReport& report);
+// to_json as text; bytes that are not UTF-8 (a judge's message cut mid-character) become U+FFFD
+// rather than an exception.
+std::string to_json_text(const EvalReport& report, int indent = -1);
 // Never throws: whatever cannot be read is left out (an empty report for garbage).
 EvalReport eval_report_from_json(const nlohmann::json& j);
 EvalReport eval_report_from_text(const std::string& json_text);
@@ -81,8 +84,12 @@ std::map<std::string, double> flatten(const EvalReport& report);
 std::string temperature_label(double temperature);  // 0.5 -> "0.5", 1 -> "1.0"
 
 // The fraction of prompts on which a's policy scores above b's (ties count one half), at one
-// temperature; nullopt unless both hold per-prompt scores for it on the same prompts.
+// temperature; nullopt unless both hold per-prompt scores for it on the same prompts, judged by
+// the same judge with the same token budget and sampling seed.
 std::optional<double> policy_win_rate(const JudgeEvaluation& a, const JudgeEvaluation& b, double temperature);
+
+// A number written locale-free ("0.25", "-3", "1e-3"); nullopt for anything else, never throws.
+std::optional<double> read_number(const std::string& text);
 
 // FNV-1a over the prompts (each followed by a NUL), as hex.
 std::string digest_of_prompts(const std::vector<std::string>& prompts);

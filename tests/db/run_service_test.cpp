@@ -135,7 +135,7 @@ TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective
   options.num_prompts = 12;
   const auto plan = service.plan_checkpoint_eval(id, "/runs/x/checkpoint-20", options, dir_.string());
   ASSERT_EQ(plan.refused, "");
-  const std::string pairs = (dir_ / "ganpo-held-out-arithmetic-200.jsonl").string();
+  const std::string pairs = (dir_ / ("ganpo-held-out-arithmetic-uid" + std::to_string(::getuid()) + ".jsonl")).string();
   const std::vector<std::string> expected{"eval", "--checkpoint", "/runs/x/checkpoint-20", "--reference", c.model.checkpoint,
                                           "--json", "--pairs", pairs, "--builtin", "arithmetic", "--temperatures", "0.5,1.0",
                                           "--num-prompts", "12", "--max-new-tokens", "96", "--seed", "1234",

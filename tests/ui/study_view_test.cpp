@@ -106,7 +106,7 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
   }));
 }
 
-// The README's Study screenshot: $GANPO_SCREENSHOT_DIR/study_tab.png of study
+// The README's Study screenshot: $GANPO_SCREENSHOT_DIR/study.png of study
 // $GANPO_SCREENSHOT_STUDY (default 1) in the workspace $GANPO_SCREENSHOT_STUDY_DB.
 TEST(StudyView, Screenshot) {
   const QString out_dir = qEnvironmentVariable("GANPO_SCREENSHOT_DIR");
@@ -120,7 +120,7 @@ TEST(StudyView, Screenshot) {
   view.show();
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }, 60000));
   pump_until([] { return false; }, 300);
-  EXPECT_TRUE(view.grab().save(out_dir + "/study_tab.png"));
+  EXPECT_TRUE(view.grab().save(out_dir + "/study.png"));
 }
 
 // "Run queue" drives a real study to its end from the window: a stage and two arms of two steps.

@@ -76,6 +76,10 @@ TEST(EvalReport, RoundTripsThroughItsJson) {
   EvalReport failed = EvalReport::of({{"eval_loss", 1.0}});
   failed.judge_error = "the judge exited with status 3";
   EXPECT_EQ(eval_report_from_text(to_json(failed).dump()).judge_error, failed.judge_error);
+  // A judge's message cut inside a character is stored with U+FFFD, not an exception.
+  failed.judge_error = "garbage \xE2\x82";
+  const std::string text = to_json_text(failed);
+  EXPECT_EQ(eval_report_from_text(text).judge_error, "garbage \xEF\xBF\xBD");
 }
 
 TEST(EvalReport, ReadsOlderRowsAndNothingFromGarbage) {
@@ -115,6 +119,9 @@ TEST(EvalReport, PolicyWinRateComparesTwoRunsPromptByPrompt) {
   other.prompts_digest = digest_of_prompts({"a", "b", "c", "e"});
   EXPECT_FALSE(policy_win_rate(a, other, 0.7));  // other prompts
   EXPECT_NE(digest_of_prompts({"ab", "c"}), digest_of_prompts({"a", "bc"}));
+  EXPECT_EQ(read_number("0.25"), 0.25);
+  EXPECT_EQ(read_number("-3"), -3.0);
+  for (const char* bad : {"", "0,5", "1.0x", "hot", " 1"}) EXPECT_FALSE(read_number(bad)) << bad;
   EXPECT_EQ(temperature_label(1.0), "1.0");
   EXPECT_EQ(temperature_label(0.5), "0.5");
   EXPECT_EQ(temperature_label(1.3), "1.3");
