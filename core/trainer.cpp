@@ -715,6 +715,8 @@ struct Trainer::State {
     options.max_new_tokens = e.max_new_tokens > 0 ? e.max_new_tokens : config.sampling.max_new_tokens;
     options.top_p = config.sampling.top_p;
     options.seed = static_cast<uint64_t>(e.seed);
+    // The weights are saved by now: a stop (signal or the run's control field) ends the judging.
+    options.stop = [this] { return stop_requested() || observer.poll_control() == ControlCommand::Stop; };
     log("notice", "judge evaluation: policy and reference on " + std::to_string(judge_prompts.size()) +
                       " prompts at temperatures " + e.temperatures + " (judge: " + judge_name + ")");
     const std::string source = task ? task->name() : (config.data.eval.empty() ? config.data.train : config.data.eval);

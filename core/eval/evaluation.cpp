@@ -134,6 +134,9 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
   };
 
   for (double t : options.temperatures) {
+    if (options.stop && options.stop())
+      throw Error("stopped on request after " + std::to_string(out.samples.size()) + " of " +
+                  std::to_string(options.temperatures.size()) + " temperatures");
     Completions pol, ref;
     run_lanes(
         lanes, [&] { pol = sample_all(policy, t, options.seed); },

@@ -45,6 +45,8 @@ struct JudgeEvalOptions {
   double top_p = 1.0;
   uint64_t seed = 1234;
   int64_t batch_size = 64;
+  // Asked before each temperature; true ends the evaluation with an Error saying so.
+  std::function<bool()> stop;
 };
 
 // Scores completions of their prompts, in input order: a task's judge or an external command

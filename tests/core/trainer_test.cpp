@@ -520,6 +520,26 @@ TEST_F(TrainerTest, AJudgeCommandThatFailsKeepsTheTrainedRunAndSaysWhy) {
   EXPECT_CONTAINS(obs.all_logs(), "samples are shown without judge scores");
 }
 
+// A stop once the final weights are saved ends the judge evaluation; the run stays completed.
+TEST_F(TrainerTest, AStopDuringTheFinalJudgeEvaluationEndsItAndKeepsTheRun) {
+  struct StopAfterFinal : Collector {
+    ControlCommand poll_control() override {
+      for (const auto& [step, path] : checkpoints)
+        if (path.size() >= 5 && path.compare(path.size() - 5, 5, "final") == 0) return ControlCommand::Stop;
+      return ControlCommand::None;
+    }
+  };
+  auto c = config("stopped-judge");
+  c.eval.temperatures = "0.7, 1.0";
+  StopAfterFinal obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  const EvalReport& last = obs.reports.at(3);
+  EXPECT_FALSE(last.judge);
+  EXPECT_EQ(last.judge_error, "stopped on request after 0 of 2 temperatures");
+  EXPECT_TRUE(last.preference.count("eval_loss"));
+}
+
 TEST_F(TrainerTest, AJudgeCommandJudgesADataFilesHeldOutPromptsAndLabelNoiseSwapsPairs) {
   auto c = config("file-judge");
   c.data.builtin = "";
