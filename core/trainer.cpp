@@ -200,6 +200,7 @@ struct Trainer::State {
   std::vector<TokenizedPair> train_pairs, eval_pairs;
   std::vector<TokenizedSft> train_sft, eval_sft;
   std::vector<std::string> sample_prompts;
+  std::vector<std::string> sample_judge_prompts;  // data files: the same prompts without the chat template
   std::vector<std::string> reference_samples;
   // The task the data comes from (null for data files), the judge of its outputs (empty when
   // there is none), and the prompts the final judge evaluation samples.
@@ -375,10 +376,10 @@ struct Trainer::State {
         const auto plain = eval;  // the judge reads prompts without the chat template
         render_conversations(train, eval);
         pick_held_out_prompts(plain, eval, [](const PreferenceExample& ex) { return ex.chosen.size(); });
+        pick_sample_prompts(plain, eval);
       }
       for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
-      if (!task) pick_sample_prompts(eval);
     } else {
       std::vector<SftExample> train, eval;
       if (task) {
@@ -386,11 +387,12 @@ struct Trainer::State {
         eval = task->sft_corpus(d.builtin_eval_size, 1.0, seed + 7919);
       } else {
         load_files(load_sft_file, train, eval);
+        const auto plain = eval;
         render_conversations(train, eval);
+        pick_sample_prompts(plain, eval);
       }
       for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
-      if (!task) pick_sample_prompts(eval);
     }
     if (task) {
       for (auto& p : task->eval_prompts(config.sampling.num_prompts, seed + 17)) sample_prompts.push_back(std::move(p.prompt));
@@ -479,12 +481,15 @@ struct Trainer::State {
     train_data = d.train + ": " + rows_of(train.size(), train_skipped);
   }
 
-  // The first num_prompts non-empty held-out prompts are the fixed sample prompts.
+  // The first num_prompts non-empty held-out prompts are the fixed sample prompts: as the model
+  // gets them (rendered) and as a judge gets them (plain, as the final judge evaluation sends them).
   template <typename Example>
-  void pick_sample_prompts(const std::vector<Example>& eval) {
-    for (const auto& ex : eval) {
+  void pick_sample_prompts(const std::vector<Example>& plain, const std::vector<Example>& rendered) {
+    for (size_t i = 0; i < rendered.size(); ++i) {
       if (static_cast<int64_t>(sample_prompts.size()) >= config.sampling.num_prompts) break;
-      if (!ex.prompt.empty()) sample_prompts.push_back(ex.prompt);
+      if (rendered[i].prompt.empty()) continue;
+      sample_prompts.push_back(rendered[i].prompt);
+      sample_judge_prompts.push_back(plain[i].prompt);
     }
   }
 
@@ -774,8 +779,11 @@ struct Trainer::State {
   void score_samples(std::vector<SampleRecord>& records) {
     if (!judge || judge_failed_once) return;
     std::vector<JudgeRow> rows;
-    for (const auto& r : records) rows.push_back({r.prompt, r.policy});
-    for (const auto& r : records) rows.push_back({r.prompt, r.reference});
+    auto judge_prompt = [&](size_t i) {
+      return i < sample_judge_prompts.size() ? sample_judge_prompts[i] : records[i].prompt;
+    };
+    for (size_t i = 0; i < records.size(); ++i) rows.push_back({judge_prompt(i), records[i].policy});
+    for (size_t i = 0; i < records.size(); ++i) rows.push_back({judge_prompt(i), records[i].reference});
     try {
       const auto scores = judge(rows);
       if (scores.size() != rows.size()) throw Error("the judge returned " + std::to_string(scores.size()) + " scores");
