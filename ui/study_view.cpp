@@ -36,7 +36,6 @@ struct StudySnapshot {
   StudyCounts counts;
   std::vector<RunRow> runs;
   StudyReport report;
-  std::string html, csv, json;
 };
 
 namespace {
@@ -200,13 +199,11 @@ void StudyView::refresh() {
         for (int64_t run : study_run_ids(s, id))
           if (auto row = s.run(run)) snap->runs.push_back(*row);
         snap->report = study_report(s, id);
-        snap->html = study_report_html(snap->report);
-        snap->csv = study_report_csv(snap->report);
-        snap->json = report_to_json(snap->report).dump(2);
         return snap;
       },
       [this](std::shared_ptr<StudySnapshot> snap) {
         in_flight_ = false;
+        last_ = snap;
         showSnapshot(*snap);
       },
       [this](const QString& error) {
@@ -236,9 +233,6 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
   pause_->setEnabled(snap.study.state == StudyState::active);
   resume_->setEnabled(snap.study.state == StudyState::paused);
   cancel_->setEnabled(snap.study.state != StudyState::cancelled);
-  html_ = QString::fromStdString(snap.html);
-  csv_ = QString::fromStdString(snap.csv);
-  json_ = QString::fromStdString(snap.json);
 
   // The queue.
   runs_->setColumnCount(3);
@@ -388,14 +382,18 @@ bool StudyView::runQueue(QString* why) {
 }
 
 bool StudyView::exportReport(const QString& folder, QString* why) {
-  if (!loaded_) {
+  if (!last_) {
     if (why) *why = tr("The study has not been read yet.");
     return false;
   }
   QDir().mkpath(folder);
   const QString base = QDir(folder).filePath(QStringLiteral("study-%1").arg(study_id_));
-  for (const auto& [suffix, text] : {std::pair{QStringLiteral(".html"), html_}, std::pair{QStringLiteral(".csv"), csv_},
-                                     std::pair{QStringLiteral(".json"), json_}}) {
+  // Rendered only when asked: the tab re-reads the report every few seconds.
+  const StudyReport& report = last_->report;
+  for (const auto& [suffix, text] :
+       {std::pair{QStringLiteral(".html"), QString::fromStdString(study_report_html(report))},
+        std::pair{QStringLiteral(".csv"), QString::fromStdString(study_report_csv(report))},
+        std::pair{QStringLiteral(".json"), QString::fromStdString(report_to_json(report).dump(2, ' ', false, nlohmann::json::error_handler_t::replace))}}) {
     QSaveFile file(base + suffix);
     if (!file.open(QIODevice::WriteOnly) || file.write(text.toUtf8()) < 0 || !file.commit()) {
       if (why) *why = tr("Cannot write %1: %2").arg(file.fileName(), file.errorString());

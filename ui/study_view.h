@@ -16,6 +16,7 @@
 #include <QWidget>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 class QCustomPlot;
@@ -82,7 +83,7 @@ private:
   bool in_flight_ = false;
   qint64 driver_pid_ = 0;  // the queue driver this tab started, while it lives
   std::vector<std::vector<int64_t>> arm_runs_;  // per arms_ row
-  QString html_, csv_, json_;                   // of the last report read
+  std::shared_ptr<const StudySnapshot> last_;   // the last report read; exported on request
 };
 
 }  // namespace ganpo::ui
