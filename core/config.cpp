@@ -19,7 +19,9 @@
 #include <toml++/toml.h>
 
 #include "core/error.h"
+#include "core/run_files.h"
 #include "core/tasks/task.h"
+#include "core/toml_assignments.h"
 
 namespace ganpo {
 namespace {
@@ -174,29 +176,7 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   return out;
 }
 
-// A double-quoted string with TOML/JSON-compatible escapes, for files and for messages.
-std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string quote(std::string_view s) { return toml_quoted(s); }
 
 // Shortest text that reads back to exactly the same double ("5e-7", "0.1", "10000").
 std::string format_double(double v) {
@@ -405,7 +385,9 @@ RunConfig config_from_toml_table(const toml::table& root) {
   for (auto&& [key, node] : root) {
     const std::string name(key.str());
     const std::string where = toml_where(key.source());
-    if (is_section(name)) {
+    if (name == "pipeline") {
+      config.pipeline = stages_from_toml(node, where.empty() ? "config" : where.substr(0, where.size() - 2), "pipeline");
+    } else if (is_section(name)) {
       const toml::table* table = node.as_table();
       if (!table) throw ConfigError(where + quote(name) + " must be a table ([" + name + "]), got " + describe_toml(node));
       for (auto&& [sub_key, sub_node] : *table) {
@@ -567,16 +549,23 @@ RunConfig config_from_toml(const std::string& toml_text) {
   return config_from_toml_table(parse_toml(toml_text, "config text"));
 }
 
-std::string config_to_toml(const RunConfig& config) {
+std::string config_to_toml(const RunConfig& config, const std::string& table_prefix) {
+  const std::string prefix = table_prefix.empty() ? "" : table_prefix + ".";
   std::ostringstream out;
-  out << "# GANPO Workbench run configuration (every field written out).\n";
+  if (table_prefix.empty())
+    out << "# GANPO Workbench run configuration (every field written out).\n";
+  else
+    out << "[" << table_prefix << "]\n";
   for (const Field& f : fields())
     if (!*f.section) out << f.key << " = " << toml_value(f.get(config)) << "\n";
   for (const auto& section : sections()) {
-    out << "\n[" << section << "]\n";
+    out << "\n[" << prefix << section << "]\n";
     for (const Field& f : fields())
       if (section == f.section) out << f.key << " = " << toml_value(f.get(config)) << "\n";
   }
+  for (const auto& stage : config.pipeline)
+    out << "\n[[" << prefix << "pipeline]]\nname = " << quote(stage.name)
+        << "\nset = { " << toml_inline_assignments(stage.assignments) << " }\n";
   return out.str();
 }
 
@@ -589,6 +578,8 @@ nlohmann::json config_to_json(const RunConfig& config) {
     else
       j[f.key] = json_value(f.get(config));
   }
+  // Only when there is one: stored runs are single stages.
+  for (const auto& stage : config.pipeline) j["pipeline"].push_back({{"name", stage.name}, {"set", stage.assignments}});
   return j;
 }
 
@@ -597,7 +588,22 @@ RunConfig config_from_json(const nlohmann::json& j) {
   RunConfig config;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& name = it.key();
-    if (is_section(name)) {
+    if (name == "pipeline") {
+      if (!it->is_array()) throw ConfigError("\"pipeline\" must be an array of {\"name\", \"set\": [\"section.key=value\", ...]}");
+      for (const auto& stage : *it) {
+        if (!stage.is_object() || !stage.contains("name") || !stage["name"].is_string() || !stage.contains("set") ||
+            !stage["set"].is_array())
+          throw ConfigError("every \"pipeline\" stage must be {\"name\": \"...\", \"set\": [\"section.key=value\", ...]}");
+        PipelineStage p;
+        p.name = stage["name"].get<std::string>();
+        for (const auto& a : stage["set"]) {
+          if (!a.is_string()) throw ConfigError("pipeline stage " + quote(p.name) + ": \"set\" must hold strings");
+          p.assignments.push_back(a.get<std::string>());
+          check_assignment(p.assignments.back(), "pipeline stage " + quote(p.name));
+        }
+        config.pipeline.push_back(std::move(p));
+      }
+    } else if (is_section(name)) {
       if (!it->is_object())
         throw ConfigError(quote(name) + " must be an object, got " + describe_json(*it));
       for (auto sub = it->begin(); sub != it->end(); ++sub) {
@@ -708,6 +714,23 @@ void apply_override(RunConfig& config, const std::string& assignment) {
     else
       throw_type(*f, ref, quote(value));
   }
+}
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> keys;
+  for (const Field& f : fields()) keys.push_back(f.path());
+  return keys;
+}
+
+std::string config_value_text(const RunConfig& config, const std::string& key) {
+  const auto dot = key.find('.');
+  const Field* f = dot == std::string::npos ? find_field("", key) : find_field(key.substr(0, dot), key.substr(dot + 1));
+  if (!f) throw_unknown_override(key, dot == std::string::npos ? "" : key.substr(0, dot),
+                                 dot == std::string::npos ? key : key.substr(dot + 1));
+  const FieldRef ref = f->get(config);
+  if (auto p = std::get_if<std::string*>(&ref)) return **p;
+  if (auto p = std::get_if<double*>(&ref)) return format_double(**p);
+  return toml_value(ref);
 }
 
 std::vector<std::string> validate_config(const RunConfig& c) {
@@ -850,6 +873,29 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.at_least("eval.num_prompts", e.num_prompts, int64_t{0});
   check.at_least("eval.max_new_tokens", e.max_new_tokens, int64_t{0});
   check.greater("eval.judge_timeout_s", e.judge_timeout_s, 0.0);
+
+  // Each pipeline stage is a run of its own: the config with its assignments applied.
+  std::vector<std::string> stage_folders;
+  for (const auto& stage : c.pipeline) {
+    const std::string where = "pipeline stage " + quote(stage.name) + ": ";
+    if (stage.name.empty()) check.add("every pipeline stage needs a name");
+    const std::string folder = safe_file_name(stage.name, "-_.");
+    if (std::find(stage_folders.begin(), stage_folders.end(), folder) != stage_folders.end())
+      check.add(where + "another stage has this name; give each its own");
+    stage_folders.push_back(folder);
+    RunConfig run = c;
+    run.pipeline.clear();
+    try {
+      for (const auto& a : stage.assignments) {
+        refuse_per_run_keys(a.substr(0, a.find('=')), where + a);
+        apply_override(run, a);
+      }
+    } catch (const ConfigError& e) {
+      check.add(where + e.what());
+      continue;
+    }
+    for (const auto& problem : validate_config(run)) check.add(where + problem);
+  }
 
   return check.problems;
 }

@@ -4,7 +4,7 @@
 // the command line, and validated in one place with messages a person can act on
 // ("objective.beta must be > 0, got -1"). Key names follow TRL's DPOConfig where TRL has one.
 // Sections: top level (name, stage, seed, device, output_dir), [model], [data], [objective],
-// [ganpo], [train], [sampling], [eval]. No torch types here: the GUI and the run store use it too.
+// [ganpo], [train], [sampling], [eval], and [[pipeline]] stages trained first. No torch types here: the GUI and the run store use it too.
 #pragma once
 
 #include <cstdint>
@@ -118,6 +118,17 @@ struct EvalConfig {
   double judge_timeout_s = 600;
 };
 
+// A stage trained before the run, in the same workspace: the run's config with `assignments`
+// ("section.key=value") applied. Stages chain: each starts from (and uses as reference) the
+// previous one's final/, and the run itself from the last one's. TOML:
+//   [[pipeline]]
+//   name = "sft"
+//   set = { stage = "sft", "train.max_steps" = 520 }
+struct PipelineStage {
+  std::string name;
+  std::vector<std::string> assignments;
+};
+
 struct RunConfig {
   std::string name = "run";
   std::string stage = "preference";  // "sft" | "preference"
@@ -131,12 +142,17 @@ struct RunConfig {
   TrainConfig train;
   SamplingConfig sampling;
   EvalConfig eval;
+  // Stages trained first (e.g. SFT before the preference stage). A config with a pipeline is
+  // run as a study of one arm (core/study_spec.h): one run per stage, then this one.
+  std::vector<PipelineStage> pipeline;
 };
 
 // Loading and saving. Unknown keys and wrongly typed values throw ConfigError naming the key.
 RunConfig load_config_file(const std::string& path);  // .toml or .json by extension
 RunConfig config_from_toml(const std::string& toml_text);
-std::string config_to_toml(const RunConfig& config);
+// table_prefix nests every table under it ("base" writes [base], [base.model], ...,
+// [[base.pipeline]]), as a study file holds its base config.
+std::string config_to_toml(const RunConfig& config, const std::string& table_prefix = "");
 nlohmann::json config_to_json(const RunConfig& config);
 RunConfig config_from_json(const nlohmann::json& j);
 void save_config_file(const RunConfig& config, const std::string& path);
@@ -144,6 +160,11 @@ void save_config_file(const RunConfig& config, const std::string& path);
 // Applies "section.key=value" (or "key=value" for top-level keys), parsing value as the key's
 // type. Throws ConfigError for an unknown key or a value of the wrong type.
 void apply_override(RunConfig& config, const std::string& assignment);
+
+// Every key as apply_override takes it ("name", "objective.beta", ...), in file order.
+std::vector<std::string> config_keys();
+// The value of a key as override text ("0.1", "true", "sigmoid"); throws ConfigError when unknown.
+std::string config_value_text(const RunConfig& config, const std::string& key);
 
 // Every problem found, one actionable message each; empty when the config is usable.
 std::vector<std::string> validate_config(const RunConfig& config);

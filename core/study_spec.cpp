@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/run_files.h"
+#include "core/toml_assignments.h"
 
 namespace ganpo {
 namespace {
@@ -19,31 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
-
-// A TOML scalar as the text apply_override parses.
-std::string override_text(const toml::node& node, const std::string& where) {
-  if (auto s = node.as_string()) return s->get();
-  if (auto b = node.as_boolean()) return b->get() ? "true" : "false";
-  if (auto i = node.as_integer()) return std::to_string(i->get());
-  if (auto f = node.as_floating_point()) {
-    // The shortest text that reads back as the same double (0.2, not 0.20000000000000001),
-    // whatever the locale.
-    char buf[64];
-    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, f->get());
-    if (ec == std::errc()) return std::string(buf, end);
-  }
-  throw ConfigError(where + " must be a string, number or boolean");
-}
-
-// Checks that `key=value` is a known key with a value of its type.
-void check_assignment(const std::string& assignment, const std::string& where) {
-  RunConfig probe;
-  try {
-    apply_override(probe, assignment);
-  } catch (const ConfigError& e) {
-    throw ConfigError(where + ": " + e.what());
-  }
-}
 
 toml::table parse(const std::string& text, const std::string& label) {
   try {
@@ -67,46 +43,6 @@ std::string slug(const std::vector<std::string>& assignments, int64_t seed) {
     out += (out.empty() ? "" : "__") + safe_name(key + "-" + a.substr(eq + 1));
   }
   return (out.empty() ? std::string("base") : out) + "__seed-" + std::to_string(seed);
-}
-
-// "key" = value pairs of a table in file order, with unquoted dotted keys (objective.beta = ...,
-// which TOML reads as nested tables) flattened back to "objective.beta".
-void flatten(const toml::table& table, const std::string& prefix,
-             std::vector<std::pair<std::string, const toml::node*>>& out,
-             std::vector<toml::source_position>& positions) {
-  for (auto&& [key, node] : table) {
-    const std::string name = prefix + std::string(key.str());
-    if (const toml::table* nested = node.as_table()) {
-      flatten(*nested, name + ".", out, positions);
-    } else {
-      out.emplace_back(name, &node);
-      positions.push_back(key.source().begin);
-    }
-  }
-}
-
-std::vector<std::pair<std::string, const toml::node*>> entries_in_file_order(const toml::table& table) {
-  std::vector<std::pair<std::string, const toml::node*>> entries;
-  std::vector<toml::source_position> positions;
-  flatten(table, "", entries, positions);
-  std::vector<size_t> order(entries.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return positions[a].line != positions[b].line ? positions[a].line < positions[b].line
-                                                  : positions[a].column < positions[b].column;
-  });
-  std::vector<std::pair<std::string, const toml::node*>> sorted;
-  for (size_t i : order) sorted.push_back(entries[i]);
-  return sorted;
-}
-
-// Keys every run gets from the study itself (compared as apply_override reads them: trimmed).
-void refuse_study_keys(const std::string& key, const std::string& where) {
-  const size_t first = key.find_first_not_of(" \t"), last = key.find_last_not_of(" \t");
-  const std::string k = first == std::string::npos ? "" : key.substr(first, last - first + 1);
-  if (k == "seed" || k == "output_dir" || k == "name")
-    throw ConfigError(where + ": " + k + " is set per run by the study" +
-                      (k == "seed" ? "; list seeds in the top-level seeds = [...]" : ""));
 }
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
@@ -138,7 +74,12 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
     } else if (k == "base_config" || k == "base") {
       if (has_base) throw ConfigError(label + ": give either base_config (a file) or a [base] table, not both");
       has_base = true;
-      if (!read_base) continue;
+      if (!read_base) {
+        // The shared stages still count: a stored study's stage runs come first.
+        if (const toml::table* t = node.as_table(); t && t->contains("pipeline") && spec.stages.empty())
+          spec.base.pipeline = stages_from_toml(*t->get("pipeline"), label + ": [base]", "pipeline");
+        continue;
+      }
       if (k == "base_config") {
         if (!node.is_string()) throw ConfigError(where + " must be the path of a run config file");
         fs::path path = node.as_string()->get();
@@ -162,7 +103,7 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
         const std::string gwhere = label + ": [grid] " + in_quotes(grid_key);
         const toml::array* values = gv->as_array();
         if (!values || values->empty()) throw ConfigError(gwhere + " must be a non-empty list of values");
-        refuse_study_keys(grid_key, gwhere);
+        refuse_per_run_keys(grid_key, gwhere);
         std::vector<std::string> texts;
         for (const auto& v : *values) {
           texts.push_back(override_text(v, gwhere));
@@ -171,39 +112,20 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
         spec.grid.emplace_back(grid_key, std::move(texts));
       }
     } else if (k == "stage") {
-      const toml::array* stages = node.as_array();
-      if (!stages) throw ConfigError(where + " must be [[stage]] tables with a name and a set = { ... } table");
-      for (const auto& s : *stages) {
-        const toml::table* t = s.as_table();
-        if (!t || !(*t)["name"].is_string()) throw ConfigError(where + ": every [[stage]] needs name = \"...\"");
-        StudyStage stage;
-        stage.name = (*t)["name"].as_string()->get();
-        const std::string stage_where = label + ": stage " + in_quotes(stage.name);
-        for (auto&& [key, value] : *t)
-          if (key.str() != "name" && key.str() != "set")
-            throw ConfigError(stage_where + ": " + in_quotes(std::string(key.str())) +
-                              " is not a stage key; a stage has name = \"...\" and set = { \"section.key\" = value, ... }");
-        const toml::table* set = (*t)["set"].as_table();
-        if (!set)
-          throw ConfigError(stage_where + " needs set = { \"section.key\" = value, ... } saying how it differs from "
-                            "the base (e.g. set = { stage = \"sft\" })");
-        for (const auto& [key, value] : entries_in_file_order(*set)) {
-          const std::string swhere = stage_where + " set " + in_quotes(key);
-          refuse_study_keys(key, swhere);
-          stage.assignments.push_back(key + "=" + override_text(*value, swhere));
-          check_assignment(stage.assignments.back(), swhere);
-        }
-        for (const auto& other : spec.stages)
-          if (safe_name(other.name) == safe_name(stage.name))
-            throw ConfigError(stage_where + ": another stage is named " + in_quotes(other.name) +
-                              " (their folders would be the same); give each stage its own name");
-        spec.stages.push_back(std::move(stage));
-      }
+      spec.stages = stages_from_toml(node, label, "stage");
     } else {
       throw ConfigError(where + " is not a study key; use name, seeds, base_config (or [base]), [grid], [[stage]]");
     }
   }
   if (!has_base) throw ConfigError(label + ": no base run config; add base_config = \"run.toml\" or a [base] table");
+  // A base config's own pipeline is the study's shared stages.
+  if (!spec.base.pipeline.empty()) {
+    if (!spec.stages.empty())
+      throw ConfigError(label + ": the base config has a [[pipeline]] and the study has [[stage]] tables; give the "
+                        "shared stages in one place");
+    spec.stages = std::move(spec.base.pipeline);
+    spec.base.pipeline.clear();
+  }
   if (spec.name.empty()) spec.name = spec.base.name.empty() ? "study" : spec.base.name;
   return spec;
 }
@@ -220,6 +142,7 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
   std::vector<StudyRun> runs;
   std::vector<std::string> problems;
   auto finish = [&](StudyRun run, const std::string& folder) {
+    run.config.pipeline.clear();  // every run is one stage
     run.config.output_dir = (fs::path(output_root) / folder).string();
     run.config.seed = run.seed;
     for (const auto& m : validate_config(run.config))
@@ -228,9 +151,11 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
     runs.push_back(std::move(run));
   };
 
-  // Shared stages: each from the previous one's final/.
+  // Shared stages: each from the previous one's final/. A base config's own pipeline counts as
+  // the study's stages when it lists none.
+  const std::vector<StudyStage>& stages = spec.stages.empty() ? spec.base.pipeline : spec.stages;
   std::string previous_final;
-  for (const auto& stage : spec.stages) {
+  for (const auto& stage : stages) {
     StudyRun run;
     run.stage = stage.name;
     run.arm = "stage " + stage.name;
@@ -265,7 +190,10 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
       run.config = spec.base;
       if (!previous_final.empty()) run.config.model.checkpoint = run.config.model.reference = previous_final;
       for (const auto& a : point) apply_override(run.config, a);
-      run.config.name = spec.name + " · " + run.arm + " · seed " + std::to_string(seed);
+      // One run (a pipeline's last stage): the study's own name.
+      run.config.name = points.size() == 1 && point.empty() && seeds.size() == 1
+                            ? spec.name
+                            : spec.name + " · " + run.arm + " · seed " + std::to_string(seed);
       finish(std::move(run), slug(point, seed));
     }
 
@@ -285,6 +213,37 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
     throw ConfigError(text);
   }
   return runs;
+}
+
+StudySpec study_of_pipeline(const RunConfig& config) {
+  StudySpec spec;
+  spec.name = config.name;
+  spec.base = config;
+  spec.stages = std::move(spec.base.pipeline);
+  spec.base.pipeline.clear();
+  return spec;
+}
+
+std::string study_to_toml(const StudySpec& spec) {
+  std::ostringstream out;
+  out << "# GANPO Workbench study\nname = " << toml_quoted(spec.name) << "\n";
+  if (!spec.seeds.empty()) {
+    out << "seeds = [";
+    for (size_t i = 0; i < spec.seeds.size(); ++i) out << (i ? ", " : "") << spec.seeds[i];
+    out << "]\n";
+  }
+  if (!spec.grid.empty()) {
+    out << "\n[grid]\n";
+    for (const auto& [key, values] : spec.grid) {
+      out << toml_quoted(key) << " = [";
+      for (size_t i = 0; i < values.size(); ++i) out << (i ? ", " : "") << toml_value_of_assignment(values[i]);
+      out << "]\n";
+    }
+  }
+  RunConfig base = spec.base;
+  if (!spec.stages.empty()) base.pipeline = spec.stages;  // read back as the shared stages
+  out << "\n" << config_to_toml(base, "base");
+  return out.str();
 }
 
 }  // namespace ganpo

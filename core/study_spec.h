@@ -11,6 +11,9 @@
 //   name = "sft"
 //   set = { stage = "sft", "train.max_steps" = 300 }
 //
+// A base config's own [[pipeline]] stages are the study's shared stages (and a run config with a
+// pipeline is run as a study of one arm: study_of_pipeline).
+//
 // Every arm (one point of the grid's cartesian product) x seed is one run: the base config, the
 // arm's assignments and the seed; with shared stages it starts from (and uses as reference) the
 // last stage's final/. expand_study() validates every run's config and names the arm of each
@@ -26,10 +29,8 @@
 
 namespace ganpo {
 
-struct StudyStage {
-  std::string name;
-  std::vector<std::string> assignments;  // "key=value", as --set takes them
-};
+// A shared stage is a pipeline stage: a name and "key=value" assignments, as --set takes them.
+using StudyStage = PipelineStage;
 
 struct StudySpec {
   std::string name;
@@ -54,6 +55,11 @@ struct StudyRun {
 StudySpec study_from_toml(const std::string& text, const std::string& source_dir, const std::string& source_label,
                           bool read_base = true);
 StudySpec load_study_file(const std::string& path);
+
+// The study a run config with a pipeline stands for: its stages shared, one arm, its own seed.
+StudySpec study_of_pipeline(const RunConfig& config);
+// TOML that study_from_toml reads back as the same study (the base config inline as [base]).
+std::string study_to_toml(const StudySpec& spec);
 
 // The shared stages (in order), then every arm x seed, each writing under output_root/<slug>.
 // Throws ConfigError listing every run whose config is invalid, with its arm and seed.

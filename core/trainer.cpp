@@ -133,6 +133,8 @@ void install_stop_signal_handlers() {
   std::signal(SIGTERM, on_signal);
 }
 
+int cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
 std::string resolve_device(const std::string& device) {
   if (device == "auto") return torch::cuda::is_available() ? "cuda" : "cpu";
   if (device.rfind("cuda", 0) == 0 && !torch::cuda::is_available())
@@ -377,6 +379,9 @@ struct Trainer::State {
         render_conversations(train, eval);
         pick_held_out_prompts(plain, eval, [](const PreferenceExample& ex) { return ex.chosen.size(); });
         pick_sample_prompts(plain, eval);
+        // The same prompts for evaluations of its checkpoints later (`ganpo eval --prompts`).
+        if (!judge_prompts.empty())
+          write_eval_prompts((std::filesystem::path(config.output_dir) / kJudgePromptsFile).string(), judge_prompts);
       }
       for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
       for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));

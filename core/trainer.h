@@ -56,5 +56,7 @@ void install_stop_signal_handlers();
 
 // "cpu", "cuda", "cuda:1"; "auto" picks CUDA when available. Throws ConfigError if unavailable.
 std::string resolve_device(const std::string& device);
+// CUDA devices this process sees (0 on a CPU build or machine).
+int cuda_device_count();
 
 }  // namespace ganpo

@@ -54,6 +54,9 @@ bool looks_like_run_folder(const fs::path& dir) {
 }
 
 int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
+  if (!config.pipeline.empty())
+    throw ConfigError("the config chains " + std::to_string(config.pipeline.size() + 1) +
+                      " stages ([[pipeline]]): it is queued as a study of one run per stage (queue_study), not as one run");
   std::optional<sql::Transaction> txn;  // or inside the caller's (a study creates many runs in one)
   if (sqlite3_get_autocommit(store_.database().get()) != 0) txn.emplace(store_.database());
   const int64_t id = store_.create_run(config.name, config.stage, config_to_json(config).dump());
@@ -153,7 +156,13 @@ CheckpointEvalPlan RunService::plan_checkpoint_eval(int64_t run_id, const std::s
     if (!config.data.eval.empty()) pairs = config.data.eval;
     else if (task) pairs = write_held_out_pairs(*task, scratch_dir);
   }
-  if (!task && pairs.empty()) {
+  // A data file's judge is eval.judge_command, on the held-out prompts the run wrote.
+  std::string prompts_file;
+  if (!task && !config.eval.judge_command.empty()) {
+    const fs::path p = fs::path(config.output_dir) / kJudgePromptsFile;
+    if (fs::is_regular_file(p)) prompts_file = p.string();
+  }
+  if (!task && pairs.empty() && prompts_file.empty()) {
     plan.refused = !config.data.eval.empty()
                        ? "this run trains on a data file, which has no built-in judge: tick the held-out pairs to "
                          "evaluate its checkpoints on " + config.data.eval
@@ -166,13 +175,20 @@ CheckpointEvalPlan RunService::plan_checkpoint_eval(int64_t run_id, const std::s
   a = {"eval", "--checkpoint", checkpoint, "--reference", reference, "--json"};
   nlohmann::json params{{"checkpoint", checkpoint}, {"reference", reference}, {"pairs", pairs.empty() ? nlohmann::json() : nlohmann::json(pairs)}};
   if (!pairs.empty()) a.insert(a.end(), {"--pairs", pairs});
-  if (task) {
+  if (task || !prompts_file.empty()) {
     std::string temps;
     for (double t : options.temperatures) temps += (temps.empty() ? "" : ",") + temperature_label(t);
-    a.insert(a.end(), {"--builtin", task->name(), "--temperatures", temps, "--num-prompts", std::to_string(options.num_prompts),
-                       "--max-new-tokens", std::to_string(options.max_new_tokens), "--seed", std::to_string(options.seed)});
+    if (task) {
+      a.insert(a.end(), {"--builtin", task->name()});
+      params["builtin"] = task->name();
+    } else {
+      a.insert(a.end(), {"--prompts", prompts_file});
+      params["prompts"] = prompts_file;
+    }
+    a.insert(a.end(), {"--temperatures", temps, "--num-prompts", std::to_string(options.num_prompts), "--max-new-tokens",
+                       std::to_string(options.max_new_tokens), "--seed", std::to_string(options.seed)});
     if (!config.eval.judge_command.empty()) a.insert(a.end(), {"--judge-command", config.eval.judge_command});
-    params.update({{"builtin", task->name()}, {"temperatures", options.temperatures}, {"num_prompts", options.num_prompts},
+    params.update({{"temperatures", options.temperatures}, {"num_prompts", options.num_prompts},
                    {"max_new_tokens", options.max_new_tokens}, {"seed", options.seed}});
   }
   // Held-out numbers with the run's own objective, as its training evaluations have them.

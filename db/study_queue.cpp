@@ -1,5 +1,8 @@
 #include "db/study_queue.h"
 
+#include <filesystem>
+
+#include "core/run_files.h"
 #include "db/run_service.h"
 
 namespace ganpo {
@@ -64,6 +67,24 @@ int64_t create_study(RunStore& store, const std::string& name, const std::string
   return study_id;
 }
 
+QueuedStudy queue_study(RunStore& store, const std::string& db_path, const StudySpec& spec, const std::string& out_root) {
+  namespace fs = std::filesystem;
+  QueuedStudy queued;
+  queued.folder = out_root;
+  if (queued.folder.empty()) {
+    const fs::path root = fs::absolute(db_path).parent_path() / "studies";
+    queued.folder = (root / safe_file_name(spec.name)).string();
+    for (int n = 2; fs::exists(queued.folder); ++n)
+      queued.folder = (root / (safe_file_name(spec.name) + "-" + std::to_string(n))).string();
+  }
+  queued.folder = fs::absolute(queued.folder).string();
+  queued.runs = expand_study(spec, queued.folder);
+  std::error_code ec;
+  fs::create_directories(queued.folder, ec);  // taken: the next study of this name gets -2
+  queued.id = create_study(store, spec.name, study_to_toml(spec), queued.runs);
+  return queued;
+}
+
 std::optional<StudyRow> find_study(RunStore& store, int64_t study_id) {
   sql::Statement s(store.database(), "SELECT id, name, spec_toml, state, created_at FROM studies WHERE id = ?");
   s.bind(1, study_id);
@@ -79,8 +100,18 @@ std::vector<StudyRow> list_studies(RunStore& store) {
 }
 
 void set_study_state(RunStore& store, int64_t study_id, StudyState state) {
+  sql::Transaction txn(store.database());
   sql::Statement s(store.database(), "UPDATE studies SET state = ?, updated_at = ? WHERE id = ?");
   s.bind(1, std::string(to_string(state))).bind(2, unix_now()).bind(3, study_id).run();
+  if (state == StudyState::active) {
+    // Runs a cancel (or a person) stopped go back in the queue; each continues from its last
+    // checkpoint when started.
+    sql::Statement requeue(store.database(),
+                           "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, worker_pid = NULL, "
+                           "updated_at = ?2 WHERE study_id = ?1 AND status = 'stopped'");
+    requeue.bind(1, study_id).bind(2, unix_now()).run();
+  }
+  txn.commit();
 }
 
 std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id) {
@@ -127,11 +158,15 @@ StudyCounts study_counts(RunStore& store, int64_t study_id) {
       default: ++c.queued; break;
     }
   }
-  // Queued runs that can never start: what they start from is finished without completing.
+  // Queued runs that can never start: something they start from, however many stages up, is
+  // finished without completing.
   sql::Statement blocked(store.database(),
-                         "SELECT COUNT(*) FROM runs r JOIN runs d ON d.id = r.depends_on WHERE r.study_id = ?1 AND "
-                         "r.status = 'queued' AND r.worker_pid IS NULL AND (d.status = 'stopped' OR "
-                         "(d.status = 'failed' AND d.attempts >= ?2))");
+                         "WITH RECURSIVE dead(id) AS ("
+                         "  SELECT id FROM runs WHERE study_id = ?1 AND "
+                         "    (status = 'stopped' OR (status = 'failed' AND attempts >= ?2)) "
+                         "  UNION SELECT r.id FROM runs r JOIN dead ON r.depends_on = dead.id "
+                         "    WHERE r.status = 'queued' AND r.worker_pid IS NULL) "
+                         "SELECT COUNT(*) FROM runs WHERE id IN (SELECT id FROM dead) AND status = 'queued'");
   blocked.bind(1, study_id).bind(2, kStudyMaxAttempts);
   if (blocked.step()) c.blocked = blocked.col_int(0);
   return c;

@@ -39,6 +39,18 @@ constexpr int64_t kStudyMaxAttempts = 2;
 // one transaction. Returns the study id.
 int64_t create_study(RunStore& store, const std::string& name, const std::string& spec_toml,
                      const std::vector<StudyRun>& runs);
+// Expands and queues a study in the workspace at db_path, its runs writing under out_root, or
+// by default <workspace folder>/studies/<name> (<name>-2, -3, ... when taken). The stored text
+// is study_to_toml(spec): self-contained, whatever file the base config came from. Throws
+// ConfigError naming every invalid run before anything is stored.
+struct QueuedStudy {
+  int64_t id = 0;
+  std::string folder;
+  std::vector<StudyRun> runs;
+};
+QueuedStudy queue_study(RunStore& store, const std::string& db_path, const StudySpec& spec,
+                        const std::string& out_root = "");
+
 std::optional<StudyRow> find_study(RunStore& store, int64_t study_id);
 std::vector<StudyRow> list_studies(RunStore& store);
 void set_study_state(RunStore& store, int64_t study_id, StudyState state);

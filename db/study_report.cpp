@@ -207,4 +207,21 @@ nlohmann::json report_to_json(const StudyReport& report) {
   return j;
 }
 
+bool is_headline_metric(const std::string& key) {
+  const bool all_buckets = key.find('/', 6) == std::string::npos;  // not judge/win_rate@1.0/short
+  return key == "eval_rewards/accuracies" || key == "eval_rewards/margins" || key == "step_time_s" ||
+         (key.rfind("judge/win_rate@", 0) == 0 && all_buckets) || (key.rfind("judge/policy_length@", 0) == 0 && all_buckets);
+}
+
+bool verdict_called(const Interval& i, bool head_to_head) { return i.excludes(head_to_head ? 0.5 : 0.0); }
+
+std::string verdict_text(const Interval& i, bool head_to_head) {
+  const double null_value = head_to_head ? 0.5 : 0.0;
+  if (!verdict_called(i, head_to_head))
+    return head_to_head ? "no difference shown (interval contains 0.5)" : "no difference shown (interval contains 0)";
+  const bool up = i.mean > null_value;
+  if (head_to_head) return up ? "GANPO judged better" : "GANPO judged worse";
+  return up ? "higher with GANPO" : "lower with GANPO";
+}
+
 }  // namespace ganpo

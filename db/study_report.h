@@ -49,6 +49,15 @@ struct StudyReport {
 };
 
 StudyReport study_report(RunStore& store, int64_t study_id);
+
+// The numbers the answer leads with (the CLI, the HTML report and the Study tab): held-out
+// accuracy and margin, judge win rate and response length per temperature (all buckets), step time.
+bool is_headline_metric(const std::string& key);
+// The plain verdict on an interval, called only when it excludes the null value: GANPO on minus
+// off (null 0: "higher with GANPO" / "lower with GANPO") or head to head (null 0.5: "GANPO judged
+// better" / "GANPO judged worse"); otherwise "no difference shown (interval contains 0)".
+bool verdict_called(const Interval& i, bool head_to_head);
+std::string verdict_text(const Interval& i, bool head_to_head);
 nlohmann::json report_to_json(const StudyReport& report);
 
 }  // namespace ganpo

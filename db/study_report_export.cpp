@@ -164,19 +164,9 @@ std::string label_without(const ArmResult& arm, const std::string& key) {
   return out.empty() ? "all arms" : out;
 }
 
-std::string verdict(const Interval& i, double null_value, bool higher_is_better_label) {
-  if (!i.excludes(null_value)) return "not shown (interval contains " + num(null_value, 1) + ")";
-  const bool up = i.mean > null_value;
-  return higher_is_better_label ? (up ? "<b>higher with GANPO</b>" : "<b>lower with GANPO</b>")
-                                : (up ? "<b>GANPO judged better</b>" : "<b>GANPO judged worse</b>");
-}
-
-// The numbers the answer leads with: held-out accuracy and margin, judge score and win rate per
-// temperature, response length, step time.
-bool headline(const std::string& key) {
-  return key == "eval_rewards/accuracies" || key == "eval_rewards/margins" || key == "step_time_s" ||
-         (key.rfind("judge/win_rate@", 0) == 0 && key.find('/', 6) == std::string::npos) ||
-         (key.rfind("judge/policy_length@", 0) == 0 && key.find('/', 6) == std::string::npos);
+std::string verdict(const Interval& i, bool head_to_head) {
+  const std::string text = escape(verdict_text(i, head_to_head));
+  return verdict_called(i, head_to_head) ? "<b>" + text + "</b>" : text;
 }
 
 }  // namespace
@@ -204,9 +194,9 @@ std::string study_report_html(const StudyReport& report) {
     h += "<h3>" + escape(p.arm) + "<br><small>against " + escape(p.baseline) + " (" + std::to_string(p.seeds.size()) +
          " paired seeds)</small></h3>\n<table><tr><th>number</th><th>GANPO on minus off</th><th>verdict</th></tr>\n";
     for (const auto& [key, i] : p.differences)
-      if (headline(key)) h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4) + "</td><td>" + verdict(i, 0, true) + "</td></tr>\n";
+      if (is_headline_metric(key)) h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4) + "</td><td>" + verdict(i, false) + "</td></tr>\n";
     for (const auto& [key, i] : p.win_rate_vs_baseline)
-      h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4) + "</td><td>" + verdict(i, 0.5, false) + "</td></tr>\n";
+      h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4) + "</td><td>" + verdict(i, true) + "</td></tr>\n";
     h += "</table>\n";
   }
 
@@ -273,7 +263,7 @@ std::string study_report_html(const StudyReport& report) {
   std::set<std::string> keys;
   for (const auto& a : report.arms)
     for (const auto& [key, i] : a.metrics)
-      if (headline(key) || key == "tokens_per_s") keys.insert(key);
+      if (is_headline_metric(key) || key == "tokens_per_s") keys.insert(key);
   h += "<h2>Arms</h2>\n<table><tr><th>arm</th><th>seeds</th>";
   for (const auto& k : keys) h += "<th>" + escape(k) + "</th>";
   h += "</tr>\n";

@@ -28,11 +28,14 @@
 #include <QToolBar>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/config.h"
 #include "core/run_files.h"
+#include "core/study_spec.h"
 #include "db/run_service.h"
+#include "db/run_speed.h"
 #include "db/study_queue.h"
 #include "ui/checkpoints_view.h"
 #include "ui/compare_view.h"
@@ -40,6 +43,8 @@
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
 #include "ui/store_worker.h"
+#include "ui/run_presets.h"
+#include "ui/study_dialog.h"
 #include "ui/study_view.h"
 #include "ui/worker_launcher.h"
 
@@ -135,6 +140,7 @@ void MainWindow::buildActions() {
   compare_ = add("Compare", QStyle::SP_FileDialogListView, QKeySequence("Ctrl+K"), [this] {
     openCompareTab(selectedRunIds());
   });
+  add("New Study", QStyle::SP_FileDialogNewFolder, QKeySequence("Ctrl+Shift+N"), [this] { openStudyDialog(); });
   add("Studies", QStyle::SP_FileDialogDetailedView, QKeySequence("Ctrl+Shift+S"), [this] { chooseStudy(); });
   refresh_ = new QAction("Refresh", this);
   refresh_->setShortcut(QKeySequence::Refresh);
@@ -275,6 +281,14 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
   if (newest > last_poll_time_) last_poll_time_ = newest;
   model_->retain(ids);
   model_->upsert(changed);
+  // Tabs asked for before the run was listed: now with its name and config.
+  for (auto it = open_when_listed_.begin(); it != open_when_listed_.end();)
+    if (model_->entry(*it)) {
+      openRunTab(*it);
+      it = open_when_listed_.erase(it);
+    } else {
+      ++it;
+    }
   for (const auto& e : changed) {
     const RunStatus status = e.row.status;
     const QString status_text = to_string(status);
@@ -286,6 +300,7 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
       Q_EMIT runFinished(e.row.id, status_text);
     }
     last_status_[e.row.id] = status;
+    if (status != RunStatus::queued && open_when_started_.erase(e.row.id)) openRunTab(e.row.id);
   }
   if (!columns_sized_ && !changed.empty()) {
     columns_sized_ = true;
@@ -379,6 +394,10 @@ void MainWindow::openNewRunDialog(const QString& preset) {
 
 void MainWindow::createAndStartRun(const RunConfig& config, std::optional<int64_t> parent_run,
                                    std::optional<int64_t> parent_step) {
+  if (!config.pipeline.empty()) {
+    createAndStartPipeline(config);
+    return;
+  }
   const QString runs_dir = QFileInfo(db_path_).absoluteDir().filePath("runs");
   store_->query<int64_t>(
       this,
@@ -393,10 +412,54 @@ void MainWindow::createAndStartRun(const RunConfig& config, std::optional<int64_
       [this](int64_t id) {
         pollNow();
         startRun(id);
-        openRunTab(id);
+        openRunTabWhenListed(id);
         Q_EMIT runCreated(id);
       },
       [this](QString error) { showError("New run", "The run could not be created: " + error); });
+}
+
+void MainWindow::createAndStartPipeline(const RunConfig& config) {
+  createAndStartStudy(study_of_pipeline(config), /*jobs=*/1, /*follow_runs=*/true);
+}
+
+void MainWindow::createAndStartStudy(const StudySpec& spec, int jobs, bool follow_runs) {
+  struct Queued {
+    int64_t study_id = 0;
+    std::vector<int64_t> run_ids;
+  };
+  const std::string db = db_path_.toStdString();
+  store_->query<Queued>(
+      this,
+      [spec, db](RunStore& s) {
+        Queued q;
+        q.study_id = queue_study(s, db, spec).id;
+        q.run_ids = study_run_ids(s, q.study_id);
+        return q;
+      },
+      [this, jobs, follow_runs](const Queued& q) {
+        pollNow();
+        if (q.run_ids.empty()) return;
+        startStudyDriver(q.study_id, jobs);
+        if (follow_runs) {
+          open_when_started_.insert(q.run_ids.begin() + 1, q.run_ids.end());
+          openRunTabWhenListed(q.run_ids.front());
+        } else {
+          openStudyTab(q.study_id);
+        }
+        statusBar()->showMessage(
+            QString("Study %1 queued: %2 runs").arg(q.study_id).arg(q.run_ids.size()), 8000);
+        Q_EMIT studyCreated(q.study_id);
+      },
+      [this](QString error) { showError("New study", "The runs could not be queued: " + error); });
+}
+
+bool MainWindow::startStudyDriver(int64_t study_id, int jobs) {
+  QString error;
+  if (!launcher_->startStudyDriver(study_id, jobs, &error)) {
+    showError("Run queue", error);
+    return false;
+  }
+  return true;
 }
 
 void MainWindow::startRun(int64_t run_id) {
@@ -433,6 +496,13 @@ RunTab* MainWindow::runTab(int64_t run_id) const {
   for (int i = 0; i < tabs_->count(); ++i)
     if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(i)); tab && tab->runId() == run_id) return tab;
   return nullptr;
+}
+
+void MainWindow::openRunTabWhenListed(int64_t run_id) {
+  if (model_->entry(run_id))
+    openRunTab(run_id);
+  else
+    open_when_listed_.insert(run_id);
 }
 
 RunTab* MainWindow::openRunTab(int64_t run_id) {
@@ -472,6 +542,7 @@ void MainWindow::showRunMenu(const QPoint& pos) {
   QMenu menu(this);
   menu.addAction("Open", this, [this, id] { openRunTab(id); });
   menu.addAction("Clone and edit…", this, [this, id] { cloneRun(id); });
+  menu.addAction("New study from this run…", this, [this, id] { openStudyDialog(id); });
   auto* compare = menu.addAction("Compare selected", this, [this] { openCompareTab(selectedRunIds()); });
   compare->setEnabled(selectedRunIds().size() >= 2);
   menu.addSeparator();
@@ -552,13 +623,48 @@ StudyView* MainWindow::openStudyTab(int64_t study_id) {
   return view;
 }
 
+void MainWindow::openStudyDialog(std::optional<int64_t> base_run) {
+  store_->query<WorkSpeed>(
+      this, [](RunStore& s) { return measured_work_speed(s); },
+      [this, base_run](WorkSpeed speed) {
+        // Bases: the presets, then the workspace's runs, newest first.
+        std::vector<StudyDialog::Base> bases;
+        for (const QString& stem : run_preset_stems()) {
+          try {
+            bases.push_back({"Preset: " + run_preset_title(stem), load_run_preset(stem)});
+          } catch (const std::exception&) {
+          }
+        }
+        int chosen = 0;
+        std::vector<const RunListEntry*> runs;
+        for (int row = 0; row < model_->rowCount(); ++row)
+          if (const RunListEntry* e = model_->entry(model_->index(row, 0).data(RunListModel::RunIdRole).toLongLong()))
+            runs.push_back(e);
+        std::sort(runs.begin(), runs.end(), [](const RunListEntry* a, const RunListEntry* b) { return a->row.id > b->row.id; });
+        for (const RunListEntry* e : runs) {
+          try {
+            bases.push_back({QString("Run %1: %2").arg(e->row.id).arg(QString::fromStdString(e->row.name)),
+                             config_from_json(e->config)});
+            if (base_run && *base_run == e->row.id) chosen = static_cast<int>(bases.size()) - 1;
+          } catch (const std::exception&) {
+          }
+        }
+        StudyDialog dialog(std::move(bases), speed, this);
+        dialog.setBase(chosen);
+        if (dialog.exec() != QDialog::Accepted) return;
+        createAndStartStudy(dialog.spec(), dialog.jobs(), /*follow_runs=*/false);
+      },
+      [this](QString error) { showError("New study", "The workspace could not be read: " + error); });
+}
+
 void MainWindow::chooseStudy() {
   store_->query<std::vector<StudyRow>>(
       this, [](RunStore& s) { return list_studies(s); },
       [this](std::vector<StudyRow> studies) {
         if (studies.empty()) {
           QMessageBox::information(this, "Studies",
-                                   "This workspace has no study yet. Create one from a study file:\n"
+                                   "This workspace has no study yet. Start one with New Study (Ctrl+Shift+N), or "
+                                   "queue one from a study file:\n"
                                    "ganpo study create resources/studies/paper-in-miniature.toml");
           return;
         }

@@ -14,9 +14,11 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "core/config.h"
+#include "core/study_spec.h"
 #include "db/run_status.h"
 
 class QAction;
@@ -55,16 +57,30 @@ public:
   // Opens the New Run dialog, preset (a file stem such as "demo") preselected.
   void openNewRunDialog(const QString& preset = QString());
   // Inserts a queued run with this config (output folder assigned beside the workspace), starts
-  // its worker and opens its tab; done(run id, or -1 with a message) runs when that finished.
+  // its worker and opens its tab (emits runCreated); a config with a pipeline goes to
+  // createAndStartPipeline.
   void createAndStartRun(const RunConfig& config, std::optional<int64_t> parent_run = std::nullopt,
                          std::optional<int64_t> parent_step = std::nullopt);
+  // A config with [[pipeline]] stages: queued as a study of one run per stage, its queue driver
+  // started, the first run's tab opened; each later stage's tab opens when its run starts.
+  void createAndStartPipeline(const RunConfig& config);
+  // Queues a study (every run validated first; a problem is shown and nothing is stored), starts
+  // its queue driver with `jobs` runs at a time (0: one per GPU, or one on a CPU) and emits
+  // studyCreated. follow_runs: open each
+  // run's tab as it starts (a pipeline); otherwise the Study tab opens.
+  void createAndStartStudy(const StudySpec& spec, int jobs = 0, bool follow_runs = false);
   void startRun(int64_t run_id);
+  // Starts the detached queue driver of a study (shows why when it cannot).
+  bool startStudyDriver(int64_t study_id, int jobs = 0);
   void sendControl(int64_t run_id, const QString& command);
   RunTab* openRunTab(int64_t run_id);
   // A Compare tab for two or more runs (nullptr, with a status message, for fewer).
   CompareView* openCompareTab(const std::vector<int64_t>& run_ids);
   // The Study tab of a study in the workspace (an existing tab is brought forward).
   StudyView* openStudyTab(int64_t study_id);
+  // The New Study dialog (base: the presets and the workspace's runs, base_run preselected);
+  // Start queues the study, starts its driver and opens its Study tab.
+  void openStudyDialog(std::optional<int64_t> base_run = std::nullopt);
   // Lets the user pick one of the workspace's studies and opens its tab.
   void chooseStudy();
   // New run from a checkpoint of run_id (New Run dialog prefilled; parent run and step recorded).
@@ -77,6 +93,7 @@ public:
 
 Q_SIGNALS:
   void runCreated(qint64 run_id);
+  void studyCreated(qint64 study_id);
   void runFinished(qint64 run_id, const QString& status);
   void polled();
 
@@ -87,6 +104,7 @@ private:
   void buildActions();
   void buildLayout();
   void restoreSettings();
+  void openRunTabWhenListed(int64_t run_id);
   void onPolled(const std::vector<RunListEntry>& changed, const std::vector<int64_t>& ids, double newest);
   void updateActions();
   void updateStatusBar();
@@ -124,6 +142,8 @@ private:
   bool columns_sized_ = false;
   double last_poll_time_ = 0;
   std::map<qint64, RunStatus> last_status_;  // for end-of-run notifications
+  std::set<int64_t> open_when_started_;      // later stages of pipelines this window created
+  std::set<int64_t> open_when_listed_;       // tabs asked for before the next poll listed the run
   std::optional<double> active_memory_mb_;
   CloseChoice close_choice_ = CloseChoice::Ask;
 };

@@ -104,6 +104,26 @@ void NewRunDialog::buildTopRow(QWidget* parent) {
   form_->addPath(run, GANPO_CONFIG_KEY(output_dir), tr("Output folder"), ConfigForm::PathKind::Folder,
                  tr("Checkpoints, config.toml, metrics.jsonl and the event log go here."));
   layout->addWidget(run);
+
+  // Stages trained before this config ([[pipeline]]): shown, and removable, not edited here.
+  pipeline_row_ = new QWidget(parent);
+  auto* row = new QHBoxLayout(pipeline_row_);
+  row->setContentsMargins(0, 0, 0, 0);
+  pipeline_ = new QLabel(pipeline_row_);
+  pipeline_->setObjectName(QStringLiteral("pipelineSummary"));
+  pipeline_->setWordWrap(true);
+  pipeline_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  auto* drop = new QPushButton(tr("Train this stage only"), pipeline_row_);
+  drop->setObjectName(QStringLiteral("dropPipeline"));
+  drop->setToolTip(tr("Remove the earlier stages: this config then trains alone, from its model folder or a fresh model."));
+  row->addWidget(pipeline_, 1);
+  row->addWidget(drop);
+  layout->addWidget(pipeline_row_);
+  connect(drop, &QPushButton::clicked, this, [this] {
+    base_ = config();
+    base_.pipeline.clear();
+    revalidate();
+  });
 }
 
 QWidget* NewRunDialog::buildModelPage() {
@@ -475,6 +495,19 @@ void NewRunDialog::revalidate() {
 }
 
 void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
+  pipeline_row_->setVisible(!c.pipeline.empty());
+  QStringList stages;
+  for (const auto& stage : c.pipeline) {
+    QStringList set;
+    for (const auto& a : stage.assignments) set << QString::fromStdString(a);
+    stages << tr("<b>%1</b> (%2)").arg(QString::fromStdString(stage.name).toHtmlEscaped(), set.join(", ").toHtmlEscaped());
+  }
+  pipeline_->setText(tr("Pipeline: trains %1 first, then this config from its final weights (and against them as "
+                        "reference); %2 runs, queued together as a study and started one after another.")
+                         .arg(stages.join(tr(", then ")))
+                         .arg(c.pipeline.size() + 1));
+  buttons_->button(QDialogButtonBox::Ok)
+      ->setText(c.pipeline.empty() ? tr("Create run") : tr("Create %1 runs").arg(c.pipeline.size() + 1));
   const bool builtin = uses_builtin_task(c.data);
   builtin_data_->setVisible(builtin);
   file_data_->setVisible(!builtin);

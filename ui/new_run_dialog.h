@@ -82,6 +82,8 @@ private:
   DatasetPreviewWidget* preview_;
   MemoryEstimateLabel* memory_;
   QLabel* summary_;
+  QWidget* pipeline_row_;    // shown for a config with [[pipeline]] stages
+  QLabel* pipeline_;
   QDialogButtonBox* buttons_;
 };
 

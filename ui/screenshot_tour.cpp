@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "core/config.h"
+#include "core/study_spec.h"
 #include "ui/checkpoints_view.h"
 #include "ui/compare_view.h"
 #include "ui/dashboard_view.h"
@@ -72,42 +73,60 @@ void ScreenshotTour::save(QWidget* widget, const QString& name) {
   std::fflush(stdout);
 }
 
+// Calls fn once ready() holds (checked every 250 ms), or after `seconds` regardless.
+void ScreenshotTour::when(const std::function<bool()>& ready, int seconds, const std::function<void()>& fn) {
+  auto* waiter = new QTimer(this);
+  auto waited = std::make_shared<int>(0);
+  connect(waiter, &QTimer::timeout, this, [waiter, waited, ready, seconds, fn] {
+    if (!ready() && ++*waited < seconds * 4) return;
+    waiter->stop();
+    waiter->deleteLater();
+    fn();
+  });
+  waiter->start(250);
+}
+
+RunStatus ScreenshotTour::statusOf(int64_t run_id) const {
+  const RunListEntry* e = window_->runModel()->entry(run_id);
+  return e ? e->row.status : RunStatus::queued;
+}
+
 void ScreenshotTour::start() {
   QDir().mkpath(out_dir_);
   window_->resize(1500, 900);
-  // 1. The New Run dialog on the demo preset.
+  // 1. The New Run dialog on the demo preset: a pipeline, SFT then DPO + GANPO.
   QTimer::singleShot(800, this, [this] {
     auto* dialog = new NewRunDialog(window_);
     dialog->selectPreset("demo");
-    dialog->resize(900, 720);
+    dialog->resize(900, 760);
     dialog->show();
     QTimer::singleShot(600, this, [this, dialog] {
       save(dialog, "new_run_dialog.png");
       const RunConfig config = dialog->config();
       dialog->close();
       dialog->deleteLater();
-      // 2. Start it and watch it train; the probe measures UI-thread stalls meanwhile.
+      // 2. The demo pipeline, and the same preference stage without GANPO to compare with: one
+      // study, the SFT stage shared, both arms at once after it. The probe measures UI-thread
+      // stalls meanwhile.
+      StudySpec spec = study_of_pipeline(config);
+      spec.grid = {{"ganpo.enabled", {"true", "false"}}};
       probe_ = new EventLoopProbe(this);
-      window_->createAndStartRun(config);
-      // A second run to compare with: the same demo without the GANPO regularizer.
-      RunConfig baseline = config;
-      baseline.name = "demo-dpo";
-      baseline.ganpo.enabled = false;
-      QTimer::singleShot(1500, this, [this, baseline] { window_->createAndStartRun(baseline); });
-      QTimer::singleShot(4000, this, [this] { window_->openRunTab(1); });  // back to the GANPO run
-      // A second probe once the run's tab is built: the steady state while curves stream in.
-      QTimer::singleShot(5000, this, [this] { steady_probe_ = new EventLoopProbe(this); });
-      // A checkpoint half way, so the Checkpoints tab has two to put side by side.
-      QTimer::singleShot(live_seconds_ * 500, this, [this] { window_->sendControl(1, "checkpoint"); });
-      QTimer::singleShot(live_seconds_ * 1000, this, [this] { afterLive(); });
+      window_->createAndStartStudy(spec, /*jobs=*/2, /*follow_runs=*/true);
+      // Run 1 is the SFT stage, 2 the GANPO arm, 3 the DPO arm.
+      when([this] { return statusOf(2) != RunStatus::queued; }, 600, [this] {
+        window_->openRunTab(kGanpoRun);
+        // A second probe once the run's tab is built: the steady state while curves stream in.
+        QTimer::singleShot(1000, this, [this] { steady_probe_ = new EventLoopProbe(this); });
+        QTimer::singleShot(live_seconds_ * 1000, this, [this] { afterLive(); });
+      });
     });
   });
 }
 
 void ScreenshotTour::afterLive() {
-  window_->openRunTab(1);
+  window_->openRunTab(kGanpoRun);
   save(window_, "main_window.png");
-  RunTab* tab = window_->runTab(1);
+  RunTab* tab = window_->runTab(kGanpoRun);
   if (tab) {
     save(tab, "dashboard.png");
     std::printf("dashboard points loaded: %lld; health: %s\n", static_cast<long long>(tab->dashboard()->pointsLoaded()),
@@ -117,30 +136,18 @@ void ScreenshotTour::afterLive() {
               "timer lateness %.1f ms\n",
               probe_->longestBusyCpuMs(), probe_->longestStallMs());
   if (steady_probe_)
-    std::printf("UI thread while the live run streamed (from 5 s on, %lld timer ticks): longest event handled in "
-                "%.1f ms of CPU [%s], timer lateness %.1f ms (the worker trains on the same cores)\n",
+    std::printf("UI thread while the live run streamed (%lld timer ticks): longest event handled in "
+                "%.1f ms of CPU [%s], timer lateness %.1f ms (the workers train on the same cores)\n",
                 static_cast<long long>(steady_probe_->ticks()), steady_probe_->longestBusyCpuMs(),
                 qPrintable(steady_probe_->longestEvent()), steady_probe_->longestStallMs());
   std::fflush(stdout);
-  window_->sendControl(1, "stop");
-  window_->sendControl(2, "stop");
-  // Once both have stopped (a checkpoint each): Samples, Checkpoints side by side, Compare.
-  auto* waiter = new QTimer(this);
-  auto waited = std::make_shared<int>(0);
-  connect(waiter, &QTimer::timeout, this, [this, waiter, waited] {
-    const RunListEntry* a = window_->runModel()->entry(1);
-    const RunListEntry* b = window_->runModel()->entry(2);
-    const bool stopped = a && b && !is_active(a->row.status) && !is_active(b->row.status);
-    if (!stopped && ++*waited < 240) return;
-    waiter->stop();
-    waiter->deleteLater();
-    shootRunTabs();
-  });
-  waiter->start(250);
+  // Once both arms have finished (their final evaluations included): the trained models' tabs.
+  when([this] { return is_finished(statusOf(kGanpoRun)) && is_finished(statusOf(kDpoRun)); }, 900,
+       [this] { shootRunTabs(); });
 }
 
 void ScreenshotTour::shootRunTabs() {
-  RunTab* tab = window_->openRunTab(1);
+  RunTab* tab = window_->openRunTab(kGanpoRun);
   tab->setCurrentWidget(tab->samples());
   QTimer::singleShot(2500, this, [this, tab] {
     save(tab, "samples.png");
@@ -166,7 +173,7 @@ void ScreenshotTour::shootRunTabs() {
         delete clock;
         QTimer::singleShot(500, this, [this, tab] {
           save(tab, "checkpoints.png");
-          if (CompareView* compare = window_->openCompareTab({1, 2})) {
+          if (CompareView* compare = window_->openCompareTab({kGanpoRun, kDpoRun})) {
             QTimer::singleShot(3000, this, [this, compare] {
               save(compare, "compare.png");
               window_->setCloseChoice(MainWindow::CloseChoice::LeaveRunning);

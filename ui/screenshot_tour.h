@@ -1,15 +1,22 @@
 // ScreenshotTour: a scripted walk through the workbench for the README and for measuring the UI:
-// opens the New Run dialog on the demo preset (screenshot), starts the demo run and a DPO-only
-// twin, lets them train while an event-loop probe measures the UI thread, takes screenshots of the
-// main window and the live dashboard, stops both, then shoots the Samples tab, the Checkpoints
-// tab with two checkpoints generating side by side, and the Compare tab, and quits. Used by
-// packaging/take-screenshots.sh (`ganpo-workbench --screenshots DIR`).
+// opens the New Run dialog on the demo preset (screenshot), queues the demo pipeline with a
+// DPO-only twin of its preference stage (one study: the SFT stage, then both arms at once),
+// takes screenshots of the main window and the live dashboard while the GANPO arm trains (an
+// event-loop probe measures the UI thread meanwhile), waits until both arms have finished, then
+// shoots the Samples tab, the Checkpoints tab with two checkpoints generating side by side and
+// the Compare tab of the two trained arms, and quits. Used by packaging/take-screenshots.sh
+// (`ganpo-workbench --screenshots DIR`); about five minutes on two cores.
 #pragma once
 
 #include <QElapsedTimer>
 #include <QObject>
 #include <QString>
 #include <QTimer>
+
+#include <cstdint>
+#include <functional>
+
+#include "db/run_status.h"
 
 namespace ganpo::ui {
 
@@ -41,13 +48,16 @@ private:
 class ScreenshotTour : public QObject {
   Q_OBJECT
 public:
-  // live_seconds: how long the demo run trains before the dashboard screenshot.
+  // live_seconds: how long the GANPO arm trains before the dashboard screenshot.
   ScreenshotTour(MainWindow* window, QString out_dir, int live_seconds, QObject* parent = nullptr);
   void start();
 
 private:
+  static constexpr int64_t kGanpoRun = 2, kDpoRun = 3;  // after the SFT stage, run 1
   void save(QWidget* widget, const QString& name);
-  void afterLive();      // main window + dashboard shots, then stop both runs
+  void when(const std::function<bool()>& ready, int seconds, const std::function<void()>& fn);
+  RunStatus statusOf(int64_t run_id) const;
+  void afterLive();      // main window + dashboard shots, then wait for both arms to finish
   void shootRunTabs();   // Samples, Checkpoints (two side by side) and Compare shots
   MainWindow* window_;
   QString out_dir_;

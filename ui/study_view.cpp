@@ -27,6 +27,7 @@
 #include "ui/chart_style.h"
 #include "ui/run_list_model.h"
 #include "ui/store_worker.h"
+#include "ui/worker_launcher.h"
 
 namespace ganpo::ui {
 
@@ -271,20 +272,15 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
   std::vector<bool> called;
   for (const auto& p : snap.report.ganpo_vs_base) {
     for (const auto& [key, i] : p.differences) {
-      if (key != "eval_rewards/accuracies" && key != "eval_rewards/margins" && key != "step_time_s" &&
-          !(key.rfind("judge/win_rate@", 0) == 0 && key.find('/', 6) == std::string::npos))
-        continue;
-      const bool yes = i.excludes_zero();
+      if (!is_headline_metric(key)) continue;
       rows.push_back({QString::fromStdString(p.arm), QString::fromStdString(key), interval_text(i),
-                      yes ? (i.mean > 0 ? tr("higher with GANPO") : tr("lower with GANPO")) : tr("not shown (contains 0)")});
-      called.push_back(yes);
+                      QString::fromStdString(verdict_text(i, /*head_to_head=*/false))});
+      called.push_back(verdict_called(i, false));
     }
     for (const auto& [key, i] : p.win_rate_vs_baseline) {
-      const bool yes = i.excludes(0.5);
       rows.push_back({QString::fromStdString(p.arm), QString::fromStdString(key), interval_text(i),
-                      yes ? (i.mean > 0.5 ? tr("GANPO judged better") : tr("GANPO judged worse"))
-                          : tr("not shown (contains 0.5)")});
-      called.push_back(yes);
+                      QString::fromStdString(verdict_text(i, /*head_to_head=*/true))});
+      called.push_back(verdict_called(i, true));
     }
   }
   differences_->setColumnCount(4);
@@ -361,18 +357,12 @@ void StudyView::setState(const char* state) {
 }
 
 bool StudyView::runQueue(QString* why) {
-  const QString db = store_->db_path();
-  const QString logs = QFileInfo(db).absoluteDir().filePath(QStringLiteral("logs"));
-  QDir().mkpath(logs);
-  QProcess driver;
-  driver.setProgram(worker_program_);
-  driver.setArguments({QStringLiteral("study"), QStringLiteral("run"), QString::number(study_id_), QStringLiteral("--db"), db});
-  driver.setStandardOutputFile(QDir(logs).filePath(QStringLiteral("study-%1.log").arg(study_id_)), QIODevice::Append);
-  driver.setStandardErrorFile(QDir(logs).filePath(QStringLiteral("study-%1.log").arg(study_id_)), QIODevice::Append);
+  WorkerLauncher launcher(store_->db_path());
+  launcher.setWorkerProgram(worker_program_);
+  QString error;
   qint64 pid = 0;
-  if (!driver.startDetached(&pid)) {
-    if (why) *why = tr("Cannot start %1 (%2); check that the ganpo command is installed next to the workbench or set "
-                       "GANPO_CLI.").arg(worker_program_, driver.errorString());
+  if (!launcher.startStudyDriver(study_id_, /*jobs=auto*/ 0, &error, &pid)) {
+    if (why) *why = tr("Cannot run the queue: %1.").arg(error);
     return false;
   }
   driver_pid_ = pid;

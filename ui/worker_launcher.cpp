@@ -25,16 +25,26 @@ QString WorkerLauncher::logPath(int64_t run_id) const {
 }
 
 bool WorkerLauncher::start(int64_t run_id, QString* error, qint64* pid) {
+  return startDetached({"train", "--db", QFileInfo(db_path_).absoluteFilePath(), "--run", QString::number(run_id)},
+                       logPath(run_id), error, pid);
+}
+
+bool WorkerLauncher::startStudyDriver(int64_t study_id, int jobs, QString* error, qint64* pid) {
+  return startDetached({"study", "run", QString::number(study_id), "--db", QFileInfo(db_path_).absoluteFilePath(),
+                        "--jobs", QString::number(jobs)},
+                       QFileInfo(db_path_).absoluteDir().filePath(QString("logs/study-%1.log").arg(study_id)), error, pid);
+}
+
+bool WorkerLauncher::startDetached(const QStringList& arguments, const QString& log, QString* error, qint64* pid) {
   const QString program = workerProgram();
   if (!QFileInfo(program).isExecutable()) {
-    *error = QString("the training worker '%1' was not found; build the `ganpo` target or set GANPO_CLI").arg(program);
+    *error = QString("the worker program '%1' was not found; build the `ganpo` target or set GANPO_CLI").arg(program);
     return false;
   }
-  const QString log = logPath(run_id);
   QDir().mkpath(QFileInfo(log).absolutePath());
   QProcess process;
   process.setProgram(program);
-  process.setArguments({"train", "--db", QFileInfo(db_path_).absoluteFilePath(), "--run", QString::number(run_id)});
+  process.setArguments(arguments);
   process.setStandardOutputFile(log, QIODevice::Append);
   process.setStandardErrorFile(log, QIODevice::Append);
   process.setStandardInputFile(QProcess::nullDevice());

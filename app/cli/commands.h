@@ -45,6 +45,7 @@ int generate_command(const GenerateArgs& args);
 struct StudyPlanArgs {
   std::string file;
   std::string out;  // where the runs would write; default studies/<study name>
+  std::string db;   // workspace whose finished runs give the speed for the duration estimate
   bool json = false;
 };
 // Expands a study into its runs and validates every one, starting nothing.
@@ -55,7 +56,7 @@ struct StudyArgs {
   std::string action;  // create | run | status | pause | resume | cancel
   std::string file, out;
   int64_t study_id = 0;
-  int jobs = 1;
+  int jobs = 0;  // 0 = one per GPU, or one on a CPU
   bool json = false;
   std::string html, csv;  // report: also write these files
 };
@@ -85,6 +86,7 @@ int tokenize_command(const TokenizeArgs& args);
 
 struct EvalArgs {
   std::string checkpoint, reference, pairs, builtin;
+  std::string prompts;        // JSONL evaluation prompts (a data-file run's judge_prompts.jsonl), judged by --judge-command
   std::string chat_template;  // conversational --pairs: "" = the policy's own template
   std::string judge_command;  // scores completions instead of the task's own judge
   std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};

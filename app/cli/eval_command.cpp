@@ -8,6 +8,7 @@
 #include "core/cpu_job.h"
 #include "core/checkpoint.h"
 #include "core/dataset_files.h"
+#include "core/error.h"
 #include "core/eval/evaluation.h"
 #include "core/eval/external_judge.h"
 #include "core/tasks/task.h"
@@ -17,9 +18,26 @@
 namespace ganpo::cli {
 
 int eval_command(const EvalArgs& args) {
-  if (args.pairs.empty() && args.builtin.empty()) {
-    std::fprintf(stderr, "ganpo eval: give --pairs FILE and/or --builtin TASK\n");
+  if (args.pairs.empty() && args.builtin.empty() && args.prompts.empty()) {
+    std::fprintf(stderr, "ganpo eval: give --pairs FILE and/or --builtin TASK (or --prompts FILE with --judge-command)\n");
     return 2;
+  }
+  if (!args.prompts.empty() && !args.builtin.empty()) {
+    std::fprintf(stderr, "ganpo eval: --prompts and --builtin both name the judge's prompts; give one\n");
+    return 2;
+  }
+  if (!args.prompts.empty() && args.judge_command.empty()) {
+    std::fprintf(stderr, "ganpo eval: prompts from a file have no built-in judge; give --judge-command CMD to score them\n");
+    return 2;
+  }
+  std::vector<EvalPrompt> file_prompts;
+  if (!args.prompts.empty()) {
+    try {
+      file_prompts = read_eval_prompts(args.prompts);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "ganpo eval: %s\n", e.what());
+      return 2;
+    }
   }
   const Task* task = args.builtin.empty() ? nullptr : find_builtin_task(args.builtin);
   if (!args.builtin.empty() && !task) {
@@ -57,23 +75,26 @@ int eval_command(const EvalArgs& args) {
       for (const auto& [k, v] : report.preference) std::printf("  %-26s %.4f\n", k.c_str(), v);
     }
   }
-  if (task) {
+  if (task || !file_prompts.empty()) {
     JudgeEvalOptions options;
     options.temperatures = args.temperatures;
     options.max_new_tokens = args.max_new_tokens;
     options.seed = args.seed;
-    const auto prompts = task->eval_prompts(args.num_prompts, args.seed);
-    JudgeFunction judge = task_judge(*task);
+    std::vector<EvalPrompt> prompts = file_prompts;
+    if (task) prompts = task->eval_prompts(args.num_prompts, args.seed);
+    else if (static_cast<int64_t>(prompts.size()) > args.num_prompts) prompts.resize(static_cast<size_t>(args.num_prompts));
+    const std::string task_name = task ? task->name() : "data file";
+    JudgeFunction judge = task ? task_judge(*task) : JudgeFunction{};
     std::string judge_name = "built-in";
     if (!args.judge_command.empty()) {
       judge = [&args](const std::vector<JudgeRow>& rows) { return run_judge_command(args.judge_command, rows); };
       judge_name = args.judge_command;
     }
     try {
-      report.judge = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge, options, task->name(),
+      report.judge = judge_eval(policy.model, reference.model, *policy.tokenizer, prompts, judge, options, task_name,
                                 judge_name, lanes);
       if (!args.json)
-        std::printf("judge evaluation on the %s task, %zu prompts per temperature\n%s", task->name().c_str(),
+        std::printf("judge evaluation on the %s task, %zu prompts per temperature\n%s", task_name.c_str(),
                     prompts.size(), format_judge_table(*report.judge).c_str());
     } catch (const JudgeError& e) {
       report.judge_error = e.what();

@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   e->add_option("--reference", ev.reference, "Reference model folder")->required();
   e->add_option("--pairs", ev.pairs, "Preference pairs (TRL JSONL/JSON)");
   e->add_option("--builtin", ev.builtin, "Built-in task whose prompts the judge evaluation samples (lists, arithmetic, mixed)");
+  e->add_option("--prompts", ev.prompts,
+                "Prompts for the judge evaluation instead of a built-in task's: JSON Lines of {\"prompt\", \"judge_prompt\", "
+                "\"bucket\"} (a data-file run writes its own as judge_prompts.jsonl); needs --judge-command");
   e->add_option("--judge-command", ev.judge_command,
                 "Command scoring completions (JSON Lines {prompt, completion} in, {score} out) instead of the task's judge");
   e->add_option("--chat-template", ev.chat_template,
@@ -75,6 +78,9 @@ int main(int argc, char** argv) {
   auto* stp = st->add_subcommand("plan", "List the runs a study file stands for and check every one, starting nothing");
   stp->add_option("file", study_plan.file, "Study file (.toml)")->required();
   stp->add_option("--out", study_plan.out, "Folder the runs would write to (default studies/<name>)");
+  stp->add_option("--db", study_plan.db,
+                  "Workspace whose finished runs set the speed of the duration estimate (default: the default "
+                  "workspace, when it exists)");
   stp->add_flag("--json", study_plan.json, "Print JSON");
   StudyArgs study;
   st->add_option("--db", study.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
@@ -83,7 +89,8 @@ int main(int argc, char** argv) {
   stc->add_option("--out", study.out, "Folder the runs write to (default studies/<name> beside the workspace)");
   auto* str = st->add_subcommand("run", "Start the study's queued runs as earlier ones finish, until none is left");
   str->add_option("id", study.study_id, "Study id")->required();
-  str->add_option("--jobs", study.jobs, "Runs at once")->capture_default_str();
+  str->add_option("--jobs", study.jobs,
+                  "Runs at once; 0 (default) = one per GPU, each worker given its own, or one on a CPU, using every core");
   std::vector<CLI::App*> study_actions{stc, str};
   for (const char* name : {"status", "pause", "resume", "cancel"}) {
     auto* a = st->add_subcommand(name, std::string(name) == "status"    ? "Runs of the study by state"

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -20,10 +21,14 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/commands.h"
+#include "app/cli/console_progress.h"
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
+#include "core/trainer.h"
+#include "core/run_work.h"
 #include "db/run_service.h"
+#include "db/run_speed.h"
 #include "db/study_queue.h"
 #include "db/study_report.h"
 #include "db/study_report_export.h"
@@ -45,8 +50,25 @@ int study_plan_command(const StudyPlanArgs& args) {
     std::fprintf(stderr, "ganpo study plan: %s\n", e.what());
     return 2;
   }
+  // The duration at this machine's measured speed (read only: no workspace is created here).
+  WorkSpeed speed{reference_work_per_second(), 0};
+  const std::string db = workspace_path(args.db);
+  if (std::filesystem::exists(db)) {
+    try {
+      RunStore store = RunStore::open(db);
+      speed = measured_work_speed(store);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "ganpo study plan: not using %s for the estimate: %s\n", db.c_str(), e.what());
+    }
+  }
+  std::vector<RunConfig> configs;
+  for (const auto& r : runs) configs.push_back(r.config);
+  const DurationEstimate estimate = estimate_duration(configs, speed);
   if (args.json) {
-    nlohmann::json j = {{"name", spec.name}, {"runs", nlohmann::json::array()}};
+    nlohmann::json j = {{"name", spec.name},
+                        {"estimated_seconds", estimate.seconds},
+                        {"estimate_basis", estimate.basis},
+                        {"runs", nlohmann::json::array()}};
     for (const auto& r : runs)
       j["runs"].push_back({{"stage", r.stage},
                            {"arm", r.arm},
@@ -64,6 +86,8 @@ int study_plan_command(const StudyPlanArgs& args) {
               spec.seeds.empty() ? size_t{1} : spec.seeds.size());
   for (const auto& r : runs)
     std::printf("  %-60s seed %-4lld %s\n", r.arm.c_str(), static_cast<long long>(r.seed), r.config.output_dir.c_str());
+  std::printf("estimated duration: %s one after another, %s\n", format_duration(estimate.seconds).c_str(),
+              estimate.basis.c_str());
   return 0;
 }
 
@@ -80,7 +104,9 @@ namespace {
 // without a trace when the claim failed (the Worker is destroyed unsent).
 class Worker {
 public:
-  Worker(const std::string& db, int64_t run_id) {
+  // gpu >= 0: the worker sees only that CUDA device (CUDA_VISIBLE_DEVICES), so runs started at
+  // once spread over the GPUs instead of sharing the first.
+  Worker(const std::string& db, int64_t run_id, int gpu = -1) {
     const std::filesystem::path logs = std::filesystem::path(db).parent_path() / "logs";
     std::error_code ec;
     std::filesystem::create_directories(logs, ec);
@@ -96,6 +122,7 @@ public:
       }
       if (go != 'g') ::_exit(0);
       ::setsid();
+      if (gpu >= 0) ::setenv("CUDA_VISIBLE_DEVICES", std::to_string(gpu).c_str(), 1);
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) ::dup2(fd, STDOUT_FILENO), ::dup2(fd, STDERR_FILENO);
       ::execl("/proc/self/exe", "ganpo", "train", "--run", id.c_str(), "--db", db.c_str(), static_cast<char*>(nullptr));
@@ -132,13 +159,23 @@ void print_counts(const StudyRow& s, const StudyCounts& c) {
 // The queue driver: starts runs while fewer than `jobs` are attached, until nothing can start
 // and nothing runs. All state is in the store, so several drivers (or a new one after this one
 // was killed) share the work without starting a run twice.
+// With several GPUs each worker this driver starts gets one of its own (the least used).
 int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
   using namespace std::chrono_literals;
   bool said_paused = false;
+  const int gpus = cuda_device_count();
+  std::map<pid_t, int> gpu_of;  // this driver's live workers
+  auto free_gpu = [&]() {
+    if (gpus < 2) return -1;
+    std::vector<int> used(static_cast<size_t>(gpus), 0);
+    for (const auto& [pid, gpu] : gpu_of) ++used[static_cast<size_t>(gpu)];
+    return static_cast<int>(std::min_element(used.begin(), used.end()) - used.begin());
+  };
   for (;;) {
     try {
-      while (::waitpid(-1, nullptr, WNOHANG) > 0) {  // own workers that ended: not "alive" below
-      }
+      pid_t ended = 0;
+      while ((ended = ::waitpid(-1, nullptr, WNOHANG)) > 0) gpu_of.erase(ended);  // own workers that ended
+
       store.reap_dead_workers();
       const std::optional<StudyRow> s = find_study(store, study_id);
       if (!s) throw ConfigError("study " + std::to_string(study_id) + " was deleted");
@@ -162,9 +199,11 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
         while (c.attached < jobs) {
           const std::optional<int64_t> next = next_study_run(store, study_id);
           if (!next || std::find(refused.begin(), refused.end(), *next) != refused.end()) break;
-          Worker worker(db, *next);
+          const int gpu = free_gpu();
+          Worker worker(db, *next, gpu);
           if (worker.pid() > 0 && claim_study_run(store, *next, worker.pid())) {
             worker.go();
+            if (gpu >= 0) gpu_of[worker.pid()] = gpu;
             ++c.attached;
             const auto run = store.run(*next);
             std::printf("started run %lld '%s' (worker pid %d)\n", static_cast<long long>(*next),
@@ -195,37 +234,17 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
 int study_command(const StudyArgs& args) {
   const std::string db = std::filesystem::absolute(workspace_path(args.db)).string();
   if (args.action == "create") {
-    StudySpec spec;
-    std::vector<StudyRun> runs;
-    std::string text;
     try {
-      spec = load_study_file(args.file);
-      std::ifstream in(args.file);
-      std::stringstream buffer;
-      buffer << in.rdbuf();
-      text = buffer.str();
-      std::string out;
-      if (!args.out.empty()) {
-        out = std::filesystem::absolute(args.out).string();
-      } else {
-        // studies/<name>, or <name>-2, -3, ... when an earlier study of that name has it.
-        const auto root = std::filesystem::path(db).parent_path() / "studies";
-        out = (root / safe_file_name(spec.name)).string();
-        for (int n = 2; std::filesystem::exists(out); ++n)
-          out = (root / (safe_file_name(spec.name) + "-" + std::to_string(n))).string();
-      }
-      runs = expand_study(spec, out);
-      std::error_code ec;
-      std::filesystem::create_directories(out, ec);  // taken: the next study of this name gets -2
+      const StudySpec spec = load_study_file(args.file);
+      RunStore store = RunStore::open(db);
+      const QueuedStudy q = queue_study(store, db, spec, args.out);
+      std::printf("study %lld '%s': %zu runs queued in %s, writing under %s\nrun them with: ganpo study run %lld --db %s\n",
+                  static_cast<long long>(q.id), spec.name.c_str(), q.runs.size(), db.c_str(), q.folder.c_str(),
+                  static_cast<long long>(q.id), db.c_str());
     } catch (const ConfigError& e) {
       std::fprintf(stderr, "ganpo study create: %s\n", e.what());
       return 2;
     }
-    RunStore store = RunStore::open(db);
-    const int64_t id = create_study(store, spec.name, text, runs);
-    std::printf("study %lld '%s': %zu runs queued in %s\nrun them with: ganpo study run %lld --db %s\n",
-                static_cast<long long>(id), spec.name.c_str(), runs.size(), db.c_str(), static_cast<long long>(id),
-                db.c_str());
     return 0;
   }
   RunStore store = RunStore::open(db);
@@ -265,13 +284,10 @@ int study_command(const StudyArgs& args) {
                   p.seeds.size());
       for (const auto& [key, i] : p.differences)
         std::printf("      %-32s %+.4f [%+.4f, %+.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
-                    i.excludes_zero() ? (i.mean > 0 ? "higher with GANPO" : "lower with GANPO")
-                                      : "no difference shown (interval contains 0)");
+                    verdict_text(i, /*head_to_head=*/false).c_str());
       for (const auto& [key, i] : p.win_rate_vs_baseline)
-        std::printf("      %-32s %.4f [%.4f, %.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
-                    i.excludes(0.5) ? (i.mean > 0.5 ? "GANPO's outputs judged better head to head"
-                                                    : "GANPO's outputs judged worse head to head")
-                                    : "no difference shown (interval contains 0.5)");
+        std::printf("      %-32s %.4f [%.4f, %.4f]  %s head to head\n", key.c_str(), i.mean, i.low, i.high,
+                    verdict_text(i, /*head_to_head=*/true).c_str());
     }
     return 0;
   }
@@ -292,11 +308,13 @@ int study_command(const StudyArgs& args) {
                 args.action == "cancel" ? "; a running driver stops its runs" : "");
     return 0;
   }
-  if (args.jobs < 1) {
-    std::fprintf(stderr, "ganpo study run: --jobs must be at least 1\n");
+  if (args.jobs < 0) {
+    std::fprintf(stderr, "ganpo study run: --jobs must be at least 1 (0 = one per GPU, or one on a CPU)\n");
     return 2;
   }
-  return drive(store, db, s->id, args.jobs);
+  // One per GPU; on a CPU one at a time, each run using every core.
+  const int jobs = args.jobs > 0 ? args.jobs : std::max(1, cuda_device_count());
+  return drive(store, db, s->id, jobs);
 }
 
 }  // namespace ganpo::cli

@@ -9,10 +9,12 @@
 #include "app/cli/console_progress.h"
 #include "core/error.h"
 #include "core/run_files.h"
+#include "core/study_spec.h"
 #include "core/trainer.h"
 #include "db/run_recorder.h"
 #include "db/run_service.h"
 #include "db/run_store.h"
+#include "db/study_queue.h"
 #include "db/workspace_path.h"
 
 namespace fs = std::filesystem;
@@ -134,6 +136,71 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
   return report_result("ganpo train", result, "ganpo runs resume " + std::to_string(run_id) + " --db " + db_path);
 }
 
+namespace {
+
+// A config with [[pipeline]] stages: a study of one arm, its runs trained here one after
+// another (each in this process, so the console shows them). With a workspace the study is
+// queued first, so an interrupted pipeline continues with `ganpo study run ID`.
+int train_pipeline(const TrainArgs& args, const RunConfig& config) {
+  const StudySpec spec = study_of_pipeline(config);
+  if (args.no_db) {
+    std::vector<StudyRun> runs;
+    try {
+      runs = expand_study(spec, fs::absolute(config.output_dir).string());
+    } catch (const ConfigError& e) {
+      std::fprintf(stderr, "ganpo train: invalid pipeline: %s\n", e.what());
+      return 2;
+    }
+    install_stop_signal_handlers();
+    for (const StudyRun& run : runs) {
+      std::printf("== %s -> %s\n", run.config.name.c_str(), run.config.output_dir.c_str());
+      const int rc = report_result("ganpo train", run_stage(run.config, {}),
+                                   "ganpo train --no-db --config " + run.config.output_dir + "/config.toml --resume <checkpoint folder>");
+      if (rc != 0) return rc;
+    }
+    return 0;
+  }
+  const std::string db_path = fs::absolute(workspace_path(args.db)).string();
+  int64_t study_id = 0;
+  try {
+    RunStore store = RunStore::open(db_path);
+    const QueuedStudy q = queue_study(store, db_path, spec);
+    study_id = q.id;
+    std::printf("pipeline '%s': %zu runs queued as study %lld, writing under %s\n", spec.name.c_str(), q.runs.size(),
+                static_cast<long long>(q.id), q.folder.c_str());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ganpo train: %s\n", e.what());
+    return 2;
+  }
+  const std::string resume_hint = "ganpo study run " + std::to_string(study_id) + " --db " + db_path;
+  for (;;) {
+    std::optional<int64_t> next;
+    {
+      RunStore store = RunStore::open(db_path);
+      next = next_study_run(store, study_id);
+      if (!next) {
+        const StudyCounts c = study_counts(store, study_id);
+        if (c.completed == c.total) return 0;
+        std::fprintf(stderr, "ganpo train: the pipeline did not finish; continue it with: %s\n", resume_hint.c_str());
+        return 1;
+      }
+      if (!claim_study_run(store, *next, static_cast<int64_t>(::getpid()))) {
+        std::fprintf(stderr, "ganpo train: run %lld was started by another driver; follow it with: ganpo study status %lld --db %s\n",
+                     static_cast<long long>(*next), static_cast<long long>(study_id), db_path.c_str());
+        return 1;
+      }
+    }
+    const int rc = run_worker(db_path, *next, "");
+    if (rc != 0) {
+      std::fprintf(stderr, "ganpo train: the pipeline stopped at run %lld; continue it with: %s\n",
+                   static_cast<long long>(*next), resume_hint.c_str());
+      return rc;
+    }
+  }
+}
+
+}  // namespace
+
 int train_command(const TrainArgs& args) {
   if (args.run_id > 0) {
     if (!args.config_path.empty() || !args.overrides.empty()) {
@@ -152,6 +219,13 @@ int train_command(const TrainArgs& args) {
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "ganpo train: invalid config: %s\n", e.what());
     return 2;
+  }
+  if (!config.pipeline.empty()) {
+    if (!args.resume.empty()) {
+      std::fprintf(stderr, "ganpo train: --resume continues one run; a pipeline continues with `ganpo study run ID`\n");
+      return 2;
+    }
+    return train_pipeline(args, config);
   }
   if (args.no_db) {
     install_stop_signal_handlers();

@@ -1,6 +1,10 @@
 #include "core/tasks/task.h"
 
+#include <filesystem>
+#include <fstream>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/tasks/arithmetic_task.h"
@@ -181,6 +185,46 @@ std::optional<double> judge_builtin_prompt(const std::string& prompt, const std:
 const char* length_bucket_name(int index) {
   static const char* const kNames[] = {"short", "medium", "long"};
   return index >= 0 && index < 3 ? kNames[index] : "unknown";
+}
+
+void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    for (const EvalPrompt& p : prompts)
+      out << nlohmann::json{{"prompt", p.prompt}, {"judge_prompt", p.judge_prompt}, {"bucket", p.bucket}}.dump(
+                 -1, ' ', false, nlohmann::json::error_handler_t::replace)
+          << "\n";
+    if (!out.flush()) throw Error("cannot write " + path + "; check free disk space and permissions");
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot write " + path + ": " + ec.message());
+}
+
+std::vector<EvalPrompt> read_eval_prompts(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError("cannot read the prompts file " + path);
+  std::vector<EvalPrompt> prompts;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    const auto text = [&](const char* key) -> std::string {
+      if (!j.contains(key)) return "";
+      if (!j[key].is_string()) throw DataError(path + " line " + std::to_string(n) + ": \"" + key + "\" must be a string");
+      return j[key].get<std::string>();
+    };
+    if (!j.is_object() || !j.contains("prompt"))
+      throw DataError(path + " line " + std::to_string(n) +
+                      ": expected {\"prompt\": \"...\"} (with optional \"judge_prompt\" and \"bucket\")");
+    prompts.push_back({text("prompt"), text("judge_prompt"), text("bucket")});
+    if (prompts.back().prompt.empty()) throw DataError(path + " line " + std::to_string(n) + ": the prompt is empty");
+  }
+  if (prompts.empty()) throw DataError(path + " holds no prompts");
+  return prompts;
 }
 
 }  // namespace ganpo

@@ -57,4 +57,12 @@ std::optional<double> judge_builtin_prompt(const std::string& prompt, const std:
 // Length buckets by the number of answer units (list items, answer digits).
 const char* length_bucket_name(int index);  // 0 "short", 1 "medium", 2 "long"
 
+// Evaluation prompts as JSON Lines, {"prompt", "judge_prompt", "bucket"} per line. A run on a
+// data file writes the held-out prompts its final judge evaluation uses (kJudgePromptsFile in its
+// output folder), so its checkpoints are judged on the same prompts later (`ganpo eval --prompts`).
+inline constexpr const char* kJudgePromptsFile = "judge_prompts.jsonl";
+void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts);
+// Throws DataError naming the file and line of anything that is not such a row.
+std::vector<EvalPrompt> read_eval_prompts(const std::string& path);
+
 }  // namespace ganpo

@@ -151,4 +151,54 @@ TEST_F(StudyQueue, AFailingStageIsRetriedOnceThenBlocksItsArms) {
   for (int64_t id = 2; id <= 5; ++id) EXPECT_EQ(store.run(id)->status, RunStatus::queued) << "never started";
 }
 
+// A run config with a [[pipeline]] trains as a study of one arm: `ganpo train --config` queues it,
+// trains the stage and then the config from the stage's final weights, in this one process.
+TEST_F(StudyQueue, ATrainedPipelineIsOneRunPerStageInOrder) {
+  std::ofstream(dir_ / "pipeline.toml") << R"(name = "chain"
+[model]
+preset = "tiny"
+[data]
+builtin_train_size = 32
+builtin_eval_size = 8
+max_length = 160
+max_prompt_length = 100
+[train]
+max_steps = 2
+per_device_train_batch_size = 4
+[sampling]
+num_prompts = 2
+max_new_tokens = 8
+[eval]
+num_prompts = 6
+temperatures = "1.0"
+[[pipeline]]
+name = "sft"
+set = { stage = "sft", "train.max_steps" = 3, "ganpo.enabled" = false }
+)";
+  const auto r = run_cli("train --config " + (dir_ / "pipeline.toml").string() + " --db " + db());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("pipeline 'chain': 2 runs queued as study 1"), std::string::npos) << r.output;
+  RunStore store = RunStore::open(db());
+  ASSERT_EQ(study_run_ids(store, 1), (std::vector<int64_t>{1, 2}));
+  const auto sft = store.run(1), pref = store.run(2);
+  EXPECT_EQ(sft->status, RunStatus::completed);
+  EXPECT_EQ(sft->stage, "sft");
+  EXPECT_EQ(sft->last_step, 3);
+  EXPECT_EQ(pref->status, RunStatus::completed);
+  EXPECT_EQ(pref->stage, "preference");
+  EXPECT_EQ(pref->name, "chain");
+  EXPECT_LT(*sft->finished_at, *pref->started_at) << "the stage first";
+  const auto config = nlohmann::json::parse(pref->config_json);
+  EXPECT_EQ(config["model"]["checkpoint"], (dir_ / "studies" / "chain" / "stage-sft" / "final").string());
+  EXPECT_FALSE(config.contains("pipeline")) << "each stored run is one stage";
+  EXPECT_TRUE(fs::exists(dir_ / "studies" / "chain" / "base__seed-42" / "final"));
+
+  // Files only: the same chain under the config's output folder.
+  const auto files = run_cli("train --no-db --config " + (dir_ / "pipeline.toml").string() + " --set output_dir=" +
+                             (dir_ / "files").string());
+  ASSERT_EQ(files.exit_code, 0) << files.output;
+  EXPECT_TRUE(fs::exists(dir_ / "files" / "stage-sft" / "final"));
+  EXPECT_TRUE(fs::exists(dir_ / "files" / "base__seed-42" / "final"));
+}
+
 }  // namespace

@@ -265,6 +265,40 @@ TEST(Config, JsonRoundTripKeepsEveryField) {
   expect_same(config_from_json(config_to_json(RunConfig{})), RunConfig{});
 }
 
+// [[pipeline]] stages: kept in order through TOML (also nested under a prefix, as a study's base)
+// and JSON, and every stage's run validated with the stage named.
+TEST(Config, PipelineStagesRoundTripAndAreValidated) {
+  RunConfig c;
+  c.pipeline = {{"sft", {"stage=sft", "train.max_steps=520", "train.learning_rate=0.003"}},
+                {"warm \"up\"", {"data.chat_template=a } # b"}}};
+  for (const RunConfig& back : {config_from_toml(config_to_toml(c)), config_from_json(config_to_json(c)),
+                                config_from_json(nlohmann::json::parse(config_to_json(c).dump()))}) {
+    ASSERT_EQ(back.pipeline.size(), 2u);
+    EXPECT_EQ(back.pipeline[0].name, "sft");
+    EXPECT_EQ(back.pipeline[0].assignments, c.pipeline[0].assignments);
+    EXPECT_EQ(back.pipeline[1].name, "warm \"up\"");
+    EXPECT_EQ(back.pipeline[1].assignments, c.pipeline[1].assignments);
+  }
+  const std::string nested = config_to_toml(c, "base");
+  EXPECT_NE(nested.find("[[base.pipeline]]\nname = \"sft\"\nset = { \"stage\" = \"sft\", \"train.max_steps\" = 520, "
+                        "\"train.learning_rate\" = 0.003 }"),
+            std::string::npos)
+      << nested;
+  EXPECT_FALSE(config_to_json(RunConfig{}).contains("pipeline")) << "single-stage configs are stored as before";
+
+  // Problems inside a stage name it.
+  RunConfig bad;
+  bad.pipeline = {{"sft", {"train.max_steps=-3"}}, {"sft", {"seed=4"}}};
+  const std::string problems = joined(validate_config(bad));
+  EXPECT_NE(problems.find("pipeline stage \"sft\": train.max_steps must be"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("another stage has this name"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("seed is set per run"), std::string::npos) << problems;
+  EXPECT_NE(config_error([] { config_from_toml("[[pipeline]]\nname = \"sft\"\nset = { \"train.max_step\" = 1 }\n"); })
+                .find("pipeline \"sft\" set \"train.max_step\""),
+            std::string::npos);
+  EXPECT_NE(config_error([] { config_from_toml("pipeline = 3\n"); }).find("[[pipeline]]"), std::string::npos);
+}
+
 TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   const std::string text = config_to_toml(non_default_config());
   EXPECT_NE(text.find("learning_rate = 5e-7\n"), std::string::npos) << text;
@@ -660,7 +694,9 @@ TEST(ConfigPresets, AllPresetsLoadAndValidate) {
   }
 }
 
-TEST(ConfigPresets, DemoIsSmall) {
+// The demo preset is a pipeline: SFT of a fresh tiny model on the lists task, then DPO + GANPO
+// from it with small critics, judged at the end.
+TEST(ConfigPresets, DemoIsASmallPipeline) {
   const RunConfig c = load_config_file(presets_dir() + "/demo.toml");
   EXPECT_EQ(c.name, "demo");
   EXPECT_EQ(c.stage, "preference");
@@ -671,13 +707,17 @@ TEST(ConfigPresets, DemoIsSmall) {
   EXPECT_EQ(c.ganpo.critic_hidden, 64);
   EXPECT_EQ(c.ganpo.critic_layers, 1);
   EXPECT_EQ(c.ganpo.critic_heads, 4);
-  EXPECT_EQ(c.train.learning_rate, 5e-4);
-  EXPECT_EQ(c.train.max_steps, 300);
+  EXPECT_EQ(c.train.max_steps, 160);
   EXPECT_EQ(c.train.per_device_train_batch_size, 16);
-  EXPECT_EQ(c.train.logging_steps, 5);
-  EXPECT_EQ(c.train.eval_steps, 100);
-  EXPECT_EQ(c.train.save_steps, 100);
-  EXPECT_EQ(c.sampling.every_steps, 50);
+  EXPECT_TRUE(c.eval.judge_at_end);
+  ASSERT_EQ(c.pipeline.size(), 1u);
+  EXPECT_EQ(c.pipeline[0].name, "sft");
+  RunConfig sft = c;
+  for (const auto& a : c.pipeline[0].assignments) apply_override(sft, a);
+  EXPECT_EQ(sft.stage, "sft");
+  EXPECT_FALSE(sft.ganpo.enabled);
+  EXPECT_EQ(sft.train.max_steps, 520);
+  EXPECT_GT(sft.sampling.every_steps, 0) << "the SFT run shows its samples becoming readable";
 }
 
 TEST(ConfigPresets, PaperPresetsFollowThePaper) {

@@ -135,6 +135,76 @@ TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
   EXPECT_EQ(error_of("seeds = [4]\n[base]\n[grid]\n\"objective.beta\" = [0.1, 0.2]\n"), "");
 }
 
+const char* kPipeline = R"(
+name = "demo"
+seed = 7
+[train]
+max_steps = 20
+[[pipeline]]
+name = "sft"
+set = { stage = "sft", "train.max_steps" = 30, "train.learning_rate" = 3e-3 }
+)";
+
+// A run config that chains stages is a study of one arm: the stage first, then the config itself
+// from the stage's final weights, with its own seed.
+TEST(StudySpec, APipelineIsAStudyOfOneArm) {
+  const RunConfig config = config_from_toml(kPipeline);
+  ASSERT_EQ(config.pipeline.size(), 1u);
+  const StudySpec spec = study_of_pipeline(config);
+  EXPECT_EQ(spec.name, "demo");
+  EXPECT_TRUE(spec.base.pipeline.empty());
+  const auto runs = expand_study(spec, "/tmp/p");
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].config.stage, "sft");
+  EXPECT_EQ(runs[0].config.train.max_steps, 30);
+  EXPECT_DOUBLE_EQ(runs[0].config.train.learning_rate, 3e-3);
+  EXPECT_EQ(runs[0].config.seed, 7);
+  EXPECT_EQ(runs[1].config.stage, "preference");
+  EXPECT_EQ(runs[1].config.train.max_steps, 20);
+  EXPECT_EQ(runs[1].config.seed, 7);
+  EXPECT_EQ(runs[1].config.model.checkpoint, "/tmp/p/stage-sft/final");
+  EXPECT_EQ(runs[1].config.model.reference, "/tmp/p/stage-sft/final");
+  for (const auto& r : runs) EXPECT_TRUE(r.config.pipeline.empty()) << "every run is one stage";
+
+  // The same through a study file whose base config has the pipeline.
+  std::string text = "name = \"s\"\n[base]\n";
+  text += "[base.train]\nmax_steps = 20\n[[base.pipeline]]\nname = \"sft\"\nset = { stage = \"sft\" }\n";
+  const StudySpec from_file = study_from_toml(text, ".", "study.toml");
+  ASSERT_EQ(from_file.stages.size(), 1u);
+  EXPECT_TRUE(from_file.base.pipeline.empty());
+  EXPECT_EQ(expand_study(from_file, "/tmp/q").size(), 2u);
+  // A stored study is read without its base, but its shared stages still count.
+  EXPECT_EQ(study_from_toml(text, ".", "stored", /*read_base=*/false).base.pipeline.size() +
+                study_from_toml(text, ".", "stored", false).stages.size(),
+            1u);
+  // Shared stages in two places are refused.
+  EXPECT_NE(error_of(text + "[[stage]]\nname = \"x\"\nset = { stage = \"sft\" }\n").find("in one place"),
+            std::string::npos);
+}
+
+// study_to_toml writes a study that reads back as the same runs, base config inline.
+TEST(StudySpec, WrittenStudiesReadBackAsTheSameRuns) {
+  const StudySpec spec = study_from_toml(kStudy, ".", "study.toml");
+  const std::string text = study_to_toml(spec);
+  const StudySpec again = study_from_toml(text, ".", "written");
+  EXPECT_EQ(again.name, spec.name);
+  EXPECT_EQ(again.seeds, spec.seeds);
+  EXPECT_EQ(again.grid, spec.grid);
+  ASSERT_EQ(again.stages.size(), 1u);
+  EXPECT_EQ(again.stages[0].assignments, spec.stages[0].assignments);
+  const auto a = expand_study(spec, "/tmp/s"), b = expand_study(again, "/tmp/s");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].arm, b[i].arm);
+    EXPECT_EQ(config_to_toml(a[i].config), config_to_toml(b[i].config));
+  }
+  // Values that are not plain numbers or booleans stay strings, whatever they hold.
+  StudySpec odd = spec;
+  odd.grid = {};
+  odd.grid.push_back({"data.chat_template", {"a \" } # b", "true"}});
+  const StudySpec odd_again = study_from_toml(study_to_toml(odd), ".", "odd");
+  EXPECT_EQ(odd_again.grid, odd.grid);
+}
 
 // The shipped "Paper in miniature (CPU)" study: 4 methods x 2 noise levels x 3 seeds after one
 // shared SFT stage, every run valid, on the mixed built-in task, judged at the paper's temperatures.

@@ -4,10 +4,12 @@
 
 #include "core/error.h"
 #include "core/eval/eval_report.h"
+#include "core/tasks/task.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -156,6 +158,18 @@ TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective
   file_run.model.checkpoint = "/models/ref";
   const auto refused = service.plan_checkpoint_eval(service.create(file_run), "/x", options, dir_.string());
   EXPECT_NE(refused.refused.find("name a held-out file"), std::string::npos) << refused.refused;
+  // With a judge command and the held-out prompts the run wrote: judged on those prompts.
+  file_run.eval.judge_command = "my-judge";
+  file_run.output_dir = (dir_ / "file-run").string();
+  fs::create_directories(file_run.output_dir);
+  write_eval_prompts((dir_ / "file-run" / kJudgePromptsFile).string(), {{"Say hi.", "", "short"}});
+  const auto judged = service.plan_checkpoint_eval(service.create(file_run), "/x", options, dir_.string());
+  ASSERT_EQ(judged.refused, "");
+  const auto& args = judged.arguments;
+  const auto at = std::find(args.begin(), args.end(), "--prompts");
+  ASSERT_NE(at, args.end());
+  EXPECT_EQ(*(at + 1), (dir_ / "file-run" / kJudgePromptsFile).string());
+  EXPECT_NE(std::find(args.begin(), args.end(), "my-judge"), args.end());
   RunConfig no_reference;  // fresh weights: no reference folder
   EXPECT_NE(service.plan_checkpoint_eval(service.create(no_reference), "/x", options, dir_.string()).refused.find("no reference"),
             std::string::npos);

@@ -69,3 +69,30 @@ TEST_F(StudyQueueStore, StagesFirstThenArmsThatWaitForThem) {
   EXPECT_EQ(next_study_run(store, study), ids[1]);
   EXPECT_EQ(study_counts(store, study).completed, 1);
 }
+
+// Two stages deep: a stopped first stage blocks the second and every arm after it; resuming the
+// study puts the stopped run back in the queue (it continues from its last checkpoint).
+TEST_F(StudyQueueStore, BlockedRunsCountEveryStageDownAndResumeRequeuesStoppedRuns) {
+  RunStore store = RunStore::open((dir_ / "w.sqlite").string());
+  const StudySpec spec = study_from_toml("seeds = [1, 2]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n"
+                                         "[[stage]]\nname = \"sft\"\nset = { stage = \"sft\" }\n"
+                                         "[[stage]]\nname = \"sft2\"\nset = { stage = \"sft\" }\n",
+                                         ".", "s.toml");
+  const int64_t study = create_study(store, "s", "", expand_study(spec, (dir_ / "out").string()));
+  const auto ids = study_run_ids(store, study);
+  ASSERT_EQ(ids.size(), 2u + 4u);
+  ASSERT_TRUE(claim_study_run(store, ids[0], ::getpid()));
+  ASSERT_TRUE(store.claim_run(ids[0], ::getpid()));
+  set_study_state(store, study, StudyState::cancelled);
+  store.set_status(ids[0], RunStatus::stopped);
+  StudyCounts c = study_counts(store, study);
+  EXPECT_EQ(c.stopped, 1);
+  EXPECT_EQ(c.blocked, 5) << "the second stage and the four arms after it";
+  EXPECT_FALSE(next_study_run(store, study).has_value());
+
+  set_study_state(store, study, StudyState::active);
+  c = study_counts(store, study);
+  EXPECT_EQ(c.stopped, 0);
+  EXPECT_EQ(c.blocked, 0);
+  EXPECT_EQ(next_study_run(store, study), ids[0]) << "the stopped stage is started again";
+}

@@ -62,7 +62,7 @@ TEST(StudyReportExport, HtmlStatesTheAnswerAndDrawsEveryPlot) {
   // The called difference and the one that is not.
   EXPECT_NE(html.find("<td>eval_rewards/accuracies</td><td>0.0500 [0.0200, 0.0800]</td><td><b>higher with GANPO</b>"),
             std::string::npos);
-  EXPECT_NE(html.find("<td>judge/win_rate@1.0</td><td>0.0100 [-0.0300, 0.0500]</td><td>not shown (interval contains 0.0)"),
+  EXPECT_NE(html.find("<td>judge/win_rate@1.0</td><td>0.0100 [-0.0300, 0.0500]</td><td>no difference shown (interval contains 0)"),
             std::string::npos);
   EXPECT_NE(html.find("<b>GANPO judged better</b>"), std::string::npos);
   for (const char* plot : {"Judge win rate vs the reference", "Win rate of the GANPO policy over the matched base policy",

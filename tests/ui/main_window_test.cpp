@@ -8,6 +8,7 @@
 #include <QApplication>
 #include <QDir>
 #include <QElapsedTimer>
+#include <QPushButton>
 #include <QTableView>
 #include <QTableWidget>
 #include <QThread>
@@ -20,6 +21,7 @@
 
 #include "core/config.h"
 #include "core/study_spec.h"
+#include "db/run_service.h"
 #include "db/study_queue.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
@@ -27,6 +29,7 @@
 #include "ui/run_filter.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
+#include "ui/study_dialog.h"
 #include "ui/study_view.h"
 #include "ui/worker_launcher.h"
 
@@ -197,7 +200,13 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
     if (!dialog) return;
     dialog_seen = true;
     EXPECT_TRUE(dialog->selectPreset("demo"));
+    // The demo is a pipeline (SFT first); this test trains its preference stage alone.
+    ASSERT_FALSE(dialog->config().pipeline.empty());
+    auto* drop = dialog->findChild<QPushButton*>("dropPipeline");
+    ASSERT_TRUE(drop && drop->isVisible());
+    drop->click();
     RunConfig c = dialog->config();
+    EXPECT_TRUE(c.pipeline.empty());
     EXPECT_EQ(c.name, "demo");
     RunConfig quick = long_run("flow");
     c.name = quick.name;
@@ -229,6 +238,85 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
   EXPECT_TRUE(fs::is_directory(fs::path(checkpoints.back().path) / "trainer_state"));
   // The worker's output went to the run's log file, which the Log tab shows.
   EXPECT_TRUE(QFile::exists(w->launcher()->logPath(id)));
+}
+
+// The demo preset's pipeline, shortened: queued as a study, its driver started by the window,
+// the SFT run's tab opened at once and the preference run's tab when it starts; both complete.
+TEST_F(MainWindowTest, APipelineRunsItsStagesInOrderAndOpensEachTab) {
+  NewRunDialog dialog;
+  ASSERT_TRUE(dialog.selectPreset("demo"));
+  RunConfig c = dialog.config();
+  ASSERT_EQ(c.pipeline.size(), 1u);
+  const RunConfig small = long_run("chain");
+  c.name = "chain";
+  c.data = small.data;
+  c.ganpo = small.ganpo;
+  c.sampling = small.sampling;
+  c.train.max_steps = 2;
+  c.train.eval_steps = 0;
+  c.train.save_steps = 0;
+  c.train.per_device_train_batch_size = 4;
+  c.eval.num_prompts = 6;
+  c.eval.temperatures = "1.0";
+  c.eval.max_new_tokens = 12;
+  c.pipeline[0].assignments = {"stage=sft", "ganpo.enabled=false", "train.max_steps=3"};
+
+  auto w = window();
+  int64_t study = -1;
+  QObject::connect(w.get(), &MainWindow::studyCreated, [&](qint64 id) { study = id; });
+  w->createAndStartRun(c);
+  ASSERT_TRUE(pump_until([&] { return study > 0; }, 20));
+  ASSERT_TRUE(pump_until([&] { return w->runTab(1) != nullptr; }, 20)) << "the first stage's tab opens at once";
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, 2).status == RunStatus::completed; }, 120))
+      << "run 1 " << to_string(row_of(*w, 1).status) << " " << row_of(*w, 1).error << "; run 2 "
+      << to_string(row_of(*w, 2).status) << " " << row_of(*w, 2).error;
+  EXPECT_EQ(row_of(*w, 1).status, RunStatus::completed);
+  EXPECT_EQ(row_of(*w, 1).stage, "sft");
+  EXPECT_EQ(row_of(*w, 2).name, "chain");
+  EXPECT_NE(w->runTab(2), nullptr) << "the next stage's tab opened when it started";
+  auto store = RunStore::open(db_.toStdString());
+  EXPECT_EQ(study_run_ids(store, study), (std::vector<int64_t>{1, 2}));
+}
+
+// New study from a run (right-click): the dialog starts from that run's config; Start queues the
+// study, starts its driver and opens its Study tab; the runs train to completion.
+TEST_F(MainWindowTest, NewStudyFromARunQueuesAndRunsIt) {
+  RunConfig base = long_run("base");
+  base.train.max_steps = 2;
+  base.eval.num_prompts = 6;
+  base.eval.temperatures = "1.0";
+  base.eval.max_new_tokens = 12;
+  int64_t base_id = 0;
+  {
+    RunStore store = RunStore::open(db_.toStdString());
+    base_id = RunService(store).create(base);
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->entry(base_id) != nullptr; }, 20));
+  int64_t study = -1;
+  QObject::connect(w.get(), &MainWindow::studyCreated, [&](qint64 id) { study = id; });
+  bool dialog_seen = false;
+  QTimer::singleShot(300, [&] {
+    auto* dialog = qobject_cast<StudyDialog*>(QApplication::activeModalWidget());
+    if (!dialog) return;
+    dialog_seen = true;
+    EXPECT_EQ(dialog->spec().base.name, "base") << "the run's config is the base";
+    dialog->clearGrid();
+    dialog->addGridRow("ganpo.enabled", "false, true");
+    dialog->setSeeds("5");
+    EXPECT_EQ(dialog->runCount(), 2);
+    dialog->accept();
+  });
+  w->openStudyDialog(base_id);
+  ASSERT_TRUE(pump_until([&] { return dialog_seen && study > 0; }, 20));
+  ASSERT_TRUE(pump_until([&] { return w->findChild<StudyView*>() != nullptr; }, 20)) << "its Study tab opens";
+  RunStore store = RunStore::open(db_.toStdString());
+  const auto ids = study_run_ids(store, study);
+  ASSERT_EQ(ids.size(), 2u);
+  ASSERT_TRUE(pump_until([&] { return row_of(*w, ids[1]).status == RunStatus::completed; }, 120))
+      << to_string(row_of(*w, ids[0]).status) << " / " << to_string(row_of(*w, ids[1]).status);
+  EXPECT_EQ(row_of(*w, ids[0]).status, RunStatus::completed);
+  EXPECT_EQ(row_of(*w, base_id).status, RunStatus::queued) << "the base run itself is untouched";
 }
 
 TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {

@@ -197,6 +197,37 @@ TEST(NewRunDialog, CrossFieldMessagesGoToTheFieldTheyName) {
   EXPECT_TRUE(ok_enabled(dialog)) << dialog.problems().join('\n').toStdString();
 }
 
+// A config with [[pipeline]] stages says so above the pages, creates that many runs, keeps its
+// stages through edits, and can drop them to train its own stage alone.
+TEST(NewRunDialog, APipelineIsShownAndCanBeDropped) {
+  NewRunDialog dialog;
+  dialog.show();
+  ASSERT_TRUE(dialog.selectPreset("demo"));
+  auto* summary = child<QLabel>(dialog, "pipelineSummary");
+  ASSERT_TRUE(summary && summary->isVisible());
+  EXPECT_TRUE(summary->text().contains("<b>sft</b>")) << summary->text().toStdString();
+  EXPECT_TRUE(summary->text().contains("train.max_steps=520")) << summary->text().toStdString();
+  auto* ok = dialog.findChild<QDialogButtonBox*>()->button(QDialogButtonBox::Ok);
+  EXPECT_EQ(ok->text(), QStringLiteral("Create 2 runs"));
+  child<QLineEdit>(dialog, "train.max_steps")->setText("77");
+  RunConfig c = dialog.config();
+  EXPECT_EQ(c.train.max_steps, 77);
+  EXPECT_EQ(c.pipeline.size(), 1u) << "edits keep the stages";
+  // A stage whose settings make an invalid run is a problem of the dialog, named.
+  RunConfig bad = c;
+  bad.pipeline[0].assignments.push_back("train.learning_rate=-1");
+  dialog.setConfig(bad);
+  EXPECT_FALSE(ok_enabled(dialog));
+  EXPECT_TRUE(dialog.problems().join('\n').contains("pipeline stage \"sft\": train.learning_rate"))
+      << dialog.problems().join('\n').toStdString();
+  dialog.setConfig(c);
+  child<QPushButton>(dialog, "dropPipeline")->click();
+  EXPECT_TRUE(dialog.config().pipeline.empty());
+  EXPECT_EQ(dialog.config().train.max_steps, 77) << "the form's values stay";
+  EXPECT_FALSE(summary->isVisible());
+  EXPECT_EQ(ok->text(), QStringLiteral("Create run"));
+}
+
 TEST(NewRunDialog, SetConfigThenConfigRoundTripsEveryKey) {
   NewRunDialog dialog;
   const RunConfig steps = non_default_config();

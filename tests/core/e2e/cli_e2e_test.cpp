@@ -141,6 +141,19 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   auto judged_report = nlohmann::json::parse(judged.output.substr(judged.output.find('{')));
   EXPECT_EQ(judged_report["judge"]["task"], "arithmetic");
   EXPECT_EQ(judged_report["judge"]["rows"][0]["win_rate"], 0.5) << "every completion scored 0.25: all ties";
+  // The run wrote the held-out prompts a judge of its data file gets: its checkpoints are judged
+  // on them later, with the user's judge command.
+  ASSERT_TRUE(fs::exists(dir / "out" / "judge_prompts.jsonl"));
+  auto on_file = run_cli("eval" + ckpt + " --prompts " + (dir / "out" / "judge_prompts.jsonl").string() +
+                         " --num-prompts 4 --temperatures 1.0 --json "
+                         "--judge-command \"while read -r l; do echo '{\\\"score\\\": 0.5}'; done\"");
+  ASSERT_EQ(on_file.exit_code, 0) << on_file.output;
+  auto file_report = nlohmann::json::parse(on_file.output.substr(on_file.output.find('{')));
+  EXPECT_EQ(file_report["judge"]["task"], "data file");
+  EXPECT_EQ(file_report["judge"]["samples"][0]["policy_score"].size(), 4u);
+  EXPECT_NE(run_cli("eval" + ckpt + " --prompts " + (dir / "out" / "judge_prompts.jsonl").string()).output.find(
+                "give --judge-command"),
+            std::string::npos);
   auto garbage = run_cli("eval" + ckpt + " --pairs " + (dir / "pairs.jsonl").string() +
                          " --builtin arithmetic --num-prompts 3 --temperatures 1.0 --json --judge-command 'echo oops'");
   EXPECT_EQ(garbage.exit_code, 1) << garbage.output;
