@@ -24,9 +24,6 @@ std::string folder_name(const std::string& name) {
   return safe.empty() ? "run" : safe;
 }
 
-bool default_output_dir(const std::string& dir) {
-  return dir.empty() || dir == RunConfig{}.output_dir || dir == "runs/demo";
-}
 
 // A built-in task's held-out pairs as the eval worker reads them (TRL JSONL), from a seed of their
 // own (the same pairs for every checkpoint of every run), written afresh for this user through a
@@ -60,7 +57,7 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
   std::optional<sql::Transaction> txn;  // or inside the caller's (a study creates many runs in one)
   if (sqlite3_get_autocommit(store_.database().get()) != 0) txn.emplace(store_.database());
   const int64_t id = store_.create_run(config.name, config.stage, config_to_json(config).dump());
-  if (!options.runs_dir.empty() && default_output_dir(config.output_dir))
+  if (!options.runs_dir.empty() && is_default_output_dir(config.output_dir))
     config.output_dir = (fs::path(options.runs_dir) / (std::to_string(id) + "-" + folder_name(config.name))).string();
   make_paths_absolute(config);
   resolve_data_source(config.data);
@@ -205,6 +202,10 @@ int64_t RunService::store_checkpoint_eval(int64_t run_id, int64_t step, const st
   if (!j.is_object() || report.empty())
     throw Error("the evaluation printed no report (" + std::to_string(worker_stdout.size()) + " bytes of output)");
   return store_.add_eval(run_id, step, "eval", params_json, to_json_text(report));
+}
+
+bool is_default_output_dir(const std::string& dir) {
+  return dir.empty() || dir == RunConfig{}.output_dir || dir == "runs/demo";
 }
 
 }  // namespace ganpo

@@ -75,6 +75,10 @@ private:
   RunStore& store_;
 };
 
+// The config names no output folder of its own (the default, or the demo preset's): the run's
+// files go beside the workspace.
+bool is_default_output_dir(const std::string& dir);
+
 // A folder is treated as a run's output only when it holds one of the files a run writes, so a
 // mistyped output_dir such as "/" or "~" is never deleted.
 bool looks_like_run_folder(const std::filesystem::path& dir);

@@ -419,10 +419,14 @@ void MainWindow::createAndStartRun(const RunConfig& config, std::optional<int64_
 }
 
 void MainWindow::createAndStartPipeline(const RunConfig& config) {
-  createAndStartStudy(study_of_pipeline(config), /*jobs=*/1, /*follow_runs=*/true);
+  // Its runs write under the config's output folder when it names one, else beside the workspace.
+  const std::string out_root = is_default_output_dir(config.output_dir)
+                                   ? ""
+                                   : std::filesystem::absolute(config.output_dir).string();
+  createAndStartStudy(study_of_pipeline(config), /*jobs=*/1, /*follow_runs=*/true, out_root);
 }
 
-void MainWindow::createAndStartStudy(const StudySpec& spec, int jobs, bool follow_runs) {
+void MainWindow::createAndStartStudy(const StudySpec& spec, int jobs, bool follow_runs, const std::string& out_root) {
   struct Queued {
     int64_t study_id = 0;
     std::vector<int64_t> run_ids;
@@ -430,9 +434,9 @@ void MainWindow::createAndStartStudy(const StudySpec& spec, int jobs, bool follo
   const std::string db = db_path_.toStdString();
   store_->query<Queued>(
       this,
-      [spec, db](RunStore& s) {
+      [spec, db, out_root](RunStore& s) {
         Queued q;
-        q.study_id = queue_study(s, db, spec).id;
+        q.study_id = queue_study(s, db, spec, out_root).id;
         q.run_ids = study_run_ids(s, q.study_id);
         return q;
       },

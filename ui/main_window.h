@@ -67,8 +67,10 @@ public:
   // Queues a study (every run validated first; a problem is shown and nothing is stored), starts
   // its queue driver with `jobs` runs at a time (0: one per GPU, or one on a CPU) and emits
   // studyCreated. follow_runs: open each
-  // run's tab as it starts (a pipeline); otherwise the Study tab opens.
-  void createAndStartStudy(const StudySpec& spec, int jobs = 0, bool follow_runs = false);
+  // run's tab as it starts (a pipeline); otherwise the Study tab opens. out_root: where the runs
+  // write (default: studies/<name> beside the workspace).
+  void createAndStartStudy(const StudySpec& spec, int jobs = 0, bool follow_runs = false,
+                           const std::string& out_root = "");
   void startRun(int64_t run_id);
   // Starts the detached queue driver of a study (shows why when it cannot).
   bool startStudyDriver(int64_t study_id, int jobs = 0);

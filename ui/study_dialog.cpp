@@ -101,7 +101,7 @@ StudyDialog::StudyDialog(std::vector<Base> bases, WorkSpeed speed, QWidget* pare
   load->setObjectName(QStringLiteral("study.loadBase"));
   base_row->addWidget(base_combo_, 1);
   base_row->addWidget(load);
-  form->addRow(tr("&Base config"), base_row);
+  form->addRow(tr("Base config"), base_row);
   base_summary_ = new QLabel(this);
   base_summary_->setObjectName(QStringLiteral("study.baseSummary"));
   base_summary_->setWordWrap(true);

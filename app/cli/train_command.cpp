@@ -164,7 +164,9 @@ int train_pipeline(const TrainArgs& args, const RunConfig& config) {
   int64_t study_id = 0;
   try {
     RunStore store = RunStore::open(db_path);
-    const QueuedStudy q = queue_study(store, db_path, spec);
+    // Under the config's output folder when it names one, else beside the workspace.
+    const QueuedStudy q = queue_study(store, db_path, spec,
+                                      is_default_output_dir(config.output_dir) ? "" : fs::absolute(config.output_dir).string());
     study_id = q.id;
     std::printf("pipeline '%s': %zu runs queued as study %lld, writing under %s\n", spec.name.c_str(), q.runs.size(),
                 static_cast<long long>(q.id), q.folder.c_str());

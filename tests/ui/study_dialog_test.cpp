@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <QCoreApplication>
 #include <QDialogButtonBox>
 #include <QLabel>
 #include <QLineEdit>
+#include <QPixmap>
 #include <QPushButton>
 #include <QTableWidget>
 
@@ -116,4 +118,21 @@ TEST(StudyDialog, GridValuesAndDurations) {
   EXPECT_EQ(format_estimated_duration(42), "42s");
   EXPECT_EQ(format_estimated_duration(44 * 60 + 10), "44m");
   EXPECT_EQ(format_estimated_duration(3900), "1h05m");
+}
+
+// The dialog as a person sees it: the demo preset as base, GANPO off / on x two loss types, three
+// seeds (saved to GANPO_SCREENSHOT_DIR when set).
+TEST(StudyDialog, Screenshot) {
+  StudyDialog dialog({{"Preset: Demo (CPU, minutes)", load_config_file(std::string(GANPO_SOURCE_DIR) + "/resources/presets/demo.toml")}},
+                     WorkSpeed{reference_work_per_second(), 0});
+  dialog.addGridRow("objective.loss_type", "sigmoid, simpo");
+  dialog.addGridRow("data.label_noise", "0, 0.2");
+  dialog.show();
+  QCoreApplication::processEvents();
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+  EXPECT_EQ(dialog.runCount(), 1 + 8 * 3);
+  const QPixmap shot = dialog.grab();
+  EXPECT_FALSE(shot.isNull());
+  const QString out_dir = qEnvironmentVariable("GANPO_SCREENSHOT_DIR");
+  if (!out_dir.isEmpty()) EXPECT_TRUE(shot.save(out_dir + "/study_dialog.png"));
 }
