@@ -169,7 +169,14 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
     previous_final = (fs::path(runs.back().config.output_dir) / "final").string();
   }
 
-  // The grid's cartesian product, the first key varying slowest.
+  // The grid's cartesian product, the first key varying slowest; sized before it is built.
+  const std::vector<int64_t> seed_list = spec.seeds.empty() ? std::vector<int64_t>{spec.base.seed} : spec.seeds;
+  double planned = static_cast<double>(seed_list.size());
+  for (const auto& [key, values] : spec.grid) planned *= static_cast<double>(values.size());
+  if (planned > static_cast<double>(kMaxStudyRuns))
+    throw ConfigError("the study stands for " + std::to_string(static_cast<long long>(std::min(planned, 1e18))) +
+                      " runs (grid values x seeds); at most " + std::to_string(kMaxStudyRuns) +
+                      " are allowed: split it into smaller studies");
   std::vector<std::vector<std::string>> points{{}};
   for (const auto& [key, values] : spec.grid) {
     std::vector<std::vector<std::string>> next;
@@ -180,7 +187,7 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
       }
     points = std::move(next);
   }
-  const std::vector<int64_t> seeds = spec.seeds.empty() ? std::vector<int64_t>{spec.base.seed} : spec.seeds;
+  const std::vector<int64_t>& seeds = seed_list;
   for (const auto& point : points)
     for (int64_t seed : seeds) {
       StudyRun run;

@@ -61,6 +61,9 @@ StudySpec study_of_pipeline(const RunConfig& config);
 // TOML that study_from_toml reads back as the same study (the base config inline as [base]).
 std::string study_to_toml(const StudySpec& spec);
 
+// More runs than this in one study is refused before any is built (a grid typed by mistake).
+inline constexpr int64_t kMaxStudyRuns = 10000;
+
 // The shared stages (in order), then every arm x seed, each writing under output_root/<slug>.
 // Throws ConfigError listing every run whose config is invalid, with its arm and seed.
 std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& output_root);

@@ -145,7 +145,10 @@ std::string toml_value_of_assignment(const std::string& value_text) {
   try {
     const toml::table probe = toml::parse("v = " + value_text);
     const toml::node* v = probe.get("v");
-    if (v && (v->is_boolean() || v->is_integer() || v->is_floating_point()) && probe.size() == 1) return value_text;
+    // Bare only when it reads back as the very same text ("1e3" would come back as "1000").
+    if (v && (v->is_boolean() || v->is_integer() || v->is_floating_point()) && probe.size() == 1 &&
+        override_text(*v, "") == value_text)
+      return value_text;
   } catch (const toml::parse_error&) {
   }
   return toml_quoted(value_text);

@@ -17,6 +17,10 @@ WorkSpeed measured_work_speed(RunStore& store, int most_recent) {
   for (const RunRow& r : runs) {
     if (static_cast<int>(speeds.size()) >= most_recent) break;
     if (r.status != RunStatus::completed || !r.started_at || !r.finished_at || *r.finished_at <= *r.started_at) continue;
+    // A run started more than once has idle time between its starts in its wall time.
+    sql::Statement attempts(store.database(), "SELECT attempts FROM runs WHERE id = ?");
+    attempts.bind(1, r.id);
+    if (attempts.step() && attempts.col_int(0) > 1) continue;
     try {
       const RunConfig config = config_from_json(nlohmann::json::parse(r.config_json));
       const double work = run_work(config).total();

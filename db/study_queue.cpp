@@ -2,6 +2,9 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
 #include "core/run_files.h"
 #include "db/run_service.h"
 
@@ -71,7 +74,23 @@ QueuedStudy queue_study(RunStore& store, const std::string& db_path, const Study
   namespace fs = std::filesystem;
   QueuedStudy queued;
   queued.folder = out_root;
-  if (queued.folder.empty()) {
+  if (!queued.folder.empty()) {
+    // A folder named by the user: never mixed with an earlier study's runs.
+    std::error_code ec;
+    const std::string root = fs::absolute(queued.folder).lexically_normal().string();
+    bool taken = fs::is_directory(root, ec) && !fs::is_empty(root, ec);
+    for (const RunRow& r : store.runs()) {  // also an earlier study queued there that has not started
+      if (taken) break;
+      const auto config = nlohmann::json::parse(r.config_json, nullptr, false);
+      const std::string dir = config.is_object() && config.contains("output_dir") && config["output_dir"].is_string()
+                                  ? config["output_dir"].get<std::string>()
+                                  : "";
+      taken = dir.rfind(root + "/", 0) == 0;
+    }
+    if (taken)
+      throw ConfigError(queued.folder + " already holds runs (an earlier study or pipeline?); remove it or choose "
+                        "another folder (output_dir, or --out)");
+  } else {
     const fs::path root = fs::absolute(db_path).parent_path() / "studies";
     queued.folder = (root / safe_file_name(spec.name)).string();
     for (int n = 2; fs::exists(queued.folder); ++n)
@@ -108,7 +127,7 @@ void set_study_state(RunStore& store, int64_t study_id, StudyState state) {
     // checkpoint when started.
     sql::Statement requeue(store.database(),
                            "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, worker_pid = NULL, "
-                           "updated_at = ?2 WHERE study_id = ?1 AND status = 'stopped'");
+                           "attempts = 0, updated_at = ?2 WHERE study_id = ?1 AND status = 'stopped'");
     requeue.bind(1, study_id).bind(2, unix_now()).run();
   }
   txn.commit();

@@ -443,12 +443,12 @@ void MainWindow::createAndStartStudy(const StudySpec& spec, int jobs, bool follo
       [this, jobs, follow_runs](const Queued& q) {
         pollNow();
         if (q.run_ids.empty()) return;
-        startStudyDriver(q.study_id, jobs);
+        const qint64 driver = startStudyDriver(q.study_id, jobs);
         if (follow_runs) {
           open_when_started_.insert(q.run_ids.begin() + 1, q.run_ids.end());
           openRunTabWhenListed(q.run_ids.front());
-        } else {
-          openStudyTab(q.study_id);
+        } else if (StudyView* view = openStudyTab(q.study_id)) {
+          view->setDriverPid(driver);
         }
         statusBar()->showMessage(
             QString("Study %1 queued: %2 runs").arg(q.study_id).arg(q.run_ids.size()), 8000);
@@ -457,13 +457,14 @@ void MainWindow::createAndStartStudy(const StudySpec& spec, int jobs, bool follo
       [this](QString error) { showError("New study", "The runs could not be queued: " + error); });
 }
 
-bool MainWindow::startStudyDriver(int64_t study_id, int jobs) {
+qint64 MainWindow::startStudyDriver(int64_t study_id, int jobs) {
   QString error;
-  if (!launcher_->startStudyDriver(study_id, jobs, &error)) {
+  qint64 pid = 0;
+  if (!launcher_->startStudyDriver(study_id, jobs, &error, &pid)) {
     showError("Run queue", error);
-    return false;
+    return 0;
   }
-  return true;
+  return pid;
 }
 
 void MainWindow::startRun(int64_t run_id) {

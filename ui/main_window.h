@@ -72,8 +72,8 @@ public:
   void createAndStartStudy(const StudySpec& spec, int jobs = 0, bool follow_runs = false,
                            const std::string& out_root = "");
   void startRun(int64_t run_id);
-  // Starts the detached queue driver of a study (shows why when it cannot).
-  bool startStudyDriver(int64_t study_id, int jobs = 0);
+  // Starts the detached queue driver of a study; its pid, or 0 (having shown why) when it cannot.
+  qint64 startStudyDriver(int64_t study_id, int jobs = 0);
   void sendControl(int64_t run_id, const QString& command);
   RunTab* openRunTab(int64_t run_id);
   // A Compare tab for two or more runs (nullptr, with a status message, for fewer).

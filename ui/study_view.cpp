@@ -232,7 +232,8 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
   run_queue_->setEnabled(driver_pid_ == 0 && snap.study.state == StudyState::active && c.attached == 0 &&
                          c.queued > c.blocked);
   pause_->setEnabled(snap.study.state == StudyState::active);
-  resume_->setEnabled(snap.study.state == StudyState::paused);
+  // Also for stopped runs: resuming puts them back in the queue.
+  resume_->setEnabled(snap.study.state != StudyState::active || c.stopped > 0);
   cancel_->setEnabled(snap.study.state != StudyState::cancelled);
 
   // The queue.

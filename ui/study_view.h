@@ -43,6 +43,9 @@ public:
   // Starts `ganpo study run ID --db DB` detached (output to the workspace's logs/study-<id>.log);
   // false with the reason when it cannot start.
   bool runQueue(QString* why = nullptr);
+  // A queue driver started for this study elsewhere (New Study's Start): Run queue stays off
+  // while it lives.
+  void setDriverPid(qint64 pid) { driver_pid_ = pid; }
 
   // For tests.
   QTableWidget* runsTable() const { return runs_; }

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -104,9 +105,9 @@ namespace {
 // without a trace when the claim failed (the Worker is destroyed unsent).
 class Worker {
 public:
-  // gpu >= 0: the worker sees only that CUDA device (CUDA_VISIBLE_DEVICES), so runs started at
-  // once spread over the GPUs instead of sharing the first.
-  Worker(const std::string& db, int64_t run_id, int gpu = -1) {
+  // gpu (a CUDA_VISIBLE_DEVICES entry) not empty: the worker sees only that device, so runs
+  // started at once spread over the GPUs instead of sharing the first.
+  Worker(const std::string& db, int64_t run_id, const std::string& gpu = "") {
     const std::filesystem::path logs = std::filesystem::path(db).parent_path() / "logs";
     std::error_code ec;
     std::filesystem::create_directories(logs, ec);
@@ -122,7 +123,7 @@ public:
       }
       if (go != 'g') ::_exit(0);
       ::setsid();
-      if (gpu >= 0) ::setenv("CUDA_VISIBLE_DEVICES", std::to_string(gpu).c_str(), 1);
+      if (!gpu.empty()) ::setenv("CUDA_VISIBLE_DEVICES", gpu.c_str(), 1);
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) ::dup2(fd, STDOUT_FILENO), ::dup2(fd, STDERR_FILENO);
       ::execl("/proc/self/exe", "ganpo", "train", "--run", id.c_str(), "--db", db.c_str(), static_cast<char*>(nullptr));
@@ -165,9 +166,27 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
   bool said_paused = false;
   const int gpus = cuda_device_count();
   std::map<pid_t, int> gpu_of;  // this driver's live workers
-  auto free_gpu = [&]() {
-    if (gpus < 2) return -1;
-    std::vector<int> used(static_cast<size_t>(gpus), 0);
+  // The devices this driver may use, as CUDA_VISIBLE_DEVICES names them (its own list when the
+  // user or a scheduler set one, e.g. "2,3" or GPU UUIDs; else 0..gpus-1).
+  std::vector<std::string> visible;
+  if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES"); env && *env) {
+    std::stringstream list(env);
+    for (std::string item; std::getline(list, item, ',');) visible.push_back(item);
+  }
+  if (visible.empty())
+    for (int i = 0; i < gpus; ++i) visible.push_back(std::to_string(i));
+  if (static_cast<int>(visible.size()) > gpus) visible.resize(static_cast<size_t>(std::max(gpus, 0)));
+  auto free_gpu = [&](int64_t run_id) {
+    if (visible.size() < 2) return -1;
+    // A run that names its device ("cuda:1") keeps every device in view.
+    if (const auto run = store.run(run_id)) {
+      const auto config = nlohmann::json::parse(run->config_json, nullptr, false);
+      const std::string device = config.is_object() && config.contains("device") && config["device"].is_string()
+                                     ? config["device"].get<std::string>()
+                                     : "auto";
+      if (device != "auto" && device != "cuda") return -1;
+    }
+    std::vector<int> used(visible.size(), 0);
     for (const auto& [pid, gpu] : gpu_of) ++used[static_cast<size_t>(gpu)];
     return static_cast<int>(std::min_element(used.begin(), used.end()) - used.begin());
   };
@@ -199,8 +218,8 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
         while (c.attached < jobs) {
           const std::optional<int64_t> next = next_study_run(store, study_id);
           if (!next || std::find(refused.begin(), refused.end(), *next) != refused.end()) break;
-          const int gpu = free_gpu();
-          Worker worker(db, *next, gpu);
+          const int gpu = free_gpu(*next);
+          Worker worker(db, *next, gpu < 0 ? "" : visible[static_cast<size_t>(gpu)]);
           if (worker.pid() > 0 && claim_study_run(store, *next, worker.pid())) {
             worker.go();
             if (gpu >= 0) gpu_of[worker.pid()] = gpu;
@@ -309,7 +328,7 @@ int study_command(const StudyArgs& args) {
     return 0;
   }
   if (args.jobs < 0) {
-    std::fprintf(stderr, "ganpo study run: --jobs must be at least 1 (0 = one per GPU, or one on a CPU)\n");
+    std::fprintf(stderr, "ganpo study run: --jobs must be 0 (one per GPU, or one on a CPU) or more\n");
     return 2;
   }
   // One per GPU; on a CPU one at a time, each run using every core.

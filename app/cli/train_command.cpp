@@ -187,15 +187,24 @@ int train_pipeline(const TrainArgs& args, const RunConfig& config) {
         return 1;
       }
       if (!claim_study_run(store, *next, static_cast<int64_t>(::getpid()))) {
-        std::fprintf(stderr, "ganpo train: run %lld was started by another driver; follow it with: ganpo study status %lld --db %s\n",
-                     static_cast<long long>(*next), static_cast<long long>(study_id), db_path.c_str());
+        const auto s = find_study(store, study_id);
+        if (s && s->state != StudyState::active)
+          std::fprintf(stderr, "ganpo train: the pipeline's study %lld is %s; continue it with: ganpo study resume %lld --db %s && %s\n",
+                       static_cast<long long>(study_id), to_string(s->state), static_cast<long long>(study_id),
+                       db_path.c_str(), resume_hint.c_str());
+        else
+          std::fprintf(stderr, "ganpo train: run %lld was started by another driver; follow it with: ganpo study status %lld --db %s\n",
+                       static_cast<long long>(*next), static_cast<long long>(study_id), db_path.c_str());
         return 1;
       }
     }
     const int rc = run_worker(db_path, *next, "");
     if (rc != 0) {
-      std::fprintf(stderr, "ganpo train: the pipeline stopped at run %lld; continue it with: %s\n",
-                   static_cast<long long>(*next), resume_hint.c_str());
+      // A stopped run waits for the study's resume; a failed one is retried by the driver.
+      std::fprintf(stderr, "ganpo train: the pipeline stopped at run %lld; continue it with: %s%s\n",
+                   static_cast<long long>(*next),
+                   rc == 130 ? ("ganpo study resume " + std::to_string(study_id) + " --db " + db_path + " && ").c_str() : "",
+                   resume_hint.c_str());
       return rc;
     }
   }

@@ -133,6 +133,11 @@ TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
   EXPECT_NE(bad.find("1 problem(s)"), std::string::npos) << bad;
   EXPECT_NE(bad.find("arm objective.beta=-1, seed 4: objective.beta must be"), std::string::npos) << bad;
   EXPECT_EQ(error_of("seeds = [4]\n[base]\n[grid]\n\"objective.beta\" = [0.1, 0.2]\n"), "");
+  // A grid far too big is refused before a single run is built.
+  std::string huge = "seeds = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n[base]\n[grid]\n";
+  for (const char* key : {"objective.beta", "train.learning_rate", "ganpo.adv_weight", "data.label_noise"})
+    huge += std::string("\"") + key + "\" = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]\n";
+  EXPECT_NE(error_of(huge).find("stands for 100000 runs"), std::string::npos) << error_of(huge);
 }
 
 const char* kPipeline = R"(
@@ -201,7 +206,7 @@ TEST(StudySpec, WrittenStudiesReadBackAsTheSameRuns) {
   // Values that are not plain numbers or booleans stay strings, whatever they hold.
   StudySpec odd = spec;
   odd.grid = {};
-  odd.grid.push_back({"data.chat_template", {"a \" } # b", "true"}});
+  odd.grid.push_back({"data.chat_template", {"a \" } # b", "true", "1e3", "0.50", "+inf", "1_000", "-0", "7"}});
   const StudySpec odd_again = study_from_toml(study_to_toml(odd), ".", "odd");
   EXPECT_EQ(odd_again.grid, odd.grid);
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "core/error.h"
 #include "core/run_work.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
@@ -76,6 +77,9 @@ TEST_F(RunSpeed, TheMedianOfFinishedRunsOrTheBuiltInFigure) {
   add_run(store, small(100), 3000, 3040, "completed");  // w / 40
   add_run(store, small(100), 4000, 4001, "failed");     // not a finished run
   add_run(store, small(100), 5000, 5001, "stopped");
+  add_run(store, small(100), 6000, 9000, "completed");  // started twice: idle time in its wall time
+  sql::Statement twice(store.database(), "UPDATE runs SET attempts = 2 WHERE id = 6");
+  twice.run();
   const WorkSpeed speed = measured_work_speed(store);
   EXPECT_EQ(speed.runs, 3);
   EXPECT_DOUBLE_EQ(speed.work_per_second, w / 20);
@@ -93,6 +97,8 @@ TEST_F(RunSpeed, QueuedStudiesAreStoredSelfContainedAndInAFolderOfTheirOwn) {
   const QueuedStudy b = queue_study(store, db(), study_of_pipeline(base));
   EXPECT_EQ(a.folder, (dir_ / "studies" / "chain").string());
   EXPECT_EQ(b.folder, (dir_ / "studies" / "chain-2").string()) << "a second study of the name gets its own folder";
+  // A folder named by the user that already holds files is refused, not mixed.
+  EXPECT_THROW(queue_study(store, db(), study_of_pipeline(base), a.folder), ConfigError);
   ASSERT_EQ(a.runs.size(), 2u);
   const auto row = find_study(store, a.id);
   ASSERT_TRUE(row);
