@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/tasks/task.h"
+#include "core/text/utf8.h"
 #include "core/toml_assignments.h"
 
 namespace ganpo {
@@ -260,6 +261,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 // The closest candidate if it is close enough to be a plausible typo, else "".
 std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  // No key is this long: no suggestion, and no quadratic work on a pasted blob (found by fuzzing).
+  if (word.size() > 64) return "";
   const std::string w = lower(word);
   std::string best;
   size_t best_d = std::numeric_limits<size_t>::max();
@@ -277,7 +280,7 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
 [[noreturn]] void throw_unknown(const std::string& what, const std::string& shown, const std::string& typed,
                                const std::vector<std::string>& candidates, const std::string& allowed_label,
                                const std::string& where = "") {
-  std::string msg = "unknown " + what + " " + quote(shown);
+  std::string msg = "unknown " + what + " " + quote(shown.size() > 100 ? shown.substr(0, 100) + "..." : shown);
   const std::string guess = closest(typed, candidates);
   if (!guess.empty())
     msg += " (did you mean " + quote(guess) + "?)";
@@ -692,6 +695,9 @@ void apply_override(RunConfig& config, const std::string& assignment) {
 
   const FieldRef ref = f->get(config);
   if (auto p = std::get_if<std::string*>(&ref)) {
+    // A config file is UTF-8 text (TOML and JSON both require it): anything else could not be saved.
+    if (!text::is_valid_utf8(value))
+      throw ConfigError(path + " must be UTF-8 text; the value given has bytes that are not (check the terminal's encoding)");
     // Quotes are optional so `name=demo` works, and needed only to keep surrounding spaces.
     if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front())
       value = value.substr(1, value.size() - 2);

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -207,6 +208,13 @@ void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& 
 std::vector<EvalPrompt> read_eval_prompts(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError("cannot read the prompts file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_eval_prompts(text.str(), path);
+}
+
+std::vector<EvalPrompt> parse_eval_prompts(const std::string& text, const std::string& path) {
+  std::istringstream in(text);
   std::vector<EvalPrompt> prompts;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {

@@ -64,5 +64,7 @@ inline constexpr const char* kJudgePromptsFile = "judge_prompts.jsonl";
 void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts);
 // Throws DataError naming the file and line of anything that is not such a row.
 std::vector<EvalPrompt> read_eval_prompts(const std::string& path);
+// The same from the file's text; `path` names it in messages.
+std::vector<EvalPrompt> parse_eval_prompts(const std::string& text, const std::string& path);
 
 }  // namespace ganpo

@@ -299,6 +299,17 @@ TEST(Config, PipelineStagesRoundTripAndAreValidated) {
   EXPECT_NE(config_error([] { config_from_toml("pipeline = 3\n"); }).find("[[pipeline]]"), std::string::npos);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/run_config/regression-invalid-utf8-override.txt): an override
+// with bytes that are not UTF-8 made a config that could not be saved and read back.
+TEST(Config, OverridesMustBeUtf8Text) {
+  RunConfig c;
+  EXPECT_NE(config_error([&] { apply_override(c, "name=demo \xec\xecrun"); }).find("name must be UTF-8 text"),
+            std::string::npos);
+  EXPECT_EQ(c.name, "run") << "nothing set";
+  apply_override(c, "name=démo ✓");
+  expect_same(config_from_toml(config_to_toml(c)), c);
+}
+
 TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   const std::string text = config_to_toml(non_default_config());
   EXPECT_NE(text.find("learning_rate = 5e-7\n"), std::string::npos) << text;
