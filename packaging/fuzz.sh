@@ -5,13 +5,13 @@
 # build/fuzz/runs/<target>/crashes/ and this script exits 1; replay it with
 #   build/fuzz/tests/fuzz/fuzz_<target> build/fuzz/runs/<target>/crashes/<file>
 # and add it to tests/fuzz/corpus/<target>/ with the fix, so `ctest --preset fuzz` keeps it fixed.
-#   usage: packaging/fuzz.sh [SECONDS] [TARGET ...]   (targets: run_config study_spec dataset_row eval_prompts)
+#   usage: packaging/fuzz.sh [SECONDS] [TARGET ...]   (targets: run_config study_spec dataset_row eval_prompts tokenizer_json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(run_config study_spec dataset_row eval_prompts)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(run_config study_spec dataset_row eval_prompts tokenizer_json)
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz
 status=0
@@ -20,7 +20,7 @@ for t in "${TARGETS[@]}"; do
   work=build/fuzz/runs/$t
   mkdir -p "$work/corpus" "$work/crashes"
   cp -n tests/fuzz/corpus/"$t"/* "$work/corpus/" 2>/dev/null || true
-  if ! build/fuzz/tests/fuzz/fuzz_"$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=65536 \
+  if ! build/fuzz/tests/fuzz/fuzz_"$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=65536 -timeout=10 \
       -artifact_prefix="$work/crashes/" "$work/corpus" >"$work/log" 2>&1; then
     status=1
   fi
