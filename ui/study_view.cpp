@@ -12,6 +12,7 @@
 #include <QSaveFile>
 #include <QSplitter>
 #include <QTableWidget>
+#include <QTabWidget>
 #include <QVBoxLayout>
 
 #include <signal.h>
@@ -146,16 +147,26 @@ StudyView::StudyView(StoreWorker* store, int64_t study_id, QString worker_progra
   differences_ = new QTableWidget(split);
   differences_->setObjectName(QStringLiteral("study.differences"));
   auto* bottom = new QSplitter(Qt::Horizontal, split);
-  plot_ = new QCustomPlot(bottom);
-  plot_->setMinimumHeight(220);
-  plot_->xAxis->setLabel(tr("sampling temperature"));
-  plot_->yAxis->setLabel(tr("win rate vs reference"));
-  plot_->legend->setVisible(true);
+  // Three plots: win rate against temperature, accuracy against label noise, step time per arm.
+  plots_ = new QTabWidget(bottom);
   QFont legend_font = font();
   legend_font.setPointSizeF(legend_font.pointSizeF() * 0.85);
-  plot_->legend->setFont(legend_font);
-  plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignLeft);
-  apply_chart_palette(plot_, palette());
+  auto make_plot = [&](const QString& title, const QString& x, const QString& y) {
+    auto* p = new QCustomPlot(plots_);
+    p->setMinimumHeight(220);
+    p->xAxis->setLabel(x);
+    p->yAxis->setLabel(y);
+    p->legend->setVisible(true);
+    p->legend->setFont(legend_font);
+    p->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignLeft);
+    apply_chart_palette(p, palette());
+    plots_->addTab(p, title);
+    return p;
+  };
+  plot_ = make_plot(tr("Win rate vs temperature"), tr("sampling temperature"), tr("win rate vs reference"));
+  noise_plot_ = make_plot(tr("Accuracy vs label noise"), tr("data.label_noise"), tr("held-out preference accuracy"));
+  time_plot_ = make_plot(tr("Step time per arm"), QString(), tr("step time (s)"));
+  time_plot_->legend->setVisible(false);
   runs_ = new QTableWidget(bottom);
   runs_->setObjectName(QStringLiteral("study.runs"));
   for (auto* t : {arms_, differences_, runs_}) {
@@ -339,6 +350,8 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
     plot_->yAxis->setRange(std::min(lo, 0.5) - 0.05, std::max(hi, 0.5) + 0.05);
   }
   plot_->replot(QCustomPlot::rpQueuedReplot);
+  drawNoisePlot(snap.report);
+  drawTimePlot(snap.report);
 
   const bool first = !loaded_;
   loaded_ = true;
@@ -355,6 +368,85 @@ void StudyView::setState(const char* state) {
         return true;
       },
       [this](bool) { refresh(); });
+}
+
+// Held-out accuracy against data.label_noise, one line per arm without its noise value, with the
+// 95% interval as error bars.
+void StudyView::drawNoisePlot(const StudyReport& report) {
+  noise_plot_->clearPlottables();
+  std::map<QString, std::vector<std::pair<double, Interval>>> lines;
+  for (const ArmResult& arm : report.arms) {
+    auto it = arm.metrics.find("eval_rewards/accuracies");
+    if (it == arm.metrics.end()) continue;
+    double noise = 0;
+    QStringList rest;
+    for (const auto& [key, value] : arm.values) {
+      if (key == "data.label_noise")
+        noise = read_number(value).value_or(0);
+      else
+        rest << QString::fromStdString(key.substr(key.rfind('.') + 1) + "=" + value);
+    }
+    lines[rest.isEmpty() ? tr("all arms") : rest.join(QStringLiteral(", "))].emplace_back(noise, it->second);
+  }
+  double lo = 1, hi = 0, x0 = 1e9, x1 = -1e9;
+  int n = 0;
+  for (auto& [label, points] : lines) {
+    std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    QVector<double> x, y, err_low, err_high;
+    for (const auto& [noise, i] : points) {
+      x << noise, y << i.mean, err_low << i.mean - i.low, err_high << i.high - i.mean;
+      lo = std::min(lo, i.low), hi = std::max(hi, i.high), x0 = std::min(x0, noise), x1 = std::max(x1, noise);
+    }
+    auto* line = noise_plot_->addGraph();
+    line->setPen(QPen(run_color(++n), 2));
+    line->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 5));
+    line->setName(label);
+    line->setData(x, y, true);
+    auto* bars = new QCPErrorBars(noise_plot_->xAxis, noise_plot_->yAxis);
+    bars->removeFromLegend();
+    bars->setDataPlottable(line);
+    bars->setData(err_low, err_high);
+    bars->setPen(QPen(run_color(n), 1));
+  }
+  if (x1 >= x0) {
+    noise_plot_->xAxis->setRange(x0 - 0.05, x1 + 0.05);
+    noise_plot_->yAxis->setRange(lo - 0.05, hi + 0.05);
+  }
+  noise_plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+// Mean step time per arm (the overhead of GANPO's critics against its base), 95% error bars.
+void StudyView::drawTimePlot(const StudyReport& report) {
+  time_plot_->clearPlottables();
+  QVector<double> x, y, err_low, err_high;
+  QVector<QString> labels;
+  double hi = 0;
+  for (const ArmResult& arm : report.arms) {
+    auto it = arm.metrics.find("step_time_s");
+    if (it == arm.metrics.end()) continue;
+    x << x.size() + 1, y << it->second.mean;
+    err_low << it->second.mean - it->second.low, err_high << it->second.high - it->second.mean;
+    labels << short_arm(arm).replace(QStringLiteral(", "), QStringLiteral("\n"));
+    hi = std::max(hi, it->second.high);
+  }
+  if (x.isEmpty()) {
+    time_plot_->replot(QCustomPlot::rpQueuedReplot);
+    return;
+  }
+  auto* bars = new QCPBars(time_plot_->xAxis, time_plot_->yAxis);
+  bars->setData(x, y, true);
+  bars->setWidth(0.6);
+  bars->setBrush(run_color(1).lighter(140));
+  bars->setPen(QPen(run_color(1)));
+  auto* errors = new QCPErrorBars(time_plot_->xAxis, time_plot_->yAxis);
+  errors->setDataPlottable(bars);
+  errors->setData(err_low, err_high);
+  QSharedPointer<QCPAxisTickerText> ticker(new QCPAxisTickerText);
+  ticker->addTicks(x, labels);
+  time_plot_->xAxis->setTicker(ticker);
+  time_plot_->xAxis->setRange(0.4, x.size() + 0.6);
+  time_plot_->yAxis->setRange(0, hi * 1.15 + 1e-9);
+  time_plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 bool StudyView::runQueue(QString* why) {

@@ -22,7 +22,12 @@
 class QCustomPlot;
 class QLabel;
 class QPushButton;
+class QTabWidget;
 class QTableWidget;
+
+namespace ganpo {
+struct StudyReport;
+}
 
 namespace ganpo::ui {
 
@@ -52,6 +57,8 @@ public:
   QTableWidget* armsTable() const { return arms_; }
   QTableWidget* differencesTable() const { return differences_; }
   QCustomPlot* plot() const { return plot_; }
+  QCustomPlot* noisePlot() const { return noise_plot_; }
+  QCustomPlot* timePlot() const { return time_plot_; }
   QLabel* summary() const { return summary_; }
   bool isLoaded() const { return loaded_; }
 
@@ -65,6 +72,8 @@ protected:
   void hideEvent(QHideEvent* event) override;
 
 private:
+  void drawNoisePlot(const StudyReport& report);
+  void drawTimePlot(const StudyReport& report);
   void showSnapshot(const StudySnapshot& snapshot);
   void setState(const char* state);
 
@@ -80,7 +89,10 @@ private:
   QTableWidget* runs_;
   QTableWidget* arms_;
   QTableWidget* differences_;
-  QCustomPlot* plot_;
+  QTabWidget* plots_;
+  QCustomPlot* plot_;        // win rate against temperature per arm, 95% bands
+  QCustomPlot* noise_plot_;  // held-out accuracy against label noise, 95% error bars
+  QCustomPlot* time_plot_;   // step time per arm, 95% error bars
   QTimer timer_;
   bool loaded_ = false;
   bool in_flight_ = false;

@@ -51,6 +51,12 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
       r.judge = e;
       store.set_status(ids[i], RunStatus::completed);
       store.add_eval(ids[i], 10, "eval", "{}", to_json(r).dump());
+      MetricRow step_time;
+      step_time.run_id = ids[i];
+      step_time.step = 10;
+      step_time.key = "step_time_s";
+      step_time.value = on ? 0.30 : 0.20;
+      store.append_metrics({step_time});
     }
   }
   StoreWorker worker(QString::fromStdString(db));
@@ -83,6 +89,16 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
     }
   EXPECT_TRUE(head_to_head);
   EXPECT_EQ(view.plot()->graphCount(), 6);  // per arm: lower edge, upper edge (band), mean line
+  // Accuracy against label noise (no noise in this grid: one point per arm at 0, error bars).
+  ASSERT_EQ(view.noisePlot()->graphCount(), 2);
+  EXPECT_EQ(view.noisePlot()->plottableCount(), 4);
+  EXPECT_NEAR(view.noisePlot()->graph(1)->data()->at(0)->value, (0.83 + 0.84) / 2, 1e-9);
+  // Step time per arm: one bar each, with error bars.
+  auto* bars = qobject_cast<QCPBars*>(view.timePlot()->plottable(0));
+  ASSERT_NE(bars, nullptr);
+  ASSERT_EQ(bars->data()->size(), 2);
+  EXPECT_NEAR(bars->data()->at(0)->value, 0.20, 1e-9);
+  EXPECT_NEAR(bars->data()->at(1)->value, 0.30, 1e-9);
 
   std::vector<int64_t> activated;
   QObject::connect(&view, &StudyView::armActivated, [&](std::vector<int64_t> ids) { activated = ids; });
