@@ -1,6 +1,7 @@
 #include "db/run_speed.h"
 
 #include <algorithm>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -13,14 +14,15 @@ WorkSpeed measured_work_speed(RunStore& store, int most_recent) {
   std::sort(runs.begin(), runs.end(), [](const RunRow& a, const RunRow& b) {
     return a.finished_at.value_or(0) > b.finished_at.value_or(0);
   });
+  // Runs started more than once have idle time between their starts in their wall time.
+  std::set<int64_t> restarted;
+  sql::Statement again(store.database(), "SELECT id FROM runs WHERE attempts > 1");
+  while (again.step()) restarted.insert(again.col_int(0));
   std::vector<double> speeds;
   for (const RunRow& r : runs) {
     if (static_cast<int>(speeds.size()) >= most_recent) break;
     if (r.status != RunStatus::completed || !r.started_at || !r.finished_at || *r.finished_at <= *r.started_at) continue;
-    // A run started more than once has idle time between its starts in its wall time.
-    sql::Statement attempts(store.database(), "SELECT attempts FROM runs WHERE id = ?");
-    attempts.bind(1, r.id);
-    if (attempts.step() && attempts.col_int(0) > 1) continue;
+    if (restarted.count(r.id)) continue;
     try {
       const RunConfig config = config_from_json(nlohmann::json::parse(r.config_json));
       const double work = run_work(config).total();

@@ -15,6 +15,8 @@
 #include "core/study_spec.h"
 #include "dashboard_test_support.h"
 #include "db/study_queue.h"
+#include <QTabWidget>
+
 #include "ui/chart_qcustomplot.h"
 #include "ui/store_worker.h"
 #include "ui/study_view.h"
@@ -137,6 +139,14 @@ TEST(StudyView, Screenshot) {
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }, 60000));
   pump_until([] { return false; }, 300);
   EXPECT_TRUE(view.grab().save(out_dir + "/study.png"));
+  // The other two plots, as a person switching tabs sees them.
+  auto* plots = view.findChild<QTabWidget*>();
+  ASSERT_NE(plots, nullptr);
+  for (int i = 1; i < plots->count(); ++i) {
+    plots->setCurrentIndex(i);
+    pump_until([] { return false; }, 300);
+    EXPECT_TRUE(view.grab().save(out_dir + QStringLiteral("/study_plot_%1.png").arg(i)));
+  }
 }
 
 // "Run queue" drives a real study to its end from the window: a stage and two arms of two steps.
