@@ -65,6 +65,12 @@ ModelShape read_model_config(const std::string& dir) {
 }
 
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn) {
+  if (is_written_checkpoint(dir)) {
+    const std::string why = incomplete_reason(dir);
+    if (!why.empty())
+      throw ModelFileError(dir + " is not a complete checkpoint: " + why +
+                           "; use an earlier checkpoint-<step> folder of the run");
+  }
   tune_allocator_for_tensors();
   CausalLM model(read_model_config(dir), /*init=*/false);
   for (auto& p : model->parameters()) advise_huge_pages(p.data_ptr(), p.nbytes());
@@ -84,18 +90,6 @@ LoadedModel load_model_folder(const std::string& dir, const torch::Device& devic
   out.model->to(device);
   out.model->eval();
   return out;
-}
-
-void write_folder_atomically(const std::string& dir, const std::function<void(const std::string&)>& write) {
-  const std::string tmp = dir + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  write(tmp);
-  const std::string old = dir + ".old";
-  fs::remove_all(old);
-  if (fs::exists(dir)) fs::rename(dir, old);
-  fs::rename(tmp, dir);
-  fs::remove_all(old);
 }
 
 }  // namespace ganpo

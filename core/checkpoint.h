@@ -9,6 +9,7 @@
 //   run_config.toml       the resolved run configuration
 //   trainer_state/        optimizer.pt, critic_optimizer.pt, critics.safetensors, state.json
 //                         (step, epoch, data cursor, tokens seen, EMA means), rng.safetensors
+//   complete.json         written last: the folder is complete (core/atomic_folder.h)
 // A folder is written as NAME.tmp and renamed when complete, so a crash never leaves a
 // half-written checkpoint under its final name.
 #pragma once
@@ -22,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_folder.h"
 #include "core/model/causal_lm.h"
 #include "core/tokenizer.h"
 
@@ -50,9 +52,6 @@ CausalLM load_model(const std::string& dir, const std::function<void(const std::
 // load_model plus the folder's tokenizer, moved to device and in eval mode.
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
                               const std::function<void(const std::string&)>& warn = {});
-
-// Atomic folder write: creates dir + ".tmp", calls write(tmp), then renames over dir.
-void write_folder_atomically(const std::string& dir, const std::function<void(const std::string&)>& write);
 
 void write_json_file(const std::string& path, const nlohmann::json& j);
 nlohmann::json read_json_file(const std::string& path);  // throws ModelFileError

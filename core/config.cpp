@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "core/command_line.h"
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/tasks/task.h"
@@ -879,6 +880,11 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.at_least("eval.num_prompts", e.num_prompts, int64_t{0});
   check.at_least("eval.max_new_tokens", e.max_new_tokens, int64_t{0});
   check.greater("eval.judge_timeout_s", e.judge_timeout_s, 0.0);
+  if (!e.judge_command.empty()) {
+    std::vector<std::string> argv;
+    if (const std::string bad = split_command_line(e.judge_command, argv); !bad.empty())
+      check.add("eval.judge_command cannot be run: " + bad);
+  }
 
   // Each pipeline stage is a run of its own: the config with its assignments applied.
   std::vector<std::string> stage_folders;

@@ -113,7 +113,8 @@ struct EvalConfig {
   int64_t max_new_tokens = 0;    // 0 = sampling.max_new_tokens
   int64_t seed = 1234;           // prompts and sampling; equal across runs, so runs compare prompt by prompt
   // A command that scores completions (JSON Lines, core/eval/external_judge.h): the judge of a
-  // data file, or instead of a built-in task's own judge. Run through /bin/sh.
+  // data file, or instead of a built-in task's own judge. Run as an argument list, never
+  // through a shell (core/command_line.h); write sh -c '...' to use one.
   std::string judge_command;
   double judge_timeout_s = 600;
 };

@@ -45,6 +45,9 @@ public:
   virtual void on_checkpoint(int64_t step, const std::string& path,
                              const std::map<std::string, double>& metrics) {}
   virtual ControlCommand poll_control() { return ControlCommand::None; }
+  // Non-empty when the observer can no longer keep the run's record (its disk is full, its
+  // workspace became read-only or vanished): the trainer stops the run with this message.
+  virtual std::string storage_failure() const { return {}; }
 };
 
 class ObserverList final : public RunObserver {
@@ -70,6 +73,11 @@ public:
   }
   void on_checkpoint(int64_t step, const std::string& p, const std::map<std::string, double>& m) override {
     for (auto* o : observers_) o->on_checkpoint(step, p, m);
+  }
+  std::string storage_failure() const override {
+    for (auto* o : observers_)
+      if (auto f = o->storage_failure(); !f.empty()) return f;
+    return {};
   }
   // The first observer with a command wins.
   ControlCommand poll_control() override {

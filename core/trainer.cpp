@@ -19,6 +19,7 @@
 #include "core/dataset_files.h"
 #include "core/error.h"
 #include "core/eval/evaluation.h"
+#include "core/fault_points.h"
 #include "core/generate.h"
 #include "core/eval/external_judge.h"
 #include "core/tasks/task.h"
@@ -849,6 +850,7 @@ struct Trainer::State {
       std::ofstream(fs::path(tmp) / "run_config.toml") << config_to_toml(config);
       if (with_state) write_trainer_state(tmp);
     });
+    fault_point("checkpoint.renamed");
     observer.on_checkpoint(step, dir, last_eval);
     return dir;
   }
@@ -857,6 +859,9 @@ struct Trainer::State {
     const fs::path ts = fs::path(dir) / "trainer_state";
     if (!fs::is_directory(ts))
       throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
+    if (const std::string why = incomplete_reason(dir); !why.empty())
+      throw ModelFileError(dir + " is not a complete checkpoint: " + why +
+                           "; resume from an earlier checkpoint-<step> folder of the run");
     policy->set_stored_dtype(load_model_weights(policy, dir, warn_sink()));
     auto state = read_json_file((ts / "state.json").string());
     try {
@@ -898,6 +903,7 @@ struct Trainer::State {
   bool handle_control() {
     for (;;) {
       if (g_stop_requested.load()) return true;
+      if (std::string failure = observer.storage_failure(); !failure.empty()) throw Error(failure);
       switch (observer.poll_control()) {
         case ControlCommand::Stop: return true;
         case ControlCommand::Sample: samples(); break;
@@ -949,6 +955,7 @@ struct Trainer::State {
           return result;
         }
         optimizer_step();
+        fault_point("step.done");
         if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
         if (options.benchmark) continue;
         if (config.train.eval_steps > 0 && step % config.train.eval_steps == 0 && step != total_steps) evaluate();

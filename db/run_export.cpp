@@ -9,10 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/run_files.h"
 
 namespace ganpo {
 namespace {
+
+constexpr size_t kMaxStoredJsonDepth = 64;  // evaluation results nest 2 or 3 levels
 
 std::string csv_number(double v) {
   if (std::isnan(v)) return "nan";
@@ -79,7 +82,14 @@ int64_t export_metrics(RunStore& store, int64_t run_id, ExportFormat format, std
     step = row_step;
     have = true;
     wall = s.col_double(3);
-    values[column.at(s.col_text(1))] = s.is_null(2) ? std::nan("") : s.col_double(2);
+    const std::string key = s.col_text(1);
+    const auto at = column.find(key);
+    // Only a damaged file lists a key here that SELECT DISTINCT (read through an index) missed.
+    if (at == column.end())
+      throw Error("workspace " + store.path() + " is damaged: metric \"" + key + "\" of run " +
+                  std::to_string(run_id) + " is missing from the metrics index; check it with "
+                  "`sqlite3 FILE 'PRAGMA integrity_check'`, then REINDEX or restore a backup");
+    values[at->second] = s.is_null(2) ? std::nan("") : s.col_double(2);
   }
   emit();
   return rows;
@@ -109,9 +119,11 @@ int64_t export_samples(RunStore& store, int64_t run_id, ExportFormat format, std
   return rows;
 }
 
+// Stored JSON as a value, or as its text when it does not parse or nests deeper than any real
+// result (a damaged workspace must not overflow the stack when the value is copied or printed).
 nlohmann::json parse_or_text(const std::string& text) {
   auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  return j.is_discarded() ? nlohmann::json(text) : j;
+  return j.is_discarded() || json_nested_deeper_than(j, kMaxStoredJsonDepth) ? nlohmann::json(text) : j;
 }
 
 int64_t export_evals(RunStore& store, int64_t run_id, ExportFormat format, std::ostream& out) {

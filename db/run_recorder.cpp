@@ -3,9 +3,12 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/fault_points.h"
+#include "db/sqlite_handle.h"
 
 namespace ganpo {
 
@@ -120,26 +123,13 @@ void RunRecorder::writer_loop() {
 
     bool durable = false;
     for (const auto& item : batch) durable = durable || item.durable;
-    std::string error;
-    try {
-      if (durable) store.database().exec("PRAGMA synchronous=FULL");
-      sql::Transaction txn(store.database());
-      for (auto& item : batch) item.write(store);
-      if (options_.heartbeat) store.heartbeat(run_id_, pid, last_step());
-      txn.commit();
-    } catch (const std::exception& e) {
-      // One bad item must not lose the batch: retry each item in its own transaction.
-      error = e.what();
-      for (auto& item : batch) {
-        try {
-          sql::Transaction txn(store.database());
-          item.write(store);
-          txn.commit();
-        } catch (const std::exception& e2) {
-          error = e2.what();
-        }
+    if (durable) {
+      try {
+        store.database().exec("PRAGMA synchronous=FULL");
+      } catch (const std::exception&) {
       }
     }
+    const std::string error = commit_batch(store, batch, pid);
     if (durable) {
       try {
         store.database().exec("PRAGMA synchronous=NORMAL");
@@ -155,6 +145,69 @@ void RunRecorder::writer_loop() {
     }
     committed_.notify_all();
   }
+}
+
+std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, int64_t pid) {
+  const auto started = std::chrono::steady_clock::now();
+  for (int storage_failures = 0;;) {
+    try {
+      sql::Transaction txn(store.database());  // BEGIN IMMEDIATE: waits for the write lock up front
+      for (auto& item : batch) item.write(store);
+      if (options_.heartbeat) store.heartbeat(run_id_, pid, last_step());
+      fault_point("store.batch_written");
+      txn.commit();
+      return "";
+    } catch (const sql::SqliteError& e) {
+      if (e.is_busy() && std::chrono::steady_clock::now() - started < options_.busy_give_up) {
+        {
+          std::lock_guard<std::mutex> lk(mutex_);
+          ++busy_retries_;
+        }
+        // SQLite's busy timeout has waited already; a short pause covers the cases it does not.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      if (e.is_storage_failure()) {
+        {
+          std::lock_guard<std::mutex> lk(mutex_);
+          storage_failure_ = std::string("the workspace ") + path_ + " cannot be written (" + e.what() +
+                             "); free disk space on its drive (df -h) or make the folder writable again, "
+                             "then resume the run: it continues from its last complete checkpoint";
+        }
+        if (++storage_failures < options_.storage_attempts) {
+          std::this_thread::sleep_for(options_.retry_interval);
+          continue;
+        }
+        return e.what() + std::string("; ") + std::to_string(batch.size()) + " record(s) of run " +
+               std::to_string(run_id_) + " were not written";
+      }
+      break;
+    } catch (const std::exception&) {
+      break;
+    }
+  }
+  // One bad item must not lose the batch: each item in its own transaction.
+  std::string error;
+  for (auto& item : batch) {
+    try {
+      sql::Transaction txn(store.database());
+      item.write(store);
+      txn.commit();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  return error;
+}
+
+std::string RunRecorder::storage_failure() const {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return storage_failure_;
+}
+
+int64_t RunRecorder::busy_retries() const {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return busy_retries_;
 }
 
 void RunRecorder::beat(RunStore& store, int64_t pid) {

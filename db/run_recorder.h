@@ -12,7 +12,9 @@
 // reap_dead_workers). on_start(total, first_step) deletes rows after first_step left by an
 // earlier attempt of the same run, so a resumed run records no step twice; a failed status
 // stores the message plus the run's last log lines. The destructor flushes everything queued
-// and joins the writer.
+// and joins the writer. Another process holding the database locked (for seconds or minutes)
+// only delays the writes; a disk that is full or a workspace that became read-only makes
+// storage_failure() say so, and the trainer stops the run with that message.
 #pragma once
 
 #include <atomic>
@@ -40,6 +42,13 @@ public:
     std::chrono::milliseconds control_interval{200};  // minimum time between control reads
     bool heartbeat = true;                            // write worker pid + heartbeat per batch
     std::chrono::milliseconds heartbeat_interval{2000};  // heartbeat when idle this long
+    // A batch refused because another connection holds the database locked is tried again
+    // (each try waits out SQLite's 5 s busy timeout) until it commits or this much time passed.
+    std::chrono::milliseconds busy_give_up{std::chrono::minutes(10)};
+    // A batch refused because the file cannot take writes (disk full, read-only, I/O error)
+    // is tried this many times, retry_interval apart, then dropped; storage_failure() says so.
+    int storage_attempts = 3;
+    std::chrono::milliseconds retry_interval{1000};
   };
 
   // Opens the writer's connection (throws ganpo::Error if the store cannot be opened).
@@ -59,6 +68,12 @@ public:
   void on_checkpoint(int64_t step, const std::string& path,
                      const std::map<std::string, double>& metrics) override;
   ControlCommand poll_control() override;
+
+  // Non-empty once a write failed because the workspace cannot take writes: what happened and
+  // what to do. The trainer stops the run with it.
+  std::string storage_failure() const override;
+  // Times a batch waited for another connection's lock and was tried again (for tests).
+  int64_t busy_retries() const;
 
   // Blocks until everything queued so far is committed.
   void flush();
@@ -82,6 +97,10 @@ private:
   // Pushes and waits until committed.
   void push_and_wait(std::function<void(RunStore&)> write, bool durable);
   void writer_loop();
+  // Commits the batch in one transaction, trying again while the database is locked or cannot
+  // be written (see Options); then item by item, so one bad item does not lose the batch.
+  // Returns the last error ("" when everything was written).
+  std::string commit_batch(RunStore& store, std::deque<Item>& batch, int64_t pid);
   void beat(RunStore& store, int64_t pid);
   std::optional<int64_t> last_step() const;
 
@@ -99,7 +118,8 @@ private:
   uint64_t pushed_ = 0, done_ = 0;  // sequence numbers: items queued / items committed
   bool stopping_ = false, flush_now_ = false;
   int64_t batches_ = 0;
-  std::string last_error_;
+  std::string last_error_, storage_failure_;
+  int64_t busy_retries_ = 0;
   std::thread writer_;
 };
 

@@ -232,6 +232,24 @@ RunStore RunStore::open(const std::string& path) {
     }
   }
 
+  // A workspace may come from someone else. This program creates no triggers or views, so a
+  // file with one was made or changed by something else and could run any SQL (an endless
+  // recursive query, say) when a run is updated: refused before anything touches it. Defensive
+  // mode and an untrusted schema keep SQL functions and writable_schema out of its reach too.
+  sqlite3_db_config(db.get(), SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db.get(), SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  try {
+    sql::Statement st(db, "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') LIMIT 1");
+    if (st.step())
+      throw Error("workspace " + path + " holds a " + st.col_text(0) + " named \"" + st.col_text(1) +
+                  "\", which GANPO Workbench never creates: the file was changed by another program and "
+                  "could run arbitrary SQL. Open a copy without it (sqlite3 COPY 'DROP " +
+                  (st.col_text(0) == "trigger" ? std::string("TRIGGER") : std::string("VIEW")) + " \"" +
+                  st.col_text(1) + "\"'), or choose another file with --db FILE");
+  } catch (const sql::SqliteError& e) {
+    throw Error("workspace " + path + " cannot be read (" + e.what() + "); restore a backup or move it aside");
+  }
+
   RunStore store(std::move(db));
   store.configure();
   store.migrate();

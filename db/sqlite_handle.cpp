@@ -8,13 +8,30 @@
 
 namespace ganpo::sql {
 
+bool SqliteError::is_busy() const {
+  const int primary = code_ & 0xff;
+  return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+}
+
+bool SqliteError::is_storage_failure() const {
+  switch (code_ & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT: return true;
+    default: return false;
+  }
+}
+
 Database::Database(const std::string& path, int flags) : path_(path) {
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     if (db_) sqlite3_close(db_);
     db_ = nullptr;
-    throw Error("cannot open database " + path + ": " + msg + " (code " + std::to_string(rc) + ")");
+    throw SqliteError("cannot open database " + path + ": " + msg + " (code " + std::to_string(rc) + ")", rc);
   }
   sqlite3_extended_result_codes(db_, 1);
 }
@@ -38,7 +55,7 @@ Database& Database::operator=(Database&& other) noexcept {
 void Database::check(int rc, const std::string& what) const {
   if (rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE) return;
   std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-  throw Error(what + ": " + msg + " (code " + std::to_string(rc) + ") in " + path_);
+  throw SqliteError(what + ": " + msg + " (code " + std::to_string(rc) + ") in " + path_, rc);
 }
 
 void Database::exec(const std::string& sql) {
@@ -47,8 +64,8 @@ void Database::exec(const std::string& sql) {
   if (rc != SQLITE_OK) {
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    throw Error("SQL failed (" + sql.substr(0, 60) + "): " + msg + " (code " + std::to_string(rc) +
-                ") in " + path_);
+    throw SqliteError("SQL failed (" + sql.substr(0, 60) + "): " + msg + " (code " + std::to_string(rc) +
+                      ") in " + path_, rc);
   }
 }
 

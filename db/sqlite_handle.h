@@ -1,6 +1,6 @@
 // Small RAII wrappers over the sqlite3 C API: a connection (Database), a prepared statement
-// (Statement) and a transaction (Transaction). Every failure becomes a ganpo::Error carrying
-// SQLite's message and extended result code, never a crash. One Database is one connection;
+// (Statement) and a transaction (Transaction). Every failure becomes a SqliteError (a
+// ganpo::Error) carrying SQLite's message and extended result code, never a crash. One Database is one connection;
 // it must not be used from two threads at once (each thread opens its own).
 #pragma once
 
@@ -8,10 +8,26 @@
 #include <optional>
 #include <string>
 
+#include "core/error.h"
+
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace ganpo::sql {
+
+// A failed SQLite call: the message plus SQLite's extended result code.
+class SqliteError : public Error {
+public:
+  SqliteError(const std::string& message, int code) : Error(message), code_(code) {}
+  int code() const { return code_; }
+  // Another connection holds a lock (SQLITE_BUSY / SQLITE_LOCKED): trying again later works.
+  bool is_busy() const;
+  // The file cannot take writes any more: disk full, I/O error, read-only, gone.
+  bool is_storage_failure() const;
+
+private:
+  int code_;
+};
 
 class Database {
 public:

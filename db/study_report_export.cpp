@@ -241,7 +241,8 @@ std::string study_report_html(const StudyReport& report) {
       // In noise order, whatever order the grid lists the values in.
       std::vector<size_t> order(s.x.size());
       for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.x[a] < s.x[b]; });
+      const std::vector<double>& x = s.x;  // a lambda may not capture a structured binding (C++17)
+      std::sort(order.begin(), order.end(), [&x](size_t a, size_t b) { return x[a] < x[b]; });
       Series sorted{s.name, {}, {}};
       for (size_t i : order) sorted.x.push_back(s.x[i]), sorted.y.push_back(s.y[i]);
       acc.push_back(std::move(sorted));

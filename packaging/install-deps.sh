@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libpcre2-dev libutf8proc-dev libsentencepiece-dev   # tokenizer.json regexes, NFC; tokenizer.model (-DGANPO_WITH_SENTENCEPIECE=ON)
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev            # the fuzz preset: libFuzzer, ASan + UBSan (tests/fuzz)
   qt6-base-dev qt6-svg-dev libqcustomplot-dev libqcustomplot2.1-qt6
   xvfb xauth imagemagick fonts-dejavu-core
 )

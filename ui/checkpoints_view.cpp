@@ -34,6 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_folder.h"
 #include "core/config.h"
 #include "core/eval/eval_report.h"
 #include "db/run_service.h"
@@ -303,6 +304,10 @@ void CheckpointsView::refresh() {
         Snapshot snap;
         snap.run = s.run(id);
         snap.checkpoints = s.checkpoints(id);
+        // Only folders that were written completely (and still are) can be loaded or evaluated.
+        snap.checkpoints.erase(std::remove_if(snap.checkpoints.begin(), snap.checkpoints.end(),
+                                              [](const CheckpointRow& c) { return !incomplete_reason(c.path).empty(); }),
+                               snap.checkpoints.end());
         snap.evals = s.evals(id);
         if (want_prompts) {
           const auto steps = s.sample_steps(id);

@@ -1,6 +1,8 @@
 // `ganpo`: the headless command and training worker. Parses the command line and hands off
 // to one subcommand (app/cli/*_command.cpp). No exception escapes main.
 #include <CLI/CLI.hpp>
+#include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <exception>
@@ -9,6 +11,11 @@
 
 int main(int argc, char** argv) {
   using namespace ganpo::cli;
+  // Workspaces, run folders, checkpoints and logs hold a person's data: private to the user.
+  ::umask(077);
+  // A file-size limit (ulimit -f) makes a write fail with EFBIG, reported like a full disk,
+  // instead of killing the worker without a word.
+  ::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"ganpo: preference optimization (DPO / SimPO / IPO / hinge, with or without GANPO)"};
   app.require_subcommand(1);
 

@@ -12,6 +12,7 @@
 
 #include "app/cli/commands.h"
 #include "app/cli/console_progress.h"
+#include "core/atomic_folder.h"
 #include "core/error.h"
 #include "core/run_files.h"
 #include "db/run_export.h"
@@ -111,6 +112,7 @@ int show_run(RunStore& store, const RunsArgs& args) {
     for (const auto& m : latest) j["latest_metrics"][m.key] = {{"step", m.step}, {"value", json_number(m.value)}};
     for (const auto& c : checkpoints)
       j["checkpoints"].push_back({{"step", c.step}, {"path", c.path}, {"created_at", c.created_at},
+                                  {"complete", incomplete_reason(c.path).empty()},
                                   {"metrics", nlohmann::json::parse(c.metrics_json, nullptr, false)}});
     for (const auto& e : evals)
       j["evals"].push_back({{"checkpoint_step", e.checkpoint_step}, {"kind", e.kind},
@@ -141,9 +143,11 @@ int show_run(RunStore& store, const RunsArgs& args) {
   }
   if (!checkpoints.empty()) {
     std::printf("checkpoints:\n");
-    for (const auto& c : checkpoints)
-      std::printf("  step %-8lld %s  %s\n", static_cast<long long>(c.step), local_time(c.created_at).c_str(),
-                  c.path.c_str());
+    for (const auto& c : checkpoints) {
+      const std::string why = incomplete_reason(c.path);
+      std::printf("  step %-8lld %s  %s%s\n", static_cast<long long>(c.step), local_time(c.created_at).c_str(),
+                  c.path.c_str(), why.empty() ? "" : ("  (unusable: " + why + ")").c_str());
+    }
   }
   if (!evals.empty()) {
     std::printf("evaluations:\n");

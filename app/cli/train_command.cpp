@@ -7,6 +7,7 @@
 
 #include "app/cli/commands.h"
 #include "app/cli/console_progress.h"
+#include "core/atomic_folder.h"
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
@@ -69,11 +70,16 @@ int report_result(const char* command, const TrainResult& result, const std::str
 namespace {
 
 // The newest checkpoint of the run that can be resumed from (its folder still has
-// trainer_state/); empty when there is none.
+// trainer_state/ and its completion marker); empty when there is none. Says which newer ones
+// it passed over and why.
 std::string last_resumable_checkpoint(RunStore& store, int64_t run_id) {
   auto rows = store.checkpoints(run_id);
-  for (auto it = rows.rbegin(); it != rows.rend(); ++it)
-    if (fs::is_directory(fs::path(it->path) / "trainer_state")) return it->path;
+  for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+    if (!fs::is_directory(fs::path(it->path) / "trainer_state")) continue;
+    const std::string why = incomplete_reason(it->path);
+    if (why.empty()) return it->path;
+    std::printf("run %lld: skipping %s: %s\n", static_cast<long long>(run_id), it->path.c_str(), why.c_str());
+  }
   return "";
 }
 

@@ -5,6 +5,8 @@
 #include <QSettings>
 #include <QTimer>
 
+#include <sys/stat.h>
+
 #include <clocale>
 
 #include "db/workspace_path.h"
@@ -12,6 +14,8 @@
 #include "ui/screenshot_tour.h"
 
 int main(int argc, char** argv) {
+  // Workspaces, run folders, exports and logs hold a person's data: private to the user.
+  ::umask(077);
   QApplication app(argc, argv);
   // Qt sets the user's locale; numbers in files, reports and worker arguments are written and
   // read with the C library, and must not turn into "0,5" under a comma-decimal locale.

@@ -11,11 +11,15 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "core/command_line.h"
 
 namespace ganpo {
 namespace {
@@ -42,6 +46,22 @@ struct Fds {
   }
 };
 
+// Whether execvp would find an executable file for program (a path, or a name on PATH).
+bool program_exists(const std::string& program) {
+  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  for (;;) {
+    const size_t end = dirs.find(':', start);
+    std::string dir = dirs.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (dir.empty()) dir = ".";
+    if (::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+    if (end == std::string::npos) return false;
+    start = end + 1;
+  }
+}
+
 constexpr size_t kMaxStdout = 64u << 20;  // far beyond one short line per row
 constexpr size_t kKeptStderr = 64u << 10;
 
@@ -52,6 +72,16 @@ std::vector<double> run_judge_command(const std::string& command, const std::vec
   const std::string who = "the judge command `" + command + "`";
   if (!std::isfinite(timeout_seconds) || timeout_seconds <= 0)
     throw JudgeError("the time limit for " + who + " must be a positive number of seconds");
+  std::vector<std::string> args;
+  if (const std::string bad = split_command_line(command, args); !bad.empty())
+    throw JudgeError(who + " cannot be run: " + bad);
+  if (!program_exists(args[0]))
+    throw JudgeError(who + " cannot be run: no executable program " + args[0] +
+                     (args[0].find('/') == std::string::npos ? " on the PATH" : "") +
+                     "; give the judge's full path, or make it executable (chmod +x)");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   timeout_seconds = std::min(timeout_seconds, 1e7);  // the deadline stays representable
   std::string input;
   for (const auto& r : rows)  // text that is not UTF-8 (a byte model's output) is sent with U+FFFD
@@ -75,7 +105,7 @@ std::vector<double> run_judge_command(const std::string& command, const std::vec
     ::dup2(in_pair[1], STDIN_FILENO);
     ::dup2(out_pipe[1], STDOUT_FILENO);
     ::dup2(err_pipe[1], STDERR_FILENO);
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::execvp(argv[0], argv.data());  // an argument list: no shell ever sees the text
     ::_exit(127);
   }
   ::setpgid(pid, pid);  // also here, so the group exists whichever side runs first

@@ -2,7 +2,8 @@
 // checker) that scores completions. The protocol is JSON Lines both ways:
 //   stdin:  {"prompt": "...", "completion": "..."}   one line per completion
 //   stdout: {"score": 0.73}                          one line per input line, in order
-// The command runs through /bin/sh in a process group of its own; stderr is kept for messages.
+// The command is split into an argument list (core/command_line.h) and run with execvp in a
+// process group of its own, never through a shell; stderr is kept for messages.
 // Anything but exactly one finite score per input line, a non-zero exit, a signal, or running
 // past the time limit is a JudgeError that says which and shows the judge's last stderr lines;
 // the judge's process group is killed on a timeout, so nothing is left running.

@@ -1,8 +1,10 @@
 #include "core/model/architectures.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 
 namespace ganpo {
 namespace {
@@ -20,12 +22,17 @@ public:
   bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
   const nlohmann::json& raw(const char* key) const { return j_.at(key); }
 
-  int64_t integer(const char* key) const {
-    if (!has(key)) fail(key, "is missing");
-    return integer_value(key, j_.at(key));
-  }
   int64_t integer(const char* key, int64_t fallback) const {
     return has(key) ? integer_value(key, j_.at(key)) : fallback;
+  }
+  // A size the model allocates by: checked against [least, most] as it is read, so no absurd or
+  // negative value reaches a loop, an allocation or a product of sizes.
+  int64_t size(const char* key, int64_t least, int64_t most) const {
+    if (!has(key)) fail(key, "is missing");
+    return size_value(key, j_.at(key), least, most);
+  }
+  int64_t size_or(const char* key, int64_t fallback, int64_t least, int64_t most) const {
+    return has(key) ? size_value(key, j_.at(key), least, most) : fallback;
   }
   double number(const char* key, double fallback) const {
     if (!has(key)) return fallback;
@@ -50,11 +57,34 @@ public:
 private:
   int64_t integer_value(const char* key, const nlohmann::json& v) const {
     if (!v.is_number_integer()) fail(key, "is not an integer");
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      fail(key, "is " + v.dump() + ", too large for any model");
     return v.get<int64_t>();
+  }
+  int64_t size_value(const char* key, const nlohmann::json& v, int64_t least, int64_t most) const {
+    const int64_t n = integer_value(key, v);
+    if (n < least || n > most)
+      fail(key, "is " + std::to_string(n) + "; it must be between " + std::to_string(least) + " and " +
+                    std::to_string(most) + (n > most ? " (no real model is that large: the file is damaged)" : ""));
+    return n;
   }
   const nlohmann::json& j_;
   std::string source_;
 };
+
+// Upper bounds on config.json sizes, each far above every released model (vocabularies reach
+// ~262k, hidden sizes ~25k, depths ~160, contexts ~10M). Together they keep parameter_count()
+// and the memory estimate far from int64 overflow; read_hf_config also caps the total.
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxHidden = int64_t{1} << 17;
+constexpr int64_t kMaxLayers = int64_t{1} << 12;
+constexpr int64_t kMaxHeads = int64_t{1} << 14;
+constexpr int64_t kMaxHeadDim = int64_t{1} << 14;
+constexpr int64_t kMaxFeedForward = int64_t{1} << 20;
+constexpr int64_t kMaxPositions = int64_t{1} << 24;
+constexpr int64_t kMaxParameters = int64_t{1} << 41;  // 2.2 trillion
+
+constexpr size_t kMaxConfigDepth = 64;  // real config.json files nest 3 levels
 
 // ---- Llama and its relatives -------------------------------------------------------------
 
@@ -83,7 +113,8 @@ void read_rope(const ConfigReader& r, ModelShape& s) {
   if (type == "llama3") {
     s.rope_scaling.low_freq_factor = sub.number("low_freq_factor", 1.0);
     s.rope_scaling.high_freq_factor = sub.number("high_freq_factor", 4.0);
-    s.rope_scaling.original_max_position_embeddings = sub.integer("original_max_position_embeddings", 8192);
+    s.rope_scaling.original_max_position_embeddings =
+        sub.size_or("original_max_position_embeddings", 8192, 1, kMaxPositions);
     if (!(s.rope_scaling.high_freq_factor > s.rope_scaling.low_freq_factor))
       r.fail(key, "needs high_freq_factor > low_freq_factor");
   }
@@ -112,14 +143,14 @@ void read_layer_types(const ConfigReader& r, ModelShape& s) {
 }
 
 void read_llama_sizes(const ConfigReader& r, ModelShape& s) {
-  s.vocab_size = r.integer("vocab_size");
-  s.d_model = r.integer("hidden_size");
-  s.n_layers = r.integer("num_hidden_layers");
-  s.n_heads = r.integer("num_attention_heads");
-  s.n_kv_heads = r.integer("num_key_value_heads", s.n_heads);
-  s.head_dim = r.integer("head_dim", 0);
-  s.d_ff = r.integer("intermediate_size");
-  s.max_seq_len = r.integer("max_position_embeddings");
+  s.vocab_size = r.size("vocab_size", 1, kMaxVocab);
+  s.d_model = r.size("hidden_size", 1, kMaxHidden);
+  s.n_layers = r.size("num_hidden_layers", 1, kMaxLayers);
+  s.n_heads = r.size("num_attention_heads", 1, kMaxHeads);
+  s.n_kv_heads = r.size_or("num_key_value_heads", s.n_heads, 1, kMaxHeads);
+  s.head_dim = r.size_or("head_dim", 0, 0, kMaxHeadDim);
+  s.d_ff = r.size("intermediate_size", 1, kMaxFeedForward);
+  s.max_seq_len = r.size("max_position_embeddings", 1, kMaxPositions);
   s.norm_eps = r.number("rms_norm_eps", 1e-6);
   read_rope(r, s);
 }
@@ -172,7 +203,7 @@ void read_mistral(const nlohmann::json& j, const std::string& source, ModelShape
   read_llama_sizes(r, s);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
   s.tie_embeddings = r.boolean("tie_word_embeddings", false);
-  s.sliding_window = r.integer("sliding_window", 0);
+  s.sliding_window = r.size_or("sliding_window", 0, 0, INT64_MAX);
   s.sliding_layers.assign(static_cast<size_t>(s.n_layers), s.sliding_window > 0);
   read_layer_types(r, s);
 }
@@ -186,7 +217,7 @@ void write_mistral(const ModelShape& s, nlohmann::json& j) {
 // Qwen2 / Qwen3: a window only when use_sliding_window, on layers >= max_window_layers.
 void read_qwen_window(const ConfigReader& r, ModelShape& s) {
   if (!r.boolean("use_sliding_window", false)) return;  // HF then ignores sliding_window
-  s.sliding_window = r.integer("sliding_window", 0);
+  s.sliding_window = r.size_or("sliding_window", 0, 0, INT64_MAX);
   const int64_t from = r.integer("max_window_layers", s.n_layers);
   for (int64_t i = 0; i < s.n_layers; ++i) s.sliding_layers.push_back(i >= from);
   read_layer_types(r, s);
@@ -262,7 +293,7 @@ void read_gemma2(const nlohmann::json& j, const std::string& source, ModelShape&
   s.query_pre_attn_scalar = r.number("query_pre_attn_scalar", 256);
   s.attn_softcap = r.number("attn_logit_softcapping", 0.0);
   s.final_softcap = r.number("final_logit_softcapping", 0.0);
-  s.sliding_window = r.integer("sliding_window", 4096);
+  s.sliding_window = r.size_or("sliding_window", 4096, 0, INT64_MAX);
   for (int64_t i = 0; i < s.n_layers; ++i) s.sliding_layers.push_back(i % 2 == 0);
   read_layer_types(r, s);
 }
@@ -296,12 +327,12 @@ void set_gpt2_layout(ModelShape& s) {
 void read_gpt2(const nlohmann::json& j, const std::string& source, ModelShape& s) {
   ConfigReader r(j, source);
   set_gpt2_layout(s);
-  s.vocab_size = r.integer("vocab_size");
-  s.d_model = r.integer("n_embd");
-  s.n_layers = r.integer("n_layer");
-  s.n_heads = s.n_kv_heads = r.integer("n_head");
-  s.d_ff = r.integer("n_inner", 4 * s.d_model);
-  s.max_seq_len = r.integer("n_positions");
+  s.vocab_size = r.size("vocab_size", 1, kMaxVocab);
+  s.d_model = r.size("n_embd", 1, kMaxHidden);
+  s.n_layers = r.size("n_layer", 1, kMaxLayers);
+  s.n_heads = s.n_kv_heads = r.size("n_head", 1, kMaxHeads);
+  s.d_ff = r.size_or("n_inner", 4 * s.d_model, 1, kMaxFeedForward);
+  s.max_seq_len = r.size("n_positions", 1, kMaxPositions);
   s.norm_eps = r.number("layer_norm_epsilon", 1e-5);
   s.tie_embeddings = r.boolean("tie_word_embeddings", true);
   const std::string act = r.text("activation_function", "gelu_new");
@@ -394,6 +425,9 @@ std::string supported_architectures() {
 
 ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw ModelFileError(source + " is not a JSON object; the model folder is damaged");
+  if (json_nested_deeper_than(j, kMaxConfigDepth))
+    throw ModelFileError(source + " nests JSON values more than " + std::to_string(kMaxConfigDepth) +
+                         " levels deep, which no model config does; the file is damaged or not a config.json");
   const Architecture* arch = nullptr;
   std::string named;
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
@@ -417,16 +451,6 @@ ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
   arch->read_config(j, source, s);
   ConfigReader r(j, source);
   s.dtype = r.text("torch_dtype", r.text("dtype", "float32"));
-  const auto positive = [&](const char* key, int64_t v) {
-    if (v <= 0) r.fail(key, "must be positive, got " + std::to_string(v));
-  };
-  positive("vocab_size", s.vocab_size);
-  positive("hidden_size", s.d_model);
-  positive("num_hidden_layers", s.n_layers);
-  positive("num_attention_heads", s.n_heads);
-  positive("num_key_value_heads", s.n_kv_heads);
-  positive("intermediate_size", s.d_ff);
-  positive("max_position_embeddings", s.max_seq_len);
   if (s.n_heads % s.n_kv_heads != 0)
     r.fail("num_key_value_heads", "(" + std::to_string(s.n_kv_heads) + ") does not divide num_attention_heads (" +
                                       std::to_string(s.n_heads) + ")");
@@ -434,7 +458,10 @@ ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
     r.fail("hidden_size", "does not divide by num_attention_heads and no head_dim is given");
   if (s.head_dim < 0 || (s.positions == PositionKind::rope && s.head_size() % 2 != 0))
     r.fail("head_dim", "must be a positive even number for rotary positions, got " + std::to_string(s.head_size()));
-  if (s.sliding_window < 0) r.fail("sliding_window", "must not be negative");
+  if (parameter_count(s) > kMaxParameters)
+    throw ModelFileError(source + " describes a model of " + std::to_string(parameter_count(s)) +
+                         " parameters, more than this build loads (" + std::to_string(kMaxParameters) +
+                         "); the folder's config.json is damaged or not a model's");
   s.hf_config = j.dump();
   return s;
 }

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <set>
 
@@ -10,6 +12,7 @@
 #include "core/error.h"
 #include "core/model/architectures.h"
 #include "core/model/safetensors.h"
+#include "core/model/safetensors_header.h"
 
 namespace fs = std::filesystem;
 
@@ -18,6 +21,8 @@ namespace {
 
 constexpr const char* kSingleFile = "model.safetensors";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
+// A real index is well under a megabyte even for the largest models.
+constexpr uintmax_t kMaxIndexBytes = 100'000'000;
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -85,12 +90,6 @@ std::vector<Binding> bindings(CausalLM& model) {
   return out;
 }
 
-// A file name from an index must name a file in the folder, not a path elsewhere.
-bool plain_file_name(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos &&
-         name != "." && name != ".." && name.find('\0') == std::string::npos;
-}
-
 // The weights files of a folder and which file holds each tensor.
 class WeightFiles {
 public:
@@ -119,39 +118,27 @@ public:
 
 private:
   void read_index(const std::string& path, const fs::path& folder) {
-    nlohmann::json index;
-    {
-      std::ifstream in(path);
-      try {
-        index = nlohmann::json::parse(in);
-      } catch (const std::exception& e) {
-        throw ModelFileError(path + " is not valid JSON (" + e.what() +
-                             "); restore the file or re-export the model");
-      }
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(path, ec);
+    if (ec) throw ModelFileError("cannot read " + path + " (" + ec.message() + "); check that the file is readable");
+    if (size > kMaxIndexBytes)
+      throw ModelFileError(path + " is " + std::to_string(size) + " bytes, more than any shard index needs (" +
+                           std::to_string(kMaxIndexBytes) + "); restore the file or re-export the model");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ModelFileError("cannot open " + path + "; check that the file is readable");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const SafetensorsIndex index = parse_safetensors_index(text, path);
+    for (const std::string& file : index.shards) {
+      const fs::path shard = folder / file;
+      if (!fs::exists(shard))
+        throw ModelFileError(path + " lists shard " + file + ", which is missing from the folder; copy the whole model folder");
+      readers_.push_back(std::make_unique<SafetensorsReader>(shard.string()));
     }
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object() ||
-        index["weight_map"].empty())
-      throw ModelFileError(path + " has no \"weight_map\" object naming each tensor's shard; "
-                                  "restore the file or re-export the model");
-    std::map<std::string, size_t> file_index;
-    for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      if (!it->is_string() || !plain_file_name(it->get<std::string>()))
-        throw ModelFileError(path + ": tensor \"" + it.key() +
-                             "\" is mapped to something that is not a file name in the folder; "
-                             "restore the file or re-export the model");
-      const std::string file = it->get<std::string>();
-      auto [f, fresh] = file_index.emplace(file, readers_.size());
-      if (fresh) {
-        const fs::path shard = folder / file;
-        if (!fs::exists(shard))
-          throw ModelFileError(path + " lists shard " + file + " (for tensor \"" + it.key() +
-                               "\"), which is missing from the folder; copy the whole model folder");
-        readers_.push_back(std::make_unique<SafetensorsReader>(shard.string()));
-      }
-      if (!readers_[f->second]->find(it.key()))
-        throw ModelFileError(path + " says tensor \"" + it.key() + "\" is in " + file +
+    for (const auto& [tensor, at] : index.tensor_shard) {
+      if (!readers_[at]->find(tensor))
+        throw ModelFileError(path + " says tensor \"" + tensor + "\" is in " + index.shards[at] +
                              ", but that shard does not contain it; the index and shards do not match");
-      where_[it.key()] = f->second;
+      where_[tensor] = at;
     }
     description_ = path + " (" + std::to_string(readers_.size()) + " shards)";
   }

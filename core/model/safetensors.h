@@ -10,7 +10,8 @@
 // replaces the target atomically (path + ".tmp", fsync, then rename). Loading validates the
 // whole header before allocating anything, then reads each tensor's bytes straight into its
 // own tensor; for any missing, truncated or corrupt file it throws ModelFileError naming the
-// file, what is wrong and what to do, and never trusts sizes or offsets from the header.
+// file, what is wrong and what to do, and never trusts sizes or offsets from the header (the
+// checks are core/model/safetensors_header.h, torch-free and fuzzed).
 // Assumes a little-endian host (as LibTorch effectively does).
 #pragma once
 

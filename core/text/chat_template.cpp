@@ -684,10 +684,12 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const std::string& config_json_
     } else if (it != config.end() && it->is_array()) {
       // Named templates: transformers uses the one called "default".
       for (const auto& entry : *it) {
-        if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-            entry["template"].is_string()) {
-          text = entry["template"].get<std::string>();
-        }
+        // Fields of the wrong type are skipped, never read: entry.value() would throw json's own
+        // type_error for a "name" that is not a string.
+        if (!entry.is_object()) continue;
+        const auto name = entry.find("name"), body = entry.find("template");
+        if (name != entry.end() && *name == "default" && body != entry.end() && body->is_string())
+          text = body->get<std::string>();
       }
     }
   }

@@ -3,6 +3,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <memory>
+#include <string>
+
 #include "core/error.h"
 #include "core/text/utf8.h"
 
@@ -15,8 +18,11 @@ namespace {
 constexpr const char* kSpaceItems = "\\t-\\r\\x{20}\\x{85}\\p{Z}";
 constexpr const char* kHexItems = "0-9a-fA-F";
 
-// Bounds one match attempt; ordinary tokenizer patterns need a few hundred steps per match.
+// Bounds one match attempt; ordinary tokenizer patterns need a few hundred steps per match,
+// a catastrophically backtracking one reaches the limit within tens of milliseconds.
 constexpr uint32_t kMatchLimit = 10'000'000;
+constexpr uint32_t kDepthLimit = 100'000;   // backtracking depth (interpreter)
+constexpr uint32_t kHeapLimitKiB = 64 * 1024;  // backtracking memory (interpreter)
 
 // The JIT needs a stack and a match context per thread; both are reused across calls.
 struct ThreadScratch {
@@ -27,6 +33,8 @@ struct ThreadScratch {
     jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
     if (context) {
       pcre2_set_match_limit(context, kMatchLimit);
+      pcre2_set_depth_limit(context, kDepthLimit);
+      pcre2_set_heap_limit(context, kHeapLimitKiB);
       if (jit_stack) pcre2_jit_stack_assign(context, nullptr, jit_stack);
     }
   }
@@ -130,8 +138,10 @@ Regex::~Regex() = default;
 void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
   if (s.empty()) return;
   ThreadScratch& ts = scratch();
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
-  if (!md) return;
+  std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> match_data(
+      pcre2_match_data_create_from_pattern(impl_->code, nullptr), pcre2_match_data_free);
+  pcre2_match_data* md = match_data.get();
+  if (!md) throw Error("out of memory matching the tokenizer pattern " + pattern_);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
   size_t from = 0;
   size_t last_match_end = static_cast<size_t>(-1);
@@ -141,7 +151,19 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
                                                 PCRE2_NO_UTF_CHECK, md, ts.context)
                               : pcre2_match(impl_->code, subject, s.size(), from,
                                             PCRE2_NO_UTF_CHECK, md, ts.context);
-    if (rc < 0) break;  // no match, or the match limit: the rest counts as not matched
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      // The match, depth, heap or JIT stack limit: the pattern backtracks without end on this
+      // text. Failing now beats hanging a run for hours.
+      PCRE2_UCHAR reason[256];
+      pcre2_get_error_message(rc, reason, sizeof reason);
+      const std::string shown = pattern_.size() > 80 ? pattern_.substr(0, 80) + "..." : pattern_;
+      throw Error("the tokenizer's regular expression `" + shown + "` gave up on a text of " +
+                  std::to_string(s.size()) + " bytes at byte " + std::to_string(from) + " (" +
+                  reinterpret_cast<const char*>(reason) +
+                  "): it backtracks catastrophically; fix the pattern in tokenizer.json (a Split "
+                  "pre-tokenizer or Replace normalizer) or use the model's original tokenizer files");
+    }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const size_t start = ov[0], end = ov[1];
     if (end < start || end > s.size()) break;  // \K tricks; not used by tokenizers
@@ -156,7 +178,6 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
     last_match_end = end;
     from = end;
   }
-  pcre2_match_data_free(md);
 }
 
 }  // namespace ganpo::text

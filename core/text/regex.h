@@ -6,8 +6,9 @@
 // Unicode White_Space in Oniguruma, \h a hex digit; ^ and $ are line anchors). find_all()
 // iterates matches the way Oniguruma's find_iter does, empty matches included.
 //
-// Matching is bounded (a PCRE2 match limit): a pathological pattern on a pathological text
-// stops matching there and the rest of the text counts as not matched, instead of hanging.
+// Matching is bounded (PCRE2 match, depth and heap limits, a fixed JIT stack): a pattern that
+// backtracks catastrophically on a text throws ganpo::Error naming the pattern and what to do,
+// within milliseconds, instead of hanging a run.
 // A Regex is immutable after construction and safe to use from several threads at once.
 #pragma once
 
@@ -29,6 +30,7 @@ public:
   Regex& operator=(const Regex&) = delete;
 
   // Appends the [start, end) byte ranges of the successive matches in `s` (valid UTF-8).
+  // Throws ganpo::Error when a match attempt reaches the limits above.
   void find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const;
 
   const std::string& pattern() const { return pattern_; }

@@ -59,10 +59,7 @@ set = )" + stage_set + "\n";
 class StudyQueue : public ::testing::Test {
 protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ganpo-study-queue-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = ganpo::test::fresh_test_dir("ganpo-study-queue");
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string db() const { return (dir_ / "w.sqlite").string(); }

@@ -42,10 +42,7 @@ std::string read_text(const fs::path& p) {
 class WorkerEndToEnd : public ::testing::Test {
 protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ganpo-worker-e2e-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = ganpo::test::fresh_test_dir("ganpo-worker-e2e");
     db_ = (dir_ / "workspace.sqlite").string();
   }
   void TearDown() override {
@@ -181,7 +178,12 @@ TEST_F(WorkerEndToEnd, ControlCommandsReachARunningWorker) {
   control("pause");
   ASSERT_TRUE(wait_for([&] { return store.run(id)->status == RunStatus::paused; }, "status paused"));
   const int64_t paused_at = step_now();
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // The paused worker's writer still beats (every 2 s when idle): two new beats show the worker
+  // has been alive and paused for a while, however fast this machine is.
+  for (int beat = 0; beat < 2; ++beat) {
+    const double seen = store.run(id)->heartbeat_at.value_or(0);
+    ASSERT_TRUE(wait_for([&] { return store.run(id)->heartbeat_at.value_or(0) > seen; }, "a heartbeat while paused"));
+  }
   EXPECT_EQ(step_now(), paused_at) << "no steps while paused";
   EXPECT_EQ(::waitpid(worker, nullptr, WNOHANG), 0) << "the paused worker is alive";
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "tests/core/temp_dir_support.h"
 
 namespace ganpo {
 namespace {
@@ -80,8 +81,8 @@ TEST(StudySpec, GridTimesSeedsAfterTheSharedStage) {
 }
 
 TEST(StudySpec, BaseConfigFileIsReadRelativeToTheStudy) {
-  const fs::path dir = fs::temp_directory_path() / "ganpo-study-spec-test";
-  fs::create_directories(dir);
+  const test::TestTempDir tmp;
+  const fs::path& dir = tmp.path();
   std::ofstream(dir / "run.toml") << "name = \"from file\"\n[train]\nlearning_rate = 0.001\n";
   std::ofstream(dir / "study.toml") << "base_config = \"run.toml\"\n";
   const StudySpec spec = load_study_file((dir / "study.toml").string());
@@ -90,7 +91,6 @@ TEST(StudySpec, BaseConfigFileIsReadRelativeToTheStudy) {
   ASSERT_EQ(runs.size(), 1u) << "no grid, no seeds: the base config once";
   EXPECT_EQ(runs[0].arm, "base");
   EXPECT_DOUBLE_EQ(runs[0].config.train.learning_rate, 0.001);
-  fs::remove_all(dir);
 }
 
 TEST(StudySpec, UnquotedDottedKeysAreRunConfigKeys) {

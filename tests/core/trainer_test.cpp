@@ -505,9 +505,30 @@ TEST_F(TrainerTest, APreferenceStageEndsJudgingPolicyAndReferenceOnTheTasksPromp
   EXPECT_EQ(again.reports.at(3).judge->samples[1].policy_score, j.samples[1].policy_score);
 }
 
+// The record keeper's disk is full from step 2 on: the run stops there with its message.
+class FullDiskCollector : public Collector {
+public:
+  std::string storage_failure() const override {
+    return metrics.size() >= 2 ? "the workspace cannot be written (disk full); free disk space" : "";
+  }
+};
+
+TEST_F(TrainerTest, AStorageFailureOfTheRecordStopsTheRunWithItsMessage) {
+  auto c = config("full-record");
+  c.train.max_steps = 10;
+  FullDiskCollector obs;
+  Trainer t(c, obs, {});
+  const auto r = t.run();
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_EQ(r.message, "the workspace cannot be written (disk full); free disk space");
+  EXPECT_EQ(r.steps, 2);
+  ASSERT_FALSE(obs.statuses.empty());
+  EXPECT_EQ(obs.statuses.back(), "failed");
+}
+
 TEST_F(TrainerTest, AJudgeCommandThatFailsKeepsTheTrainedRunAndSaysWhy) {
   auto c = config("bad-judge");
-  c.eval.judge_command = "cat >/dev/null; echo 'this is not json'";
+  c.eval.judge_command = R"(sh -c 'cat >/dev/null; echo this is not json')";
   Collector obs;
   const auto r = run(c, obs);
   ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
@@ -556,7 +577,7 @@ TEST_F(TrainerTest, AJudgeCommandJudgesADataFilesHeldOutPromptsAndLabelNoiseSwap
   c.train.max_steps = 1;
   // Scores each completion by its length in bytes, capped at 1.
   c.eval.judge_command =
-      "while IFS= read -r line; do printf '{\"score\": 0.%d}\\n' \"$(printf '%s' \"$line\" | wc -c | cut -c1)\"; done";
+      R"sh(sh -c 'while IFS= read -r line; do printf "{\"score\": 0.%d}\n" "$(printf %s "$line" | wc -c | cut -c1)"; done')sh";
   Collector obs;
   const auto r = run(c, obs);
   ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();

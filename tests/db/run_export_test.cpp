@@ -216,3 +216,20 @@ TEST_F(RunExportTest, SamplesWithBytesThatAreNotUtf8StillExport) {
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0]["policy"], "ok \xEF\xBF\xBD\xEF\xBF\xBD bytes") << "each bad byte becomes U+FFFD";
 }
+
+TEST_F(RunExportTest, DeeplyNestedStoredResultExportsAsItsText) {
+  // A damaged workspace whose result nested 100000 levels deep crashed the export with a stack
+  // overflow (printing and copying the parsed value recurse per level; found by
+  // tests/fuzz/fuzz_workspace.cpp). It is exported as the stored text instead.
+  const std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  store_->add_eval(run_, 100, "judge", "{}", deep);
+  store_->add_eval(run_, 200, "judge", "{}", R"({"win_rate":0.5})");
+  const auto j = parse_jsonl(exported(ExportTable::Evals, ExportFormat::Jsonl));
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["result"], deep);
+  EXPECT_DOUBLE_EQ(j[1]["result"]["win_rate"].get<double>(), 0.5);
+  const Table t = parse_csv(exported(ExportTable::Evals, ExportFormat::Csv));
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].back(), "win_rate");
+  EXPECT_EQ(t[2].back(), "0.5");
+}

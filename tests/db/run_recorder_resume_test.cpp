@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <stdexcept>
 #include <thread>
 
 #include "db/run_recorder.h"
@@ -35,6 +37,16 @@ protected:
   std::string path_;
   int64_t run_id_ = 0;
 };
+
+// Polls until ready() holds; a generous deadline against hangs, not a timing assertion.
+bool eventually(const std::function<bool()>& ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
 
 void record_steps(RunRecorder& rec, int64_t from, int64_t to) {
   for (int64_t step = from; step <= to; ++step) {
@@ -99,32 +111,29 @@ TEST_F(RecorderAcrossRunsTest, IdleWriterStillBeats) {
   opt.heartbeat_interval = std::chrono::milliseconds(20);
   RunRecorder rec(path_, run_id_, opt);
   auto reader = RunStore::open(path_);
-  double first = 0;
-  for (int i = 0; i < 500 && first == 0; ++i) {
-    first = reader.run(run_id_)->heartbeat_at.value_or(0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_GT(first, 0) << "a heartbeat arrives with nothing to record";
-  double later = first;
-  for (int i = 0; i < 500 && later == first; ++i) {
-    later = reader.run(run_id_)->heartbeat_at.value_or(0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_GT(later, first);
+  const auto beat = [&] { return reader.run(run_id_)->heartbeat_at.value_or(0); };
+  ASSERT_TRUE(eventually([&] { return beat() > 0; })) << "a heartbeat arrives with nothing to record";
+  const double first = beat();
+  ASSERT_TRUE(eventually([&] { return beat() != first; })) << "and another after it";
+  EXPECT_GT(beat(), first);
   EXPECT_EQ(reader.run(run_id_)->worker_pid, ::getpid());
 }
 
 // A writer process logs thousands of steps while this process reads every 100 ms through its
 // own connection. Neither side may see SQLITE_BUSY (it would surface as an error), and the
-// reader's view only grows.
+// reader's view only grows. Halfway, the writer waits on a pipe until the reader has read the
+// half it committed three times, so the two provably overlap whatever the machine's speed.
 TEST_F(RecorderAcrossRunsTest, WriterProcessAndReaderProcessNeverSeeBusy) {
-  constexpr int kSteps = 6000, kMetrics = 20;
+  constexpr int kSteps = 6000, kMetrics = 20, kHalf = kSteps / 2, kReadsAtHalf = 3;
   const std::string writer_report = (dir_ / "writer_report.txt").string();
+  int release[2];
+  ASSERT_EQ(::pipe(release), 0);
   std::fflush(nullptr);
   const pid_t writer = ::fork();
   ASSERT_GE(writer, 0);
   if (writer == 0) {
     // The child: no gtest here, only an exit code and a report file.
+    ::close(release[1]);
     std::string error;
     try {
       RunRecorder::Options opt;
@@ -136,6 +145,11 @@ TEST_F(RecorderAcrossRunsTest, WriterProcessAndReaderProcessNeverSeeBusy) {
         for (int k = 0; k < kMetrics; ++k) m["metric_" + std::to_string(k)] = step + k;
         rec.on_metrics(step, m);
         if (step % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        if (step == kHalf) {
+          rec.flush();
+          char go = 0;
+          if (::read(release[0], &go, 1) != 1) throw std::runtime_error("the reader never released the writer");
+        }
       }
       rec.flush();
       error = rec.last_error();
@@ -146,9 +160,11 @@ TEST_F(RecorderAcrossRunsTest, WriterProcessAndReaderProcessNeverSeeBusy) {
     ::_exit(error.empty() ? 0 : 1);
   }
 
+  ::close(release[0]);
   std::string reader_error;
-  int64_t reads = 0, last_id = 0, last_step = 0, rows = 0, last_count = 0;
-  bool monotone = true;
+  int64_t reads = 0, last_id = 0, last_step = 0, rows = 0, last_count = 0, reads_at_half = 0;
+  bool monotone = true, released = false;
+  const auto half_deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
   try {
     auto store = RunStore::open(path_);
     for (;;) {
@@ -166,6 +182,12 @@ TEST_F(RecorderAcrossRunsTest, WriterProcessAndReaderProcessNeverSeeBusy) {
       store.decimated_series(run_id_, "metric_3", 1, kSteps, 200);
       store.runs_changed_since(0);
       ++reads;
+      if (!released && count == kHalf && ++reads_at_half >= kReadsAtHalf) {
+        if (::write(release[1], "g", 1) != 1) throw std::runtime_error("cannot release the writer");
+        released = true;
+      }
+      if (!released && std::chrono::steady_clock::now() > half_deadline)  // a guard against hangs
+        throw std::runtime_error("the writer's first half never showed: " + std::to_string(count) + " steps seen");
       if (writer_done) {
         EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "writer: " << [&] {
           std::ifstream in(writer_report);
@@ -181,9 +203,12 @@ TEST_F(RecorderAcrossRunsTest, WriterProcessAndReaderProcessNeverSeeBusy) {
     ::kill(writer, SIGKILL);
     ::waitpid(writer, nullptr, 0);
   }
+  ::close(release[1]);
   EXPECT_EQ(reader_error, "");
   EXPECT_TRUE(monotone);
-  EXPECT_GT(reads, 3) << "the reader ran while the writer wrote";
+  EXPECT_TRUE(released) << "the reader saw the writer's first half, committed, while the writer waited";
+  EXPECT_EQ(reads_at_half, kReadsAtHalf);
+  EXPECT_GT(reads, kReadsAtHalf) << "and read on while the writer wrote the rest";
   EXPECT_EQ(rows, kSteps * kMetrics);
   std::printf("[ figures  ] writer process: %d steps x %d metrics; reader process: %lld reads, 0 busy errors\n",
               kSteps, kMetrics, static_cast<long long>(reads));

@@ -2,6 +2,9 @@
 #include "db/run_recorder.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -10,9 +13,11 @@
 #include <iostream>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "core/error.h"
+#include "db/sqlite_handle.h"
 
 namespace fs = std::filesystem;
 using ganpo::ControlCommand;
@@ -39,6 +44,15 @@ protected:
   std::string path_;
   int64_t run_id_ = 0;
 };
+
+// Polls until ready() holds; a deadline against hangs, not a timing assertion.
+bool eventually(const std::function<bool()>& ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (!ready())
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return true;
+}
 
 }  // namespace
 
@@ -105,15 +119,12 @@ TEST_F(RunRecorderTest, StatusIsCommittedBeforeOnStatusReturns) {
   EXPECT_EQ(reader.metrics_after(run_id_, 0).size(), 1u);  // queued before status: committed too
 }
 
-TEST_F(RunRecorderTest, BatchesCommitWithinDelay) {
+TEST_F(RunRecorderTest, BatchesCommitWithoutAFlush) {
   RunRecorder rec(path_, run_id_);
   auto reader = RunStore::open(path_);
   rec.on_metrics(1, {{"loss", 1.0}});
-  auto t0 = std::chrono::steady_clock::now();
-  while (reader.metrics_after(run_id_, 0).empty() &&
-         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   // Visible without any flush or destruction; how fast is a figure for the benchmark, not a test.
+  ASSERT_TRUE(eventually([&] { return !reader.metrics_after(run_id_, 0).empty(); }));
   EXPECT_EQ(reader.metrics_after(run_id_, 0).size(), 1u);
 }
 
@@ -148,14 +159,18 @@ TEST_F(RunRecorderTest, PollControlMapsAndClears) {
 }
 
 TEST_F(RunRecorderTest, PollControlIsRateLimited) {
-  RunRecorder rec(path_, run_id_);  // default 200 ms
+  RunRecorder::Options opt;
+  opt.control_interval = std::chrono::hours(1);  // no second read within this test
+  RunRecorder rec(path_, run_id_, opt);
   auto gui = RunStore::open(path_);
   EXPECT_EQ(rec.poll_control(), ControlCommand::None);  // first poll reads
   gui.set_control(run_id_, "stop");
-  EXPECT_EQ(rec.poll_control(), ControlCommand::None);  // within 200 ms: not read
+  EXPECT_EQ(rec.poll_control(), ControlCommand::None);  // within the interval: not read
   EXPECT_EQ(gui.run(run_id_)->control, "stop");
-  std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  EXPECT_EQ(rec.poll_control(), ControlCommand::Stop);
+  // Once the interval has passed it is read: a recorder whose interval is always over.
+  opt.control_interval = std::chrono::milliseconds(0);
+  RunRecorder later(path_, run_id_, opt);
+  EXPECT_EQ(later.poll_control(), ControlCommand::Stop);
 }
 
 TEST_F(RunRecorderTest, ParseControl) {
@@ -172,7 +187,7 @@ TEST_F(RunRecorderTest, BadPathThrowsAtConstruction) {
 TEST_F(RunRecorderTest, ConcurrentReaderSeesMonotoneProgressWithoutBusy) {
   std::atomic<bool> done{false};
   std::string reader_error;
-  int64_t reads = 0;
+  std::atomic<int64_t> reads{0};
   bool monotone = true;
   std::thread reader([&] {
     try {
@@ -198,7 +213,13 @@ TEST_F(RunRecorderTest, ConcurrentReaderSeesMonotoneProgressWithoutBusy) {
     RunRecorder rec(path_, run_id_, opt);
     for (int step = 1; step <= 5000; ++step) {
       rec.on_metrics(step, {{"loss", 1.0 / step}, {"lr", 1e-4}});
-      if (step % 1000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      if (step == 2500) {
+        // Halfway, the reader reads a few times while the writer holds its rows: the two overlap
+        // however the threads are scheduled.
+        rec.flush();
+        const int64_t before = reads.load();
+        ASSERT_TRUE(eventually([&] { return reads.load() >= before + 3; }));
+      }
     }
     EXPECT_EQ(rec.last_error(), "");
   }
@@ -206,7 +227,7 @@ TEST_F(RunRecorderTest, ConcurrentReaderSeesMonotoneProgressWithoutBusy) {
   reader.join();
   EXPECT_EQ(reader_error, "");
   EXPECT_TRUE(monotone);
-  EXPECT_GT(reads, 0);
+  EXPECT_GE(reads.load(), 3);
   auto store = RunStore::open(path_);
   EXPECT_EQ(store.metrics_after(run_id_, 0).size(), 10000u);
 }
@@ -244,4 +265,55 @@ TEST_F(RunRecorderTest, BenchmarkFiftyMetricsPerStep) {
             << " metrics/step), ingest " << rows_per_s << " rows/s; decimated 100k points -> 2000 buckets in "
             << read_ms << " ms\n";
   EXPECT_EQ(store.metrics_after(run_id_, 0, 1000000).size(), static_cast<size_t>(kSteps * kMetrics + 100000));
+}
+
+TEST_F(RunRecorderTest, AnotherConnectionHoldingTheWriteLockOnlyDelaysTheRecord) {
+  ganpo::sql::Database blocker(path_, SQLITE_OPEN_READWRITE);
+  blocker.exec("BEGIN IMMEDIATE");  // as another process (sqlite3 CLI, a backup) might, for long
+  RunRecorder rec(path_, run_id_);
+  for (int step = 1; step <= 50; ++step) rec.on_metrics(step, {{"loss", 1.0 / step}});
+  // The writer tried, waited out SQLite's busy timeout and tried again: it was held up.
+  ASSERT_TRUE(eventually([&] { return rec.busy_retries() >= 1; }));
+  EXPECT_EQ(rec.last_error(), "");
+  blocker.exec("COMMIT");
+  rec.flush();
+  EXPECT_EQ(rec.last_error(), "");
+  EXPECT_EQ(rec.storage_failure(), "");
+  auto store = RunStore::open(path_);
+  EXPECT_EQ(store.database().query_int("SELECT COUNT(DISTINCT step) FROM metrics"), 50);
+}
+
+TEST_F(RunRecorderTest, AFullDiskIsReportedAsAStorageFailureAndTheWorkspaceStaysReadable) {
+  RunRecorder::Options options;
+  options.storage_attempts = 2;
+  options.retry_interval = std::chrono::milliseconds(1);
+  RunRecorder rec(path_, run_id_, options);
+  rec.on_metrics(1, {{"loss", 1.0}});
+  rec.flush();
+  ASSERT_EQ(rec.storage_failure(), "");
+
+  // No file of this process may grow past 4 KB from now on: the WAL append fails as on a full
+  // disk (EFBIG; SIGXFSZ ignored so the write returns instead of killing the test).
+  const auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old_limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  rlimit small = old_limit;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  for (int step = 2; step <= 200; ++step) {
+    std::map<std::string, double> m;
+    for (int k = 0; k < 20; ++k) m["a_rather_long_metric_name_to_fill_pages_" + std::to_string(k)] = step + k;
+    rec.on_metrics(step, m);
+  }
+  rec.flush();
+  const std::string failure = rec.storage_failure();
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  ::signal(SIGXFSZ, old_handler);
+
+  EXPECT_NE(failure.find("the workspace " + path_ + " cannot be written"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("free disk space on its drive"), std::string::npos) << failure;
+  EXPECT_NE(rec.last_error().find("were not written"), std::string::npos) << rec.last_error();
+  auto store = RunStore::open(path_);
+  EXPECT_EQ(store.database().query_text("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM metrics WHERE step = 1"), 1) << "what was stored stays";
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "db/sqlite_handle.h"
 
 namespace fs = std::filesystem;
 using ganpo::RunStatus;
@@ -90,6 +91,26 @@ TEST_F(RunStoreTest, NotSqliteFileGivesClearError) {
   EXPECT_NE(msg.find("not an SQLite database"), std::string::npos) << msg;
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("--db"), std::string::npos) << msg;
+}
+
+TEST_F(RunStoreTest, AWorkspaceWithATriggerFromElsewhereIsRefusedBeforeItRuns) {
+  { RunStore::open(db_path()).create_run("r", "sft", "{}"); }
+  {
+    // An endless recursive query on every update of a run (opening reaps dead workers' runs).
+    ganpo::sql::Database raw(db_path(), SQLITE_OPEN_READWRITE);
+    raw.exec("CREATE TRIGGER hang AFTER UPDATE ON runs BEGIN INSERT INTO events(run_id, time, level, text) "
+             "SELECT 1, 0, 'x', count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+             "SELECT x FROM c); END");
+  }
+  std::string msg = error_of(db_path());
+  EXPECT_NE(msg.find("holds a trigger named \"hang\", which GANPO Workbench never creates"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("DROP TRIGGER \"hang\""), std::string::npos) << msg;
+  {
+    ganpo::sql::Database raw(db_path(), SQLITE_OPEN_READWRITE);
+    raw.exec("DROP TRIGGER hang; CREATE VIEW v AS SELECT * FROM runs");
+  }
+  msg = error_of(db_path());
+  EXPECT_NE(msg.find("holds a view named \"v\""), std::string::npos) << msg;
 }
 
 TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
@@ -202,7 +223,6 @@ TEST_F(RunStoreTest, DecimatedSeriesMatchesBruteForce) {
     auto got = store.decimated_series(id, "loss", lo, hi, buckets);
     ASSERT_EQ(got.size(), expect.size()) << lo << ".." << hi << "/" << buckets;
     size_t i = 0;
-    int64_t total = 0;
     for (const auto& [b, a] : expect) {
       const auto& g = got[i++];
       EXPECT_LE(g.step_lo, g.first_step);
@@ -215,7 +235,6 @@ TEST_F(RunStoreTest, DecimatedSeriesMatchesBruteForce) {
       EXPECT_DOUBLE_EQ(g.max, a.max);
       EXPECT_DOUBLE_EQ(g.last, a.last_value);
       EXPECT_EQ(g.count, a.count);
-      total += g.count;
     }
     EXPECT_LE(static_cast<int64_t>(got.size()), buckets);
   }
@@ -226,7 +245,8 @@ TEST_F(RunStoreTest, RunsChangedSince) {
   int64_t a = store.create_run("a", "sft", "{}");
   int64_t b = store.create_run("b", "sft", "{}");
   double t0 = ganpo::unix_now();
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (ganpo::unix_now() <= t0) {
+  }  // the clock has moved on: later changes are stamped after t0
   EXPECT_TRUE(store.runs_changed_since(t0).empty());
   store.set_status(b, RunStatus::running);
   auto changed = store.runs_changed_since(t0);

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -16,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t cut = input.find("\n@@text@@\n");
   const std::string json = input.substr(0, cut);
   const std::string text = cut == std::string::npos ? "Hello, world! 123" : input.substr(cut + 10);
-  static const std::string path = "/tmp/ganpo-fuzz-tokenizer-" + std::to_string(::getpid()) + ".json";
+  static const std::string path =
+      (std::filesystem::temp_directory_path() / ("ganpo-fuzz-tokenizer-" + std::to_string(::getpid()) + ".json")).string();
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << json;

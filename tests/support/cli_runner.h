@@ -5,6 +5,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,10 +25,13 @@ namespace ganpo::test {
 struct CliOutcome {
   int exit_code = -1;  // -1 when the process did not exit normally
   std::string output;  // stdout and stderr together
+  bool killed_by_sigkill = false;
 };
 
-inline CliOutcome run_cli(const std::string& args) {
-  const std::string cmd = std::string(GANPO_CLI_PATH) + " " + args + " 2>&1";
+// `prefix` goes before the program in the shell command line: environment assignments
+// ("GANPO_KILL_AT=step.done") or limits ("ulimit -f 2048 &&").
+inline CliOutcome run_cli(const std::string& args, const std::string& prefix = "") {
+  const std::string cmd = prefix + (prefix.empty() ? "" : " ") + std::string(GANPO_CLI_PATH) + " " + args + " 2>&1";
   CliOutcome out;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return out;
@@ -35,12 +39,32 @@ inline CliOutcome run_cli(const std::string& args) {
   while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.output.append(buf, n);
   const int status = pclose(pipe);
   out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  // The shell reports a child killed by signal S as 128 + S.
+  out.killed_by_sigkill = (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) || out.exit_code == 128 + SIGKILL;
   return out;
 }
 
 inline bool use_private_workspace() {
-  const auto dir = std::filesystem::temp_directory_path() / ("ganpo-e2e-xdg-" + std::to_string(::getpid()));
-  return ::setenv("XDG_DATA_HOME", dir.c_str(), 1) == 0;
+  // Removed when the test program exits.
+  static const struct PrivateDir {
+    std::filesystem::path path;
+    ~PrivateDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } dir{std::filesystem::temp_directory_path() / ("ganpo-e2e-xdg-" + std::to_string(::getpid()))};
+  return ::setenv("XDG_DATA_HOME", dir.path.c_str(), 1) == 0;
+}
+
+// A folder for the running test of an end-to-end suite, named after the process and the test
+// (so parallel ctest processes never share one), created empty.
+inline std::filesystem::path fresh_test_dir(const std::string& prefix) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   (prefix + "-" + std::to_string(::getpid()) + "-" +
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 // Starts `ganpo args...` as a child process with its output in log; returns its pid.

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_folder.h"
 #include "core/checkpoint.h"
 #include "core/tasks/lists_task.h"
 #include "core/model/model_shape.h"
@@ -27,6 +28,7 @@
 #include "ui/checkpoints_view.h"
 #include "ui/generation_service.h"
 #include "ui/store_worker.h"
+#include "screenshot_test_support.h"
 
 namespace ganpo::ui {
 namespace {
@@ -253,6 +255,9 @@ TEST_F(GenerationServiceTest, CacheIsBoundedAndKeyedByFolder) {
   EXPECT_EQ(service.loadCount(), 3) << "capacity 1: b evicted a, so a is loaded again";
 }
 
+// Whichever moment cancel() lands at (the first model sampling, between the models, the second
+// model sampling, or scoring), the request finishes with what it had: the models sampled so far,
+// in order, and no scores. Every branch is checked; none depends on when cancel() arrived.
 TEST_F(GenerationServiceTest, CancelReturnsPartialResultQuickly) {
   GenerationService service(nullptr, QStringLiteral("cpu"));
   Outcome out;
@@ -265,7 +270,10 @@ TEST_F(GenerationServiceTest, CancelReturnsPartialResultQuickly) {
   req.max_new_tokens = 180;
   req.temperature = 1.0;
   ASSERT_TRUE(service.generate(req));
+  // The third progress report comes from the first model's sampling (the first two are the start
+  // and its first token), so the cut comes after that model has begun.
   ASSERT_TRUE(wait_until([&] { return out.progress_reports >= 3 || out.done; }, 60000));
+  ASSERT_FALSE(out.done) << "2 models x 48 prompts x 180 tokens must still be running";
   QElapsedTimer t;
   t.start();
   service.cancel();
@@ -274,15 +282,21 @@ TEST_F(GenerationServiceTest, CancelReturnsPartialResultQuickly) {
   std::printf("[ cancel   ] finished %lld ms after cancel()\n", static_cast<long long>(cancel_ms));
   EXPECT_TRUE(out.error.isEmpty()) << out.error.toStdString();
   EXPECT_FALSE(service.isBusy());
-  if (!sampled_one) {
-    // Cancelled during the first model: its partial outputs, unscored.
-    ASSERT_EQ(out.outputs.size(), 48);
-    for (const auto& o : out.outputs) {
-      EXPECT_TRUE(o.cancelled);
-      EXPECT_TRUE(o.logprob_under_each_model.empty());
-      EXPECT_LT(o.tokens, 180);
-    }
+  ASSERT_TRUE(out.outputs.size() == 48 || out.outputs.size() == 96) << out.outputs.size() << " outputs";
+  const int models_sampled = out.outputs.size() / 48;
+  for (int i = 0; i < out.outputs.size(); ++i) {
+    const GenerationOutput& o = out.outputs[i];
+    EXPECT_EQ(o.model_index, i / 48);
+    EXPECT_EQ(o.prompt_index, i % 48);
+    EXPECT_TRUE(o.logprob_under_each_model.empty()) << "cut before scoring finished: no scores";
+    EXPECT_LE(o.tokens, 180);
+    EXPECT_EQ(o.cancelled, out.outputs[(i / 48) * 48].cancelled) << "one model's outputs share one fate";
   }
+  // The first model's turn ended (cut or complete), so its columns were told to fill in.
+  EXPECT_TRUE(sampled_one);
+  // Both models sampled: the cut fell in the second one or in scoring, and marks its outputs.
+  // (One model: cut in it, marked, or between the two, complete and unmarked; both unscored.)
+  EXPECT_TRUE(models_sampled == 1 || out.outputs.back().cancelled);
   // The service is usable again.
   out.done = false;
   req.prompts = {QStringLiteral("hi")};
@@ -329,8 +343,10 @@ protected:
     c10_ = dir_.filePath(QStringLiteral("run/checkpoint-10"));
     c20_ = dir_.filePath(QStringLiteral("run/checkpoint-20"));
     write_tiny_model(ref_, 1);
-    write_tiny_model(c10_, 2);
-    write_tiny_model(c20_, 3);
+    // Checkpoints as the trainer writes them: atomically, with the completion marker the view
+    // requires before it offers a folder.
+    for (const auto& [dir, seed] : {std::pair{c10_, 2}, std::pair{c20_, 3}})
+      write_folder_atomically(dir.toStdString(), [&](const std::string& tmp) { write_tiny_model(QString::fromStdString(tmp), seed); });
     db_ = dir_.filePath(QStringLiteral("workspace.sqlite"));
     auto store = RunStore::open(db_.toStdString());
     nlohmann::json cfg{{"model", {{"preset", "tiny"}, {"checkpoint", ref_.toStdString()}, {"reference", ""}}},
@@ -393,7 +409,19 @@ TEST_F(CheckpointsViewTest, ListsCheckpointsGeneratesSideBySideAndScreenshots) {
   EXPECT_EQ(view.lastOutputs().size(), 9) << view.statusText().toStdString();
   for (const auto& o : view.lastOutputs()) EXPECT_GE(o.judge_score, 0.0);
   QApplication::processEvents();
-  view.grab().save(QStringLiteral("/tmp/checkpoints_view.png"));
+  // What is shown: one finished cell per prompt x model, each with its text's facts and its
+  // log-probabilities under the three models, and a status line counting them.
+  const auto cells = view.findChildren<QLabel*>(QStringLiteral("outputCell"));
+  ASSERT_EQ(cells.size(), 9);
+  for (const QLabel* cell : cells) {
+    EXPECT_TRUE(cell->text().contains(QStringLiteral(" tokens"))) << cell->text().toStdString();
+    EXPECT_TRUE(cell->text().contains(QStringLiteral("log p under:"))) << cell->text().toStdString();
+    EXPECT_FALSE(cell->text().contains(QStringLiteral("▍"))) << "no cell is still streaming";
+  }
+  EXPECT_TRUE(view.statusText().startsWith(QStringLiteral("9 output(s)"))) << view.statusText().toStdString();
+  const QImage shot = view.grab().toImage();
+  EXPECT_TRUE(testing::shows_content(shot, view.size()));
+  testing::save_for_review(shot, QStringLiteral("checkpoints_view.png"));
 
   // Clone from the current checkpoint row.
   qint64 cloned_step = -1;

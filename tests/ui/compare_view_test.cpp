@@ -16,6 +16,7 @@
 
 #include "core/config.h"
 #include "dashboard_test_support.h"
+#include "screenshot_test_support.h"
 #include "ui/chart_qcustomplot.h"
 #include "ui/compare_view.h"
 #include "ui/config_diff.h"
@@ -24,7 +25,10 @@
 
 using namespace ganpo;
 using namespace ganpo::ui;
+using ganpo::ui::testing::pixels_near;
 using ganpo::ui::testing::pump_until;
+using ganpo::ui::testing::save_for_review;
+using ganpo::ui::testing::shows_content;
 using ganpo::ui::testing::TempWorkspace;
 
 namespace {
@@ -172,13 +176,27 @@ TEST(CompareView, OverlaysTablesAndExports) {
   view.setMetric("loss");
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
 
-  view.grab().save("/tmp/compare_view.png");
-  EXPECT_TRUE(view.exportOverlayImage("/tmp/compare_overlay.png"));
-
+  // The picture: both runs' curves drawn in their colours, on screen and in the exported image.
+  plot->replot();
+  const QImage shot = view.grab().toImage();
+  EXPECT_TRUE(shows_content(shot, view.size()));
+  save_for_review(shot, "compare_view.png");
   QTemporaryDir out;
+  const QString overlay_png = out.filePath("compare_overlay.png");
+  ASSERT_TRUE(view.exportOverlayImage(overlay_png));
+  const QImage overlay_image(overlay_png);
+  EXPECT_TRUE(shows_content(overlay_image, overlay_image.size()));
+  EXPECT_GE(overlay_image.width(), 900);
+  EXPECT_GE(overlay_image.height(), 500);
+  for (int64_t run : {run_a, run_b})
+    EXPECT_GT(pixels_near(overlay_image, run_color(run), 30), 150) << "run " << run << "'s curve is drawn";
+  save_for_review(overlay_image, "compare_overlay.png");
+
   const QString folder = out.filePath("export");
   ASSERT_TRUE(view.exportAll(folder));
-  EXPECT_FALSE(QImage(folder + "/overlay.png").isNull());
+  const QImage exported(folder + "/overlay.png");
+  EXPECT_TRUE(shows_content(exported, exported.size()));
+  for (int64_t run : {run_a, run_b}) EXPECT_GT(pixels_near(exported, run_color(run), 30), 150) << "run " << run;
   QFile pdf(folder + "/overlay.pdf");
   ASSERT_TRUE(pdf.open(QIODevice::ReadOnly));
   EXPECT_EQ(pdf.read(4), QByteArray("%PDF"));

@@ -1,7 +1,7 @@
 // The live Dashboard tab against a real temporary workspace: charts appear as rows are written,
 // rows are appended (never reloaded), NaN values become markers, the chart catalog puts every key
 // in one chart, zoom survives live updates, health reads the curves, export writes files that
-// parse, and a screenshot lands in /tmp/dashboard.png for a person to look at.
+// parse, and a screenshot shows the curves (saved to $GANPO_SCREENSHOT_DIR when that is set).
 #include <gtest/gtest.h>
 
 #include <QFile>
@@ -14,6 +14,7 @@
 #include <random>
 
 #include "dashboard_test_support.h"
+#include "screenshot_test_support.h"
 #include "ui/chart_catalog.h"
 #include "ui/dashboard_view.h"
 #include "ui/metric_chart.h"
@@ -21,8 +22,10 @@
 
 using namespace ganpo;
 using namespace ganpo::ui;
-using ganpo::ui::testing::pump_for;
+using ganpo::ui::testing::pixels_near;
 using ganpo::ui::testing::pump_until;
+using ganpo::ui::testing::save_for_review;
+using ganpo::ui::testing::shows_content;
 using ganpo::ui::testing::TempWorkspace;
 
 namespace {
@@ -134,8 +137,17 @@ TEST(DashboardFeed, PointsAppearAfterPollAndNewRowsAreAppended) {
   EXPECT_EQ(container->size(), 57);
   EXPECT_EQ(container->at(0)->key, first_key);
   EXPECT_EQ(view.pointsLoaded(), 57 * static_cast<int64_t>(kGanpoKeys.size()));
-  pump_for(400);  // more polls with nothing new change nothing
+  // A poll that finds nothing new changes nothing: one more poll, waited for until it answered.
+  MetricFeed* feed = view.feed();
+  ASSERT_TRUE(pump_until([&] { return !feed->busy(); }));
+  const int64_t last_row = feed->lastRowId();
+  feed->pollNow();
+  ASSERT_TRUE(feed->busy()) << "the poll was sent";
+  ASSERT_TRUE(pump_until([&] { return !feed->busy(); }));
+  EXPECT_EQ(feed->lastRowId(), last_row);
   EXPECT_EQ(loss->pointCount("loss"), 57);
+  EXPECT_EQ(container->size(), 57);
+  EXPECT_EQ(view.pointsLoaded(), 57 * static_cast<int64_t>(kGanpoKeys.size()));
   view.setLive(false);
   EXPECT_FALSE(view.isLive());
 }
@@ -284,7 +296,25 @@ TEST(DashboardExport, ChartAndDashboardFilesParse) {
   EXPECT_DOUBLE_EQ(row[3].toDouble(), c->series("rewards/rejected")->values[2]);
 }
 
-// Not an assertion on looks: writes /tmp/dashboard.png for a person to inspect.
+namespace {
+
+// True once no chart waits on a store query or a debounce timer.
+bool no_decimation_pending(const DashboardView& view) {
+  for (MetricChart* c : view.charts())
+    if (c->decimationPending()) return false;
+  return true;
+}
+
+// Runs the replots queued so far (rpQueuedReplot posts them), so a grab shows the latest data.
+void replot_now(const DashboardView& view) {
+  QCoreApplication::processEvents();
+  for (MetricChart* c : view.charts()) c->replot();
+}
+
+}  // namespace
+
+// The live dashboard as a person sees it: the image has the widget's size and shows content, the
+// loss chart draws its curve in the curve's own colour, and the full-dashboard export matches.
 TEST(DashboardScreenshot, GrabsALiveDashboard) {
   TempWorkspace ws;
   std::mt19937 rng(9);
@@ -298,26 +328,41 @@ TEST(DashboardScreenshot, GrabsALiveDashboard) {
   view.resize(1400, 1000);
   view.show();
   ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 3000 * static_cast<int64_t>(kGanpoKeys.size()); }, 30000));
-  pump_until([&] {
-    for (MetricChart* c : view.charts())
-      if (c->decimationPending()) return false;
-    return true;
-  });
-  pump_for(300);
+  ASSERT_TRUE(pump_until([&] { return no_decimation_pending(view); }, 30000));
+  replot_now(view);
   EXPECT_TRUE(view.chart("loss")->isDecimated("loss"));  // 3,000 visible points > 2,000
+  EXPECT_EQ(view.chart("grad_norm")->nanCount(), 1);
   const QImage shot = view.grab().toImage();
-  ASSERT_TRUE(shot.save("/tmp/dashboard.png"));
-  view.exportDashboard("/tmp/dashboard-full.png");
+  EXPECT_TRUE(shows_content(shot, view.size()));
+  save_for_review(shot, "dashboard.png");
+  MetricChart* loss = view.chart("loss");
+  const QImage loss_shot = loss->grab().toImage();
+  EXPECT_TRUE(shows_content(loss_shot, loss->size()));
+  EXPECT_GT(pixels_near(loss_shot, loss->smoothGraph("loss")->pen().color()), 50) << "the smoothed loss curve is drawn";
+
+  QTemporaryDir dir;
+  const QString full = dir.filePath("dashboard-full.png");
+  ASSERT_TRUE(view.exportDashboard(full));
+  const QImage exported(full);
+  EXPECT_FALSE(exported.isNull());
+  EXPECT_TRUE(shows_content(exported, exported.size() / exported.devicePixelRatio()));
+  save_for_review(exported, "dashboard-full.png");
+
   // Wall-time axis, log y, one chart zoomed in to raw points.
   view.setXAxisMode(XAxisMode::WallTime);
   view.setLogY(true);
-  view.chart("opo_loss")->setXRange(100, 160);
-  pump_until([&] {
-    for (MetricChart* c : view.charts())
-      if (c->decimationPending()) return false;
-    return true;
-  });
-  pump_for(200);
-  EXPECT_FALSE(view.chart("opo_loss")->isDecimated("opo_loss"));
-  view.grab().toImage().save("/tmp/dashboard-walltime-logy.png");
+  MetricChart* opo = view.chart("opo_loss");
+  opo->setXRange(100, 160);
+  ASSERT_TRUE(pump_until([&] { return no_decimation_pending(view); }, 30000));
+  replot_now(view);
+  EXPECT_FALSE(opo->isDecimated("opo_loss"));
+  EXPECT_DOUBLE_EQ(opo->xAxis->range().lower, 100);
+  EXPECT_DOUBLE_EQ(opo->xAxis->range().upper, 160);
+  const QImage zoomed = opo->grab().toImage();
+  EXPECT_TRUE(shows_content(zoomed, opo->size()));
+  EXPECT_GT(pixels_near(zoomed, opo->smoothGraph("opo_loss")->pen().color()), 20) << "the zoomed curve is drawn";
+  const QImage walltime = view.grab().toImage();
+  EXPECT_TRUE(shows_content(walltime, view.size()));
+  EXPECT_NE(walltime, shot) << "the new axis and scale are drawn";
+  save_for_review(walltime, "dashboard-walltime-logy.png");
 }

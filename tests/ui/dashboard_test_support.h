@@ -74,14 +74,4 @@ inline bool pump_until(const std::function<bool()>& done, int timeout_ms = 10000
   return done();
 }
 
-// Processes events for ms milliseconds.
-inline void pump_for(int ms) {
-  QElapsedTimer t;
-  t.start();
-  while (t.elapsed() < ms) {
-    QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
-    QThread::msleep(2);
-  }
-}
-
 }  // namespace ganpo::ui::testing

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <thread>
 
 #include "core/config.h"
@@ -50,6 +51,24 @@ bool pump_until(const std::function<bool()>& ready, int seconds = 120) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return ready();
+}
+
+// Runs act(dialog) once a modal dialog of type D is up, however long it takes to open (the
+// dialog's exec(), or the test's own pumping for one opened with open(), delivers the checks).
+// The returned flag tells whether it ran; the timer is a child of `owner` and stops after acting.
+template <class D>
+std::shared_ptr<bool> when_modal(QObject* owner, std::function<void(D*)> act) {
+  auto seen = std::make_shared<bool>(false);
+  auto* poll = new QTimer(owner);
+  QObject::connect(poll, &QTimer::timeout, poll, [poll, seen, act = std::move(act)] {
+    auto* dialog = qobject_cast<D*>(QApplication::activeModalWidget());
+    if (!dialog || *seen) return;
+    *seen = true;
+    poll->stop();
+    act(dialog);
+  });
+  poll->start(10);
+  return seen;
 }
 
 class MainWindowTest : public ::testing::Test {
@@ -151,10 +170,17 @@ TEST(RunFilterTest, BadTermsSayWhyAndMatchEverything) {
   EXPECT_TRUE(unknown.matches(r, config)) << "an invalid filter hides nothing";
   EXPECT_FALSE(RunFilter::parse("beta>").valid());
   EXPECT_FALSE(RunFilter::parse("status:").valid());
-  RunFilter ambiguous = RunFilter::parse("enabled=true");
-  if (!ambiguous.valid()) {
-    EXPECT_NE(ambiguous.error().indexOf("section"), -1) << ambiguous.error().toStdString();
-  }
+  // A short key names the one field that ends with it; one that several sections share asks
+  // for the section.
+  RunFilter unique = RunFilter::parse("enabled=true");
+  EXPECT_TRUE(unique.valid()) << unique.error().toStdString();
+  EXPECT_TRUE(unique.matches(r, config)) << "ganpo.enabled is true by default";
+  EXPECT_FALSE(RunFilter::parse("enabled=false").matches(r, config));
+  RunFilter ambiguous = RunFilter::parse("max_new_tokens>1");  // sampling. and eval.max_new_tokens
+  EXPECT_FALSE(ambiguous.valid());
+  EXPECT_NE(ambiguous.error().indexOf("'max_new_tokens' is ambiguous; write its section, e.g. "), -1)
+      << ambiguous.error().toStdString();
+  EXPECT_TRUE(ambiguous.matches(r, config)) << "an invalid filter hides nothing";
 }
 
 TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
@@ -194,11 +220,7 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
   int64_t id = -1;
   QObject::connect(w.get(), &MainWindow::runCreated, [&](qint64 created) { id = created; });
   // Through the New Run dialog, as a person would: the demo preset, shortened, then OK.
-  bool dialog_seen = false;
-  QTimer::singleShot(200, [&] {
-    auto* dialog = qobject_cast<NewRunDialog*>(QApplication::activeModalWidget());
-    if (!dialog) return;
-    dialog_seen = true;
+  const auto dialog_seen = when_modal<NewRunDialog>(w.get(), [&](NewRunDialog* dialog) {
     EXPECT_TRUE(dialog->selectPreset("demo"));
     // The demo is a pipeline (SFT first); this test trains its preference stage alone.
     ASSERT_FALSE(dialog->config().pipeline.empty());
@@ -219,7 +241,7 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
     dialog->accept();
   });
   w->openNewRunDialog();
-  ASSERT_TRUE(dialog_seen);
+  ASSERT_TRUE(*dialog_seen);
   ASSERT_TRUE(pump_until([&] { return id > 0; }, 20));
   ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::running; }, 120))
       << "status " << to_string(row_of(*w, id).status) << " " << row_of(*w, id).error;
@@ -295,11 +317,7 @@ TEST_F(MainWindowTest, NewStudyFromARunQueuesAndRunsIt) {
   ASSERT_TRUE(pump_until([&] { return w->runModel()->entry(base_id) != nullptr; }, 20));
   int64_t study = -1;
   QObject::connect(w.get(), &MainWindow::studyCreated, [&](qint64 id) { study = id; });
-  bool dialog_seen = false;
-  QTimer::singleShot(300, [&] {
-    auto* dialog = qobject_cast<StudyDialog*>(QApplication::activeModalWidget());
-    if (!dialog) return;
-    dialog_seen = true;
+  const auto dialog_seen = when_modal<StudyDialog>(w.get(), [&](StudyDialog* dialog) {
     EXPECT_EQ(dialog->spec().base.name, "base") << "the run's config is the base";
     dialog->clearGrid();
     dialog->addGridRow("ganpo.enabled", "false, true");
@@ -308,7 +326,7 @@ TEST_F(MainWindowTest, NewStudyFromARunQueuesAndRunsIt) {
     dialog->accept();
   });
   w->openStudyDialog(base_id);
-  ASSERT_TRUE(pump_until([&] { return dialog_seen && study > 0; }, 20));
+  ASSERT_TRUE(pump_until([&] { return *dialog_seen && study > 0; }, 20));
   ASSERT_TRUE(pump_until([&] { return w->findChild<StudyView*>() != nullptr; }, 20)) << "its Study tab opens";
   RunStore store = RunStore::open(db_.toStdString());
   const auto ids = study_run_ids(store, study);

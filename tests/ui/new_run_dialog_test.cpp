@@ -29,6 +29,7 @@
 #include "core/config.h"
 #include "ui/dataset_preview.h"
 #include "ui/run_presets.h"
+#include "screenshot_test_support.h"
 
 namespace ganpo::ui {
 namespace {
@@ -439,25 +440,36 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   EXPECT_EQ(memory->text(), before);
 }
 
+// Each page as a person sees it: the image has the dialog's size and shows content, the page
+// shown is the one picked, and the widgets on it hold what the test put there.
 TEST(NewRunDialog, Screenshot) {
+  using testing::save_for_review;
+  using testing::shows_content;
   NewRunDialog dialog;
   ASSERT_TRUE(dialog.selectPreset("demo"));
   child<QLineEdit>(dialog, "objective.beta")->setText("-1");  // one visible reason
   dialog.show();
   QCoreApplication::processEvents();
   auto* tabs = dialog.findChild<QTabWidget*>();
-  const QString out_dir = qEnvironmentVariable("GANPO_SCREENSHOT_DIR");
+  ASSERT_NE(tabs, nullptr);
+  ASSERT_EQ(tabs->count(), 6);
+  auto* reason = child<QLabel>(dialog, "objective.beta.error");
+  ASSERT_NE(reason, nullptr);
+  std::vector<QImage> pages;
   for (int i = 0; i < tabs->count(); ++i) {
     tabs->setCurrentIndex(i);
     QCoreApplication::processEvents();
-    const QPixmap shot = dialog.grab();
-    EXPECT_FALSE(shot.isNull());
-    if (!out_dir.isEmpty()) {
-      const QString name = i == 0 ? QStringLiteral("new_run_dialog.png")
-                                  : QStringLiteral("new_run_dialog_%1.png").arg(i);
-      EXPECT_TRUE(shot.save(out_dir + "/" + name));
-    }
+    const QImage shot = dialog.grab().toImage();
+    EXPECT_TRUE(shows_content(shot, dialog.size())) << "page " << i;
+    EXPECT_TRUE(tabs->widget(i)->isVisible()) << "page " << i << " is the one shown";
+    // The bad beta's reason is on screen exactly while the Objective page is.
+    EXPECT_EQ(reason->isVisible(), i == 2) << "page " << i;
+    for (const QImage& earlier : pages) EXPECT_NE(shot, earlier) << "page " << i << " looks like an earlier one";
+    pages.push_back(shot);
+    save_for_review(shot, i == 0 ? QStringLiteral("new_run_dialog.png") : QStringLiteral("new_run_dialog_%1.png").arg(i));
   }
+  EXPECT_EQ(tabs->tabText(2), QStringLiteral("Objective (1)"));
+  EXPECT_TRUE(reason->text().contains("must be > 0, got -1")) << reason->text().toStdString();
 
   // The Data page with a JSONL file: preview table, counts and a bad line.
   QTemporaryDir dir;
@@ -475,9 +487,18 @@ TEST(NewRunDialog, Screenshot) {
   auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
   ASSERT_TRUE(wait_until([&]() { return summary->text().contains("parse"); })) << summary->text().toStdString();
   QCoreApplication::processEvents();
-  if (!out_dir.isEmpty()) {
-    EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_data_file.png"));
-  }
+  auto* table = child<QTableWidget>(dialog, "datasetPreview.table");
+  auto* bad_lines = child<QPlainTextEdit>(dialog, "datasetPreview.badLines");
+  ASSERT_TRUE(table && bad_lines);
+  EXPECT_TRUE(summary->text().startsWith("2 pairs parse; 1 bad line")) << summary->text().toStdString();
+  ASSERT_EQ(table->rowCount(), 2);
+  EXPECT_EQ(table->item(0, 0)->text(), QStringLiteral("List three fruits."));
+  EXPECT_TRUE(bad_lines->toPlainText().startsWith("line 2:")) << bad_lines->toPlainText().toStdString();
+  EXPECT_TRUE(table->isVisible());
+  const QImage data_shot = dialog.grab().toImage();
+  EXPECT_TRUE(shows_content(data_shot, dialog.size()));
+  EXPECT_NE(data_shot, pages[1]) << "the preview is drawn";
+  save_for_review(data_shot, "new_run_dialog_data_file.png");
 
   // Starting from a model folder ($GANPO_SCREENSHOT_MODEL, e.g. one with a real tokenizer and
   // chat template, else a fresh tiny folder): the Model page's description, and the third row
@@ -489,19 +510,26 @@ TEST(NewRunDialog, Screenshot) {
   auto* panel = child<QLabel>(dialog, "modelFolderPanel.text");
   ASSERT_TRUE(wait_until([&]() { return panel->text().contains("architecture"); }, 30000)) << panel->text().toStdString();
   QCoreApplication::processEvents();
-  if (!out_dir.isEmpty()) {
-    EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_model_folder.png"));
-  }
+  EXPECT_TRUE(panel->isVisible());
+  const QImage model_shot = dialog.grab().toImage();
+  EXPECT_TRUE(shows_content(model_shot, dialog.size()));
+  EXPECT_NE(model_shot, pages[0]) << "the folder's description is drawn";
+  save_for_review(model_shot, "new_run_dialog_model_folder.png");
   tabs->setCurrentIndex(1);
   auto* caption = child<QLabel>(dialog, "datasetPreview.tokensCaption");
   ASSERT_TRUE(wait_until([&]() { return caption->text().contains("Row 1"); }, 30000)) << caption->text().toStdString();
-  child<QTableWidget>(dialog, "datasetPreview.table")->setCurrentCell(1, 0);
+  table->setCurrentCell(1, 0);
   EXPECT_TRUE(caption->text().contains("Row 2")) << caption->text().toStdString();
   QCoreApplication::processEvents();
-  if (!out_dir.isEmpty()) {
-    EXPECT_TRUE(dialog.grab().save(out_dir + "/new_run_dialog_tokens.png"));
-    EXPECT_TRUE(dialog.findChild<DatasetPreviewWidget*>()->grab().save(out_dir + "/dataset_preview_tokens.png"));
-  }
+  auto* preview = dialog.findChild<DatasetPreviewWidget*>();
+  ASSERT_NE(preview, nullptr);
+  EXPECT_TRUE(preview->tokensHtml().contains(QStringLiteral("┃"))) << "the prompt / completion boundary is shown";
+  const QImage tokens_shot = dialog.grab().toImage();
+  EXPECT_TRUE(shows_content(tokens_shot, dialog.size()));
+  save_for_review(tokens_shot, "new_run_dialog_tokens.png");
+  const QImage preview_shot = preview->grab().toImage();
+  EXPECT_TRUE(shows_content(preview_shot, preview->size()));
+  save_for_review(preview_shot, "dataset_preview_tokens.png");
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // The Samples tab: the word diff on known inputs (identical, changed, inserted and deleted words,
 // punctuation, empty sides, invalid UTF-8, a 10,000-word text), its HTML (escaped, coloured), and
 // the live view against a real temporary workspace: the step slider picks the rows of its step,
-// the diff modes, Play, and a live view following a new sample step. A screenshot lands in
-// /tmp/samples_view.png for a person to look at.
+// the diff modes, Play, and a live view following a new sample step. The screenshots show the
+// table (saved to $GANPO_SCREENSHOT_DIR when that is set).
 #include <gtest/gtest.h>
 
 #include <QComboBox>
@@ -17,14 +17,16 @@
 #include <vector>
 
 #include "dashboard_test_support.h"
+#include "screenshot_test_support.h"
 #include "ui/samples_view.h"
 #include "ui/store_worker.h"
 #include "ui/word_diff.h"
 
 using namespace ganpo;
 using namespace ganpo::ui;
-using ganpo::ui::testing::pump_for;
 using ganpo::ui::testing::pump_until;
+using ganpo::ui::testing::save_for_review;
+using ganpo::ui::testing::shows_content;
 using ganpo::ui::testing::TempWorkspace;
 
 namespace {
@@ -286,8 +288,13 @@ TEST(SamplesView, StepSliderPicksTheRowsOfItsStep) {
   EXPECT_EQ(view.currentStep(), 80);
   ASSERT_TRUE(pump_until([&] { return view.shownStep() == 80; }));
 
-  QImage shot = view.grab().toImage();
-  EXPECT_TRUE(shot.save("/tmp/samples_view.png"));
+  const QImage shot = view.grab().toImage();
+  EXPECT_TRUE(shows_content(shot, view.size()));
+  // What the picture shows: step 80's three rows, the policy text of its first one.
+  ASSERT_EQ(view.rowCount(), 3);
+  EXPECT_EQ(view.cellText(0, SamplesView::PolicyColumn), "policy 80 says bat");
+  EXPECT_EQ(slider->value(), 2);
+  save_for_review(shot, "samples_view.png");
 }
 
 TEST(SamplesView, MissingJudgeScoresShowADash) {
@@ -320,8 +327,13 @@ TEST(SamplesView, LiveViewFollowsNewStepsFromTheLastStep) {
   ASSERT_TRUE(pump_until([&] { return view.shownStep() == 0; }));
   ws.store->add_samples(ws.run, 80, samples_at(80));
   ASSERT_TRUE(pump_until([&] { return view.steps().size() == 3; }));
-  pump_for(50);
+  // The view decides to follow or stay when the new step list arrives; one more poll, answered
+  // and delivered, must not move it either.
+  view.pollNow();
+  worker.drain();
+  QCoreApplication::processEvents();
   EXPECT_EQ(view.currentStep(), 0);
+  EXPECT_EQ(view.steps(), (std::vector<int64_t>{0, 40, 80}));
 
   // Back at the last step, it follows.
   view.setStep(80);
@@ -331,13 +343,22 @@ TEST(SamplesView, LiveViewFollowsNewStepsFromTheLastStep) {
   EXPECT_EQ(view.cellText(1, SamplesView::PolicyColumn), "red, green and yellow at step 120");
   EXPECT_EQ(view.rowCount(), 3);
 
-  // Not live: no more polling.
+  // Not live: no more polling. The poll timer is off, and once the last poll (sent when going
+  // off) has been answered, a new step stays unseen until someone asks.
   view.setLive(false);
+  EXPECT_FALSE(view.isLive());
   worker.drain();  // the last poll has run before the next step is written
-  pump_for(100);
+  QCoreApplication::processEvents();
   ws.store->add_samples(ws.run, 160, samples_at(160));
-  pump_for(1500);
+  worker.drain();
+  QCoreApplication::processEvents();
   EXPECT_EQ(view.currentStep(), 120);
+  EXPECT_EQ(view.steps().size(), 4u);
+  EXPECT_FALSE(view.isLive());
+  // The step was there to be seen: an explicit poll finds it, and the view at the last step follows.
+  view.pollNow();
+  ASSERT_TRUE(pump_until([&] { return view.shownStep() == 160; }));
+  EXPECT_EQ(view.steps().size(), 5u);
 }
 
 TEST(SamplesView, LongAndByteLevelSamplesWrapAndRender) {
@@ -366,7 +387,9 @@ TEST(SamplesView, LongAndByteLevelSamplesWrapAndRender) {
   EXPECT_LT(view.cellHtml(2, SamplesView::ReferenceColumn).size(), 5000);
   EXPECT_TRUE(view.cellFooter(2, SamplesView::ReferenceColumn).contains("200000 chars"));
   EXPECT_GT(view.table()->rowHeight(0), view.table()->rowHeight(1));
-  EXPECT_TRUE(view.grab().toImage().save("/tmp/samples_view_long.png"));
+  const QImage long_shot = view.grab().toImage();
+  EXPECT_TRUE(shows_content(long_shot, view.size()));
+  save_for_review(long_shot, "samples_view_long.png");
   view.setDiffMode(SamplesView::DiffMode::StepToStep);
   view.setStep(10);
   view.setCompareStep(5);
@@ -374,5 +397,8 @@ TEST(SamplesView, LongAndByteLevelSamplesWrapAndRender) {
   const auto combos = view.findChildren<QComboBox*>();
   ASSERT_FALSE(combos.isEmpty());
   EXPECT_TRUE(combos[0]->currentText().contains("step A"));
-  EXPECT_TRUE(view.grab().toImage().save("/tmp/samples_view_steps.png"));
+  const QImage steps_shot = view.grab().toImage();
+  EXPECT_TRUE(shows_content(steps_shot, view.size()));
+  EXPECT_NE(steps_shot, long_shot) << "step 10 against step 5 is drawn, not the old table";
+  save_for_review(steps_shot, "samples_view_steps.png");
 }

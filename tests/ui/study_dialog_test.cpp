@@ -9,11 +9,12 @@
 #include <QDialogButtonBox>
 #include <QLabel>
 #include <QLineEdit>
-#include <QPixmap>
+#include <QImage>
 #include <QPushButton>
 #include <QTableWidget>
 
 #include "core/run_work.h"
+#include "screenshot_test_support.h"
 
 using namespace ganpo;
 using namespace ganpo::ui;
@@ -121,7 +122,8 @@ TEST(StudyDialog, GridValuesAndDurations) {
 }
 
 // The dialog as a person sees it: the demo preset as base, GANPO off / on x two loss types, three
-// seeds (saved to GANPO_SCREENSHOT_DIR when set).
+// seeds (saved to GANPO_SCREENSHOT_DIR when set). The image shows the dialog, and the grid and
+// summary on it hold the three rows and the 25 runs.
 TEST(StudyDialog, Screenshot) {
   StudyDialog dialog({{"Preset: Demo (CPU, minutes)", load_config_file(std::string(GANPO_SOURCE_DIR) + "/resources/presets/demo.toml")}},
                      WorkSpeed{reference_work_per_second(), 0});
@@ -131,8 +133,16 @@ TEST(StudyDialog, Screenshot) {
   QCoreApplication::processEvents();
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
   EXPECT_EQ(dialog.runCount(), 1 + 8 * 3);
-  const QPixmap shot = dialog.grab();
-  EXPECT_FALSE(shot.isNull());
-  const QString out_dir = qEnvironmentVariable("GANPO_SCREENSHOT_DIR");
-  if (!out_dir.isEmpty()) EXPECT_TRUE(shot.save(out_dir + "/study_dialog.png"));
+  auto* grid = dialog.findChild<QTableWidget*>("study.grid");
+  ASSERT_NE(grid, nullptr);
+  ASSERT_EQ(grid->rowCount(), 3);
+  QStringList keys;
+  for (int r = 0; r < grid->rowCount(); ++r) keys << qobject_cast<QLineEdit*>(grid->cellWidget(r, 0))->text();
+  EXPECT_EQ(keys, (QStringList{"ganpo.enabled", "objective.loss_type", "data.label_noise"}));
+  EXPECT_TRUE(dialog.summaryText().startsWith("25 runs = 1 shared stage(s) + 8 arm(s) x 3 seed(s)"))
+      << dialog.summaryText().toStdString();
+  EXPECT_TRUE(grid->isVisible());
+  const QImage shot = dialog.grab().toImage();
+  EXPECT_TRUE(ganpo::ui::testing::shows_content(shot, dialog.size()));
+  ganpo::ui::testing::save_for_review(shot, "study_dialog.png");
 }

@@ -14,6 +14,7 @@
 #include "core/eval/eval_report.h"
 #include "core/study_spec.h"
 #include "dashboard_test_support.h"
+#include "screenshot_test_support.h"
 #include "db/study_queue.h"
 #include <QTabWidget>
 
@@ -137,15 +138,24 @@ TEST(StudyView, Screenshot) {
   view.resize(1400, 900);
   view.show();
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }, 60000));
-  pump_until([] { return false; }, 300);
-  EXPECT_TRUE(view.grab().save(out_dir + "/study.png"));
+  EXPECT_GT(view.runsTable()->rowCount(), 0) << "the study has runs to show";
+  EXPECT_GT(view.armsTable()->rowCount(), 0);
+  // Queued replots run now, so each grab shows the loaded data.
+  const auto grab_shown = [&] {
+    QCoreApplication::processEvents();
+    for (QCustomPlot* p : {view.plot(), view.noisePlot(), view.timePlot()}) p->replot();
+    const QImage shot = view.grab().toImage();
+    EXPECT_TRUE(ganpo::ui::testing::shows_content(shot, view.size()));
+    return shot;
+  };
+  ganpo::ui::testing::save_for_review(grab_shown(), "study.png");
   // The other two plots, as a person switching tabs sees them.
   auto* plots = view.findChild<QTabWidget*>();
   ASSERT_NE(plots, nullptr);
   for (int i = 1; i < plots->count(); ++i) {
     plots->setCurrentIndex(i);
-    pump_until([] { return false; }, 300);
-    EXPECT_TRUE(view.grab().save(out_dir + QStringLiteral("/study_plot_%1.png").arg(i)));
+    EXPECT_TRUE(plots->widget(i)->isVisible());
+    ganpo::ui::testing::save_for_review(grab_shown(), QStringLiteral("study_plot_%1.png").arg(i));
   }
 }
 

@@ -135,8 +135,13 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   // Another task's prompts with a judge command of the user's, and one that prints garbage: the
   // report says why, the exit status is 1, and the held-out numbers are still printed.
   const std::string ckpt = " --checkpoint " + (dir / "out" / "final").string() + " --reference " + sft_final.string();
-  auto judged = run_cli("eval" + ckpt + " --builtin arithmetic --num-prompts 6 --temperatures 1.0 --json "
-                        "--judge-command \"while read -r l; do echo '{\\\"score\\\": 0.25}'; done\"");
+  // The user's judge: a script that gives every completion the score it is called with.
+  const fs::path judge = dir / "constant judge.sh";
+  std::ofstream(judge) << "#!/bin/sh\nwhile read -r l; do echo \"{\\\"score\\\": $1}\"; done\n";
+  fs::permissions(judge, fs::perms::owner_all);
+  const std::string judge_arg = " --judge-command \"'" + judge.string() + "' ";
+  auto judged = run_cli("eval" + ckpt + " --builtin arithmetic --num-prompts 6 --temperatures 1.0 --json" +
+                        judge_arg + "0.25\"");
   ASSERT_EQ(judged.exit_code, 0) << judged.output;
   auto judged_report = nlohmann::json::parse(judged.output.substr(judged.output.find('{')));
   EXPECT_EQ(judged_report["judge"]["task"], "arithmetic");
@@ -145,8 +150,7 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   // on them later, with the user's judge command.
   ASSERT_TRUE(fs::exists(dir / "out" / "judge_prompts.jsonl"));
   auto on_file = run_cli("eval" + ckpt + " --prompts " + (dir / "out" / "judge_prompts.jsonl").string() +
-                         " --num-prompts 4 --temperatures 1.0 --json "
-                         "--judge-command \"while read -r l; do echo '{\\\"score\\\": 0.5}'; done\"");
+                         " --num-prompts 4 --temperatures 1.0 --json" + judge_arg + "0.5\"");
   ASSERT_EQ(on_file.exit_code, 0) << on_file.output;
   auto file_report = nlohmann::json::parse(on_file.output.substr(on_file.output.find('{')));
   EXPECT_EQ(file_report["judge"]["task"], "data file");

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/core/temp_dir_support.h"
 #include "tests/support/cli_runner.h"
 
 namespace fs = std::filesystem;
@@ -18,14 +19,17 @@ namespace {
 
 using ganpo::test::run_cli;
 
-fs::path write_study(const std::string& name, const std::string& text) {
-  const fs::path dir = fs::temp_directory_path() / ("ganpo-study-plan-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / name) << text;
-  return dir / name;
-}
+// Each test writes its study file into a folder of its own (see temp_dir_support.h).
+class StudyCommands : public ::testing::Test {
+protected:
+  fs::path write_study(const std::string& name, const std::string& text) const {
+    std::ofstream(dir_.path() / name) << text;
+    return dir_.path() / name;
+  }
+  ganpo::test::TestTempDir dir_;
+};
 
-TEST(StudyCommands, PlanListsEveryRunAndStartsNothing) {
+TEST_F(StudyCommands, PlanListsEveryRunAndStartsNothing) {
   const fs::path study = write_study("ok.toml", R"(
 name = "grid"
 seeds = [1, 2]
@@ -52,7 +56,7 @@ set = { stage = "sft" }
   EXPECT_EQ(j["runs"][4]["config"]["ganpo"]["enabled"], true);
 }
 
-TEST(StudyCommands, PlanNamesTheInvalidArm) {
+TEST_F(StudyCommands, PlanNamesTheInvalidArm) {
   const fs::path study = write_study("bad.toml", "seeds = [7]\n[base]\n[grid]\n\"train.learning_rate\" = [1e-4, -1.0]\n");
   const auto r = run_cli("study plan " + study.string());
   EXPECT_EQ(r.exit_code, 2) << r.output << " (2: bad config, as train and bench)";

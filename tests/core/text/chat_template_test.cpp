@@ -381,5 +381,19 @@ TEST(ChatTemplate, FromTokenizerConfig) {
   EXPECT_THROW(ChatTemplate::from_tokenizer_config("{}", ""), ConfigError);
 }
 
+TEST(ChatTemplate, HostileTokenizerConfigsAreRefusedOrSkipped) {
+  const std::string gemma = fixture("gemma.json")["chat_template"].get<std::string>();
+  // A named template whose "name" is not a string is skipped (it used to escape as json's own
+  // type_error, which no caller catches; found by tests/fuzz/fuzz_chat_template.cpp).
+  json config = {{"chat_template", json::array({{{"name", 5}, {"template", "x"}}, {{"name", "default"}, {"template", gemma}}})}};
+  EXPECT_EQ(ChatTemplate::from_tokenizer_config(config.dump(), "").variant(), "gemma");
+  config["chat_template"] = json::array({{{"name", json::array()}}, 7, {{"name", "default"}, {"template", 3}}});
+  EXPECT_THROW(ChatTemplate::from_tokenizer_config(config.dump(), ""), ConfigError);
+  // A template that would never end in a Jinja interpreter is only compared with the verified
+  // ones, never run: it is refused at once.
+  config["chat_template"] = "{% for x in range(10**9) %}{{ x }}{% endfor %}{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}";
+  EXPECT_THROW(ChatTemplate::from_tokenizer_config(config.dump(), ""), ConfigError);
+}
+
 }  // namespace
 }  // namespace ganpo

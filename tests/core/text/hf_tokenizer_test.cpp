@@ -689,6 +689,28 @@ TEST(HfTokenizerBadFiles, BadRegex) {
   expect_bad_file(t, {"pre_tokenizer.pattern", "(unclosed[a-", "does not compile"});
 }
 
+TEST(HfTokenizerBadFiles, CatastrophicBacktrackingFailsFastWithTheReason) {
+  // (a+)+$ on "aaa...ab" backtracks 2^n ways; PCRE2's limits end it within milliseconds.
+  const std::string text = std::string(40, 'a') + "b";
+  std::vector<std::pair<size_t, size_t>> m;
+  text::Regex evil("(a+)+$");
+  try {
+    evil.find_all(text, m);
+    ADD_FAILURE() << "no error for a catastrophically backtracking pattern";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("`(a+)+$` gave up on a text of 41 bytes"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("fix the pattern in tokenizer.json"), std::string::npos) << msg;
+  }
+  // The same pattern from a tokenizer.json: encoding the text fails, loading did not.
+  TempDir dir;
+  json t = byte_level_tokenizer();
+  t["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(a+)+$"}}}, {"behavior", "Isolated"}, {"invert", false}};
+  auto tok = load_json(dir, t);
+  EXPECT_NO_THROW(tok->encode("ab", false));
+  EXPECT_THROW(tok->encode(text, false), Error);
+}
+
 TEST(HfTokenizerBadFiles, MergeNamingAnUnknownToken) {
   json t = byte_level_tokenizer();
   t["model"]["merges"].push_back("zz qq");

@@ -1,0 +1,20 @@
+// Named points where a crash-safety test makes this process die on purpose.
+//
+// With GANPO_KILL_AT=NAME (or NAME:N) in the environment, the N-th time (default the first)
+// the process reaches fault_point(NAME) it sends itself SIGKILL: no destructor, flush or
+// handler runs, exactly as when the machine loses power or the OOM killer strikes. Without
+// the variable fault_point() costs two atomic loads. The points:
+//   step.done                  after an optimizer step, before anything about it is recorded
+//   checkpoint.files_written   a checkpoint's files are in NAME.tmp, its marker not yet
+//   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed
+//   checkpoint.renamed         the folder has its final name, its row is not yet in the store
+//   store.batch_written        the recorder's transaction holds a batch, not yet committed
+// tests/app/crash_safety_test.cpp kills a real worker at each; packaging/kill-soak.sh kills one
+// at random moments.
+#pragma once
+
+namespace ganpo {
+
+void fault_point(const char* name);
+
+}  // namespace ganpo

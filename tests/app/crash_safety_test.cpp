@@ -1,0 +1,197 @@
+// Crash and fault safety of a real worker: `ganpo train` killed with SIGKILL at each named fault
+// point (core/fault_points.h) while it steps, writes a checkpoint or commits to SQLite, then
+// resumed; and a checkpoint write that fails for want of space (a file-size limit). After each
+// kill the workspace passes PRAGMA integrity_check, the recorded steps are a gap-free prefix with
+// no step twice, every recorded checkpoint folder is complete, the resume starts from a complete
+// checkpoint, and the finished run's weights are bit-identical to an uninterrupted run's.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/cli_runner.h"
+
+#include "core/atomic_folder.h"
+#include "db/run_store.h"
+
+namespace fs = std::filesystem;
+using ganpo::RunStatus;
+using ganpo::RunStore;
+using ganpo::test::run_cli;
+
+namespace {
+
+const bool kPrivateWorkspace = ganpo::test::use_private_workspace();
+constexpr int64_t kSteps = 30;
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class CrashSafety : public ::testing::Test {
+protected:
+  void SetUp() override {
+    dir_ = ganpo::test::fresh_test_dir("ganpo-crash");
+    db_ = (dir_ / "workspace.sqlite").string();
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+
+  // DPO + GANPO on the tiny model from scratch, one thread (bitwise reproducible), a checkpoint
+  // every 5 steps: every piece of trainer state (optimizer, critics, EMA means, RNG, data cursor)
+  // crosses each resume.
+  fs::path write_config(const std::string& name) {
+    const fs::path p = dir_ / (name + ".toml");
+    std::ofstream(p) << "name = \"" << name << "\"\nstage = \"preference\"\nseed = 7\noutput_dir = \""
+                     << (dir_ / name).string() << "\"\n[model]\npreset = \"tiny\"\n[data]\nbuiltin = \"lists\"\n"
+                     << "builtin_train_size = 200\nbuiltin_eval_size = 16\n[ganpo]\ncritic_hidden = 32\n"
+                     << "critic_layers = 1\ncritic_heads = 2\ncritic_max_len = 256\n[train]\nmax_steps = " << kSteps
+                     << "\nper_device_train_batch_size = 4\nlogging_steps = 1\nsave_steps = 5\nnum_threads = 1\n"
+                     << "[sampling]\nevery_steps = 0\nnum_prompts = 1\nmax_new_tokens = 8\n"
+                     << "[eval]\njudge_at_end = false\n";
+    return p;
+  }
+
+  // The checks after a kill, on the workspace as the dead worker left it.
+  void expect_consistent_after_kill(int64_t run_id) {
+    auto store = RunStore::open(db_);  // notices the dead worker
+    auto& db = store.database();
+    EXPECT_EQ(db.query_text("PRAGMA integrity_check"), "ok");
+    const auto run = store.run(run_id);
+    ASSERT_TRUE(run);
+    EXPECT_EQ(run->status, RunStatus::failed);
+    const std::string id = std::to_string(run_id);
+    EXPECT_EQ(db.query_int("SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE run_id = " + id +
+                           " GROUP BY step, key HAVING COUNT(*) > 1)"),
+              0);
+    const int64_t steps = db.query_int("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id = " + id);
+    if (steps > 0) {
+      EXPECT_EQ(db.query_int("SELECT MIN(step) FROM metrics WHERE run_id = " + id), 1);
+      EXPECT_EQ(db.query_int("SELECT MAX(step) FROM metrics WHERE run_id = " + id), steps) << "gap in recorded steps";
+    }
+    for (const auto& c : store.checkpoints(run_id))
+      EXPECT_EQ(ganpo::incomplete_reason(c.path), "") << "recorded checkpoint " << c.path;
+  }
+
+  fs::path dir_;
+  std::string db_;
+};
+
+}  // namespace
+
+TEST_F(CrashSafety, KilledAtEveryFaultPointResumesToTheSameWeights) {
+  const fs::path reference_config = write_config("reference");
+  auto reference = run_cli("train --db " + db_ + " --config " + reference_config.string());
+  ASSERT_EQ(reference.exit_code, 0) << reference.output;
+  const std::string reference_weights = read_bytes(dir_ / "reference" / "final" / "model.safetensors");
+  ASSERT_FALSE(reference_weights.empty());
+
+  const std::vector<std::string> points = {"step.done:7", "checkpoint.files_written:2",
+                                           "checkpoint.marker_written:2", "checkpoint.renamed:2",
+                                           "store.batch_written:9"};
+  int64_t run_id = 1;
+  for (const auto& point : points) {
+    SCOPED_TRACE("GANPO_KILL_AT=" + point);
+    ++run_id;
+    const std::string name = "killed-" + std::to_string(run_id);
+    const fs::path config = write_config(name);
+    auto killed = run_cli("train --db " + db_ + " --config " + config.string(), "GANPO_KILL_AT=" + point);
+    ASSERT_TRUE(killed.killed_by_sigkill) << "the worker was not killed:\n" << killed.output;
+    expect_consistent_after_kill(run_id);
+    if (point.rfind("checkpoint.files_written", 0) == 0) {
+      // The half-written folder is there under its temporary name, without its marker.
+      EXPECT_TRUE(fs::is_directory(dir_ / name / "checkpoint-10.tmp"));
+      EXPECT_NE(ganpo::incomplete_reason((dir_ / name / "checkpoint-10.tmp").string()), "");
+      EXPECT_FALSE(fs::exists(dir_ / name / "checkpoint-10"));
+    }
+
+    // The resume continues from the newest checkpoint the workspace recorded (complete, as
+    // checked above), never from the folder the kill left half-written.
+    const auto recorded = RunStore::open(db_).checkpoints(run_id);
+    ASSERT_FALSE(recorded.empty()) << "the kill came before the first checkpoint";
+    auto resumed = run_cli("runs --db " + db_ + " resume " + std::to_string(run_id));
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    const auto from = resumed.output.find("continuing from ");
+    ASSERT_NE(from, std::string::npos) << resumed.output;
+    const std::string folder = resumed.output.substr(from + 16, resumed.output.find('\n', from) - from - 16);
+    EXPECT_EQ(folder, recorded.back().path) << resumed.output;
+    EXPECT_EQ(folder.find(".tmp"), std::string::npos) << folder;
+
+    auto store = RunStore::open(db_);
+    EXPECT_EQ(store.run(run_id)->status, RunStatus::completed);
+    EXPECT_EQ(store.database().query_text("PRAGMA integrity_check"), "ok");
+    EXPECT_EQ(store.database().query_int("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id = " +
+                                         std::to_string(run_id)),
+              kSteps);
+    EXPECT_FALSE(fs::exists(dir_ / name / "checkpoint-10.tmp"));
+    EXPECT_TRUE(read_bytes(dir_ / name / "final" / "model.safetensors") == reference_weights)
+        << "final weights differ from the uninterrupted run's";
+  }
+}
+
+TEST_F(CrashSafety, IncompleteCheckpointIsRefusedWithTheReason) {
+  const fs::path config = write_config("run");
+  auto killed = run_cli("train --db " + db_ + " --config " + config.string(), "GANPO_KILL_AT=step.done:12");
+  ASSERT_TRUE(killed.killed_by_sigkill) << killed.output;
+  const fs::path checkpoint = dir_ / "run" / "checkpoint-10";
+  ASSERT_EQ(ganpo::incomplete_reason(checkpoint.string()), "");
+
+  // Everything the worker created is private to the user (0600 files, 0700 folders).
+  std::vector<fs::path> created{db_, dir_ / "run"};
+  for (const auto& e : fs::recursive_directory_iterator(dir_ / "run")) created.push_back(e.path());
+  for (const auto& p : created) {
+    const auto perms = fs::status(p).permissions();
+    EXPECT_EQ(perms & (fs::perms::group_all | fs::perms::others_all), fs::perms::none) << p;
+  }
+
+  // A truncated optimizer state: the marker's size no longer matches.
+  fs::resize_file(checkpoint / "trainer_state" / "optimizer.pt", 100);
+  auto resumed = run_cli("runs --db " + db_ + " resume 1");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("skipping " + checkpoint.string() + ": trainer_state/optimizer.pt has 100 bytes"),
+            std::string::npos)
+      << resumed.output;
+  EXPECT_NE(resumed.output.find("continuing from " + (dir_ / "run" / "checkpoint-5").string()), std::string::npos)
+      << resumed.output;
+
+  // Without its marker a checkpoint is neither resumed from nor loaded as a model.
+  fs::remove(dir_ / "run" / "checkpoint-5" / ganpo::kCompleteMarker);
+  auto no_db = run_cli("train --no-db --config " + config.string() + " --resume " + (dir_ / "run" / "checkpoint-5").string());
+  EXPECT_NE(no_db.exit_code, 0) << no_db.output;
+  EXPECT_NE(no_db.output.find("is not a complete checkpoint: it has no complete.json"), std::string::npos)
+      << no_db.output;
+  std::ofstream(dir_ / "prompts.jsonl") << "{\"prompt\": \"x\"}\n";
+  auto generate = run_cli("generate --checkpoint " + (dir_ / "run" / "checkpoint-5").string() + " --prompts " +
+                          (dir_ / "prompts.jsonl").string() + " --out " + (dir_ / "out.jsonl").string());
+  EXPECT_NE(generate.exit_code, 0) << generate.output;
+  EXPECT_NE(generate.output.find("is not a complete checkpoint"), std::string::npos) << generate.output;
+}
+
+TEST_F(CrashSafety, FullDiskDuringACheckpointFailsTheRunWithAdviceAndLeavesItResumable) {
+  const fs::path config = write_config("full");
+  // Files larger than 2 MB cannot be written (EFBIG, as ENOSPC on a full disk): the tiny
+  // model's 3.6 MB weights fail at the first checkpoint, the workspace's few KB do not.
+  auto full = run_cli("train --db " + db_ + " --config " + config.string(), "ulimit -f 2048 &&");
+  EXPECT_NE(full.exit_code, 0) << full.output;
+  EXPECT_FALSE(full.killed_by_sigkill) << full.output;
+  auto store = RunStore::open(db_);
+  EXPECT_EQ(store.database().query_text("PRAGMA integrity_check"), "ok");
+  const auto run = store.run(1);
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, RunStatus::failed);
+  EXPECT_NE(run->error.find("cannot write " + (dir_ / "full" / "checkpoint-5").string()), std::string::npos) << run->error;
+  EXPECT_NE(run->error.find("free on its disk; free space there, then resume the run"), std::string::npos) << run->error;
+  EXPECT_FALSE(fs::exists(dir_ / "full" / "checkpoint-5.tmp")) << "the partial folder is removed to free its space";
+  EXPECT_FALSE(fs::exists(dir_ / "full" / "checkpoint-5"));
+  EXPECT_TRUE(store.checkpoints(1).empty());
+
+  // With the space back, the same run resumes (from step 0: it had no checkpoint) and completes.
+  auto resumed = run_cli("runs --db " + db_ + " resume 1");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(RunStore::open(db_).run(1)->status, RunStatus::completed);
+}

@@ -1,0 +1,94 @@
+// config.json -> ModelShape (core/model/architectures.h) with hostile files: sizes that are
+// negative, absurd or overflow, and nesting deeper than any config. Round trips of real configs
+// are covered with the model in causal_lm_test.cpp and hf_folder_test.cpp.
+#include "core/model/architectures.h"
+
+#include <cstdint>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace ganpo {
+namespace {
+
+using nlohmann::json;
+
+json small_config(const std::string& arch) {
+  return {{"architectures", {arch}}, {"vocab_size", 320},           {"hidden_size", 64},
+          {"intermediate_size", 128}, {"num_hidden_layers", 2},      {"num_attention_heads", 4},
+          {"num_key_value_heads", 2}, {"max_position_embeddings", 256}, {"sliding_window", 32}};
+}
+
+std::string error_of(const json& config) {
+  try {
+    read_hf_config(config);
+  } catch (const ModelFileError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "accepted " << config.dump();
+  return "";
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST(HfConfig, NegativeLayerCountIsRefusedBeforeAnyAllocation) {
+  // It used to reach vector::assign(size_t(-1)) and escape as std::length_error
+  // (found by tests/fuzz/fuzz_model_config.cpp).
+  json c = small_config("MistralForCausalLM");
+  c["num_hidden_layers"] = -1;
+  const std::string e = error_of(c);
+  EXPECT_TRUE(has(e, "\"num_hidden_layers\" is -1") && has(e, "between 1 and")) << e;
+  c["num_hidden_layers"] = 1000000000000;
+  EXPECT_TRUE(has(error_of(c), "no real model is that large")) << error_of(c);
+}
+
+TEST(HfConfig, AbsurdSizesAreRefusedBeforeTheyOverflow) {
+  // These sizes made parameter_count() overflow int64 (undefined behaviour, a negative count).
+  json c = small_config("LlamaForCausalLM");
+  c["vocab_size"] = 4611686018427387904;
+  c["hidden_size"] = 4294967296;
+  EXPECT_TRUE(has(error_of(c), "\"vocab_size\" is 4611686018427387904")) << error_of(c);
+  for (const char* key : {"hidden_size", "intermediate_size", "num_attention_heads", "max_position_embeddings"}) {
+    SCOPED_TRACE(key);
+    json big = small_config("LlamaForCausalLM");
+    big[key] = 9223372036854775807;
+    EXPECT_TRUE(has(error_of(big), std::string("\"") + key + "\" is 9223372036854775807")) << error_of(big);
+  }
+  json unsigned_big = small_config("LlamaForCausalLM");
+  unsigned_big["vocab_size"] = 18446744073709551615ULL;
+  EXPECT_TRUE(has(error_of(unsigned_big), "too large for any model")) << error_of(unsigned_big);
+  // Every size at its bound: accepted only if the total stays sane.
+  json huge = small_config("LlamaForCausalLM");
+  huge["hidden_size"] = 131072;
+  huge["intermediate_size"] = 1048576;
+  huge["num_hidden_layers"] = 4096;
+  huge["num_attention_heads"] = 1024;
+  huge["num_key_value_heads"] = 1024;
+  EXPECT_TRUE(has(error_of(huge), "parameters, more than this build loads")) << error_of(huge);
+}
+
+TEST(HfConfig, GptSizesAreBoundedToo) {
+  json c = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 100}, {"n_embd", 64}, {"n_layer", 2},
+            {"n_head", 4}, {"n_positions", 128}, {"n_inner", -5}};
+  EXPECT_TRUE(has(error_of(c), "\"n_inner\" is -5")) << error_of(c);
+  c["n_inner"] = nullptr;
+  EXPECT_EQ(read_hf_config(c).d_ff, 256);
+  c["n_embd"] = 0;
+  EXPECT_TRUE(has(error_of(c), "\"n_embd\" is 0")) << error_of(c);
+}
+
+TEST(HfConfig, DeepNestingIsRefusedWithoutRecursion) {
+  // A config.json with an extra value nested 100000 deep crashed the loader with a stack
+  // overflow: the shape keeps the file's text, written with dump(), which recurses per level.
+  json c = small_config("LlamaForCausalLM");
+  c["quantization_config"] = json::parse(std::string(100000, '[') + std::string(100000, ']'));
+  EXPECT_TRUE(has(error_of(c), "more than 64 levels deep")) << error_of(c);
+  c["quantization_config"] = json::parse(std::string(20, '[') + std::string(20, ']'));
+  EXPECT_EQ(read_hf_config(c).n_layers, 2);
+}
+
+}  // namespace
+}  // namespace ganpo
