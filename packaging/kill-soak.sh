@@ -4,7 +4,8 @@
 # uninterrupted run with the same seed. Every fourth kill is random in time; the others are
 # placed by GANPO_KILL_AT (core/fault_points.h) while the worker writes a checkpoint's files,
 # after its marker but before the rename, or inside an SQLite transaction, so those moments are
-# hit for certain. After every kill it checks, and prints one row:
+# hit for certain (at the second checkpoint of a start, so the run moves on between kills).
+# After every kill it checks, and prints one row:
 #   PRAGMA integrity_check is ok; no metric step recorded twice and no gap in the steps;
 #   every checkpoint the workspace lists is complete (its marker and sizes); the resume
 #   continues from a complete checkpoint (never a *.tmp folder).
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${1:-20}
-STEPS=${2:-400}
+STEPS=${2:-300}
 GANPO=$PWD/build/release/app/ganpo
 [[ -x $GANPO ]] || { echo "build first: cmake --preset release && cmake --build --preset release" >&2; exit 2; }
 command -v sqlite3 >/dev/null || { echo "needs the sqlite3 command (apt-get install sqlite3)" >&2; exit 2; }
@@ -79,31 +80,31 @@ start_worker() {  # log, kill plan ("" = none); first start creates the run
 printf '%-4s %-30s %-9s %-8s %-10s %-22s %s\n' kill moment "step" "ckpt.tmp" integrity "steps (dup/gap)" "resumed from"
 for ((k = 1; k <= KILLS; k++)); do
   case $((k % 4)) in
-    1) plan="checkpoint.files_written:1" ;;
+    1) plan="checkpoint.files_written:2" ;;
     2) plan="store.batch_written:$((2 + RANDOM % 6))" ;;
-    3) plan="checkpoint.marker_written:1" ;;
+    3) plan="checkpoint.marker_written:2" ;;
     0) plan="" ;;
   esac
   log=$WORK/worker-$k.log
   start_worker "$log" "$plan"
   if [[ -z $plan ]]; then
-    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 2 + (r % 400) / 100 }')"
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 3 + (r % 900) / 100 }')"
     kill -9 "$WORKER" 2>/dev/null || true
     moment="random (SIGKILL from outside)"
   else
     moment=$plan
   fi
   set +e
-  wait "$WORKER"
+  wait "$WORKER" 2>/dev/null
   rc=$?
   set -e
   if [[ $rc -ne 137 ]]; then
     echo "  the worker was not killed (exit $rc); last lines:"; tail -3 "$log"; failures=$((failures + 1)); break
   fi
-  resumed_from=$(grep -o 'continuing from .*' "$log" | head -1 | sed 's/continuing from //')
+  resumed_from=$(grep -o 'continuing from .*' "$log" | head -1 | sed 's/continuing from //' || true)
   [[ -n $resumed_from ]] || resumed_from="(start)"
   check "resume used a temporary folder" "$(grep -c '\.tmp' <<<"$resumed_from" || true)" 0
-  tmp_left=$(ls -d "$WORK"/soak/*.tmp 2>/dev/null | wc -l)
+  tmp_left=$( (ls -d "$WORK"/soak/*.tmp 2>/dev/null || true) | wc -l)
   integrity=$(q "PRAGMA integrity_check")
   check integrity_check "$integrity" ok
   steps=$(q "SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id = 1")
@@ -119,7 +120,7 @@ done
 
 t1=$(date +%s)
 "$GANPO" runs --db "$DB" resume 1 >"$WORK/final.log" 2>&1 || { echo "final resume failed:"; tail -5 "$WORK/final.log"; exit 1; }
-echo "final resume from $(grep -o 'continuing from .*' "$WORK/final.log" | sed 's/continuing from //' | xargs basename): $(( $(date +%s) - t1 )) s"
+echo "final resume from $(grep -o 'continuing from .*' "$WORK/final.log" | sed 's/continuing from //' | xargs basename || true): $(( $(date +%s) - t1 )) s"
 check "status" "$(q "SELECT status FROM runs WHERE id = 1")" completed
 check "steps recorded" "$(q "SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id = 1")" "$STEPS"
 check "integrity_check" "$(q "PRAGMA integrity_check")" ok

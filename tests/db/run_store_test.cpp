@@ -11,11 +11,13 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <unistd.h>
 
 #include "core/error.h"
+#include "db/run_export.h"
 #include "db/sqlite_handle.h"
 
 namespace fs = std::filesystem;
@@ -111,6 +113,44 @@ TEST_F(RunStoreTest, AWorkspaceWithATriggerFromElsewhereIsRefusedBeforeItRuns) {
   }
   msg = error_of(db_path());
   EXPECT_NE(msg.find("holds a view named \"v\""), std::string::npos) << msg;
+}
+
+TEST_F(RunStoreTest, UserTextIsBoundNeverPartOfTheSql) {
+  // Every text a person or a file supplies reaches SQLite as a bound parameter: quotes,
+  // semicolons, comment markers and NUL bytes are stored and read back as they are.
+  const std::string hostile = std::string("x'); DROP TABLE runs; --\"\\ ") + '\0' + "after NUL ';";
+  auto store = RunStore::open(db_path());
+  const int64_t id = store.create_run(hostile, "sft", "{\"name\": \"'; DELETE FROM metrics; --\"}");
+  store.set_name(id, hostile + "2");
+  store.set_tags(id, hostile);
+  store.set_notes(id, hostile);
+  store.append_metrics({{0, id, 1, hostile, 0.5, 0.0, std::nullopt}});
+  store.add_event(id, "info", hostile);
+  store.add_checkpoint(id, 1, hostile, "{}");
+  store.add_samples(id, 1, {{0, 0, 1, 0, hostile, hostile, hostile, -1, -1}});
+
+  auto again = RunStore::open(db_path());
+  const auto run = again.run(id);
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->name, hostile + "2");
+  EXPECT_EQ(run->tags, hostile);
+  EXPECT_EQ(run->notes, hostile);
+  const auto metrics = again.metrics_after(id, 0);
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(metrics[0].key, hostile);
+  ASSERT_EQ(again.checkpoints(id).size(), 1u);
+  EXPECT_EQ(again.checkpoints(id)[0].path, hostile);
+  EXPECT_EQ(again.database().query_text("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(again.database().query_int("SELECT COUNT(*) FROM runs"), 1) << "no statement ran from the text";
+
+  // Exports write the same text, quoted for CSV and escaped for JSON.
+  for (auto table : {ganpo::ExportTable::Metrics, ganpo::ExportTable::Events, ganpo::ExportTable::Samples}) {
+    std::ostringstream csv, jsonl;
+    EXPECT_EQ(ganpo::export_run(again, id, table, ganpo::ExportFormat::Csv, csv), 1);
+    EXPECT_EQ(ganpo::export_run(again, id, table, ganpo::ExportFormat::Jsonl, jsonl), 1);
+    EXPECT_NE(csv.str().find("DROP TABLE runs"), std::string::npos);
+    EXPECT_NE(jsonl.str().find("\\u0000after NUL"), std::string::npos) << jsonl.str();
+  }
 }
 
 TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
