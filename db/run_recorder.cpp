@@ -1,5 +1,6 @@
 #include "db/run_recorder.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -36,6 +37,8 @@ RunRecorder::RunRecorder(const std::string& db_path, int64_t run_id, Options opt
   // Opened here so a bad path fails loudly at construction; used only by the writer thread
   // from now on (handing a connection to one other thread, never sharing it, is fine).
   writer_store_ = std::make_unique<RunStore>(RunStore::open(db_path));
+  struct stat st {};
+  if (::stat(db_path.c_str(), &st) == 0) file_id_ = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
   writer_ = std::thread([this] { writer_loop(); });
 }
 
@@ -110,6 +113,7 @@ void RunRecorder::writer_loop() {
         lk.unlock();
         // Nothing to write for a while (a long step, a pause): still tell readers we live.
         if (options_.heartbeat) beat(store, pid);
+        check_file_still_there();
         continue;
       }
       const auto deadline = queue_.front().queued + options_.max_delay;
@@ -130,6 +134,7 @@ void RunRecorder::writer_loop() {
       }
     }
     const std::string error = commit_batch(store, batch, pid);
+    check_file_still_there();
     if (durable) {
       try {
         store.database().exec("PRAGMA synchronous=NORMAL");
@@ -198,6 +203,19 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
     }
   }
   return error;
+}
+
+void RunRecorder::check_file_still_there() {
+  // SQLite keeps writing to an open file that was deleted or moved: nobody would ever read it.
+  struct stat st {};
+  const bool same = ::stat(path_.c_str(), &st) == 0 && file_id_.first == static_cast<uint64_t>(st.st_dev) &&
+                    file_id_.second == static_cast<uint64_t>(st.st_ino);
+  if (same || file_id_ == std::pair<uint64_t, uint64_t>{}) return;
+  std::lock_guard<std::mutex> lk(mutex_);
+  if (storage_failure_.empty())
+    storage_failure_ = "the workspace " + path_ +
+                       " was deleted, moved or replaced while the run was recording into it; put it back "
+                       "(or restore its folder), then resume the run: it continues from its last complete checkpoint";
 }
 
 std::string RunRecorder::storage_failure() const {

@@ -13,8 +13,9 @@
 // earlier attempt of the same run, so a resumed run records no step twice; a failed status
 // stores the message plus the run's last log lines. The destructor flushes everything queued
 // and joins the writer. Another process holding the database locked (for seconds or minutes)
-// only delays the writes; a disk that is full or a workspace that became read-only makes
-// storage_failure() say so, and the trainer stops the run with that message.
+// only delays the writes; a disk that is full, a workspace that became read-only, or a
+// workspace file deleted or moved away (SQLite would go on writing into the unlinked file)
+// makes storage_failure() say so, and the trainer stops the run with that message.
 #pragma once
 
 #include <atomic>
@@ -28,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "core/run_observer.h"
 #include "db/run_store.h"
@@ -101,6 +103,9 @@ private:
   // be written (see Options); then item by item, so one bad item does not lose the batch.
   // Returns the last error ("" when everything was written).
   std::string commit_batch(RunStore& store, std::deque<Item>& batch, int64_t pid);
+  // Sets storage_failure_ when the workspace path no longer names the file opened (deleted,
+  // moved, its folder gone or replaced).
+  void check_file_still_there();
   void beat(RunStore& store, int64_t pid);
   std::optional<int64_t> last_step() const;
 
@@ -119,6 +124,7 @@ private:
   bool stopping_ = false, flush_now_ = false;
   int64_t batches_ = 0;
   std::string last_error_, storage_failure_;
+  std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the workspace when opened
   int64_t busy_retries_ = 0;
   std::thread writer_;
 };

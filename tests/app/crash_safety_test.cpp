@@ -5,6 +5,7 @@
 // no step twice, every recorded checkpoint folder is complete, the resume starts from a complete
 // checkpoint, and the finished run's weights are bit-identical to an uninterrupted run's.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -194,4 +195,31 @@ TEST_F(CrashSafety, FullDiskDuringACheckpointFailsTheRunWithAdviceAndLeavesItRes
   auto resumed = run_cli("runs --db " + db_ + " resume 1");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(RunStore::open(db_).run(1)->status, RunStatus::completed);
+}
+
+TEST_F(CrashSafety, AWorkspaceMovedAwayMidRunStopsTheWorkerWithAdvice) {
+  const fs::path config = write_config("moved");
+  const pid_t worker = ganpo::test::spawn_cli({"train", "--db", db_, "--config", config.string()}, dir_ / "worker.log");
+  {
+    auto store = RunStore::open(db_);
+    ASSERT_TRUE(ganpo::test::wait_for([&] { return store.run(1) && store.run(1)->last_step.value_or(0) >= 3; },
+                                      "the run past step 3"));
+  }
+  // Someone moves the workspace file away: the worker's SQLite handle would write on unseen.
+  const std::string moved = db_ + ".moved";
+  fs::rename(db_, moved);
+  int status = 0;
+  ASSERT_TRUE(ganpo::test::wait_for([&] { return ::waitpid(worker, &status, WNOHANG) == worker; }, "the worker stops"));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  std::ifstream in(dir_ / "worker.log");
+  const std::string log((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(log.find("was deleted, moved or replaced while the run was recording into it"), std::string::npos) << log;
+
+  // Put back, the run resumes and completes.
+  fs::rename(moved, db_);
+  auto resumed = run_cli("runs --db " + db_ + " resume 1");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  auto store = RunStore::open(db_);
+  EXPECT_EQ(store.run(1)->status, RunStatus::completed);
+  EXPECT_EQ(store.database().query_text("PRAGMA integrity_check"), "ok");
 }

@@ -317,3 +317,22 @@ TEST_F(RunRecorderTest, AFullDiskIsReportedAsAStorageFailureAndTheWorkspaceStays
   EXPECT_EQ(store.database().query_text("PRAGMA integrity_check"), "ok");
   EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM metrics WHERE step = 1"), 1) << "what was stored stays";
 }
+
+TEST_F(RunRecorderTest, AWorkspaceDeletedOrMovedWhileRecordingIsAStorageFailure) {
+  RunRecorder rec(path_, run_id_);
+  rec.on_metrics(1, {{"loss", 1.0}});
+  rec.flush();
+  ASSERT_EQ(rec.storage_failure(), "");
+  // The folder is moved away (a cleanup script, an unmounted disk): SQLite would go on writing
+  // into the file it holds open, where nobody will ever read the run.
+  const fs::path moved = dir_.string() + "-moved";
+  fs::rename(dir_, moved);
+  rec.on_metrics(2, {{"loss", 0.5}});
+  rec.flush();
+  const std::string failure = rec.storage_failure();
+  fs::rename(moved, dir_);
+  EXPECT_NE(failure.find("the workspace " + path_ + " was deleted, moved or replaced while the run was recording"),
+            std::string::npos)
+      << failure;
+  EXPECT_NE(failure.find("then resume the run"), std::string::npos) << failure;
+}
