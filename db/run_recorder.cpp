@@ -161,6 +161,10 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
       if (options_.heartbeat) store.heartbeat(run_id_, pid, last_step());
       fault_point("store.batch_written");
       txn.commit();
+      if (storage_failures > 0) {  // the disk had room again before the run was stopped
+        std::lock_guard<std::mutex> lk(mutex_);
+        storage_failure_.clear();
+      }
       return "";
     } catch (const sql::SqliteError& e) {
       if (e.is_busy() && std::chrono::steady_clock::now() - started < options_.busy_give_up) {
