@@ -89,8 +89,12 @@ void write_folder_atomically(const std::string& dir, const std::function<void(co
     }
     fs::remove_all(tmp, ec);
     const auto space = fs::space(target.parent_path().empty() ? fs::path(".") : target.parent_path(), ec);
-    std::string msg = "cannot write " + dir + ": " + e.what();
-    if (!ec)
+    const std::string what = e.what();
+    // Disk advice only when space is what failed: the system's words for it, or a nearly full disk.
+    bool no_space = !ec && space.available < written + 64'000'000ULL;
+    for (int code : {ENOSPC, EFBIG, EDQUOT}) no_space = no_space || what.find(std::strerror(code)) != std::string::npos;
+    std::string msg = "cannot write " + dir + ": " + what;
+    if (no_space && !ec)
       msg += " (" + megabytes(written) + " written before the failure, " + megabytes(space.available) +
              " free on its disk; free space there, then resume the run: it continues from its last complete checkpoint)";
     throw Error(msg);
@@ -109,7 +113,14 @@ std::string incomplete_reason(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return "the folder does not exist";
   std::ifstream in(root / kCompleteMarker, std::ios::binary);
-  if (!in) return std::string("it has no ") + kCompleteMarker + " (it was still being written when its run stopped)";
+  if (!in) {
+    const std::string name = root.filename().string();
+    const bool temporary = name.size() > 4 && (name.rfind(".tmp") == name.size() - 4 || name.rfind(".old") == name.size() - 4);
+    std::ifstream meta(root / "meta.json", std::ios::binary);
+    const auto j = meta ? nlohmann::json::parse(meta, nullptr, false) : nlohmann::json();
+    if (!temporary && j.is_object() && !j.contains("format")) return "";  // written before markers existed
+    return std::string("it has no ") + kCompleteMarker + " (it was still being written when its run stopped)";
+  }
   const auto marker = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (!marker.is_object() || !marker.contains("files") || !marker["files"].is_object())
     return std::string("its ") + kCompleteMarker + " is damaged";

@@ -10,7 +10,9 @@
 //
 // incomplete_reason(dir) says why a folder is not one of ours that was completed (no marker,
 // a file missing, shorter or longer than the marker says), or "" when it is complete. Resume,
-// the checkpoint list, the playground and the CLI use only complete folders.
+// the checkpoint list, the playground and the CLI use only complete folders. A checkpoint
+// written before markers existed (its meta.json has no "format" key, its name no .tmp / .old)
+// counts as complete: it was renamed into place whole, only without the flushes.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +22,8 @@
 namespace ganpo {
 
 inline constexpr const char* kCompleteMarker = "complete.json";
+// meta.json's "format" in checkpoints written with a marker; older ones have no "format".
+inline constexpr int kCheckpointFormat = 2;
 
 void write_folder_atomically(const std::string& dir, const std::function<void(const std::string&)>& write);
 

@@ -5,19 +5,17 @@
 
 #include "core/cpu_runtime.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
 #include "core/model/safetensors.h"
+#include "core/run_files.h"
 
 namespace fs = std::filesystem;
 
 namespace ganpo {
 
-void write_json_file(const std::string& path, const nlohmann::json& j) {
-  std::ofstream out(path);
-  out << j.dump(2) << "\n";
-  if (!out) throw Error("cannot write " + path + "; check free disk space and permissions");
-}
+void write_json_file(const std::string& path, const nlohmann::json& j) { write_text_file(path, j.dump(2) + "\n"); }
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
@@ -60,7 +58,13 @@ ModelShape read_model_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
   ModelShape shape = read_hf_config(read_json_file(path), path);
   const auto generation = fs::path(dir) / "generation_config.json";
-  if (fs::exists(generation)) shape.hf_generation_config = read_json_file(generation.string()).dump();
+  if (fs::exists(generation)) {
+    const auto j = read_json_file(generation.string());
+    if (json_nested_deeper_than(j, 64))  // dump() recurses once per level
+      throw ModelFileError(generation.string() + " nests deeper than 64 levels; it is damaged, "
+                           "delete it (generation settings then take their defaults)");
+    shape.hf_generation_config = j.dump();
+  }
   return shape;
 }
 

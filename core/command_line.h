@@ -4,9 +4,10 @@
 // data or model file can never become a command.
 //
 // Quoting: '...' keeps everything literally; "..." keeps everything, a backslash escaping only
-// " \ $ and `; outside quotes a backslash keeps the next character. An unquoted ; | & < > ( )
-// $ or ` is refused with a message that says to put the pipeline in a script, or to write
-// sh -c '...' when a shell is really meant.
+// " \ $ and `; outside quotes a backslash keeps the next character; backslash-newline joins
+// lines. An unquoted ; | & < > ( ) $ or ` is refused with a message that says to put the
+// pipeline in a script, or to write sh -c '...' when a shell is really meant; so is a $ or `
+// inside double quotes, which a shell would expand.
 #pragma once
 
 #include <string>
@@ -36,14 +37,27 @@ inline std::string split_command_line(const std::string& text, std::vector<std::
     } else if (c == '"') {
       size_t j = i + 1;
       for (; j < text.size() && text[j] != '"'; ++j) {
+        if (text[j] == '\\' && j + 1 < text.size() && text[j + 1] == '\n') {  // a line continuation
+          ++j;
+          continue;
+        }
         if (text[j] == '\\' && j + 1 < text.size() && std::string("\"\\$`").find(text[j + 1]) != std::string::npos)
           ++j;
+        else if (text[j] == '$' || text[j] == '`')
+          return std::string("'") + text[j] + "' at character " + std::to_string(j + 1) +
+                 " would be expanded by a shell, and the command runs without one; write the value itself "
+                 "(or \\" + text[j] + " for the character)";
         word += text[j];
       }
       if (j >= text.size()) return "the double quote at character " + std::to_string(i + 1) + " is not closed";
       i = j;
     } else if (c == '\\') {
       if (i + 1 >= text.size()) return "the command ends with a backslash";
+      if (text[i + 1] == '\n') {  // a line continuation joins the lines
+        ++i;
+        in_word = !word.empty();
+        continue;
+      }
       word += text[++i];
     } else if (std::string(";|&<>()$`").find(c) != std::string::npos) {
       return std::string("'") + c + "' at character " + std::to_string(i + 1) +

@@ -88,4 +88,14 @@ std::string safe_file_name(std::string_view text, std::string_view keep) {
   return out;
 }
 
+void write_text_file(const std::string& path, const std::string& text) {
+  errno = 0;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();  // the last bytes reach the file here: check after it, not before
+  if (out.fail())
+    throw Error("cannot write " + path + ": " + (errno ? std::strerror(errno) : "write failed") +
+                "; check free disk space and permissions");
+}
+
 }  // namespace ganpo

@@ -38,6 +38,11 @@ nlohmann::json json_number(double value);
 std::string json_text(const nlohmann::json& value, int indent = -1);
 std::string json_text(const nlohmann::ordered_json& value, int indent = -1);
 
+// Writes text to path (replacing it) and closes it; throws ganpo::Error naming the path and the
+// system's reason when any byte could not be written (a full disk), so the caller may trust the
+// file's size afterwards.
+void write_text_file(const std::string& path, const std::string& text);
+
 // `text` as part of a file or folder name: letters, digits and the characters in `keep` stay,
 // anything else becomes '_' (run folders, study arm folders).
 std::string safe_file_name(std::string_view text, std::string_view keep = "-_");

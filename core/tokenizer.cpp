@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/run_files.h"
 #include "core/text/byte_level.h"
 #include "core/text/hf_tokenizer.h"
 #include "core/text/utf8.h"
@@ -71,8 +72,8 @@ void ByteTokenizer::save(const std::string& dir) const {
                            {"pad_token", kByteSpecials[2]}, {"model_max_length", 1000000},
                            {"clean_up_tokenization_spaces", false}};
   const auto folder = std::filesystem::path(dir);
-  std::ofstream(folder / "tokenizer_config.json") << config.dump(2) << "\n";
-  std::ofstream(folder / "tokenizer.json") << byte_tokenizer_json().dump(2) << "\n";
+  write_text_file((folder / "tokenizer_config.json").string(), config.dump(2) + "\n");
+  write_text_file((folder / "tokenizer.json").string(), byte_tokenizer_json().dump(2) + "\n");
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {

@@ -29,6 +29,7 @@
 #include "core/model/hf_weights.h"
 #include "core/model/safetensors.h"
 #include "core/opo_losses.h"
+#include "core/run_files.h"
 #include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
 #include "core/tokenizer.h"
@@ -805,7 +806,7 @@ struct Trainer::State {
 
   nlohmann::json meta_json() const {
     nlohmann::json metrics = last_eval;
-    return {{"step", step}, {"stage", config.stage}, {"run_name", config.name},
+    return {{"format", kCheckpointFormat}, {"step", step}, {"stage", config.stage}, {"run_name", config.name},
             {"total_steps", total_steps}, {"eval", metrics}};
   }
 
@@ -847,7 +848,7 @@ struct Trainer::State {
       save_model_files(tmp, policy, *tokenizer,
                        {config.model.save_dtype, static_cast<uint64_t>(config.model.max_shard_mb) * 1'000'000ULL});
       write_json_file((fs::path(tmp) / "meta.json").string(), meta_json());
-      std::ofstream(fs::path(tmp) / "run_config.toml") << config_to_toml(config);
+      write_text_file((fs::path(tmp) / "run_config.toml").string(), config_to_toml(config));
       if (with_state) write_trainer_state(tmp);
     });
     fault_point("checkpoint.renamed");

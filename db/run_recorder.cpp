@@ -161,13 +161,12 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
       if (options_.heartbeat) store.heartbeat(run_id_, pid, last_step());
       fault_point("store.batch_written");
       txn.commit();
-      if (storage_failures > 0) {  // the disk had room again before the run was stopped
-        std::lock_guard<std::mutex> lk(mutex_);
-        storage_failure_.clear();
-      }
       return "";
     } catch (const sql::SqliteError& e) {
-      if (e.is_busy() && std::chrono::steady_clock::now() - started < options_.busy_give_up) {
+      if (e.is_busy()) {
+        if (std::chrono::steady_clock::now() - started >= options_.busy_give_up)
+          return e.what() + std::string("; ") + std::to_string(batch.size()) + " record(s) of run " +
+                 std::to_string(run_id_) + " were not written: the workspace stayed locked by another program";
         {
           std::lock_guard<std::mutex> lk(mutex_);
           ++busy_retries_;
@@ -177,16 +176,15 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
         continue;
       }
       if (e.is_storage_failure()) {
-        {
-          std::lock_guard<std::mutex> lk(mutex_);
-          storage_failure_ = std::string("the workspace ") + path_ + " cannot be written (" + e.what() +
-                             "); free disk space on its drive (df -h) or make the folder writable again, "
-                             "then resume the run: it continues from its last complete checkpoint";
-        }
         if (++storage_failures < options_.storage_attempts) {
           std::this_thread::sleep_for(options_.retry_interval);
           continue;
         }
+        // Said only now, after the retries: a disk that had room again a moment later stops nothing.
+        std::lock_guard<std::mutex> lk(mutex_);
+        storage_failure_ = std::string("the workspace ") + path_ + " cannot be written (" + e.what() +
+                           "); free disk space on its drive (df -h) or make the folder writable again, "
+                           "then resume the run: it continues from its last complete checkpoint";
         return e.what() + std::string("; ") + std::to_string(batch.size()) + " record(s) of run " +
                std::to_string(run_id_) + " were not written";
       }
@@ -195,13 +193,17 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
       break;
     }
   }
-  // One bad item must not lose the batch: each item in its own transaction.
+  // One bad item must not lose the batch: each item in its own transaction (stopping at a lock
+  // or a storage failure, which would only repeat for every item).
   std::string error;
   for (auto& item : batch) {
     try {
       sql::Transaction txn(store.database());
       item.write(store);
       txn.commit();
+    } catch (const sql::SqliteError& e) {
+      error = e.what();
+      if (e.is_busy() || e.is_storage_failure()) break;
     } catch (const std::exception& e) {
       error = e.what();
     }

@@ -240,12 +240,17 @@ RunStore RunStore::open(const std::string& path) {
   sqlite3_db_config(db.get(), SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
   try {
     sql::Statement st(db, "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') LIMIT 1");
-    if (st.step())
-      throw Error("workspace " + path + " holds a " + st.col_text(0) + " named \"" + st.col_text(1) +
-                  "\", which GANPO Workbench never creates: the file was changed by another program and "
-                  "could run arbitrary SQL. Open a copy without it (sqlite3 COPY 'DROP " +
-                  (st.col_text(0) == "trigger" ? std::string("TRIGGER") : std::string("VIEW")) + " \"" +
-                  st.col_text(1) + "\"'), or choose another file with --db FILE");
+    if (st.step()) {
+      // The name comes from the file: shown with anything but plain printable ASCII as '?', and
+      // never pasted into a command a person might run.
+      std::string name = st.col_text(1).substr(0, 80);
+      for (char& c : name)
+        if (c < 0x20 || c > 0x7e) c = '?';
+      throw Error("workspace " + path + " holds a " + (st.col_text(0) == "trigger" ? "trigger" : "view") +
+                  " named \"" + name + "\", which GANPO Workbench never creates: the file was changed by "
+                  "another program and could run arbitrary SQL. Drop it in a copy of the file with the "
+                  "sqlite3 tool (DROP TRIGGER / DROP VIEW), or choose another file with --db FILE");
+    }
   } catch (const sql::SqliteError& e) {
     throw Error("workspace " + path + " cannot be read (" + e.what() + "); restore a backup or move it aside");
   }

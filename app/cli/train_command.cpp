@@ -121,6 +121,19 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
 
   TrainerOptions options;
   options.resume_from = resume_from.empty() ? last_resumable_checkpoint(store, run_id) : resume_from;
+  if (options.resume_from.empty()) {
+    // Checkpoint folders that exist but are all unusable (damaged since): starting over would
+    // delete the run's recorded steps, so a person decides.
+    for (const auto& c : store.checkpoints(run_id))
+      if (fs::is_directory(fs::path(c.path) / "trainer_state")) {
+        const std::string msg = "the run has checkpoint folders but none is complete (see above); starting again "
+                                "from step 0 would delete its recorded steps. Restore a checkpoint folder, or "
+                                "clone the run to train it anew";
+        store.set_status(run_id, RunStatus::failed, msg);
+        std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
+        return 2;
+      }
+  }
   if (!options.resume_from.empty())
     std::printf("run %lld: continuing from %s\n", static_cast<long long>(run_id), options.resume_from.c_str());
   else if (row->last_step)

@@ -13,6 +13,7 @@
 #include "core/model/architectures.h"
 #include "core/model/safetensors.h"
 #include "core/model/safetensors_header.h"
+#include "core/run_files.h"
 
 namespace fs = std::filesystem;
 
@@ -283,9 +284,7 @@ void save_model_weights(const std::string& dir, CausalLM& model, torch::ScalarTy
     for (size_t i : shards[s]) weight_map[state[i].first] = name;
   }
   const nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  std::ofstream out(folder / kIndexFile);
-  out << index.dump(2) << "\n";
-  if (!out) throw ModelFileError("cannot write " + (folder / kIndexFile).string() + "; check free disk space");
+  write_text_file((folder / kIndexFile).string(), index.dump(2) + "\n");
 }
 
 torch::ScalarType dtype_from_name(const std::string& name) {

@@ -1,6 +1,7 @@
 #include "core/model/safetensors.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -128,12 +129,14 @@ void save_safetensors(const std::string& path,
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
 
   const std::string tmp = path + ".tmp";
-  auto fail = [&](const std::string& what) {
+  auto fail = [&](std::string what) {
+    if (errno) what += ": " + std::string(std::strerror(errno));  // e.g. "No space left on device"
     std::error_code ec;
     fs::remove(tmp, ec);
     throw ModelFileError("cannot write " + path + " (" + what +
                          "); check that the folder exists, is writable and the disk has space");
   };
+  errno = 0;
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) fail("cannot create " + tmp);
@@ -162,7 +165,10 @@ void save_safetensors(const std::string& path,
 #endif
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) fail("renaming " + tmp + " failed: " + ec.message());
+  if (ec) {
+    errno = 0;
+    fail("renaming " + tmp + " failed: " + ec.message());
+  }
 }
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -62,8 +64,14 @@ TEST(AtomicFolder, SaysWhyAFolderIsIncomplete) {
   fs::remove(dir / kCompleteMarker);
   EXPECT_NE(incomplete_reason(dir.string()).find("it has no complete.json"), std::string::npos);
   EXPECT_FALSE(is_written_checkpoint(dir.string()));
-  write_file(dir / "meta.json", "{}");
+  write_file(dir / "meta.json", "{\"format\": 2}");
   EXPECT_TRUE(is_written_checkpoint(dir.string()));
+  EXPECT_NE(incomplete_reason(dir.string()).find("it has no complete.json"), std::string::npos);
+  // A checkpoint from before markers existed (no "format") still counts, unless it is a .tmp.
+  write_file(dir / "meta.json", "{\"step\": 5}");
+  EXPECT_EQ(incomplete_reason(dir.string()), "");
+  fs::rename(dir, dir.string() + ".tmp");
+  EXPECT_NE(incomplete_reason(dir.string() + ".tmp"), "");
 }
 
 TEST(AtomicFolder, AFailedWriteLeavesThePreviousFolderAndNoTemporaryOne) {
@@ -73,16 +81,22 @@ TEST(AtomicFolder, AFailedWriteLeavesThePreviousFolderAndNoTemporaryOne) {
   try {
     write_folder_atomically(dir.string(), [](const std::string& d) {
       write_file(fs::path(d) / "w.bin", std::string(5000, 'n'));
-      throw Error("No space left on device");
+      throw Error(std::strerror(ENOSPC));
     });
     ADD_FAILURE() << "the failure was swallowed";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("cannot write " + dir.string() + ": No space left on device"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("cannot write " + dir.string() + ": " + std::strerror(ENOSPC)), std::string::npos) << msg;
     EXPECT_NE(msg.find("1 MB written before the failure"), std::string::npos) << msg;  // rounded up
     EXPECT_NE(msg.find("free space there, then resume the run"), std::string::npos) << msg;
   }
   EXPECT_FALSE(fs::exists(dir.string() + ".tmp")) << "the partial folder is removed, freeing its space";
+  // A failure that is not about space gets no disk advice.
+  try {
+    write_folder_atomically(dir.string(), [](const std::string&) { throw Error("unsupported dtype F8"); });
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "cannot write " + dir.string() + ": unsupported dtype F8");
+  }
   EXPECT_EQ(read_file(dir / "w.bin"), "old");
   EXPECT_EQ(incomplete_reason(dir.string()), "");
 

@@ -106,7 +106,7 @@ TEST_F(RunStoreTest, AWorkspaceWithATriggerFromElsewhereIsRefusedBeforeItRuns) {
   }
   std::string msg = error_of(db_path());
   EXPECT_NE(msg.find("holds a trigger named \"hang\", which GANPO Workbench never creates"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("DROP TRIGGER \"hang\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(DROP TRIGGER / DROP VIEW)"), std::string::npos) << msg;
   {
     ganpo::sql::Database raw(db_path(), SQLITE_OPEN_READWRITE);
     raw.exec("DROP TRIGGER hang; CREATE VIEW v AS SELECT * FROM runs");

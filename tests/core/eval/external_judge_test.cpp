@@ -102,12 +102,15 @@ TEST(ExternalJudge, TheCommandIsAnArgumentListThatNoShellSees) {
 
 TEST(CommandLine, SplitsWordsLikeAShellWithoutExpanding) {
   std::vector<std::string> argv;
-  EXPECT_EQ(split_command_line(R"(python3  judge.py --name 'a b' "c \"d\" $e" f\ g '')", argv), "");
+  EXPECT_EQ(split_command_line(R"(python3  judge.py --name 'a b' "c \"d\" \$e" f\ g '')", argv), "");
   EXPECT_EQ(argv, (std::vector<std::string>{"python3", "judge.py", "--name", "a b", R"(c "d" $e)", "f g", ""}));
   EXPECT_EQ(split_command_line(R"(sh -c 'it'\''s')", argv), "");
   EXPECT_EQ(argv, (std::vector<std::string>{"sh", "-c", "it's"}));
   EXPECT_NE(split_command_line("judge \"open", argv).find("double quote at character 7 is not closed"), std::string::npos);
   EXPECT_NE(split_command_line("judge \\", argv).find("ends with a backslash"), std::string::npos);
+  EXPECT_NE(split_command_line(R"(judge "$HOME/x")", argv).find("would be expanded by a shell"), std::string::npos);
+  EXPECT_EQ(split_command_line("judge.py \\\n  --x \"a\\\nb\"", argv), "");  // backslash-newline joins lines
+  EXPECT_EQ(argv, (std::vector<std::string>{"judge.py", "--x", "ab"}));
 }
 
 TEST(ExternalJudge, TextThatIsNotUtf8IsSentWithReplacementCharacters) {
