@@ -1,6 +1,5 @@
 #include "db/run_recorder.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -37,8 +36,6 @@ RunRecorder::RunRecorder(const std::string& db_path, int64_t run_id, Options opt
   // Opened here so a bad path fails loudly at construction; used only by the writer thread
   // from now on (handing a connection to one other thread, never sharing it, is fine).
   writer_store_ = std::make_unique<RunStore>(RunStore::open(db_path));
-  struct stat st {};
-  if (::stat(db_path.c_str(), &st) == 0) file_id_ = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
   writer_ = std::thread([this] { writer_loop(); });
 }
 
@@ -213,10 +210,7 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
 
 void RunRecorder::check_file_still_there() {
   // SQLite keeps writing to an open file that was deleted or moved: nobody would ever read it.
-  struct stat st {};
-  const bool same = ::stat(path_.c_str(), &st) == 0 && file_id_.first == static_cast<uint64_t>(st.st_dev) &&
-                    file_id_.second == static_cast<uint64_t>(st.st_ino);
-  if (same || file_id_ == std::pair<uint64_t, uint64_t>{}) return;
+  if (writer_store_->still_at_path()) return;
   std::lock_guard<std::mutex> lk(mutex_);
   if (storage_failure_.empty())
     storage_failure_ = "the workspace " + path_ +

@@ -124,7 +124,6 @@ private:
   bool stopping_ = false, flush_now_ = false;
   int64_t batches_ = 0;
   std::string last_error_, storage_failure_;
-  std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the workspace when opened
   int64_t busy_retries_ = 0;
   std::thread writer_;
 };

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -189,6 +190,15 @@ std::string local_host_name() {
   return buf;
 }
 
+namespace {
+// Device and inode of the file at path; zeros when there is none.
+std::pair<uint64_t, uint64_t> file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+}  // namespace
+
 RunStore RunStore::open(const std::string& path) {
   fs::path p(path);
   if (p.has_parent_path()) {
@@ -256,6 +266,7 @@ RunStore RunStore::open(const std::string& path) {
   }
 
   RunStore store(std::move(db));
+  store.file_id_ = file_identity(path);
   store.configure();
   store.migrate();
   try {
@@ -264,6 +275,10 @@ RunStore RunStore::open(const std::string& path) {
     // Busy for longer than busy_timeout: the next open will reap; never fail an open for it.
   }
   return store;
+}
+
+bool RunStore::still_at_path() const {
+  return file_id_ == std::pair<uint64_t, uint64_t>{} || file_identity(path()) == file_id_;
 }
 
 void RunStore::configure() {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "db/run_status.h"
@@ -111,6 +112,9 @@ public:
   RunStore& operator=(RunStore&&) noexcept = default;
 
   const std::string& path() const { return db_.path(); }
+  // False once the file at path() is no longer the one this connection opened (deleted, moved
+  // away or replaced): SQLite would go on reading and writing the open file, which nobody finds.
+  bool still_at_path() const;
   int schema_version();
   sql::Database& database() { return db_; }
 
@@ -190,6 +194,7 @@ private:
   bool in_transaction() const;
 
   sql::Database db_;
+  std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the file when opened
 };
 
 }  // namespace ganpo

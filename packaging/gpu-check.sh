@@ -45,13 +45,15 @@ step "unit tests (CPU paths, LibTorch 2.x build)"
 OMP_NUM_THREADS=2 timeout 300 ctest --test-dir build/gpu -L unit -j8 --timeout 120 >"$LOGS/ctest.log" 2>&1
 tail -15 "$LOGS/ctest.log"
 # A crash gets a backtrace where a debugger exists.
-failed=$(grep -m1 -oE '[0-9]+ - [A-Za-z_]+\.[A-Za-z_]+ \(SEGFAULT' "$LOGS/ctest.log" | awk '{print $3}')
+# (core_tests is registered one ctest test per suite: "Suite"; the others per test: "Suite.Test".)
+failed=$(grep -m1 -oE '[0-9]+ - [A-Za-z_/]+(\.[A-Za-z_]+)? \(SEGFAULT' "$LOGS/ctest.log" | awk '{print $3}')
 dbg=$(command -v gdb || command -v cuda-gdb)
 if [ -n "$failed" ] && [ -n "$dbg" ]; then
-  for exe in build/gpu/tests/core/core_tests build/gpu/tests/db/db_tests; do
+  filter=$failed; [[ $failed == *.* ]] || filter="$failed.*"
+  for exe in build/gpu/tests/core/core_tests build/gpu/tests/core/base_tests build/gpu/tests/db/db_tests; do
     "$exe" --gtest_list_tests | grep -q "${failed#*.}" || continue
     step "backtrace of $failed"
-    timeout 120 "$dbg" -batch -ex run -ex bt --args "$exe" --gtest_filter="$failed" 2>&1 | tail -40
+    timeout 120 "$dbg" -batch -ex run -ex bt --args "$exe" --gtest_filter="$filter" 2>&1 | tail -40
   done
 fi
 step "worker end to end (real ganpo processes on a workspace file)"

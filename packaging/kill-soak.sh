@@ -22,37 +22,9 @@ WORK=$(mktemp -d /tmp/ganpo-kill-soak.XXXXXX)
 export XDG_DATA_HOME=$WORK/xdg
 echo "kill soak in $WORK: $KILLS kills over $STEPS steps"
 
+source packaging/tiny-run-config.sh
 config() {  # name -> config file
-  cat >"$WORK/$1.toml" <<EOF
-name = "$1"
-stage = "preference"
-seed = 11
-output_dir = "$WORK/$1"
-[model]
-preset = "tiny"
-[data]
-builtin = "lists"
-builtin_train_size = 400
-builtin_eval_size = 16
-[ganpo]
-critic_hidden = 32
-critic_layers = 1
-critic_heads = 2
-critic_max_len = 256
-[train]
-max_steps = $STEPS
-per_device_train_batch_size = 4
-logging_steps = 1
-save_steps = 10
-num_threads = 1
-[sampling]
-every_steps = 50
-num_prompts = 2
-max_new_tokens = 8
-[eval]
-num_prompts = 6
-temperatures = "1.0"
-EOF
+  tiny_run_config "$1" "$WORK/$1.toml" "$WORK/$1" "$STEPS" 10
   echo "$WORK/$1.toml"
 }
 

@@ -92,6 +92,7 @@ MainWindow::MainWindow(const QString& db_path, QWidget* parent)
   proxy_ = new RunListProxy(this);
   proxy_->setSourceModel(model_);
   connect(store_, &StoreWorker::errorOccurred, this, [this](const QString& m) { showError("Workspace", m); });
+  connect(store_, &StoreWorker::workspaceProblemChanged, this, &MainWindow::onWorkspaceProblem);
   buildActions();
   buildLayout();
   restoreSettings();
@@ -221,6 +222,10 @@ void MainWindow::buildLayout() {
   progress_->setMaximumWidth(220);
   progress_->setTextVisible(true);
   progress_->hide();
+  workspace_label_ = new QLabel("Workspace unavailable", this);
+  workspace_label_->setStyleSheet("QLabel { color: #b3261e; font-weight: bold; }");
+  workspace_label_->hide();
+  statusBar()->addPermanentWidget(workspace_label_);
   statusBar()->addPermanentWidget(device_label_);
   statusBar()->addPermanentWidget(progress_label_);
   statusBar()->addPermanentWidget(progress_);
@@ -273,7 +278,7 @@ void MainWindow::pollNow() {
       },
       [this](QString error) {
         poll_pending_ = false;
-        statusBar()->showMessage("Workspace not readable: " + error, 5000);
+        if (workspace_problem_.isEmpty()) statusBar()->showMessage("Workspace not readable: " + error, 5000);
       });
 }
 
@@ -762,6 +767,16 @@ void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
         pollNow();
       },
       [this](QString error) { showError("Delete", "The runs could not be deleted: " + error); });
+}
+
+void MainWindow::onWorkspaceProblem(const QString& problem) {
+  workspace_problem_ = problem;
+  workspace_label_->setVisible(!problem.isEmpty());
+  workspace_label_->setToolTip(problem);
+  if (!problem.isEmpty())
+    showError("Workspace unavailable", problem);
+  else
+    statusBar()->showMessage("The workspace " + db_path_ + " can be read and written again", 8000);
 }
 
 void MainWindow::notify(const QString& title, const QString& text) {

@@ -53,6 +53,8 @@ public:
   QTableView* runTable() const { return table_; }
   WorkerLauncher* launcher() const { return launcher_; }
   StoreWorker* store() const { return store_; }
+  // Why the workspace cannot be used now (deleted, moved, unreadable); empty when it can.
+  const QString& workspaceProblem() const { return workspace_problem_; }
 
   // Opens the New Run dialog, preset (a file stem such as "demo") preselected.
   void openNewRunDialog(const QString& preset = QString());
@@ -119,6 +121,7 @@ private:
   void tagRun(int64_t run_id);
   void noteRun(int64_t run_id);
   void deleteRuns(const std::vector<int64_t>& ids);
+  void onWorkspaceProblem(const QString& problem);  // empty: the workspace is usable again
   void notify(const QString& title, const QString& text);
   void showError(const QString& title, const QString& message);
   std::vector<int64_t> activeRunIds() const;
@@ -133,6 +136,8 @@ private:
   QLabel* filter_error_ = nullptr;
   QTabWidget* tabs_ = nullptr;
   QSplitter* splitter_ = nullptr;
+  QLabel* workspace_label_ = nullptr;  // shown while the workspace cannot be used
+  QString workspace_problem_;
   QLabel* device_label_ = nullptr;
   QLabel* progress_label_ = nullptr;
   QProgressBar* progress_ = nullptr;

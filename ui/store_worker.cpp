@@ -2,6 +2,9 @@
 
 #include <QSemaphore>
 
+#include "core/error.h"
+#include "db/sqlite_handle.h"
+
 namespace ganpo::ui {
 
 StoreWorker::StoreWorker(QString db_path, QObject* parent) : QObject(parent), db_path_(std::move(db_path)) {
@@ -19,31 +22,50 @@ StoreWorker::~StoreWorker() {
   thread_.wait();
 }
 
-RunStore& StoreWorker::store() {
-  if (!store_) store_ = std::make_unique<RunStore>(RunStore::open(db_path_.toStdString()));
+RunStore& StoreWorker::checked_store() {
+  try {
+    if (!store_) store_ = std::make_unique<RunStore>(RunStore::open(db_path_.toStdString()));
+    if (!store_->still_at_path())
+      throw Error("the workspace " + store_->path() +
+                  " was deleted, moved or replaced while the window had it open. The window keeps showing what it "
+                  "had read but cannot read or save anything more: put the file back, or open it where it is now "
+                  "(ganpo-workbench --db FILE); nothing stored in it is lost");
+  } catch (const std::exception& e) {
+    set_problem(QString::fromStdString(e.what()));
+    throw;
+  }
+  set_problem({});
   return *store_;
 }
 
-void StoreWorker::post(std::function<void(RunStore&)> job) {
-  QMetaObject::invokeMethod(
-      runner_,
-      [this, job = std::move(job)] {
-        try {
-          job(store());
-        } catch (const std::exception& e) {
-          // store() failed to open: every job reports it rather than crash the thread.
-          Q_EMIT errorOccurred(QString::fromStdString(e.what()));
-        }
-      },
-      Qt::QueuedConnection);
+void StoreWorker::set_problem(const QString& problem) {
+  if (problem == problem_) return;
+  problem_ = problem;
+  Q_EMIT workspaceProblemChanged(problem);
+}
+
+QString StoreWorker::explain(const std::exception& e) const {
+  const auto* sqlite = dynamic_cast<const sql::SqliteError*>(&e);
+  if (sqlite && sqlite->is_busy())
+    return QString("The workspace %1 is locked: another program has been writing to it for a while (%2). Nothing "
+                   "was changed; try again when it has finished. Runs keep training and record once it is done.")
+        .arg(db_path_, QString::fromStdString(e.what()));
+  if (!sqlite || !sqlite->is_storage_failure()) return QString::fromStdString(e.what());
+  return QString("The workspace %1 cannot be written (%2). Free disk space on its drive (df -h) or make the file and "
+                 "its folder writable again, then try again; nothing already stored in it is lost.")
+      .arg(db_path_, QString::fromStdString(e.what()));
+}
+
+void StoreWorker::post(std::function<void()> job) {
+  QMetaObject::invokeMethod(runner_, std::move(job), Qt::QueuedConnection);
 }
 
 void StoreWorker::execute(std::function<void(RunStore&)> fn) {
-  post([this, fn = std::move(fn)](RunStore& s) {
+  post([this, fn = std::move(fn)] {
     try {
-      fn(s);
+      fn(checked_store());
     } catch (const std::exception& e) {
-      Q_EMIT errorOccurred(QString::fromStdString(e.what()));
+      Q_EMIT errorOccurred(explain(e));
     }
   });
 }

@@ -2,7 +2,11 @@
 // so the UI thread never waits on the database. A query is a function of RunStore&; its result
 // comes back to a context object's thread (normally the UI thread) through a callback, and is
 // dropped if that object has been destroyed meanwhile. Errors (a locked or broken workspace)
-// come back as text, never as an exception in the event loop.
+// come back as text, never as an exception in the event loop. Before each job the worker checks
+// that the workspace can be opened and is still the file at its path (not deleted, moved away
+// or replaced while open, when SQLite would read and write a file nobody finds); while it is not,
+// jobs fail with that reason, and workspaceProblemChanged tells the window once when the problem
+// starts and once when it ends.
 #pragma once
 
 #include <QObject>
@@ -33,13 +37,13 @@ public:
   void query(QObject* context, std::function<R(RunStore&)> fn, std::function<void(R)> done,
              std::function<void(QString)> failed = {}) {
     QPointer<QObject> ctx(context);
-    post([this, ctx, fn = std::move(fn), done = std::move(done), failed = std::move(failed)](RunStore& store) {
+    post([this, ctx, fn = std::move(fn), done = std::move(done), failed = std::move(failed)] {
       std::optional<R> result;
       QString error;
       try {
-        result.emplace(fn(store));
+        result.emplace(fn(checked_store()));
       } catch (const std::exception& e) {
-        error = QString::fromStdString(e.what());
+        error = explain(e);
       }
       if (!ctx) return;
       QMetaObject::invokeMethod(
@@ -65,15 +69,21 @@ public:
 
 Q_SIGNALS:
   void errorOccurred(const QString& message);
+  // The workspace cannot be used (message), or can again (empty message).
+  void workspaceProblemChanged(const QString& message);
 
 private:
-  void post(std::function<void(RunStore&)> job);
-  RunStore& store();  // store thread only
+  void post(std::function<void()> job);  // runs job on the store thread
+  RunStore& checked_store();  // store thread only; throws the workspace's problem
+  void set_problem(const QString& problem);  // store thread only
+  // The message of an error from a job: a write the disk or the file refused says what to do.
+  QString explain(const std::exception& e) const;
 
   QString db_path_;
   QThread thread_;
   QObject* runner_ = nullptr;         // lives on thread_; queued jobs run in its context
   std::unique_ptr<RunStore> store_;   // opened on first use, on thread_
+  QString problem_;                   // store thread only: the problem last reported
 };
 
 }  // namespace ganpo::ui

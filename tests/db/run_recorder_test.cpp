@@ -2,9 +2,7 @@
 #include "db/run_recorder.h"
 
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sqlite3.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +16,7 @@
 
 #include "core/error.h"
 #include "db/sqlite_handle.h"
+#include "tests/core/file_size_limit.h"
 
 namespace fs = std::filesystem;
 using ganpo::ControlCommand;
@@ -292,23 +291,17 @@ TEST_F(RunRecorderTest, AFullDiskIsReportedAsAStorageFailureAndTheWorkspaceStays
   rec.flush();
   ASSERT_EQ(rec.storage_failure(), "");
 
-  // No file of this process may grow past 4 KB from now on: the WAL append fails as on a full
-  // disk (EFBIG; SIGXFSZ ignored so the write returns instead of killing the test).
-  const auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
-  rlimit old_limit{};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
-  rlimit small = old_limit;
-  small.rlim_cur = 4096;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-  for (int step = 2; step <= 200; ++step) {
-    std::map<std::string, double> m;
-    for (int k = 0; k < 20; ++k) m["a_rather_long_metric_name_to_fill_pages_" + std::to_string(k)] = step + k;
-    rec.on_metrics(step, m);
+  std::string failure;
+  {
+    ganpo::test::FileSizeLimit full_disk(4096);  // the WAL append fails as on a full disk
+    for (int step = 2; step <= 200; ++step) {
+      std::map<std::string, double> m;
+      for (int k = 0; k < 20; ++k) m["a_rather_long_metric_name_to_fill_pages_" + std::to_string(k)] = step + k;
+      rec.on_metrics(step, m);
+    }
+    rec.flush();
+    failure = rec.storage_failure();
   }
-  rec.flush();
-  const std::string failure = rec.storage_failure();
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old_limit), 0);
-  ::signal(SIGXFSZ, old_handler);
 
   EXPECT_NE(failure.find("the workspace " + path_ + " cannot be written"), std::string::npos) << failure;
   EXPECT_NE(failure.find("free disk space on its drive"), std::string::npos) << failure;

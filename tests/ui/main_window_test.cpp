@@ -1,6 +1,7 @@
 // The workbench window against a real workspace file and real `ganpo` worker processes: the run
 // filter language, the run list model, a full run (worker -> points on the dashboard -> Stop ->
-// stopped with a checkpoint), and a worker killed with SIGKILL (failed, window alive).
+// stopped with a checkpoint), a worker killed with SIGKILL (failed, window alive), and a
+// workspace moved away or on a full disk while the window has it open.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QPushButton>
+#include <QStatusBar>
 #include <QTableView>
 #include <QTableWidget>
 #include <QThread>
@@ -24,12 +26,14 @@
 #include "core/study_spec.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
+#include "tests/core/file_size_limit.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
 #include "ui/new_run_dialog.h"
 #include "ui/run_filter.h"
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
+#include "ui/store_worker.h"
 #include "ui/study_dialog.h"
 #include "ui/study_view.h"
 #include "ui/worker_launcher.h"
@@ -374,4 +378,118 @@ TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
   ASSERT_TRUE(pump_until([&] { return view->isLoaded(); }, 20));
   EXPECT_EQ(view->runsTable()->rowCount(), 2);
   EXPECT_EQ(view->armsTable()->rowCount(), 2);
+}
+
+TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIsPutBack) {
+  int64_t id = 0;
+  {
+    auto store = RunStore::open(db_.toStdString());
+    id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  int announced = 0;
+  QObject::connect(w->store(), &StoreWorker::workspaceProblemChanged, w.get(),
+                   [&](const QString& problem) { announced += problem.isEmpty() ? 0 : 1; });
+  QStringList write_errors;
+  QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
+
+  // Moved away while open (a sync tool, a cleanup): the window says so once, however often it polls.
+  const fs::path path = db_.toStdString();
+  const fs::path moved = dir_ / "moved-away.sqlite";
+  fs::rename(path, moved);
+  for (int i = 0; i < 3; ++i) {
+    w->pollNow();
+    w->store()->drain();
+    QCoreApplication::processEvents();
+  }
+  ASSERT_TRUE(pump_until([&] { return !w->workspaceProblem().isEmpty(); }, 20));
+  EXPECT_TRUE(w->workspaceProblem().contains("was deleted, moved or replaced while the window had it open"))
+      << w->workspaceProblem().toStdString();
+  EXPECT_TRUE(w->workspaceProblem().contains("put the file back")) << w->workspaceProblem().toStdString();
+  EXPECT_TRUE(w->statusBar()->currentMessage().contains("Workspace unavailable"));
+  EXPECT_EQ(announced, 1);
+  EXPECT_EQ(w->runModel()->rowCount(), 1);  // what it showed stays
+
+  // A write now is refused with the reason: it would land in a file nobody will open again.
+  w->store()->execute([id](RunStore& s) { s.set_tags(id, "lost"); });
+  ASSERT_TRUE(pump_until([&] { return !write_errors.isEmpty(); }, 20));
+  EXPECT_TRUE(write_errors.front().contains("deleted, moved or replaced")) << write_errors.front().toStdString();
+
+  // Put back: the window says it can use it again, and writes land.
+  fs::rename(moved, path);
+  w->pollNow();
+  ASSERT_TRUE(pump_until([&] { return w->workspaceProblem().isEmpty(); }, 20));
+  EXPECT_EQ(announced, 1);
+  w->store()->execute([id](RunStore& s) { s.set_tags(id, "kept"); });
+  w->store()->drain();
+  EXPECT_EQ(RunStore::open(db_.toStdString()).run(id)->tags, "kept");
+  EXPECT_EQ(write_errors.size(), 1);
+}
+
+TEST_F(MainWindowTest, AWindowWriteOnAFullDiskSaysWhatToFreeAndLosesNothing) {
+  int64_t id = 0;
+  {
+    auto store = RunStore::open(db_.toStdString());
+    id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
+    store.set_tags(id, "before");
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  QStringList write_errors;
+  QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
+
+  {
+    test::FileSizeLimit full_disk(0);  // no file of this process may grow
+    w->store()->execute([id](RunStore& s) { s.set_tags(id, "while full"); });
+    w->store()->drain();
+  }
+
+  ASSERT_TRUE(pump_until([&] { return !write_errors.isEmpty(); }, 20));
+  EXPECT_TRUE(write_errors.front().contains("cannot be written")) << write_errors.front().toStdString();
+  EXPECT_TRUE(write_errors.front().contains("Free disk space on its drive")) << write_errors.front().toStdString();
+  EXPECT_TRUE(w->statusBar()->currentMessage().contains("Workspace: The workspace"));
+  // The window keeps working, the stored value is intact, and the next write lands.
+  w->pollNow();
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  EXPECT_EQ(RunStore::open(db_.toStdString()).run(id)->tags, "before");
+  w->store()->execute([id](RunStore& s) { s.set_tags(id, "after"); });
+  w->store()->drain();
+  EXPECT_EQ(RunStore::open(db_.toStdString()).run(id)->tags, "after");
+  EXPECT_EQ(write_errors.size(), 1);
+}
+
+TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowNorLosesItsWrites) {
+  int64_t id = 0;
+  {
+    auto store = RunStore::open(db_.toStdString());
+    id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  QStringList write_errors;
+  QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
+  int polls = 0;
+  QObject::connect(w.get(), &MainWindow::polled, w.get(), [&] { ++polls; });
+
+  // Another connection takes the write lock and keeps it.
+  auto other = RunStore::open(db_.toStdString());
+  other.database().exec("BEGIN IMMEDIATE");
+  other.database().exec("UPDATE runs SET notes = 'uncommitted' WHERE id = " + std::to_string(id));
+  // The window still reads (WAL readers never wait for the writer), on its store thread.
+  const int before = polls;
+  w->pollNow();
+  ASSERT_TRUE(pump_until([&] { return polls > before; }, 20));
+  // A write from the window waits SQLite's busy timeout, then says what happened; nothing changes.
+  w->store()->execute([id](RunStore& s) { s.set_tags(id, "while locked"); });
+  ASSERT_TRUE(pump_until([&] { return !write_errors.isEmpty(); }, 60));
+  EXPECT_TRUE(write_errors.front().contains("is locked: another program")) << write_errors.front().toStdString();
+  other.database().exec("COMMIT");
+  // Once the lock is gone the same write lands, beside the other program's change.
+  w->store()->execute([id](RunStore& s) { s.set_tags(id, "after the lock"); });
+  w->store()->drain();
+  const auto run = RunStore::open(db_.toStdString()).run(id);
+  EXPECT_EQ(run->tags, "after the lock");
+  EXPECT_EQ(run->notes, "uncommitted");
+  EXPECT_EQ(write_errors.size(), 1);
 }
