@@ -1,6 +1,7 @@
 #include "core/atomic_folder.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE
 #include <unistd.h>
 
 #include <cerrno>
@@ -100,12 +101,26 @@ void write_folder_atomically(const std::string& dir, const std::function<void(co
     throw Error(msg);
   }
   fault_point("checkpoint.marker_written");
-  fs::remove_all(old, ec);
-  if (fs::exists(target)) fs::rename(target, old);
-  fs::rename(tmp, target);
   const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  fs::remove_all(old, ec);
+  if (fs::exists(target)) {
+    // Replacing a folder: swap the two in one step where the file system can (Linux renameat2),
+    // so no crash leaves the name without a complete folder; the old one is then NAME.tmp.
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) {
+      sync_path(parent.string());
+      fs::remove_all(tmp, ec);
+      return;
+    }
+    fs::rename(target, old);  // elsewhere: two renames, through NAME.old
+  }
+  fs::rename(tmp, target);
   sync_path(parent.string());
   fs::remove_all(old, ec);
+}
+
+void require_complete_checkpoint(const std::string& dir, const std::string& advice) {
+  if (const std::string why = incomplete_reason(dir); !why.empty())
+    throw ModelFileError(dir + " is not a complete checkpoint: " + why + "; " + advice);
 }
 
 std::string incomplete_reason(const std::string& dir) {

@@ -30,6 +30,10 @@ void write_folder_atomically(const std::string& dir, const std::function<void(co
 // "" when dir holds a valid complete.json whose files all exist with their sizes.
 std::string incomplete_reason(const std::string& dir);
 
+// Throws ModelFileError "DIR is not a complete checkpoint: <reason>; <advice>" unless
+// incomplete_reason(dir) is empty.
+void require_complete_checkpoint(const std::string& dir, const std::string& advice);
+
 // True when dir looks like a folder this program wrote as a checkpoint (it has meta.json),
 // so it must carry the completion marker to be used.
 bool is_written_checkpoint(const std::string& dir);

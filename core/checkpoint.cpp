@@ -69,12 +69,7 @@ ModelShape read_model_config(const std::string& dir) {
 }
 
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn) {
-  if (is_written_checkpoint(dir)) {
-    const std::string why = incomplete_reason(dir);
-    if (!why.empty())
-      throw ModelFileError(dir + " is not a complete checkpoint: " + why +
-                           "; use an earlier checkpoint-<step> folder of the run");
-  }
+  if (is_written_checkpoint(dir)) require_complete_checkpoint(dir, "use an earlier checkpoint-<step> folder of the run");
   tune_allocator_for_tensors();
   CausalLM model(read_model_config(dir), /*init=*/false);
   for (auto& p : model->parameters()) advise_huge_pages(p.data_ptr(), p.nbytes());

@@ -860,9 +860,7 @@ struct Trainer::State {
     const fs::path ts = fs::path(dir) / "trainer_state";
     if (!fs::is_directory(ts))
       throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
-    if (const std::string why = incomplete_reason(dir); !why.empty())
-      throw ModelFileError(dir + " is not a complete checkpoint: " + why +
-                           "; resume from an earlier checkpoint-<step> folder of the run");
+    require_complete_checkpoint(dir, "resume from an earlier checkpoint-<step> folder of the run");
     policy->set_stored_dtype(load_model_weights(policy, dir, warn_sink()));
     auto state = read_json_file((ts / "state.json").string());
     try {

@@ -261,9 +261,14 @@ struct GenerationService::Impl {
       done.store(base + max_new);
       report(true);
       GenerationService* s = self;
-      post([s, m]() { Q_EMIT s->modelSampled(m); });
+      post([s, m]() { Q_EMIT s->modelSampled(m); });  // its turn ended, cut or complete: show it
     }
-    if (was_cancelled || outputs.isEmpty()) return outputs;
+    if (was_cancelled) {
+      // Cancelled at any point (even between two models): the request is cut short and nothing is scored.
+      for (auto& o : outputs) o.cancelled = true;
+      return outputs;
+    }
+    if (outputs.isEmpty()) return outputs;
 
     // Scoring in reverse order finds the most recently sampled models still in the cache.
     for (auto& o : outputs) o.logprob_under_each_model.assign(static_cast<size_t>(n_models), std::nan(""));

@@ -46,7 +46,7 @@ struct GenerationOutput {
   // cancelled before scoring. The response ends with EOS when the model stopped by itself.
   std::vector<double> logprob_under_each_model;
   double judge_score = -1;  // a built-in task's judge in [0,1]; -1 when no task made the prompt
-  bool cancelled = false;   // cut short by cancel()
+  bool cancelled = false;   // the request was cut short by cancel(): nothing scored, this text maybe cut
   QString error;
 };
 

@@ -26,7 +26,7 @@ RunStore& StoreWorker::checked_store() {
   try {
     if (!store_) store_ = std::make_unique<RunStore>(RunStore::open(db_path_.toStdString()));
     if (!store_->still_at_path())
-      throw Error("the workspace " + store_->path() +
+      throw Error("The workspace " + store_->path() +
                   " was deleted, moved or replaced while the window had it open. The window keeps showing what it "
                   "had read but cannot read or save anything more: put the file back, or open it where it is now "
                   "(ganpo-workbench --db FILE); nothing stored in it is lost");

@@ -178,17 +178,25 @@ int export_run_command(RunStore& store, const RunsArgs& args) {
     std::fprintf(stderr, "%lld rows\n", static_cast<long long>(n));
     return 0;
   }
-  // Written beside the target and renamed, so a failed export never leaves half a file.
+  // Written beside the target and renamed, so a failed export never leaves half a file: not the
+  // target, and not the .part file either (a damaged workspace, a full disk).
+  if (fs::is_directory(args.out))
+    throw Error("--out " + args.out + " is a folder; give the path of the file to write, e.g. " +
+                (fs::path(args.out) / "metrics.csv").string());
   const std::string tmp = args.out + ".part";
   int64_t n = 0;
-  {
+  try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw Error("cannot write " + args.out + "; check the folder exists and is writable");
     n = export_run(store, args.run_id, table, format, out);
     out.close();
-    if (!out) throw Error("writing " + args.out + " failed (disk full?)");
+    if (!out) throw Error("writing " + args.out + " failed; free disk space (df -h) and export again");
+    fs::rename(tmp, args.out);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw;
   }
-  fs::rename(tmp, args.out);
   std::printf("wrote %lld %s rows to %s\n", static_cast<long long>(n), args.table.c_str(), args.out.c_str());
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/text/utf8.h"
 
 namespace ganpo::text {
@@ -29,8 +30,11 @@ struct JsonPlace {
   }
 };
 
-// Short rendering of a JSON value for messages.
+// Short rendering of a JSON value for messages (dump() recurses once per level: a value nested
+// deeper than any real file is named, not printed).
 inline std::string json_excerpt(const nlohmann::json& j) {
+  if (j.is_structured() && json_nested_deeper_than(j, 32))
+    return j.is_array() ? "an array nested more than 32 levels deep" : "an object nested more than 32 levels deep";
   std::string s = j.dump();
   if (s.size() > 80) s = s.substr(0, 77) + "...";
   return s;

@@ -248,6 +248,15 @@ TEST_F(WorkerEndToEnd, RunsCommandsListShowTagExportDelete) {
   ASSERT_EQ(jsonl.exit_code, 0) << jsonl.output;
   EXPECT_NE(jsonl.output.find("\"policy\""), std::string::npos);
   EXPECT_EQ(run_cli("runs export 1 --format xlsx").exit_code, 1);
+  // A folder as --out is refused with an example, and nothing is written beside it.
+  const fs::path folder = dir_ / "exports";
+  fs::create_directories(folder);
+  auto into_folder = run_cli("runs export 1 --format csv --out " + folder.string());
+  EXPECT_EQ(into_folder.exit_code, 1) << into_folder.output;
+  EXPECT_NE(into_folder.output.find("is a folder; give the path of the file to write"), std::string::npos)
+      << into_folder.output;
+  EXPECT_FALSE(fs::exists(folder.string() + ".part"));
+  EXPECT_TRUE(fs::is_empty(folder));
 
   auto no_prompt = run_cli("runs delete 1 < /dev/null");
   EXPECT_EQ(no_prompt.exit_code, 2) << "without a terminal, delete needs --yes";

@@ -100,10 +100,12 @@ TEST(AtomicFolder, AFailedWriteLeavesThePreviousFolderAndNoTemporaryOne) {
   EXPECT_EQ(read_file(dir / "w.bin"), "old");
   EXPECT_EQ(incomplete_reason(dir.string()), "");
 
-  // Replacing a complete folder: the new one, nothing left beside it.
+  // Replacing a complete folder (swapped in one step): the new one, nothing left beside it.
   write_folder_atomically(dir.string(), [](const std::string& d) { write_file(fs::path(d) / "w.bin", "new"); });
   EXPECT_EQ(read_file(dir / "w.bin"), "new");
+  EXPECT_EQ(incomplete_reason(dir.string()), "");
   EXPECT_FALSE(fs::exists(dir.string() + ".old"));
+  EXPECT_FALSE(fs::exists(dir.string() + ".tmp"));
 }
 
 }  // namespace

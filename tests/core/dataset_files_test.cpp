@@ -12,21 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "tests/support/expect_contains.h"
 
 namespace ganpo {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// The CMake target links gtest without gmock, so this stands in for HasSubstr.
-::testing::AssertionResult Contains(const char* text_expr, const char* part_expr,
-                                    const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << text_expr << " does not contain " << part_expr
-                                       << "\n  text: " << text << "\n  part: " << part;
-}
-#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(Contains, text, part)
 
 // Every test gets its own folder so parallel ctest runs cannot see each other's files.
 class DatasetFilesTest : public ::testing::Test {

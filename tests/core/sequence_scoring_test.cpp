@@ -8,7 +8,7 @@
 namespace ganpo {
 namespace {
 
-constexpr int64_t kVocab = 300, kPad = 0;
+constexpr int64_t kScoringVocab = 300, kScoringPad = 0;
 
 CausalLM tiny_model() {
   ModelConfig c;
@@ -19,12 +19,12 @@ CausalLM tiny_model() {
   c.n_heads = 4;
   c.max_seq_len = 64;
   torch::manual_seed(3);
-  return CausalLM(resolve_model_shape(c, kVocab));
+  return CausalLM(resolve_model_shape(c, kScoringVocab));
 }
 
 std::vector<int64_t> ids(int64_t start, int64_t n) {
   std::vector<int64_t> v;
-  for (int64_t i = 0; i < n; ++i) v.push_back(1 + (start + 7 * i) % (kVocab - 1));
+  for (int64_t i = 0; i < n; ++i) v.push_back(1 + (start + 7 * i) % (kScoringVocab - 1));
   return v;
 }
 
@@ -34,7 +34,7 @@ TEST(SequenceScoring, HeadFromTheFirstResponseEqualsTheFullForward) {
   auto model = tiny_model();
   TokenizedPair a{ids(1, 9), ids(50, 4), ids(60, 6)};
   TokenizedPair b{ids(2, 5), ids(70, 7), ids(80, 2)};
-  auto batch = collate_pairs({&a, &b}, kPad, torch::kCPU).sequences;
+  auto batch = collate_pairs({&a, &b}, kScoringPad, torch::kCPU).sequences;
   ASSERT_EQ(batch.first_response, 5);
 
   auto scored = score_sequences(model, batch);
@@ -57,7 +57,7 @@ TEST(SequenceScoring, HeadFromTheFirstResponseEqualsTheFullForward) {
 TEST(SequenceScoring, EmptyPromptScoresFromTheStart) {
   auto model = tiny_model();
   TokenizedSft row{{}, ids(5, 6)};
-  auto batch = collate_sft({&row}, kPad, torch::kCPU);
+  auto batch = collate_sft({&row}, kScoringPad, torch::kCPU);
   ASSERT_EQ(batch.first_response, 0);
   auto scored = score_sequences(model, batch);
   EXPECT_EQ(scored.out.logits_from, 0);

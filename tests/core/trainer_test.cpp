@@ -26,19 +26,12 @@
 #include "core/tasks/task.h"
 #include "core/run_observer.h"
 #include "core/tokenizer.h"
+#include "tests/support/expect_contains.h"
 
 namespace ganpo {
 namespace {
 
 namespace fs = std::filesystem;
-
-::testing::AssertionResult Contains(const char* text_expr, const char* part_expr, const std::string& text,
-                                    const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << text_expr << " does not contain " << part_expr << "\n  text: " << text
-                                       << "\n  part: " << part;
-}
-#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(Contains, text, part)
 
 // Records everything the trainer reports.
 class Collector : public RunObserver {

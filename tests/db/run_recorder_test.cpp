@@ -16,7 +16,7 @@
 
 #include "core/error.h"
 #include "db/sqlite_handle.h"
-#include "tests/core/file_size_limit.h"
+#include "tests/support/file_size_limit.h"
 
 namespace fs = std::filesystem;
 using ganpo::ControlCommand;

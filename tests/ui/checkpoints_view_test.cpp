@@ -290,13 +290,12 @@ TEST_F(GenerationServiceTest, CancelReturnsPartialResultQuickly) {
     EXPECT_EQ(o.prompt_index, i % 48);
     EXPECT_TRUE(o.logprob_under_each_model.empty()) << "cut before scoring finished: no scores";
     EXPECT_LE(o.tokens, 180);
-    EXPECT_EQ(o.cancelled, out.outputs[(i / 48) * 48].cancelled) << "one model's outputs share one fate";
+    // Cut in a model, between the two or in scoring: the request was cut short, so every output
+    // says so (and the view says "Cancelled", not "48 output(s)").
+    EXPECT_TRUE(o.cancelled) << "output " << i << " of " << models_sampled << " model(s)";
   }
   // The first model's turn ended (cut or complete), so its columns were told to fill in.
   EXPECT_TRUE(sampled_one);
-  // Both models sampled: the cut fell in the second one or in scoring, and marks its outputs.
-  // (One model: cut in it, marked, or between the two, complete and unmarked; both unscored.)
-  EXPECT_TRUE(models_sampled == 1 || out.outputs.back().cancelled);
   // The service is usable again.
   out.done = false;
   req.prompts = {QStringLiteral("hi")};

@@ -26,7 +26,7 @@
 #include "core/study_spec.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
-#include "tests/core/file_size_limit.h"
+#include "tests/support/file_size_limit.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
 #include "ui/new_run_dialog.h"
@@ -46,7 +46,7 @@ namespace {
 
 // Pumps the event loop until ready() or the guard runs out (a guard against hangs, not a timing
 // assertion).
-bool pump_until(const std::function<bool()>& ready, int seconds = 120) {
+bool pump_seconds_until(const std::function<bool()>& ready, int seconds = 120) {
   QElapsedTimer t;
   t.start();
   while (t.elapsed() < seconds * 1000) {
@@ -200,7 +200,7 @@ TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
     store.set_tags(id, "baseline");
   }
   auto w = window();
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
   EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(1)), "dpo+ganpo");
   EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(2)), "dpo");
   w->runProxy()->setFilterText("beta>0.05");
@@ -213,10 +213,10 @@ TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
   EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "alpha");
   // A change made elsewhere (another process) shows up in place.
   RunStore::open(db_.toStdString()).set_status(1, RunStatus::stopped);
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, 1).status == RunStatus::stopped; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, 1).status == RunStatus::stopped; }, 20));
   // A deletion elsewhere removes the row.
   RunStore::open(db_.toStdString()).delete_run(2);
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
 }
 
 TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
@@ -246,17 +246,17 @@ TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
   });
   w->openNewRunDialog();
   ASSERT_TRUE(*dialog_seen);
-  ASSERT_TRUE(pump_until([&] { return id > 0; }, 20));
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::running; }, 120))
+  ASSERT_TRUE(pump_seconds_until([&] { return id > 0; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, id).status == RunStatus::running; }, 120))
       << "status " << to_string(row_of(*w, id).status) << " " << row_of(*w, id).error;
   EXPECT_EQ(row_of(*w, id).name, "flow");
   RunTab* tab = w->runTab(id);
   ASSERT_NE(tab, nullptr);
-  ASSERT_TRUE(pump_until([&] { return tab->dashboard()->pointsLoaded() > 0; }, 120)) << "points on the dashboard";
+  ASSERT_TRUE(pump_seconds_until([&] { return tab->dashboard()->pointsLoaded() > 0; }, 120)) << "points on the dashboard";
   const int64_t first = tab->dashboard()->pointsLoaded();
-  ASSERT_TRUE(pump_until([&] { return tab->dashboard()->pointsLoaded() > first; }, 60)) << "and more arrive live";
+  ASSERT_TRUE(pump_seconds_until([&] { return tab->dashboard()->pointsLoaded() > first; }, 60)) << "and more arrive live";
   w->sendControl(id, "stop");
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::stopped; }, 120));
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, id).status == RunStatus::stopped; }, 120));
   auto store = RunStore::open(db_.toStdString());
   const auto checkpoints = store.checkpoints(id);
   ASSERT_FALSE(checkpoints.empty());
@@ -291,9 +291,9 @@ TEST_F(MainWindowTest, APipelineRunsItsStagesInOrderAndOpensEachTab) {
   int64_t study = -1;
   QObject::connect(w.get(), &MainWindow::studyCreated, [&](qint64 id) { study = id; });
   w->createAndStartRun(c);
-  ASSERT_TRUE(pump_until([&] { return study > 0; }, 20));
-  ASSERT_TRUE(pump_until([&] { return w->runTab(1) != nullptr; }, 20)) << "the first stage's tab opens at once";
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, 2).status == RunStatus::completed; }, 120))
+  ASSERT_TRUE(pump_seconds_until([&] { return study > 0; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runTab(1) != nullptr; }, 20)) << "the first stage's tab opens at once";
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, 2).status == RunStatus::completed; }, 120))
       << "run 1 " << to_string(row_of(*w, 1).status) << " " << row_of(*w, 1).error << "; run 2 "
       << to_string(row_of(*w, 2).status) << " " << row_of(*w, 2).error;
   EXPECT_EQ(row_of(*w, 1).status, RunStatus::completed);
@@ -318,7 +318,7 @@ TEST_F(MainWindowTest, NewStudyFromARunQueuesAndRunsIt) {
     base_id = RunService(store).create(base);
   }
   auto w = window();
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->entry(base_id) != nullptr; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->entry(base_id) != nullptr; }, 20));
   int64_t study = -1;
   QObject::connect(w.get(), &MainWindow::studyCreated, [&](qint64 id) { study = id; });
   const auto dialog_seen = when_modal<StudyDialog>(w.get(), [&](StudyDialog* dialog) {
@@ -330,12 +330,12 @@ TEST_F(MainWindowTest, NewStudyFromARunQueuesAndRunsIt) {
     dialog->accept();
   });
   w->openStudyDialog(base_id);
-  ASSERT_TRUE(pump_until([&] { return *dialog_seen && study > 0; }, 20));
-  ASSERT_TRUE(pump_until([&] { return w->findChild<StudyView*>() != nullptr; }, 20)) << "its Study tab opens";
+  ASSERT_TRUE(pump_seconds_until([&] { return *dialog_seen && study > 0; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->findChild<StudyView*>() != nullptr; }, 20)) << "its Study tab opens";
   RunStore store = RunStore::open(db_.toStdString());
   const auto ids = study_run_ids(store, study);
   ASSERT_EQ(ids.size(), 2u);
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, ids[1]).status == RunStatus::completed; }, 120))
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, ids[1]).status == RunStatus::completed; }, 120))
       << to_string(row_of(*w, ids[0]).status) << " / " << to_string(row_of(*w, ids[1]).status);
   EXPECT_EQ(row_of(*w, ids[0]).status, RunStatus::completed);
   EXPECT_EQ(row_of(*w, base_id).status, RunStatus::queued) << "the base run itself is untouched";
@@ -348,20 +348,20 @@ TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
   QString finished_status;
   QObject::connect(w.get(), &MainWindow::runFinished, [&](qint64, const QString& s) { finished_status = s; });
   w->createAndStartRun(long_run("doomed"));
-  ASSERT_TRUE(pump_until([&] { return id > 0 && row_of(*w, id).status == RunStatus::running && row_of(*w, id).worker_pid; }, 120));
+  ASSERT_TRUE(pump_seconds_until([&] { return id > 0 && row_of(*w, id).status == RunStatus::running && row_of(*w, id).worker_pid; }, 120));
   const pid_t pid = static_cast<pid_t>(*row_of(*w, id).worker_pid);
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, id).status == RunStatus::failed; }, 60));
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, id).status == RunStatus::failed; }, 60));
   EXPECT_NE(row_of(*w, id).error.find("stopped without reporting"), std::string::npos) << row_of(*w, id).error;
   EXPECT_EQ(finished_status, "failed") << "the window announced it";
   EXPECT_TRUE(w->isVisible());
   // Still working: another run starts and runs.
   w->createAndStartRun(long_run("after"));
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
   const int64_t second = id;
-  ASSERT_TRUE(pump_until([&] { return row_of(*w, second).status == RunStatus::running; }, 120));
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, second).status == RunStatus::running; }, 120));
   w->close();  // close choice: stop runs
-  ASSERT_TRUE(pump_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == RunStatus::stopped; }, 120));
+  ASSERT_TRUE(pump_seconds_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == RunStatus::stopped; }, 120));
 }
 
 TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
@@ -375,7 +375,7 @@ TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
   StudyView* view = w->openStudyTab(study);
   ASSERT_NE(view, nullptr);
   EXPECT_EQ(w->openStudyTab(study), view) << "the open tab is brought forward, not a second one";
-  ASSERT_TRUE(pump_until([&] { return view->isLoaded(); }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return view->isLoaded(); }, 20));
   EXPECT_EQ(view->runsTable()->rowCount(), 2);
   EXPECT_EQ(view->armsTable()->rowCount(), 2);
 }
@@ -387,7 +387,7 @@ TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIs
     id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
   }
   auto w = window();
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
   int announced = 0;
   QObject::connect(w->store(), &StoreWorker::workspaceProblemChanged, w.get(),
                    [&](const QString& problem) { announced += problem.isEmpty() ? 0 : 1; });
@@ -403,7 +403,7 @@ TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIs
     w->store()->drain();
     QCoreApplication::processEvents();
   }
-  ASSERT_TRUE(pump_until([&] { return !w->workspaceProblem().isEmpty(); }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return !w->workspaceProblem().isEmpty(); }, 20));
   EXPECT_TRUE(w->workspaceProblem().contains("was deleted, moved or replaced while the window had it open"))
       << w->workspaceProblem().toStdString();
   EXPECT_TRUE(w->workspaceProblem().contains("put the file back")) << w->workspaceProblem().toStdString();
@@ -413,13 +413,13 @@ TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIs
 
   // A write now is refused with the reason: it would land in a file nobody will open again.
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "lost"); });
-  ASSERT_TRUE(pump_until([&] { return !write_errors.isEmpty(); }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors.isEmpty(); }, 20));
   EXPECT_TRUE(write_errors.front().contains("deleted, moved or replaced")) << write_errors.front().toStdString();
 
   // Put back: the window says it can use it again, and writes land.
   fs::rename(moved, path);
   w->pollNow();
-  ASSERT_TRUE(pump_until([&] { return w->workspaceProblem().isEmpty(); }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->workspaceProblem().isEmpty(); }, 20));
   EXPECT_EQ(announced, 1);
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "kept"); });
   w->store()->drain();
@@ -435,7 +435,7 @@ TEST_F(MainWindowTest, AWindowWriteOnAFullDiskSaysWhatToFreeAndLosesNothing) {
     store.set_tags(id, "before");
   }
   auto w = window();
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
   QStringList write_errors;
   QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
 
@@ -445,13 +445,13 @@ TEST_F(MainWindowTest, AWindowWriteOnAFullDiskSaysWhatToFreeAndLosesNothing) {
     w->store()->drain();
   }
 
-  ASSERT_TRUE(pump_until([&] { return !write_errors.isEmpty(); }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors.isEmpty(); }, 20));
   EXPECT_TRUE(write_errors.front().contains("cannot be written")) << write_errors.front().toStdString();
   EXPECT_TRUE(write_errors.front().contains("Free disk space on its drive")) << write_errors.front().toStdString();
   EXPECT_TRUE(w->statusBar()->currentMessage().contains("Workspace: The workspace"));
   // The window keeps working, the stored value is intact, and the next write lands.
   w->pollNow();
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
   EXPECT_EQ(RunStore::open(db_.toStdString()).run(id)->tags, "before");
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "after"); });
   w->store()->drain();
@@ -466,7 +466,7 @@ TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowN
     id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
   }
   auto w = window();
-  ASSERT_TRUE(pump_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
   QStringList write_errors;
   QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
   int polls = 0;
@@ -479,10 +479,10 @@ TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowN
   // The window still reads (WAL readers never wait for the writer), on its store thread.
   const int before = polls;
   w->pollNow();
-  ASSERT_TRUE(pump_until([&] { return polls > before; }, 20));
+  ASSERT_TRUE(pump_seconds_until([&] { return polls > before; }, 20));
   // A write from the window waits SQLite's busy timeout, then says what happened; nothing changes.
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "while locked"); });
-  ASSERT_TRUE(pump_until([&] { return !write_errors.isEmpty(); }, 60));
+  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors.isEmpty(); }, 60));
   EXPECT_TRUE(write_errors.front().contains("is locked: another program")) << write_errors.front().toStdString();
   other.database().exec("COMMIT");
   // Once the lock is gone the same write lands, beside the other program's change.

@@ -16,20 +16,12 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "tests/support/expect_contains.h"
 
 namespace ganpo {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The CMake target links gtest without gmock, so this stands in for HasSubstr.
-::testing::AssertionResult Contains(const char* text_expr, const char* part_expr,
-                                    const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << text_expr << " does not contain " << part_expr
-                                       << "\n  text: " << text << "\n  part: " << part;
-}
-#define EXPECT_CONTAINS(text, part) EXPECT_PRED_FORMAT2(Contains, text, part)
 
 std::string le64(uint64_t n) {
   std::string s(8, '\0');

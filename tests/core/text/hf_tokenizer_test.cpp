@@ -647,6 +647,26 @@ TEST(HfTokenizerBadFiles, NotJson) {
   }
 }
 
+TEST(HfTokenizerBadFiles, AComponentNestedAHundredThousandLevelsDeepIsNamedNotPrinted) {
+  // Printing such a value in the message (dump() recurses per level) used to overflow the stack.
+  json t = byte_level_tokenizer();
+  t["normalizer"] = "DEEP";
+  std::string text = t.dump();
+  const size_t at = text.find("\"DEEP\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 6, std::string(100000, '[') + std::string(100000, ']'));
+  TempDir dir;
+  dir.write("tokenizer.json", text);
+  try {
+    HfTokenizer::from_folder(dir.path());
+    ADD_FAILURE() << "no error for a normalizer that is not an object";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("expected an object, found an array nested more than 32 levels deep"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(HfTokenizerBadFiles, MissingFolderOrFile) {
   EXPECT_THROW(HfTokenizer::from_folder("/nonexistent/folder"), ModelFileError);
   TempDir dir;
