@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/run_files.h"
 #include "core/fault_points.h"
 
 namespace fs = std::filesystem;
@@ -71,12 +72,7 @@ void write_folder_atomically(const std::string& dir, const std::function<void(co
     fault_point("checkpoint.files_written");
     sync_tree(tmp);
     const nlohmann::json marker = {{"format", 1}, {"files", file_sizes(tmp)}};
-    {
-      std::ofstream out(tmp / kCompleteMarker, std::ios::binary);
-      out << marker.dump(1) << "\n";
-      out.flush();
-      if (!out) throw Error("cannot write " + (tmp / kCompleteMarker).string());
-    }
+    write_text_file((tmp / kCompleteMarker).string(), marker.dump(1) + "\n");
     sync_path((tmp / kCompleteMarker).string());
     sync_path(tmp.string());
   } catch (const std::exception& e) {

@@ -15,14 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${1:-20}
 STEPS=${2:-300}
-GANPO=$PWD/build/release/app/ganpo
-[[ -x $GANPO ]] || { echo "build first: cmake --preset release && cmake --build --preset release" >&2; exit 2; }
-command -v sqlite3 >/dev/null || { echo "needs the sqlite3 command (apt-get install sqlite3)" >&2; exit 2; }
-WORK=$(mktemp -d /tmp/ganpo-kill-soak.XXXXXX)
-export XDG_DATA_HOME=$WORK/xdg
+source packaging/soak-common.sh
+soak_setup kill-soak
 echo "kill soak in $WORK: $KILLS kills over $STEPS steps"
 
-source packaging/tiny-run-config.sh
 config() {  # name -> config file
   tiny_run_config "$1" "$WORK/$1.toml" "$WORK/$1" "$STEPS" 10
   echo "$WORK/$1.toml"

@@ -9,13 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HOLD=${1:-30}
 STEPS=${2:-400}
-GANPO=$PWD/build/release/app/ganpo
-[[ -x $GANPO ]] || { echo "build first: cmake --preset release && cmake --build --preset release" >&2; exit 2; }
-command -v sqlite3 >/dev/null || { echo "needs the sqlite3 command (apt-get install sqlite3)" >&2; exit 2; }
-WORK=$(mktemp -d /tmp/ganpo-lock-check.XXXXXX)
+source packaging/soak-common.sh
+soak_setup lock-check
 DB=$WORK/workspace.sqlite
-export XDG_DATA_HOME=$WORK/xdg
-source packaging/tiny-run-config.sh
 tiny_run_config locked "$WORK/run.toml" "$WORK/run" "$STEPS" 100
 q() { sqlite3 "$DB" "$1"; }
 recorded() { q "SELECT COALESCE(MAX(step), 0) FROM metrics WHERE key = 'loss'" 2>/dev/null || echo 0; }

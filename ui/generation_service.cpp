@@ -263,20 +263,19 @@ struct GenerationService::Impl {
       GenerationService* s = self;
       post([s, m]() { Q_EMIT s->modelSampled(m); });  // its turn ended, cut or complete: show it
     }
-    if (was_cancelled) {
-      // Cancelled at any point (even between two models): the request is cut short and nothing is scored.
-      for (auto& o : outputs) o.cancelled = true;
+    // Cancelled at any point (in a model, between two, or while scoring): the request is cut
+    // short, every output says so and none keeps a score.
+    auto cut_short = [&outputs] {
+      for (auto& o : outputs) o.logprob_under_each_model.clear(), o.cancelled = true;
       return outputs;
-    }
+    };
+    if (was_cancelled) return cut_short();
     if (outputs.isEmpty()) return outputs;
 
     // Scoring in reverse order finds the most recently sampled models still in the cache.
     for (auto& o : outputs) o.logprob_under_each_model.assign(static_cast<size_t>(n_models), std::nan(""));
     for (int m = n_models - 1; m >= 0; --m) {
-      if (cancel.load()) {
-        for (auto& o : outputs) o.logprob_under_each_model.clear(), o.cancelled = true;
-        return outputs;
-      }
+      if (cancel.load()) return cut_short();
       auto model = load(req.model_dirs[m], device);
       score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
       done.fetch_add(1);

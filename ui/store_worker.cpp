@@ -29,7 +29,7 @@ RunStore& StoreWorker::checked_store() {
       throw Error("The workspace " + store_->path() +
                   " was deleted, moved or replaced while the window had it open. The window keeps showing what it "
                   "had read but cannot read or save anything more: put the file back, or open it where it is now "
-                  "(ganpo-workbench --db FILE); nothing stored in it is lost");
+                  "(ganpo-workbench --db FILE); nothing stored in it is lost.");
   } catch (const std::exception& e) {
     set_problem(QString::fromStdString(e.what()));
     throw;

@@ -111,6 +111,18 @@ protected:
     return c;
   }
 
+  // A queued run "alpha" stored in the workspace before the window opens; its id.
+  int64_t stored_run() {
+    return RunStore::open(db_.toStdString()).create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
+  }
+
+  // Collects what the window's store worker reports as errors (its writes that failed).
+  static std::shared_ptr<QStringList> write_errors_of(MainWindow& w) {
+    auto errors = std::make_shared<QStringList>();
+    QObject::connect(w.store(), &StoreWorker::errorOccurred, &w, [errors](const QString& m) { *errors << m; });
+    return errors;
+  }
+
   std::unique_ptr<MainWindow> window() {
     auto w = std::make_unique<MainWindow>(db_);
     w->launcher()->setWorkerProgram(GANPO_CLI_PATH);
@@ -381,18 +393,13 @@ TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
 }
 
 TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIsPutBack) {
-  int64_t id = 0;
-  {
-    auto store = RunStore::open(db_.toStdString());
-    id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
-  }
+  const int64_t id = stored_run();
   auto w = window();
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
   int announced = 0;
   QObject::connect(w->store(), &StoreWorker::workspaceProblemChanged, w.get(),
                    [&](const QString& problem) { announced += problem.isEmpty() ? 0 : 1; });
-  QStringList write_errors;
-  QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
+  const auto write_errors = write_errors_of(*w);
 
   // Moved away while open (a sync tool, a cleanup): the window says so once, however often it polls.
   const fs::path path = db_.toStdString();
@@ -413,8 +420,8 @@ TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIs
 
   // A write now is refused with the reason: it would land in a file nobody will open again.
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "lost"); });
-  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors.isEmpty(); }, 20));
-  EXPECT_TRUE(write_errors.front().contains("deleted, moved or replaced")) << write_errors.front().toStdString();
+  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors->isEmpty(); }, 20));
+  EXPECT_TRUE(write_errors->front().contains("deleted, moved or replaced")) << write_errors->front().toStdString();
 
   // Put back: the window says it can use it again, and writes land.
   fs::rename(moved, path);
@@ -424,20 +431,15 @@ TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIs
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "kept"); });
   w->store()->drain();
   EXPECT_EQ(RunStore::open(db_.toStdString()).run(id)->tags, "kept");
-  EXPECT_EQ(write_errors.size(), 1);
+  EXPECT_EQ(write_errors->size(), 1);
 }
 
 TEST_F(MainWindowTest, AWindowWriteOnAFullDiskSaysWhatToFreeAndLosesNothing) {
-  int64_t id = 0;
-  {
-    auto store = RunStore::open(db_.toStdString());
-    id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
-    store.set_tags(id, "before");
-  }
+  const int64_t id = stored_run();
+  RunStore::open(db_.toStdString()).set_tags(id, "before");
   auto w = window();
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
-  QStringList write_errors;
-  QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
+  const auto write_errors = write_errors_of(*w);
 
   {
     test::FileSizeLimit full_disk(0);  // no file of this process may grow
@@ -445,9 +447,9 @@ TEST_F(MainWindowTest, AWindowWriteOnAFullDiskSaysWhatToFreeAndLosesNothing) {
     w->store()->drain();
   }
 
-  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors.isEmpty(); }, 20));
-  EXPECT_TRUE(write_errors.front().contains("cannot be written")) << write_errors.front().toStdString();
-  EXPECT_TRUE(write_errors.front().contains("Free disk space on its drive")) << write_errors.front().toStdString();
+  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors->isEmpty(); }, 20));
+  EXPECT_TRUE(write_errors->front().contains("cannot be written")) << write_errors->front().toStdString();
+  EXPECT_TRUE(write_errors->front().contains("Free disk space on its drive")) << write_errors->front().toStdString();
   EXPECT_TRUE(w->statusBar()->currentMessage().contains("Workspace: The workspace"));
   // The window keeps working, the stored value is intact, and the next write lands.
   w->pollNow();
@@ -456,19 +458,14 @@ TEST_F(MainWindowTest, AWindowWriteOnAFullDiskSaysWhatToFreeAndLosesNothing) {
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "after"); });
   w->store()->drain();
   EXPECT_EQ(RunStore::open(db_.toStdString()).run(id)->tags, "after");
-  EXPECT_EQ(write_errors.size(), 1);
+  EXPECT_EQ(write_errors->size(), 1);
 }
 
 TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowNorLosesItsWrites) {
-  int64_t id = 0;
-  {
-    auto store = RunStore::open(db_.toStdString());
-    id = store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
-  }
+  const int64_t id = stored_run();
   auto w = window();
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
-  QStringList write_errors;
-  QObject::connect(w->store(), &StoreWorker::errorOccurred, w.get(), [&](const QString& m) { write_errors << m; });
+  const auto write_errors = write_errors_of(*w);
   int polls = 0;
   QObject::connect(w.get(), &MainWindow::polled, w.get(), [&] { ++polls; });
 
@@ -482,8 +479,8 @@ TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowN
   ASSERT_TRUE(pump_seconds_until([&] { return polls > before; }, 20));
   // A write from the window waits SQLite's busy timeout, then says what happened; nothing changes.
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "while locked"); });
-  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors.isEmpty(); }, 60));
-  EXPECT_TRUE(write_errors.front().contains("is locked: another program")) << write_errors.front().toStdString();
+  ASSERT_TRUE(pump_seconds_until([&] { return !write_errors->isEmpty(); }, 60));
+  EXPECT_TRUE(write_errors->front().contains("is locked: another program")) << write_errors->front().toStdString();
   other.database().exec("COMMIT");
   // Once the lock is gone the same write lands, beside the other program's change.
   w->store()->execute([id](RunStore& s) { s.set_tags(id, "after the lock"); });
@@ -491,5 +488,5 @@ TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowN
   const auto run = RunStore::open(db_.toStdString()).run(id);
   EXPECT_EQ(run->tags, "after the lock");
   EXPECT_EQ(run->notes, "uncommitted");
-  EXPECT_EQ(write_errors.size(), 1);
+  EXPECT_EQ(write_errors->size(), 1);
 }
