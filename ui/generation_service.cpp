@@ -1,8 +1,6 @@
 #include "ui/generation_service.h"
 
 #include <QFileInfo>
-#include <QMetaObject>
-#include <QPointer>
 
 #include <algorithm>
 #include <atomic>
@@ -23,6 +21,7 @@
 #include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
 #include "core/trainer.h"
+#include "ui/thread_inbox.h"
 
 namespace ganpo::ui {
 namespace {
@@ -132,10 +131,10 @@ struct GenerationService::Impl {
     }
   }
 
-  template <class F>
-  void post(F&& f) {
-    QMetaObject::invokeMethod(self, std::forward<F>(f), Qt::QueuedConnection);
-  }
+  // Results and progress go back to the service's thread through this inbox (see thread_inbox.h).
+  ThreadInbox inbox;
+
+  void post(std::function<void()> f) { inbox.post(std::move(f)); }
 
   void run(GenerationRequest req) {
     QVector<GenerationOutput> outputs;

@@ -350,15 +350,14 @@ std::vector<int64_t> MainWindow::activeRunIds() const {
 void MainWindow::updateActions() {
   const auto id = currentRunId();
   const RunListEntry* e = id ? model_->entry(*id) : nullptr;
-  const std::optional<RunStatus> status = e ? std::optional<RunStatus>(e->row.status) : std::nullopt;
   const bool attached = e && worker_attached(e->row);
-  const bool paused = status == RunStatus::paused;
-  start_->setEnabled(e && !attached && status != RunStatus::completed);
-  pause_->setEnabled(status && is_active(*status));
+  const bool paused = e && e->row.status == RunStatus::paused;
+  start_->setEnabled(e && !attached && e->row.status != RunStatus::completed);
+  pause_->setEnabled(e && is_active(e->row.status));
   pause_->setText(paused ? "Resume" : "Pause");
   pause_->setIcon(style()->standardIcon(paused ? QStyle::SP_MediaPlay : QStyle::SP_MediaPause));
   stop_->setEnabled(attached);
-  sample_->setEnabled(status == RunStatus::running);
+  sample_->setEnabled(e && e->row.status == RunStatus::running);
   clone_->setEnabled(e != nullptr);
   compare_->setEnabled(table_->selectionModel()->selectedRows().size() >= 2);
 }

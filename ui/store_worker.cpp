@@ -1,25 +1,37 @@
 #include "ui/store_worker.h"
 
-#include <QSemaphore>
+#include <future>
 
 #include "core/error.h"
 #include "db/sqlite_handle.h"
 
 namespace ganpo::ui {
 
-StoreWorker::StoreWorker(QString db_path, QObject* parent) : QObject(parent), db_path_(std::move(db_path)) {
-  thread_.setObjectName("run-store");
-  runner_ = new QObject;
-  runner_->moveToThread(&thread_);
-  connect(&thread_, &QThread::finished, runner_, &QObject::deleteLater);
-  thread_.start();
-}
+StoreWorker::StoreWorker(QString db_path, QObject* parent)
+    : QObject(parent), db_path_(std::move(db_path)), thread_([this] { run_jobs(); }) {}
 
 StoreWorker::~StoreWorker() {
-  // The connection is closed on the thread that used it.
-  QMetaObject::invokeMethod(runner_, [this] { store_.reset(); }, Qt::BlockingQueuedConnection);
-  thread_.quit();
-  thread_.wait();
+  {
+    std::lock_guard<std::mutex> lock(jobs_mutex_);
+    stopping_ = true;  // jobs already queued still run (a write the user asked for is kept)
+  }
+  jobs_cv_.notify_one();
+  thread_.join();
+}
+
+void StoreWorker::run_jobs() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lock(jobs_mutex_);
+      jobs_cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) break;  // stopping, and nothing left to run
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+  store_.reset();  // the connection is closed on the thread that used it
 }
 
 RunStore& StoreWorker::checked_store() {
@@ -41,7 +53,7 @@ RunStore& StoreWorker::checked_store() {
 void StoreWorker::set_problem(const QString& problem) {
   if (problem == problem_) return;
   problem_ = problem;
-  Q_EMIT workspaceProblemChanged(problem);
+  inbox_.post([this, problem] { Q_EMIT workspaceProblemChanged(problem); });
 }
 
 QString StoreWorker::explain(const std::exception& e) const {
@@ -57,7 +69,11 @@ QString StoreWorker::explain(const std::exception& e) const {
 }
 
 void StoreWorker::post(std::function<void()> job) {
-  QMetaObject::invokeMethod(runner_, std::move(job), Qt::QueuedConnection);
+  {
+    std::lock_guard<std::mutex> lock(jobs_mutex_);
+    jobs_.push_back(std::move(job));
+  }
+  jobs_cv_.notify_one();
 }
 
 void StoreWorker::execute(std::function<void(RunStore&)> fn) {
@@ -65,15 +81,15 @@ void StoreWorker::execute(std::function<void(RunStore&)> fn) {
     try {
       fn(checked_store());
     } catch (const std::exception& e) {
-      Q_EMIT errorOccurred(explain(e));
+      inbox_.post([this, error = explain(e)] { Q_EMIT errorOccurred(error); });
     }
   });
 }
 
 void StoreWorker::drain() {
-  QSemaphore done;
-  QMetaObject::invokeMethod(runner_, [&done] { done.release(); }, Qt::QueuedConnection);
-  done.acquire();
+  std::promise<void> done;
+  post([&done] { done.set_value(); });
+  done.get_future().wait();
 }
 
 }  // namespace ganpo::ui
