@@ -8,6 +8,7 @@
 #include "core/json_depth.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
+#include "core/model/lora_adapter.h"
 #include "core/model/safetensors.h"
 #include "core/run_files.h"
 
@@ -79,6 +80,16 @@ CausalLM load_model(const std::string& dir, const std::function<void(const std::
 
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
                               const std::function<void(const std::string&)>& warn) {
+  if (is_peft_adapter_folder(dir)) {
+    // A PEFT adapter folder: its base model, with the adapters on.
+    const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
+    LoadedModel out = load_model_folder(adapter.base_model, torch::kCPU, warn);
+    out.model->add_lora(adapter.spec);
+    load_peft_adapter_weights(out.model, dir);
+    out.model->to(device);
+    out.model->eval();
+    return out;
+  }
   LoadedModel out;
   out.model = load_model(dir, warn);
   out.shape = out.model->shape();

@@ -49,6 +49,8 @@ struct Field {
   Field { "", #member, [](RunConfig& c) -> FieldRef { return &c.member; } }
 #define GANPO_FIELD(section, member) \
   Field { #section, #member, [](RunConfig& c) -> FieldRef { return &c.section.member; } }
+#define GANPO_SUBFIELD(section, sub, member) \
+  Field { #section "." #sub, #member, [](RunConfig& c) -> FieldRef { return &c.section.sub.member; } }
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> registry = {
@@ -71,6 +73,10 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(model, reference),
       GANPO_FIELD(model, save_dtype),
       GANPO_FIELD(model, max_shard_mb),
+      GANPO_SUBFIELD(model, lora, r),
+      GANPO_SUBFIELD(model, lora, alpha),
+      GANPO_SUBFIELD(model, lora, dropout),
+      GANPO_SUBFIELD(model, lora, target_modules),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -115,6 +121,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, adam_beta2),
       GANPO_FIELD(train, adam_epsilon),
       GANPO_FIELD(train, precision),
+      GANPO_FIELD(train, gradient_checkpointing),
       GANPO_FIELD(train, logging_steps),
       GANPO_FIELD(train, eval_steps),
       GANPO_FIELD(train, save_steps),
@@ -140,10 +147,13 @@ const std::vector<Field>& fields() {
 
 #undef GANPO_TOP
 #undef GANPO_FIELD
+#undef GANPO_SUBFIELD
 
-// Section order is the order tables are written in.
+// Section order is the order tables are written in. A section may sit inside another
+// ("model.lora" is the table [model.lora], the object {"model": {"lora": {...}}}).
 const std::vector<std::string>& sections() {
-  static const std::vector<std::string> names = {"model", "data", "objective", "ganpo", "train", "sampling", "eval"};
+  static const std::vector<std::string> names = {"model", "model.lora", "data", "objective", "ganpo",
+                                                 "train", "sampling", "eval"};
   return names;
 }
 
@@ -151,6 +161,9 @@ bool is_section(std::string_view name) {
   const auto& s = sections();
   return std::find(s.begin(), s.end(), name) != s.end();
 }
+
+// A table at the top of a file ("model", not "model.lora", which sits inside [model]).
+bool is_top_section(std::string_view name) { return is_section(name) && name.find('.') == std::string_view::npos; }
 
 const Field* find_field(std::string_view section, std::string_view key) {
   for (const Field& f : fields())
@@ -292,7 +305,8 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
 
 std::vector<std::string> top_level_names() {
   std::vector<std::string> names = keys_of("");
-  for (const auto& s : sections()) names.push_back(s);
+  for (const auto& s : sections())
+    if (is_top_section(s)) names.push_back(s);
   return names;
 }
 
@@ -305,9 +319,9 @@ std::vector<std::string> top_level_names() {
 // Overrides are typed by hand on a command line, so the suggestion is a complete, corrected
 // "section.key" and the fallback list is as short as the mistake allows.
 [[noreturn]] void throw_unknown_override(const std::string& path, const std::string& section, const std::string& key) {
-  if (section.empty() && is_section(key))
-    throw ConfigError(quote(path) + " is a table; override one of its keys, e.g. " + key + "." + keys_of(key).front() +
-                      "=...; keys allowed in [" + key + "]: " + join(keys_of(key), ", "));
+  if (is_section(path))
+    throw ConfigError(quote(path) + " is a table; override one of its keys, e.g. " + path + "." + keys_of(path).front() +
+                      "=...; keys allowed in [" + path + "]: " + join(keys_of(path), ", "));
   std::vector<std::string> all;
   for (const Field& g : fields()) all.push_back(g.path());
   std::string guess;
@@ -384,6 +398,23 @@ void set_from_toml(const Field& f, RunConfig& config, const toml::node& node) {
   }
 }
 
+// The keys of section `name` (node must be its table); a key naming a section inside it ("lora"
+// in [model]) is read as that section.
+void read_toml_section(const std::string& name, const toml::node& node, const std::string& where, RunConfig& config) {
+  const toml::table* table = node.as_table();
+  if (!table) throw ConfigError(where + quote(name) + " must be a table ([" + name + "]), got " + describe_toml(node));
+  for (auto&& [sub_key, sub_node] : *table) {
+    const std::string sub(sub_key.str());
+    if (is_section(name + "." + sub)) {
+      read_toml_section(name + "." + sub, sub_node, toml_where(sub_key.source()), config);
+      continue;
+    }
+    const Field* f = find_field(name, sub);
+    if (!f) throw_unknown_key(name, sub, toml_where(sub_key.source()));
+    set_from_toml(*f, config, sub_node);
+  }
+}
+
 RunConfig config_from_toml_table(const toml::table& root) {
   RunConfig config;
   for (auto&& [key, node] : root) {
@@ -391,15 +422,8 @@ RunConfig config_from_toml_table(const toml::table& root) {
     const std::string where = toml_where(key.source());
     if (name == "pipeline") {
       config.pipeline = stages_from_toml(node, where.empty() ? "config" : where.substr(0, where.size() - 2), "pipeline");
-    } else if (is_section(name)) {
-      const toml::table* table = node.as_table();
-      if (!table) throw ConfigError(where + quote(name) + " must be a table ([" + name + "]), got " + describe_toml(node));
-      for (auto&& [sub_key, sub_node] : *table) {
-        const std::string sub(sub_key.str());
-        const Field* f = find_field(name, sub);
-        if (!f) throw_unknown_key(name, sub, toml_where(sub_key.source()));
-        set_from_toml(*f, config, sub_node);
-      }
+    } else if (is_top_section(name)) {
+      read_toml_section(name, node, where, config);
     } else {
       const Field* f = find_field("", name);
       if (!f) {
@@ -575,16 +599,37 @@ std::string config_to_toml(const RunConfig& config, const std::string& table_pre
 
 nlohmann::json config_to_json(const RunConfig& config) {
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& section : sections()) j[section] = nlohmann::json::object();
+  // "model.lora" -> j["model"]["lora"]
+  auto object_of = [&j](const std::string& section) -> nlohmann::json& {
+    std::string pointer = "/" + section;
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    return j[nlohmann::json::json_pointer(pointer)];
+  };
+  for (const auto& section : sections()) object_of(section) = nlohmann::json::object();
   for (const Field& f : fields()) {
     if (*f.section)
-      j[f.section][f.key] = json_value(f.get(config));
+      object_of(f.section)[f.key] = json_value(f.get(config));
     else
       j[f.key] = json_value(f.get(config));
   }
   // Only when there is one: stored runs are single stages.
   for (const auto& stage : config.pipeline) j["pipeline"].push_back({{"name", stage.name}, {"set", stage.assignments}});
   return j;
+}
+
+// The keys of section `name` from its object; a key naming a section inside it ("lora" in
+// "model") is read as that section.
+void read_json_section(const std::string& name, const nlohmann::json& object, RunConfig& config) {
+  if (!object.is_object()) throw ConfigError(quote(name) + " must be an object, got " + describe_json(object));
+  for (auto sub = object.begin(); sub != object.end(); ++sub) {
+    if (is_section(name + "." + sub.key())) {
+      read_json_section(name + "." + sub.key(), *sub, config);
+      continue;
+    }
+    const Field* f = find_field(name, sub.key());
+    if (!f) throw_unknown_key(name, sub.key(), "");
+    set_from_json(*f, config, *sub);
+  }
 }
 
 RunConfig config_from_json(const nlohmann::json& j) {
@@ -607,14 +652,8 @@ RunConfig config_from_json(const nlohmann::json& j) {
         }
         config.pipeline.push_back(std::move(p));
       }
-    } else if (is_section(name)) {
-      if (!it->is_object())
-        throw ConfigError(quote(name) + " must be an object, got " + describe_json(*it));
-      for (auto sub = it->begin(); sub != it->end(); ++sub) {
-        const Field* f = find_field(name, sub.key());
-        if (!f) throw_unknown_key(name, sub.key(), "");
-        set_from_json(*f, config, *sub);
-      }
+    } else if (is_top_section(name)) {
+      read_json_section(name, *it, config);
     } else {
       const Field* f = find_field("", name);
       if (!f) {
@@ -688,7 +727,7 @@ void apply_override(RunConfig& config, const std::string& assignment) {
   const std::string path = trim(std::string_view(assignment).substr(0, eq));
   std::string value = trim(std::string_view(assignment).substr(eq + 1));
 
-  const auto dot = path.find('.');
+  const auto dot = path.rfind('.');  // "model.lora.r": section "model.lora", key "r"
   const std::string section = dot == std::string::npos ? "" : path.substr(0, dot);
   const std::string key = dot == std::string::npos ? path : path.substr(dot + 1);
   const Field* f = find_field(section, key);
@@ -723,6 +762,26 @@ void apply_override(RunConfig& config, const std::string& assignment) {
   }
 }
 
+std::vector<std::string> lora_target_modules(const std::string& text) {
+  static const std::vector<std::string> all = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  if (trim(text) == "all-linear") return all;
+  std::vector<std::string> out;
+  std::string rest = text;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string name = trim(rest.substr(0, comma));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    if (name.empty()) continue;
+    if (std::find(all.begin(), all.end(), name) == all.end())
+      throw ConfigError("model.lora.target_modules names " + quote(name) + ", which is not a projection of the model; use " +
+                        join(all, ", ") + " (comma-separated) or \"all-linear\"");
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  if (out.empty())
+    throw ConfigError("model.lora.target_modules is empty; name the projections to adapt, e.g. \"q_proj,v_proj\", or \"all-linear\"");
+  return out;
+}
+
 std::vector<std::string> config_keys() {
   std::vector<std::string> keys;
   for (const Field& f : fields()) keys.push_back(f.path());
@@ -730,7 +789,7 @@ std::vector<std::string> config_keys() {
 }
 
 std::string config_value_text(const RunConfig& config, const std::string& key) {
-  const auto dot = key.find('.');
+  const auto dot = key.rfind('.');
   const Field* f = dot == std::string::npos ? find_field("", key) : find_field(key.substr(0, dot), key.substr(dot + 1));
   if (!f) throw_unknown_override(key, dot == std::string::npos ? "" : key.substr(0, dot),
                                  dot == std::string::npos ? key : key.substr(dot + 1));
@@ -781,6 +840,21 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.greater("model.rope_theta", m.rope_theta, 0.0);
   check.one_of("model.save_dtype", m.save_dtype, {"", "float32", "bfloat16", "float16"}, " (as loaded)");
   check.greater("model.max_shard_mb", m.max_shard_mb, int64_t{0});
+  const LoraConfig& lora = m.lora;
+  check.at_least("model.lora.r", lora.r, int64_t{0});
+  if (lora.r > 0) {
+    check.greater("model.lora.alpha", lora.alpha, 0.0);
+    check.in_range("model.lora.dropout", lora.dropout, 0.0, 1.0, false);
+    try {
+      lora_target_modules(lora.target_modules);
+    } catch (const ConfigError& e) {
+      check.add(e.what());
+    }
+    if (m.checkpoint.empty())
+      check.add("model.lora.r = " + std::to_string(lora.r) +
+                " adapts a pretrained model, but model.checkpoint is empty: set it to the model folder to adapt, "
+                "or model.lora.r = 0 to train every weight of a fresh model");
+  }
 
   const DataConfig& d = c.data;
   {

@@ -15,6 +15,18 @@
 
 namespace ganpo {
 
+// Low-rank adapters (PEFT's LoRA): the pretrained weights stay frozen and each targeted linear
+// layer learns W + (alpha / r) * B A, with A [r, in] and B [out, r] (B starts at zero). The
+// reference of a preference stage is then the same model with its adapters switched off.
+struct LoraConfig {
+  int64_t r = 0;        // rank; 0 = full fine-tuning (no adapters)
+  double alpha = 16.0;  // PEFT's lora_alpha: the update is scaled by alpha / r
+  double dropout = 0.0; // on the adapter's input, while training
+  // Comma-separated projections to adapt (HF Llama names: q_proj, k_proj, v_proj, o_proj,
+  // gate_proj, up_proj, down_proj), or "all-linear".
+  std::string target_modules = "q_proj,k_proj,v_proj,o_proj";
+};
+
 struct ModelConfig {
   std::string preset = "tiny";  // "tiny" | "small" | "base" | "" (explicit shape below)
   std::string arch;             // "llama" | "gpt2"; empty = the preset's
@@ -31,6 +43,7 @@ struct ModelConfig {
   std::string reference;        // reference model folder (empty = the starting weights)
   std::string save_dtype;       // checkpoints' weights: "" (as loaded) | "float32" | "bfloat16" | "float16"
   int64_t max_shard_mb = 5000;  // checkpoints shard their weights above this size (transformers' 5GB)
+  LoraConfig lora;              // [model.lora]
 };
 
 struct DataConfig {
@@ -88,6 +101,10 @@ struct TrainConfig {
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   std::string precision = "fp32";  // "fp32" | "bf16" (bf16 autocast needs LibTorch 2.x + CUDA)
+  // Keep only each block's input in the forward pass and recompute the block in the backward
+  // pass: activation memory drops from ~17 d to ~d values per token and layer, for about one
+  // more forward pass of compute (transformers' gradient_checkpointing).
+  bool gradient_checkpointing = false;
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end
   int64_t save_steps = 0;          // 0 = only at the end
@@ -164,6 +181,9 @@ void apply_override(RunConfig& config, const std::string& assignment);
 
 // Every key as apply_override takes it ("name", "objective.beta", ...), in file order.
 std::vector<std::string> config_keys();
+// The projections model.lora.target_modules names, in order ("all-linear" expands to all seven);
+// throws ConfigError naming an unknown one.
+std::vector<std::string> lora_target_modules(const std::string& text);
 // The value of a key as override text ("0.1", "true", "sigmoid"); throws ConfigError when unknown.
 std::string config_value_text(const RunConfig& config, const std::string& key);
 

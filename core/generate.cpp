@@ -32,7 +32,9 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const OnTokens& on_tokens) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
-  model->eval();
+  // Only a model in training mode is switched (a LoRA reference view, never in training mode,
+  // shares its modules with the policy, which may be sampled at the same time on another lane).
+  if (was_training) model->eval();
   const auto device = model->parameters().front().device();
   const int64_t N = static_cast<int64_t>(prompts.size());
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(N));

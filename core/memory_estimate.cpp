@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
 
 namespace ganpo {
 namespace {
@@ -27,6 +31,27 @@ int64_t critic_parameter_count(const GanpoConfig& g, int64_t input_dim) {
   return input_proj + positions + g.critic_layers * (norms + attention + mlp) + head;
 }
 
+int64_t lora_parameter_count(const ModelShape& s, const LoraConfig& lora) {
+  if (lora.r <= 0) return 0;
+  std::vector<std::string> targets;
+  try {
+    targets = lora_target_modules(lora.target_modules);
+  } catch (const ConfigError&) {
+    return 0;  // the dialog shows the config's own message for this
+  }
+  const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
+  int64_t per_layer = 0;  // r x (in + out) for each adapted projection
+  for (const std::string& t : targets) {
+    if (t == "q_proj") per_layer += s.d_model + q;
+    if (t == "k_proj" || t == "v_proj") per_layer += s.d_model + kv;
+    if (t == "o_proj") per_layer += q + s.d_model;
+    if (t == "gate_proj" && s.mlp != MlpKind::gelu_tanh) per_layer += s.d_model + s.d_ff;
+    if (t == "up_proj") per_layer += s.d_model + s.d_ff;
+    if (t == "down_proj") per_layer += s.d_ff + s.d_model;
+  }
+  return lora.r * per_layer * s.n_layers;
+}
+
 MemoryEstimate estimate_training_memory(const RunConfig& config) {
   return estimate_training_memory(config, resolve_model_shape(config.model, kByteTokenizerVocab));
 }
@@ -40,15 +65,23 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const int64_t length = std::max<int64_t>(c.data.max_length, 0);
 
   e.parameters = parameter_count(shape);
+  e.lora_parameters = lora_parameter_count(shape, c.model.lora);
   const double params = static_cast<double>(e.parameters);
-  e.weights_bytes = saturate(params * width);
-  e.gradients_bytes = saturate(params * width);
-  e.optimizer_bytes = saturate(params * 2 * 4);
-  e.reference_bytes = preference ? saturate(params * width) : 0;
+  // With LoRA only the adapters have gradients and AdamW moments, and the reference is the
+  // policy with its adapters off (unless model.reference names another model).
+  const double trained = e.lora_parameters > 0 ? static_cast<double>(e.lora_parameters) : params;
+  e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * width);
+  e.gradients_bytes = saturate(trained * width);
+  e.optimizer_bytes = saturate(trained * 2 * 4);
+  const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();
+  e.reference_bytes = preference && !shared_reference ? saturate(params * width) : 0;
 
   const double policy_rows = batch * (preference ? 2 : 1);
-  const double values_per_token = static_cast<double>(kActivationValuesPerLayer) * static_cast<double>(shape.d_model) *
-                                      static_cast<double>(shape.n_layers) +
+  // Gradient checkpointing keeps each block's input (d values) and one block's activations at
+  // a time, recomputed in the backward pass.
+  const double d = static_cast<double>(shape.d_model), layers = static_cast<double>(shape.n_layers);
+  const double per_layer = static_cast<double>(kActivationValuesPerLayer) * d;
+  const double values_per_token = (c.train.gradient_checkpointing ? d * layers + per_layer : per_layer * layers) +
                                   2.0 * static_cast<double>(shape.vocab_size);
   e.activation_bytes = saturate(policy_rows * static_cast<double>(length) * values_per_token * activation_width);
 

@@ -2,15 +2,19 @@
 // dialog to show before anything is launched.
 //
 // Counted, in bytes:
-//   weights      policy parameters: 4 bytes each (float32 master weights in either precision)
-//   gradients    one per policy parameter, float32
-//   optimizer    AdamW's two moments per parameter, always fp32 (8 bytes per parameter)
-//   reference    a frozen float32 copy of the policy for the preference stage (none for "sft")
+//   weights      policy parameters: 4 bytes each (float32 master weights in either precision),
+//                LoRA adapters included
+//   gradients    one per trained parameter (every one, or only the LoRA adapters), float32
+//   optimizer    AdamW's two moments per trained parameter, always fp32 (8 bytes per parameter)
+//   reference    a frozen float32 copy of the policy for the preference stage (none for "sft",
+//                none with LoRA, whose reference is the policy with its adapters off)
 //   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and
 //                AdamW moments (16 bytes per critic parameter) plus their activations (below)
 //   activation   what the policy's backward keeps: per token and layer kActivationValuesPerLayer
 //                values per d_model unit, plus the logits and their log-softmax (2 x vocab
-//                values per token), 4 bytes each in "fp32" and 2 under "bf16" autocast
+//                values per token), 4 bytes each in "fp32" and 2 under "bf16" autocast; with
+//                train.gradient_checkpointing, d_model values per token and layer (the blocks'
+//                inputs) plus one layer's full set, recomputed in the backward pass
 // The policy sees per_device_train_batch_size x 2 rows (chosen and rejected in one forward)
 // of data.max_length tokens. kActivationValuesPerLayer = 17 follows Korthikanti et al. 2022
 // ("Reducing Activation Recomputation in Large Transformer Models"): 34 s b h bytes per layer
@@ -37,7 +41,8 @@ inline constexpr int64_t kActivationValuesPerLayer = 17;
 inline constexpr int64_t kByteTokenizerVocab = 259;
 
 struct MemoryEstimate {
-  int64_t parameters = 0;  // policy parameters
+  int64_t parameters = 0;       // policy parameters (the base model's)
+  int64_t lora_parameters = 0;  // LoRA adapter parameters (0 without LoRA)
   int64_t weights_bytes = 0;
   int64_t gradients_bytes = 0;
   int64_t optimizer_bytes = 0;
@@ -49,6 +54,9 @@ struct MemoryEstimate {
 
 // Parameters of one GANPO critic (LatentCritic in core/critic.h) reading input_dim-wide latents.
 int64_t critic_parameter_count(const GanpoConfig& ganpo, int64_t input_dim);
+
+// Parameters of the LoRA adapters model.lora puts on a model of this shape (0 when off).
+int64_t lora_parameter_count(const ModelShape& shape, const LoraConfig& lora);
 
 // The shape comes from the config (resolve_model_shape) with the byte tokenizer's vocabulary.
 MemoryEstimate estimate_training_memory(const RunConfig& config);

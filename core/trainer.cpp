@@ -27,6 +27,7 @@
 #include "core/lr_schedule.h"
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
+#include "core/model/lora_adapter.h"
 #include "core/model/safetensors.h"
 #include "core/opo_losses.h"
 #include "core/run_files.h"
@@ -59,6 +60,12 @@ std::string format_number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
 }
 
 double rss_megabytes() {
@@ -194,6 +201,7 @@ struct Trainer::State {
   CausalLM reference{nullptr};
   std::unique_ptr<GanpoRegularizer> regularizer;
   std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::vector<torch::Tensor> trainable;  // what the optimizer updates: every policy weight, or the LoRA adapters
   std::unique_ptr<torch::optim::AdamW> critic_optimizer;
 
   // CPU runs: this process's share of the machine and the two lanes of a step (null on CUDA).
@@ -277,7 +285,10 @@ struct Trainer::State {
                                  .eps(config.train.adam_epsilon)
                                  .weight_decay(config.train.weight_decay));
     };
-    optimizer = adamw(policy->parameters(), config.train.learning_rate);
+    // Every weight, or with LoRA only the adapters (the rest is frozen).
+    for (const auto& p : policy->parameters())
+      if (p.requires_grad()) trainable.push_back(p);
+    optimizer = adamw(trainable, config.train.learning_rate);
     if (regularizer)
       critic_optimizer = adamw(regularizer->critic_parameters(),
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
@@ -311,6 +322,10 @@ struct Trainer::State {
       auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink());
       policy = loaded.model;
       tokenizer = std::move(loaded.tokenizer);
+      if (policy->lora().r > 0)
+        throw ConfigError("model.checkpoint " + config.model.checkpoint +
+                          " is a PEFT adapter folder; start from a full model folder (a LoRA run's checkpoints hold "
+                          "the merged model, with the adapter in their adapter/ folder)");
     } else {
       tokenizer = std::make_unique<ByteTokenizer>();
       policy = CausalLM(resolve_model_shape(config.model, tokenizer->vocab_size()));
@@ -320,7 +335,23 @@ struct Trainer::State {
       throw ConfigError("data.max_length = " + std::to_string(config.data.max_length) +
                         " exceeds the model's max_seq_len " + std::to_string(policy->shape().max_seq_len) +
                         "; lower data.max_length or raise model.max_seq_len");
-    if (preference) {
+    policy->set_gradient_checkpointing(config.train.gradient_checkpointing);
+    const LoraSpec lora = lora_spec(config.model.lora);
+    if (lora.r > 0) {
+      policy->add_lora(lora);  // A from the run's seed; B = 0, so the run starts at the base model
+      int64_t adapters = 0, all = 0;
+      for (const auto& p : policy->parameters()) (p.requires_grad() ? adapters : all) += p.numel();
+      log("info", "LoRA r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) + " on " +
+                      join_names(lora.targets) + ": " + std::to_string(adapters) + " trainable parameters, " +
+                      std::to_string(all) + " frozen");
+    }
+    if (preference && lora.r > 0 && config.model.reference.empty()) {
+      // The reference is the policy with its adapters off: the same weights, no second copy.
+      // Its hidden states are GANPO's reference latents.
+      reference = without_adapters(policy);
+      if (config.ganpo.enabled)
+        regularizer = std::make_unique<GanpoRegularizer>(config.ganpo, policy->shape().d_model, device);
+    } else if (preference) {
       const std::string ref_dir = !config.model.reference.empty() ? config.model.reference : config.model.checkpoint;
       if (!ref_dir.empty()) {
         reference = load_model_folder(ref_dir, device, warn_sink()).model;
@@ -665,7 +696,7 @@ struct Trainer::State {
     // 6. Clip and step the policy at the accumulation boundary.
     const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
                                                            : std::numeric_limits<double>::infinity();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
     if (!std::isfinite(grad_norm))
       throw NonFiniteLoss("grad_norm is " + std::to_string(grad_norm) + " at step " + std::to_string(step + 1) +
                           "; lower train.learning_rate or enable train.max_grad_norm");
@@ -839,8 +870,24 @@ struct Trainer::State {
     if (regularizer)
       for (auto& entry : regularizer->rng_state()) rng_tensors.push_back(std::move(entry));
     save_safetensors((ts / "rng.safetensors").string(), rng_tensors);
+    if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->lora_parameters());
     write_json_file((ts / "state.json").string(), state);
   }
+
+  // A LoRA checkpoint holds the merged model (above) and, in adapter/, the adapters alone as a
+  // PEFT adapter folder over the base model folder, where the family allows one.
+  void write_adapter_folder(const std::string& dir) {
+    const std::string why = peft_adapter_unsupported(policy);
+    if (!why.empty()) {
+      if (!adapter_refusal_logged) log("notice", "no adapter/ folder in checkpoints: " + why);
+      adapter_refusal_logged = true;
+      return;
+    }
+    const fs::path adapter = fs::path(dir) / "adapter";
+    fs::create_directories(adapter);
+    save_peft_adapter(adapter.string(), policy, fs::absolute(config.model.checkpoint).lexically_normal().string());
+  }
+  bool adapter_refusal_logged = false;
 
   std::string save_checkpoint(const std::string& name, bool with_state) {
     const std::string dir = (fs::path(config.output_dir) / name).string();
@@ -849,6 +896,7 @@ struct Trainer::State {
                        {config.model.save_dtype, static_cast<uint64_t>(config.model.max_shard_mb) * 1'000'000ULL});
       write_json_file((fs::path(tmp) / "meta.json").string(), meta_json());
       write_text_file((fs::path(tmp) / "run_config.toml").string(), config_to_toml(config));
+      if (policy->lora().r > 0) write_adapter_folder(tmp);
       if (with_state) write_trainer_state(tmp);
     });
     fault_point("checkpoint.renamed");
@@ -856,12 +904,41 @@ struct Trainer::State {
     return dir;
   }
 
+  void load_lora_state(const std::string& dir) {
+    const fs::path file = fs::path(dir) / "trainer_state" / "lora.safetensors";
+    if (!fs::exists(file))
+      throw ModelFileError(dir + " has no trainer_state/lora.safetensors, so it is not a checkpoint of a LoRA run; resume "
+                           "it with model.lora.r = 0, as it was trained");
+    const auto saved = load_safetensors(file.string()).tensors;
+    torch::NoGradGuard guard;
+    const auto params = policy->lora_parameters();
+    for (const auto& [name, tensor] : params) {
+      auto it = saved.find(name);
+      if (it == saved.end() || it->second.sizes() != tensor.sizes())
+        throw ModelFileError(file.string() + " has no adapter " + name + " of shape " + c10::str(tensor.sizes()) +
+                             "; resume with the model.lora settings the run was trained with");
+      tensor.copy_(it->second);
+    }
+    if (saved.size() != params.size())
+      throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " adapters but model.lora makes " +
+                           std::to_string(params.size()) + "; resume with the model.lora settings the run was trained with");
+  }
+
   void resume(const std::string& dir) {
     const fs::path ts = fs::path(dir) / "trainer_state";
     if (!fs::is_directory(ts))
       throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
     require_complete_checkpoint(dir, "resume from an earlier checkpoint-<step> folder of the run");
-    policy->set_stored_dtype(load_model_weights(policy, dir, warn_sink()));
+    if (policy->lora().r > 0) {
+      // The base weights are model.checkpoint's, already loaded; the checkpoint's own weights
+      // are merged with the adapters, so only the adapters are read back.
+      load_lora_state(dir);
+    } else {
+      if (fs::exists(ts / "lora.safetensors"))
+        throw ModelFileError(dir + " is a checkpoint of a LoRA run (it has trainer_state/lora.safetensors); resume it "
+                             "with the model.lora settings it was trained with");
+      policy->set_stored_dtype(load_model_weights(policy, dir, warn_sink()));
+    }
     auto state = read_json_file((ts / "state.json").string());
     try {
       torch::load(*optimizer, (ts / "optimizer.pt").string());

@@ -2,6 +2,7 @@
 
 #include <QFile>
 
+#include <algorithm>
 #include <exception>
 
 #include <nlohmann/json.hpp>
@@ -57,6 +58,14 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                      .arg(format_count(e.parameters), format_bytes(e.total_bytes),
                           format_bytes(e.weights_bytes + e.gradients_bytes + e.optimizer_bytes),
                           format_bytes(e.reference_bytes), format_bytes(e.critic_bytes), format_bytes(e.activation_bytes));
+  if (e.lora_parameters > 0)
+    text += tr("; LoRA trains %1 adapter parameters (%2 of the model), the reference is the model with its "
+               "adapters off")
+                .arg(format_count(e.lora_parameters))
+                .arg(QString::number(100.0 * static_cast<double>(e.lora_parameters) /
+                                         static_cast<double>(std::max<int64_t>(e.parameters, 1)),
+                                     'g', 2) +
+                     QStringLiteral(" %"));
   if (!from_checkpoint && !config.model.checkpoint.empty())
     text += tr(". The checkpoint's config.json was not found: shape from these fields, byte vocabulary");
   setText(text);

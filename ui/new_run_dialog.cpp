@@ -139,6 +139,21 @@ QWidget* NewRunDialog::buildModelPage() {
                               tr("Frozen reference for the preference losses and GANPO's reference latents; empty = "
                                  "the model folder above (its weights as loaded), as TRL does."));
 
+  auto* lora = page->addSection(tr("LoRA adapters"));
+  form_->addInt(lora, GANPO_CONFIG_KEY(model.lora.r), tr("Rank (r)"),
+                tr("0 = train every weight. Above 0 the model folder's weights stay frozen and low-rank adapters "
+                   "are trained (PEFT's LoRA); the reference is then the same model with its adapters off, so no "
+                   "second copy of the weights is held."));
+  form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.alpha), tr("Alpha"),
+                   tr("The adapters' update is scaled by alpha / r (PEFT's lora_alpha)."));
+  form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.dropout), tr("Dropout"),
+                   tr("Dropout on the adapters' input while training, in [0, 1)."));
+  form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target projections"),
+                           {QStringLiteral("q_proj,k_proj,v_proj,o_proj"), QStringLiteral("q_proj,v_proj"),
+                            QStringLiteral("all-linear")},
+                           tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or "
+                              "all-linear. Checkpoints hold the merged model and, in adapter/, a PEFT adapter folder."));
+
   shape_section_ = page->addSection(tr("Architecture (fresh model)"));
   auto* shape = shape_section_;
   form_->addChoice(shape, GANPO_CONFIG_KEY(model.preset), tr("Size"),
@@ -323,6 +338,9 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   form_->addChoice(numerics, GANPO_CONFIG_KEY(train.precision), tr("Precision"),
                    {{QStringLiteral("fp32"), tr("fp32")},
                     {QStringLiteral("bf16"), tr("bf16 autocast (LibTorch 2.x + CUDA)")}});
+  form_->addBool(numerics, GANPO_CONFIG_KEY(train.gradient_checkpointing), tr("Gradient checkpointing"),
+                 tr("Keep only each layer's input and recompute the layer in the backward pass: much less "
+                    "activation memory (see the estimate below) for about a third more compute per step."));
   form_->addInt(numerics, GANPO_CONFIG_KEY(seed), tr("Seed"));
   return page;
 }

@@ -2,6 +2,7 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -11,6 +12,22 @@ namespace {
 
 constexpr double kInitStd = 0.02;
 
+// LoRA adapters switched off on this thread, for the duration of a forward through a model view
+// made by without_adapters(). Per thread, so the reference pass (adapters off) and the policy
+// pass (adapters on) can run at once on two lanes over the same modules.
+thread_local bool t_adapters_off = false;
+
+class AdaptersOff {
+public:
+  explicit AdaptersOff(bool off) : before_(t_adapters_off) { t_adapters_off = before_ || off; }
+  ~AdaptersOff() { t_adapters_off = before_; }
+  AdaptersOff(const AdaptersOff&) = delete;
+  AdaptersOff& operator=(const AdaptersOff&) = delete;
+
+private:
+  bool before_;
+};
+
 torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double std, double fill = 0.0,
                          bool constant = false) {
   if (!init) return torch::empty(sizes);
@@ -19,14 +36,34 @@ torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double st
 }
 
 // weight [out, in] and an optional bias [out]; also used as an embedding table (weight [V, d]).
+// With a LoRA adapter: y = x W^T + b + scale * dropout(x) A^T B^T, A [r, in], B [out, r].
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias, bool init, double std) {
     torch::NoGradGuard guard;
     weight = register_parameter("weight", new_weight({out, in}, init, std));
     if (with_bias) bias = register_parameter("bias", new_weight({out}, init, 0, 0.0, true));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto y = torch::linear(x, weight, bias);  // [..., out]
+    if (!lora_A.defined() || t_adapters_off) return y;
+    const auto h = lora_dropout > 0 && is_training() ? torch::dropout(x, lora_dropout, true) : x;
+    // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the
+    // linear's backward does not need y, so changing it is safe).
+    return y.add_(torch::linear(torch::linear(h, lora_A), lora_B), lora_scale);  // [..., r] -> [..., out]
+  }
+  // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
+  // model starts as the base model.
+  void add_lora(int64_t r, double alpha, double dropout) {
+    torch::NoGradGuard guard;
+    lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, weight.options()));
+    torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
+    lora_B = register_parameter("lora_B", torch::zeros({weight.size(0), r}, weight.options()));
+    lora_scale = alpha / static_cast<double>(r);
+    lora_dropout = dropout;
+  }
   torch::Tensor weight, bias;
+  torch::Tensor lora_A, lora_B;  // undefined without an adapter
+  double lora_scale = 0.0, lora_dropout = 0.0;
 };
 TORCH_MODULE(Linear);
 
@@ -198,6 +235,64 @@ struct BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
+// What a block reads besides its input; kept out of the autograd function's tensor arguments
+// (they need no gradient, and some are undefined).
+struct BlockSideInputs {
+  torch::Tensor cos, sin, mask;
+};
+
+// A block run without keeping its activations (gradient checkpointing): the forward pass saves
+// the block's input and the random generator's state; the backward pass runs the block again
+// from them, with gradients on, and backpropagates the incoming gradient through it (which
+// also accumulates the gradients of the block's weights). Non-tensor arguments get no gradient.
+struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, BlockImpl* block,
+                               const BlockSideInputs* side, int64_t layer) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["adapters_off"] = t_adapters_off;
+    for (const auto& [name, t] : {std::pair{"cos", &side->cos}, std::pair{"sin", &side->sin}, std::pair{"mask", &side->mask}})
+      if (t->defined()) ctx->saved_data[name] = *t;
+    auto gen = at::globalContext().defaultGenerator(x.device());
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      ctx->saved_data["rng"] = gen.get_state();
+    }
+    torch::NoGradGuard no_grad;
+    return block->forward(x, side->cos, side->sin, side->mask, nullptr, static_cast<size_t>(layer));  // [B, T, d]
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto* block = reinterpret_cast<BlockImpl*>(ctx->saved_data["block"].toInt());
+    const auto layer = static_cast<size_t>(ctx->saved_data["layer"].toInt());
+    auto side = [&](const char* name) {
+      auto it = ctx->saved_data.find(name);
+      return it == ctx->saved_data.end() ? torch::Tensor() : it->second.toTensor();
+    };
+    torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    torch::Tensor y;
+    {
+      // The forward pass again, as it ran: same adapters switch, same random numbers.
+      const AdaptersOff adapters(ctx->saved_data["adapters_off"].toBool());
+      auto gen = at::globalContext().defaultGenerator(x.device());
+      torch::Tensor now;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        now = gen.get_state();
+        gen.set_state(ctx->saved_data["rng"].toTensor());
+      }
+      torch::AutoGradMode grad(true);
+      y = block->forward(x, side("cos"), side("sin"), side("mask"), nullptr, layer);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(now);  // the generator goes on where the whole backward pass left it
+    }
+    torch::autograd::backward({y}, {grad_out[0]});
+    return {x.grad(), {}, {}, {}};
+  }
+};
+
 // Additive mask [B or 1, 1, T, past + T]: causal, within the window when window > 0, and
 // only real keys when key_mask [B, past + T] is given.
 torch::Tensor attention_mask(int64_t past, int64_t T, int64_t window, const torch::Tensor& key_mask,
@@ -249,8 +344,77 @@ CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
     rope_inv_freq_ = register_buffer("rope_inv_freq", rope_inverse_frequencies(shape));
 }
 
+void CausalLMImpl::add_lora(const LoraSpec& spec) {
+  GANPO_ASSERT(spec.r > 0 && !spec.targets.empty(), "LoRA needs a rank and target projections");
+  GANPO_ASSERT(lora_.r == 0, "the model already has LoRA adapters");
+  for (auto& p : parameters()) p.requires_grad_(false);  // the base stays frozen
+  int64_t adapted = 0;
+  for (const auto& item : named_modules()) {
+    const std::string& name = item.key();
+    const auto dot = name.rfind('.');
+    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+    if (name.rfind("layers.", 0) != 0 ||
+        std::find(spec.targets.begin(), spec.targets.end(), leaf) == spec.targets.end())
+      continue;
+    if (auto* linear = item.value()->as<LinearImpl>()) {
+      linear->add_lora(spec.r, spec.alpha, spec.dropout);
+      ++adapted;
+    }
+  }
+  if (adapted == 0)
+    throw ConfigError("model.lora.target_modules matches no projection of this model (a " + shape_.arch +
+                      " model); pick among q_proj, k_proj, v_proj, o_proj, up_proj, down_proj" +
+                      (shape_.mlp == MlpKind::gelu_tanh ? "" : ", gate_proj"));
+  lora_ = spec;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::lora_parameters() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters())
+    if (is_lora_parameter(p.key())) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
+  // A copy of this module holds the same parameter tensors and child modules (handles, not data).
+  auto view = std::make_shared<CausalLMImpl>(*this);
+  view->adapters_off_ = true;
+  return view;
+}
+
+torch::Tensor CausalLMImpl::merged_weight(const std::string& name) {
+  const auto params = named_parameters();
+  const torch::Tensor* w = params.find(name);
+  GANPO_ASSERT(w != nullptr, "no parameter " + name);
+  const std::string suffix = ".weight";
+  if (lora_.r == 0 || name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return *w;
+  const std::string base = name.substr(0, name.size() - suffix.size());
+  const torch::Tensor* a = params.find(base + ".lora_A");
+  const torch::Tensor* b = params.find(base + ".lora_B");
+  if (a == nullptr || b == nullptr) return *w;
+  torch::NoGradGuard guard;
+  return *w + torch::mm(*b, *a) * (lora_.alpha / static_cast<double>(lora_.r));  // [out, r] x [r, in]
+}
+
+bool is_lora_parameter(const std::string& name) {
+  const auto dot = name.rfind('.');
+  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+  return leaf == "lora_A" || leaf == "lora_B";
+}
+
+LoraSpec lora_spec(const LoraConfig& config) {
+  LoraSpec spec;
+  spec.r = config.r;
+  spec.alpha = config.alpha;
+  spec.dropout = config.dropout;
+  if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
+  return spec;
+}
+
 LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids_in,
                                const torch::Tensor& key_mask, KVCache* cache, int64_t logits_from) {
+  const AdaptersOff adapters(adapters_off_);
   const auto B = input_ids.size(0), T = input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
   torch::Tensor pos = position_ids_in;
@@ -283,7 +447,17 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
     const bool sliding = windowed && shape_.layer_is_sliding(static_cast<int64_t>(i));
     if (sliding && !window_mask.defined())
       window_mask = attention_mask(past, T, shape_.sliding_window, key_mask, input_ids.options(), x.options());
-    x = layers_->ptr<BlockImpl>(i)->forward(x, cos, sin, sliding ? window_mask : full_mask, cache, i);
+    BlockImpl* block = layers_->ptr<BlockImpl>(i).get();
+    const torch::Tensor& mask = sliding ? window_mask : full_mask;
+    if (checkpoint_blocks_ && cache == nullptr && is_training() && torch::GradMode::is_enabled()) {
+      // The input must require a gradient for the backward pass to reach the block (frozen
+      // embeddings under LoRA give one that does not; it is a leaf then, so this is allowed).
+      if (!x.requires_grad()) x.requires_grad_(true);
+      const BlockSideInputs side{cos, sin, mask};
+      x = CheckpointedBlock::apply(x, block, &side, static_cast<int64_t>(i));
+    } else {
+      x = block->forward(x, cos, sin, mask, cache, i);
+    }
   }
   auto hidden = norm_->as<NormImpl>()->forward(x);  // [B, T, d]
   logits_from = T > 0 ? std::clamp<int64_t>(logits_from, 0, T - 1) : 0;

@@ -10,6 +10,9 @@
 // mask. A KVCache makes sampling one forward per new token. Parameter names follow HF Llama
 // (embed_tokens, layers.N.self_attn.q_proj, ..., norm, lm_head); core/model/architectures.h
 // maps them to each family's names in files.
+// LoRA: add_lora() puts adapters (lora_A, lora_B) on the targeted projections and freezes the
+// rest; without_adapters() is the same model seen with its adapters off, sharing every tensor,
+// which a LoRA run uses as its reference (no second copy of the weights).
 #pragma once
 
 #include <torch/torch.h>
@@ -27,6 +30,16 @@ struct KVCache {
   std::vector<torch::Tensor> values;  // per layer [B, n_kv_heads, T_cached, head_dim]
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
+
+// The adapters of a model (from LoraConfig; r = 0: none).
+struct LoraSpec {
+  int64_t r = 0;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> targets;  // projection names: q_proj, ..., down_proj
+};
+LoraSpec lora_spec(const LoraConfig& config);  // throws ConfigError for unknown targets
+bool is_lora_parameter(const std::string& name);  // "....q_proj.lora_A" / ".lora_B"
 
 struct LMOutput {
   torch::Tensor logits;     // [B, T - logits_from, V]: logits[:, i] predicts the token after position logits_from + i
@@ -50,11 +63,31 @@ public:
   }
 
   const ModelShape& shape() const { return shape_; }
+
+  // Adds adapters to every layer's targeted projections (A drawn from the global generator,
+  // B zero: the model is unchanged until it trains) and freezes every other parameter. Throws
+  // ConfigError when no projection of this model is targeted.
+  void add_lora(const LoraSpec& spec);
+  const LoraSpec& lora() const { return lora_; }
+  // The adapters' parameters by name ("layers.0.self_attn.q_proj.lora_A" [r, in], "...lora_B" [out, r]).
+  std::vector<std::pair<std::string, torch::Tensor>> lora_parameters();
+  // This model with its adapters switched off during its forward passes: the same modules and
+  // tensors, no copy. Safe while this model runs on another thread (the switch is per thread).
+  std::shared_ptr<CausalLMImpl> without_adapters_impl();
+  // W + (alpha / r) B A for an adapted weight ("layers.0.self_attn.q_proj.weight"), else the
+  // weight itself; without gradient.
+  torch::Tensor merged_weight(const std::string& name);
+  // Gradient checkpointing: while training with gradients on, each block keeps only its input
+  // and is run again in the backward pass (with the random state it had, so dropout repeats).
+  void set_gradient_checkpointing(bool on) { checkpoint_blocks_ = on; }
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 
 private:
   ModelShape shape_;
+  LoraSpec lora_;
+  bool adapters_off_ = false;  // a without_adapters() view
+  bool checkpoint_blocks_ = false;
   // Modules of causal_lm.cpp's own types (Linear holds weight [out, in] and an optional bias).
   std::shared_ptr<torch::nn::Module> embed_tokens_;     // weight [V, d]
   std::shared_ptr<torch::nn::Module> embed_positions_;  // weight [max_seq_len, d]; learned positions only
@@ -64,6 +97,9 @@ private:
   torch::Tensor rope_inv_freq_;                 // [head_dim/2] float64; rotary positions only
 };
 TORCH_MODULE(CausalLM);
+
+// The model with its adapters off (see CausalLMImpl::without_adapters_impl).
+inline CausalLM without_adapters(CausalLM& model) { return CausalLM(model->without_adapters_impl()); }
 
 // Rotary inverse frequencies of HF's rope_init_fn for the shape (default, linear or llama3).
 torch::Tensor rope_inverse_frequencies(const ModelShape& shape);  // [head_dim/2] float64

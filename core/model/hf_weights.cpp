@@ -71,11 +71,14 @@ struct Binding {
   }
 };
 
-std::vector<Binding> bindings(CausalLM& model) {
+// merged: adapted weights as W + scale B A (for writing); otherwise the parameters themselves
+// (for loading into). LoRA adapters are never HF tensors of the model (see lora_adapter.h).
+std::vector<Binding> bindings(CausalLM& model, bool merged = false) {
   const Architecture& arch = architecture(model->shape().arch);
   std::vector<Binding> out;
   std::map<std::string, size_t> at;
   for (const auto& p : model->named_parameters()) {
+    if (is_lora_parameter(p.key())) continue;
     const HfTensorName n = arch.hf_name(p.key());
     auto [it, fresh] = at.emplace(n.name, out.size());
     if (fresh) out.push_back({n.name, n.layout, {}, {}});
@@ -84,7 +87,7 @@ std::vector<Binding> bindings(CausalLM& model) {
     b.params.resize(parts);
     b.values.resize(parts);
     b.params[static_cast<size_t>(n.part)] = p.key();
-    b.values[static_cast<size_t>(n.part)] = p.value();
+    b.values[static_cast<size_t>(n.part)] = merged ? model->merged_weight(p.key()) : p.value();
   }
   for (const auto& b : out)
     for (const auto& v : b.values) GANPO_ASSERT(v.defined(), "fused tensor " + b.hf_name + " lacks a part");
@@ -157,7 +160,7 @@ bool floating(torch::ScalarType t) {
 
 std::vector<std::pair<std::string, torch::Tensor>> model_state(CausalLM& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& b : bindings(model)) out.emplace_back(b.hf_name, b.to_hf());
+  for (const auto& b : bindings(model, /*merged=*/true)) out.emplace_back(b.hf_name, b.to_hf());
   return out;
 }
 

@@ -24,7 +24,8 @@
 
 namespace ganpo {
 
-// Our parameters as the family's HF tensors (fused / transposed where HF stores them so).
+// Our parameters as the family's HF tensors (fused / transposed where HF stores them so), with
+// LoRA adapters merged into the weights they adapt (a model transformers loads as it is).
 std::vector<std::pair<std::string, torch::Tensor>> model_state(CausalLM& model);
 
 // Copies HF-named tensors into the model; throws ModelFileError naming missing or mis-shaped

@@ -84,6 +84,10 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.reference, b.model.reference);
   EXPECT_EQ(a.model.save_dtype, b.model.save_dtype);
   EXPECT_EQ(a.model.max_shard_mb, b.model.max_shard_mb);
+  EXPECT_EQ(a.model.lora.r, b.model.lora.r);
+  EXPECT_EQ(a.model.lora.alpha, b.model.lora.alpha);
+  EXPECT_EQ(a.model.lora.dropout, b.model.lora.dropout);
+  EXPECT_EQ(a.model.lora.target_modules, b.model.lora.target_modules);
 
   EXPECT_EQ(a.data.builtin, b.data.builtin);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -128,6 +132,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.adam_beta2, b.train.adam_beta2);
   EXPECT_EQ(a.train.adam_epsilon, b.train.adam_epsilon);
   EXPECT_EQ(a.train.precision, b.train.precision);
+  EXPECT_EQ(a.train.gradient_checkpointing, b.train.gradient_checkpointing);
   EXPECT_EQ(a.train.logging_steps, b.train.logging_steps);
   EXPECT_EQ(a.train.eval_steps, b.train.eval_steps);
   EXPECT_EQ(a.train.save_steps, b.train.save_steps);
@@ -164,6 +169,10 @@ RunConfig non_default_config() {
   c.model.reference = "ref\nnewline";
   c.model.save_dtype = "bfloat16";
   c.model.max_shard_mb = 2000;
+  c.model.lora.r = 8;
+  c.model.lora.alpha = 32;
+  c.model.lora.dropout = 0.05;
+  c.model.lora.target_modules = "q_proj,v_proj";
 
   c.data.builtin = "";
   c.data.train = "train.jsonl";
@@ -208,6 +217,7 @@ RunConfig non_default_config() {
   c.train.adam_beta2 = 0.95;
   c.train.adam_epsilon = 1e-6;
   c.train.precision = "bf16";
+  c.train.gradient_checkpointing = true;
   c.train.logging_steps = 1;
   c.train.eval_steps = 50;
   c.train.save_steps = 250;
@@ -242,14 +252,16 @@ TEST(Config, NonDefaultConfigDiffersFromDefaultsEverywhere) {
   // Guards the round-trip tests: a field left at its default would round-trip trivially.
   const nlohmann::json a = config_to_json(RunConfig{});
   const nlohmann::json b = config_to_json(non_default_config());
-  for (auto it = a.begin(); it != a.end(); ++it) {
-    if (it->is_object()) {
-      for (auto sub = it->begin(); sub != it->end(); ++sub)
-        EXPECT_NE(*sub, b[it.key()][sub.key()]) << it.key() << "." << sub.key();
-    } else {
-      EXPECT_NE(*it, b[it.key()]) << it.key();
-    }
-  }
+  std::function<void(const nlohmann::json&, const nlohmann::json&, const std::string&)> differ =
+      [&](const nlohmann::json& x, const nlohmann::json& y, const std::string& path) {
+        for (auto it = x.begin(); it != x.end(); ++it) {
+          if (it->is_object())
+            differ(*it, y[it.key()], path + it.key() + ".");  // a section, or one inside a section
+          else
+            EXPECT_NE(*it, y[it.key()]) << path << it.key();
+        }
+      };
+  differ(a, b, "");
 }
 
 TEST(Config, TomlRoundTripKeepsEveryField) {
@@ -316,10 +328,12 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("adam_epsilon = 1e-6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rope_theta = 500000.0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
-  // One line per field: 5 top-level + 13 + 11 + 4 + 12 + 17 + 6.
+  EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
+            std::string::npos) << text;
+  // One line per field: 5 top-level + 13 + 4 (model.lora) + 11 + 4 + 12 + 18 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 75u);
+  EXPECT_EQ(assignments, 80u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -328,6 +342,58 @@ TEST(Config, JsonHasTheTomlNesting) {
   EXPECT_EQ(j.at("train").at("learning_rate"), 1e-6);
   EXPECT_EQ(j.at("ganpo").at("enabled"), true);
   EXPECT_EQ(j.at("model").at("preset"), "tiny");
+}
+
+// [model.lora] is a table inside [model]: TOML, JSON, overrides and their errors know it.
+TEST(Config, LoraIsATableInsideModel) {
+  const RunConfig t = config_from_toml("[model]\ncheckpoint = \"base\"\n[model.lora]\nr = 16\ntarget_modules = \"all-linear\"\n");
+  EXPECT_EQ(t.model.checkpoint, "base");
+  EXPECT_EQ(t.model.lora.r, 16);
+  EXPECT_EQ(t.model.lora.target_modules, "all-linear");
+  EXPECT_EQ(config_from_toml("model.lora.alpha = 4.0\n").model.lora.alpha, 4.0);  // dotted keys are the same table
+  const RunConfig j = config_from_json(nlohmann::json::parse(R"({"model": {"lora": {"r": 2, "dropout": 0.1}}})"));
+  EXPECT_EQ(j.model.lora.r, 2);
+  EXPECT_EQ(j.model.lora.dropout, 0.1);
+  EXPECT_EQ(config_to_json(j).at("model").at("lora").at("r"), 2);
+
+  RunConfig o;
+  apply_override(o, "model.lora.r=4");
+  apply_override(o, "model.lora.target_modules=q_proj,v_proj");
+  EXPECT_EQ(o.model.lora.r, 4);
+  EXPECT_EQ(o.model.lora.target_modules, "q_proj,v_proj");
+  EXPECT_EQ(config_value_text(o, "model.lora.r"), "4");
+  const auto keys = config_keys();
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "model.lora.alpha"), keys.end());
+
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string table = message([] {
+    RunConfig c;
+    apply_override(c, "model.lora=8");
+  });
+  EXPECT_NE(table.find("\"model.lora\" is a table; override one of its keys, e.g. model.lora.r=..."), std::string::npos) << table;
+  const std::string unknown = message([] { config_from_toml("[model.lora]\nrank = 8\n"); });
+  EXPECT_NE(unknown.find("model.lora.rank"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("[model.lora]"), std::string::npos) << unknown;
+  const std::string not_a_table = message([] { config_from_toml("[model]\nlora = 8\n"); });
+  EXPECT_NE(not_a_table.find("must be a table ([model.lora])"), std::string::npos) << not_a_table;
+
+  RunConfig v;
+  v.model.lora.r = 8;
+  EXPECT_NE(joined(validate_config(v)).find("adapts a pretrained model, but model.checkpoint is empty"), std::string::npos);
+  v.model.checkpoint = "base";
+  EXPECT_EQ(joined(validate_config(v)), "");
+  v.model.lora.target_modules = "q_proj,query";
+  v.model.lora.dropout = 1.0;
+  const std::string problems = joined(validate_config(v));
+  EXPECT_NE(problems.find("\"query\", which is not a projection"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.dropout"), std::string::npos) << problems;
 }
 
 TEST(Config, SaveAndLoadFilesInBothFormats) {

@@ -59,6 +59,35 @@ TEST(MemoryEstimate, TinyPresetMatchesHandComputation) {
   EXPECT_EQ(e.total_bytes, P * 4 * 3 + P * 8 + 236083200 + 2 * 193537 * 16 + critic_activations);
 }
 
+// LoRA: gradients and AdamW moments for the adapters only, no reference copy (the reference is
+// the policy with its adapters off), the adapters' own weights on top of the model's.
+TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
+  RunConfig c = tiny_demo_config();
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "q_proj,v_proj";
+  const MemoryEstimate full = estimate_training_memory(tiny_demo_config());
+  const MemoryEstimate e = estimate_training_memory(c);
+  // Tiny llama, 4 layers: q_proj and v_proj are 128 -> 128 each, so r x (128 + 128) x 2 x 4.
+  const int64_t A = 8 * 256 * 2 * 4;
+  EXPECT_EQ(e.lora_parameters, A);
+  EXPECT_EQ(e.weights_bytes, (e.parameters + A) * 4);
+  EXPECT_EQ(e.gradients_bytes, A * 4);
+  EXPECT_EQ(e.optimizer_bytes, A * 8);
+  EXPECT_EQ(e.reference_bytes, 0);
+  EXPECT_EQ(e.activation_bytes, full.activation_bytes);
+  c.model.reference = "another-model";  // a reference of its own is a copy again
+  EXPECT_EQ(estimate_training_memory(c).reference_bytes, full.reference_bytes);
+}
+
+// Gradient checkpointing keeps d_model values per token and layer (each block's input) plus one
+// block's 17 d, instead of 17 d per layer; the logits are kept either way.
+TEST(MemoryEstimate, GradientCheckpointingKeepsTheBlockInputsAndOneBlock) {
+  RunConfig c = tiny_demo_config();
+  c.train.gradient_checkpointing = true;
+  // 6400 rows x tokens, each 128 x 4 layers + 17 x 128 + 2 x 259 values, 4 bytes.
+  EXPECT_EQ(estimate_training_memory(c).activation_bytes, int64_t{6400} * (512 + 2176 + 518) * 4);
+}
+
 // bf16 is autocast: float32 master weights, gradients and reference; bf16 activations.
 TEST(MemoryEstimate, Bf16AutocastHalvesActivationsOnly) {
   RunConfig c = tiny_demo_config();

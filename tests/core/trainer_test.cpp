@@ -420,6 +420,95 @@ TEST_F(TrainerTest, PreferenceRunLeavesTheReferenceFolderUntouched) {
             1e-6);
 }
 
+// Gradient checkpointing changes what is kept, not what is computed: the same run, step by step.
+TEST_F(TrainerTest, GradientCheckpointingTrainsTheSameRun) {
+  auto plain = config("plain");
+  plain.eval.judge_at_end = false;
+  auto checkpointed = plain;
+  checkpointed.output_dir = (root_ / "checkpointed").string();
+  checkpointed.train.gradient_checkpointing = true;
+  Collector a_obs, b_obs;
+  auto a = run(plain, a_obs);
+  auto b = run(checkpointed, b_obs);
+  ASSERT_EQ(a.status, "completed") << a.message;
+  ASSERT_EQ(b.status, "completed") << b.message;
+  for (int64_t step = 1; step <= 3; ++step)
+    for (const std::string k : {"loss", "opo_loss", "adv/loss", "grad_norm", "rewards/margins"})
+      EXPECT_NEAR(b_obs.metrics.at(step).at(k), a_obs.metrics.at(step).at(k), 1e-5) << k << " at step " << step;
+}
+
+// LoRA (model.lora): only the adapters train, the reference is the base model (the policy with
+// its adapters off, no copy), checkpoints hold the merged model plus a PEFT adapter folder, the
+// base folder is untouched, and resume is exact.
+TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
+  const fs::path base = root_ / "base";
+  {
+    torch::manual_seed(5);
+    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
+    save_model_files(base.string(), model, ByteTokenizer());
+  }
+  const auto base_files = read_folder(base);
+  auto lora = config("lora");
+  lora.model.checkpoint = base.string();
+  lora.model.lora.r = 4;
+  lora.model.lora.alpha = 8;
+  lora.model.lora.target_modules = "all-linear";
+  lora.train.max_steps = 4;
+  lora.train.learning_rate = 1e-2;
+  lora.eval.judge_at_end = false;
+  Collector a_obs;
+  auto a = run(lora, a_obs);
+  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+  EXPECT_CONTAINS(a_obs.all_logs(), "LoRA r 4, alpha 8 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+  // At the first step the policy is the base model (B = 0) and so is the reference.
+  EXPECT_EQ(a_obs.metrics.at(1).at("rewards/chosen"), 0.0);
+  EXPECT_EQ(a_obs.metrics.at(1).at("rewards/rejected"), 0.0);
+  EXPECT_NE(a_obs.metrics.at(4).at("rewards/margins"), 0.0) << "the adapters trained";
+  EXPECT_EQ(read_folder(base), base_files);
+
+  // The last checkpoint: merged weights, and the same model as base + adapter folder.
+  const fs::path ckpt = fs::path(lora.output_dir) / "checkpoint-4";
+  ASSERT_TRUE(fs::exists(ckpt / "adapter" / "adapter_config.json"));
+  ASSERT_TRUE(fs::exists(ckpt / "adapter" / "adapter_model.safetensors"));
+  ASSERT_TRUE(fs::exists(ckpt / "trainer_state" / "lora.safetensors"));
+  auto merged = load_model_folder(ckpt.string(), torch::kCPU);
+  auto adapted = load_model_folder((ckpt / "adapter").string(), torch::kCPU);
+  auto original = load_model_folder(base.string(), torch::kCPU);
+  EXPECT_EQ(merged.model->lora().r, 0);
+  EXPECT_EQ(adapted.model->lora().r, 4);
+  const auto ids = torch::randint(0, 256, {2, 10}, torch::kLong);
+  const auto merged_logits = merged.model->forward(ids).logits;
+  EXPECT_TRUE(torch::allclose(merged_logits, adapted.model->forward(ids).logits, 1e-4, 1e-5));
+  EXPECT_FALSE(torch::allclose(merged_logits, original.model->forward(ids).logits, 1e-4, 1e-5));
+  // The final held-out numbers were measured against the base model as reference.
+  std::vector<TokenizedPair> eval_pairs;
+  for (const auto& ex : lists::make_preference_pairs(lora.data.builtin_eval_size, 0.0, static_cast<uint64_t>(lora.seed) + 7919))
+    eval_pairs.push_back(tokenize_pair(*merged.tokenizer, ex, lora.data.max_length, lora.data.max_prompt_length));
+  auto expected = preference_eval(merged.model, original.model, eval_pairs, lora.objective, merged.tokenizer->pad_id(), 8);
+  for (const auto& [k, v] : expected) EXPECT_NEAR(a.final_eval.at(k), v, 1e-4 * std::max(1.0, std::abs(v))) << k;
+
+  // Stopped after 2 steps and resumed: steps 3 and 4 are the uninterrupted run's.
+  auto b_cfg = lora;
+  b_cfg.output_dir = (root_ / "lora-b").string();
+  Collector b_obs;
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false});
+  ASSERT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
+  Collector c_obs;
+  auto c = run(b_cfg, c_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false});
+  ASSERT_EQ(c.status, "completed") << c.message << "\n" << c_obs.all_logs();
+  for (int64_t step = 3; step <= 4; ++step)
+    for (const std::string k : {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"})
+      EXPECT_NEAR(c_obs.metrics.at(step).at(k), a_obs.metrics.at(step).at(k), 1e-5) << k << " at step " << step;
+
+  // A LoRA checkpoint cannot be resumed as a full fine-tuning run, and says why.
+  auto full = b_cfg;
+  full.model.lora.r = 0;
+  Collector d_obs;
+  auto d = run(full, d_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false});
+  EXPECT_EQ(d.status, "failed");
+  EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
+}
+
 // A new user's config: data.train names a file, data.builtin is left at its default. The file is
 // what the run trains on, and the run says so (rows used and skipped) in its start record.
 TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {

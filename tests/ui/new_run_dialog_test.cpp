@@ -440,6 +440,28 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   EXPECT_EQ(memory->text(), before);
 }
 
+// LoRA on the Model page: the estimate counts only the adapters' gradients and AdamW moments,
+// holds no reference copy, and says how many parameters train.
+TEST(NewRunDialog, MemoryEstimateKnowsLora) {
+  QTemporaryDir dir;
+  NewRunDialog dialog;
+  ASSERT_TRUE(dialog.selectPreset("demo"));
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(write_model_folder(dir));
+  auto* memory = child<QLabel>(dialog, "memoryEstimate");
+  auto* rank = child<QLineEdit>(dialog, "model.lora.r");
+  ASSERT_TRUE(memory && rank);
+  const QString full = memory->text();
+  EXPECT_FALSE(full.contains("LoRA")) << full.toStdString();
+  rank->setText("8");
+  const QString lora = memory->text();
+  EXPECT_TRUE(lora.contains("LoRA trains")) << lora.toStdString();
+  EXPECT_TRUE(lora.contains("the reference is the model with its adapters off")) << lora.toStdString();
+  EXPECT_NE(lora, full);
+  EXPECT_TRUE(dialog.config().model.lora.r == 8);
+  rank->setText("0");
+  EXPECT_EQ(memory->text(), full);
+}
+
 // Each page as a person sees it: the image has the dialog's size and shows content, the page
 // shown is the one picked, and the widgets on it hold what the test put there.
 TEST(NewRunDialog, Screenshot) {

@@ -192,6 +192,55 @@ TEST(ModelForward, TooLongSequenceThrows) {
   EXPECT_THROW(m->forward(torch::zeros({1, 65}, torch::kLong)), Error);
 }
 
+// Gradient checkpointing recomputes each block in the backward pass: the loss and every gradient
+// are those of the plain backward pass, for each family, with LoRA adapters whose dropout draws
+// random numbers (the recomputation replays them), and the generator ends where it would have.
+TEST(ModelForward, GradientCheckpointingGivesTheSameLossAndGradients) {
+  for (const auto& [name, shape] : all_test_shapes()) {
+    for (const bool lora : {false, true}) {
+      SCOPED_TRACE(name + (lora ? " + LoRA" : ""));
+      auto gradients = [&, shape = shape](bool checkpointing, double* loss_out, torch::Tensor* rng_after) {
+        CausalLM m = make_model(shape, 21);
+        if (lora) {
+          LoraSpec spec;
+          spec.r = 4;
+          spec.alpha = 8;
+          spec.dropout = 0.25;
+          spec.targets = {"q_proj", "v_proj", "up_proj", "down_proj"};
+          m->add_lora(spec);
+          torch::NoGradGuard guard;
+          for (auto& [n, t] : m->lora_parameters())
+            if (n.find("lora_B") != std::string::npos) t.normal_(0.0, 0.1);
+        }
+        m->set_gradient_checkpointing(checkpointing);
+        m->train();
+        torch::manual_seed(99);
+        const auto ids = torch::randint(0, 256, {2, 16}, torch::kLong);
+        auto loss = torch::nn::functional::cross_entropy(m->forward(ids).logits.reshape({-1, kVocab}), ids.reshape({-1}));
+        loss.backward();
+        *loss_out = loss.item<double>();
+        *rng_after = at::detail::getDefaultCPUGenerator().get_state();
+        std::map<std::string, torch::Tensor> out;
+        for (const auto& p : m->named_parameters())
+          if (p.value().grad().defined()) out[p.key()] = p.value().grad().clone();
+        return out;
+      };
+      double plain_loss = 0, checkpointed_loss = 0;
+      torch::Tensor plain_rng, checkpointed_rng;
+      const auto plain = gradients(false, &plain_loss, &plain_rng);
+      const auto checkpointed = gradients(true, &checkpointed_loss, &checkpointed_rng);
+      EXPECT_DOUBLE_EQ(plain_loss, checkpointed_loss);
+      EXPECT_TRUE(torch::equal(plain_rng, checkpointed_rng)) << "the generator continues as without recomputation";
+      ASSERT_EQ(plain.size(), checkpointed.size());
+      ASSERT_FALSE(plain.empty());
+      for (const auto& [key, g] : plain) {
+        ASSERT_TRUE(checkpointed.count(key)) << key;
+        EXPECT_TRUE(torch::allclose(checkpointed.at(key), g, 1e-5, 1e-7)) << key;
+      }
+    }
+  }
+}
+
 TEST(ModelForward, IsCausal) {
   for (auto& [name, s] : all_test_shapes()) {
     auto m = make_model(s);

@@ -1,0 +1,164 @@
+#include "core/model/lora_adapter.h"
+
+#include <filesystem>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/model/architectures.h"
+#include "core/model/safetensors.h"
+
+namespace ganpo {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kAdapterConfig = "adapter_config.json";
+constexpr const char* kAdapterWeights = "adapter_model.safetensors";
+
+// "layers.0.self_attn.q_proj.lora_A" -> ("layers.0.self_attn.q_proj", "lora_A")
+std::pair<std::string, std::string> split_lora_name(const std::string& name) {
+  const auto dot = name.rfind('.');
+  return {name.substr(0, dot), name.substr(dot + 1)};
+}
+
+// The PEFT tensor name of one of our adapter parameters; empty with the reason in why when the
+// family stores that projection fused or transposed.
+std::string peft_name(const Architecture& arch, const std::string& name, std::string* why) {
+  const auto [module, which] = split_lora_name(name);
+  const HfTensorName hf = arch.hf_name(module + ".weight");
+  if (hf.layout != WeightLayout::same) {
+    if (why)
+      *why = std::string(arch.hf_class) + " stores " + hf.name + (hf.layout == WeightLayout::fused_qkv ? " fused" : " transposed") +
+             ", which a PEFT adapter of our separate projections cannot match; export the merged model instead";
+    return "";
+  }
+  const std::string suffix = ".weight";
+  return "base_model.model." + hf.name.substr(0, hf.name.size() - suffix.size()) + "." + which + ".weight";
+}
+
+// The HF leaf names of the adapted projections ("q_proj", ...), as PEFT's target_modules.
+std::vector<std::string> hf_targets(CausalLM& model) {
+  const Architecture& arch = architecture(model->shape().arch);
+  std::vector<std::string> out;
+  for (const auto& [name, tensor] : model->lora_parameters()) {
+    const std::string hf = arch.hf_name(split_lora_name(name).first + ".weight").name;
+    const std::string module = hf.substr(0, hf.rfind('.'));
+    const std::string leaf = module.substr(module.rfind('.') + 1);
+    if (std::find(out.begin(), out.end(), leaf) == out.end()) out.push_back(leaf);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string peft_adapter_unsupported(CausalLM& model) {
+  if (model->lora().r == 0) return "the model has no LoRA adapters";
+  const Architecture& arch = architecture(model->shape().arch);
+  std::string why;
+  for (const auto& [name, tensor] : model->lora_parameters())
+    if (peft_name(arch, name, &why).empty()) return why;
+  return "";
+}
+
+void save_peft_adapter(const std::string& dir, CausalLM& model, const std::string& base_model) {
+  const std::string why = peft_adapter_unsupported(model);
+  if (!why.empty()) throw Error("cannot write a PEFT adapter folder: " + why);
+  const Architecture& arch = architecture(model->shape().arch);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [name, tensor] : model->lora_parameters())
+    tensors.emplace_back(peft_name(arch, name, nullptr), tensor.detach().to(torch::kFloat32));
+  save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
+  const LoraSpec& spec = model->lora();
+  const nlohmann::json config = {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"r", spec.r},
+      {"lora_alpha", spec.alpha},
+      {"lora_dropout", spec.dropout},
+      {"target_modules", hf_targets(model)},
+      {"base_model_name_or_path", base_model},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"use_rslora", false},
+      {"use_dora", false},
+      {"modules_to_save", nullptr},
+      {"revision", nullptr},
+  };
+  write_json_file((fs::path(dir) / kAdapterConfig).string(), config);
+}
+
+bool is_peft_adapter_folder(const std::string& dir) {
+  return fs::is_regular_file(fs::path(dir) / kAdapterConfig) && !fs::exists(fs::path(dir) / "config.json");
+}
+
+PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
+  const std::string path = (fs::path(dir) / kAdapterConfig).string();
+  const nlohmann::json j = read_json_file(path);
+  auto fail = [&](const std::string& what) { throw ModelFileError(path + ": " + what); };
+  if (!j.is_object()) fail("must be a JSON object as PEFT writes it");
+  if (j.value("peft_type", std::string()) != "LORA") fail("peft_type must be \"LORA\"; other PEFT methods are not supported");
+  if (j.value("use_dora", false)) fail("DoRA adapters (use_dora) are not supported; merge the adapter with PEFT and load the merged folder");
+  if (j.value("use_rslora", false)) fail("rsLoRA scaling (use_rslora) is not supported; merge the adapter with PEFT and load the merged folder");
+  if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
+  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() && !j["modules_to_save"].empty())
+    fail("modules_to_save is not supported; merge the adapter with PEFT and load the merged folder");
+  if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) fail("\"r\" must be a positive integer");
+  if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) fail("\"lora_alpha\" must be a positive number");
+  PeftAdapterConfig out;
+  out.spec.r = j["r"].get<int64_t>();
+  out.spec.alpha = j["lora_alpha"].get<double>();
+  out.spec.dropout = j.value("lora_dropout", 0.0);
+  const auto& targets = j.value("target_modules", nlohmann::json());
+  if (targets.is_string()) {
+    out.spec.targets = lora_target_modules(targets.get<std::string>());
+  } else if (targets.is_array() && !targets.empty()) {
+    std::string joined;
+    for (const auto& t : targets) {
+      if (!t.is_string()) fail("\"target_modules\" must list module names");
+      joined += (joined.empty() ? "" : ",") + t.get<std::string>();
+    }
+    try {
+      out.spec.targets = lora_target_modules(joined);
+    } catch (const ConfigError& e) {
+      fail(std::string("target_modules: ") + e.what());
+    }
+  } else {
+    fail("\"target_modules\" must list the adapted projections");
+  }
+  const std::string base = j.value("base_model_name_or_path", std::string());
+  if (base.empty()) fail("base_model_name_or_path is empty; set it to the folder of the model the adapter was trained on");
+  fs::path base_path(base);
+  if (base_path.is_relative()) base_path = fs::path(dir) / base_path;
+  if (!fs::is_directory(base_path))
+    fail("base_model_name_or_path " + base + " is not a folder here (a Hub id cannot be downloaded); download the base "
+         "model and set base_model_name_or_path to its folder");
+  out.base_model = base_path.lexically_normal().string();
+  return out;
+}
+
+void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
+  const std::string path = (fs::path(dir) / kAdapterWeights).string();
+  const auto file = load_safetensors(path);
+  const Architecture& arch = architecture(model->shape().arch);
+  torch::NoGradGuard guard;
+  size_t used = 0;
+  for (auto& [name, tensor] : model->lora_parameters()) {
+    std::string why;
+    const std::string key = peft_name(arch, name, &why);
+    if (key.empty()) throw ModelFileError(path + ": " + why);
+    auto it = file.tensors.find(key);
+    if (it == file.tensors.end())
+      throw ModelFileError(path + " has no tensor \"" + key + "\"; the adapter does not match adapter_config.json or the base model");
+    if (it->second.sizes() != tensor.sizes())
+      throw ModelFileError(path + ": tensor \"" + key + "\" has shape " + c10::str(it->second.sizes()) + " but the base model needs " +
+                           c10::str(tensor.sizes()));
+    tensor.copy_(it->second);
+    ++used;
+  }
+  if (used != file.tensors.size())
+    throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used) +
+                         " tensor(s) no adapted projection uses; the adapter does not match adapter_config.json");
+}
+
+}  // namespace ganpo

@@ -1,0 +1,42 @@
+// LoRA adapters on disk, in PEFT's adapter folder format, so PEFT's PeftModel.from_pretrained
+// loads what the workbench trained and the workbench loads adapters PEFT trained:
+//   adapter_config.json        peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
+//                              lora_dropout, target_modules, base_model_name_or_path, bias "none"
+//   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
+//                              base_model.model.<HF module>.lora_B.weight [out, r]
+// <HF module> is the family's name of the projection (model.layers.0.self_attn.q_proj for
+// Llama). GPT-2 stores its projections fused and transposed (Conv1D c_attn), where one PEFT
+// adapter cannot stand for our separate q, k and v adapters: no adapter folder is written for
+// it (the merged checkpoint is), and the reason is given.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/model/causal_lm.h"
+
+namespace ganpo {
+
+// Empty when save_peft_adapter can write model's adapters, else why not.
+std::string peft_adapter_unsupported(CausalLM& model);
+
+// Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir must exist).
+// base_model: the folder of the weights the adapters apply to (written as base_model_name_or_path).
+void save_peft_adapter(const std::string& dir, CausalLM& model, const std::string& base_model);
+
+bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json and no config.json
+
+// adapter_config.json read and checked: the spec and the base folder (relative paths are taken
+// from the adapter folder). Throws ModelFileError for what the workbench cannot apply (DoRA,
+// rsLoRA, trained biases, a Hub id instead of a folder), saying what to do.
+struct PeftAdapterConfig {
+  LoraSpec spec;
+  std::string base_model;
+};
+PeftAdapterConfig read_peft_adapter_config(const std::string& dir);
+
+// Copies the adapter folder's tensors into model, which has adapters of the same spec.
+void load_peft_adapter_weights(CausalLM& model, const std::string& dir);
+
+}  // namespace ganpo

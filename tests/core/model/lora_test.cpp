@@ -1,0 +1,269 @@
+// LoRA adapters on the causal LM: they start at the base model, switch off exactly (the view a
+// LoRA run uses as its reference), merge into W + (alpha / r) B A, train alone, and round-trip
+// through PEFT's adapter folder format.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/memory_estimate.h"
+#include "core/model/hf_weights.h"
+#include "core/model/lora_adapter.h"
+#include "core/model/model_shape.h"
+#include "core/model/safetensors.h"
+#include "core/cpu_runtime.h"
+#include "core/parallel_lanes.h"
+#include "core/tokenizer.h"
+#include "tests/core/temp_dir_support.h"
+
+namespace ganpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+// d 32, 2 layers, 4 heads (2 key/value heads for Llama), 64 positions.
+ModelConfig lora_test_model(const std::string& arch) {
+  ModelConfig c;
+  c.preset = "";
+  c.arch = arch;
+  c.d_model = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = arch == "llama" ? 2 : 0;
+  c.max_seq_len = 64;
+  return c;
+}
+
+ModelShape lora_test_shape(const std::string& arch) { return resolve_model_shape(lora_test_model(arch), 259); }
+
+LoraSpec spec_of(const std::string& targets, int64_t r = 4, double alpha = 8.0) {
+  LoraConfig c;
+  c.r = r;
+  c.alpha = alpha;
+  c.target_modules = targets;
+  return lora_spec(c);
+}
+
+// Gives every B a random value, as training would, so the adapters change the output.
+void train_adapters_randomly(CausalLM& m, uint64_t seed) {
+  torch::NoGradGuard guard;
+  torch::manual_seed(seed);
+  for (auto& [name, t] : m->lora_parameters())
+    if (name.size() > 6 && name.substr(name.size() - 6) == "lora_B") t.normal_(0.0, 0.05);
+}
+
+torch::Tensor sample_ids() { return torch::randint(0, 256, {2, 12}, torch::kLong); }
+
+TEST(Lora, AdaptersStartAtTheBaseModelAndSwitchOffExactly) {
+  torch::manual_seed(3);
+  CausalLM model(lora_test_shape("llama"));
+  model->eval();
+  const auto ids = sample_ids();
+  const auto base = model->forward(ids).logits.detach().clone();
+
+  torch::manual_seed(4);
+  model->add_lora(spec_of("all-linear"));
+  EXPECT_TRUE(torch::equal(model->forward(ids).logits, base)) << "B = 0: the adapted model starts as the base";
+
+  train_adapters_randomly(model, 5);
+  const auto adapted = model->forward(ids).logits;
+  EXPECT_GT((adapted - base).abs().max().item<double>(), 1e-3) << "trained adapters change the output";
+  CausalLM reference = without_adapters(model);
+  EXPECT_TRUE(torch::equal(reference->forward(ids).logits, base)) << "adapters off: bit for bit the base model";
+  EXPECT_FALSE(torch::equal(reference->forward(ids).hidden, model->forward(ids).hidden));
+  // The view holds no weights of its own.
+  EXPECT_EQ(reference->parameters().size(), model->parameters().size());
+  for (size_t i = 0; i < model->parameters().size(); ++i)
+    EXPECT_TRUE(reference->parameters()[i].is_same(model->parameters()[i]));
+  // And the policy still has its adapters after the view ran.
+  EXPECT_TRUE(torch::equal(model->forward(ids).logits, adapted));
+}
+
+// The reference (adapters off) and the policy (adapters on) run at once on two lanes over the
+// same modules, as a LoRA preference step does; each gets what it would get alone.
+TEST(Lora, PolicyAndItsReferenceRunAtOnceOnTwoLanes) {
+  torch::manual_seed(6);
+  CausalLM model(lora_test_shape("llama"));
+  model->add_lora(spec_of("q_proj,v_proj"));
+  train_adapters_randomly(model, 7);
+  model->eval();
+  CausalLM reference = without_adapters(model);
+  const auto ids = sample_ids();
+  const auto policy_alone = model->forward(ids).logits.detach();
+  const auto reference_alone = reference->forward(ids).logits.detach();
+  ParallelLanes lanes;
+  lanes.set_plan(plan_cpu_threads(2, 2, 1));
+  for (int round = 0; round < 20; ++round) {
+    torch::Tensor p, r;
+    lanes.run([&] { p = model->forward(ids).logits.detach(); }, [&] { r = reference->forward(ids).logits.detach(); });
+    ASSERT_TRUE(torch::equal(p, policy_alone)) << "round " << round;
+    ASSERT_TRUE(torch::equal(r, reference_alone)) << "round " << round;
+  }
+}
+
+TEST(Lora, OnlyTheAdaptersTrain) {
+  torch::manual_seed(8);
+  CausalLM model(lora_test_shape("llama"));
+  model->add_lora(spec_of("q_proj,k_proj,v_proj,o_proj,up_proj,down_proj,gate_proj", 2, 4.0));
+  int64_t trainable = 0;
+  for (const auto& p : model->named_parameters()) {
+    EXPECT_EQ(p.value().requires_grad(), is_lora_parameter(p.key())) << p.key();
+    if (p.value().requires_grad()) trainable += p.value().numel();
+  }
+  LoraConfig lora;
+  lora.r = 2;
+  lora.target_modules = "all-linear";
+  EXPECT_EQ(lora_parameter_count(model->shape(), lora), trainable) << "the memory estimate counts the same adapters";
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& p : model->named_parameters()) before[p.key()] = p.value().detach().clone();
+  std::vector<torch::Tensor> params;
+  for (const auto& p : model->parameters())
+    if (p.requires_grad()) params.push_back(p);
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2));
+  model->train();
+  for (int i = 0; i < 3; ++i) {
+    opt.zero_grad();
+    model->forward(sample_ids()).logits.logsumexp(-1).mean().backward();
+    opt.step();
+  }
+  for (const auto& p : model->named_parameters()) {
+    const bool moved = !torch::equal(p.value(), before.at(p.key()));
+    if (!is_lora_parameter(p.key())) {
+      EXPECT_FALSE(moved) << p.key() << " is frozen";
+    }
+  }
+  EXPECT_FALSE(torch::equal(model->named_parameters()["layers.0.mlp.down_proj.lora_B"], before.at("layers.0.mlp.down_proj.lora_B")));
+}
+
+// A merged checkpoint holds W + (alpha / r) B A, and loads back as an ordinary model that
+// computes what the adapted one did.
+TEST(Lora, MergedWeightsAreBasePlusScaledBA) {
+  test::TestTempDir dir;
+  torch::manual_seed(9);
+  CausalLM model(lora_test_shape("llama"));
+  model->add_lora(spec_of("q_proj,down_proj", 4, 16.0));
+  train_adapters_randomly(model, 10);
+  model->eval();
+  auto params = model->named_parameters();
+  const auto w = params["layers.1.self_attn.q_proj.weight"];
+  const auto a = params["layers.1.self_attn.q_proj.lora_A"];
+  const auto b = params["layers.1.self_attn.q_proj.lora_B"];
+  const auto expected = w + torch::mm(b, a) * (16.0 / 4.0);
+  std::map<std::string, torch::Tensor> state;
+  for (auto& [name, t] : model_state(model)) state[name] = t;
+  ASSERT_TRUE(state.count("model.layers.1.self_attn.q_proj.weight"));
+  EXPECT_TRUE(torch::allclose(state.at("model.layers.1.self_attn.q_proj.weight"), expected, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::equal(state.at("model.layers.1.self_attn.k_proj.weight"), params["layers.1.self_attn.k_proj.weight"]))
+      << "a projection without an adapter is written as it is";
+  for (const auto& [name, t] : state) EXPECT_EQ(name.find("lora"), std::string::npos) << name;
+
+  ByteTokenizer tok;
+  save_model_files((dir.path() / "merged").string(), model, tok);
+  LoadedModel merged = load_model_folder((dir.path() / "merged").string(), torch::kCPU);
+  EXPECT_EQ(merged.model->lora().r, 0);
+  const auto ids = sample_ids();
+  EXPECT_TRUE(torch::allclose(merged.model->forward(ids).logits, model->forward(ids).logits, 1e-4, 1e-5));
+}
+
+// PEFT's adapter folder: its names, shapes and config, and loading it over its base folder gives
+// the adapted model back.
+TEST(Lora, PeftAdapterFolderRoundTrips) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
+  torch::manual_seed(11);
+  {
+    CausalLM base(lora_test_shape("llama"));
+    ByteTokenizer tok;
+    save_model_files(base_dir, base, tok);
+  }
+  LoadedModel trained = load_model_folder(base_dir, torch::kCPU);
+  torch::manual_seed(12);
+  trained.model->add_lora(spec_of("q_proj,v_proj,gate_proj", 4, 8.0));
+  train_adapters_randomly(trained.model, 13);
+  EXPECT_EQ(peft_adapter_unsupported(trained.model), "");
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+
+  const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["peft_type"], "LORA");
+  EXPECT_EQ(config["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(config["r"], 4);
+  EXPECT_EQ(config["lora_alpha"], 8.0);
+  EXPECT_EQ(config["base_model_name_or_path"], base_dir);
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "v_proj", "gate_proj"}));
+  const auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+  EXPECT_EQ(tensors.size(), 2u * 3u * 2u) << "A and B for 3 projections in 2 layers";
+  ASSERT_TRUE(tensors.count("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+  EXPECT_EQ(tensors.at("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").sizes(), (std::vector<int64_t>{4, 32}));
+  EXPECT_EQ(tensors.at("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight").sizes(), (std::vector<int64_t>{16, 4}))
+      << "v_proj: 2 kv heads x head size 8";
+  EXPECT_TRUE(tensors.count("base_model.model.model.layers.1.mlp.gate_proj.lora_B.weight"));
+
+  ASSERT_TRUE(is_peft_adapter_folder(adapter_dir));
+  LoadedModel loaded = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_EQ(loaded.model->lora().r, 4);
+  trained.model->eval();
+  const auto ids = sample_ids();
+  EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, trained.model->forward(ids).logits));
+
+  // A relative base path is taken from the adapter folder, as PEFT users write it by hand.
+  auto relative = config;
+  relative["base_model_name_or_path"] = "../base";
+  std::ofstream(adapter_dir + "/adapter_config.json") << relative.dump();
+  EXPECT_EQ(read_peft_adapter_config(adapter_dir).base_model, fs::path(base_dir).lexically_normal().string());
+}
+
+TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
+  // GPT-2 keeps q, k and v fused in c_attn: no PEFT folder, and the reason says what to do.
+  torch::manual_seed(14);
+  CausalLM gpt2(lora_test_shape("gpt2"));
+  gpt2->add_lora(spec_of("q_proj,v_proj"));
+  const std::string why = peft_adapter_unsupported(gpt2);
+  EXPECT_NE(why.find("fused"), std::string::npos) << why;
+  EXPECT_NE(why.find("merged"), std::string::npos) << why;
+  // A GELU MLP has no gate projection.
+  CausalLM gpt2b(lora_test_shape("gpt2"));
+  try {
+    gpt2b->add_lora(spec_of("gate_proj"));
+    FAIL() << "nothing to adapt";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("matches no projection"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(lora_target_modules("q_proj,c_attn"), ConfigError);
+  EXPECT_THROW(lora_target_modules(" , "), ConfigError);
+  EXPECT_EQ(lora_target_modules("all-linear").size(), 7u);
+  EXPECT_EQ(lora_target_modules(" v_proj , q_proj,v_proj"), (std::vector<std::string>{"v_proj", "q_proj"}));
+
+  // Adapter configs the workbench cannot apply.
+  test::TestTempDir dir;
+  auto refused = [&](const nlohmann::json& config, const std::string& expected) {
+    std::ofstream(dir.path() / "adapter_config.json") << config.dump();
+    try {
+      read_peft_adapter_config(dir.path().string());
+      ADD_FAILURE() << "accepted " << config.dump();
+    } catch (const ModelFileError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  };
+  const nlohmann::json ok = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"q_proj"}},
+                             {"base_model_name_or_path", dir.path().string()}};
+  auto with = [&](const std::string& key, const nlohmann::json& v) {
+    auto c = ok;
+    c[key] = v;
+    return c;
+  };
+  refused(with("peft_type", "IA3"), "peft_type");
+  refused(with("use_dora", true), "DoRA");
+  refused(with("use_rslora", true), "rsLoRA");
+  refused(with("bias", "all"), "biases");
+  refused(with("r", 0), "\"r\"");
+  refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
+  refused(with("target_modules", {"c_attn"}), "c_attn");
+}
+
+}  // namespace
+}  // namespace ganpo
