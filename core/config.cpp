@@ -122,6 +122,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, adam_epsilon),
       GANPO_FIELD(train, precision),
       GANPO_FIELD(train, gradient_checkpointing),
+      GANPO_FIELD(train, deterministic),
       GANPO_FIELD(train, logging_steps),
       GANPO_FIELD(train, eval_steps),
       GANPO_FIELD(train, save_steps),

@@ -105,6 +105,10 @@ struct TrainConfig {
   // pass: activation memory drops from ~17 d to ~d values per token and layer, for about one
   // more forward pass of compute (transformers' gradient_checkpointing).
   bool gradient_checkpointing = false;
+  // Deterministic kernels only (PyTorch's use_deterministic_algorithms, deterministic cuDNN
+  // without autotuning, CUBLAS_WORKSPACE_CONFIG=:4096:8): on CUDA, what makes a resumed run
+  // bitwise equal to an uninterrupted one. CPU runs are bitwise reproducible without it.
+  bool deterministic = false;
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end
   int64_t save_steps = 0;          // 0 = only at the end

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -256,6 +257,7 @@ struct Trainer::State {
   void setup() {
     validate_or_throw(config);
     preference = config.stage == "preference";
+    if (config.train.deterministic) use_deterministic_kernels();
     device = torch::Device(resolve_device(config.device));
     if (config.train.precision == "bf16" && device.is_cpu())
       throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
@@ -294,6 +296,16 @@ struct Trainer::State {
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
     order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
     if (!options.resume_from.empty()) resume(options.resume_from);
+  }
+
+  // train.deterministic: before anything touches CUDA (cuBLAS reads its workspace setting once).
+  void use_deterministic_kernels() {
+    ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+    log("info", "deterministic kernels only (train.deterministic): an operation without a deterministic kernel "
+                "fails the run with its name");
   }
 
   // ---- CPU threads (cpu_job.h) ---------------------------------------------------------------
@@ -867,6 +879,12 @@ struct Trainer::State {
       rng = gen.get_state();
     }
     std::vector<std::pair<std::string, torch::Tensor>> rng_tensors{{"cpu", rng}};
+    if (device.is_cuda()) {
+      // The run's GPU generator too (dropout on the GPU draws from it), so resume is exact there.
+      auto cuda = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(cuda.mutex());
+      rng_tensors.emplace_back("cuda", cuda.get_state());
+    }
     if (regularizer)
       for (auto& entry : regularizer->rng_state()) rng_tensors.push_back(std::move(entry));
     save_safetensors((ts / "rng.safetensors").string(), rng_tensors);
@@ -969,6 +987,11 @@ struct Trainer::State {
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng.at("cpu"));
+    }
+    if (rng.count("cuda") && device.is_cuda()) {
+      auto cuda = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(cuda.mutex());
+      cuda.set_state(rng.at("cuda"));
     }
     if (regularizer) regularizer->set_rng_state(rng);
     log("info", "resumed from " + dir + " at step " + std::to_string(step));

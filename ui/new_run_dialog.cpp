@@ -341,6 +341,9 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   form_->addBool(numerics, GANPO_CONFIG_KEY(train.gradient_checkpointing), tr("Gradient checkpointing"),
                  tr("Keep only each layer's input and recompute the layer in the backward pass: much less "
                     "activation memory (see the estimate below) for about a third more compute per step."));
+  form_->addBool(numerics, GANPO_CONFIG_KEY(train.deterministic), tr("Deterministic kernels"),
+                 tr("Only deterministic kernels (and no cuDNN autotuning): on a GPU, what makes a resumed run "
+                    "bitwise equal to an uninterrupted one, at some speed. CPU runs are reproducible without it."));
   form_->addInt(numerics, GANPO_CONFIG_KEY(seed), tr("Seed"));
   return page;
 }

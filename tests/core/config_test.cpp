@@ -133,6 +133,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.adam_epsilon, b.train.adam_epsilon);
   EXPECT_EQ(a.train.precision, b.train.precision);
   EXPECT_EQ(a.train.gradient_checkpointing, b.train.gradient_checkpointing);
+  EXPECT_EQ(a.train.deterministic, b.train.deterministic);
   EXPECT_EQ(a.train.logging_steps, b.train.logging_steps);
   EXPECT_EQ(a.train.eval_steps, b.train.eval_steps);
   EXPECT_EQ(a.train.save_steps, b.train.save_steps);
@@ -218,6 +219,7 @@ RunConfig non_default_config() {
   c.train.adam_epsilon = 1e-6;
   c.train.precision = "bf16";
   c.train.gradient_checkpointing = true;
+  c.train.deterministic = true;
   c.train.logging_steps = 1;
   c.train.eval_steps = 50;
   c.train.save_steps = 250;
@@ -330,10 +332,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 13 + 4 (model.lora) + 11 + 4 + 12 + 18 + 6.
+  // One line per field: 5 top-level + 13 + 4 (model.lora) + 11 + 4 + 12 + 19 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 80u);
+  EXPECT_EQ(assignments, 81u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {

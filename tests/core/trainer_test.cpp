@@ -421,20 +421,25 @@ TEST_F(TrainerTest, PreferenceRunLeavesTheReferenceFolderUntouched) {
 }
 
 // Gradient checkpointing changes what is kept, not what is computed: the same run, step by step.
-TEST_F(TrainerTest, GradientCheckpointingTrainsTheSameRun) {
+// train.deterministic (deterministic kernels only) changes nothing on the CPU either.
+TEST_F(TrainerTest, GradientCheckpointingAndDeterministicKernelsTrainTheSameRun) {
   auto plain = config("plain");
   plain.eval.judge_at_end = false;
-  auto checkpointed = plain;
-  checkpointed.output_dir = (root_ / "checkpointed").string();
-  checkpointed.train.gradient_checkpointing = true;
-  Collector a_obs, b_obs;
+  Collector a_obs;
   auto a = run(plain, a_obs);
-  auto b = run(checkpointed, b_obs);
   ASSERT_EQ(a.status, "completed") << a.message;
-  ASSERT_EQ(b.status, "completed") << b.message;
-  for (int64_t step = 1; step <= 3; ++step)
-    for (const std::string k : {"loss", "opo_loss", "adv/loss", "grad_norm", "rewards/margins"})
-      EXPECT_NEAR(b_obs.metrics.at(step).at(k), a_obs.metrics.at(step).at(k), 1e-5) << k << " at step " << step;
+  for (const std::string variant : {"gradient_checkpointing", "deterministic"}) {
+    auto other = plain;
+    other.output_dir = (root_ / variant).string();
+    apply_override(other, "train." + variant + "=true");
+    Collector b_obs;
+    auto b = run(other, b_obs);
+    ASSERT_EQ(b.status, "completed") << variant << ": " << b.message;
+    for (int64_t step = 1; step <= 3; ++step)
+      for (const std::string k : {"loss", "opo_loss", "adv/loss", "grad_norm", "rewards/margins"})
+        EXPECT_NEAR(b_obs.metrics.at(step).at(k), a_obs.metrics.at(step).at(k), 1e-5) << variant << ": " << k << " at step " << step;
+  }
+  at::globalContext().setDeterministicAlgorithms(false, false);  // the process-wide switch, for the next tests
 }
 
 // LoRA (model.lora): only the adapters train, the reference is the base model (the policy with
