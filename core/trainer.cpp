@@ -11,9 +11,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "core/batching.h"
+#include "core/bf16_autocast.h"
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/critic.h"
@@ -155,43 +157,18 @@ std::string resolve_device(const std::string& device) {
 
 namespace {
 
-// train.precision = "bf16" on CUDA: forward passes autocast to bf16 while weights, optimiser
-// states, losses and EMA means stay float32 (softmax / log-softmax autocast to float32).
-class Bf16Autocast {
-public:
-  explicit Bf16Autocast(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-#else
-    was_enabled_ = at::autocast::is_enabled();
-    at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-#endif
-    at::autocast::increment_nesting();
-  }
-  ~Bf16Autocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
-#else
-    at::autocast::set_enabled(was_enabled_);
-#endif
-  }
-  Bf16Autocast(const Bf16Autocast&) = delete;
-  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
-
-private:
-  bool on_;
-  bool was_enabled_ = false;
-};
 
 }  // namespace
 
 struct Trainer::State {
+  ~State() {
+    if (!deterministic_before) return;
+    auto& context = at::globalContext();
+    context.setDeterministicAlgorithms(deterministic_before->algorithms, deterministic_before->warn_only);
+    context.setDeterministicCuDNN(deterministic_before->cudnn);
+    context.setBenchmarkCuDNN(deterministic_before->benchmark);
+  }
+
   RunConfig config;
   RunObserver& observer;
   TrainerOptions options;
@@ -203,6 +180,10 @@ struct Trainer::State {
   std::unique_ptr<GanpoRegularizer> regularizer;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::vector<torch::Tensor> trainable;  // what the optimizer updates: every policy weight, or the LoRA adapters
+  struct DeterministicSwitches {
+    bool algorithms, warn_only, cudnn, benchmark;
+  };
+  std::optional<DeterministicSwitches> deterministic_before;  // set by train.deterministic
   std::unique_ptr<torch::optim::AdamW> critic_optimizer;
 
   // CPU runs: this process's share of the machine and the two lanes of a step (null on CUDA).
@@ -298,12 +279,18 @@ struct Trainer::State {
     if (!options.resume_from.empty()) resume(options.resume_from);
   }
 
-  // train.deterministic: before anything touches CUDA (cuBLAS reads its workspace setting once).
+  // train.deterministic: before anything touches CUDA (cuBLAS reads its workspace setting once,
+  // so in a process that used CUDA before, the environment variable comes too late). The
+  // switches are process-wide: the previous ones come back when the trainer goes.
   void use_deterministic_kernels() {
     ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-    at::globalContext().setDeterministicCuDNN(true);
-    at::globalContext().setBenchmarkCuDNN(false);
+    auto& context = at::globalContext();
+    deterministic_before = DeterministicSwitches{context.deterministicAlgorithms(),
+                                                 context.deterministicAlgorithmsWarnOnly(),
+                                                 context.deterministicCuDNN(), context.benchmarkCuDNN()};
+    context.setDeterministicAlgorithms(true, /*warn_only=*/false);
+    context.setDeterministicCuDNN(true);
+    context.setBenchmarkCuDNN(false);
     log("info", "deterministic kernels only (train.deterministic): an operation without a deterministic kernel "
                 "fails the run with its name");
   }

@@ -13,15 +13,12 @@ namespace {
 
 // The value a run's stored config holds for "section.key", as the override text the grid uses.
 std::string config_value(const nlohmann::json& config, const std::string& key) {
-  const size_t dot = key.find('.');
-  const nlohmann::json* node = &config;
-  if (dot != std::string::npos) {
-    if (!config.contains(key.substr(0, dot))) return "";
-    node = &config[key.substr(0, dot)];
-  }
-  const std::string leaf = dot == std::string::npos ? key : key.substr(dot + 1);
-  if (!node->is_object() || !node->contains(leaf)) return "";
-  const nlohmann::json& v = (*node)[leaf];
+  // "model.lora.r" -> /model/lora/r (sections nest; keys never hold a dot)
+  std::string pointer = "/" + key;
+  std::replace(pointer.begin(), pointer.end(), '.', '/');
+  const nlohmann::json::json_pointer at(pointer);
+  if (!config.contains(at)) return "";
+  const nlohmann::json& v = config.at(at);
   if (v.is_string()) return v.get<std::string>();
   if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
   return v.dump();

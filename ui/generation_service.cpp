@@ -40,7 +40,9 @@ struct FolderStamp {
 };
 
 FolderStamp stamp_of(const QString& dir) {
+  // A PEFT adapter folder's weights are its adapters (its base is read through its config).
   QFileInfo fi(dir + QStringLiteral("/model.safetensors"));
+  if (!fi.exists()) fi.setFile(dir + QStringLiteral("/adapter_model.safetensors"));
   if (!fi.exists()) return {};
   return {fi.size(), fi.lastModified().toMSecsSinceEpoch()};
 }

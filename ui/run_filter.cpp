@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <functional>
 
 #include "core/config.h"
 
@@ -24,14 +25,17 @@ bool contains_ci(const std::string& haystack, const std::string& needle) {
 const std::vector<std::string>& config_pointers() {
   static const std::vector<std::string> pointers = [] {
     std::vector<std::string> out;
-    const nlohmann::json j = config_to_json(RunConfig{});
-    for (const auto& [key, value] : j.items()) {
-      if (value.is_object()) {
-        for (const auto& item : value.items()) out.push_back("/" + key + "/" + item.key());
-      } else {
-        out.push_back("/" + key);
+    // Sections nest ("model.lora"): every leaf, at any depth.
+    std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
+                                                                              const std::string& prefix) {
+      for (const auto& [key, value] : j.items()) {
+        if (value.is_object())
+          walk(value, prefix + "/" + key);
+        else
+          out.push_back(prefix + "/" + key);
       }
-    }
+    };
+    walk(config_to_json(RunConfig{}), "");
     return out;
   }();
   return pointers;
@@ -43,9 +47,9 @@ std::string resolve_key(const std::string& key, std::string* why) {
   std::replace(dotted.begin(), dotted.end(), '.', '/');
   const auto& all = config_pointers();
   if (std::find(all.begin(), all.end(), dotted) != all.end()) return dotted;
-  std::vector<std::string> hits;
+  std::vector<std::string> hits;  // "beta" or "lora.r": the fields whose path ends so
   for (const auto& p : all)
-    if (p.size() > key.size() && p.compare(p.size() - key.size() - 1, std::string::npos, "/" + key) == 0)
+    if (p.size() > dotted.size() && p.compare(p.size() - dotted.size(), std::string::npos, dotted) == 0)
       hits.push_back(p);
   if (hits.size() == 1) return hits[0];
   *why = hits.empty() ? "no config field named '" + key + "'"

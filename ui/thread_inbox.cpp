@@ -5,8 +5,13 @@
 namespace ganpo::ui {
 
 ThreadInbox::~ThreadInbox() {
-  std::lock_guard<std::mutex> lock(mutex_);  // after the last post, in TSan's eyes too
-  pending_.clear();
+  std::deque<std::function<void()>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);  // after the last post, in TSan's eyes too
+    dropped.swap(pending_);
+  }
+  // Destroyed outside the lock: a captured object's destructor may post (to a dead inbox it
+  // must not, but it must not deadlock either).
 }
 
 void ThreadInbox::post(std::function<void()> fn) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/bf16_autocast.h"
 #include "core/error.h"
 
 namespace ganpo {
@@ -252,6 +253,7 @@ struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["adapters_off"] = t_adapters_off;
+    ctx->saved_data["bf16_autocast"] = cuda_autocast_enabled();
     for (const auto& [name, t] : {std::pair{"cos", &side->cos}, std::pair{"sin", &side->sin}, std::pair{"mask", &side->mask}})
       if (t->defined()) ctx->saved_data[name] = *t;
     auto gen = at::globalContext().defaultGenerator(x.device());
@@ -274,8 +276,11 @@ struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
     torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     torch::Tensor y;
     {
-      // The forward pass again, as it ran: same adapters switch, same random numbers.
+      // The forward pass again, as it ran: same adapters switch, same random numbers, and under
+      // bf16 autocast when it ran under it (the backward pass runs on another thread, which
+      // would otherwise compute in float32 or fp16).
       const AdaptersOff adapters(ctx->saved_data["adapters_off"].toBool());
+      const Bf16Autocast autocast(ctx->saved_data["bf16_autocast"].toBool());
       auto gen = at::globalContext().defaultGenerator(x.device());
       torch::Tensor now;
       {
@@ -370,6 +375,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
 
 std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::lora_parameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
+  if (adapters_off_) return out;  // a view uses none
   for (const auto& p : named_parameters())
     if (is_lora_parameter(p.key())) out.emplace_back(p.key(), p.value());
   return out;
@@ -377,9 +383,18 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::lora_parameters
 
 std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
   // A copy of this module holds the same parameter tensors and child modules (handles, not data).
+  // Made in evaluation mode (its own flag; train() / eval() on it then change nothing shared).
+  const bool training = is_training();
+  if (training) torch::nn::Module::train(false);
   auto view = std::make_shared<CausalLMImpl>(*this);
+  if (training) torch::nn::Module::train(true);
   view->adapters_off_ = true;
   return view;
+}
+
+void CausalLMImpl::train(bool on) {
+  // A view's modules are the policy's: only the policy switches their mode.
+  if (!adapters_off_) torch::nn::Module::train(on);
 }
 
 torch::Tensor CausalLMImpl::merged_weight(const std::string& name) {
@@ -387,7 +402,7 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name) {
   const torch::Tensor* w = params.find(name);
   GANPO_ASSERT(w != nullptr, "no parameter " + name);
   const std::string suffix = ".weight";
-  if (lora_.r == 0 || name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+  if (lora_.r == 0 || adapters_off_ || name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return *w;
   const std::string base = name.substr(0, name.size() - suffix.size());
   const torch::Tensor* a = params.find(base + ".lora_A");

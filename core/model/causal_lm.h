@@ -68,8 +68,13 @@ public:
   // B zero: the model is unchanged until it trains) and freezes every other parameter. Throws
   // ConfigError when no projection of this model is targeted.
   void add_lora(const LoraSpec& spec);
-  const LoraSpec& lora() const { return lora_; }
-  // The adapters' parameters by name ("layers.0.self_attn.q_proj.lora_A" [r, in], "...lora_B" [out, r]).
+  // The adapters in use: none for a without_adapters() view.
+  const LoraSpec& lora() const {
+    static const LoraSpec none;
+    return adapters_off_ ? none : lora_;
+  }
+  // The adapters' parameters by name ("layers.0.self_attn.q_proj.lora_A" [r, in], "...lora_B" [out, r]);
+  // none for a view.
   std::vector<std::pair<std::string, torch::Tensor>> lora_parameters();
   // This model with its adapters switched off during its forward passes: the same modules and
   // tensors, no copy. Safe while this model runs on another thread (the switch is per thread).
@@ -77,6 +82,9 @@ public:
   // W + (alpha / r) B A for an adapted weight ("layers.0.self_attn.q_proj.weight"), else the
   // weight itself; without gradient.
   torch::Tensor merged_weight(const std::string& name);
+  // As Module::train, except on a without_adapters() view, which stays in evaluation mode and
+  // leaves the modules it shares with the policy alone.
+  void train(bool on = true) override;
   // Gradient checkpointing: while training with gradients on, each block keeps only its input
   // and is run again in the backward pass (with the random state it had, so dropout repeats).
   void set_gradient_checkpointing(bool on) { checkpoint_blocks_ = on; }

@@ -101,8 +101,12 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   if (j.value("use_dora", false)) fail("DoRA adapters (use_dora) are not supported; merge the adapter with PEFT and load the merged folder");
   if (j.value("use_rslora", false)) fail("rsLoRA scaling (use_rslora) is not supported; merge the adapter with PEFT and load the merged folder");
   if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
-  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() && !j["modules_to_save"].empty())
-    fail("modules_to_save is not supported; merge the adapter with PEFT and load the merged folder");
+  // Settings that change which layers are adapted or their scale per layer: applying the adapter
+  // without them would compute another model.
+  for (const char* key : {"modules_to_save", "alpha_pattern", "rank_pattern", "layers_to_transform", "exclude_modules",
+                          "layers_pattern"})
+    if (j.contains(key) && !j[key].is_null() && !j[key].empty())
+      fail(std::string(key) + " is not supported; merge the adapter with PEFT and load the merged folder");
   if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) fail("\"r\" must be a positive integer");
   if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) fail("\"lora_alpha\" must be a positive number");
   PeftAdapterConfig out;
@@ -111,7 +115,14 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   out.spec.dropout = j.value("lora_dropout", 0.0);
   const auto& targets = j.value("target_modules", nlohmann::json());
   if (targets.is_string()) {
-    out.spec.targets = lora_target_modules(targets.get<std::string>());
+    // PEFT reads a string as a regular expression over module names; only its "all-linear"
+    // and plain names are understood here.
+    try {
+      out.spec.targets = lora_target_modules(targets.get<std::string>());
+    } catch (const ConfigError& e) {
+      fail(std::string("target_modules as a regular expression is not supported (") + e.what() +
+           "); list the projections instead, e.g. [\"q_proj\", \"v_proj\"]");
+    }
   } else if (targets.is_array() && !targets.empty()) {
     std::string joined;
     for (const auto& t : targets) {
@@ -134,6 +145,9 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     fail("base_model_name_or_path " + base + " is not a folder here (a Hub id cannot be downloaded); download the base "
          "model and set base_model_name_or_path to its folder");
   out.base_model = base_path.lexically_normal().string();
+  if (is_peft_adapter_folder(out.base_model))
+    fail("base_model_name_or_path " + base + " is itself an adapter folder; point it to the full model the adapter was "
+         "trained on");
   return out;
 }
 

@@ -439,7 +439,7 @@ TEST_F(TrainerTest, GradientCheckpointingAndDeterministicKernelsTrainTheSameRun)
       for (const std::string k : {"loss", "opo_loss", "adv/loss", "grad_norm", "rewards/margins"})
         EXPECT_NEAR(b_obs.metrics.at(step).at(k), a_obs.metrics.at(step).at(k), 1e-5) << variant << ": " << k << " at step " << step;
   }
-  at::globalContext().setDeterministicAlgorithms(false, false);  // the process-wide switch, for the next tests
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms()) << "the process-wide switch is back as it was";
 }
 
 // LoRA (model.lora): only the adapters train, the reference is the base model (the policy with

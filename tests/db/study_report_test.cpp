@@ -64,6 +64,28 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
   fs::remove_all(dir);
 }
 
+// A grid over a key of a table inside a table ([model.lora]) keeps its arms apart.
+TEST(StudyReport, ArmsOfANestedKeyStayApart) {
+  const fs::path dir = fs::temp_directory_path() / ("ganpo_study_report_nested_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    RunStore store = RunStore::open((dir / "w.sqlite").string());
+    const std::string text = "name = \"lora\"\nseeds = [1, 2]\n[base.model]\ncheckpoint = \"base\"\n[grid]\n"
+                             "\"model.lora.r\" = [4, 16]\n";
+    const int64_t study = create_study(store, "lora", text, expand_study(study_from_toml(text, ".", "s"), (dir / "o").string()));
+    const auto ids = study_run_ids(store, study);
+    ASSERT_EQ(ids.size(), 4u);
+    for (const int64_t id : ids) store.set_status(id, RunStatus::completed);
+    const StudyReport report = study_report(store, study);
+    ASSERT_EQ(report.arms.size(), 2u);
+    EXPECT_EQ(report.arms[0].arm, "model.lora.r=4");
+    EXPECT_EQ(report.arms[1].arm, "model.lora.r=16");
+    EXPECT_EQ(report.arms[0].seeds, (std::vector<int64_t>{1, 2}));
+  }
+  fs::remove_all(dir);
+}
+
 // Judge evaluations stored as typed reports: per arm the win rate against the reference and the
 // response length, and GANPO on against GANPO off head to head on the same prompts, per seed.
 TEST(StudyReport, JudgeNumbersAndHeadToHeadWinRatesFromStoredReports) {

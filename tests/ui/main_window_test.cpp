@@ -152,6 +152,7 @@ TEST(RunFilterTest, ParsesTextFieldsAndConfigComparisons) {
   c.objective.beta = 0.1;
   c.objective.loss_type = "ipo";
   c.ganpo.enabled = true;
+  c.model.lora.r = 8;
   const nlohmann::json config = config_to_json(c);
   auto m = [&](const char* text) {
     RunFilter f = RunFilter::parse(text);
@@ -175,6 +176,11 @@ TEST(RunFilterTest, ParsesTextFieldsAndConfigComparisons) {
   EXPECT_TRUE(m("ganpo.enabled=true"));
   EXPECT_TRUE(m("loss_type~ip"));
   EXPECT_TRUE(m("stage:preference"));
+  // A field of a table inside a table ([model.lora]), by its full path or its end.
+  EXPECT_TRUE(m("model.lora.r=8"));
+  EXPECT_TRUE(m("lora.r>4"));
+  EXPECT_FALSE(m("lora.r>8"));
+  EXPECT_TRUE(m("target_modules~v_proj"));
 }
 
 TEST(RunFilterTest, BadTermsSayWhyAndMatchEverything) {

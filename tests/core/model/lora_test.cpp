@@ -81,6 +81,21 @@ TEST(Lora, AdaptersStartAtTheBaseModelAndSwitchOffExactly) {
     EXPECT_TRUE(reference->parameters()[i].is_same(model->parameters()[i]));
   // And the policy still has its adapters after the view ran.
   EXPECT_TRUE(torch::equal(model->forward(ids).logits, adapted));
+  // The view reports no adapters, merges none, and never switches the modules it shares: it is
+  // in evaluation mode whatever the policy's mode was when it was made.
+  EXPECT_EQ(reference->lora().r, 0);
+  EXPECT_TRUE(reference->lora_parameters().empty());
+  model->train();
+  CausalLM view = without_adapters(model);
+  EXPECT_FALSE(view->is_training());
+  EXPECT_TRUE(model->is_training()) << "making the view leaves the policy as it was";
+  view->eval();
+  view->train();
+  view->eval();
+  for (const auto& m : model->modules()) EXPECT_TRUE(m->is_training());
+  const auto q = "layers.0.self_attn.q_proj.weight";
+  EXPECT_TRUE(torch::equal(view->merged_weight(q), model->named_parameters()[q]));
+  EXPECT_FALSE(torch::equal(model->merged_weight(q), model->named_parameters()[q]));
 }
 
 // The reference (adapters off) and the policy (adapters on) run at once on two lanes over the
@@ -263,6 +278,12 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   refused(with("r", 0), "\"r\"");
   refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
   refused(with("target_modules", {"c_attn"}), "c_attn");
+  refused(with("target_modules", ".*\\.(q|v)_proj"), "regular expression");
+  refused(with("alpha_pattern", {{"q_proj", 32}}), "alpha_pattern");
+  refused(with("layers_to_transform", {0}), "layers_to_transform");
+  fs::create_directories(dir.path() / "other");
+  std::ofstream(dir.path() / "other" / "adapter_config.json") << ok.dump();
+  refused(with("base_model_name_or_path", (dir.path() / "other").string()), "is itself an adapter folder");
 }
 
 }  // namespace

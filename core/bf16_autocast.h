@@ -1,0 +1,54 @@
+// Bf16Autocast: train.precision = "bf16" on CUDA. While one lives, forward passes on this thread
+// autocast to bf16 while weights, optimiser states, losses and EMA means stay float32
+// (softmax / log-softmax autocast to float32). Also what a checkpointed block's recomputation
+// re-enters in the backward pass (which runs on another thread), so it computes as the forward
+// did. Header-only: LibTorch's autocast API differs before and after 2.4.
+#pragma once
+
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+namespace ganpo {
+
+class Bf16Autocast {
+public:
+  explicit Bf16Autocast(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    was_enabled_ = at::autocast::is_enabled();
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+#else
+    at::autocast::set_enabled(was_enabled_);
+#endif
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+private:
+  bool on_;
+  bool was_enabled_ = false;
+};
+
+// Whether CUDA autocast is on for this thread (as Bf16Autocast turns it on).
+inline bool cuda_autocast_enabled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+  return at::autocast::is_enabled();
+#endif
+}
+
+}  // namespace ganpo
