@@ -29,7 +29,11 @@ void StoreWorker::run_jobs() {
       job = std::move(jobs_.front());
       jobs_.pop_front();
     }
-    job();
+    try {
+      job();  // queries and writes catch std::exception themselves
+    } catch (...) {
+      inbox_.post([this] { Q_EMIT errorOccurred(QStringLiteral("A workspace job failed with an unknown error.")); });
+    }
   }
   store_.reset();  // the connection is closed on the thread that used it
 }
