@@ -1,10 +1,16 @@
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "app/cli/commands.h"
 #include "core/error.h"
+#include "core/memory_estimate.h"
+#include "core/model/architectures.h"
 #include "core/trainer.h"
 
 namespace ganpo::cli {
@@ -40,7 +46,33 @@ double median(std::vector<double> v) {
 struct Figures {
   double step_time_s = 0, tokens_per_s = 0;
   std::string cpu_threads;
+  int64_t peak_rss_growth_bytes = -1;  // -1: not measured (no /proc)
 };
+
+// A field of /proc/self/status in bytes ("VmRSS", "VmHWM"); -1 when it cannot be read.
+int64_t proc_status_bytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;  // "...  123 kB"
+  return -1;
+}
+
+// The process's peak resident memory starts again from what it holds now (Linux: clear_refs 5).
+bool reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  return static_cast<bool>(clear.flush());
+}
+
+// The memory estimate of the New Run dialog for this config, with the model folder's own shape.
+MemoryEstimate estimate_of(const RunConfig& config) {
+  if (config.model.checkpoint.empty()) return estimate_training_memory(config);
+  const std::string path = config.model.checkpoint + "/config.json";
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read " + path + " for the memory estimate");
+  return estimate_training_memory(config, read_hf_config(nlohmann::json::parse(in), path));
+}
 
 Figures measure(RunConfig config, int64_t steps) {
   constexpr int64_t kWarmupSteps = 2;  // allocator and thread-pool warm-up, not measured
@@ -49,12 +81,17 @@ Figures measure(RunConfig config, int64_t steps) {
   StepTimes times;
   TrainerOptions options;
   options.benchmark = true;
+  ::malloc_trim(0);  // what the previous variant freed goes back to the system, not into this one's figure
+  const bool peak_reset = reset_peak_rss();
+  const int64_t rss_before = proc_status_bytes("VmRSS");
   Trainer trainer(config, times, options);
   auto result = trainer.run();
+  const int64_t peak = proc_status_bytes("VmHWM");
   if (result.status != "completed") throw Error("benchmark run " + result.status + ": " + result.message);
   times.step_times.erase(times.step_times.begin(), times.step_times.begin() + kWarmupSteps);
   times.tokens_per_s.erase(times.tokens_per_s.begin(), times.tokens_per_s.begin() + kWarmupSteps);
-  return {median(times.step_times), median(times.tokens_per_s), times.cpu_threads};
+  const int64_t growth = peak_reset && peak >= 0 && rss_before >= 0 ? peak - rss_before : -1;
+  return {median(times.step_times), median(times.tokens_per_s), times.cpu_threads, growth};
 }
 
 }  // namespace
@@ -69,17 +106,25 @@ int bench_command(const BenchArgs& args) {
   }
   nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
                            {"device", resolve_device(config.device)}, {"model", model_label(config)}};
+  // Each variant: its speed, the dialog's memory estimate for it and the growth of the process's
+  // peak resident memory while it ran (CPU; on CUDA the device's memory is what counts).
+  auto figures = [](const Figures& f, const RunConfig& c) {
+    return nlohmann::json{{"median_step_time_s", f.step_time_s},
+                          {"tokens_per_s", f.tokens_per_s},
+                          {"memory_estimate_bytes", estimate_of(c).total_bytes},
+                          {"peak_rss_growth_bytes", f.peak_rss_growth_bytes}};
+  };
   if (config.stage == "sft") {
     auto f = measure(config, args.steps);
-    report["sft"] = {{"median_step_time_s", f.step_time_s}, {"tokens_per_s", f.tokens_per_s}};
+    report["sft"] = figures(f, config);
     report["cpu_threads"] = f.cpu_threads;
   } else {
     config.ganpo.enabled = false;
     auto off = measure(config, args.steps);
+    report["ganpo_off"] = figures(off, config);
     config.ganpo.enabled = true;
     auto on = measure(config, args.steps);
-    report["ganpo_off"] = {{"median_step_time_s", off.step_time_s}, {"tokens_per_s", off.tokens_per_s}};
-    report["ganpo_on"] = {{"median_step_time_s", on.step_time_s}, {"tokens_per_s", on.tokens_per_s}};
+    report["ganpo_on"] = figures(on, config);
     report["step_time_ratio"] = off.step_time_s > 0 ? on.step_time_s / off.step_time_s : 0.0;
     report["cpu_threads"] = on.cpu_threads;
   }
@@ -93,10 +138,15 @@ int bench_command(const BenchArgs& args) {
   if (!report["cpu_threads"].get<std::string>().empty())
     std::printf("  threads: %s (train.num_threads = %lld)\n", report["cpu_threads"].get<std::string>().c_str(),
                 static_cast<long long>(config.train.num_threads));
-  for (const char* key : {"sft", "ganpo_off", "ganpo_on"})
-    if (report.contains(key))
-      std::printf("  %-10s median step %.4f s, %.0f tokens/s\n", key, report[key]["median_step_time_s"].get<double>(),
-                  report[key]["tokens_per_s"].get<double>());
+  auto mib = [](const nlohmann::json& bytes) { return static_cast<double>(bytes.get<int64_t>()) / (1024.0 * 1024.0); };
+  for (const char* key : {"sft", "ganpo_off", "ganpo_on"}) {
+    if (!report.contains(key)) continue;
+    const auto& r = report[key];
+    std::printf("  %-10s median step %.4f s, %.0f tokens/s; memory estimate %.0f MiB", key,
+                r["median_step_time_s"].get<double>(), r["tokens_per_s"].get<double>(), mib(r["memory_estimate_bytes"]));
+    if (r["peak_rss_growth_bytes"].get<int64_t>() >= 0) std::printf(", peak RSS grew %.0f MiB", mib(r["peak_rss_growth_bytes"]));
+    std::printf("\n");
+  }
   if (report.contains("step_time_ratio"))
     std::printf("  GANPO / base step-time ratio: %.3f\n", report["step_time_ratio"].get<double>());
   return 0;
