@@ -179,6 +179,31 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   EXPECT_TRUE(rows[0]["completion"].is_string());
 }
 
+// ganpo bench: speed with GANPO off and on, and for each the dialog's memory estimate beside what
+// the process's peak resident memory grew by (a tiny model, one measured step).
+TEST(CliEndToEnd, BenchPrintsSpeedAndMemoryEstimateBesideMeasuredPeak) {
+  const auto dir = fresh_dir("bench");
+  std::ofstream(dir / "bench.toml") << "device = \"cpu\"\noutput_dir = \"" << (dir / "out").string()
+                                    << "\"\n[model]\npreset = \"tiny\"\n[data]\nbuiltin = \"lists\"\n"
+                                       "builtin_train_size = 32\nbuiltin_eval_size = 8\n[train]\nper_device_train_batch_size = 4\n"
+                                       "num_threads = 1\n[ganpo]\ncritic_hidden = 16\ncritic_layers = 1\ncritic_heads = 2\n"
+                                       "[sampling]\nevery_steps = 0\n[eval]\njudge_at_end = false\n";
+  auto r = run_cli("bench --config " + (dir / "bench.toml").string() + " --steps 1 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto json_start = r.output.find('{');
+  ASSERT_NE(json_start, std::string::npos) << r.output;
+  const nlohmann::json report = nlohmann::json::parse(r.output.substr(json_start));
+  for (const char* variant : {"ganpo_off", "ganpo_on"}) {
+    const auto& v = report.at(variant);
+    EXPECT_GT(v.at("median_step_time_s").get<double>(), 0.0) << variant;
+    EXPECT_GT(v.at("memory_estimate_bytes").get<int64_t>(), 0) << variant;
+    EXPECT_GT(v.at("peak_rss_growth_bytes").get<int64_t>(), 0) << variant << ": Linux reports the peak";
+  }
+  EXPECT_GT(report["ganpo_on"]["memory_estimate_bytes"].get<int64_t>(),
+            report["ganpo_off"]["memory_estimate_bytes"].get<int64_t>())
+      << "the critics are counted";
+}
+
 TEST(CliEndToEnd, BadConfigIsRejectedBeforeWork) {
   const auto dir = fresh_dir("badcfg");
   std::ofstream(dir / "bad.toml") << "[objective]\nbeta = -1\n[train]\nlearning_rat = 1e-3\n";
