@@ -397,8 +397,10 @@ void CausalLMImpl::train(bool on) {
   if (!adapters_off_) torch::nn::Module::train(on);
 }
 
-torch::Tensor CausalLMImpl::merged_weight(const std::string& name) {
-  const auto params = named_parameters();
+torch::Tensor CausalLMImpl::merged_weight(const std::string& name) { return merged_weight(name, named_parameters()); }
+
+torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
+                                          const torch::OrderedDict<std::string, torch::Tensor>& params) {
   const torch::Tensor* w = params.find(name);
   GANPO_ASSERT(w != nullptr, "no parameter " + name);
   const std::string suffix = ".weight";

@@ -82,6 +82,9 @@ public:
   // W + (alpha / r) B A for an adapted weight ("layers.0.self_attn.q_proj.weight"), else the
   // weight itself; without gradient.
   torch::Tensor merged_weight(const std::string& name);
+  // The same with this model's named_parameters() already at hand (one lookup per tensor when
+  // every weight is written, instead of listing the parameters again for each).
+  torch::Tensor merged_weight(const std::string& name, const torch::OrderedDict<std::string, torch::Tensor>& params);
   // As Module::train, except on a without_adapters() view, which stays in evaluation mode and
   // leaves the modules it shares with the policy alone.
   void train(bool on = true) override;

@@ -77,7 +77,8 @@ std::vector<Binding> bindings(CausalLM& model, bool merged = false) {
   const Architecture& arch = architecture(model->shape().arch);
   std::vector<Binding> out;
   std::map<std::string, size_t> at;
-  for (const auto& p : model->named_parameters()) {
+  const auto params = model->named_parameters();
+  for (const auto& p : params) {
     if (is_lora_parameter(p.key())) continue;
     const HfTensorName n = arch.hf_name(p.key());
     auto [it, fresh] = at.emplace(n.name, out.size());
@@ -87,7 +88,7 @@ std::vector<Binding> bindings(CausalLM& model, bool merged = false) {
     b.params.resize(parts);
     b.values.resize(parts);
     b.params[static_cast<size_t>(n.part)] = p.key();
-    b.values[static_cast<size_t>(n.part)] = merged ? model->merged_weight(p.key()) : p.value();
+    b.values[static_cast<size_t>(n.part)] = merged ? model->merged_weight(p.key(), params) : p.value();
   }
   for (const auto& b : out)
     for (const auto& v : b.values) GANPO_ASSERT(v.defined(), "fused tensor " + b.hf_name + " lacks a part");
