@@ -123,10 +123,13 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, precision),
       GANPO_FIELD(train, gradient_checkpointing),
       GANPO_FIELD(train, deterministic),
+      GANPO_FIELD(train, precompute_ref_log_probs),
       GANPO_FIELD(train, logging_steps),
       GANPO_FIELD(train, eval_steps),
       GANPO_FIELD(train, save_steps),
       GANPO_FIELD(train, num_threads),
+      GANPO_FIELD(train, num_processes),
+      GANPO_FIELD(train, dist_timeout_s),
 
       GANPO_FIELD(sampling, every_steps),
       GANPO_FIELD(sampling, num_prompts),
@@ -935,6 +938,8 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.at_least("train.eval_steps", t.eval_steps, int64_t{0});
   check.at_least("train.save_steps", t.save_steps, int64_t{0});
   check.at_least("train.num_threads", t.num_threads, int64_t{0});
+  check.in_range("train.num_processes", static_cast<double>(t.num_processes), 1.0, 1024.0, true);
+  check.greater("train.dist_timeout_s", t.dist_timeout_s, 0.0);
 
   const SamplingConfig& s = c.sampling;
   check.at_least("sampling.every_steps", s.every_steps, int64_t{0});

@@ -109,11 +109,21 @@ struct TrainConfig {
   // without autotuning, CUBLAS_WORKSPACE_CONFIG=:4096:8): on CUDA, what makes a resumed run
   // bitwise equal to an uninterrupted one. CPU runs are bitwise reproducible without it.
   bool deterministic = false;
+  // TRL's precompute_ref_log_probs: the reference scores every training and held-out pair once
+  // before the first step; steps and evaluations read those numbers. With GANPO on the
+  // reference still runs each step for its hidden states, without its output head.
+  bool precompute_ref_log_probs = false;
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end
   int64_t save_steps = 0;          // 0 = only at the end
   int64_t num_threads = 0;         // CPU cores a CPU run uses; 0 = all this process may use,
                                    // split evenly with other ganpo jobs computing on the machine
+  // Data parallelism (core/data_parallel.h): processes on this machine, each with
+  // per_device_train_batch_size rows of every global batch; a CUDA run uses one GPU per process.
+  // `ganpo launch` (or torchrun / srun environments) spreads a run over several hosts instead.
+  int64_t num_processes = 1;
+  // How long a collective waits for the other processes before the run fails (a hung rank).
+  double dist_timeout_s = 1800;
 };
 
 struct SamplingConfig {

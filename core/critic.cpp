@@ -153,6 +153,7 @@ std::vector<torch::Tensor> GanpoRegularizer::critic_parameters() {
 
 void GanpoRegularizer::update_ema(torch::Tensor& mean, const torch::Tensor& scores) {
   auto batch_mean = scores.detach().mean();
+  if (batch_mean_reducer_) batch_mean_reducer_(batch_mean);
   if (!ema_.initialized || !mean.defined())
     mean = batch_mean.clone();
   else
@@ -208,7 +209,7 @@ CriticPhase GanpoRegularizer::critic_phase_backward(const LatentSets& s, double 
     (out.loss * loss_scale).backward();
   };
   run_lanes(
-      lanes, [&] { half(CriticSide::Chosen, w); }, [&] { half(CriticSide::Rejected, l); });
+      batch_mean_reducer_ ? nullptr : lanes, [&] { half(CriticSide::Chosen, w); }, [&] { half(CriticSide::Rejected, l); });
   ema_.initialized = true;
   return {w.loss.detach(), l.loss.detach(), w.acc, l.acc};
 }

@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -124,6 +125,11 @@ public:
   // checkpoints, so a resumed run draws the same dropout masks.
   std::vector<std::pair<std::string, torch::Tensor>> rng_state();
   void set_rng_state(const std::map<std::string, torch::Tensor>& state);
+  // Data parallelism: makes this process's batch mean of a critic's scores the mean over every
+  // process's batch (an all-reduce), so the EMA means follow the global batch as one process's
+  // would. Collectives need one order on every rank, so with a reducer the two halves of the
+  // critic phase run one after the other on the calling thread.
+  void set_batch_mean_reducer(std::function<void(torch::Tensor&)> reducer) { batch_mean_reducer_ = std::move(reducer); }
 
 private:
   std::vector<std::pair<const char*, LatentCritic*>> named_critics();
@@ -131,6 +137,7 @@ private:
   GanpoConfig config_;
   LatentCritic critic_w_{nullptr}, critic_l_{nullptr};
   EmaMeans ema_;
+  std::function<void(torch::Tensor&)> batch_mean_reducer_;
 };
 
 // bce(z, 1) = softplus(-z), bce(z, 0) = softplus(z), batch mean.

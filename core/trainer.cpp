@@ -19,11 +19,15 @@
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/critic.h"
+#include "core/cuda_memory.h"
+#include "core/data_parallel.h"
 #include "core/dataset_files.h"
 #include "core/error.h"
 #include "core/eval/evaluation.h"
 #include "core/fault_points.h"
+#include "core/fused_adamw.h"
 #include "core/generate.h"
+#include "core/gpu_monitor.h"
 #include "core/eval/external_judge.h"
 #include "core/tasks/task.h"
 #include "core/tasks/task_random.h"
@@ -32,7 +36,9 @@
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"
 #include "core/model/safetensors.h"
+#include "core/model_flops.h"
 #include "core/opo_losses.h"
+#include "core/reference_logps.h"
 #include "core/run_files.h"
 #include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
@@ -178,13 +184,18 @@ struct Trainer::State {
   CausalLM policy{nullptr};
   CausalLM reference{nullptr};
   std::unique_ptr<GanpoRegularizer> regularizer;
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<FusedAdamW> optimizer;
   std::vector<torch::Tensor> trainable;  // what the optimizer updates: every policy weight, or the LoRA adapters
   struct DeterministicSwitches {
     bool algorithms, warn_only, cudnn, benchmark;
   };
   std::optional<DeterministicSwitches> deterministic_before;  // set by train.deterministic
-  std::unique_ptr<torch::optim::AdamW> critic_optimizer;
+  std::unique_ptr<FusedAdamW> critic_optimizer;
+
+  // Data parallelism: the process group (null for one process); rank 0 reports and writes.
+  std::unique_ptr<DataParallel> dp;
+  bool is_main() const { return !dp || dp->is_main(); }
+  int64_t world() const { return dp ? dp->world_size() : 1; }
 
   // CPU runs: this process's share of the machine and the two lanes of a step (null on CUDA).
   std::unique_ptr<CpuJob> cpu;
@@ -192,6 +203,7 @@ struct Trainer::State {
 
   bool preference = true;
   std::vector<TokenizedPair> train_pairs, eval_pairs;
+  PairLogps train_ref_logps, eval_ref_logps;  // train.precompute_ref_log_probs: the reference's, per pair
   std::vector<TokenizedSft> train_sft, eval_sft;
   std::vector<std::string> sample_prompts;
   std::vector<std::string> sample_judge_prompts;  // data files: the same prompts without the chat template
@@ -220,7 +232,10 @@ struct Trainer::State {
   int64_t window_steps = 0;
   double window_seconds = 0;
   int64_t window_tokens = 0;
+  double window_flops = 0;  // model FLOPs (model_flops.h)
   double window_grad_norm = 0;
+  double peak_flops = 0;    // of this device in this precision, for MFU (0 = unknown, as on CPUs)
+  std::string device_label;  // "cuda:0 (NVIDIA H200, 140 GiB)"; empty = device.str()
 
   State(RunConfig c, RunObserver& o, TrainerOptions opt)
       : config(std::move(c)), observer(o), options(std::move(opt)) {}
@@ -240,29 +255,33 @@ struct Trainer::State {
     preference = config.stage == "preference";
     if (config.train.deterministic) use_deterministic_kernels();
     device = torch::Device(resolve_device(config.device));
+    join_process_group();
     if (config.train.precision == "bf16" && device.is_cpu())
       throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
                         config.device + "\" to the CPU, where this build computes in float32: set "
                         "train.precision = \"fp32\" or run on a CUDA machine");
     setup_cpu_threads();
+    if (device.is_cuda()) describe_gpu();
     torch::manual_seed(static_cast<uint64_t>(config.seed));
 
     build_models();
     load_data();
+    precompute_reference_logps();
 
     const int64_t B = config.train.per_device_train_batch_size;
     const int64_t GA = config.train.gradient_accumulation_steps;
     if (config.train.max_steps > 0) {
       total_steps = config.train.max_steps;
     } else {
-      const double batches_per_epoch = std::ceil(static_cast<double>(train_size()) / static_cast<double>(B));
+      // One optimizer step takes B rows on each of the world's processes.
+      const double batches_per_epoch = std::ceil(static_cast<double>(train_size()) / static_cast<double>(B * world()));
       total_steps = std::max<int64_t>(
           1, static_cast<int64_t>(std::ceil(config.train.num_train_epochs * batches_per_epoch / static_cast<double>(GA))));
     }
     warmup = warmup_steps(config.train.warmup_ratio, total_steps);
 
     auto adamw = [&](std::vector<torch::Tensor> params, double lr) {
-      return std::make_unique<torch::optim::AdamW>(
+      return std::make_unique<FusedAdamW>(
           std::move(params), torch::optim::AdamWOptions(lr)
                                  .betas({config.train.adam_beta1, config.train.adam_beta2})
                                  .eps(config.train.adam_epsilon)
@@ -277,6 +296,34 @@ struct Trainer::State {
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
     order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
     if (!options.resume_from.empty()) resume(options.resume_from);
+    if (dp) start_data_parallel();
+  }
+
+  // ---- data parallelism (data_parallel.h) ------------------------------------------------------
+  void join_process_group() {
+    if (!options.distributed || !options.distributed->distributed()) return;
+    const DistributedEnv& env = *options.distributed;
+    // One GPU per process on its host: cuda:<local rank>.
+    if (device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config.train.dist_timeout_s * 1000.0));
+    dp = std::make_unique<DataParallel>(env, device, timeout);
+    log("info", "data parallel: " + env.describe() + ", " + dp->backend() + " process group; global batch " +
+                    std::to_string(config.train.per_device_train_batch_size * env.world_size) + " (" +
+                    std::to_string(config.train.per_device_train_batch_size) + " per process)");
+  }
+
+  // Every rank starts from rank 0's weights (they agree already when built from the same seed
+  // and files; this makes it so whatever happened), and the critics' EMA means follow the
+  // global batch.
+  void start_data_parallel() {
+    std::vector<torch::Tensor> weights;
+    for (auto& p : policy->parameters()) weights.push_back(p.detach());
+    if (regularizer) {
+      for (auto& p : regularizer->critic_parameters()) weights.push_back(p.detach());
+      regularizer->set_batch_mean_reducer([this](torch::Tensor& mean) { dp->all_reduce_mean_(mean); });
+    }
+    torch::NoGradGuard guard;
+    dp->broadcast_(weights, 0);
   }
 
   // train.deterministic: before anything touches CUDA (cuBLAS reads its workspace setting once,
@@ -293,6 +340,24 @@ struct Trainer::State {
     context.setBenchmarkCuDNN(false);
     log("info", "deterministic kernels only (train.deterministic): an operation without a deterministic kernel "
                 "fails the run with its name");
+  }
+
+  // The GPU's name and memory for the run's device field, and its peak for MFU.
+  void describe_gpu() {
+    const auto gpu = read_gpu(device.has_index() ? device.index() : 0);
+    if (!gpu) {
+      log("notice", "no GPU reading: NVIDIA's management library (libnvidia-ml.so.1) was not found, so the "
+                    "dashboard shows no GPU utilisation and no MFU");
+      return;
+    }
+    device_label = device.str() + " (" + gpu->name + ", " + format_number(std::round(gpu->memory_total_mb / 1024.0)) + " GiB)";
+    const bool bf16 = config.train.precision == "bf16";
+    peak_flops = peak_flops_per_second(gpu->name, bf16);
+    log("info", "GPU: " + device_label +
+                    (peak_flops > 0 ? "; MFU against its " + format_number(peak_flops / 1e12) + " TFLOP/s " +
+                                          (bf16 ? "bf16" : "fp32") + " peak"
+                                    : "; its peak FLOP/s is not in the table of core/model_flops.cpp, so the dashboard "
+                                      "shows model TFLOP/s without MFU"));
   }
 
   // ---- CPU threads (cpu_job.h) ---------------------------------------------------------------
@@ -373,6 +438,25 @@ struct Trainer::State {
         regularizer = std::make_unique<GanpoRegularizer>(config.ganpo, policy->shape().d_model, device);
     }
     policy->train();
+  }
+
+  // train.precompute_ref_log_probs: one pass of the reference over both splits before the first
+  // step (again on resume: the numbers are a function of the frozen reference and the data).
+  void precompute_reference_logps() {
+    if (!config.train.precompute_ref_log_probs) return;
+    if (!preference) {
+      log("notice", "train.precompute_ref_log_probs has no effect on an SFT stage: it has no reference model");
+      return;
+    }
+    const auto t0 = Clock::now();
+    const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+    train_ref_logps = precompute_pair_logps(reference, train_pairs, tokenizer->pad_id(), bs);
+    eval_ref_logps = precompute_pair_logps(reference, eval_pairs, tokenizer->pad_id(), bs);
+    log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
+                    " pairs precomputed in " + format_number(std::chrono::duration<double>(Clock::now() - t0).count()) +
+                    " s (train.precompute_ref_log_probs); " +
+                    (regularizer ? "the reference still runs each step for GANPO's latents, without its output head"
+                                 : "the reference does not run during training"));
   }
 
   // Conversational rows in the model's chat template (TRL's apply_chat_template); the byte
@@ -537,16 +621,20 @@ struct Trainer::State {
   }
 
   // ---- data cursor ---------------------------------------------------------------------------
+  // This rank's rows of the next global batch: every rank walks the same order and takes the
+  // rank-th slice of world x B rows, so one process with batch world x B takes them all.
   std::vector<int64_t> next_indices() {
     std::vector<int64_t> idx;
     const int64_t B = config.train.per_device_train_batch_size;
-    while (static_cast<int64_t>(idx.size()) < B) {
+    const int64_t first = (dp ? dp->rank() : 0) * B;
+    for (int64_t i = 0; i < B * world(); ++i) {
       if (cursor >= static_cast<int64_t>(order.size())) {
         ++epoch;
         cursor = 0;
         order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
       }
-      idx.push_back(order[static_cast<size_t>(cursor++)]);
+      const int64_t row = order[static_cast<size_t>(cursor++)];
+      if (i >= first && i < first + B) idx.push_back(row);
     }
     return idx;
   }
@@ -561,7 +649,9 @@ struct Trainer::State {
   void check_finite(const std::vector<std::pair<const char*, torch::Tensor>>& terms) {
     std::vector<torch::Tensor> values;
     for (const auto& t : terms) values.push_back(t.second.detach().to(torch::kFloat32).reshape({1}));
-    auto all = torch::cat(values).cpu();
+    auto all = torch::cat(values);
+    if (dp) dp->all_reduce_sum_(all);  // a non-finite term on any rank stops every rank at once
+    all = all.cpu();
     auto acc = all.accessor<float, 1>();
     for (size_t i = 0; i < terms.size(); ++i)
       if (!std::isfinite(acc[static_cast<int64_t>(i)]))
@@ -576,12 +666,15 @@ struct Trainer::State {
     for (auto i : idx) rows.push_back(&train_sft[static_cast<size_t>(i)]);
     auto b = collate_sft(rows, tokenizer->pad_id(), device);
     auto lp = score_sequences(policy, b).logps;
-    auto loss = -lp.sum.sum() / lp.count.sum().clamp_min(1.0);
+    // The mean over every rank's tokens: each rank divides by the ranks' mean token count, so
+    // the averaged gradients are those of the global batch's token mean.
+    auto count = lp.count.sum();
+    if (dp) dp->all_reduce_mean_(count);
+    auto loss = -lp.sum.sum() / count.clamp_min(1.0);
     check_finite({{"loss", loss}});
     (loss * scale).backward();
     add("loss", loss);
-    window_tokens += b.tokens;
-    tokens_seen += b.tokens;
+    count_work(b, 0);
   }
 
   void preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro) {
@@ -592,13 +685,22 @@ struct Trainer::State {
     const int64_t B = batch.pairs;
 
     // 1-2. One policy forward and one reference forward over [chosen; rejected], on two lanes.
+    // With precomputed reference log-probs the reference runs only for GANPO's latents, and
+    // stops before its output head.
+    const bool ref_logps_ready = !train_ref_logps.empty();
+    const bool run_reference = !ref_logps_ready || regularizer;
     ScoredSequences policy_scores, reference_scores;
     run_lanes(
-        lanes(), [&] { policy_scores = score_sequences(policy, s); },
+        run_reference ? lanes() : nullptr, [&] { policy_scores = score_sequences(policy, s); },
         [&] {
+          if (!run_reference) return;
           torch::NoGradGuard guard;
-          reference_scores = score_sequences(reference, s);
+          if (ref_logps_ready)
+            reference_scores.out = reference->forward_from(s.input_ids, s.input_ids.size(1));  // hidden [2B, T, d]
+          else
+            reference_scores = score_sequences(reference, s);
         });
+    if (ref_logps_ready) reference_scores.logps.sum = train_ref_logps.rows(idx);  // [2B]
     const LMOutput& out = policy_scores.out;
     const LMOutput& ref_out = reference_scores.out;
     const ResponseLogps& pol = policy_scores.logps;
@@ -634,6 +736,7 @@ struct Trainer::State {
       // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
       if (last_micro && step % config.ganpo.critic_update_every == 0) {
         set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
+        if (dp) dp->average_gradients(regularizer->critic_parameters());
         critic_optimizer->step();
         critic_optimizer->zero_grad();
       }
@@ -666,8 +769,22 @@ struct Trainer::State {
     add("rewards/accuracies", (opo.chosen_rewards > opo.rejected_rewards).to(torch::kFloat32).mean());
     add("logps/chosen", in.policy_chosen.detach().mean());
     add("logps/rejected", in.policy_rejected.detach().mean());
-    window_tokens += s.tokens;
-    tokens_seen += s.tokens;
+    count_work(s, B, run_reference, !ref_logps_ready);
+  }
+
+  // Tokens and model FLOPs of a micro-batch of `pairs` pairs (0: SFT), for the throughput charts.
+  void count_work(const SequenceBatch& b, int64_t pairs, bool reference_ran = false, bool reference_head = false) {
+    MicroBatchWork work;
+    work.tokens = b.tokens;
+    work.length = b.input_ids.size(1);
+    work.pairs = pairs;
+    work.lora = policy->lora().r > 0;
+    work.reference = reference_ran;
+    work.reference_head = reference_head;
+    work.critics = regularizer != nullptr;
+    window_flops += micro_batch_flops(config, policy->shape(), work);
+    window_tokens += b.tokens;
+    tokens_seen += b.tokens;
   }
 
   // Policy learning rate of optimizer step `at` (0-based).
@@ -692,7 +809,8 @@ struct Trainer::State {
         sft_micro_step(idx, 1.0 / static_cast<double>(GA));
       ++window_micro;
     }
-    // 6. Clip and step the policy at the accumulation boundary.
+    // 6. Average the gradients over the ranks, then clip and step at the accumulation boundary.
+    if (dp) dp->average_gradients(trainable);
     const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
                                                            : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
@@ -713,7 +831,9 @@ struct Trainer::State {
     for (auto& [k, v] : window_sums) keys.push_back(k), values.push_back(v.reshape({1}));
     std::map<std::string, double> m;
     if (!values.empty()) {
-      auto all = torch::cat(values).to(torch::kFloat64).cpu();  // one device sync per log line
+      auto all = torch::cat(values).to(torch::kFloat64);
+      if (dp) dp->all_reduce_mean_(all);  // every rank's window: the means over the global batches
+      all = all.cpu();                     // one device sync per log line
       auto acc = all.accessor<double, 1>();
       for (size_t i = 0; i < keys.size(); ++i) m[keys[i]] = acc[static_cast<int64_t>(i)] / static_cast<double>(window_micro);
     }
@@ -721,15 +841,55 @@ struct Trainer::State {
     if (regularizer) m["critic/learning_rate"] = m["learning_rate"] * config.ganpo.critic_lr_ratio;
     m["grad_norm"] = window_grad_norm / static_cast<double>(window_steps);
     m["step_time_s"] = window_seconds / static_cast<double>(window_steps);
+    if (dp) add_rank_throughput(m);  // and the window's tokens and FLOPs become the world's
     m["tokens_per_s"] = window_seconds > 0 ? static_cast<double>(window_tokens) / window_seconds : 0.0;
+    const double flops_per_s = window_seconds > 0 ? window_flops / window_seconds : 0.0;
+    m["model_tflops"] = flops_per_s / 1e12;
+    if (peak_flops > 0) m["mfu"] = flops_per_s / peak_flops;
     m["tokens_seen"] = static_cast<double>(tokens_seen);
     m["epoch"] = static_cast<double>(epoch) + static_cast<double>(cursor) / std::max<double>(1.0, static_cast<double>(order.size()));
     m["memory/rss_mb"] = rss_megabytes();
+    if (device.is_cuda()) add_gpu_metrics(m);
     if (cpu) m["cpu/cores"] = cpu->plan().cores;
     observer.on_metrics(step, m);
     window_sums.clear();
     window_micro = window_steps = window_tokens = 0;
-    window_seconds = window_grad_norm = 0;
+    window_seconds = window_grad_norm = window_flops = 0;
+  }
+
+  // Each rank's tokens/s ("ranks/tokens_per_s/<rank>"); the window's tokens and model FLOPs
+  // summed over the ranks, so tokens_per_s and MFU speak of the whole run (MFU per device: the
+  // world's FLOPs against the world's peak).
+  void add_rank_throughput(std::map<std::string, double>& m) {
+    auto mine = torch::tensor({static_cast<double>(window_tokens), window_flops, window_seconds},
+                              torch::TensorOptions().dtype(torch::kFloat64));
+    const auto all = dp->all_gather(mine);
+    window_tokens = 0;
+    window_flops = 0;
+    for (size_t r = 0; r < all.size(); ++r) {
+      const auto v = all[r].accessor<double, 1>();
+      window_tokens += static_cast<int64_t>(v[0]);
+      window_flops += v[1];
+      m["ranks/tokens_per_s/" + std::to_string(r)] = v[2] > 0 ? v[0] / v[2] : 0.0;
+    }
+    m["ranks/world_size"] = static_cast<double>(world());
+    if (peak_flops > 0) window_flops /= static_cast<double>(world());
+  }
+
+  // The device's utilisation and memory (NVML) and this process's allocator view of it; the
+  // peak since the last log line.
+  void add_gpu_metrics(std::map<std::string, double>& m) {
+    const int index = device.has_index() ? device.index() : 0;
+    if (const auto gpu = read_gpu(index)) {
+      m["gpu/utilization_pct"] = gpu->utilization_percent;
+      m["memory/gpu_used_mb"] = gpu->memory_used_mb;
+    }
+    if (const auto mem = cuda_memory(index)) {
+      m["memory/cuda_allocated_mb"] = mem->allocated_mb;
+      m["memory/cuda_reserved_mb"] = mem->reserved_mb;
+      m["memory/cuda_peak_mb"] = mem->peak_allocated_mb;
+      reset_cuda_peak(index);
+    }
   }
 
   // ---- evaluation, samples, checkpoints ------------------------------------------------------
@@ -738,7 +898,8 @@ struct Trainer::State {
   void evaluate(bool report = true) {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     if (preference)
-      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes());
+      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes(),
+                                  eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
     else if (!eval_sft.empty())
       last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
     policy->train();
@@ -751,7 +912,7 @@ struct Trainer::State {
   EvalReport final_report() {
     EvalReport report = EvalReport::of(last_eval);
     const auto& e = config.eval;
-    if (!preference || !e.judge_at_end || !judge || judge_prompts.empty()) return report;
+    if (!preference || !e.judge_at_end || !judge || judge_prompts.empty() || !is_main()) return report;
     JudgeEvalOptions options;
     options.temperatures = parse_temperatures(e.temperatures);
     options.max_new_tokens = e.max_new_tokens > 0 ? e.max_new_tokens : config.sampling.max_new_tokens;
@@ -791,7 +952,7 @@ struct Trainer::State {
   }
 
   void samples() {
-    if (sample_prompts.empty()) return;
+    if (sample_prompts.empty() || !is_main()) return;
     CausalLM& ref_model = preference ? reference : policy;
     std::vector<std::string> policy_texts;
     const bool need_reference = reference_samples.empty();
@@ -845,7 +1006,7 @@ struct Trainer::State {
     fs::create_directories(ts);
     torch::save(*optimizer, (ts / "optimizer.pt").string());
     nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor},
-                            {"tokens_seen", tokens_seen}, {"total_steps", total_steps}};
+                            {"tokens_seen", tokens_seen}, {"total_steps", total_steps}, {"world_size", world()}};
     if (regularizer) {
       torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
       save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
@@ -896,6 +1057,7 @@ struct Trainer::State {
 
   std::string save_checkpoint(const std::string& name, bool with_state) {
     const std::string dir = (fs::path(config.output_dir) / name).string();
+    if (!is_main()) return dir;  // rank 0 writes the run's files
     write_folder_atomically(dir, [&](const std::string& tmp) {
       save_model_files(tmp, policy, *tokenizer,
                        {config.model.save_dtype, static_cast<uint64_t>(config.model.max_shard_mb) * 1'000'000ULL});
@@ -968,6 +1130,15 @@ struct Trainer::State {
     epoch = state.value("epoch", int64_t{0});
     cursor = state.value("cursor", int64_t{0});
     tokens_seen = state.value("tokens_seen", int64_t{0});
+    const int64_t saved_world = state.value("world_size", int64_t{1});
+    if (saved_world != world())
+      log("warning", "the checkpoint was trained by " + std::to_string(saved_world) + " process(es) and continues with " +
+                         std::to_string(world()) + ": the global batch changes from " +
+                         std::to_string(saved_world * config.train.per_device_train_batch_size) + " to " +
+                         std::to_string(world() * config.train.per_device_train_batch_size) +
+                         " rows per step from here on (the data order is kept), so the run is no longer the one an "
+                         "uninterrupted run would give; resume with train.num_processes = " + std::to_string(saved_world) +
+                         " for that");
     order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
     auto rng = load_safetensors((ts / "rng.safetensors").string()).tensors;
     if (rng.count("cpu")) {
@@ -985,12 +1156,27 @@ struct Trainer::State {
   }
 
   // ---- control -------------------------------------------------------------------------------
-  // Returns true when the run must stop now.
+  // Returns true when the run must stop now. With data parallelism every rank acts on rank 0's
+  // command (only rank 0 reads the run's control field) and on a stop signal that any rank
+  // received, so all of them take the same path.
   bool handle_control() {
-    for (;;) {
-      if (g_stop_requested.load()) return true;
+    auto poll = [&] {
+      if (!is_main()) return ControlCommand::None;
       if (std::string failure = observer.storage_failure(); !failure.empty()) throw Error(failure);
-      switch (observer.poll_control()) {
+      return observer.poll_control();
+    };
+    auto agree = [&](ControlCommand mine) {
+      if (!dp) return std::make_pair(g_stop_requested.load(), mine);
+      auto t = torch::tensor({g_stop_requested.load() ? 1.0 : 0.0, static_cast<double>(static_cast<int>(mine))},
+                             torch::TensorOptions().dtype(torch::kFloat64));
+      dp->all_reduce_sum_(t);  // rank 0 alone contributes a command
+      const auto v = t.accessor<double, 1>();
+      return std::make_pair(v[0] > 0, static_cast<ControlCommand>(static_cast<int>(v[1])));
+    };
+    for (;;) {
+      const auto [stop, command] = agree(poll());
+      if (stop) return true;
+      switch (command) {
         case ControlCommand::Stop: return true;
         case ControlCommand::Sample: samples(); break;
         case ControlCommand::Checkpoint: save_checkpoint("checkpoint-" + std::to_string(step), true); break;
@@ -998,9 +1184,8 @@ struct Trainer::State {
           observer.on_status("paused", "");
           for (;;) {
             std::this_thread::sleep_for(std::chrono::milliseconds(200));
-            if (g_stop_requested.load()) return true;
-            auto c = observer.poll_control();
-            if (c == ControlCommand::Stop) return true;
+            const auto [stop_now, c] = agree(poll());
+            if (stop_now || c == ControlCommand::Stop) return true;
             if (c == ControlCommand::Resume) break;
           }
           observer.on_status("running", "");
@@ -1019,7 +1204,7 @@ struct Trainer::State {
       setup();
       const int64_t params = parameter_count(policy->shape());
       observer.on_start(total_steps, step,
-                        {{"device", device.str()},
+                        {{"device", device_label.empty() ? device.str() : device_label},
                          {"parameters", std::to_string(params)},
                          {"train_examples", std::to_string(train_size())},
                          {"eval_examples", std::to_string(preference ? eval_pairs.size() : eval_sft.size())},

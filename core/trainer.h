@@ -15,6 +15,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/distributed_env.h"
 #include "core/eval/eval_report.h"
 #include "core/run_observer.h"
 
@@ -24,6 +25,10 @@ struct TrainerOptions {
   std::string resume_from;  // a checkpoint folder with trainer_state/ to continue from
   int64_t stop_after_steps = -1;  // testing aid: behave as if stopped after this many steps
   bool benchmark = false;  // only optimizer steps: no evaluation, samples or checkpoints
+  // This process's place in a data-parallel run (distributed_env.h); one process when absent
+  // or of world size 1. Rank 0 alone reports to the observer's files and store and writes
+  // checkpoints; the other ranks' observers should be quiet ones.
+  std::optional<DistributedEnv> distributed;
 };
 
 struct TrainResult {

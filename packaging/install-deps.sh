@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-pthread   # without OpenBLAS, LibTorch uses the reference BLAS (~15x slower)
+  libgloo-dev                         # headers c10d's ProcessGroupGloo includes (data parallelism on CPU)
   libsqlite3-dev sqlite3
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libpcre2-dev libutf8proc-dev libsentencepiece-dev   # tokenizer.json regexes, NFC; tokenizer.model (-DGANPO_WITH_SENTENCEPIECE=ON)

@@ -344,6 +344,10 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   form_->addBool(numerics, GANPO_CONFIG_KEY(train.deterministic), tr("Deterministic kernels"),
                  tr("Only deterministic kernels (and no cuDNN autotuning): on a GPU, what makes a resumed run "
                     "bitwise equal to an uninterrupted one, at some speed. CPU runs are reproducible without it."));
+  form_->addBool(numerics, GANPO_CONFIG_KEY(train.precompute_ref_log_probs), tr("Precompute reference log-probs"),
+                 tr("Preference stages: the reference scores every pair once before the first step (TRL's "
+                    "precompute_ref_log_probs), so steps skip its output head; with GANPO off it does not run "
+                    "during training at all."));
   form_->addInt(numerics, GANPO_CONFIG_KEY(seed), tr("Seed"));
   return page;
 }
@@ -357,6 +361,10 @@ QWidget* NewRunDialog::buildDevicePage() {
                            tr("auto = the first CUDA GPU if there is one, else the CPU; cuda:N picks GPU N."));
   form_->addInt(device, GANPO_CONFIG_KEY(train.num_threads), tr("CPU threads"),
                 tr("0 = all cores, shared evenly with other runs training on this machine at the same time."));
+  form_->addInt(device, GANPO_CONFIG_KEY(train.num_processes), tr("Processes"),
+                tr("Data parallelism: this many worker processes on this machine, each with a batch of the "
+                   "size above (one GPU each on CUDA); gradients are averaged, so N processes train like one "
+                   "with N times the batch. Several machines: ganpo launch (see the README)."));
   auto* note = new QLabel(tr("The memory estimate below is what one training process needs on this device; "
                              "compare it with the GPU's memory (or the machine's RAM for the CPU)."),
                           device);

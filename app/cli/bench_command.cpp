@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/commands.h"
+#include "core/cuda_memory.h"
 #include "core/error.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
@@ -31,8 +32,13 @@ public:
   void on_metrics(int64_t, const std::map<std::string, double>& m) override {
     step_times.push_back(m.at("step_time_s"));
     tokens_per_s.push_back(m.at("tokens_per_s"));
+    model_tflops.push_back(m.at("model_tflops"));
+    if (m.count("mfu")) mfu.push_back(m.at("mfu"));
+    // The allocator's peak restarts at each log line, so the run's peak is the largest.
+    if (m.count("memory/cuda_peak_mb")) cuda_peak_mb = std::max(cuda_peak_mb, m.at("memory/cuda_peak_mb"));
   }
-  std::vector<double> step_times, tokens_per_s;
+  std::vector<double> step_times, tokens_per_s, model_tflops, mfu;
+  double cuda_peak_mb = -1;
   std::string cpu_threads;  // the trainer's CPU plan; empty on CUDA
 };
 
@@ -44,7 +50,9 @@ double median(std::vector<double> v) {
 }
 
 struct Figures {
-  double step_time_s = 0, tokens_per_s = 0;
+  double step_time_s = 0, tokens_per_s = 0, model_tflops = 0;
+  double mfu = -1;                     // -1: the device's peak is unknown (CPUs)
+  int64_t cuda_peak_bytes = -1;        // -1: not a CUDA run
   std::string cpu_threads;
   int64_t peak_rss_growth_bytes = -1;  // -1: not measured (no /proc)
 };
@@ -84,14 +92,24 @@ Figures measure(RunConfig config, int64_t steps) {
   ::malloc_trim(0);  // what the previous variant freed goes back to the system, not into this one's figure
   const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = proc_status_bytes("VmRSS");
+  reset_cuda_peak(0);
   Trainer trainer(config, times, options);
   auto result = trainer.run();
   const int64_t peak = proc_status_bytes("VmHWM");
   if (result.status != "completed") throw Error("benchmark run " + result.status + ": " + result.message);
   times.step_times.erase(times.step_times.begin(), times.step_times.begin() + kWarmupSteps);
   times.tokens_per_s.erase(times.tokens_per_s.begin(), times.tokens_per_s.begin() + kWarmupSteps);
-  const int64_t growth = peak_reset && peak >= 0 && rss_before >= 0 ? peak - rss_before : -1;
-  return {median(times.step_times), median(times.tokens_per_s), times.cpu_threads, growth};
+  times.model_tflops.erase(times.model_tflops.begin(), times.model_tflops.begin() + kWarmupSteps);
+  if (!times.mfu.empty()) times.mfu.erase(times.mfu.begin(), times.mfu.begin() + kWarmupSteps);
+  Figures f;
+  f.step_time_s = median(times.step_times);
+  f.tokens_per_s = median(times.tokens_per_s);
+  f.model_tflops = median(times.model_tflops);
+  if (!times.mfu.empty()) f.mfu = median(times.mfu);
+  f.cpu_threads = times.cpu_threads;
+  f.peak_rss_growth_bytes = peak_reset && peak >= 0 && rss_before >= 0 ? peak - rss_before : -1;
+  if (times.cuda_peak_mb >= 0) f.cuda_peak_bytes = static_cast<int64_t>(times.cuda_peak_mb * 1024.0 * 1024.0);
+  return f;
 }
 
 }  // namespace
@@ -111,8 +129,11 @@ int bench_command(const BenchArgs& args) {
   auto figures = [](const Figures& f, const RunConfig& c) {
     return nlohmann::json{{"median_step_time_s", f.step_time_s},
                           {"tokens_per_s", f.tokens_per_s},
+                          {"model_tflops", f.model_tflops},
+                          {"mfu", f.mfu},
                           {"memory_estimate_bytes", estimate_of(c).total_bytes},
-                          {"peak_rss_growth_bytes", f.peak_rss_growth_bytes}};
+                          {"peak_rss_growth_bytes", f.peak_rss_growth_bytes},
+                          {"cuda_peak_bytes", f.cuda_peak_bytes}};
   };
   if (config.stage == "sft") {
     auto f = measure(config, args.steps);
@@ -142,8 +163,11 @@ int bench_command(const BenchArgs& args) {
   for (const char* key : {"sft", "ganpo_off", "ganpo_on"}) {
     if (!report.contains(key)) continue;
     const auto& r = report[key];
-    std::printf("  %-10s median step %.4f s, %.0f tokens/s; memory estimate %.0f MiB", key,
-                r["median_step_time_s"].get<double>(), r["tokens_per_s"].get<double>(), mib(r["memory_estimate_bytes"]));
+    std::printf("  %-10s median step %.4f s, %.0f tokens/s, %.3g model TFLOP/s", key, r["median_step_time_s"].get<double>(),
+                r["tokens_per_s"].get<double>(), r["model_tflops"].get<double>());
+    if (r["mfu"].get<double>() >= 0) std::printf(" (MFU %.1f %%)", 100.0 * r["mfu"].get<double>());
+    std::printf("; memory estimate %.0f MiB", mib(r["memory_estimate_bytes"]));
+    if (r["cuda_peak_bytes"].get<int64_t>() >= 0) std::printf(", CUDA peak allocated %.0f MiB", mib(r["cuda_peak_bytes"]));
     if (r["peak_rss_growth_bytes"].get<int64_t>() >= 0) std::printf(", peak RSS grew %.0f MiB", mib(r["peak_rss_growth_bytes"]));
     std::printf("\n");
   }

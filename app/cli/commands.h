@@ -17,8 +17,17 @@ struct TrainArgs {
   std::string db;      // workspace database; empty = default_workspace_path()
   int64_t run_id = 0;  // worker mode: train this run of the database (> 0)
   bool no_db = false;  // record to files only
+  std::vector<std::string> argv;  // the command line after the program name, for train.num_processes > 1
 };
 int train_command(const TrainArgs& args);
+
+struct LaunchArgs {
+  int nproc_per_node = 1, nnodes = 1, node_rank = 0, master_port = 0;
+  std::string master_addr = "127.0.0.1";
+  std::vector<std::string> command;  // what each rank runs: train ...
+};
+// Starts a data-parallel run's processes on this host and waits for them (process_launcher.h).
+int launch_command(const LaunchArgs& args);
 
 // Worker mode: claims run_id in the database, trains it from its stored config (from its last
 // checkpoint when it has one, or from resume_from when given) and records everything there.

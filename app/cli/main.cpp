@@ -27,6 +27,21 @@ int main(int argc, char** argv) {
   t->add_option("--db", train.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
   t->add_option("--run", train.run_id, "Worker mode: train this run of the database with its stored config");
   t->add_flag("--no-db", train.no_db, "Record to files only, not to the workspace database");
+  train.argv.assign(argv + 1, argv + argc);
+
+  LaunchArgs launch;
+  auto* la = app.add_subcommand(
+      "launch", "Start a data-parallel run's processes on this host, torchrun-style: ganpo launch "
+                "--nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] train ...");
+  la->add_option("--nproc-per-node", launch.nproc_per_node, "Processes on this host (one per GPU on CUDA)")
+      ->capture_default_str();
+  la->add_option("--nnodes", launch.nnodes, "Hosts taking part")->capture_default_str();
+  la->add_option("--node-rank", launch.node_rank, "This host's index, 0 to --nnodes - 1")->capture_default_str();
+  la->add_option("--master-addr", launch.master_addr, "Address of node 0, where rank 0 serves the rendezvous")
+      ->capture_default_str();
+  la->add_option("--master-port", launch.master_port, "Rendezvous port (0 = a free one; several hosts need it set)")
+      ->capture_default_str();
+  la->prefix_command();  // the rest is the command every process runs
 
   GenerateArgs gen;
   auto* g = app.add_subcommand("generate", "Sample completions for {\"prompt\": ...} rows");
@@ -172,6 +187,10 @@ int main(int argc, char** argv) {
   }
   try {
     if (*t) return train_command(train);
+    if (*la) {
+      launch.command = la->remaining();
+      return launch_command(launch);
+    }
     if (*g) return generate_command(gen);
     if (*e) return eval_command(ev);
     if (*d) return demo_command(demo);

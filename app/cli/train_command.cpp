@@ -7,7 +7,9 @@
 
 #include "app/cli/commands.h"
 #include "app/cli/console_progress.h"
+#include "app/cli/process_launcher.h"
 #include "core/atomic_folder.h"
+#include "core/distributed_env.h"
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
@@ -33,7 +35,30 @@ std::string workspace_path(const std::string& db_option) {
   return db_option.empty() ? default_workspace_path() : db_option;
 }
 
-TrainResult run_stage(const RunConfig& config, const TrainerOptions& options, const RunRecordTarget& record) {
+namespace {
+
+// What a data-parallel rank other than 0 says: its warnings and errors, on stderr with its rank
+// (rank 0 writes the run's files, store rows and progress).
+class RankLog final : public RunObserver {
+public:
+  explicit RankLog(int rank) : rank_(rank) {}
+  void on_log(const std::string& level, const std::string& text) override {
+    if (level == "warning" || level == "error") std::fprintf(stderr, "[rank %d] %s: %s\n", rank_, level.c_str(), text.c_str());
+  }
+
+private:
+  int rank_;
+};
+
+}  // namespace
+
+TrainResult run_stage(const RunConfig& config, const TrainerOptions& options_in, const RunRecordTarget& record) {
+  TrainerOptions options = options_in;
+  if (!options.distributed) options.distributed = read_distributed_env();
+  if (options.distributed->rank > 0) {
+    RankLog quiet(options.distributed->rank);
+    return Trainer(config, quiet, options).run();
+  }
   RunFilesWriter files(config, /*append=*/!options.resume_from.empty());
   ConsoleProgress console(config.name);
   std::unique_ptr<RunRecorder> recorder;
@@ -54,10 +79,13 @@ TrainResult run_stage(const RunConfig& config, const TrainerOptions& options, co
 }
 
 int report_result(const char* command, const TrainResult& result, const std::string& resume_hint) {
+  const int rank = read_distributed_env().rank;  // the other ranks of a data-parallel run say only why they failed
   if (result.status == "failed") {
-    std::fprintf(stderr, "%s: failed: %s\n", command, result.message.c_str());
+    std::fprintf(stderr, "%s%s: failed: %s\n", rank > 0 ? ("[rank " + std::to_string(rank) + "] ").c_str() : "", command,
+                 result.message.c_str());
     return 1;
   }
+  if (rank > 0) return result.status == "stopped" ? 130 : 0;
   if (result.status == "stopped") {
     std::printf("stopped at step %lld; continue with: %s\n", static_cast<long long>(result.steps), resume_hint.c_str());
     return 130;
@@ -85,7 +113,40 @@ std::string last_resumable_checkpoint(RunStore& store, int64_t run_id) {
 
 }  // namespace
 
+namespace {
+
+// train.num_processes > 1 and no launcher around this process: it becomes the launcher of the
+// run's ranks, each a worker of the same run (rank 0 claims and records it). A rank that fails
+// stops the others; its exit is added to the run's events, and the run is marked failed with
+// it unless rank 0 already recorded why.
+int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::string& resume_from, int64_t processes) {
+  LaunchPlan plan;
+  plan.nproc_per_node = static_cast<int>(processes);
+  plan.command = {"train", "--db", db_path, "--run", std::to_string(run_id)};
+  if (!resume_from.empty()) plan.command.insert(plan.command.end(), {"--resume", resume_from});
+  std::printf("run %lld: starting %lld processes (train.num_processes)\n", static_cast<long long>(run_id),
+              static_cast<long long>(processes));
+  std::fflush(stdout);
+  const LaunchOutcome outcome = launch_processes(plan);
+  if (outcome.failed_rank < 0) return outcome.exit_code;
+  try {
+    RunStore store = RunStore::open(db_path);
+    store.add_event(run_id, "error", "data-parallel launcher: " + outcome.message + "; the other ranks were stopped");
+    const auto row = store.run(run_id);
+    if (row && row->status != RunStatus::failed && row->status != RunStatus::completed)
+      store.set_status(run_id, RunStatus::failed,
+                       outcome.message + "; the other ranks were stopped. Resume the run from its last checkpoint");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ganpo: run %lld: could not record the failure: %s\n", static_cast<long long>(run_id), e.what());
+  }
+  std::fprintf(stderr, "ganpo train: failed: %s\n", outcome.message.c_str());
+  return outcome.exit_code;
+}
+
+}  // namespace
+
 int run_worker(const std::string& db_path, int64_t run_id, const std::string& resume_from) {
+  const DistributedEnv env = read_distributed_env();
   RunStore store = RunStore::open(db_path);  // also marks runs of dead workers failed
   const auto row = store.run(run_id);
   if (!row) {
@@ -98,7 +159,17 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
                  static_cast<long long>(run_id));
     return 2;
   }
-  if (!store.claim_run(run_id, static_cast<int64_t>(::getpid()))) {
+  if (!env.distributed()) {
+    // A config that cannot be read fails below, as it always did.
+    int64_t processes = 1;
+    try {
+      processes = config_from_json(nlohmann::json::parse(row->config_json)).train.num_processes;
+    } catch (const std::exception&) {
+    }
+    if (processes > 1) return launch_worker_ranks(db_path, run_id, resume_from, processes);
+  }
+  // Rank 0 (or the only process) trains the run as its worker; the other ranks only compute.
+  if (env.rank == 0 && !store.claim_run(run_id, static_cast<int64_t>(::getpid()))) {
     const auto now = store.run(run_id);
     std::fprintf(stderr,
                  "ganpo: run %lld is already being trained by worker pid %lld on %s (status %s); "
@@ -114,7 +185,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
     validate_or_throw(config);
   } catch (const std::exception& e) {
     const std::string msg = std::string("the run's stored config cannot be used: ") + e.what();
-    store.set_status(run_id, RunStatus::failed, msg);
+    if (env.rank == 0) store.set_status(run_id, RunStatus::failed, msg);
     std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
     return 2;
   }
@@ -129,18 +200,21 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
         const std::string msg = "the run has checkpoint folders but none is complete (see above); starting again "
                                 "from step 0 would delete its recorded steps. Restore a checkpoint folder, or "
                                 "clone the run to train it anew";
-        store.set_status(run_id, RunStatus::failed, msg);
+        if (env.rank == 0) store.set_status(run_id, RunStatus::failed, msg);
         std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
         return 2;
       }
   }
-  if (!options.resume_from.empty())
-    std::printf("run %lld: continuing from %s\n", static_cast<long long>(run_id), options.resume_from.c_str());
-  else if (row->last_step)
-    std::printf("run %lld: no checkpoint to continue from; starting again from step 0\n",
-                static_cast<long long>(run_id));
-  std::printf("run %lld recorded in %s\n", static_cast<long long>(run_id), db_path.c_str());
-  std::fflush(stdout);
+  options.distributed = env;
+  if (env.rank == 0) {
+    if (!options.resume_from.empty())
+      std::printf("run %lld: continuing from %s\n", static_cast<long long>(run_id), options.resume_from.c_str());
+    else if (row->last_step)
+      std::printf("run %lld: no checkpoint to continue from; starting again from step 0\n",
+                  static_cast<long long>(run_id));
+    std::printf("run %lld recorded in %s\n", static_cast<long long>(run_id), db_path.c_str());
+    std::fflush(stdout);
+  }
 
   install_stop_signal_handlers();
   TrainResult result;
@@ -150,7 +224,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
     // Before the trainer could report anything (e.g. output_dir not writable).
     result.status = "failed";
     result.message = e.what();
-    store.set_status(run_id, RunStatus::failed, e.what());
+    if (env.rank == 0) store.set_status(run_id, RunStatus::failed, e.what());
   }
   return report_result("ganpo train", result, "ganpo runs resume " + std::to_string(run_id) + " --db " + db_path);
 }
@@ -258,6 +332,14 @@ int train_command(const TrainArgs& args) {
     return train_pipeline(args, config);
   }
   if (args.no_db) {
+    if (config.train.num_processes > 1 && !read_distributed_env().distributed()) {
+      LaunchPlan plan;
+      plan.nproc_per_node = static_cast<int>(config.train.num_processes);
+      plan.command = args.argv;
+      const LaunchOutcome outcome = launch_processes(plan);
+      if (outcome.failed_rank >= 0) std::fprintf(stderr, "ganpo train: failed: %s\n", outcome.message.c_str());
+      return outcome.exit_code;
+    }
     install_stop_signal_handlers();
     TrainerOptions options;
     options.resume_from = args.resume;

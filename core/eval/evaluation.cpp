@@ -18,7 +18,8 @@ torch::Device device_of(CausalLM& m) { return m->parameters().front().device(); 
 std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
                                               const std::vector<TokenizedPair>& pairs,
                                               const ObjectiveConfig& objective, int64_t pad_id,
-                                              int64_t batch_size, ParallelLanes* lanes) {
+                                              int64_t batch_size, ParallelLanes* lanes,
+                                              const PairLogps* reference_logps) {
   torch::NoGradGuard guard;
   if (policy.get() == reference.get()) lanes = nullptr;  // one module cannot run on two threads
   policy->eval();
@@ -30,18 +31,26 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
   int64_t n = 0;
   for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
     std::vector<const TokenizedPair*> chunk;
-    for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
+    std::vector<int64_t> rows;
+    for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i) {
       chunk.push_back(&pairs[i]);
+      rows.push_back(static_cast<int64_t>(i));
+    }
     auto batch = collate_pairs(chunk, pad_id, device);
     const auto& s = batch.sequences;
     const int64_t B = batch.pairs;
     ResponseLogps pol, ref;
-    run_lanes(
-        lanes, [&] { pol = score_sequences(policy, s).logps; },
-        [&] {
-          torch::NoGradGuard lane_guard;  // grad mode is per thread
-          ref = score_sequences(reference, s).logps;
-        });
+    if (reference_logps) {
+      pol = score_sequences(policy, s).logps;
+      ref.sum = reference_logps->rows(rows);
+    } else {
+      run_lanes(
+          lanes, [&] { pol = score_sequences(policy, s).logps; },
+          [&] {
+            torch::NoGradGuard lane_guard;  // grad mode is per thread
+            ref = score_sequences(reference, s).logps;
+          });
+    }
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
                  ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
     auto terms = opo_loss(objective.loss_type, beta, objective.simpo_gamma, in);

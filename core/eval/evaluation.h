@@ -22,18 +22,22 @@
 #include "core/eval/external_judge.h"
 #include "core/model/causal_lm.h"
 #include "core/parallel_lanes.h"
+#include "core/reference_logps.h"
 #include "core/tasks/task.h"
 #include "core/tokenizer.h"
 
 namespace ganpo {
 
-// `lanes` (optional) runs the policy's and the reference's passes side by side.
+// `lanes` (optional) runs the policy's and the reference's passes side by side. With
+// `reference_logps` (train.precompute_ref_log_probs: the reference's log-probs of pairs[i] at i)
+// the reference does not run.
 // Keys: eval_loss, eval_rewards/chosen, eval_rewards/rejected, eval_rewards/margins,
 // eval_rewards/accuracies, eval_logps/chosen, eval_logps/rejected, eval_pairs.
 std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
                                               const std::vector<TokenizedPair>& pairs,
                                               const ObjectiveConfig& objective, int64_t pad_id,
-                                              int64_t batch_size, ParallelLanes* lanes = nullptr);
+                                              int64_t batch_size, ParallelLanes* lanes = nullptr,
+                                              const PairLogps* reference_logps = nullptr);
 
 // SFT: eval_loss = mean negative log-likelihood per completion token.
 std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<TokenizedSft>& rows,

@@ -477,7 +477,8 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
     }
   }
   auto hidden = norm_->as<NormImpl>()->forward(x);  // [B, T, d]
-  logits_from = T > 0 ? std::clamp<int64_t>(logits_from, 0, T - 1) : 0;
+  // logits_from = T: the hidden states alone, no output head (a reference run for its latents).
+  logits_from = std::clamp<int64_t>(logits_from, 0, T);
   auto head_in = logits_from > 0 ? hidden.slice(1, logits_from) : hidden;  // [B, T - from, d]
   auto logits = torch::matmul(head_in, (lm_head_ ? lm_head_->as<LinearImpl>()->weight : embed).t());
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);

@@ -54,8 +54,9 @@ public:
 
   // input_ids [B, T]. position_ids [B, T] (default 0..T-1 after the cache). key_mask [B, T_cache+T]
   // (1 = real token) is only needed when rows are left-padded; cache, when given, is extended.
-  // The output head runs only from position logits_from on (clamped to [0, T-1]): with a 128k
-  // vocabulary it is most of the work, and prompt positions are never scored.
+  // The output head runs only from position logits_from on (clamped to [0, T]; T = no head, the
+  // hidden states alone): with a 128k vocabulary it is most of the work, and prompt positions
+  // are never scored.
   LMOutput forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids = {},
                    const torch::Tensor& key_mask = {}, KVCache* cache = nullptr, int64_t logits_from = 0);
   LMOutput forward_from(const torch::Tensor& input_ids, int64_t logits_from) {

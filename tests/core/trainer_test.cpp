@@ -442,6 +442,38 @@ TEST_F(TrainerTest, GradientCheckpointingAndDeterministicKernelsTrainTheSameRun)
   EXPECT_FALSE(at::globalContext().deterministicAlgorithms()) << "the process-wide switch is back as it was";
 }
 
+// train.precompute_ref_log_probs (TRL's): the reference scores every pair once before training;
+// steps and evaluations read those numbers, with GANPO on (the reference still runs each step
+// for its latents, headless) and off (it does not run at all). Same run, same evaluation.
+TEST_F(TrainerTest, PrecomputedReferenceLogProbsTrainTheSameRun) {
+  for (const bool ganpo : {true, false}) {
+    const std::string name = ganpo ? "with GANPO" : "without GANPO";
+    auto plain = config(ganpo ? "plain_ganpo" : "plain_dpo");
+    plain.ganpo.enabled = ganpo;
+    plain.eval.judge_at_end = false;
+    Collector a_obs;
+    auto a = run(plain, a_obs);
+    ASSERT_EQ(a.status, "completed") << a.message;
+    auto pre = plain;
+    pre.output_dir += "_precomputed";
+    pre.train.precompute_ref_log_probs = true;
+    Collector b_obs;
+    auto b = run(pre, b_obs);
+    ASSERT_EQ(b.status, "completed") << name << ": " << b.message;
+    for (int64_t step = 1; step <= 3; ++step)
+      for (const auto& [k, v] : a_obs.metrics.at(step)) {
+        if (k.rfind("loss", 0) == 0 || k.rfind("adv/", 0) == 0 || k.rfind("rewards/", 0) == 0 ||
+            k.rfind("critic/", 0) == 0 || k == "grad_norm") {
+          EXPECT_NEAR(b_obs.metrics.at(step).at(k), v, 1e-5) << name << ": " << k << " at step " << step;
+        }
+      }
+    ASSERT_FALSE(a.final_eval.empty());
+    for (const auto& [k, v] : a.final_eval) EXPECT_NEAR(b.final_eval.at(k), v, 1e-5) << name << ": " << k;
+    EXPECT_CONTAINS(b_obs.all_logs(), ganpo ? "the reference still runs each step for GANPO's latents"
+                                            : "the reference does not run during training");
+  }
+}
+
 // LoRA (model.lora): only the adapters train, the reference is the base model (the policy with
 // its adapters off, no copy), checkpoints hold the merged model plus a PEFT adapter folder, the
 // base folder is untouched, and resume is exact.

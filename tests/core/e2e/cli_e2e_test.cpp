@@ -198,7 +198,13 @@ TEST(CliEndToEnd, BenchPrintsSpeedAndMemoryEstimateBesideMeasuredPeak) {
     EXPECT_GT(v.at("median_step_time_s").get<double>(), 0.0) << variant;
     EXPECT_GT(v.at("memory_estimate_bytes").get<int64_t>(), 0) << variant;
     EXPECT_GT(v.at("peak_rss_growth_bytes").get<int64_t>(), 0) << variant << ": Linux reports the peak";
+    EXPECT_GT(v.at("model_tflops").get<double>(), 0.0) << variant;
+    EXPECT_EQ(v.at("mfu").get<double>(), -1.0) << variant << ": a CPU's peak is not in the table";
+    EXPECT_EQ(v.at("cuda_peak_bytes").get<int64_t>(), -1) << variant << ": not a CUDA run";
   }
+  EXPECT_GT(report["ganpo_on"]["model_tflops"].get<double>() * report["ganpo_on"]["median_step_time_s"].get<double>(),
+            report["ganpo_off"]["model_tflops"].get<double>() * report["ganpo_off"]["median_step_time_s"].get<double>())
+      << "a GANPO step counts the critics' FLOPs too";
   EXPECT_GT(report["ganpo_on"]["memory_estimate_bytes"].get<int64_t>(),
             report["ganpo_off"]["memory_estimate_bytes"].get<int64_t>())
       << "the critics are counted";

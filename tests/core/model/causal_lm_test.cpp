@@ -181,9 +181,12 @@ TEST(ModelForward, LogitsFromAPositionAreTheTailOfTheFullLogits) {
       EXPECT_TRUE(torch::equal(part.hidden, full.hidden)) << name << " from " << from;
       EXPECT_TRUE(torch::allclose(part.logits, full.logits.slice(1, from), 1e-6, 1e-6)) << name << " from " << from;
     }
-    // Out of range asks are clamped: at least the last position always has logits.
+    // Out of range asks are clamped; from T on, the hidden states alone (no output head).
     EXPECT_EQ(m->forward_from(ids, -3).logits_from, 0) << name;
-    EXPECT_EQ(m->forward_from(ids, 50).logits.size(1), 1) << name;
+    const auto headless = m->forward_from(ids, 50);
+    EXPECT_EQ(headless.logits_from, 10) << name;
+    EXPECT_EQ(headless.logits.size(1), 0) << name;
+    EXPECT_TRUE(torch::equal(headless.hidden, full.hidden)) << name;
   }
 }
 

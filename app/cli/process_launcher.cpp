@@ -1,0 +1,153 @@
+#include "app/cli/process_launcher.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "core/error.h"
+
+namespace ganpo::cli {
+namespace {
+
+std::atomic<int> g_forward_signal{0};
+void remember_signal(int sig) { g_forward_signal.store(sig); }
+
+constexpr auto kGrace = std::chrono::seconds(10);  // between SIGTERM and SIGKILL for the survivors
+
+struct Rank {
+  int global = 0;
+  pid_t pid = -1;
+  bool running = false;
+};
+
+pid_t spawn(const LaunchPlan& plan, int local_rank, int global_rank, int world, int port) {
+  std::vector<std::string> env_vars = {
+      "RANK=" + std::to_string(global_rank),          "WORLD_SIZE=" + std::to_string(world),
+      "LOCAL_RANK=" + std::to_string(local_rank),     "LOCAL_WORLD_SIZE=" + std::to_string(plan.nproc_per_node),
+      "MASTER_ADDR=" + plan.master_addr,              "MASTER_PORT=" + std::to_string(port),
+      "GROUP_RANK=" + std::to_string(plan.node_rank),
+  };
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  // The child: its place in the world, then this same program with the rank's command.
+  for (const auto& v : env_vars) ::putenv(const_cast<char*>(v.c_str()));
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  std::vector<char*> argv;
+  std::string self = "ganpo";
+  argv.push_back(self.data());
+  for (const auto& a : plan.command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv("/proc/self/exe", argv.data());
+  std::fprintf(stderr, "ganpo launch: cannot start rank %d: %s\n", global_rank, std::strerror(errno));
+  ::_exit(127);
+}
+
+std::string describe_exit(int status) {
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    return std::string("was killed by signal ") + std::to_string(sig) + " (" + ::strsignal(sig) + ")";
+  }
+  return "exited with code " + std::to_string(WEXITSTATUS(status));
+}
+
+int exit_code_of(int status) { return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status); }
+
+}  // namespace
+
+int free_local_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw Error(std::string("cannot open a socket to find a free port: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  if (!ok) throw Error(std::string("cannot find a free local port: ") + std::strerror(errno));
+  return ntohs(addr.sin_port);
+}
+
+LaunchOutcome launch_processes(const LaunchPlan& plan) {
+  if (plan.nproc_per_node < 1 || plan.nnodes < 1 || plan.node_rank < 0 || plan.node_rank >= plan.nnodes)
+    throw ConfigError("ganpo launch: --nproc-per-node and --nnodes must be at least 1 and --node-rank in [0, --nnodes)");
+  if (plan.master_port == 0 && plan.nnodes > 1)
+    throw ConfigError("ganpo launch: several hosts need --master-port (the same on every host), and --master-addr "
+                      "the address of node 0");
+  const int port = plan.master_port > 0 ? plan.master_port : free_local_port();
+  const int world = plan.nproc_per_node * plan.nnodes;
+
+  g_forward_signal.store(0);
+  struct sigaction action {};
+  action.sa_handler = remember_signal;
+  struct sigaction old_int {}, old_term {};
+  ::sigaction(SIGINT, &action, &old_int);
+  ::sigaction(SIGTERM, &action, &old_term);
+
+  std::vector<Rank> ranks;
+  for (int local = 0; local < plan.nproc_per_node; ++local) {
+    const int global = plan.node_rank * plan.nproc_per_node + local;
+    ranks.push_back({global, spawn(plan, local, global, world, port), true});
+  }
+
+  LaunchOutcome outcome;
+  bool kill_pending = false;
+  std::chrono::steady_clock::time_point kill_at{};  // when the survivors get SIGKILL
+  auto signal_all = [&](int sig) {
+    for (auto& r : ranks)
+      if (r.running) ::kill(r.pid, sig);
+  };
+  for (;;) {
+    bool any_running = false;
+    for (auto& r : ranks) {
+      if (!r.running) continue;
+      int status = 0;
+      const pid_t done = ::waitpid(r.pid, &status, WNOHANG);
+      if (done == 0) {
+        any_running = true;
+        continue;
+      }
+      r.running = false;
+      // 130: the rank stopped on request (a signal passed on, or the run's stop command), saving
+      // a checkpoint; every rank agrees on a stop, so the others are stopping too.
+      const bool stopped = done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 130;
+      if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
+      const bool failed = !stopped && (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0);
+      if (failed && outcome.failed_rank < 0) {
+        outcome.failed_rank = r.global;
+        outcome.exit_code = done < 0 ? 1 : exit_code_of(status);
+        outcome.message = "rank " + std::to_string(r.global) + " (pid " + std::to_string(r.pid) + ") " +
+                          (done < 0 ? std::string("could not be waited for") : describe_exit(status));
+        std::fprintf(stderr, "ganpo launch: %s; stopping the other ranks\n", outcome.message.c_str());
+        signal_all(SIGTERM);
+        kill_at = std::chrono::steady_clock::now() + kGrace;
+        kill_pending = true;
+      }
+    }
+    if (!any_running) break;
+    if (const int sig = g_forward_signal.exchange(0)) signal_all(sig);
+    if (kill_pending && std::chrono::steady_clock::now() >= kill_at) {
+      signal_all(SIGKILL);
+      kill_pending = false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  return outcome;
+}
+
+}  // namespace ganpo::cli

@@ -1,0 +1,34 @@
+// Starts the processes of a data-parallel run on this host, as torchrun does: one `ganpo`
+// process per local rank, each told its place through RANK, WORLD_SIZE, LOCAL_RANK,
+// LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, then watches them. When one fails, the others
+// are stopped (SIGTERM, then SIGKILL after a grace period) so nothing waits on a dead rank; a
+// SIGINT or SIGTERM to the launcher is passed on to every rank. Torch-free.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ganpo::cli {
+
+struct LaunchPlan {
+  int nproc_per_node = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;  // 0 = a free port on this host (single-node runs only)
+  std::vector<std::string> command;  // argv of each rank, without the program: {"train", "--config", ...}
+};
+
+struct LaunchOutcome {
+  int exit_code = 0;       // 0 when every rank succeeded; else the first failed rank's (128 + signal when killed)
+  int failed_rank = -1;    // global rank of the first failure
+  std::string message;     // "rank 1 (pid 123) was killed by signal 9 (Killed)"
+};
+
+// Runs the plan's ranks from this executable (/proc/self/exe) and waits for all of them.
+LaunchOutcome launch_processes(const LaunchPlan& plan);
+
+// A TCP port nobody listens on now, for a single host's rendezvous.
+int free_local_port();
+
+}  // namespace ganpo::cli

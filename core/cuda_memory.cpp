@@ -1,0 +1,29 @@
+#include "core/cuda_memory.h"
+
+#if defined(GANPO_CUDA_MEMORY_STATS) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#define GANPO_HAS_CUDA_ALLOCATOR 1
+#endif
+
+namespace ganpo {
+
+#ifdef GANPO_HAS_CUDA_ALLOCATOR
+std::optional<CudaMemory> cuda_memory(int device_index) {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device_index));
+  // Index 0 is the aggregate over pool kinds (StatType::AGGREGATE, whose namespace moved
+  // between LibTorch releases).
+  constexpr double mb = 1024.0 * 1024.0;
+  return CudaMemory{static_cast<double>(stats.allocated_bytes[0].current) / mb,
+                    static_cast<double>(stats.reserved_bytes[0].current) / mb,
+                    static_cast<double>(stats.allocated_bytes[0].peak) / mb};
+}
+
+void reset_cuda_peak(int device_index) {
+  c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device_index));
+}
+#else
+std::optional<CudaMemory> cuda_memory(int) { return std::nullopt; }
+void reset_cuda_peak(int) {}
+#endif
+
+}  // namespace ganpo

@@ -1,0 +1,20 @@
+// This process's GPU memory as LibTorch's CUDA caching allocator counts it: allocated (tensors
+// alive), reserved (held from the driver, what nvidia-smi shows for the process) and the peak
+// of allocated since the last reset. Compiled in where LibTorch has CUDA (GANPO_CUDA_MEMORY_STATS,
+// set by CMake when it finds c10_cuda); Debian's CPU LibTorch reports nothing.
+#pragma once
+
+#include <optional>
+
+namespace ganpo {
+
+struct CudaMemory {
+  double allocated_mb = 0;
+  double reserved_mb = 0;
+  double peak_allocated_mb = 0;
+};
+
+std::optional<CudaMemory> cuda_memory(int device_index);
+void reset_cuda_peak(int device_index);
+
+}  // namespace ganpo

@@ -1,0 +1,57 @@
+// Data parallelism over PyTorch's c10d: one process per device, all holding the same weights,
+// each training on its own shard of every global batch; gradients are averaged across the
+// processes before each optimizer step, so N ranks with batch b update the weights exactly as one
+// process with batch N x b would.
+//
+// Rendezvous is a c10d TCPStore served by rank 0 at MASTER_ADDR:MASTER_PORT; the process group
+// is Gloo on the CPU (NCCL on CUDA where LibTorch has it). Every collective has the run's
+// timeout: a rank that dies makes the others' next collective fail at once (the connection
+// closes), a rank that hangs makes it fail after the timeout, and the error names the rank.
+// Collectives must be issued in the same order on every rank, so callers issue them from one
+// thread (the trainer's main thread), never from its two lanes.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/distributed_env.h"
+
+namespace ganpo {
+
+class DataParallel {
+public:
+  // Joins the process group (blocks until every rank has joined, or throws after `timeout`).
+  DataParallel(const DistributedEnv& env, const torch::Device& device, std::chrono::milliseconds timeout);
+  ~DataParallel();
+
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+  bool is_main() const { return env_.rank == 0; }
+  const DistributedEnv& env() const { return env_; }
+  std::string backend() const;  // "gloo" or "nccl"
+
+  // Replaces each tensor's gradient by its mean over the ranks (a missing gradient counts as
+  // zero and becomes defined). Gradients go in buckets of about 25 MB, all reduced at once.
+  void average_gradients(const std::vector<torch::Tensor>& params);
+  // In place: the sum (or mean) of `t` over the ranks.
+  void all_reduce_sum_(torch::Tensor& t);
+  void all_reduce_mean_(torch::Tensor& t);
+  // In place: every rank gets rank `root`'s values.
+  void broadcast_(std::vector<torch::Tensor>& tensors, int root = 0);
+  // Every rank's `t` (same shape on all ranks), in rank order.
+  std::vector<torch::Tensor> all_gather(const torch::Tensor& t);
+  void barrier();
+
+private:
+  torch::Tensor on_backend(const torch::Tensor& t) const;
+  struct Group;
+  DistributedEnv env_;
+  torch::Device device_;
+  std::unique_ptr<Group> group_;
+};
+
+}  // namespace ganpo

@@ -1,0 +1,36 @@
+#include "core/reference_logps.h"
+
+#include "core/sequence_scoring.h"
+
+namespace ganpo {
+
+torch::Tensor PairLogps::rows(const std::vector<int64_t>& idx) const {
+  auto at = torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)).to(chosen.device());
+  return torch::cat({chosen.index_select(0, at), rejected.index_select(0, at)});
+}
+
+PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<TokenizedPair>& pairs, int64_t pad_id,
+                                int64_t batch_size) {
+  torch::NoGradGuard guard;
+  const bool was_training = reference->is_training();
+  reference->eval();
+  const auto device = reference->parameters().front().device();
+  std::vector<torch::Tensor> chosen, rejected;
+  for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<const TokenizedPair*> chunk;
+    for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
+      chunk.push_back(&pairs[i]);
+    auto batch = collate_pairs(chunk, pad_id, device);
+    auto sums = score_sequences(reference, batch.sequences).logps.sum.to(torch::kFloat32);  // [2 B]
+    chosen.push_back(sums.slice(0, 0, batch.pairs));
+    rejected.push_back(sums.slice(0, batch.pairs));
+  }
+  if (was_training) reference->train();
+  if (pairs.empty()) {
+    auto none = torch::zeros({0}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    return {none, none.clone()};
+  }
+  return {torch::cat(chosen), torch::cat(rejected)};
+}
+
+}  // namespace ganpo
