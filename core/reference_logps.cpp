@@ -9,6 +9,11 @@ torch::Tensor PairLogps::rows(const std::vector<int64_t>& idx) const {
   return torch::cat({chosen.index_select(0, at), rejected.index_select(0, at)});
 }
 
+PairLogps PairLogps::select(const std::vector<int64_t>& idx) const {
+  auto at = torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)).to(chosen.device());
+  return {chosen.index_select(0, at), rejected.index_select(0, at)};
+}
+
 PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<TokenizedPair>& pairs, int64_t pad_id,
                                 int64_t batch_size) {
   torch::NoGradGuard guard;

@@ -25,6 +25,8 @@ struct PairLogps {
   bool empty() const { return !chosen.defined(); }
   // Pairs idx as a [chosen; rejected] batch would score them: [2 B].
   torch::Tensor rows(const std::vector<int64_t>& idx) const;
+  // The log-probs of pairs idx, in that order (a rank's shard of a split).
+  PairLogps select(const std::vector<int64_t>& idx) const;
 };
 
 // The reference's log-probs of pairs[i] at i, batch_size pairs per forward pass.

@@ -897,13 +897,45 @@ struct Trainer::State {
   // its judge part to come.
   void evaluate(bool report = true) {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
-    if (preference)
+    if (preference && dp)
+      last_eval = sharded_preference_eval(bs);
+    else if (preference)
       last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes(),
                                   eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
     else if (!eval_sft.empty())
       last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
     policy->train();
     if (report && !last_eval.empty()) observer.on_eval(step, EvalReport::of(last_eval));
+  }
+
+  // Data parallelism: each rank scores every world-th held-out pair; the means are combined,
+  // weighted by pairs, into what one process scoring them all reports.
+  std::map<std::string, double> sharded_preference_eval(int64_t bs) {
+    std::vector<TokenizedPair> mine;
+    std::vector<int64_t> rows;
+    for (size_t i = static_cast<size_t>(dp->rank()); i < eval_pairs.size(); i += static_cast<size_t>(world())) {
+      mine.push_back(eval_pairs[i]);
+      rows.push_back(static_cast<int64_t>(i));
+    }
+    const PairLogps ref = eval_ref_logps.empty() || rows.empty() ? PairLogps{} : eval_ref_logps.select(rows);
+    const auto part = preference_eval(policy, reference, mine, config.objective, tokenizer->pad_id(), bs, lanes(),
+                                      ref.empty() ? nullptr : &ref);
+    static const char* const kMeans[] = {"eval_loss", "eval_rewards/chosen", "eval_rewards/rejected",
+                                         "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected"};
+    const double n = part.empty() ? 0.0 : part.at("eval_pairs");
+    std::vector<double> sums;
+    for (const char* k : kMeans) sums.push_back(part.empty() ? 0.0 : part.at(k) * n);
+    sums.push_back(n);
+    auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
+    dp->all_reduce_sum_(all);
+    const auto v = all.accessor<double, 1>();
+    const double total = v[static_cast<int64_t>(sums.size()) - 1];
+    if (total == 0) return {};
+    std::map<std::string, double> out;
+    for (size_t i = 0; i < std::size(kMeans); ++i) out[kMeans[i]] = v[static_cast<int64_t>(i)] / total;
+    out["eval_rewards/margins"] = out["eval_rewards/chosen"] - out["eval_rewards/rejected"];
+    out["eval_pairs"] = total;
+    return out;
   }
 
   // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a
@@ -1001,7 +1033,40 @@ struct Trainer::State {
             {"total_steps", total_steps}, {"eval", metrics}};
   }
 
-  void write_trainer_state(const std::string& dir) {
+  // This process's random generators: the CPU's, the GPU's (dropout on the GPU draws from it) and
+  // the critics' dropout generators, so a resumed run draws what an uninterrupted one would.
+  std::vector<std::pair<std::string, torch::Tensor>> rng_tensors() {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    torch::Tensor rng;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      rng = gen.get_state();
+    }
+    std::vector<std::pair<std::string, torch::Tensor>> out{{"cpu", rng}};
+    if (device.is_cuda()) {
+      auto cuda = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(cuda.mutex());
+      out.emplace_back("cuda", cuda.get_state());
+    }
+    if (regularizer)
+      for (auto& entry : regularizer->rng_state()) out.push_back(std::move(entry));
+    return out;
+  }
+
+  // Every rank's generators, for rank 0 to save: rank r's under "rank<r>/<name>" (a collective:
+  // every rank calls it at the same checkpoint).
+  std::vector<std::pair<std::string, torch::Tensor>> world_rng_tensors() {
+    auto mine = rng_tensors();
+    if (!dp) return mine;
+    std::vector<std::pair<std::string, torch::Tensor>> out = mine;
+    for (const auto& [name, tensor] : mine) {
+      const auto all = dp->all_gather(tensor);
+      for (size_t r = 1; r < all.size(); ++r) out.emplace_back("rank" + std::to_string(r) + "/" + name, all[r].cpu());
+    }
+    return out;
+  }
+
+  void write_trainer_state(const std::string& dir, const std::vector<std::pair<std::string, torch::Tensor>>& rng) {
     const fs::path ts = fs::path(dir) / "trainer_state";
     fs::create_directories(ts);
     torch::save(*optimizer, (ts / "optimizer.pt").string());
@@ -1020,22 +1085,7 @@ struct Trainer::State {
         state["ema"] = {e.w_a.item<double>(), e.w_b.item<double>(), e.w_p.item<double>(),
                         e.l_a.item<double>(), e.l_b.item<double>(), e.l_p.item<double>()};
     }
-    auto gen = at::detail::getDefaultCPUGenerator();
-    torch::Tensor rng;
-    {
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      rng = gen.get_state();
-    }
-    std::vector<std::pair<std::string, torch::Tensor>> rng_tensors{{"cpu", rng}};
-    if (device.is_cuda()) {
-      // The run's GPU generator too (dropout on the GPU draws from it), so resume is exact there.
-      auto cuda = at::globalContext().defaultGenerator(device);
-      std::lock_guard<std::mutex> lock(cuda.mutex());
-      rng_tensors.emplace_back("cuda", cuda.get_state());
-    }
-    if (regularizer)
-      for (auto& entry : regularizer->rng_state()) rng_tensors.push_back(std::move(entry));
-    save_safetensors((ts / "rng.safetensors").string(), rng_tensors);
+    save_safetensors((ts / "rng.safetensors").string(), rng);
     if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->lora_parameters());
     write_json_file((ts / "state.json").string(), state);
   }
@@ -1057,6 +1107,7 @@ struct Trainer::State {
 
   std::string save_checkpoint(const std::string& name, bool with_state) {
     const std::string dir = (fs::path(config.output_dir) / name).string();
+    const auto rng = with_state ? world_rng_tensors() : std::vector<std::pair<std::string, torch::Tensor>>{};
     if (!is_main()) return dir;  // rank 0 writes the run's files
     write_folder_atomically(dir, [&](const std::string& tmp) {
       save_model_files(tmp, policy, *tokenizer,
@@ -1064,7 +1115,7 @@ struct Trainer::State {
       write_json_file((fs::path(tmp) / "meta.json").string(), meta_json());
       write_text_file((fs::path(tmp) / "run_config.toml").string(), config_to_toml(config));
       if (policy->lora().r > 0) write_adapter_folder(tmp);
-      if (with_state) write_trainer_state(tmp);
+      if (with_state) write_trainer_state(tmp, rng);
     });
     fault_point("checkpoint.renamed");
     observer.on_checkpoint(step, dir, last_eval);
@@ -1141,6 +1192,12 @@ struct Trainer::State {
                          " for that");
     order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
     auto rng = load_safetensors((ts / "rng.safetensors").string()).tensors;
+    if (dp && dp->rank() > 0) {
+      // This rank's own generators, where the checkpoint has them (a run of as many ranks).
+      const std::string prefix = "rank" + std::to_string(dp->rank()) + "/";
+      for (const auto& [name, tensor] : std::map<std::string, torch::Tensor>(rng))
+        if (name.rfind(prefix, 0) == 0) rng[name.substr(prefix.size())] = tensor;
+    }
     if (rng.count("cpu")) {
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());

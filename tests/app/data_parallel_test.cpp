@@ -3,8 +3,12 @@
 // losses, critic terms and EMA means per step, and the final weights through their logits),
 // `ganpo launch` starts the same run as train.num_processes does, and a rank that dies takes
 // the run down at once with a message naming it.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -13,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -61,6 +66,18 @@ std::string read_text(const fs::path& file) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
 bool compared_key(const std::string& k) {
   return k == "loss" || k == "opo_loss" || k == "grad_norm" || k.rfind("adv/", 0) == 0 || k.rfind("critic/", 0) == 0 ||
          k.rfind("ema/", 0) == 0 || k.rfind("rewards/", 0) == 0 || k.rfind("logps/", 0) == 0;
@@ -97,6 +114,81 @@ TEST(DataParallel, TwoRanksOfBatch4TrainLikeOneProcessOfBatch8) {
   double worst = 0;
   for (size_t i = 0; i < la.size(); ++i) worst = std::max(worst, std::abs(la[i] - lb[i]));
   EXPECT_LT(worst, 1e-4) << "the final weights agree";
+}
+
+// A checkpoint of a 2-rank run (written by rank 0, with every rank's generators) resumes to the
+// same steps and the same final weights as the uninterrupted run.
+TEST(DataParallel, ResumingATwoRankRunIsExact) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  auto config = [&](const fs::path& out) {
+    std::string c = run_config(out, 4, 2, 6);
+    return c.insert(c.find("dist_timeout_s"), "save_steps = 3\n");
+  };
+  std::ofstream(dir / "whole.toml") << config(dir / "whole");
+  auto whole = run_cli("train --no-db --config " + (dir / "whole.toml").string());
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-3" / "trainer_state" / "rng.safetensors"));
+  fs::copy(dir / "whole" / "checkpoint-3", dir / "saved-3", fs::copy_options::recursive);
+  std::ofstream(dir / "resumed.toml") << config(dir / "resumed");
+  auto resumed = run_cli("train --no-db --config " + (dir / "resumed.toml").string() + " --resume " + (dir / "saved-3").string());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const auto a = metrics_by_step(dir / "whole"), b = metrics_by_step(dir / "resumed");
+  for (int64_t step = 4; step <= 6; ++step)
+    for (const auto& [k, v] : a.at(step).items()) {
+      if (compared_key(k) && v.is_number()) {
+        EXPECT_EQ(b.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;
+      }
+    }
+  EXPECT_EQ(logits_of(dir / "whole" / "final"), logits_of(dir / "resumed" / "final")) << "bitwise, as on one process";
+}
+
+// Two hosts, simulated by two launchers on this machine (node ranks 0 and 1, loopback address,
+// a port they agree on): the run trains as it does on one host.
+TEST(DataParallel, TwoLaunchersAsTwoHostsTrainOneRun) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 1, 3);
+  std::ofstream(dir / "ref.toml") << run_config(dir / "ref", 8, 1, 3);
+  const std::string port = std::to_string(free_port());
+  std::vector<pid_t> nodes;
+  for (const char* node : {"0", "1"})
+    nodes.push_back(spawn_cli({"launch", "--nproc-per-node", "1", "--nnodes", "2", "--node-rank", node, "--master-addr",
+                               "127.0.0.1", "--master-port", port, "train", "--no-db", "--config", (dir / "run.toml").string()},
+                              dir / (std::string("node") + node + ".log")));
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    int status = 0;
+    ASSERT_TRUE(wait_for([&] { return ::waitpid(nodes[i], &status, WNOHANG) == nodes[i]; }, "node " + std::to_string(i)));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_text(dir / ("node" + std::to_string(i) + ".log"));
+  }
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "data parallel: rank 0 of 2 (local 0 of 1)");
+  auto ref = run_cli("train --no-db --config " + (dir / "ref.toml").string());
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const auto a = metrics_by_step(dir / "ref"), b = metrics_by_step(dir / "run");
+  ASSERT_EQ(b.size(), 3u);
+  for (const auto& [step, row] : a)
+    EXPECT_NEAR(b.at(step).at("loss").get<double>(), row.at("loss").get<double>(), 2e-5) << "step " << step;
+}
+
+// train.num_processes in a workspace run: the worker becomes the launcher of its ranks, rank 0
+// claims and records the run, and every step is recorded once.
+TEST(DataParallel, AWorkspaceRunWithTwoProcessesIsRecordedOnce) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 3);
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "starting 2 processes (train.num_processes)");
+  auto show = run_cli("runs --db " + db + " show 1 --json");
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  const auto run = nlohmann::json::parse(show.output.substr(show.output.find('{')));
+  EXPECT_EQ(run.at("status").get<std::string>(), "completed") << show.output;
+  // The store's own rows: one loss per step (rank 1 records nothing).
+  std::string rows;
+  FILE* q = ::popen(("sqlite3 " + db + " \"SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step\"").c_str(), "r");
+  ASSERT_NE(q, nullptr);
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, q)) rows.append(buf, n);
+  ::pclose(q);
+  EXPECT_EQ(rows, "1|1\n2|1\n3|1\n");
 }
 
 // `ganpo launch` with the torchrun-style options runs the same thing from a config with one

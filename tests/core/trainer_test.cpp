@@ -213,7 +213,7 @@ TEST_F(TrainerTest, EveryLossTypeWithAndWithoutGanpoRunsThreeSteps) {
       c.objective.loss_type = loss;
       c.ganpo.enabled = ganpo;
       Collector obs;
-      auto r = run(c, obs, TrainerOptions{"", -1, /*benchmark=*/true});
+      auto r = run(c, obs, TrainerOptions{"", -1, /*benchmark=*/true, {}});
       ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
       EXPECT_EQ(r.steps, 3);
       ASSERT_EQ(obs.metrics.size(), 3u);
@@ -244,7 +244,7 @@ TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "B").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/4, false});
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/4, false, {}});
   ASSERT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
   EXPECT_EQ(b.steps, 4);
   const fs::path ckpt = fs::path(b_cfg.output_dir) / "checkpoint-4";
@@ -259,7 +259,7 @@ TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
   auto c_cfg = base;
   c_cfg.output_dir = (root_ / "C").string();
   Collector c_obs;
-  auto c = run(c_cfg, c_obs, TrainerOptions{ckpt.string(), -1, false});
+  auto c = run(c_cfg, c_obs, TrainerOptions{ckpt.string(), -1, false, {}});
   ASSERT_EQ(c.status, "completed") << c.message << "\n" << c_obs.all_logs();
   EXPECT_EQ(c.steps, 8);
   EXPECT_EQ(c_obs.first_step, 4);
@@ -288,20 +288,20 @@ TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
   base.ganpo.critic_update_every = 2;
 
   Collector a_obs;
-  auto a = run(base, a_obs, TrainerOptions{"", -1, false});
+  auto a = run(base, a_obs, TrainerOptions{"", -1, false, {}});
   ASSERT_EQ(a.status, "completed") << a.message;
 
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "B2").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false});
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false, {}});
   ASSERT_EQ(b.status, "stopped") << b.message;
   EXPECT_TRUE(fs::exists(fs::path(b.final_dir) / "trainer_state" / "critic_grads.safetensors"));
 
   auto c_cfg = base;
   c_cfg.output_dir = (root_ / "C2").string();
   Collector c_obs;
-  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false});
+  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false, {}});
   ASSERT_EQ(c.status, "completed") << c.message;
   for (int64_t s = 3; s <= 4; ++s)
     for (const std::string k : {"loss", "critic/loss_chosen", "critic/loss_rejected"})
@@ -352,7 +352,7 @@ TEST_F(TrainerTest, NonFiniteLossFailsWithStepAndTerm) {
   c.train.learning_rate = 1e6;
   c.train.max_grad_norm = 0.0;  // no clipping
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{"", -1, true});
+  auto r = run(c, obs, TrainerOptions{"", -1, true, {}});
   ASSERT_EQ(r.status, "failed") << "the run did not diverge in 20 steps";
   RecordProperty("message", r.message);
   EXPECT_CONTAINS(r.message, "at step");
@@ -367,7 +367,7 @@ TEST_F(TrainerTest, HugeAdversarialWeightFailsWithStepAndTerm) {
   auto c = config("adv_nan");
   c.ganpo.adv_weight = 1e300;  // inf in float32
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{"", -1, true});
+  auto r = run(c, obs, TrainerOptions{"", -1, true, {}});
   ASSERT_EQ(r.status, "failed");
   RecordProperty("message", r.message);
   EXPECT_CONTAINS(r.message, "at step 1");
@@ -528,10 +528,10 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   auto b_cfg = lora;
   b_cfg.output_dir = (root_ / "lora-b").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false});
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false, {}});
   ASSERT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
   Collector c_obs;
-  auto c = run(b_cfg, c_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false});
+  auto c = run(b_cfg, c_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false, {}});
   ASSERT_EQ(c.status, "completed") << c.message << "\n" << c_obs.all_logs();
   for (int64_t step = 3; step <= 4; ++step)
     for (const std::string k : {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"})
@@ -541,7 +541,7 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   auto full = b_cfg;
   full.model.lora.r = 0;
   Collector d_obs;
-  auto d = run(full, d_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false});
+  auto d = run(full, d_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false, {}});
   EXPECT_EQ(d.status, "failed");
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
 }
@@ -802,7 +802,7 @@ TEST_F(TrainerTest, HfFolderWithRealTokenizerTrainsSftThenGanpoOnConversationsAn
 TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {
   auto c = config("stop0");
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{"", 0, false});
+  auto r = run(c, obs, TrainerOptions{"", 0, false, {}});
   EXPECT_EQ(r.status, "stopped");
   EXPECT_EQ(r.steps, 0);
   EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "checkpoint-0" / "trainer_state" / "state.json"));
@@ -822,7 +822,7 @@ TEST_F(TrainerTest, BadConfigFailsBeforeAnyWork) {
 TEST_F(TrainerTest, ResumeFromAFolderWithoutStateFails) {
   auto c = config("noresume");
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{(root_ / "nowhere").string(), -1, false});
+  auto r = run(c, obs, TrainerOptions{(root_ / "nowhere").string(), -1, false, {}});
   EXPECT_EQ(r.status, "failed");
   EXPECT_CONTAINS(r.message, "trainer_state");
 }
