@@ -29,14 +29,6 @@ std::string current_error_text() {
   }
 }
 
-// c10d and Gloo errors carry backtraces or transport details; say what happened and what to do.
-[[noreturn]] void rethrow_collective_error(const std::string& what, const DistributedEnv& env) {
-  const std::string detail = current_error_text();
-  throw Error("data-parallel " + what + " failed on rank " + std::to_string(env.rank) + " of " +
-              std::to_string(env.world_size) + ": another rank stopped, hung past train.dist_timeout_s or could "
-              "not be reached (" + detail + "); its own log says why. The run is resumable from its last checkpoint");
-}
-
 }  // namespace
 
 struct DataParallel::Group {
@@ -87,6 +79,57 @@ DataParallel::DataParallel(const DistributedEnv& env, const torch::Device& devic
 
 DataParallel::~DataParallel() = default;
 
+void DataParallel::note_progress(int64_t position, const std::string& where) {
+  try {
+    const std::string value = std::to_string(position) + "|" + where;
+    group_->store->set("progress/" + std::to_string(env_.rank), std::vector<uint8_t>(value.begin(), value.end()));
+  } catch (...) {
+    // The store is rank 0's: when it is gone, the next collective says so.
+  }
+}
+
+// "rank 0: logging step 2; rank 1: finished step 2 (behind: it hung or died)", from the store,
+// which rank 0 serves.
+std::string DataParallel::progress_of_ranks() const {
+  struct Progress {
+    int64_t position = -1;
+    std::string where = "not started";
+  };
+  std::vector<Progress> ranks(static_cast<size_t>(env_.world_size));
+  int64_t furthest = -1;
+  try {
+    for (int r = 0; r < env_.world_size; ++r) {
+      const std::string key = "progress/" + std::to_string(r);
+      if (!group_->store->check({key})) continue;
+      const auto bytes = group_->store->get(key);
+      const std::string text(bytes.begin(), bytes.end());
+      const auto bar = text.find('|');
+      auto& p = ranks[static_cast<size_t>(r)];
+      p.position = std::stoll(text.substr(0, bar));
+      p.where = bar == std::string::npos ? "" : text.substr(bar + 1);
+      furthest = std::max(furthest, p.position);
+    }
+  } catch (...) {
+    return "";
+  }
+  std::string out;
+  for (size_t r = 0; r < ranks.size(); ++r)
+    out += (out.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " + ranks[r].where +
+           (ranks[r].position < furthest ? " (behind: it hung or died)" : "");
+  return out;
+}
+
+// c10d and Gloo errors carry backtraces or transport details; say what happened, which ranks fell
+// behind, and what to do.
+void DataParallel::rethrow_collective_error(const std::string& what) const {
+  const std::string detail = current_error_text();
+  const std::string progress = progress_of_ranks();
+  throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
+              std::to_string(env_.world_size) + ": another rank stopped, hung past train.dist_timeout_s or could "
+              "not be reached (" + detail + ")" + (progress.empty() ? "" : "; " + progress) +
+              ". Each rank's own log says why; the run is resumable from its last checkpoint");
+}
+
 std::string DataParallel::backend() const { return device_.is_cuda() ? "nccl" : "gloo"; }
 
 void DataParallel::average_gradients(const std::vector<torch::Tensor>& params) {
@@ -121,7 +164,7 @@ void DataParallel::average_gradients(const std::vector<torch::Tensor>& params) {
     }
     for (auto& w : works) w->wait();
   } catch (...) {
-    rethrow_collective_error("gradient all-reduce", env_);
+    rethrow_collective_error("gradient all-reduce");
   }
   size_t b = 0;
   for (auto& bucket : buckets) {
@@ -146,7 +189,7 @@ void DataParallel::all_reduce_sum_(torch::Tensor& t) {
     std::vector<torch::Tensor> tensors{x};
     group_->group->allreduce(tensors)->wait();
   } catch (...) {
-    rethrow_collective_error("all-reduce", env_);
+    rethrow_collective_error("all-reduce");
   }
   if (!x.is_same(t)) t.copy_(x);
 }
@@ -167,7 +210,7 @@ void DataParallel::broadcast_(std::vector<torch::Tensor>& tensors, int root) {
       if (!x.is_same(t)) t.copy_(x);
     }
   } catch (...) {
-    rethrow_collective_error("broadcast", env_);
+    rethrow_collective_error("broadcast");
   }
 }
 
@@ -179,17 +222,49 @@ std::vector<torch::Tensor> DataParallel::all_gather(const torch::Tensor& t) {
   try {
     group_->group->allgather(outputs, inputs)->wait();
   } catch (...) {
-    rethrow_collective_error("all-gather", env_);
+    rethrow_collective_error("all-gather");
   }
   for (auto& o : outputs[0]) o = o.to(t.device());
   return outputs[0];
+}
+
+std::vector<std::vector<std::string>> DataParallel::all_gather_texts(const std::vector<std::string>& texts) {
+  // Each rank's texts as one byte buffer (8-byte length, then the bytes, per text), padded to the
+  // longest buffer: all-gather needs one shape on every rank.
+  std::vector<uint8_t> bytes;
+  for (const auto& text : texts) {
+    const uint64_t n = text.size();
+    for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<uint8_t>(n >> (8 * i)));
+    bytes.insert(bytes.end(), text.begin(), text.end());
+  }
+  auto size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::TensorOptions().dtype(torch::kLong));
+  const auto sizes = all_gather(size);
+  int64_t longest = 0;
+  for (const auto& s : sizes) longest = std::max(longest, s.item<int64_t>());
+  auto mine = torch::zeros({std::max<int64_t>(longest, 1)}, torch::TensorOptions().dtype(torch::kUInt8));
+  std::copy(bytes.begin(), bytes.end(), mine.data_ptr<uint8_t>());
+  const auto all = all_gather(mine);
+  std::vector<std::vector<std::string>> out(all.size());
+  for (size_t r = 0; r < all.size(); ++r) {
+    const auto buffer = all[r].contiguous();
+    const uint8_t* p = buffer.data_ptr<uint8_t>();
+    const int64_t used = sizes[r].item<int64_t>();
+    for (int64_t at = 0; at + 8 <= used;) {
+      uint64_t n = 0;
+      for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(p[at + i]) << (8 * i);
+      at += 8;
+      out[r].emplace_back(reinterpret_cast<const char*>(p + at), static_cast<size_t>(n));
+      at += static_cast<int64_t>(n);
+    }
+  }
+  return out;
 }
 
 void DataParallel::barrier() {
   try {
     group_->group->barrier()->wait();
   } catch (...) {
-    rethrow_collective_error("barrier", env_);
+    rethrow_collective_error("barrier");
   }
 }
 

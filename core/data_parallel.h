@@ -44,9 +44,18 @@ public:
   void broadcast_(std::vector<torch::Tensor>& tensors, int root = 0);
   // Every rank's `t` (same shape on all ranks), in rank order.
   std::vector<torch::Tensor> all_gather(const torch::Tensor& t);
+  // Every rank's texts (any number, any length), in rank order.
+  std::vector<std::vector<std::string>> all_gather_texts(const std::vector<std::string>& texts);
   void barrier();
 
+  // Records in the rendezvous store how far this rank got: `position` grows along the run and
+  // `where` says it in words ("in step 3"). When a collective fails, the error names the ranks
+  // that fell behind (hung or died) by where they were.
+  void note_progress(int64_t position, const std::string& where);
+
 private:
+  [[noreturn]] void rethrow_collective_error(const std::string& what) const;
+  std::string progress_of_ranks() const;
   torch::Tensor on_backend(const torch::Tensor& t) const;
   struct Group;
   DistributedEnv env_;

@@ -15,7 +15,8 @@ namespace {
 
 struct KillPlan {
   std::string name;
-  long hits_left = 0;  // kill when this reaches 0
+  long hits_left = 0;  // kill (or hang) when this reaches 0
+  bool hang = false;
 };
 
 std::once_flag g_once;
@@ -24,15 +25,20 @@ KillPlan g_plan;
 std::mutex g_mutex;
 
 void read_plan() {
-  const char* env = std::getenv("GANPO_KILL_AT");
+  const char* kill_at = std::getenv("GANPO_KILL_AT");
+  const char* hang_at = std::getenv("GANPO_HANG_AT");
+  const char* env = kill_at && *kill_at ? kill_at : hang_at;
   if (!env || !*env) return;
+  const char* only_rank = std::getenv("GANPO_FAULT_RANK");
+  const char* rank = std::getenv("RANK");
+  if (only_rank && *only_rank && std::string(only_rank) != (rank ? rank : "0")) return;
   std::string spec(env);
   long n = 1;
   if (const auto colon = spec.rfind(':'); colon != std::string::npos) {
     n = std::strtol(spec.c_str() + colon + 1, nullptr, 10);
     spec.resize(colon);
   }
-  g_plan = {spec, n < 1 ? 1 : n};
+  g_plan = {spec, n < 1 ? 1 : n, env == hang_at};
   g_armed.store(true);
 }
 
@@ -43,8 +49,8 @@ void fault_point(const char* name) {
   if (!g_armed.load(std::memory_order_relaxed)) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_plan.name != name || --g_plan.hits_left > 0) return;
-  ::kill(::getpid(), SIGKILL);
-  ::pause();
+  if (!g_plan.hang) ::kill(::getpid(), SIGKILL);
+  for (;;) ::pause();
 }
 
 }  // namespace ganpo

@@ -3,7 +3,10 @@
 // With GANPO_KILL_AT=NAME (or NAME:N) in the environment, the N-th time (default the first)
 // the process reaches fault_point(NAME) it sends itself SIGKILL: no destructor, flush or
 // handler runs, exactly as when the machine loses power or the OOM killer strikes. Without
-// the variable fault_point() costs two atomic loads. The points:
+// the variable fault_point() costs two atomic loads. GANPO_HANG_AT=NAME[:N] makes the process
+// stop there instead and never continue (a hung rank: it still runs signal handlers, but no
+// code after the point), and GANPO_FAULT_RANK=R arms either only in the data-parallel process
+// whose RANK is R. The points:
 //   step.done                  after an optimizer step, before anything about it is recorded
 //   checkpoint.files_written   a checkpoint's files are in NAME.tmp, its marker not yet
 //   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed

@@ -233,6 +233,7 @@ struct Trainer::State {
   double window_seconds = 0;
   int64_t window_tokens = 0;
   double window_flops = 0;  // model FLOPs (model_flops.h)
+  double window_allreduce_seconds = 0;  // spent averaging gradients over the ranks
   double window_grad_norm = 0;
   double peak_flops = 0;    // of this device in this precision, for MFU (0 = unknown, as on CPUs)
   std::string device_label;  // "cuda:0 (NVIDIA H200, 140 GiB)"; empty = device.str()
@@ -736,7 +737,7 @@ struct Trainer::State {
       // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
       if (last_micro && step % config.ganpo.critic_update_every == 0) {
         set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
-        if (dp) dp->average_gradients(regularizer->critic_parameters());
+        if (dp) average_gradients(regularizer->critic_parameters());
         critic_optimizer->step();
         critic_optimizer->zero_grad();
       }
@@ -772,6 +773,12 @@ struct Trainer::State {
     count_work(s, B, run_reference, !ref_logps_ready);
   }
 
+  void average_gradients(const std::vector<torch::Tensor>& params) {
+    const auto t0 = Clock::now();
+    dp->average_gradients(params);
+    window_allreduce_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
   // Tokens and model FLOPs of a micro-batch of `pairs` pairs (0: SFT), for the throughput charts.
   void count_work(const SequenceBatch& b, int64_t pairs, bool reference_ran = false, bool reference_head = false) {
     MicroBatchWork work;
@@ -795,6 +802,7 @@ struct Trainer::State {
 
   // ---- one optimizer step --------------------------------------------------------------------
   void optimizer_step() {
+    if (dp) dp->note_progress(3 * (step + 1), "in step " + std::to_string(step + 1));
     refresh_cpu_share();
     const auto t0 = Clock::now();
     const int64_t GA = config.train.gradient_accumulation_steps;
@@ -810,7 +818,7 @@ struct Trainer::State {
       ++window_micro;
     }
     // 6. Average the gradients over the ranks, then clip and step at the accumulation boundary.
-    if (dp) dp->average_gradients(trainable);
+    if (dp) average_gradients(trainable);
     const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
                                                            : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
@@ -819,6 +827,7 @@ struct Trainer::State {
                           "; lower train.learning_rate or enable train.max_grad_norm");
     optimizer->step();
     ++step;
+    if (dp) dp->note_progress(3 * step + 1, "finished step " + std::to_string(step));
     ++window_steps;
     window_grad_norm += grad_norm;
     window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -826,6 +835,7 @@ struct Trainer::State {
 
   void flush_metrics() {
     if (window_steps == 0) return;
+    if (dp) dp->note_progress(3 * step + 2, "logging step " + std::to_string(step));
     std::vector<std::string> keys;
     std::vector<torch::Tensor> values;
     for (auto& [k, v] : window_sums) keys.push_back(k), values.push_back(v.reshape({1}));
@@ -873,6 +883,8 @@ struct Trainer::State {
       m["ranks/tokens_per_s/" + std::to_string(r)] = v[2] > 0 ? v[0] / v[2] : 0.0;
     }
     m["ranks/world_size"] = static_cast<double>(world());
+    m["ranks/allreduce_s"] = window_steps > 0 ? window_allreduce_seconds / static_cast<double>(window_steps) : 0.0;
+    window_allreduce_seconds = 0;
     if (peak_flops > 0) window_flops /= static_cast<double>(world());
   }
 
@@ -972,9 +984,14 @@ struct Trainer::State {
     return report;
   }
 
+  // This rank's sample prompts: every world-th one, from its rank on.
+  bool my_sample_prompt(size_t i) const { return !dp || static_cast<int64_t>(i) % world() == dp->rank(); }
+
   std::vector<std::string> sample_texts(CausalLM& model) {
     std::vector<std::vector<int64_t>> prompts;
-    for (const auto& p : sample_prompts) prompts.push_back(encode_prompt(*tokenizer, p));
+    for (size_t i = 0; i < sample_prompts.size(); ++i)
+      if (my_sample_prompt(i)) prompts.push_back(encode_prompt(*tokenizer, sample_prompts[i]));
+    if (prompts.empty()) return {};
     SamplingOptions so{config.sampling.temperature, config.sampling.top_p, config.sampling.top_k,
                        config.sampling.max_new_tokens, static_cast<uint64_t>(config.seed)};
     std::vector<std::string> out;
@@ -983,19 +1000,35 @@ struct Trainer::State {
     return out;
   }
 
+  // Data parallelism: each rank samples its share of the prompts; rank 0 puts them back in order.
+  std::vector<std::string> gathered_in_prompt_order(const std::vector<std::string>& mine) {
+    if (!dp) return mine;
+    const auto per_rank = dp->all_gather_texts(mine);
+    std::vector<std::string> out(sample_prompts.size());
+    std::vector<size_t> next(per_rank.size(), 0);
+    for (size_t i = 0; i < out.size(); ++i) {
+      const size_t r = i % per_rank.size();
+      if (next[r] < per_rank[r].size()) out[i] = per_rank[r][next[r]++];
+    }
+    return out;
+  }
+
   void samples() {
-    if (sample_prompts.empty() || !is_main()) return;
+    if (sample_prompts.empty()) return;
     CausalLM& ref_model = preference ? reference : policy;
-    std::vector<std::string> policy_texts;
+    std::vector<std::string> policy_texts, reference_texts;
     const bool need_reference = reference_samples.empty();
     if (preference && need_reference)
       run_lanes(
-          lanes(), [&] { policy_texts = sample_texts(policy); }, [&] { reference_samples = sample_texts(ref_model); });
+          lanes(), [&] { policy_texts = sample_texts(policy); }, [&] { reference_texts = sample_texts(ref_model); });
     else {
-      if (need_reference) reference_samples = sample_texts(ref_model);
+      if (need_reference) reference_texts = sample_texts(ref_model);
       policy_texts = sample_texts(policy);
     }
     policy->train();
+    policy_texts = gathered_in_prompt_order(policy_texts);
+    if (need_reference) reference_samples = gathered_in_prompt_order(reference_texts);
+    if (!is_main()) return;
     std::vector<SampleRecord> records;
     for (size_t i = 0; i < sample_prompts.size(); ++i) {
       records.push_back({static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i], -1, -1});

@@ -44,6 +44,7 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss) {
       {"gpu/", "System", "gpu", "GPU utilisation (%)", false},
       {"ranks/tokens_per_s/", "System", "rank_tokens_per_s", "Tokens / s per process", false},
       {"ranks/world_size", "System", "world_size", "Processes (world size)", false},
+      {"ranks/allreduce_s", "System", "allreduce", "Gradient all-reduce per step (s)", false},
       {"memory/", "System", "memory", "Memory (MB)", false},
       {"tokens_seen", "System", "tokens_seen", "Tokens seen", false},
       {"epoch", "System", "epoch", "Epoch", false},

@@ -146,7 +146,10 @@ TEST(DataParallel, ResumingATwoRankRunIsExact) {
 // a port they agree on): the run trains as it does on one host.
 TEST(DataParallel, TwoLaunchersAsTwoHostsTrainOneRun) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 1, 3);
+  // With samples: three prompts, split over the two ranks and gathered back in order.
+  std::string config = run_config(dir / "run", 4, 1, 3);
+  config.replace(config.find("num_prompts = 0"), 15, "num_prompts = 3\nmax_new_tokens = 6");
+  std::ofstream(dir / "run.toml") << config;
   std::ofstream(dir / "ref.toml") << run_config(dir / "ref", 8, 1, 3);
   const std::string port = std::to_string(free_port());
   std::vector<pid_t> nodes;
@@ -160,6 +163,15 @@ TEST(DataParallel, TwoLaunchersAsTwoHostsTrainOneRun) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_text(dir / ("node" + std::to_string(i) + ".log"));
   }
   EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "data parallel: rank 0 of 2 (local 0 of 1)");
+  std::map<int64_t, std::vector<int64_t>> prompts_by_step;
+  std::ifstream samples(dir / "run" / "samples.jsonl");
+  for (std::string line; std::getline(samples, line);) {
+    const auto row = nlohmann::json::parse(line);
+    prompts_by_step[row.at("step").get<int64_t>()].push_back(row.at("prompt_index").get<int64_t>());
+    EXPECT_FALSE(row.at("prompt").get<std::string>().empty());
+  }
+  EXPECT_EQ(prompts_by_step, (std::map<int64_t, std::vector<int64_t>>{{0, {0, 1, 2}}, {3, {0, 1, 2}}}))
+      << "samples at the start and the end, every prompt once, in order";
   auto ref = run_cli("train --no-db --config " + (dir / "ref.toml").string());
   ASSERT_EQ(ref.exit_code, 0) << ref.output;
   const auto a = metrics_by_step(dir / "ref"), b = metrics_by_step(dir / "run");
@@ -229,6 +241,20 @@ TEST(DataParallel, LaunchRunsTheRanksAndAKilledRankEndsTheRunNamingIt) {
   const std::string out = read_text(dir / "long.log");
   EXPECT_CONTAINS(out, "rank 1 (pid " + std::to_string(rank1) + ") was killed by signal 9");
   EXPECT_CONTAINS(out, "data-parallel");
+}
+
+// A rank that hangs (stops inside a step, alive) makes rank 0's next collective fail after
+// train.dist_timeout_s with the ranks' progress; the launcher then stops the hung rank.
+TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string config = run_config(dir / "run", 4, 2, 1000);
+  config.replace(config.find("dist_timeout_s = 60"), 19, "dist_timeout_s = 5");
+  std::ofstream(dir / "run.toml") << config;
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_HANG_AT=step.done:2 GANPO_FAULT_RANK=1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "hung past train.dist_timeout_s");
+  EXPECT_CONTAINS(r.output, "rank 0: logging step 2; rank 1: finished step 2 (behind: it hung or died)");
+  EXPECT_CONTAINS(r.output, "ganpo launch: rank 0 (pid");
 }
 
 }  // namespace
