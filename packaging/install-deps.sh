@@ -14,6 +14,7 @@ packages=(
   clang libclang-rt-14-dev            # the fuzz preset: libFuzzer, ASan + UBSan (tests/fuzz)
   qt6-base-dev qt6-svg-dev libqcustomplot-dev libqcustomplot2.1-qt6
   xvfb xauth imagemagick fonts-dejavu-core
+  help2man lintian desktop-file-utils  # man pages; checks of the Debian package (packaging/check-deb.sh)
 )
 
 missing=()

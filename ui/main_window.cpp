@@ -43,6 +43,7 @@
 #include "ui/run_list_model.h"
 #include "ui/run_tab.h"
 #include "ui/store_worker.h"
+#include "ui/help_menu.h"
 #include "ui/run_presets.h"
 #include "ui/study_dialog.h"
 #include "ui/study_view.h"
@@ -147,6 +148,7 @@ void MainWindow::buildActions() {
   refresh_->setShortcut(QKeySequence::Refresh);
   connect(refresh_, &QAction::triggered, this, &MainWindow::pollNow);
   addAction(refresh_);
+  add_help_menu(this, db_path_, bar->actions() << refresh_);
 }
 
 void MainWindow::buildLayout() {
@@ -392,6 +394,13 @@ void MainWindow::updateStatusBar() {
 void MainWindow::openNewRunDialog(const QString& preset) {
   NewRunDialog dialog(this);
   if (!preset.isEmpty()) dialog.selectPreset(preset);
+  if (dialog.exec() != QDialog::Accepted) return;
+  createAndStartRun(dialog.config());
+}
+
+void MainWindow::openNewRunDialogWithFile(const QString& path) {
+  NewRunDialog dialog(this);
+  if (!dialog.loadConfigFile(path)) return;  // the dialog said why
   if (dialog.exec() != QDialog::Accepted) return;
   createAndStartRun(dialog.config());
 }

@@ -58,6 +58,8 @@ public:
 
   // Opens the New Run dialog, preset (a file stem such as "demo") preselected.
   void openNewRunDialog(const QString& preset = QString());
+  // The New Run dialog with a run config file loaded (a double-clicked *.ganpo.toml).
+  void openNewRunDialogWithFile(const QString& path);
   // Inserts a queued run with this config (output folder assigned beside the workspace), starts
   // its worker and opens its tab (emits runCreated); a config with a pipeline goes to
   // createAndStartPipeline.

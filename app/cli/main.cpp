@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "app/cli/commands.h"
+#include "core/build_info.h"
 
 int main(int argc, char** argv) {
   using namespace ganpo::cli;
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   ::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"ganpo: preference optimization (DPO / SimPO / IPO / hinge, with or without GANPO)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", [] { return ganpo::version_text("ganpo"); }, "Version, git commit, LibTorch and CUDA");
 
   TrainArgs train;
   auto* t = app.add_subcommand("train", "Run one stage (sft or preference) from a config file");
@@ -155,6 +157,7 @@ int main(int argc, char** argv) {
   auto action = [&](const char* name, const char* help) {
     auto* sub = r->add_subcommand(name, help);
     sub->callback([&runs, name] { runs.action = name; });
+    sub->fallthrough();  // `ganpo runs list --db F` as well as `ganpo runs --db F list`
     return sub;
   };
   action("list", "One line per run")->add_flag("--json", runs.json, "Print JSON");

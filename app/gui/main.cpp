@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 
 #include <clocale>
+#include <cstdio>
 
+#include "core/build_info.h"
 #include "db/workspace_path.h"
 #include "ui/main_window.h"
 #include "ui/screenshot_tour.h"
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
   std::setlocale(LC_NUMERIC, "C");
   QApplication::setApplicationName("GANPO Workbench");
   QApplication::setOrganizationName("ganpo-workbench");
-  QApplication::setApplicationVersion("0.1.0");
+  QApplication::setApplicationVersion(QString::fromStdString(ganpo::version_details()));
   QCommandLineParser parser;
   parser.setApplicationDescription("Preference optimization workbench (DPO / SimPO / IPO, with or without GANPO)");
   parser.addHelpOption();
@@ -32,7 +34,12 @@ int main(int argc, char** argv) {
   QCommandLineOption shots("screenshots", "Take the README's screenshots into DIR, then quit.", "DIR");
   QCommandLineOption live("live-seconds", "With --screenshots: seconds of training before the dashboard shot.",
                           "N", "40");
+  QCommandLineOption self_test("self-test",
+                               "Open the workspace and the window, run the event loop once, then quit (exit 0): "
+                               "checks an installation.");
+  parser.addPositionalArgument("config", "A run config file (*.ganpo.toml) to open in the New Run dialog.", "[config]");
   parser.addOption(db);
+  parser.addOption(self_test);
   parser.addOption(new_run);
   parser.addOption(shots);
   parser.addOption(live);
@@ -46,8 +53,17 @@ int main(int argc, char** argv) {
   if (parser.isSet(shots)) {
     auto* tour = new ganpo::ui::ScreenshotTour(&window, parser.value(shots), parser.value(live).toInt(), &window);
     tour->start();
+  } else if (parser.isSet(self_test)) {
+    QTimer::singleShot(0, &app, [&app, workspace] {
+      std::printf("ganpo-workbench started with workspace %s\n", workspace.toLocal8Bit().constData());
+      app.quit();
+    });
   } else if (parser.isSet(new_run)) {
     QTimer::singleShot(0, &window, [&window, preset = parser.value(new_run)] { window.openNewRunDialog(preset); });
+  } else if (!parser.positionalArguments().isEmpty()) {
+    QTimer::singleShot(0, &window, [&window, file = parser.positionalArguments().front()] {
+      window.openNewRunDialogWithFile(file);
+    });
   }
   return app.exec();
 }

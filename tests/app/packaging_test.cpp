@@ -1,0 +1,56 @@
+// Command-line manners: `--version`, options after a subcommand's action, and a bash completion
+// that knows every subcommand `ganpo --help` lists.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "tests/support/cli_runner.h"
+#include "tests/support/expect_contains.h"
+
+namespace ganpo::test {
+namespace {
+
+TEST(CliManners, VersionNamesTheBuildAndLibTorch) {
+  auto r = run_cli("--version");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("^ganpo [0-9]+\\.[0-9]+\\.[0-9]+ \\(git [^)]+\\)\nLibTorch [0-9.]+, ")))
+      << r.output;
+}
+
+TEST(CliManners, WorkspaceOptionWorksAfterTheRunsAction) {
+  ASSERT_TRUE(use_private_workspace());
+  const auto dir = fresh_test_dir("ganpo-cli");
+  const std::string db = (dir / "ws.sqlite").string();
+  auto before = run_cli("runs --db " + db + " list");
+  EXPECT_EQ(before.exit_code, 0) << before.output;
+  auto after = run_cli("runs list --db " + db);
+  EXPECT_EQ(after.exit_code, 0) << after.output;
+  EXPECT_EQ(after.output, before.output);
+}
+
+TEST(CliManners, BashCompletionKnowsEverySubcommand) {
+  auto help = run_cli("--help");
+  ASSERT_EQ(help.exit_code, 0) << help.output;
+  std::ifstream file(std::string(GANPO_SOURCE_DIR) + "/packaging/ganpo.bash-completion");
+  const std::string completion((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(completion.empty());
+  const auto at = help.output.find("Subcommands:");
+  ASSERT_NE(at, std::string::npos) << help.output;
+  std::istringstream lines(help.output.substr(at));
+  std::string line;
+  std::getline(lines, line);
+  int subcommands = 0;
+  while (std::getline(lines, line)) {
+    std::smatch m;
+    if (!std::regex_search(line, m, std::regex("^  ([a-z]+) "))) continue;
+    EXPECT_CONTAINS(completion, " " + m[1].str() + ")");
+    ++subcommands;
+  }
+  EXPECT_GE(subcommands, 10);
+}
+
+}  // namespace
+}  // namespace ganpo::test

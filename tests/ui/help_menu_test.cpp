@@ -1,0 +1,51 @@
+// The Help menu: About names the build and the workspace's folders, the shortcuts list shows the
+// window's actions with their keys, and the documentation is found.
+#include <gtest/gtest.h>
+
+#include <QAction>
+#include <QMenu>
+#include <QMenuBar>
+#include <QTemporaryDir>
+
+#include "core/build_info.h"
+#include "ui/help_menu.h"
+#include "ui/main_window.h"
+
+namespace ganpo::ui {
+namespace {
+
+TEST(HelpMenu, TheWindowHasAboutShortcutsAndDocumentation) {
+  QTemporaryDir dir;
+  ASSERT_TRUE(dir.isValid());
+  const QString workspace = dir.filePath("ws.sqlite");
+  MainWindow window(workspace);
+  QMenu* help = nullptr;
+  for (QAction* a : window.menuBar()->actions())
+    if (a->menu() && a->text().remove('&') == "Help") help = a->menu();
+  ASSERT_NE(help, nullptr);
+  QStringList items;
+  for (QAction* a : help->actions())
+    if (!a->isSeparator()) items << a->text().remove('&');
+  EXPECT_EQ(items, (QStringList{"Documentation", "Keyboard Shortcuts", "About GANPO Workbench"}));
+
+  const QString about = about_text(workspace);
+  EXPECT_TRUE(about.contains(QString::fromStdString(project_version()))) << about.toStdString();
+  EXPECT_TRUE(about.contains(QString::fromStdString(git_commit()))) << about.toStdString();
+  EXPECT_TRUE(about.contains("LibTorch")) << about.toStdString();
+  EXPECT_TRUE(about.contains(workspace)) << about.toStdString();
+  EXPECT_TRUE(about.contains(dir.filePath("logs"))) << about.toStdString();
+  EXPECT_TRUE(about.contains(dir.filePath("runs"))) << about.toStdString();
+
+  QList<QAction*> actions;
+  for (QAction* a : window.findChildren<QAction*>())
+    if (a->text() == "New Run" || a->text() == "Start") actions << a;
+  const QString keys = shortcuts_text(actions);
+  EXPECT_TRUE(keys.contains("New Run") && keys.contains("Start")) << keys.toStdString();
+  EXPECT_TRUE(keys.contains(QKeySequence(QKeySequence::New).toString(QKeySequence::NativeText))) << keys.toStdString();
+  EXPECT_TRUE(keys.contains("Ctrl+R")) << keys.toStdString();
+
+  EXPECT_FALSE(documentation_path().isEmpty()) << "the README of the source tree";
+}
+
+}  // namespace
+}  // namespace ganpo::ui
