@@ -8,6 +8,7 @@
 #endif
 
 #include <cstdlib>
+#include <mutex>
 
 #include "core/error.h"
 
@@ -181,6 +182,146 @@ void DataParallel::average_gradients(const std::vector<torch::Tensor>& params) {
 // NCCL reduces device tensors only: host tensors travel through the device and back.
 torch::Tensor DataParallel::on_backend(const torch::Tensor& t) const {
   return device_.is_cuda() && !t.is_cuda() ? t.to(device_) : t;
+}
+
+struct DataParallel::Overlap {
+  struct Bucket {
+    std::vector<size_t> members;         // indices into params
+    torch::Tensor flat;                  // [sum of numels]
+    std::vector<torch::Tensor> views;    // one per member, shaped like it
+    size_t pending = 0;                  // members whose gradient has not arrived
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::vector<torch::Tensor> params;
+  std::vector<Bucket> buckets;
+  std::vector<std::pair<size_t, size_t>> slot;  // param -> (bucket, member)
+  std::vector<bool> arrived;
+  size_t next = 0;  // the next bucket to start
+  bool armed = false, twice = false;
+  std::mutex mutex;
+
+  // Starts every complete bucket from `next` on, in order (caller holds the mutex).
+  void start_ready() {
+    while (next < buckets.size() && buckets[next].pending == 0) {
+      std::vector<torch::Tensor> one{buckets[next].flat};
+      buckets[next].work = group->allreduce(one);
+      ++next;
+    }
+  }
+
+  // A gradient of params[i] from the backward pass, before autograd adds it to .grad.
+  void arrive(size_t i, const torch::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed) return;
+    if (arrived[i]) {
+      twice = true;
+      return;
+    }
+    arrived[i] = true;
+    auto& bucket = buckets[slot[i].first];
+    torch::NoGradGuard no_grad;
+    auto& view = bucket.views[slot[i].second];
+    view.copy_(grad);
+    const auto& accumulated = params[i].grad();
+    if (accumulated.defined()) view.add_(accumulated);  // earlier micro-batches' part
+    --bucket.pending;
+    start_ready();
+  }
+};
+
+void DataParallel::watch_gradients(const std::vector<torch::Tensor>& params) {
+  auto o = std::make_shared<Overlap>();
+  o->group = group_->group;
+  o->params = params;
+  o->slot.resize(params.size());
+  o->arrived.assign(params.size(), false);
+  int64_t bytes = 0;
+  for (size_t n = params.size(); n-- > 0;) {
+    const auto& p = params[n];
+    const int64_t size = p.numel() * static_cast<int64_t>(p.element_size());
+    if (o->buckets.empty() || (bytes > 0 && bytes + size > kBucketBytes)) {
+      o->buckets.emplace_back();
+      bytes = 0;
+    }
+    auto& bucket = o->buckets.back();
+    o->slot[n] = {o->buckets.size() - 1, bucket.members.size()};
+    bucket.members.push_back(n);
+    bytes += size;
+  }
+  for (auto& bucket : o->buckets) {
+    int64_t total = 0;
+    for (size_t n : bucket.members) total += params[n].numel();
+    bucket.flat = torch::zeros({total}, params[bucket.members.front()].options().requires_grad(false));
+    int64_t offset = 0;
+    for (size_t n : bucket.members) {
+      bucket.views.push_back(bucket.flat.narrow(0, offset, params[n].numel()).view(params[n].sizes()));
+      offset += params[n].numel();
+    }
+    bucket.pending = bucket.members.size();
+  }
+  std::weak_ptr<Overlap> weak = o;
+  for (size_t n = 0; n < params.size(); ++n) {
+    torch::Tensor p = params[n];
+    p.register_hook([weak, n](const torch::Tensor& grad) {
+      if (auto shared = weak.lock()) shared->arrive(n, grad);
+    });
+  }
+  overlap_ = std::move(o);
+}
+
+void DataParallel::arm_gradients() {
+  if (!overlap_) return;
+  std::lock_guard<std::mutex> lock(overlap_->mutex);
+  overlap_->armed = true;
+}
+
+bool DataParallel::finish_gradients() {
+  Overlap& o = *overlap_;
+  {
+    std::lock_guard<std::mutex> lock(o.mutex);
+    o.armed = false;
+    torch::NoGradGuard no_grad;
+    // Tensors the backward pass gave no gradient: what they hold (or zero).
+    for (size_t n = 0; n < o.params.size(); ++n) {
+      if (o.arrived[n]) continue;
+      auto& bucket = o.buckets[o.slot[n].first];
+      auto& view = bucket.views[o.slot[n].second];
+      const auto& g = o.params[n].grad();
+      if (g.defined()) view.copy_(g);
+      else view.zero_();
+      if (bucket.work) o.twice = true;  // its bucket started without it: cannot happen unless the graph changed
+      else --bucket.pending;
+    }
+    o.start_ready();
+  }
+  try {
+    for (auto& bucket : o.buckets)
+      if (bucket.work) bucket.work->wait();
+  } catch (...) {
+    rethrow_collective_error("gradient all-reduce");
+  }
+  const bool overlapped = !o.twice;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& bucket : o.buckets) {
+      if (overlapped) {
+        bucket.flat.div_(static_cast<double>(env_.world_size));
+        for (size_t k = 0; k < bucket.members.size(); ++k) {
+          auto& grad = o.params[bucket.members[k]].mutable_grad();
+          if (grad.defined()) grad.copy_(bucket.views[k]);
+          else grad = bucket.views[k].clone();
+        }
+      }
+      bucket.work.reset();
+      bucket.pending = bucket.members.size();
+    }
+    std::fill(o.arrived.begin(), o.arrived.end(), false);
+    o.next = 0;
+    o.twice = false;
+  }
+  if (!overlapped) average_gradients(o.params);
+  return overlapped;
 }
 
 void DataParallel::all_reduce_sum_(torch::Tensor& t) {

@@ -37,6 +37,20 @@ public:
   // Replaces each tensor's gradient by its mean over the ranks (a missing gradient counts as
   // zero and becomes defined). Gradients go in buckets of about 25 MB, all reduced at once.
   void average_gradients(const std::vector<torch::Tensor>& params);
+
+  // The same overlapped with the backward pass, as DDP does: watch_gradients() puts hooks on
+  // the tensors and lays them out in 25 MB buckets (in reverse order, about the order the
+  // backward pass produces their gradients). After arm_gradients(), each gradient the backward
+  // pass delivers is copied into its bucket (with what earlier micro-batches accumulated), and a
+  // full bucket's all-reduce starts at once while the backward pass goes on (buckets strictly in
+  // order, so every rank issues the same collectives). finish_gradients() starts what is left
+  // (tensors without a gradient count as zero), waits, and writes the means into the gradients.
+  // Should a tensor's gradient arrive twice in one backward pass, the overlap could miss part of
+  // it: finish_gradients() then averages the accumulated gradients again without overlap and
+  // returns false (every rank alike; the caller stops arming).
+  void watch_gradients(const std::vector<torch::Tensor>& params);
+  void arm_gradients();
+  bool finish_gradients();
   // In place: the sum (or mean) of `t` over the ranks.
   void all_reduce_sum_(torch::Tensor& t);
   void all_reduce_mean_(torch::Tensor& t);
@@ -58,6 +72,8 @@ private:
   std::string progress_of_ranks() const;
   torch::Tensor on_backend(const torch::Tensor& t) const;
   struct Group;
+  struct Overlap;
+  std::shared_ptr<Overlap> overlap_;  // shared with the hooks, which may outlive this object
   DistributedEnv env_;
   torch::Device device_;
   std::unique_ptr<Group> group_;

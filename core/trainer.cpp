@@ -194,6 +194,7 @@ struct Trainer::State {
 
   // Data parallelism: the process group (null for one process); rank 0 reports and writes.
   std::unique_ptr<DataParallel> dp;
+  bool overlap_gradients = true;  // the policy's all-reduce overlaps its backward pass
   bool is_main() const { return !dp || dp->is_main(); }
   int64_t world() const { return dp ? dp->world_size() : 1; }
 
@@ -325,6 +326,7 @@ struct Trainer::State {
     }
     torch::NoGradGuard guard;
     dp->broadcast_(weights, 0);
+    dp->watch_gradients(trainable);
   }
 
   // train.deterministic: before anything touches CUDA (cuBLAS reads its workspace setting once,
@@ -773,6 +775,18 @@ struct Trainer::State {
     count_work(s, B, run_reference, !ref_logps_ready);
   }
 
+  void finish_gradients() {
+    const auto t0 = Clock::now();
+    if (!overlap_gradients) {
+      dp->average_gradients(trainable);
+    } else if (!dp->finish_gradients()) {
+      overlap_gradients = false;
+      log("warning", "a gradient arrived twice in one backward pass, so the gradient all-reduce no longer overlaps "
+                     "the backward pass (the averages are exact either way)");
+    }
+    window_allreduce_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
   void average_gradients(const std::vector<torch::Tensor>& params) {
     const auto t0 = Clock::now();
     dp->average_gradients(params);
@@ -811,14 +825,17 @@ struct Trainer::State {
     for (int64_t micro = 0; micro < GA; ++micro) {
       auto idx = next_indices();
       Bf16Autocast autocast(config.train.precision == "bf16" && device.is_cuda());
+      // The last micro-batch's backward pass starts the gradient all-reduce as buckets fill.
+      if (dp && overlap_gradients && micro == GA - 1) dp->arm_gradients();
       if (preference)
         preference_micro_step(idx, 1.0 / static_cast<double>(GA), micro == GA - 1);
       else
         sft_micro_step(idx, 1.0 / static_cast<double>(GA));
       ++window_micro;
     }
-    // 6. Average the gradients over the ranks, then clip and step at the accumulation boundary.
-    if (dp) average_gradients(trainable);
+    // 6. Average the gradients over the ranks (finish what the backward pass started), then
+    // clip and step at the accumulation boundary.
+    if (dp) finish_gradients();
     const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
                                                            : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);

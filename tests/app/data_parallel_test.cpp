@@ -116,6 +116,35 @@ TEST(DataParallel, TwoRanksOfBatch4TrainLikeOneProcessOfBatch8) {
   EXPECT_LT(worst, 1e-4) << "the final weights agree";
 }
 
+// The same with gradient accumulation (the all-reduce overlaps only the last micro-batch's
+// backward pass and carries the earlier ones' part) and gradient checkpointing (the blocks'
+// gradients come from a backward pass inside the backward pass): 2 ranks x batch 2 x 2
+// micro-batches train as 1 process x batch 4 x 2 micro-batches.
+TEST(DataParallel, AccumulationAndCheckpointingAverageAsOneProcess) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  auto config = [&](const fs::path& out, int64_t batch, int64_t processes) {
+    std::string c = run_config(out, batch, processes, 3);
+    return c.insert(c.find("dist_timeout_s"), "gradient_accumulation_steps = 2\ngradient_checkpointing = true\n");
+  };
+  std::ofstream(dir / "one.toml") << config(dir / "one", 4, 1);
+  std::ofstream(dir / "two.toml") << config(dir / "two", 2, 2);
+  auto one = run_cli("train --no-db --config " + (dir / "one.toml").string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = run_cli("train --no-db --config " + (dir / "two.toml").string());
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  const auto a = metrics_by_step(dir / "one"), b = metrics_by_step(dir / "two");
+  ASSERT_EQ(b.size(), 3u);
+  for (const auto& [step, row] : a)
+    for (const char* k : {"loss", "grad_norm", "adv/loss", "critic/loss_chosen", "ema/w_ref_chosen"})
+      EXPECT_NEAR(b.at(step).at(k).get<double>(), row.at(k).get<double>(), 2e-5 * std::max(1.0, std::abs(row.at(k).get<double>())))
+          << k << " at step " << step;
+  const auto la = logits_of(dir / "one" / "final"), lb = logits_of(dir / "two" / "final");
+  double worst = 0;
+  for (size_t i = 0; i < la.size(); ++i) worst = std::max(worst, std::abs(la[i] - lb[i]));
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(read_text(dir / "two" / "events.log").find("arrived twice"), std::string::npos) << "the overlap stayed on";
+}
+
 // A checkpoint of a 2-rank run (written by rank 0, with every rank's generators) resumes to the
 // same steps and the same final weights as the uninterrupted run.
 TEST(DataParallel, ResumingATwoRankRunIsExact) {
