@@ -931,6 +931,8 @@ struct Trainer::State {
     else if (preference)
       last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes(),
                                   eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
+    else if (!eval_sft.empty() && dp)
+      last_eval = sharded_sft_eval(bs);
     else if (!eval_sft.empty())
       last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
     policy->train();
@@ -965,6 +967,21 @@ struct Trainer::State {
     out["eval_rewards/margins"] = out["eval_rewards/chosen"] - out["eval_rewards/rejected"];
     out["eval_pairs"] = total;
     return out;
+  }
+
+  // Data parallelism, SFT: each rank scores every world-th held-out row; the token-weighted mean
+  // of the ranks' losses is what one process scoring them all reports.
+  std::map<std::string, double> sharded_sft_eval(int64_t bs) {
+    std::vector<TokenizedSft> mine;
+    for (size_t i = static_cast<size_t>(dp->rank()); i < eval_sft.size(); i += static_cast<size_t>(world()))
+      mine.push_back(eval_sft[i]);
+    const auto part = mine.empty() ? std::map<std::string, double>{} : sft_eval(policy, mine, tokenizer->pad_id(), bs);
+    const double tokens = part.empty() ? 0.0 : part.at("eval_tokens");
+    auto all = torch::tensor({part.empty() ? 0.0 : part.at("eval_loss") * tokens, tokens},
+                             torch::TensorOptions().dtype(torch::kFloat64));
+    dp->all_reduce_sum_(all);
+    const auto v = all.accessor<double, 1>();
+    return {{"eval_loss", v[1] > 0 ? v[0] / v[1] : 0.0}, {"eval_tokens", v[1]}};
   }
 
   // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a

@@ -89,7 +89,7 @@ std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<Tokeni
     nll -= lp.sum.sum().item<double>();
     tokens += lp.count.sum().item<double>();
   }
-  return {{"eval_loss", tokens > 0 ? nll / tokens : 0.0}};
+  return {{"eval_loss", tokens > 0 ? nll / tokens : 0.0}, {"eval_tokens", tokens}};
 }
 
 JudgeFunction task_judge(const Task& task) {

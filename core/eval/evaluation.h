@@ -39,7 +39,7 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
                                               int64_t batch_size, ParallelLanes* lanes = nullptr,
                                               const PairLogps* reference_logps = nullptr);
 
-// SFT: eval_loss = mean negative log-likelihood per completion token.
+// SFT: eval_loss = mean negative log-likelihood per completion token, over eval_tokens tokens.
 std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<TokenizedSft>& rows,
                                        int64_t pad_id, int64_t batch_size);
 

@@ -145,6 +145,37 @@ TEST(DataParallel, AccumulationAndCheckpointingAverageAsOneProcess) {
   EXPECT_EQ(read_text(dir / "two" / "events.log").find("arrived twice"), std::string::npos) << "the overlap stayed on";
 }
 
+// An SFT stage: each rank's loss divides by the ranks' mean token count, so the averaged
+// gradient is the global token mean; the held-out loss is split across the ranks and combined
+// by tokens. 2 ranks x batch 4 train and evaluate as 1 process x batch 8.
+TEST(DataParallel, AnSftStageTrainsAndEvaluatesAsOneProcess) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  auto config = [&](const fs::path& out, int64_t batch, int64_t processes) {
+    std::string c = run_config(out, batch, processes, 3);
+    return c.replace(c.find("stage = \"preference\""), 20, "stage = \"sft\"");
+  };
+  std::ofstream(dir / "one.toml") << config(dir / "one", 8, 1);
+  std::ofstream(dir / "two.toml") << config(dir / "two", 4, 2);
+  auto one = run_cli("train --no-db --config " + (dir / "one.toml").string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = run_cli("train --no-db --config " + (dir / "two.toml").string());
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  const auto a = metrics_by_step(dir / "one"), b = metrics_by_step(dir / "two");
+  for (const auto& [step, row] : a)
+    for (const char* k : {"loss", "grad_norm"})
+      EXPECT_NEAR(b.at(step).at(k).get<double>(), row.at(k).get<double>(), 2e-5 * std::max(1.0, row.at(k).get<double>()))
+          << k << " at step " << step;
+  auto last_eval = [&](const fs::path& out) {
+    nlohmann::json last;
+    std::ifstream in(out / "eval.jsonl");
+    for (std::string line; std::getline(in, line);) last = nlohmann::json::parse(line);
+    return last.at("preference");
+  };
+  const auto ea = last_eval(dir / "one"), eb = last_eval(dir / "two");
+  EXPECT_NEAR(eb.at("eval_loss").get<double>(), ea.at("eval_loss").get<double>(), 1e-5);
+  EXPECT_EQ(eb.at("eval_tokens").get<double>(), ea.at("eval_tokens").get<double>()) << "every held-out token, once";
+}
+
 // A checkpoint of a 2-rank run (written by rank 0, with every rank's generators) resumes to the
 // same steps and the same final weights as the uninterrupted run.
 TEST(DataParallel, ResumingATwoRankRunIsExact) {
