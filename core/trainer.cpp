@@ -303,7 +303,15 @@ struct Trainer::State {
 
   // ---- data parallelism (data_parallel.h) ------------------------------------------------------
   void join_process_group() {
-    if (!options.distributed || !options.distributed->distributed()) return;
+    if (!options.distributed || !options.distributed->distributed()) {
+      if (config.train.num_processes > 1)
+        log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) +
+                           " but this process was started alone (`ganpo train --config`, a workspace run and `ganpo "
+                           "launch` start the processes; `ganpo bench` and pipelines without a workspace do not), so it "
+                           "trains as one process with batch " +
+                           std::to_string(config.train.per_device_train_batch_size));
+      return;
+    }
     const DistributedEnv& env = *options.distributed;
     // One GPU per process on its host: cuda:<local rank>.
     if (device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));

@@ -122,6 +122,10 @@ int bench_command(const BenchArgs& args) {
     std::fprintf(stderr, "ganpo bench: invalid config: %s\n", e.what());
     return 2;
   }
+  if (config.train.num_processes > 1)
+    std::fprintf(stderr, "ganpo bench: train.num_processes = %lld: the bench measures one process (one rank's step "
+                         "without the gradient all-reduce); a data-parallel run's own dashboard shows the world's speed\n",
+                 static_cast<long long>(config.train.num_processes));
   nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
                            {"device", resolve_device(config.device)}, {"model", model_label(config)}};
   // Each variant: its speed, the dialog's memory estimate for it and the growth of the process's
