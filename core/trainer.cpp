@@ -306,9 +306,8 @@ struct Trainer::State {
     if (!options.distributed || !options.distributed->distributed()) {
       if (config.train.num_processes > 1)
         log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) +
-                           " but this process was started alone (`ganpo train --config`, a workspace run and `ganpo "
-                           "launch` start the processes; `ganpo bench` and pipelines without a workspace do not), so it "
-                           "trains as one process with batch " +
+                           " but this process was started alone (`ganpo train`, workspace runs and `ganpo launch` start "
+                           "the processes; `ganpo bench` does not), so it trains as one process with batch " +
                            std::to_string(config.train.per_device_train_batch_size));
       return;
     }

@@ -231,6 +231,20 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
 
 namespace {
 
+// A pipeline stage with train.num_processes > 1, without a workspace: its config goes to a file
+// in its folder and its ranks are started on it.
+int launch_stage(const RunConfig& config) {
+  const fs::path file = fs::path(config.output_dir) / "launch.ganpo.toml";
+  fs::create_directories(file.parent_path());
+  write_text_file(file.string(), config_to_toml(config));
+  LaunchPlan plan;
+  plan.nproc_per_node = static_cast<int>(config.train.num_processes);
+  plan.command = {"train", "--no-db", "--config", file.string()};
+  const LaunchOutcome outcome = launch_processes(plan);
+  if (outcome.failed_rank >= 0) std::fprintf(stderr, "ganpo train: failed: %s\n", outcome.message.c_str());
+  return outcome.exit_code;
+}
+
 // A config with [[pipeline]] stages: a study of one arm, its runs trained here one after
 // another (each in this process, so the console shows them). With a workspace the study is
 // queued first, so an interrupted pipeline continues with `ganpo study run ID`.
@@ -247,8 +261,12 @@ int train_pipeline(const TrainArgs& args, const RunConfig& config) {
     install_stop_signal_handlers();
     for (const StudyRun& run : runs) {
       std::printf("== %s -> %s\n", run.config.name.c_str(), run.config.output_dir.c_str());
-      const int rc = report_result("ganpo train", run_stage(run.config, {}),
-                                   "ganpo train --no-db --config " + run.config.output_dir + "/config.toml --resume <checkpoint folder>");
+      std::fflush(stdout);
+      const int rc = run.config.train.num_processes > 1 && !read_distributed_env().distributed()
+                         ? launch_stage(run.config)
+                         : report_result("ganpo train", run_stage(run.config, {}),
+                                         "ganpo train --no-db --config " + run.config.output_dir +
+                                             "/config.toml --resume <checkpoint folder>");
       if (rc != 0) return rc;
     }
     return 0;

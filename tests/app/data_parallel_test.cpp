@@ -176,6 +176,24 @@ TEST(DataParallel, AnSftStageTrainsAndEvaluatesAsOneProcess) {
   EXPECT_EQ(eb.at("eval_tokens").get<double>(), ea.at("eval_tokens").get<double>()) << "every held-out token, once";
 }
 
+// A pipeline without a workspace starts each stage's ranks itself: SFT, then DPO + GANPO from
+// its final weights, each on 2 processes.
+TEST(DataParallel, APipelineWithoutAWorkspaceRunsEachStageOnItsProcesses) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string c = run_config(dir / "pipe", 4, 2, 2);
+  c += "[[pipeline]]\nname = \"sft\"\nset = { stage = \"sft\", \"ganpo.enabled\" = false }\n";
+  std::ofstream(dir / "pipe.toml") << c;
+  auto r = run_cli("train --no-db --config " + (dir / "pipe.toml").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  int stages = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir / "pipe"))
+    if (entry.path().filename() == "events.log") {
+      EXPECT_CONTAINS(read_text(entry.path()), "data parallel: rank 0 of 2");
+      ++stages;
+    }
+  EXPECT_EQ(stages, 2) << r.output;
+}
+
 // A checkpoint of a 2-rank run (written by rank 0, with every rank's generators) resumes to the
 // same steps and the same final weights as the uninterrupted run.
 TEST(DataParallel, ResumingATwoRankRunIsExact) {
