@@ -66,6 +66,15 @@ int exit_code_of(int status) { return WIFSIGNALED(status) ? 128 + WTERMSIG(statu
 
 }  // namespace
 
+int launch_local_ranks(int64_t processes, std::vector<std::string> command, const char* who) {
+  LaunchPlan plan;
+  plan.nproc_per_node = static_cast<int>(processes);
+  plan.command = std::move(command);
+  const LaunchOutcome outcome = launch_processes(plan);
+  if (outcome.failed_rank >= 0) std::fprintf(stderr, "%s: failed: %s\n", who, outcome.message.c_str());
+  return outcome.exit_code;
+}
+
 int free_local_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw Error(std::string("cannot open a socket to find a free port: ") + std::strerror(errno));

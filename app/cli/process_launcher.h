@@ -5,6 +5,7 @@
 // SIGINT or SIGTERM to the launcher is passed on to every rank. Torch-free.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct LaunchOutcome {
 
 // Runs the plan's ranks from this executable (/proc/self/exe) and waits for all of them.
 LaunchOutcome launch_processes(const LaunchPlan& plan);
+
+// `processes` ranks of `command` on this host (a free port), waited for; a failure is printed as
+// "<who>: failed: rank ..." on stderr. Returns the outcome's exit code.
+int launch_local_ranks(int64_t processes, std::vector<std::string> command, const char* who);
 
 // A TCP port nobody listens on now, for a single host's rendezvous.
 int free_local_port();

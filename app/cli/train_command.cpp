@@ -237,12 +237,7 @@ int launch_stage(const RunConfig& config) {
   const fs::path file = fs::path(config.output_dir) / "launch.ganpo.toml";
   fs::create_directories(file.parent_path());
   write_text_file(file.string(), config_to_toml(config));
-  LaunchPlan plan;
-  plan.nproc_per_node = static_cast<int>(config.train.num_processes);
-  plan.command = {"train", "--no-db", "--config", file.string()};
-  const LaunchOutcome outcome = launch_processes(plan);
-  if (outcome.failed_rank >= 0) std::fprintf(stderr, "ganpo train: failed: %s\n", outcome.message.c_str());
-  return outcome.exit_code;
+  return launch_local_ranks(config.train.num_processes, {"train", "--no-db", "--config", file.string()}, "ganpo train");
 }
 
 // A config with [[pipeline]] stages: a study of one arm, its runs trained here one after
@@ -350,14 +345,8 @@ int train_command(const TrainArgs& args) {
     return train_pipeline(args, config);
   }
   if (args.no_db) {
-    if (config.train.num_processes > 1 && !read_distributed_env().distributed()) {
-      LaunchPlan plan;
-      plan.nproc_per_node = static_cast<int>(config.train.num_processes);
-      plan.command = args.argv;
-      const LaunchOutcome outcome = launch_processes(plan);
-      if (outcome.failed_rank >= 0) std::fprintf(stderr, "ganpo train: failed: %s\n", outcome.message.c_str());
-      return outcome.exit_code;
-    }
+    if (config.train.num_processes > 1 && !read_distributed_env().distributed())
+      return launch_local_ranks(config.train.num_processes, args.argv, "ganpo train");
     install_stop_signal_handlers();
     TrainerOptions options;
     options.resume_from = args.resume;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <QAction>
+#include <QLabel>
 #include <QMenu>
 #include <QMenuBar>
 #include <QTemporaryDir>
@@ -10,9 +11,11 @@
 #include "core/build_info.h"
 #include "ui/help_menu.h"
 #include "ui/main_window.h"
+#include "tests/ui/screenshot_test_support.h"
 
 namespace ganpo::ui {
 namespace {
+using namespace ganpo::ui::testing;
 
 TEST(HelpMenu, TheWindowHasAboutShortcutsAndDocumentation) {
   QTemporaryDir dir;
@@ -45,6 +48,18 @@ TEST(HelpMenu, TheWindowHasAboutShortcutsAndDocumentation) {
   EXPECT_TRUE(keys.contains("Ctrl+R")) << keys.toStdString();
 
   EXPECT_FALSE(documentation_path().isEmpty()) << "the README of the source tree";
+
+  // The two boxes' texts as a person sees them.
+  QList<QAction*> all = window.findChildren<QAction*>();
+  for (const auto& [text, name] : {std::pair{about, QString("help_about.png")}, {shortcuts_text(all), "help_shortcuts.png"}}) {
+    QLabel label;
+    label.setTextFormat(Qt::RichText);
+    label.setText(text);
+    label.adjustSize();
+    const QImage shot = label.grab().toImage();
+    EXPECT_TRUE(shows_content(shot, label.size())) << name.toStdString();
+    save_for_review(shot, name);
+  }
 }
 
 }  // namespace
