@@ -108,6 +108,33 @@ BlasInfo blas_info() {
   return info;
 }
 
+std::string blas_kernel_warning(const BlasInfo& blas, const char* coretype, bool avx512) {
+  const bool avx2_set = blas.core == "Haswell" || blas.core == "Zen";
+  if (coretype == nullptr || !avx2_set || !avx512) return "";
+  return std::string("OPENBLAS_CORETYPE=") + coretype + " holds OpenBLAS to its AVX2 kernels (" + blas.core +
+         ") on a CPU with AVX-512: matrix products run ~1.7x slower than with OpenBLAS's own choice; "
+         "unset OPENBLAS_CORETYPE unless something needs it";
+}
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // libgcc's checks include the OS's XCR0 bits for the AVX-512 registers.
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
+std::string describe_blas(const BlasInfo& blas) {
+  std::string text = blas.name;
+  if (!blas.threading.empty()) text += " " + blas.threading;
+  if (!blas.core.empty()) text += " " + blas.core;
+  return text;
+}
+
 int blas_threads() {
   const auto& api = openblas();
   return api.get_num_threads != nullptr ? api.get_num_threads() : 1;
@@ -146,9 +173,7 @@ std::string describe_cpu_threads(const CpuThreads& plan) {
   out << plan.cores << (plan.cores == 1 ? " core: " : " cores: ") << plan.lanes << (plan.lanes == 1 ? " lane" : " lanes")
       << ", BLAS " << plan.blas_serial << (plan.blas_serial == 1 ? " thread" : " threads");
   if (plan.lanes > 1) out << " (" << plan.blas_per_lane << " per lane)";
-  out << ", ATen intra-op " << plan.intra_op << "; " << blas.name;
-  if (!blas.threading.empty()) out << " " << blas.threading;
-  if (!blas.core.empty()) out << " " << blas.core;
+  out << ", ATen intra-op " << plan.intra_op << "; " << describe_blas(blas);
   return out.str();
 }
 

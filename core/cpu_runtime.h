@@ -11,8 +11,10 @@
 // - The allocator. glibc maps and unmaps every tensor above its mmap threshold, and trims the
 //   heap after each step, so every step page-faults its activations back in (up to half of a
 //   step's time). tune_allocator_for_tensors() raises both thresholds once per process.
-// The BLAS kernel set is OpenBLAS's own choice (OPENBLAS_CORETYPE overrides it); bench and the
-// run log print it, because it moves a step's time by ~1.4x (AVX2 vs AVX-512 kernels).
+// - The BLAS kernel set. OpenBLAS picks it when the library loads (OPENBLAS_CORETYPE overrides
+//   its pick), and it moves a step's time by ~1.7x (AVX2 vs AVX-512 kernels, measured on an
+//   AMD EPYC). `--version`, bench and the run log print the set in use, and say so when the
+//   variable holds an AVX-512 CPU to AVX2 kernels.
 // Nothing here changes what is computed, only where and how fast; a test checks that a run's
 // losses with one thread equal the default's.
 #pragma once
@@ -41,6 +43,14 @@ struct BlasInfo {
   bool thread_control = false;   // whether set_blas_threads() has an effect
 };
 BlasInfo blas_info();
+// "OpenBLAS 0.3.21 pthreads SkylakeX"; "unknown" for another BLAS.
+std::string describe_blas(const BlasInfo& blas);
+
+// Why the run is slower than it could be when OPENBLAS_CORETYPE (`coretype`, null when unset)
+// holds OpenBLAS to an AVX2 kernel set (Haswell, Zen) on a CPU whose AVX-512 the OS enables;
+// "" otherwise. Bench and the run log print it.
+std::string blas_kernel_warning(const BlasInfo& blas, const char* coretype, bool cpu_has_avx512);
+bool cpu_has_avx512();  // F, CD, BW, DQ and VL, with the OS saving their registers
 int blas_threads();  // the BLAS pool's thread count now (1 when unknown)
 void set_blas_threads(int threads);
 

@@ -43,9 +43,14 @@ struct EncoderLayerImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& key_bias, const c10::optional<at::Generator>& gen) {
     const bool train = is_training();
     const auto N = x.size(0), T = x.size(1), h = x.size(2), hd = h / heads;
-    auto parts = qkv(norm1(x)).view({N, T, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-    auto scores = torch::matmul(parts[0], parts[1].transpose(-2, -1)) / std::sqrt(double(hd));
-    if (key_bias.defined()) scores = scores + key_bias;
+    auto parts = qkv(norm1(x)).view({N, T, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3][N, heads, T, hd]
+    // key bias + q k^T / sqrt(hd) as one batched product (baddbmm, BLAS with beta = 1): no
+    // separate passes over the [N, heads, T, T] scores to mask them, nor back in the backward.
+    auto q = (parts[0] * (1.0 / std::sqrt(double(hd)))).reshape({N * heads, T, hd});
+    auto kt = parts[1].reshape({N * heads, T, hd}).transpose(1, 2);
+    auto scores = (key_bias.defined() ? at::baddbmm(key_bias.expand({N, heads, 1, T}).reshape({N * heads, 1, T}), q, kt)
+                                      : at::bmm(q, kt))
+                      .view({N, heads, T, T});
     auto attn = ganpo::dropout(torch::softmax(scores, -1), dropout, train, gen);
     auto ctx = torch::matmul(attn, parts[2]).transpose(1, 2).reshape({N, T, h});
     x = x + ganpo::dropout(out(ctx), dropout, train, gen);

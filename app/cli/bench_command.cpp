@@ -1,6 +1,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/commands.h"
+#include "core/cpu_runtime.h"
 #include "core/cuda_memory.h"
 #include "core/error.h"
 #include "core/memory_estimate.h"
@@ -126,6 +128,9 @@ int bench_command(const BenchArgs& args) {
     std::fprintf(stderr, "ganpo bench: train.num_processes = %lld: the bench measures one process (one rank's step "
                          "without the gradient all-reduce); a data-parallel run's own dashboard shows the world's speed\n",
                  static_cast<long long>(config.train.num_processes));
+  // The kernel set decides most of a CPU step's time: say when the environment holds it back.
+  const std::string slow_blas = blas_kernel_warning(blas_info(), std::getenv("OPENBLAS_CORETYPE"), cpu_has_avx512());
+  if (!slow_blas.empty() && resolve_device(config.device) == "cpu") std::fprintf(stderr, "ganpo bench: %s\n", slow_blas.c_str());
   nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
                            {"device", resolve_device(config.device)}, {"model", model_label(config)}};
   // Each variant: its speed, the dialog's memory estimate for it and the growth of the process's

@@ -160,13 +160,26 @@ struct AttentionImpl : torch::nn::Module {
     }
 #endif
     if (!out.defined()) {
-      auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, Tk]
-      if (softcap > 0.0) scores = soft_cap(scores, softcap);
-      if (mask.defined()) {
-        scores = scores + mask;
+      const auto Tk = k.size(2);
+      torch::Tensor scores;  // [B, H, T, Tk]
+      if (softcap == 0.0 && (!mask.defined() || mask.size(0) == 1)) {
+        // mask + scale * q k^T as one batched product (baddbmm, BLAS with beta = 1) instead of a
+        // product, then a pass over the scores to scale and another to mask, each with its own
+        // pass back in the backward: the T x Tk scores are the largest tensors of a layer.
+        auto bias = mask.defined() ? mask.view({1, T, Tk})
+                                   : torch::full({T, Tk}, -std::numeric_limits<float>::infinity(), x.options()).triu(1);
+        scores = at::baddbmm(bias, q.reshape({B * n_heads, T, head_dim}),
+                             k.reshape({B * n_heads, Tk, head_dim}).transpose(1, 2), 1.0, scale)
+                     .view({B, n_heads, T, Tk});
       } else {
-        auto causal = torch::ones({T, k.size(2)}, x.options().dtype(torch::kBool)).triu(1);
-        scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+        scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+        if (softcap > 0.0) scores = soft_cap(scores, softcap);
+        if (mask.defined()) {
+          scores = scores + mask;
+        } else {
+          auto causal = torch::ones({T, Tk}, x.options().dtype(torch::kBool)).triu(1);
+          scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+        }
       }
       out = torch::matmul(torch::softmax(scores, -1), v);
     }

@@ -109,5 +109,20 @@ TEST(CpuRuntime, FindsDebiansOpenBlas) {
   EXPECT_TRUE(b.thread_control);
 }
 
+TEST(CpuRuntime, WarnsWhenOpenBlasCoretypeHoldsAnAvx512CpuToAvx2Kernels) {
+  BlasInfo blas;
+  blas.name = "OpenBLAS 0.3.21";
+  blas.core = "Haswell";
+  const std::string w = blas_kernel_warning(blas, "Haswell", true);
+  EXPECT_NE(w.find("OPENBLAS_CORETYPE=Haswell"), std::string::npos) << w;
+  EXPECT_NE(w.find("unset OPENBLAS_CORETYPE"), std::string::npos) << w;
+  blas.core = "Zen";
+  EXPECT_FALSE(blas_kernel_warning(blas, "Zen", true).empty());
+  EXPECT_EQ(blas_kernel_warning(blas, nullptr, true), "");  // OpenBLAS's own pick
+  EXPECT_EQ(blas_kernel_warning(blas, "Zen", false), "");   // the CPU has no AVX-512
+  blas.core = "SkylakeX";
+  EXPECT_EQ(blas_kernel_warning(blas, "SkylakeX", true), "");
+}
+
 }  // namespace
 }  // namespace ganpo

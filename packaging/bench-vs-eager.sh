@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `ganpo bench` against the eager PyTorch step of packaging/bench-eager.py on the same shapes,
+# the same data lengths, the same device and the same number of threads: DPO and DPO + GANPO,
+# median optimizer-step time of each, the speed-up and the GANPO / DPO ratio of each side.
+# Both read the same preference file of fixed-length rows (no padding), written by the script.
+#   usage: packaging/bench-vs-eager.sh [--preset tiny|small] [--batch 8] [--prompt-len 64]
+#            [--response-len 192] [--critic-hidden 128 --critic-layers 2 --critic-heads 4]
+#            [--threads 1] [--steps 4] [--device cpu|cuda] [--dtype fp32|bf16]
+#            [--ganpo-binary PATH] [--python PYTHON] [--work FOLDER]
+# Python: an interpreter with torch (Debian's python3-torch on the CPU, /usr/bin/python3 by
+# default when it has torch; the device machine's own elsewhere).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset=small batch=8 prompt=64 response=192 ch=128 cl=2 chd=4 threads=1 steps=4 device=cpu dtype=fp32
+G=build/release/app/ganpo W=/tmp/ganpo-bench-vs-eager PY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) preset=$2 ;; --batch) batch=$2 ;; --prompt-len) prompt=$2 ;; --response-len) response=$2 ;;
+    --critic-hidden) ch=$2 ;; --critic-layers) cl=$2 ;; --critic-heads) chd=$2 ;; --threads) threads=$2 ;;
+    --steps) steps=$2 ;; --device) device=$2 ;; --dtype) dtype=$2 ;; --ganpo-binary) G=$2 ;;
+    --python) PY=$2 ;; --work) W=$2 ;;
+    *) echo "bench-vs-eager.sh: unknown option $1 (see the usage at the top of this script)" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+if [ -z "$PY" ]; then
+  for candidate in /usr/bin/python3 python3; do
+    if "$candidate" -c 'import torch' 2>/dev/null; then PY=$candidate; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "bench-vs-eager.sh: no python3 with torch; install python3-torch or pass --python" >&2; exit 2; }
+case "$preset" in
+  tiny) shape="--arch llama --d-model 128 --layers 4 --heads 4" ;;
+  small) shape="--arch llama --d-model 384 --layers 6 --heads 6" ;;
+  base) shape="--arch gpt2 --d-model 768 --layers 12 --heads 12" ;;
+  *) echo "bench-vs-eager.sh: --preset is tiny, small or base" >&2; exit 2 ;;
+esac
+mkdir -p "$W"
+T=$((prompt + response))
+"$PY" packaging/bench-eager.py --write-data "$W/pairs.jsonl" --rows $((batch * (steps + 4) + 16)) \
+  --prompt-len "$prompt" --response-len "$response"
+cat > "$W/bench.toml" <<EOF
+stage = "preference"
+seed = 42
+device = "$device"
+[model]
+preset = "$preset"
+max_seq_len = $((T > 256 ? T : 256))
+[data]
+train = "$W/pairs.jsonl"
+eval_fraction = 0.05
+max_length = $T
+max_prompt_length = $prompt
+[objective]
+loss_type = "sigmoid"
+beta = 0.1
+[ganpo]
+critic_hidden = $ch
+critic_layers = $cl
+critic_heads = $chd
+critic_max_len = $((T > 256 ? T : 256))
+[train]
+per_device_train_batch_size = $batch
+num_threads = $threads
+precision = "$dtype"
+[sampling]
+num_prompts = 0
+EOF
+"$G" bench --config "$W/bench.toml" --steps "$steps" --json > "$W/cpp.json"
+OMP_NUM_THREADS=$threads "$PY" packaging/bench-eager.py $shape --batch "$batch" --prompt-len "$prompt" \
+  --response-len "$response" --critic-hidden "$ch" --critic-layers "$cl" --critic-heads "$chd" \
+  --critic-max-len $((T > 256 ? T : 256)) --threads "$threads" --steps "$steps" --device "$device" \
+  --dtype "$dtype" > "$W/eager.json"
+"$PY" - "$W/cpp.json" "$W/eager.json" "$preset" "$batch" "$T" "$threads" <<'EOF'
+import json, sys
+cpp, eager = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+preset, batch, T, threads = sys.argv[3:7]
+print(f"{preset} preset, {batch} pairs x {T} tokens, {cpp['device']}, {threads} thread(s); eager: torch {eager['torch']}, {eager['dtype']}")
+print("| step | ganpo bench (s) | eager PyTorch (s) | speed-up |")
+print("|---|---|---|---|")
+for key, label in (("ganpo_off", "DPO"), ("ganpo_on", "DPO + GANPO")):
+    c, e = cpp[key]["median_step_time_s"], eager[key]["median_step_time_s"]
+    print(f"| {label} | {c:.3f} | {e:.3f} | {e / c:.2f}x |")
+r = lambda d: d["ganpo_on"]["median_step_time_s"] / d["ganpo_off"]["median_step_time_s"]
+print(f"GANPO / DPO step-time ratio: ganpo bench {r(cpp):.3f}, eager {r(eager):.3f}")
+EOF
