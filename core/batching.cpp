@@ -76,6 +76,64 @@ PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, in
   return batch;
 }
 
+SharedPromptBatch collate_shared_prompts(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
+                                         const torch::Device& device) {
+  GANPO_ASSERT(!pairs.empty(), "empty batch");
+  const int64_t B = static_cast<int64_t>(pairs.size());
+  int64_t P = 0, R = 0, T = 0;
+  for (auto* p : pairs) {
+    const auto longest = static_cast<int64_t>(std::max(p->chosen.size(), p->rejected.size()));
+    P = std::max<int64_t>(P, static_cast<int64_t>(p->prompt.size()));
+    R = std::max<int64_t>(R, longest);
+    T = std::max<int64_t>(T, static_cast<int64_t>(p->prompt.size()) + longest);  // collate_pairs' T
+  }
+  SharedPromptBatch b;
+  b.longest_row = T;
+  auto prompt_ids = torch::full({B, P}, pad_id, torch::kLong);
+  auto prompt_mask = torch::zeros({B, P}, torch::kLong);
+  auto prompt_pos = torch::zeros({B, P}, torch::kLong);
+  auto response_ids = torch::full({2 * B, R}, pad_id, torch::kLong);
+  auto response_mask = torch::zeros({2 * B, R}, torch::kFloat32);
+  auto response_pos = torch::zeros({2 * B, R}, torch::kLong);
+  auto key_mask = torch::zeros({2 * B, P + R}, torch::kLong);
+  auto index = torch::zeros({2 * B, T}, torch::kLong);
+  auto pid = prompt_ids.accessor<int64_t, 2>(), pm = prompt_mask.accessor<int64_t, 2>();
+  auto pp = prompt_pos.accessor<int64_t, 2>(), rid = response_ids.accessor<int64_t, 2>();
+  auto rm = response_mask.accessor<float, 2>();
+  auto rp = response_pos.accessor<int64_t, 2>(), km = key_mask.accessor<int64_t, 2>(), ix = index.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < B; ++i) {
+    const auto* p = pairs[static_cast<size_t>(i)];
+    const auto plen = static_cast<int64_t>(p->prompt.size());
+    if (plen == 0) b.every_prompt_has_a_token = false;
+    for (int64_t t = 0; t < plen; ++t) {
+      pid[i][P - plen + t] = p->prompt[static_cast<size_t>(t)];
+      pm[i][P - plen + t] = 1;
+      pp[i][P - plen + t] = t;
+    }
+    for (int64_t half = 0; half < 2; ++half) {
+      const auto& response = half == 0 ? p->chosen : p->rejected;
+      const int64_t row = half * B + i;
+      for (int64_t t = 0; t < plen; ++t) km[row][P - plen + t] = 1, ix[row][t] = P - plen + t;
+      for (int64_t j = 0; j < R; ++j) rp[row][j] = plen + j;
+      for (int64_t j = 0; j < static_cast<int64_t>(response.size()); ++j) {
+        rid[row][j] = response[static_cast<size_t>(j)];
+        rm[row][j] = 1.f;
+        km[row][P + j] = 1;
+        ix[row][plen + j] = P + j;
+      }
+    }
+  }
+  b.prompt_ids = prompt_ids.to(device);
+  b.prompt_mask = prompt_mask.to(device);
+  b.prompt_positions = prompt_pos.to(device);
+  b.response_ids = response_ids.to(device);
+  b.response_mask = response_mask.to(device);
+  b.response_positions = response_pos.to(device);
+  b.key_mask = key_mask.to(device);
+  b.standard_index = index.to(device);
+  return b;
+}
+
 SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t pad_id,
                           const torch::Device& device) {
   GANPO_ASSERT(!rows.empty(), "empty batch");

@@ -44,6 +44,25 @@ struct PreferenceBatch {
   int64_t pairs = 0;  // B
 };
 
+// The same pairs laid out so that each prompt runs through the model once (train.prefix_sharing,
+// sequence_scoring.h): the prompts left-padded [B, P], both responses of every pair right-padded
+// [2B, R] ([chosen; rejected]), each continuing its own prompt's positions and attending to its
+// prompt's keys. A pair then costs P + 2R token positions instead of 2 (P + R).
+struct SharedPromptBatch {
+  torch::Tensor prompt_ids;          // [B, P] long, left-padded with pad_id
+  torch::Tensor prompt_mask;         // [B, P] long, 1 = real token
+  torch::Tensor prompt_positions;    // [B, P] long, 0.. on the real tokens
+  torch::Tensor response_ids;        // [2B, R] long, right-padded
+  torch::Tensor response_mask;       // [2B, R] float, 1 = real token (the scored ones)
+  torch::Tensor response_positions;  // [2B, R] long, continuing the row's prompt
+  torch::Tensor key_mask;            // [2B, P + R] long: the row's real prompt and response tokens
+  // Where each position of the standard [2B, T] layout (collate_pairs) lies among the P + R
+  // positions of a row here; pads point at position 0 (masked for GANPO's critics).
+  torch::Tensor standard_index;      // [2B, T] long
+  int64_t longest_row = 0;           // max over rows of prompt + response tokens
+  bool every_prompt_has_a_token = true;  // else the first response token has nothing to predict it
+};
+
 TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, int64_t max_length,
                             int64_t max_prompt_length);
 TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t max_length,
@@ -51,6 +70,8 @@ TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t ma
 
 PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
                               const torch::Device& device);
+SharedPromptBatch collate_shared_prompts(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
+                                         const torch::Device& device);
 SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t pad_id,
                           const torch::Device& device);
 

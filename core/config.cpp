@@ -124,6 +124,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, gradient_checkpointing),
       GANPO_FIELD(train, deterministic),
       GANPO_FIELD(train, precompute_ref_log_probs),
+      GANPO_FIELD(train, prefix_sharing),
       GANPO_FIELD(train, logging_steps),
       GANPO_FIELD(train, eval_steps),
       GANPO_FIELD(train, save_steps),

@@ -113,6 +113,13 @@ struct TrainConfig {
   // before the first step; steps and evaluations read those numbers. With GANPO on the
   // reference still runs each step for its hidden states, without its output head.
   bool precompute_ref_log_probs = false;
+  // Preference stages: each pair's prompt runs through policy and reference once, its keys and
+  // values shared by both responses (prefix sharing), instead of once per response. The same
+  // numbers up to rounding for less work: a pair costs P + 2R token positions, not 2 (P + R).
+  // Falls back per batch where it cannot apply (critic_mask "none", an empty prompt, a batch
+  // whose longest prompt plus longest response exceeds the model's positions); the policy keeps
+  // the plain pass under gradient checkpointing.
+  bool prefix_sharing = true;
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end
   int64_t save_steps = 0;          // 0 = only at the end

@@ -27,9 +27,12 @@ double critic_forward_flops_per_position(const GanpoConfig& g, int64_t input_dim
 
 double micro_batch_flops(const RunConfig& c, const ModelShape& shape, const MicroBatchWork& w) {
   const double tokens = static_cast<double>(w.tokens);
-  double flops = (w.lora ? 2 : 3) * forward_flops_per_token(shape, w.length) * tokens;
+  const double policy_tokens = tokens - static_cast<double>(w.policy_shared_prompt_tokens);
+  double flops = (w.lora ? 2 : 3) * forward_flops_per_token(shape, w.length) * policy_tokens;
   if (w.pairs == 0) return flops;  // SFT: the policy alone
-  if (w.reference) flops += forward_flops_per_token(shape, w.length, w.reference_head) * tokens;
+  if (w.reference)
+    flops += forward_flops_per_token(shape, w.length, w.reference_head) *
+             (tokens - static_cast<double>(w.reference_shared_prompt_tokens));
   if (w.critics) {
     const int64_t positions = std::min(w.length, c.ganpo.critic_max_len);
     const double rows = 2.0 * (3 * 3 + 2) * static_cast<double>(w.pairs);

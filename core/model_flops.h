@@ -39,6 +39,10 @@ struct MicroBatchWork {
   bool reference = true;    // the reference runs
   bool reference_head = true;  // ... with its output head
   bool critics = false;     // GANPO on
+  // Prompt tokens that ran once for both responses of their pair (prefix sharing) in the
+  // policy's and in the reference's pass: that pass ran that many fewer tokens.
+  int64_t policy_shared_prompt_tokens = 0;
+  int64_t reference_shared_prompt_tokens = 0;
 };
 
 // Model FLOPs of one micro-batch of a run with this config and model shape.

@@ -15,7 +15,7 @@ PairLogps PairLogps::select(const std::vector<int64_t>& idx) const {
 }
 
 PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<TokenizedPair>& pairs, int64_t pad_id,
-                                int64_t batch_size) {
+                                int64_t batch_size, bool share_prompts) {
   torch::NoGradGuard guard;
   const bool was_training = reference->is_training();
   reference->eval();
@@ -25,10 +25,16 @@ PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<Tokenized
     std::vector<const TokenizedPair*> chunk;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
       chunk.push_back(&pairs[i]);
-    auto batch = collate_pairs(chunk, pad_id, device);
-    auto sums = score_sequences(reference, batch.sequences).logps.sum.to(torch::kFloat32);  // [2 B]
-    chosen.push_back(sums.slice(0, 0, batch.pairs));
-    rejected.push_back(sums.slice(0, batch.pairs));
+    torch::Tensor sums;  // [2 B]
+    if (share_prompts) {
+      auto shared = collate_shared_prompts(chunk, pad_id, device);
+      if (can_share_prompts(shared, reference)) sums = score_pairs_sharing_prompts(reference, shared, true, false).logps.sum;
+    }
+    if (!sums.defined()) sums = score_sequences(reference, collate_pairs(chunk, pad_id, device).sequences).logps.sum;
+    sums = sums.to(torch::kFloat32);
+    const auto B = static_cast<int64_t>(chunk.size());
+    chosen.push_back(sums.slice(0, 0, B));
+    rejected.push_back(sums.slice(0, B));
   }
   if (was_training) reference->train();
   if (pairs.empty()) {

@@ -29,8 +29,10 @@ struct PairLogps {
   PairLogps select(const std::vector<int64_t>& idx) const;
 };
 
-// The reference's log-probs of pairs[i] at i, batch_size pairs per forward pass.
+// The reference's log-probs of pairs[i] at i, batch_size pairs per forward pass; with
+// share_prompts each prompt runs once for both responses where the batch allows it
+// (train.prefix_sharing, sequence_scoring.h), as the training steps then score them.
 PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<TokenizedPair>& pairs, int64_t pad_id,
-                                int64_t batch_size);
+                                int64_t batch_size, bool share_prompts);
 
 }  // namespace ganpo

@@ -19,4 +19,16 @@ struct ScoredSequences {
 
 ScoredSequences score_sequences(CausalLM& model, const SequenceBatch& batch);
 
+// A preference batch scored with each prompt run once (train.prefix_sharing): the prompts'
+// forward pass fills a KV cache that both responses of the pair attend to in the responses'
+// pass. Log-probs (with `logps`) equal score_sequences() on collate_pairs()'s batch up to
+// rounding; with `latents` the final hidden states come back in that batch's [2B, T, d] layout
+// for GANPO's critics, exact on real tokens (padded positions hold another position's state:
+// read them only through a mask). out.logits is left empty.
+ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptBatch& batch, bool logps, bool latents);
+// Whether the shared layout can score this batch on this model: every prompt has a token (the
+// last one predicts the first response token) and the longest prompt plus the longest response
+// fit the model's positions.
+bool can_share_prompts(const SharedPromptBatch& batch, CausalLM& model);
+
 }  // namespace ganpo

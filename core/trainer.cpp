@@ -462,8 +462,10 @@ struct Trainer::State {
     }
     const auto t0 = Clock::now();
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
-    train_ref_logps = precompute_pair_logps(reference, train_pairs, tokenizer->pad_id(), bs);
-    eval_ref_logps = precompute_pair_logps(reference, eval_pairs, tokenizer->pad_id(), bs);
+    // The training split as the steps' passes score it (prefix sharing or not), the held-out one
+    // as evaluations do, so the policy's and the reference's numbers come from the same arithmetic.
+    train_ref_logps = precompute_pair_logps(reference, train_pairs, tokenizer->pad_id(), bs, config.train.prefix_sharing);
+    eval_ref_logps = precompute_pair_logps(reference, eval_pairs, tokenizer->pad_id(), bs, false);
     log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
                     " pairs precomputed in " + format_number(std::chrono::duration<double>(Clock::now() - t0).count()) +
                     " s (train.precompute_ref_log_probs); " +
@@ -686,7 +688,7 @@ struct Trainer::State {
     check_finite({{"loss", loss}});
     (loss * scale).backward();
     add("loss", loss);
-    count_work(b, 0);
+    count_work(b, micro_batch_work(b, 0));
   }
 
   void preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro) {
@@ -698,16 +700,23 @@ struct Trainer::State {
 
     // 1-2. One policy forward and one reference forward over [chosen; rejected], on two lanes.
     // With precomputed reference log-probs the reference runs only for GANPO's latents, and
-    // stops before its output head.
+    // stops before its output head. With prefix sharing each pass runs the prompts once.
     const bool ref_logps_ready = !train_ref_logps.empty();
     const bool run_reference = !ref_logps_ready || regularizer;
+    const auto sharing = prefix_sharing_for(rows);
     ScoredSequences policy_scores, reference_scores;
     run_lanes(
-        run_reference ? lanes() : nullptr, [&] { policy_scores = score_sequences(policy, s); },
+        run_reference ? lanes() : nullptr,
+        [&] {
+          policy_scores = sharing.policy ? score_pairs_sharing_prompts(policy, sharing.batch, true, regularizer != nullptr)
+                                         : score_sequences(policy, s);
+        },
         [&] {
           if (!run_reference) return;
           torch::NoGradGuard guard;
-          if (ref_logps_ready)
+          if (sharing.reference)
+            reference_scores = score_pairs_sharing_prompts(reference, sharing.batch, !ref_logps_ready, regularizer != nullptr);
+          else if (ref_logps_ready)
             reference_scores.out = reference->forward_from(s.input_ids, s.input_ids.size(1));  // hidden [2B, T, d]
           else
             reference_scores = score_sequences(reference, s);
@@ -781,7 +790,36 @@ struct Trainer::State {
     add("rewards/accuracies", (opo.chosen_rewards > opo.rejected_rewards).to(torch::kFloat32).mean());
     add("logps/chosen", in.policy_chosen.detach().mean());
     add("logps/rejected", in.policy_rejected.detach().mean());
-    count_work(s, B, run_reference, !ref_logps_ready);
+    MicroBatchWork work = micro_batch_work(s, B, run_reference, !ref_logps_ready);
+    const int64_t prompts = sharing.prompt_tokens(rows);
+    if (sharing.policy) work.policy_shared_prompt_tokens = prompts;
+    if (sharing.reference && run_reference) work.reference_shared_prompt_tokens = prompts;
+    count_work(s, work);
+  }
+
+  // train.prefix_sharing for one batch: which passes run each prompt once (sequence_scoring.h).
+  // Not where GANPO's critics read padded positions (critic_mask "none"), where a prompt is empty
+  // (nothing would predict the first response token), or where the longest prompt plus the
+  // longest response exceeds the model's positions; the policy keeps its plain pass under
+  // gradient checkpointing (the cached pass is not checkpointed).
+  struct PrefixSharing {
+    SharedPromptBatch batch;
+    bool policy = false, reference = false;
+    // The batch's prompt tokens: a pass that shared ran each of them once instead of twice.
+    static int64_t prompt_tokens(const std::vector<const TokenizedPair*>& rows) {
+      int64_t n = 0;
+      for (const auto* r : rows) n += static_cast<int64_t>(r->prompt.size());
+      return n;
+    }
+  };
+  PrefixSharing prefix_sharing_for(const std::vector<const TokenizedPair*>& rows) {
+    PrefixSharing out;
+    if (!config.train.prefix_sharing || (regularizer && config.ganpo.critic_mask == "none")) return out;
+    out.batch = collate_shared_prompts(rows, tokenizer->pad_id(), device);
+    if (!can_share_prompts(out.batch, policy)) return out;
+    out.policy = !config.train.gradient_checkpointing;
+    out.reference = true;
+    return out;
   }
 
   void finish_gradients() {
@@ -803,7 +841,9 @@ struct Trainer::State {
   }
 
   // Tokens and model FLOPs of a micro-batch of `pairs` pairs (0: SFT), for the throughput charts.
-  void count_work(const SequenceBatch& b, int64_t pairs, bool reference_ran = false, bool reference_head = false) {
+  // The work of a micro-batch of `pairs` pairs (0: SFT) for the model FLOPs.
+  MicroBatchWork micro_batch_work(const SequenceBatch& b, int64_t pairs, bool reference_ran = false,
+                                 bool reference_head = false) const {
     MicroBatchWork work;
     work.tokens = b.tokens;
     work.length = b.input_ids.size(1);
@@ -812,6 +852,10 @@ struct Trainer::State {
     work.reference = reference_ran;
     work.reference_head = reference_head;
     work.critics = regularizer != nullptr;
+    return work;
+  }
+  // Tokens and model FLOPs of a micro-batch, for the throughput charts.
+  void count_work(const SequenceBatch& b, const MicroBatchWork& work) {
     window_flops += micro_batch_flops(config, policy->shape(), work);
     window_tokens += b.tokens;
     tokens_seen += b.tokens;

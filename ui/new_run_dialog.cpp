@@ -348,6 +348,9 @@ QWidget* NewRunDialog::buildOptimisationPage() {
                  tr("Preference stages: the reference scores every pair once before the first step (TRL's "
                     "precompute_ref_log_probs), so steps skip its output head; with GANPO off it does not run "
                     "during training at all."));
+  form_->addBool(numerics, GANPO_CONFIG_KEY(train.prefix_sharing), tr("Share each prompt's forward pass"),
+                 tr("Preference stages: a pair's prompt runs once and both responses attend to it (prefix "
+                    "sharing): the same numbers for less work, most where prompts are long."));
   form_->addInt(numerics, GANPO_CONFIG_KEY(seed), tr("Seed"));
   return page;
 }

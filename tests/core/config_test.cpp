@@ -135,6 +135,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.gradient_checkpointing, b.train.gradient_checkpointing);
   EXPECT_EQ(a.train.deterministic, b.train.deterministic);
   EXPECT_EQ(a.train.precompute_ref_log_probs, b.train.precompute_ref_log_probs);
+  EXPECT_EQ(a.train.prefix_sharing, b.train.prefix_sharing);
   EXPECT_EQ(a.train.num_processes, b.train.num_processes);
   EXPECT_EQ(a.train.dist_timeout_s, b.train.dist_timeout_s);
   EXPECT_EQ(a.train.logging_steps, b.train.logging_steps);
@@ -224,6 +225,7 @@ RunConfig non_default_config() {
   c.train.gradient_checkpointing = true;
   c.train.deterministic = true;
   c.train.precompute_ref_log_probs = true;
+  c.train.prefix_sharing = false;
   c.train.num_processes = 4;
   c.train.dist_timeout_s = 120;
   c.train.logging_steps = 1;
@@ -338,10 +340,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 13 + 4 (model.lora) + 11 + 4 + 12 + 22 + 6.
+  // One line per field: 5 top-level + 13 + 4 (model.lora) + 11 + 4 + 12 + 23 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 84u);
+  EXPECT_EQ(assignments, 85u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {

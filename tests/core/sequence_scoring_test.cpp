@@ -1,5 +1,6 @@
 #include "core/sequence_scoring.h"
 
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -10,13 +11,14 @@ namespace {
 
 constexpr int64_t kScoringVocab = 300, kScoringPad = 0;
 
-CausalLM tiny_model() {
+CausalLM tiny_model(const std::string& arch = "llama", int64_t kv_heads = 0) {
   ModelConfig c;
   c.preset = "";
-  c.arch = "llama";
+  c.arch = arch;
   c.d_model = 32;
   c.n_layers = 2;
   c.n_heads = 4;
+  c.n_kv_heads = kv_heads;
   c.max_seq_len = 64;
   torch::manual_seed(3);
   return CausalLM(resolve_model_shape(c, kScoringVocab));
@@ -52,6 +54,71 @@ TEST(SequenceScoring, HeadFromTheFirstResponseEqualsTheFullForward) {
   auto params = model->parameters();
   for (size_t i = 0; i < params.size(); ++i)
     EXPECT_TRUE(torch::allclose(grads[i], params[i].grad(), 1e-5, 1e-6)) << "parameter " << i;
+}
+
+// Prefix sharing (train.prefix_sharing): each prompt runs once and both responses attend to its
+// keys. Same log-probs, same hidden states on every real position and the same gradients as the
+// plain [chosen; rejected] pass, for prompts and responses of different lengths, on a RoPE model
+// with grouped keys (Llama), one with learned positions and biases (GPT-2) and one with a sliding
+// window shorter than the rows (Mistral).
+TEST(SequenceScoring, SharingEachPromptGivesThePlainPassesNumbersAndGradients) {
+  struct Case {
+    const char* arch;
+    int64_t kv_heads;
+  };
+  for (const Case& c : {Case{"llama", 2}, Case{"gpt2", 0}, Case{"mistral", 0}}) {
+    SCOPED_TRACE(c.arch);
+    auto model = tiny_model(c.arch, c.kv_heads);
+    if (std::string(c.arch) == "mistral") {
+      auto shape = model->shape();
+      shape.sliding_window = 6;
+      shape.sliding_layers.assign(static_cast<size_t>(shape.n_layers), true);
+      torch::manual_seed(3);
+      model = CausalLM(shape);
+    }
+    TokenizedPair a{ids(1, 9), ids(50, 4), ids(60, 6)};
+    TokenizedPair b{ids(2, 5), ids(70, 7), ids(80, 2)};
+    TokenizedPair d{ids(3, 1), ids(90, 3), ids(95, 8)};
+    const std::vector<const TokenizedPair*> rows{&a, &b, &d};
+    auto plain_batch = collate_pairs(rows, kScoringPad, torch::kCPU).sequences;
+    auto shared_batch = collate_shared_prompts(rows, kScoringPad, torch::kCPU);
+    ASSERT_TRUE(shared_batch.every_prompt_has_a_token);
+    EXPECT_EQ(shared_batch.prompt_ids.sizes(), (std::vector<int64_t>{3, 9}));
+    EXPECT_EQ(shared_batch.response_ids.sizes(), (std::vector<int64_t>{6, 8}));
+
+    // A weighted sum of the hidden states on real tokens stands in for the critics' use of them.
+    auto weights = torch::randn({6, plain_batch.input_ids.size(1), 32}) * plain_batch.attention_mask.unsqueeze(-1);
+    auto grads_of = [&](const ScoredSequences& s) {
+      (s.logps.sum.sum() + (s.out.hidden * weights).sum()).backward();
+      std::vector<torch::Tensor> g;
+      for (auto& p : model->parameters()) g.push_back(p.grad().clone()), p.mutable_grad().zero_();
+      return g;
+    };
+    auto plain = score_sequences(model, plain_batch);
+    const auto plain_grads = grads_of(plain);
+    auto shared = score_pairs_sharing_prompts(model, shared_batch, true, true);
+    const auto shared_grads = grads_of(shared);
+
+    EXPECT_TRUE(torch::allclose(shared.logps.sum, plain.logps.sum, 1e-4, 1e-5))
+        << shared.logps.sum << plain.logps.sum;
+    EXPECT_TRUE(torch::equal(shared.logps.count, plain.logps.count));
+    const auto real = plain_batch.attention_mask.unsqueeze(-1);
+    EXPECT_TRUE(torch::allclose(shared.out.hidden * real, plain.out.hidden * real, 1e-4, 1e-5));
+    auto params = model->parameters();
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_TRUE(torch::allclose(shared_grads[i], plain_grads[i], 1e-4, 1e-5)) << "parameter " << i;
+
+    // Hidden states only (a precomputed reference): no log-probs, the same states.
+    torch::NoGradGuard guard;
+    auto latents_only = score_pairs_sharing_prompts(model, shared_batch, false, true);
+    EXPECT_FALSE(latents_only.logps.sum.defined());
+    EXPECT_TRUE(torch::allclose(latents_only.out.hidden * real, plain.out.hidden * real, 1e-4, 1e-5));
+  }
+}
+
+TEST(SequenceScoring, SharedPromptLayoutMarksAnEmptyPrompt) {
+  TokenizedPair a{{}, ids(50, 4), ids(60, 6)};
+  EXPECT_FALSE(collate_shared_prompts({&a}, kScoringPad, torch::kCPU).every_prompt_has_a_token);
 }
 
 TEST(SequenceScoring, EmptyPromptScoresFromTheStart) {

@@ -474,6 +474,43 @@ TEST_F(TrainerTest, PrecomputedReferenceLogProbsTrainTheSameRun) {
   }
 }
 
+// train.prefix_sharing (on by default) runs each prompt once for both responses: the same run as
+// the plain passes, GANPO on and off, and with a precomputed reference (hidden states only).
+TEST_F(TrainerTest, PrefixSharingTrainsTheSameRun) {
+  for (const bool ganpo : {true, false}) {
+    const std::string name = ganpo ? "with GANPO" : "without GANPO";
+    auto shared = config(ganpo ? "shared_ganpo" : "shared_dpo");
+    shared.ganpo.enabled = ganpo;
+    shared.eval.judge_at_end = false;
+    ASSERT_TRUE(shared.train.prefix_sharing);
+    auto plain = shared;
+    plain.output_dir += "_plain";
+    plain.train.prefix_sharing = false;
+    auto precomputed = shared;
+    precomputed.output_dir += "_precomputed";
+    precomputed.train.precompute_ref_log_probs = true;
+    Collector a_obs, b_obs, c_obs;
+    auto a = run(plain, a_obs);
+    auto b = run(shared, b_obs);
+    auto c = run(precomputed, c_obs);
+    ASSERT_EQ(a.status, "completed") << a.message;
+    ASSERT_EQ(b.status, "completed") << name << ": " << b.message;
+    ASSERT_EQ(c.status, "completed") << name << ": " << c.message;
+    for (int64_t step = 1; step <= 3; ++step)
+      for (const auto& [k, v] : a_obs.metrics.at(step)) {
+        if (k.rfind("loss", 0) == 0 || k.rfind("adv/", 0) == 0 || k.rfind("rewards/", 0) == 0 ||
+            k.rfind("critic/", 0) == 0 || k == "grad_norm") {
+          EXPECT_NEAR(b_obs.metrics.at(step).at(k), v, 1e-4) << name << ": " << k << " at step " << step;
+          EXPECT_NEAR(c_obs.metrics.at(step).at(k), v, 1e-4) << name << ", precomputed: " << k << " at step " << step;
+        }
+      }
+    // Less work for the same pairs: fewer model FLOPs per token.
+    EXPECT_LT(b_obs.metrics.at(1).at("model_tflops") / b_obs.metrics.at(1).at("tokens_per_s"),
+              a_obs.metrics.at(1).at("model_tflops") / a_obs.metrics.at(1).at("tokens_per_s"))
+        << name;
+  }
+}
+
 // LoRA (model.lora): only the adapters train, the reference is the base model (the policy with
 // its adapters off, no copy), checkpoints hold the merged model plus a PEFT adapter folder, the
 // base folder is untouched, and resume is exact.
