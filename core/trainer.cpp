@@ -464,13 +464,37 @@ struct Trainer::State {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     // The training split as the steps' passes score it (prefix sharing or not), the held-out one
     // as evaluations do, so the policy's and the reference's numbers come from the same arithmetic.
-    train_ref_logps = precompute_pair_logps(reference, train_pairs, tokenizer->pad_id(), bs, config.train.prefix_sharing);
-    eval_ref_logps = precompute_pair_logps(reference, eval_pairs, tokenizer->pad_id(), bs, false);
+    train_ref_logps = precompute_split(train_pairs, bs, config.train.prefix_sharing);
+    eval_ref_logps = precompute_split(eval_pairs, bs, false);
     log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
                     " pairs precomputed in " + format_number(std::chrono::duration<double>(Clock::now() - t0).count()) +
                     " s (train.precompute_ref_log_probs); " +
                     (regularizer ? "the reference still runs each step for GANPO's latents, without its output head"
                                  : "the reference does not run during training"));
+  }
+
+  // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
+  // sum over the ranks (zeros elsewhere) gives every rank the whole split.
+  PairLogps precompute_split(const std::vector<TokenizedPair>& pairs, int64_t bs, bool share_prompts) {
+    if (!dp) return precompute_pair_logps(reference, pairs, tokenizer->pad_id(), bs, share_prompts);
+    std::vector<TokenizedPair> mine;
+    std::vector<int64_t> at;
+    for (size_t i = static_cast<size_t>(dp->rank()); i < pairs.size(); i += static_cast<size_t>(world())) {
+      mine.push_back(pairs[i]);
+      at.push_back(static_cast<int64_t>(i));
+    }
+    const auto part = precompute_pair_logps(reference, mine, tokenizer->pad_id(), bs, share_prompts);
+    const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+    PairLogps all{torch::zeros({static_cast<int64_t>(pairs.size())}, options),
+                  torch::zeros({static_cast<int64_t>(pairs.size())}, options)};
+    if (!at.empty()) {
+      const auto index = torch::tensor(at, torch::kLong).to(device);
+      all.chosen.index_copy_(0, index, part.chosen);
+      all.rejected.index_copy_(0, index, part.rejected);
+    }
+    dp->all_reduce_sum_(all.chosen);
+    dp->all_reduce_sum_(all.rejected);
+    return all;
   }
 
   // Conversational rows in the model's chat template (TRL's apply_chat_template); the byte

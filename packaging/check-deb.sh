@@ -21,11 +21,14 @@ for lib in libopenblas0-pthread libtorch libqt6widgets6 libsqlite3; do
 done
 files=$(dpkg-deb --contents "$deb" | awk '{print $6}')
 for f in ./usr/bin/ganpo ./usr/bin/ganpo-workbench ./usr/share/applications/ganpo-workbench.desktop \
-         ./usr/share/icons/hicolor/scalable/apps/ganpo-workbench.svg ./usr/share/mime/packages/ganpo-workbench.xml \
+         ./usr/share/icons/hicolor/scalable/apps/ganpo-workbench.svg ./usr/share/icons/hicolor/48x48/apps/ganpo-workbench.png \
+         ./usr/share/icons/hicolor/256x256/apps/ganpo-workbench.png ./usr/share/mime/packages/ganpo-workbench.xml \
          ./usr/share/metainfo/io.github.ganpo_workbench.metainfo.xml ./usr/share/ganpo-workbench/presets/demo.toml \
          ./usr/share/bash-completion/completions/ganpo ./usr/share/man/man1/ganpo.1.gz; do
   echo "$files" | grep -qx "$f" || fail "the package has no $f"
 done
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man1/ganpo.1.gz | zcat | grep -q 'ganpo runs list' \
+  || fail "the man page lacks the subcommands' options"
 command -v desktop-file-validate >/dev/null && desktop-file-validate packaging/ganpo-workbench.desktop
 if command -v lintian >/dev/null; then
   # Errors fail the check; warnings are printed for a person to read.

@@ -19,6 +19,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/support/cli_runner.h"
@@ -178,6 +179,28 @@ TEST(DataParallel, AnSftStageTrainsAndEvaluatesAsOneProcess) {
 
 // A pipeline without a workspace starts each stage's ranks itself: SFT, then DPO + GANPO from
 // its final weights, each on 2 processes.
+// train.precompute_ref_log_probs under data parallelism: each rank scores its share of the
+// pairs and they all get the whole split; the run trains as one process does.
+TEST(DataParallel, PrecomputedReferenceLogProbsAreSplitAcrossRanks) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  for (const auto& [name, batch, processes] : {std::tuple<const char*, int64_t, int64_t>{"one", 8, 1}, {"two", 4, 2}}) {
+    std::string c = run_config(dir / name, batch, processes, 3);
+    c.replace(c.find("[train]\n"), 8, "[train]\nprecompute_ref_log_probs = true\n");
+    std::ofstream(dir / (std::string(name) + ".toml")) << c;
+  }
+  auto one = run_cli("train --no-db --config " + (dir / "one.toml").string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = run_cli("train --no-db --config " + (dir / "two.toml").string());
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_CONTAINS(read_text(dir / "two" / "events.log"), "precomputed");
+  const auto a = metrics_by_step(dir / "one"), b = metrics_by_step(dir / "two");
+  ASSERT_EQ(b.size(), 3u);
+  for (const auto& [step, row] : a)
+    for (const char* k : {"loss", "opo_loss", "rewards/chosen", "rewards/margins", "adv/loss", "grad_norm"})
+      EXPECT_NEAR(b.at(step).at(k).get<double>(), row.at(k).get<double>(), 2e-5 * std::max(1.0, std::abs(row.at(k).get<double>())))
+          << k << " at step " << step;
+}
+
 TEST(DataParallel, APipelineWithoutAWorkspaceRunsEachStageOnItsProcesses) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::string c = run_config(dir / "pipe", 4, 2, 2);
