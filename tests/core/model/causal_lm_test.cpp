@@ -259,6 +259,33 @@ TEST(ModelForward, IsCausal) {
   }
 }
 
+// Rows of 128 tokens and more take causal attention by blocks of queries (no scores above the
+// diagonal blocks); an all-ones key mask takes the masked full product. Same logits, same
+// gradients, for a length that does not split evenly.
+TEST(ModelForward, CausalAttentionByBlocksEqualsTheMaskedFullProduct) {
+  for (auto& [name, shape] : all_test_shapes()) {
+    SCOPED_TRACE(name);
+    auto s = shape;
+    s.max_seq_len = 256;
+    auto m = make_model(s, 4);
+    torch::manual_seed(8);
+    const auto ids = torch::randint(0, 256, {2, 200}, torch::kLong);
+    auto grads_of = [&](const LMOutput& out) {
+      out.logits.pow(2).mean().backward();
+      std::vector<torch::Tensor> g;
+      for (auto& p : m->parameters()) g.push_back(p.grad().clone()), p.mutable_grad().zero_();
+      return g;
+    };
+    auto blocked = m->forward(ids);
+    const auto blocked_grads = grads_of(blocked);
+    auto masked = m->forward(ids, {}, torch::ones({2, 200}, torch::kLong));
+    const auto masked_grads = grads_of(masked);
+    EXPECT_TRUE(torch::allclose(blocked.logits, masked.logits, 1e-5, 1e-5));
+    for (size_t i = 0; i < blocked_grads.size(); ++i)
+      EXPECT_TRUE(torch::allclose(blocked_grads[i], masked_grads[i], 1e-4, 1e-6)) << "parameter " << i;
+  }
+}
+
 TEST(ModelForward, KvCacheMatchesFullForward) {
   for (auto& [name, s] : all_test_shapes()) {
     auto m = make_model(s);
