@@ -88,7 +88,7 @@ SharedPromptBatch collate_shared_prompts(const std::vector<const TokenizedPair*>
     T = std::max<int64_t>(T, static_cast<int64_t>(p->prompt.size()) + longest);  // collate_pairs' T
   }
   SharedPromptBatch b;
-  b.longest_row = T;
+  b.standard_length = T;
   auto prompt_ids = torch::full({B, P}, pad_id, torch::kLong);
   auto prompt_mask = torch::zeros({B, P}, torch::kLong);
   auto prompt_pos = torch::zeros({B, P}, torch::kLong);
@@ -105,6 +105,7 @@ SharedPromptBatch collate_shared_prompts(const std::vector<const TokenizedPair*>
     const auto* p = pairs[static_cast<size_t>(i)];
     const auto plen = static_cast<int64_t>(p->prompt.size());
     if (plen == 0) b.every_prompt_has_a_token = false;
+    if (plen != P) b.prompts_padded = true;
     for (int64_t t = 0; t < plen; ++t) {
       pid[i][P - plen + t] = p->prompt[static_cast<size_t>(t)];
       pm[i][P - plen + t] = 1;

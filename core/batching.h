@@ -59,7 +59,8 @@ struct SharedPromptBatch {
   // Where each position of the standard [2B, T] layout (collate_pairs) lies among the P + R
   // positions of a row here; pads point at position 0 (masked for GANPO's critics).
   torch::Tensor standard_index;      // [2B, T] long
-  int64_t longest_row = 0;           // max over rows of prompt + response tokens
+  int64_t standard_length = 0;       // T of collate_pairs()' layout for the same pairs
+  bool prompts_padded = false;       // prompts of different lengths (the prompts' pass needs a key mask)
   bool every_prompt_has_a_token = true;  // else the first response token has nothing to predict it
 };
 

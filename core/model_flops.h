@@ -13,6 +13,8 @@
 //   policy     3 x forward x tokens (2 x with LoRA: a frozen weight gets no gradient)
 //   reference  1 x forward x tokens (without the head when only GANPO's latents are needed; 0
 //              when its log-probs were precomputed and GANPO is off)
+//   where a pass shared each prompt between the pair's responses (train.prefix_sharing), its
+//   tokens are the batch's less one copy of each prompt
 //   critics    each critic scores 3B rows in its phase (forward + backward) and B policy rows
 //              in the policy's phase (forward + input gradients): 2 x (3 x 3B + 2 x B) x P x
 //              critic forward per position, P = min(T, critic_max_len)

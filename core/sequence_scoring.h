@@ -24,11 +24,15 @@ ScoredSequences score_sequences(CausalLM& model, const SequenceBatch& batch);
 // pass. Log-probs (with `logps`) equal score_sequences() on collate_pairs()'s batch up to
 // rounding; with `latents` the final hidden states come back in that batch's [2B, T, d] layout
 // for GANPO's critics, exact on real tokens (padded positions hold another position's state:
-// read them only through a mask). out.logits is left empty.
+// read them only through a mask). out.logits is left empty. With LoRA dropout the prompt's
+// adapters draw one mask for both responses (the plain pass draws one per row), so a run with
+// lora.dropout > 0 draws other masks than the same run without sharing.
 ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptBatch& batch, bool logps, bool latents);
-// Whether the shared layout can score this batch on this model: every prompt has a token (the
-// last one predicts the first response token) and the longest prompt plus the longest response
-// fit the model's positions.
+// Whether the shared layout can score this batch on this model, and pays: every prompt has a
+// token (the last one predicts the first response token), the longest prompt plus the longest
+// response fit the model's positions, and the padded shared layout (B P + 2B R positions) is
+// smaller than the plain one (2B T): a batch mixing long prompts with short answers and short
+// prompts with long answers can be larger shared.
 bool can_share_prompts(const SharedPromptBatch& batch, CausalLM& model);
 
 }  // namespace ganpo

@@ -476,7 +476,7 @@ struct Trainer::State {
   // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
   // sum over the ranks (zeros elsewhere) gives every rank the whole split.
   PairLogps precompute_split(const std::vector<TokenizedPair>& pairs, int64_t bs, bool share_prompts) {
-    if (!dp) return precompute_pair_logps(reference, pairs, tokenizer->pad_id(), bs, share_prompts);
+    if (!dp || pairs.empty()) return precompute_pair_logps(reference, pairs, tokenizer->pad_id(), bs, share_prompts);
     std::vector<TokenizedPair> mine;
     std::vector<int64_t> at;
     for (size_t i = static_cast<size_t>(dp->rank()); i < pairs.size(); i += static_cast<size_t>(world())) {
@@ -823,9 +823,10 @@ struct Trainer::State {
 
   // train.prefix_sharing for one batch: which passes run each prompt once (sequence_scoring.h).
   // Not where GANPO's critics read padded positions (critic_mask "none"), where a prompt is empty
-  // (nothing would predict the first response token), or where the longest prompt plus the
-  // longest response exceeds the model's positions; the policy keeps its plain pass under
-  // gradient checkpointing (the cached pass is not checkpointed).
+  // (nothing would predict the first response token), where the longest prompt plus the longest
+  // response exceeds a model's positions, or where the shared layout would be the larger one
+  // (can_share_prompts); the policy keeps its plain pass under gradient checkpointing (the
+  // cached pass is not checkpointed). Held-out evaluations use the plain pass.
   struct PrefixSharing {
     SharedPromptBatch batch;
     bool policy = false, reference = false;
@@ -839,10 +840,12 @@ struct Trainer::State {
   PrefixSharing prefix_sharing_for(const std::vector<const TokenizedPair*>& rows) {
     PrefixSharing out;
     if (!config.train.prefix_sharing || (regularizer && config.ganpo.critic_mask == "none")) return out;
+    const bool policy_may = !config.train.gradient_checkpointing;
+    const bool reference_runs = train_ref_logps.empty() || regularizer;
+    if (!policy_may && !reference_runs) return out;
     out.batch = collate_shared_prompts(rows, tokenizer->pad_id(), device);
-    if (!can_share_prompts(out.batch, policy)) return out;
-    out.policy = !config.train.gradient_checkpointing;
-    out.reference = true;
+    out.policy = policy_may && can_share_prompts(out.batch, policy);
+    out.reference = reference_runs && can_share_prompts(out.batch, reference);  // its own max_seq_len
     return out;
   }
 
@@ -864,7 +867,6 @@ struct Trainer::State {
     window_allreduce_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   }
 
-  // Tokens and model FLOPs of a micro-batch of `pairs` pairs (0: SFT), for the throughput charts.
   // The work of a micro-batch of `pairs` pairs (0: SFT) for the model FLOPs.
   MicroBatchWork micro_batch_work(const SequenceBatch& b, int64_t pairs, bool reference_ran = false,
                                  bool reference_head = false) const {

@@ -17,7 +17,7 @@ The shapes are those of the workbench's model presets; weights are random (timin
          bench-eager.py --write-data FILE --rows N --prompt-len P --response-len R
 The second form writes TRL-format pairs (prompt / chosen / rejected, ASCII) that the workbench's
 byte tokenizer turns into exactly P prompt and R response tokens, so `ganpo bench` on that file
-trains on the same shapes (packaging/bench-vs-eager.sh runs both).
+trains on the same shapes as this script's random ids (packaging/bench-vs-eager.sh runs both).
 Prints one JSON object: median step seconds and tokens/s per variant.
 """
 import argparse
@@ -70,8 +70,8 @@ class Attention(nn.Module):
         if self.kv != self.h:
             k = k.repeat_interleave(self.h // self.kv, 1)
             v = v.repeat_interleave(self.h // self.kv, 1)
-        if hasattr(F, "scaled_dot_product_attention"):  # what transformers uses on torch >= 2.1
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if hasattr(F, "scaled_dot_product_attention"):  # transformers on torch >= 2.1, rows without padding
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # transformers' "eager" attention
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.hd) + mask
             out = torch.softmax(scores.float(), -1).to(q.dtype) @ v
@@ -263,8 +263,8 @@ def write_data(a):
     text = lambda n: "".join(rng.choice(letters) for _ in range(n))
     with open(a.write_data, "w") as f:
         for _ in range(a.rows):
-            # The byte tokenizer adds BOS to a prompt and EOS to a response.
-            row = {"prompt": text(a.prompt_len - 1), "chosen": text(a.response_len - 1), "rejected": text(a.response_len - 1)}
+            # The byte tokenizer frames a prompt as BOS + text + "\n" and a response as text + EOS.
+            row = {"prompt": text(a.prompt_len - 2), "chosen": text(a.response_len - 1), "rejected": text(a.response_len - 1)}
             f.write(json.dumps(row) + "\n")
 
 

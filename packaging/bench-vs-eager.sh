@@ -2,17 +2,19 @@
 # `ganpo bench` against the eager PyTorch step of packaging/bench-eager.py on the same shapes,
 # the same data lengths, the same device and the same number of threads: DPO and DPO + GANPO,
 # median optimizer-step time of each, the speed-up and the GANPO / DPO ratio of each side.
-# Both read the same preference file of fixed-length rows (no padding), written by the script.
-#   usage: packaging/bench-vs-eager.sh [--preset tiny|small] [--batch 8] [--prompt-len 64]
+# `ganpo bench` reads a preference file of fixed-length rows (no padding) that the script writes;
+# the eager step draws random ids of the same lengths. Eager runs with torch's thread defaults
+# for --threads N (ATen's and OpenBLAS's pools both N threads), as a TRL user's run does.
+#   usage: packaging/bench-vs-eager.sh [--preset tiny|small|base] [--batch 8] [--prompt-len 64]
 #            [--response-len 192] [--critic-hidden 128 --critic-layers 2 --critic-heads 4]
 #            [--threads 1] [--steps 4] [--device cpu|cuda] [--dtype fp32|bf16]
 #            [--ganpo-binary PATH] [--python PYTHON] [--work FOLDER]
 # Python: an interpreter with torch (Debian's python3-torch on the CPU, /usr/bin/python3 by
 # default when it has torch; the device machine's own elsewhere).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 preset=small batch=8 prompt=64 response=192 ch=128 cl=2 chd=4 threads=1 steps=4 device=cpu dtype=fp32
-G=build/release/app/ganpo W=/tmp/ganpo-bench-vs-eager PY=""
+G=$REPO/build/release/app/ganpo W=/tmp/ganpo-bench-vs-eager PY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) preset=$2 ;; --batch) batch=$2 ;; --prompt-len) prompt=$2 ;; --response-len) response=$2 ;;
@@ -23,6 +25,12 @@ while [ $# -gt 0 ]; do
   esac
   shift 2
 done
+# Paths given relative to where the script was started, before moving to the repository.
+G=$(realpath "$G")
+W=$(realpath -m "$W")
+[ -z "$PY" ] || [[ "$PY" != */* ]] || PY=$(realpath "$PY")
+cd "$REPO"
+[ "$device" = cpu ] && [ "$dtype" = bf16 ] && { echo "bench-vs-eager.sh: bf16 needs --device cuda" >&2; exit 2; }
 if [ -z "$PY" ]; then
   for candidate in /usr/bin/python3 python3; do
     if "$candidate" -c 'import torch' 2>/dev/null; then PY=$candidate; break; fi
@@ -68,7 +76,7 @@ num_prompts = 0
 EOF
 "$G" bench --config "$W/bench.toml" --steps "$steps" --json > "$W/cpp.json"
 OMP_NUM_THREADS=$threads "$PY" packaging/bench-eager.py $shape --batch "$batch" --prompt-len "$prompt" \
-  --response-len "$response" --critic-hidden "$ch" --critic-layers "$cl" --critic-heads "$chd" \
+  --response-len "$response" --max-len $((T > 256 ? T : 256)) --critic-hidden "$ch" --critic-layers "$cl" --critic-heads "$chd" \
   --critic-max-len $((T > 256 ? T : 256)) --threads "$threads" --steps "$steps" --device "$device" \
   --dtype "$dtype" > "$W/eager.json"
 "$PY" - "$W/cpp.json" "$W/eager.json" "$preset" "$batch" "$T" "$threads" <<'EOF'

@@ -27,8 +27,8 @@ for f in ./usr/bin/ganpo ./usr/bin/ganpo-workbench ./usr/share/applications/ganp
          ./usr/share/bash-completion/completions/ganpo ./usr/share/man/man1/ganpo.1.gz; do
   echo "$files" | grep -qx "$f" || fail "the package has no $f"
 done
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man1/ganpo.1.gz | zcat | grep -q 'ganpo runs list' \
-  || fail "the man page lacks the subcommands' options"
+man_page=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man1/ganpo.1.gz | zcat)
+grep -q 'ganpo runs list' <<< "$man_page" || fail "the man page lacks the subcommands' options"
 command -v desktop-file-validate >/dev/null && desktop-file-validate packaging/ganpo-workbench.desktop
 if command -v lintian >/dev/null; then
   # Errors fail the check; warnings are printed for a person to read.

@@ -7,8 +7,9 @@ G=$1
 OUT=$2
 # The names listed under "Subcommands:" in a --help text.
 subcommands() { sed -n '/^Subcommands:/,$p' | sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p'; }
-# A --help text as roff: literal lines, backslashes and leading dots or quotes escaped.
-literal() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
+# A --help text as roff: literal lines; backslashes, leading dots or quotes and hyphens escaped
+# (an unescaped "-" prints as a typographic hyphen, which breaks searching for --options).
+literal() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/" -e 's/-/\\-/g'; }
 section() {  # section "ganpo runs list" args...
   local title=$1
   shift

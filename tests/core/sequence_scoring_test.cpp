@@ -116,6 +116,31 @@ TEST(SequenceScoring, SharingEachPromptGivesThePlainPassesNumbersAndGradients) {
   }
 }
 
+// Prompts of one length skip the key mask (plain causal attention in the prompts' pass).
+TEST(SequenceScoring, SharingPromptsOfOneLengthGivesThePlainPassesNumbers) {
+  auto model = tiny_model("llama", 2);
+  TokenizedPair a{ids(1, 7), ids(50, 4), ids(60, 6)};
+  TokenizedPair b{ids(2, 7), ids(70, 9), ids(80, 2)};
+  auto shared_batch = collate_shared_prompts({&a, &b}, kScoringPad, torch::kCPU);
+  EXPECT_FALSE(shared_batch.prompts_padded);
+  ASSERT_TRUE(can_share_prompts(shared_batch, model));
+  torch::NoGradGuard guard;
+  auto plain = score_sequences(model, collate_pairs({&a, &b}, kScoringPad, torch::kCPU).sequences);
+  auto shared = score_pairs_sharing_prompts(model, shared_batch, true, false);
+  EXPECT_TRUE(torch::allclose(shared.logps.sum, plain.logps.sum, 1e-4, 1e-5)) << shared.logps.sum << plain.logps.sum;
+}
+
+// Long prompts with short answers beside short prompts with long answers: the padded shared
+// layout (B P + 2B R) would be larger than the plain one (2B T), so the batch is not shared.
+TEST(SequenceScoring, ABatchThatWouldBeLargerSharedIsNotShared) {
+  auto model = tiny_model();
+  TokenizedPair a{ids(1, 20), ids(50, 2), ids(60, 2)};
+  TokenizedPair b{ids(2, 1), ids(70, 20), ids(80, 20)};
+  auto batch = collate_shared_prompts({&a, &b}, kScoringPad, torch::kCPU);
+  EXPECT_TRUE(batch.prompts_padded);
+  EXPECT_FALSE(can_share_prompts(batch, model));
+}
+
 TEST(SequenceScoring, SharedPromptLayoutMarksAnEmptyPrompt) {
   TokenizedPair a{{}, ids(50, 4), ids(60, 6)};
   EXPECT_FALSE(collate_shared_prompts({&a}, kScoringPad, torch::kCPU).every_prompt_has_a_token);
