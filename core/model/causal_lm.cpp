@@ -107,23 +107,27 @@ struct AttentionImpl : torch::nn::Module {
     }
   }
 
-  // Plain causal attention (no cache, no padding mask) by blocks of queries: the queries of block
-  // i see keys up to the block's own end only, so the scores above the diagonal blocks are never
-  // computed (with 4 blocks, 10/16 of the T x T products and softmax, forward and backward). The
-  // same numbers as the full masked product: a key a query may not see is absent instead of -inf.
+  // Causal attention by blocks of queries: the queries of block i see keys up to the block's own
+  // end only (past + q1), so the scores above the diagonal blocks are never computed (with 4
+  // blocks and no cache, 10/16 of the T x T products and softmax, forward and backward). The same
+  // numbers as the full product: a key a query may not see is absent instead of masked. `mask`
+  // (additive [B or 1, 1, T, past + T], causal as attention_mask() builds it) or undefined for
+  // plain causal attention without a cache.
   static constexpr int64_t kMinQueryBlock = 64;
-  static torch::Tensor causal_attention_by_blocks(const torch::Tensor& q, const torch::Tensor& k,
-                                                  const torch::Tensor& v, double scale) {
-    const auto B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3);
+  static torch::Tensor attention_by_query_blocks(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                                 double scale, const torch::Tensor& mask) {
+    const auto B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3), Tk = k.size(2), past = Tk - T;
     const int64_t blocks = std::min<int64_t>(4, T / kMinQueryBlock);
-    auto q3 = q.reshape({B * H, T, hd}), k3 = k.reshape({B * H, T, hd}), v3 = v.reshape({B * H, T, hd});
+    auto q3 = q.reshape({B * H, T, hd}), k3 = k.reshape({B * H, Tk, hd}), v3 = v.reshape({B * H, Tk, hd});
     std::vector<torch::Tensor> outs;
     for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t q0 = T * b / blocks, q1 = T * (b + 1) / blocks;
-      // Query q0 + i sees keys 0 .. q0 + i: the keys after it, up to q1, are masked.
-      auto bias = torch::full({q1 - q0, q1}, -std::numeric_limits<float>::infinity(), q.options()).triu(q0 + 1);
-      auto scores = at::baddbmm(bias, q3.slice(1, q0, q1), k3.slice(1, 0, q1).transpose(1, 2), 1.0, scale);
-      outs.push_back(torch::bmm(torch::softmax(scores, -1), v3.slice(1, 0, q1)));  // [B H, q1 - q0, hd]
+      const int64_t q0 = T * b / blocks, q1 = T * (b + 1) / blocks, keys = past + q1;
+      // Query q0 + i sees keys 0 .. past + q0 + i (and, with a mask, only the ones it allows).
+      auto bias = mask.defined()
+                      ? mask.slice(2, q0, q1).slice(3, 0, keys).expand({B, H, q1 - q0, keys}).reshape({B * H, q1 - q0, keys})
+                      : torch::full({q1 - q0, keys}, -std::numeric_limits<float>::infinity(), q.options()).triu(past + q0 + 1);
+      auto scores = at::baddbmm(bias, q3.slice(1, q0, q1), k3.slice(1, 0, keys).transpose(1, 2), 1.0, scale);
+      outs.push_back(torch::bmm(torch::softmax(scores, -1), v3.slice(1, 0, keys)));  // [B H, q1 - q0, hd]
     }
     return torch::cat(outs, 1).view({B, H, T, hd});
   }
@@ -180,8 +184,7 @@ struct AttentionImpl : torch::nn::Module {
                            : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
     }
 #endif
-    if (!out.defined() && softcap == 0.0 && !mask.defined() && T >= 2 * kMinQueryBlock)
-      out = causal_attention_by_blocks(q, k, v, scale);
+    if (!out.defined() && softcap == 0.0 && T >= 2 * kMinQueryBlock) out = attention_by_query_blocks(q, k, v, scale, mask);
     if (!out.defined()) {
       const auto Tk = k.size(2);
       torch::Tensor scores;  // [B, H, T, Tk]

@@ -259,10 +259,12 @@ TEST(ModelForward, IsCausal) {
   }
 }
 
-// Rows of 128 tokens and more take causal attention by blocks of queries (no scores above the
-// diagonal blocks); an all-ones key mask takes the masked full product. Same logits, same
-// gradients, for a length that does not split evenly.
-TEST(ModelForward, CausalAttentionByBlocksEqualsTheMaskedFullProduct) {
+// Passes of 128 queries and more take attention by blocks of queries (no scores above the
+// diagonal blocks); passes of fewer take the full masked product. A 200-token forward, the same
+// with an explicit key mask, and one continued from a 20-token cache (blocks with a mask and a
+// past) against the same rows run 40 tokens at a time through a cache (the full product):
+// same logits, same gradients, for lengths that do not split evenly.
+TEST(ModelForward, AttentionByQueryBlocksEqualsTheFullProduct) {
   for (auto& [name, shape] : all_test_shapes()) {
     SCOPED_TRACE(name);
     auto s = shape;
@@ -270,19 +272,36 @@ TEST(ModelForward, CausalAttentionByBlocksEqualsTheMaskedFullProduct) {
     auto m = make_model(s, 4);
     torch::manual_seed(8);
     const auto ids = torch::randint(0, 256, {2, 200}, torch::kLong);
-    auto grads_of = [&](const LMOutput& out) {
-      out.logits.pow(2).mean().backward();
+    auto grads_of = [&](const torch::Tensor& logits) {
+      logits.pow(2).mean().backward();
       std::vector<torch::Tensor> g;
       for (auto& p : m->parameters()) g.push_back(p.grad().clone()), p.mutable_grad().zero_();
       return g;
     };
-    auto blocked = m->forward(ids);
-    const auto blocked_grads = grads_of(blocked);
-    auto masked = m->forward(ids, {}, torch::ones({2, 200}, torch::kLong));
-    const auto masked_grads = grads_of(masked);
-    EXPECT_TRUE(torch::allclose(blocked.logits, masked.logits, 1e-5, 1e-5));
-    for (size_t i = 0; i < blocked_grads.size(); ++i)
-      EXPECT_TRUE(torch::allclose(blocked_grads[i], masked_grads[i], 1e-4, 1e-6)) << "parameter " << i;
+    auto chunked = [&](int64_t first) {  // `first` tokens, then the rest in pieces of 40 through the cache
+      KVCache cache;
+      std::vector<torch::Tensor> parts;
+      for (int64_t at = 0; at < 200;) {
+        const int64_t n = at == 0 ? first : std::min<int64_t>(40, 200 - at);
+        parts.push_back(m->forward(ids.slice(1, at, at + n), {}, {}, &cache).logits);
+        at += n;
+      }
+      return torch::cat(parts, 1);
+    };
+    const auto reference = chunked(40);
+    const auto reference_grads = grads_of(reference);
+    const auto blocked = m->forward(ids).logits;
+    const auto masked = m->forward(ids, {}, torch::ones({2, 200}, torch::kLong)).logits;
+    KVCache cache;
+    const auto head = m->forward(ids.slice(1, 0, 20), {}, {}, &cache).logits;
+    const auto continued = torch::cat({head, m->forward(ids.slice(1, 20), {}, {}, &cache).logits}, 1);
+    for (const auto& [variant, logits] : {std::pair<const char*, torch::Tensor>{"plain", blocked}, {"key mask", masked},
+                                          {"after a cache", continued}}) {
+      EXPECT_TRUE(torch::allclose(logits, reference, 1e-5, 1e-5)) << variant;
+      const auto g = grads_of(logits);
+      for (size_t i = 0; i < g.size(); ++i)
+        EXPECT_TRUE(torch::allclose(g[i], reference_grads[i], 1e-4, 1e-6)) << variant << ", parameter " << i;
+    }
   }
 }
 
