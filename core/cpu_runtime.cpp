@@ -116,6 +116,10 @@ std::string blas_kernel_warning(const BlasInfo& blas, const char* coretype, bool
          "unset OPENBLAS_CORETYPE unless something needs it";
 }
 
+std::string blas_kernel_warning() {
+  return blas_kernel_warning(blas_info(), std::getenv("OPENBLAS_CORETYPE"), cpu_has_avx512());
+}
+
 bool cpu_has_avx512() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   // libgcc's checks include the OS's XCR0 bits for the AVX-512 registers.

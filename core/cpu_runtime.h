@@ -51,6 +51,8 @@ std::string describe_blas(const BlasInfo& blas);
 // "" otherwise. Bench and the run log print it.
 std::string blas_kernel_warning(const BlasInfo& blas, const char* coretype, bool cpu_has_avx512);
 bool cpu_has_avx512();  // F, CD, BW, DQ and VL, with the OS saving their registers
+// blas_kernel_warning() for this process: its BLAS, its OPENBLAS_CORETYPE, this CPU.
+std::string blas_kernel_warning();
 int blas_threads();  // the BLAS pool's thread count now (1 when unknown)
 void set_blas_threads(int threads);
 

@@ -382,7 +382,7 @@ struct Trainer::State {
                          std::to_string(cpu->available_cores()) +
                          " core(s); more threads than cores make each step slower");
     log("info", "CPU: " + cpu->describe());
-    const std::string slow_blas = blas_kernel_warning(blas_info(), std::getenv("OPENBLAS_CORETYPE"), cpu_has_avx512());
+    const std::string slow_blas = blas_kernel_warning();
     if (!slow_blas.empty()) log("warning", slow_blas);
   }
 

@@ -1,7 +1,6 @@
 #include <malloc.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -129,7 +128,7 @@ int bench_command(const BenchArgs& args) {
                          "without the gradient all-reduce); a data-parallel run's own dashboard shows the world's speed\n",
                  static_cast<long long>(config.train.num_processes));
   // The kernel set decides most of a CPU step's time: say when the environment holds it back.
-  const std::string slow_blas = blas_kernel_warning(blas_info(), std::getenv("OPENBLAS_CORETYPE"), cpu_has_avx512());
+  const std::string slow_blas = blas_kernel_warning();
   if (!slow_blas.empty() && resolve_device(config.device) == "cpu") std::fprintf(stderr, "ganpo bench: %s\n", slow_blas.c_str());
   nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
                            {"device", resolve_device(config.device)}, {"model", model_label(config)}};

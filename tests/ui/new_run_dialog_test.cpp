@@ -11,7 +11,9 @@
 #include <QElapsedTimer>
 #include <QFile>
 #include <QImage>
+#include <QCheckBox>
 #include <QLabel>
+#include <QScrollArea>
 #include <QLineEdit>
 #include <QMessageBox>
 #include <QPixmap>
@@ -491,6 +493,18 @@ TEST(NewRunDialog, Screenshot) {
     save_for_review(shot, i == 0 ? QStringLiteral("new_run_dialog.png") : QStringLiteral("new_run_dialog_%1.png").arg(i));
   }
   EXPECT_EQ(tabs->tabText(2), QStringLiteral("Objective (1)"));
+  // The Optimisation page scrolled to its Numerics section (precision, checkpointing, the
+  // reference's precomputed log-probs, prefix sharing).
+  tabs->setCurrentIndex(3);
+  auto* sharing = child<QCheckBox>(dialog, "train.prefix_sharing");
+  ASSERT_NE(sharing, nullptr);
+  auto* page = qobject_cast<QScrollArea*>(tabs->widget(3));
+  ASSERT_NE(page, nullptr);
+  page->ensureWidgetVisible(sharing);
+  QCoreApplication::processEvents();
+  EXPECT_TRUE(sharing->isChecked()) << "on by default";
+  EXPECT_FALSE(sharing->visibleRegion().isEmpty()) << "scrolled into view";
+  save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_numerics.png"));
   EXPECT_TRUE(reason->text().contains("must be > 0, got -1")) << reason->text().toStdString();
 
   // The Data page with a JSONL file: preview table, counts and a bad line.
