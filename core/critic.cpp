@@ -5,6 +5,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "core/counter_dropout.h"
 #include "core/error.h"
 
 namespace ganpo {
@@ -16,14 +17,6 @@ void xavier_linear(torch::nn::Linear& layer) {
   torch::NoGradGuard guard;
   torch::nn::init::xavier_uniform_(layer->weight);
   if (layer->bias.defined()) layer->bias.zero_();
-}
-
-// torch::dropout's arithmetic (x * bernoulli(1 - p) / (1 - p)) with an explicit generator.
-torch::Tensor dropout(const torch::Tensor& x, double p, bool training, const c10::optional<at::Generator>& gen) {
-  if (!training || p <= 0.0) return x;
-  if (!gen.has_value()) return torch::dropout(x, p, true);
-  auto keep = at::empty_like(x).bernoulli_(1.0 - p, *gen).div_(1.0 - p);
-  return x * keep;
 }
 
 // Pre-norm transformer encoder layer (torch's TransformerEncoderLayer with norm_first=true,

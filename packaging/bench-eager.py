@@ -254,7 +254,8 @@ def run_variant(a, ganpo_on, device, dtype):
         if step >= 2:
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
-    return {"median_step_time_s": median, "tokens_per_s": 2 * B * (a.prompt_len + a.response_len) / median}
+    return {"median_step_time_s": median, "min_step_time_s": min(times), "step_times_s": [round(t, 4) for t in times],
+            "tokens_per_s": 2 * B * (a.prompt_len + a.response_len) / median}
 
 
 def write_data(a):

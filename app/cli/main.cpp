@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   auto* b = app.add_subcommand("bench", "Median optimizer-step time and tokens/s with GANPO on and off");
   b->add_option("--config", bench.config_path, "Run config")->required();
   b->add_option("--set", bench.overrides, "Override a key (repeatable)");
-  b->add_option("--steps", bench.steps)->capture_default_str();
+  b->add_option("--steps", bench.steps, "Measured optimizer steps per variant (after 2 warm-up steps)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   b->add_flag("--json", bench.json, "Print JSON");
 
   StudyPlanArgs study_plan;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/bf16_autocast.h"
+#include "core/counter_dropout.h"
 #include "core/error.h"
 
 namespace ganpo {
@@ -47,7 +48,7 @@ struct LinearImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = torch::linear(x, weight, bias);  // [..., out]
     if (!lora_A.defined() || t_adapters_off) return y;
-    const auto h = lora_dropout > 0 && is_training() ? torch::dropout(x, lora_dropout, true) : x;
+    const auto h = lora_dropout > 0 && is_training() ? ganpo::dropout(x, lora_dropout, true) : x;
     // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the
     // linear's backward does not need y, so changing it is safe).
     return y.add_(torch::linear(torch::linear(h, lora_A), lora_B), lora_scale);  // [..., r] -> [..., out]
