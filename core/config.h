@@ -118,7 +118,7 @@ struct TrainConfig {
   // numbers up to rounding for less work: a pair costs P + 2R token positions, not 2 (P + R).
   // Falls back per batch where it cannot apply (critic_mask "none", an empty prompt, a batch
   // whose longest prompt plus longest response exceeds the model's positions); the policy keeps
-  // the plain pass under gradient checkpointing.
+  // the plain pass under gradient checkpointing. Held-out evaluations share the same way.
   bool prefix_sharing = true;
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end

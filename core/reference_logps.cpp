@@ -25,13 +25,7 @@ PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<Tokenized
     std::vector<const TokenizedPair*> chunk;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
       chunk.push_back(&pairs[i]);
-    torch::Tensor sums;  // [2 B]
-    if (share_prompts) {
-      auto shared = collate_shared_prompts(chunk, pad_id, device);
-      if (can_share_prompts(shared, reference)) sums = score_pairs_sharing_prompts(reference, shared, true, false).logps.sum;
-    }
-    if (!sums.defined()) sums = score_sequences(reference, collate_pairs(chunk, pad_id, device).sequences).logps.sum;
-    sums = sums.to(torch::kFloat32);
+    const auto sums = score_pair_logps(reference, chunk, pad_id, share_prompts).sum.to(torch::kFloat32);  // [2 B]
     const auto B = static_cast<int64_t>(chunk.size());
     chosen.push_back(sums.slice(0, 0, B));
     rejected.push_back(sums.slice(0, B));

@@ -465,7 +465,7 @@ struct Trainer::State {
     // The training split as the steps' passes score it (prefix sharing or not), the held-out one
     // as evaluations do, so the policy's and the reference's numbers come from the same arithmetic.
     train_ref_logps = precompute_split(train_pairs, bs, config.train.prefix_sharing);
-    eval_ref_logps = precompute_split(eval_pairs, bs, false);
+    eval_ref_logps = precompute_split(eval_pairs, bs, config.train.prefix_sharing);
     log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
                     " pairs precomputed in " + format_number(std::chrono::duration<double>(Clock::now() - t0).count()) +
                     " s (train.precompute_ref_log_probs); " +
@@ -826,7 +826,8 @@ struct Trainer::State {
   // (nothing would predict the first response token), where the longest prompt plus the longest
   // response exceeds a model's positions, or where the shared layout would be the larger one
   // (can_share_prompts); the policy keeps its plain pass under gradient checkpointing (the
-  // cached pass is not checkpointed). Held-out evaluations use the plain pass.
+  // cached pass is not checkpointed). Held-out evaluations share batch by batch the same way
+  // (score_pair_logps).
   struct PrefixSharing {
     SharedPromptBatch batch;
     bool policy = false, reference = false;
@@ -1008,8 +1009,8 @@ struct Trainer::State {
     if (preference && dp)
       last_eval = sharded_preference_eval(bs);
     else if (preference)
-      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs, lanes(),
-                                  eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
+      last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs,
+                                  config.train.prefix_sharing, lanes(), eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
     else if (!eval_sft.empty() && dp)
       last_eval = sharded_sft_eval(bs);
     else if (!eval_sft.empty())
@@ -1028,8 +1029,8 @@ struct Trainer::State {
       rows.push_back(static_cast<int64_t>(i));
     }
     const PairLogps ref = eval_ref_logps.empty() || rows.empty() ? PairLogps{} : eval_ref_logps.select(rows);
-    const auto part = preference_eval(policy, reference, mine, config.objective, tokenizer->pad_id(), bs, lanes(),
-                                      ref.empty() ? nullptr : &ref);
+    const auto part = preference_eval(policy, reference, mine, config.objective, tokenizer->pad_id(), bs,
+                                      config.train.prefix_sharing, lanes(), ref.empty() ? nullptr : &ref);
     static const char* const kMeans[] = {"eval_loss", "eval_rewards/chosen", "eval_rewards/rejected",
                                          "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected"};
     const double n = part.empty() ? 0.0 : part.at("eval_pairs");
@@ -1069,19 +1070,34 @@ struct Trainer::State {
   EvalReport final_report() {
     EvalReport report = EvalReport::of(last_eval);
     const auto& e = config.eval;
-    if (!preference || !e.judge_at_end || !judge || judge_prompts.empty() || !is_main()) return report;
+    if (!preference || !e.judge_at_end || !judge || judge_prompts.empty()) return report;
     JudgeEvalOptions options;
     options.temperatures = parse_temperatures(e.temperatures);
     options.max_new_tokens = e.max_new_tokens > 0 ? e.max_new_tokens : config.sampling.max_new_tokens;
     options.top_p = config.sampling.top_p;
     options.seed = static_cast<uint64_t>(e.seed);
     // The weights are saved by now: a stop (signal or the run's control field) ends the judging.
-    options.stop = [this] { return stop_requested() || observer.poll_control() == ControlCommand::Stop; };
+    options.stop = [this] {
+      const bool mine = stop_requested() || (is_main() && observer.poll_control() == ControlCommand::Stop);
+      if (!dp) return mine;
+      auto any = torch::tensor({mine ? 1.0 : 0.0}, torch::TensorOptions().dtype(torch::kFloat64));
+      dp->all_reduce_sum_(any);  // one answer on every rank
+      return any.item<double>() > 0;
+    };
+    if (dp) {
+      // Data parallelism: the sampling jobs are dealt out over the ranks; rank 0 judges.
+      options.rank = dp->rank();
+      options.world = world();
+      options.gather_texts = [this](const std::vector<std::string>& texts) { return dp->all_gather_texts(texts); };
+    }
     log("notice", "judge evaluation: policy and reference on " + std::to_string(judge_prompts.size()) +
                       " prompts at temperatures " + e.temperatures + " (judge: " + judge_name + ")");
     const std::string source = task ? task->name() : (config.data.eval.empty() ? config.data.train : config.data.eval);
     try {
-      report.judge = judge_eval(policy, reference, *tokenizer, judge_prompts, judge, options, source, judge_name, lanes());
+      auto evaluation = judge_eval(policy, reference, *tokenizer, judge_prompts, judge, options, source, judge_name, lanes());
+      policy->train();
+      if (!is_main()) return report;  // it sampled its share; rank 0 judges and reports
+      report.judge = std::move(evaluation);
       for (const auto& r : report.judge->rows)
         if (r.bucket == "all")
           log("info", "judge at temperature " + format_number(r.temperature) + ": win rate " + format_number(r.win_rate) +

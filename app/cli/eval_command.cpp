@@ -68,7 +68,8 @@ int eval_command(const EvalArgs& args) {
     objective.loss_type = args.loss_type;
     objective.beta = args.beta;
     objective.simpo_gamma = args.simpo_gamma;
-    report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32, lanes);
+    report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32,
+                                        /*share_prompts=*/true, lanes);
     report.skipped_lines = static_cast<int64_t>(loaded.bad_lines.size());
     if (!args.json) {
       std::printf("preference evaluation on %zu pairs (%zu bad lines skipped)\n", pairs.size(), loaded.bad_lines.size());

@@ -18,7 +18,7 @@ torch::Device device_of(CausalLM& m) { return m->parameters().front().device(); 
 std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
                                               const std::vector<TokenizedPair>& pairs,
                                               const ObjectiveConfig& objective, int64_t pad_id,
-                                              int64_t batch_size, ParallelLanes* lanes,
+                                              int64_t batch_size, bool share_prompts, ParallelLanes* lanes,
                                               const PairLogps* reference_logps) {
   torch::NoGradGuard guard;
   if (policy.get() == reference.get()) lanes = nullptr;  // one module cannot run on two threads
@@ -36,19 +36,17 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
       chunk.push_back(&pairs[i]);
       rows.push_back(static_cast<int64_t>(i));
     }
-    auto batch = collate_pairs(chunk, pad_id, device);
-    const auto& s = batch.sequences;
-    const int64_t B = batch.pairs;
+    const auto B = static_cast<int64_t>(chunk.size());
     ResponseLogps pol, ref;
     if (reference_logps) {
-      pol = score_sequences(policy, s).logps;
+      pol = score_pair_logps(policy, chunk, pad_id, share_prompts);
       ref.sum = reference_logps->rows(rows);
     } else {
       run_lanes(
-          lanes, [&] { pol = score_sequences(policy, s).logps; },
+          lanes, [&] { pol = score_pair_logps(policy, chunk, pad_id, share_prompts); },
           [&] {
             torch::NoGradGuard lane_guard;  // grad mode is per thread
-            ref = score_sequences(reference, s).logps;
+            ref = score_pair_logps(reference, chunk, pad_id, share_prompts);
           });
     }
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
@@ -101,6 +99,46 @@ JudgeFunction task_judge(const Task& task) {
   };
 }
 
+namespace {
+
+// One model's completions of every prompt at one temperature.
+struct Completions {
+  std::vector<std::string> text;
+  std::vector<int64_t> length;  // tokens, EOS excluded
+};
+
+// Data parallelism (JudgeEvalOptions::world > 1): job j samples temperature j / 2 with the policy
+// (j even) or the reference (j odd) on rank j % world, in rounds of `world` jobs with `stop`
+// asked before each; after each round's gather every rank holds that round's completions.
+void sample_jobs_across_ranks(const JudgeEvalOptions& o, size_t temps, std::vector<Completions>& pol,
+                              std::vector<Completions>& ref, const std::function<void(size_t)>& stop_after,
+                              const std::function<Completions(size_t, bool)>& sample) {
+  GANPO_ASSERT(o.gather_texts, "a data-parallel judge evaluation needs gather_texts");
+  const size_t jobs = 2 * temps, world = static_cast<size_t>(o.world);
+  for (size_t first = 0; first < jobs; first += world) {
+    stop_after(first / 2);  // temperatures whose two jobs are done
+    const size_t mine = first + static_cast<size_t>(o.rank);
+    std::vector<std::string> packed;  // the texts, then their lengths
+    if (mine < jobs) {
+      Completions c = sample(mine / 2, mine % 2 == 0);
+      packed = std::move(c.text);
+      for (int64_t n : c.length) packed.push_back(std::to_string(n));
+    }
+    const auto per_rank = o.gather_texts(packed);
+    for (size_t r = 0; r < per_rank.size() && first + r < jobs; ++r) {
+      const size_t job = first + r;
+      const auto& p = per_rank[r];
+      const auto n = static_cast<std::ptrdiff_t>(p.size() / 2);
+      Completions c;
+      c.text.assign(p.begin(), p.begin() + n);
+      for (auto it = p.begin() + n; it != p.end(); ++it) c.length.push_back(std::stoll(*it));
+      (job % 2 == 0 ? pol : ref)[job / 2] = std::move(c);
+    }
+  }
+}
+
+}  // namespace
+
 JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenizer& tok,
                            const std::vector<EvalPrompt>& prompts, const JudgeFunction& judge,
                            const JudgeEvalOptions& options, const std::string& task, const std::string& judge_name,
@@ -123,10 +161,6 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
   }
   out.prompts_digest = digest_of_prompts(texts);
 
-  struct Completions {
-    std::vector<std::string> text;
-    std::vector<int64_t> length;  // tokens, EOS excluded
-  };
   auto sample_all = [&](CausalLM& model, double temperature, uint64_t seed) {
     Completions c;
     const auto bs = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
@@ -142,28 +176,43 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
     return c;
   };
 
-  for (double t : options.temperatures) {
+  // Every temperature's completions of both models, then one judge call per temperature (an
+  // external judge starts once for policy and reference).
+  const size_t temps = options.temperatures.size();
+  std::vector<Completions> pol(temps), ref(temps);
+  auto stop_after = [&](size_t done) {
     if (options.stop && options.stop())
-      throw Error("stopped on request after " + std::to_string(out.samples.size()) + " of " +
-                  std::to_string(options.temperatures.size()) + " temperatures");
-    Completions pol, ref;
-    run_lanes(
-        lanes, [&] { pol = sample_all(policy, t, options.seed); },
-        [&] { ref = sample_all(reference, t, options.seed + 1000003); });
-    // One judge call per temperature: an external judge starts once for policy and reference.
+      throw Error("stopped on request after " + std::to_string(done) + " of " + std::to_string(temps) + " temperatures");
+  };
+  if (options.world <= 1) {
+    for (size_t i = 0; i < temps; ++i) {
+      stop_after(i);
+      const double t = options.temperatures[i];
+      run_lanes(
+          lanes, [&] { pol[i] = sample_all(policy, t, options.seed); },
+          [&] { ref[i] = sample_all(reference, t, options.seed + 1000003); });
+    }
+  } else {
+    sample_jobs_across_ranks(options, temps, pol, ref, stop_after, [&](size_t i, bool policy_job) {
+      const double t = options.temperatures[i];
+      return policy_job ? sample_all(policy, t, options.seed) : sample_all(reference, t, options.seed + 1000003);
+    });
+    if (options.rank != 0) return out;
+  }
+  for (size_t i = 0; i < temps; ++i) {
     std::vector<JudgeRow> rows;
-    for (size_t i = 0; i < prompts.size(); ++i) rows.push_back({prompts[i].for_judge(), pol.text[i]});
-    for (size_t i = 0; i < prompts.size(); ++i) rows.push_back({prompts[i].for_judge(), ref.text[i]});
+    for (size_t k = 0; k < prompts.size(); ++k) rows.push_back({prompts[k].for_judge(), pol[i].text[k]});
+    for (size_t k = 0; k < prompts.size(); ++k) rows.push_back({prompts[k].for_judge(), ref[i].text[k]});
     const std::vector<double> scores = rows.empty() ? std::vector<double>{} : judge(rows);
     if (scores.size() != rows.size())
       throw Error("the judge returned " + std::to_string(scores.size()) + " scores for " + std::to_string(rows.size()) +
                   " completions");
     JudgeSamples s;
-    s.temperature = t;
+    s.temperature = options.temperatures[i];
     s.policy_score.assign(scores.begin(), scores.begin() + static_cast<std::ptrdiff_t>(prompts.size()));
     s.reference_score.assign(scores.begin() + static_cast<std::ptrdiff_t>(prompts.size()), scores.end());
-    s.policy_length = std::move(pol.length);
-    s.reference_length = std::move(ref.length);
+    s.policy_length = std::move(pol[i].length);
+    s.reference_length = std::move(ref[i].length);
     out.samples.push_back(std::move(s));
   }
   out.summarize();

@@ -28,7 +28,9 @@
 
 namespace ganpo {
 
-// `lanes` (optional) runs the policy's and the reference's passes side by side. With
+// `share_prompts` (train.prefix_sharing) runs each prompt once for both responses where a batch
+// allows it (sequence_scoring.h); `lanes` (optional) runs the policy's and the reference's
+// passes side by side. With
 // `reference_logps` (train.precompute_ref_log_probs: the reference's log-probs of pairs[i] at i)
 // the reference does not run.
 // Keys: eval_loss, eval_rewards/chosen, eval_rewards/rejected, eval_rewards/margins,
@@ -36,7 +38,8 @@ namespace ganpo {
 std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& reference,
                                               const std::vector<TokenizedPair>& pairs,
                                               const ObjectiveConfig& objective, int64_t pad_id,
-                                              int64_t batch_size, ParallelLanes* lanes = nullptr,
+                                              int64_t batch_size, bool share_prompts,
+                                              ParallelLanes* lanes = nullptr,
                                               const PairLogps* reference_logps = nullptr);
 
 // SFT: eval_loss = mean negative log-likelihood per completion token, over eval_tokens tokens.
@@ -49,8 +52,17 @@ struct JudgeEvalOptions {
   double top_p = 1.0;
   uint64_t seed = 1234;
   int64_t batch_size = 64;
-  // Asked before each temperature; true ends the evaluation with an Error saying so.
+  // Asked before each temperature (data-parallel: before each round of jobs); true ends the
+  // evaluation with an Error saying so.
   std::function<bool()> stop;
+  // Data parallelism: the sampling jobs (one per temperature and model) are dealt out over
+  // `world` processes, job i to rank i % world, in rounds of `world` jobs, and `gather_texts` (a
+  // collective: every rank's strings, in rank order) brings every completion to every rank. A job
+  // draws exactly what one process draws, so the report does not depend on the world size. Rank
+  // 0 alone judges; the others return the evaluation without samples. `stop` is asked once per
+  // round on every rank and must give every rank the same answer.
+  int rank = 0, world = 1;
+  std::function<std::vector<std::vector<std::string>>(const std::vector<std::string>&)> gather_texts;
 };
 
 // Scores completions of their prompts, in input order: a task's judge or an external command

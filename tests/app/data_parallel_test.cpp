@@ -31,7 +31,7 @@ namespace ganpo::test {
 namespace {
 
 // A preference run small enough for seconds: GANPO on, critic dropout off (dropout masks are
-// drawn per process, so they could not match), no samples, no judge.
+// drawn per process, so they could not match), no samples, no judge (one test turns it on).
 std::string run_config(const fs::path& out, int64_t batch, int64_t processes, int64_t steps) {
   return "name = \"dp\"\nstage = \"preference\"\nseed = 7\ndevice = \"cpu\"\noutput_dir = \"" + out.string() +
          "\"\n[model]\npreset = \"\"\nd_model = 32\nn_layers = 2\nn_heads = 2\nmax_seq_len = 128\n"
@@ -199,6 +199,37 @@ TEST(DataParallel, PrecomputedReferenceLogProbsAreSplitAcrossRanks) {
     for (const char* k : {"loss", "opo_loss", "rewards/chosen", "rewards/margins", "adv/loss", "grad_norm"})
       EXPECT_NEAR(b.at(step).at(k).get<double>(), row.at(k).get<double>(), 2e-5 * std::max(1.0, std::abs(row.at(k).get<double>())))
           << k << " at step " << step;
+}
+
+// The final judge evaluation deals its sampling jobs (a temperature and a model each) out over
+// the ranks and rank 0 judges them all: the report equals one process's, prompt by prompt. A
+// learning rate of 1e-12 leaves the weights as they were (the 2-rank run's weights agree with the
+// 1-process run's only to float tolerance, and sampling would amplify the difference).
+TEST(DataParallel, TheJudgeEvaluationIsSplitAcrossRanksAndEqualsOneProcesss) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  for (const auto& [name, batch, processes] : {std::tuple<const char*, int64_t, int64_t>{"one", 8, 1}, {"two", 4, 2}}) {
+    std::string c = run_config(dir / name, batch, processes, 1);
+    c.replace(c.find("learning_rate = 0.001"), 21, "learning_rate = 1e-12");
+    c.replace(c.find("judge_at_end = false"), 20,
+              "judge_at_end = true\nnum_prompts = 6\ntemperatures = \"0.7, 1.0, 1.3\"\nmax_new_tokens = 8");
+    std::ofstream(dir / (std::string(name) + ".toml")) << c;
+  }
+  auto one = run_cli("train --no-db --config " + (dir / "one.toml").string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = run_cli("train --no-db --config " + (dir / "two.toml").string());
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  auto judge_of = [](const fs::path& out) {
+    nlohmann::json last;
+    std::ifstream in(out / "eval.jsonl");
+    for (std::string line; std::getline(in, line);) last = nlohmann::json::parse(line);
+    return last.value("judge", nlohmann::json());
+  };
+  const auto a = judge_of(dir / "one"), b = judge_of(dir / "two");
+  ASSERT_TRUE(a.is_object()) << read_text(dir / "one" / "eval.jsonl");
+  ASSERT_EQ(a.at("samples").size(), 3u);
+  EXPECT_EQ(a.at("samples")[0].at("policy_length").size(), 6u);
+  EXPECT_EQ(b.at("samples"), a.at("samples")) << "every prompt's scores and lengths at every temperature";
+  EXPECT_EQ(b.at("rows"), a.at("rows"));
 }
 
 TEST(DataParallel, APipelineWithoutAWorkspaceRunsEachStageOnItsProcesses) {

@@ -141,6 +141,32 @@ TEST(SequenceScoring, ABatchThatWouldBeLargerSharedIsNotShared) {
   EXPECT_FALSE(can_share_prompts(batch, model));
 }
 
+// Evaluations' scoring (score_pair_logps): the shared pass where a batch allows it, the plain one
+// where it does not or sharing is off; the same log-probs up to rounding either way.
+TEST(SequenceScoring, PairLogpsShareWhereTheBatchAllowsIt) {
+  auto model = tiny_model("llama", 2);
+  torch::NoGradGuard guard;
+  TokenizedPair a{ids(1, 9), ids(50, 4), ids(60, 6)};
+  TokenizedPair b{ids(2, 5), ids(70, 7), ids(80, 2)};
+  const std::vector<const TokenizedPair*> rows{&a, &b};
+  auto shared_batch = collate_shared_prompts(rows, kScoringPad, torch::kCPU);
+  ASSERT_TRUE(can_share_prompts(shared_batch, model));
+  auto plain = score_sequences(model, collate_pairs(rows, kScoringPad, torch::kCPU).sequences).logps;
+  auto shared = score_pairs_sharing_prompts(model, shared_batch, true, false).logps;
+  auto on = score_pair_logps(model, rows, kScoringPad, true);
+  auto off = score_pair_logps(model, rows, kScoringPad, false);
+  EXPECT_TRUE(torch::equal(on.sum, shared.sum));
+  EXPECT_TRUE(torch::equal(off.sum, plain.sum));
+  EXPECT_TRUE(torch::equal(on.count, plain.count));
+  EXPECT_TRUE(torch::allclose(on.sum, off.sum, 1e-4, 1e-5)) << on.sum << off.sum;
+  // A batch the shared layout would not pay for takes the plain pass with sharing on.
+  TokenizedPair c{ids(1, 20), ids(50, 2), ids(60, 2)};
+  TokenizedPair d{ids(2, 1), ids(70, 20), ids(80, 20)};
+  const std::vector<const TokenizedPair*> unfit{&c, &d};
+  EXPECT_TRUE(torch::equal(score_pair_logps(model, unfit, kScoringPad, true).sum,
+                           score_sequences(model, collate_pairs(unfit, kScoringPad, torch::kCPU).sequences).logps.sum));
+}
+
 TEST(SequenceScoring, SharedPromptLayoutMarksAnEmptyPrompt) {
   TokenizedPair a{{}, ids(50, 4), ids(60, 6)};
   EXPECT_FALSE(collate_shared_prompts({&a}, kScoringPad, torch::kCPU).every_prompt_has_a_token);

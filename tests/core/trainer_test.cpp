@@ -409,7 +409,7 @@ TEST_F(TrainerTest, PreferenceRunLeavesTheReferenceFolderUntouched) {
                                                      static_cast<uint64_t>(pref.seed) + 7919))
     eval_pairs.push_back(tokenize_pair(*policy.tokenizer, ex, pref.data.max_length, pref.data.max_prompt_length));
   auto expected = preference_eval(policy.model, reference.model, eval_pairs, pref.objective,
-                                  policy.tokenizer->pad_id(), 8);
+                                  policy.tokenizer->pad_id(), 8, /*share_prompts=*/false);
   ASSERT_FALSE(r.final_eval.empty());
   for (const auto& [k, v] : expected) {
     ASSERT_TRUE(r.final_eval.count(k)) << k;
@@ -504,6 +504,12 @@ TEST_F(TrainerTest, PrefixSharingTrainsTheSameRun) {
           EXPECT_NEAR(c_obs.metrics.at(step).at(k), v, 1e-4) << name << ", precomputed: " << k << " at step " << step;
         }
       }
+    // The held-out evaluation at the end shares prompts too: the same numbers.
+    ASSERT_FALSE(a_obs.evals.empty());
+    for (const auto& [k, v] : a_obs.evals.rbegin()->second) {
+      EXPECT_NEAR(b_obs.evals.rbegin()->second.at(k), v, 1e-4) << name << ": " << k;
+      EXPECT_NEAR(c_obs.evals.rbegin()->second.at(k), v, 1e-4) << name << ", precomputed: " << k;
+    }
     // Less work for the same pairs: fewer model FLOPs per token.
     EXPECT_LT(b_obs.metrics.at(1).at("model_tflops") / b_obs.metrics.at(1).at("tokens_per_s"),
               a_obs.metrics.at(1).at("model_tflops") / a_obs.metrics.at(1).at("tokens_per_s"))
@@ -558,7 +564,8 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   std::vector<TokenizedPair> eval_pairs;
   for (const auto& ex : lists::make_preference_pairs(lora.data.builtin_eval_size, 0.0, static_cast<uint64_t>(lora.seed) + 7919))
     eval_pairs.push_back(tokenize_pair(*merged.tokenizer, ex, lora.data.max_length, lora.data.max_prompt_length));
-  auto expected = preference_eval(merged.model, original.model, eval_pairs, lora.objective, merged.tokenizer->pad_id(), 8);
+  auto expected = preference_eval(merged.model, original.model, eval_pairs, lora.objective, merged.tokenizer->pad_id(), 8,
+                                  /*share_prompts=*/false);
   for (const auto& [k, v] : expected) EXPECT_NEAR(a.final_eval.at(k), v, 1e-4 * std::max(1.0, std::abs(v))) << k;
 
   // Stopped after 2 steps and resumed: steps 3 and 4 are the uninterrupted run's.
