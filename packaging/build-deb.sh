@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-${GANPO_BUILD_DIR:-build/release}}
-[ -f "$build/CMakeCache.txt" ] || cmake --preset release
+# Configure again even when configured: the version line's git commit is taken at configure time.
+if [ -f "$build/CMakeCache.txt" ]; then cmake "$build" >/dev/null; else cmake --preset release; fi
 cmake --build "$build" -j"$(nproc)" >&2
 (cd "$build" && cpack -G DEB -B "$PWD/package" >&2)
 ls -t "$build"/package/ganpo-workbench_*.deb | head -1
