@@ -1,5 +1,7 @@
 #include "core/reference_logps.h"
 
+#include <optional>
+
 #include "core/sequence_scoring.h"
 
 namespace ganpo {
@@ -25,7 +27,9 @@ PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<Tokenized
     std::vector<const TokenizedPair*> chunk;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i)
       chunk.push_back(&pairs[i]);
-    const auto sums = score_pair_logps(reference, chunk, pad_id, share_prompts).sum.to(torch::kFloat32);  // [2 B]
+    const auto plain = collate_pairs(chunk, pad_id, device).sequences;
+    const auto shared = share_prompts ? std::optional(collate_shared_prompts(chunk, pad_id, device)) : std::nullopt;
+    const auto sums = score_pair_logps(reference, plain, shared ? &*shared : nullptr).sum.to(torch::kFloat32);  // [2 B]
     const auto B = static_cast<int64_t>(chunk.size());
     chosen.push_back(sums.slice(0, 0, B));
     rejected.push_back(sums.slice(0, B));

@@ -45,14 +45,10 @@ ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptB
   return out;
 }
 
-ResponseLogps score_pair_logps(CausalLM& model, const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
-                               bool share_prompts) {
-  const auto device = model->parameters().front().device();
-  if (share_prompts) {
-    auto shared = collate_shared_prompts(pairs, pad_id, device);
-    if (can_share_prompts(shared, model)) return score_pairs_sharing_prompts(model, shared, true, false).logps;
-  }
-  return score_sequences(model, collate_pairs(pairs, pad_id, device).sequences).logps;
+ResponseLogps score_pair_logps(CausalLM& model, const SequenceBatch& plain, const SharedPromptBatch* shared) {
+  if (shared != nullptr && can_share_prompts(*shared, model))
+    return score_pairs_sharing_prompts(model, *shared, true, false).logps;
+  return score_sequences(model, plain).logps;
 }
 
 }  // namespace ganpo

@@ -35,10 +35,10 @@ ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptB
 // prompts with long answers can be larger shared.
 bool can_share_prompts(const SharedPromptBatch& batch, CausalLM& model);
 
-// The response log-probs of a chunk of pairs on one model, as [chosen; rejected] rows: with
-// `share_prompts` through the shared layout where can_share_prompts() says so, else through
-// collate_pairs()'s batch. For evaluations and precomputed log-probs (no gradients, no latents).
-ResponseLogps score_pair_logps(CausalLM& model, const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
-                               bool share_prompts);
+// The response log-probs of a chunk of pairs on one model, as [chosen; rejected] rows: through
+// `shared` (collate_shared_prompts() of the same pairs) where it is given and can_share_prompts()
+// says so, else through `plain` (collate_pairs()). For evaluations and precomputed log-probs (no
+// gradients, no latents); the caller collates once for both models.
+ResponseLogps score_pair_logps(CausalLM& model, const SequenceBatch& plain, const SharedPromptBatch* shared);
 
 }  // namespace ganpo

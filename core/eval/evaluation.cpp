@@ -1,6 +1,7 @@
 #include "core/eval/evaluation.h"
 
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "core/generate.h"
@@ -37,16 +38,20 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
       rows.push_back(static_cast<int64_t>(i));
     }
     const auto B = static_cast<int64_t>(chunk.size());
+    // Collated once for both models; each takes the shared layout where it can (its own positions).
+    const auto plain = collate_pairs(chunk, pad_id, device).sequences;
+    const auto shared = share_prompts ? std::optional(collate_shared_prompts(chunk, pad_id, device)) : std::nullopt;
+    const SharedPromptBatch* sp = shared ? &*shared : nullptr;
     ResponseLogps pol, ref;
     if (reference_logps) {
-      pol = score_pair_logps(policy, chunk, pad_id, share_prompts);
+      pol = score_pair_logps(policy, plain, sp);
       ref.sum = reference_logps->rows(rows);
     } else {
       run_lanes(
-          lanes, [&] { pol = score_pair_logps(policy, chunk, pad_id, share_prompts); },
+          lanes, [&] { pol = score_pair_logps(policy, plain, sp); },
           [&] {
             torch::NoGradGuard lane_guard;  // grad mode is per thread
-            ref = score_pair_logps(reference, chunk, pad_id, share_prompts);
+            ref = score_pair_logps(reference, plain, sp);
           });
     }
     OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),

@@ -124,9 +124,15 @@ struct AttentionImpl : torch::nn::Module {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t q0 = T * b / blocks, q1 = T * (b + 1) / blocks, keys = past + q1;
       // Query q0 + i sees keys 0 .. past + q0 + i (and, with a mask, only the ones it allows).
-      auto bias = mask.defined()
-                      ? mask.slice(2, q0, q1).slice(3, 0, keys).expand({B, H, q1 - q0, keys}).reshape({B * H, q1 - q0, keys})
-                      : torch::full({q1 - q0, keys}, -std::numeric_limits<float>::infinity(), q.options()).triu(past + q0 + 1);
+      // A mask of one row for all (a window, no padding) broadcasts over the B H products as the
+      // full path's does; a per-row (padding) mask is laid out once per head.
+      torch::Tensor bias;
+      if (!mask.defined())
+        bias = torch::full({q1 - q0, keys}, -std::numeric_limits<float>::infinity(), q.options()).triu(past + q0 + 1);
+      else if (mask.size(0) == 1)
+        bias = mask.slice(2, q0, q1).slice(3, 0, keys).reshape({1, q1 - q0, keys});
+      else
+        bias = mask.slice(2, q0, q1).slice(3, 0, keys).expand({B, H, q1 - q0, keys}).reshape({B * H, q1 - q0, keys});
       auto scores = at::baddbmm(bias, q3.slice(1, q0, q1), k3.slice(1, 0, keys).transpose(1, 2), 1.0, scale);
       outs.push_back(torch::bmm(torch::softmax(scores, -1), v3.slice(1, 0, keys)));  // [B H, q1 - q0, hd]
     }

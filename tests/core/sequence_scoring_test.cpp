@@ -151,10 +151,11 @@ TEST(SequenceScoring, PairLogpsShareWhereTheBatchAllowsIt) {
   const std::vector<const TokenizedPair*> rows{&a, &b};
   auto shared_batch = collate_shared_prompts(rows, kScoringPad, torch::kCPU);
   ASSERT_TRUE(can_share_prompts(shared_batch, model));
-  auto plain = score_sequences(model, collate_pairs(rows, kScoringPad, torch::kCPU).sequences).logps;
+  const auto plain_batch = collate_pairs(rows, kScoringPad, torch::kCPU).sequences;
+  auto plain = score_sequences(model, plain_batch).logps;
   auto shared = score_pairs_sharing_prompts(model, shared_batch, true, false).logps;
-  auto on = score_pair_logps(model, rows, kScoringPad, true);
-  auto off = score_pair_logps(model, rows, kScoringPad, false);
+  auto on = score_pair_logps(model, plain_batch, &shared_batch);
+  auto off = score_pair_logps(model, plain_batch, nullptr);
   EXPECT_TRUE(torch::equal(on.sum, shared.sum));
   EXPECT_TRUE(torch::equal(off.sum, plain.sum));
   EXPECT_TRUE(torch::equal(on.count, plain.count));
@@ -163,8 +164,10 @@ TEST(SequenceScoring, PairLogpsShareWhereTheBatchAllowsIt) {
   TokenizedPair c{ids(1, 20), ids(50, 2), ids(60, 2)};
   TokenizedPair d{ids(2, 1), ids(70, 20), ids(80, 20)};
   const std::vector<const TokenizedPair*> unfit{&c, &d};
-  EXPECT_TRUE(torch::equal(score_pair_logps(model, unfit, kScoringPad, true).sum,
-                           score_sequences(model, collate_pairs(unfit, kScoringPad, torch::kCPU).sequences).logps.sum));
+  const auto unfit_plain = collate_pairs(unfit, kScoringPad, torch::kCPU).sequences;
+  const auto unfit_shared = collate_shared_prompts(unfit, kScoringPad, torch::kCPU);
+  EXPECT_TRUE(torch::equal(score_pair_logps(model, unfit_plain, &unfit_shared).sum,
+                           score_sequences(model, unfit_plain).logps.sum));
 }
 
 TEST(SequenceScoring, SharedPromptLayoutMarksAnEmptyPrompt) {
