@@ -7,6 +7,7 @@
 
 #include "core/counter_dropout.h"
 #include "core/error.h"
+#include "core/sdpa.h"
 
 namespace ganpo {
 namespace {
@@ -37,18 +38,34 @@ struct EncoderLayerImpl : torch::nn::Module {
     const bool train = is_training();
     const auto N = x.size(0), T = x.size(1), h = x.size(2), hd = h / heads;
     auto parts = qkv(norm1(x)).view({N, T, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3][N, heads, T, hd]
-    // key bias + q k^T / sqrt(hd) as one batched product (baddbmm, BLAS with beta = 1): no
-    // separate passes over the [N, heads, T, T] scores to mask them, nor back in the backward.
-    auto q = (parts[0] * (1.0 / std::sqrt(double(hd)))).reshape({N * heads, T, hd});
-    auto kt = parts[1].reshape({N * heads, T, hd}).transpose(1, 2);
-    auto scores = (key_bias.defined() ? at::baddbmm(key_bias.expand({N, heads, 1, T}).reshape({N * heads, 1, T}), q, kt)
-                                      : at::bmm(q, kt))
-                      .view({N, heads, T, T});
-    auto attn = ganpo::dropout(torch::softmax(scores, -1), dropout, train, gen);
-    auto ctx = torch::matmul(attn, parts[2]).transpose(1, 2).reshape({N, T, h});
-    x = x + ganpo::dropout(out(ctx), dropout, train, gen);
+    x = x + ganpo::dropout(out(attention(parts[0], parts[1], parts[2], key_bias, train, gen)), dropout, train, gen);
     auto y = ff2(ganpo::dropout(torch::gelu(ff1(norm2(x))), dropout, train, gen));
     return x + ganpo::dropout(y, dropout, train, gen);
+  }
+  // Self-attention over q, k, v [N, heads, T, hd] -> [N, T, h], dropout on the probabilities.
+  torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                          const torch::Tensor& key_bias, bool train, const c10::optional<at::Generator>& gen) const {
+    const auto N = q.size(0), T = q.size(2), hd = q.size(3);
+    const bool drop = train && dropout > 0.0;
+#if GANPO_HAVE_SDPA
+    // The fused kernels, except for dropout on the CPU: there the probabilities' mask comes from
+    // the critic's own counter-based generator (faster than LibTorch's, and in its checkpoint).
+    // On CUDA, SDPA's dropout draws from the device generator, as torch::dropout there does.
+    if (!drop || !q.device().is_cpu())
+      return at::scaled_dot_product_attention(q, k, v, key_bias.defined() ? c10::optional<torch::Tensor>(key_bias) : c10::nullopt,
+                                              drop ? dropout : 0.0)
+          .transpose(1, 2)
+          .reshape({N, T, heads * hd});
+#endif
+    // key bias + q k^T / sqrt(hd) as one batched product (baddbmm, BLAS with beta = 1): no
+    // separate passes over the [N, heads, T, T] scores to mask them, nor back in the backward.
+    auto qs = (q * (1.0 / std::sqrt(double(hd)))).reshape({N * heads, T, hd});
+    auto kt = k.reshape({N * heads, T, hd}).transpose(1, 2);
+    auto scores = (key_bias.defined() ? at::baddbmm(key_bias.expand({N, heads, 1, T}).reshape({N * heads, 1, T}), qs, kt)
+                                      : at::bmm(qs, kt))
+                      .view({N, heads, T, T});
+    auto attn = ganpo::dropout(torch::softmax(scores, -1), dropout, drop, gen);
+    return torch::matmul(attn, v).transpose(1, 2).reshape({N, T, heads * hd});
   }
   int64_t heads;
   double dropout;
@@ -91,6 +108,14 @@ torch::Tensor SpectralLinearImpl::forward(const torch::Tensor& x) {
 CriticShape critic_shape(const GanpoConfig& c, int64_t input_dim) {
   return {input_dim, c.critic_hidden, c.critic_layers, c.critic_heads, c.critic_ffn_mult,
           c.critic_max_len, c.critic_dropout};
+}
+
+std::string critic_attention_note(double dropout, const torch::Device& device) {
+  if (!GANPO_HAVE_SDPA) return "explicit softmax (this LibTorch has no scaled_dot_product_attention)";
+  if (dropout > 0.0 && device.is_cpu())
+    return "scaled_dot_product_attention when evaluating; while training, explicit softmax with the critics' "
+           "counter-based dropout of the attention probabilities (CPU)";
+  return "scaled_dot_product_attention";
 }
 
 LatentCriticImpl::LatentCriticImpl(const CriticShape& s) : shape_(s) {

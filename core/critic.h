@@ -41,6 +41,8 @@ struct CriticShape {
   double dropout = 0.1;
 };
 CriticShape critic_shape(const GanpoConfig& config, int64_t input_dim);
+// How this build computes the critics' attention, for the run log (see core/sdpa.h).
+std::string critic_attention_note(double dropout, const torch::Device& device);
 
 class LatentCriticImpl : public torch::nn::Module {
 public:

@@ -7,6 +7,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <torch/version.h>
+
 #include <cstdlib>
 #include <mutex>
 
@@ -14,6 +16,15 @@
 
 namespace ganpo {
 namespace {
+
+// What runs the collectives: from LibTorch 2.0 on, Gloo and NCCL are c10d::Backend classes (a
+// ProcessGroup is a wrapper that dispatches to them); in 1.13 they were ProcessGroup classes.
+// The collectives called here have the same signatures on both.
+#if TORCH_VERSION_MAJOR >= 2
+using CollectiveBackend = c10d::Backend;
+#else
+using CollectiveBackend = c10d::ProcessGroup;
+#endif
 
 constexpr int64_t kBucketBytes = 25 * 1024 * 1024;  // DDP's default bucket_cap_mb
 
@@ -34,7 +45,7 @@ std::string current_error_text() {
 
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  c10::intrusive_ptr<CollectiveBackend> group;
 };
 
 DataParallel::DataParallel(const DistributedEnv& env, const torch::Device& device, std::chrono::milliseconds timeout)
@@ -192,7 +203,7 @@ struct DataParallel::Overlap {
     size_t pending = 0;                  // members whose gradient has not arrived
     c10::intrusive_ptr<c10d::Work> work;
   };
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  c10::intrusive_ptr<CollectiveBackend> group;
   std::vector<torch::Tensor> params;
   std::vector<Bucket> buckets;
   std::vector<std::pair<size_t, size_t>> slot;  // param -> (bucket, member)

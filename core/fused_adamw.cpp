@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <map>
+#include <sstream>
+#include <string>
+#include <type_traits>
 
 namespace ganpo {
 namespace {
@@ -81,6 +84,19 @@ void update_foreach(ForeachGroup& t, const Coefficients& c) {
   at::_foreach_addcdiv_(t.params, t.exp_avgs, denom, -c.step_size);
 }
 
+// The key torch::optim keeps a parameter's state under: its TensorImpl's address, as a string up
+// to LibTorch 2.0 (what c10::guts::to_string gave) and as the pointer itself later.
+template <typename Key>
+Key param_state_key(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;
+    key << p.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
 }  // namespace
 
 FusedAdamW::FusedAdamW(std::vector<torch::Tensor> params, AdamWOptions options, Kernel kernel)
@@ -103,7 +119,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const torch::Tensor& grad = p.grad();
       TORCH_CHECK(!grad.is_sparse(), "FusedAdamW does not support sparse gradients");
       // The same state, under the same key, as torch::optim::AdamW keeps: checkpoints interchange.
-      auto& slot = state_[c10::guts::to_string(p.unsafeGetTensorImpl())];
+      auto& slot = state_[param_state_key<decltype(state_)::key_type>(p)];
       if (!slot) {
         auto fresh = std::make_unique<AdamWParamState>();
         fresh->step(0);

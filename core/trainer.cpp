@@ -450,6 +450,17 @@ struct Trainer::State {
         regularizer = std::make_unique<GanpoRegularizer>(config.ganpo, policy->shape().d_model, device);
     }
     policy->train();
+    log_attention_kernels();
+  }
+
+  // Said once per run: which attention computation the models and the critics use.
+  void log_attention_kernels() {
+    const std::string policy_note = attention_kernel_note(policy->shape());
+    std::string line = "attention: " + policy_note;
+    if (reference && attention_kernel_note(reference->shape()) != policy_note)
+      line += "; reference: " + attention_kernel_note(reference->shape());
+    if (regularizer) line += "; critics: " + critic_attention_note(config.ganpo.critic_dropout, device);
+    log("info", line);
   }
 
   // train.precompute_ref_log_probs: one pass of the reference over both splits before the first

@@ -1,13 +1,13 @@
 #include "core/model/causal_lm.h"
 
-#include <torch/version.h>
-
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "core/bf16_autocast.h"
 #include "core/counter_dropout.h"
 #include "core/error.h"
+#include "core/sdpa.h"
 
 namespace ganpo {
 namespace {
@@ -182,14 +182,12 @@ struct AttentionImpl : torch::nn::Module {
       v = v.repeat_interleave(n_heads / n_kv_heads, 1);
     }
     torch::Tensor out;
-#if TORCH_VERSION_MAJOR >= 2
-    if (softcap == 0.0) {
-      // SDPA scales by 1/sqrt(hd); fold a different scale (query_pre_attn_scalar) into q.
-      const double fold = scale * std::sqrt(static_cast<double>(head_dim));
-      if (fold != 1.0) q = q * fold;
-      out = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask)
-                           : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
-    }
+#if GANPO_HAVE_SDPA
+    // Without a mask the rows are causal from position 0 (no cache, no left padding): is_causal
+    // lets the flash kernels run; otherwise the additive mask says what each query sees.
+    if (softcap == 0.0)
+      out = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale)
+                           : at::scaled_dot_product_attention(q, k, v, c10::nullopt, 0.0, /*is_causal=*/true, scale);
 #endif
     if (!out.defined() && softcap == 0.0 && T >= 2 * kMinQueryBlock) out = attention_by_query_blocks(q, k, v, scale, mask);
     if (!out.defined()) {
@@ -473,6 +471,20 @@ LoraSpec lora_spec(const LoraConfig& config) {
   spec.dropout = config.dropout;
   if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
   return spec;
+}
+
+std::string attention_kernel_note(const ModelShape& shape) {
+  const std::string torch_version = TORCH_VERSION;
+  if (shape.attn_softcap > 0) {
+    char cap[32];
+    std::snprintf(cap, sizeof cap, "%g", shape.attn_softcap);
+    return std::string("explicit softmax: the model soft-caps its attention scores (attn_logit_softcapping ") + cap +
+           "), which scaled_dot_product_attention's kernels cannot do";
+  }
+  if (GANPO_HAVE_SDPA)
+    return "scaled_dot_product_attention (LibTorch " + torch_version + " picks flash, memory-efficient or math kernels per call)";
+  return "explicit softmax by blocks of causal queries (LibTorch " + torch_version +
+         " has no scaled_dot_product_attention; 2.1 or later has)";
 }
 
 LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids_in,

@@ -113,6 +113,11 @@ TORCH_MODULE(CausalLM);
 // The model with its adapters off (see CausalLMImpl::without_adapters_impl).
 inline CausalLM without_adapters(CausalLM& model) { return CausalLM(model->without_adapters_impl()); }
 
+// How this build computes a model's attention, for the run log: scaled_dot_product_attention
+// where LibTorch has it (core/sdpa.h) and the scores are not soft-capped, which no fused kernel
+// does; explicit softmax otherwise (by blocks of causal queries where the rows are long enough).
+std::string attention_kernel_note(const ModelShape& shape);
+
 // Rotary inverse frequencies of HF's rope_init_fn for the shape (default, linear or llama3).
 torch::Tensor rope_inverse_frequencies(const ModelShape& shape);  // [head_dim/2] float64
 

@@ -1,6 +1,8 @@
 #include "core/critic.h"
 
 #include <cmath>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -151,6 +153,62 @@ TEST(CriticLatentCritic, RowsAreIndependent) {
   for (int i = 0; i < 4; ++i)
     EXPECT_NEAR(all[i].item<double>(), critic->forward(x.slice(0, i, i + 1), torch::ones({1, 5}))[0].item<double>(),
                 1e-5);
+}
+
+// The critic's forward written out from its parameters (float64): spectral input projection,
+// learned positions, pre-norm encoder layers with key-masked softmax attention, masked mean pool,
+// spectral head. Whatever attention kernel the build uses (core/sdpa.h) must give these numbers.
+torch::Tensor critic_by_hand(LatentCritic& critic, const torch::Tensor& x, const torch::Tensor& mask) {
+  auto p = critic->named_parameters();
+  auto b = critic->named_buffers();
+  auto spectral = [&](const std::string& name, const torch::Tensor& in) {
+    const auto& w = p[name + ".weight"];
+    auto sigma = torch::dot(b[name + ".u"], torch::mv(w, b[name + ".v"]));
+    return torch::nn::functional::linear(in, w / sigma, p[name + ".bias"]);
+  };
+  auto linear = [&](const std::string& name, const torch::Tensor& in) {
+    return torch::nn::functional::linear(in, p[name + ".weight"], p[name + ".bias"]);
+  };
+  auto norm = [&](const std::string& name, const torch::Tensor& in) {
+    return torch::layer_norm(in, {in.size(-1)}, p[name + ".weight"], p[name + ".bias"], 1e-5);
+  };
+  const auto N = x.size(0), T = x.size(1), h = critic->shape().hidden, heads = critic->shape().heads, hd = h / heads;
+  auto hidden = spectral("input_proj", x) + p["pos_embedding"].slice(1, 0, T);
+  auto hidden_keys = (mask > 0).view({N, 1, 1, T});
+  for (int64_t l = 0; l < critic->shape().layers; ++l) {
+    const std::string pre = "layers." + std::to_string(l) + ".";
+    auto qkv = linear(pre + "qkv", norm(pre + "norm1", hidden)).view({N, T, 3, heads, hd});
+    auto q = qkv.select(2, 0).transpose(1, 2), k = qkv.select(2, 1).transpose(1, 2), v = qkv.select(2, 2).transpose(1, 2);
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd));  // [N, heads, T, T]
+    scores = scores.masked_fill(hidden_keys.logical_not(), -std::numeric_limits<double>::infinity());
+    auto ctx = torch::matmul(torch::softmax(scores, -1), v).transpose(1, 2).reshape({N, T, h});
+    hidden = hidden + linear(pre + "out", ctx);
+    hidden = hidden + linear(pre + "ff2", torch::gelu(linear(pre + "ff1", norm(pre + "norm2", hidden))));
+  }
+  auto m = mask.to(hidden.dtype()).unsqueeze(-1);
+  auto pooled = (hidden * m).sum(1) / m.sum(1);
+  return spectral("head2", torch::gelu(spectral("head1", pooled))).squeeze(-1);
+}
+
+TEST(CriticLatentCritic, ForwardAndGradientsEqualTheEncoderComputedByHand) {
+  torch::manual_seed(9);
+  LatentCritic critic(small_shape(/*dropout=*/0.1));  // dropout is off in evaluation, whatever p
+  critic->to(torch::kFloat64);
+  critic->eval();
+  auto x = torch::randn({3, 7, 8}, torch::kFloat64);
+  auto mask = torch::ones({3, 7}, torch::kFloat64);
+  mask[0].slice(0, 4).fill_(0);
+  mask[2].slice(0, 6).fill_(0);
+  auto xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+  auto got = critic->forward(xa, mask);
+  const torch::Tensor qkv = critic->named_parameters()["layers.1.qkv.weight"];
+  auto got_grads = torch::autograd::grad({got.sum()}, {xa, qkv});
+  auto want = critic_by_hand(critic, xb, mask);
+  auto want_grads = torch::autograd::grad({want.sum()}, {xb, qkv});
+  EXPECT_TRUE(torch::allclose(got, want, 1e-10, 1e-12)) << got << want;
+  EXPECT_TRUE(torch::allclose(got_grads[0], want_grads[0], 1e-9, 1e-12));  // into the latents
+  EXPECT_TRUE(torch::allclose(got_grads[1], want_grads[1], 1e-9, 1e-12));  // into an attention weight
+  EXPECT_GT(got_grads[1].abs().max().item<double>(), 1e-6);
 }
 
 TEST(CriticLatentCritic, TooLongSequenceThrows) {

@@ -105,8 +105,14 @@ TEST(SequenceScoring, SharingEachPromptGivesThePlainPassesNumbersAndGradients) {
     const auto real = plain_batch.attention_mask.unsqueeze(-1);
     EXPECT_TRUE(torch::allclose(shared.out.hidden * real, plain.out.hidden * real, 1e-4, 1e-5));
     auto params = model->parameters();
-    for (size_t i = 0; i < params.size(); ++i)
-      EXPECT_TRUE(torch::allclose(shared_grads[i], plain_grads[i], 1e-4, 1e-5)) << "parameter " << i;
+    // Within float32 rounding of the gradient's own scale: an embedding table's gradient sums
+    // many positions, in another order in each pass (LibTorch 2.x's fused attention differs more
+    // there than the explicit products do).
+    for (size_t i = 0; i < params.size(); ++i) {
+      const double scale = plain_grads[i].abs().max().item<double>();
+      EXPECT_LE((shared_grads[i] - plain_grads[i]).abs().max().item<double>(), 1e-5 * scale + 1e-5)
+          << "parameter " << i << " (largest gradient " << scale << ")";
+    }
 
     // Hidden states only (a precomputed reference): no log-probs, the same states.
     torch::NoGradGuard guard;

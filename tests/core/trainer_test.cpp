@@ -1,5 +1,6 @@
 #include "core/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -21,7 +22,10 @@
 #include "core/batching.h"
 #include "core/checkpoint.h"
 #include "core/config.h"
+#include "core/critic.h"
 #include "core/eval/evaluation.h"
+#include "core/model/causal_lm.h"
+#include "core/model/model_shape.h"
 #include "core/tasks/lists_task.h"
 #include "core/tasks/task.h"
 #include "core/run_observer.h"
@@ -154,6 +158,13 @@ TEST_F(TrainerTest, GanpoRunReportsEveryDocumentedMetric) {
   EXPECT_EQ(r.steps, 2);
   EXPECT_EQ(obs.total_steps, 2);
   EXPECT_EQ(obs.first_step, 0);
+  // Said once: how the models' and the critics' attention is computed (core/sdpa.h).
+  EXPECT_EQ(std::count_if(obs.logs.begin(), obs.logs.end(),
+                          [](const std::string& l) { return l.rfind("info: attention: ", 0) == 0; }),
+            1)
+      << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), "info: attention: " + attention_kernel_note(resolve_model_shape(c.model, ByteTokenizer().vocab_size())) +
+                                      "; critics: " + critic_attention_note(c.ganpo.critic_dropout, torch::kCPU));
   ASSERT_FALSE(obs.statuses.empty());
   EXPECT_EQ(obs.statuses.front(), "running");
   EXPECT_EQ(obs.statuses.back(), "completed");

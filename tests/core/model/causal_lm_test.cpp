@@ -14,6 +14,8 @@
 #include "core/generate.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
+#include "core/sdpa.h"
+#include "tests/support/expect_contains.h"
 
 namespace ganpo {
 namespace {
@@ -303,6 +305,17 @@ TEST(ModelForward, AttentionByQueryBlocksEqualsTheFullProduct) {
         EXPECT_TRUE(torch::allclose(g[i], reference_grads[i], 1e-4, 1e-6)) << variant << ", parameter " << i;
     }
   }
+}
+
+// The run log's line on attention names what this build computes: the fused kernels where
+// LibTorch has them (core/sdpa.h), the explicit softmax where a model soft-caps its scores.
+TEST(ModelForward, AttentionKernelNoteNamesWhatThisBuildUses) {
+  auto s = all_test_shapes().front().second;
+  s.attn_softcap = 0.0;
+  EXPECT_CONTAINS(attention_kernel_note(s), GANPO_HAVE_SDPA ? "scaled_dot_product_attention (LibTorch "
+                                                            : "explicit softmax by blocks of causal queries");
+  s.attn_softcap = 50.0;
+  EXPECT_CONTAINS(attention_kernel_note(s), "soft-caps its attention scores (attn_logit_softcapping 50)");
 }
 
 TEST(ModelForward, KvCacheMatchesFullForward) {
