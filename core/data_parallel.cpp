@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "core/error.h"
 
@@ -41,6 +42,30 @@ std::string current_error_text() {
   }
 }
 
+// TCPStoreOptions::useLibUV (LibTorch 2.2 on; true by default from 2.4) where the options have it.
+template <typename Options>
+auto turn_libuv_off(Options& options, int) -> decltype(options.useLibUV = false, bool()) {
+  if (!options.useLibUV) return false;
+  options.useLibUV = false;
+  return true;
+}
+template <typename Options>
+bool turn_libuv_off(Options&, long) {
+  return false;
+}
+
+// The rendezvous store. LibTorch 2.4 and later serve it with libuv by default, and refuse to when
+// built without libuv (as Debian's 2.6 is): then the classic TCP server, which every rank picks
+// the same way, so clients and server agree.
+c10::intrusive_ptr<c10d::TCPStore> connect_store(const std::string& address, c10d::TCPStoreOptions options) {
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(address, options);
+  } catch (const c10::Error& e) {
+    if (std::string(e.what()).find("libuv") == std::string::npos || !turn_libuv_off(options, 0)) throw;
+    return c10::make_intrusive<c10d::TCPStore>(address, options);
+  }
+}
+
 }  // namespace
 
 struct DataParallel::Group {
@@ -56,7 +81,7 @@ DataParallel::DataParallel(const DistributedEnv& env, const torch::Device& devic
     store_options.isServer = env.rank == 0;
     store_options.numWorkers = env.world_size;
     store_options.timeout = timeout;
-    auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
+    auto tcp = connect_store(env.master_addr, store_options);
     group_->store = c10::make_intrusive<c10d::PrefixStore>("ganpo", tcp);
     if (device.is_cuda()) {
 #ifdef USE_C10D_NCCL
