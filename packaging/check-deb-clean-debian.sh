@@ -71,10 +71,10 @@ echo "apt install ./$name: $(( $(secs) - t0 )) s; $(grep -E '^Need to get|^After
 echo "packages installed with it: $(grep -c '^Setting up' /tmp/ganpo-apt-install.log)"
 
 in_root ganpo --version
-in_root ganpo --version | grep -q "^ganpo [0-9]" || fail "ganpo --version"
+grep -q "^ganpo [0-9]" <<< "$(in_root ganpo --version)" || fail "ganpo --version"
 in_root sh -c "cd /tmp && ganpo demo --quick --no-db --output-dir /tmp/demo | tail -3" || fail "the quick demo failed"
-in_root sh -c "QT_QPA_PLATFORM=offscreen XDG_DATA_HOME=/tmp/xdg ganpo-workbench --self-test --db /tmp/ws.sqlite" |
-  grep -q "started with workspace" || fail "the workbench did not start from the installed paths"
+started=$(in_root sh -c "QT_QPA_PLATFORM=offscreen XDG_DATA_HOME=/tmp/xdg ganpo-workbench --self-test --db /tmp/ws.sqlite")
+grep -q "started with workspace" <<< "$started" || fail "the workbench did not start from the installed paths: $started"
 echo "installed programs: --version, quick demo and workbench self-test ok"
 
 owned=$(in_root dpkg -L ganpo-workbench | while read -r f; do [ -d "$root$f" ] || echo "$f"; done)

@@ -11,13 +11,16 @@ demo=1
 deb=$(bash packaging/build-deb.sh | tail -1)
 echo "package: $deb"
 fail() { echo "check-deb: $*" >&2; exit 1; }
+# Output is matched from variables (here-strings), not through `program | grep -q`: under
+# pipefail, a program that still writes after grep -q has left at its match dies of SIGPIPE and
+# the check would fail although the text was there.
 
 info=$(dpkg-deb --info "$deb")
-echo "$info" | grep -q "^ Package: ganpo-workbench" || fail "not the ganpo-workbench package"
+grep -q "^ Package: ganpo-workbench" <<< "$info" || fail "not the ganpo-workbench package"
 depends=$(echo "$info" | sed -n 's/^ Depends: //p')
 echo "depends: $depends"
 for lib in libopenblas0-pthread libtorch libqt6widgets6 libsqlite3; do
-  echo "$depends" | grep -q "$lib" || fail "Depends lacks $lib"
+  grep -q "$lib" <<< "$depends" || fail "Depends lacks $lib"
 done
 files=$(dpkg-deb --contents "$deb" | awk '{print $6}')
 for f in ./usr/bin/ganpo ./usr/bin/ganpo-workbench ./usr/share/applications/ganpo-workbench.desktop \
@@ -25,7 +28,8 @@ for f in ./usr/bin/ganpo ./usr/bin/ganpo-workbench ./usr/share/applications/ganp
          ./usr/share/icons/hicolor/256x256/apps/ganpo-workbench.png ./usr/share/mime/packages/ganpo-workbench.xml \
          ./usr/share/metainfo/io.github.ganpo_workbench.metainfo.xml ./usr/share/ganpo-workbench/presets/demo.toml \
          ./usr/share/bash-completion/completions/ganpo ./usr/share/man/man1/ganpo.1.gz; do
-  echo "$files" | grep -qx "$f" || fail "the package has no $f"
+  grep -qx "$f" <<< "$files" || fail "the package has no $f; it has:
+$files"
 done
 man_page=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man1/ganpo.1.gz | zcat)
 grep -q 'ganpo runs list' <<< "$man_page" || fail "the man page lacks the subcommands' options"
@@ -43,12 +47,13 @@ touch "$root/var/lib/dpkg/status" "$root/var/lib/dpkg/available"
 dpkg_root=(dpkg --root="$root" --force-depends --force-not-root --force-script-chrootless --log=/dev/null)
 "${dpkg_root[@]}" --install "$deb" >/dev/null
 "$root/usr/bin/ganpo" --version
-"$root/usr/bin/ganpo" --version | grep -q "^ganpo [0-9]" || fail "ganpo --version"
-QT_QPA_PLATFORM=offscreen "$root/usr/bin/ganpo-workbench" --version | grep -q "LibTorch" || fail "ganpo-workbench --version"
+grep -q "^ganpo [0-9]" <<< "$("$root/usr/bin/ganpo" --version)" || fail "ganpo --version"
+grep -q "LibTorch" <<< "$(QT_QPA_PLATFORM=offscreen "$root/usr/bin/ganpo-workbench" --version)" || fail "ganpo-workbench --version"
 work=$(mktemp -d)
 # The workbench from the installed paths, on a workspace of its own: it finds the `ganpo` beside it.
-HOME="$work" XDG_DATA_HOME="$work/data" QT_QPA_PLATFORM=offscreen "$root/usr/bin/ganpo-workbench" --self-test \
-  --db "$work/ws.sqlite" | grep -q "started with workspace" || fail "the workbench did not start"
+started=$(HOME="$work" XDG_DATA_HOME="$work/data" QT_QPA_PLATFORM=offscreen "$root/usr/bin/ganpo-workbench" \
+  --self-test --db "$work/ws.sqlite")
+grep -q "started with workspace" <<< "$started" || fail "the workbench did not start: $started"
 if [ "$demo" = 1 ]; then
   (cd "$work" && "$root/usr/bin/ganpo" demo --quick --no-db --output-dir "$work/demo" | tail -3)
 fi

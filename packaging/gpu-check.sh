@@ -51,7 +51,7 @@ dbg=$(command -v gdb || command -v cuda-gdb)
 if [ -n "$failed" ] && [ -n "$dbg" ]; then
   filter=$failed; [[ $failed == *.* ]] || filter="$failed.*"
   for exe in build/gpu/tests/core/core_tests build/gpu/tests/core/base_tests build/gpu/tests/db/db_tests; do
-    "$exe" --gtest_list_tests | grep -q "${failed#*.}" || continue
+    grep -q "${failed#*.}" <<< "$("$exe" --gtest_list_tests)" || continue
     step "backtrace of $failed"
     timeout 120 "$dbg" -batch -ex run -ex bt --args "$exe" --gtest_filter="$filter" 2>&1 | tail -40
   done
