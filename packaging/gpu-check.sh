@@ -25,9 +25,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 c++ --version | head -1
 
 step configure
-cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DGANPO_BUILD_GUI=OFF \
+cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DGANPO_BUILD_GUI=OFF -DGANPO_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$PREFIX" ${GTEST_SRC:-} >"$LOGS/configure.log" 2>&1 \
   || { tail -40 "$LOGS/configure.log"; exit 1; }
+grep "LibTorch " "$LOGS/configure.log"
 step build
 time cmake --build build/gpu -j"$(nproc)" >"$LOGS/build.log" 2>&1 || { grep -B2 -A8 "error" "$LOGS/build.log" | head -80; exit 1; }
 G=build/gpu/app/ganpo

@@ -1,0 +1,78 @@
+# Finds LibTorch for the build (included by the top CMakeLists.txt) and says which one it took.
+#
+# Where it looks, in order:
+#   1. GANPO_TORCH_DIR, when set: an unpacked LibTorch folder (libtorch/), a Python torch install
+#      (its torch/ folder or the site-packages above it) or a folder holding TorchConfig.cmake.
+#   2. With GANPO_CUDA (the "cuda" preset): the python3 torch install's LibTorch, then the rest.
+#   3. CMAKE_PREFIX_PATH and the system (Debian's libtorch-dev).
+#   4. The python3 torch install's LibTorch.
+# GANPO_CUDA requires the LibTorch found to have CUDA. Sets what find_package(Torch) sets.
+
+# The folder holding TorchConfig.cmake under DIR, or "" when DIR holds no LibTorch.
+function(ganpo_torch_config_dir dir out)
+  set(found "")
+  foreach(sub "" "Torch" "share/cmake/Torch" "torch/share/cmake/Torch" "lib/cmake/Torch")
+    if(NOT found AND EXISTS "${dir}/${sub}/TorchConfig.cmake")
+      get_filename_component(found "${dir}/${sub}" ABSOLUTE)
+    endif()
+  endforeach()
+  set(${out} "${found}" PARENT_SCOPE)
+endfunction()
+
+# The LibTorch of `python3 -c "import torch"`, or "" when there is none.
+function(ganpo_python_torch_dir out)
+  set(found "")
+  find_package(Python3 COMPONENTS Interpreter QUIET)
+  if(Python3_Interpreter_FOUND)
+    execute_process(COMMAND ${Python3_EXECUTABLE} -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
+                    OUTPUT_VARIABLE prefix OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE rc)
+    if(rc EQUAL 0 AND prefix)
+      ganpo_torch_config_dir("${prefix}" found)
+    endif()
+  endif()
+  set(${out} "${found}" PARENT_SCOPE)
+endfunction()
+
+if(GANPO_TORCH_DIR)
+  ganpo_torch_config_dir("${GANPO_TORCH_DIR}" config_dir)
+  if(NOT config_dir)
+    message(FATAL_ERROR "GANPO_TORCH_DIR=${GANPO_TORCH_DIR} holds no LibTorch (no TorchConfig.cmake in it, in "
+                        "Torch/, share/cmake/Torch/ or torch/share/cmake/Torch/). Give an unpacked LibTorch "
+                        "folder or a Python torch install: python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))'")
+  endif()
+  set(Torch_DIR "${config_dir}" CACHE PATH "" FORCE)
+  find_package(Torch REQUIRED)
+else()
+  if(GANPO_CUDA)
+    ganpo_python_torch_dir(python_torch)
+    if(python_torch)
+      set(Torch_DIR "${python_torch}" CACHE PATH "" FORCE)
+    endif()
+  endif()
+  find_package(Torch QUIET)
+  if(NOT Torch_FOUND)
+    ganpo_python_torch_dir(python_torch)
+    if(python_torch)
+      set(Torch_DIR "${python_torch}" CACHE PATH "" FORCE)
+      find_package(Torch QUIET)
+    endif()
+  endif()
+  if(NOT Torch_FOUND)
+    message(FATAL_ERROR "LibTorch was not found. On Debian: apt install libtorch-dev (CPU). For a GPU: install a CUDA "
+                        "torch for python3 (it is found by itself) or unpack a LibTorch and pass "
+                        "-DGANPO_TORCH_DIR=/path/to/libtorch.")
+  endif()
+endif()
+
+# A CUDA LibTorch lists its CUDA libraries (TorchConfig.cmake) and exports torch_cuda.
+if(TORCH_CUDA_LIBRARIES OR TARGET torch_cuda)
+  set(GANPO_TORCH_HAS_CUDA ON)
+else()
+  set(GANPO_TORCH_HAS_CUDA OFF)
+endif()
+message(STATUS "LibTorch ${Torch_VERSION} from ${Torch_DIR} (CUDA: ${GANPO_TORCH_HAS_CUDA})")
+if(GANPO_CUDA AND NOT GANPO_TORCH_HAS_CUDA)
+  message(FATAL_ERROR "GANPO_CUDA (the cuda preset) needs a LibTorch built with CUDA; the one at ${Torch_DIR} is "
+                      "CPU-only. Install a CUDA torch for python3, or pass -DGANPO_TORCH_DIR= a CUDA LibTorch "
+                      "(the release preset builds against a CPU one).")
+endif()
