@@ -70,6 +70,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(model, max_seq_len),
       GANPO_FIELD(model, rope_theta),
       GANPO_FIELD(model, checkpoint),
+      GANPO_FIELD(model, random_weights),
       GANPO_FIELD(model, reference),
       GANPO_FIELD(model, save_dtype),
       GANPO_FIELD(model, max_shard_mb),

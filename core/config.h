@@ -40,6 +40,11 @@ struct ModelConfig {
   // Start from this folder: a Hugging Face model folder (config.json + safetensors, any family
   // in core/model/architectures.h) or one of our checkpoints. Empty = fresh init of the preset.
   std::string checkpoint;
+  // true: build model.checkpoint's architecture from its config.json with fresh random weights
+  // (transformers' from_config), for training from scratch or measuring a real model's size
+  // without its weights; the folder's tokenizer when it has one, else the byte tokenizer.
+  // Presets always start from random weights.
+  bool random_weights = false;
   std::string reference;        // reference model folder (empty = the starting weights)
   std::string save_dtype;       // checkpoints' weights: "" (as loaded) | "float32" | "bfloat16" | "float16"
   int64_t max_shard_mb = 5000;  // checkpoints shard their weights above this size (transformers' 5GB)

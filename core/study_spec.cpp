@@ -17,6 +17,13 @@
 namespace ganpo {
 namespace {
 
+// A stage after the first starts from the previous stage's final weights, which are also its
+// reference; model.random_weights applied to the first stage only.
+void start_from_stage(RunConfig& config, const std::string& previous_final) {
+  config.model.checkpoint = config.model.reference = previous_final;
+  config.model.random_weights = false;
+}
+
 namespace fs = std::filesystem;
 
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
@@ -162,7 +169,7 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
     run.assignments = stage.assignments;
     run.seed = spec.base.seed;
     run.config = spec.base;
-    if (!previous_final.empty()) run.config.model.checkpoint = run.config.model.reference = previous_final;
+    if (!previous_final.empty()) start_from_stage(run.config, previous_final);
     for (const auto& a : stage.assignments) apply_override(run.config, a);
     run.config.name = spec.name + " · stage " + stage.name;
     finish(std::move(run), "stage-" + safe_name(stage.name));
@@ -195,7 +202,7 @@ std::vector<StudyRun> expand_study(const StudySpec& spec, const std::string& out
       run.assignments = point;
       run.seed = seed;
       run.config = spec.base;
-      if (!previous_final.empty()) run.config.model.checkpoint = run.config.model.reference = previous_final;
+      if (!previous_final.empty()) start_from_stage(run.config, previous_final);
       for (const auto& a : point) apply_override(run.config, a);
       // One run (a pipeline's last stage): the study's own name.
       run.config.name = points.size() == 1 && point.empty() && seeds.size() == 1

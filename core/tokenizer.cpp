@@ -76,6 +76,12 @@ void ByteTokenizer::save(const std::string& dir) const {
   write_text_file((folder / "tokenizer.json").string(), byte_tokenizer_json().dump(2) + "\n");
 }
 
+bool has_tokenizer_files(const std::string& dir) {
+  for (const char* name : {"tokenizer_config.json", "tokenizer.json", "tokenizer.model"})
+    if (std::filesystem::exists(std::filesystem::path(dir) / name)) return true;
+  return false;
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
   const bool hf_files = std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json") ||

@@ -64,6 +64,9 @@ public:
 // Hugging Face tokenizer.json or tokenizer.model (core/text/hf_tokenizer.h). Throws
 // ModelFileError if none is usable.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+// Whether dir holds tokenizer files load_tokenizer() reads (tokenizer_config.json, tokenizer.json
+// or tokenizer.model).
+bool has_tokenizer_files(const std::string& dir);
 
 // The prompt part of every sequence: [BOS] prompt "\n" for the byte tokenizer; the prompt's
 // tokens without added special tokens for Hugging Face tokenizers (as TRL).

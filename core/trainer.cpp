@@ -394,7 +394,18 @@ struct Trainer::State {
   }
 
   void build_models() {
-    if (!config.model.checkpoint.empty()) {
+    if (!config.model.checkpoint.empty() && config.model.random_weights) {
+      // transformers' from_config: the folder's architecture, fresh weights from the run's seed.
+      const std::string& dir = config.model.checkpoint;
+      tokenizer = has_tokenizer_files(dir) ? load_tokenizer(dir) : std::make_unique<ByteTokenizer>();
+      policy = CausalLM(read_model_config(dir));
+      if (tokenizer->vocab_size() > policy->shape().vocab_size)
+        throw ConfigError("model.checkpoint " + dir + ": the tokenizer has " + std::to_string(tokenizer->vocab_size()) +
+                          " tokens but config.json's vocab_size is " + std::to_string(policy->shape().vocab_size));
+      policy->to(device);
+      log("info", "model: " + policy->shape().arch + " of " + dir + "/config.json with random weights (model.random_weights)" +
+                      (has_tokenizer_files(dir) ? std::string() : "; the folder has no tokenizer, so the byte tokenizer is used"));
+    } else if (!config.model.checkpoint.empty()) {
       auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink());
       policy = loaded.model;
       tokenizer = std::move(loaded.tokenizer);
@@ -428,7 +439,9 @@ struct Trainer::State {
       if (config.ganpo.enabled)
         regularizer = std::make_unique<GanpoRegularizer>(config.ganpo, policy->shape().d_model, device);
     } else if (preference) {
-      const std::string ref_dir = !config.model.reference.empty() ? config.model.reference : config.model.checkpoint;
+      const std::string ref_dir = !config.model.reference.empty() ? config.model.reference
+                                  : config.model.random_weights ? std::string()
+                                                                : config.model.checkpoint;
       if (!ref_dir.empty()) {
         reference = load_model_folder(ref_dir, device, warn_sink()).model;
       } else {
@@ -1266,7 +1279,10 @@ struct Trainer::State {
   // A LoRA checkpoint holds the merged model (above) and, in adapter/, the adapters alone as a
   // PEFT adapter folder over the base model folder, where the family allows one.
   void write_adapter_folder(const std::string& dir) {
-    const std::string why = peft_adapter_unsupported(policy);
+    const std::string why = config.model.random_weights
+                                ? "the base model's weights are random (model.random_weights), so an adapter over "
+                                  "model.checkpoint would not reproduce this model; the checkpoint holds it merged"
+                                : peft_adapter_unsupported(policy);
     if (!why.empty()) {
       if (!adapter_refusal_logged) log("notice", "no adapter/ folder in checkpoints: " + why);
       adapter_refusal_logged = true;

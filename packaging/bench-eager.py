@@ -18,7 +18,8 @@ The shapes are those of the workbench's model presets; weights are random (timin
 The second form writes TRL-format pairs (prompt / chosen / rejected, ASCII) that the workbench's
 byte tokenizer turns into exactly P prompt and R response tokens, so `ganpo bench` on that file
 trains on the same shapes as this script's random ids (packaging/bench-vs-eager.sh runs both).
-Prints one JSON object: median step seconds and tokens/s per variant.
+Prints one JSON object: median step seconds and tokens/s per variant (and the peak CUDA memory
+allocated on a GPU).
 """
 import argparse
 import json
@@ -227,6 +228,8 @@ def run_variant(a, ganpo_on, device, dtype):
     B = a.batch
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for step in range(a.steps + 2):  # two warm-up steps
         ids, loss_mask, attention = make_batch(a, device)
         if device.type == "cuda":
@@ -254,8 +257,9 @@ def run_variant(a, ganpo_on, device, dtype):
         if step >= 2:
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1
     return {"median_step_time_s": median, "min_step_time_s": min(times), "step_times_s": [round(t, 4) for t in times],
-            "tokens_per_s": 2 * B * (a.prompt_len + a.response_len) / median}
+            "tokens_per_s": 2 * B * (a.prompt_len + a.response_len) / median, "cuda_peak_bytes": peak}
 
 
 def write_data(a):

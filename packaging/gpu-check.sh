@@ -3,7 +3,8 @@
 # torch install, then runs the unit and gpu tests, `ganpo bench` on the GPU and the quick demo.
 # For GPU machines without Debian's archive: pass a folder of the .deb files of nlohmann-json3-dev,
 # libtomlplusplus-dev, libtomlplusplus3, libcli11-dev, libsqlite3-dev, libsqlite3-0,
-# libpcre2-dev, libpcre2-8-0, libutf8proc-dev, libutf8proc2 and libgtest-dev (fetch them elsewhere with `apt-get download`); they are unpacked beside it.
+# libpcre2-dev, libpcre2-8-0, libutf8proc-dev, libutf8proc2 and libgtest-dev (packaging/gpu-debs.sh
+# fetches them with `apt-get download` on a Debian 12 machine); they are unpacked beside it.
 #   usage: packaging/gpu-check.sh [DEB_FOLDER] [LOG_FOLDER]
 set -uo pipefail
 DEBS=${1:-}

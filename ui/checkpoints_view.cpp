@@ -67,6 +67,12 @@ std::string string_at(const nlohmann::json& j, const char* section, const char* 
   return s[key].get<std::string>();
 }
 
+bool true_at(const nlohmann::json& j, const char* section, const char* key) {
+  if (!j.is_object() || !j.contains(section) || !j[section].is_object()) return false;
+  const auto& s = j[section];
+  return s.contains(key) && s[key].is_boolean() && s[key].get<bool>();
+}
+
 // Numeric fields of a checkpoint's metrics (a flat {"key": number} object).
 void collect_metrics(const nlohmann::json& j, std::map<QString, double>& out) {
   if (!j.is_object()) return;
@@ -333,7 +339,8 @@ void CheckpointsView::onSnapshot(Snapshot s) {
       const auto j = parse_or_null(s.run->config_json);
       QString ref = QString::fromStdString(string_at(j, "model", "reference"));
       reference_source_ = QStringLiteral("model.reference");
-      if (ref.isEmpty()) {
+      // A model folder of random weights (model.random_weights) is no reference to load.
+      if (ref.isEmpty() && !true_at(j, "model", "random_weights")) {
         ref = QString::fromStdString(string_at(j, "model", "checkpoint"));
         reference_source_ = QStringLiteral("model.checkpoint");
       }

@@ -601,9 +601,11 @@ void MainWindow::cloneFromCheckpoint(int64_t run_id, int64_t step, const QString
   auto stored = storedConfig(run_id);
   if (!stored) return;
   RunConfig config = *stored;
-  // A new run that starts from that checkpoint's weights; its reference stays what it was.
-  if (config.model.reference.empty()) config.model.reference = config.model.checkpoint;
+  // A new run that starts from that checkpoint's weights; its reference stays what it was (a
+  // run of random weights had no reference folder: the clone's is its starting checkpoint).
+  if (config.model.reference.empty() && !config.model.random_weights) config.model.reference = config.model.checkpoint;
   config.model.checkpoint = path.toStdString();
+  config.model.random_weights = false;
   config.name += "-from-" + std::to_string(step);
   config.output_dir = RunConfig{}.output_dir;
   NewRunDialog dialog(this);

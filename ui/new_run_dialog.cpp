@@ -134,6 +134,10 @@ QWidget* NewRunDialog::buildModelPage() {
                     "checkpoint of an earlier run; empty = a fresh model of the shape below."));
   model_folder_ = new ModelFolderPanel(start);
   start->addWideRow(model_folder_);
+  random_weights_ = form_->addBool(start, GANPO_CONFIG_KEY(model.random_weights), tr("Random weights (its architecture only)"),
+                 tr("Build the model folder's architecture from its config.json with fresh random weights, as "
+                    "transformers' from_config does: to train from scratch, or to measure speed and memory at a real "
+                    "model's size from its config.json alone. Its tokenizer if it has one, else the byte tokenizer."));
   reference_ = form_->addPath(start, GANPO_CONFIG_KEY(model.reference), tr("Reference model"),
                               ConfigForm::PathKind::Folder,
                               tr("Frozen reference for the preference losses and GANPO's reference latents; empty = "
@@ -552,8 +556,10 @@ void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
   const QString folder = QString::fromStdString(c.model.checkpoint).trimmed();
   model_folder_->setFolder(folder);
   shape_section_->setVisible(folder.isEmpty());
-  reference_->setPlaceholderText(folder.isEmpty() ? tr("The starting weights (a fresh model: its initial weights)")
-                                                  : tr("Same as the model folder: %1").arg(folder));
+  random_weights_->setEnabled(!folder.isEmpty());
+  reference_->setPlaceholderText(folder.isEmpty() || c.model.random_weights
+                                     ? tr("The starting weights (a fresh model: its initial weights)")
+                                     : tr("Same as the model folder: %1").arg(folder));
   ganpo_section_->setEnabled(c.ganpo.enabled);
   const bool epochs = length_mode_->currentIndex() == kTrainForEpochs;
   max_steps_->setEnabled(!epochs);

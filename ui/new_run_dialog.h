@@ -16,6 +16,7 @@
 
 #include "core/config.h"
 
+class QCheckBox;
 class QComboBox;
 class QDialogButtonBox;
 class QLabel;
@@ -73,6 +74,7 @@ private:
   FormSection* shape_section_;      // the fresh model's shape: hidden when a folder is named
   ModelFolderPanel* model_folder_;  // what the folder in model.checkpoint holds
   QLineEdit* reference_;
+  QCheckBox* random_weights_;  // only with a model folder: a fresh model is random anyway
   FormSection* builtin_data_;
   FormSection* file_data_;
   FormSection* ganpo_section_;

@@ -111,6 +111,8 @@ public:
       if (fs::exists(folder / "pytorch_model.bin") || fs::exists(folder / "pytorch_model.bin.index.json"))
         hint = " (it has pytorch_model.bin: convert it to safetensors with transformers' "
                "save_pretrained(..., safe_serialization=True))";
+      else if (fs::exists(folder / "config.json"))
+        hint = " (a run that trains its architecture from random weights sets model.random_weights = true)";
       throw ModelFileError(dir + " has no " + kSingleFile + " and no " + kIndexFile + hint +
                            "; a Hugging Face model folder keeps its weights in safetensors files");
     }

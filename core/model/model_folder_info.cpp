@@ -48,6 +48,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
       {"parameters", parameter_count(s)},
       {"stored_dtype", s.dtype},
       {"weights_bytes", model_weights_bytes(dir)},
+      {"has_weights", model_weights_bytes(dir) > 0},
       {"vocab_size", s.vocab_size},
       {"hidden_size", s.d_model},
       {"layers", s.n_layers},
@@ -73,22 +74,27 @@ nlohmann::json describe_model_folder(const std::string& dir) {
   }
   if (s.attn_softcap > 0) j["attention_softcap"] = s.attn_softcap;
   if (s.final_softcap > 0) j["final_logit_softcap"] = s.final_softcap;
-  try {
-    auto tokenizer = load_tokenizer(dir);
-    j["tokenizer"] = {{"kind", tokenizer->kind()},
-                      {"vocab_size", tokenizer->vocab_size()},
-                      {"bos_id", tokenizer->bos_id()},
-                      {"eos_id", tokenizer->eos_id()},
-                      {"pad_id", tokenizer->pad_id()}};
-    if (tokenizer->uses_chat_template()) {
-      try {
-        j["chat_template"] = ChatTemplate::from_model_folder(dir, "").variant();
-      } catch (const std::exception&) {
-        j["chat_template"] = nullptr;  // none, or one this build does not recognise
+  if (!has_tokenizer_files(dir)) {
+    j["tokenizer"] = {{"error", "no tokenizer files in the folder (a run of random weights, model.random_weights, "
+                                "uses the byte tokenizer)"}};
+  } else {
+    try {
+      auto tokenizer = load_tokenizer(dir);
+      j["tokenizer"] = {{"kind", tokenizer->kind()},
+                        {"vocab_size", tokenizer->vocab_size()},
+                        {"bos_id", tokenizer->bos_id()},
+                        {"eos_id", tokenizer->eos_id()},
+                        {"pad_id", tokenizer->pad_id()}};
+      if (tokenizer->uses_chat_template()) {
+        try {
+          j["chat_template"] = ChatTemplate::from_model_folder(dir, "").variant();
+        } catch (const std::exception&) {
+          j["chat_template"] = nullptr;  // none, or one this build does not recognise
+        }
       }
+    } catch (const std::exception& e) {
+      j["tokenizer"] = {{"error", e.what()}};
     }
-  } catch (const std::exception& e) {
-    j["tokenizer"] = {{"error", e.what()}};
   }
   // Training memory with this build's defaults for a preference run with GANPO on.
   RunConfig c;
@@ -109,8 +115,12 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
   auto num = [&j](const char* key) { return std::to_string(j[key].get<long long>()); };
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.3g", j["parameters"].get<double>() / 1e9);
-  lines.emplace_back("architecture", str("architecture") + " (" + str("family") + "), " + buf + " B parameters, stored as " +
-                                         str("stored_dtype") + " (" + gib(j["weights_bytes"].get<double>()) + " on disk)");
+  lines.emplace_back("architecture", str("architecture") + " (" + str("family") + "), " + buf + " B parameters, " +
+                                         (j.value("has_weights", true)
+                                              ? "stored as " + str("stored_dtype") + " (" +
+                                                    gib(j["weights_bytes"].get<double>()) + " on disk)"
+                                              : std::string("no weights: config.json alone (a run trains it from random "
+                                                            "weights with model.random_weights = true)")));
   lines.emplace_back("shape", num("layers") + " layers, hidden " + num("hidden_size") + ", " + num("attention_heads") +
                                   " heads (" + num("key_value_heads") + " key/value) of " + num("head_dim") + ", MLP " +
                                   num("intermediate_size") + ", vocabulary " + num("vocab_size") + ", " +

@@ -171,6 +171,7 @@ RunConfig non_default_config() {
   c.model.max_seq_len = 512;
   c.model.rope_theta = 500000.0;
   c.model.checkpoint = "ckpt/step-100";
+  c.model.random_weights = true;
   c.model.reference = "ref\nnewline";
   c.model.save_dtype = "bfloat16";
   c.model.max_shard_mb = 2000;
@@ -340,10 +341,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 13 + 4 (model.lora) + 11 + 4 + 12 + 23 + 6.
+  // One line per field: 5 top-level + 14 + 4 (model.lora) + 11 + 4 + 12 + 23 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 85u);
+  EXPECT_EQ(assignments, 86u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {

@@ -171,6 +171,18 @@ TEST(StudySpec, APipelineIsAStudyOfOneArm) {
   EXPECT_EQ(runs[1].config.model.reference, "/tmp/p/stage-sft/final");
   for (const auto& r : runs) EXPECT_TRUE(r.config.pipeline.empty()) << "every run is one stage";
 
+  // A base of random weights (a model folder's config.json alone): the first stage draws them,
+  // the next starts from that stage's trained weights.
+  RunConfig from_scratch = config;
+  from_scratch.model.checkpoint = "/models/llama-shape";
+  from_scratch.model.random_weights = true;
+  const auto scratch_runs = expand_study(study_of_pipeline(from_scratch), "/tmp/p");
+  ASSERT_EQ(scratch_runs.size(), 2u);
+  EXPECT_EQ(scratch_runs[0].config.model.checkpoint, "/models/llama-shape");
+  EXPECT_TRUE(scratch_runs[0].config.model.random_weights);
+  EXPECT_EQ(scratch_runs[1].config.model.checkpoint, "/tmp/p/stage-sft/final");
+  EXPECT_FALSE(scratch_runs[1].config.model.random_weights) << "the second stage loads the first's weights";
+
   // The same through a study file whose base config has the pipeline.
   std::string text = "name = \"s\"\n[base]\n";
   text += "[base.train]\nmax_steps = 20\n[[base.pipeline]]\nname = \"sft\"\nset = { stage = \"sft\" }\n";

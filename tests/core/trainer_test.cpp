@@ -601,6 +601,58 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
 }
 
+// transformers' from_config: a folder holding only config.json (Gemma 2's, with its soft-caps and
+// sliding windows) trains from random weights drawn from the run's seed, against those initial
+// weights as reference, and ends in complete model folders of that architecture. Without
+// model.random_weights the folder is refused, and the message says how to use it.
+TEST_F(TrainerTest, RandomWeightsTrainAFoldersArchitectureFromItsConfigAlone) {
+  const fs::path shape_dir = root_ / "gemma2-shape";
+  fs::create_directories(shape_dir);
+  write_json_file((shape_dir / "config.json").string(),
+                  {{"architectures", {"Gemma2ForCausalLM"}}, {"model_type", "gemma2"}, {"vocab_size", 320},
+                   {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
+                   {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"head_dim", 16},
+                   {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6}, {"query_pre_attn_scalar", 16},
+                   {"attn_logit_softcapping", 50.0}, {"final_logit_softcapping", 30.0}, {"sliding_window", 16},
+                   {"hidden_activation", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true}});
+  auto c = config("random");
+  c.model.checkpoint = shape_dir.string();
+  c.model.random_weights = true;
+  c.train.max_steps = 2;
+  c.eval.judge_at_end = false;
+  Collector obs;
+  auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), "with random weights (model.random_weights); the folder has no tokenizer, so the byte "
+                                  "tokenizer is used");
+  // The reference is the initial weights: at the first step policy and reference agree exactly.
+  EXPECT_EQ(obs.metrics.at(1).at("rewards/chosen"), 0.0);
+  EXPECT_EQ(obs.metrics.at(1).at("rewards/rejected"), 0.0);
+  EXPECT_NE(obs.metrics.at(2).at("rewards/margins"), 0.0) << "the policy trained";
+  const auto final_model = load_model_folder((fs::path(c.output_dir) / "final").string(), torch::kCPU);
+  EXPECT_EQ(final_model.shape.arch, "gemma2");
+  EXPECT_EQ(final_model.shape.vocab_size, 320);
+  EXPECT_EQ(final_model.shape.attn_softcap, 50.0);
+  EXPECT_EQ(final_model.shape.sliding_window, 16);
+  EXPECT_EQ(std::distance(fs::directory_iterator(shape_dir), fs::directory_iterator()), 1) << "config.json alone";
+
+  // The same seed draws the same weights: a second run trains the same numbers.
+  auto again = c;
+  again.output_dir = (root_ / "random-again").string();
+  Collector again_obs;
+  ASSERT_EQ(run(again, again_obs).status, "completed") << again_obs.all_logs();
+  for (const std::string k : {"loss", "adv/loss", "rewards/margins", "grad_norm"})
+    EXPECT_EQ(again_obs.metrics.at(2).at(k), obs.metrics.at(2).at(k)) << k;
+
+  auto plain = c;
+  plain.model.random_weights = false;
+  plain.output_dir = (root_ / "plain").string();
+  Collector plain_obs;
+  const auto refused = run(plain, plain_obs);
+  EXPECT_EQ(refused.status, "failed");
+  EXPECT_CONTAINS(refused.message, "sets model.random_weights = true");
+}
+
 // A new user's config: data.train names a file, data.builtin is left at its default. The file is
 // what the run trains on, and the run says so (rows used and skipped) in its start record.
 TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {

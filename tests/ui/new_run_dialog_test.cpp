@@ -541,6 +541,9 @@ TEST(NewRunDialog, Screenshot) {
   // (conversational) rendered and tokenized on the Data page.
   QString folder = qEnvironmentVariable("GANPO_SCREENSHOT_MODEL");
   if (folder.isEmpty()) folder = write_model_folder(dir);
+  auto* random_weights = child<QCheckBox>(dialog, "model.random_weights");
+  ASSERT_NE(random_weights, nullptr);
+  EXPECT_FALSE(random_weights->isEnabled()) << "without a model folder the model is random anyway";
   child<QLineEdit>(dialog, "model.checkpoint")->setText(folder);
   tabs->setCurrentIndex(0);
   auto* panel = child<QLabel>(dialog, "modelFolderPanel.text");
@@ -551,6 +554,10 @@ TEST(NewRunDialog, Screenshot) {
   EXPECT_TRUE(shows_content(model_shot, dialog.size()));
   EXPECT_NE(model_shot, pages[0]) << "the folder's description is drawn";
   save_for_review(model_shot, "new_run_dialog_model_folder.png");
+  EXPECT_TRUE(random_weights->isEnabled());
+  random_weights->setChecked(true);
+  EXPECT_TRUE(dialog.config().model.random_weights);
+  random_weights->setChecked(false);
   tabs->setCurrentIndex(1);
   auto* caption = child<QLabel>(dialog, "datasetPreview.tokensCaption");
   ASSERT_TRUE(wait_until([&]() { return caption->text().contains("Row 1"); }, 30000)) << caption->text().toStdString();

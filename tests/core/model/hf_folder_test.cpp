@@ -22,6 +22,8 @@
 #include "core/model/architectures.h"
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
+#include "core/model/model_folder_info.h"
+#include "core/model/model_shape.h"
 #include "core/model/safetensors.h"
 #include "core/tokenizer.h"
 
@@ -456,6 +458,30 @@ TEST(HfFolderErrors, TruncatedShardsAndBadIndexes) {
   std::ofstream(index_path) << "{\"weight_map\": ";
   e = load_error(dir.str());
   EXPECT_TRUE(has(e, "model.safetensors.index.json") && has(e, "not valid JSON")) << e;
+}
+
+}  // namespace
+}  // namespace ganpo
+
+namespace ganpo {
+namespace {
+
+// The config.json of released models shipped in resources/model-shapes read as those models: the
+// parameter counts are the released checkpoints' (counted with their own code), and the folders
+// say they hold no weights, only an architecture to train from random weights.
+TEST(ModelShapes, ShippedConfigsReadAsTheReleasedModels) {
+  const std::vector<std::pair<std::string, int64_t>> released = {
+      {"gpt2-124m", 124'439'808}, {"llama-3.2-1b", 1'235'814'400}, {"gemma-2-2b", 2'614'341'888},
+      {"llama-3-8b", 8'030'261'248}};
+  for (const auto& [name, parameters] : released) {
+    const std::string dir = std::string(GANPO_SOURCE_DIR) + "/resources/model-shapes/" + name;
+    EXPECT_EQ(parameter_count(read_model_config(dir)), parameters) << name;
+    const auto description = describe_model_folder(dir);
+    EXPECT_FALSE(description["has_weights"].get<bool>()) << name;
+    const auto lines = describe_lines(description);
+    ASSERT_FALSE(lines.empty());
+    EXPECT_NE(lines[0].second.find("no weights: config.json alone"), std::string::npos) << lines[0].second;
+  }
 }
 
 }  // namespace
