@@ -397,14 +397,24 @@ struct Trainer::State {
     if (!config.model.checkpoint.empty() && config.model.random_weights) {
       // transformers' from_config: the folder's architecture, fresh weights from the run's seed.
       const std::string& dir = config.model.checkpoint;
-      tokenizer = has_tokenizer_files(dir) ? load_tokenizer(dir) : std::make_unique<ByteTokenizer>();
-      policy = CausalLM(read_model_config(dir));
+      const bool folder_tokenizer = has_tokenizer_files(dir);
+      tokenizer = folder_tokenizer ? load_tokenizer(dir) : std::make_unique<ByteTokenizer>();
+      ModelShape shape = read_model_config(dir);
+      if (!folder_tokenizer) {
+        // Its checkpoints' config.json names the byte tokenizer's ids, not the source config's.
+        auto hf = nlohmann::json::parse(shape.hf_config);
+        hf["bos_token_id"] = tokenizer->bos_id();
+        hf["eos_token_id"] = tokenizer->eos_id();
+        hf["pad_token_id"] = tokenizer->pad_id();
+        shape.hf_config = hf.dump();
+      }
+      policy = CausalLM(shape);
       if (tokenizer->vocab_size() > policy->shape().vocab_size)
         throw ConfigError("model.checkpoint " + dir + ": the tokenizer has " + std::to_string(tokenizer->vocab_size()) +
                           " tokens but config.json's vocab_size is " + std::to_string(policy->shape().vocab_size));
       policy->to(device);
       log("info", "model: " + policy->shape().arch + " of " + dir + "/config.json with random weights (model.random_weights)" +
-                      (has_tokenizer_files(dir) ? std::string() : "; the folder has no tokenizer, so the byte tokenizer is used"));
+                      (folder_tokenizer ? std::string() : "; the folder has no tokenizer, so the byte tokenizer is used"));
     } else if (!config.model.checkpoint.empty()) {
       auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink());
       policy = loaded.model;
@@ -1337,8 +1347,9 @@ struct Trainer::State {
       throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
     require_complete_checkpoint(dir, "resume from an earlier checkpoint-<step> folder of the run");
     if (policy->lora().r > 0) {
-      // The base weights are model.checkpoint's, already loaded; the checkpoint's own weights
-      // are merged with the adapters, so only the adapters are read back.
+      // The base weights are model.checkpoint's, already loaded (or, with model.random_weights,
+      // drawn again from the run's seed); the checkpoint's own weights are merged with the
+      // adapters, so only the adapters are read back.
       load_lora_state(dir);
     } else {
       if (fs::exists(ts / "lora.safetensors"))

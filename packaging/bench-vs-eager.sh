@@ -14,18 +14,21 @@
 #            [--response-len 192] [--critic-hidden 128 --critic-layers 2 --critic-heads 4]
 #            [--threads 1] [--steps 6] [--device cpu|cuda] [--dtype fp32|bf16]
 #            [--ganpo-binary PATH] [--python PYTHON] [--work FOLDER] [--set KEY=VALUE ...] [--no-eager]
+#            [--data-rows N]
 # --set passes a config override to `ganpo bench` alone (train.gradient_checkpointing=true, a LoRA
 # rank, ...); --no-eager measures `ganpo bench` only. FOLDER keeps bench.toml, cpp.json and
 # eager.json.
 # --shape DIR: a model folder's config.json (resources/model-shapes/gpt2-124m or llama-3.2-1b)
 # in place of a preset, trained from random weights (model.random_weights) with its real
-# vocabulary; the eager model takes the same sizes (Llama or GPT-2 families).
+# vocabulary; the eager model takes the same sizes (GPT-2, or Llama with a tied output head; other
+# shapes run with --no-eager). --data-rows N: rows of the data file (default: enough for the
+# measured steps without gradient accumulation).
 # Python: an interpreter with torch (Debian's python3-torch on the CPU, /usr/bin/python3 by
 # default when it has torch; the device machine's own elsewhere).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 preset=small batch=8 prompt=64 response=192 ch=128 cl=2 chd=4 threads=1 steps=6 device=cpu dtype=fp32
-G=$REPO/build/release/app/ganpo W=/tmp/ganpo-bench-vs-eager PY="" shape_dir="" eager=1 sets=()
+G=$REPO/build/release/app/ganpo W=/tmp/ganpo-bench-vs-eager PY="" shape_dir="" eager=1 sets=() rows=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-eager) eager=0; shift; continue ;;
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
     --preset) preset=$2 ;; --batch) batch=$2 ;; --prompt-len) prompt=$2 ;; --response-len) response=$2 ;;
     --critic-hidden) ch=$2 ;; --critic-layers) cl=$2 ;; --critic-heads) chd=$2 ;; --threads) threads=$2 ;;
     --steps) steps=$2 ;; --device) device=$2 ;; --dtype) dtype=$2 ;; --ganpo-binary) G=$2 ;;
-    --python) PY=$2 ;; --work) W=$2 ;; --shape) shape_dir=$2 ;;
+    --python) PY=$2 ;; --work) W=$2 ;; --shape) shape_dir=$2 ;; --data-rows) rows=$2 ;;
     *) echo "bench-vs-eager.sh: unknown option $1 (see the usage at the top of this script)" >&2; exit 2 ;;
   esac
   shift 2
@@ -70,7 +73,7 @@ EOF
 )
   model_toml="checkpoint = \"$shape_dir\"
 random_weights = true"
-  preset=$(basename "$shape_dir")
+  label="$(basename "$shape_dir") shape"
 else
   case "$preset" in
     tiny) shape="--arch llama --d-model 128 --layers 4 --heads 4" ;;
@@ -78,11 +81,12 @@ else
     base) shape="--arch gpt2 --d-model 768 --layers 12 --heads 12" ;;
     *) echo "bench-vs-eager.sh: --preset is tiny, small or base" >&2; exit 2 ;;
   esac
+  label="$preset preset"
   model_toml="preset = \"$preset\"
 max_seq_len = $((T > 256 ? T : 256))"
 fi
 mkdir -p "$W"
-"$PY" packaging/bench-eager.py --write-data "$W/pairs.jsonl" --rows $((batch * (steps + 4) + 16)) \
+"$PY" packaging/bench-eager.py --write-data "$W/pairs.jsonl" --rows $((rows > 0 ? rows : batch * (steps + 4) + 16)) \
   --prompt-len "$prompt" --response-len "$response"
 cat > "$W/bench.toml" <<EOF
 stage = "preference"
@@ -111,7 +115,7 @@ precision = "$dtype"
 num_prompts = 0
 EOF
 rm -f "$W/cpp.json" "$W/eager.json"
-"$G" bench --config "$W/bench.toml" "${sets[@]}" --steps "$steps" --json > "$W/cpp.json"
+"$G" bench --config "$W/bench.toml" ${sets[@]+"${sets[@]}"} --steps "$steps" --json > "$W/cpp.json"
 if [ "$eager" = 1 ]; then
 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
 OMP_NUM_THREADS=$threads "$PY" packaging/bench-eager.py $shape --batch "$batch" --prompt-len "$prompt" \
@@ -119,7 +123,7 @@ OMP_NUM_THREADS=$threads "$PY" packaging/bench-eager.py $shape --batch "$batch" 
   --critic-max-len $((T > 256 ? T : 256)) --threads "$threads" --steps "$steps" --device "$device" \
   --dtype "$dtype" > "$W/eager.json"
 fi
-"$PY" - "$W/cpp.json" "$W/eager.json" "$preset" "$batch" "$T" "$threads" <<'EOF'
+"$PY" - "$W/cpp.json" "$W/eager.json" "$label" "$batch" "$T" "$threads" <<'EOF'
 import json, os, sys
 cpp = json.load(open(sys.argv[1]))
 if not os.path.exists(sys.argv[2]):  # --no-eager
@@ -133,7 +137,7 @@ if not os.path.exists(sys.argv[2]):  # --no-eager
     sys.exit(0)
 eager = json.load(open(sys.argv[2]))
 preset, batch, T, threads = sys.argv[3:7]
-print(f"{preset} preset, {batch} pairs x {T} tokens, {cpp['device']}, {threads} thread(s); eager: torch {eager['torch']}, {eager['dtype']}")
+print(f"{preset}, {batch} pairs x {T} tokens, {cpp['device']}, {threads} thread(s); eager: torch {eager['torch']}, {eager['dtype']}")
 print("| step | ganpo bench median (fastest), s | eager PyTorch median (fastest), s | speed-up of medians (fastest) |")
 print("|---|---|---|---|")
 for key, label in (("ganpo_off", "DPO"), ("ganpo_on", "DPO + GANPO")):

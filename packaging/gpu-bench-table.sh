@@ -10,7 +10,9 @@
 #   5-6  the same two in bf16 with gradient checkpointing (the eager step has none)
 #   7    Gemma 2 2B, bf16, 8 pairs x 16 accumulation steps (the paper's batch of 128), gradient
 #        checkpointing: does it fit, its peak memory and tokens/s
-#   8-9  Llama 3 8B, bf16, gradient checkpointing: full fine-tuning, then LoRA r 16 on every linear
+#   8-9  Llama 3 8B, bf16, gradient checkpointing: LoRA r 16 on every linear, then full
+#        fine-tuning (fp32 weights, gradients, AdamW and the reference need ~160 GB before any
+#        activation: expected not to fit one H200; the row says how it fails)
 #
 #   packaging/gpu-bench-table.sh [--ganpo-binary PATH] [--python PY] [--budget SECONDS]
 #                                [--row-limit SECONDS] [--rows 1,2,...] [--work DIR] [--smoke]
@@ -58,7 +60,6 @@ EOF
 fi
 
 start=$(date +%s)
-ran=()
 # row N LABEL SHAPE DTYPE EAGER(1|0) [--set KEY=VALUE ...]
 row() {
   local n=$1 label=$2 shape=$3 dtype=$4 eager=$5
@@ -67,6 +68,7 @@ row() {
   local left=$((budget - ($(date +%s) - start)))
   if [ "$left" -lt 60 ]; then
     echo "== row $n ($label): not run, the budget of $budget s is spent"
+    echo "$n|$label|budget" >> "$W/rows.txt"
     return 0
   fi
   [ "$smoke" = 1 ] && dtype=fp32
@@ -81,7 +83,6 @@ row() {
   tail -8 "$out.log"
   [ "$rc" = 124 ] && echo "(row $n stopped at its limit of $limit s)"
   echo "$n|$label|$rc" >> "$W/rows.txt"
-  ran+=("$n")
 }
 
 rm -f "$W/rows.txt"
@@ -93,10 +94,10 @@ row 4 "Llama 3.2 1B, fp32" llama-3.2-1b fp32 1
 row 5 "GPT-2 124M, bf16, gradient checkpointing" gpt2-124m bf16 0 "${ckpt[@]}"
 row 6 "Llama 3.2 1B, bf16, gradient checkpointing" llama-3.2-1b bf16 0 "${ckpt[@]}"
 row 7 "Gemma 2 2B, bf16, 8 x 16 accumulation, gradient checkpointing" gemma-2-2b bf16 0 "${ckpt[@]}" \
-  --set train.gradient_accumulation_steps=16
-row 8 "Llama 3 8B, bf16, full fine-tuning, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}"
-row 9 "Llama 3 8B, bf16, LoRA r 16 all-linear, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
+  --set train.gradient_accumulation_steps=16 --data-rows $((batch * 16 * (steps + 2) + 16))
+row 8 "Llama 3 8B, bf16, LoRA r 16 all-linear, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
   --set model.lora.r=16 --set model.lora.alpha=32 --set model.lora.target_modules=all-linear
+row 9 "Llama 3 8B, bf16, full fine-tuning, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}"
 
 # The table: one line per row and variant, from each row's JSON.
 "$PY" - "$W" "$smoke" > "$W/table.md" <<'EOF'
@@ -107,17 +108,29 @@ if sys.argv[2] == "1":
 mib = lambda b: f"{b / 2**20:.0f}" if b is not None and b >= 0 else "-"
 print("| row | step | ganpo s/step (fastest) | tokens/s | MFU % | estimate MiB | CUDA peak MiB | eager s/step | speed-up | eager peak MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for line in open(os.path.join(w, "rows.txt")):
-    n, label, rc = line.rstrip("\n").split("|")
-    cpp_path, eager_path = os.path.join(w, f"row{n}", "cpp.json"), os.path.join(w, f"row{n}", "eager.json")
+def load(path):
     try:
-        cpp = json.load(open(cpp_path))
-    except (OSError, ValueError):
-        log = open(os.path.join(w, f"row{n}.log")).read().strip().splitlines()
-        why = "stopped at its time limit" if rc == "124" else (log[-1] if log else f"exit {rc}")
-        print(f"| {n} {label} | - | {why[:160]} | | | | | | | |")
+        return json.load(open(path))
+    except (OSError, ValueError):  # absent, or cut short by the row's time limit
+        return None
+
+rows = open(os.path.join(w, "rows.txt")).read().splitlines() if os.path.exists(os.path.join(w, "rows.txt")) else []
+for line in rows:
+    n, label, rc = line.split("|")
+    cpp, eager = load(os.path.join(w, f"row{n}", "cpp.json")), load(os.path.join(w, f"row{n}", "eager.json"))
+    if cpp is None:
+        if rc == "budget":
+            why = "not run: the budget was spent"
+        elif rc == "124":
+            why = "stopped at its time limit"
+        else:
+            try:
+                log = open(os.path.join(w, f"row{n}.log")).read().strip().splitlines()
+            except OSError:
+                log = []
+            why = log[-1] if log else f"exit {rc}"
+        print(f"| {n} {label} | - | {why[:200]} | | | | | | | |")
         continue
-    eager = json.load(open(eager_path)) if os.path.exists(eager_path) else None
     for key, step in (("ganpo_off", "DPO"), ("ganpo_on", "DPO + GANPO")):
         c = cpp[key]
         mfu = f"{100 * c['mfu']:.1f}" if c.get("mfu", -1) >= 0 else "-"

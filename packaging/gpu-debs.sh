@@ -4,8 +4,7 @@
 #   bash packaging/gpu-debs.sh [DIR]      (default build/gpu-debs; then gpu-check.sh DIR there)
 # Runs here, on Debian 12 with its archive; the files are a few MB.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dir=$(realpath -m "${1:-build/gpu-debs}")
+dir=$(realpath -m "${1:-$(dirname "$0")/../build/gpu-debs}")  # relative to where it was started
 mkdir -p "$dir"
 packages=(nlohmann-json3-dev libtomlplusplus-dev libtomlplusplus3 libcli11-dev libsqlite3-dev libsqlite3-0
           libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 libgtest-dev)

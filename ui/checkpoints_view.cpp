@@ -565,8 +565,9 @@ void CheckpointsView::updateButtons() {
     if (auto* it = table_->item(idx.row(), 0); it && it->data(kStepRole).toLongLong() >= 0) ++picked_checkpoints;
   evaluate_->setEnabled(picked_checkpoints > 0 && !reference_path_.isEmpty() && !isEvaluating());
   if (reference_path_.isEmpty())
-    evaluate_->setToolTip(tr("This run has no reference model folder (model.reference or model.checkpoint), so "
-                             "there is nothing to evaluate against"));
+    evaluate_->setToolTip(tr("This run has no reference model folder (model.reference, or a model.checkpoint with "
+                             "weights; a fresh or random-weights model's initial weights are not kept), so there "
+                             "is nothing to evaluate against"));
   QString path;
   const auto step = currentCheckpointStep(&path);
   clone_->setEnabled(step.has_value());
@@ -840,8 +841,8 @@ bool CheckpointsView::evaluatePicked(const CheckpointEvalOptions& options, QStri
   };
   if (isEvaluating()) return fail(tr("An evaluation is already running."));
   if (reference_path_.isEmpty())
-    return fail(tr("This run has no reference model folder (model.reference or model.checkpoint) to evaluate "
-                   "against."));
+    return fail(tr("This run has no reference model folder (model.reference, or a model.checkpoint with weights; a "
+                   "fresh or random-weights model's initial weights are not kept) to evaluate against."));
   std::vector<EvalJob> jobs;
   for (const auto& idx : table_->selectionModel()->selectedRows()) {
     auto* item = table_->item(idx.row(), 0);

@@ -24,6 +24,7 @@
 #include "core/memory_estimate.h"
 #include "core/model/model_shape.h"
 #include "core/tasks/task.h"
+#include "core/tokenizer.h"
 #include "ui/config_form.h"
 #include "ui/dataset_preview.h"
 #include "ui/form_page.h"
@@ -548,7 +549,9 @@ void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
   builtin_data_->setVisible(builtin);
   file_data_->setVisible(!builtin);
   PreviewTokenizing tokenizing;
-  tokenizing.model_folder = QString::fromStdString(c.model.checkpoint);
+  // A folder of random weights without tokenizer files trains on the byte tokenizer.
+  const bool byte_tokenizer = c.model.random_weights && !has_tokenizer_files(c.model.checkpoint);
+  tokenizing.model_folder = byte_tokenizer ? QString() : QString::fromStdString(c.model.checkpoint);
   tokenizing.chat_template = QString::fromStdString(c.data.chat_template);
   tokenizing.max_length = c.data.max_length;
   tokenizing.max_prompt_length = c.data.max_prompt_length;

@@ -40,6 +40,7 @@ const char* mlp_name(MlpKind k) {
 
 nlohmann::json describe_model_folder(const std::string& dir) {
   const ModelShape s = read_model_config(dir);
+  const uint64_t weights_bytes = model_weights_bytes(dir);
   const Architecture& arch = architecture(s.arch);
   nlohmann::json j = {
       {"folder", dir},
@@ -47,8 +48,8 @@ nlohmann::json describe_model_folder(const std::string& dir) {
       {"family", s.arch},
       {"parameters", parameter_count(s)},
       {"stored_dtype", s.dtype},
-      {"weights_bytes", model_weights_bytes(dir)},
-      {"has_weights", model_weights_bytes(dir) > 0},
+      {"weights_bytes", weights_bytes},
+      {"has_weights", weights_bytes > 0},  // safetensors files (pytorch_model.bin is not read)
       {"vocab_size", s.vocab_size},
       {"hidden_size", s.d_model},
       {"layers", s.n_layers},
@@ -119,8 +120,8 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
                                          (j.value("has_weights", true)
                                               ? "stored as " + str("stored_dtype") + " (" +
                                                     gib(j["weights_bytes"].get<double>()) + " on disk)"
-                                              : std::string("no weights: config.json alone (a run trains it from random "
-                                                            "weights with model.random_weights = true)")));
+                                              : std::string("no safetensors weights (a run trains its architecture "
+                                                            "from random weights with model.random_weights = true)")));
   lines.emplace_back("shape", num("layers") + " layers, hidden " + num("hidden_size") + ", " + num("attention_heads") +
                                   " heads (" + num("key_value_heads") + " key/value) of " + num("head_dim") + ", MLP " +
                                   num("intermediate_size") + ", vocabulary " + num("vocab_size") + ", " +

@@ -614,7 +614,8 @@ TEST_F(TrainerTest, RandomWeightsTrainAFoldersArchitectureFromItsConfigAlone) {
                    {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"head_dim", 16},
                    {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6}, {"query_pre_attn_scalar", 16},
                    {"attn_logit_softcapping", 50.0}, {"final_logit_softcapping", 30.0}, {"sliding_window", 16},
-                   {"hidden_activation", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true}});
+                   {"hidden_activation", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true},
+                   {"bos_token_id", 2}, {"eos_token_id", 1}});
   auto c = config("random");
   c.model.checkpoint = shape_dir.string();
   c.model.random_weights = true;
@@ -634,6 +635,10 @@ TEST_F(TrainerTest, RandomWeightsTrainAFoldersArchitectureFromItsConfigAlone) {
   EXPECT_EQ(final_model.shape.vocab_size, 320);
   EXPECT_EQ(final_model.shape.attn_softcap, 50.0);
   EXPECT_EQ(final_model.shape.sliding_window, 16);
+  // Its config.json names the token ids of the tokenizer it was trained with, the byte one.
+  const auto final_config = read_json_file((fs::path(c.output_dir) / "final" / "config.json").string());
+  EXPECT_EQ(final_config.at("bos_token_id").get<int64_t>(), ByteTokenizer().bos_id());
+  EXPECT_EQ(final_config.at("eos_token_id").get<int64_t>(), ByteTokenizer().eos_id());
   EXPECT_EQ(std::distance(fs::directory_iterator(shape_dir), fs::directory_iterator()), 1) << "config.json alone";
 
   // The same seed draws the same weights: a second run trains the same numbers.

@@ -76,6 +76,7 @@ RunConfig non_default_config() {
   c.model.max_seq_len = 300;
   c.model.rope_theta = 500000.0;
   c.model.checkpoint = "/tmp/ckpt";
+  c.model.random_weights = true;
   c.model.reference = "/tmp/ref";
   c.model.save_dtype = "bfloat16";
   c.model.max_shard_mb = 1234;
