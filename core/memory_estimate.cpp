@@ -1,7 +1,10 @@
 #include "core/memory_estimate.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -100,6 +103,40 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
                            static_cast<double>(e.optimizer_bytes) + static_cast<double>(e.reference_bytes) +
                            static_cast<double>(e.critic_bytes) + static_cast<double>(e.activation_bytes));
   return e;
+}
+
+int64_t system_memory_bytes(const std::string& field) {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) != 0) continue;
+    std::istringstream values(line.substr(field.size() + 1));
+    int64_t kib = -1;
+    values >> kib;  // "MemAvailable:   23456789 kB"
+    return kib >= 0 ? kib * 1024 : -1;
+  }
+  return -1;
+}
+
+std::string memory_shortfall_warning(const MemoryEstimate& e, int processes, int64_t available,
+                                     const std::string& where) {
+  const double need = static_cast<double>(e.total_bytes) * std::max(processes, 1);
+  if (available < 0 || need <= static_cast<double>(available)) return "";
+  const auto gib = [](double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+    return std::string(text);
+  };
+  std::string text = "estimated training memory " + gib(static_cast<double>(e.total_bytes));
+  if (processes > 1) text += " per process, " + gib(need) + " for the " + std::to_string(processes) + " processes,";
+  return text + " (weights, gradients and AdamW " +
+         gib(static_cast<double>(e.weights_bytes + e.gradients_bytes + e.optimizer_bytes)) + ", reference " +
+         gib(static_cast<double>(e.reference_bytes)) + ", activations " + gib(static_cast<double>(e.activation_bytes)) +
+         ", critics " + gib(static_cast<double>(e.critic_bytes)) + ") is more than the " +
+         gib(static_cast<double>(available)) + " of " + where +
+         ", and the estimate is a lower bound: the run is likely to be killed or to run out of memory. Lower "
+         "train.per_device_train_batch_size or data.max_length, set train.gradient_checkpointing = true, or train "
+         "LoRA adapters ([model.lora] r > 0)";
 }
 
 }  // namespace ganpo

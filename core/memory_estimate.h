@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/config.h"
 #include "core/model/model_shape.h"
@@ -62,5 +63,16 @@ int64_t lora_parameter_count(const ModelShape& shape, const LoraConfig& lora);
 MemoryEstimate estimate_training_memory(const RunConfig& config);
 // The same for a known shape, e.g. one read from a checkpoint's config.json.
 MemoryEstimate estimate_training_memory(const RunConfig& config, const ModelShape& shape);
+
+// A field of /proc/meminfo in bytes ("MemAvailable": free now, reclaimable caches counted;
+// "MemTotal"), or -1 where it cannot be read.
+int64_t system_memory_bytes(const std::string& field);
+
+// The warning a run logs before it allocates when `processes` processes of this estimate need
+// more than `available` bytes of `where` ("this machine's free RAM", "cuda:0 (NVIDIA H200, 140 GiB)"):
+// the estimate is a lower bound, so such a run is likely killed by the system or runs out of
+// device memory. "" when it fits or `available` is unknown (< 0).
+std::string memory_shortfall_warning(const MemoryEstimate& estimate, int processes, int64_t available,
+                                     const std::string& where);
 
 }  // namespace ganpo

@@ -28,6 +28,7 @@
 #include "core/fused_adamw.h"
 #include "core/generate.h"
 #include "core/gpu_monitor.h"
+#include "core/memory_estimate.h"
 #include "core/eval/external_judge.h"
 #include "core/tasks/task.h"
 #include "core/tasks/task_random.h"
@@ -266,6 +267,7 @@ struct Trainer::State {
     if (device.is_cuda()) describe_gpu();
     torch::manual_seed(static_cast<uint64_t>(config.seed));
 
+    warn_if_memory_short();
     build_models();
     load_data();
     precompute_reference_logps();
@@ -391,6 +393,32 @@ struct Trainer::State {
     if (!cpu) return;
     if (const int jobs = cpu->refresh())
       log("notice", std::to_string(jobs) + " CPU job(s) on this machine; now " + cpu->describe());
+  }
+
+  // Before anything is allocated: the memory estimate (core/memory_estimate.h) against the GPU's
+  // memory, or the RAM free now for this host's processes, so a run that cannot fit says so
+  // instead of being killed by the system without a word.
+  void warn_if_memory_short() {
+    ModelShape shape;
+    try {
+      shape = config.model.checkpoint.empty()
+                  ? resolve_model_shape(config.model, ByteTokenizer().vocab_size())
+                  : read_model_config(config.model.checkpoint);
+    } catch (const std::exception&) {
+      return;  // not a folder with a config.json (a PEFT adapter folder): loading says what it is
+    }
+    const MemoryEstimate estimate = estimate_training_memory(config, shape);
+    std::string warning;
+    if (device.is_cuda()) {
+      if (const auto gpu = read_gpu(device.has_index() ? device.index() : 0))
+        warning = memory_shortfall_warning(estimate, 1, static_cast<int64_t>(gpu->memory_total_mb * 1024.0 * 1024.0),
+                                           device_label.empty() ? device.str() : device_label);
+    } else {
+      const int processes = options.distributed ? options.distributed->local_world_size : 1;
+      warning = memory_shortfall_warning(estimate, processes, system_memory_bytes("MemAvailable"),
+                                         "this machine's free RAM (MemAvailable)");
+    }
+    if (!warning.empty()) log("warning", warning);
   }
 
   void build_models() {

@@ -142,5 +142,35 @@ TEST(MemoryEstimate, CriticParameterCountMatchesTheModule) {
   EXPECT_EQ(critic_parameter_count(g, 48), numel);
 }
 
+// The warning a run logs before it allocates: silent when the estimate fits (or the memory is
+// unknown), otherwise the sizes, the parts and what to change; N processes of one host need N
+// times the estimate.
+TEST(MemoryEstimate, ShortfallWarningNamesTheSizesAndTheWayOut) {
+  MemoryEstimate e;
+  e.weights_bytes = e.gradients_bytes = 1LL << 30;
+  e.optimizer_bytes = 2LL << 30;
+  e.reference_bytes = 1LL << 30;
+  e.activation_bytes = 3LL << 30;
+  e.total_bytes = 8LL << 30;
+  EXPECT_EQ(memory_shortfall_warning(e, 1, 9LL << 30, "RAM"), "");
+  EXPECT_EQ(memory_shortfall_warning(e, 1, -1, "RAM"), "") << "unknown memory: nothing to say";
+  const std::string one = memory_shortfall_warning(e, 1, 6LL << 30, "this machine's free RAM (MemAvailable)");
+  EXPECT_NE(one.find("estimated training memory 8.0 GiB (weights, gradients and AdamW 4.0 GiB, reference 1.0 GiB, "
+                     "activations 3.0 GiB, critics 0.0 GiB) is more than the 6.0 GiB of this machine's free RAM"),
+            std::string::npos) << one;
+  EXPECT_NE(one.find("train.gradient_checkpointing = true"), std::string::npos) << one;
+  EXPECT_EQ(memory_shortfall_warning(e, 2, 17LL << 30, "RAM"), "");
+  const std::string two = memory_shortfall_warning(e, 2, 9LL << 30, "RAM");
+  EXPECT_NE(two.find("8.0 GiB per process, 16.0 GiB for the 2 processes"), std::string::npos) << two;
+}
+
+TEST(MemoryEstimate, SystemMemoryIsReadFromProcMeminfo) {
+  const int64_t total = system_memory_bytes("MemTotal"), available = system_memory_bytes("MemAvailable");
+  EXPECT_GT(total, 0);
+  EXPECT_GT(available, 0);
+  EXPECT_LE(available, total);
+  EXPECT_EQ(system_memory_bytes("NoSuchField"), -1);
+}
+
 }  // namespace
 }  // namespace ganpo
