@@ -3,10 +3,12 @@
 #include <QFile>
 
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 
 #include <nlohmann/json.hpp>
 
+#include "core/gpu_monitor.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
 
@@ -49,6 +51,23 @@ std::optional<ModelShape> MemoryEstimateLabel::checkpointShape(const std::string
   return cached_shape_;
 }
 
+MemoryEstimateLabel::DeviceMemory MemoryEstimateLabel::deviceMemory(const RunConfig& config) {
+  const bool cuda = config.device.rfind("cuda", 0) == 0;
+  if (cuda || config.device == "auto") {
+    const int index = cuda && config.device.size() > 5 ? std::atoi(config.device.c_str() + 5) : 0;  // "cuda:N"
+    if (!gpus_.count(index)) {
+      const auto gpu = read_gpu(index);
+      gpus_[index] = gpu ? std::optional(std::make_pair(gpu->name, gpu->memory_total_mb)) : std::nullopt;
+    }
+    if (const auto& gpu = gpus_[index])
+      return {static_cast<int64_t>(gpu->second * 1024.0 * 1024.0), 1, "the memory of GPU " + std::to_string(index) +
+                                                                          " (" + gpu->first + ")"};
+    if (cuda) return {};  // a GPU named but not readable here: nothing to compare with
+  }
+  return {system_memory_bytes("MemAvailable"), static_cast<int>(std::max<int64_t>(config.train.num_processes, 1)),
+          "the RAM free on this machine"};
+}
+
 void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
   const std::optional<ModelShape> from_checkpoint = checkpointShape(config.model.checkpoint);
   const MemoryEstimate e = from_checkpoint ? estimate_training_memory(config, *from_checkpoint)
@@ -68,6 +87,14 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                      QStringLiteral(" %"));
   if (!from_checkpoint && !config.model.checkpoint.empty())
     text += tr(". The checkpoint's config.json was not found: shape from these fields, byte vocabulary");
+  const DeviceMemory device = deviceMemory(config);
+  const bool short_of_memory = !memory_shortfall_warning(e, device.processes, device.bytes, device.where).empty();
+  if (short_of_memory)
+    text += tr(". More than the %1 of %2%3: the run is likely to be killed or to run out of memory (a smaller "
+               "batch or max length, gradient checkpointing or LoRA need less)")
+                .arg(format_bytes(device.bytes), QString::fromStdString(device.where),
+                     device.processes > 1 ? tr(" for %1 processes").arg(device.processes) : QString());
+  setStyleSheet(short_of_memory ? QStringLiteral("color: #b00020;") : QString());
   setText(text);
   setToolTip(tr("A lower bound: weights %1, gradients %2, AdamW moments %3 (fp32), frozen reference %4, "
                 "GANPO critics with their optimiser and activations %5, policy activations %6 for %7 x 2 "

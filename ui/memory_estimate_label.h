@@ -3,13 +3,18 @@
 //
 // When model.checkpoint names a folder with a config.json, that shape (with its real
 // vocabulary) is used, as the trainer would; otherwise the config's preset or explicit shape
-// with the byte tokenizer's vocabulary. The checkpoint's config.json is read once per path.
+// with the byte tokenizer's vocabulary. The checkpoint's config.json is read once per path. An
+// estimate above what the run's device holds (the GPU's memory, or the RAM free on this machine
+// for a CPU run) is said, in red.
 #pragma once
 
 #include <QLabel>
 #include <QString>
 
+#include <map>
 #include <optional>
+#include <string>
+#include <utility>
 
 #include "core/config.h"
 #include "core/model/model_shape.h"
@@ -25,6 +30,15 @@ public:
 
 private:
   std::optional<ModelShape> checkpointShape(const std::string& folder);
+  // What the run's device holds: the GPU's memory (NVML) for "cuda[:N]", and for "auto" where a
+  // GPU answers; else the RAM free now, shared by the run's processes. bytes < 0: unknown.
+  struct DeviceMemory {
+    int64_t bytes = -1;
+    int processes = 1;
+    std::string where;
+  };
+  DeviceMemory deviceMemory(const RunConfig& config);
+  std::map<int, std::optional<std::pair<std::string, double>>> gpus_;  // index -> name, MiB (read once)
 
   std::string cached_folder_;
   std::optional<ModelShape> cached_shape_;

@@ -441,6 +441,15 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   EXPECT_TRUE(memory->text().contains("0.89M parameters"));
   batch->setText("16");
   EXPECT_EQ(memory->text(), before);
+  // A batch no machine holds (~1.4 TB of activations): said in red, against the device's memory.
+  batch->setText("100000");
+  EXPECT_TRUE(memory->text().contains("More than the")) << memory->text().toStdString();
+  EXPECT_TRUE(memory->styleSheet().contains("color")) << "said in red";
+  dialog.show();
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short.png"));
+  batch->setText("16");
+  EXPECT_EQ(memory->text(), before);
+  EXPECT_TRUE(memory->styleSheet().isEmpty());
 }
 
 // LoRA on the Model page: the estimate counts only the adapters' gradients and AdamW moments,
