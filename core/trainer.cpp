@@ -239,6 +239,7 @@ struct Trainer::State {
   double window_grad_norm = 0;
   double peak_flops = 0;    // of this device in this precision, for MFU (0 = unknown, as on CPUs)
   std::string device_label;  // "cuda:0 (NVIDIA H200, 140 GiB)"; empty = device.str()
+  int64_t gpu_memory_bytes = -1;  // the GPU's total memory (NVML); -1 = no reading
 
   State(RunConfig c, RunObserver& o, TrainerOptions opt)
       : config(std::move(c)), observer(o), options(std::move(opt)) {}
@@ -363,6 +364,7 @@ struct Trainer::State {
       return;
     }
     device_label = device.str() + " (" + gpu->name + ", " + format_number(std::round(gpu->memory_total_mb / 1024.0)) + " GiB)";
+    gpu_memory_bytes = static_cast<int64_t>(gpu->memory_total_mb * 1024.0 * 1024.0);
     const bool bf16 = config.train.precision == "bf16";
     peak_flops = peak_flops_per_second(gpu->name, bf16);
     log("info", "GPU: " + device_label +
@@ -410,9 +412,7 @@ struct Trainer::State {
     const MemoryEstimate estimate = estimate_training_memory(config, shape);
     std::string warning;
     if (device.is_cuda()) {
-      if (const auto gpu = read_gpu(device.has_index() ? device.index() : 0))
-        warning = memory_shortfall_warning(estimate, 1, static_cast<int64_t>(gpu->memory_total_mb * 1024.0 * 1024.0),
-                                           device_label.empty() ? device.str() : device_label);
+      warning = memory_shortfall_warning(estimate, 1, gpu_memory_bytes, device_label);  // read by describe_gpu()
     } else {
       const int processes = options.distributed ? options.distributed->local_world_size : 1;
       warning = memory_shortfall_warning(estimate, processes, system_memory_bytes("MemAvailable"),
