@@ -43,7 +43,14 @@ DistributedEnv read_distributed_env(const EnvLookup& lookup_in) {
   const EnvLookup lookup = lookup_in ? lookup_in : [](const char* name) -> const char* { return std::getenv(name); };
   DistributedEnv env;
   const bool torchrun = value(lookup, "RANK") || value(lookup, "WORLD_SIZE");
-  const bool slurm = !torchrun && value(lookup, "SLURM_PROCID") && value(lookup, "SLURM_NTASKS");
+  // Slurm's task variables count only inside a step srun started (it sets SLURM_STEP_ID): a batch
+  // script's own shell sees the job's SLURM_NTASKS too, yet it is one process.
+  const bool in_step = value(lookup, "SLURM_STEP_ID") || value(lookup, "SLURM_STEPID");
+  const bool slurm = !torchrun && in_step && value(lookup, "SLURM_PROCID") && value(lookup, "SLURM_NTASKS");
+  if (!torchrun && !slurm && value(lookup, "SLURM_NTASKS") && integer(lookup, "SLURM_NTASKS", 1, 1, kMaxWorld) > 1)
+    env.note = "the Slurm job has SLURM_NTASKS = " + *value(lookup, "SLURM_NTASKS") +
+               " but this process was not started by srun (no SLURM_STEP_ID), so it trains alone; start one "
+               "process per task with `srun ganpo train ...`";
   if (torchrun) {
     if (!value(lookup, "RANK") || !value(lookup, "WORLD_SIZE"))
       throw ConfigError(std::string(value(lookup, "RANK") ? "RANK is set without WORLD_SIZE"

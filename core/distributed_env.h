@@ -1,8 +1,9 @@
 // Where this process sits in a data-parallel run, read from the environment its launcher set:
 // `ganpo launch` and torchrun (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
-// MASTER_PORT) or Slurm's srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE;
-// the rendezvous host is MASTER_ADDR when the job script sets it, else the node srun was started
-// from). Nothing set means one process. Torch-free: the launcher and the tests read it too.
+// MASTER_PORT) or Slurm's srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE
+// in a step, i.e. with SLURM_STEP_ID; the rendezvous host is MASTER_ADDR when the job script sets
+// it, else the node srun was started from). Nothing set means one process. Torch-free: the
+// launcher and the tests read it too.
 #pragma once
 
 #include <functional>
@@ -20,6 +21,7 @@ struct DistributedEnv {
   std::string master_addr = "127.0.0.1";
   int master_port = kDefaultMasterPort;
   std::string source = "single process";  // or "RANK/WORLD_SIZE environment", "Slurm"
+  std::string note;  // set when the environment looks like a launch that this process is not part of
 
   bool distributed() const { return world_size > 1; }
   std::string describe() const;  // "rank 1 of 4 (local 1 of 2), rendezvous 10.0.0.1:29500, from Slurm"

@@ -224,7 +224,7 @@ struct Trainer::State {
   int64_t step = 0;  // optimizer steps done
   int64_t epoch = 0;
   int64_t cursor = 0;  // position in the epoch's order
-  int64_t tokens_seen = 0;
+  int64_t tokens_seen = 0;  // by this process (a resumed count is rank 0's); the run's is the sum over ranks
   std::vector<int64_t> order;
   std::map<std::string, double> last_eval;
 
@@ -307,6 +307,7 @@ struct Trainer::State {
   // ---- data parallelism (data_parallel.h) ------------------------------------------------------
   void join_process_group() {
     if (!options.distributed || !options.distributed->distributed()) {
+      if (options.distributed && !options.distributed->note.empty()) log("warning", options.distributed->note);
       if (config.train.num_processes > 1)
         log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) +
                            " but this process was started alone (`ganpo train`, workspace runs and `ganpo launch` start "
@@ -315,8 +316,19 @@ struct Trainer::State {
       return;
     }
     const DistributedEnv& env = *options.distributed;
+    if (config.train.num_processes > 1 && config.train.num_processes != env.world_size)
+      log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) + " but the launcher started " +
+                         std::to_string(env.world_size) + " processes (" + env.source + "); training with " +
+                         std::to_string(env.world_size) + ", global batch " +
+                         std::to_string(config.train.per_device_train_batch_size * env.world_size));
     // One GPU per process on its host: cuda:<local rank>.
-    if (device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    if (device.is_cuda()) {
+      if (device.has_index() && device.index() != env.local_rank && config.device != "auto" && config.device != "cuda")
+        log("warning", "device = \"" + config.device + "\" gives way to cuda:" + std::to_string(env.local_rank) +
+                           " in a data-parallel run (one GPU per process, by local rank); choose the GPUs with "
+                           "CUDA_VISIBLE_DEVICES");
+      device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    }
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config.train.dist_timeout_s * 1000.0));
     dp = std::make_unique<DataParallel>(env, device, timeout);
     log("info", "data parallel: " + env.describe() + ", " + dp->backend() + " process group; global batch " +
@@ -819,8 +831,11 @@ struct Trainer::State {
     torch::Tensor loss = opo.loss;
     std::vector<std::pair<const char*, torch::Tensor>> terms{{"opo_loss", opo.loss}};
     if (config.objective.rpo_alpha > 0) {
-      // RPO (TRL's rpo_alpha): mean NLL per chosen-response token keeps the chosen likely.
-      auto nll = -in.policy_chosen.sum() / in.chosen_length.sum().clamp_min(1.0);
+      // RPO (TRL's rpo_alpha): mean NLL per chosen-response token keeps the chosen likely; over
+      // every rank's tokens, as in the SFT loss (each rank divides by the ranks' mean count).
+      auto chosen_tokens = in.chosen_length.sum();
+      if (dp) dp->all_reduce_mean_(chosen_tokens);
+      auto nll = -in.policy_chosen.sum() / chosen_tokens.clamp_min(1.0);
       loss = loss + config.objective.rpo_alpha * nll;
       add("nll_loss", nll);
     }
@@ -1010,12 +1025,12 @@ struct Trainer::State {
     if (regularizer) m["critic/learning_rate"] = m["learning_rate"] * config.ganpo.critic_lr_ratio;
     m["grad_norm"] = window_grad_norm / static_cast<double>(window_steps);
     m["step_time_s"] = window_seconds / static_cast<double>(window_steps);
-    if (dp) add_rank_throughput(m);  // and the window's tokens and FLOPs become the world's
+    m["tokens_seen"] = static_cast<double>(tokens_seen);
+    if (dp) add_rank_throughput(m);  // and the window's tokens and FLOPs (and tokens_seen) become the world's
     m["tokens_per_s"] = window_seconds > 0 ? static_cast<double>(window_tokens) / window_seconds : 0.0;
     const double flops_per_s = window_seconds > 0 ? window_flops / window_seconds : 0.0;
     m["model_tflops"] = flops_per_s / 1e12;
     if (peak_flops > 0) m["mfu"] = flops_per_s / peak_flops;
-    m["tokens_seen"] = static_cast<double>(tokens_seen);
     m["epoch"] = static_cast<double>(epoch) + static_cast<double>(cursor) / std::max<double>(1.0, static_cast<double>(order.size()));
     m["memory/rss_mb"] = rss_megabytes();
     if (device.is_cuda()) add_gpu_metrics(m);
@@ -1030,17 +1045,21 @@ struct Trainer::State {
   // summed over the ranks, so tokens_per_s and MFU speak of the whole run (MFU per device: the
   // world's FLOPs against the world's peak).
   void add_rank_throughput(std::map<std::string, double>& m) {
-    auto mine = torch::tensor({static_cast<double>(window_tokens), window_flops, window_seconds},
+    auto mine = torch::tensor({static_cast<double>(window_tokens), window_flops, window_seconds,
+                               static_cast<double>(tokens_seen)},
                               torch::TensorOptions().dtype(torch::kFloat64));
     const auto all = dp->all_gather(mine);
     window_tokens = 0;
     window_flops = 0;
+    double seen = 0;
     for (size_t r = 0; r < all.size(); ++r) {
       const auto v = all[r].accessor<double, 1>();
       window_tokens += static_cast<int64_t>(v[0]);
       window_flops += v[1];
+      seen += v[3];
       m["ranks/tokens_per_s/" + std::to_string(r)] = v[2] > 0 ? v[0] / v[2] : 0.0;
     }
+    m["tokens_seen"] = seen;
     m["ranks/world_size"] = static_cast<double>(world());
     m["ranks/allreduce_s"] = window_steps > 0 ? window_allreduce_seconds / static_cast<double>(window_steps) : 0.0;
     window_allreduce_seconds = 0;
@@ -1290,12 +1309,32 @@ struct Trainer::State {
     return out;
   }
 
-  void write_trainer_state(const std::string& dir, const std::vector<std::pair<std::string, torch::Tensor>>& rng) {
+  // The world's state for rank 0 to write, gathered at a checkpoint (collectives: every rank
+  // calls it at the same one): every rank's generators, the tokens all ranks trained on, and the
+  // critics' gradients waiting for their step averaged over the ranks (the step averages them
+  // anyway, and a mean is linear), so rank 0's copy is every rank's and a resume goes on exactly.
+  struct WorldState {
+    std::vector<std::pair<std::string, torch::Tensor>> rng;
+    int64_t tokens_seen = 0;
+  };
+  WorldState gather_world_state() {
+    WorldState out;
+    out.rng = world_rng_tensors();
+    out.tokens_seen = tokens_seen;
+    if (!dp) return out;
+    auto seen = torch::tensor({static_cast<double>(tokens_seen)}, torch::TensorOptions().dtype(torch::kFloat64));
+    dp->all_reduce_sum_(seen);
+    out.tokens_seen = static_cast<int64_t>(seen.item<double>());
+    if (regularizer && config.ganpo.critic_update_every > 1) dp->average_gradients(regularizer->critic_parameters());
+    return out;
+  }
+
+  void write_trainer_state(const std::string& dir, const WorldState& world_state) {
     const fs::path ts = fs::path(dir) / "trainer_state";
     fs::create_directories(ts);
     torch::save(*optimizer, (ts / "optimizer.pt").string());
     nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor},
-                            {"tokens_seen", tokens_seen}, {"total_steps", total_steps}, {"world_size", world()}};
+                            {"tokens_seen", world_state.tokens_seen}, {"total_steps", total_steps}, {"world_size", world()}};
     if (regularizer) {
       torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
       save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
@@ -1309,7 +1348,7 @@ struct Trainer::State {
         state["ema"] = {e.w_a.item<double>(), e.w_b.item<double>(), e.w_p.item<double>(),
                         e.l_a.item<double>(), e.l_b.item<double>(), e.l_p.item<double>()};
     }
-    save_safetensors((ts / "rng.safetensors").string(), rng);
+    save_safetensors((ts / "rng.safetensors").string(), world_state.rng);
     if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->lora_parameters());
     write_json_file((ts / "state.json").string(), state);
   }
@@ -1334,7 +1373,7 @@ struct Trainer::State {
 
   std::string save_checkpoint(const std::string& name, bool with_state) {
     const std::string dir = (fs::path(config.output_dir) / name).string();
-    const auto rng = with_state ? world_rng_tensors() : std::vector<std::pair<std::string, torch::Tensor>>{};
+    const WorldState world_state = with_state ? gather_world_state() : WorldState{};
     if (!is_main()) return dir;  // rank 0 writes the run's files
     write_folder_atomically(dir, [&](const std::string& tmp) {
       save_model_files(tmp, policy, *tokenizer,
@@ -1342,7 +1381,7 @@ struct Trainer::State {
       write_json_file((fs::path(tmp) / "meta.json").string(), meta_json());
       write_text_file((fs::path(tmp) / "run_config.toml").string(), config_to_toml(config));
       if (policy->lora().r > 0) write_adapter_folder(tmp);
-      if (with_state) write_trainer_state(tmp, rng);
+      if (with_state) write_trainer_state(tmp, world_state);
     });
     fault_point("checkpoint.renamed");
     observer.on_checkpoint(step, dir, last_eval);
@@ -1408,16 +1447,19 @@ struct Trainer::State {
     step = state.value("step", int64_t{0});
     epoch = state.value("epoch", int64_t{0});
     cursor = state.value("cursor", int64_t{0});
-    tokens_seen = state.value("tokens_seen", int64_t{0});
+    tokens_seen = is_main() ? state.value("tokens_seen", int64_t{0}) : 0;  // the world's count, held once
     const int64_t saved_world = state.value("world_size", int64_t{1});
     if (saved_world != world())
       log("warning", "the checkpoint was trained by " + std::to_string(saved_world) + " process(es) and continues with " +
                          std::to_string(world()) + ": the global batch changes from " +
                          std::to_string(saved_world * config.train.per_device_train_batch_size) + " to " +
                          std::to_string(world() * config.train.per_device_train_batch_size) +
-                         " rows per step from here on (the data order is kept), so the run is no longer the one an "
-                         "uninterrupted run would give; resume with train.num_processes = " + std::to_string(saved_world) +
-                         " for that");
+                         " rows per step from here on (the data order is kept)" +
+                         (world() > saved_world ? ", and ranks " + std::to_string(saved_world) + " and up start from rank 0's "
+                                                  "saved random generators (dropout draws repeat across ranks)"
+                                                : std::string()) +
+                         ", so the run is no longer the one an uninterrupted run would give; resume with "
+                         "train.num_processes = " + std::to_string(saved_world) + " for that");
     order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
     auto rng = load_safetensors((ts / "rng.safetensors").string()).tensors;
     if (dp && dp->rank() > 0) {

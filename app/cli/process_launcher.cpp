@@ -32,25 +32,36 @@ struct Rank {
 };
 
 pid_t spawn(const LaunchPlan& plan, int local_rank, int global_rank, int world, int port) {
-  std::vector<std::string> env_vars = {
+  // Everything the child needs is built here: between fork and exec only async-signal-safe calls.
+  const std::vector<std::string> place = {
       "RANK=" + std::to_string(global_rank),          "WORLD_SIZE=" + std::to_string(world),
       "LOCAL_RANK=" + std::to_string(local_rank),     "LOCAL_WORLD_SIZE=" + std::to_string(plan.nproc_per_node),
       "MASTER_ADDR=" + plan.master_addr,              "MASTER_PORT=" + std::to_string(port),
       "GROUP_RANK=" + std::to_string(plan.node_rank),
   };
-  const pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  // The child: its place in the world, then this same program with the rank's command.
-  for (const auto& v : env_vars) ::putenv(const_cast<char*>(v.c_str()));
-  ::signal(SIGINT, SIG_DFL);
-  ::signal(SIGTERM, SIG_DFL);
-  std::vector<char*> argv;
+  auto overridden = [&](const char* entry) {
+    for (const auto& v : place)
+      if (std::strncmp(entry, v.c_str(), v.find('=') + 1) == 0) return true;
+    return false;
+  };
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (!overridden(*e)) envp.push_back(*e);
+  for (const auto& v : place) envp.push_back(const_cast<char*>(v.c_str()));
+  envp.push_back(nullptr);
   std::string self = "ganpo";
-  argv.push_back(self.data());
+  std::vector<char*> argv{self.data()};
   for (const auto& a : plan.command) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  ::execv("/proc/self/exe", argv.data());
-  std::fprintf(stderr, "ganpo launch: cannot start rank %d: %s\n", global_rank, std::strerror(errno));
+  const std::string cannot_start = "ganpo launch: cannot start rank " + std::to_string(global_rank) + "\n";
+
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  // The child: this same program with the rank's command and its place in the world.
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  ::execve("/proc/self/exe", argv.data(), envp.data());
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, cannot_start.data(), cannot_start.size());
   ::_exit(127);
 }
 

@@ -105,9 +105,10 @@ namespace {
 // without a trace when the claim failed (the Worker is destroyed unsent).
 class Worker {
 public:
-  // gpu (a CUDA_VISIBLE_DEVICES entry) not empty: the worker sees only that device, so runs
-  // started at once spread over the GPUs instead of sharing the first.
-  Worker(const std::string& db, int64_t run_id, const std::string& gpu = "") {
+  // gpus (a CUDA_VISIBLE_DEVICES list) not empty: the worker sees only those devices (one, or
+  // one per process of a data-parallel run), so runs started at once spread over the GPUs
+  // instead of sharing the first.
+  Worker(const std::string& db, int64_t run_id, const std::string& gpus = "") {
     const std::filesystem::path logs = std::filesystem::path(db).parent_path() / "logs";
     std::error_code ec;
     std::filesystem::create_directories(logs, ec);
@@ -123,7 +124,7 @@ public:
       }
       if (go != 'g') ::_exit(0);
       ::setsid();
-      if (!gpu.empty()) ::setenv("CUDA_VISIBLE_DEVICES", gpu.c_str(), 1);
+      if (!gpus.empty()) ::setenv("CUDA_VISIBLE_DEVICES", gpus.c_str(), 1);
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) ::dup2(fd, STDOUT_FILENO), ::dup2(fd, STDERR_FILENO);
       ::execl("/proc/self/exe", "ganpo", "train", "--run", id.c_str(), "--db", db.c_str(), static_cast<char*>(nullptr));
@@ -160,12 +161,13 @@ void print_counts(const StudyRow& s, const StudyCounts& c) {
 // The queue driver: starts runs while fewer than `jobs` are attached, until nothing can start
 // and nothing runs. All state is in the store, so several drivers (or a new one after this one
 // was killed) share the work without starting a run twice.
-// With several GPUs each worker this driver starts gets one of its own (the least used).
+// With several GPUs each worker this driver starts gets the least used one (as many as the run
+// has processes, train.num_processes).
 int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
   using namespace std::chrono_literals;
   bool said_paused = false;
   const int gpus = cuda_device_count();
-  std::map<pid_t, int> gpu_of;  // this driver's live workers
+  std::map<pid_t, std::vector<int>> gpus_of;  // this driver's live workers
   // The devices this driver may use, as CUDA_VISIBLE_DEVICES names them (its own list when the
   // user or a scheduler set one, e.g. "2,3" or GPU UUIDs; else 0..gpus-1).
   std::vector<std::string> visible;
@@ -176,24 +178,36 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
   if (visible.empty())
     for (int i = 0; i < gpus; ++i) visible.push_back(std::to_string(i));
   if (static_cast<int>(visible.size()) > gpus) visible.resize(static_cast<size_t>(std::max(gpus, 0)));
-  auto free_gpu = [&](int64_t run_id) {
-    if (visible.size() < 2) return -1;
-    // A run that names its device ("cuda:1") keeps every device in view.
+  // The devices for a run's worker (indexes into `visible`), none to keep every device in view.
+  auto free_gpus = [&](int64_t run_id) -> std::vector<int> {
+    if (visible.size() < 2) return {};
+    size_t processes = 1;
     if (const auto run = store.run(run_id)) {
       const auto config = nlohmann::json::parse(run->config_json, nullptr, false);
-      const std::string device = config.is_object() && config.contains("device") && config["device"].is_string()
+      if (!config.is_object()) return {};
+      // A run that names its device ("cuda:1") keeps every device in view.
+      const std::string device = config.contains("device") && config["device"].is_string()
                                      ? config["device"].get<std::string>()
                                      : "auto";
-      if (device != "auto" && device != "cuda") return -1;
+      if (device != "auto" && device != "cuda") return {};
+      const auto n = config.value("/train/num_processes"_json_pointer, nlohmann::json(1));
+      if (n.is_number_integer() && n.get<int64_t>() > 1) processes = static_cast<size_t>(n.get<int64_t>());
     }
+    if (processes >= visible.size()) return {};
     std::vector<int> used(visible.size(), 0);
-    for (const auto& [pid, gpu] : gpu_of) ++used[static_cast<size_t>(gpu)];
-    return static_cast<int>(std::min_element(used.begin(), used.end()) - used.begin());
+    for (const auto& [pid, gpus] : gpus_of)
+      for (int g : gpus) ++used[static_cast<size_t>(g)];
+    std::vector<int> order(visible.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return used[static_cast<size_t>(a)] < used[static_cast<size_t>(b)]; });
+    order.resize(processes);
+    std::sort(order.begin(), order.end());
+    return order;
   };
   for (;;) {
     try {
       pid_t ended = 0;
-      while ((ended = ::waitpid(-1, nullptr, WNOHANG)) > 0) gpu_of.erase(ended);  // own workers that ended
+      while ((ended = ::waitpid(-1, nullptr, WNOHANG)) > 0) gpus_of.erase(ended);  // own workers that ended
 
       store.reap_dead_workers();
       const std::optional<StudyRow> s = find_study(store, study_id);
@@ -218,11 +232,13 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
         while (c.attached < jobs) {
           const std::optional<int64_t> next = next_study_run(store, study_id);
           if (!next || std::find(refused.begin(), refused.end(), *next) != refused.end()) break;
-          const int gpu = free_gpu(*next);
-          Worker worker(db, *next, gpu < 0 ? "" : visible[static_cast<size_t>(gpu)]);
+          const std::vector<int> gpus = free_gpus(*next);
+          std::string devices;
+          for (int g : gpus) devices += (devices.empty() ? "" : ",") + visible[static_cast<size_t>(g)];
+          Worker worker(db, *next, devices);
           if (worker.pid() > 0 && claim_study_run(store, *next, worker.pid())) {
             worker.go();
-            if (gpu >= 0) gpu_of[worker.pid()] = gpu;
+            if (!gpus.empty()) gpus_of[worker.pid()] = gpus;
             ++c.attached;
             const auto run = store.run(*next);
             std::printf("started run %lld '%s' (worker pid %d)\n", static_cast<long long>(*next),

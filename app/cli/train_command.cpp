@@ -115,10 +115,23 @@ std::string last_resumable_checkpoint(RunStore& store, int64_t run_id) {
 
 namespace {
 
-// train.num_processes > 1 and no launcher around this process: it becomes the launcher of the
-// run's ranks, each a worker of the same run (rank 0 claims and records it). A rank that fails
-// stops the others; its exit is added to the run's events, and the run is marked failed with
-// it unless rank 0 already recorded why.
+// Claims the run for `pid` (the process that trains it, or the launcher of its ranks); when
+// another worker holds it, says which and how to stop it.
+bool claim_or_explain(RunStore& store, int64_t run_id, int64_t pid) {
+  if (store.claim_run(run_id, pid)) return true;
+  const auto now = store.run(run_id);
+  std::fprintf(stderr,
+               "ganpo: run %lld is already being trained by worker pid %lld on %s (status %s); "
+               "stop it first with: ganpo runs control %lld stop\n",
+               static_cast<long long>(run_id), static_cast<long long>(now ? now->worker_pid.value_or(0) : 0),
+               now ? now->worker_host.c_str() : "?", now ? to_string(now->status) : "?", static_cast<long long>(run_id));
+  return false;
+}
+
+// train.num_processes > 1 and no launcher around this process: it claims the run, then becomes
+// the launcher of the run's ranks, each a worker of the same run (rank 0 takes over the claim
+// and records the run). A rank that fails stops the others; its exit is added to the run's
+// events, and the run is marked failed with it unless rank 0 already recorded why.
 int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::string& resume_from, int64_t processes) {
   LaunchPlan plan;
   plan.nproc_per_node = static_cast<int>(processes);
@@ -166,18 +179,18 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
       processes = config_from_json(nlohmann::json::parse(row->config_json)).train.num_processes;
     } catch (const std::exception&) {
     }
-    if (processes > 1) return launch_worker_ranks(db_path, run_id, resume_from, processes);
+    if (processes > 1) {
+      // Claimed before any rank starts: a run another worker trains is refused here, untouched.
+      if (!claim_or_explain(store, run_id, static_cast<int64_t>(::getpid()))) return 2;
+      return launch_worker_ranks(db_path, run_id, resume_from, processes);
+    }
   }
   // Rank 0 (or the only process) trains the run as its worker; the other ranks only compute.
-  if (env.rank == 0 && !store.claim_run(run_id, static_cast<int64_t>(::getpid()))) {
-    const auto now = store.run(run_id);
-    std::fprintf(stderr,
-                 "ganpo: run %lld is already being trained by worker pid %lld on %s (status %s); "
-                 "stop it first with: ganpo runs control %lld stop\n",
-                 static_cast<long long>(run_id), static_cast<long long>(now ? now->worker_pid.value_or(0) : 0),
-                 now ? now->worker_host.c_str() : "?", now ? to_string(now->status) : "?", static_cast<long long>(run_id));
-    return 2;
-  }
+  // Started by the launcher that claimed the run, rank 0 takes that claim over (its heartbeats
+  // then name rank 0 as the run's worker).
+  const int64_t parent = static_cast<int64_t>(::getppid());
+  const int64_t claimant = env.distributed() && row->worker_pid == parent ? parent : static_cast<int64_t>(::getpid());
+  if (env.rank == 0 && !claim_or_explain(store, run_id, claimant)) return 2;
 
   RunConfig config;
   try {
@@ -342,6 +355,13 @@ int train_command(const TrainArgs& args) {
       std::fprintf(stderr, "ganpo train: --resume continues one run; a pipeline continues with `ganpo study run ID`\n");
       return 2;
     }
+    if (!args.no_db && read_distributed_env().distributed()) {
+      // Every rank would queue the pipeline's study in the workspace.
+      std::fprintf(stderr, "ganpo train: a [[pipeline]] under a launcher trains with --no-db (each stage's ranks "
+                           "together); for a workspace study, set train.num_processes and run `ganpo train --config "
+                           "FILE` without a launcher, which starts each stage's processes\n");
+      return 2;
+    }
     return train_pipeline(args, config);
   }
   if (args.no_db) {
@@ -352,6 +372,17 @@ int train_command(const TrainArgs& args) {
     options.resume_from = args.resume;
     return report_result("ganpo train", run_stage(config, options),
                          "ganpo train --no-db --config " + args.config_path + " --resume <checkpoint folder>");
+  }
+  const DistributedEnv env = read_distributed_env();
+  if (env.rank > 0) {
+    // Started by a launcher (`ganpo launch`, torchrun, srun) on a config: rank 0 records the
+    // run in the workspace; the other ranks only compute, on the config as rank 0 stores it.
+    make_paths_absolute(config);
+    resolve_data_source(config.data);
+    install_stop_signal_handlers();
+    TrainerOptions options;
+    if (!args.resume.empty()) options.resume_from = fs::absolute(args.resume).string();
+    return report_result("ganpo train", run_stage(config, options), "");
   }
   const std::string db_path = workspace_path(args.db);
   int64_t run_id = 0;

@@ -67,6 +67,17 @@ std::string read_text(const fs::path& file) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// The rows an SQL query over the workspace gives, as sqlite3 prints them ("1|completed\n").
+std::string query(const std::string& db, const std::string& sql) {
+  std::string rows;
+  FILE* q = ::popen(("sqlite3 " + db + " \"" + sql + "\"").c_str(), "r");
+  if (q == nullptr) return "(sqlite3 did not start)";
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, q)) rows.append(buf, n);
+  ::pclose(q);
+  return rows;
+}
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -80,7 +91,8 @@ int free_port() {
 }
 
 bool compared_key(const std::string& k) {
-  return k == "loss" || k == "opo_loss" || k == "grad_norm" || k.rfind("adv/", 0) == 0 || k.rfind("critic/", 0) == 0 ||
+  return k == "loss" || k == "opo_loss" || k == "nll_loss" || k == "grad_norm" || k == "tokens_seen" ||
+         k.rfind("adv/", 0) == 0 || k.rfind("critic/", 0) == 0 ||
          k.rfind("ema/", 0) == 0 || k.rfind("rewards/", 0) == 0 || k.rfind("logps/", 0) == 0;
 }
 
@@ -119,13 +131,15 @@ TEST(DataParallel, TwoRanksOfBatch4TrainLikeOneProcessOfBatch8) {
 
 // The same with gradient accumulation (the all-reduce overlaps only the last micro-batch's
 // backward pass and carries the earlier ones' part) and gradient checkpointing (the blocks'
-// gradients come from a backward pass inside the backward pass): 2 ranks x batch 2 x 2
-// micro-batches train as 1 process x batch 4 x 2 micro-batches.
+// gradients come from a backward pass inside the backward pass), with RPO's NLL term (a mean
+// over every rank's chosen tokens): 2 ranks x batch 2 x 2 micro-batches train as 1 process x
+// batch 4 x 2 micro-batches.
 TEST(DataParallel, AccumulationAndCheckpointingAverageAsOneProcess) {
   const auto dir = fresh_test_dir("ganpo-dp");
   auto config = [&](const fs::path& out, int64_t batch, int64_t processes) {
     std::string c = run_config(out, batch, processes, 3);
-    return c.insert(c.find("dist_timeout_s"), "gradient_accumulation_steps = 2\ngradient_checkpointing = true\n");
+    c.insert(c.find("dist_timeout_s"), "gradient_accumulation_steps = 2\ngradient_checkpointing = true\n");
+    return c + "[objective]\nrpo_alpha = 1.0\n";
   };
   std::ofstream(dir / "one.toml") << config(dir / "one", 4, 1);
   std::ofstream(dir / "two.toml") << config(dir / "two", 2, 2);
@@ -136,7 +150,7 @@ TEST(DataParallel, AccumulationAndCheckpointingAverageAsOneProcess) {
   const auto a = metrics_by_step(dir / "one"), b = metrics_by_step(dir / "two");
   ASSERT_EQ(b.size(), 3u);
   for (const auto& [step, row] : a)
-    for (const char* k : {"loss", "grad_norm", "adv/loss", "critic/loss_chosen", "ema/w_ref_chosen"})
+    for (const char* k : {"loss", "nll_loss", "grad_norm", "adv/loss", "critic/loss_chosen", "ema/w_ref_chosen", "tokens_seen"})
       EXPECT_NEAR(b.at(step).at(k).get<double>(), row.at(k).get<double>(), 2e-5 * std::max(1.0, std::abs(row.at(k).get<double>())))
           << k << " at step " << step;
   const auto la = logits_of(dir / "one" / "final"), lb = logits_of(dir / "two" / "final");
@@ -249,23 +263,28 @@ TEST(DataParallel, APipelineWithoutAWorkspaceRunsEachStageOnItsProcesses) {
 }
 
 // A checkpoint of a 2-rank run (written by rank 0, with every rank's generators) resumes to the
-// same steps and the same final weights as the uninterrupted run.
+// same steps and the same final weights as the uninterrupted run: with critic dropout drawn
+// from each rank's own generator, and the critics stepping every second step (on steps 1, 3, 5),
+// so the checkpoint at step 4 holds critic gradients that wait for step 5 (from every rank, not
+// rank 0's alone).
 TEST(DataParallel, ResumingATwoRankRunIsExact) {
   const auto dir = fresh_test_dir("ganpo-dp");
   auto config = [&](const fs::path& out) {
     std::string c = run_config(out, 4, 2, 6);
-    return c.insert(c.find("dist_timeout_s"), "save_steps = 3\n");
+    c.replace(c.find("critic_dropout = 0.0"), 20, "critic_dropout = 0.1\ncritic_update_every = 2");
+    return c.insert(c.find("dist_timeout_s"), "save_steps = 2\n");
   };
   std::ofstream(dir / "whole.toml") << config(dir / "whole");
   auto whole = run_cli("train --no-db --config " + (dir / "whole.toml").string());
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
-  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-3" / "trainer_state" / "rng.safetensors"));
-  fs::copy(dir / "whole" / "checkpoint-3", dir / "saved-3", fs::copy_options::recursive);
+  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-4" / "trainer_state" / "rng.safetensors"));
+  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-4" / "trainer_state" / "critic_grads.safetensors"));
+  fs::copy(dir / "whole" / "checkpoint-4", dir / "saved-4", fs::copy_options::recursive);
   std::ofstream(dir / "resumed.toml") << config(dir / "resumed");
-  auto resumed = run_cli("train --no-db --config " + (dir / "resumed.toml").string() + " --resume " + (dir / "saved-3").string());
+  auto resumed = run_cli("train --no-db --config " + (dir / "resumed.toml").string() + " --resume " + (dir / "saved-4").string());
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   const auto a = metrics_by_step(dir / "whole"), b = metrics_by_step(dir / "resumed");
-  for (int64_t step = 4; step <= 6; ++step)
+  for (int64_t step = 5; step <= 6; ++step)
     for (const auto& [k, v] : a.at(step).items()) {
       if (compared_key(k) && v.is_number()) {
         EXPECT_EQ(b.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;
@@ -326,13 +345,68 @@ TEST(DataParallel, AWorkspaceRunWithTwoProcessesIsRecordedOnce) {
   const auto run = nlohmann::json::parse(show.output.substr(show.output.find('{')));
   EXPECT_EQ(run.at("status").get<std::string>(), "completed") << show.output;
   // The store's own rows: one loss per step (rank 1 records nothing).
-  std::string rows;
-  FILE* q = ::popen(("sqlite3 " + db + " \"SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step\"").c_str(), "r");
-  ASSERT_NE(q, nullptr);
-  char buf[256];
-  while (size_t n = fread(buf, 1, sizeof buf, q)) rows.append(buf, n);
-  ::pclose(q);
-  EXPECT_EQ(rows, "1|1\n2|1\n3|1\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n");
+}
+
+// Ranks started by a launcher on a config with a workspace (`ganpo launch ... train --config`,
+// as torchrun or srun start them): rank 0 records one run; the other ranks leave the store alone.
+TEST(DataParallel, ALaunchedConfigIsRecordedOnceInTheWorkspace) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 1, 3);
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("launch --nproc-per-node 2 train --config " + (dir / "run.toml").string() + " --db " + db);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(query(db, "SELECT COUNT(*), MIN(status) FROM runs"), "1|completed\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n");
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "data parallel: rank 0 of 2");
+}
+
+// A workspace run of two processes while it trains: starting it again is refused and leaves it
+// training (the launcher claims the run before any rank starts), and `runs control ID stop`
+// stops every rank.
+TEST(DataParallel, ATrainingRunIsNotStartedTwiceAndStopsOnRequest) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 100000);
+  const std::string db = (dir / "ws.sqlite").string();
+  const pid_t first = spawn_cli({"train", "--config", (dir / "run.toml").string(), "--db", db}, dir / "first.log");
+  ASSERT_TRUE(wait_for([&] { return query(db, "SELECT status FROM runs WHERE id = 1 AND last_step > 0") == "running\n"; },
+                       "the run to train"));
+  for (const std::string again : {"train --db " + db + " --run 1", "runs --db " + db + " resume 1"}) {
+    auto r = run_cli(again);
+    EXPECT_EQ(r.exit_code, 2) << again << "\n" << r.output;
+    EXPECT_CONTAINS(r.output, "is already being trained by worker pid");
+    EXPECT_EQ(query(db, "SELECT status, error FROM runs WHERE id = 1"), "running|\n") << "untouched by " << again;
+  }
+  auto stop = run_cli("runs --db " + db + " control 1 stop");
+  ASSERT_EQ(stop.exit_code, 0) << stop.output;
+  int status = 0;
+  ASSERT_TRUE(wait_for([&] { return ::waitpid(first, &status, WNOHANG) == first; }, "the run to stop"));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status << "\n" << read_text(dir / "first.log");
+  EXPECT_EQ(query(db, "SELECT status FROM runs WHERE id = 1"), "stopped\n");
+}
+
+// A rank of a workspace run dies (SIGKILL in step 3, after the checkpoint of step 2): the run is
+// marked failed naming the rank, and continues from that checkpoint to its end, every step
+// recorded once.
+TEST(DataParallel, ARankThatDiesFailsTheWorkspaceRunWhichThenResumes) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string config = run_config(dir / "run", 4, 2, 5);
+  std::ofstream(dir / "run.toml") << config.insert(config.find("dist_timeout_s"), "save_steps = 2\n");
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
+                   "GANPO_KILL_AT=step.done:3 GANPO_FAULT_RANK=1");
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.output;
+  EXPECT_CONTAINS(r.output, "rank 1 (pid");
+  const std::string failed = query(db, "SELECT status, error FROM runs WHERE id = 1");
+  EXPECT_EQ(failed.rfind("failed|", 0), 0u) << failed;
+  EXPECT_CONTAINS(failed, "rank 1");
+  EXPECT_EQ(query(db, "SELECT step FROM checkpoints WHERE run_id = 1"), "2\n") << "no half-written checkpoint";
+
+  auto again = run_cli("runs --db " + db + " resume 1");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_CONTAINS(again.output, "continuing from " + (dir / "run" / "checkpoint-2").string());
+  EXPECT_EQ(query(db, "SELECT status FROM runs WHERE id = 1"), "completed\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n4|1\n5|1\n");
 }
 
 // `ganpo launch` with the torchrun-style options runs the same thing from a config with one

@@ -59,7 +59,7 @@ TEST(DistributedEnv, TorchrunDefaultsLocalRankToRankOnOneHost) {
 }
 
 TEST(DistributedEnv, SlurmVariables) {
-  const auto env = read({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"},
+  const auto env = read({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_STEP_ID", "0"},
                          {"SLURM_NTASKS_PER_NODE", "4(x2)"}, {"SLURM_LAUNCH_NODE_IPADDR", "192.168.1.20"}});
   EXPECT_EQ(env.source, "Slurm");
   EXPECT_EQ(env.rank, 5);
@@ -68,8 +68,18 @@ TEST(DistributedEnv, SlurmVariables) {
   EXPECT_EQ(env.local_world_size, 4);
   EXPECT_EQ(env.master_addr, "192.168.1.20");
   // A job script's MASTER_ADDR wins over the launch node; RANK beats Slurm's own numbering.
-  EXPECT_EQ(read({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"MASTER_ADDR", "head"}}).master_addr, "head");
+  EXPECT_EQ(read({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_STEPID", "3"}, {"MASTER_ADDR", "head"}}).master_addr,
+            "head");
   EXPECT_EQ(read({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"RANK", "1"}, {"WORLD_SIZE", "2"}}).rank, 1);
+}
+
+TEST(DistributedEnv, ABatchScriptOutsideAnSrunStepTrainsAloneAndSaysSo) {
+  // sbatch --ntasks=4 runs the script once, with the job's SLURM_NTASKS and SLURM_PROCID = 0.
+  const auto env = read({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}, {"SLURM_JOB_ID", "77"}});
+  EXPECT_FALSE(env.distributed());
+  EXPECT_CONTAINS(env.note, "SLURM_NTASKS = 4");
+  EXPECT_CONTAINS(env.note, "srun ganpo train");
+  EXPECT_EQ(read({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}).note, "");
 }
 
 TEST(DistributedEnv, InconsistentValuesAreRefusedWithWhatToSet) {
