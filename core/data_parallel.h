@@ -9,6 +9,21 @@
 // closes), a rank that hangs makes it fail after the timeout, and the error names the rank.
 // Collectives must be issued in the same order on every rank, so callers issue them from one
 // thread (the trainer's main thread), never from its two lanes.
+//
+// Where sharding (FSDP-style) plugs in, when it comes: the trainer touches replication at four
+// places, all through this class, and a sharded engine replaces each with its counterpart.
+//  1. Start (Trainer::start_data_parallel): broadcast_ of rank 0's weights -> each rank keeps
+//     its 1/N slice of every flattened parameter group; the full weights of one layer are
+//     all-gathered just before its forward and its backward and freed after (a hook per block of
+//     core/model's layer table, the same blocks gradient checkpointing wraps).
+//  2. Gradients (watch_gradients / arm_gradients / finish_gradients): the bucketed all-reduce
+//     becomes a reduce-scatter into the rank's gradient slice; the buckets and hooks stay.
+//  3. Optimizer: AdamW steps only the rank's slices (its moments are 1/N of today's); the
+//     clip-norm's squared sum is all-reduced first.
+//  4. Checkpoints (Trainer::gather_world_state, write_trainer_state, the HF export): either
+//     rank 0 gathers the full weights (HF export, as today) or every rank writes its slice of
+//     the optimizer state under trainer_state/rank<r>/ (resume with the same world size only).
+// The critics are small next to the policy and can stay replicated.
 #pragma once
 
 #include <torch/torch.h>
