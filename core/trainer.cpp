@@ -327,6 +327,12 @@ struct Trainer::State {
         log("warning", "device = \"" + config.device + "\" gives way to cuda:" + std::to_string(env.local_rank) +
                            " in a data-parallel run (one GPU per process, by local rank); choose the GPUs with "
                            "CUDA_VISIBLE_DEVICES");
+      const auto gpus = static_cast<int>(torch::cuda::device_count());
+      if (env.local_rank >= gpus)
+        throw ConfigError("this host has " + std::to_string(gpus) + " GPU" + (gpus == 1 ? "" : "s") + " in view but " +
+                          std::to_string(env.local_world_size) + " processes of a data-parallel run on it (one GPU each); "
+                          "lower train.num_processes (or --nproc-per-node) to " + std::to_string(gpus) +
+                          ", or set device = \"cpu\"");
       device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
     }
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config.train.dist_timeout_s * 1000.0));

@@ -99,7 +99,7 @@ int64_t RunRecorder::batches_committed() const {
 
 void RunRecorder::writer_loop() {
   RunStore& store = *writer_store_;
-  const int64_t pid = static_cast<int64_t>(::getpid());
+  const int64_t pid = options_.worker_pid > 0 ? options_.worker_pid : static_cast<int64_t>(::getpid());
   for (;;) {
     std::deque<Item> batch;
     {

@@ -44,6 +44,9 @@ public:
     std::chrono::milliseconds control_interval{200};  // minimum time between control reads
     bool heartbeat = true;                            // write worker pid + heartbeat per batch
     std::chrono::milliseconds heartbeat_interval{2000};  // heartbeat when idle this long
+    // The pid the heartbeats name as the run's worker: 0 = this process. Rank 0 of a
+    // data-parallel run records for its launcher, which claimed the run and outlives every rank.
+    int64_t worker_pid = 0;
     // A batch refused because another connection holds the database locked is tried again
     // (each try waits out SQLite's 5 s busy timeout) until it commits or this much time passed.
     std::chrono::milliseconds busy_give_up{std::chrono::minutes(10)};

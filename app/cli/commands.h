@@ -129,6 +129,7 @@ int bench_command(const BenchArgs& args);
 struct RunRecordTarget {
   std::string db_path;
   int64_t run_id = 0;  // 0 = files only
+  int64_t worker_pid = 0;  // the run's worker as its heartbeats say: 0 = this process (RunRecorder::Options)
 };
 
 // Runs one stage with its record written to output_dir (and the run store when record names a

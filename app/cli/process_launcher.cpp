@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,11 +56,16 @@ pid_t spawn(const LaunchPlan& plan, int local_rank, int global_rank, int world, 
   argv.push_back(nullptr);
   const std::string cannot_start = "ganpo launch: cannot start rank " + std::to_string(global_rank) + "\n";
 
+  const pid_t launcher = ::getpid();
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
-  // The child: this same program with the rank's command and its place in the world.
+  // The child: this same program with the rank's command and its place in the world. Should the
+  // launcher die (even by SIGKILL), the rank gets SIGTERM: it stops with its peers instead of
+  // training on with nobody to watch it (and the launcher may have died before this line).
   ::signal(SIGINT, SIG_DFL);
   ::signal(SIGTERM, SIG_DFL);
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != launcher) ::_exit(143);
   ::execve("/proc/self/exe", argv.data(), envp.data());
   [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, cannot_start.data(), cannot_start.size());
   ::_exit(127);
@@ -132,6 +138,15 @@ LaunchOutcome launch_processes(const LaunchPlan& plan) {
   };
   for (;;) {
     bool any_running = false;
+    // The ranks found failed in this pass. A rank killed by a signal is named before one that
+    // exited with an error: when one dies, its peers' collectives fail at once, and they may be
+    // found in the same pass, but the killed one is the cause.
+    struct Failure {
+      const Rank* rank;
+      pid_t done;
+      int status;
+    };
+    std::vector<Failure> failures;
     for (auto& r : ranks) {
       if (!r.running) continue;
       int status = 0;
@@ -145,17 +160,23 @@ LaunchOutcome launch_processes(const LaunchPlan& plan) {
       // a checkpoint; every rank agrees on a stop, so the others are stopping too.
       const bool stopped = done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 130;
       if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
-      const bool failed = !stopped && (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0);
-      if (failed && outcome.failed_rank < 0) {
-        outcome.failed_rank = r.global;
-        outcome.exit_code = done < 0 ? 1 : exit_code_of(status);
-        outcome.message = "rank " + std::to_string(r.global) + " (pid " + std::to_string(r.pid) + ") " +
-                          (done < 0 ? std::string("could not be waited for") : describe_exit(status));
-        std::fprintf(stderr, "ganpo launch: %s; stopping the other ranks\n", outcome.message.c_str());
-        signal_all(SIGTERM);
-        kill_at = std::chrono::steady_clock::now() + kGrace;
-        kill_pending = true;
-      }
+      if (!stopped && (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)) failures.push_back({&r, done, status});
+    }
+    if (!failures.empty() && outcome.failed_rank < 0) {
+      auto cause = failures.front();
+      for (const auto& f : failures)
+        if (f.done > 0 && WIFSIGNALED(f.status)) {
+          cause = f;
+          break;
+        }
+      outcome.failed_rank = cause.rank->global;
+      outcome.exit_code = cause.done < 0 ? 1 : exit_code_of(cause.status);
+      outcome.message = "rank " + std::to_string(cause.rank->global) + " (pid " + std::to_string(cause.rank->pid) + ") " +
+                        (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status));
+      std::fprintf(stderr, "ganpo launch: %s; stopping the other ranks\n", outcome.message.c_str());
+      signal_all(SIGTERM);
+      kill_at = std::chrono::steady_clock::now() + kGrace;
+      kill_pending = true;
     }
     if (!any_running) break;
     if (const int sig = g_forward_signal.exchange(0)) signal_all(sig);

@@ -193,7 +193,8 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
       const auto n = config.value("/train/num_processes"_json_pointer, nlohmann::json(1));
       if (n.is_number_integer() && n.get<int64_t>() > 1) processes = static_cast<size_t>(n.get<int64_t>());
     }
-    if (processes >= visible.size()) return {};
+    // More processes than GPUs: all of them (the run then says it needs one GPU per process).
+    processes = std::min(processes, visible.size());
     std::vector<int> used(visible.size(), 0);
     for (const auto& [pid, gpus] : gpus_of)
       for (int g : gpus) ++used[static_cast<size_t>(g)];

@@ -62,7 +62,11 @@ TrainResult run_stage(const RunConfig& config, const TrainerOptions& options_in,
   RunFilesWriter files(config, /*append=*/!options.resume_from.empty());
   ConsoleProgress console(config.name);
   std::unique_ptr<RunRecorder> recorder;
-  if (record.run_id > 0) recorder = std::make_unique<RunRecorder>(record.db_path, record.run_id);
+  if (record.run_id > 0) {
+    RunRecorder::Options recorder_options;
+    recorder_options.worker_pid = record.worker_pid;
+    recorder = std::make_unique<RunRecorder>(record.db_path, record.run_id, recorder_options);
+  }
   ObserverList observers;
   observers.add(&files);
   observers.add(&console);
@@ -128,9 +132,9 @@ bool claim_or_explain(RunStore& store, int64_t run_id, int64_t pid) {
   return false;
 }
 
-// train.num_processes > 1 and no launcher around this process: it claims the run, then becomes
-// the launcher of the run's ranks, each a worker of the same run (rank 0 takes over the claim
-// and records the run). A rank that fails stops the others; its exit is added to the run's
+// train.num_processes > 1 and no launcher around this process: it has claimed the run and
+// becomes the launcher of the run's ranks, each a worker of the same run (rank 0 records the run
+// in the launcher's name: the launcher stays its worker until the last rank has ended). A rank that fails stops the others; its exit is added to the run's
 // events, and the run is marked failed with it unless rank 0 already recorded why.
 int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::string& resume_from, int64_t processes) {
   LaunchPlan plan;
@@ -144,11 +148,18 @@ int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::s
   if (outcome.failed_rank < 0) return outcome.exit_code;
   try {
     RunStore store = RunStore::open(db_path);
-    store.add_event(run_id, "error", "data-parallel launcher: " + outcome.message + "; the other ranks were stopped");
     const auto row = store.run(run_id);
-    if (row && row->status != RunStatus::failed && row->status != RunStatus::completed)
-      store.set_status(run_id, RunStatus::failed,
-                       outcome.message + "; the other ranks were stopped. Resume the run from its last checkpoint");
+    // Only while the run is still this launcher's: had it been taken as dead meanwhile and
+    // started again by another worker, that worker's run is not touched.
+    if (!row || row->worker_pid != static_cast<int64_t>(::getpid()) || row->worker_host != local_host_name()) {
+      std::fprintf(stderr, "ganpo: run %lld has another worker now; this launcher's failure is not recorded there\n",
+                   static_cast<long long>(run_id));
+    } else {
+      store.add_event(run_id, "error", "data-parallel launcher: " + outcome.message + "; the other ranks were stopped");
+      if (row->status != RunStatus::failed && row->status != RunStatus::completed)
+        store.set_status(run_id, RunStatus::failed,
+                         outcome.message + "; the other ranks were stopped. Resume the run from its last checkpoint");
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "ganpo: run %lld: could not record the failure: %s\n", static_cast<long long>(run_id), e.what());
   }
@@ -172,6 +183,24 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
                  static_cast<long long>(run_id));
     return 2;
   }
+  auto fail = [&](const std::string& msg) {
+    if (env.rank == 0) store.set_status(run_id, RunStatus::failed, msg);
+    std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
+    return 2;
+  };
+  // Where the run continues: the checkpoint given, else its newest complete one ("" = step 0).
+  // Checkpoint folders that exist but are all unusable (damaged since) stop it: starting over
+  // would delete the run's recorded steps, so a person decides.
+  auto resume_point = [&](std::string& from) {
+    from = resume_from.empty() ? last_resumable_checkpoint(store, run_id) : resume_from;
+    if (!from.empty()) return true;
+    for (const auto& c : store.checkpoints(run_id))
+      if (fs::is_directory(fs::path(c.path) / "trainer_state")) return false;
+    return true;
+  };
+  const std::string no_complete_checkpoint =
+      "the run has checkpoint folders but none is complete (see above); starting again from step 0 would delete "
+      "its recorded steps. Restore a checkpoint folder, or clone the run to train it anew";
   if (!env.distributed()) {
     // A config that cannot be read fails below, as it always did.
     int64_t processes = 1;
@@ -181,43 +210,30 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
     }
     if (processes > 1) {
       // Claimed before any rank starts: a run another worker trains is refused here, untouched.
+      // The launcher stays the run's worker (its pid in the row) until its last rank has ended.
       if (!claim_or_explain(store, run_id, static_cast<int64_t>(::getpid()))) return 2;
-      return launch_worker_ranks(db_path, run_id, resume_from, processes);
+      std::string from;
+      if (!resume_point(from)) return fail(no_complete_checkpoint);
+      return launch_worker_ranks(db_path, run_id, from, processes);
     }
   }
-  // Rank 0 (or the only process) trains the run as its worker; the other ranks only compute.
-  // Started by the launcher that claimed the run, rank 0 takes that claim over (its heartbeats
-  // then name rank 0 as the run's worker).
+  // Rank 0 (or the only process) records the run; the other ranks only compute. Started by the
+  // launcher that claimed the run, rank 0 records it for the launcher (a claim of its own would
+  // also clear a stop request made since); started otherwise, it claims the run itself.
   const int64_t parent = static_cast<int64_t>(::getppid());
-  const int64_t claimant = env.distributed() && row->worker_pid == parent ? parent : static_cast<int64_t>(::getpid());
-  if (env.rank == 0 && !claim_or_explain(store, run_id, claimant)) return 2;
+  const bool for_launcher = env.distributed() && row->worker_pid == parent && row->worker_host == local_host_name();
+  if (env.rank == 0 && !for_launcher && !claim_or_explain(store, run_id, static_cast<int64_t>(::getpid()))) return 2;
 
   RunConfig config;
   try {
     config = config_from_json(nlohmann::json::parse(row->config_json));
     validate_or_throw(config);
   } catch (const std::exception& e) {
-    const std::string msg = std::string("the run's stored config cannot be used: ") + e.what();
-    if (env.rank == 0) store.set_status(run_id, RunStatus::failed, msg);
-    std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
-    return 2;
+    return fail(std::string("the run's stored config cannot be used: ") + e.what());
   }
 
   TrainerOptions options;
-  options.resume_from = resume_from.empty() ? last_resumable_checkpoint(store, run_id) : resume_from;
-  if (options.resume_from.empty()) {
-    // Checkpoint folders that exist but are all unusable (damaged since): starting over would
-    // delete the run's recorded steps, so a person decides.
-    for (const auto& c : store.checkpoints(run_id))
-      if (fs::is_directory(fs::path(c.path) / "trainer_state")) {
-        const std::string msg = "the run has checkpoint folders but none is complete (see above); starting again "
-                                "from step 0 would delete its recorded steps. Restore a checkpoint folder, or "
-                                "clone the run to train it anew";
-        if (env.rank == 0) store.set_status(run_id, RunStatus::failed, msg);
-        std::fprintf(stderr, "ganpo: run %lld: %s\n", static_cast<long long>(run_id), msg.c_str());
-        return 2;
-      }
-  }
+  if (!resume_point(options.resume_from)) return fail(no_complete_checkpoint);
   options.distributed = env;
   if (env.rank == 0) {
     if (!options.resume_from.empty())
@@ -232,7 +248,7 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
   install_stop_signal_handlers();
   TrainResult result;
   try {
-    result = run_stage(config, options, {db_path, run_id});
+    result = run_stage(config, options, {db_path, run_id, for_launcher ? parent : 0});
   } catch (const std::exception& e) {
     // Before the trainer could report anything (e.g. output_dir not writable).
     result.status = "failed";
@@ -335,6 +351,16 @@ int train_command(const TrainArgs& args) {
   if (args.run_id > 0) {
     if (!args.config_path.empty() || !args.overrides.empty()) {
       std::fprintf(stderr, "ganpo train: --run trains the config stored with the run; drop --config/--set\n");
+      return 2;
+    }
+    if (const DistributedEnv env = read_distributed_env(); env.world_size > env.local_world_size) {
+      // Every rank reads the run's row; a workspace file shared between hosts (a network file
+      // system) is no place for SQLite's locks.
+      std::fprintf(stderr,
+                   "ganpo: run %lld: a workspace run trains on the processes of one host (train.num_processes); for "
+                   "several hosts train its config.toml (in its output folder) without the workspace, on every host: "
+                   "ganpo launch --nnodes ... train --config config.toml --no-db\n",
+                   static_cast<long long>(args.run_id));
       return 2;
     }
     return run_worker(workspace_path(args.db), args.run_id, args.resume);

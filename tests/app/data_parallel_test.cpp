@@ -96,6 +96,33 @@ bool compared_key(const std::string& k) {
          k.rfind("ema/", 0) == 0 || k.rfind("rewards/", 0) == 0 || k.rfind("logps/", 0) == 0;
 }
 
+// The ranks a launcher started, by rank: its children, each known by the RANK in its environment.
+std::map<int, pid_t> launched_ranks(pid_t launcher) {
+  std::map<int, pid_t> out;
+  for (const auto& p : fs::directory_iterator("/proc")) {
+    const std::string name = p.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream status(p.path() / "status");
+    std::string line;
+    pid_t parent = -1;
+    while (std::getline(status, line))
+      if (line.rfind("PPid:", 0) == 0) parent = std::stoi(line.substr(5));
+    if (parent != launcher) continue;
+    std::ifstream environ(p.path() / "environ");
+    for (std::string entry; std::getline(environ, entry, '\0');)
+      if (entry.rfind("RANK=", 0) == 0) out[std::stoi(entry.substr(5))] = std::stoi(name);
+  }
+  return out;
+}
+
+// Alive and not a zombie.
+bool running(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
+}
+
 TEST(DataParallel, TwoRanksOfBatch4TrainLikeOneProcessOfBatch8) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::ofstream(dir / "one.toml") << run_config(dir / "one", 8, 1, 5);
@@ -371,6 +398,9 @@ TEST(DataParallel, ATrainingRunIsNotStartedTwiceAndStopsOnRequest) {
   const pid_t first = spawn_cli({"train", "--config", (dir / "run.toml").string(), "--db", db}, dir / "first.log");
   ASSERT_TRUE(wait_for([&] { return query(db, "SELECT status FROM runs WHERE id = 1 AND last_step > 0") == "running\n"; },
                        "the run to train"));
+  // The launcher stays the run's worker while its ranks train (rank 0 records in its name).
+  EXPECT_EQ(query(db, "SELECT worker_pid FROM runs WHERE id = 1"), std::to_string(first) + "\n");
+  EXPECT_EQ(launched_ranks(first).size(), 2u);
   for (const std::string again : {"train --db " + db + " --run 1", "runs --db " + db + " resume 1"}) {
     auto r = run_cli(again);
     EXPECT_EQ(r.exit_code, 2) << again << "\n" << r.output;
@@ -423,22 +453,7 @@ TEST(DataParallel, LaunchRunsTheRanksAndAKilledRankEndsTheRunNamingIt) {
   const pid_t launcher = spawn_cli({"train", "--no-db", "--config", (dir / "long.toml").string()}, dir / "long.log");
   ASSERT_TRUE(wait_for([&] { return fs::exists(dir / "long" / "metrics.jsonl") && fs::file_size(dir / "long" / "metrics.jsonl") > 0; },
                        "the first logged step"));
-  // Rank 1 is the launcher's second child: find it by its environment's RANK=1.
-  pid_t rank1 = -1;
-  for (const auto& p : fs::directory_iterator("/proc")) {
-    const std::string name = p.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream status(p.path() / "status");
-    std::string line;
-    pid_t parent = -1;
-    while (std::getline(status, line))
-      if (line.rfind("PPid:", 0) == 0) parent = std::stoi(line.substr(5));
-    if (parent != launcher) continue;
-    std::ifstream environ(p.path() / "environ");
-    std::string env((std::istreambuf_iterator<char>(environ)), std::istreambuf_iterator<char>());
-    if (env.find(std::string("RANK=1") + '\0') != std::string::npos && env.find("LOCAL_RANK=1") != std::string::npos)
-      rank1 = std::stoi(name);
-  }
+  const pid_t rank1 = launched_ranks(launcher)[1];
   ASSERT_GT(rank1, 0) << "rank 1 among the launcher's children";
   ::kill(rank1, SIGKILL);
   int status = 0;
@@ -461,6 +476,22 @@ TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {
   EXPECT_CONTAINS(r.output, "hung past train.dist_timeout_s");
   EXPECT_CONTAINS(r.output, "rank 0: logging step 2; rank 1: finished step 2 (behind: it hung or died)");
   EXPECT_CONTAINS(r.output, "ganpo launch: rank 0 (pid");
+}
+
+// The launcher killed outright (SIGKILL, no chance to pass anything on): its ranks get SIGTERM
+// from the kernel and stop, rather than train on with nobody to watch them.
+TEST(DataParallel, RanksStopWhenTheirLauncherIsKilled) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "long.toml") << run_config(dir / "long", 4, 2, 100000);
+  const pid_t launcher = spawn_cli({"train", "--no-db", "--config", (dir / "long.toml").string()}, dir / "long.log");
+  ASSERT_TRUE(wait_for([&] { return fs::exists(dir / "long" / "metrics.jsonl") && fs::file_size(dir / "long" / "metrics.jsonl") > 0; },
+                       "the first logged step"));
+  const auto ranks = launched_ranks(launcher);
+  ASSERT_EQ(ranks.size(), 2u);
+  ::kill(launcher, SIGKILL);
+  ASSERT_EQ(::waitpid(launcher, nullptr, 0), launcher);
+  for (const auto& [rank, pid] : ranks)
+    EXPECT_TRUE(wait_for([&, pid = pid] { return !running(pid); }, "rank " + std::to_string(rank) + " to end", 120));
 }
 
 }  // namespace
