@@ -47,8 +47,8 @@ DistributedEnv read_distributed_env(const EnvLookup& lookup_in) {
   // script's own shell sees the job's SLURM_NTASKS too, yet it is one process.
   const bool in_step = value(lookup, "SLURM_STEP_ID") || value(lookup, "SLURM_STEPID");
   const bool slurm = !torchrun && in_step && value(lookup, "SLURM_PROCID") && value(lookup, "SLURM_NTASKS");
-  if (!torchrun && !slurm && value(lookup, "SLURM_NTASKS") && std::atoll(value(lookup, "SLURM_NTASKS")->c_str()) > 1)
-    env.note = "the Slurm job has SLURM_NTASKS = " + *value(lookup, "SLURM_NTASKS") +
+  if (const auto tasks = value(lookup, "SLURM_NTASKS"); !torchrun && !slurm && tasks && std::atoll(tasks->c_str()) > 1)
+    env.note = "the Slurm job has SLURM_NTASKS = " + *tasks +
                " but this process was not started by srun (no SLURM_STEP_ID), so it trains alone; start one "
                "process per task with `srun ganpo train ...`";
   if (torchrun) {

@@ -132,6 +132,8 @@ void Statement::reset() {
   sqlite3_clear_bindings(stmt_);
 }
 
+int Statement::column_count() const { return sqlite3_column_count(stmt_); }
+
 bool Statement::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 int64_t Statement::col_int(int col) const { return sqlite3_column_int64(stmt_, col); }
 double Statement::col_double(int col) const { return sqlite3_column_double(stmt_, col); }

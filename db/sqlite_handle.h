@@ -83,6 +83,7 @@ public:
   // Resets for reuse and clears bindings.
   void reset();
 
+  int column_count() const;
   bool is_null(int col) const;
   int64_t col_int(int col) const;
   double col_double(int col) const;

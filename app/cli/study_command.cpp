@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -199,7 +200,7 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
     for (const auto& [pid, gpus] : gpus_of)
       for (int g : gpus) ++used[static_cast<size_t>(g)];
     std::vector<int> order(visible.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+    std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return used[static_cast<size_t>(a)] < used[static_cast<size_t>(b)]; });
     order.resize(processes);
     std::sort(order.begin(), order.end());

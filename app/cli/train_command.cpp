@@ -133,9 +133,10 @@ bool claim_or_explain(RunStore& store, int64_t run_id, int64_t pid) {
 }
 
 // train.num_processes > 1 and no launcher around this process: it has claimed the run and
-// becomes the launcher of the run's ranks, each a worker of the same run (rank 0 records the run
-// in the launcher's name: the launcher stays its worker until the last rank has ended). A rank that fails stops the others; its exit is added to the run's
-// events, and the run is marked failed with it unless rank 0 already recorded why.
+// becomes the launcher of the run's ranks, each a worker of the same run (rank 0 records the
+// run in the launcher's name: the launcher stays its worker until the last rank has ended). A
+// rank that fails stops the others; its exit is added to the run's events, and the run is
+// marked failed with it unless rank 0 already recorded why.
 int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::string& resume_from, int64_t processes) {
   LaunchPlan plan;
   plan.nproc_per_node = static_cast<int>(processes);
@@ -390,25 +391,22 @@ int train_command(const TrainArgs& args) {
     }
     return train_pipeline(args, config);
   }
-  if (args.no_db) {
-    if (config.train.num_processes > 1 && !read_distributed_env().distributed())
-      return launch_local_ranks(config.train.num_processes, args.argv, "ganpo train");
-    install_stop_signal_handlers();
-    TrainerOptions options;
-    options.resume_from = args.resume;
-    return report_result("ganpo train", run_stage(config, options),
-                         "ganpo train --no-db --config " + args.config_path + " --resume <checkpoint folder>");
-  }
   const DistributedEnv env = read_distributed_env();
-  if (env.rank > 0) {
-    // Started by a launcher (`ganpo launch`, torchrun, srun) on a config: rank 0 records the
-    // run in the workspace; the other ranks only compute, on the config as rank 0 stores it.
-    make_paths_absolute(config);
-    resolve_data_source(config.data);
+  if (args.no_db && config.train.num_processes > 1 && !env.distributed())
+    return launch_local_ranks(config.train.num_processes, args.argv, "ganpo train");
+  if (args.no_db || env.rank > 0) {
+    // Files only; or a rank other than 0 started by a launcher (`ganpo launch`, torchrun, srun)
+    // on a config with a workspace: rank 0 records the run there, this rank only computes, on
+    // the config as rank 0 stores it.
+    if (!args.no_db) {
+      make_paths_absolute(config);
+      resolve_data_source(config.data);
+    }
     install_stop_signal_handlers();
     TrainerOptions options;
     if (!args.resume.empty()) options.resume_from = fs::absolute(args.resume).string();
-    return report_result("ganpo train", run_stage(config, options), "");
+    return report_result("ganpo train", run_stage(config, options),
+                         "ganpo train --no-db --config " + args.config_path + " --resume <checkpoint folder>");
   }
   const std::string db_path = workspace_path(args.db);
   int64_t run_id = 0;

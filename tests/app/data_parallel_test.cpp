@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -22,6 +23,8 @@
 #include <tuple>
 #include <vector>
 
+#include "core/error.h"
+#include "db/sqlite_handle.h"
 #include "tests/support/cli_runner.h"
 #include "tests/support/expect_contains.h"
 
@@ -67,15 +70,22 @@ std::string read_text(const fs::path& file) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// The rows an SQL query over the workspace gives, as sqlite3 prints them ("1|completed\n").
+// The rows an SQL query over the workspace gives, as the sqlite3 shell prints them
+// ("1|completed\n"; NULL as nothing), read through a read-only connection while runs write.
 std::string query(const std::string& db, const std::string& sql) {
-  std::string rows;
-  FILE* q = ::popen(("sqlite3 " + db + " \"" + sql + "\"").c_str(), "r");
-  if (q == nullptr) return "(sqlite3 did not start)";
-  char buf[256];
-  while (size_t n = fread(buf, 1, sizeof buf, q)) rows.append(buf, n);
-  ::pclose(q);
-  return rows;
+  try {
+    sql::Database d(db, SQLITE_OPEN_READONLY);
+    sql::Statement s(d, sql);
+    const int columns = s.column_count();
+    std::string rows;
+    while (s.step()) {
+      for (int c = 0; c < columns; ++c) rows += (c ? "|" : "") + (s.is_null(c) ? std::string() : s.col_text(c));
+      rows += "\n";
+    }
+    return rows;
+  } catch (const Error& e) {
+    return std::string("(") + e.what() + ")";  // a wait_for asks again
+  }
 }
 
 int free_port() {
@@ -358,8 +368,8 @@ TEST(DataParallel, TwoLaunchersAsTwoHostsTrainOneRun) {
     EXPECT_NEAR(b.at(step).at("loss").get<double>(), row.at("loss").get<double>(), 2e-5) << "step " << step;
 }
 
-// train.num_processes in a workspace run: the worker becomes the launcher of its ranks, rank 0
-// claims and records the run, and every step is recorded once.
+// train.num_processes in a workspace run: the worker becomes the launcher of its ranks (and stays
+// the run's worker), rank 0 records the run, and every step is recorded once.
 TEST(DataParallel, AWorkspaceRunWithTwoProcessesIsRecordedOnce) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 3);
