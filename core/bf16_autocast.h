@@ -3,6 +3,12 @@
 // (softmax / log-softmax autocast to float32). Also what a checkpointed block's recomputation
 // re-enters in the backward pass (which runs on another thread), so it computes as the forward
 // did. Header-only: LibTorch's autocast API differs before and after 2.4.
+// Without autocast's cast cache: that cache is one map for the whole process, keyed by weight,
+// and keeps the first bf16 copy made in a region. A copy made under no_grad (a checkpointed
+// block's forward, the critics' spectral-norm power iteration) has no autograd history, so a
+// later use with gradients on (the block's recomputation on the backward thread, the norm's
+// sigma) would take it and the weight would get no gradient through it (PyTorch issues 65766,
+// 112583). A cast per use costs one pass over the weights, small beside the products.
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -16,21 +22,28 @@ public:
     if (!on_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    dtype_before_ = at::autocast::get_autocast_dtype(at::kCUDA);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
     at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
 #else
     was_enabled_ = at::autocast::is_enabled();
+    dtype_before_ = at::autocast::get_autocast_gpu_dtype();
     at::autocast::set_enabled(true);
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
 #endif
+    cache_before_ = at::autocast::is_autocast_cache_enabled();  // per thread
+    at::autocast::set_autocast_cache_enabled(false);
     at::autocast::increment_nesting();
   }
   ~Bf16Autocast() {
     if (!on_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_cache_enabled(cache_before_);
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype_before_);
     at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
 #else
+    at::autocast::set_autocast_gpu_dtype(dtype_before_);
     at::autocast::set_enabled(was_enabled_);
 #endif
   }
@@ -39,7 +52,8 @@ public:
 
 private:
   bool on_;
-  bool was_enabled_ = false;
+  bool was_enabled_ = false, cache_before_ = true;
+  at::ScalarType dtype_before_ = at::kBFloat16;
 };
 
 // Whether CUDA autocast is on for this thread (as Bf16Autocast turns it on).

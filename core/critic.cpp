@@ -146,7 +146,10 @@ torch::Tensor LatentCriticImpl::forward(const torch::Tensor& latents, const torc
   } else {
     pooled = x.mean(1);
   }
-  return head2_(torch::gelu(head1_(pooled))).squeeze(-1);
+  // Scores at float32 or wider whatever the autocast (bf16 under it): the losses and the EMA
+  // means are taken over them.
+  auto scores = head2_(torch::gelu(head1_(pooled))).squeeze(-1);
+  return scores.to(c10::promoteTypes(scores.scalar_type(), torch::kFloat32));
 }
 
 torch::Tensor bce_with_target(const torch::Tensor& z, bool target) {

@@ -14,6 +14,7 @@ struct CudaMemory {
   double peak_allocated_mb = 0;
 };
 
+// Nothing (nullopt; no-op) before this process has initialised CUDA or for a device it has not.
 std::optional<CudaMemory> cuda_memory(int device_index);
 void reset_cuda_peak(int device_index);
 

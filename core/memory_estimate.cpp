@@ -84,9 +84,13 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // a time, recomputed in the backward pass.
   const double d = static_cast<double>(shape.d_model), layers = static_cast<double>(shape.n_layers);
   const double per_layer = static_cast<double>(kActivationValuesPerLayer) * d;
-  const double values_per_token = (c.train.gradient_checkpointing ? d * layers + per_layer : per_layer * layers) +
-                                  2.0 * static_cast<double>(shape.vocab_size);
-  e.activation_bytes = saturate(policy_rows * static_cast<double>(length) * values_per_token * activation_width);
+  const double values_per_token = c.train.gradient_checkpointing ? d * layers + per_layer : per_layer * layers;
+  // The logits and their gradient, float32: 8 bytes per vocabulary entry. Under bf16 autocast the
+  // head writes bf16 logits that the log-probs read through a float32 copy (kept for the
+  // backward pass), and the gradient comes back in both: 12 bytes.
+  const double logits_bytes = static_cast<double>(shape.vocab_size) * (c.train.precision == "bf16" ? 12 : 8);
+  e.activation_bytes =
+      saturate(policy_rows * static_cast<double>(length) * (values_per_token * activation_width + logits_bytes));
 
   if (preference && c.ganpo.enabled) {
     const GanpoConfig& g = c.ganpo;

@@ -11,10 +11,12 @@
 //   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and
 //                AdamW moments (16 bytes per critic parameter) plus their activations (below)
 //   activation   what the policy's backward keeps: per token and layer kActivationValuesPerLayer
-//                values per d_model unit, plus the logits and their log-softmax (2 x vocab
-//                values per token), 4 bytes each in "fp32" and 2 under "bf16" autocast; with
-//                train.gradient_checkpointing, d_model values per token and layer (the blocks'
-//                inputs) plus one layer's full set, recomputed in the backward pass
+//                values per d_model unit, 4 bytes each in "fp32" and 2 under "bf16" autocast
+//                (with train.gradient_checkpointing, d_model values per token and layer, the
+//                blocks' inputs, plus one layer's full set, recomputed in the backward pass),
+//                plus per token the logits and their gradient: 8 bytes per vocabulary entry in
+//                "fp32"; 12 under "bf16" (bf16 logits, the float32 copy the log-probs keep, and
+//                the gradient of each)
 // The policy sees per_device_train_batch_size x 2 rows (chosen and rejected in one forward)
 // of data.max_length tokens. kActivationValuesPerLayer = 17 follows Korthikanti et al. 2022
 // ("Reducing Activation Recomputation in Large Transformer Models"): 34 s b h bytes per layer

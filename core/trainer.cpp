@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/version.h>
 #include <torch/torch.h>
 
@@ -162,11 +163,6 @@ std::string resolve_device(const std::string& device) {
   return device;
 }
 
-namespace {
-
-
-}  // namespace
-
 struct Trainer::State {
   ~State() {
     if (!deterministic_before) return;
@@ -260,6 +256,9 @@ struct Trainer::State {
     if (config.train.deterministic) use_deterministic_kernels();
     device = torch::Device(resolve_device(config.device));
     join_process_group();
+    // The process's current CUDA device too (torch.cuda.set_device): what runs on the current
+    // device rather than a tensor's (NCCL's communicators, library handles) uses this run's GPU.
+    if (device.is_cuda() && device.has_index()) c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(device);
     if (config.train.precision == "bf16" && device.is_cpu())
       throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
                         config.device + "\" to the CPU, where this build computes in float32: set "
@@ -532,6 +531,11 @@ struct Trainer::State {
     log("info", line);
   }
 
+  // train.precision = "bf16": training passes, evaluations and precomputed reference log-probs
+  // autocast to bf16 (CUDA; run() refuses it on a CPU device). Samples and judged generations
+  // decode in float32.
+  bool bf16_autocast() const { return config.train.precision == "bf16" && device.is_cuda(); }
+
   // train.precompute_ref_log_probs: one pass of the reference over both splits before the first
   // step (again on resume: the numbers are a function of the frozen reference and the data).
   void precompute_reference_logps() {
@@ -542,6 +546,7 @@ struct Trainer::State {
     }
     const auto t0 = Clock::now();
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+    const Bf16Autocast autocast(bf16_autocast());  // as the steps' policy passes compute
     // The training split as the steps' passes score it (prefix sharing or not), the held-out one
     // as evaluations do, so the policy's and the reference's numbers come from the same arithmetic.
     train_ref_logps = precompute_split(train_pairs, bs, config.train.prefix_sharing);
@@ -987,7 +992,7 @@ struct Trainer::State {
     optimizer->zero_grad();
     for (int64_t micro = 0; micro < GA; ++micro) {
       auto idx = next_indices();
-      Bf16Autocast autocast(config.train.precision == "bf16" && device.is_cuda());
+      Bf16Autocast autocast(bf16_autocast());
       // The last micro-batch's backward pass starts the gradient all-reduce as buckets fill.
       if (dp && overlap_gradients && micro == GA - 1) dp->arm_gradients();
       if (preference)
@@ -1093,6 +1098,7 @@ struct Trainer::State {
   // its judge part to come.
   void evaluate(bool report = true) {
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+    const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
     if (preference && dp)
       last_eval = sharded_preference_eval(bs);
     else if (preference)

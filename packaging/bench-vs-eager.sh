@@ -16,8 +16,8 @@
 #            [--ganpo-binary PATH] [--python PYTHON] [--work FOLDER] [--set KEY=VALUE ...] [--no-eager]
 #            [--data-rows N]
 # --set passes a config override to `ganpo bench` alone (train.gradient_checkpointing=true, a LoRA
-# rank, ...); --no-eager measures `ganpo bench` only. FOLDER keeps bench.toml, cpp.json and
-# eager.json.
+# rank, ...); --no-eager measures `ganpo bench` only. FOLDER keeps bench.toml, cpp.json,
+# eager.json and eager-args (the eager step's arguments).
 # --shape DIR: a model folder's config.json (resources/model-shapes/gpt2-124m or llama-3.2-1b)
 # in place of a preset, trained from random weights (model.random_weights) with its real
 # vocabulary; the eager model takes the same sizes (GPT-2, or Llama with a tied output head; other
@@ -116,12 +116,13 @@ num_prompts = 0
 EOF
 rm -f "$W/cpp.json" "$W/eager.json"
 "$G" bench --config "$W/bench.toml" ${sets[@]+"${sets[@]}"} --steps "$steps" --json > "$W/cpp.json"
+# The eager step's arguments, kept in FOLDER/eager-args for other scripts (bench-gemm-share.sh).
+echo $shape --batch "$batch" --prompt-len "$prompt" --response-len "$response" --max-len $((T > 256 ? T : 256)) \
+  --critic-hidden "$ch" --critic-layers "$cl" --critic-heads "$chd" --critic-max-len $((T > 256 ? T : 256)) \
+  --threads "$threads" --steps "$steps" --device "$device" --dtype "$dtype" > "$W/eager-args"
 if [ "$eager" = 1 ]; then
 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
-OMP_NUM_THREADS=$threads "$PY" packaging/bench-eager.py $shape --batch "$batch" --prompt-len "$prompt" \
-  --response-len "$response" --max-len $((T > 256 ? T : 256)) --critic-hidden "$ch" --critic-layers "$cl" --critic-heads "$chd" \
-  --critic-max-len $((T > 256 ? T : 256)) --threads "$threads" --steps "$steps" --device "$device" \
-  --dtype "$dtype" > "$W/eager.json"
+OMP_NUM_THREADS=$threads "$PY" packaging/bench-eager.py $(cat "$W/eager-args") > "$W/eager.json"
 fi
 "$PY" - "$W/cpp.json" "$W/eager.json" "$label" "$batch" "$T" "$threads" <<'EOF'
 import json, os, sys

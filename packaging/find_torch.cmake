@@ -100,6 +100,14 @@ else()
   set(GANPO_TORCH_HAS_CUDA OFF)
 endif()
 message(STATUS "LibTorch ${Torch_VERSION} from ${Torch_DIR} (CUDA: ${GANPO_TORCH_HAS_CUDA}; ${TORCH_LIBRARY})")
+# pip wheels before torch 2.7 are built with the old C++ string ABI (_GLIBCXX_USE_CXX11_ABI=0 in
+# TORCH_CXX_FLAGS); the rest of this build (our run store, Debian's toml++ and GoogleTest, Qt) has
+# the new one, and the link would fail on std::string symbols. Say so instead.
+if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
+  message(FATAL_ERROR "The LibTorch at ${Torch_DIR} uses the old C++ string ABI (_GLIBCXX_USE_CXX11_ABI=0: pip torch "
+                      "before 2.7), which cannot link with this build's libraries. Use torch 2.7 or later, or a "
+                      "cxx11-ABI LibTorch download (libtorch-cxx11-abi-...) with -DGANPO_TORCH_DIR=.")
+endif()
 if(GANPO_CUDA AND NOT GANPO_TORCH_HAS_CUDA)
   message(FATAL_ERROR "GANPO_CUDA (the cuda preset) needs a LibTorch built with CUDA; the one at ${Torch_DIR} is "
                       "CPU-only. Install a CUDA torch for python3, or pass -DGANPO_TORCH_DIR= a CUDA LibTorch "

@@ -13,9 +13,12 @@
 #   8-9  Llama 3 8B, bf16, gradient checkpointing: LoRA r 16 on every linear, then full
 #        fine-tuning (fp32 weights, gradients, AdamW and the reference need ~160 GB before any
 #        activation: expected not to fit one H200; the row says how it fails)
+#   10   row 1 without prefix sharing (the responses' pass over a shared prompt's cached keys needs
+#        an explicit mask, so SDPA cannot take its flash kernel there; this row says what that costs)
 #
 #   packaging/gpu-bench-table.sh [--ganpo-binary PATH] [--python PY] [--budget SECONDS]
 #                                [--row-limit SECONDS] [--rows 1,2,...] [--work DIR] [--smoke]
+# --rows: which rows, in that order (the budget goes to the first ones).
 # --smoke runs the same rows on the CPU with small stand-ins of the shapes (fp32, 1 step): it
 # checks the script and the configs without a GPU.
 set -uo pipefail
@@ -27,7 +30,7 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift ;;
     --budget) budget=$2; shift ;;
     --row-limit) row_limit=$2; shift ;;
-    --rows) rows=",$2,"; shift ;;
+    --rows) rows=$2; shift ;;
     --work) W=$(realpath -m "$2"); shift ;;
     --smoke) smoke=1 ;;
     *) echo "gpu-bench-table.sh: unknown option $1 (see the usage at the top of this script)" >&2; exit 2 ;;
@@ -64,7 +67,6 @@ start=$(date +%s)
 row() {
   local n=$1 label=$2 shape=$3 dtype=$4 eager=$5
   shift 5
-  [ -z "$rows" ] || [[ "$rows" == *",$n,"* ]] || return 0
   local left=$((budget - ($(date +%s) - start)))
   if [ "$left" -lt 60 ]; then
     echo "== row $n ($label): not run, the budget of $budget s is spent"
@@ -87,17 +89,25 @@ row() {
 
 rm -f "$W/rows.txt"
 ckpt=(--set train.gradient_checkpointing=true)
-row 1 "GPT-2 124M, bf16" gpt2-124m bf16 1
-row 2 "Llama 3.2 1B, bf16" llama-3.2-1b bf16 1
-row 3 "GPT-2 124M, fp32" gpt2-124m fp32 1
-row 4 "Llama 3.2 1B, fp32" llama-3.2-1b fp32 1
-row 5 "GPT-2 124M, bf16, gradient checkpointing" gpt2-124m bf16 0 "${ckpt[@]}"
-row 6 "Llama 3.2 1B, bf16, gradient checkpointing" llama-3.2-1b bf16 0 "${ckpt[@]}"
-row 7 "Gemma 2 2B, bf16, 8 x 16 accumulation, gradient checkpointing" gemma-2-2b bf16 0 "${ckpt[@]}" \
-  --set train.gradient_accumulation_steps=16 --data-rows $((batch * 16 * (steps + 2) + 16))
-row 8 "Llama 3 8B, bf16, LoRA r 16 all-linear, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
-  --set model.lora.r=16 --set model.lora.alpha=32 --set model.lora.target_modules=all-linear
-row 9 "Llama 3 8B, bf16, full fine-tuning, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}"
+run_row() {
+  case "$1" in
+    1) row 1 "GPT-2 124M, bf16" gpt2-124m bf16 1 ;;
+    2) row 2 "Llama 3.2 1B, bf16" llama-3.2-1b bf16 1 ;;
+    3) row 3 "GPT-2 124M, fp32" gpt2-124m fp32 1 ;;
+    4) row 4 "Llama 3.2 1B, fp32" llama-3.2-1b fp32 1 ;;
+    5) row 5 "GPT-2 124M, bf16, gradient checkpointing" gpt2-124m bf16 0 "${ckpt[@]}" ;;
+    6) row 6 "Llama 3.2 1B, bf16, gradient checkpointing" llama-3.2-1b bf16 0 "${ckpt[@]}" ;;
+    7) row 7 "Gemma 2 2B, bf16, 8 x 16 accumulation, gradient checkpointing" gemma-2-2b bf16 0 "${ckpt[@]}" \
+         --set train.gradient_accumulation_steps=16 --data-rows $((batch * 16 * (steps + 2) + 16)) ;;
+    8) row 8 "Llama 3 8B, bf16, LoRA r 16 all-linear, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
+         --set model.lora.r=16 --set model.lora.alpha=32 --set model.lora.target_modules=all-linear ;;
+    9) row 9 "Llama 3 8B, bf16, full fine-tuning, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" ;;
+    10) row 10 "GPT-2 124M, bf16, without prefix sharing" gpt2-124m bf16 1 --set train.prefix_sharing=false ;;
+    *) echo "gpu-bench-table.sh: there is no row $1 (rows 1-10)" >&2 ;;
+  esac
+}
+# In the order --rows lists them (all ten in order by default).
+for n in $(tr ',' ' ' <<< "${rows:-1,2,3,4,5,6,7,8,9,10}"); do run_row "$n"; done
 
 # The table: one line per row and variant, from each row's JSON.
 "$PY" - "$W" "$smoke" > "$W/table.md" <<'EOF'

@@ -3,14 +3,22 @@
 # torch install, then runs the unit and gpu tests, `ganpo bench` on the GPU and the quick demo.
 # For GPU machines without Debian's archive: pass a folder of the .deb files of nlohmann-json3-dev,
 # libtomlplusplus-dev, libtomlplusplus3, libcli11-dev, libsqlite3-dev, libsqlite3-0,
-# libpcre2-dev, libpcre2-8-0, libutf8proc-dev, libutf8proc2 and libgtest-dev (packaging/gpu-debs.sh
-# fetches them with `apt-get download` on a Debian 12 machine); they are unpacked beside it.
-#   usage: packaging/gpu-check.sh [DEB_FOLDER] [LOG_FOLDER]
+# libpcre2-dev, libpcre2-8-0, libutf8proc-dev, libutf8proc2, libgtest-dev and googletest (its
+# sources, built with this machine's compiler) (packaging/gpu-debs.sh fetches them with
+# `apt-get download` on a Debian 12 machine); they are unpacked beside it.
+# --quick builds only `ganpo` and the CUDA tests and runs those tests (what gpu-session.sh needs
+# first in its one call on the device).
+#   usage: packaging/gpu-check.sh [--quick] [DEB_FOLDER] [LOG_FOLDER]
 set -uo pipefail
+quick=0
+[ "${1:-}" = --quick ] && { quick=1; shift; }
 DEBS=${1:-}
-LOGS=${2:-/tmp/ganpo-gpu-check}
+[ -z "$DEBS" ] || DEBS=$(realpath -m "$DEBS")  # relative to where it was started, before the cd below
+LOGS=$(realpath -m "${2:-/tmp/ganpo-gpu-check}")
 mkdir -p "$LOGS"
 cd "$(dirname "$0")/.."
+python3 -c 'import torch; print("python torch", torch.__version__, "CUDA", torch.version.cuda, "C++11 ABI", torch._C._GLIBCXX_USE_CXX11_ABI)'
+command -v nvcc >/dev/null || echo "gpu-check: no nvcc on PATH (a pip CUDA torch's CMake config needs the toolkit's nvcc; try PATH=/usr/local/cuda/bin:\$PATH)"
 PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 if [ -n "$DEBS" ]; then
   ROOT="$DEBS/root"
@@ -31,11 +39,14 @@ cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DGANPO_BUILD_GUI=OF
   || { tail -40 "$LOGS/configure.log"; exit 1; }
 grep "LibTorch " "$LOGS/configure.log"
 step build
-time cmake --build build/gpu -j"$(nproc)" >"$LOGS/build.log" 2>&1 || { grep -B2 -A8 "error" "$LOGS/build.log" | head -80; exit 1; }
+targets=(); [ "$quick" = 1 ] && targets=(--target ganpo core_gpu_tests)
+time cmake --build build/gpu -j"$(nproc)" ${targets[@]+"${targets[@]}"} >"$LOGS/build.log" 2>&1 ||
+  { grep -B2 -A8 "error" "$LOGS/build.log" | head -80; exit 1; }
 G=build/gpu/app/ganpo
 
 step "gpu tests"
-OMP_NUM_THREADS=4 timeout 240 ./build/gpu/tests/core/core_gpu_tests 2>&1 | tail -15
+OMP_NUM_THREADS=4 timeout 240 ./build/gpu/tests/core/core_gpu_tests 2>&1 | tail -25
+[ "$quick" = 1 ] && { step done; exit 0; }
 if [ -z "${SKIP_BENCH:-}" ]; then
 step "bench tiny (demo preset) on cuda"
 timeout 120 $G bench --config resources/presets/demo.toml --set device=cuda --steps 20 2>&1 | tail -8
