@@ -30,6 +30,11 @@ void fill_row(int64_t* ids, float* attn, float* resp, const std::vector<int64_t>
 
 }  // namespace
 
+torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, int64_t max_length,
                             int64_t max_prompt_length) {
   TokenizedPair p{encode_prompt(tok, ex.prompt), encode_response(tok, ex.chosen),
@@ -71,7 +76,7 @@ PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, in
     tokens += static_cast<int64_t>(2 * p->prompt.size() + p->chosen.size() + p->rejected.size());
   }
   PreferenceBatch batch;
-  batch.sequences = {ids.to(device), attn.to(device), resp.to(device), tokens, first_response};
+  batch.sequences = {upload(ids, device), upload(attn, device), upload(resp, device), tokens, first_response};
   batch.pairs = B;
   return batch;
 }
@@ -124,14 +129,14 @@ SharedPromptBatch collate_shared_prompts(const std::vector<const TokenizedPair*>
       }
     }
   }
-  b.prompt_ids = prompt_ids.to(device);
-  b.prompt_mask = prompt_mask.to(device);
-  b.prompt_positions = prompt_pos.to(device);
-  b.response_ids = response_ids.to(device);
-  b.response_mask = response_mask.to(device);
-  b.response_positions = response_pos.to(device);
-  b.key_mask = key_mask.to(device);
-  b.standard_index = index.to(device);
+  b.prompt_ids = upload(prompt_ids, device);
+  b.prompt_mask = upload(prompt_mask, device);
+  b.prompt_positions = upload(prompt_pos, device);
+  b.response_ids = upload(response_ids, device);
+  b.response_mask = upload(response_mask, device);
+  b.response_positions = upload(response_pos, device);
+  b.key_mask = upload(key_mask, device);
+  b.standard_index = upload(index, device);
   return b;
 }
 
@@ -152,7 +157,7 @@ SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t 
              r->prompt, r->completion);
     tokens += static_cast<int64_t>(r->prompt.size() + r->completion.size());
   }
-  return {ids.to(device), attn.to(device), resp.to(device), tokens, first_response};
+  return {upload(ids, device), upload(attn, device), upload(resp, device), tokens, first_response};
 }
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

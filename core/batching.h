@@ -38,6 +38,12 @@ struct SequenceBatch {
   int64_t first_response = 0;
 };
 
+// A tensor built on the host, on `device`. To a GPU through page-locked memory without waiting
+// (a copy from pageable memory waits for everything queued on the device first: a host sync at
+// the start of every micro-batch); LibTorch's pinned-memory cache keeps the host buffer until
+// the copy is done.
+torch::Tensor upload(const torch::Tensor& host, const torch::Device& device);
+
 // Preference batch: rows [0, B) chosen, [B, 2B) rejected, same prompts.
 struct PreferenceBatch {
   SequenceBatch sequences;

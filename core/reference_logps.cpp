@@ -7,12 +7,12 @@
 namespace ganpo {
 
 torch::Tensor PairLogps::rows(const std::vector<int64_t>& idx) const {
-  auto at = torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)).to(chosen.device());
+  auto at = upload(torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)), chosen.device());
   return torch::cat({chosen.index_select(0, at), rejected.index_select(0, at)});
 }
 
 PairLogps PairLogps::select(const std::vector<int64_t>& idx) const {
-  auto at = torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)).to(chosen.device());
+  auto at = upload(torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)), chosen.device());
   return {chosen.index_select(0, at), rejected.index_select(0, at)};
 }
 

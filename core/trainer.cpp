@@ -27,6 +27,7 @@
 #include "core/eval/evaluation.h"
 #include "core/fault_points.h"
 #include "core/fused_adamw.h"
+#include "core/grad_clip.h"
 #include "core/generate.h"
 #include "core/gpu_monitor.h"
 #include "core/memory_estimate.h"
@@ -232,7 +233,9 @@ struct Trainer::State {
   int64_t window_tokens = 0;
   double window_flops = 0;  // model FLOPs (model_flops.h)
   double window_allreduce_seconds = 0;  // spent averaging gradients over the ranks
-  double window_grad_norm = 0;
+  torch::Tensor window_grad_norm;  // sum of the window's steps' norms, on the device
+  Clock::time_point last_step_end;
+  bool undrained = false;  // CUDA: steps queued on the device since the last wait for it
   double peak_flops = 0;    // of this device in this precision, for MFU (0 = unknown, as on CPUs)
   std::string device_label;  // "cuda:0 (NVIDIA H200, 140 GiB)"; empty = device.str()
   int64_t gpu_memory_bytes = -1;  // the GPU's total memory (NVML); -1 = no reading
@@ -256,6 +259,7 @@ struct Trainer::State {
     if (config.train.deterministic) use_deterministic_kernels();
     device = torch::Device(resolve_device(config.device));
     join_process_group();
+    defer_checks = device.is_cuda() || options.defer_finite_checks;
     // The process's current CUDA device too (torch.cuda.set_device): what runs on the current
     // device rather than a tensor's (NCCL's communicators, library handles) uses this run's GPU.
     if (device.is_cuda() && device.has_index()) c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(device);
@@ -769,18 +773,77 @@ struct Trainer::State {
     slot = slot.defined() ? slot + v : v;
   }
 
-  void check_finite(const std::vector<std::pair<const char*, torch::Tensor>>& terms) {
+  // Non-finite checks of the step's terms (the losses before the backward pass, the gradient
+  // norm before the optimizer step). Reading a value on the host waits for the device, so on
+  // CUDA the values wait here, still on the device, and are read at the next log line,
+  // evaluation, sample or checkpoint, in one transfer (the step then runs without a host sync);
+  // the first non-finite one fails the run with its term and step as a check at once would, and
+  // nothing from the weights it reached is saved or reported (the policy, optimizer state,
+  // critics and EMA means may have run on for a few steps past it). On the CPU, where reading
+  // costs nothing, each is read at once.
+  struct PendingCheck {
+    std::vector<std::string> names;
+    torch::Tensor values;  // [names], float32
+    int64_t step;
+    const char* advice;
+  };
+  std::vector<PendingCheck> pending_checks;
+  bool defer_checks = false;  // setup(): on CUDA
+  static constexpr const char* kLossAdvice = "lower train.learning_rate or ganpo.adv_weight, or enable train.max_grad_norm";
+  static constexpr const char* kGradNormAdvice = "lower train.learning_rate or enable train.max_grad_norm";
+
+  // reduce: sum over the ranks first, so a non-finite term on any rank stops every rank at the
+  // same point (not needed for the gradient norm, the same on every rank after the all-reduce).
+  void check_finite(const std::vector<std::pair<const char*, torch::Tensor>>& terms, bool reduce = true,
+                    const char* advice = kLossAdvice) {
+    PendingCheck check{{}, {}, step + 1, advice};
     std::vector<torch::Tensor> values;
-    for (const auto& t : terms) values.push_back(t.second.detach().to(torch::kFloat32).reshape({1}));
-    auto all = torch::cat(values);
-    if (dp) dp->all_reduce_sum_(all);  // a non-finite term on any rank stops every rank at once
-    all = all.cpu();
-    auto acc = all.accessor<float, 1>();
-    for (size_t i = 0; i < terms.size(); ++i)
-      if (!std::isfinite(acc[static_cast<int64_t>(i)]))
-        throw NonFiniteLoss(std::string(terms[i].first) + " is " + std::to_string(acc[static_cast<int64_t>(i)]) +
-                            " at step " + std::to_string(step + 1) +
-                            "; lower train.learning_rate or ganpo.adv_weight, or enable train.max_grad_norm");
+    for (const auto& t : terms) {
+      check.names.emplace_back(t.first);
+      values.push_back(t.second.detach().to(torch::kFloat32).reshape({1}));
+    }
+    check.values = torch::cat(values);
+    if (dp && reduce) dp->all_reduce_sum_(check.values);
+    pending_checks.push_back(std::move(check));
+    if (!defer_checks) verify_finite();
+  }
+
+  // The pending checks' values in order, float64, for one transfer with other numbers.
+  torch::Tensor pending_check_values() const {
+    std::vector<torch::Tensor> values;
+    for (const auto& c : pending_checks) values.push_back(c.values.to(torch::kFloat64));
+    return torch::cat(values);
+  }
+
+  // Throws for the first non-finite value (values: pending_check_values() on the host).
+  void check_pending(const double* values) {
+    const auto checks = std::move(pending_checks);
+    pending_checks.clear();
+    int64_t i = 0;
+    for (const auto& c : checks)
+      for (const auto& name : c.names) {
+        const float v = static_cast<float>(values[i++]);
+        if (!std::isfinite(v))
+          throw NonFiniteLoss(name + " is " + std::to_string(v) + " at step " + std::to_string(c.step) + "; " + c.advice);
+      }
+  }
+
+  void verify_finite() {
+    if (pending_checks.empty()) return;
+    drain_device();
+    const auto values = pending_check_values().cpu();
+    check_pending(values.data_ptr<double>());
+  }
+
+  // CUDA: wait for the steps queued on the device, their time counted as theirs (a step's own
+  // time is measured on the host, which runs ahead of the device). Called before anything that
+  // waits for the device or takes time of its own between steps: a log line, an evaluation,
+  // samples, a checkpoint, the ranks' control agreement.
+  void drain_device() {
+    if (!undrained) return;
+    torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+    window_seconds += std::chrono::duration<double>(Clock::now() - last_step_end).count();
+    undrained = false;
   }
 
   // ---- one micro-batch -----------------------------------------------------------------------
@@ -888,8 +951,9 @@ struct Trainer::State {
                                  {"critic/loss_rejected", critic.loss_rejected},
                                  {"adv/loss", adv.loss}});
     }
-    // One device sync per micro-batch for every term. A non-finite critic loss may already have
-    // reached the critics, but a failed run saves no checkpoint, so nothing corrupt is kept.
+    // Every term checked (read at once on the CPU, at the next log line on CUDA: check_finite).
+    // A non-finite critic loss may already have reached the critics, but a failed run saves no
+    // checkpoint after it, so nothing corrupt is kept.
     terms.emplace_back("loss", loss);
     check_finite(terms);
     (loss * scale).backward();
@@ -1006,35 +1070,44 @@ struct Trainer::State {
     if (dp) finish_gradients();
     const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
                                                            : std::numeric_limits<double>::infinity();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
-    if (!std::isfinite(grad_norm))
-      throw NonFiniteLoss("grad_norm is " + std::to_string(grad_norm) + " at step " + std::to_string(step + 1) +
-                          "; lower train.learning_rate or enable train.max_grad_norm");
+    const torch::Tensor grad_norm = clip_grad_norm_on_device(trainable, max_norm);  // [], on the device
+    check_finite({{"grad_norm", grad_norm}}, /*reduce=*/false, kGradNormAdvice);
     optimizer->step();
     ++step;
     if (dp) dp->note_progress(3 * step + 1, "finished step " + std::to_string(step));
     ++window_steps;
-    window_grad_norm += grad_norm;
-    window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    window_grad_norm = window_grad_norm.defined() ? window_grad_norm + grad_norm.to(torch::kFloat64)
+                                                  : grad_norm.to(torch::kFloat64);
+    last_step_end = Clock::now();
+    window_seconds += std::chrono::duration<double>(last_step_end - t0).count();
+    undrained = device.is_cuda();
   }
 
   void flush_metrics() {
     if (window_steps == 0) return;
     if (dp) dp->note_progress(3 * step + 2, "logging step " + std::to_string(step));
+    drain_device();  // the steps' time ends when the device is done with them
     std::vector<std::string> keys;
     std::vector<torch::Tensor> values;
-    for (auto& [k, v] : window_sums) keys.push_back(k), values.push_back(v.reshape({1}));
+    for (auto& [k, v] : window_sums) keys.push_back(k), values.push_back(v.reshape({1}).to(torch::kFloat64));
     std::map<std::string, double> m;
-    if (!values.empty()) {
-      auto all = torch::cat(values).to(torch::kFloat64);
-      if (dp) dp->all_reduce_mean_(all);  // every rank's window: the means over the global batches
-      all = all.cpu();                     // one device sync per log line
-      auto acc = all.accessor<double, 1>();
-      for (size_t i = 0; i < keys.size(); ++i) m[keys[i]] = acc[static_cast<int64_t>(i)] / static_cast<double>(window_micro);
+    {
+      // The window's sums (means over every rank's global batches), then the grad norms' sum
+      // (the same on every rank) and the pending non-finite checks: one transfer per log line,
+      // the checks read before anything is reported.
+      auto sums = torch::cat(values);
+      if (dp) dp->all_reduce_mean_(sums);
+      std::vector<torch::Tensor> parts{sums, window_grad_norm.reshape({1})};
+      const bool checks = !pending_checks.empty();
+      if (checks) parts.push_back(pending_check_values());
+      const auto all = torch::cat(parts).cpu();
+      const double* v = all.data_ptr<double>();
+      if (checks) check_pending(v + keys.size() + 1);
+      for (size_t i = 0; i < keys.size(); ++i) m[keys[i]] = v[i] / static_cast<double>(window_micro);
+      m["grad_norm"] = v[keys.size()] / static_cast<double>(window_steps);
     }
     m["learning_rate"] = lr_at(step - 1);  // the rate the last step used
     if (regularizer) m["critic/learning_rate"] = m["learning_rate"] * config.ganpo.critic_lr_ratio;
-    m["grad_norm"] = window_grad_norm / static_cast<double>(window_steps);
     m["step_time_s"] = window_seconds / static_cast<double>(window_steps);
     m["tokens_seen"] = static_cast<double>(tokens_seen);
     if (dp) add_rank_throughput(m);  // and the window's tokens and FLOPs (and tokens_seen) become the world's
@@ -1049,7 +1122,8 @@ struct Trainer::State {
     observer.on_metrics(step, m);
     window_sums.clear();
     window_micro = window_steps = window_tokens = 0;
-    window_seconds = window_grad_norm = window_flops = 0;
+    window_seconds = window_flops = 0;
+    window_grad_norm = torch::Tensor();
   }
 
   // Each rank's tokens/s ("ranks/tokens_per_s/<rank>"); the window's tokens and model FLOPs
@@ -1097,6 +1171,8 @@ struct Trainer::State {
   // Held-out pairs (or SFT loss); reported at once unless the stage's last evaluation still has
   // its judge part to come.
   void evaluate(bool report = true) {
+    drain_device();
+    verify_finite();
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
     if (preference && dp)
@@ -1236,6 +1312,8 @@ struct Trainer::State {
   }
 
   void samples() {
+    drain_device();
+    verify_finite();
     if (sample_prompts.empty()) return;
     CausalLM& ref_model = preference ? reference : policy;
     std::vector<std::string> policy_texts, reference_texts;
@@ -1384,6 +1462,8 @@ struct Trainer::State {
   bool adapter_refusal_logged = false;
 
   std::string save_checkpoint(const std::string& name, bool with_state) {
+    drain_device();
+    verify_finite();  // nothing from weights a non-finite step reached
     const std::string dir = (fs::path(config.output_dir) / name).string();
     const WorldState world_state = with_state ? gather_world_state() : WorldState{};
     if (!is_main()) return dir;  // rank 0 writes the run's files
@@ -1506,6 +1586,7 @@ struct Trainer::State {
     };
     auto agree = [&](ControlCommand mine) {
       if (!dp) return std::make_pair(g_stop_requested.load(), mine);
+      drain_device();  // a CUDA all-reduce read back on the host waits for the device anyway
       auto t = torch::tensor({g_stop_requested.load() ? 1.0 : 0.0, static_cast<double>(static_cast<int>(mine))},
                              torch::TensorOptions().dtype(torch::kFloat64));
       dp->all_reduce_sum_(t);  // rank 0 alone contributes a command
@@ -1520,6 +1601,7 @@ struct Trainer::State {
         case ControlCommand::Sample: samples(); break;
         case ControlCommand::Checkpoint: save_checkpoint("checkpoint-" + std::to_string(step), true); break;
         case ControlCommand::Pause: {
+          drain_device();  // the pause is no step's time
           observer.on_status("paused", "");
           for (;;) {
             std::this_thread::sleep_for(std::chrono::milliseconds(200));

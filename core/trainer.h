@@ -29,6 +29,9 @@ struct TrainerOptions {
   // or of world size 1. Rank 0 alone reports to the observer's files and store and writes
   // checkpoints; the other ranks' observers should be quiet ones.
   std::optional<DistributedEnv> distributed;
+  // Testing aid: read the steps' non-finite checks at the next log line, evaluation, sample or
+  // checkpoint, as a CUDA run does, on any device (a CPU run reads each at once).
+  bool defer_finite_checks = false;
 };
 
 struct TrainResult {

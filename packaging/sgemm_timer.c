@@ -39,6 +39,14 @@ void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
             const int* ldc) {
   static sgemm_fn real;
   if (!real) real = (sgemm_fn)dlsym(RTLD_NEXT, "sgemm_");
+  if (!real) {  // a BLAS loaded privately (Python imports torch with RTLD_LOCAL): ask it directly
+    void* blas = dlopen("libblas.so.3", RTLD_NOW | RTLD_NOLOAD);
+    if (blas) real = (sgemm_fn)dlsym(blas, "sgemm_");
+  }
+  if (!real) {
+    fprintf(stderr, "sgemm_timer: no sgemm_ to forward to\n");
+    abort();
+  }
   const double t0 = now_s();
   real(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   const double dt = now_s() - t0;

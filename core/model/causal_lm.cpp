@@ -178,8 +178,16 @@ struct AttentionImpl : torch::nn::Module {
       cache->values[layer] = v;
     }
     if (n_kv_heads != n_heads) {
-      k = k.repeat_interleave(n_heads / n_kv_heads, 1);
-      v = v.repeat_interleave(n_heads / n_kv_heads, 1);
+      // Each key/value head for its n_heads / n_kv_heads query heads, [B, Hkv, Tk, hd] ->
+      // [B, H, Tk, hd] (repeat_interleave's layout; repeat_interleave itself reads its repeat
+      // count back from the device, a host sync in every layer).
+      const auto rep = n_heads / n_kv_heads;
+      const auto kv_heads = [&](const torch::Tensor& t) {
+        return t.unsqueeze(2).expand({t.size(0), n_kv_heads, rep, t.size(2), t.size(3)})
+            .reshape({t.size(0), n_heads, t.size(2), t.size(3)});
+      };
+      k = kv_heads(k);
+      v = kv_heads(v);
     }
     torch::Tensor out;
 #if GANPO_HAVE_SDPA

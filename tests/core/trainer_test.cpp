@@ -374,6 +374,54 @@ TEST_F(TrainerTest, NonFiniteLossFailsWithStepAndTerm) {
   EXPECT_LT(r.steps, 20);
 }
 
+// On CUDA the step's non-finite checks are read at the next log line, evaluation, sample or
+// checkpoint instead of at once (no host sync inside a step). Read that way (forced here on the
+// CPU), a diverging run fails naming the same term and step, and keeps no checkpoint of weights
+// a non-finite step reached; the metrics reported are those of steps before it.
+TEST_F(TrainerTest, DeferredNonFiniteChecksNameTheSameTermAndStep) {
+  auto c = config("nan_at_once");
+  c.train.max_steps = 20;
+  c.train.learning_rate = 1e6;
+  c.train.max_grad_norm = 0.0;
+  c.train.logging_steps = 4;
+  c.train.save_steps = 1;
+  c.train.eval_steps = 0;
+  Collector at_once_obs, deferred_obs;
+  auto at_once = run(c, at_once_obs);
+  ASSERT_EQ(at_once.status, "failed") << "the run did not diverge in 20 steps";
+  c.name = "nan_deferred";
+  c.output_dir = (root_ / c.name).string();
+  TrainerOptions deferred;
+  deferred.defer_finite_checks = true;
+  auto later = run(c, deferred_obs, deferred);
+  ASSERT_EQ(later.status, "failed");
+  EXPECT_EQ(later.message, at_once.message);
+  const auto at = at_once.message.find("at step ");
+  ASSERT_NE(at, std::string::npos) << at_once.message;
+  const int64_t bad_step = std::stoll(at_once.message.substr(at + 8));
+  // Checks are read before every checkpoint (save_steps = 1): the deferred run ends after the
+  // step that went non-finite, before saving it.
+  EXPECT_EQ(later.steps, bad_step);
+  EXPECT_EQ(at_once.steps, bad_step - 1);
+  for (const auto& entry : fs::directory_iterator(c.output_dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("checkpoint-", 0) == 0) {
+      EXPECT_LT(std::stoll(name.substr(11)), bad_step) << name;
+    }
+  }
+  for (const auto& [step, m] : deferred_obs.metrics) EXPECT_LT(step, bad_step);
+  // Without checkpoints in between, the deferred run trains on to its next log line.
+  c.train.save_steps = 0;
+  c.name = "nan_deferred_no_saves";
+  c.output_dir = (root_ / c.name).string();
+  Collector no_saves_obs;
+  auto no_saves = run(c, no_saves_obs, deferred);
+  ASSERT_EQ(no_saves.status, "failed");
+  EXPECT_EQ(no_saves.message, at_once.message);
+  EXPECT_GE(no_saves.steps, bad_step);
+  EXPECT_LT(no_saves.steps, bad_step + c.train.logging_steps);
+}
+
 TEST_F(TrainerTest, HugeAdversarialWeightFailsWithStepAndTerm) {
   auto c = config("adv_nan");
   c.ganpo.adv_weight = 1e300;  // inf in float32

@@ -2,13 +2,15 @@
 // causal, left-padded with a key mask, decoding from a key/value cache); under bf16 autocast
 // every weight gets its gradient, with gradient checkpointing and through the critics' spectral
 // norm; short DPO + GANPO runs train on CUDA (fp32, and bf16 with checkpointing) with every metric
-// finite, the fp32 one resuming where it stopped. Each test skips when no CUDA device is present,
-// so the suite passes on CPU machines.
+// finite, the fp32 one resuming where it stopped, and bitwise so with train.deterministic. Each
+// test skips when no CUDA device is present, so the suite passes on CPU machines.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/bf16_autocast.h"
 #include "core/critic.h"
@@ -234,6 +236,50 @@ TEST(Cuda, GanpoTrainsAndResumesOnCuda) {
   // CUDA kernels are not bitwise deterministic; the resumed losses must still track closely.
   for (int64_t step = 4; step <= 6; ++step)
     EXPECT_NEAR(second.metrics.at(step).at("loss"), full.metrics.at(step).at("loss"), 1e-3) << "step " << step;
+  fs::remove_all(root);
+}
+
+// train.deterministic = true (deterministic kernels, no cuDNN autotuning, a fixed cuBLAS
+// workspace): a run stopped after 3 steps and resumed from its checkpoint (CUDA generator state
+// included) ends with the same losses and the same final weights, byte for byte, as one run of 6.
+TEST(Cuda, DeterministicResumeIsBitwise) {
+  SKIP_WITHOUT_CUDA();
+  const fs::path root = fs::temp_directory_path() / ("ganpo-cuda-det-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto run_config = [&](const char* name) {
+    RunConfig c = tiny_run(root / name);
+    c.train.deterministic = true;
+    c.sampling.num_prompts = 0;
+    return c;
+  };
+  Recorder full, first, second;
+  {
+    Trainer t(run_config("full"), full);
+    auto r = t.run();
+    ASSERT_EQ(r.status, "completed") << r.message;
+  }
+  TrainerOptions stop;
+  stop.stop_after_steps = 3;
+  {
+    Trainer t(run_config("split"), first, stop);
+    ASSERT_EQ(t.run().status, "stopped");
+  }
+  TrainerOptions resume;
+  resume.resume_from = (root / "split" / "checkpoint-3").string();
+  {
+    Trainer t(run_config("split"), second, resume);
+    auto r = t.run();
+    ASSERT_EQ(r.status, "completed") << r.message;
+  }
+  for (int64_t step = 4; step <= 6; ++step)
+    EXPECT_EQ(second.metrics.at(step).at("loss"), full.metrics.at(step).at("loss")) << "step " << step;
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const auto a = bytes(root / "full" / "final" / "model.safetensors");
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == bytes(root / "split" / "final" / "model.safetensors")) << "final weights differ";
   fs::remove_all(root);
 }
 
