@@ -47,11 +47,15 @@ OPENBLAS_NUM_THREADS=$threads "$W/sgemm_peak" > "$W/peak.txt"
 "$PY" - "$W" "$N" "$threads" <<'EOF'
 import json, statistics, sys
 W, N, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-def products(path):  # seconds, GFLOP
+def products(path):  # seconds some product was running, GFLOP
     s = f = 0.0
     for line in open(path):
-        ta, tb, m, n, k, calls, sec, _ = line.split()
-        s += float(sec); f += 2.0 * int(m) * int(n) * int(k) * int(calls) / 1e9
+        fields = line.split()
+        if fields[0] == "busy":
+            s = float(fields[1])
+            continue
+        m, n, k, calls = (int(x) for x in fields[2:6])
+        f += 2.0 * m * n * k * calls / 1e9
     return s, f
 peak = {int(n): float(r) for n, r in (l.split() for l in open(f"{W}/peak.txt"))}
 print(f"sgemm on square products, {threads} thread(s): " + ", ".join(f"{n}^3 {r:.0f} GFLOP/s" for n, r in peak.items()))
@@ -64,6 +68,9 @@ for variant, label in (("off", "DPO"), ("on", "DPO + GANPO")):
         s0, f0 = products(f"{W}/{tag}-{variant}-2.txt")
         s1, f1 = products(f"{W}/{tag}-{variant}-{2 + N}.txt")
         sec, gf = (s1 - s0) / N, (f1 - f0) / N
+        if sec <= 0 or gf <= 0:
+            sys.exit(f"bench-gemm-share.sh: no sgemm_ products seen in the {side} runs: that side's BLAS is not "
+                     "a shared libblas.so.3 the timer can stand in front of (a pip torch links MKL inside)")
         if side == "ganpo":
             m = [json.loads(l) for l in open(f"{W}/run-{variant}-{2 + N}/metrics.jsonl")]
             step = statistics.median(r["step_time_s"] for r in m if "step_time_s" in r and r["step"] > 2)

@@ -14,7 +14,8 @@
 #        fine-tuning (fp32 weights, gradients, AdamW and the reference need ~160 GB before any
 #        activation: expected not to fit one H200; the row says how it fails)
 #   10   row 1 without prefix sharing (the responses' pass over a shared prompt's cached keys needs
-#        an explicit mask, so SDPA cannot take its flash kernel there; this row says what that costs)
+#        an explicit mask, so SDPA cannot take its flash kernel there; this row says what that costs;
+#        row 1 has the eager step)
 #
 #   packaging/gpu-bench-table.sh [--ganpo-binary PATH] [--python PY] [--budget SECONDS]
 #                                [--row-limit SECONDS] [--rows 1,2,...] [--work DIR] [--smoke]
@@ -83,6 +84,7 @@ row() {
   timeout "$limit" bash "$REPO/packaging/bench-vs-eager.sh" "${args[@]}" "$@" > "$out.log" 2>&1
   local rc=$?
   tail -8 "$out.log"
+  rm -f "$out/pairs.jsonl"  # the row's data, written again by the next run; the figures stay
   [ "$rc" = 124 ] && echo "(row $n stopped at its limit of $limit s)"
   echo "$n|$label|$rc" >> "$W/rows.txt"
 }
@@ -102,7 +104,7 @@ run_row() {
     8) row 8 "Llama 3 8B, bf16, LoRA r 16 all-linear, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
          --set model.lora.r=16 --set model.lora.alpha=32 --set model.lora.target_modules=all-linear ;;
     9) row 9 "Llama 3 8B, bf16, full fine-tuning, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" ;;
-    10) row 10 "GPT-2 124M, bf16, without prefix sharing" gpt2-124m bf16 1 --set train.prefix_sharing=false ;;
+    10) row 10 "GPT-2 124M, bf16, without prefix sharing" gpt2-124m bf16 0 --set train.prefix_sharing=false ;;
     *) echo "gpu-bench-table.sh: there is no row $1 (rows 1-10)" >&2 ;;
   esac
 }

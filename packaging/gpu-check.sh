@@ -45,7 +45,7 @@ time cmake --build build/gpu -j"$(nproc)" ${targets[@]+"${targets[@]}"} >"$LOGS/
 G=build/gpu/app/ganpo
 
 step "gpu tests"
-OMP_NUM_THREADS=4 timeout 240 ./build/gpu/tests/core/core_gpu_tests 2>&1 | tail -25
+OMP_NUM_THREADS=4 timeout 240 ./build/gpu/tests/core/core_gpu_tests 2>&1 | tee "$LOGS/gpu-tests.log" | tail -25
 [ "$quick" = 1 ] && { step done; exit 0; }
 if [ -z "${SKIP_BENCH:-}" ]; then
 step "bench tiny (demo preset) on cuda"

@@ -2,6 +2,8 @@
  * every single-precision BLAS product (`sgemm_`, the Fortran entry ATen calls on the CPU) and,
  * when the process exits, writes one line per product shape to $SGEMM_TIMER_OUT:
  *   transa transb m n k calls seconds GFLOP/s
+ * then "busy SECONDS": the time at least one product was running (products on two threads at
+ * once, as `ganpo`'s two lanes run them, count once there and twice in the lines above).
  * Built with -DSGEMM_TIMER_PEAK it is instead a program that prints this core's sgemm rate on
  * square products (the best a step's products could reach with the same library and threads).
  * Used by packaging/bench-gemm-share.sh; not part of the build. */
@@ -32,6 +34,8 @@ static struct {
 } shapes[kShapes];
 static int used;
 static long dropped;
+static int in_flight;
+static double busy_since, busy_seconds;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* alpha,
@@ -48,9 +52,13 @@ void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
     abort();
   }
   const double t0 = now_s();
-  real(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  const double dt = now_s() - t0;
   pthread_mutex_lock(&lock);
+  if (in_flight++ == 0) busy_since = t0;
+  pthread_mutex_unlock(&lock);
+  real(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const double t1 = now_s(), dt = t1 - t0;
+  pthread_mutex_lock(&lock);
+  if (--in_flight == 0) busy_seconds += t1 - busy_since;
   int i = 0;
   while (i < used && !(shapes[i].ta == *ta && shapes[i].tb == *tb && shapes[i].m == *m && shapes[i].n == *n &&
                        shapes[i].k == *k))
@@ -77,6 +85,7 @@ __attribute__((destructor)) static void write_table(void) {
     fprintf(out, "%c %c %d %d %d %ld %.6f %.1f\n", shapes[i].ta, shapes[i].tb, shapes[i].m, shapes[i].n, shapes[i].k,
             shapes[i].calls, shapes[i].seconds, shapes[i].seconds > 0 ? flops / shapes[i].seconds / 1e9 : 0.0);
   }
+  fprintf(out, "busy %.6f\n", busy_seconds);
   if (dropped) fprintf(stderr, "sgemm_timer: %ld products of shapes beyond the first %d not counted\n", dropped, kShapes);
   fclose(out);
 }
