@@ -263,6 +263,8 @@ struct Trainer::State {
     // The process's current CUDA device too (torch.cuda.set_device): what runs on the current
     // device rather than a tensor's (NCCL's communicators, library handles) uses this run's GPU.
     if (device.is_cuda() && device.has_index()) c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(device);
+    // The first log line's peak is this run's (a process may have run another before: ganpo bench).
+    if (device.is_cuda()) reset_cuda_peak(device.has_index() ? device.index() : 0);
     if (config.train.precision == "bf16" && device.is_cpu())
       throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
                         config.device + "\" to the CPU, where this build computes in float32: set "
@@ -767,10 +769,9 @@ struct Trainer::State {
   }
 
   // ---- metrics -------------------------------------------------------------------------------
+  static void accumulate(torch::Tensor& slot, const torch::Tensor& v) { slot = slot.defined() ? slot + v : v; }
   void add(const std::string& key, const torch::Tensor& value) {
-    auto v = value.detach().to(torch::kFloat32);
-    auto& slot = window_sums[key];
-    slot = slot.defined() ? slot + v : v;
+    accumulate(window_sums[key], value.detach().to(torch::kFloat32));
   }
 
   // Non-finite checks of the step's terms (the losses before the backward pass, the gradient
@@ -828,9 +829,10 @@ struct Trainer::State {
       }
   }
 
+  // Also what waits for the device before an evaluation, samples or a checkpoint (drain_device).
   void verify_finite() {
-    if (pending_checks.empty()) return;
     drain_device();
+    if (pending_checks.empty()) return;
     const auto values = pending_check_values().cpu();
     check_pending(values.data_ptr<double>());
   }
@@ -1076,8 +1078,7 @@ struct Trainer::State {
     ++step;
     if (dp) dp->note_progress(3 * step + 1, "finished step " + std::to_string(step));
     ++window_steps;
-    window_grad_norm = window_grad_norm.defined() ? window_grad_norm + grad_norm.to(torch::kFloat64)
-                                                  : grad_norm.to(torch::kFloat64);
+    accumulate(window_grad_norm, grad_norm.to(torch::kFloat64));
     last_step_end = Clock::now();
     window_seconds += std::chrono::duration<double>(last_step_end - t0).count();
     undrained = device.is_cuda();
@@ -1171,7 +1172,6 @@ struct Trainer::State {
   // Held-out pairs (or SFT loss); reported at once unless the stage's last evaluation still has
   // its judge part to come.
   void evaluate(bool report = true) {
-    drain_device();
     verify_finite();
     const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
     const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
@@ -1312,7 +1312,6 @@ struct Trainer::State {
   }
 
   void samples() {
-    drain_device();
     verify_finite();
     if (sample_prompts.empty()) return;
     CausalLM& ref_model = preference ? reference : policy;
@@ -1462,7 +1461,6 @@ struct Trainer::State {
   bool adapter_refusal_logged = false;
 
   std::string save_checkpoint(const std::string& name, bool with_state) {
-    drain_device();
     verify_finite();  // nothing from weights a non-finite step reached
     const std::string dir = (fs::path(config.output_dir) / name).string();
     const WorldState world_state = with_state ? gather_world_state() : WorldState{};

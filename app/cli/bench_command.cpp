@@ -9,7 +9,6 @@
 
 #include "app/cli/commands.h"
 #include "core/cpu_runtime.h"
-#include "core/cuda_memory.h"
 #include "core/error.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
@@ -94,8 +93,6 @@ Figures measure(RunConfig config, int64_t steps) {
   ::malloc_trim(0);  // what the previous variant freed goes back to the system, not into this one's figure
   const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = proc_status_bytes("VmRSS");
-  const std::string device = resolve_device(config.device);  // "cpu", "cuda" or "cuda:N"
-  reset_cuda_peak(device.rfind("cuda:", 0) == 0 ? std::stoi(device.substr(5)) : 0);
   Trainer trainer(config, times, options);
   auto result = trainer.run();
   const int64_t peak = proc_status_bytes("VmHWM");
