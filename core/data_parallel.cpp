@@ -66,11 +66,25 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const std::string& address, c10
   }
 }
 
+// A Gloo group over `store`. GLOO_SOCKET_IFNAME picks the network interface as in PyTorch;
+// otherwise the address the host name resolves to (loopback on a single machine without one).
+c10::intrusive_ptr<CollectiveBackend> gloo_group(const c10::intrusive_ptr<c10d::Store>& store, const DistributedEnv& env,
+                                                 std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  else
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  options->threads = 1;  // the training threads need the cores; one transport thread suffices
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, env.rank, env.world_size, options);
+}
+
 }  // namespace
 
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<CollectiveBackend> group;
+  c10::intrusive_ptr<CollectiveBackend> group;  // the collectives on the run's device
+  c10::intrusive_ptr<CollectiveBackend> host;   // Gloo, host tensors only
 };
 
 DataParallel::DataParallel(const DistributedEnv& env, const torch::Device& device, std::chrono::milliseconds timeout)
@@ -93,16 +107,11 @@ DataParallel::DataParallel(const DistributedEnv& env, const torch::Device& devic
                         "(Gloo) or a LibTorch built with NCCL");
 #endif
     } else {
-      auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      // GLOO_SOCKET_IFNAME picks the network interface as in PyTorch; otherwise the address the
-      // host name resolves to (loopback on a single machine without one).
-      if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
-        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-      else
-        options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-      options->threads = 1;  // the training threads need the cores; one transport thread suffices
-      group_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, env.rank, env.world_size, options);
+      group_->group = gloo_group(group_->store, env, timeout);
     }
+    // The control agreement's own Gloo group, on the host on CUDA runs too: an NCCL all-reduce
+    // of a host value goes through the device and waits for every step the host has queued.
+    group_->host = gloo_group(c10::make_intrusive<c10d::PrefixStore>("host", group_->store), env, timeout);
   } catch (const ConfigError&) {
     throw;
   } catch (...) {
@@ -369,6 +378,16 @@ void DataParallel::all_reduce_sum_(torch::Tensor& t) {
     rethrow_collective_error("all-reduce");
   }
   if (!x.is_same(t)) t.copy_(x);
+}
+
+void DataParallel::all_reduce_sum_on_host_(torch::Tensor& t) {
+  TORCH_CHECK(!t.is_cuda(), "all_reduce_sum_on_host_ takes a host tensor");
+  try {
+    std::vector<torch::Tensor> tensors{t};
+    group_->host->allreduce(tensors)->wait();
+  } catch (...) {
+    rethrow_collective_error("all-reduce");
+  }
 }
 
 void DataParallel::all_reduce_mean_(torch::Tensor& t) {

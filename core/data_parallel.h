@@ -4,9 +4,10 @@
 // process with batch N x b would.
 //
 // Rendezvous is a c10d TCPStore served by rank 0 at MASTER_ADDR:MASTER_PORT; the process group
-// is Gloo on the CPU (NCCL on CUDA where LibTorch has it). Every collective has the run's
-// timeout: a rank that dies makes the others' next collective fail at once (the connection
-// closes), a rank that hangs makes it fail after the timeout, and the error names the rank.
+// is Gloo on the CPU (NCCL on CUDA where LibTorch has it), plus a small Gloo group on the host
+// for the per-step control agreement. Every collective has the run's timeout: a rank that dies
+// makes the others' next collective fail at once (the connection closes), a rank that hangs makes
+// it fail after the timeout, and the error names the rank.
 // Collectives must be issued in the same order on every rank, so callers issue them from one
 // thread (the trainer's main thread), never from its two lanes.
 //
@@ -69,6 +70,10 @@ public:
   // In place: the sum (or mean) of `t` over the ranks.
   void all_reduce_sum_(torch::Tensor& t);
   void all_reduce_mean_(torch::Tensor& t);
+  // In place: the sum of host tensor `t` over the ranks, through a Gloo group of its own that
+  // never touches a device, so it waits for the other ranks' hosts and not for any GPU (the
+  // per-step control agreement). Issued from the same thread as the other collectives.
+  void all_reduce_sum_on_host_(torch::Tensor& t);
   // In place: every rank gets rank `root`'s values.
   void broadcast_(std::vector<torch::Tensor>& tensors, int root = 0);
   // Every rank's `t` (same shape on all ranks), in rank order.

@@ -840,7 +840,7 @@ struct Trainer::State {
   // CUDA: wait for the steps queued on the device, their time counted as theirs (a step's own
   // time is measured on the host, which runs ahead of the device). Called before anything that
   // waits for the device or takes time of its own between steps: a log line, an evaluation,
-  // samples, a checkpoint, the ranks' control agreement.
+  // samples, a checkpoint, a pause.
   void drain_device() {
     if (!undrained) return;
     torch::cuda::synchronize(device.has_index() ? device.index() : -1);
@@ -1584,10 +1584,9 @@ struct Trainer::State {
     };
     auto agree = [&](ControlCommand mine) {
       if (!dp) return std::make_pair(g_stop_requested.load(), mine);
-      drain_device();  // a CUDA all-reduce read back on the host waits for the device anyway
       auto t = torch::tensor({g_stop_requested.load() ? 1.0 : 0.0, static_cast<double>(static_cast<int>(mine))},
                              torch::TensorOptions().dtype(torch::kFloat64));
-      dp->all_reduce_sum_(t);  // rank 0 alone contributes a command
+      dp->all_reduce_sum_on_host_(t);  // rank 0 alone contributes a command; no wait for the GPU
       const auto v = t.accessor<double, 1>();
       return std::make_pair(v[0] > 0, static_cast<ControlCommand>(static_cast<int>(v[1])));
     };
