@@ -1,6 +1,6 @@
 #include "core/cuda_memory.h"
 
-#if defined(GANPO_CUDA_MEMORY_STATS) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#if defined(GANPO_C10_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
 #define GANPO_HAS_CUDA_ALLOCATOR 1
 #endif

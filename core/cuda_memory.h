@@ -1,6 +1,6 @@
 // This process's GPU memory as LibTorch's CUDA caching allocator counts it: allocated (tensors
 // alive), reserved (held from the driver, what nvidia-smi shows for the process) and the peak
-// of allocated since the last reset. Compiled in where LibTorch has CUDA (GANPO_CUDA_MEMORY_STATS,
+// of allocated since the last reset. Compiled in where LibTorch has CUDA (GANPO_C10_CUDA,
 // set by CMake when it finds c10_cuda); Debian's CPU LibTorch reports nothing.
 #pragma once
 

@@ -28,6 +28,7 @@
 #include "core/fault_points.h"
 #include "core/fused_adamw.h"
 #include "core/grad_clip.h"
+#include "core/host_sync_check.h"
 #include "core/generate.h"
 #include "core/gpu_monitor.h"
 #include "core/memory_estimate.h"
@@ -1643,7 +1644,10 @@ struct Trainer::State {
           observer.on_status("stopped", "stopped at step " + std::to_string(step));
           return result;
         }
-        optimizer_step();
+        if (options.forbid_host_sync_in_steps && device.is_cuda())
+          run_without_host_sync([this] { optimizer_step(); });
+        else
+          optimizer_step();
         fault_point("step.done");
         if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
         if (options.benchmark) continue;

@@ -32,6 +32,9 @@ struct TrainerOptions {
   // Testing aid: read the steps' non-finite checks at the next log line, evaluation, sample or
   // checkpoint, as a CUDA run does, on any device (a CPU run reads each at once).
   bool defer_finite_checks = false;
+  // Testing aid (CUDA): an optimizer step that makes the host wait for the device fails the run,
+  // naming the call (core/host_sync_check.h). Steps only queue work; the host waits at log lines.
+  bool forbid_host_sync_in_steps = false;
 };
 
 struct TrainResult {

@@ -7,8 +7,9 @@
 # (core/sdpa.h), the 2.4 autocast API (core/bf16_autocast.h); here they are compiled and the CPU
 # tests run through them. Where a CUDA toolkit with NCCL headers is found (--cuda DIR, default
 # /usr/local/cuda), it also compiles the CUDA-only code against LibTorch 2.6's headers: the NCCL
-# process group (core/data_parallel.cpp) and the CUDA caching allocator's statistics
-# (core/cuda_memory.cpp); compiled, not linked or run (no GPU here). With --gui it installs
+# process group (core/data_parallel.cpp), the CUDA caching allocator's statistics
+# (core/cuda_memory.cpp) and the sync debug mode (core/host_sync_check.cpp); compiled, not linked
+# or run (no GPU here). With --gui it installs
 # trixie's Qt 6 and QCustomPlot too and builds the workbench as the cuda preset does where Qt is
 # found (GANPO_BUILD_GUI=AUTO), so the UI tests run against LibTorch 2.6 as well.
 #   sudo bash packaging/check-libtorch2.sh [--gui] [--root DIR] [--cuda DIR] [--tests REGEX] [--jobs N]
@@ -125,9 +126,9 @@ for c in json.load(open(sys.argv[1])):
         break
 EOF
 )
-  for f in core/data_parallel.cpp core/cuda_memory.cpp; do
+  for f in core/data_parallel.cpp core/cuda_memory.cpp core/host_sync_check.cpp; do
     step "compile $f with NCCL and CUDA (LibTorch 2.6 CUDA headers, $cuda)"
-    in_root /usr/bin/c++ -std=gnu++17 $flags -DUSE_C10D_NCCL -DUSE_CUDA -DGANPO_CUDA_MEMORY_STATS \
+    in_root /usr/bin/c++ -std=gnu++17 $flags -DUSE_C10D_NCCL -DUSE_CUDA -DGANPO_C10_CUDA \
       -isystem $inc -isystem $inc/torch/csrc/api/include -isystem /cuda-include -Wall -Wextra -Wno-unused-parameter \
       -fsyntax-only "/src/$f" || { echo "check-libtorch2: $f does not compile with NCCL / CUDA" >&2; status=1; }
   done

@@ -2,8 +2,9 @@
 // causal, left-padded with a key mask, decoding from a key/value cache); under bf16 autocast
 // every weight gets its gradient, with gradient checkpointing and through the critics' spectral
 // norm; short DPO + GANPO runs train on CUDA (fp32, and bf16 with checkpointing) with every metric
-// finite, the fp32 one resuming where it stopped, and bitwise so with train.deterministic. Each
-// test skips when no CUDA device is present, so the suite passes on CPU machines.
+// finite, the fp32 one resuming where it stopped, and bitwise so with train.deterministic; an
+// optimizer step never makes the host wait for the device. Each test skips when no CUDA device
+// is present, so the suite passes on CPU machines.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -14,6 +15,7 @@
 
 #include "core/bf16_autocast.h"
 #include "core/critic.h"
+#include "core/host_sync_check.h"
 #include "core/model/causal_lm.h"
 #include "core/trainer.h"
 
@@ -290,6 +292,58 @@ TEST(Cuda, DeterministicResumeIsBitwise) {
   const auto a = bytes(root / "full" / "final" / "model.safetensors");
   ASSERT_FALSE(a.empty());
   EXPECT_TRUE(a == bytes(root / "split" / "final" / "model.safetensors")) << "final weights differ";
+  fs::remove_all(root);
+}
+
+// The "no host sync in the step": with LibTorch's sync debug mode at its error level
+// around every optimizer step (log lines, evaluation and checkpoints outside them may wait), runs
+// that touch each path of the step finish: DPO + GANPO in fp32 with gradient accumulation and
+// RPO's NLL term; bf16 with gradient checkpointing, precomputed reference log-probs and LoRA;
+// SimPO; and the SFT stage.
+TEST(Cuda, AnOptimizerStepNeverWaitsForTheDevice) {
+  SKIP_WITHOUT_CUDA();
+  if (!host_sync_checks_available()) GTEST_SKIP() << "this LibTorch has no CUDA sync debug mode";
+  const fs::path root = fs::temp_directory_path() / ("ganpo-cuda-nosync-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  std::vector<std::pair<std::string, RunConfig>> runs;
+  {
+    RunConfig c = tiny_run(root / "fp32");
+    c.train.gradient_accumulation_steps = 2;
+    c.train.logging_steps = 3;
+    c.objective.rpo_alpha = 0.5;
+    runs.emplace_back("fp32 DPO + GANPO, accumulation 2, RPO", c);
+  }
+  {
+    RunConfig c = tiny_run(root / "bf16");
+    c.train.precision = "bf16";
+    c.train.gradient_checkpointing = true;
+    c.train.precompute_ref_log_probs = true;
+    c.model.checkpoint = (root / "fp32" / "final").string();  // the first run's policy, as the base
+    c.model.lora.r = 4;
+    c.model.lora.target_modules = "all-linear";
+    runs.emplace_back("bf16 DPO + GANPO, checkpointing, precomputed reference, LoRA", c);
+  }
+  {
+    RunConfig c = tiny_run(root / "simpo");
+    c.objective.loss_type = "simpo";
+    c.ganpo.enabled = false;
+    runs.emplace_back("SimPO", c);
+  }
+  {
+    RunConfig c = tiny_run(root / "sft");
+    c.stage = "sft";
+    c.ganpo.enabled = false;
+    runs.emplace_back("SFT", c);
+  }
+  for (auto& [what, config] : runs) {
+    config.sampling.num_prompts = 0;
+    TrainerOptions options;
+    options.forbid_host_sync_in_steps = true;
+    Recorder r;
+    Trainer t(config, r, options);
+    const auto result = t.run();
+    EXPECT_EQ(result.status, "completed") << what << ": " << result.message;
+  }
   fs::remove_all(root);
 }
 
