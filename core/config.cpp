@@ -125,6 +125,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, gradient_checkpointing),
       GANPO_FIELD(train, deterministic),
       GANPO_FIELD(train, precompute_ref_log_probs),
+      GANPO_FIELD(train, chunked_logps),
       GANPO_FIELD(train, prefix_sharing),
       GANPO_FIELD(train, logging_steps),
       GANPO_FIELD(train, eval_steps),
@@ -932,6 +933,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.in_range("train.adam_beta2", t.adam_beta2, 0.0, 1.0, false);
   check.greater("train.adam_epsilon", t.adam_epsilon, 0.0);
   check.one_of("train.precision", t.precision, {"fp32", "bf16"});
+  check.one_of("train.chunked_logps", t.chunked_logps, {"auto", "on", "off"});
   if (t.precision == "bf16" && c.device == "cpu")
     check.add("train.precision = \"bf16\" needs a CUDA device; on CPU this build computes in float32 "
               "(LibTorch's CPU bf16 kernels are slower, not faster): set train.precision = \"fp32\" "
@@ -1006,6 +1008,15 @@ void make_paths_absolute(RunConfig& config) {
   for (std::string* p : {&config.output_dir, &config.model.checkpoint, &config.model.reference, &config.data.train,
                          &config.data.eval})
     if (!p->empty()) *p = std::filesystem::absolute(*p).lexically_normal().string();
+}
+
+bool uses_chunked_logps(const TrainConfig& train, int64_t vocab_size) {
+  return train.chunked_logps == "on" || (train.chunked_logps == "auto" && vocab_size > 100000);
+}
+
+int64_t chunked_logps_rows(int64_t vocab_size) {
+  constexpr int64_t kChunkLogitBytes = int64_t{128} << 20;
+  return std::max<int64_t>(16, kChunkLogitBytes / (4 * std::max<int64_t>(vocab_size, 1)));
 }
 
 bool uses_builtin_task(const DataConfig& data) {

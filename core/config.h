@@ -125,6 +125,12 @@ struct TrainConfig {
   // whose longest prompt plus longest response exceeds the model's positions); the policy keeps
   // the plain pass under gradient checkpointing. Held-out evaluations share the same way.
   bool prefix_sharing = true;
+  // Response log-probs without the [tokens, vocabulary] logits (core/chunked_logps.h): the
+  // output head and log-softmax run over chunks of positions and the backward pass recomputes
+  // each chunk, so the head's memory no longer grows with batch x length x vocabulary, for one
+  // more head product per position. "auto": on where the vocabulary exceeds 100k entries (Llama 3,
+  // Gemma 2, Qwen), whose logits are a large share of a step's memory. "on" | "off" | "auto".
+  std::string chunked_logps = "auto";
   int64_t logging_steps = 10;
   int64_t eval_steps = 0;          // 0 = only at the end
   int64_t save_steps = 0;          // 0 = only at the end
@@ -222,6 +228,12 @@ void validate_or_throw(const RunConfig& config);
 // data.train, data.eval) into absolute ones against the current directory, so a config stored
 // in the run store means the same thing to a worker started elsewhere.
 void make_paths_absolute(RunConfig& config);
+
+// Whether a model with `vocab_size` entries scores responses through chunked_logps.h under
+// train.chunked_logps ("auto": above 100k entries).
+bool uses_chunked_logps(const TrainConfig& train, int64_t vocab_size);
+// The positions per chunk there: about 128 MiB of float32 logits, at least 16.
+int64_t chunked_logps_rows(int64_t vocab_size);
 
 // Whether the run trains on a built-in task (data.builtin names one, or "auto" without
 // data.train), rather than on data.train.

@@ -1,8 +1,36 @@
 #include "core/sequence_scoring.h"
 
+#include <algorithm>
+
+#include "core/chunked_logps.h"
+
 namespace ganpo {
+namespace {
+
+// Sums of log-probs through the chunked head: hidden [N, L, d] at the positions that predict
+// targets [N, L]; mask [N, L] marks the response tokens among them.
+ResponseLogps chunked_response_logps(CausalLM& model, const torch::Tensor& hidden, const torch::Tensor& targets,
+                                     const torch::Tensor& mask) {
+  const int64_t N = hidden.size(0), L = hidden.size(1), d = hidden.size(2);
+  auto token_logp = chunked_token_logps(hidden.reshape({N * L, d}), model->head_weight(), targets.reshape({N * L}),
+                                        model->shape().final_softcap)
+                        .view({N, L});
+  const auto m = mask.to(torch::kFloat32);
+  return {(token_logp * m).sum(-1), m.sum(-1)};
+}
+
+}  // namespace
 
 ScoredSequences score_sequences(CausalLM& model, const SequenceBatch& batch) {
+  const int64_t T = batch.input_ids.size(1);
+  if (model->chunked_logps()) {
+    // Hidden states only; position i predicts token i + 1, from first_response - 1 on.
+    auto out = model->forward_from(batch.input_ids, T);  // hidden [N, T, d]
+    const int64_t from = std::clamp<int64_t>(batch.first_response - 1, 0, std::max<int64_t>(T - 1, 0));
+    auto logps = chunked_response_logps(model, out.hidden.slice(1, from, T - 1), batch.input_ids.slice(1, from + 1, T),
+                                        batch.response_mask.slice(1, from + 1, T));
+    return {std::move(out), std::move(logps)};
+  }
   // The token at first_response is predicted by the logits at first_response - 1.
   auto out = model->forward_from(batch.input_ids, batch.first_response - 1);
   auto logps = response_logps(out.logits, batch.input_ids, batch.response_mask, out.logits_from);
@@ -21,14 +49,21 @@ ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptB
   //    (every row ends at P - 1), which predict both responses' first token.
   //    Prompts of one length need no key mask: the pass is plain causal attention.
   KVCache cache;
-  auto prompt = b.prompts_padded ? model->forward(b.prompt_ids, b.prompt_positions, b.prompt_mask, &cache, logps ? P - 1 : P)
-                                 : model->forward(b.prompt_ids, {}, {}, &cache, logps ? P - 1 : P);
+  const bool head = logps && !model->chunked_logps();  // the chunked head reads the hidden states
+  auto prompt = b.prompts_padded ? model->forward(b.prompt_ids, b.prompt_positions, b.prompt_mask, &cache, head ? P - 1 : P)
+                                 : model->forward(b.prompt_ids, {}, {}, &cache, head ? P - 1 : P);
   // 2. The prompt's keys and values for both rows of the pair, [chosen; rejected].
   for (auto& k : cache.keys) k = torch::cat({k, k});    // [2B, Hkv, P, hd]
   for (auto& v : cache.values) v = torch::cat({v, v});
-  auto response = model->forward(b.response_ids, b.response_positions, b.key_mask, &cache, logps ? 0 : R);
+  auto response = model->forward(b.response_ids, b.response_positions, b.key_mask, &cache, head ? 0 : R);
   ScoredSequences out;
-  if (logps) {
+  if (logps && !head) {
+    // Response token j is predicted by the prompt's last position for j = 0, by response
+    // position j - 1 after: [2B, R, d] in that order.
+    auto last = prompt.hidden.slice(1, P - 1, P);  // [B, 1, d]
+    auto predicting = torch::cat({torch::cat({last, last}), response.hidden.slice(1, 0, R - 1)}, 1);
+    out.logps = chunked_response_logps(model, predicting, b.response_ids, b.response_mask);
+  } else if (logps) {
     // Response token j is predicted by the position before it: the prompt's last one for j = 0
     // (scored on its own, so the [2B, R, V] logits are not copied), the responses' own after.
     auto first = torch::cat({prompt.logits, prompt.logits}).to(torch::kFloat32);  // [2B, 1, V]

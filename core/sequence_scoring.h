@@ -3,7 +3,10 @@
 // Every loss and evaluation scores responses, never prompts, so the output head runs only from
 // the batch's first response position on (SequenceBatch::first_response - 1). With a 128k
 // vocabulary the head over [N, T, V] is most of a step and chat-formatted prompts are long, so
-// this removes most of that work. Hidden states stay full length for GANPO's critics.
+// this removes most of that work. Hidden states stay full length for GANPO's critics. A model
+// set to chunked log-probs (CausalLMImpl::set_chunked_logps, train.chunked_logps) runs no head in
+// its forward pass; the log-probs come from its hidden states through core/chunked_logps.h, and
+// out.logits stays empty.
 #pragma once
 
 #include "core/batching.h"

@@ -524,6 +524,14 @@ struct Trainer::State {
       if (config.ganpo.enabled)
         regularizer = std::make_unique<GanpoRegularizer>(config.ganpo, policy->shape().d_model, device);
     }
+    // Both models score through the chunked head, or neither (the same numbers up to rounding).
+    const bool chunked = uses_chunked_logps(config.train, policy->shape().vocab_size);
+    policy->set_chunked_logps(chunked);
+    if (reference) reference->set_chunked_logps(chunked);
+    if (chunked)
+      log("info", "response log-probs through the chunked output head (train.chunked_logps = \"" +
+                      config.train.chunked_logps + "\"): no [tokens, " + std::to_string(policy->shape().vocab_size) +
+                      "] logits are kept");
     policy->train();
     log_attention_kernels();
   }

@@ -16,6 +16,9 @@
 #   10   row 1 without prefix sharing (the responses' pass over a shared prompt's cached keys needs
 #        an explicit mask, so SDPA cannot take its flash kernel there; this row says what that costs;
 #        row 1 has the eager step)
+#   11   row 2 with the full logits (train.chunked_logps = off): Llama 3's 128k vocabulary makes
+#        the rows of Llama, Gemma 2 (256k) take the chunked head by default ("auto"); this row says
+#        what the chunked head saves in memory and costs in time
 #
 #   packaging/gpu-bench-table.sh [--ganpo-binary PATH] [--python PY] [--budget SECONDS]
 #                                [--row-limit SECONDS] [--rows 1,2,...] [--work DIR] [--smoke]
@@ -94,22 +97,23 @@ ckpt=(--set train.gradient_checkpointing=true)
 run_row() {
   case "$1" in
     1) row 1 "GPT-2 124M, bf16" gpt2-124m bf16 1 ;;
-    2) row 2 "Llama 3.2 1B, bf16" llama-3.2-1b bf16 1 ;;
+    2) row 2 "Llama 3.2 1B, bf16, chunked head" llama-3.2-1b bf16 1 ;;
     3) row 3 "GPT-2 124M, fp32" gpt2-124m fp32 1 ;;
-    4) row 4 "Llama 3.2 1B, fp32" llama-3.2-1b fp32 1 ;;
+    4) row 4 "Llama 3.2 1B, fp32, chunked head" llama-3.2-1b fp32 1 ;;
     5) row 5 "GPT-2 124M, bf16, gradient checkpointing" gpt2-124m bf16 0 "${ckpt[@]}" ;;
-    6) row 6 "Llama 3.2 1B, bf16, gradient checkpointing" llama-3.2-1b bf16 0 "${ckpt[@]}" ;;
-    7) row 7 "Gemma 2 2B, bf16, 8 x 16 accumulation, gradient checkpointing" gemma-2-2b bf16 0 "${ckpt[@]}" \
+    6) row 6 "Llama 3.2 1B, bf16, chunked head, gradient checkpointing" llama-3.2-1b bf16 0 "${ckpt[@]}" ;;
+    7) row 7 "Gemma 2 2B, bf16, 8 x 16 accumulation, chunked head, gradient checkpointing" gemma-2-2b bf16 0 "${ckpt[@]}" \
          --set train.gradient_accumulation_steps=16 --data-rows $((batch * 16 * (steps + 2) + 16)) ;;
-    8) row 8 "Llama 3 8B, bf16, LoRA r 16 all-linear, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
+    8) row 8 "Llama 3 8B, bf16, LoRA r 16 all-linear, chunked head, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" \
          --set model.lora.r=16 --set model.lora.alpha=32 --set model.lora.target_modules=all-linear ;;
-    9) row 9 "Llama 3 8B, bf16, full fine-tuning, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" ;;
+    9) row 9 "Llama 3 8B, bf16, full fine-tuning, chunked head, gradient checkpointing" llama-3-8b bf16 0 "${ckpt[@]}" ;;
     10) row 10 "GPT-2 124M, bf16, without prefix sharing" gpt2-124m bf16 0 --set train.prefix_sharing=false ;;
-    *) echo "gpu-bench-table.sh: there is no row $1 (rows 1-10)" >&2 ;;
+    11) row 11 "Llama 3.2 1B, bf16, full logits (not chunked)" llama-3.2-1b bf16 0 --set train.chunked_logps=off ;;
+    *) echo "gpu-bench-table.sh: there is no row $1 (rows 1-11)" >&2 ;;
   esac
 }
 # In the order --rows lists them (all ten in order by default).
-for n in $(tr ',' ' ' <<< "${rows:-1,2,3,4,5,6,7,8,9,10}"); do run_row "$n"; done
+for n in $(tr ',' ' ' <<< "${rows:-1,2,3,4,5,6,7,8,9,10,11}"); do run_row "$n"; done
 
 # The table: one line per row and variant, from each row's JSON.
 "$PY" - "$W" "$smoke" > "$W/table.md" <<'EOF'

@@ -6,6 +6,7 @@
 #   2. the quick demo on cuda (11 s on an H200 in an earlier session);
 #   3. gpu-bench-table.sh with the time left, its rows in the order that answers most first:
 #      GPT-2 124M bf16 and Llama 3.2 1B bf16 against eager PyTorch, GPT-2 without prefix sharing,
+#      Llama 3.2 1B with full logits,
 #      Gemma 2 2B, Llama 3 8B LoRA, GPT-2 with gradient checkpointing, GPT-2 fp32, the rest, and
 #      last Llama 3 8B full fine-tuning (expected not to fit);
 #   logs, the table and every row's JSON go into OUT as they come (the device tool's $OUT
@@ -38,5 +39,5 @@ echo "== benchmark table ($(date +%T), budget $budget s)"
 # Straight into OUT (each row's data file is removed when the row ends), so a call cut short
 # still brings back the rows that finished.
 bash packaging/gpu-bench-table.sh --ganpo-binary "$G" --budget "$budget" --row-limit 110 \
-  --rows 1,2,10,7,8,5,3,6,4,9 --work "$OUT/table"
+  --rows 1,2,10,11,7,8,5,3,6,4,9 --work "$OUT/table"
 echo "== done ($(( $(date +%s) - start )) s)"

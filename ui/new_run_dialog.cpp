@@ -356,6 +356,13 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   form_->addBool(numerics, GANPO_CONFIG_KEY(train.prefix_sharing), tr("Share each prompt's forward pass"),
                  tr("Preference stages: a pair's prompt runs once and both responses attend to it (prefix "
                     "sharing): the same numbers for less work, most where prompts are long."));
+  form_->addChoice(numerics, GANPO_CONFIG_KEY(train.chunked_logps), tr("Output head"),
+                   {{QStringLiteral("auto"), tr("Chunked above 100k vocabulary entries")},
+                    {QStringLiteral("on"), tr("Chunked: no full logits kept")},
+                    {QStringLiteral("off"), tr("Full logits")}},
+                   tr("Chunked: response log-probs are computed over chunks of positions and each chunk again "
+                      "in the backward pass, so the logits (batch x length x vocabulary) are never held: much "
+                      "less memory with large vocabularies, for one more output-head product per token."));
   form_->addInt(numerics, GANPO_CONFIG_KEY(seed), tr("Seed"));
   return page;
 }

@@ -433,6 +433,10 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::lora_parameters
   return out;
 }
 
+const torch::Tensor& CausalLMImpl::head_weight() const {
+  return (lm_head_ ? lm_head_ : embed_tokens_)->as<LinearImpl>()->weight;
+}
+
 std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
   // A copy of this module holds the same parameter tensors and child modules (handles, not data).
   // Made in evaluation mode (its own flag; train() / eval() on it then change nothing shared).
@@ -546,7 +550,7 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   // logits_from = T: the hidden states alone, no output head (a reference run for its latents).
   logits_from = std::clamp<int64_t>(logits_from, 0, T);
   auto head_in = logits_from > 0 ? hidden.slice(1, logits_from) : hidden;  // [B, T - from, d]
-  auto logits = torch::matmul(head_in, (lm_head_ ? lm_head_->as<LinearImpl>()->weight : embed).t());
+  auto logits = torch::matmul(head_in, head_weight().t());
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
   return {logits, hidden, logits_from};
 }

@@ -92,6 +92,12 @@ public:
   // Gradient checkpointing: while training with gradients on, each block keeps only its input
   // and is run again in the backward pass (with the random state it had, so dropout repeats).
   void set_gradient_checkpointing(bool on) { checkpoint_blocks_ = on; }
+  // Scoring reads response log-probs through core/chunked_logps.h from the hidden states instead
+  // of through forward()'s logits (train.chunked_logps; core/sequence_scoring.h).
+  void set_chunked_logps(bool on) { chunked_logps_ = on; }
+  bool chunked_logps() const { return chunked_logps_; }
+  // The output head's weight [V, d]: lm_head's, or the token embedding where the two are tied.
+  const torch::Tensor& head_weight() const;
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 
@@ -100,6 +106,7 @@ private:
   LoraSpec lora_;
   bool adapters_off_ = false;  // a without_adapters() view
   bool checkpoint_blocks_ = false;
+  bool chunked_logps_ = false;
   // Modules of causal_lm.cpp's own types (Linear holds weight [out, in] and an optional bias).
   std::shared_ptr<torch::nn::Module> embed_tokens_;     // weight [V, d]
   std::shared_ptr<torch::nn::Module> embed_positions_;  // weight [max_seq_len, d]; learned positions only

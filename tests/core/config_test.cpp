@@ -136,6 +136,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.deterministic, b.train.deterministic);
   EXPECT_EQ(a.train.precompute_ref_log_probs, b.train.precompute_ref_log_probs);
   EXPECT_EQ(a.train.prefix_sharing, b.train.prefix_sharing);
+  EXPECT_EQ(a.train.chunked_logps, b.train.chunked_logps);
   EXPECT_EQ(a.train.num_processes, b.train.num_processes);
   EXPECT_EQ(a.train.dist_timeout_s, b.train.dist_timeout_s);
   EXPECT_EQ(a.train.logging_steps, b.train.logging_steps);
@@ -227,6 +228,7 @@ RunConfig non_default_config() {
   c.train.deterministic = true;
   c.train.precompute_ref_log_probs = true;
   c.train.prefix_sharing = false;
+  c.train.chunked_logps = "on";
   c.train.num_processes = 4;
   c.train.dist_timeout_s = 120;
   c.train.logging_steps = 1;
@@ -341,10 +343,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 14 + 4 (model.lora) + 11 + 4 + 12 + 23 + 6.
+  // One line per field: 5 top-level + 14 + 4 (model.lora) + 11 + 4 + 12 + 24 + 6.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 86u);
+  EXPECT_EQ(assignments, 87u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -683,6 +685,8 @@ std::vector<Rule> rules() {
       {"adam_epsilon", [](RunConfig& c) { c.train.adam_epsilon = 0; }, {"train.adam_epsilon must be > 0", "got 0"}},
       {"precision", [](RunConfig& c) { c.train.precision = "fp16"; },
        {"train.precision must be one of fp32, bf16", "\"fp16\""}},
+      {"chunked_logps", [](RunConfig& c) { c.train.chunked_logps = "yes"; },
+       {"train.chunked_logps must be one of auto, on, off", "\"yes\""}},
       {"logging_steps", [](RunConfig& c) { c.train.logging_steps = 0; }, {"train.logging_steps must be >= 1", "got 0"}},
       {"eval_steps", [](RunConfig& c) { c.train.eval_steps = -1; }, {"train.eval_steps must be >= 0", "got -1"}},
       {"save_steps", [](RunConfig& c) { c.train.save_steps = -1; }, {"train.save_steps must be >= 0", "got -1"}},

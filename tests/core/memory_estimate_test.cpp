@@ -106,6 +106,35 @@ TEST(MemoryEstimate, Bf16AutocastHalvesTheLayersActivationsOnly) {
   EXPECT_EQ(bf16.critic_bytes, fp32.critic_bytes);
 }
 
+// train.chunked_logps: a position keeps its hidden state's copy and two floats instead of its
+// logits and their gradient, and one chunk of logits (10 bytes per entry) lives at a time, plus
+// the head's weight in bf16 under autocast. "auto" chunks above 100k vocabulary entries only.
+TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
+  RunConfig c = tiny_demo_config();
+  const int64_t tokens = 32 * 200, layers = int64_t{17} * 128 * 4 * 4;
+  const MemoryEstimate full = estimate_training_memory(c);
+  EXPECT_EQ(full.activation_bytes, tokens * (layers + 259 * 8));  // "auto" with 259 entries: off
+  c.train.chunked_logps = "on";
+  const int64_t rows = chunked_logps_rows(259);
+  EXPECT_EQ(estimate_training_memory(c).activation_bytes, tokens * (layers + 128 * 4 + 8) + rows * 259 * 10);
+
+  // Llama 3's vocabulary on the tiny preset (d 128) at 8 pairs of 1024 tokens in bf16: the full
+  // head's 12 bytes per entry would be 25 GB; chunked, one chunk of 261 x 128256 entries and the
+  // head's weight in bf16.
+  c.data.max_length = 1024;
+  c.train.per_device_train_batch_size = 8;
+  c.train.precision = "bf16";
+  const ModelShape shape = resolve_model_shape(c.model, 128256);
+  c.train.chunked_logps = "off";
+  const MemoryEstimate off = estimate_training_memory(c, shape);
+  c.train.chunked_logps = "auto";
+  const MemoryEstimate on = estimate_training_memory(c, shape);
+  const double per_token_saved = 128256.0 * 12 - (128 * 2 + 8);
+  EXPECT_EQ(chunked_logps_rows(128256), 261);
+  EXPECT_NEAR(static_cast<double>(off.activation_bytes - on.activation_bytes),
+              16 * 1024 * per_token_saved - (261 * 128256.0 * 10 + 128256.0 * 128 * 2), 1.0);
+}
+
 TEST(MemoryEstimate, SftHasNoReferenceOrCriticsAndGanpoOffHasNoCritics) {
   RunConfig c = tiny_demo_config();
   c.ganpo.enabled = false;

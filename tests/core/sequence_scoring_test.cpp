@@ -24,6 +24,12 @@ CausalLM tiny_model(const std::string& arch = "llama", int64_t kv_heads = 0) {
   return CausalLM(resolve_model_shape(c, kScoringVocab));
 }
 
+// An architecture to score on: its family and its key/value heads (0 = one per head).
+struct Case {
+  const char* arch;
+  int64_t kv_heads;
+};
+
 std::vector<int64_t> ids(int64_t start, int64_t n) {
   std::vector<int64_t> v;
   for (int64_t i = 0; i < n; ++i) v.push_back(1 + (start + 7 * i) % (kScoringVocab - 1));
@@ -62,10 +68,6 @@ TEST(SequenceScoring, HeadFromTheFirstResponseEqualsTheFullForward) {
 // with grouped keys (Llama), one with learned positions and biases (GPT-2) and one with a sliding
 // window shorter than the rows (Mistral).
 TEST(SequenceScoring, SharingEachPromptGivesThePlainPassesNumbersAndGradients) {
-  struct Case {
-    const char* arch;
-    int64_t kv_heads;
-  };
   for (const Case& c : {Case{"llama", 2}, Case{"gpt2", 0}, Case{"mistral", 0}}) {
     SCOPED_TRACE(c.arch);
     auto model = tiny_model(c.arch, c.kv_heads);
@@ -191,6 +193,66 @@ TEST(SequenceScoring, EmptyPromptScoresFromTheStart) {
   auto full = response_logps(model->forward(batch.input_ids).logits, batch.input_ids, batch.response_mask);
   EXPECT_TRUE(torch::allclose(scored.logps.sum, full.sum, 1e-5, 1e-5));
   EXPECT_EQ(scored.logps.count.item<float>(), 5.f);  // position 0 has no prediction
+}
+
+// train.chunked_logps: the response log-probs through the chunked head, from the hidden states,
+// equal the plain head's (values and every parameter's gradient), in the plain pass and the
+// shared-prompt one, on an untied head with grouped keys (Llama), a head tied to the embedding
+// (GPT-2) and a soft-capped head (Gemma 2, cap 5 so it bites); the hidden states are the same.
+TEST(SequenceScoring, TheChunkedHeadGivesThePlainHeadsNumbersAndGradients) {
+  for (const Case& c : {Case{"llama", 2}, Case{"gpt2", 0}, Case{"gemma2", 2}}) {
+    SCOPED_TRACE(c.arch);
+    auto model = tiny_model(c.arch, c.kv_heads);
+    if (std::string(c.arch) == "gemma2") {
+      auto shape = model->shape();
+      shape.final_softcap = 5.0;
+      torch::manual_seed(3);
+      model = CausalLM(shape);
+    }
+    TokenizedPair a{ids(1, 9), ids(50, 4), ids(60, 6)};
+    TokenizedPair b{ids(2, 5), ids(70, 7), ids(80, 2)};
+    const std::vector<const TokenizedPair*> rows{&a, &b};
+    const auto plain_batch = collate_pairs(rows, kScoringPad, torch::kCPU).sequences;
+    const auto shared_batch = collate_shared_prompts(rows, kScoringPad, torch::kCPU);
+    auto weights = torch::randn({4, plain_batch.input_ids.size(1), 32}) * plain_batch.attention_mask.unsqueeze(-1);
+    auto grads_of = [&](const ScoredSequences& s) {
+      (s.logps.sum.sum() + (s.out.hidden * weights).sum()).backward();
+      std::vector<torch::Tensor> g;
+      for (auto& p : model->parameters()) g.push_back(p.grad().clone()), p.mutable_grad().zero_();
+      return g;
+    };
+    for (bool shared : {false, true}) {
+      SCOPED_TRACE(shared ? "shared prompts" : "plain pass");
+      auto score = [&] {
+        return shared ? score_pairs_sharing_prompts(model, shared_batch, true, true) : score_sequences(model, plain_batch);
+      };
+      model->set_chunked_logps(false);
+      const auto full = score();
+      const auto full_grads = grads_of(full);
+      model->set_chunked_logps(true);
+      const auto chunked = score();
+      const auto chunked_grads = grads_of(chunked);
+      EXPECT_TRUE(torch::allclose(chunked.logps.sum, full.logps.sum, 1e-5, 1e-5)) << chunked.logps.sum << full.logps.sum;
+      EXPECT_TRUE(torch::equal(chunked.logps.count, full.logps.count));
+      EXPECT_TRUE(torch::allclose(chunked.out.hidden, full.out.hidden, 1e-6, 1e-6));
+      auto params = model->parameters();
+      for (size_t i = 0; i < params.size(); ++i) {
+        const double scale = full_grads[i].abs().max().item<double>();
+        EXPECT_LE((chunked_grads[i] - full_grads[i]).abs().max().item<double>(), 1e-5 * scale + 1e-6)
+            << "parameter " << i << " (largest gradient " << scale << ")";
+      }
+    }
+  }
+  // An empty prompt scores from position 0 on, as the plain head does.
+  auto model = tiny_model();
+  TokenizedSft row{{}, ids(5, 6)};
+  auto batch = collate_sft({&row}, kScoringPad, torch::kCPU);
+  torch::NoGradGuard guard;
+  const auto full = score_sequences(model, batch).logps;
+  model->set_chunked_logps(true);
+  const auto chunked = score_sequences(model, batch).logps;
+  EXPECT_TRUE(torch::allclose(chunked.sum, full.sum, 1e-5, 1e-5));
+  EXPECT_EQ(chunked.count.item<float>(), 5.f);
 }
 
 }  // namespace

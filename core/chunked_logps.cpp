@@ -1,0 +1,93 @@
+#include "core/chunked_logps.h"
+
+#include <algorithm>
+
+#include "core/bf16_autocast.h"
+#include "core/config.h"
+#include "core/error.h"
+
+namespace ganpo {
+namespace {
+
+// One chunk's logits in float32, capped when the model caps them: z [c, V]; with a cap, also
+// tanh(raw / cap) [c, V] for the backward pass (else undefined).
+std::pair<torch::Tensor, torch::Tensor> chunk_logits(const torch::Tensor& h, const torch::Tensor& w, double cap) {
+  auto z = torch::mm(h, w.t()).to(torch::kFloat32);  // [c, V]
+  if (cap <= 0) return {z, {}};
+  auto t = torch::tanh(z.div_(cap));
+  return {t * cap, t};
+}
+
+struct ChunkedTokenLogps : torch::autograd::Function<ChunkedTokenLogps> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden, torch::Tensor weight,
+                               torch::Tensor targets, double cap, int64_t chunk) {
+    // The products' dtype: bf16 where the plain head would run under bf16 autocast.
+    const auto compute = hidden.is_cuda() && cuda_autocast_enabled() ? torch::kBFloat16 : hidden.scalar_type();
+    const auto w = weight.to(compute);  // [V, d]
+    const int64_t M = hidden.size(0);
+    auto out = torch::empty({M}, hidden.options().dtype(torch::kFloat32));  // [M]
+    auto lse = torch::empty({M}, hidden.options().dtype(torch::kFloat32));  // [M]
+    for (int64_t at = 0; at < M; at += chunk) {
+      const int64_t c = std::min(chunk, M - at);
+      auto [z, t] = chunk_logits(hidden.narrow(0, at, c).to(compute), w, cap);  // [c, V]
+      auto l = torch::logsumexp(z, -1);                                          // [c]
+      lse.narrow(0, at, c).copy_(l);
+      out.narrow(0, at, c).copy_(z.gather(1, targets.narrow(0, at, c).unsqueeze(1)).squeeze(1) - l);
+    }
+    ctx->save_for_backward({hidden, weight, targets, lse});
+    ctx->saved_data["cap"] = cap;
+    ctx->saved_data["chunk"] = chunk;
+    ctx->saved_data["compute"] = static_cast<int64_t>(compute);
+    return out;
+  }
+
+  // d logp / d z = onehot(target) - softmax(z); through the cap, times 1 - tanh^2.
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
+    const double cap = ctx->saved_data["cap"].toDouble();
+    const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const auto compute = static_cast<torch::ScalarType>(ctx->saved_data["compute"].toInt());
+    const auto g = grad_out[0].to(torch::kFloat32);  // [M]
+    const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
+    const auto w = weight.to(compute);  // [V, d]
+    const int64_t M = hidden.size(0);
+    torch::Tensor grad_h = want_h ? torch::empty_like(hidden) : torch::Tensor();
+    torch::Tensor grad_w = want_w ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32)) : torch::Tensor();
+    for (int64_t at = 0; at < M; at += chunk) {
+      const int64_t c = std::min(chunk, M - at);
+      const auto h = hidden.narrow(0, at, c).to(compute);  // [c, d]
+      const auto gc = g.narrow(0, at, c).unsqueeze(1);    // [c, 1]
+      auto [z, t] = chunk_logits(h, w, cap);              // [c, V]
+      auto dz = z.sub_(lse.narrow(0, at, c).unsqueeze(1)).exp_().mul_(gc).neg_();  // -g softmax(z)
+      dz.scatter_add_(1, targets.narrow(0, at, c).unsqueeze(1), gc);              // + g onehot
+      if (t.defined()) dz.mul_(1 - t * t);
+      const auto d = dz.to(compute);  // [c, V]
+      if (want_h) {  // [c, d]
+        auto rows = grad_h.narrow(0, at, c);
+        if (rows.scalar_type() == compute) torch::mm_out(rows, d, w);
+        else rows.copy_(torch::mm(d, w));
+      }
+      if (want_w) {  // [V, d]: summed in place where the products are float32
+        if (compute == torch::kFloat32) grad_w.addmm_(d.t(), h);
+        else grad_w.add_(torch::mm(d.t(), h));
+      }
+    }
+    return {grad_h, want_w ? grad_w.to(weight.scalar_type()) : torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor chunked_token_logps(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
+                                  double final_softcap, int64_t chunk_rows) {
+  GANPO_ASSERT(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+               "chunked_token_logps: hidden [M, d] and weight [V, d]");
+  GANPO_ASSERT(targets.dim() == 1 && targets.size(0) == hidden.size(0), "chunked_token_logps: one target per row");
+  const int64_t chunk = chunk_rows > 0 ? chunk_rows : chunked_logps_rows(weight.size(0));
+  return ChunkedTokenLogps::apply(hidden, weight, targets, final_softcap, chunk);
+}
+
+}  // namespace ganpo

@@ -1,0 +1,65 @@
+#include "core/chunked_logps.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace ganpo {
+namespace {
+
+// The log-probs of the full logits, as the plain head computes them.
+torch::Tensor full_logps(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& targets, double cap) {
+  auto z = torch::mm(h, w.t());
+  if (cap > 0) z = torch::tanh(z / cap) * cap;
+  return torch::log_softmax(z, -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+}
+
+// Values and gradients (hidden and weight, under an uneven upstream gradient) equal the full
+// logits' for chunks of one row, of a size that does not divide the rows, of all rows and of
+// more, with and without a soft-cap (a cap of 2 saturates tanh, so its derivative matters).
+TEST(ChunkedLogps, ValuesAndGradientsEqualTheFullLogits) {
+  torch::manual_seed(11);
+  const int64_t M = 23, d = 16, V = 50;
+  const auto h0 = torch::randn({M, d}), w0 = torch::randn({V, d}) * 0.5;
+  const auto targets = torch::randint(V, {M}, torch::kLong);
+  const auto upstream = torch::randn({M});
+  for (double cap : {0.0, 2.0, 30.0}) {
+    auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    auto expected = full_logps(h, w, targets, cap);
+    (expected * upstream).sum().backward();
+    const auto gh = h.grad().clone(), gw = w.grad().clone();
+    for (int64_t chunk : {int64_t{1}, int64_t{7}, M, int64_t{100}, int64_t{0}}) {
+      SCOPED_TRACE("cap " + std::to_string(cap) + ", chunk " + std::to_string(chunk));
+      h.mutable_grad().zero_();
+      w.mutable_grad().zero_();
+      auto got = chunked_token_logps(h, w, targets, cap, chunk);
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{M}));
+      EXPECT_EQ(got.scalar_type(), torch::kFloat32);
+      EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-5)) << (got - expected).abs().max();
+      (got * upstream).sum().backward();
+      EXPECT_TRUE(torch::allclose(h.grad(), gh, 1e-5, 1e-6)) << (h.grad() - gh).abs().max();
+      EXPECT_TRUE(torch::allclose(w.grad(), gw, 1e-5, 1e-6)) << (w.grad() - gw).abs().max();
+    }
+  }
+}
+
+// A frozen head (the reference; LoRA's base) gets no gradient; the hidden states still do.
+// No rows: no log-probs, and nothing to backpropagate.
+TEST(ChunkedLogps, AFrozenWeightGetsNoGradientAndNoRowsGiveNothing) {
+  torch::manual_seed(12);
+  auto h = torch::randn({5, 8}).requires_grad_(true);
+  const auto w = torch::randn({20, 8});
+  const auto targets = torch::randint(20, {5}, torch::kLong);
+  chunked_token_logps(h, w, targets, 0.0, 2).sum().backward();
+  ASSERT_TRUE(h.grad().defined());
+  EXPECT_FALSE(w.grad().defined());
+  auto hr = h.detach().clone().requires_grad_(true);
+  full_logps(hr, w, targets, 0.0).sum().backward();
+  EXPECT_TRUE(torch::allclose(h.grad(), hr.grad(), 1e-5, 1e-6));
+
+  auto none = chunked_token_logps(torch::zeros({0, 8}).requires_grad_(true), w, torch::zeros({0}, torch::kLong), 0.0);
+  EXPECT_EQ(none.numel(), 0);
+  EXPECT_EQ(none.sum().item<float>(), 0.0f);
+}
+
+}  // namespace
+}  // namespace ganpo
