@@ -577,6 +577,29 @@ TEST_F(TrainerTest, PrefixSharingTrainsTheSameRun) {
   }
 }
 
+// train.chunked_logps = "on": policy, reference and the held-out evaluation score through the
+// chunked head; the same run as the full head's, with GANPO and prefix sharing on.
+TEST_F(TrainerTest, ChunkedLogpsTrainsTheSameRun) {
+  auto full = config("full_head");
+  full.eval.judge_at_end = false;
+  full.train.chunked_logps = "off";
+  auto chunked = full;
+  chunked.output_dir = config("chunked_head").output_dir;
+  chunked.train.chunked_logps = "on";
+  Collector a_obs, b_obs;
+  auto a = run(full, a_obs);
+  auto b = run(chunked, b_obs);
+  ASSERT_EQ(a.status, "completed") << a.message;
+  ASSERT_EQ(b.status, "completed") << b.message;
+  for (int64_t step = 1; step <= 3; ++step)
+    for (const auto& [k, v] : a_obs.metrics.at(step))
+      if (k.rfind("loss", 0) == 0 || k.rfind("adv/", 0) == 0 || k.rfind("rewards/", 0) == 0 ||
+          k.rfind("critic/", 0) == 0 || k == "grad_norm")
+        EXPECT_NEAR(b_obs.metrics.at(step).at(k), v, 1e-4) << k << " at step " << step;
+  ASSERT_FALSE(a_obs.evals.empty());
+  for (const auto& [k, v] : a_obs.evals.rbegin()->second) EXPECT_NEAR(b_obs.evals.rbegin()->second.at(k), v, 1e-4) << k;
+}
+
 // LoRA (model.lora): only the adapters train, the reference is the base model (the policy with
 // its adapters off, no copy), checkpoints hold the merged model plus a PEFT adapter folder, the
 // base folder is untouched, and resume is exact.
