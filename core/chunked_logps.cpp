@@ -62,7 +62,7 @@ struct ChunkedTokenLogps : torch::autograd::Function<ChunkedTokenLogps> {
       auto [z, t] = chunk_logits(h, w, cap);              // [c, V]
       auto dz = z.sub_(lse.narrow(0, at, c).unsqueeze(1)).exp_().mul_(gc).neg_();  // -g softmax(z)
       dz.scatter_add_(1, targets.narrow(0, at, c).unsqueeze(1), gc);              // + g onehot
-      if (t.defined()) dz.mul_(1 - t * t);
+      if (t.defined()) dz.mul_(t.mul_(t).neg_().add_(1));  // 1 - tanh^2, in t's memory
       const auto d = dz.to(compute);  // [c, V]
       if (want_h) {  // [c, d]
         auto rows = grad_h.narrow(0, at, c);

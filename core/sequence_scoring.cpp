@@ -61,7 +61,8 @@ ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptB
     // Response token j is predicted by the prompt's last position for j = 0, by response
     // position j - 1 after: [2B, R, d] in that order.
     auto last = prompt.hidden.slice(1, P - 1, P);  // [B, 1, d]
-    auto predicting = torch::cat({torch::cat({last, last}), response.hidden.slice(1, 0, R - 1)}, 1);
+    // (R = 0: no response tokens, nothing predicted; the slice keeps [2B, R, d] then too.)
+    auto predicting = torch::cat({torch::cat({last, last}), response.hidden.slice(1, 0, R - 1)}, 1).slice(1, 0, R);
     out.logps = chunked_response_logps(model, predicting, b.response_ids, b.response_mask);
   } else if (logps) {
     // Response token j is predicted by the position before it: the prompt's last one for j = 0

@@ -53,6 +53,9 @@ int eval_command(const EvalArgs& args) {
   ParallelLanes* lanes = cpu ? cpu->lanes() : nullptr;
   auto policy = load_model_folder(args.checkpoint, device);
   auto reference = load_model_folder(args.reference, device);
+  // As a run scores (train.chunked_logps' default): the chunked head above 100k vocabulary entries.
+  for (auto* m : {&policy.model, &reference.model})
+    (*m)->set_chunked_logps(uses_chunked_logps(TrainConfig{}, (*m)->shape().vocab_size));
   EvalReport report;
   if (!args.pairs.empty()) {
     auto loaded = load_preference_file(args.pairs, "skip");

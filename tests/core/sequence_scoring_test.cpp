@@ -243,6 +243,20 @@ TEST(SequenceScoring, TheChunkedHeadGivesThePlainHeadsNumbersAndGradients) {
       }
     }
   }
+  // Responses with no token (all cut by max_length): nothing scored, in either pass.
+  {
+    auto m = tiny_model();
+    m->set_chunked_logps(true);
+    TokenizedPair a{ids(1, 5), {}, {}};
+    TokenizedPair b{ids(2, 3), {}, {}};
+    torch::NoGradGuard guard;
+    const auto shared_batch = collate_shared_prompts({&a, &b}, kScoringPad, torch::kCPU);
+    const auto shared = score_pairs_sharing_prompts(m, shared_batch, true, false).logps;
+    const auto plain = score_sequences(m, collate_pairs({&a, &b}, kScoringPad, torch::kCPU).sequences).logps;
+    EXPECT_EQ(shared.count.sum().item<float>(), 0.f);
+    EXPECT_EQ(shared.sum.abs().sum().item<float>(), 0.f);
+    EXPECT_EQ(plain.count.sum().item<float>(), 0.f);
+  }
   // An empty prompt scores from position 0 on, as the plain head does.
   auto model = tiny_model();
   TokenizedSft row{{}, ids(5, 6)};
