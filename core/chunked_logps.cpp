@@ -18,6 +18,8 @@ std::pair<torch::Tensor, torch::Tensor> chunk_logits(const torch::Tensor& h, con
   return {t * cap, t};
 }
 
+constexpr int64_t kWeightGradientGroup = 4;
+
 struct ChunkedTokenLogps : torch::autograd::Function<ChunkedTokenLogps> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden, torch::Tensor weight,
                                torch::Tensor targets, double cap, int64_t chunk) {
@@ -55,6 +57,21 @@ struct ChunkedTokenLogps : torch::autograd::Function<ChunkedTokenLogps> {
     const int64_t M = hidden.size(0);
     torch::Tensor grad_h = want_h ? torch::empty_like(hidden) : torch::Tensor();
     torch::Tensor grad_w = want_w ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32)) : torch::Tensor();
+    // In a low precision (bf16) the weight's gradient cannot be summed in float32 inside the
+    // product, and each product writes a [V, d] temporary: the chunks' gradients of the logits and
+    // their hidden states gather in kWeightGradientGroup chunks' rows, one product per group.
+    const bool grouped = want_w && compute != torch::kFloat32;
+    const int64_t group_rows = grouped ? std::min(M, chunk * kWeightGradientGroup) : 0;
+    torch::Tensor group_d, group_h;  // [group_rows, V], [group_rows, d], in the products' dtype
+    if (grouped) {
+      group_d = torch::empty({group_rows, weight.size(0)}, hidden.options().dtype(compute));
+      group_h = torch::empty({group_rows, hidden.size(1)}, hidden.options().dtype(compute));
+    }
+    int64_t filled = 0;
+    auto flush = [&] {
+      if (filled > 0) grad_w.add_(torch::mm(group_d.narrow(0, 0, filled).t(), group_h.narrow(0, 0, filled)));
+      filled = 0;
+    };
     for (int64_t at = 0; at < M; at += chunk) {
       const int64_t c = std::min(chunk, M - at);
       const auto h = hidden.narrow(0, at, c).to(compute);  // [c, d]
@@ -63,17 +80,21 @@ struct ChunkedTokenLogps : torch::autograd::Function<ChunkedTokenLogps> {
       auto dz = z.sub_(lse.narrow(0, at, c).unsqueeze(1)).exp_().mul_(gc).neg_();  // -g softmax(z)
       dz.scatter_add_(1, targets.narrow(0, at, c).unsqueeze(1), gc);              // + g onehot
       if (t.defined()) dz.mul_(t.mul_(t).neg_().add_(1));  // 1 - tanh^2, in t's memory
-      const auto d = dz.to(compute);  // [c, V]
+      if (grouped && filled + c > group_rows) flush();
+      const auto d = grouped ? group_d.narrow(0, filled, c).copy_(dz) : dz.to(compute);  // [c, V]
       if (want_h) {  // [c, d]
         auto rows = grad_h.narrow(0, at, c);
         if (rows.scalar_type() == compute) torch::mm_out(rows, d, w);
         else rows.copy_(torch::mm(d, w));
       }
-      if (want_w) {  // [V, d]: summed in place where the products are float32
-        if (compute == torch::kFloat32) grad_w.addmm_(d.t(), h);
-        else grad_w.add_(torch::mm(d.t(), h));
+      if (grouped) {
+        group_h.narrow(0, filled, c).copy_(h);
+        filled += c;
+      } else if (want_w) {
+        grad_w.addmm_(d.t(), h);  // [V, d], summed in float32 by the product itself
       }
     }
+    if (grouped) flush();
     return {grad_h, want_w ? grad_w.to(weight.scalar_type()) : torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};
   }

@@ -88,17 +88,20 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // The logits and their gradient, float32: 8 bytes per vocabulary entry. Under bf16 autocast the
   // head writes bf16 logits that the log-probs read through a float32 copy (kept for the
   // backward pass), and the gradient comes back in both: 12 bytes.
-  // Through the chunked head (train.chunked_logps) a position keeps its hidden state's copy and
-  // two floats instead; one chunk's logits live at a time: the float32 logits, their exp or
+  // Through the chunked head (train.chunked_logps) a position keeps its hidden state's copy (the
+  // final norm's float32) and two floats instead; one chunk's logits live at a time: the float32 logits, their exp or
   // gradient in place, a temporary of the log-sum-exp and the bf16 copy of the gradient, about
   // 10 bytes per entry (16 with a soft-cap, whose tanh is kept), plus the weight cast to bf16
-  // once per call under autocast and, training the head in bf16, one [V, d] product per chunk.
+  // once per call under autocast and, training the head in bf16, the bf16 gradients of 4 chunks
+  // of logits gathered for one [V, d] product.
   const double vocab = static_cast<double>(shape.vocab_size);
   const bool chunked = uses_chunked_logps(c.train, shape.vocab_size);
-  const double logits_bytes = chunked ? d * activation_width + 8 : vocab * (c.train.precision == "bf16" ? 12 : 8);
+  const double rows = static_cast<double>(chunked_logps_rows(shape.vocab_size));
+  const double logits_bytes = chunked ? d * 4 + 8 : vocab * (c.train.precision == "bf16" ? 12 : 8);
   const double chunk_bytes =
-      chunked ? static_cast<double>(chunked_logps_rows(shape.vocab_size)) * vocab * (shape.final_softcap > 0 ? 16 : 10) +
-                    (c.train.precision == "bf16" ? vocab * d * (e.lora_parameters > 0 ? 2 : 4) : 0)
+      chunked ? rows * vocab * (shape.final_softcap > 0 ? 16 : 10) +
+                    (c.train.precision == "bf16" ? vocab * d * 2 : 0) +
+                    (c.train.precision == "bf16" && e.lora_parameters == 0 ? vocab * (d * 2 + rows * 4 * 2) : 0)
               : 0;
   e.activation_bytes = saturate(
       policy_rows * static_cast<double>(length) * (values_per_token * activation_width + logits_bytes) + chunk_bytes);

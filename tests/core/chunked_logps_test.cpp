@@ -42,6 +42,31 @@ TEST(ChunkedLogps, ValuesAndGradientsEqualTheFullLogits) {
   }
 }
 
+// In bf16 (the products' dtype under autocast; here bf16 tensors on the CPU) the weight's gradient
+// is gathered over groups of chunks and summed in float32: with 23 rows in chunks of 2 (three
+// groups, the last one short) it equals one pass over all rows, within bf16 rounding.
+TEST(ChunkedLogps, Bf16WeightGradientsGatheredOverGroupsOfChunks) {
+  torch::manual_seed(13);
+  const int64_t M = 23, d = 16, V = 50;
+  const auto h0 = torch::randn({M, d}).to(torch::kBFloat16), w0 = (torch::randn({V, d}) * 0.5).to(torch::kBFloat16);
+  const auto targets = torch::randint(V, {M}, torch::kLong);
+  const auto upstream = torch::randn({M});
+  auto grads = [&](int64_t chunk) {
+    auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    (chunked_token_logps(h, w, targets, 0.0, chunk) * upstream).sum().backward();
+    return std::pair{h.grad().to(torch::kFloat32), w.grad().to(torch::kFloat32)};
+  };
+  const auto [gh_one, gw_one] = grads(M);
+  const auto [gh, gw] = grads(2);
+  EXPECT_EQ(w0.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(gh, gh_one, 1e-2, 1e-2)) << (gh - gh_one).abs().max();
+  EXPECT_TRUE(torch::allclose(gw, gw_one, 1e-2, 1e-2)) << (gw - gw_one).abs().max();
+  // And against float32 on the same (bf16-valued) inputs.
+  auto hf = h0.to(torch::kFloat32).requires_grad_(true), wf = w0.to(torch::kFloat32).requires_grad_(true);
+  (full_logps(hf, wf, targets, 0.0) * upstream).sum().backward();
+  EXPECT_TRUE(torch::allclose(gw, wf.grad(), 3e-2, 3e-2)) << (gw - wf.grad()).abs().max();
+}
+
 // A frozen head (the reference; LoRA's base) gets no gradient; the hidden states still do.
 // No rows: no log-probs, and nothing to backpropagate.
 TEST(ChunkedLogps, AFrozenWeightGetsNoGradientAndNoRowsGiveNothing) {

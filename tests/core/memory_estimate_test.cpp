@@ -120,7 +120,7 @@ TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
 
   // Llama 3's vocabulary on the tiny preset (d 128) at 8 pairs of 1024 tokens in bf16: the full
   // head's 12 bytes per entry would be 25 GB; chunked, one chunk of 261 x 128256 entries, the
-  // head's weight in bf16 and a bf16 product of its gradient per chunk.
+  // head's weight in bf16, and for its gradient 4 chunks' bf16 rows and one [V, d] product.
   c.data.max_length = 1024;
   c.train.per_device_train_batch_size = 8;
   c.train.precision = "bf16";
@@ -129,10 +129,12 @@ TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
   const MemoryEstimate off = estimate_training_memory(c, shape);
   c.train.chunked_logps = "auto";
   const MemoryEstimate on = estimate_training_memory(c, shape);
-  const double per_token_saved = 128256.0 * 12 - (128 * 2 + 8);
+  const double per_token_saved = 128256.0 * 12 - (128 * 4 + 8);
   EXPECT_EQ(chunked_logps_rows(128256), 261);
   EXPECT_NEAR(static_cast<double>(off.activation_bytes - on.activation_bytes),
-              16 * 1024 * per_token_saved - (261 * 128256.0 * 10 + 128256.0 * 128 * 4), 1.0);
+              16 * 1024 * per_token_saved -
+                  (261 * 128256.0 * 10 + 128256.0 * 128 * 2 + 128256.0 * (128 * 2 + 261 * 4 * 2)),
+              1.0);
 }
 
 TEST(MemoryEstimate, SftHasNoReferenceOrCriticsAndGanpoOffHasNoCritics) {
