@@ -504,7 +504,7 @@ TEST(NewRunDialog, Screenshot) {
   }
   EXPECT_EQ(tabs->tabText(2), QStringLiteral("Objective (1)"));
   // The Optimisation page scrolled to its Numerics section (precision, checkpointing, the
-  // reference's precomputed log-probs, prefix sharing).
+  // reference's precomputed log-probs, prefix sharing, the output head).
   tabs->setCurrentIndex(3);
   auto* sharing = child<QCheckBox>(dialog, "train.prefix_sharing");
   ASSERT_NE(sharing, nullptr);
@@ -514,6 +514,13 @@ TEST(NewRunDialog, Screenshot) {
   QCoreApplication::processEvents();
   EXPECT_TRUE(sharing->isChecked()) << "on by default";
   EXPECT_FALSE(sharing->visibleRegion().isEmpty()) << "scrolled into view";
+  // The output head's choice below it (train.chunked_logps), "auto" by default.
+  auto* head = child<QComboBox>(dialog, "train.chunked_logps");
+  ASSERT_NE(head, nullptr);
+  page->ensureWidgetVisible(head);
+  QCoreApplication::processEvents();
+  EXPECT_EQ(head->currentData().toString(), QStringLiteral("auto"));
+  EXPECT_FALSE(head->visibleRegion().isEmpty()) << "scrolled into view";
   save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_numerics.png"));
   EXPECT_TRUE(reason->text().contains("must be > 0, got -1")) << reason->text().toStdString();
 
