@@ -107,7 +107,7 @@ torch::Tensor chunked_token_logps(const torch::Tensor& hidden, const torch::Tens
   GANPO_ASSERT(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
                "chunked_token_logps: hidden [M, d] and weight [V, d]");
   GANPO_ASSERT(targets.dim() == 1 && targets.size(0) == hidden.size(0), "chunked_token_logps: one target per row");
-  const int64_t chunk = chunk_rows > 0 ? chunk_rows : chunked_logps_rows(weight.size(0));
+  const int64_t chunk = chunk_rows > 0 ? chunk_rows : chunked_logps_rows(weight.size(0), hidden.is_cuda());
   return ChunkedTokenLogps::apply(hidden, weight, targets, final_softcap, chunk);
 }
 

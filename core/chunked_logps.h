@@ -18,8 +18,8 @@ namespace ganpo {
 // hidden [M, d] (after the final norm), weight [V, d] (the head's, or the tied embedding),
 // targets [M] int64 in [0, V). final_softcap > 0 caps the logits as cap * tanh(z / cap) first
 // (Gemma 2). Returns log p(target | position) for every row, [M] float32, differentiable in
-// hidden and weight. chunk_rows <= 0 takes chunked_logps_rows(V) (core/config.h: about 128 MiB
-// of float32 logits).
+// hidden and weight. chunk_rows <= 0 takes chunked_logps_rows(V, on CUDA) (core/config.h: about
+// 128 MiB of float32 logits on a GPU, 32 MiB on the CPU).
 torch::Tensor chunked_token_logps(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
                                   double final_softcap, int64_t chunk_rows = 0);
 

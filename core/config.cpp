@@ -1014,9 +1014,12 @@ bool uses_chunked_logps(const TrainConfig& train, int64_t vocab_size) {
   return train.chunked_logps == "on" || (train.chunked_logps == "auto" && vocab_size > 100000);
 }
 
-int64_t chunked_logps_rows(int64_t vocab_size) {
-  constexpr int64_t kChunkLogitBytes = int64_t{128} << 20;
-  return std::max<int64_t>(16, kChunkLogitBytes / (4 * std::max<int64_t>(vocab_size, 1)));
+int64_t chunked_logps_rows(int64_t vocab_size, bool cuda) {
+  // On the CPU, chunks the heap serves again (core/cpu_runtime.cpp keeps allocations up to
+  // 32 MiB out of fresh mmaps, whose pages fault in at each use): twice as fast here as 128 MiB.
+  // On a GPU, products with more rows; the caching allocator reuses the blocks anyway.
+  const int64_t bytes = cuda ? int64_t{128} << 20 : int64_t{32} << 20;
+  return std::max<int64_t>(16, bytes / (4 * std::max<int64_t>(vocab_size, 1)));
 }
 
 bool uses_builtin_task(const DataConfig& data) {

@@ -232,8 +232,9 @@ void make_paths_absolute(RunConfig& config);
 // Whether a model with `vocab_size` entries scores responses through chunked_logps.h under
 // train.chunked_logps ("auto": above 100k entries).
 bool uses_chunked_logps(const TrainConfig& train, int64_t vocab_size);
-// The positions per chunk there: about 128 MiB of float32 logits, at least 16.
-int64_t chunked_logps_rows(int64_t vocab_size);
+// The positions per chunk there: about 128 MiB of float32 logits on a GPU, 32 MiB on the CPU,
+// at least 16.
+int64_t chunked_logps_rows(int64_t vocab_size, bool cuda);
 
 // Whether the run trains on a built-in task (data.builtin names one, or "auto" without
 // data.train), rather than on data.train.

@@ -96,7 +96,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // of logits gathered for one [V, d] product.
   const double vocab = static_cast<double>(shape.vocab_size);
   const bool chunked = uses_chunked_logps(c.train, shape.vocab_size);
-  const double rows = static_cast<double>(chunked_logps_rows(shape.vocab_size));
+  const double rows = static_cast<double>(chunked_logps_rows(shape.vocab_size, c.device != "cpu"));
   const double logits_bytes = chunked ? d * 4 + 8 : vocab * (c.train.precision == "bf16" ? 12 : 8);
   const double chunk_bytes =
       chunked ? rows * vocab * (shape.final_softcap > 0 ? 16 : 10) +

@@ -107,7 +107,8 @@ TEST(MemoryEstimate, Bf16AutocastHalvesTheLayersActivationsOnly) {
 }
 
 // train.chunked_logps: a position keeps its hidden state's copy and two floats instead of its
-// logits and their gradient, and one chunk of logits (10 bytes per entry) lives at a time, plus
+// logits and their gradient, and one chunk of logits (10 bytes per entry; 32 MiB of float32
+// logits on the CPU, 128 MiB on a GPU) lives at a time, plus
 // the head's weight in bf16 under autocast. "auto" chunks above 100k vocabulary entries only.
 TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
   RunConfig c = tiny_demo_config();
@@ -115,7 +116,8 @@ TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
   const MemoryEstimate full = estimate_training_memory(c);
   EXPECT_EQ(full.activation_bytes, tokens * (layers + 259 * 8));  // "auto" with 259 entries: off
   c.train.chunked_logps = "on";
-  const int64_t rows = chunked_logps_rows(259);
+  c.device = "cpu";  // the CPU's chunks of 32 MiB
+  const int64_t rows = chunked_logps_rows(259, false);
   EXPECT_EQ(estimate_training_memory(c).activation_bytes, tokens * (layers + 128 * 4 + 8) + rows * 259 * 10);
 
   // Llama 3's vocabulary on the tiny preset (d 128) at 8 pairs of 1024 tokens in bf16: the full
@@ -124,13 +126,15 @@ TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
   c.data.max_length = 1024;
   c.train.per_device_train_batch_size = 8;
   c.train.precision = "bf16";
+  c.device = "cuda";  // a GPU's chunks of 128 MiB
   const ModelShape shape = resolve_model_shape(c.model, 128256);
   c.train.chunked_logps = "off";
   const MemoryEstimate off = estimate_training_memory(c, shape);
   c.train.chunked_logps = "auto";
   const MemoryEstimate on = estimate_training_memory(c, shape);
   const double per_token_saved = 128256.0 * 12 - (128 * 4 + 8);
-  EXPECT_EQ(chunked_logps_rows(128256), 261);
+  EXPECT_EQ(chunked_logps_rows(128256, true), 261);
+  EXPECT_EQ(chunked_logps_rows(128256, false), 65);
   EXPECT_NEAR(static_cast<double>(off.activation_bytes - on.activation_bytes),
               16 * 1024 * per_token_saved -
                   (261 * 128256.0 * 10 + 128256.0 * 128 * 2 + 128256.0 * (128 * 2 + 261 * 4 * 2)),
