@@ -97,12 +97,13 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double vocab = static_cast<double>(shape.vocab_size);
   const bool chunked = uses_chunked_logps(c.train, shape.vocab_size);
   const double rows = static_cast<double>(chunked_logps_rows(shape.vocab_size, c.device != "cpu"));
-  const double logits_bytes = chunked ? d * 4 + 8 : vocab * (c.train.precision == "bf16" ? 12 : 8);
+  const bool bf16 = c.train.precision == "bf16", head_trained = e.lora_parameters == 0;
+  const double logits_bytes = chunked ? d * 4 + 8 : vocab * (bf16 ? 12 : 8);
   const double chunk_bytes =
-      chunked ? rows * vocab * (shape.final_softcap > 0 ? 16 : 10) +
-                    (c.train.precision == "bf16" ? vocab * d * 2 : 0) +
-                    (c.train.precision == "bf16" && e.lora_parameters == 0 ? vocab * (d * 2 + rows * 4 * 2) : 0)
-              : 0;
+      !chunked ? 0
+               : rows * vocab * (shape.final_softcap > 0 ? 16 : 10) +             // one chunk's logits
+                     (bf16 ? vocab * d * 2 : 0) +                                  // the bf16 weight
+                     (bf16 && head_trained ? vocab * (d * 2 + rows * 4 * 2) : 0);  // its gradient's
   e.activation_bytes = saturate(
       policy_rows * static_cast<double>(length) * (values_per_token * activation_width + logits_bytes) + chunk_bytes);
 

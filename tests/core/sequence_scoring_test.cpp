@@ -1,5 +1,6 @@
 #include "core/sequence_scoring.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,9 @@ namespace {
 
 constexpr int64_t kScoringVocab = 300, kScoringPad = 0;
 
-CausalLM tiny_model(const std::string& arch = "llama", int64_t kv_heads = 0) {
+// A 2-layer, 32-wide model of `arch`; `edit` changes its shape (a window, a cap) before it is built.
+CausalLM tiny_model(const std::string& arch = "llama", int64_t kv_heads = 0,
+                    const std::function<void(ModelShape&)>& edit = {}) {
   ModelConfig c;
   c.preset = "";
   c.arch = arch;
@@ -20,14 +23,18 @@ CausalLM tiny_model(const std::string& arch = "llama", int64_t kv_heads = 0) {
   c.n_heads = 4;
   c.n_kv_heads = kv_heads;
   c.max_seq_len = 64;
+  ModelShape shape = resolve_model_shape(c, kScoringVocab);
+  if (edit) edit(shape);
   torch::manual_seed(3);
-  return CausalLM(resolve_model_shape(c, kScoringVocab));
+  return CausalLM(shape);
 }
 
-// An architecture to score on: its family and its key/value heads (0 = one per head).
+// An architecture to score on: its family, its key/value heads (0 = one per head) and what
+// the test changes in its shape.
 struct Case {
   const char* arch;
   int64_t kv_heads;
+  std::function<void(ModelShape&)> edit;
 };
 
 std::vector<int64_t> ids(int64_t start, int64_t n) {
@@ -68,16 +75,13 @@ TEST(SequenceScoring, HeadFromTheFirstResponseEqualsTheFullForward) {
 // with grouped keys (Llama), one with learned positions and biases (GPT-2) and one with a sliding
 // window shorter than the rows (Mistral).
 TEST(SequenceScoring, SharingEachPromptGivesThePlainPassesNumbersAndGradients) {
-  for (const Case& c : {Case{"llama", 2}, Case{"gpt2", 0}, Case{"mistral", 0}}) {
+  const auto window_of_6 = [](ModelShape& shape) {
+    shape.sliding_window = 6;
+    shape.sliding_layers.assign(static_cast<size_t>(shape.n_layers), true);
+  };
+  for (const Case& c : {Case{"llama", 2, {}}, Case{"gpt2", 0, {}}, Case{"mistral", 0, window_of_6}}) {
     SCOPED_TRACE(c.arch);
-    auto model = tiny_model(c.arch, c.kv_heads);
-    if (std::string(c.arch) == "mistral") {
-      auto shape = model->shape();
-      shape.sliding_window = 6;
-      shape.sliding_layers.assign(static_cast<size_t>(shape.n_layers), true);
-      torch::manual_seed(3);
-      model = CausalLM(shape);
-    }
+    auto model = tiny_model(c.arch, c.kv_heads, c.edit);
     TokenizedPair a{ids(1, 9), ids(50, 4), ids(60, 6)};
     TokenizedPair b{ids(2, 5), ids(70, 7), ids(80, 2)};
     TokenizedPair d{ids(3, 1), ids(90, 3), ids(95, 8)};
@@ -200,15 +204,10 @@ TEST(SequenceScoring, EmptyPromptScoresFromTheStart) {
 // shared-prompt one, on an untied head with grouped keys (Llama), a head tied to the embedding
 // (GPT-2) and a soft-capped head (Gemma 2, cap 5 so it bites); the hidden states are the same.
 TEST(SequenceScoring, TheChunkedHeadGivesThePlainHeadsNumbersAndGradients) {
-  for (const Case& c : {Case{"llama", 2}, Case{"gpt2", 0}, Case{"gemma2", 2}}) {
+  const auto cap_of_5 = [](ModelShape& shape) { shape.final_softcap = 5.0; };
+  for (const Case& c : {Case{"llama", 2, {}}, Case{"gpt2", 0, {}}, Case{"gemma2", 2, cap_of_5}}) {
     SCOPED_TRACE(c.arch);
-    auto model = tiny_model(c.arch, c.kv_heads);
-    if (std::string(c.arch) == "gemma2") {
-      auto shape = model->shape();
-      shape.final_softcap = 5.0;
-      torch::manual_seed(3);
-      model = CausalLM(shape);
-    }
+    auto model = tiny_model(c.arch, c.kv_heads, c.edit);
     TokenizedPair a{ids(1, 9), ids(50, 4), ids(60, 6)};
     TokenizedPair b{ids(2, 5), ids(70, 7), ids(80, 2)};
     const std::vector<const TokenizedPair*> rows{&a, &b};
