@@ -10,6 +10,13 @@
 
 #include "core/error.h"
 
+// Whether the LibTorch this build links has scaled_dot_product_attention (LibTorch 2.1 on, as
+// core/sdpa.h decides from LibTorch's own headers). CMake sets it from the version it found; the
+// torch-free builds (fuzz, sanitized) count explicit attention.
+#ifndef GANPO_TORCH_HAS_SDPA
+#define GANPO_TORCH_HAS_SDPA 0
+#endif
+
 namespace ganpo {
 namespace {
 
@@ -22,6 +29,8 @@ int64_t saturate(double v) {
 }
 
 }  // namespace
+
+bool torch_has_sdpa() { return GANPO_TORCH_HAS_SDPA != 0; }
 
 int64_t critic_parameter_count(const GanpoConfig& g, int64_t input_dim) {
   const int64_t h = g.critic_hidden, ffn = g.critic_hidden * g.critic_ffn_mult;
@@ -59,10 +68,55 @@ MemoryEstimate estimate_training_memory(const RunConfig& config) {
   return estimate_training_memory(config, resolve_model_shape(config.model, kByteTokenizerVocab));
 }
 
+namespace {
+
+// The positions one policy forward pass runs, of one micro-batch at full length: `tokens` in
+// the blocks, `kv_tokens` whose keys and values attention keeps (a response of a shared prompt
+// also keeps the prompt's), `scored` by the output head (response positions and the one
+// before), and `keys_per_query`, the keys whose probabilities the explicit attention keeps per
+// query: full rows of T keys below 128 queries, else LibTorch 1.13's blocks of causal queries
+// (core/model/causal_lm.cpp: up to 4 blocks, block i seeing keys up to its own end).
+struct PolicyPass {
+  bool shared = false;  // each prompt run once (train.prefix_sharing)
+  double tokens = 0, kv_tokens = 0, scored = 0, keys_per_query = 0;
+};
+
+double explicit_keys(double past, double queries, bool softcap) {
+  if (softcap || queries < 128) return past + queries;
+  const double blocks = std::min(4.0, std::floor(queries / 64));
+  return past + queries * (blocks + 1) / (2 * blocks);
+}
+
+PolicyPass policy_pass(const RunConfig& c, const ModelShape& shape) {
+  const bool preference = c.stage == "preference";
+  const double B = static_cast<double>(std::max<int64_t>(c.train.per_device_train_batch_size, 0));
+  const double T = static_cast<double>(std::max<int64_t>(c.data.max_length, 0));
+  const double P = std::min(static_cast<double>(std::max<int64_t>(c.data.max_prompt_length, 0)), std::max(T - 1, 0.0));
+  const double R = T - P, rows = preference ? 2 * B : B;
+  const bool softcap = shape.attn_softcap > 0;
+  // train.prefix_sharing as the trainer decides it for a batch of full-length rows.
+  const bool shared = preference && c.train.prefix_sharing && !c.train.gradient_checkpointing && P > 0 &&
+                      !(c.ganpo.enabled && c.ganpo.critic_mask == "none") && B * P + 2 * B * R < 2 * B * T;
+  PolicyPass p;
+  p.shared = shared;
+  if (shared) {
+    p.tokens = B * P + 2 * B * R;
+    p.kv_tokens = B * P + 2 * B * (P + R);
+    p.scored = 2 * B * R + B;
+    p.keys_per_query = (B * P * explicit_keys(0, P, softcap) + 2 * B * R * explicit_keys(P, R, softcap)) / p.tokens;
+  } else {
+    p.tokens = p.kv_tokens = rows * T;
+    p.scored = rows * (R + 1);
+    p.keys_per_query = explicit_keys(0, T, softcap);
+  }
+  return p;
+}
+
+}  // namespace
+
 MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& shape) {
   MemoryEstimate e;
-  // bf16 autocast keeps float32 weights and gradients and halves the activations.
-  const double width = 4, activation_width = c.train.precision == "bf16" ? 2 : 4;
+  const bool bf16 = c.train.precision == "bf16";
   const bool preference = c.stage == "preference";
   const double batch = static_cast<double>(std::max<int64_t>(c.train.per_device_train_batch_size, 0));
   const int64_t length = std::max<int64_t>(c.data.max_length, 0);
@@ -73,49 +127,151 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // With LoRA only the adapters have gradients and AdamW moments, and the reference is the
   // policy with its adapters off (unless model.reference names another model).
   const double trained = e.lora_parameters > 0 ? static_cast<double>(e.lora_parameters) : params;
-  e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * width);
-  e.gradients_bytes = saturate(trained * width);
+  e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * 4);
+  e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();
-  e.reference_bytes = preference && !shared_reference ? saturate(params * width) : 0;
+  e.reference_bytes = preference && !shared_reference ? saturate(params * 4) : 0;
 
-  const double policy_rows = batch * (preference ? 2 : 1);
-  // Gradient checkpointing keeps each block's input (d values) and one block's activations at
-  // a time, recomputed in the backward pass.
-  const double d = static_cast<double>(shape.d_model), layers = static_cast<double>(shape.n_layers);
-  const double per_layer = static_cast<double>(kActivationValuesPerLayer) * d;
-  const double values_per_token = c.train.gradient_checkpointing ? d * layers + per_layer : per_layer * layers;
-  // The logits and their gradient, float32: 8 bytes per vocabulary entry. Under bf16 autocast the
-  // head writes bf16 logits that the log-probs read through a float32 copy (kept for the
-  // backward pass), and the gradient comes back in both: 12 bytes.
-  // Through the chunked head (train.chunked_logps) a position keeps its hidden state's copy (the
-  // final norm's float32) and two floats instead; one chunk's logits live at a time: the float32 logits, their exp or
-  // gradient in place, a temporary of the log-sum-exp and the bf16 copy of the gradient, about
-  // 10 bytes per entry (16 with a soft-cap, whose tanh is kept), plus the weight cast to bf16
-  // once per call under autocast and, training the head in bf16, the bf16 gradients of 4 chunks
-  // of logits gathered for one [V, d] product.
+  // ---- the policy's activations: what its backward pass keeps, per token and layer ----------
+  // w: the width of the products' outputs (2 under bf16 autocast); the residual stream, the
+  // norms' scales and the softmax stay float32. A product's input is the tensor it reads in
+  // float32; under autocast each product keeps its own bf16 copy of it.
+  const double w = bf16 ? 2 : 4;
+  const double d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
+  const double H = static_cast<double>(shape.n_heads), dq = H * static_cast<double>(shape.head_size());
+  const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
+  const bool gated = shape.mlp != MlpKind::gelu_tanh, softcap = shape.attn_softcap > 0;
+  const double norm_scale = shape.norm == NormKind::layer_norm ? 8 : 4;  // mean and 1/std, or 1/rms
+  // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
+  // (their adapter's A reads it; the frozen weight needs no gradient), and each keeps its r
+  // values for B's product.
+  const bool lora = e.lora_parameters > 0;
+  std::vector<std::string> lora_targets;
+  if (lora) lora_targets = lora_target_modules(c.model.lora.target_modules);
+  const auto keeps_input = [&](const char* name) {
+    return !lora || std::count(lora_targets.begin(), lora_targets.end(), std::string(name)) > 0 ? 1.0 : 0.0;
+  };
+  const double qkv_keep = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
+  const double mlp_keep = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
+  const double lora_values = lora ? static_cast<double>(c.model.lora.r) * w *
+                                        (qkv_keep + keeps_input("o_proj") + mlp_keep + keeps_input("down_proj"))
+                                  : 0;
+  // A norm's float32 output as the products after it keep it: once in float32, a bf16 copy each
+  // under autocast.
+  const auto norm_output = [&](double width, double products) {
+    return products <= 0 ? 0 : bf16 ? 2 * width * products : 4 * width;
+  };
+  const bool sdpa = torch_has_sdpa() && !softcap;  // explicit attention keeps the probabilities
+  const PolicyPass pass = policy_pass(c, shape);
+  const double kv_share = pass.tokens > 0 ? pass.kv_tokens / pass.tokens : 1;
+
+  double per_layer = 4 * d + norm_scale;                          // block input, its norm's scale
+  per_layer += norm_output(d, qkv_keep);                           // the norm's output for q k v
+  if (shape.qk_norm) per_layer += w * (dq + dkv) + 8 * H;         // q and k before their norms
+  per_layer += w * dq * (1 + 2 * kv_share);                        // q; k and v per head, per key
+  if (sdpa)
+    per_layer += w * dq + 4 * H;                                   // the output, its log-sum-exp
+  else                                                             // the probabilities: float32,
+    per_layer += H * pass.keys_per_query * (4 + (bf16 ? 2 : 0) + (softcap ? w : 0));  // bf16, tanh
+  per_layer += w * dq * keeps_input("o_proj");                     // the heads' output for o_proj
+  if (shape.sandwich_norms) per_layer += w * d + 4;                // o_proj's output into its norm
+  per_layer += 4 * d + norm_scale;                                 // the residual, its norm's scale
+  per_layer += norm_output(d, mlp_keep);                           // the norm's output for the MLP
+  per_layer += w * ff * ((gated ? 3 : 1) + keeps_input("down_proj"));  // gate, act, up; product
+  if (shape.sandwich_norms) per_layer += w * d + 4;                // the MLP's output into its norm
+  per_layer += lora_values;
+
+  const double layers = static_cast<double>(shape.n_layers);
+  // Gradient checkpointing keeps each block's input, and one block's set while it runs again in
+  // the backward pass.
+  const double recompute = c.train.gradient_checkpointing ? pass.tokens * per_layer : 0;
+  double kept = pass.tokens * (c.train.gradient_checkpointing ? 4 * d : per_layer) * layers;
+  // Under autocast each product keeps its bf16 copy of the weight until the backward pass (the
+  // cast cache is off, core/bf16_autocast.h): the blocks' weights in bf16, one block's under
+  // gradient checkpointing.
   const double vocab = static_cast<double>(shape.vocab_size);
-  const bool chunked = uses_chunked_logps(c.train, shape.vocab_size);
-  const double rows = static_cast<double>(chunked_logps_rows(shape.vocab_size, c.device != "cpu"));
-  const bool bf16 = c.train.precision == "bf16", head_trained = e.lora_parameters == 0;
-  const double logits_bytes = chunked ? d * 4 + 8 : vocab * (bf16 ? 12 : 8);
-  const double chunk_bytes =
-      !chunked ? 0
-               : rows * vocab * (shape.final_softcap > 0 ? 16 : 10) +             // one chunk's logits
-                     (bf16 ? vocab * d * 2 : 0) +                                  // the bf16 weight
-                     (bf16 && head_trained ? vocab * (d * 2 + rows * 4 * 2) : 0);  // its gradient's
-  e.activation_bytes = saturate(
-      policy_rows * static_cast<double>(length) * (values_per_token * activation_width + logits_bytes) + chunk_bytes);
+  const double block_params = std::max(0.0, params - vocab * d * (shape.tie_embeddings ? 1 : 2));
+  if (bf16) kept += 2 * block_params / (c.train.gradient_checkpointing ? layers : 1);
+  // After the blocks: the last block's output and the final norm's (the latents, the head's input).
+  kept += pass.tokens * (4 * d + norm_scale + 4 * d);
+
+  // The output head over the scored positions. In full it keeps the logits (float32; bf16 and
+  // a float32 copy under autocast, with the bf16 copy of its input), which the log-sum-exp of
+  // the log-probs reads again in the backward pass: its exp and their products, the gather's
+  // gradient and the logits' own, about 16 bytes per vocabulary entry at once. Through the
+  // chunked head (train.chunked_logps) a scored position keeps a copy of its hidden state and
+  // two floats; one chunk of logits lives at a time, in either pass: the float32 logits, their
+  // exp or gradient in place and a temporary of the log-sum-exp, 8 bytes per entry (and under
+  // autocast the bf16 copy of the gradient, 10; 6 more with a soft-cap, whose tanh is kept),
+  // plus the weight cast to bf16 once per call under autocast and, training the head in bf16,
+  // the bf16 gradients of 4 chunks of logits gathered for one [V, d] product.
+  const bool chunked = uses_chunked_logps(c.train, shape.vocab_size), head_trained = !lora;
+  const double cap = shape.final_softcap > 0 ? vocab * w : 0;  // the soft-capped logits' tanh
+  double head_kept = 0, head_backward = 0, reference_head = 0;
+  if (chunked) {
+    const double rows =
+        std::min(pass.scored, static_cast<double>(chunked_logps_rows(shape.vocab_size, c.device != "cpu")));
+    head_kept = pass.scored * (4 * d + 8);
+    head_backward = rows * vocab * ((bf16 ? 10 : 8) + (shape.final_softcap > 0 ? 6 : 0)) + (bf16 ? vocab * d * 2 : 0) +
+                    (bf16 && head_trained ? vocab * (d * 2 + rows * 4 * 2) : 0);
+    reference_head = head_backward;
+  } else {
+    head_kept = pass.scored * (vocab * (bf16 ? 6 : 4) + cap + (bf16 ? 2 * d : 0)) + (bf16 ? vocab * d * 2 : 0);
+    head_backward = pass.scored * vocab * 16;
+    reference_head = pass.scored * (vocab * (bf16 ? 10 : 8) + cap);  // logits, a float32 copy, exp
+  }
+  // The frozen reference's forward pass (no gradients) runs while the policy's activations are
+  // kept: its keys and values while the responses of shared prompts attend to them (the keys as
+  // float32 after RoPE), else one layer's temporaries, and its head unless its log-probs were
+  // precomputed. LoRA's reference is the policy with its adapters off: the same.
+  const bool reference_runs = preference && (!c.train.precompute_ref_log_probs || c.ganpo.enabled);
+  double reference = 0;
+  if (reference_runs) {
+    reference = pass.shared ? pass.kv_tokens * dkv * (4 + w) * layers : pass.tokens * (8 * d + 3 * w * ff);
+    if (!c.train.precompute_ref_log_probs) reference += reference_head;
+  }
+  // The head's weight gradient, float32 [V, d]: with tied embeddings it waits through the whole
+  // backward pass for the embedding's, which comes last as a dense [V, d] of its own, and the
+  // two are summed before they reach .grad (three [V, d] at the end, when the activations are
+  // gone); an untied head's goes into .grad at once.
+  const double head_weight_grad = head_trained ? vocab * d * 4 : 0;
+  const double backward = head_weight_grad + std::max(head_backward, recompute);
+  const double end_of_backward = head_weight_grad * (shape.tie_embeddings ? 3 : 1);
+  const double transient = std::max(reference, backward);
+  e.activation_bytes = saturate(std::max(kept + head_kept + transient, end_of_backward));
 
   if (preference && c.ganpo.enabled) {
+    // Each critic (core/critic.cpp) scores 3 x batch rows in its own phase and keeps batch rows
+    // of the policy's latents through the policy's backward pass (its adversarial term, during
+    // which the head's gradients come). Per latent position: its input as the first product
+    // reads it, and per layer the norms' inputs, statistics and outputs, q k v, the heads'
+    // output and, with explicit attention, the probabilities (and their dropout), the MLP's two.
     const GanpoConfig& g = c.ganpo;
     const double critic_params = 2.0 * static_cast<double>(critic_parameter_count(g, shape.d_model));
-    const double positions = static_cast<double>(std::min(length, std::max<int64_t>(g.critic_max_len, 0)));
-    const double critic_rows = 2 * 3 * batch;
-    const double values_per_position =
-        static_cast<double>(g.critic_layers) * (static_cast<double>(kActivationValuesPerLayer * g.critic_hidden) +
-                                                2.0 * static_cast<double>(g.critic_heads) * positions);
-    e.critic_bytes = saturate(critic_params * 16 + critic_rows * positions * values_per_position * 4);
+    const double positions = static_cast<double>(length);
+    const double h = static_cast<double>(g.critic_hidden), heads = static_cast<double>(g.critic_heads);
+    const double ffn = h * static_cast<double>(g.critic_ffn_mult);
+    const bool critic_sdpa = torch_has_sdpa() && (c.device != "cpu" || g.critic_dropout == 0);
+    const auto per_position = [&](bool training) {
+      // Frozen (the adversarial term) a product keeps no input, the MLP only its first output.
+      double layer = 2 * (4 * h + 8) + 3 * h * w + ffn * w;
+      if (training) layer += 2 * norm_output(h, 1) + h * w + ffn * w;
+      if (critic_sdpa)
+        layer += h * w + 4 * heads;
+      else
+        layer += heads * positions * (4 + (training && g.critic_dropout > 0 ? 4 : 0));
+      return (training ? norm_output(d, 1) : 0) + static_cast<double>(g.critic_layers) * layer;
+    };
+    // The CPU's two lanes run both critics' phases at once (one thread: one lane).
+    const double lanes = c.device == "cpu" && c.train.num_threads != 1 ? 2 : 1;
+    const double phase = lanes * 3 * batch * positions * per_position(true);
+    const double adversarial = 2 * batch * positions * per_position(false);
+    // The reference's latents, and with shared prompts the policy's copied to the plain layout.
+    const double latents = 2 * batch * positions * 4 * d * (pass.shared ? 2 : 1);
+    const double with_critics =
+        std::max(kept + head_kept + std::max({reference, phase, adversarial + backward}) + latents, end_of_backward);
+    e.critic_bytes = saturate(critic_params * 16 + with_critics - static_cast<double>(e.activation_bytes));
   }
 
   e.total_bytes = saturate(static_cast<double>(e.weights_bytes) + static_cast<double>(e.gradients_bytes) +
@@ -153,7 +309,8 @@ std::string memory_shortfall_warning(const MemoryEstimate& e, int processes, int
          gib(static_cast<double>(e.reference_bytes)) + ", activations " + gib(static_cast<double>(e.activation_bytes)) +
          ", critics " + gib(static_cast<double>(e.critic_bytes)) + ") is more than the " +
          gib(static_cast<double>(available)) + " of " + where +
-         ", and the estimate is a lower bound: the run is likely to be killed or to run out of memory. Lower "
+         ", and the estimate leaves out the CUDA context and the allocators' slack: the run is likely to be killed or to "
+         "run out of memory. Lower "
          "train.per_device_train_batch_size or data.max_length, set train.gradient_checkpointing = true, or train "
          "LoRA adapters ([model.lora] r > 0)";
 }

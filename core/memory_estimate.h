@@ -1,5 +1,8 @@
-// A torch-free estimate of the memory one training run needs on its device, for the New Run
-// dialog to show before anything is launched.
+// A torch-free estimate of the memory one training run needs on its device at its peak, for the
+// New Run dialog to show before anything is launched. `ganpo bench` prints it beside the peak it
+// measures: the CUDA allocator's on a GPU, the live CPU tensors' (core/cpu_tensor_memory.h) on
+// the CPU, where tests/core/memory_estimate_measured_test.cpp holds it within 15 % of that peak
+// for each layout below.
 //
 // Counted, in bytes:
 //   weights      policy parameters: 4 bytes each (float32 master weights in either precision),
@@ -8,26 +11,30 @@
 //   optimizer    AdamW's two moments per trained parameter, always fp32 (8 bytes per parameter)
 //   reference    a frozen float32 copy of the policy for the preference stage (none for "sft",
 //                none with LoRA, whose reference is the policy with its adapters off)
+//   activation   what the policy keeps from its forward pass to its backward pass, and the
+//                largest transient on top of it (below)
 //   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and
-//                AdamW moments (16 bytes per critic parameter) plus their activations (below)
-//   activation   what the policy's backward keeps: per token and layer kActivationValuesPerLayer
-//                values per d_model unit, 4 bytes each in "fp32" and 2 under "bf16" autocast
-//                (with train.gradient_checkpointing, d_model values per token and layer, the
-//                blocks' inputs, plus one layer's full set, recomputed in the backward pass),
-//                plus per token the logits and their gradient: 8 bytes per vocabulary entry in
-//                "fp32"; 12 under "bf16" (bf16 logits, the float32 copy the log-probs keep, and
-//                the gradient of each)
-// The policy sees per_device_train_batch_size x 2 rows (chosen and rejected in one forward)
-// of data.max_length tokens. kActivationValuesPerLayer = 17 follows Korthikanti et al. 2022
-// ("Reducing Activation Recomputation in Large Transformer Models"): 34 s b h bytes per layer
-// in 16-bit, i.e. 17 stored values per token per hidden unit, without the attention-score term,
-// which scaled_dot_product_attention (LibTorch 2.x) does not keep. LibTorch 1.13 keeps the
-// scores, so there the estimate is low for long sequences. The critics compute attention
-// explicitly, so their scores and softmax are counted: each critic sees 3 x batch latent rows
-// (reference chosen, reference rejected, policy) of min(max_length, critic_max_len) positions,
-// with per layer 17 x critic_hidden + 2 x critic_heads x T values per position, in fp32.
-// Not counted: the reference's transient forward, the CUDA context, allocator slack, the
-// tokenized dataset. Treat the total as a lower bound to compare against the device's memory.
+//                AdamW moments (16 bytes per critic parameter), the latents they read, and what
+//                their passes add to the peak (below)
+// Activations follow this code's tensors (core/model/causal_lm.cpp), one micro-batch of
+// full-length rows (data.max_length, prompts of data.max_prompt_length) as the trainer lays
+// them out: chosen and rejected in one pass, each prompt run once where train.prefix_sharing
+// applies. Per token and layer: the block's input and the residual after attention (float32),
+// each norm's output as the products after it keep it (once in float32; under bf16 autocast a
+// bf16 copy per product), q k v (k and v per key, per query head), the heads' output, the
+// MLP's (4 d_ff values gated, 2 for GELU), Gemma 2's extra norms' inputs, and the attention:
+// with scaled_dot_product_attention (LibTorch 2.1 on) its output and log-sum-exp, else (LibTorch
+// 1.13, or soft-capped scores) the probabilities of every key a query sees. With LoRA a frozen
+// product keeps no input. Gradient checkpointing keeps each block's input and one block's set
+// while it runs again. Under autocast each product also keeps its bf16 copy of the weight.
+// Then the output head over the response positions: the logits kept and about 16 bytes per
+// vocabulary entry in its backward pass, or one chunk of logits through the chunked head
+// (train.chunked_logps). The transients: the head's backward pass (with its weight's gradient,
+// which a tied embedding holds through the whole pass), the reference's forward pass (its keys
+// and values for shared prompts, its head), each critic's phase, or the adversarial term's
+// critic activations through the policy's backward pass; at the end of the backward pass, the
+// embedding's dense gradient.
+// Not counted: the CUDA context and allocator slack, the tokenized dataset, small tensors.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +45,6 @@
 
 namespace ganpo {
 
-// Stored activation values per token, per layer and per d_model unit (see above).
-inline constexpr int64_t kActivationValuesPerLayer = 17;
 // The built-in byte tokenizer's vocabulary (256 bytes + BOS, EOS, PAD).
 inline constexpr int64_t kByteTokenizerVocab = 259;
 
@@ -54,6 +59,10 @@ struct MemoryEstimate {
   int64_t activation_bytes = 0;
   int64_t total_bytes = 0;
 };
+
+// Whether the estimate counts scaled_dot_product_attention (LibTorch 2.1 and later, which keeps
+// no attention probabilities) for the LibTorch this build links.
+bool torch_has_sdpa();
 
 // Parameters of one GANPO critic (LatentCritic in core/critic.h) reading input_dim-wide latents.
 int64_t critic_parameter_count(const GanpoConfig& ganpo, int64_t input_dim);
@@ -72,8 +81,8 @@ int64_t system_memory_bytes(const std::string& field);
 
 // The warning a run logs before it allocates when `processes` processes of this estimate need
 // more than `available` bytes of `where` ("this machine's free RAM", "cuda:0 (NVIDIA H200, 140 GiB)"):
-// the estimate is a lower bound, so such a run is likely killed by the system or runs out of
-// device memory. "" when it fits or `available` is unknown (< 0).
+// the estimate leaves out the CUDA context and allocator slack, so such a run is likely killed by
+// the system or runs out of device memory. "" when it fits or `available` is unknown (< 0).
 std::string memory_shortfall_warning(const MemoryEstimate& estimate, int processes, int64_t available,
                                      const std::string& where);
 

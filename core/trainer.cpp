@@ -19,6 +19,7 @@
 #include "core/bf16_autocast.h"
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
+#include "core/cpu_tensor_memory.h"
 #include "core/critic.h"
 #include "core/cuda_memory.h"
 #include "core/data_parallel.h"
@@ -266,6 +267,7 @@ struct Trainer::State {
     if (device.is_cuda() && device.has_index()) c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(device);
     // The first log line's peak is this run's (a process may have run another before: ganpo bench).
     if (device.is_cuda()) reset_cuda_peak(device.has_index() ? device.index() : 0);
+    if (device.is_cpu()) reset_cpu_tensor_peak();
     if (config.train.precision == "bf16" && device.is_cpu())
       throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
                         config.device + "\" to the CPU, where this build computes in float32: set "
@@ -1128,6 +1130,7 @@ struct Trainer::State {
     m["epoch"] = static_cast<double>(epoch) + static_cast<double>(cursor) / std::max<double>(1.0, static_cast<double>(order.size()));
     m["memory/rss_mb"] = rss_megabytes();
     if (device.is_cuda()) add_gpu_metrics(m);
+    if (device.is_cpu() && counting_cpu_tensor_memory()) add_cpu_tensor_metrics(m);
     if (cpu) m["cpu/cores"] = cpu->plan().cores;
     observer.on_metrics(step, m);
     window_sums.clear();
@@ -1175,6 +1178,16 @@ struct Trainer::State {
       m["memory/cuda_peak_mb"] = mem->peak_allocated_mb;
       reset_cuda_peak(index);
     }
+  }
+
+  // The CPU tensors' bytes where the process counts them (core/cpu_tensor_memory.h): the CPU's
+  // counterpart of the allocator's view above.
+  void add_cpu_tensor_metrics(std::map<std::string, double>& m) {
+    constexpr double mb = 1024.0 * 1024.0;
+    const CpuTensorMemory mem = cpu_tensor_memory();
+    m["memory/cpu_tensor_allocated_mb"] = static_cast<double>(mem.allocated_bytes) / mb;
+    m["memory/cpu_tensor_peak_mb"] = static_cast<double>(mem.peak_bytes) / mb;
+    reset_cpu_tensor_peak();
   }
 
   // ---- evaluation, samples, checkpoints ------------------------------------------------------

@@ -96,9 +96,11 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                      device.processes > 1 ? tr(" for %1 processes").arg(device.processes) : QString());
   setStyleSheet(short_of_memory ? QStringLiteral("color: #b00020;") : QString());
   setText(text);
-  setToolTip(tr("A lower bound: weights %1, gradients %2, AdamW moments %3 (fp32), frozen reference %4, "
-                "GANPO critics with their optimiser and activations %5, policy activations %6 for %7 x 2 "
-                "rows of %8 tokens. Not counted: the CUDA context, allocator slack, the dataset.")
+  setToolTip(tr("The peak of a training step: weights %1, gradients %2, AdamW moments %3 (fp32), frozen "
+                "reference %4, GANPO critics with their optimiser and activations %5, policy activations %6 "
+                "(what its backward pass needs, and the largest transient) for %7 x 2 rows of %8 tokens. Not "
+                "counted: the CUDA context, allocator slack, the dataset. `ganpo bench` prints it beside the "
+                "measured peak.")
                  .arg(format_bytes(e.weights_bytes), format_bytes(e.gradients_bytes), format_bytes(e.optimizer_bytes),
                       format_bytes(e.reference_bytes), format_bytes(e.critic_bytes), format_bytes(e.activation_bytes))
                  .arg(config.train.per_device_train_batch_size)

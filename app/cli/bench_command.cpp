@@ -9,6 +9,7 @@
 
 #include "app/cli/commands.h"
 #include "core/cpu_runtime.h"
+#include "core/cpu_tensor_memory.h"
 #include "core/error.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
@@ -36,9 +37,10 @@ public:
     if (m.count("mfu")) mfu.push_back(m.at("mfu"));
     // The allocator's peak restarts at each log line, so the run's peak is the largest.
     if (m.count("memory/cuda_peak_mb")) cuda_peak_mb = std::max(cuda_peak_mb, m.at("memory/cuda_peak_mb"));
+    if (m.count("memory/cpu_tensor_peak_mb")) cpu_tensor_peak_mb = std::max(cpu_tensor_peak_mb, m.at("memory/cpu_tensor_peak_mb"));
   }
   std::vector<double> step_times, tokens_per_s, model_tflops, mfu;
-  double cuda_peak_mb = -1;
+  double cuda_peak_mb = -1, cpu_tensor_peak_mb = -1;
   std::string cpu_threads;  // the trainer's CPU plan; empty on CUDA
 };
 
@@ -54,6 +56,7 @@ struct Figures {
   double min_step_time_s = 0;  // the fastest step: on a shared machine the figure that repeats best
   double mfu = -1;                     // -1: the device's peak is unknown (CPUs)
   int64_t cuda_peak_bytes = -1;        // -1: not a CUDA run
+  int64_t cpu_tensor_peak_bytes = -1;  // -1: not a CPU run; the peak of live tensors the run added
   std::string cpu_threads;
   int64_t peak_rss_growth_bytes = -1;  // -1: not measured (no /proc)
 };
@@ -93,6 +96,7 @@ Figures measure(RunConfig config, int64_t steps) {
   ::malloc_trim(0);  // what the previous variant freed goes back to the system, not into this one's figure
   const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = proc_status_bytes("VmRSS");
+  const int64_t tensors_before = cpu_tensor_memory().allocated_bytes;
   Trainer trainer(config, times, options);
   auto result = trainer.run();
   const int64_t peak = proc_status_bytes("VmHWM");
@@ -110,6 +114,8 @@ Figures measure(RunConfig config, int64_t steps) {
   f.cpu_threads = times.cpu_threads;
   f.peak_rss_growth_bytes = peak_reset && peak >= 0 && rss_before >= 0 ? peak - rss_before : -1;
   if (times.cuda_peak_mb >= 0) f.cuda_peak_bytes = static_cast<int64_t>(times.cuda_peak_mb * 1024.0 * 1024.0);
+  if (times.cpu_tensor_peak_mb >= 0)
+    f.cpu_tensor_peak_bytes = static_cast<int64_t>(times.cpu_tensor_peak_mb * 1024.0 * 1024.0) - tensors_before;
   return f;
 }
 
@@ -130,6 +136,8 @@ int bench_command(const BenchArgs& args) {
   // The kernel set decides most of a CPU step's time: say when the environment holds it back.
   const std::string slow_blas = blas_kernel_warning();
   if (!slow_blas.empty() && resolve_device(config.device) == "cpu") std::fprintf(stderr, "ganpo bench: %s\n", slow_blas.c_str());
+  // Live CPU tensors are counted from here (core/cpu_tensor_memory.h), for the estimate's figure.
+  if (resolve_device(config.device) == "cpu") count_cpu_tensor_memory();
   nlohmann::json report = {{"stage", config.stage}, {"steps", args.steps},
                            {"device", resolve_device(config.device)}, {"model", model_label(config)}};
   // Each variant: its speed, the dialog's memory estimate for it and the growth of the process's
@@ -142,7 +150,8 @@ int bench_command(const BenchArgs& args) {
                           {"mfu", f.mfu},
                           {"memory_estimate_bytes", estimate_of(c).total_bytes},
                           {"peak_rss_growth_bytes", f.peak_rss_growth_bytes},
-                          {"cuda_peak_bytes", f.cuda_peak_bytes}};
+                          {"cuda_peak_bytes", f.cuda_peak_bytes},
+                          {"cpu_tensor_peak_bytes", f.cpu_tensor_peak_bytes}};
   };
   if (config.stage == "sft") {
     auto f = measure(config, args.steps);
@@ -178,6 +187,7 @@ int bench_command(const BenchArgs& args) {
     if (r["mfu"].get<double>() >= 0) std::printf(" (MFU %.1f %%)", 100.0 * r["mfu"].get<double>());
     std::printf("; memory estimate %.0f MiB", mib(r["memory_estimate_bytes"]));
     if (r["cuda_peak_bytes"].get<int64_t>() >= 0) std::printf(", CUDA peak allocated %.0f MiB", mib(r["cuda_peak_bytes"]));
+    if (r["cpu_tensor_peak_bytes"].get<int64_t>() >= 0) std::printf(", peak tensors %.0f MiB", mib(r["cpu_tensor_peak_bytes"]));
     if (r["peak_rss_growth_bytes"].get<int64_t>() >= 0) std::printf(", peak RSS grew %.0f MiB", mib(r["peak_rss_growth_bytes"]));
     std::printf("\n");
   }

@@ -7,6 +7,7 @@
 #include "core/bf16_autocast.h"
 #include "core/counter_dropout.h"
 #include "core/error.h"
+#include "core/model/rms_norm.h"
 #include "core/sdpa.h"
 
 namespace ganpo {
@@ -79,8 +80,7 @@ struct NormImpl : torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (kind == NormKind::layer_norm) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
-    auto normed = x * torch::rsqrt(x.pow(2).mean(-1, true) + eps);
-    return kind == NormKind::rms_plus_one ? normed * (1.0 + weight) : normed * weight;
+    return rms_norm(x, weight, eps, kind == NormKind::rms_plus_one);  // core/model/rms_norm.h
   }
   torch::Tensor weight, bias;
   double eps;

@@ -1,5 +1,6 @@
 // The torch-free training memory estimate, checked against a hand computation for the tiny
-// preset, and its critic parameter count against the real LatentCritic.
+// preset, and its critic parameter count against the real LatentCritic. Against measured peaks:
+// memory_estimate_measured_test.cpp.
 #include "core/memory_estimate.h"
 
 #include <limits>
@@ -9,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/critic.h"
+#include "core/sdpa.h"
 
 namespace ganpo {
 namespace {
@@ -31,7 +33,8 @@ RunConfig tiny_demo_config() {
 }
 
 TEST(MemoryEstimate, TinyPresetMatchesHandComputation) {
-  const MemoryEstimate e = estimate_training_memory(tiny_demo_config());
+  RunConfig c = tiny_demo_config();
+  const MemoryEstimate e = estimate_training_memory(c);
 
   // Tiny llama: d 128, 4 layers, 4 heads (no GQA), d_ff round_up(128*8/3, 64) = 384, vocab 259,
   // tied embeddings. Per layer: q,k,v,o 4*128*128 = 65536; SwiGLU 3*128*384 = 147456; two
@@ -43,21 +46,37 @@ TEST(MemoryEstimate, TinyPresetMatchesHandComputation) {
   EXPECT_EQ(e.optimizer_bytes, P * 8);
   EXPECT_EQ(e.reference_bytes, P * 4);
 
-  // Policy activations: 16 pairs x 2 rows x 200 tokens, each 17*128*4 layer values + 2*259
-  // logit values, 4 bytes: 6400 * 9222 * 4.
-  EXPECT_EQ(e.activation_bytes, int64_t{6400} * 9222 * 4);
-  EXPECT_EQ(e.activation_bytes, 236083200);
+  // Policy activations, each row in full (train.prefix_sharing off: 32 rows x 200 tokens, 6400),
+  // per token and layer in bytes: the block's input and its norm's scale 516, the norm's output
+  // 512, q k v 3 x 512, the heads' output 512, the residual and its scale 516, the MLP norm's
+  // output 512, the MLP's gate, act(gate), up and product 4 x 384 x 4 = 6144: 10248, plus the
+  // attention: with scaled_dot_product_attention its output and log-sum-exp, 512 + 16; without,
+  // the probabilities of 4 heads over 200 x (3 + 1) / 6 keys in 3 blocks of queries, 4 bytes each.
+  c.train.prefix_sharing = false;
+  c.ganpo.enabled = false;
+  const MemoryEstimate plain = estimate_training_memory(c);
+  const double attention = torch_has_sdpa() ? 528 : 4 * (200.0 * 4 / 6) * 4;
+  const double kept = 6400 * (4 * (10248 + attention) + 512 + 4 + 512);  // 4 layers; after them, the
+                                                                          // last output and the norm's
+  // The head over 32 x 101 scored positions keeps its logits (4 bytes an entry). Of the
+  // transients the reference's forward pass is the larger here: one layer's temporaries (8 d +
+  // 3 x 4 d_ff bytes a token) and its head's (8 bytes an entry), against the head's backward pass
+  // (16 bytes an entry and the tied weight's gradient, 259 x 128 x 4).
+  const double head_kept = 3232.0 * 259 * 4, reference = 6400.0 * (1024 + 4608) + 3232.0 * 259 * 8;
+  EXPECT_NEAR(static_cast<double>(plain.activation_bytes), kept + head_kept + reference, 2.0);
 
   // One critic: input_proj 128*64+64 = 8256; positions 2048*64 = 131072; one layer: norms 256,
   // qkv 64*192+192 = 12480, out 4160, ff1 64*256+256 = 16640, ff2 256*64+64 = 16448 (49984);
   // head 4160 + 65. Total 193537; two critics x 16 bytes.
   EXPECT_EQ(critic_parameter_count(tiny_demo_config().ganpo, 128), 193537);
-  // Critic activations: 2 critics x 3 x 16 rows x 200 positions x (17*64 + 2*4*200) x 4 bytes.
-  const int64_t critic_activations = int64_t{96} * 200 * (1088 + 1600) * 4;
-  EXPECT_EQ(e.critic_bytes, 2 * 193537 * 16 + critic_activations);
-
-  EXPECT_EQ(e.total_bytes, P * 4 * 3 + P * 8 + 236083200 + 2 * 193537 * 16 + critic_activations);
+  EXPECT_GT(e.critic_bytes, 2 * 193537 * 16) << "the critics' weights, gradients and moments, and activations";
+  EXPECT_EQ(e.total_bytes, e.weights_bytes + e.gradients_bytes + e.optimizer_bytes + e.reference_bytes +
+                               e.critic_bytes + e.activation_bytes);
 }
+
+// The estimate counts the attention of the LibTorch this build links (set by CMake from its
+// version): the same decision core/sdpa.h takes from LibTorch's headers.
+TEST(MemoryEstimate, CountsTheAttentionThisLibTorchRuns) { EXPECT_EQ(torch_has_sdpa(), GANPO_HAVE_SDPA == 1); }
 
 // LoRA: gradients and AdamW moments for the adapters only, no reference copy (the reference is
 // the policy with its adapters off), the adapters' own weights on top of the model's.
@@ -74,23 +93,28 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
   EXPECT_EQ(e.gradients_bytes, A * 4);
   EXPECT_EQ(e.optimizer_bytes, A * 8);
   EXPECT_EQ(e.reference_bytes, 0);
-  EXPECT_EQ(e.activation_bytes, full.activation_bytes);
+  EXPECT_LT(e.activation_bytes, full.activation_bytes) << "frozen products keep no input for a weight's gradient";
   c.model.reference = "another-model";  // a reference of its own is a copy again
   EXPECT_EQ(estimate_training_memory(c).reference_bytes, full.reference_bytes);
 }
 
-// Gradient checkpointing keeps d_model values per token and layer (each block's input) plus one
-// block's 17 d, instead of 17 d per layer; the logits are kept either way.
+// Gradient checkpointing keeps each block's input (d_model float32 values per token and layer),
+// and one block's full set while it runs again: a layer more costs only its input.
 TEST(MemoryEstimate, GradientCheckpointingKeepsTheBlockInputsAndOneBlock) {
   RunConfig c = tiny_demo_config();
+  c.ganpo.enabled = false;
   c.train.gradient_checkpointing = true;
-  // 6400 rows x tokens, each 128 x 4 layers + 17 x 128 values of 4 bytes, and the logits and
-  // their gradient (259 x 8 bytes).
-  EXPECT_EQ(estimate_training_memory(c).activation_bytes, int64_t{6400} * ((512 + 2176) * 4 + 259 * 8));
+  const MemoryEstimate four = estimate_training_memory(c);
+  c.model.n_layers = 8;
+  const MemoryEstimate eight = estimate_training_memory(c);
+  EXPECT_EQ(eight.activation_bytes - four.activation_bytes, int64_t{6400} * 4 * 128 * 4);  // 32 rows x 200
+  c.train.gradient_checkpointing = false;
+  EXPECT_GT(estimate_training_memory(c).activation_bytes, 3 * eight.activation_bytes);
 }
 
-// bf16 is autocast: float32 master weights, gradients and reference; bf16 activations.
-TEST(MemoryEstimate, Bf16AutocastHalvesTheLayersActivationsOnly) {
+// bf16 is autocast: float32 master weights, gradients, moments and reference; the products'
+// outputs in bf16 (the residual stream, the norms and the softmax stay float32).
+TEST(MemoryEstimate, Bf16AutocastNarrowsTheActivationsOnly) {
   RunConfig c = tiny_demo_config();
   const MemoryEstimate fp32 = estimate_training_memory(c);
   c.train.precision = "bf16";
@@ -98,47 +122,39 @@ TEST(MemoryEstimate, Bf16AutocastHalvesTheLayersActivationsOnly) {
   EXPECT_EQ(bf16.weights_bytes, fp32.weights_bytes);
   EXPECT_EQ(bf16.gradients_bytes, fp32.gradients_bytes);
   EXPECT_EQ(bf16.reference_bytes, fp32.reference_bytes);
-  // The layers' values at half the width; the logits as bf16 and a float32 copy (12 bytes per
-  // vocabulary entry instead of 8).
-  const int64_t tokens = 32 * 200, logits_fp32 = tokens * 259 * 8, logits_bf16 = tokens * 259 * 12;
-  EXPECT_EQ((bf16.activation_bytes - logits_bf16) * 2, fp32.activation_bytes - logits_fp32);
   EXPECT_EQ(bf16.optimizer_bytes, fp32.optimizer_bytes);
-  EXPECT_EQ(bf16.critic_bytes, fp32.critic_bytes);
+  EXPECT_LT(bf16.activation_bytes, fp32.activation_bytes);
+  EXPECT_GT(bf16.activation_bytes, fp32.activation_bytes / 2) << "the float32 residual stream and norms";
 }
 
-// train.chunked_logps: a position keeps its hidden state's copy and two floats instead of its
-// logits and their gradient, and one chunk of logits (10 bytes per entry; 32 MiB of float32
-// logits on the CPU, 128 MiB on a GPU) lives at a time, plus
-// the head's weight in bf16 under autocast. "auto" chunks above 100k vocabulary entries only.
+// train.chunked_logps: a scored position keeps its hidden state's copy and two floats instead of
+// its logits, and one chunk of logits (32 MiB of float32 logits on the CPU, 128 MiB on a GPU, at
+// most the scored positions) lives at a time. "auto" chunks above 100k vocabulary entries only.
 TEST(MemoryEstimate, TheChunkedHeadKeepsOneChunkOfLogits) {
   RunConfig c = tiny_demo_config();
-  const int64_t tokens = 32 * 200, layers = int64_t{17} * 128 * 4 * 4;
+  c.ganpo.enabled = false;
+  c.device = "cpu";
   const MemoryEstimate full = estimate_training_memory(c);
-  EXPECT_EQ(full.activation_bytes, tokens * (layers + 259 * 8));  // "auto" with 259 entries: off
-  c.train.chunked_logps = "on";
-  c.device = "cpu";  // the CPU's chunks of 32 MiB
-  const int64_t rows = chunked_logps_rows(259, false);
-  EXPECT_EQ(estimate_training_memory(c).activation_bytes, tokens * (layers + 128 * 4 + 8) + rows * 259 * 10);
+  c.train.chunked_logps = "off";
+  EXPECT_EQ(estimate_training_memory(c).activation_bytes, full.activation_bytes) << "auto: off with 259 entries";
 
-  // Llama 3's vocabulary on the tiny preset (d 128) at 8 pairs of 1024 tokens in bf16: the full
-  // head's 12 bytes per entry would be 25 GB; chunked, one chunk of 261 x 128256 entries, the
-  // head's weight in bf16, and for its gradient 4 chunks' bf16 rows and one [V, d] product.
+  // Llama 3's vocabulary on the tiny preset at 8 pairs of 1024 tokens in bf16 on a GPU: in full
+  // the head's logits alone are 16 x 925 scored positions x 128256 x 6 bytes kept, and 16 bytes
+  // an entry in the backward pass; chunked, 261-row chunks.
   c.data.max_length = 1024;
   c.train.per_device_train_batch_size = 8;
   c.train.precision = "bf16";
-  c.device = "cuda";  // a GPU's chunks of 128 MiB
+  c.device = "cuda";
   const ModelShape shape = resolve_model_shape(c.model, 128256);
-  c.train.chunked_logps = "off";
   const MemoryEstimate off = estimate_training_memory(c, shape);
   c.train.chunked_logps = "auto";
   const MemoryEstimate on = estimate_training_memory(c, shape);
-  const double per_token_saved = 128256.0 * 12 - (128 * 4 + 8);
   EXPECT_EQ(chunked_logps_rows(128256, true), 261);
   EXPECT_EQ(chunked_logps_rows(128256, false), 65);
-  EXPECT_NEAR(static_cast<double>(off.activation_bytes - on.activation_bytes),
-              16 * 1024 * per_token_saved -
-                  (261 * 128256.0 * 10 + 128256.0 * 128 * 2 + 128256.0 * (128 * 2 + 261 * 4 * 2)),
-              1.0);
+  const double scored = 16.0 * 925 + 8;  // responses of 1024 - 100 tokens and the one before, shared prompts
+  EXPECT_GT(static_cast<double>(off.activation_bytes), scored * 128256 * 6);
+  EXPECT_LT(static_cast<double>(on.activation_bytes), static_cast<double>(off.activation_bytes) / 10);
+  EXPECT_GT(static_cast<double>(on.activation_bytes), 261.0 * 128256 * 10) << "one chunk";
 }
 
 TEST(MemoryEstimate, SftHasNoReferenceOrCriticsAndGanpoOffHasNoCritics) {
@@ -151,7 +167,7 @@ TEST(MemoryEstimate, SftHasNoReferenceOrCriticsAndGanpoOffHasNoCritics) {
   const MemoryEstimate sft = estimate_training_memory(c);
   EXPECT_EQ(sft.reference_bytes, 0);
   EXPECT_EQ(sft.critic_bytes, 0);
-  EXPECT_EQ(sft.activation_bytes * 2, off.activation_bytes);  // one row per example, not two
+  EXPECT_LT(sft.activation_bytes, off.activation_bytes) << "one row per example, not two";
 }
 
 TEST(MemoryEstimate, GrowsLinearlyWithBatchInActivations) {
