@@ -38,9 +38,16 @@ void release(void* data) {
   c10::GetDefaultCPUAllocator()->raw_deleter()(data);
 }
 
+// LibTorch 2.3 made allocate() non-const and added copy_data().
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define GANPO_ALLOCATE_CONST
+#else
+#define GANPO_ALLOCATE_CONST const
+#endif
+
 class CountingCpuAllocator final : public c10::Allocator {
 public:
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) GANPO_ALLOCATE_CONST override {
     if (n == 0) return c10::GetDefaultCPUAllocator()->allocate(0);
     void* data = c10::GetDefaultCPUAllocator()->raw_allocate(n);
     const auto bytes = static_cast<int64_t>(n);

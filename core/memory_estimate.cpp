@@ -112,11 +112,77 @@ PolicyPass policy_pass(const RunConfig& c, const ModelShape& shape) {
   return p;
 }
 
+// What one position costs, in bytes, as this code's tensors are laid out: w is the width of the
+// products' outputs (2 under bf16 autocast); the residual stream, the norms' scales and the
+// softmax stay float32.
+struct Inventory {
+  bool bf16 = false;
+  double w = 4;
+  std::vector<std::string> lora_targets;  // empty: every weight trains
+  double lora_r = 0;
+
+  // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
+  // (their adapter's A reads it; the frozen weight needs no gradient).
+  double keeps_input(const char* name) const {
+    if (lora_targets.empty()) return 1;
+    return std::count(lora_targets.begin(), lora_targets.end(), std::string(name)) > 0 ? 1 : 0;
+  }
+  // A norm's float32 output as the products after it keep it: once in float32, a bf16 copy each
+  // under autocast.
+  double norm_output(double width, double products) const {
+    return products <= 0 ? 0 : bf16 ? 2 * width * products : 4 * width;
+  }
+
+  // Bytes one block's backward pass keeps per token (core/model/causal_lm.cpp).
+  double policy_layer(const ModelShape& s, const PolicyPass& pass, bool sdpa) const {
+    const double d = static_cast<double>(s.d_model), ff = static_cast<double>(s.d_ff);
+    const double H = static_cast<double>(s.n_heads), dq = H * static_cast<double>(s.head_size());
+    const double dkv = static_cast<double>(s.n_kv_heads * s.head_size());
+    const bool gated = s.mlp != MlpKind::gelu_tanh, softcap = s.attn_softcap > 0;
+    const double norm_scale = s.norm == NormKind::layer_norm ? 8 : 4;  // mean and 1/std, or 1/rms
+    const double qkv = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
+    const double up = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
+    const double kv_share = pass.tokens > 0 ? pass.kv_tokens / pass.tokens : 1;
+    double b = 4 * d + norm_scale;                             // block input, its norm's scale
+    b += norm_output(d, qkv);                                  // the norm's output for q k v
+    if (s.qk_norm) b += w * (dq + dkv) + 8 * H;               // q and k before their norms
+    b += w * dq * (1 + 2 * kv_share);                          // q; k and v per head, per key
+    if (sdpa)
+      b += w * dq + 4 * H;                                     // the output, its log-sum-exp
+    else                                                       // the probabilities: float32,
+      b += H * pass.keys_per_query * (4 + (bf16 ? 2 : 0) + (softcap ? w : 0));  // bf16, tanh
+    b += w * dq * keeps_input("o_proj");                       // the heads' output for o_proj
+    if (s.sandwich_norms) b += w * d + 4;                      // o_proj's output into its norm
+    b += 4 * d + norm_scale;                                   // the residual, its norm's scale
+    b += norm_output(d, up);                                   // the norm's output for the MLP
+    b += w * ff * ((gated ? 3 : 1) + keeps_input("down_proj"));  // gate, act, up; the product
+    if (s.sandwich_norms) b += w * d + 4;                      // the MLP's output into its norm
+    if (!lora_targets.empty())                                 // each adapter's r values
+      b += lora_r * w * (qkv + keeps_input("o_proj") + up + keeps_input("down_proj"));
+    return b;
+  }
+
+  // Bytes a GANPO critic (core/critic.cpp) keeps per latent position: its input as the first
+  // product reads it, and per layer the norms' inputs, statistics and outputs, q k v, the heads'
+  // output and, with explicit attention, the probabilities (and their dropout), the MLP's two.
+  // Frozen (the adversarial term) a product keeps no input, the MLP only its first output.
+  double critic_position(const GanpoConfig& g, double positions, double latent_width, bool training, bool sdpa) const {
+    const double h = static_cast<double>(g.critic_hidden), heads = static_cast<double>(g.critic_heads);
+    const double ffn = h * static_cast<double>(g.critic_ffn_mult);
+    double layer = 2 * (4 * h + 8) + 3 * h * w + ffn * w;
+    if (training) layer += 2 * norm_output(h, 1) + h * w + ffn * w;
+    if (sdpa)
+      layer += h * w + 4 * heads;
+    else
+      layer += heads * positions * (4 + (training && g.critic_dropout > 0 ? 4 : 0));
+    return (training ? norm_output(latent_width, 1) : 0) + static_cast<double>(g.critic_layers) * layer;
+  }
+};
+
 }  // namespace
 
 MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& shape) {
   MemoryEstimate e;
-  const bool bf16 = c.train.precision == "bf16";
   const bool preference = c.stage == "preference";
   const double batch = static_cast<double>(std::max<int64_t>(c.train.per_device_train_batch_size, 0));
   const int64_t length = std::max<int64_t>(c.data.max_length, 0);
@@ -133,54 +199,18 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();
   e.reference_bytes = preference && !shared_reference ? saturate(params * 4) : 0;
 
-  // ---- the policy's activations: what its backward pass keeps, per token and layer ----------
-  // w: the width of the products' outputs (2 under bf16 autocast); the residual stream, the
-  // norms' scales and the softmax stay float32. A product's input is the tensor it reads in
-  // float32; under autocast each product keeps its own bf16 copy of it.
-  const double w = bf16 ? 2 : 4;
-  const double d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
-  const double H = static_cast<double>(shape.n_heads), dq = H * static_cast<double>(shape.head_size());
+  // ---- the policy's activations: what its backward pass keeps, and the transients on top ----
+  Inventory inv;
+  const bool bf16 = c.train.precision == "bf16", lora = e.lora_parameters > 0;
+  inv.bf16 = bf16;
+  inv.w = bf16 ? 2 : 4;
+  if (lora) inv.lora_targets = lora_target_modules(c.model.lora.target_modules);
+  inv.lora_r = static_cast<double>(c.model.lora.r);
+  const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
-  const bool gated = shape.mlp != MlpKind::gelu_tanh, softcap = shape.attn_softcap > 0;
-  const double norm_scale = shape.norm == NormKind::layer_norm ? 8 : 4;  // mean and 1/std, or 1/rms
-  // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
-  // (their adapter's A reads it; the frozen weight needs no gradient), and each keeps its r
-  // values for B's product.
-  const bool lora = e.lora_parameters > 0;
-  std::vector<std::string> lora_targets;
-  if (lora) lora_targets = lora_target_modules(c.model.lora.target_modules);
-  const auto keeps_input = [&](const char* name) {
-    return !lora || std::count(lora_targets.begin(), lora_targets.end(), std::string(name)) > 0 ? 1.0 : 0.0;
-  };
-  const double qkv_keep = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
-  const double mlp_keep = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
-  const double lora_values = lora ? static_cast<double>(c.model.lora.r) * w *
-                                        (qkv_keep + keeps_input("o_proj") + mlp_keep + keeps_input("down_proj"))
-                                  : 0;
-  // A norm's float32 output as the products after it keep it: once in float32, a bf16 copy each
-  // under autocast.
-  const auto norm_output = [&](double width, double products) {
-    return products <= 0 ? 0 : bf16 ? 2 * width * products : 4 * width;
-  };
-  const bool sdpa = torch_has_sdpa() && !softcap;  // explicit attention keeps the probabilities
+  const double norm_scale = shape.norm == NormKind::layer_norm ? 8 : 4;
   const PolicyPass pass = policy_pass(c, shape);
-  const double kv_share = pass.tokens > 0 ? pass.kv_tokens / pass.tokens : 1;
-
-  double per_layer = 4 * d + norm_scale;                          // block input, its norm's scale
-  per_layer += norm_output(d, qkv_keep);                           // the norm's output for q k v
-  if (shape.qk_norm) per_layer += w * (dq + dkv) + 8 * H;         // q and k before their norms
-  per_layer += w * dq * (1 + 2 * kv_share);                        // q; k and v per head, per key
-  if (sdpa)
-    per_layer += w * dq + 4 * H;                                   // the output, its log-sum-exp
-  else                                                             // the probabilities: float32,
-    per_layer += H * pass.keys_per_query * (4 + (bf16 ? 2 : 0) + (softcap ? w : 0));  // bf16, tanh
-  per_layer += w * dq * keeps_input("o_proj");                     // the heads' output for o_proj
-  if (shape.sandwich_norms) per_layer += w * d + 4;                // o_proj's output into its norm
-  per_layer += 4 * d + norm_scale;                                 // the residual, its norm's scale
-  per_layer += norm_output(d, mlp_keep);                           // the norm's output for the MLP
-  per_layer += w * ff * ((gated ? 3 : 1) + keeps_input("down_proj"));  // gate, act, up; product
-  if (shape.sandwich_norms) per_layer += w * d + 4;                // the MLP's output into its norm
-  per_layer += lora_values;
+  const double per_layer = inv.policy_layer(shape, pass, torch_has_sdpa() && shape.attn_softcap == 0);
 
   const double layers = static_cast<double>(shape.n_layers);
   // Gradient checkpointing keeps each block's input, and one block's set while it runs again in
@@ -242,31 +272,17 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   e.activation_bytes = saturate(std::max(kept + head_kept + transient, end_of_backward));
 
   if (preference && c.ganpo.enabled) {
-    // Each critic (core/critic.cpp) scores 3 x batch rows in its own phase and keeps batch rows
-    // of the policy's latents through the policy's backward pass (its adversarial term, during
-    // which the head's gradients come). Per latent position: its input as the first product
-    // reads it, and per layer the norms' inputs, statistics and outputs, q k v, the heads'
-    // output and, with explicit attention, the probabilities (and their dropout), the MLP's two.
+    // Each critic scores 3 x batch rows in its own phase and keeps batch rows of the policy's
+    // latents through the policy's backward pass (its adversarial term, during which the head's
+    // gradients come).
     const GanpoConfig& g = c.ganpo;
     const double critic_params = 2.0 * static_cast<double>(critic_parameter_count(g, shape.d_model));
     const double positions = static_cast<double>(length);
-    const double h = static_cast<double>(g.critic_hidden), heads = static_cast<double>(g.critic_heads);
-    const double ffn = h * static_cast<double>(g.critic_ffn_mult);
     const bool critic_sdpa = torch_has_sdpa() && (c.device != "cpu" || g.critic_dropout == 0);
-    const auto per_position = [&](bool training) {
-      // Frozen (the adversarial term) a product keeps no input, the MLP only its first output.
-      double layer = 2 * (4 * h + 8) + 3 * h * w + ffn * w;
-      if (training) layer += 2 * norm_output(h, 1) + h * w + ffn * w;
-      if (critic_sdpa)
-        layer += h * w + 4 * heads;
-      else
-        layer += heads * positions * (4 + (training && g.critic_dropout > 0 ? 4 : 0));
-      return (training ? norm_output(d, 1) : 0) + static_cast<double>(g.critic_layers) * layer;
-    };
     // The CPU's two lanes run both critics' phases at once (one thread: one lane).
     const double lanes = c.device == "cpu" && c.train.num_threads != 1 ? 2 : 1;
-    const double phase = lanes * 3 * batch * positions * per_position(true);
-    const double adversarial = 2 * batch * positions * per_position(false);
+    const double phase = lanes * 3 * batch * positions * inv.critic_position(g, positions, d, true, critic_sdpa);
+    const double adversarial = 2 * batch * positions * inv.critic_position(g, positions, d, false, critic_sdpa);
     // The reference's latents, and with shared prompts the policy's copied to the plain layout.
     const double latents = 2 * batch * positions * 4 * d * (pass.shared ? 2 : 1);
     const double with_critics =
