@@ -53,7 +53,7 @@ public:
     const auto bytes = static_cast<int64_t>(n);
     {
       std::lock_guard<std::mutex> lock(blocks_mutex);
-      blocks().emplace(data, bytes);
+      blocks().insert_or_assign(data, bytes);
     }
     const int64_t now = allocated.fetch_add(bytes, std::memory_order_relaxed) + bytes;
     int64_t seen = peak.load(std::memory_order_relaxed);
@@ -72,9 +72,10 @@ public:
 void count_cpu_tensor_memory() {
   static std::once_flag once;
   std::call_once(once, [] {
-    static CountingCpuAllocator counting;
+    // Never destroyed: LibTorch calls it until the process ends (static destructors included).
+    static auto* counting = new CountingCpuAllocator;
     // Above the default allocator's registration (priority 0).
-    c10::SetCPUAllocator(&counting, /*priority=*/1);
+    c10::SetCPUAllocator(counting, /*priority=*/1);
     installed = true;
   });
 }

@@ -77,8 +77,11 @@ namespace {
 // query: full rows of T keys below 128 queries, else LibTorch 1.13's blocks of causal queries
 // (core/model/causal_lm.cpp: up to 4 blocks, block i seeing keys up to its own end).
 struct PolicyPass {
-  bool shared = false;  // each prompt run once (train.prefix_sharing)
+  bool shared = false;            // the policy runs each prompt once (train.prefix_sharing)
+  bool reference_shared = false;  // the reference does (also under gradient checkpointing)
   double tokens = 0, kv_tokens = 0, scored = 0, keys_per_query = 0;
+  double shared_kv_tokens = 0;    // keys and values of a shared pass (the reference's, when it shares)
+  double mask_entries = 0;        // the shared responses' additive mask, [2B, 1, R, P + R]
 };
 
 double explicit_keys(double past, double queries, bool softcap) {
@@ -94,14 +97,19 @@ PolicyPass policy_pass(const RunConfig& c, const ModelShape& shape) {
   const double P = std::min(static_cast<double>(std::max<int64_t>(c.data.max_prompt_length, 0)), std::max(T - 1, 0.0));
   const double R = T - P, rows = preference ? 2 * B : B;
   const bool softcap = shape.attn_softcap > 0;
-  // train.prefix_sharing as the trainer decides it for a batch of full-length rows.
-  const bool shared = preference && c.train.prefix_sharing && !c.train.gradient_checkpointing && P > 0 &&
+  // train.prefix_sharing as the trainer decides it for a batch of full-length rows; the policy
+  // keeps its plain pass under gradient checkpointing.
+  const bool shares = preference && c.train.prefix_sharing && P > 0 &&
                       !(c.ganpo.enabled && c.ganpo.critic_mask == "none") && B * P + 2 * B * R < 2 * B * T;
+  const bool shared = shares && !c.train.gradient_checkpointing;
   PolicyPass p;
   p.shared = shared;
+  p.reference_shared = shares;
+  p.shared_kv_tokens = B * P + 2 * B * (P + R);
+  p.mask_entries = shares ? 2 * B * R * (P + R) : 0;
   if (shared) {
     p.tokens = B * P + 2 * B * R;
-    p.kv_tokens = B * P + 2 * B * (P + R);
+    p.kv_tokens = p.shared_kv_tokens;
     p.scored = 2 * B * R + B;
     p.keys_per_query = (B * P * explicit_keys(0, P, softcap) + 2 * B * R * explicit_keys(P, R, softcap)) / p.tokens;
   } else {
@@ -116,7 +124,7 @@ PolicyPass policy_pass(const RunConfig& c, const ModelShape& shape) {
 // products' outputs (2 under bf16 autocast); the residual stream, the norms' scales and the
 // softmax stay float32.
 struct Inventory {
-  bool bf16 = false;
+  bool bf16 = false, gpu = false;  // gpu: a CUDA device ("cuda", "cuda:N")
   double w = 4;
   std::vector<std::string> lora_targets;  // empty: every weight trains
   double lora_r = 0;
@@ -147,11 +155,11 @@ struct Inventory {
     b += norm_output(d, qkv);                                  // the norm's output for q k v
     if (s.qk_norm) b += w * (dq + dkv) + 8 * H;               // q and k before their norms
     b += w * dq * (1 + 2 * kv_share);                          // q; k and v per head, per key
-    if (sdpa)
-      b += w * dq + 4 * H;                                     // the output, its log-sum-exp
-    else                                                       // the probabilities: float32,
-      b += H * pass.keys_per_query * (4 + (bf16 ? 2 : 0) + (softcap ? w : 0));  // bf16, tanh
-    b += w * dq * keeps_input("o_proj");                       // the heads' output for o_proj
+    if (sdpa)  // its output (a [B, T, H, hd] buffer, which o_proj reads as it is) and log-sum-exp
+      b += w * dq + 4 * H;
+    else       // the probabilities (float32, autocast's bf16 copy, the soft-cap's tanh), the
+               // heads' output as o_proj reads it
+      b += H * pass.keys_per_query * (4 + (bf16 ? 2 : 0) + (softcap ? w : 0)) + w * dq * keeps_input("o_proj");
     if (s.sandwich_norms) b += w * d + 4;                      // o_proj's output into its norm
     b += 4 * d + norm_scale;                                   // the residual, its norm's scale
     b += norm_output(d, up);                                   // the norm's output for the MLP
@@ -170,11 +178,12 @@ struct Inventory {
     const double h = static_cast<double>(g.critic_hidden), heads = static_cast<double>(g.critic_heads);
     const double ffn = h * static_cast<double>(g.critic_ffn_mult);
     double layer = 2 * (4 * h + 8) + 3 * h * w + ffn * w;
-    if (training) layer += 2 * norm_output(h, 1) + h * w + ffn * w;
-    if (sdpa)
+    if (training) layer += 2 * norm_output(h, 1) + ffn * w;
+    if (sdpa)  // the output, which the output product reads as it is
       layer += h * w + 4 * heads;
     else
-      layer += heads * positions * (4 + (training && g.critic_dropout > 0 ? 4 : 0));
+      layer += heads * positions * (4 + (training && g.critic_dropout > 0 ? 4 : 0)) + (training ? h * w : 0);
+    if (training && gpu && g.critic_dropout > 0) layer += 2 * h + ffn;  // CUDA dropout's masks, a byte each
     return (training ? norm_output(latent_width, 1) : 0) + static_cast<double>(g.critic_layers) * layer;
   }
 };
@@ -203,6 +212,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   Inventory inv;
   const bool bf16 = c.train.precision == "bf16", lora = e.lora_parameters > 0;
   inv.bf16 = bf16;
+  inv.gpu = c.device.rfind("cuda", 0) == 0;  // callers pass the resolved device for "auto"
   inv.w = bf16 ? 2 : 4;
   if (lora) inv.lora_targets = lora_target_modules(c.model.lora.target_modules);
   inv.lora_r = static_cast<double>(c.model.lora.r);
@@ -210,7 +220,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
   const double norm_scale = shape.norm == NormKind::layer_norm ? 8 : 4;
   const PolicyPass pass = policy_pass(c, shape);
-  const double per_layer = inv.policy_layer(shape, pass, torch_has_sdpa() && shape.attn_softcap == 0);
+  const bool sdpa = torch_has_sdpa() && shape.attn_softcap == 0;
+  const double per_layer = inv.policy_layer(shape, pass, sdpa);
 
   const double layers = static_cast<double>(shape.n_layers);
   // Gradient checkpointing keeps each block's input, and one block's set while it runs again in
@@ -222,7 +233,10 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // gradient checkpointing.
   const double vocab = static_cast<double>(shape.vocab_size);
   const double block_params = std::max(0.0, params - vocab * d * (shape.tie_embeddings ? 1 : 2));
-  if (bf16) kept += 2 * block_params / (c.train.gradient_checkpointing ? layers : 1);
+  if (bf16) kept += 2 * block_params / (c.train.gradient_checkpointing ? std::max(layers, 1.0) : 1);
+  // The shared responses' additive mask, kept once in float32; under autocast
+  // scaled_dot_product_attention keeps a bf16 copy of its own in every layer.
+  if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * layers : 4);
   // After the blocks: the last block's output and the final norm's (the latents, the head's input).
   kept += pass.tokens * (4 * d + norm_scale + 4 * d);
 
@@ -241,7 +255,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   double head_kept = 0, head_backward = 0, reference_head = 0;
   if (chunked) {
     const double rows =
-        std::min(pass.scored, static_cast<double>(chunked_logps_rows(shape.vocab_size, c.device != "cpu")));
+        std::min(pass.scored, static_cast<double>(chunked_logps_rows(shape.vocab_size, inv.gpu)));
     head_kept = pass.scored * (4 * d + 8);
     head_backward = rows * vocab * ((bf16 ? 10 : 8) + (shape.final_softcap > 0 ? 6 : 0)) + (bf16 ? vocab * d * 2 : 0) +
                     (bf16 && head_trained ? vocab * (d * 2 + rows * 4 * 2) : 0);
@@ -258,7 +272,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const bool reference_runs = preference && (!c.train.precompute_ref_log_probs || c.ganpo.enabled);
   double reference = 0;
   if (reference_runs) {
-    reference = pass.shared ? pass.kv_tokens * dkv * (4 + w) * layers : pass.tokens * (8 * d + 3 * w * ff);
+    reference = pass.reference_shared ? pass.shared_kv_tokens * dkv * (4 + w) * layers
+                                      : pass.tokens * (8 * d + 3 * w * ff);
     if (!c.train.precompute_ref_log_probs) reference += reference_head;
   }
   // The head's weight gradient, float32 [V, d]: with tied embeddings it waits through the whole
@@ -268,7 +283,13 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double head_weight_grad = head_trained ? vocab * d * 4 : 0;
   const double backward = head_weight_grad + std::max(head_backward, recompute);
   const double end_of_backward = head_weight_grad * (shape.tie_embeddings ? 3 : 1);
-  const double transient = std::max(reference, backward);
+  // The policy's own key/value cache of a shared pass lives until its forward pass ends: the keys
+  // as float32 after RoPE and, with grouped queries, the values, beside the per-head copies
+  // attention keeps (under float32 without grouped queries, they are the same tensors).
+  const bool grouped = shape.n_kv_heads != shape.n_heads;
+  const double policy_cache =
+      pass.shared ? pass.shared_kv_tokens * layers * dkv * ((bf16 || grouped ? 4 : 0) + (grouped ? w : 0)) : 0;
+  const double transient = std::max({policy_cache, reference, backward});
   e.activation_bytes = saturate(std::max(kept + head_kept + transient, end_of_backward));
 
   if (preference && c.ganpo.enabled) {
@@ -278,15 +299,15 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
     const GanpoConfig& g = c.ganpo;
     const double critic_params = 2.0 * static_cast<double>(critic_parameter_count(g, shape.d_model));
     const double positions = static_cast<double>(length);
-    const bool critic_sdpa = torch_has_sdpa() && (c.device != "cpu" || g.critic_dropout == 0);
+    const bool critic_sdpa = torch_has_sdpa() && (inv.gpu || g.critic_dropout == 0);
     // The CPU's two lanes run both critics' phases at once (one thread: one lane).
-    const double lanes = c.device == "cpu" && c.train.num_threads != 1 ? 2 : 1;
+    const double lanes = !inv.gpu && c.train.num_threads != 1 ? 2 : 1;
     const double phase = lanes * 3 * batch * positions * inv.critic_position(g, positions, d, true, critic_sdpa);
     const double adversarial = 2 * batch * positions * inv.critic_position(g, positions, d, false, critic_sdpa);
     // The reference's latents, and with shared prompts the policy's copied to the plain layout.
     const double latents = 2 * batch * positions * 4 * d * (pass.shared ? 2 : 1);
     const double with_critics =
-        std::max(kept + head_kept + std::max({reference, phase, adversarial + backward}) + latents, end_of_backward);
+        std::max(kept + head_kept + std::max({policy_cache, reference, phase, adversarial + backward}) + latents, end_of_backward);
     e.critic_bytes = saturate(critic_params * 16 + with_critics - static_cast<double>(e.activation_bytes));
   }
 

@@ -2,7 +2,8 @@
 // New Run dialog to show before anything is launched. `ganpo bench` prints it beside the peak it
 // measures: the CUDA allocator's on a GPU, the live CPU tensors' (core/cpu_tensor_memory.h) on
 // the CPU, where tests/core/memory_estimate_measured_test.cpp holds it within 15 % of that peak
-// for each layout below.
+// in float32 for the layouts it trains (LibTorch 1.13 and 2.x). bf16 autocast and the CUDA
+// kernels are counted from what they keep; only a GPU measures them (packaging/gpu-bench-table.sh).
 //
 // Counted, in bytes:
 //   weights      policy parameters: 4 bytes each (float32 master weights in either precision),
@@ -34,7 +35,8 @@
 // and values for shared prompts, its head), each critic's phase, or the adversarial term's
 // critic activations through the policy's backward pass; at the end of the backward pass, the
 // embedding's dense gradient.
-// Not counted: the CUDA context and allocator slack, the tokenized dataset, small tensors.
+// Callers pass the resolved device ("auto" counts as the CPU). Not counted: the CUDA context and
+// allocator slack, the tokenized dataset, small tensors, LoRA dropout's input copies.
 #pragma once
 
 #include <cstdint>

@@ -435,7 +435,9 @@ struct Trainer::State {
     } catch (const std::exception&) {
       return;  // not a folder with a config.json (a PEFT adapter folder): loading says what it is
     }
-    const MemoryEstimate estimate = estimate_training_memory(config, shape);
+    RunConfig on_device = config;
+    on_device.device = device.str();  // "auto" resolved
+    const MemoryEstimate estimate = estimate_training_memory(on_device, shape);
     std::string warning;
     if (device.is_cuda()) {
       warning = memory_shortfall_warning(estimate, 1, gpu_memory_bytes, device_label);  // read by describe_gpu()

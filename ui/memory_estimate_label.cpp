@@ -70,8 +70,12 @@ MemoryEstimateLabel::DeviceMemory MemoryEstimateLabel::deviceMemory(const RunCon
 
 void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
   const std::optional<ModelShape> from_checkpoint = checkpointShape(config.model.checkpoint);
-  const MemoryEstimate e = from_checkpoint ? estimate_training_memory(config, *from_checkpoint)
-                                           : estimate_training_memory(config);
+  const DeviceMemory device = deviceMemory(config);
+  // "auto" is the GPU where one is found here, else the CPU, as the run will resolve it.
+  RunConfig on_device = config;
+  if (on_device.device == "auto") on_device.device = gpus_.count(0) && gpus_[0] ? "cuda" : "cpu";
+  const MemoryEstimate e = from_checkpoint ? estimate_training_memory(on_device, *from_checkpoint)
+                                           : estimate_training_memory(on_device);
   QString text = tr("Model: %1 parameters. Estimated training memory: %2 (weights, gradients and AdamW %3, "
                     "reference %4, critics %5, activations %6)")
                      .arg(format_count(e.parameters), format_bytes(e.total_bytes),
@@ -87,7 +91,6 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                      QStringLiteral(" %"));
   if (!from_checkpoint && !config.model.checkpoint.empty())
     text += tr(". The checkpoint's config.json was not found: shape from these fields, byte vocabulary");
-  const DeviceMemory device = deviceMemory(config);
   const bool short_of_memory = !memory_shortfall_warning(e, device.processes, device.bytes, device.where).empty();
   if (short_of_memory)
     text += tr(". More than the %1 of %2%3: the run is likely to be killed or to run out of memory (a smaller "

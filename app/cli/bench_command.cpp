@@ -78,7 +78,8 @@ bool reset_peak_rss() {
 }
 
 // The memory estimate of the New Run dialog for this config, with the model folder's own shape.
-MemoryEstimate estimate_of(const RunConfig& config) {
+MemoryEstimate estimate_of(RunConfig config) {
+  config.device = resolve_device(config.device);
   if (config.model.checkpoint.empty()) return estimate_training_memory(config);
   const std::string path = config.model.checkpoint + "/config.json";
   std::ifstream in(path);

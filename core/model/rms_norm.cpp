@@ -4,8 +4,10 @@ namespace ganpo {
 namespace {
 
 // The norm's factors in the written-out form's order, so the forward values are the same bits.
-torch::Tensor row_scale(const torch::Tensor& x, double eps) {  // [..., 1] float32
-  return torch::rsqrt(x.to(torch::kFloat32).pow(2).mean(-1, true) + eps);
+torch::ScalarType compute_type(const torch::Tensor& x) { return c10::promoteTypes(x.scalar_type(), torch::kFloat32); }
+
+torch::Tensor row_scale(const torch::Tensor& x, double eps) {  // [..., 1], float32 or wider
+  return torch::rsqrt(x.to(compute_type(x)).pow(2).mean(-1, true) + eps);
 }
 
 struct RmsNorm : torch::autograd::Function<RmsNorm> {
@@ -25,7 +27,7 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
     const auto &x = saved[0], &weight = saved[1], &r = saved[2];
     const bool plus_one = ctx->saved_data["plus_one"].toBool();
     const auto& dy = grad_out[0];                           // [..., d]
-    const auto n = x.to(torch::kFloat32) * r;               // [..., d], as in the forward pass
+    const auto n = x.to(compute_type(x)) * r;               // [..., d], as in the forward pass
     torch::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
       auto gn = dy * (plus_one ? 1.0 + weight : weight);    // [..., d]

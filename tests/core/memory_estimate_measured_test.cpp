@@ -150,6 +150,14 @@ TEST_F(EstimateAgainstPeak, GradientCheckpointingWithoutSharedPrompts) {
   expect_close(c);
 }
 
+// The policy keeps its plain pass under gradient checkpointing; the reference still shares.
+TEST_F(EstimateAgainstPeak, GradientCheckpointingWithSharedPromptsForTheReference) {
+  RunConfig c = config();
+  c.train.gradient_checkpointing = true;
+  c.ganpo.enabled = true;
+  expect_close(c);
+}
+
 // A vocabulary of 8192 entries on a 64-wide model: the output head's logits and its weight's
 // gradient are most of the step, in full and through the chunked head.
 TEST_F(EstimateAgainstPeak, ALargeVocabularyInFullAndChunked) {

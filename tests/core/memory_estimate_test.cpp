@@ -50,12 +50,13 @@ TEST(MemoryEstimate, TinyPresetMatchesHandComputation) {
   // per token and layer in bytes: the block's input and its norm's scale 516, the norm's output
   // 512, q k v 3 x 512, the heads' output 512, the residual and its scale 516, the MLP norm's
   // output 512, the MLP's gate, act(gate), up and product 4 x 384 x 4 = 6144: 10248, plus the
-  // attention: with scaled_dot_product_attention its output and log-sum-exp, 512 + 16; without,
-  // the probabilities of 4 heads over 200 x (3 + 1) / 6 keys in 3 blocks of queries, 4 bytes each.
+  // attention: with scaled_dot_product_attention its log-sum-exp, 16 (its output is the buffer
+  // o_proj reads); without, the probabilities of 4 heads over 200 x (3 + 1) / 6 keys in 3 blocks
+  // of queries, 4 bytes each.
   c.train.prefix_sharing = false;
   c.ganpo.enabled = false;
   const MemoryEstimate plain = estimate_training_memory(c);
-  const double attention = torch_has_sdpa() ? 528 : 4 * (200.0 * 4 / 6) * 4;
+  const double attention = torch_has_sdpa() ? 16 : 4 * (200.0 * 4 / 6) * 4;
   const double kept = 6400 * (4 * (10248 + attention) + 512 + 4 + 512);  // 4 layers; after them, the
                                                                           // last output and the norm's
   // The head over 32 x 101 scored positions keeps its logits (4 bytes an entry). Of the
@@ -175,7 +176,9 @@ TEST(MemoryEstimate, GrowsLinearlyWithBatchInActivations) {
   const MemoryEstimate one = estimate_training_memory(c);
   c.train.per_device_train_batch_size *= 2;
   const MemoryEstimate two = estimate_training_memory(c);
-  EXPECT_EQ(two.activation_bytes, 2 * one.activation_bytes);
+  // Nearly: the head's weight gradient and the weights' bf16 copies do not grow with the batch.
+  EXPECT_LE(two.activation_bytes, 2 * one.activation_bytes);
+  EXPECT_GT(two.activation_bytes, 1.9 * static_cast<double>(one.activation_bytes));
   EXPECT_EQ(two.weights_bytes, one.weights_bytes);
 }
 
