@@ -100,10 +100,12 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
 }
 
 // Gradient checkpointing keeps each block's input (d_model float32 values per token and layer),
-// and one block's full set while it runs again: a layer more costs only its input.
+// and one block's full set while it runs again: a layer more costs only its input (without
+// shared prompts, whose reference pass holds every layer's keys and values).
 TEST(MemoryEstimate, GradientCheckpointingKeepsTheBlockInputsAndOneBlock) {
   RunConfig c = tiny_demo_config();
   c.ganpo.enabled = false;
+  c.train.prefix_sharing = false;
   c.train.gradient_checkpointing = true;
   const MemoryEstimate four = estimate_training_memory(c);
   c.model.n_layers = 8;
