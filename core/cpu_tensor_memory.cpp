@@ -40,8 +40,10 @@ void release(void* data) {
 
 // LibTorch 2.3 made allocate() non-const and added copy_data().
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define GANPO_ALLOCATOR_API_2_3 1
 #define GANPO_ALLOCATE_CONST
 #else
+#define GANPO_ALLOCATOR_API_2_3 0
 #define GANPO_ALLOCATE_CONST const
 #endif
 
@@ -62,7 +64,7 @@ public:
     return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#if GANPO_ALLOCATOR_API_2_3
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 #endif
 };

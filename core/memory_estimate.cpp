@@ -84,6 +84,9 @@ struct PolicyPass {
   double mask_entries = 0;        // the shared responses' additive mask, [2B, 1, R, P + R]
 };
 
+// A norm's statistics per token, float32: LayerNorm's mean and 1/std, RMSNorm's 1/rms.
+double norm_scale_bytes(const ModelShape& s) { return s.norm == NormKind::layer_norm ? 8 : 4; }
+
 double explicit_keys(double past, double queries, bool softcap) {
   if (softcap || queries < 128) return past + queries;
   const double blocks = std::min(4.0, std::floor(queries / 64));
@@ -147,7 +150,7 @@ struct Inventory {
     const double H = static_cast<double>(s.n_heads), dq = H * static_cast<double>(s.head_size());
     const double dkv = static_cast<double>(s.n_kv_heads * s.head_size());
     const bool gated = s.mlp != MlpKind::gelu_tanh, softcap = s.attn_softcap > 0;
-    const double norm_scale = s.norm == NormKind::layer_norm ? 8 : 4;  // mean and 1/std, or 1/rms
+    const double norm_scale = norm_scale_bytes(s);
     const double qkv = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
     const double up = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
     const double kv_share = pass.tokens > 0 ? pass.kv_tokens / pass.tokens : 1;
@@ -218,7 +221,6 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   inv.lora_r = static_cast<double>(c.model.lora.r);
   const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
-  const double norm_scale = shape.norm == NormKind::layer_norm ? 8 : 4;
   const PolicyPass pass = policy_pass(c, shape);
   const bool sdpa = torch_has_sdpa() && shape.attn_softcap == 0;
   const double per_layer = inv.policy_layer(shape, pass, sdpa);
@@ -238,7 +240,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // scaled_dot_product_attention keeps a bf16 copy of its own in every layer.
   if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * layers : 4);
   // After the blocks: the last block's output and the final norm's (the latents, the head's input).
-  kept += pass.tokens * (4 * d + norm_scale + 4 * d);
+  kept += pass.tokens * (4 * d + norm_scale_bytes(shape) + 4 * d);
 
   // The output head over the scored positions. In full it keeps the logits (float32; bf16 and
   // a float32 copy under autocast, with the bf16 copy of its input), which the log-sum-exp of
