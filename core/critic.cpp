@@ -152,6 +152,14 @@ torch::Tensor LatentCriticImpl::forward(const torch::Tensor& latents, const torc
   return scores.to(c10::promoteTypes(scores.scalar_type(), torch::kFloat32));
 }
 
+CriticMasks critic_masks(const std::string& mode, const SequenceBatch& rows, int64_t pairs) {
+  if (mode == "none") return {};
+  const bool padded = rows.tokens < rows.input_ids.numel();
+  if (mode == "attention" && !padded) return {};
+  const auto& m = mode == "response" ? rows.response_mask : rows.attention_mask;
+  return {m.slice(0, 0, pairs), m.slice(0, pairs)};
+}
+
 torch::Tensor bce_with_target(const torch::Tensor& z, bool target) {
   return target ? torch::softplus(-z).mean() : torch::softplus(z).mean();
 }

@@ -13,6 +13,7 @@
 #include <map>
 #include <string>
 
+#include "core/batching.h"
 #include "core/config.h"
 #include "core/parallel_lanes.h"
 
@@ -74,6 +75,18 @@ struct LatentSets {
   torch::Tensor chosen_mask;       // [B, T] critic mask for chosen rows (undefined = all)
   torch::Tensor rejected_mask;     // [B, T]
 };
+
+// The critics' row masks of a preference batch ([chosen; rejected], `pairs` rows each) under
+// ganpo.critic_mask: "none" reads every position, padding included; "attention" the rows' real
+// tokens; "response" their response tokens. Undefined (every position) for "none", and for
+// "attention" when no row is padded: the critics then score the same (an all-ones mask changes
+// nothing) without a key mask, which on CUDA lets scaled_dot_product_attention take its flash
+// kernel (it takes no mask). Known from the host's token count: no device read.
+struct CriticMasks {
+  torch::Tensor chosen;    // [B, T] or undefined
+  torch::Tensor rejected;  // [B, T] or undefined
+};
+CriticMasks critic_masks(const std::string& mode, const SequenceBatch& rows, int64_t pairs);
 
 // One critic's half of the critic phase: D_w on (A, B, P_w) or D_l on (B, A, P_l).
 enum class CriticSide { Chosen, Rejected };

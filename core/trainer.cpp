@@ -935,12 +935,9 @@ struct Trainer::State {
       sets.ref_rejected = ref_out.hidden.slice(0, B);
       sets.policy_chosen = out.hidden.slice(0, 0, B);
       sets.policy_rejected = out.hidden.slice(0, B);
-      const auto& mode = config.ganpo.critic_mask;
-      if (mode != "none") {
-        const auto& m = mode == "response" ? s.response_mask : s.attention_mask;
-        sets.chosen_mask = m.slice(0, 0, B);
-        sets.rejected_mask = m.slice(0, B);
-      }
+      auto masks = critic_masks(config.ganpo.critic_mask, s, B);
+      sets.chosen_mask = masks.chosen;
+      sets.rejected_mask = masks.rejected;
       // 3. Critic phase on detached latents, with its backward: D_w and D_l on two lanes.
       const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
       auto critic = regularizer->critic_phase_backward(sets, critic_scale, lanes());

@@ -135,6 +135,7 @@ if not os.path.exists(sys.argv[2]):  # --no-eager
         peak = f", CUDA peak {c['cuda_peak_bytes'] / 2**20:.0f} MiB" if c["cuda_peak_bytes"] >= 0 else ""
         print(f"{label}: {c['median_step_time_s']:.3f} s ({c['min_step_time_s']:.3f}), {c['tokens_per_s']:.0f} tokens/s{mfu}, "
               f"memory estimate {c['memory_estimate_bytes'] / 2**20:.0f} MiB{peak}")
+    print(f"GANPO / DPO step-time ratio {cpp['step_time_ratio']:.3f}, model FLOPs ratio {cpp['model_flops_ratio']:.3f}")
     sys.exit(0)
 eager = json.load(open(sys.argv[2]))
 preset, batch, T, threads = sys.argv[3:7]
@@ -154,5 +155,6 @@ for key, label in (("ganpo_off", "DPO"), ("ganpo_on", "DPO + GANPO")):
           f"CUDA peak {mib(e.get('cuda_peak_bytes'))}")
 r = lambda d, f: d["ganpo_on"][f] / d["ganpo_off"][f]
 print(f"GANPO / DPO step-time ratio of medians (fastest): ganpo bench {r(cpp, 'median_step_time_s'):.3f} "
-      f"({r(cpp, 'min_step_time_s'):.3f}), eager {r(eager, 'median_step_time_s'):.3f} ({r(eager, 'min_step_time_s'):.3f})")
+      f"({r(cpp, 'min_step_time_s'):.3f}), eager {r(eager, 'median_step_time_s'):.3f} ({r(eager, 'min_step_time_s'):.3f}); "
+      f"model FLOPs ratio of ganpo bench's step {cpp['model_flops_ratio']:.3f} (the critics' matrix products)")
 EOF

@@ -155,7 +155,8 @@ for line in rows:
                       f"{mib(e.get('cuda_peak_bytes'))}") if e else "- | - | -"
         print(f"| {n} {label} | {step} | {c['median_step_time_s']:.3f} ({c['min_step_time_s']:.3f}) | {c['tokens_per_s']:.0f} | "
               f"{mfu} | {mib(c['memory_estimate_bytes'])} | {mib(c['cuda_peak_bytes'])} | {eager_cols} |")
-    print(f"| {n} {label} | GANPO / DPO | {cpp['step_time_ratio']:.3f} | | | | | "
+    # Beside the step-time ratio, the model FLOPs ratio: what the critics' products add by count.
+    print(f"| {n} {label} | GANPO / DPO | {cpp['step_time_ratio']:.3f} (model FLOPs {cpp.get('model_flops_ratio', 0):.3f}) | | | | | "
           + (f"{eager['ganpo_on']['median_step_time_s'] / eager['ganpo_off']['median_step_time_s']:.3f}" if eager else "-")
           + " | | |")
 EOF

@@ -34,12 +34,14 @@ public:
     step_times.push_back(m.at("step_time_s"));
     tokens_per_s.push_back(m.at("tokens_per_s"));
     model_tflops.push_back(m.at("model_tflops"));
+    // Each log line covers one step (logging_steps = 1): FLOP/s x seconds is the step's FLOPs.
+    model_tflop_per_step.push_back(m.at("model_tflops") * m.at("step_time_s"));
     if (m.count("mfu")) mfu.push_back(m.at("mfu"));
     // The allocator's peak restarts at each log line, so the run's peak is the largest.
     if (m.count("memory/cuda_peak_mb")) cuda_peak_mb = std::max(cuda_peak_mb, m.at("memory/cuda_peak_mb"));
     if (m.count("memory/cpu_tensor_peak_mb")) cpu_tensor_peak_mb = std::max(cpu_tensor_peak_mb, m.at("memory/cpu_tensor_peak_mb"));
   }
-  std::vector<double> step_times, tokens_per_s, model_tflops, mfu;
+  std::vector<double> step_times, tokens_per_s, model_tflops, model_tflop_per_step, mfu;
   double cuda_peak_mb = -1, cpu_tensor_peak_mb = -1;
   std::string cpu_threads;  // the trainer's CPU plan; empty on CUDA
 };
@@ -53,6 +55,7 @@ double median(std::vector<double> v) {
 
 struct Figures {
   double step_time_s = 0, tokens_per_s = 0, model_tflops = 0;  // medians over the measured steps
+  double model_tflop_per_step = 0;  // the model FLOPs of a step (core/model_flops.h), median
   double min_step_time_s = 0;  // the fastest step: on a shared machine the figure that repeats best
   double mfu = -1;                     // -1: the device's peak is unknown (CPUs)
   int64_t cuda_peak_bytes = -1;        // -1: not a CUDA run
@@ -105,12 +108,14 @@ Figures measure(RunConfig config, int64_t steps) {
   times.step_times.erase(times.step_times.begin(), times.step_times.begin() + kWarmupSteps);
   times.tokens_per_s.erase(times.tokens_per_s.begin(), times.tokens_per_s.begin() + kWarmupSteps);
   times.model_tflops.erase(times.model_tflops.begin(), times.model_tflops.begin() + kWarmupSteps);
+  times.model_tflop_per_step.erase(times.model_tflop_per_step.begin(), times.model_tflop_per_step.begin() + kWarmupSteps);
   if (!times.mfu.empty()) times.mfu.erase(times.mfu.begin(), times.mfu.begin() + kWarmupSteps);
   Figures f;
   f.step_time_s = median(times.step_times);
   if (!times.step_times.empty()) f.min_step_time_s = *std::min_element(times.step_times.begin(), times.step_times.end());
   f.tokens_per_s = median(times.tokens_per_s);
   f.model_tflops = median(times.model_tflops);
+  f.model_tflop_per_step = median(times.model_tflop_per_step);
   if (!times.mfu.empty()) f.mfu = median(times.mfu);
   f.cpu_threads = times.cpu_threads;
   f.peak_rss_growth_bytes = peak_reset && peak >= 0 && rss_before >= 0 ? peak - rss_before : -1;
@@ -148,6 +153,7 @@ int bench_command(const BenchArgs& args) {
                           {"min_step_time_s", f.min_step_time_s},
                           {"tokens_per_s", f.tokens_per_s},
                           {"model_tflops", f.model_tflops},
+                          {"model_tflop_per_step", f.model_tflop_per_step},
                           {"mfu", f.mfu},
                           {"memory_estimate_bytes", estimate_of(c).total_bytes},
                           {"peak_rss_growth_bytes", f.peak_rss_growth_bytes},
@@ -166,6 +172,9 @@ int bench_command(const BenchArgs& args) {
     auto on = measure(config, args.steps);
     report["ganpo_on"] = figures(on, config);
     report["step_time_ratio"] = off.step_time_s > 0 ? on.step_time_s / off.step_time_s : 0.0;
+    // What the critics' matrix products add to the step by count: the step-time ratio's floor
+    // where the critics run at the policy's FLOP rate.
+    report["model_flops_ratio"] = off.model_tflop_per_step > 0 ? on.model_tflop_per_step / off.model_tflop_per_step : 0.0;
     report["cpu_threads"] = on.cpu_threads;
   }
   if (args.json) {
@@ -193,7 +202,8 @@ int bench_command(const BenchArgs& args) {
     std::printf("\n");
   }
   if (report.contains("step_time_ratio"))
-    std::printf("  GANPO / base step-time ratio: %.3f\n", report["step_time_ratio"].get<double>());
+    std::printf("  GANPO / base step-time ratio: %.3f (model FLOPs ratio %.3f: the critics' matrix products)\n",
+                report["step_time_ratio"].get<double>(), report["model_flops_ratio"].get<double>());
   return 0;
 }
 

@@ -216,6 +216,36 @@ TEST(CriticLatentCritic, TooLongSequenceThrows) {
   EXPECT_THROW(critic->forward(torch::randn({1, 33, 8}), torch::Tensor()), Error);
 }
 
+// ---- critic_masks ---------------------------------------------------------------------------
+
+TEST(CriticMasks, AnUnpaddedBatchNeedsNoMaskUnderAttentionButKeepsItsResponseMask) {
+  // Every row 6 tokens long: prompt 3 + response 3 on both sides.
+  TokenizedPair a{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}};
+  TokenizedPair b{{1, 3, 2}, {6, 5, 4}, {9, 8, 7}};
+  const auto batch = collate_pairs({&a, &b}, 0, torch::kCPU);
+  const auto& rows = batch.sequences;
+  EXPECT_FALSE(critic_masks("attention", rows, 2).chosen.defined());
+  EXPECT_FALSE(critic_masks("attention", rows, 2).rejected.defined());
+  EXPECT_FALSE(critic_masks("none", rows, 2).chosen.defined());
+  const auto response = critic_masks("response", rows, 2);
+  ASSERT_TRUE(response.chosen.defined());
+  EXPECT_TRUE(torch::equal(response.chosen, rows.response_mask.slice(0, 0, 2)));
+  EXPECT_TRUE(torch::equal(response.rejected, rows.response_mask.slice(0, 2)));
+}
+
+TEST(CriticMasks, OnePaddedRowGivesEveryRowItsAttentionMask) {
+  TokenizedPair a{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}};
+  TokenizedPair b{{1, 3, 2}, {6, 5, 4}, {9, 8}};  // one rejected response a token shorter
+  const auto batch = collate_pairs({&a, &b}, 0, torch::kCPU);
+  const auto& rows = batch.sequences;
+  const auto masks = critic_masks("attention", rows, 2);
+  ASSERT_TRUE(masks.chosen.defined());
+  EXPECT_TRUE(torch::equal(masks.chosen, rows.attention_mask.slice(0, 0, 2)));
+  EXPECT_TRUE(torch::equal(masks.rejected, rows.attention_mask.slice(0, 2)));
+  EXPECT_EQ(masks.rejected[1].sum().item<double>(), 5.0);
+  EXPECT_FALSE(critic_masks("none", rows, 2).rejected.defined());
+}
+
 TEST(CriticBce, SoftplusByHand) {
   auto z = torch::tensor({-1.0, 0.5, 2.0}, torch::kFloat64);
   const double one = (softplus(1.0) + softplus(-0.5) + softplus(-2.0)) / 3.0;

@@ -592,10 +592,12 @@ TEST_F(TrainerTest, ChunkedLogpsTrainsTheSameRun) {
   ASSERT_EQ(a.status, "completed") << a.message;
   ASSERT_EQ(b.status, "completed") << b.message;
   for (int64_t step = 1; step <= 3; ++step)
-    for (const auto& [k, v] : a_obs.metrics.at(step))
+    for (const auto& [k, v] : a_obs.metrics.at(step)) {
       if (k.rfind("loss", 0) == 0 || k.rfind("adv/", 0) == 0 || k.rfind("rewards/", 0) == 0 ||
-          k.rfind("critic/", 0) == 0 || k == "grad_norm")
+          k.rfind("critic/", 0) == 0 || k == "grad_norm") {
         EXPECT_NEAR(b_obs.metrics.at(step).at(k), v, 1e-4) << k << " at step " << step;
+      }
+    }
   ASSERT_FALSE(a_obs.evals.empty());
   for (const auto& [k, v] : a_obs.evals.rbegin()->second) EXPECT_NEAR(b_obs.evals.rbegin()->second.at(k), v, 1e-4) << k;
 }
