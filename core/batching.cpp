@@ -1,5 +1,6 @@
 #include "core/batching.h"
 
+#include <algorithm>
 #include <random>
 
 #include "core/error.h"
@@ -167,5 +168,29 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
   for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
   return order;
 }
+
+std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, int64_t step_rows, uint64_t seed,
+                                          int64_t epoch) {
+  const auto n = static_cast<int64_t>(lengths.size());
+  auto order = epoch_order(n, seed, epoch);
+  if (n == 0) return order;
+  step_rows = std::max<int64_t>(1, step_rows);
+  const int64_t mega = std::max<int64_t>(1, std::min<int64_t>(n / (4 * step_rows), 50)) * step_rows;
+  auto length = [&](int64_t row) { return lengths[static_cast<size_t>(row)]; };
+  size_t longest_group = 0;
+  for (int64_t start = 0; start < n; start += mega) {
+    const auto first = order.begin() + start, last = order.begin() + std::min(n, start + mega);
+    std::stable_sort(first, last, [&](int64_t a, int64_t b) { return length(a) > length(b); });
+    if (length(*first) > length(order[longest_group])) longest_group = static_cast<size_t>(start);
+  }
+  std::swap(order[0], order[longest_group]);
+  return order;
+}
+
+int64_t row_length(const TokenizedPair& p) {
+  return static_cast<int64_t>(p.prompt.size() + std::max(p.chosen.size(), p.rejected.size()));
+}
+
+int64_t row_length(const TokenizedSft& r) { return static_cast<int64_t>(r.prompt.size() + r.completion.size()); }
 
 }  // namespace ganpo

@@ -85,4 +85,16 @@ SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t 
 // Deterministic epoch order: a permutation of [0, n) from (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
+// train.group_by_length, as transformers' LengthGroupedSampler orders an epoch: epoch_order's
+// permutation cut into mega-batches of min(n / (4 step_rows), 50) (at least 1) x step_rows rows,
+// each sorted by length, longest first (ties keep the shuffled order), and the epoch's longest
+// row swapped into the first place. step_rows: the rows of one optimizer step (batch x
+// processes x accumulation), so consecutive micro-batches take rows of similar length.
+std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, int64_t step_rows, uint64_t seed,
+                                          int64_t epoch);
+
+// A row's padded length in a batch: prompt + its longer response (a pair), prompt + completion.
+int64_t row_length(const TokenizedPair& pair);
+int64_t row_length(const TokenizedSft& row);
+
 }  // namespace ganpo

@@ -127,6 +127,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, precompute_ref_log_probs),
       GANPO_FIELD(train, chunked_logps),
       GANPO_FIELD(train, prefix_sharing),
+      GANPO_FIELD(train, group_by_length),
       GANPO_FIELD(train, logging_steps),
       GANPO_FIELD(train, eval_steps),
       GANPO_FIELD(train, save_steps),

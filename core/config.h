@@ -125,6 +125,11 @@ struct TrainConfig {
   // whose longest prompt plus longest response exceeds the model's positions); the policy keeps
   // the plain pass under gradient checkpointing. Held-out evaluations share the same way.
   bool prefix_sharing = true;
+  // transformers' group_by_length: each epoch's shuffled order is cut into mega-batches of up to
+  // 50 optimizer steps' rows, each sorted longest first, so a batch's rows have similar lengths
+  // and little padding; the longest row of the epoch comes first (a run that does not fit fails
+  // at once). The same order for a seed, so resume is exact. Off: plain shuffling.
+  bool group_by_length = false;
   // Response log-probs without the [tokens, vocabulary] logits (core/chunked_logps.h): the
   // output head and log-softmax run over chunks of positions and the backward pass recomputes
   // each chunk, so the head's memory no longer grows with batch x length x vocabulary, for one

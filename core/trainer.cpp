@@ -245,6 +245,20 @@ struct Trainer::State {
   State(RunConfig c, RunObserver& o, TrainerOptions opt)
       : config(std::move(c)), observer(o), options(std::move(opt)) {}
 
+  // The rows of an epoch in the order the steps take them: shuffled from the seed, or grouped by
+  // length (train.group_by_length; an optimizer step takes batch x processes x accumulation rows).
+  std::vector<int64_t> epoch_rows(int64_t e) const {
+    const auto seed = static_cast<uint64_t>(config.seed);
+    if (!config.train.group_by_length) return epoch_order(train_size(), seed, e);
+    std::vector<int64_t> lengths;
+    if (preference)
+      for (const auto& p : train_pairs) lengths.push_back(row_length(p));
+    else
+      for (const auto& r : train_sft) lengths.push_back(row_length(r));
+    const int64_t step_rows =
+        config.train.per_device_train_batch_size * world() * config.train.gradient_accumulation_steps;
+    return length_grouped_order(lengths, step_rows, seed, e);
+  }
   int64_t train_size() const {
     return static_cast<int64_t>(preference ? train_pairs.size() : train_sft.size());
   }
@@ -307,7 +321,7 @@ struct Trainer::State {
     if (regularizer)
       critic_optimizer = adamw(regularizer->critic_parameters(),
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
-    order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
+    order = epoch_rows(epoch);
     if (!options.resume_from.empty()) resume(options.resume_from);
     if (dp) start_data_parallel();
   }
@@ -773,7 +787,7 @@ struct Trainer::State {
       if (cursor >= static_cast<int64_t>(order.size())) {
         ++epoch;
         cursor = 0;
-        order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
+        order = epoch_rows(epoch);
       }
       const int64_t row = order[static_cast<size_t>(cursor++)];
       if (i >= first && i < first + B) idx.push_back(row);
@@ -1565,13 +1579,15 @@ struct Trainer::State {
                          std::to_string(world()) + ": the global batch changes from " +
                          std::to_string(saved_world * config.train.per_device_train_batch_size) + " to " +
                          std::to_string(world() * config.train.per_device_train_batch_size) +
-                         " rows per step from here on (the data order is kept)" +
+                         " rows per step from here on (" +
+                         (config.train.group_by_length ? "the rows grouped by length for that batch"
+                                                       : "the data order is kept") + ")" +
                          (world() > saved_world ? ", and ranks " + std::to_string(saved_world) + " and up start from rank 0's "
                                                   "saved random generators (dropout draws repeat across ranks)"
                                                 : std::string()) +
                          ", so the run is no longer the one an uninterrupted run would give; resume with "
                          "train.num_processes = " + std::to_string(saved_world) + " for that");
-    order = epoch_order(train_size(), static_cast<uint64_t>(config.seed), epoch);
+    order = epoch_rows(epoch);
     auto rng = load_safetensors((ts / "rng.safetensors").string()).tensors;
     if (dp && dp->rank() > 0) {
       // This rank's own generators, where the checkpoint has them (a run of as many ranks).

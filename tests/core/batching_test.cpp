@@ -1,7 +1,9 @@
 #include "core/batching.h"
 
 #include <algorithm>
+#include <iterator>
 #include <numeric>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -170,6 +172,82 @@ TEST(BatchingEpochOrder, IsADeterministicPermutation) {
   std::vector<int64_t> iota(100);
   std::iota(iota.begin(), iota.end(), 0);
   EXPECT_NE(base, iota);  // actually shuffled
+}
+
+// ---- group by length -----------------------------------------------------------------------
+
+std::vector<int64_t> random_lengths(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> lengths;
+  for (int64_t i = 0; i < n; ++i) lengths.push_back(16 + static_cast<int64_t>(rng() % 500));
+  return lengths;
+}
+
+// Rows a batch pads to: every row as long as the batch's longest.
+int64_t padded_tokens(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths, int64_t batch) {
+  int64_t total = 0;
+  for (size_t start = 0; start < order.size(); start += static_cast<size_t>(batch)) {
+    const size_t end = std::min(order.size(), start + static_cast<size_t>(batch));
+    int64_t longest = 0;
+    for (size_t i = start; i < end; ++i) longest = std::max(longest, lengths[static_cast<size_t>(order[i])]);
+    total += longest * static_cast<int64_t>(end - start);
+  }
+  return total;
+}
+
+TEST(BatchingLengthGrouped, SortsEachMegaBatchOfTheShuffleLongestFirst) {
+  // 1000 rows, 4 rows a step: mega-batches of min(1000 / 16, 50) x 4 = 200 rows.
+  const auto lengths = random_lengths(1000, 7);
+  const auto shuffled = epoch_order(1000, 42, 3);
+  auto grouped = length_grouped_order(lengths, 4, 42, 3);
+  ASSERT_EQ(grouped.size(), shuffled.size());
+  // The epoch's longest row first.
+  const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+  EXPECT_EQ(lengths[static_cast<size_t>(grouped[0])], longest);
+  for (size_t start = 0; start < 1000; start += 200) {
+    std::vector<int64_t> mine(grouped.begin() + static_cast<long>(start), grouped.begin() + static_cast<long>(start + 200));
+    std::vector<int64_t> theirs(shuffled.begin() + static_cast<long>(start), shuffled.begin() + static_cast<long>(start + 200));
+    // The same rows as the shuffle's block, but for the one swapped with the first place.
+    std::sort(mine.begin(), mine.end());
+    std::sort(theirs.begin(), theirs.end());
+    std::vector<int64_t> differ;
+    std::set_symmetric_difference(mine.begin(), mine.end(), theirs.begin(), theirs.end(), std::back_inserter(differ));
+    EXPECT_LE(differ.size(), 2u) << "block at " << start;
+    // Longest first within the block (from its second row: the first may be the swapped one).
+    for (size_t i = start + 2; i < start + 200; ++i)
+      EXPECT_GE(lengths[static_cast<size_t>(grouped[i - 1])], lengths[static_cast<size_t>(grouped[i])]) << i;
+  }
+  EXPECT_EQ(grouped, length_grouped_order(lengths, 4, 42, 3)) << "the same order for the same seed and epoch";
+  EXPECT_NE(grouped, length_grouped_order(lengths, 4, 42, 4)) << "a new one each epoch";
+  // Batches of 4 pad far less than the shuffle's (padding: padded less real tokens).
+  const int64_t real = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
+  const int64_t grouped_padding = padded_tokens(grouped, lengths, 4) - real;
+  const int64_t shuffled_padding = padded_tokens(shuffled, lengths, 4) - real;
+  EXPECT_LT(grouped_padding, shuffled_padding / 10) << grouped_padding << " against " << shuffled_padding;
+}
+
+TEST(BatchingLengthGrouped, TiesKeepTheShuffledOrderAndSmallSetsAreOneBlock) {
+  // 6 rows, 4 a step: 6 / 16 = 0 mega-batches of steps, so one block of 4 rows, then 2.
+  const std::vector<int64_t> lengths{5, 9, 5, 9, 5, 7};
+  const auto shuffled = epoch_order(6, 1, 0);
+  const auto grouped = length_grouped_order(lengths, 4, 1, 0);
+  std::vector<int64_t> first(shuffled.begin(), shuffled.begin() + 4), expected = first;
+  std::stable_sort(expected.begin(), expected.end(), [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; });
+  std::vector<int64_t> second(shuffled.begin() + 4, shuffled.end());
+  std::stable_sort(second.begin(), second.end(), [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; });
+  // The first block's first row stays first unless the second block's first is longer (then the
+  // two swap).
+  if (lengths[second[0]] > lengths[expected[0]]) std::swap(expected[0], second[0]);
+  expected.insert(expected.end(), second.begin(), second.end());
+  EXPECT_EQ(grouped, expected);
+  EXPECT_TRUE(length_grouped_order({}, 4, 1, 0).empty());
+  EXPECT_EQ(length_grouped_order({3}, 4, 1, 0), std::vector<int64_t>{0});
+}
+
+TEST(BatchingLengthGrouped, RowLengthIsThePromptAndTheLongerResponse) {
+  EXPECT_EQ(row_length(TokenizedPair{{1, 2, 3}, {4, 5}, {6, 7, 8, 9}}), 7);
+  EXPECT_EQ(row_length(TokenizedPair{{1}, {4, 5, 6}, {7}}), 4);
+  EXPECT_EQ(row_length(TokenizedSft{{1, 2}, {3, 4, 5}}), 5);
 }
 
 }  // namespace

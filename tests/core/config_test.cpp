@@ -136,6 +136,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.deterministic, b.train.deterministic);
   EXPECT_EQ(a.train.precompute_ref_log_probs, b.train.precompute_ref_log_probs);
   EXPECT_EQ(a.train.prefix_sharing, b.train.prefix_sharing);
+  EXPECT_EQ(a.train.group_by_length, b.train.group_by_length);
   EXPECT_EQ(a.train.chunked_logps, b.train.chunked_logps);
   EXPECT_EQ(a.train.num_processes, b.train.num_processes);
   EXPECT_EQ(a.train.dist_timeout_s, b.train.dist_timeout_s);
@@ -228,6 +229,7 @@ RunConfig non_default_config() {
   c.train.deterministic = true;
   c.train.precompute_ref_log_probs = true;
   c.train.prefix_sharing = false;
+  c.train.group_by_length = true;
   c.train.chunked_logps = "on";
   c.train.num_processes = 4;
   c.train.dist_timeout_s = 120;

@@ -291,6 +291,46 @@ TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
   for (const auto& [k, v] : a.final_eval) EXPECT_NEAR(c.final_eval.at(k), v, 1e-4) << k;
 }
 
+// train.group_by_length orders each epoch from the seed (batching.h), so a run stopped and resumed
+// takes the same batches as one that ran through, across an epoch boundary too: 20 rows in
+// batches of 2 are 10 steps an epoch (mega-batches of 2 steps), stopped at 9 and run to 12.
+TEST_F(TrainerTest, GroupedByLengthRunResumesExactlyAcrossAnEpoch) {
+  auto base = config("G");
+  base.data.builtin_train_size = 20;
+  base.train.per_device_train_batch_size = 2;
+  base.train.max_steps = 12;
+  base.train.group_by_length = true;
+  base.eval.num_prompts = 0;
+  Collector a_obs;
+  auto a = run(base, a_obs);
+  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+
+  auto plain = base;
+  plain.output_dir = (root_ / "Gplain").string();
+  plain.train.max_steps = 2;
+  plain.train.group_by_length = false;
+  Collector plain_obs;
+  ASSERT_EQ(run(plain, plain_obs).status, "completed");
+  EXPECT_NE(plain_obs.metrics.at(1).at("tokens_seen"), a_obs.metrics.at(1).at("tokens_seen"))
+      << "grouping changes which rows come first";
+
+  auto b_cfg = base;
+  b_cfg.output_dir = (root_ / "GB").string();
+  Collector b_obs;
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/9, false, {}});
+  ASSERT_EQ(b.status, "stopped") << b.message;
+  auto c_cfg = base;
+  c_cfg.output_dir = (root_ / "GC").string();
+  Collector c_obs;
+  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false, {}});
+  ASSERT_EQ(c.status, "completed") << c.message;
+  for (int64_t s = 10; s <= 12; ++s) {
+    EXPECT_EQ(c_obs.metrics.at(s).at("tokens_seen"), a_obs.metrics.at(s).at("tokens_seen")) << "step " << s;
+    for (const std::string k : {"loss", "critic/loss_chosen", "adv/loss"})
+      EXPECT_NEAR(c_obs.metrics.at(s).at(k), a_obs.metrics.at(s).at(k), 1e-5) << k << " at step " << s;
+  }
+}
+
 // With critic_update_every = 2 the critics step at step indices 0, 2, ...; the critic gradients
 // of index 1 wait for index 2. A checkpoint taken after 2 steps falls between the two.
 TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {

@@ -120,6 +120,7 @@ RunConfig non_default_config() {
   c.train.adam_beta2 = 0.98;
   c.train.adam_epsilon = 1e-6;
   c.train.precision = "bf16";
+  c.train.group_by_length = true;
   c.train.logging_steps = 3;
   c.train.eval_steps = 50;
   c.train.save_steps = 60;
