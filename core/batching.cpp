@@ -174,7 +174,7 @@ std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, i
   const auto n = static_cast<int64_t>(lengths.size());
   auto order = epoch_order(n, seed, epoch);
   if (n == 0) return order;
-  step_rows = std::max<int64_t>(1, step_rows);
+  step_rows = std::clamp<int64_t>(step_rows, 1, n);  // more rows a step than the epoch has: one block
   const int64_t mega = std::max<int64_t>(1, std::min<int64_t>(n / (4 * step_rows), 50)) * step_rows;
   auto length = [&](int64_t row) { return lengths[static_cast<size_t>(row)]; };
   size_t longest_group = 0;

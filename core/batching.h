@@ -89,7 +89,10 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 // permutation cut into mega-batches of min(n / (4 step_rows), 50) (at least 1) x step_rows rows,
 // each sorted by length, longest first (ties keep the shuffled order), and the epoch's longest
 // row swapped into the first place. step_rows: the rows of one optimizer step (batch x
-// processes x accumulation), so consecutive micro-batches take rows of similar length.
+// processes x accumulation; transformers leaves the processes out, so with several the
+// mega-batches here are larger), so consecutive micro-batches take rows of similar length. The
+// trainer's cursor runs on across epochs: where the epoch's rows are not a whole number of steps,
+// the batches of a later epoch straddle its mega-batches (one mixed batch each; order only).
 std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, int64_t step_rows, uint64_t seed,
                                           int64_t epoch);
 

@@ -127,8 +127,9 @@ struct TrainConfig {
   bool prefix_sharing = true;
   // transformers' group_by_length: each epoch's shuffled order is cut into mega-batches of up to
   // 50 optimizer steps' rows, each sorted longest first, so a batch's rows have similar lengths
-  // and little padding; the longest row of the epoch comes first (a run that does not fit fails
-  // at once). The same order for a seed, so resume is exact. Off: plain shuffling.
+  // and little padding; the epoch's longest row comes first (memory trouble shows early). The
+  // order follows from seed and epoch; a resumed run finishes its epoch in the checkpoint's
+  // order (even with another batch) and groups the next for its own batch. Off: plain shuffling.
   bool group_by_length = false;
   // Response log-probs without the [tokens, vocabulary] logits (core/chunked_logps.h): the
   // output head and log-softmax run over chunks of positions and the backward pass recomputes

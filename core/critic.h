@@ -79,9 +79,11 @@ struct LatentSets {
 // The critics' row masks of a preference batch ([chosen; rejected], `pairs` rows each) under
 // ganpo.critic_mask: "none" reads every position, padding included; "attention" the rows' real
 // tokens; "response" their response tokens. Undefined (every position) for "none", and for
-// "attention" when no row is padded: the critics then score the same (an all-ones mask changes
-// nothing) without a key mask, which on CUDA lets scaled_dot_product_attention take its flash
-// kernel (it takes no mask). Known from the host's token count: no device read.
+// "attention" when no row is padded: the critics then score the same up to rounding (an all-ones
+// mask changes nothing) without a key mask, which under bf16 autocast on CUDA lets
+// scaled_dot_product_attention take its flash kernel (it takes no mask; its dropout draws other
+// masks than the memory-efficient kernel's, the same in distribution). Known from the host's
+// token count: no device read.
 struct CriticMasks {
   torch::Tensor chosen;    // [B, T] or undefined
   torch::Tensor rejected;  // [B, T] or undefined

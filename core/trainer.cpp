@@ -225,6 +225,7 @@ struct Trainer::State {
   int64_t cursor = 0;  // position in the epoch's order
   int64_t tokens_seen = 0;  // by this process (a resumed count is rank 0's); the run's is the sum over ranks
   std::vector<int64_t> order;
+  int64_t order_group_rows = 0;  // what `order` is grouped by length for (epoch_rows), 0: shuffled
   std::map<std::string, double> last_eval;
 
   // Metric window since the last log line: sums of 0-dim tensors (no device sync per step).
@@ -246,18 +247,22 @@ struct Trainer::State {
       : config(std::move(c)), observer(o), options(std::move(opt)) {}
 
   // The rows of an epoch in the order the steps take them: shuffled from the seed, or grouped by
-  // length (train.group_by_length; an optimizer step takes batch x processes x accumulation rows).
-  std::vector<int64_t> epoch_rows(int64_t e) const {
+  // length for `group_rows` rows a step (train.group_by_length; 0: not grouped).
+  std::vector<int64_t> epoch_rows(int64_t e, int64_t group_rows) const {
     const auto seed = static_cast<uint64_t>(config.seed);
-    if (!config.train.group_by_length) return epoch_order(train_size(), seed, e);
+    if (group_rows <= 0) return epoch_order(train_size(), seed, e);
     std::vector<int64_t> lengths;
     if (preference)
       for (const auto& p : train_pairs) lengths.push_back(row_length(p));
     else
       for (const auto& r : train_sft) lengths.push_back(row_length(r));
-    const int64_t step_rows =
-        config.train.per_device_train_batch_size * world() * config.train.gradient_accumulation_steps;
-    return length_grouped_order(lengths, step_rows, seed, e);
+    return length_grouped_order(lengths, group_rows, seed, e);
+  }
+  // The rows an optimizer step takes (batch x processes x accumulation) where this run's config
+  // groups by length, else 0.
+  int64_t configured_group_rows() const {
+    if (!config.train.group_by_length) return 0;
+    return config.train.per_device_train_batch_size * world() * config.train.gradient_accumulation_steps;
   }
   int64_t train_size() const {
     return static_cast<int64_t>(preference ? train_pairs.size() : train_sft.size());
@@ -321,7 +326,8 @@ struct Trainer::State {
     if (regularizer)
       critic_optimizer = adamw(regularizer->critic_parameters(),
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
-    order = epoch_rows(epoch);
+    order_group_rows = configured_group_rows();
+    order = epoch_rows(epoch, order_group_rows);
     if (!options.resume_from.empty()) resume(options.resume_from);
     if (dp) start_data_parallel();
   }
@@ -787,7 +793,8 @@ struct Trainer::State {
       if (cursor >= static_cast<int64_t>(order.size())) {
         ++epoch;
         cursor = 0;
-        order = epoch_rows(epoch);
+        order_group_rows = configured_group_rows();
+        order = epoch_rows(epoch, order_group_rows);
       }
       const int64_t row = order[static_cast<size_t>(cursor++)];
       if (i >= first && i < first + B) idx.push_back(row);
@@ -1457,7 +1464,7 @@ struct Trainer::State {
     const fs::path ts = fs::path(dir) / "trainer_state";
     fs::create_directories(ts);
     torch::save(*optimizer, (ts / "optimizer.pt").string());
-    nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor},
+    nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor}, {"order_group_rows", order_group_rows},
                             {"tokens_seen", world_state.tokens_seen}, {"total_steps", total_steps}, {"world_size", world()}};
     if (regularizer) {
       torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
@@ -1579,15 +1586,24 @@ struct Trainer::State {
                          std::to_string(world()) + ": the global batch changes from " +
                          std::to_string(saved_world * config.train.per_device_train_batch_size) + " to " +
                          std::to_string(world() * config.train.per_device_train_batch_size) +
-                         " rows per step from here on (" +
-                         (config.train.group_by_length ? "the rows grouped by length for that batch"
-                                                       : "the data order is kept") + ")" +
+                         " rows per step from here on (the data order is kept)" +
                          (world() > saved_world ? ", and ranks " + std::to_string(saved_world) + " and up start from rank 0's "
                                                   "saved random generators (dropout draws repeat across ranks)"
                                                 : std::string()) +
                          ", so the run is no longer the one an uninterrupted run would give; resume with "
                          "train.num_processes = " + std::to_string(saved_world) + " for that");
-    order = epoch_rows(epoch);
+    // The rest of the epoch in the order it was started in (grouped for the checkpoint's batch, or
+    // shuffled: checkpoints from before train.group_by_length say nothing, and were shuffled), so
+    // no row is taken twice or skipped; the next epoch follows this run's config.
+    order_group_rows = state.value("order_group_rows", int64_t{0});
+    order = epoch_rows(epoch, order_group_rows);
+    auto grouping = [](int64_t rows) {
+      return rows > 0 ? "grouped by length for " + std::to_string(rows) + (rows == 1 ? " row" : " rows") + " a step"
+                      : std::string("shuffled");
+    };
+    if (order_group_rows != configured_group_rows())
+      log("info", "epoch " + std::to_string(epoch + 1) + " continues in the checkpoint's row order (" +
+                      grouping(order_group_rows) + "); the next epoch's rows are " + grouping(configured_group_rows()));
     auto rng = load_safetensors((ts / "rng.safetensors").string()).tensors;
     if (dp && dp->rank() > 0) {
       // This rank's own generators, where the checkpoint has them (a run of as many ranks).

@@ -340,8 +340,8 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   form_->addInt(batches, GANPO_CONFIG_KEY(data.max_prompt_length), tr("Max prompt length"));
   form_->addBool(batches, GANPO_CONFIG_KEY(train.group_by_length), tr("Group rows by length"),
                  tr("Batches of rows of similar length (transformers' group_by_length): less padding, so "
-                    "faster steps where lengths vary; the longest rows come first, so a run that does not "
-                    "fit in memory fails at once."));
+                    "faster steps where lengths vary; the epoch's longest row comes first, so memory trouble "
+                    "shows early."));
 
   auto* numerics = page->addSection(tr("Numerics"));
   form_->addChoice(numerics, GANPO_CONFIG_KEY(train.precision), tr("Precision"),

@@ -172,8 +172,8 @@ int bench_command(const BenchArgs& args) {
     auto on = measure(config, args.steps);
     report["ganpo_on"] = figures(on, config);
     report["step_time_ratio"] = off.step_time_s > 0 ? on.step_time_s / off.step_time_s : 0.0;
-    // What the critics' matrix products add to the step by count: the step-time ratio's floor
-    // where the critics run at the policy's FLOP rate.
+    // What the critics' matrix products add to the step by count: what the step-time ratio would
+    // be if the critics ran at the policy's FLOP rate.
     report["model_flops_ratio"] = off.model_tflop_per_step > 0 ? on.model_tflop_per_step / off.model_tflop_per_step : 0.0;
     report["cpu_threads"] = on.cpu_threads;
   }

@@ -35,14 +35,16 @@ namespace {
 
 // A preference run small enough for seconds: GANPO on, critic dropout off (dropout masks are
 // drawn per process, so they could not match), no samples, no judge (one test turns it on).
-std::string run_config(const fs::path& out, int64_t batch, int64_t processes, int64_t steps) {
+// `train_extra`: more [train] lines.
+std::string run_config(const fs::path& out, int64_t batch, int64_t processes, int64_t steps,
+                       const std::string& train_extra = "") {
   return "name = \"dp\"\nstage = \"preference\"\nseed = 7\ndevice = \"cpu\"\noutput_dir = \"" + out.string() +
          "\"\n[model]\npreset = \"\"\nd_model = 32\nn_layers = 2\nn_heads = 2\nmax_seq_len = 128\n"
          "[data]\nbuiltin = \"lists\"\nbuiltin_train_size = 64\nbuiltin_eval_size = 8\nmax_length = 96\nmax_prompt_length = 48\n"
          "[ganpo]\ncritic_hidden = 16\ncritic_layers = 1\ncritic_heads = 2\ncritic_max_len = 128\ncritic_dropout = 0.0\n"
          "[train]\nlearning_rate = 0.001\nper_device_train_batch_size = " + std::to_string(batch) +
          "\nmax_steps = " + std::to_string(steps) + "\nlogging_steps = 1\nnum_threads = 1\nnum_processes = " +
-         std::to_string(processes) + "\ndist_timeout_s = 60\n[sampling]\nnum_prompts = 0\n[eval]\njudge_at_end = false\n";
+         std::to_string(processes) + "\ndist_timeout_s = 60\n" + train_extra + "[sampling]\nnum_prompts = 0\n[eval]\njudge_at_end = false\n";
 }
 
 std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& out) {
@@ -133,10 +135,12 @@ bool running(pid_t pid) {
   return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
 }
 
+// Rows grouped by length (train.group_by_length): a step's rows count every process's, so both
+// runs take the same global order.
 TEST(DataParallel, TwoRanksOfBatch4TrainLikeOneProcessOfBatch8) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::ofstream(dir / "one.toml") << run_config(dir / "one", 8, 1, 5);
-  std::ofstream(dir / "two.toml") << run_config(dir / "two", 4, 2, 5);
+  std::ofstream(dir / "one.toml") << run_config(dir / "one", 8, 1, 5, "group_by_length = true\n");
+  std::ofstream(dir / "two.toml") << run_config(dir / "two", 4, 2, 5, "group_by_length = true\n");
   auto one = run_cli("train --no-db --config " + (dir / "one.toml").string());
   ASSERT_EQ(one.exit_code, 0) << one.output;
   auto two = run_cli("train --no-db --config " + (dir / "two.toml").string());
@@ -411,7 +415,7 @@ TEST(DataParallel, ATrainingRunIsNotStartedTwiceAndStopsOnRequest) {
   // The launcher stays the run's worker while its ranks train (rank 0 records in its name).
   EXPECT_EQ(query(db, "SELECT worker_pid FROM runs WHERE id = 1"), std::to_string(first) + "\n");
   EXPECT_EQ(launched_ranks(first).size(), 2u);
-  for (const std::string again : {"train --db " + db + " --run 1", "runs --db " + db + " resume 1"}) {
+  for (const std::string& again : {"train --db " + db + " --run 1", "runs --db " + db + " resume 1"}) {
     auto r = run_cli(again);
     EXPECT_EQ(r.exit_code, 2) << again << "\n" << r.output;
     EXPECT_CONTAINS(r.output, "is already being trained by worker pid");

@@ -244,6 +244,43 @@ TEST(BatchingLengthGrouped, TiesKeepTheShuffledOrderAndSmallSetsAreOneBlock) {
   EXPECT_EQ(length_grouped_order({3}, 4, 1, 0), std::vector<int64_t>{0});
 }
 
+// transformers' get_length_grouped_indices, step by step as it is written there, over our shuffle.
+std::vector<int64_t> transformers_grouping(const std::vector<int64_t>& lengths, int64_t batch,
+                                           const std::vector<int64_t>& indices) {
+  const int64_t n = static_cast<int64_t>(lengths.size());
+  int64_t mult = std::min<int64_t>(n / (batch * 4), 50);
+  if (mult == 0) mult = 1;
+  const int64_t size = mult * batch;
+  std::vector<std::vector<int64_t>> megabatches;
+  for (int64_t i = 0; i < n; i += size)
+    megabatches.emplace_back(indices.begin() + i, indices.begin() + std::min(n, i + size));
+  for (auto& m : megabatches)
+    std::stable_sort(m.begin(), m.end(), [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; });
+  size_t max_idx = 0;  // argmax: the first of equal maxima
+  for (size_t k = 1; k < megabatches.size(); ++k)
+    if (lengths[megabatches[k][0]] > lengths[megabatches[max_idx][0]]) max_idx = k;
+  std::swap(megabatches[0][0], megabatches[max_idx][0]);
+  std::vector<int64_t> out;
+  for (const auto& m : megabatches) out.insert(out.end(), m.begin(), m.end());
+  return out;
+}
+
+TEST(BatchingLengthGrouped, EqualsTransformersGroupingOfTheSameShuffle) {
+  // Few distinct lengths, so blocks tie on their maxima and rows tie within blocks.
+  for (const int64_t n : {1, 5, 17, 64, 333, 1000}) {
+    std::mt19937_64 rng(static_cast<uint64_t>(n));
+    std::vector<int64_t> lengths;
+    for (int64_t i = 0; i < n; ++i) lengths.push_back(static_cast<int64_t>(rng() % 6));
+    for (const int64_t batch : {1, 3, 8}) {
+      for (const int64_t epoch : {0, 1}) {
+        EXPECT_EQ(length_grouped_order(lengths, batch, 9, epoch),
+                  transformers_grouping(lengths, batch, epoch_order(n, 9, epoch)))
+            << n << " rows, " << batch << " a step, epoch " << epoch;
+      }
+    }
+  }
+}
+
 TEST(BatchingLengthGrouped, RowLengthIsThePromptAndTheLongerResponse) {
   EXPECT_EQ(row_length(TokenizedPair{{1, 2, 3}, {4, 5}, {6, 7, 8, 9}}), 7);
   EXPECT_EQ(row_length(TokenizedPair{{1}, {4, 5, 6}, {7}}), 4);

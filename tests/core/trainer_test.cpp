@@ -291,28 +291,38 @@ TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
   for (const auto& [k, v] : a.final_eval) EXPECT_NEAR(c.final_eval.at(k), v, 1e-4) << k;
 }
 
+// A run of 20 rows in batches of 2 grouped by length: 10 steps an epoch, mega-batches of 2 steps.
+RunConfig grouped_by_length(RunConfig c, int64_t max_steps) {
+  c.data.builtin_train_size = 20;
+  c.train.per_device_train_batch_size = 2;
+  c.train.max_steps = max_steps;
+  c.train.group_by_length = true;
+  c.eval.num_prompts = 0;
+  return c;
+}
+
 // train.group_by_length orders each epoch from the seed (batching.h), so a run stopped and resumed
-// takes the same batches as one that ran through, across an epoch boundary too: 20 rows in
-// batches of 2 are 10 steps an epoch (mega-batches of 2 steps), stopped at 9 and run to 12.
+// takes the same batches as one that ran through, across an epoch boundary too: stopped at step 9
+// and run to 12.
 TEST_F(TrainerTest, GroupedByLengthRunResumesExactlyAcrossAnEpoch) {
-  auto base = config("G");
-  base.data.builtin_train_size = 20;
-  base.train.per_device_train_batch_size = 2;
-  base.train.max_steps = 12;
-  base.train.group_by_length = true;
-  base.eval.num_prompts = 0;
+  const auto base = grouped_by_length(config("G"), 12);
   Collector a_obs;
   auto a = run(base, a_obs);
   ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
 
+  // Grouping changes which rows come first, in the first epoch and in the next.
   auto plain = base;
   plain.output_dir = (root_ / "Gplain").string();
-  plain.train.max_steps = 2;
   plain.train.group_by_length = false;
   Collector plain_obs;
   ASSERT_EQ(run(plain, plain_obs).status, "completed");
-  EXPECT_NE(plain_obs.metrics.at(1).at("tokens_seen"), a_obs.metrics.at(1).at("tokens_seen"))
-      << "grouping changes which rows come first";
+  auto step_tokens = [](Collector& obs, int64_t s) {
+    return obs.metrics.at(s).at("tokens_seen") - (s > 1 ? obs.metrics.at(s - 1).at("tokens_seen") : 0.0);
+  };
+  EXPECT_NE(step_tokens(plain_obs, 1), step_tokens(a_obs, 1));
+  EXPECT_NE(step_tokens(plain_obs, 11), step_tokens(a_obs, 11));
+  EXPECT_EQ(plain_obs.metrics.at(10).at("tokens_seen"), a_obs.metrics.at(10).at("tokens_seen"))
+      << "an epoch is the same rows in another order";
 
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "GB").string();
@@ -329,6 +339,34 @@ TEST_F(TrainerTest, GroupedByLengthRunResumesExactlyAcrossAnEpoch) {
     for (const std::string k : {"loss", "critic/loss_chosen", "adv/loss"})
       EXPECT_NEAR(c_obs.metrics.at(s).at(k), a_obs.metrics.at(s).at(k), 1e-5) << k << " at step " << s;
   }
+}
+
+// Resumed with another batch size, a grouped run finishes its epoch in the checkpoint's order:
+// the rows it had not taken yet, each once (regrouped for the new batch, the rest of the epoch
+// would repeat some rows and skip others), then groups the next epoch for its own batch.
+TEST_F(TrainerTest, GroupedByLengthRunResumedWithAnotherBatchFinishesItsEpoch) {
+  const auto base = grouped_by_length(config("H"), 10);  // one epoch
+  Collector a_obs;
+  ASSERT_EQ(run(base, a_obs).status, "completed");
+
+  auto b_cfg = base;
+  b_cfg.output_dir = (root_ / "HB").string();
+  Collector b_obs;
+  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/7, false, {}});
+  ASSERT_EQ(b.status, "stopped") << b.message;
+  auto c_cfg = base;
+  c_cfg.output_dir = (root_ / "HC").string();
+  c_cfg.train.per_device_train_batch_size = 1;
+  c_cfg.train.max_steps = 14;  // 7 steps of 2 rows, then the epoch's last 6 rows one a step, then 1
+  Collector c_obs;
+  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false, {}});
+  ASSERT_EQ(c.status, "completed") << c.message;
+  EXPECT_EQ(c_obs.metrics.at(13).at("tokens_seen"), a_obs.metrics.at(10).at("tokens_seen"))
+      << "the epoch's 20 rows, each once";
+  EXPECT_NE(c_obs.all_logs().find("epoch 1 continues in the checkpoint's row order (grouped by length for 2 rows a "
+                                  "step); the next epoch's rows are grouped by length for 1 row a step"),
+            std::string::npos)
+      << c_obs.all_logs();
 }
 
 // With critic_update_every = 2 the critics step at step indices 0, 2, ...; the critic gradients

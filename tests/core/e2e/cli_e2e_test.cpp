@@ -210,8 +210,6 @@ TEST(CliEndToEnd, BenchPrintsSpeedAndMemoryEstimateBesideMeasuredPeak) {
   // Both variants train the same batches (the same seed), so the FLOPs differ by the critics'.
   const double on = report["ganpo_on"]["model_tflop_per_step"].get<double>();
   const double off = report["ganpo_off"]["model_tflop_per_step"].get<double>();
-  EXPECT_NEAR(on, report["ganpo_on"]["model_tflops"].get<double>() * report["ganpo_on"]["median_step_time_s"].get<double>(),
-              1e-9 * on) << "one measured step: its FLOP/s times its time";
   EXPECT_GT(on, off) << "a GANPO step counts the critics' FLOPs too";
   EXPECT_DOUBLE_EQ(report["model_flops_ratio"].get<double>(), on / off);
   EXPECT_GT(report["ganpo_on"]["memory_estimate_bytes"].get<int64_t>(),
