@@ -60,9 +60,7 @@ PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, in
   GANPO_ASSERT(!pairs.empty(), "empty batch");
   const int64_t B = static_cast<int64_t>(pairs.size());
   int64_t T = 0;
-  for (auto* p : pairs)
-    T = std::max<int64_t>(T, static_cast<int64_t>(p->prompt.size() +
-                                                  std::max(p->chosen.size(), p->rejected.size())));
+  for (auto* p : pairs) T = std::max(T, row_length(*p));
   auto ids = torch::full({2 * B, T}, pad_id, torch::kLong);
   auto attn = torch::zeros({2 * B, T}, torch::kFloat32);
   auto resp = torch::zeros({2 * B, T}, torch::kFloat32);
@@ -146,7 +144,7 @@ SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t 
   GANPO_ASSERT(!rows.empty(), "empty batch");
   const int64_t N = static_cast<int64_t>(rows.size());
   int64_t T = 0;
-  for (auto* r : rows) T = std::max<int64_t>(T, static_cast<int64_t>(r->prompt.size() + r->completion.size()));
+  for (auto* r : rows) T = std::max(T, row_length(*r));
   auto ids = torch::full({N, T}, pad_id, torch::kLong);
   auto attn = torch::zeros({N, T}, torch::kFloat32);
   auto resp = torch::zeros({N, T}, torch::kFloat32);
@@ -156,7 +154,7 @@ SequenceBatch collate_sft(const std::vector<const TokenizedSft*>& rows, int64_t 
     first_response = std::min<int64_t>(first_response, static_cast<int64_t>(r->prompt.size()));
     fill_row(ids[i].data_ptr<int64_t>(), attn[i].data_ptr<float>(), resp[i].data_ptr<float>(),
              r->prompt, r->completion);
-    tokens += static_cast<int64_t>(r->prompt.size() + r->completion.size());
+    tokens += row_length(*r);
   }
   return {upload(ids, device), upload(attn, device), upload(resp, device), tokens, first_response};
 }

@@ -96,7 +96,8 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, int64_t step_rows, uint64_t seed,
                                           int64_t epoch);
 
-// A row's padded length in a batch: prompt + its longer response (a pair), prompt + completion.
+// A row's length, to which a batch pads its rows (collate_pairs, collate_sft): prompt + its
+// longer response (a pair), prompt + completion.
 int64_t row_length(const TokenizedPair& pair);
 int64_t row_length(const TokenizedSft& row);
 
