@@ -44,7 +44,9 @@ std::string assistant_text(const json& messages, size_t from = 0) {
   return out;
 }
 
-const json& require_key(const json& row, const std::string& key) {
+// (The key is a C string: a std::string parameter made GCC 14+ warn that the returned reference
+// might dangle into the temporary built from the literal; it points into `row`.)
+const json& require_key(const json& row, const char* key) {
   auto it = row.find(key);
   if (it == row.end()) throw DataError("missing key " + quoted(key));
   return *it;

@@ -2,28 +2,37 @@
 # Builds and tests the headless part (core, db, `ganpo`, the unit and end-to-end tests) against
 # LibTorch 2.x on a machine without a GPU: Debian 13 (trixie) ships LibTorch 2.6, so this
 # debootstraps a minimal trixie into a scratch folder, installs the build dependencies there from
-# Debian's archive and builds this tree (mounted read-only) inside it. Debian 12's LibTorch 1.13
-# compiles out what needs 2.x: scaled_dot_product_attention for the models and critics
-# (core/sdpa.h), the 2.4 autocast API (core/bf16_autocast.h); here they are compiled and the CPU
-# tests run through them. Where a CUDA toolkit with NCCL headers is found (--cuda DIR, default
-# /usr/local/cuda), it also compiles the CUDA-only code against LibTorch 2.6's headers: the NCCL
-# process group (core/data_parallel.cpp), the CUDA caching allocator's statistics
-# (core/cuda_memory.cpp) and the sync debug mode (core/host_sync_check.cpp); compiled, not linked
-# or run (no GPU here). With --gui it installs
-# trixie's Qt 6 and QCustomPlot too and builds the workbench as the cuda preset does where Qt is
-# found (GANPO_BUILD_GUI=AUTO), so the UI tests run against LibTorch 2.6 as well.
-#   sudo bash packaging/check-libtorch2.sh [--gui] [--root DIR] [--cuda DIR] [--tests REGEX] [--jobs N]
-# The scratch root (default /var/tmp/ganpo-libtorch2, ~3 GB) is kept and reused by later runs, so
-# a second run only rebuilds what changed. Needs root (chroot), debootstrap and Debian's archive.
+# Debian's archive and builds this tree (mounted read-only) inside it. `--suite sid` does the same
+# with Debian unstable, whose LibTorch is newer (2.14 at the end of 2026): the device machine's
+# Python torch is 2.11, so sid's headers catch what 2.6 still had and later versions removed.
+# Debian 12's LibTorch 1.13 compiles out what needs 2.x: scaled_dot_product_attention for the
+# models and critics (core/sdpa.h), the 2.4 autocast API (core/bf16_autocast.h); here they are
+# compiled and the CPU tests run through them. Where a CUDA toolkit with NCCL headers is found
+# (--cuda DIR, default /usr/local/cuda), it also compiles the CUDA-only code against the suite's
+# CUDA LibTorch headers: the NCCL process group (core/data_parallel.cpp), the CUDA caching
+# allocator's statistics (core/cuda_memory.cpp) and the sync debug mode
+# (core/host_sync_check.cpp); compiled, not linked or run (no GPU here). With --gui it installs
+# the suite's Qt 6 and QCustomPlot too and builds the workbench as the cuda preset does where Qt is
+# found (GANPO_BUILD_GUI=AUTO), so the UI tests run against LibTorch 2.x as well. With
+# --transformers (sid: Debian's python3-transformers) it also runs
+# tests/core/golden/check_with_transformers.py: the golden cases, and folders `ganpo train` writes
+# (a LoRA run's merged and adapter folders too), against the real transformers library.
+#   sudo bash packaging/check-libtorch2.sh [--suite trixie|sid] [--gui] [--transformers] [--root DIR]
+#                                          [--cuda DIR] [--tests REGEX] [--jobs N]
+# The scratch root (default /var/tmp/ganpo-libtorch2 for trixie, /var/tmp/ganpo-libtorch-sid for
+# sid, ~3 GB each) is kept and reused by later runs, so a second run only rebuilds what changed.
+# Needs root (chroot), debootstrap and Debian's archive.
 set -euo pipefail
-root=/var/tmp/ganpo-libtorch2 cuda=/usr/local/cuda tests="" jobs=$(nproc) gui=0
+root="" suite=trixie cuda=/usr/local/cuda tests="" jobs=$(nproc) gui=0 hf=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root=$(realpath -m "$2"); shift ;;
+    --suite) suite=$2; shift ;;
     --cuda) cuda=$(realpath -m "$2"); shift ;;
     --tests) tests=$2; shift ;;
     --jobs) jobs=$2; shift ;;
     --gui) gui=1 ;;
+    --transformers) hf=1 ;;
     *) echo "check-libtorch2: unknown argument $1 (see the usage at the top of this script)" >&2; exit 2 ;;
   esac
   shift
@@ -31,16 +40,22 @@ done
 cd "$(dirname "$0")/.."
 src=$(pwd)
 fail() { echo "check-libtorch2: $*" >&2; exit 1; }
+case "$suite" in
+  trixie) root=${root:-/var/tmp/ganpo-libtorch2} ;;
+  sid) root=${root:-/var/tmp/ganpo-libtorch-sid} ;;
+  *) fail "--suite takes trixie or sid, not $suite" ;;
+esac
 [ "$(id -u)" = 0 ] || fail "needs root for debootstrap and chroot"
 step() { echo "== $1 ($(date +%T))"; }
 
-if [ ! -f "$root/.ganpo-ready" ]; then
+if [ ! -f "$root/.ganpo-bootstrapped" ]; then
   command -v debootstrap >/dev/null || fail "needs debootstrap (apt-get install debootstrap)"
-  step "debootstrap trixie into $root"
+  step "debootstrap $suite into $root"
   mkdir -p "$root"
-  debootstrap --variant=minbase --components=main,contrib trixie "$root" http://deb.debian.org/debian \
+  debootstrap --variant=minbase --components=main,contrib "$suite" "$root" http://deb.debian.org/debian \
     >/tmp/ganpo-libtorch2-debootstrap.log 2>&1 ||
-    { tail -20 /tmp/ganpo-libtorch2-debootstrap.log >&2; fail "debootstrap failed"; }
+    { tail -20 /tmp/ganpo-libtorch2-debootstrap.log >&2; fail "debootstrap failed (remove $root to start again)"; }
+  touch "$root/.ganpo-bootstrapped"
 fi
 
 mounted=()
@@ -61,11 +76,14 @@ mount_in "$src" /src ro
 data=${GANPO_TEST_DATA_DIR:-$HOME/.cache/ganpo-workbench/npm}
 [ -d "$data" ] && mount_in "$data" /test-data ro
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# sid's Release file carries a Valid-Until a week ahead; a mirror that lags behind it is refused
+# without this (stable suites have none).
+[ "$suite" = sid ] && echo 'Acquire::Check-Valid-Until "false";' >"$root/etc/apt/apt.conf.d/99ganpo-no-valid-until"
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
   DEBIAN_FRONTEND=noninteractive GANPO_TEST_DATA_DIR=/test-data "$@"; }
 
 if [ ! -f "$root/.ganpo-ready" ]; then
-  step "build dependencies from trixie"
+  step "build dependencies from $suite"
   in_root apt-get update -qq
   in_root apt-get install -y -qq --no-install-recommends build-essential cmake ninja-build pkg-config git python3 \
     libtorch-dev libopenblas0-pthread libgloo-dev libsqlite3-dev sqlite3 nlohmann-json3-dev \
@@ -74,10 +92,17 @@ if [ ! -f "$root/.ganpo-ready" ]; then
   touch "$root/.ganpo-ready"
 fi
 if [ "$gui" = 1 ] && [ ! -f "$root/.ganpo-gui-ready" ]; then
-  step "Qt 6 and QCustomPlot from trixie"
+  step "Qt 6 and QCustomPlot from $suite"
   in_root apt-get install -y -qq --no-install-recommends qt6-base-dev qt6-svg-dev libqcustomplot-dev fonts-dejavu-core \
     >/tmp/ganpo-libtorch2-apt-gui.log 2>&1 || { tail -30 /tmp/ganpo-libtorch2-apt-gui.log >&2; fail "apt-get install (Qt) failed"; }
   touch "$root/.ganpo-gui-ready"
+fi
+if [ "$hf" = 1 ] && [ ! -f "$root/.ganpo-hf-ready" ]; then
+  step "transformers from $suite"
+  in_root apt-get install -y -qq --no-install-recommends python3-transformers python3-torch python3-safetensors \
+    python3-tokenizers >/tmp/ganpo-libtorch2-apt-hf.log 2>&1 ||
+    { tail -30 /tmp/ganpo-libtorch2-apt-hf.log >&2; fail "apt-get install (transformers) failed; $suite may not have it (sid does)"; }
+  touch "$root/.ganpo-hf-ready"
 fi
 in_root dpkg-query -W -f '${Package} ${Version}\n' libtorch-dev g++ cmake
 [ "$gui" = 1 ] && in_root dpkg-query -W -f '${Package} ${Version}\n' qt6-base-dev libqcustomplot-dev
@@ -107,9 +132,18 @@ else
   in_root ctest --test-dir /build/libtorch2 -LE gpu -E '^Packaging[.]' -j"$jobs" --output-on-failure || status=1
 fi
 
-# The CUDA-only code against the headers of Debian's CUDA LibTorch 2.6 (contrib:
+if [ "$hf" = 1 ]; then
+  step "the workbench's folders against transformers"
+  in_root env PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 python3 /src/tests/core/golden/check_with_transformers.py \
+    --ganpo /build/libtorch2/app/ganpo --work /tmp/ganpo-hf-check || status=1
+fi
+
+# The CUDA-only code against the headers of Debian's CUDA LibTorch (contrib:
 # libtorch-cuda-dev, unpacked, not installed) and the toolkit's, with the definitions a CUDA
-# LibTorch's CMake config sets: syntax and types checked, nothing linked or run.
+# LibTorch's CMake config sets: syntax and types checked, nothing linked or run. Where the suite's
+# own LibTorch headers carry c10/cuda and ProcessGroupNCCL (sid's 2.14 does, though its
+# libtorch-cuda-dev lagged at 2.6 at the end of 2026), the same files are compiled against those
+# too, with the one header a CUDA build generates (cuda_cmake_macros.h) taken from the CUDA package.
 if [ -f "$cuda/include/nccl.h" ] && [ -f "$cuda/include/cuda_runtime_api.h" ]; then
   mount_in "$cuda/include" /cuda-include ro
   if [ ! -d "$root/opt/torch-cuda/usr/include" ]; then
@@ -117,21 +151,34 @@ if [ -f "$cuda/include/nccl.h" ] && [ -f "$cuda/include/cuda_runtime_api.h" ]; t
       dpkg -x libtorch-cuda-dev_*.deb /opt/torch-cuda' || fail "could not fetch libtorch-cuda-dev (Debian contrib)"
   fi
   inc=/opt/torch-cuda/usr/include
-  # ganpo_core's own flags (definitions, include folders), from its unity batch's command.
+  cuda_torch=$(in_root bash -c 'dpkg-deb -f /opt/debs/libtorch-cuda-dev_*.deb Version')
+  # ganpo_core's own flags (language standard, definitions, include folders), from its unity batch's command.
   flags=$(python3 - "$root/build/libtorch2/compile_commands.json" <<'EOF'
 import json, shlex, sys
 for c in json.load(open(sys.argv[1])):
     if "ganpo_core.dir/Unity" in c["file"]:
-        print(" ".join(a for a in shlex.split(c["command"]) if a.startswith(("-D", "-I", "-O"))))
+        print(" ".join(a for a in shlex.split(c["command"]) if a.startswith(("-std", "-D", "-I", "-O"))))
         break
 EOF
 )
-  for f in core/data_parallel.cpp core/cuda_memory.cpp core/host_sync_check.cpp; do
-    step "compile $f with NCCL and CUDA (LibTorch 2.6 CUDA headers, $cuda)"
-    in_root /usr/bin/c++ -std=gnu++17 $flags -DUSE_C10D_NCCL -DUSE_CUDA -DGANPO_C10_CUDA \
-      -isystem $inc -isystem $inc/torch/csrc/api/include -isystem /cuda-include -Wall -Wextra -Wno-unused-parameter \
-      -fsyntax-only "/src/$f" || { echo "check-libtorch2: $f does not compile with NCCL / CUDA" >&2; status=1; }
-  done
+  compile_cuda() {  # compile_cuda LABEL INCLUDE_FLAGS...
+    local label=$1 f
+    shift
+    for f in core/data_parallel.cpp core/cuda_memory.cpp core/host_sync_check.cpp; do
+      step "compile $f with NCCL and CUDA ($label headers, $cuda)"
+      in_root /usr/bin/c++ $flags -DUSE_C10D_NCCL -DUSE_CUDA -DGANPO_C10_CUDA "$@" -isystem /cuda-include \
+        -Wall -Wextra -Wno-unused-parameter -fsyntax-only "/src/$f" ||
+        { echo "check-libtorch2: $f does not compile with NCCL / CUDA ($label)" >&2; status=1; }
+    done
+  }
+  compile_cuda "libtorch-cuda-dev $cuda_torch" -isystem $inc -isystem $inc/torch/csrc/api/include
+  if [ -f "$root/usr/include/c10/cuda/CUDAFunctions.h" ] &&
+     [ -f "$root/usr/include/torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp" ]; then
+    mkdir -p "$root/opt/cuda-macros/c10/cuda/impl"
+    cp "$root$inc/c10/cuda/impl/cuda_cmake_macros.h" "$root/opt/cuda-macros/c10/cuda/impl/"
+    compile_cuda "libtorch-dev $(in_root dpkg-query -W -f '${Version}' libtorch-dev)" \
+      -isystem /usr/include/torch/csrc/api/include -isystem /opt/cuda-macros
+  fi
 else
   echo "check-libtorch2: no CUDA toolkit with NCCL headers at $cuda: the NCCL and CUDA allocator code was not compiled"
 fi

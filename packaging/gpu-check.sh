@@ -39,9 +39,16 @@ cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DGANPO_BUILD_GUI=OF
   || { tail -40 "$LOGS/configure.log"; exit 1; }
 grep "LibTorch " "$LOGS/configure.log"
 step build
-targets=(); [ "$quick" = 1 ] && targets=(--target ganpo core_gpu_tests)
-time cmake --build build/gpu -j"$(nproc)" ${targets[@]+"${targets[@]}"} >"$LOGS/build.log" 2>&1 ||
-  { grep -B2 -A8 "error" "$LOGS/build.log" | head -80; exit 1; }
+build_failed() { grep -B2 -A8 "error" "$LOGS/build.log" | head -80; exit 1; }
+if [ "$quick" = 1 ]; then
+  # `ganpo` first: LOGS/ganpo.built tells a caller it can start CPU work with it (gpu-session.sh
+  # runs its transformers check beside the rest of the build and the CUDA tests).
+  time cmake --build build/gpu -j"$(nproc)" --target ganpo >"$LOGS/build.log" 2>&1 || build_failed
+  touch "$LOGS/ganpo.built"
+  time cmake --build build/gpu -j"$(nproc)" --target core_gpu_tests >>"$LOGS/build.log" 2>&1 || build_failed
+else
+  time cmake --build build/gpu -j"$(nproc)" >"$LOGS/build.log" 2>&1 || build_failed
+fi
 G=build/gpu/app/ganpo
 
 step "gpu tests"

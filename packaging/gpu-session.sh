@@ -4,40 +4,91 @@
 #   1. gpu-check.sh --quick: configure against the machine's python torch, build `ganpo` and the
 #      CUDA tests only, run the CUDA tests;
 #   2. the quick demo on cuda (11 s on an H200 in an earlier session);
-#   3. gpu-bench-table.sh with the time left, its rows in the order that answers most first:
+#   3. beside the CUDA build, tests and demo (CPU work, started once `ganpo` is linked):
+#      tests/core/golden/check_with_transformers.py with the machine's transformers and peft: the
+#      golden cases, `ganpo train`'s folders and LoRA runs' merged and PEFT adapter folders against
+#      transformers and PeftModel;
+#   4. gpu-bench-table.sh with the time left, its rows in the order that answers most first:
 #      GPT-2 124M bf16 and Llama 3.2 1B bf16 against eager PyTorch, GPT-2 without prefix sharing,
 #      Llama 3.2 1B with full logits,
 #      Gemma 2 2B, Llama 3 8B LoRA, GPT-2 with gradient checkpointing, GPT-2 fp32, the rest, and
 #      last Llama 3 8B full fine-tuning (expected not to fit);
-#   logs, the table and every row's JSON go into OUT as they come (the device tool's $OUT
-#   comes back).
+#   logs, the table and every row's JSON go into a work folder; the device tool brings back at
+#   most 8 files of $OUT, so OUT holds the few that matter (check.txt, gpu-tests.log, demo.log,
+#   transformers.log, table.md) and session.tar.gz, the whole work folder, renewed every 15 s and at
+#   the end, so a call cut short still brings back what had finished.
 # Here first: `bash packaging/gpu-debs.sh` (build/gpu-debs), then on the device, with build/gpu-debs
 # carried: bash packaging/gpu-session.sh build/gpu-debs "$OUT" [SECONDS]   (default 560)
+# Read what came back: tables in table.md, the rest with `tar -xzf session.tar.gz -C DIR`.
 set -uo pipefail
 [ $# -ge 2 ] || { echo "usage: packaging/gpu-session.sh DEB_FOLDER OUT [SECONDS]" >&2; exit 2; }
 DEBS=$(realpath -m "$1") OUT=$(realpath -m "$2") total=${3:-560}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 start=$(date +%s)
 left() { echo $((total - ($(date +%s) - start))); }
-mkdir -p "$OUT"
+W=/tmp/ganpo-gpu-session
+rm -rf "$W"
+mkdir -p "$OUT" "$W"
 cd "$REPO"
 export PATH=$PATH:/usr/local/cuda/bin  # nvcc, which a pip CUDA torch's CMake config looks for
 
-bash packaging/gpu-check.sh --quick "$DEBS" "$OUT/check" 2>&1 | tee "$OUT/check.txt"
-rc=${PIPESTATUS[0]}
+# OUT: the files worth reading first, and the whole work folder as one archive.
+bring_back() {
+  local tmp=$OUT/.session.$BASHPID.tar.gz  # the keeper's and the last call's never share one
+  tar -czf "$tmp" -C "$W" . 2>/dev/null && mv -f "$tmp" "$OUT/session.tar.gz"
+  for f in check.txt check/gpu-tests.log demo.log transformers.log table/table.md; do
+    [ -f "$W/$f" ] && cp -f "$W/$f" "$OUT/$(basename "$f")"
+  done
+  return 0
+}
+( while sleep 15; do bring_back; done ) >/dev/null 2>&1 &
+keeper=$!
+finish() {
+  kill "$keeper" 2>/dev/null
+  wait "$keeper" 2>/dev/null
+  bring_back
+  rm -f "$OUT"/.session.*.tar.gz
+  echo "== done ($(( $(date +%s) - start )) s)"
+}
+
 G=$REPO/build/gpu/app/ganpo
-[ "$rc" = 0 ] && [ -x "$G" ] ||
-  { echo "gpu-session: configure or build failed (exit $rc; see $OUT/check.txt and $OUT/check/build.log)"; exit 1; }
+mkdir -p "$W/check"
+bash packaging/gpu-check.sh --quick "$DEBS" "$W/check" > >(tee "$W/check.txt") 2>&1 &
+check=$!
+# Once `ganpo` is linked, the transformers check runs on the CPU beside the rest of the build, the
+# CUDA tests and the demo (its training runs say device = "cpu"); the benchmarks wait for it.
+hf=""
+while kill -0 "$check" 2>/dev/null; do
+  if [ -z "$hf" ] && [ -f "$W/check/ganpo.built" ]; then
+    OMP_NUM_THREADS=4 timeout 240 nice python3 tests/core/golden/check_with_transformers.py --ganpo "$G" \
+      --work "$W/transformers" > "$W/transformers.log" 2>&1 &
+    hf=$!
+  fi
+  sleep 1
+done
+wait "$check"
+rc=$?
+if [ "$rc" != 0 ] || [ ! -x "$G" ]; then
+  echo "gpu-session: configure or build failed (exit $rc; see check.txt and session.tar.gz's check/build.log)"
+  [ -n "$hf" ] && wait "$hf"
+  finish
+  exit 1
+fi
 
 echo "== quick demo on cuda ($(date +%T), $(left) s left)"
-timeout 90 "$G" demo --quick --output-dir /tmp/ganpo-gpu-demo > "$OUT/demo.log" 2>&1
+timeout 90 "$G" demo --quick --output-dir /tmp/ganpo-gpu-demo > "$W/demo.log" 2>&1
 echo "demo exit $?"
-tail -14 "$OUT/demo.log"
+tail -14 "$W/demo.log"
+hf_rc="not started"
+[ -n "$hf" ] && { wait "$hf"; hf_rc="exit $?"; }
+echo "== transformers and PEFT against the workbench's folders ($hf_rc, $(left) s left)"
+grep -E "^(FAIL|SKIP)|passed|failed|transformers " "$W/transformers.log" | tail -20
+rm -rf "$W/transformers"  # model folders; the log stays
 
-budget=$(( $(left) - 20 ))
+budget=$(( $(left) - 25 ))
 echo "== benchmark table ($(date +%T), budget $budget s)"
-# Straight into OUT (each row's data file is removed when the row ends), so a call cut short
-# still brings back the rows that finished.
+# Each row's data file is removed when the row ends; the keeper above copies the rows that
+# finished into OUT while the rest run.
 bash packaging/gpu-bench-table.sh --ganpo-binary "$G" --budget "$budget" --row-limit 110 \
-  --rows 1,2,10,11,7,8,5,3,6,4,9 --work "$OUT/table"
-echo "== done ($(( $(date +%s) - start )) s)"
+  --rows 1,2,10,11,7,8,5,3,6,4,9 --work "$W/table"
+finish

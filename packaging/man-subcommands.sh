@@ -5,8 +5,8 @@
 set -euo pipefail
 G=$1
 OUT=$2
-# The names listed under "Subcommands:" in a --help text.
-subcommands() { sed -n '/^Subcommands:/,$p' | sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p'; }
+# The names listed under "Subcommands:" (CLI11 2.5 on: "SUBCOMMANDS:") in a --help text.
+subcommands() { sed -n '/^\(Subcommands\|SUBCOMMANDS\):/,$p' | sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p'; }
 # A --help text as roff: literal lines; backslashes, leading dots or quotes and hyphens escaped
 # (an unescaped "-" prints as a typographic hyphen, which breaks searching for --options).
 literal() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/" -e 's/-/\\-/g'; }

@@ -9,6 +9,7 @@
 
 #include "app/cli/commands.h"
 #include "core/checkpoint.h"
+#include "core/model/lora_adapter.h"
 #include "core/model/model_folder_info.h"
 #include "core/text/hf_tokenizer.h"
 
@@ -36,7 +37,11 @@ int logits_command(const LogitsArgs& args) {
     std::fprintf(stderr, "ganpo logits: give token ids with --ids, e.g. --ids 1,2,3\n");
     return 2;
   }
-  CausalLM model = load_model(args.model, [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });
+  const auto warn = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
+  // A PEFT adapter folder is its base model with the adapters on, as everywhere a model is taken;
+  // a model folder needs no tokenizer here (ids are given).
+  CausalLM model = is_peft_adapter_folder(args.model) ? load_model_folder(args.model, torch::kCPU, warn).model
+                                                      : load_model(args.model, warn);
   model->eval();
   const int64_t vocab = model->shape().vocab_size;
   for (int64_t id : args.ids)

@@ -6,6 +6,7 @@
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
+#include "core/model/lora_adapter.h"
 #include "core/text/chat_template.h"
 #include "core/tokenizer.h"
 
@@ -39,6 +40,19 @@ const char* mlp_name(MlpKind k) {
 }  // namespace
 
 nlohmann::json describe_model_folder(const std::string& dir) {
+  if (is_peft_adapter_folder(dir)) {
+    // A PEFT adapter folder: its base model as the workbench loads it, and the adapters on it.
+    const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
+    nlohmann::json j = describe_model_folder(adapter.base_model);
+    j["folder"] = dir;
+    j["adapter"] = {{"peft_type", "LORA"},
+                    {"r", adapter.spec.r},
+                    {"alpha", adapter.spec.alpha},
+                    {"dropout", adapter.spec.dropout},
+                    {"target_modules", adapter.spec.targets},
+                    {"base_model", adapter.base_model}};
+    return j;
+  }
   const ModelShape s = read_model_config(dir);
   const uint64_t weights_bytes = model_weights_bytes(dir);
   const Architecture& arch = architecture(s.arch);
@@ -122,6 +136,14 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
                                                     gib(j["weights_bytes"].get<double>()) + " on disk)"
                                               : std::string("no safetensors weights (a run trains its architecture "
                                                             "from random weights with model.random_weights = true)")));
+  if (j.contains("adapter")) {
+    const auto& a = j["adapter"];
+    std::string targets;
+    for (const auto& t : a["target_modules"]) targets += (targets.empty() ? "" : ", ") + t.get<std::string>();
+    std::snprintf(buf, sizeof buf, "LoRA r %lld, alpha %g", a["r"].get<long long>(), a["alpha"].get<double>());
+    lines.emplace_back("adapter", std::string("PEFT ") + buf + " on " + targets + ", over the base model " +
+                                      a["base_model"].get<std::string>() + ", which the other lines describe");
+  }
   lines.emplace_back("shape", num("layers") + " layers, hidden " + num("hidden_size") + ", " + num("attention_heads") +
                                   " heads (" + num("key_value_heads") + " key/value) of " + num("head_dim") + ", MLP " +
                                   num("intermediate_size") + ", vocabulary " + num("vocab_size") + ", " +

@@ -24,7 +24,13 @@ bool nfc_stable(char32_t c) {
   const utf8proc_property_t* p = utf8proc_get_property(static_cast<utf8proc_int32_t>(c));
   if (p->combining_class != 0) return false;
   if (p->decomp_seqindex != UINT16_MAX && p->decomp_type == 0) return false;  // canonical
+  // "Second half of a composition": utf8proc 2.10 turned the 0x8000 bit of comb_index into a
+  // field of its own (Debian 12 has 2.8; later distributions 2.10 and up).
+#if UTF8PROC_VERSION_MAJOR > 2 || (UTF8PROC_VERSION_MAJOR == 2 && UTF8PROC_VERSION_MINOR >= 10)
+  if (p->comb_issecond) return false;
+#else
   if (p->comb_index != UINT16_MAX && (p->comb_index & 0x8000)) return false;
+#endif
   return true;
 }
 

@@ -37,7 +37,8 @@ TEST(CliManners, BashCompletionKnowsEverySubcommand) {
   std::ifstream file(std::string(GANPO_SOURCE_DIR) + "/packaging/ganpo.bash-completion");
   const std::string completion((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   ASSERT_FALSE(completion.empty());
-  const auto at = help.output.find("Subcommands:");
+  auto at = help.output.find("Subcommands:");
+  if (at == std::string::npos) at = help.output.find("SUBCOMMANDS:");  // CLI11 2.5 and later
   ASSERT_NE(at, std::string::npos) << help.output;
   std::istringstream lines(help.output.substr(at));
   std::string line;

@@ -15,6 +15,7 @@
 
 #include "core/checkpoint.h"
 #include "core/model/causal_lm.h"
+#include "core/model/lora_adapter.h"
 #include "core/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -23,19 +24,24 @@ namespace {
 
 using ganpo::test::run_cli;
 
+// A two-layer model of the family, 32 wide, for the byte tokenizer's 259 ids.
+ganpo::CausalLM tiny_model(const std::string& arch) {
+  ganpo::ModelConfig mc;
+  mc.preset = "";
+  mc.arch = arch;
+  mc.d_model = 32;
+  mc.n_layers = 2;
+  mc.n_heads = 4;
+  mc.max_seq_len = 32;
+  return ganpo::CausalLM(ganpo::resolve_model_shape(mc, 259));
+}
+
 struct ModelCommands : ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = fs::temp_directory_path() / ("ganpo-model-commands-" + std::to_string(::getpid()));
     fs::remove_all(dir_);
-    ganpo::ModelConfig mc;
-    mc.preset = "";
-    mc.arch = "gpt2";
-    mc.d_model = 32;
-    mc.n_layers = 2;
-    mc.n_heads = 4;
-    mc.max_seq_len = 32;
     torch::manual_seed(11);
-    model_ = ganpo::CausalLM(ganpo::resolve_model_shape(mc, 259));
+    model_ = tiny_model("gpt2");
     model_->eval();
     ganpo::save_model_files(dir_.string(), model_, ganpo::ByteTokenizer());
   }
@@ -83,6 +89,52 @@ TEST_F(ModelCommands, LogitsEqualTheEngineInThisProcess) {
   auto bad = run_cli("logits --model " + dir_.string() + " --ids 1,999");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.output.find("outside the vocabulary"), std::string::npos) << bad.output;
+}
+
+// A PEFT adapter folder is its base model with the adapters on, for `logits` as for `generate`;
+// `inspect` describes the base and the adapters.
+TEST_F(ModelCommands, LogitsAndInspectTakeAPeftAdapterFolder) {
+  torch::manual_seed(21);
+  ganpo::CausalLM model = tiny_model("llama");
+  const fs::path base_dir = dir_ / "llama-base", adapter_dir = dir_ / "llama-adapter";
+  ganpo::save_model_files(base_dir.string(), model, ganpo::ByteTokenizer());
+  ganpo::LoraSpec spec;
+  spec.r = 4;
+  spec.alpha = 8.0;
+  spec.targets = {"q_proj", "v_proj"};
+  model->add_lora(spec);
+  {
+    torch::NoGradGuard guard;
+    for (auto& [name, t] : model->lora_parameters()) t.normal_(0.0, 0.3);  // B starts at zero: move it
+  }
+  fs::create_directories(adapter_dir);
+  ganpo::save_peft_adapter(adapter_dir.string(), model, base_dir.string());
+  model->eval();
+
+  const auto ids = torch::tensor({72, 105, 33, 7}, torch::kLong).unsqueeze(0);
+  torch::NoGradGuard guard;
+  const auto want = model->forward(ids).logits[0];
+  const auto base = ganpo::load_model(base_dir.string())->forward(ids).logits[0];
+  ASSERT_GT((want - base).abs().max().item<double>(), 1e-2) << "the adapters change the logits";
+  auto r = run_cli("logits --model " + adapter_dir.string() + " --ids 72,105,33,7 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  ASSERT_EQ(j["logits"].size(), 4u);
+  for (int64_t t = 0; t < 4; ++t) {
+    auto got = torch::tensor(j["logits"][t].get<std::vector<float>>());
+    EXPECT_LT((got - want[t]).abs().max().item<double>(), 1e-5) << "position " << t;
+  }
+
+  auto info = run_cli("inspect --model " + adapter_dir.string() + " --json");
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  const auto d = nlohmann::json::parse(info.output);
+  EXPECT_EQ(d["folder"], adapter_dir.string());
+  EXPECT_EQ(d["architecture"], "LlamaForCausalLM");
+  EXPECT_EQ(d["adapter"]["r"], 4);
+  EXPECT_EQ(d["adapter"]["target_modules"], (nlohmann::json{"q_proj", "v_proj"}));
+  EXPECT_EQ(d["adapter"]["base_model"], base_dir.string());
+  auto text = run_cli("inspect --model " + adapter_dir.string());
+  EXPECT_NE(text.output.find("PEFT LoRA r 4, alpha 8 on q_proj, v_proj"), std::string::npos) << text.output;
 }
 
 TEST_F(ModelCommands, TokenizeRoundTrips) {

@@ -36,7 +36,8 @@ const json& cases() {
   return j;
 }
 
-const json& fixture(const std::string& file) {
+// (A C string, so no temporary std::string makes GCC 14+ suspect the returned reference.)
+const json& fixture(const char* file) {
   static std::map<std::string, json> cache;
   auto it = cache.find(file);
   if (it == cache.end()) it = cache.emplace(file, load_json(kDir + "/chat_templates/" + file)).first;
@@ -48,7 +49,7 @@ std::string token(const json& f, const char* key) {
 }
 
 ChatTemplate template_for(const std::string& file) {
-  const json& f = fixture(file);
+  const json& f = fixture(file.c_str());
   return ChatTemplate::resolve(f["chat_template"].get<std::string>(), "", token(f, "bos_token"), token(f, "eos_token"));
 }
 
@@ -107,7 +108,7 @@ void expect_outcome(const ChatTemplate& t, const std::vector<ChatMessage>& messa
 TEST(ChatTemplate, RecognisesEveryRealTemplate) {
   std::set<std::string> covered;
   for (const auto& file : fixture_files()) {
-    const json& f = fixture(file);
+    const json& f = fixture(file.c_str());
     const std::string text = f["chat_template"].get<std::string>();
     EXPECT_EQ(ChatTemplate::recognise(text), f["variant"].get<std::string>()) << file;
     const ChatTemplate t = template_for(file);

@@ -1,0 +1,300 @@
+#!/usr/bin/python3
+"""The workbench's Hugging Face folders against the real transformers library (and PEFT where present).
+
+hf_golden.json's values come from an independent transcription of the transformers forwards
+(make_hf_golden.py), because neither Debian 12 nor the CI machine has transformers. Where a Python
+with transformers exists (Debian unstable's python3-transformers, run by
+`packaging/check-libtorch2.sh --suite sid --transformers`, or the device machine's torch image) this
+checks the chain end to end:
+
+1. every golden case: the folder written from the weight formula, loaded by transformers'
+   AutoModelForCausalLM in float64, gives the golden logits and final hidden states; and
+   `ganpo logits` on the same folder gives transformers' float32 logits;
+2. folders the workbench writes (`ganpo train`, each run's final/): a Llama and a GPT-2 preset
+   trained from scratch for a few steps (the workbench writes their config.json), every golden case's
+   family trained from random weights (its config.json carried through), and over each but GPT-2 a
+   LoRA preference run, whose final/ holds the merged model and final/adapter/ the PEFT adapter
+   folder. transformers loads each model folder and gives `ganpo logits`' logits on it; each merged
+   model differs from its base by far more than the tolerance (so the LoRA checks can fail);
+   `ganpo logits` on the adapter folder (base + adapter, as the workbench loads it) gives the merged
+   logits; and where the peft package is installed, PeftModel.from_pretrained(base, adapter/) gives
+   them too;
+3. where a folder holds a tokenizer.json and the tokenizers package is installed, its ids for a few
+   texts equal `ganpo tokenize`'s.
+
+    python3 tests/core/golden/check_with_transformers.py --ganpo build/app/ganpo [--work DIR]
+
+Prints one line per check and exits 1 if any fails (2 if transformers is missing).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# transformers in float64 against the float64 transcription: Gemma 2's RMSNorm computes in float32
+# whatever the model's dtype (x.float()), which moves its hidden states by ~1.5e-6.
+TOL_F64 = 5e-6
+TOL_F32 = 5e-5   # float32 forwards (the golden README's noise is ~3e-6; kernels differ in summation order)
+
+failures = []
+
+
+def report(ok, what, detail=""):
+    print(("PASS " if ok else "FAIL ") + what + (f": {detail}" if detail else ""), flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def ganpo(args, *extra, stdin=None):
+    p = subprocess.run([args.ganpo, *extra], input=stdin, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"ganpo {' '.join(extra)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def ganpo_logits(args, folder, ids):
+    import torch
+    out = json.loads(ganpo(args, "logits", "--model", folder, "--ids", ",".join(map(str, ids)), "--json"))
+    return torch.tensor(out["logits"], dtype=torch.float64)
+
+
+def hf_forward(folder, ids, dtype):
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
+    model.eval()
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(input_ids=x).logits[0].to(torch.float64)
+        hidden = getattr(model, model.base_model_prefix)(input_ids=x).last_hidden_state[0].to(torch.float64)
+    return model, logits, hidden
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+def write_golden_folder(case, folder, make_weight):
+    import torch
+    from safetensors.torch import save_file
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(case["config"], f)
+    tensors = {t["name"]: make_weight(t["name"], t["shape"]).to(torch.float32).contiguous() for t in case["tensors"]}
+    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+
+
+def check_golden(args, work):
+    import torch
+    sys.path.insert(0, HERE)
+    from make_hf_golden import make_weight  # the formula, not the forwards
+    torch.set_default_dtype(torch.float32)  # make_hf_golden sets float64 on import
+    with open(os.path.join(HERE, "hf_golden.json")) as f:
+        golden = json.load(f)
+    for case in golden["cases"]:
+        name, ids = case["name"], case["input_ids"]
+        folder = os.path.join(work, "golden", name)
+        write_golden_folder(case, folder, make_weight)
+        want_logits = torch.tensor(case["logits"], dtype=torch.float64)
+        want_hidden = torch.tensor(case["hidden"], dtype=torch.float64)
+        _, logits, hidden = hf_forward(folder, ids, torch.float64)
+        d_logits, d_hidden = max_diff(logits, want_logits), max_diff(hidden, want_hidden)
+        report(d_logits < TOL_F64 and d_hidden < TOL_F64, f"golden {name}: transformers float64 = hf_golden.json",
+               f"max |d logits| {d_logits:.2e}, |d hidden| {d_hidden:.2e}")
+        _, logits32, _ = hf_forward(folder, ids, torch.float32)
+        d = max_diff(ganpo_logits(args, folder, ids), logits32)
+        report(d < TOL_F32, f"golden {name}: ganpo logits = transformers float32", f"max |d| {d:.2e}")
+
+
+# Short runs on the built-in task; the byte tokenizer's 259 ids fit every vocabulary below.
+# A run's config: RUN_HEAD, its [model] (and [model.lora], [ganpo]) section, RUN_TAIL.
+RUN_HEAD = """
+name = "{name}"
+stage = "{stage}"
+output_dir = "{out}"
+seed = 7
+device = "cpu"
+"""
+RUN_TAIL = """
+[data]
+builtin = "lists"
+builtin_train_size = 64
+builtin_eval_size = 8
+max_length = 64
+max_prompt_length = 32
+[train]
+learning_rate = {lr}
+per_device_train_batch_size = 4
+max_steps = 3
+logging_steps = 3
+eval_steps = 0
+save_steps = 0
+[sampling]
+every_steps = 0
+[eval]
+judge_at_end = false
+"""
+
+# SFT from a preset's architecture (the workbench writes config.json itself).
+PRESET_RUN = RUN_HEAD + """
+[model]
+preset = ""
+arch = "{arch}"
+d_model = 64
+n_layers = 2
+n_heads = 4
+max_seq_len = 256
+""" + RUN_TAIL
+
+# SFT from a family's config.json with random weights (the folder's config is carried over).
+FAMILY_RUN = RUN_HEAD + """
+[model]
+checkpoint = "{shape}"
+random_weights = true
+""" + RUN_TAIL
+
+# LoRA over a trained folder: DPO + GANPO, a rate that moves the adapters well away from zero.
+LORA_RUN = RUN_HEAD + """
+[model]
+checkpoint = "{base}"
+[model.lora]
+r = 4
+alpha = 8.0
+dropout = 0.0
+target_modules = "q_proj,v_proj,down_proj"
+[ganpo]
+enabled = true
+critic_hidden = 32
+critic_layers = 1
+critic_heads = 2
+""" + RUN_TAIL
+
+
+def train(args, work, name, text):
+    path = os.path.join(work, name + ".toml")
+    with open(path, "w") as f:
+        f.write(text)
+    ganpo(args, "train", "--no-db", "--config", path)
+    final = os.path.join(work, name, "final")
+    if not os.path.isfile(os.path.join(final, "config.json")):
+        raise RuntimeError(f"ganpo train wrote no {final}/config.json")
+    return final
+
+
+def check_tokenizer(args, folder, label):
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        print(f"SKIP {label}: tokenizer: the folder has no tokenizer.json")
+        return
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        print(f"SKIP {label}: tokenizer: the tokenizers package is not installed")
+        return
+    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    texts = ["red, green and blue", "Ünïcödé — 東京 🙂", "  two  spaces\nand a line"]
+    rows = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    out = ganpo(args, "tokenize", "--tokenizer", folder, "--no-special", stdin=rows)
+    ours = [json.loads(line)["ids"] for line in out.splitlines()]
+    theirs = [tok.encode(t, add_special_tokens=False).ids for t in texts]
+    report(ours == theirs, f"{label}: ganpo tokenize = tokenizers", "" if ours == theirs else f"{ours} vs {theirs}")
+
+
+IDS = [5, 72, 101, 44, 33, 90, 17, 64, 12, 99, 3, 58]
+
+
+def check_folder(args, folder, label):
+    import torch
+    model, hf, _ = hf_forward(folder, IDS, torch.float32)
+    d = max_diff(ganpo_logits(args, folder, IDS), hf)
+    report(d < TOL_F32, f"{label}: transformers = ganpo logits", f"max |d| {d:.2e}")
+    check_tokenizer(args, folder, label)
+    return model, hf
+
+
+def check_lora(args, work, name, base, base_model, hf_base):
+    import torch
+    run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2)
+    merged = train(args, work, name, run)
+    adapter = os.path.join(merged, "adapter")
+    _, hf_merged, _ = hf_forward(merged, IDS, torch.float32)
+    moved = max_diff(hf_merged, hf_base)
+    report(moved > 100 * TOL_F32, f"{name}: the merged model differs from its base", f"max |d| {moved:.2e}")
+    d = max_diff(ganpo_logits(args, merged, IDS), hf_merged)
+    report(d < TOL_F32, f"{name}: merged final/, transformers = ganpo logits", f"max |d| {d:.2e}")
+    if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
+        report(False, f"{name}: final/adapter/ holds a PEFT adapter folder")
+        return
+    d = max_diff(ganpo_logits(args, adapter, IDS), hf_merged)
+    report(d < TOL_F32, f"{name}: ganpo logits on final/adapter/ (base + adapter) = the merged folder", f"max |d| {d:.2e}")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        print(f"SKIP {name}: PeftModel.from_pretrained: the peft package is not installed")
+        return
+    peft_model = PeftModel.from_pretrained(base_model, adapter)
+    peft_model.eval()
+    with torch.no_grad():
+        got = peft_model(input_ids=torch.tensor([IDS])).logits[0].to(torch.float64)
+    d = max_diff(got, hf_merged)
+    report(d < TOL_F32, f"{name}: PeftModel.from_pretrained(base, final/adapter/) = the merged folder", f"max |d| {d:.2e}")
+
+
+def check_trained(args, work):
+    # Presets: the workbench writes the config.
+    bases = {}
+    for arch in ("llama", "gpt2"):
+        name = f"preset-{arch}"
+        run = PRESET_RUN.format(name=name, stage="sft", arch=arch, out=os.path.join(work, name), lr=3e-3)
+        final = train(args, work, name, run)
+        bases[name] = (final, *check_folder(args, final, f"{name} final/"))
+    # Every golden family from random weights: the folder's config.json carried through training.
+    with open(os.path.join(HERE, "hf_golden.json")) as f:
+        cases = json.load(f)["cases"]
+    for case in cases:
+        cfg = dict(case["config"], vocab_size=320)
+        name = f"family-{case['name']}"
+        shape = os.path.join(work, "shapes", case["name"])
+        os.makedirs(shape, exist_ok=True)
+        with open(os.path.join(shape, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        run = FAMILY_RUN.format(name=name, stage="sft", shape=shape, out=os.path.join(work, name), lr=3e-3)
+        final = train(args, work, name, run)
+        bases[name] = (final, *check_folder(args, final, f"{name} final/"))
+    # LoRA over each but GPT-2 (its fused Conv1D has no PEFT adapter; its checkpoints are merged only).
+    for name, (final, model, hf) in bases.items():
+        if "gpt2" not in name:
+            check_lora(args, work, "lora-" + name, final, model, hf)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ganpo", required=True, help="the ganpo binary")
+    parser.add_argument("--work", help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    args.ganpo = os.path.abspath(args.ganpo)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import torch
+        import transformers
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError as e:
+        print(f"check_with_transformers: {e}; install transformers (Debian: python3-transformers)", file=sys.stderr)
+        return 2
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}, "
+          f"{ganpo(args, '--version').strip().splitlines()[0]}", flush=True)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="ganpo-hf-") as tmp:
+        work = os.path.abspath(args.work or tmp)
+        os.makedirs(work, exist_ok=True)
+        check_golden(args, work)
+        check_trained(args, work)
+    print(f"{len(failures)} failed" if failures else "all passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
