@@ -16,14 +16,16 @@
 # found (GANPO_BUILD_GUI=AUTO), so the UI tests run against LibTorch 2.x as well. With
 # --transformers (sid: Debian's python3-transformers) it also runs
 # tests/core/golden/check_with_transformers.py: the golden cases, and folders `ganpo train` writes
-# (a LoRA run's merged and adapter folders too), against the real transformers library.
-#   sudo bash packaging/check-libtorch2.sh [--suite trixie|sid] [--gui] [--transformers] [--root DIR]
-#                                          [--cuda DIR] [--tests REGEX] [--jobs N]
+# (a LoRA run's merged and adapter folders too), against the real transformers library; PEFT is
+# not in Debian: --peft-src DIR (a checkout of huggingface/peft) puts DIR/src on its PYTHONPATH,
+# which adds PeftModel's side of the LoRA checks.
+#   sudo bash packaging/check-libtorch2.sh [--suite trixie|sid] [--gui] [--transformers [--peft-src DIR]]
+#                                          [--root DIR] [--cuda DIR] [--tests REGEX] [--jobs N]
 # The scratch root (default /var/tmp/ganpo-libtorch2 for trixie, /var/tmp/ganpo-libtorch-sid for
 # sid, ~3 GB each) is kept and reused by later runs, so a second run only rebuilds what changed.
 # Needs root (chroot), debootstrap and Debian's archive.
 set -euo pipefail
-root="" suite=trixie cuda=/usr/local/cuda tests="" jobs=$(nproc) gui=0 hf=0
+root="" suite=trixie cuda=/usr/local/cuda tests="" jobs=$(nproc) gui=0 hf=0 peft=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root=$(realpath -m "$2"); shift ;;
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift ;;
     --gui) gui=1 ;;
     --transformers) hf=1 ;;
+    --peft-src) peft=$(realpath "$2"); shift ;;
     *) echo "check-libtorch2: unknown argument $1 (see the usage at the top of this script)" >&2; exit 2 ;;
   esac
   shift
@@ -99,8 +102,9 @@ if [ "$gui" = 1 ] && [ ! -f "$root/.ganpo-gui-ready" ]; then
 fi
 if [ "$hf" = 1 ] && [ ! -f "$root/.ganpo-hf-ready" ]; then
   step "transformers from $suite"
+  # (accelerate, psutil, yaml and tqdm: what PEFT imports, for --peft-src)
   in_root apt-get install -y -qq --no-install-recommends python3-transformers python3-torch python3-safetensors \
-    python3-tokenizers >/tmp/ganpo-libtorch2-apt-hf.log 2>&1 ||
+    python3-tokenizers python3-accelerate python3-psutil python3-yaml python3-tqdm >/tmp/ganpo-libtorch2-apt-hf.log 2>&1 ||
     { tail -30 /tmp/ganpo-libtorch2-apt-hf.log >&2; fail "apt-get install (transformers) failed; $suite may not have it (sid does)"; }
   touch "$root/.ganpo-hf-ready"
 fi
@@ -133,9 +137,17 @@ else
 fi
 
 if [ "$hf" = 1 ]; then
-  step "the workbench's folders against transformers"
-  in_root env PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 python3 /src/tests/core/golden/check_with_transformers.py \
-    --ganpo /build/libtorch2/app/ganpo --work /tmp/ganpo-hf-check || status=1
+  step "the workbench's folders against transformers${peft:+ and PEFT}"
+  pythonpath=""
+  if [ -n "$peft" ]; then
+    [ -f "$peft/src/peft/__init__.py" ] || fail "--peft-src $peft holds no src/peft (a checkout of huggingface/peft)"
+    mount_in "$peft" /peft ro
+    pythonpath=/peft/src
+  fi
+  rm -rf "$root/tmp/ganpo-hf-check"
+  in_root env PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 PYTHONPATH=$pythonpath \
+    python3 /src/tests/core/golden/check_with_transformers.py --ganpo /build/libtorch2/app/ganpo \
+    --work /tmp/ganpo-hf-check || status=1
 fi
 
 # The CUDA-only code against the headers of Debian's CUDA LibTorch (contrib:

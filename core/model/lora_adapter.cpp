@@ -104,9 +104,16 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   // Settings that change which layers are adapted or their scale per layer: applying the adapter
   // without them would compute another model.
   for (const char* key : {"modules_to_save", "alpha_pattern", "rank_pattern", "layers_to_transform", "exclude_modules",
-                          "layers_pattern"})
+                          "layers_pattern", "target_parameters", "trainable_token_indices", "layer_replication"})
     if (j.contains(key) && !j[key].is_null() && !j[key].empty())
       fail(std::string(key) + " is not supported; merge the adapter with PEFT and load the merged folder");
+  // PEFT's LoRA variants and options that change what a layer computes (PEFT 0.20 writes each key,
+  // off, into every adapter_config.json). VeLoRA changes only the backward pass and is accepted.
+  for (const char* key : {"lora_bias", "fan_in_fan_out", "use_qalora", "use_bdlora", "alora_invocation_tokens",
+                          "monteclora_config", "arrow_config", "kasa_config"})
+    if (j.contains(key) && !j[key].is_null() && j[key] != false && !(j[key].is_object() && j[key].empty()))
+      fail(std::string(key) + " is set and this LoRA variant is not supported; merge the adapter with PEFT and load "
+                              "the merged folder");
   if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) fail("\"r\" must be a positive integer");
   if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) fail("\"lora_alpha\" must be a positive number");
   PeftAdapterConfig out;

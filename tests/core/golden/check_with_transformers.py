@@ -18,7 +18,8 @@ checks the chain end to end:
    model differs from its base by far more than the tolerance (so the LoRA checks can fail);
    `ganpo logits` on the adapter folder (base + adapter, as the workbench loads it) gives the merged
    logits; and where the peft package is installed, PeftModel.from_pretrained(base, adapter/) gives
-   them too;
+   them too, and an adapter PEFT itself writes (save_pretrained, random non-zero B) over each such
+   folder gives PeftModel's logits in `ganpo logits`;
 3. where a folder holds a tokenizer.json and the tokenizers package is installed, its ids for a few
    texts equal `ganpo tokenize`'s.
 
@@ -242,6 +243,29 @@ def check_lora(args, work, name, base, base_model, hf_base):
     report(d < TOL_F32, f"{name}: PeftModel.from_pretrained(base, final/adapter/) = the merged folder", f"max |d| {d:.2e}")
 
 
+def check_peft_written(args, work, name, base):
+    """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
+                        init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    peft_model.eval()
+    adapter = os.path.join(work, name)
+    peft_model.save_pretrained(adapter)
+    with torch.no_grad():
+        want = peft_model(input_ids=torch.tensor([IDS])).logits[0].to(torch.float64)
+        with peft_model.disable_adapter():
+            plain = peft_model(input_ids=torch.tensor([IDS])).logits[0].to(torch.float64)
+    moved = max_diff(want, plain)
+    d = max_diff(ganpo_logits(args, adapter, IDS), want)
+    report(d < TOL_F32 and moved > 100 * TOL_F32, f"{name}: ganpo logits on PEFT's save_pretrained folder = PeftModel",
+           f"max |d| {d:.2e} (the adapter moves the logits by {moved:.2e})")
+
+
 def check_trained(args, work):
     # Presets: the workbench writes the config.
     bases = {}
@@ -267,6 +291,14 @@ def check_trained(args, work):
     for name, (final, model, hf) in bases.items():
         if "gpt2" not in name:
             check_lora(args, work, "lora-" + name, final, model, hf)
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        print("SKIP adapters PEFT writes: the peft package is not installed")
+        return
+    for name, (final, _, _) in bases.items():
+        if "gpt2" not in name:
+            check_peft_written(args, work, "peft-" + name, final)
 
 
 def main():
