@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift ;;
     --gui) gui=1 ;;
     --transformers) hf=1 ;;
-    --peft-src) peft=$(realpath "$2"); shift ;;
+    --peft-src) peft=$(realpath -m "$2"); shift ;;
     *) echo "check-libtorch2: unknown argument $1 (see the usage at the top of this script)" >&2; exit 2 ;;
   esac
   shift
@@ -43,6 +43,9 @@ done
 cd "$(dirname "$0")/.."
 src=$(pwd)
 fail() { echo "check-libtorch2: $*" >&2; exit 1; }
+[ -z "$peft" ] || [ -f "$peft/src/peft/__init__.py" ] ||
+  fail "--peft-src $peft holds no src/peft (a checkout of huggingface/peft)"
+[ -z "$peft" ] || [ "$hf" = 1 ] || fail "--peft-src goes with --transformers"
 case "$suite" in
   trixie) root=${root:-/var/tmp/ganpo-libtorch2} ;;
   sid) root=${root:-/var/tmp/ganpo-libtorch-sid} ;;
@@ -51,7 +54,8 @@ esac
 [ "$(id -u)" = 0 ] || fail "needs root for debootstrap and chroot"
 step() { echo "== $1 ($(date +%T))"; }
 
-if [ ! -f "$root/.ganpo-bootstrapped" ]; then
+# (.ganpo-ready alone: a root this script made before it marked the bootstrap)
+if [ ! -f "$root/.ganpo-bootstrapped" ] && [ ! -f "$root/.ganpo-ready" ]; then
   command -v debootstrap >/dev/null || fail "needs debootstrap (apt-get install debootstrap)"
   step "debootstrap $suite into $root"
   mkdir -p "$root"
@@ -140,7 +144,6 @@ if [ "$hf" = 1 ]; then
   step "the workbench's folders against transformers${peft:+ and PEFT}"
   pythonpath=""
   if [ -n "$peft" ]; then
-    [ -f "$peft/src/peft/__init__.py" ] || fail "--peft-src $peft holds no src/peft (a checkout of huggingface/peft)"
     mount_in "$peft" /peft ro
     pythonpath=/peft/src
   fi

@@ -38,10 +38,15 @@ int logits_command(const LogitsArgs& args) {
     return 2;
   }
   const auto warn = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
-  // A PEFT adapter folder is its base model with the adapters on, as everywhere a model is taken;
-  // a model folder needs no tokenizer here (ids are given).
-  CausalLM model = is_peft_adapter_folder(args.model) ? load_model_folder(args.model, torch::kCPU, warn).model
-                                                      : load_model(args.model, warn);
+  // Ids are given, so no tokenizer is read. A PEFT adapter folder is its base model with the
+  // adapters on, as everywhere a model is taken.
+  const bool adapter = is_peft_adapter_folder(args.model);
+  const PeftAdapterConfig peft = adapter ? read_peft_adapter_config(args.model) : PeftAdapterConfig{};
+  CausalLM model = load_model(adapter ? peft.base_model : args.model, warn);
+  if (adapter) {
+    model->add_lora(peft.spec);
+    load_peft_adapter_weights(model, args.model);
+  }
   model->eval();
   const int64_t vocab = model->shape().vocab_size;
   for (int64_t id : args.ids)

@@ -108,12 +108,24 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     if (j.contains(key) && !j[key].is_null() && !j[key].empty())
       fail(std::string(key) + " is not supported; merge the adapter with PEFT and load the merged folder");
   // PEFT's LoRA variants and options that change what a layer computes (PEFT 0.20 writes each key,
-  // off, into every adapter_config.json). VeLoRA changes only the backward pass and is accepted.
-  for (const char* key : {"lora_bias", "fan_in_fan_out", "use_qalora", "use_bdlora", "alora_invocation_tokens",
-                          "monteclora_config", "arrow_config", "kasa_config"})
-    if (j.contains(key) && !j[key].is_null() && j[key] != false && !(j[key].is_object() && j[key].empty()))
+  // off, into every adapter_config.json). PEFT turns a variant on by the value's truth in Python
+  // (true, a non-zero number, a non-empty string, list or object), except MonteCLoRA and KaSA,
+  // whose configs PEFT builds from any object, {} included. VeLoRA changes only the backward pass
+  // and is accepted; fan_in_fan_out PEFT sets from the layer's kind whatever the file says.
+  const auto truthy = [](const nlohmann::json& v) {
+    if (v.is_null()) return false;
+    if (v.is_boolean()) return v.get<bool>();
+    if (v.is_number()) return v.get<double>() != 0.0;
+    return !v.empty();  // string, array, object
+  };
+  for (const char* key : {"lora_bias", "use_qalora", "use_bdlora", "alora_invocation_tokens", "arrow_config",
+                          "monteclora_config", "kasa_config"}) {
+    if (!j.contains(key)) continue;
+    const bool always = std::string(key) == "monteclora_config" || std::string(key) == "kasa_config";
+    if (always ? !j[key].is_null() : truthy(j[key]))
       fail(std::string(key) + " is set and this LoRA variant is not supported; merge the adapter with PEFT and load "
                               "the merged folder");
+  }
   if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) fail("\"r\" must be a positive integer");
   if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) fail("\"lora_alpha\" must be a positive number");
   PeftAdapterConfig out;

@@ -125,6 +125,13 @@ TEST_F(ModelCommands, LogitsAndInspectTakeAPeftAdapterFolder) {
     EXPECT_LT((got - want[t]).abs().max().item<double>(), 1e-5) << "position " << t;
   }
 
+  // A base folder without tokenizer files (a Hugging Face folder of weights alone) works too.
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "ganpo_tokenizer.json"})
+    fs::remove(base_dir / file);
+  auto bare = run_cli("logits --model " + adapter_dir.string() + " --ids 72,105,33,7 --json");
+  ASSERT_EQ(bare.exit_code, 0) << bare.output;
+  EXPECT_EQ(nlohmann::json::parse(bare.output)["logits"], j["logits"]);
+
   auto info = run_cli("inspect --model " + adapter_dir.string() + " --json");
   ASSERT_EQ(info.exit_code, 0) << info.output;
   const auto d = nlohmann::json::parse(info.output);

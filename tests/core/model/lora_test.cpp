@@ -284,19 +284,23 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   refused(with("trainable_token_indices", {1, 2}), "trainable_token_indices");
   refused(with("layer_replication", {{0, 2}, {1, 2}}), "layer_replication");
   refused(with("lora_bias", true), "lora_bias");
-  refused(with("fan_in_fan_out", true), "fan_in_fan_out");
   refused(with("alora_invocation_tokens", {5, 6}), "alora_invocation_tokens");
   refused(with("arrow_config", {{"top_k", 2}}), "arrow_config");
+  refused(with("kasa_config", nlohmann::json::object()), "kasa_config");  // PEFT builds KasaConfig() from {}
+  refused(with("use_qalora", 1), "use_qalora");
   // Every key PEFT 0.20 writes, each off, as in its save_pretrained output: accepted.
   auto peft_written = ok;
   for (const char* key : {"alora_invocation_tokens", "arrow_config", "exclude_modules", "layer_replication", "layers_pattern",
                           "layers_to_transform", "modules_to_save", "target_parameters", "trainable_token_indices",
                           "use_bdlora", "monteclora_config", "kasa_config", "velora_config", "eva_config"})
     peft_written[key] = nullptr;
-  for (const char* key : {"lora_bias", "fan_in_fan_out", "use_qalora", "use_dora", "use_rslora"}) peft_written[key] = false;
+  for (const char* key : {"lora_bias", "use_qalora", "use_dora", "use_rslora"}) peft_written[key] = false;
   peft_written["alpha_pattern"] = nlohmann::json::object();
   peft_written["rank_pattern"] = nlohmann::json::object();
   peft_written["loftq_config"] = nlohmann::json::object();
+  peft_written["arrow_config"] = nlohmann::json::object();   // a plain dict in PEFT: off
+  peft_written["alora_invocation_tokens"] = nlohmann::json::array();
+  peft_written["fan_in_fan_out"] = true;  // PEFT sets it from the layer's kind (False for nn.Linear)
   fs::create_directories(dir.path() / "base");
   peft_written["base_model_name_or_path"] = (dir.path() / "base").string();
   std::ofstream(dir.path() / "adapter_config.json") << peft_written.dump();
