@@ -71,6 +71,12 @@ void ModelFolderPanel::startReading() {
             rows += QStringLiteral("<tr><td style='padding-right:12px; color:gray;'>%1</td><td>%2</td></tr>")
                         .arg(QString::fromStdString(label).toHtmlEscaped(), QString::fromStdString(text).toHtmlEscaped());
           d.html = QStringLiteral("<table>%1</table>").arg(rows);
+          if (j.contains("adapter"))  // what the trainer would refuse at the start
+            d.html += QStringLiteral("<span style='color:#c62828'>%1</span>")
+                          .arg(tr("This is a PEFT adapter folder: a run starts from a full model folder. Pick its base "
+                                  "model (above) and set LoRA on the Model page, or pick a LoRA run's checkpoint, which "
+                                  "holds the merged model.")
+                                   .toHtmlEscaped());
           if (j.contains("chat_template") && j["chat_template"].is_string())
             d.chat_template = QString::fromStdString(j["chat_template"].get<std::string>());
         } catch (const std::exception& e) {

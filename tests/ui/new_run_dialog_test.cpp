@@ -8,6 +8,7 @@
 #include <QApplication>
 #include <QComboBox>
 #include <QDialogButtonBox>
+#include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
 #include <QImage>
@@ -29,6 +30,7 @@
 
 #include "core/checkpoint.h"
 #include "core/config.h"
+#include "core/model/lora_adapter.h"
 #include "ui/dataset_preview.h"
 #include "ui/run_presets.h"
 #include "screenshot_test_support.h"
@@ -378,6 +380,22 @@ TEST(NewRunDialog, ModelPageDescribesTheFolderAndTheReferenceDefaultsToIt) {
   EXPECT_TRUE(reference->placeholderText().contains(folder)) << reference->placeholderText().toStdString();
   EXPECT_TRUE(dialog.config().model.reference.empty()) << "empty = the model folder, nothing stored";
   EXPECT_TRUE(child<QLabel>(dialog, "memoryEstimate")->text().contains("parameters"));
+
+  // A PEFT adapter folder over it: described, and the panel says a run cannot start from it.
+  const QString adapter = dir.filePath("adapter");
+  {
+    CausalLM model = load_model(folder.toStdString());
+    LoraSpec spec;
+    spec.r = 2;
+    spec.targets = {"q_proj"};
+    model->add_lora(spec);
+    QDir().mkpath(adapter);
+    save_peft_adapter(adapter.toStdString(), model, folder.toStdString());
+  }
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(adapter);
+  ASSERT_TRUE(wait_until([&]() { return panel->text().contains("PEFT adapter folder"); })) << panel->text().toStdString();
+  EXPECT_TRUE(panel->text().contains("LoRA r 2")) << panel->text().toStdString();
+  EXPECT_TRUE(panel->text().contains("LlamaForCausalLM")) << panel->text().toStdString();
 
   child<QLineEdit>(dialog, "model.checkpoint")->setText(dir.filePath("nothing-here"));
   ASSERT_TRUE(wait_until([&]() { return panel->text().contains("no folder"); })) << panel->text().toStdString();
