@@ -70,6 +70,14 @@ ModelShape read_model_config(const std::string& dir) {
 }
 
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn) {
+  if (is_peft_adapter_folder(dir)) {
+    // A PEFT adapter folder: its base model, with the adapters on.
+    const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
+    CausalLM model = load_model(adapter.base_model, warn);
+    model->add_lora(adapter.spec);
+    load_peft_adapter_weights(model, dir);
+    return model;
+  }
   if (is_written_checkpoint(dir)) require_complete_checkpoint(dir, "use an earlier checkpoint-<step> folder of the run");
   tune_allocator_for_tensors();
   CausalLM model(read_model_config(dir), /*init=*/false);
@@ -80,22 +88,14 @@ CausalLM load_model(const std::string& dir, const std::function<void(const std::
 
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
                               const std::function<void(const std::string&)>& warn) {
-  if (is_peft_adapter_folder(dir)) {
-    // A PEFT adapter folder: its base model, with the adapters on.
-    const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
-    LoadedModel out = load_model_folder(adapter.base_model, torch::kCPU, warn);
-    out.model->add_lora(adapter.spec);
-    load_peft_adapter_weights(out.model, dir);
-    out.model->to(device);
-    out.model->eval();
-    return out;
-  }
+  // (A PEFT adapter folder's tokenizer is its base model's.)
+  const std::string tokenizer_dir = is_peft_adapter_folder(dir) ? read_peft_adapter_config(dir).base_model : dir;
   LoadedModel out;
   out.model = load_model(dir, warn);
   out.shape = out.model->shape();
-  out.tokenizer = load_tokenizer(dir);
+  out.tokenizer = load_tokenizer(tokenizer_dir);
   if (out.tokenizer->vocab_size() > out.shape.vocab_size)
-    throw ModelFileError(dir + ": tokenizer has " + std::to_string(out.tokenizer->vocab_size()) +
+    throw ModelFileError(tokenizer_dir + ": tokenizer has " + std::to_string(out.tokenizer->vocab_size()) +
                          " tokens but config.json vocab_size is " + std::to_string(out.shape.vocab_size));
   out.model->to(device);
   out.model->eval();

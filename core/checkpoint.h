@@ -46,8 +46,9 @@ void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& 
                       const SaveOptions& options = {});
 // Reads config.json into a shape (sizes, layout, the family). Throws ModelFileError.
 ModelShape read_model_config(const std::string& dir);
-// Builds the model of dir's config.json and loads its weights (float32, on CPU). Unused
-// tensors are reported through warn. Throws ModelFileError with a message saying what to do.
+// Builds the model of dir's config.json and loads its weights (float32, on CPU); a PEFT adapter
+// folder gives its base model with the adapters on. Unused tensors are reported through warn.
+// Throws ModelFileError with a message saying what to do.
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn = {});
 // load_model plus the folder's tokenizer, moved to device and in eval mode.
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,

@@ -9,7 +9,6 @@
 
 #include "app/cli/commands.h"
 #include "core/checkpoint.h"
-#include "core/model/lora_adapter.h"
 #include "core/model/model_folder_info.h"
 #include "core/text/hf_tokenizer.h"
 
@@ -37,16 +36,8 @@ int logits_command(const LogitsArgs& args) {
     std::fprintf(stderr, "ganpo logits: give token ids with --ids, e.g. --ids 1,2,3\n");
     return 2;
   }
-  const auto warn = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
-  // Ids are given, so no tokenizer is read. A PEFT adapter folder is its base model with the
-  // adapters on, as everywhere a model is taken.
-  const bool adapter = is_peft_adapter_folder(args.model);
-  const PeftAdapterConfig peft = adapter ? read_peft_adapter_config(args.model) : PeftAdapterConfig{};
-  CausalLM model = load_model(adapter ? peft.base_model : args.model, warn);
-  if (adapter) {
-    model->add_lora(peft.spec);
-    load_peft_adapter_weights(model, args.model);
-  }
+  // Ids are given, so no tokenizer is read (a PEFT adapter folder: its base with the adapters on).
+  CausalLM model = load_model(args.model, [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });
   model->eval();
   const int64_t vocab = model->shape().vocab_size;
   for (int64_t id : args.ids)

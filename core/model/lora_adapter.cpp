@@ -118,14 +118,14 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     if (v.is_number()) return v.get<double>() != 0.0;
     return !v.empty();  // string, array, object
   };
-  for (const char* key : {"lora_bias", "use_qalora", "use_bdlora", "alora_invocation_tokens", "arrow_config",
-                          "monteclora_config", "kasa_config"}) {
-    if (!j.contains(key)) continue;
-    const bool always = std::string(key) == "monteclora_config" || std::string(key) == "kasa_config";
-    if (always ? !j[key].is_null() : truthy(j[key]))
-      fail(std::string(key) + " is set and this LoRA variant is not supported; merge the adapter with PEFT and load "
-                              "the merged folder");
-  }
+  auto unsupported_variant = [&](const char* key) {
+    fail(std::string(key) + " is set and this LoRA variant is not supported; merge the adapter with PEFT and load the "
+                            "merged folder");
+  };
+  for (const char* key : {"lora_bias", "use_qalora", "use_bdlora", "alora_invocation_tokens", "arrow_config"})
+    if (j.contains(key) && truthy(j[key])) unsupported_variant(key);
+  for (const char* key : {"monteclora_config", "kasa_config"})
+    if (j.contains(key) && !j[key].is_null()) unsupported_variant(key);
   if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) fail("\"r\" must be a positive integer");
   if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) fail("\"lora_alpha\" must be a positive number");
   PeftAdapterConfig out;

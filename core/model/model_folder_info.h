@@ -15,8 +15,8 @@
 namespace ganpo {
 
 // A PEFT adapter folder is described as its base model plus "adapter" (r, alpha, dropout,
-// target_modules, base_model). Throws ModelFileError when config.json is missing or unusable. A tokenizer that cannot be
-// read does not throw: "tokenizer" then holds {"error": message}.
+// target_modules, base_model). Throws ModelFileError when config.json is missing or unusable.
+// A tokenizer that cannot be read does not throw: "tokenizer" then holds {"error": message}.
 nlohmann::json describe_model_folder(const std::string& dir);
 
 // ("architecture", "LlamaForCausalLM (llama), 1.24 B parameters, stored as bfloat16 (2.30 GiB on disk)"), ...
