@@ -9,7 +9,7 @@ const QStringList& chart_groups() {
 
 ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss) {
   struct Entry {
-    const char* prefix;  // exact key, or a prefix ending in '/'
+    const char* prefix;  // exact key, or a prefix ending in '/' or '_'
     const char* group;
     const char* id;
     const char* title;
@@ -40,19 +40,23 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss) {
       {"tokens_per_s", "System", "tokens_per_s", "Tokens / s", false},
       {"step_time_s", "System", "step_time", "Step time (s)", false},
       {"model_tflops", "System", "model_tflops", "Model TFLOP/s", false},
-      {"mfu", "System", "mfu", "Model FLOPs utilisation", false},
+      {"mfu", "System", "mfu", "Model FLOPs utilisation (1 = the device's peak)", false},
       {"gpu/", "System", "gpu", "GPU utilisation (%)", false},
+      // The GPU's memory (NVML's used, the caching allocator's view) apart from the process's
+      // host memory below: tens of GB beside a few, and a different question.
+      {"memory/gpu_used_mb", "System", "gpu_memory", "GPU memory (MB)", false},
+      {"memory/cuda_", "System", "gpu_memory", "GPU memory (MB)", false},
       {"ranks/tokens_per_s/", "System", "rank_tokens_per_s", "Tokens / s per process", false},
       {"ranks/world_size", "System", "world_size", "Processes (world size)", false},
       {"ranks/allreduce_s", "System", "allreduce", "Gradient all-reduce per step (s)", false},
-      {"memory/", "System", "memory", "Memory (MB)", false},
+      {"memory/", "System", "memory", "Process memory (MB)", false},
       {"tokens_seen", "System", "tokens_seen", "Tokens seen", false},
       {"epoch", "System", "epoch", "Epoch", false},
   };
   int order = 0;
   for (const auto& e : entries) {
     const QString p = QString::fromUtf8(e.prefix);
-    const bool match = p.endsWith('/') ? key.startsWith(p) : key == p;
+    const bool match = p.endsWith('/') || p.endsWith('_') ? key.startsWith(p) : key == p;
     if (match) {
       ChartSpec spec{e.group, e.id, QString::fromUtf8(e.title), e.bce, order};
       // The base loss is a BCE only for sigmoid DPO (and so is the total without GANPO).

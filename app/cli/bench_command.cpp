@@ -57,6 +57,7 @@ struct Figures {
   double step_time_s = 0, tokens_per_s = 0, model_tflops = 0;  // medians over the measured steps
   double model_tflop_per_step = 0;  // the model FLOPs of a step (core/model_flops.h), median
   double min_step_time_s = 0;  // the fastest step: on a shared machine the figure that repeats best
+  std::vector<double> step_times_s;  // every measured step, in order
   double mfu = -1;                     // -1: the device's peak is unknown (CPUs)
   int64_t cuda_peak_bytes = -1;        // -1: not a CUDA run
   int64_t cpu_tensor_peak_bytes = -1;  // -1: not a CPU run; the peak of live tensors the run added
@@ -112,6 +113,7 @@ Figures measure(RunConfig config, int64_t steps) {
   if (!times.mfu.empty()) times.mfu.erase(times.mfu.begin(), times.mfu.begin() + kWarmupSteps);
   Figures f;
   f.step_time_s = median(times.step_times);
+  f.step_times_s = times.step_times;
   if (!times.step_times.empty()) f.min_step_time_s = *std::min_element(times.step_times.begin(), times.step_times.end());
   f.tokens_per_s = median(times.tokens_per_s);
   f.model_tflops = median(times.model_tflops);
@@ -151,6 +153,7 @@ int bench_command(const BenchArgs& args) {
   auto figures = [](const Figures& f, const RunConfig& c) {
     return nlohmann::json{{"median_step_time_s", f.step_time_s},
                           {"min_step_time_s", f.min_step_time_s},
+                          {"step_times_s", f.step_times_s},
                           {"tokens_per_s", f.tokens_per_s},
                           {"model_tflops", f.model_tflops},
                           {"model_tflop_per_step", f.model_tflop_per_step},

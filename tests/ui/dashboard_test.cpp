@@ -88,6 +88,10 @@ TEST(DashboardCatalog, EveryTrainerKeyLandsInExactlyOneKnownChart) {
   EXPECT_EQ(chart_spec_for_key("ema/w_ref_chosen").group, "Adversarial");
   EXPECT_EQ(chart_spec_for_key("grad_norm").group, "Optimisation");
   EXPECT_EQ(chart_spec_for_key("memory/rss_mb").group, "System");
+  // A CUDA run's GPU memory keys share a chart apart from the process's memory.
+  EXPECT_EQ(chart_spec_for_key("memory/cuda_reserved_mb").id, chart_spec_for_key("memory/gpu_used_mb").id);
+  EXPECT_NE(chart_spec_for_key("memory/cuda_reserved_mb").id, chart_spec_for_key("memory/rss_mb").id);
+  EXPECT_EQ(chart_spec_for_key("memory/cpu_tensor_peak_mb").id, chart_spec_for_key("memory/rss_mb").id);
   const ChartSpec unknown = chart_spec_for_key("my/custom_metric");
   EXPECT_EQ(unknown.group, "Other");
   EXPECT_NE(chart_spec_for_key("my/other").id, unknown.id);
@@ -365,4 +369,54 @@ TEST(DashboardScreenshot, GrabsALiveDashboard) {
   EXPECT_TRUE(shows_content(walltime, view.size()));
   EXPECT_NE(walltime, shot) << "the new axis and scale are drawn";
   save_for_review(walltime, "dashboard-walltime-logy.png");
+}
+
+// The System group of a CUDA run as the trainer logs it (core/trainer.cpp flush_metrics and
+// add_gpu_metrics): throughput, model TFLOP/s and MFU, the GPU's utilisation and memory.
+TEST(DashboardScreenshot, SystemChartsOfACudaRun) {
+  TempWorkspace ws(R"({"objective":{"loss_type":"sigmoid"},"ganpo":{"enabled":false},"device":"cuda"})");
+  std::mt19937 rng(4);
+  std::normal_distribution<double> n(0, 1);
+  for (int64_t s = 1; s <= 400; ++s) {
+    const double t = static_cast<double>(s);
+    std::map<std::string, double> m;
+    m["loss"] = 0.69 * std::exp(-t / 200) + 0.2 + 0.03 * n(rng);
+    m["opo_loss"] = m["loss"];
+    m["step_time_s"] = 0.052 + 0.002 * n(rng);
+    m["tokens_per_s"] = 16384 / m["step_time_s"];
+    m["model_tflops"] = 410 + 15 * n(rng);
+    m["mfu"] = m["model_tflops"] / 989.4;
+    m["gpu/utilization_pct"] = std::clamp(96 + 2 * n(rng), 0.0, 100.0);
+    m["memory/rss_mb"] = 5200 + 0.1 * t;
+    m["memory/gpu_used_mb"] = 31000;
+    m["memory/cuda_allocated_mb"] = 4100 + 50 * n(rng);
+    m["memory/cuda_reserved_mb"] = 30400;
+    m["memory/cuda_peak_mb"] = 27800 + 200 * n(rng);
+    m["tokens_seen"] = t * 16384;
+    m["epoch"] = t / 400.0;
+    ws.log_step(s, m);
+  }
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.resize(1400, 1000);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 400 * 14; }, 30000));
+  ASSERT_TRUE(pump_until([&] { return no_decimation_pending(view); }, 30000));
+  replot_now(view);
+  EXPECT_EQ(view.visibleGroups(), (QStringList{"Preference", "System"}));
+  // The GPU's memory in one chart (used, allocated, reserved, peak), the process's in another.
+  MetricChart* gpu_memory = view.chart("memory/cuda_peak_mb");
+  ASSERT_NE(gpu_memory, nullptr);
+  for (const char* k : {"memory/gpu_used_mb", "memory/cuda_allocated_mb", "memory/cuda_reserved_mb"})
+    EXPECT_EQ(view.chart(k), gpu_memory) << k;
+  EXPECT_NE(view.chart("memory/rss_mb"), gpu_memory);
+  EXPECT_EQ(view.chart("gpu/utilization_pct")->series("gpu/utilization_pct")->values.size(), 400u);
+  EXPECT_GT(pixels_near(gpu_memory->grab().toImage(), gpu_memory->smoothGraph("memory/cuda_peak_mb")->pen().color()), 50)
+      << "the peak curve is drawn";
+  QTemporaryDir dir;
+  const QString full = dir.filePath("dashboard-cuda.png");
+  ASSERT_TRUE(view.exportDashboard(full));
+  const QImage exported(full);
+  EXPECT_TRUE(shows_content(exported, exported.size() / exported.devicePixelRatio()));
+  save_for_review(exported, "dashboard-cuda.png");
 }

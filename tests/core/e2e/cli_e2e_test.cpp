@@ -196,6 +196,8 @@ TEST(CliEndToEnd, BenchPrintsSpeedAndMemoryEstimateBesideMeasuredPeak) {
   for (const char* variant : {"ganpo_off", "ganpo_on"}) {
     const auto& v = report.at(variant);
     EXPECT_GT(v.at("median_step_time_s").get<double>(), 0.0) << variant;
+    // Every measured step (here the one), so a noisy median can be read step by step.
+    EXPECT_EQ(v.at("step_times_s"), nlohmann::json::array({v.at("median_step_time_s")})) << variant;
     EXPECT_GT(v.at("memory_estimate_bytes").get<int64_t>(), 0) << variant;
     EXPECT_GT(v.at("peak_rss_growth_bytes").get<int64_t>(), 0) << variant << ": Linux reports the peak";
     EXPECT_GT(v.at("model_tflops").get<double>(), 0.0) << variant;
