@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <system_error>
@@ -38,6 +39,9 @@ struct Field {
   const char* section;  // "" for top-level keys
   const char* key;
   FieldRef (*ref)(RunConfig&);
+  // A list kept as comma-separated text (model.lora.target_modules, eval.temperatures): files and
+  // overrides may also give it as an array, as PEFT's and TRL's configs write lists.
+  bool list = false;
 
   std::string path() const { return *section ? std::string(section) + "." + key : key; }
   FieldRef get(RunConfig& c) const { return ref(c); }
@@ -51,6 +55,10 @@ struct Field {
   Field { #section, #member, [](RunConfig& c) -> FieldRef { return &c.section.member; } }
 #define GANPO_SUBFIELD(section, sub, member) \
   Field { #section "." #sub, #member, [](RunConfig& c) -> FieldRef { return &c.section.sub.member; } }
+#define GANPO_LIST_FIELD(section, member) \
+  Field { #section, #member, [](RunConfig& c) -> FieldRef { return &c.section.member; }, true }
+#define GANPO_LIST_SUBFIELD(section, sub, member) \
+  Field { #section "." #sub, #member, [](RunConfig& c) -> FieldRef { return &c.section.sub.member; }, true }
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> registry = {
@@ -77,7 +85,7 @@ const std::vector<Field>& fields() {
       GANPO_SUBFIELD(model, lora, r),
       GANPO_SUBFIELD(model, lora, alpha),
       GANPO_SUBFIELD(model, lora, dropout),
-      GANPO_SUBFIELD(model, lora, target_modules),
+      GANPO_LIST_SUBFIELD(model, lora, target_modules),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -143,7 +151,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(sampling, max_new_tokens),
 
       GANPO_FIELD(eval, judge_at_end),
-      GANPO_FIELD(eval, temperatures),
+      GANPO_LIST_FIELD(eval, temperatures),
       GANPO_FIELD(eval, num_prompts),
       GANPO_FIELD(eval, max_new_tokens),
       GANPO_FIELD(eval, seed),
@@ -156,6 +164,8 @@ const std::vector<Field>& fields() {
 #undef GANPO_TOP
 #undef GANPO_FIELD
 #undef GANPO_SUBFIELD
+#undef GANPO_LIST_FIELD
+#undef GANPO_LIST_SUBFIELD
 
 // Section order is the order tables are written in. A section may sit inside another
 // ("model.lora" is the table [model.lora], the object {"model": {"lora": {...}}}).
@@ -357,7 +367,22 @@ const char* kind_name(const FieldRef& ref) {
 }
 
 [[noreturn]] void throw_type(const Field& f, const FieldRef& ref, const std::string& got, const std::string& where = "") {
-  throw ConfigError(where + f.path() + " must be " + kind_name(ref) + ", got " + got);
+  const std::string kind = f.list ? "a comma-separated string or an array of names and numbers" : kind_name(ref);
+  throw ConfigError(where + f.path() + " must be " + kind + ", got " + got);
+}
+
+// A list field's items as its comma-separated text ("q_proj, v_proj"; numbers as written back
+// by format_double). `item` gives each item's text, or nullopt for an item that is neither a
+// string nor a number.
+template <typename Items, typename ItemText>
+std::string list_text(const Field& f, const Items& items, ItemText item, const std::string& where = "") {
+  std::vector<std::string> texts;
+  for (const auto& node : items) {
+    const std::optional<std::string> t = item(node);
+    if (!t) throw ConfigError(where + f.path() + " lists names and numbers; an item of the array is neither");
+    texts.push_back(trim(*t));
+  }
+  return join(texts, ", ");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,11 +402,22 @@ std::string describe_toml(const toml::node& node) {
   return "a date/time";
 }
 
+std::optional<std::string> toml_list_item(const toml::node& node) {
+  if (auto s = node.as_string()) return s->get();
+  if (auto i = node.as_integer()) return std::to_string(i->get());
+  if (auto d = node.as_floating_point()) return format_double(d->get());
+  return std::nullopt;
+}
+
 void set_from_toml(const Field& f, RunConfig& config, const toml::node& node) {
   const FieldRef ref = f.get(config);
   const std::string where = toml_where(node.source());
   auto fail = [&]() { throw_type(f, ref, describe_toml(node), where); };
   if (auto p = std::get_if<std::string*>(&ref)) {
+    if (const toml::array* items = node.as_array(); items && f.list) {
+      **p = list_text(f, *items, toml_list_item, where);
+      return;
+    }
     auto s = node.as_string();
     if (!s) fail();
     **p = s->get();
@@ -477,6 +513,15 @@ void set_from_json(const Field& f, RunConfig& config, const nlohmann::json& v) {
   const FieldRef ref = f.get(config);
   auto fail = [&]() { throw_type(f, ref, describe_json(v)); };
   if (auto p = std::get_if<std::string*>(&ref)) {
+    if (v.is_array() && f.list) {
+      **p = list_text(f, v, [](const nlohmann::json& item) -> std::optional<std::string> {
+        if (item.is_string()) return item.get<std::string>();
+        if (item.is_number_integer()) return item.dump();
+        if (item.is_number()) return format_double(item.get<double>());
+        return std::nullopt;
+      });
+      return;
+    }
     if (!v.is_string()) fail();
     **p = v.get<std::string>();
   } else if (auto p = std::get_if<int64_t*>(&ref)) {
@@ -746,6 +791,18 @@ void apply_override(RunConfig& config, const std::string& assignment) {
     // A config file is UTF-8 text (TOML and JSON both require it): anything else could not be saved.
     if (!text::is_valid_utf8(value))
       throw ConfigError(path + " must be UTF-8 text; the value given has bytes that are not (check the terminal's encoding)");
+    // A list field also takes a TOML array: model.lora.target_modules=["q_proj","v_proj"].
+    if (f->list && value.size() >= 2 && value.front() == '[' && value.back() == ']') {
+      toml::table parsed;
+      try {
+        parsed = toml::parse("items = " + value);
+      } catch (const toml::parse_error& e) {
+        throw ConfigError(path + " = " + value + " is not a TOML array (" + std::string(e.description()) +
+                          "); write [\"q_proj\", \"v_proj\"] or q_proj,v_proj");
+      }
+      **p = list_text(*f, *parsed["items"].as_array(), toml_list_item);
+      return;
+    }
     // Quotes are optional so `name=demo` works, and needed only to keep surrounding spaces.
     if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front())
       value = value.substr(1, value.size() - 2);
@@ -782,7 +839,7 @@ std::vector<std::string> lora_target_modules(const std::string& text) {
     if (name.empty()) continue;
     if (std::find(all.begin(), all.end(), name) == all.end())
       throw ConfigError("model.lora.target_modules names " + quote(name) + ", which is not a projection of the model; use " +
-                        join(all, ", ") + " (comma-separated) or \"all-linear\"");
+                        join(all, ", ") + " (a list, or comma-separated) or \"all-linear\"");
     if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
   }
   if (out.empty())

@@ -475,6 +475,54 @@ TEST(Config, UnknownTableSuggestsTheClosestTable) {
   EXPECT_NE(msg.find("unknown table \"trian\" (did you mean \"train\"?)"), std::string::npos) << msg;
 }
 
+// PEFT's LoraConfig and TRL's scripts write lists as lists: target_modules = ["q_proj", "v_proj"].
+// The two list keys take an array in TOML, JSON and overrides, kept as their comma-separated
+// text (so saving, the dialog and the database see one form).
+TEST(Config, ListKeysTakeArraysInFilesAndOverrides) {
+  const RunConfig t = config_from_toml(
+      "[model]\ncheckpoint = \"base\"\n[model.lora]\nr = 8\ntarget_modules = [\"q_proj\", \" v_proj \"]\n"
+      "[eval]\ntemperatures = [0.5, 1, 1.25]\n");
+  EXPECT_EQ(t.model.lora.target_modules, "q_proj, v_proj");
+  EXPECT_EQ(lora_target_modules(t.model.lora.target_modules), (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_EQ(t.eval.temperatures, "0.5, 1, 1.25");
+  EXPECT_EQ(parse_temperatures(t.eval.temperatures), (std::vector<double>{0.5, 1.0, 1.25}));
+  EXPECT_EQ(joined(validate_config(t)), "");
+  const RunConfig back = config_from_toml(config_to_toml(t));
+  EXPECT_EQ(back.model.lora.target_modules, t.model.lora.target_modules);
+  EXPECT_EQ(back.eval.temperatures, t.eval.temperatures);
+
+  const RunConfig j = config_from_json(nlohmann::json::parse(
+      R"({"model": {"lora": {"target_modules": ["o_proj", "down_proj"]}}, "eval": {"temperatures": [0.7, 2]}})"));
+  EXPECT_EQ(j.model.lora.target_modules, "o_proj, down_proj");
+  EXPECT_EQ(j.eval.temperatures, "0.7, 2");
+
+  RunConfig o;
+  apply_override(o, "model.lora.target_modules=[\"gate_proj\", 'up_proj']");
+  apply_override(o, "eval.temperatures=[0.2, 1.5]");
+  EXPECT_EQ(o.model.lora.target_modules, "gate_proj, up_proj");
+  EXPECT_EQ(o.eval.temperatures, "0.2, 1.5");
+
+  // What is not a list of names and numbers says what to write.
+  std::string msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = [\"q_proj\", {a = 1}]\n"); });
+  EXPECT_NE(msg.find("line 2: model.lora.target_modules lists names and numbers"), std::string::npos) << msg;
+  msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = 3\n"); });
+  EXPECT_NE(msg.find("model.lora.target_modules must be a comma-separated string or an array"), std::string::npos) << msg;
+  msg = config_error([] { config_from_json(nlohmann::json::parse(R"({"eval": {"temperatures": [0.5, null]}})")); });
+  EXPECT_NE(msg.find("eval.temperatures lists names and numbers"), std::string::npos) << msg;
+  msg = config_error([] {
+    RunConfig c;
+    apply_override(c, "model.lora.target_modules=[q_proj]");
+  });
+  EXPECT_NE(msg.find("is not a TOML array"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("write [\"q_proj\", \"v_proj\"]"), std::string::npos) << msg;
+  // Other string keys stay strings.
+  msg = config_error([] { config_from_toml("[data]\ntrain = [\"a.jsonl\"]\n"); });
+  EXPECT_NE(msg.find("data.train must be a string, got an array"), std::string::npos) << msg;
+  RunConfig n;
+  apply_override(n, "name=[draft]");
+  EXPECT_EQ(n.name, "[draft]");
+}
+
 TEST(Config, WrongTypeNamesKeyAndValue) {
   const auto err = [](const std::string& toml) { return config_error([&] { config_from_toml(toml); }); };
   std::string msg = err("[train]\nmax_steps = \"abc\"\n");
