@@ -16,11 +16,13 @@
 namespace ganpo {
 
 // Low-rank adapters (PEFT's LoRA): the pretrained weights stay frozen and each targeted linear
-// layer learns W + (alpha / r) * B A, with A [r, in] and B [out, r] (B starts at zero). The
-// reference of a preference stage is then the same model with its adapters switched off.
+// layer learns W + (alpha / r) * B A (alpha / sqrt(r) with use_rslora), with A [r, in] and B
+// [out, r] (B starts at zero). The reference of a preference stage is then the same model with
+// its adapters switched off.
 struct LoraConfig {
   int64_t r = 0;        // rank; 0 = full fine-tuning (no adapters)
   double alpha = 16.0;  // PEFT's lora_alpha: the update is scaled by alpha / r
+  bool use_rslora = false;  // PEFT's use_rslora: scaled by alpha / sqrt(r) instead (rank-stabilised)
   double dropout = 0.0; // on the adapter's input, while training
   // Comma-separated projections to adapt (HF Llama names: q_proj, k_proj, v_proj, o_proj,
   // gate_proj, up_proj, down_proj), or "all-linear".

@@ -151,6 +151,9 @@ QWidget* NewRunDialog::buildModelPage() {
                    "second copy of the weights is held."));
   form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.alpha), tr("Alpha"),
                    tr("The adapters' update is scaled by alpha / r (PEFT's lora_alpha)."));
+  form_->addBool(lora, GANPO_CONFIG_KEY(model.lora.use_rslora), tr("Rank-stabilised scale (rsLoRA)"),
+                 tr("Scale the update by alpha / sqrt(r) instead of alpha / r (PEFT's use_rslora), so higher ranks "
+                    "keep learning at the same rate."));
   form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.dropout), tr("Dropout"),
                    tr("Dropout on the adapters' input while training, in [0, 1)."));
   form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target projections"),

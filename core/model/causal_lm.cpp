@@ -56,12 +56,12 @@ struct LinearImpl : torch::nn::Module {
   }
   // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
   // model starts as the base model.
-  void add_lora(int64_t r, double alpha, double dropout) {
+  void add_lora(int64_t r, double scale, double dropout) {
     torch::NoGradGuard guard;
     lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, weight.options()));
     torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
     lora_B = register_parameter("lora_B", torch::zeros({weight.size(0), r}, weight.options()));
-    lora_scale = alpha / static_cast<double>(r);
+    lora_scale = scale;
     lora_dropout = dropout;
   }
   torch::Tensor weight, bias;
@@ -414,7 +414,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
         std::find(spec.targets.begin(), spec.targets.end(), leaf) == spec.targets.end())
       continue;
     if (auto* linear = item.value()->as<LinearImpl>()) {
-      linear->add_lora(spec.r, spec.alpha, spec.dropout);
+      linear->add_lora(spec.r, spec.scale(), spec.dropout);
       ++adapted;
     }
   }
@@ -467,7 +467,7 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   const torch::Tensor* b = params.find(base + ".lora_B");
   if (a == nullptr || b == nullptr) return *w;
   torch::NoGradGuard guard;
-  return *w + torch::mm(*b, *a) * (lora_.alpha / static_cast<double>(lora_.r));  // [out, r] x [r, in]
+  return *w + torch::mm(*b, *a) * lora_.scale();  // [out, r] x [r, in]
 }
 
 bool is_lora_parameter(const std::string& name) {
@@ -476,10 +476,16 @@ bool is_lora_parameter(const std::string& name) {
   return leaf == "lora_A" || leaf == "lora_B";
 }
 
+double LoraSpec::scale() const {
+  const double rank = static_cast<double>(r);
+  return rslora ? alpha / std::sqrt(rank) : alpha / rank;
+}
+
 LoraSpec lora_spec(const LoraConfig& config) {
   LoraSpec spec;
   spec.r = config.r;
   spec.alpha = config.alpha;
+  spec.rslora = config.use_rslora;
   spec.dropout = config.dropout;
   if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
   return spec;

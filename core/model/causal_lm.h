@@ -35,8 +35,12 @@ struct KVCache {
 struct LoraSpec {
   int64_t r = 0;
   double alpha = 16.0;
+  bool rslora = false;  // PEFT's use_rslora
   double dropout = 0.0;
   std::vector<std::string> targets;  // projection names: q_proj, ..., down_proj
+  // The factor of the adapters' update B A: alpha / r, or alpha / sqrt(r) with rsLoRA (PEFT's
+  // LoraLayer.update_layer).
+  double scale() const;
 };
 LoraSpec lora_spec(const LoraConfig& config);  // throws ConfigError for unknown targets
 bool is_lora_parameter(const std::string& name);  // "....q_proj.lora_A" / ".lora_B"
@@ -80,7 +84,7 @@ public:
   // This model with its adapters switched off during its forward passes: the same modules and
   // tensors, no copy. Safe while this model runs on another thread (the switch is per thread).
   std::shared_ptr<CausalLMImpl> without_adapters_impl();
-  // W + (alpha / r) B A for an adapted weight ("layers.0.self_attn.q_proj.weight"), else the
+  // W + scale B A (LoraSpec::scale) for an adapted weight ("layers.0.self_attn.q_proj.weight"), else the
   // weight itself; without gradient.
   torch::Tensor merged_weight(const std::string& name);
   // The same with this model's named_parameters() already at hand (one lookup per tensor when

@@ -80,7 +80,7 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
       {"fan_in_fan_out", false},
       {"inference_mode", true},
       {"init_lora_weights", true},
-      {"use_rslora", false},
+      {"use_rslora", spec.rslora},
       {"use_dora", false},
       {"modules_to_save", nullptr},
       {"revision", nullptr},
@@ -99,7 +99,6 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   if (!j.is_object()) fail("must be a JSON object as PEFT writes it");
   if (j.value("peft_type", std::string()) != "LORA") fail("peft_type must be \"LORA\"; other PEFT methods are not supported");
   if (j.value("use_dora", false)) fail("DoRA adapters (use_dora) are not supported; merge the adapter with PEFT and load the merged folder");
-  if (j.value("use_rslora", false)) fail("rsLoRA scaling (use_rslora) is not supported; merge the adapter with PEFT and load the merged folder");
   if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
   // Settings that change which layers are adapted or their scale per layer: applying the adapter
   // without them would compute another model.
@@ -131,6 +130,8 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   PeftAdapterConfig out;
   out.spec.r = j["r"].get<int64_t>();
   out.spec.alpha = j["lora_alpha"].get<double>();
+  // PEFT scales by alpha / sqrt(r) when use_rslora is true in Python's sense.
+  if (j.contains("use_rslora")) out.spec.rslora = truthy(j["use_rslora"]);
   out.spec.dropout = j.value("lora_dropout", 0.0);
   const auto& targets = j.value("target_modules", nlohmann::json());
   if (targets.is_string()) {

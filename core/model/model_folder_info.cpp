@@ -48,6 +48,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
     j["adapter"] = {{"peft_type", "LORA"},
                     {"r", adapter.spec.r},
                     {"alpha", adapter.spec.alpha},
+                    {"use_rslora", adapter.spec.rslora},
                     {"dropout", adapter.spec.dropout},
                     {"target_modules", adapter.spec.targets},
                     {"base_model", adapter.base_model}};
@@ -140,7 +141,8 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
     const auto& a = j["adapter"];
     std::string targets;
     for (const auto& t : a["target_modules"]) targets += (targets.empty() ? "" : ", ") + t.get<std::string>();
-    std::snprintf(buf, sizeof buf, "LoRA r %lld, alpha %g", a["r"].get<long long>(), a["alpha"].get<double>());
+    std::snprintf(buf, sizeof buf, "LoRA r %lld, alpha %g%s", a["r"].get<long long>(), a["alpha"].get<double>(),
+                  a.value("use_rslora", false) ? " (rsLoRA)" : "");
     lines.emplace_back("adapter", std::string("PEFT ") + buf + " on " + targets + ", over the base model " +
                                       a["base_model"].get<std::string>() + ", which the other lines describe");
   }

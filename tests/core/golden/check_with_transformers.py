@@ -164,6 +164,7 @@ checkpoint = "{base}"
 [model.lora]
 r = 4
 alpha = 8.0
+use_rslora = {rslora}
 dropout = 0.0
 target_modules = "q_proj,v_proj,down_proj"
 [ganpo]
@@ -215,9 +216,10 @@ def check_folder(args, folder, label):
     return model, hf
 
 
-def check_lora(args, work, name, base, base_model, hf_base):
+def check_lora(args, work, name, base, base_model, hf_base, rslora=False):
     import torch
-    run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2)
+    run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2,
+                          rslora="true" if rslora else "false")
     merged = train(args, work, name, run)
     adapter = os.path.join(merged, "adapter")
     _, hf_merged, _ = hf_forward(merged, IDS, torch.float32)
@@ -243,7 +245,7 @@ def check_lora(args, work, name, base, base_model, hf_base):
     report(d < TOL_F32, f"{name}: PeftModel.from_pretrained(base, final/adapter/) = the merged folder", f"max |d| {d:.2e}")
 
 
-def check_peft_written(args, work, name, base):
+def check_peft_written(args, work, name, base, rslora=False):
     """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -251,7 +253,7 @@ def check_peft_written(args, work, name, base):
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
-                        init_lora_weights=False, task_type="CAUSAL_LM")
+                        init_lora_weights=False, use_rslora=rslora, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     peft_model.eval()
     adapter = os.path.join(work, name)
@@ -291,6 +293,8 @@ def check_trained(args, work):
     for name, (final, model, hf) in bases.items():
         if "gpt2" not in name:
             check_lora(args, work, "lora-" + name, final, model, hf)
+    # rsLoRA (alpha / sqrt(r): here 4, against alpha / r = 2) over one folder, both directions.
+    check_lora(args, work, "lora-rslora-preset-llama", *bases["preset-llama"], rslora=True)
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -299,6 +303,7 @@ def check_trained(args, work):
     for name, (final, _, _) in bases.items():
         if "gpt2" not in name:
             check_peft_written(args, work, "peft-" + name, final)
+    check_peft_written(args, work, "peft-rslora-preset-llama", bases["preset-llama"][0], rslora=True)
 
 
 def main():

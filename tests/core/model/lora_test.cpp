@@ -232,6 +232,56 @@ TEST(Lora, PeftAdapterFolderRoundTrips) {
   EXPECT_EQ(read_peft_adapter_config(adapter_dir).base_model, fs::path(base_dir).lexically_normal().string());
 }
 
+// rsLoRA (PEFT's use_rslora): the update is scaled by alpha / sqrt(r), in the adapted forward,
+// the merged weights and the PEFT adapter folder, which says so and loads back the same.
+TEST(Lora, RsLoraScalesBySqrtRankInTheForwardTheMergeAndTheAdapterFolder) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
+  torch::manual_seed(21);
+  {
+    CausalLM base(lora_test_shape("llama"));
+    ByteTokenizer tok;
+    save_model_files(base_dir, base, tok);
+  }
+  LoadedModel trained = load_model_folder(base_dir, torch::kCPU);
+  LoraConfig c;
+  c.r = 4;
+  c.alpha = 16.0;
+  c.use_rslora = true;
+  c.target_modules = "q_proj,up_proj";
+  const LoraSpec spec = lora_spec(c);
+  EXPECT_DOUBLE_EQ(spec.scale(), 8.0) << "16 / sqrt(4)";
+  EXPECT_DOUBLE_EQ(spec_of("q_proj", 4, 16.0).scale(), 4.0) << "16 / 4 without rsLoRA";
+  trained.model->add_lora(spec);
+  train_adapters_randomly(trained.model, 22);
+  trained.model->eval();
+
+  auto params = trained.model->named_parameters();
+  const auto w = params["layers.0.mlp.up_proj.weight"];
+  const auto expected = w + torch::mm(params["layers.0.mlp.up_proj.lora_B"], params["layers.0.mlp.up_proj.lora_A"]) * 8.0;
+  EXPECT_TRUE(torch::allclose(trained.model->merged_weight("layers.0.mlp.up_proj.weight"), expected, 1e-6, 1e-7));
+  // The adapted forward uses the same scale as the merge: the merged folder computes it.
+  ByteTokenizer tok;
+  save_model_files((dir.path() / "merged").string(), trained.model, tok);
+  LoadedModel merged = load_model_folder((dir.path() / "merged").string(), torch::kCPU);
+  const auto ids = sample_ids();
+  const auto logits = trained.model->forward(ids).logits;
+  EXPECT_TRUE(torch::allclose(merged.model->forward(ids).logits, logits, 1e-4, 1e-5));
+
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["use_rslora"], true);
+  LoadedModel loaded = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_TRUE(loaded.model->lora().rslora);
+  EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, logits));
+  // Read as plain LoRA (alpha / r) the same adapter computes another model: the flag is applied.
+  config["use_rslora"] = false;
+  std::ofstream(adapter_dir + "/adapter_config.json") << config.dump();
+  LoadedModel plain = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_GT((plain.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-3);
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v fused in c_attn: no PEFT folder, and the reason says what to do.
   torch::manual_seed(14);
@@ -273,7 +323,6 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   };
   refused(with("peft_type", "IA3"), "peft_type");
   refused(with("use_dora", true), "DoRA");
-  refused(with("use_rslora", true), "rsLoRA");
   refused(with("bias", "all"), "biases");
   refused(with("r", 0), "\"r\"");
   refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
