@@ -56,6 +56,17 @@ void train_adapters_randomly(CausalLM& m, uint64_t seed) {
     if (name.size() > 6 && name.substr(name.size() - 6) == "lora_B") t.normal_(0.0, 0.05);
 }
 
+// A fresh Llama test model saved as a model folder, and that folder loaded back.
+LoadedModel base_folder_loaded(const std::string& base_dir, uint64_t seed) {
+  torch::manual_seed(seed);
+  {
+    CausalLM base(lora_test_shape("llama"));
+    ByteTokenizer tok;
+    save_model_files(base_dir, base, tok);
+  }
+  return load_model_folder(base_dir, torch::kCPU);
+}
+
 torch::Tensor sample_ids() { return torch::randint(0, 256, {2, 12}, torch::kLong); }
 
 TEST(Lora, AdaptersStartAtTheBaseModelAndSwitchOffExactly) {
@@ -189,13 +200,7 @@ TEST(Lora, MergedWeightsAreBasePlusScaledBA) {
 TEST(Lora, PeftAdapterFolderRoundTrips) {
   test::TestTempDir dir;
   const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
-  torch::manual_seed(11);
-  {
-    CausalLM base(lora_test_shape("llama"));
-    ByteTokenizer tok;
-    save_model_files(base_dir, base, tok);
-  }
-  LoadedModel trained = load_model_folder(base_dir, torch::kCPU);
+  LoadedModel trained = base_folder_loaded(base_dir, 11);
   torch::manual_seed(12);
   trained.model->add_lora(spec_of("q_proj,v_proj,gate_proj", 4, 8.0));
   train_adapters_randomly(trained.model, 13);
@@ -237,13 +242,7 @@ TEST(Lora, PeftAdapterFolderRoundTrips) {
 TEST(Lora, RsLoraScalesBySqrtRankInTheForwardTheMergeAndTheAdapterFolder) {
   test::TestTempDir dir;
   const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
-  torch::manual_seed(21);
-  {
-    CausalLM base(lora_test_shape("llama"));
-    ByteTokenizer tok;
-    save_model_files(base_dir, base, tok);
-  }
-  LoadedModel trained = load_model_folder(base_dir, torch::kCPU);
+  LoadedModel trained = base_folder_loaded(base_dir, 21);
   LoraConfig c;
   c.r = 4;
   c.alpha = 16.0;
