@@ -85,6 +85,7 @@ const std::vector<Field>& fields() {
       GANPO_SUBFIELD(model, lora, r),
       GANPO_SUBFIELD(model, lora, alpha),
       GANPO_SUBFIELD(model, lora, use_rslora),
+      GANPO_SUBFIELD(model, lora, use_dora),
       GANPO_SUBFIELD(model, lora, dropout),
       GANPO_LIST_SUBFIELD(model, lora, target_modules),
 

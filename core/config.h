@@ -23,6 +23,10 @@ struct LoraConfig {
   int64_t r = 0;        // rank; 0 = full fine-tuning (no adapters)
   double alpha = 16.0;  // PEFT's lora_alpha: the update is scaled by alpha / r
   bool use_rslora = false;  // PEFT's use_rslora: scaled by alpha / sqrt(r) instead (rank-stabilised)
+  // PEFT's use_dora (DoRA): each adapted weight is m * (W + s B A) / ||W + s B A|| row by row,
+  // with a trained magnitude m per output (starting at ||W||), the norm held constant in the
+  // backward pass as PEFT and the DoRA paper (section 4.3) do.
+  bool use_dora = false;
   double dropout = 0.0; // on the adapter's input, while training
   // Comma-separated projections to adapt (HF Llama names: q_proj, k_proj, v_proj, o_proj,
   // gate_proj, up_proj, down_proj), or "all-linear".

@@ -52,16 +52,17 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraConfig& lora) {
     return 0;  // the dialog shows the config's own message for this
   }
   const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
-  int64_t per_layer = 0;  // r x (in + out) for each adapted projection
+  int64_t per_layer = 0;  // r x (in + out) for each adapted projection, and DoRA's out magnitudes
+  const int64_t dora = lora.use_dora ? 1 : 0;
   for (const std::string& t : targets) {
-    if (t == "q_proj") per_layer += s.d_model + q;
-    if (t == "k_proj" || t == "v_proj") per_layer += s.d_model + kv;
-    if (t == "o_proj") per_layer += q + s.d_model;
-    if (t == "gate_proj" && s.mlp != MlpKind::gelu_tanh) per_layer += s.d_model + s.d_ff;
-    if (t == "up_proj") per_layer += s.d_model + s.d_ff;
-    if (t == "down_proj") per_layer += s.d_ff + s.d_model;
+    if (t == "q_proj") per_layer += lora.r * (s.d_model + q) + dora * q;
+    if (t == "k_proj" || t == "v_proj") per_layer += lora.r * (s.d_model + kv) + dora * kv;
+    if (t == "o_proj") per_layer += lora.r * (q + s.d_model) + dora * s.d_model;
+    if (t == "gate_proj" && s.mlp != MlpKind::gelu_tanh) per_layer += lora.r * (s.d_model + s.d_ff) + dora * s.d_ff;
+    if (t == "up_proj") per_layer += lora.r * (s.d_model + s.d_ff) + dora * s.d_ff;
+    if (t == "down_proj") per_layer += lora.r * (s.d_ff + s.d_model) + dora * s.d_model;
   }
-  return lora.r * per_layer * s.n_layers;
+  return per_layer * s.n_layers;
 }
 
 MemoryEstimate estimate_training_memory(const RunConfig& config) {
@@ -131,6 +132,7 @@ struct Inventory {
   double w = 4;
   std::vector<std::string> lora_targets;  // empty: every weight trains
   double lora_r = 0;
+  bool dora = false;  // DoRA keeps each adapted product's output for its magnitude's gradient
 
   // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
   // (their adapter's A reads it; the frozen weight needs no gradient).
@@ -170,6 +172,9 @@ struct Inventory {
     if (s.sandwich_norms) b += w * d + 4;                      // the MLP's output into its norm
     if (!lora_targets.empty())                                 // each adapter's r values
       b += lora_r * w * (qkv + keeps_input("o_proj") + up + keeps_input("down_proj"));
+    if (dora)  // x (W + s B A)^T, which k multiplies
+      b += w * (keeps_input("q_proj") * dq + (keeps_input("k_proj") + keeps_input("v_proj")) * dkv +
+                keeps_input("o_proj") * d + up * ff + keeps_input("down_proj") * d);
     return b;
   }
 
@@ -219,6 +224,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   inv.w = bf16 ? 2 : 4;
   if (lora) inv.lora_targets = lora_target_modules(c.model.lora.target_modules);
   inv.lora_r = static_cast<double>(c.model.lora.r);
+  inv.dora = lora && c.model.lora.use_dora;
   const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
   const PolicyPass pass = policy_pass(c, shape);

@@ -514,7 +514,7 @@ struct Trainer::State {
       policy->add_lora(lora);  // A from the run's seed; B = 0, so the run starts at the base model
       int64_t adapters = 0, all = 0;
       for (const auto& p : policy->parameters()) (p.requires_grad() ? adapters : all) += p.numel();
-      log("info", "LoRA r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) +
+      log("info", std::string(lora.dora ? "DoRA" : "LoRA") + " r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) +
                       (lora.rslora ? " (rsLoRA: scale alpha / sqrt(r) = " : " (scale alpha / r = ") +
                       format_number(lora.scale()) + ") on " +
                       join_names(lora.targets) + ": " + std::to_string(adapters) + " trainable parameters, " +

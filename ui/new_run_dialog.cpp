@@ -154,6 +154,9 @@ QWidget* NewRunDialog::buildModelPage() {
   form_->addBool(lora, GANPO_CONFIG_KEY(model.lora.use_rslora), tr("Rank-stabilised scale (rsLoRA)"),
                  tr("Scale the update by alpha / sqrt(r) instead of alpha / r (PEFT's use_rslora), so higher ranks "
                     "keep learning at the same rate."));
+  form_->addBool(lora, GANPO_CONFIG_KEY(model.lora.use_dora), tr("Weight-decomposed (DoRA)"),
+                 tr("PEFT's use_dora: each adapted weight also learns a magnitude per output row; a step costs "
+                    "somewhat more time and memory than plain LoRA."));
   form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.dropout), tr("Dropout"),
                    tr("Dropout on the adapters' input while training, in [0, 1)."));
   form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target projections"),

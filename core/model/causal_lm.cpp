@@ -40,6 +40,10 @@ torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double st
 
 // weight [out, in] and an optional bias [out]; also used as an embedding table (weight [V, d]).
 // With a LoRA adapter: y = x W^T + b + scale * dropout(x) A^T B^T, A [r, in], B [out, r].
+// With DoRA (PEFT's DoraLinearVariant), k = m / ||W + scale B A|| per output row, the norm a
+// constant for the backward pass, and x' = dropout(x):
+//   y = x W^T + b + (k - 1) * x' W^T + k * scale * x' A^T B^T
+// which without dropout is k * x (W + scale B A)^T + b.
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias, bool init, double std) {
     torch::NoGradGuard guard;
@@ -47,6 +51,7 @@ struct LinearImpl : torch::nn::Module {
     if (with_bias) bias = register_parameter("bias", new_weight({out}, init, 0, 0.0, true));
   }
   torch::Tensor forward(const torch::Tensor& x) {
+    if (lora_A.defined() && !t_adapters_off && lora_magnitude.defined()) return dora_forward(x);
     auto y = torch::linear(x, weight, bias);  // [..., out]
     if (!lora_A.defined() || t_adapters_off) return y;
     const auto h = lora_dropout > 0 && is_training() ? ganpo::dropout(x, lora_dropout, true) : x;
@@ -54,18 +59,40 @@ struct LinearImpl : torch::nn::Module {
     // linear's backward does not need y, so changing it is safe).
     return y.add_(torch::linear(torch::linear(h, lora_A), lora_B), lora_scale);  // [..., r] -> [..., out]
   }
+  // k = m / ||W + scale B A|| per output row [out], without gradient through the norm.
+  torch::Tensor dora_factor() const {
+    torch::Tensor norm;
+    {
+      torch::NoGradGuard guard;
+      norm = (weight + torch::mm(lora_B, lora_A) * lora_scale).norm(2, {1});  // [out]
+    }
+    return lora_magnitude / norm;
+  }
+  torch::Tensor dora_forward(const torch::Tensor& x) {
+    const bool dropped = lora_dropout > 0 && is_training();
+    const auto h = dropped ? ganpo::dropout(x, lora_dropout, true) : x;
+    const auto adapter = torch::linear(torch::linear(h, lora_A), lora_B);  // [..., out]
+    const auto k = dora_factor().to(adapter.scalar_type());               // [out]
+    if (!dropped) {
+      auto y = torch::linear(x, weight).add_(adapter, lora_scale) * k;  // k * x (W + scale B A)^T
+      return bias.defined() ? y.add_(bias) : y;
+    }
+    return torch::linear(x, weight, bias) + (k - 1) * torch::linear(h, weight) + k * lora_scale * adapter;
+  }
   // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
-  // model starts as the base model.
-  void add_lora(int64_t r, double scale, double dropout) {
+  // model starts as the base model; DoRA's magnitude starts at ||W|| per row, the same start.
+  void add_lora(int64_t r, double scale, double dropout, bool dora) {
     torch::NoGradGuard guard;
     lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, weight.options()));
     torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
     lora_B = register_parameter("lora_B", torch::zeros({weight.size(0), r}, weight.options()));
     lora_scale = scale;
     lora_dropout = dropout;
+    if (dora) lora_magnitude = register_parameter("lora_magnitude_vector", weight.norm(2, {1}));  // [out]
   }
   torch::Tensor weight, bias;
   torch::Tensor lora_A, lora_B;  // undefined without an adapter
+  torch::Tensor lora_magnitude;  // [out], DoRA only
   double lora_scale = 0.0, lora_dropout = 0.0;
 };
 TORCH_MODULE(Linear);
@@ -414,7 +441,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
         std::find(spec.targets.begin(), spec.targets.end(), leaf) == spec.targets.end())
       continue;
     if (auto* linear = item.value()->as<LinearImpl>()) {
-      linear->add_lora(spec.r, spec.scale(), spec.dropout);
+      linear->add_lora(spec.r, spec.scale(), spec.dropout, spec.dora);
       ++adapted;
     }
   }
@@ -467,13 +494,17 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   const torch::Tensor* b = params.find(base + ".lora_B");
   if (a == nullptr || b == nullptr) return *w;
   torch::NoGradGuard guard;
-  return *w + torch::mm(*b, *a) * lora_.scale();  // [out, r] x [r, in]
+  const auto adapted = *w + torch::mm(*b, *a) * lora_.scale();  // [out, r] x [r, in]
+  if (!lora_.dora) return adapted;
+  const torch::Tensor* m = params.find(base + ".lora_magnitude_vector");
+  GANPO_ASSERT(m != nullptr, "no DoRA magnitude for " + name);
+  return adapted * (*m / adapted.norm(2, {1})).unsqueeze(1);  // row i scaled by m_i / ||row i||
 }
 
 bool is_lora_parameter(const std::string& name) {
   const auto dot = name.rfind('.');
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-  return leaf == "lora_A" || leaf == "lora_B";
+  return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector";
 }
 
 double LoraSpec::scale() const {
@@ -486,6 +517,7 @@ LoraSpec lora_spec(const LoraConfig& config) {
   spec.r = config.r;
   spec.alpha = config.alpha;
   spec.rslora = config.use_rslora;
+  spec.dora = config.use_dora;
   spec.dropout = config.dropout;
   if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
   return spec;

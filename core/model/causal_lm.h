@@ -36,6 +36,7 @@ struct LoraSpec {
   int64_t r = 0;
   double alpha = 16.0;
   bool rslora = false;  // PEFT's use_rslora
+  bool dora = false;    // PEFT's use_dora: a magnitude per output row (LoraConfig::use_dora)
   double dropout = 0.0;
   std::vector<std::string> targets;  // projection names: q_proj, ..., down_proj
   // The factor of the adapters' update B A: alpha / r, or alpha / sqrt(r) with rsLoRA (PEFT's
@@ -43,7 +44,7 @@ struct LoraSpec {
   double scale() const;
 };
 LoraSpec lora_spec(const LoraConfig& config);  // throws ConfigError for unknown targets
-bool is_lora_parameter(const std::string& name);  // "....q_proj.lora_A" / ".lora_B"
+bool is_lora_parameter(const std::string& name);  // "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector"
 
 struct LMOutput {
   torch::Tensor logits;     // [B, T - logits_from, V]: logits[:, i] predicts the token after position logits_from + i

@@ -32,7 +32,9 @@ std::string peft_name(const Architecture& arch, const std::string& name, std::st
     return "";
   }
   const std::string suffix = ".weight";
-  return "base_model.model." + hf.name.substr(0, hf.name.size() - suffix.size()) + "." + which + ".weight";
+  // PEFT keeps DoRA's magnitude under "<module>.lora_magnitude_vector", without ".weight".
+  return "base_model.model." + hf.name.substr(0, hf.name.size() - suffix.size()) + "." + which +
+         (which == "lora_magnitude_vector" ? "" : ".weight");
 }
 
 // The HF leaf names of the adapted projections ("q_proj", ...), as PEFT's target_modules.
@@ -81,7 +83,7 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
       {"inference_mode", true},
       {"init_lora_weights", true},
       {"use_rslora", spec.rslora},
-      {"use_dora", false},
+      {"use_dora", spec.dora},
       {"modules_to_save", nullptr},
       {"revision", nullptr},
   };
@@ -98,7 +100,6 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   auto fail = [&](const std::string& what) { throw ModelFileError(path + ": " + what); };
   if (!j.is_object()) fail("must be a JSON object as PEFT writes it");
   if (j.value("peft_type", std::string()) != "LORA") fail("peft_type must be \"LORA\"; other PEFT methods are not supported");
-  if (j.value("use_dora", false)) fail("DoRA adapters (use_dora) are not supported; merge the adapter with PEFT and load the merged folder");
   if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
   // Settings that change which layers are adapted or their scale per layer: applying the adapter
   // without them would compute another model.
@@ -132,6 +133,7 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   out.spec.alpha = j["lora_alpha"].get<double>();
   // PEFT scales by alpha / sqrt(r) when use_rslora is true in Python's sense.
   if (j.contains("use_rslora")) out.spec.rslora = truthy(j["use_rslora"]);
+  if (j.contains("use_dora")) out.spec.dora = truthy(j["use_dora"]);
   out.spec.dropout = j.value("lora_dropout", 0.0);
   const auto& targets = j.value("target_modules", nlohmann::json());
   if (targets.is_string()) {

@@ -49,6 +49,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"r", adapter.spec.r},
                     {"alpha", adapter.spec.alpha},
                     {"use_rslora", adapter.spec.rslora},
+                    {"use_dora", adapter.spec.dora},
                     {"dropout", adapter.spec.dropout},
                     {"target_modules", adapter.spec.targets},
                     {"base_model", adapter.base_model}};
@@ -141,8 +142,8 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
     const auto& a = j["adapter"];
     std::string targets;
     for (const auto& t : a["target_modules"]) targets += (targets.empty() ? "" : ", ") + t.get<std::string>();
-    std::snprintf(buf, sizeof buf, "LoRA r %lld, alpha %g%s", a["r"].get<long long>(), a["alpha"].get<double>(),
-                  a.value("use_rslora", false) ? " (rsLoRA)" : "");
+    std::snprintf(buf, sizeof buf, "%s r %lld, alpha %g%s", a.value("use_dora", false) ? "DoRA" : "LoRA",
+                  a["r"].get<long long>(), a["alpha"].get<double>(), a.value("use_rslora", false) ? " (rsLoRA)" : "");
     lines.emplace_back("adapter", std::string("PEFT ") + buf + " on " + targets + ", over the base model " +
                                       a["base_model"].get<std::string>() + ", which the other lines describe");
   }

@@ -87,6 +87,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.lora.r, b.model.lora.r);
   EXPECT_EQ(a.model.lora.alpha, b.model.lora.alpha);
   EXPECT_EQ(a.model.lora.use_rslora, b.model.lora.use_rslora);
+  EXPECT_EQ(a.model.lora.use_dora, b.model.lora.use_dora);
   EXPECT_EQ(a.model.lora.dropout, b.model.lora.dropout);
   EXPECT_EQ(a.model.lora.target_modules, b.model.lora.target_modules);
 
@@ -181,6 +182,7 @@ RunConfig non_default_config() {
   c.model.lora.r = 8;
   c.model.lora.alpha = 32;
   c.model.lora.use_rslora = true;
+  c.model.lora.use_dora = true;
   c.model.lora.dropout = 0.05;
   c.model.lora.target_modules = "q_proj,v_proj";
 
@@ -345,12 +347,12 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("adam_epsilon = 1e-6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rope_theta = 500000.0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\nuse_rslora = true\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
+  EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\nuse_rslora = true\nuse_dora = true\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 14 + 5 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
+  // One line per field: 5 top-level + 14 + 6 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 89u);
+  EXPECT_EQ(assignments, 90u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {

@@ -176,6 +176,15 @@ TEST_F(EstimateAgainstPeak, LoraOnAllLinearLayers) {
   expect_close(c);
 }
 
+// DoRA keeps each adapted product's output for its magnitude's gradient.
+TEST_F(EstimateAgainstPeak, DoraOnAllLinearLayers) {
+  RunConfig c = folder_config("llama", llama3_like(4096));
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "all-linear";
+  c.model.lora.use_dora = true;
+  expect_close(c);
+}
+
 // Gemma 2: four norms a layer, soft-capped attention (explicit, keeping its probabilities and
 // their tanh) and logits.
 TEST_F(EstimateAgainstPeak, Gemma2sSandwichNormsAndSoftCaps) {

@@ -95,6 +95,13 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
   EXPECT_EQ(e.optimizer_bytes, A * 8);
   EXPECT_EQ(e.reference_bytes, 0);
   EXPECT_LT(e.activation_bytes, full.activation_bytes) << "frozen products keep no input for a weight's gradient";
+  // DoRA: a magnitude per output row of each adapted projection, and each adapted product's
+  // output kept for its gradient.
+  RunConfig dora = c;
+  dora.model.lora.use_dora = true;
+  const MemoryEstimate d = estimate_training_memory(dora);
+  EXPECT_EQ(d.lora_parameters, A + (128 + 128) * 4);
+  EXPECT_GT(d.activation_bytes, e.activation_bytes);
   c.model.reference = "another-model";  // a reference of its own is a copy again
   EXPECT_EQ(estimate_training_memory(c).reference_bytes, full.reference_bytes);
 }

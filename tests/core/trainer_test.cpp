@@ -702,7 +702,7 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   Collector a_obs;
   auto a = run(lora, a_obs);
   ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
-  EXPECT_CONTAINS(a_obs.all_logs(), "LoRA r 4, alpha 8 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+  EXPECT_CONTAINS(a_obs.all_logs(), "LoRA r 4, alpha 8 (scale alpha / r = 2) on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
   // At the first step the policy is the base model (B = 0) and so is the reference.
   EXPECT_EQ(a_obs.metrics.at(1).at("rewards/chosen"), 0.0);
   EXPECT_EQ(a_obs.metrics.at(1).at("rewards/rejected"), 0.0);

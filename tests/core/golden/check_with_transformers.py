@@ -165,6 +165,7 @@ checkpoint = "{base}"
 r = 4
 alpha = 8.0
 use_rslora = {rslora}
+use_dora = {dora}
 dropout = 0.0
 target_modules = "q_proj,v_proj,down_proj"
 [ganpo]
@@ -216,10 +217,10 @@ def check_folder(args, folder, label):
     return model, hf
 
 
-def check_lora(args, work, name, base, base_model, hf_base, rslora=False):
+def check_lora(args, work, name, base, base_model, hf_base, rslora=False, dora=False):
     import torch
     run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2,
-                          rslora="true" if rslora else "false")
+                          rslora="true" if rslora else "false", dora="true" if dora else "false")
     merged = train(args, work, name, run)
     adapter = os.path.join(merged, "adapter")
     _, hf_merged, _ = hf_forward(merged, IDS, torch.float32)
@@ -245,7 +246,7 @@ def check_lora(args, work, name, base, base_model, hf_base, rslora=False):
     report(d < TOL_F32, f"{name}: PeftModel.from_pretrained(base, final/adapter/) = the merged folder", f"max |d| {d:.2e}")
 
 
-def check_peft_written(args, work, name, base, rslora=False):
+def check_peft_written(args, work, name, base, rslora=False, dora=False):
     """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -253,8 +254,14 @@ def check_peft_written(args, work, name, base, rslora=False):
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
-                        init_lora_weights=False, use_rslora=rslora, task_type="CAUSAL_LM")
+                        init_lora_weights=False, use_rslora=rslora, use_dora=dora,
+                        task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
+    if dora:  # magnitudes away from ||W||, so they count
+        with torch.no_grad():
+            for n, p in peft_model.named_parameters():
+                if "lora_magnitude_vector" in n:
+                    p.mul_(1 + 0.2 * torch.randn_like(p))
     peft_model.eval()
     adapter = os.path.join(work, name)
     peft_model.save_pretrained(adapter)
@@ -295,6 +302,10 @@ def check_trained(args, work):
             check_lora(args, work, "lora-" + name, final, model, hf)
     # rsLoRA (alpha / sqrt(r): here 4, against alpha / r = 2) over one folder, both directions.
     check_lora(args, work, "lora-rslora-preset-llama", *bases["preset-llama"], rslora=True)
+    # DoRA (a trained magnitude per output row) over two folders, one with biases on its projections.
+    for name in ("preset-llama", "family-llama_head_dim_bias"):
+        if name in bases:
+            check_lora(args, work, "lora-dora-" + name, *bases[name], dora=True)
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -304,6 +315,9 @@ def check_trained(args, work):
         if "gpt2" not in name:
             check_peft_written(args, work, "peft-" + name, final)
     check_peft_written(args, work, "peft-rslora-preset-llama", bases["preset-llama"][0], rslora=True)
+    for name in ("preset-llama", "family-llama_head_dim_bias"):
+        if name in bases:
+            check_peft_written(args, work, "peft-dora-" + name, bases[name][0], dora=True)
 
 
 def main():

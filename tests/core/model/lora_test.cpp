@@ -281,6 +281,64 @@ TEST(Lora, RsLoraScalesBySqrtRankInTheForwardTheMergeAndTheAdapterFolder) {
   EXPECT_GT((plain.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-3);
 }
 
+// DoRA (PEFT's use_dora): it starts at the base model (m = ||W|| per row, B = 0); trained, the
+// merged weight is (m / ||W + s B A||) (W + s B A) row by row and the merged folder computes
+// what the adapted model does; the PEFT folder has the magnitudes under PEFT's names and loads
+// back the same; only the adapters and magnitudes train.
+TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 31);
+  const auto ids = sample_ids();
+  const auto base_logits = trained.model->forward(ids).logits;
+  LoraConfig c;
+  c.r = 4;
+  c.alpha = 8.0;
+  c.use_dora = true;
+  c.target_modules = "q_proj,down_proj";
+  trained.model->add_lora(lora_spec(c));
+  trained.model->eval();
+  EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, base_logits, 1e-5, 1e-6)) << "m = ||W||, B = 0";
+
+  train_adapters_randomly(trained.model, 32);
+  {
+    torch::NoGradGuard guard;
+    for (auto& [name, t] : trained.model->lora_parameters())
+      if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(1.0 + 0.2 * torch::randn_like(t));
+  }
+  auto params = trained.model->named_parameters();
+  ASSERT_TRUE(params.contains("layers.1.mlp.down_proj.lora_magnitude_vector"));
+  EXPECT_EQ(params["layers.1.mlp.down_proj.lora_magnitude_vector"].sizes(), (std::vector<int64_t>{32}));
+  const auto w = params["layers.1.mlp.down_proj.weight"];
+  const auto adapted = w + torch::mm(params["layers.1.mlp.down_proj.lora_B"], params["layers.1.mlp.down_proj.lora_A"]) * 2.0;
+  const auto expected = adapted * (params["layers.1.mlp.down_proj.lora_magnitude_vector"] / adapted.norm(2, {1})).unsqueeze(1);
+  EXPECT_TRUE(torch::allclose(trained.model->merged_weight("layers.1.mlp.down_proj.weight"), expected, 1e-6, 1e-7));
+
+  const auto logits = trained.model->forward(ids).logits;
+  EXPECT_GT((logits - base_logits).abs().max().item<double>(), 1e-3) << "the trained adapters change the model";
+  ByteTokenizer tok;
+  save_model_files((dir.path() / "merged").string(), trained.model, tok);
+  LoadedModel merged = load_model_folder((dir.path() / "merged").string(), torch::kCPU);
+  EXPECT_TRUE(torch::allclose(merged.model->forward(ids).logits, logits, 1e-4, 1e-5));
+
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["use_dora"], true);
+  const auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+  EXPECT_EQ(tensors.size(), 2u * 2u * 3u) << "A, B and the magnitude for 2 projections in 2 layers";
+  EXPECT_TRUE(tensors.count("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"));
+  LoadedModel loaded = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_TRUE(loaded.model->lora().dora);
+  EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, logits));
+
+  // Trainable: A, B and the magnitudes, nothing of the base model.
+  int64_t trainable = 0;
+  for (const auto& p : trained.model->parameters())
+    if (p.requires_grad()) trainable += p.numel();
+  EXPECT_EQ(trainable, lora_parameter_count(trained.model->shape(), c));
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v fused in c_attn: no PEFT folder, and the reason says what to do.
   torch::manual_seed(14);
@@ -321,7 +379,6 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
     return c;
   };
   refused(with("peft_type", "IA3"), "peft_type");
-  refused(with("use_dora", true), "DoRA");
   refused(with("bias", "all"), "biases");
   refused(with("r", 0), "\"r\"");
   refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
