@@ -375,13 +375,13 @@ const char* kind_name(const FieldRef& ref) {
 
 // A list field's items as its comma-separated text ("q_proj, v_proj"; numbers as written back
 // by format_double). `item` gives each item's text, or nullopt for an item that is neither a
-// string nor a number.
-template <typename Items, typename ItemText>
-std::string list_text(const Field& f, const Items& items, ItemText item, const std::string& where = "") {
+// string nor a number, which `describe` names in the message.
+template <typename Items, typename ItemText, typename Describe>
+std::string list_text(const Field& f, const Items& items, ItemText item, Describe describe, const std::string& where = "") {
   std::vector<std::string> texts;
   for (const auto& node : items) {
     const std::optional<std::string> t = item(node);
-    if (!t) throw ConfigError(where + f.path() + " lists names and numbers; an item of the array is neither");
+    if (!t) throw ConfigError(where + f.path() + " lists names and numbers; the array holds " + describe(node));
     texts.push_back(trim(*t));
   }
   return join(texts, ", ");
@@ -417,7 +417,7 @@ void set_from_toml(const Field& f, RunConfig& config, const toml::node& node) {
   auto fail = [&]() { throw_type(f, ref, describe_toml(node), where); };
   if (auto p = std::get_if<std::string*>(&ref)) {
     if (const toml::array* items = node.as_array(); items && f.list) {
-      **p = list_text(f, *items, toml_list_item, where);
+      **p = list_text(f, *items, toml_list_item, describe_toml, where);
       return;
     }
     auto s = node.as_string();
@@ -521,7 +521,7 @@ void set_from_json(const Field& f, RunConfig& config, const nlohmann::json& v) {
         if (item.is_number_integer()) return item.dump();
         if (item.is_number()) return format_double(item.get<double>());
         return std::nullopt;
-      });
+      }, describe_json);
       return;
     }
     if (!v.is_string()) fail();
@@ -802,7 +802,7 @@ void apply_override(RunConfig& config, const std::string& assignment) {
         throw ConfigError(path + " = " + value + " is not a TOML array (" + std::string(e.description()) +
                           "); write [\"q_proj\", \"v_proj\"] or q_proj,v_proj");
       }
-      **p = list_text(*f, *parsed["items"].as_array(), toml_list_item);
+      **p = list_text(*f, *parsed["items"].as_array(), toml_list_item, describe_toml);
       return;
     }
     // Quotes are optional so `name=demo` works, and needed only to keep surrounding spaces.

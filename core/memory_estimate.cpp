@@ -133,6 +133,7 @@ struct Inventory {
   std::vector<std::string> lora_targets;  // empty: every weight trains
   double lora_r = 0;
   bool dora = false;  // DoRA keeps each adapted product's output for its magnitude's gradient
+  bool lora_dropout = false;  // and with the adapters' dropout a second product of W (on x')
 
   // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
   // (their adapter's A reads it; the frozen weight needs no gradient).
@@ -172,10 +173,23 @@ struct Inventory {
     if (s.sandwich_norms) b += w * d + 4;                      // the MLP's output into its norm
     if (!lora_targets.empty())                                 // each adapter's r values
       b += lora_r * w * (qkv + keeps_input("o_proj") + up + keeps_input("down_proj"));
-    if (dora)  // x (W + s B A)^T, which k multiplies
-      b += w * (keeps_input("q_proj") * dq + (keeps_input("k_proj") + keeps_input("v_proj")) * dkv +
-                keeps_input("o_proj") * d + up * ff + keeps_input("down_proj") * d);
+    if (!lora_targets.empty() && lora_dropout)  // each adapter's own dropped input, which A reads
+      b += ((bf16 ? 2 : 4) + (gpu ? 1 : 0)) *     // (CUDA's dropout keeps a byte mask too)
+           (d * (qkv + up) + dq * keeps_input("o_proj") + ff * keeps_input("down_proj"));
+    if (dora)  // x (W + s B A)^T, which k multiplies; with dropout x' W^T and x' A^T B^T
+      b += w * (lora_dropout ? 2 : 1) *
+           (keeps_input("q_proj") * dq + (keeps_input("k_proj") + keeps_input("v_proj")) * dkv +
+            keeps_input("o_proj") * d + up * ff + keeps_input("down_proj") * d);
     return b;
+  }
+
+  // The weights of one block's adapted projections, in parameters.
+  double adapted_weights(const ModelShape& s) const {
+    const double d = static_cast<double>(s.d_model), ff = static_cast<double>(s.d_ff);
+    const double dq = static_cast<double>(s.n_heads * s.head_size()), dkv = static_cast<double>(s.n_kv_heads * s.head_size());
+    const double gate = s.mlp != MlpKind::gelu_tanh ? keeps_input("gate_proj") : 0;
+    return d * (keeps_input("q_proj") * dq + (keeps_input("k_proj") + keeps_input("v_proj")) * dkv) +
+           dq * d * keeps_input("o_proj") + d * ff * (gate + keeps_input("up_proj")) + ff * d * keeps_input("down_proj");
   }
 
   // Bytes a GANPO critic (core/critic.cpp) keeps per latent position: its input as the first
@@ -225,6 +239,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   if (lora) inv.lora_targets = lora_target_modules(c.model.lora.target_modules);
   inv.lora_r = static_cast<double>(c.model.lora.r);
   inv.dora = lora && c.model.lora.use_dora;
+  inv.lora_dropout = c.model.lora.dropout > 0;
   const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
   const PolicyPass pass = policy_pass(c, shape);
@@ -242,6 +257,9 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double vocab = static_cast<double>(shape.vocab_size);
   const double block_params = std::max(0.0, params - vocab * d * (shape.tie_embeddings ? 1 : 2));
   if (bf16) kept += 2 * block_params / (c.train.gradient_checkpointing ? std::max(layers, 1.0) : 1);
+  // DoRA with dropout multiplies each adapted weight twice (x W^T and x' W^T): a second copy.
+  if (bf16 && inv.dora && inv.lora_dropout)
+    kept += 2 * inv.adapted_weights(shape) * (c.train.gradient_checkpointing ? 1 : layers);
   // The shared responses' additive mask, kept once in float32; under autocast
   // scaled_dot_product_attention keeps a bf16 copy of its own in every layer.
   if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * layers : 4);

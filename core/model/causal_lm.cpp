@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 
 #include "core/bf16_autocast.h"
 #include "core/counter_dropout.h"
@@ -59,25 +60,41 @@ struct LinearImpl : torch::nn::Module {
     // linear's backward does not need y, so changing it is safe).
     return y.add_(torch::linear(torch::linear(h, lora_A), lora_B), lora_scale);  // [..., r] -> [..., out]
   }
-  // k = m / ||W + scale B A|| per output row [out], without gradient through the norm.
-  torch::Tensor dora_factor() const {
+  // k = m / ||W + scale B A|| per output row [out] (float32), without gradient through the norm.
+  // Without gradients (evaluation, sampling) it is kept until one of its tensors changes, so
+  // decoding does not rebuild W + scale B A for every token.
+  torch::Tensor dora_factor() {
+    const bool cacheable = !torch::GradMode::is_enabled();
+    std::lock_guard<std::mutex> lock(*dora_mutex);
+    const std::vector<int64_t> key = {reinterpret_cast<int64_t>(weight.data_ptr()), static_cast<int64_t>(weight._version()),
+                                      static_cast<int64_t>(lora_A._version()), static_cast<int64_t>(lora_B._version()),
+                                      static_cast<int64_t>(lora_magnitude._version()),
+                                      reinterpret_cast<int64_t>(lora_magnitude.data_ptr())};
+    if (cacheable && dora_cached.defined() && dora_cache_key == key) return dora_cached;
     torch::Tensor norm;
     {
       torch::NoGradGuard guard;
-      norm = (weight + torch::mm(lora_B, lora_A) * lora_scale).norm(2, {1});  // [out]
+      norm = (weight + torch::mm(lora_B, lora_A).to(weight.scalar_type()) * lora_scale).norm(2, {1});  // [out]
     }
-    return lora_magnitude / norm;
+    auto k = lora_magnitude / norm;
+    if (cacheable) dora_cached = k, dora_cache_key = key;
+    return k;
   }
+  // Under bf16 autocast the outputs are bf16, k stays float32 and only k - 1 is rounded (k is
+  // near 1: rounded itself it would lose the magnitude's small changes).
   torch::Tensor dora_forward(const torch::Tensor& x) {
     const bool dropped = lora_dropout > 0 && is_training();
     const auto h = dropped ? ganpo::dropout(x, lora_dropout, true) : x;
     const auto adapter = torch::linear(torch::linear(h, lora_A), lora_B);  // [..., out]
-    const auto k = dora_factor().to(adapter.scalar_type());               // [out]
+    const auto k = dora_factor();                                          // [out], float32
+    const auto k_minus_1 = (k - 1).to(adapter.scalar_type());
     if (!dropped) {
-      auto y = torch::linear(x, weight).add_(adapter, lora_scale) * k;  // k * x (W + scale B A)^T
+      auto z = torch::linear(x, weight).add_(adapter, lora_scale);  // x (W + scale B A)^T
+      auto y = z + z * k_minus_1;                                    // k * z
       return bias.defined() ? y.add_(bias) : y;
     }
-    return torch::linear(x, weight, bias) + (k - 1) * torch::linear(h, weight) + k * lora_scale * adapter;
+    return torch::linear(x, weight, bias) + k_minus_1 * torch::linear(h, weight) +
+           (k * lora_scale).to(adapter.scalar_type()) * adapter;
   }
   // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
   // model starts as the base model; DoRA's magnitude starts at ||W|| per row, the same start.
@@ -93,6 +110,9 @@ struct LinearImpl : torch::nn::Module {
   torch::Tensor weight, bias;
   torch::Tensor lora_A, lora_B;  // undefined without an adapter
   torch::Tensor lora_magnitude;  // [out], DoRA only
+  torch::Tensor dora_cached;     // dora_factor() computed without gradients, for dora_cache_key
+  std::vector<int64_t> dora_cache_key;
+  std::shared_ptr<std::mutex> dora_mutex = std::make_shared<std::mutex>();
   double lora_scale = 0.0, lora_dropout = 0.0;
 };
 TORCH_MODULE(Linear);

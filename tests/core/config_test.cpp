@@ -508,11 +508,12 @@ TEST(Config, ListKeysTakeArraysInFilesAndOverrides) {
 
   // What is not a list of names and numbers says what to write.
   std::string msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = [\"q_proj\", {a = 1}]\n"); });
-  EXPECT_NE(msg.find("line 2: model.lora.target_modules lists names and numbers"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("line 2: model.lora.target_modules lists names and numbers; the array holds a table"), std::string::npos)
+      << msg;
   msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = 3\n"); });
   EXPECT_NE(msg.find("model.lora.target_modules must be a comma-separated string or an array"), std::string::npos) << msg;
   msg = config_error([] { config_from_json(nlohmann::json::parse(R"({"eval": {"temperatures": [0.5, null]}})")); });
-  EXPECT_NE(msg.find("eval.temperatures lists names and numbers"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("eval.temperatures lists names and numbers; the array holds null"), std::string::npos) << msg;
   msg = config_error([] {
     RunConfig c;
     apply_override(c, "model.lora.target_modules=[q_proj]");

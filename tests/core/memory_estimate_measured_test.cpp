@@ -176,11 +176,22 @@ TEST_F(EstimateAgainstPeak, LoraOnAllLinearLayers) {
   expect_close(c);
 }
 
-// DoRA keeps each adapted product's output for its magnitude's gradient.
+// DoRA keeps each adapted product's output for its magnitude's gradient; with the adapters'
+// dropout each adapter keeps its dropped input, and DoRA a second product of W on it.
 TEST_F(EstimateAgainstPeak, DoraOnAllLinearLayers) {
   RunConfig c = folder_config("llama", llama3_like(4096));
   c.model.lora.r = 8;
   c.model.lora.target_modules = "all-linear";
+  c.model.lora.use_dora = true;
+  expect_close(c);
+}
+
+TEST_F(EstimateAgainstPeak, LoraAndDoraWithAdapterDropout) {
+  RunConfig c = folder_config("llama", llama3_like(4096));
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "all-linear";
+  c.model.lora.dropout = 0.1;
+  expect_close(c);
   c.model.lora.use_dora = true;
   expect_close(c);
 }

@@ -337,6 +337,15 @@ TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
   for (const auto& p : trained.model->parameters())
     if (p.requires_grad()) trainable += p.numel();
   EXPECT_EQ(trainable, lora_parameter_count(trained.model->shape(), c));
+
+  // Without gradients the factor m / ||W + s B A|| is kept between calls, and computed again
+  // once a tensor it reads changes (as an optimizer step changes them, in place).
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
+  for (auto& [name, t] : trained.model->lora_parameters())
+    if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(2.0);
+  EXPECT_GT((trained.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-2);
 }
 
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
