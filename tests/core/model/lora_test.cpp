@@ -348,6 +348,57 @@ TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
   EXPECT_GT((trained.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-2);
 }
 
+// DoRA's backward holds the norm ||W + s B A|| constant, as PEFT does: with k = m / ||W + s B A||
+// a constant, y = k (x W^T + s x A^T B^T) is plain LoRA over the base k W with B' = k B, so
+// DoRA's gradient of B is k times that LoRA model's gradient of B'. (Through the norm it would
+// have another term.)
+TEST(Lora, DoraGradientsHoldTheNormConstantAsPeftDoes) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel dora = base_folder_loaded(base_dir, 41);
+  LoadedModel lora = load_model_folder(base_dir, torch::kCPU);
+  LoraConfig c;
+  c.r = 4;
+  c.alpha = 8.0;
+  c.target_modules = "down_proj";
+  lora.model->add_lora(lora_spec(c));
+  c.use_dora = true;
+  dora.model->add_lora(lora_spec(c));
+  train_adapters_randomly(dora.model, 42);
+  auto dp = dora.model->named_parameters();
+  auto lp = lora.model->named_parameters();
+  const int64_t layers = dora.model->shape().n_layers;
+  std::vector<torch::Tensor> k(static_cast<size_t>(layers));
+  {
+    torch::NoGradGuard guard;
+    for (int64_t i = 0; i < layers; ++i) {
+      const std::string m = "layers." + std::to_string(i) + ".mlp.down_proj.";
+      dp[m + "lora_magnitude_vector"].mul_(1.0 + 0.2 * torch::randn_like(dp[m + "lora_magnitude_vector"]));
+      const auto adapted = dp[m + "weight"] + torch::mm(dp[m + "lora_B"], dp[m + "lora_A"]) * 2.0;
+      k[static_cast<size_t>(i)] = (dp[m + "lora_magnitude_vector"] / adapted.norm(2, {1})).unsqueeze(1);  // [out, 1]
+      lp[m + "weight"].copy_(dp[m + "weight"] * k[static_cast<size_t>(i)]);
+      lp[m + "lora_A"].copy_(dp[m + "lora_A"]);
+      lp[m + "lora_B"].copy_(dp[m + "lora_B"] * k[static_cast<size_t>(i)]);
+    }
+  }
+  dora.model->train();
+  lora.model->train();
+  const auto ids = sample_ids();
+  const auto dora_logits = dora.model->forward(ids).logits;
+  const auto lora_logits = lora.model->forward(ids).logits;
+  ASSERT_TRUE(torch::allclose(dora_logits, lora_logits, 1e-4, 1e-5)) << "the same function";
+  dora_logits.pow(2).mean().backward();
+  lora_logits.pow(2).mean().backward();
+  for (int64_t i = 0; i < layers; ++i) {
+    const std::string m = "layers." + std::to_string(i) + ".mlp.down_proj.";
+    const auto expected = lp[m + "lora_B"].grad() * k[static_cast<size_t>(i)];
+    ASSERT_TRUE(dp[m + "lora_B"].grad().defined());
+    EXPECT_GT(expected.abs().max().item<double>(), 1e-6) << m;
+    EXPECT_TRUE(torch::allclose(dp[m + "lora_B"].grad(), expected, 1e-3, 1e-7)) << m;
+    EXPECT_GT(dp[m + "lora_magnitude_vector"].grad().abs().max().item<double>(), 0.0) << m << ": the magnitude trains";
+  }
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v fused in c_attn: no PEFT folder, and the reason says what to do.
   torch::manual_seed(14);
