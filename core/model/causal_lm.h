@@ -85,8 +85,8 @@ public:
   // This model with its adapters switched off during its forward passes: the same modules and
   // tensors, no copy. Safe while this model runs on another thread (the switch is per thread).
   std::shared_ptr<CausalLMImpl> without_adapters_impl();
-  // W + scale B A (LoraSpec::scale) for an adapted weight ("layers.0.self_attn.q_proj.weight"), else the
-  // weight itself; without gradient.
+  // W + scale B A (LoraSpec::scale; with DoRA each row then scaled to its magnitude) for an
+  // adapted weight ("layers.0.self_attn.q_proj.weight"), else the weight itself; no gradient.
   torch::Tensor merged_weight(const std::string& name);
   // The same with this model's named_parameters() already at hand (one lookup per tensor when
   // every weight is written, instead of listing the parameters again for each).
