@@ -64,21 +64,22 @@ struct LinearImpl : torch::nn::Module {
   // Without gradients (evaluation, sampling) it is kept until one of its tensors changes, so
   // decoding does not rebuild W + scale B A for every token.
   torch::Tensor dora_factor() {
-    const bool cacheable = !torch::GradMode::is_enabled();
-    std::lock_guard<std::mutex> lock(*dora_mutex);
+    if (torch::GradMode::is_enabled()) return lora_magnitude / dora_norm();
+    // (The tensors' version counters move with every in-place change: an optimizer step, a load.)
     const std::vector<int64_t> key = {reinterpret_cast<int64_t>(weight.data_ptr()), static_cast<int64_t>(weight._version()),
                                       static_cast<int64_t>(lora_A._version()), static_cast<int64_t>(lora_B._version()),
                                       static_cast<int64_t>(lora_magnitude._version()),
                                       reinterpret_cast<int64_t>(lora_magnitude.data_ptr())};
-    if (cacheable && dora_cached.defined() && dora_cache_key == key) return dora_cached;
-    torch::Tensor norm;
-    {
-      torch::NoGradGuard guard;
-      norm = (weight + torch::mm(lora_B, lora_A).to(weight.scalar_type()) * lora_scale).norm(2, {1});  // [out]
+    std::lock_guard<std::mutex> lock(*dora_mutex);
+    if (!dora_cached.defined() || dora_cache_key != key) {
+      dora_cached = lora_magnitude / dora_norm();
+      dora_cache_key = key;
     }
-    auto k = lora_magnitude / norm;
-    if (cacheable) dora_cached = k, dora_cache_key = key;
-    return k;
+    return dora_cached;
+  }
+  torch::Tensor dora_norm() const {  // ||W + scale B A|| per output row [out]
+    torch::NoGradGuard guard;
+    return (weight + torch::mm(lora_B, lora_A).to(weight.scalar_type()) * lora_scale).norm(2, {1});
   }
   // Under bf16 autocast the outputs are bf16, k stays float32 and only k - 1 is rounded (k is
   // near 1: rounded itself it would lose the magnitude's small changes).
