@@ -48,12 +48,15 @@ LoraSpec spec_of(const std::string& targets, int64_t r = 4, double alpha = 8.0) 
   return lora_spec(c);
 }
 
-// Gives every B a random value, as training would, so the adapters change the output.
+// Gives every B a random value, as training would, so the adapters change the output; DoRA's
+// magnitudes move up to about 20 % away from ||W||.
 void train_adapters_randomly(CausalLM& m, uint64_t seed) {
   torch::NoGradGuard guard;
   torch::manual_seed(seed);
-  for (auto& [name, t] : m->lora_parameters())
+  for (auto& [name, t] : m->lora_parameters()) {
     if (name.size() > 6 && name.substr(name.size() - 6) == "lora_B") t.normal_(0.0, 0.05);
+    if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(1.0 + 0.2 * torch::randn_like(t));
+  }
 }
 
 // A fresh Llama test model saved as a model folder, and that folder loaded back.
@@ -301,11 +304,6 @@ TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
   EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, base_logits, 1e-5, 1e-6)) << "m = ||W||, B = 0";
 
   train_adapters_randomly(trained.model, 32);
-  {
-    torch::NoGradGuard guard;
-    for (auto& [name, t] : trained.model->lora_parameters())
-      if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(1.0 + 0.2 * torch::randn_like(t));
-  }
   auto params = trained.model->named_parameters();
   ASSERT_TRUE(params.contains("layers.1.mlp.down_proj.lora_magnitude_vector"));
   EXPECT_EQ(params["layers.1.mlp.down_proj.lora_magnitude_vector"].sizes(), (std::vector<int64_t>{32}));
@@ -373,7 +371,6 @@ TEST(Lora, DoraGradientsHoldTheNormConstantAsPeftDoes) {
     torch::NoGradGuard guard;
     for (int64_t i = 0; i < layers; ++i) {
       const std::string m = "layers." + std::to_string(i) + ".mlp.down_proj.";
-      dp[m + "lora_magnitude_vector"].mul_(1.0 + 0.2 * torch::randn_like(dp[m + "lora_magnitude_vector"]));
       const auto adapted = dp[m + "weight"] + torch::mm(dp[m + "lora_B"], dp[m + "lora_A"]) * 2.0;
       k[static_cast<size_t>(i)] = (dp[m + "lora_magnitude_vector"] / adapted.norm(2, {1})).unsqueeze(1);  // [out, 1]
       lp[m + "weight"].copy_(dp[m + "weight"] * k[static_cast<size_t>(i)]);
