@@ -21,6 +21,7 @@
 
 #include "core/command_line.h"
 #include "core/error.h"
+#include "core/model/lora_targets.h"
 #include "core/run_files.h"
 #include "core/tasks/task.h"
 #include "core/text/utf8.h"
@@ -830,8 +831,6 @@ void apply_override(RunConfig& config, const std::string& assignment) {
 }
 
 std::vector<std::string> lora_target_modules(const std::string& text) {
-  static const std::vector<std::string> all = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  if (trim(text) == "all-linear") return all;
   std::vector<std::string> out;
   std::string rest = text;
   while (!rest.empty()) {
@@ -839,9 +838,11 @@ std::vector<std::string> lora_target_modules(const std::string& text) {
     const std::string name = trim(rest.substr(0, comma));
     rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
     if (name.empty()) continue;
-    if (std::find(all.begin(), all.end(), name) == all.end())
-      throw ConfigError("model.lora.target_modules names " + quote(name) + ", which is not a projection of the model; use " +
-                        join(all, ", ") + " (a list, or comma-separated) or \"all-linear\"");
+    if (!is_known_lora_target(name))
+      throw ConfigError("model.lora.target_modules names " + quote(name) +
+                        ", which is not a projection of any supported model; use q_proj, k_proj, v_proj, o_proj, "
+                        "gate_proj, up_proj, down_proj, a Hugging Face module name (GPT-2's c_attn, c_proj, c_fc), "
+                        "a list of them (or comma-separated) or \"all-linear\"");
     if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
   }
   if (out.empty())

@@ -29,7 +29,8 @@ struct LoraConfig {
   bool use_dora = false;
   double dropout = 0.0; // on the adapter's input, while training
   // Comma-separated projections to adapt (HF Llama names: q_proj, k_proj, v_proj, o_proj,
-  // gate_proj, up_proj, down_proj), or "all-linear".
+  // gate_proj, up_proj, down_proj, or the family's own as PEFT takes them: GPT-2's c_attn, ...),
+  // or "all-linear" (core/model/lora_targets.h).
   std::string target_modules = "q_proj,k_proj,v_proj,o_proj";
 };
 
@@ -225,8 +226,8 @@ void apply_override(RunConfig& config, const std::string& assignment);
 
 // Every key as apply_override takes it ("name", "objective.beta", ...), in file order.
 std::vector<std::string> config_keys();
-// The projections model.lora.target_modules names, in order ("all-linear" expands to all seven);
-// throws ConfigError naming an unknown one.
+// The names model.lora.target_modules lists, in order, without repeats; throws ConfigError naming
+// one no supported model has (core/model/lora_targets.h reads them against a model).
 std::vector<std::string> lora_target_modules(const std::string& text);
 // The value of a key as override text ("0.1", "true", "sigmoid"); throws ConfigError when unknown.
 std::string config_value_text(const RunConfig& config, const std::string& key);

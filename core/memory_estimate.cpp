@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/model/lora_targets.h"
 
 // Whether the LibTorch this build links has scaled_dot_product_attention (LibTorch 2.1 on, as
 // core/sdpa.h decides from LibTorch's own headers). CMake sets it from the version it found; the
@@ -45,23 +46,23 @@ int64_t critic_parameter_count(const GanpoConfig& g, int64_t input_dim) {
 
 int64_t lora_parameter_count(const ModelShape& s, const LoraConfig& lora) {
   if (lora.r <= 0) return 0;
-  std::vector<std::string> targets;
+  LoraTargets targets;
   try {
-    targets = lora_target_modules(lora.target_modules);
+    targets = resolve_lora_targets(s, lora_target_modules(lora.target_modules));
   } catch (const ConfigError&) {
     return 0;  // the dialog shows the config's own message for this
   }
   const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
   int64_t per_layer = 0;  // r x (in + out) for each adapted projection, and DoRA's out magnitudes
   const int64_t dora = lora.use_dora ? 1 : 0;
-  for (const std::string& t : targets) {
+  for (const std::string& t : targets.projections) {
     if (t == "q_proj") per_layer += lora.r * (s.d_model + q) + dora * q;
     if (t == "k_proj" || t == "v_proj") per_layer += lora.r * (s.d_model + kv) + dora * kv;
     if (t == "o_proj") per_layer += lora.r * (q + s.d_model) + dora * s.d_model;
-    if (t == "gate_proj" && s.mlp != MlpKind::gelu_tanh) per_layer += lora.r * (s.d_model + s.d_ff) + dora * s.d_ff;
-    if (t == "up_proj") per_layer += lora.r * (s.d_model + s.d_ff) + dora * s.d_ff;
+    if (t == "gate_proj" || t == "up_proj") per_layer += lora.r * (s.d_model + s.d_ff) + dora * s.d_ff;
     if (t == "down_proj") per_layer += lora.r * (s.d_ff + s.d_model) + dora * s.d_model;
   }
+  if (targets.shared_qkv) per_layer -= 2 * lora.r * s.d_model;  // k and v use q's A
   return per_layer * s.n_layers;
 }
 
@@ -130,7 +131,8 @@ PolicyPass policy_pass(const RunConfig& c, const ModelShape& shape) {
 struct Inventory {
   bool bf16 = false, gpu = false;  // gpu: a CUDA device ("cuda", "cuda:N")
   double w = 4;
-  std::vector<std::string> lora_targets;  // empty: every weight trains
+  bool lora = false;  // false: every weight trains
+  LoraTargets lora_targets;
   double lora_r = 0;
   bool dora = false;  // DoRA keeps each adapted product's output for its magnitude's gradient
   bool lora_dropout = false;  // and with the adapters' dropout a second product of W (on x')
@@ -138,8 +140,8 @@ struct Inventory {
   // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
   // (their adapter's A reads it; the frozen weight needs no gradient).
   double keeps_input(const char* name) const {
-    if (lora_targets.empty()) return 1;
-    return std::count(lora_targets.begin(), lora_targets.end(), std::string(name)) > 0 ? 1 : 0;
+    if (!lora) return 1;
+    return lora_targets.has(name) ? 1 : 0;
   }
   // A norm's float32 output as the products after it keep it: once in float32, a bf16 copy each
   // under autocast.
@@ -155,6 +157,7 @@ struct Inventory {
     const bool gated = s.mlp != MlpKind::gelu_tanh, softcap = s.attn_softcap > 0;
     const double norm_scale = norm_scale_bytes(s);
     const double qkv = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
+    const double qkv_adapters = lora_targets.shared_qkv ? 1 : qkv;  // q, k and v on one A (GPT-2's c_attn)
     const double up = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
     const double kv_share = pass.tokens > 0 ? pass.kv_tokens / pass.tokens : 1;
     double b = 4 * d + norm_scale;                             // block input, its norm's scale
@@ -171,11 +174,11 @@ struct Inventory {
     b += norm_output(d, up);                                   // the norm's output for the MLP
     b += w * ff * ((gated ? 3 : 1) + keeps_input("down_proj"));  // gate, act, up; the product
     if (s.sandwich_norms) b += w * d + 4;                      // the MLP's output into its norm
-    if (!lora_targets.empty())                                 // each adapter's r values
-      b += lora_r * w * (qkv + keeps_input("o_proj") + up + keeps_input("down_proj"));
-    if (!lora_targets.empty() && lora_dropout)  // each adapter's own dropped input, which A reads
+    if (lora)                                                  // each adapter's r values
+      b += lora_r * w * (qkv_adapters + keeps_input("o_proj") + up + keeps_input("down_proj"));
+    if (lora && lora_dropout)                     // each adapter's own dropped input, which A reads
       b += ((bf16 ? 2 : 4) + (gpu ? 1 : 0)) *     // (CUDA's dropout keeps a byte mask too)
-           (d * (qkv + up) + dq * keeps_input("o_proj") + ff * keeps_input("down_proj"));
+           (d * (qkv_adapters + up) + dq * keeps_input("o_proj") + ff * keeps_input("down_proj"));
     if (dora)  // x (W + s B A)^T, which k multiplies; with dropout x' W^T and x' A^T B^T
       b += w * (lora_dropout ? 2 : 1) *
            (keeps_input("q_proj") * dq + (keeps_input("k_proj") + keeps_input("v_proj")) * dkv +
@@ -236,7 +239,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   inv.bf16 = bf16;
   inv.gpu = c.device.rfind("cuda", 0) == 0;  // callers pass the resolved device for "auto"
   inv.w = bf16 ? 2 : 4;
-  if (lora) inv.lora_targets = lora_target_modules(c.model.lora.target_modules);
+  inv.lora = lora;
+  if (lora) inv.lora_targets = resolve_lora_targets(shape, lora_target_modules(c.model.lora.target_modules));
   inv.lora_r = static_cast<double>(c.model.lora.r);
   inv.dora = lora && c.model.lora.use_dora;
   inv.lora_dropout = c.model.lora.dropout > 0;

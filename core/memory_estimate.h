@@ -36,7 +36,7 @@
 // critic activations through the policy's backward pass; at the end of the backward pass, the
 // embedding's dense gradient.
 // Callers pass the resolved device ("auto" counts as the CPU). Not counted: the CUDA context and
-// allocator slack, the tokenized dataset, small tensors, LoRA dropout's input copies.
+// allocator slack, the tokenized dataset, small tensors.
 #pragma once
 
 #include <cstdint>

@@ -40,6 +40,7 @@
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"
+#include "core/model/lora_targets.h"
 #include "core/model/safetensors.h"
 #include "core/model_flops.h"
 #include "core/opo_losses.h"
@@ -74,12 +75,6 @@ std::string format_number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
-}
-
-std::string join_names(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
 }
 
 double rss_megabytes() {
@@ -517,7 +512,8 @@ struct Trainer::State {
       log("info", std::string(lora.dora ? "DoRA" : "LoRA") + " r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) +
                       (lora.rslora ? " (rsLoRA: scale alpha / sqrt(r) = " : " (scale alpha / r = ") +
                       format_number(lora.scale()) + ") on " +
-                      join_names(lora.targets) + ": " + std::to_string(adapters) + " trainable parameters, " +
+                      lora_targets_text(policy->shape(), resolve_lora_targets(policy->shape(), lora.targets)) + ": " +
+                      std::to_string(adapters) + " trainable parameters, " +
                       std::to_string(all) + " frozen");
     }
     if (preference && lora.r > 0 && config.model.reference.empty()) {

@@ -162,7 +162,8 @@ QWidget* NewRunDialog::buildModelPage() {
   form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target projections"),
                            {QStringLiteral("q_proj,k_proj,v_proj,o_proj"), QStringLiteral("q_proj,v_proj"),
                             QStringLiteral("all-linear")},
-                           tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or "
+                           tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, the "
+                              "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc), or "
                               "all-linear. Checkpoints hold the merged model and, in adapter/, a PEFT adapter folder."));
 
   shape_section_ = page->addSection(tr("Architecture (fresh model)"));

@@ -8,6 +8,7 @@
 #include "core/bf16_autocast.h"
 #include "core/counter_dropout.h"
 #include "core/error.h"
+#include "core/model/lora_targets.h"
 #include "core/model/rms_norm.h"
 #include "core/sdpa.h"
 
@@ -39,26 +40,48 @@ torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double st
   return torch::empty(sizes).normal_(0.0, std);
 }
 
+// What an adapter reads of one input x: x' = dropout(x) (x itself without dropout) and x' A^T.
+// Computed once per input; where q, k and v share one A (GPT-2's c_attn) once for the three.
+struct AdapterInput {
+  torch::Tensor dropped;  // x' [..., in]
+  torch::Tensor down;     // x' A^T [..., r]
+  bool is_dropped = false;
+};
+
 // weight [out, in] and an optional bias [out]; also used as an embedding table (weight [V, d]).
 // With a LoRA adapter: y = x W^T + b + scale * dropout(x) A^T B^T, A [r, in], B [out, r].
 // With DoRA (PEFT's DoraLinearVariant), k = m / ||W + scale B A|| per output row, the norm a
 // constant for the backward pass, and x' = dropout(x):
 //   y = x W^T + b + (k - 1) * x' W^T + k * scale * x' A^T B^T
 // which without dropout is k * x (W + scale B A)^T + b.
+// An adapter may use another projection's A (a_owner): k and v on q's, as PEFT's one adapter on
+// GPT-2's fused c_attn, whose B is q's, k's and v's stacked.
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias, bool init, double std) {
     torch::NoGradGuard guard;
     weight = register_parameter("weight", new_weight({out, in}, init, std));
     if (with_bias) bias = register_parameter("bias", new_weight({out}, init, 0, 0.0, true));
   }
+  bool adapted() const { return lora_B.defined() && !t_adapters_off; }
+  const torch::Tensor& A() const { return a_owner ? a_owner->lora_A : lora_A; }
+  AdapterInput adapter_input(const torch::Tensor& x) {
+    const bool dropped = lora_dropout > 0 && is_training();
+    auto h = dropped ? ganpo::dropout(x, lora_dropout, true) : x;
+    auto down = torch::linear(h, A());  // [..., r]
+    return {std::move(h), std::move(down), dropped};
+  }
   torch::Tensor forward(const torch::Tensor& x) {
-    if (lora_A.defined() && !t_adapters_off && lora_magnitude.defined()) return dora_forward(x);
-    auto y = torch::linear(x, weight, bias);  // [..., out]
-    if (!lora_A.defined() || t_adapters_off) return y;
-    const auto h = lora_dropout > 0 && is_training() ? ganpo::dropout(x, lora_dropout, true) : x;
+    if (!adapted()) return torch::linear(x, weight, bias);  // [..., out]
+    return forward_adapted(x, adapter_input(x));
+  }
+  // `in` is adapter_input(x), of this adapter's A (or of the projection whose A it uses).
+  torch::Tensor forward_adapted(const torch::Tensor& x, const AdapterInput& in) {
+    if (!adapted()) return torch::linear(x, weight, bias);
+    const auto adapter = torch::linear(in.down, lora_B);  // [..., r] -> [..., out]
+    if (lora_magnitude.defined()) return dora_forward(x, in, adapter);
     // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the
-    // linear's backward does not need y, so changing it is safe).
-    return y.add_(torch::linear(torch::linear(h, lora_A), lora_B), lora_scale);  // [..., r] -> [..., out]
+    // linear's backward does not need its output, so changing it is safe).
+    return torch::linear(x, weight, bias).add_(adapter, lora_scale);
   }
   // k = m / ||W + scale B A|| per output row [out] (float32), without gradient through the norm.
   // Without gradients (evaluation, sampling) it is kept until one of its tensors changes, so
@@ -67,7 +90,7 @@ struct LinearImpl : torch::nn::Module {
     if (torch::GradMode::is_enabled()) return lora_magnitude / dora_norm();
     // (The tensors' version counters move with every in-place change: an optimizer step, a load.)
     const std::vector<int64_t> key = {reinterpret_cast<int64_t>(weight.data_ptr()), static_cast<int64_t>(weight._version()),
-                                      static_cast<int64_t>(lora_A._version()), static_cast<int64_t>(lora_B._version()),
+                                      static_cast<int64_t>(A()._version()), static_cast<int64_t>(lora_B._version()),
                                       static_cast<int64_t>(lora_magnitude._version()),
                                       reinterpret_cast<int64_t>(lora_magnitude.data_ptr())};
     std::lock_guard<std::mutex> lock(*dora_mutex);
@@ -79,37 +102,41 @@ struct LinearImpl : torch::nn::Module {
   }
   torch::Tensor dora_norm() const {  // ||W + scale B A|| per output row [out]
     torch::NoGradGuard guard;
-    return (weight + torch::mm(lora_B, lora_A).to(weight.scalar_type()) * lora_scale).norm(2, {1});
+    return (weight + torch::mm(lora_B, A()).to(weight.scalar_type()) * lora_scale).norm(2, {1});
   }
   // Under bf16 autocast the outputs are bf16, k stays float32 and only k - 1 is rounded (k is
   // near 1: rounded itself it would lose the magnitude's small changes).
-  torch::Tensor dora_forward(const torch::Tensor& x) {
-    const bool dropped = lora_dropout > 0 && is_training();
-    const auto h = dropped ? ganpo::dropout(x, lora_dropout, true) : x;
-    const auto adapter = torch::linear(torch::linear(h, lora_A), lora_B);  // [..., out]
-    const auto k = dora_factor();                                          // [out], float32
+  torch::Tensor dora_forward(const torch::Tensor& x, const AdapterInput& in, const torch::Tensor& adapter) {
+    const auto k = dora_factor();  // [out], float32
     const auto k_minus_1 = (k - 1).to(adapter.scalar_type());
-    if (!dropped) {
+    if (!in.is_dropped) {
       auto z = torch::linear(x, weight).add_(adapter, lora_scale);  // x (W + scale B A)^T
       auto y = z + z * k_minus_1;                                    // k * z
       return bias.defined() ? y.add_(bias) : y;
     }
-    return torch::linear(x, weight, bias) + k_minus_1 * torch::linear(h, weight) +
+    return torch::linear(x, weight, bias) + k_minus_1 * torch::linear(in.dropped, weight) +
            (k * lora_scale).to(adapter.scalar_type()) * adapter;
   }
   // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
   // model starts as the base model; DoRA's magnitude starts at ||W|| per row, the same start.
-  void add_lora(int64_t r, double scale, double dropout, bool dora) {
+  // With a_from, the adapter uses that projection's A (same input width) and has none of its own.
+  void add_lora(int64_t r, double scale, double dropout, bool dora, std::shared_ptr<LinearImpl> a_from = nullptr) {
     torch::NoGradGuard guard;
-    lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, weight.options()));
-    torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
+    if (a_from) {
+      GANPO_ASSERT(a_from->lora_A.defined() && a_from->lora_A.size(1) == weight.size(1), "no A of this width to share");
+      a_owner = std::move(a_from);
+    } else {
+      lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, weight.options()));
+      torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
+    }
     lora_B = register_parameter("lora_B", torch::zeros({weight.size(0), r}, weight.options()));
     lora_scale = scale;
     lora_dropout = dropout;
     if (dora) lora_magnitude = register_parameter("lora_magnitude_vector", weight.norm(2, {1}));  // [out]
   }
   torch::Tensor weight, bias;
-  torch::Tensor lora_A, lora_B;  // undefined without an adapter
+  torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
+  std::shared_ptr<LinearImpl> a_owner;
   torch::Tensor lora_magnitude;  // [out], DoRA only
   torch::Tensor dora_cached;     // dora_factor() computed without gradients, for dora_cache_key
   std::vector<int64_t> dora_cache_key;
@@ -200,9 +227,12 @@ struct AttentionImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& mask, KVCache* cache, size_t layer) {
     const auto B = x.size(0), T = x.size(1);
-    auto q = q_proj(x).view({B, T, n_heads, head_dim});
-    auto k = k_proj(x).view({B, T, n_kv_heads, head_dim});
-    auto v = v_proj(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
+    // q, k and v on one adapter (GPT-2's c_attn): its dropout and x' A^T once for the three.
+    const AdapterInput shared = shared_qkv_adapter && q_proj->adapted() ? q_proj->adapter_input(x) : AdapterInput{};
+    const auto project = [&](Linear& p) { return shared.down.defined() ? p->forward_adapted(x, shared) : p(x); };
+    auto q = project(q_proj).view({B, T, n_heads, head_dim});
+    auto k = project(k_proj).view({B, T, n_kv_heads, head_dim});
+    auto v = project(v_proj).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);
     if (q_norm) {  // per head, before RoPE
       q = q_norm(q);
       k = k_norm(k);
@@ -273,9 +303,21 @@ struct AttentionImpl : torch::nn::Module {
     return o_proj(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
   }
 
+  void add_lora(const LoraTargets& targets, const LoraSpec& spec) {
+    const auto add = [&](const char* name, Linear& p, std::shared_ptr<LinearImpl> a_from = nullptr) {
+      if (targets.has(name)) p->add_lora(spec.r, spec.scale(), spec.dropout, spec.dora, std::move(a_from));
+    };
+    shared_qkv_adapter = targets.shared_qkv;
+    add("q_proj", q_proj);
+    add("k_proj", k_proj, shared_qkv_adapter ? q_proj.ptr() : nullptr);
+    add("v_proj", v_proj, shared_qkv_adapter ? q_proj.ptr() : nullptr);
+    add("o_proj", o_proj);
+  }
+
   int64_t n_heads, n_kv_heads, head_dim;
   bool rope;
   double softcap, scale;
+  bool shared_qkv_adapter = false;  // k and v use q's adapter A (LoraTargets::shared_qkv)
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   Norm q_norm{nullptr}, k_norm{nullptr};
 };
@@ -296,6 +338,14 @@ struct MlpImpl : torch::nn::Module {
       case MlpKind::gelu_tanh: break;
     }
     return down_proj(torch::gelu(up_proj(x), "tanh"));
+  }
+  void add_lora(const LoraTargets& targets, const LoraSpec& spec) {
+    const auto add = [&](const char* name, Linear& p) {
+      if (p && targets.has(name)) p->add_lora(spec.r, spec.scale(), spec.dropout, spec.dora);
+    };
+    add("gate_proj", gate_proj);
+    add("up_proj", up_proj);
+    add("down_proj", down_proj);
   }
   MlpKind kind;
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
@@ -452,24 +502,13 @@ CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
 void CausalLMImpl::add_lora(const LoraSpec& spec) {
   GANPO_ASSERT(spec.r > 0 && !spec.targets.empty(), "LoRA needs a rank and target projections");
   GANPO_ASSERT(lora_.r == 0, "the model already has LoRA adapters");
+  const LoraTargets targets = resolve_lora_targets(shape_, spec.targets);  // throws ConfigError for a name it lacks
   for (auto& p : parameters()) p.requires_grad_(false);  // the base stays frozen
-  int64_t adapted = 0;
-  for (const auto& item : named_modules()) {
-    const std::string& name = item.key();
-    const auto dot = name.rfind('.');
-    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-    if (name.rfind("layers.", 0) != 0 ||
-        std::find(spec.targets.begin(), spec.targets.end(), leaf) == spec.targets.end())
-      continue;
-    if (auto* linear = item.value()->as<LinearImpl>()) {
-      linear->add_lora(spec.r, spec.scale(), spec.dropout, spec.dora);
-      ++adapted;
-    }
+  for (auto& layer : *layers_) {  // (A drawn in a layer's order: q, k, v, o, gate, up, down)
+    auto* block = layer->as<BlockImpl>();
+    block->self_attn->add_lora(targets, spec);
+    block->mlp->add_lora(targets, spec);
   }
-  if (adapted == 0)
-    throw ConfigError("model.lora.target_modules matches no projection of this model (a " + shape_.arch +
-                      " model); pick among q_proj, k_proj, v_proj, o_proj, up_proj, down_proj" +
-                      (shape_.mlp == MlpKind::gelu_tanh ? "" : ", gate_proj"));
   lora_ = spec;
 }
 
@@ -513,6 +552,8 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   const std::string base = name.substr(0, name.size() - suffix.size());
   const torch::Tensor* a = params.find(base + ".lora_A");
   const torch::Tensor* b = params.find(base + ".lora_B");
+  if (a == nullptr && b != nullptr)  // k or v on q's A (LoraTargets::shared_qkv)
+    a = params.find(base.substr(0, base.rfind('.')) + ".q_proj.lora_A");
   if (a == nullptr || b == nullptr) return *w;
   torch::NoGradGuard guard;
   const auto adapted = *w + torch::mm(*b, *a) * lora_.scale();  // [out, r] x [r, in]

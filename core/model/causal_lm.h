@@ -11,8 +11,9 @@
 // (embed_tokens, layers.N.self_attn.q_proj, ..., norm, lm_head); core/model/architectures.h
 // maps them to each family's names in files.
 // LoRA: add_lora() puts adapters (lora_A, lora_B) on the targeted projections and freezes the
-// rest; without_adapters() is the same model seen with its adapters off, sharing every tensor,
-// which a LoRA run uses as its reference (no second copy of the weights).
+// rest (k and v use q's A where the family fuses them, as PEFT on GPT-2's c_attn: their lora_A
+// is q_proj's); without_adapters() is the same model seen with its adapters off, sharing every
+// tensor, which a LoRA run uses as its reference (no second copy of the weights).
 #pragma once
 
 #include <torch/torch.h>
@@ -38,7 +39,7 @@ struct LoraSpec {
   bool rslora = false;  // PEFT's use_rslora
   bool dora = false;    // PEFT's use_dora: a magnitude per output row (LoraConfig::use_dora)
   double dropout = 0.0;
-  std::vector<std::string> targets;  // projection names: q_proj, ..., down_proj
+  std::vector<std::string> targets;  // as model.lora.target_modules names them (core/model/lora_targets.h)
   // The factor of the adapters' update B A: alpha / r, or alpha / sqrt(r) with rsLoRA (PEFT's
   // LoraLayer.update_layer).
   double scale() const;
@@ -72,7 +73,7 @@ public:
 
   // Adds adapters to every layer's targeted projections (A drawn from the global generator,
   // B zero: the model is unchanged until it trains) and freezes every other parameter. Throws
-  // ConfigError when no projection of this model is targeted.
+  // ConfigError for a target name this model has no projection of.
   void add_lora(const LoraSpec& spec);
   // The adapters in use: none for a without_adapters() view.
   const LoraSpec& lora() const {

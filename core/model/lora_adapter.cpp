@@ -1,10 +1,13 @@
 #include "core/model/lora_adapter.h"
 
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/model/architectures.h"
+#include "core/model/lora_targets.h"
 #include "core/model/safetensors.h"
 
 namespace ganpo {
@@ -20,44 +23,47 @@ std::pair<std::string, std::string> split_lora_name(const std::string& name) {
   return {name.substr(0, dot), name.substr(dot + 1)};
 }
 
-// The PEFT tensor name of one of our adapter parameters; empty with the reason in why when the
-// family stores that projection fused or transposed.
-std::string peft_name(const Architecture& arch, const std::string& name, std::string* why) {
+// Where one of our adapter tensors is in a PEFT file: its key, and for the B and the DoRA
+// magnitudes of q, k and v on a fused module (GPT-2's c_attn) which rows of it they are
+// (0 = q, 1 = k, 2 = v; the A they share is q's lora_A, the whole tensor). Conv1D modules
+// (GPT-2's) keep their adapters as nn.Linear's, [r, in] and [out, r], as ours.
+struct PeftTensor {
+  std::string key;
+  int part = -1;  // -1: the whole tensor
+};
+PeftTensor peft_tensor(const Architecture& arch, const std::string& name) {
   const auto [module, which] = split_lora_name(name);
   const HfTensorName hf = arch.hf_name(module + ".weight");
-  if (hf.layout != WeightLayout::same) {
-    if (why)
-      *why = std::string(arch.hf_class) + " stores " + hf.name + (hf.layout == WeightLayout::fused_qkv ? " fused" : " transposed") +
-             ", which a PEFT adapter of our separate projections cannot match; export the merged model instead";
-    return "";
-  }
   const std::string suffix = ".weight";
   // PEFT keeps DoRA's magnitude under "<module>.lora_magnitude_vector", without ".weight".
-  return "base_model.model." + hf.name.substr(0, hf.name.size() - suffix.size()) + "." + which +
-         (which == "lora_magnitude_vector" ? "" : ".weight");
-}
-
-// The HF leaf names of the adapted projections ("q_proj", ...), as PEFT's target_modules.
-std::vector<std::string> hf_targets(CausalLM& model) {
-  const Architecture& arch = architecture(model->shape().arch);
-  std::vector<std::string> out;
-  for (const auto& [name, tensor] : model->lora_parameters()) {
-    const std::string hf = arch.hf_name(split_lora_name(name).first + ".weight").name;
-    const std::string module = hf.substr(0, hf.rfind('.'));
-    const std::string leaf = module.substr(module.rfind('.') + 1);
-    if (std::find(out.begin(), out.end(), leaf) == out.end()) out.push_back(leaf);
-  }
+  PeftTensor out{"base_model.model." + hf.name.substr(0, hf.name.size() - suffix.size()) + "." + which +
+                 (which == "lora_magnitude_vector" ? "" : ".weight")};
+  if (hf.layout == WeightLayout::fused_qkv && which != "lora_A") out.part = hf.part;
   return out;
 }
+
+// Rows [first, first + count) of a fused q, k, v tensor that a part is.
+std::pair<int64_t, int64_t> fused_rows(const ModelShape& s, int part) {
+  const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
+  return part == 0 ? std::pair{int64_t{0}, q} : std::pair{q + (part - 1) * kv, kv};
+}
+
+LoraTargets targets_of(CausalLM& model) { return resolve_lora_targets(model->shape(), model->lora().targets); }
 
 }  // namespace
 
 std::string peft_adapter_unsupported(CausalLM& model) {
   if (model->lora().r == 0) return "the model has no LoRA adapters";
   const Architecture& arch = architecture(model->shape().arch);
-  std::string why;
-  for (const auto& [name, tensor] : model->lora_parameters())
-    if (peft_name(arch, name, &why).empty()) return why;
+  if (targets_of(model).shared_qkv) return "";
+  for (const auto& [name, tensor] : model->lora_parameters()) {
+    const std::string module = split_lora_name(name).first;
+    if (arch.hf_name(module + ".weight").layout != WeightLayout::fused_qkv) continue;
+    const std::string path = hf_projection_path(arch.family, module.substr(module.rfind('.') + 1));
+    return std::string(arch.hf_class) + " keeps q, k and v in one module (" + path +
+           "), and a PEFT adapter on it adapts all three with one A: target all of q_proj, k_proj and v_proj (or " +
+           path.substr(path.rfind('.') + 1) + ") for an adapter folder; the merged checkpoint holds these separate adapters";
+  }
   return "";
 }
 
@@ -65,21 +71,43 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
   const std::string why = peft_adapter_unsupported(model);
   if (!why.empty()) throw Error("cannot write a PEFT adapter folder: " + why);
   const Architecture& arch = architecture(model->shape().arch);
+  // Each PEFT tensor once, in the order of our parameters; the parts of a fused one stacked by rows.
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& [name, tensor] : model->lora_parameters())
-    tensors.emplace_back(peft_name(arch, name, nullptr), tensor.detach().to(torch::kFloat32));
+  std::map<std::string, std::vector<std::pair<int, torch::Tensor>>> parts;
+  for (const auto& [name, tensor] : model->lora_parameters()) {
+    const PeftTensor pt = peft_tensor(arch, name);
+    const torch::Tensor t = tensor.detach().to(torch::kFloat32);
+    if (pt.part < 0) {
+      tensors.emplace_back(pt.key, t);
+      continue;
+    }
+    if (parts.find(pt.key) == parts.end()) tensors.emplace_back(pt.key, torch::Tensor());
+    parts[pt.key].emplace_back(pt.part, t);
+  }
+  for (auto& [key, t] : tensors) {
+    if (t.defined()) continue;
+    auto& pieces = parts[key];
+    std::sort(pieces.begin(), pieces.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    GANPO_ASSERT(pieces.size() == 3, "q, k and v of " + key);
+    t = torch::cat({pieces[0].second, pieces[1].second, pieces[2].second}, 0);
+  }
   save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
   const LoraSpec& spec = model->lora();
+  const LoraTargets targets = targets_of(model);
+  // PEFT adapts GPT-2's Conv1D modules with fan_in_fan_out (it sets it whatever the file says).
+  bool conv1d = false;
+  for (const auto& [name, tensor] : model->lora_parameters())
+    conv1d = conv1d || arch.hf_name(split_lora_name(name).first + ".weight").layout != WeightLayout::same;
   const nlohmann::json config = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
       {"r", spec.r},
       {"lora_alpha", spec.alpha},
       {"lora_dropout", spec.dropout},
-      {"target_modules", hf_targets(model)},
+      {"target_modules", peft_target_modules(model->shape(), targets)},
       {"base_model_name_or_path", base_model},
       {"bias", "none"},
-      {"fan_in_fan_out", false},
+      {"fan_in_fan_out", conv1d},
       {"inference_mode", true},
       {"init_lora_weights", true},
       {"use_rslora", spec.rslora},
@@ -178,22 +206,24 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
   const auto file = load_safetensors(path);
   const Architecture& arch = architecture(model->shape().arch);
   torch::NoGradGuard guard;
-  size_t used = 0;
+  std::set<std::string> used;
   for (auto& [name, tensor] : model->lora_parameters()) {
-    std::string why;
-    const std::string key = peft_name(arch, name, &why);
-    if (key.empty()) throw ModelFileError(path + ": " + why);
-    auto it = file.tensors.find(key);
+    const PeftTensor pt = peft_tensor(arch, name);
+    auto it = file.tensors.find(pt.key);
     if (it == file.tensors.end())
-      throw ModelFileError(path + " has no tensor \"" + key + "\"; the adapter does not match adapter_config.json or the base model");
-    if (it->second.sizes() != tensor.sizes())
-      throw ModelFileError(path + ": tensor \"" + key + "\" has shape " + c10::str(it->second.sizes()) + " but the base model needs " +
-                           c10::str(tensor.sizes()));
-    tensor.copy_(it->second);
-    ++used;
+      throw ModelFileError(path + " has no tensor \"" + pt.key + "\"; the adapter does not match adapter_config.json or the base model");
+    // A part of a fused tensor: its rows of the stacked q, k and v.
+    std::vector<int64_t> needed = tensor.sizes().vec();
+    if (pt.part >= 0) needed[0] = fused_rows(model->shape(), 2).first + fused_rows(model->shape(), 2).second;
+    if (it->second.sizes().vec() != needed)
+      throw ModelFileError(path + ": tensor \"" + pt.key + "\" has shape " + c10::str(it->second.sizes()) + " but the base model needs " +
+                           c10::str(needed));
+    const auto [first, rows] = pt.part >= 0 ? fused_rows(model->shape(), pt.part) : std::pair{int64_t{0}, tensor.size(0)};
+    tensor.copy_(it->second.narrow(0, first, rows));
+    used.insert(pt.key);
   }
-  if (used != file.tensors.size())
-    throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used) +
+  if (used.size() != file.tensors.size())
+    throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used.size()) +
                          " tensor(s) no adapted projection uses; the adapter does not match adapter_config.json");
 }
 

@@ -7,9 +7,11 @@
 //                              base_model.model.<HF module>.lora_B.weight [out, r]
 //                              base_model.model.<HF module>.lora_magnitude_vector [out] (DoRA)
 // <HF module> is the family's name of the projection (model.layers.0.self_attn.q_proj for
-// Llama). GPT-2 stores its projections fused and transposed (Conv1D c_attn), where one PEFT
-// adapter cannot stand for our separate q, k and v adapters: no adapter folder is written for
-// it (the merged checkpoint is), and the reason is given.
+// Llama). GPT-2's modules are Conv1D (PEFT keeps their adapters as nn.Linear's, the shapes
+// above, and sets fan_in_fan_out), and its q, k and v are one module, c_attn: its adapter is q's
+// A (which k and v share, core/model/lora_targets.h) with q's, k's and v's B and magnitudes
+// stacked by rows. Separate q, k and v adapters on GPT-2 have no PEFT form: no adapter folder
+// is written for them (the merged checkpoint is), and the reason is given.
 #pragma once
 
 #include <string>

@@ -124,6 +124,16 @@ protected:
         << "estimate " << estimate / mib << " MiB, measured peak " << measured / mib << " MiB";
   }
 
+  // LoRA r 8 on every projection with the adapters' dropout, then DoRA the same.
+  void expect_close_with_lora_and_dora(RunConfig c) {
+    c.model.lora.r = 8;
+    c.model.lora.target_modules = "all-linear";
+    c.model.lora.dropout = 0.1;
+    expect_close(c);
+    c.model.lora.use_dora = true;
+    expect_close(c);
+  }
+
   fs::path root_;
 };
 
@@ -187,13 +197,7 @@ TEST_F(EstimateAgainstPeak, DoraOnAllLinearLayers) {
 }
 
 TEST_F(EstimateAgainstPeak, LoraAndDoraWithAdapterDropout) {
-  RunConfig c = folder_config("llama", llama3_like(4096));
-  c.model.lora.r = 8;
-  c.model.lora.target_modules = "all-linear";
-  c.model.lora.dropout = 0.1;
-  expect_close(c);
-  c.model.lora.use_dora = true;
-  expect_close(c);
+  expect_close_with_lora_and_dora(folder_config("llama", llama3_like(4096)));
 }
 
 // Gemma 2: four norms a layer, soft-capped attention (explicit, keeping its probabilities and
@@ -208,13 +212,22 @@ TEST_F(EstimateAgainstPeak, Gemma2sSandwichNormsAndSoftCaps) {
                  {"hidden_activation", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true}}));
 }
 
+nlohmann::json gpt2_like() {
+  return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
+          {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};
+}
+
 // GPT-2: layer norms, learned positions, a GELU MLP; each row in full (no shared prompts).
 TEST_F(EstimateAgainstPeak, Gpt2WithoutSharedPrompts) {
-  RunConfig c = folder_config("gpt2", {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"},
-                                       {"vocab_size", 4096}, {"n_embd", 64}, {"n_layer", 2}, {"n_head", 4},
-                                       {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}});
+  RunConfig c = folder_config("gpt2", gpt2_like());
   c.train.prefix_sharing = false;
   expect_close(c);
+}
+
+// GPT-2's c_attn adapted as PEFT does: q, k and v on one A, so one dropped input and one x' A^T
+// for the three; with DoRA each of the three products' outputs.
+TEST_F(EstimateAgainstPeak, Gpt2sOneCAttnAdapterWithDropoutAndDora) {
+  expect_close_with_lora_and_dora(folder_config("gpt2", gpt2_like()));
 }
 
 }  // namespace

@@ -167,7 +167,7 @@ alpha = 8.0
 use_rslora = {rslora}
 use_dora = {dora}
 dropout = 0.0
-target_modules = "q_proj,v_proj,down_proj"
+target_modules = "{targets}"
 [ganpo]
 enabled = true
 critic_hidden = 32
@@ -217,10 +217,10 @@ def check_folder(args, folder, label):
     return model, hf
 
 
-def check_lora(args, work, name, base, base_model, hf_base, rslora=False, dora=False):
+def check_lora(args, work, name, base, base_model, hf_base, rslora=False, dora=False, targets="q_proj,v_proj,down_proj"):
     import torch
     run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2,
-                          rslora="true" if rslora else "false", dora="true" if dora else "false")
+                          rslora="true" if rslora else "false", dora="true" if dora else "false", targets=targets)
     merged = train(args, work, name, run)
     adapter = os.path.join(merged, "adapter")
     _, hf_merged, _ = hf_forward(merged, IDS, torch.float32)
@@ -246,14 +246,14 @@ def check_lora(args, work, name, base, base_model, hf_base, rslora=False, dora=F
     report(d < TOL_F32, f"{name}: PeftModel.from_pretrained(base, final/adapter/) = the merged folder", f"max |d| {d:.2e}")
 
 
-def check_peft_written(args, work, name, base, rslora=False, dora=False):
+def check_peft_written(args, work, name, base, rslora=False, dora=False, targets=("q_proj", "v_proj", "down_proj")):
     """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets if isinstance(targets, str) else list(targets),
                         init_lora_weights=False, use_rslora=rslora, use_dora=dora,
                         task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
@@ -296,28 +296,30 @@ def check_trained(args, work):
         run = FAMILY_RUN.format(name=name, stage="sft", shape=shape, out=os.path.join(work, name), lr=3e-3)
         final = train(args, work, name, run)
         bases[name] = (final, *check_folder(args, final, f"{name} final/"))
-    # LoRA over each but GPT-2 (its fused Conv1D has no PEFT adapter; its checkpoints are merged only).
+    # LoRA over each; on GPT-2 every Conv1D module, c_attn (q, k and v) with one A as PEFT's.
     for name, (final, model, hf) in bases.items():
-        if "gpt2" not in name:
-            check_lora(args, work, "lora-" + name, final, model, hf)
+        check_lora(args, work, "lora-" + name, final, model, hf, targets="all-linear" if "gpt2" in name else "q_proj,v_proj,down_proj")
     # rsLoRA (alpha / sqrt(r): here 4, against alpha / r = 2) over one folder, both directions.
     check_lora(args, work, "lora-rslora-preset-llama", *bases["preset-llama"], rslora=True)
     # DoRA (a trained magnitude per output row) over two folders, one with biases on its projections.
     for name in ("preset-llama", "family-llama_head_dim_bias"):
         if name in bases:
             check_lora(args, work, "lora-dora-" + name, *bases[name], dora=True)
+    # DoRA on GPT-2's c_attn and its attention's c_proj alone (PEFT's "c_proj" would be both).
+    check_lora(args, work, "lora-dora-preset-gpt2", *bases["preset-gpt2"], dora=True, targets="c_attn,attn.c_proj")
     try:
         import peft  # noqa: F401
     except ImportError:
         print("SKIP adapters PEFT writes: the peft package is not installed")
         return
     for name, (final, _, _) in bases.items():
-        if "gpt2" not in name:
-            check_peft_written(args, work, "peft-" + name, final)
+        check_peft_written(args, work, "peft-" + name, final,
+                           targets=("c_attn", "c_proj", "c_fc") if "gpt2" in name else ("q_proj", "v_proj", "down_proj"))
     check_peft_written(args, work, "peft-rslora-preset-llama", bases["preset-llama"][0], rslora=True)
     for name in ("preset-llama", "family-llama_head_dim_bias"):
         if name in bases:
             check_peft_written(args, work, "peft-dora-" + name, bases[name][0], dora=True)
+    check_peft_written(args, work, "peft-dora-preset-gpt2", bases["preset-gpt2"][0], dora=True, targets="all-linear")
 
 
 def main():

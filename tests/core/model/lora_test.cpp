@@ -13,6 +13,7 @@
 #include "core/memory_estimate.h"
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"
+#include "core/model/lora_targets.h"
 #include "core/model/model_shape.h"
 #include "core/model/safetensors.h"
 #include "core/cpu_runtime.h"
@@ -40,12 +41,17 @@ ModelConfig lora_test_model(const std::string& arch) {
 
 ModelShape lora_test_shape(const std::string& arch) { return resolve_model_shape(lora_test_model(arch), 259); }
 
-LoraSpec spec_of(const std::string& targets, int64_t r = 4, double alpha = 8.0) {
+LoraConfig lora_config_of(const std::string& targets, int64_t r = 4, double alpha = 8.0, bool dora = false) {
   LoraConfig c;
   c.r = r;
   c.alpha = alpha;
+  c.use_dora = dora;
   c.target_modules = targets;
-  return lora_spec(c);
+  return c;
+}
+
+LoraSpec spec_of(const std::string& targets, int64_t r = 4, double alpha = 8.0) {
+  return lora_spec(lora_config_of(targets, r, alpha));
 }
 
 // Gives every B a random value, as training would, so the adapters change the output; DoRA's
@@ -59,11 +65,11 @@ void train_adapters_randomly(CausalLM& m, uint64_t seed) {
   }
 }
 
-// A fresh Llama test model saved as a model folder, and that folder loaded back.
-LoadedModel base_folder_loaded(const std::string& base_dir, uint64_t seed) {
+// A fresh test model (Llama unless arch says) saved as a model folder, and that folder loaded back.
+LoadedModel base_folder_loaded(const std::string& base_dir, uint64_t seed, const std::string& arch = "llama") {
   torch::manual_seed(seed);
   {
-    CausalLM base(lora_test_shape("llama"));
+    CausalLM base(lora_test_shape(arch));
     ByteTokenizer tok;
     save_model_files(base_dir, base, tok);
   }
@@ -294,11 +300,7 @@ TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
   LoadedModel trained = base_folder_loaded(base_dir, 31);
   const auto ids = sample_ids();
   const auto base_logits = trained.model->forward(ids).logits;
-  LoraConfig c;
-  c.r = 4;
-  c.alpha = 8.0;
-  c.use_dora = true;
-  c.target_modules = "q_proj,down_proj";
+  const LoraConfig c = lora_config_of("q_proj,down_proj", 4, 8.0, /*dora=*/true);
   trained.model->add_lora(lora_spec(c));
   trained.model->eval();
   EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, base_logits, 1e-5, 1e-6)) << "m = ||W||, B = 0";
@@ -396,26 +398,123 @@ TEST(Lora, DoraGradientsHoldTheNormConstantAsPeftDoes) {
   }
 }
 
+// GPT-2 as PEFT adapts it: c_attn (q, k and v in one Conv1D module) gets one adapter, so k and v
+// use q's A, and the trainable count is PEFT's; the merged folder (GPT-2's fused, transposed
+// files) computes the adapted model; the PEFT folder has c_attn's A and q's, k's and v's B and
+// magnitudes stacked by rows, with PEFT's target names, and loads back the same. With DoRA too.
+TEST(Lora, Gpt2CAttnHasOneAdapterAsInPeftAndRoundTripsAsAPeftFolder) {
+  for (const bool dora : {false, true}) {
+    SCOPED_TRACE(dora ? "DoRA" : "LoRA");
+    test::TestTempDir dir;
+    const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
+    LoadedModel trained = base_folder_loaded(base_dir, 41, "gpt2");
+    const LoraConfig c = lora_config_of("c_attn,c_proj,c_fc", 4, 8.0, dora);
+    trained.model->add_lora(lora_spec(c));
+    auto params = trained.model->named_parameters();
+    EXPECT_TRUE(params.contains("layers.0.self_attn.q_proj.lora_A"));
+    EXPECT_FALSE(params.contains("layers.0.self_attn.k_proj.lora_A")) << "k uses q's A";
+    EXPECT_FALSE(params.contains("layers.0.self_attn.v_proj.lora_A")) << "v uses q's A";
+    EXPECT_TRUE(params.contains("layers.0.self_attn.v_proj.lora_B"));
+    EXPECT_TRUE(params.contains("layers.1.mlp.down_proj.lora_A"));
+    // PEFT's count: c_attn r (d + 3 d), attn.c_proj r (d + d), c_fc r (d + ff), mlp.c_proj
+    // r (ff + d) per layer, and with DoRA each module's output rows.
+    const int64_t d = 32, ff = trained.model->shape().d_ff, r = 4;
+    const int64_t per_layer = r * (4 * d + 2 * d + 2 * (d + ff)) + (dora ? 3 * d + d + ff + d : 0);
+    int64_t trainable = 0;
+    for (const auto& p : trained.model->parameters())
+      if (p.requires_grad()) trainable += p.numel();
+    EXPECT_EQ(trainable, 2 * per_layer);
+    EXPECT_EQ(lora_parameter_count(trained.model->shape(), c), 2 * per_layer);
+
+    train_adapters_randomly(trained.model, 42);
+    trained.model->eval();
+    params = trained.model->named_parameters();
+    const auto a = params["layers.1.self_attn.q_proj.lora_A"];
+    auto k_adapted = params["layers.1.self_attn.k_proj.weight"] + torch::mm(params["layers.1.self_attn.k_proj.lora_B"], a) * 2.0;
+    if (dora)
+      k_adapted = k_adapted * (params["layers.1.self_attn.k_proj.lora_magnitude_vector"] / k_adapted.norm(2, {1})).unsqueeze(1);
+    EXPECT_TRUE(torch::allclose(trained.model->merged_weight("layers.1.self_attn.k_proj.weight"), k_adapted, 1e-6, 1e-7));
+    const auto ids = sample_ids();
+    const auto logits = trained.model->forward(ids).logits;
+    ByteTokenizer tok;
+    save_model_files((dir.path() / "merged").string(), trained.model, tok);
+    LoadedModel merged = load_model_folder((dir.path() / "merged").string(), torch::kCPU);
+    EXPECT_TRUE(torch::allclose(merged.model->forward(ids).logits, logits, 1e-4, 1e-5));
+
+    ASSERT_EQ(peft_adapter_unsupported(trained.model), "");
+    fs::create_directories(adapter_dir);
+    save_peft_adapter(adapter_dir, trained.model, base_dir);
+    const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+    EXPECT_EQ(config["target_modules"], nlohmann::json({"c_attn", "c_proj", "c_fc"}));
+    EXPECT_EQ(config["fan_in_fan_out"], true);
+    EXPECT_EQ(config["r"], 4);
+    const auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+    EXPECT_EQ(tensors.size(), 2u * 4u * (dora ? 3u : 2u)) << "A, B (and magnitudes) of 4 modules in 2 layers";
+    const std::string c_attn = "base_model.model.transformer.h.1.attn.c_attn.";
+    EXPECT_TRUE(torch::equal(tensors.at(c_attn + "lora_A.weight"), a));
+    EXPECT_TRUE(torch::equal(tensors.at(c_attn + "lora_B.weight"),
+                             torch::cat({params["layers.1.self_attn.q_proj.lora_B"], params["layers.1.self_attn.k_proj.lora_B"],
+                                         params["layers.1.self_attn.v_proj.lora_B"]})));
+    if (dora) EXPECT_EQ(tensors.at(c_attn + "lora_magnitude_vector").sizes(), (std::vector<int64_t>{3 * d}));
+    EXPECT_TRUE(tensors.count("base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight"));
+    LoadedModel loaded = load_model_folder(adapter_dir, torch::kCPU);
+    EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, logits));
+  }
+  // attn.c_proj alone: PEFT's "c_proj" would adapt mlp.c_proj too, so the folder names the path.
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string(), adapter_dir = (dir.path() / "adapter").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 43, "gpt2");
+  trained.model->add_lora(spec_of("attn.c_proj"));
+  train_adapters_randomly(trained.model, 44);
+  trained.model->eval();
+  EXPECT_EQ(trained.model->lora_parameters().size(), 2u * 2u) << "A and B of o_proj in 2 layers";
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["target_modules"], nlohmann::json({"attn.c_proj"}));
+  const auto ids = sample_ids();
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits,
+                           trained.model->forward(ids).logits));
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
-  // GPT-2 keeps q, k and v fused in c_attn: no PEFT folder, and the reason says what to do.
+  // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
+  // v adapters have no PEFT folder, and the reason says what to do.
   torch::manual_seed(14);
   CausalLM gpt2(lora_test_shape("gpt2"));
   gpt2->add_lora(spec_of("q_proj,v_proj"));
   const std::string why = peft_adapter_unsupported(gpt2);
-  EXPECT_NE(why.find("fused"), std::string::npos) << why;
+  EXPECT_NE(why.find("one module (attn.c_attn)"), std::string::npos) << why;
   EXPECT_NE(why.find("merged"), std::string::npos) << why;
-  // A GELU MLP has no gate projection.
-  CausalLM gpt2b(lora_test_shape("gpt2"));
-  try {
-    gpt2b->add_lora(spec_of("gate_proj"));
-    FAIL() << "nothing to adapt";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("matches no projection"), std::string::npos) << e.what();
+  // A GELU MLP has no gate projection; a Llama model no c_attn.
+  for (const auto& [arch, target] : {std::pair{"gpt2", "gate_proj"}, std::pair{"llama", "q_proj,c_attn"}}) {
+    CausalLM model(lora_test_shape(arch));
+    try {
+      model->add_lora(spec_of(target));
+      ADD_FAILURE() << arch << " adapted " << target;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("which this " + std::string(arch) + " model does not have"), std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("Hugging Face's modules"), std::string::npos) << e.what();
+    }
   }
-  EXPECT_THROW(lora_target_modules("q_proj,c_attn"), ConfigError);
+  EXPECT_THROW(lora_target_modules("q_proj,qkv_proj"), ConfigError);
   EXPECT_THROW(lora_target_modules(" , "), ConfigError);
-  EXPECT_EQ(lora_target_modules("all-linear").size(), 7u);
   EXPECT_EQ(lora_target_modules(" v_proj , q_proj,v_proj"), (std::vector<std::string>{"v_proj", "q_proj"}));
+  // "all-linear": every projection of the model; on GPT-2, q, k and v share one A.
+  const LoraTargets llama_all = resolve_lora_targets(lora_test_shape("llama"), lora_target_modules("all-linear"));
+  EXPECT_EQ(llama_all.projections.size(), 7u);
+  EXPECT_FALSE(llama_all.shared_qkv);
+  const LoraTargets gpt2_all = resolve_lora_targets(lora_test_shape("gpt2"), lora_target_modules("all-linear"));
+  EXPECT_EQ(gpt2_all.projections,
+            (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"}));
+  EXPECT_TRUE(gpt2_all.shared_qkv);
+  // PEFT's suffix names: "c_proj" is both of GPT-2's, "mlp.c_proj" one, "self_attn.q_proj" Llama's q.
+  EXPECT_EQ(resolve_lora_targets(lora_test_shape("gpt2"), {"c_proj"}).projections,
+            (std::vector<std::string>{"o_proj", "down_proj"}));
+  EXPECT_EQ(resolve_lora_targets(lora_test_shape("gpt2"), {"mlp.c_proj"}).projections, (std::vector<std::string>{"down_proj"}));
+  EXPECT_EQ(resolve_lora_targets(lora_test_shape("llama"), {"self_attn.q_proj"}).projections,
+            (std::vector<std::string>{"q_proj"}));
 
   // Adapter configs the workbench cannot apply.
   test::TestTempDir dir;
@@ -439,7 +538,7 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   refused(with("bias", "all"), "biases");
   refused(with("r", 0), "\"r\"");
   refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
-  refused(with("target_modules", {"c_attn"}), "c_attn");
+  refused(with("target_modules", {"qkv_proj"}), "qkv_proj");
   refused(with("target_modules", ".*\\.(q|v)_proj"), "regular expression");
   refused(with("alpha_pattern", {{"q_proj", 32}}), "alpha_pattern");
   refused(with("layers_to_transform", {0}), "layers_to_transform");

@@ -1,0 +1,133 @@
+#include "core/model/lora_targets.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/model/architectures.h"
+
+namespace ganpo {
+namespace {
+
+// Our projections in a layer's order, and the module each lives under.
+struct Projection {
+  const char* name;
+  const char* parent;
+};
+constexpr Projection kProjections[] = {{"q_proj", "self_attn"}, {"k_proj", "self_attn"}, {"v_proj", "self_attn"},
+                                       {"o_proj", "self_attn"}, {"gate_proj", "mlp"},    {"up_proj", "mlp"},
+                                       {"down_proj", "mlp"}};
+
+std::vector<std::string> projections_of(const ModelShape& shape) {
+  std::vector<std::string> out;
+  for (const auto& p : kProjections)
+    if (std::string(p.name) != "gate_proj" || shape.mlp != MlpKind::gelu_tanh) out.push_back(p.name);
+  return out;
+}
+
+// A family's layer layout, for the families' names without a model at hand.
+ModelShape family_shape(const Architecture& arch) {
+  ModelShape shape;
+  shape.arch = arch.family;
+  arch.set_layout(shape);
+  return shape;
+}
+
+// Whether PEFT's target name (a module name, or the end of a path) picks the module at `path`.
+bool picks(const std::string& name, const std::string& path) {
+  return name == path || (path.size() > name.size() && path.compare(path.size() - name.size(), name.size(), name) == 0 &&
+                          path[path.size() - name.size() - 1] == '.');
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+bool LoraTargets::has(const std::string& projection) const {
+  return std::find(projections.begin(), projections.end(), projection) != projections.end();
+}
+
+std::string hf_projection_path(const std::string& family, const std::string& projection) {
+  std::string parent;
+  for (const auto& p : kProjections)
+    if (projection == p.name) parent = p.parent;
+  GANPO_ASSERT(!parent.empty(), "not a projection: " + projection);
+  // The family's name of layer 0's weight, e.g. "model.layers.0.self_attn.q_proj.weight".
+  const std::string hf = architecture(family).hf_name("layers.0." + parent + "." + projection + ".weight").name;
+  const size_t layer = hf.find(".0.");
+  GANPO_ASSERT(layer != std::string::npos, "no layer index in " + hf);
+  return hf.substr(layer + 3, hf.size() - (layer + 3) - std::string(".weight").size());
+}
+
+LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names) {
+  const std::vector<std::string> own = projections_of(shape);
+  LoraTargets out;
+  for (const std::string& name : names) {
+    bool matched = false;
+    for (const std::string& p : own)
+      if (name == "all-linear" || name == p || picks(name, hf_projection_path(shape.arch, p))) {
+        matched = true;
+        if (!out.has(p)) out.projections.push_back(p);
+      }
+    if (!matched) {
+      std::vector<std::string> hf;
+      for (const std::string& p : own) {
+        const std::string path = hf_projection_path(shape.arch, p);
+        if (std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
+      }
+      throw ConfigError("model.lora.target_modules names \"" + name + "\", which this " + shape.arch +
+                        " model does not have; its projections are " + join_names(own) +
+                        " (Hugging Face's modules: " + join_names(hf) + "), or write \"all-linear\"");
+    }
+  }
+  // Keep a layer's order, whatever the order of the names.
+  std::vector<std::string> ordered;
+  for (const std::string& p : own)
+    if (out.has(p)) ordered.push_back(p);
+  out.projections = ordered;
+  const bool fused = architecture(shape.arch).hf_name("layers.0.self_attn.q_proj.weight").layout == WeightLayout::fused_qkv;
+  out.shared_qkv = fused && out.has("q_proj") && out.has("k_proj") && out.has("v_proj");
+  return out;
+}
+
+bool is_known_lora_target(const std::string& name) {
+  if (name == "all-linear") return true;
+  for (const Architecture& arch : architectures()) {
+    const ModelShape shape = family_shape(arch);
+    for (const std::string& p : projections_of(shape))
+      if (name == p || picks(name, hf_projection_path(arch.family, p))) return true;
+  }
+  return false;
+}
+
+std::string lora_targets_text(const ModelShape& shape, const LoraTargets& targets) {
+  std::string out;
+  for (const std::string& p : targets.projections) {
+    out += (out.empty() ? "" : ", ") + p;
+    if (p == "v_proj" && targets.shared_qkv)
+      out += " (one A: PEFT's adapter on " + hf_projection_path(shape.arch, p) + ")";
+  }
+  return out;
+}
+
+std::vector<std::string> peft_target_modules(const ModelShape& shape, const LoraTargets& targets) {
+  std::vector<std::string> out;
+  const std::vector<std::string> own = projections_of(shape);
+  for (const std::string& p : targets.projections) {
+    const std::string path = hf_projection_path(shape.arch, p);
+    const std::string leaf = path.substr(path.rfind('.') + 1);
+    bool shared = false;  // another module with this name that is not adapted
+    for (const std::string& other : own)
+      if (!targets.has(other) && hf_projection_path(shape.arch, other) != path &&
+          picks(leaf, hf_projection_path(shape.arch, other)))
+        shared = true;
+    const std::string name = shared ? path : leaf;
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
+}  // namespace ganpo
