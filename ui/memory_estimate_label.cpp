@@ -11,7 +11,6 @@
 #include "core/gpu_monitor.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
-#include "core/model/lora_targets.h"
 
 namespace ganpo::ui {
 
@@ -90,17 +89,6 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                                          static_cast<double>(std::max<int64_t>(e.parameters, 1)),
                                      'g', 2) +
                      QStringLiteral(" %"));
-  bool lora_problem = false;
-  if (config.model.lora.r > 0 && e.lora_parameters == 0) {
-    // Target names this model lacks (c_attn on a Llama model): the run would stop at its start.
-    try {
-      resolve_lora_targets(from_checkpoint ? *from_checkpoint : resolve_model_shape(config.model, kByteTokenizerVocab),
-                           lora_target_modules(config.model.lora.target_modules));
-    } catch (const std::exception& error) {
-      text += QStringLiteral(". ") + QString::fromStdString(error.what());
-      lora_problem = true;
-    }
-  }
   if (!from_checkpoint && !config.model.checkpoint.empty())
     text += tr(". The checkpoint's config.json was not found: shape from these fields, byte vocabulary");
   const bool short_of_memory = !memory_shortfall_warning(e, device.processes, device.bytes, device.where).empty();
@@ -109,7 +97,7 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                "batch or max length, gradient checkpointing or LoRA need less)")
                 .arg(format_bytes(device.bytes), QString::fromStdString(device.where),
                      device.processes > 1 ? tr(" for %1 processes").arg(device.processes) : QString());
-  setStyleSheet(short_of_memory || lora_problem ? QStringLiteral("color: #b00020;") : QString());
+  setStyleSheet(short_of_memory ? QStringLiteral("color: #b00020;") : QString());
   setText(text);
   setToolTip(tr("The peak of a training step: weights %1, gradients %2, AdamW moments %3 (fp32), frozen "
                 "reference %4, GANPO critics with their optimiser and activations %5, policy activations %6 "

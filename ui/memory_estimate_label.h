@@ -27,9 +27,10 @@ public:
   explicit MemoryEstimateLabel(QWidget* parent = nullptr);
   void showEstimate(const RunConfig& config);
   void showUnavailable(const QString& why);
+  // The shape in the model folder's config.json (read once per folder); none when unreadable.
+  std::optional<ModelShape> checkpointShape(const std::string& folder);
 
 private:
-  std::optional<ModelShape> checkpointShape(const std::string& folder);
   // What the run's device holds: the GPU's memory (NVML) for "cuda[:N]", and for "auto" where a
   // GPU answers; else the RAM free now, shared by the run's processes. bytes < 0: unknown.
   struct DeviceMemory {

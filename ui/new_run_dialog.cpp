@@ -22,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/memory_estimate.h"
+#include "core/model/lora_targets.h"
 #include "core/model/model_shape.h"
 #include "core/tasks/task.h"
 #include "core/tokenizer.h"
@@ -513,6 +514,18 @@ void NewRunDialog::revalidate() {
     messages.push_back("data.max_length must be <= the model's max_seq_len (" + std::to_string(max_seq_len) +
                        "), got " + std::to_string(config.data.max_length) +
                        "; lower it or raise model.max_seq_len");
+  // So is a LoRA target name the model has no projection of (GPT-2's c_attn on a Llama folder).
+  if (config.model.lora.r > 0) {
+    const std::optional<ModelShape> shape =
+        config.model.checkpoint.empty() ? std::optional(resolve_model_shape(config.model, kByteTokenizerVocab))
+                                        : memory_->checkpointShape(config.model.checkpoint);
+    try {
+      if (shape) resolve_lora_targets(*shape, lora_target_modules(config.model.lora.target_modules));
+    } catch (const ConfigError& e) {
+      const std::string message = e.what();
+      if (std::find(messages.begin(), messages.end(), message) == messages.end()) messages.push_back(message);
+    }
+  }
   for (const std::string& message : messages) {
     const QString text = QString::fromStdString(message);
     if (!unparsed_keys.contains(text.section(QLatin1Char(' '), 0, 0))) problems.append(text);

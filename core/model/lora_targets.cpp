@@ -73,14 +73,15 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std:
         if (!out.has(p)) out.projections.push_back(p);
       }
     if (!matched) {
+      // The family's own module names where they are not ours (GPT-2's).
       std::vector<std::string> hf;
       for (const std::string& p : own) {
         const std::string path = hf_projection_path(shape.arch, p);
-        if (std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
+        if (!picks(p, path) && std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
       }
       throw ConfigError("model.lora.target_modules names \"" + name + "\", which this " + shape.arch +
                         " model does not have; its projections are " + join_names(own) +
-                        " (Hugging Face's modules: " + join_names(hf) + "), or write \"all-linear\"");
+                        (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
     }
   }
   // Keep a layer's order, whatever the order of the names.

@@ -489,6 +489,23 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   EXPECT_TRUE(lora.contains("the reference is the model with its adapters off")) << lora.toStdString();
   EXPECT_NE(lora, full);
   EXPECT_TRUE(dialog.config().model.lora.r == 8);
+  // A name this model has no projection of (GPT-2's c_attn on a Llama folder): a problem beside
+  // the field, before the run would stop on it, naming the model's own projections.
+  auto* targets = child<QComboBox>(dialog, "model.lora.target_modules");
+  ASSERT_TRUE(targets);
+  targets->setCurrentText("c_attn");
+  auto* reason = child<QLabel>(dialog, "model.lora.target_modules.error");
+  ASSERT_TRUE(reason);
+  EXPECT_TRUE(reason->text().contains("which this llama model does not have")) << reason->text().toStdString();
+  EXPECT_TRUE(reason->text().contains("q_proj")) << reason->text().toStdString();
+  EXPECT_EQ(dialog.problems().size(), 1) << dialog.problems().join("; ").toStdString();
+  dialog.show();
+  if (auto* page = qobject_cast<QScrollArea*>(dialog.findChild<QTabWidget*>()->currentWidget())) page->ensureWidgetVisible(targets);
+  QCoreApplication::processEvents();
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_lora_targets.png"));
+  targets->setCurrentText("q_proj,k_proj,v_proj,o_proj");
+  EXPECT_EQ(memory->text(), lora);
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
   rank->setText("0");
   EXPECT_EQ(memory->text(), full);
 }
