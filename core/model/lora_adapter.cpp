@@ -42,11 +42,13 @@ PeftTensor peft_tensor(const Architecture& arch, const std::string& name) {
   return out;
 }
 
-// Rows [first, first + count) of a fused q, k, v tensor that a part is.
+// The rows [first, first + count) of a fused q, k, v tensor that are a part's; the whole has
+// q + 2 kv rows.
 std::pair<int64_t, int64_t> fused_rows(const ModelShape& s, int part) {
   const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
   return part == 0 ? std::pair{int64_t{0}, q} : std::pair{q + (part - 1) * kv, kv};
 }
+int64_t fused_total_rows(const ModelShape& s) { return (s.n_heads + 2 * s.n_kv_heads) * s.head_size(); }
 
 LoraTargets targets_of(CausalLM& model) { return resolve_lora_targets(model->shape(), model->lora().targets); }
 
@@ -214,7 +216,7 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
       throw ModelFileError(path + " has no tensor \"" + pt.key + "\"; the adapter does not match adapter_config.json or the base model");
     // A part of a fused tensor: its rows of the stacked q, k and v.
     std::vector<int64_t> needed = tensor.sizes().vec();
-    if (pt.part >= 0) needed[0] = fused_rows(model->shape(), 2).first + fused_rows(model->shape(), 2).second;
+    if (pt.part >= 0) needed[0] = fused_total_rows(model->shape());
     if (it->second.sizes().vec() != needed)
       throw ModelFileError(path + ": tensor \"" + pt.key + "\" has shape " + c10::str(it->second.sizes()) + " but the base model needs " +
                            c10::str(needed));

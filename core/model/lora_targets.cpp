@@ -1,6 +1,8 @@
 #include "core/model/lora_targets.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "core/error.h"
 #include "core/model/architectures.h"
@@ -44,6 +46,19 @@ std::string join_names(const std::vector<std::string>& names) {
   return out;
 }
 
+// The family's whole name of a projection's module in one layer, as the HF model names it
+// ("model.layers.3.self_attn.q_proj", "transformer.h.3.attn.c_attn").
+std::string hf_module(const std::string& family, int64_t layer, const std::string& projection) {
+  std::string parent;
+  for (const auto& p : kProjections)
+    if (projection == p.name) parent = p.parent;
+  GANPO_ASSERT(!parent.empty(), "not a projection: " + projection);
+  const std::string suffix = ".weight";
+  const std::string hf =
+      architecture(family).hf_name("layers." + std::to_string(layer) + "." + parent + "." + projection + suffix).name;
+  return hf.substr(0, hf.size() - suffix.size());
+}
+
 }  // namespace
 
 bool LoraTargets::has(const std::string& projection) const {
@@ -51,20 +66,18 @@ bool LoraTargets::has(const std::string& projection) const {
 }
 
 std::string hf_projection_path(const std::string& family, const std::string& projection) {
-  std::string parent;
-  for (const auto& p : kProjections)
-    if (projection == p.name) parent = p.parent;
-  GANPO_ASSERT(!parent.empty(), "not a projection: " + projection);
-  // The family's name of layer 0's weight, e.g. "model.layers.0.self_attn.q_proj.weight".
-  const std::string hf = architecture(family).hf_name("layers.0." + parent + "." + projection + ".weight").name;
-  const size_t layer = hf.find(".0.");
-  GANPO_ASSERT(layer != std::string::npos, "no layer index in " + hf);
-  return hf.substr(layer + 3, hf.size() - (layer + 3) - std::string(".weight").size());
+  const std::string module = hf_module(family, 0, projection);
+  const size_t layer = module.find(".0.");
+  GANPO_ASSERT(layer != std::string::npos, "no layer index in " + module);
+  return module.substr(layer + 3);
 }
 
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names) {
   const std::vector<std::string> own = projections_of(shape);
   LoraTargets out;
+  // Whole module names, one layer each, as PEFT writes "all-linear" into adapter_config.json
+  // ("transformer.h.0.attn.c_proj"): the layers each projection is named in.
+  std::map<std::string, std::set<int64_t>> layers_named;
   for (const std::string& name : names) {
     bool matched = false;
     for (const std::string& p : own)
@@ -72,6 +85,12 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std:
         matched = true;
         if (!out.has(p)) out.projections.push_back(p);
       }
+    for (int64_t layer = 0; !matched && name.find('.') != std::string::npos && layer < shape.n_layers; ++layer)
+      for (const std::string& p : own)
+        if (picks(name, hf_module(shape.arch, layer, p))) {
+          matched = true;
+          layers_named[p].insert(layer);
+        }
     if (!matched) {
       // The family's own module names where they are not ours (GPT-2's).
       std::vector<std::string> hf;
@@ -83,6 +102,15 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std:
                         " model does not have; its projections are " + join_names(own) +
                         (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
     }
+  }
+  for (const auto& [p, layers] : layers_named) {
+    if (out.has(p)) continue;  // also named for every layer
+    if (static_cast<int64_t>(layers.size()) != shape.n_layers)
+      throw ConfigError("model.lora.target_modules names " + hf_projection_path(shape.arch, p) + " in " +
+                        std::to_string(layers.size()) + " of the model's " + std::to_string(shape.n_layers) +
+                        " layers; adapters on some layers only are not supported: name it in every layer, or by "
+                        "its own name for all (\"" + p + "\")");
+    out.projections.push_back(p);
   }
   // Keep a layer's order, whatever the order of the names.
   std::vector<std::string> ordered;
@@ -98,8 +126,11 @@ bool is_known_lora_target(const std::string& name) {
   if (name == "all-linear") return true;
   for (const Architecture& arch : architectures()) {
     const ModelShape shape = family_shape(arch);
-    for (const std::string& p : projections_of(shape))
-      if (name == p || picks(name, hf_projection_path(arch.family, p))) return true;
+    for (const std::string& p : projections_of(shape)) {
+      const std::string path = hf_projection_path(arch.family, p);
+      // Its own name, the end of its path in a layer, or a whole module name ending in that path.
+      if (name == p || picks(name, path) || picks(path, name)) return true;
+    }
   }
   return false;
 }

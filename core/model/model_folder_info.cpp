@@ -7,6 +7,7 @@
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"
+#include "core/model/lora_targets.h"
 #include "core/text/chat_template.h"
 #include "core/tokenizer.h"
 
@@ -44,6 +45,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
     // A PEFT adapter folder: its base model as the workbench loads it, and the adapters on it.
     const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
     nlohmann::json j = describe_model_folder(adapter.base_model);
+    const ModelShape base = read_model_config(adapter.base_model);
     j["folder"] = dir;
     j["adapter"] = {{"peft_type", "LORA"},
                     {"r", adapter.spec.r},
@@ -52,6 +54,8 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"use_dora", adapter.spec.dora},
                     {"dropout", adapter.spec.dropout},
                     {"target_modules", adapter.spec.targets},
+                    // What they name in the base model (PEFT writes "all-linear" as every layer's modules).
+                    {"adapted", lora_targets_text(base, resolve_lora_targets(base, adapter.spec.targets))},
                     {"base_model", adapter.base_model}};
     return j;
   }
@@ -140,11 +144,9 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
                                                             "from random weights with model.random_weights = true)")));
   if (j.contains("adapter")) {
     const auto& a = j["adapter"];
-    std::string targets;
-    for (const auto& t : a["target_modules"]) targets += (targets.empty() ? "" : ", ") + t.get<std::string>();
     std::snprintf(buf, sizeof buf, "%s r %lld, alpha %g%s", a.value("use_dora", false) ? "DoRA" : "LoRA",
                   a["r"].get<long long>(), a["alpha"].get<double>(), a.value("use_rslora", false) ? " (rsLoRA)" : "");
-    lines.emplace_back("adapter", std::string("PEFT ") + buf + " on " + targets + ", over the base model " +
+    lines.emplace_back("adapter", std::string("PEFT ") + buf + " on " + a["adapted"].get<std::string>() + ", over the base model " +
                                       a["base_model"].get<std::string>() + ", which the other lines describe");
   }
   lines.emplace_back("shape", num("layers") + " layers, hidden " + num("hidden_size") + ", " + num("attention_heads") +

@@ -139,6 +139,7 @@ TEST_F(ModelCommands, LogitsAndInspectTakeAPeftAdapterFolder) {
   EXPECT_EQ(d["architecture"], "LlamaForCausalLM");
   EXPECT_EQ(d["adapter"]["r"], 4);
   EXPECT_EQ(d["adapter"]["target_modules"], (nlohmann::json{"q_proj", "v_proj"}));
+  EXPECT_EQ(d["adapter"]["adapted"], "q_proj, v_proj");
   EXPECT_EQ(d["adapter"]["base_model"], base_dir.string());
   auto text = run_cli("inspect --model " + adapter_dir.string());
   EXPECT_NE(text.output.find("PEFT LoRA r 4, alpha 8 on q_proj, v_proj"), std::string::npos) << text.output;

@@ -217,7 +217,7 @@ def check_folder(args, folder, label):
     return model, hf
 
 
-def check_lora(args, work, name, base, base_model, hf_base, rslora=False, dora=False, targets="q_proj,v_proj,down_proj"):
+def check_lora(args, work, name, base, hf_base, rslora=False, dora=False, targets="q_proj,v_proj,down_proj"):
     import torch
     run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2,
                           rslora="true" if rslora else "false", dora="true" if dora else "false", targets=targets)
@@ -238,6 +238,9 @@ def check_lora(args, work, name, base, base_model, hf_base, rslora=False, dora=F
     except ImportError:
         print(f"SKIP {name}: PeftModel.from_pretrained: the peft package is not installed")
         return
+    # A fresh base model: from_pretrained puts its layers into the model it is given, and the
+    # adapters of an earlier check over the same base would stay in it.
+    base_model, _, _ = hf_forward(base, IDS, torch.float32)
     peft_model = PeftModel.from_pretrained(base_model, adapter)
     peft_model.eval()
     with torch.no_grad():
@@ -282,7 +285,7 @@ def check_trained(args, work):
         name = f"preset-{arch}"
         run = PRESET_RUN.format(name=name, stage="sft", arch=arch, out=os.path.join(work, name), lr=3e-3)
         final = train(args, work, name, run)
-        bases[name] = (final, *check_folder(args, final, f"{name} final/"))
+        bases[name] = (final, check_folder(args, final, f"{name} final/")[1])
     # Every golden family from random weights: the folder's config.json carried through training.
     with open(os.path.join(HERE, "hf_golden.json")) as f:
         cases = json.load(f)["cases"]
@@ -295,10 +298,10 @@ def check_trained(args, work):
             json.dump(cfg, f)
         run = FAMILY_RUN.format(name=name, stage="sft", shape=shape, out=os.path.join(work, name), lr=3e-3)
         final = train(args, work, name, run)
-        bases[name] = (final, *check_folder(args, final, f"{name} final/"))
+        bases[name] = (final, check_folder(args, final, f"{name} final/")[1])
     # LoRA over each; on GPT-2 every Conv1D module, c_attn (q, k and v) with one A as PEFT's.
-    for name, (final, model, hf) in bases.items():
-        check_lora(args, work, "lora-" + name, final, model, hf, targets="all-linear" if "gpt2" in name else "q_proj,v_proj,down_proj")
+    for name, (final, hf) in bases.items():
+        check_lora(args, work, "lora-" + name, final, hf, targets="all-linear" if "gpt2" in name else "q_proj,v_proj,down_proj")
     # rsLoRA (alpha / sqrt(r): here 4, against alpha / r = 2) over one folder, both directions.
     check_lora(args, work, "lora-rslora-preset-llama", *bases["preset-llama"], rslora=True)
     # DoRA (a trained magnitude per output row) over two folders, one with biases on its projections.
@@ -312,10 +315,12 @@ def check_trained(args, work):
     except ImportError:
         print("SKIP adapters PEFT writes: the peft package is not installed")
         return
-    for name, (final, _, _) in bases.items():
+    for name, (final, _) in bases.items():
         check_peft_written(args, work, "peft-" + name, final,
                            targets=("c_attn", "c_proj", "c_fc") if "gpt2" in name else ("q_proj", "v_proj", "down_proj"))
     check_peft_written(args, work, "peft-rslora-preset-llama", bases["preset-llama"][0], rslora=True)
+    # "all-linear", which PEFT saves as every layer's module names.
+    check_peft_written(args, work, "peft-all-linear-preset-llama", bases["preset-llama"][0], targets="all-linear")
     for name in ("preset-llama", "family-llama_head_dim_bias"):
         if name in bases:
             check_peft_written(args, work, "peft-dora-" + name, bases[name][0], dora=True)

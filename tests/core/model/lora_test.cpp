@@ -455,7 +455,10 @@ TEST(Lora, Gpt2CAttnHasOneAdapterAsInPeftAndRoundTripsAsAPeftFolder) {
     EXPECT_TRUE(torch::equal(tensors.at(c_attn + "lora_B.weight"),
                              torch::cat({params["layers.1.self_attn.q_proj.lora_B"], params["layers.1.self_attn.k_proj.lora_B"],
                                          params["layers.1.self_attn.v_proj.lora_B"]})));
-    if (dora) EXPECT_EQ(tensors.at(c_attn + "lora_magnitude_vector").sizes(), (std::vector<int64_t>{3 * d}));
+    EXPECT_EQ(tensors.count(c_attn + "lora_magnitude_vector"), dora ? 1u : 0u);
+    if (dora) {
+      EXPECT_EQ(tensors.at(c_attn + "lora_magnitude_vector").sizes(), (std::vector<int64_t>{3 * d}));
+    }
     EXPECT_TRUE(tensors.count("base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight"));
     LoadedModel loaded = load_model_folder(adapter_dir, torch::kCPU);
     EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, logits));
@@ -519,6 +522,23 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   EXPECT_EQ(resolve_lora_targets(lora_test_shape("gpt2"), {"mlp.c_proj"}).projections, (std::vector<std::string>{"down_proj"}));
   EXPECT_EQ(resolve_lora_targets(lora_test_shape("llama"), {"self_attn.q_proj"}).projections,
             (std::vector<std::string>{"q_proj"}));
+  // Whole module names, one per layer, as PEFT saves "all-linear": every layer named is the
+  // projection; some layers only is refused (no per-layer adapters here).
+  EXPECT_TRUE(is_known_lora_target("transformer.h.0.attn.c_proj"));
+  EXPECT_FALSE(is_known_lora_target("transformer.h.0.attn.c_q"));
+  const LoraTargets gpt2_whole =
+      resolve_lora_targets(lora_test_shape("gpt2"), lora_target_modules("transformer.h.1.attn.c_attn, transformer.h.0.attn.c_attn, "
+                                                                         "transformer.h.0.mlp.c_proj, transformer.h.1.mlp.c_proj"));
+  EXPECT_EQ(gpt2_whole.projections, (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "down_proj"}));
+  EXPECT_TRUE(gpt2_whole.shared_qkv);
+  try {
+    resolve_lora_targets(lora_test_shape("llama"), {"model.layers.1.self_attn.q_proj", "v_proj"});
+    ADD_FAILURE() << "one layer of two adapted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("self_attn.q_proj in 1 of the model's 2 layers"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(resolve_lora_targets(lora_test_shape("llama"), {"model.layers.2.self_attn.q_proj"}), ConfigError)
+      << "the model has layers 0 and 1";
 
   // Adapter configs the workbench cannot apply.
   test::TestTempDir dir;
