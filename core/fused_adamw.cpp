@@ -65,6 +65,9 @@ void update_one_pass(torch::Tensor& p, const torch::Tensor& g, AdamWParamState& 
   // 32k elements per task: below that, handing work to threads costs more than it saves. (ATen's
   // parallel_for is OpenMP in its header: this file is compiled with -fopenmp, or it runs serially.)
   at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) { update_range(pp, gp, mp, vp, begin, end, c); });
+  // Written through raw pointers: the version counters move as an in-place operation's would, so
+  // whatever is keyed on them sees the change (autograd's checks, DoRA's kept factor).
+  for (const torch::Tensor* t : {&p, &s.exp_avg(), &s.exp_avg_sq()}) t->unsafeGetTensorImpl()->bump_version();
 }
 
 // Tensors that share a step count (all of them, unless some had no gradient on some step).

@@ -73,6 +73,18 @@ TEST_P(FusedAdamWTest, UpdatesLikeTorchAdamW) {
   EXPECT_GT((actual[0] - adamw_params(3)[0]).abs().max().item<double>(), 1e-3);
 }
 
+// A step changes each parameter in place and moves its version counter as an in-place operation
+// does, so what is kept keyed on it (DoRA's factor for no-grad passes) is computed again.
+TEST_P(FusedAdamWTest, AStepMovesEachParametersVersion) {
+  auto params = adamw_params(5);
+  FusedAdamW fused(params, adamw_options(), GetParam());
+  std::vector<int64_t> before;
+  for (const auto& p : params) before.push_back(p._version());
+  set_adamw_grads(params, 1);
+  fused.step();
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_GT(params[i]._version(), before[i]) << "parameter " << i;
+}
+
 // Saved state interchanges with torch::optim::AdamW's (checkpoints written before FusedAdamW,
 // and after), including the per-tensor step counts that differ after a missed gradient.
 TEST_P(FusedAdamWTest, SavedStateLoadsIntoTorchAdamWAndBack) {

@@ -10,6 +10,7 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/fused_adamw.h"
 #include "core/memory_estimate.h"
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"
@@ -339,13 +340,25 @@ TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
   EXPECT_EQ(trainable, lora_parameter_count(trained.model->shape(), c));
 
   // Without gradients the factor m / ||W + s B A|| is kept between calls, and computed again
-  // once a tensor it reads changes (as an optimizer step changes them, in place).
+  // once a tensor it reads changes: in place, and by the trainer's optimizer step (which writes
+  // through raw pointers on the CPU).
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
+    for (auto& [name, t] : trained.model->lora_parameters())
+      if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(2.0);
+    EXPECT_GT((trained.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-2);
+  }
+  std::vector<torch::Tensor> trained_params;
+  for (auto& [name, t] : trained.model->lora_parameters()) {
+    t.mutable_grad() = torch::ones_like(t);
+    trained_params.push_back(t);
+  }
+  FusedAdamW(trained_params, torch::optim::AdamWOptions(1e-2)).step();
+  const auto after_step = trained.model->forward(ids).logits.detach();  // with gradients: no kept factor
   torch::NoGradGuard no_grad;
-  EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
-  EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
-  for (auto& [name, t] : trained.model->lora_parameters())
-    if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(2.0);
-  EXPECT_GT((trained.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-2);
+  EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, after_step));
 }
 
 // DoRA's backward holds the norm ||W + s B A|| constant, as PEFT does: with k = m / ||W + s B A||
