@@ -158,10 +158,12 @@ struct Inventory {
     const double norm_scale = norm_scale_bytes(s);
     const double qkv = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
     const double qkv_adapters = lora_targets.shared_qkv ? 1 : qkv;  // q, k and v on one A (GPT-2's c_attn)
+    // The products that read the norm's output for their gradient: the adapters' A under LoRA.
+    const double qkv_readers = lora ? qkv_adapters : qkv;
     const double up = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
     const double kv_share = pass.tokens > 0 ? pass.kv_tokens / pass.tokens : 1;
     double b = 4 * d + norm_scale;                             // block input, its norm's scale
-    b += norm_output(d, qkv);                                  // the norm's output for q k v
+    b += norm_output(d, qkv_readers);                          // the norm's output for q k v
     if (s.qk_norm) b += w * (dq + dkv) + 8 * H;               // q and k before their norms
     b += w * dq * (1 + 2 * kv_share);                          // q; k and v per head, per key
     if (sdpa)  // its output (a [B, T, H, hd] buffer, which o_proj reads as it is) and log-sum-exp

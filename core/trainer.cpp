@@ -6,6 +6,7 @@
 #include <torch/version.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <csignal>
@@ -1533,9 +1534,14 @@ struct Trainer::State {
                              "; resume with the model.lora settings the run was trained with");
       tensor.copy_(it->second);
     }
-    if (saved.size() != params.size())
-      throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " adapters but model.lora makes " +
-                           std::to_string(params.size()) + "; resume with the model.lora settings the run was trained with");
+    if (saved.size() != params.size()) {
+      std::string extra;  // one the file has and this model.lora does not make
+      for (const auto& [name, tensor] : saved)
+        if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == name; })) extra = name;
+      throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " adapter tensors (" + extra +
+                           " among them) but model.lora makes " + std::to_string(params.size()) +
+                           "; resume with the model.lora settings the run was trained with");
+    }
   }
 
   void resume(const std::string& dir) {

@@ -74,9 +74,9 @@ struct LinearImpl : torch::nn::Module {
     if (!adapted()) return torch::linear(x, weight, bias);  // [..., out]
     return forward_adapted(x, adapter_input(x));
   }
-  // `in` is adapter_input(x), of this adapter's A (or of the projection whose A it uses).
+  // With the adapter on (adapted()); `in` is adapter_input(x), of this adapter's A (or of the
+  // projection whose A it uses).
   torch::Tensor forward_adapted(const torch::Tensor& x, const AdapterInput& in) {
-    if (!adapted()) return torch::linear(x, weight, bias);
     const auto adapter = torch::linear(in.down, lora_B);  // [..., r] -> [..., out]
     if (lora_magnitude.defined()) return dora_forward(x, in, adapter);
     // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the

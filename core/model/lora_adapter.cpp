@@ -1,5 +1,7 @@
 #include "core/model/lora_adapter.h"
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -63,8 +65,8 @@ std::string peft_adapter_unsupported(CausalLM& model) {
     if (arch.hf_name(module + ".weight").layout != WeightLayout::fused_qkv) continue;
     const std::string path = hf_projection_path(arch.family, module.substr(module.rfind('.') + 1));
     return std::string(arch.hf_class) + " keeps q, k and v in one module (" + path +
-           "), and a PEFT adapter on it adapts all three with one A: target all of q_proj, k_proj and v_proj (or " +
-           path.substr(path.rfind('.') + 1) + ") for an adapter folder; the merged checkpoint holds these separate adapters";
+           "), where a PEFT adapter adapts all three with one A: target " + path.substr(path.rfind('.') + 1) +
+           " (or all-linear) for an adapter folder; the merged checkpoint holds these separate adapters";
   }
   return "";
 }
@@ -167,24 +169,26 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   out.spec.dropout = j.value("lora_dropout", 0.0);
   const auto& targets = j.value("target_modules", nlohmann::json());
   if (targets.is_string()) {
-    // PEFT reads a string as a regular expression over module names; only its "all-linear"
-    // and plain names are understood here.
+    // PEFT reads a string as a regular expression over module names, except "all-linear" (in
+    // any case); only that and plain names are understood here.
+    std::string text = targets.get<std::string>();
+    std::string lower = text;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (lower == "all-linear") text = lower;
     try {
-      out.spec.targets = lora_target_modules(targets.get<std::string>());
+      out.spec.targets = lora_target_modules(text);
     } catch (const ConfigError& e) {
       fail(std::string("target_modules as a regular expression is not supported (") + e.what() +
            "); list the projections instead, e.g. [\"q_proj\", \"v_proj\"]");
     }
   } else if (targets.is_array() && !targets.empty()) {
-    std::string joined;
+    // Module names, matched below against the base model as PEFT matches them. (In a list
+    // "all-linear" is a module name to PEFT, which no module has.)
     for (const auto& t : targets) {
       if (!t.is_string()) fail("\"target_modules\" must list module names");
-      joined += (joined.empty() ? "" : ",") + t.get<std::string>();
-    }
-    try {
-      out.spec.targets = lora_target_modules(joined);
-    } catch (const ConfigError& e) {
-      fail(std::string("target_modules: ") + e.what());
+      const std::string name = t.get<std::string>();
+      if (name != "all-linear" && std::find(out.spec.targets.begin(), out.spec.targets.end(), name) == out.spec.targets.end())
+        out.spec.targets.push_back(name);
     }
   } else {
     fail("\"target_modules\" must list the adapted projections");
@@ -200,6 +204,12 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   if (is_peft_adapter_folder(out.base_model))
     fail("base_model_name_or_path " + base + " is itself an adapter folder; point it to the full model the adapter was "
          "trained on");
+  // PEFT adapts what some name picks and ignores the names no module has, unless none has one.
+  const std::vector<std::string> picked = peft_picked_names(read_model_config(out.base_model), out.spec.targets);
+  if (picked.empty())
+    fail("target_modules names no projection of the base model " + out.base_model +
+         (out.spec.targets.empty() ? std::string() : " (e.g. \"" + out.spec.targets.front() + "\")"));
+  out.spec.targets = picked;
   return out;
 }
 

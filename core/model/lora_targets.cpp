@@ -72,26 +72,46 @@ std::string hf_projection_path(const std::string& family, const std::string& pro
   return module.substr(layer + 3);
 }
 
+namespace {
+
+// What one target name picks in a model: projections in every layer, and (whole module names)
+// projections in the layers named; by_module_name: those picked through the family's module
+// names (or "all-linear"), not ours.
+struct Picked {
+  std::vector<std::string> every_layer;
+  std::map<std::string, std::set<int64_t>> some_layers;
+  std::set<std::string> by_module_name;
+  bool any() const { return !every_layer.empty() || !some_layers.empty(); }
+};
+
+Picked pick(const ModelShape& shape, const std::vector<std::string>& own, const std::string& name) {
+  Picked out;
+  for (const std::string& p : own)
+    if (name == "all-linear" || name == p || picks(name, hf_projection_path(shape.arch, p))) {
+      out.every_layer.push_back(p);
+      if (name != p) out.by_module_name.insert(p);
+    }
+  // Whole module names, one layer each, as PEFT writes "all-linear" into adapter_config.json
+  // ("transformer.h.0.attn.c_proj").
+  for (int64_t layer = 0; !out.any() && name.find('.') != std::string::npos && layer < shape.n_layers; ++layer)
+    for (const std::string& p : own)
+      if (picks(name, hf_module(shape.arch, layer, p))) {
+        out.some_layers[p].insert(layer);
+        out.by_module_name.insert(p);
+      }
+  return out;
+}
+
+}  // namespace
+
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names) {
   const std::vector<std::string> own = projections_of(shape);
   LoraTargets out;
-  // Whole module names, one layer each, as PEFT writes "all-linear" into adapter_config.json
-  // ("transformer.h.0.attn.c_proj"): the layers each projection is named in.
-  std::map<std::string, std::set<int64_t>> layers_named;
+  std::map<std::string, std::set<int64_t>> layers_named;  // by whole module names
+  bool qkv_by_module_name = false;
   for (const std::string& name : names) {
-    bool matched = false;
-    for (const std::string& p : own)
-      if (name == "all-linear" || name == p || picks(name, hf_projection_path(shape.arch, p))) {
-        matched = true;
-        if (!out.has(p)) out.projections.push_back(p);
-      }
-    for (int64_t layer = 0; !matched && name.find('.') != std::string::npos && layer < shape.n_layers; ++layer)
-      for (const std::string& p : own)
-        if (picks(name, hf_module(shape.arch, layer, p))) {
-          matched = true;
-          layers_named[p].insert(layer);
-        }
-    if (!matched) {
+    const Picked picked = pick(shape, own, name);
+    if (!picked.any()) {
       // The family's own module names where they are not ours (GPT-2's).
       std::vector<std::string> hf;
       for (const std::string& p : own) {
@@ -102,6 +122,10 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std:
                         " model does not have; its projections are " + join_names(own) +
                         (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
     }
+    for (const std::string& p : picked.every_layer)
+      if (!out.has(p)) out.projections.push_back(p);
+    for (const auto& [p, layers] : picked.some_layers) layers_named[p].insert(layers.begin(), layers.end());
+    for (const char* p : {"q_proj", "k_proj", "v_proj"}) qkv_by_module_name = qkv_by_module_name || picked.by_module_name.count(p) > 0;
   }
   for (const auto& [p, layers] : layers_named) {
     if (out.has(p)) continue;  // also named for every layer
@@ -118,7 +142,15 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std:
     if (out.has(p)) ordered.push_back(p);
   out.projections = ordered;
   const bool fused = architecture(shape.arch).hf_name("layers.0.self_attn.q_proj.weight").layout == WeightLayout::fused_qkv;
-  out.shared_qkv = fused && out.has("q_proj") && out.has("k_proj") && out.has("v_proj");
+  out.shared_qkv = fused && qkv_by_module_name && out.has("q_proj") && out.has("k_proj") && out.has("v_proj");
+  return out;
+}
+
+std::vector<std::string> peft_picked_names(const ModelShape& shape, const std::vector<std::string>& names) {
+  const std::vector<std::string> own = projections_of(shape);
+  std::vector<std::string> out;
+  for (const std::string& name : names)
+    if (pick(shape, own, name).any()) out.push_back(name);
   return out;
 }
 

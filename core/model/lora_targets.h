@@ -3,11 +3,13 @@
 // A name is ours (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj: the same in
 // every family), or the family's Hugging Face module name as PEFT matches it: the module's own
 // name or the end of its path inside a layer ("c_attn", "attn.c_proj", "self_attn.q_proj");
-// "all-linear" is every projection of the model. GPT-2 keeps q, k and v in one module, c_attn:
-// adapting all three gives them one A, as PEFT's one adapter on c_attn (its B and DoRA's
-// magnitudes split by rows into q's, k's and v's), so PEFT loads the adapter folder and trains
-// the same number of parameters; adapting only some of them gives each its own adapter, which
-// only a merged checkpoint can hold. Without LibTorch.
+// "all-linear" is every projection of the model; whole module names, one per layer, as PEFT
+// saves "all-linear" ("transformer.h.0.attn.c_proj"), pick a projection when every layer is
+// named. GPT-2 keeps q, k and v in one module, c_attn: picked by that module's name (or
+// "all-linear"), the three get one A, as PEFT's one adapter on c_attn (its B and DoRA's
+// magnitudes split by rows into q's, k's and v's), so PEFT loads the adapter folder and the run
+// trains PEFT's number of parameters. Named by our names (q_proj, k_proj, v_proj) each gets its
+// own adapter, which only a merged checkpoint can hold. Without LibTorch.
 #pragma once
 
 #include <string>
@@ -19,12 +21,17 @@ namespace ganpo {
 
 struct LoraTargets {
   std::vector<std::string> projections;  // ours, in a layer's order: q_proj, k_proj, ..., down_proj
-  bool shared_qkv = false;               // q, k and v adapted as one fused module (GPT-2's c_attn)
+  bool shared_qkv = false;               // q, k and v adapted as one fused module (GPT-2's c_attn): one A
   bool has(const std::string& projection) const;
 };
 
-// Throws ConfigError for a name that matches no projection of this model, listing its names.
+// Throws ConfigError for a name that matches no projection of this model, listing its names,
+// and for whole module names that leave some layers out.
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names);
+
+// The names that pick some projection of the model: PEFT ignores the others of a list (an
+// adapter folder's target_modules) as long as one name matches.
+std::vector<std::string> peft_picked_names(const ModelShape& shape, const std::vector<std::string>& names);
 
 // Whether some family has a projection of this name (ours or a Hugging Face path's end), for
 // checking a config before its model is known.

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/checkpoint.h"
+#include "core/error.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
@@ -38,6 +39,15 @@ const char* mlp_name(MlpKind k) {
   return "?";
 }
 
+// The projections an adapter's target names pick, or why it cannot be applied.
+std::string adapted_text(const ModelShape& base, const std::vector<std::string>& targets) {
+  try {
+    return lora_targets_text(base, resolve_lora_targets(base, targets));
+  } catch (const ConfigError& e) {
+    return std::string("nothing this workbench can apply: ") + e.what();
+  }
+}
+
 }  // namespace
 
 nlohmann::json describe_model_folder(const std::string& dir) {
@@ -55,7 +65,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"dropout", adapter.spec.dropout},
                     {"target_modules", adapter.spec.targets},
                     // What they name in the base model (PEFT writes "all-linear" as every layer's modules).
-                    {"adapted", lora_targets_text(base, resolve_lora_targets(base, adapter.spec.targets))},
+                    {"adapted", adapted_text(base, adapter.spec.targets)},
                     {"base_model", adapter.base_model}};
     return j;
   }

@@ -199,11 +199,13 @@ TEST(ModelForward, TooLongSequenceThrows) {
 
 // Gradient checkpointing recomputes each block in the backward pass: the loss and every gradient
 // are those of the plain backward pass, for each family, with LoRA adapters whose dropout draws
-// random numbers (the recomputation replays them), and the generator ends where it would have.
+// random numbers (the recomputation replays them), and the generator ends where it would have;
+// also with DoRA on every projection (GPT-2's q, k and v then on c_attn's one A and one dropout).
 TEST(ModelForward, GradientCheckpointingGivesTheSameLossAndGradients) {
   for (const auto& [name, shape] : all_test_shapes()) {
-    for (const bool lora : {false, true}) {
-      SCOPED_TRACE(name + (lora ? " + LoRA" : ""));
+    for (const char* adapters : {"", "LoRA", "DoRA"}) {
+      const bool lora = *adapters != '\0';
+      SCOPED_TRACE(name + " " + adapters);
       auto gradients = [&, shape = shape](bool checkpointing, double* loss_out, torch::Tensor* rng_after) {
         CausalLM m = make_model(shape, 21);
         if (lora) {
@@ -212,6 +214,10 @@ TEST(ModelForward, GradientCheckpointingGivesTheSameLossAndGradients) {
           spec.alpha = 8;
           spec.dropout = 0.25;
           spec.targets = {"q_proj", "v_proj", "up_proj", "down_proj"};
+          if (std::string(adapters) == "DoRA") {
+            spec.targets = {"all-linear"};
+            spec.dora = true;
+          }
           m->add_lora(spec);
           torch::NoGradGuard guard;
           for (auto& [n, t] : m->lora_parameters())

@@ -525,6 +525,10 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   const LoraTargets llama_all = resolve_lora_targets(lora_test_shape("llama"), lora_target_modules("all-linear"));
   EXPECT_EQ(llama_all.projections.size(), 7u);
   EXPECT_FALSE(llama_all.shared_qkv);
+  // GPT-2's q, k and v share one A when picked by c_attn's name (or all-linear), as PEFT's one
+  // adapter on it; named by our names each has its own.
+  EXPECT_TRUE(resolve_lora_targets(lora_test_shape("gpt2"), {"c_attn"}).shared_qkv);
+  EXPECT_FALSE(resolve_lora_targets(lora_test_shape("gpt2"), {"q_proj", "k_proj", "v_proj", "attn.c_proj"}).shared_qkv);
   const LoraTargets gpt2_all = resolve_lora_targets(lora_test_shape("gpt2"), lora_target_modules("all-linear"));
   EXPECT_EQ(gpt2_all.projections,
             (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"}));
@@ -553,8 +557,10 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   EXPECT_THROW(resolve_lora_targets(lora_test_shape("llama"), {"model.layers.2.self_attn.q_proj"}), ConfigError)
       << "the model has layers 0 and 1";
 
-  // Adapter configs the workbench cannot apply.
+  // Adapter configs the workbench cannot apply (over a Llama base folder).
   test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  base_folder_loaded(base_dir, 15);
   auto refused = [&](const nlohmann::json& config, const std::string& expected) {
     std::ofstream(dir.path() / "adapter_config.json") << config.dump();
     try {
@@ -565,7 +571,7 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
     }
   };
   const nlohmann::json ok = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"q_proj"}},
-                             {"base_model_name_or_path", dir.path().string()}};
+                             {"base_model_name_or_path", base_dir}};
   auto with = [&](const std::string& key, const nlohmann::json& v) {
     auto c = ok;
     c[key] = v;
@@ -575,7 +581,15 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   refused(with("bias", "all"), "biases");
   refused(with("r", 0), "\"r\"");
   refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
-  refused(with("target_modules", {"qkv_proj"}), "qkv_proj");
+  refused(with("target_modules", {"qkv_proj", "all-linear"}), "names no projection of the base model");
+  // As PEFT: names no module has are ignored while another matches; "all-linear" is that only
+  // as the whole string (in any case), in a list a name no module has.
+  auto read_targets = [&](const nlohmann::json& config) {
+    std::ofstream(dir.path() / "adapter_config.json") << config.dump();
+    return read_peft_adapter_config(dir.path().string()).spec.targets;
+  };
+  EXPECT_EQ(read_targets(with("target_modules", {"q_proj", "c_attn", "all-linear"})), (std::vector<std::string>{"q_proj"}));
+  EXPECT_EQ(read_targets(with("target_modules", "ALL-LINEAR")), (std::vector<std::string>{"all-linear"}));
   refused(with("target_modules", ".*\\.(q|v)_proj"), "regular expression");
   refused(with("alpha_pattern", {{"q_proj", 32}}), "alpha_pattern");
   refused(with("layers_to_transform", {0}), "layers_to_transform");
@@ -599,8 +613,6 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   peft_written["arrow_config"] = nlohmann::json::object();   // a plain dict in PEFT: off
   peft_written["alora_invocation_tokens"] = nlohmann::json::array();
   peft_written["fan_in_fan_out"] = true;  // PEFT sets it from the layer's kind (False for nn.Linear)
-  fs::create_directories(dir.path() / "base");
-  peft_written["base_model_name_or_path"] = (dir.path() / "base").string();
   std::ofstream(dir.path() / "adapter_config.json") << peft_written.dump();
   EXPECT_EQ(read_peft_adapter_config(dir.path().string()).spec.r, 4);
   fs::create_directories(dir.path() / "other");
