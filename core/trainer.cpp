@@ -1536,8 +1536,9 @@ struct Trainer::State {
     }
     if (saved.size() != params.size()) {
       std::string extra;  // one the file has and this model.lora does not make
-      for (const auto& [name, tensor] : saved)
-        if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == name; })) extra = name;
+      for (const auto& entry : saved)
+        if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == entry.first; }))
+          extra = entry.first;
       throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " adapter tensors (" + extra +
                            " among them) but model.lora makes " + std::to_string(params.size()) +
                            "; resume with the model.lora settings the run was trained with");
