@@ -59,21 +59,6 @@ std::string hf_module(const std::string& family, int64_t layer, const std::strin
   return hf.substr(0, hf.size() - suffix.size());
 }
 
-}  // namespace
-
-bool LoraTargets::has(const std::string& projection) const {
-  return std::find(projections.begin(), projections.end(), projection) != projections.end();
-}
-
-std::string hf_projection_path(const std::string& family, const std::string& projection) {
-  const std::string module = hf_module(family, 0, projection);
-  const size_t layer = module.find(".0.");
-  GANPO_ASSERT(layer != std::string::npos, "no layer index in " + module);
-  return module.substr(layer + 3);
-}
-
-namespace {
-
 // What one target name picks in a model: projections in every layer, and (whole module names)
 // projections in the layers named; by_module_name: those picked through the family's module
 // names (or "all-linear"), not ours.
@@ -103,6 +88,17 @@ Picked pick(const ModelShape& shape, const std::vector<std::string>& own, const 
 }
 
 }  // namespace
+
+bool LoraTargets::has(const std::string& projection) const {
+  return std::find(projections.begin(), projections.end(), projection) != projections.end();
+}
+
+std::string hf_projection_path(const std::string& family, const std::string& projection) {
+  const std::string module = hf_module(family, 0, projection);
+  const size_t layer = module.find(".0.");
+  GANPO_ASSERT(layer != std::string::npos, "no layer index in " + module);
+  return module.substr(layer + 3);
+}
 
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names) {
   const std::vector<std::string> own = projections_of(shape);
