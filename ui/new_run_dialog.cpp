@@ -509,7 +509,8 @@ void NewRunDialog::revalidate() {
   std::vector<std::string> messages = validate_config(config);
   // The trainer refuses this at start; saying it here saves a failed run. A checkpoint's own
   // config.json decides its length, so only a fresh model is checked.
-  const int64_t max_seq_len = resolve_model_shape(config.model, kByteTokenizerVocab).max_seq_len;
+  const ModelShape fresh_shape = resolve_model_shape(config.model, kByteTokenizerVocab);  // from the fields
+  const int64_t max_seq_len = fresh_shape.max_seq_len;
   if (config.model.checkpoint.empty() && config.data.max_length > max_seq_len)
     messages.push_back("data.max_length must be <= the model's max_seq_len (" + std::to_string(max_seq_len) +
                        "), got " + std::to_string(config.data.max_length) +
@@ -517,7 +518,7 @@ void NewRunDialog::revalidate() {
   // So is a LoRA target name the model has no projection of (GPT-2's c_attn on a Llama folder).
   if (config.model.lora.r > 0) {
     const std::optional<ModelShape> shape =
-        config.model.checkpoint.empty() ? std::optional(resolve_model_shape(config.model, kByteTokenizerVocab))
+        config.model.checkpoint.empty() ? std::optional(fresh_shape)
                                         : memory_->checkpointShape(config.model.checkpoint);
     try {
       if (shape) resolve_lora_targets(*shape, lora_target_modules(config.model.lora.target_modules));

@@ -205,7 +205,8 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     fail("base_model_name_or_path " + base + " is itself an adapter folder; point it to the full model the adapter was "
          "trained on");
   // PEFT adapts what some name picks and ignores the names no module has, unless none has one.
-  const std::vector<std::string> picked = peft_picked_names(read_model_config(out.base_model), out.spec.targets);
+  out.base_shape = read_model_config(out.base_model);
+  const std::vector<std::string> picked = peft_picked_names(out.base_shape, out.spec.targets);
   if (picked.empty())
     fail("target_modules names no projection of the base model " + out.base_model +
          (out.spec.targets.empty() ? std::string() : " (e.g. \"" + out.spec.targets.front() + "\")"));

@@ -38,6 +38,7 @@ bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json
 struct PeftAdapterConfig {
   LoraSpec spec;
   std::string base_model;
+  ModelShape base_shape;  // the base model's config.json, which the target names were read against
 };
 PeftAdapterConfig read_peft_adapter_config(const std::string& dir);
 

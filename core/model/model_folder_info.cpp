@@ -55,7 +55,6 @@ nlohmann::json describe_model_folder(const std::string& dir) {
     // A PEFT adapter folder: its base model as the workbench loads it, and the adapters on it.
     const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
     nlohmann::json j = describe_model_folder(adapter.base_model);
-    const ModelShape base = read_model_config(adapter.base_model);
     j["folder"] = dir;
     j["adapter"] = {{"peft_type", "LORA"},
                     {"r", adapter.spec.r},
@@ -65,7 +64,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"dropout", adapter.spec.dropout},
                     {"target_modules", adapter.spec.targets},
                     // What they name in the base model (PEFT writes "all-linear" as every layer's modules).
-                    {"adapted", adapted_text(base, adapter.spec.targets)},
+                    {"adapted", adapted_text(adapter.base_shape, adapter.spec.targets)},
                     {"base_model", adapter.base_model}};
     return j;
   }
