@@ -18,15 +18,24 @@ namespace ganpo {
 
 void write_json_file(const std::string& path, const nlohmann::json& j) { write_text_file(path, j.dump(2) + "\n"); }
 
-nlohmann::json read_json_file(const std::string& path) {
+namespace {
+template <typename Json>
+Json parse_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ModelFileError("missing file " + path + "; the folder is incomplete");
   try {
-    return nlohmann::json::parse(in);
+    return Json::parse(in);
   } catch (const std::exception& e) {
     throw ModelFileError(path + " is not valid JSON (" + std::string(e.what()) +
                          "); the file is corrupt, use another checkpoint");
   }
+}
+}  // namespace
+
+nlohmann::json read_json_file(const std::string& path) { return parse_json_file<nlohmann::json>(path); }
+
+nlohmann::ordered_json read_ordered_json_file(const std::string& path) {
+  return parse_json_file<nlohmann::ordered_json>(path);
 }
 
 void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer,
@@ -74,7 +83,11 @@ CausalLM load_model(const std::string& dir, const std::function<void(const std::
     // A PEFT adapter folder: its base model, with the adapters on.
     const PeftAdapterConfig adapter = read_peft_adapter_config(dir);
     CausalLM model = load_model(adapter.base_model, warn);
-    model->add_lora(adapter.spec);
+    try {
+      model->add_lora(adapter.spec);
+    } catch (const ConfigError& e) {  // what its settings pick in the base model
+      throw ModelFileError((fs::path(dir) / "adapter_config.json").string() + ": " + e.what());
+    }
     load_peft_adapter_weights(model, dir);
     return model;
   }

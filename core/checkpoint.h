@@ -56,5 +56,7 @@ LoadedModel load_model_folder(const std::string& dir, const torch::Device& devic
 
 void write_json_file(const std::string& path, const nlohmann::json& j);
 nlohmann::json read_json_file(const std::string& path);  // throws ModelFileError
+// The same keeping the file's order of keys (where it means something: PEFT's rank_pattern).
+nlohmann::ordered_json read_ordered_json_file(const std::string& path);
 
 }  // namespace ganpo

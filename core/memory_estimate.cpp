@@ -48,22 +48,23 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraConfig& lora) {
   if (lora.r <= 0) return 0;
   LoraTargets targets;
   try {
-    targets = resolve_lora_targets(s, lora_target_modules(lora.target_modules));
+    targets = resolve_lora_targets(s, lora_spec(lora));
   } catch (const ConfigError&) {
     return 0;  // the dialog shows the config's own message for this
   }
   const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
-  int64_t per_layer = 0;  // r x (in + out) for each adapted projection, and DoRA's out magnitudes
-  const int64_t dora = lora.use_dora ? 1 : 0;
-  for (const std::string& t : targets.projections) {
-    if (t == "q_proj") per_layer += lora.r * (s.d_model + q) + dora * q;
-    if (t == "k_proj" || t == "v_proj") per_layer += lora.r * (s.d_model + kv) + dora * kv;
-    if (t == "o_proj") per_layer += lora.r * (q + s.d_model) + dora * s.d_model;
-    if (t == "gate_proj" || t == "up_proj") per_layer += lora.r * (s.d_model + s.d_ff) + dora * s.d_ff;
-    if (t == "down_proj") per_layer += lora.r * (s.d_ff + s.d_model) + dora * s.d_model;
+  int64_t count = 0;  // r x (in + out) for each adapted projection, and DoRA's out magnitudes
+  for (const LoraModule& m : targets.modules) {
+    const std::string& t = m.projection;
+    const int64_t in = t == "o_proj" ? q : t == "down_proj" ? s.d_ff : s.d_model;
+    const int64_t out = t == "q_proj"                           ? q
+                        : t == "k_proj" || t == "v_proj"        ? kv
+                        : t == "gate_proj" || t == "up_proj"    ? s.d_ff
+                                                                : s.d_model;
+    count += m.r * (in + out) + (lora.use_dora ? out : 0);
+    if (targets.shared_qkv && (t == "k_proj" || t == "v_proj")) count -= m.r * in;  // k and v use q's A
   }
-  if (targets.shared_qkv) per_layer -= 2 * lora.r * s.d_model;  // k and v use q's A
-  return per_layer * s.n_layers;
+  return count;
 }
 
 MemoryEstimate estimate_training_memory(const RunConfig& config) {
@@ -133,7 +134,7 @@ struct Inventory {
   double w = 4;
   bool lora = false;  // false: every weight trains
   LoraTargets lora_targets;
-  double lora_r = 0;
+  int64_t layer = 0;  // the block the per-block counts below are of (adapters may differ by layer)
   bool dora = false;  // DoRA keeps each adapted product's output for its magnitude's gradient
   bool lora_dropout = false;  // and with the adapters' dropout a second product of W (on x')
 
@@ -141,7 +142,12 @@ struct Inventory {
   // (their adapter's A reads it; the frozen weight needs no gradient).
   double keeps_input(const char* name) const {
     if (!lora) return 1;
-    return lora_targets.has(name) ? 1 : 0;
+    return lora_targets.find(layer, name) ? 1 : 0;
+  }
+  // The rank of this block's adapter on a projection (0: none).
+  double rank(const char* name) const {
+    const LoraModule* m = lora ? lora_targets.find(layer, name) : nullptr;
+    return m ? static_cast<double>(m->r) : 0;
   }
   // A norm's float32 output as the products after it keep it: once in float32, a bf16 copy each
   // under autocast.
@@ -157,7 +163,8 @@ struct Inventory {
     const bool gated = s.mlp != MlpKind::gelu_tanh, softcap = s.attn_softcap > 0;
     const double norm_scale = norm_scale_bytes(s);
     const double qkv = keeps_input("q_proj") + keeps_input("k_proj") + keeps_input("v_proj");
-    const double qkv_adapters = lora_targets.shared_qkv ? 1 : qkv;  // q, k and v on one A (GPT-2's c_attn)
+    const bool shared = lora_targets.shared_qkv;  // q, k and v on one A (GPT-2's c_attn)
+    const double qkv_adapters = shared ? std::min(qkv, 1.0) : qkv;
     // The products that read the norm's output for their gradient: the adapters' A under LoRA.
     const double qkv_readers = lora ? qkv_adapters : qkv;
     const double up = (gated ? keeps_input("gate_proj") : 0) + keeps_input("up_proj");
@@ -177,7 +184,8 @@ struct Inventory {
     b += w * ff * ((gated ? 3 : 1) + keeps_input("down_proj"));  // gate, act, up; the product
     if (s.sandwich_norms) b += w * d + 4;                      // the MLP's output into its norm
     if (lora)                                                  // each adapter's r values
-      b += lora_r * w * (qkv_adapters + keeps_input("o_proj") + up + keeps_input("down_proj"));
+      b += w * ((shared ? rank("q_proj") : rank("q_proj") + rank("k_proj") + rank("v_proj")) + rank("o_proj") +
+                (gated ? rank("gate_proj") : 0) + rank("up_proj") + rank("down_proj"));
     if (lora && lora_dropout)                     // each adapter's own dropped input, which A reads
       b += ((bf16 ? 2 : 4) + (gpu ? 1 : 0)) *     // (CUDA's dropout keeps a byte mask too)
            (d * (qkv_adapters + up) + dq * keeps_input("o_proj") + ff * keeps_input("down_proj"));
@@ -242,21 +250,29 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   inv.gpu = c.device.rfind("cuda", 0) == 0;  // callers pass the resolved device for "auto"
   inv.w = bf16 ? 2 : 4;
   inv.lora = lora;
-  if (lora) inv.lora_targets = resolve_lora_targets(shape, lora_target_modules(c.model.lora.target_modules));
-  inv.lora_r = static_cast<double>(c.model.lora.r);
+  if (lora) inv.lora_targets = resolve_lora_targets(shape, lora_spec(c.model.lora));
   inv.dora = lora && c.model.lora.use_dora;
   inv.lora_dropout = c.model.lora.dropout > 0;
   const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
   const PolicyPass pass = policy_pass(c, shape);
   const bool sdpa = torch_has_sdpa() && shape.attn_softcap == 0;
-  const double per_layer = inv.policy_layer(shape, pass, sdpa);
+  // Blocks differ where adapters do (layers_to_transform, rank_pattern): all blocks' bytes, and
+  // the largest block's (which gradient checkpointing runs again), per token.
+  double blocks = 0, largest_block = 0, adapted_weights = 0, largest_adapted = 0;
+  for (inv.layer = 0; inv.layer < shape.n_layers; ++inv.layer) {
+    const double block = inv.policy_layer(shape, pass, sdpa), adapted = inv.adapted_weights(shape);
+    blocks += block;
+    largest_block = std::max(largest_block, block);
+    adapted_weights += adapted;
+    largest_adapted = std::max(largest_adapted, adapted);
+  }
 
   const double layers = static_cast<double>(shape.n_layers);
   // Gradient checkpointing keeps each block's input, and one block's set while it runs again in
   // the backward pass.
-  const double recompute = c.train.gradient_checkpointing ? pass.tokens * per_layer : 0;
-  double kept = pass.tokens * (c.train.gradient_checkpointing ? 4 * d : per_layer) * layers;
+  const double recompute = c.train.gradient_checkpointing ? pass.tokens * largest_block : 0;
+  double kept = pass.tokens * (c.train.gradient_checkpointing ? 4 * d * layers : blocks);
   // Under autocast each product keeps its bf16 copy of the weight until the backward pass (the
   // cast cache is off, core/bf16_autocast.h): the blocks' weights in bf16, one block's under
   // gradient checkpointing.
@@ -265,7 +281,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   if (bf16) kept += 2 * block_params / (c.train.gradient_checkpointing ? std::max(layers, 1.0) : 1);
   // DoRA with dropout multiplies each adapted weight twice (x W^T and x' W^T): a second copy.
   if (bf16 && inv.dora && inv.lora_dropout)
-    kept += 2 * inv.adapted_weights(shape) * (c.train.gradient_checkpointing ? 1 : layers);
+    kept += 2 * (c.train.gradient_checkpointing ? largest_adapted : adapted_weights);
   // The shared responses' additive mask, kept once in float32; under autocast
   // scaled_dot_product_attention keeps a bf16 copy of its own in every layer.
   if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * layers : 4);

@@ -513,7 +513,7 @@ struct Trainer::State {
       log("info", std::string(lora.dora ? "DoRA" : "LoRA") + " r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) +
                       (lora.rslora ? " (rsLoRA: scale alpha / sqrt(r) = " : " (scale alpha / r = ") +
                       format_number(lora.scale()) + ") on " +
-                      lora_targets_text(policy->shape(), resolve_lora_targets(policy->shape(), lora.targets)) + ": " +
+                      lora_targets_text(policy->shape(), policy->lora_targets()) + ": " +
                       std::to_string(adapters) + " trainable parameters, " +
                       std::to_string(all) + " frozen");
     }

@@ -303,11 +303,11 @@ struct AttentionImpl : torch::nn::Module {
     return o_proj(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
   }
 
-  void add_lora(const LoraTargets& targets, const LoraSpec& spec) {
+  void add_lora(const LoraTargets& targets, int64_t layer, const LoraSpec& spec) {
     const auto add = [&](const char* name, Linear& p, std::shared_ptr<LinearImpl> a_from = nullptr) {
-      if (targets.has(name)) p->add_lora(spec.r, spec.scale(), spec.dropout, spec.dora, std::move(a_from));
+      if (const LoraModule* m = targets.find(layer, name)) p->add_lora(m->r, m->scale, spec.dropout, spec.dora, std::move(a_from));
     };
-    shared_qkv_adapter = targets.shared_qkv;
+    shared_qkv_adapter = targets.shared_qkv && targets.find(layer, "q_proj") != nullptr;
     add("q_proj", q_proj);
     add("k_proj", k_proj, shared_qkv_adapter ? q_proj.ptr() : nullptr);
     add("v_proj", v_proj, shared_qkv_adapter ? q_proj.ptr() : nullptr);
@@ -339,9 +339,10 @@ struct MlpImpl : torch::nn::Module {
     }
     return down_proj(torch::gelu(up_proj(x), "tanh"));
   }
-  void add_lora(const LoraTargets& targets, const LoraSpec& spec) {
+  void add_lora(const LoraTargets& targets, int64_t layer, const LoraSpec& spec) {
     const auto add = [&](const char* name, Linear& p) {
-      if (p && targets.has(name)) p->add_lora(spec.r, spec.scale(), spec.dropout, spec.dora);
+      const LoraModule* m = targets.find(layer, name);
+      if (p && m) p->add_lora(m->r, m->scale, spec.dropout, spec.dora);
     };
     add("gate_proj", gate_proj);
     add("up_proj", up_proj);
@@ -500,16 +501,17 @@ CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
 }
 
 void CausalLMImpl::add_lora(const LoraSpec& spec) {
-  GANPO_ASSERT(spec.r > 0 && !spec.targets.empty(), "LoRA needs a rank and target projections");
+  GANPO_ASSERT(spec.r > 0 && (!spec.targets.empty() || !spec.target_regex.empty()), "LoRA needs a rank and target projections");
   GANPO_ASSERT(lora_.r == 0, "the model already has LoRA adapters");
-  const LoraTargets targets = resolve_lora_targets(shape_, spec.targets);  // throws ConfigError for a name it lacks
+  LoraTargets targets = resolve_lora_targets(shape_, spec);  // throws ConfigError for a name it lacks
   for (auto& p : parameters()) p.requires_grad_(false);  // the base stays frozen
-  for (auto& layer : *layers_) {  // (A drawn in a layer's order: q, k, v, o, gate, up, down)
-    auto* block = layer->as<BlockImpl>();
-    block->self_attn->add_lora(targets, spec);
-    block->mlp->add_lora(targets, spec);
+  for (size_t i = 0; i < layers_->size(); ++i) {  // (A drawn in a layer's order: q, k, v, o, gate, up, down)
+    BlockImpl* block = layers_->ptr<BlockImpl>(i).get();
+    block->self_attn->add_lora(targets, static_cast<int64_t>(i), spec);
+    block->mlp->add_lora(targets, static_cast<int64_t>(i), spec);
   }
   lora_ = spec;
+  lora_targets_ = std::move(targets);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::lora_parameters() {
@@ -555,8 +557,13 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   if (a == nullptr && b != nullptr)  // k or v on q's A (LoraTargets::shared_qkv)
     a = params.find(base.substr(0, base.rfind('.')) + ".q_proj.lora_A");
   if (a == nullptr || b == nullptr) return *w;
+  // "layers.3.self_attn.q_proj": layer 3, q_proj
+  const size_t first_dot = base.find('.'), second_dot = base.find('.', first_dot + 1);
+  const LoraModule* module = lora_targets_.find(std::stoll(base.substr(first_dot + 1, second_dot - first_dot - 1)),
+                                                base.substr(base.rfind('.') + 1));
+  GANPO_ASSERT(module != nullptr, "an adapter the LoRA targets do not list: " + name);
   torch::NoGradGuard guard;
-  const auto adapted = *w + torch::mm(*b, *a) * lora_.scale();  // [out, r] x [r, in]
+  const auto adapted = *w + torch::mm(*b, *a) * module->scale;  // [out, r] x [r, in]
   if (!lora_.dora) return adapted;
   const torch::Tensor* m = params.find(base + ".lora_magnitude_vector");
   GANPO_ASSERT(m != nullptr, "no DoRA magnitude for " + name);
@@ -567,22 +574,6 @@ bool is_lora_parameter(const std::string& name) {
   const auto dot = name.rfind('.');
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
   return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector";
-}
-
-double LoraSpec::scale() const {
-  const double rank = static_cast<double>(r);
-  return rslora ? alpha / std::sqrt(rank) : alpha / rank;
-}
-
-LoraSpec lora_spec(const LoraConfig& config) {
-  LoraSpec spec;
-  spec.r = config.r;
-  spec.alpha = config.alpha;
-  spec.rslora = config.use_rslora;
-  spec.dora = config.use_dora;
-  spec.dropout = config.dropout;
-  if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
-  return spec;
 }
 
 std::string attention_kernel_note(const ModelShape& shape) {

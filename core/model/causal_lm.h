@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "core/model/lora_targets.h"
 #include "core/model/model_shape.h"
 
 namespace ganpo {
@@ -32,19 +33,6 @@ struct KVCache {
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 
-// The adapters of a model (from LoraConfig; r = 0: none).
-struct LoraSpec {
-  int64_t r = 0;
-  double alpha = 16.0;
-  bool rslora = false;  // PEFT's use_rslora
-  bool dora = false;    // PEFT's use_dora: a magnitude per output row (LoraConfig::use_dora)
-  double dropout = 0.0;
-  std::vector<std::string> targets;  // as model.lora.target_modules names them (core/model/lora_targets.h)
-  // The factor of the adapters' update B A: alpha / r, or alpha / sqrt(r) with rsLoRA (PEFT's
-  // LoraLayer.update_layer).
-  double scale() const;
-};
-LoraSpec lora_spec(const LoraConfig& config);  // throws ConfigError for unknown targets
 bool is_lora_parameter(const std::string& name);  // "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector"
 
 struct LMOutput {
@@ -71,14 +59,20 @@ public:
 
   const ModelShape& shape() const { return shape_; }
 
-  // Adds adapters to every layer's targeted projections (A drawn from the global generator,
-  // B zero: the model is unchanged until it trains) and freezes every other parameter. Throws
-  // ConfigError for a target name this model has no projection of.
+  // Adds adapters to the projections the spec picks (core/model/lora_targets.h: the layers and
+  // ranks PEFT's settings give; A drawn from the global generator, B zero: the model is
+  // unchanged until it trains) and freezes every other parameter. Throws ConfigError for a
+  // target name this model has no projection of.
   void add_lora(const LoraSpec& spec);
   // The adapters in use: none for a without_adapters() view.
   const LoraSpec& lora() const {
     static const LoraSpec none;
     return adapters_off_ ? none : lora_;
+  }
+  // The adapted modules, their layers and ranks (empty without adapters and for a view).
+  const LoraTargets& lora_targets() const {
+    static const LoraTargets none;
+    return adapters_off_ ? none : lora_targets_;
   }
   // The adapters' parameters by name ("layers.0.self_attn.q_proj.lora_A" [r, in], "...lora_B" [out, r]);
   // none for a view.
@@ -86,7 +80,7 @@ public:
   // This model with its adapters switched off during its forward passes: the same modules and
   // tensors, no copy. Safe while this model runs on another thread (the switch is per thread).
   std::shared_ptr<CausalLMImpl> without_adapters_impl();
-  // W + scale B A (LoraSpec::scale; with DoRA each row then scaled to its magnitude) for an
+  // W + scale B A (the module's LoraModule::scale; with DoRA each row then scaled to its magnitude) for an
   // adapted weight ("layers.0.self_attn.q_proj.weight"), else the weight itself; no gradient.
   torch::Tensor merged_weight(const std::string& name);
   // The same with this model's named_parameters() already at hand (one lookup per tensor when
@@ -110,6 +104,7 @@ public:
 private:
   ModelShape shape_;
   LoraSpec lora_;
+  LoraTargets lora_targets_;  // lora_ read against this model
   bool adapters_off_ = false;  // a without_adapters() view
   bool checkpoint_blocks_ = false;
   bool chunked_logps_ = false;

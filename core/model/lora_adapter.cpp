@@ -8,6 +8,7 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/model/architectures.h"
 #include "core/model/lora_targets.h"
 #include "core/model/safetensors.h"
@@ -52,14 +53,12 @@ std::pair<int64_t, int64_t> fused_rows(const ModelShape& s, int part) {
 }
 int64_t fused_total_rows(const ModelShape& s) { return (s.n_heads + 2 * s.n_kv_heads) * s.head_size(); }
 
-LoraTargets targets_of(CausalLM& model) { return resolve_lora_targets(model->shape(), model->lora().targets); }
-
 }  // namespace
 
 std::string peft_adapter_unsupported(CausalLM& model) {
   if (model->lora().r == 0) return "the model has no LoRA adapters";
   const Architecture& arch = architecture(model->shape().arch);
-  if (targets_of(model).shared_qkv) return "";
+  if (model->lora_targets().shared_qkv) return "";
   for (const auto& [name, tensor] : model->lora_parameters()) {
     const std::string module = split_lora_name(name).first;
     if (arch.hf_name(module + ".weight").layout != WeightLayout::fused_qkv) continue;
@@ -97,18 +96,17 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
   }
   save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
   const LoraSpec& spec = model->lora();
-  const LoraTargets targets = targets_of(model);
   // PEFT adapts GPT-2's Conv1D modules with fan_in_fan_out (it sets it whatever the file says).
   bool conv1d = false;
   for (const auto& [name, tensor] : model->lora_parameters())
     conv1d = conv1d || arch.hf_name(split_lora_name(name).first + ".weight").layout != WeightLayout::same;
-  const nlohmann::json config = {
+  // r, lora_alpha, target_modules, layers_to_transform, rank_pattern, alpha_pattern: the modules
+  // and ranks as PEFT picks them.
+  nlohmann::json config = peft_target_config(model->shape(), model->lora_targets());
+  config.update({
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
-      {"r", spec.r},
-      {"lora_alpha", spec.alpha},
       {"lora_dropout", spec.dropout},
-      {"target_modules", peft_target_modules(model->shape(), targets)},
       {"base_model_name_or_path", base_model},
       {"bias", "none"},
       {"fan_in_fan_out", conv1d},
@@ -118,7 +116,7 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
       {"use_dora", spec.dora},
       {"modules_to_save", nullptr},
       {"revision", nullptr},
-  };
+  });
   write_json_file((fs::path(dir) / kAdapterConfig).string(), config);
 }
 
@@ -128,15 +126,15 @@ bool is_peft_adapter_folder(const std::string& dir) {
 
 PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / kAdapterConfig).string();
-  const nlohmann::json j = read_json_file(path);
+  const nlohmann::ordered_json j = read_ordered_json_file(path);  // rank_pattern's first match wins, in the file's order
   auto fail = [&](const std::string& what) { throw ModelFileError(path + ": " + what); };
   if (!j.is_object()) fail("must be a JSON object as PEFT writes it");
-  if (j.value("peft_type", std::string()) != "LORA") fail("peft_type must be \"LORA\"; other PEFT methods are not supported");
+  if (json_nested_deeper_than(j, 16)) fail("nests deeper than any adapter config; the file is damaged");  // copies recurse
+  if (!j.contains("peft_type") || j["peft_type"] != "LORA") fail("peft_type must be \"LORA\"; other PEFT methods are not supported");
   if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
-  // Settings that change which layers are adapted or their scale per layer: applying the adapter
-  // without them would compute another model.
-  for (const char* key : {"modules_to_save", "alpha_pattern", "rank_pattern", "layers_to_transform", "exclude_modules",
-                          "layers_pattern", "target_parameters", "trainable_token_indices", "layer_replication"})
+  // Settings that train or change modules other than the projections' adapters: applying the
+  // adapter without them would compute another model.
+  for (const char* key : {"modules_to_save", "target_parameters", "trainable_token_indices", "layer_replication"})
     if (j.contains(key) && !j[key].is_null() && !j[key].empty())
       fail(std::string(key) + " is not supported; merge the adapter with PEFT and load the merged folder");
   // PEFT's LoRA variants and options that change what a layer computes (PEFT 0.20 writes each key,
@@ -144,7 +142,7 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   // (true, a non-zero number, a non-empty string, list or object), except MonteCLoRA and KaSA,
   // whose configs PEFT builds from any object, {} included. VeLoRA changes only the backward pass
   // and is accepted; fan_in_fan_out PEFT sets from the layer's kind whatever the file says.
-  const auto truthy = [](const nlohmann::json& v) {
+  const auto truthy = [](const nlohmann::ordered_json& v) {
     if (v.is_null()) return false;
     if (v.is_boolean()) return v.get<bool>();
     if (v.is_number()) return v.get<double>() != 0.0;
@@ -166,34 +164,70 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   // PEFT scales by alpha / sqrt(r) when use_rslora is true in Python's sense.
   if (j.contains("use_rslora")) out.spec.rslora = truthy(j["use_rslora"]);
   if (j.contains("use_dora")) out.spec.dora = truthy(j["use_dora"]);
-  out.spec.dropout = j.value("lora_dropout", 0.0);
-  const auto& targets = j.value("target_modules", nlohmann::json());
-  if (targets.is_string()) {
-    // PEFT reads a string as a regular expression over module names, except "all-linear" (in
-    // any case); only that and plain names are understood here.
-    std::string text = targets.get<std::string>();
-    std::string lower = text;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (lower == "all-linear") text = lower;
-    try {
-      out.spec.targets = lora_target_modules(text);
-    } catch (const ConfigError& e) {
-      fail(std::string("target_modules as a regular expression is not supported (") + e.what() +
-           "); list the projections instead, e.g. [\"q_proj\", \"v_proj\"]");
+  if (j.contains("lora_dropout") && !j["lora_dropout"].is_null() && !j["lora_dropout"].is_number())
+    fail("\"lora_dropout\" must be a number");
+  out.spec.dropout = j.contains("lora_dropout") && j["lora_dropout"].is_number() ? j["lora_dropout"].get<double>() : 0.0;
+  // Module names, or one string: "all-linear" (in any case) or a regular expression. (In a list
+  // "all-linear" is a module name to PEFT, which no module has.)
+  const auto names = [&](const char* key, std::vector<std::string>& list, std::string& regex) {
+    const auto& v = j[key];
+    if (v.is_string()) {
+      std::string text = v.get<std::string>();
+      std::string lower = text;
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (std::string(key) == "target_modules" && lower == "all-linear")
+        list = {lower};
+      else
+        regex = text;
+      return;
     }
-  } else if (targets.is_array() && !targets.empty()) {
-    // Module names, matched below against the base model as PEFT matches them. (In a list
-    // "all-linear" is a module name to PEFT, which no module has.)
-    for (const auto& t : targets) {
-      if (!t.is_string()) fail("\"target_modules\" must list module names");
+    if (!v.is_array()) fail(std::string("\"") + key + "\" must list module names or be a regular expression");
+    for (const auto& t : v) {
+      if (!t.is_string()) fail(std::string("\"") + key + "\" must list module names");
       const std::string name = t.get<std::string>();
-      if (name != "all-linear" && std::find(out.spec.targets.begin(), out.spec.targets.end(), name) == out.spec.targets.end())
-        out.spec.targets.push_back(name);
+      if (name != "all-linear" && std::find(list.begin(), list.end(), name) == list.end()) list.push_back(name);
     }
-  } else {
+  };
+  if (!j.contains("target_modules") || j["target_modules"].is_null() || (j["target_modules"].is_array() && j["target_modules"].empty()))
     fail("\"target_modules\" must list the adapted projections");
+  names("target_modules", out.spec.targets, out.spec.target_regex);
+  if (j.contains("exclude_modules") && !j["exclude_modules"].is_null()) names("exclude_modules", out.spec.exclude, out.spec.exclude_regex);
+  // layers_to_transform: a layer index or a list; layers_pattern: a name or a list.
+  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
+    const auto& v = j["layers_to_transform"];
+    if (!out.spec.target_regex.empty())
+      fail("layers_to_transform cannot be used with a regular expression in target_modules (PEFT refuses it too)");
+    for (const auto& layer : v.is_array() ? v : nlohmann::ordered_json::array({v})) {
+      if (!layer.is_number_integer() || layer.get<int64_t>() < 0) fail("\"layers_to_transform\" must be a layer index or a list of them");
+      out.spec.layers.push_back(layer.get<int64_t>());
+    }
   }
-  const std::string base = j.value("base_model_name_or_path", std::string());
+  if (j.contains("layers_pattern") && !j["layers_pattern"].is_null()) {
+    const auto& v = j["layers_pattern"];
+    for (const auto& name : v.is_array() ? v : nlohmann::ordered_json::array({v})) {
+      if (!name.is_string()) fail("\"layers_pattern\" must be a name or a list of names");
+      out.spec.layers_pattern.push_back(name.get<std::string>());
+    }
+    if (!out.spec.layers_pattern.empty() && out.spec.layers.empty())
+      fail("layers_pattern is set without layers_to_transform (PEFT refuses it too)");
+  }
+  // rank_pattern / alpha_pattern: pattern -> rank / alpha, in the file's order.
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_object()) fail(std::string("\"") + key + "\" must map module name patterns to values");
+    const bool rank = std::string(key) == "rank_pattern";
+    for (const auto& [pattern, value] : j[key].items()) {
+      if (rank ? !value.is_number_integer() || value.get<int64_t>() <= 0 : !value.is_number() || !(value.get<double>() > 0))
+        fail(std::string(key) + " gives \"" + pattern + "\" " + value.dump() + "; it must be a positive " + (rank ? "integer" : "number"));
+      if (rank)
+        out.spec.rank_pattern.emplace_back(pattern, value.get<int64_t>());
+      else
+        out.spec.alpha_pattern.emplace_back(pattern, value.get<double>());
+    }
+  }
+  const std::string base = j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()
+                               ? j["base_model_name_or_path"].get<std::string>()
+                               : std::string();
   if (base.empty()) fail("base_model_name_or_path is empty; set it to the folder of the model the adapter was trained on");
   fs::path base_path(base);
   if (base_path.is_relative()) base_path = fs::path(dir) / base_path;
@@ -205,12 +239,16 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     fail("base_model_name_or_path " + base + " is itself an adapter folder; point it to the full model the adapter was "
          "trained on");
   // PEFT adapts what some name picks and ignores the names no module has, unless none has one.
+  // (What a regular expression, layers and exclusions leave is checked where the adapters are
+  // put on the model.)
   out.base_shape = read_model_config(out.base_model);
-  const std::vector<std::string> picked = peft_picked_names(out.base_shape, out.spec.targets);
-  if (picked.empty())
-    fail("target_modules names no projection of the base model " + out.base_model +
-         (out.spec.targets.empty() ? std::string() : " (e.g. \"" + out.spec.targets.front() + "\")"));
-  out.spec.targets = picked;
+  if (out.spec.target_regex.empty()) {
+    const std::vector<std::string> picked = peft_picked_names(out.base_shape, out.spec.targets);
+    if (picked.empty())
+      fail("target_modules names no projection of the base model " + out.base_model +
+           (out.spec.targets.empty() ? std::string() : " (e.g. \"" + out.spec.targets.front() + "\")"));
+    out.spec.targets = picked;
+  }
   return out;
 }
 
@@ -235,9 +273,15 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
     tensor.copy_(it->second.narrow(0, first, rows));
     used.insert(pt.key);
   }
-  if (used.size() != file.tensors.size())
+  if (used.size() != file.tensors.size()) {
+    std::string unused;
+    for (const auto& [key, tensor] : file.tensors)
+      if (!used.count(key)) unused = key;
     throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used.size()) +
-                         " tensor(s) no adapted projection uses; the adapter does not match adapter_config.json");
+                         " tensor(s) no adapted projection uses (e.g. \"" + unused +
+                         "\"): adapters on other modules than the attention and MLP projections are not supported, "
+                         "or the adapter does not match adapter_config.json; merge it with PEFT and load the merged folder");
+  }
 }
 
 }  // namespace ganpo

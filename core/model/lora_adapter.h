@@ -1,8 +1,9 @@
 // LoRA adapters on disk, in PEFT's adapter folder format, so PEFT's PeftModel.from_pretrained
 // loads what the workbench trained and the workbench loads adapters PEFT trained:
 //   adapter_config.json        peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
-//                              lora_dropout, target_modules, base_model_name_or_path, bias "none",
-//                              use_rslora, use_dora
+//                              lora_dropout, target_modules, layers_to_transform, rank_pattern,
+//                              alpha_pattern, base_model_name_or_path, bias "none", use_rslora,
+//                              use_dora (read also: exclude_modules, layers_pattern)
 //   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
 //                              base_model.model.<HF module>.lora_B.weight [out, r]
 //                              base_model.model.<HF module>.lora_magnitude_vector [out] (DoRA)
@@ -32,9 +33,10 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
 bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json and no config.json
 
 // adapter_config.json read and checked: the spec and the base folder (relative paths are taken
-// from the adapter folder). rsLoRA and DoRA are applied; throws ModelFileError for what the
-// workbench cannot apply (other LoRA variants, trained biases, rank or alpha patterns, a Hub id
-// instead of a folder), saying what to do.
+// from the adapter folder). rsLoRA, DoRA and PEFT's choice of modules, layers and ranks
+// (core/model/lora_targets.h) are applied; throws ModelFileError for what the workbench cannot
+// apply (other LoRA variants, trained biases, modules to save, a Hub id instead of a folder),
+// saying what to do.
 struct PeftAdapterConfig {
   LoraSpec spec;
   std::string base_model;

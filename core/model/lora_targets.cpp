@@ -1,11 +1,14 @@
 #include "core/model/lora_targets.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "core/error.h"
 #include "core/model/architectures.h"
+#include "core/text/regex.h"
 
 namespace ganpo {
 namespace {
@@ -26,6 +29,10 @@ std::vector<std::string> projections_of(const ModelShape& shape) {
   return out;
 }
 
+bool is_qkv(const std::string& projection) {
+  return projection == "q_proj" || projection == "k_proj" || projection == "v_proj";
+}
+
 // A family's layer layout, for the families' names without a model at hand.
 ModelShape family_shape(const Architecture& arch) {
   ModelShape shape;
@@ -40,10 +47,34 @@ bool picks(const std::string& name, const std::string& path) {
                           path[path.size() - name.size() - 1] == '.');
 }
 
+// Whether a target_modules name picks projection p, whose whole module name is `key`: PEFT's
+// exact name or end of a name, ours, or "all-linear".
+bool name_picks(const std::string& name, const std::string& p, const std::string& key) {
+  return name == "all-linear" || name == p || picks(name, key);
+}
+
 std::string join_names(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
   return out;
+}
+
+// "0-3, 5" for layers 0, 1, 2, 3, 5 (sorted).
+std::string layer_ranges(const std::vector<int64_t>& layers) {
+  std::string out;
+  for (size_t i = 0; i < layers.size();) {
+    size_t j = i;
+    while (j + 1 < layers.size() && layers[j + 1] == layers[j] + 1) ++j;
+    out += (out.empty() ? "" : ", ") + std::to_string(layers[i]) + (j > i ? "-" + std::to_string(layers[j]) : "");
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string number_text(double v) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%g", v);
+  return buffer;
 }
 
 // The family's whole name of a projection's module in one layer, as the HF model names it
@@ -59,38 +90,79 @@ std::string hf_module(const std::string& family, int64_t layer, const std::strin
   return hf.substr(0, hf.size() - suffix.size());
 }
 
-// What one target name picks in a model: projections in every layer, and (whole module names)
-// projections in the layers named; by_module_name: those picked through the family's module
-// names (or "all-linear"), not ours.
-struct Picked {
-  std::vector<std::string> every_layer;
-  std::map<std::string, std::set<int64_t>> some_layers;
-  std::set<std::string> by_module_name;
-  bool any() const { return !every_layer.empty() || !some_layers.empty(); }
+// A pattern of an adapter config compiled as Python's re compiles it; `field` names it in errors.
+class PythonPattern {
+public:
+  PythonPattern(const std::string& pattern, std::string field) : field_(std::move(field)) {
+    try {
+      regex_ = std::make_unique<text::Regex>(pattern, text::RegexSyntax::python);
+    } catch (const Error& e) {
+      throw ConfigError(field_ + ": the " + e.what() + "; write it as Python's re module takes it");
+    }
+  }
+  bool match(const std::string& s, std::vector<std::string>* groups = nullptr) const { return run([&] { return regex_->match(s, groups); }); }
+  bool full_match(const std::string& s) const { return run([&] { return regex_->full_match(s); }); }
+
+private:
+  template <typename F>
+  bool run(F f) const {
+    try {
+      return f();
+    } catch (const Error& e) {
+      throw ConfigError(field_ + ": " + e.what());
+    }
+  }
+  std::string field_;
+  std::unique_ptr<text::Regex> regex_;
 };
 
-Picked pick(const ModelShape& shape, const std::vector<std::string>& own, const std::string& name) {
-  Picked out;
-  for (const std::string& p : own)
-    if (name == "all-linear" || name == p || picks(name, hf_projection_path(shape.arch, p))) {
-      out.every_layer.push_back(p);
-      if (name != p) out.by_module_name.insert(p);
-    }
-  // Whole module names, one layer each, as PEFT writes "all-linear" into adapter_config.json
-  // ("transformer.h.0.attn.c_proj").
-  for (int64_t layer = 0; !out.any() && name.find('.') != std::string::npos && layer < shape.n_layers; ++layer)
-    for (const std::string& p : own)
-      if (picks(name, hf_module(shape.arch, layer, p))) {
-        out.some_layers[p].insert(layer);
-        out.by_module_name.insert(p);
-      }
-  return out;
-}
+// rank_pattern / alpha_pattern: PEFT's get_pattern_key takes the first key whose
+// "(.*\.)?(key)$" matches a module's whole name from its start.
+template <typename T>
+class ValuePatterns {
+public:
+  ValuePatterns(const std::vector<std::pair<std::string, T>>& patterns, const std::string& field) {
+    for (const auto& [key, value] : patterns)
+      patterns_.emplace_back(std::make_unique<PythonPattern>("(.*\\.)?(" + key + ")$", field + " \"" + key + "\""), value);
+  }
+  T value(const std::string& module, T otherwise) const {
+    for (const auto& [pattern, value] : patterns_)
+      if (pattern->match(module)) return value;
+    return otherwise;
+  }
+
+private:
+  std::vector<std::pair<std::unique_ptr<PythonPattern>, T>> patterns_;
+};
 
 }  // namespace
 
+double lora_scale(int64_t r, double alpha, bool rslora) {
+  const double rank = static_cast<double>(r);
+  return rslora ? alpha / std::sqrt(rank) : alpha / rank;
+}
+
+double LoraSpec::scale() const { return lora_scale(r, alpha, rslora); }
+
+LoraSpec lora_spec(const LoraConfig& config) {
+  LoraSpec spec;
+  spec.r = config.r;
+  spec.alpha = config.alpha;
+  spec.rslora = config.use_rslora;
+  spec.dora = config.use_dora;
+  spec.dropout = config.dropout;
+  if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
+  return spec;
+}
+
 bool LoraTargets::has(const std::string& projection) const {
   return std::find(projections.begin(), projections.end(), projection) != projections.end();
+}
+
+const LoraModule* LoraTargets::find(int64_t layer, const std::string& projection) const {
+  for (const LoraModule& m : modules)
+    if (m.layer == layer && m.projection == projection) return &m;
+  return nullptr;
 }
 
 std::string hf_projection_path(const std::string& family, const std::string& projection) {
@@ -100,53 +172,120 @@ std::string hf_projection_path(const std::string& family, const std::string& pro
   return module.substr(layer + 3);
 }
 
-LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names) {
+LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) {
   const std::vector<std::string> own = projections_of(shape);
+  std::unique_ptr<PythonPattern> target_re, exclude_re;
+  if (!spec.target_regex.empty()) target_re = std::make_unique<PythonPattern>(spec.target_regex, "target_modules");
+  if (!spec.exclude_regex.empty()) exclude_re = std::make_unique<PythonPattern>(spec.exclude_regex, "exclude_modules");
+  // Where a module's name gives its layer (PEFT's check_target_module_exists): the first number
+  // after a module list, or after one of layers_pattern's.
+  std::vector<std::unique_ptr<PythonPattern>> layer_index;
+  if (spec.layers_pattern.empty()) layer_index.push_back(std::make_unique<PythonPattern>(R"(.*?\.[^.]*\.(\d+)\.)", "layers_pattern"));
+  for (const std::string& lp : spec.layers_pattern)
+    layer_index.push_back(std::make_unique<PythonPattern>(".*?\\." + lp + "\\.(\\d+)\\.", "layers_pattern \"" + lp + "\""));
+  const ValuePatterns<int64_t> ranks(spec.rank_pattern, "rank_pattern");
+  const ValuePatterns<double> alphas(spec.alpha_pattern, "alpha_pattern");
+
   LoraTargets out;
-  std::map<std::string, std::set<int64_t>> layers_named;  // by whole module names
-  bool qkv_by_module_name = false;
-  for (const std::string& name : names) {
-    const Picked picked = pick(shape, own, name);
-    if (!picked.any()) {
-      // The family's own module names where they are not ours (GPT-2's).
-      std::vector<std::string> hf;
-      for (const std::string& p : own) {
-        const std::string path = hf_projection_path(shape.arch, p);
-        if (!picks(p, path) && std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
+  out.r = spec.r;
+  out.alpha = spec.alpha;
+  std::set<std::string> named;  // target names that pick some module (before layers and exclusions)
+  bool regex_matched = false, qkv_by_module_name = false;
+  std::vector<std::string> groups;
+  for (int64_t layer = 0; layer < shape.n_layers; ++layer)
+    for (const std::string& p : own) {
+      const std::string key = hf_module(shape.arch, layer, p);
+      bool found = false, exact = false, by_module_name = false;
+      if (target_re) {
+        found = by_module_name = exact = target_re->full_match(key);  // (PEFT takes no layers with a pattern)
+        regex_matched = regex_matched || found;
       }
-      throw ConfigError("model.lora.target_modules names \"" + name + "\", which this " + shape.arch +
-                        " model does not have; its projections are " + join_names(own) +
-                        (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
+      for (const std::string& name : spec.targets) {
+        if (!name_picks(name, p, key)) continue;
+        named.insert(name);
+        found = true;
+        exact = exact || name == key;  // a whole name: PEFT applies no layers_to_transform to it
+        by_module_name = by_module_name || name != p;
+      }
+      if (found && !exact && !spec.layers.empty()) {
+        int64_t index = -1;
+        for (const auto& pattern : layer_index)
+          if (pattern->match(key, &groups)) {
+            // (group 1 is layers_pattern's own first group where it has one, as in PEFT)
+            const std::string digits = groups.empty() ? std::string() : groups[0];
+            const bool number = !digits.empty() && digits.size() <= 9 &&
+                                std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+            index = number ? std::stoll(digits) : -1;
+            break;
+          }
+        found = std::find(spec.layers.begin(), spec.layers.end(), index) != spec.layers.end();
+      }
+      // exclude_modules as PEFT checks it, and our names too.
+      if (exclude_re && exclude_re->full_match(key)) found = false;
+      for (const std::string& e : spec.exclude)
+        if (e == p || picks(e, key)) found = false;
+      if (!found) continue;
+      LoraModule m{layer, p, ranks.value(key, spec.r), alphas.value(key, spec.alpha), 0.0};
+      if (m.r <= 0 || !(m.alpha > 0))
+        throw ConfigError("rank_pattern / alpha_pattern give " + key + " rank " + std::to_string(m.r) + " and alpha " +
+                          number_text(m.alpha) + "; both must be positive");
+      m.scale = lora_scale(m.r, m.alpha, spec.rslora);
+      out.modules.push_back(m);
+      qkv_by_module_name = qkv_by_module_name || (by_module_name && is_qkv(p));
     }
-    for (const std::string& p : picked.every_layer)
-      if (!out.has(p)) out.projections.push_back(p);
-    for (const auto& [p, layers] : picked.some_layers) layers_named[p].insert(layers.begin(), layers.end());
-    for (const char* p : {"q_proj", "k_proj", "v_proj"}) qkv_by_module_name = qkv_by_module_name || picked.by_module_name.count(p) > 0;
+
+  for (const std::string& name : spec.targets) {
+    if (named.count(name)) continue;
+    // The family's own module names where they are not ours (GPT-2's).
+    std::vector<std::string> hf;
+    for (const std::string& p : own) {
+      const std::string path = hf_projection_path(shape.arch, p);
+      if (!picks(p, path) && std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
+    }
+    throw ConfigError("model.lora.target_modules names \"" + name + "\", which this " + shape.arch +
+                      " model does not have; its projections are " + join_names(own) +
+                      (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
   }
-  for (const auto& [p, layers] : layers_named) {
-    if (out.has(p)) continue;  // also named for every layer
-    if (static_cast<int64_t>(layers.size()) != shape.n_layers)
-      throw ConfigError("model.lora.target_modules names " + hf_projection_path(shape.arch, p) + " in " +
-                        std::to_string(layers.size()) + " of the model's " + std::to_string(shape.n_layers) +
-                        " layers; adapters on some layers only are not supported: name it in every layer, or by "
-                        "its own name for all (\"" + p + "\")");
-    out.projections.push_back(p);
-  }
-  // Keep a layer's order, whatever the order of the names.
-  std::vector<std::string> ordered;
+  if (target_re && !regex_matched)
+    throw ConfigError("target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
+                      shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
+                      " (Python's re.fullmatch, as PEFT matches it)");
+  if (out.modules.empty())
+    throw ConfigError("layers_to_transform and exclude_modules leave no projection of the model adapted; adapt at least one");
+
   for (const std::string& p : own)
-    if (out.has(p)) ordered.push_back(p);
-  out.projections = ordered;
+    for (const LoraModule& m : out.modules)
+      if (m.projection == p) {
+        out.projections.push_back(p);
+        break;
+      }
+  // One A for q, k and v where they are one module, picked as that module, in every layer they are adapted in.
   const bool fused = architecture(shape.arch).hf_name("layers.0.self_attn.q_proj.weight").layout == WeightLayout::fused_qkv;
-  out.shared_qkv = fused && qkv_by_module_name && out.has("q_proj") && out.has("k_proj") && out.has("v_proj");
+  bool together = true;
+  for (int64_t layer = 0; layer < shape.n_layers; ++layer) {
+    const int n = (out.find(layer, "q_proj") != nullptr) + (out.find(layer, "k_proj") != nullptr) + (out.find(layer, "v_proj") != nullptr);
+    together = together && (n == 0 || n == 3);
+  }
+  out.shared_qkv = fused && qkv_by_module_name && together && out.has("q_proj");
   return out;
+}
+
+LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names) {
+  LoraSpec spec;
+  spec.r = 8;
+  spec.targets = names;
+  return resolve_lora_targets(shape, spec);
 }
 
 std::vector<std::string> peft_picked_names(const ModelShape& shape, const std::vector<std::string>& names) {
   const std::vector<std::string> own = projections_of(shape);
   std::vector<std::string> out;
-  for (const std::string& name : names)
-    if (pick(shape, own, name).any()) out.push_back(name);
+  for (const std::string& name : names) {
+    bool any = false;
+    for (int64_t layer = 0; !any && layer < shape.n_layers; ++layer)
+      for (const std::string& p : own) any = any || name_picks(name, p, hf_module(shape.arch, layer, p));
+    if (any) out.push_back(name);
+  }
   return out;
 }
 
@@ -164,29 +303,102 @@ bool is_known_lora_target(const std::string& name) {
 }
 
 std::string lora_targets_text(const ModelShape& shape, const LoraTargets& targets) {
-  std::string out;
+  // Per projection: the layers (where not all) and the ranks (where not the spec's).
+  std::vector<std::string> notes;
   for (const std::string& p : targets.projections) {
-    out += (out.empty() ? "" : ", ") + p;
+    std::vector<int64_t> layers;
+    std::set<int64_t> ranks;
+    std::set<double> alphas;
+    for (const LoraModule& m : targets.modules)
+      if (m.projection == p) {
+        layers.push_back(m.layer);
+        ranks.insert(m.r);
+        alphas.insert(m.alpha);
+      }
+    std::string note;
+    if (static_cast<int64_t>(layers.size()) != shape.n_layers)
+      note += (layers.size() == 1 ? " in layer " : " in layers ") + layer_ranges(layers);
+    std::vector<std::string> values;
+    if (ranks.size() > 1)
+      values.push_back("r " + std::to_string(*ranks.begin()) + " to " + std::to_string(*ranks.rbegin()) + " by layer");
+    else if (*ranks.begin() != targets.r)
+      values.push_back("r " + std::to_string(*ranks.begin()));
+    if (alphas.size() > 1)
+      values.push_back("alpha " + number_text(*alphas.begin()) + " to " + number_text(*alphas.rbegin()) + " by layer");
+    else if (*alphas.begin() != targets.alpha)
+      values.push_back("alpha " + number_text(*alphas.begin()));
+    if (!values.empty()) note += " (" + join_names(values) + ")";
+    notes.push_back(note);
+  }
+  const bool same = std::all_of(notes.begin(), notes.end(), [&](const std::string& n) { return n == notes.front(); });
+  std::string out;
+  for (size_t i = 0; i < targets.projections.size(); ++i) {
+    const std::string& p = targets.projections[i];
+    out += (out.empty() ? "" : ", ") + p + (same ? "" : notes[i]);
     if (p == "v_proj" && targets.shared_qkv)
       out += " (one A: PEFT's adapter on " + hf_projection_path(shape.arch, p) + ")";
   }
-  return out;
+  return same && !notes.empty() ? out + notes.front() : out;
 }
 
-std::vector<std::string> peft_target_modules(const ModelShape& shape, const LoraTargets& targets) {
-  std::vector<std::string> out;
-  const std::vector<std::string> own = projections_of(shape);
-  for (const std::string& p : targets.projections) {
-    const std::string path = hf_projection_path(shape.arch, p);
-    const std::string leaf = path.substr(path.rfind('.') + 1);
-    bool shared = false;  // another module with this name that is not adapted
-    for (const std::string& other : own)
-      if (!targets.has(other) && hf_projection_path(shape.arch, other) != path &&
-          picks(leaf, hf_projection_path(shape.arch, other)))
-        shared = true;
-    const std::string name = shared ? path : leaf;
-    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& targets) {
+  // PEFT's modules: a fused module (GPT-2's c_attn with one A) once, as q's.
+  struct PeftModule {
+    int64_t layer;
+    std::string projection, path;
+    int64_t r;
+    double alpha;
+  };
+  std::vector<PeftModule> modules;
+  std::map<std::string, std::vector<int64_t>> layers_of;  // path inside a layer -> layers
+  for (const LoraModule& m : targets.modules) {
+    if (targets.shared_qkv && (m.projection == "k_proj" || m.projection == "v_proj")) continue;
+    const std::string path = hf_projection_path(shape.arch, m.projection);
+    modules.push_back({m.layer, m.projection, path, m.r, m.alpha});
+    layers_of[path].push_back(m.layer);
   }
+  const std::vector<int64_t>& first_layers = layers_of.begin()->second;
+  const bool same_layers = std::all_of(layers_of.begin(), layers_of.end(), [&](const auto& kv) { return kv.second == first_layers; });
+
+  nlohmann::json out = {{"r", targets.r}, {"lora_alpha", targets.alpha}, {"layers_to_transform", nullptr}};
+  std::vector<std::string> names;
+  if (same_layers) {
+    // Each module's own name where no unadapted projection shares it, else its path in a layer.
+    const std::vector<std::string> own = projections_of(shape);
+    for (const std::string& p : targets.projections) {
+      const std::string path = hf_projection_path(shape.arch, p);
+      const std::string leaf = path.substr(path.rfind('.') + 1);
+      bool shared = false;  // another module with this name that is not adapted
+      for (const std::string& other : own)
+        if (!targets.has(other) && hf_projection_path(shape.arch, other) != path && picks(leaf, hf_projection_path(shape.arch, other)))
+          shared = true;
+      const std::string name = shared ? path : leaf;
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+    if (static_cast<int64_t>(first_layers.size()) != shape.n_layers) out["layers_to_transform"] = first_layers;
+  } else {
+    for (const PeftModule& m : modules) names.push_back(hf_module(shape.arch, m.layer, m.projection));  // matched whole, in no layer filter
+  }
+  out["target_modules"] = names;
+  // A path's rank where every layer of it has one, else per whole module name.
+  nlohmann::json rank_pattern = nlohmann::json::object(), alpha_pattern = nlohmann::json::object();
+  for (const auto& [path, layers] : layers_of) {
+    std::set<int64_t> ranks;
+    std::set<double> alphas;
+    for (const PeftModule& m : modules)
+      if (m.path == path) {
+        ranks.insert(m.r);
+        alphas.insert(m.alpha);
+      }
+    for (const PeftModule& m : modules) {
+      if (m.path != path) continue;
+      const std::string key = ranks.size() == 1 && alphas.size() == 1 ? path : hf_module(shape.arch, m.layer, m.projection);
+      if (m.r != targets.r && (ranks.size() > 1 || !rank_pattern.contains(key))) rank_pattern[key] = m.r;
+      if (m.alpha != targets.alpha && (alphas.size() > 1 || !alpha_pattern.contains(key))) alpha_pattern[key] = m.alpha;
+    }
+  }
+  out["rank_pattern"] = rank_pattern;
+  out["alpha_pattern"] = alpha_pattern;
   return out;
 }
 

@@ -1,32 +1,81 @@
-// model.lora.target_modules read against a model: which of its projections get LoRA adapters.
+// Which modules of a model get LoRA adapters, with which rank and alpha: PEFT's LoraConfig
+// (target_modules, exclude_modules, layers_to_transform, layers_pattern, rank_pattern,
+// alpha_pattern) read against a model, as PEFT reads it. Without LibTorch.
 //
-// A name is ours (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj: the same in
-// every family), or the family's Hugging Face module name as PEFT matches it: the module's own
-// name or the end of its path inside a layer ("c_attn", "attn.c_proj", "self_attn.q_proj");
-// "all-linear" is every projection of the model; whole module names, one per layer, as PEFT
-// saves "all-linear" ("transformer.h.0.attn.c_proj"), pick a projection when every layer is
-// named. GPT-2 keeps q, k and v in one module, c_attn: picked by that module's name (or
-// "all-linear"), the three get one A, as PEFT's one adapter on c_attn (its B and DoRA's
+// A target name is ours (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj: the same
+// in every family), or the family's Hugging Face module name as PEFT matches it: a whole module
+// name ("model.layers.0.self_attn.q_proj", as PEFT saves "all-linear") or its end
+// ("c_attn", "attn.c_proj", "self_attn.q_proj"); "all-linear" is every projection of the model.
+// target_modules as one string is PEFT's regular expression over whole module names (Python's
+// re.fullmatch, run with PCRE2: core/text/regex.h). layers_to_transform keeps the modules a name
+// picks by its end to the layers listed; exclude_modules takes modules out; rank_pattern and
+// alpha_pattern give a module another rank or alpha where a pattern matches the end of its whole
+// name (the first that does, in the file's order).
+// GPT-2 keeps q, k and v in one module, c_attn: picked by that module's name (or "all-linear",
+// or a pattern), the three get one A, as PEFT's one adapter on c_attn (its B and DoRA's
 // magnitudes split by rows into q's, k's and v's), so PEFT loads the adapter folder and the run
 // trains PEFT's number of parameters. Named by our names (q_proj, k_proj, v_proj) each gets its
-// own adapter, which only a merged checkpoint can hold. Without LibTorch.
+// own adapter, which only a merged checkpoint can hold.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
 #include "core/model/model_shape.h"
 
 namespace ganpo {
 
-struct LoraTargets {
-  std::vector<std::string> projections;  // ours, in a layer's order: q_proj, k_proj, ..., down_proj
-  bool shared_qkv = false;               // q, k and v adapted as one fused module (GPT-2's c_attn): one A
-  bool has(const std::string& projection) const;
+// The adapters of a model, as PEFT's LoraConfig chooses them (from [model.lora] or an adapter
+// folder's adapter_config.json); r = 0: none.
+struct LoraSpec {
+  int64_t r = 0;        // rank, where rank_pattern gives none
+  double alpha = 16.0;  // lora_alpha, where alpha_pattern gives none
+  bool rslora = false;  // PEFT's use_rslora: scale alpha / sqrt(r) instead of alpha / r
+  bool dora = false;    // PEFT's use_dora: a magnitude per output row (LoraConfig::use_dora)
+  double dropout = 0.0;
+  std::vector<std::string> targets;  // target_modules as a list of names (above)
+  std::string target_regex;          // target_modules as a regular expression (then `targets` is empty)
+  std::vector<std::string> exclude;  // exclude_modules as names: a whole module name, its end, or ours
+  std::string exclude_regex;         // exclude_modules as a regular expression
+  std::vector<int64_t> layers;       // layers_to_transform; empty: every layer
+  std::vector<std::string> layers_pattern;  // the module list a layer index follows ("layers", "h"); empty: any
+  std::vector<std::pair<std::string, int64_t>> rank_pattern;  // pattern -> rank, in order
+  std::vector<std::pair<std::string, double>> alpha_pattern;  // pattern -> alpha, in order
+  // The factor of the adapters' update B A at the spec's r and alpha (PEFT's LoraLayer.update_layer).
+  double scale() const;
+};
+double lora_scale(int64_t r, double alpha, bool rslora);  // alpha / r, or alpha / sqrt(r) with rsLoRA
+LoraSpec lora_spec(const LoraConfig& config);  // throws ConfigError for unknown targets
+
+// One adapted projection in one layer.
+struct LoraModule {
+  int64_t layer = 0;
+  std::string projection;  // ours: q_proj ... down_proj
+  int64_t r = 0;
+  double alpha = 0;
+  double scale = 0;  // lora_scale(r, alpha, rslora)
 };
 
-// Throws ConfigError for a name that matches no projection of this model, listing its names,
-// and for whole module names that leave some layers out.
+struct LoraTargets {
+  std::vector<LoraModule> modules;       // layer by layer, each in a layer's order
+  std::vector<std::string> projections;  // adapted in some layer, in a layer's order
+  bool shared_qkv = false;               // q, k and v adapted as one fused module (GPT-2's c_attn): one A
+  int64_t r = 0;                         // the spec's r and alpha, which a module has unless a pattern says otherwise
+  double alpha = 0;
+  bool has(const std::string& projection) const;  // in some layer
+  const LoraModule* find(int64_t layer, const std::string& projection) const;  // nullptr: not adapted there
+};
+
+// Throws ConfigError for a name that matches no projection of this model (listing its names),
+// a regular expression that matches none, settings that leave no projection adapted, and
+// patterns that do not compile or that backtrack without end.
+LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec);
+// The same for target names alone (every layer, rank 8, alpha 16).
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names);
 
 // The names that pick some projection of the model: PEFT ignores the others of a list (an
@@ -41,13 +90,17 @@ bool is_known_lora_target(const std::string& name);
 // ("self_attn.q_proj"; GPT-2: "attn.c_attn" for q_proj, k_proj and v_proj).
 std::string hf_projection_path(const std::string& family, const std::string& projection);
 
-// The adapted projections for a run's log: "q_proj, v_proj", or with one A for q, k and v
-// "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn), o_proj".
+// The adapted projections for a run's log: "q_proj, v_proj", with the layers and ranks where
+// they are not every layer and the spec's ("q_proj in layers 0-3", "o_proj (r 16, alpha 32)"),
+// and with one A for q, k and v "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn)".
 std::string lora_targets_text(const ModelShape& shape, const LoraTargets& targets);
 
-// PEFT's target_modules for the adapted projections of a model: each adapted module's own name
-// where no unadapted projection shares it, else its path inside a layer (GPT-2's "attn.c_proj"
-// when mlp.c_proj is not adapted); a fused module once.
-std::vector<std::string> peft_target_modules(const ModelShape& shape, const LoraTargets& targets);
+// adapter_config.json's fields that make PEFT adapt exactly these modules with their ranks:
+// "r", "lora_alpha", "target_modules" (each adapted module's own name where no unadapted
+// projection shares it, else its path inside a layer, GPT-2's "attn.c_proj"; a fused module
+// once), "layers_to_transform" where every module is adapted in the same layers but not all;
+// whole module names where the layers differ between modules; "rank_pattern" and
+// "alpha_pattern" for the modules whose rank or alpha is not r's or lora_alpha's.
+nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& targets);
 
 }  // namespace ganpo

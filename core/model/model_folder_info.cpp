@@ -39,10 +39,10 @@ const char* mlp_name(MlpKind k) {
   return "?";
 }
 
-// The projections an adapter's target names pick, or why it cannot be applied.
-std::string adapted_text(const ModelShape& base, const std::vector<std::string>& targets) {
+// The projections an adapter's settings pick (their layers and ranks), or why it cannot be applied.
+std::string adapted_text(const ModelShape& base, const LoraSpec& spec) {
   try {
-    return lora_targets_text(base, resolve_lora_targets(base, targets));
+    return lora_targets_text(base, resolve_lora_targets(base, spec));
   } catch (const ConfigError& e) {
     return std::string("nothing this workbench can apply: ") + e.what();
   }
@@ -62,9 +62,10 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"use_rslora", adapter.spec.rslora},
                     {"use_dora", adapter.spec.dora},
                     {"dropout", adapter.spec.dropout},
-                    {"target_modules", adapter.spec.targets},
+                    {"target_modules", adapter.spec.target_regex.empty() ? nlohmann::json(adapter.spec.targets)
+                                                                         : nlohmann::json(adapter.spec.target_regex)},
                     // What they name in the base model (PEFT writes "all-linear" as every layer's modules).
-                    {"adapted", adapted_text(adapter.base_shape, adapter.spec.targets)},
+                    {"adapted", adapted_text(adapter.base_shape, adapter.spec)},
                     {"base_model", adapter.base_model}};
     return j;
   }

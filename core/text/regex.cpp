@@ -115,19 +115,21 @@ std::string Regex::translate_oniguruma(const std::string& p) {
   return out;
 }
 
-Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_unique<Impl>()) {
-  const std::string translated = translate_oniguruma(pattern);
+Regex::Regex(const std::string& pattern, RegexSyntax syntax) : pattern_(pattern), impl_(std::make_unique<Impl>()) {
+  const bool onig = syntax == RegexSyntax::oniguruma;
+  const std::string translated = onig ? translate_oniguruma(pattern) : pattern;
   int error = 0;
   PCRE2_SIZE offset = 0;
-  // MULTILINE: in Oniguruma's Ruby syntax ^ and $ always match at line boundaries.
+  // MULTILINE: in Oniguruma's Ruby syntax ^ and $ always match at line boundaries (in Python's,
+  // without re.MULTILINE, at the ends of the text).
   impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                              PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, nullptr);
+                              PCRE2_UTF | PCRE2_UCP | (onig ? PCRE2_MULTILINE : 0), &error, &offset, nullptr);
   if (!impl_->code) {
     PCRE2_UCHAR buffer[256];
     pcre2_get_error_message(error, buffer, sizeof buffer);
     throw Error("regular expression " + pattern + " does not compile (" +
                 reinterpret_cast<const char*>(buffer) + " at offset " + std::to_string(offset) +
-                " of the PCRE2 form " + translated + ")");
+                (onig ? " of the PCRE2 form " + translated : std::string()) + ")");
   }
   // Without a JIT (some architectures) the interpreter gives the same matches, only slower.
   impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
@@ -179,5 +181,47 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
     from = end;
   }
 }
+
+namespace {
+
+// One match attempt at the start of s (anchored; end_anchored: also at its end), as Python's
+// re.match / re.fullmatch. Match-time anchoring runs PCRE2's interpreter rather than the JIT,
+// which is what these short texts (module names) need.
+bool match_at_start(const pcre2_code* code, const std::string& pattern, std::string_view s, bool end_anchored,
+                    std::vector<std::string>* groups) {
+  std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> match_data(
+      pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
+  if (!match_data) throw Error("out of memory matching the regular expression " + pattern);
+  const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0,
+                             PCRE2_ANCHORED | (end_anchored ? PCRE2_ENDANCHORED : 0), match_data.get(), scratch().context);
+  if (rc == PCRE2_ERROR_NOMATCH) return false;
+  if (rc < 0) {
+    PCRE2_UCHAR reason[256];
+    pcre2_get_error_message(rc, reason, sizeof reason);
+    const std::string shown = pattern.size() > 80 ? pattern.substr(0, 80) + "..." : pattern;
+    throw Error("the regular expression `" + shown + "` gave up on \"" + std::string(s.substr(0, 80)) + "\" (" +
+                reinterpret_cast<const char*>(reason) + "): it backtracks catastrophically; simplify it");
+  }
+  if (groups) {
+    groups->clear();
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match_data.get());
+    const uint32_t n = pcre2_get_ovector_count(match_data.get());
+    uint32_t captures = 0;
+    pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &captures);
+    for (uint32_t g = 1; g <= captures; ++g) {
+      const bool set = g < n && static_cast<int>(g) < rc && ov[2 * g] != PCRE2_UNSET;
+      groups->push_back(set ? std::string(s.substr(ov[2 * g], ov[2 * g + 1] - ov[2 * g])) : std::string());
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool Regex::match(std::string_view s, std::vector<std::string>* groups) const {
+  return match_at_start(impl_->code, pattern_, s, false, groups);
+}
+
+bool Regex::full_match(std::string_view s) const { return match_at_start(impl_->code, pattern_, s, true, nullptr); }
 
 }  // namespace ganpo::text

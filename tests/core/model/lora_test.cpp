@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -20,27 +21,13 @@
 #include "core/cpu_runtime.h"
 #include "core/parallel_lanes.h"
 #include "core/tokenizer.h"
+#include "tests/core/model/lora_test_shapes.h"
 #include "tests/core/temp_dir_support.h"
 
 namespace ganpo {
 namespace {
 
 namespace fs = std::filesystem;
-
-// d 32, 2 layers, 4 heads (2 key/value heads for Llama), 64 positions.
-ModelConfig lora_test_model(const std::string& arch) {
-  ModelConfig c;
-  c.preset = "";
-  c.arch = arch;
-  c.d_model = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = arch == "llama" ? 2 : 0;
-  c.max_seq_len = 64;
-  return c;
-}
-
-ModelShape lora_test_shape(const std::string& arch) { return resolve_model_shape(lora_test_model(arch), 259); }
 
 LoraConfig lora_config_of(const std::string& targets, int64_t r = 4, double alpha = 8.0, bool dora = false) {
   LoraConfig c;
@@ -493,6 +480,86 @@ TEST(Lora, Gpt2CAttnHasOneAdapterAsInPeftAndRoundTripsAsAPeftFolder) {
                            trained.model->forward(ids).logits));
 }
 
+// PEFT's per-layer settings on the model: adapters only where they pick, each with its own rank
+// and scale (in the forward pass and the merge), written to an adapter folder whose config PEFT
+// reads the same way (layers_to_transform and a path's rank where the layers agree, whole names
+// where they differ) and loaded back bitwise; and a config as PEFT users write it, with a
+// regular expression, exclusions and rank patterns whose order decides.
+TEST(Lora, AdaptersOnSomeLayersWithTheirOwnRanksRoundTripAsAPeftFolder) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 21);
+  const int64_t d = 32, ff = trained.model->shape().d_ff;
+  LoraSpec spec = spec_of("q_proj,v_proj,down_proj", 4, 8.0);
+  spec.layers = {1};
+  spec.rank_pattern = {{"down_proj", 2}};
+  spec.alpha_pattern = {{"model.layers.1.self_attn.v_proj", 4}};
+  torch::manual_seed(22);
+  trained.model->add_lora(spec);
+  train_adapters_randomly(trained.model, 23);
+  trained.model->eval();
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, t] : trained.model->lora_parameters()) shapes[name] = t.sizes().vec();
+  EXPECT_EQ(shapes.size(), 6u) << "A and B of q, v and down in layer 1 only";
+  EXPECT_EQ(shapes["layers.1.mlp.down_proj.lora_A"], (std::vector<int64_t>{2, ff}));
+  EXPECT_EQ(shapes["layers.1.self_attn.q_proj.lora_A"], (std::vector<int64_t>{4, d}));
+  // Each module merges with its own scale: v alpha 4 / r 4, down 8 / 2.
+  const auto params = trained.model->named_parameters();
+  auto merged_as = [&](const std::string& module, double scale) {
+    return params[module + ".weight"] + torch::mm(params[module + ".lora_B"], params[module + ".lora_A"]) * scale;
+  };
+  EXPECT_TRUE(torch::allclose(trained.model->merged_weight("layers.1.self_attn.v_proj.weight"), merged_as("layers.1.self_attn.v_proj", 1.0)));
+  EXPECT_TRUE(torch::allclose(trained.model->merged_weight("layers.1.mlp.down_proj.weight"), merged_as("layers.1.mlp.down_proj", 4.0)));
+  EXPECT_TRUE(torch::equal(trained.model->merged_weight("layers.0.self_attn.q_proj.weight"), params["layers.0.self_attn.q_proj.weight"]));
+
+  const auto ids = sample_ids();
+  const auto expected = trained.model->forward(ids).logits;
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(config["layers_to_transform"], (nlohmann::json{1}));
+  EXPECT_EQ(config["rank_pattern"], (nlohmann::json{{"mlp.down_proj", 2}}));
+  EXPECT_EQ(config["alpha_pattern"], (nlohmann::json{{"self_attn.v_proj", 4.0}}));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+
+  // A config as PEFT users write it over the same tensors: q, v and down by a pattern, layer 0
+  // excluded by another, and rank patterns of which the first in the file's order decides (in
+  // the keys' sorted order "down_proj" would come first and give rank 6).
+  nlohmann::ordered_json by_hand = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8},
+                                    {"target_modules", R"(.*\.(self_attn\.(q|v)_proj|mlp\.down_proj))"},
+                                    {"exclude_modules", R"(model\.layers\.0\..*)"},
+                                    {"rank_pattern", {{"layers.1.mlp.down_proj", 2}, {"down_proj", 6}}},
+                                    {"alpha_pattern", {{"v_proj", 4}}},
+                                    {"base_model_name_or_path", "../base"}};
+  std::ofstream(adapter_dir + "/adapter_config.json") << by_hand.dump();
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  by_hand["target_modules"] = "q_proj";  // a regular expression must match whole names
+  std::ofstream(adapter_dir + "/adapter_config.json") << by_hand.dump();
+  try {
+    load_model_folder(adapter_dir, torch::kCPU);
+    ADD_FAILURE() << "a pattern that matches no module was applied";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter_config.json: target_modules, the regular expression \"q_proj\", matches no projection"),
+              std::string::npos) << e.what();
+  }
+
+  // Layers that differ between modules: whole module names, which PEFT matches exactly.
+  LoadedModel uneven = base_folder_loaded(base_dir, 21);
+  torch::manual_seed(24);
+  uneven.model->add_lora(spec_of("model.layers.0.self_attn.q_proj,v_proj", 4, 8.0));
+  train_adapters_randomly(uneven.model, 25);
+  uneven.model->eval();
+  save_peft_adapter(adapter_dir, uneven.model, base_dir);
+  config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                                                      "model.layers.1.self_attn.v_proj"}));
+  EXPECT_TRUE(config["layers_to_transform"].is_null());
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits,
+                           uneven.model->forward(ids).logits));
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
   // v adapters have no PEFT folder, and the reason says what to do.
@@ -539,21 +606,20 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   EXPECT_EQ(resolve_lora_targets(lora_test_shape("gpt2"), {"mlp.c_proj"}).projections, (std::vector<std::string>{"down_proj"}));
   EXPECT_EQ(resolve_lora_targets(lora_test_shape("llama"), {"self_attn.q_proj"}).projections,
             (std::vector<std::string>{"q_proj"}));
-  // Whole module names, one per layer, as PEFT saves "all-linear": every layer named is the
-  // projection; some layers only is refused (no per-layer adapters here).
+  // Whole module names, one per layer, as PEFT saves "all-linear"; some layers only adapt those
+  // (lora_targets_test.cpp has the rest of PEFT's per-layer settings).
   EXPECT_TRUE(is_known_lora_target("transformer.h.0.attn.c_proj"));
   EXPECT_FALSE(is_known_lora_target("transformer.h.0.attn.c_q"));
   const LoraTargets gpt2_whole =
       resolve_lora_targets(lora_test_shape("gpt2"), lora_target_modules("transformer.h.1.attn.c_attn, transformer.h.0.attn.c_attn, "
                                                                          "transformer.h.0.mlp.c_proj, transformer.h.1.mlp.c_proj"));
   EXPECT_EQ(gpt2_whole.projections, (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(gpt2_whole.modules.size(), 8u);
   EXPECT_TRUE(gpt2_whole.shared_qkv);
-  try {
-    resolve_lora_targets(lora_test_shape("llama"), {"model.layers.1.self_attn.q_proj", "v_proj"});
-    ADD_FAILURE() << "one layer of two adapted";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("self_attn.q_proj in 1 of the model's 2 layers"), std::string::npos) << e.what();
-  }
+  const LoraTargets one_layer = resolve_lora_targets(lora_test_shape("llama"), {"model.layers.1.self_attn.q_proj", "v_proj"});
+  EXPECT_EQ(one_layer.find(0, "q_proj"), nullptr);
+  EXPECT_NE(one_layer.find(1, "q_proj"), nullptr);
+  EXPECT_EQ(one_layer.modules.size(), 3u);
   EXPECT_THROW(resolve_lora_targets(lora_test_shape("llama"), {"model.layers.2.self_attn.q_proj"}), ConfigError)
       << "the model has layers 0 and 1";
 
@@ -590,9 +656,20 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   };
   EXPECT_EQ(read_targets(with("target_modules", {"q_proj", "c_attn", "all-linear"})), (std::vector<std::string>{"q_proj"}));
   EXPECT_EQ(read_targets(with("target_modules", "ALL-LINEAR")), (std::vector<std::string>{"all-linear"}));
-  refused(with("target_modules", ".*\\.(q|v)_proj"), "regular expression");
-  refused(with("alpha_pattern", {{"q_proj", 32}}), "alpha_pattern");
-  refused(with("layers_to_transform", {0}), "layers_to_transform");
+  // PEFT's per-layer settings are read (applied in AdaptersOnSomeLayersWithTheirOwnRanks...).
+  refused(with("target_modules", {"q_proj", 3}), "must list module names");
+  refused(with("rank_pattern", {{"q_proj", 0}}), "rank_pattern gives \"q_proj\" 0; it must be a positive integer");
+  refused(with("alpha_pattern", {{"q_proj", "big"}}), "it must be a positive number");
+  refused(with("layers_to_transform", {0, -1}), "layers_to_transform");
+  refused(with("layers_pattern", "layers"), "layers_pattern is set without layers_to_transform");
+  auto regex_with_layers = with("target_modules", ".*\\.(q|v)_proj");
+  regex_with_layers["layers_to_transform"] = 1;
+  refused(regex_with_layers, "cannot be used with a regular expression");
+  refused(with("lora_dropout", "0.1"), "\"lora_dropout\" must be a number");
+  refused(with("base_model_name_or_path", 7), "base_model_name_or_path is empty");
+  nlohmann::json deep = 1;
+  for (int i = 0; i < 100; ++i) deep = nlohmann::json::array({deep});
+  refused(with("layers_to_transform", deep), "nests deeper");
   refused(with("trainable_token_indices", {1, 2}), "trainable_token_indices");
   refused(with("layer_replication", {{0, 2}, {1, 2}}), "layer_replication");
   refused(with("lora_bias", true), "lora_bias");

@@ -1,0 +1,171 @@
+// Which modules PEFT's LoraConfig settings adapt, with which ranks, read against a model
+// (core/model/lora_targets.h): layers_to_transform and layers_pattern, whole module names,
+// target_modules as a regular expression, exclude_modules, rank_pattern and alpha_pattern in
+// their order, GPT-2's one A for c_attn in the layers it is adapted in, and what PEFT's adapter
+// config gets back for them. Without LibTorch.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/model/lora_targets.h"
+#include "core/model/model_shape.h"
+#include "tests/core/model/lora_test_shapes.h"
+
+namespace ganpo {
+namespace {
+
+LoraSpec spec_with(std::vector<std::string> targets, int64_t r = 4, double alpha = 8) {
+  LoraSpec spec;
+  spec.r = r;
+  spec.alpha = alpha;
+  spec.targets = std::move(targets);
+  return spec;
+}
+
+// "0.q_proj r4 a8, 1.v_proj r16 a8": each adapted module with its rank and alpha.
+std::string modules_text(const LoraTargets& t) {
+  std::string out;
+  for (const LoraModule& m : t.modules) {
+    char alpha[32];
+    std::snprintf(alpha, sizeof alpha, "%g", m.alpha);
+    out += (out.empty() ? "" : ", ") + std::to_string(m.layer) + "." + m.projection + " r" + std::to_string(m.r) + " a" + alpha;
+  }
+  return out;
+}
+
+std::string refusal(const ModelShape& shape, const LoraSpec& spec) {
+  try {
+    resolve_lora_targets(shape, spec);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "accepted: " + modules_text(resolve_lora_targets(shape, spec));
+}
+
+TEST(LoraTargets, LayersToTransformKeepsTheModulesANamePicksByItsEnd) {
+  const ModelShape llama = lora_test_shape("llama");
+  LoraSpec spec = spec_with({"q_proj", "self_attn.v_proj"});
+  spec.layers = {1};
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "1.q_proj r4 a8, 1.v_proj r4 a8");
+  // A whole module name is taken as it is (PEFT's exact match applies no layers).
+  spec.targets = {"model.layers.0.self_attn.q_proj", "v_proj"};
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "0.q_proj r4 a8, 1.v_proj r4 a8");
+  // layers_pattern names the module list the index follows: Llama's "layers", GPT-2's "h".
+  spec.targets = {"q_proj"};
+  spec.layers = {0};
+  spec.layers_pattern = {"layers"};
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "0.q_proj r4 a8");
+  spec.layers_pattern = {"h"};
+  EXPECT_NE(refusal(llama, spec).find("leave no projection of the model adapted"), std::string::npos) << refusal(llama, spec);
+  LoraSpec gpt2_spec = spec_with({"c_attn"});
+  gpt2_spec.layers = {1};
+  gpt2_spec.layers_pattern = {"h"};
+  const LoraTargets gpt2 = resolve_lora_targets(lora_test_shape("gpt2"), gpt2_spec);
+  EXPECT_EQ(modules_text(gpt2), "1.q_proj r4 a8, 1.k_proj r4 a8, 1.v_proj r4 a8");
+  EXPECT_TRUE(gpt2.shared_qkv) << "one A for c_attn in the layer it is adapted in";
+  EXPECT_EQ(lora_targets_text(lora_test_shape("gpt2"), gpt2),
+            "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn) in layer 1");
+  // A layer a whole name gives alone, mixed with our q_proj everywhere: q, k and v are not one
+  // module in layer 1, so each has its own adapter.
+  EXPECT_FALSE(resolve_lora_targets(lora_test_shape("gpt2"), {"transformer.h.0.attn.c_attn", "q_proj"}).shared_qkv);
+}
+
+TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
+  const ModelShape llama = lora_test_shape("llama");
+  LoraSpec spec = spec_with({});
+  spec.target_regex = R"(.*\.layers\.1\.self_attn\.(q|v)_proj)";
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "1.q_proj r4 a8, 1.v_proj r4 a8");
+  // re.fullmatch: a module's own name alone matches nothing.
+  spec.target_regex = "q_proj";
+  EXPECT_NE(refusal(llama, spec).find("matches no projection of this llama model, whose modules are named like "
+                                      "model.layers.0.self_attn.q_proj"),
+            std::string::npos)
+      << refusal(llama, spec);
+  spec.target_regex = "(q_proj";
+  EXPECT_NE(refusal(llama, spec).find("target_modules: the regular expression (q_proj does not compile"), std::string::npos)
+      << refusal(llama, spec);
+  spec.target_regex = "(a+)+$";  // backtracks 2^n ways on no module name of this length: refused only where it does
+  EXPECT_NE(refusal(llama, spec).find("matches no projection"), std::string::npos) << refusal(llama, spec);
+  // GPT-2's c_attn picked by a pattern: one A for q, k and v.
+  spec.target_regex = R"(transformer\.h\.\d+\.attn\.c_attn)";
+  EXPECT_TRUE(resolve_lora_targets(lora_test_shape("gpt2"), spec).shared_qkv);
+}
+
+TEST(LoraTargets, ExcludedModulesAreNotAdapted) {
+  const ModelShape llama = lora_test_shape("llama");
+  LoraSpec spec = spec_with({"all-linear"});
+  spec.exclude = {"model.layers.0.self_attn.q_proj", "mlp.gate_proj", "up_proj"};
+  spec.exclude_regex = R"(.*\.layers\.1\.mlp\.down_proj)";
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)),
+            "0.k_proj r4 a8, 0.v_proj r4 a8, 0.o_proj r4 a8, 0.down_proj r4 a8, "
+            "1.q_proj r4 a8, 1.k_proj r4 a8, 1.v_proj r4 a8, 1.o_proj r4 a8");
+  spec.targets = {"q_proj"};
+  spec.exclude = {"q_proj"};
+  EXPECT_NE(refusal(llama, spec).find("leave no projection"), std::string::npos) << refusal(llama, spec);
+}
+
+TEST(LoraTargets, RankAndAlphaPatternsTakeTheFirstThatMatchesTheEndOfAModulesName) {
+  const ModelShape llama = lora_test_shape("llama");
+  LoraSpec spec = spec_with({"q_proj", "v_proj"});
+  spec.rank_pattern = {{"q_proj", 16}, {"layers.0.self_attn.q_proj", 2}};
+  spec.alpha_pattern = {{"model.layers.1.self_attn.v_proj", 32}};
+  LoraTargets t = resolve_lora_targets(llama, spec);
+  EXPECT_EQ(modules_text(t), "0.q_proj r16 a8, 0.v_proj r4 a8, 1.q_proj r16 a8, 1.v_proj r4 a32");
+  EXPECT_DOUBLE_EQ(t.find(1, "v_proj")->scale, 32.0 / 4);
+  EXPECT_DOUBLE_EQ(t.find(0, "q_proj")->scale, 8.0 / 16);
+  spec.rank_pattern = {{"layers.0.self_attn.q_proj", 2}, {"q_proj", 16}};  // the other order
+  spec.rslora = true;
+  t = resolve_lora_targets(llama, spec);
+  EXPECT_EQ(modules_text(t), "0.q_proj r2 a8, 0.v_proj r4 a8, 1.q_proj r16 a8, 1.v_proj r4 a32");
+  EXPECT_DOUBLE_EQ(t.find(1, "q_proj")->scale, 8.0 / 4) << "rsLoRA: alpha / sqrt(r) with the module's r";
+  EXPECT_EQ(lora_targets_text(llama, t), "q_proj (r 2 to 16 by layer), v_proj (alpha 8 to 32 by layer)");
+  // The pattern must match at a name's dot: "proj" is no module's end.
+  spec.rank_pattern = {{"proj", 16}};
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "0.q_proj r4 a8, 0.v_proj r4 a8, 1.q_proj r4 a8, 1.v_proj r4 a32")
+      << "(alpha_pattern as before)";
+  spec.rank_pattern = {{"q_proj[", 16}};
+  EXPECT_NE(refusal(llama, spec).find("rank_pattern \"q_proj[\""), std::string::npos) << refusal(llama, spec);
+}
+
+TEST(LoraTargets, PeftsAdapterConfigSaysTheSameModulesAndRanks) {
+  const ModelShape llama = lora_test_shape("llama");
+  // The same layers for every module: short names and layers_to_transform; a path's own rank.
+  LoraSpec spec = spec_with({"q_proj", "v_proj", "down_proj"});
+  spec.layers = {1};
+  spec.rank_pattern = {{"down_proj", 2}};
+  spec.alpha_pattern = {{"model.layers.1.self_attn.v_proj", 4}};
+  nlohmann::json config = peft_target_config(llama, resolve_lora_targets(llama, spec));
+  EXPECT_EQ(config["r"], 4);
+  EXPECT_EQ(config["lora_alpha"], 8.0);
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(config["layers_to_transform"], (nlohmann::json{1}));
+  EXPECT_EQ(config["rank_pattern"], (nlohmann::json{{"mlp.down_proj", 2}}));
+  EXPECT_EQ(config["alpha_pattern"], (nlohmann::json{{"self_attn.v_proj", 4.0}}));
+  // Read back as PEFT reads it: the same modules.
+  LoraSpec back = spec_with(config["target_modules"].get<std::vector<std::string>>());
+  back.layers = config["layers_to_transform"].get<std::vector<int64_t>>();
+  back.rank_pattern = {{"mlp.down_proj", 2}};
+  back.alpha_pattern = {{"self_attn.v_proj", 4.0}};
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, back)), modules_text(resolve_lora_targets(llama, spec)));
+
+  // Layers that differ between modules: whole names; ranks that differ by layer: whole names.
+  spec = spec_with({"model.layers.0.self_attn.q_proj", "v_proj"});
+  spec.rank_pattern = {{"layers.1.self_attn.v_proj", 8}};
+  config = peft_target_config(llama, resolve_lora_targets(llama, spec));
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                                                      "model.layers.1.self_attn.v_proj"}));
+  EXPECT_TRUE(config["layers_to_transform"].is_null());
+  EXPECT_EQ(config["rank_pattern"], (nlohmann::json{{"model.layers.1.self_attn.v_proj", 8}}));
+  EXPECT_EQ(config["alpha_pattern"], nlohmann::json::object());
+  // GPT-2's c_attn once, in its layers.
+  LoraSpec gpt2 = spec_with({"c_attn", "attn.c_proj"});
+  gpt2.layers = {0};
+  config = peft_target_config(lora_test_shape("gpt2"), resolve_lora_targets(lora_test_shape("gpt2"), gpt2));
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"c_attn", "attn.c_proj"}));
+  EXPECT_EQ(config["layers_to_transform"], (nlohmann::json{0}));
+}
+
+}  // namespace
+}  // namespace ganpo
