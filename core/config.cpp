@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <algorithm>
+#include <functional>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -22,6 +23,7 @@
 #include "core/command_line.h"
 #include "core/error.h"
 #include "core/model/lora_targets.h"
+#include "core/text/regex.h"
 #include "core/run_files.h"
 #include "core/tasks/task.h"
 #include "core/text/utf8.h"
@@ -89,6 +91,10 @@ const std::vector<Field>& fields() {
       GANPO_SUBFIELD(model, lora, use_dora),
       GANPO_SUBFIELD(model, lora, dropout),
       GANPO_LIST_SUBFIELD(model, lora, target_modules),
+      GANPO_LIST_SUBFIELD(model, lora, layers_to_transform),
+      GANPO_LIST_SUBFIELD(model, lora, exclude_modules),
+      GANPO_LIST_SUBFIELD(model, lora, rank_pattern),
+      GANPO_LIST_SUBFIELD(model, lora, alpha_pattern),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -850,6 +856,84 @@ std::vector<std::string> lora_target_modules(const std::string& text) {
   return out;
 }
 
+namespace {
+
+// The items of a comma-separated list, trimmed, empty ones skipped.
+std::vector<std::string> list_items(const std::string& text) {
+  std::vector<std::string> out;
+  std::string rest = text;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item = trim(rest.substr(0, comma));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// "pattern=value" items; the value after the last '=' (a pattern may hold one: "(?=...)").
+template <typename T, typename Parse>
+std::vector<std::pair<std::string, T>> lora_pattern(const std::string& key, const std::string& text, Parse parse,
+                                                    const char* what) {
+  std::vector<std::pair<std::string, T>> out;
+  for (const std::string& item : list_items(text)) {
+    const size_t eq = item.rfind('=');
+    const std::string pattern = eq == std::string::npos ? "" : trim(item.substr(0, eq));
+    T value{};
+    if (pattern.empty() || !parse(trim(item.substr(eq + 1)), value) || !(value > 0))
+      throw ConfigError("model.lora." + key + " lists " + quote(item) + "; write pattern=" + what +
+                        " items, e.g. \"self_attn.q_proj=16\" (a Python regular expression matching the end of module "
+                        "names, and a positive " + what + ")");
+    try {  // as core/model/lora_targets.cpp runs it
+      text::Regex("(.*\\.)?(" + pattern + ")$", text::RegexSyntax::python);
+    } catch (const Error& e) {
+      throw ConfigError("model.lora." + key + " lists " + quote(item) + ": the " + e.what() +
+                        "; write the pattern as Python's re module takes it");
+    }
+    out.emplace_back(pattern, value);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> lora_layers(const std::string& text) {
+  std::vector<int64_t> out;
+  for (const std::string& item : list_items(text)) {
+    const size_t dash = item.find('-', 1);
+    int64_t first = 0, last = 0;
+    const bool ok = dash == std::string::npos
+                        ? parse_int64(item, first) && (last = first, true)
+                        : parse_int64(trim(item.substr(0, dash)), first) && parse_int64(trim(item.substr(dash + 1)), last);
+    if (!ok || first < 0 || last < first || last - first > 100000)
+      throw ConfigError("model.lora.layers_to_transform lists " + quote(item) +
+                        "; write layer indices from 0, or ranges such as 20-31, e.g. \"0, 1, 20-31\"");
+    for (int64_t l = first; l <= last; ++l)
+      if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
+  }
+  return out;
+}
+
+std::vector<std::string> lora_exclude_modules(const std::string& text) {
+  std::vector<std::string> out;
+  for (const std::string& name : list_items(text)) {
+    if (!is_known_lora_target(name) || name == "all-linear")
+      throw ConfigError("model.lora.exclude_modules names " + quote(name) +
+                        ", which is not a projection of any supported model; name modules as target_modules does "
+                        "(q_proj, self_attn.q_proj, model.layers.0.self_attn.q_proj, GPT-2's c_attn)");
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, int64_t>> lora_rank_pattern(const std::string& text) {
+  return lora_pattern<int64_t>("rank_pattern", text, [](const std::string& v, int64_t& out) { return parse_int64(v, out); }, "rank");
+}
+
+std::vector<std::pair<std::string, double>> lora_alpha_pattern(const std::string& text) {
+  return lora_pattern<double>("alpha_pattern", text, [](const std::string& v, double& out) { return parse_double(v, out); }, "alpha");
+}
+
 std::vector<std::string> config_keys() {
   std::vector<std::string> keys;
   for (const Field& f : fields()) keys.push_back(f.path());
@@ -913,10 +997,15 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   if (lora.r > 0) {
     check.greater("model.lora.alpha", lora.alpha, 0.0);
     check.in_range("model.lora.dropout", lora.dropout, 0.0, 1.0, false);
-    try {
-      lora_target_modules(lora.target_modules);
-    } catch (const ConfigError& e) {
-      check.add(e.what());
+    for (const auto& read : std::initializer_list<std::function<void()>>{
+             [&] { lora_target_modules(lora.target_modules); }, [&] { lora_layers(lora.layers_to_transform); },
+             [&] { lora_exclude_modules(lora.exclude_modules); }, [&] { lora_rank_pattern(lora.rank_pattern); },
+             [&] { lora_alpha_pattern(lora.alpha_pattern); }}) {
+      try {
+        read();
+      } catch (const ConfigError& e) {
+        check.add(e.what());
+      }
     }
     if (m.checkpoint.empty())
       check.add("model.lora.r = " + std::to_string(lora.r) +

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -32,6 +33,16 @@ struct LoraConfig {
   // gate_proj, up_proj, down_proj, or the family's own as PEFT takes them: GPT-2's c_attn, ...),
   // or "all-linear" (core/model/lora_targets.h).
   std::string target_modules = "q_proj,k_proj,v_proj,o_proj";
+  // PEFT's settings that narrow or vary the adapters (core/model/lora_targets.h), as lists:
+  // layers_to_transform: the layers the projections above are adapted in ("0,1,2" or ranges
+  // "20-31"; empty = every layer); exclude_modules: module names not to adapt
+  // ("model.layers.0.self_attn.q_proj", "down_proj"); rank_pattern / alpha_pattern: another rank
+  // or alpha for the modules a pattern matches the end of ("self_attn.q_proj=16"; Python
+  // regular expressions, the first that matches wins; a pattern cannot hold a comma).
+  std::string layers_to_transform;
+  std::string exclude_modules;
+  std::string rank_pattern;
+  std::string alpha_pattern;
 };
 
 struct ModelConfig {
@@ -229,6 +240,12 @@ std::vector<std::string> config_keys();
 // The names model.lora.target_modules lists, in order, without repeats; throws ConfigError naming
 // one no supported model has (core/model/lora_targets.h reads them against a model).
 std::vector<std::string> lora_target_modules(const std::string& text);
+// The other [model.lora] lists read (core/model/lora_targets.h applies them); each throws
+// ConfigError naming its key and the item that is wrong.
+std::vector<int64_t> lora_layers(const std::string& text);                // "0, 2, 4-7"
+std::vector<std::string> lora_exclude_modules(const std::string& text);   // known module names
+std::vector<std::pair<std::string, int64_t>> lora_rank_pattern(const std::string& text);  // "pattern=16, ..."
+std::vector<std::pair<std::string, double>> lora_alpha_pattern(const std::string& text);  // "pattern=32, ..."
 // The value of a key as override text ("0.1", "true", "sigmoid"); throws ConfigError when unknown.
 std::string config_value_text(const RunConfig& config, const std::string& key);
 

@@ -258,9 +258,15 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const PolicyPass pass = policy_pass(c, shape);
   const bool sdpa = torch_has_sdpa() && shape.attn_softcap == 0;
   // Blocks differ where adapters do (layers_to_transform, rank_pattern): all blocks' bytes, and
-  // the largest block's (which gradient checkpointing runs again), per token.
+  // the largest block's (which gradient checkpointing runs again), per token. Below the first
+  // adapted layer nothing needs a gradient: those blocks keep nothing for the backward pass.
+  int64_t first_trained = 0;
+  if (lora) {
+    first_trained = shape.n_layers;
+    for (const LoraModule& m : inv.lora_targets.modules) first_trained = std::min(first_trained, m.layer);
+  }
   double blocks = 0, largest_block = 0, adapted_weights = 0, largest_adapted = 0;
-  for (inv.layer = 0; inv.layer < shape.n_layers; ++inv.layer) {
+  for (inv.layer = first_trained; inv.layer < shape.n_layers; ++inv.layer) {
     const double block = inv.policy_layer(shape, pass, sdpa), adapted = inv.adapted_weights(shape);
     blocks += block;
     largest_block = std::max(largest_block, block);
@@ -269,22 +275,23 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   }
 
   const double layers = static_cast<double>(shape.n_layers);
+  const double graph_layers = static_cast<double>(shape.n_layers - first_trained);  // blocks the backward pass runs through
   // Gradient checkpointing keeps each block's input, and one block's set while it runs again in
   // the backward pass.
   const double recompute = c.train.gradient_checkpointing ? pass.tokens * largest_block : 0;
-  double kept = pass.tokens * (c.train.gradient_checkpointing ? 4 * d * layers : blocks);
+  double kept = pass.tokens * (c.train.gradient_checkpointing ? 4 * d * graph_layers : blocks);
   // Under autocast each product keeps its bf16 copy of the weight until the backward pass (the
   // cast cache is off, core/bf16_autocast.h): the blocks' weights in bf16, one block's under
   // gradient checkpointing.
   const double vocab = static_cast<double>(shape.vocab_size);
   const double block_params = std::max(0.0, params - vocab * d * (shape.tie_embeddings ? 1 : 2));
-  if (bf16) kept += 2 * block_params / (c.train.gradient_checkpointing ? std::max(layers, 1.0) : 1);
+  if (bf16) kept += 2 * block_params / std::max(layers, 1.0) * (c.train.gradient_checkpointing ? 1 : graph_layers);
   // DoRA with dropout multiplies each adapted weight twice (x W^T and x' W^T): a second copy.
   if (bf16 && inv.dora && inv.lora_dropout)
     kept += 2 * (c.train.gradient_checkpointing ? largest_adapted : adapted_weights);
   // The shared responses' additive mask, kept once in float32; under autocast
   // scaled_dot_product_attention keeps a bf16 copy of its own in every layer.
-  if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * layers : 4);
+  if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * graph_layers : 4);
   // After the blocks: the last block's output and the final norm's (the latents, the head's input).
   kept += pass.tokens * (4 * d + norm_scale_bytes(shape) + 4 * d);
 

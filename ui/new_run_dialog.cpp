@@ -166,6 +166,18 @@ QWidget* NewRunDialog::buildModelPage() {
                            tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, the "
                               "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc), or "
                               "all-linear. Checkpoints hold the merged model and, in adapter/, a PEFT adapter folder."));
+  form_->addText(lora, GANPO_CONFIG_KEY(model.lora.layers_to_transform), tr("Layers"),
+                 tr("PEFT's layers_to_transform: the layers the projections above are adapted in, e.g. 0, 1 or "
+                    "20-31; empty = every layer."));
+  form_->addText(lora, GANPO_CONFIG_KEY(model.lora.exclude_modules), tr("Excluded modules"),
+                 tr("PEFT's exclude_modules: modules not to adapt, by their whole name "
+                    "(model.layers.0.self_attn.q_proj) or its end (down_proj)."));
+  form_->addText(lora, GANPO_CONFIG_KEY(model.lora.rank_pattern), tr("Rank per module"),
+                 tr("PEFT's rank_pattern: pattern=rank items, e.g. self_attn.q_proj=16, layers.0.mlp.down_proj=4. A "
+                    "pattern is a Python regular expression matched against the end of module names; the first "
+                    "that matches wins; the others keep Rank (r)."));
+  form_->addText(lora, GANPO_CONFIG_KEY(model.lora.alpha_pattern), tr("Alpha per module"),
+                 tr("PEFT's alpha_pattern: pattern=alpha items, as Rank per module; the others keep Alpha."));
 
   shape_section_ = page->addSection(tr("Architecture (fresh model)"));
   auto* shape = shape_section_;
@@ -515,13 +527,14 @@ void NewRunDialog::revalidate() {
     messages.push_back("data.max_length must be <= the model's max_seq_len (" + std::to_string(max_seq_len) +
                        "), got " + std::to_string(config.data.max_length) +
                        "; lower it or raise model.max_seq_len");
-  // So is a LoRA target name the model has no projection of (GPT-2's c_attn on a Llama folder).
+  // So is a LoRA target name the model has no projection of (GPT-2's c_attn on a Llama folder),
+  // or a layer it does not have.
   if (config.model.lora.r > 0) {
     const std::optional<ModelShape> shape =
         config.model.checkpoint.empty() ? std::optional(fresh_shape)
                                         : memory_->checkpointShape(config.model.checkpoint);
     try {
-      if (shape) resolve_lora_targets(*shape, lora_target_modules(config.model.lora.target_modules));
+      if (shape) resolve_lora_targets(*shape, lora_spec(config.model.lora));
     } catch (const ConfigError& e) {
       const std::string message = e.what();
       if (std::find(messages.begin(), messages.end(), message) == messages.end()) messages.push_back(message);

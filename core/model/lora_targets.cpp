@@ -151,7 +151,13 @@ LoraSpec lora_spec(const LoraConfig& config) {
   spec.rslora = config.use_rslora;
   spec.dora = config.use_dora;
   spec.dropout = config.dropout;
-  if (config.r > 0) spec.targets = lora_target_modules(config.target_modules);
+  spec.key_prefix = "model.lora.";
+  if (config.r <= 0) return spec;
+  spec.targets = lora_target_modules(config.target_modules);
+  spec.layers = lora_layers(config.layers_to_transform);
+  spec.exclude = lora_exclude_modules(config.exclude_modules);
+  spec.rank_pattern = lora_rank_pattern(config.rank_pattern);
+  spec.alpha_pattern = lora_alpha_pattern(config.alpha_pattern);
   return spec;
 }
 
@@ -175,16 +181,21 @@ std::string hf_projection_path(const std::string& family, const std::string& pro
 LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) {
   const std::vector<std::string> own = projections_of(shape);
   std::unique_ptr<PythonPattern> target_re, exclude_re;
-  if (!spec.target_regex.empty()) target_re = std::make_unique<PythonPattern>(spec.target_regex, "target_modules");
-  if (!spec.exclude_regex.empty()) exclude_re = std::make_unique<PythonPattern>(spec.exclude_regex, "exclude_modules");
+  const std::string& key = spec.key_prefix;  // "model.lora." or ""
+  if (!spec.target_regex.empty()) target_re = std::make_unique<PythonPattern>(spec.target_regex, key + "target_modules");
+  if (!spec.exclude_regex.empty()) exclude_re = std::make_unique<PythonPattern>(spec.exclude_regex, key + "exclude_modules");
+  for (const int64_t layer : spec.layers)
+    if (layer >= shape.n_layers)
+      throw ConfigError(key + "layers_to_transform names layer " + std::to_string(layer) + ", but this model has " +
+                        std::to_string(shape.n_layers) + " layers (0 to " + std::to_string(shape.n_layers - 1) + ")");
   // Where a module's name gives its layer (PEFT's check_target_module_exists): the first number
   // after a module list, or after one of layers_pattern's.
   std::vector<std::unique_ptr<PythonPattern>> layer_index;
-  if (spec.layers_pattern.empty()) layer_index.push_back(std::make_unique<PythonPattern>(R"(.*?\.[^.]*\.(\d+)\.)", "layers_pattern"));
+  if (spec.layers_pattern.empty()) layer_index.push_back(std::make_unique<PythonPattern>(R"(.*?\.[^.]*\.(\d+)\.)", key + "layers_pattern"));
   for (const std::string& lp : spec.layers_pattern)
-    layer_index.push_back(std::make_unique<PythonPattern>(".*?\\." + lp + "\\.(\\d+)\\.", "layers_pattern \"" + lp + "\""));
-  const ValuePatterns<int64_t> ranks(spec.rank_pattern, "rank_pattern");
-  const ValuePatterns<double> alphas(spec.alpha_pattern, "alpha_pattern");
+    layer_index.push_back(std::make_unique<PythonPattern>(".*?\\." + lp + "\\.(\\d+)\\.", key + "layers_pattern \"" + lp + "\""));
+  const ValuePatterns<int64_t> ranks(spec.rank_pattern, key + "rank_pattern");
+  const ValuePatterns<double> alphas(spec.alpha_pattern, key + "alpha_pattern");
 
   LoraTargets out;
   out.r = spec.r;
@@ -227,7 +238,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
       if (!found) continue;
       LoraModule m{layer, p, ranks.value(key, spec.r), alphas.value(key, spec.alpha), 0.0};
       if (m.r <= 0 || !(m.alpha > 0))
-        throw ConfigError("rank_pattern / alpha_pattern give " + key + " rank " + std::to_string(m.r) + " and alpha " +
+        throw ConfigError(key + "rank_pattern / " + key + "alpha_pattern give " + key + " rank " + std::to_string(m.r) + " and alpha " +
                           number_text(m.alpha) + "; both must be positive");
       m.scale = lora_scale(m.r, m.alpha, spec.rslora);
       out.modules.push_back(m);
@@ -242,16 +253,17 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
       const std::string path = hf_projection_path(shape.arch, p);
       if (!picks(p, path) && std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
     }
-    throw ConfigError("model.lora.target_modules names \"" + name + "\", which this " + shape.arch +
+    throw ConfigError((key.empty() ? std::string("model.lora.") : key) + "target_modules names \"" + name + "\", which this " + shape.arch +
                       " model does not have; its projections are " + join_names(own) +
                       (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
   }
   if (target_re && !regex_matched)
-    throw ConfigError("target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
+    throw ConfigError(key + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
                       shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
                       " (Python's re.fullmatch, as PEFT matches it)");
   if (out.modules.empty())
-    throw ConfigError("layers_to_transform and exclude_modules leave no projection of the model adapted; adapt at least one");
+    throw ConfigError(key + "layers_to_transform and " + key + "exclude_modules leave no projection of the model adapted; "
+                      "adapt at least one");
 
   for (const std::string& p : own)
     for (const LoraModule& m : out.modules)

@@ -46,6 +46,8 @@ struct LoraSpec {
   std::vector<std::string> layers_pattern;  // the module list a layer index follows ("layers", "h"); empty: any
   std::vector<std::pair<std::string, int64_t>> rank_pattern;  // pattern -> rank, in order
   std::vector<std::pair<std::string, double>> alpha_pattern;  // pattern -> alpha, in order
+  // How messages name these settings: "model.lora." for a run's config, "" for adapter_config.json.
+  std::string key_prefix;
   // The factor of the adapters' update B A at the spec's r and alpha (PEFT's LoraLayer.update_layer).
   double scale() const;
 };

@@ -90,6 +90,10 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.lora.use_dora, b.model.lora.use_dora);
   EXPECT_EQ(a.model.lora.dropout, b.model.lora.dropout);
   EXPECT_EQ(a.model.lora.target_modules, b.model.lora.target_modules);
+  EXPECT_EQ(a.model.lora.layers_to_transform, b.model.lora.layers_to_transform);
+  EXPECT_EQ(a.model.lora.exclude_modules, b.model.lora.exclude_modules);
+  EXPECT_EQ(a.model.lora.rank_pattern, b.model.lora.rank_pattern);
+  EXPECT_EQ(a.model.lora.alpha_pattern, b.model.lora.alpha_pattern);
 
   EXPECT_EQ(a.data.builtin, b.data.builtin);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -185,6 +189,10 @@ RunConfig non_default_config() {
   c.model.lora.use_dora = true;
   c.model.lora.dropout = 0.05;
   c.model.lora.target_modules = "q_proj,v_proj";
+  c.model.lora.layers_to_transform = "0, 2-3";
+  c.model.lora.exclude_modules = "model.layers.0.self_attn.v_proj";
+  c.model.lora.rank_pattern = "self_attn.q_proj=16";
+  c.model.lora.alpha_pattern = "layers\\.[0-9]\\.self_attn\\.q_proj=64";
 
   c.data.builtin = "";
   c.data.train = "train.jsonl";
@@ -349,10 +357,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\nuse_rslora = true\nuse_dora = true\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 14 + 6 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
+  // One line per field: 5 top-level + 14 + 10 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 90u);
+  EXPECT_EQ(assignments, 94u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -413,6 +421,36 @@ TEST(Config, LoraIsATableInsideModel) {
   const std::string problems = joined(validate_config(v));
   EXPECT_NE(problems.find("\"query\", which is not a projection"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.dropout"), std::string::npos) << problems;
+}
+
+// PEFT's lists in [model.lora]: layers (with ranges), excluded modules, rank and alpha patterns
+// (pattern=value, the value after the last '='), as text or TOML arrays, each item checked.
+TEST(Config, LoraPeftListsAreReadAndChecked) {
+  EXPECT_EQ(lora_layers(" 0, 2, 4-6,2"), (std::vector<int64_t>{0, 2, 4, 5, 6}));
+  EXPECT_EQ(lora_layers(""), std::vector<int64_t>{});
+  EXPECT_EQ(lora_exclude_modules("down_proj, model.layers.0.self_attn.q_proj"),
+            (std::vector<std::string>{"down_proj", "model.layers.0.self_attn.q_proj"}));
+  EXPECT_EQ(lora_rank_pattern("self_attn.q_proj=16, (?=x)q_proj = 4"),
+            (std::vector<std::pair<std::string, int64_t>>{{"self_attn.q_proj", 16}, {"(?=x)q_proj", 4}}));
+  EXPECT_EQ(lora_alpha_pattern("down_proj=0.5"), (std::vector<std::pair<std::string, double>>{{"down_proj", 0.5}}));
+  const RunConfig t = config_from_toml("[model.lora]\nlayers_to_transform = [0, 1]\nrank_pattern = [\"q_proj=16\", \"v_proj=2\"]\n");
+  EXPECT_EQ(t.model.lora.layers_to_transform, "0, 1");
+  EXPECT_EQ(lora_rank_pattern(t.model.lora.rank_pattern), (std::vector<std::pair<std::string, int64_t>>{{"q_proj", 16}, {"v_proj", 2}}));
+
+  RunConfig v;
+  v.model.lora.r = 8;
+  v.model.checkpoint = "base";
+  v.model.lora.layers_to_transform = "0, 3-1";
+  v.model.lora.exclude_modules = "qkv";
+  v.model.lora.rank_pattern = "q_proj";
+  v.model.lora.alpha_pattern = "q_proj[=4";
+  const std::string problems = joined(validate_config(v));
+  EXPECT_NE(problems.find("model.lora.layers_to_transform lists \"3-1\""), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.exclude_modules names \"qkv\""), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.rank_pattern lists \"q_proj\"; write pattern=rank items"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.alpha_pattern lists \"q_proj[=4\": the regular expression"), std::string::npos) << problems;
+  v.model.lora.rank_pattern = "q_proj=0";
+  EXPECT_NE(joined(validate_config(v)).find("model.lora.rank_pattern lists \"q_proj=0\""), std::string::npos);
 }
 
 TEST(Config, SaveAndLoadFilesInBothFormats) {

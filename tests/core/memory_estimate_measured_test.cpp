@@ -212,6 +212,18 @@ TEST_F(EstimateAgainstPeak, Gemma2sSandwichNormsAndSoftCaps) {
                  {"hidden_activation", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true}}));
 }
 
+// Adapters on one layer, each projection with its own rank (PEFT's layers_to_transform and
+// rank_pattern): the estimate counts each block's adapters.
+TEST_F(EstimateAgainstPeak, LoraOnOneLayerWithItsOwnRanks) {
+  RunConfig c = folder_config("llama", llama3_like(4096));
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "all-linear";
+  c.model.lora.layers_to_transform = "1";
+  c.model.lora.rank_pattern = "mlp.down_proj=32, self_attn.q_proj=2";
+  c.model.lora.use_dora = true;
+  expect_close(c);
+}
+
 nlohmann::json gpt2_like() {
   return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
           {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};

@@ -21,6 +21,7 @@
 
 #include "core/batching.h"
 #include "core/checkpoint.h"
+#include "core/memory_estimate.h"
 #include "core/config.h"
 #include "core/critic.h"
 #include "core/eval/evaluation.h"
@@ -751,6 +752,56 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   auto d = run(full, d_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false, {}});
   EXPECT_EQ(d.status, "failed");
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
+}
+
+// PEFT's per-layer settings in [model.lora]: adapters on the layers named with their own ranks
+// and alphas, as many trainable parameters as the estimate counts, and an adapter folder whose
+// adapter_config.json says the same to PEFT and computes the merged checkpoint's model.
+TEST_F(TrainerTest, LoraOnSomeLayersWithTheirOwnRanksWritesPeftsSettings) {
+  const fs::path base = root_ / "base";
+  {
+    torch::manual_seed(5);
+    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
+    save_model_files(base.string(), model, ByteTokenizer());
+  }
+  auto lora = config("lora-layers");
+  lora.model.checkpoint = base.string();
+  lora.model.lora.r = 4;
+  lora.model.lora.alpha = 8;
+  lora.model.lora.target_modules = "q_proj,v_proj,down_proj";
+  lora.model.lora.layers_to_transform = "1";
+  lora.model.lora.rank_pattern = "mlp.down_proj=2";
+  lora.model.lora.alpha_pattern = "v_proj=16";
+  lora.train.max_steps = 2;
+  lora.train.learning_rate = 1e-2;
+  lora.sampling.num_prompts = 0;
+  lora.eval.judge_at_end = false;
+  Collector obs;
+  auto result = run(lora, obs);
+  ASSERT_EQ(result.status, "completed") << result.message << "\n" << obs.all_logs();
+  const ModelShape shape = read_model_config(base.string());
+  EXPECT_CONTAINS(obs.all_logs(), "LoRA r 4, alpha 8 (scale alpha / r = 2) on q_proj in layer 1, v_proj in layer 1 (alpha 16), "
+                                  "down_proj in layer 1 (r 2): " + std::to_string(lora_parameter_count(shape, lora.model.lora)) +
+                                  " trainable parameters");
+  const fs::path ckpt = fs::path(lora.output_dir) / "checkpoint-2";
+  const auto adapter_config = read_json_file((ckpt / "adapter" / "adapter_config.json").string());
+  EXPECT_EQ(adapter_config["target_modules"], (nlohmann::json{"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(adapter_config["layers_to_transform"], (nlohmann::json{1}));
+  EXPECT_EQ(adapter_config["rank_pattern"], (nlohmann::json{{"mlp.down_proj", 2}}));
+  EXPECT_EQ(adapter_config["alpha_pattern"], (nlohmann::json{{"self_attn.v_proj", 16.0}}));
+  auto merged = load_model_folder(ckpt.string(), torch::kCPU);
+  auto adapted = load_model_folder((ckpt / "adapter").string(), torch::kCPU);
+  const auto ids = torch::randint(0, 256, {2, 10}, torch::kLong);
+  EXPECT_TRUE(torch::allclose(merged.model->forward(ids).logits, adapted.model->forward(ids).logits, 1e-4, 1e-5));
+
+  // A layer the model does not have is refused before the run starts, naming the layers it has.
+  auto beyond = lora;
+  beyond.output_dir = (root_ / "lora-beyond").string();
+  beyond.model.lora.layers_to_transform = "1, 2";
+  Collector beyond_obs;
+  auto refused = run(beyond, beyond_obs);
+  EXPECT_EQ(refused.status, "failed");
+  EXPECT_CONTAINS(refused.message, "model.lora.layers_to_transform names layer 2, but this model has 2 layers (0 to 1)");
 }
 
 // transformers' from_config: a folder holding only config.json (Gemma 2's, with its soft-caps and

@@ -506,6 +506,28 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   targets->setCurrentText("q_proj,k_proj,v_proj,o_proj");
   EXPECT_EQ(memory->text(), lora);
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
+  // PEFT's per-layer settings: a layer the model lacks and a pattern without its rank are
+  // reasons beside their fields; adapters on one layer train fewer parameters.
+  auto* layers = child<QLineEdit>(dialog, "model.lora.layers_to_transform");
+  auto* ranks = child<QLineEdit>(dialog, "model.lora.rank_pattern");
+  ASSERT_TRUE(layers && ranks);
+  layers->setText("99");
+  auto* layers_reason = child<QLabel>(dialog, "model.lora.layers_to_transform.error");
+  ASSERT_TRUE(layers_reason);
+  EXPECT_TRUE(layers_reason->text().contains("names layer 99, but this model has")) << layers_reason->text().toStdString();
+  layers->setText("0");
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
+  EXPECT_NE(memory->text(), lora) << "adapters on one layer";
+  ranks->setText("q_proj");
+  auto* ranks_reason = child<QLabel>(dialog, "model.lora.rank_pattern.error");
+  ASSERT_TRUE(ranks_reason);
+  EXPECT_TRUE(ranks_reason->text().contains("write pattern=rank items")) << ranks_reason->text().toStdString();
+  ranks->setText("q_proj=16");
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
+  EXPECT_EQ(dialog.config().model.lora.rank_pattern, "q_proj=16");
+  layers->setText("");
+  ranks->setText("");
+  EXPECT_EQ(memory->text(), lora);
   rank->setText("0");
   EXPECT_EQ(memory->text(), full);
 }

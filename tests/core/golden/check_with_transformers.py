@@ -19,7 +19,9 @@ checks the chain end to end:
    `ganpo logits` on the adapter folder (base + adapter, as the workbench loads it) gives the merged
    logits; and where the peft package is installed, PeftModel.from_pretrained(base, adapter/) gives
    them too, and an adapter PEFT itself writes (save_pretrained, random non-zero B) over each such
-   folder gives PeftModel's logits in `ganpo logits`;
+   folder gives PeftModel's logits in `ganpo logits`; both with PEFT's per-layer settings too
+   (layers_to_transform, layers_pattern, exclude_modules, target_modules as a regular expression,
+   rank_pattern and alpha_pattern);
 3. where a folder holds a tokenizer.json and the tokenizers package is installed, its ids for a few
    texts equal `ganpo tokenize`'s.
 
@@ -168,6 +170,7 @@ use_rslora = {rslora}
 use_dora = {dora}
 dropout = 0.0
 target_modules = "{targets}"
+{extra}
 [ganpo]
 enabled = true
 critic_hidden = 32
@@ -217,10 +220,12 @@ def check_folder(args, folder, label):
     return model, hf
 
 
-def check_lora(args, work, name, base, hf_base, rslora=False, dora=False, targets="q_proj,v_proj,down_proj"):
+def check_lora(args, work, name, base, hf_base, rslora=False, dora=False, targets="q_proj,v_proj,down_proj", extra=""):
+    """extra: more [model.lora] lines (PEFT's layers_to_transform, rank_pattern, ...)."""
     import torch
     run = LORA_RUN.format(name=name, stage="preference", out=os.path.join(work, name), base=base, lr=5e-2,
-                          rslora="true" if rslora else "false", dora="true" if dora else "false", targets=targets)
+                          rslora="true" if rslora else "false", dora="true" if dora else "false", targets=targets,
+                          extra=extra)
     merged = train(args, work, name, run)
     adapter = os.path.join(merged, "adapter")
     _, hf_merged, _ = hf_forward(merged, IDS, torch.float32)
@@ -249,8 +254,10 @@ def check_lora(args, work, name, base, hf_base, rslora=False, dora=False, target
     report(d < TOL_F32, f"{name}: PeftModel.from_pretrained(base, final/adapter/) = the merged folder", f"max |d| {d:.2e}")
 
 
-def check_peft_written(args, work, name, base, rslora=False, dora=False, targets=("q_proj", "v_proj", "down_proj")):
-    """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder."""
+def check_peft_written(args, work, name, base, rslora=False, dora=False, targets=("q_proj", "v_proj", "down_proj"),
+                       **lora_config):
+    """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder.
+    lora_config: more LoraConfig settings (layers_to_transform, rank_pattern, exclude_modules, ...)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -258,7 +265,7 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets if isinstance(targets, str) else list(targets),
                         init_lora_weights=False, use_rslora=rslora, use_dora=dora,
-                        task_type="CAUSAL_LM")
+                        task_type="CAUSAL_LM", **lora_config)
     peft_model = get_peft_model(model, config)
     if dora:  # magnitudes away from ||W||, so they count
         with torch.no_grad():
@@ -310,6 +317,15 @@ def check_trained(args, work):
             check_lora(args, work, "lora-dora-" + name, *bases[name], dora=True)
     # DoRA on GPT-2's c_attn and its attention's c_proj alone (PEFT's "c_proj" would be both).
     check_lora(args, work, "lora-dora-preset-gpt2", *bases["preset-gpt2"], dora=True, targets="c_attn,attn.c_proj")
+    # PEFT's per-layer settings: adapters on one layer with their own ranks and alphas (the folder
+    # says layers_to_transform and a path's rank_pattern), on layers that differ between modules
+    # (whole module names, a rank by whole name), and on GPT-2's c_attn in one layer.
+    check_lora(args, work, "lora-layers-preset-llama", *bases["preset-llama"],
+               extra='layers_to_transform = "1"\nrank_pattern = "mlp.down_proj=2"\nalpha_pattern = "v_proj=16"')
+    check_lora(args, work, "lora-uneven-preset-llama", *bases["preset-llama"], targets="model.layers.0.self_attn.q_proj,v_proj",
+               extra='rank_pattern = "layers.1.self_attn.v_proj=8"')
+    check_lora(args, work, "lora-layers-dora-preset-gpt2", *bases["preset-gpt2"], dora=True, targets="c_attn,mlp.c_fc",
+               extra='layers_to_transform = "0"\nrank_pattern = "c_attn=8"')
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -325,6 +341,17 @@ def check_trained(args, work):
         if name in bases:
             check_peft_written(args, work, "peft-dora-" + name, bases[name][0], dora=True)
     check_peft_written(args, work, "peft-dora-preset-gpt2", bases["preset-gpt2"][0], dora=True, targets="all-linear")
+    # PEFT's per-layer settings as PEFT users write them: layers, rank and alpha patterns (their
+    # order decides where two match), a regular expression with exclusions, GPT-2's "h" layers.
+    llama = bases["preset-llama"][0]
+    check_peft_written(args, work, "peft-layers-preset-llama", llama, layers_to_transform=[1],
+                       rank_pattern={"layers.1.mlp.down_proj": 2, "down_proj": 6, "q_proj": 8}, alpha_pattern={"v_proj": 32})
+    check_peft_written(args, work, "peft-regex-preset-llama", llama, targets=r".*\.(self_attn\.(q|v)_proj|mlp\.(up|down)_proj)",
+                       exclude_modules=r"model\.layers\.0\.mlp\..*", rank_pattern={"up_proj": 2})
+    check_peft_written(args, work, "peft-exclude-preset-llama", llama, targets="all-linear",
+                       exclude_modules=["model.layers.1.self_attn.o_proj", "gate_proj"])
+    check_peft_written(args, work, "peft-layers-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "c_proj"),
+                       layers_to_transform=1, layers_pattern="h", rank_pattern={"c_attn": 8}, dora=True)
 
 
 def main():
