@@ -898,18 +898,23 @@ std::vector<std::pair<std::string, T>> lora_pattern(const std::string& key, cons
 }  // namespace
 
 std::vector<int64_t> lora_layers(const std::string& text) {
+  constexpr int64_t kMostLayers = 10000;  // far beyond any model; bounds what a range can ask for
   std::vector<int64_t> out;
+  std::vector<bool> listed(kMostLayers, false);
   for (const std::string& item : list_items(text)) {
     const size_t dash = item.find('-', 1);
     int64_t first = 0, last = 0;
     const bool ok = dash == std::string::npos
                         ? parse_int64(item, first) && (last = first, true)
                         : parse_int64(trim(item.substr(0, dash)), first) && parse_int64(trim(item.substr(dash + 1)), last);
-    if (!ok || first < 0 || last < first || last - first > 100000)
+    if (!ok || first < 0 || last < first || last >= kMostLayers)
       throw ConfigError("model.lora.layers_to_transform lists " + quote(item) +
                         "; write layer indices from 0, or ranges such as 20-31, e.g. \"0, 1, 20-31\"");
     for (int64_t l = first; l <= last; ++l)
-      if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
+      if (!listed[static_cast<size_t>(l)]) {
+        listed[static_cast<size_t>(l)] = true;
+        out.push_back(l);
+      }
   }
   return out;
 }
