@@ -341,11 +341,13 @@ def check_trained(args, work):
         if name in bases:
             check_peft_written(args, work, "peft-dora-" + name, bases[name][0], dora=True)
     check_peft_written(args, work, "peft-dora-preset-gpt2", bases["preset-gpt2"][0], dora=True, targets="all-linear")
-    # PEFT's per-layer settings as PEFT users write them: layers, rank and alpha patterns (their
-    # order decides where two match), a regular expression with exclusions, GPT-2's "h" layers.
+    # PEFT's per-layer settings as PEFT users write them: layers, rank and alpha patterns, a
+    # regular expression with exclusions, GPT-2's "h" layers. (PEFT saves adapter_config.json with
+    # its keys sorted, so where two patterns match one module the sorted order decides when the
+    # folder is loaded, in PEFT too: patterns that overlap in another order do not reload there.)
     llama = bases["preset-llama"][0]
     check_peft_written(args, work, "peft-layers-preset-llama", llama, layers_to_transform=[1],
-                       rank_pattern={"layers.1.mlp.down_proj": 2, "down_proj": 6, "q_proj": 8}, alpha_pattern={"v_proj": 32})
+                       rank_pattern={"down_proj": 6, "layers.1.mlp.down_proj": 2, "q_proj": 8}, alpha_pattern={"v_proj": 32})
     check_peft_written(args, work, "peft-regex-preset-llama", llama, targets=r".*\.(self_attn\.(q|v)_proj|mlp\.(up|down)_proj)",
                        exclude_modules=r"model\.layers\.0\.mlp\..*", rank_pattern={"up_proj": 2})
     check_peft_written(args, work, "peft-exclude-preset-llama", llama, targets="all-linear",
