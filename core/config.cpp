@@ -427,6 +427,10 @@ void set_from_toml(const Field& f, RunConfig& config, const toml::node& node) {
       **p = list_text(f, *items, toml_list_item, describe_toml, where);
       return;
     }
+    if (f.list && (node.is_integer() || node.is_floating_point())) {  // one item: layers_to_transform = 3
+      **p = *toml_list_item(node);
+      return;
+    }
     auto s = node.as_string();
     if (!s) fail();
     **p = s->get();
@@ -529,6 +533,10 @@ void set_from_json(const Field& f, RunConfig& config, const nlohmann::json& v) {
         if (item.is_number()) return format_double(item.get<double>());
         return std::nullopt;
       }, describe_json);
+      return;
+    }
+    if (f.list && v.is_number()) {  // one item: "layers_to_transform": 3
+      **p = v.is_number_integer() ? v.dump() : format_double(v.get<double>());
       return;
     }
     if (!v.is_string()) fail();
@@ -841,9 +849,10 @@ std::vector<std::string> lora_target_modules(const std::string& text) {
   std::string rest = text;
   while (!rest.empty()) {
     const size_t comma = rest.find(',');
-    const std::string name = trim(rest.substr(0, comma));
+    std::string name = trim(rest.substr(0, comma));
     rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
     if (name.empty()) continue;
+    if (lower(name) == "all-linear") name = "all-linear";  // in any case, as PEFT takes it
     if (!is_known_lora_target(name))
       throw ConfigError("model.lora.target_modules names " + quote(name) +
                         ", which is not a projection of any supported model; use q_proj, k_proj, v_proj, o_proj, "
@@ -880,10 +889,11 @@ std::vector<std::pair<std::string, T>> lora_pattern(const std::string& key, cons
     const size_t eq = item.rfind('=');
     const std::string pattern = eq == std::string::npos ? "" : trim(item.substr(0, eq));
     T value{};
-    if (pattern.empty() || !parse(trim(item.substr(eq + 1)), value) || !(value > 0))
+    if (pattern.empty() || !parse(trim(item.substr(eq + 1)), value) || !(value > 0) ||
+        !(static_cast<double>(value) <= kMaxLoraRank))
       throw ConfigError("model.lora." + key + " lists " + quote(item) + "; write pattern=" + what +
                         " items, e.g. \"self_attn.q_proj=16\" (a Python regular expression matching the end of module "
-                        "names, and a positive " + what + ")");
+                        "names, and a positive " + what + " up to " + std::to_string(kMaxLoraRank) + ")");
     try {  // as core/model/lora_targets.cpp runs it
       text::Regex("(.*\\.)?(" + pattern + ")$", text::RegexSyntax::python);
     } catch (const Error& e) {
@@ -999,6 +1009,8 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.greater("model.max_shard_mb", m.max_shard_mb, int64_t{0});
   const LoraConfig& lora = m.lora;
   check.at_least("model.lora.r", lora.r, int64_t{0});
+  if (lora.r > kMaxLoraRank)
+    check.add("model.lora.r must be <= " + std::to_string(kMaxLoraRank) + ", got " + std::to_string(lora.r));
   if (lora.r > 0) {
     check.greater("model.lora.alpha", lora.alpha, 0.0);
     check.in_range("model.lora.dropout", lora.dropout, 0.0, 1.0, false);

@@ -20,6 +20,8 @@ namespace ganpo {
 // layer learns W + (alpha / r) * B A (alpha / sqrt(r) with use_rslora), with A [r, in] and B
 // [out, r] (B starts at zero). The reference of a preference stage is then the same model with
 // its adapters switched off.
+constexpr int64_t kMaxLoraRank = 65536;  // a rank (and an alpha) beyond any model's width
+
 struct LoraConfig {
   int64_t r = 0;        // rank; 0 = full fine-tuning (no adapters)
   double alpha = 16.0;  // PEFT's lora_alpha: the update is scaled by alpha / r

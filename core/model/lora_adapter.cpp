@@ -156,9 +156,18 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     if (j.contains(key) && truthy(j[key])) unsupported_variant(key);
   for (const char* key : {"monteclora_config", "kasa_config"})
     if (j.contains(key) && !j[key].is_null()) unsupported_variant(key);
-  if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) fail("\"r\" must be a positive integer");
-  if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number() || !(j["lora_alpha"].get<double>() > 0)) fail("\"lora_alpha\" must be a positive number");
+  // Ranks and alphas up to kMaxLoraRank: beyond any model's width, and a rank the file's tensors
+  // then refuse is not first allocated.
+  const auto rank_ok = [](const nlohmann::ordered_json& v) {
+    return v.is_number_integer() && v.get<int64_t>() > 0 && v.get<int64_t>() <= kMaxLoraRank;
+  };
+  const auto alpha_ok = [](const nlohmann::ordered_json& v) {
+    return v.is_number() && v.get<double>() > 0 && v.get<double>() <= kMaxLoraRank * 1024.0;
+  };
+  if (!j.contains("r") || !rank_ok(j["r"])) fail("\"r\" must be a positive integer up to " + std::to_string(kMaxLoraRank));
+  if (!j.contains("lora_alpha") || !alpha_ok(j["lora_alpha"])) fail("\"lora_alpha\" must be a positive, finite number");
   PeftAdapterConfig out;
+  out.spec.from_adapter_file = true;
   out.spec.r = j["r"].get<int64_t>();
   out.spec.alpha = j["lora_alpha"].get<double>();
   // PEFT scales by alpha / sqrt(r) when use_rslora is true in Python's sense.
@@ -193,22 +202,26 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   names("target_modules", out.spec.targets, out.spec.target_regex);
   if (j.contains("exclude_modules") && !j["exclude_modules"].is_null()) names("exclude_modules", out.spec.exclude, out.spec.exclude_regex);
   // layers_to_transform: a layer index or a list; layers_pattern: a name or a list.
-  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
+  // (An empty list is every layer, as in PEFT; an empty string as layers_pattern, any pattern.)
+  const bool layers_given = j.contains("layers_to_transform") && !j["layers_to_transform"].is_null();
+  if (layers_given) {
     const auto& v = j["layers_to_transform"];
-    if (!out.spec.target_regex.empty())
-      fail("layers_to_transform cannot be used with a regular expression in target_modules (PEFT refuses it too)");
+    if (j["target_modules"].is_string())
+      fail("layers_to_transform cannot be used when target_modules is one string (a regular expression or "
+           "\"all-linear\"); PEFT refuses it too");
+    std::set<int64_t> seen;
     for (const auto& layer : v.is_array() ? v : nlohmann::ordered_json::array({v})) {
       if (!layer.is_number_integer() || layer.get<int64_t>() < 0) fail("\"layers_to_transform\" must be a layer index or a list of them");
-      out.spec.layers.push_back(layer.get<int64_t>());
+      if (seen.insert(layer.get<int64_t>()).second) out.spec.layers.push_back(layer.get<int64_t>());
     }
   }
-  if (j.contains("layers_pattern") && !j["layers_pattern"].is_null()) {
+  if (j.contains("layers_pattern") && !j["layers_pattern"].is_null() && j["layers_pattern"] != "") {
     const auto& v = j["layers_pattern"];
     for (const auto& name : v.is_array() ? v : nlohmann::ordered_json::array({v})) {
       if (!name.is_string()) fail("\"layers_pattern\" must be a name or a list of names");
       out.spec.layers_pattern.push_back(name.get<std::string>());
     }
-    if (!out.spec.layers_pattern.empty() && out.spec.layers.empty())
+    if (!out.spec.layers_pattern.empty() && !layers_given)
       fail("layers_pattern is set without layers_to_transform (PEFT refuses it too)");
   }
   // rank_pattern / alpha_pattern: pattern -> rank / alpha, in the file's order.
@@ -217,8 +230,9 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     if (!j[key].is_object()) fail(std::string("\"") + key + "\" must map module name patterns to values");
     const bool rank = std::string(key) == "rank_pattern";
     for (const auto& [pattern, value] : j[key].items()) {
-      if (rank ? !value.is_number_integer() || value.get<int64_t>() <= 0 : !value.is_number() || !(value.get<double>() > 0))
-        fail(std::string(key) + " gives \"" + pattern + "\" " + value.dump() + "; it must be a positive " + (rank ? "integer" : "number"));
+      if (rank ? !rank_ok(value) : !alpha_ok(value))
+        fail(std::string(key) + " gives \"" + pattern + "\" " + value.dump() + "; it must be a positive " +
+             (rank ? "integer up to " + std::to_string(kMaxLoraRank) : std::string("finite number")));
       if (rank)
         out.spec.rank_pattern.emplace_back(pattern, value.get<int64_t>());
       else

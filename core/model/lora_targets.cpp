@@ -47,10 +47,10 @@ bool picks(const std::string& name, const std::string& path) {
                           path[path.size() - name.size() - 1] == '.');
 }
 
-// Whether a target_modules name picks projection p, whose whole module name is `key`: PEFT's
-// exact name or end of a name, ours, or "all-linear".
-bool name_picks(const std::string& name, const std::string& p, const std::string& key) {
-  return name == "all-linear" || name == p || picks(name, key);
+// Whether a target_modules name picks projection p, whose whole module name is `module`: PEFT's
+// exact name or end of a name, "all-linear", or (ours_too) our projection's name.
+bool name_picks(const std::string& name, const std::string& p, const std::string& module, bool ours_too) {
+  return name == "all-linear" || (ours_too && name == p) || picks(name, module);
 }
 
 std::string join_names(const std::vector<std::string>& names) {
@@ -184,8 +184,9 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   const std::string& key = spec.key_prefix;  // "model.lora." or ""
   if (!spec.target_regex.empty()) target_re = std::make_unique<PythonPattern>(spec.target_regex, key + "target_modules");
   if (!spec.exclude_regex.empty()) exclude_re = std::make_unique<PythonPattern>(spec.exclude_regex, key + "exclude_modules");
+  const bool ours_too = !spec.from_adapter_file;
   for (const int64_t layer : spec.layers)
-    if (layer >= shape.n_layers)
+    if (layer >= shape.n_layers && !spec.from_adapter_file)
       throw ConfigError(key + "layers_to_transform names layer " + std::to_string(layer) + ", but this model has " +
                         std::to_string(shape.n_layers) + " layers (0 to " + std::to_string(shape.n_layers - 1) + ")");
   // Where a module's name gives its layer (PEFT's check_target_module_exists): the first number
@@ -205,23 +206,23 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   std::vector<std::string> groups;
   for (int64_t layer = 0; layer < shape.n_layers; ++layer)
     for (const std::string& p : own) {
-      const std::string key = hf_module(shape.arch, layer, p);
+      const std::string module = hf_module(shape.arch, layer, p);
       bool found = false, exact = false, by_module_name = false;
       if (target_re) {
-        found = by_module_name = exact = target_re->full_match(key);  // (PEFT takes no layers with a pattern)
+        found = by_module_name = exact = target_re->full_match(module);  // (PEFT takes no layers with a pattern)
         regex_matched = regex_matched || found;
       }
       for (const std::string& name : spec.targets) {
-        if (!name_picks(name, p, key)) continue;
+        if (!name_picks(name, p, module, ours_too)) continue;
         named.insert(name);
         found = true;
-        exact = exact || name == key;  // a whole name: PEFT applies no layers_to_transform to it
+        exact = exact || name == module;  // a whole name: PEFT applies no layers_to_transform to it
         by_module_name = by_module_name || name != p;
       }
       if (found && !exact && !spec.layers.empty()) {
         int64_t index = -1;
         for (const auto& pattern : layer_index)
-          if (pattern->match(key, &groups)) {
+          if (pattern->match(module, &groups)) {
             // (group 1 is layers_pattern's own first group where it has one, as in PEFT)
             const std::string digits = groups.empty() ? std::string() : groups[0];
             const bool number = !digits.empty() && digits.size() <= 9 &&
@@ -232,13 +233,13 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
         found = std::find(spec.layers.begin(), spec.layers.end(), index) != spec.layers.end();
       }
       // exclude_modules as PEFT checks it, and our names too.
-      if (exclude_re && exclude_re->full_match(key)) found = false;
+      if (exclude_re && exclude_re->full_match(module)) found = false;
       for (const std::string& e : spec.exclude)
-        if (e == p || picks(e, key)) found = false;
+        if ((ours_too && e == p) || picks(e, module)) found = false;
       if (!found) continue;
-      LoraModule m{layer, p, ranks.value(key, spec.r), alphas.value(key, spec.alpha), 0.0};
+      LoraModule m{layer, p, ranks.value(module, spec.r), alphas.value(module, spec.alpha), 0.0};
       if (m.r <= 0 || !(m.alpha > 0))
-        throw ConfigError(key + "rank_pattern / " + key + "alpha_pattern give " + key + " rank " + std::to_string(m.r) + " and alpha " +
+        throw ConfigError(key + "rank_pattern / " + key + "alpha_pattern give " + module + " rank " + std::to_string(m.r) + " and alpha " +
                           number_text(m.alpha) + "; both must be positive");
       m.scale = lora_scale(m.r, m.alpha, spec.rslora);
       out.modules.push_back(m);
@@ -295,7 +296,7 @@ std::vector<std::string> peft_picked_names(const ModelShape& shape, const std::v
   for (const std::string& name : names) {
     bool any = false;
     for (int64_t layer = 0; !any && layer < shape.n_layers; ++layer)
-      for (const std::string& p : own) any = any || name_picks(name, p, hf_module(shape.arch, layer, p));
+      for (const std::string& p : own) any = any || name_picks(name, p, hf_module(shape.arch, layer, p), false);
     if (any) out.push_back(name);
   }
   return out;

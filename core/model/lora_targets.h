@@ -48,6 +48,10 @@ struct LoraSpec {
   std::vector<std::pair<std::string, double>> alpha_pattern;  // pattern -> alpha, in order
   // How messages name these settings: "model.lora." for a run's config, "" for adapter_config.json.
   std::string key_prefix;
+  // An adapter_config.json: names pick modules only as PEFT matches them (not by our names where
+  // the family's differ, GPT-2's), and layers beyond the model are skipped as PEFT skips them
+  // (a run's config is refused for one).
+  bool from_adapter_file = false;
   // The factor of the adapters' update B A at the spec's r and alpha (PEFT's LoraLayer.update_layer).
   double scale() const;
 };

@@ -24,12 +24,19 @@ constexpr uint32_t kMatchLimit = 10'000'000;
 constexpr uint32_t kDepthLimit = 100'000;   // backtracking depth (interpreter)
 constexpr uint32_t kHeapLimitKiB = 64 * 1024;  // backtracking memory (interpreter)
 
+// Python patterns match module names (under 200 bytes), a few hundred times per model: a far
+// lower bound keeps a hostile adapter_config.json from stalling a load for minutes.
+constexpr uint32_t kNameMatchLimit = 100'000;
+constexpr uint32_t kNameDepthLimit = 10'000;
+
 // The JIT needs a stack and a match context per thread; both are reused across calls.
 struct ThreadScratch {
   pcre2_match_context* context = nullptr;
+  pcre2_match_context* name_context = nullptr;  // Python patterns' (the interpreter's) limits
   pcre2_jit_stack* jit_stack = nullptr;
   ThreadScratch() {
     context = pcre2_match_context_create(nullptr);
+    name_context = pcre2_match_context_create(nullptr);
     jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
     if (context) {
       pcre2_set_match_limit(context, kMatchLimit);
@@ -37,9 +44,15 @@ struct ThreadScratch {
       pcre2_set_heap_limit(context, kHeapLimitKiB);
       if (jit_stack) pcre2_jit_stack_assign(context, nullptr, jit_stack);
     }
+    if (name_context) {
+      pcre2_set_match_limit(name_context, kNameMatchLimit);
+      pcre2_set_depth_limit(name_context, kNameDepthLimit);
+      pcre2_set_heap_limit(name_context, kHeapLimitKiB);
+    }
   }
   ~ThreadScratch() {
     if (context) pcre2_match_context_free(context);
+    if (name_context) pcre2_match_context_free(name_context);
     if (jit_stack) pcre2_jit_stack_free(jit_stack);
   }
 };
@@ -132,7 +145,8 @@ Regex::Regex(const std::string& pattern, RegexSyntax syntax) : pattern_(pattern)
                 (onig ? " of the PCRE2 form " + translated : std::string()) + ")");
   }
   // Without a JIT (some architectures) the interpreter gives the same matches, only slower.
-  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+  // (Python patterns are matched anchored at match time, which only the interpreter does.)
+  impl_->jit = onig && pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
 }
 
 Regex::~Regex() = default;
@@ -193,7 +207,8 @@ bool match_at_start(const pcre2_code* code, const std::string& pattern, std::str
       pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
   if (!match_data) throw Error("out of memory matching the regular expression " + pattern);
   const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0,
-                             PCRE2_ANCHORED | (end_anchored ? PCRE2_ENDANCHORED : 0), match_data.get(), scratch().context);
+                             PCRE2_ANCHORED | (end_anchored ? PCRE2_ENDANCHORED : 0), match_data.get(),
+                             scratch().name_context);
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc < 0) {
     PCRE2_UCHAR reason[256];

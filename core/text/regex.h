@@ -12,8 +12,10 @@
 //
 // The same class runs Python's `re` patterns (RegexSyntax::python, as PEFT's adapter_config.json
 // holds them: target_modules, exclude_modules, rank_pattern): PCRE2's syntax is Python's for
-// what such patterns use, so they are compiled as written; match() is Python's re.match and
-// full_match() its re.fullmatch.
+// what such patterns use, so they are compiled as written (without the JIT, and under far lower
+// limits: they match short names); match() is Python's re.match and full_match() its
+// re.fullmatch. Where the two differ (x{,n} before PCRE2 10.43, \v, [[:alpha:]], Python's \u
+// escapes, an inline (?i) mid-pattern) module-name patterns do not use them.
 // A Regex is immutable after construction and safe to use from several threads at once.
 #pragma once
 

@@ -436,6 +436,10 @@ TEST(Config, LoraPeftListsAreReadAndChecked) {
   const RunConfig t = config_from_toml("[model.lora]\nlayers_to_transform = [0, 1]\nrank_pattern = [\"q_proj=16\", \"v_proj=2\"]\n");
   EXPECT_EQ(t.model.lora.layers_to_transform, "0, 1");
   EXPECT_EQ(lora_rank_pattern(t.model.lora.rank_pattern), (std::vector<std::pair<std::string, int64_t>>{{"q_proj", 16}, {"v_proj", 2}}));
+  // One layer as PEFT users write it, in TOML and JSON; "all-linear" in any case.
+  EXPECT_EQ(config_from_toml("[model.lora]\nlayers_to_transform = 3\n").model.lora.layers_to_transform, "3");
+  EXPECT_EQ(config_from_json(nlohmann::json::parse(R"({"model": {"lora": {"layers_to_transform": 3}}})")).model.lora.layers_to_transform, "3");
+  EXPECT_EQ(lora_target_modules("ALL-Linear"), std::vector<std::string>{"all-linear"});
 
   RunConfig v;
   v.model.lora.r = 8;
@@ -451,6 +455,12 @@ TEST(Config, LoraPeftListsAreReadAndChecked) {
   EXPECT_NE(problems.find("model.lora.alpha_pattern lists \"q_proj[=4\": the regular expression"), std::string::npos) << problems;
   v.model.lora.rank_pattern = "q_proj=0";
   EXPECT_NE(joined(validate_config(v)).find("model.lora.rank_pattern lists \"q_proj=0\""), std::string::npos);
+  v.model.lora.rank_pattern = "q_proj=100000";
+  EXPECT_NE(joined(validate_config(v)).find("a positive rank up to 65536"), std::string::npos);
+  v.model.lora.alpha_pattern = "q_proj=inf";
+  EXPECT_NE(joined(validate_config(v)).find("model.lora.alpha_pattern lists \"q_proj=inf\""), std::string::npos);
+  v.model.lora.r = 100000;
+  EXPECT_NE(joined(validate_config(v)).find("model.lora.r must be <= 65536, got 100000"), std::string::npos);
 }
 
 TEST(Config, SaveAndLoadFilesInBothFormats) {
@@ -548,7 +558,7 @@ TEST(Config, ListKeysTakeArraysInFilesAndOverrides) {
   std::string msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = [\"q_proj\", {a = 1}]\n"); });
   EXPECT_NE(msg.find("line 2: model.lora.target_modules lists names and numbers; the array holds a table"), std::string::npos)
       << msg;
-  msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = 3\n"); });
+  msg = config_error([] { config_from_toml("[model.lora]\ntarget_modules = true\n"); });
   EXPECT_NE(msg.find("model.lora.target_modules must be a comma-separated string or an array"), std::string::npos) << msg;
   msg = config_error([] { config_from_json(nlohmann::json::parse(R"({"eval": {"temperatures": [0.5, null]}})")); });
   EXPECT_NE(msg.find("eval.temperatures lists names and numbers; the array holds null"), std::string::npos) << msg;

@@ -224,6 +224,17 @@ TEST_F(EstimateAgainstPeak, LoraOnOneLayerWithItsOwnRanks) {
   expect_close(c);
 }
 
+// The same under gradient checkpointing: the block below the adapted one runs plainly and keeps
+// not even its input.
+TEST_F(EstimateAgainstPeak, LoraOnOneLayerWithGradientCheckpointing) {
+  RunConfig c = folder_config("llama", llama3_like(4096));
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "all-linear";
+  c.model.lora.layers_to_transform = "1";
+  c.train.gradient_checkpointing = true;
+  expect_close(c);
+}
+
 nlohmann::json gpt2_like() {
   return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
           {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};

@@ -72,6 +72,29 @@ TEST(LoraTargets, LayersToTransformKeepsTheModulesANamePicksByItsEnd) {
   EXPECT_FALSE(resolve_lora_targets(lora_test_shape("gpt2"), {"transformer.h.0.attn.c_attn", "q_proj"}).shared_qkv);
 }
 
+// An adapter_config.json names modules as PEFT matches them: on GPT-2 our q_proj is no module
+// (PEFT ignores it; excluding it leaves c_attn whole), and a layer beyond the model is skipped.
+TEST(LoraTargets, AnAdapterFilesNamesArePeftsOnly) {
+  const ModelShape gpt2 = lora_test_shape("gpt2");
+  LoraSpec spec = spec_with({"c_attn"});
+  spec.exclude = {"q_proj"};
+  spec.from_adapter_file = true;
+  LoraTargets t = resolve_lora_targets(gpt2, spec);
+  EXPECT_EQ(t.modules.size(), 6u) << modules_text(t);
+  EXPECT_TRUE(t.shared_qkv);
+  spec.from_adapter_file = false;  // in a run's config our names exclude our projection
+  t = resolve_lora_targets(gpt2, spec);
+  EXPECT_EQ(modules_text(t), "0.k_proj r4 a8, 0.v_proj r4 a8, 1.k_proj r4 a8, 1.v_proj r4 a8");
+  EXPECT_TRUE(peft_picked_names(gpt2, {"q_proj", "c_attn"}) == std::vector<std::string>{"c_attn"});
+  LoraSpec beyond = spec_with({"q_proj"});
+  beyond.layers = {1, 5};
+  beyond.key_prefix = "model.lora.";
+  EXPECT_NE(refusal(lora_test_shape("llama"), beyond).find("model.lora.layers_to_transform names layer 5, but this model has 2 layers (0 to 1)"),
+            std::string::npos);
+  beyond.from_adapter_file = true;
+  EXPECT_EQ(modules_text(resolve_lora_targets(lora_test_shape("llama"), beyond)), "1.q_proj r4 a8");
+}
+
 TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
   const ModelShape llama = lora_test_shape("llama");
   LoraSpec spec = spec_with({});
@@ -127,6 +150,11 @@ TEST(LoraTargets, RankAndAlphaPatternsTakeTheFirstThatMatchesTheEndOfAModulesNam
       << "(alpha_pattern as before)";
   spec.rank_pattern = {{"q_proj[", 16}};
   EXPECT_NE(refusal(llama, spec).find("rank_pattern \"q_proj[\""), std::string::npos) << refusal(llama, spec);
+  spec.rank_pattern = {{"q_proj", 0}};
+  spec.key_prefix = "model.lora.";
+  EXPECT_NE(refusal(llama, spec).find("model.lora.rank_pattern / model.lora.alpha_pattern give model.layers.0.self_attn.q_proj rank 0"),
+            std::string::npos)
+      << refusal(llama, spec);
 }
 
 TEST(LoraTargets, PeftsAdapterConfigSaysTheSameModulesAndRanks) {

@@ -659,12 +659,28 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // PEFT's per-layer settings are read (applied in AdaptersOnSomeLayersWithTheirOwnRanks...).
   refused(with("target_modules", {"q_proj", 3}), "must list module names");
   refused(with("rank_pattern", {{"q_proj", 0}}), "rank_pattern gives \"q_proj\" 0; it must be a positive integer");
-  refused(with("alpha_pattern", {{"q_proj", "big"}}), "it must be a positive number");
+  refused(with("alpha_pattern", {{"q_proj", "big"}}), "it must be a positive finite number");
+  refused(with("r", 70000), "\"r\" must be a positive integer up to 65536");
+  refused(with("lora_alpha", 1e300), "\"lora_alpha\" must be a positive, finite number");
   refused(with("layers_to_transform", {0, -1}), "layers_to_transform");
   refused(with("layers_pattern", "layers"), "layers_pattern is set without layers_to_transform");
   auto regex_with_layers = with("target_modules", ".*\\.(q|v)_proj");
   regex_with_layers["layers_to_transform"] = 1;
-  refused(regex_with_layers, "cannot be used with a regular expression");
+  refused(regex_with_layers, "cannot be used when target_modules is one string");
+  regex_with_layers["target_modules"] = "all-linear";
+  refused(regex_with_layers, "cannot be used when target_modules is one string");
+  // As PEFT: an empty layers_pattern is any, an empty layers_to_transform every layer.
+  auto empty_layers = with("layers_to_transform", nlohmann::json::array());
+  empty_layers["layers_pattern"] = "layers";
+  std::ofstream(dir.path() / "adapter_config.json") << empty_layers.dump();
+  EXPECT_TRUE(read_peft_adapter_config(dir.path().string()).spec.layers.empty());
+  empty_layers["layers_to_transform"] = {1, 1, 0};
+  empty_layers["layers_pattern"] = "";
+  std::ofstream(dir.path() / "adapter_config.json") << empty_layers.dump();
+  const LoraSpec read_back = read_peft_adapter_config(dir.path().string()).spec;
+  EXPECT_EQ(read_back.layers, (std::vector<int64_t>{1, 0}));
+  EXPECT_TRUE(read_back.layers_pattern.empty());
+  EXPECT_TRUE(read_back.from_adapter_file);
   refused(with("lora_dropout", "0.1"), "\"lora_dropout\" must be a number");
   refused(with("base_model_name_or_path", 7), "base_model_name_or_path is empty");
   nlohmann::json deep = 1;
