@@ -181,22 +181,22 @@ std::string hf_projection_path(const std::string& family, const std::string& pro
 LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) {
   const std::vector<std::string> own = projections_of(shape);
   std::unique_ptr<PythonPattern> target_re, exclude_re;
-  const std::string& key = spec.key_prefix;  // "model.lora." or ""
-  if (!spec.target_regex.empty()) target_re = std::make_unique<PythonPattern>(spec.target_regex, key + "target_modules");
-  if (!spec.exclude_regex.empty()) exclude_re = std::make_unique<PythonPattern>(spec.exclude_regex, key + "exclude_modules");
+  const std::string& prefix = spec.key_prefix;  // "model.lora." or ""
+  if (!spec.target_regex.empty()) target_re = std::make_unique<PythonPattern>(spec.target_regex, prefix + "target_modules");
+  if (!spec.exclude_regex.empty()) exclude_re = std::make_unique<PythonPattern>(spec.exclude_regex, prefix + "exclude_modules");
   const bool ours_too = !spec.from_adapter_file;
   for (const int64_t layer : spec.layers)
     if (layer >= shape.n_layers && !spec.from_adapter_file)
-      throw ConfigError(key + "layers_to_transform names layer " + std::to_string(layer) + ", but this model has " +
+      throw ConfigError(prefix + "layers_to_transform names layer " + std::to_string(layer) + ", but this model has " +
                         std::to_string(shape.n_layers) + " layers (0 to " + std::to_string(shape.n_layers - 1) + ")");
   // Where a module's name gives its layer (PEFT's check_target_module_exists): the first number
   // after a module list, or after one of layers_pattern's.
   std::vector<std::unique_ptr<PythonPattern>> layer_index;
-  if (spec.layers_pattern.empty()) layer_index.push_back(std::make_unique<PythonPattern>(R"(.*?\.[^.]*\.(\d+)\.)", key + "layers_pattern"));
+  if (spec.layers_pattern.empty()) layer_index.push_back(std::make_unique<PythonPattern>(R"(.*?\.[^.]*\.(\d+)\.)", prefix + "layers_pattern"));
   for (const std::string& lp : spec.layers_pattern)
-    layer_index.push_back(std::make_unique<PythonPattern>(".*?\\." + lp + "\\.(\\d+)\\.", key + "layers_pattern \"" + lp + "\""));
-  const ValuePatterns<int64_t> ranks(spec.rank_pattern, key + "rank_pattern");
-  const ValuePatterns<double> alphas(spec.alpha_pattern, key + "alpha_pattern");
+    layer_index.push_back(std::make_unique<PythonPattern>(".*?\\." + lp + "\\.(\\d+)\\.", prefix + "layers_pattern \"" + lp + "\""));
+  const ValuePatterns<int64_t> ranks(spec.rank_pattern, prefix + "rank_pattern");
+  const ValuePatterns<double> alphas(spec.alpha_pattern, prefix + "alpha_pattern");
 
   LoraTargets out;
   out.r = spec.r;
@@ -239,7 +239,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
       if (!found) continue;
       LoraModule m{layer, p, ranks.value(module, spec.r), alphas.value(module, spec.alpha), 0.0};
       if (m.r <= 0 || !(m.alpha > 0))
-        throw ConfigError(key + "rank_pattern / " + key + "alpha_pattern give " + module + " rank " + std::to_string(m.r) + " and alpha " +
+        throw ConfigError(prefix + "rank_pattern / " + prefix + "alpha_pattern give " + module + " rank " + std::to_string(m.r) + " and alpha " +
                           number_text(m.alpha) + "; both must be positive");
       m.scale = lora_scale(m.r, m.alpha, spec.rslora);
       out.modules.push_back(m);
@@ -254,16 +254,16 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
       const std::string path = hf_projection_path(shape.arch, p);
       if (!picks(p, path) && std::find(hf.begin(), hf.end(), path) == hf.end()) hf.push_back(path);
     }
-    throw ConfigError((key.empty() ? std::string("model.lora.") : key) + "target_modules names \"" + name + "\", which this " + shape.arch +
+    throw ConfigError((prefix.empty() ? std::string("model.lora.") : prefix) + "target_modules names \"" + name + "\", which this " + shape.arch +
                       " model does not have; its projections are " + join_names(own) +
                       (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
   }
   if (target_re && !regex_matched)
-    throw ConfigError(key + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
+    throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
                       shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
                       " (Python's re.fullmatch, as PEFT matches it)");
   if (out.modules.empty())
-    throw ConfigError(key + "layers_to_transform and " + key + "exclude_modules leave no projection of the model adapted; "
+    throw ConfigError(prefix + "layers_to_transform and " + prefix + "exclude_modules leave no projection of the model adapted; "
                       "adapt at least one");
 
   for (const std::string& p : own)
