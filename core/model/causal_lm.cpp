@@ -629,10 +629,12 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
     const torch::Tensor& mask = sliding ? window_mask : full_mask;
     // Below the first adapted layer (LoRA on some layers only) nothing needs a gradient: those
     // blocks run plainly and keep nothing for the backward pass.
-    const bool in_backward = x.requires_grad() || lora_.r == 0 ||
-                             std::any_of(lora_targets_.modules.begin(), lora_targets_.modules.end(),
-                                         [&](const LoraModule& m) { return m.layer == static_cast<int64_t>(i); });
-    if (checkpoint_blocks_ && cache == nullptr && is_training() && torch::GradMode::is_enabled() && in_backward) {
+    const auto in_backward = [&] {
+      return x.requires_grad() || lora_.r == 0 ||
+             std::any_of(lora_targets_.modules.begin(), lora_targets_.modules.end(),
+                         [&](const LoraModule& m) { return m.layer == static_cast<int64_t>(i); });
+    };
+    if (checkpoint_blocks_ && cache == nullptr && is_training() && torch::GradMode::is_enabled() && in_backward()) {
       // The input must require a gradient for the backward pass to reach the block (frozen
       // embeddings under LoRA give one that does not; it is a leaf then, so this is allowed).
       if (!x.requires_grad()) x.requires_grad_(true);
