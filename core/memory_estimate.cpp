@@ -1,6 +1,7 @@
 #include "core/memory_estimate.h"
 
 #include <algorithm>
+#include <optional>
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -29,6 +30,34 @@ int64_t saturate(double v) {
   return v > 0 ? static_cast<int64_t>(v) : 0;
 }
 
+// model.lora read against the model; none where it has no adapters or names what the model lacks
+// (the dialog shows the config's own message for that).
+std::optional<LoraTargets> lora_targets_of(const ModelShape& s, const LoraConfig& lora) {
+  if (lora.r <= 0) return std::nullopt;
+  try {
+    return resolve_lora_targets(s, lora_spec(lora));
+  } catch (const ConfigError&) {
+    return std::nullopt;
+  }
+}
+
+int64_t lora_parameter_count(const ModelShape& s, const LoraTargets& targets, bool dora) {
+  const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
+  int64_t count = 0;  // r x (in + out) for each adapted projection, and DoRA's out magnitudes
+  for (const LoraModule& m : targets.modules) {
+    const std::string& t = m.projection;
+    const int64_t in = t == "o_proj" ? q : t == "down_proj" ? s.d_ff : s.d_model;
+    const int64_t out = t == "q_proj"                           ? q
+                        : t == "k_proj" || t == "v_proj"        ? kv
+                        : t == "gate_proj" || t == "up_proj"    ? s.d_ff
+                                                                : s.d_model;
+    count += m.r * (in + out) + (dora ? out : 0);
+    if (targets.shared_qkv && (t == "k_proj" || t == "v_proj")) count -= m.r * in;  // k and v use q's A
+  }
+  return count;
+}
+
+
 }  // namespace
 
 bool torch_has_sdpa() { return GANPO_TORCH_HAS_SDPA != 0; }
@@ -45,26 +74,8 @@ int64_t critic_parameter_count(const GanpoConfig& g, int64_t input_dim) {
 }
 
 int64_t lora_parameter_count(const ModelShape& s, const LoraConfig& lora) {
-  if (lora.r <= 0) return 0;
-  LoraTargets targets;
-  try {
-    targets = resolve_lora_targets(s, lora_spec(lora));
-  } catch (const ConfigError&) {
-    return 0;  // the dialog shows the config's own message for this
-  }
-  const int64_t q = s.n_heads * s.head_size(), kv = s.n_kv_heads * s.head_size();
-  int64_t count = 0;  // r x (in + out) for each adapted projection, and DoRA's out magnitudes
-  for (const LoraModule& m : targets.modules) {
-    const std::string& t = m.projection;
-    const int64_t in = t == "o_proj" ? q : t == "down_proj" ? s.d_ff : s.d_model;
-    const int64_t out = t == "q_proj"                           ? q
-                        : t == "k_proj" || t == "v_proj"        ? kv
-                        : t == "gate_proj" || t == "up_proj"    ? s.d_ff
-                                                                : s.d_model;
-    count += m.r * (in + out) + (lora.use_dora ? out : 0);
-    if (targets.shared_qkv && (t == "k_proj" || t == "v_proj")) count -= m.r * in;  // k and v use q's A
-  }
-  return count;
+  const std::optional<LoraTargets> targets = lora_targets_of(s, lora);
+  return targets ? lora_parameter_count(s, *targets, lora.use_dora) : 0;
 }
 
 MemoryEstimate estimate_training_memory(const RunConfig& config) {
@@ -232,7 +243,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const int64_t length = std::max<int64_t>(c.data.max_length, 0);
 
   e.parameters = parameter_count(shape);
-  e.lora_parameters = lora_parameter_count(shape, c.model.lora);
+  const std::optional<LoraTargets> lora_targets = lora_targets_of(shape, c.model.lora);
+  e.lora_parameters = lora_targets ? lora_parameter_count(shape, *lora_targets, c.model.lora.use_dora) : 0;
   const double params = static_cast<double>(e.parameters);
   // With LoRA only the adapters have gradients and AdamW moments, and the reference is the
   // policy with its adapters off (unless model.reference names another model).
@@ -250,7 +262,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   inv.gpu = c.device.rfind("cuda", 0) == 0;  // callers pass the resolved device for "auto"
   inv.w = bf16 ? 2 : 4;
   inv.lora = lora;
-  if (lora) inv.lora_targets = resolve_lora_targets(shape, lora_spec(c.model.lora));
+  if (lora) inv.lora_targets = *lora_targets;
   inv.dora = lora && c.model.lora.use_dora;
   inv.lora_dropout = c.model.lora.dropout > 0;
   const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);

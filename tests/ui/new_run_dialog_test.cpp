@@ -515,6 +515,9 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   auto* layers_reason = child<QLabel>(dialog, "model.lora.layers_to_transform.error");
   ASSERT_TRUE(layers_reason);
   EXPECT_TRUE(layers_reason->text().contains("names layer 99, but this model has")) << layers_reason->text().toStdString();
+  if (auto* page = qobject_cast<QScrollArea*>(dialog.findChild<QTabWidget*>()->currentWidget())) page->ensureWidgetVisible(layers);
+  QCoreApplication::processEvents();
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_lora_layers.png"));
   layers->setText("0");
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
   EXPECT_NE(memory->text(), lora) << "adapters on one layer";
