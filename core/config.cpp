@@ -95,6 +95,8 @@ const std::vector<Field>& fields() {
       GANPO_LIST_SUBFIELD(model, lora, exclude_modules),
       GANPO_LIST_SUBFIELD(model, lora, rank_pattern),
       GANPO_LIST_SUBFIELD(model, lora, alpha_pattern),
+      GANPO_LIST_SUBFIELD(model, lora, modules_to_save),
+      GANPO_SUBFIELD(model, lora, ensure_weight_tying),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -941,6 +943,18 @@ std::vector<std::string> lora_exclude_modules(const std::string& text) {
   return out;
 }
 
+std::vector<std::string> lora_modules_to_save(const std::string& text) {
+  std::vector<std::string> out;
+  for (const std::string& name : list_items(text)) {
+    const bool plain = std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '.'; });
+    if (!plain)
+      throw ConfigError("model.lora.modules_to_save names " + quote(name) +
+                        "; list module names (letters, digits, '_' and '.'), e.g. \"lm_head, embed_tokens\" or \"norm\"");
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, int64_t>> lora_rank_pattern(const std::string& text) {
   return lora_pattern<int64_t>("rank_pattern", text, [](const std::string& v, int64_t& out) { return parse_int64(v, out); }, "rank");
 }
@@ -1017,7 +1031,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
     for (const auto& read : std::initializer_list<std::function<void()>>{
              [&] { lora_target_modules(lora.target_modules); }, [&] { lora_layers(lora.layers_to_transform); },
              [&] { lora_exclude_modules(lora.exclude_modules); }, [&] { lora_rank_pattern(lora.rank_pattern); },
-             [&] { lora_alpha_pattern(lora.alpha_pattern); }}) {
+             [&] { lora_alpha_pattern(lora.alpha_pattern); }, [&] { lora_modules_to_save(lora.modules_to_save); }}) {
       try {
         read();
       } catch (const ConfigError& e) {

@@ -45,6 +45,13 @@ struct LoraConfig {
   std::string exclude_modules;
   std::string rank_pattern;
   std::string alpha_pattern;
+  // PEFT's modules_to_save: whole modules trained besides the adapters, each as a copy (the
+  // reference keeps the original): "lm_head, embed_tokens", "norm" (every module whose name
+  // ends with it), "model.layers.0.mlp" (core/model/modules_to_save.h). ensure_weight_tying:
+  // where the head is tied to the embedding, picking either trains one copy that stays both
+  // (false: PEFT's default, they are untied).
+  std::string modules_to_save;
+  bool ensure_weight_tying = false;
 };
 
 struct ModelConfig {
@@ -246,6 +253,7 @@ std::vector<std::string> lora_target_modules(const std::string& text);
 // ConfigError naming its key and the item that is wrong.
 std::vector<int64_t> lora_layers(const std::string& text);                // "0, 2, 4-7"
 std::vector<std::string> lora_exclude_modules(const std::string& text);   // known module names
+std::vector<std::string> lora_modules_to_save(const std::string& text);   // names, each once (checked against the model later)
 std::vector<std::pair<std::string, int64_t>> lora_rank_pattern(const std::string& text);  // "pattern=16, ..."
 std::vector<std::pair<std::string, double>> lora_alpha_pattern(const std::string& text);  // "pattern=32, ..."
 // The value of a key as override text ("0.1", "true", "sigmoid"); throws ConfigError when unknown.

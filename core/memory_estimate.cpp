@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/model/lora_targets.h"
+#include "core/model/modules_to_save.h"
 
 // Whether the LibTorch this build links has scaled_dot_product_attention (LibTorch 2.1 on, as
 // core/sdpa.h decides from LibTorch's own headers). CMake sets it from the version it found; the
@@ -54,7 +55,17 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraTargets& targets, bo
     count += m.r * (in + out) + (dora ? out : 0);
     if (targets.shared_qkv && (t == "k_proj" || t == "v_proj")) count -= m.r * in;  // k and v use q's A
   }
-  return count;
+  return count + trained_copy_parameter_count(s, targets.trained);  // and the modules trained whole
+}
+
+// Whether the output head's weight trains: every weight does without LoRA; with it, where the
+// head (or the tied embedding it stays) is trained whole.
+bool head_trains(const ModelShape& s, const std::optional<LoraTargets>& targets) {
+  if (!targets) return true;
+  const auto& t = targets->trained;
+  const bool head = std::find(t.begin(), t.end(), "lm_head") != t.end();
+  const bool tied_embedding = s.tie_embeddings && !targets->untie_head && std::find(t.begin(), t.end(), "embed_tokens") != t.end();
+  return head || tied_embedding;
 }
 
 
@@ -150,10 +161,16 @@ struct Inventory {
   bool lora_dropout = false;  // and with the adapters' dropout a second product of W (on x')
 
   // A product keeps its input for its weight's gradient: with LoRA only the adapted ones do
-  // (their adapter's A reads it; the frozen weight needs no gradient).
+  // (their adapter's A reads it; the frozen weight needs no gradient), and those trained whole.
   double keeps_input(const char* name) const {
     if (!lora) return 1;
-    return lora_targets.find(layer, name) ? 1 : 0;
+    if (lora_targets.find(layer, name)) return 1;
+    const std::string path = std::string(is_attention(name) ? "self_attn." : "mlp.") + name;
+    const std::string module = "layers." + std::to_string(layer) + "." + path;
+    return std::find(lora_targets.trained.begin(), lora_targets.trained.end(), module) != lora_targets.trained.end() ? 1 : 0;
+  }
+  static bool is_attention(const std::string& name) {
+    return name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
   }
   // The rank of this block's adapter on a projection (0: none).
   double rank(const char* name) const {
@@ -249,7 +266,9 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // With LoRA only the adapters have gradients and AdamW moments, and the reference is the
   // policy with its adapters off (unless model.reference names another model).
   const double trained = e.lora_parameters > 0 ? static_cast<double>(e.lora_parameters) : params;
-  e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * 4);
+  // (A tied head that modules_to_save unties becomes a frozen weight of its own.)
+  const double untied_head = lora_targets && lora_targets->untie_head ? static_cast<double>(shape.vocab_size * shape.d_model) : 0;
+  e.weights_bytes = saturate((params + untied_head + static_cast<double>(e.lora_parameters)) * 4);
   e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();
@@ -272,11 +291,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // Blocks differ where adapters do (layers_to_transform, rank_pattern): all blocks' bytes, and
   // the largest block's (which gradient checkpointing runs again), per token. Below the first
   // adapted layer nothing needs a gradient: those blocks keep nothing for the backward pass.
-  int64_t first_trained = 0;
-  if (lora) {
-    first_trained = shape.n_layers;
-    for (const LoraModule& m : inv.lora_targets.modules) first_trained = std::min(first_trained, m.layer);
-  }
+  const int64_t first_trained = lora ? inv.lora_targets.first_trained_layer(shape.n_layers) : 0;
   double blocks = 0, largest_block = 0, adapted_weights = 0, largest_adapted = 0;
   for (inv.layer = first_trained; inv.layer < shape.n_layers; ++inv.layer) {
     const double block = inv.policy_layer(shape, pass, sdpa), adapted = inv.adapted_weights(shape);
@@ -317,7 +332,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // autocast the bf16 copy of the gradient, 10; 6 more with a soft-cap, whose tanh is kept),
   // plus the weight cast to bf16 once per call under autocast and, training the head in bf16,
   // the bf16 gradients of 4 chunks of logits gathered for one [V, d] product.
-  const bool chunked = uses_chunked_logps(c.train, shape.vocab_size), head_trained = !lora;
+  const bool chunked = uses_chunked_logps(c.train, shape.vocab_size), head_trained = head_trains(shape, lora_targets);
   const double cap = shape.final_softcap > 0 ? vocab * w : 0;  // the soft-capped logits' tanh
   double head_kept = 0, head_backward = 0, reference_head = 0;
   if (chunked) {

@@ -1479,7 +1479,7 @@ struct Trainer::State {
                         e.l_a.item<double>(), e.l_b.item<double>(), e.l_p.item<double>()};
     }
     save_safetensors((ts / "rng.safetensors").string(), world_state.rng);
-    if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->lora_parameters());
+    if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->adapter_parameters());
     write_json_file((ts / "state.json").string(), state);
   }
 
@@ -1526,7 +1526,7 @@ struct Trainer::State {
                            "it with model.lora.r = 0, as it was trained");
     const auto saved = load_safetensors(file.string()).tensors;
     torch::NoGradGuard guard;
-    const auto params = policy->lora_parameters();
+    const auto params = policy->adapter_parameters();
     for (const auto& [name, tensor] : params) {
       auto it = saved.find(name);
       if (it == saved.end() || it->second.sizes() != tensor.sizes())

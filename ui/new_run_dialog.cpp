@@ -178,6 +178,13 @@ QWidget* NewRunDialog::buildModelPage() {
                     "that matches wins; the others keep Rank (r)."));
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.alpha_pattern), tr("Alpha per module"),
                  tr("PEFT's alpha_pattern: pattern=alpha items, as Rank per module; the others keep Alpha."));
+  form_->addText(lora, GANPO_CONFIG_KEY(model.lora.modules_to_save), tr("Modules trained whole"),
+                 tr("PEFT's modules_to_save: modules trained in full besides the adapters, e.g. lm_head, embed_tokens "
+                    "(after adding tokens) or norm; a name picks every module whose name ends with it. The reference "
+                    "keeps the originals."));
+  form_->addBool(lora, GANPO_CONFIG_KEY(model.lora.ensure_weight_tying), tr("Keep a tied head tied"),
+                 tr("PEFT's ensure_weight_tying: where the output head is the token embedding, training either trains "
+                    "one copy that stays both. Off (PEFT's default), they are untied."));
 
   shape_section_ = page->addSection(tr("Architecture (fresh model)"));
   auto* shape = shape_section_;

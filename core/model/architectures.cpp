@@ -287,8 +287,7 @@ void read_gemma2(const nlohmann::json& j, const std::string& source, ModelShape&
   if (s.head_dim == 0) s.head_dim = 256;  // Gemma2Config's default
   read_activation(r, r.has("hidden_activation") ? "hidden_activation" : "hidden_act",
                   "gelu_pytorch_tanh", MlpKind::gated_gelu_tanh);
-  if (!r.boolean("tie_word_embeddings", true))
-    r.fail("tie_word_embeddings", "is false, but Gemma2ForCausalLM always ties its output head");
+  s.tie_embeddings = r.boolean("tie_word_embeddings", true);  // (false: a head of its own, PEFT's untied lm_head merged)
   s.qkv_bias = s.o_bias = r.boolean("attention_bias", false);
   s.query_pre_attn_scalar = r.number("query_pre_attn_scalar", 256);
   s.attn_softcap = r.number("attn_logit_softcapping", 0.0);
@@ -476,6 +475,8 @@ nlohmann::json write_hf_config(const ModelShape& s, const std::string& dtype) {
     j["model_type"] = a.model_type;
     a.write_config(s, j);
   }
+  // A kept config says what the model now is where modules_to_save untied the head.
+  if (!s.hf_config.empty() && read_hf_config(j).tie_embeddings != s.tie_embeddings) j["tie_word_embeddings"] = s.tie_embeddings;
   if (j.contains("dtype")) j["dtype"] = dtype;  // transformers >= 4.56 writes "dtype"
   j["torch_dtype"] = dtype;
   return j;

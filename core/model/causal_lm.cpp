@@ -48,6 +48,22 @@ struct AdapterInput {
   bool is_dropped = false;
 };
 
+// A module's weight and optional bias, and PEFT's modules_to_save for it: a trained copy of both
+// (trained_weight, trained_bias), used while the adapters are on; the originals stay for the
+// adapters-off reference (core/model/modules_to_save.h).
+struct WeightAndBias : torch::nn::Module {
+  bool copied() const { return trained_weight.defined() && !t_adapters_off; }
+  const torch::Tensor& w() const { return copied() ? trained_weight : weight; }
+  const torch::Tensor& b() const { return copied() ? trained_bias : bias; }
+  void add_trained_copy() {
+    torch::NoGradGuard guard;
+    trained_weight = register_parameter("trained_weight", weight.detach().clone());
+    if (bias.defined()) trained_bias = register_parameter("trained_bias", bias.detach().clone());
+  }
+  torch::Tensor weight, bias;
+  torch::Tensor trained_weight, trained_bias;  // undefined unless the module is trained whole
+};
+
 // weight [out, in] and an optional bias [out]; also used as an embedding table (weight [V, d]).
 // With a LoRA adapter: y = x W^T + b + scale * dropout(x) A^T B^T, A [r, in], B [out, r].
 // With DoRA (PEFT's DoraLinearVariant), k = m / ||W + scale B A|| per output row, the norm a
@@ -56,7 +72,7 @@ struct AdapterInput {
 // which without dropout is k * x (W + scale B A)^T + b.
 // An adapter may use another projection's A (a_owner): k and v on q's, as PEFT's one adapter on
 // GPT-2's fused c_attn, whose B is q's, k's and v's stacked.
-struct LinearImpl : torch::nn::Module {
+struct LinearImpl : WeightAndBias {
   LinearImpl(int64_t in, int64_t out, bool with_bias, bool init, double std) {
     torch::NoGradGuard guard;
     weight = register_parameter("weight", new_weight({out, in}, init, std));
@@ -71,7 +87,7 @@ struct LinearImpl : torch::nn::Module {
     return {std::move(h), std::move(down), dropped};
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    if (!adapted()) return torch::linear(x, weight, bias);  // [..., out]
+    if (!adapted()) return torch::linear(x, w(), b());  // [..., out]
     return forward_adapted(x, adapter_input(x));
   }
   // With the adapter on (adapted()); `in` is adapter_input(x), of this adapter's A (or of the
@@ -134,7 +150,6 @@ struct LinearImpl : torch::nn::Module {
     lora_dropout = dropout;
     if (dora) lora_magnitude = register_parameter("lora_magnitude_vector", weight.norm(2, {1}));  // [out]
   }
-  torch::Tensor weight, bias;
   torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
   std::shared_ptr<LinearImpl> a_owner;
   torch::Tensor lora_magnitude;  // [out], DoRA only
@@ -145,7 +160,7 @@ struct LinearImpl : torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
-struct NormImpl : torch::nn::Module {
+struct NormImpl : WeightAndBias {
   NormImpl(int64_t d, double eps, NormKind kind, bool init) : eps(eps), kind(kind) {
     torch::NoGradGuard guard;
     // (1 + w) norms start at w = 0, the others at w = 1, so a fresh norm is the identity scale.
@@ -154,10 +169,9 @@ struct NormImpl : torch::nn::Module {
     if (kind == NormKind::layer_norm) bias = register_parameter("bias", new_weight({d}, init, 0, 0.0, true));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    if (kind == NormKind::layer_norm) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
-    return rms_norm(x, weight, eps, kind == NormKind::rms_plus_one);  // core/model/rms_norm.h
+    if (kind == NormKind::layer_norm) return torch::layer_norm(x, {x.size(-1)}, w(), b(), eps);
+    return rms_norm(x, w(), eps, kind == NormKind::rms_plus_one);  // core/model/rms_norm.h
   }
-  torch::Tensor weight, bias;
   double eps;
   NormKind kind;
 };
@@ -510,20 +524,42 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     block->self_attn->add_lora(targets, static_cast<int64_t>(i), spec);
     block->mlp->add_lora(targets, static_cast<int64_t>(i), spec);
   }
+  // modules_to_save: a tied head that is to differ from the embedding becomes a weight of its
+  // own first (frozen, the embedding's values); then each picked module gets its trained copy.
+  if (targets.untie_head) {
+    const auto& embed = embed_tokens_->as<LinearImpl>()->weight;
+    lm_head_ = register_module("lm_head", Linear(shape_.d_model, shape_.vocab_size, false, false, 0.0));
+    auto* head = lm_head_->as<LinearImpl>();
+    {
+      torch::NoGradGuard guard;
+      head->weight.set_data(embed.detach().clone());
+    }
+    head->weight.requires_grad_(false);
+    shape_.tie_embeddings = false;
+  }
+  const auto modules = named_modules();
+  for (const std::string& name : targets.trained) {
+    const auto* module = modules.find(name);
+    GANPO_ASSERT(module != nullptr, "no module " + name + " to train whole");
+    auto* copyable = dynamic_cast<WeightAndBias*>(module->get());
+    GANPO_ASSERT(copyable != nullptr, name + " has no weight to train whole");
+    copyable->add_trained_copy();
+  }
   lora_ = spec;
   lora_targets_ = std::move(targets);
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::lora_parameters() {
+std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::adapter_parameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   if (adapters_off_) return out;  // a view uses none
   for (const auto& p : named_parameters())
-    if (is_lora_parameter(p.key())) out.emplace_back(p.key(), p.value());
+    if (is_adapter_parameter(p.key())) out.emplace_back(p.key(), p.value());
   return out;
 }
 
 const torch::Tensor& CausalLMImpl::head_weight() const {
-  return (lm_head_ ? lm_head_ : embed_tokens_)->as<LinearImpl>()->weight;
+  const auto* head = (lm_head_ ? lm_head_ : embed_tokens_)->as<LinearImpl>();
+  return head->trained_weight.defined() && !adapters_off_ && !t_adapters_off ? head->trained_weight : head->weight;
 }
 
 std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
@@ -548,8 +584,12 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
                                           const torch::OrderedDict<std::string, torch::Tensor>& params) {
   const torch::Tensor* w = params.find(name);
   GANPO_ASSERT(w != nullptr, "no parameter " + name);
+  if (lora_.r == 0 || adapters_off_) return *w;
+  // A module trained whole: its trained copy ("norm.weight" -> "norm.trained_weight").
+  const size_t leaf = name.rfind('.') + 1;
+  if (const torch::Tensor* copy = params.find(name.substr(0, leaf) + "trained_" + name.substr(leaf))) return *copy;
   const std::string suffix = ".weight";
-  if (lora_.r == 0 || adapters_off_ || name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return *w;
   const std::string base = name.substr(0, name.size() - suffix.size());
   const torch::Tensor* a = params.find(base + ".lora_A");
@@ -570,10 +610,16 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   return adapted * (*m / adapted.norm(2, {1})).unsqueeze(1);  // row i scaled by m_i / ||row i||
 }
 
-bool is_lora_parameter(const std::string& name) {
+bool is_trained_copy(const std::string& name) {
   const auto dot = name.rfind('.');
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-  return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector";
+  return leaf == "trained_weight" || leaf == "trained_bias";
+}
+
+bool is_adapter_parameter(const std::string& name) {
+  const auto dot = name.rfind('.');
+  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+  return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector" || is_trained_copy(name);
 }
 
 std::string attention_kernel_note(const ModelShape& shape) {
@@ -604,10 +650,9 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
                 "max_seq_len " + std::to_string(shape_.max_seq_len) +
                 "; lower data.max_length or sampling.max_new_tokens");
 
-  const auto& embed = embed_tokens_->as<LinearImpl>()->weight;
-  auto x = torch::embedding(embed, input_ids);  // [B, T, d]
+  auto x = torch::embedding(embed_tokens_->as<LinearImpl>()->w(), input_ids);  // [B, T, d]
   if (shape_.embed_scale) x = x * std::sqrt(static_cast<double>(shape_.d_model));
-  if (embed_positions_) x = x + torch::embedding(embed_positions_->as<LinearImpl>()->weight, pos);
+  if (embed_positions_) x = x + torch::embedding(embed_positions_->as<LinearImpl>()->w(), pos);
   torch::Tensor cos, sin;
   if (rope_inv_freq_.defined()) {
     // Angles in float64: positions times frequencies lose digits in float32 at long contexts.
@@ -630,9 +675,7 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
     // Below the first adapted layer (LoRA on some layers only) nothing needs a gradient: those
     // blocks run plainly and keep nothing for the backward pass.
     const auto in_backward = [&] {
-      return x.requires_grad() || lora_.r == 0 ||
-             std::any_of(lora_targets_.modules.begin(), lora_targets_.modules.end(),
-                         [&](const LoraModule& m) { return m.layer == static_cast<int64_t>(i); });
+      return x.requires_grad() || lora_.r == 0 || static_cast<int64_t>(i) >= lora_targets_.first_trained_layer(shape_.n_layers);
     };
     if (checkpoint_blocks_ && cache == nullptr && is_training() && torch::GradMode::is_enabled() && in_backward()) {
       // The input must require a gradient for the backward pass to reach the block (frozen

@@ -13,7 +13,9 @@
 // LoRA: add_lora() puts adapters (lora_A, lora_B) on the targeted projections and freezes the
 // rest (k and v use q's A where the family fuses them, as PEFT on GPT-2's c_attn: their lora_A
 // is q_proj's); without_adapters() is the same model seen with its adapters off, sharing every
-// tensor, which a LoRA run uses as its reference (no second copy of the weights).
+// tensor, which a LoRA run uses as its reference (no second copy of the weights). Modules the
+// spec trains whole (PEFT's modules_to_save) get a trained copy of their weight and bias
+// ("norm.trained_weight"), which the adapters-off view does not use.
 #pragma once
 
 #include <torch/torch.h>
@@ -33,7 +35,8 @@ struct KVCache {
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 
-bool is_lora_parameter(const std::string& name);  // "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector"
+bool is_adapter_parameter(const std::string& name);
+bool is_trained_copy(const std::string& name);  // ".trained_weight" / ".trained_bias"  // "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector"
 
 struct LMOutput {
   torch::Tensor logits;     // [B, T - logits_from, V]: logits[:, i] predicts the token after position logits_from + i
@@ -61,8 +64,10 @@ public:
 
   // Adds adapters to the projections the spec picks (core/model/lora_targets.h: the layers and
   // ranks PEFT's settings give; A drawn from the global generator, B zero: the model is
-  // unchanged until it trains) and freezes every other parameter. Throws ConfigError for a
-  // target name this model has no projection of.
+  // unchanged until it trains), trained copies of the modules it trains whole (a tied head
+  // that is to differ from the embedding first becomes a weight of its own, and the shape says
+  // so), and freezes every other parameter. Throws ConfigError for a target name this model has
+  // no projection of.
   void add_lora(const LoraSpec& spec);
   // The adapters in use: none for a without_adapters() view.
   const LoraSpec& lora() const {
@@ -76,12 +81,13 @@ public:
   }
   // The adapters' parameters by name ("layers.0.self_attn.q_proj.lora_A" [r, in], "...lora_B" [out, r]);
   // none for a view.
-  std::vector<std::pair<std::string, torch::Tensor>> lora_parameters();
+  std::vector<std::pair<std::string, torch::Tensor>> adapter_parameters();
   // This model with its adapters switched off during its forward passes: the same modules and
   // tensors, no copy. Safe while this model runs on another thread (the switch is per thread).
   std::shared_ptr<CausalLMImpl> without_adapters_impl();
   // W + scale B A (the module's LoraModule::scale; with DoRA each row then scaled to its magnitude) for an
-  // adapted weight ("layers.0.self_attn.q_proj.weight"), else the weight itself; no gradient.
+  // adapted weight ("layers.0.self_attn.q_proj.weight"), the trained copy of a module trained
+  // whole, else the weight itself; no gradient.
   torch::Tensor merged_weight(const std::string& name);
   // The same with this model's named_parameters() already at hand (one lookup per tensor when
   // every weight is written, instead of listing the parameters again for each).
@@ -96,7 +102,8 @@ public:
   // of through forward()'s logits (train.chunked_logps; core/sequence_scoring.h).
   void set_chunked_logps(bool on) { chunked_logps_ = on; }
   bool chunked_logps() const { return chunked_logps_; }
-  // The output head's weight [V, d]: lm_head's, or the token embedding where the two are tied.
+  // The output head's weight [V, d]: lm_head's, or the token embedding where the two are tied
+  // (the trained copy where the head is trained whole and the adapters are on).
   const torch::Tensor& head_weight() const;
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }

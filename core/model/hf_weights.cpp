@@ -71,16 +71,29 @@ struct Binding {
   }
 };
 
+// Which parameters bindings() binds: the model's own, or the trained copies of the modules
+// trained whole (modules_to_save), each under the HF name of the tensor it copies.
+enum class Bound { weights, trained_copies };
+constexpr const char* kTrainedPrefix = "trained_";
+
 // merged: adapted weights as W + scale B A (for writing); otherwise the parameters themselves
 // (for loading into). LoRA adapters are never HF tensors of the model (see lora_adapter.h).
-std::vector<Binding> bindings(CausalLM& model, bool merged = false) {
+std::vector<Binding> bindings(CausalLM& model, bool merged = false, Bound bound = Bound::weights) {
   const Architecture& arch = architecture(model->shape().arch);
   std::vector<Binding> out;
   std::map<std::string, size_t> at;
   const auto params = model->named_parameters();
   for (const auto& p : params) {
-    if (is_lora_parameter(p.key())) continue;
-    const HfTensorName n = arch.hf_name(p.key());
+    std::string name = p.key();
+    if (bound == Bound::trained_copies) {
+      // "norm.trained_weight" is bound as "norm.weight"
+      const size_t leaf = name.rfind('.') + 1;
+      if (name.compare(leaf, std::string(kTrainedPrefix).size(), kTrainedPrefix) != 0) continue;
+      name = name.substr(0, leaf) + name.substr(leaf + std::string(kTrainedPrefix).size());
+    } else if (is_adapter_parameter(name)) {
+      continue;
+    }
+    const HfTensorName n = arch.hf_name(name);
     auto [it, fresh] = at.emplace(n.name, out.size());
     if (fresh) out.push_back({n.name, n.layout, {}, {}});
     Binding& b = out[it->second];
@@ -167,18 +180,43 @@ std::vector<std::pair<std::string, torch::Tensor>> model_state(CausalLM& model) 
   return out;
 }
 
-void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
-                      const std::string& source) {
-  for (auto& b : bindings(model)) {
-    auto it = tensors.find(b.hf_name);
-    if (it == tensors.end())
-      throw ModelFileError(source + " has no tensor \"" + b.hf_name +
-                           "\": the weights do not match config.json; re-export the checkpoint");
+namespace {
+
+// Copies the bound tensors from `tensors` (each under key_prefix + its HF name); returns the keys used.
+std::set<std::string> copy_bound(std::vector<Binding> bound, const std::map<std::string, torch::Tensor>& tensors,
+                                 const std::string& key_prefix, const std::string& source, const std::string& mismatch) {
+  std::set<std::string> used;
+  for (auto& b : bound) {
+    const std::string key = key_prefix + b.hf_name;
+    auto it = tensors.find(key);
+    if (it == tensors.end()) throw ModelFileError(source + " has no tensor \"" + key + "\": " + mismatch);
     if (it->second.sizes().vec() != b.hf_shape())
-      throw ModelFileError(source + ": tensor \"" + b.hf_name + "\" has shape " + shape_text(it->second.sizes()) +
+      throw ModelFileError(source + ": tensor \"" + key + "\" has shape " + shape_text(it->second.sizes()) +
                            " but the model expects " + shape_text(b.hf_shape()));
     b.copy_from_hf(it->second);
+    used.insert(key);
   }
+  return used;
+}
+
+}  // namespace
+
+void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
+                      const std::string& source) {
+  copy_bound(bindings(model), tensors, "", source, "the weights do not match config.json; re-export the checkpoint");
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> trained_copies_state(CausalLM& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& b : bindings(model, false, Bound::trained_copies)) out.emplace_back(b.hf_name, b.to_hf());
+  return out;
+}
+
+std::set<std::string> load_trained_copies(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
+                                          const std::string& key_prefix, const std::string& source) {
+  return copy_bound(bindings(model, false, Bound::trained_copies), tensors, key_prefix, source,
+                    "the adapter's modules_to_save lists a module whose trained weights it lacks; the adapter does not "
+                    "match adapter_config.json or the base model");
 }
 
 // Tensors above this size are read in row pieces of about this size.

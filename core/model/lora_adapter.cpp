@@ -10,7 +10,9 @@
 #include "core/error.h"
 #include "core/json_depth.h"
 #include "core/model/architectures.h"
+#include "core/model/hf_weights.h"
 #include "core/model/lora_targets.h"
+#include "core/model/modules_to_save.h"
 #include "core/model/safetensors.h"
 
 namespace ganpo {
@@ -53,13 +55,29 @@ std::pair<int64_t, int64_t> fused_rows(const ModelShape& s, int part) {
 }
 int64_t fused_total_rows(const ModelShape& s) { return (s.n_heads + 2 * s.n_kv_heads) * s.head_size(); }
 
+// The LoRA tensors among the adapter's parameters (not the trained copies of whole modules).
+std::vector<std::pair<std::string, torch::Tensor>> lora_tensors(CausalLM& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, tensor] : model->adapter_parameters())
+    if (!is_trained_copy(name)) out.emplace_back(name, tensor);
+  return out;
+}
+
+// Whether the model trains one copy of its tied embedding, which serves as its head too
+// (modules_to_save with ensure_weight_tying).
+bool tied_trained_embedding(CausalLM& model) {
+  const LoraTargets& t = model->lora_targets();
+  return model->shape().tie_embeddings && std::find(t.trained.begin(), t.trained.end(), "embed_tokens") != t.trained.end();
+}
+constexpr const char* kPeftPrefix = "base_model.model.";
+
 }  // namespace
 
 std::string peft_adapter_unsupported(CausalLM& model) {
   if (model->lora().r == 0) return "the model has no LoRA adapters";
   const Architecture& arch = architecture(model->shape().arch);
   if (model->lora_targets().shared_qkv) return "";
-  for (const auto& [name, tensor] : model->lora_parameters()) {
+  for (const auto& [name, tensor] : lora_tensors(model)) {
     const std::string module = split_lora_name(name).first;
     if (arch.hf_name(module + ".weight").layout != WeightLayout::fused_qkv) continue;
     const std::string path = hf_projection_path(arch.family, module.substr(module.rfind('.') + 1));
@@ -77,7 +95,7 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
   // Each PEFT tensor once, in the order of our parameters; the parts of a fused one stacked by rows.
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   std::map<std::string, std::vector<std::pair<int, torch::Tensor>>> parts;
-  for (const auto& [name, tensor] : model->lora_parameters()) {
+  for (const auto& [name, tensor] : lora_tensors(model)) {
     const PeftTensor pt = peft_tensor(arch, name);
     const torch::Tensor t = tensor.detach().to(torch::kFloat32);
     if (pt.part < 0) {
@@ -94,11 +112,16 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
     GANPO_ASSERT(pieces.size() == 3, "q, k and v of " + key);
     t = torch::cat({pieces[0].second, pieces[1].second, pieces[2].second}, 0);
   }
+  // modules_to_save: each trained copy under its module's HF name, as PEFT saves its copies
+  // (and the tied head's once more, as PEFT with ensure_weight_tying does).
+  for (const auto& [name, tensor] : trained_copies_state(model)) tensors.emplace_back(kPeftPrefix + name, tensor.to(torch::kFloat32));
+  if (tied_trained_embedding(model))
+    tensors.emplace_back(std::string(kPeftPrefix) + "lm_head.weight", model->head_weight().detach().to(torch::kFloat32));
   save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
   const LoraSpec& spec = model->lora();
   // PEFT adapts GPT-2's Conv1D modules with fan_in_fan_out (it sets it whatever the file says).
   bool conv1d = false;
-  for (const auto& [name, tensor] : model->lora_parameters())
+  for (const auto& [name, tensor] : lora_tensors(model))
     conv1d = conv1d || arch.hf_name(split_lora_name(name).first + ".weight").layout != WeightLayout::same;
   // r, lora_alpha, target_modules, layers_to_transform, rank_pattern, alpha_pattern: the modules
   // and ranks as PEFT picks them.
@@ -114,7 +137,11 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
       {"init_lora_weights", true},
       {"use_rslora", spec.rslora},
       {"use_dora", spec.dora},
-      {"modules_to_save", nullptr},
+      {"modules_to_save", model->lora_targets().trained.empty()
+                              ? nlohmann::json(nullptr)
+                              : nlohmann::json(peft_modules_to_save(model->shape(), {model->lora_targets().trained,
+                                                                                     model->lora_targets().untie_head}))},
+      {"ensure_weight_tying", spec.ensure_weight_tying},
       {"revision", nullptr},
   });
   write_json_file((fs::path(dir) / kAdapterConfig).string(), config);
@@ -134,7 +161,7 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
   // Settings that train or change modules other than the projections' adapters: applying the
   // adapter without them would compute another model.
-  for (const char* key : {"modules_to_save", "target_parameters", "trainable_token_indices", "layer_replication"})
+  for (const char* key : {"target_parameters", "trainable_token_indices", "layer_replication"})
     if (j.contains(key) && !j[key].is_null() && !j[key].empty())
       fail(std::string(key) + " is not supported; merge the adapter with PEFT and load the merged folder");
   // PEFT's LoRA variants and options that change what a layer computes (PEFT 0.20 writes each key,
@@ -173,6 +200,15 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   // PEFT scales by alpha / sqrt(r) when use_rslora is true in Python's sense.
   if (j.contains("use_rslora")) out.spec.rslora = truthy(j["use_rslora"]);
   if (j.contains("use_dora")) out.spec.dora = truthy(j["use_dora"]);
+  // modules_to_save: module names (PEFT matches each against the end of every module's name).
+  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null()) {
+    if (!j["modules_to_save"].is_array()) fail("\"modules_to_save\" must list module names");
+    for (const auto& name : j["modules_to_save"]) {
+      if (!name.is_string() || name.get<std::string>().empty()) fail("\"modules_to_save\" must list module names");
+      out.spec.modules_to_save.push_back(name.get<std::string>());
+    }
+  }
+  if (j.contains("ensure_weight_tying")) out.spec.ensure_weight_tying = truthy(j["ensure_weight_tying"]);
   if (j.contains("lora_dropout") && !j["lora_dropout"].is_null() && !j["lora_dropout"].is_number())
     fail("\"lora_dropout\" must be a number");
   out.spec.dropout = j.contains("lora_dropout") && j["lora_dropout"].is_number() ? j["lora_dropout"].get<double>() : 0.0;
@@ -272,7 +308,7 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
   const Architecture& arch = architecture(model->shape().arch);
   torch::NoGradGuard guard;
   std::set<std::string> used;
-  for (auto& [name, tensor] : model->lora_parameters()) {
+  for (auto& [name, tensor] : lora_tensors(model)) {
     const PeftTensor pt = peft_tensor(arch, name);
     auto it = file.tensors.find(pt.key);
     if (it == file.tensors.end())
@@ -287,12 +323,22 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
     tensor.copy_(it->second.narrow(0, first, rows));
     used.insert(pt.key);
   }
+  used.merge(load_trained_copies(model, file.tensors, kPeftPrefix, path));
+  // The tied head's copy, which PEFT saves too: the embedding's, or the file is not one model.
+  const auto head = file.tensors.find(std::string(kPeftPrefix) + "lm_head.weight");
+  if (tied_trained_embedding(model) && head != file.tensors.end()) {
+    const torch::Tensor ours = model->head_weight().detach().cpu();
+    if (head->second.sizes() != ours.sizes() || !torch::equal(head->second, ours.to(head->second.scalar_type())))
+      throw ModelFileError(path + ": \"" + head->first + "\" differs from the trained embedding it is tied to "
+                           "(ensure_weight_tying); the file is damaged or was edited");
+    used.insert(head->first);
+  }
   if (used.size() != file.tensors.size()) {
     std::string unused;
     for (const auto& [key, tensor] : file.tensors)
       if (!used.count(key)) unused = key;
     throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used.size()) +
-                         " tensor(s) no adapted projection uses (e.g. \"" + unused +
+                         " tensor(s) no adapted projection or module to save uses (e.g. \"" + unused +
                          "\"): adapters on other modules than the attention and MLP projections are not supported, "
                          "or the adapter does not match adapter_config.json; merge it with PEFT and load the merged folder");
   }

@@ -2,11 +2,14 @@
 // loads what the workbench trained and the workbench loads adapters PEFT trained:
 //   adapter_config.json        peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
 //                              lora_dropout, target_modules, layers_to_transform, rank_pattern,
-//                              alpha_pattern, base_model_name_or_path, bias "none", use_rslora,
-//                              use_dora (read also: exclude_modules, layers_pattern)
+//                              alpha_pattern, modules_to_save, ensure_weight_tying,
+//                              base_model_name_or_path, bias "none", use_rslora, use_dora
+//                              (read also: exclude_modules, layers_pattern)
 //   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
 //                              base_model.model.<HF module>.lora_B.weight [out, r]
 //                              base_model.model.<HF module>.lora_magnitude_vector [out] (DoRA)
+//                              base_model.model.<HF module>.weight / .bias: a module trained
+//                              whole (modules_to_save), as the family stores it
 // <HF module> is the family's name of the projection (model.layers.0.self_attn.q_proj for
 // Llama). GPT-2's modules are Conv1D (PEFT keeps their adapters as nn.Linear's, the shapes
 // above, and sets fan_in_fan_out), and its q, k and v are one module, c_attn: its adapter is q's
@@ -35,7 +38,7 @@ bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json
 // adapter_config.json read and checked: the spec and the base folder (relative paths are taken
 // from the adapter folder). rsLoRA, DoRA and PEFT's choice of modules, layers and ranks
 // (core/model/lora_targets.h) are applied; throws ModelFileError for what the workbench cannot
-// apply (other LoRA variants, trained biases, modules to save, a Hub id instead of a folder),
+// apply (other LoRA variants, trained biases, trainable tokens, a Hub id instead of a folder),
 // saying what to do.
 struct PeftAdapterConfig {
   LoraSpec spec;

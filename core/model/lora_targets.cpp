@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/model/architectures.h"
+#include "core/model/modules_to_save.h"
 #include "core/text/regex.h"
 
 namespace ganpo {
@@ -158,6 +159,8 @@ LoraSpec lora_spec(const LoraConfig& config) {
   spec.exclude = lora_exclude_modules(config.exclude_modules);
   spec.rank_pattern = lora_rank_pattern(config.rank_pattern);
   spec.alpha_pattern = lora_alpha_pattern(config.alpha_pattern);
+  spec.modules_to_save = lora_modules_to_save(config.modules_to_save);
+  spec.ensure_weight_tying = config.ensure_weight_tying;
   return spec;
 }
 
@@ -169,6 +172,16 @@ const LoraModule* LoraTargets::find(int64_t layer, const std::string& projection
   for (const LoraModule& m : modules)
     if (m.layer == layer && m.projection == projection) return &m;
   return nullptr;
+}
+
+int64_t LoraTargets::first_trained_layer(int64_t n_layers) const {
+  int64_t first = n_layers;
+  for (const LoraModule& m : modules) first = std::min(first, m.layer);
+  for (const std::string& t : trained) {
+    if (t == "embed_tokens" || t == "embed_positions") return 0;
+    if (t.rfind("layers.", 0) == 0) first = std::min<int64_t>(first, std::stoll(t.substr(7, t.find('.', 7) - 7)));
+  }
+  return first;
 }
 
 std::string hf_projection_path(const std::string& family, const std::string& projection) {
@@ -280,6 +293,10 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     together = together && (n == 0 || n == 3);
   }
   out.shared_qkv = fused && qkv_by_module_name && together && out.has("q_proj");
+  TrainedModules trained =
+      resolve_modules_to_save(shape, {spec.modules_to_save, spec.ensure_weight_tying, ours_too, prefix}, out);
+  out.trained = std::move(trained.modules);
+  out.untie_head = trained.untie_head;
   return out;
 }
 
@@ -351,7 +368,33 @@ std::string lora_targets_text(const ModelShape& shape, const LoraTargets& target
     if (p == "v_proj" && targets.shared_qkv)
       out += " (one A: PEFT's adapter on " + hf_projection_path(shape.arch, p) + ")";
   }
-  return same && !notes.empty() ? out + notes.front() : out;
+  if (same && !notes.empty()) out += notes.front();
+  if (targets.trained.empty()) return out;
+  // Whole modules: those in layers by their path with the layers, the others by name.
+  std::vector<std::string> paths;
+  std::map<std::string, std::vector<int64_t>> layers_of;
+  for (const std::string& m : targets.trained) {
+    std::string path = m;
+    if (m.rfind("layers.", 0) == 0) {
+      const size_t dot = m.find('.', 7);
+      path = m.substr(dot + 1);
+      layers_of[path].push_back(std::stoll(m.substr(7, dot - 7)));
+    }
+    if (std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(path);
+  }
+  std::vector<std::string> whole;
+  for (const std::string& path : paths) {
+    const auto it = layers_of.find(path);
+    std::string text = path;
+    if (it != layers_of.end() && static_cast<int64_t>(it->second.size()) != shape.n_layers)
+      text += (it->second.size() == 1 ? " in layer " : " in layers ") + layer_ranges(it->second);
+    if (path == "lm_head" && targets.untie_head) text += " (untied from the embedding)";
+    if (path == "embed_tokens" && shape.tie_embeddings && !targets.untie_head) text += " (still tied to the head)";
+    if (path == "embed_tokens" && targets.untie_head && std::find(paths.begin(), paths.end(), "lm_head") == paths.end())
+      text += " (the head keeps the original: untied)";
+    whole.push_back(text);
+  }
+  return out + "; trained whole: " + join_names(whole);
 }
 
 nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& targets) {

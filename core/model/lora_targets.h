@@ -46,6 +46,9 @@ struct LoraSpec {
   std::vector<std::string> layers_pattern;  // the module list a layer index follows ("layers", "h"); empty: any
   std::vector<std::pair<std::string, int64_t>> rank_pattern;  // pattern -> rank, in order
   std::vector<std::pair<std::string, double>> alpha_pattern;  // pattern -> alpha, in order
+  // Whole modules trained besides the adapters (core/model/modules_to_save.h).
+  std::vector<std::string> modules_to_save;
+  bool ensure_weight_tying = false;  // a tied embedding and head picked there stay one trained matrix
   // How messages name these settings: "model.lora." for a run's config, "" for adapter_config.json.
   std::string key_prefix;
   // An adapter_config.json: names pick modules only as PEFT matches them (not by our names where
@@ -73,13 +76,21 @@ struct LoraTargets {
   bool shared_qkv = false;               // q, k and v adapted as one fused module (GPT-2's c_attn): one A
   int64_t r = 0;                         // the spec's r and alpha, which a module has unless a pattern says otherwise
   double alpha = 0;
+  // modules_to_save: our whole modules trained as copies ("norm", "layers.0.input_layernorm",
+  // "lm_head"), and whether a tied head becomes a weight of its own (modules_to_save.h).
+  std::vector<std::string> trained;
+  bool untie_head = false;
   bool has(const std::string& projection) const;  // in some layer
   const LoraModule* find(int64_t layer, const std::string& projection) const;  // nullptr: not adapted there
+  // The lowest layer a gradient reaches (0 when the embedding trains); n_layers when only the
+  // final norm or the head train.
+  int64_t first_trained_layer(int64_t n_layers) const;
 };
 
 // Throws ConfigError for a name that matches no projection of this model (listing its names),
 // a regular expression that matches none, settings that leave no projection adapted, and
-// patterns that do not compile or that backtrack without end.
+// patterns that do not compile or that backtrack without end; and for modules_to_save as
+// resolve_modules_to_save does.
 LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec);
 // The same for target names alone (every layer, rank 8, alpha 16).
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names);
@@ -98,7 +109,9 @@ std::string hf_projection_path(const std::string& family, const std::string& pro
 
 // The adapted projections for a run's log: "q_proj, v_proj", with the layers and ranks where
 // they are not every layer and the spec's ("q_proj in layers 0-3", "o_proj (r 16, alpha 32)"),
-// and with one A for q, k and v "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn)".
+// and with one A for q, k and v "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn)";
+// then the modules trained whole ("; trained whole: input_layernorm in layers 0-1, norm, lm_head
+// (untied from the embedding)").
 std::string lora_targets_text(const ModelShape& shape, const LoraTargets& targets);
 
 // adapter_config.json's fields that make PEFT adapt exactly these modules with their ranks:

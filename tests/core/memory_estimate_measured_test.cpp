@@ -235,6 +235,20 @@ TEST_F(EstimateAgainstPeak, LoraOnOneLayerWithGradientCheckpointing) {
   expect_close(c);
 }
 
+// PEFT's modules_to_save: the head (untied from the embedding, a frozen weight of its own), the
+// final norm and one layer's MLP trained whole, their copies with gradients and moments, and
+// adapters on the upper layer only.
+TEST_F(EstimateAgainstPeak, LoraWithModulesTrainedWhole) {
+  nlohmann::json shape = llama3_like(4096);
+  shape["tie_word_embeddings"] = true;
+  RunConfig c = folder_config("llama", shape);
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "q_proj,v_proj";
+  c.model.lora.layers_to_transform = "1";
+  c.model.lora.modules_to_save = "lm_head, model.norm, model.layers.1.mlp";
+  expect_close(c);
+}
+
 nlohmann::json gpt2_like() {
   return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
           {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};

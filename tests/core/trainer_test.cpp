@@ -91,6 +91,46 @@ protected:
     fs::remove_all(root_, ec);
   }
 
+  // `c` (4 steps) stopped after 2 into out_name, then resumed from its checkpoint-2: steps 3 and 4
+  // give the uninterrupted run's metrics. Returns the stopped run's config.
+  RunConfig expect_exact_resume(RunConfig c, const std::string& out_name, const Collector& uninterrupted,
+                                const std::vector<std::string>& metrics) {
+    c.output_dir = (root_ / out_name).string();
+    Collector b_obs;
+    auto b = run(c, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false, {}});
+    EXPECT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
+    Collector c_obs;
+    auto resumed = run(c, c_obs, TrainerOptions{(fs::path(c.output_dir) / "checkpoint-2").string(), -1, false, {}});
+    EXPECT_EQ(resumed.status, "completed") << resumed.message << "\n" << c_obs.all_logs();
+    for (int64_t step = 3; step <= 4 && resumed.status == "completed"; ++step)
+      for (const std::string& k : metrics)
+        EXPECT_NEAR(c_obs.metrics.at(step).at(k), uninterrupted.metrics.at(step).at(k), 1e-5) << k << " at step " << step;
+    return c;
+  }
+
+  // A short LoRA run of config()'s over `base`: rank 4 on `targets`, no samples, no judge.
+  RunConfig short_lora_config(const std::string& out_name, const fs::path& base, const std::string& targets,
+                              int64_t steps) const {
+    RunConfig c = config(out_name);
+    c.model.checkpoint = base.string();
+    c.model.lora.r = 4;
+    c.model.lora.target_modules = targets;
+    c.train.max_steps = steps;
+    c.train.learning_rate = 1e-2;
+    c.sampling.num_prompts = 0;
+    c.eval.judge_at_end = false;
+    return c;
+  }
+
+  // The model LoRA runs adapt: config()'s shape with seed-5 weights, as a model folder.
+  fs::path lora_base_folder() const {
+    const fs::path base = root_ / "base";
+    torch::manual_seed(5);
+    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
+    save_model_files(base.string(), model, ByteTokenizer());
+    return base;
+  }
+
   // The tiny run of the brief: a 2-layer d=32 policy, 64 built-in pairs, tiny critics.
   RunConfig config(const std::string& out_name) const {
     RunConfig c;
@@ -685,12 +725,7 @@ TEST_F(TrainerTest, ChunkedLogpsTrainsTheSameRun) {
 // its adapters off, no copy), checkpoints hold the merged model plus a PEFT adapter folder, the
 // base folder is untouched, and resume is exact.
 TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
-  const fs::path base = root_ / "base";
-  {
-    torch::manual_seed(5);
-    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
-    save_model_files(base.string(), model, ByteTokenizer());
-  }
+  const fs::path base = lora_base_folder();
   const auto base_files = read_folder(base);
   auto lora = config("lora");
   lora.model.checkpoint = base.string();
@@ -733,17 +768,7 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   for (const auto& [k, v] : expected) EXPECT_NEAR(a.final_eval.at(k), v, 1e-4 * std::max(1.0, std::abs(v))) << k;
 
   // Stopped after 2 steps and resumed: steps 3 and 4 are the uninterrupted run's.
-  auto b_cfg = lora;
-  b_cfg.output_dir = (root_ / "lora-b").string();
-  Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false, {}});
-  ASSERT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
-  Collector c_obs;
-  auto c = run(b_cfg, c_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false, {}});
-  ASSERT_EQ(c.status, "completed") << c.message << "\n" << c_obs.all_logs();
-  for (int64_t step = 3; step <= 4; ++step)
-    for (const std::string k : {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"})
-      EXPECT_NEAR(c_obs.metrics.at(step).at(k), a_obs.metrics.at(step).at(k), 1e-5) << k << " at step " << step;
+  const RunConfig b_cfg = expect_exact_resume(lora, "lora-b", a_obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"});
 
   // A LoRA checkpoint cannot be resumed as a full fine-tuning run, and says why.
   auto full = b_cfg;
@@ -758,24 +783,12 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
 // and alphas, as many trainable parameters as the estimate counts, and an adapter folder whose
 // adapter_config.json says the same to PEFT and computes the merged checkpoint's model.
 TEST_F(TrainerTest, LoraOnSomeLayersWithTheirOwnRanksWritesPeftsSettings) {
-  const fs::path base = root_ / "base";
-  {
-    torch::manual_seed(5);
-    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
-    save_model_files(base.string(), model, ByteTokenizer());
-  }
-  auto lora = config("lora-layers");
-  lora.model.checkpoint = base.string();
-  lora.model.lora.r = 4;
+  const fs::path base = lora_base_folder();
+  auto lora = short_lora_config("lora-layers", base, "q_proj,v_proj,down_proj", 2);
   lora.model.lora.alpha = 8;
-  lora.model.lora.target_modules = "q_proj,v_proj,down_proj";
   lora.model.lora.layers_to_transform = "1";
   lora.model.lora.rank_pattern = "mlp.down_proj=2";
   lora.model.lora.alpha_pattern = "v_proj=16";
-  lora.train.max_steps = 2;
-  lora.train.learning_rate = 1e-2;
-  lora.sampling.num_prompts = 0;
-  lora.eval.judge_at_end = false;
   Collector obs;
   auto result = run(lora, obs);
   ASSERT_EQ(result.status, "completed") << result.message << "\n" << obs.all_logs();
@@ -802,6 +815,34 @@ TEST_F(TrainerTest, LoraOnSomeLayersWithTheirOwnRanksWritesPeftsSettings) {
   auto refused = run(beyond, beyond_obs);
   EXPECT_EQ(refused.status, "failed");
   EXPECT_CONTAINS(refused.message, "model.lora.layers_to_transform names layer 2, but this model has 2 layers (0 to 1)");
+}
+
+// modules_to_save in [model.lora]: the head and the norms train as copies (the reference keeps
+// the originals), the count and the log say so, a stopped run resumes exactly, and the adapter
+// folder lists them for PEFT and computes the merged checkpoint's model.
+TEST_F(TrainerTest, LoraWithModulesToSaveResumesExactlyAndWritesThemForPeft) {
+  const fs::path base = lora_base_folder();
+  const auto base_files = read_folder(base);
+  auto lora = short_lora_config("lora-save", base, "q_proj,v_proj", 4);
+  lora.model.lora.modules_to_save = "lm_head, model.norm";
+  Collector a_obs;
+  auto a = run(lora, a_obs);
+  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+  const ModelShape shape = read_model_config(base.string());
+  EXPECT_CONTAINS(a_obs.all_logs(), "on q_proj, v_proj; trained whole: norm, lm_head (untied from the embedding): " +
+                                        std::to_string(lora_parameter_count(shape, lora.model.lora)) + " trainable parameters");
+  EXPECT_EQ(a_obs.metrics.at(1).at("rewards/margins"), 0.0) << "the copies start as the originals";
+  EXPECT_EQ(read_folder(base), base_files);
+  const fs::path ckpt = fs::path(lora.output_dir) / "checkpoint-4";
+  const auto adapter_config = read_json_file((ckpt / "adapter" / "adapter_config.json").string());
+  EXPECT_EQ(adapter_config["modules_to_save"], (nlohmann::json{"model.norm", "lm_head"}));
+  auto merged = load_model_folder(ckpt.string(), torch::kCPU);
+  auto adapted = load_model_folder((ckpt / "adapter").string(), torch::kCPU);
+  EXPECT_FALSE(merged.model->shape().tie_embeddings);
+  const auto ids = torch::randint(0, 256, {2, 10}, torch::kLong);
+  EXPECT_TRUE(torch::allclose(merged.model->forward(ids).logits, adapted.model->forward(ids).logits, 1e-4, 1e-5));
+
+  expect_exact_resume(lora, "lora-save-b", a_obs, {"loss", "rewards/margins", "grad_norm"});
 }
 
 // transformers' from_config: a folder holding only config.json (Gemma 2's, with its soft-caps and

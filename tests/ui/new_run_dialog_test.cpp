@@ -531,6 +531,24 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   layers->setText("");
   ranks->setText("");
   EXPECT_EQ(memory->text(), lora);
+  // modules_to_save: a name no module ends with is a reason beside the field; the head trained
+  // whole adds its copy to what trains.
+  auto* whole = child<QLineEdit>(dialog, "model.lora.modules_to_save");
+  ASSERT_TRUE(whole);
+  whole->setText("lm_head, score");
+  auto* whole_reason = child<QLabel>(dialog, "model.lora.modules_to_save.error");
+  ASSERT_TRUE(whole_reason);
+  EXPECT_TRUE(whole_reason->text().contains("names \"score\", and no module of this llama model has a name that ends with it"))
+      << whole_reason->text().toStdString();
+  QCoreApplication::processEvents();  // (the reason's label laid out first)
+  if (auto* page = qobject_cast<QScrollArea*>(dialog.findChild<QTabWidget*>()->currentWidget())) page->ensureWidgetVisible(whole_reason);
+  QCoreApplication::processEvents();
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_lora_modules_to_save.png"));
+  whole->setText("lm_head");
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
+  EXPECT_NE(memory->text(), lora) << "the head's copy trains";
+  whole->setText("");
+  EXPECT_EQ(memory->text(), lora);
   rank->setText("0");
   EXPECT_EQ(memory->text(), full);
 }

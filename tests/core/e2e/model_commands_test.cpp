@@ -105,7 +105,7 @@ TEST_F(ModelCommands, LogitsAndInspectTakeAPeftAdapterFolder) {
   model->add_lora(spec);
   {
     torch::NoGradGuard guard;
-    for (auto& [name, t] : model->lora_parameters()) t.normal_(0.0, 0.3);  // B starts at zero: move it
+    for (auto& [name, t] : model->adapter_parameters()) t.normal_(0.0, 0.3);  // B starts at zero: move it
   }
   fs::create_directories(adapter_dir);
   ganpo::save_peft_adapter(adapter_dir.string(), model, base_dir.string());

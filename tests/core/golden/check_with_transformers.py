@@ -20,7 +20,7 @@ checks the chain end to end:
    logits; and where the peft package is installed, PeftModel.from_pretrained(base, adapter/) gives
    them too, and an adapter PEFT itself writes (save_pretrained, random non-zero B) over each such
    folder gives PeftModel's logits in `ganpo logits`; both with PEFT's per-layer settings too
-   (layers_to_transform, layers_pattern, exclude_modules, target_modules as a regular expression,
+   (layers_to_transform, layers_pattern, exclude_modules, target_modules as a regular expression, modules_to_save,
    rank_pattern and alpha_pattern);
 3. where a folder holds a tokenizer.json and the tokenizers package is installed, its ids for a few
    texts equal `ganpo tokenize`'s.
@@ -267,6 +267,11 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
                         init_lora_weights=False, use_rslora=rslora, use_dora=dora,
                         task_type="CAUSAL_LM", **lora_config)
     peft_model = get_peft_model(model, config)
+    if lora_config.get("modules_to_save"):  # copies away from the originals, so they count
+        with torch.no_grad():
+            for n, p in peft_model.named_parameters():
+                if "modules_to_save" in n:
+                    p.add_(0.05 * torch.randn_like(p))
     if dora:  # magnitudes away from ||W||, so they count
         with torch.no_grad():
             for n, p in peft_model.named_parameters():
@@ -326,6 +331,16 @@ def check_trained(args, work):
                extra='rank_pattern = "layers.1.self_attn.v_proj=8"')
     check_lora(args, work, "lora-layers-dora-preset-gpt2", *bases["preset-gpt2"], dora=True, targets="c_attn,mlp.c_fc",
                extra='layers_to_transform = "0"\nrank_pattern = "c_attn=8"')
+    # modules_to_save: the head untied from the tied embedding and the norms trained whole (the
+    # merged folder unties them too); on GPT-2 the embedding and c_attn trained whole with the
+    # head kept tied (ensure_weight_tying); Gemma 2's head untied.
+    check_lora(args, work, "lora-save-preset-llama", *bases["preset-llama"], targets="q_proj,v_proj",
+               extra='modules_to_save = "lm_head, norm"')
+    check_lora(args, work, "lora-save-tied-preset-gpt2", *bases["preset-gpt2"], targets="c_fc",
+               extra='modules_to_save = "wte, c_attn"\nensure_weight_tying = true')
+    if "family-gemma2_softcap_sliding" in bases:
+        check_lora(args, work, "lora-save-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
+                   targets="q_proj", extra='modules_to_save = "lm_head, model.layers.1.mlp"')
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -354,6 +369,17 @@ def check_trained(args, work):
                        exclude_modules=["model.layers.1.self_attn.o_proj", "gate_proj"])
     check_peft_written(args, work, "peft-layers-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "c_proj"),
                        layers_to_transform=1, layers_pattern="h", rank_pattern={"c_attn": 8}, dora=True)
+    # modules_to_save as PEFT users write it: the embedding and head untied (PEFT's default), the
+    # norms and one MLP by the end of their names, GPT-2's c_attn, positions and final norm, and
+    # GPT-2's tied head kept tied to the trained embedding.
+    check_peft_written(args, work, "peft-save-preset-llama", llama, targets=("q_proj", "v_proj"),
+                       modules_to_save=["lm_head", "embed_tokens"])
+    check_peft_written(args, work, "peft-save-norm-preset-llama", llama, targets=("q_proj", "v_proj"),
+                       modules_to_save=["norm", "layers.0.mlp"])
+    check_peft_written(args, work, "peft-save-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
+                       modules_to_save=["c_attn", "wpe", "ln_f"])
+    check_peft_written(args, work, "peft-save-tied-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
+                       modules_to_save=["lm_head"], ensure_weight_tying=True)
 
 
 def main():

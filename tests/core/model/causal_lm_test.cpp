@@ -223,7 +223,7 @@ TEST(ModelForward, GradientCheckpointingGivesTheSameLossAndGradients) {
           }
           m->add_lora(spec);
           torch::NoGradGuard guard;
-          for (auto& [n, t] : m->lora_parameters())
+          for (auto& [n, t] : m->adapter_parameters())
             if (n.find("lora_B") != std::string::npos) t.normal_(0.0, 0.1);
         }
         m->set_gradient_checkpointing(checkpointing);

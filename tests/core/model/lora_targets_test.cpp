@@ -1,8 +1,8 @@
 // Which modules PEFT's LoraConfig settings adapt, with which ranks, read against a model
 // (core/model/lora_targets.h): layers_to_transform and layers_pattern, whole module names,
 // target_modules as a regular expression, exclude_modules, rank_pattern and alpha_pattern in
-// their order, GPT-2's one A for c_attn in the layers it is adapted in, and what PEFT's adapter
-// config gets back for them. Without LibTorch.
+// their order, GPT-2's one A for c_attn in the layers it is adapted in, modules_to_save, and
+// what PEFT's adapter config gets back for them. Without LibTorch.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/model/lora_targets.h"
 #include "core/model/model_shape.h"
+#include "core/model/modules_to_save.h"
 #include "tests/core/model/lora_test_shapes.h"
 
 namespace ganpo {
@@ -193,6 +194,91 @@ TEST(LoraTargets, PeftsAdapterConfigSaysTheSameModulesAndRanks) {
   config = peft_target_config(lora_test_shape("gpt2"), resolve_lora_targets(lora_test_shape("gpt2"), gpt2));
   EXPECT_EQ(config["target_modules"], (nlohmann::json{"c_attn", "attn.c_proj"}));
   EXPECT_EQ(config["layers_to_transform"], (nlohmann::json{0}));
+}
+
+// modules_to_save as PEFT matches it: the end of every module's name (no dot needed), a module
+// that holds others standing for those with weights, GPT-2's c_attn for q, k and v together.
+TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
+  const ModelShape llama = lora_test_shape("llama");
+  auto trained = [&](std::vector<std::string> names, bool ours_too = true) {
+    LoraSpec spec = spec_with({"q_proj"});
+    spec.modules_to_save = std::move(names);
+    spec.from_adapter_file = !ours_too;
+    std::string out;
+    for (const std::string& m : resolve_lora_targets(llama, spec).trained) out += (out.empty() ? "" : ", ") + m;
+    return out;
+  };
+  ASSERT_TRUE(llama.tie_embeddings);  // (the small Llama ties its head, as Llama 3.2 1B does)
+  EXPECT_EQ(trained({"lm_head"}), "lm_head");
+  EXPECT_EQ(trained({"norm"}), "layers.0.input_layernorm, layers.0.post_attention_layernorm, layers.1.input_layernorm, "
+                               "layers.1.post_attention_layernorm, norm");
+  EXPECT_EQ(trained({"model.norm", "model.layers.1.mlp"}), "layers.1.mlp.gate_proj, layers.1.mlp.up_proj, layers.1.mlp.down_proj, norm");
+  EXPECT_EQ(trained({"layers.0.input_layernorm", "embed_tokens"}), "embed_tokens, layers.0.input_layernorm");
+  EXPECT_EQ(trained({"not_a_module", "lm_head"}, false), "lm_head") << "PEFT passes over a name no module has";
+  EXPECT_EQ(refusal(llama, [] {
+              LoraSpec spec = spec_with({"q_proj"});
+              spec.key_prefix = "model.lora.";
+              spec.modules_to_save = {"not_a_module"};
+              return spec;
+            }()).find("model.lora.modules_to_save names \"not_a_module\", and no module of this llama model has a name that ends with it"),
+            0u);
+  // A module both adapted and trained whole: PEFT would copy the adapter with it.
+  LoraSpec both = spec_with({"q_proj"});
+  both.modules_to_save = {"model.layers.1.self_attn"};
+  EXPECT_NE(refusal(llama, both).find("picks model.layers.1.self_attn.q_proj, which also has a LoRA adapter"), std::string::npos)
+      << refusal(llama, both);
+
+  // GPT-2: c_attn is q, k and v; its head is tied to wte.
+  const ModelShape gpt2 = lora_test_shape("gpt2");
+  ASSERT_TRUE(gpt2.tie_embeddings);
+  LoraSpec spec = spec_with({"c_fc"});
+  spec.from_adapter_file = true;
+  spec.modules_to_save = {"h.1.attn.c_attn", "ln_f", "wpe"};
+  LoraTargets t = resolve_lora_targets(gpt2, spec);
+  EXPECT_EQ(t.trained, (std::vector<std::string>{"embed_positions", "layers.1.self_attn.q_proj", "layers.1.self_attn.k_proj",
+                                                 "layers.1.self_attn.v_proj", "norm"}));
+  EXPECT_FALSE(t.untie_head);
+  EXPECT_EQ(peft_modules_to_save(gpt2, {t.trained, t.untie_head}),
+            (std::vector<std::string>{"transformer.wpe", "transformer.h.1.attn.c_attn", "transformer.ln_f"}));
+  EXPECT_EQ(t.first_trained_layer(gpt2.n_layers), 0) << "the positions train, so every block is in the backward pass";
+  // The tied head: PEFT's default unties it, so the head trains a copy of its own...
+  spec.modules_to_save = {"lm_head"};
+  t = resolve_lora_targets(gpt2, spec);
+  EXPECT_EQ(t.trained, std::vector<std::string>{"lm_head"});
+  EXPECT_TRUE(t.untie_head);
+  EXPECT_EQ(t.first_trained_layer(gpt2.n_layers), 0) << "c_fc in layer 0";
+  // ... and a trained embedding leaves the head the original.
+  spec.modules_to_save = {"wte"};
+  t = resolve_lora_targets(gpt2, spec);
+  EXPECT_EQ(t.trained, std::vector<std::string>{"embed_tokens"});
+  EXPECT_TRUE(t.untie_head);
+  // With ensure_weight_tying either name trains one copy, which stays both; PEFT's config lists
+  // lm_head so that PEFT ties its copy to the embedding's when it loads.
+  spec.ensure_weight_tying = true;
+  for (const char* name : {"wte", "lm_head"}) {
+    spec.modules_to_save = {name};
+    t = resolve_lora_targets(gpt2, spec);
+    EXPECT_EQ(t.trained, std::vector<std::string>{"embed_tokens"}) << name;
+    EXPECT_FALSE(t.untie_head) << name;
+    EXPECT_EQ(peft_modules_to_save(gpt2, {t.trained, t.untie_head}), (std::vector<std::string>{"lm_head", "transformer.wte"}));
+  }
+  // A run's config asks for tying only where the model ties.
+  ModelShape untied_llama = llama;
+  untied_llama.tie_embeddings = false;
+  LoraSpec untied = spec_with({"q_proj"});
+  untied.key_prefix = "model.lora.";
+  untied.modules_to_save = {"lm_head"};
+  untied.ensure_weight_tying = true;
+  EXPECT_NE(refusal(untied_llama, untied).find("model.lora.ensure_weight_tying is true, but this model's output head is not tied"),
+            std::string::npos);
+
+  // What the trained copies add up to, and the log's words for them.
+  EXPECT_EQ(trained_copy_parameter_count(llama, {"norm", "layers.0.mlp.up_proj", "lm_head"}),
+            32 + 32 * llama.d_ff + llama.vocab_size * 32);
+  spec.modules_to_save = {"ln_1", "lm_head"};
+  spec.ensure_weight_tying = false;
+  EXPECT_EQ(lora_targets_text(gpt2, resolve_lora_targets(gpt2, spec)),
+            "up_proj; trained whole: input_layernorm, lm_head (untied from the embedding)");
 }
 
 }  // namespace

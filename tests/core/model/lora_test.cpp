@@ -17,6 +17,7 @@
 #include "core/model/lora_adapter.h"
 #include "core/model/lora_targets.h"
 #include "core/model/model_shape.h"
+#include "core/model/modules_to_save.h"
 #include "core/model/safetensors.h"
 #include "core/cpu_runtime.h"
 #include "core/parallel_lanes.h"
@@ -47,7 +48,7 @@ LoraSpec spec_of(const std::string& targets, int64_t r = 4, double alpha = 8.0) 
 void train_adapters_randomly(CausalLM& m, uint64_t seed) {
   torch::NoGradGuard guard;
   torch::manual_seed(seed);
-  for (auto& [name, t] : m->lora_parameters()) {
+  for (auto& [name, t] : m->adapter_parameters()) {
     if (name.size() > 6 && name.substr(name.size() - 6) == "lora_B") t.normal_(0.0, 0.05);
     if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(1.0 + 0.2 * torch::randn_like(t));
   }
@@ -92,7 +93,7 @@ TEST(Lora, AdaptersStartAtTheBaseModelAndSwitchOffExactly) {
   // The view reports no adapters, merges none, and never switches the modules it shares: it is
   // in evaluation mode whatever the policy's mode was when it was made.
   EXPECT_EQ(reference->lora().r, 0);
-  EXPECT_TRUE(reference->lora_parameters().empty());
+  EXPECT_TRUE(reference->adapter_parameters().empty());
   model->train();
   CausalLM view = without_adapters(model);
   EXPECT_FALSE(view->is_training());
@@ -134,7 +135,7 @@ TEST(Lora, OnlyTheAdaptersTrain) {
   model->add_lora(spec_of("q_proj,k_proj,v_proj,o_proj,up_proj,down_proj,gate_proj", 2, 4.0));
   int64_t trainable = 0;
   for (const auto& p : model->named_parameters()) {
-    EXPECT_EQ(p.value().requires_grad(), is_lora_parameter(p.key())) << p.key();
+    EXPECT_EQ(p.value().requires_grad(), is_adapter_parameter(p.key())) << p.key();
     if (p.value().requires_grad()) trainable += p.value().numel();
   }
   LoraConfig lora;
@@ -155,7 +156,7 @@ TEST(Lora, OnlyTheAdaptersTrain) {
   }
   for (const auto& p : model->named_parameters()) {
     const bool moved = !torch::equal(p.value(), before.at(p.key()));
-    if (!is_lora_parameter(p.key())) {
+    if (!is_adapter_parameter(p.key())) {
       EXPECT_FALSE(moved) << p.key() << " is frozen";
     }
   }
@@ -333,12 +334,12 @@ TEST(Lora, DoraStartsAtTheBaseMergesRowByRowAndRoundTripsAsAPeftFolder) {
     torch::NoGradGuard no_grad;
     EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
     EXPECT_TRUE(torch::allclose(trained.model->forward(ids).logits, logits, 1e-5, 1e-6));
-    for (auto& [name, t] : trained.model->lora_parameters())
+    for (auto& [name, t] : trained.model->adapter_parameters())
       if (name.find("lora_magnitude_vector") != std::string::npos) t.mul_(2.0);
     EXPECT_GT((trained.model->forward(ids).logits - logits).abs().max().item<double>(), 1e-2);
   }
   std::vector<torch::Tensor> trained_params;
-  for (auto& [name, t] : trained.model->lora_parameters()) {
+  for (auto& [name, t] : trained.model->adapter_parameters()) {
     t.mutable_grad() = torch::ones_like(t);
     trained_params.push_back(t);
   }
@@ -470,7 +471,7 @@ TEST(Lora, Gpt2CAttnHasOneAdapterAsInPeftAndRoundTripsAsAPeftFolder) {
   trained.model->add_lora(spec_of("attn.c_proj"));
   train_adapters_randomly(trained.model, 44);
   trained.model->eval();
-  EXPECT_EQ(trained.model->lora_parameters().size(), 2u * 2u) << "A and B of o_proj in 2 layers";
+  EXPECT_EQ(trained.model->adapter_parameters().size(), 2u * 2u) << "A and B of o_proj in 2 layers";
   fs::create_directories(adapter_dir);
   save_peft_adapter(adapter_dir, trained.model, base_dir);
   const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
@@ -499,7 +500,7 @@ TEST(Lora, AdaptersOnSomeLayersWithTheirOwnRanksRoundTripAsAPeftFolder) {
   train_adapters_randomly(trained.model, 23);
   trained.model->eval();
   std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& [name, t] : trained.model->lora_parameters()) shapes[name] = t.sizes().vec();
+  for (const auto& [name, t] : trained.model->adapter_parameters()) shapes[name] = t.sizes().vec();
   EXPECT_EQ(shapes.size(), 6u) << "A and B of q, v and down in layer 1 only";
   EXPECT_EQ(shapes["layers.1.mlp.down_proj.lora_A"], (std::vector<int64_t>{2, ff}));
   EXPECT_EQ(shapes["layers.1.self_attn.q_proj.lora_A"], (std::vector<int64_t>{4, d}));
@@ -558,6 +559,119 @@ TEST(Lora, AdaptersOnSomeLayersWithTheirOwnRanksRoundTripAsAPeftFolder) {
   EXPECT_TRUE(config["layers_to_transform"].is_null());
   EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits,
                            uneven.model->forward(ids).logits));
+}
+
+// Moves every trained copy of a whole module (modules_to_save), as training would.
+void train_copies_randomly(CausalLM& m, uint64_t seed) {
+  torch::NoGradGuard guard;
+  torch::manual_seed(seed);
+  for (auto& [name, t] : m->adapter_parameters())
+    if (is_trained_copy(name)) t.add_(0.05 * torch::randn_like(t));
+}
+
+// modules_to_save: the copies are what trains (the originals stay frozen and serve the
+// adapters-off reference exactly), our model_modules() are the model's modules with weights in
+// every family, and a run round-trips as a PEFT folder and as a merged checkpoint.
+TEST(Lora, ModulesToSaveTrainCopiesWhileTheReferenceKeepsTheOriginals) {
+  for (const char* arch : {"llama", "gpt2"}) {
+    ModelShape shape = lora_test_shape(arch);
+    std::vector<std::string> with_weights;
+    for (const auto& p : CausalLM(shape)->named_parameters())
+      if (p.key().size() > 7 && p.key().substr(p.key().size() - 7) == ".weight") with_weights.push_back(p.key().substr(0, p.key().size() - 7));
+    EXPECT_EQ(model_modules(shape), with_weights) << arch;
+  }
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 31);
+  const auto ids = sample_ids();
+  const auto base_logits = trained.model->forward(ids).logits;
+  LoraSpec spec = spec_of("q_proj");
+  spec.modules_to_save = {"lm_head", "model.norm", "layers.1.input_layernorm", "model.layers.0.mlp"};
+  torch::manual_seed(32);
+  trained.model->add_lora(spec);
+  EXPECT_FALSE(trained.model->shape().tie_embeddings) << "PEFT's default unties a head it trains";
+  std::vector<std::string> copies;
+  int64_t trainable = 0;
+  for (const auto& p : trained.model->named_parameters()) {
+    EXPECT_EQ(p.value().requires_grad(), is_adapter_parameter(p.key())) << p.key();
+    if (is_trained_copy(p.key())) copies.push_back(p.key());
+    if (p.value().requires_grad()) trainable += p.value().numel();
+  }
+  EXPECT_EQ(copies, (std::vector<std::string>{"layers.0.mlp.gate_proj.trained_weight", "layers.0.mlp.up_proj.trained_weight",
+                                              "layers.0.mlp.down_proj.trained_weight", "layers.1.input_layernorm.trained_weight",
+                                              "norm.trained_weight", "lm_head.trained_weight"}));
+  LoraConfig config = lora_config_of("q_proj");
+  config.modules_to_save = "lm_head, model.norm, layers.1.input_layernorm, model.layers.0.mlp";
+  EXPECT_EQ(lora_parameter_count(lora_test_shape("llama"), config), trainable) << "the memory estimate counts the copies";
+  EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, base_logits)) << "copies start as the originals";
+
+  // A step moves the copies and the adapters only.
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& p : trained.model->named_parameters()) before[p.key()] = p.value().detach().clone();
+  trained.model->train();
+  trained.model->forward(ids).logits.logsumexp(-1).mean().backward();
+  for (const auto& p : trained.model->named_parameters())
+    EXPECT_EQ(p.value().grad().defined(), is_adapter_parameter(p.key())) << p.key();
+  EXPECT_GT(trained.model->named_parameters()["layers.0.mlp.up_proj.trained_weight"].grad().abs().sum().item<double>(), 0);
+  trained.model->eval();
+  train_adapters_randomly(trained.model, 33);
+  train_copies_randomly(trained.model, 34);
+  const auto expected = trained.model->forward(ids).logits;
+  EXPECT_FALSE(torch::allclose(expected, base_logits));
+  EXPECT_TRUE(torch::equal(without_adapters(trained.model)->forward(ids).logits, base_logits)) << "the reference is the base model";
+
+  // As a PEFT folder: each copy under its module's whole name, and the same model back.
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  const auto adapter_config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(adapter_config["modules_to_save"],
+            (nlohmann::json{"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj",
+                            "model.layers.1.input_layernorm", "model.norm", "lm_head"}));
+  EXPECT_EQ(adapter_config["ensure_weight_tying"], false);
+  const auto file = load_safetensors(adapter_dir + "/adapter_model.safetensors");
+  EXPECT_TRUE(file.tensors.count("base_model.model.lm_head.weight"));
+  EXPECT_TRUE(file.tensors.count("base_model.model.model.layers.1.input_layernorm.weight"));
+  LoadedModel reloaded = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_TRUE(torch::equal(reloaded.model->forward(ids).logits, expected));
+  EXPECT_TRUE(torch::equal(without_adapters(reloaded.model)->forward(ids).logits, base_logits));
+  // As a merged checkpoint: an untied model with the copies' weights.
+  const std::string merged_dir = (dir.path() / "merged").string();
+  save_model_files(merged_dir, trained.model, ByteTokenizer());
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(merged_dir + "/config.json"))["tie_word_embeddings"], false);
+  EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, expected, 1e-5, 1e-6));
+
+  // GPT-2 with ensure_weight_tying: one trained copy of wte, which stays its head; PEFT's
+  // folder holds it under both names, and a head that differs from it is refused.
+  const std::string gpt2_dir = (dir.path() / "gpt2").string();
+  LoadedModel tied = base_folder_loaded(gpt2_dir, 35, "gpt2");
+  const auto gpt2_base = tied.model->forward(ids).logits;
+  LoraSpec tying = spec_of("c_fc");
+  tying.modules_to_save = {"lm_head", "c_attn"};
+  tying.ensure_weight_tying = true;
+  tied.model->add_lora(tying);
+  EXPECT_TRUE(tied.model->shape().tie_embeddings);
+  train_copies_randomly(tied.model, 36);
+  EXPECT_TRUE(torch::equal(tied.model->head_weight(), tied.model->named_parameters()["embed_tokens.trained_weight"]));
+  const auto tied_expected = tied.model->forward(ids).logits;
+  save_peft_adapter(adapter_dir, tied.model, gpt2_dir);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["modules_to_save"],
+            (nlohmann::json{"lm_head", "transformer.wte", "transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"}));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, tied_expected));
+  EXPECT_TRUE(torch::equal(without_adapters(tied.model)->forward(ids).logits, gpt2_base));
+  auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+  EXPECT_EQ(tensors.at("base_model.model.transformer.h.0.attn.c_attn.weight").sizes(), (c10::IntArrayRef{32, 96})) << "Conv1D's layout";
+  tensors.at("base_model.model.lm_head.weight").add_(1.0);
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", {tensors.begin(), tensors.end()});
+  try {
+    load_model_folder(adapter_dir, torch::kCPU);
+    ADD_FAILURE() << "a tied head that differs from its embedding was loaded";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("differs from the trained embedding it is tied to"), std::string::npos) << e.what();
+  }
+  const std::string tied_merged = (dir.path() / "tied_merged").string();
+  save_model_files(tied_merged, tied.model, ByteTokenizer());
+  EXPECT_TRUE(torch::allclose(load_model_folder(tied_merged, torch::kCPU).model->forward(ids).logits, tied_expected, 1e-5, 1e-6));
 }
 
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
@@ -682,6 +796,8 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   EXPECT_TRUE(read_back.layers_pattern.empty());
   EXPECT_TRUE(read_back.from_adapter_file);
   refused(with("lora_dropout", "0.1"), "\"lora_dropout\" must be a number");
+  refused(with("modules_to_save", "lm_head"), "\"modules_to_save\" must list module names");
+  refused(with("modules_to_save", {"lm_head", 1}), "\"modules_to_save\" must list module names");
   refused(with("base_model_name_or_path", 7), "base_model_name_or_path is empty");
   nlohmann::json deep = 1;
   for (int i = 0; i < 100; ++i) deep = nlohmann::json::array({deep});

@@ -1,0 +1,145 @@
+#include "core/model/modules_to_save.h"
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.h"
+#include "core/model/architectures.h"
+#include "core/model/lora_targets.h"
+
+namespace ganpo {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A module and every module above it ("a.b.c" -> "a.b.c", "a.b", "a"), as named_modules lists them.
+std::vector<std::string> with_parents(const std::string& name) {
+  std::vector<std::string> out = {name};
+  for (size_t dot = name.rfind('.'); dot != std::string::npos && dot > 0; dot = name.rfind('.', dot - 1))
+    out.push_back(name.substr(0, dot));
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> model_modules(const ModelShape& s) {
+  std::vector<std::string> out = {"embed_tokens"};
+  if (s.positions == PositionKind::learned) out.push_back("embed_positions");
+  for (int64_t i = 0; i < s.n_layers; ++i) {
+    const std::string layer = "layers." + std::to_string(i) + ".";
+    out.push_back(layer + "input_layernorm");
+    for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) out.push_back(layer + "self_attn." + p);
+    if (s.qk_norm) {
+      out.push_back(layer + "self_attn.q_norm");
+      out.push_back(layer + "self_attn.k_norm");
+    }
+    out.push_back(layer + "post_attention_layernorm");
+    if (s.sandwich_norms) {
+      out.push_back(layer + "pre_feedforward_layernorm");
+      out.push_back(layer + "post_feedforward_layernorm");
+    }
+    if (s.mlp != MlpKind::gelu_tanh) out.push_back(layer + "mlp.gate_proj");
+    out.push_back(layer + "mlp.up_proj");
+    out.push_back(layer + "mlp.down_proj");
+  }
+  out.push_back("norm");
+  if (!s.tie_embeddings) out.push_back("lm_head");
+  return out;
+}
+
+std::string hf_module_name(const ModelShape& shape, const std::string& module) {
+  const std::string suffix = ".weight";
+  const std::string hf = architecture(shape.arch).hf_name(module + suffix).name;
+  return hf.substr(0, hf.size() - suffix.size());
+}
+
+TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToSaveSettings& settings,
+                                       const LoraTargets& adapted) {
+  TrainedModules out;
+  if (settings.names.empty()) return out;
+  const std::string key = (settings.key_prefix.empty() ? std::string("model.lora.") : settings.key_prefix) + "modules_to_save";
+  const std::string tying_key = settings.key_prefix + "ensure_weight_tying";
+  std::vector<std::string> modules = model_modules(shape);
+  // The tied head is a module of the Hugging Face model (lm_head) though not a weight of its own.
+  if (shape.tie_embeddings) modules.push_back("lm_head");
+  std::set<std::string> picked;
+  for (const std::string& name : settings.names) {
+    bool any = false;
+    for (const std::string& m : modules) {
+      bool hit = false;
+      for (const std::string& key_name : with_parents(hf_module_name(shape, m)))
+        hit = hit || ends_with(key_name, name);
+      if (settings.ours_too)
+        for (const std::string& key_name : with_parents(m)) hit = hit || ends_with(key_name, name);
+      if (!hit) continue;
+      picked.insert(m);
+      any = true;
+    }
+    if (!any && settings.ours_too)
+      throw ConfigError(key + " names \"" + name + "\", and no module of this " + shape.arch + " model has a name that ends with it; "
+                        "its modules are named like " + hf_module_name(shape, "layers.0.input_layernorm") + ", " +
+                        hf_module_name(shape, "norm") + ", lm_head, or by our names: norm, embed_tokens");
+  }
+  if (settings.ensure_weight_tying && !shape.tie_embeddings && settings.ours_too)
+    throw ConfigError(tying_key + " is true, but this model's output head is not tied to its token embedding "
+                      "(tie_word_embeddings is false); set it false");
+  const bool tied_pick = shape.tie_embeddings && (picked.count("embed_tokens") || picked.count("lm_head"));
+  if (tied_pick && settings.ensure_weight_tying) {
+    // One trained copy, the embedding's, which the head keeps using.
+    picked.erase("lm_head");
+    picked.insert("embed_tokens");
+  }
+  out.untie_head = tied_pick && !settings.ensure_weight_tying;
+  for (const std::string& m : model_modules(shape))
+    if (picked.count(m)) out.modules.push_back(m);
+  if (picked.count("lm_head") && shape.tie_embeddings && out.untie_head) out.modules.push_back("lm_head");
+  // A module both adapted and saved: PEFT would copy its adapter along with it.
+  for (const std::string& m : out.modules) {
+    const size_t dot = m.rfind('.');
+    if (m.rfind("layers.", 0) != 0 || dot == std::string::npos) continue;
+    const int64_t layer = std::stoll(m.substr(7, m.find('.', 7) - 7));
+    if (adapted.find(layer, m.substr(dot + 1)) != nullptr)
+      throw ConfigError(key + " picks " + hf_module_name(shape, m) + ", which also has a LoRA adapter (target_modules); "
+                        "a module is either adapted or trained whole: take it out of one of them");
+  }
+  return out;
+}
+
+int64_t module_parameter_count(const ModelShape& s, const std::string& module) {
+  const int64_t d = s.d_model, hd = s.head_size(), q = s.n_heads * hd, kv = s.n_kv_heads * hd, ff = s.d_ff;
+  const std::string leaf = module.substr(module.rfind('.') + 1);
+  const bool layer_norm = s.norm == NormKind::layer_norm;
+  if (module == "embed_tokens" || module == "lm_head") return s.vocab_size * d;
+  if (module == "embed_positions") return s.max_seq_len * d;
+  if (leaf == "q_norm" || leaf == "k_norm") return layer_norm ? 2 * hd : hd;
+  if (leaf == "norm" || ends_with(leaf, "layernorm")) return layer_norm ? 2 * d : d;
+  if (leaf == "q_proj") return d * q + (s.qkv_bias ? q : 0);
+  if (leaf == "k_proj" || leaf == "v_proj") return d * kv + (s.qkv_bias ? kv : 0);
+  if (leaf == "o_proj") return q * d + (s.o_bias ? d : 0);
+  if (leaf == "gate_proj" || leaf == "up_proj") return d * ff + (s.mlp_bias ? ff : 0);
+  if (leaf == "down_proj") return ff * d + (s.mlp_bias ? d : 0);
+  return 0;
+}
+
+int64_t trained_copy_parameter_count(const ModelShape& shape, const std::vector<std::string>& modules) {
+  int64_t count = 0;
+  for (const std::string& m : modules) count += module_parameter_count(shape, m);
+  return count;
+}
+
+std::vector<std::string> peft_modules_to_save(const ModelShape& shape, const TrainedModules& trained) {
+  std::vector<std::string> out;
+  const bool tied_copy = shape.tie_embeddings && !trained.untie_head &&
+                         std::find(trained.modules.begin(), trained.modules.end(), "embed_tokens") != trained.modules.end();
+  // PEFT (ensure_weight_tying) ties the head to the embedding's copy when lm_head is listed.
+  if (tied_copy) out.push_back("lm_head");
+  for (const std::string& m : trained.modules) {
+    const std::string name = hf_module_name(shape, m);
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
+}  // namespace ganpo

@@ -1,0 +1,60 @@
+// PEFT's modules_to_save read against a model: the whole modules a LoRA run trains besides its
+// adapters. Each gets a trained copy (the original stays, for the adapters-off reference), as
+// PEFT's ModulesToSaveWrapper does. Without LibTorch.
+//
+// A name picks every module whose Hugging Face name ends with it, as PEFT's key.endswith(name)
+// (no dot needed: "norm" picks model.norm and every layer's input_layernorm and
+// post_attention_layernorm); a run's config may also use our names (embed_tokens, norm,
+// layers.3.input_layernorm). A module that holds others ("mlp", "model.layers.3") stands for
+// the modules with weights under it, which is what PEFT's copy of it trains and saves.
+// GPT-2's c_attn is our q_proj, k_proj and v_proj, trained together.
+// Where the output head is the token embedding (tie_word_embeddings), PEFT by default unties
+// them: a picked embedding trains a copy for the input while the head keeps the original, and a
+// picked lm_head trains its own copy (untie_head below: the head becomes a weight of its own).
+// With ensure_weight_tying, picking either trains one copy that stays both.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/model/model_shape.h"
+
+namespace ganpo {
+
+struct LoraTargets;
+
+// Our modules with weights, in the model's parameter order ("embed_tokens", "layers.0.input_layernorm",
+// "layers.0.self_attn.q_proj", ..., "norm", "lm_head" where not tied).
+std::vector<std::string> model_modules(const ModelShape& shape);
+
+// A module's whole Hugging Face name ("model.layers.0.input_layernorm", GPT-2's
+// "transformer.h.0.attn.c_attn" for q_proj, k_proj and v_proj).
+std::string hf_module_name(const ModelShape& shape, const std::string& module);
+
+struct ModulesToSaveSettings {
+  std::vector<std::string> names;  // modules_to_save
+  bool ensure_weight_tying = false;
+  bool ours_too = true;            // a run's config: our names pick modules too, and a name that picks none is an error
+  std::string key_prefix;          // "model.lora." for a run's config, "" for adapter_config.json
+};
+
+struct TrainedModules {
+  std::vector<std::string> modules;  // ours, in model_modules' order ("embed_tokens" also for a tied head kept tied)
+  bool untie_head = false;           // the tied head becomes a weight of its own (a frozen copy of the embedding)
+};
+
+// Throws ConfigError for a name that picks no module (ours_too), for a module that is also
+// adapted (PEFT would copy the adapter with it), and for ensure_weight_tying on a model whose
+// head is not tied (a run's config; PEFT only warns).
+TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToSaveSettings& settings,
+                                       const LoraTargets& adapted);
+
+// The parameters of one of our modules (its weight and bias), and of the trained copies of these.
+int64_t module_parameter_count(const ModelShape& shape, const std::string& module);
+int64_t trained_copy_parameter_count(const ModelShape& shape, const std::vector<std::string>& modules);
+
+// adapter_config.json's "modules_to_save" for these modules: each one's whole Hugging Face name
+// (GPT-2's c_attn once), the embedding's alone where one copy stays tied.
+std::vector<std::string> peft_modules_to_save(const ModelShape& shape, const TrainedModules& trained);
+
+}  // namespace ganpo
