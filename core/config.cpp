@@ -846,7 +846,27 @@ void apply_override(RunConfig& config, const std::string& assignment) {
   }
 }
 
+bool is_module_pattern(const std::string& text) { return text.find_first_of("*+?()[]{}|^$\\") != std::string::npos; }
+
+namespace {
+
+// A target_modules / exclude_modules pattern compiled as core/model/lora_targets.cpp runs it.
+void check_module_pattern(const std::string& key, const std::string& pattern) {
+  try {
+    text::Regex(pattern, text::RegexSyntax::python);
+  } catch (const Error& e) {
+    throw ConfigError("model.lora." + key + " " + quote(pattern) + " reads as a regular expression (it holds one of "
+                      "* + ? ( ) [ ] { } | ^ $ \\), and the " + e.what() + "; write it as Python's re module takes it, or list names");
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> lora_target_modules(const std::string& text) {
+  if (is_module_pattern(text)) {
+    check_module_pattern("target_modules", trim(text));
+    return {};
+  }
   std::vector<std::string> out;
   std::string rest = text;
   while (!rest.empty()) {
@@ -932,6 +952,10 @@ std::vector<int64_t> lora_layers(const std::string& text) {
 }
 
 std::vector<std::string> lora_exclude_modules(const std::string& text) {
+  if (is_module_pattern(text)) {
+    check_module_pattern("exclude_modules", trim(text));
+    return {};
+  }
   std::vector<std::string> out;
   for (const std::string& name : list_items(text)) {
     if (!is_known_lora_target(name) || name == "all-linear")

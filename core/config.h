@@ -33,12 +33,13 @@ struct LoraConfig {
   double dropout = 0.0; // on the adapter's input, while training
   // Comma-separated projections to adapt (HF Llama names: q_proj, k_proj, v_proj, o_proj,
   // gate_proj, up_proj, down_proj, or the family's own as PEFT takes them: GPT-2's c_attn, ...),
-  // or "all-linear" (core/model/lora_targets.h).
+  // "all-linear", or PEFT's regular expression over whole module names
+  // (".*\.layers\.1\..*(q|v)_proj"; core/model/lora_targets.h).
   std::string target_modules = "q_proj,k_proj,v_proj,o_proj";
   // PEFT's settings that narrow or vary the adapters (core/model/lora_targets.h), as lists:
   // layers_to_transform: the layers the projections above are adapted in ("0,1,2" or ranges
   // "20-31"; empty = every layer); exclude_modules: module names not to adapt
-  // ("model.layers.0.self_attn.q_proj", "down_proj"); rank_pattern / alpha_pattern: another rank
+  // ("model.layers.0.self_attn.q_proj", "down_proj", or a regular expression); rank_pattern / alpha_pattern: another rank
   // or alpha for the modules a pattern matches the end of ("self_attn.q_proj=16"; Python
   // regular expressions, the first that matches wins; a pattern cannot hold a comma).
   std::string layers_to_transform;
@@ -246,13 +247,18 @@ void apply_override(RunConfig& config, const std::string& assignment);
 
 // Every key as apply_override takes it ("name", "objective.beta", ...), in file order.
 std::vector<std::string> config_keys();
+// Whether model.lora.target_modules / exclude_modules text is PEFT's regular expression (one
+// string PEFT full-matches against whole module names) rather than a list of names: it holds one
+// of * + ? ( ) [ ] { } | ^ $ \ (never in a module name; '.' is).
+bool is_module_pattern(const std::string& text);
 // The names model.lora.target_modules lists, in order, without repeats; throws ConfigError naming
-// one no supported model has (core/model/lora_targets.h reads them against a model).
+// one no supported model has (core/model/lora_targets.h reads them against a model). A regular
+// expression gives no names (lora_spec takes it as the pattern); throws if it does not compile.
 std::vector<std::string> lora_target_modules(const std::string& text);
 // The other [model.lora] lists read (core/model/lora_targets.h applies them); each throws
 // ConfigError naming its key and the item that is wrong.
 std::vector<int64_t> lora_layers(const std::string& text);                // "0, 2, 4-7"
-std::vector<std::string> lora_exclude_modules(const std::string& text);   // known module names
+std::vector<std::string> lora_exclude_modules(const std::string& text);   // known module names (none for a pattern)
 std::vector<std::string> lora_modules_to_save(const std::string& text);   // names, each once (checked against the model later)
 std::vector<std::pair<std::string, int64_t>> lora_rank_pattern(const std::string& text);  // "pattern=16, ..."
 std::vector<std::pair<std::string, double>> lora_alpha_pattern(const std::string& text);  // "pattern=32, ..."

@@ -164,14 +164,16 @@ QWidget* NewRunDialog::buildModelPage() {
                            {QStringLiteral("q_proj,k_proj,v_proj,o_proj"), QStringLiteral("q_proj,v_proj"),
                             QStringLiteral("all-linear")},
                            tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, the "
-                              "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc), or "
-                              "all-linear. Checkpoints hold the merged model and, in adapter/, a PEFT adapter folder."));
+                              "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc), "
+                              "all-linear, or PEFT's regular expression over whole module names "
+                              "(.*\\.layers\\.1\\..*_proj). Checkpoints hold the merged model and, in adapter/, a PEFT "
+                              "adapter folder."));
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.layers_to_transform), tr("Layers"),
                  tr("PEFT's layers_to_transform: the layers the projections above are adapted in, e.g. 0, 1 or "
                     "20-31; empty = every layer."));
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.exclude_modules), tr("Excluded modules"),
                  tr("PEFT's exclude_modules: modules not to adapt, by their whole name "
-                    "(model.layers.0.self_attn.q_proj) or its end (down_proj)."));
+                    "(model.layers.0.self_attn.q_proj), its end (down_proj), or a regular expression."));
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.rank_pattern), tr("Rank per module"),
                  tr("PEFT's rank_pattern: pattern=rank items, e.g. self_attn.q_proj=16, layers.0.mlp.down_proj=4. A "
                     "pattern is a Python regular expression matched against the end of module names; the first "

@@ -196,6 +196,34 @@ TEST(LoraTargets, PeftsAdapterConfigSaysTheSameModulesAndRanks) {
   EXPECT_EQ(config["layers_to_transform"], (nlohmann::json{0}));
 }
 
+// A run's config takes target_modules and exclude_modules as PEFT's LoraConfig does: one string
+// with a pattern's characters is a regular expression over whole module names.
+TEST(LoraTargets, ARunsConfigTakesPeftsRegularExpressions) {
+  EXPECT_FALSE(is_module_pattern("q_proj, self_attn.v_proj"));
+  EXPECT_TRUE(is_module_pattern(R"(.*\.(q|v)_proj)"));
+  LoraConfig c;
+  c.r = 4;
+  c.target_modules = R"( .*\.layers\.1\.self_attn\.(q|v)_proj )";
+  c.exclude_modules = R"(.*v_proj)";
+  const LoraSpec spec = lora_spec(c);
+  EXPECT_TRUE(spec.targets.empty());
+  EXPECT_EQ(spec.target_regex, R"(.*\.layers\.1\.self_attn\.(q|v)_proj)");
+  EXPECT_EQ(spec.exclude_regex, ".*v_proj");
+  EXPECT_EQ(modules_text(resolve_lora_targets(lora_test_shape("llama"), spec)), "1.q_proj r4 a16");
+  try {
+    lora_target_modules("(q_proj");
+    ADD_FAILURE() << "a pattern that does not compile was taken";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.lora.target_modules \"(q_proj\" reads as a regular expression"), std::string::npos)
+        << e.what();
+  }
+  c.exclude_modules = "";
+  c.layers_to_transform = "1";
+  EXPECT_NE(refusal(lora_test_shape("llama"), lora_spec(c)).find("model.lora.layers_to_transform cannot be used when "
+                                                                 "model.lora.target_modules is a regular expression"),
+            std::string::npos);
+}
+
 // modules_to_save as PEFT matches it: the end of every module's name (no dot needed), a module
 // that holds others standing for those with weights, GPT-2's c_attn for q, k and v together.
 TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
