@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <algorithm>
+#include <set>
 #include <functional>
 #include <cctype>
 #include <cerrno>
@@ -96,6 +97,7 @@ const std::vector<Field>& fields() {
       GANPO_LIST_SUBFIELD(model, lora, rank_pattern),
       GANPO_LIST_SUBFIELD(model, lora, alpha_pattern),
       GANPO_LIST_SUBFIELD(model, lora, modules_to_save),
+      GANPO_LIST_SUBFIELD(model, lora, trainable_token_indices),
       GANPO_SUBFIELD(model, lora, ensure_weight_tying),
 
       GANPO_FIELD(data, builtin),
@@ -967,6 +969,26 @@ std::vector<std::string> lora_exclude_modules(const std::string& text) {
   return out;
 }
 
+std::vector<int64_t> lora_token_indices(const std::string& text) {
+  constexpr int64_t kMostTokens = 1'000'000;  // beyond any vocabulary's new tokens; bounds what a range can ask for
+  std::vector<int64_t> out;
+  std::set<int64_t> listed;
+  for (const std::string& item : list_items(text)) {
+    const size_t dash = item.find('-', 1);
+    int64_t first = 0, last = 0;
+    const bool ok = dash == std::string::npos
+                        ? parse_int64(item, first) && (last = first, true)
+                        : parse_int64(trim(item.substr(0, dash)), first) && parse_int64(trim(item.substr(dash + 1)), last);
+    if (!ok || first < 0 || last < first || last - first >= kMostTokens ||
+        static_cast<int64_t>(listed.size()) + (last - first) >= kMostTokens)
+      throw ConfigError("model.lora.trainable_token_indices lists " + quote(item) +
+                        "; write token ids, or ranges such as 128000-128010, e.g. \"5, 128000-128010\"");
+    for (int64_t id = first; id <= last; ++id)
+      if (listed.insert(id).second) out.push_back(id);
+  }
+  return out;
+}
+
 std::vector<std::string> lora_modules_to_save(const std::string& text) {
   std::vector<std::string> out;
   for (const std::string& name : list_items(text)) {
@@ -1055,7 +1077,8 @@ std::vector<std::string> validate_config(const RunConfig& c) {
     for (const auto& read : std::initializer_list<std::function<void()>>{
              [&] { lora_target_modules(lora.target_modules); }, [&] { lora_layers(lora.layers_to_transform); },
              [&] { lora_exclude_modules(lora.exclude_modules); }, [&] { lora_rank_pattern(lora.rank_pattern); },
-             [&] { lora_alpha_pattern(lora.alpha_pattern); }, [&] { lora_modules_to_save(lora.modules_to_save); }}) {
+             [&] { lora_alpha_pattern(lora.alpha_pattern); }, [&] { lora_modules_to_save(lora.modules_to_save); },
+             [&] { lora_token_indices(lora.trainable_token_indices); }}) {
       try {
         read();
       } catch (const ConfigError& e) {

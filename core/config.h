@@ -52,6 +52,9 @@ struct LoraConfig {
   // where the head is tied to the embedding, picking either trains one copy that stays both
   // (false: PEFT's default, they are untied).
   std::string modules_to_save;
+  // PEFT's trainable_token_indices (its list form): token ids whose embedding rows train, e.g.
+  // the chat template's new tokens ("128000-128010, 5"); a tied head follows them.
+  std::string trainable_token_indices;
   bool ensure_weight_tying = false;
 };
 
@@ -260,6 +263,7 @@ std::vector<std::string> lora_target_modules(const std::string& text);
 std::vector<int64_t> lora_layers(const std::string& text);                // "0, 2, 4-7"
 std::vector<std::string> lora_exclude_modules(const std::string& text);   // known module names (none for a pattern)
 std::vector<std::string> lora_modules_to_save(const std::string& text);   // names, each once (checked against the model later)
+std::vector<int64_t> lora_token_indices(const std::string& text);         // "5, 128000-128010", each once
 std::vector<std::pair<std::string, int64_t>> lora_rank_pattern(const std::string& text);  // "pattern=16, ..."
 std::vector<std::pair<std::string, double>> lora_alpha_pattern(const std::string& text);  // "pattern=32, ..."
 // The value of a key as override text ("0.1", "true", "sigmoid"); throws ConfigError when unknown.

@@ -55,7 +55,9 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraTargets& targets, bo
     count += m.r * (in + out) + (dora ? out : 0);
     if (targets.shared_qkv && (t == "k_proj" || t == "v_proj")) count -= m.r * in;  // k and v use q's A
   }
-  return count + trained_copy_parameter_count(s, targets.trained);  // and the modules trained whole
+  // and the modules trained whole, and the token rows trained
+  const int64_t rows = static_cast<int64_t>(targets.embedding_rows.size() + targets.head_rows.size());
+  return count + trained_copy_parameter_count(s, targets.trained) + rows * s.d_model;
 }
 
 // Whether the output head's weight trains: every weight does without LoRA; with it, where the
@@ -64,8 +66,9 @@ bool head_trains(const ModelShape& s, const std::optional<LoraTargets>& targets)
   if (!targets) return true;
   const auto& t = targets->trained;
   const bool head = std::find(t.begin(), t.end(), "lm_head") != t.end();
-  const bool tied_embedding = s.tie_embeddings && !targets->untie_head && std::find(t.begin(), t.end(), "embed_tokens") != t.end();
-  return head || tied_embedding;
+  const bool tied_embedding = s.tie_embeddings && !targets->untie_head &&
+                              (std::find(t.begin(), t.end(), "embed_tokens") != t.end() || !targets->embedding_rows.empty());
+  return head || tied_embedding || !targets->head_rows.empty();
 }
 
 

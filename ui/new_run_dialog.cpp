@@ -184,6 +184,9 @@ QWidget* NewRunDialog::buildModelPage() {
                  tr("PEFT's modules_to_save: modules trained in full besides the adapters, e.g. lm_head, embed_tokens "
                     "(after adding tokens) or norm; a name picks every module whose name ends with it. The reference "
                     "keeps the originals."));
+  form_->addText(lora, GANPO_CONFIG_KEY(model.lora.trainable_token_indices), tr("Trained token rows"),
+                 tr("PEFT's trainable_token_indices: token ids whose embedding rows train (e.g. new chat tokens: "
+                    "128256-128263), the rest of the embedding frozen; a head tied to the embedding follows them."));
   form_->addBool(lora, GANPO_CONFIG_KEY(model.lora.ensure_weight_tying), tr("Keep a tied head tied"),
                  tr("PEFT's ensure_weight_tying: where the output head is the token embedding, training either trains "
                     "one copy that stays both. Off (PEFT's default), they are untied."));

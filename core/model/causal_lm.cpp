@@ -51,17 +51,33 @@ struct AdapterInput {
 // A module's weight and optional bias, and PEFT's modules_to_save for it: a trained copy of both
 // (trained_weight, trained_bias), used while the adapters are on; the originals stay for the
 // adapters-off reference (core/model/modules_to_save.h).
+// PEFT's trainable_token_indices for an embedding table or output head: new values for some rows
+// (trainable_tokens_delta [n, d], starting at those rows), which replace them while the adapters
+// are on: W.index_copy(0, rows, delta), as PEFT's TrainableTokensLayer computes it.
 struct WeightAndBias : torch::nn::Module {
   bool copied() const { return trained_weight.defined() && !t_adapters_off; }
-  const torch::Tensor& w() const { return copied() ? trained_weight : weight; }
-  const torch::Tensor& b() const { return copied() ? trained_bias : bias; }
+  // The weight in use on this thread (a handle, or the weight with its trained rows put in).
+  torch::Tensor w() const {
+    if (t_adapters_off) return weight;
+    if (trained_weight.defined()) return trained_weight;
+    if (token_rows.defined()) return weight.index_copy(0, token_rows, trainable_tokens_delta);
+    return weight;
+  }
+  torch::Tensor b() const { return copied() ? trained_bias : bias; }
   void add_trained_copy() {
     torch::NoGradGuard guard;
     trained_weight = register_parameter("trained_weight", weight.detach().clone());
     if (bias.defined()) trained_bias = register_parameter("trained_bias", bias.detach().clone());
   }
+  void add_trainable_rows(const std::vector<int64_t>& rows) {
+    torch::NoGradGuard guard;
+    token_rows = register_buffer("token_rows", torch::tensor(rows, torch::kLong).to(weight.device()));
+    trainable_tokens_delta = register_parameter("trainable_tokens_delta", weight.index_select(0, token_rows).clone());
+  }
   torch::Tensor weight, bias;
   torch::Tensor trained_weight, trained_bias;  // undefined unless the module is trained whole
+  torch::Tensor token_rows;                    // [n] long; undefined unless some rows train
+  torch::Tensor trainable_tokens_delta;        // [n, d]: those rows' trained values
 };
 
 // weight [out, in] and an optional bias [out]; also used as an embedding table (weight [V, d]).
@@ -537,6 +553,11 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     head->weight.requires_grad_(false);
     shape_.tie_embeddings = false;
   }
+  if (!targets.embedding_rows.empty()) embed_tokens_->as<LinearImpl>()->add_trainable_rows(targets.embedding_rows);
+  if (!targets.head_rows.empty()) {
+    GANPO_ASSERT(lm_head_ != nullptr, "token rows for a head that is the embedding");
+    lm_head_->as<LinearImpl>()->add_trainable_rows(targets.head_rows);
+  }
   const auto modules = named_modules();
   for (const std::string& name : targets.trained) {
     const auto* module = modules.find(name);
@@ -557,9 +578,9 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::adapter_paramet
   return out;
 }
 
-const torch::Tensor& CausalLMImpl::head_weight() const {
+torch::Tensor CausalLMImpl::head_weight() const {
   const auto* head = (lm_head_ ? lm_head_ : embed_tokens_)->as<LinearImpl>();
-  return head->trained_weight.defined() && !adapters_off_ && !t_adapters_off ? head->trained_weight : head->weight;
+  return adapters_off_ ? head->weight : head->w();
 }
 
 std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
@@ -588,6 +609,12 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   // A module trained whole: its trained copy ("norm.weight" -> "norm.trained_weight").
   const size_t leaf = name.rfind('.') + 1;
   if (const torch::Tensor* copy = params.find(name.substr(0, leaf) + "trained_" + name.substr(leaf))) return *copy;
+  // Trained token rows of the embedding or the head.
+  if (name == "embed_tokens.weight" || (name == "lm_head.weight" && lm_head_)) {
+    const auto* m = (name == "embed_tokens.weight" ? embed_tokens_ : lm_head_)->as<LinearImpl>();
+    torch::NoGradGuard guard;
+    if (m->token_rows.defined()) return m->weight.index_copy(0, m->token_rows, m->trainable_tokens_delta);
+  }
   const std::string suffix = ".weight";
   if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return *w;
@@ -619,7 +646,8 @@ bool is_trained_copy(const std::string& name) {
 bool is_adapter_parameter(const std::string& name) {
   const auto dot = name.rfind('.');
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-  return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector" || is_trained_copy(name);
+  return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector" || leaf == "trainable_tokens_delta" ||
+         is_trained_copy(name);
 }
 
 std::string attention_kernel_note(const ModelShape& shape) {

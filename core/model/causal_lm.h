@@ -15,7 +15,8 @@
 // is q_proj's); without_adapters() is the same model seen with its adapters off, sharing every
 // tensor, which a LoRA run uses as its reference (no second copy of the weights). Modules the
 // spec trains whole (PEFT's modules_to_save) get a trained copy of their weight and bias
-// ("norm.trained_weight"), which the adapters-off view does not use.
+// ("norm.trained_weight"), and token rows it trains (trainable_token_indices) new values
+// ("embed_tokens.trainable_tokens_delta"), which the adapters-off view does not use.
 #pragma once
 
 #include <torch/torch.h>
@@ -103,8 +104,9 @@ public:
   void set_chunked_logps(bool on) { chunked_logps_ = on; }
   bool chunked_logps() const { return chunked_logps_; }
   // The output head's weight [V, d]: lm_head's, or the token embedding where the two are tied
-  // (the trained copy where the head is trained whole and the adapters are on).
-  const torch::Tensor& head_weight() const;
+  // (while the adapters are on, the trained copy where the head is trained whole, or the weight
+  // with its trained token rows put in).
+  torch::Tensor head_weight() const;
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 

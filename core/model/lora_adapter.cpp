@@ -55,13 +55,26 @@ std::pair<int64_t, int64_t> fused_rows(const ModelShape& s, int part) {
 }
 int64_t fused_total_rows(const ModelShape& s) { return (s.n_heads + 2 * s.n_kv_heads) * s.head_size(); }
 
-// The LoRA tensors among the adapter's parameters (not the trained copies of whole modules).
+bool is_token_rows(const std::string& name);
+
+// The LoRA tensors among the adapter's parameters (not the trained copies of whole modules nor
+// trained token rows).
 std::vector<std::pair<std::string, torch::Tensor>> lora_tensors(CausalLM& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& [name, tensor] : model->adapter_parameters())
-    if (!is_trained_copy(name)) out.emplace_back(name, tensor);
+    if (!is_trained_copy(name) && !is_token_rows(name)) out.emplace_back(name, tensor);
   return out;
 }
+
+// Trained token rows ("embed_tokens.trainable_tokens_delta") and where PEFT keeps them:
+// base_model.model.<HF module>.token_adapter.trainable_tokens_delta.
+bool is_token_rows(const std::string& name) { return split_lora_name(name).second == "trainable_tokens_delta"; }
+std::string peft_token_rows_key(const ModelShape& shape, const std::string& name) {
+  return "base_model.model." + hf_module_name(shape, split_lora_name(name).first) + ".token_adapter.trainable_tokens_delta";
+}
+
+// The resolution of what trains beside the adapters, as modules_to_save.h gives it.
+TrainedModules trained_modules(const LoraTargets& t) { return {t.trained, t.untie_head, t.embedding_rows, t.head_rows}; }
 
 // Whether the model trains one copy of its tied embedding, which serves as its head too
 // (modules_to_save with ensure_weight_tying).
@@ -115,6 +128,9 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
   // modules_to_save: each trained copy under its module's HF name, as PEFT saves its copies
   // (and the tied head's once more, as PEFT with ensure_weight_tying does).
   for (const auto& [name, tensor] : trained_copies_state(model)) tensors.emplace_back(kPeftPrefix + name, tensor.to(torch::kFloat32));
+  // trainable_token_indices: each layer's trained rows (a tied head's follow the embedding's, unsaved as in PEFT).
+  for (const auto& [name, tensor] : model->adapter_parameters())
+    if (is_token_rows(name)) tensors.emplace_back(peft_token_rows_key(model->shape(), name), tensor.detach().to(torch::kFloat32));
   if (tied_trained_embedding(model))
     tensors.emplace_back(std::string(kPeftPrefix) + "lm_head.weight", model->head_weight().detach().to(torch::kFloat32));
   save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
@@ -139,8 +155,8 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
       {"use_dora", spec.dora},
       {"modules_to_save", model->lora_targets().trained.empty()
                               ? nlohmann::json(nullptr)
-                              : nlohmann::json(peft_modules_to_save(model->shape(), {model->lora_targets().trained,
-                                                                                     model->lora_targets().untie_head}))},
+                              : nlohmann::json(peft_modules_to_save(model->shape(), trained_modules(model->lora_targets())))},
+      {"trainable_token_indices", peft_trainable_token_indices(model->shape(), trained_modules(model->lora_targets()))},
       {"ensure_weight_tying", spec.ensure_weight_tying},
       {"revision", nullptr},
   });
@@ -161,7 +177,7 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
   // Settings that train or change modules other than the projections' adapters: applying the
   // adapter without them would compute another model.
-  for (const char* key : {"target_parameters", "trainable_token_indices", "layer_replication"})
+  for (const char* key : {"target_parameters", "layer_replication"})
     if (j.contains(key) && !j[key].is_null() && !j[key].empty())
       fail(std::string(key) + " is not supported; merge the adapter with PEFT and load the merged folder");
   // PEFT's LoRA variants and options that change what a layer computes (PEFT 0.20 writes each key,
@@ -209,6 +225,24 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     }
   }
   if (j.contains("ensure_weight_tying")) out.spec.ensure_weight_tying = truthy(j["ensure_weight_tying"]);
+  // trainable_token_indices: token ids of the input embedding, or layer name -> token ids.
+  if (j.contains("trainable_token_indices") && !j["trainable_token_indices"].is_null()) {
+    const auto& v = j["trainable_token_indices"];
+    const auto ids = [&](const nlohmann::ordered_json& list) {
+      std::vector<int64_t> out_ids;
+      if (!list.is_array()) fail("\"trainable_token_indices\" must list token ids, or map layer names to lists of them");
+      for (const auto& id : list) {
+        if (!id.is_number_integer()) fail("\"trainable_token_indices\" must list token ids, or map layer names to lists of them");
+        out_ids.push_back(id.get<int64_t>());
+      }
+      return out_ids;
+    };
+    if (v.is_object()) {
+      for (const auto& [name, list] : v.items()) out.spec.trainable_tokens.emplace_back(name, ids(list));
+    } else if (!v.empty()) {
+      out.spec.trainable_tokens.emplace_back("", ids(v));
+    }
+  }
   if (j.contains("lora_dropout") && !j["lora_dropout"].is_null() && !j["lora_dropout"].is_number())
     fail("\"lora_dropout\" must be a number");
   out.spec.dropout = j.contains("lora_dropout") && j["lora_dropout"].is_number() ? j["lora_dropout"].get<double>() : 0.0;
@@ -324,6 +358,20 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
     used.insert(pt.key);
   }
   used.merge(load_trained_copies(model, file.tensors, kPeftPrefix, path));
+  for (auto& [name, tensor] : model->adapter_parameters()) {
+    if (!is_token_rows(name)) continue;
+    const std::string key = peft_token_rows_key(model->shape(), name);
+    auto it = file.tensors.find(key);
+    if (it == file.tensors.end())
+      throw ModelFileError(path + " has no tensor \"" + key + "\" for the trainable_token_indices of adapter_config.json; "
+                           "the adapter does not match it");
+    if (it->second.sizes() != tensor.sizes())
+      throw ModelFileError(path + ": tensor \"" + key + "\" has shape " + c10::str(it->second.sizes()) + " but " +
+                           std::to_string(tensor.size(0)) + " token ids of width " + std::to_string(tensor.size(1)) + " need " +
+                           c10::str(tensor.sizes()));
+    tensor.copy_(it->second);
+    used.insert(key);
+  }
   // The tied head's copy, which PEFT saves too: the embedding's, or the file is not one model.
   const auto head = file.tensors.find(std::string(kPeftPrefix) + "lm_head.weight");
   if (tied_trained_embedding(model) && head != file.tensors.end()) {

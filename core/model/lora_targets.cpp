@@ -168,6 +168,8 @@ LoraSpec lora_spec(const LoraConfig& config) {
   spec.rank_pattern = lora_rank_pattern(config.rank_pattern);
   spec.alpha_pattern = lora_alpha_pattern(config.alpha_pattern);
   spec.modules_to_save = lora_modules_to_save(config.modules_to_save);
+  const std::vector<int64_t> tokens = lora_token_indices(config.trainable_token_indices);
+  if (!tokens.empty()) spec.trainable_tokens = {{"", tokens}};
   spec.ensure_weight_tying = config.ensure_weight_tying;
   return spec;
 }
@@ -183,6 +185,7 @@ const LoraModule* LoraTargets::find(int64_t layer, const std::string& projection
 }
 
 int64_t LoraTargets::first_trained_layer(int64_t n_layers) const {
+  if (!embedding_rows.empty()) return 0;
   int64_t first = n_layers;
   for (const LoraModule& m : modules) first = std::min(first, m.layer);
   for (const std::string& t : trained) {
@@ -304,10 +307,12 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     together = together && (n == 0 || n == 3);
   }
   out.shared_qkv = fused && qkv_by_module_name && together && out.has("q_proj");
-  TrainedModules trained =
-      resolve_modules_to_save(shape, {spec.modules_to_save, spec.ensure_weight_tying, ours_too, prefix}, out);
+  TrainedModules trained = resolve_modules_to_save(
+      shape, {spec.modules_to_save, spec.trainable_tokens, spec.ensure_weight_tying, ours_too, prefix}, out);
   out.trained = std::move(trained.modules);
   out.untie_head = trained.untie_head;
+  out.embedding_rows = std::move(trained.embedding_rows);
+  out.head_rows = std::move(trained.head_rows);
   return out;
 }
 
@@ -380,6 +385,15 @@ std::string lora_targets_text(const ModelShape& shape, const LoraTargets& target
       out += " (one A: PEFT's adapter on " + hf_projection_path(shape.arch, p) + ")";
   }
   if (same && !notes.empty()) out += notes.front();
+  if (!targets.embedding_rows.empty() || !targets.head_rows.empty()) {
+    const auto count = [](const std::vector<int64_t>& rows) { return std::to_string(rows.size()) + (rows.size() == 1 ? " token" : " tokens"); };
+    std::string rows;
+    if (!targets.embedding_rows.empty())
+      rows = count(targets.embedding_rows) + " of the embedding" +
+             (shape.tie_embeddings && targets.head_rows.empty() ? " (and the head, tied)" : "");
+    if (!targets.head_rows.empty()) rows += (rows.empty() ? "" : ", ") + count(targets.head_rows) + " of the head";
+    out += "; trained rows: " + rows;
+  }
   if (targets.trained.empty()) return out;
   // Whole modules: those in layers by their path with the layers, the others by name.
   std::vector<std::string> paths;

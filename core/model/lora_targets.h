@@ -48,6 +48,8 @@ struct LoraSpec {
   std::vector<std::pair<std::string, double>> alpha_pattern;  // pattern -> alpha, in order
   // Whole modules trained besides the adapters (core/model/modules_to_save.h).
   std::vector<std::string> modules_to_save;
+  // trainable_token_indices: layer name ("" = the input embedding) -> the token ids whose rows train
+  std::vector<std::pair<std::string, std::vector<int64_t>>> trainable_tokens;
   bool ensure_weight_tying = false;  // a tied embedding and head picked there stay one trained matrix
   // How messages name these settings: "model.lora." for a run's config, "" for adapter_config.json.
   std::string key_prefix;
@@ -80,6 +82,9 @@ struct LoraTargets {
   // "lm_head"), and whether a tied head becomes a weight of its own (modules_to_save.h).
   std::vector<std::string> trained;
   bool untie_head = false;
+  // trainable_token_indices: the embedding's trained rows (a tied head follows them) and the
+  // head's own.
+  std::vector<int64_t> embedding_rows, head_rows;
   bool has(const std::string& projection) const;  // in some layer
   const LoraModule* find(int64_t layer, const std::string& projection) const;  // nullptr: not adapted there
   // The lowest layer a gradient reaches (0 when the embedding trains); n_layers when only the

@@ -22,6 +22,53 @@ std::vector<std::string> with_parents(const std::string& name) {
   return out;
 }
 
+// trainable_token_indices as PEFT's set_additional_trainable_modules applies them: a name picks
+// the embedding or the head by the end of its name; a tied head follows the embedding's rows
+// unless it has other indices of its own (then, as with a head given rows alone, it is untied).
+void resolve_token_rows(const ModelShape& shape, const ModulesToSaveSettings& settings, const std::string& modules_key,
+                        const std::set<std::string>& whole, TrainedModules& out) {
+  if (settings.token_rows.empty()) return;
+  const std::string key = settings.key_prefix + "trainable_token_indices";
+  const std::string embedding = hf_module_name(shape, "embed_tokens");
+  const std::vector<int64_t>* embedding_rows = nullptr;
+  const std::vector<int64_t>* head_rows = nullptr;
+  for (const auto& [name, rows] : settings.token_rows) {
+    const bool is_embedding = name.empty() || ends_with(embedding, name) || (settings.ours_too && name == "embed_tokens");
+    const bool is_head = !is_embedding && ends_with(std::string("lm_head"), name);
+    if (!is_embedding && !is_head)
+      throw ConfigError(key + " names \"" + name + "\", which is neither the token embedding (" + embedding +
+                        ") nor the output head (lm_head) of this " + shape.arch + " model");
+    if (std::find(settings.names.begin(), settings.names.end(), name) != settings.names.end() ||
+        whole.count(is_embedding ? "embed_tokens" : "lm_head"))
+      throw ConfigError(key + " and " + modules_key + " both train " + (is_embedding ? embedding : std::string("lm_head")) +
+                        "; train it whole (modules_to_save) or some of its rows (trainable_token_indices), not both");
+    std::set<int64_t> seen;
+    for (const int64_t id : rows) {
+      if (id < 0 || id >= shape.vocab_size)
+        throw ConfigError(key + " lists token " + std::to_string(id) + ", but the vocabulary has " +
+                          std::to_string(shape.vocab_size) + " tokens (0 to " + std::to_string(shape.vocab_size - 1) + ")");
+      if (!seen.insert(id).second) throw ConfigError(key + " lists token " + std::to_string(id) + " twice");
+    }
+    if (rows.empty()) throw ConfigError(key + " lists no token of " + (is_embedding ? embedding : std::string("lm_head")));
+    (is_embedding ? embedding_rows : head_rows) = &rows;
+  }
+  if (shape.tie_embeddings && embedding_rows && whole.count("lm_head"))
+    throw ConfigError(key + " trains rows of the embedding, which the head is tied to, while " + modules_key +
+                      " trains the head whole; give the head its own rows (trainable_token_indices by layer) or train "
+                      "both whole");
+  const bool mismatch = shape.tie_embeddings && embedding_rows && head_rows && *embedding_rows != *head_rows;
+  if (mismatch && settings.ensure_weight_tying)
+    throw ConfigError(key + " gives the tied embedding and head different tokens, which ensure_weight_tying cannot keep "
+                      "tied; give both the same tokens or set ensure_weight_tying false");
+  if (embedding_rows) out.embedding_rows = *embedding_rows;
+  // A tied head follows the embedding's rows (its own listing of the same rows included).
+  const bool head_follows = shape.tie_embeddings && embedding_rows && !mismatch;
+  if (head_rows && !head_follows) {
+    out.head_rows = *head_rows;
+    if (shape.tie_embeddings) out.untie_head = true;
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> model_modules(const ModelShape& s) {
@@ -58,9 +105,11 @@ std::string hf_module_name(const ModelShape& shape, const std::string& module) {
 TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToSaveSettings& settings,
                                        const LoraTargets& adapted) {
   TrainedModules out;
-  if (settings.names.empty()) return out;
+  if (settings.ensure_weight_tying && !shape.tie_embeddings && settings.ours_too)
+    throw ConfigError(settings.key_prefix + "ensure_weight_tying is true, but this model's output head is not tied to its "
+                      "token embedding (tie_word_embeddings is false); set it false");
+  if (settings.names.empty() && settings.token_rows.empty()) return out;
   const std::string key = (settings.key_prefix.empty() ? std::string("model.lora.") : settings.key_prefix) + "modules_to_save";
-  const std::string tying_key = settings.key_prefix + "ensure_weight_tying";
   std::vector<std::string> modules = model_modules(shape);
   // The tied head is a module of the Hugging Face model (lm_head) though not a weight of its own.
   if (shape.tie_embeddings) modules.push_back("lm_head");
@@ -82,9 +131,6 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
                         "its modules are named like " + hf_module_name(shape, "layers.0.input_layernorm") + ", " +
                         hf_module_name(shape, "norm") + ", lm_head, or by our names: norm, embed_tokens");
   }
-  if (settings.ensure_weight_tying && !shape.tie_embeddings && settings.ours_too)
-    throw ConfigError(tying_key + " is true, but this model's output head is not tied to its token embedding "
-                      "(tie_word_embeddings is false); set it false");
   const bool tied_pick = shape.tie_embeddings && (picked.count("embed_tokens") || picked.count("lm_head"));
   if (tied_pick && settings.ensure_weight_tying) {
     // One trained copy, the embedding's, which the head keeps using.
@@ -95,6 +141,7 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
   for (const std::string& m : model_modules(shape))
     if (picked.count(m)) out.modules.push_back(m);
   if (picked.count("lm_head") && shape.tie_embeddings && out.untie_head) out.modules.push_back("lm_head");
+  resolve_token_rows(shape, settings, key, picked, out);
   // A module both adapted and saved: PEFT would copy its adapter along with it.
   for (const std::string& m : out.modules) {
     const size_t dot = m.rfind('.');
@@ -127,6 +174,15 @@ int64_t trained_copy_parameter_count(const ModelShape& shape, const std::vector<
   int64_t count = 0;
   for (const std::string& m : modules) count += module_parameter_count(shape, m);
   return count;
+}
+
+nlohmann::json peft_trainable_token_indices(const ModelShape& shape, const TrainedModules& trained) {
+  if (trained.embedding_rows.empty() && trained.head_rows.empty()) return nullptr;
+  if (trained.head_rows.empty()) return trained.embedding_rows;
+  nlohmann::json out = nlohmann::json::object();
+  if (!trained.embedding_rows.empty()) out[hf_module_name(shape, "embed_tokens")] = trained.embedding_rows;
+  out["lm_head"] = trained.head_rows;
+  return out;
 }
 
 std::vector<std::string> peft_modules_to_save(const ModelShape& shape, const TrainedModules& trained) {

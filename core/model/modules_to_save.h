@@ -12,10 +12,16 @@
 // them: a picked embedding trains a copy for the input while the head keeps the original, and a
 // picked lm_head trains its own copy (untie_head below: the head becomes a weight of its own).
 // With ensure_weight_tying, picking either trains one copy that stays both.
+// trainable_token_indices (PEFT's TrainableTokens): only some rows of the token embedding (or of
+// the output head) train, as new values for those rows (PEFT's trainable_tokens_delta); a head
+// tied to the embedding uses the embedding's rows unless it is given other indices.
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/model/model_shape.h"
 
@@ -33,6 +39,8 @@ std::string hf_module_name(const ModelShape& shape, const std::string& module);
 
 struct ModulesToSaveSettings {
   std::vector<std::string> names;  // modules_to_save
+  // trainable_token_indices: layer name -> token ids ("" = the input embedding, PEFT's list form)
+  std::vector<std::pair<std::string, std::vector<int64_t>>> token_rows;
   bool ensure_weight_tying = false;
   bool ours_too = true;            // a run's config: our names pick modules too, and a name that picks none is an error
   std::string key_prefix;          // "model.lora." for a run's config, "" for adapter_config.json
@@ -41,17 +49,24 @@ struct ModulesToSaveSettings {
 struct TrainedModules {
   std::vector<std::string> modules;  // ours, in model_modules' order ("embed_tokens" also for a tied head kept tied)
   bool untie_head = false;           // the tied head becomes a weight of its own (a frozen copy of the embedding)
+  std::vector<int64_t> embedding_rows;  // trainable_token_indices of the embedding (a tied head follows them)
+  std::vector<int64_t> head_rows;       // of the head, where it has its own
 };
 
 // Throws ConfigError for a name that picks no module (ours_too), for a module that is also
-// adapted (PEFT would copy the adapter with it), and for ensure_weight_tying on a model whose
-// head is not tied (a run's config; PEFT only warns).
+// adapted (PEFT would copy the adapter with it), for ensure_weight_tying on a model whose
+// head is not tied (a run's config; PEFT only warns), and for token rows on a layer that is
+// neither the embedding nor the head, on one trained whole, beyond the vocabulary or repeated.
 TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToSaveSettings& settings,
                                        const LoraTargets& adapted);
 
 // The parameters of one of our modules (its weight and bias), and of the trained copies of these.
 int64_t module_parameter_count(const ModelShape& shape, const std::string& module);
 int64_t trained_copy_parameter_count(const ModelShape& shape, const std::vector<std::string>& modules);
+
+// adapter_config.json's "trainable_token_indices": the embedding's ids as a list where the head
+// has none of its own, else by layer name; null without token rows.
+nlohmann::json peft_trainable_token_indices(const ModelShape& shape, const TrainedModules& trained);
 
 // adapter_config.json's "modules_to_save" for these modules: each one's whole Hugging Face name
 // (GPT-2's c_attn once), the embedding's alone where one copy stays tied.

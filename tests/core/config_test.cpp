@@ -95,6 +95,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.lora.rank_pattern, b.model.lora.rank_pattern);
   EXPECT_EQ(a.model.lora.alpha_pattern, b.model.lora.alpha_pattern);
   EXPECT_EQ(a.model.lora.modules_to_save, b.model.lora.modules_to_save);
+  EXPECT_EQ(a.model.lora.trainable_token_indices, b.model.lora.trainable_token_indices);
   EXPECT_EQ(a.model.lora.ensure_weight_tying, b.model.lora.ensure_weight_tying);
 
   EXPECT_EQ(a.data.builtin, b.data.builtin);
@@ -196,6 +197,7 @@ RunConfig non_default_config() {
   c.model.lora.rank_pattern = "self_attn.q_proj=16";
   c.model.lora.alpha_pattern = "layers\\.[0-9]\\.self_attn\\.q_proj=64";
   c.model.lora.modules_to_save = "lm_head, model.norm";
+  c.model.lora.trainable_token_indices = "3, 250-255";
   c.model.lora.ensure_weight_tying = true;
 
   c.data.builtin = "";
@@ -361,10 +363,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\nuse_rslora = true\nuse_dora = true\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 14 + 12 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
+  // One line per field: 5 top-level + 14 + 13 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 96u);
+  EXPECT_EQ(assignments, 97u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -445,6 +447,8 @@ TEST(Config, LoraPeftListsAreReadAndChecked) {
   EXPECT_EQ(config_from_json(nlohmann::json::parse(R"({"model": {"lora": {"layers_to_transform": 3}}})")).model.lora.layers_to_transform, "3");
   EXPECT_EQ(lora_target_modules("ALL-Linear"), std::vector<std::string>{"all-linear"});
   EXPECT_EQ(lora_modules_to_save("lm_head, norm,lm_head"), (std::vector<std::string>{"lm_head", "norm"}));
+  EXPECT_EQ(lora_token_indices("7, 3-5, 4"), (std::vector<int64_t>{7, 3, 4, 5}));
+  EXPECT_EQ(config_from_toml("[model.lora]\ntrainable_token_indices = [256, 257]\n").model.lora.trainable_token_indices, "256, 257");
   EXPECT_EQ(config_from_toml("[model.lora]\nmodules_to_save = [\"lm_head\", \"embed_tokens\"]\n").model.lora.modules_to_save,
             "lm_head, embed_tokens");
 
@@ -456,12 +460,14 @@ TEST(Config, LoraPeftListsAreReadAndChecked) {
   v.model.lora.rank_pattern = "q_proj";
   v.model.lora.alpha_pattern = "q_proj[=4";
   v.model.lora.modules_to_save = "lm_head, model norm";
+  v.model.lora.trainable_token_indices = "5, 9-2";
   const std::string problems = joined(validate_config(v));
   EXPECT_NE(problems.find("model.lora.layers_to_transform lists \"3-1\""), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.exclude_modules names \"qkv\""), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.rank_pattern lists \"q_proj\"; write pattern=rank items"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.alpha_pattern lists \"q_proj[=4\": the regular expression"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.modules_to_save names \"model norm\""), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.trainable_token_indices lists \"9-2\""), std::string::npos) << problems;
   v.model.lora.rank_pattern = "q_proj=0";
   EXPECT_NE(joined(validate_config(v)).find("model.lora.rank_pattern lists \"q_proj=0\""), std::string::npos);
   v.model.lora.rank_pattern = "q_proj=100000";

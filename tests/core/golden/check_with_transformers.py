@@ -21,6 +21,7 @@ checks the chain end to end:
    them too, and an adapter PEFT itself writes (save_pretrained, random non-zero B) over each such
    folder gives PeftModel's logits in `ganpo logits`; both with PEFT's per-layer settings too
    (layers_to_transform, layers_pattern, exclude_modules, target_modules as a regular expression, modules_to_save,
+   trainable_token_indices,
    rank_pattern and alpha_pattern);
 3. where a folder holds a tokenizer.json and the tokenizers package is installed, its ids for a few
    texts equal `ganpo tokenize`'s.
@@ -267,10 +268,10 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
                         init_lora_weights=False, use_rslora=rslora, use_dora=dora,
                         task_type="CAUSAL_LM", **lora_config)
     peft_model = get_peft_model(model, config)
-    if lora_config.get("modules_to_save"):  # copies away from the originals, so they count
-        with torch.no_grad():
+    if lora_config.get("modules_to_save") or lora_config.get("trainable_token_indices"):
+        with torch.no_grad():  # copies and token rows away from the originals, so they count
             for n, p in peft_model.named_parameters():
-                if "modules_to_save" in n:
+                if "modules_to_save" in n or "trainable_tokens_delta" in n:
                     p.add_(0.05 * torch.randn_like(p))
     if dora:  # magnitudes away from ||W||, so they count
         with torch.no_grad():
@@ -338,6 +339,9 @@ def check_trained(args, work):
                extra='modules_to_save = "lm_head, norm"')
     check_lora(args, work, "lora-save-tied-preset-gpt2", *bases["preset-gpt2"], targets="c_fc",
                extra='modules_to_save = "wte, c_attn"\nensure_weight_tying = true')
+    # trainable_token_indices: some rows of the embedding train, the tied head follows them.
+    check_lora(args, work, "lora-tokens-preset-llama", *bases["preset-llama"], targets="q_proj",
+               extra='trainable_token_indices = "10-20, 101"')
     if "family-gemma2_softcap_sliding" in bases:
         check_lora(args, work, "lora-save-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
                    targets="q_proj", extra='modules_to_save = "lm_head, model.layers.1.mlp"')
@@ -380,6 +384,11 @@ def check_trained(args, work):
                        modules_to_save=["c_attn", "wpe", "ln_f"])
     check_peft_written(args, work, "peft-save-tied-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
                        modules_to_save=["lm_head"], ensure_weight_tying=True)
+    # trainable_token_indices: the embedding's rows (the tied head follows them), and by layer with
+    # other rows for the head, which PEFT then unties.
+    check_peft_written(args, work, "peft-tokens-preset-llama", llama, targets=("q_proj",), trainable_token_indices=[10, 11, 101])
+    check_peft_written(args, work, "peft-tokens-apart-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
+                       trainable_token_indices={"wte": [10, 11], "lm_head": [12]})
 
 
 def main():

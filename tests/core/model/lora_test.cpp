@@ -674,6 +674,90 @@ TEST(Lora, ModulesToSaveTrainCopiesWhileTheReferenceKeepsTheOriginals) {
   EXPECT_TRUE(torch::allclose(load_model_folder(tied_merged, torch::kCPU).model->forward(ids).logits, tied_expected, 1e-5, 1e-6));
 }
 
+// trainable_token_indices: new values for some rows of the embedding (a tied head follows them,
+// or has rows of its own and is untied), the rest frozen, the reference the base model, and the
+// same model back from a PEFT folder and from a merged checkpoint.
+TEST(Lora, TrainableTokenRowsTrainOnlyThoseRows) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 41);
+  ASSERT_TRUE(trained.model->shape().tie_embeddings);
+  const auto ids = torch::tensor({{3, 7, 250, 9, 3, 100}, {7, 7, 1, 2, 250, 4}}, torch::kLong);
+  const auto base_logits = trained.model->forward(ids).logits;
+  LoraSpec spec = spec_of("q_proj");
+  spec.trainable_tokens = {{"", {3, 7, 250}}};
+  trained.model->add_lora(spec);
+  EXPECT_TRUE(trained.model->shape().tie_embeddings) << "the head follows the embedding's rows";
+  auto params = trained.model->named_parameters();
+  ASSERT_TRUE(params.contains("embed_tokens.trainable_tokens_delta"));
+  EXPECT_EQ(params["embed_tokens.trainable_tokens_delta"].sizes(), (c10::IntArrayRef{3, 32}));
+  EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, base_logits)) << "the rows start at their values";
+  trained.model->train();
+  trained.model->forward(ids).logits.logsumexp(-1).mean().backward();
+  EXPECT_FALSE(params["embed_tokens.weight"].grad().defined());
+  EXPECT_GT(params["embed_tokens.trainable_tokens_delta"].grad().abs().sum().item<double>(), 0);
+  trained.model->eval();
+  {
+    torch::NoGradGuard guard;
+    params["embed_tokens.trainable_tokens_delta"].add_(0.5);
+  }
+  const auto expected = trained.model->forward(ids).logits;
+  EXPECT_FALSE(torch::allclose(expected, base_logits));
+  EXPECT_TRUE(torch::equal(without_adapters(trained.model)->forward(ids).logits, base_logits));
+  const auto head = trained.model->head_weight();
+  EXPECT_TRUE(torch::equal(head[7], params["embed_tokens.trainable_tokens_delta"][1])) << "the tied head's row 7 follows";
+  EXPECT_TRUE(torch::equal(head[8], params["embed_tokens.weight"][8]));
+  EXPECT_EQ(lora_targets_text(trained.model->shape(), trained.model->lora_targets()),
+            "q_proj; trained rows: 3 tokens of the embedding (and the head, tied)");
+
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["trainable_token_indices"],
+            (nlohmann::json{3, 7, 250}));
+  EXPECT_TRUE(load_safetensors(adapter_dir + "/adapter_model.safetensors")
+                  .tensors.count("base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  const std::string merged_dir = (dir.path() / "merged").string();
+  save_model_files(merged_dir, trained.model, ByteTokenizer());
+  EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, expected, 1e-5, 1e-6));
+
+  // Other rows for the head: it is untied and has its own.
+  LoadedModel apart = base_folder_loaded(base_dir, 41);
+  LoraSpec own = spec_of("q_proj");
+  own.from_adapter_file = true;
+  own.trainable_tokens = {{"embed_tokens", {3}}, {"lm_head", {5, 6}}};
+  apart.model->add_lora(own);
+  EXPECT_FALSE(apart.model->shape().tie_embeddings);
+  {
+    torch::NoGradGuard guard;
+    for (auto& [name, t] : apart.model->adapter_parameters())
+      if (name.find("trainable_tokens_delta") != std::string::npos) t.add_(0.5);
+  }
+  const auto apart_expected = apart.model->forward(ids).logits;
+  save_peft_adapter(adapter_dir, apart.model, base_dir);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["trainable_token_indices"],
+            (nlohmann::json{{"model.embed_tokens", {3}}, {"lm_head", {5, 6}}}));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, apart_expected));
+  save_model_files(merged_dir, apart.model, ByteTokenizer());
+  EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, apart_expected, 1e-5, 1e-6));
+
+  // What cannot be: a token beyond the vocabulary, rows of a module trained whole.
+  LoraSpec beyond = spec_of("q_proj");
+  beyond.trainable_tokens = {{"", {259}}};
+  EXPECT_THROW(CausalLM(lora_test_shape("llama"))->add_lora(beyond), ConfigError);
+  LoraSpec both = spec_of("q_proj");
+  both.trainable_tokens = {{"", {3}}};
+  both.modules_to_save = {"embed_tokens"};
+  try {
+    CausalLM(lora_test_shape("llama"))->add_lora(both);
+    ADD_FAILURE() << "rows of an embedding trained whole";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("trainable_token_indices and model.lora.modules_to_save both train model.embed_tokens"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
   // v adapters have no PEFT folder, and the reason says what to do.
@@ -802,7 +886,8 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   nlohmann::json deep = 1;
   for (int i = 0; i < 100; ++i) deep = nlohmann::json::array({deep});
   refused(with("layers_to_transform", deep), "nests deeper");
-  refused(with("trainable_token_indices", {1, 2}), "trainable_token_indices");
+  refused(with("trainable_token_indices", {1, "2"}), "\"trainable_token_indices\" must list token ids");
+  refused(with("trainable_token_indices", {{"embed_tokens", 3}}), "\"trainable_token_indices\" must list token ids");
   refused(with("layer_replication", {{0, 2}, {1, 2}}), "layer_replication");
   refused(with("lora_bias", true), "lora_bias");
   refused(with("alora_invocation_tokens", {5, 6}), "alora_invocation_tokens");
