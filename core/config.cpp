@@ -1,7 +1,6 @@
 #include "core/config.h"
 
 #include <algorithm>
-#include <set>
 #include <functional>
 #include <cctype>
 #include <cerrno>
@@ -931,26 +930,35 @@ std::vector<std::pair<std::string, T>> lora_pattern(const std::string& key, cons
 
 }  // namespace
 
-std::vector<int64_t> lora_layers(const std::string& text) {
-  constexpr int64_t kMostLayers = 10000;  // far beyond any model; bounds what a range can ask for
+namespace {
+
+// "0, 2, 4-7": indices below `limit` and ranges of them, each once, in the order listed; an
+// item that is neither is refused with `how` (what to write).
+std::vector<int64_t> index_ranges(const std::string& key, const std::string& text, int64_t limit, const std::string& how) {
   std::vector<int64_t> out;
-  std::vector<bool> listed(kMostLayers, false);
+  std::vector<bool> listed(static_cast<size_t>(limit), false);
   for (const std::string& item : list_items(text)) {
     const size_t dash = item.find('-', 1);
     int64_t first = 0, last = 0;
     const bool ok = dash == std::string::npos
                         ? parse_int64(item, first) && (last = first, true)
                         : parse_int64(trim(item.substr(0, dash)), first) && parse_int64(trim(item.substr(dash + 1)), last);
-    if (!ok || first < 0 || last < first || last >= kMostLayers)
-      throw ConfigError("model.lora.layers_to_transform lists " + quote(item) +
-                        "; write layer indices from 0, or ranges such as 20-31, e.g. \"0, 1, 20-31\"");
-    for (int64_t l = first; l <= last; ++l)
-      if (!listed[static_cast<size_t>(l)]) {
-        listed[static_cast<size_t>(l)] = true;
-        out.push_back(l);
+    if (!ok || first < 0 || last < first || last >= limit) throw ConfigError("model.lora." + key + " lists " + quote(item) + "; " + how);
+    for (int64_t i = first; i <= last; ++i)
+      if (!listed[static_cast<size_t>(i)]) {
+        listed[static_cast<size_t>(i)] = true;
+        out.push_back(i);
       }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> lora_layers(const std::string& text) {
+  // (10000: far beyond any model; bounds what a range can ask for)
+  return index_ranges("layers_to_transform", text, 10000,
+                      "write layer indices from 0, or ranges such as 20-31, e.g. \"0, 1, 20-31\"");
 }
 
 std::vector<std::string> lora_exclude_modules(const std::string& text) {
@@ -970,23 +978,9 @@ std::vector<std::string> lora_exclude_modules(const std::string& text) {
 }
 
 std::vector<int64_t> lora_token_indices(const std::string& text) {
-  constexpr int64_t kMostTokens = 1'000'000;  // beyond any vocabulary's new tokens; bounds what a range can ask for
-  std::vector<int64_t> out;
-  std::set<int64_t> listed;
-  for (const std::string& item : list_items(text)) {
-    const size_t dash = item.find('-', 1);
-    int64_t first = 0, last = 0;
-    const bool ok = dash == std::string::npos
-                        ? parse_int64(item, first) && (last = first, true)
-                        : parse_int64(trim(item.substr(0, dash)), first) && parse_int64(trim(item.substr(dash + 1)), last);
-    if (!ok || first < 0 || last < first || last - first >= kMostTokens ||
-        static_cast<int64_t>(listed.size()) + (last - first) >= kMostTokens)
-      throw ConfigError("model.lora.trainable_token_indices lists " + quote(item) +
-                        "; write token ids, or ranges such as 128000-128010, e.g. \"5, 128000-128010\"");
-    for (int64_t id = first; id <= last; ++id)
-      if (listed.insert(id).second) out.push_back(id);
-  }
-  return out;
+  // (1000000: beyond any vocabulary, Gemma's 262144 included)
+  return index_ranges("trainable_token_indices", text, 1'000'000,
+                      "write token ids, or ranges such as 128000-128010, e.g. \"5, 128000-128010\"");
 }
 
 std::vector<std::string> lora_modules_to_save(const std::string& text) {
