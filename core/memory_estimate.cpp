@@ -324,6 +324,11 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   if (pass.shared && sdpa) kept += pass.mask_entries * (bf16 ? 2 * graph_layers : 4);
   // After the blocks: the last block's output and the final norm's (the latents, the head's input).
   kept += pass.tokens * (4 * d + norm_scale_bytes(shape) + 4 * d);
+  // Trained token rows in the head (its own, or a tied embedding's): the head's weight with them
+  // put in is a new [V, d] matrix each pass, which the head's product keeps.
+  if (lora_targets && (!lora_targets->head_rows.empty() ||
+                       (shape.tie_embeddings && !lora_targets->untie_head && !lora_targets->embedding_rows.empty())))
+    kept += static_cast<double>(shape.vocab_size) * d * 4;
 
   // The output head over the scored positions. In full it keeps the logits (float32; bf16 and
   // a float32 copy under autocast, with the bf16 copy of its input), which the log-sum-exp of

@@ -249,6 +249,17 @@ TEST_F(EstimateAgainstPeak, LoraWithModulesTrainedWhole) {
   expect_close(c);
 }
 
+// PEFT's trainable_token_indices on a larger vocabulary: the embedding with its trained rows put
+// in is a new [V, d] matrix each pass, which the tied head's product keeps, and the backward
+// pass's dense gradients for it.
+TEST_F(EstimateAgainstPeak, LoraWithTrainedTokenRows) {
+  RunConfig c = folder_config("llama", llama3_like(32768));
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "q_proj,v_proj";
+  c.model.lora.trainable_token_indices = "100-131";
+  expect_close(c);
+}
+
 nlohmann::json gpt2_like() {
   return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
           {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};
