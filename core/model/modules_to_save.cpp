@@ -109,7 +109,7 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
     throw ConfigError(settings.key_prefix + "ensure_weight_tying is true, but this model's output head is not tied to its "
                       "token embedding (tie_word_embeddings is false); set it false");
   if (settings.names.empty() && settings.token_rows.empty()) return out;
-  const std::string key = (settings.key_prefix.empty() ? std::string("model.lora.") : settings.key_prefix) + "modules_to_save";
+  const std::string key = settings.key_prefix + "modules_to_save";
   std::vector<std::string> modules = model_modules(shape);
   // The tied head is a module of the Hugging Face model (lm_head) though not a weight of its own.
   if (shape.tie_embeddings) modules.push_back("lm_head");
@@ -127,7 +127,7 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
       any = true;
     }
     if (!any && settings.ours_too)
-      throw ConfigError(key + " names \"" + name + "\", and no module of this " + shape.arch + " model has a name that ends with it; "
+      throw ConfigError((settings.key_prefix.empty() ? "model.lora." + key : key) + " names \"" + name + "\", and no module of this " + shape.arch + " model has a name that ends with it; "
                         "its modules are named like " + hf_module_name(shape, "layers.0.input_layernorm") + ", " +
                         hf_module_name(shape, "norm") + ", lm_head, or by our names: norm, embed_tokens");
   }
