@@ -849,6 +849,8 @@ void apply_override(RunConfig& config, const std::string& assignment) {
 
 bool is_module_pattern(const std::string& text) { return text.find_first_of("*+?()[]{}|^$\\") != std::string::npos; }
 
+std::string lora_module_pattern(const std::string& text) { return is_module_pattern(text) ? trim(text) : std::string(); }
+
 namespace {
 
 // A target_modules / exclude_modules pattern compiled as core/model/lora_targets.cpp runs it.

@@ -254,6 +254,8 @@ std::vector<std::string> config_keys();
 // string PEFT full-matches against whole module names) rather than a list of names: it holds one
 // of * + ? ( ) [ ] { } | ^ $ \ (never in a module name; '.' is).
 bool is_module_pattern(const std::string& text);
+// The text as that pattern, trimmed; empty where it lists names.
+std::string lora_module_pattern(const std::string& text);
 // The names model.lora.target_modules lists, in order, without repeats; throws ConfigError naming
 // one no supported model has (core/model/lora_targets.h reads them against a model). A regular
 // expression gives no names (lora_spec takes it as the pattern); throws if it does not compile.

@@ -72,11 +72,6 @@ std::string layer_ranges(const std::vector<int64_t>& layers) {
   return out;
 }
 
-std::string trim_spaces(const std::string& s) {
-  const size_t first = s.find_first_not_of(" \t\n\r"), last = s.find_last_not_of(" \t\n\r");
-  return first == std::string::npos ? std::string() : s.substr(first, last - first + 1);
-}
-
 std::string number_text(double v) {
   char buffer[32];
   std::snprintf(buffer, sizeof buffer, "%g", v);
@@ -161,10 +156,10 @@ LoraSpec lora_spec(const LoraConfig& config) {
   if (config.r <= 0) return spec;
   // One string with a pattern's characters is PEFT's regular expression, as in a LoraConfig.
   spec.targets = lora_target_modules(config.target_modules);
-  if (is_module_pattern(config.target_modules)) spec.target_regex = trim_spaces(config.target_modules);
+  spec.target_regex = lora_module_pattern(config.target_modules);
   spec.layers = lora_layers(config.layers_to_transform);
   spec.exclude = lora_exclude_modules(config.exclude_modules);
-  if (is_module_pattern(config.exclude_modules)) spec.exclude_regex = trim_spaces(config.exclude_modules);
+  spec.exclude_regex = lora_module_pattern(config.exclude_modules);
   spec.rank_pattern = lora_rank_pattern(config.rank_pattern);
   spec.alpha_pattern = lora_alpha_pattern(config.alpha_pattern);
   spec.modules_to_save = lora_modules_to_save(config.modules_to_save);
