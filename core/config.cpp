@@ -945,7 +945,10 @@ std::vector<int64_t> index_ranges(const std::string& key, const std::string& tex
     const bool ok = dash == std::string::npos
                         ? parse_int64(item, first) && (last = first, true)
                         : parse_int64(trim(item.substr(0, dash)), first) && parse_int64(trim(item.substr(dash + 1)), last);
-    if (!ok || first < 0 || last < first || last >= limit) throw ConfigError("model.lora." + key + " lists " + quote(item) + "; " + how);
+    if (ok && first >= 0 && last >= limit)
+      throw ConfigError("model.lora." + key + " lists " + quote(item) + ", beyond " + std::to_string(limit - 1) +
+                        ", more than any model has; " + how);
+    if (!ok || first < 0 || last < first) throw ConfigError("model.lora." + key + " lists " + quote(item) + "; " + how);
     for (int64_t i = first; i <= last; ++i)
       if (!listed[static_cast<size_t>(i)]) {
         listed[static_cast<size_t>(i)] = true;

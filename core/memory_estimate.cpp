@@ -372,7 +372,12 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // gone); an untied head's goes into .grad at once.
   const double head_weight_grad = head_trained ? vocab * d * 4 : 0;
   const double backward = head_weight_grad + std::max(head_backward, recompute);
-  const double end_of_backward = head_weight_grad * (shape.tie_embeddings ? 3 : 1);
+  // Trained rows of an embedding the head does not share end the pass the same way: a dense
+  // float32 [V, d] gradient of the weight with the rows put in, of which the rows' part is taken.
+  const bool own_embedding_rows = lora_targets && !lora_targets->embedding_rows.empty() &&
+                                  !(shape.tie_embeddings && !lora_targets->untie_head);
+  const double end_of_backward =
+      head_weight_grad * (shape.tie_embeddings ? 3 : 1) + (own_embedding_rows ? vocab * d * 4 : 0);
   // The policy's own key/value cache of a shared pass lives until its forward pass ends: the keys
   // as float32 after RoPE and, with grouped queries, the values, beside the per-head copies
   // attention keeps (under float32 without grouped queries, they are the same tensors).

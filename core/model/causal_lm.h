@@ -36,8 +36,9 @@ struct KVCache {
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 
+// "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector", a trained copy or token rows
 bool is_adapter_parameter(const std::string& name);
-bool is_trained_copy(const std::string& name);  // ".trained_weight" / ".trained_bias"  // "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector"
+bool is_trained_copy(const std::string& name);  // ".trained_weight" / ".trained_bias"
 
 struct LMOutput {
   torch::Tensor logits;     // [B, T - logits_from, V]: logits[:, i] predicts the token after position logits_from + i

@@ -225,6 +225,11 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     }
   }
   if (j.contains("ensure_weight_tying")) out.spec.ensure_weight_tying = truthy(j["ensure_weight_tying"]);
+  // PEFT saves the head's tensor beside the embedding's copy where ensure_weight_tying tied them
+  // (and lists the embedding alone in modules_to_save, by a name that need not say so).
+  const fs::path weights = fs::path(dir) / kAdapterWeights;
+  if (out.spec.ensure_weight_tying && fs::is_regular_file(weights))
+    out.spec.head_saved = SafetensorsReader(weights.string()).find(std::string(kPeftPrefix) + "lm_head.weight") != nullptr;
   // trainable_token_indices: token ids of the input embedding, or layer name -> token ids.
   if (j.contains("trainable_token_indices") && !j["trainable_token_indices"].is_null()) {
     const auto& v = j["trainable_token_indices"];

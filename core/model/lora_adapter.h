@@ -3,6 +3,7 @@
 //   adapter_config.json        peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
 //                              lora_dropout, target_modules, layers_to_transform, rank_pattern,
 //                              alpha_pattern, modules_to_save, ensure_weight_tying,
+//                              trainable_token_indices (a list, or by layer name),
 //                              base_model_name_or_path, bias "none", use_rslora, use_dora
 //                              (read also: exclude_modules, layers_pattern)
 //   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
@@ -10,6 +11,11 @@
 //                              base_model.model.<HF module>.lora_magnitude_vector [out] (DoRA)
 //                              base_model.model.<HF module>.weight / .bias: a module trained
 //                              whole (modules_to_save), as the family stores it
+//                              base_model.model.lm_head.weight: a tied head kept on the
+//                              embedding's trained copy (ensure_weight_tying), equal to it
+//                              base_model.model.<embedding or lm_head>.token_adapter.
+//                              trainable_tokens_delta [n, d]: trained token rows (a tied head
+//                              following the embedding's rows has none of its own)
 // <HF module> is the family's name of the projection (model.layers.0.self_attn.q_proj for
 // Llama). GPT-2's modules are Conv1D (PEFT keeps their adapters as nn.Linear's, the shapes
 // above, and sets fan_in_fan_out), and its q, k and v are one module, c_attn: its adapter is q's
@@ -38,7 +44,7 @@ bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json
 // adapter_config.json read and checked: the spec and the base folder (relative paths are taken
 // from the adapter folder). rsLoRA, DoRA and PEFT's choice of modules, layers and ranks
 // (core/model/lora_targets.h) are applied; throws ModelFileError for what the workbench cannot
-// apply (other LoRA variants, trained biases, trainable tokens, a Hub id instead of a folder),
+// apply (other LoRA variants, trained biases, a Hub id instead of a folder),
 // saying what to do.
 struct PeftAdapterConfig {
   LoraSpec spec;

@@ -23,6 +23,14 @@ constexpr Projection kProjections[] = {{"q_proj", "self_attn"}, {"k_proj", "self
                                        {"o_proj", "self_attn"}, {"gate_proj", "mlp"},    {"up_proj", "mlp"},
                                        {"down_proj", "mlp"}};
 
+// The module a projection lives under in a layer ("self_attn", "mlp").
+std::string hf_projection_parent(const std::string& projection) {
+  for (const auto& p : kProjections)
+    if (projection == p.name) return p.parent;
+  GANPO_ASSERT(false, "not a projection: " + projection);
+  return {};
+}
+
 std::vector<std::string> projections_of(const ModelShape& shape) {
   std::vector<std::string> out;
   for (const auto& p : kProjections)
@@ -81,10 +89,7 @@ std::string number_text(double v) {
 // The family's whole name of a projection's module in one layer, as the HF model names it
 // ("model.layers.3.self_attn.q_proj", "transformer.h.3.attn.c_attn").
 std::string hf_module(const std::string& family, int64_t layer, const std::string& projection) {
-  std::string parent;
-  for (const auto& p : kProjections)
-    if (projection == p.name) parent = p.parent;
-  GANPO_ASSERT(!parent.empty(), "not a projection: " + projection);
+  const std::string parent = hf_projection_parent(projection);
   const std::string suffix = ".weight";
   const std::string hf =
       architecture(family).hf_name("layers." + std::to_string(layer) + "." + parent + "." + projection + suffix).name;
@@ -135,6 +140,39 @@ public:
 private:
   std::vector<std::pair<std::unique_ptr<PythonPattern>, T>> patterns_;
 };
+
+// target_modules as a regular expression is matched by PEFT against every module of the model,
+// not only the projections: one it matches that is not left out (`left_out`: exclude_modules,
+// modules_to_save) and is not a linear projection makes PEFT stop ("Target module ... is not
+// supported"), and LoRA on the token embedding or the output head is not built here.
+template <typename LeftOut>
+void refuse_pattern_on_other_modules(const ModelShape& shape, const PythonPattern& pattern, const std::string& text,
+                                     const std::string& prefix, LeftOut left_out) {
+  std::set<std::string> projections, seen;
+  for (int64_t layer = 0; layer < shape.n_layers; ++layer)
+    for (const std::string& p : projections_of(shape)) projections.insert(hf_module(shape.arch, layer, p));
+  std::vector<std::string> modules = model_modules(shape);
+  if (shape.tie_embeddings) modules.push_back("lm_head");  // a module of the Hugging Face model all the same
+  // The other modules in named_modules' order (each after the one holding it), where PEFT meets them.
+  std::vector<std::string> others;
+  for (const std::string& m : modules) {
+    std::vector<std::string> names = with_parents(hf_module_name(shape, m));
+    for (auto it = names.rbegin(); it != names.rend(); ++it)
+      if (!projections.count(*it) && seen.insert(*it).second) others.push_back(*it);
+  }
+  for (const std::string& name : others) {
+    if (!pattern.full_match(name) || left_out(name)) continue;
+    const bool embedding = name == hf_module_name(shape, "embed_tokens") || name == "lm_head" ||
+                           (shape.positions == PositionKind::learned && name == hf_module_name(shape, "embed_positions"));
+    throw ConfigError(prefix + "target_modules, the regular expression \"" + text + "\", matches " + name + ", " +
+                      (embedding ? "an embedding table or the output head: LoRA on those is not built here; train it "
+                                   "with modules_to_save or trainable_token_indices instead"
+                                 : "which is not a linear projection (PEFT stops there too: \"Target module ... is not "
+                                   "supported\")") +
+                      "; make the pattern match projections only (Python's re.fullmatch over whole module names, "
+                      "as " + hf_module(shape.arch, 0, projections_of(shape).front()) + ")");
+  }
+}
 
 }  // namespace
 
@@ -217,6 +255,14 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   if (spec.layers_pattern.empty()) layer_index.push_back(std::make_unique<PythonPattern>(R"(.*?\.[^.]*\.(\d+)\.)", prefix + "layers_pattern"));
   for (const std::string& lp : spec.layers_pattern)
     layer_index.push_back(std::make_unique<PythonPattern>(".*?\\." + lp + "\\.(\\d+)\\.", prefix + "layers_pattern \"" + lp + "\""));
+  // PEFT never adapts a module under one of modules_to_save (check_target_module_exists: the
+  // name, itself a pattern, matched as whole parts of the module's name, "(^|.*\.)name($|\..*)").
+  std::vector<std::unique_ptr<PythonPattern>> saved;
+  for (const std::string& m : spec.modules_to_save)
+    saved.push_back(std::make_unique<PythonPattern>("(^|.*\\.)" + m + "($|\\..*)", prefix + "modules_to_save \"" + m + "\""));
+  const auto under_saved = [&](const std::string& name) {
+    return std::any_of(saved.begin(), saved.end(), [&](const auto& pattern) { return pattern->match(name); });
+  };
   const ValuePatterns<int64_t> ranks(spec.rank_pattern, prefix + "rank_pattern");
   const ValuePatterns<double> alphas(spec.alpha_pattern, prefix + "alpha_pattern");
 
@@ -258,6 +304,13 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
       if (exclude_re && exclude_re->full_match(module)) found = false;
       for (const std::string& e : spec.exclude)
         if ((ours_too && e == p) || picks(e, module)) found = false;
+      // modules_to_save, by the Hugging Face name or (a run's config) ours; one of GPT-2's q, k
+      // and v under it leaves their c_attn unadapted.
+      if (under_saved(module)) found = false;
+      for (const std::string& other : own)
+        if (ours_too && hf_module(shape.arch, layer, other) == module &&
+            under_saved("layers." + std::to_string(layer) + "." + hf_projection_parent(other) + "." + other))
+          found = false;
       if (!found) continue;
       LoraModule m{layer, p, ranks.value(module, spec.r), alphas.value(module, spec.alpha), 0.0};
       if (m.r <= 0 || !(m.alpha > 0))
@@ -284,8 +337,13 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
                       shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
                       " (Python's re.fullmatch, as PEFT matches it)");
+  if (target_re) refuse_pattern_on_other_modules(shape, *target_re, spec.target_regex, prefix, [&](const std::string& name) {
+      return (exclude_re && exclude_re->full_match(name)) || under_saved(name) ||
+             std::any_of(spec.exclude.begin(), spec.exclude.end(), [&](const std::string& e) { return picks(e, name); });
+    });
   if (out.modules.empty())
-    throw ConfigError(prefix + "layers_to_transform and " + prefix + "exclude_modules leave no projection of the model adapted; "
+    throw ConfigError(prefix + "layers_to_transform, " + prefix + "exclude_modules and " + prefix +
+                      "modules_to_save (whose modules PEFT does not adapt) leave no projection of the model adapted; "
                       "adapt at least one");
 
   for (const std::string& p : own)
@@ -303,7 +361,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   }
   out.shared_qkv = fused && qkv_by_module_name && together && out.has("q_proj");
   TrainedModules trained = resolve_modules_to_save(
-      shape, {spec.modules_to_save, spec.trainable_tokens, spec.ensure_weight_tying, ours_too, prefix}, out);
+      shape, {spec.modules_to_save, spec.trainable_tokens, spec.ensure_weight_tying, spec.head_saved, ours_too, prefix}, out);
   out.trained = std::move(trained.modules);
   out.untie_head = trained.untie_head;
   out.embedding_rows = std::move(trained.embedding_rows);

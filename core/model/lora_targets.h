@@ -51,6 +51,9 @@ struct LoraSpec {
   // trainable_token_indices: layer name ("" = the input embedding) -> the token ids whose rows train
   std::vector<std::pair<std::string, std::vector<int64_t>>> trainable_tokens;
   bool ensure_weight_tying = false;  // a tied embedding and head picked there stay one trained matrix
+  // An adapter file holds the head's tensor (base_model.model.lm_head.weight): with
+  // ensure_weight_tying, PEFT tied the head to the embedding's trained copy.
+  bool head_saved = false;
   // How messages name these settings: "model.lora." for a run's config, "" for adapter_config.json.
   std::string key_prefix;
   // An adapter_config.json: names pick modules only as PEFT matches them (not by our names where
@@ -92,8 +95,10 @@ struct LoraTargets {
   int64_t first_trained_layer(int64_t n_layers) const;
 };
 
+// Modules under one of modules_to_save are not adapted, as PEFT leaves them out.
 // Throws ConfigError for a name that matches no projection of this model (listing its names),
-// a regular expression that matches none, settings that leave no projection adapted, and
+// a regular expression that matches none or matches a module that is not a projection (a norm,
+// a container, the embedding or the head), settings that leave no projection adapted, and
 // patterns that do not compile or that backtrack without end; and for modules_to_save as
 // resolve_modules_to_save does.
 LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec);

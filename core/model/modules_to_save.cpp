@@ -14,14 +14,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// A module and every module above it ("a.b.c" -> "a.b.c", "a.b", "a"), as named_modules lists them.
-std::vector<std::string> with_parents(const std::string& name) {
-  std::vector<std::string> out = {name};
-  for (size_t dot = name.rfind('.'); dot != std::string::npos && dot > 0; dot = name.rfind('.', dot - 1))
-    out.push_back(name.substr(0, dot));
-  return out;
-}
-
 // trainable_token_indices as PEFT's set_additional_trainable_modules applies them: a name picks
 // the embedding or the head by the end of its name; a tied head follows the embedding's rows
 // unless it has other indices of its own (then, as with a head given rows alone, it is untied).
@@ -70,6 +62,13 @@ void resolve_token_rows(const ModelShape& shape, const ModulesToSaveSettings& se
 }
 
 }  // namespace
+
+std::vector<std::string> with_parents(const std::string& name) {
+  std::vector<std::string> out = {name};
+  for (size_t dot = name.rfind('.'); dot != std::string::npos && dot > 0; dot = name.rfind('.', dot - 1))
+    out.push_back(name.substr(0, dot));
+  return out;
+}
 
 std::vector<std::string> model_modules(const ModelShape& s) {
   std::vector<std::string> out = {"embed_tokens"};
@@ -131,25 +130,58 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
                         "its modules are named like " + hf_module_name(shape, "layers.0.input_layernorm") + ", " +
                         hf_module_name(shape, "norm") + ", lm_head, or by our names: norm, embed_tokens");
   }
+  // Our modules that are one module of the Hugging Face model (GPT-2's c_attn: q_proj, k_proj and
+  // v_proj) are picked together: PEFT trains and saves that module whole.
+  std::set<std::string> picked_hf;
+  for (const std::string& m : picked) picked_hf.insert(hf_module_name(shape, m));
+  for (const std::string& m : modules)
+    if (picked_hf.count(hf_module_name(shape, m))) picked.insert(m);
   const bool tied_pick = shape.tie_embeddings && (picked.count("embed_tokens") || picked.count("lm_head"));
-  if (tied_pick && settings.ensure_weight_tying) {
+  // ensure_weight_tying, as PEFT's _check_tied_modules reads an adapter file: it ties only where a
+  // name's last part is embed_tokens or lm_head (then the embedding's copy is both, even if no
+  // module was picked by that name); with another name (GPT-2's "wte") the head stays the
+  // original, untied, unless the file holds the head's tensor: PEFT saved GPT-2's tied
+  // "lm_head" as "transformer.wte" and the head beside it, and loads that tensor into the head.
+  // A run's config ties whatever picks the embedding or the head, and lists lm_head in the
+  // adapter folder it writes, so that PEFT ties them too.
+  bool tying_name = false;
+  for (const std::string& name : settings.names) {
+    const std::string last = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
+    tying_name = tying_name || last == "embed_tokens" || last == "lm_head";
+  }
+  const bool tie = settings.ensure_weight_tying && shape.tie_embeddings && (settings.ours_too ? tied_pick : tying_name || (tied_pick && settings.head_saved));
+  if (tie) {
     // One trained copy, the embedding's, which the head keeps using.
     picked.erase("lm_head");
     picked.insert("embed_tokens");
   }
-  out.untie_head = tied_pick && !settings.ensure_weight_tying;
+  out.untie_head = tied_pick && !tie;
   for (const std::string& m : model_modules(shape))
     if (picked.count(m)) out.modules.push_back(m);
   if (picked.count("lm_head") && shape.tie_embeddings && out.untie_head) out.modules.push_back("lm_head");
   resolve_token_rows(shape, settings, key, picked, out);
-  // A module both adapted and saved: PEFT would copy its adapter along with it.
+  if (tie && !out.head_rows.empty())
+    throw ConfigError((settings.key_prefix + "ensure_weight_tying") + " keeps the output head tied to the trained copy of "
+                      "the embedding (" + key + "), but " + settings.key_prefix + "trainable_token_indices gives the head "
+                      "rows of its own; train the head through the embedding's copy (drop its rows) or set "
+                      "ensure_weight_tying false");
+  if (settings.ensure_weight_tying && settings.ours_too && shape.tie_embeddings && out.untie_head)
+    throw ConfigError(settings.key_prefix + "ensure_weight_tying is true, but " + settings.key_prefix +
+                      "trainable_token_indices trains rows of the output head alone, which unties it from the "
+                      "embedding; list the rows for the embedding (the tied head follows them) or set "
+                      "ensure_weight_tying false");
+  // A module both adapted and saved that PEFT's target matching did not leave out (a name that
+  // ends a module's name without a dot before it, "proj"): PEFT would train a copy with the
+  // adapter inside it, which we cannot reproduce.
   for (const std::string& m : out.modules) {
     const size_t dot = m.rfind('.');
     if (m.rfind("layers.", 0) != 0 || dot == std::string::npos) continue;
     const int64_t layer = std::stoll(m.substr(7, m.find('.', 7) - 7));
     if (adapted.find(layer, m.substr(dot + 1)) != nullptr)
-      throw ConfigError(key + " picks " + hf_module_name(shape, m) + ", which also has a LoRA adapter (target_modules); "
-                        "a module is either adapted or trained whole: take it out of one of them");
+      throw ConfigError(key + " picks " + hf_module_name(shape, m) + " by a name that ends its name (not after a "
+                        "dot), and that module also has a LoRA adapter (target_modules); PEFT would train a copy "
+                        "with the adapter inside it: name whole modules (\"mlp\", \"q_proj\", which PEFT then "
+                        "leaves unadapted) or take it out of target_modules");
   }
   return out;
 }

@@ -11,7 +11,11 @@
 // Where the output head is the token embedding (tie_word_embeddings), PEFT by default unties
 // them: a picked embedding trains a copy for the input while the head keeps the original, and a
 // picked lm_head trains its own copy (untie_head below: the head becomes a weight of its own).
-// With ensure_weight_tying, picking either trains one copy that stays both.
+// With ensure_weight_tying, picking either trains one copy that stays both (in an adapter file
+// only where a name's last part is embed_tokens or lm_head, as PEFT reads it, or where the file
+// holds the head's tensor, which PEFT saves where it tied them: GPT-2's lm_head saved as
+// "transformer.wte").
+// PEFT adapts no module under one of modules_to_save (resolve_lora_targets leaves them out).
 // trainable_token_indices (PEFT's TrainableTokens): only some rows of the token embedding (or of
 // the output head) train, as new values for those rows (PEFT's trainable_tokens_delta); a head
 // tied to the embedding uses the embedding's rows unless it is given other indices.
@@ -33,6 +37,9 @@ struct LoraTargets;
 // "layers.0.self_attn.q_proj", ..., "norm", "lm_head" where not tied).
 std::vector<std::string> model_modules(const ModelShape& shape);
 
+// A module and every module above it ("a.b.c" -> "a.b.c", "a.b", "a"), as named_modules lists them.
+std::vector<std::string> with_parents(const std::string& name);
+
 // A module's whole Hugging Face name ("model.layers.0.input_layernorm", GPT-2's
 // "transformer.h.0.attn.c_attn" for q_proj, k_proj and v_proj).
 std::string hf_module_name(const ModelShape& shape, const std::string& module);
@@ -42,6 +49,7 @@ struct ModulesToSaveSettings {
   // trainable_token_indices: layer name -> token ids ("" = the input embedding, PEFT's list form)
   std::vector<std::pair<std::string, std::vector<int64_t>>> token_rows;
   bool ensure_weight_tying = false;
+  bool head_saved = false;         // an adapter file holds lm_head's tensor (PEFT tied it to the embedding's copy)
   bool ours_too = true;            // a run's config: our names pick modules too, and a name that picks none is an error
   std::string key_prefix;          // "model.lora." for a run's config, "" for adapter_config.json
 };
@@ -54,9 +62,10 @@ struct TrainedModules {
 };
 
 // Throws ConfigError for a name that picks no module (ours_too), for a module that is also
-// adapted (PEFT would copy the adapter with it), for ensure_weight_tying on a model whose
-// head is not tied (a run's config; PEFT only warns), and for token rows on a layer that is
-// neither the embedding nor the head, on one trained whole, beyond the vocabulary or repeated.
+// adapted (a name ending its name without a dot: PEFT would copy the adapter with it), for
+// ensure_weight_tying on a model whose head is not tied (a run's config; PEFT only warns) or
+// that the token rows untie, and for token rows on a layer that is neither the embedding nor
+// the head, on one trained whole, beyond the vocabulary or repeated.
 TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToSaveSettings& settings,
                                        const LoraTargets& adapted);
 

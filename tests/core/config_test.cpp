@@ -468,6 +468,10 @@ TEST(Config, LoraPeftListsAreReadAndChecked) {
   EXPECT_NE(problems.find("model.lora.alpha_pattern lists \"q_proj[=4\": the regular expression"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.modules_to_save names \"model norm\""), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.trainable_token_indices lists \"9-2\""), std::string::npos) << problems;
+  v.model.lora.trainable_token_indices = "5, 999999-1000000";
+  EXPECT_NE(joined(validate_config(v)).find("model.lora.trainable_token_indices lists \"999999-1000000\", beyond 999999, "
+                                            "more than any model has"),
+            std::string::npos);
   v.model.lora.rank_pattern = "q_proj=0";
   EXPECT_NE(joined(validate_config(v)).find("model.lora.rank_pattern lists \"q_proj=0\""), std::string::npos);
   v.model.lora.rank_pattern = "q_proj=100000";

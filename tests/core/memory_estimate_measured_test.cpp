@@ -251,13 +251,18 @@ TEST_F(EstimateAgainstPeak, LoraWithModulesTrainedWhole) {
 
 // PEFT's trainable_token_indices on a larger vocabulary: the embedding with its trained rows put
 // in is a new [V, d] matrix each pass, which the tied head's product keeps, and the backward
-// pass's dense gradients for it.
+// pass's dense gradients for it. Untied, the embedding's backward pass ends in a dense float32
+// [V, d] gradient of the weight with the rows put in, of which the rows' part is taken.
 TEST_F(EstimateAgainstPeak, LoraWithTrainedTokenRows) {
-  RunConfig c = folder_config("llama", llama3_like(32768));
-  c.model.lora.r = 8;
-  c.model.lora.target_modules = "q_proj,v_proj";
-  c.model.lora.trainable_token_indices = "100-131";
-  expect_close(c);
+  for (const bool tied : {true, false}) {
+    nlohmann::json shape = llama3_like(32768);
+    shape["tie_word_embeddings"] = tied;
+    RunConfig c = folder_config("llama", shape);
+    c.model.lora.r = 8;
+    c.model.lora.target_modules = "q_proj,v_proj";
+    c.model.lora.trainable_token_indices = "100-131";
+    expect_close(c);
+  }
 }
 
 nlohmann::json gpt2_like() {

@@ -384,6 +384,12 @@ def check_trained(args, work):
                        modules_to_save=["c_attn", "wpe", "ln_f"])
     check_peft_written(args, work, "peft-save-tied-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
                        modules_to_save=["lm_head"], ensure_weight_tying=True)
+    # ensure_weight_tying with a name PEFT does not tie by ("wte"): the head stays the original.
+    check_peft_written(args, work, "peft-save-wte-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
+                       modules_to_save=["wte"], ensure_weight_tying=True)
+    # A module to save over targeted ones: PEFT leaves layer 1's MLP unadapted and trains it whole.
+    check_peft_written(args, work, "peft-save-over-targets-preset-llama", llama, targets="all-linear",
+                       modules_to_save=["layers.1.mlp"])
     # trainable_token_indices: the embedding's rows (the tied head follows them), and by layer with
     # other rows for the head, which PEFT then unties.
     check_peft_written(args, work, "peft-tokens-preset-llama", llama, targets=("q_proj",), trainable_token_indices=[10, 11, 101])

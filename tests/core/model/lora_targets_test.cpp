@@ -217,7 +217,28 @@ TEST(LoraTargets, ARunsConfigTakesPeftsRegularExpressions) {
     EXPECT_NE(std::string(e.what()).find("model.lora.target_modules \"(q_proj\" reads as a regular expression"), std::string::npos)
         << e.what();
   }
+  // PEFT matches the pattern against every module: one that is not a projection stops it.
+  for (const auto& [pattern, matched] : std::vector<std::pair<std::string, std::string>>{
+           {".*", "matches model"},
+           {R"(.*\.layers\.0\..*)", "matches model.layers.0.input_layernorm, which is not a linear projection"},
+           {".*(q_proj|norm)", "matches model.layers.0.input_layernorm, which is not a linear projection"},
+           {".*(q_proj|lm_head)", "matches lm_head, an embedding table or the output head"}}) {
+    c.target_modules = pattern;
+    c.exclude_modules = "";
+    EXPECT_NE(refusal(lora_test_shape("llama"), lora_spec(c)).find("model.lora.target_modules, the regular expression \"" +
+                                                                   pattern + "\", " + matched),
+              std::string::npos)
+        << refusal(lora_test_shape("llama"), lora_spec(c));
+  }
+  // ... unless exclude_modules or modules_to_save leave it out.
+  c.target_modules = ".*(q_proj|norm)";
+  c.exclude_modules = ".*norm";
+  EXPECT_EQ(modules_text(resolve_lora_targets(lora_test_shape("llama"), lora_spec(c))), "0.q_proj r4 a16, 1.q_proj r4 a16");
   c.exclude_modules = "";
+  c.modules_to_save = "norm, input_layernorm, post_attention_layernorm";
+  EXPECT_EQ(modules_text(resolve_lora_targets(lora_test_shape("llama"), lora_spec(c))), "0.q_proj r4 a16, 1.q_proj r4 a16");
+  c.modules_to_save = "";
+  c.target_modules = R"( .*\.layers\.1\.self_attn\.(q|v)_proj )";
   c.layers_to_transform = "1";
   EXPECT_NE(refusal(lora_test_shape("llama"), lora_spec(c)).find("model.lora.layers_to_transform cannot be used when "
                                                                  "model.lora.target_modules is a regular expression"),
@@ -250,10 +271,31 @@ TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
               return spec;
             }()).find("model.lora.modules_to_save names \"not_a_module\", and no module of this llama model has a name that ends with it"),
             0u);
-  // A module both adapted and trained whole: PEFT would copy the adapter with it.
+  // PEFT adapts no module under one of modules_to_save (as whole parts of its name): layer 1's
+  // q_proj is trained whole instead, in a run's config and in an adapter file alike.
+  for (const bool from_file : {false, true}) {
+    LoraSpec both = spec_with({"q_proj"});
+    both.modules_to_save = {"model.layers.1.self_attn"};
+    both.from_adapter_file = from_file;
+    const LoraTargets t = resolve_lora_targets(llama, both);
+    EXPECT_EQ(modules_text(t), "0.q_proj r4 a8");
+    EXPECT_EQ(t.trained, (std::vector<std::string>{"layers.1.self_attn.q_proj", "layers.1.self_attn.k_proj",
+                                                   "layers.1.self_attn.v_proj", "layers.1.self_attn.o_proj"}));
+  }
+  LoraSpec mlp = spec_with({"all-linear"});
+  mlp.modules_to_save = {"layers.1.mlp"};
+  EXPECT_EQ(modules_text(resolve_lora_targets(llama, mlp)),
+            "0.q_proj r4 a8, 0.k_proj r4 a8, 0.v_proj r4 a8, 0.o_proj r4 a8, 0.gate_proj r4 a8, 0.up_proj r4 a8, "
+            "0.down_proj r4 a8, 1.q_proj r4 a8, 1.k_proj r4 a8, 1.v_proj r4 a8, 1.o_proj r4 a8");
+  // A name that ends a module's name without a dot before it leaves the adapter in place; PEFT
+  // would then train a copy with the adapter inside, which is refused.
   LoraSpec both = spec_with({"q_proj"});
-  both.modules_to_save = {"model.layers.1.self_attn"};
-  EXPECT_NE(refusal(llama, both).find("picks model.layers.1.self_attn.q_proj, which also has a LoRA adapter"), std::string::npos)
+  both.modules_to_save = {"proj"};
+  EXPECT_NE(refusal(llama, both).find("picks model.layers.0.self_attn.q_proj by a name that ends its name"), std::string::npos)
+      << refusal(llama, both);
+  // With nothing left to adapt, the reason names modules_to_save too.
+  both.modules_to_save = {"self_attn"};
+  EXPECT_NE(refusal(llama, both).find("modules_to_save (whose modules PEFT does not adapt) leave no projection"), std::string::npos)
       << refusal(llama, both);
 
   // GPT-2: c_attn is q, k and v; its head is tied to wte.
@@ -266,7 +308,7 @@ TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
   EXPECT_EQ(t.trained, (std::vector<std::string>{"embed_positions", "layers.1.self_attn.q_proj", "layers.1.self_attn.k_proj",
                                                  "layers.1.self_attn.v_proj", "norm"}));
   EXPECT_FALSE(t.untie_head);
-  EXPECT_EQ(peft_modules_to_save(gpt2, {t.trained, t.untie_head}),
+  EXPECT_EQ(peft_modules_to_save(gpt2, {t.trained, t.untie_head, {}, {}}),
             (std::vector<std::string>{"transformer.wpe", "transformer.h.1.attn.c_attn", "transformer.ln_f"}));
   EXPECT_EQ(t.first_trained_layer(gpt2.n_layers), 0) << "the positions train, so every block is in the backward pass";
   // The tied head: PEFT's default unties it, so the head trains a copy of its own...
@@ -280,16 +322,50 @@ TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
   t = resolve_lora_targets(gpt2, spec);
   EXPECT_EQ(t.trained, std::vector<std::string>{"embed_tokens"});
   EXPECT_TRUE(t.untie_head);
-  // With ensure_weight_tying either name trains one copy, which stays both; PEFT's config lists
-  // lm_head so that PEFT ties its copy to the embedding's when it loads.
+  // With ensure_weight_tying one copy of the embedding is trained and the head follows it, or not:
+  // in a run's config either name ties them (PEFT's config then lists lm_head, so that PEFT ties
+  // its copy to the embedding's when it loads); an adapter file is read as PEFT reads it: a name
+  // whose last part is embed_tokens or lm_head ties, another ("wte", "transformer.wte") only
+  // where the file holds the head's tensor (PEFT's save of a tied "lm_head" on GPT-2:
+  // "transformer.wte" and lm_head.weight beside it).
   spec.ensure_weight_tying = true;
-  for (const char* name : {"wte", "lm_head"}) {
-    spec.modules_to_save = {name};
+  struct Case {
+    bool from_file;
+    const char* name;
+    bool head_saved, tied;
+  };
+  for (const Case& c : {Case{false, "wte", false, true}, Case{false, "lm_head", false, true}, Case{true, "wte", false, false},
+                        Case{true, "transformer.wte", false, false}, Case{true, "transformer.wte", true, true},
+                        Case{true, "lm_head", false, true}}) {
+    spec.from_adapter_file = c.from_file;
+    spec.head_saved = c.head_saved;
+    spec.modules_to_save = {c.name};
     t = resolve_lora_targets(gpt2, spec);
-    EXPECT_EQ(t.trained, std::vector<std::string>{"embed_tokens"}) << name;
-    EXPECT_FALSE(t.untie_head) << name;
-    EXPECT_EQ(peft_modules_to_save(gpt2, {t.trained, t.untie_head}), (std::vector<std::string>{"lm_head", "transformer.wte"}));
+    EXPECT_EQ(t.trained, std::vector<std::string>{"embed_tokens"}) << c.name;
+    EXPECT_EQ(t.untie_head, !c.tied) << c.name << (c.from_file ? " in a file" : " in a run's config");
+    if (!c.from_file) {
+      EXPECT_EQ(peft_modules_to_save(gpt2, {t.trained, t.untie_head, {}, {}}),
+                (std::vector<std::string>{"lm_head", "transformer.wte"}));
+    }
   }
+  spec.head_saved = false;
+  // A tied head kept on the embedding's trained copy cannot also train rows of its own.
+  spec.trainable_tokens = {{"lm_head", {5, 6}}};
+  spec.modules_to_save = {"embed_tokens"};
+  EXPECT_NE(refusal(gpt2, spec).find("ensure_weight_tying keeps the output head tied to the trained copy of the embedding "
+                                     "(modules_to_save), but trainable_token_indices gives the head rows of its own"),
+            std::string::npos)
+      << refusal(gpt2, spec);
+  spec.trainable_tokens.clear();
+  // Our q_proj of GPT-2 is a part of c_attn, which trains whole with k and v.
+  LoraSpec ours = spec_with({"c_fc"});
+  ours.modules_to_save = {"layers.0.self_attn.q_proj"};
+  EXPECT_EQ(resolve_lora_targets(gpt2, ours).trained,
+            (std::vector<std::string>{"layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj"}));
+  // ... and leaves c_attn unadapted.
+  ours.targets = {"c_attn"};
+  EXPECT_EQ(modules_text(resolve_lora_targets(gpt2, ours)),
+            "1.q_proj r4 a8, 1.k_proj r4 a8, 1.v_proj r4 a8");
   // A run's config asks for tying only where the model ties.
   ModelShape untied_llama = llama;
   untied_llama.tie_embeddings = false;

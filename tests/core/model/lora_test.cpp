@@ -661,6 +661,18 @@ TEST(Lora, ModulesToSaveTrainCopiesWhileTheReferenceKeepsTheOriginals) {
   EXPECT_TRUE(torch::equal(without_adapters(tied.model)->forward(ids).logits, gpt2_base));
   auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
   EXPECT_EQ(tensors.at("base_model.model.transformer.h.0.attn.c_attn.weight").sizes(), (c10::IntArrayRef{32, 96})) << "Conv1D's layout";
+  // PEFT's own save of it lists the embedding alone, by a name PEFT does not tie by; the head's
+  // tensor beside it says they were tied. Without that tensor the head is the original.
+  auto peft_config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  peft_config["modules_to_save"] = {"transformer.wte", "c_attn"};
+  std::ofstream(adapter_dir + "/adapter_config.json") << peft_config.dump();
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, tied_expected));
+  auto without_head = tensors;
+  without_head.erase("base_model.model.lm_head.weight");
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", {without_head.begin(), without_head.end()});
+  LoadedModel untied = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_FALSE(untied.model->shape().tie_embeddings);
+  EXPECT_TRUE(torch::equal(untied.model->head_weight(), tied.model->named_parameters()["embed_tokens.weight"]));
   tensors.at("base_model.model.lm_head.weight").add_(1.0);
   save_safetensors(adapter_dir + "/adapter_model.safetensors", {tensors.begin(), tensors.end()});
   try {
