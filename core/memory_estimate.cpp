@@ -269,9 +269,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // With LoRA only the adapters have gradients and AdamW moments, and the reference is the
   // policy with its adapters off (unless model.reference names another model).
   const double trained = e.lora_parameters > 0 ? static_cast<double>(e.lora_parameters) : params;
-  // (A tied head that modules_to_save unties becomes a frozen weight of its own.)
-  const double untied_head = lora_targets && lora_targets->untie_head ? static_cast<double>(shape.vocab_size * shape.d_model) : 0;
-  e.weights_bytes = saturate((params + untied_head + static_cast<double>(e.lora_parameters)) * 4);
+  // (A tied head that modules_to_save unties keeps sharing the embedding's frozen weight.)
+  e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * 4);
   e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();

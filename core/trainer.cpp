@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "core/batching.h"
@@ -509,7 +510,12 @@ struct Trainer::State {
     if (lora.r > 0) {
       policy->add_lora(lora);  // A from the run's seed; B = 0, so the run starts at the base model
       int64_t adapters = 0, all = 0;
-      for (const auto& p : policy->parameters()) (p.requires_grad() ? adapters : all) += p.numel();
+      std::set<const void*> frozen;  // (an untied head's weight is the embedding's: counted once)
+      for (const auto& p : policy->parameters())
+        if (p.requires_grad())
+          adapters += p.numel();
+        else if (frozen.insert(p.data_ptr()).second)
+          all += p.numel();
       log("info", std::string(lora.dora ? "DoRA" : "LoRA") + " r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) +
                       (lora.rslora ? " (rsLoRA: scale alpha / sqrt(r) = " : " (scale alpha / r = ") +
                       format_number(lora.scale()) + ") on " +

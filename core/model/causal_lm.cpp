@@ -540,15 +540,17 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     block->self_attn->add_lora(targets, static_cast<int64_t>(i), spec);
     block->mlp->add_lora(targets, static_cast<int64_t>(i), spec);
   }
-  // modules_to_save: a tied head that is to differ from the embedding becomes a weight of its
-  // own first (frozen, the embedding's values); then each picked module gets its trained copy.
+  // modules_to_save: a tied head that is to differ from the embedding becomes a module of its
+  // own first, whose frozen weight shares the embedding's frozen storage (both stay the
+  // originals; what trains is a copy or rows beside them, so no second [V, d] is held); then
+  // each picked module gets its trained copy.
   if (targets.untie_head) {
     const auto& embed = embed_tokens_->as<LinearImpl>()->weight;
     lm_head_ = register_module("lm_head", Linear(shape_.d_model, shape_.vocab_size, false, false, 0.0));
     auto* head = lm_head_->as<LinearImpl>();
     {
       torch::NoGradGuard guard;
-      head->weight.set_data(embed.detach().clone());
+      head->weight.set_data(embed.detach());
     }
     head->weight.requires_grad_(false);
     shape_.tie_embeddings = false;

@@ -10,7 +10,7 @@
 // GPT-2's c_attn is our q_proj, k_proj and v_proj, trained together.
 // Where the output head is the token embedding (tie_word_embeddings), PEFT by default unties
 // them: a picked embedding trains a copy for the input while the head keeps the original, and a
-// picked lm_head trains its own copy (untie_head below: the head becomes a weight of its own).
+// picked lm_head trains its own copy (untie_head below: the head becomes a module of its own).
 // With ensure_weight_tying, picking either trains one copy that stays both (in an adapter file
 // only where a name's last part is embed_tokens or lm_head, as PEFT reads it, or where the file
 // holds the head's tensor, which PEFT saves where it tied them: GPT-2's lm_head saved as
@@ -56,7 +56,7 @@ struct ModulesToSaveSettings {
 
 struct TrainedModules {
   std::vector<std::string> modules;  // ours, in model_modules' order ("embed_tokens" also for a tied head kept tied)
-  bool untie_head = false;           // the tied head becomes a weight of its own (a frozen copy of the embedding)
+  bool untie_head = false;           // the tied head becomes a module of its own (frozen: the embedding's weight, shared)
   std::vector<int64_t> embedding_rows;  // trainable_token_indices of the embedding (a tied head follows them)
   std::vector<int64_t> head_rows;       // of the head, where it has its own
 };

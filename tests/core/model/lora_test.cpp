@@ -590,6 +590,9 @@ TEST(Lora, ModulesToSaveTrainCopiesWhileTheReferenceKeepsTheOriginals) {
   torch::manual_seed(32);
   trained.model->add_lora(spec);
   EXPECT_FALSE(trained.model->shape().tie_embeddings) << "PEFT's default unties a head it trains";
+  EXPECT_EQ(trained.model->named_parameters()["lm_head.weight"].data_ptr(),
+            trained.model->named_parameters()["embed_tokens.weight"].data_ptr())
+      << "the untied head's frozen weight is the embedding's, not a second [V, d]";
   std::vector<std::string> copies;
   int64_t trainable = 0;
   for (const auto& p : trained.model->named_parameters()) {
