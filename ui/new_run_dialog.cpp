@@ -182,8 +182,8 @@ QWidget* NewRunDialog::buildModelPage() {
                  tr("PEFT's alpha_pattern: pattern=alpha items, as Rank per module; the others keep Alpha."));
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.modules_to_save), tr("Modules trained whole"),
                  tr("PEFT's modules_to_save: modules trained in full besides the adapters, e.g. lm_head, embed_tokens "
-                    "(after adding tokens) or norm; a name picks every module whose name ends with it. The reference "
-                    "keeps the originals."));
+                    "(after adding tokens) or norm; a name picks every module whose name ends with it, and the "
+                    "projections under one get no adapter, as in PEFT. The reference keeps the originals."));
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.trainable_token_indices), tr("Trained token rows"),
                  tr("PEFT's trainable_token_indices: token ids whose embedding rows train (e.g. new chat tokens: "
                     "128256-128263), the rest of the embedding frozen; a head tied to the embedding follows them."));
