@@ -263,6 +263,11 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   const auto under_saved = [&](const std::string& name) {
     return std::any_of(saved.begin(), saved.end(), [&](const auto& pattern) { return pattern->match(name); });
   };
+  // What PEFT leaves unadapted by a module's whole name: exclude_modules and modules_to_save.
+  const auto left_out = [&](const std::string& module) {
+    return (exclude_re && exclude_re->full_match(module)) || under_saved(module) ||
+           std::any_of(spec.exclude.begin(), spec.exclude.end(), [&](const std::string& e) { return picks(e, module); });
+  };
   const ValuePatterns<int64_t> ranks(spec.rank_pattern, prefix + "rank_pattern");
   const ValuePatterns<double> alphas(spec.alpha_pattern, prefix + "alpha_pattern");
 
@@ -300,18 +305,15 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
           }
         found = std::find(spec.layers.begin(), spec.layers.end(), index) != spec.layers.end();
       }
-      // exclude_modules as PEFT checks it, and our names too.
-      if (exclude_re && exclude_re->full_match(module)) found = false;
-      for (const std::string& e : spec.exclude)
-        if ((ours_too && e == p) || picks(e, module)) found = false;
-      // modules_to_save, by the Hugging Face name or (a run's config) ours; one of GPT-2's q, k
-      // and v under it leaves their c_attn unadapted.
-      if (under_saved(module)) found = false;
-      for (const std::string& other : own)
-        if (ours_too && hf_module(shape.arch, layer, other) == module &&
-            under_saved("layers." + std::to_string(layer) + "." + hf_projection_parent(other) + "." + other))
-          found = false;
-      if (!found) continue;
+      // exclude_modules and modules_to_save as PEFT checks them, and (a run's config) by our
+      // names too, where one of GPT-2's q, k and v under one leaves their c_attn unadapted.
+      if (!found || left_out(module)) continue;
+      if (ours_too && std::find(spec.exclude.begin(), spec.exclude.end(), p) != spec.exclude.end()) continue;
+      if (ours_too && !saved.empty() && std::any_of(own.begin(), own.end(), [&](const std::string& other) {
+            return hf_module(shape.arch, layer, other) == module &&
+                   under_saved("layers." + std::to_string(layer) + "." + hf_projection_parent(other) + "." + other);
+          }))
+        continue;
       LoraModule m{layer, p, ranks.value(module, spec.r), alphas.value(module, spec.alpha), 0.0};
       if (m.r <= 0 || !(m.alpha > 0))
         throw ConfigError(prefix + "rank_pattern / " + prefix + "alpha_pattern give " + module + " rank " + std::to_string(m.r) + " and alpha " +
@@ -337,10 +339,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
                       shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
                       " (Python's re.fullmatch, as PEFT matches it)");
-  if (target_re) refuse_pattern_on_other_modules(shape, *target_re, spec.target_regex, prefix, [&](const std::string& name) {
-      return (exclude_re && exclude_re->full_match(name)) || under_saved(name) ||
-             std::any_of(spec.exclude.begin(), spec.exclude.end(), [&](const std::string& e) { return picks(e, name); });
-    });
+  if (target_re) refuse_pattern_on_other_modules(shape, *target_re, spec.target_regex, prefix, left_out);
   if (out.modules.empty())
     throw ConfigError(prefix + "layers_to_transform, " + prefix + "exclude_modules and " + prefix +
                       "modules_to_save (whose modules PEFT does not adapt) leave no projection of the model adapted; "

@@ -144,12 +144,12 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
   // "lm_head" as "transformer.wte" and the head beside it, and loads that tensor into the head.
   // A run's config ties whatever picks the embedding or the head, and lists lm_head in the
   // adapter folder it writes, so that PEFT ties them too.
-  bool tying_name = false;
-  for (const std::string& name : settings.names) {
-    const std::string last = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
-    tying_name = tying_name || last == "embed_tokens" || last == "lm_head";
-  }
-  const bool tie = settings.ensure_weight_tying && shape.tie_embeddings && (settings.ours_too ? tied_pick : tying_name || (tied_pick && settings.head_saved));
+  const bool tying_name = std::any_of(settings.names.begin(), settings.names.end(), [](const std::string& name) {
+    const std::string last = name.substr(name.rfind('.') + 1);  // (npos + 1 = 0: the whole name)
+    return last == "embed_tokens" || last == "lm_head";
+  });
+  const bool ties_in_file = tying_name || (tied_pick && settings.head_saved);
+  const bool tie = settings.ensure_weight_tying && shape.tie_embeddings && (settings.ours_too ? tied_pick : ties_in_file);
   if (tie) {
     // One trained copy, the embedding's, which the head keeps using.
     picked.erase("lm_head");
@@ -164,11 +164,6 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
     throw ConfigError((settings.key_prefix + "ensure_weight_tying") + " keeps the output head tied to the trained copy of "
                       "the embedding (" + key + "), but " + settings.key_prefix + "trainable_token_indices gives the head "
                       "rows of its own; train the head through the embedding's copy (drop its rows) or set "
-                      "ensure_weight_tying false");
-  if (settings.ensure_weight_tying && settings.ours_too && shape.tie_embeddings && out.untie_head)
-    throw ConfigError(settings.key_prefix + "ensure_weight_tying is true, but " + settings.key_prefix +
-                      "trainable_token_indices trains rows of the output head alone, which unties it from the "
-                      "embedding; list the rows for the embedding (the tied head follows them) or set "
                       "ensure_weight_tying false");
   // A module both adapted and saved that PEFT's target matching did not leave out (a name that
   // ends a module's name without a dot before it, "proj"): PEFT would train a copy with the

@@ -64,8 +64,9 @@ struct TrainedModules {
 // Throws ConfigError for a name that picks no module (ours_too), for a module that is also
 // adapted (a name ending its name without a dot: PEFT would copy the adapter with it), for
 // ensure_weight_tying on a model whose head is not tied (a run's config; PEFT only warns) or
-// that the token rows untie, and for token rows on a layer that is neither the embedding nor
-// the head, on one trained whole, beyond the vocabulary or repeated.
+// with head rows of its own while the head stays on the embedding's trained copy, and for
+// token rows on a layer that is neither the embedding nor the head, on one trained whole,
+// beyond the vocabulary or repeated.
 TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToSaveSettings& settings,
                                        const LoraTargets& adapted);
 

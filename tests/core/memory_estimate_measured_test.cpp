@@ -134,6 +134,8 @@ protected:
     expect_close(c);
   }
 
+  RunConfig lora_on_q_and_v(nlohmann::json shape, bool tied) const;
+
   fs::path root_;
 };
 
@@ -142,6 +144,15 @@ nlohmann::json llama3_like(int64_t vocab) {
           {"hidden_size", 64}, {"intermediate_size", 176}, {"num_hidden_layers", 2},
           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16},
           {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-5}, {"tie_word_embeddings", true}};
+}
+
+// A Llama-like model folder with LoRA r 8 on q_proj and v_proj.
+RunConfig EstimateAgainstPeak::lora_on_q_and_v(nlohmann::json shape, bool tied) const {
+  shape["tie_word_embeddings"] = tied;
+  RunConfig c = folder_config("llama", shape);
+  c.model.lora.r = 8;
+  c.model.lora.target_modules = "q_proj,v_proj";
+  return c;
 }
 
 TEST_F(EstimateAgainstPeak, DpoWithSharedPrompts) { expect_close(config()); }
@@ -239,11 +250,7 @@ TEST_F(EstimateAgainstPeak, LoraOnOneLayerWithGradientCheckpointing) {
 // final norm and one layer's MLP trained whole, their copies with gradients and moments, and
 // adapters on the upper layer only.
 TEST_F(EstimateAgainstPeak, LoraWithModulesTrainedWhole) {
-  nlohmann::json shape = llama3_like(4096);
-  shape["tie_word_embeddings"] = true;
-  RunConfig c = folder_config("llama", shape);
-  c.model.lora.r = 8;
-  c.model.lora.target_modules = "q_proj,v_proj";
+  RunConfig c = lora_on_q_and_v(llama3_like(4096), true);
   c.model.lora.layers_to_transform = "1";
   c.model.lora.modules_to_save = "lm_head, model.norm, model.layers.1.mlp";
   expect_close(c);
@@ -255,11 +262,7 @@ TEST_F(EstimateAgainstPeak, LoraWithModulesTrainedWhole) {
 // [V, d] gradient of the weight with the rows put in, of which the rows' part is taken.
 TEST_F(EstimateAgainstPeak, LoraWithTrainedTokenRows) {
   for (const bool tied : {true, false}) {
-    nlohmann::json shape = llama3_like(32768);
-    shape["tie_word_embeddings"] = tied;
-    RunConfig c = folder_config("llama", shape);
-    c.model.lora.r = 8;
-    c.model.lora.target_modules = "q_proj,v_proj";
+    RunConfig c = lora_on_q_and_v(llama3_like(32768), tied);
     c.model.lora.trainable_token_indices = "100-131";
     expect_close(c);
   }
