@@ -160,11 +160,12 @@ QWidget* NewRunDialog::buildModelPage() {
                     "somewhat more time and memory than plain LoRA."));
   form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.dropout), tr("Dropout"),
                    tr("Dropout on the adapters' input while training, in [0, 1)."));
-  form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target projections"),
+  form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target modules"),
                            {QStringLiteral("q_proj,k_proj,v_proj,o_proj"), QStringLiteral("q_proj,v_proj"),
                             QStringLiteral("all-linear")},
-                           tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, the "
-                              "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc), "
+                           tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
+                              "embed_tokens (the token embedding; a head tied to it keeps the original weights), the "
+                              "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc, wte), "
                               "all-linear, or PEFT's regular expression over whole module names "
                               "(.*\\.layers\\.1\\..*_proj). Checkpoints hold the merged model and, in adapter/, a PEFT "
                               "adapter folder."));

@@ -166,7 +166,30 @@ struct LinearImpl : WeightAndBias {
     lora_dropout = dropout;
     if (dora) lora_magnitude = register_parameter("lora_magnitude_vector", weight.norm(2, {1}));  // [out]
   }
+  // As an embedding table with PEFT's LoRA Embedding: each token's row gains scale * B A[:, id]
+  // (no dropout, as PEFT), computed from A's column of the token without a [V, d] product.
+  //   ids [B, T] -> W[ids] + scale * A^T[ids] B^T   ([B, T, d] + [B, T, r] x [r, d])
+  torch::Tensor lookup(const torch::Tensor& ids) {
+    auto x = torch::embedding(w(), ids);  // [B, T, d]
+    if (!lora_embedding_B.defined() || t_adapters_off) return x;
+    const auto down = torch::embedding(lora_embedding_A.t(), ids);  // [B, T, r]
+    // (x is the embedding's own output, which its backward does not need: added to in place)
+    return x.add_(torch::matmul(down, lora_embedding_B.t()).to(x.scalar_type()), lora_scale);
+  }
+  // PEFT's initialisation for an embedding: A zero, B normal (the model starts as the base model).
+  void add_embedding_lora(int64_t r, double scale) {
+    torch::NoGradGuard guard;
+    lora_embedding_A = register_parameter("lora_embedding_A", torch::zeros({r, weight.size(0)}, weight.options()));  // [r, V]
+    lora_embedding_B = register_parameter("lora_embedding_B", torch::empty({weight.size(1), r}, weight.options()).normal_());  // [d, r]
+    lora_scale = scale;
+  }
+  // W + scale (B A)^T: the embedding with its adapter merged in [V, d].
+  torch::Tensor merged_embedding() const {
+    torch::NoGradGuard guard;
+    return weight + torch::mm(lora_embedding_B, lora_embedding_A).t().to(weight.scalar_type()) * lora_scale;
+  }
   torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
+  torch::Tensor lora_embedding_A, lora_embedding_B;  // [r, V] and [d, r]: an embedding table's adapter
   std::shared_ptr<LinearImpl> a_owner;
   torch::Tensor lora_magnitude;  // [out], DoRA only
   torch::Tensor dora_cached;     // dora_factor() computed without gradients, for dora_cache_key
@@ -555,6 +578,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     head->weight.requires_grad_(false);
     shape_.tie_embeddings = false;
   }
+  if (targets.adapts_embedding()) embed_tokens_->as<LinearImpl>()->add_embedding_lora(targets.embedding.r, targets.embedding.scale);
   if (!targets.embedding_rows.empty()) embed_tokens_->as<LinearImpl>()->add_trainable_rows(targets.embedding_rows);
   if (!targets.head_rows.empty()) {
     GANPO_ASSERT(lm_head_ != nullptr, "token rows for a head that is the embedding");
@@ -611,9 +635,10 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   // A module trained whole: its trained copy ("norm.weight" -> "norm.trained_weight").
   const size_t leaf = name.rfind('.') + 1;
   if (const torch::Tensor* copy = params.find(name.substr(0, leaf) + "trained_" + name.substr(leaf))) return *copy;
-  // Trained token rows of the embedding or the head.
+  // The embedding's adapter, or trained token rows of the embedding or the head.
   if (name == "embed_tokens.weight" || (name == "lm_head.weight" && lm_head_)) {
     const auto* m = (name == "embed_tokens.weight" ? embed_tokens_ : lm_head_)->as<LinearImpl>();
+    if (m->lora_embedding_B.defined()) return m->merged_embedding();
     torch::NoGradGuard guard;
     if (m->token_rows.defined()) return m->weight.index_copy(0, m->token_rows, m->trainable_tokens_delta);
   }
@@ -649,7 +674,7 @@ bool is_adapter_parameter(const std::string& name) {
   const auto dot = name.rfind('.');
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
   return leaf == "lora_A" || leaf == "lora_B" || leaf == "lora_magnitude_vector" || leaf == "trainable_tokens_delta" ||
-         is_trained_copy(name);
+         leaf == "lora_embedding_A" || leaf == "lora_embedding_B" || is_trained_copy(name);
 }
 
 std::string attention_kernel_note(const ModelShape& shape) {
@@ -680,7 +705,7 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
                 "max_seq_len " + std::to_string(shape_.max_seq_len) +
                 "; lower data.max_length or sampling.max_new_tokens");
 
-  auto x = torch::embedding(embed_tokens_->as<LinearImpl>()->w(), input_ids);  // [B, T, d]
+  auto x = embed_tokens_->as<LinearImpl>()->lookup(input_ids);  // [B, T, d]
   if (shape_.embed_scale) x = x * std::sqrt(static_cast<double>(shape_.d_model));
   if (embed_positions_) x = x + torch::embedding(embed_positions_->as<LinearImpl>()->w(), pos);
   torch::Tensor cos, sin;

@@ -40,9 +40,11 @@ PeftTensor peft_tensor(const Architecture& arch, const std::string& name) {
   const auto [module, which] = split_lora_name(name);
   const HfTensorName hf = arch.hf_name(module + ".weight");
   const std::string suffix = ".weight";
-  // PEFT keeps DoRA's magnitude under "<module>.lora_magnitude_vector", without ".weight".
+  // PEFT keeps DoRA's magnitude and an embedding's adapter as parameters ("<module>.lora_magnitude_vector",
+  // "<module>.lora_embedding_A"), without ".weight".
+  const bool parameter = which == "lora_magnitude_vector" || which == "lora_embedding_A" || which == "lora_embedding_B";
   PeftTensor out{"base_model.model." + hf.name.substr(0, hf.name.size() - suffix.size()) + "." + which +
-                 (which == "lora_magnitude_vector" ? "" : ".weight")};
+                 (parameter ? "" : ".weight")};
   if (hf.layout == WeightLayout::fused_qkv && which != "lora_A") out.part = hf.part;
   return out;
 }
@@ -377,6 +379,21 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
     tensor.copy_(it->second);
     used.insert(key);
   }
+  // An adapted embedding's base weight, which PEFT saves beside its adapter (save_embedding_layers
+  // "auto") and loads into the model: so do we (it is the base model's own unless resized or edited).
+  if (model->lora_targets().adapts_embedding()) {
+    const std::string key = kPeftPrefix + hf_module_name(model->shape(), "embed_tokens") + ".base_layer.weight";
+    const auto base = file.tensors.find(key);
+    if (base != file.tensors.end()) {
+      torch::Tensor weight = model->named_parameters()["embed_tokens.weight"];
+      if (base->second.sizes() != weight.sizes())
+        throw ModelFileError(path + ": tensor \"" + key + "\" has shape " + c10::str(base->second.sizes()) + " but the base "
+                             "model's token embedding is " + c10::str(weight.sizes()) + "; the adapter was trained on a "
+                             "model with another vocabulary");
+      weight.copy_(base->second);
+      used.insert(key);
+    }
+  }
   // The tied head's copy, which PEFT saves too: the embedding's, or the file is not one model.
   const auto head = file.tensors.find(std::string(kPeftPrefix) + "lm_head.weight");
   if (tied_trained_embedding(model) && head != file.tensors.end()) {
@@ -392,7 +409,8 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
       if (!used.count(key)) unused = key;
     throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used.size()) +
                          " tensor(s) no adapted projection or module to save uses (e.g. \"" + unused +
-                         "\"): adapters on other modules than the attention and MLP projections are not supported, "
+                         "\"): adapters on other modules than the attention and MLP projections and the token "
+                         "embedding are not supported, "
                          "or the adapter does not match adapter_config.json; merge it with PEFT and load the merged folder");
   }
 }

@@ -9,6 +9,9 @@
 //   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
 //                              base_model.model.<HF module>.lora_B.weight [out, r]
 //                              base_model.model.<HF module>.lora_magnitude_vector [out] (DoRA)
+//                              base_model.model.<embedding>.lora_embedding_A [r, V] and
+//                              .lora_embedding_B [d, r]: the token embedding's adapter (and,
+//                              read where PEFT saved it, .base_layer.weight: its base weight)
 //                              base_model.model.<HF module>.weight / .bias: a module trained
 //                              whole (modules_to_save), as the family stores it
 //                              base_model.model.lm_head.weight: a tied head kept on the

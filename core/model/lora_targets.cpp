@@ -143,8 +143,9 @@ private:
 
 // target_modules as a regular expression is matched by PEFT against every module of the model,
 // not only the projections: one it matches that is not left out (`left_out`: exclude_modules,
-// modules_to_save) and is not a linear projection makes PEFT stop ("Target module ... is not
-// supported"), and LoRA on the token embedding or the output head is not built here.
+// modules_to_save) and is neither a linear projection nor the token embedding makes PEFT stop
+// ("Target module ... is not supported"), and LoRA on the output head or on GPT-2's positions is
+// not built here.
 template <typename LeftOut>
 void refuse_pattern_on_other_modules(const ModelShape& shape, const PythonPattern& pattern, const std::string& text,
                                      const std::string& prefix, LeftOut left_out) {
@@ -161,17 +162,44 @@ void refuse_pattern_on_other_modules(const ModelShape& shape, const PythonPatter
       if (!projections.count(*it) && seen.insert(*it).second) others.push_back(*it);
   }
   for (const std::string& name : others) {
-    if (!pattern.full_match(name) || left_out(name)) continue;
-    const bool embedding = name == hf_module_name(shape, "embed_tokens") || name == "lm_head" ||
-                           (shape.positions == PositionKind::learned && name == hf_module_name(shape, "embed_positions"));
+    if (name == hf_module_name(shape, "embed_tokens") || !pattern.full_match(name) || left_out(name)) continue;
+    const bool table = name == "lm_head" ||
+                       (shape.positions == PositionKind::learned && name == hf_module_name(shape, "embed_positions"));
     throw ConfigError(prefix + "target_modules, the regular expression \"" + text + "\", matches " + name + ", " +
-                      (embedding ? "an embedding table or the output head: LoRA on those is not built here; train it "
-                                   "with modules_to_save or trainable_token_indices instead"
-                                 : "which is not a linear projection (PEFT stops there too: \"Target module ... is not "
-                                   "supported\")") +
-                      "; make the pattern match projections only (Python's re.fullmatch over whole module names, "
-                      "as " + hf_module(shape.arch, 0, projections_of(shape).front()) + ")");
+                      (table ? "the output head or the position embedding: LoRA on those is not built here; train it "
+                               "with modules_to_save or trainable_token_indices instead"
+                             : "which is not a linear projection (PEFT stops there too: \"Target module ... is not "
+                               "supported\")") +
+                      "; make the pattern match projections (and the token embedding) only (Python's re.fullmatch "
+                      "over whole module names, as " + hf_module(shape.arch, 0, projections_of(shape).front()) + ")");
   }
+}
+
+// An adapted token embedding beside the other settings: its own token rows are refused (the
+// adapter changes every row already); a head tied to it keeps the original weight, becoming a
+// module of its own (PEFT's default), unless ensure_weight_tying asks PEFT for its tied adapter
+// on lm_head (lora_A = the embedding's B transposed, lora_B = its A transposed), not built here.
+// PEFT ties when a name's last part is embed_tokens or lm_head, or the pattern matches one of
+// those words (_check_tied_modules); a run's config ties whenever it asks.
+void refuse_with_adapted_embedding(const ModelShape& shape, const LoraSpec& spec, const PythonPattern* target_re,
+                                   LoraTargets& out) {
+  const std::string& prefix = spec.key_prefix;
+  const std::string embedding = hf_module_name(shape, "embed_tokens");
+  if (!out.embedding_rows.empty())
+    throw ConfigError(prefix + "trainable_token_indices gives rows of the token embedding, which " + prefix +
+                      "target_modules adapts too (" + embedding + "); its adapter changes every row already: drop the "
+                      "rows or take the embedding out of target_modules");
+  if (!shape.tie_embeddings) return;
+  const bool tying_name = std::any_of(spec.targets.begin(), spec.targets.end(), is_peft_tying_name);
+  const bool ties = spec.ensure_weight_tying &&
+                    (!spec.from_adapter_file || tying_name ||
+                     (target_re && (target_re->full_match("embed_tokens") || target_re->full_match("lm_head"))));
+  if (ties)
+    throw ConfigError(prefix + "ensure_weight_tying would keep the output head tied to the adapted token embedding "
+                      "(PEFT's tied adapter on lm_head), which is not built here; set ensure_weight_tying false (the "
+                      "head keeps the original weights, as PEFT's default) or take the embedding out of " + prefix +
+                      "target_modules");
+  out.untie_head = true;
 }
 
 }  // namespace
@@ -218,7 +246,7 @@ const LoraModule* LoraTargets::find(int64_t layer, const std::string& projection
 }
 
 int64_t LoraTargets::first_trained_layer(int64_t n_layers) const {
-  if (!embedding_rows.empty()) return 0;
+  if (!embedding_rows.empty() || adapts_embedding()) return 0;
   int64_t first = n_layers;
   for (const LoraModule& m : modules) first = std::min(first, m.layer);
   for (const std::string& t : trained) {
@@ -323,6 +351,42 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
       qkv_by_module_name = qkv_by_module_name || (by_module_name && is_qkv(p));
     }
 
+  // The token embedding, as PEFT matches it: by the pattern, its whole name, the end of it, or
+  // (a run's config) ours; layers_to_transform leaves it out unless it is named whole (it is in
+  // no layer).
+  const std::string embedding = hf_module_name(shape, "embed_tokens");
+  bool embedding_found = false, embedding_whole = false;
+  std::string embedding_by;  // the name that picked it
+  if (target_re && target_re->full_match(embedding)) embedding_found = embedding_whole = regex_matched = true;
+  for (const std::string& name : spec.targets) {
+    if (!picks(name, embedding) && !(ours_too && name == "embed_tokens")) continue;
+    named.insert(name);
+    embedding_found = true;
+    embedding_whole = embedding_whole || name == embedding;
+    if (embedding_by.empty()) embedding_by = name;
+  }
+  if (embedding_found && !embedding_whole && !spec.layers.empty()) {
+    if (ours_too)
+      throw ConfigError(prefix + "layers_to_transform would leave the token embedding unadapted, which " + prefix +
+                        "target_modules names as \"" + embedding_by + "\" (PEFT applies the layers to it, and it is in "
+                        "no layer); name it whole, \"" + embedding + "\", to adapt it beside those layers' projections");
+    embedding_found = false;
+  }
+  const bool embedding_excluded =
+      left_out(embedding) || (ours_too && std::find(spec.exclude.begin(), spec.exclude.end(), "embed_tokens") != spec.exclude.end());
+  if (embedding_found && !embedding_excluded) {
+    LoraModule m{-1, "embed_tokens", ranks.value(embedding, spec.r), alphas.value(embedding, spec.alpha), 0.0};
+    if (m.r <= 0 || !(m.alpha > 0))
+      throw ConfigError(prefix + "rank_pattern / " + prefix + "alpha_pattern give " + embedding + " rank " + std::to_string(m.r) +
+                        " and alpha " + number_text(m.alpha) + "; both must be positive");
+    if (spec.dora)
+      throw ConfigError(prefix + "use_dora is on and " + prefix + "target_modules adapts the token embedding (" + embedding +
+                        "): DoRA on an embedding is not built here; take the embedding out of target_modules or turn "
+                        "use_dora off");
+    m.scale = lora_scale(m.r, m.alpha, spec.rslora);
+    out.embedding = m;
+  }
+
   for (const std::string& name : spec.targets) {
     if (named.count(name)) continue;
     // The family's own module names where they are not ours (GPT-2's).
@@ -333,17 +397,18 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     }
     throw ConfigError((prefix.empty() ? std::string("model.lora.") : prefix) + "target_modules names \"" + name + "\", which this " + shape.arch +
                       " model does not have; its projections are " + join_names(own) +
-                      (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") + ", or write \"all-linear\"");
+                      (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") +
+                      ", its token embedding " + embedding.substr(embedding.rfind('.') + 1) + ", or write \"all-linear\"");
   }
   if (target_re && !regex_matched)
-    throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection of this " +
+    throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection (nor the token embedding) of this " +
                       shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
                       " (Python's re.fullmatch, as PEFT matches it)");
   if (target_re) refuse_pattern_on_other_modules(shape, *target_re, spec.target_regex, prefix, left_out);
-  if (out.modules.empty())
+  if (out.modules.empty() && !out.adapts_embedding())
     throw ConfigError(prefix + "layers_to_transform, " + prefix + "exclude_modules and " + prefix +
-                      "modules_to_save (whose modules PEFT does not adapt) leave no projection of the model adapted; "
-                      "adapt at least one");
+                      "modules_to_save (whose modules PEFT does not adapt) leave no module of the model adapted; "
+                      "adapt at least one projection or the token embedding");
 
   for (const std::string& p : own)
     for (const LoraModule& m : out.modules)
@@ -365,6 +430,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   out.untie_head = trained.untie_head;
   out.embedding_rows = std::move(trained.embedding_rows);
   out.head_rows = std::move(trained.head_rows);
+  if (out.adapts_embedding()) refuse_with_adapted_embedding(shape, spec, target_re.get(), out);
   return out;
 }
 
@@ -382,15 +448,17 @@ std::vector<std::string> peft_picked_names(const ModelShape& shape, const std::v
     bool any = false;
     for (int64_t layer = 0; !any && layer < shape.n_layers; ++layer)
       for (const std::string& p : own) any = any || name_picks(name, p, hf_module(shape.arch, layer, p), false);
-    if (any) out.push_back(name);
+    if (any || picks(name, hf_module_name(shape, "embed_tokens"))) out.push_back(name);
   }
   return out;
 }
 
 bool is_known_lora_target(const std::string& name) {
-  if (name == "all-linear") return true;
+  if (name == "all-linear" || name == "embed_tokens") return true;
   for (const Architecture& arch : architectures()) {
     const ModelShape shape = family_shape(arch);
+    const std::string embedding = hf_module_name(shape, "embed_tokens");  // "model.embed_tokens", "transformer.wte"
+    if (picks(name, embedding)) return true;
     for (const std::string& p : projections_of(shape)) {
       const std::string path = hf_projection_path(arch.family, p);
       // Its own name, the end of its path in a layer, or a whole module name ending in that path.
@@ -437,6 +505,14 @@ std::string lora_targets_text(const ModelShape& shape, const LoraTargets& target
       out += " (one A: PEFT's adapter on " + hf_projection_path(shape.arch, p) + ")";
   }
   if (same && !notes.empty()) out += notes.front();
+  if (targets.adapts_embedding()) {
+    const LoraModule& e = targets.embedding;
+    std::vector<std::string> values;
+    if (e.r != targets.r) values.push_back("r " + std::to_string(e.r));
+    if (e.alpha != targets.alpha) values.push_back("alpha " + number_text(e.alpha));
+    if (targets.untie_head) values.push_back("the head keeps the original: untied");
+    out += std::string(out.empty() ? "" : ", ") + "the token embedding" + (values.empty() ? "" : " (" + join_names(values) + ")");
+  }
   if (!targets.embedding_rows.empty() || !targets.head_rows.empty()) {
     const auto count = [](const std::vector<int64_t>& rows) { return std::to_string(rows.size()) + (rows.size() == 1 ? " token" : " tokens"); };
     std::string rows;
@@ -490,7 +566,7 @@ nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& ta
     modules.push_back({m.layer, m.projection, path, m.r, m.alpha});
     layers_of[path].push_back(m.layer);
   }
-  const std::vector<int64_t>& first_layers = layers_of.begin()->second;
+  const std::vector<int64_t> first_layers = layers_of.empty() ? std::vector<int64_t>() : layers_of.begin()->second;
   const bool same_layers = std::all_of(layers_of.begin(), layers_of.end(), [&](const auto& kv) { return kv.second == first_layers; });
 
   nlohmann::json out = {{"r", targets.r}, {"lora_alpha", targets.alpha}, {"layers_to_transform", nullptr}};
@@ -508,10 +584,16 @@ nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& ta
       const std::string name = shared ? path : leaf;
       if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
     }
-    if (static_cast<int64_t>(first_layers.size()) != shape.n_layers) out["layers_to_transform"] = first_layers;
+    if (!first_layers.empty() && static_cast<int64_t>(first_layers.size()) != shape.n_layers)
+      out["layers_to_transform"] = first_layers;
   } else {
     for (const PeftModule& m : modules) names.push_back(hf_module(shape.arch, m.layer, m.projection));  // matched whole, in no layer filter
   }
+  // The token embedding by the end of its name ("embed_tokens", GPT-2's "wte"), or whole where
+  // layers_to_transform is written (PEFT applies it to names matched by their end).
+  const std::string embedding = hf_module_name(shape, "embed_tokens");
+  if (targets.adapts_embedding())
+    names.push_back(out["layers_to_transform"].is_null() ? embedding.substr(embedding.rfind('.') + 1) : embedding);
   out["target_modules"] = names;
   // A path's rank where every layer of it has one, else per whole module name.
   nlohmann::json rank_pattern = nlohmann::json::object(), alpha_pattern = nlohmann::json::object();
@@ -530,6 +612,8 @@ nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& ta
       if (m.alpha != targets.alpha && (alphas.size() > 1 || !alpha_pattern.contains(key))) alpha_pattern[key] = m.alpha;
     }
   }
+  if (targets.embedding.r != targets.r && targets.adapts_embedding()) rank_pattern[embedding] = targets.embedding.r;
+  if (targets.embedding.alpha != targets.alpha && targets.adapts_embedding()) alpha_pattern[embedding] = targets.embedding.alpha;
   out["rank_pattern"] = rank_pattern;
   out["alpha_pattern"] = alpha_pattern;
   return out;

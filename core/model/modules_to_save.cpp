@@ -95,6 +95,11 @@ std::vector<std::string> model_modules(const ModelShape& s) {
   return out;
 }
 
+bool is_peft_tying_name(const std::string& name) {
+  const std::string last = name.substr(name.rfind('.') + 1);  // (npos + 1 = 0: the whole name)
+  return last == "embed_tokens" || last == "lm_head";
+}
+
 std::string hf_module_name(const ModelShape& shape, const std::string& module) {
   const std::string suffix = ".weight";
   const std::string hf = architecture(shape.arch).hf_name(module + suffix).name;
@@ -144,10 +149,7 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
   // "lm_head" as "transformer.wte" and the head beside it, and loads that tensor into the head.
   // A run's config ties whatever picks the embedding or the head, and lists lm_head in the
   // adapter folder it writes, so that PEFT ties them too.
-  const bool tying_name = std::any_of(settings.names.begin(), settings.names.end(), [](const std::string& name) {
-    const std::string last = name.substr(name.rfind('.') + 1);  // (npos + 1 = 0: the whole name)
-    return last == "embed_tokens" || last == "lm_head";
-  });
+  const bool tying_name = std::any_of(settings.names.begin(), settings.names.end(), is_peft_tying_name);
   const bool ties_in_file = tying_name || (tied_pick && settings.head_saved);
   const bool tie = settings.ensure_weight_tying && shape.tie_embeddings && (settings.ours_too ? tied_pick : ties_in_file);
   if (tie) {

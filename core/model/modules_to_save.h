@@ -40,6 +40,10 @@ std::vector<std::string> model_modules(const ModelShape& shape);
 // A module and every module above it ("a.b.c" -> "a.b.c", "a.b", "a"), as named_modules lists them.
 std::vector<std::string> with_parents(const std::string& name);
 
+// Whether PEFT's _check_tied_modules reads a name as one of the tied layers under
+// ensure_weight_tying: its last part is embed_tokens or lm_head (GPT-2's "wte" is not).
+bool is_peft_tying_name(const std::string& name);
+
 // A module's whole Hugging Face name ("model.layers.0.input_layernorm", GPT-2's
 // "transformer.h.0.attn.c_attn" for q_proj, k_proj and v_proj).
 std::string hf_module_name(const ModelShape& shape, const std::string& module);

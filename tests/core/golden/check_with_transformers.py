@@ -273,6 +273,10 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
             for n, p in peft_model.named_parameters():
                 if "modules_to_save" in n or "trainable_tokens_delta" in n:
                     p.add_(0.05 * torch.randn_like(p))
+    with torch.no_grad():  # an embedding's A and B start as randn: scaled down to a trained adapter's size
+        for n, p in peft_model.named_parameters():
+            if "lora_embedding_" in n:
+                p.mul_(0.1)
     if dora:  # magnitudes away from ||W||, so they count
         with torch.no_grad():
             for n, p in peft_model.named_parameters():
@@ -342,6 +346,13 @@ def check_trained(args, work):
     # trainable_token_indices: some rows of the embedding train, the tied head follows them.
     check_lora(args, work, "lora-tokens-preset-llama", *bases["preset-llama"], targets="q_proj",
                extra='trainable_token_indices = "10-20, 101"')
+    # LoRA on the token embedding (PEFT's lora_embedding_A / B): the tied head keeps the original
+    # weights, so the merged folder unties them; GPT-2's wte with a rank of its own.
+    check_lora(args, work, "lora-embed-preset-llama", *bases["preset-llama"], targets="q_proj,embed_tokens")
+    check_lora(args, work, "lora-embed-preset-gpt2", *bases["preset-gpt2"], targets="c_attn,wte", extra='rank_pattern = "wte=2"')
+    if "family-gemma2_softcap_sliding" in bases:  # Gemma 2 scales the embedding by sqrt(d), the adapter's part too
+        check_lora(args, work, "lora-embed-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
+                   targets="q_proj,embed_tokens")
     if "family-gemma2_softcap_sliding" in bases:
         check_lora(args, work, "lora-save-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
                    targets="q_proj", extra='modules_to_save = "lm_head, model.layers.1.mlp"')
@@ -390,6 +401,12 @@ def check_trained(args, work):
     # A module to save over targeted ones: PEFT leaves layer 1's MLP unadapted and trains it whole.
     check_peft_written(args, work, "peft-save-over-targets-preset-llama", llama, targets="all-linear",
                        modules_to_save=["layers.1.mlp"])
+    # The token embedding adapted (PEFT also saves its base weight, "...embed_tokens.base_layer.weight"),
+    # alone with a pattern, and GPT-2's wte beside c_attn.
+    check_peft_written(args, work, "peft-embed-preset-llama", llama, targets=("q_proj", "embed_tokens"))
+    check_peft_written(args, work, "peft-embed-regex-preset-llama", llama, targets=r"model\.embed_tokens")
+    check_peft_written(args, work, "peft-embed-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "wte"),
+                       rank_pattern={"wte": 2})
     # trainable_token_indices: the embedding's rows (the tied head follows them), and by layer with
     # other rows for the head, which PEFT then unties.
     check_peft_written(args, work, "peft-tokens-preset-llama", llama, targets=("q_proj",), trainable_token_indices=[10, 11, 101])

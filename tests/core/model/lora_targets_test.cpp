@@ -59,7 +59,7 @@ TEST(LoraTargets, LayersToTransformKeepsTheModulesANamePicksByItsEnd) {
   spec.layers_pattern = {"layers"};
   EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "0.q_proj r4 a8");
   spec.layers_pattern = {"h"};
-  EXPECT_NE(refusal(llama, spec).find("leave no projection of the model adapted"), std::string::npos) << refusal(llama, spec);
+  EXPECT_NE(refusal(llama, spec).find("leave no module of the model adapted"), std::string::npos) << refusal(llama, spec);
   LoraSpec gpt2_spec = spec_with({"c_attn"});
   gpt2_spec.layers = {1};
   gpt2_spec.layers_pattern = {"h"};
@@ -96,6 +96,63 @@ TEST(LoraTargets, AnAdapterFilesNamesArePeftsOnly) {
   EXPECT_EQ(modules_text(resolve_lora_targets(lora_test_shape("llama"), beyond)), "1.q_proj r4 a8");
 }
 
+// The token embedding is adapted where a name or the pattern picks it as PEFT matches names:
+// ours ("embed_tokens", also on GPT-2 in a run's config), the family's end or whole name, a
+// pattern; not by "all-linear", not under modules_to_save or exclude_modules, not by a name's
+// end under an adapter file's layers_to_transform; and ensure_weight_tying in an adapter file
+// ties only as PEFT reads it.
+TEST(LoraTargets, TheTokenEmbeddingIsAdaptedWherePeftWouldAdaptIt) {
+  const ModelShape llama = lora_test_shape("llama"), gpt2 = lora_test_shape("gpt2");
+  const auto adapts = [](const ModelShape& shape, LoraSpec spec) { return resolve_lora_targets(shape, spec).adapts_embedding(); };
+  EXPECT_TRUE(adapts(llama, spec_with({"q_proj", "embed_tokens"})));
+  EXPECT_TRUE(adapts(llama, spec_with({"model.embed_tokens"})));
+  EXPECT_TRUE(adapts(gpt2, spec_with({"wte"})));
+  EXPECT_TRUE(adapts(gpt2, spec_with({"transformer.wte"})));
+  EXPECT_TRUE(adapts(gpt2, spec_with({"embed_tokens"})));  // ours, in a run's config
+  EXPECT_FALSE(adapts(llama, spec_with({"all-linear"})));
+  EXPECT_TRUE(is_known_lora_target("wte") && is_known_lora_target("model.embed_tokens") && is_known_lora_target("embed_tokens"));
+  EXPECT_TRUE(peft_picked_names(gpt2, {"embed_tokens", "wte"}) == std::vector<std::string>{"wte"});
+  LoraSpec file = spec_with({"q_proj", "embed_tokens"});
+  file.from_adapter_file = true;
+  file.layers = {0};  // PEFT: "embed_tokens" matched by its end is in no layer
+  const LoraTargets layered = resolve_lora_targets(llama, file);
+  EXPECT_FALSE(layered.adapts_embedding());
+  EXPECT_EQ(modules_text(layered), "0.q_proj r4 a8");
+  file.targets = {"q_proj", "model.embed_tokens"};  // a whole name is taken as it is
+  EXPECT_TRUE(adapts(llama, file));
+  LoraSpec pattern = spec_with({});
+  pattern.target_regex = R"(.*(embed_tokens|q_proj))";
+  const LoraTargets by_pattern = resolve_lora_targets(llama, pattern);
+  EXPECT_TRUE(by_pattern.adapts_embedding());
+  EXPECT_EQ(by_pattern.modules.size(), 2u);
+  pattern.target_regex = "model.embed_tokens";  // the embedding alone
+  EXPECT_TRUE(adapts(llama, pattern));
+  pattern.exclude_regex = ".*embed_tokens";
+  EXPECT_NE(refusal(llama, pattern).find("leave no module of the model adapted"), std::string::npos) << refusal(llama, pattern);
+  LoraSpec saved = spec_with({"q_proj", "embed_tokens"});
+  saved.modules_to_save = {"embed_tokens"};
+  const LoraTargets whole = resolve_lora_targets(llama, saved);
+  EXPECT_FALSE(whole.adapts_embedding()) << "trained whole instead, as PEFT";
+  LoraSpec excluded = spec_with({"q_proj", "wte"});
+  excluded.exclude = {"embed_tokens"};
+  EXPECT_FALSE(adapts(gpt2, excluded));
+  // The tied head keeps the original (untied); ensure_weight_tying in an adapter file asks for
+  // PEFT's tied adapter only where a name ends in embed_tokens or lm_head ("wte" does not).
+  EXPECT_TRUE(resolve_lora_targets(gpt2, spec_with({"wte"})).untie_head);
+  LoraSpec tying = spec_with({"wte"});
+  tying.from_adapter_file = true;
+  tying.ensure_weight_tying = true;
+  EXPECT_TRUE(resolve_lora_targets(gpt2, tying).untie_head);
+  tying.targets = {"q_proj", "embed_tokens"};
+  EXPECT_NE(refusal(llama, tying).find("ensure_weight_tying would keep the output head tied"), std::string::npos) << refusal(llama, tying);
+  EXPECT_EQ(lora_targets_text(gpt2, resolve_lora_targets(gpt2, spec_with({"c_fc", "wte"}, 4, 8))),
+            "up_proj, the token embedding (the head keeps the original: untied)");
+  LoraSpec own_rank = spec_with({"q_proj", "embed_tokens"});
+  own_rank.rank_pattern = {{"embed_tokens", 16}};
+  EXPECT_EQ(lora_targets_text(llama, resolve_lora_targets(llama, own_rank)),
+            "q_proj, the token embedding (r 16, the head keeps the original: untied)");
+}
+
 TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
   const ModelShape llama = lora_test_shape("llama");
   LoraSpec spec = spec_with({});
@@ -103,7 +160,7 @@ TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
   EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "1.q_proj r4 a8, 1.v_proj r4 a8");
   // re.fullmatch: a module's own name alone matches nothing.
   spec.target_regex = "q_proj";
-  EXPECT_NE(refusal(llama, spec).find("matches no projection of this llama model, whose modules are named like "
+  EXPECT_NE(refusal(llama, spec).find("matches no projection (nor the token embedding) of this llama model, whose modules are named like "
                                       "model.layers.0.self_attn.q_proj"),
             std::string::npos)
       << refusal(llama, spec);
@@ -127,7 +184,7 @@ TEST(LoraTargets, ExcludedModulesAreNotAdapted) {
             "1.q_proj r4 a8, 1.k_proj r4 a8, 1.v_proj r4 a8, 1.o_proj r4 a8");
   spec.targets = {"q_proj"};
   spec.exclude = {"q_proj"};
-  EXPECT_NE(refusal(llama, spec).find("leave no projection"), std::string::npos) << refusal(llama, spec);
+  EXPECT_NE(refusal(llama, spec).find("leave no module"), std::string::npos) << refusal(llama, spec);
 }
 
 TEST(LoraTargets, RankAndAlphaPatternsTakeTheFirstThatMatchesTheEndOfAModulesName) {
@@ -222,7 +279,7 @@ TEST(LoraTargets, ARunsConfigTakesPeftsRegularExpressions) {
            {".*", "matches model"},
            {R"(.*\.layers\.0\..*)", "matches model.layers.0.input_layernorm, which is not a linear projection"},
            {".*(q_proj|norm)", "matches model.layers.0.input_layernorm, which is not a linear projection"},
-           {".*(q_proj|lm_head)", "matches lm_head, an embedding table or the output head"}}) {
+           {".*(q_proj|lm_head)", "matches lm_head, the output head or the position embedding"}}) {
     c.target_modules = pattern;
     c.exclude_modules = "";
     EXPECT_NE(refusal(lora_test_shape("llama"), lora_spec(c)).find("model.lora.target_modules, the regular expression \"" +
@@ -295,7 +352,7 @@ TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
       << refusal(llama, both);
   // With nothing left to adapt, the reason names modules_to_save too.
   both.modules_to_save = {"self_attn"};
-  EXPECT_NE(refusal(llama, both).find("modules_to_save (whose modules PEFT does not adapt) leave no projection"), std::string::npos)
+  EXPECT_NE(refusal(llama, both).find("modules_to_save (whose modules PEFT does not adapt) leave no module"), std::string::npos)
       << refusal(llama, both);
 
   // GPT-2: c_attn is q, k and v; its head is tied to wte.

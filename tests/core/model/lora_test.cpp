@@ -773,6 +773,122 @@ TEST(Lora, TrainableTokenRowsTrainOnlyThoseRows) {
   }
 }
 
+// The token embedding adapted as PEFT's LoRA Embedding: lora_embedding_A [r, V] (zero) and
+// lora_embedding_B [d, r] (normal), each token's row plus scale * B A[:, id]; the tied head
+// keeps the original weight (PEFT's default), the merge is W + scale (B A)^T, and the adapter
+// folder holds PEFT's keys, read back with the base weight PEFT saves beside them.
+TEST(Lora, TokenEmbeddingAdapterIsPeftsLoraEmbedding) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 51);
+  ASSERT_TRUE(trained.model->shape().tie_embeddings);
+  const int64_t V = trained.model->shape().vocab_size;
+  const auto ids = torch::tensor({{3, 7, 250, 9, 3, 100}, {7, 7, 1, 2, 250, 4}}, torch::kLong);
+  const auto base_logits = trained.model->forward(ids).logits;
+  torch::manual_seed(52);
+  trained.model->add_lora(spec_of("q_proj,embed_tokens", 4, 8.0));
+  EXPECT_FALSE(trained.model->shape().tie_embeddings) << "the head keeps the original weight";
+  auto params = trained.model->named_parameters();
+  ASSERT_TRUE(params.contains("embed_tokens.lora_embedding_A"));
+  EXPECT_EQ(params["embed_tokens.lora_embedding_A"].sizes(), (c10::IntArrayRef{4, V}));
+  EXPECT_EQ(params["embed_tokens.lora_embedding_B"].sizes(), (c10::IntArrayRef{32, 4}));
+  EXPECT_EQ(params["lm_head.weight"].data_ptr(), params["embed_tokens.weight"].data_ptr()) << "no second [V, d]";
+  EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, base_logits)) << "A starts at zero";
+  EXPECT_EQ(lora_parameter_count(lora_test_shape("llama"), lora_config_of("q_proj,embed_tokens")),
+            2 * 4 * (32 + 32) + 4 * (V + 32));
+  trained.model->train();
+  trained.model->forward(ids).logits.logsumexp(-1).mean().backward();
+  EXPECT_FALSE(params["embed_tokens.weight"].grad().defined());
+  EXPECT_GT(params["embed_tokens.lora_embedding_A"].grad().abs().sum().item<double>(), 0);
+  trained.model->eval();
+  {
+    torch::NoGradGuard guard;
+    params["embed_tokens.lora_embedding_A"].normal_(0.0, 0.05);
+  }
+  const auto expected = trained.model->forward(ids).logits;
+  EXPECT_FALSE(torch::allclose(expected, base_logits, 1e-4, 1e-5));
+  EXPECT_TRUE(torch::equal(without_adapters(trained.model)->forward(ids).logits, base_logits));
+  EXPECT_TRUE(torch::equal(trained.model->head_weight(), params["embed_tokens.weight"])) << "the head is not adapted";
+  EXPECT_EQ(lora_targets_text(trained.model->shape(), trained.model->lora_targets()),
+            "q_proj, the token embedding (the head keeps the original: untied)");
+
+  // Merged: W + scale (B A)^T in the embedding, the original in the untied head.
+  const auto merged_embedding = params["embed_tokens.weight"] +
+                                torch::mm(params["embed_tokens.lora_embedding_B"], params["embed_tokens.lora_embedding_A"]).t() * 2.0;
+  std::map<std::string, torch::Tensor> state;
+  for (auto& [name, t] : model_state(trained.model)) state[name] = t;
+  EXPECT_TRUE(torch::allclose(state.at("model.embed_tokens.weight"), merged_embedding, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::equal(state.at("lm_head.weight"), params["embed_tokens.weight"]));
+  const std::string merged_dir = (dir.path() / "merged").string();
+  save_model_files(merged_dir, trained.model, ByteTokenizer());
+  EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, expected, 1e-5, 1e-6));
+
+  // PEFT's folder: the embedding by its name's end, its tensors without ".weight".
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, trained.model, base_dir);
+  const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "embed_tokens"}));
+  auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+  ASSERT_TRUE(tensors.count("base_model.model.model.embed_tokens.lora_embedding_A"));
+  EXPECT_TRUE(tensors.count("base_model.model.model.embed_tokens.lora_embedding_B"));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  // PEFT saves the embedding's base weight beside its adapter and loads it into the model.
+  std::vector<std::pair<std::string, torch::Tensor>> with_base(tensors.begin(), tensors.end());
+  with_base.emplace_back("base_model.model.model.embed_tokens.base_layer.weight", params["embed_tokens.weight"].detach().clone());
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", with_base, {{"format", "pt"}});
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  with_base.back().second = torch::zeros({V + 1, 32});
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", with_base, {{"format", "pt"}});
+  try {
+    load_model_folder(adapter_dir, torch::kCPU);
+    ADD_FAILURE() << "a base embedding of another vocabulary";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("a model with another vocabulary"), std::string::npos) << e.what();
+  }
+
+  // GPT-2's embedding is wte; the embedding alone is enough; its own rank by rank_pattern.
+  CausalLM gpt2(lora_test_shape("gpt2"));
+  LoraSpec wte = spec_of("wte", 4, 8.0);
+  wte.rank_pattern = {{"wte", 2}};
+  gpt2->add_lora(wte);
+  EXPECT_TRUE(gpt2->lora_targets().modules.empty());
+  EXPECT_EQ(gpt2->lora_targets().embedding.r, 2);
+  const auto gpt2_config = peft_target_config(gpt2->shape(), gpt2->lora_targets());
+  EXPECT_EQ(gpt2_config["target_modules"], (nlohmann::json{"wte"}));
+  EXPECT_EQ(gpt2_config["rank_pattern"], (nlohmann::json{{"transformer.wte", 2}}));
+  // With layers_to_transform the embedding (in no layer) is named whole, as PEFT applies layers
+  // to names matched by their end.
+  LoraSpec layered = spec_of("q_proj,model.embed_tokens");
+  layered.layers = {1};
+  CausalLM some_layers(lora_test_shape("llama"));
+  some_layers->add_lora(layered);
+  EXPECT_TRUE(some_layers->lora_targets().adapts_embedding());
+  EXPECT_EQ(peft_target_config(some_layers->shape(), some_layers->lora_targets())["target_modules"],
+            (nlohmann::json{"q_proj", "model.embed_tokens"}));
+
+  // What is refused, with the way out.
+  const auto refused = [](LoraSpec spec, const std::string& words) {
+    try {
+      CausalLM(lora_test_shape("llama"))->add_lora(spec);
+      ADD_FAILURE() << "accepted: " << words;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  LoraSpec by_end = spec_of("q_proj,embed_tokens");
+  by_end.layers = {1};
+  refused(by_end, "name it whole, \"model.embed_tokens\"");
+  LoraSpec dora = lora_spec(lora_config_of("q_proj,embed_tokens", 4, 8.0, true));
+  refused(dora, "DoRA on an embedding is not built here");
+  LoraSpec rows = spec_of("embed_tokens");
+  rows.trainable_tokens = {{"", {3}}};
+  refused(rows, "its adapter changes every row already");
+  LoraSpec tied = spec_of("embed_tokens");
+  tied.ensure_weight_tying = true;
+  refused(tied, "set ensure_weight_tying false");
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
   // v adapters have no PEFT folder, and the reason says what to do.
