@@ -268,6 +268,17 @@ TEST_F(EstimateAgainstPeak, LoraWithTrainedTokenRows) {
   }
 }
 
+// PEFT's LoRA on the token embedding of a larger vocabulary: its A [r, V] and B [d, r] with
+// their gradients and moments, the dense [V, r] gradient of A at the end of the backward pass;
+// the tied head keeps the frozen original (no gradient of the head's weight).
+TEST_F(EstimateAgainstPeak, LoraOnTheTokenEmbedding) {
+  for (const bool tied : {true, false}) {
+    RunConfig c = lora_on_q_and_v(llama3_like(32768), tied);
+    c.model.lora.target_modules = "q_proj,v_proj,embed_tokens";
+    expect_close(c);
+  }
+}
+
 nlohmann::json gpt2_like() {
   return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
           {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};

@@ -503,6 +503,10 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   if (auto* page = qobject_cast<QScrollArea*>(dialog.findChild<QTabWidget*>()->currentWidget())) page->ensureWidgetVisible(targets);
   QCoreApplication::processEvents();
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_lora_targets.png"));
+  // The token embedding adapted too (PEFT's LoRA Embedding): more parameters train.
+  targets->setCurrentText("q_proj,k_proj,v_proj,o_proj,embed_tokens");
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
+  EXPECT_NE(memory->text(), lora) << "the embedding's adapter trains";
   targets->setCurrentText("q_proj,k_proj,v_proj,o_proj");
   EXPECT_EQ(memory->text(), lora);
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
