@@ -299,6 +299,16 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   const ValuePatterns<int64_t> ranks(spec.rank_pattern, prefix + "rank_pattern");
   const ValuePatterns<double> alphas(spec.alpha_pattern, prefix + "alpha_pattern");
 
+  // One module's adapter, its rank and alpha from the patterns (whole module name) or the spec's.
+  const auto adapter_of = [&](const std::string& module, int64_t layer, const std::string& ours) {
+    LoraModule m{layer, ours, ranks.value(module, spec.r), alphas.value(module, spec.alpha), 0.0};
+    if (m.r <= 0 || !(m.alpha > 0))
+      throw ConfigError(prefix + "rank_pattern / " + prefix + "alpha_pattern give " + module + " rank " + std::to_string(m.r) +
+                        " and alpha " + number_text(m.alpha) + "; both must be positive");
+    m.scale = lora_scale(m.r, m.alpha, spec.rslora);
+    return m;
+  };
+
   LoraTargets out;
   out.r = spec.r;
   out.alpha = spec.alpha;
@@ -342,12 +352,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
                    under_saved("layers." + std::to_string(layer) + "." + hf_projection_parent(other) + "." + other);
           }))
         continue;
-      LoraModule m{layer, p, ranks.value(module, spec.r), alphas.value(module, spec.alpha), 0.0};
-      if (m.r <= 0 || !(m.alpha > 0))
-        throw ConfigError(prefix + "rank_pattern / " + prefix + "alpha_pattern give " + module + " rank " + std::to_string(m.r) + " and alpha " +
-                          number_text(m.alpha) + "; both must be positive");
-      m.scale = lora_scale(m.r, m.alpha, spec.rslora);
-      out.modules.push_back(m);
+      out.modules.push_back(adapter_of(module, layer, p));
       qkv_by_module_name = qkv_by_module_name || (by_module_name && is_qkv(p));
     }
 
@@ -375,16 +380,11 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   const bool embedding_excluded =
       left_out(embedding) || (ours_too && std::find(spec.exclude.begin(), spec.exclude.end(), "embed_tokens") != spec.exclude.end());
   if (embedding_found && !embedding_excluded) {
-    LoraModule m{-1, "embed_tokens", ranks.value(embedding, spec.r), alphas.value(embedding, spec.alpha), 0.0};
-    if (m.r <= 0 || !(m.alpha > 0))
-      throw ConfigError(prefix + "rank_pattern / " + prefix + "alpha_pattern give " + embedding + " rank " + std::to_string(m.r) +
-                        " and alpha " + number_text(m.alpha) + "; both must be positive");
     if (spec.dora)
       throw ConfigError(prefix + "use_dora is on and " + prefix + "target_modules adapts the token embedding (" + embedding +
                         "): DoRA on an embedding is not built here; take the embedding out of target_modules or turn "
                         "use_dora off");
-    m.scale = lora_scale(m.r, m.alpha, spec.rslora);
-    out.embedding = m;
+    out.embedding = adapter_of(embedding, -1, "embed_tokens");
   }
 
   for (const std::string& name : spec.targets) {
