@@ -461,6 +461,11 @@ ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
     throw ModelFileError(source + " describes a model of " + std::to_string(parameter_count(s)) +
                          " parameters, more than this build loads (" + std::to_string(kMaxParameters) +
                          "); the folder's config.json is damaged or not a model's");
+  // (Llama, Mistral, Qwen and Gemma build nn.Embedding(vocab, d, pad_token_id); GPT-2 without one.)
+  if (s.arch != "gpt2" && j.contains("pad_token_id") && j["pad_token_id"].is_number_integer()) {
+    const int64_t pad = j["pad_token_id"].get<int64_t>();
+    if (pad >= 0 && pad < s.vocab_size) s.padding_idx = pad;
+  }
   s.hf_config = j.dump();
   return s;
 }

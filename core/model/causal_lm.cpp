@@ -172,12 +172,15 @@ struct LinearImpl : WeightAndBias {
   torch::Tensor lookup(const torch::Tensor& ids) {
     auto x = torch::embedding(w(), ids);  // [B, T, d]
     if (!lora_embedding_B.defined() || t_adapters_off) return x;
-    const auto down = torch::embedding(lora_embedding_A.t(), ids);  // [B, T, r]
-    // (x is the embedding's own output, which its backward does not need: added to in place)
-    return x.add_(torch::matmul(down, lora_embedding_B.t()).to(x.scalar_type()), lora_scale);
+    // (the pad token's column of A gets no gradient, as PEFT looks A up with the base's padding_idx)
+    const auto down = torch::embedding(lora_embedding_A.t(), ids, padding_idx);  // [B, T, r]
+    // x is the embedding's own output, which its backward does not need: added to in place (the
+    // adapter's part scaled in its own dtype first, as PEFT).
+    return x.add_(torch::matmul(down, lora_embedding_B.t()) * lora_scale);
   }
   // PEFT's initialisation for an embedding: A zero, B normal (the model starts as the base model).
-  void add_embedding_lora(int64_t r, double scale) {
+  void add_embedding_lora(int64_t r, double scale, int64_t pad) {
+    padding_idx = pad;
     torch::NoGradGuard guard;
     lora_embedding_A = register_parameter("lora_embedding_A", torch::zeros({r, weight.size(0)}, weight.options()));  // [r, V]
     lora_embedding_B = register_parameter("lora_embedding_B", torch::empty({weight.size(1), r}, weight.options()).normal_());  // [d, r]
@@ -190,6 +193,7 @@ struct LinearImpl : WeightAndBias {
   }
   torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
   torch::Tensor lora_embedding_A, lora_embedding_B;  // [r, V] and [d, r]: an embedding table's adapter
+  int64_t padding_idx = -1;                          // the pad token's id, whose column of A stays (-1: none)
   std::shared_ptr<LinearImpl> a_owner;
   torch::Tensor lora_magnitude;  // [out], DoRA only
   torch::Tensor dora_cached;     // dora_factor() computed without gradients, for dora_cache_key
@@ -578,7 +582,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     head->weight.requires_grad_(false);
     shape_.tie_embeddings = false;
   }
-  if (targets.adapts_embedding()) embed_tokens_->as<LinearImpl>()->add_embedding_lora(targets.embedding.r, targets.embedding.scale);
+  if (targets.adapts_embedding()) embed_tokens_->as<LinearImpl>()->add_embedding_lora(targets.embedding.r, targets.embedding.scale, shape_.padding_idx);
   if (!targets.embedding_rows.empty()) embed_tokens_->as<LinearImpl>()->add_trainable_rows(targets.embedding_rows);
   if (!targets.head_rows.empty()) {
     GANPO_ASSERT(lm_head_ != nullptr, "token rows for a head that is the embedding");

@@ -159,7 +159,8 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
                               ? nlohmann::json(nullptr)
                               : nlohmann::json(peft_modules_to_save(model->shape(), trained_modules(model->lora_targets())))},
       {"trainable_token_indices", peft_trainable_token_indices(model->shape(), trained_modules(model->lora_targets()))},
-      {"ensure_weight_tying", spec.ensure_weight_tying},
+      // (an adapted embedding whose head stays the original: PEFT would tie "embed_tokens" on reload)
+      {"ensure_weight_tying", spec.ensure_weight_tying && !model->lora_targets().adapts_embedding()},
       {"revision", nullptr},
   });
   write_json_file((fs::path(dir) / kAdapterConfig).string(), config);

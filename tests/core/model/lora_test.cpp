@@ -796,10 +796,18 @@ TEST(Lora, TokenEmbeddingAdapterIsPeftsLoraEmbedding) {
   EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, base_logits)) << "A starts at zero";
   EXPECT_EQ(lora_parameter_count(lora_test_shape("llama"), lora_config_of("q_proj,embed_tokens")),
             2 * 4 * (32 + 32) + 4 * (V + 32));
+  // The pad token's column of A gets no gradient (PEFT looks A up with the embedding's
+  // padding_idx, config.json's pad_token_id).
+  const int64_t pad = trained.model->shape().padding_idx;
+  ASSERT_GE(pad, 0) << "the folder's config.json has a pad_token_id";
+  auto with_pad = ids.clone();
+  with_pad[0][2] = pad;
   trained.model->train();
-  trained.model->forward(ids).logits.logsumexp(-1).mean().backward();
+  trained.model->forward(with_pad).logits.logsumexp(-1).mean().backward();
   EXPECT_FALSE(params["embed_tokens.weight"].grad().defined());
-  EXPECT_GT(params["embed_tokens.lora_embedding_A"].grad().abs().sum().item<double>(), 0);
+  const auto a_grad = params["embed_tokens.lora_embedding_A"].grad();
+  EXPECT_GT(a_grad.select(1, 3).abs().sum().item<double>(), 0);
+  EXPECT_EQ(a_grad.select(1, pad).abs().sum().item<double>(), 0.0);
   trained.model->eval();
   {
     torch::NoGradGuard guard;
@@ -857,6 +865,18 @@ TEST(Lora, TokenEmbeddingAdapterIsPeftsLoraEmbedding) {
   const auto gpt2_config = peft_target_config(gpt2->shape(), gpt2->lora_targets());
   EXPECT_EQ(gpt2_config["target_modules"], (nlohmann::json{"wte"}));
   EXPECT_EQ(gpt2_config["rank_pattern"], (nlohmann::json{{"transformer.wte", 2}}));
+  // An adapter file's ensure_weight_tying that PEFT did not apply (a pattern that does not match
+  // the word "embed_tokens"): the folder written back says false, or PEFT would tie on reload.
+  LoadedModel from_file = base_folder_loaded(base_dir, 51);
+  LoraSpec untied_in_file = spec_of("q_proj");
+  untied_in_file.targets.clear();
+  untied_in_file.target_regex = R"(model\.embed_tokens)";
+  untied_in_file.from_adapter_file = true;
+  untied_in_file.ensure_weight_tying = true;
+  from_file.model->add_lora(untied_in_file);
+  EXPECT_FALSE(from_file.model->shape().tie_embeddings);
+  save_peft_adapter(adapter_dir, from_file.model, base_dir);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["ensure_weight_tying"], false);
   // With layers_to_transform the embedding (in no layer) is named whole, as PEFT applies layers
   // to names matched by their end.
   LoraSpec layered = spec_of("q_proj,model.embed_tokens");
