@@ -582,8 +582,9 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     head->weight.requires_grad_(false);
     shape_.tie_embeddings = false;
   }
-  if (targets.adapts_embedding()) embed_tokens_->as<LinearImpl>()->add_embedding_lora(targets.embedding.r, targets.embedding.scale, shape_.padding_idx);
-  if (!targets.embedding_rows.empty()) embed_tokens_->as<LinearImpl>()->add_trainable_rows(targets.embedding_rows);
+  auto* embedding = embed_tokens_->as<LinearImpl>();
+  if (targets.adapts_embedding()) embedding->add_embedding_lora(targets.embedding.r, targets.embedding.scale, shape_.padding_idx);
+  if (!targets.embedding_rows.empty()) embedding->add_trainable_rows(targets.embedding_rows);
   if (!targets.head_rows.empty()) {
     GANPO_ASSERT(lm_head_ != nullptr, "token rows for a head that is the embedding");
     lm_head_->as<LinearImpl>()->add_trainable_rows(targets.head_rows);

@@ -612,8 +612,10 @@ nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& ta
       if (m.alpha != targets.alpha && (alphas.size() > 1 || !alpha_pattern.contains(key))) alpha_pattern[key] = m.alpha;
     }
   }
-  if (targets.embedding.r != targets.r && targets.adapts_embedding()) rank_pattern[embedding] = targets.embedding.r;
-  if (targets.embedding.alpha != targets.alpha && targets.adapts_embedding()) alpha_pattern[embedding] = targets.embedding.alpha;
+  if (targets.adapts_embedding()) {  // its own rank and alpha by its whole name
+    if (targets.embedding.r != targets.r) rank_pattern[embedding] = targets.embedding.r;
+    if (targets.embedding.alpha != targets.alpha) alpha_pattern[embedding] = targets.embedding.alpha;
+  }
   out["rank_pattern"] = rank_pattern;
   out["alpha_pattern"] = alpha_pattern;
   return out;
