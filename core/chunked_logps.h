@@ -15,12 +15,18 @@
 
 namespace ganpo {
 
+// A low-rank part of the head's logits, down up^T: a LoRA adapter on the head, down = scale *
+// dropout(hidden) A^T [M, r] and up = B [V, r]. Both undefined: none.
+struct HeadLowRank {
+  torch::Tensor down, up;
+};
+
 // hidden [M, d] (after the final norm), weight [V, d] (the head's, or the tied embedding),
 // targets [M] int64 in [0, V). final_softcap > 0 caps the logits as cap * tanh(z / cap) first
 // (Gemma 2). Returns log p(target | position) for every row, [M] float32, differentiable in
-// hidden and weight. chunk_rows <= 0 takes chunked_logps_rows(V, on CUDA) (core/config.h: about
-// 128 MiB of float32 logits on a GPU, 32 MiB on the CPU).
+// hidden, weight and the low-rank part. chunk_rows <= 0 takes chunked_logps_rows(V, on CUDA)
+// (core/config.h: about 128 MiB of float32 logits on a GPU, 32 MiB on the CPU).
 torch::Tensor chunked_token_logps(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
-                                  double final_softcap, int64_t chunk_rows = 0);
+                                  double final_softcap, int64_t chunk_rows = 0, const HeadLowRank& low_rank = {});
 
 }  // namespace ganpo

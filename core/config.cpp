@@ -881,7 +881,7 @@ std::vector<std::string> lora_target_modules(const std::string& text) {
     if (!is_known_lora_target(name))
       throw ConfigError("model.lora.target_modules names " + quote(name) +
                         ", which is not a projection of any supported model; use q_proj, k_proj, v_proj, o_proj, "
-                        "gate_proj, up_proj, down_proj, embed_tokens, a Hugging Face module name (GPT-2's c_attn, "
+                        "gate_proj, up_proj, down_proj, embed_tokens, lm_head, a Hugging Face module name (GPT-2's c_attn, "
                         "c_proj, c_fc, wte), a list of them (or comma-separated) or \"all-linear\"");
     if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
   }

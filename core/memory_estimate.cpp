@@ -55,8 +55,9 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraTargets& targets, bo
     count += m.r * (in + out) + (dora ? out : 0);
     if (targets.shared_qkv && (t == "k_proj" || t == "v_proj")) count -= m.r * in;  // k and v use q's A
   }
-  // the token embedding's adapter, r x (V + d), and the modules trained whole, and the token rows trained
+  // the token embedding's and the head's adapters, r x (V + d) each, and the modules trained whole, and the token rows trained
   if (targets.adapts_embedding()) count += targets.embedding.r * (s.vocab_size + s.d_model);
+  if (targets.adapts_head()) count += targets.head.r * (s.d_model + s.vocab_size);  // A [r, d], B [V, r]
   const int64_t rows = static_cast<int64_t>(targets.embedding_rows.size() + targets.head_rows.size());
   return count + trained_copy_parameter_count(s, targets.trained) + rows * s.d_model;
 }

@@ -12,8 +12,9 @@ namespace {
 ResponseLogps chunked_response_logps(CausalLM& model, const torch::Tensor& hidden, const torch::Tensor& targets,
                                      const torch::Tensor& mask) {
   const int64_t N = hidden.size(0), L = hidden.size(1), d = hidden.size(2);
-  auto token_logp = chunked_token_logps(hidden.reshape({N * L, d}), model->head_weight(), targets.reshape({N * L}),
-                                        model->shape().final_softcap)
+  const auto rows = hidden.reshape({N * L, d});
+  auto token_logp = chunked_token_logps(rows, model->head_weight(), targets.reshape({N * L}), model->shape().final_softcap,
+                                        0, model->head_low_rank(rows))
                         .view({N, L});
   const auto m = mask.to(torch::kFloat32);
   return {(token_logp * m).sum(-1), m.sum(-1)};

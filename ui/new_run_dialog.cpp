@@ -164,7 +164,8 @@ QWidget* NewRunDialog::buildModelPage() {
                            {QStringLiteral("q_proj,k_proj,v_proj,o_proj"), QStringLiteral("q_proj,v_proj"),
                             QStringLiteral("all-linear")},
                            tr("Comma-separated: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
-                              "embed_tokens (the token embedding; a head tied to it keeps the original weights), the "
+                              "embed_tokens (the token embedding), lm_head (the output head; where the two are tied, "
+                              "the one not adapted keeps the original weights), the "
                               "model's Hugging Face names as PEFT takes them (GPT-2: c_attn, c_proj, c_fc, wte), "
                               "all-linear, or PEFT's regular expression over whole module names "
                               "(.*\\.layers\\.1\\..*_proj). Checkpoints hold the merged model and, in adapter/, a PEFT "

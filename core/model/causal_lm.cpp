@@ -169,18 +169,19 @@ struct LinearImpl : WeightAndBias {
   // As an embedding table with PEFT's LoRA Embedding: each token's row gains scale * B A[:, id]
   // (no dropout, as PEFT), computed from A's column of the token without a [V, d] product.
   //   ids [B, T] -> W[ids] + scale * A^T[ids] B^T   ([B, T, d] + [B, T, r] x [r, d])
+  // The pad token's row (padding_idx) gets no gradient from the lookup, as Hugging Face's
+  // nn.Embedding(V, d, pad_token_id): not in the weight, a trained copy, token rows or A's column
+  // (a tied head's use of the row still trains it, as there).
   torch::Tensor lookup(const torch::Tensor& ids) {
-    auto x = torch::embedding(w(), ids);  // [B, T, d]
+    auto x = torch::embedding(w(), ids, padding_idx);  // [B, T, d]
     if (!lora_embedding_B.defined() || t_adapters_off) return x;
-    // (the pad token's column of A gets no gradient, as PEFT looks A up with the base's padding_idx)
     const auto down = torch::embedding(lora_embedding_A.t(), ids, padding_idx);  // [B, T, r]
     // x is the embedding's own output, which its backward does not need: added to in place (the
     // adapter's part scaled in its own dtype first, as PEFT).
     return x.add_(torch::matmul(down, lora_embedding_B.t()) * lora_scale);
   }
   // PEFT's initialisation for an embedding: A zero, B normal (the model starts as the base model).
-  void add_embedding_lora(int64_t r, double scale, int64_t pad) {
-    padding_idx = pad;
+  void add_embedding_lora(int64_t r, double scale) {
     torch::NoGradGuard guard;
     lora_embedding_A = register_parameter("lora_embedding_A", torch::zeros({r, weight.size(0)}, weight.options()));  // [r, V]
     lora_embedding_B = register_parameter("lora_embedding_B", torch::empty({weight.size(1), r}, weight.options()).normal_());  // [d, r]
@@ -193,7 +194,7 @@ struct LinearImpl : WeightAndBias {
   }
   torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
   torch::Tensor lora_embedding_A, lora_embedding_B;  // [r, V] and [d, r]: an embedding table's adapter
-  int64_t padding_idx = -1;                          // the pad token's id, whose column of A stays (-1: none)
+  int64_t padding_idx = -1;                          // an embedding's pad token, whose row gets no gradient (-1: none)
   std::shared_ptr<LinearImpl> a_owner;
   torch::Tensor lora_magnitude;  // [out], DoRA only
   torch::Tensor dora_cached;     // dora_factor() computed without gradients, for dora_cache_key
@@ -545,6 +546,7 @@ CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
   GANPO_ASSERT(shape.head_dim > 0 || shape.d_model % shape.n_heads == 0, "d_model must divide by n_heads");
   GANPO_ASSERT(shape.n_heads % shape.n_kv_heads == 0, "n_heads must divide by n_kv_heads");
   embed_tokens_ = register_module("embed_tokens", Linear(shape.d_model, shape.vocab_size, false, init, kInitStd));
+  embed_tokens_->as<LinearImpl>()->padding_idx = shape.padding_idx;
   if (shape.positions == PositionKind::learned)
     embed_positions_ =
         register_module("embed_positions", Linear(shape.d_model, shape.max_seq_len, false, init, 0.01));
@@ -574,6 +576,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
   if (targets.untie_head) {
     const auto& embed = embed_tokens_->as<LinearImpl>()->weight;
     lm_head_ = register_module("lm_head", Linear(shape_.d_model, shape_.vocab_size, false, false, 0.0));
+    lm_head_->train(is_training());  // (its adapter's dropout follows the model's mode)
     auto* head = lm_head_->as<LinearImpl>();
     {
       torch::NoGradGuard guard;
@@ -583,7 +586,11 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     shape_.tie_embeddings = false;
   }
   auto* embedding = embed_tokens_->as<LinearImpl>();
-  if (targets.adapts_embedding()) embedding->add_embedding_lora(targets.embedding.r, targets.embedding.scale, shape_.padding_idx);
+  if (targets.adapts_embedding()) embedding->add_embedding_lora(targets.embedding.r, targets.embedding.scale);
+  if (targets.adapts_head()) {  // (tied, the head is its own module by now, on the embedding's weight)
+    GANPO_ASSERT(lm_head_ != nullptr, "an adapter for a head that is the embedding");
+    lm_head_->as<LinearImpl>()->add_lora(targets.head.r, targets.head.scale, spec.dropout, false);
+  }
   if (!targets.embedding_rows.empty()) embedding->add_trainable_rows(targets.embedding_rows);
   if (!targets.head_rows.empty()) {
     GANPO_ASSERT(lm_head_ != nullptr, "token rows for a head that is the embedding");
@@ -612,6 +619,13 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::adapter_paramet
 torch::Tensor CausalLMImpl::head_weight() const {
   const auto* head = (lm_head_ ? lm_head_ : embed_tokens_)->as<LinearImpl>();
   return adapters_off_ ? head->weight : head->w();
+}
+
+HeadLowRank CausalLMImpl::head_low_rank(const torch::Tensor& hidden) {
+  if (adapters_off_ || !lm_head_) return {};
+  auto* head = lm_head_->as<LinearImpl>();
+  if (!head->lora_B.defined()) return {};
+  return {head->adapter_input(hidden).down * head->lora_scale, head->lora_B};  // [M, r], [V, r]
 }
 
 std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
@@ -644,6 +658,10 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   if (name == "embed_tokens.weight" || (name == "lm_head.weight" && lm_head_)) {
     const auto* m = (name == "embed_tokens.weight" ? embed_tokens_ : lm_head_)->as<LinearImpl>();
     if (m->lora_embedding_B.defined()) return m->merged_embedding();
+    if (m->lora_B.defined()) {  // the head's adapter: W + scale B A
+      torch::NoGradGuard guard;
+      return m->weight + torch::mm(m->lora_B, m->lora_A).to(m->weight.scalar_type()) * m->lora_scale;
+    }
     torch::NoGradGuard guard;
     if (m->token_rows.defined()) return m->weight.index_copy(0, m->token_rows, m->trainable_tokens_delta);
   }
@@ -751,7 +769,9 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   // logits_from = T: the hidden states alone, no output head (a reference run for its latents).
   logits_from = std::clamp<int64_t>(logits_from, 0, T);
   auto head_in = logits_from > 0 ? hidden.slice(1, logits_from) : hidden;  // [B, T - from, d]
-  auto logits = torch::matmul(head_in, head_weight().t());
+  // (A head with a LoRA adapter adds scale * dropout(h) A^T B^T.)
+  auto* head = lm_head_ ? lm_head_->as<LinearImpl>() : nullptr;
+  auto logits = head && head->adapted() ? head->forward(head_in) : torch::matmul(head_in, head_weight().t());
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
   return {logits, hidden, logits_from};
 }

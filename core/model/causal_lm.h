@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/chunked_logps.h"
 #include "core/config.h"
 #include "core/model/lora_targets.h"
 #include "core/model/model_shape.h"
@@ -107,7 +108,12 @@ public:
   // The output head's weight [V, d]: lm_head's, or the token embedding where the two are tied
   // (while the adapters are on, the trained copy where the head is trained whole, or the weight
   // with its trained token rows put in).
+  // (A LoRA adapter on the head is not in it: head_low_rank.)
   torch::Tensor head_weight() const;
+  // The head's LoRA part for hidden states [M, d] (after the final norm), for the chunked head:
+  // down = scale * dropout(hidden) A^T [M, r], up = B [V, r]; none (undefined) while the head
+  // has no adapter or the adapters are off.
+  HeadLowRank head_low_rank(const torch::Tensor& hidden);
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 

@@ -159,8 +159,9 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
                               ? nlohmann::json(nullptr)
                               : nlohmann::json(peft_modules_to_save(model->shape(), trained_modules(model->lora_targets())))},
       {"trainable_token_indices", peft_trainable_token_indices(model->shape(), trained_modules(model->lora_targets()))},
-      // (an adapted embedding whose head stays the original: PEFT would tie "embed_tokens" on reload)
-      {"ensure_weight_tying", spec.ensure_weight_tying && !model->lora_targets().adapts_embedding()},
+      // (an adapted embedding or head whose other table stays the original: PEFT would tie them on reload)
+      {"ensure_weight_tying", spec.ensure_weight_tying && !model->lora_targets().adapts_embedding() &&
+                                  !model->lora_targets().adapts_head()},
       {"revision", nullptr},
   });
   write_json_file((fs::path(dir) / kAdapterConfig).string(), config);
@@ -380,20 +381,21 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
     tensor.copy_(it->second);
     used.insert(key);
   }
-  // An adapted embedding's base weight, which PEFT saves beside its adapter (save_embedding_layers
-  // "auto") and loads into the model: so do we (it is the base model's own unless resized or edited).
-  if (model->lora_targets().adapts_embedding()) {
-    const std::string key = kPeftPrefix + hf_module_name(model->shape(), "embed_tokens") + ".base_layer.weight";
+  // An adapted embedding's or head's base weight, which PEFT saves beside its adapter
+  // (save_embedding_layers "auto") and loads into the model: so do we (it is the base model's own
+  // unless resized or edited; a head tied to the embedding shares its storage, as in PEFT).
+  const LoraTargets& targets = model->lora_targets();
+  for (const auto& [adapted, module] : {std::pair{targets.adapts_embedding(), "embed_tokens"}, {targets.adapts_head(), "lm_head"}}) {
+    const std::string key = kPeftPrefix + hf_module_name(model->shape(), module) + ".base_layer.weight";
     const auto base = file.tensors.find(key);
-    if (base != file.tensors.end()) {
-      torch::Tensor weight = model->named_parameters()["embed_tokens.weight"];
-      if (base->second.sizes() != weight.sizes())
-        throw ModelFileError(path + ": tensor \"" + key + "\" has shape " + c10::str(base->second.sizes()) + " but the base "
-                             "model's token embedding is " + c10::str(weight.sizes()) + "; the adapter was trained on a "
-                             "model with another vocabulary");
-      weight.copy_(base->second);
-      used.insert(key);
-    }
+    if (!adapted || base == file.tensors.end()) continue;
+    torch::Tensor weight = model->named_parameters()[std::string(module) + ".weight"];
+    if (base->second.sizes() != weight.sizes())
+      throw ModelFileError(path + ": tensor \"" + key + "\" has shape " + c10::str(base->second.sizes()) + " but the base "
+                           "model's " + (module == std::string("lm_head") ? "output head" : "token embedding") + " is " +
+                           c10::str(weight.sizes()) + "; the adapter was trained on a model with another vocabulary");
+    weight.copy_(base->second);
+    used.insert(key);
   }
   // The tied head's copy, which PEFT saves too: the embedding's, or the file is not one model.
   const auto head = file.tensors.find(std::string(kPeftPrefix) + "lm_head.weight");
@@ -410,8 +412,8 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
       if (!used.count(key)) unused = key;
     throw ModelFileError(path + " has " + std::to_string(file.tensors.size() - used.size()) +
                          " tensor(s) no adapted projection or module to save uses (e.g. \"" + unused +
-                         "\"): adapters on other modules than the attention and MLP projections and the token "
-                         "embedding are not supported, "
+                         "\"): adapters on other modules than the attention and MLP projections, the token "
+                         "embedding and the output head are not supported, "
                          "or the adapter does not match adapter_config.json; merge it with PEFT and load the merged folder");
   }
 }

@@ -143,9 +143,9 @@ private:
 
 // target_modules as a regular expression is matched by PEFT against every module of the model,
 // not only the projections: one it matches that is not left out (`left_out`: exclude_modules,
-// modules_to_save) and is neither a linear projection nor the token embedding makes PEFT stop
-// ("Target module ... is not supported"), and LoRA on the output head or on GPT-2's positions is
-// not built here.
+// modules_to_save) and is neither a linear projection, the token embedding nor the output head
+// makes PEFT stop ("Target module ... is not supported"), and LoRA on GPT-2's positions is not
+// built here.
 template <typename LeftOut>
 void refuse_pattern_on_other_modules(const ModelShape& shape, const PythonPattern& pattern, const std::string& text,
                                      const std::string& prefix, LeftOut left_out) {
@@ -162,42 +162,49 @@ void refuse_pattern_on_other_modules(const ModelShape& shape, const PythonPatter
       if (!projections.count(*it) && seen.insert(*it).second) others.push_back(*it);
   }
   for (const std::string& name : others) {
-    if (name == hf_module_name(shape, "embed_tokens") || !pattern.full_match(name) || left_out(name)) continue;
-    const bool table = name == "lm_head" ||
-                       (shape.positions == PositionKind::learned && name == hf_module_name(shape, "embed_positions"));
+    if (name == hf_module_name(shape, "embed_tokens") || name == "lm_head" || !pattern.full_match(name) || left_out(name))
+      continue;
+    const bool positions = shape.positions == PositionKind::learned && name == hf_module_name(shape, "embed_positions");
     throw ConfigError(prefix + "target_modules, the regular expression \"" + text + "\", matches " + name + ", " +
-                      (table ? "the output head or the position embedding: LoRA on those is not built here; train it "
-                               "with modules_to_save or trainable_token_indices instead"
-                             : "which is not a linear projection (PEFT stops there too: \"Target module ... is not "
-                               "supported\")") +
-                      "; make the pattern match projections (and the token embedding) only (Python's re.fullmatch "
-                      "over whole module names, as " + hf_module(shape.arch, 0, projections_of(shape).front()) + ")");
+                      (positions ? "the position embedding: LoRA on it is not built here; train it with modules_to_save "
+                                   "instead"
+                                 : "which is not a linear projection (PEFT stops there too: \"Target module ... is not "
+                                   "supported\")") +
+                      "; make the pattern match projections (and the token embedding or lm_head) only (Python's "
+                      "re.fullmatch over whole module names, as " + hf_module(shape.arch, 0, projections_of(shape).front()) + ")");
   }
 }
 
-// An adapted token embedding beside the other settings: its own token rows are refused (the
-// adapter changes every row already); a head tied to it keeps the original weight, becoming a
-// module of its own (PEFT's default), unless ensure_weight_tying asks PEFT for its tied adapter
-// on lm_head (lora_A = the embedding's B transposed, lora_B = its A transposed), not built here.
-// PEFT ties when a name's last part is embed_tokens or lm_head, or the pattern matches one of
-// those words (_check_tied_modules); a run's config ties whenever it asks.
-void refuse_with_adapted_embedding(const ModelShape& shape, const LoraSpec& spec, const PythonPattern* target_re,
-                                   LoraTargets& out) {
+// An adapted token embedding or output head beside the other settings: token rows of an adapted
+// table are refused (its adapter changes every row already; a tied head follows the embedding's
+// rows); where the two are tied, the one not adapted keeps the original weight and the head
+// becomes a module of its own (PEFT's default), unless ensure_weight_tying asks PEFT for its tied
+// adapters (the head's lora_A = the embedding's B transposed, lora_B = its A transposed), not
+// built here. PEFT ties when a name's last part is embed_tokens or lm_head, or the pattern matches
+// one of those words (_check_tied_modules); a run's config ties whenever it asks.
+void refuse_with_adapted_tables(const ModelShape& shape, const LoraSpec& spec, const PythonPattern* target_re,
+                                LoraTargets& out) {
   const std::string& prefix = spec.key_prefix;
   const std::string embedding = hf_module_name(shape, "embed_tokens");
-  if (!out.embedding_rows.empty())
+  if (out.adapts_embedding() && !out.embedding_rows.empty())
     throw ConfigError(prefix + "trainable_token_indices gives rows of the token embedding, which " + prefix +
                       "target_modules adapts too (" + embedding + "); its adapter changes every row already: drop the "
                       "rows or take the embedding out of target_modules");
+  if (out.adapts_head() && (!out.head_rows.empty() || (shape.tie_embeddings && !out.embedding_rows.empty())))
+    throw ConfigError(prefix + "trainable_token_indices gives rows of the output head" +
+                      (out.head_rows.empty() ? std::string(" (the embedding's, which the tied head follows)") : "") +
+                      ", which " + prefix + "target_modules adapts too (lm_head); its adapter changes every row "
+                      "already: drop the rows or take lm_head out of target_modules");
   if (!shape.tie_embeddings) return;
   const bool tying_name = std::any_of(spec.targets.begin(), spec.targets.end(), is_peft_tying_name);
   const bool ties = spec.ensure_weight_tying &&
                     (!spec.from_adapter_file || tying_name ||
                      (target_re && (target_re->full_match("embed_tokens") || target_re->full_match("lm_head"))));
   if (ties)
-    throw ConfigError(prefix + "ensure_weight_tying would keep the output head tied to the adapted token embedding "
-                      "(PEFT's tied adapter on lm_head), which is not built here; set ensure_weight_tying false (the "
-                      "head keeps the original weights, as PEFT's default) or take the embedding out of " + prefix +
+    throw ConfigError(prefix + "ensure_weight_tying would keep the output head and the token embedding tied through "
+                      "their adapters (PEFT's tied adapters on embed_tokens and lm_head), which is not built here; set "
+                      "ensure_weight_tying false (the table not adapted keeps the original weights, as PEFT's default) "
+                      "or take " + std::string(out.adapts_head() ? "lm_head" : "the embedding") + " out of " + prefix +
                       "target_modules");
   out.untie_head = true;
 }
@@ -387,6 +394,23 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     out.embedding = adapter_of(embedding, -1, "embed_tokens");
   }
 
+  // The output head, "lm_head" in every family and outside the layers: by that name (matched
+  // whole, so layers_to_transform does not apply) or the pattern; never by "all-linear" (PEFT
+  // leaves the output layer out).
+  bool head_found = target_re && target_re->full_match("lm_head");
+  regex_matched = regex_matched || head_found;
+  for (const std::string& name : spec.targets)
+    if (name == "lm_head") {
+      named.insert(name);
+      head_found = true;
+    }
+  if (head_found && !left_out("lm_head")) {
+    if (spec.dora)
+      throw ConfigError(prefix + "use_dora is on and " + prefix + "target_modules adapts the output head (lm_head): "
+                        "DoRA on the head is not built here; take lm_head out of target_modules or turn use_dora off");
+    out.head = adapter_of("lm_head", -1, "lm_head");
+  }
+
   for (const std::string& name : spec.targets) {
     if (named.count(name)) continue;
     // The family's own module names where they are not ours (GPT-2's).
@@ -398,17 +422,18 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
     throw ConfigError((prefix.empty() ? std::string("model.lora.") : prefix) + "target_modules names \"" + name + "\", which this " + shape.arch +
                       " model does not have; its projections are " + join_names(own) +
                       (hf.empty() ? "" : " (Hugging Face's modules: " + join_names(hf) + ")") +
-                      ", its token embedding " + embedding.substr(embedding.rfind('.') + 1) + ", or write \"all-linear\"");
+                      ", its token embedding " + embedding.substr(embedding.rfind('.') + 1) + ", its output head lm_head, "
+                      "or write \"all-linear\"");
   }
   if (target_re && !regex_matched)
-    throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection (nor the token embedding) of this " +
+    throw ConfigError(prefix + "target_modules, the regular expression \"" + spec.target_regex + "\", matches no projection (nor the token embedding or lm_head) of this " +
                       shape.arch + " model, whose modules are named like " + hf_module(shape.arch, 0, own.front()) +
                       " (Python's re.fullmatch, as PEFT matches it)");
   if (target_re) refuse_pattern_on_other_modules(shape, *target_re, spec.target_regex, prefix, left_out);
-  if (out.modules.empty() && !out.adapts_embedding())
+  if (out.modules.empty() && !out.adapts_embedding() && !out.adapts_head())
     throw ConfigError(prefix + "layers_to_transform, " + prefix + "exclude_modules and " + prefix +
                       "modules_to_save (whose modules PEFT does not adapt) leave no module of the model adapted; "
-                      "adapt at least one projection or the token embedding");
+                      "adapt at least one projection, the token embedding or lm_head");
 
   for (const std::string& p : own)
     for (const LoraModule& m : out.modules)
@@ -430,7 +455,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   out.untie_head = trained.untie_head;
   out.embedding_rows = std::move(trained.embedding_rows);
   out.head_rows = std::move(trained.head_rows);
-  if (out.adapts_embedding()) refuse_with_adapted_embedding(shape, spec, target_re.get(), out);
+  if (out.adapts_embedding() || out.adapts_head()) refuse_with_adapted_tables(shape, spec, target_re.get(), out);
   return out;
 }
 
@@ -448,13 +473,13 @@ std::vector<std::string> peft_picked_names(const ModelShape& shape, const std::v
     bool any = false;
     for (int64_t layer = 0; !any && layer < shape.n_layers; ++layer)
       for (const std::string& p : own) any = any || name_picks(name, p, hf_module(shape.arch, layer, p), false);
-    if (any || picks(name, hf_module_name(shape, "embed_tokens"))) out.push_back(name);
+    if (any || picks(name, hf_module_name(shape, "embed_tokens")) || name == "lm_head") out.push_back(name);
   }
   return out;
 }
 
 bool is_known_lora_target(const std::string& name) {
-  if (name == "all-linear" || name == "embed_tokens") return true;
+  if (name == "all-linear" || name == "embed_tokens" || name == "lm_head") return true;
   for (const Architecture& arch : architectures()) {
     const ModelShape shape = family_shape(arch);
     const std::string embedding = hf_module_name(shape, "embed_tokens");  // "model.embed_tokens", "transformer.wte"
@@ -510,8 +535,17 @@ std::string lora_targets_text(const ModelShape& shape, const LoraTargets& target
     std::vector<std::string> values;
     if (e.r != targets.r) values.push_back("r " + std::to_string(e.r));
     if (e.alpha != targets.alpha) values.push_back("alpha " + number_text(e.alpha));
-    if (targets.untie_head) values.push_back("the head keeps the original: untied");
+    if (targets.untie_head && !targets.adapts_head()) values.push_back("the head keeps the original: untied");
     out += std::string(out.empty() ? "" : ", ") + "the token embedding" + (values.empty() ? "" : " (" + join_names(values) + ")");
+  }
+  if (targets.adapts_head()) {
+    const LoraModule& h = targets.head;
+    std::vector<std::string> values;
+    if (h.r != targets.r) values.push_back("r " + std::to_string(h.r));
+    if (h.alpha != targets.alpha) values.push_back("alpha " + number_text(h.alpha));
+    if (targets.untie_head)
+      values.push_back(targets.adapts_embedding() ? "untied from the embedding" : "the embedding keeps the original: untied");
+    out += std::string(out.empty() ? "" : ", ") + "the output head" + (values.empty() ? "" : " (" + join_names(values) + ")");
   }
   if (!targets.embedding_rows.empty() || !targets.head_rows.empty()) {
     const auto count = [](const std::vector<int64_t>& rows) { return std::to_string(rows.size()) + (rows.size() == 1 ? " token" : " tokens"); };
@@ -594,6 +628,7 @@ nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& ta
   const std::string embedding = hf_module_name(shape, "embed_tokens");
   if (targets.adapts_embedding())
     names.push_back(out["layers_to_transform"].is_null() ? embedding.substr(embedding.rfind('.') + 1) : embedding);
+  if (targets.adapts_head()) names.push_back("lm_head");  // a whole name: no layers apply
   out["target_modules"] = names;
   // A path's rank where every layer of it has one, else per whole module name.
   nlohmann::json rank_pattern = nlohmann::json::object(), alpha_pattern = nlohmann::json::object();
@@ -612,9 +647,12 @@ nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& ta
       if (m.alpha != targets.alpha && (alphas.size() > 1 || !alpha_pattern.contains(key))) alpha_pattern[key] = m.alpha;
     }
   }
-  if (targets.adapts_embedding()) {  // its own rank and alpha by its whole name
-    if (targets.embedding.r != targets.r) rank_pattern[embedding] = targets.embedding.r;
-    if (targets.embedding.alpha != targets.alpha) alpha_pattern[embedding] = targets.embedding.alpha;
+  // The embedding's and the head's own rank and alpha by their whole names.
+  for (const LoraModule* table : {&targets.embedding, &targets.head}) {
+    if (table->r == 0) continue;
+    const std::string name = table == &targets.head ? std::string("lm_head") : embedding;
+    if (table->r != targets.r) rank_pattern[name] = table->r;
+    if (table->alpha != targets.alpha) alpha_pattern[name] = table->alpha;
   }
   out["rank_pattern"] = rank_pattern;
   out["alpha_pattern"] = alpha_pattern;

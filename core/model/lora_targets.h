@@ -21,6 +21,8 @@
 // lora_embedding_B [d, r], which adds scale * B A's column of each token to its embedding row
 // (no dropout, as PEFT). A head tied to that embedding keeps the original weight (PEFT's default:
 // its lm_head still holds the base weight), so the head becomes a module of its own.
+// The output head is adapted where "lm_head" or the pattern names it (a Linear LoRA: logits gain
+// scale * dropout(h) A^T B^T, A [r, d], B [V, r]); an embedding tied to it keeps the original.
 #pragma once
 
 #include <cstdint>
@@ -83,6 +85,7 @@ struct LoraModule {
 struct LoraTargets {
   std::vector<LoraModule> modules;       // layer by layer, each in a layer's order
   LoraModule embedding;                  // the token embedding's adapter (layer -1, "embed_tokens"); r = 0: none
+  LoraModule head;                       // the output head's adapter (layer -1, "lm_head"); r = 0: none
   std::vector<std::string> projections;  // adapted in some layer, in a layer's order
   bool shared_qkv = false;               // q, k and v adapted as one fused module (GPT-2's c_attn): one A
   int64_t r = 0;                         // the spec's r and alpha, which a module has unless a pattern says otherwise
@@ -96,6 +99,7 @@ struct LoraTargets {
   std::vector<int64_t> embedding_rows, head_rows;
   bool has(const std::string& projection) const;  // in some layer
   bool adapts_embedding() const { return embedding.r > 0; }
+  bool adapts_head() const { return head.r > 0; }
   const LoraModule* find(int64_t layer, const std::string& projection) const;  // nullptr: not adapted there
   // The lowest layer a gradient reaches (0 when the embedding trains); n_layers when only the
   // final norm or the head train.
@@ -104,11 +108,11 @@ struct LoraTargets {
 
 // Modules under one of modules_to_save are not adapted, as PEFT leaves them out.
 // Throws ConfigError for a name that matches no projection of this model (listing its names),
-// a regular expression that matches none or matches a module that is not a projection or the
-// token embedding (a norm, a container, the head, GPT-2's positions), settings that leave nothing
+// a regular expression that matches none or matches a module that is not a projection, the token
+// embedding or the head (a norm, a container, GPT-2's positions), settings that leave nothing
 // adapted, and patterns that do not compile or that backtrack without end; for an adapted
-// embedding with DoRA, with token rows of its own, or kept tied to its head (ensure_weight_tying:
-// not built here); and for modules_to_save as resolve_modules_to_save does.
+// embedding or head with DoRA, with token rows of its own, or kept tied to the other
+// (ensure_weight_tying: not built here); and for modules_to_save as resolve_modules_to_save does.
 LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec);
 // The same for target names alone (every layer, rank 8, alpha 16).
 LoraTargets resolve_lora_targets(const ModelShape& shape, const std::vector<std::string>& names);

@@ -69,8 +69,9 @@ struct ModelShape {
   RopeScaling rope_scaling;
   double norm_eps = 1e-5;
   bool tie_embeddings = true;
-  // The Hugging Face embedding's padding_idx (config.json's pad_token_id; GPT-2's has none): PEFT's
-  // LoRA on the embedding looks its A up with it, so the pad token's column never trains. -1: none.
+  // The Hugging Face embedding's padding_idx (config.json's pad_token_id; GPT-2's has none): the
+  // lookup gives that token's row no gradient (nn.Embedding's padding_idx; PEFT's LoRA on the
+  // embedding looks its A up with it too, so the pad token's column never trains). -1: none.
   int64_t padding_idx = -1;
   int64_t sliding_window = 0;        // keys with q - k >= window are hidden; 0 = none
   std::vector<bool> sliding_layers;  // per layer: true = windowed (empty = none)

@@ -279,6 +279,16 @@ TEST_F(EstimateAgainstPeak, LoraOnTheTokenEmbedding) {
   }
 }
 
+// The output head adapted (PEFT's LoRA Linear on lm_head): A [r, d] and B [V, r] with their
+// optimizer state; a tied embedding keeps the original, sharing the head's frozen storage.
+TEST_F(EstimateAgainstPeak, LoraOnTheOutputHead) {
+  for (const bool tied : {true, false}) {
+    RunConfig c = lora_on_q_and_v(llama3_like(32768), tied);
+    c.model.lora.target_modules = "q_proj,v_proj,lm_head";
+    expect_close(c);
+  }
+}
+
 nlohmann::json gpt2_like() {
   return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 4096}, {"n_embd", 64},
           {"n_layer", 2}, {"n_head", 4}, {"n_positions", 256}, {"layer_norm_epsilon", 1e-5}};

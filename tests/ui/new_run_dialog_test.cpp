@@ -507,6 +507,10 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   targets->setCurrentText("q_proj,k_proj,v_proj,o_proj,embed_tokens");
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
   EXPECT_NE(memory->text(), lora) << "the embedding's adapter trains";
+  // And the output head (PEFT's LoRA Linear on lm_head).
+  targets->setCurrentText("q_proj,k_proj,v_proj,o_proj,lm_head");
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
+  EXPECT_NE(memory->text(), lora) << "the head's adapter trains";
   targets->setCurrentText("q_proj,k_proj,v_proj,o_proj");
   EXPECT_EQ(memory->text(), lora);
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();

@@ -353,6 +353,14 @@ def check_trained(args, work):
     if "family-gemma2_softcap_sliding" in bases:  # Gemma 2 scales the embedding by sqrt(d), the adapter's part too
         check_lora(args, work, "lora-embed-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
                    targets="q_proj,embed_tokens")
+    # LoRA on the output head (PEFT's LoRA Linear on lm_head): a tied embedding keeps the original
+    # weights (the merged folder unties them); GPT-2's with a rank of its own; an untied head;
+    # Gemma 2's soft-capped logits.
+    check_lora(args, work, "lora-head-preset-llama", *bases["preset-llama"], targets="q_proj,lm_head")
+    check_lora(args, work, "lora-head-preset-gpt2", *bases["preset-gpt2"], targets="c_attn,lm_head", extra='rank_pattern = "lm_head=2"')
+    for name in ("family-llama_head_dim_bias", "family-gemma2_softcap_sliding"):
+        if name in bases:
+            check_lora(args, work, "lora-head-" + name, *bases[name], targets="v_proj,lm_head")
     if "family-gemma2_softcap_sliding" in bases:
         check_lora(args, work, "lora-save-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
                    targets="q_proj", extra='modules_to_save = "lm_head, model.layers.1.mlp"')
@@ -407,6 +415,15 @@ def check_trained(args, work):
     check_peft_written(args, work, "peft-embed-regex-preset-llama", llama, targets=r"model\.embed_tokens")
     check_peft_written(args, work, "peft-embed-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "wte"),
                        rank_pattern={"wte": 2})
+    # The output head adapted (PEFT also saves its base weight, "lm_head.base_layer.weight"), alone
+    # with a pattern, GPT-2's beside c_attn with its own rank, an untied head.
+    check_peft_written(args, work, "peft-head-preset-llama", llama, targets=("q_proj", "lm_head"))
+    check_peft_written(args, work, "peft-head-regex-preset-llama", llama, targets=r"lm_head")
+    check_peft_written(args, work, "peft-head-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "lm_head"),
+                       rank_pattern={"lm_head": 2})
+    if "family-llama_head_dim_bias" in bases:
+        check_peft_written(args, work, "peft-head-family-llama_head_dim_bias", bases["family-llama_head_dim_bias"][0],
+                           targets=("v_proj", "lm_head"))
     # trainable_token_indices: the embedding's rows (the tied head follows them), and by layer with
     # other rows for the head, which PEFT then unties.
     check_peft_written(args, work, "peft-tokens-preset-llama", llama, targets=("q_proj",), trainable_token_indices=[10, 11, 101])

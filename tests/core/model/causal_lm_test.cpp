@@ -170,6 +170,33 @@ TEST(ModelForward, TiedLogitsAreHiddenTimesEmbedding) {
   EXPECT_TRUE(torch::allclose(out.logits, torch::matmul(out.hidden, embed.t()), 1e-5, 1e-6));
 }
 
+// A Hugging Face folder's pad_token_id is its embedding's padding_idx: the pad token's row gets
+// no gradient from the lookup (a tied head still trains it, as in transformers); without one,
+// every looked-up row does.
+TEST(ModelForward, ThePadTokensEmbeddingRowGetsNoGradientFromTheLookup) {
+  const auto ids = tokens({{5, kPad, 9, 5}, {kPad, 7, 7, kPad}});
+  auto embedding_grad = [&](ModelShape s) {
+    auto m = make_model(s);
+    m->train();
+    m->forward(ids).logits.logsumexp(-1).mean().backward();
+    for (const auto& p : m->named_parameters())
+      if (p.key() == "embed_tokens.weight") return p.value().grad();
+    return torch::Tensor();
+  };
+  auto untied = llama_shape();
+  untied.tie_embeddings = false;
+  untied.padding_idx = kPad;
+  const auto grad = embedding_grad(untied);
+  ASSERT_TRUE(grad.defined());
+  EXPECT_EQ(grad[kPad].abs().sum().item<double>(), 0.0);
+  EXPECT_GT(grad[5].abs().sum().item<double>(), 0);
+  untied.padding_idx = -1;
+  EXPECT_GT(embedding_grad(untied)[kPad].abs().sum().item<double>(), 0) << "no padding_idx: the row trains";
+  auto tied = llama_shape();
+  tied.padding_idx = kPad;
+  EXPECT_GT(embedding_grad(tied)[kPad].abs().sum().item<double>(), 0) << "the tied head's use trains it";
+}
+
 TEST(ModelForward, LogitsFromAPositionAreTheTailOfTheFullLogits) {
   for (auto& [name, s] : all_test_shapes()) {
     auto m = make_model(s);

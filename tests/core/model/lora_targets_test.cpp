@@ -144,13 +144,83 @@ TEST(LoraTargets, TheTokenEmbeddingIsAdaptedWherePeftWouldAdaptIt) {
   tying.ensure_weight_tying = true;
   EXPECT_TRUE(resolve_lora_targets(gpt2, tying).untie_head);
   tying.targets = {"q_proj", "embed_tokens"};
-  EXPECT_NE(refusal(llama, tying).find("ensure_weight_tying would keep the output head tied"), std::string::npos) << refusal(llama, tying);
+  EXPECT_NE(refusal(llama, tying).find("ensure_weight_tying would keep the output head and the token embedding tied"),
+            std::string::npos)
+      << refusal(llama, tying);
   EXPECT_EQ(lora_targets_text(gpt2, resolve_lora_targets(gpt2, spec_with({"c_fc", "wte"}, 4, 8))),
             "up_proj, the token embedding (the head keeps the original: untied)");
   LoraSpec own_rank = spec_with({"q_proj", "embed_tokens"});
   own_rank.rank_pattern = {{"embed_tokens", 16}};
   EXPECT_EQ(lora_targets_text(llama, resolve_lora_targets(llama, own_rank)),
             "q_proj, the token embedding (r 16, the head keeps the original: untied)");
+}
+
+// The output head is adapted where "lm_head" or a pattern names it, whatever the layers (PEFT
+// matches the name whole); not by "all-linear", not under modules_to_save or exclude_modules;
+// a tied embedding keeps the original weight (untied) unless ensure_weight_tying asks for PEFT's
+// tied adapters; DoRA and token rows of the adapted head are refused.
+TEST(LoraTargets, TheOutputHeadIsAdaptedWherePeftWouldAdaptIt) {
+  const ModelShape llama = lora_test_shape("llama"), gpt2 = lora_test_shape("gpt2");
+  const auto adapts = [](const ModelShape& shape, LoraSpec spec) { return resolve_lora_targets(shape, spec).adapts_head(); };
+  EXPECT_TRUE(adapts(llama, spec_with({"q_proj", "lm_head"})));
+  EXPECT_TRUE(adapts(llama, spec_with({"lm_head"})));
+  EXPECT_TRUE(adapts(gpt2, spec_with({"c_attn", "lm_head"})));
+  EXPECT_FALSE(adapts(llama, spec_with({"all-linear"})));
+  EXPECT_TRUE(is_known_lora_target("lm_head"));
+  EXPECT_TRUE(peft_picked_names(llama, {"lm_head", "c_attn"}) == std::vector<std::string>{"lm_head"});
+  LoraSpec layered = spec_with({"q_proj", "lm_head"});
+  layered.layers = {1};  // "lm_head" is a whole name: the layers do not apply to it
+  const LoraTargets with_layers = resolve_lora_targets(llama, layered);
+  EXPECT_TRUE(with_layers.adapts_head());
+  EXPECT_EQ(modules_text(with_layers), "1.q_proj r4 a8");
+  EXPECT_EQ(peft_target_config(llama, with_layers)["target_modules"], (nlohmann::json{"q_proj", "lm_head"}));
+  LoraSpec pattern = spec_with({});
+  pattern.target_regex = R"(.*(q_proj|lm_head))";
+  EXPECT_TRUE(adapts(llama, pattern));
+  pattern.target_regex = "lm_head";  // the head alone
+  const LoraTargets head_alone = resolve_lora_targets(llama, pattern);
+  EXPECT_TRUE(head_alone.adapts_head() && head_alone.modules.empty());
+  LoraSpec saved = spec_with({"q_proj", "lm_head"});
+  saved.modules_to_save = {"lm_head"};
+  EXPECT_FALSE(adapts(llama, saved)) << "trained whole instead, as PEFT";
+  LoraSpec excluded = spec_with({"q_proj", "lm_head"});
+  excluded.exclude = {"lm_head"};
+  EXPECT_FALSE(adapts(llama, excluded));
+  // Tied (both test shapes are): the embedding keeps the original.
+  const LoraTargets untied = resolve_lora_targets(llama, spec_with({"q_proj", "lm_head"}));
+  EXPECT_TRUE(untied.untie_head);
+  EXPECT_EQ(lora_targets_text(llama, untied), "q_proj, the output head (the embedding keeps the original: untied)");
+  LoraSpec own_rank = spec_with({"q_proj", "lm_head"});
+  own_rank.rank_pattern = {{"lm_head", 2}};
+  own_rank.alpha_pattern = {{"lm_head", 4}};
+  const LoraTargets ranked = resolve_lora_targets(llama, own_rank);
+  EXPECT_EQ(ranked.head.r, 2);
+  EXPECT_DOUBLE_EQ(ranked.head.scale, 2.0);
+  EXPECT_EQ(peft_target_config(llama, ranked)["rank_pattern"], (nlohmann::json{{"lm_head", 2}}));
+  EXPECT_EQ(peft_target_config(llama, ranked)["alpha_pattern"], (nlohmann::json{{"lm_head", 4.0}}));
+  EXPECT_EQ(lora_targets_text(llama, resolve_lora_targets(llama, spec_with({"embed_tokens", "lm_head"}))),
+            "the token embedding, the output head (untied from the embedding)");
+  LoraSpec tying = spec_with({"q_proj", "lm_head"});
+  tying.ensure_weight_tying = true;
+  EXPECT_NE(refusal(llama, tying).find("PEFT's tied adapters on embed_tokens and lm_head), which is not built here; set "
+                                       "ensure_weight_tying false (the table not adapted keeps the original weights, as "
+                                       "PEFT's default) or take lm_head out of target_modules"),
+            std::string::npos)
+      << refusal(llama, tying);
+  LoraSpec dora = spec_with({"q_proj", "lm_head"});
+  dora.dora = true;
+  EXPECT_NE(refusal(llama, dora).find("DoRA on the head is not built here"), std::string::npos) << refusal(llama, dora);
+  LoraSpec rows = spec_with({"q_proj", "lm_head"});
+  rows.trainable_tokens = {{"", {3}}};  // the embedding's rows, which the tied head follows
+  EXPECT_NE(refusal(llama, rows).find("trainable_token_indices gives rows of the output head (the embedding's, which the "
+                                      "tied head follows)"),
+            std::string::npos)
+      << refusal(llama, rows);
+  rows.trainable_tokens = {{"lm_head", {3}}};
+  rows.from_adapter_file = true;
+  EXPECT_NE(refusal(llama, rows).find("trainable_token_indices gives rows of the output head, which target_modules adapts"),
+            std::string::npos)
+      << refusal(llama, rows);
 }
 
 TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
@@ -160,7 +230,7 @@ TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
   EXPECT_EQ(modules_text(resolve_lora_targets(llama, spec)), "1.q_proj r4 a8, 1.v_proj r4 a8");
   // re.fullmatch: a module's own name alone matches nothing.
   spec.target_regex = "q_proj";
-  EXPECT_NE(refusal(llama, spec).find("matches no projection (nor the token embedding) of this llama model, whose modules are named like "
+  EXPECT_NE(refusal(llama, spec).find("matches no projection (nor the token embedding or lm_head) of this llama model, whose modules are named like "
                                       "model.layers.0.self_attn.q_proj"),
             std::string::npos)
       << refusal(llama, spec);
@@ -278,8 +348,7 @@ TEST(LoraTargets, ARunsConfigTakesPeftsRegularExpressions) {
   for (const auto& [pattern, matched] : std::vector<std::pair<std::string, std::string>>{
            {".*", "matches model"},
            {R"(.*\.layers\.0\..*)", "matches model.layers.0.input_layernorm, which is not a linear projection"},
-           {".*(q_proj|norm)", "matches model.layers.0.input_layernorm, which is not a linear projection"},
-           {".*(q_proj|lm_head)", "matches lm_head, the output head or the position embedding"}}) {
+           {".*(q_proj|norm)", "matches model.layers.0.input_layernorm, which is not a linear projection"}}) {
     c.target_modules = pattern;
     c.exclude_modules = "";
     EXPECT_NE(refusal(lora_test_shape("llama"), lora_spec(c)).find("model.lora.target_modules, the regular expression \"" +
@@ -287,6 +356,10 @@ TEST(LoraTargets, ARunsConfigTakesPeftsRegularExpressions) {
               std::string::npos)
         << refusal(lora_test_shape("llama"), lora_spec(c));
   }
+  c.target_modules = ".*(c_attn|wpe)";
+  EXPECT_NE(refusal(lora_test_shape("gpt2"), lora_spec(c)).find("matches transformer.wpe, the position embedding: LoRA on it is not built here"),
+            std::string::npos)
+      << refusal(lora_test_shape("gpt2"), lora_spec(c));
   // ... unless exclude_modules or modules_to_save leave it out.
   c.target_modules = ".*(q_proj|norm)";
   c.exclude_modules = ".*norm";

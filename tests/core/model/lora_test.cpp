@@ -21,6 +21,7 @@
 #include "core/model/safetensors.h"
 #include "core/cpu_runtime.h"
 #include "core/parallel_lanes.h"
+#include "core/sequence_scoring.h"
 #include "core/tokenizer.h"
 #include "tests/core/model/lora_test_shapes.h"
 #include "tests/core/temp_dir_support.h"
@@ -757,6 +758,23 @@ TEST(Lora, TrainableTokenRowsTrainOnlyThoseRows) {
   save_model_files(merged_dir, apart.model, ByteTokenizer());
   EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, apart_expected, 1e-5, 1e-6));
 
+  // The pad token's row of an untied embedding gets no gradient from the lookup (PEFT looks the
+  // rows up with the embedding's padding_idx, config.json's pad_token_id).
+  LoadedModel padded = base_folder_loaded(base_dir, 43);
+  const int64_t pad = padded.model->shape().padding_idx;
+  ASSERT_GE(pad, 0) << "the folder's config.json has a pad_token_id";
+  LoraSpec pad_rows = spec_of("q_proj");
+  pad_rows.from_adapter_file = true;
+  pad_rows.trainable_tokens = {{"embed_tokens", {3, pad}}, {"lm_head", {5}}};
+  padded.model->add_lora(pad_rows);
+  auto with_pad = ids.clone();
+  with_pad[1][3] = pad;
+  padded.model->train();
+  padded.model->forward(with_pad).logits.logsumexp(-1).mean().backward();
+  const auto rows_grad = padded.model->named_parameters()["embed_tokens.trainable_tokens_delta"].grad();
+  EXPECT_GT(rows_grad[0].abs().sum().item<double>(), 0);
+  EXPECT_EQ(rows_grad[1].abs().sum().item<double>(), 0.0) << "the pad token's row";
+
   // What cannot be: a token beyond the vocabulary, rows of a module trained whole.
   LoraSpec beyond = spec_of("q_proj");
   beyond.trainable_tokens = {{"", {259}}};
@@ -770,6 +788,44 @@ TEST(Lora, TrainableTokenRowsTrainOnlyThoseRows) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("trainable_token_indices and model.lora.modules_to_save both train model.embed_tokens"),
               std::string::npos) << e.what();
+  }
+}
+
+// The merged folder (dir/merged) and the PEFT adapter folder (dir/adapter, whose target_modules
+// are `targets`) written for `model` both give `expected`; returns the adapter's tensors.
+std::map<std::string, torch::Tensor> expect_written_folders_reload(const fs::path& dir, CausalLM& model,
+                                                                   const std::string& base_dir, const torch::Tensor& ids,
+                                                                   const torch::Tensor& expected,
+                                                                   const nlohmann::json& targets) {
+  const std::string merged_dir = (dir / "merged").string();
+  save_model_files(merged_dir, model, ByteTokenizer());
+  EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, expected, 1e-5, 1e-6));
+  const std::string adapter_dir = (dir / "adapter").string();
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, model, base_dir);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["target_modules"], targets);
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  return load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+}
+
+// An adapted table's base weight as PEFT saves it beside the adapter (`key`, save_embedding_layers
+// "auto"): the folder with it gives the same logits; one of another vocabulary is refused, naming
+// the table.
+void expect_peft_base_weight_read(const std::string& adapter_dir, const std::map<std::string, torch::Tensor>& tensors,
+                                  const std::string& key, const torch::Tensor& base, const torch::Tensor& ids,
+                                  const torch::Tensor& expected, const std::string& table) {
+  std::vector<std::pair<std::string, torch::Tensor>> with_base(tensors.begin(), tensors.end());
+  with_base.emplace_back(key, base.detach().clone());
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", with_base, {{"format", "pt"}});
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  with_base.back().second = torch::zeros({base.size(0) + 1, base.size(1)});
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", with_base, {{"format", "pt"}});
+  try {
+    load_model_folder(adapter_dir, torch::kCPU);
+    ADD_FAILURE() << "a base " << table << " of another vocabulary";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("the base model's " + table + " is"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("a model with another vocabulary"), std::string::npos) << e.what();
   }
 }
 
@@ -827,33 +883,14 @@ TEST(Lora, TokenEmbeddingAdapterIsPeftsLoraEmbedding) {
   for (auto& [name, t] : model_state(trained.model)) state[name] = t;
   EXPECT_TRUE(torch::allclose(state.at("model.embed_tokens.weight"), merged_embedding, 1e-6, 1e-7));
   EXPECT_TRUE(torch::equal(state.at("lm_head.weight"), params["embed_tokens.weight"]));
-  const std::string merged_dir = (dir.path() / "merged").string();
-  save_model_files(merged_dir, trained.model, ByteTokenizer());
-  EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, expected, 1e-5, 1e-6));
-
   // PEFT's folder: the embedding by its name's end, its tensors without ".weight".
   const std::string adapter_dir = (dir.path() / "adapter").string();
-  fs::create_directories(adapter_dir);
-  save_peft_adapter(adapter_dir, trained.model, base_dir);
-  const auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
-  EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "embed_tokens"}));
-  auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+  const auto tensors = expect_written_folders_reload(dir.path(), trained.model, base_dir, ids, expected, {"q_proj", "embed_tokens"});
   ASSERT_TRUE(tensors.count("base_model.model.model.embed_tokens.lora_embedding_A"));
   EXPECT_TRUE(tensors.count("base_model.model.model.embed_tokens.lora_embedding_B"));
-  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
   // PEFT saves the embedding's base weight beside its adapter and loads it into the model.
-  std::vector<std::pair<std::string, torch::Tensor>> with_base(tensors.begin(), tensors.end());
-  with_base.emplace_back("base_model.model.model.embed_tokens.base_layer.weight", params["embed_tokens.weight"].detach().clone());
-  save_safetensors(adapter_dir + "/adapter_model.safetensors", with_base, {{"format", "pt"}});
-  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
-  with_base.back().second = torch::zeros({V + 1, 32});
-  save_safetensors(adapter_dir + "/adapter_model.safetensors", with_base, {{"format", "pt"}});
-  try {
-    load_model_folder(adapter_dir, torch::kCPU);
-    ADD_FAILURE() << "a base embedding of another vocabulary";
-  } catch (const ModelFileError& e) {
-    EXPECT_NE(std::string(e.what()).find("a model with another vocabulary"), std::string::npos) << e.what();
-  }
+  expect_peft_base_weight_read(adapter_dir, tensors, "base_model.model.model.embed_tokens.base_layer.weight",
+                               params["embed_tokens.weight"], ids, expected, "token embedding");
 
   // GPT-2's embedding is wte; the embedding alone is enough; its own rank by rank_pattern.
   CausalLM gpt2(lora_test_shape("gpt2"));
@@ -907,6 +944,107 @@ TEST(Lora, TokenEmbeddingAdapterIsPeftsLoraEmbedding) {
   LoraSpec tied = spec_of("embed_tokens");
   tied.ensure_weight_tying = true;
   refused(tied, "set ensure_weight_tying false");
+}
+
+// The output head adapted as PEFT's LoRA Linear on lm_head: lora_A [r, d] (Kaiming), lora_B
+// [V, r] (zero); the logits gain scale * h A^T B^T in the plain head and in the chunked one, with
+// the same gradients; a tied embedding keeps the original weight (the head becomes a module of
+// its own on the same storage); the merge is W + scale B A in the untied head; the adapter folder
+// holds PEFT's keys and is read back, with the head's base weight PEFT saves beside them.
+TEST(Lora, OutputHeadAdapterIsPeftsLoraLinear) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 61);
+  ASSERT_TRUE(trained.model->shape().tie_embeddings);
+  const int64_t V = trained.model->shape().vocab_size;
+  const auto ids = torch::tensor({{3, 7, 250, 9, 3, 100}, {7, 7, 1, 2, 250, 4}}, torch::kLong);
+  const auto base_logits = trained.model->forward(ids).logits;
+  trained.model->add_lora(spec_of("q_proj,lm_head", 4, 8.0));
+  EXPECT_FALSE(trained.model->shape().tie_embeddings) << "the embedding keeps the original weight";
+  auto params = trained.model->named_parameters();
+  ASSERT_TRUE(params.contains("lm_head.lora_A"));
+  EXPECT_EQ(params["lm_head.lora_A"].sizes(), (c10::IntArrayRef{4, 32}));
+  EXPECT_EQ(params["lm_head.lora_B"].sizes(), (c10::IntArrayRef{V, 4}));
+  EXPECT_EQ(params["lm_head.weight"].data_ptr(), params["embed_tokens.weight"].data_ptr()) << "no second [V, d]";
+  EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, base_logits)) << "B starts at zero";
+  EXPECT_EQ(lora_parameter_count(lora_test_shape("llama"), lora_config_of("q_proj,lm_head")), 2 * 4 * (32 + 32) + 4 * (32 + V));
+  EXPECT_EQ(lora_targets_text(trained.model->shape(), trained.model->lora_targets()),
+            "q_proj, the output head (the embedding keeps the original: untied)");
+  {
+    torch::NoGradGuard guard;
+    params["lm_head.lora_B"].normal_(0.0, 0.05);
+  }
+  // logits = h W^T + scale h A^T B^T (scale 8 / 4), h the final hidden states.
+  trained.model->eval();
+  const auto out = trained.model->forward(ids);
+  const auto W = params["embed_tokens.weight"];
+  const auto by_hand = torch::matmul(out.hidden, W.t()) +
+                       torch::matmul(torch::matmul(out.hidden, params["lm_head.lora_A"].t()), params["lm_head.lora_B"].t()) * 2.0;
+  EXPECT_TRUE(torch::allclose(out.logits, by_hand, 1e-5, 1e-6));
+  const auto expected = out.logits.detach();
+  EXPECT_FALSE(torch::allclose(expected, base_logits, 1e-4, 1e-5));
+  EXPECT_TRUE(torch::equal(without_adapters(trained.model)->forward(ids).logits, base_logits));
+
+  // The chunked head gives the same log-probs and the same adapter gradients; only the adapters
+  // get gradients.
+  SequenceBatch batch;
+  batch.input_ids = ids;
+  batch.response_mask = torch::ones_like(ids, torch::kFloat32);
+  batch.first_response = 1;
+  std::map<std::string, torch::Tensor> grads[2];
+  torch::Tensor sums[2];
+  for (const bool chunked : {false, true}) {
+    trained.model->set_chunked_logps(chunked);
+    trained.model->zero_grad();
+    auto scored = score_sequences(trained.model, batch);
+    scored.logps.sum.sum().backward();
+    sums[chunked] = scored.logps.sum.detach();
+    for (auto& p : trained.model->named_parameters())
+      if (p.value().grad().defined()) grads[chunked][p.key()] = p.value().grad().clone();
+  }
+  trained.model->set_chunked_logps(false);
+  EXPECT_TRUE(torch::allclose(sums[0], sums[1], 1e-5, 1e-5)) << sums[0] << sums[1];
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (const auto& [name, g] : grads[0]) {
+    SCOPED_TRACE(name);
+    EXPECT_TRUE(is_adapter_parameter(name));
+    ASSERT_TRUE(grads[1].count(name));
+    EXPECT_TRUE(torch::allclose(g, grads[1][name], 1e-4, 1e-6)) << (g - grads[1][name]).abs().max();
+  }
+  EXPECT_GT(grads[0].at("lm_head.lora_A").abs().sum().item<double>(), 0);
+  EXPECT_GT(grads[0].at("lm_head.lora_B").abs().sum().item<double>(), 0);
+
+  // Merged: W + scale B A in the head, the original in the embedding.
+  std::map<std::string, torch::Tensor> state;
+  for (auto& [name, t] : model_state(trained.model)) state[name] = t;
+  EXPECT_TRUE(torch::allclose(state.at("lm_head.weight"), W + torch::mm(params["lm_head.lora_B"], params["lm_head.lora_A"]) * 2.0,
+                              1e-6, 1e-7));
+  EXPECT_TRUE(torch::equal(state.at("model.embed_tokens.weight"), W));
+  // PEFT's folder: "lm_head" in target_modules, its tensors as a Linear's.
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  const auto tensors = expect_written_folders_reload(dir.path(), trained.model, base_dir, ids, expected, {"q_proj", "lm_head"});
+  ASSERT_TRUE(tensors.count("base_model.model.lm_head.lora_A.weight"));
+  EXPECT_TRUE(tensors.count("base_model.model.lm_head.lora_B.weight"));
+  // PEFT saves the head's base weight beside its adapter (save_embedding_layers "auto").
+  expect_peft_base_weight_read(adapter_dir, tensors, "base_model.model.lm_head.base_layer.weight", W, ids, expected,
+                               "output head");
+
+  // Dropout on the head's adapter input while training (PEFT's lora_dropout on every target).
+  LoadedModel dropped = base_folder_loaded(base_dir, 62);
+  dropped.model->add_lora(lora_spec([] {
+    LoraConfig c = lora_config_of("lm_head", 4, 8.0);
+    c.dropout = 0.5;
+    return c;
+  }()));
+  {
+    torch::NoGradGuard guard;
+    dropped.model->named_parameters()["lm_head.lora_B"].normal_(0.0, 0.05);
+  }
+  dropped.model->eval();
+  const auto eval_logits = dropped.model->forward(ids).logits;
+  EXPECT_TRUE(torch::equal(dropped.model->forward(ids).logits, eval_logits));
+  dropped.model->train();
+  EXPECT_FALSE(torch::allclose(dropped.model->forward(ids).logits, eval_logits, 1e-4, 1e-5)) << "dropout while training";
 }
 
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
