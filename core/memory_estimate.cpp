@@ -356,6 +356,11 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
     head_backward = pass.scored * vocab * 16;
     reference_head = pass.scored * (vocab * (bf16 ? 10 : 8) + cap);  // logits, a float32 copy, exp
   }
+  // A LoRA adapter on the head keeps its input's down-projection (and the dropped input with
+  // dropout) per scored position. (The plain head's backward also scales the logits' gradient
+  // for B into one more [scored, V], which measured peaks do not show: it is not at the peak.)
+  if (lora_targets && lora_targets->adapts_head())
+    head_kept += pass.scored * (lora_targets->head.r * w + (c.model.lora.dropout > 0 ? d * w : 0));
   // The frozen reference's forward pass (no gradients) runs while the policy's activations are
   // kept: its keys and values while the responses of shared prompts attend to them (the keys as
   // float32 after RoPE), else one layer's temporaries, and its head unless its log-probs were

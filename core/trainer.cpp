@@ -39,6 +39,7 @@
 #include "core/tasks/task.h"
 #include "core/tasks/task_random.h"
 #include "core/lr_schedule.h"
+#include "core/model/architectures.h"
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"
@@ -480,6 +481,7 @@ struct Trainer::State {
         hf["eos_token_id"] = tokenizer->eos_id();
         hf["pad_token_id"] = tokenizer->pad_id();
         shape.hf_config = hf.dump();
+        shape.padding_idx = hf_padding_idx(shape, hf);
       }
       policy = CausalLM(shape);
       if (tokenizer->vocab_size() > policy->shape().vocab_size)
@@ -522,6 +524,15 @@ struct Trainer::State {
                       lora_targets_text(policy->shape(), policy->lora_targets()) + ": " +
                       std::to_string(adapters) + " trainable parameters, " +
                       std::to_string(all) + " frozen");
+      // GANPO's critics read the final hidden states: with nothing trained below the head they
+      // never move, and the adversarial term gives the policy no gradient.
+      const LoraTargets& targets = policy->lora_targets();
+      if (preference && config.ganpo.enabled &&
+          targets.first_trained_layer(policy->shape().n_layers) >= policy->shape().n_layers &&
+          std::find(targets.trained.begin(), targets.trained.end(), "norm") == targets.trained.end())
+        log("warning", "ganpo.enabled with only the output head trained: GANPO's critics read the hidden states below "
+                       "the head, which nothing trained moves, so its adversarial term cannot change the policy; adapt "
+                       "some projections too (model.lora.target_modules) or turn ganpo off");
     }
     if (preference && lora.r > 0 && config.model.reference.empty()) {
       // The reference is the policy with its adapters off: the same weights, no second copy.

@@ -422,6 +422,13 @@ std::string supported_architectures() {
   return out;
 }
 
+int64_t hf_padding_idx(const ModelShape& shape, const nlohmann::json& config) {
+  if (shape.arch == "gpt2" || !config.contains("pad_token_id") || !config["pad_token_id"].is_number_integer()) return -1;
+  const int64_t pad = config["pad_token_id"].get<int64_t>();
+  if (pad >= shape.vocab_size || pad < -shape.vocab_size) return -1;  // (nn.Embedding would refuse it; it names no row)
+  return pad < 0 ? pad + shape.vocab_size : pad;
+}
+
 ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw ModelFileError(source + " is not a JSON object; the model folder is damaged");
   if (json_nested_deeper_than(j, kMaxConfigDepth))
@@ -461,11 +468,7 @@ ModelShape read_hf_config(const nlohmann::json& j, const std::string& source) {
     throw ModelFileError(source + " describes a model of " + std::to_string(parameter_count(s)) +
                          " parameters, more than this build loads (" + std::to_string(kMaxParameters) +
                          "); the folder's config.json is damaged or not a model's");
-  // (Llama, Mistral, Qwen and Gemma build nn.Embedding(vocab, d, pad_token_id); GPT-2 without one.)
-  if (s.arch != "gpt2" && j.contains("pad_token_id") && j["pad_token_id"].is_number_integer()) {
-    const int64_t pad = j["pad_token_id"].get<int64_t>();
-    if (pad >= 0 && pad < s.vocab_size) s.padding_idx = pad;
-  }
+  s.padding_idx = hf_padding_idx(s, j);
   s.hf_config = j.dump();
   return s;
 }

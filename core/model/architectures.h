@@ -63,6 +63,10 @@ std::string supported_architectures();  // "LlamaForCausalLM, MistralForCausalLM
 // config.json -> shape; throws ModelFileError naming `source` and the field for anything
 // unsupported, missing or impossible. Recognises the family by "architectures", then "model_type".
 ModelShape read_hf_config(const nlohmann::json& config, const std::string& source = "config.json");
+// The embedding's padding_idx that transformers builds from config.json's pad_token_id
+// (nn.Embedding(V, d, pad_token_id) in Llama, Mistral, Qwen and Gemma, a negative one counted from
+// the end as nn.Embedding counts it); -1: none (GPT-2's embedding has none, or no pad_token_id).
+int64_t hf_padding_idx(const ModelShape& shape, const nlohmann::json& config);
 // shape -> config.json of the same family. A shape read from a file keeps every key of the
 // original (so transformers sees the same model), with torch_dtype set to `dtype`.
 nlohmann::json write_hf_config(const ModelShape& shape, const std::string& dtype = "float32");

@@ -547,6 +547,10 @@ CausalLMImpl::CausalLMImpl(const ModelShape& shape, bool init) : shape_(shape) {
   GANPO_ASSERT(shape.n_heads % shape.n_kv_heads == 0, "n_heads must divide by n_kv_heads");
   embed_tokens_ = register_module("embed_tokens", Linear(shape.d_model, shape.vocab_size, false, init, kInitStd));
   embed_tokens_->as<LinearImpl>()->padding_idx = shape.padding_idx;
+  if (init && shape.padding_idx >= 0) {  // transformers' _init_weights zeroes nn.Embedding's padding row
+    torch::NoGradGuard guard;
+    embed_tokens_->as<LinearImpl>()->weight[shape.padding_idx].zero_();
+  }
   if (shape.positions == PositionKind::learned)
     embed_positions_ =
         register_module("embed_positions", Linear(shape.d_model, shape.max_seq_len, false, init, 0.01));
@@ -771,7 +775,8 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   auto head_in = logits_from > 0 ? hidden.slice(1, logits_from) : hidden;  // [B, T - from, d]
   // (A head with a LoRA adapter adds scale * dropout(h) A^T B^T.)
   auto* head = lm_head_ ? lm_head_->as<LinearImpl>() : nullptr;
-  auto logits = head && head->adapted() ? head->forward(head_in) : torch::matmul(head_in, head_weight().t());
+  auto logits = head && head->adapted() && head_in.size(1) > 0 ? head->forward(head_in)
+                                                                : torch::matmul(head_in, head_weight().t());
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
   return {logits, hidden, logits_from};
 }

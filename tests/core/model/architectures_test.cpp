@@ -70,6 +70,24 @@ TEST(HfConfig, AbsurdSizesAreRefusedBeforeTheyOverflow) {
   EXPECT_TRUE(has(error_of(huge), "parameters, more than this build loads")) << error_of(huge);
 }
 
+// pad_token_id is the embedding's padding_idx as transformers builds nn.Embedding(V, d, pad):
+// a negative one counts from the end, one outside the vocabulary or GPT-2's names no row.
+TEST(HfConfig, PadTokenIdIsTheEmbeddingsPaddingIdx) {
+  json c = small_config("LlamaForCausalLM");
+  EXPECT_EQ(read_hf_config(c).padding_idx, -1) << "no pad_token_id";
+  c["pad_token_id"] = 7;
+  EXPECT_EQ(read_hf_config(c).padding_idx, 7);
+  c["pad_token_id"] = -1;
+  EXPECT_EQ(read_hf_config(c).padding_idx, 319);
+  c["pad_token_id"] = 320;
+  EXPECT_EQ(read_hf_config(c).padding_idx, -1);
+  c["pad_token_id"] = nullptr;
+  EXPECT_EQ(read_hf_config(c).padding_idx, -1);
+  json gpt2 = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 100}, {"n_embd", 64}, {"n_layer", 2},
+               {"n_head", 4}, {"n_positions", 128}, {"pad_token_id", 3}};
+  EXPECT_EQ(read_hf_config(gpt2).padding_idx, -1) << "GPT-2's embedding has none";
+}
+
 TEST(HfConfig, GptSizesAreBoundedToo) {
   json c = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 100}, {"n_embd", 64}, {"n_layer", 2},
             {"n_head", 4}, {"n_positions", 128}, {"n_inner", -5}};

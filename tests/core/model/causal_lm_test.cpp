@@ -195,6 +195,10 @@ TEST(ModelForward, ThePadTokensEmbeddingRowGetsNoGradientFromTheLookup) {
   auto tied = llama_shape();
   tied.padding_idx = kPad;
   EXPECT_GT(embedding_grad(tied)[kPad].abs().sum().item<double>(), 0) << "the tied head's use trains it";
+  // A new model starts the row at zero, as transformers' _init_weights (from_config).
+  const auto fresh = make_model(tied)->named_parameters()["embed_tokens.weight"];
+  EXPECT_EQ(fresh[kPad].abs().sum().item<double>(), 0.0);
+  EXPECT_GT(fresh[5].abs().sum().item<double>(), 0);
 }
 
 TEST(ModelForward, LogitsFromAPositionAreTheTailOfTheFullLogits) {
