@@ -39,7 +39,10 @@ void resolve_token_rows(const ModelShape& shape, const ModulesToSaveSettings& se
       if (id < 0 || id >= shape.vocab_size)
         throw ConfigError(key + " lists token " + std::to_string(id) + ", but the vocabulary has " +
                           std::to_string(shape.vocab_size) + " tokens (0 to " + std::to_string(shape.vocab_size - 1) + ")");
-      if (!seen.insert(id).second) throw ConfigError(key + " lists token " + std::to_string(id) + " twice");
+      // (An adapter file's repeat is taken as PEFT takes it: its rows get the same gradients and
+      // stay equal, index_copy writes one of them.)
+      if (!seen.insert(id).second && settings.ours_too)
+        throw ConfigError(key + " lists token " + std::to_string(id) + " twice");
     }
     if (rows.empty()) throw ConfigError(key + " lists no token of " + (is_embedding ? embedding : std::string("lm_head")));
     (is_embedding ? embedding_rows : head_rows) = &rows;

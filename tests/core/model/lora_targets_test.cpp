@@ -487,6 +487,12 @@ TEST(ModulesToSave, ANamePicksEveryModuleWhoseNameEndsWithIt) {
             std::string::npos)
       << refusal(gpt2, spec);
   spec.trainable_tokens.clear();
+  // A token listed twice: a typo in a run's config, taken as PEFT takes it in an adapter file.
+  LoraSpec twice = spec_with({"c_fc"});
+  twice.trainable_tokens = {{"", {3, 7, 3}}};
+  EXPECT_NE(refusal(gpt2, twice).find("trainable_token_indices lists token 3 twice"), std::string::npos) << refusal(gpt2, twice);
+  twice.from_adapter_file = true;
+  EXPECT_EQ(resolve_lora_targets(gpt2, twice).embedding_rows, (std::vector<int64_t>{3, 7, 3}));
   // Our q_proj of GPT-2 is a part of c_attn, which trains whole with k and v.
   LoraSpec ours = spec_with({"c_fc"});
   ours.modules_to_save = {"layers.0.self_attn.q_proj"};

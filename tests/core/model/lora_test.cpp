@@ -775,6 +775,29 @@ TEST(Lora, TrainableTokenRowsTrainOnlyThoseRows) {
   EXPECT_GT(rows_grad[0].abs().sum().item<double>(), 0);
   EXPECT_EQ(rows_grad[1].abs().sum().item<double>(), 0.0) << "the pad token's row";
 
+  // A token listed twice in an adapter file, as PEFT takes it: both rows get the same gradient
+  // (so they stay equal), and the folder written back lists it twice again and reloads.
+  LoadedModel twice = base_folder_loaded(base_dir, 44);
+  LoraSpec twice_rows = spec_of("q_proj");
+  twice_rows.from_adapter_file = true;
+  twice_rows.trainable_tokens = {{"", {3, 7, 3}}};
+  twice.model->add_lora(twice_rows);
+  twice.model->train();
+  twice.model->forward(ids).logits.logsumexp(-1).mean().backward();
+  auto twice_delta = twice.model->named_parameters()["embed_tokens.trainable_tokens_delta"];
+  EXPECT_TRUE(torch::equal(twice_delta.grad()[0], twice_delta.grad()[2]));
+  EXPECT_GT(twice_delta.grad()[0].abs().sum().item<double>(), 0);
+  twice.model->eval();
+  {
+    torch::NoGradGuard guard;
+    twice_delta.add_(0.5);
+  }
+  const auto twice_expected = twice.model->forward(ids).logits;
+  save_peft_adapter(adapter_dir, twice.model, base_dir);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["trainable_token_indices"],
+            (nlohmann::json{3, 7, 3}));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, twice_expected));
+
   // What cannot be: a token beyond the vocabulary, rows of a module trained whole.
   LoraSpec beyond = spec_of("q_proj");
   beyond.trainable_tokens = {{"", {259}}};
