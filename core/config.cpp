@@ -98,6 +98,7 @@ const std::vector<Field>& fields() {
       GANPO_LIST_SUBFIELD(model, lora, modules_to_save),
       GANPO_LIST_SUBFIELD(model, lora, trainable_token_indices),
       GANPO_SUBFIELD(model, lora, ensure_weight_tying),
+      GANPO_SUBFIELD(model, lora, bias),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -1073,6 +1074,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   if (lora.r > 0) {
     check.greater("model.lora.alpha", lora.alpha, 0.0);
     check.in_range("model.lora.dropout", lora.dropout, 0.0, 1.0, false);
+    check.one_of("model.lora.bias", lora.bias, {"none", "all", "lora_only"});
     for (const auto& read : std::initializer_list<std::function<void()>>{
              [&] { lora_target_modules(lora.target_modules); }, [&] { lora_layers(lora.layers_to_transform); },
              [&] { lora_exclude_modules(lora.exclude_modules); }, [&] { lora_rank_pattern(lora.rank_pattern); },

@@ -56,6 +56,11 @@ struct LoraConfig {
   // the chat template's new tokens ("128000-128010, 5"); a tied head follows them.
   std::string trainable_token_indices;
   bool ensure_weight_tying = false;
+  // PEFT's bias: "none"; "all" trains every bias of the model (GPT-2's projections and
+  // LayerNorms, Qwen2's q, k and v); "lora_only" the biases of the adapted modules. Each trains
+  // as a copy beside the original, which the adapters-off reference keeps (PEFT's reference with
+  // its adapters disabled would use the trained biases; DPO's is the model before training).
+  std::string bias = "none";
 };
 
 struct ModelConfig {

@@ -59,6 +59,7 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraTargets& targets, bo
   if (targets.adapts_embedding()) count += targets.embedding.r * (s.vocab_size + s.d_model);
   if (targets.adapts_head()) count += targets.head.r * (s.d_model + s.vocab_size);  // A [r, d], B [V, r]
   const int64_t rows = static_cast<int64_t>(targets.embedding_rows.size() + targets.head_rows.size());
+  for (const std::string& m : targets.biases) count += module_bias_size(s, m);  // PEFT's bias option
   return count + trained_copy_parameter_count(s, targets.trained) + rows * s.d_model;
 }
 

@@ -529,10 +529,19 @@ struct Trainer::State {
       const LoraTargets& targets = policy->lora_targets();
       if (preference && config.ganpo.enabled &&
           targets.first_trained_layer(policy->shape().n_layers) >= policy->shape().n_layers &&
-          std::find(targets.trained.begin(), targets.trained.end(), "norm") == targets.trained.end())
+          std::find(targets.trained.begin(), targets.trained.end(), "norm") == targets.trained.end() &&
+          std::find(targets.biases.begin(), targets.biases.end(), "norm") == targets.biases.end())
         log("warning", "ganpo.enabled with only the output head trained: GANPO's critics read the hidden states below "
                        "the head, which nothing trained moves, so its adversarial term cannot change the policy; adapt "
                        "some projections too (model.lora.target_modules) or turn ganpo off");
+      if (lora.bias != "none" && targets.biases.empty())
+        log("warning", "model.lora.bias = \"" + lora.bias + "\" trains no bias: " +
+                           (lora.bias == "all" ? std::string("this model has none")
+                                               : std::string("none of the adapted modules has one")) +
+                           " (" + architecture(policy->shape().arch).hf_class + ")");
+      else if (preference && !targets.biases.empty() && config.model.reference.empty())
+        log("info", "the reference is the model before training, its biases included (with PEFT's disable_adapter it "
+                    "would use the trained biases)");
     }
     if (preference && lora.r > 0 && config.model.reference.empty()) {
       // The reference is the policy with its adapters off: the same weights, no second copy.

@@ -189,6 +189,13 @@ QWidget* NewRunDialog::buildModelPage() {
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.trainable_token_indices), tr("Trained token rows"),
                  tr("PEFT's trainable_token_indices: token ids whose embedding rows train (e.g. new chat tokens: "
                     "128256-128263), the rest of the embedding frozen; a head tied to the embedding follows them."));
+  form_->addChoice(lora, GANPO_CONFIG_KEY(model.lora.bias), tr("Trained biases"),
+                   {{QStringLiteral("none"), tr("None")},
+                    {QStringLiteral("all"), tr("All of the model's")},
+                    {QStringLiteral("lora_only"), tr("The adapted modules'")}},
+                   tr("PEFT's bias: also train the biases of every module (all: GPT-2's projections and LayerNorms, "
+                      "Qwen2's q, k and v) or of the adapted modules (lora_only); Llama, Mistral and Gemma have none. "
+                      "The reference keeps the original biases."));
   form_->addBool(lora, GANPO_CONFIG_KEY(model.lora.ensure_weight_tying), tr("Keep a tied head tied"),
                  tr("PEFT's ensure_weight_tying: where the output head is the token embedding, training either trains "
                     "one copy that stays both. Off (PEFT's default), they are untied."));

@@ -50,7 +50,8 @@ struct AdapterInput {
 
 // A module's weight and optional bias, and PEFT's modules_to_save for it: a trained copy of both
 // (trained_weight, trained_bias), used while the adapters are on; the originals stay for the
-// adapters-off reference (core/model/modules_to_save.h).
+// adapters-off reference (core/model/modules_to_save.h). PEFT's bias option trains a copy of
+// the bias alone (trained_bias), the same way.
 // PEFT's trainable_token_indices for an embedding table or output head: new values for some rows
 // (trainable_tokens_delta [n, d], starting at those rows), which replace them while the adapters
 // are on: W.index_copy(0, rows, delta), as PEFT's TrainableTokensLayer computes it.
@@ -63,11 +64,16 @@ struct WeightAndBias : torch::nn::Module {
     if (token_rows.defined()) return weight.index_copy(0, token_rows, trainable_tokens_delta);
     return weight;
   }
-  torch::Tensor b() const { return copied() ? trained_bias : bias; }
+  // (a trained bias without a trained weight: PEFT's bias "all" / "lora_only")
+  torch::Tensor b() const { return trained_bias.defined() && !t_adapters_off ? trained_bias : bias; }
   void add_trained_copy() {
     torch::NoGradGuard guard;
     trained_weight = register_parameter("trained_weight", weight.detach().clone());
-    if (bias.defined()) trained_bias = register_parameter("trained_bias", bias.detach().clone());
+    if (bias.defined()) add_trained_bias();
+  }
+  void add_trained_bias() {
+    torch::NoGradGuard guard;
+    trained_bias = register_parameter("trained_bias", bias.detach().clone());
   }
   void add_trainable_rows(const std::vector<int64_t>& rows) {
     torch::NoGradGuard guard;
@@ -75,7 +81,7 @@ struct WeightAndBias : torch::nn::Module {
     trainable_tokens_delta = register_parameter("trainable_tokens_delta", weight.index_select(0, token_rows).clone());
   }
   torch::Tensor weight, bias;
-  torch::Tensor trained_weight, trained_bias;  // undefined unless the module is trained whole
+  torch::Tensor trained_weight, trained_bias;  // undefined unless the module (or its bias) is trained
   torch::Tensor token_rows;                    // [n] long; undefined unless some rows train
   torch::Tensor trainable_tokens_delta;        // [n, d]: those rows' trained values
 };
@@ -113,7 +119,7 @@ struct LinearImpl : WeightAndBias {
     if (lora_magnitude.defined()) return dora_forward(x, in, adapter);
     // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the
     // linear's backward does not need its output, so changing it is safe).
-    return torch::linear(x, weight, bias).add_(adapter, lora_scale);
+    return torch::linear(x, weight, b()).add_(adapter, lora_scale);
   }
   // k = m / ||W + scale B A|| per output row [out] (float32), without gradient through the norm.
   // Without gradients (evaluation, sampling) it is kept until one of its tensors changes, so
@@ -144,9 +150,9 @@ struct LinearImpl : WeightAndBias {
     if (!in.is_dropped) {
       auto z = torch::linear(x, weight).add_(adapter, lora_scale);  // x (W + scale B A)^T
       auto y = z + z * k_minus_1;                                    // k * z
-      return bias.defined() ? y.add_(bias) : y;
+      return bias.defined() ? y.add_(b()) : y;
     }
-    return torch::linear(x, weight, bias) + k_minus_1 * torch::linear(in.dropped, weight) +
+    return torch::linear(x, weight, b()) + k_minus_1 * torch::linear(in.dropped, weight) +
            (k * lora_scale).to(adapter.scalar_type()) * adapter;
   }
   // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
@@ -607,6 +613,12 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     auto* copyable = dynamic_cast<WeightAndBias*>(module->get());
     GANPO_ASSERT(copyable != nullptr, name + " has no weight to train whole");
     copyable->add_trained_copy();
+  }
+  for (const std::string& name : targets.biases) {  // PEFT's bias "all" / "lora_only": the bias alone
+    const auto* module = modules.find(name);
+    auto* biased = module != nullptr ? dynamic_cast<WeightAndBias*>(module->get()) : nullptr;
+    GANPO_ASSERT(biased != nullptr && biased->bias.defined(), "no bias of " + name + " to train");
+    biased->add_trained_bias();
   }
   lora_ = spec;
   lora_targets_ = std::move(targets);

@@ -15,8 +15,10 @@
 // is q_proj's); without_adapters() is the same model seen with its adapters off, sharing every
 // tensor, which a LoRA run uses as its reference (no second copy of the weights). Modules the
 // spec trains whole (PEFT's modules_to_save) get a trained copy of their weight and bias
-// ("norm.trained_weight"), and token rows it trains (trainable_token_indices) new values
-// ("embed_tokens.trainable_tokens_delta"), which the adapters-off view does not use.
+// ("norm.trained_weight"), biases it trains (PEFT's bias option) a trained copy of the bias
+// alone ("layers.0.self_attn.q_proj.trained_bias"), and token rows it trains
+// (trainable_token_indices) new values ("embed_tokens.trainable_tokens_delta"), none of which the
+// adapters-off view uses.
 #pragma once
 
 #include <torch/torch.h>

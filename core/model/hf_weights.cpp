@@ -182,12 +182,12 @@ std::vector<std::pair<std::string, torch::Tensor>> model_state(CausalLM& model) 
 
 namespace {
 
-// Copies the bound tensors from `tensors` (each under key_prefix + its HF name); returns the keys used.
+// Copies the bound tensors from `tensors` (each under key_of(its HF name)); returns the keys used.
 std::set<std::string> copy_bound(std::vector<Binding> bound, const std::map<std::string, torch::Tensor>& tensors,
-                                 const std::string& key_prefix, const std::string& source, const std::string& mismatch) {
+                                 const TensorKey& key_of, const std::string& source, const std::string& mismatch) {
   std::set<std::string> used;
   for (auto& b : bound) {
-    const std::string key = key_prefix + b.hf_name;
+    const std::string key = key_of(b.hf_name);
     auto it = tensors.find(key);
     if (it == tensors.end()) throw ModelFileError(source + " has no tensor \"" + key + "\": " + mismatch);
     if (it->second.sizes().vec() != b.hf_shape())
@@ -203,7 +203,8 @@ std::set<std::string> copy_bound(std::vector<Binding> bound, const std::map<std:
 
 void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
                       const std::string& source) {
-  copy_bound(bindings(model), tensors, "", source, "the weights do not match config.json; re-export the checkpoint");
+  copy_bound(bindings(model), tensors, [](const std::string& name) { return name; }, source,
+             "the weights do not match config.json; re-export the checkpoint");
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> trained_copies_state(CausalLM& model) {
@@ -213,10 +214,10 @@ std::vector<std::pair<std::string, torch::Tensor>> trained_copies_state(CausalLM
 }
 
 std::set<std::string> load_trained_copies(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
-                                          const std::string& key_prefix, const std::string& source) {
-  return copy_bound(bindings(model, false, Bound::trained_copies), tensors, key_prefix, source,
-                    "the adapter's modules_to_save lists a module whose trained weights it lacks; the adapter does not "
-                    "match adapter_config.json or the base model");
+                                          const TensorKey& key_of, const std::string& source) {
+  return copy_bound(bindings(model, false, Bound::trained_copies), tensors, key_of, source,
+                    "the adapter's modules_to_save (or bias) names a module whose trained tensors it lacks; the adapter "
+                    "does not match adapter_config.json or the base model");
 }
 
 // Tensors above this size are read in row pieces of about this size.

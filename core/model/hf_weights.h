@@ -35,13 +35,15 @@ void load_model_state(CausalLM& model, const std::map<std::string, torch::Tensor
                       const std::string& source);
 
 // The trained copies of the modules a LoRA model trains whole (PEFT's modules_to_save,
-// "norm.trained_weight") under the HF names of the tensors they copy ("model.norm.weight"),
+// "norm.trained_weight") and of the biases it trains ("layers.0.self_attn.q_proj.trained_bias")
+// under the HF names of the tensors they copy ("model.norm.weight"),
 // fused / transposed as the family stores those (GPT-2's c_attn from q's, k's and v's copies).
 std::vector<std::pair<std::string, torch::Tensor>> trained_copies_state(CausalLM& model);
-// Copies key_prefix + HF name tensors into the trained copies; returns the keys used. Throws
-// ModelFileError naming a missing or mis-shaped one.
+// Copies tensors into the trained copies, each read from key_of(its HF name); returns the keys
+// used. Throws ModelFileError naming a missing or mis-shaped one.
+using TensorKey = std::function<std::string(const std::string& hf_name)>;
 std::set<std::string> load_trained_copies(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors,
-                                          const std::string& key_prefix, const std::string& source);
+                                          const TensorKey& key_of, const std::string& source);
 
 using WarningSink = std::function<void(const std::string&)>;
 

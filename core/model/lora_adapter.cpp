@@ -86,6 +86,26 @@ bool tied_trained_embedding(CausalLM& model) {
 }
 constexpr const char* kPeftPrefix = "base_model.model.";
 
+bool key_ends_with(const std::string& key, const std::string& suffix) {
+  return key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Where PEFT keeps a tensor of the model's own that trains (a module trained whole, a trained
+// bias) by its HF name: base_model.model.<HF name>, except the bias of a module with an adapter,
+// which is its base layer's (PEFT's bias "all" / "lora_only": "...q_proj.base_layer.bias").
+TensorKey peft_trained_key(CausalLM& model) {
+  const Architecture& arch = architecture(model->shape().arch);
+  std::set<std::string> adapted;  // HF modules with an adapter
+  for (const auto& [name, tensor] : lora_tensors(model)) {
+    const std::string weight = arch.hf_name(split_lora_name(name).first + ".weight").name;
+    adapted.insert(weight.substr(0, weight.rfind('.')));
+  }
+  return [adapted](const std::string& hf_name) {
+    const std::string module = hf_name.substr(0, hf_name.rfind('.'));
+    return kPeftPrefix + (key_ends_with(hf_name, ".bias") && adapted.count(module) ? module + ".base_layer.bias" : hf_name);
+  };
+}
+
 }  // namespace
 
 std::string peft_adapter_unsupported(CausalLM& model) {
@@ -128,8 +148,10 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
     t = torch::cat({pieces[0].second, pieces[1].second, pieces[2].second}, 0);
   }
   // modules_to_save: each trained copy under its module's HF name, as PEFT saves its copies
-  // (and the tied head's once more, as PEFT with ensure_weight_tying does).
-  for (const auto& [name, tensor] : trained_copies_state(model)) tensors.emplace_back(kPeftPrefix + name, tensor.to(torch::kFloat32));
+  // (and the tied head's once more, as PEFT with ensure_weight_tying does); trained biases
+  // likewise, an adapted module's as its base layer's.
+  const TensorKey trained_key = peft_trained_key(model);
+  for (const auto& [name, tensor] : trained_copies_state(model)) tensors.emplace_back(trained_key(name), tensor.to(torch::kFloat32));
   // trainable_token_indices: each layer's trained rows (a tied head's follow the embedding's, unsaved as in PEFT).
   for (const auto& [name, tensor] : model->adapter_parameters())
     if (is_token_rows(name)) tensors.emplace_back(peft_token_rows_key(model->shape(), name), tensor.detach().to(torch::kFloat32));
@@ -149,7 +171,7 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
       {"task_type", "CAUSAL_LM"},
       {"lora_dropout", spec.dropout},
       {"base_model_name_or_path", base_model},
-      {"bias", "none"},
+      {"bias", spec.bias},
       {"fan_in_fan_out", conv1d},
       {"inference_mode", true},
       {"init_lora_weights", true},
@@ -178,7 +200,12 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   if (!j.is_object()) fail("must be a JSON object as PEFT writes it");
   if (json_nested_deeper_than(j, 16)) fail("nests deeper than any adapter config; the file is damaged");  // copies recurse
   if (!j.contains("peft_type") || j["peft_type"] != "LORA") fail("peft_type must be \"LORA\"; other PEFT methods are not supported");
-  if (j.contains("bias") && j["bias"] != "none") fail("adapters that train biases (bias != \"none\") are not supported");
+  // bias: which biases trained with the adapter (their trained values are in the weights file).
+  if (j.contains("bias") && !j["bias"].is_null()) {
+    const auto& bias = j["bias"];
+    if (!bias.is_string() || (bias != "none" && bias != "all" && bias != "lora_only"))
+      fail("\"bias\" is " + bias.dump() + "; PEFT's LoRA takes \"none\", \"all\" or \"lora_only\"");
+  }
   // Settings that train or change modules other than the projections' adapters: applying the
   // adapter without them would compute another model.
   for (const char* key : {"target_parameters", "layer_replication"})
@@ -229,6 +256,7 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
     }
   }
   if (j.contains("ensure_weight_tying")) out.spec.ensure_weight_tying = truthy(j["ensure_weight_tying"]);
+  if (j.contains("bias") && j["bias"].is_string()) out.spec.bias = j["bias"].get<std::string>();
   // PEFT saves the head's tensor beside the embedding's copy where ensure_weight_tying tied them
   // (and lists the embedding alone in modules_to_save, by a name that need not say so).
   const fs::path weights = fs::path(dir) / kAdapterWeights;
@@ -366,7 +394,14 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
     tensor.copy_(it->second.narrow(0, first, rows));
     used.insert(pt.key);
   }
-  used.merge(load_trained_copies(model, file.tensors, kPeftPrefix, path));
+  used.merge(load_trained_copies(model, file.tensors, peft_trained_key(model), path));
+  // bias "all" with modules_to_save: PEFT saves every tensor named bias, so a module trained
+  // whole brings its original's ("<module>.original_module.bias", frozen) and its copy's once
+  // more ("<module>.modules_to_save.bias", the copy's bias read above).
+  if (model->lora().bias == "all")
+    for (const auto& [key, tensor] : file.tensors)
+      for (const std::string infix : {".original_module.bias", ".modules_to_save.bias"})
+        if (key_ends_with(key, infix) && used.count(key.substr(0, key.size() - infix.size()) + ".bias")) used.insert(key);
   for (auto& [name, tensor] : model->adapter_parameters()) {
     if (!is_token_rows(name)) continue;
     const std::string key = peft_token_rows_key(model->shape(), name);

@@ -4,7 +4,8 @@
 //                              lora_dropout, target_modules, layers_to_transform, rank_pattern,
 //                              alpha_pattern, modules_to_save, ensure_weight_tying,
 //                              trainable_token_indices (a list, or by layer name),
-//                              base_model_name_or_path, bias "none", use_rslora, use_dora
+//                              base_model_name_or_path, bias ("none", "all", "lora_only"),
+//                              use_rslora, use_dora
 //                              (read also: exclude_modules, layers_pattern)
 //   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
 //                              base_model.model.<HF module>.lora_B.weight [out, r]
@@ -13,7 +14,9 @@
 //                              .lora_embedding_B [d, r]: the token embedding's adapter (and,
 //                              read where PEFT saved it, .base_layer.weight: its base weight)
 //                              base_model.model.<HF module>.weight / .bias: a module trained
-//                              whole (modules_to_save), as the family stores it
+//                              whole (modules_to_save), as the family stores it; .bias alone:
+//                              a trained bias (bias "all" / "lora_only"), .base_layer.bias
+//                              where the module has an adapter
 //                              base_model.model.lm_head.weight: a tied head kept on the
 //                              embedding's trained copy (ensure_weight_tying), equal to it
 //                              base_model.model.<embedding or lm_head>.token_adapter.
@@ -47,7 +50,7 @@ bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json
 // adapter_config.json read and checked: the spec and the base folder (relative paths are taken
 // from the adapter folder). rsLoRA, DoRA and PEFT's choice of modules, layers and ranks
 // (core/model/lora_targets.h) are applied; throws ModelFileError for what the workbench cannot
-// apply (other LoRA variants, trained biases, a Hub id instead of a folder),
+// apply (other LoRA variants, a Hub id instead of a folder),
 // saying what to do.
 struct PeftAdapterConfig {
   LoraSpec spec;

@@ -209,6 +209,52 @@ void refuse_with_adapted_tables(const ModelShape& shape, const LoraSpec& spec, c
   out.untie_head = true;
 }
 
+// Modules named by their path in a layer with the layers they are in where not every layer
+// ("input_layernorm in layers 0-1"), the others by name ("norm"); paths: each one's path.
+std::vector<std::string> modules_by_path(const ModelShape& shape, const std::vector<std::string>& modules,
+                                         std::vector<std::string>& paths) {
+  std::map<std::string, std::vector<int64_t>> layers_of;
+  for (const std::string& m : modules) {
+    std::string path = m;
+    if (m.rfind("layers.", 0) == 0) {
+      const size_t dot = m.find('.', 7);
+      path = m.substr(dot + 1);
+      layers_of[path].push_back(std::stoll(m.substr(7, dot - 7)));
+    }
+    if (std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(path);
+  }
+  std::vector<std::string> out;
+  for (const std::string& path : paths) {
+    const auto it = layers_of.find(path);
+    std::string text = path;
+    if (it != layers_of.end() && static_cast<int64_t>(it->second.size()) != shape.n_layers)
+      text += (it->second.size() == 1 ? " in layer " : " in layers ") + layer_ranges(it->second);
+    out.push_back(text);
+  }
+  return out;
+}
+
+// PEFT's bias option read against the model: the modules whose bias trains, in the model's
+// order, besides those trained whole (whose copies hold their biases).
+std::vector<std::string> trained_biases(const ModelShape& shape, const LoraSpec& spec, const LoraTargets& targets,
+                                        const std::string& prefix) {
+  if (spec.bias == "none") return {};
+  if (spec.bias != "all" && spec.bias != "lora_only")
+    throw ConfigError(prefix + "bias is \"" + spec.bias + "\"; it must be \"none\", \"all\" or \"lora_only\", as PEFT's LoraConfig takes it");
+  std::vector<std::string> out;
+  for (const std::string& m : model_modules(shape)) {
+    if (module_bias_size(shape, m) == 0 || std::find(targets.trained.begin(), targets.trained.end(), m) != targets.trained.end())
+      continue;
+    if (spec.bias == "lora_only") {  // (the embedding and the head have no bias)
+      const size_t dot = m.rfind('.');
+      if (m.rfind("layers.", 0) != 0 || targets.find(std::stoll(m.substr(7, m.find('.', 7) - 7)), m.substr(dot + 1)) == nullptr)
+        continue;
+    }
+    out.push_back(m);
+  }
+  return out;
+}
+
 }  // namespace
 
 double lora_scale(int64_t r, double alpha, bool rslora) {
@@ -239,6 +285,7 @@ LoraSpec lora_spec(const LoraConfig& config) {
   const std::vector<int64_t> tokens = lora_token_indices(config.trainable_token_indices);
   if (!tokens.empty()) spec.trainable_tokens = {{"", tokens}};
   spec.ensure_weight_tying = config.ensure_weight_tying;
+  spec.bias = config.bias;
   return spec;
 }
 
@@ -256,10 +303,11 @@ int64_t LoraTargets::first_trained_layer(int64_t n_layers) const {
   if (!embedding_rows.empty() || adapts_embedding()) return 0;
   int64_t first = n_layers;
   for (const LoraModule& m : modules) first = std::min(first, m.layer);
-  for (const std::string& t : trained) {
-    if (t == "embed_tokens" || t == "embed_positions") return 0;
-    if (t.rfind("layers.", 0) == 0) first = std::min<int64_t>(first, std::stoll(t.substr(7, t.find('.', 7) - 7)));
-  }
+  for (const auto* list : {&trained, &biases})
+    for (const std::string& t : *list) {
+      if (t == "embed_tokens" || t == "embed_positions") return 0;
+      if (t.rfind("layers.", 0) == 0) first = std::min<int64_t>(first, std::stoll(t.substr(7, t.find('.', 7) - 7)));
+    }
   return first;
 }
 
@@ -456,6 +504,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   out.embedding_rows = std::move(trained.embedding_rows);
   out.head_rows = std::move(trained.head_rows);
   if (out.adapts_embedding() || out.adapts_head()) refuse_with_adapted_tables(shape, spec, target_re.get(), out);
+  out.biases = trained_biases(shape, spec, out, prefix);
   return out;
 }
 
@@ -556,32 +605,20 @@ std::string lora_targets_text(const ModelShape& shape, const LoraTargets& target
     if (!targets.head_rows.empty()) rows += (rows.empty() ? "" : ", ") + count(targets.head_rows) + " of the head";
     out += "; trained rows: " + rows;
   }
-  if (targets.trained.empty()) return out;
-  // Whole modules: those in layers by their path with the layers, the others by name.
-  std::vector<std::string> paths;
-  std::map<std::string, std::vector<int64_t>> layers_of;
-  for (const std::string& m : targets.trained) {
-    std::string path = m;
-    if (m.rfind("layers.", 0) == 0) {
-      const size_t dot = m.find('.', 7);
-      path = m.substr(dot + 1);
-      layers_of[path].push_back(std::stoll(m.substr(7, dot - 7)));
+  if (!targets.trained.empty()) {
+    std::vector<std::string> paths;
+    std::vector<std::string> whole = modules_by_path(shape, targets.trained, paths);
+    for (size_t i = 0; i < paths.size(); ++i) {
+      if (paths[i] == "lm_head" && targets.untie_head) whole[i] += " (untied from the embedding)";
+      if (paths[i] == "embed_tokens" && shape.tie_embeddings && !targets.untie_head) whole[i] += " (still tied to the head)";
+      if (paths[i] == "embed_tokens" && targets.untie_head && std::find(paths.begin(), paths.end(), "lm_head") == paths.end())
+        whole[i] += " (the head keeps the original: untied)";
     }
-    if (std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(path);
+    out += "; trained whole: " + join_names(whole);
   }
-  std::vector<std::string> whole;
-  for (const std::string& path : paths) {
-    const auto it = layers_of.find(path);
-    std::string text = path;
-    if (it != layers_of.end() && static_cast<int64_t>(it->second.size()) != shape.n_layers)
-      text += (it->second.size() == 1 ? " in layer " : " in layers ") + layer_ranges(it->second);
-    if (path == "lm_head" && targets.untie_head) text += " (untied from the embedding)";
-    if (path == "embed_tokens" && shape.tie_embeddings && !targets.untie_head) text += " (still tied to the head)";
-    if (path == "embed_tokens" && targets.untie_head && std::find(paths.begin(), paths.end(), "lm_head") == paths.end())
-      text += " (the head keeps the original: untied)";
-    whole.push_back(text);
-  }
-  return out + "; trained whole: " + join_names(whole);
+  std::vector<std::string> paths;
+  if (!targets.biases.empty()) out += "; trained biases: " + join_names(modules_by_path(shape, targets.biases, paths));
+  return out;
 }
 
 nlohmann::json peft_target_config(const ModelShape& shape, const LoraTargets& targets) {

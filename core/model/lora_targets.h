@@ -23,6 +23,9 @@
 // its lm_head still holds the base weight), so the head becomes a module of its own.
 // The output head is adapted where "lm_head" or the pattern names it (a Linear LoRA: logits gain
 // scale * dropout(h) A^T B^T, A [r, d], B [V, r]); an embedding tied to it keeps the original.
+// PEFT's bias option: "all" trains every bias (PEFT's any parameter named "bias": GPT-2's
+// projections and LayerNorms, Qwen2's q, k and v), "lora_only" the biases of the adapted modules
+// (GPT-2's c_attn: q's, k's and v's).
 #pragma once
 
 #include <cstdint>
@@ -58,6 +61,9 @@ struct LoraSpec {
   // trainable_token_indices: layer name ("" = the input embedding) -> the token ids whose rows train
   std::vector<std::pair<std::string, std::vector<int64_t>>> trainable_tokens;
   bool ensure_weight_tying = false;  // a tied embedding and head picked there stay one trained matrix
+  // PEFT's bias: "none", "all" (every bias of the model trains) or "lora_only" (the adapted
+  // modules' biases); each trains as a copy, and the adapters-off reference keeps the original.
+  std::string bias = "none";
   // An adapter file holds the head's tensor (base_model.model.lm_head.weight): with
   // ensure_weight_tying, PEFT tied the head to the embedding's trained copy.
   bool head_saved = false;
@@ -97,12 +103,14 @@ struct LoraTargets {
   // trainable_token_indices: the embedding's trained rows (a tied head follows them) and the
   // head's own.
   std::vector<int64_t> embedding_rows, head_rows;
+  // bias "all" / "lora_only": our modules whose bias trains (as a copy) besides those trained whole.
+  std::vector<std::string> biases;
   bool has(const std::string& projection) const;  // in some layer
   bool adapts_embedding() const { return embedding.r > 0; }
   bool adapts_head() const { return head.r > 0; }
   const LoraModule* find(int64_t layer, const std::string& projection) const;  // nullptr: not adapted there
   // The lowest layer a gradient reaches (0 when the embedding trains); n_layers when only the
-  // final norm or the head train.
+  // final norm or the head train (a trained bias counts as its module).
   int64_t first_trained_layer(int64_t n_layers) const;
 };
 
@@ -133,7 +141,8 @@ std::string hf_projection_path(const std::string& family, const std::string& pro
 // they are not every layer and the spec's ("q_proj in layers 0-3", "o_proj (r 16, alpha 32)"),
 // and with one A for q, k and v "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn)";
 // then the modules trained whole ("; trained whole: input_layernorm in layers 0-1, norm, lm_head
-// (untied from the embedding)").
+// (untied from the embedding)") and those whose bias trains ("; trained biases: q_proj, k_proj,
+// v_proj in layers 0-3").
 std::string lora_targets_text(const ModelShape& shape, const LoraTargets& targets);
 
 // adapter_config.json's fields that make PEFT adapt exactly these modules with their ranks:

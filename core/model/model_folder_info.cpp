@@ -62,6 +62,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"use_rslora", adapter.spec.rslora},
                     {"use_dora", adapter.spec.dora},
                     {"dropout", adapter.spec.dropout},
+                    {"bias", adapter.spec.bias},
                     {"target_modules", adapter.spec.target_regex.empty() ? nlohmann::json(adapter.spec.targets)
                                                                          : nlohmann::json(adapter.spec.target_regex)},
                     // What they name in the base model (PEFT writes "all-linear" as every layer's modules).

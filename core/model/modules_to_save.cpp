@@ -189,16 +189,30 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
 int64_t module_parameter_count(const ModelShape& s, const std::string& module) {
   const int64_t d = s.d_model, hd = s.head_size(), q = s.n_heads * hd, kv = s.n_kv_heads * hd, ff = s.d_ff;
   const std::string leaf = module.substr(module.rfind('.') + 1);
-  const bool layer_norm = s.norm == NormKind::layer_norm;
+  const int64_t bias = module_bias_size(s, module);
   if (module == "embed_tokens" || module == "lm_head") return s.vocab_size * d;
   if (module == "embed_positions") return s.max_seq_len * d;
-  if (leaf == "q_norm" || leaf == "k_norm") return layer_norm ? 2 * hd : hd;
-  if (leaf == "norm" || ends_with(leaf, "layernorm")) return layer_norm ? 2 * d : d;
-  if (leaf == "q_proj") return d * q + (s.qkv_bias ? q : 0);
-  if (leaf == "k_proj" || leaf == "v_proj") return d * kv + (s.qkv_bias ? kv : 0);
-  if (leaf == "o_proj") return q * d + (s.o_bias ? d : 0);
-  if (leaf == "gate_proj" || leaf == "up_proj") return d * ff + (s.mlp_bias ? ff : 0);
-  if (leaf == "down_proj") return ff * d + (s.mlp_bias ? d : 0);
+  if (leaf == "q_norm" || leaf == "k_norm") return hd + bias;
+  if (leaf == "norm" || ends_with(leaf, "layernorm")) return d + bias;
+  if (leaf == "q_proj") return d * q + bias;
+  if (leaf == "k_proj" || leaf == "v_proj") return d * kv + bias;
+  if (leaf == "o_proj") return q * d + bias;
+  if (leaf == "gate_proj" || leaf == "up_proj") return d * ff + bias;
+  if (leaf == "down_proj") return ff * d + bias;
+  return 0;
+}
+
+int64_t module_bias_size(const ModelShape& s, const std::string& module) {
+  const int64_t d = s.d_model, hd = s.head_size(), q = s.n_heads * hd, kv = s.n_kv_heads * hd, ff = s.d_ff;
+  const std::string leaf = module.substr(module.rfind('.') + 1);
+  const bool layer_norm = s.norm == NormKind::layer_norm;
+  if (leaf == "q_norm" || leaf == "k_norm") return layer_norm ? hd : 0;
+  if (leaf == "norm" || ends_with(leaf, "layernorm")) return layer_norm ? d : 0;
+  if (leaf == "q_proj") return s.qkv_bias ? q : 0;
+  if (leaf == "k_proj" || leaf == "v_proj") return s.qkv_bias ? kv : 0;
+  if (leaf == "o_proj") return s.o_bias ? d : 0;
+  if (leaf == "gate_proj" || leaf == "up_proj") return s.mlp_bias ? ff : 0;
+  if (leaf == "down_proj") return s.mlp_bias ? d : 0;
   return 0;
 }
 

@@ -76,6 +76,8 @@ TrainedModules resolve_modules_to_save(const ModelShape& shape, const ModulesToS
 
 // The parameters of one of our modules (its weight and bias), and of the trained copies of these.
 int64_t module_parameter_count(const ModelShape& shape, const std::string& module);
+// The size of one of our modules' bias (0: it has none).
+int64_t module_bias_size(const ModelShape& shape, const std::string& module);
 int64_t trained_copy_parameter_count(const ModelShape& shape, const std::vector<std::string>& modules);
 
 // adapter_config.json's "trainable_token_indices": the embedding's ids as a list where the head

@@ -97,6 +97,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.lora.modules_to_save, b.model.lora.modules_to_save);
   EXPECT_EQ(a.model.lora.trainable_token_indices, b.model.lora.trainable_token_indices);
   EXPECT_EQ(a.model.lora.ensure_weight_tying, b.model.lora.ensure_weight_tying);
+  EXPECT_EQ(a.model.lora.bias, b.model.lora.bias);
 
   EXPECT_EQ(a.data.builtin, b.data.builtin);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -199,6 +200,7 @@ RunConfig non_default_config() {
   c.model.lora.modules_to_save = "lm_head, model.norm";
   c.model.lora.trainable_token_indices = "3, 250-255";
   c.model.lora.ensure_weight_tying = true;
+  c.model.lora.bias = "lora_only";
 
   c.data.builtin = "";
   c.data.train = "train.jsonl";
@@ -363,10 +365,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\nuse_rslora = true\nuse_dora = true\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 14 + 13 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
+  // One line per field: 5 top-level + 14 + 14 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 97u);
+  EXPECT_EQ(assignments, 98u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -424,9 +426,11 @@ TEST(Config, LoraIsATableInsideModel) {
   EXPECT_EQ(joined(validate_config(v)), "");
   v.model.lora.target_modules = "q_proj,query";
   v.model.lora.dropout = 1.0;
+  v.model.lora.bias = "lora";
   const std::string problems = joined(validate_config(v));
   EXPECT_NE(problems.find("\"query\", which is not a projection"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.dropout"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.bias must be one of none, all, lora_only; got \"lora\""), std::string::npos) << problems;
 }
 
 // PEFT's lists in [model.lora]: layers (with ranges), excluded modules, rank and alpha patterns

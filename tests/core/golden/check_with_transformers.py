@@ -21,8 +21,7 @@ checks the chain end to end:
    them too, and an adapter PEFT itself writes (save_pretrained, random non-zero B) over each such
    folder gives PeftModel's logits in `ganpo logits`; both with PEFT's per-layer settings too
    (layers_to_transform, layers_pattern, exclude_modules, target_modules as a regular expression, modules_to_save,
-   trainable_token_indices,
-   rank_pattern and alpha_pattern);
+   trainable_token_indices, rank_pattern, alpha_pattern, and bias "all" / "lora_only");
 3. where a folder holds a tokenizer.json and the tokenizers package is installed, its ids for a few
    texts equal `ganpo tokenize`'s.
 
@@ -268,10 +267,10 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
                         init_lora_weights=False, use_rslora=rslora, use_dora=dora,
                         task_type="CAUSAL_LM", **lora_config)
     peft_model = get_peft_model(model, config)
-    if lora_config.get("modules_to_save") or lora_config.get("trainable_token_indices"):
-        with torch.no_grad():  # copies and token rows away from the originals, so they count
+    if lora_config.get("modules_to_save") or lora_config.get("trainable_token_indices") or lora_config.get("bias"):
+        with torch.no_grad():  # copies, token rows and trained biases away from the originals, so they count
             for n, p in peft_model.named_parameters():
-                if "modules_to_save" in n or "trainable_tokens_delta" in n:
+                if "modules_to_save" in n or "trainable_tokens_delta" in n or (p.requires_grad and n.endswith(".bias")):
                     p.add_(0.05 * torch.randn_like(p))
     with torch.no_grad():  # an embedding's A and B start as randn: scaled down to a trained adapter's size
         for n, p in peft_model.named_parameters():
@@ -364,6 +363,15 @@ def check_trained(args, work):
     if "family-gemma2_softcap_sliding" in bases:
         check_lora(args, work, "lora-save-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
                    targets="q_proj", extra='modules_to_save = "lm_head, model.layers.1.mlp"')
+    # PEFT's bias option: every bias of GPT-2 beside a final norm trained whole, the adapted
+    # modules' with DoRA, and Qwen2's q, k and v biases / Llama's attention and MLP biases.
+    check_lora(args, work, "lora-bias-preset-gpt2", *bases["preset-gpt2"], targets="c_attn",
+               extra='bias = "all"\nmodules_to_save = "ln_f"')
+    check_lora(args, work, "lora-bias-dora-preset-gpt2", *bases["preset-gpt2"], dora=True, targets="c_attn,c_fc",
+               extra='bias = "lora_only"')
+    for name in ("family-qwen2_qkv_bias", "family-llama_head_dim_bias"):
+        if name in bases:
+            check_lora(args, work, "lora-bias-" + name, *bases[name], targets="q_proj,v_proj,down_proj", extra='bias = "lora_only"')
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -429,6 +437,15 @@ def check_trained(args, work):
     check_peft_written(args, work, "peft-tokens-preset-llama", llama, targets=("q_proj",), trainable_token_indices=[10, 11, 101])
     check_peft_written(args, work, "peft-tokens-apart-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
                        trainable_token_indices={"wte": [10, 11], "lm_head": [12]})
+    # bias "all" (with a module trained whole: PEFT also saves its original's bias and its copy's
+    # once more) and "lora_only" with DoRA; Qwen2's q, k and v biases.
+    check_peft_written(args, work, "peft-bias-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "c_fc"), bias="all",
+                       modules_to_save=["ln_f"])
+    check_peft_written(args, work, "peft-bias-dora-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn",), dora=True,
+                       bias="lora_only")
+    if "family-qwen2_qkv_bias" in bases:
+        check_peft_written(args, work, "peft-bias-family-qwen2_qkv_bias", bases["family-qwen2_qkv_bias"][0],
+                           targets=("q_proj", "o_proj"), bias="lora_only")
 
 
 def main():

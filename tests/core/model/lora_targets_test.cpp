@@ -223,6 +223,51 @@ TEST(LoraTargets, TheOutputHeadIsAdaptedWherePeftWouldAdaptIt) {
       << refusal(llama, rows);
 }
 
+// PEFT's bias option: "all" trains every bias of the model (PEFT's every parameter named
+// bias), "lora_only" the adapted modules'; a module trained whole keeps its own copy's.
+TEST(LoraTargets, TrainedBiasesAreThoseOfPeftsBiasOption) {
+  const ModelShape gpt2 = lora_test_shape("gpt2"), llama = lora_test_shape("llama");
+  LoraSpec all = spec_with({"c_attn"});
+  all.bias = "all";
+  all.modules_to_save = {"ln_f"};
+  const LoraTargets every = resolve_lora_targets(gpt2, all);
+  std::vector<std::string> expected;
+  for (int layer = 0; layer < 2; ++layer)
+    for (const char* m : {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "post_attention_layernorm", "mlp.up_proj", "mlp.down_proj"})
+      expected.push_back("layers." + std::to_string(layer) + "." + m);
+  EXPECT_EQ(every.biases, expected) << "every bias but the final norm's, which trains with its copy";
+  EXPECT_EQ(every.trained, (std::vector<std::string>{"norm"}));
+  EXPECT_EQ(lora_targets_text(gpt2, every),
+            "q_proj, k_proj, v_proj (one A: PEFT's adapter on attn.c_attn); trained whole: norm; trained biases: "
+            "input_layernorm, self_attn.q_proj, self_attn.k_proj, self_attn.v_proj, self_attn.o_proj, "
+            "post_attention_layernorm, mlp.up_proj, mlp.down_proj");
+  EXPECT_EQ(every.first_trained_layer(gpt2.n_layers), 0);
+  LoraSpec adapted = spec_with({"c_fc"});
+  adapted.bias = "lora_only";
+  adapted.layers = {1};
+  const LoraTargets only = resolve_lora_targets(gpt2, adapted);
+  EXPECT_EQ(only.biases, (std::vector<std::string>{"layers.1.mlp.up_proj"}));
+  EXPECT_EQ(lora_targets_text(gpt2, only), "up_proj in layer 1; trained biases: mlp.up_proj in layer 1");
+  // Qwen2's q, k and v have biases, its other modules none; Llama has none at all.
+  ModelShape qwen = llama;
+  qwen.qkv_bias = true;
+  LoraSpec qv = spec_with({"q_proj", "v_proj", "o_proj"});
+  qv.bias = "lora_only";
+  EXPECT_EQ(resolve_lora_targets(qwen, qv).biases,
+            (std::vector<std::string>{"layers.0.self_attn.q_proj", "layers.0.self_attn.v_proj", "layers.1.self_attn.q_proj",
+                                      "layers.1.self_attn.v_proj"}));
+  all.modules_to_save.clear();
+  all.targets = {"q_proj"};
+  EXPECT_TRUE(resolve_lora_targets(llama, all).biases.empty());
+  EXPECT_EQ(module_bias_size(gpt2, "layers.0.self_attn.k_proj"), 32);
+  EXPECT_EQ(module_bias_size(gpt2, "norm"), 32);
+  EXPECT_EQ(module_bias_size(llama, "norm"), 0);
+  all.bias = "some";
+  EXPECT_NE(refusal(llama, all).find("bias is \"some\"; it must be \"none\", \"all\" or \"lora_only\""), std::string::npos)
+      << refusal(llama, all);
+}
+
 TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
   const ModelShape llama = lora_test_shape("llama");
   LoraSpec spec = spec_with({});

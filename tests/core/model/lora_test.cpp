@@ -1070,6 +1070,107 @@ TEST(Lora, OutputHeadAdapterIsPeftsLoraLinear) {
   EXPECT_FALSE(torch::allclose(dropped.model->forward(ids).logits, eval_logits, 1e-4, 1e-5)) << "dropout while training";
 }
 
+// PEFT's bias option: the biases it names train as copies (the adapters-off reference keeps the
+// originals: the model before training, which PEFT's disabled adapters would not give), the
+// adapter folder holds them under PEFT's keys (an adapted module's as its base layer's), the
+// merged folder has them in place, with plain LoRA and with DoRA.
+TEST(Lora, TrainedBiasesAreCopiesTheReferenceDoesNotUse) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel trained = base_folder_loaded(base_dir, 71, "gpt2");
+  const auto ids = sample_ids();
+  const auto base_logits = trained.model->forward(ids).logits;
+  LoraConfig config = lora_config_of("c_attn");
+  config.bias = "all";
+  config.modules_to_save = "ln_f";
+  torch::manual_seed(72);
+  trained.model->add_lora(lora_spec(config));
+  int64_t trainable = 0;
+  std::vector<std::string> layer0_biases;
+  for (const auto& p : trained.model->named_parameters()) {
+    EXPECT_EQ(p.value().requires_grad(), is_adapter_parameter(p.key())) << p.key();
+    if (p.value().requires_grad()) trainable += p.value().numel();
+    if (p.key().rfind("layers.0.", 0) == 0 && p.key().find("trained_bias") != std::string::npos) layer0_biases.push_back(p.key());
+  }
+  EXPECT_EQ(layer0_biases, (std::vector<std::string>{"layers.0.input_layernorm.trained_bias", "layers.0.self_attn.q_proj.trained_bias",
+                                                     "layers.0.self_attn.k_proj.trained_bias", "layers.0.self_attn.v_proj.trained_bias",
+                                                     "layers.0.self_attn.o_proj.trained_bias",
+                                                     "layers.0.post_attention_layernorm.trained_bias",
+                                                     "layers.0.mlp.up_proj.trained_bias", "layers.0.mlp.down_proj.trained_bias"}));
+  EXPECT_EQ(lora_parameter_count(trained.model->shape(), config), trainable) << "the memory estimate counts the biases";
+  EXPECT_TRUE(torch::equal(trained.model->forward(ids).logits, base_logits)) << "the biases start as the originals";
+  trained.model->train();
+  trained.model->forward(ids).logits.logsumexp(-1).mean().backward();
+  auto params = trained.model->named_parameters();
+  EXPECT_FALSE(params["layers.0.self_attn.q_proj.bias"].grad().defined());
+  for (const char* name : {"layers.0.self_attn.q_proj.trained_bias", "layers.1.mlp.down_proj.trained_bias",
+                           "layers.0.input_layernorm.trained_bias", "norm.trained_bias"})
+    EXPECT_GT(params[name].grad().abs().sum().item<double>(), 0) << name;
+  trained.model->eval();
+  train_adapters_randomly(trained.model, 73);
+  train_copies_randomly(trained.model, 74);  // (the biases are trained copies)
+  const auto expected = trained.model->forward(ids).logits;
+  EXPECT_FALSE(torch::allclose(expected, base_logits));
+  EXPECT_TRUE(torch::equal(without_adapters(trained.model)->forward(ids).logits, base_logits)) << "the reference keeps the originals";
+
+  const auto tensors = expect_written_folders_reload(dir.path(), trained.model, base_dir, ids, expected, {"c_attn"});
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"))["bias"], "all");
+  EXPECT_EQ(tensors.at("base_model.model.transformer.h.0.attn.c_attn.base_layer.bias").sizes(), (c10::IntArrayRef{96}))
+      << "q's, k's and v's under the adapted c_attn's base layer";
+  EXPECT_TRUE(torch::equal(tensors.at("base_model.model.transformer.h.1.mlp.c_proj.bias"), params["layers.1.mlp.down_proj.trained_bias"]));
+  for (const char* key : {"base_model.model.transformer.h.0.ln_1.bias", "base_model.model.transformer.ln_f.weight",
+                          "base_model.model.transformer.ln_f.bias"})
+    EXPECT_TRUE(tensors.count(key)) << key;
+  EXPECT_FALSE(tensors.count("base_model.model.transformer.h.0.attn.c_attn.bias"));
+  LoadedModel reloaded = load_model_folder(adapter_dir, torch::kCPU);
+  EXPECT_TRUE(torch::equal(without_adapters(reloaded.model)->forward(ids).logits, base_logits));
+  // PEFT's own save with modules_to_save also holds the trained module's original bias and its
+  // copy's once more (every tensor named bias): taken.
+  auto with_peft_extras = tensors;
+  with_peft_extras["base_model.model.transformer.ln_f.original_module.bias"] = torch::zeros({32});
+  with_peft_extras["base_model.model.transformer.ln_f.modules_to_save.bias"] = tensors.at("base_model.model.transformer.ln_f.bias");
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", {with_peft_extras.begin(), with_peft_extras.end()});
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  auto without_one = tensors;
+  without_one.erase("base_model.model.transformer.h.1.ln_2.bias");
+  save_safetensors(adapter_dir + "/adapter_model.safetensors", {without_one.begin(), without_one.end()});
+  try {
+    load_model_folder(adapter_dir, torch::kCPU);
+    ADD_FAILURE() << "an adapter without one of its trained biases was loaded";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("has no tensor \"base_model.model.transformer.h.1.ln_2.bias\""), std::string::npos) << e.what();
+  }
+  auto adapter_config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  adapter_config["bias"] = "some";
+  std::ofstream(adapter_dir + "/adapter_config.json") << adapter_config.dump();
+  try {
+    read_peft_adapter_config(adapter_dir);
+    ADD_FAILURE() << "bias \"some\" was read";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("\"bias\" is \"some\"; PEFT's LoRA takes \"none\", \"all\" or \"lora_only\""),
+              std::string::npos)
+        << e.what();
+  }
+
+  // DoRA with the adapted modules' biases: k (W + scale B A) x + the trained bias.
+  const fs::path dora_dir = dir.path() / "dora";
+  LoadedModel dora = base_folder_loaded((dora_dir / "base").string(), 75, "gpt2");
+  const auto dora_base = dora.model->forward(ids).logits;
+  LoraConfig dora_config = lora_config_of("c_attn,c_fc", 4, 8.0, true);
+  dora_config.bias = "lora_only";
+  dora.model->add_lora(lora_spec(dora_config));
+  EXPECT_EQ(dora.model->lora_targets().biases.size(), 8u) << "q, k, v and up in both layers";
+  train_adapters_randomly(dora.model, 76);
+  train_copies_randomly(dora.model, 77);
+  const auto dora_expected = dora.model->forward(ids).logits;
+  EXPECT_TRUE(torch::equal(without_adapters(dora.model)->forward(ids).logits, dora_base));
+  const auto dora_tensors = expect_written_folders_reload(dora_dir, dora.model, (dora_dir / "base").string(), ids, dora_expected,
+                                                          {"c_attn", "c_fc"});
+  EXPECT_TRUE(dora_tensors.count("base_model.model.transformer.h.1.mlp.c_fc.base_layer.bias"));
+  EXPECT_FALSE(dora_tensors.count("base_model.model.transformer.h.1.mlp.c_proj.bias")) << "not adapted: lora_only leaves it";
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
   // v adapters have no PEFT folder, and the reason says what to do.
@@ -1154,7 +1255,7 @@ TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
     return c;
   };
   refused(with("peft_type", "IA3"), "peft_type");
-  refused(with("bias", "all"), "biases");
+  refused(with("bias", "lora"), "\"bias\" is \"lora\"; PEFT's LoRA takes \"none\", \"all\" or \"lora_only\"");
   refused(with("r", 0), "\"r\"");
   refused(with("base_model_name_or_path", "meta-llama/Llama-3.2-1B"), "Hub id");
   refused(with("target_modules", {"qkv_proj", "all-linear"}), "names no projection of the base model");
