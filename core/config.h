@@ -137,7 +137,7 @@ struct TrainConfig {
   int64_t max_steps = -1;                    // > 0 overrides num_train_epochs
   double num_train_epochs = 1.0;
   double max_grad_norm = 1.0;
-  double weight_decay = 0.0;
+  double weight_decay = 0.0;  // AdamW's, on every trained tensor but biases and norm weights (as transformers' Trainer)
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;

@@ -107,6 +107,12 @@ FusedAdamW::FusedAdamW(std::vector<torch::Tensor> params, AdamWOptions options, 
   TORCH_CHECK(!options.amsgrad(), "FusedAdamW does not implement amsgrad");
 }
 
+FusedAdamW::FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, AdamWOptions options, Kernel kernel)
+    : torch::optim::AdamW(std::move(groups), options), kernel_(kernel) {
+  for (const auto& group : param_groups_)
+    TORCH_CHECK(!static_cast<const AdamWOptions&>(group.options()).amsgrad(), "FusedAdamW does not implement amsgrad");
+}
+
 torch::Tensor FusedAdamW::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss;

@@ -26,6 +26,9 @@ public:
   enum class Kernel { automatic, foreach };  // automatic: the one-pass loop where it applies
 
   FusedAdamW(std::vector<torch::Tensor> params, torch::optim::AdamWOptions options, Kernel kernel = Kernel::automatic);
+  // Groups with options of their own (weight decay on some tensors only); options: the defaults.
+  FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, torch::optim::AdamWOptions options,
+             Kernel kernel = Kernel::automatic);
 
   torch::Tensor step(LossClosure closure = nullptr) override;
 

@@ -310,17 +310,35 @@ struct Trainer::State {
     }
     warmup = warmup_steps(config.train.warmup_ratio, total_steps);
 
-    auto adamw = [&](std::vector<torch::Tensor> params, double lr) {
-      return std::make_unique<FusedAdamW>(
-          std::move(params), torch::optim::AdamWOptions(lr)
-                                 .betas({config.train.adam_beta1, config.train.adam_beta2})
-                                 .eps(config.train.adam_epsilon)
-                                 .weight_decay(config.train.weight_decay));
+    auto adamw_options = [&](double lr, double weight_decay) {
+      return torch::optim::AdamWOptions(lr)
+          .betas({config.train.adam_beta1, config.train.adam_beta2})
+          .eps(config.train.adam_epsilon)
+          .weight_decay(weight_decay);
     };
-    // Every weight, or with LoRA only the adapters (the rest is frozen).
-    for (const auto& p : policy->parameters())
-      if (p.requires_grad()) trainable.push_back(p);
-    optimizer = adamw(trainable, config.train.learning_rate);
+    auto adamw = [&](std::vector<torch::Tensor> params, double lr) {
+      return std::make_unique<FusedAdamW>(std::move(params), adamw_options(lr, config.train.weight_decay));
+    };
+    // Every weight, or with LoRA only the adapters (the rest is frozen). Weight decay spares the
+    // biases and the norms' weights, as transformers' Trainer does (one group when there is none).
+    std::vector<torch::Tensor> decayed, spared;
+    for (const auto& p : policy->named_parameters()) {
+      if (!p.value().requires_grad()) continue;
+      trainable.push_back(p.value());
+      (is_weight_decayed(p.key()) ? decayed : spared).push_back(p.value());
+    }
+    if (config.train.weight_decay > 0 && !spared.empty()) {
+      std::vector<torch::optim::OptimizerParamGroup> groups;
+      groups.emplace_back(decayed);
+      groups.emplace_back(spared, std::make_unique<torch::optim::AdamWOptions>(adamw_options(config.train.learning_rate, 0.0)));
+      optimizer = std::make_unique<FusedAdamW>(std::move(groups),
+                                               adamw_options(config.train.learning_rate, config.train.weight_decay));
+      log("info", "weight decay " + format_number(config.train.weight_decay) + " on " + std::to_string(decayed.size()) +
+                      " tensors; none on the " + std::to_string(spared.size()) + " biases and norm weights, as "
+                      "transformers' Trainer");
+    } else {
+      optimizer = adamw(trainable, config.train.learning_rate);
+    }
     if (regularizer)
       critic_optimizer = adamw(regularizer->critic_parameters(),
                                config.train.learning_rate * config.ganpo.critic_lr_ratio);
@@ -536,7 +554,7 @@ struct Trainer::State {
                        "some projections too (model.lora.target_modules) or turn ganpo off");
       if (lora.bias != "none" && targets.biases.empty())
         log("warning", "model.lora.bias = \"" + lora.bias + "\" trains no bias: " +
-                           (lora.bias == "all" ? std::string("this model has none")
+                           (lora.bias == "all" ? std::string("this model has none beside the modules trained whole")
                                                : std::string("none of the adapted modules has one")) +
                            " (" + architecture(policy->shape().arch).hf_class + ")");
       else if (preference && !targets.biases.empty() && config.model.reference.empty())

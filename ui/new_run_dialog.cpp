@@ -328,7 +328,9 @@ QWidget* NewRunDialog::buildOptimisationPage() {
                     {QStringLiteral("linear"), tr("Linear decay")},
                     {QStringLiteral("cosine"), tr("Cosine decay")}});
   form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.warmup_ratio), tr("Warmup ratio"));
-  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.weight_decay), tr("Weight decay"));
+  form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.weight_decay), tr("Weight decay"),
+                   tr("AdamW's decoupled weight decay, on every trained tensor but the biases and the norms' weights, as "
+                      "transformers' Trainer (and so TRL) applies it."));
   form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.max_grad_norm), tr("Gradient clip (max norm)"),
                    tr("0 = no clipping."));
   form_->addDouble(optimiser, GANPO_CONFIG_KEY(train.adam_beta1), tr("Adam beta1"));

@@ -56,7 +56,6 @@ struct AdapterInput {
 // (trainable_tokens_delta [n, d], starting at those rows), which replace them while the adapters
 // are on: W.index_copy(0, rows, delta), as PEFT's TrainableTokensLayer computes it.
 struct WeightAndBias : torch::nn::Module {
-  bool copied() const { return trained_weight.defined() && !t_adapters_off; }
   // The weight in use on this thread (a handle, or the weight with its trained rows put in).
   torch::Tensor w() const {
     if (t_adapters_off) return weight;
@@ -707,6 +706,16 @@ bool is_trained_copy(const std::string& name) {
   const auto dot = name.rfind('.');
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
   return leaf == "trained_weight" || leaf == "trained_bias";
+}
+
+bool is_weight_decayed(const std::string& name) {
+  // "layers.0.input_layernorm.trained_weight": the module "input_layernorm", the leaf "trained_weight"
+  const auto dot = name.rfind('.');
+  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+  const std::string module = dot == std::string::npos ? "" : name.substr(0, dot);
+  const std::string last = module.substr(module.rfind('.') + 1);  // (npos + 1 = 0: the whole name)
+  const bool norm = last.size() >= 4 && last.compare(last.size() - 4, 4, "norm") == 0;
+  return leaf.find("bias") == std::string::npos && !norm;
 }
 
 bool is_adapter_parameter(const std::string& name) {

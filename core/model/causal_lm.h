@@ -42,6 +42,10 @@ struct KVCache {
 // "....q_proj.lora_A" / ".lora_B" / ".lora_magnitude_vector", a trained copy or token rows
 bool is_adapter_parameter(const std::string& name);
 bool is_trained_copy(const std::string& name);  // ".trained_weight" / ".trained_bias"
+// Whether weight decay applies to a parameter, as transformers' Trainer (TRL's too) chooses
+// (get_decay_parameter_names): every parameter but biases and the norms' weights (a trained
+// copy as its original).
+bool is_weight_decayed(const std::string& name);
 
 struct LMOutput {
   torch::Tensor logits;     // [B, T - logits_from, V]: logits[:, i] predicts the token after position logits_from + i

@@ -106,10 +106,65 @@ TensorKey peft_trained_key(CausalLM& model) {
   };
 }
 
+// PiSSA's and OLoRA's residual of one weight W [out, in] for an adapter of rank r and scale s,
+// in float32 as PEFT computes it: W - U_r S_r V_r^T (the top-r singular part; B0 A0 of
+// PEFT's pissa_init times s), or W - s Q_r R_r (Q_r the first r columns of W's QR factors, R_r
+// the first r rows: B0 and A0 of its olora_init).
+torch::Tensor residual_weight(const torch::Tensor& w, int64_t r, double scale, const std::string& init) {
+  const torch::Tensor w32 = w.to(torch::kFloat32);
+  torch::Tensor initial;  // s B0 A0 [out, in]
+  if (init == "pissa") {
+    const auto [u, s, vh] = torch::linalg_svd(w32, /*full_matrices=*/false);
+    initial = torch::mm(u.slice(1, 0, r) * s.slice(0, 0, r), vh.slice(0, 0, r));
+  } else {
+    const auto [q, rr] = torch::linalg_qr(w32);
+    initial = torch::mm(q.slice(1, 0, r), rr.slice(0, 0, r)) * scale;
+  }
+  return (w32 - initial).to(w.scalar_type());
+}
+
+// PEFT's PiSSA / OLoRA folder loaded as PEFT loads it: each adapted weight becomes the residual
+// of the base (GPT-2's c_attn as one [q; k; v] matrix, its one adapter's), the adapters then
+// hold their trained values, and the model with its adapters off is that residual model.
+void subtract_initial_adapters(CausalLM& model, const std::string& config_path) {
+  const std::string& init = model->lora().residual_init;
+  const LoraTargets& targets = model->lora_targets();
+  const Architecture& arch = architecture(model->shape().arch);
+  auto fail = [&](const std::string& what) { throw ModelFileError(config_path + ": init_lora_weights \"" + init + "\" " + what); };
+  if (init == "olora" && arch.hf_name("layers.0.mlp.up_proj.weight").layout != WeightLayout::same)
+    fail("on " + std::string(arch.hf_class) + "'s Conv1D modules: PEFT's OLoRA factors their transposed weights, which "
+         "is not a LoRA of them; merge the adapter with PEFT and load the merged folder");
+  if (targets.adapts_head() && targets.untie_head)
+    fail("with an adapter on the output head, which is the token embedding: PEFT would change the embedding too; "
+         "merge the adapter with PEFT and load the merged folder");
+  auto params = model->named_parameters();
+  torch::NoGradGuard guard;
+  for (const LoraModule& m : targets.modules) {
+    if (targets.shared_qkv && (m.projection == "k_proj" || m.projection == "v_proj")) continue;  // with q's
+    const std::string layer = "layers." + std::to_string(m.layer) + ".";
+    std::vector<torch::Tensor> parts;  // the rows of one PEFT module
+    for (const std::string& p : targets.shared_qkv && m.projection == "q_proj" ? std::vector<std::string>{"q_proj", "k_proj", "v_proj"}
+                                                                               : std::vector<std::string>{m.projection})
+      parts.push_back(params[layer + hf_projection_path("llama", p) + ".weight"]);  // (our names are Llama's)
+    const torch::Tensor residual = residual_weight(torch::cat(parts, 0), m.r, m.scale, init);
+    int64_t row = 0;
+    for (auto& part : parts) {
+      part.copy_(residual.narrow(0, row, part.size(0)));
+      row += part.size(0);
+    }
+  }
+  if (targets.adapts_head()) {
+    torch::Tensor head = params["lm_head.weight"];
+    head.copy_(residual_weight(head, targets.head.r, targets.head.scale, init));
+  }
+}
+
 }  // namespace
 
 std::string peft_adapter_unsupported(CausalLM& model) {
   if (model->lora().r == 0) return "the model has no LoRA adapters";
+  if (!model->lora().residual_init.empty())
+    return "its base weights are the residual of a " + model->lora().residual_init + " adapter, not a model folder's";
   const Architecture& arch = architecture(model->shape().arch);
   if (model->lora_targets().shared_qkv) return "";
   for (const auto& [name, tensor] : lora_tensors(model)) {
@@ -257,6 +312,26 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
   }
   if (j.contains("ensure_weight_tying")) out.spec.ensure_weight_tying = truthy(j["ensure_weight_tying"]);
   if (j.contains("bias") && j["bias"].is_string()) out.spec.bias = j["bias"].get<std::string>();
+  // init_lora_weights: how PEFT drew the adapters first, which matters where it also changed the
+  // base weights (PEFT does that again when it loads the folder): PiSSA and OLoRA are computed
+  // again here; a randomised SVD, CorDA's data and LoftQ's quantisation cannot be.
+  if (j.contains("init_lora_weights") && j["init_lora_weights"].is_string()) {
+    const std::string init = j["init_lora_weights"].get<std::string>();
+    std::string lower = init;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    const auto convert = [&](const std::string& what) {
+      fail("init_lora_weights \"" + init + "\" (" + what + ") changed the base model's weights in a way that cannot be "
+           "computed again here; convert the adapter to plain LoRA with PEFT (save_pretrained's "
+           "path_initial_model_for_weight_conversion) or merge it with PEFT and load the merged folder");
+    };
+    if (init.rfind("pissa_niter_", 0) == 0) convert("PiSSA by a randomised SVD");
+    if (init.rfind("corda", 0) == 0) convert("CorDA, from the training data's activations");
+    if (init == "loftq") convert("LoftQ, a quantised base");
+    if (init == "pissa" || lower == "olora")
+      out.spec.residual_init = init == "pissa" ? "pissa" : "olora";
+    else if (init != "gaussian" && init != "eva" && init != "orthogonal" && lower != "mica" && init != "lora_ga")
+      fail("init_lora_weights \"" + init + "\" is not one of PEFT's LoRA initialisations");
+  }
   // PEFT saves the head's tensor beside the embedding's copy where ensure_weight_tying tied them
   // (and lists the embedding alone in modules_to_save, by a name that need not say so).
   const fs::path weights = fs::path(dir) / kAdapterWeights;
@@ -375,6 +450,7 @@ PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {
 
 void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
   const std::string path = (fs::path(dir) / kAdapterWeights).string();
+  if (!model->lora().residual_init.empty()) subtract_initial_adapters(model, (fs::path(dir) / kAdapterConfig).string());
   const auto file = load_safetensors(path);
   const Architecture& arch = architecture(model->shape().arch);
   torch::NoGradGuard guard;

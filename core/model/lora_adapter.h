@@ -6,7 +6,10 @@
 //                              trainable_token_indices (a list, or by layer name),
 //                              base_model_name_or_path, bias ("none", "all", "lora_only"),
 //                              use_rslora, use_dora
-//                              (read also: exclude_modules, layers_pattern)
+//                              (read also: exclude_modules, layers_pattern, and
+//                              init_lora_weights: "pissa" / "olora" load onto the base minus
+//                              the adapters' first values, computed again from the base as
+//                              PEFT does; a randomised SVD's, CorDA's and LoftQ's are refused)
 //   adapter_model.safetensors  base_model.model.<HF module>.lora_A.weight [r, in]
 //                              base_model.model.<HF module>.lora_B.weight [out, r]
 //                              base_model.model.<HF module>.lora_magnitude_vector [out] (DoRA)

@@ -73,6 +73,10 @@ struct LoraSpec {
   // the family's differ, GPT-2's), and layers beyond the model are skipped as PEFT skips them
   // (a run's config is refused for one).
   bool from_adapter_file = false;
+  // An adapter file's init_lora_weights where PEFT changes the base weights as it loads the
+  // folder: "pissa" (the base minus its top-r singular part) or "olora" (minus scale times the
+  // first r columns of its QR factors), computed again from the base; "" otherwise.
+  std::string residual_init;
   // The factor of the adapters' update B A at the spec's r and alpha (PEFT's LoraLayer.update_layer).
   double scale() const;
 };

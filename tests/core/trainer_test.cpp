@@ -779,6 +779,64 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
 }
 
+// Weight decay as transformers' Trainer (and so TRL) applies it: on every trained tensor but the
+// biases and the norms' weights (trained copies as their originals). One step at
+// lr * weight_decay = 1 takes a decayed tensor to zero before its update (|value| <= lr after
+// it), while a spared one moves by at most lr: GPT-2's norm weights (1) and biases (0.5 here).
+TEST_F(TrainerTest, WeightDecaySparesBiasesAndNormWeightsAsTransformersTrainer) {
+  for (const char* name : {"layers.0.self_attn.q_proj.weight", "embed_tokens.weight", "lm_head.lora_B", "layers.1.mlp.up_proj.lora_A",
+                           "layers.0.mlp.down_proj.lora_magnitude_vector", "embed_tokens.trainable_tokens_delta",
+                           "layers.0.mlp.up_proj.trained_weight", "embed_positions.weight"})
+    EXPECT_TRUE(is_weight_decayed(name)) << name;
+  for (const char* name : {"layers.0.self_attn.q_proj.bias", "layers.0.self_attn.q_proj.trained_bias", "layers.1.input_layernorm.weight",
+                           "norm.trained_weight", "norm.bias", "layers.0.self_attn.q_norm.weight",
+                           "layers.0.pre_feedforward_layernorm.weight"})
+    EXPECT_FALSE(is_weight_decayed(name)) << name;
+  // A GPT-2 base whose biases are 0.5, and its final norm's weight 1.
+  const fs::path base = root_ / "gpt2-base";
+  auto c = config("decay-full");
+  c.model.arch = "gpt2";
+  {
+    torch::manual_seed(5);
+    CausalLM model(resolve_model_shape(c.model, ByteTokenizer().vocab_size()));
+    torch::NoGradGuard guard;
+    for (auto& p : model->named_parameters())
+      if (p.key().find("bias") != std::string::npos) p.value().fill_(0.5);
+    save_model_files(base.string(), model, ByteTokenizer());
+  }
+  c.model.checkpoint = base.string();
+  c.stage = "sft";
+  c.train.max_steps = 1;
+  c.train.lr_scheduler_type = "constant";
+  c.train.weight_decay = 1.0 / c.train.learning_rate;
+  c.eval.judge_at_end = false;
+  const double bound = 1.01 * c.train.learning_rate;
+  auto lora = c;
+  lora.output_dir = config("decay-lora").output_dir;
+  lora.stage = "preference";
+  lora.model.lora.r = 4;
+  lora.model.lora.target_modules = "c_attn";
+  lora.model.lora.modules_to_save = "ln_f, c_fc";
+  lora.model.lora.bias = "all";
+  for (const RunConfig& run_config : {c, lora}) {
+    Collector obs;
+    auto result = run(run_config, obs);
+    ASSERT_EQ(result.status, "completed") << result.message;
+    EXPECT_CONTAINS(obs.all_logs(), "biases and norm weights, as transformers' Trainer");
+    auto trained = load_model_folder((fs::path(run_config.output_dir) / "final").string(), torch::kCPU).model->named_parameters();
+    auto distance = [&](const std::string& name, double from) { return (trained[name] - from).abs().max().item<double>(); };
+    for (const char* name : {"norm.weight", "layers.1.post_attention_layernorm.weight"}) EXPECT_LE(distance(name, 1.0), bound) << name;
+    for (const char* name : {"norm.bias", "layers.0.self_attn.q_proj.bias", "layers.1.mlp.down_proj.bias"})
+      EXPECT_LE(distance(name, 0.5), bound) << name;
+    EXPECT_LE(distance("layers.0.mlp.up_proj.weight", 0.0), bound) << "decayed (its trained copy with LoRA)";
+    if (run_config.model.lora.r == 0) {
+      EXPECT_LE(distance("embed_tokens.weight", 0.0), bound);
+    } else {
+      EXPECT_GT(distance("layers.0.mlp.down_proj.weight", 0.0), 10 * bound) << "frozen: the base's";
+    }
+  }
+}
+
 // PEFT's per-layer settings in [model.lora]: adapters on the layers named with their own ranks
 // and alphas, as many trainable parameters as the estimate counts, and an adapter folder whose
 // adapter_config.json says the same to PEFT and computes the merged checkpoint's model.

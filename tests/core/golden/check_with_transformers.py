@@ -255,7 +255,7 @@ def check_lora(args, work, name, base, hf_base, rslora=False, dora=False, target
 
 
 def check_peft_written(args, work, name, base, rslora=False, dora=False, targets=("q_proj", "v_proj", "down_proj"),
-                       **lora_config):
+                       init=False, **lora_config):
     """The other direction: an adapter PEFT itself writes (random, non-zero B) over a workbench folder.
     lora_config: more LoraConfig settings (layers_to_transform, rank_pattern, exclude_modules, ...)."""
     import torch
@@ -264,7 +264,7 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets if isinstance(targets, str) else list(targets),
-                        init_lora_weights=False, use_rslora=rslora, use_dora=dora,
+                        init_lora_weights=init, use_rslora=rslora, use_dora=dora,
                         task_type="CAUSAL_LM", **lora_config)
     peft_model = get_peft_model(model, config)
     if lora_config.get("modules_to_save") or lora_config.get("trainable_token_indices") or lora_config.get("bias"):
@@ -276,6 +276,8 @@ def check_peft_written(args, work, name, base, rslora=False, dora=False, targets
         for n, p in peft_model.named_parameters():
             if "lora_embedding_" in n:
                 p.mul_(0.1)
+            if init and ("lora_A" in n or "lora_B" in n):  # PiSSA / OLoRA: trained away from their first values
+                p.add_(0.05 * torch.randn_like(p) * p.abs().mean())
     if dora:  # magnitudes away from ||W||, so they count
         with torch.no_grad():
             for n, p in peft_model.named_parameters():
@@ -437,6 +439,13 @@ def check_trained(args, work):
     check_peft_written(args, work, "peft-tokens-preset-llama", llama, targets=("q_proj",), trainable_token_indices=[10, 11, 101])
     check_peft_written(args, work, "peft-tokens-apart-preset-gpt2", bases["preset-gpt2"][0], targets=("c_fc",),
                        trainable_token_indices={"wte": [10, 11], "lm_head": [12]})
+    # PiSSA and OLoRA, whose folders PEFT loads onto the base minus the adapters' first values
+    # (computed again from the base), with a rank of their own on one module.
+    check_peft_written(args, work, "peft-pissa-preset-llama", llama, init="pissa", rank_pattern={"down_proj": 2})
+    check_peft_written(args, work, "peft-olora-preset-llama", llama, init="olora")
+    check_peft_written(args, work, "peft-pissa-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "c_fc"), init="pissa")
+    if "family-qwen2_qkv_bias" in bases:
+        check_peft_written(args, work, "peft-olora-family-qwen2_qkv_bias", bases["family-qwen2_qkv_bias"][0], init="olora")
     # bias "all" (with a module trained whole: PEFT also saves its original's bias and its copy's
     # once more) and "lora_only" with DoRA; Qwen2's q, k and v biases.
     check_peft_written(args, work, "peft-bias-preset-gpt2", bases["preset-gpt2"][0], targets=("c_attn", "c_fc"), bias="all",

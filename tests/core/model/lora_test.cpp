@@ -1171,6 +1171,90 @@ TEST(Lora, TrainedBiasesAreCopiesTheReferenceDoesNotUse) {
   EXPECT_FALSE(dora_tensors.count("base_model.model.transformer.h.1.mlp.c_proj.bias")) << "not adapted: lora_only leaves it";
 }
 
+// PEFT's PiSSA and OLoRA start from the base minus the adapters' first values and compute that
+// residual again when they load a folder: a folder whose adapters still hold their first values
+// (drawn here as PEFT's pissa_init and olora_init draw them) gives the base model, the adapters
+// off give the residual, and what cannot be computed again is refused with the way out.
+TEST(Lora, PissaAndOloraFoldersLoadOntoTheResidualBaseAsPeftDoes) {
+  test::TestTempDir dir;
+  const std::string base_dir = (dir.path() / "base").string();
+  LoadedModel loaded = base_folder_loaded(base_dir, 81);
+  const auto ids = sample_ids();
+  const auto base_logits = loaded.model->forward(ids).logits;
+  auto base_params = loaded.model->named_parameters();
+  const std::map<std::string, torch::Tensor> base_weights = {
+      {"model.layers.0.self_attn.q_proj", base_params["layers.0.self_attn.q_proj.weight"].detach().clone()},
+      {"model.layers.1.self_attn.q_proj", base_params["layers.1.self_attn.q_proj.weight"].detach().clone()},
+      {"model.layers.0.mlp.down_proj", base_params["layers.0.mlp.down_proj.weight"].detach().clone()},
+      {"model.layers.1.mlp.down_proj", base_params["layers.1.mlp.down_proj.weight"].detach().clone()}};
+  loaded.model->add_lora(spec_of("q_proj,down_proj", 4, 8.0));  // scale 2
+  const std::string adapter_dir = (dir.path() / "adapter").string();
+  fs::create_directories(adapter_dir);
+  save_peft_adapter(adapter_dir, loaded.model, base_dir);
+  auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  const double scale = 2.0;
+  for (const char* init : {"pissa", "olora"}) {
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& [module, w] : base_weights) {
+      torch::Tensor a, b;
+      if (std::string(init) == "pissa") {  // A = sqrt(S_r / s) Vh_r, B = U_r sqrt(S_r / s)
+        const auto [u, s, vh] = torch::linalg_svd(w, false);
+        const auto root = (s.slice(0, 0, 4) / scale).sqrt();
+        a = root.unsqueeze(1) * vh.slice(0, 0, 4);
+        b = u.slice(1, 0, 4) * root;
+      } else {  // A = R_r, B = Q_r
+        const auto [q, r] = torch::linalg_qr(w);
+        a = r.slice(0, 0, 4).contiguous();
+        b = q.slice(1, 0, 4).contiguous();
+      }
+      tensors.emplace_back("base_model.model." + module + ".lora_A.weight", a.contiguous());
+      tensors.emplace_back("base_model.model." + module + ".lora_B.weight", b.contiguous());
+    }
+    save_safetensors(adapter_dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+    config["init_lora_weights"] = init;
+    std::ofstream(adapter_dir + "/adapter_config.json") << config.dump();
+    LoadedModel adapted = load_model_folder(adapter_dir, torch::kCPU);
+    EXPECT_TRUE(torch::allclose(adapted.model->forward(ids).logits, base_logits, 1e-4, 1e-5)) << init << ": the first values give the base";
+    const auto residual = without_adapters(adapted.model)->forward(ids).logits;
+    EXPECT_GT((residual - base_logits).abs().max().item<double>(), 1e-2) << init << ": the adapters off are the residual";
+    EXPECT_NE(peft_adapter_unsupported(adapted.model).find("residual of a " + std::string(init) + " adapter"), std::string::npos);
+  }
+  const auto refusal = [&](const nlohmann::json& c) {
+    std::ofstream(adapter_dir + "/adapter_config.json") << c.dump();
+    try {
+      load_model_folder(adapter_dir, torch::kCPU);
+    } catch (const ModelFileError& e) {
+      return std::string(e.what());
+    }
+    return std::string("loaded");
+  };
+  for (const auto& [init, what] : std::vector<std::pair<std::string, std::string>>{
+           {"pissa_niter_4", "PiSSA by a randomised SVD"}, {"corda", "CorDA, from the training data's activations"},
+           {"loftq", "LoftQ, a quantised base"}}) {
+    auto c = config;
+    c["init_lora_weights"] = init;
+    EXPECT_NE(refusal(c).find(what + ") changed the base model's weights in a way that cannot be computed again here; "
+                              "convert the adapter to plain LoRA with PEFT"),
+              std::string::npos)
+        << refusal(c);
+  }
+  auto unknown = config;
+  unknown["init_lora_weights"] = "svd";
+  EXPECT_NE(refusal(unknown).find("init_lora_weights \"svd\" is not one of PEFT's LoRA initialisations"), std::string::npos);
+  auto plain = config;
+  plain["init_lora_weights"] = "gaussian";  // drawn differently, the base untouched: the trained values are all there is
+  EXPECT_EQ(refusal(plain), "loaded");
+  auto head = config;
+  head["init_lora_weights"] = "pissa";
+  head["target_modules"] = {"lm_head"};
+  save_safetensors(adapter_dir + "/adapter_model.safetensors",
+                   {{"base_model.model.lm_head.lora_A.weight", torch::zeros({4, 32})},
+                    {"base_model.model.lm_head.lora_B.weight", torch::zeros({loaded.model->shape().vocab_size, 4})}},
+                   {{"format", "pt"}});
+  EXPECT_NE(refusal(head).find("with an adapter on the output head, which is the token embedding"), std::string::npos)
+      << refusal(head);
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
   // v adapters have no PEFT folder, and the reason says what to do.
