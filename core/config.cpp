@@ -99,6 +99,7 @@ const std::vector<Field>& fields() {
       GANPO_LIST_SUBFIELD(model, lora, trainable_token_indices),
       GANPO_SUBFIELD(model, lora, ensure_weight_tying),
       GANPO_SUBFIELD(model, lora, bias),
+      GANPO_SUBFIELD(model, lora, init_lora_weights),
 
       GANPO_FIELD(data, builtin),
       GANPO_FIELD(data, train),
@@ -1075,6 +1076,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
     check.greater("model.lora.alpha", lora.alpha, 0.0);
     check.in_range("model.lora.dropout", lora.dropout, 0.0, 1.0, false);
     check.one_of("model.lora.bias", lora.bias, {"none", "all", "lora_only"});
+    check.one_of("model.lora.init_lora_weights", lora.init_lora_weights, {"default", "gaussian", "pissa", "olora"});
     for (const auto& read : std::initializer_list<std::function<void()>>{
              [&] { lora_target_modules(lora.target_modules); }, [&] { lora_layers(lora.layers_to_transform); },
              [&] { lora_exclude_modules(lora.exclude_modules); }, [&] { lora_rank_pattern(lora.rank_pattern); },

@@ -61,6 +61,13 @@ struct LoraConfig {
   // as a copy beside the original, which the adapters-off reference keeps (PEFT's reference with
   // its adapters disabled would use the trained biases; DPO's is the model before training).
   std::string bias = "none";
+  // PEFT's init_lora_weights: "default" (A Kaiming-uniform, B zero), "gaussian" (A normal with
+  // std 1 / r), "pissa" (A and B the top-r singular part of each adapted weight, PiSSA) or "olora"
+  // (its first r QR factors, OLoRA). PiSSA and OLoRA start the adapters away from zero and
+  // subtract their first values, so the run starts at the base model and the reference (the
+  // adapters off) is the base model; their adapter folder is PEFT's conversion to plain LoRA of
+  // rank 2r. Projections only (not the embedding or the head), and not with DoRA.
+  std::string init_lora_weights = "default";
 };
 
 struct ModelConfig {

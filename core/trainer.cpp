@@ -329,7 +329,7 @@ struct Trainer::State {
     }
     if (config.train.weight_decay > 0 && !spared.empty()) {
       std::vector<torch::optim::OptimizerParamGroup> groups;
-      groups.emplace_back(decayed);
+      if (!decayed.empty()) groups.emplace_back(decayed);
       groups.emplace_back(spared, std::make_unique<torch::optim::AdamWOptions>(adamw_options(config.train.learning_rate, 0.0)));
       optimizer = std::make_unique<FusedAdamW>(std::move(groups),
                                                adamw_options(config.train.learning_rate, config.train.weight_decay));
@@ -538,7 +538,7 @@ struct Trainer::State {
           all += p.numel();
       log("info", std::string(lora.dora ? "DoRA" : "LoRA") + " r " + std::to_string(lora.r) + ", alpha " + format_number(lora.alpha) +
                       (lora.rslora ? " (rsLoRA: scale alpha / sqrt(r) = " : " (scale alpha / r = ") +
-                      format_number(lora.scale()) + ") on " +
+                      format_number(lora.scale()) + ")" + (lora.init == "default" ? "" : ", init_lora_weights " + lora.init) + " on " +
                       lora_targets_text(policy->shape(), policy->lora_targets()) + ": " +
                       std::to_string(adapters) + " trainable parameters, " +
                       std::to_string(all) + " frozen");

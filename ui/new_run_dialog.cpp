@@ -189,6 +189,15 @@ QWidget* NewRunDialog::buildModelPage() {
   form_->addText(lora, GANPO_CONFIG_KEY(model.lora.trainable_token_indices), tr("Trained token rows"),
                  tr("PEFT's trainable_token_indices: token ids whose embedding rows train (e.g. new chat tokens: "
                     "128256-128263), the rest of the embedding frozen; a head tied to the embedding follows them."));
+  form_->addChoice(lora, GANPO_CONFIG_KEY(model.lora.init_lora_weights), tr("Initialisation"),
+                   {{QStringLiteral("default"), tr("Default (B zero)")},
+                    {QStringLiteral("gaussian"), tr("Gaussian A (B zero)")},
+                    {QStringLiteral("pissa"), tr("PiSSA (top singular vectors)")},
+                    {QStringLiteral("olora"), tr("OLoRA (QR factors)")}},
+                   tr("PEFT's init_lora_weights. PiSSA and OLoRA start the adapters from each adapted weight's "
+                      "factors and subtract their first values, so the run starts at the model and its reference "
+                      "stays the model; the adapter folder is PEFT's conversion to plain LoRA of rank 2 r. "
+                      "Projections only, without DoRA."));
   form_->addChoice(lora, GANPO_CONFIG_KEY(model.lora.bias), tr("Trained biases"),
                    {{QStringLiteral("none"), tr("None")},
                     {QStringLiteral("all"), tr("All of the model's")},

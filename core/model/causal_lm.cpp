@@ -45,6 +45,7 @@ torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double st
 struct AdapterInput {
   torch::Tensor dropped;  // x' [..., in]
   torch::Tensor down;     // x' A^T [..., r]
+  torch::Tensor down0;    // x A0^T [..., r]: PiSSA's / OLoRA's first values, subtracted (else undefined)
   bool is_dropped = false;
 };
 
@@ -101,11 +102,13 @@ struct LinearImpl : WeightAndBias {
   }
   bool adapted() const { return lora_B.defined() && !t_adapters_off; }
   const torch::Tensor& A() const { return a_owner ? a_owner->lora_A : lora_A; }
+  const torch::Tensor& A0() const { return a_owner ? a_owner->lora_A0 : lora_A0; }
   AdapterInput adapter_input(const torch::Tensor& x) {
     const bool dropped = lora_dropout > 0 && is_training();
     auto h = dropped ? ganpo::dropout(x, lora_dropout, true) : x;
     auto down = torch::linear(h, A());  // [..., r]
-    return {std::move(h), std::move(down), dropped};
+    auto down0 = A0().defined() ? torch::linear(x, A0()) : torch::Tensor();  // [..., r], no dropout (it is the base's part)
+    return {std::move(h), std::move(down), std::move(down0), dropped};
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (!adapted()) return torch::linear(x, w(), b());  // [..., out]
@@ -118,7 +121,9 @@ struct LinearImpl : WeightAndBias {
     if (lora_magnitude.defined()) return dora_forward(x, in, adapter);
     // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the
     // linear's backward does not need its output, so changing it is safe).
-    return torch::linear(x, weight, b()).add_(adapter, lora_scale);
+    auto y = torch::linear(x, weight, b()).add_(adapter, lora_scale);
+    // PiSSA / OLoRA: x (W - scale B0 A0)^T + scale x' A^T B^T, W left as it is (the reference's).
+    return lora_B0.defined() ? y.sub_(torch::linear(in.down0, lora_B0), lora_scale) : y;
   }
   // k = m / ||W + scale B A|| per output row [out] (float32), without gradient through the norm.
   // Without gradients (evaluation, sampling) it is kept until one of its tensors changes, so
@@ -197,6 +202,18 @@ struct LinearImpl : WeightAndBias {
     torch::NoGradGuard guard;
     return weight + torch::mm(lora_embedding_B, lora_embedding_A).t().to(weight.scalar_type()) * lora_scale;
   }
+  // PiSSA / OLoRA (init_lora_weights): A and B start at A0 and B0 (buffers, kept), and scale B0 A0
+  // is subtracted while the adapter is on, so the run starts at W and the adapters off are W.
+  void set_initial(const torch::Tensor& a0, const torch::Tensor& b0) {
+    torch::NoGradGuard guard;
+    if (a0.defined()) {  // (a projection on another's A gets its B alone)
+      lora_A.copy_(a0);
+      lora_A0 = register_buffer("lora_A0", a0.to(weight.options()).clone());
+    }
+    lora_B.copy_(b0);
+    lora_B0 = register_buffer("lora_B0", b0.to(weight.options()).clone());
+  }
+  torch::Tensor lora_A0, lora_B0;  // [r, in] and [out, r]; undefined unless PiSSA / OLoRA
   torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
   torch::Tensor lora_embedding_A, lora_embedding_B;  // [r, V] and [d, r]: an embedding table's adapter
   int64_t padding_idx = -1;                          // an embedding's pad token, whose row gets no gradient (-1: none)
@@ -619,8 +636,56 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
     GANPO_ASSERT(biased != nullptr && biased->bias.defined(), "no bias of " + name + " to train");
     biased->add_trained_bias();
   }
+  if (spec.init != "default") initialise_adapters(targets, spec.init);
   lora_ = spec;
   lora_targets_ = std::move(targets);
+}
+
+void CausalLMImpl::initialise_adapters(const LoraTargets& targets, const std::string& init) {
+  torch::NoGradGuard guard;
+  for (const LoraModule& m : targets.modules) {
+    if (targets.shared_qkv && (m.projection == "k_proj" || m.projection == "v_proj")) continue;  // with q's
+    BlockImpl* block = layers_->ptr<BlockImpl>(static_cast<size_t>(m.layer)).get();
+    const auto linear = [&](const std::string& p) -> LinearImpl* {
+      if (p == "q_proj") return block->self_attn->q_proj.get();
+      if (p == "k_proj") return block->self_attn->k_proj.get();
+      if (p == "v_proj") return block->self_attn->v_proj.get();
+      if (p == "o_proj") return block->self_attn->o_proj.get();
+      if (p == "gate_proj") return block->mlp->gate_proj.get();
+      if (p == "up_proj") return block->mlp->up_proj.get();
+      return block->mlp->down_proj.get();
+    };
+    // One PEFT module: GPT-2's c_attn is q's, k's and v's rows with one A.
+    std::vector<LinearImpl*> parts;
+    for (const std::string& p : targets.shared_qkv && m.projection == "q_proj" ? std::vector<std::string>{"q_proj", "k_proj", "v_proj"}
+                                                                               : std::vector<std::string>{m.projection})
+      parts.push_back(linear(p));
+    if (init == "gaussian") {  // PEFT: A normal with std 1 / r, B zero
+      parts.front()->lora_A.normal_(0.0, 1.0 / static_cast<double>(m.r));
+      continue;
+    }
+    std::vector<torch::Tensor> weights;
+    for (const LinearImpl* part : parts) weights.push_back(part->weight);
+    const auto [a0, b0] = initial_lora_factors(torch::cat(weights, 0), m.r, m.scale, init);
+    int64_t row = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      parts[i]->set_initial(i == 0 ? a0 : torch::Tensor(), b0.narrow(0, row, parts[i]->weight.size(0)));
+      row += parts[i]->weight.size(0);
+    }
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> initial_lora_factors(const torch::Tensor& weight, int64_t r, double scale,
+                                                             const std::string& init) {
+  const torch::Tensor w = weight.detach().to(torch::kFloat32);
+  if (init == "pissa") {  // A0 = sqrt(S_r / s) Vh_r, B0 = U_r sqrt(S_r / s): s B0 A0 = U_r S_r Vh_r
+    const auto [u, s, vh] = torch::linalg_svd(w, /*full_matrices=*/false);
+    const auto root = (s.slice(0, 0, r) / scale).sqrt();
+    return {(root.unsqueeze(1) * vh.slice(0, 0, r)).contiguous(), (u.slice(1, 0, r) * root).contiguous()};
+  }
+  GANPO_ASSERT(init == "olora", "no initial factors for init_lora_weights " + init);
+  const auto [q, rr] = torch::linalg_qr(w);  // A0 = R_r, B0 = Q_r
+  return {rr.slice(0, 0, r).contiguous(), q.slice(1, 0, r).contiguous()};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::adapter_parameters() {
@@ -695,7 +760,15 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
                                                 base.substr(base.rfind('.') + 1));
   GANPO_ASSERT(module != nullptr, "an adapter the LoRA targets do not list: " + name);
   torch::NoGradGuard guard;
-  const auto adapted = *w + torch::mm(*b, *a) * module->scale;  // [out, r] x [r, in]
+  auto adapted = *w + torch::mm(*b, *a) * module->scale;  // [out, r] x [r, in]
+  if (lora_.init == "pissa" || lora_.init == "olora") {  // minus scale B0 A0 (k and v on q's A0)
+    const auto buffers = named_buffers();
+    const torch::Tensor* a0 = buffers.find(base + ".lora_A0");
+    if (a0 == nullptr) a0 = buffers.find(base.substr(0, base.rfind('.')) + ".q_proj.lora_A0");
+    const torch::Tensor* b0 = buffers.find(base + ".lora_B0");
+    GANPO_ASSERT(a0 != nullptr && b0 != nullptr, "no first values of the adapter of " + name);
+    adapted -= torch::mm(*b0, *a0) * module->scale;
+  }
   if (!lora_.dora) return adapted;
   const torch::Tensor* m = params.find(base + ".lora_magnitude_vector");
   GANPO_ASSERT(m != nullptr, "no DoRA magnitude for " + name);

@@ -124,6 +124,8 @@ public:
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 
 private:
+  // init_lora_weights other than PEFT's default for the adapted projections (LoraConfig).
+  void initialise_adapters(const LoraTargets& targets, const std::string& init);
   ModelShape shape_;
   LoraSpec lora_;
   LoraTargets lora_targets_;  // lora_ read against this model
@@ -139,6 +141,13 @@ private:
   torch::Tensor rope_inv_freq_;                 // [head_dim/2] float64; rotary positions only
 };
 TORCH_MODULE(CausalLM);
+
+// PiSSA's or OLoRA's first adapter values for a weight [out, in] of an adapter of rank r and scale
+// s, in float32 as PEFT's pissa_init / olora_init draw them: PiSSA A0 = sqrt(S_r / s) Vh_r and
+// B0 = U_r sqrt(S_r / s) (so s B0 A0 is the top-r singular part), OLoRA A0 = R_r, B0 = Q_r (the
+// first r rows / columns of the QR factors). Returns {A0 [r, in], B0 [out, r]}.
+std::pair<torch::Tensor, torch::Tensor> initial_lora_factors(const torch::Tensor& weight, int64_t r, double scale,
+                                                             const std::string& init);
 
 // The model with its adapters off (see CausalLMImpl::without_adapters_impl).
 inline CausalLM without_adapters(CausalLM& model) { return CausalLM(model->without_adapters_impl()); }

@@ -1,6 +1,7 @@
 #include "core/model/lora_adapter.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <filesystem>
 #include <map>
@@ -107,20 +108,31 @@ TensorKey peft_trained_key(CausalLM& model) {
 }
 
 // PiSSA's and OLoRA's residual of one weight W [out, in] for an adapter of rank r and scale s,
-// in float32 as PEFT computes it: W - U_r S_r V_r^T (the top-r singular part; B0 A0 of
-// PEFT's pissa_init times s), or W - s Q_r R_r (Q_r the first r columns of W's QR factors, R_r
-// the first r rows: B0 and A0 of its olora_init).
+// in float32 as PEFT computes it: W - s B0 A0 (core/model/causal_lm.h's initial_lora_factors:
+// the top-r singular part, or s Q_r R_r).
 torch::Tensor residual_weight(const torch::Tensor& w, int64_t r, double scale, const std::string& init) {
-  const torch::Tensor w32 = w.to(torch::kFloat32);
-  torch::Tensor initial;  // s B0 A0 [out, in]
-  if (init == "pissa") {
-    const auto [u, s, vh] = torch::linalg_svd(w32, /*full_matrices=*/false);
-    initial = torch::mm(u.slice(1, 0, r) * s.slice(0, 0, r), vh.slice(0, 0, r));
-  } else {
-    const auto [q, rr] = torch::linalg_qr(w32);
-    initial = torch::mm(q.slice(1, 0, r), rr.slice(0, 0, r)) * scale;
-  }
-  return (w32 - initial).to(w.scalar_type());
+  const auto [a0, b0] = initial_lora_factors(w, r, scale, init);
+  return (w.to(torch::kFloat32) - torch::mm(b0, a0) * scale).to(w.scalar_type());
+}
+
+// A run's PiSSA / OLoRA adapter (A, B, with A0 and B0 subtracted) as PEFT converts one to plain
+// LoRA (save_pretrained's path_initial_model_for_weight_conversion): rank 2r, A' = [A; -A0],
+// B' = [B, B0], the scale kept (alpha doubled, or times sqrt(2) with rsLoRA).
+bool converted_to_plain_lora(CausalLM& model) { return model->lora().init == "pissa" || model->lora().init == "olora"; }
+torch::Tensor plain_lora_tensor(CausalLM& model, const std::string& name, const torch::Tensor& t,
+                                const torch::OrderedDict<std::string, torch::Tensor>& buffers) {
+  if (!converted_to_plain_lora(model)) return t;
+  const auto [module, which] = split_lora_name(name);
+  const torch::Tensor* first = buffers.find(module + (which == "lora_A" ? ".lora_A0" : ".lora_B0"));
+  GANPO_ASSERT(first != nullptr, "no first values of " + name);
+  return which == "lora_A" ? torch::cat({t, -first->to(t.scalar_type())}, 0) : torch::cat({t, first->to(t.scalar_type())}, 1);
+}
+void double_the_rank(nlohmann::json& config, bool rslora) {
+  const double alpha_factor = rslora ? std::sqrt(2.0) : 2.0;
+  config["r"] = config["r"].get<int64_t>() * 2;
+  config["lora_alpha"] = config["lora_alpha"].get<double>() * alpha_factor;
+  for (auto& [key, r] : config["rank_pattern"].items()) r = r.get<int64_t>() * 2;
+  for (auto& [key, alpha] : config["alpha_pattern"].items()) alpha = alpha.get<double>() * alpha_factor;
 }
 
 // PEFT's PiSSA / OLoRA folder loaded as PEFT loads it: each adapted weight becomes the residual
@@ -185,9 +197,10 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
   // Each PEFT tensor once, in the order of our parameters; the parts of a fused one stacked by rows.
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   std::map<std::string, std::vector<std::pair<int, torch::Tensor>>> parts;
+  const auto buffers = model->named_buffers();
   for (const auto& [name, tensor] : lora_tensors(model)) {
     const PeftTensor pt = peft_tensor(arch, name);
-    const torch::Tensor t = tensor.detach().to(torch::kFloat32);
+    const torch::Tensor t = plain_lora_tensor(model, name, tensor.detach().to(torch::kFloat32), buffers);
     if (pt.part < 0) {
       tensors.emplace_back(pt.key, t);
       continue;
@@ -221,6 +234,7 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
   // r, lora_alpha, target_modules, layers_to_transform, rank_pattern, alpha_pattern: the modules
   // and ranks as PEFT picks them.
   nlohmann::json config = peft_target_config(model->shape(), model->lora_targets());
+  if (converted_to_plain_lora(model)) double_the_rank(config, spec.rslora);
   config.update({
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},

@@ -286,6 +286,7 @@ LoraSpec lora_spec(const LoraConfig& config) {
   if (!tokens.empty()) spec.trainable_tokens = {{"", tokens}};
   spec.ensure_weight_tying = config.ensure_weight_tying;
   spec.bias = config.bias;
+  spec.init = config.init_lora_weights;
   return spec;
 }
 
@@ -505,6 +506,12 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   out.head_rows = std::move(trained.head_rows);
   if (out.adapts_embedding() || out.adapts_head()) refuse_with_adapted_tables(shape, spec, target_re.get(), out);
   out.biases = trained_biases(shape, spec, out, prefix);
+  if ((spec.init == "pissa" || spec.init == "olora") && (spec.dora || out.adapts_embedding() || out.adapts_head()))
+    throw ConfigError(prefix + "init_lora_weights = \"" + spec.init + "\" starts the adapters from each weight's " +
+                      (spec.init == "pissa" ? "singular vectors" : "QR factors") + ", which is built here for the " +
+                      "projections' plain LoRA only: " +
+                      (spec.dora ? "turn use_dora off" : "take the token embedding and lm_head out of target_modules") +
+                      ", or use init_lora_weights = \"default\"");
   return out;
 }
 

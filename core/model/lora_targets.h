@@ -77,6 +77,8 @@ struct LoraSpec {
   // folder: "pissa" (the base minus its top-r singular part) or "olora" (minus scale times the
   // first r columns of its QR factors), computed again from the base; "" otherwise.
   std::string residual_init;
+  // A run's init_lora_weights (LoraConfig::init_lora_weights): "default", "gaussian", "pissa" or "olora".
+  std::string init = "default";
   // The factor of the adapters' update B A at the spec's r and alpha (PEFT's LoraLayer.update_layer).
   double scale() const;
 };

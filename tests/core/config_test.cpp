@@ -98,6 +98,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.model.lora.trainable_token_indices, b.model.lora.trainable_token_indices);
   EXPECT_EQ(a.model.lora.ensure_weight_tying, b.model.lora.ensure_weight_tying);
   EXPECT_EQ(a.model.lora.bias, b.model.lora.bias);
+  EXPECT_EQ(a.model.lora.init_lora_weights, b.model.lora.init_lora_weights);
 
   EXPECT_EQ(a.data.builtin, b.data.builtin);
   EXPECT_EQ(a.data.train, b.data.train);
@@ -201,6 +202,7 @@ RunConfig non_default_config() {
   c.model.lora.trainable_token_indices = "3, 250-255";
   c.model.lora.ensure_weight_tying = true;
   c.model.lora.bias = "lora_only";
+  c.model.lora.init_lora_weights = "pissa";
 
   c.data.builtin = "";
   c.data.train = "train.jsonl";
@@ -365,10 +367,10 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   EXPECT_NE(text.find("[sampling]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[model.lora]\nr = 8\nalpha = 32.0\nuse_rslora = true\nuse_dora = true\ndropout = 0.05\ntarget_modules = \"q_proj,v_proj\"\n"),
             std::string::npos) << text;
-  // One line per field: 5 top-level + 14 + 14 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
+  // One line per field: 5 top-level + 14 + 15 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 98u);
+  EXPECT_EQ(assignments, 99u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -427,10 +429,14 @@ TEST(Config, LoraIsATableInsideModel) {
   v.model.lora.target_modules = "q_proj,query";
   v.model.lora.dropout = 1.0;
   v.model.lora.bias = "lora";
+  v.model.lora.init_lora_weights = "loftq";
   const std::string problems = joined(validate_config(v));
   EXPECT_NE(problems.find("\"query\", which is not a projection"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.dropout"), std::string::npos) << problems;
   EXPECT_NE(problems.find("model.lora.bias must be one of none, all, lora_only; got \"lora\""), std::string::npos) << problems;
+  EXPECT_NE(problems.find("model.lora.init_lora_weights must be one of default, gaussian, pissa, olora; got \"loftq\""),
+            std::string::npos)
+      << problems;
 }
 
 // PEFT's lists in [model.lora]: layers (with ranges), excluded modules, rank and alpha patterns

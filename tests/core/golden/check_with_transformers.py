@@ -365,6 +365,10 @@ def check_trained(args, work):
     if "family-gemma2_softcap_sliding" in bases:
         check_lora(args, work, "lora-save-family-gemma2_softcap_sliding", *bases["family-gemma2_softcap_sliding"],
                    targets="q_proj", extra='modules_to_save = "lm_head, model.layers.1.mlp"')
+    # PiSSA and OLoRA runs: their adapter folder is PEFT's conversion to plain LoRA of rank 2r.
+    check_lora(args, work, "lora-pissa-preset-llama", *bases["preset-llama"], extra='init_lora_weights = "pissa"\nrank_pattern = "down_proj=2"')
+    check_lora(args, work, "lora-olora-preset-gpt2", *bases["preset-gpt2"], targets="c_attn,c_fc", extra='init_lora_weights = "olora"')
+    check_lora(args, work, "lora-pissa-preset-gpt2", *bases["preset-gpt2"], targets="c_attn", extra='init_lora_weights = "pissa"')
     # PEFT's bias option: every bias of GPT-2 beside a final norm trained whole, the adapted
     # modules' with DoRA, and Qwen2's q, k and v biases / Llama's attention and MLP biases.
     check_lora(args, work, "lora-bias-preset-gpt2", *bases["preset-gpt2"], targets="c_attn",

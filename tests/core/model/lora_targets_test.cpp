@@ -268,6 +268,28 @@ TEST(LoraTargets, TrainedBiasesAreThoseOfPeftsBiasOption) {
       << refusal(llama, all);
 }
 
+// PiSSA and OLoRA start from each adapted weight's factors: the projections' plain LoRA only.
+TEST(LoraTargets, PissaAndOloraAreForTheProjectionsPlainLora) {
+  const ModelShape llama = lora_test_shape("llama");
+  LoraSpec pissa = spec_with({"q_proj", "v_proj"});
+  pissa.init = "pissa";
+  pissa.key_prefix = "model.lora.";
+  EXPECT_EQ(resolve_lora_targets(llama, pissa).modules.size(), 4u);
+  LoraSpec dora = pissa;
+  dora.dora = true;
+  EXPECT_NE(refusal(llama, dora).find("model.lora.init_lora_weights = \"pissa\" starts the adapters from each weight's singular "
+                                      "vectors, which is built here for the projections' plain LoRA only: turn use_dora off"),
+            std::string::npos)
+      << refusal(llama, dora);
+  LoraSpec head = pissa;
+  head.init = "olora";
+  head.targets = {"q_proj", "lm_head"};
+  EXPECT_NE(refusal(llama, head).find("QR factors, which is built here for the projections' plain LoRA only: take the token "
+                                      "embedding and lm_head out of target_modules"),
+            std::string::npos)
+      << refusal(llama, head);
+}
+
 TEST(LoraTargets, ARegularExpressionIsMatchedAgainstWholeModuleNames) {
   const ModelShape llama = lora_test_shape("llama");
   LoraSpec spec = spec_with({});

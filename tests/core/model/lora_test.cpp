@@ -1255,6 +1255,68 @@ TEST(Lora, PissaAndOloraFoldersLoadOntoTheResidualBaseAsPeftDoes) {
       << refusal(head);
 }
 
+// init_lora_weights in a run: PiSSA and OLoRA start the adapters at each weight's factors (A0,
+// B0 as PEFT draws them, GPT-2's c_attn as one matrix) and subtract them, so the run starts at
+// the base model and the adapters off stay the base model exactly (the reference); the merged
+// folder is W + s (B A - B0 A0) and the adapter folder PEFT's conversion to plain LoRA of rank
+// 2r over the untouched base. "gaussian" draws A with std 1 / r, B zero.
+TEST(Lora, PissaAndOloraRunsStartAtTheBaseWhichStaysTheirReference) {
+  test::TestTempDir dir;
+  for (const std::string arch : {"llama", "gpt2"})
+    for (const std::string init : {"pissa", "olora"}) {
+      const fs::path here = dir.path() / (arch + "-" + init);
+      const std::string base_dir = (here / "base").string();
+      LoadedModel model = base_folder_loaded(base_dir, 91, arch);
+      const auto ids = sample_ids();
+      const auto base_logits = model.model->forward(ids).logits;
+      LoraConfig config = lora_config_of(arch == "gpt2" ? "c_attn,c_fc" : "q_proj,v_proj,down_proj", 4, 8.0);
+      config.init_lora_weights = init;
+      if (arch == "llama") config.rank_pattern = "down_proj=2";
+      model.model->add_lora(lora_spec(config));
+      auto params = model.model->named_parameters();
+      const std::string b = arch == "gpt2" ? "layers.0.self_attn.k_proj.lora_B" : "layers.0.mlp.down_proj.lora_B";
+      EXPECT_GT(params[b].abs().max().item<double>(), 1e-2) << arch << " " << init << ": B starts away from zero";
+      EXPECT_TRUE(torch::allclose(model.model->forward(ids).logits, base_logits, 1e-4, 1e-5)) << arch << " " << init;
+      EXPECT_TRUE(torch::equal(without_adapters(model.model)->forward(ids).logits, base_logits)) << arch << " " << init;
+      train_adapters_randomly(model.model, 92);
+      const auto expected = model.model->forward(ids).logits;
+      EXPECT_FALSE(torch::allclose(expected, base_logits, 1e-3, 1e-3));
+      EXPECT_TRUE(torch::equal(without_adapters(model.model)->forward(ids).logits, base_logits)) << "the reference stays the base";
+      const std::string merged_dir = (here / "merged").string();
+      save_model_files(merged_dir, model.model, ByteTokenizer());
+      EXPECT_TRUE(torch::allclose(load_model_folder(merged_dir, torch::kCPU).model->forward(ids).logits, expected, 1e-4, 1e-5));
+      const std::string adapter_dir = (here / "adapter").string();
+      fs::create_directories(adapter_dir);
+      save_peft_adapter(adapter_dir, model.model, base_dir);
+      const auto written = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+      EXPECT_EQ(written["r"], 8);
+      EXPECT_EQ(written["lora_alpha"], 16.0);
+      EXPECT_EQ(written["init_lora_weights"], true);
+      if (arch == "llama") EXPECT_EQ(written["rank_pattern"], (nlohmann::json{{"mlp.down_proj", 4}})) << "2 doubled";
+      const auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
+      const std::string module = arch == "gpt2" ? "transformer.h.0.attn.c_attn" : "model.layers.0.self_attn.q_proj";
+      EXPECT_EQ(tensors.at("base_model.model." + module + ".lora_A.weight").size(0), 8);
+      EXPECT_EQ(tensors.at("base_model.model." + module + ".lora_B.weight").size(1), 8);
+      LoadedModel reloaded = load_model_folder(adapter_dir, torch::kCPU);
+      EXPECT_TRUE(torch::allclose(reloaded.model->forward(ids).logits, expected, 1e-4, 1e-5)) << arch << " " << init;
+      EXPECT_TRUE(torch::equal(without_adapters(reloaded.model)->forward(ids).logits, base_logits));
+    }
+  LoadedModel gaussian = base_folder_loaded((dir.path() / "gaussian").string(), 93);
+  const auto ids = sample_ids();
+  const auto base_logits = gaussian.model->forward(ids).logits;
+  LoraConfig config = lora_config_of("q_proj", 4, 8.0);
+  config.init_lora_weights = "gaussian";
+  torch::manual_seed(94);
+  gaussian.model->add_lora(lora_spec(config));
+  std::vector<torch::Tensor> a;
+  for (const auto& [name, t] : gaussian.model->adapter_parameters())
+    if (name.find("lora_A") != std::string::npos) a.push_back(t.flatten());
+  const double std = torch::cat(a).std().item<double>();
+  EXPECT_GT(std, 0.2);
+  EXPECT_LT(std, 0.3) << "1 / r = 0.25";
+  EXPECT_TRUE(torch::equal(gaussian.model->forward(ids).logits, base_logits)) << "B starts at zero";
+}
+
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
   // GPT-2 keeps q, k and v in one module, c_attn, which PEFT adapts with one A: separate q and
   // v adapters have no PEFT folder, and the reason says what to do.
