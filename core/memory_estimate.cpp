@@ -274,6 +274,15 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double trained = e.lora_parameters > 0 ? static_cast<double>(e.lora_parameters) : params;
   // (A tied head that modules_to_save unties keeps sharing the embedding's frozen weight.)
   e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * 4);
+  if (lora_targets && (c.model.lora.init_lora_weights == "pissa" || c.model.lora.init_lora_weights == "olora")) {
+    // PiSSA / OLoRA keep the adapters' first values A0 and B0 beside them.
+    LoraTargets adapters = *lora_targets;
+    adapters.trained.clear();
+    adapters.biases.clear();
+    adapters.embedding_rows.clear();
+    adapters.head_rows.clear();
+    e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters + lora_parameter_count(shape, adapters, false))) * 4);
+  }
   e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();

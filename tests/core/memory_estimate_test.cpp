@@ -102,6 +102,10 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
   const MemoryEstimate d = estimate_training_memory(dora);
   EXPECT_EQ(d.lora_parameters, A + (128 + 128) * 4);
   EXPECT_GT(d.activation_bytes, e.activation_bytes);
+  // PiSSA / OLoRA keep the adapters' first values beside them.
+  RunConfig pissa = c;
+  pissa.model.lora.init_lora_weights = "pissa";
+  EXPECT_EQ(estimate_training_memory(pissa).weights_bytes, (e.parameters + 2 * A) * 4);
   c.model.reference = "another-model";  // a reference of its own is a copy again
   EXPECT_EQ(estimate_training_memory(c).reference_bytes, full.reference_bytes);
 }
