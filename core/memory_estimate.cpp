@@ -274,7 +274,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   const double trained = e.lora_parameters > 0 ? static_cast<double>(e.lora_parameters) : params;
   // (A tied head that modules_to_save unties keeps sharing the embedding's frozen weight.)
   e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters)) * 4);
-  if (lora_targets && (c.model.lora.init_lora_weights == "pissa" || c.model.lora.init_lora_weights == "olora")) {
+  if (lora_targets && starts_from_factors(c.model.lora.init_lora_weights)) {
     // PiSSA / OLoRA keep the adapters' first values A0 and B0 beside them.
     LoraTargets adapters = *lora_targets;
     adapters.trained.clear();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <mutex>
 
@@ -641,11 +642,13 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
   lora_targets_ = std::move(targets);
 }
 
-void CausalLMImpl::initialise_adapters(const LoraTargets& targets, const std::string& init) {
-  torch::NoGradGuard guard;
+namespace {
+// Each adapted projection's PEFT module (GPT-2's c_attn: q, k and v) with its parts.
+void for_each_peft_module(torch::nn::ModuleList& layers, const LoraTargets& targets,
+                          const std::function<void(const LoraModule&, std::vector<LinearImpl*>&)>& visit) {
   for (const LoraModule& m : targets.modules) {
     if (targets.shared_qkv && (m.projection == "k_proj" || m.projection == "v_proj")) continue;  // with q's
-    BlockImpl* block = layers_->ptr<BlockImpl>(static_cast<size_t>(m.layer)).get();
+    BlockImpl* block = layers->ptr<BlockImpl>(static_cast<size_t>(m.layer)).get();
     const auto linear = [&](const std::string& p) -> LinearImpl* {
       if (p == "q_proj") return block->self_attn->q_proj.get();
       if (p == "k_proj") return block->self_attn->k_proj.get();
@@ -660,18 +663,51 @@ void CausalLMImpl::initialise_adapters(const LoraTargets& targets, const std::st
     for (const std::string& p : targets.shared_qkv && m.projection == "q_proj" ? std::vector<std::string>{"q_proj", "k_proj", "v_proj"}
                                                                                : std::vector<std::string>{m.projection})
       parts.push_back(linear(p));
+    visit(m, parts);
+  }
+}
+
+// The weights of one PEFT module's parts stacked by rows [out, in].
+torch::Tensor stacked_weight(const std::vector<LinearImpl*>& parts) {
+  std::vector<torch::Tensor> weights;
+  for (const LinearImpl* part : parts) weights.push_back(part->weight);
+  return torch::cat(weights, 0);
+}
+}  // namespace
+
+void CausalLMImpl::initialise_adapters(const LoraTargets& targets, const std::string& init) {
+  torch::NoGradGuard guard;
+  for_each_peft_module(layers_, targets, [&](const LoraModule& m, std::vector<LinearImpl*>& parts) {
     if (init == "gaussian") {  // PEFT: A normal with std 1 / r, B zero
       parts.front()->lora_A.normal_(0.0, 1.0 / static_cast<double>(m.r));
-      continue;
+      return;
     }
-    std::vector<torch::Tensor> weights;
-    for (const LinearImpl* part : parts) weights.push_back(part->weight);
-    const auto [a0, b0] = initial_lora_factors(torch::cat(weights, 0), m.r, m.scale, init);
+    const auto [a0, b0] = initial_lora_factors(stacked_weight(parts), m.r, m.scale, init);
     int64_t row = 0;
     for (size_t i = 0; i < parts.size(); ++i) {
       parts[i]->set_initial(i == 0 ? a0 : torch::Tensor(), b0.narrow(0, row, parts[i]->weight.size(0)));
       row += parts[i]->weight.size(0);
     }
+  });
+}
+
+void CausalLMImpl::subtract_initial_adapters(const std::string& init) {
+  torch::NoGradGuard guard;
+  const auto residual = [&](const torch::Tensor& w, const LoraModule& m) {  // W - s B0 A0, in W's dtype
+    const auto [a0, b0] = initial_lora_factors(w, m.r, m.scale, init);
+    return (w.to(torch::kFloat32) - torch::mm(b0, a0) * m.scale).to(w.scalar_type());
+  };
+  for_each_peft_module(layers_, lora_targets_, [&](const LoraModule& m, std::vector<LinearImpl*>& parts) {
+    const torch::Tensor r = residual(stacked_weight(parts), m);
+    int64_t row = 0;
+    for (LinearImpl* part : parts) {
+      part->weight.copy_(r.narrow(0, row, part->weight.size(0)));
+      row += part->weight.size(0);
+    }
+  });
+  if (lora_targets_.adapts_head()) {
+    auto& head = lm_head_->as<LinearImpl>()->weight;
+    head.copy_(residual(head, lora_targets_.head));
   }
 }
 
@@ -761,7 +797,7 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
   GANPO_ASSERT(module != nullptr, "an adapter the LoRA targets do not list: " + name);
   torch::NoGradGuard guard;
   auto adapted = *w + torch::mm(*b, *a) * module->scale;  // [out, r] x [r, in]
-  if (lora_.init == "pissa" || lora_.init == "olora") {  // minus scale B0 A0 (k and v on q's A0)
+  if (starts_from_factors(lora_.init)) {  // minus scale B0 A0 (k and v on q's A0)
     const auto buffers = named_buffers();
     const torch::Tensor* a0 = buffers.find(base + ".lora_A0");
     if (a0 == nullptr) a0 = buffers.find(base.substr(0, base.rfind('.')) + ".q_proj.lora_A0");

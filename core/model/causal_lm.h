@@ -120,6 +120,9 @@ public:
   // down = scale * dropout(hidden) A^T [M, r], up = B [V, r]; none (undefined) while the head
   // has no adapter or the adapters are off.
   HeadLowRank head_low_rank(const torch::Tensor& hidden);
+  // A PEFT PiSSA / OLoRA folder's base as PEFT loads it: each adapted weight (and the head's)
+  // minus scale B0 A0 drawn from it (initial_lora_factors), in its own dtype.
+  void subtract_initial_adapters(const std::string& init);
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 

@@ -107,18 +107,10 @@ TensorKey peft_trained_key(CausalLM& model) {
   };
 }
 
-// PiSSA's and OLoRA's residual of one weight W [out, in] for an adapter of rank r and scale s,
-// in float32 as PEFT computes it: W - s B0 A0 (core/model/causal_lm.h's initial_lora_factors:
-// the top-r singular part, or s Q_r R_r).
-torch::Tensor residual_weight(const torch::Tensor& w, int64_t r, double scale, const std::string& init) {
-  const auto [a0, b0] = initial_lora_factors(w, r, scale, init);
-  return (w.to(torch::kFloat32) - torch::mm(b0, a0) * scale).to(w.scalar_type());
-}
-
 // A run's PiSSA / OLoRA adapter (A, B, with A0 and B0 subtracted) as PEFT converts one to plain
 // LoRA (save_pretrained's path_initial_model_for_weight_conversion): rank 2r, A' = [A; -A0],
 // B' = [B, B0], the scale kept (alpha doubled, or times sqrt(2) with rsLoRA).
-bool converted_to_plain_lora(CausalLM& model) { return model->lora().init == "pissa" || model->lora().init == "olora"; }
+bool converted_to_plain_lora(CausalLM& model) { return starts_from_factors(model->lora().init); }
 torch::Tensor plain_lora_tensor(CausalLM& model, const std::string& name, const torch::Tensor& t,
                                 const torch::OrderedDict<std::string, torch::Tensor>& buffers) {
   if (!converted_to_plain_lora(model)) return t;
@@ -136,8 +128,8 @@ void double_the_rank(nlohmann::json& config, bool rslora) {
 }
 
 // PEFT's PiSSA / OLoRA folder loaded as PEFT loads it: each adapted weight becomes the residual
-// of the base (GPT-2's c_attn as one [q; k; v] matrix, its one adapter's), the adapters then
-// hold their trained values, and the model with its adapters off is that residual model.
+// of the base (CausalLMImpl::subtract_initial_adapters), the adapters then hold their trained
+// values, and the model with its adapters off is that residual model.
 void subtract_initial_adapters(CausalLM& model, const std::string& config_path) {
   const std::string& init = model->lora().residual_init;
   const LoraTargets& targets = model->lora_targets();
@@ -149,26 +141,7 @@ void subtract_initial_adapters(CausalLM& model, const std::string& config_path) 
   if (targets.adapts_head() && targets.untie_head)
     fail("with an adapter on the output head, which is the token embedding: PEFT would change the embedding too; "
          "merge the adapter with PEFT and load the merged folder");
-  auto params = model->named_parameters();
-  torch::NoGradGuard guard;
-  for (const LoraModule& m : targets.modules) {
-    if (targets.shared_qkv && (m.projection == "k_proj" || m.projection == "v_proj")) continue;  // with q's
-    const std::string layer = "layers." + std::to_string(m.layer) + ".";
-    std::vector<torch::Tensor> parts;  // the rows of one PEFT module
-    for (const std::string& p : targets.shared_qkv && m.projection == "q_proj" ? std::vector<std::string>{"q_proj", "k_proj", "v_proj"}
-                                                                               : std::vector<std::string>{m.projection})
-      parts.push_back(params[layer + hf_projection_path("llama", p) + ".weight"]);  // (our names are Llama's)
-    const torch::Tensor residual = residual_weight(torch::cat(parts, 0), m.r, m.scale, init);
-    int64_t row = 0;
-    for (auto& part : parts) {
-      part.copy_(residual.narrow(0, row, part.size(0)));
-      row += part.size(0);
-    }
-  }
-  if (targets.adapts_head()) {
-    torch::Tensor head = params["lm_head.weight"];
-    head.copy_(residual_weight(head, targets.head.r, targets.head.scale, init));
-  }
+  model->subtract_initial_adapters(init);
 }
 
 }  // namespace

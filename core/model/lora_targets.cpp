@@ -506,7 +506,7 @@ LoraTargets resolve_lora_targets(const ModelShape& shape, const LoraSpec& spec) 
   out.head_rows = std::move(trained.head_rows);
   if (out.adapts_embedding() || out.adapts_head()) refuse_with_adapted_tables(shape, spec, target_re.get(), out);
   out.biases = trained_biases(shape, spec, out, prefix);
-  if ((spec.init == "pissa" || spec.init == "olora") && (spec.dora || out.adapts_embedding() || out.adapts_head()))
+  if (starts_from_factors(spec.init) && (spec.dora || out.adapts_embedding() || out.adapts_head()))
     throw ConfigError(prefix + "init_lora_weights = \"" + spec.init + "\" starts the adapters from each weight's " +
                       (spec.init == "pissa" ? "singular vectors" : "QR factors") + ", which is built here for the " +
                       "projections' plain LoRA only: " +

@@ -83,6 +83,8 @@ struct LoraSpec {
   double scale() const;
 };
 double lora_scale(int64_t r, double alpha, bool rslora);  // alpha / r, or alpha / sqrt(r) with rsLoRA
+// init_lora_weights that start the adapters from each weight's factors (PiSSA, OLoRA).
+inline bool starts_from_factors(const std::string& init) { return init == "pissa" || init == "olora"; }
 LoraSpec lora_spec(const LoraConfig& config);  // throws ConfigError for unknown targets
 
 // One adapted projection in one layer.
