@@ -148,7 +148,8 @@ struct TrainConfig {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
-  std::string precision = "fp32";  // "fp32" | "bf16" (bf16 autocast of training, evaluation and precompute passes; LibTorch 2.x + CUDA)
+  std::string precision = "fp32";  // "fp32" | "bf16" (bf16 autocast of training, evaluation and precompute passes,
+                                   // a reference of its own with its projections stored in bf16; LibTorch 2.x + CUDA)
   // Keep only each block's input in the forward pass and recompute the block in the backward
   // pass: activation memory drops from ~17 d to ~d values per token and layer, for about one
   // more forward pass of compute (transformers' gradient_checkpointing).

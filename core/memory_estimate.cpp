@@ -286,7 +286,10 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();
-  e.reference_bytes = preference && !shared_reference ? saturate(params * 4) : 0;
+  // Under bf16 (CUDA autocast) a reference of its own keeps its projections in bf16
+  // (CausalLMImpl::store_projections_in_bf16), its embeddings and norms in float32.
+  const double bf16_values = c.train.precision == "bf16" ? static_cast<double>(parameter_parts(shape).projections) : 0;
+  e.reference_bytes = preference && !shared_reference ? saturate(params * 4 - bf16_values * 2) : 0;
 
   // ---- the policy's activations: what its backward pass keeps, and the transients on top ----
   Inventory inv;

@@ -11,7 +11,8 @@
 //   gradients    one per trained parameter (every one, or only the LoRA adapters), float32
 //   optimizer    AdamW's two moments per trained parameter, always fp32 (8 bytes per parameter)
 //   reference    a frozen float32 copy of the policy for the preference stage (none for "sft",
-//                none with LoRA, whose reference is the policy with its adapters off)
+//                none with LoRA, whose reference is the policy with its adapters off); under
+//                bf16 its projections in bf16 (2 bytes), embeddings and norms float32
 //   activation   what the policy keeps from its forward pass to its backward pass, and the
 //                largest transient on top of it (below)
 //   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and

@@ -34,6 +34,16 @@ private:
   bool before_;
 };
 
+// A weight stored in another dtype than its input (a frozen reference's projections in bf16),
+// as the product needs it: unchanged under CUDA's bf16 autocast, which rounds both sides to bf16
+// itself, else cast to the input's dtype (a bf16 weight used in float32: sampling, evaluation
+// on the CPU).
+torch::Tensor as_input_dtype(const torch::Tensor& weight, const torch::Tensor& x) {
+  if (!weight.defined() || weight.scalar_type() == x.scalar_type() || (x.is_cuda() && cuda_autocast_enabled()))
+    return weight;
+  return weight.to(x.scalar_type());
+}
+
 torch::Tensor new_weight(const std::vector<int64_t>& sizes, bool init, double std, double fill = 0.0,
                          bool constant = false) {
   if (!init) return torch::empty(sizes);
@@ -112,7 +122,7 @@ struct LinearImpl : WeightAndBias {
     return {std::move(h), std::move(down), std::move(down0), dropped};
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    if (!adapted()) return torch::linear(x, w(), b());  // [..., out]
+    if (!adapted()) return torch::linear(x, as_input_dtype(w(), x), as_input_dtype(b(), x));  // [..., out]
     return forward_adapted(x, adapter_input(x));
   }
   // With the adapter on (adapted()); `in` is adapter_input(x), of this adapter's A (or of the
@@ -744,6 +754,29 @@ HeadLowRank CausalLMImpl::head_low_rank(const torch::Tensor& hidden) {
   return {head->adapter_input(hidden).down * head->lora_scale, head->lora_B};  // [M, r], [V, r]
 }
 
+int64_t CausalLMImpl::store_projections_in_bf16() {
+  GANPO_ASSERT(lora_.r == 0 && !adapters_off_, "only a model without adapters keeps its projections in bf16");
+  torch::NoGradGuard guard;
+  int64_t stored = 0;
+  const auto to_bf16 = [&](torch::Tensor& t) {
+    if (!t.defined()) return;
+    GANPO_ASSERT(!t.requires_grad(), "a trained weight cannot be stored in bf16");
+    t.set_data(t.to(torch::kBFloat16));
+    stored += t.numel();
+  };
+  for (const auto& m : modules(/*include_self=*/false)) {
+    auto* linear = m->as<LinearImpl>();
+    // (The embedding tables are looked up, not multiplied: autocast leaves their rows float32,
+    // and a tied head multiplies by the embedding.)
+    if (!linear || m == embed_tokens_ || m == embed_positions_) continue;
+    GANPO_ASSERT(!linear->trained_weight.defined() && !linear->trained_bias.defined() && !linear->token_rows.defined(),
+                 "a trained copy in a model kept in bf16");
+    to_bf16(linear->weight);
+    to_bf16(linear->bias);
+  }
+  return stored;
+}
+
 std::shared_ptr<CausalLMImpl> CausalLMImpl::without_adapters_impl() {
   // A copy of this module holds the same parameter tensors and child modules (handles, not data).
   // Made in evaluation mode (its own flag; train() / eval() on it then change nothing shared).
@@ -906,7 +939,7 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   // (A head with a LoRA adapter adds scale * dropout(h) A^T B^T.)
   auto* head = lm_head_ ? lm_head_->as<LinearImpl>() : nullptr;
   auto logits = head && head->adapted() && head_in.size(1) > 0 ? head->forward(head_in)
-                                                                : torch::matmul(head_in, head_weight().t());
+                                                                : torch::matmul(head_in, as_input_dtype(head_weight(), head_in).t());
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
   return {logits, hidden, logits_from};
 }

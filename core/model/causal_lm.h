@@ -123,6 +123,13 @@ public:
   // A PEFT PiSSA / OLoRA folder's base as PEFT loads it: each adapted weight (and the head's)
   // minus scale B0 A0 drawn from it (initial_lora_factors), in its own dtype.
   void subtract_initial_adapters(const std::string& init);
+  // A frozen model used under CUDA's bf16 autocast (train.precision = "bf16": the reference):
+  // the projections' weights and biases (attention's, the MLP's, an untied head's) are stored in
+  // bf16, half their memory, with the same numbers, since autocast rounds them to bf16 for
+  // every product anyway. Embeddings and norms stay float32 (autocast keeps their outputs so).
+  // Outside autocast each product casts them back to its input's dtype. Returns how many values
+  // are stored in bf16 (parameter_parts(shape()).projections). Not for a model with adapters.
+  int64_t store_projections_in_bf16();
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 

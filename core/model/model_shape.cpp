@@ -38,22 +38,26 @@ ModelShape resolve_model_shape(const ModelConfig& c, int64_t vocab_size) {
   return s;
 }
 
-int64_t parameter_count(const ModelShape& s) {
+ParameterParts parameter_parts(const ModelShape& s) {
   const int64_t d = s.d_model, hd = s.head_size(), q = s.n_heads * hd, kv = s.n_kv_heads * hd;
   const bool layer_norm = s.norm == NormKind::layer_norm;
   const int64_t norm = layer_norm ? 2 * d : d;
   int64_t attn = d * (q + 2 * kv) + q * d;
   if (s.qkv_bias) attn += q + 2 * kv;
   if (s.o_bias) attn += d;
-  if (s.qk_norm) attn += 2 * hd;
   const bool gated = s.mlp != MlpKind::gelu_tanh;
   int64_t mlp = (gated ? 3 : 2) * d * s.d_ff;
   if (s.mlp_bias) mlp += (gated ? 2 : 1) * s.d_ff + d;
-  const int64_t norms = (s.sandwich_norms ? 4 : 2) * norm;
-  int64_t total = s.n_layers * (attn + mlp + norms) + s.vocab_size * d + norm;
-  if (s.positions == PositionKind::learned) total += s.max_seq_len * d;
-  if (!s.tie_embeddings) total += s.vocab_size * d;
-  return total;
+  ParameterParts parts;
+  parts.projections = s.n_layers * (attn + mlp) + (s.tie_embeddings ? 0 : s.vocab_size * d);
+  parts.embeddings = s.vocab_size * d + (s.positions == PositionKind::learned ? s.max_seq_len * d : 0);
+  parts.norms = s.n_layers * ((s.sandwich_norms ? 4 : 2) * norm + (s.qk_norm ? 2 * hd : 0)) + norm;
+  return parts;
+}
+
+int64_t parameter_count(const ModelShape& s) {
+  const ParameterParts parts = parameter_parts(s);
+  return parts.projections + parts.embeddings + parts.norms;
 }
 
 }  // namespace ganpo

@@ -93,5 +93,12 @@ struct ModelShape {
 // Fills the preset's values, then the explicit ones from the config.
 ModelShape resolve_model_shape(const ModelConfig& config, int64_t vocab_size);
 int64_t parameter_count(const ModelShape& shape);
+// The parameters by kind: the projections (attention's and the MLP's weights and biases, and an
+// output head not tied to the embedding), the embedding tables (tokens, learned positions) and
+// the norms' weights and biases (qk norms included). parameter_count is their sum.
+struct ParameterParts {
+  int64_t projections = 0, embeddings = 0, norms = 0;
+};
+ParameterParts parameter_parts(const ModelShape& shape);
 
 }  // namespace ganpo

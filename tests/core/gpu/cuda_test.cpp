@@ -1,9 +1,10 @@
 // CUDA checks (ctest label `gpu`): the model gives the same logits on CUDA as on the CPU (plain
 // causal, left-padded with a key mask, decoding from a key/value cache); under bf16 autocast
 // every weight gets its gradient, with gradient checkpointing and through the critics' spectral
-// norm; short DPO + GANPO runs train on CUDA (fp32, and bf16 with checkpointing) with every metric
-// finite, the fp32 one resuming where it stopped, and bitwise so with train.deterministic; an
-// optimizer step never makes the host wait for the device. Each test skips when no CUDA device
+// norm, and a reference with its projections stored in bf16 gives the same numbers; short
+// DPO + GANPO runs train on CUDA (fp32, and bf16 with checkpointing) with every metric finite,
+// the fp32 one resuming where it stopped, and bitwise so with train.deterministic; an optimizer
+// step never makes the host wait for the device. Each test skips when no CUDA device
 // is present, so the suite passes on CPU machines.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -232,6 +233,43 @@ TEST(Cuda, Bf16ChunkedHeadFollowsThePlainHead) {
     EXPECT_LT((lp_chunked - lp_full).abs().max().item<double>(), 0.1);
     EXPECT_GT(cosine(gh_chunked, gh_full), 0.99);
     EXPECT_GT(cosine(gw_chunked, gw_full), 0.99);
+  }
+}
+
+// The reference under bf16 keeps its projections in bf16 (CausalLMImpl::store_projections_in_bf16):
+// under autocast, which rounds every product's weight to bf16 anyway, it gives the float32
+// model's numbers bitwise, through the plain head, the chunked head and a tied or untied head.
+TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
+  SKIP_WITHOUT_CUDA();
+  for (bool tied : {true, false}) {
+    SCOPED_TRACE(tied ? "tied head" : "untied head");
+    ModelConfig mc;
+    mc.preset = "tiny";
+    ModelShape s = resolve_model_shape(mc, 259);
+    s.tie_embeddings = tied;
+    torch::manual_seed(5);
+    CausalLM float32(s), stored(s);
+    {
+      torch::NoGradGuard ng;
+      auto src = float32->named_parameters();
+      for (auto& p : stored->named_parameters()) p.value().copy_(src[p.key()]);
+    }
+    for (CausalLM* m : {&float32, &stored}) {
+      (*m)->to(torch::kCUDA);
+      (*m)->eval();
+      for (auto& p : (*m)->parameters()) p.requires_grad_(false);
+    }
+    EXPECT_EQ(stored->store_projections_in_bf16(), parameter_parts(s).projections);
+    const auto ids = torch::randint(0, 256, {4, 96}, torch::kLong).to(torch::kCUDA);
+    const auto targets = ids.roll(-1, 1).reshape({-1});
+    torch::NoGradGuard ng;
+    Bf16Autocast autocast(true);
+    const LMOutput a = float32->forward(ids), b = stored->forward(ids);
+    EXPECT_TRUE(torch::equal(a.logits, b.logits));
+    EXPECT_TRUE(torch::equal(a.hidden, b.hidden));
+    const auto h = a.hidden.reshape({-1, s.d_model});
+    EXPECT_TRUE(torch::equal(chunked_token_logps(h, float32->head_weight(), targets, 0.0, 64),
+                             chunked_token_logps(h, stored->head_weight(), targets, 0.0, 64)));
   }
 }
 

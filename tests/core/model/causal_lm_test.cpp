@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/chunked_logps.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/generate.h"
@@ -94,9 +95,22 @@ TEST(ModelShapeTest, ParameterCountMatchesTheModule) {
   auto gpt2_untied = gpt2_shape();
   gpt2_untied.tie_embeddings = false;
   shapes.push_back({"gpt2 untied", gpt2_untied});
+  auto every_norm = untied;  // Qwen 3's q / k norms, Gemma 2's four norms a layer, biases
+  every_norm.qk_norm = every_norm.sandwich_norms = every_norm.qkv_bias = every_norm.o_bias = every_norm.mlp_bias = true;
+  shapes.push_back({"qk and sandwich norms, biases", every_norm});
   for (auto& [name, s] : shapes) {
     CausalLM m(s);
     EXPECT_EQ(parameter_count(s), numel_sum(m)) << name;
+    ParameterParts counted;  // by the modules' names
+    for (const auto& p : m->named_parameters()) {
+      const std::string& key = p.key();
+      const bool embedding = key.rfind("embed_", 0) == 0, norm = key.find("norm.") != std::string::npos;
+      (embedding ? counted.embeddings : norm ? counted.norms : counted.projections) += p.value().numel();
+    }
+    const ParameterParts parts = parameter_parts(s);
+    EXPECT_EQ(parts.projections, counted.projections) << name;
+    EXPECT_EQ(parts.embeddings, counted.embeddings) << name;
+    EXPECT_EQ(parts.norms, counted.norms) << name;
   }
 }
 
@@ -418,6 +432,58 @@ TEST(ModelForward, LeftPaddingWithKeyMaskAndPositionsMatchesUnpadded) {
     EXPECT_LT((step[1][0] - m->forward(tokens({long_next})).logits[0][-1]).abs().max().item<double>(), 1e-4)
         << name;
   }
+}
+
+// A frozen model kept for bf16 autocast (the reference under train.precision = "bf16") stores its
+// projections in bf16 and nothing else; outside autocast it gives exactly the numbers of the
+// float32 model with those weights rounded to bf16 (the plain and the chunked head, decoding
+// from a cache). Under CUDA's autocast it gives the float32 model's numbers
+// (Cuda.ReferenceProjectionsInBf16GiveTheAutocastNumbers).
+TEST(ModelForward, ProjectionsStoredInBf16AreTheRoundedModel) {
+  auto untied = llama_shape();
+  untied.tie_embeddings = false;
+  untied.qkv_bias = true;
+  for (auto& [name, s] : std::vector<std::pair<std::string, ModelShape>>{{"gpt2 (tied)", gpt2_shape()}, {"llama untied", untied}}) {
+    SCOPED_TRACE(name);
+    auto stored = make_model(s, 3), rounded = make_model(s, 3);
+    std::set<std::string> round;
+    {
+      torch::NoGradGuard guard;
+      for (auto& p : rounded->named_parameters())
+        if (p.key().find("_proj.") != std::string::npos || p.key().rfind("lm_head.", 0) == 0) {
+          p.value().copy_(p.value().to(torch::kBFloat16).to(torch::kFloat32));
+          round.insert(p.key());
+        }
+    }
+    for (auto& p : stored->parameters()) p.requires_grad_(false);
+    EXPECT_EQ(stored->store_projections_in_bf16(), parameter_parts(s).projections);
+    for (const auto& p : stored->named_parameters())
+      EXPECT_EQ(p.value().scalar_type(), round.count(p.key()) ? torch::kBFloat16 : torch::kFloat32) << p.key();
+    EXPECT_EQ(stored->named_parameters()["layers.0.self_attn.q_proj.bias"].scalar_type(),
+              s.qkv_bias ? torch::kBFloat16 : torch::kFloat32);
+
+    const auto ids = tokens({{kBos, 5, 9, 77, 3, 120, 4}, {kBos, 6, 6, 200, 31, 2, 8}});
+    torch::NoGradGuard guard;
+    const LMOutput a = stored->forward(ids), b = rounded->forward(ids);
+    EXPECT_TRUE(torch::equal(a.logits, b.logits));
+    EXPECT_TRUE(torch::equal(a.hidden, b.hidden));
+    EXPECT_EQ(a.logits.scalar_type(), torch::kFloat32);
+    const auto h = a.hidden.reshape({-1, s.d_model});
+    const auto targets = ids.roll(-1, 1).reshape({-1});
+    EXPECT_TRUE(torch::equal(chunked_token_logps(h, stored->head_weight(), targets, 0.0, 5),
+                             chunked_token_logps(h, rounded->head_weight(), targets, 0.0, 5)));
+    SamplingOptions greedy;
+    greedy.temperature = 0;
+    greedy.max_new_tokens = 6;
+    const std::vector<std::vector<int64_t>> prompts = {{kBos, 5, 9}, {kBos, 7}};
+    EXPECT_EQ(generate(stored, prompts, greedy, kEos, kPad), generate(rounded, prompts, greedy, kEos, kPad));
+  }
+  auto adapted = make_model(llama_shape());
+  LoraSpec spec;
+  spec.r = 2;
+  spec.targets = {"q_proj"};
+  adapted->add_lora(spec);
+  EXPECT_THROW(adapted->store_projections_in_bf16(), std::logic_error) << "not for a model with adapters";
 }
 
 // ---- model_state / load_model_state --------------------------------------------------------

@@ -1292,7 +1292,9 @@ TEST(Lora, PissaAndOloraRunsStartAtTheBaseWhichStaysTheirReference) {
       EXPECT_EQ(written["r"], 8);
       EXPECT_EQ(written["lora_alpha"], 16.0);
       EXPECT_EQ(written["init_lora_weights"], true);
-      if (arch == "llama") EXPECT_EQ(written["rank_pattern"], (nlohmann::json{{"mlp.down_proj", 4}})) << "2 doubled";
+      if (arch == "llama") {
+        EXPECT_EQ(written["rank_pattern"], (nlohmann::json{{"mlp.down_proj", 4}})) << "2 doubled";
+      }
       const auto tensors = load_safetensors(adapter_dir + "/adapter_model.safetensors").tensors;
       const std::string module = arch == "gpt2" ? "transformer.h.0.attn.c_attn" : "model.layers.0.self_attn.q_proj";
       EXPECT_EQ(tensors.at("base_model.model." + module + ".lora_A.weight").size(0), 8);
