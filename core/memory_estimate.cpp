@@ -283,6 +283,15 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
     adapters.head_rows.clear();
     e.weights_bytes = saturate((params + static_cast<double>(e.lora_parameters + lora_parameter_count(shape, adapters, false))) * 4);
   }
+  const bool bf16_base = shape.dtype == "bfloat16" || c.model.random_weights || c.model.checkpoint.empty();
+  if (lora_targets && c.train.precision == "bf16" && bf16_base) {
+    // The frozen base's projections in bf16 where bf16 holds their values: a folder stored in
+    // bf16, or random weights (drawn as bf16 values under bf16)
+    // (CausalLMImpl::store_frozen_base_in_bf16); a head with trained token rows stays float32.
+    double base_bf16 = static_cast<double>(parameter_parts(shape).projections);
+    if (!shape.tie_embeddings && !lora_targets->head_rows.empty()) base_bf16 -= static_cast<double>(shape.vocab_size * shape.d_model);
+    e.weights_bytes = saturate(static_cast<double>(e.weights_bytes) - base_bf16 * 2);
+  }
   e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);
   const bool shared_reference = e.lora_parameters > 0 && c.model.reference.empty();

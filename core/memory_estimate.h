@@ -7,7 +7,8 @@
 //
 // Counted, in bytes:
 //   weights      policy parameters: 4 bytes each (float32 master weights in either precision),
-//                LoRA adapters included
+//                LoRA adapters included; under bf16 a LoRA run's frozen base projections 2 bytes
+//                each when the folder stores them in bf16
 //   gradients    one per trained parameter (every one, or only the LoRA adapters), float32
 //   optimizer    AdamW's two moments per trained parameter, always fp32 (8 bytes per parameter)
 //   reference    a frozen float32 copy of the policy for the preference stage (none for "sft",

@@ -346,6 +346,20 @@ struct Trainer::State {
     order = epoch_rows(epoch, order_group_rows);
     if (!options.resume_from.empty()) resume(options.resume_from);
     if (dp) start_data_parallel();
+    if (bf16_autocast() && policy->lora().r > 0) keep_frozen_base_in_bf16();
+  }
+
+  // A LoRA run under bf16: the frozen base's projections in bf16 where that changes no value
+  // (after data parallelism's broadcast, so every process has the same weights to judge).
+  void keep_frozen_base_in_bf16() {
+    const int64_t stored = policy->store_frozen_base_in_bf16();
+    if (stored > 0)
+      log("info", "the frozen base's projections are stored in bf16 (" + std::to_string(stored) + " values, " +
+                      format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) + " MiB less), as " +
+                      "bf16 holds them exactly");
+    else
+      log("info", "the frozen base stays float32: its weights are not bf16 values (a model stored in bf16 would keep "
+                  "its projections in half the memory)");
   }
 
   // ---- data parallelism (data_parallel.h) ------------------------------------------------------
@@ -520,6 +534,14 @@ struct Trainer::State {
       tokenizer = std::make_unique<ByteTokenizer>();
       policy = CausalLM(resolve_model_shape(config.model, tokenizer->vocab_size()));
       policy->to(device);
+    }
+    if ((config.model.random_weights || config.model.checkpoint.empty()) && bf16_autocast()) {
+      // Random weights under bf16 are bf16 values, as a folder stored in bf16 holds its weights, so a
+      // LoRA run's frozen base is kept in bf16 as it would be for such a folder (a benchmark of a
+      // shape then measures the memory of real use).
+      torch::NoGradGuard guard;
+      for (auto& p : policy->parameters()) p.copy_(p.to(torch::kBFloat16));
+      log("info", "the random weights are drawn as bf16 values (train.precision = \"bf16\")");
     }
     if (config.data.max_length > policy->shape().max_seq_len)
       throw ConfigError("data.max_length = " + std::to_string(config.data.max_length) +

@@ -132,7 +132,7 @@ struct LinearImpl : WeightAndBias {
     if (lora_magnitude.defined()) return dora_forward(x, in, adapter);
     // In place, scale folded in: no [..., out] temporaries beyond the adapter's own output (the
     // linear's backward does not need its output, so changing it is safe).
-    auto y = torch::linear(x, weight, b()).add_(adapter, lora_scale);
+    auto y = torch::linear(x, as_input_dtype(weight, x), as_input_dtype(b(), x)).add_(adapter, lora_scale);
     // PiSSA / OLoRA: x (W - scale B0 A0)^T + scale x' A^T B^T, W left as it is (the reference's).
     return lora_B0.defined() ? y.sub_(torch::linear(in.down0, lora_B0), lora_scale) : y;
   }
@@ -153,21 +153,22 @@ struct LinearImpl : WeightAndBias {
     }
     return dora_cached;
   }
-  torch::Tensor dora_norm() const {  // ||W + scale B A|| per output row [out]
+  torch::Tensor dora_norm() const {  // ||W + scale B A|| per output row [out], in float32
     torch::NoGradGuard guard;
-    return (weight + torch::mm(lora_B, A()).to(weight.scalar_type()) * lora_scale).norm(2, {1});
+    return (weight.to(torch::kFloat32) + torch::mm(lora_B, A()).to(torch::kFloat32) * lora_scale).norm(2, {1});
   }
   // Under bf16 autocast the outputs are bf16, k stays float32 and only k - 1 is rounded (k is
   // near 1: rounded itself it would lose the magnitude's small changes).
   torch::Tensor dora_forward(const torch::Tensor& x, const AdapterInput& in, const torch::Tensor& adapter) {
     const auto k = dora_factor();  // [out], float32
     const auto k_minus_1 = (k - 1).to(adapter.scalar_type());
+    const auto w = as_input_dtype(weight, x);  // [out, in]
     if (!in.is_dropped) {
-      auto z = torch::linear(x, weight).add_(adapter, lora_scale);  // x (W + scale B A)^T
-      auto y = z + z * k_minus_1;                                    // k * z
+      auto z = torch::linear(x, w).add_(adapter, lora_scale);  // x (W + scale B A)^T
+      auto y = z + z * k_minus_1;                               // k * z
       return bias.defined() ? y.add_(b()) : y;
     }
-    return torch::linear(x, weight, b()) + k_minus_1 * torch::linear(in.dropped, weight) +
+    return torch::linear(x, w, as_input_dtype(b(), x)) + k_minus_1 * torch::linear(in.dropped, w) +
            (k * lora_scale).to(adapter.scalar_type()) * adapter;
   }
   // PEFT's initialisation: A Kaiming-uniform (a = sqrt(5), as nn.Linear), B zero, so the adapted
@@ -755,23 +756,36 @@ HeadLowRank CausalLMImpl::head_low_rank(const torch::Tensor& hidden) {
 }
 
 int64_t CausalLMImpl::store_projections_in_bf16() {
-  GANPO_ASSERT(lora_.r == 0 && !adapters_off_, "only a model without adapters keeps its projections in bf16");
+  GANPO_ASSERT(lora_.r == 0 && !adapters_off_, "only a model without adapters keeps all its projections in bf16");
+  return store_frozen_projections_in_bf16(/*exact_only=*/false);
+}
+
+int64_t CausalLMImpl::store_frozen_base_in_bf16() {
+  GANPO_ASSERT(lora_.r > 0 && !adapters_off_, "a LoRA model's frozen base");
+  return store_frozen_projections_in_bf16(/*exact_only=*/true);
+}
+
+int64_t CausalLMImpl::store_frozen_projections_in_bf16(bool exact_only) {
   torch::NoGradGuard guard;
   int64_t stored = 0;
   const auto to_bf16 = [&](torch::Tensor& t) {
-    if (!t.defined()) return;
-    GANPO_ASSERT(!t.requires_grad(), "a trained weight cannot be stored in bf16");
-    t.set_data(t.to(torch::kBFloat16));
+    if (!t.defined() || t.scalar_type() == torch::kBFloat16) return;
+    GANPO_ASSERT(!t.requires_grad(), "a trained tensor cannot be stored in bf16");
+    auto rounded = t.to(torch::kBFloat16);
+    if (exact_only && !torch::equal(rounded.to(t.scalar_type()), t)) return;  // bf16 would change it
+    t.set_data(rounded);
     stored += t.numel();
   };
   for (const auto& m : modules(/*include_self=*/false)) {
     auto* linear = m->as<LinearImpl>();
     // (The embedding tables are looked up, not multiplied: autocast leaves their rows float32,
-    // and a tied head multiplies by the embedding.)
-    if (!linear || m == embed_tokens_ || m == embed_positions_) continue;
-    GANPO_ASSERT(!linear->trained_weight.defined() && !linear->trained_bias.defined() && !linear->token_rows.defined(),
-                 "a trained copy in a model kept in bf16");
-    to_bf16(linear->weight);
+    // and a tied head multiplies by the embedding, as does a head untied for its adapter or a
+    // trained copy, which shares the embedding's storage. A head with trained token rows puts
+    // float32 rows into its weight.)
+    if (!linear || m == embed_tokens_ || m == embed_positions_ || linear->token_rows.defined() ||
+        linear->weight.is_alias_of(embed_tokens_->as<LinearImpl>()->weight))
+      continue;
+    to_bf16(linear->weight);  // (a trained copy beside it stays float32: only the reference reads these)
     to_bf16(linear->bias);
   }
   return stored;
@@ -809,7 +823,7 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
     if (m->lora_embedding_B.defined()) return m->merged_embedding();
     if (m->lora_B.defined()) {  // the head's adapter: W + scale B A
       torch::NoGradGuard guard;
-      return m->weight + torch::mm(m->lora_B, m->lora_A).to(m->weight.scalar_type()) * m->lora_scale;
+      return m->weight.to(torch::kFloat32) + torch::mm(m->lora_B, m->lora_A).to(torch::kFloat32) * m->lora_scale;
     }
     torch::NoGradGuard guard;
     if (m->token_rows.defined()) return m->weight.index_copy(0, m->token_rows, m->trainable_tokens_delta);
@@ -829,7 +843,7 @@ torch::Tensor CausalLMImpl::merged_weight(const std::string& name,
                                                 base.substr(base.rfind('.') + 1));
   GANPO_ASSERT(module != nullptr, "an adapter the LoRA targets do not list: " + name);
   torch::NoGradGuard guard;
-  auto adapted = *w + torch::mm(*b, *a) * module->scale;  // [out, r] x [r, in]
+  auto adapted = w->to(torch::kFloat32) + torch::mm(*b, *a) * module->scale;  // [out, r] x [r, in] (a bf16 base: float32)
   if (starts_from_factors(lora_.init)) {  // minus scale B0 A0 (k and v on q's A0)
     const auto buffers = named_buffers();
     const torch::Tensor* a0 = buffers.find(base + ".lora_A0");

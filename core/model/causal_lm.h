@@ -130,12 +130,19 @@ public:
   // Outside autocast each product casts them back to its input's dtype. Returns how many values
   // are stored in bf16 (parameter_parts(shape()).projections). Not for a model with adapters.
   int64_t store_projections_in_bf16();
+  // A LoRA model under bf16 autocast: its frozen base's projections (those of the reference,
+  // read by the adapted products as well) stored in bf16 where bf16 holds their values exactly
+  // (a folder stored in bf16, as Hugging Face's models mostly are), so no number changes anywhere,
+  // merged folders included. Trained copies, adapters and a head with trained token rows stay
+  // float32. Returns how many values are stored in bf16.
+  int64_t store_frozen_base_in_bf16();
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 
 private:
   // init_lora_weights other than PEFT's default for the adapted projections (LoraConfig).
   void initialise_adapters(const LoraTargets& targets, const std::string& init);
+  int64_t store_frozen_projections_in_bf16(bool exact_only);
   ModelShape shape_;
   LoraSpec lora_;
   LoraTargets lora_targets_;  // lora_ read against this model

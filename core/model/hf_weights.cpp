@@ -51,7 +51,11 @@ struct Binding {
   torch::Tensor to_hf() const {
     if (layout == WeightLayout::same) return values[0].detach();
     if (layout == WeightLayout::transposed) return values[0].detach().t();
-    auto fused = torch::cat({values[0].detach(), values[1].detach(), values[2].detach()}, 0);
+    // (Parts may differ in dtype: a merged q in float32 beside a k kept in bf16.)
+    const auto dtype = values[0].scalar_type() == values[1].scalar_type() && values[1].scalar_type() == values[2].scalar_type()
+                           ? values[0].scalar_type()
+                           : torch::kFloat32;
+    auto fused = torch::cat({values[0].detach().to(dtype), values[1].detach().to(dtype), values[2].detach().to(dtype)}, 0);
     return fused.dim() == 2 ? fused.t() : fused;
   }
   void copy_from_hf(const torch::Tensor& t) {

@@ -106,6 +106,21 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
   RunConfig pissa = c;
   pissa.model.lora.init_lora_weights = "pissa";
   EXPECT_EQ(estimate_training_memory(pissa).weights_bytes, (e.parameters + 2 * A) * 4);
+  // Under bf16 the frozen base's projections take 2 bytes each where bf16 holds their values
+  // (CausalLMImpl::store_frozen_base_in_bf16): a folder stored in bf16, or random weights (a
+  // preset, model.random_weights), not a float32 folder.
+  RunConfig bf16 = c;
+  bf16.train.precision = "bf16";
+  const int64_t projections = 851968;  // TinyPresetMatchesHandComputation's 4 x (65536 + 147456)
+  EXPECT_EQ(estimate_training_memory(bf16).weights_bytes, e.weights_bytes - projections * 2) << "a preset";
+  bf16.model.checkpoint = "a-folder";
+  ModelShape shape = resolve_model_shape(c.model, 259);
+  EXPECT_EQ(estimate_training_memory(bf16, shape).weights_bytes, e.weights_bytes) << "a float32 folder";
+  bf16.model.random_weights = true;
+  EXPECT_EQ(estimate_training_memory(bf16, shape).weights_bytes, e.weights_bytes - projections * 2) << "random weights";
+  bf16.model.random_weights = false;
+  shape.dtype = "bfloat16";
+  EXPECT_EQ(estimate_training_memory(bf16, shape).weights_bytes, e.weights_bytes - projections * 2) << "a bf16 folder";
   c.model.reference = "another-model";  // a reference of its own is a copy again
   EXPECT_EQ(estimate_training_memory(c).reference_bytes, full.reference_bytes);
 }

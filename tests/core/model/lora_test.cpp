@@ -19,6 +19,7 @@
 #include "core/model/model_shape.h"
 #include "core/model/modules_to_save.h"
 #include "core/model/safetensors.h"
+#include "core/chunked_logps.h"
 #include "core/cpu_runtime.h"
 #include "core/parallel_lanes.h"
 #include "core/sequence_scoring.h"
@@ -1317,6 +1318,108 @@ TEST(Lora, PissaAndOloraRunsStartAtTheBaseWhichStaysTheirReference) {
   EXPECT_GT(std, 0.2);
   EXPECT_LT(std, 0.3) << "1 / r = 0.25";
   EXPECT_TRUE(torch::equal(gaussian.model->forward(ids).logits, base_logits)) << "B starts at zero";
+}
+
+// Under bf16 a LoRA run stores its frozen base's projections in bf16 where bf16 holds their values
+// (a folder stored in bf16): nothing changes, for every kind of adapter. A base of such values and
+// the same base kept in bf16 give bitwise the same logits (training mode with adapter dropout,
+// evaluation, adapters off), the same gradients and the same merged weights; adapters, trained
+// copies, a head sharing the embedding's storage and a head with trained token rows stay float32.
+// A base whose values bf16 cannot hold keeps float32.
+TEST(Lora, AFrozenBaseOfBf16ValuesStoredInBf16ChangesNoNumber) {
+  struct Case {
+    std::string name, arch;
+    bool tied;
+    LoraConfig config;
+    std::vector<std::pair<std::string, std::vector<int64_t>>> tokens;
+  };
+  std::vector<Case> cases;
+  LoraConfig plain = lora_config_of("q_proj,v_proj,down_proj", 4, 8.0);
+  plain.rank_pattern = "down_proj=2";
+  plain.dropout = 0.1;
+  cases.push_back({"plain, untied head adapted", "llama", false, plain, {}});
+  cases.back().config.target_modules = "q_proj,v_proj,down_proj,lm_head";
+  cases.push_back({"DoRA with dropout", "llama", true, lora_config_of("q_proj,o_proj,up_proj", 4, 8.0, true), {}});
+  cases.back().config.dropout = 0.1;
+  cases.push_back({"PiSSA", "llama", true, lora_config_of("q_proj,up_proj", 4, 8.0), {}});
+  cases.back().config.init_lora_weights = "pissa";
+  cases.push_back({"GPT-2 c_attn, biases all, ln_f whole", "gpt2", true, lora_config_of("c_attn,c_fc"), {}});
+  cases.back().config.bias = "all";
+  cases.back().config.modules_to_save = "ln_f";
+  cases.push_back({"tied head adapted", "llama", true, lora_config_of("q_proj,lm_head"), {}});
+  cases.push_back({"untied head with token rows", "llama", false, lora_config_of("k_proj"), {{"lm_head", {3, 7}}}});
+  const auto ids = sample_ids();
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    ModelShape shape = lora_test_shape(c.arch);
+    shape.tie_embeddings = c.tied;
+    auto make = [&] {
+      torch::manual_seed(101);
+      CausalLM m(shape);
+      {
+        torch::NoGradGuard guard;  // the values a folder stored in bf16 holds
+        for (auto& p : m->parameters()) p.copy_(p.to(torch::kBFloat16).to(torch::kFloat32));
+      }
+      LoraSpec spec = lora_spec(c.config);
+      spec.trainable_tokens = c.tokens;
+      torch::manual_seed(102);
+      m->add_lora(spec);
+      train_adapters_randomly(m, 103);
+      return m;
+    };
+    CausalLM float32 = make(), stored = make();
+    const int64_t n = stored->store_frozen_base_in_bf16();
+    EXPECT_GT(n, 0);
+    int64_t bf16_values = 0;
+    for (const auto& p : stored->named_parameters()) {
+      const bool bf16 = p.value().scalar_type() == torch::kBFloat16;
+      if (bf16) bf16_values += p.value().numel();
+      if (p.value().requires_grad() || p.key().rfind("embed_tokens.", 0) == 0 || p.key().find("norm.") != std::string::npos) {
+        EXPECT_FALSE(bf16) << p.key();
+      }
+    }
+    EXPECT_EQ(bf16_values, n);
+    const auto head = stored->named_parameters().find("lm_head.weight");
+    if (head != nullptr) {
+      EXPECT_EQ(head->scalar_type() == torch::kBFloat16, !c.tied && c.tokens.empty()) << "a head of its own, without trained rows";
+    }
+    if (c.name == "PiSSA") {
+      EXPECT_EQ(n, parameter_parts(shape).projections);
+    }
+
+    // The plain head's logits and the chunked head's log-probs (its adapter's low-rank part included).
+    const auto scored = [&](CausalLM& m) {
+      torch::manual_seed(104);
+      const LMOutput out = m->forward(ids);
+      const auto rows = out.hidden.reshape({-1, out.hidden.size(-1)});
+      return std::pair{out.logits, chunked_token_logps(rows, m->head_weight(), ids.reshape({-1}), 0.0, 0, m->head_low_rank(rows))};
+    };
+    for (bool training : {true, false}) {
+      float32->train(training);
+      stored->train(training);
+      const auto [a, a_chunked] = scored(float32);
+      const auto [b, b_chunked] = scored(stored);
+      EXPECT_TRUE(torch::equal(a, b)) << (training ? "training" : "evaluation");
+      EXPECT_TRUE(torch::equal(a_chunked, b_chunked)) << (training ? "training" : "evaluation");
+      if (!training) continue;
+      (a.logsumexp(-1).mean() + a_chunked.mean()).backward();
+      (b.logsumexp(-1).mean() + b_chunked.mean()).backward();
+      auto grads = float32->named_parameters();
+      for (const auto& p : stored->named_parameters())
+        if (p.value().requires_grad()) {
+          EXPECT_TRUE(torch::equal(p.value().grad(), grads[p.key()].grad())) << p.key();
+        }
+    }
+    EXPECT_TRUE(torch::equal(without_adapters(float32)->forward(ids).logits, without_adapters(stored)->forward(ids).logits));
+    std::map<std::string, torch::Tensor> merged;
+    for (auto& [name, t] : model_state(float32)) merged[name] = t;
+    for (auto& [name, t] : model_state(stored))
+      EXPECT_TRUE(torch::equal(t.to(torch::kFloat32), merged.at(name))) << "merged " << name;
+  }
+  torch::manual_seed(105);
+  CausalLM fresh(lora_test_shape("llama"));
+  fresh->add_lora(spec_of("q_proj"));
+  EXPECT_EQ(fresh->store_frozen_base_in_bf16(), 0) << "float32 values stay float32";
 }
 
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
