@@ -51,8 +51,13 @@ ModelShape read_model_config(const std::string& dir);
 // Throws ModelFileError with a message saying what to do.
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn = {});
 // load_model plus the folder's tokenizer, moved to device and in eval mode.
+// frozen_bf16_projections: for a model whose weights all stay frozen (a bf16 run's reference,
+// a bf16 LoRA run's base): every weight frozen, and the projections whose values bf16 holds (a
+// folder stored in bf16) kept in bf16 before the move (CausalLMImpl::store_projections_in_bf16),
+// so the device never holds them in float32.
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
-                              const std::function<void(const std::string&)>& warn = {});
+                              const std::function<void(const std::string&)>& warn = {},
+                              bool frozen_bf16_projections = false);
 
 void write_json_file(const std::string& path, const nlohmann::json& j);
 nlohmann::json read_json_file(const std::string& path);  // throws ModelFileError

@@ -352,7 +352,7 @@ struct Trainer::State {
   // A LoRA run under bf16: the frozen base's projections in bf16 where that changes no value
   // (after data parallelism's broadcast, so every process has the same weights to judge).
   void keep_frozen_base_in_bf16() {
-    const int64_t stored = policy->store_frozen_base_in_bf16();
+    const int64_t stored = policy->store_projections_in_bf16(/*exact_only=*/true);
     if (stored > 0)
       log("info", "the frozen base's projections are stored in bf16 (" + std::to_string(stored) + " values, " +
                       format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) + " MiB less), as " +
@@ -523,7 +523,8 @@ struct Trainer::State {
       log("info", "model: " + policy->shape().arch + " of " + dir + "/config.json with random weights (model.random_weights)" +
                       (folder_tokenizer ? std::string() : "; the folder has no tokenizer, so the byte tokenizer is used"));
     } else if (!config.model.checkpoint.empty()) {
-      auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink());
+      // (A bf16 LoRA run's frozen base comes to the device in bf16 where the folder holds bf16.)
+      auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink(), config.model.lora.r > 0 && bf16_autocast());
       policy = loaded.model;
       tokenizer = std::move(loaded.tokenizer);
       if (policy->lora().r > 0)
@@ -594,7 +595,7 @@ struct Trainer::State {
                                   : config.model.random_weights ? std::string()
                                                                 : config.model.checkpoint;
       if (!ref_dir.empty()) {
-        reference = load_model_folder(ref_dir, device, warn_sink()).model;
+        reference = load_model_folder(ref_dir, device, warn_sink(), /*frozen_bf16_projections=*/bf16_autocast()).model;
       } else {
         // A fresh policy's reference is a frozen copy of its starting weights.
         reference = CausalLM(policy->shape(), /*init=*/false);
@@ -609,7 +610,7 @@ struct Trainer::State {
       if (bf16_autocast()) {
         // Autocast rounds every product's weight to bf16 anyway: stored so, the same numbers in
         // half the memory (and no cast per pass).
-        const int64_t stored = reference->store_projections_in_bf16();
+        const int64_t stored = reference->store_projections_in_bf16(/*exact_only=*/false);
         log("info", "the reference's projections are stored in bf16 (" + std::to_string(stored) +
                         " values, " + format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) +
                         " MiB less); its embeddings and norms stay float32");

@@ -68,6 +68,12 @@ struct AdapterInput {
 // (trainable_tokens_delta [n, d], starting at those rows), which replace them while the adapters
 // are on: W.index_copy(0, rows, delta), as PEFT's TrainableTokensLayer computes it.
 struct WeightAndBias : torch::nn::Module {
+  // What is trained (adapters, copies, token rows) is float32 on the weight's device, whatever
+  // the frozen weight's storage (bf16 under CausalLMImpl::store_projections_in_bf16).
+  torch::TensorOptions float32_options() const { return weight.options().dtype(torch::kFloat32); }
+  static torch::Tensor float32_copy(const torch::Tensor& t) {
+    return t.detach().to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
+  }
   // The weight in use on this thread (a handle, or the weight with its trained rows put in).
   torch::Tensor w() const {
     if (t_adapters_off) return weight;
@@ -79,15 +85,17 @@ struct WeightAndBias : torch::nn::Module {
   torch::Tensor b() const { return trained_bias.defined() && !t_adapters_off ? trained_bias : bias; }
   void add_trained_copy() {
     torch::NoGradGuard guard;
-    trained_weight = register_parameter("trained_weight", weight.detach().clone());
+    trained_weight = register_parameter("trained_weight", float32_copy(weight));
     if (bias.defined()) add_trained_bias();
   }
   void add_trained_bias() {
     torch::NoGradGuard guard;
-    trained_bias = register_parameter("trained_bias", bias.detach().clone());
+    trained_bias = register_parameter("trained_bias", float32_copy(bias));
   }
   void add_trainable_rows(const std::vector<int64_t>& rows) {
     torch::NoGradGuard guard;
+    // (Rows put into the weight in use: a weight kept in bf16 goes back to float32, exactly.)
+    if (weight.scalar_type() != torch::kFloat32) weight.set_data(weight.to(torch::kFloat32));
     token_rows = register_buffer("token_rows", torch::tensor(rows, torch::kLong).to(weight.device()));
     trainable_tokens_delta = register_parameter("trainable_tokens_delta", weight.index_select(0, token_rows).clone());
   }
@@ -180,13 +188,13 @@ struct LinearImpl : WeightAndBias {
       GANPO_ASSERT(a_from->lora_A.defined() && a_from->lora_A.size(1) == weight.size(1), "no A of this width to share");
       a_owner = std::move(a_from);
     } else {
-      lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, weight.options()));
+      lora_A = register_parameter("lora_A", torch::empty({r, weight.size(1)}, float32_options()));
       torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
     }
-    lora_B = register_parameter("lora_B", torch::zeros({weight.size(0), r}, weight.options()));
+    lora_B = register_parameter("lora_B", torch::zeros({weight.size(0), r}, float32_options()));
     lora_scale = scale;
     lora_dropout = dropout;
-    if (dora) lora_magnitude = register_parameter("lora_magnitude_vector", weight.norm(2, {1}));  // [out]
+    if (dora) lora_magnitude = register_parameter("lora_magnitude_vector", weight.to(torch::kFloat32).norm(2, {1}));  // [out]
   }
   // As an embedding table with PEFT's LoRA Embedding: each token's row gains scale * B A[:, id]
   // (no dropout, as PEFT), computed from A's column of the token without a [V, d] product.
@@ -205,8 +213,8 @@ struct LinearImpl : WeightAndBias {
   // PEFT's initialisation for an embedding: A zero, B normal (the model starts as the base model).
   void add_embedding_lora(int64_t r, double scale) {
     torch::NoGradGuard guard;
-    lora_embedding_A = register_parameter("lora_embedding_A", torch::zeros({r, weight.size(0)}, weight.options()));  // [r, V]
-    lora_embedding_B = register_parameter("lora_embedding_B", torch::empty({weight.size(1), r}, weight.options()).normal_());  // [d, r]
+    lora_embedding_A = register_parameter("lora_embedding_A", torch::zeros({r, weight.size(0)}, float32_options()));  // [r, V]
+    lora_embedding_B = register_parameter("lora_embedding_B", torch::empty({weight.size(1), r}, float32_options()).normal_());  // [d, r]
     lora_scale = scale;
   }
   // W + scale (B A)^T: the embedding with its adapter merged in [V, d].
@@ -220,10 +228,10 @@ struct LinearImpl : WeightAndBias {
     torch::NoGradGuard guard;
     if (a0.defined()) {  // (a projection on another's A gets its B alone)
       lora_A.copy_(a0);
-      lora_A0 = register_buffer("lora_A0", a0.to(weight.options()).clone());
+      lora_A0 = register_buffer("lora_A0", a0.to(float32_options()).clone());
     }
     lora_B.copy_(b0);
-    lora_B0 = register_buffer("lora_B0", b0.to(weight.options()).clone());
+    lora_B0 = register_buffer("lora_B0", b0.to(float32_options()).clone());
   }
   torch::Tensor lora_A0, lora_B0;  // [r, in] and [out, r]; undefined unless PiSSA / OLoRA
   torch::Tensor lora_A, lora_B;  // undefined without an adapter (lora_A also where a_owner's is used)
@@ -755,22 +763,17 @@ HeadLowRank CausalLMImpl::head_low_rank(const torch::Tensor& hidden) {
   return {head->adapter_input(hidden).down * head->lora_scale, head->lora_B};  // [M, r], [V, r]
 }
 
-int64_t CausalLMImpl::store_projections_in_bf16() {
-  GANPO_ASSERT(lora_.r == 0 && !adapters_off_, "only a model without adapters keeps all its projections in bf16");
-  return store_frozen_projections_in_bf16(/*exact_only=*/false);
-}
-
-int64_t CausalLMImpl::store_frozen_base_in_bf16() {
-  GANPO_ASSERT(lora_.r > 0 && !adapters_off_, "a LoRA model's frozen base");
-  return store_frozen_projections_in_bf16(/*exact_only=*/true);
-}
-
-int64_t CausalLMImpl::store_frozen_projections_in_bf16(bool exact_only) {
+int64_t CausalLMImpl::store_projections_in_bf16(bool exact_only) {
+  GANPO_ASSERT(!adapters_off_ && (exact_only || lora_.r == 0), "only a model without adapters keeps all its projections in bf16");
   torch::NoGradGuard guard;
   int64_t stored = 0;
   const auto to_bf16 = [&](torch::Tensor& t) {
-    if (!t.defined() || t.scalar_type() == torch::kBFloat16) return;
+    if (!t.defined()) return;
     GANPO_ASSERT(!t.requires_grad(), "a trained tensor cannot be stored in bf16");
+    if (t.scalar_type() == torch::kBFloat16) {  // (stored so when the model was loaded)
+      stored += t.numel();
+      return;
+    }
     auto rounded = t.to(torch::kBFloat16);
     if (exact_only && !torch::equal(rounded.to(t.scalar_type()), t)) return;  // bf16 would change it
     t.set_data(rounded);

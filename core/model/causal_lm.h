@@ -123,26 +123,25 @@ public:
   // A PEFT PiSSA / OLoRA folder's base as PEFT loads it: each adapted weight (and the head's)
   // minus scale B0 A0 drawn from it (initial_lora_factors), in its own dtype.
   void subtract_initial_adapters(const std::string& init);
-  // A frozen model used under CUDA's bf16 autocast (train.precision = "bf16": the reference):
-  // the projections' weights and biases (attention's, the MLP's, an untied head's) are stored in
-  // bf16, half their memory, with the same numbers, since autocast rounds them to bf16 for
-  // every product anyway. Embeddings and norms stay float32 (autocast keeps their outputs so).
-  // Outside autocast each product casts them back to its input's dtype. Returns how many values
-  // are stored in bf16 (parameter_parts(shape()).projections). Not for a model with adapters.
-  int64_t store_projections_in_bf16();
-  // A LoRA model under bf16 autocast: its frozen base's projections (those of the reference,
-  // read by the adapted products as well) stored in bf16 where bf16 holds their values exactly
-  // (a folder stored in bf16, as Hugging Face's models mostly are), so no number changes anywhere,
-  // merged folders included. Trained copies, adapters and a head with trained token rows stay
-  // float32. Returns how many values are stored in bf16.
-  int64_t store_frozen_base_in_bf16();
+  // A frozen model, or a LoRA model's frozen base, used under CUDA's bf16 autocast
+  // (train.precision = "bf16"): the projections' weights and biases (attention's, the MLP's, an
+  // untied head's) stored in bf16, half their memory, with the same numbers in every training
+  // pass, since autocast rounds every product's weight to bf16 anyway. exact_only: only those
+  // whose values bf16 holds exactly (a folder stored in bf16, as Hugging Face's models mostly
+  // are), so no number changes anywhere, outside autocast and in merged folders included;
+  // otherwise all of them (a reference, which nothing writes back; not for a model with adapters).
+  // Embeddings and norms stay float32 (autocast keeps their outputs so), as does what trains
+  // (adapters, trained copies; a head with trained token rows, or one sharing the embedding's
+  // storage). Outside autocast each product casts them to its input's dtype. Every tensor it
+  // stores must be frozen. Returns how many values are in bf16 then (parameter_parts(shape())
+  // .projections when all are).
+  int64_t store_projections_in_bf16(bool exact_only);
   // The dtype the weights were stored in ("bfloat16", ...), which checkpoints keep by default.
   void set_stored_dtype(const std::string& dtype) { shape_.dtype = dtype; }
 
 private:
   // init_lora_weights other than PEFT's default for the adapted projections (LoraConfig).
   void initialise_adapters(const LoraTargets& targets, const std::string& init);
-  int64_t store_frozen_projections_in_bf16(bool exact_only);
   ModelShape shape_;
   LoraSpec lora_;
   LoraTargets lora_targets_;  // lora_ read against this model

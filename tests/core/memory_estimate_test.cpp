@@ -107,7 +107,7 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
   pissa.model.lora.init_lora_weights = "pissa";
   EXPECT_EQ(estimate_training_memory(pissa).weights_bytes, (e.parameters + 2 * A) * 4);
   // Under bf16 the frozen base's projections take 2 bytes each where bf16 holds their values
-  // (CausalLMImpl::store_frozen_base_in_bf16): a folder stored in bf16, or random weights (a
+  // (CausalLMImpl::store_projections_in_bf16): a folder stored in bf16, or random weights (a
   // preset, model.random_weights), not a float32 folder.
   RunConfig bf16 = c;
   bf16.train.precision = "bf16";

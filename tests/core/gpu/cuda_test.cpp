@@ -16,9 +16,11 @@
 
 #include "core/bf16_autocast.h"
 #include "core/chunked_logps.h"
+#include "core/checkpoint.h"
 #include "core/critic.h"
 #include "core/host_sync_check.h"
 #include "core/model/causal_lm.h"
+#include "core/tokenizer.h"
 #include "core/trainer.h"
 
 namespace fs = std::filesystem;
@@ -37,7 +39,9 @@ namespace {
 class Recorder : public RunObserver {
 public:
   void on_metrics(int64_t step, const std::map<std::string, double>& m) override { metrics[step] = m; }
+  void on_log(const std::string&, const std::string& text) override { log += text + "\n"; }
   std::map<int64_t, std::map<std::string, double>> metrics;
+  std::string log;
 };
 
 RunConfig tiny_run(const fs::path& out) {
@@ -259,7 +263,7 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
       (*m)->eval();
       for (auto& p : (*m)->parameters()) p.requires_grad_(false);
     }
-    EXPECT_EQ(stored->store_projections_in_bf16(), parameter_parts(s).projections);
+    EXPECT_EQ(stored->store_projections_in_bf16(false), parameter_parts(s).projections);
     const auto ids = torch::randint(0, 256, {4, 96}, torch::kLong).to(torch::kCUDA);
     const auto targets = ids.roll(-1, 1).reshape({-1});
     torch::NoGradGuard ng;
@@ -271,6 +275,49 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
     EXPECT_TRUE(torch::equal(chunked_token_logps(h, float32->head_weight(), targets, 0.0, 64),
                              chunked_token_logps(h, stored->head_weight(), targets, 0.0, 64)));
   }
+}
+
+// bf16 runs over a folder stored in bf16 keep what stays frozen in bf16 from the load on: a LoRA
+// run's base (its reference) and a full fine-tuning run's reference of its own. Both train with
+// every metric finite and the rewards at 0 at the first step (the reference is the policy's
+// start); the LoRA run's merged final folder reloads.
+TEST(Cuda, Bf16RunsOverABf16FolderKeepTheFrozenWeightsInBf16) {
+  SKIP_WITHOUT_CUDA();
+  const fs::path root = fs::temp_directory_path() / ("ganpo-cuda-bf16-folder-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  {
+    torch::manual_seed(3);
+    ModelConfig mc;
+    mc.preset = "tiny";
+    CausalLM base(resolve_model_shape(mc, 259));
+    save_model_files((root / "base").string(), base, ByteTokenizer(), {"bfloat16"});
+  }
+  for (bool lora : {true, false}) {
+    SCOPED_TRACE(lora ? "LoRA" : "full fine-tuning");
+    RunConfig c = tiny_run(root / (lora ? "lora" : "full"));
+    c.model.preset = "";
+    c.model.checkpoint = (root / "base").string();
+    c.train.precision = "bf16";
+    if (lora) {
+      c.model.lora.r = 4;
+      c.model.lora.target_modules = "all-linear";
+    }
+    Recorder r;
+    {
+      Trainer t(c, r);
+      auto result = t.run();
+      ASSERT_EQ(result.status, "completed") << result.message;
+    }
+    EXPECT_NE(r.log.find(lora ? "the frozen base's projections are stored in bf16" : "the reference's projections are stored in bf16"),
+              std::string::npos) << r.log;
+    for (const auto& [step, m] : r.metrics)
+      for (const auto& [k, v] : m) EXPECT_TRUE(std::isfinite(v)) << k << " at step " << step;
+    EXPECT_NEAR(r.metrics.at(1).at("rewards/chosen"), 0.0, 1e-3);
+    if (lora) {
+      EXPECT_NO_THROW(load_model_folder((root / "lora" / "final").string(), torch::kCPU));
+    }
+  }
+  fs::remove_all(root);
 }
 
 // A bf16 run with gradient checkpointing and precomputed reference log-probs trains: every

@@ -456,7 +456,7 @@ TEST(ModelForward, ProjectionsStoredInBf16AreTheRoundedModel) {
         }
     }
     for (auto& p : stored->parameters()) p.requires_grad_(false);
-    EXPECT_EQ(stored->store_projections_in_bf16(), parameter_parts(s).projections);
+    EXPECT_EQ(stored->store_projections_in_bf16(false), parameter_parts(s).projections);
     for (const auto& p : stored->named_parameters())
       EXPECT_EQ(p.value().scalar_type(), round.count(p.key()) ? torch::kBFloat16 : torch::kFloat32) << p.key();
     EXPECT_EQ(stored->named_parameters()["layers.0.self_attn.q_proj.bias"].scalar_type(),
@@ -483,7 +483,7 @@ TEST(ModelForward, ProjectionsStoredInBf16AreTheRoundedModel) {
   spec.r = 2;
   spec.targets = {"q_proj"};
   adapted->add_lora(spec);
-  EXPECT_THROW(adapted->store_projections_in_bf16(), std::logic_error) << "not for a model with adapters";
+  EXPECT_THROW(adapted->store_projections_in_bf16(false), std::logic_error) << "not for a model with adapters";
 }
 
 // ---- model_state / load_model_state --------------------------------------------------------

@@ -1320,25 +1320,29 @@ TEST(Lora, PissaAndOloraRunsStartAtTheBaseWhichStaysTheirReference) {
   EXPECT_TRUE(torch::equal(gaussian.model->forward(ids).logits, base_logits)) << "B starts at zero";
 }
 
-// Under bf16 a LoRA run stores its frozen base's projections in bf16 where bf16 holds their values
-// (a folder stored in bf16): nothing changes, for every kind of adapter. A base of such values and
-// the same base kept in bf16 give bitwise the same logits (training mode with adapter dropout,
-// evaluation, adapters off), the same gradients and the same merged weights; adapters, trained
-// copies, a head sharing the embedding's storage and a head with trained token rows stay float32.
-// A base whose values bf16 cannot hold keeps float32.
+// Under bf16 a LoRA run keeps its frozen base's projections in bf16 where bf16 holds their values
+// (a folder stored in bf16, loaded so, or random weights drawn as bf16 values and stored so after
+// the adapters are added): nothing changes, for every kind of adapter. The folder loaded in
+// float32 and loaded keeping bf16 give bitwise the same logits (training mode with adapter
+// dropout, evaluation, adapters off, the plain and the chunked head), the same gradients and
+// the same merged weights; adapters, trained copies, a head sharing the embedding's storage and
+// a head with trained token rows are float32. A base whose values bf16 cannot hold keeps float32.
 TEST(Lora, AFrozenBaseOfBf16ValuesStoredInBf16ChangesNoNumber) {
+  test::TestTempDir dir;
   struct Case {
     std::string name, arch;
     bool tied;
     LoraConfig config;
     std::vector<std::pair<std::string, std::vector<int64_t>>> tokens;
+    bool at_load = true;  // kept in bf16 as the folder is loaded, else once the adapters are on
   };
   std::vector<Case> cases;
-  LoraConfig plain = lora_config_of("q_proj,v_proj,down_proj", 4, 8.0);
+  LoraConfig plain = lora_config_of("q_proj,v_proj,down_proj,lm_head", 4, 8.0);
   plain.rank_pattern = "down_proj=2";
   plain.dropout = 0.1;
-  cases.push_back({"plain, untied head adapted", "llama", false, plain, {}});
-  cases.back().config.target_modules = "q_proj,v_proj,down_proj,lm_head";
+  plain.modules_to_save = "o_proj";
+  cases.push_back({"plain, untied head adapted, o_proj whole", "llama", false, plain, {}});
+  cases.push_back({"the same kept in bf16 after loading", "llama", false, plain, {}, false});
   cases.push_back({"DoRA with dropout", "llama", true, lora_config_of("q_proj,o_proj,up_proj", 4, 8.0, true), {}});
   cases.back().config.dropout = 0.1;
   cases.push_back({"PiSSA", "llama", true, lora_config_of("q_proj,up_proj", 4, 8.0), {}});
@@ -1349,17 +1353,19 @@ TEST(Lora, AFrozenBaseOfBf16ValuesStoredInBf16ChangesNoNumber) {
   cases.push_back({"tied head adapted", "llama", true, lora_config_of("q_proj,lm_head"), {}});
   cases.push_back({"untied head with token rows", "llama", false, lora_config_of("k_proj"), {{"lm_head", {3, 7}}}});
   const auto ids = sample_ids();
+  int folder = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     ModelShape shape = lora_test_shape(c.arch);
     shape.tie_embeddings = c.tied;
-    auto make = [&] {
+    const std::string base_dir = (dir.path() / std::to_string(folder++)).string();
+    {
       torch::manual_seed(101);
-      CausalLM m(shape);
-      {
-        torch::NoGradGuard guard;  // the values a folder stored in bf16 holds
-        for (auto& p : m->parameters()) p.copy_(p.to(torch::kBFloat16).to(torch::kFloat32));
-      }
+      CausalLM base(shape);
+      save_model_files(base_dir, base, ByteTokenizer(), {"bfloat16"});
+    }
+    auto make = [&](bool bf16_at_load) {
+      CausalLM m = load_model_folder(base_dir, torch::kCPU, {}, bf16_at_load).model;
       LoraSpec spec = lora_spec(c.config);
       spec.trainable_tokens = c.tokens;
       torch::manual_seed(102);
@@ -1367,8 +1373,10 @@ TEST(Lora, AFrozenBaseOfBf16ValuesStoredInBf16ChangesNoNumber) {
       train_adapters_randomly(m, 103);
       return m;
     };
-    CausalLM float32 = make(), stored = make();
-    const int64_t n = stored->store_frozen_base_in_bf16();
+    CausalLM float32 = make(false), stored = make(c.at_load);
+    EXPECT_EQ(stored->named_parameters()["layers.1.self_attn.k_proj.weight"].scalar_type(),
+              c.at_load ? torch::kBFloat16 : torch::kFloat32);
+    const int64_t n = stored->store_projections_in_bf16(true);
     EXPECT_GT(n, 0);
     int64_t bf16_values = 0;
     for (const auto& p : stored->named_parameters()) {
@@ -1386,6 +1394,7 @@ TEST(Lora, AFrozenBaseOfBf16ValuesStoredInBf16ChangesNoNumber) {
     if (c.name == "PiSSA") {
       EXPECT_EQ(n, parameter_parts(shape).projections);
     }
+    for (const auto& p : float32->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
 
     // The plain head's logits and the chunked head's log-probs (its adapter's low-rank part included).
     const auto scored = [&](CausalLM& m) {
@@ -1419,7 +1428,7 @@ TEST(Lora, AFrozenBaseOfBf16ValuesStoredInBf16ChangesNoNumber) {
   torch::manual_seed(105);
   CausalLM fresh(lora_test_shape("llama"));
   fresh->add_lora(spec_of("q_proj"));
-  EXPECT_EQ(fresh->store_frozen_base_in_bf16(), 0) << "float32 values stay float32";
+  EXPECT_EQ(fresh->store_projections_in_bf16(true), 0) << "float32 values stay float32";
 }
 
 TEST(Lora, WhatCannotBeAppliedIsRefusedWithTheReason) {
