@@ -100,7 +100,7 @@ CausalLM load_model(const std::string& dir, const std::function<void(const std::
 }
 
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
-                              const std::function<void(const std::string&)>& warn, bool frozen_bf16_projections) {
+                              const std::function<void(const std::string&)>& warn, FrozenProjections frozen) {
   // (A PEFT adapter folder's tokenizer is its base model's.)
   const std::string tokenizer_dir = is_peft_adapter_folder(dir) ? read_peft_adapter_config(dir).base_model : dir;
   LoadedModel out;
@@ -110,9 +110,9 @@ LoadedModel load_model_folder(const std::string& dir, const torch::Device& devic
   if (out.tokenizer->vocab_size() > out.shape.vocab_size)
     throw ModelFileError(tokenizer_dir + ": tokenizer has " + std::to_string(out.tokenizer->vocab_size()) +
                          " tokens but config.json vocab_size is " + std::to_string(out.shape.vocab_size));
-  if (frozen_bf16_projections) {
+  if (frozen != FrozenProjections::float32) {
     for (auto& p : out.model->parameters()) p.requires_grad_(false);
-    out.model->store_projections_in_bf16(/*exact_only=*/true);
+    out.model->store_projections_in_bf16(frozen == FrozenProjections::bf16_where_exact || out.model->lora().r > 0);
   }
   out.model->to(device);
   out.model->eval();

@@ -50,14 +50,17 @@ ModelShape read_model_config(const std::string& dir);
 // folder gives its base model with the adapters on. Unused tensors are reported through warn.
 // Throws ModelFileError with a message saying what to do.
 CausalLM load_model(const std::string& dir, const std::function<void(const std::string&)>& warn = {});
+// How load_model_folder keeps a model whose weights all stay frozen (a bf16 run's reference, a
+// bf16 LoRA run's base; CausalLMImpl::store_projections_in_bf16): every weight frozen and, before
+// the move, so the device never holds them in float32, its projections in bf16: those whose
+// values bf16 holds (a folder stored in bf16), or all of them (a reference, which nothing writes
+// back; where exactly only, if the folder is a PEFT adapter's).
+enum class FrozenProjections { float32, bf16_where_exact, bf16 };
+
 // load_model plus the folder's tokenizer, moved to device and in eval mode.
-// frozen_bf16_projections: for a model whose weights all stay frozen (a bf16 run's reference,
-// a bf16 LoRA run's base): every weight frozen, and the projections whose values bf16 holds (a
-// folder stored in bf16) kept in bf16 before the move (CausalLMImpl::store_projections_in_bf16),
-// so the device never holds them in float32.
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
                               const std::function<void(const std::string&)>& warn = {},
-                              bool frozen_bf16_projections = false);
+                              FrozenProjections frozen = FrozenProjections::float32);
 
 void write_json_file(const std::string& path, const nlohmann::json& j);
 nlohmann::json read_json_file(const std::string& path);  // throws ModelFileError

@@ -287,10 +287,9 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   if (lora_targets && c.train.precision == "bf16" && bf16_base) {
     // The frozen base's projections in bf16 where bf16 holds their values: a folder stored in
     // bf16, or random weights (drawn as bf16 values under bf16)
-    // (CausalLMImpl::store_projections_in_bf16); a head with trained token rows stays float32.
-    double base_bf16 = static_cast<double>(parameter_parts(shape).projections);
-    if (!shape.tie_embeddings && !lora_targets->head_rows.empty()) base_bf16 -= static_cast<double>(shape.vocab_size * shape.d_model);
-    e.weights_bytes = saturate(static_cast<double>(e.weights_bytes) - base_bf16 * 2);
+    // (CausalLMImpl::store_projections_in_bf16, exact_only). (A run's trained token rows are
+    // the embedding's, never those of a head of its own.)
+    e.weights_bytes = saturate(static_cast<double>(e.weights_bytes) - static_cast<double>(parameter_parts(shape).projections) * 2);
   }
   e.gradients_bytes = saturate(trained * 4);
   e.optimizer_bytes = saturate(trained * 2 * 4);

@@ -353,13 +353,14 @@ struct Trainer::State {
   // (after data parallelism's broadcast, so every process has the same weights to judge).
   void keep_frozen_base_in_bf16() {
     const int64_t stored = policy->store_projections_in_bf16(/*exact_only=*/true);
-    if (stored > 0)
+    const int64_t all = parameter_parts(policy->shape()).projections;
+    if (2 * stored >= all)
       log("info", "the frozen base's projections are stored in bf16 (" + std::to_string(stored) + " values, " +
                       format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) + " MiB less), as " +
                       "bf16 holds them exactly");
     else
-      log("info", "the frozen base stays float32: its weights are not bf16 values (a model stored in bf16 would keep "
-                  "its projections in half the memory)");
+      log("info", "the frozen base stays float32 (" + std::to_string(stored) + " of its " + std::to_string(all) +
+                      " projection values are bf16 values; a model stored in bf16 would keep them in half the memory)");
   }
 
   // ---- data parallelism (data_parallel.h) ------------------------------------------------------
@@ -519,12 +520,14 @@ struct Trainer::State {
       if (tokenizer->vocab_size() > policy->shape().vocab_size)
         throw ConfigError("model.checkpoint " + dir + ": the tokenizer has " + std::to_string(tokenizer->vocab_size()) +
                           " tokens but config.json's vocab_size is " + std::to_string(policy->shape().vocab_size));
-      policy->to(device);
+      move_random_policy_to_device();
       log("info", "model: " + policy->shape().arch + " of " + dir + "/config.json with random weights (model.random_weights)" +
                       (folder_tokenizer ? std::string() : "; the folder has no tokenizer, so the byte tokenizer is used"));
     } else if (!config.model.checkpoint.empty()) {
       // (A bf16 LoRA run's frozen base comes to the device in bf16 where the folder holds bf16.)
-      auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink(), config.model.lora.r > 0 && bf16_autocast());
+      auto loaded = load_model_folder(config.model.checkpoint, device, warn_sink(),
+                                      config.model.lora.r > 0 && bf16_autocast() ? FrozenProjections::bf16_where_exact
+                                                                                 : FrozenProjections::float32);
       policy = loaded.model;
       tokenizer = std::move(loaded.tokenizer);
       if (policy->lora().r > 0)
@@ -534,15 +537,7 @@ struct Trainer::State {
     } else {
       tokenizer = std::make_unique<ByteTokenizer>();
       policy = CausalLM(resolve_model_shape(config.model, tokenizer->vocab_size()));
-      policy->to(device);
-    }
-    if ((config.model.random_weights || config.model.checkpoint.empty()) && bf16_autocast()) {
-      // Random weights under bf16 are bf16 values, as a folder stored in bf16 holds its weights, so a
-      // LoRA run's frozen base is kept in bf16 as it would be for such a folder (a benchmark of a
-      // shape then measures the memory of real use).
-      torch::NoGradGuard guard;
-      for (auto& p : policy->parameters()) p.copy_(p.to(torch::kBFloat16));
-      log("info", "the random weights are drawn as bf16 values (train.precision = \"bf16\")");
+      move_random_policy_to_device();
     }
     if (config.data.max_length > policy->shape().max_seq_len)
       throw ConfigError("data.max_length = " + std::to_string(config.data.max_length) +
@@ -595,7 +590,10 @@ struct Trainer::State {
                                   : config.model.random_weights ? std::string()
                                                                 : config.model.checkpoint;
       if (!ref_dir.empty()) {
-        reference = load_model_folder(ref_dir, device, warn_sink(), /*frozen_bf16_projections=*/bf16_autocast()).model;
+        // (Under bf16 it comes to the device with its projections in bf16.)
+        reference = load_model_folder(ref_dir, device, warn_sink(),
+                                      bf16_autocast() ? FrozenProjections::bf16 : FrozenProjections::float32)
+                        .model;
       } else {
         // A fresh policy's reference is a frozen copy of its starting weights.
         reference = CausalLM(policy->shape(), /*init=*/false);
@@ -603,14 +601,17 @@ struct Trainer::State {
         auto src = policy->parameters();
         auto dst = reference->parameters();
         for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+        for (auto& p : reference->parameters()) p.requires_grad_(false);
+        if (bf16_autocast()) reference->store_projections_in_bf16(/*exact_only=*/false);  // (before the move)
         reference->to(device);
       }
       reference->eval();
       for (auto& p : reference->parameters()) p.requires_grad_(false);
       if (bf16_autocast()) {
         // Autocast rounds every product's weight to bf16 anyway: stored so, the same numbers in
-        // half the memory (and no cast per pass).
-        const int64_t stored = reference->store_projections_in_bf16(/*exact_only=*/false);
+        // half the memory (and no cast per pass). (Already so from the load; a PEFT adapter
+        // folder's where exactly, as its adapters are on.)
+        const int64_t stored = reference->store_projections_in_bf16(/*exact_only=*/reference->lora().r > 0);
         log("info", "the reference's projections are stored in bf16 (" + std::to_string(stored) +
                         " values, " + format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) +
                         " MiB less); its embeddings and norms stay float32");
@@ -632,6 +633,23 @@ struct Trainer::State {
                       "] logits are kept");
     policy->train();
     log_attention_kernels();
+  }
+
+  // A policy of random weights (drawn on the CPU) to the device. Under bf16 they are bf16 values,
+  // as a folder stored in bf16 holds its weights, and a LoRA run's frozen base keeps its
+  // projections in bf16 before the move, as it would from such a folder (so a benchmark of a
+  // shape measures the memory of real use).
+  void move_random_policy_to_device() {
+    if (bf16_autocast()) {
+      torch::NoGradGuard guard;
+      for (auto& p : policy->parameters()) p.copy_(p.to(torch::kBFloat16));
+      log("info", "the random weights are drawn as bf16 values (train.precision = \"bf16\")");
+      if (config.model.lora.r > 0) {
+        for (auto& p : policy->parameters()) p.requires_grad_(false);  // (add_lora freezes the base anyway)
+        policy->store_projections_in_bf16(/*exact_only=*/true);
+      }
+    }
+    policy->to(device);
   }
 
   // Said once per run: which attention computation the models and the critics use.

@@ -121,6 +121,11 @@ TEST(MemoryEstimate, LoraTrainsOnlyTheAdaptersAndHoldsNoReferenceCopy) {
   bf16.model.random_weights = false;
   shape.dtype = "bfloat16";
   EXPECT_EQ(estimate_training_memory(bf16, shape).weights_bytes, e.weights_bytes - projections * 2) << "a bf16 folder";
+  shape.tie_embeddings = false;  // an output head of its own is a projection too
+  RunConfig fp32 = bf16;
+  fp32.train.precision = "fp32";
+  EXPECT_EQ(estimate_training_memory(fp32, shape).weights_bytes - estimate_training_memory(bf16, shape).weights_bytes,
+            (projections + 259 * 128) * 2);
   c.model.reference = "another-model";  // a reference of its own is a copy again
   EXPECT_EQ(estimate_training_memory(c).reference_bytes, full.reference_bytes);
 }

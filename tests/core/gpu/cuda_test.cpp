@@ -278,9 +278,10 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
 }
 
 // bf16 runs over a folder stored in bf16 keep what stays frozen in bf16 from the load on: a LoRA
-// run's base (its reference) and a full fine-tuning run's reference of its own. Both train with
-// every metric finite and the rewards at 0 at the first step (the reference is the policy's
-// start); the LoRA run's merged final folder reloads.
+// run's base (its reference) and a full fine-tuning run's reference of its own; so does a LoRA
+// run of random weights (drawn as bf16 values). Each trains with every metric finite and the
+// rewards at 0 at the first step (the reference is the policy's start); the LoRA runs' merged
+// final folders reload.
 TEST(Cuda, Bf16RunsOverABf16FolderKeepTheFrozenWeightsInBf16) {
   SKIP_WITHOUT_CUDA();
   const fs::path root = fs::temp_directory_path() / ("ganpo-cuda-bf16-folder-" + std::to_string(::getpid()));
@@ -292,11 +293,14 @@ TEST(Cuda, Bf16RunsOverABf16FolderKeepTheFrozenWeightsInBf16) {
     CausalLM base(resolve_model_shape(mc, 259));
     save_model_files((root / "base").string(), base, ByteTokenizer(), {"bfloat16"});
   }
-  for (bool lora : {true, false}) {
-    SCOPED_TRACE(lora ? "LoRA" : "full fine-tuning");
-    RunConfig c = tiny_run(root / (lora ? "lora" : "full"));
-    c.model.preset = "";
-    c.model.checkpoint = (root / "base").string();
+  for (const std::string kind : {"lora", "full", "random lora"}) {
+    SCOPED_TRACE(kind);
+    const bool lora = kind != "full";
+    RunConfig c = tiny_run(root / kind);
+    if (kind != "random lora") {
+      c.model.preset = "";
+      c.model.checkpoint = (root / "base").string();
+    }
     c.train.precision = "bf16";
     if (lora) {
       c.model.lora.r = 4;
@@ -313,8 +317,11 @@ TEST(Cuda, Bf16RunsOverABf16FolderKeepTheFrozenWeightsInBf16) {
     for (const auto& [step, m] : r.metrics)
       for (const auto& [k, v] : m) EXPECT_TRUE(std::isfinite(v)) << k << " at step " << step;
     EXPECT_NEAR(r.metrics.at(1).at("rewards/chosen"), 0.0, 1e-3);
+    if (kind == "random lora") {
+      EXPECT_NE(r.log.find("the random weights are drawn as bf16 values"), std::string::npos);
+    }
     if (lora) {
-      EXPECT_NO_THROW(load_model_folder((root / "lora" / "final").string(), torch::kCPU));
+      EXPECT_NO_THROW(load_model_folder((root / kind / "final").string(), torch::kCPU));
     }
   }
   fs::remove_all(root);
