@@ -461,10 +461,14 @@ void load_peft_adapter_weights(CausalLM& model, const std::string& dir) {
   // bias "all" with modules_to_save: PEFT saves every tensor named bias, so a module trained
   // whole brings its original's ("<module>.original_module.bias", frozen) and its copy's once
   // more ("<module>.modules_to_save.bias", the copy's bias read above).
+  // (Only for a module trained whole, whose copy's weight the file holds too: another such key
+  // is none PEFT writes, and is refused below as unused.)
   if (model->lora().bias == "all")
     for (const auto& [key, tensor] : file.tensors)
-      for (const std::string infix : {".original_module.bias", ".modules_to_save.bias"})
-        if (key_ends_with(key, infix) && used.count(key.substr(0, key.size() - infix.size()) + ".bias")) used.insert(key);
+      for (const std::string infix : {".original_module.bias", ".modules_to_save.bias"}) {
+        const std::string module = key_ends_with(key, infix) ? key.substr(0, key.size() - infix.size()) : std::string();
+        if (!module.empty() && used.count(module + ".bias") && used.count(module + ".weight")) used.insert(key);
+      }
   for (auto& [name, tensor] : model->adapter_parameters()) {
     if (!is_token_rows(name)) continue;
     const std::string key = peft_token_rows_key(model->shape(), name);

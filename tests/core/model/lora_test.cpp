@@ -1133,6 +1133,35 @@ TEST(Lora, TrainedBiasesAreCopiesTheReferenceDoesNotUse) {
   with_peft_extras["base_model.model.transformer.ln_f.modules_to_save.bias"] = tensors.at("base_model.model.transformer.ln_f.bias");
   save_safetensors(adapter_dir + "/adapter_model.safetensors", {with_peft_extras.begin(), with_peft_extras.end()});
   EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits, expected));
+  // Such keys for a module whose bias alone trains (ln_1), or under another bias setting, are none
+  // PEFT writes: refused, not ignored.
+  const auto refused_with = [&](const std::map<std::string, torch::Tensor>& t, const std::string& bias, const std::string& key) {
+    save_safetensors(adapter_dir + "/adapter_model.safetensors", {t.begin(), t.end()});
+    auto config = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+    config["bias"] = bias;
+    std::ofstream(adapter_dir + "/adapter_config.json") << config.dump();
+    try {
+      load_model_folder(adapter_dir, torch::kCPU);
+      ADD_FAILURE() << key << " was taken under bias " << bias;
+    } catch (const ModelFileError& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor(s) no adapted projection or module to save uses (e.g. \"base_model.model.transformer." + key),
+                std::string::npos)
+          << e.what();
+    }
+  };
+  auto bias_only_extra = tensors;
+  bias_only_extra["base_model.model.transformer.h.0.ln_1.original_module.bias"] = torch::zeros({32});
+  refused_with(bias_only_extra, "all", "h.0.ln_1.original_module.bias");
+  auto lora_only = with_peft_extras;  // the adapted modules' biases and ln_f trained whole, as "lora_only" saves them
+  for (auto it = lora_only.begin(); it != lora_only.end();)
+    it = it->first.find(".bias") != std::string::npos && it->first.find("c_attn") == std::string::npos &&
+                 it->first.find("ln_f") == std::string::npos
+             ? lora_only.erase(it)
+             : std::next(it);
+  refused_with(lora_only, "lora_only", "ln_f.original_module.bias");
+  auto config_all = nlohmann::json::parse(std::ifstream(adapter_dir + "/adapter_config.json"));
+  config_all["bias"] = "all";
+  std::ofstream(adapter_dir + "/adapter_config.json") << config_all.dump();
   auto without_one = tensors;
   without_one.erase("base_model.model.transformer.h.1.ln_2.bias");
   save_safetensors(adapter_dir + "/adapter_model.safetensors", {without_one.begin(), without_one.end()});
