@@ -316,7 +316,7 @@ TEST(Cuda, Bf16RunsOverABf16FolderKeepTheFrozenWeightsInBf16) {
               std::string::npos) << r.log;
     for (const auto& [step, m] : r.metrics)
       for (const auto& [k, v] : m) EXPECT_TRUE(std::isfinite(v)) << k << " at step " << step;
-    EXPECT_NEAR(r.metrics.at(1).at("rewards/chosen"), 0.0, 1e-3);
+    EXPECT_NEAR(r.metrics.at(1).at("rewards/chosen"), 0.0, 0.05);  // (as Bf16CheckpointedRunTrains)
     if (kind == "random lora") {
       EXPECT_NE(r.log.find("the random weights are drawn as bf16 values"), std::string::npos);
     }
