@@ -346,18 +346,27 @@ struct Trainer::State {
     order = epoch_rows(epoch, order_group_rows);
     if (!options.resume_from.empty()) resume(options.resume_from);
     if (dp) start_data_parallel();
-    if (bf16_autocast() && policy->lora().r > 0) keep_frozen_base_in_bf16();
   }
 
-  // A LoRA run under bf16: the frozen base's projections in bf16 where that changes no value
-  // (after data parallelism's broadcast, so every process has the same weights to judge).
-  void keep_frozen_base_in_bf16() {
-    const int64_t stored = policy->store_projections_in_bf16(/*exact_only=*/true);
-    const int64_t all = parameter_parts(policy->shape()).projections;
+  // Values a model holds in bf16 (CausalLMImpl::store_projections_in_bf16, done as it was loaded
+  // or drawn), and the words the run log says them in.
+  static int64_t bf16_values(CausalLM& model) {
+    int64_t n = 0;
+    for (const auto& p : model->parameters())
+      if (p.scalar_type() == torch::kBFloat16) n += p.numel();
+    return n;
+  }
+  static std::string bf16_saving(int64_t values) {
+    return std::to_string(values) + " values, " + format_number(std::round(static_cast<double>(values) * 2 / (1 << 20))) +
+           " MiB less";
+  }
+
+  // A LoRA run under bf16: where its frozen base's projections are kept (bf16 where that changes
+  // no value, from the load on).
+  void log_frozen_base_storage() {
+    const int64_t stored = bf16_values(policy), all = parameter_parts(policy->shape()).projections;
     if (2 * stored >= all)
-      log("info", "the frozen base's projections are stored in bf16 (" + std::to_string(stored) + " values, " +
-                      format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) + " MiB less), as " +
-                      "bf16 holds them exactly");
+      log("info", "the frozen base's projections are stored in bf16 (" + bf16_saving(stored) + "), as bf16 holds them exactly");
     else
       log("info", "the frozen base stays float32 (" + std::to_string(stored) + " of its " + std::to_string(all) +
                       " projection values are bf16 values; a model stored in bf16 would keep them in half the memory)");
@@ -560,6 +569,7 @@ struct Trainer::State {
                       lora_targets_text(policy->shape(), policy->lora_targets()) + ": " +
                       std::to_string(adapters) + " trainable parameters, " +
                       std::to_string(all) + " frozen");
+      if (bf16_autocast()) log_frozen_base_storage();
       // GANPO's critics read the final hidden states: with nothing trained below the head they
       // never move, and the adversarial term gives the policy no gradient.
       const LoraTargets& targets = policy->lora_targets();
@@ -607,15 +617,12 @@ struct Trainer::State {
       }
       reference->eval();
       for (auto& p : reference->parameters()) p.requires_grad_(false);
-      if (bf16_autocast()) {
-        // Autocast rounds every product's weight to bf16 anyway: stored so, the same numbers in
-        // half the memory (and no cast per pass). (Already so from the load; a PEFT adapter
-        // folder's where exactly, as its adapters are on.)
-        const int64_t stored = reference->store_projections_in_bf16(/*exact_only=*/reference->lora().r > 0);
-        log("info", "the reference's projections are stored in bf16 (" + std::to_string(stored) +
-                        " values, " + format_number(std::round(static_cast<double>(stored) * 2 / (1 << 20))) +
-                        " MiB less); its embeddings and norms stay float32");
-      }
+      // Under bf16 its projections came to the device in bf16: autocast rounds every product's
+      // weight to bf16 anyway, so the same numbers in half the memory (a PEFT adapter folder's
+      // where exactly, as its adapters are on).
+      if (bf16_autocast())
+        log("info", "the reference's projections are stored in bf16 (" + bf16_saving(bf16_values(reference)) +
+                        "); its embeddings and norms stay float32");
       if (reference->shape().vocab_size != policy->shape().vocab_size)
         throw ConfigError("model.reference has vocab_size " + std::to_string(reference->shape().vocab_size) +
                           " but the policy has " + std::to_string(policy->shape().vocab_size) +
