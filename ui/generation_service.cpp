@@ -20,7 +20,7 @@
 #include "core/opo_losses.h"
 #include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 #include "ui/thread_inbox.h"
 
 namespace ganpo::ui {

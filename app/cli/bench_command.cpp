@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 namespace ganpo::cli {
 namespace {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/config.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 namespace ganpo::cli {
 

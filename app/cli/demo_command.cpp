@@ -10,7 +10,7 @@
 #include "core/cpu_job.h"
 #include "core/error.h"
 #include "core/eval/evaluation.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 #include "db/run_service.h"
 #include "db/run_store.h"
 

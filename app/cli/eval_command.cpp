@@ -13,7 +13,7 @@
 #include "core/eval/external_judge.h"
 #include "core/tasks/task.h"
 #include "core/text/chat_template.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 namespace ganpo::cli {
 

@@ -6,7 +6,7 @@
 #include "app/cli/commands.h"
 #include "core/checkpoint.h"
 #include "core/generate.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 namespace ganpo::cli {
 

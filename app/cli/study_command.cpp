@@ -27,7 +27,7 @@
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 #include "core/run_work.h"
 #include "db/run_service.h"
 #include "db/run_speed.h"

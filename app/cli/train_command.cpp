@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 #include "db/run_recorder.h"
 #include "db/run_service.h"
 #include "db/run_store.h"

@@ -19,7 +19,7 @@
 #include "core/cpu_tensor_memory.h"
 #include "core/memory_estimate.h"
 #include "core/model/architectures.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 namespace ganpo {
 namespace {

@@ -30,7 +30,7 @@ using ganpo::ui::testing::TempWorkspace;
 
 namespace {
 
-// Every key the trainer logs for a GANPO preference run (core/trainer.cpp, core/critic.cpp).
+// Every key the trainer logs for a GANPO preference run (core/train/trainer_step.cpp, core/critic.cpp).
 const std::vector<std::string> kGanpoKeys = {
     "loss", "opo_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
     "logps/chosen", "logps/rejected", "adv/loss", "adv/g_chosen", "adv/g_rejected", "critic/loss_chosen",
@@ -371,7 +371,7 @@ TEST(DashboardScreenshot, GrabsALiveDashboard) {
   save_for_review(walltime, "dashboard-walltime-logy.png");
 }
 
-// The System group of a CUDA run as the trainer logs it (core/trainer.cpp flush_metrics and
+// The System group of a CUDA run as the trainer logs it (core/train/trainer_step.cpp flush_metrics and
 // add_gpu_metrics): throughput, model TFLOP/s and MFU, the GPU's utilisation and memory.
 TEST(DashboardScreenshot, SystemChartsOfACudaRun) {
   TempWorkspace ws(R"({"objective":{"loss_type":"sigmoid"},"ganpo":{"enabled":false},"device":"cuda"})");

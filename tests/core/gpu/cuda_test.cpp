@@ -21,7 +21,7 @@
 #include "core/host_sync_check.h"
 #include "core/model/causal_lm.h"
 #include "core/tokenizer.h"
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace ganpo;

@@ -1,4 +1,4 @@
-#include "core/trainer.h"
+#include "core/train/trainer.h"
 
 #include <algorithm>
 #include <atomic>

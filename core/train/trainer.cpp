@@ -1,0 +1,171 @@
+// Trainer: stop requests and signals, devices, and one stage from start to end (run) with its
+// control between steps. The parts of a stage are in the other trainer_*.cpp (trainer_state.h).
+
+#include "core/train/trainer_state.h"
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+namespace ganpo {
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+
+void on_signal(int) { g_stop_requested.store(true); }
+
+}  // namespace
+
+void request_stop_all() { g_stop_requested.store(true); }
+bool stop_requested() { return g_stop_requested.load(); }
+void install_stop_signal_handlers() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+
+int cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+std::string resolve_device(const std::string& device) {
+  if (device == "auto") return torch::cuda::is_available() ? "cuda" : "cpu";
+  if (device.rfind("cuda", 0) == 0 && !torch::cuda::is_available())
+    throw ConfigError("device = \"" + device +
+                      "\" but this build of LibTorch sees no CUDA device; use device = \"cpu\" or \"auto\"");
+  return device;
+}
+
+Trainer::State::~State() {
+  if (!deterministic_before) return;
+  auto& context = at::globalContext();
+  context.setDeterministicAlgorithms(deterministic_before->algorithms, deterministic_before->warn_only);
+  context.setDeterministicCuDNN(deterministic_before->cudnn);
+  context.setBenchmarkCuDNN(deterministic_before->benchmark);
+}
+
+std::vector<int64_t> Trainer::State::epoch_rows(int64_t e, int64_t group_rows) const {
+  const auto seed = static_cast<uint64_t>(config.seed);
+  if (group_rows <= 0) return epoch_order(train_size(), seed, e);
+  std::vector<int64_t> lengths;
+  if (preference)
+    for (const auto& p : train_pairs) lengths.push_back(row_length(p));
+  else
+    for (const auto& r : train_sft) lengths.push_back(row_length(r));
+  return length_grouped_order(lengths, group_rows, seed, e);
+}
+
+bool Trainer::State::handle_control() {
+  auto poll = [&] {
+    if (!is_main()) return ControlCommand::None;
+    if (std::string failure = observer.storage_failure(); !failure.empty()) throw Error(failure);
+    return observer.poll_control();
+  };
+  auto agree = [&](ControlCommand mine) {
+    if (!dp) return std::make_pair(g_stop_requested.load(), mine);
+    auto t = torch::tensor({g_stop_requested.load() ? 1.0 : 0.0, static_cast<double>(static_cast<int>(mine))},
+                           torch::TensorOptions().dtype(torch::kFloat64));
+    dp->all_reduce_sum_on_host_(t);  // rank 0 alone contributes a command; no wait for the GPU
+    const auto v = t.accessor<double, 1>();
+    return std::make_pair(v[0] > 0, static_cast<ControlCommand>(static_cast<int>(v[1])));
+  };
+  for (;;) {
+    const auto [stop, command] = agree(poll());
+    if (stop) return true;
+    switch (command) {
+      case ControlCommand::Stop: return true;
+      case ControlCommand::Sample: samples(); break;
+      case ControlCommand::Checkpoint: save_checkpoint("checkpoint-" + std::to_string(step), true); break;
+      case ControlCommand::Pause: {
+        drain_device();  // the pause is no step's time
+        observer.on_status("paused", "");
+        for (;;) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          const auto [stop_now, c] = agree(poll());
+          if (stop_now || c == ControlCommand::Stop) return true;
+          if (c == ControlCommand::Resume) break;
+        }
+        observer.on_status("running", "");
+        break;
+      }
+      case ControlCommand::Resume:
+      case ControlCommand::None: return false;
+    }
+  }
+}
+
+TrainResult Trainer::State::run() {
+  TrainResult result;
+  try {
+    setup();
+    const int64_t params = parameter_count(policy->shape());
+    observer.on_start(total_steps, step,
+                      {{"device", device_label.empty() ? device.str() : device_label},
+                       {"parameters", std::to_string(params)},
+                       {"train_examples", std::to_string(train_size())},
+                       {"eval_examples", std::to_string(preference ? eval_pairs.size() : eval_sft.size())},
+                       {"cpu_threads", cpu ? cpu->describe() : std::string()},
+                       {"train_data", train_data},
+                       {"eval_data", eval_data},
+                       {"stage", config.stage}});
+    observer.on_status("running", "");
+    log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +
+                    std::to_string(params) + " parameters, device " + device.str());
+    if (step == 0 && !options.benchmark) samples();
+    while (step < total_steps) {
+      if (handle_control() || (options.stop_after_steps >= 0 && step >= options.stop_after_steps)) {
+        flush_metrics();
+        result.final_dir = save_checkpoint("checkpoint-" + std::to_string(step), true);
+        result.status = "stopped";
+        result.steps = step;
+        observer.on_status("stopped", "stopped at step " + std::to_string(step));
+        return result;
+      }
+      if (options.forbid_host_sync_in_steps && device.is_cuda())
+        run_without_host_sync([this] { optimizer_step(); });
+      else
+        optimizer_step();
+      fault_point("step.done");
+      if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
+      if (options.benchmark) continue;
+      if (config.train.eval_steps > 0 && step % config.train.eval_steps == 0 && step != total_steps) evaluate();
+      if (config.sampling.every_steps > 0 && step % config.sampling.every_steps == 0 && step != total_steps)
+        samples();
+      if (config.train.save_steps > 0 && step % config.train.save_steps == 0 && step != total_steps)
+        save_checkpoint("checkpoint-" + std::to_string(step), true);
+    }
+    if (!options.benchmark) {
+      evaluate(false);
+      samples();
+      save_checkpoint("checkpoint-" + std::to_string(step), true);
+      result.final_dir = save_checkpoint("final", false);
+      EvalReport report = final_report();
+      if (!report.empty()) observer.on_eval(step, report);
+      result.final_judge = std::move(report.judge);
+    }
+    result.status = "completed";
+    result.steps = step;
+    result.final_eval = last_eval;
+    observer.on_status("completed", "");
+  } catch (const Error& e) {
+    fail(result, e.what());
+  } catch (const c10::Error& e) {
+    fail(result, std::string("LibTorch error: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    fail(result, e.what());
+  }
+  return result;
+}
+
+void Trainer::State::fail(TrainResult& result, const std::string& message) {
+  result.status = "failed";
+  result.message = message;
+  result.steps = step;
+  log("error", message);
+  observer.on_status("failed", message);
+}
+
+Trainer::Trainer(RunConfig config, RunObserver& observer, TrainerOptions options)
+    : state_(std::make_unique<State>(std::move(config), observer, std::move(options))) {}
+Trainer::~Trainer() = default;
+TrainResult Trainer::run() { return state_->run(); }
+
+}  // namespace ganpo
+

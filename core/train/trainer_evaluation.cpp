@@ -1,0 +1,183 @@
+// Trainer::State, evaluation: held-out pairs, live samples and their judge scores, and the
+// stage's final report.
+
+#include "core/train/trainer_state.h"
+
+namespace ganpo {
+
+void Trainer::State::evaluate(bool report) {
+  verify_finite();
+  const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+  const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
+  if (preference && dp)
+    last_eval = sharded_preference_eval(bs);
+  else if (preference)
+    last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs,
+                                config.train.prefix_sharing, lanes(), eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
+  else if (!eval_sft.empty() && dp)
+    last_eval = sharded_sft_eval(bs);
+  else if (!eval_sft.empty())
+    last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
+  policy->train();
+  if (report && !last_eval.empty()) observer.on_eval(step, EvalReport::of(last_eval));
+}
+
+std::map<std::string, double> Trainer::State::sharded_preference_eval(int64_t bs) {
+  std::vector<TokenizedPair> mine;
+  std::vector<int64_t> rows;
+  for (size_t i = static_cast<size_t>(dp->rank()); i < eval_pairs.size(); i += static_cast<size_t>(world())) {
+    mine.push_back(eval_pairs[i]);
+    rows.push_back(static_cast<int64_t>(i));
+  }
+  const PairLogps ref = eval_ref_logps.empty() || rows.empty() ? PairLogps{} : eval_ref_logps.select(rows);
+  const auto part = preference_eval(policy, reference, mine, config.objective, tokenizer->pad_id(), bs,
+                                    config.train.prefix_sharing, lanes(), ref.empty() ? nullptr : &ref);
+  static const char* const kMeans[] = {"eval_loss", "eval_rewards/chosen", "eval_rewards/rejected",
+                                       "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected"};
+  const double n = part.empty() ? 0.0 : part.at("eval_pairs");
+  std::vector<double> sums;
+  for (const char* k : kMeans) sums.push_back(part.empty() ? 0.0 : part.at(k) * n);
+  sums.push_back(n);
+  auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
+  dp->all_reduce_sum_(all);
+  const auto v = all.accessor<double, 1>();
+  const double total = v[static_cast<int64_t>(sums.size()) - 1];
+  if (total == 0) return {};
+  std::map<std::string, double> out;
+  for (size_t i = 0; i < std::size(kMeans); ++i) out[kMeans[i]] = v[static_cast<int64_t>(i)] / total;
+  out["eval_rewards/margins"] = out["eval_rewards/chosen"] - out["eval_rewards/rejected"];
+  out["eval_pairs"] = total;
+  return out;
+}
+
+std::map<std::string, double> Trainer::State::sharded_sft_eval(int64_t bs) {
+  std::vector<TokenizedSft> mine;
+  for (size_t i = static_cast<size_t>(dp->rank()); i < eval_sft.size(); i += static_cast<size_t>(world()))
+    mine.push_back(eval_sft[i]);
+  const auto part = mine.empty() ? std::map<std::string, double>{} : sft_eval(policy, mine, tokenizer->pad_id(), bs);
+  const double tokens = part.empty() ? 0.0 : part.at("eval_tokens");
+  auto all = torch::tensor({part.empty() ? 0.0 : part.at("eval_loss") * tokens, tokens},
+                           torch::TensorOptions().dtype(torch::kFloat64));
+  dp->all_reduce_sum_(all);
+  const auto v = all.accessor<double, 1>();
+  return {{"eval_loss", v[1] > 0 ? v[0] / v[1] : 0.0}, {"eval_tokens", v[1]}};
+}
+
+EvalReport Trainer::State::final_report() {
+  EvalReport report = EvalReport::of(last_eval);
+  const auto& e = config.eval;
+  if (!preference || !e.judge_at_end || !judge || judge_prompts.empty()) return report;
+  JudgeEvalOptions options;
+  options.temperatures = parse_temperatures(e.temperatures);
+  options.max_new_tokens = e.max_new_tokens > 0 ? e.max_new_tokens : config.sampling.max_new_tokens;
+  options.top_p = config.sampling.top_p;
+  options.seed = static_cast<uint64_t>(e.seed);
+  // The weights are saved by now: a stop (signal or the run's control field) ends the judging.
+  options.stop = [this] {
+    const bool mine = stop_requested() || (is_main() && observer.poll_control() == ControlCommand::Stop);
+    if (!dp) return mine;
+    auto any = torch::tensor({mine ? 1.0 : 0.0}, torch::TensorOptions().dtype(torch::kFloat64));
+    dp->all_reduce_sum_(any);  // one answer on every rank
+    return any.item<double>() > 0;
+  };
+  if (dp) {
+    // Data parallelism: the sampling jobs are dealt out over the ranks; rank 0 judges.
+    options.rank = dp->rank();
+    options.world = world();
+    options.gather_texts = [this](const std::vector<std::string>& texts) { return dp->all_gather_texts(texts); };
+  }
+  log("notice", "judge evaluation: policy and reference on " + std::to_string(judge_prompts.size()) +
+                    " prompts at temperatures " + e.temperatures + " (judge: " + judge_name + ")");
+  const std::string source = task ? task->name() : (config.data.eval.empty() ? config.data.train : config.data.eval);
+  try {
+    auto evaluation = judge_eval(policy, reference, *tokenizer, judge_prompts, judge, options, source, judge_name, lanes());
+    policy->train();
+    if (!is_main()) return report;  // it sampled its share; rank 0 judges and reports
+    report.judge = std::move(evaluation);
+    for (const auto& r : report.judge->rows)
+      if (r.bucket == "all")
+        log("info", "judge at temperature " + format_number(r.temperature) + ": win rate " + format_number(r.win_rate) +
+                        ", policy " + format_number(r.policy_score) + ", reference " + format_number(r.reference_score));
+  } catch (const c10::Error& err) {  // e.g. out of memory while sampling
+    report.judge_error = std::string("LibTorch error: ") + err.what_without_backtrace();
+  } catch (const std::exception& err) {
+    report.judge_error = err.what();
+  }
+  if (!report.judge_error.empty())
+    log("error", "judge evaluation failed, the run's weights and held-out numbers are kept: " + report.judge_error);
+  policy->train();
+  return report;
+}
+
+std::vector<std::string> Trainer::State::sample_texts(CausalLM& model) {
+  std::vector<std::vector<int64_t>> prompts;
+  for (size_t i = 0; i < sample_prompts.size(); ++i)
+    if (my_sample_prompt(i)) prompts.push_back(encode_prompt(*tokenizer, sample_prompts[i]));
+  if (prompts.empty()) return {};
+  SamplingOptions so{config.sampling.temperature, config.sampling.top_p, config.sampling.top_k,
+                     config.sampling.max_new_tokens, static_cast<uint64_t>(config.seed)};
+  std::vector<std::string> out;
+  for (auto& ids : generate(model, prompts, so, tokenizer->eos_id(), tokenizer->pad_id()))
+    out.push_back(tokenizer->decode(ids));
+  return out;
+}
+
+std::vector<std::string> Trainer::State::gathered_in_prompt_order(const std::vector<std::string>& mine) {
+  if (!dp) return mine;
+  const auto per_rank = dp->all_gather_texts(mine);
+  std::vector<std::string> out(sample_prompts.size());
+  std::vector<size_t> next(per_rank.size(), 0);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const size_t r = i % per_rank.size();
+    if (next[r] < per_rank[r].size()) out[i] = per_rank[r][next[r]++];
+  }
+  return out;
+}
+
+void Trainer::State::samples() {
+  verify_finite();
+  if (sample_prompts.empty()) return;
+  CausalLM& ref_model = preference ? reference : policy;
+  std::vector<std::string> policy_texts, reference_texts;
+  const bool need_reference = reference_samples.empty();
+  if (preference && need_reference)
+    run_lanes(
+        lanes(), [&] { policy_texts = sample_texts(policy); }, [&] { reference_texts = sample_texts(ref_model); });
+  else {
+    if (need_reference) reference_texts = sample_texts(ref_model);
+    policy_texts = sample_texts(policy);
+  }
+  policy->train();
+  policy_texts = gathered_in_prompt_order(policy_texts);
+  if (need_reference) reference_samples = gathered_in_prompt_order(reference_texts);
+  if (!is_main()) return;
+  std::vector<SampleRecord> records;
+  for (size_t i = 0; i < sample_prompts.size(); ++i) {
+    records.push_back({static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i], -1, -1});
+  }
+  score_samples(records);
+  observer.on_samples(step, records);
+}
+
+void Trainer::State::score_samples(std::vector<SampleRecord>& records) {
+  if (!judge || judge_failed_once) return;
+  std::vector<JudgeRow> rows;
+  auto judge_prompt = [&](size_t i) {
+    return i < sample_judge_prompts.size() ? sample_judge_prompts[i] : records[i].prompt;
+  };
+  for (size_t i = 0; i < records.size(); ++i) rows.push_back({judge_prompt(i), records[i].policy});
+  for (size_t i = 0; i < records.size(); ++i) rows.push_back({judge_prompt(i), records[i].reference});
+  try {
+    const auto scores = judge(rows);
+    if (scores.size() != rows.size()) throw Error("the judge returned " + std::to_string(scores.size()) + " scores");
+    for (size_t i = 0; i < records.size(); ++i) {
+      records[i].policy_score = scores[i];
+      records[i].reference_score = scores[records.size() + i];
+    }
+  } catch (const Error& err) {
+    judge_failed_once = true;
+    log("warning", std::string("samples are shown without judge scores: ") + err.what());
+  }
+}
+
+}  // namespace ganpo

@@ -1,0 +1,380 @@
+// Trainer::State, one optimizer step: its micro-batches (SFT, or preference with GANPO's critics),
+// gradient averaging and clipping, non-finite checks, and the metric window with its log line.
+
+#include "core/train/trainer_state.h"
+
+#include <fstream>
+
+namespace ganpo {
+namespace {
+
+// A non-finite loss term, named, at a step.
+class NonFiniteLoss : public Error {
+public:
+  using Error::Error;
+};
+
+double rss_megabytes() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * 4096.0 / (1024.0 * 1024.0);
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+}  // namespace
+
+void Trainer::State::add(const std::string& key, const torch::Tensor& value) {
+  accumulate(window_sums[key], value.detach().to(torch::kFloat32));
+}
+
+void Trainer::State::check_finite(const std::vector<std::pair<const char*, torch::Tensor>>& terms,
+                                  bool reduce, const char* advice) {
+  PendingCheck check{{}, {}, step + 1, advice};
+  std::vector<torch::Tensor> values;
+  for (const auto& t : terms) {
+    check.names.emplace_back(t.first);
+    values.push_back(t.second.detach().to(torch::kFloat32).reshape({1}));
+  }
+  check.values = torch::cat(values);
+  if (dp && reduce) dp->all_reduce_sum_(check.values);
+  pending_checks.push_back(std::move(check));
+  if (!defer_checks) verify_finite();
+}
+
+torch::Tensor Trainer::State::pending_check_values() const {
+  std::vector<torch::Tensor> values;
+  for (const auto& c : pending_checks) values.push_back(c.values.to(torch::kFloat64));
+  return torch::cat(values);
+}
+
+void Trainer::State::check_pending(const double* values) {
+  const auto checks = std::move(pending_checks);
+  pending_checks.clear();
+  int64_t i = 0;
+  for (const auto& c : checks)
+    for (const auto& name : c.names) {
+      const float v = static_cast<float>(values[i++]);
+      if (!std::isfinite(v))
+        throw NonFiniteLoss(name + " is " + std::to_string(v) + " at step " + std::to_string(c.step) + "; " + c.advice);
+    }
+}
+
+void Trainer::State::verify_finite() {
+  drain_device();
+  if (pending_checks.empty()) return;
+  const auto values = pending_check_values().cpu();
+  check_pending(values.data_ptr<double>());
+}
+
+void Trainer::State::drain_device() {
+  if (!undrained) return;
+  torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+  window_seconds += std::chrono::duration<double>(Clock::now() - last_step_end).count();
+  undrained = false;
+}
+
+void Trainer::State::sft_micro_step(const std::vector<int64_t>& idx, double scale) {
+  std::vector<const TokenizedSft*> rows;
+  for (auto i : idx) rows.push_back(&train_sft[static_cast<size_t>(i)]);
+  auto b = collate_sft(rows, tokenizer->pad_id(), device);
+  auto lp = score_sequences(policy, b).logps;
+  // The mean over every rank's tokens: each rank divides by the ranks' mean token count, so
+  // the averaged gradients are those of the global batch's token mean.
+  auto count = lp.count.sum();
+  if (dp) dp->all_reduce_mean_(count);
+  auto loss = -lp.sum.sum() / count.clamp_min(1.0);
+  check_finite({{"loss", loss}});
+  (loss * scale).backward();
+  add("loss", loss);
+  count_work(b, micro_batch_work(b, 0));
+}
+
+void Trainer::State::preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro) {
+  std::vector<const TokenizedPair*> rows;
+  for (auto i : idx) rows.push_back(&train_pairs[static_cast<size_t>(i)]);
+  auto batch = collate_pairs(rows, tokenizer->pad_id(), device);
+  const auto& s = batch.sequences;
+  const int64_t B = batch.pairs;
+
+  // 1-2. One policy forward and one reference forward over [chosen; rejected], on two lanes.
+  // With precomputed reference log-probs the reference runs only for GANPO's latents, and
+  // stops before its output head. With prefix sharing each pass runs the prompts once.
+  const bool ref_logps_ready = !train_ref_logps.empty();
+  const bool run_reference = !ref_logps_ready || regularizer;
+  const auto sharing = prefix_sharing_for(rows);
+  ScoredSequences policy_scores, reference_scores;
+  run_lanes(
+      run_reference ? lanes() : nullptr,
+      [&] {
+        policy_scores = sharing.policy ? score_pairs_sharing_prompts(policy, sharing.batch, true, regularizer != nullptr)
+                                       : score_sequences(policy, s);
+      },
+      [&] {
+        if (!run_reference) return;
+        torch::NoGradGuard guard;
+        if (sharing.reference)
+          reference_scores = score_pairs_sharing_prompts(reference, sharing.batch, !ref_logps_ready, regularizer != nullptr);
+        else if (ref_logps_ready)
+          reference_scores.out = reference->forward_from(s.input_ids, s.input_ids.size(1));  // hidden [2B, T, d]
+        else
+          reference_scores = score_sequences(reference, s);
+      });
+  if (ref_logps_ready) reference_scores.logps.sum = train_ref_logps.rows(idx);  // [2B]
+  const LMOutput& out = policy_scores.out;
+  const LMOutput& ref_out = reference_scores.out;
+  const ResponseLogps& pol = policy_scores.logps;
+  const ResponseLogps& ref = reference_scores.logps;
+  OpoInputs in{pol.sum.slice(0, 0, B), pol.sum.slice(0, B), ref.sum.slice(0, 0, B),
+               ref.sum.slice(0, B), pol.count.slice(0, 0, B), pol.count.slice(0, B)};
+  const double beta = effective_beta(config.objective);
+  auto opo = opo_loss(config.objective.loss_type, beta, config.objective.simpo_gamma, in);
+  torch::Tensor loss = opo.loss;
+  std::vector<std::pair<const char*, torch::Tensor>> terms{{"opo_loss", opo.loss}};
+  if (config.objective.rpo_alpha > 0) {
+    // RPO (TRL's rpo_alpha): mean NLL per chosen-response token keeps the chosen likely; over
+    // every rank's tokens, as in the SFT loss (each rank divides by the ranks' mean count).
+    auto chosen_tokens = in.chosen_length.sum();
+    if (dp) dp->all_reduce_mean_(chosen_tokens);
+    auto nll = -in.policy_chosen.sum() / chosen_tokens.clamp_min(1.0);
+    loss = loss + config.objective.rpo_alpha * nll;
+    add("nll_loss", nll);
+  }
+
+  if (regularizer) {
+    LatentSets sets;
+    sets.ref_chosen = ref_out.hidden.slice(0, 0, B);
+    sets.ref_rejected = ref_out.hidden.slice(0, B);
+    sets.policy_chosen = out.hidden.slice(0, 0, B);
+    sets.policy_rejected = out.hidden.slice(0, B);
+    auto masks = critic_masks(config.ganpo.critic_mask, s, B);
+    sets.chosen_mask = masks.chosen;
+    sets.rejected_mask = masks.rejected;
+    // 3. Critic phase on detached latents, with its backward: D_w and D_l on two lanes.
+    const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
+    auto critic = regularizer->critic_phase_backward(sets, critic_scale, lanes());
+    // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
+    if (last_micro && step % config.ganpo.critic_update_every == 0) {
+      set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
+      if (dp) average_gradients(regularizer->critic_parameters());
+      critic_optimizer->step();
+      critic_optimizer->zero_grad();
+    }
+    // 5. Policy phase: critics frozen, gradients into the policy latents.
+    auto adv = regularizer->adversarial_term(sets);
+    loss = loss + config.ganpo.adv_weight * adv.loss;
+    add("adv/loss", adv.loss);
+    add("adv/g_chosen", adv.g_chosen);
+    add("adv/g_rejected", adv.g_rejected);
+    add("critic/loss_chosen", critic.loss_chosen);
+    add("critic/loss_rejected", critic.loss_rejected);
+    add("critic/acc_chosen", critic.acc_chosen);
+    add("critic/acc_rejected", critic.acc_rejected);
+    for (const auto& [k, v] : regularizer->ema_metrics()) add(k, v);
+    terms.insert(terms.end(), {{"critic/loss_chosen", critic.loss_chosen},
+                               {"critic/loss_rejected", critic.loss_rejected},
+                               {"adv/loss", adv.loss}});
+  }
+  // Every term checked (read at once on the CPU, at the next log line on CUDA: check_finite).
+  // A non-finite critic loss may already have reached the critics, but a failed run saves no
+  // checkpoint after it, so nothing corrupt is kept.
+  terms.emplace_back("loss", loss);
+  check_finite(terms);
+  (loss * scale).backward();
+
+  add("loss", loss);
+  add("opo_loss", opo.loss);
+  add("rewards/chosen", opo.chosen_rewards.mean());
+  add("rewards/rejected", opo.rejected_rewards.mean());
+  add("rewards/margins", (opo.chosen_rewards - opo.rejected_rewards).mean());
+  add("rewards/accuracies", (opo.chosen_rewards > opo.rejected_rewards).to(torch::kFloat32).mean());
+  add("logps/chosen", in.policy_chosen.detach().mean());
+  add("logps/rejected", in.policy_rejected.detach().mean());
+  MicroBatchWork work = micro_batch_work(s, B, run_reference, !ref_logps_ready);
+  const int64_t prompts = sharing.prompt_tokens(rows);
+  if (sharing.policy) work.policy_shared_prompt_tokens = prompts;
+  if (sharing.reference && run_reference) work.reference_shared_prompt_tokens = prompts;
+  count_work(s, work);
+}
+
+Trainer::State::PrefixSharing Trainer::State::prefix_sharing_for(const std::vector<const TokenizedPair*>& rows) {
+  PrefixSharing out;
+  if (!config.train.prefix_sharing || (regularizer && config.ganpo.critic_mask == "none")) return out;
+  const bool policy_may = !config.train.gradient_checkpointing;
+  const bool reference_runs = train_ref_logps.empty() || regularizer;
+  if (!policy_may && !reference_runs) return out;
+  out.batch = collate_shared_prompts(rows, tokenizer->pad_id(), device);
+  out.policy = policy_may && can_share_prompts(out.batch, policy);
+  out.reference = reference_runs && can_share_prompts(out.batch, reference);  // its own max_seq_len
+  return out;
+}
+
+void Trainer::State::finish_gradients() {
+  const auto t0 = Clock::now();
+  if (!overlap_gradients) {
+    dp->average_gradients(trainable);
+  } else if (!dp->finish_gradients()) {
+    overlap_gradients = false;
+    log("warning", "a gradient arrived twice in one backward pass, so the gradient all-reduce no longer overlaps "
+                   "the backward pass (the averages are exact either way)");
+  }
+  window_allreduce_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void Trainer::State::average_gradients(const std::vector<torch::Tensor>& params) {
+  const auto t0 = Clock::now();
+  dp->average_gradients(params);
+  window_allreduce_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+MicroBatchWork Trainer::State::micro_batch_work(const SequenceBatch& b, int64_t pairs, bool reference_ran,
+                                                 bool reference_head) const {
+  MicroBatchWork work;
+  work.tokens = b.tokens;
+  work.length = b.input_ids.size(1);
+  work.pairs = pairs;
+  work.lora = policy->lora().r > 0;
+  work.reference = reference_ran;
+  work.reference_head = reference_head;
+  work.critics = regularizer != nullptr;
+  return work;
+}
+
+void Trainer::State::count_work(const SequenceBatch& b, const MicroBatchWork& work) {
+  window_flops += micro_batch_flops(config, policy->shape(), work);
+  window_tokens += b.tokens;
+  tokens_seen += b.tokens;
+}
+
+double Trainer::State::lr_at(int64_t at) const {
+  return config.train.learning_rate * lr_multiplier(config.train.lr_scheduler_type, at, total_steps, warmup);
+}
+
+void Trainer::State::optimizer_step() {
+  if (dp) dp->note_progress(3 * (step + 1), "in step " + std::to_string(step + 1));
+  refresh_cpu_share();
+  const auto t0 = Clock::now();
+  const int64_t GA = config.train.gradient_accumulation_steps;
+  set_lr(*optimizer, current_lr());
+  optimizer->zero_grad();
+  for (int64_t micro = 0; micro < GA; ++micro) {
+    auto idx = next_indices();
+    Bf16Autocast autocast(bf16_autocast());
+    // The last micro-batch's backward pass starts the gradient all-reduce as buckets fill.
+    if (dp && overlap_gradients && micro == GA - 1) dp->arm_gradients();
+    if (preference)
+      preference_micro_step(idx, 1.0 / static_cast<double>(GA), micro == GA - 1);
+    else
+      sft_micro_step(idx, 1.0 / static_cast<double>(GA));
+    ++window_micro;
+  }
+  // 6. Average the gradients over the ranks (finish what the backward pass started), then
+  // clip and step at the accumulation boundary.
+  if (dp) finish_gradients();
+  const double max_norm = config.train.max_grad_norm > 0 ? config.train.max_grad_norm
+                                                         : std::numeric_limits<double>::infinity();
+  const torch::Tensor grad_norm = clip_grad_norm_on_device(trainable, max_norm);  // [], on the device
+  check_finite({{"grad_norm", grad_norm}}, /*reduce=*/false, kGradNormAdvice);
+  optimizer->step();
+  ++step;
+  if (dp) dp->note_progress(3 * step + 1, "finished step " + std::to_string(step));
+  ++window_steps;
+  accumulate(window_grad_norm, grad_norm.to(torch::kFloat64));
+  last_step_end = Clock::now();
+  window_seconds += std::chrono::duration<double>(last_step_end - t0).count();
+  undrained = device.is_cuda();
+}
+
+void Trainer::State::flush_metrics() {
+  if (window_steps == 0) return;
+  if (dp) dp->note_progress(3 * step + 2, "logging step " + std::to_string(step));
+  drain_device();  // the steps' time ends when the device is done with them
+  std::vector<std::string> keys;
+  std::vector<torch::Tensor> values;
+  for (auto& [k, v] : window_sums) keys.push_back(k), values.push_back(v.reshape({1}).to(torch::kFloat64));
+  std::map<std::string, double> m;
+  {
+    // The window's sums (means over every rank's global batches), then the grad norms' sum
+    // (the same on every rank) and the pending non-finite checks: one transfer per log line,
+    // the checks read before anything is reported.
+    auto sums = torch::cat(values);
+    if (dp) dp->all_reduce_mean_(sums);
+    std::vector<torch::Tensor> parts{sums, window_grad_norm.reshape({1})};
+    const bool checks = !pending_checks.empty();
+    if (checks) parts.push_back(pending_check_values());
+    const auto all = torch::cat(parts).cpu();
+    const double* v = all.data_ptr<double>();
+    if (checks) check_pending(v + keys.size() + 1);
+    for (size_t i = 0; i < keys.size(); ++i) m[keys[i]] = v[i] / static_cast<double>(window_micro);
+    m["grad_norm"] = v[keys.size()] / static_cast<double>(window_steps);
+  }
+  m["learning_rate"] = lr_at(step - 1);  // the rate the last step used
+  if (regularizer) m["critic/learning_rate"] = m["learning_rate"] * config.ganpo.critic_lr_ratio;
+  m["step_time_s"] = window_seconds / static_cast<double>(window_steps);
+  m["tokens_seen"] = static_cast<double>(tokens_seen);
+  if (dp) add_rank_throughput(m);  // and the window's tokens and FLOPs (and tokens_seen) become the world's
+  m["tokens_per_s"] = window_seconds > 0 ? static_cast<double>(window_tokens) / window_seconds : 0.0;
+  const double flops_per_s = window_seconds > 0 ? window_flops / window_seconds : 0.0;
+  m["model_tflops"] = flops_per_s / 1e12;
+  if (peak_flops > 0) m["mfu"] = flops_per_s / peak_flops;
+  m["epoch"] = static_cast<double>(epoch) + static_cast<double>(cursor) / std::max<double>(1.0, static_cast<double>(order.size()));
+  m["memory/rss_mb"] = rss_megabytes();
+  if (device.is_cuda()) add_gpu_metrics(m);
+  if (device.is_cpu() && counting_cpu_tensor_memory()) add_cpu_tensor_metrics(m);
+  if (cpu) m["cpu/cores"] = cpu->plan().cores;
+  observer.on_metrics(step, m);
+  window_sums.clear();
+  window_micro = window_steps = window_tokens = 0;
+  window_seconds = window_flops = 0;
+  window_grad_norm = torch::Tensor();
+}
+
+void Trainer::State::add_rank_throughput(std::map<std::string, double>& m) {
+  auto mine = torch::tensor({static_cast<double>(window_tokens), window_flops, window_seconds,
+                             static_cast<double>(tokens_seen)},
+                            torch::TensorOptions().dtype(torch::kFloat64));
+  const auto all = dp->all_gather(mine);
+  window_tokens = 0;
+  window_flops = 0;
+  double seen = 0;
+  for (size_t r = 0; r < all.size(); ++r) {
+    const auto v = all[r].accessor<double, 1>();
+    window_tokens += static_cast<int64_t>(v[0]);
+    window_flops += v[1];
+    seen += v[3];
+    m["ranks/tokens_per_s/" + std::to_string(r)] = v[2] > 0 ? v[0] / v[2] : 0.0;
+  }
+  m["tokens_seen"] = seen;
+  m["ranks/world_size"] = static_cast<double>(world());
+  m["ranks/allreduce_s"] = window_steps > 0 ? window_allreduce_seconds / static_cast<double>(window_steps) : 0.0;
+  window_allreduce_seconds = 0;
+  if (peak_flops > 0) window_flops /= static_cast<double>(world());
+}
+
+void Trainer::State::add_gpu_metrics(std::map<std::string, double>& m) {
+  const int index = device.has_index() ? device.index() : 0;
+  if (const auto gpu = read_gpu(index)) {
+    m["gpu/utilization_pct"] = gpu->utilization_percent;
+    m["memory/gpu_used_mb"] = gpu->memory_used_mb;
+  }
+  if (const auto mem = cuda_memory(index)) {
+    m["memory/cuda_allocated_mb"] = mem->allocated_mb;
+    m["memory/cuda_reserved_mb"] = mem->reserved_mb;
+    m["memory/cuda_peak_mb"] = mem->peak_allocated_mb;
+    reset_cuda_peak(index);
+  }
+}
+
+void Trainer::State::add_cpu_tensor_metrics(std::map<std::string, double>& m) {
+  constexpr double mb = 1024.0 * 1024.0;
+  const CpuTensorMemory mem = cpu_tensor_memory();
+  m["memory/cpu_tensor_allocated_mb"] = static_cast<double>(mem.allocated_bytes) / mb;
+  m["memory/cpu_tensor_peak_mb"] = static_cast<double>(mem.peak_bytes) / mb;
+  reset_cpu_tensor_peak();
+}
+
+}  // namespace ganpo
