@@ -239,7 +239,7 @@ struct Inventory {
            dq * d * keeps_input("o_proj") + d * ff * (gate + keeps_input("up_proj")) + ff * d * keeps_input("down_proj");
   }
 
-  // Bytes a GANPO critic (core/critic.cpp) keeps per latent position: its input as the first
+  // Bytes a GANPO critic (core/train/critic.cpp) keeps per latent position: its input as the first
   // product reads it, and per layer the norms' inputs, statistics and outputs, q k v, the heads'
   // output and, with explicit attention, the probabilities (and their dropout), the MLP's two.
   // Frozen (the adversarial term) a product keeps no input, the MLP only its first output.

@@ -68,7 +68,7 @@ struct MemoryEstimate {
 // no attention probabilities) for the LibTorch this build links.
 bool torch_has_sdpa();
 
-// Parameters of one GANPO critic (LatentCritic in core/critic.h) reading input_dim-wide latents.
+// Parameters of one GANPO critic (LatentCritic in core/train/critic.h) reading input_dim-wide latents.
 int64_t critic_parameter_count(const GanpoConfig& ganpo, int64_t input_dim);
 
 // Parameters of the LoRA adapters model.lora puts on a model of this shape (0 when off).

@@ -3,7 +3,7 @@
 // picks its kernel per call from the device, dtype and mask (flash, memory-efficient or cuDNN on
 // CUDA, a flash kernel on the CPU, the math kernel otherwise). Earlier LibTorch (Debian 12 ships
 // 1.13) computes attention explicitly: core/model/causal_lm.cpp by blocks of causal queries,
-// core/critic.cpp as one masked batched product.
+// core/train/critic.cpp as one masked batched product.
 #pragma once
 
 #include <torch/version.h>

@@ -11,7 +11,7 @@
 
 #include "core/batching.h"
 #include "core/model/causal_lm.h"
-#include "core/opo_losses.h"
+#include "core/train/opo_losses.h"
 
 namespace ganpo {
 

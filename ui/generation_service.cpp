@@ -17,7 +17,7 @@
 #include "core/cpu_job.h"
 #include "core/generate.h"
 #include "core/tasks/task.h"
-#include "core/opo_losses.h"
+#include "core/train/opo_losses.h"
 #include "core/sequence_scoring.h"
 #include "core/text/chat_template.h"
 #include "core/train/trainer.h"

@@ -6,7 +6,7 @@
 
 #include "core/generate.h"
 #include "core/error.h"
-#include "core/opo_losses.h"
+#include "core/train/opo_losses.h"
 #include "core/sequence_scoring.h"
 
 namespace ganpo {

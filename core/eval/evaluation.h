@@ -22,7 +22,7 @@
 #include "core/eval/external_judge.h"
 #include "core/model/causal_lm.h"
 #include "core/parallel_lanes.h"
-#include "core/reference_logps.h"
+#include "core/train/reference_logps.h"
 #include "core/tasks/task.h"
 #include "core/tokenizer.h"
 

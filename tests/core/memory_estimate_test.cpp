@@ -9,7 +9,7 @@
 #include <torch/torch.h>
 
 #include "core/config.h"
-#include "core/critic.h"
+#include "core/train/critic.h"
 #include "core/sdpa.h"
 
 namespace ganpo {

@@ -30,7 +30,7 @@ using ganpo::ui::testing::TempWorkspace;
 
 namespace {
 
-// Every key the trainer logs for a GANPO preference run (core/train/trainer_step.cpp, core/critic.cpp).
+// Every key the trainer logs for a GANPO preference run (core/train/trainer_step.cpp, core/train/critic.cpp).
 const std::vector<std::string> kGanpoKeys = {
     "loss", "opo_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
     "logps/chosen", "logps/rejected", "adv/loss", "adv/g_chosen", "adv/g_rejected", "critic/loss_chosen",

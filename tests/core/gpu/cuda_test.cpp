@@ -17,7 +17,7 @@
 #include "core/bf16_autocast.h"
 #include "core/chunked_logps.h"
 #include "core/checkpoint.h"
-#include "core/critic.h"
+#include "core/train/critic.h"
 #include "core/host_sync_check.h"
 #include "core/model/causal_lm.h"
 #include "core/tokenizer.h"

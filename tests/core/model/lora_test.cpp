@@ -11,7 +11,7 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
-#include "core/fused_adamw.h"
+#include "core/train/fused_adamw.h"
 #include "core/memory_estimate.h"
 #include "core/model/hf_weights.h"
 #include "core/model/lora_adapter.h"

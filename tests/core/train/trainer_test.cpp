@@ -23,7 +23,7 @@
 #include "core/checkpoint.h"
 #include "core/memory_estimate.h"
 #include "core/config.h"
-#include "core/critic.h"
+#include "core/train/critic.h"
 #include "core/eval/evaluation.h"
 #include "core/model/causal_lm.h"
 #include "core/model/model_shape.h"

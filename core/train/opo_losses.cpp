@@ -1,4 +1,4 @@
-#include "core/opo_losses.h"
+#include "core/train/opo_losses.h"
 
 #include "core/error.h"
 

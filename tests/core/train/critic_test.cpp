@@ -1,4 +1,4 @@
-#include "core/critic.h"
+#include "core/train/critic.h"
 
 #include <cmath>
 #include <limits>

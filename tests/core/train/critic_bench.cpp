@@ -17,7 +17,7 @@
 
 #include "core/counter_dropout.h"
 #include "core/cpu_runtime.h"
-#include "core/critic.h"
+#include "core/train/critic.h"
 
 namespace {
 

@@ -2,7 +2,7 @@
 // decay, a changing learning rate and a tensor that misses a gradient on one step), for the
 // one-pass CPU loop and for the multi-tensor path the GPU takes; and saved state that loads in
 // either direction.
-#include "core/fused_adamw.h"
+#include "core/train/fused_adamw.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -1,4 +1,4 @@
-#include "core/reference_logps.h"
+#include "core/train/reference_logps.h"
 
 #include <optional>
 

@@ -10,7 +10,7 @@
 
 #include <torch/torch.h>
 
-#include "core/fused_adamw.h"
+#include "core/train/fused_adamw.h"
 
 namespace {
 

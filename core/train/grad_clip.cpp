@@ -1,4 +1,4 @@
-#include "core/grad_clip.h"
+#include "core/train/grad_clip.h"
 
 #include <cmath>
 

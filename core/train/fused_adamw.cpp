@@ -1,4 +1,4 @@
-#include "core/fused_adamw.h"
+#include "core/train/fused_adamw.h"
 
 #include <ATen/Parallel.h>
 
