@@ -35,6 +35,12 @@ struct TrainerOptions {
   // Testing aid (CUDA): an optimizer step that makes the host wait for the device fails the run,
   // naming the call (core/host_sync_check.h). Steps only queue work; the host waits at log lines.
   bool forbid_host_sync_in_steps = false;
+  // Testing aid: train.precision = "bf16" taken on the CPU, where nothing autocasts (Bf16Autocast
+  // turns on CUDA's autocast only). What a bf16 run keeps in bf16 is kept so (a LoRA run's frozen
+  // base, a reference of its own, random weights drawn as bf16 values) and every product computes
+  // in float32: set-up, steps, evaluation, samples, checkpoints and resume take their bf16 paths
+  // on a machine without a GPU, and a test can compare them number for number with a float32 run.
+  bool bf16_storage_on_cpu = false;
 };
 
 struct TrainResult {

@@ -9,7 +9,13 @@
 namespace ganpo {
 
 void Trainer::State::setup() {
-  validate_or_throw(config);
+  if (options.bf16_storage_on_cpu) {
+    RunConfig twin = config;  // validated as its float32 twin: bf16 is refused on device "cpu"
+    twin.train.precision = "fp32";
+    validate_or_throw(twin);
+  } else {
+    validate_or_throw(config);
+  }
   preference = config.stage == "preference";
   if (config.train.deterministic) use_deterministic_kernels();
   device = torch::Device(resolve_device(config.device));
@@ -21,7 +27,7 @@ void Trainer::State::setup() {
   // The first log line's peak is this run's (a process may have run another before: ganpo bench).
   if (device.is_cuda()) reset_cuda_peak(device.has_index() ? device.index() : 0);
   if (device.is_cpu()) reset_cpu_tensor_peak();
-  if (config.train.precision == "bf16" && device.is_cpu())
+  if (config.train.precision == "bf16" && device.is_cpu() && !options.bf16_storage_on_cpu)
     throw ConfigError("train.precision = \"bf16\" needs a CUDA device and this run resolved device \"" +
                       config.device + "\" to the CPU, where this build computes in float32: set "
                       "train.precision = \"fp32\" or run on a CUDA machine");

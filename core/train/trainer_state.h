@@ -225,9 +225,12 @@ struct Trainer::State {
   void log_attention_kernels();
 
   // train.precision = "bf16": training passes, evaluations and precomputed reference log-probs
-  // autocast to bf16 (CUDA; run() refuses it on a CPU device). Samples and judged generations
-  // decode in float32.
-  bool bf16_autocast() const { return config.train.precision == "bf16" && device.is_cuda(); }
+  // autocast to bf16 (CUDA; setup() refuses it on a CPU device but for the testing aid
+  // bf16_storage_on_cpu, under which the frozen weights' storage is a bf16 run's and nothing
+  // autocasts). Samples and judged generations decode in float32.
+  bool bf16_autocast() const {
+    return config.train.precision == "bf16" && (device.is_cuda() || options.bf16_storage_on_cpu);
+  }
 
   // train.precompute_ref_log_probs: one pass of the reference over both splits before the first
   // step (again on resume: the numbers are a function of the frozen reference and the data).
@@ -436,8 +439,8 @@ struct Trainer::State {
 
   void write_trainer_state(const std::string& dir, const WorldState& world_state);
 
-  // A LoRA checkpoint holds the merged model (above) and, in adapter/, the adapters alone as a
-  // PEFT adapter folder over the base model folder, where the family allows one.
+  // A LoRA checkpoint holds the merged model (save_checkpoint) and, in adapter/, the adapters
+  // alone as a PEFT adapter folder over the base model folder, where the family allows one.
   void write_adapter_folder(const std::string& dir);
   bool adapter_refusal_logged = false;
 

@@ -26,6 +26,7 @@
 #include "core/train/critic.h"
 #include "core/eval/evaluation.h"
 #include "core/model/causal_lm.h"
+#include "core/model/safetensors.h"
 #include "core/model/model_shape.h"
 #include "core/tasks/lists_task.h"
 #include "core/tasks/task.h"
@@ -94,13 +95,16 @@ protected:
   // `c` (4 steps) stopped after 2 into out_name, then resumed from its checkpoint-2: steps 3 and 4
   // give the uninterrupted run's metrics. Returns the stopped run's config.
   RunConfig expect_exact_resume(RunConfig c, const std::string& out_name, const Collector& uninterrupted,
-                                const std::vector<std::string>& metrics) {
+                                const std::vector<std::string>& metrics, TrainerOptions options = {}) {
     c.output_dir = (root_ / out_name).string();
     Collector b_obs;
-    auto b = run(c, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false, {}});
+    options.stop_after_steps = 2;
+    auto b = run(c, b_obs, options);
     EXPECT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
     Collector c_obs;
-    auto resumed = run(c, c_obs, TrainerOptions{(fs::path(c.output_dir) / "checkpoint-2").string(), -1, false, {}});
+    options.stop_after_steps = -1;
+    options.resume_from = (fs::path(c.output_dir) / "checkpoint-2").string();
+    auto resumed = run(c, c_obs, options);
     EXPECT_EQ(resumed.status, "completed") << resumed.message << "\n" << c_obs.all_logs();
     for (int64_t step = 3; step <= 4 && resumed.status == "completed"; ++step)
       for (const std::string& k : metrics)
@@ -777,6 +781,129 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   auto d = run(full, d_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false, {}});
   EXPECT_EQ(d.status, "failed");
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
+}
+
+// The numbers of a step worth comparing between two runs: all but times, rates and memory.
+std::map<std::string, double> step_numbers(const std::map<std::string, double>& metrics) {
+  std::map<std::string, double> out;
+  for (const auto& [k, v] : metrics)
+    if (k.find("time") == std::string::npos && k.find("per_s") == std::string::npos && k.rfind("memory/", 0) != 0 &&
+        k.rfind("model_", 0) != 0 && k != "mfu")
+      out[k] = v;
+  return out;
+}
+
+// A bf16 LoRA run over a folder stored in bf16 (as Llama 3, Gemma 2 and Qwen 2.5 ship) keeps the
+// frozen base's projections in bf16, the values it was saved with, and changes no number. Here,
+// with the testing aid bf16_storage_on_cpu (nothing autocasts on the CPU, so every product is the
+// float32 run's): every step's numbers, the samples, the held-out evaluation, the checkpoint's
+// merged weights and PEFT adapter folder are the float32 run's, bit for bit, and a resume is exact.
+TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumber) {
+  const fs::path base = root_ / "base-bf16";
+  {
+    torch::manual_seed(5);
+    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
+    save_model_files(base.string(), model, ByteTokenizer(), SaveOptions{"bfloat16"});
+  }
+  auto fp32 = short_lora_config("fp32", base, "all-linear", 4);
+  fp32.model.lora.alpha = 8;
+  fp32.model.lora.dropout = 0.1;
+  fp32.sampling.num_prompts = 2;
+  fp32.sampling.every_steps = 2;
+  Collector a_obs;
+  const auto a = run(fp32, a_obs);
+  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+
+  auto bf16 = fp32;
+  bf16.train.precision = "bf16";
+  bf16.output_dir = (root_ / "bf16").string();
+  TrainerOptions on_cpu;
+  on_cpu.bf16_storage_on_cpu = true;
+  Collector b_obs;
+  const auto b = run(bf16, b_obs, on_cpu);
+  ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
+  EXPECT_CONTAINS(b_obs.all_logs(), "the frozen base's projections are stored in bf16");
+  EXPECT_EQ(a_obs.all_logs().find("stored in bf16"), std::string::npos) << a_obs.all_logs();
+
+  ASSERT_EQ(b_obs.metrics.size(), a_obs.metrics.size());
+  for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
+  EXPECT_EQ(b.final_eval, a.final_eval);
+  ASSERT_EQ(b_obs.samples.size(), a_obs.samples.size());
+  for (const auto& [step, records] : a_obs.samples)
+    for (size_t i = 0; i < records.size(); ++i) {
+      EXPECT_EQ(b_obs.samples.at(step)[i].policy, records[i].policy) << step << " " << i;
+      EXPECT_EQ(b_obs.samples.at(step)[i].reference, records[i].reference) << step << " " << i;
+    }
+  const fs::path a_ckpt = fs::path(fp32.output_dir) / "checkpoint-4", b_ckpt = fs::path(bf16.output_dir) / "checkpoint-4";
+  auto a_files = read_folder(a_ckpt), b_files = read_folder(b_ckpt);
+  for (const std::string file : {"model.safetensors", "trainer_state/lora.safetensors", "adapter/adapter_config.json",
+                                 "adapter/adapter_model.safetensors"}) {
+    ASSERT_TRUE(a_files.count(file)) << file;
+    EXPECT_TRUE(b_files[file] == a_files[file]) << file << " differs";
+  }
+
+  expect_exact_resume(bf16, "bf16-resumed", b_obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"},
+                      on_cpu);
+}
+
+// The other bf16 storage paths, run on the CPU with the testing aid: random weights drawn as bf16
+// values (full fine-tuning, its reference a copy stored in bf16; LoRA, its base stored in bf16)
+// and a reference of its own over a float32 folder (stored in bf16: rounded). Each trains, says
+// what it stores, saves a float32 policy and resumes exactly.
+TEST_F(TrainerTest, Bf16StoragePathsTrainAndResumeExactly) {
+  const fs::path shape_dir = root_ / "llama-shape";
+  fs::create_directories(shape_dir);
+  write_json_file((shape_dir / "config.json").string(),
+                  {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", 320},
+                   {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
+                   {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"max_position_embeddings", 256},
+                   {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", false}, {"bos_token_id", 2}, {"eos_token_id", 1}});
+  TrainerOptions on_cpu;
+  on_cpu.bf16_storage_on_cpu = true;
+  struct Case {
+    std::string name;
+    bool random_weights;
+    int64_t lora_r;
+    std::vector<std::string> logs;
+  };
+  const std::vector<Case> cases = {
+      {"random-full", true, 0,
+       {"the random weights are drawn as bf16 values", "the reference's projections are stored in bf16"}},
+      {"random-lora", true, 4,
+       {"the random weights are drawn as bf16 values", "the frozen base's projections are stored in bf16"}},
+      {"folder-full", false, 0, {"the reference's projections are stored in bf16"}},
+  };
+  const fs::path folder = lora_base_folder();  // float32 values
+  for (const auto& k : cases) {
+    SCOPED_TRACE(k.name);
+    auto c = config(k.name);
+    c.model.checkpoint = k.random_weights ? shape_dir.string() : folder.string();
+    c.model.random_weights = k.random_weights;
+    c.model.lora.r = k.lora_r;
+    c.model.lora.target_modules = "all-linear";
+    c.train.precision = "bf16";
+    c.train.max_steps = 4;
+    c.train.learning_rate = 1e-2;
+    c.eval.judge_at_end = false;
+    Collector obs;
+    const auto r = run(c, obs, on_cpu);
+    ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+    for (const auto& line : k.logs) EXPECT_CONTAINS(obs.all_logs(), line);
+    // Random weights are rounded before the reference is copied (or the base frozen): at the first
+    // step policy and reference are the same numbers. A float32 folder's reference is rounded and
+    // its policy is not.
+    if (k.random_weights) {
+      EXPECT_EQ(obs.metrics.at(1).at("rewards/chosen"), 0.0);
+      EXPECT_EQ(obs.metrics.at(1).at("rewards/rejected"), 0.0);
+    } else {
+      EXPECT_NE(obs.metrics.at(1).at("rewards/chosen"), 0.0);
+    }
+    EXPECT_NE(obs.metrics.at(4).at("rewards/margins"), 0.0) << "the policy trained";
+    for (const auto& [name, t] : load_safetensors((fs::path(c.output_dir) / "final" / "model.safetensors").string()).tensors)
+      EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
+    expect_exact_resume(c, k.name + "-resumed", obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"},
+                        on_cpu);
+  }
 }
 
 // Weight decay as transformers' Trainer (and so TRL) applies it: on every trained tensor but the
