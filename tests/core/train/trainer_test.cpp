@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <set>
@@ -844,6 +845,47 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
 
   expect_exact_resume(bf16, "bf16-resumed", b_obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"},
                       on_cpu);
+}
+
+// The same over the step's options, for LoRA and for full fine-tuning (whose reference of its own
+// is stored in bf16, exactly, from a bf16 folder): gradient checkpointing (its recomputation
+// re-enters the bf16 guard), precomputed reference log-probs, the chunked head, no prefix sharing.
+TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) {
+  const fs::path base = root_ / "base-bf16";
+  {
+    torch::manual_seed(5);
+    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
+    save_model_files(base.string(), model, ByteTokenizer(), SaveOptions{"bfloat16"});
+  }
+  TrainerOptions on_cpu;
+  on_cpu.bf16_storage_on_cpu = true;
+  const std::vector<std::pair<std::string, std::function<void(RunConfig&)>>> options = {
+      {"checkpointing", [](RunConfig& c) { c.train.gradient_checkpointing = true; }},
+      {"precomputed", [](RunConfig& c) { c.train.precompute_ref_log_probs = true; }},
+      {"chunked", [](RunConfig& c) { c.train.chunked_logps = "on"; }},
+      {"unshared", [](RunConfig& c) { c.train.prefix_sharing = false; }},
+  };
+  for (const int64_t r : {4, 0})
+    for (const auto& [name, set] : options) {
+      const std::string label = name + (r > 0 ? "-lora" : "-full");
+      SCOPED_TRACE(label);
+      auto fp32 = short_lora_config(label, base, "all-linear", 2);
+      fp32.model.lora.r = r;
+      set(fp32);
+      Collector a_obs;
+      const auto a = run(fp32, a_obs);
+      ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+      auto bf16 = fp32;
+      bf16.train.precision = "bf16";
+      bf16.output_dir += "-bf16";
+      Collector b_obs;
+      const auto b = run(bf16, b_obs, on_cpu);
+      ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
+      EXPECT_CONTAINS(b_obs.all_logs(), r > 0 ? "the frozen base's projections are stored in bf16"
+                                              : "the reference's projections are stored in bf16");
+      for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
+      EXPECT_EQ(b.final_eval, a.final_eval);
+    }
 }
 
 // The other bf16 storage paths, run on the CPU with the testing aid: random weights drawn as bf16
