@@ -164,6 +164,17 @@ void Trainer::State::report_skipped(const std::string& file, const std::vector<B
                      " (first: line " + std::to_string(bad.front().line) + ": " + bad.front().reason + ")");
 }
 
+std::vector<int64_t> Trainer::State::epoch_rows(int64_t e, int64_t group_rows) const {
+  const auto seed = static_cast<uint64_t>(config.seed);
+  if (group_rows <= 0) return epoch_order(train_size(), seed, e);
+  std::vector<int64_t> lengths;
+  if (preference)
+    for (const auto& p : train_pairs) lengths.push_back(row_length(p));
+  else
+    for (const auto& r : train_sft) lengths.push_back(row_length(r));
+  return length_grouped_order(lengths, group_rows, seed, e);
+}
+
 std::vector<int64_t> Trainer::State::next_indices() {
   std::vector<int64_t> idx;
   const int64_t B = config.train.per_device_train_batch_size;

@@ -28,29 +28,22 @@
 #include <string>
 #include <vector>
 
-#include "core/train/trainer.h"
 #include "core/batching.h"
 #include "core/bf16_autocast.h"
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/cpu_tensor_memory.h"
-#include "core/train/critic.h"
 #include "core/cuda_memory.h"
 #include "core/data_parallel.h"
 #include "core/dataset_files.h"
 #include "core/error.h"
 #include "core/eval/evaluation.h"
+#include "core/eval/external_judge.h"
 #include "core/fault_points.h"
-#include "core/train/fused_adamw.h"
 #include "core/generate.h"
 #include "core/gpu_monitor.h"
-#include "core/train/grad_clip.h"
 #include "core/host_sync_check.h"
 #include "core/memory_estimate.h"
-#include "core/eval/external_judge.h"
-#include "core/tasks/task.h"
-#include "core/tasks/task_random.h"
-#include "core/train/lr_schedule.h"
 #include "core/model/architectures.h"
 #include "core/model/causal_lm.h"
 #include "core/model/hf_weights.h"
@@ -58,12 +51,19 @@
 #include "core/model/lora_targets.h"
 #include "core/model/safetensors.h"
 #include "core/model_flops.h"
-#include "core/train/opo_losses.h"
-#include "core/train/reference_logps.h"
 #include "core/run_files.h"
 #include "core/sequence_scoring.h"
+#include "core/tasks/task.h"
+#include "core/tasks/task_random.h"
 #include "core/text/chat_template.h"
 #include "core/tokenizer.h"
+#include "core/train/critic.h"
+#include "core/train/fused_adamw.h"
+#include "core/train/grad_clip.h"
+#include "core/train/lr_schedule.h"
+#include "core/train/opo_losses.h"
+#include "core/train/reference_logps.h"
+#include "core/train/trainer.h"
 
 namespace ganpo {
 
@@ -77,7 +77,7 @@ struct Trainer::State {
     return buf;
   }
 
-  ~State();
+  ~State();  // gives back the process-wide switches train.deterministic set
 
   RunConfig config;
   RunObserver& observer;
@@ -150,9 +150,6 @@ struct Trainer::State {
   State(RunConfig c, RunObserver& o, TrainerOptions opt)
       : config(std::move(c)), observer(o), options(std::move(opt)) {}
 
-  // The rows of an epoch in the order the steps take them: shuffled from the seed, or grouped by
-  // length for `group_rows` rows a step (train.group_by_length; 0: not grouped).
-  std::vector<int64_t> epoch_rows(int64_t e, int64_t group_rows) const;
   // The rows an optimizer step takes (batch x processes x accumulation) where this run's config
   // groups by length, else 0.
   int64_t configured_group_rows() const {
@@ -275,6 +272,10 @@ struct Trainer::State {
   void report_skipped(const std::string& file, const std::vector<BadLine>& bad);
 
   // ---- data cursor ---------------------------------------------------------------------------
+  // The rows of an epoch in the order the steps take them: shuffled from the seed, or grouped by
+  // length for `group_rows` rows a step (train.group_by_length; 0: not grouped).
+  std::vector<int64_t> epoch_rows(int64_t e, int64_t group_rows) const;
+
   // This rank's rows of the next global batch: every rank walks the same order and takes the
   // rank-th slice of world x B rows, so one process with batch world x B takes them all.
   std::vector<int64_t> next_indices();

@@ -826,9 +826,12 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
   EXPECT_CONTAINS(b_obs.all_logs(), "the frozen base's projections are stored in bf16");
   EXPECT_EQ(a_obs.all_logs().find("stored in bf16"), std::string::npos) << a_obs.all_logs();
 
+  ASSERT_EQ(a_obs.metrics.size(), 4u);
   ASSERT_EQ(b_obs.metrics.size(), a_obs.metrics.size());
   for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
+  ASSERT_FALSE(a.final_eval.empty());
   EXPECT_EQ(b.final_eval, a.final_eval);
+  ASSERT_EQ(a_obs.samples.size(), 3u);  // steps 0, 2 and the end
   ASSERT_EQ(b_obs.samples.size(), a_obs.samples.size());
   for (const auto& [step, records] : a_obs.samples)
     for (size_t i = 0; i < records.size(); ++i) {
@@ -848,8 +851,9 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
 }
 
 // The same over the step's options, for LoRA and for full fine-tuning (whose reference of its own
-// is stored in bf16, exactly, from a bf16 folder): gradient checkpointing (its recomputation
-// re-enters the bf16 guard), precomputed reference log-probs, the chunked head, no prefix sharing.
+// is stored in bf16, exactly, from a bf16 folder): gradient checkpointing, precomputed reference
+// log-probs, the chunked head, no prefix sharing, each over weights stored in bf16 (their bf16
+// arithmetic under CUDA's autocast is the CUDA tests' part).
 TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) {
   const fs::path base = root_ / "base-bf16";
   {
@@ -881,9 +885,13 @@ TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) 
       Collector b_obs;
       const auto b = run(bf16, b_obs, on_cpu);
       ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
-      EXPECT_CONTAINS(b_obs.all_logs(), r > 0 ? "the frozen base's projections are stored in bf16"
-                                              : "the reference's projections are stored in bf16");
+      const int64_t projections = parameter_parts(resolve_model_shape(fp32.model, ByteTokenizer().vocab_size())).projections;
+      EXPECT_CONTAINS(b_obs.all_logs(), (r > 0 ? "the frozen base's projections are stored in bf16 ("
+                                               : "the reference's projections are stored in bf16 (") +
+                                            std::to_string(projections) + " values");
+      ASSERT_EQ(a_obs.metrics.size(), 2u);
       for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
+      ASSERT_FALSE(a.final_eval.empty());
       EXPECT_EQ(b.final_eval, a.final_eval);
     }
 }
@@ -931,14 +939,27 @@ TEST_F(TrainerTest, Bf16StoragePathsTrainAndResumeExactly) {
     const auto r = run(c, obs, on_cpu);
     ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
     for (const auto& line : k.logs) EXPECT_CONTAINS(obs.all_logs(), line);
-    // Random weights are rounded before the reference is copied (or the base frozen): at the first
-    // step policy and reference are the same numbers. A float32 folder's reference is rounded and
-    // its policy is not.
+    // Random weights are rounded before the reference is copied: at the first step policy and
+    // reference are the same numbers (with LoRA they are anyway: B = 0). A float32 folder's
+    // reference is rounded and its policy is not.
     if (k.random_weights) {
       EXPECT_EQ(obs.metrics.at(1).at("rewards/chosen"), 0.0);
       EXPECT_EQ(obs.metrics.at(1).at("rewards/rejected"), 0.0);
     } else {
       EXPECT_NE(obs.metrics.at(1).at("rewards/chosen"), 0.0);
+    }
+    if (k.random_weights) {  // the policy as drawn (checkpoint-0): bf16 values, saved as float32
+      auto drawn = c;
+      drawn.output_dir = (root_ / (k.name + "-drawn")).string();
+      Collector drawn_obs;
+      TrainerOptions at_start = on_cpu;
+      at_start.stop_after_steps = 0;
+      ASSERT_EQ(run(drawn, drawn_obs, at_start).status, "stopped") << drawn_obs.all_logs();
+      const auto weights = load_safetensors((fs::path(drawn.output_dir) / "checkpoint-0" / "model.safetensors").string());
+      for (const auto& [name, t] : weights.tensors) {
+        EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
+        EXPECT_TRUE(torch::equal(t, t.to(torch::kBFloat16).to(torch::kFloat32))) << name << " holds values bf16 does not";
+      }
     }
     EXPECT_NE(obs.metrics.at(4).at("rewards/margins"), 0.0) << "the policy trained";
     for (const auto& [name, t] : load_safetensors((fs::path(c.output_dir) / "final" / "model.safetensors").string()).tensors)
