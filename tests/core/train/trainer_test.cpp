@@ -127,12 +127,13 @@ protected:
     return c;
   }
 
-  // The model LoRA runs adapt: config()'s shape with seed-5 weights, as a model folder.
-  fs::path lora_base_folder() const {
-    const fs::path base = root_ / "base";
+  // The model LoRA runs adapt: config()'s shape with seed-5 weights, as a model folder (stored in
+  // `dtype`: "" float32, "bfloat16" as Llama 3, Gemma 2 and Qwen 2.5 ship).
+  fs::path lora_base_folder(const std::string& dtype = "") const {
+    const fs::path base = root_ / (dtype.empty() ? "base" : "base-" + dtype);
     torch::manual_seed(5);
     CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
-    save_model_files(base.string(), model, ByteTokenizer());
+    save_model_files(base.string(), model, ByteTokenizer(), SaveOptions{dtype});
     return base;
   }
 
@@ -800,12 +801,7 @@ std::map<std::string, double> step_numbers(const std::map<std::string, double>& 
 // float32 run's): every step's numbers, the samples, the held-out evaluation, the checkpoint's
 // merged weights and PEFT adapter folder are the float32 run's, bit for bit, and a resume is exact.
 TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumber) {
-  const fs::path base = root_ / "base-bf16";
-  {
-    torch::manual_seed(5);
-    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
-    save_model_files(base.string(), model, ByteTokenizer(), SaveOptions{"bfloat16"});
-  }
+  const fs::path base = lora_base_folder("bfloat16");
   auto fp32 = short_lora_config("fp32", base, "all-linear", 4);
   fp32.model.lora.alpha = 8;
   fp32.model.lora.dropout = 0.1;
@@ -855,12 +851,7 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
 // log-probs, the chunked head, no prefix sharing, each over weights stored in bf16 (their bf16
 // arithmetic under CUDA's autocast is the CUDA tests' part).
 TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) {
-  const fs::path base = root_ / "base-bf16";
-  {
-    torch::manual_seed(5);
-    CausalLM model(resolve_model_shape(config("x").model, ByteTokenizer().vocab_size()));
-    save_model_files(base.string(), model, ByteTokenizer(), SaveOptions{"bfloat16"});
-  }
+  const fs::path base = lora_base_folder("bfloat16");
   TrainerOptions on_cpu;
   on_cpu.bf16_storage_on_cpu = true;
   const std::vector<std::pair<std::string, std::function<void(RunConfig&)>>> options = {
@@ -894,6 +885,44 @@ TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) 
       ASSERT_FALSE(a.final_eval.empty());
       EXPECT_EQ(b.final_eval, a.final_eval);
     }
+}
+
+// A PEFT adapter folder as a bf16 run's model.reference: its base's projections are stored in bf16
+// where bf16 holds them (its adapters stay on, in float32), so over a bf16 base no number changes.
+TEST_F(TrainerTest, Bf16RunWithAPeftAdapterFolderAsReferenceIsTheFloat32Run) {
+  const fs::path base = lora_base_folder("bfloat16");
+  auto adapter_run = short_lora_config("adapter-run", base, "all-linear", 2);
+  adapter_run.train.learning_rate = 5e-2;
+  Collector adapter_obs;
+  ASSERT_EQ(run(adapter_run, adapter_obs).status, "completed") << adapter_obs.all_logs();
+  const fs::path adapter = fs::path(adapter_run.output_dir) / "checkpoint-2" / "adapter";
+  ASSERT_TRUE(fs::exists(adapter / "adapter_config.json"));
+
+  auto fp32 = config("fp32");
+  fp32.model.checkpoint = base.string();
+  fp32.model.reference = adapter.string();
+  fp32.train.max_steps = 2;
+  fp32.sampling.num_prompts = 0;
+  fp32.eval.judge_at_end = false;
+  Collector a_obs;
+  const auto a = run(fp32, a_obs);
+  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
+  EXPECT_NE(a_obs.metrics.at(1).at("rewards/chosen"), 0.0) << "the adapted reference is not the policy";
+
+  auto bf16 = fp32;
+  bf16.train.precision = "bf16";
+  bf16.output_dir += "-bf16";
+  TrainerOptions on_cpu;
+  on_cpu.bf16_storage_on_cpu = true;
+  Collector b_obs;
+  const auto b = run(bf16, b_obs, on_cpu);
+  ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
+  const int64_t projections = parameter_parts(resolve_model_shape(fp32.model, ByteTokenizer().vocab_size())).projections;
+  EXPECT_CONTAINS(b_obs.all_logs(), "the reference's projections are stored in bf16 (" + std::to_string(projections) + " values");
+  ASSERT_EQ(a_obs.metrics.size(), 2u);
+  for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
+  ASSERT_FALSE(a.final_eval.empty());
+  EXPECT_EQ(b.final_eval, a.final_eval);
 }
 
 // The other bf16 storage paths, run on the CPU with the testing aid: random weights drawn as bf16
