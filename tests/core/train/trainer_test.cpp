@@ -848,7 +848,8 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
 
 // The same over the step's options, for LoRA and for full fine-tuning (whose reference of its own
 // is stored in bf16, exactly, from a bf16 folder): gradient checkpointing, precomputed reference
-// log-probs, the chunked head, no prefix sharing, each over weights stored in bf16 (their bf16
+// log-probs, the chunked head, no prefix sharing, and for LoRA DoRA and PiSSA (the base stays W, its
+// first factors subtracted in float32 beside it), each over weights stored in bf16 (their bf16
 // arithmetic under CUDA's autocast is the CUDA tests' part).
 TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) {
   const fs::path base = lora_base_folder("bfloat16");
@@ -859,9 +860,12 @@ TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) 
       {"precomputed", [](RunConfig& c) { c.train.precompute_ref_log_probs = true; }},
       {"chunked", [](RunConfig& c) { c.train.chunked_logps = "on"; }},
       {"unshared", [](RunConfig& c) { c.train.prefix_sharing = false; }},
+      {"dora", [](RunConfig& c) { c.model.lora.use_dora = true; }},
+      {"pissa", [](RunConfig& c) { c.model.lora.init_lora_weights = "pissa"; }},
   };
   for (const int64_t r : {4, 0})
     for (const auto& [name, set] : options) {
+      if (r == 0 && (name == "dora" || name == "pissa")) continue;
       const std::string label = name + (r > 0 ? "-lora" : "-full");
       SCOPED_TRACE(label);
       auto fp32 = short_lora_config(label, base, "all-linear", 2);
