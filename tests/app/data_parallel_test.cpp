@@ -201,6 +201,55 @@ TEST(DataParallel, AccumulationAndCheckpointingAverageAsOneProcess) {
   EXPECT_EQ(read_text(dir / "two" / "events.log").find("arrived twice"), std::string::npos) << "the overlap stayed on";
 }
 
+// LoRA under data parallelism: the adapters' gradients are averaged over the ranks and every rank
+// holds the same frozen base (drawn from the seed, then rank 0's): 2 ranks x batch 4 train as
+// 1 process x batch 8, with PiSSA's start (its first factors, computed on each rank from the same
+// base, subtracted beside it) and with DoRA's magnitudes.
+TEST(DataParallel, LoraRunsOfTwoRanksTrainLikeOneProcess) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  fs::create_directories(dir / "shape");
+  std::ofstream(dir / "shape" / "config.json")
+      << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 320, "hidden_size": 32,
+             "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+             "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+             "bos_token_id": 2, "eos_token_id": 1})";
+  for (const std::string variant : {"init_lora_weights = \"pissa\"", "use_dora = true"}) {
+    SCOPED_TRACE(variant);
+    auto config = [&](const fs::path& out, int64_t batch, int64_t processes) {
+      std::string c = run_config(out, batch, processes, 3);
+      c.insert(c.find("[data]"), "checkpoint = \"" + (dir / "shape").string() + "\"\nrandom_weights = true\n"
+                                 "[model.lora]\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\n" + variant + "\n");
+      c.replace(c.find("learning_rate = 0.001"), 21, "learning_rate = 0.01");
+      return c;
+    };
+    const std::string name = variant.substr(0, variant.find(' '));
+    std::ofstream(dir / (name + "-one.toml")) << config(dir / (name + "-one"), 8, 1);
+    std::ofstream(dir / (name + "-two.toml")) << config(dir / (name + "-two"), 4, 2);
+    auto one = run_cli("train --no-db --config " + (dir / (name + "-one.toml")).string());
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    auto two = run_cli("train --no-db --config " + (dir / (name + "-two.toml")).string());
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    const std::string events = read_text(dir / (name + "-two") / "events.log");
+    EXPECT_CONTAINS(events, "data parallel: rank 0 of 2");
+    EXPECT_CONTAINS(events, name == "use_dora" ? "DoRA r 4" : "init_lora_weights pissa");
+    const auto a = metrics_by_step(dir / (name + "-one")), b = metrics_by_step(dir / (name + "-two"));
+    ASSERT_EQ(a.size(), 3u);
+    ASSERT_EQ(b.size(), 3u);
+    for (const auto& [step, row] : a)
+      for (const char* k : {"loss", "grad_norm", "adv/loss", "rewards/chosen", "rewards/margins", "ema/w_ref_chosen"})
+        EXPECT_NEAR(b.at(step).at(k).get<double>(), row.at(k).get<double>(),
+                    2e-5 * std::max(1.0, std::abs(row.at(k).get<double>())))
+            << k << " at step " << step;
+    EXPECT_NE(a.rbegin()->second.at("rewards/margins").get<double>(), 0.0) << "the adapters trained";
+    // The merged models agree (final/ holds base + adapters).
+    const auto la = logits_of(dir / (name + "-one") / "final"), lb = logits_of(dir / (name + "-two") / "final");
+    ASSERT_EQ(la.size(), lb.size());
+    double worst = 0;
+    for (size_t i = 0; i < la.size(); ++i) worst = std::max(worst, std::abs(la[i] - lb[i]));
+    EXPECT_LT(worst, 1e-4);
+  }
+}
+
 // An SFT stage: each rank's loss divides by the ranks' mean token count, so the averaged
 // gradient is the global token mean; the held-out loss is split across the ranks and combined
 // by tokens. 2 ranks x batch 4 train and evaluate as 1 process x batch 8.
