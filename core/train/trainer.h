@@ -6,6 +6,7 @@
 // evaluation, samples and checkpoints. Everything it measures goes to a RunObserver. It stops
 // cleanly (checkpoint first) on request_stop(), a SIGINT/SIGTERM, or an observer's Stop
 // command, and stops with a message naming the step and the term on a NaN/Inf loss.
+// Its parts, one file per job, share Trainer::State (core/train/trainer_state.h).
 #pragma once
 
 #include <atomic>
