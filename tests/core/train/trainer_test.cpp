@@ -79,6 +79,16 @@ public:
   }
 };
 
+// The numbers of a step worth comparing between two runs: all but times, rates and memory.
+std::map<std::string, double> step_numbers(const std::map<std::string, double>& metrics) {
+  std::map<std::string, double> out;
+  for (const auto& [k, v] : metrics)
+    if (k.find("time") == std::string::npos && k.find("per_s") == std::string::npos && k.rfind("memory/", 0) != 0 &&
+        k.rfind("model_", 0) != 0 && k != "mfu")
+      out[k] = v;
+  return out;
+}
+
 class TrainerTest : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -111,6 +121,41 @@ protected:
       for (const std::string& k : metrics)
         EXPECT_NEAR(c_obs.metrics.at(step).at(k), uninterrupted.metrics.at(step).at(k), 1e-5) << k << " at step " << step;
     return c;
+  }
+
+  // A float32 run and its twin under bf16 with the testing aid bf16_storage_on_cpu.
+  struct Bf16Twins {
+    RunConfig bf16_config;
+    TrainResult fp32, bf16;
+    Collector fp32_obs, bf16_obs;
+  };
+  // `fp32` (`steps` steps) is run, then again under bf16 on the CPU (into output_dir + "-bf16"):
+  // both complete, the bf16 run's log says whose projections it stores in bf16 (`whose`: "the
+  // frozen base's" or "the reference's"), all of them (parameter_parts), and every step's numbers
+  // and the final evaluation are the float32 run's, bit for bit.
+  void expect_bf16_twin_is_the_float32_run(const RunConfig& fp32, int64_t steps, const std::string& whose,
+                                           Bf16Twins& out) {
+    out.fp32 = run(fp32, out.fp32_obs);
+    ASSERT_EQ(out.fp32.status, "completed") << out.fp32.message << "\n" << out.fp32_obs.all_logs();
+    out.bf16_config = fp32;
+    out.bf16_config.train.precision = "bf16";
+    out.bf16_config.output_dir += "-bf16";
+    out.bf16 = run(out.bf16_config, out.bf16_obs, bf16_on_cpu());
+    ASSERT_EQ(out.bf16.status, "completed") << out.bf16.message << "\n" << out.bf16_obs.all_logs();
+    const int64_t projections = parameter_parts(resolve_model_shape(fp32.model, ByteTokenizer().vocab_size())).projections;
+    EXPECT_CONTAINS(out.bf16_obs.all_logs(),
+                    whose + " projections are stored in bf16 (" + std::to_string(projections) + " values");
+    ASSERT_EQ(out.fp32_obs.metrics.size(), static_cast<size_t>(steps));
+    ASSERT_EQ(out.bf16_obs.metrics.size(), out.fp32_obs.metrics.size());
+    for (const auto& [step, m] : out.fp32_obs.metrics)
+      EXPECT_EQ(step_numbers(out.bf16_obs.metrics.at(step)), step_numbers(m)) << step;
+    ASSERT_FALSE(out.fp32.final_eval.empty());
+    EXPECT_EQ(out.bf16.final_eval, out.fp32.final_eval);
+  }
+  static TrainerOptions bf16_on_cpu() {
+    TrainerOptions options;
+    options.bf16_storage_on_cpu = true;
+    return options;
   }
 
   // A short LoRA run of config()'s over `base`: rank 4 on `targets`, no samples, no judge.
@@ -785,16 +830,6 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
 }
 
-// The numbers of a step worth comparing between two runs: all but times, rates and memory.
-std::map<std::string, double> step_numbers(const std::map<std::string, double>& metrics) {
-  std::map<std::string, double> out;
-  for (const auto& [k, v] : metrics)
-    if (k.find("time") == std::string::npos && k.find("per_s") == std::string::npos && k.rfind("memory/", 0) != 0 &&
-        k.rfind("model_", 0) != 0 && k != "mfu")
-      out[k] = v;
-  return out;
-}
-
 // A bf16 LoRA run over a folder stored in bf16 (as Llama 3, Gemma 2 and Qwen 2.5 ship) keeps the
 // frozen base's projections in bf16, the values it was saved with, and changes no number. Here,
 // with the testing aid bf16_storage_on_cpu (nothing autocasts on the CPU, so every product is the
@@ -807,26 +842,13 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
   fp32.model.lora.dropout = 0.1;
   fp32.sampling.num_prompts = 2;
   fp32.sampling.every_steps = 2;
-  Collector a_obs;
-  const auto a = run(fp32, a_obs);
-  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
-
-  auto bf16 = fp32;
-  bf16.train.precision = "bf16";
-  bf16.output_dir = (root_ / "bf16").string();
-  TrainerOptions on_cpu;
-  on_cpu.bf16_storage_on_cpu = true;
-  Collector b_obs;
-  const auto b = run(bf16, b_obs, on_cpu);
-  ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
-  EXPECT_CONTAINS(b_obs.all_logs(), "the frozen base's projections are stored in bf16");
+  Bf16Twins twins;
+  expect_bf16_twin_is_the_float32_run(fp32, 4, "the frozen base's", twins);
+  if (HasFatalFailure()) return;
+  const auto& a_obs = twins.fp32_obs;
+  const auto& b_obs = twins.bf16_obs;
+  const RunConfig& bf16 = twins.bf16_config;
   EXPECT_EQ(a_obs.all_logs().find("stored in bf16"), std::string::npos) << a_obs.all_logs();
-
-  ASSERT_EQ(a_obs.metrics.size(), 4u);
-  ASSERT_EQ(b_obs.metrics.size(), a_obs.metrics.size());
-  for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
-  ASSERT_FALSE(a.final_eval.empty());
-  EXPECT_EQ(b.final_eval, a.final_eval);
   ASSERT_EQ(a_obs.samples.size(), 3u);  // steps 0, 2 and the end
   ASSERT_EQ(b_obs.samples.size(), a_obs.samples.size());
   for (const auto& [step, records] : a_obs.samples)
@@ -843,7 +865,7 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
   }
 
   expect_exact_resume(bf16, "bf16-resumed", b_obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"},
-                      on_cpu);
+                      bf16_on_cpu());
 }
 
 // The same over the step's options, for LoRA and for full fine-tuning (whose reference of its own
@@ -853,8 +875,6 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
 // arithmetic under CUDA's autocast is the CUDA tests' part).
 TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) {
   const fs::path base = lora_base_folder("bfloat16");
-  TrainerOptions on_cpu;
-  on_cpu.bf16_storage_on_cpu = true;
   const std::vector<std::pair<std::string, std::function<void(RunConfig&)>>> options = {
       {"checkpointing", [](RunConfig& c) { c.train.gradient_checkpointing = true; }},
       {"precomputed", [](RunConfig& c) { c.train.precompute_ref_log_probs = true; }},
@@ -871,23 +891,9 @@ TEST_F(TrainerTest, Bf16RunsOverABf16FolderWithEachStepOptionAreTheFloat32Runs) 
       auto fp32 = short_lora_config(label, base, "all-linear", 2);
       fp32.model.lora.r = r;
       set(fp32);
-      Collector a_obs;
-      const auto a = run(fp32, a_obs);
-      ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
-      auto bf16 = fp32;
-      bf16.train.precision = "bf16";
-      bf16.output_dir += "-bf16";
-      Collector b_obs;
-      const auto b = run(bf16, b_obs, on_cpu);
-      ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
-      const int64_t projections = parameter_parts(resolve_model_shape(fp32.model, ByteTokenizer().vocab_size())).projections;
-      EXPECT_CONTAINS(b_obs.all_logs(), (r > 0 ? "the frozen base's projections are stored in bf16 ("
-                                               : "the reference's projections are stored in bf16 (") +
-                                            std::to_string(projections) + " values");
-      ASSERT_EQ(a_obs.metrics.size(), 2u);
-      for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
-      ASSERT_FALSE(a.final_eval.empty());
-      EXPECT_EQ(b.final_eval, a.final_eval);
+      Bf16Twins twins;
+      expect_bf16_twin_is_the_float32_run(fp32, 2, r > 0 ? "the frozen base's" : "the reference's", twins);
+      if (HasFatalFailure()) return;
     }
 }
 
@@ -908,25 +914,10 @@ TEST_F(TrainerTest, Bf16RunWithAPeftAdapterFolderAsReferenceIsTheFloat32Run) {
   fp32.train.max_steps = 2;
   fp32.sampling.num_prompts = 0;
   fp32.eval.judge_at_end = false;
-  Collector a_obs;
-  const auto a = run(fp32, a_obs);
-  ASSERT_EQ(a.status, "completed") << a.message << "\n" << a_obs.all_logs();
-  EXPECT_NE(a_obs.metrics.at(1).at("rewards/chosen"), 0.0) << "the adapted reference is not the policy";
-
-  auto bf16 = fp32;
-  bf16.train.precision = "bf16";
-  bf16.output_dir += "-bf16";
-  TrainerOptions on_cpu;
-  on_cpu.bf16_storage_on_cpu = true;
-  Collector b_obs;
-  const auto b = run(bf16, b_obs, on_cpu);
-  ASSERT_EQ(b.status, "completed") << b.message << "\n" << b_obs.all_logs();
-  const int64_t projections = parameter_parts(resolve_model_shape(fp32.model, ByteTokenizer().vocab_size())).projections;
-  EXPECT_CONTAINS(b_obs.all_logs(), "the reference's projections are stored in bf16 (" + std::to_string(projections) + " values");
-  ASSERT_EQ(a_obs.metrics.size(), 2u);
-  for (const auto& [step, m] : a_obs.metrics) EXPECT_EQ(step_numbers(b_obs.metrics.at(step)), step_numbers(m)) << step;
-  ASSERT_FALSE(a.final_eval.empty());
-  EXPECT_EQ(b.final_eval, a.final_eval);
+  Bf16Twins twins;
+  expect_bf16_twin_is_the_float32_run(fp32, 2, "the reference's", twins);
+  if (HasFatalFailure()) return;
+  EXPECT_NE(twins.fp32_obs.metrics.at(1).at("rewards/chosen"), 0.0) << "the adapted reference is not the policy";
 }
 
 // The other bf16 storage paths, run on the CPU with the testing aid: random weights drawn as bf16
@@ -941,8 +932,7 @@ TEST_F(TrainerTest, Bf16StoragePathsTrainAndResumeExactly) {
                    {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
                    {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"max_position_embeddings", 256},
                    {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", false}, {"bos_token_id", 2}, {"eos_token_id", 1}});
-  TrainerOptions on_cpu;
-  on_cpu.bf16_storage_on_cpu = true;
+  const TrainerOptions on_cpu = bf16_on_cpu();
   struct Case {
     std::string name;
     bool random_weights;
