@@ -2,6 +2,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "core/bf16_autocast.h"
+
 namespace ganpo {
 
 torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
@@ -31,6 +33,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            int64_t pad_id, const std::atomic<bool>* cancel,
                                            const OnTokens& on_tokens) {
   torch::NoGradGuard no_grad;
+  const Bf16Autocast autocast(opt.bf16_autocast);  // (per thread: set on the lane that decodes)
   const bool was_training = model->is_training();
   // Only a model in training mode is switched (a LoRA reference view, never in training mode,
   // shares its modules with the policy, which may be sampled at the same time on another lane).

@@ -2,7 +2,8 @@
 //
 // Prompts of different lengths are left-padded into one batch; each row stops at EOS. The
 // random draws come from a CPU generator seeded per call, so the same seed gives the same
-// text on any device. temperature 0 means greedy decoding.
+// text on any device. temperature 0 means greedy decoding. A bf16 run decodes under CUDA's
+// bf16 autocast, as its training passes compute.
 #pragma once
 
 #include <torch/torch.h>
@@ -22,6 +23,12 @@ struct SamplingOptions {
   int64_t top_k = 0;
   int64_t max_new_tokens = 64;
   uint64_t seed = 0;
+  // The products under CUDA's bf16 autocast (core/bf16_autocast.h; nothing changes on the CPU):
+  // a bf16 run's samples, as TRL's generation under mixed precision runs. Weights stored in bf16
+  // (a LoRA run's frozen base, a bf16 run's reference of its own) are read as they are, where
+  // outside autocast each product would first write a float32 copy of its weight. The logits a
+  // token is drawn from are float32 either way.
+  bool bf16_autocast = false;
 };
 
 // After each sampling step: the step (1-based) and, per row, the token it appended then, or -1

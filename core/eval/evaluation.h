@@ -52,6 +52,7 @@ struct JudgeEvalOptions {
   double top_p = 1.0;
   uint64_t seed = 1234;
   int64_t batch_size = 64;
+  bool bf16_autocast = false;  // decode under CUDA's bf16 autocast (SamplingOptions::bf16_autocast)
   // Asked before each temperature (data-parallel: before each round of jobs); true ends the
   // evaluation with an Error saying so.
   std::function<bool()> stop;

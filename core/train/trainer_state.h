@@ -221,10 +221,10 @@ struct Trainer::State {
   // Said once per run: which attention computation the models and the critics use.
   void log_attention_kernels();
 
-  // train.precision = "bf16": training passes, evaluations and precomputed reference log-probs
-  // autocast to bf16 (CUDA; setup() refuses it on a CPU device but for the testing aid
-  // bf16_storage_on_cpu, under which the frozen weights' storage is a bf16 run's and nothing
-  // autocasts). Samples and judged generations decode in float32.
+  // train.precision = "bf16": training passes, evaluations, precomputed reference log-probs,
+  // samples and judged generations autocast to bf16 (CUDA; setup() refuses it on a CPU device
+  // but for the testing aid bf16_storage_on_cpu, under which the frozen weights' storage is a
+  // bf16 run's and nothing autocasts).
   bool bf16_autocast() const {
     return config.train.precision == "bf16" && (device.is_cuda() || options.bf16_storage_on_cpu);
   }

@@ -1,11 +1,11 @@
 // CUDA checks (ctest label `gpu`): the model gives the same logits on CUDA as on the CPU (plain
 // causal, left-padded with a key mask, decoding from a key/value cache); under bf16 autocast
 // every weight gets its gradient, with gradient checkpointing and through the critics' spectral
-// norm, and a reference with its projections stored in bf16 gives the same numbers; short
-// DPO + GANPO runs train on CUDA (fp32, and bf16 with checkpointing) with every metric finite,
-// the fp32 one resuming where it stopped, and bitwise so with train.deterministic; an optimizer
-// step never makes the host wait for the device. Each test skips when no CUDA device
-// is present, so the suite passes on CPU machines.
+// norm, a reference with its projections stored in bf16 gives the same numbers, and decoding
+// reads such weights as stored; short DPO + GANPO runs train on CUDA (fp32, and bf16 with
+// checkpointing) with every metric finite, the fp32 one resuming where it stopped, and bitwise
+// so with train.deterministic; an optimizer step never makes the host wait for the device. Each
+// test skips when no CUDA device is present, so the suite passes on CPU machines.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -17,6 +17,8 @@
 #include "core/bf16_autocast.h"
 #include "core/chunked_logps.h"
 #include "core/checkpoint.h"
+#include "core/cuda_memory.h"
+#include "core/generate.h"
 #include "core/train/critic.h"
 #include "core/host_sync_check.h"
 #include "core/model/causal_lm.h"
@@ -81,6 +83,25 @@ std::pair<CausalLM, CausalLM> cpu_and_cuda_models() {
   cpu->eval();
   gpu->eval();
   return {cpu, gpu};
+}
+
+// A frozen model of shape `s` on CUDA, and its twin with every projection stored in bf16 (a
+// frozen reference under bf16: CausalLM::store_projections_in_bf16).
+std::pair<CausalLM, CausalLM> float32_and_bf16_stored_on_cuda(const ModelShape& s, uint64_t seed) {
+  torch::manual_seed(seed);
+  CausalLM float32(s), stored(s);
+  {
+    torch::NoGradGuard ng;
+    auto src = float32->named_parameters();
+    for (auto& p : stored->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  for (CausalLM* m : {&float32, &stored}) {
+    (*m)->to(torch::kCUDA);
+    (*m)->eval();
+    for (auto& p : (*m)->parameters()) p.requires_grad_(false);
+  }
+  EXPECT_EQ(stored->store_projections_in_bf16(false), parameter_parts(s).projections);
+  return {float32, stored};
 }
 
 double max_difference(const torch::Tensor& a, const torch::Tensor& b) {
@@ -251,19 +272,7 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
     mc.preset = "tiny";
     ModelShape s = resolve_model_shape(mc, 259);
     s.tie_embeddings = tied;
-    torch::manual_seed(5);
-    CausalLM float32(s), stored(s);
-    {
-      torch::NoGradGuard ng;
-      auto src = float32->named_parameters();
-      for (auto& p : stored->named_parameters()) p.value().copy_(src[p.key()]);
-    }
-    for (CausalLM* m : {&float32, &stored}) {
-      (*m)->to(torch::kCUDA);
-      (*m)->eval();
-      for (auto& p : (*m)->parameters()) p.requires_grad_(false);
-    }
-    EXPECT_EQ(stored->store_projections_in_bf16(false), parameter_parts(s).projections);
+    auto [float32, stored] = float32_and_bf16_stored_on_cuda(s, 5);
     const auto ids = torch::randint(0, 256, {4, 96}, torch::kLong).to(torch::kCUDA);
     const auto targets = ids.roll(-1, 1).reshape({-1});
     torch::NoGradGuard ng;
@@ -275,6 +284,50 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
     EXPECT_TRUE(torch::equal(chunked_token_logps(h, float32->head_weight(), targets, 0.0, 64),
                              chunked_token_logps(h, stored->head_weight(), targets, 0.0, 64)));
   }
+}
+
+// A bf16 run decodes under autocast (SamplingOptions::bf16_autocast): a model whose projections
+// are stored in bf16 gives, token for token, what its float32 twin gives under autocast, and
+// reads its weights as stored: outside autocast each product first writes a float32 copy of its
+// weight (the largest, 11 MB here, is a lower bound of that decoding's extra peak memory), under
+// it none (what the decoding adds stays under half of that copy: the KV cache and activations of
+// three short rows).
+TEST(Cuda, Bf16DecodingReadsWeightsStoredInBf16AsTheyAre) {
+  SKIP_WITHOUT_CUDA();
+  ModelConfig mc;
+  mc.preset = "";
+  mc.arch = "llama";
+  mc.d_model = 1024, mc.n_layers = 2, mc.n_heads = 16, mc.max_seq_len = 128;
+  const ModelShape s = resolve_model_shape(mc, 259);
+  auto [float32, stored] = float32_and_bf16_stored_on_cuda(s, 7);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t length : {5, 9, 12}) {
+    const auto ids = torch::randint(1, 256, {length}, torch::kLong);
+    prompts.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + length);
+  }
+  // Greedy, never stopping (no token is -1): every row decodes 24 tokens.
+  auto decode = [&](CausalLM& m, bool autocast, double* extra_peak_mb) {
+    SamplingOptions greedy;
+    greedy.temperature = 0;
+    greedy.max_new_tokens = 24;
+    greedy.bf16_autocast = autocast;
+    torch::cuda::synchronize();
+    reset_cuda_peak(0);
+    const double before = cuda_memory(0).value().allocated_mb;
+    auto out = generate(m, prompts, greedy, /*eos_id=*/-1, /*pad_id=*/0);
+    torch::cuda::synchronize();
+    *extra_peak_mb = cuda_memory(0).value().peak_allocated_mb - before;
+    return out;
+  };
+  double twin_mb = 0, stored_mb = 0, stored_outside_mb = 0;
+  const auto twin = decode(float32, true, &twin_mb);
+  const auto tokens = decode(stored, true, &stored_mb);
+  decode(stored, false, &stored_outside_mb);
+  EXPECT_EQ(tokens, twin);
+  for (const auto& row : tokens) EXPECT_EQ(row.size(), 24u);
+  const double largest_copy_mb = static_cast<double>(s.d_model * s.d_ff * 4) / (1024.0 * 1024.0);
+  EXPECT_GE(stored_outside_mb, largest_copy_mb);
+  EXPECT_LT(stored_mb, largest_copy_mb / 2) << "outside autocast: " << stored_outside_mb << " MB";
 }
 
 // bf16 runs over a folder stored in bf16 keep what stays frozen in bf16 from the load on: a LoRA

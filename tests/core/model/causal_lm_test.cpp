@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/bf16_autocast.h"
 #include "core/chunked_logps.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -593,6 +594,27 @@ TEST(ModelGenerate, RestoresTrainingMode) {
   m->eval();
   generate(m, kPrompts, opt, kEos, kPad);
   EXPECT_FALSE(m->is_training());
+}
+
+// bf16_autocast turns CUDA's bf16 autocast on for the decoding thread while generate runs (the
+// products of a model on a GPU; tests/core/gpu/cuda_test.cpp decodes so) and off again after;
+// the CPU's numbers do not change.
+TEST(ModelGenerate, Bf16AutocastIsOnWhileDecodingOnlyAndChangesNothingOnTheCpu) {
+  auto m = make_model(llama_shape(), 4);
+  for (bool autocast : {false, true}) {
+    SCOPED_TRACE(autocast ? "bf16 autocast" : "float32");
+    SamplingOptions opt;
+    opt.temperature = 0.0;
+    opt.max_new_tokens = 6;
+    opt.bf16_autocast = autocast;
+    std::vector<bool> seen;
+    const auto got = generate(m, kPrompts, opt, kEos, kPad, nullptr,
+                              [&](int64_t, const std::vector<int64_t>&) { seen.push_back(cuda_autocast_enabled()); });
+    ASSERT_FALSE(seen.empty());
+    EXPECT_EQ(seen, std::vector<bool>(seen.size(), autocast));
+    EXPECT_FALSE(cuda_autocast_enabled());
+    for (size_t i = 0; i < kPrompts.size(); ++i) EXPECT_EQ(got[i], manual_greedy(m, kPrompts[i], 6, kEos)) << "row " << i;
+  }
 }
 
 TEST(ModelGenerate, SeedsControlSampling) {
