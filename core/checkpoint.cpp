@@ -99,6 +99,16 @@ CausalLM load_model(const std::string& dir, const std::function<void(const std::
   return model;
 }
 
+namespace {
+
+void keep_frozen(CausalLM& model, FrozenProjections frozen) {
+  if (frozen == FrozenProjections::float32) return;
+  for (auto& p : model->parameters()) p.requires_grad_(false);
+  model->store_projections_in_bf16(frozen == FrozenProjections::bf16_where_exact || model->lora().r > 0);
+}
+
+}  // namespace
+
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
                               const std::function<void(const std::string&)>& warn, FrozenProjections frozen) {
   // (A PEFT adapter folder's tokenizer is its base model's.)
@@ -110,12 +120,25 @@ LoadedModel load_model_folder(const std::string& dir, const torch::Device& devic
   if (out.tokenizer->vocab_size() > out.shape.vocab_size)
     throw ModelFileError(tokenizer_dir + ": tokenizer has " + std::to_string(out.tokenizer->vocab_size()) +
                          " tokens but config.json vocab_size is " + std::to_string(out.shape.vocab_size));
-  if (frozen != FrozenProjections::float32) {
-    for (auto& p : out.model->parameters()) p.requires_grad_(false);
-    out.model->store_projections_in_bf16(frozen == FrozenProjections::bf16_where_exact || out.model->lora().r > 0);
-  }
+  keep_frozen(out.model, frozen);
   out.model->to(device);
   out.model->eval();
+  return out;
+}
+
+LoadedModel load_model_for_inference(const std::string& dir, const torch::Device& device, const std::string& precision,
+                                     const std::function<void(const std::string&)>& warn) {
+  if (precision != "auto" && precision != "fp32" && precision != "bf16")
+    throw Error("the precision to run a model at must be auto, fp32 or bf16, got \"" + precision + "\"");
+  if (precision == "bf16" && !device.is_cuda())
+    throw Error("precision bf16 needs a CUDA device; on the CPU a model computes in float32 (LibTorch's CPU bf16 "
+                "kernels are slower, not faster): choose precision auto or fp32, or a CUDA device");
+  LoadedModel out = load_model_folder(dir, torch::kCPU, warn);
+  for (auto& p : out.model->parameters()) p.requires_grad_(false);
+  out.bf16_autocast = device.is_cuda() && (precision == "bf16" || (precision == "auto" && out.shape.dtype == "bfloat16"));
+  if (out.bf16_autocast)  // (before the move: the device never holds the projections in float32)
+    keep_frozen(out.model, precision == "bf16" ? FrozenProjections::bf16 : FrozenProjections::bf16_where_exact);
+  out.model->to(device);
   return out;
 }
 

@@ -33,6 +33,9 @@ struct LoadedModel {
   CausalLM model{nullptr};
   std::unique_ptr<Tokenizer> tokenizer;
   ModelShape shape;
+  // Its passes run under CUDA's bf16 autocast (load_model_for_inference's bf16): decoding with
+  // SamplingOptions::bf16_autocast, scoring inside a Bf16Autocast.
+  bool bf16_autocast = false;
 };
 
 struct SaveOptions {
@@ -61,6 +64,18 @@ enum class FrozenProjections { float32, bf16_where_exact, bf16 };
 LoadedModel load_model_folder(const std::string& dir, const torch::Device& device,
                               const std::function<void(const std::string&)>& warn = {},
                               FrozenProjections frozen = FrozenProjections::float32);
+
+// A model folder loaded to sample from and score with (ganpo generate and ganpo eval's
+// --precision, the Checkpoints tab's playground: "auto"), every weight frozen:
+//   "fp32": float32 weights and products;
+//   "bf16": on CUDA only, every projection stored in bf16 (rounded; exactly only, a PEFT adapter
+//     folder's) and the products under bf16 autocast, half the memory of float32 weights;
+//   "auto": on CUDA, a folder stored in bf16 (most Hugging Face models) as "bf16", which changes
+//     none of its weights, as transformers' dtype="auto" loads a model as stored; a folder stored
+//     otherwise, and any folder on the CPU (where LibTorch's bf16 kernels are slower), as "fp32".
+// Throws Error for another name, and for "bf16" on the CPU, saying what to choose instead.
+LoadedModel load_model_for_inference(const std::string& dir, const torch::Device& device, const std::string& precision,
+                                     const std::function<void(const std::string&)>& warn = {});
 
 void write_json_file(const std::string& path, const nlohmann::json& j);
 nlohmann::json read_json_file(const std::string& path);  // throws ModelFileError

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/batching.h"
+#include "core/bf16_autocast.h"
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/generate.h"
@@ -108,7 +109,8 @@ struct GenerationService::Impl {
     }
     std::shared_ptr<LoadedModel> model;
     try {
-      model = std::make_shared<LoadedModel>(load_model_folder(dir.toStdString(), device));
+      // As `ganpo generate` loads by default: a folder stored in bf16 stays so on a GPU.
+      model = std::make_shared<LoadedModel>(load_model_for_inference(dir.toStdString(), device, "auto"));
     } catch (const std::exception& e) {
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what());
     }
@@ -213,6 +215,7 @@ struct GenerationService::Impl {
       so.top_p = req.top_p;
       so.max_new_tokens = max_new;
       so.seed = req.seed;
+      so.bf16_autocast = model->bf16_autocast;
       double first_token = -1;
       const int base = done.load();
       std::vector<std::unique_ptr<TextStream>> streams;
@@ -289,6 +292,7 @@ struct GenerationService::Impl {
   void score(LoadedModel& lm, const QString& dir, bool use_template, QVector<GenerationOutput>& outputs,
              const std::vector<char>& ended_by_eos, int m, const torch::Device& device) {
     torch::NoGradGuard no_grad;
+    const Bf16Autocast autocast(lm.bf16_autocast);  // as it sampled
     lm.model->eval();
     const Tokenizer& tok = *lm.tokenizer;
     const std::optional<ChatTemplate> tmpl = prompt_template(lm, dir, use_template);

@@ -48,6 +48,7 @@ struct GenerateArgs {
   int64_t top_k = 0, max_new_tokens = 96, batch_size = 32;
   uint64_t seed = 0;
   std::string device = "auto";
+  std::string precision = "auto";  // load_model_for_inference (core/checkpoint.h)
 };
 int generate_command(const GenerateArgs& args);
 
@@ -105,6 +106,7 @@ struct EvalArgs {
   uint64_t seed = 1234;
   bool json = false;
   std::string device = "auto";
+  std::string precision = "auto";  // both models' (load_model_for_inference, core/checkpoint.h)
 };
 int eval_command(const EvalArgs& args);
 

@@ -5,6 +5,7 @@
 
 #include "app/cli/commands.h"
 #include "core/batching.h"
+#include "core/bf16_autocast.h"
 #include "core/cpu_job.h"
 #include "core/checkpoint.h"
 #include "core/dataset_files.h"
@@ -51,8 +52,10 @@ int eval_command(const EvalArgs& args) {
   std::unique_ptr<CpuJob> cpu;  // threads and lanes on the CPU, as a training run gets them
   if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
   ParallelLanes* lanes = cpu ? cpu->lanes() : nullptr;
-  auto policy = load_model_folder(args.checkpoint, device);
-  auto reference = load_model_folder(args.reference, device);
+  auto policy = load_model_for_inference(args.checkpoint, device, args.precision);
+  auto reference = load_model_for_inference(args.reference, device, args.precision);
+  // Both models' passes under bf16 autocast when either runs in bf16, as a bf16 run's evaluations.
+  const bool bf16 = policy.bf16_autocast || reference.bf16_autocast;
   // As a run scores (train.chunked_logps' default): the chunked head above 100k vocabulary entries.
   for (auto* m : {&policy.model, &reference.model})
     (*m)->set_chunked_logps(uses_chunked_logps(TrainConfig{}, (*m)->shape().vocab_size));
@@ -71,8 +74,11 @@ int eval_command(const EvalArgs& args) {
     objective.loss_type = args.loss_type;
     objective.beta = args.beta;
     objective.simpo_gamma = args.simpo_gamma;
-    report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32,
-                                        /*share_prompts=*/true, lanes);
+    {
+      const Bf16Autocast autocast(bf16);
+      report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32,
+                                          /*share_prompts=*/true, lanes);
+    }
     report.skipped_lines = static_cast<int64_t>(loaded.bad_lines.size());
     if (!args.json) {
       std::printf("preference evaluation on %zu pairs (%zu bad lines skipped)\n", pairs.size(), loaded.bad_lines.size());
@@ -84,6 +90,7 @@ int eval_command(const EvalArgs& args) {
     options.temperatures = args.temperatures;
     options.max_new_tokens = args.max_new_tokens;
     options.seed = args.seed;
+    options.bf16_autocast = bf16;
     std::vector<EvalPrompt> prompts = file_prompts;
     if (task) prompts = task->eval_prompts(args.num_prompts, args.seed);
     else if (static_cast<int64_t>(prompts.size()) > args.num_prompts) prompts.resize(static_cast<size_t>(args.num_prompts));

@@ -12,7 +12,7 @@ namespace ganpo::cli {
 
 int generate_command(const GenerateArgs& args) {
   const torch::Device device(resolve_device(args.device));
-  auto loaded = load_model_folder(args.checkpoint, device);
+  auto loaded = load_model_for_inference(args.checkpoint, device, args.precision);
   std::ifstream in(args.prompts);
   if (!in) {
     std::fprintf(stderr, "ganpo generate: cannot open %s\n", args.prompts.c_str());
@@ -43,6 +43,7 @@ int generate_command(const GenerateArgs& args) {
     const size_t end = std::min(prompts.size(), start + static_cast<size_t>(args.batch_size));
     for (size_t i = start; i < end; ++i) batch.push_back(encode_prompt(tok, prompts[i]));
     SamplingOptions so{args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed + start};
+    so.bf16_autocast = loaded.bf16_autocast;
     auto outputs = generate(loaded.model, batch, so, tok.eos_id(), tok.pad_id());
     for (size_t i = start; i < end; ++i)
       out << nlohmann::json{{"prompt", prompts[i]}, {"completion", tok.decode(outputs[i - start])}}.dump(

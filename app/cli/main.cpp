@@ -10,6 +10,13 @@
 #include "app/cli/commands.h"
 #include "core/build_info.h"
 
+namespace {
+
+const char* const kPrecisionHelp =
+    "auto: bf16 on a CUDA device for a folder stored in bf16, float32 otherwise; fp32; bf16 (CUDA only)";
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace ganpo::cli;
   // Workspaces, run folders, checkpoints and logs hold a person's data: private to the user.
@@ -57,6 +64,7 @@ int main(int argc, char** argv) {
   g->add_option("--seed", gen.seed)->capture_default_str();
   g->add_option("--batch-size", gen.batch_size)->capture_default_str();
   g->add_option("--device", gen.device)->capture_default_str();
+  g->add_option("--precision", gen.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
 
   EvalArgs ev;
   auto* e = app.add_subcommand("eval", "Preference accuracy and margins; judge win rates on a built-in task's prompts");
@@ -79,6 +87,7 @@ int main(int argc, char** argv) {
   e->add_option("--simpo-gamma", ev.simpo_gamma)->capture_default_str();
   e->add_option("--seed", ev.seed)->capture_default_str();
   e->add_option("--device", ev.device)->capture_default_str();
+  e->add_option("--precision", ev.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
   e->add_flag("--json", ev.json, "Print JSON");
 
   DemoArgs demo;

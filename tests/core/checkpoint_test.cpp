@@ -190,6 +190,41 @@ TEST_F(CheckpointFolder, SaveThenLoadGivesIdenticalLogits) {
   }
 }
 
+// load_model_for_inference on the CPU: "auto" and "fp32" give the float32 model, frozen, whatever
+// the folder's dtype (its logits those of load_model_folder); "bf16" asks for a CUDA device and
+// another name lists the three. (On CUDA: tests/core/gpu/cuda_test.cpp.)
+TEST_F(CheckpointFolder, InferenceOnTheCpuIsFloat32AndBf16AsksForAGpu) {
+  torch::manual_seed(22);
+  CausalLM m(shape("llama"));
+  const auto folder = (dir_ / "bf16").string();
+  save_model_files(folder, m, ByteTokenizer(), {"bfloat16"});
+  auto plain = load_model_folder(folder, torch::kCPU);
+  ASSERT_EQ(plain.shape.dtype, "bfloat16");
+  const auto ids = torch::randint(0, 256, {2, 9}, torch::kLong);
+  torch::NoGradGuard guard;
+  for (const std::string precision : {"auto", "fp32"}) {
+    SCOPED_TRACE(precision);
+    auto loaded = load_model_for_inference(folder, torch::kCPU, precision);
+    EXPECT_FALSE(loaded.bf16_autocast);
+    EXPECT_FALSE(loaded.model->is_training());
+    for (const auto& p : loaded.model->parameters()) {
+      EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+      EXPECT_FALSE(p.requires_grad());
+    }
+    EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, plain.model->forward(ids).logits));
+  }
+  for (const auto& [precision, message] : std::vector<std::pair<std::string, std::string>>{
+           {"bf16", "precision bf16 needs a CUDA device; on the CPU a model computes in float32"},
+           {"fp16", "must be auto, fp32 or bf16, got \"fp16\""}}) {
+    try {
+      load_model_for_inference(folder, torch::kCPU, precision);
+      ADD_FAILURE() << "no error for " << precision;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(CheckpointFolder, ConfigJsonUsesHfFields) {
   const auto folder = save("m");
   auto j = read_json_file((fs::path(folder) / "config.json").string());

@@ -177,6 +177,20 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0]["prompt"], pairs[0].prompt);
   EXPECT_TRUE(rows[0]["completion"].is_string());
+  // --precision: on the CPU "auto" is float32 (the same completions as fp32); bf16 asks for a GPU.
+  const std::string generate_args = "generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " +
+                                    (dir / "prompts.jsonl").string() + " --temperature 0.7 --seed 3 --out ";
+  auto fp32 = run_cli(generate_args + (dir / "fp32.jsonl").string() + " --precision fp32");
+  ASSERT_EQ(fp32.exit_code, 0) << fp32.output;
+  EXPECT_EQ(read_jsonl(dir / "fp32.jsonl"), rows);
+  auto bf16 = run_cli(generate_args + (dir / "bf16.jsonl").string() + " --precision bf16 --device cpu");
+  EXPECT_EQ(bf16.exit_code, 1) << bf16.output;
+  EXPECT_NE(bf16.output.find("precision bf16 needs a CUDA device"), std::string::npos) << bf16.output;
+  EXPECT_FALSE(fs::exists(dir / "bf16.jsonl"));
+  EXPECT_EQ(run_cli(generate_args + (dir / "fp16.jsonl").string() + " --precision fp16").exit_code, 2);
+  auto bf16_eval = run_cli("eval" + ckpt + " --builtin lists --num-prompts 2 --precision bf16 --device cpu");
+  EXPECT_EQ(bf16_eval.exit_code, 1) << bf16_eval.output;
+  EXPECT_NE(bf16_eval.output.find("precision bf16 needs a CUDA device"), std::string::npos) << bf16_eval.output;
 }
 
 // ganpo bench: speed with GANPO off and on, and for each the dialog's memory estimate beside what

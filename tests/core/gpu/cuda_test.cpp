@@ -1,11 +1,12 @@
 // CUDA checks (ctest label `gpu`): the model gives the same logits on CUDA as on the CPU (plain
 // causal, left-padded with a key mask, decoding from a key/value cache); under bf16 autocast
 // every weight gets its gradient, with gradient checkpointing and through the critics' spectral
-// norm, a reference with its projections stored in bf16 gives the same numbers, and decoding
-// reads such weights as stored; short DPO + GANPO runs train on CUDA (fp32, and bf16 with
-// checkpointing) with every metric finite, the fp32 one resuming where it stopped, and bitwise
-// so with train.deterministic; an optimizer step never makes the host wait for the device. Each
-// test skips when no CUDA device is present, so the suite passes on CPU machines.
+// norm, a reference with its projections stored in bf16 gives the same numbers, decoding reads
+// such weights as stored, and a model folder stored in bf16 is loaded so to run; short DPO +
+// GANPO runs train on CUDA (fp32, and bf16 with checkpointing) with every metric finite, the fp32
+// one resuming where it stopped, and bitwise so with train.deterministic; an optimizer step never
+// makes the host wait for the device. Each test skips when no CUDA device is present, so the
+// suite passes on CPU machines.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -328,6 +329,51 @@ TEST(Cuda, Bf16DecodingReadsWeightsStoredInBf16AsTheyAre) {
   const double largest_copy_mb = static_cast<double>(s.d_model * s.d_ff * 4) / (1024.0 * 1024.0);
   EXPECT_GE(stored_outside_mb, largest_copy_mb);
   EXPECT_LT(stored_mb, largest_copy_mb / 2) << "outside autocast: " << stored_outside_mb << " MB";
+}
+
+// load_model_for_inference on CUDA (ganpo generate / eval, the playground): "auto" keeps a folder
+// stored in bf16 so and runs it under autocast, a float32 folder in float32; "bf16" rounds a
+// float32 folder's projections, "fp32" never stores any in bf16. The bf16 folder decodes token
+// for token as its float32 load does under autocast.
+TEST(Cuda, InferenceKeepsAFolderStoredInBf16AsStored) {
+  SKIP_WITHOUT_CUDA();
+  const fs::path root = fs::temp_directory_path() / ("ganpo-cuda-inference-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  ModelConfig mc;
+  mc.preset = "tiny";
+  const ModelShape s = resolve_model_shape(mc, 259);
+  for (const std::string dtype : {"bfloat16", "float32"}) {
+    torch::manual_seed(11);
+    CausalLM m(s);
+    save_model_files((root / dtype).string(), m, ByteTokenizer(), {dtype});
+  }
+  auto values_in_bf16 = [](const LoadedModel& lm) {
+    int64_t n = 0;
+    for (const auto& p : lm.model->parameters()) {
+      EXPECT_TRUE(p.is_cuda());
+      EXPECT_FALSE(p.requires_grad());
+      if (p.scalar_type() == torch::kBFloat16) n += p.numel();
+    }
+    return n;
+  };
+  const int64_t projections = parameter_parts(s).projections;
+  struct Case { std::string folder, precision; bool bf16; };
+  for (const Case& c : std::vector<Case>{{"bfloat16", "auto", true}, {"float32", "auto", false},
+                                         {"float32", "bf16", true}, {"bfloat16", "fp32", false}}) {
+    SCOPED_TRACE(c.folder + " folder, precision " + c.precision);
+    const auto lm = load_model_for_inference((root / c.folder).string(), torch::kCUDA, c.precision);
+    EXPECT_EQ(lm.bf16_autocast, c.bf16);
+    EXPECT_EQ(values_in_bf16(lm), c.bf16 ? projections : 0);
+  }
+  auto as_stored = load_model_for_inference((root / "bfloat16").string(), torch::kCUDA, "auto");
+  auto as_float32 = load_model_for_inference((root / "bfloat16").string(), torch::kCUDA, "fp32");
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 20;
+  greedy.bf16_autocast = true;
+  const std::vector<std::vector<int64_t>> prompts{{256, 72, 105}, {256, 10, 20, 30, 40}};
+  EXPECT_EQ(generate(as_stored.model, prompts, greedy, -1, 0), generate(as_float32.model, prompts, greedy, -1, 0));
+  fs::remove_all(root);
 }
 
 // bf16 runs over a folder stored in bf16 keep what stays frozen in bf16 from the load on: a LoRA
