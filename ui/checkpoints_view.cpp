@@ -759,6 +759,7 @@ void CheckpointsView::showOutputs() {
     facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.size());
     if (o.judge_score >= 0) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
     if (!o.chat_template.isEmpty()) facts << tr("chat template %1").arg(o.chat_template);
+    if (o.precision == QStringLiteral("bf16")) facts << tr("bf16");  // (float32, the CPU's, goes unsaid)
     facts << tr("first token %1 s, done %2 s").arg(o.seconds_to_first_token, 0, 'f', 2).arg(o.seconds_total, 0, 'f', 2);
     if (o.cancelled) facts << tr("cancelled");
     QStringList lps;

@@ -254,6 +254,7 @@ struct GenerationService::Impl {
         const auto& ids = rows[static_cast<size_t>(p)];
         o.text = QString::fromStdString(tok.decode(ids));
         o.tokens = static_cast<int>(ids.size());
+        o.precision = model->bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
         o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
         o.seconds_total = total_s;
         o.cancelled = was_cancelled;

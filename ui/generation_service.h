@@ -40,6 +40,9 @@ struct GenerationOutput {
   QString chat_template;  // that template's variant ("llama3.1", ...); empty = the plain prompt
   int model_index = 0, prompt_index = 0;
   int tokens = 0;                       // new tokens (EOS excluded)
+  // "bf16" where the model ran under bf16 autocast (a folder stored in bf16, on a GPU), else
+  // "float32": core/checkpoint.h's load_model_for_inference, precision "auto".
+  QString precision;
   double seconds_to_first_token = 0;    // from the start of this model's turn (load included)
   double seconds_total = 0;             // idem, to the last token of its batch
   // Sum of log pi(response | prompt) under each requested model, in model_dirs order; empty when

@@ -106,7 +106,10 @@ TEST_F(CheckpointsViewTest, ListsCheckpointsGeneratesSideBySideAndScreenshots) {
   ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
   EXPECT_FALSE(seen_while_live.isEmpty()) << "text was shown before the request finished";
   EXPECT_EQ(view.lastOutputs().size(), 9) << view.statusText().toStdString();
-  for (const auto& o : view.lastOutputs()) EXPECT_GE(o.judge_score, 0.0);
+  for (const auto& o : view.lastOutputs()) {
+    EXPECT_GE(o.judge_score, 0.0);
+    EXPECT_EQ(o.precision, QStringLiteral("float32")) << "the CPU runs every folder in float32";
+  }
   QApplication::processEvents();
   // What is shown: one finished cell per prompt x model, each with its text's facts and its
   // log-probabilities under the three models, and a status line counting them.
