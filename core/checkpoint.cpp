@@ -5,6 +5,7 @@
 
 #include "core/cpu_runtime.h"
 #include "core/error.h"
+#include "core/gpu_monitor.h"
 #include "core/json_depth.h"
 #include "core/model/architectures.h"
 #include "core/model/hf_weights.h"
@@ -135,7 +136,11 @@ LoadedModel load_model_for_inference(const std::string& dir, const torch::Device
                 "kernels are slower, not faster): choose precision auto or fp32, or a CUDA device");
   LoadedModel out = load_model_folder(dir, torch::kCPU, warn);
   for (auto& p : out.model->parameters()) p.requires_grad_(false);
-  out.bf16_autocast = device.is_cuda() && (precision == "bf16" || (precision == "auto" && out.shape.dtype == "bfloat16"));
+  // (A GPU before Ampere, where NVML says so, has no native bf16: "auto" keeps float32 there.)
+  const auto gpu = device.is_cuda() ? read_gpu(device.has_index() ? device.index() : 0) : std::nullopt;
+  const bool native_bf16 = !gpu || gpu->compute_capability_major == 0 || gpu->compute_capability_major >= 8;
+  out.bf16_autocast = device.is_cuda() && (precision == "bf16" || (precision == "auto" && native_bf16 &&
+                                                                   out.shape.dtype == "bfloat16"));
   if (out.bf16_autocast)  // (before the move: the device never holds the projections in float32)
     keep_frozen(out.model, precision == "bf16" ? FrozenProjections::bf16 : FrozenProjections::bf16_where_exact);
   out.model->to(device);

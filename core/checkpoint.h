@@ -72,7 +72,10 @@ LoadedModel load_model_folder(const std::string& dir, const torch::Device& devic
 //     folder's) and the products under bf16 autocast, half the memory of float32 weights;
 //   "auto": on CUDA, a folder stored in bf16 (most Hugging Face models) as "bf16", which changes
 //     none of its weights, as transformers' dtype="auto" loads a model as stored; a folder stored
-//     otherwise, and any folder on the CPU (where LibTorch's bf16 kernels are slower), as "fp32".
+//     otherwise (float32, float16), any folder on a GPU before Ampere (no native bf16, where NVML
+//     tells) and any folder on the CPU (where LibTorch's bf16 kernels are slower) as "fp32".
+// (ganpo eval runs both models' passes under bf16 autocast when either is loaded in bf16, as a
+// bf16 run evaluates.)
 // Throws Error for another name, and for "bf16" on the CPU, saying what to choose instead.
 LoadedModel load_model_for_inference(const std::string& dir, const torch::Device& device, const std::string& precision,
                                      const std::function<void(const std::string&)>& warn = {});

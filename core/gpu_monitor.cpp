@@ -28,6 +28,7 @@ struct Nvml {
   nvmlReturn_t (*name)(nvmlDevice_t, char*, unsigned int) = nullptr;
   nvmlReturn_t (*utilization)(nvmlDevice_t, nvmlUtilization_t*) = nullptr;
   nvmlReturn_t (*memory)(nvmlDevice_t, nvmlMemory_t*) = nullptr;
+  nvmlReturn_t (*compute_capability)(nvmlDevice_t, int*, int*) = nullptr;  // (NVML 9 on; optional)
   bool ready = false;
 };
 
@@ -44,6 +45,7 @@ const Nvml& nvml() {
     sym(lib.name, "nvmlDeviceGetName");
     sym(lib.utilization, "nvmlDeviceGetUtilizationRates");
     sym(lib.memory, "nvmlDeviceGetMemoryInfo");
+    sym(lib.compute_capability, "nvmlDeviceGetCudaComputeCapability");
     lib.ready = lib.init && lib.handle_by_index && lib.name && lib.utilization && lib.memory && lib.init() == 0;
   });
   return lib;
@@ -89,6 +91,8 @@ std::optional<GpuReading> read_gpu(int cuda_index) {
     r.memory_used_mb = static_cast<double>(memory.used) / (1024.0 * 1024.0);
     r.memory_total_mb = static_cast<double>(memory.total) / (1024.0 * 1024.0);
   }
+  int major = 0, minor = 0;
+  if (lib.compute_capability && lib.compute_capability(*device, &major, &minor) == 0) r.compute_capability_major = major;
   return r;
 }
 

@@ -17,6 +17,9 @@ struct GpuReading {
   double utilization_percent = 0;
   double memory_used_mb = 0;     // by every process on the device
   double memory_total_mb = 0;
+  // 8 for Ampere (A100, RTX 30xx), 9 for Hopper (H100, H200), ...; 0 when NVML cannot say.
+  // From 8 on the GPU computes bf16 natively (pre-Ampere cards emulate it, slowly).
+  int compute_capability_major = 0;
 };
 
 // The reading of CUDA device `cuda_index` (as this process numbers it: CUDA_VISIBLE_DEVICES

@@ -36,8 +36,8 @@ private:
 
 // A weight stored in another dtype than its input (a frozen reference's projections in bf16),
 // as the product needs it: unchanged under CUDA's bf16 autocast, which rounds both sides to bf16
-// itself, else cast to the input's dtype (a bf16 weight used in float32: sampling, evaluation
-// on the CPU).
+// itself, else cast to the input's dtype (a bf16 weight used in float32: on the CPU, where
+// nothing autocasts).
 torch::Tensor as_input_dtype(const torch::Tensor& weight, const torch::Tensor& x) {
   if (!weight.defined() || weight.scalar_type() == x.scalar_type() || (x.is_cuda() && cuda_autocast_enabled()))
     return weight;

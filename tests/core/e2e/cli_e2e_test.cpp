@@ -177,7 +177,8 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0]["prompt"], pairs[0].prompt);
   EXPECT_TRUE(rows[0]["completion"].is_string());
-  // --precision: on the CPU "auto" is float32 (the same completions as fp32); bf16 asks for a GPU.
+  // --precision: on a CPU device (these tests' machines have no GPU) "auto" is float32, the same
+  // completions as fp32; bf16 asks for a GPU.
   const std::string generate_args = "generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " +
                                     (dir / "prompts.jsonl").string() + " --temperature 0.7 --seed 3 --out ";
   auto fp32 = run_cli(generate_args + (dir / "fp32.jsonl").string() + " --precision fp32");

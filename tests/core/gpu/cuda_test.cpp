@@ -20,6 +20,7 @@
 #include "core/checkpoint.h"
 #include "core/cuda_memory.h"
 #include "core/generate.h"
+#include "core/gpu_monitor.h"
 #include "core/train/critic.h"
 #include "core/host_sync_check.h"
 #include "core/model/causal_lm.h"
@@ -295,6 +296,8 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
 // three short rows).
 TEST(Cuda, Bf16DecodingReadsWeightsStoredInBf16AsTheyAre) {
   SKIP_WITHOUT_CUDA();
+  torch::zeros({1}, torch::kCUDA);  // (CUDA initialised: the allocator's statistics exist)
+  if (!cuda_memory(0)) GTEST_SKIP() << "this build reads no CUDA allocator statistics (GANPO_C10_CUDA unset)";
   ModelConfig mc;
   mc.preset = "";
   mc.arch = "llama";
@@ -364,6 +367,9 @@ TEST(Cuda, InferenceKeepsAFolderStoredInBf16AsStored) {
     const auto lm = load_model_for_inference((root / c.folder).string(), torch::kCUDA, c.precision);
     EXPECT_EQ(lm.bf16_autocast, c.bf16);
     EXPECT_EQ(values_in_bf16(lm), c.bf16 ? projections : 0);
+  }
+  if (const auto gpu = read_gpu(0)) {
+    EXPECT_GE(gpu->compute_capability_major, 8) << gpu->name << ": bf16 natively";
   }
   auto as_stored = load_model_for_inference((root / "bfloat16").string(), torch::kCUDA, "auto");
   auto as_float32 = load_model_for_inference((root / "bfloat16").string(), torch::kCUDA, "fp32");
