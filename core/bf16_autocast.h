@@ -9,16 +9,22 @@
 // later use with gradients on (the block's recomputation on the backward thread, the norm's
 // sigma) would take it and the weight would get no gradient through it (PyTorch issues 65766,
 // 112583). A cast per use costs one pass over the weights, small beside the products.
+// Decoding is the exception (cache_casts): without gradients, each weight used once per token,
+// a float32 weight's bf16 copy is made once per generate call instead of once per token. The
+// copies are what a training step's forward keeps until its backward pass anyway (one per
+// product), so they stay within a step's memory; only an outermost region without gradients
+// takes the cache, and its end clears it, so no copy outlives the region.
 #pragma once
 
 #include <ATen/autocast_mode.h>
+#include <c10/core/GradMode.h>
 #include <torch/version.h>
 
 namespace ganpo {
 
 class Bf16Autocast {
 public:
-  explicit Bf16Autocast(bool on) : on_(on) {
+  explicit Bf16Autocast(bool on, bool cache_casts = false) : on_(on) {
     if (!on_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
@@ -32,8 +38,8 @@ public:
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
 #endif
     cache_before_ = at::autocast::is_autocast_cache_enabled();  // per thread
-    at::autocast::set_autocast_cache_enabled(false);
-    at::autocast::increment_nesting();
+    const bool outermost = at::autocast::increment_nesting() == 1;
+    at::autocast::set_autocast_cache_enabled(cache_casts && outermost && !c10::GradMode::is_enabled());
   }
   ~Bf16Autocast() {
     if (!on_) return;

@@ -75,7 +75,7 @@ LoadedModel load_model_folder(const std::string& dir, const torch::Device& devic
 //     otherwise (float32, float16), any folder on a GPU before Ampere (no native bf16, where NVML
 //     tells) and any folder on the CPU (where LibTorch's bf16 kernels are slower) as "fp32".
 // (ganpo eval runs both models' passes under bf16 autocast when either is loaded in bf16, as a
-// bf16 run evaluates.)
+// bf16 run evaluates, and then keeps the other's projections in bf16 too: the same numbers.)
 // Throws Error for another name, and for "bf16" on the CPU, saying what to choose instead.
 LoadedModel load_model_for_inference(const std::string& dir, const torch::Device& device, const std::string& precision,
                                      const std::function<void(const std::string&)>& warn = {});

@@ -26,8 +26,9 @@ struct SamplingOptions {
   // The products under CUDA's bf16 autocast (core/bf16_autocast.h; nothing changes on the CPU):
   // a bf16 run's samples, as TRL's generation under mixed precision runs. Weights stored in bf16
   // (a LoRA run's frozen base, a bf16 run's reference of its own) are read as they are, where
-  // outside autocast each product would first write a float32 copy of its weight. The logits a
-  // token is drawn from are float32 either way.
+  // outside autocast each product would first write a float32 copy of its weight; a trainable
+  // float32 weight (a policy's) is cast to bf16 once per call, kept until it returns. The
+  // logits a token is drawn from are upcast to float32 either way.
   bool bf16_autocast = false;
 };
 

@@ -54,8 +54,15 @@ int eval_command(const EvalArgs& args) {
   ParallelLanes* lanes = cpu ? cpu->lanes() : nullptr;
   auto policy = load_model_for_inference(args.checkpoint, device, args.precision);
   auto reference = load_model_for_inference(args.reference, device, args.precision);
-  // Both models' passes under bf16 autocast when either runs in bf16, as a bf16 run's evaluations.
+  // Both models' passes under bf16 autocast when either runs in bf16, as a bf16 run's evaluations;
+  // the other's projections are then kept in bf16 too, which under autocast changes no number
+  // (every product rounds its weight to bf16) and halves what decoding reads.
   const bool bf16 = policy.bf16_autocast || reference.bf16_autocast;
+  for (LoadedModel* m : {&policy, &reference})
+    if (bf16 && !m->bf16_autocast) {
+      m->model->store_projections_in_bf16(/*exact_only=*/m->model->lora().r > 0);
+      m->bf16_autocast = true;
+    }
   // As a run scores (train.chunked_logps' default): the chunked head above 100k vocabulary entries.
   for (auto* m : {&policy.model, &reference.model})
     (*m)->set_chunked_logps(uses_chunked_logps(TrainConfig{}, (*m)->shape().vocab_size));

@@ -955,8 +955,10 @@ LMOutput CausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tens
   auto head_in = logits_from > 0 ? hidden.slice(1, logits_from) : hidden;  // [B, T - from, d]
   // (A head with a LoRA adapter adds scale * dropout(h) A^T B^T.)
   auto* head = lm_head_ ? lm_head_->as<LinearImpl>() : nullptr;
+  // (linear, not matmul with a transposed view: decoding's autocast caches the bf16 copy of a
+  // weight it is given itself, core/bf16_autocast.h; the product is the same.)
   auto logits = head && head->adapted() && head_in.size(1) > 0 ? head->forward(head_in)
-                                                                : torch::matmul(head_in, as_input_dtype(head_weight(), head_in).t());
+                                                                : torch::linear(head_in, as_input_dtype(head_weight(), head_in));
   if (shape_.final_softcap > 0) logits = soft_cap(logits, shape_.final_softcap);
   return {logits, hidden, logits_from};
 }

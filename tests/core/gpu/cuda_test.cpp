@@ -293,7 +293,8 @@ TEST(Cuda, ReferenceProjectionsInBf16GiveTheAutocastNumbers) {
 // reads its weights as stored: outside autocast each product first writes a float32 copy of its
 // weight (the largest, 11 MB here, is a lower bound of that decoding's extra peak memory), under
 // it none (what the decoding adds stays under half of that copy: the KV cache and activations of
-// three short rows).
+// three short rows). The trainable twin's weights are cast once per call: all their bf16 copies
+// are alive during it (its extra peak holds them) and freed at its end.
 TEST(Cuda, Bf16DecodingReadsWeightsStoredInBf16AsTheyAre) {
   SKIP_WITHOUT_CUDA();
   torch::zeros({1}, torch::kCUDA);  // (CUDA initialised: the allocator's statistics exist)
@@ -323,8 +324,13 @@ TEST(Cuda, Bf16DecodingReadsWeightsStoredInBf16AsTheyAre) {
     *extra_peak_mb = cuda_memory(0).value().peak_allocated_mb - before;
     return out;
   };
+  // The float32 twin as a policy is: trainable, so each weight's bf16 copy is cast once per call.
+  for (auto& p : float32->parameters()) p.requires_grad_(true);
   double twin_mb = 0, stored_mb = 0, stored_outside_mb = 0;
+  decode(float32, true, &twin_mb);  // (warming up: cuBLAS's workspaces for these products stay)
+  const double start_mb = cuda_memory(0).value().allocated_mb;
   const auto twin = decode(float32, true, &twin_mb);
+  const double after_twin_mb = cuda_memory(0).value().allocated_mb;
   const auto tokens = decode(stored, true, &stored_mb);
   decode(stored, false, &stored_outside_mb);
   EXPECT_EQ(tokens, twin);
@@ -332,6 +338,10 @@ TEST(Cuda, Bf16DecodingReadsWeightsStoredInBf16AsTheyAre) {
   const double largest_copy_mb = static_cast<double>(s.d_model * s.d_ff * 4) / (1024.0 * 1024.0);
   EXPECT_GE(stored_outside_mb, largest_copy_mb);
   EXPECT_LT(stored_mb, largest_copy_mb / 2) << "outside autocast: " << stored_outside_mb << " MB";
+  // The twin's copies, every projection's in bf16, lived through its call and went with it.
+  const double all_copies_mb = static_cast<double>(parameter_parts(s).projections * 2) / (1024.0 * 1024.0);
+  EXPECT_GE(twin_mb, all_copies_mb);
+  EXPECT_LT(after_twin_mb, start_mb + 1.0) << "the bf16 copies went with the call";
 }
 
 // load_model_for_inference on CUDA (ganpo generate / eval, the playground): "auto" keeps a folder

@@ -1,0 +1,61 @@
+// Bf16Autocast's thread state: CUDA's autocast on while one lives and everything restored after;
+// autocast's cast cache off, but for a decoding region (cache_casts) that is the outermost and
+// runs without gradients. (On the CPU these flags change no number: core/bf16_autocast.h turns
+// on CUDA's autocast only; tests/core/gpu/cuda_test.cpp decodes under it.)
+#include "core/bf16_autocast.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace ganpo {
+namespace {
+
+TEST(Bf16Autocast, OnWhileItLivesAndEverythingRestoredAfter) {
+  const bool cache_before = at::autocast::is_autocast_cache_enabled();
+  {
+    const Bf16Autocast off(false);
+    EXPECT_FALSE(cuda_autocast_enabled());
+    EXPECT_EQ(at::autocast::is_autocast_cache_enabled(), cache_before);
+  }
+  {
+    const Bf16Autocast on(true);
+    EXPECT_TRUE(cuda_autocast_enabled());
+    EXPECT_FALSE(at::autocast::is_autocast_cache_enabled()) << "a training region never caches casts";
+    {
+      const Bf16Autocast nested(true);
+      EXPECT_TRUE(cuda_autocast_enabled());
+    }
+    EXPECT_TRUE(cuda_autocast_enabled()) << "an inner region's end leaves the outer one on";
+  }
+  EXPECT_FALSE(cuda_autocast_enabled());
+  EXPECT_EQ(at::autocast::is_autocast_cache_enabled(), cache_before);
+}
+
+TEST(Bf16Autocast, CastsAreCachedOnlyInAnOutermostRegionWithoutGradients) {
+  const bool cache_before = at::autocast::is_autocast_cache_enabled();
+  {
+    const Bf16Autocast with_gradients(true, /*cache_casts=*/true);
+    EXPECT_FALSE(at::autocast::is_autocast_cache_enabled()) << "gradients on: no cache";
+  }
+  {
+    torch::NoGradGuard no_grad;
+    {
+      const Bf16Autocast decoding(true, /*cache_casts=*/true);
+      EXPECT_TRUE(at::autocast::is_autocast_cache_enabled());
+    }
+    {
+      const Bf16Autocast outer(true);
+      const Bf16Autocast inner(true, /*cache_casts=*/true);
+      EXPECT_FALSE(at::autocast::is_autocast_cache_enabled()) << "inside another region: no cache";
+    }
+    {
+      const Bf16Autocast off(false, /*cache_casts=*/true);
+      EXPECT_EQ(at::autocast::is_autocast_cache_enabled(), cache_before) << "off: nothing changes";
+    }
+  }
+  EXPECT_EQ(at::autocast::is_autocast_cache_enabled(), cache_before);
+  EXPECT_FALSE(cuda_autocast_enabled());
+}
+
+}  // namespace
+}  // namespace ganpo
