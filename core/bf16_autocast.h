@@ -10,10 +10,11 @@
 // sigma) would take it and the weight would get no gradient through it (PyTorch issues 65766,
 // 112583). A cast per use costs one pass over the weights, small beside the products.
 // Decoding is the exception (cache_casts): without gradients, each weight used once per token,
-// a float32 weight's bf16 copy is made once per generate call instead of once per token. The
-// copies are what a training step's forward keeps until its backward pass anyway (one per
-// product), so they stay within a step's memory; only an outermost region without gradients
-// takes the cache, and its end clears it, so no copy outlives the region.
+// a trainable float32 weight's bf16 copy is made once per generate call instead of once per
+// token (autocast caches only leaves that require gradients). The copies are what a training
+// step's forward keeps until its backward pass (one per product; core/generate.h says when a
+// run turns it off); only an outermost region without gradients takes the cache, and its end
+// clears it, so no copy outlives the region.
 #pragma once
 
 #include <ATen/autocast_mode.h>

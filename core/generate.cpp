@@ -34,7 +34,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const OnTokens& on_tokens) {
   torch::NoGradGuard no_grad;
   // (Per thread: set on the lane that decodes. Each float32 weight cast to bf16 once per call.)
-  const Bf16Autocast autocast(opt.bf16_autocast, /*cache_casts=*/true);
+  const Bf16Autocast autocast(opt.bf16_autocast, opt.cache_casts);
   const bool was_training = model->is_training();
   // Only a model in training mode is switched (a LoRA reference view, never in training mode,
   // shares its modules with the policy, which may be sampled at the same time on another lane).

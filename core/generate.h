@@ -26,10 +26,14 @@ struct SamplingOptions {
   // The products under CUDA's bf16 autocast (core/bf16_autocast.h; nothing changes on the CPU):
   // a bf16 run's samples, as TRL's generation under mixed precision runs. Weights stored in bf16
   // (a LoRA run's frozen base, a bf16 run's reference of its own) are read as they are, where
-  // outside autocast each product would first write a float32 copy of its weight; a trainable
-  // float32 weight (a policy's) is cast to bf16 once per call, kept until it returns. The
-  // logits a token is drawn from are upcast to float32 either way.
+  // outside autocast each product would first write a float32 copy of its weight. The logits a
+  // token is drawn from are upcast to float32 either way.
   bool bf16_autocast = false;
+  // With bf16_autocast: a trainable float32 weight (a policy's) cast to bf16 once per call and
+  // kept until it returns (2 bytes per parameter, as a training step's forward keeps them until
+  // its backward pass) rather than once per product. Off for a run with gradient checkpointing,
+  // whose steps never hold all those copies at once.
+  bool cache_casts = true;
 };
 
 // After each sampling step: the step (1-based) and, per row, the token it appended then, or -1

@@ -174,6 +174,7 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
                                               encoded.begin() + static_cast<std::ptrdiff_t>(std::min(encoded.size(), start + bs)));
       SamplingOptions so{temperature, options.top_p, 0, options.max_new_tokens, seed + start};
       so.bf16_autocast = options.bf16_autocast;
+      so.cache_casts = options.cache_casts;
       for (auto& ids : generate(model, chunk, so, tok.eos_id(), tok.pad_id())) {
         c.length.push_back(static_cast<int64_t>(ids.size()));
         c.text.push_back(tok.decode(ids));

@@ -53,6 +53,7 @@ struct JudgeEvalOptions {
   uint64_t seed = 1234;
   int64_t batch_size = 64;
   bool bf16_autocast = false;  // decode under CUDA's bf16 autocast (SamplingOptions::bf16_autocast)
+  bool cache_casts = true;     // SamplingOptions::cache_casts
   // Asked before each temperature (data-parallel: before each round of jobs); true ends the
   // evaluation with an Error saying so.
   std::function<bool()> stop;

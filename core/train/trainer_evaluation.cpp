@@ -73,6 +73,7 @@ EvalReport Trainer::State::final_report() {
   options.top_p = config.sampling.top_p;
   options.seed = static_cast<uint64_t>(e.seed);
   options.bf16_autocast = bf16_autocast();
+  options.cache_casts = !config.train.gradient_checkpointing;
   // The weights are saved by now: a stop (signal or the run's control field) ends the judging.
   options.stop = [this] {
     const bool mine = stop_requested() || (is_main() && observer.poll_control() == ControlCommand::Stop);
@@ -118,6 +119,7 @@ std::vector<std::string> Trainer::State::sample_texts(CausalLM& model) {
   SamplingOptions so{config.sampling.temperature, config.sampling.top_p, config.sampling.top_k,
                      config.sampling.max_new_tokens, static_cast<uint64_t>(config.seed)};
   so.bf16_autocast = bf16_autocast();  // at the training's precision, as the held-out numbers
+  so.cache_casts = !config.train.gradient_checkpointing;
   std::vector<std::string> out;
   for (auto& ids : generate(model, prompts, so, tokenizer->eos_id(), tokenizer->pad_id()))
     out.push_back(tokenizer->decode(ids));

@@ -597,22 +597,31 @@ TEST(ModelGenerate, RestoresTrainingMode) {
 }
 
 // bf16_autocast turns CUDA's bf16 autocast on for the decoding thread while generate runs (the
-// products of a model on a GPU; tests/core/gpu/cuda_test.cpp decodes so) and off again after;
-// the CPU's numbers do not change.
+// products of a model on a GPU; tests/core/gpu/cuda_test.cpp decodes so) and off again after,
+// with autocast's cast cache on unless cache_casts is off; the CPU's numbers do not change.
 TEST(ModelGenerate, Bf16AutocastIsOnWhileDecodingOnlyAndChangesNothingOnTheCpu) {
   auto m = make_model(llama_shape(), 4);
-  for (bool autocast : {false, true}) {
-    SCOPED_TRACE(autocast ? "bf16 autocast" : "float32");
+  const bool cache_before = at::autocast::is_autocast_cache_enabled();
+  struct Case { bool autocast, cache_casts; };
+  for (const Case c : {Case{false, true}, Case{true, true}, Case{true, false}}) {
+    SCOPED_TRACE(std::string(c.autocast ? "bf16 autocast" : "float32") + (c.cache_casts ? ", casts cached" : ""));
     SamplingOptions opt;
     opt.temperature = 0.0;
     opt.max_new_tokens = 6;
-    opt.bf16_autocast = autocast;
-    std::vector<bool> seen;
-    const auto got = generate(m, kPrompts, opt, kEos, kPad, nullptr,
-                              [&](int64_t, const std::vector<int64_t>&) { seen.push_back(cuda_autocast_enabled()); });
-    ASSERT_FALSE(seen.empty());
-    EXPECT_EQ(seen, std::vector<bool>(seen.size(), autocast));
+    opt.bf16_autocast = c.autocast;
+    opt.cache_casts = c.cache_casts;
+    std::vector<bool> autocast_seen, cache_seen;
+    const auto got = generate(m, kPrompts, opt, kEos, kPad, nullptr, [&](int64_t, const std::vector<int64_t>&) {
+      autocast_seen.push_back(cuda_autocast_enabled());
+      cache_seen.push_back(at::autocast::is_autocast_cache_enabled());
+    });
+    ASSERT_FALSE(autocast_seen.empty());
+    EXPECT_EQ(autocast_seen, std::vector<bool>(autocast_seen.size(), c.autocast));
+    if (c.autocast) {
+      EXPECT_EQ(cache_seen, std::vector<bool>(cache_seen.size(), c.cache_casts));
+    }
     EXPECT_FALSE(cuda_autocast_enabled());
+    EXPECT_EQ(at::autocast::is_autocast_cache_enabled(), cache_before);
     for (size_t i = 0; i < kPrompts.size(); ++i) EXPECT_EQ(got[i], manual_greedy(m, kPrompts[i], 6, kEos)) << "row " << i;
   }
 }
