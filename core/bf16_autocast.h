@@ -3,18 +3,19 @@
 // (softmax / log-softmax autocast to float32). Also what a checkpointed block's recomputation
 // re-enters in the backward pass (which runs on another thread), so it computes as the forward
 // did. Header-only: LibTorch's autocast API differs before and after 2.4.
-// Without autocast's cast cache: that cache is one map for the whole process, keyed by weight,
-// and keeps the first bf16 copy made in a region. A copy made under no_grad (a checkpointed
-// block's forward, the critics' spectral-norm power iteration) has no autograd history, so a
-// later use with gradients on (the block's recomputation on the backward thread, the norm's
+// Without autocast's cast cache: that cache (one map per thread in LibTorch 1.13, one for the
+// whole process from 2.0 on, emptied by any thread's outermost region ending), keyed by weight,
+// keeps the first bf16 copy made in a region. A copy made under no_grad (a checkpointed block's
+// forward, the critics' spectral-norm power iteration) has no autograd history (before 2.10), so
+// a later use with gradients on (the block's recomputation on the backward thread, the norm's
 // sigma) would take it and the weight would get no gradient through it (PyTorch issues 65766,
 // 112583). A cast per use costs one pass over the weights, small beside the products.
 // Decoding is the exception (cache_casts): without gradients, each weight used once per token,
 // a trainable float32 weight's bf16 copy is made once per generate call instead of once per
 // token (autocast caches only leaves that require gradients). The copies are what a training
 // step's forward keeps until its backward pass (one per product; core/generate.h says when a
-// run turns it off); only an outermost region without gradients takes the cache, and its end
-// clears it, so no copy outlives the region.
+// run turns it off); only an outermost region without gradients takes the cache, emptied at its
+// start and its end, so no copy made elsewhere is used in it and none of its own outlives it.
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -40,7 +41,9 @@ public:
 #endif
     cache_before_ = at::autocast::is_autocast_cache_enabled();  // per thread
     const bool outermost = at::autocast::increment_nesting() == 1;
-    at::autocast::set_autocast_cache_enabled(cache_casts && outermost && !c10::GradMode::is_enabled());
+    const bool caching = cache_casts && outermost && !c10::GradMode::is_enabled();
+    if (caching) at::autocast::clear_cache();
+    at::autocast::set_autocast_cache_enabled(caching);
   }
   ~Bf16Autocast() {
     if (!on_) return;
