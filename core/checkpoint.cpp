@@ -39,13 +39,16 @@ nlohmann::ordered_json read_ordered_json_file(const std::string& path) {
   return parse_json_file<nlohmann::ordered_json>(path);
 }
 
+std::string saved_dtype(const ModelShape& shape, const SaveOptions& options) {
+  if (!options.dtype.empty()) return options.dtype;
+  return shape.dtype == "bfloat16" || shape.dtype == "float16" ? shape.dtype : "float32";
+}
+
 void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer,
                       const SaveOptions& options) {
   fs::create_directories(dir);
   const ModelShape& shape = model->shape();
-  std::string dtype = options.dtype;
-  if (dtype.empty())
-    dtype = shape.dtype == "bfloat16" || shape.dtype == "float16" ? shape.dtype : "float32";
+  const std::string dtype = saved_dtype(shape, options);
   save_model_weights(dir, model, dtype_from_name(dtype), options.max_shard_bytes);
   auto config = write_hf_config(shape, dtype);
   if (shape.hf_config.empty()) {  // a built-in preset: its token ids come from our tokenizer

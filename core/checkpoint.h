@@ -8,7 +8,11 @@
 //   meta.json             step, stage, run name, metrics at save time
 //   run_config.toml       the resolved run configuration
 //   trainer_state/        optimizer.pt, critic_optimizer.pt, critics.safetensors, state.json
-//                         (step, epoch, data cursor, tokens seen, EMA means), rng.safetensors
+//                         (step, epoch, data cursor, tokens seen, EMA means), rng.safetensors;
+//                         a LoRA run's lora.safetensors (the trained adapters); and where
+//                         model.safetensors rounds the trained weights (stored in bf16 or fp16:
+//                         model.save_dtype, or a folder's dtype kept), master_weights.safetensors,
+//                         the float32 weights the optimizer updates, which a resume continues from
 //   complete.json         written last: the folder is complete (core/atomic_folder.h)
 // A folder is written as NAME.tmp and renamed when complete, so a crash never leaves a
 // half-written checkpoint under its final name.
@@ -43,6 +47,9 @@ struct SaveOptions {
   uint64_t max_shard_bytes = 5'000'000'000ULL;
 };
 
+// The dtype save_model_files writes a model's weights in: options.dtype, else the one its folder
+// was stored in (bfloat16, float16), else float32.
+std::string saved_dtype(const ModelShape& shape, const SaveOptions& options);
 // Writes the weights, config.json, generation_config.json and the tokenizer files into dir
 // (created): a folder transformers' from_pretrained loads unchanged.
 void save_model_files(const std::string& dir, CausalLM& model, const Tokenizer& tokenizer,

@@ -28,7 +28,7 @@ struct ChunkedTokenLogps : torch::autograd::Function<ChunkedTokenLogps> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden, torch::Tensor weight,
                                torch::Tensor targets, double cap, int64_t chunk, torch::Tensor down, torch::Tensor up) {
     // The products' dtype: bf16 where the plain head would run under bf16 autocast.
-    const auto compute = hidden.is_cuda() && cuda_autocast_enabled() ? torch::kBFloat16 : hidden.scalar_type();
+    const auto compute = bf16_autocast_for(hidden) ? torch::kBFloat16 : hidden.scalar_type();
     const auto w = weight.to(compute);  // [V, d]
     const auto low_down = down.to(compute), low_up = up.to(compute);  // [M, r], [V, r] (r = 0: none)
     const int64_t M = hidden.size(0);

@@ -1,5 +1,7 @@
 #include "core/parallel_lanes.h"
 
+#include "core/bf16_autocast.h"
+
 namespace ganpo {
 
 ParallelLanes::~ParallelLanes() {
@@ -38,10 +40,17 @@ void ParallelLanes::run(const std::function<void()>& a, const std::function<void
     return;
   }
   if (!helper_.joinable()) helper_ = std::thread([this] { helper_loop(); });
+  // The helper computes as the caller does under the CPU's bf16 autocast (the testing aid
+  // Bf16OnCpuForTests; autocast's state is per thread).
+  const bool bf16 = cpu_bf16_autocast_enabled();
+  const std::function<void()> b_as_caller = [&] {
+    const Bf16Autocast autocast(bf16);
+    b();
+  };
   set_blas_threads(plan_.blas_per_lane);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &b;
+    job_ = &b_as_caller;
     job_done_ = false;
     job_error_ = nullptr;
   }

@@ -32,7 +32,8 @@ public:
   const CpuThreads& plan() const { return plan_; }
 
   // Runs a (here) and b (on the helper) together; rethrows a's exception, else b's. Autograd
-  // state is per thread: b runs with gradients enabled unless it disables them itself.
+  // state is per thread: b runs with gradients enabled unless it disables them itself, and under
+  // the CPU's bf16 autocast when the caller is (the testing aid in core/bf16_autocast.h).
   void run(const std::function<void()>& a, const std::function<void()>& b);
 
 private:

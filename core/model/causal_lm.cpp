@@ -35,11 +35,11 @@ private:
 };
 
 // A weight stored in another dtype than its input (a frozen reference's projections in bf16),
-// as the product needs it: unchanged under CUDA's bf16 autocast, which rounds both sides to bf16
-// itself, else cast to the input's dtype (a bf16 weight used in float32: on the CPU, where
-// nothing autocasts).
+// as the product needs it: unchanged under bf16 autocast (CUDA's, or the CPU's testing aid),
+// which rounds both sides to bf16 itself, else cast to the input's dtype (a bf16 weight used in
+// float32: on the CPU, where nothing autocasts).
 torch::Tensor as_input_dtype(const torch::Tensor& weight, const torch::Tensor& x) {
-  if (!weight.defined() || weight.scalar_type() == x.scalar_type() || (x.is_cuda() && cuda_autocast_enabled()))
+  if (!weight.defined() || weight.scalar_type() == x.scalar_type() || bf16_autocast_for(x))
     return weight;
   return weight.to(x.scalar_type());
 }
@@ -504,7 +504,7 @@ struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["adapters_off"] = t_adapters_off;
-    ctx->saved_data["bf16_autocast"] = cuda_autocast_enabled();
+    ctx->saved_data["bf16_autocast"] = bf16_autocast_for(x);
     for (const auto& [name, t] : {std::pair{"cos", &side->cos}, std::pair{"sin", &side->sin}, std::pair{"mask", &side->mask}})
       if (t->defined()) ctx->saved_data[name] = *t;
     auto gen = at::globalContext().defaultGenerator(x.device());

@@ -41,6 +41,8 @@ struct TrainerOptions {
   // base, a reference of its own, random weights drawn as bf16 values) and every product computes
   // in float32: set-up, steps, evaluation, samples, checkpoints and resume take their bf16 paths
   // on a machine without a GPU, and a test can compare them number for number with a float32 run.
+  // With Bf16OnCpuForTests alive (core/bf16_autocast.h) the products compute in bf16 too, under
+  // the CPU's autocast, as a CUDA run's do.
   bool bf16_storage_on_cpu = false;
 };
 

@@ -64,6 +64,31 @@ void load_critic_state(GanpoRegularizer& reg, const std::map<std::string, torch:
   });
 }
 
+// A trainer_state file's tensors into `params` by name: each must be there with its shape, and
+// the file must hold no other. `what` names one ("adapter", "weight"), `settings` the config
+// section a resume must keep ("model.lora").
+void copy_saved_tensors(const fs::path& file, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                        const std::string& what, const std::string& settings) {
+  const auto saved = load_safetensors(file.string()).tensors;
+  const std::string advice = "; resume with the " + settings + " settings the run was trained with";
+  torch::NoGradGuard guard;
+  for (const auto& [name, tensor] : params) {
+    auto it = saved.find(name);
+    if (it == saved.end() || it->second.sizes() != tensor.sizes())
+      throw ModelFileError(file.string() + " has no " + what + " " + name + " of shape " + c10::str(tensor.sizes()) +
+                           advice);
+    tensor.copy_(it->second);
+  }
+  if (saved.size() != params.size()) {
+    std::string extra;  // one the file has and these settings do not make
+    for (const auto& entry : saved)
+      if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == entry.first; }))
+        extra = entry.first;
+    throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " " + what + " tensors (" + extra +
+                         " among them) but " + settings + " makes " + std::to_string(params.size()) + advice);
+  }
+}
+
 }  // namespace
 
 nlohmann::json Trainer::State::meta_json() const {
@@ -134,7 +159,31 @@ void Trainer::State::write_trainer_state(const std::string& dir, const WorldStat
   }
   save_safetensors((ts / "rng.safetensors").string(), world_state.rng);
   if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->adapter_parameters());
+  if (checkpoints_round_policy()) save_safetensors((ts / "master_weights.safetensors").string(), trained_weights());
   write_json_file((ts / "state.json").string(), state);
+}
+
+bool Trainer::State::checkpoints_round_policy() const {
+  return policy->lora().r == 0 && saved_dtype(policy->shape(), {config.model.save_dtype}) != "float32";
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::State::trained_weights() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : policy->named_parameters())
+    if (p.value().requires_grad()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+void Trainer::State::load_master_weights(const std::string& dir, const std::string& stored_dtype) {
+  const fs::path file = fs::path(dir) / "trainer_state" / "master_weights.safetensors";
+  if (!fs::exists(file)) {
+    if (stored_dtype != "float32")
+      log("warning", dir + " holds the policy in " + stored_dtype + " only (no trainer_state/master_weights.safetensors: "
+                         "a checkpoint from before they were kept), so the run goes on from its weights rounded to " +
+                         stored_dtype + ", near where it stopped but not exactly there");
+    return;
+  }
+  copy_saved_tensors(file, trained_weights(), "weight", "model");
 }
 
 void Trainer::State::write_adapter_folder(const std::string& dir) {
@@ -175,25 +224,7 @@ void Trainer::State::load_lora_state(const std::string& dir) {
   if (!fs::exists(file))
     throw ModelFileError(dir + " has no trainer_state/lora.safetensors, so it is not a checkpoint of a LoRA run; resume "
                          "it with model.lora.r = 0, as it was trained");
-  const auto saved = load_safetensors(file.string()).tensors;
-  torch::NoGradGuard guard;
-  const auto params = policy->adapter_parameters();
-  for (const auto& [name, tensor] : params) {
-    auto it = saved.find(name);
-    if (it == saved.end() || it->second.sizes() != tensor.sizes())
-      throw ModelFileError(file.string() + " has no adapter " + name + " of shape " + c10::str(tensor.sizes()) +
-                           "; resume with the model.lora settings the run was trained with");
-    tensor.copy_(it->second);
-  }
-  if (saved.size() != params.size()) {
-    std::string extra;  // one the file has and this model.lora does not make
-    for (const auto& entry : saved)
-      if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == entry.first; }))
-        extra = entry.first;
-    throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " adapter tensors (" + extra +
-                         " among them) but model.lora makes " + std::to_string(params.size()) +
-                         "; resume with the model.lora settings the run was trained with");
-  }
+  copy_saved_tensors(file, policy->adapter_parameters(), "adapter", "model.lora");
 }
 
 void Trainer::State::resume(const std::string& dir) {
@@ -210,7 +241,9 @@ void Trainer::State::resume(const std::string& dir) {
     if (fs::exists(ts / "lora.safetensors"))
       throw ModelFileError(dir + " is a checkpoint of a LoRA run (it has trainer_state/lora.safetensors); resume it "
                            "with the model.lora settings it was trained with");
-    policy->set_stored_dtype(load_model_weights(policy, dir, warn_sink()));
+    const std::string stored = load_model_weights(policy, dir, warn_sink());
+    policy->set_stored_dtype(stored);
+    load_master_weights(dir, stored);
   }
   auto state = read_json_file((ts / "state.json").string());
   try {

@@ -224,7 +224,7 @@ struct Trainer::State {
   // train.precision = "bf16": training passes, evaluations, precomputed reference log-probs,
   // samples and judged generations autocast to bf16 (CUDA; setup() refuses it on a CPU device
   // but for the testing aid bf16_storage_on_cpu, under which the frozen weights' storage is a
-  // bf16 run's and nothing autocasts).
+  // bf16 run's and nothing autocasts unless Bf16OnCpuForTests lives).
   bool bf16_autocast() const {
     return config.train.precision == "bf16" && (device.is_cuda() || options.bf16_storage_on_cpu);
   }
@@ -439,6 +439,15 @@ struct Trainer::State {
   WorldState gather_world_state();
 
   void write_trainer_state(const std::string& dir, const WorldState& world_state);
+
+  // Full fine-tuning whose checkpoints store the policy rounded (model.safetensors in bf16 or
+  // fp16: model.save_dtype, or the dtype of a folder stored so, as Llama 3 and Gemma 2 ship):
+  // trainer_state/master_weights.safetensors keeps the float32 weights the optimizer updates, as
+  // DeepSpeed keeps its fp32 master copy, so a resume goes on from them, not from their rounding
+  // (an update below bf16's resolution would otherwise be lost at each resume).
+  bool checkpoints_round_policy() const;
+  std::vector<std::pair<std::string, torch::Tensor>> trained_weights();
+  void load_master_weights(const std::string& dir, const std::string& stored_dtype);
 
   // A LoRA checkpoint holds the merged model (save_checkpoint) and, in adapter/, the adapters
   // alone as a PEFT adapter folder over the base model folder, where the family allows one.

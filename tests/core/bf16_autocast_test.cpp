@@ -1,7 +1,8 @@
 // Bf16Autocast's thread state: CUDA's autocast on while one lives and everything restored after;
 // autocast's cast cache off, but for a decoding region (cache_casts) that is the outermost and
 // runs without gradients. (On the CPU these flags change no number: core/bf16_autocast.h turns
-// on CUDA's autocast only; tests/core/gpu/cuda_test.cpp decodes under it.)
+// on CUDA's autocast only; tests/core/gpu/cuda_test.cpp decodes under it.) The testing aid
+// Bf16OnCpuForTests turns on the CPU's bf16 autocast beside it.
 #include "core/bf16_autocast.h"
 
 #include <gtest/gtest.h>
@@ -55,6 +56,41 @@ TEST(Bf16Autocast, CastsAreCachedOnlyInAnOutermostRegionWithoutGradients) {
   }
   EXPECT_EQ(at::autocast::is_autocast_cache_enabled(), cache_before);
   EXPECT_FALSE(cuda_autocast_enabled());
+}
+
+TEST(Bf16Autocast, TheTestingAidAutocastsTheCpuToo) {
+  const auto x = torch::randn({4, 8}), w = torch::randn({8, 8});
+  {
+    const Bf16Autocast cuda_only(true);
+    EXPECT_FALSE(bf16_autocast_for(x));
+    EXPECT_EQ(torch::mm(x, w).scalar_type(), torch::kFloat32) << "without the aid the CPU computes in float32";
+  }
+  {
+    const Bf16OnCpuForTests aid;
+    EXPECT_TRUE(Bf16OnCpuForTests::active());
+    EXPECT_FALSE(bf16_autocast_for(x)) << "only inside a Bf16Autocast";
+    {
+      const Bf16Autocast on(true);
+      EXPECT_TRUE(bf16_autocast_for(x));
+      EXPECT_TRUE(cuda_autocast_enabled());
+      EXPECT_EQ(torch::mm(x, w).scalar_type(), torch::kBFloat16);
+      EXPECT_EQ(torch::linear(x, w).scalar_type(), torch::kBFloat16);
+      {
+        const Bf16Autocast nested(true);
+        EXPECT_TRUE(bf16_autocast_for(x));
+      }
+      EXPECT_TRUE(bf16_autocast_for(x)) << "an inner region's end leaves the outer one on";
+    }
+    {
+      const Bf16Autocast off(false);
+      EXPECT_FALSE(bf16_autocast_for(x));
+    }
+    EXPECT_FALSE(bf16_autocast_for(x));
+    EXPECT_EQ(torch::mm(x, w).scalar_type(), torch::kFloat32);
+  }
+  EXPECT_FALSE(Bf16OnCpuForTests::active());
+  const Bf16Autocast after(true);
+  EXPECT_FALSE(bf16_autocast_for(x)) << "the aid ended with its guard";
 }
 
 }  // namespace

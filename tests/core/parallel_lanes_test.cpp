@@ -1,5 +1,7 @@
 #include "core/parallel_lanes.h"
 
+#include "core/bf16_autocast.h"
+
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -90,6 +92,28 @@ TEST(ParallelLanes, AutogradWorksOnTheSideLane) {
   auto x = torch::randn({4, 8});
   lanes.run([&] { torch::mm(x, w1).tanh().sum().backward(); }, [&] { torch::mm(x, w2).tanh().sum().backward(); });
   EXPECT_TRUE(torch::equal(w1.grad(), w2.grad()));
+}
+
+// Autocast's state is per thread: under the testing aid's CPU bf16 autocast the side lane
+// computes as the caller does, and plainly when the caller does.
+TEST(ParallelLanes, TheSideLaneComputesUnderTheCallersCpuBf16Autocast) {
+  ParallelLanes lanes;
+  lanes.set_plan(two_lanes());
+  const auto x = torch::randn({4, 8}), w = torch::randn({8, 8});
+  torch::ScalarType a_dtype = torch::kDouble, b_dtype = torch::kDouble;
+  auto both = [&] {
+    lanes.run([&] { a_dtype = torch::mm(x, w).scalar_type(); }, [&] { b_dtype = torch::mm(x, w).scalar_type(); });
+  };
+  const Bf16OnCpuForTests aid;
+  {
+    const Bf16Autocast autocast(true);
+    both();
+    EXPECT_EQ(a_dtype, torch::kBFloat16);
+    EXPECT_EQ(b_dtype, torch::kBFloat16);
+  }
+  both();
+  EXPECT_EQ(a_dtype, torch::kFloat32);
+  EXPECT_EQ(b_dtype, torch::kFloat32);
 }
 
 }  // namespace
