@@ -69,7 +69,7 @@ void save_safetensors(const std::string& path,
                       const std::map<std::string, std::string>& metadata) {
   struct Item {
     std::string name;
-    torch::Tensor t;  // contiguous CPU
+    torch::Tensor t;  // as given: copied to a contiguous CPU tensor one at a time while writing
     const SafetensorsDtype* dtype;
     uint64_t nbytes;
   };
@@ -89,8 +89,7 @@ void save_safetensors(const std::string& path,
       throw Error("cannot save tensor " + safetensors_quote(name) + " to " + path + ": dtype " +
                   std::string(c10::toString(tensor.scalar_type())) +
                   " is not supported (use F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)");
-    torch::Tensor t = tensor.contiguous().cpu();
-    items.push_back({name, t, d, static_cast<uint64_t>(t.numel()) * d->size});
+    items.push_back({name, tensor, d, static_cast<uint64_t>(tensor.numel()) * d->size});
   }
   std::sort(items.begin(), items.end(),
             [](const Item& a, const Item& b) { return a.name < b.name; });
@@ -143,9 +142,11 @@ void save_safetensors(const std::string& path,
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& it : items)
-      if (it.nbytes)
-        out.write(static_cast<const char*>(it.t.data_ptr()),
-                  static_cast<std::streamsize>(it.nbytes));
+      if (it.nbytes) {
+        // One host copy at a time (a GPU model's weights need not fit in host memory at once).
+        const torch::Tensor t = it.t.contiguous().cpu();
+        out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(it.nbytes));
+      }
     out.flush();
     if (!out) fail("writing " + tmp + " failed");
     out.close();

@@ -29,8 +29,9 @@ namespace ganpo {
 
 // Writes tensors (any order; written sorted by name as HF does) with optional string metadata
 // ("__metadata__"). Tensors may be non-contiguous or on any device; they are written via
-// .contiguous().cpu(). Throws ganpo::Error for bad arguments (duplicate or reserved names,
-// undefined tensors, unsupported dtypes) and ModelFileError when the file cannot be written.
+// .contiguous().cpu(), one at a time (the host holds one copy at once). Throws ganpo::Error for
+// bad arguments (duplicate or reserved names, undefined tensors, unsupported dtypes) and
+// ModelFileError when the file cannot be written.
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

@@ -626,6 +626,39 @@ TEST(ModelGenerate, Bf16AutocastIsOnWhileDecodingOnlyAndChangesNothingOnTheCpu) 
   }
 }
 
+// What the CUDA test Cuda.Bf16DecodingReadsWeightsStoredInBf16AsTheyAre checks of the numbers, in
+// bf16 arithmetic on the CPU (the testing aid Bf16OnCpuForTests): a model whose projections are
+// stored in bf16 decodes under autocast exactly as its float32 twin does (autocast rounds the
+// twin's weights to those values per product), with the twin's casts cached per call or not; and
+// the rounding is real: the logits are not float32 decoding's.
+TEST(ModelGenerate, UnderBf16ArithmeticProjectionsStoredInBf16DecodeAsTheirFloat32Twin) {
+  const Bf16OnCpuForTests bf16_products;
+  for (const ModelShape& s : {llama_shape(), gpt2_shape()}) {
+    SCOPED_TRACE(s.arch);
+    auto twin = make_model(s, 6), stored = make_model(s, 6);
+    for (auto& p : stored->parameters()) p.requires_grad_(false);
+    ASSERT_EQ(stored->store_projections_in_bf16(/*exact_only=*/false), parameter_parts(s).projections);
+    SamplingOptions opt;
+    opt.temperature = 0.0;
+    opt.max_new_tokens = 8;
+    opt.bf16_autocast = true;
+    const auto expected = generate(stored, kPrompts, opt, -1, kPad);
+    for (const bool cache : {true, false}) {
+      opt.cache_casts = cache;
+      EXPECT_EQ(generate(twin, kPrompts, opt, -1, kPad), expected) << (cache ? "casts cached" : "cast per product");
+    }
+    const auto ids = tokens({{kBos, 5, 9, 77, 3, 120, 4}});
+    torch::NoGradGuard no_grad;
+    const auto plain = twin->forward(ids).logits;
+    const Bf16Autocast autocast(true);
+    const auto a = twin->forward(ids).logits, b = stored->forward(ids).logits;
+    EXPECT_EQ(a.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(a, b));
+    EXPECT_FALSE(torch::equal(a.to(torch::kFloat32), plain)) << "the products did not round";
+    EXPECT_TRUE(torch::allclose(a.to(torch::kFloat32), plain, 0.05, 0.05));
+  }
+}
+
 TEST(ModelGenerate, SeedsControlSampling) {
   auto m = make_model(llama_shape(), 4);
   SamplingOptions opt;

@@ -1090,7 +1090,9 @@ TEST_F(TrainerTest, Bf16ArithmeticOnTheCpuTakesEveryPathNearTheFloat32Run) {
     const bool preference = fp32.stage == "preference";
     ASSERT_EQ(first16.count("adv/loss"), preference ? 1u : 0u) << "GANPO's critics ran";
     auto near = [&](const char* k, double relative) {
-      if (first32.count(k)) EXPECT_NEAR(first16.at(k), first32.at(k), relative * std::abs(first32.at(k))) << k;
+      if (first32.count(k)) {
+        EXPECT_NEAR(first16.at(k), first32.at(k), relative * std::abs(first32.at(k))) << k;
+      }
     };
     for (const char* k : {"logps/chosen", "logps/rejected"}) near(k, 1e-4);
     for (const char* k : {"loss", "opo_loss", "adv/loss", "critic/loss_chosen", "critic/loss_rejected"}) near(k, 0.03);
@@ -1099,7 +1101,9 @@ TEST_F(TrainerTest, Bf16ArithmeticOnTheCpuTakesEveryPathNearTheFloat32Run) {
     for (const auto& [step, m] : b_obs.metrics)
       for (const auto& [k, v] : m) EXPECT_TRUE(std::isfinite(v)) << k << " at step " << step;
     EXPECT_LT(b_obs.metrics.at(4).at("loss"), b_obs.metrics.at(1).at("loss") + 0.5) << "training went wrong";
-    if (preference) EXPECT_NE(b_obs.metrics.at(4).at("rewards/margins"), 0.0) << "the policy trained";
+    if (preference) {
+      EXPECT_NE(b_obs.metrics.at(4).at("rewards/margins"), 0.0) << "the policy trained";
+    }
     for (const auto& [tensor, t] :
          load_safetensors((fs::path(bf16.output_dir) / "checkpoint-4" / "trainer_state" /
                            (name == "lora" || name == "dora" ? "lora.safetensors" : "master_weights.safetensors"))
@@ -1112,7 +1116,9 @@ TEST_F(TrainerTest, Bf16ArithmeticOnTheCpuTakesEveryPathNearTheFloat32Run) {
       ASSERT_TRUE(b.final_judge.has_value()) << b_obs.all_logs();
       EXPECT_FALSE(b.final_judge->rows.empty());
     }
-    if (name == "two-lanes") EXPECT_CONTAINS(b_obs.all_logs(), "2 lanes");
+    if (name == "two-lanes") {
+      EXPECT_CONTAINS(b_obs.all_logs(), "2 lanes");
+    }
     if (name == "full" || name == "lora")
       expect_exact_resume(bf16, name + "-resumed", b_obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"},
                           bf16_on_cpu());
