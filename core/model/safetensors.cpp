@@ -144,7 +144,15 @@ void save_safetensors(const std::string& path,
     for (const auto& it : items)
       if (it.nbytes) {
         // One host copy at a time (a GPU model's weights need not fit in host memory at once).
-        const torch::Tensor t = it.t.contiguous().cpu();
+        torch::Tensor t;
+        try {
+          t = it.t.contiguous().cpu();
+        } catch (...) {  // out of memory for the copy: no partial file is left behind
+          out.close();
+          std::error_code ec;
+          fs::remove(tmp, ec);
+          throw;
+        }
         out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(it.nbytes));
       }
     out.flush();

@@ -65,28 +65,29 @@ void load_critic_state(GanpoRegularizer& reg, const std::map<std::string, torch:
 }
 
 // A trainer_state file's tensors into `params` by name: each must be there with its shape, and
-// the file must hold no other. `what` names one ("adapter", "weight"), `settings` the config
-// section a resume must keep ("model.lora").
+// the file must hold no other (all checked on the header before any is copied). Read one tensor
+// at a time, so the host never holds the file whole (a GPU policy's float32 weights). `what`
+// names one ("adapter", "weight"), `settings` the config section a resume must keep.
 void copy_saved_tensors(const fs::path& file, const std::vector<std::pair<std::string, torch::Tensor>>& params,
                         const std::string& what, const std::string& settings) {
-  const auto saved = load_safetensors(file.string()).tensors;
+  SafetensorsReader saved(file.string());
   const std::string advice = "; resume with the " + settings + " settings the run was trained with";
-  torch::NoGradGuard guard;
   for (const auto& [name, tensor] : params) {
-    auto it = saved.find(name);
-    if (it == saved.end() || it->second.sizes() != tensor.sizes())
+    const SafetensorsInfo* info = saved.find(name);
+    if (info == nullptr || info->shape != tensor.sizes().vec())
       throw ModelFileError(file.string() + " has no " + what + " " + name + " of shape " + c10::str(tensor.sizes()) +
                            advice);
-    tensor.copy_(it->second);
   }
-  if (saved.size() != params.size()) {
+  if (saved.names().size() != params.size()) {
     std::string extra;  // one the file has and these settings do not make
-    for (const auto& entry : saved)
-      if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == entry.first; }))
-        extra = entry.first;
-    throw ModelFileError(file.string() + " holds " + std::to_string(saved.size()) + " " + what + " tensors (" + extra +
-                         " among them) but " + settings + " makes " + std::to_string(params.size()) + advice);
+    for (const auto& entry : saved.names())
+      if (std::none_of(params.begin(), params.end(), [&](const auto& p) { return p.first == entry; })) extra = entry;
+    throw ModelFileError(file.string() + " holds " + std::to_string(saved.names().size()) + " " + what + " tensors (" +
+                         extra + " among them) but " + settings + " makes " + std::to_string(params.size()) + advice);
   }
+  torch::NoGradGuard guard;
+  torch::Tensor staging;
+  for (const auto& [name, tensor] : params) tensor.copy_(saved.read(name, staging));
 }
 
 }  // namespace

@@ -996,8 +996,9 @@ TEST_F(TrainerTest, Bf16StoragePathsTrainAndResumeExactly) {
 // Full fine-tuning over a folder stored in bf16 (as Llama 3, Gemma 2 and Qwen 2.5 ship) writes
 // its checkpoints' model.safetensors in bf16, as loaded, which rounds the float32 weights it
 // trains: trainer_state/master_weights.safetensors keeps them, so a resume is exact (before, each
-// resume went on from the rounding). A checkpoint without the file (from before it was kept)
-// resumes from the rounded weights and says so. LoRA runs (whose adapters are kept in float32)
+// resume went on from the rounding): it ends with the uninterrupted run's weights, bit for bit.
+// A master file that lacks a weight fails the resume with what to do; a checkpoint without the
+// file (from before it was kept) resumes from the rounded weights and says so. LoRA runs (whose adapters are kept in float32)
 // and checkpoints stored in float32 write none.
 TEST_F(TrainerTest, FullFineTuningOverABf16FolderResumesFromItsFloat32Weights) {
   const fs::path base = lora_base_folder("bfloat16");
@@ -1018,10 +1019,36 @@ TEST_F(TrainerTest, FullFineTuningOverABf16FolderResumesFromItsFloat32Weights) {
   EXPECT_TRUE(beyond_bf16) << "the trained weights are not what bf16 holds";
   const std::vector<std::string> metrics = {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"};
   const RunConfig stopped = expect_exact_resume(c, "full-resumed", a_obs, metrics);
+  // The weights the resumed run ends with are the uninterrupted run's, bit for bit.
+  auto master_at_4 = [](const RunConfig& k) {
+    return load_safetensors((fs::path(k.output_dir) / "checkpoint-4" / "trainer_state" / "master_weights.safetensors").string())
+        .tensors;
+  };
+  const auto resumed_master = master_at_4(stopped);
+  ASSERT_EQ(resumed_master.size(), master.size());
+  for (const auto& [name, t] : master) EXPECT_TRUE(torch::equal(resumed_master.at(name), t)) << name;
 
+  // A master file that lacks a weight fails the resume and says what to do.
   const fs::path ckpt2 = fs::path(stopped.output_dir) / "checkpoint-2";
-  fs::remove(ckpt2 / "trainer_state" / "master_weights.safetensors");  // and from the completion marker
+  const fs::path master2 = ckpt2 / "trainer_state" / "master_weights.safetensors";
+  auto short_master = load_safetensors(master2.string()).tensors;
+  const std::string dropped = short_master.begin()->first;
+  short_master.erase(short_master.begin());
+  save_safetensors(master2.string(), {short_master.begin(), short_master.end()});
   auto marker = read_json_file((ckpt2 / "complete.json").string());
+  marker["files"]["trainer_state/master_weights.safetensors"] = fs::file_size(master2);
+  write_json_file((ckpt2 / "complete.json").string(), marker);
+  auto broken = stopped;
+  broken.output_dir += "-broken";
+  Collector e_obs;
+  TrainerOptions from_broken;
+  from_broken.resume_from = ckpt2.string();
+  const auto e = run(broken, e_obs, from_broken);
+  EXPECT_EQ(e.status, "failed");
+  EXPECT_CONTAINS(e.message, "has no weight " + dropped);
+  EXPECT_CONTAINS(e.message, "resume with the model settings the run was trained with");
+
+  fs::remove(master2);  // and from the completion marker: a checkpoint from before the file
   ASSERT_EQ(marker["files"].erase("trainer_state/master_weights.safetensors"), 1u);
   write_json_file((ckpt2 / "complete.json").string(), marker);
   auto again = stopped;
@@ -1032,6 +1059,9 @@ TEST_F(TrainerTest, FullFineTuningOverABf16FolderResumesFromItsFloat32Weights) {
   ASSERT_EQ(run(again, d_obs, from_rounded).status, "completed") << d_obs.all_logs();
   EXPECT_CONTAINS(d_obs.all_logs(), "holds the policy in bfloat16 only");
   EXPECT_NE(d_obs.metrics.at(3).at("loss"), a_obs.metrics.at(3).at("loss")) << "resumed from the rounded weights";
+  const auto rounded_master = master_at_4(again);
+  EXPECT_FALSE(std::all_of(master.begin(), master.end(),
+                           [&](const auto& e) { return torch::equal(rounded_master.at(e.first), e.second); }));
 
   auto lora = short_lora_config("lora", base, "all-linear", 1);
   auto stored_fp32 = c;
