@@ -44,16 +44,17 @@ double micro_batch_flops(const RunConfig& c, const ModelShape& shape, const Micr
 
 double peak_flops_per_second(const std::string& name, bool bf16) {
   // Dense (not sparse) tensor-core bf16 and plain fp32 peaks from the vendors' data sheets, SXM
-  // boards; the first entry whose key the name contains wins (so "H100 PCIe" before "H100").
+  // boards; the first entry whose key the name contains wins (so "H100 PCIe" and "H100 NVL"
+  // before "H100").
   struct Peak {
     const char* key;
     double bf16_tflops, fp32_tflops;
   };
   static const Peak peaks[] = {
-      {"GH200", 989.4, 66.9}, {"B200", 2250, 80}, {"H200", 989.4, 66.9}, {"H100 PCIe", 756, 51.2}, {"H100", 989.4, 66.9},
-      {"A100", 312, 19.5}, {"L40S", 362, 91.6},      {"L4", 121, 30.3},
-      {"A10G", 70, 31.2},   {"A10", 125, 31.2},    {"RTX 4090", 165, 82.6},  {"RTX 3090", 71, 35.6},
-      {"V100", 0, 15.7},    {"T4", 0, 8.1},
+      {"GH200", 989.4, 66.9},   {"B200", 2250, 80},   {"H200", 989.4, 66.9},    {"H100 PCIe", 756, 51.2},
+      {"H100 NVL", 835, 60},    {"H100", 989.4, 66.9}, {"A100", 312, 19.5},      {"L40S", 362, 91.6},
+      {"L4", 121, 30.3},        {"A10G", 70, 31.2},    {"A10", 125, 31.2},       {"RTX 4090", 165, 82.6},
+      {"RTX 3090", 71, 35.6},   {"V100", 0, 15.7},     {"T4", 0, 8.1},
   };
   for (const auto& p : peaks)
     if (name.find(p.key) != std::string::npos) return 1e12 * (bf16 ? p.bf16_tflops : p.fp32_tflops);

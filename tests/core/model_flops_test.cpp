@@ -62,6 +62,8 @@ TEST(ModelFlops, PeakTableFindsGpusByNameAndNotCpus) {
   EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA H200", false), 66.9e12);
   EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA A100-SXM4-80GB", true), 312e12);
   EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA H100 PCIe", true), 756e12) << "before the SXM H100";
+  EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA H100 NVL", true), 835e12) << "before the SXM H100";
+  EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA H100 80GB HBM3", true), 989.4e12);
   EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA GH200 480GB", true), 989.4e12);
   EXPECT_DOUBLE_EQ(peak_flops_per_second("NVIDIA L40S", true), 362e12) << "not the L4";
   EXPECT_EQ(peak_flops_per_second("Intel(R) Xeon(R) CPU", true), 0.0);
