@@ -12,6 +12,7 @@
 #include "core/bf16_autocast.h"
 #include "core/chunked_logps.h"
 #include "core/config.h"
+#include "core/cpu_tensor_memory.h"
 #include "core/error.h"
 #include "core/generate.h"
 #include "core/model/architectures.h"
@@ -657,6 +658,41 @@ TEST(ModelGenerate, UnderBf16ArithmeticProjectionsStoredInBf16DecodeAsTheirFloat
     EXPECT_FALSE(torch::equal(a.to(torch::kFloat32), plain)) << "the products did not round";
     EXPECT_TRUE(torch::allclose(a.to(torch::kFloat32), plain, 0.05, 0.05));
   }
+}
+
+// The cast cache, measured in bf16 arithmetic on the CPU as Cuda.Bf16DecodingReadsWeights...
+// measures it on a GPU (the CPU's autocast caches the same way): decoding a trainable float32
+// model with cache_casts holds one bf16 copy of every projection (2 bytes per value) until the
+// call returns, and none after it; without the cache each product's copy is freed after it.
+TEST(ModelGenerate, UnderBf16ArithmeticCachedCastsAreOneCopyOfEachWeightPerCall) {
+  count_cpu_tensor_memory();
+  const Bf16OnCpuForTests bf16_products;
+  ModelShape s = llama_shape();
+  s.d_model = 256;
+  s.d_ff = 512;
+  s.tie_embeddings = false;  // the head is a projection of its own
+  auto m = make_model(s, 7);
+  for (const auto& p : m->parameters()) ASSERT_TRUE(p.requires_grad());
+  const int64_t copies = 2 * parameter_parts(s).projections;  // bytes
+  SamplingOptions opt;
+  opt.temperature = 0.0;
+  opt.max_new_tokens = 4;
+  opt.bf16_autocast = true;
+  auto extra_peak = [&](bool cache) {
+    opt.cache_casts = cache;
+    const int64_t before = cpu_tensor_memory().allocated_bytes;
+    reset_cpu_tensor_peak();
+    generate(m, kPrompts, opt, -1, kPad);
+    EXPECT_EQ(cpu_tensor_memory().allocated_bytes, before) << "a copy outlived the call";
+    return cpu_tensor_memory().peak_bytes - before;
+  };
+  const int64_t cached = extra_peak(true), per_product = extra_peak(false);
+  EXPECT_GE(cached, copies);
+  EXPECT_LT(per_product, copies / 2);
+  EXPECT_GE(cached - per_product, copies / 2);
+  RecordProperty("copies_bytes", std::to_string(copies));
+  RecordProperty("extra_peak_cached_bytes", std::to_string(cached));
+  RecordProperty("extra_peak_per_product_bytes", std::to_string(per_product));
 }
 
 TEST(ModelGenerate, SeedsControlSampling) {
