@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -91,6 +92,53 @@ struct GenerationService::Impl {
   std::atomic<int> loads{0};
   std::mutex cache_mutex;
   std::list<CacheEntry> cache;  // most recently used first
+  std::function<void(const QString&, int)> before_turn_for_tests;
+
+  // Drops every cached model but `keep`'s (a folder path; "" keeps none); true when any went.
+  bool drop_cached_models_except(const QString& keep) {
+    const QString key = keep.isEmpty() ? QString() : QFileInfo(keep).absoluteFilePath();
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    const size_t before = cache.size();
+    cache.remove_if([&](const CacheEntry& e) { return e.key != key; });
+    return cache.size() < before;
+  }
+
+  int cached_models() {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    return static_cast<int>(cache.size());
+  }
+
+  // A model's turn (load, then sample or score) that may not fit beside the models cached for
+  // the next prompts: when the device runs out of memory, every other cached model is dropped
+  // and the turn runs once more; out of memory again, or with nothing to drop, the request fails
+  // saying so. (The caching allocator gives freed blocks back to the driver itself before it
+  // reports out of memory.)
+  template <class Turn>
+  void with_room(const QString& dir, const torch::Device& device, const Turn& turn) {
+    auto failure = [&](const c10::OutOfMemoryError& e) {
+      std::string what = e.what_without_backtrace();
+      what = what.substr(0, what.find('\n'));
+      return std::runtime_error("The device " + device.str() + " ran out of memory for " + dir.toStdString() +
+                                " with no other model loaded (" + what +
+                                "). Free memory on it (a training run or another program may hold it), or ask for "
+                                "fewer prompts or new tokens");
+    };
+    try {
+      turn();
+      return;
+    } catch (const c10::OutOfMemoryError& e) {
+      if (!drop_cached_models_except(dir)) throw failure(e);
+    }
+    try {
+      turn();
+    } catch (const c10::OutOfMemoryError& e) {
+      throw failure(e);
+    }
+  }
+
+  void before_turn(const QString& dir) {
+    if (before_turn_for_tests) before_turn_for_tests(dir, cached_models());
+  }
 
   std::shared_ptr<LoadedModel> load(const QString& dir, const torch::Device& device) {
     const QString key = QFileInfo(dir).absoluteFilePath();
@@ -192,77 +240,89 @@ struct GenerationService::Impl {
       const QString label = m < req.labels.size() && !req.labels[m].isEmpty() ? req.labels[m]
                                                                                 : QFileInfo(dir).fileName();
       const auto t0 = Clock::now();
-      auto model = load(dir, device);
-      if (cancel.load()) {
-        was_cancelled = true;
-        break;
-      }
-      const Tokenizer& tok = *model->tokenizer;
-      std::vector<std::vector<int64_t>> prompts;
-      QStringList given;  // what the model is given for each prompt
-      const std::optional<ChatTemplate> tmpl = prompt_template(*model, dir, req.chat_template);
-      const QString variant = tmpl ? QString::fromStdString(tmpl->variant()) : QString();
-      const int64_t max_prompt = std::max<int64_t>(2, model->shape.max_seq_len - 1);
-      for (const QString& p : req.prompts) {
-        given << QString::fromStdString(model_prompt(tmpl, p));
-        auto ids = encode_prompt(tok, given.back().toStdString());
-        if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
-          ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
-        prompts.push_back(std::move(ids));
-      }
-      SamplingOptions so;
-      so.temperature = req.temperature;
-      so.top_p = req.top_p;
-      so.max_new_tokens = max_new;
-      so.seed = req.seed;
-      so.bf16_autocast = model->bf16_autocast;
-      double first_token = -1;
+      QVector<GenerationOutput> turn_outputs;  // this model's, kept once its turn succeeded
+      std::vector<char> turn_ended_by_eos;
+      bool stop = false;
       const int base = done.load();
-      std::vector<std::unique_ptr<TextStream>> streams;
-      std::vector<std::string> streamed(prompts.size());
-      for (size_t p = 0; p < prompts.size(); ++p) streams.push_back(tok.text_stream());
-      Clock::time_point last_stream = Clock::now();
-      auto send_text = [&] {
-        QStringList texts;
-        for (const auto& t : streamed) texts << QString::fromStdString(t);
-        GenerationService* s = self;
-        post([s, m, texts]() { Q_EMIT s->textStreamed(m, texts); });
-        last_stream = Clock::now();
-      };
-      auto on_tokens = [&](int64_t step, const std::vector<int64_t>& appended) {
-        if (first_token < 0) first_token = seconds_since(t0);
-        for (size_t p = 0; p < appended.size(); ++p)
-          if (appended[p] >= 0) streamed[p] += streams[p]->push(appended[p]);
-        if (step == 1 || Clock::now() - last_stream >= std::chrono::milliseconds(50)) send_text();
-        done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
-        report(step == 1);  // the first token always, so time to first token is visible
-      };
-      auto rows = ganpo::generate(model->model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens);
-      for (size_t p = 0; p < streams.size(); ++p) streamed[p] += streams[p]->finish();
-      send_text();
-      const double total_s = seconds_since(t0);
-      if (cancel.load()) was_cancelled = true;
-      for (int p = 0; p < n_prompts; ++p) {
-        GenerationOutput o;
-        o.label = label;
-        o.model_dir = dir;
-        o.model_index = m;
-        o.prompt_index = p;
-        o.prompt = req.prompts[p];
-        o.model_prompt = given[p];
-        o.chat_template = variant;
-        const auto& ids = rows[static_cast<size_t>(p)];
-        o.text = QString::fromStdString(tok.decode(ids));
-        o.tokens = static_cast<int>(ids.size());
-        o.precision = model->bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
-        o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
-        o.seconds_total = total_s;
-        o.cancelled = was_cancelled;
-        const int64_t room = model->shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
-        ended_by_eos.push_back(!was_cancelled && static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
-        if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
-        outputs.push_back(std::move(o));
-      }
+      with_room(dir, device, [&] {
+        turn_outputs.clear();
+        turn_ended_by_eos.clear();
+        auto model = load(dir, device);
+        if (cancel.load()) {
+          was_cancelled = stop = true;
+          return;
+        }
+        before_turn(dir);
+        const Tokenizer& tok = *model->tokenizer;
+        std::vector<std::vector<int64_t>> prompts;
+        QStringList given;  // what the model is given for each prompt
+        const std::optional<ChatTemplate> tmpl = prompt_template(*model, dir, req.chat_template);
+        const QString variant = tmpl ? QString::fromStdString(tmpl->variant()) : QString();
+        const int64_t max_prompt = std::max<int64_t>(2, model->shape.max_seq_len - 1);
+        for (const QString& p : req.prompts) {
+          given << QString::fromStdString(model_prompt(tmpl, p));
+          auto ids = encode_prompt(tok, given.back().toStdString());
+          if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
+            ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
+          prompts.push_back(std::move(ids));
+        }
+        SamplingOptions so;
+        so.temperature = req.temperature;
+        so.top_p = req.top_p;
+        so.max_new_tokens = max_new;
+        so.seed = req.seed;
+        so.bf16_autocast = model->bf16_autocast;
+        double first_token = -1;
+        std::vector<std::unique_ptr<TextStream>> streams;
+        std::vector<std::string> streamed(prompts.size());
+        for (size_t p = 0; p < prompts.size(); ++p) streams.push_back(tok.text_stream());
+        Clock::time_point last_stream = Clock::now();
+        auto send_text = [&] {
+          QStringList texts;
+          for (const auto& t : streamed) texts << QString::fromStdString(t);
+          GenerationService* s = self;
+          post([s, m, texts]() { Q_EMIT s->textStreamed(m, texts); });
+          last_stream = Clock::now();
+        };
+        auto on_tokens = [&](int64_t step, const std::vector<int64_t>& appended) {
+          if (first_token < 0) first_token = seconds_since(t0);
+          for (size_t p = 0; p < appended.size(); ++p)
+            if (appended[p] >= 0) streamed[p] += streams[p]->push(appended[p]);
+          if (step == 1 || Clock::now() - last_stream >= std::chrono::milliseconds(50)) send_text();
+          done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
+          report(step == 1);  // the first token always, so time to first token is visible
+        };
+        auto rows = ganpo::generate(model->model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens);
+        for (size_t p = 0; p < streams.size(); ++p) streamed[p] += streams[p]->finish();
+        send_text();
+        const double total_s = seconds_since(t0);
+        if (cancel.load()) was_cancelled = true;
+        for (int p = 0; p < n_prompts; ++p) {
+          GenerationOutput o;
+          o.label = label;
+          o.model_dir = dir;
+          o.model_index = m;
+          o.prompt_index = p;
+          o.prompt = req.prompts[p];
+          o.model_prompt = given[p];
+          o.chat_template = variant;
+          const auto& ids = rows[static_cast<size_t>(p)];
+          o.text = QString::fromStdString(tok.decode(ids));
+          o.tokens = static_cast<int>(ids.size());
+          o.precision = model->bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
+          o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
+          o.seconds_total = total_s;
+          o.cancelled = was_cancelled;
+          const int64_t room = model->shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
+          turn_ended_by_eos.push_back(!was_cancelled &&
+                                      static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
+          if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
+          turn_outputs.push_back(std::move(o));
+        }
+      });
+      if (stop) break;
+      outputs += turn_outputs;
+      ended_by_eos.insert(ended_by_eos.end(), turn_ended_by_eos.begin(), turn_ended_by_eos.end());
       done.store(base + max_new);
       report(true);
       GenerationService* s = self;
@@ -281,8 +341,11 @@ struct GenerationService::Impl {
     for (auto& o : outputs) o.logprob_under_each_model.assign(static_cast<size_t>(n_models), std::nan(""));
     for (int m = n_models - 1; m >= 0; --m) {
       if (cancel.load()) return cut_short();
-      auto model = load(req.model_dirs[m], device);
-      score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
+      with_room(req.model_dirs[m], device, [&] {
+        auto model = load(req.model_dirs[m], device);
+        before_turn(req.model_dirs[m]);
+        score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
+      });
       done.fetch_add(1);
       report(true);
     }
@@ -371,6 +434,10 @@ int GenerationService::cacheCapacity() const { return impl_->capacity; }
 void GenerationService::clearCache() {
   std::lock_guard<std::mutex> lock(impl_->cache_mutex);
   impl_->cache.clear();
+}
+
+void GenerationService::setBeforeModelTurnForTests(std::function<void(const QString&, int)> hook) {
+  impl_->before_turn_for_tests = std::move(hook);
 }
 
 }  // namespace ganpo::ui

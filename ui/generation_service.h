@@ -6,6 +6,8 @@
 // lists task, its judge score. Results and progress come back as signals on the thread that owns
 // the service. Cancel stops after the current token and still delivers what was generated.
 // A missing or corrupt folder fails the request with the loader's message, naming the folder.
+// A model that does not fit on the device beside the cached ones gets the device to itself: on
+// out of memory the other cached models are dropped and its turn runs again (once).
 // Each model gets the prompt in its own chat template when its folder has a recognised one (a
 // typed prompt becomes one user turn; a prompt already rendered in that template is kept), and
 // the text streams back as it is sampled (textStreamed, never half a UTF-8 character).
@@ -18,6 +20,7 @@
 #include <QStringList>
 #include <QVector>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -72,6 +75,10 @@ public:
   int loadCount() const;
   int cacheCapacity() const;
   void clearCache();
+  // Testing aid: called on the worker thread as each model's sampling or scoring turn starts,
+  // after its load, with its folder and the number of models cached (it included). A test throws
+  // LibTorch's out-of-memory error from it to stand for a GPU that cannot hold them all.
+  void setBeforeModelTurnForTests(std::function<void(const QString& dir, int cached_models)> hook);
 
 Q_SIGNALS:
   void progress(int done, int total);
