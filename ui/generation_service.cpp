@@ -8,6 +8,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <functional>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -92,15 +93,21 @@ struct GenerationService::Impl {
   std::atomic<int> loads{0};
   std::mutex cache_mutex;
   std::list<CacheEntry> cache;  // most recently used first
-  std::function<void(const QString&, int)> before_turn_for_tests;
+  std::function<void(const QString&, int, bool)> before_turn_for_tests;
 
   // Drops every cached model but `keep`'s (a folder path; "" keeps none); true when any went.
   bool drop_cached_models_except(const QString& keep) {
     const QString key = keep.isEmpty() ? QString() : QFileInfo(keep).absoluteFilePath();
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    const size_t before = cache.size();
-    cache.remove_if([&](const CacheEntry& e) { return e.key != key; });
-    return cache.size() < before;
+    std::list<CacheEntry> dropped;  // freed after the lock is released
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      for (auto it = cache.begin(); it != cache.end();) {
+        auto next = std::next(it);
+        if (it->key != key) dropped.splice(dropped.end(), cache, it);
+        it = next;
+      }
+    }
+    return !dropped.empty();
   }
 
   int cached_models() {
@@ -136,8 +143,8 @@ struct GenerationService::Impl {
     }
   }
 
-  void before_turn(const QString& dir) {
-    if (before_turn_for_tests) before_turn_for_tests(dir, cached_models());
+  void before_turn(const QString& dir, bool loading) {
+    if (before_turn_for_tests) before_turn_for_tests(dir, cached_models(), loading);
   }
 
   std::shared_ptr<LoadedModel> load(const QString& dir, const torch::Device& device) {
@@ -159,6 +166,9 @@ struct GenerationService::Impl {
     try {
       // As `ganpo generate` loads by default: a folder stored in bf16 stays so on a GPU.
       model = std::make_shared<LoadedModel>(load_model_for_inference(dir.toStdString(), device, "auto"));
+      before_turn(dir, /*loading=*/true);
+    } catch (const c10::OutOfMemoryError&) {
+      throw;  // with_room makes room and loads it again
     } catch (const std::exception& e) {
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what());
     }
@@ -252,7 +262,7 @@ struct GenerationService::Impl {
           was_cancelled = stop = true;
           return;
         }
-        before_turn(dir);
+        before_turn(dir, /*loading=*/false);
         const Tokenizer& tok = *model->tokenizer;
         std::vector<std::vector<int64_t>> prompts;
         QStringList given;  // what the model is given for each prompt
@@ -343,7 +353,7 @@ struct GenerationService::Impl {
       if (cancel.load()) return cut_short();
       with_room(req.model_dirs[m], device, [&] {
         auto model = load(req.model_dirs[m], device);
-        before_turn(req.model_dirs[m]);
+        before_turn(req.model_dirs[m], /*loading=*/false);
         score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
       });
       done.fetch_add(1);
@@ -436,7 +446,7 @@ void GenerationService::clearCache() {
   impl_->cache.clear();
 }
 
-void GenerationService::setBeforeModelTurnForTests(std::function<void(const QString&, int)> hook) {
+void GenerationService::setBeforeModelTurnForTests(std::function<void(const QString&, int, bool)> hook) {
   impl_->before_turn_for_tests = std::move(hook);
 }
 

@@ -75,10 +75,11 @@ public:
   int loadCount() const;
   int cacheCapacity() const;
   void clearCache();
-  // Testing aid: called on the worker thread as each model's sampling or scoring turn starts,
-  // after its load, with its folder and the number of models cached (it included). A test throws
-  // LibTorch's out-of-memory error from it to stand for a GPU that cannot hold them all.
-  void setBeforeModelTurnForTests(std::function<void(const QString& dir, int cached_models)> hook);
+  // Testing aid (set it while no request runs): called on the worker thread once a folder is
+  // read from disk, before it is cached (loading = true, cached_models the others), and as each
+  // model's sampling or scoring turn starts (loading = false, cached_models with it). A test
+  // throws LibTorch's out-of-memory error from it to stand for a GPU that cannot hold them all.
+  void setBeforeModelTurnForTests(std::function<void(const QString& dir, int cached_models, bool loading)> hook);
 
 Q_SIGNALS:
   void progress(int done, int total);

@@ -299,10 +299,11 @@ TEST_F(GenerationServiceTest, CorruptOrMissingCheckpointFailsWithTheFolderName) 
   EXPECT_TRUE(out.error.contains(QStringLiteral("no-such-checkpoint"))) << out.error.toStdString();
 }
 
-// A device that cannot hold every model of a request beside the ones cached (the test hook throws
-// LibTorch's out-of-memory error whenever another model is cached): each such turn drops the
-// others and runs again, so the request gives the outputs and scores of a run without the fault.
-// A model that does not fit even alone fails the request, saying so and what to do.
+// A device that cannot hold every model of a request beside the ones cached (the test hook
+// throws LibTorch's out-of-memory error whenever another model is cached: while a folder loads
+// onto the device, or as its turn starts): each such turn drops the others and runs again, so
+// the request gives the outputs and scores of a run without the fault. A model that does not fit
+// even alone fails the request, saying so and what to do.
 TEST_F(GenerationServiceTest, OutOfMemoryDropsTheOtherCachedModelsAndRetriesOnce) {
   GenerationRequest req;
   req.model_dirs = {a(), b()};
@@ -315,40 +316,54 @@ TEST_F(GenerationServiceTest, OutOfMemoryDropsTheOtherCachedModelsAndRetriesOnce
   ASSERT_TRUE(plain.generate(req));
   ASSERT_TRUE(pump_until([&] { return expected.done; }, 60000));
   ASSERT_TRUE(expected.error.isEmpty()) << expected.error.toStdString();
+  auto out_of_memory = [] { TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB"); };
 
-  GenerationService service(nullptr, QStringLiteral("cpu"));
-  std::atomic<int> faults{0};
-  service.setBeforeModelTurnForTests([&faults](const QString&, int cached_models) {
-    if (cached_models < 2) return;
-    faults.fetch_add(1);
-    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
-  });
-  Outcome out;
-  watch(service, out);
-  ASSERT_TRUE(service.generate(req));
-  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
-  ASSERT_TRUE(out.error.isEmpty()) << out.error.toStdString();
-  // b's sampling turn (a cached) and a's scoring turn (b cached) each ran twice.
-  EXPECT_EQ(faults.load(), 2);
-  EXPECT_EQ(service.loadCount(), 3) << "a, b, and a again after b's turn dropped it";
-  ASSERT_EQ(out.outputs.size(), expected.outputs.size());
-  for (int i = 0; i < out.outputs.size(); ++i) {
-    EXPECT_EQ(out.outputs[i].text, expected.outputs[i].text) << i;
-    EXPECT_EQ(out.outputs[i].logprob_under_each_model, expected.outputs[i].logprob_under_each_model) << i;
+  for (const bool at_load : {true, false}) {
+    SCOPED_TRACE(at_load ? "out of memory while loading" : "out of memory as the turn starts");
+    std::atomic<int> faults{0};
+    GenerationService service(nullptr, QStringLiteral("cpu"));
+    service.setBeforeModelTurnForTests([&](const QString&, int cached_models, bool loading) {
+      if (loading != at_load || cached_models < (loading ? 1 : 2)) return;
+      faults.fetch_add(1);
+      out_of_memory();
+    });
+    Outcome out;
+    watch(service, out);
+    ASSERT_TRUE(service.generate(req));
+    ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+    ASSERT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+    // b's sampling turn (a cached) and a's scoring turn (b cached) each ran twice.
+    EXPECT_EQ(faults.load(), 2);
+    EXPECT_EQ(service.loadCount(), 3) << "a, b, and a again after b's turn dropped it";
+    ASSERT_EQ(out.outputs.size(), expected.outputs.size());
+    for (int i = 0; i < out.outputs.size(); ++i) {
+      EXPECT_EQ(out.outputs[i].text, expected.outputs[i].text) << i;
+      EXPECT_EQ(out.outputs[i].logprob_under_each_model, expected.outputs[i].logprob_under_each_model) << i;
+    }
+
+    // Out of memory even alone: after the others were dropped (b's turn, a cached from above),
+    // and with nothing to drop (a fresh service's first model).
+    service.setBeforeModelTurnForTests([&](const QString&, int, bool loading) {
+      if (loading == at_load) out_of_memory();
+    });
+    GenerationService fresh(nullptr, QStringLiteral("cpu"));
+    fresh.setBeforeModelTurnForTests([&](const QString&, int, bool loading) {
+      if (loading == at_load) out_of_memory();
+    });
+    for (GenerationService* s : {&service, &fresh}) {
+      GenerationRequest alone = req;
+      alone.model_dirs = {b(), a()};
+      out = Outcome{};
+      watch(*s, out);
+      ASSERT_TRUE(s->generate(alone));
+      ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+      EXPECT_TRUE(out.outputs.isEmpty());
+      for (const QString& part : {QStringLiteral("ran out of memory for ") + b(), QStringLiteral("with no other model loaded"),
+                                  QStringLiteral("Tried to allocate 2.00 GiB"), QStringLiteral("Free memory on it")})
+        EXPECT_TRUE(out.error.contains(part)) << out.error.toStdString();
+    }
+    std::printf("[ message  ] %s\n", out.error.toStdString().c_str());
   }
-
-  service.setBeforeModelTurnForTests([](const QString&, int) {
-    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
-  });
-  out = Outcome{};
-  watch(service, out);
-  ASSERT_TRUE(service.generate(req));
-  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
-  EXPECT_TRUE(out.outputs.isEmpty());
-  for (const QString& part : {QStringLiteral("ran out of memory for ") + a(), QStringLiteral("with no other model loaded"),
-                              QStringLiteral("Tried to allocate 2.00 GiB"), QStringLiteral("Free memory on it")})
-    EXPECT_TRUE(out.error.contains(part)) << out.error.toStdString();
-  std::printf("[ message  ] %s\n", out.error.toStdString().c_str());
 }
 
 }  // namespace
