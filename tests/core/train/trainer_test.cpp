@@ -1039,12 +1039,16 @@ TEST_F(TrainerTest, FullFineTuningOverABf16FolderResumesFromItsFloat32Weights) {
   auto marker = read_json_file((ckpt2 / "complete.json").string());
   marker["files"]["trainer_state/master_weights.safetensors"] = fs::file_size(master2);
   write_json_file((ckpt2 / "complete.json").string(), marker);
-  auto broken = stopped;
-  broken.output_dir += "-broken";
+  // The stopped run resumed from its checkpoint-2 into a folder of its own.
+  auto resumed_into = [&](const std::string& suffix, Collector& obs) {
+    RunConfig k = stopped;
+    k.output_dir += suffix;
+    TrainerOptions from_ckpt2;
+    from_ckpt2.resume_from = ckpt2.string();
+    return std::make_pair(k, run(k, obs, from_ckpt2));
+  };
   Collector e_obs;
-  TrainerOptions from_broken;
-  from_broken.resume_from = ckpt2.string();
-  const auto e = run(broken, e_obs, from_broken);
+  const auto e = resumed_into("-broken", e_obs).second;
   EXPECT_EQ(e.status, "failed");
   EXPECT_CONTAINS(e.message, "has no weight " + dropped);
   EXPECT_CONTAINS(e.message, "resume with the model settings the run was trained with");
@@ -1052,12 +1056,9 @@ TEST_F(TrainerTest, FullFineTuningOverABf16FolderResumesFromItsFloat32Weights) {
   fs::remove(master2);  // and from the completion marker: a checkpoint from before the file
   ASSERT_EQ(marker["files"].erase("trainer_state/master_weights.safetensors"), 1u);
   write_json_file((ckpt2 / "complete.json").string(), marker);
-  auto again = stopped;
-  again.output_dir += "-again";
   Collector d_obs;
-  TrainerOptions from_rounded;
-  from_rounded.resume_from = ckpt2.string();
-  ASSERT_EQ(run(again, d_obs, from_rounded).status, "completed") << d_obs.all_logs();
+  const auto [again, d] = resumed_into("-again", d_obs);
+  ASSERT_EQ(d.status, "completed") << d_obs.all_logs();
   EXPECT_CONTAINS(d_obs.all_logs(), "holds the policy in bfloat16 only");
   EXPECT_NE(d_obs.metrics.at(3).at("loss"), a_obs.metrics.at(3).at("loss")) << "resumed from the rounded weights";
   const auto rounded_master = master_at_4(again);
