@@ -12,7 +12,7 @@
 #        checkpointing: does it fit, its peak memory and tokens/s
 #   8-9  Llama 3 8B, bf16, gradient checkpointing: LoRA r 16 on every linear, then full
 #        fine-tuning (fp32 weights, gradients, AdamW and the reference need ~160 GB before any
-#        activation: expected not to fit one H200; the row says how it fails)
+#        activation: expected not to fit one H100 (80 GB) or H200 (141 GB); the row says how it fails)
 #   10   row 1 without prefix sharing (the responses' pass over a shared prompt's cached keys needs
 #        an explicit mask, so SDPA cannot take its flash kernel there; this row says what that costs;
 #        row 1 has the eager step)
