@@ -242,7 +242,11 @@ void Trainer::State::resume(const std::string& dir) {
     if (fs::exists(ts / "lora.safetensors"))
       throw ModelFileError(dir + " is a checkpoint of a LoRA run (it has trainer_state/lora.safetensors); resume it "
                            "with the model.lora settings it was trained with");
-    const std::string stored = load_model_weights(policy, dir, warn_sink());
+    // Where the float32 master weights are every weight of the policy (full fine-tuning trains
+    // them all), model.safetensors, their rounding, is not read as well.
+    const bool master_is_whole = fs::exists(ts / "master_weights.safetensors") &&
+                                 trained_weights().size() == policy->parameters().size();
+    const std::string stored = master_is_whole ? read_model_config(dir).dtype : load_model_weights(policy, dir, warn_sink());
     policy->set_stored_dtype(stored);
     load_master_weights(dir, stored);
   }
