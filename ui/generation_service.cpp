@@ -119,9 +119,10 @@ struct GenerationService::Impl {
   // the next prompts: when the device runs out of memory, every other cached model is dropped
   // and the turn runs once more; out of memory again, or with nothing to drop, the request fails
   // saying so. (The caching allocator gives freed blocks back to the driver itself before it
-  // reports out of memory.)
+  // reports out of memory.) False when the request was cancelled meanwhile: the turn is not
+  // run again and the cache is kept.
   template <class Turn>
-  void with_room(const QString& dir, const torch::Device& device, const Turn& turn) {
+  bool with_room(const QString& dir, const torch::Device& device, const Turn& turn) {
     auto failure = [&](const c10::OutOfMemoryError& e) {
       std::string what = e.what_without_backtrace();
       what = what.substr(0, what.find('\n'));
@@ -132,15 +133,18 @@ struct GenerationService::Impl {
     };
     try {
       turn();
-      return;
+      return true;
     } catch (const c10::OutOfMemoryError& e) {
+      if (cancel.load()) return false;
       if (!drop_cached_models_except(dir)) throw failure(e);
     }
     try {
       turn();
     } catch (const c10::OutOfMemoryError& e) {
+      if (cancel.load()) return false;
       throw failure(e);
     }
+    return true;
   }
 
   void before_turn(const QString& dir, bool loading) {
@@ -254,7 +258,7 @@ struct GenerationService::Impl {
       std::vector<char> turn_ended_by_eos;
       bool stop = false;
       const int base = done.load();
-      with_room(dir, device, [&] {
+      const bool ran = with_room(dir, device, [&] {
         turn_outputs.clear();
         turn_ended_by_eos.clear();
         auto model = load(dir, device);
@@ -330,7 +334,8 @@ struct GenerationService::Impl {
           turn_outputs.push_back(std::move(o));
         }
       });
-      if (stop) break;
+      if (!ran) was_cancelled = true;
+      if (stop || !ran) break;
       outputs += turn_outputs;
       ended_by_eos.insert(ended_by_eos.end(), turn_ended_by_eos.begin(), turn_ended_by_eos.end());
       done.store(base + max_new);
@@ -351,11 +356,12 @@ struct GenerationService::Impl {
     for (auto& o : outputs) o.logprob_under_each_model.assign(static_cast<size_t>(n_models), std::nan(""));
     for (int m = n_models - 1; m >= 0; --m) {
       if (cancel.load()) return cut_short();
-      with_room(req.model_dirs[m], device, [&] {
+      const bool ran = with_room(req.model_dirs[m], device, [&] {
         auto model = load(req.model_dirs[m], device);
         before_turn(req.model_dirs[m], /*loading=*/false);
         score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
       });
+      if (!ran) return cut_short();
       done.fetch_add(1);
       report(true);
     }

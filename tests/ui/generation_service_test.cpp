@@ -366,5 +366,39 @@ TEST_F(GenerationServiceTest, OutOfMemoryDropsTheOtherCachedModelsAndRetriesOnce
   }
 }
 
+// A cancel that lands as a turn runs out of memory ends the request as cancelled, with what was
+// sampled before, and drops nothing from the cache.
+TEST_F(GenerationServiceTest, CancelledAsATurnRunsOutOfMemoryKeepsTheCacheAndEndsCancelled) {
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  service.setBeforeModelTurnForTests([&service](const QString&, int cached_models, bool loading) {
+    if (loading || cached_models < 2) return;
+    service.cancel();
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
+  });
+  GenerationRequest req;
+  req.model_dirs = {a(), b()};
+  req.prompts = {QStringLiteral("hello")};
+  req.max_new_tokens = 4;
+  Outcome out;
+  watch(service, out);
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  EXPECT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  ASSERT_EQ(out.outputs.size(), 1) << "a's output, sampled before b's turn";
+  EXPECT_EQ(out.outputs[0].model_dir, a());
+  EXPECT_TRUE(out.outputs[0].cancelled);
+  EXPECT_TRUE(out.outputs[0].logprob_under_each_model.empty());
+  EXPECT_EQ(service.loadCount(), 2);
+
+  service.setBeforeModelTurnForTests({});
+  out = Outcome{};
+  watch(service, out);
+  req.model_dirs = {a()};
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  ASSERT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  EXPECT_EQ(service.loadCount(), 2) << "a stayed cached";
+}
+
 }  // namespace
 }  // namespace ganpo::ui
