@@ -131,20 +131,15 @@ struct GenerationService::Impl {
                                 "). Free memory on it (a training run or another program may hold it), or ask for "
                                 "fewer prompts or new tokens");
     };
-    try {
-      turn();
-      return true;
-    } catch (const c10::OutOfMemoryError& e) {
-      if (cancel.load()) return false;
-      if (!drop_cached_models_except(dir)) throw failure(e);
+    for (bool retried = false;; retried = true) {
+      try {
+        turn();
+        return true;
+      } catch (const c10::OutOfMemoryError& e) {
+        if (cancel.load()) return false;
+        if (retried || !drop_cached_models_except(dir)) throw failure(e);
+      }
     }
-    try {
-      turn();
-    } catch (const c10::OutOfMemoryError& e) {
-      if (cancel.load()) return false;
-      throw failure(e);
-    }
-    return true;
   }
 
   void before_turn(const QString& dir, bool loading) {
@@ -224,6 +219,91 @@ struct GenerationService::Impl {
     post([s, message]() { Q_EMIT s->failed(message); });
   }
 
+  // What one model sampled for a request: its outputs in prompt order, whether each ended by EOS,
+  // and whether a cancel cut it short.
+  struct Sampled {
+    QVector<GenerationOutput> outputs;
+    std::vector<char> ended_by_eos;
+    bool cancelled = false;
+  };
+
+  // Model m's sampling turn: every prompt in its chat template, sampled with the request's
+  // settings, the text streamed as it comes (textStreamed) and progress counted on from `base`.
+  Sampled sample_with(LoadedModel& model, const GenerationRequest& req, int m, Clock::time_point t0,
+                      std::atomic<int>& done, int base, const std::function<void(bool)>& report) {
+    const QString dir = req.model_dirs[m];
+    const QString label = m < req.labels.size() && !req.labels[m].isEmpty() ? req.labels[m] : QFileInfo(dir).fileName();
+    const int n_prompts = static_cast<int>(req.prompts.size());
+    const int max_new = std::max(1, req.max_new_tokens);
+    Sampled out;
+    const Tokenizer& tok = *model.tokenizer;
+    std::vector<std::vector<int64_t>> prompts;
+    QStringList given;  // what the model is given for each prompt
+    const std::optional<ChatTemplate> tmpl = prompt_template(model, dir, req.chat_template);
+    const QString variant = tmpl ? QString::fromStdString(tmpl->variant()) : QString();
+    const int64_t max_prompt = std::max<int64_t>(2, model.shape.max_seq_len - 1);
+    for (const QString& p : req.prompts) {
+      given << QString::fromStdString(model_prompt(tmpl, p));
+      auto ids = encode_prompt(tok, given.back().toStdString());
+      if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
+        ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
+      prompts.push_back(std::move(ids));
+    }
+    SamplingOptions so;
+    so.temperature = req.temperature;
+    so.top_p = req.top_p;
+    so.max_new_tokens = max_new;
+    so.seed = req.seed;
+    so.bf16_autocast = model.bf16_autocast;
+    double first_token = -1;
+    std::vector<std::unique_ptr<TextStream>> streams;
+    std::vector<std::string> streamed(prompts.size());
+    for (size_t p = 0; p < prompts.size(); ++p) streams.push_back(tok.text_stream());
+    Clock::time_point last_stream = Clock::now();
+    auto send_text = [&] {
+      QStringList texts;
+      for (const auto& t : streamed) texts << QString::fromStdString(t);
+      GenerationService* s = self;
+      post([s, m, texts]() { Q_EMIT s->textStreamed(m, texts); });
+      last_stream = Clock::now();
+    };
+    auto on_tokens = [&](int64_t step, const std::vector<int64_t>& appended) {
+      if (first_token < 0) first_token = seconds_since(t0);
+      for (size_t p = 0; p < appended.size(); ++p)
+        if (appended[p] >= 0) streamed[p] += streams[p]->push(appended[p]);
+      if (step == 1 || Clock::now() - last_stream >= std::chrono::milliseconds(50)) send_text();
+      done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
+      report(step == 1);  // the first token always, so time to first token is visible
+    };
+    auto rows = ganpo::generate(model.model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens);
+    for (size_t p = 0; p < streams.size(); ++p) streamed[p] += streams[p]->finish();
+    send_text();
+    const double total_s = seconds_since(t0);
+    out.cancelled = cancel.load();
+    for (int p = 0; p < n_prompts; ++p) {
+      GenerationOutput o;
+      o.label = label;
+      o.model_dir = dir;
+      o.model_index = m;
+      o.prompt_index = p;
+      o.prompt = req.prompts[p];
+      o.model_prompt = given[p];
+      o.chat_template = variant;
+      const auto& ids = rows[static_cast<size_t>(p)];
+      o.text = QString::fromStdString(tok.decode(ids));
+      o.tokens = static_cast<int>(ids.size());
+      o.precision = model.bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
+      o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
+      o.seconds_total = total_s;
+      o.cancelled = out.cancelled;
+      const int64_t room = model.shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
+      out.ended_by_eos.push_back(!out.cancelled && static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
+      if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
+      out.outputs.push_back(std::move(o));
+    }
+    return out;
+  }
+
   QVector<GenerationOutput> work(const GenerationRequest& req) {
     const torch::Device device(resolve_device(device_name));
     // The same CPU defaults as a training run, and a share of the machine while this runs, so
@@ -231,7 +311,6 @@ struct GenerationService::Impl {
     std::unique_ptr<CpuJob> cpu;
     if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
     const int n_models = static_cast<int>(req.model_dirs.size());
-    const int n_prompts = static_cast<int>(req.prompts.size());
     const int max_new = std::max(1, req.max_new_tokens);
     // Progress units: one per sampled token step per model, plus one per model scored.
     const int total = n_models * max_new + n_models;
@@ -251,93 +330,24 @@ struct GenerationService::Impl {
     bool was_cancelled = false;
     for (int m = 0; m < n_models && !was_cancelled; ++m) {
       const QString dir = req.model_dirs[m];
-      const QString label = m < req.labels.size() && !req.labels[m].isEmpty() ? req.labels[m]
-                                                                                : QFileInfo(dir).fileName();
       const auto t0 = Clock::now();
-      QVector<GenerationOutput> turn_outputs;  // this model's, kept once its turn succeeded
-      std::vector<char> turn_ended_by_eos;
-      bool stop = false;
+      Sampled sampled;
+      bool cancelled_before = false;
       const int base = done.load();
       const bool ran = with_room(dir, device, [&] {
-        turn_outputs.clear();
-        turn_ended_by_eos.clear();
         auto model = load(dir, device);
-        if (cancel.load()) {
-          was_cancelled = stop = true;
-          return;
-        }
+        cancelled_before = cancel.load();
+        if (cancelled_before) return;
         before_turn(dir, /*loading=*/false);
-        const Tokenizer& tok = *model->tokenizer;
-        std::vector<std::vector<int64_t>> prompts;
-        QStringList given;  // what the model is given for each prompt
-        const std::optional<ChatTemplate> tmpl = prompt_template(*model, dir, req.chat_template);
-        const QString variant = tmpl ? QString::fromStdString(tmpl->variant()) : QString();
-        const int64_t max_prompt = std::max<int64_t>(2, model->shape.max_seq_len - 1);
-        for (const QString& p : req.prompts) {
-          given << QString::fromStdString(model_prompt(tmpl, p));
-          auto ids = encode_prompt(tok, given.back().toStdString());
-          if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
-            ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
-          prompts.push_back(std::move(ids));
-        }
-        SamplingOptions so;
-        so.temperature = req.temperature;
-        so.top_p = req.top_p;
-        so.max_new_tokens = max_new;
-        so.seed = req.seed;
-        so.bf16_autocast = model->bf16_autocast;
-        double first_token = -1;
-        std::vector<std::unique_ptr<TextStream>> streams;
-        std::vector<std::string> streamed(prompts.size());
-        for (size_t p = 0; p < prompts.size(); ++p) streams.push_back(tok.text_stream());
-        Clock::time_point last_stream = Clock::now();
-        auto send_text = [&] {
-          QStringList texts;
-          for (const auto& t : streamed) texts << QString::fromStdString(t);
-          GenerationService* s = self;
-          post([s, m, texts]() { Q_EMIT s->textStreamed(m, texts); });
-          last_stream = Clock::now();
-        };
-        auto on_tokens = [&](int64_t step, const std::vector<int64_t>& appended) {
-          if (first_token < 0) first_token = seconds_since(t0);
-          for (size_t p = 0; p < appended.size(); ++p)
-            if (appended[p] >= 0) streamed[p] += streams[p]->push(appended[p]);
-          if (step == 1 || Clock::now() - last_stream >= std::chrono::milliseconds(50)) send_text();
-          done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
-          report(step == 1);  // the first token always, so time to first token is visible
-        };
-        auto rows = ganpo::generate(model->model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens);
-        for (size_t p = 0; p < streams.size(); ++p) streamed[p] += streams[p]->finish();
-        send_text();
-        const double total_s = seconds_since(t0);
-        if (cancel.load()) was_cancelled = true;
-        for (int p = 0; p < n_prompts; ++p) {
-          GenerationOutput o;
-          o.label = label;
-          o.model_dir = dir;
-          o.model_index = m;
-          o.prompt_index = p;
-          o.prompt = req.prompts[p];
-          o.model_prompt = given[p];
-          o.chat_template = variant;
-          const auto& ids = rows[static_cast<size_t>(p)];
-          o.text = QString::fromStdString(tok.decode(ids));
-          o.tokens = static_cast<int>(ids.size());
-          o.precision = model->bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
-          o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
-          o.seconds_total = total_s;
-          o.cancelled = was_cancelled;
-          const int64_t room = model->shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
-          turn_ended_by_eos.push_back(!was_cancelled &&
-                                      static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
-          if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
-          turn_outputs.push_back(std::move(o));
-        }
+        sampled = sample_with(*model, req, m, t0, done, base, report);
       });
-      if (!ran) was_cancelled = true;
-      if (stop || !ran) break;
-      outputs += turn_outputs;
-      ended_by_eos.insert(ended_by_eos.end(), turn_ended_by_eos.begin(), turn_ended_by_eos.end());
+      if (!ran || cancelled_before) {
+        was_cancelled = true;
+        break;
+      }
+      was_cancelled = sampled.cancelled;
+      outputs += sampled.outputs;
+      ended_by_eos.insert(ended_by_eos.end(), sampled.ended_by_eos.begin(), sampled.ended_by_eos.end());
       done.store(base + max_new);
       report(true);
       GenerationService* s = self;
