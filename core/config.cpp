@@ -570,6 +570,11 @@ bool uses_chunked_logps(const TrainConfig& train, int64_t vocab_size) {
   return train.chunked_logps == "on" || (train.chunked_logps == "auto" && vocab_size > 100000);
 }
 
+int64_t eval_batch_size(const TrainConfig& train) {
+  return train.per_device_eval_batch_size > 0 ? train.per_device_eval_batch_size
+                                               : std::max<int64_t>(8, train.per_device_train_batch_size);
+}
+
 int64_t chunked_logps_rows(int64_t vocab_size, bool cuda) {
   // On the CPU, chunks the heap serves again (core/cpu_runtime.cpp keeps allocations up to
   // 32 MiB out of fresh mmaps, whose pages fault in at each use): twice as fast here as 128 MiB.

@@ -140,6 +140,10 @@ struct TrainConfig {
   std::string lr_scheduler_type = "linear";  // "constant" | "linear" | "cosine"
   double warmup_ratio = 0.0;
   int64_t per_device_train_batch_size = 8;
+  // Pairs (SFT: rows) per batch of the passes without gradients: held-out evaluations and
+  // precomputed reference log-probs (TRL's per_device_eval_batch_size). 0 = the training batch,
+  // at least 8.
+  int64_t per_device_eval_batch_size = 0;
   int64_t gradient_accumulation_steps = 1;
   int64_t max_steps = -1;                    // > 0 overrides num_train_epochs
   double num_train_epochs = 1.0;
@@ -297,6 +301,10 @@ void make_paths_absolute(RunConfig& config);
 // Whether a model with `vocab_size` entries scores responses through chunked_logps.h under
 // train.chunked_logps ("auto": above 100k entries).
 bool uses_chunked_logps(const TrainConfig& train, int64_t vocab_size);
+
+// The batch of held-out evaluations and precomputed reference log-probs:
+// train.per_device_eval_batch_size, or where that is 0 the training batch, at least 8.
+int64_t eval_batch_size(const TrainConfig& train);
 // The positions per chunk there: about 128 MiB of float32 logits on a GPU, 32 MiB on the CPU,
 // at least 16.
 int64_t chunked_logps_rows(int64_t vocab_size, bool cuda);

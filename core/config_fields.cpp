@@ -99,6 +99,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, lr_scheduler_type),
       GANPO_FIELD(train, warmup_ratio),
       GANPO_FIELD(train, per_device_train_batch_size),
+      GANPO_FIELD(train, per_device_eval_batch_size),
       GANPO_FIELD(train, gradient_accumulation_steps),
       GANPO_FIELD(train, max_steps),
       GANPO_FIELD(train, num_train_epochs),

@@ -193,6 +193,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.one_of("train.lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
   check.in_range("train.warmup_ratio", t.warmup_ratio, 0.0, 1.0, true);
   check.at_least("train.per_device_train_batch_size", t.per_device_train_batch_size, int64_t{1});
+  check.at_least("train.per_device_eval_batch_size", t.per_device_eval_batch_size, int64_t{0});
   check.at_least("train.gradient_accumulation_steps", t.gradient_accumulation_steps, int64_t{1});
   if (t.max_steps != -1 && t.max_steps <= 0)
     check.add("train.max_steps must be -1 (use num_train_epochs) or > 0, got " + std::to_string(t.max_steps));

@@ -452,26 +452,63 @@ int64_t system_memory_bytes(const std::string& field) {
   return -1;
 }
 
+std::string format_gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size, MemoryUse use) {
+  const TrainConfig& t = config.train;
+  std::vector<std::string> ways;
+  const auto now = [](int64_t v) { return " (now " + std::to_string(v) + ")"; };
+  const bool gpu_fp32 = config.device.rfind("cuda", 0) == 0 && t.precision == "fp32";
+  if (use == MemoryUse::models) {
+    if (config.model.lora.r == 0) ways.push_back("train LoRA adapters ([model.lora] r > 0)");
+    if (gpu_fp32) ways.push_back("set train.precision = \"bf16\"");
+    ways.push_back("train a smaller model");
+  } else if (use == MemoryUse::training) {
+    if (!t.gradient_checkpointing) ways.push_back("set train.gradient_checkpointing = true");
+    if (t.per_device_train_batch_size > 1)
+      ways.push_back("lower train.per_device_train_batch_size" + now(t.per_device_train_batch_size) +
+                     " and raise train.gradient_accumulation_steps to keep " +
+                     std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps) +
+                     " rows per optimizer step");
+  } else if (use == MemoryUse::evaluation) {
+    if (eval_batch_size(t) > 1) ways.push_back("lower train.per_device_eval_batch_size" + now(eval_batch_size(t)));
+  } else {
+    ways.push_back("lower sampling.max_new_tokens" + now(config.sampling.max_new_tokens) + " or sampling.num_prompts" +
+                   now(config.sampling.num_prompts) + " (the judge's: eval.max_new_tokens, eval.num_prompts)");
+  }
+  if (use != MemoryUse::models) {
+    ways.push_back("lower data.max_length" + now(config.data.max_length));
+    if (use != MemoryUse::sampling && vocab_size >= 32000 && !uses_chunked_logps(t, vocab_size))
+      ways.push_back("set train.chunked_logps = \"on\"");
+    if (gpu_fp32) ways.push_back("set train.precision = \"bf16\"");
+    if (use == MemoryUse::training && config.model.lora.r == 0) ways.push_back("train LoRA adapters ([model.lora] r > 0)");
+  }
+  std::string text;
+  for (size_t i = 0; i < ways.size(); ++i)
+    text += (i == 0 ? "" : i + 1 == ways.size() ? ", or " : ", ") + ways[i];
+  return text;
+}
+
 std::string memory_shortfall_warning(const MemoryEstimate& e, int processes, int64_t available,
-                                     const std::string& where) {
+                                     const std::string& where, const RunConfig& config, int64_t vocab_size) {
   const double need = static_cast<double>(e.total_bytes) * std::max(processes, 1);
   if (available < 0 || need <= static_cast<double>(available)) return "";
-  const auto gib = [](double bytes) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
-    return std::string(text);
-  };
-  std::string text = "estimated training memory " + gib(static_cast<double>(e.total_bytes));
-  if (processes > 1) text += " per process, " + gib(need) + " for the " + std::to_string(processes) + " processes,";
+  std::string text = "estimated training memory " + format_gib(static_cast<double>(e.total_bytes));
+  if (processes > 1)
+    text += " per process, " + format_gib(need) + " for the " + std::to_string(processes) + " processes,";
   return text + " (weights, gradients and AdamW " +
-         gib(static_cast<double>(e.weights_bytes + e.gradients_bytes + e.optimizer_bytes)) + ", reference " +
-         gib(static_cast<double>(e.reference_bytes)) + ", activations " + gib(static_cast<double>(e.activation_bytes)) +
-         ", critics " + gib(static_cast<double>(e.critic_bytes)) + ") is more than the " +
-         gib(static_cast<double>(available)) + " of " + where +
+         format_gib(static_cast<double>(e.weights_bytes + e.gradients_bytes + e.optimizer_bytes)) + ", reference " +
+         format_gib(static_cast<double>(e.reference_bytes)) + ", activations " +
+         format_gib(static_cast<double>(e.activation_bytes)) + ", critics " +
+         format_gib(static_cast<double>(e.critic_bytes)) + ") is more than the " +
+         format_gib(static_cast<double>(available)) + " of " + where +
          ", and the estimate leaves out the CUDA context and the allocators' slack: the run is likely to be killed or to "
-         "run out of memory. Lower "
-         "train.per_device_train_batch_size or data.max_length, set train.gradient_checkpointing = true, or train "
-         "LoRA adapters ([model.lora] r > 0)";
+         "run out of memory. To need less memory, " +
+         ways_to_use_less_memory(config, vocab_size, MemoryUse::training);
 }
 
 }  // namespace ganpo

@@ -83,11 +83,29 @@ MemoryEstimate estimate_training_memory(const RunConfig& config, const ModelShap
 // "MemTotal"), or -1 where it cannot be read.
 int64_t system_memory_bytes(const std::string& field);
 
+// What a run's memory went to when it ran out: its models' weights (loading them, or a resume's
+// optimizer state), its optimizer steps, its passes without gradients (held-out evaluations,
+// precomputed reference log-probs), or sampling (live samples, the judge's generations).
+enum class MemoryUse { models, training, evaluation, sampling };
+
+// What to change in `config` (its device resolved) so that `use` needs less memory, as a list to
+// follow "To need less memory, ": only what changes something for this run (gradient
+// checkpointing where it is off, a smaller batch where it is above 1, LoRA where every weight
+// trains, bf16 on a GPU that computes in fp32, the chunked output head where a model of
+// `vocab_size` entries, 32k and more, does not take it already), each with its config key and
+// today's value. The models' weights need less only with LoRA (no reference copy, no gradients
+// or AdamW moments of the base), bf16 (a reference stored in bf16) or a smaller model.
+std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size, MemoryUse use);
+
 // The warning a run logs before it allocates when `processes` processes of this estimate need
 // more than `available` bytes of `where` ("this machine's free RAM", "cuda:0 (NVIDIA H200, 140 GiB)"):
 // the estimate leaves out the CUDA context and allocator slack, so such a run is likely killed by
-// the system or runs out of device memory. "" when it fits or `available` is unknown (< 0).
+// the system or runs out of device memory; with what to change in `config` (a model of
+// `vocab_size` entries). "" when it fits or `available` is unknown (< 0).
 std::string memory_shortfall_warning(const MemoryEstimate& estimate, int processes, int64_t available,
-                                     const std::string& where);
+                                     const std::string& where, const RunConfig& config, int64_t vocab_size);
+
+// "8.0 GiB": bytes in GiB with one decimal, as the messages above say them.
+std::string format_gib(double bytes);
 
 }  // namespace ganpo

@@ -91,12 +91,15 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                      QStringLiteral(" %"));
   if (!from_checkpoint && !config.model.checkpoint.empty())
     text += tr(". The checkpoint's config.json was not found: shape from these fields, byte vocabulary");
-  const bool short_of_memory = !memory_shortfall_warning(e, device.processes, device.bytes, device.where).empty();
+  const int64_t vocab = from_checkpoint ? from_checkpoint->vocab_size : kByteTokenizerVocab;
+  const bool short_of_memory =
+      !memory_shortfall_warning(e, device.processes, device.bytes, device.where, on_device, vocab).empty();
   if (short_of_memory)
-    text += tr(". More than the %1 of %2%3: the run is likely to be killed or to run out of memory (a smaller "
-               "batch or max length, gradient checkpointing or LoRA need less)")
+    text += tr(". More than the %1 of %2%3: the run is likely to be killed or to run out of memory. To need less "
+               "memory, %4")
                 .arg(format_bytes(device.bytes), QString::fromStdString(device.where),
-                     device.processes > 1 ? tr(" for %1 processes").arg(device.processes) : QString());
+                     device.processes > 1 ? tr(" for %1 processes").arg(device.processes) : QString(),
+                     QString::fromStdString(ways_to_use_less_memory(on_device, vocab, MemoryUse::training)));
   setStyleSheet(short_of_memory ? QStringLiteral("color: #b00020;") : QString());
   setText(text);
   setToolTip(tr("The peak of a training step: weights %1, gradients %2, AdamW moments %3 (fp32), frozen "

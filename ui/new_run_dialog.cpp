@@ -349,6 +349,9 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   auto* batches = page->addSection(tr("Batches and length"));
   form_->addInt(batches, GANPO_CONFIG_KEY(train.per_device_train_batch_size), tr("Batch size"),
                 tr("Pairs per micro-batch (each pair is a chosen and a rejected row)."));
+  form_->addInt(batches, GANPO_CONFIG_KEY(train.per_device_eval_batch_size), tr("Evaluation batch size"),
+                tr("Pairs per batch of the held-out evaluations and precomputed reference log-probs, which keep "
+                   "no activations for a backward pass. 0 = the batch size, at least 8."));
   form_->addInt(batches, GANPO_CONFIG_KEY(train.gradient_accumulation_steps), tr("Gradient accumulation"));
 
   length_mode_ = new QComboBox(batches);

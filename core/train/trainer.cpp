@@ -136,11 +136,70 @@ TrainResult Trainer::State::run() {
   } catch (const Error& e) {
     fail(result, e.what());
   } catch (const c10::Error& e) {
-    fail(result, std::string("LibTorch error: ") + e.what_without_backtrace());
+    fail(result, is_out_of_memory(e) ? out_of_memory(e.what_without_backtrace())
+                                     : std::string("LibTorch error: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc& e) {
+    fail(result, out_of_memory(e.what()));
   } catch (const std::exception& e) {
     fail(result, e.what());
   }
   return result;
+}
+
+RunConfig Trainer::State::on_device_config() const {
+  RunConfig c = config;
+  c.device = device.str();  // "auto" resolved
+  return c;
+}
+
+int64_t Trainer::State::vocab_size() const { return policy ? policy->shape().vocab_size : 0; }
+
+std::string Trainer::State::judge_memory_advice() const {
+  return ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::sampling);
+}
+
+std::string Trainer::State::out_of_memory(const std::string& detail) {
+  // Where it ran out, and when.
+  std::string text = device.is_cuda() ? (device_label.empty() ? device.str() : device_label) : "This machine's RAM";
+  if (std::string(activity.what) == kOptimizerStep)
+    text += " ran out of memory while taking optimizer step " + std::to_string(step + 1) + " of " +
+            std::to_string(total_steps);
+  else
+    text += std::string(" ran out of memory while ") + activity.what;
+  if (std::string(activity.what) != kOptimizerStep && step > 0)
+    text += " after step " + std::to_string(step);
+  text += ".";
+  // What the run was expected to need, against what the device has.
+  const int64_t capacity = device.is_cuda() ? gpu_memory_bytes : system_memory_bytes("MemTotal");
+  if (estimate)
+    text += " Its training estimate was " + format_gib(static_cast<double>(estimate->total_bytes)) +
+            (capacity > 0 ? " of " + format_gib(static_cast<double>(capacity)) : std::string()) + ".";
+  if (device.is_cuda())
+    if (const auto held = cuda_memory(device.has_index() ? device.index() : 0))
+      text += " LibTorch held " + format_gib(held->allocated_mb * 1024 * 1024) + " in tensors (" +
+              format_gib(held->reserved_mb * 1024 * 1024) + " reserved).";
+  // Nothing trained is lost where the state is still a whole step's: that step is saved first.
+  std::string saved, save_failure;
+  if (activity.between_steps && world() == 1 && !options.benchmark && step > 0 && last_checkpoint_step != step) {
+    try {
+      flush_metrics();
+      saved = save_checkpoint("checkpoint-" + std::to_string(step), true);
+    } catch (const std::exception& e) {
+      save_failure = e.what();
+    }
+  }
+  text += " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), activity.use);
+  if (!saved.empty())
+    text += "; then resume from " + saved + ", where step " + std::to_string(step) +
+            " is saved (nothing trained is lost).";
+  else if (!last_checkpoint.empty())
+    text += "; then resume from " + last_checkpoint + ", the newest checkpoint (step " +
+            std::to_string(last_checkpoint_step) + ")" +
+            (save_failure.empty() ? std::string(".") : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ").");
+  else
+    text += "; then start the run again" +
+            (save_failure.empty() ? std::string(".") : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ").");
+  return text + " LibTorch: " + detail;
 }
 
 void Trainer::State::fail(TrainResult& result, const std::string& message) {

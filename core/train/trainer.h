@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -44,6 +45,10 @@ struct TrainerOptions {
   // With Bf16OnCpuForTests alive (core/bf16_autocast.h) the products compute in bf16 too, under
   // the CPU's autocast, as a CUDA run's do.
   bool bf16_storage_on_cpu = false;
+  // Testing aid: called as the stage starts each part that can run out of memory, with its name
+  // as the failure message says it ("an optimizer step", "a held-out evaluation", ...) and the
+  // optimizer steps done; a test throws LibTorch's out-of-memory error from it.
+  std::function<void(const std::string& activity, int64_t step)> on_activity_for_tests;
 };
 
 struct TrainResult {

@@ -206,7 +206,10 @@ std::string Trainer::State::save_checkpoint(const std::string& name, bool with_s
   verify_finite();  // nothing from weights a non-finite step reached
   const std::string dir = (fs::path(config.output_dir) / name).string();
   const WorldState world_state = with_state ? gather_world_state() : WorldState{};
-  if (!is_main()) return dir;  // rank 0 writes the run's files
+  const auto remember = [&] {
+    if (with_state) last_checkpoint = dir, last_checkpoint_step = step;  // to resume from, as a failure says
+  };
+  if (!is_main()) return remember(), dir;  // rank 0 writes the run's files
   write_folder_atomically(dir, [&](const std::string& tmp) {
     save_model_files(tmp, policy, *tokenizer,
                      {config.model.save_dtype, static_cast<uint64_t>(config.model.max_shard_mb) * 1'000'000ULL});
@@ -216,6 +219,7 @@ std::string Trainer::State::save_checkpoint(const std::string& name, bool with_s
     if (with_state) write_trainer_state(tmp, world_state);
   });
   fault_point("checkpoint.renamed");
+  remember();
   observer.on_checkpoint(step, dir, last_eval);
   return dir;
 }
@@ -229,6 +233,7 @@ void Trainer::State::load_lora_state(const std::string& dir) {
 }
 
 void Trainer::State::resume(const std::string& dir) {
+  const Doing doing(*this, kResuming);
   const fs::path ts = fs::path(dir) / "trainer_state";
   if (!fs::is_directory(ts))
     throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
@@ -271,6 +276,7 @@ void Trainer::State::resume(const std::string& dir) {
                          "); the checkpoint is corrupt or from other settings");
   }
   step = state.value("step", int64_t{0});
+  last_checkpoint = dir, last_checkpoint_step = step;
   epoch = state.value("epoch", int64_t{0});
   cursor = state.value("cursor", int64_t{0});
   tokens_seen = is_main() ? state.value("tokens_seen", int64_t{0}) : 0;  // the world's count, held once

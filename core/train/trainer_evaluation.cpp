@@ -7,7 +7,8 @@ namespace ganpo {
 
 void Trainer::State::evaluate(bool report) {
   verify_finite();
-  const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+  const Doing doing(*this, kEvaluating);
+  const int64_t bs = eval_batch_size(config.train);
   const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
   if (preference && dp)
     last_eval = sharded_preference_eval(bs);
@@ -92,6 +93,7 @@ EvalReport Trainer::State::final_report() {
                     " prompts at temperatures " + e.temperatures + " (judge: " + judge_name + ")");
   const std::string source = task ? task->name() : (config.data.eval.empty() ? config.data.train : config.data.eval);
   try {
+    const Doing doing(*this, kJudging);
     auto evaluation = judge_eval(policy, reference, *tokenizer, judge_prompts, judge, options, source, judge_name, lanes());
     policy->train();
     if (!is_main()) return report;  // it sampled its share; rank 0 judges and reports
@@ -100,8 +102,10 @@ EvalReport Trainer::State::final_report() {
       if (r.bucket == "all")
         log("info", "judge at temperature " + format_number(r.temperature) + ": win rate " + format_number(r.win_rate) +
                         ", policy " + format_number(r.policy_score) + ", reference " + format_number(r.reference_score));
-  } catch (const c10::Error& err) {  // e.g. out of memory while sampling
-    report.judge_error = std::string("LibTorch error: ") + err.what_without_backtrace();
+  } catch (const c10::Error& err) {
+    report.judge_error = is_out_of_memory(err) ? "out of memory; to need less, " + judge_memory_advice() + ". LibTorch: "
+                                               : "LibTorch error: ";
+    report.judge_error += err.what_without_backtrace();
   } catch (const std::exception& err) {
     report.judge_error = err.what();
   }
@@ -141,6 +145,7 @@ std::vector<std::string> Trainer::State::gathered_in_prompt_order(const std::vec
 void Trainer::State::samples() {
   verify_finite();
   if (sample_prompts.empty()) return;
+  const Doing doing(*this, kSampling);
   CausalLM& ref_model = preference ? reference : policy;
   std::vector<std::string> policy_texts, reference_texts;
   const bool need_reference = reference_samples.empty();

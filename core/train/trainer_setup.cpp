@@ -221,21 +221,22 @@ void Trainer::State::warn_if_memory_short() {
   } catch (const std::exception&) {
     return;  // not a folder with a config.json (a PEFT adapter folder): loading says what it is
   }
-  RunConfig on_device = config;
-  on_device.device = device.str();  // "auto" resolved
-  const MemoryEstimate estimate = estimate_training_memory(on_device, shape);
+  const RunConfig on_device = on_device_config();
+  estimate = estimate_training_memory(on_device, shape);
   std::string warning;
   if (device.is_cuda()) {
-    warning = memory_shortfall_warning(estimate, 1, gpu_memory_bytes, device_label);  // read by describe_gpu()
+    warning = memory_shortfall_warning(*estimate, 1, gpu_memory_bytes, device_label, on_device,
+                                       shape.vocab_size);  // read by describe_gpu()
   } else {
     const int processes = options.distributed ? options.distributed->local_world_size : 1;
-    warning = memory_shortfall_warning(estimate, processes, system_memory_bytes("MemAvailable"),
-                                       "this machine's free RAM (MemAvailable)");
+    warning = memory_shortfall_warning(*estimate, processes, system_memory_bytes("MemAvailable"),
+                                       "this machine's free RAM (MemAvailable)", on_device, shape.vocab_size);
   }
   if (!warning.empty()) log("warning", warning);
 }
 
 void Trainer::State::build_models() {
+  const Doing doing(*this, kLoadingModels);
   if (!config.model.checkpoint.empty() && config.model.random_weights) {
     // transformers' from_config: the folder's architecture, fresh weights from the run's seed.
     const std::string& dir = config.model.checkpoint;
@@ -396,8 +397,9 @@ void Trainer::State::precompute_reference_logps() {
     log("notice", "train.precompute_ref_log_probs has no effect on an SFT stage: it has no reference model");
     return;
   }
+  const Doing doing(*this, kPrecomputing);
   const auto t0 = Clock::now();
-  const int64_t bs = std::max<int64_t>(8, config.train.per_device_train_batch_size);
+  const int64_t bs = eval_batch_size(config.train);
   const Bf16Autocast autocast(bf16_autocast());  // as the steps' policy passes compute
   // The training split as the steps' passes score it (prefix sharing or not), the held-out one
   // as evaluations do, so the policy's and the reference's numbers come from the same arithmetic.
@@ -405,7 +407,7 @@ void Trainer::State::precompute_reference_logps() {
   eval_ref_logps = precompute_split(eval_pairs, bs, config.train.prefix_sharing);
   log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
                   " pairs precomputed in " + format_number(std::chrono::duration<double>(Clock::now() - t0).count()) +
-                  " s (train.precompute_ref_log_probs); " +
+                  " s, in batches of " + std::to_string(bs) + " (train.precompute_ref_log_probs, train.per_device_eval_batch_size); " +
                   (regularizer ? "the reference still runs each step for GANPO's latents, without its output head"
                                : "the reference does not run during training"));
 }

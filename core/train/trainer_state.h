@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -51,6 +52,7 @@
 #include "core/model/lora_targets.h"
 #include "core/model/safetensors.h"
 #include "core/model_flops.h"
+#include "core/out_of_memory.h"
 #include "core/run_files.h"
 #include "core/sequence_scoring.h"
 #include "core/tasks/task.h"
@@ -463,6 +465,59 @@ struct Trainer::State {
   // Continues from a checkpoint folder's trainer_state/: weights (or a LoRA run's adapters),
   // optimizers, critics, EMA means, generators and the data cursor, exactly where it stopped.
   void resume(const std::string& dir);
+
+  // ---- running out of memory (trainer.cpp) ---------------------------------------------------
+  // What the stage is doing, as a message names it, and which settings would make it need less.
+  struct Activity {
+    const char* what;
+    MemoryUse use;
+    bool between_steps;  // the run's state is a whole step's: a checkpoint written now is exact
+  };
+  // (Each "what" follows "ran out of memory while" in the message.)
+  static constexpr const char* kOptimizerStep = "taking an optimizer step";
+  static constexpr Activity kLoadingModels{"loading the models", MemoryUse::models, false};
+  static constexpr Activity kResuming{"resuming from a checkpoint", MemoryUse::models, false};
+  static constexpr Activity kPrecomputing{"precomputing the reference's log-probs", MemoryUse::evaluation, false};
+  static constexpr Activity kStepping{kOptimizerStep, MemoryUse::training, false};
+  static constexpr Activity kEvaluating{"running a held-out evaluation", MemoryUse::evaluation, true};
+  static constexpr Activity kSampling{"generating the live samples", MemoryUse::sampling, true};
+  static constexpr Activity kJudging{"generating for the judge's evaluation", MemoryUse::sampling, true};
+  Activity activity{"setting up the run", MemoryUse::models, false};
+  // The activity for the life of a scope. An exception leaving the scope keeps it, so the failure
+  // it becomes can say where it happened; otherwise the one before comes back.
+  class Doing {
+  public:
+    Doing(State& s, Activity a) : s_(s), before_(s.activity), exceptions_(std::uncaught_exceptions()) {
+      s.activity = a;
+      if (s.options.on_activity_for_tests) s.options.on_activity_for_tests(a.what, s.step);
+    }
+    ~Doing() {
+      if (std::uncaught_exceptions() == exceptions_) s_.activity = before_;
+    }
+    Doing(const Doing&) = delete;
+    Doing& operator=(const Doing&) = delete;
+
+  private:
+    State& s_;
+    Activity before_;
+    int exceptions_;
+  };
+  std::optional<MemoryEstimate> estimate;  // warn_if_memory_short()'s, for the failure message
+  std::string last_checkpoint;             // the newest checkpoint-<step> folder to resume from
+  int64_t last_checkpoint_step = -1;
+
+  // The run's failure when memory ran out (LibTorch's `detail`): where, the estimate against the
+  // device, what to change, and where to resume from. Where it ran out between two steps (an
+  // evaluation, samples) of a single process, the state is still a whole step's: a checkpoint
+  // of that step is written first (unless there is one), so no training since the last one is
+  // lost.
+  std::string out_of_memory(const std::string& detail);
+
+  RunConfig on_device_config() const;  // the config with its device resolved ("auto": what it is here)
+  int64_t vocab_size() const;           // the policy's (0 before it is built)
+
+  // What makes the judge's evaluation need less memory (its failure is the report's, not the run's).
+  std::string judge_memory_advice() const;
 
   // ---- control and the whole stage (trainer.cpp) ---------------------------------------------
   // Returns true when the run must stop now. With data parallelism every rank acts on rank 0's

@@ -255,6 +255,7 @@ double Trainer::State::lr_at(int64_t at) const {
 }
 
 void Trainer::State::optimizer_step() {
+  const Doing doing(*this, kStepping);
   if (dp) dp->note_progress(3 * (step + 1), "in step " + std::to_string(step + 1));
   refresh_cpu_share();
   const auto t0 = Clock::now();

@@ -238,6 +238,7 @@ RunConfig non_default_config() {
   c.train.lr_scheduler_type = "cosine";
   c.train.warmup_ratio = 0.1;
   c.train.per_device_train_batch_size = 4;
+  c.train.per_device_eval_batch_size = 2;
   c.train.gradient_accumulation_steps = 32;
   c.train.max_steps = 1000;
   c.train.num_train_epochs = 2.5;
@@ -370,7 +371,7 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   // One line per field: 5 top-level + 14 + 15 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 99u);
+  EXPECT_EQ(assignments, 100u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -804,6 +805,8 @@ std::vector<Rule> rules() {
       {"warmup_ratio", [](RunConfig& c) { c.train.warmup_ratio = 1.5; }, {"train.warmup_ratio must be in [0, 1]", "1.5"}},
       {"batch", [](RunConfig& c) { c.train.per_device_train_batch_size = 0; },
        {"train.per_device_train_batch_size must be >= 1", "got 0"}},
+      {"eval batch", [](RunConfig& c) { c.train.per_device_eval_batch_size = -1; },
+       {"train.per_device_eval_batch_size must be >= 0", "got -1"}},
       {"accumulation", [](RunConfig& c) { c.train.gradient_accumulation_steps = 0; },
        {"train.gradient_accumulation_steps must be >= 1", "got 0"}},
       {"max_steps", [](RunConfig& c) { c.train.max_steps = 0; }, {"train.max_steps must be -1", "or > 0", "got 0"}},

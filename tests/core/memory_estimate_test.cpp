@@ -248,16 +248,59 @@ TEST(MemoryEstimate, ShortfallWarningNamesTheSizesAndTheWayOut) {
   e.reference_bytes = 1LL << 30;
   e.activation_bytes = 3LL << 30;
   e.total_bytes = 8LL << 30;
-  EXPECT_EQ(memory_shortfall_warning(e, 1, 9LL << 30, "RAM"), "");
-  EXPECT_EQ(memory_shortfall_warning(e, 1, -1, "RAM"), "") << "unknown memory: nothing to say";
-  const std::string one = memory_shortfall_warning(e, 1, 6LL << 30, "this machine's free RAM (MemAvailable)");
+  const RunConfig c;
+  const auto warning = [&](int processes, int64_t available, const std::string& where) {
+    return memory_shortfall_warning(e, processes, available, where, c, kByteTokenizerVocab);
+  };
+  EXPECT_EQ(warning(1, 9LL << 30, "RAM"), "");
+  EXPECT_EQ(warning(1, -1, "RAM"), "") << "unknown memory: nothing to say";
+  const std::string one = warning(1, 6LL << 30, "this machine's free RAM (MemAvailable)");
   EXPECT_NE(one.find("estimated training memory 8.0 GiB (weights, gradients and AdamW 4.0 GiB, reference 1.0 GiB, "
                      "activations 3.0 GiB, critics 0.0 GiB) is more than the 6.0 GiB of this machine's free RAM"),
             std::string::npos) << one;
-  EXPECT_NE(one.find("train.gradient_checkpointing = true"), std::string::npos) << one;
-  EXPECT_EQ(memory_shortfall_warning(e, 2, 17LL << 30, "RAM"), "");
-  const std::string two = memory_shortfall_warning(e, 2, 9LL << 30, "RAM");
+  EXPECT_NE(one.find("To need less memory, " + ways_to_use_less_memory(c, kByteTokenizerVocab, MemoryUse::training)),
+            std::string::npos) << one;
+  EXPECT_EQ(warning(2, 17LL << 30, "RAM"), "");
+  const std::string two = warning(2, 9LL << 30, "RAM");
   EXPECT_NE(two.find("8.0 GiB per process, 16.0 GiB for the 2 processes"), std::string::npos) << two;
+}
+
+// The way out names only what would change something for this run, with today's values.
+TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
+  RunConfig c;
+  c.device = "cuda";
+  c.train.per_device_train_batch_size = 4;
+  c.train.gradient_accumulation_steps = 8;
+  c.data.max_length = 1024;
+  const int64_t llama3 = 128256, gpt2 = 50257, bytes = kByteTokenizerVocab;
+  EXPECT_EQ(ways_to_use_less_memory(c, gpt2, MemoryUse::models),
+            "train LoRA adapters ([model.lora] r > 0), set train.precision = \"bf16\", or train a smaller model");
+  EXPECT_EQ(ways_to_use_less_memory(c, gpt2, MemoryUse::training),
+            "set train.gradient_checkpointing = true, lower train.per_device_train_batch_size (now 4) and raise "
+            "train.gradient_accumulation_steps to keep 32 rows per optimizer step, lower data.max_length (now 1024), "
+            "set train.chunked_logps = \"on\", set train.precision = \"bf16\", or train LoRA adapters ([model.lora] r > 0)");
+  // What is on already is not said again; a small vocabulary gains nothing from the chunked head,
+  // and "auto" takes it for Llama 3's; the CPU has no bf16 here.
+  c.train.gradient_checkpointing = true;
+  c.train.per_device_train_batch_size = 1;
+  c.train.precision = "bf16";
+  c.model.lora.r = 16;
+  EXPECT_EQ(ways_to_use_less_memory(c, llama3, MemoryUse::training), "lower data.max_length (now 1024)");
+  EXPECT_EQ(ways_to_use_less_memory(c, llama3, MemoryUse::models), "train a smaller model");
+  c.train.chunked_logps = "off";
+  EXPECT_EQ(ways_to_use_less_memory(c, llama3, MemoryUse::training),
+            "lower data.max_length (now 1024), or set train.chunked_logps = \"on\"");
+  c.device = "cpu";
+  c.train.precision = "fp32";
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::training), "lower data.max_length (now 1024)");
+  // Passes without gradients have their own batch; sampling its own lengths.
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
+            "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
+  c.train.per_device_eval_batch_size = 1;
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation), "lower data.max_length (now 1024)");
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::sampling),
+            "lower sampling.max_new_tokens (now 64) or sampling.num_prompts (now 8) (the judge's: eval.max_new_tokens, "
+            "eval.num_prompts), or lower data.max_length (now 1024)");
 }
 
 TEST(MemoryEstimate, SystemMemoryIsReadFromProcMeminfo) {

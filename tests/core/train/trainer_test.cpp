@@ -676,7 +676,8 @@ TEST_F(TrainerTest, GradientCheckpointingAndDeterministicKernelsTrainTheSameRun)
 
 // train.precompute_ref_log_probs (TRL's): the reference scores every pair once before training;
 // steps and evaluations read those numbers, with GANPO on (the reference still runs each step
-// for its latents, headless) and off (it does not run at all). Same run, same evaluation.
+// for its latents, headless) and off (it does not run at all). Same run, same evaluation, in
+// batches of train.per_device_eval_batch_size (with GANPO: 3, so a batch is short; else 0: 8).
 TEST_F(TrainerTest, PrecomputedReferenceLogProbsTrainTheSameRun) {
   for (const bool ganpo : {true, false}) {
     const std::string name = ganpo ? "with GANPO" : "without GANPO";
@@ -689,6 +690,7 @@ TEST_F(TrainerTest, PrecomputedReferenceLogProbsTrainTheSameRun) {
     auto pre = plain;
     pre.output_dir += "_precomputed";
     pre.train.precompute_ref_log_probs = true;
+    if (ganpo) pre.train.per_device_eval_batch_size = 3;
     Collector b_obs;
     auto b = run(pre, b_obs);
     ASSERT_EQ(b.status, "completed") << name << ": " << b.message;
@@ -703,6 +705,7 @@ TEST_F(TrainerTest, PrecomputedReferenceLogProbsTrainTheSameRun) {
     for (const auto& [k, v] : a.final_eval) EXPECT_NEAR(b.final_eval.at(k), v, 1e-5) << name << ": " << k;
     EXPECT_CONTAINS(b_obs.all_logs(), ganpo ? "the reference still runs each step for GANPO's latents"
                                             : "the reference does not run during training");
+    EXPECT_CONTAINS(b_obs.all_logs(), ganpo ? " s, in batches of 3 (" : " s, in batches of 8 (");
   }
 }
 
@@ -1590,6 +1593,120 @@ TEST_F(TrainerTest, HfFolderWithRealTokenizerTrainsSftThenGanpoOnConversationsAn
   auto a = exported.model->forward(ids).logits, b = trained.model->forward(ids).logits;
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_FALSE(torch::equal(a, started.model->forward(ids).logits));
+}
+
+// TrainerOptions whose hook throws CUDA's out-of-memory error as the stage starts `activity`
+// with `step` optimizer steps done (what LibTorch throws when an allocation fails on a GPU).
+TrainerOptions out_of_memory_at(const std::string& activity, int64_t step) {
+  TrainerOptions options;
+  options.on_activity_for_tests = [activity, step](const std::string& what, int64_t done) {
+    if (what == activity && done == step)
+      TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
+  };
+  return options;
+}
+
+// Memory that runs out in an optimizer step fails the run with where, the estimate, what to change
+// for this run and the newest checkpoint to resume from, not LibTorch's text alone; the step it
+// failed in is not saved (its state is half a step's).
+TEST_F(TrainerTest, OutOfMemoryInAStepSaysWhereWhatToChangeAndWhereToResumeFrom) {
+  auto c = config("oom-step");
+  c.train.max_steps = 4;
+  c.train.save_steps = 2;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  Collector obs;
+  const auto r = run(c, obs, out_of_memory_at("taking an optimizer step", 2));
+  ASSERT_EQ(r.status, "failed") << obs.all_logs();
+  EXPECT_EQ(obs.status_messages.back(), r.message);
+  EXPECT_CONTAINS(r.message, "This machine's RAM ran out of memory while taking optimizer step 3 of 4. Its training "
+                             "estimate was ");
+  EXPECT_CONTAINS(r.message, " To need less memory, " +
+                                 ways_to_use_less_memory(c, kByteTokenizerVocab, MemoryUse::training) +
+                                 "; then resume from " + (fs::path(c.output_dir) / "checkpoint-2").string() +
+                                 ", the newest checkpoint (step 2). LibTorch: CUDA out of memory. Tried to allocate 2.00 GiB");
+  EXPECT_CONTAINS(r.message, "set train.gradient_checkpointing = true");
+  ASSERT_EQ(obs.checkpoints.size(), 1u);
+  EXPECT_EQ(obs.checkpoints[0].first, 2);
+  EXPECT_FALSE(fs::exists(fs::path(c.output_dir) / "checkpoint-3"));
+}
+
+// Memory that runs out between two steps (a held-out evaluation, the live samples) of a single
+// process leaves the state of a whole step: that step is saved first, so nothing trained since
+// the last checkpoint is lost, and a resume from it with the changed setting goes on exactly as
+// the uninterrupted run. Out of memory in the judge's evaluation at the end is the report's
+// failure, with its own way out, and the run completes.
+TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExactly) {
+  auto c = config("oom-between");
+  c.train.max_steps = 4;
+  c.train.eval_steps = 2;
+  c.sampling.every_steps = 2;
+  c.eval.judge_at_end = false;
+  Collector a_obs;
+  ASSERT_EQ(run(c, a_obs).status, "completed") << a_obs.all_logs();
+  struct Case {
+    std::string activity, says, advice;
+    MemoryUse use;
+  };
+  for (const Case& k : {Case{"running a held-out evaluation", "after step 2", "lower train.per_device_eval_batch_size (now 8)",
+                             MemoryUse::evaluation},
+                        Case{"generating the live samples", "after step 2", "lower sampling.max_new_tokens (now 16)",
+                             MemoryUse::sampling}}) {
+    SCOPED_TRACE(k.activity);
+    RunConfig b = c;
+    b.output_dir += "-" + std::to_string(static_cast<int>(k.use));
+    Collector b_obs;
+    const auto failed = run(b, b_obs, out_of_memory_at(k.activity, 2));
+    ASSERT_EQ(failed.status, "failed") << b_obs.all_logs();
+    const std::string ckpt = (fs::path(b.output_dir) / "checkpoint-2").string();
+    EXPECT_CONTAINS(failed.message, "ran out of memory while " + k.activity + " " + k.says + ".");
+    EXPECT_CONTAINS(failed.message, "To need less memory, " + ways_to_use_less_memory(b, kByteTokenizerVocab, k.use) +
+                                        "; then resume from " + ckpt + ", where step 2 is saved (nothing trained is lost).");
+    EXPECT_CONTAINS(failed.message, k.advice);
+    ASSERT_EQ(b_obs.checkpoints.size(), 1u);
+    EXPECT_EQ(b_obs.checkpoints[0], std::make_pair(int64_t{2}, ckpt));
+    // Resumed from it with less memory asked for, it trains steps 3 and 4 as the uninterrupted run.
+    b.train.per_device_eval_batch_size = 2;
+    b.sampling.max_new_tokens = 8;
+    Collector c_obs;
+    TrainerOptions from_ckpt;
+    from_ckpt.resume_from = ckpt;
+    const auto resumed = run(b, c_obs, from_ckpt);
+    ASSERT_EQ(resumed.status, "completed") << resumed.message << "\n" << c_obs.all_logs();
+    for (int64_t step = 3; step <= 4; ++step)
+      EXPECT_EQ(step_numbers(c_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
+  }
+
+  RunConfig judged = c;
+  judged.output_dir += "-judge";
+  judged.eval.judge_at_end = true;
+  Collector j_obs;
+  const auto j = run(judged, j_obs, out_of_memory_at("generating for the judge's evaluation", 4));
+  ASSERT_EQ(j.status, "completed") << j.message << "\n" << j_obs.all_logs();
+  ASSERT_TRUE(j_obs.reports.count(4));
+  EXPECT_EQ(j_obs.reports.at(4).judge_error,
+            "out of memory; to need less, " + ways_to_use_less_memory(judged, kByteTokenizerVocab, MemoryUse::sampling) +
+                ". LibTorch: CUDA out of memory. Tried to allocate 2.00 GiB");
+}
+
+// A real allocation that fails: a model far beyond any machine's memory (32 TiB in one weight),
+// which the CPU allocator refuses at once, ends the run with the same kind of message. (A kernel
+// that overcommits every request would grant it and kill the process as the weight is drawn.)
+TEST_F(TrainerTest, AnAllocationTheCpuRefusesEndsTheRunWithTheWayOut) {
+  std::ifstream overcommit("/proc/sys/vm/overcommit_memory");
+  int mode = -1;
+  overcommit >> mode;
+  if (mode == 1) GTEST_SKIP() << "vm.overcommit_memory = 1: the kernel grants any allocation";
+  auto c = config("oom-real");
+  c.model.d_ff = int64_t{1} << 38;  // [d_ff, 32] float32: 32 TiB
+  Collector obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "failed") << obs.all_logs();
+  EXPECT_CONTAINS(r.message, "This machine's RAM ran out of memory while loading the models. Its training estimate was ");
+  EXPECT_CONTAINS(r.message, "To need less memory, train LoRA adapters ([model.lora] r > 0), or train a smaller model; "
+                             "then start the run again. LibTorch: ");
+  EXPECT_CONTAINS(r.message, "DefaultCPUAllocator");
+  EXPECT_CONTAINS(obs.all_logs(), "warning: estimated training memory") << "said before it allocated";
 }
 
 TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {
