@@ -476,13 +476,18 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
                      " rows per optimizer step");
   } else if (use == MemoryUse::evaluation) {
     if (eval_batch_size(t) > 1) ways.push_back("lower train.per_device_eval_batch_size" + now(eval_batch_size(t)));
+  } else if (use == MemoryUse::sampling) {
+    ways.push_back("lower sampling.num_prompts" + now(config.sampling.num_prompts) + " or sampling.max_new_tokens" +
+                   now(config.sampling.max_new_tokens));
   } else {
-    ways.push_back("lower sampling.max_new_tokens" + now(config.sampling.max_new_tokens) + " or sampling.num_prompts" +
-                   now(config.sampling.num_prompts) + " (the judge's: eval.max_new_tokens, eval.num_prompts)");
+    const int64_t judge_tokens = config.eval.max_new_tokens > 0 ? config.eval.max_new_tokens : config.sampling.max_new_tokens;
+    ways.push_back("lower eval.num_prompts" + now(config.eval.num_prompts) + " or eval.max_new_tokens" + now(judge_tokens));
   }
   if (use != MemoryUse::models) {
-    ways.push_back("lower data.max_length" + now(config.data.max_length));
-    if (use != MemoryUse::sampling && vocab_size >= 32000 && !uses_chunked_logps(t, vocab_size))
+    if (use == MemoryUse::training || use == MemoryUse::evaluation)
+      ways.push_back("lower data.max_length" + now(config.data.max_length));
+    if ((use == MemoryUse::training || use == MemoryUse::evaluation) && vocab_size >= 32000 &&
+        !uses_chunked_logps(t, vocab_size))
       ways.push_back("set train.chunked_logps = \"on\"");
     if (gpu_fp32) ways.push_back("set train.precision = \"bf16\"");
     if (use == MemoryUse::training && config.model.lora.r == 0) ways.push_back("train LoRA adapters ([model.lora] r > 0)");

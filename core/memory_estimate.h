@@ -85,8 +85,8 @@ int64_t system_memory_bytes(const std::string& field);
 
 // What a run's memory went to when it ran out: its models' weights (loading them, or a resume's
 // optimizer state), its optimizer steps, its passes without gradients (held-out evaluations,
-// precomputed reference log-probs), or sampling (live samples, the judge's generations).
-enum class MemoryUse { models, training, evaluation, sampling };
+// precomputed reference log-probs), the live samples, or the judge's generations at the end.
+enum class MemoryUse { models, training, evaluation, sampling, judging };
 
 // What to change in `config` (its device resolved) so that `use` needs less memory, as a list to
 // follow "To need less memory, ": only what changes something for this run (gradient

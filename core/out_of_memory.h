@@ -1,7 +1,8 @@
 // Whether a LibTorch error is an allocation that failed. CUDA's caching allocator throws
-// c10::OutOfMemoryError; the CPU allocator throws a plain c10::Error in LibTorch 1.13
-// ("DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes") and its own
-// message in later versions. The trainer and the playground turn either into a message that
+// c10::OutOfMemoryError; the CPU allocator a plain c10::Error ("DefaultCPUAllocator: can't
+// allocate memory: you tried to allocate N bytes"; "not enough memory" on some systems), as do
+// CUDA's libraries when they cannot allocate their own memory ("CUDA error: out of memory",
+// cuBLAS's CUBLAS_STATUS_ALLOC_FAILED). The trainer and the playground turn either into a message that
 // says what to change instead of LibTorch's text alone.
 #pragma once
 
@@ -14,8 +15,17 @@ namespace ganpo {
 inline bool is_out_of_memory(const c10::Error& e) {
   if (dynamic_cast<const c10::OutOfMemoryError*>(&e)) return true;
   const std::string text = e.what_without_backtrace();
-  return text.find("DefaultCPUAllocator") != std::string::npos &&
-         (text.find("can't allocate memory") != std::string::npos || text.find("not enough memory") != std::string::npos);
+  const auto has = [&](const char* part) { return text.find(part) != std::string::npos; };
+  return (has("DefaultCPUAllocator") && (has("can't allocate memory") || has("not enough memory"))) ||
+         has("CUDA error: out of memory") || has("CUBLAS_STATUS_ALLOC_FAILED");
+}
+
+// A command's failure when memory ran out on `device` ("cuda:0"; "cpu": this machine's RAM) while
+// `doing` something, with `ways` to need less.
+inline std::string out_of_memory_message(const std::string& device, const std::string& doing, const std::string& ways,
+                                         const c10::Error& e) {
+  return (device.rfind("cuda", 0) == 0 ? device : std::string("this machine's RAM")) + " ran out of memory while " +
+         doing + ". To need less memory, " + ways + ". LibTorch: " + e.what_without_backtrace();
 }
 
 }  // namespace ganpo

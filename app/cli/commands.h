@@ -101,6 +101,7 @@ struct EvalArgs {
   std::string judge_command;  // scores completions instead of the task's own judge
   std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};
   int64_t num_prompts = 150, max_new_tokens = 96, max_length = 200, max_prompt_length = 100;
+  int64_t batch_size = 32;  // pairs per batch of the preference evaluation
   std::string loss_type = "sigmoid";
   double beta = 0.0, simpo_gamma = 1.4;
   uint64_t seed = 1234;

@@ -12,48 +12,25 @@
 #include "core/error.h"
 #include "core/eval/evaluation.h"
 #include "core/eval/external_judge.h"
+#include "core/out_of_memory.h"
 #include "core/tasks/task.h"
 #include "core/text/chat_template.h"
 #include "core/train/trainer.h"
 
 namespace ganpo::cli {
 
-int eval_command(const EvalArgs& args) {
-  if (args.pairs.empty() && args.builtin.empty() && args.prompts.empty()) {
-    std::fprintf(stderr, "ganpo eval: give --pairs FILE and/or --builtin TASK (or --prompts FILE with --judge-command)\n");
-    return 2;
-  }
-  if (!args.prompts.empty() && !args.builtin.empty()) {
-    std::fprintf(stderr, "ganpo eval: --prompts and --builtin both name the judge's prompts; give one\n");
-    return 2;
-  }
-  if (!args.prompts.empty() && args.judge_command.empty()) {
-    std::fprintf(stderr, "ganpo eval: prompts from a file have no built-in judge; give --judge-command CMD to score them\n");
-    return 2;
-  }
-  std::vector<EvalPrompt> file_prompts;
-  if (!args.prompts.empty()) {
-    try {
-      file_prompts = read_eval_prompts(args.prompts);
-    } catch (const Error& e) {
-      std::fprintf(stderr, "ganpo eval: %s\n", e.what());
-      return 2;
-    }
-  }
-  const Task* task = args.builtin.empty() ? nullptr : find_builtin_task(args.builtin);
-  if (!args.builtin.empty() && !task) {
-    std::string known;
-    for (const Task* t : builtin_tasks()) known += (known.empty() ? "" : ", ") + t->name();
-    std::fprintf(stderr, "ganpo eval: --builtin must be a built-in task (%s), got \"%s\"\n", known.c_str(),
-                 args.builtin.c_str());
-    return 2;
-  }
-  const torch::Device device(resolve_device(args.device));
+namespace {
+
+// Both models on the device (then `loaded` is true), the preference evaluation of the pairs and the
+// judge's evaluation.
+int evaluate_models(const EvalArgs& args, const torch::Device& device, const std::vector<EvalPrompt>& file_prompts,
+                    const Task* task, bool& loaded) {
   std::unique_ptr<CpuJob> cpu;  // threads and lanes on the CPU, as a training run gets them
   if (device.is_cpu()) cpu = std::make_unique<CpuJob>();
   ParallelLanes* lanes = cpu ? cpu->lanes() : nullptr;
   auto policy = load_model_for_inference(args.checkpoint, device, args.precision);
   auto reference = load_model_for_inference(args.reference, device, args.precision);
+  loaded = true;
   // Both models' passes under bf16 autocast when either runs in bf16, as a bf16 run's evaluations;
   // the other's projections are then kept in bf16 too, which under autocast changes no number
   // (every product rounds its weight to bf16) and halves what decoding reads.
@@ -83,7 +60,7 @@ int eval_command(const EvalArgs& args) {
     objective.simpo_gamma = args.simpo_gamma;
     {
       const Bf16Autocast autocast(bf16);
-      report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), 32,
+      report.preference = preference_eval(policy.model, reference.model, pairs, objective, policy.tokenizer->pad_id(), args.batch_size,
                                           /*share_prompts=*/true, lanes);
     }
     report.skipped_lines = static_cast<int64_t>(loaded.bad_lines.size());
@@ -121,6 +98,59 @@ int eval_command(const EvalArgs& args) {
   }
   if (args.json) std::printf("%s\n", to_json_text(report, 2).c_str());
   return report.judge_error.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+int eval_command(const EvalArgs& args) {
+  if (args.pairs.empty() && args.builtin.empty() && args.prompts.empty()) {
+    std::fprintf(stderr, "ganpo eval: give --pairs FILE and/or --builtin TASK (or --prompts FILE with --judge-command)\n");
+    return 2;
+  }
+  if (!args.prompts.empty() && !args.builtin.empty()) {
+    std::fprintf(stderr, "ganpo eval: --prompts and --builtin both name the judge's prompts; give one\n");
+    return 2;
+  }
+  if (!args.prompts.empty() && args.judge_command.empty()) {
+    std::fprintf(stderr, "ganpo eval: prompts from a file have no built-in judge; give --judge-command CMD to score them\n");
+    return 2;
+  }
+  std::vector<EvalPrompt> file_prompts;
+  if (!args.prompts.empty()) {
+    try {
+      file_prompts = read_eval_prompts(args.prompts);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "ganpo eval: %s\n", e.what());
+      return 2;
+    }
+  }
+  const Task* task = args.builtin.empty() ? nullptr : find_builtin_task(args.builtin);
+  if (!args.builtin.empty() && !task) {
+    std::string known;
+    for (const Task* t : builtin_tasks()) known += (known.empty() ? "" : ", ") + t->name();
+    std::fprintf(stderr, "ganpo eval: --builtin must be a built-in task (%s), got \"%s\"\n", known.c_str(),
+                 args.builtin.c_str());
+    return 2;
+  }
+  const torch::Device device(resolve_device(args.device));
+  bool loaded = false;
+  try {
+    return evaluate_models(args, device, file_prompts, task, loaded);
+  } catch (const c10::Error& e) {
+    if (!is_out_of_memory(e)) throw;
+    const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
+    const std::string message =
+        loaded ? out_of_memory_message(device.str(), "evaluating",
+                                       "lower --batch-size (now " + std::to_string(args.batch_size) +
+                                           ") for the pairs, --num-prompts (now " + std::to_string(args.num_prompts) +
+                                           ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) +
+                                           ") for the judge's generations" + bf16,
+                                       e)
+               : out_of_memory_message(device.str(), "loading " + args.checkpoint + " and " + args.reference,
+                                       "use smaller models" + bf16, e);
+    std::fprintf(stderr, "ganpo eval: %s\n", message.c_str());
+    return 1;
+  }
 }
 
 }  // namespace ganpo::cli

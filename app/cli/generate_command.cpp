@@ -6,13 +6,17 @@
 #include "app/cli/commands.h"
 #include "core/checkpoint.h"
 #include "core/generate.h"
+#include "core/out_of_memory.h"
 #include "core/train/trainer.h"
 
 namespace ganpo::cli {
+namespace {
 
-int generate_command(const GenerateArgs& args) {
-  const torch::Device device(resolve_device(args.device));
+// The prompts' completions into args.out, batch by batch; `written` counts those in the file,
+// `sampling` says the model is loaded.
+int write_completions(const GenerateArgs& args, const torch::Device& device, size_t& written, bool& sampling) {
   auto loaded = load_model_for_inference(args.checkpoint, device, args.precision);
+  sampling = true;
   std::ifstream in(args.prompts);
   if (!in) {
     std::fprintf(stderr, "ganpo generate: cannot open %s\n", args.prompts.c_str());
@@ -49,9 +53,33 @@ int generate_command(const GenerateArgs& args) {
       out << nlohmann::json{{"prompt", prompts[i]}, {"completion", tok.decode(outputs[i - start])}}.dump(
                  -1, ' ', false, nlohmann::json::error_handler_t::replace)
           << "\n";
+    written = end;
   }
   std::printf("wrote %zu completions to %s\n", prompts.size(), args.out.c_str());
   return 0;
+}
+
+}  // namespace
+
+int generate_command(const GenerateArgs& args) {
+  const torch::Device device(resolve_device(args.device));
+  size_t written = 0;
+  bool sampling = false;
+  try {
+    return write_completions(args, device, written, sampling);
+  } catch (const c10::Error& e) {
+    if (!is_out_of_memory(e)) throw;
+    const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
+    const std::string message =
+        sampling ? out_of_memory_message(device.str(),
+                                         "sampling (" + std::to_string(written) + " completions are in " + args.out + ")",
+                                         "lower --batch-size (now " + std::to_string(args.batch_size) +
+                                             ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) + ")" + bf16,
+                                         e)
+                 : out_of_memory_message(device.str(), "loading " + args.checkpoint, "use a smaller model" + bf16, e);
+    std::fprintf(stderr, "ganpo generate: %s\n", message.c_str());
+    return 1;
+  }
 }
 
 }  // namespace ganpo::cli

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   g->add_option("--top-k", gen.top_k)->capture_default_str();
   g->add_option("--max-new-tokens", gen.max_new_tokens)->capture_default_str();
   g->add_option("--seed", gen.seed)->capture_default_str();
-  g->add_option("--batch-size", gen.batch_size)->capture_default_str();
+  g->add_option("--batch-size", gen.batch_size, "Prompts sampled at once")->check(CLI::PositiveNumber)->capture_default_str();
   g->add_option("--device", gen.device)->capture_default_str();
   g->add_option("--precision", gen.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
 
@@ -82,6 +82,9 @@ int main(int argc, char** argv) {
   e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")->delimiter(',')->capture_default_str();
   e->add_option("--num-prompts", ev.num_prompts)->capture_default_str();
   e->add_option("--max-new-tokens", ev.max_new_tokens)->capture_default_str();
+  e->add_option("--batch-size", ev.batch_size, "Pairs per batch of the preference evaluation")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   e->add_option("--loss-type", ev.loss_type)->capture_default_str();
   e->add_option("--beta", ev.beta, "0 = the loss's default");
   e->add_option("--simpo-gamma", ev.simpo_gamma)->capture_default_str();

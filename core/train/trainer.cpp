@@ -84,6 +84,7 @@ TrainResult Trainer::State::run() {
   TrainResult result;
   try {
     setup();
+    activity = kTraining;
     const int64_t params = parameter_count(policy->shape());
     observer.on_start(total_steps, step,
                       {{"device", device_label.empty() ? device.str() : device_label},
@@ -155,7 +156,7 @@ RunConfig Trainer::State::on_device_config() const {
 int64_t Trainer::State::vocab_size() const { return policy ? policy->shape().vocab_size : 0; }
 
 std::string Trainer::State::judge_memory_advice() const {
-  return ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::sampling);
+  return ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::judging);
 }
 
 std::string Trainer::State::out_of_memory(const std::string& detail) {
@@ -171,8 +172,12 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
   text += ".";
   // What the run was expected to need, against what the device has.
   const int64_t capacity = device.is_cuda() ? gpu_memory_bytes : system_memory_bytes("MemTotal");
+  const int64_t here = device.is_cpu() && options.distributed ? options.distributed->local_world_size : 1;
   if (estimate)
     text += " Its training estimate was " + format_gib(static_cast<double>(estimate->total_bytes)) +
+            (here > 1 ? " per process, " + format_gib(static_cast<double>(estimate->total_bytes * here)) + " for the " +
+                            std::to_string(here) + " processes on this machine,"
+                      : std::string()) +
             (capacity > 0 ? " of " + format_gib(static_cast<double>(capacity)) : std::string()) + ".";
   if (device.is_cuda())
     if (const auto held = cuda_memory(device.has_index() ? device.index() : 0))

@@ -204,6 +204,7 @@ void Trainer::State::write_adapter_folder(const std::string& dir) {
 
 std::string Trainer::State::save_checkpoint(const std::string& name, bool with_state) {
   verify_finite();  // nothing from weights a non-finite step reached
+  const Doing doing(*this, kSaving);
   const std::string dir = (fs::path(config.output_dir) / name).string();
   const WorldState world_state = with_state ? gather_world_state() : WorldState{};
   const auto remember = [&] {
@@ -272,6 +273,7 @@ void Trainer::State::resume(const std::string& dir) {
       }
     }
   } catch (const c10::Error& e) {
+    if (is_out_of_memory(e)) throw;  // the moments are the largest thing a resume allocates
     throw ModelFileError(dir + ": optimizer state cannot be read (" + std::string(e.what_without_backtrace()) +
                          "); the checkpoint is corrupt or from other settings");
   }

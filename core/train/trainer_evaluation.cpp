@@ -103,6 +103,7 @@ EvalReport Trainer::State::final_report() {
         log("info", "judge at temperature " + format_number(r.temperature) + ": win rate " + format_number(r.win_rate) +
                         ", policy " + format_number(r.policy_score) + ", reference " + format_number(r.reference_score));
   } catch (const c10::Error& err) {
+    activity = kTraining;  // (the judge's Doing kept its activity as the error left it)
     report.judge_error = is_out_of_memory(err) ? "out of memory; to need less, " + judge_memory_advice() + ". LibTorch: "
                                                : "LibTorch error: ";
     report.judge_error += err.what_without_backtrace();

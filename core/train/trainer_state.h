@@ -481,7 +481,10 @@ struct Trainer::State {
   static constexpr Activity kStepping{kOptimizerStep, MemoryUse::training, false};
   static constexpr Activity kEvaluating{"running a held-out evaluation", MemoryUse::evaluation, true};
   static constexpr Activity kSampling{"generating the live samples", MemoryUse::sampling, true};
-  static constexpr Activity kJudging{"generating for the judge's evaluation", MemoryUse::sampling, true};
+  static constexpr Activity kJudging{"generating for the judge's evaluation", MemoryUse::judging, true};
+  static constexpr Activity kSaving{"saving a checkpoint", MemoryUse::models, false};
+  // Between the parts above (a log line, the run's control): what the stage is doing after set-up.
+  static constexpr Activity kTraining{"training", MemoryUse::training, false};
   Activity activity{"setting up the run", MemoryUse::models, false};
   // The activity for the life of a scope. An exception leaving the scope keeps it, so the failure
   // it becomes can say where it happened; otherwise the one before comes back.

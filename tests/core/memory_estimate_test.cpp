@@ -298,9 +298,15 @@ TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
             "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
   c.train.per_device_eval_batch_size = 1;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation), "lower data.max_length (now 1024)");
+  // Sampling asks for fewer or shorter samples: the live ones, or the judge's at the end (whose
+  // tokens are the samples' unless eval.max_new_tokens says otherwise).
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::sampling),
-            "lower sampling.max_new_tokens (now 64) or sampling.num_prompts (now 8) (the judge's: eval.max_new_tokens, "
-            "eval.num_prompts), or lower data.max_length (now 1024)");
+            "lower sampling.num_prompts (now 8) or sampling.max_new_tokens (now 64)");
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::judging), "lower eval.num_prompts (now 60) or eval.max_new_tokens (now 64)");
+  c.eval.max_new_tokens = 32;
+  c.device = "cuda";
+  EXPECT_EQ(ways_to_use_less_memory(c, llama3, MemoryUse::judging),
+            "lower eval.num_prompts (now 60) or eval.max_new_tokens (now 32), or set train.precision = \"bf16\"");
 }
 
 TEST(MemoryEstimate, SystemMemoryIsReadFromProcMeminfo) {

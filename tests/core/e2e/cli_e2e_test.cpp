@@ -125,7 +125,7 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
 
   auto eval = run_cli("eval --checkpoint " + (dir / "out" / "final").string() + " --reference " +
                       sft_final.string() + " --pairs " + (dir / "pairs.jsonl").string() +
-                      " --builtin lists --num-prompts 12 --temperatures 0.7,1.0 --json");
+                      " --builtin lists --num-prompts 12 --temperatures 0.7,1.0 --json --batch-size 7");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   auto report = nlohmann::json::parse(eval.output.substr(eval.output.find('{')));
   EXPECT_EQ(report["preference"]["eval_pairs"].get<double>(), 400.0);
@@ -166,6 +166,9 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   auto garbage_report = nlohmann::json::parse(garbage.output.substr(garbage.output.find("{\n")));
   EXPECT_TRUE(garbage_report["judge_error"].get<std::string>().find("oops") != std::string::npos) << garbage.output;
   EXPECT_EQ(garbage_report["preference"]["eval_pairs"].get<double>(), 400.0);
+  // The pairs' numbers do not depend on --batch-size (7 above, the default 32 here).
+  for (const auto& [k, v] : report["preference"].items())
+    EXPECT_NEAR(garbage_report["preference"][k].get<double>(), v.get<double>(), 1e-4) << k;
 
   std::ofstream(dir / "prompts.jsonl") << "{\"prompt\": \"" << pairs[0].prompt << "\"}\n{\"prompt\": \""
                                        << pairs[1].prompt << "\"}\n";
@@ -192,6 +195,36 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   auto bf16_eval = run_cli("eval" + ckpt + " --builtin lists --num-prompts 2 --precision bf16 --device cpu");
   EXPECT_EQ(bf16_eval.exit_code, 1) << bf16_eval.output;
   EXPECT_NE(bf16_eval.output.find("precision bf16 needs a CUDA device"), std::string::npos) << bf16_eval.output;
+
+  // A model no machine holds (a 1 TiB embedding, which the CPU allocator refuses at once, unless the
+  // kernel overcommits everything or AddressSanitizer aborts first): generate and eval say where
+  // memory ran out and what to do, not LibTorch's text alone.
+  int overcommit = -1;
+  std::ifstream("/proc/sys/vm/overcommit_memory") >> overcommit;
+#if !defined(__SANITIZE_ADDRESS__)
+  if (overcommit != 1) {
+    const fs::path huge = dir / "huge";
+    fs::copy(dir / "out" / "final", huge);
+    for (const char* ours : {"complete.json", "meta.json", "run_config.toml"}) fs::remove(huge / ours);  // a plain HF folder
+    auto config = read_json(huge / "config.json");
+    config["vocab_size"] = 1 << 24;
+    config["hidden_size"] = 1 << 14;
+    std::ofstream(huge / "config.json") << config.dump();
+    auto no_room = run_cli("generate --checkpoint " + huge.string() + " --prompts " + (dir / "prompts.jsonl").string() +
+                           " --out " + (dir / "huge.jsonl").string() + " --device cpu");
+    EXPECT_EQ(no_room.exit_code, 1) << no_room.output;
+    EXPECT_NE(no_room.output.find("ganpo generate: this machine's RAM ran out of memory while loading " + huge.string() +
+                                  ". To need less memory, use a smaller model. LibTorch: "),
+              std::string::npos)
+        << no_room.output;
+    auto no_room_eval = run_cli("eval --checkpoint " + huge.string() + " --reference " + sft_final.string() +
+                                " --builtin lists --num-prompts 2 --device cpu");
+    EXPECT_EQ(no_room_eval.exit_code, 1) << no_room_eval.output;
+    EXPECT_NE(no_room_eval.output.find("ganpo eval: this machine's RAM ran out of memory while loading " + huge.string()),
+              std::string::npos)
+        << no_room_eval.output;
+  }
+#endif
 }
 
 // ganpo bench: speed with GANPO off and on, and for each the dialog's memory estimate beside what
