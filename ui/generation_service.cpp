@@ -19,6 +19,7 @@
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/generate.h"
+#include "core/out_of_memory.h"
 #include "core/tasks/task.h"
 #include "core/train/opo_losses.h"
 #include "core/sequence_scoring.h"
@@ -123,10 +124,11 @@ struct GenerationService::Impl {
   // run again and the cache is kept.
   template <class Turn>
   bool with_room(const QString& dir, const torch::Device& device, const Turn& turn) {
-    auto failure = [&](const c10::OutOfMemoryError& e) {
+    auto failure = [&](const c10::Error& e) {
       std::string what = e.what_without_backtrace();
       what = what.substr(0, what.find('\n'));
-      return std::runtime_error("The device " + device.str() + " ran out of memory for " + dir.toStdString() +
+      return std::runtime_error((device.is_cuda() ? "The device " + device.str() : std::string("This machine's RAM")) +
+                                " ran out of memory for " + dir.toStdString() +
                                 " with no other model loaded (" + what +
                                 "). Free memory on it (a training run or another program may hold it), or ask for "
                                 "fewer prompts or new tokens");
@@ -135,7 +137,8 @@ struct GenerationService::Impl {
       try {
         turn();
         return true;
-      } catch (const c10::OutOfMemoryError& e) {
+      } catch (const c10::Error& e) {
+        if (!is_out_of_memory(e)) throw;
         if (cancel.load()) return false;
         if (retried || !drop_cached_models_except(dir)) throw failure(e);
       }
@@ -166,8 +169,9 @@ struct GenerationService::Impl {
       // As `ganpo generate` loads by default: a folder stored in bf16 stays so on a GPU.
       model = std::make_shared<LoadedModel>(load_model_for_inference(dir.toStdString(), device, "auto"));
       before_turn(dir, /*loading=*/true);
-    } catch (const c10::OutOfMemoryError&) {
-      throw;  // with_room makes room and loads it again
+    } catch (const c10::Error& e) {
+      if (is_out_of_memory(e)) throw;  // with_room makes room and loads it again
+      throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what_without_backtrace());
     } catch (const std::exception& e) {
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what());
     }

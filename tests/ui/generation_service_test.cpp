@@ -366,6 +366,50 @@ TEST_F(GenerationServiceTest, OutOfMemoryDropsTheOtherCachedModelsAndRetriesOnce
   }
 }
 
+// The CPU allocator's failure (a plain LibTorch error, as its text says it) is met as CUDA's: the
+// other models are dropped and the turn runs again; alone, the request fails naming this
+// machine's RAM.
+TEST_F(GenerationServiceTest, TheCpuAllocatorsFailureDropsTheOtherModelsToo) {
+  GenerationRequest req;
+  req.model_dirs = {a(), b()};
+  req.prompts = {QStringLiteral("hello")};
+  req.max_new_tokens = 4;
+  auto refused = [] {
+    TORCH_CHECK(false, "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes. "
+                       "Error code 12 (Cannot allocate memory)");
+  };
+  std::atomic<int> faults{0};
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  service.setBeforeModelTurnForTests([&](const QString&, int cached_models, bool loading) {
+    if (!loading && cached_models >= 2) faults.fetch_add(1), refused();
+  });
+  Outcome out;
+  watch(service, out);
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  EXPECT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  EXPECT_EQ(out.outputs.size(), 2);
+  EXPECT_EQ(faults.load(), 2);
+
+  service.setBeforeModelTurnForTests([&](const QString&, int, bool loading) {
+    if (!loading) refused();
+  });
+  out = Outcome{};
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  EXPECT_TRUE(out.outputs.isEmpty());
+  for (const QString& part : {QStringLiteral("This machine's RAM ran out of memory for ") + a(),
+                              QStringLiteral("with no other model loaded"), QStringLiteral("can't allocate memory")})
+    EXPECT_TRUE(out.error.contains(part)) << out.error.toStdString();
+  // Another LibTorch error is not memory: it fails the request at once, as it did.
+  service.setBeforeModelTurnForTests([&](const QString&, int, bool) { TORCH_CHECK(false, "a kernel failed"); });
+  out = Outcome{};
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  EXPECT_TRUE(out.error.contains(QStringLiteral("a kernel failed"))) << out.error.toStdString();
+  EXPECT_FALSE(out.error.contains(QStringLiteral("ran out of memory"))) << out.error.toStdString();
+}
+
 // A cancel that lands as a turn runs out of memory ends the request as cancelled, with what was
 // sampled before, and drops nothing from the cache.
 TEST_F(GenerationServiceTest, CancelledAsATurnRunsOutOfMemoryKeepsTheCacheAndEndsCancelled) {
