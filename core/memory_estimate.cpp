@@ -433,9 +433,47 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
     e.critic_bytes = saturate(critic_params * 16 + with_critics - static_cast<double>(e.activation_bytes));
   }
 
-  e.total_bytes = saturate(static_cast<double>(e.weights_bytes) + static_cast<double>(e.gradients_bytes) +
-                           static_cast<double>(e.optimizer_bytes) + static_cast<double>(e.reference_bytes) +
-                           static_cast<double>(e.critic_bytes) + static_cast<double>(e.activation_bytes));
+  // ---- held-out evaluations: passes without gradients, between two steps ----
+  // At train.per_device_eval_batch_size, prompts shared as the steps share them (with gradient
+  // checkpointing too). The step's activations are gone by then; the weights, their gradients
+  // (kept until the next step), AdamW's moments, the reference and the critics' weights stay.
+  // Each pass keeps nothing for a backward pass: the shared prompts' keys and values while the
+  // responses attend to them, and one layer's temporaries (explicit attention's scores and
+  // probabilities among them) or, after the blocks, its head: the scored positions'
+  // logits, a float32 copy and their exp (a chunk of them through the chunked head, and under
+  // autocast the weight's bf16 copy). On the CPU's two lanes the policy and the reference (or an
+  // SFT stage's batches) run side by side: counted as if their peaks met (when they do depends
+  // on the two threads' timing).
+  {
+    RunConfig held_out = c;
+    held_out.train.per_device_train_batch_size = eval_batch_size(c.train);
+    held_out.train.gradient_checkpointing = false;
+    held_out.ganpo.enabled = false;  // (critic_mask "none" keeps the steps' prompts unshared, not the evaluations')
+    const PolicyPass eval = policy_pass(held_out, shape);
+    const double H = static_cast<double>(shape.n_heads);
+    const double cache = eval.reference_shared ? eval.shared_kv_tokens * dkv * (4 + w) * layers : 0;
+    const double layer = eval.tokens * (8 * d + 3 * w * ff + (sdpa ? 0 : H * eval.keys_per_query * 8));
+    double head = 0;
+    if (chunked) {
+      const double rows = std::min(eval.scored, static_cast<double>(chunked_logps_rows(shape.vocab_size, inv.gpu)));
+      head = rows * vocab * ((bf16 ? 10 : 8) + (shape.final_softcap > 0 ? 6 : 0)) + (bf16 ? vocab * d * 2 : 0);
+    } else {
+      head = eval.scored * (vocab * (bf16 ? 10 : 8) + cap);
+    }
+    const double one = cache + std::max(layer, head);  // (a layer's temporaries are gone when the head runs)
+    const double lanes = !inv.gpu && c.train.num_threads != 1 ? 2 : 1;
+    e.evaluation_bytes = saturate(lanes * one);
+  }
+
+  const double lasting = static_cast<double>(e.weights_bytes) + static_cast<double>(e.gradients_bytes) +
+                         static_cast<double>(e.optimizer_bytes) + static_cast<double>(e.reference_bytes);
+  const double critic_weights = preference && c.ganpo.enabled
+                                    ? 2.0 * static_cast<double>(critic_parameter_count(c.ganpo, shape.d_model)) * 16
+                                    : 0;
+  e.step_total_bytes =
+      saturate(lasting + static_cast<double>(e.critic_bytes) + static_cast<double>(e.activation_bytes));
+  e.evaluation_total_bytes = saturate(lasting + critic_weights + static_cast<double>(e.evaluation_bytes));
+  e.total_bytes = std::max(e.step_total_bytes, e.evaluation_total_bytes);
   return e;
 }
 
@@ -509,11 +547,16 @@ std::string memory_shortfall_warning(const MemoryEstimate& e, int processes, int
          format_gib(static_cast<double>(e.weights_bytes + e.gradients_bytes + e.optimizer_bytes)) + ", reference " +
          format_gib(static_cast<double>(e.reference_bytes)) + ", activations " +
          format_gib(static_cast<double>(e.activation_bytes)) + ", critics " +
-         format_gib(static_cast<double>(e.critic_bytes)) + ") is more than the " +
-         format_gib(static_cast<double>(available)) + " of " + where +
+         format_gib(static_cast<double>(e.critic_bytes)) + ")" +
+         (e.evaluation_total_bytes > e.step_total_bytes
+              ? ", at its peak in the held-out evaluations (their passes " +
+                    format_gib(static_cast<double>(e.evaluation_bytes)) + " instead of the activations),"
+              : std::string()) +
+         " is more than the " + format_gib(static_cast<double>(available)) + " of " + where +
          ", and the estimate leaves out the CUDA context and the allocators' slack: the run is likely to be killed or to "
          "run out of memory. To need less memory, " +
-         ways_to_use_less_memory(config, vocab_size, MemoryUse::training);
+         ways_to_use_less_memory(config, vocab_size,
+                                 e.evaluation_total_bytes > e.step_total_bytes ? MemoryUse::evaluation : MemoryUse::training);
 }
 
 }  // namespace ganpo

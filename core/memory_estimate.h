@@ -19,6 +19,11 @@
 //   critic       GANPO on (preference stage only): the two critics' fp32 weights, gradients and
 //                AdamW moments (16 bytes per critic parameter), the latents they read, and what
 //                their passes add to the peak (below)
+//   evaluation   between two steps, instead of the activations: a held-out evaluation's passes
+//                without gradients at train.per_device_eval_batch_size (below)
+// The run's peak is the larger of an optimizer step's (all but evaluation) and an evaluation's
+// (weights, gradients, moments, reference, the critics' weights and the evaluation's passes):
+// with a small training batch the evaluation's larger one, and its logits, can be the peak.
 // Activations follow this code's tensors (core/model/causal_lm.cpp), one micro-batch of
 // full-length rows (data.max_length, prompts of data.max_prompt_length) as the trainer lays
 // them out: chosen and rejected in one pass, each prompt run once where train.prefix_sharing
@@ -36,7 +41,8 @@
 // which a tied embedding holds through the whole pass), the reference's forward pass (its keys
 // and values for shared prompts, its head), each critic's phase, or the adversarial term's
 // critic activations through the policy's backward pass; at the end of the backward pass, the
-// embedding's dense gradient.
+// embedding's dense gradient. An evaluation's pass keeps one layer's temporaries (or the shared
+// prompts' keys and values) and its head's logits, a float32 copy and their exp.
 // Callers pass the resolved device ("auto" counts as the CPU). Not counted: the CUDA context and
 // allocator slack, the tokenized dataset, small tensors.
 #pragma once
@@ -61,7 +67,12 @@ struct MemoryEstimate {
   int64_t reference_bytes = 0;
   int64_t critic_bytes = 0;
   int64_t activation_bytes = 0;
-  int64_t total_bytes = 0;
+  // What a held-out evaluation's passes add to the weights, gradients, moments, reference and
+  // critics' weights between two steps, when the step's activations are gone.
+  int64_t evaluation_bytes = 0;
+  int64_t step_total_bytes = 0;        // an optimizer step's peak: every part above but evaluation
+  int64_t evaluation_total_bytes = 0;  // a held-out evaluation's peak
+  int64_t total_bytes = 0;             // the run's peak: the larger of the two
 };
 
 // Whether the estimate counts scaled_dot_product_attention (LibTorch 2.1 and later, which keeps

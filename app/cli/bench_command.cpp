@@ -158,7 +158,7 @@ int bench_command(const BenchArgs& args) {
                           {"model_tflops", f.model_tflops},
                           {"model_tflop_per_step", f.model_tflop_per_step},
                           {"mfu", f.mfu},
-                          {"memory_estimate_bytes", estimate_of(c).total_bytes},
+                          {"memory_estimate_bytes", estimate_of(c).step_total_bytes},
                           {"peak_rss_growth_bytes", f.peak_rss_growth_bytes},
                           {"cuda_peak_bytes", f.cuda_peak_bytes},
                           {"cpu_tensor_peak_bytes", f.cpu_tensor_peak_bytes}};

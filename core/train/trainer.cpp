@@ -173,12 +173,21 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
   // What the run was expected to need, against what the device has.
   const int64_t capacity = device.is_cuda() ? gpu_memory_bytes : system_memory_bytes("MemTotal");
   const int64_t here = device.is_cpu() && options.distributed ? options.distributed->local_world_size : 1;
-  if (estimate)
-    text += " Its training estimate was " + format_gib(static_cast<double>(estimate->total_bytes)) +
-            (here > 1 ? " per process, " + format_gib(static_cast<double>(estimate->total_bytes * here)) + " for the " +
+  if (estimate) {
+    // The estimate of what ran out: an evaluation's, a step's, or the run's peak.
+    const bool evaluating = activity.use == MemoryUse::evaluation, stepping = activity.use == MemoryUse::training;
+    const int64_t bytes = evaluating ? estimate->evaluation_total_bytes
+                          : stepping ? estimate->step_total_bytes
+                                     : estimate->total_bytes;
+    text += std::string(evaluating ? " Its estimate for an evaluation was "
+                        : stepping ? " Its estimate for a step was "
+                                   : " Its training estimate was ") +
+            format_gib(static_cast<double>(bytes)) +
+            (here > 1 ? " per process, " + format_gib(static_cast<double>(bytes * here)) + " for the " +
                             std::to_string(here) + " processes on this machine,"
                       : std::string()) +
             (capacity > 0 ? " of " + format_gib(static_cast<double>(capacity)) : std::string()) + ".";
+  }
   if (device.is_cuda())
     if (const auto held = cuda_memory(device.has_index() ? device.index() : 0))
       text += " LibTorch held " + format_gib(held->allocated_mb * 1024 * 1024) + " in tensors (" +

@@ -109,7 +109,7 @@ protected:
     ModelShape shape = resolve_model_shape(c.model, kByteTokenizerVocab);
     if (!c.model.checkpoint.empty())
       shape = read_hf_config(read_json_file(c.model.checkpoint + "/config.json"), c.model.checkpoint);
-    const double estimate = static_cast<double>(estimate_training_memory(c, shape).total_bytes);
+    const double estimate = static_cast<double>(estimate_training_memory(c, shape).step_total_bytes);
     PeakReader peak;
     TrainerOptions options;
     options.benchmark = true;
@@ -119,6 +119,45 @@ protected:
     const double measured = peak.peak_bytes - static_cast<double>(before);
     constexpr double mib = 1024.0 * 1024.0;
     std::printf("  estimate %.1f MiB, measured peak %.1f MiB (%+.1f %%)\n", estimate / mib, measured / mib,
+                100.0 * (estimate / measured - 1.0));
+    EXPECT_LT(std::abs(estimate / measured - 1.0), 0.15)
+        << "estimate " << estimate / mib << " MiB, measured peak " << measured / mib << " MiB";
+  }
+
+  // A held-out evaluation's estimate against the peak of the tensors while the stage's last
+  // evaluation runs, after one step (so the gradients and AdamW's moments exist), at
+  // train.per_device_eval_batch_size `eval_batch` (half the pairs are held out: full batches).
+  void expect_evaluation_close(RunConfig c, int64_t eval_batch) {
+    c.train.max_steps = 1;
+    c.train.per_device_eval_batch_size = eval_batch;
+    c.data.eval_fraction = 0.5;
+    ModelShape shape = resolve_model_shape(c.model, kByteTokenizerVocab);
+    if (!c.model.checkpoint.empty())
+      shape = read_hf_config(read_json_file(c.model.checkpoint + "/config.json"), c.model.checkpoint);
+    const MemoryEstimate e = estimate_training_memory(c, shape);
+    const double estimate = static_cast<double>(e.evaluation_total_bytes);
+    // The evaluation ends where the checkpoint after it starts.
+    double peak = -1;
+    bool evaluating = false;
+    TrainerOptions options;
+    options.on_activity_for_tests = [&](const std::string& what, int64_t) {
+      if (what == "running a held-out evaluation") {
+        reset_cpu_tensor_peak();
+        evaluating = true;
+      } else if (evaluating) {
+        peak = static_cast<double>(cpu_tensor_memory().peak_bytes);
+        evaluating = false;
+      }
+    };
+    PeakReader observer;
+    const int64_t before = cpu_tensor_memory().allocated_bytes;
+    auto result = Trainer(c, observer, options).run();
+    ASSERT_EQ(result.status, "completed") << result.message;
+    ASSERT_GT(peak, 0) << "no evaluation measured";
+    const double measured = peak - static_cast<double>(before);
+    constexpr double mib = 1024.0 * 1024.0;
+    std::printf("  evaluation: estimate %.1f MiB (its passes %.1f), measured peak %.1f MiB (%+.1f %%)\n",
+                estimate / mib, static_cast<double>(e.evaluation_bytes) / mib, measured / mib,
                 100.0 * (estimate / measured - 1.0));
     EXPECT_LT(std::abs(estimate / measured - 1.0), 0.15)
         << "estimate " << estimate / mib << " MiB, measured peak " << measured / mib << " MiB";
@@ -305,6 +344,43 @@ TEST_F(EstimateAgainstPeak, Gpt2WithoutSharedPrompts) {
 // for the three; with DoRA each of the three products' outputs.
 TEST_F(EstimateAgainstPeak, Gpt2sOneCAttnAdapterWithDropoutAndDora) {
   expect_close_with_lora_and_dora(folder_config("gpt2", gpt2_like()));
+}
+
+// Held-out evaluations run without gradients between two steps, at their own batch: the shared
+// prompts' keys and values and the head's logits (in full, or a chunk of them) on top of the
+// weights, gradients, moments, reference and critics. With a large vocabulary and a batch four
+// times the training's, the evaluation is the run's peak.
+TEST_F(EstimateAgainstPeak, HeldOutEvaluationsAtTheirOwnBatch) {
+  RunConfig c = config();
+  c.ganpo.enabled = true;
+  expect_evaluation_close(c, 8);
+  c.train.prefix_sharing = false;
+  expect_evaluation_close(c, 8);
+  RunConfig large = folder_config("llama", llama3_like(8192));
+  large.train.chunked_logps = "off";
+  expect_evaluation_close(large, 16);
+  RunConfig at_16 = large;
+  at_16.train.per_device_eval_batch_size = 16;
+  const MemoryEstimate e = estimate_training_memory(
+      at_16, read_hf_config(read_json_file(large.model.checkpoint + "/config.json"), large.model.checkpoint));
+  EXPECT_GT(e.evaluation_total_bytes, e.step_total_bytes) << "the evaluation is the run's peak here";
+  EXPECT_EQ(e.total_bytes, e.evaluation_total_bytes);
+  large.train.chunked_logps = "on";
+  expect_evaluation_close(large, 16);
+  // SFT: one model, rows of the same lengths.
+  std::mt19937 rng(1);
+  std::ofstream rows(root_ / "sft.jsonl");
+  for (int i = 0; i < 40; ++i) {
+    std::string prompt(kPrompt - 2, 'a'), completion(kResponse - 1, 'b');
+    for (char& ch : prompt) ch = static_cast<char>('a' + rng() % 26);
+    for (char& ch : completion) ch = static_cast<char>('a' + rng() % 26);
+    rows << nlohmann::json{{"prompt", prompt}, {"completion", completion}}.dump() << "\n";
+  }
+  rows.close();
+  RunConfig sft = config();
+  sft.stage = "sft";
+  sft.data.train = (root_ / "sft.jsonl").string();
+  expect_evaluation_close(sft, 8);
 }
 
 }  // namespace

@@ -1619,8 +1619,8 @@ TEST_F(TrainerTest, OutOfMemoryInAStepSaysWhereWhatToChangeAndWhereToResumeFrom)
   const auto r = run(c, obs, out_of_memory_at("taking an optimizer step", 2));
   ASSERT_EQ(r.status, "failed") << obs.all_logs();
   EXPECT_EQ(obs.status_messages.back(), r.message);
-  EXPECT_CONTAINS(r.message, "This machine's RAM ran out of memory while taking optimizer step 3 of 4. Its training "
-                             "estimate was ");
+  EXPECT_CONTAINS(r.message, "This machine's RAM ran out of memory while taking optimizer step 3 of 4. Its estimate "
+                             "for a step was ");
   EXPECT_CONTAINS(r.message, " To need less memory, " +
                                  ways_to_use_less_memory(c, kByteTokenizerVocab, MemoryUse::training) +
                                  "; then resume from " + (fs::path(c.output_dir) / "checkpoint-2").string() +
