@@ -12,7 +12,11 @@
 #include <filesystem>
 #include <system_error>
 
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
 #include "core/error.h"
+#include "core/memory_estimate.h"
 
 namespace ganpo {
 
@@ -458,6 +462,27 @@ void RunStore::rewind(int64_t run_id, int64_t after_step) {
   if (txn) txn->commit();
 }
 
+std::string RunStore::memory_kill_hint(const RunRow& r) {
+  // The kernel's out-of-memory killer ends the process that holds the most memory, without a
+  // word to it: a worker whose last reading held half of this machine's RAM or more likely was it.
+  const std::optional<double> rss_mb = last_value(r.id, "memory/rss_mb");
+  const int64_t ram = system_memory_bytes("MemTotal");
+  if (!rss_mb || ram <= 0 || *rss_mb * 1024 * 1024 < 0.5 * static_cast<double>(ram)) return "";
+  std::string text = ". Its last memory reading was " + format_gib(*rss_mb * 1024 * 1024) + " resident of this machine's " +
+                     format_gib(static_cast<double>(ram)) +
+                     ", so the system's out-of-memory killer may have ended it (`journalctl -k | grep -i \"killed "
+                     "process\"` says)";
+  try {
+    RunConfig config = config_from_json(nlohmann::json::parse(r.config_json));
+    if (config.device == "cpu")  // (a GPU run's host memory depends little on its settings)
+      text += "; a clone of it from its last checkpoint can ask for less: " +
+              ways_to_use_less_memory(config, 0, MemoryUse::training);
+  } catch (const std::exception&) {
+    // a config this build cannot read: the hint stands without the settings
+  }
+  return text;
+}
+
 std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
   const std::string host = local_host_name();
   const double now = unix_now();
@@ -482,6 +507,7 @@ std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
     if (r.worker_pid) text += " (pid " + std::to_string(*r.worker_pid) + (r.worker_host.empty() ? "" : " on " + r.worker_host) + ")";
     text += " stopped without reporting: it was killed, crashed, or the machine went down";
     if (r.last_step) text += "; last recorded step " + std::to_string(*r.last_step);
+    if (r.worker_pid && r.worker_host == host) text += memory_kill_hint(r);
     text += ". Continue it from its last checkpoint with: ganpo runs resume " + std::to_string(r.id);
     std::string tail = last_log_lines(r.id, 10);
     sql::Transaction txn(db_);

@@ -192,6 +192,9 @@ private:
   void configure();
   void migrate();
   bool in_transaction() const;
+  // For a dead worker of this host: the out-of-memory killer as the likely cause, with what to
+  // change, when its last memory reading held half of the machine's RAM or more ("" otherwise).
+  std::string memory_kill_hint(const RunRow& run);
 
   sql::Database db_;
   std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the file when opened

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "core/memory_estimate.h"
 #include "db/run_store.h"
 
 namespace fs = std::filesystem;
@@ -123,6 +124,39 @@ TEST_F(RunStoreWorkersTest, DeadWorkerOnThisHostIsMarkedFailedOnOpen) {
   EXPECT_NE(run->error.find("last recorded step 42"), std::string::npos) << run->error;
   EXPECT_NE(run->error.find("ganpo runs resume " + std::to_string(id)), std::string::npos) << run->error;
   EXPECT_NE(run->error.find("step 40 done"), std::string::npos) << "last log lines kept: " << run->error;
+}
+
+// A worker that held most of the machine's memory at its last reading was likely ended by the
+// kernel's out-of-memory killer: the failure says so, and for a CPU run what would need less.
+// One that held little says nothing of memory.
+TEST_F(RunStoreWorkersTest, ADeadWorkerThatHeldMostOfTheMemoryIsSaidToBeLikelyKilledForIt) {
+  const double ram_mb = static_cast<double>(ganpo::system_memory_bytes("MemTotal")) / (1024.0 * 1024.0);
+  ASSERT_GT(ram_mb, 0);
+  int64_t big = 0, small = 0;
+  {
+    auto store = RunStore::open(db_path());
+    big = store.create_run("big", "preference", R"({"device": "cpu", "train": {"per_device_train_batch_size": 4}})");
+    small = store.create_run("small", "preference", R"({"device": "cpu"})");
+    for (const auto& [id, share] : {std::make_pair(big, 0.9), std::make_pair(small, 0.1)}) {
+      store.set_status(id, RunStatus::running);
+      store.append_metrics({{0, id, 3, "memory/rss_mb", ram_mb * share, 1000.0, std::nullopt}});
+      store.heartbeat(id, dead_pid(), 3);
+    }
+  }
+  auto store = RunStore::open(db_path());
+  const std::string killed = store.run(big)->error, other = store.run(small)->error;
+  EXPECT_NE(killed.find("stopped without reporting"), std::string::npos) << killed;
+  EXPECT_NE(killed.find("resident of this machine's " + ganpo::format_gib(ram_mb * 1024 * 1024) +
+                        ", so the system's out-of-memory killer may have ended it"),
+            std::string::npos)
+      << killed;
+  EXPECT_NE(killed.find("a clone of it from its last checkpoint can ask for less: set train.gradient_checkpointing = "
+                        "true, lower train.per_device_train_batch_size (now 4)"),
+            std::string::npos)
+      << killed;
+  EXPECT_NE(killed.find("ganpo runs resume " + std::to_string(big)), std::string::npos) << killed;
+  EXPECT_EQ(other.find("out-of-memory"), std::string::npos) << other;
+  EXPECT_NE(other.find("stopped without reporting"), std::string::npos) << other;
 }
 
 TEST_F(RunStoreWorkersTest, LiveAndUnattachedRunsAreLeftAlone) {
