@@ -469,6 +469,17 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   batch->setText("16");
   EXPECT_EQ(memory->text(), before);
   EXPECT_TRUE(memory->styleSheet().isEmpty());
+  // Held-out evaluations at a batch of their own that no machine holds: the evaluation is the
+  // peak, and the way out is its batch.
+  auto* eval_batch = child<QLineEdit>(dialog, "train.per_device_eval_batch_size");
+  ASSERT_TRUE(eval_batch);
+  eval_batch->setText("100000");
+  EXPECT_TRUE(memory->text().contains("at its peak in the held-out evaluations, whose passes (a batch of 100000)"))
+      << memory->text().toStdString();
+  EXPECT_TRUE(memory->text().contains("lower train.per_device_eval_batch_size (now 100000)")) << memory->text().toStdString();
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short_evaluation.png"));
+  eval_batch->setText("0");
+  EXPECT_EQ(memory->text(), before);
 }
 
 // LoRA on the Model page: the estimate counts only the adapters' gradients and AdamW moments,
