@@ -160,14 +160,15 @@ std::string Trainer::State::judge_memory_advice() const {
 }
 
 std::string Trainer::State::out_of_memory(const std::string& detail) {
+  const Activity where = activity;  // (a checkpoint saved below has an activity of its own)
   // Where it ran out, and when.
   std::string text = device.is_cuda() ? (device_label.empty() ? device.str() : device_label) : "This machine's RAM";
-  if (std::string(activity.what) == kOptimizerStep)
+  if (std::string(where.what) == kOptimizerStep)
     text += " ran out of memory while taking optimizer step " + std::to_string(step + 1) + " of " +
             std::to_string(total_steps);
   else
-    text += std::string(" ran out of memory while ") + activity.what;
-  if (std::string(activity.what) != kOptimizerStep && step > 0)
+    text += std::string(" ran out of memory while ") + where.what;
+  if (std::string(where.what) != kOptimizerStep && step > 0)
     text += " after step " + std::to_string(step);
   text += ".";
   // What the run was expected to need, against what the device has.
@@ -175,7 +176,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
   const int64_t here = device.is_cpu() && options.distributed ? options.distributed->local_world_size : 1;
   if (estimate) {
     // The estimate of what ran out: an evaluation's, a step's, or the run's peak.
-    const bool evaluating = activity.use == MemoryUse::evaluation, stepping = activity.use == MemoryUse::training;
+    const bool evaluating = where.use == MemoryUse::evaluation, stepping = where.use == MemoryUse::training;
     const int64_t bytes = evaluating ? estimate->evaluation_total_bytes
                           : stepping ? estimate->step_total_bytes
                                      : estimate->total_bytes;
@@ -190,11 +191,12 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
   }
   if (device.is_cuda())
     if (const auto held = cuda_memory(device.has_index() ? device.index() : 0))
-      text += " LibTorch held " + format_gib(held->allocated_mb * 1024 * 1024) + " in tensors (" +
-              format_gib(held->reserved_mb * 1024 * 1024) + " reserved).";
+      text += " Its tensors reached " + format_gib(held->peak_allocated_mb * 1024 * 1024) +
+              " since the last log line (LibTorch's allocator reserved " + format_gib(held->reserved_mb * 1024 * 1024) +
+              ").";
   // Nothing trained is lost where the state is still a whole step's: that step is saved first.
   std::string saved, save_failure;
-  if (activity.between_steps && world() == 1 && !options.benchmark && step > 0 && last_checkpoint_step != step) {
+  if (where.between_steps && world() == 1 && !options.benchmark && step > 0 && last_checkpoint_step != step) {
     try {
       flush_metrics();
       saved = save_checkpoint("checkpoint-" + std::to_string(step), true);
@@ -202,17 +204,15 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
       save_failure = e.what();
     }
   }
-  text += " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), activity.use);
+  text += " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use);
   if (!saved.empty())
     text += "; then resume from " + saved + ", where step " + std::to_string(step) +
             " is saved (nothing trained is lost).";
-  else if (!last_checkpoint.empty())
-    text += "; then resume from " + last_checkpoint + ", the newest checkpoint (step " +
-            std::to_string(last_checkpoint_step) + ")" +
-            (save_failure.empty() ? std::string(".") : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ").");
   else
-    text += "; then start the run again" +
-            (save_failure.empty() ? std::string(".") : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ").");
+    text += (last_checkpoint.empty() ? "; then start the run again"
+                                     : "; then resume from " + last_checkpoint + ", the newest checkpoint (step " +
+                                           std::to_string(last_checkpoint_step) + ")") +
+            (save_failure.empty() ? "." : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ").");
   return text + " LibTorch: " + detail;
 }
 
