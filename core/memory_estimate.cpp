@@ -441,9 +441,9 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // responses attend to them, and one layer's temporaries (explicit attention's scores and
   // probabilities among them) or, after the blocks, its head: the scored positions'
   // logits, a float32 copy and their exp (a chunk of them through the chunked head, and under
-  // autocast the weight's bf16 copy). On the CPU's two lanes the policy and the reference (or an
-  // SFT stage's batches) run side by side: counted as if their peaks met (when they do depends
-  // on the two threads' timing).
+  // autocast the weight's bf16 copy). On the CPU's two lanes the policy and the reference run
+  // side by side: counted as if their peaks met (when they do depends on the two threads'
+  // timing).
   {
     RunConfig held_out = c;
     held_out.train.per_device_train_batch_size = eval_batch_size(c.train);
@@ -461,7 +461,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
       head = eval.scored * (vocab * (bf16 ? 10 : 8) + cap);
     }
     const double one = cache + std::max(layer, head);  // (a layer's temporaries are gone when the head runs)
-    const double lanes = !inv.gpu && c.train.num_threads != 1 ? 2 : 1;
+    const double lanes = preference && !inv.gpu && c.train.num_threads != 1 ? 2 : 1;
     e.evaluation_bytes = saturate(lanes * one);
   }
 
