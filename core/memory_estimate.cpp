@@ -438,8 +438,8 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // checkpointing too). The step's activations are gone by then; the weights, their gradients
   // (kept until the next step), AdamW's moments, the reference and the critics' weights stay.
   // Each pass keeps nothing for a backward pass: the shared prompts' keys and values while the
-  // responses attend to them, and one layer's temporaries (explicit attention's scores and
-  // probabilities among them) or, after the blocks, its head: the scored positions'
+  // responses attend to them, and one layer's temporaries (attention's scores and probabilities
+  // among them, but for CUDA's kernels) or, after the blocks, its head: the scored positions'
   // logits, a float32 copy and their exp (a chunk of them through the chunked head, and under
   // autocast the weight's bf16 copy). On the CPU's two lanes the policy and the reference run
   // side by side: counted as if their peaks met (when they do depends on the two threads'
@@ -452,7 +452,10 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
     const PolicyPass eval = policy_pass(held_out, shape);
     const double H = static_cast<double>(shape.n_heads);
     const double cache = eval.reference_shared ? eval.shared_kv_tokens * dkv * (4 + w) * layers : 0;
-    const double layer = eval.tokens * (8 * d + 3 * w * ff + (sdpa ? 0 : H * eval.keys_per_query * 8));
+    // (The scores: explicit attention's, and on the CPU scaled_dot_product_attention's too, whose
+    // masked calls LibTorch 2.x computes there with the math kernel: measured as much.)
+    const double scores = sdpa && inv.gpu ? 0 : H * eval.keys_per_query * 8;
+    const double layer = eval.tokens * (8 * d + 3 * w * ff + scores);
     double head = 0;
     if (chunked) {
       const double rows = std::min(eval.scored, static_cast<double>(chunked_logps_rows(shape.vocab_size, inv.gpu)));
