@@ -134,6 +134,30 @@ void DataParallel::note_progress(int64_t position, const std::string& where) {
   }
 }
 
+void DataParallel::note_failure(const std::string& message) {
+  try {
+    group_->store->set("failure/" + std::to_string(env_.rank), std::vector<uint8_t>(message.begin(), message.end()));
+  } catch (...) {
+    // as note_progress: the store is rank 0's
+  }
+}
+
+// "rank 1 failed: <its message>" for each other rank that recorded why it failed ("" if none).
+std::string DataParallel::failures_of_other_ranks() const {
+  std::string out;
+  try {
+    for (int r = 0; r < env_.world_size; ++r) {
+      const std::string key = "failure/" + std::to_string(r);
+      if (r == env_.rank || !group_->store->check({key})) continue;
+      const auto bytes = group_->store->get(key);
+      out += (out.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " failed: " +
+             std::string(bytes.begin(), bytes.end());
+    }
+  } catch (...) {
+  }
+  return out;
+}
+
 // "rank 0: logging step 2; rank 1: finished step 2 (behind: it hung or died)", from the store,
 // which rank 0 serves.
 std::string DataParallel::progress_of_ranks() const {
@@ -169,7 +193,10 @@ std::string DataParallel::progress_of_ranks() const {
 // behind, and what to do.
 void DataParallel::rethrow_collective_error(const std::string& what) const {
   const std::string detail = current_error_text();
-  const std::string progress = progress_of_ranks();
+  const std::string progress = progress_of_ranks(), failures = failures_of_other_ranks();
+  if (!failures.empty())
+    throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
+                std::to_string(env_.world_size) + " because " + failures);
   throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
               std::to_string(env_.world_size) + ": another rank stopped, hung past train.dist_timeout_s or could "
               "not be reached (" + detail + ")" + (progress.empty() ? "" : "; " + progress) +

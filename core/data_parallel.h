@@ -86,10 +86,14 @@ public:
   // `where` says it in words ("in step 3"). When a collective fails, the error names the ranks
   // that fell behind (hung or died) by where they were.
   void note_progress(int64_t position, const std::string& where);
+  // Records why this rank fails, as it fails, so that another rank's failed collective can say it
+  // ("rank 1 failed: ... ran out of memory ...") rather than only that this rank went away.
+  void note_failure(const std::string& message);
 
 private:
   [[noreturn]] void rethrow_collective_error(const std::string& what) const;
   std::string progress_of_ranks() const;
+  std::string failures_of_other_ranks() const;
   torch::Tensor on_backend(const torch::Tensor& t) const;
   struct Group;
   struct Overlap;

@@ -1,5 +1,7 @@
 #include "core/fault_points.h"
 
+#include "core/error.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,8 +17,9 @@ namespace {
 
 struct KillPlan {
   std::string name;
-  long hits_left = 0;  // kill (or hang) when this reaches 0
+  long hits_left = 0;  // kill (or hang, or fail) when this reaches 0
   bool hang = false;
+  bool fail = false;
 };
 
 std::once_flag g_once;
@@ -27,7 +30,8 @@ std::mutex g_mutex;
 void read_plan() {
   const char* kill_at = std::getenv("GANPO_KILL_AT");
   const char* hang_at = std::getenv("GANPO_HANG_AT");
-  const char* env = kill_at && *kill_at ? kill_at : hang_at;
+  const char* fail_at = std::getenv("GANPO_FAIL_AT");
+  const char* env = kill_at && *kill_at ? kill_at : hang_at && *hang_at ? hang_at : fail_at;
   if (!env || !*env) return;
   const char* only_rank = std::getenv("GANPO_FAULT_RANK");
   const char* rank = std::getenv("RANK");
@@ -38,7 +42,7 @@ void read_plan() {
     n = std::strtol(spec.c_str() + colon + 1, nullptr, 10);
     spec.resize(colon);
   }
-  g_plan = {spec, n < 1 ? 1 : n, env == hang_at};
+  g_plan = {spec, n < 1 ? 1 : n, env == hang_at, env == fail_at};
   g_armed.store(true);
 }
 
@@ -49,6 +53,7 @@ void fault_point(const char* name) {
   if (!g_armed.load(std::memory_order_relaxed)) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_plan.name != name || --g_plan.hits_left > 0) return;
+  if (g_plan.fail) throw Error(std::string("failed at ") + name + " on purpose (GANPO_FAIL_AT)");
   if (!g_plan.hang) ::kill(::getpid(), SIGKILL);
   for (;;) ::pause();
 }

@@ -5,8 +5,10 @@
 // handler runs, exactly as when the machine loses power or the OOM killer strikes. Without
 // the variable fault_point() costs two atomic loads. GANPO_HANG_AT=NAME[:N] makes the process
 // stop there instead and never continue (a hung rank: it still runs signal handlers, but no
-// code after the point), and GANPO_FAULT_RANK=R arms either only in the data-parallel process
-// whose RANK is R. The points:
+// code after the point), GANPO_FAIL_AT=NAME[:N] makes fault_point throw ganpo::Error there (a run
+// that fails with a message, as one out of memory does; for the trainer's own points, step.done and
+// checkpoint.*), and GANPO_FAULT_RANK=R arms any of them
+// only in the data-parallel process whose RANK is R. The points:
 //   step.done                  after an optimizer step, before anything about it is recorded
 //   checkpoint.files_written   a checkpoint's files are in NAME.tmp, its marker not yet
 //   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed

@@ -217,6 +217,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
 }
 
 void Trainer::State::fail(TrainResult& result, const std::string& message) {
+  if (dp) dp->note_failure(message);  // before this process leaves the group, so its peers can say why
   result.status = "failed";
   result.message = message;
   result.steps = step;

@@ -527,6 +527,21 @@ TEST(DataParallel, LaunchRunsTheRanksAndAKilledRankEndsTheRunNamingIt) {
   EXPECT_CONTAINS(out, "data-parallel");
 }
 
+// A rank that fails with a message (as one that runs out of memory does) leaves it in the
+// rendezvous store as it goes: rank 0's failed collective says why, not only that a rank went
+// away, in the console and in the workspace run's failure.
+TEST(DataParallel, ARankThatFailsHasItsReasonSaidByTheOthers) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 1000);
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
+                   "GANPO_FAIL_AT=step.done:2 GANPO_FAULT_RANK=1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  const std::string reason = "rank 1 failed: failed at step.done on purpose (GANPO_FAIL_AT)";
+  EXPECT_CONTAINS(r.output, "failed on rank 0 of 2 because " + reason);
+  EXPECT_CONTAINS(query(db, "SELECT status, error FROM runs WHERE id = 1"), reason);
+}
+
 // A rank that hangs (stops inside a step, alive) makes rank 0's next collective fail after
 // train.dist_timeout_s with the ranks' progress; the launcher then stops the hung rank.
 TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {
