@@ -551,15 +551,14 @@ std::string memory_shortfall_warning(const MemoryEstimate& e, int processes, int
          format_gib(static_cast<double>(e.reference_bytes)) + ", activations " +
          format_gib(static_cast<double>(e.activation_bytes)) + ", critics " +
          format_gib(static_cast<double>(e.critic_bytes)) + ")" +
-         (e.evaluation_total_bytes > e.step_total_bytes
+         (peak_use(e) == MemoryUse::evaluation
               ? ", at its peak in the held-out evaluations (their passes " +
                     format_gib(static_cast<double>(e.evaluation_bytes)) + " instead of the activations),"
               : std::string()) +
          " is more than the " + format_gib(static_cast<double>(available)) + " of " + where +
          ", and the estimate leaves out the CUDA context and the allocators' slack: the run is likely to be killed or to "
          "run out of memory. To need less memory, " +
-         ways_to_use_less_memory(config, vocab_size,
-                                 e.evaluation_total_bytes > e.step_total_bytes ? MemoryUse::evaluation : MemoryUse::training);
+         ways_to_use_less_memory(config, vocab_size, peak_use(e));
 }
 
 }  // namespace ganpo

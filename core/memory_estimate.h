@@ -116,6 +116,11 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
 std::string memory_shortfall_warning(const MemoryEstimate& estimate, int processes, int64_t available,
                                      const std::string& where, const RunConfig& config, int64_t vocab_size);
 
+// Where the estimate's peak is: a held-out evaluation's (MemoryUse::evaluation) or a step's.
+inline MemoryUse peak_use(const MemoryEstimate& e) {
+  return e.evaluation_total_bytes > e.step_total_bytes ? MemoryUse::evaluation : MemoryUse::training;
+}
+
 // "8.0 GiB": bytes in GiB with one decimal, as the messages above say them.
 std::string format_gib(double bytes);
 

@@ -89,7 +89,7 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                                          static_cast<double>(std::max<int64_t>(e.parameters, 1)),
                                      'g', 2) +
                      QStringLiteral(" %"));
-  if (e.evaluation_total_bytes > e.step_total_bytes)
+  if (peak_use(e) == MemoryUse::evaluation)
     text += tr("; at its peak in the held-out evaluations, whose passes (a batch of %1) take %2 instead of the "
                "activations")
                 .arg(eval_batch_size(config.train))
@@ -104,9 +104,7 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                "memory, %4")
                 .arg(format_bytes(device.bytes), QString::fromStdString(device.where),
                      device.processes > 1 ? tr(" for %1 processes").arg(device.processes) : QString(),
-                     QString::fromStdString(ways_to_use_less_memory(
-                         on_device, vocab,
-                         e.evaluation_total_bytes > e.step_total_bytes ? MemoryUse::evaluation : MemoryUse::training)));
+                     QString::fromStdString(ways_to_use_less_memory(on_device, vocab, peak_use(e))));
   setStyleSheet(short_of_memory ? QStringLiteral("color: #b00020;") : QString());
   setText(text);
   setToolTip(tr("The peak of a training step: weights %1, gradients %2, AdamW moments %3 (fp32), frozen "

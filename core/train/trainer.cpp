@@ -167,9 +167,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
     text += " ran out of memory while taking optimizer step " + std::to_string(step + 1) + " of " +
             std::to_string(total_steps);
   else
-    text += std::string(" ran out of memory while ") + where.what;
-  if (std::string(where.what) != kOptimizerStep && step > 0)
-    text += " after step " + std::to_string(step);
+    text += std::string(" ran out of memory while ") + where.what + (step > 0 ? " after step " + std::to_string(step) : "");
   text += ".";
   // What the run was expected to need, against what the device has.
   const int64_t capacity = device.is_cuda() ? gpu_memory_bytes : system_memory_bytes("MemTotal");
