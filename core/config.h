@@ -145,6 +145,14 @@ struct TrainConfig {
   // at least 8.
   int64_t per_device_eval_batch_size = 0;
   int64_t gradient_accumulation_steps = 1;
+  // transformers' auto_find_batch_size, keeping the rows per optimizer step: where an optimizer
+  // step runs out of memory, the stage goes on with half the micro-batch and twice the
+  // accumulation (per_device_train_batch_size x gradient_accumulation_steps unchanged) from its
+  // newest checkpoint, or from the start; where a held-out evaluation or the precompute does, with
+  // half the evaluation batch (a checkpoint of the step is written first, so nothing is lost).
+  // Until a batch of 1 fails too. One process only (each rank of a data-parallel run would have
+  // to find it together); checkpoints remember what was found, and a resume starts from it.
+  bool auto_find_batch_size = false;
   int64_t max_steps = -1;                    // > 0 overrides num_train_epochs
   double num_train_epochs = 1.0;
   double max_grad_norm = 1.0;

@@ -101,6 +101,7 @@ const std::vector<Field>& fields() {
       GANPO_FIELD(train, per_device_train_batch_size),
       GANPO_FIELD(train, per_device_eval_batch_size),
       GANPO_FIELD(train, gradient_accumulation_steps),
+      GANPO_FIELD(train, auto_find_batch_size),
       GANPO_FIELD(train, max_steps),
       GANPO_FIELD(train, num_train_epochs),
       GANPO_FIELD(train, max_grad_norm),

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 
 namespace ganpo {
@@ -20,6 +21,7 @@ struct KillPlan {
   long hits_left = 0;  // kill (or hang, or fail) when this reaches 0
   bool hang = false;
   bool fail = false;
+  bool out_of_memory = false;
 };
 
 std::once_flag g_once;
@@ -31,7 +33,11 @@ void read_plan() {
   const char* kill_at = std::getenv("GANPO_KILL_AT");
   const char* hang_at = std::getenv("GANPO_HANG_AT");
   const char* fail_at = std::getenv("GANPO_FAIL_AT");
-  const char* env = kill_at && *kill_at ? kill_at : hang_at && *hang_at ? hang_at : fail_at;
+  const char* oom_at = std::getenv("GANPO_OOM_AT");
+  const char* env = kill_at && *kill_at   ? kill_at
+                    : hang_at && *hang_at ? hang_at
+                    : fail_at && *fail_at ? fail_at
+                                          : oom_at;
   if (!env || !*env) return;
   const char* only_rank = std::getenv("GANPO_FAULT_RANK");
   const char* rank = std::getenv("RANK");
@@ -42,7 +48,7 @@ void read_plan() {
     n = std::strtol(spec.c_str() + colon + 1, nullptr, 10);
     spec.resize(colon);
   }
-  g_plan = {spec, n < 1 ? 1 : n, env == hang_at, env == fail_at};
+  g_plan = {spec, n < 1 ? 1 : n, env == hang_at, env == fail_at, env == oom_at};
   g_armed.store(true);
 }
 
@@ -53,7 +59,9 @@ void fault_point(const char* name) {
   if (!g_armed.load(std::memory_order_relaxed)) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_plan.name != name || --g_plan.hits_left > 0) return;
+  g_armed.store(false);  // a failure happens once; a run that goes on passes the point again
   if (g_plan.fail) throw Error(std::string("failed at ") + name + " on purpose (GANPO_FAIL_AT)");
+  if (g_plan.out_of_memory) throw std::bad_alloc();
   if (!g_plan.hang) ::kill(::getpid(), SIGKILL);
   for (;;) ::pause();
 }

@@ -7,8 +7,10 @@
 // stop there instead and never continue (a hung rank: it still runs signal handlers, but no
 // code after the point), GANPO_FAIL_AT=NAME[:N] makes fault_point throw ganpo::Error there (a run
 // that fails with a message, as one out of memory does; for the trainer's own points, step.done and
-// checkpoint.*), and GANPO_FAULT_RANK=R arms any of them
-// only in the data-parallel process whose RANK is R. The points:
+// checkpoint.*), GANPO_OOM_AT=NAME[:N] throws std::bad_alloc there (an allocation refused: the
+// trainer's out-of-memory path, train.auto_find_batch_size's included), and GANPO_FAULT_RANK=R
+// arms any of them only in the data-parallel process whose RANK is R. A point fails once: a
+// stage that goes on passes it again. The points:
 //   step.done                  after an optimizer step, before anything about it is recorded
 //   checkpoint.files_written   a checkpoint's files are in NAME.tmp, its marker not yet
 //   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed

@@ -504,6 +504,10 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
   std::vector<std::string> ways;
   const auto now = [](int64_t v) { return " (now " + std::to_string(v) + ")"; };
   const bool gpu_fp32 = config.device.rfind("cuda", 0) == 0 && t.precision == "fp32";
+  // Where the run could find the batch itself (one process), say so once, beside the batch.
+  const std::string finds = t.auto_find_batch_size || t.num_processes > 1
+                                ? std::string()
+                                : "train.auto_find_batch_size = true does that where memory runs out";
   if (use == MemoryUse::models) {
     if (config.model.lora.r == 0) ways.push_back("train LoRA adapters ([model.lora] r > 0)");
     if (gpu_fp32) ways.push_back("set train.precision = \"bf16\"");
@@ -514,9 +518,11 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
       ways.push_back("lower train.per_device_train_batch_size" + now(t.per_device_train_batch_size) +
                      " and raise train.gradient_accumulation_steps to keep " +
                      std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps) +
-                     " rows per optimizer step");
+                     " rows per optimizer step" + (finds.empty() ? "" : " (" + finds + ")"));
   } else if (use == MemoryUse::evaluation) {
-    if (eval_batch_size(t) > 1) ways.push_back("lower train.per_device_eval_batch_size" + now(eval_batch_size(t)));
+    if (eval_batch_size(t) > 1)
+      ways.push_back("lower train.per_device_eval_batch_size (now " + std::to_string(eval_batch_size(t)) +
+                     (finds.empty() ? "" : "; " + finds) + ")");
   } else if (use == MemoryUse::sampling) {
     ways.push_back("lower sampling.num_prompts" + now(config.sampling.num_prompts) + " or sampling.max_new_tokens" +
                    now(config.sampling.max_new_tokens));

@@ -353,6 +353,11 @@ QWidget* NewRunDialog::buildOptimisationPage() {
                 tr("Pairs per batch of the held-out evaluations and precomputed reference log-probs, which keep "
                    "no activations for a backward pass. 0 = the batch size, at least 8."));
   form_->addInt(batches, GANPO_CONFIG_KEY(train.gradient_accumulation_steps), tr("Gradient accumulation"));
+  form_->addBool(batches, GANPO_CONFIG_KEY(train.auto_find_batch_size), tr("Find a batch size that fits"),
+                 tr("Where a step runs out of memory, go on with half the batch size and twice the accumulation (the "
+                    "rows per optimizer step stay), from the newest checkpoint or the start; an evaluation that runs "
+                    "out goes on with half its batch. One process only. On the CPU the system may stop a process that "
+                    "asks for more memory than it has before any allocation fails."));
 
   length_mode_ = new QComboBox(batches);
   length_mode_->setObjectName(QStringLiteral("lengthMode"));

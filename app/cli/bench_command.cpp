@@ -141,6 +141,10 @@ int bench_command(const BenchArgs& args) {
     std::fprintf(stderr, "ganpo bench: train.num_processes = %lld: the bench measures one process (one rank's step "
                          "without the gradient all-reduce); a data-parallel run's own dashboard shows the world's speed\n",
                  static_cast<long long>(config.train.num_processes));
+  if (config.train.auto_find_batch_size)
+    std::fprintf(stderr, "ganpo bench: train.auto_find_batch_size does not apply here: the bench measures the batch it "
+                         "is given (%lld rows a micro-batch) and a step that runs out of memory ends it\n",
+                 static_cast<long long>(config.train.per_device_train_batch_size));
   // The kernel set decides most of a CPU step's time: say when the environment holds it back.
   const std::string slow_blas = blas_kernel_warning();
   if (!slow_blas.empty() && resolve_device(config.device) == "cpu") std::fprintf(stderr, "ganpo bench: %s\n", slow_blas.c_str());

@@ -25,6 +25,7 @@ void ConsoleProgress::on_start(int64_t total, int64_t first, const std::map<std:
               get("stage").c_str(), get("device").c_str(), static_cast<long long>(total), get("parameters").c_str(),
               get("train_examples").c_str());
   std::printf("[%s] data: %s; held out: %s\n", label_.c_str(), get("train_data").c_str(), get("eval_data").c_str());
+  if (auto it = info.find("batch"); it != info.end()) std::printf("[%s] batch: %s\n", label_.c_str(), it->second.c_str());
   if (auto it = info.find("cpu_threads"); it != info.end() && !it->second.empty())
     std::printf("[%s] CPU: %s\n", label_.c_str(), it->second.c_str());
   std::fflush(stdout);

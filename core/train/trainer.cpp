@@ -94,11 +94,13 @@ TrainResult Trainer::State::run() {
                        {"cpu_threads", cpu ? cpu->describe() : std::string()},
                        {"train_data", train_data},
                        {"eval_data", eval_data},
-                       {"stage", config.stage}});
+                       {"stage", config.stage},
+                       {"batch", batch_description()}});
     observer.on_status("running", "");
     log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +
                     std::to_string(params) + " parameters, device " + device.str());
     if (step == 0 && !options.benchmark) samples();
+    if (evaluate_first && step < total_steps) after_step();
     while (step < total_steps) {
       if (handle_control() || (options.stop_after_steps >= 0 && step >= options.stop_after_steps)) {
         flush_metrics();
@@ -114,12 +116,7 @@ TrainResult Trainer::State::run() {
         optimizer_step();
       fault_point("step.done");
       if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
-      if (options.benchmark) continue;
-      if (config.train.eval_steps > 0 && step % config.train.eval_steps == 0 && step != total_steps) evaluate();
-      if (config.sampling.every_steps > 0 && step % config.sampling.every_steps == 0 && step != total_steps)
-        samples();
-      if (config.train.save_steps > 0 && step % config.train.save_steps == 0 && step != total_steps)
-        save_checkpoint("checkpoint-" + std::to_string(step), true);
+      if (!options.benchmark) after_step();
     }
     if (!options.benchmark) {
       evaluate(false);
@@ -137,14 +134,32 @@ TrainResult Trainer::State::run() {
   } catch (const Error& e) {
     fail(result, e.what());
   } catch (const c10::Error& e) {
-    fail(result, is_out_of_memory(e) ? out_of_memory(e.what_without_backtrace())
-                                     : std::string("LibTorch error: ") + e.what_without_backtrace());
+    if (!is_out_of_memory(e)) fail(result, std::string("LibTorch error: ") + e.what_without_backtrace());
+    else if (std::string m = out_of_memory(e.what_without_backtrace()); !retry) fail(result, m);
   } catch (const std::bad_alloc& e) {
-    fail(result, out_of_memory(e.what()));
+    if (std::string m = out_of_memory(e.what()); !retry) fail(result, m);
   } catch (const std::exception& e) {
     fail(result, e.what());
   }
   return result;
+}
+
+std::string Trainer::State::batch_description() const {
+  const TrainConfig& t = config.train;
+  const int64_t rows = t.per_device_train_batch_size * t.gradient_accumulation_steps * world();
+  return std::to_string(t.per_device_train_batch_size) + (t.per_device_train_batch_size == 1 ? " row" : " rows") +
+         " a micro-batch x " + std::to_string(t.gradient_accumulation_steps) + " accumulation step" +
+         (t.gradient_accumulation_steps == 1 ? "" : "s") + (world() > 1 ? " x " + std::to_string(world()) + " processes" : "") +
+         " = " + std::to_string(rows) + " rows per optimizer step; evaluations in batches of " +
+         std::to_string(eval_batch_size(t));
+}
+
+void Trainer::State::after_step() {
+  if (step == total_steps) return;  // the stage's end has its own
+  if (config.train.eval_steps > 0 && step % config.train.eval_steps == 0) evaluate();
+  if (config.sampling.every_steps > 0 && step % config.sampling.every_steps == 0) samples();
+  if (config.train.save_steps > 0 && step % config.train.save_steps == 0 && last_checkpoint_step != step)
+    save_checkpoint("checkpoint-" + std::to_string(step), true);
 }
 
 RunConfig Trainer::State::on_device_config() const {
@@ -193,25 +208,56 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
               " since the last log line (LibTorch's allocator reserved " + format_gib(held->reserved_mb * 1024 * 1024) +
               ").";
   // Nothing trained is lost where the state is still a whole step's: that step is saved first.
-  std::string saved, save_failure;
-  if (where.between_steps && world() == 1 && !options.benchmark && step > 0 && last_checkpoint_step != step) {
-    try {
-      flush_metrics();
-      saved = save_checkpoint("checkpoint-" + std::to_string(step), true);
-    } catch (const std::exception& e) {
-      save_failure = e.what();
+  std::string save_failure;
+  const std::string saved = rescue_checkpoint(save_failure);
+  const std::string saving_failed =
+      save_failure.empty() ? "" : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ")";
+  // train.auto_find_batch_size: the stage starts again with a smaller batch, where there is one.
+  std::string no_smaller;
+  if (config.train.auto_find_batch_size && !options.benchmark &&
+      (where.use == MemoryUse::training || where.use == MemoryUse::evaluation)) {
+    const bool training = where.use == MemoryUse::training;
+    if (auto smaller = training ? with_smaller_training_batch(config) : with_smaller_evaluation_batch(config)) {
+      // An evaluation between steps is done again where the stage resumes, at the same step.
+      const bool same_step = saved.empty() ? last_checkpoint_step == step : true;
+      retry = Retry{std::move(smaller->config), saved.empty() ? resume_point() : saved,
+                    std::string(where.what) == kEvaluating.what && where.between_steps && same_step};
+      const std::string again =
+          retry->from.empty() ? "from the start" : "from " + retry->from + (saved.empty() ? "" : " (saved just now)");
+      log("warning", text + " train.auto_find_batch_size: the stage goes on with " + smaller->change + ", " + again +
+                         saving_failed + ". LibTorch: " + detail);
+      return {};
     }
+    no_smaller = training ? " (train.auto_find_batch_size found no smaller batch: a micro-batch of 1 row ran out too)"
+                          : " (train.auto_find_batch_size found no smaller batch: evaluation batches of 1 ran out too)";
   }
-  text += " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use);
+  text += no_smaller + " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use);
+  const std::string from = resume_point();
   if (!saved.empty())
     text += "; then resume from " + saved + ", where step " + std::to_string(step) +
             " is saved (nothing trained is lost).";
   else
-    text += (last_checkpoint.empty() ? "; then start the run again"
-                                     : "; then resume from " + last_checkpoint + ", the newest checkpoint (step " +
-                                           std::to_string(last_checkpoint_step) + ")") +
-            (save_failure.empty() ? "." : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ").");
+    text += (from.empty() ? "; then start the run again"
+                          : "; then resume from " + from + ", the newest checkpoint" +
+                                (from == last_checkpoint ? " (step " + std::to_string(last_checkpoint_step) + ")" : "")) +
+            saving_failed + ".";
   return text + " LibTorch: " + detail;
+}
+
+std::string Trainer::State::rescue_checkpoint(std::string& failure) {
+  if (!activity.between_steps || world() != 1 || options.benchmark || step == 0 || last_checkpoint_step == step)
+    return {};
+  try {
+    flush_metrics();
+    return save_checkpoint("checkpoint-" + std::to_string(step), true);
+  } catch (const std::exception& e) {
+    failure = e.what();
+    return {};
+  }
+}
+
+std::string Trainer::State::resume_point() const {
+  return last_checkpoint.empty() ? options.resume_from : last_checkpoint;
 }
 
 void Trainer::State::fail(TrainResult& result, const std::string& message) {
@@ -226,7 +272,22 @@ void Trainer::State::fail(TrainResult& result, const std::string& message) {
 Trainer::Trainer(RunConfig config, RunObserver& observer, TrainerOptions options)
     : state_(std::make_unique<State>(std::move(config), observer, std::move(options))) {}
 Trainer::~Trainer() = default;
-TrainResult Trainer::run() { return state_->run(); }
+
+TrainResult Trainer::run() {
+  for (;;) {
+    TrainResult result = state_->run();
+    if (!state_->retry) return result;
+    // train.auto_find_batch_size: the same stage with a smaller batch, from the checkpoint the
+    // retry names. The stage that ran out goes first, and its memory with it.
+    State::Retry retry = std::move(*state_->retry);
+    RunObserver& observer = state_->observer;
+    TrainerOptions options = std::move(state_->options);
+    options.resume_from = std::move(retry.from);
+    state_.reset();
+    state_ = std::make_unique<State>(std::move(retry.config), observer, std::move(options));
+    state_->evaluate_first = retry.evaluate_first;
+  }
+}
 
 }  // namespace ganpo
 

@@ -144,7 +144,11 @@ void Trainer::State::write_trainer_state(const std::string& dir, const WorldStat
   fs::create_directories(ts);
   torch::save(*optimizer, (ts / "optimizer.pt").string());
   nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor}, {"order_group_rows", order_group_rows},
-                          {"tokens_seen", world_state.tokens_seen}, {"total_steps", total_steps}, {"world_size", world()}};
+                          {"tokens_seen", world_state.tokens_seen}, {"total_steps", total_steps}, {"world_size", world()},
+                          // The batches it was trained with (train.auto_find_batch_size may have found them).
+                          {"per_device_train_batch_size", config.train.per_device_train_batch_size},
+                          {"gradient_accumulation_steps", config.train.gradient_accumulation_steps},
+                          {"per_device_eval_batch_size", eval_batch_size(config.train)}};
   if (regularizer) {
     torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
     save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
@@ -231,6 +235,28 @@ void Trainer::State::load_lora_state(const std::string& dir) {
     throw ModelFileError(dir + " has no trainer_state/lora.safetensors, so it is not a checkpoint of a LoRA run; resume "
                          "it with model.lora.r = 0, as it was trained");
   copy_saved_tensors(file, policy->adapter_parameters(), "adapter", "model.lora");
+}
+
+void Trainer::State::adopt_batches_found_before(const std::string& dir) {
+  if (!config.train.auto_find_batch_size) return;
+  const fs::path file = fs::path(dir) / "trainer_state" / "state.json";
+  if (!fs::exists(file)) return;  // resume() says what is missing
+  const auto state = read_json_file(file.string());
+  TrainConfig& t = config.train;
+  const int64_t b = state.value("per_device_train_batch_size", int64_t{0});
+  const int64_t ga = state.value("gradient_accumulation_steps", int64_t{0});
+  if (b > 0 && b < t.per_device_train_batch_size && b * ga == t.per_device_train_batch_size * t.gradient_accumulation_steps) {
+    log("info", "train.auto_find_batch_size: " + dir + " was trained with " + std::to_string(b) + (b == 1 ? " row" : " rows") +
+                    " a micro-batch x " + std::to_string(ga) + " accumulation steps, which an earlier attempt found to "
+                    "fit; the stage goes on with them (" + std::to_string(b * ga) + " rows per optimizer step)");
+    t.per_device_train_batch_size = b, t.gradient_accumulation_steps = ga;
+  }
+  const int64_t e = state.value("per_device_eval_batch_size", int64_t{0});
+  if (e > 0 && e < eval_batch_size(t)) {
+    log("info", "train.auto_find_batch_size: " + dir + " was evaluated in batches of " + std::to_string(e) +
+                    "; the stage goes on with them");
+    t.per_device_eval_batch_size = e;
+  }
 }
 
 void Trainer::State::resume(const std::string& dir) {

@@ -17,6 +17,7 @@ void Trainer::State::setup() {
     validate_or_throw(config);
   }
   preference = config.stage == "preference";
+  if (!options.resume_from.empty()) adopt_batches_found_before(options.resume_from);
   if (config.train.deterministic) use_deterministic_kernels();
   device = torch::Device(resolve_device(config.device));
   join_process_group();
@@ -122,6 +123,11 @@ void Trainer::State::join_process_group() {
     return;
   }
   const DistributedEnv& env = *options.distributed;
+  if (config.train.auto_find_batch_size)
+    throw ConfigError("train.auto_find_batch_size works in a run of one process (the ranks of a data-parallel run "
+                      "would have to find the batch together), and this process is " + env.describe() +
+                      ": set train.auto_find_batch_size = false and choose per_device_train_batch_size yourself, or "
+                      "train in one process");
   if (config.train.num_processes > 1 && config.train.num_processes != env.world_size)
     log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) + " but the launcher started " +
                        std::to_string(env.world_size) + " processes (" + env.source + "); training with " +
@@ -232,6 +238,9 @@ void Trainer::State::warn_if_memory_short() {
     warning = memory_shortfall_warning(*estimate, processes, system_memory_bytes("MemAvailable"),
                                        "this machine's free RAM (MemAvailable)", on_device, shape.vocab_size);
   }
+  if (!warning.empty() && config.train.auto_find_batch_size)
+    warning += std::string(" train.auto_find_batch_size is on: the run lowers its batch where an allocation fails") +
+               (device.is_cpu() ? " (on the CPU the system may stop the process first)." : ".");
   if (!warning.empty()) log("warning", warning);
 }
 

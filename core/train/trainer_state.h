@@ -56,6 +56,7 @@
 #include "core/run_files.h"
 #include "core/sequence_scoring.h"
 #include "core/tasks/task.h"
+#include "core/train/auto_batch_size.h"
 #include "core/tasks/task_random.h"
 #include "core/text/chat_template.h"
 #include "core/tokenizer.h"
@@ -516,6 +517,31 @@ struct Trainer::State {
   // lost.
   std::string out_of_memory(const std::string& detail);
 
+  // Where a checkpoint of the step just taken is written, its folder; else empty, with why
+  // saving it failed in `failure` if it did. Only where the state is a whole step's (between
+  // steps, one process) and no checkpoint of that step exists yet.
+  std::string rescue_checkpoint(std::string& failure);
+  // The checkpoint a new attempt of this stage would resume from: the newest one written or
+  // resumed from, else the one it was asked to resume from (empty: the start).
+  std::string resume_point() const;
+
+  // train.auto_find_batch_size: where memory ran out in a step (or an evaluation, or the
+  // precompute) and a smaller batch keeps the run's rows per optimizer step, the stage ends
+  // with `retry` set instead of failing; Trainer::run starts it again from `from` with `config`.
+  struct Retry {
+    RunConfig config;
+    std::string from;
+    bool evaluate_first = false;  // the held-out evaluation that ran out (and what followed it) done at `from`
+  };
+  std::optional<Retry> retry;
+  bool evaluate_first = false;  // Retry::evaluate_first, for the stage that retries
+  // Sets `retry` and says so in the log when the setting is on and a smaller batch exists; the
+  // reason it cannot, for the failure message, otherwise (empty where the setting is off).
+  std::string retry_with_smaller_batch();
+  // A resumed stage with train.auto_find_batch_size takes the smaller batches its checkpoint
+  // was trained with (what an earlier attempt found), where they keep the rows per step.
+  void adopt_batches_found_before(const std::string& dir);
+
   RunConfig on_device_config() const;  // the config with its device resolved ("auto": what it is here)
   int64_t vocab_size() const;           // the policy's (0 before it is built)
 
@@ -530,6 +556,10 @@ struct Trainer::State {
 
   // The stage from set-up to the final report; every failure becomes status "failed".
   TrainResult run();
+  // What follows an optimizer step where it is due: a held-out evaluation, the samples, a checkpoint.
+  void after_step();
+  // "4 rows a micro-batch x 2 accumulation steps = 8 rows per optimizer step; evaluations in ..."
+  std::string batch_description() const;
 
   void fail(TrainResult& result, const std::string& message);
 };

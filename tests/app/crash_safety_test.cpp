@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/support/cli_runner.h"
 
 #include "core/atomic_folder.h"
@@ -222,4 +224,44 @@ TEST_F(CrashSafety, AWorkspaceMovedAwayMidRunStopsTheWorkerWithAdvice) {
   auto store = RunStore::open(db_);
   EXPECT_EQ(store.run(1)->status, RunStatus::completed);
   EXPECT_EQ(store.database().query_text("PRAGMA integrity_check"), "ok");
+}
+
+// train.auto_find_batch_size in a real worker: an allocation refused after step 12 (GANPO_OOM_AT)
+// sends the stage back to checkpoint-10 with half the micro-batch and twice the accumulation. The
+// run completes in its row, each step recorded once with no gap, the change is in its log, and
+// its checkpoints from there on say the batch found.
+TEST_F(CrashSafety, OutOfMemoryWithAutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
+  const fs::path config = write_config("auto");
+  auto r = run_cli("train --db " + db_ + " --config " + config.string() + " --set train.auto_find_batch_size=true",
+                   "GANPO_OOM_AT=step.done:12");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto store = RunStore::open(db_);
+  EXPECT_EQ(store.run(1)->status, RunStatus::completed);
+  auto& db = store.database();
+  EXPECT_EQ(db.query_int("SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE run_id = 1 GROUP BY step, key "
+                         "HAVING COUNT(*) > 1)"),
+            0);
+  EXPECT_EQ(db.query_int("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id = 1"), kSteps);
+  EXPECT_EQ(db.query_int("SELECT MAX(step) FROM metrics WHERE run_id = 1"), kSteps);
+  const std::string warning =
+      db.query_text("SELECT text FROM events WHERE run_id = 1 AND level = 'warning' AND text LIKE '%auto_find%'");
+  EXPECT_NE(warning.find("This machine's RAM ran out of memory while training after step 12. "), std::string::npos)
+      << warning;
+  EXPECT_NE(warning.find("train.auto_find_batch_size: the stage goes on with 2 rows a micro-batch x 2 accumulation "
+                         "steps"),
+            std::string::npos)
+      << warning;
+  EXPECT_NE(warning.find("from " + (dir_ / "auto" / "checkpoint-10").string() + ". LibTorch: std::bad_alloc"),
+            std::string::npos)
+      << warning;
+  EXPECT_NE(r.output.find("train.auto_find_batch_size: the stage goes on"), std::string::npos) << "on the console too";
+  EXPECT_NE(r.output.find("batch: 4 rows a micro-batch x 1 accumulation step = 4 rows per optimizer step"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("batch: 2 rows a micro-batch x 2 accumulation steps = 4 rows per optimizer step"),
+            std::string::npos)
+      << r.output;
+  const auto state = nlohmann::json::parse(std::ifstream(dir_ / "auto" / "checkpoint-15" / "trainer_state" / "state.json"));
+  EXPECT_EQ(state.at("per_device_train_batch_size"), 2);
+  EXPECT_EQ(state.at("gradient_accumulation_steps"), 2);
 }

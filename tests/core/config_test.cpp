@@ -144,6 +144,7 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.train.adam_epsilon, b.train.adam_epsilon);
   EXPECT_EQ(a.train.precision, b.train.precision);
   EXPECT_EQ(a.train.gradient_checkpointing, b.train.gradient_checkpointing);
+  EXPECT_EQ(a.train.auto_find_batch_size, b.train.auto_find_batch_size);
   EXPECT_EQ(a.train.deterministic, b.train.deterministic);
   EXPECT_EQ(a.train.precompute_ref_log_probs, b.train.precompute_ref_log_probs);
   EXPECT_EQ(a.train.prefix_sharing, b.train.prefix_sharing);
@@ -240,6 +241,7 @@ RunConfig non_default_config() {
   c.train.per_device_train_batch_size = 4;
   c.train.per_device_eval_batch_size = 2;
   c.train.gradient_accumulation_steps = 32;
+  c.train.auto_find_batch_size = true;
   c.train.max_steps = 1000;
   c.train.num_train_epochs = 2.5;
   c.train.max_grad_norm = 0.0;
@@ -371,7 +373,7 @@ TEST(Config, TomlWritesEveryKeyAndReadableNumbers) {
   // One line per field: 5 top-level + 14 + 15 (model.lora) + 11 + 4 + 12 + 25 + 6 + 7.
   size_t assignments = 0;
   for (size_t pos = 0; (pos = text.find(" = ", pos)) != std::string::npos; ++pos) ++assignments;
-  EXPECT_EQ(assignments, 100u);
+  EXPECT_EQ(assignments, 101u);
 }
 
 TEST(Config, JsonHasTheTomlNesting) {
@@ -809,6 +811,12 @@ std::vector<Rule> rules() {
        {"train.per_device_eval_batch_size must be >= 0", "got -1"}},
       {"accumulation", [](RunConfig& c) { c.train.gradient_accumulation_steps = 0; },
        {"train.gradient_accumulation_steps must be >= 1", "got 0"}},
+      {"auto batch under data parallelism",
+       [](RunConfig& c) {
+         c.train.auto_find_batch_size = true;
+         c.train.num_processes = 2;
+       },
+       {"train.auto_find_batch_size works in a run of one process", "train.num_processes is 2"}},
       {"max_steps", [](RunConfig& c) { c.train.max_steps = 0; }, {"train.max_steps must be -1", "or > 0", "got 0"}},
       {"max_steps -2", [](RunConfig& c) { c.train.max_steps = -2; }, {"train.max_steps", "got -2"}},
       {"num_train_epochs", [](RunConfig& c) { c.train.num_train_epochs = 0; },

@@ -280,8 +280,8 @@ TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
             "train LoRA adapters ([model.lora] r > 0), set train.precision = \"bf16\", or train a smaller model");
   EXPECT_EQ(ways_to_use_less_memory(c, gpt2, MemoryUse::training),
             "set train.gradient_checkpointing = true, lower train.per_device_train_batch_size (now 4) and raise "
-            "train.gradient_accumulation_steps to keep 32 rows per optimizer step, lower data.max_length (now 1024), "
-            "set train.chunked_logps = \"on\", set train.precision = \"bf16\", or train LoRA adapters ([model.lora] r > 0)");
+            "train.gradient_accumulation_steps to keep 32 rows per optimizer step (train.auto_find_batch_size = true "
+            "does that where memory runs out), lower data.max_length (now 1024), set train.chunked_logps = \"on\", set train.precision = \"bf16\", or train LoRA adapters ([model.lora] r > 0)");
   // What is on already is not said again; a small vocabulary gains nothing from the chunked head,
   // and "auto" takes it for Llama 3's; the CPU has no bf16 here.
   c.train.gradient_checkpointing = true;
@@ -298,7 +298,18 @@ TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::training), "lower data.max_length (now 1024)");
   // Passes without gradients have their own batch; sampling its own lengths.
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
+            "lower train.per_device_eval_batch_size (now 8; train.auto_find_batch_size = true does that where memory "
+            "runs out), or lower data.max_length (now 1024)");
+  // A run that finds its batches itself, or one of several processes (where it cannot), is not
+  // told of the setting.
+  c.train.auto_find_batch_size = true;
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
             "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
+  c.train.auto_find_batch_size = false;
+  c.train.num_processes = 2;
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
+            "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
+  c.train.num_processes = 1;
   c.train.per_device_eval_batch_size = 1;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation), "lower data.max_length (now 1024)");
   // Sampling asks for fewer or shorter samples: the live ones, or the judge's at the end (whose

@@ -464,6 +464,15 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   batch->setText("100000");
   EXPECT_TRUE(memory->text().contains("More than the")) << memory->text().toStdString();
   EXPECT_TRUE(memory->styleSheet().contains("color")) << "said in red";
+  EXPECT_TRUE(memory->text().contains("(train.auto_find_batch_size = true does that where memory runs out)"))
+      << memory->text().toStdString();
+  // Finding the batch on its own: said once, no longer proposed.
+  auto* finds = child<QCheckBox>(dialog, "train.auto_find_batch_size");
+  ASSERT_TRUE(finds);
+  finds->setChecked(true);
+  EXPECT_FALSE(memory->text().contains("train.auto_find_batch_size = true")) << memory->text().toStdString();
+  EXPECT_TRUE(memory->text().contains("the run lowers its batch where an allocation fails")) << memory->text().toStdString();
+  finds->setChecked(false);
   dialog.show();
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short.png"));
   batch->setText("16");
@@ -476,7 +485,7 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   eval_batch->setText("100000");
   EXPECT_TRUE(memory->text().contains("at its peak in the held-out evaluations, whose passes (a batch of 100000)"))
       << memory->text().toStdString();
-  EXPECT_TRUE(memory->text().contains("lower train.per_device_eval_batch_size (now 100000)")) << memory->text().toStdString();
+  EXPECT_TRUE(memory->text().contains("lower train.per_device_eval_batch_size (now 100000")) << memory->text().toStdString();
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short_evaluation.png"));
   eval_batch->setText("0");
   EXPECT_EQ(memory->text(), before);

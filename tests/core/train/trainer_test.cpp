@@ -1595,13 +1595,18 @@ TEST_F(TrainerTest, HfFolderWithRealTokenizerTrainsSftThenGanpoOnConversationsAn
   EXPECT_FALSE(torch::equal(a, started.model->forward(ids).logits));
 }
 
-// TrainerOptions whose hook throws CUDA's out-of-memory error as the stage starts `activity`
-// with `step` optimizer steps done (what LibTorch throws when an allocation fails on a GPU).
-TrainerOptions out_of_memory_at(const std::string& activity, int64_t step) {
+// TrainerOptions whose hook throws CUDA's out-of-memory error (what LibTorch throws when an
+// allocation fails on a GPU) as the stage starts `activity` with `step` optimizer steps done, the
+// first `times` times (a stage that retries starts it again).
+TrainerOptions out_of_memory_at(const std::string& activity, int64_t step,
+                                int times = std::numeric_limits<int>::max()) {
   TrainerOptions options;
-  options.on_activity_for_tests = [activity, step](const std::string& what, int64_t done) {
-    if (what == activity && done == step)
+  auto left = std::make_shared<int>(times);
+  options.on_activity_for_tests = [activity, step, left](const std::string& what, int64_t done) {
+    if (what == activity && done == step && *left > 0) {
+      --*left;
       TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
+    }
   };
   return options;
 }
@@ -1648,7 +1653,7 @@ TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExa
     std::string activity, says, advice;
     MemoryUse use;
   };
-  for (const Case& k : {Case{"running a held-out evaluation", "after step 2", "lower train.per_device_eval_batch_size (now 8)",
+  for (const Case& k : {Case{"running a held-out evaluation", "after step 2", "lower train.per_device_eval_batch_size (now 8",
                              MemoryUse::evaluation},
                         Case{"generating the live samples", "after step 2", "lower sampling.num_prompts (now 2) or sampling.max_new_tokens (now 16)",
                              MemoryUse::sampling}}) {
@@ -1687,6 +1692,121 @@ TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExa
   EXPECT_EQ(j_obs.reports.at(4).judge_error,
             "out of memory; to need less, " + ways_to_use_less_memory(judged, kByteTokenizerVocab, MemoryUse::judging) +
                 ". LibTorch: CUDA out of memory. Tried to allocate 2.00 GiB");
+}
+
+// train.auto_find_batch_size: a step that runs out of memory starts the stage again with half the
+// micro-batch and twice the accumulation, from the start where no checkpoint was written yet: the
+// run is then the one configured with the batch it found, number for number. Its checkpoints
+// remember that batch, and a resume with the original config takes it.
+TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) {
+  auto c = config("auto-batch");
+  c.train.max_steps = 4;
+  c.train.save_steps = 3;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  c.train.auto_find_batch_size = true;
+  Collector obs;  // runs out in step 2 at 4 rows and at 2 rows, fits at 1
+  const auto r = run(c, obs, out_of_memory_at("taking an optimizer step", 1, 2));
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), "warning: This machine's RAM ran out of memory while taking optimizer step 2 of 4.");
+  EXPECT_CONTAINS(obs.all_logs(), " train.auto_find_batch_size: the stage goes on with 2 rows a micro-batch x 2 "
+                                  "accumulation steps (train.per_device_train_batch_size 4 -> 2, "
+                                  "train.gradient_accumulation_steps 1 -> 2; 4 rows per optimizer step, as before), from "
+                                  "the start. LibTorch: CUDA out of memory.");
+  EXPECT_CONTAINS(obs.all_logs(), "the stage goes on with 1 row a micro-batch x 4 accumulation steps "
+                                  "(train.per_device_train_batch_size 2 -> 1, train.gradient_accumulation_steps 2 -> 4;");
+  EXPECT_EQ(std::count(obs.statuses.begin(), obs.statuses.end(), "failed"), 0);
+
+  RunConfig found = c;
+  found.output_dir += "-found";
+  found.train.per_device_train_batch_size = 1;
+  found.train.gradient_accumulation_steps = 4;
+  found.train.auto_find_batch_size = false;
+  Collector f_obs;
+  ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
+  for (int64_t step = 1; step <= 4; ++step)
+    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+
+  // Its checkpoints say the batch; a resume with the config asked for goes on with it.
+  const fs::path ckpt = fs::path(c.output_dir) / "checkpoint-3";
+  const auto state = read_json_file((ckpt / "trainer_state" / "state.json").string());
+  EXPECT_EQ(state.at("per_device_train_batch_size"), 1);
+  EXPECT_EQ(state.at("gradient_accumulation_steps"), 4);
+  RunConfig again = c;
+  again.output_dir += "-again";
+  Collector a_obs;
+  TrainerOptions from_ckpt;
+  from_ckpt.resume_from = ckpt.string();
+  ASSERT_EQ(run(again, a_obs, from_ckpt).status, "completed") << a_obs.all_logs();
+  EXPECT_CONTAINS(a_obs.all_logs(), "was trained with 1 row a micro-batch x 4 accumulation steps, which an earlier "
+                                    "attempt found to fit; the stage goes on with them (4 rows per optimizer step)");
+  EXPECT_EQ(step_numbers(a_obs.metrics.at(4)), step_numbers(obs.metrics.at(4)));
+
+  // A micro-batch of 1 that runs out too ends the run, saying so.
+  RunConfig one = c;
+  one.output_dir += "-one";
+  Collector o_obs;
+  const auto failed = run(one, o_obs, out_of_memory_at("taking an optimizer step", 1, 3));
+  ASSERT_EQ(failed.status, "failed") << o_obs.all_logs();
+  EXPECT_CONTAINS(failed.message, "ran out of memory while taking optimizer step 2 of 4. ");
+  EXPECT_CONTAINS(failed.message, " (train.auto_find_batch_size found no smaller batch: a micro-batch of 1 row ran out "
+                                  "too) To need less memory, ");
+}
+
+// A step that runs out after a checkpoint goes on from it; an evaluation that runs out is saved
+// first and done again with half its batch where the stage goes on, followed by what was due
+// after it: nothing trained is lost, and the steps after it are the uninterrupted run's.
+TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
+  auto c = config("auto-batch-ckpt");
+  c.train.max_steps = 4;
+  c.train.eval_steps = 2;
+  c.train.save_steps = 0;
+  c.sampling.every_steps = 2;
+  c.eval.judge_at_end = false;
+  c.train.auto_find_batch_size = true;
+  Collector u_obs;
+  ASSERT_EQ(run(c, u_obs).status, "completed") << u_obs.all_logs();
+
+  RunConfig e = c;
+  e.output_dir += "-eval";
+  Collector e_obs;
+  ASSERT_EQ(run(e, e_obs, out_of_memory_at("running a held-out evaluation", 2, 1)).status, "completed")
+      << e_obs.all_logs();
+  const std::string ckpt2 = (fs::path(e.output_dir) / "checkpoint-2").string();
+  EXPECT_CONTAINS(e_obs.all_logs(), "train.auto_find_batch_size: the stage goes on with evaluation batches of 4 "
+                                    "(train.per_device_eval_batch_size 8 -> 4), from " + ckpt2 + " (saved just now).");
+  EXPECT_CONTAINS(e_obs.all_logs(), "resumed from " + ckpt2 + " at step 2");
+  // (Its numbers as the uninterrupted run's up to the order of sums in batches of 4, not 8.)
+  const auto expect_near = [](const std::map<std::string, double>& a, const std::map<std::string, double>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto& [k, v] : b) EXPECT_NEAR(a.at(k), v, 1e-5 * std::max(1.0, std::abs(v))) << k;
+  };
+  ASSERT_TRUE(e_obs.evals.count(2)) << "the evaluation that ran out is done again";
+  expect_near(e_obs.evals.at(2), u_obs.evals.at(2));
+  EXPECT_TRUE(e_obs.samples.count(2)) << "and the samples that followed it";
+  for (int64_t step = 3; step <= 4; ++step)
+    EXPECT_EQ(step_numbers(e_obs.metrics.at(step)), step_numbers(u_obs.metrics.at(step))) << step;
+  expect_near(e_obs.evals.at(4), u_obs.evals.at(4));
+
+  // Step 3 runs out: the stage goes on from checkpoint-2 (saved by the evaluation's retry) at 2
+  // rows a micro-batch, and steps 3 and 4 are what a resume configured so gives.
+  RunConfig s = c;
+  s.output_dir += "-step";
+  s.train.save_steps = 2;
+  Collector s_obs;
+  ASSERT_EQ(run(s, s_obs, out_of_memory_at("taking an optimizer step", 2, 1)).status, "completed") << s_obs.all_logs();
+  const std::string s_ckpt2 = (fs::path(s.output_dir) / "checkpoint-2").string();
+  EXPECT_CONTAINS(s_obs.all_logs(), "4 rows per optimizer step, as before), from " + s_ckpt2 + ". LibTorch:");
+  RunConfig r = c;
+  r.output_dir += "-resumed";
+  r.train.per_device_train_batch_size = 2;
+  r.train.gradient_accumulation_steps = 2;
+  Collector r_obs;
+  TrainerOptions from_ckpt;
+  from_ckpt.resume_from = s_ckpt2;
+  ASSERT_EQ(run(r, r_obs, from_ckpt).status, "completed") << r_obs.all_logs();
+  for (int64_t step = 3; step <= 4; ++step)
+    EXPECT_EQ(step_numbers(s_obs.metrics.at(step)), step_numbers(r_obs.metrics.at(step))) << step;
 }
 
 // A real allocation that fails: a model far beyond any machine's memory (32 TiB in one weight),
