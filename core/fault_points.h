@@ -16,6 +16,8 @@
 //   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed
 //   checkpoint.renamed         the folder has its final name, its row is not yet in the store
 //   store.batch_written        the recorder's transaction holds a batch, not yet committed
+//   evaluation.batch           a batch of held-out pairs (or SFT rows) is about to be scored
+//   generate.batch             `ganpo generate` is about to sample a batch of prompts
 // tests/app/crash_safety_test.cpp kills a real worker at each; packaging/kill-soak.sh kills one
 // at random moments.
 #pragma once

@@ -21,11 +21,11 @@ inline bool is_out_of_memory(const c10::Error& e) {
 }
 
 // A command's failure when memory ran out on `device` ("cuda:0"; "cpu": this machine's RAM) while
-// `doing` something, with `ways` to need less.
+// `doing` something, with `ways` to need less; `detail` is what the allocator said.
 inline std::string out_of_memory_message(const std::string& device, const std::string& doing, const std::string& ways,
-                                         const c10::Error& e) {
+                                         const std::string& detail) {
   return (device.rfind("cuda", 0) == 0 ? device : std::string("this machine's RAM")) + " ran out of memory while " +
-         doing + ". To need less memory, " + ways + ". LibTorch: " + e.what_without_backtrace();
+         doing + ". To need less memory, " + ways + ". LibTorch: " + detail;
 }
 
 }  // namespace ganpo

@@ -134,23 +134,27 @@ int eval_command(const EvalArgs& args) {
   }
   const torch::Device device(resolve_device(args.device));
   bool loaded = false;
+  std::string detail;  // what the allocator said, where memory ran out
   try {
     return evaluate_models(args, device, file_prompts, task, loaded);
   } catch (const c10::Error& e) {
     if (!is_out_of_memory(e)) throw;
-    const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
-    const std::string message =
-        loaded ? out_of_memory_message(device.str(), "evaluating",
-                                       "lower --batch-size (now " + std::to_string(args.batch_size) +
-                                           ") for the pairs, --num-prompts (now " + std::to_string(args.num_prompts) +
-                                           ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) +
-                                           ") for the judge's generations" + bf16,
-                                       e)
-               : out_of_memory_message(device.str(), "loading " + args.checkpoint + " and " + args.reference,
-                                       "use smaller models" + bf16, e);
-    std::fprintf(stderr, "ganpo eval: %s\n", message.c_str());
-    return 1;
+    detail = e.what_without_backtrace();
+  } catch (const std::bad_alloc& e) {
+    detail = e.what();
   }
+  const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
+  const std::string message =
+      loaded ? out_of_memory_message(device.str(), "evaluating",
+                                     "lower --batch-size (now " + std::to_string(args.batch_size) +
+                                         ") for the pairs, --num-prompts (now " + std::to_string(args.num_prompts) +
+                                         ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) +
+                                         ") for the judge's generations" + bf16,
+                                     detail)
+             : out_of_memory_message(device.str(), "loading " + args.checkpoint + " and " + args.reference,
+                                     "use smaller models" + bf16, detail);
+  std::fprintf(stderr, "ganpo eval: %s\n", message.c_str());
+  return 1;
 }
 
 }  // namespace ganpo::cli

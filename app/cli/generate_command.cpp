@@ -5,6 +5,7 @@
 
 #include "app/cli/commands.h"
 #include "core/checkpoint.h"
+#include "core/fault_points.h"
 #include "core/generate.h"
 #include "core/out_of_memory.h"
 #include "core/train/trainer.h"
@@ -48,6 +49,7 @@ int write_completions(const GenerateArgs& args, const torch::Device& device, siz
     for (size_t i = start; i < end; ++i) batch.push_back(encode_prompt(tok, prompts[i]));
     SamplingOptions so{args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed + start};
     so.bf16_autocast = loaded.bf16_autocast;
+    fault_point("generate.batch");
     auto outputs = generate(loaded.model, batch, so, tok.eos_id(), tok.pad_id());
     for (size_t i = start; i < end; ++i)
       out << nlohmann::json{{"prompt", prompts[i]}, {"completion", tok.decode(outputs[i - start])}}.dump(
@@ -65,21 +67,26 @@ int generate_command(const GenerateArgs& args) {
   const torch::Device device(resolve_device(args.device));
   size_t written = 0;
   bool sampling = false;
+  std::string detail;  // what the allocator said, where memory ran out
   try {
     return write_completions(args, device, written, sampling);
   } catch (const c10::Error& e) {
     if (!is_out_of_memory(e)) throw;
-    const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
-    const std::string message =
-        sampling ? out_of_memory_message(device.str(),
-                                         "sampling (" + std::to_string(written) + " completions are in " + args.out + ")",
-                                         "lower --batch-size (now " + std::to_string(args.batch_size) +
-                                             ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) + ")" + bf16,
-                                         e)
-                 : out_of_memory_message(device.str(), "loading " + args.checkpoint, "use a smaller model" + bf16, e);
-    std::fprintf(stderr, "ganpo generate: %s\n", message.c_str());
-    return 1;
+    detail = e.what_without_backtrace();
+  } catch (const std::bad_alloc& e) {
+    detail = e.what();
   }
+  const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
+  const std::string message =
+      sampling ? out_of_memory_message(device.str(),
+                                       "sampling (" + std::to_string(written) + (written == 1 ? " completion is" : " completions are") +
+                                           " in " + args.out + ")",
+                                       "lower --batch-size (now " + std::to_string(args.batch_size) +
+                                           ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) + ")" + bf16,
+                                       detail)
+               : out_of_memory_message(device.str(), "loading " + args.checkpoint, "use a smaller model" + bf16, detail);
+  std::fprintf(stderr, "ganpo generate: %s\n", message.c_str());
+  return 1;
 }
 
 }  // namespace ganpo::cli

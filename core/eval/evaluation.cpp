@@ -6,6 +6,7 @@
 
 #include "core/generate.h"
 #include "core/error.h"
+#include "core/fault_points.h"
 #include "core/train/opo_losses.h"
 #include "core/sequence_scoring.h"
 
@@ -31,6 +32,7 @@ std::map<std::string, double> preference_eval(CausalLM& policy, CausalLM& refere
   auto sums = torch::zeros({6}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   int64_t n = 0;
   for (size_t start = 0; start < pairs.size(); start += static_cast<size_t>(batch_size)) {
+    fault_point("evaluation.batch");
     std::vector<const TokenizedPair*> chunk;
     std::vector<int64_t> rows;
     for (size_t i = start; i < std::min(pairs.size(), start + static_cast<size_t>(batch_size)); ++i) {
@@ -84,6 +86,7 @@ std::map<std::string, double> sft_eval(CausalLM& model, const std::vector<Tokeni
   const auto device = device_of(model);
   double nll = 0, tokens = 0;
   for (size_t start = 0; start < rows.size(); start += static_cast<size_t>(batch_size)) {
+    fault_point("evaluation.batch");
     std::vector<const TokenizedSft*> chunk;
     for (size_t i = start; i < std::min(rows.size(), start + static_cast<size_t>(batch_size)); ++i)
       chunk.push_back(&rows[i]);

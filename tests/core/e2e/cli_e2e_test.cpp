@@ -180,6 +180,30 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0]["prompt"], pairs[0].prompt);
   EXPECT_TRUE(rows[0]["completion"].is_string());
+  // Memory that runs out while sampling (GANPO_OOM_AT: the second batch's allocation refused): the
+  // completion written before stays, and the message says so and what to lower.
+  const fs::path partial = dir / "partial.jsonl";
+  auto gen_oom = run_cli("generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " +
+                             (dir / "prompts.jsonl").string() + " --out " + partial.string() +
+                             " --temperature 0.7 --seed 3 --batch-size 1 --max-new-tokens 8",
+                         "GANPO_OOM_AT=generate.batch:2");
+  EXPECT_EQ(gen_oom.exit_code, 1) << gen_oom.output;
+  EXPECT_NE(gen_oom.output.find("ganpo generate: this machine's RAM ran out of memory while sampling (1 completion is in " +
+                                partial.string() + "). To need less memory, lower --batch-size (now 1) or "
+                                "--max-new-tokens (now 8). LibTorch: std::bad_alloc"),
+            std::string::npos)
+      << gen_oom.output;
+  const auto kept = read_jsonl(partial);
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0]["prompt"], pairs[0].prompt);
+  // And while scoring the held-out pairs (their second batch).
+  auto eval_oom = run_cli("eval" + ckpt + " --pairs " + (dir / "pairs.jsonl").string() + " --batch-size 7",
+                          "GANPO_OOM_AT=evaluation.batch:2");
+  EXPECT_EQ(eval_oom.exit_code, 1) << eval_oom.output;
+  EXPECT_NE(eval_oom.output.find("ganpo eval: this machine's RAM ran out of memory while evaluating. To need less "
+                                 "memory, lower --batch-size (now 7) for the pairs, --num-prompts"),
+            std::string::npos)
+      << eval_oom.output;
   // --precision: on a CPU device (these tests' machines have no GPU) "auto" is float32, the same
   // completions as fp32; bf16 asks for a GPU.
   const std::string generate_args = "generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " +
