@@ -603,10 +603,16 @@ void RunStore::add_samples(int64_t run_id, int64_t step, const std::vector<Sampl
 
 int64_t RunStore::add_checkpoint(int64_t run_id, int64_t step, const std::string& path,
                                  const std::string& metrics_json) {
+  // A folder written again (or its numbers recorded again) replaces its row.
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  sql::Statement(db_, "DELETE FROM checkpoints WHERE run_id = ? AND path = ?").bind(1, run_id).bind(2, path).run();
   sql::Statement s(db_,
                    "INSERT INTO checkpoints(run_id, step, path, metrics_json, created_at) VALUES(?, ?, ?, ?, ?)");
   s.bind(1, run_id).bind(2, step).bind(3, path).bind(4, metrics_json).bind(5, unix_now()).run();
-  return db_.last_insert_id();
+  const int64_t id = db_.last_insert_id();
+  if (txn) txn->commit();
+  return id;
 }
 
 int64_t RunStore::add_event(int64_t run_id, const std::string& level, const std::string& text, double time) {

@@ -153,6 +153,7 @@ public:
   // All rows in one transaction (or inside the caller's, if one is open).
   void append_metrics(const std::vector<MetricRow>& rows);
   void add_samples(int64_t run_id, int64_t step, const std::vector<SampleRow>& samples);
+  // Replaces the run's row for the same path (a checkpoint saved again, or its numbers recorded again).
   int64_t add_checkpoint(int64_t run_id, int64_t step, const std::string& path, const std::string& metrics_json);
   int64_t add_event(int64_t run_id, const std::string& level, const std::string& text, double time = 0);
   int64_t add_eval(int64_t run_id, int64_t checkpoint_step, const std::string& kind,

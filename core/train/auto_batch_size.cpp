@@ -21,6 +21,10 @@ std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config)
                " -> " + std::to_string(b) + ", train.gradient_accumulation_steps " +
                std::to_string(t.gradient_accumulation_steps) + " -> " + std::to_string(rows / b) + "; " +
                std::to_string(rows) + " rows per optimizer step, as before)";
+  // An evaluation batch left at 0 follows the training batch (at least 8).
+  if (eval_batch_size(out.config.train) != eval_batch_size(t))
+    out.change += ", and evaluation batches of " + std::to_string(eval_batch_size(out.config.train)) +
+                  " (train.per_device_eval_batch_size 0 follows the training batch)";
   return out;
 }
 

@@ -100,7 +100,12 @@ TrainResult Trainer::State::run() {
     log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +
                     std::to_string(params) + " parameters, device " + device.str());
     if (step == 0 && !options.benchmark) samples();
-    if (evaluate_first && step < total_steps) after_step();
+    if (evaluate_first && step < total_steps) {
+      after_step();
+      // The checkpoint resumed from was saved before the evaluation done again: its record
+      // takes that evaluation's numbers, as a checkpoint saved after it would have.
+      if (!last_eval.empty()) observer.on_checkpoint(step, last_checkpoint, last_eval);
+    }
     while (step < total_steps) {
       if (handle_control() || (options.stop_after_steps >= 0 && step >= options.stop_after_steps)) {
         flush_metrics();
@@ -228,8 +233,8 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
                          saving_failed + ". LibTorch: " + detail);
       return {};
     }
-    no_smaller = training ? " (train.auto_find_batch_size found no smaller batch: a micro-batch of 1 row ran out too)"
-                          : " (train.auto_find_batch_size found no smaller batch: evaluation batches of 1 ran out too)";
+    no_smaller = training ? " (train.auto_find_batch_size has no smaller batch to try: 1 row a micro-batch ran out)"
+                          : " (train.auto_find_batch_size has no smaller batch to try: evaluation batches of 1 ran out)";
   }
   text += no_smaller + " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use);
   const std::string from = resume_point();
@@ -283,9 +288,13 @@ TrainResult Trainer::run() {
     RunObserver& observer = state_->observer;
     TrainerOptions options = std::move(state_->options);
     options.resume_from = std::move(retry.from);
+    const State::Batches asked = *state_->asked_batches;
+    const int64_t total_steps = state_->total_steps;
     state_.reset();
     state_ = std::make_unique<State>(std::move(retry.config), observer, std::move(options));
     state_->evaluate_first = retry.evaluate_first;
+    state_->asked_batches = asked;
+    state_->kept_total_steps = total_steps;
   }
 }
 

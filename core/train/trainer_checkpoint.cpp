@@ -145,10 +145,13 @@ void Trainer::State::write_trainer_state(const std::string& dir, const WorldStat
   torch::save(*optimizer, (ts / "optimizer.pt").string());
   nlohmann::json state = {{"step", step}, {"epoch", epoch}, {"cursor", cursor}, {"order_group_rows", order_group_rows},
                           {"tokens_seen", world_state.tokens_seen}, {"total_steps", total_steps}, {"world_size", world()},
-                          // The batches it was trained with (train.auto_find_batch_size may have found them).
+                          // The batches it was trained with, and those asked for (train.auto_find_batch_size
+                          // may have found the first for the second).
                           {"per_device_train_batch_size", config.train.per_device_train_batch_size},
                           {"gradient_accumulation_steps", config.train.gradient_accumulation_steps},
                           {"per_device_eval_batch_size", eval_batch_size(config.train)}};
+  if (asked_batches)
+    state["batches_asked"] = {asked_batches->train, asked_batches->accumulation, asked_batches->eval};
   if (regularizer) {
     torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
     save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
@@ -242,20 +245,26 @@ void Trainer::State::adopt_batches_found_before(const std::string& dir) {
   const fs::path file = fs::path(dir) / "trainer_state" / "state.json";
   if (!fs::exists(file)) return;  // resume() says what is missing
   const auto state = read_json_file(file.string());
+  const auto asked = state.value("batches_asked", std::vector<int64_t>{});
+  // Only batches found for what this config asks: not a batch a person chose for another run.
+  if (asked.size() != 3 || !(Batches{asked[0], asked[1], asked[2]} == batches_of(config.train))) return;
+  const Batches found{state.value("per_device_train_batch_size", int64_t{0}),
+                      state.value("gradient_accumulation_steps", int64_t{0}),
+                      state.value("per_device_eval_batch_size", int64_t{0})};
   TrainConfig& t = config.train;
-  const int64_t b = state.value("per_device_train_batch_size", int64_t{0});
-  const int64_t ga = state.value("gradient_accumulation_steps", int64_t{0});
-  if (b > 0 && b < t.per_device_train_batch_size && b * ga == t.per_device_train_batch_size * t.gradient_accumulation_steps) {
-    log("info", "train.auto_find_batch_size: " + dir + " was trained with " + std::to_string(b) + (b == 1 ? " row" : " rows") +
-                    " a micro-batch x " + std::to_string(ga) + " accumulation steps, which an earlier attempt found to "
-                    "fit; the stage goes on with them (" + std::to_string(b * ga) + " rows per optimizer step)");
-    t.per_device_train_batch_size = b, t.gradient_accumulation_steps = ga;
+  if (found.train > 0 && found.train < t.per_device_train_batch_size &&
+      found.train * found.accumulation == t.per_device_train_batch_size * t.gradient_accumulation_steps) {
+    log("info", "train.auto_find_batch_size: " + dir + " was trained with " + std::to_string(found.train) +
+                    (found.train == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(found.accumulation) +
+                    " accumulation steps, which an earlier attempt of this run found to fit; the stage goes on with "
+                    "them (" + std::to_string(found.train * found.accumulation) + " rows per optimizer step)");
+    t.per_device_train_batch_size = found.train, t.gradient_accumulation_steps = found.accumulation;
+    kept_total_steps = state.value("total_steps", int64_t{0});  // its schedule, not one from the new micro-batch
   }
-  const int64_t e = state.value("per_device_eval_batch_size", int64_t{0});
-  if (e > 0 && e < eval_batch_size(t)) {
-    log("info", "train.auto_find_batch_size: " + dir + " was evaluated in batches of " + std::to_string(e) +
-                    "; the stage goes on with them");
-    t.per_device_eval_batch_size = e;
+  if (found.eval > 0 && found.eval < eval_batch_size(t)) {
+    log("info", "train.auto_find_batch_size: " + dir + " was evaluated in batches of " + std::to_string(found.eval) +
+                    ", which an earlier attempt of this run found to fit; the stage goes on with them");
+    t.per_device_eval_batch_size = found.eval;
   }
 }
 

@@ -17,6 +17,7 @@ void Trainer::State::setup() {
     validate_or_throw(config);
   }
   preference = config.stage == "preference";
+  if (!asked_batches) asked_batches = batches_of(config.train);
   if (!options.resume_from.empty()) adopt_batches_found_before(options.resume_from);
   if (config.train.deterministic) use_deterministic_kernels();
   device = torch::Device(resolve_device(config.device));
@@ -45,6 +46,8 @@ void Trainer::State::setup() {
   const int64_t GA = config.train.gradient_accumulation_steps;
   if (config.train.max_steps > 0) {
     total_steps = config.train.max_steps;
+  } else if (kept_total_steps > 0) {
+    total_steps = kept_total_steps;
   } else {
     // One optimizer step takes B rows on each of the world's processes.
     const double batches_per_epoch = std::ceil(static_cast<double>(train_size()) / static_cast<double>(B * world()));
@@ -238,7 +241,7 @@ void Trainer::State::warn_if_memory_short() {
     warning = memory_shortfall_warning(*estimate, processes, system_memory_bytes("MemAvailable"),
                                        "this machine's free RAM (MemAvailable)", on_device, shape.vocab_size);
   }
-  if (!warning.empty() && config.train.auto_find_batch_size)
+  if (!warning.empty() && config.train.auto_find_batch_size && !options.benchmark)
     warning += std::string(" train.auto_find_batch_size is on: the run lowers its batch where an allocation fails") +
                (device.is_cpu() ? " (on the CPU the system may stop the process first)." : ".");
   if (!warning.empty()) log("warning", warning);

@@ -535,11 +535,23 @@ struct Trainer::State {
   };
   std::optional<Retry> retry;
   bool evaluate_first = false;  // Retry::evaluate_first, for the stage that retries
-  // Sets `retry` and says so in the log when the setting is on and a smaller batch exists; the
-  // reason it cannot, for the failure message, otherwise (empty where the setting is off).
-  std::string retry_with_smaller_batch();
-  // A resumed stage with train.auto_find_batch_size takes the smaller batches its checkpoint
-  // was trained with (what an earlier attempt found), where they keep the rows per step.
+  // The batches the person asked for (train batch, accumulation, evaluation batch), kept across
+  // retries and in checkpoints, so a resume knows a smaller batch there was found, not chosen.
+  struct Batches {
+    int64_t train = 0, accumulation = 0, eval = 0;
+    bool operator==(const Batches& o) const {
+      return train == o.train && accumulation == o.accumulation && eval == o.eval;
+    }
+  };
+  static Batches batches_of(const TrainConfig& t) {
+    return {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)};
+  }
+  std::optional<Batches> asked_batches;  // set at set-up, or by Trainer::run for a retry
+  // The stage's length as the first attempt computed it from the epochs (0: compute it); a
+  // smaller micro-batch could round the epochs' steps otherwise and move the schedule.
+  int64_t kept_total_steps = 0;
+  // A resumed stage with train.auto_find_batch_size takes the batches its checkpoint was trained
+  // with where an earlier attempt found them for the batches this config asks for.
   void adopt_batches_found_before(const std::string& dir);
 
   RunConfig on_device_config() const;  // the config with its device resolved ("auto": what it is here)

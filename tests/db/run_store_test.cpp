@@ -360,6 +360,12 @@ TEST_F(RunStoreTest, SamplesCheckpointsEventsEvals) {
   ASSERT_EQ(c.size(), 2u);
   EXPECT_EQ(c[0].step, 100);
   EXPECT_EQ(c[1].metrics_json, R"({"loss":1})");
+  // The same folder recorded again (saved again, or with the numbers of an evaluation done again)
+  // replaces its row.
+  store.add_checkpoint(id, 200, "/x/step200", R"({"loss":0.5})");
+  c = store.checkpoints(id);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[1].metrics_json, R"({"loss":0.5})");
   int64_t e1 = store.add_event(id, "info", "one");
   store.add_event(id, "warn", "two");
   auto ev = store.events_after(id, e1);

@@ -1739,7 +1739,8 @@ TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) 
   from_ckpt.resume_from = ckpt.string();
   ASSERT_EQ(run(again, a_obs, from_ckpt).status, "completed") << a_obs.all_logs();
   EXPECT_CONTAINS(a_obs.all_logs(), "was trained with 1 row a micro-batch x 4 accumulation steps, which an earlier "
-                                    "attempt found to fit; the stage goes on with them (4 rows per optimizer step)");
+                                    "attempt of this run found to fit; the stage goes on with them (4 rows per "
+                                    "optimizer step)");
   EXPECT_EQ(step_numbers(a_obs.metrics.at(4)), step_numbers(obs.metrics.at(4)));
 
   // A micro-batch of 1 that runs out too ends the run, saying so.
@@ -1749,8 +1750,33 @@ TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) 
   const auto failed = run(one, o_obs, out_of_memory_at("taking an optimizer step", 1, 3));
   ASSERT_EQ(failed.status, "failed") << o_obs.all_logs();
   EXPECT_CONTAINS(failed.message, "ran out of memory while taking optimizer step 2 of 4. ");
-  EXPECT_CONTAINS(failed.message, " (train.auto_find_batch_size found no smaller batch: a micro-batch of 1 row ran out "
-                                  "too) To need less memory, ");
+  EXPECT_CONTAINS(failed.message, " (train.auto_find_batch_size has no smaller batch to try: 1 row a micro-batch ran "
+                                  "out) To need less memory, ");
+
+  // A smaller batch a person chose for another run is not taken for this one: only one found for
+  // the batches this config asks for.
+  RunConfig chosen = c;
+  chosen.output_dir += "-chosen";
+  chosen.train.per_device_train_batch_size = 2;
+  chosen.train.gradient_accumulation_steps = 2;
+  Collector ch_obs;
+  ASSERT_EQ(run(chosen, ch_obs, from_ckpt).status, "completed") << ch_obs.all_logs();
+  EXPECT_EQ(ch_obs.all_logs().find("was trained with"), std::string::npos) << ch_obs.all_logs();
+
+  // A stage whose length comes from its epochs keeps it: 10 rows in 3 epochs are 9 steps of 4
+  // rows; micro-batches of 2 would round them to 8.
+  RunConfig epochs = c;
+  epochs.output_dir += "-epochs";
+  epochs.data.builtin_train_size = 10;
+  epochs.train.max_steps = -1;
+  epochs.train.num_train_epochs = 3;
+  epochs.train.save_steps = 0;
+  Collector ep_obs;
+  const auto ep = run(epochs, ep_obs, out_of_memory_at("taking an optimizer step", 1, 1));
+  ASSERT_EQ(ep.status, "completed") << ep.message << "\n" << ep_obs.all_logs();
+  EXPECT_CONTAINS(ep_obs.all_logs(), "the stage goes on with 2 rows a micro-batch x 2 accumulation steps");
+  EXPECT_EQ(ep.steps, 9);
+  EXPECT_EQ(ep_obs.total_steps, 9);
 }
 
 // A step that runs out after a checkpoint goes on from it; an evaluation that runs out is saved
@@ -1784,6 +1810,8 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   ASSERT_TRUE(e_obs.evals.count(2)) << "the evaluation that ran out is done again";
   expect_near(e_obs.evals.at(2), u_obs.evals.at(2));
   EXPECT_TRUE(e_obs.samples.count(2)) << "and the samples that followed it";
+  EXPECT_EQ(std::count(e_obs.checkpoints.begin(), e_obs.checkpoints.end(), std::make_pair(int64_t{2}, ckpt2)), 2)
+      << "saved before the evaluation, then recorded again with its numbers";
   for (int64_t step = 3; step <= 4; ++step)
     EXPECT_EQ(step_numbers(e_obs.metrics.at(step)), step_numbers(u_obs.metrics.at(step))) << step;
   expect_near(e_obs.evals.at(4), u_obs.evals.at(4));
