@@ -31,9 +31,14 @@ void reset_cuda_peak(int device_index) {
   } catch (const c10::Error&) {
   }
 }
+
+void set_cuda_memory_fraction(int device_index, double fraction) {
+  c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, static_cast<c10::DeviceIndex>(device_index));
+}
 #else
 std::optional<CudaMemory> cuda_memory(int) { return std::nullopt; }
 void reset_cuda_peak(int) {}
+void set_cuda_memory_fraction(int, double) {}
 #endif
 
 }  // namespace ganpo

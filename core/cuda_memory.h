@@ -17,5 +17,9 @@ struct CudaMemory {
 // Nothing (nullopt; no-op) before this process has initialised CUDA or for a device it has not.
 std::optional<CudaMemory> cuda_memory(int device_index);
 void reset_cuda_peak(int device_index);
+// Lets LibTorch's caching allocator hold at most `fraction` of the device's memory (1: all), as
+// torch.cuda.set_per_process_memory_fraction; an allocation beyond it fails as one beyond the
+// device's memory does. Tests make a real CUDA out-of-memory error with it. A no-op without CUDA.
+void set_cuda_memory_fraction(int device_index, double fraction);
 
 }  // namespace ganpo

@@ -600,4 +600,64 @@ TEST(Cuda, AnOptimizerStepNeverWaitsForTheDevice) {
   fs::remove_all(root);
 }
 
+// train.auto_find_batch_size against CUDA's own out-of-memory error: with the caching allocator
+// held to 1.3 times what a step of 32 pairs took at its peak (set_cuda_memory_fraction), a stage
+// asked for 128 pairs a micro-batch runs out in its first step for real, goes on with smaller
+// micro-batches (the rows per optimizer step kept) and completes; without the setting the same
+// stage fails with the way out.
+TEST(Cuda, AutoFindBatchSizeGetsPastARealOutOfMemory) {
+  SKIP_WITHOUT_CUDA();
+  const auto gpu = read_gpu(0);
+  if (!gpu || gpu->memory_total_mb <= 0) GTEST_SKIP() << "NVML does not say the GPU's memory";
+  const fs::path root = fs::temp_directory_path() / ("ganpo-cuda-auto-batch-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto config = [&](const char* name, int64_t batch) {
+    RunConfig c = tiny_run(root / name);
+    c.train.per_device_train_batch_size = batch;
+    c.train.max_steps = 2;
+    c.sampling.num_prompts = 0;
+    c.eval.judge_at_end = false;
+    return c;
+  };
+  (void)torch::zeros({1}, torch::kCUDA);  // the allocator knows the device from here
+  reset_cuda_peak(0);
+  {
+    Recorder r;
+    Trainer t(config("measure", 32), r);
+    ASSERT_EQ(t.run().status, "completed");
+  }
+  const double peak_mb = cuda_memory(0)->peak_allocated_mb;
+  set_cuda_memory_fraction(0, 1.3 * peak_mb / gpu->memory_total_mb);
+  Recorder found, failed;
+  TrainResult with, without;
+  {
+    RunConfig c = config("found", 128);
+    c.train.auto_find_batch_size = true;
+    Trainer t(c, found);
+    with = t.run();
+  }
+  {
+    Trainer t(config("failed", 128), failed);
+    without = t.run();
+  }
+  set_cuda_memory_fraction(0, 1.0);
+  EXPECT_EQ(with.status, "completed") << with.message << "\n" << found.log;
+  EXPECT_NE(found.log.find("ran out of memory while taking optimizer step 1 of 2"), std::string::npos) << found.log;
+  EXPECT_NE(found.log.find("train.auto_find_batch_size: the stage goes on with 64 rows a micro-batch x 2 accumulation "
+                           "steps"),
+            std::string::npos)
+      << found.log;
+  EXPECT_NE(found.log.find("CUDA out of memory"), std::string::npos) << "LibTorch's own error: " << found.log;
+  ASSERT_EQ(found.metrics.size(), 2u);
+  for (const auto& [step, m] : found.metrics)
+    for (const auto& [k, v] : m) EXPECT_TRUE(std::isfinite(v)) << k << " at step " << step;
+  EXPECT_EQ(without.status, "failed");
+  EXPECT_NE(without.message.find("ran out of memory while taking optimizer step 1 of 2"), std::string::npos)
+      << without.message;
+  EXPECT_NE(without.message.find("train.auto_find_batch_size = true does that"), std::string::npos) << without.message;
+  std::printf("peak of a 32-pair step %.0f MiB; the allocator held to %.0f MiB; %s\n", peak_mb, 1.3 * peak_mb,
+              with.status.c_str());
+  fs::remove_all(root);
+}
+
 }  // namespace
