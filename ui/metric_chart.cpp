@@ -188,8 +188,13 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
   smooth.reserve(xs.capacity());
   bool new_nan = false;
   for (const auto& p : points) {
-    // Rows out of step order (a rewound run writing again) would break the sorted containers.
-    if (!c.data.steps.empty() && p.step < c.data.steps.back()) continue;
+    // A run that goes on from an earlier step (a resume, or train.auto_find_batch_size going on
+    // with a smaller batch) writes those steps again: they replace the points drawn for them.
+    if (!c.data.steps.empty() && p.step <= c.data.steps.back()) {
+      xs.clear(), raw.clear(), smooth.clear();  // this batch's points so far are in c.data: redrawn from it
+      forgetFrom(c, p.step);
+      new_nan = true;  // the markers of the steps forgotten go too
+    }
     double tokens = p.tokens_seen;
     if (std::isnan(tokens)) tokens = c.data.tokens.empty() ? 0.0 : c.data.tokens.back();
     c.data.steps.push_back(p.step);
@@ -216,6 +221,20 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
   if (!user_zoomed_) autoRange();
   scheduleDecimation(!first_rows);  // a first load gets its envelope without the live delay
   requestReplot();
+}
+
+void MetricChart::forgetFrom(Curve& c, int64_t step) {
+  const auto keep = static_cast<size_t>(std::lower_bound(c.data.steps.begin(), c.data.steps.end(), step) -
+                                        c.data.steps.begin());
+  c.data.steps.resize(keep);
+  c.data.values.resize(keep);
+  c.data.wall_times.resize(keep);
+  c.data.tokens.resize(keep);
+  nan_marks_.erase(std::remove_if(nan_marks_.begin(), nan_marks_.end(),
+                                  [&](const NanMark& m) { return m.key == c.key && m.step >= step; }),
+                   nan_marks_.end());
+  rebuildGraphs(c);  // raw and smooth from what is kept, the smoothing's state with them
+  if (c.decimated) showRaw(c, static_cast<int64_t>(keep));  // the envelope is asked for again below
 }
 
 void MetricChart::rebuildGraphs(Curve& c) {

@@ -106,6 +106,8 @@ protected:
 private:
   struct Curve;
   Curve* find(const QString& key) const;
+  // Drops the points at `step` and after (a rewound run writes them again) and redraws the rest.
+  void forgetFrom(Curve& c, int64_t step);
   void rebuildGraphs(Curve& c);
   void rebuildNanMarkers();
   void placeNanMarkers();

@@ -155,3 +155,29 @@ TEST(MetricChartLocal, DerivedSeriesAreDecimatedInMemoryLikeTheStore) {
   }
   EXPECT_EQ(total, 5000);
 }
+
+// A run that goes on from an earlier step (a resume, or train.auto_find_batch_size going on with a
+// smaller batch from a checkpoint) writes those steps again: their new values replace the ones
+// drawn, in the same poll or a later one, and the NaN markers of the steps written again go.
+TEST(MetricChartLocal, StepsWrittenAgainReplaceThePointsDrawnForThem) {
+  MetricChart chart(nullptr, 0, "loss");
+  chart.resize(700, 300);
+  std::vector<MetricPoint> first;
+  for (int64_t s = 1; s <= 12; ++s)
+    first.push_back({s, s == 12 ? std::numeric_limits<double>::quiet_NaN() : 1.0 * s, 1.7e9 + s, s * 10.0});
+  chart.appendPoints("loss", first);
+  EXPECT_EQ(chart.nanCount(), 1);
+  // From checkpoint-10: steps 11 and 12 again, then 13; and in one poll, a second go from step 12.
+  chart.appendPoints("loss", {{11, 110, 1.7e9 + 20, 110}, {12, 120, 1.7e9 + 21, 120}, {13, 130, 1.7e9 + 22, 130},
+                              {12, 121, 1.7e9 + 30, 120}, {13, 131, 1.7e9 + 31, 130}});
+  const ChartSeries* s = chart.series("loss");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}));
+  EXPECT_EQ(s->values[10], 110);
+  EXPECT_EQ(s->values[11], 121);
+  EXPECT_EQ(s->values[12], 131);
+  EXPECT_EQ(chart.nanCount(), 0);
+  EXPECT_EQ(chart.pointCount("loss"), 13);
+  EXPECT_EQ(chart.rawGraph("loss")->data()->size(), 13);
+  EXPECT_DOUBLE_EQ((chart.rawGraph("loss")->data()->constEnd() - 1)->value, 131);
+}
