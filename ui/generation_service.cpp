@@ -124,8 +124,7 @@ struct GenerationService::Impl {
   // run again and the cache is kept.
   template <class Turn>
   bool with_room(const QString& dir, const torch::Device& device, const Turn& turn) {
-    auto failure = [&](const c10::Error& e) {
-      std::string what = e.what_without_backtrace();
+    auto failure = [&](std::string what) {
       what = what.substr(0, what.find('\n'));
       return std::runtime_error((device.is_cuda() ? "The device " + device.str() : std::string("This machine's RAM")) +
                                 " ran out of memory for " + dir.toStdString() +
@@ -140,7 +139,10 @@ struct GenerationService::Impl {
       } catch (const c10::Error& e) {
         if (!is_out_of_memory(e)) throw;
         if (cancel.load()) return false;
-        if (retried || !drop_cached_models_except(dir)) throw failure(e);
+        if (retried || !drop_cached_models_except(dir)) throw failure(e.what_without_backtrace());
+      } catch (const std::bad_alloc& e) {  // an allocation outside LibTorch's allocators
+        if (cancel.load()) return false;
+        if (retried || !drop_cached_models_except(dir)) throw failure(e.what());
       }
     }
   }
@@ -172,6 +174,8 @@ struct GenerationService::Impl {
     } catch (const c10::Error& e) {
       if (is_out_of_memory(e)) throw;  // with_room makes room and loads it again
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what_without_backtrace());
+    } catch (const std::bad_alloc&) {
+      throw;  // as LibTorch's out of memory
     } catch (const std::exception& e) {
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what());
     }

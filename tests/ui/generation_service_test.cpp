@@ -401,6 +401,24 @@ TEST_F(GenerationServiceTest, TheCpuAllocatorsFailureDropsTheOtherModelsToo) {
   for (const QString& part : {QStringLiteral("This machine's RAM ran out of memory for ") + a(),
                               QStringLiteral("with no other model loaded"), QStringLiteral("can't allocate memory")})
     EXPECT_TRUE(out.error.contains(part)) << out.error.toStdString();
+  // An allocation refused outside LibTorch's allocators (std::bad_alloc) is memory running out too.
+  faults = 0;
+  service.setBeforeModelTurnForTests([&](const QString&, int cached_models, bool loading) {
+    if (!loading && cached_models >= 2) faults.fetch_add(1), throw std::bad_alloc();
+  });
+  out = Outcome{};
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  EXPECT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  EXPECT_EQ(out.outputs.size(), 2);
+  EXPECT_EQ(faults.load(), 2);
+  service.setBeforeModelTurnForTests([&](const QString&, int, bool loading) {
+    if (loading) throw std::bad_alloc();
+  });
+  out = Outcome{};
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 60000));
+  EXPECT_TRUE(out.error.contains(QStringLiteral("This machine's RAM ran out of memory for "))) << out.error.toStdString();
   // Another LibTorch error is not memory: it fails the request at once, as it did.
   service.setBeforeModelTurnForTests([&](const QString&, int, bool) { TORCH_CHECK(false, "a kernel failed"); });
   out = Outcome{};
