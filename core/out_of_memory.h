@@ -21,11 +21,13 @@ inline bool is_out_of_memory(const c10::Error& e) {
 }
 
 // A command's failure when memory ran out on `device` ("cuda:0"; "cpu": this machine's RAM) while
-// `doing` something, with `ways` to need less; `detail` is what the allocator said.
+// `doing` something, with `ways` to need less; `detail` is what the allocator said: LibTorch's,
+// or, with `host`, C++'s (std::bad_alloc), which is always the machine's RAM.
 inline std::string out_of_memory_message(const std::string& device, const std::string& doing, const std::string& ways,
-                                         const std::string& detail) {
-  return (device.rfind("cuda", 0) == 0 ? device : std::string("this machine's RAM")) + " ran out of memory while " +
-         doing + ". To need less memory, " + ways + ". LibTorch: " + detail;
+                                         const std::string& detail, bool host = false) {
+  return (device.rfind("cuda", 0) == 0 && !host ? device : std::string("this machine's RAM")) +
+         " ran out of memory while " + doing + ". To need less memory, " + ways + (host ? ". C++: " : ". LibTorch: ") +
+         detail;
 }
 
 }  // namespace ganpo

@@ -129,6 +129,12 @@ ALTER TABLE runs ADD COLUMN depends_on INTEGER;
 ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS runs_study ON runs(study_id, id);
 )SQL",
+    // v3 -> v4: how often a run's rows were rewound (a resume, a retry with a smaller batch). The
+    // steps written again may take the row ids of those deleted (SQLite reuses the largest), so a
+    // reader that follows "rows after the last id" starts over when this changes.
+    R"SQL(
+ALTER TABLE runs ADD COLUMN rewinds INTEGER NOT NULL DEFAULT 0;
+)SQL",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -453,7 +459,7 @@ void RunStore::rewind(int64_t run_id, int64_t after_step) {
     sql::Statement s(db_, sql);
     s.bind(1, run_id).bind(2, after_step).run();
   }
-  sql::Statement s(db_, "UPDATE runs SET last_step = ?, updated_at = ? WHERE id = ?");
+  sql::Statement s(db_, "UPDATE runs SET last_step = ?, updated_at = ?, rewinds = rewinds + 1 WHERE id = ?");
   if (after_step >= 0)
     s.bind(1, after_step);
   else
@@ -654,6 +660,12 @@ std::vector<RunRow> RunStore::runs_changed_since(double t) {
   std::vector<RunRow> out;
   while (s.step()) out.push_back(read_run(s));
   return out;
+}
+
+int64_t RunStore::rewinds(int64_t run_id) {
+  sql::Statement s(db_, "SELECT rewinds FROM runs WHERE id = ?");
+  s.bind(1, run_id);
+  return s.step() ? s.col_int(0) : 0;
 }
 
 std::vector<MetricRow> RunStore::metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit) {

@@ -100,7 +100,7 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens or creates the workspace at path (creating parent folders) and migrates it.
   // Throws ganpo::Error with an actionable message for: a newer schema, a file that is not
@@ -166,6 +166,9 @@ public:
   std::vector<RunRow> runs_changed_since(double t);
   // Metric rows of a run with id > last_row_id, in id order, at most limit.
   std::vector<MetricRow> metrics_after(int64_t run_id, int64_t last_row_id, int64_t limit = 100000);
+  // How often rewind() dropped the run's later rows: a reader of metrics_after starts over from
+  // id 0 when it changes (the rows written again may reuse the deleted rows' ids).
+  int64_t rewinds(int64_t run_id);
   std::vector<std::string> metric_keys(int64_t run_id);
   // The value of one metric at its highest step (an index lookup), if the run has it.
   std::optional<double> last_value(int64_t run_id, const std::string& key);

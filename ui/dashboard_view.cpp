@@ -221,10 +221,7 @@ void DashboardView::appendDerived(const MetricBatch& batch) {
     }
     MetricPoint p = it->second;
     p.value = adv_weight_ * it->second.value / l->second.value;
-    if (p.step > last_derived_step_) {
-      out.push_back(p);
-      last_derived_step_ = p.step;
-    }
+    out.push_back(p);  // a step written again (a rewound run) replaces its point in the chart
     pending_loss_.erase(l);
     it = pending_adv_.erase(it);
   }

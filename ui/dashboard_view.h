@@ -106,7 +106,6 @@ private:
   QHash<QString, MetricChart*> by_id_;     // chart id -> chart
   // Derived lambda * adv share: values waiting for their partner of the same step.
   std::map<int64_t, MetricPoint> pending_loss_, pending_adv_;
-  int64_t last_derived_step_ = -1;
 };
 
 }  // namespace ganpo::ui

@@ -124,9 +124,9 @@ struct GenerationService::Impl {
   // run again and the cache is kept.
   template <class Turn>
   bool with_room(const QString& dir, const torch::Device& device, const Turn& turn) {
-    auto failure = [&](std::string what) {
+    auto failure = [&](std::string what, bool host) {  // host: C++'s allocator, the machine's RAM
       what = what.substr(0, what.find('\n'));
-      return std::runtime_error((device.is_cuda() ? "The device " + device.str() : std::string("This machine's RAM")) +
+      return std::runtime_error((device.is_cuda() && !host ? "The device " + device.str() : std::string("This machine's RAM")) +
                                 " ran out of memory for " + dir.toStdString() +
                                 " with no other model loaded (" + what +
                                 "). Free memory on it (a training run or another program may hold it), or ask for "
@@ -139,10 +139,10 @@ struct GenerationService::Impl {
       } catch (const c10::Error& e) {
         if (!is_out_of_memory(e)) throw;
         if (cancel.load()) return false;
-        if (retried || !drop_cached_models_except(dir)) throw failure(e.what_without_backtrace());
+        if (retried || !drop_cached_models_except(dir)) throw failure(e.what_without_backtrace(), false);
       } catch (const std::bad_alloc& e) {  // an allocation outside LibTorch's allocators
         if (cancel.load()) return false;
-        if (retried || !drop_cached_models_except(dir)) throw failure(e.what());
+        if (retried || !drop_cached_models_except(dir)) throw failure(e.what(), true);
       }
     }
   }

@@ -26,18 +26,29 @@ void MetricFeed::setLive(bool live) {
 void MetricFeed::pollNow() {
   if (in_flight_ || !store_) return;
   in_flight_ = true;
-  const int64_t run = run_id_, after = last_row_id_;
-  store_->query<std::vector<MetricRow>>(
-      this, [run, after](RunStore& s) { return s.metrics_after(run, after, kRowsPerQuery); },
-      [this](std::vector<MetricRow> rows) { onRows(std::move(rows)); },
+  const int64_t run = run_id_, after = last_row_id_, rewinds = rewinds_;
+  store_->query<Answer>(
+      this,
+      [run, after, rewinds](RunStore& s) {
+        Answer a;
+        a.rewinds = s.rewinds(run);
+        a.after = a.rewinds == rewinds ? after : 0;
+        a.rows = s.metrics_after(run, a.after, kRowsPerQuery);
+        return a;
+      },
+      [this](Answer answer) { onRows(std::move(answer)); },
       [this](QString message) {
         in_flight_ = false;
         Q_EMIT failed(message);
       });
 }
 
-void MetricFeed::onRows(std::vector<MetricRow> rows) {
+void MetricFeed::onRows(Answer answer) {
   in_flight_ = false;
+  if (answer.after != last_row_id_) rows_loaded_ = 0;  // read again from the run's first row
+  last_row_id_ = answer.after;
+  rewinds_ = answer.rewinds;
+  std::vector<MetricRow>& rows = answer.rows;
   if (rows.empty()) return;
   MetricBatch batch;
   for (const auto& r : rows) {

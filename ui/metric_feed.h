@@ -53,12 +53,22 @@ Q_SIGNALS:
   void failed(const QString& message);
 
 private:
-  void onRows(std::vector<MetricRow> rows);
+  // One answer: the run's rewind count with the rows after `after` (after 0 where it changed).
+  struct Answer {
+    int64_t rewinds = 0;
+    int64_t after = 0;
+    std::vector<MetricRow> rows;
+  };
+  void onRows(Answer answer);
 
   StoreWorker* store_;
   int64_t run_id_;
   int64_t last_row_id_ = 0;
   int64_t rows_loaded_ = 0;
+  // RunStore::rewinds as last seen: where it grows, the run's later rows were written again,
+  // maybe under the old ids, so the feed reads the run again from its first row (a chart
+  // replaces the points of steps it is sent again: MetricChart::appendPoints).
+  int64_t rewinds_ = -1;
   bool in_flight_ = false;
   QTimer timer_;
 };

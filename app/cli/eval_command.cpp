@@ -135,13 +135,14 @@ int eval_command(const EvalArgs& args) {
   const torch::Device device(resolve_device(args.device));
   bool loaded = false;
   std::string detail;  // what the allocator said, where memory ran out
+  bool host = false;   // C++'s allocator refused (std::bad_alloc), not LibTorch's
   try {
     return evaluate_models(args, device, file_prompts, task, loaded);
   } catch (const c10::Error& e) {
     if (!is_out_of_memory(e)) throw;
     detail = e.what_without_backtrace();
   } catch (const std::bad_alloc& e) {
-    detail = e.what();
+    detail = e.what(), host = true;
   }
   const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
   const std::string message =
@@ -150,9 +151,9 @@ int eval_command(const EvalArgs& args) {
                                          ") for the pairs, --num-prompts (now " + std::to_string(args.num_prompts) +
                                          ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) +
                                          ") for the judge's generations" + bf16,
-                                     detail)
+                                     detail, host)
              : out_of_memory_message(device.str(), "loading " + args.checkpoint + " and " + args.reference,
-                                     "use smaller models" + bf16, detail);
+                                     "use smaller models" + bf16, detail, host);
   std::fprintf(stderr, "ganpo eval: %s\n", message.c_str());
   return 1;
 }

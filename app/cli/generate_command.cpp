@@ -68,13 +68,14 @@ int generate_command(const GenerateArgs& args) {
   size_t written = 0;
   bool sampling = false;
   std::string detail;  // what the allocator said, where memory ran out
+  bool host = false;   // C++'s allocator refused (std::bad_alloc), not LibTorch's
   try {
     return write_completions(args, device, written, sampling);
   } catch (const c10::Error& e) {
     if (!is_out_of_memory(e)) throw;
     detail = e.what_without_backtrace();
   } catch (const std::bad_alloc& e) {
-    detail = e.what();
+    detail = e.what(), host = true;
   }
   const std::string bf16 = device.is_cuda() && args.precision != "bf16" ? ", or --precision bf16" : "";
   const std::string message =
@@ -83,8 +84,8 @@ int generate_command(const GenerateArgs& args) {
                                            " in " + args.out + ")",
                                        "lower --batch-size (now " + std::to_string(args.batch_size) +
                                            ") or --max-new-tokens (now " + std::to_string(args.max_new_tokens) + ")" + bf16,
-                                       detail)
-               : out_of_memory_message(device.str(), "loading " + args.checkpoint, "use a smaller model" + bf16, detail);
+                                       detail, host)
+               : out_of_memory_message(device.str(), "loading " + args.checkpoint, "use a smaller model" + bf16, detail, host);
   std::fprintf(stderr, "ganpo generate: %s\n", message.c_str());
   return 1;
 }

@@ -142,7 +142,7 @@ TrainResult Trainer::State::run() {
     if (!is_out_of_memory(e)) fail(result, std::string("LibTorch error: ") + e.what_without_backtrace());
     else if (std::string m = out_of_memory(e.what_without_backtrace()); !retry) fail(result, m);
   } catch (const std::bad_alloc& e) {
-    if (std::string m = out_of_memory(e.what()); !retry) fail(result, m);
+    if (std::string m = out_of_memory(e.what(), /*host=*/true); !retry) fail(result, m);
   } catch (const std::exception& e) {
     fail(result, e.what());
   }
@@ -179,10 +179,12 @@ std::string Trainer::State::judge_memory_advice() const {
   return ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::judging);
 }
 
-std::string Trainer::State::out_of_memory(const std::string& detail) {
+std::string Trainer::State::out_of_memory(const std::string& detail, bool host) {
   const Activity where = activity;  // (a checkpoint saved below has an activity of its own)
   // Where it ran out, and when.
-  std::string text = device.is_cuda() ? (device_label.empty() ? device.str() : device_label) : "This machine's RAM";
+  const bool gpu = device.is_cuda() && !host;  // (a C++ allocation refused is the machine's RAM)
+  const std::string source = host ? " C++: " : " LibTorch: ";  // who refused the allocation
+  std::string text = gpu ? (device_label.empty() ? device.str() : device_label) : "This machine's RAM";
   if (std::string(where.what) == kOptimizerStep)
     text += " ran out of memory while taking optimizer step " + std::to_string(step + 1) + " of " +
             std::to_string(total_steps);
@@ -190,9 +192,9 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
     text += std::string(" ran out of memory while ") + where.what + (step > 0 ? " after step " + std::to_string(step) : "");
   text += ".";
   // What the run was expected to need, against what the device has.
-  const int64_t capacity = device.is_cuda() ? gpu_memory_bytes : system_memory_bytes("MemTotal");
+  const int64_t capacity = gpu ? gpu_memory_bytes : system_memory_bytes("MemTotal");
   const int64_t here = device.is_cpu() && options.distributed ? options.distributed->local_world_size : 1;
-  if (estimate) {
+  if (estimate && gpu == device.is_cuda()) {  // (a GPU run's estimate is of the GPU's memory)
     // The estimate of what ran out: an evaluation's, a step's, or the run's peak.
     const bool evaluating = where.use == MemoryUse::evaluation, stepping = where.use == MemoryUse::training;
     const int64_t bytes = evaluating ? estimate->evaluation_total_bytes
@@ -207,7 +209,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
                       : std::string()) +
             (capacity > 0 ? " of " + format_gib(static_cast<double>(capacity)) : std::string()) + ".";
   }
-  if (device.is_cuda())
+  if (gpu)
     if (const auto held = cuda_memory(device.has_index() ? device.index() : 0))
       text += " Its tensors reached " + format_gib(held->peak_allocated_mb * 1024 * 1024) +
               " since the last log line (LibTorch's allocator reserved " + format_gib(held->reserved_mb * 1024 * 1024) +
@@ -230,7 +232,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
       const std::string again =
           retry->from.empty() ? "from the start" : "from " + retry->from + (saved.empty() ? "" : " (saved just now)");
       log("warning", text + " train.auto_find_batch_size: the stage goes on with " + smaller->change + ", " + again +
-                         saving_failed + ". LibTorch: " + detail);
+                         saving_failed + "." + source + detail);
       return {};
     }
     no_smaller = training ? " (train.auto_find_batch_size has no smaller batch to try: 1 row a micro-batch ran out)"
@@ -246,7 +248,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail) {
                           : "; then resume from " + from + ", the newest checkpoint" +
                                 (from == last_checkpoint ? " (step " + std::to_string(last_checkpoint_step) + ")" : "")) +
             saving_failed + ".";
-  return text + " LibTorch: " + detail;
+  return text + source + detail;
 }
 
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {
@@ -289,12 +291,10 @@ TrainResult Trainer::run() {
     TrainerOptions options = std::move(state_->options);
     options.resume_from = std::move(retry.from);
     const State::Batches asked = *state_->asked_batches;
-    const int64_t total_steps = state_->total_steps;
     state_.reset();
     state_ = std::make_unique<State>(std::move(retry.config), observer, std::move(options));
     state_->evaluate_first = retry.evaluate_first;
     state_->asked_batches = asked;
-    state_->kept_total_steps = total_steps;
   }
 }
 

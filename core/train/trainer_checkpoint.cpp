@@ -259,7 +259,6 @@ void Trainer::State::adopt_batches_found_before(const std::string& dir) {
                     " accumulation steps, which an earlier attempt of this run found to fit; the stage goes on with "
                     "them (" + std::to_string(found.train * found.accumulation) + " rows per optimizer step)");
     t.per_device_train_batch_size = found.train, t.gradient_accumulation_steps = found.accumulation;
-    kept_total_steps = state.value("total_steps", int64_t{0});  // its schedule, not one from the new micro-batch
   }
   if (found.eval > 0 && found.eval < eval_batch_size(t)) {
     log("info", "train.auto_find_batch_size: " + dir + " was evaluated in batches of " + std::to_string(found.eval) +

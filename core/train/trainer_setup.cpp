@@ -42,14 +42,14 @@ void Trainer::State::setup() {
   load_data();
   precompute_reference_logps();
 
-  const int64_t B = config.train.per_device_train_batch_size;
-  const int64_t GA = config.train.gradient_accumulation_steps;
+  // The batches asked for: a smaller micro-batch train.auto_find_batch_size found for them (the
+  // same rows per step) could round the epochs' steps otherwise, and move the schedule.
+  const int64_t B = asked_batches->train;
+  const int64_t GA = asked_batches->accumulation;
   if (config.train.max_steps > 0) {
     total_steps = config.train.max_steps;
-  } else if (kept_total_steps > 0) {
-    total_steps = kept_total_steps;
   } else {
-    // One optimizer step takes B rows on each of the world's processes.
+    // One optimizer step takes B rows on each of the world's processes, GA times.
     const double batches_per_epoch = std::ceil(static_cast<double>(train_size()) / static_cast<double>(B * world()));
     total_steps = std::max<int64_t>(
         1, static_cast<int64_t>(std::ceil(config.train.num_train_epochs * batches_per_epoch / static_cast<double>(GA))));

@@ -515,7 +515,8 @@ struct Trainer::State {
   // evaluation, samples) of a single process, the state is still a whole step's: a checkpoint
   // of that step is written first (unless there is one), so no training since the last one is
   // lost.
-  std::string out_of_memory(const std::string& detail);
+  // `host`: a C++ allocation refused (std::bad_alloc), always in the machine's RAM.
+  std::string out_of_memory(const std::string& detail, bool host = false);
 
   // Where a checkpoint of the step just taken is written, its folder; else empty, with why
   // saving it failed in `failure` if it did. Only where the state is a whole step's (between
@@ -547,9 +548,6 @@ struct Trainer::State {
     return {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)};
   }
   std::optional<Batches> asked_batches;  // set at set-up, or by Trainer::run for a retry
-  // The stage's length as the first attempt computed it from the epochs (0: compute it); a
-  // smaller micro-batch could round the epochs' steps otherwise and move the schedule.
-  int64_t kept_total_steps = 0;
   // A resumed stage with train.auto_find_batch_size takes the batches its checkpoint was trained
   // with where an earlier attempt found them for the batches this config asks for.
   void adopt_batches_found_before(const std::string& dir);

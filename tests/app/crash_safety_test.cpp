@@ -251,7 +251,7 @@ TEST_F(CrashSafety, OutOfMemoryWithAutoFindBatchSizeGoesOnFromTheNewestCheckpoin
                          "steps"),
             std::string::npos)
       << warning;
-  EXPECT_NE(warning.find("from " + (dir_ / "auto" / "checkpoint-10").string() + ". LibTorch: std::bad_alloc"),
+  EXPECT_NE(warning.find("from " + (dir_ / "auto" / "checkpoint-10").string() + ". C++: std::bad_alloc"),
             std::string::npos)
       << warning;
   EXPECT_NE(r.output.find("train.auto_find_batch_size: the stage goes on"), std::string::npos) << "on the console too";

@@ -248,6 +248,9 @@ TEST_F(RunStoreWorkersTest, RewindDropsRowsAfterTheStep) {
   EXPECT_TRUE(store.series(id, "loss").empty());
   EXPECT_TRUE(store.sample_steps(id).empty());
   EXPECT_FALSE(store.run(id)->last_step);
+  // Each rewind is counted: a reader following new row ids starts over (they can be reused).
+  EXPECT_EQ(store.rewinds(id), 2);
+  EXPECT_EQ(store.rewinds(other), 0);
 }
 
 TEST_F(RunStoreWorkersTest, LatestMetricsAndLastLogLines) {

@@ -103,6 +103,40 @@ TEST(DashboardCatalog, EveryTrainerKeyLandsInExactlyOneKnownChart) {
   EXPECT_FALSE(chart_spec_for_key("rewards/margins").bce);
 }
 
+// A run that goes on from a checkpoint (a resume, or train.auto_find_batch_size going on with a
+// smaller batch) writes the steps after it again: the store drops the old rows, and every chart,
+// the derived adv share too, shows the new values for those steps.
+TEST(DashboardFeed, StepsARewoundRunWritesAgainReplaceTheirPoints) {
+  TempWorkspace ws;
+  std::mt19937 rng(2);
+  for (int64_t s = 1; s <= 20; ++s) ws.log_step(s, ganpo_step(s, rng));
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.chart("loss") && view.chart("loss")->pointCount("loss") == 20; }));
+  ws.store->rewind(ws.run, 15);
+  std::map<std::string, double> again;
+  for (int64_t s = 16; s <= 22; ++s) {
+    again = ganpo_step(s, rng);
+    again["loss"] = 100.0 + static_cast<double>(s);
+    ws.log_step(s, again);
+  }
+  MetricChart* loss = view.chart("loss");
+  ASSERT_TRUE(pump_until([&] { return loss->pointCount("loss") == 22 && loss->series("loss")->values.back() == 122.0; }));
+  const ChartSeries* l = loss->series("loss");
+  EXPECT_EQ(l->steps.size(), 22u);
+  EXPECT_EQ(l->steps[15], 16);
+  EXPECT_EQ(l->values[15], 116.0) << [&] {
+    std::string t;
+    for (size_t i = 0; i < l->steps.size(); ++i) t += std::to_string(l->steps[i]) + "=" + std::to_string(l->values[i]) + " ";
+    return t;
+  }();
+  MetricChart* share = view.chart(kAdvShareKey);
+  ASSERT_NE(share, nullptr);
+  ASSERT_TRUE(pump_until([&] { return share->pointCount(kAdvShareKey) == 22; }));
+  EXPECT_NEAR(share->series(kAdvShareKey)->values.back(), 0.5 * again.at("adv/loss") / 122.0, 1e-12);
+}
+
 TEST(DashboardFeed, PointsAppearAfterPollAndNewRowsAreAppended) {
   TempWorkspace ws;
   std::mt19937 rng(1);

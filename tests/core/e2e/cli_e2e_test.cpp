@@ -190,7 +190,7 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   EXPECT_EQ(gen_oom.exit_code, 1) << gen_oom.output;
   EXPECT_NE(gen_oom.output.find("ganpo generate: this machine's RAM ran out of memory while sampling (1 completion is in " +
                                 partial.string() + "). To need less memory, lower --batch-size (now 1) or "
-                                "--max-new-tokens (now 8). LibTorch: std::bad_alloc"),
+                                "--max-new-tokens (now 8). C++: std::bad_alloc"),
             std::string::npos)
       << gen_oom.output;
   const auto kept = read_jsonl(partial);
