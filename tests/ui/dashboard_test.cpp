@@ -135,6 +135,10 @@ TEST(DashboardFeed, StepsARewoundRunWritesAgainReplaceTheirPoints) {
   ASSERT_NE(share, nullptr);
   ASSERT_TRUE(pump_until([&] { return share->pointCount(kAdvShareKey) == 22; }));
   EXPECT_NEAR(share->series(kAdvShareKey)->values.back(), 0.5 * again.at("adv/loss") / 122.0, 1e-12);
+  view.resize(1400, 1000);
+  view.show();
+  for (MetricChart* c : view.charts()) c->replot();
+  save_for_review(view.grab().toImage(), "dashboard-rewound.png");
 }
 
 TEST(DashboardFeed, PointsAppearAfterPollAndNewRowsAreAppended) {
