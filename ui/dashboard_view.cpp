@@ -122,6 +122,7 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
   }
   feed_ = new MetricFeed(store_, run_id_, this);
   connect(feed_, &MetricFeed::pointsArrived, this, &DashboardView::onBatch);
+  connect(feed_, &MetricFeed::readingAgain, this, &DashboardView::onReadingAgain);
   connect(feed_, &MetricFeed::failed, this, [this](const QString& message) {
     health_label_->setText("Cannot read metrics: " + message);
   });
@@ -200,6 +201,12 @@ void DashboardView::onBatch(const MetricBatch& batch) {
   points_label_->setText(QString("%L1 points").arg(pointsLoaded()));
   Q_EMIT pointsLoadedChanged(pointsLoaded());
   updateHealth();
+}
+
+void DashboardView::onReadingAgain() {
+  for (MetricChart* c : by_id_) c->forgetPoints();
+  pending_adv_.clear();
+  pending_loss_.clear();
 }
 
 // lambda * adv/loss / loss per step: how much of the objective the regularizer contributes.

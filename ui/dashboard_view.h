@@ -74,6 +74,7 @@ private:
     std::map<std::pair<int, QString>, MetricChart*> charts;  // (catalog order, id) -> chart
   };
   void onBatch(const MetricBatch& batch);
+  void onReadingAgain();  // the run was rewound: the charts are drawn again from its rows
   void onConfig(const QString& config_json);
   MetricChart* chartFor(const QString& key, bool derived);
   void appendDerived(const MetricBatch& batch);

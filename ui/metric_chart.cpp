@@ -223,6 +223,13 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
   requestReplot();
 }
 
+void MetricChart::forgetPoints() {
+  for (auto& c : curves_) forgetFrom(*c, std::numeric_limits<int64_t>::min());
+  rebuildNanMarkers();
+  if (!user_zoomed_) autoRange();
+  requestReplot();
+}
+
 void MetricChart::forgetFrom(Curve& c, int64_t step) {
   const auto keep = static_cast<size_t>(std::lower_bound(c.data.steps.begin(), c.data.steps.end(), step) -
                                         c.data.steps.begin());

@@ -49,8 +49,11 @@ public:
   bool hasSeries(const QString& key) const;
   QStringList seriesKeys() const;
   const ChartSeries* series(const QString& key) const;
-  // Appends new points of key (creating the curve if needed); steps must not go backwards.
+  // Appends new points of key (creating the curve if needed). A step at or before the curve's
+  // last replaces the points from that step on (a rewound run writes its steps again).
   void appendPoints(const QString& key, const std::vector<MetricPoint>& points);
+  // Drops every curve's points (the curves and the view settings stay): the run is read again.
+  void forgetPoints();
 
   void setSmoothing(double weight);
   double smoothing() const { return smoothing_; }

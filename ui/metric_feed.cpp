@@ -45,7 +45,10 @@ void MetricFeed::pollNow() {
 
 void MetricFeed::onRows(Answer answer) {
   in_flight_ = false;
-  if (answer.after != last_row_id_) rows_loaded_ = 0;  // read again from the run's first row
+  if (answer.after != last_row_id_) {  // read again from the run's first row
+    rows_loaded_ = 0;
+    Q_EMIT readingAgain();
+  }
   last_row_id_ = answer.after;
   rewinds_ = answer.rewinds;
   std::vector<MetricRow>& rows = answer.rows;

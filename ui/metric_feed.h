@@ -1,7 +1,8 @@
 // Metric feed: brings a run's new metric rows into the UI a few times a second. A QTimer asks
 // the StoreWorker thread for "rows after the last row id I have" (RunStore::metrics_after), so
-// nothing is ever reloaded and the UI thread never waits on SQLite; at most one query is in
-// flight. Each answer arrives on the UI thread grouped by metric key, in row order.
+// nothing is reloaded (except after the run was rewound: readingAgain) and the UI thread never
+// waits on SQLite; at most one query is in flight. Each answer arrives on the UI thread grouped
+// by metric key, in row order.
 #pragma once
 
 #include <QObject>
@@ -50,6 +51,10 @@ public:
 
 Q_SIGNALS:
   void pointsArrived(const ganpo::ui::MetricBatch& batch);
+  // The run was rewound since the last answer: the points had so far may include steps it no
+  // longer has (a metric logged only after the step it went back to). The batches that follow
+  // bring every row the run has again, from its first.
+  void readingAgain();
   void failed(const QString& message);
 
 private:

@@ -103,6 +103,23 @@ TEST(DashboardCatalog, EveryTrainerKeyLandsInExactlyOneKnownChart) {
   EXPECT_FALSE(chart_spec_for_key("rewards/margins").bce);
 }
 
+namespace {
+
+// True once no chart waits on a store query or a debounce timer.
+bool no_decimation_pending(const DashboardView& view) {
+  for (MetricChart* c : view.charts())
+    if (c->decimationPending()) return false;
+  return true;
+}
+
+// Runs the replots queued so far (rpQueuedReplot posts them), so a grab shows the latest data.
+void replot_now(const DashboardView& view) {
+  QCoreApplication::processEvents();
+  for (MetricChart* c : view.charts()) c->replot();
+}
+
+}  // namespace
+
 // A run that goes on from a checkpoint (a resume, or train.auto_find_batch_size going on with a
 // smaller batch) writes the steps after it again: the store drops the old rows, and every chart,
 // the derived adv share too, shows the new values for those steps.
@@ -110,10 +127,17 @@ TEST(DashboardFeed, StepsARewoundRunWritesAgainReplaceTheirPoints) {
   TempWorkspace ws;
   std::mt19937 rng(2);
   for (int64_t s = 1; s <= 20; ++s) ws.log_step(s, ganpo_step(s, rng));
+  // Held-out evaluations at steps 10 and 18, and a metric logged only at step 18: after the
+  // rewind to step 15 nothing writes them again, so the charts must drop them by themselves.
+  ws.log_step(10, {{"eval/loss", 0.6}});
+  ws.log_step(18, {{"eval/loss", 0.5}, {"eval/rewards/margins", 1.5}});
   StoreWorker worker(QString::fromStdString(ws.path));
   DashboardView view(&worker, ws.run);
   view.setLive(true);
-  ASSERT_TRUE(pump_until([&] { return view.chart("loss") && view.chart("loss")->pointCount("loss") == 20; }));
+  ASSERT_TRUE(pump_until([&] {
+    return view.chart("loss") && view.chart("loss")->pointCount("loss") == 20 && view.chart("eval/rewards/margins");
+  }));
+  ASSERT_EQ(view.chart("eval/loss")->pointCount("eval/loss"), 2);
   ws.store->rewind(ws.run, 15);
   std::map<std::string, double> again;
   for (int64_t s = 16; s <= 22; ++s) {
@@ -135,9 +159,13 @@ TEST(DashboardFeed, StepsARewoundRunWritesAgainReplaceTheirPoints) {
   ASSERT_NE(share, nullptr);
   ASSERT_TRUE(pump_until([&] { return share->pointCount(kAdvShareKey) == 22; }));
   EXPECT_NEAR(share->series(kAdvShareKey)->values.back(), 0.5 * again.at("adv/loss") / 122.0, 1e-12);
+  const ChartSeries* eval = view.chart("eval/loss")->series("eval/loss");
+  EXPECT_EQ(eval->steps, std::vector<int64_t>{10});
+  EXPECT_EQ(view.chart("eval/rewards/margins")->pointCount("eval/rewards/margins"), 0);
   view.resize(1400, 1000);
   view.show();
-  for (MetricChart* c : view.charts()) c->replot();
+  ASSERT_TRUE(pump_until([&] { return no_decimation_pending(view); }));
+  replot_now(view);
   save_for_review(view.grab().toImage(), "dashboard-rewound.png");
 }
 
@@ -337,23 +365,6 @@ TEST(DashboardExport, ChartAndDashboardFilesParse) {
   EXPECT_DOUBLE_EQ(row[2].toDouble(), 3 * 512.0);
   EXPECT_DOUBLE_EQ(row[3].toDouble(), c->series("rewards/rejected")->values[2]);
 }
-
-namespace {
-
-// True once no chart waits on a store query or a debounce timer.
-bool no_decimation_pending(const DashboardView& view) {
-  for (MetricChart* c : view.charts())
-    if (c->decimationPending()) return false;
-  return true;
-}
-
-// Runs the replots queued so far (rpQueuedReplot posts them), so a grab shows the latest data.
-void replot_now(const DashboardView& view) {
-  QCoreApplication::processEvents();
-  for (MetricChart* c : view.charts()) c->replot();
-}
-
-}  // namespace
 
 // The live dashboard as a person sees it: the image has the widget's size and shows content, the
 // loss chart draws its curve in the curve's own colour, and the full-dashboard export matches.
