@@ -5,7 +5,8 @@
 //   config.json           the model's HF config (the source folder's, when it came from one)
 //   generation_config.json
 //   tokenizer files       tokenizer_config.json (+ tokenizer.json, ... for HF tokenizers)
-//   meta.json             step, stage, run name, metrics at save time
+//   meta.json             step, stage, run name, the newest held-out evaluation at save time
+//                         and the step it was of ("eval", "eval_step")
 //   run_config.toml       the resolved run configuration
 //   trainer_state/        optimizer.pt, critic_optimizer.pt, critics.safetensors, state.json
 //                         (step, epoch, data cursor, tokens seen, EMA means), rng.safetensors;

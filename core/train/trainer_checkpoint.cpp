@@ -92,10 +92,18 @@ void copy_saved_tensors(const fs::path& file, const std::vector<std::pair<std::s
 
 }  // namespace
 
+// "eval" holds the newest held-out evaluation at save time and "eval_step" the step it was of:
+// an earlier step's where train.eval_steps and train.save_steps differ, null where none was run
+// (a checkpoint saved before an evaluation that ran out of memory, say).
 nlohmann::json Trainer::State::meta_json() const {
   nlohmann::json metrics = last_eval;
-  return {{"format", kCheckpointFormat}, {"step", step}, {"stage", config.stage}, {"run_name", config.name},
-          {"total_steps", total_steps}, {"eval", metrics}};
+  return {{"format", kCheckpointFormat},
+          {"step", step},
+          {"stage", config.stage},
+          {"run_name", config.name},
+          {"total_steps", total_steps},
+          {"eval", metrics},
+          {"eval_step", last_eval_step >= 0 && !last_eval.empty() ? nlohmann::json(last_eval_step) : nlohmann::json()}};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::State::rng_tensors() {

@@ -20,6 +20,7 @@ void Trainer::State::evaluate(bool report) {
   else if (!eval_sft.empty())
     last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
   policy->train();
+  last_eval_step = step;
   if (report && !last_eval.empty()) observer.on_eval(step, EvalReport::of(last_eval));
 }
 

@@ -134,6 +134,7 @@ struct Trainer::State {
   std::vector<int64_t> order;
   int64_t order_group_rows = 0;  // what `order` is grouped by length for (epoch_rows), 0: shuffled
   std::map<std::string, double> last_eval;
+  int64_t last_eval_step = -1;  // the step last_eval is of (-1: none in this process yet)
 
   // Metric window since the last log line: sums of 0-dim tensors (no device sync per step).
   std::map<std::string, torch::Tensor> window_sums;

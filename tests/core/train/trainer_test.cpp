@@ -1812,6 +1812,9 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   EXPECT_TRUE(e_obs.samples.count(2)) << "and the samples that followed it";
   EXPECT_EQ(std::count(e_obs.checkpoints.begin(), e_obs.checkpoints.end(), std::make_pair(int64_t{2}, ckpt2)), 2)
       << "saved before the evaluation, then recorded again with its numbers";
+  const auto rescue_meta = read_json_file((fs::path(ckpt2) / "meta.json").string());
+  EXPECT_TRUE(rescue_meta.at("eval_step").is_null()) << "saved before any evaluation completed: " << rescue_meta.dump();
+  EXPECT_TRUE(rescue_meta.at("eval").empty()) << rescue_meta.dump();
   for (int64_t step = 3; step <= 4; ++step)
     EXPECT_EQ(step_numbers(e_obs.metrics.at(step)), step_numbers(u_obs.metrics.at(step))) << step;
   expect_near(e_obs.evals.at(4), u_obs.evals.at(4));
@@ -1825,6 +1828,10 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   ASSERT_EQ(run(s, s_obs, out_of_memory_at("taking an optimizer step", 2, 1)).status, "completed") << s_obs.all_logs();
   const std::string s_ckpt2 = (fs::path(s.output_dir) / "checkpoint-2").string();
   EXPECT_CONTAINS(s_obs.all_logs(), "4 rows per optimizer step, as before), from " + s_ckpt2 + ". LibTorch:");
+  const auto meta = read_json_file((fs::path(s_ckpt2) / "meta.json").string());
+  EXPECT_EQ(meta.at("eval_step"), 2) << meta.dump();
+  ASSERT_EQ(meta.at("eval").size(), u_obs.evals.at(2).size()) << meta.dump();
+  for (const auto& [k, v] : u_obs.evals.at(2)) EXPECT_NEAR(meta.at("eval").at(k).get<double>(), v, 1e-5) << k;
   RunConfig r = c;
   r.output_dir += "-resumed";
   r.train.per_device_train_batch_size = 2;
