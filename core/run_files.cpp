@@ -44,7 +44,7 @@ std::string metrics_line(int64_t step, const std::map<std::string, double>& metr
   return j.dump();
 }
 
-RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) {
+RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) : dir_(config.output_dir) {
   const fs::path dir = config.output_dir;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -54,6 +54,39 @@ RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) {
   eval_ = open_file(dir / "eval.jsonl", append);
   samples_ = open_file(dir / "samples.jsonl", append);
   events_ = open_file(dir / "events.log", append);
+}
+
+void RunFilesWriter::on_start(int64_t, int64_t first_step, const std::map<std::string, std::string>&) {
+  for (auto [file, name] : {std::pair{&metrics_, "metrics.jsonl"}, {&eval_, "eval.jsonl"}, {&samples_, "samples.jsonl"}})
+    keep_rows_through(*file, name, first_step > 0 ? first_step : -1);  // (from the start: none, step 0's samples too)
+}
+
+void RunFilesWriter::keep_rows_through(std::ofstream& file, const std::string& name, int64_t step) {
+  const fs::path path = fs::path(dir_) / name, tmp = fs::path(dir_) / (name + ".tmp");
+  file.close();
+  std::string kept, line;
+  bool dropped = false;
+  {
+    std::ifstream in(path, std::ios::binary);
+    while (std::getline(in, line)) {
+      const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const bool keep = row.is_object() && row.contains("step") && row["step"].is_number_integer() &&
+                        row["step"].get<int64_t>() <= step;
+      if (keep) kept += line + "\n";
+      dropped = dropped || !keep;
+    }
+  }
+  std::string failure;
+  if (dropped) try {
+      write_text_file(tmp.string(), kept);
+      fs::rename(tmp, path);
+    } catch (const std::exception& e) {  // (a full disk) the rows stay, and the new ones follow them
+      failure = e.what();
+    }
+  file = open_file(path, true);
+  if (!failure.empty())
+    events_ << "warning: could not drop the rows after step " << step << " from " << name
+            << ", which this stage writes again: " << failure << std::endl;
 }
 
 void RunFilesWriter::on_log(const std::string& level, const std::string& text) {

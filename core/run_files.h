@@ -1,7 +1,10 @@
 // Writes a run's record as plain files in its output_dir, for tools that read files:
 // config.toml (resolved), metrics.jsonl ({"step": N, "<metric>": value, ...} per log line),
 // eval.jsonl, samples.jsonl (one row per prompt per sampling step) and events.log.
-// Lines are flushed as written so a crash loses nothing already reported.
+// Lines are flushed as written so a crash loses nothing already reported. A stage that starts
+// at step S (a resume, or train.auto_find_batch_size going on from a checkpoint) trains every
+// step after S again: the jsonl files then keep only their rows of steps up to S, as the run
+// store does (RunStore::rewind), so each step has one row. events.log keeps every line.
 #pragma once
 
 #include <fstream>
@@ -19,12 +22,18 @@ class RunFilesWriter final : public RunObserver {
 public:
   // Creates output_dir; appends when resuming (append = true), else starts fresh files.
   RunFilesWriter(const RunConfig& config, bool append);
+  void on_start(int64_t total_steps, int64_t first_step, const std::map<std::string, std::string>& info) override;
   void on_log(const std::string& level, const std::string& text) override;
   void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
   void on_eval(int64_t step, const EvalReport& report) override;
   void on_samples(int64_t step, const std::vector<SampleRecord>& samples) override;
 
 private:
+  // Rewrites a jsonl file with only its rows of steps <= `step` (whole lines that parse; a line
+  // a crash cut short goes too) and reopens it to append.
+  void keep_rows_through(std::ofstream& file, const std::string& name, int64_t step);
+
+  std::string dir_;
   std::ofstream metrics_, eval_, samples_, events_;
 };
 

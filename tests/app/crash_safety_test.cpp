@@ -264,4 +264,11 @@ TEST_F(CrashSafety, OutOfMemoryWithAutoFindBatchSizeGoesOnFromTheNewestCheckpoin
   const auto state = nlohmann::json::parse(std::ifstream(dir_ / "auto" / "checkpoint-15" / "trainer_state" / "state.json"));
   EXPECT_EQ(state.at("per_device_train_batch_size"), 2);
   EXPECT_EQ(state.at("gradient_accumulation_steps"), 2);
+  // The files in output_dir keep one row per step as well: steps 11-12 of the first attempt went
+  // when the stage went on from checkpoint-10.
+  std::ifstream metrics(dir_ / "auto" / "metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(metrics, line);) steps.push_back(nlohmann::json::parse(line).at("step"));
+  ASSERT_EQ(steps.size(), static_cast<size_t>(kSteps));
+  for (int64_t i = 0; i < kSteps; ++i) EXPECT_EQ(steps[static_cast<size_t>(i)], i + 1);
 }
