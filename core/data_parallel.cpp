@@ -197,10 +197,25 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
   if (!failures.empty())
     throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
                 std::to_string(env_.world_size) + " because " + failures);
+  // The store is rank 0's: where it no longer answers, rank 0 is the one that went away.
+  if (env_.rank != 0 && !store_answers())
+    throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
+                std::to_string(env_.world_size) + ": rank 0 stopped or could not be reached (the rendezvous store it "
+                "serves is gone too: " + detail + "). Rank 0's own log says why (the launcher's console, or the "
+                "run's log in the workspace); the run is resumable from its last checkpoint");
   throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
               std::to_string(env_.world_size) + ": another rank stopped, hung past train.dist_timeout_s or could "
               "not be reached (" + detail + ")" + (progress.empty() ? "" : "; " + progress) +
               ". Each rank's own log says why; the run is resumable from its last checkpoint");
+}
+
+bool DataParallel::store_answers() const {
+  try {
+    group_->store->check({"progress/0"});
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 std::string DataParallel::backend() const { return device_.is_cuda() ? "nccl" : "gloo"; }

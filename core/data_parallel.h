@@ -94,6 +94,7 @@ private:
   [[noreturn]] void rethrow_collective_error(const std::string& what) const;
   std::string progress_of_ranks() const;
   std::string failures_of_other_ranks() const;
+  bool store_answers() const;  // false once rank 0, which serves the rendezvous store, is gone
   torch::Tensor on_backend(const torch::Tensor& t) const;
   struct Group;
   struct Overlap;

@@ -542,6 +542,30 @@ TEST(DataParallel, ARankThatFailsHasItsReasonSaidByTheOthers) {
   EXPECT_CONTAINS(query(db, "SELECT status, error FROM runs WHERE id = 1"), reason);
 }
 
+// Rank 0 failing takes the rendezvous store with it, so the others may not read its reason there:
+// it is the run's failure in the workspace all the same (rank 0 records it), and the launcher
+// names rank 0.
+TEST(DataParallel, RankZeroThatFailsKeepsItsReasonInTheRun) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 1000);
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
+                   "GANPO_FAIL_AT=step.done:2 GANPO_FAULT_RANK=0");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "ganpo launch: rank 0 (pid");
+  const std::string failed = query(db, "SELECT status, error FROM runs WHERE id = 1");
+  EXPECT_EQ(failed.rfind("failed|", 0), 0u) << failed;
+  EXPECT_CONTAINS(failed, "failed at step.done on purpose (GANPO_FAIL_AT)");
+  // Rank 1, where the launcher has not stopped it first, says rank 0's reason where the store
+  // still answered as rank 0 went, and that rank 0 is the one gone where it did not.
+  if (const auto at = r.output.find("[rank 1] ganpo train: failed: data-parallel"); at != std::string::npos) {
+    const std::string said = r.output.substr(at, r.output.find('\n', at) - at);
+    EXPECT_TRUE(said.find("because rank 0 failed: failed at step.done on purpose") != std::string::npos ||
+                said.find("rank 0 stopped or could not be reached") != std::string::npos)
+        << said;
+  }
+}
+
 // A rank that hangs (stops inside a step, alive) makes rank 0's next collective fail after
 // train.dist_timeout_s with the ranks' progress; the launcher then stops the hung rank.
 TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {
