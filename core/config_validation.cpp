@@ -217,11 +217,6 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   check.at_least("train.num_threads", t.num_threads, int64_t{0});
   check.in_range("train.num_processes", static_cast<double>(t.num_processes), 1.0, 1024.0, true);
   check.greater("train.dist_timeout_s", t.dist_timeout_s, 0.0);
-  if (t.auto_find_batch_size && t.num_processes > 1)
-    check.add("train.auto_find_batch_size works in a run of one process (the ranks of a data-parallel run would "
-              "have to find the batch together), and train.num_processes is " + std::to_string(t.num_processes) +
-              ": set train.auto_find_batch_size = false and choose per_device_train_batch_size yourself (the New "
-              "Run dialog's memory estimate says what fits), or train in one process");
 
   const SamplingConfig& s = c.sampling;
   check.at_least("sampling.every_steps", s.every_steps, int64_t{0});

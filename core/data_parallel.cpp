@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/relaunch_request.h"
 
 namespace ganpo {
 namespace {
@@ -192,6 +193,13 @@ std::string DataParallel::progress_of_ranks() const {
 // c10d and Gloo errors carry backtraces or transport details; say what happened, which ranks fell
 // behind, and what to do.
 void DataParallel::rethrow_collective_error(const std::string& what) const {
+  // A rank that ran out of memory with train.auto_find_batch_size asked the launcher to start
+  // every rank again, and left (core/relaunch_request.h): this one ends too, without failing.
+  if (!env_.relaunch_dir.empty())
+    if (const auto request = read_relaunch_request(env_.relaunch_dir))
+      throw RelaunchRequested("rank " + std::to_string(request->rank) + " ran out of memory: the launcher starts the " +
+                              std::to_string(env_.world_size) + " processes again with " + request->change +
+                              " (train.auto_find_batch_size)");
   const std::string detail = current_error_text();
   const std::string progress = progress_of_ranks(), failures = failures_of_other_ranks();
   if (!failures.empty())

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/relaunch_request.h"
 
 namespace ganpo {
 namespace {
@@ -62,6 +63,8 @@ DistributedEnv read_distributed_env(const EnvLookup& lookup_in) {
     env.rank = integer(lookup, "RANK", 0, 0, kMaxWorld);
     env.local_rank = integer(lookup, "LOCAL_RANK", env.rank, 0, kMaxWorld);
     env.local_world_size = integer(lookup, "LOCAL_WORLD_SIZE", env.world_size, 1, kMaxWorld);
+    if (const auto dir = value(lookup, kRelaunchDirVariable)) env.relaunch_dir = *dir;
+    if (const auto found = value(lookup, kBatchesFoundVariable)) env.batches_found = parse_batches(*found, kBatchesFoundVariable);
   } else if (slurm) {
     env.source = "Slurm";
     env.world_size = integer(lookup, "SLURM_NTASKS", 1, 1, kMaxWorld);

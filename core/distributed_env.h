@@ -6,8 +6,10 @@
 // launcher and the tests read it too.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace ganpo {
 
@@ -22,6 +24,11 @@ struct DistributedEnv {
   int master_port = kDefaultMasterPort;
   std::string source = "single process";  // or "RANK/WORLD_SIZE environment", "Slurm"
   std::string note;  // set when the environment looks like a launch that this process is not part of
+  // From a launcher that starts every rank again where one asks (core/relaunch_request.h):
+  // GANPO_RELAUNCH_DIR, where a rank writes its request, and, once started again,
+  // GANPO_BATCHES_FOUND, the batches to go on with ({} = the config's).
+  std::string relaunch_dir;
+  std::vector<int64_t> batches_found;
 
   bool distributed() const { return world_size > 1; }
   std::string describe() const;  // "rank 1 of 4 (local 1 of 2), rendezvous 10.0.0.1:29500, from Slurm"

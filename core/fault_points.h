@@ -10,7 +10,8 @@
 // checkpoint.*), GANPO_OOM_AT=NAME[:N] throws std::bad_alloc there (an allocation refused: the
 // trainer's out-of-memory path, train.auto_find_batch_size's included), and GANPO_FAULT_RANK=R
 // arms any of them only in the data-parallel process whose RANK is R. A point fails once: a
-// stage that goes on passes it again. The points:
+// stage that goes on passes it again, and so do ranks their launcher starts again (it leaves
+// these variables out of their environment then). The points:
 //   step.done                  after an optimizer step, before anything about it is recorded
 //   checkpoint.files_written   a checkpoint's files are in NAME.tmp, its marker not yet
 //   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed

@@ -504,8 +504,8 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
   std::vector<std::string> ways;
   const auto now = [](int64_t v) { return " (now " + std::to_string(v) + ")"; };
   const bool gpu_fp32 = config.device.rfind("cuda", 0) == 0 && t.precision == "fp32";
-  // Where the run could find the batch itself (one process), say so once, beside the batch.
-  const std::string finds = t.auto_find_batch_size || t.num_processes > 1
+  // Where the run could find the batch itself (not yet asked to), say so once, beside the batch.
+  const std::string finds = t.auto_find_batch_size
                                 ? std::string()
                                 : "train.auto_find_batch_size = true does that where memory runs out";
   if (use == MemoryUse::models) {

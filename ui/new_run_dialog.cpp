@@ -356,8 +356,9 @@ QWidget* NewRunDialog::buildOptimisationPage() {
   form_->addBool(batches, GANPO_CONFIG_KEY(train.auto_find_batch_size), tr("Find a batch size that fits"),
                  tr("Where a step runs out of memory, go on with half the batch size and twice the accumulation (the "
                     "rows per optimizer step stay), from the newest checkpoint or the start; an evaluation that runs "
-                    "out goes on with half its batch. One process only. On the CPU the system may stop a process that "
-                    "asks for more memory than it has before any allocation fails."));
+                    "out goes on with half its batch. Over several processes, all of them start again from the newest "
+                    "checkpoint with the smaller batch. On the CPU the system may stop a process that asks for more "
+                    "memory than it has before any allocation fails."));
 
   length_mode_ = new QComboBox(batches);
   length_mode_->setObjectName(QStringLiteral("lengthMode"));

@@ -8,15 +8,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
 #include "core/error.h"
+#include "core/relaunch_request.h"
 
 namespace ganpo::cli {
 namespace {
@@ -32,18 +37,24 @@ struct Rank {
   bool running = false;
 };
 
-pid_t spawn(const LaunchPlan& plan, int local_rank, int global_rank, int world, int port) {
+// What a start of the ranks adds to their environment (NAME=value) and takes from it (NAME=).
+struct Start {
+  std::vector<std::string> set;
+  std::vector<std::string> unset;
+};
+
+pid_t spawn(const LaunchPlan& plan, const Start& start, int local_rank, int global_rank, int world, int port) {
   // Everything the child needs is built here: between fork and exec only async-signal-safe calls.
-  const std::vector<std::string> place = {
+  std::vector<std::string> place = {
       "RANK=" + std::to_string(global_rank),          "WORLD_SIZE=" + std::to_string(world),
       "LOCAL_RANK=" + std::to_string(local_rank),     "LOCAL_WORLD_SIZE=" + std::to_string(plan.nproc_per_node),
       "MASTER_ADDR=" + plan.master_addr,              "MASTER_PORT=" + std::to_string(port),
       "GROUP_RANK=" + std::to_string(plan.node_rank),
   };
+  place.insert(place.end(), start.set.begin(), start.set.end());
   auto overridden = [&](const char* entry) {
-    for (const auto& v : place)
-      if (std::strncmp(entry, v.c_str(), v.find('=') + 1) == 0) return true;
-    return false;
+    const auto named = [&](const std::string& v) { return std::strncmp(entry, v.c_str(), v.find('=') + 1) == 0; };
+    return std::any_of(place.begin(), place.end(), named) || std::any_of(start.unset.begin(), start.unset.end(), named);
   };
   std::vector<char*> envp;
   for (char** e = environ; *e != nullptr; ++e)
@@ -76,6 +87,8 @@ std::string describe_exit(int status) {
     const int sig = WTERMSIG(status);
     return std::string("was killed by signal ") + std::to_string(sig) + " (" + ::strsignal(sig) + ")";
   }
+  if (WEXITSTATUS(status) == kRelaunchExitCode)
+    return "exited with code " + std::to_string(kRelaunchExitCode) + " (to be started again with a smaller batch)";
   return "exited with code " + std::to_string(WEXITSTATUS(status));
 }
 
@@ -107,26 +120,17 @@ int free_local_port() {
   return ntohs(addr.sin_port);
 }
 
-LaunchOutcome launch_processes(const LaunchPlan& plan) {
-  if (plan.nproc_per_node < 1 || plan.nnodes < 1 || plan.node_rank < 0 || plan.node_rank >= plan.nnodes)
-    throw ConfigError("ganpo launch: --nproc-per-node and --nnodes must be at least 1 and --node-rank in [0, --nnodes)");
-  if (plan.master_port == 0 && plan.nnodes > 1)
-    throw ConfigError("ganpo launch: several hosts need --master-port (the same on every host), and --master-addr "
-                      "the address of node 0");
+namespace {
+
+// One start of the plan's ranks, waited for until every one has ended. `signalled`: a SIGINT or
+// SIGTERM to the launcher was passed on to them (a person stopping the run).
+LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signalled) {
   const int port = plan.master_port > 0 ? plan.master_port : free_local_port();
   const int world = plan.nproc_per_node * plan.nnodes;
-
-  g_forward_signal.store(0);
-  struct sigaction action {};
-  action.sa_handler = remember_signal;
-  struct sigaction old_int {}, old_term {};
-  ::sigaction(SIGINT, &action, &old_int);
-  ::sigaction(SIGTERM, &action, &old_term);
-
   std::vector<Rank> ranks;
   for (int local = 0; local < plan.nproc_per_node; ++local) {
     const int global = plan.node_rank * plan.nproc_per_node + local;
-    ranks.push_back({global, spawn(plan, local, global, world, port), true});
+    ranks.push_back({global, spawn(plan, start, local, global, world, port), true});
   }
 
   LaunchOutcome outcome;
@@ -179,15 +183,96 @@ LaunchOutcome launch_processes(const LaunchPlan& plan) {
       kill_pending = true;
     }
     if (!any_running) break;
-    if (const int sig = g_forward_signal.exchange(0)) signal_all(sig);
+    if (const int sig = g_forward_signal.exchange(0)) {
+      signal_all(sig);
+      signalled = true;
+    }
     if (kill_pending && std::chrono::steady_clock::now() >= kill_at) {
       signal_all(SIGKILL);
       kill_pending = false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  return outcome;
+}
+
+// `command` going on from `from` (its --resume replaced; none where `from` is "").
+std::vector<std::string> resuming_from(std::vector<std::string> command, const std::string& from) {
+  for (size_t i = 0; i < command.size(); ++i) {
+    if (command[i] == "--resume") {
+      command.erase(command.begin() + static_cast<std::ptrdiff_t>(i),
+                    command.begin() + static_cast<std::ptrdiff_t>(std::min(i + 2, command.size())));
+      break;
+    }
+    if (command[i].rfind("--resume=", 0) == 0) {
+      command.erase(command.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+  if (!from.empty()) command.insert(command.end(), {"--resume", from});
+  return command;
+}
+
+// A folder of its own for the ranks' requests to be started again (removed at the end).
+std::string make_relaunch_dir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/ganpo-launch-XXXXXX";
+  if (!::mkdtemp(pattern.data()))
+    throw Error("ganpo launch: cannot make a folder under " + pattern.substr(0, pattern.rfind('/')) + ": " +
+                std::strerror(errno) + "; set TMPDIR to a writable folder");
+  return pattern;
+}
+
+constexpr int kMostStarts = 32;  // each start again has a smaller batch: far more than any run needs
+
+}  // namespace
+
+LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
+  if (plan_in.nproc_per_node < 1 || plan_in.nnodes < 1 || plan_in.node_rank < 0 || plan_in.node_rank >= plan_in.nnodes)
+    throw ConfigError("ganpo launch: --nproc-per-node and --nnodes must be at least 1 and --node-rank in [0, --nnodes)");
+  if (plan_in.master_port == 0 && plan_in.nnodes > 1)
+    throw ConfigError("ganpo launch: several hosts need --master-port (the same on every host), and --master-addr "
+                      "the address of node 0");
+  LaunchPlan plan = plan_in;
+  // On one host this launcher starts every rank, so it can start them all again where one asks
+  // (train.auto_find_batch_size, core/relaunch_request.h); over several hosts it cannot.
+  const std::string relaunch_dir = plan.nnodes == 1 ? make_relaunch_dir() : std::string();
+  Start start;
+  start.unset = {std::string(kRelaunchDirVariable) + "=", std::string(kBatchesFoundVariable) + "="};
+  if (!relaunch_dir.empty()) start.set = {std::string(kRelaunchDirVariable) + "=" + relaunch_dir};
+
+  g_forward_signal.store(0);
+  struct sigaction action {};
+  action.sa_handler = remember_signal;
+  struct sigaction old_int {}, old_term {};
+  ::sigaction(SIGINT, &action, &old_int);
+  ::sigaction(SIGTERM, &action, &old_term);
+
+  LaunchOutcome outcome;
+  for (int starts = 1;; ++starts) {
+    bool signalled = false;
+    outcome = run_ranks(plan, start, signalled);
+    const auto request = relaunch_dir.empty() ? std::nullopt : read_relaunch_request(relaunch_dir);
+    if (outcome.exit_code == 0 || !request || signalled || starts == kMostStarts) break;
+    clear_relaunch_requests(relaunch_dir);
+    const std::string from = request->resume_from.empty() ? "the start" : request->resume_from;
+    std::printf("ganpo launch: rank %d ran out of memory; train.auto_find_batch_size: starting the %d processes again "
+                "with %s, from %s\n",
+                request->rank, plan.nproc_per_node, request->change.c_str(), from.c_str());
+    std::fflush(stdout);
+    start.set = {std::string(kRelaunchDirVariable) + "=" + relaunch_dir,
+                 std::string(kBatchesFoundVariable) + "=" + format_batches(request->batches)};
+    // A test's fault point fails once, in the first start: the ranks started again pass it.
+    for (const char* fault : {"GANPO_KILL_AT=", "GANPO_HANG_AT=", "GANPO_FAIL_AT=", "GANPO_OOM_AT="})
+      start.unset.push_back(fault);
+    plan.command = resuming_from(plan.command, request->resume_from);
+  }
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
+  if (!relaunch_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(relaunch_dir, ec);
+  }
   return outcome;
 }
 

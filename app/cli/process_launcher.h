@@ -2,7 +2,10 @@
 // process per local rank, each told its place through RANK, WORLD_SIZE, LOCAL_RANK,
 // LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, then watches them. When one fails, the others
 // are stopped (SIGTERM, then SIGKILL after a grace period) so nothing waits on a dead rank; a
-// SIGINT or SIGTERM to the launcher is passed on to every rank. Torch-free.
+// SIGINT or SIGTERM to the launcher is passed on to every rank. On one host, a rank that ran out
+// of memory with train.auto_find_batch_size may ask for every rank to be started again with a
+// smaller batch from a checkpoint (core/relaunch_request.h): the launcher does so once all have
+// ended, as torchrun's elastic restarts do. Torch-free.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +24,9 @@ struct LaunchPlan {
 };
 
 struct LaunchOutcome {
-  int exit_code = 0;       // 0 when every rank succeeded; else the first failed rank's (128 + signal when killed)
+  // 0 when every rank succeeded (in the last start, where they were started again); else the
+  // first failed rank's (128 + signal when killed)
+  int exit_code = 0;
   int failed_rank = -1;    // global rank of the first failure
   std::string message;     // "rank 1 (pid 123) was killed by signal 9 (Killed)"
 };

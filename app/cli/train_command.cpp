@@ -11,6 +11,7 @@
 #include "core/atomic_folder.h"
 #include "core/distributed_env.h"
 #include "core/error.h"
+#include "core/relaunch_request.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
 #include "core/train/trainer.h"
@@ -88,6 +89,11 @@ int report_result(const char* command, const TrainResult& result, const std::str
     std::fprintf(stderr, "%s%s: failed: %s\n", rank > 0 ? ("[rank " + std::to_string(rank) + "] ").c_str() : "", command,
                  result.message.c_str());
     return 1;
+  }
+  if (result.status == "relaunch") {  // (the warning with the batch is on the console already)
+    std::fprintf(stderr, "%s%s: %s\n", rank > 0 ? ("[rank " + std::to_string(rank) + "] ").c_str() : "", command,
+                 result.message.c_str());
+    return kRelaunchExitCode;
   }
   if (rank > 0) return result.status == "stopped" ? 130 : 0;
   if (result.status == "stopped") {

@@ -136,15 +136,23 @@ TrainResult Trainer::State::run() {
     result.steps = step;
     result.final_eval = last_eval;
     observer.on_status("completed", "");
+  } catch (const RelaunchRequested& e) {
+    relaunch = true;  // another rank's request: this one ends with it
+    log("warning", e.what());
   } catch (const Error& e) {
     fail(result, e.what());
   } catch (const c10::Error& e) {
     if (!is_out_of_memory(e)) fail(result, std::string("LibTorch error: ") + e.what_without_backtrace());
-    else if (std::string m = out_of_memory(e.what_without_backtrace()); !retry) fail(result, m);
+    else if (std::string m = out_of_memory(e.what_without_backtrace()); !retry && !relaunch) fail(result, m);
   } catch (const std::bad_alloc& e) {
-    if (std::string m = out_of_memory(e.what(), /*host=*/true); !retry) fail(result, m);
+    if (std::string m = out_of_memory(e.what(), /*host=*/true); !retry && !relaunch) fail(result, m);
   } catch (const std::exception& e) {
     fail(result, e.what());
+  }
+  if (relaunch) {
+    result.status = "relaunch";
+    result.message = "the launcher starts the ranks again with a smaller batch (train.auto_find_batch_size)";
+    result.steps = step;
   }
   return result;
 }
@@ -224,7 +232,9 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
   if (config.train.auto_find_batch_size && !options.benchmark &&
       (where.use == MemoryUse::training || where.use == MemoryUse::evaluation)) {
     const bool training = where.use == MemoryUse::training;
-    if (auto smaller = training ? with_smaller_training_batch(config) : with_smaller_evaluation_batch(config)) {
+    auto smaller = training ? with_smaller_training_batch(config) : with_smaller_evaluation_batch(config);
+    if (smaller && dp && ask_launcher_to_start_again(*smaller, text + " ", source + detail)) return {};
+    if (smaller && !dp) {
       // An evaluation between steps is done again where the stage resumes, at the same step.
       const bool same_step = saved.empty() ? last_checkpoint_step == step : true;
       retry = Retry{std::move(smaller->config), saved.empty() ? resume_point() : saved,
@@ -249,6 +259,29 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
                                 (from == last_checkpoint ? " (step " + std::to_string(last_checkpoint_step) + ")" : "")) +
             saving_failed + ".";
   return text + source + detail;
+}
+
+// A data-parallel rank's part of train.auto_find_batch_size: the request its launcher starts every
+// rank again with (core/relaunch_request.h). False where it cannot be written (the run fails).
+bool Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what,
+                                                  const std::string& why) {
+  const TrainConfig& t = smaller.config.train;
+  RelaunchRequest request{dp->rank(),
+                          {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)},
+                          resume_point(),
+                          smaller.change};
+  try {
+    write_relaunch_request(options.distributed->relaunch_dir, request);
+  } catch (const std::exception& e) {
+    log("warning", "train.auto_find_batch_size: cannot ask the launcher to start the ranks again (" +
+                       std::string(e.what()) + ")");
+    return false;
+  }
+  relaunch = true;
+  const std::string from = request.resume_from.empty() ? "the start" : request.resume_from;
+  log("warning", what + "train.auto_find_batch_size: the launcher starts the " + std::to_string(world()) +
+                     " processes again with " + smaller.change + ", from " + from + "." + why);
+  return true;
 }
 
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {

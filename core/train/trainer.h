@@ -52,7 +52,9 @@ struct TrainerOptions {
 };
 
 struct TrainResult {
-  std::string status;   // "completed" | "stopped" | "failed"
+  // "completed" | "stopped" | "failed" | "relaunch" (a data-parallel rank whose launcher starts
+  // every rank again with a smaller batch: train.auto_find_batch_size, core/relaunch_request.h)
+  std::string status;
   std::string message;  // reason when failed
   int64_t steps = 0;
   std::string final_dir;                     // model folder of the final policy

@@ -275,6 +275,26 @@ void Trainer::State::adopt_batches_found_before(const std::string& dir) {
   }
 }
 
+void Trainer::State::adopt_batches_from_launcher() {
+  if (!options.distributed || options.distributed->batches_found.empty()) return;
+  if (!config.train.auto_find_batch_size)
+    throw ConfigError(std::string(kBatchesFoundVariable) + " is set (by a launcher that started the ranks again with "
+                      "the batch train.auto_find_batch_size found) but this run has train.auto_find_batch_size = "
+                      "false: unset it, or turn the setting on");
+  const auto& found = options.distributed->batches_found;  // train, accumulation, eval
+  TrainConfig& t = config.train;
+  if (found[0] * found[1] != t.per_device_train_batch_size * t.gradient_accumulation_steps)
+    throw ConfigError(std::string(kBatchesFoundVariable) + " = " + format_batches(found) + " has " +
+                      std::to_string(found[0] * found[1]) + " rows per optimizer step but the run asks for " +
+                      std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps) +
+                      " (per_device_train_batch_size x gradient_accumulation_steps): unset it");
+  t.per_device_train_batch_size = found[0], t.gradient_accumulation_steps = found[1], t.per_device_eval_batch_size = found[2];
+  log("info", "train.auto_find_batch_size: the launcher started the ranks again with " + std::to_string(found[0]) +
+                  (found[0] == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(found[1]) +
+                  " accumulation steps and evaluation batches of " + std::to_string(found[2]) +
+                  ", which a rank found to fit");
+}
+
 void Trainer::State::resume(const std::string& dir) {
   const Doing doing(*this, kResuming);
   const fs::path ts = fs::path(dir) / "trainer_state";

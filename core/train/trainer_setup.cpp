@@ -19,6 +19,7 @@ void Trainer::State::setup() {
   preference = config.stage == "preference";
   if (!asked_batches) asked_batches = batches_of(config.train);
   if (!options.resume_from.empty()) adopt_batches_found_before(options.resume_from);
+  adopt_batches_from_launcher();
   if (config.train.deterministic) use_deterministic_kernels();
   device = torch::Device(resolve_device(config.device));
   join_process_group();
@@ -126,11 +127,13 @@ void Trainer::State::join_process_group() {
     return;
   }
   const DistributedEnv& env = *options.distributed;
-  if (config.train.auto_find_batch_size)
-    throw ConfigError("train.auto_find_batch_size works in a run of one process (the ranks of a data-parallel run "
-                      "would have to find the batch together), and this process is " + env.describe() +
-                      ": set train.auto_find_batch_size = false and choose per_device_train_batch_size yourself, or "
-                      "train in one process");
+  if (config.train.auto_find_batch_size && env.relaunch_dir.empty())
+    throw ConfigError("train.auto_find_batch_size in a data-parallel run needs a launcher that starts every rank "
+                      "again with the smaller batch, and this process is " + env.describe() +
+                      ", started by one that does not (torchrun, Slurm, or `ganpo launch` over several hosts). On "
+                      "one host, start it with `ganpo train` (train.num_processes), as a workspace run or with "
+                      "`ganpo launch --nproc-per-node N`; elsewhere set train.auto_find_batch_size = false and choose "
+                      "per_device_train_batch_size yourself");
   if (config.train.num_processes > 1 && config.train.num_processes != env.world_size)
     log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) + " but the launcher started " +
                        std::to_string(env.world_size) + " processes (" + env.source + "); training with " +

@@ -53,6 +53,7 @@
 #include "core/model/safetensors.h"
 #include "core/model_flops.h"
 #include "core/out_of_memory.h"
+#include "core/relaunch_request.h"
 #include "core/run_files.h"
 #include "core/sequence_scoring.h"
 #include "core/tasks/task.h"
@@ -536,6 +537,12 @@ struct Trainer::State {
     bool evaluate_first = false;  // the held-out evaluation that ran out (and what followed it) done at `from`
   };
   std::optional<Retry> retry;
+  // The same in a data-parallel run: this rank asked its launcher to start every rank again with
+  // the smaller batch (core/relaunch_request.h), or another rank did; the stage ends "relaunch".
+  bool relaunch = false;
+  // The batches the launcher started this rank with after such a request (GANPO_BATCHES_FOUND).
+  void adopt_batches_from_launcher();
+  bool ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what, const std::string& why);
   bool evaluate_first = false;  // Retry::evaluate_first, for the stage that retries
   // The batches the person asked for (train batch, accumulation, evaluation batch), kept across
   // retries and in checkpoints, so a resume knows a smaller batch there was found, not chosen.

@@ -566,6 +566,62 @@ TEST(DataParallel, RankZeroThatFailsKeepsItsReasonInTheRun) {
   }
 }
 
+// train.auto_find_batch_size over two ranks of a workspace run: rank 1 runs out of memory in step
+// 3. The launcher starts both ranks again from checkpoint-2 with half the micro-batch and twice
+// the accumulation; the run completes in its row, every step recorded once, steps 3-5 equal to a
+// resume of checkpoint-2 configured with that batch, and the checkpoints after it say the batch.
+TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 5, "save_steps = 2\nauto_find_batch_size = true\n");
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
+                   "GANPO_OOM_AT=step.done:3 GANPO_FAULT_RANK=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string ckpt2 = (dir / "run" / "checkpoint-2").string();
+  // (Either rank may be the first the launcher finds ended: rank 0 ends so too, as its collective fails.)
+  EXPECT_CONTAINS(r.output, "exited with code 75 (to be started again with a smaller batch)");
+  EXPECT_CONTAINS(r.output, "ganpo launch: rank 1 ran out of memory; train.auto_find_batch_size: starting the 2 "
+                            "processes again with 2 rows a micro-batch x 2 accumulation steps");
+  EXPECT_CONTAINS(r.output, "from " + ckpt2 + "\n");
+  EXPECT_EQ(query(db, "SELECT status FROM runs WHERE id = 1"), "completed\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n4|1\n5|1\n");
+  EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE '%launcher started the ranks again%'"),
+                  "2 rows a micro-batch x 2 accumulation steps and evaluation batches of 8, which a rank found to fit");
+  const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-4" / "trainer_state" / "state.json"));
+  EXPECT_EQ(state.at("per_device_train_batch_size"), 2);
+  EXPECT_EQ(state.at("gradient_accumulation_steps"), 2);
+
+  std::ofstream(dir / "ref.toml") << run_config(dir / "ref", 2, 2, 5, "save_steps = 2\ngradient_accumulation_steps = 2\n");
+  auto ref = run_cli("train --no-db --config " + (dir / "ref.toml").string() + " --resume " + ckpt2);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const auto a = metrics_by_step(dir / "run"), b = metrics_by_step(dir / "ref");
+  ASSERT_EQ(a.size(), 5u) << "metrics.jsonl keeps one row per step";
+  for (int64_t step = 3; step <= 5; ++step)
+    for (const auto& [k, v] : b.at(step).items())
+      if (compared_key(k) && v.is_number()) EXPECT_EQ(a.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;
+}
+
+// The same without a workspace, where rank 0 runs out of memory in the held-out evaluation of
+// step 4 (taking the rendezvous store with it): both ranks start again from checkpoint-2 with
+// evaluation batches of 4, and the run's files have each step and each evaluation once.
+TEST(DataParallel, ARankZeroOutOfMemoryInAnEvaluationStartsTheRanksAgain) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 5,
+                                                "save_steps = 2\neval_steps = 2\nauto_find_batch_size = true\n");
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_OOM_AT=evaluation.batch:2 GANPO_FAULT_RANK=0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "ganpo launch: rank 0 ran out of memory; train.auto_find_batch_size: starting the 2 "
+                            "processes again with evaluation batches of 4");
+  EXPECT_CONTAINS(r.output, "from " + (dir / "run" / "checkpoint-2").string() + "\n");
+  EXPECT_EQ(metrics_by_step(dir / "run").size(), 5u);
+  std::vector<int64_t> evaluated;
+  std::ifstream eval(dir / "run" / "eval.jsonl");
+  for (std::string line; std::getline(eval, line);) evaluated.push_back(nlohmann::json::parse(line).at("step"));
+  EXPECT_EQ(evaluated, (std::vector<int64_t>{2, 4, 5}));
+  const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-5" / "trainer_state" / "state.json"));
+  EXPECT_EQ(state.at("per_device_eval_batch_size"), 4);
+}
+
 // A rank that hangs (stops inside a step, alive) makes rank 0's next collective fail after
 // train.dist_timeout_s with the ranks' progress; the launcher then stops the hung rank.
 TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {

@@ -811,12 +811,6 @@ std::vector<Rule> rules() {
        {"train.per_device_eval_batch_size must be >= 0", "got -1"}},
       {"accumulation", [](RunConfig& c) { c.train.gradient_accumulation_steps = 0; },
        {"train.gradient_accumulation_steps must be >= 1", "got 0"}},
-      {"auto batch under data parallelism",
-       [](RunConfig& c) {
-         c.train.auto_find_batch_size = true;
-         c.train.num_processes = 2;
-       },
-       {"train.auto_find_batch_size works in a run of one process", "train.num_processes is 2"}},
       {"max_steps", [](RunConfig& c) { c.train.max_steps = 0; }, {"train.max_steps must be -1", "or > 0", "got 0"}},
       {"max_steps -2", [](RunConfig& c) { c.train.max_steps = -2; }, {"train.max_steps", "got -2"}},
       {"num_train_epochs", [](RunConfig& c) { c.train.num_train_epochs = 0; },

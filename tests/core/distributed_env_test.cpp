@@ -94,5 +94,24 @@ TEST(DistributedEnv, InconsistentValuesAreRefusedWithWhatToSet) {
                   "local rank 2 is outside the 2 processes of this host");
 }
 
+// A launcher of one host names where a rank asks to be started again, and, once it started the
+// ranks again, the batches to go on with (core/relaunch_request.h).
+TEST(DistributedEnv, TheRelaunchFolderAndTheBatchesFound) {
+  const std::map<std::string, std::string> place = {{"RANK", "1"}, {"WORLD_SIZE", "2"}};
+  EXPECT_TRUE(read(place).relaunch_dir.empty());
+  EXPECT_TRUE(read(place).batches_found.empty());
+  auto vars = place;
+  vars["GANPO_RELAUNCH_DIR"] = "/tmp/ganpo-launch-x";
+  vars["GANPO_BATCHES_FOUND"] = "2,4,8";
+  const auto env = read(vars);
+  EXPECT_EQ(env.relaunch_dir, "/tmp/ganpo-launch-x");
+  EXPECT_EQ(env.batches_found, (std::vector<int64_t>{2, 4, 8}));
+  for (const char* bad : {"2,4", "2,4,8,1", "2,0,8", "2,x,8", "2,,8", "-2,4,8", "2,4,8,"}) {
+    vars["GANPO_BATCHES_FOUND"] = bad;
+    EXPECT_CONTAINS(refusal(vars), "GANPO_BATCHES_FOUND = \"" + std::string(bad) + "\" is not three positive whole numbers")
+        << bad;
+  }
+}
+
 }  // namespace
 }  // namespace ganpo

@@ -300,15 +300,16 @@ TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
             "lower train.per_device_eval_batch_size (now 8; train.auto_find_batch_size = true does that where memory "
             "runs out), or lower data.max_length (now 1024)");
-  // A run that finds its batches itself, or one of several processes (where it cannot), is not
-  // told of the setting.
+  // A run that finds its batches itself is not told of the setting; one of several processes is
+  // (its launcher starts them all again with the smaller batch).
   c.train.auto_find_batch_size = true;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
             "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
   c.train.auto_find_batch_size = false;
   c.train.num_processes = 2;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
-            "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
+            "lower train.per_device_eval_batch_size (now 8; train.auto_find_batch_size = true does that where memory "
+            "runs out), or lower data.max_length (now 1024)");
   c.train.num_processes = 1;
   c.train.per_device_eval_batch_size = 1;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation), "lower data.max_length (now 1024)");

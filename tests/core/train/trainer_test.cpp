@@ -1698,6 +1698,39 @@ TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExa
 // micro-batch and twice the accumulation, from the start where no checkpoint was written yet: the
 // run is then the one configured with the batch it found, number for number. Its checkpoints
 // remember that batch, and a resume with the original config takes it.
+// Over several processes the setting needs a launcher that starts every rank again (one host's
+// `ganpo train`, workspace runs, `ganpo launch`): a rank another launcher started refuses it, and
+// the batches a launcher passes on must keep the run's rows per step. (The ranks started again
+// are tested in tests/app/data_parallel_test.cpp.)
+TEST_F(TrainerTest, AutoFindBatchSizeOverSeveralProcessesNeedsALauncherThatStartsThemAgain) {
+  auto c = config("auto-batch-launcher");
+  c.train.auto_find_batch_size = true;
+  DistributedEnv torchrun;
+  torchrun.world_size = 2;
+  torchrun.local_world_size = 2;
+  TrainerOptions options;
+  options.distributed = torchrun;
+  Collector obs;
+  auto r = run(c, obs, options);
+  ASSERT_EQ(r.status, "failed");
+  EXPECT_CONTAINS(r.message, "train.auto_find_batch_size in a data-parallel run needs a launcher that starts every rank "
+                             "again with the smaller batch, and this process is rank 0 of 2");
+  EXPECT_CONTAINS(r.message, "started by one that does not (torchrun, Slurm, or `ganpo launch` over several hosts)");
+
+  options.distributed->relaunch_dir = "/nonexistent";
+  options.distributed->batches_found = {3, 1, 8};  // the config asks for 4 x 1
+  Collector obs2;
+  r = run(c, obs2, options);
+  ASSERT_EQ(r.status, "failed");
+  EXPECT_CONTAINS(r.message, "GANPO_BATCHES_FOUND = 3,1,8 has 3 rows per optimizer step but the run asks for 4");
+  c.train.auto_find_batch_size = false;
+  Collector obs3;
+  r = run(c, obs3, options);
+  ASSERT_EQ(r.status, "failed");
+  EXPECT_CONTAINS(r.message, "GANPO_BATCHES_FOUND is set");
+  EXPECT_CONTAINS(r.message, "this run has train.auto_find_batch_size = false");
+}
+
 TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) {
   auto c = config("auto-batch");
   c.train.max_steps = 4;

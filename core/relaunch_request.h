@@ -1,0 +1,55 @@
+// train.auto_find_batch_size in a data-parallel run: the ranks cannot agree on a smaller batch
+// inside a step (the others wait in the gradients' all-reduce for the rank that ran out), so
+// the launcher starts them all again, as torchrun's elastic restarts do.
+//
+//   1. A rank that runs out of memory, where a smaller batch is left, writes a request into the
+//      folder its launcher named (GANPO_RELAUNCH_DIR): the batches to go on with and the
+//      checkpoint to go on from. It then ends with kRelaunchExitCode; the others' collectives
+//      fail, they find the request and end so too, without failing the run.
+//   2. The launcher, once every rank has ended, starts them again from that checkpoint, with
+//      GANPO_BATCHES_FOUND = "train,accumulation,eval": each rank trains with those batches and
+//      counts its steps from the config's (the rows of an optimizer step stay what was asked).
+// Only a launcher that starts every rank, on one host, sets GANPO_RELAUNCH_DIR (`ganpo train`
+// with train.num_processes, workspace runs, `ganpo launch` without --nnodes); a rank without it
+// refuses the setting. Torch-free: the launcher reads the requests too.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace ganpo {
+
+inline constexpr int kRelaunchExitCode = 75;  // EX_TEMPFAIL: start me again
+inline constexpr const char* kRelaunchDirVariable = "GANPO_RELAUNCH_DIR";
+inline constexpr const char* kBatchesFoundVariable = "GANPO_BATCHES_FOUND";
+
+// What a rank's failed collective throws where another rank asked to be started again: this
+// rank ends too, without failing the run (the launcher starts them all again).
+class RelaunchRequested : public Error {
+public:
+  using Error::Error;
+};
+
+struct RelaunchRequest {
+  int rank = 0;
+  // per_device_train_batch_size, gradient_accumulation_steps, per_device_eval_batch_size
+  std::vector<int64_t> batches;
+  std::string resume_from;  // the checkpoint to go on from ("" = the stage's start)
+  std::string change;       // "2 rows a micro-batch x 2 accumulation steps (...)", for the log
+};
+
+// Written whole (a temporary file renamed into place) as rank<R>.json in `dir`.
+void write_relaunch_request(const std::string& dir, const RelaunchRequest& request);
+// The request of the lowest rank that wrote one (none where none did or none can be read).
+std::optional<RelaunchRequest> read_relaunch_request(const std::string& dir);
+void clear_relaunch_requests(const std::string& dir);
+
+// "4,2,8" <-> {4, 2, 8}; parse_batches throws ConfigError unless three positive integers.
+std::string format_batches(const std::vector<int64_t>& batches);
+std::vector<int64_t> parse_batches(const std::string& text, const std::string& where);
+
+}  // namespace ganpo

@@ -1,0 +1,43 @@
+// A data-parallel rank's request to be started again with a smaller batch: written whole, the
+// lowest rank's read back, and cleared for the next start.
+#include "core/relaunch_request.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/core/temp_dir_support.h"
+
+namespace fs = std::filesystem;
+
+namespace ganpo {
+namespace {
+
+TEST(RelaunchRequest, TheLowestRanksRequestIsReadBack) {
+  test::TestTempDir tmp;
+  const std::string dir = tmp.path().string();
+  EXPECT_FALSE(read_relaunch_request(dir).has_value());
+  write_relaunch_request(dir, {3, {2, 2, 8}, "/runs/a/checkpoint-10", "2 rows a micro-batch x 2 accumulation steps"});
+  write_relaunch_request(dir, {1, {1, 4, 8}, "/runs/a/checkpoint-10", "1 row a micro-batch x 4 accumulation steps"});
+  std::ofstream(fs::path(dir) / "rank0.json") << "{\"rank\": 0, \"batc";  // not one of ours: a file cut short
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "rank1.json.tmp"));
+  const auto r = read_relaunch_request(dir);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->rank, 1);
+  EXPECT_EQ(r->batches, (std::vector<int64_t>{1, 4, 8}));
+  EXPECT_EQ(r->resume_from, "/runs/a/checkpoint-10");
+  EXPECT_EQ(r->change, "1 row a micro-batch x 4 accumulation steps");
+  clear_relaunch_requests(dir);
+  EXPECT_FALSE(read_relaunch_request(dir).has_value());
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
+TEST(RelaunchRequest, BatchesAsTheLauncherPassesThem) {
+  EXPECT_EQ(format_batches({4, 2, 8}), "4,2,8");
+  EXPECT_EQ(parse_batches("4,2,8", "X"), (std::vector<int64_t>{4, 2, 8}));
+  EXPECT_THROW(parse_batches("4,2", "X"), ConfigError);
+}
+
+}  // namespace
+}  // namespace ganpo
