@@ -253,7 +253,8 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
     bool signalled = false;
     outcome = run_ranks(plan, start, signalled);
     const auto request = relaunch_dir.empty() ? std::nullopt : read_relaunch_request(relaunch_dir);
-    if (outcome.exit_code == 0 || !request || signalled || starts == kMostStarts) break;
+    // (A stop asked for after the ranks ended, g_forward_signal, is never followed by a new start.)
+    if (outcome.exit_code == 0 || !request || signalled || g_forward_signal.load() != 0 || starts == kMostStarts) break;
     clear_relaunch_requests(relaunch_dir);
     const std::string from = request->resume_from.empty() ? "the start" : request->resume_from;
     std::printf("ganpo launch: rank %d ran out of memory; train.auto_find_batch_size: starting the %d processes again "
@@ -263,8 +264,9 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
     start.set = {std::string(kRelaunchDirVariable) + "=" + relaunch_dir,
                  std::string(kBatchesFoundVariable) + "=" + format_batches(request->batches)};
     // A test's fault point fails once, in the first start: the ranks started again pass it.
-    for (const char* fault : {"GANPO_KILL_AT=", "GANPO_HANG_AT=", "GANPO_FAIL_AT=", "GANPO_OOM_AT="})
-      start.unset.push_back(fault);
+    if (starts == 1)
+      for (const char* fault : {"GANPO_KILL_AT=", "GANPO_HANG_AT=", "GANPO_FAIL_AT=", "GANPO_OOM_AT="})
+        start.unset.push_back(fault);
     plan.command = resuming_from(plan.command, request->resume_from);
   }
   ::sigaction(SIGINT, &old_int, nullptr);
