@@ -358,7 +358,8 @@ QWidget* NewRunDialog::buildOptimisationPage() {
                     "rows per optimizer step stay), from the newest checkpoint or the start; an evaluation that runs "
                     "out goes on with half its batch. Over several processes, all of them start again from the newest "
                     "checkpoint with the smaller batch. On the CPU the system may stop a process that asks for more "
-                    "memory than it has before any allocation fails."));
+                    "memory than it has before any allocation fails, so a run there starts with the batches the "
+                    "memory estimate says fit."));
 
   length_mode_ = new QComboBox(batches);
   length_mode_->setObjectName(QStringLiteral("lengthMode"));

@@ -1,5 +1,9 @@
 #include "core/train/auto_batch_size.h"
 
+#include <algorithm>
+
+#include "core/memory_estimate.h"
+
 namespace ganpo {
 
 int64_t smaller_micro_batch(int64_t rows, int64_t now) {
@@ -35,6 +39,43 @@ std::optional<SmallerBatch> with_smaller_evaluation_batch(const RunConfig& confi
   out.config.train.per_device_eval_batch_size = now / 2;
   out.change = "evaluation batches of " + std::to_string(now / 2) + " (train.per_device_eval_batch_size " +
                std::to_string(now) + " -> " + std::to_string(now / 2) + ")";
+  return out;
+}
+
+std::optional<SmallerBatch> batches_that_fit(const RunConfig& config, const ModelShape& shape, int64_t available,
+                                             int processes) {
+  RunConfig c = config;
+  const auto more_than_available = [&](int64_t bytes) {
+    return static_cast<double>(bytes) * std::max(processes, 1) > static_cast<double>(available);
+  };
+  for (;;) {
+    const MemoryEstimate e = estimate_training_memory(c, shape);
+    std::optional<SmallerBatch> smaller;
+    if (more_than_available(e.step_total_bytes)) smaller = with_smaller_training_batch(c);
+    if (!smaller && more_than_available(e.evaluation_total_bytes)) smaller = with_smaller_evaluation_batch(c);
+    if (!smaller) break;
+    c = std::move(smaller->config);
+  }
+  const TrainConfig &from = config.train, &to = c.train;
+  const bool train_changed = to.per_device_train_batch_size != from.per_device_train_batch_size;
+  const bool eval_changed = eval_batch_size(to) != eval_batch_size(from);
+  if (!train_changed && !eval_changed) return std::nullopt;
+  SmallerBatch out{c, {}};
+  const int64_t rows = from.per_device_train_batch_size * from.gradient_accumulation_steps;
+  if (train_changed)
+    out.change = std::to_string(to.per_device_train_batch_size) +
+                 (to.per_device_train_batch_size == 1 ? " row" : " rows") + " a micro-batch x " +
+                 std::to_string(to.gradient_accumulation_steps) + " accumulation steps (train.per_device_train_batch_size " +
+                 std::to_string(from.per_device_train_batch_size) + " -> " + std::to_string(to.per_device_train_batch_size) +
+                 ", train.gradient_accumulation_steps " + std::to_string(from.gradient_accumulation_steps) + " -> " +
+                 std::to_string(to.gradient_accumulation_steps) + "; " + std::to_string(rows) +
+                 " rows per optimizer step, as asked)";
+  if (eval_changed)
+    out.change += std::string(train_changed ? ", and " : "") + "evaluation batches of " + std::to_string(eval_batch_size(to)) +
+                  (to.per_device_eval_batch_size == 0
+                       ? std::string(" (train.per_device_eval_batch_size 0 follows the training batch)")
+                       : " (train.per_device_eval_batch_size " + std::to_string(eval_batch_size(from)) + " -> " +
+                             std::to_string(eval_batch_size(to)) + ")");
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/model/model_shape.h"
 
 namespace ganpo {
 
@@ -26,5 +27,12 @@ int64_t smaller_micro_batch(int64_t rows, int64_t now);
 // None where the batch is already 1.
 std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config);
 std::optional<SmallerBatch> with_smaller_evaluation_batch(const RunConfig& config);
+
+// Before a CPU run starts, where Linux may stop a process that asks for more memory than the
+// machine has rather than refuse the allocation: the batches lowered as above until the memory
+// estimate of a step and of an evaluation fit in `available` bytes for `processes` processes (or
+// down to batches of 1). None where they fit already.
+std::optional<SmallerBatch> batches_that_fit(const RunConfig& config, const ModelShape& shape, int64_t available,
+                                             int processes);
 
 }  // namespace ganpo

@@ -49,6 +49,9 @@ struct TrainerOptions {
   // as the failure message says it ("an optimizer step", "a held-out evaluation", ...) and the
   // optimizer steps done; a test throws LibTorch's out-of-memory error from it.
   std::function<void(const std::string& activity, int64_t step)> on_activity_for_tests;
+  // Testing aid: the free RAM a CPU run sees, in bytes, instead of /proc/meminfo's MemAvailable
+  // (-1: read it), for the memory warnings and train.auto_find_batch_size's batches that fit.
+  int64_t free_ram_for_tests = -1;
 };
 
 struct TrainResult {

@@ -233,7 +233,25 @@ void Trainer::State::warn_if_memory_short() {
   } catch (const std::exception&) {
     return;  // not a folder with a config.json (a PEFT adapter folder): loading says what it is
   }
-  const RunConfig on_device = on_device_config();
+  RunConfig on_device = on_device_config();
+  const int64_t free_ram =
+      options.free_ram_for_tests >= 0 ? options.free_ram_for_tests : system_memory_bytes("MemAvailable");
+  // train.auto_find_batch_size on the CPU, where the system may stop a process that asks for more
+  // than the machine has before any allocation fails: a run of one process starts with batches
+  // its estimate says fit. (The ranks of a data-parallel run could read different free memory and
+  // choose different batches: they wait for an allocation that fails.)
+  if (device.is_cpu() && config.train.auto_find_batch_size && !options.benchmark && world() == 1 && free_ram > 0)
+    if (auto fit = batches_that_fit(on_device, shape, free_ram, 1)) {
+      const MemoryEstimate before = estimate_training_memory(on_device, shape);
+      log("warning", "train.auto_find_batch_size: the estimate for a step (" +
+                         format_gib(static_cast<double>(before.step_total_bytes)) + ") or an evaluation (" +
+                         format_gib(static_cast<double>(before.evaluation_total_bytes)) + ") is more than this "
+                         "machine's free RAM (MemAvailable, " + format_gib(static_cast<double>(free_ram)) +
+                         "), and on the CPU the system may stop a process that asks for more than the machine has "
+                         "before any allocation fails: the run starts with " + fit->change);
+      config.train = fit->config.train;
+      on_device = on_device_config();
+    }
   estimate = estimate_training_memory(on_device, shape);
   std::string warning;
   if (device.is_cuda()) {
@@ -241,8 +259,8 @@ void Trainer::State::warn_if_memory_short() {
                                        shape.vocab_size);  // read by describe_gpu()
   } else {
     const int processes = options.distributed ? options.distributed->local_world_size : 1;
-    warning = memory_shortfall_warning(*estimate, processes, system_memory_bytes("MemAvailable"),
-                                       "this machine's free RAM (MemAvailable)", on_device, shape.vocab_size);
+    warning = memory_shortfall_warning(*estimate, processes, free_ram, "this machine's free RAM (MemAvailable)",
+                                       on_device, shape.vocab_size);
   }
   if (!warning.empty() && config.train.auto_find_batch_size && !options.benchmark)
     warning += std::string(" train.auto_find_batch_size is on: the run lowers its batch where an allocation fails") +

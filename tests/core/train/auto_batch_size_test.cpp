@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include "core/memory_estimate.h"
+#include "tests/support/expect_contains.h"
+
 namespace ganpo {
 namespace {
 
@@ -38,6 +41,44 @@ TEST(AutoBatchSize, TrainingKeepsTheRowsEvaluationHalves) {
   EXPECT_EQ(eval->change, "evaluation batches of 4 (train.per_device_eval_batch_size 8 -> 4)");
   c.train.per_device_eval_batch_size = 1;
   EXPECT_FALSE(with_smaller_evaluation_batch(c));
+}
+
+// On the CPU the run starts with batches its estimate says fit the free memory: the largest
+// micro-batch whose step fits (the rows per step kept), then an evaluation batch that fits.
+TEST(AutoBatchSize, BatchesThatFitTheFreeMemory) {
+  RunConfig c;
+  c.model.preset = "tiny";
+  c.data.max_length = 512;
+  c.train.per_device_train_batch_size = 16;
+  const ModelShape shape = resolve_model_shape(c.model, 259);
+  const auto step_at = [&](int64_t micro) {
+    RunConfig d = c;
+    d.train.per_device_train_batch_size = micro;
+    d.train.gradient_accumulation_steps = 16 / micro;
+    return estimate_training_memory(d, shape);
+  };
+  EXPECT_FALSE(batches_that_fit(c, shape, int64_t{1} << 50, 1)) << "fits already";
+  // Room for a step of 4 rows, not of 8: 4 rows x 4 steps.
+  const int64_t room = (step_at(4).total_bytes + step_at(8).step_total_bytes) / 2;
+  ASSERT_LT(step_at(4).total_bytes, step_at(8).step_total_bytes);
+  auto fit = batches_that_fit(c, shape, room, 1);
+  ASSERT_TRUE(fit);
+  EXPECT_EQ(fit->config.train.per_device_train_batch_size, 4);
+  EXPECT_EQ(fit->config.train.gradient_accumulation_steps, 4);
+  EXPECT_EQ(fit->change, "4 rows a micro-batch x 4 accumulation steps (train.per_device_train_batch_size 16 -> 4, "
+                         "train.gradient_accumulation_steps 1 -> 4; 16 rows per optimizer step, as asked), and "
+                         "evaluation batches of 8 (train.per_device_eval_batch_size 0 follows the training batch)");
+  // Two processes on the machine need twice the room.
+  fit = batches_that_fit(c, shape, 2 * room, 2);
+  ASSERT_TRUE(fit);
+  EXPECT_EQ(fit->config.train.per_device_train_batch_size, 4);
+  // Nothing fits: down to batches of 1.
+  fit = batches_that_fit(c, shape, 1, 1);
+  ASSERT_TRUE(fit);
+  EXPECT_EQ(fit->config.train.per_device_train_batch_size, 1);
+  EXPECT_EQ(fit->config.train.gradient_accumulation_steps, 16);
+  EXPECT_EQ(eval_batch_size(fit->config.train), 1);
+  EXPECT_CONTAINS(fit->change, ", and evaluation batches of 1 (train.per_device_eval_batch_size 16 -> 1)");
 }
 
 }  // namespace

@@ -1877,6 +1877,35 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
     EXPECT_EQ(step_numbers(s_obs.metrics.at(step)), step_numbers(r_obs.metrics.at(step))) << step;
 }
 
+// On the CPU, where the system may stop a process before any allocation fails, a run with the
+// setting starts with batches its estimate says fit the free memory: the run configured so.
+TEST_F(TrainerTest, AutoFindBatchSizeStartsACpuRunWithBatchesThatFitTheFreeMemory) {
+  auto c = config("auto-batch-fit");
+  c.train.auto_find_batch_size = true;
+  c.eval.judge_at_end = false;
+  const ModelShape shape = resolve_model_shape(c.model, ByteTokenizer().vocab_size());
+  RunConfig two = c;
+  two.train.per_device_train_batch_size = 2;
+  two.train.gradient_accumulation_steps = 2;
+  two.train.per_device_eval_batch_size = 8;
+  const auto at2 = estimate_training_memory(two, shape), at4 = estimate_training_memory(c, shape);
+  ASSERT_LT(at2.total_bytes, at4.step_total_bytes);
+  TrainerOptions options;
+  options.free_ram_for_tests = (at2.total_bytes + at4.step_total_bytes) / 2;  // room for 2 rows, not 4
+  Collector obs;
+  ASSERT_EQ(run(c, obs, options).status, "completed") << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), "train.auto_find_batch_size: the estimate for a step (");
+  EXPECT_CONTAINS(obs.all_logs(), "on the CPU the system may stop a process that asks for more than the machine has "
+                                  "before any allocation fails: the run starts with 2 rows a micro-batch x 2 "
+                                  "accumulation steps (train.per_device_train_batch_size 4 -> 2");
+  two.output_dir += "-configured";
+  two.train.auto_find_batch_size = false;
+  Collector two_obs;
+  ASSERT_EQ(run(two, two_obs).status, "completed") << two_obs.all_logs();
+  for (int64_t step = 1; step <= c.train.max_steps; ++step)
+    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(two_obs.metrics.at(step))) << step;
+}
+
 // A real allocation that fails: a model far beyond any machine's memory (32 TiB in one weight),
 // which the CPU allocator refuses at once, ends the run with the same kind of message. (A kernel
 // that overcommits every request would grant it and kill the process as the weight is drawn.)
