@@ -148,6 +148,27 @@ std::string incomplete_reason(const std::string& dir) {
   return "";
 }
 
+std::string complete_checkpoint_at_or_before(const std::string& dir) {
+  if (dir.empty() || incomplete_reason(dir).empty()) return dir;
+  const fs::path path(dir);
+  const auto step_of = [](const std::string& name) -> long long {
+    if (name.rfind("checkpoint-", 0) != 0) return -1;
+    const std::string digits = name.substr(11);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+    return std::stoll(digits);
+  };
+  const long long step = step_of(path.filename().string());
+  std::string best;
+  long long best_step = -1;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(path.parent_path(), ec)) {
+    const long long s = step_of(entry.path().filename().string());
+    if (s >= 0 && (step < 0 || s < step) && s > best_step && incomplete_reason(entry.path().string()).empty())
+      best = entry.path().string(), best_step = s;
+  }
+  return best;
+}
+
 bool is_written_checkpoint(const std::string& dir) {
   std::error_code ec;
   return fs::is_regular_file(fs::path(dir) / "meta.json", ec);

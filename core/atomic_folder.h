@@ -34,6 +34,11 @@ std::string incomplete_reason(const std::string& dir);
 // incomplete_reason(dir) is empty.
 void require_complete_checkpoint(const std::string& dir, const std::string& advice);
 
+// `dir` where it is complete, else the newest complete checkpoint-<step> folder beside it of an
+// earlier step (a run's checkpoint still being written when its process ended); "" where none
+// is ("" stays "").
+std::string complete_checkpoint_at_or_before(const std::string& dir);
+
 // True when dir looks like a folder this program wrote as a checkpoint (it has meta.json),
 // so it must carry the completion marker to be used.
 bool is_written_checkpoint(const std::string& dir);

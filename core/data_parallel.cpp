@@ -11,9 +11,11 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <string>
 
 #include "core/error.h"
+#include "core/out_of_memory.h"
 #include "core/relaunch_request.h"
 
 namespace ganpo {
@@ -193,6 +195,21 @@ std::string DataParallel::progress_of_ranks() const {
 // c10d and Gloo errors carry backtraces or transport details; say what happened, which ranks fell
 // behind, and what to do.
 void DataParallel::rethrow_collective_error(const std::string& what) const {
+  // This rank's own out of memory (bucketing the gradients, say) stays one: the trainer's
+  // out-of-memory path, train.auto_find_batch_size's included, takes it.
+  try {
+    throw;
+  } catch (const c10::Error& e) {
+    if (is_out_of_memory(e)) throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (...) {
+  }
+  const std::string detail = current_error_text();
+  const std::string progress = progress_of_ranks(), failures = failures_of_other_ranks();
+  if (!failures.empty())
+    throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
+                std::to_string(env_.world_size) + " because " + failures);
   // A rank that ran out of memory with train.auto_find_batch_size asked the launcher to start
   // every rank again, and left (core/relaunch_request.h): this one ends too, without failing.
   if (!env_.relaunch_dir.empty())
@@ -200,11 +217,6 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
       throw RelaunchRequested("rank " + std::to_string(request->rank) + " ran out of memory: the launcher starts the " +
                               std::to_string(env_.world_size) + " processes again with " + request->change +
                               " (train.auto_find_batch_size)");
-  const std::string detail = current_error_text();
-  const std::string progress = progress_of_ranks(), failures = failures_of_other_ranks();
-  if (!failures.empty())
-    throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
-                std::to_string(env_.world_size) + " because " + failures);
   // The store is rank 0's: where it no longer answers, rank 0 is the one that went away.
   if (env_.rank != 0 && !store_answers())
     throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 
 #include "app/cli/commands.h"
@@ -19,6 +20,7 @@ int launch_command(const LaunchArgs& args) {
   plan.master_addr = args.master_addr;
   plan.master_port = args.master_port;
   plan.command = args.command;
+  plan.can_start_again = std::find(args.command.begin(), args.command.end(), "--no-db") != args.command.end();
   try {
     const LaunchOutcome outcome = launch_processes(plan);
     if (outcome.failed_rank >= 0) std::fprintf(stderr, "ganpo launch: failed: %s\n", outcome.message.c_str());

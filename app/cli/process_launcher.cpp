@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "core/atomic_folder.h"
 #include "core/error.h"
 #include "core/relaunch_request.h"
 
@@ -122,9 +123,12 @@ int free_local_port() {
 
 namespace {
 
+bool asks_to_start_again(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == kRelaunchExitCode; }
+
 // One start of the plan's ranks, waited for until every one has ended. `signalled`: a SIGINT or
-// SIGTERM to the launcher was passed on to them (a person stopping the run).
-LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signalled) {
+// SIGTERM to the launcher was passed on to them (a person stopping the run). `only_asked_again`:
+// every rank that failed ended asking to be started again (kRelaunchExitCode).
+LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signalled, bool& only_asked_again) {
   const int port = plan.master_port > 0 ? plan.master_port : free_local_port();
   const int world = plan.nproc_per_node * plan.nnodes;
   std::vector<Rank> ranks;
@@ -134,6 +138,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signal
   }
 
   LaunchOutcome outcome;
+  bool stopping = false;  // SIGTERM sent to the survivors
   bool kill_pending = false;
   std::chrono::steady_clock::time_point kill_at{};  // when the survivors get SIGKILL
   auto signal_all = [&](int sig) {
@@ -166,21 +171,29 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signal
       if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
       if (!stopped && (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)) failures.push_back({&r, done, status});
     }
-    if (!failures.empty() && outcome.failed_rank < 0) {
-      auto cause = failures.front();
-      for (const auto& f : failures)
-        if (f.done > 0 && WIFSIGNALED(f.status)) {
-          cause = f;
-          break;
-        }
-      outcome.failed_rank = cause.rank->global;
-      outcome.exit_code = cause.done < 0 ? 1 : exit_code_of(cause.status);
-      outcome.message = "rank " + std::to_string(cause.rank->global) + " (pid " + std::to_string(cause.rank->pid) + ") " +
-                        (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status));
-      std::fprintf(stderr, "ganpo launch: %s; stopping the other ranks\n", outcome.message.c_str());
-      signal_all(SIGTERM);
-      kill_at = std::chrono::steady_clock::now() + kGrace;
-      kill_pending = true;
+    for (const auto& f : failures) only_asked_again = only_asked_again && f.done > 0 && asks_to_start_again(f.status);
+    if (!failures.empty() && !stopping) {
+      // A rank that asks to be started again (train.auto_find_batch_size) is a cause only where
+      // nothing else failed; the others are not stopped then: their collectives fail and they end
+      // asking too, and rank 0 finishes a checkpoint it is writing (the new start goes on from it).
+      auto rank_of = [](const Failure& f) { return f.done < 0 ? 2 : WIFSIGNALED(f.status) ? 0 : asks_to_start_again(f.status) ? 3 : 1; };
+      auto cause = *std::min_element(failures.begin(), failures.end(),
+                                     [&](const Failure& a, const Failure& b) { return rank_of(a) < rank_of(b); });
+      const bool asks_again = rank_of(cause) == 3;
+      if (!asks_again || outcome.failed_rank < 0) {
+        outcome.failed_rank = cause.rank->global;
+        outcome.exit_code = cause.done < 0 ? 1 : exit_code_of(cause.status);
+        outcome.message = "rank " + std::to_string(cause.rank->global) + " (pid " + std::to_string(cause.rank->pid) +
+                          ") " + (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status));
+        std::fprintf(stderr, "ganpo launch: %s; %s\n", outcome.message.c_str(),
+                     asks_again ? "waiting for the other ranks" : "stopping the other ranks");
+      }
+      if (!asks_again) {
+        signal_all(SIGTERM);
+        kill_at = std::chrono::steady_clock::now() + kGrace;
+        kill_pending = true;
+        stopping = true;
+      }
     }
     if (!any_running) break;
     if (const int sig = g_forward_signal.exchange(0)) {
@@ -236,7 +249,7 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
   LaunchPlan plan = plan_in;
   // On one host this launcher starts every rank, so it can start them all again where one asks
   // (train.auto_find_batch_size, core/relaunch_request.h); over several hosts it cannot.
-  const std::string relaunch_dir = plan.nnodes == 1 ? make_relaunch_dir() : std::string();
+  const std::string relaunch_dir = plan.nnodes == 1 && plan.can_start_again ? make_relaunch_dir() : std::string();
   Start start;
   start.unset = {std::string(kRelaunchDirVariable) + "=", std::string(kBatchesFoundVariable) + "="};
   if (!relaunch_dir.empty()) start.set = {std::string(kRelaunchDirVariable) + "=" + relaunch_dir};
@@ -250,12 +263,22 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
 
   LaunchOutcome outcome;
   for (int starts = 1;; ++starts) {
-    bool signalled = false;
-    outcome = run_ranks(plan, start, signalled);
-    const auto request = relaunch_dir.empty() ? std::nullopt : read_relaunch_request(relaunch_dir);
+    bool signalled = false, only_asked_again = true;
+    outcome = run_ranks(plan, start, signalled, only_asked_again);
+    if (outcome.exit_code == 0 || !only_asked_again) break;  // (another failure is the run's)
+    auto request = relaunch_dir.empty() ? std::nullopt : read_relaunch_request(relaunch_dir);
     // (A stop asked for after the ranks ended, g_forward_signal, is never followed by a new start.)
-    if (outcome.exit_code == 0 || !request || signalled || g_forward_signal.load() != 0 || starts == kMostStarts) break;
+    const std::string not_again = !request                                            ? "its request could not be read"
+                                  : signalled || g_forward_signal.load() != 0         ? "a stop was asked for"
+                                  : starts == kMostStarts ? "the ranks were started " + std::to_string(starts) + " times"
+                                                          : "";
+    if (!not_again.empty()) {
+      outcome.message += ", but they were not started again: " + not_again;
+      break;
+    }
     clear_relaunch_requests(relaunch_dir);
+    // The checkpoint named is complete unless rank 0 was still writing it: then an earlier one.
+    request->resume_from = complete_checkpoint_at_or_before(request->resume_from);
     const std::string from = request->resume_from.empty() ? "the start" : request->resume_from;
     std::printf("ganpo launch: rank %d ran out of memory; train.auto_find_batch_size: starting the %d processes again "
                 "with %s, from %s\n",

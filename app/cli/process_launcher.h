@@ -21,6 +21,10 @@ struct LaunchPlan {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;  // 0 = a free port on this host (single-node runs only)
   std::vector<std::string> command;  // argv of each rank, without the program: {"train", "--config", ...}
+  // Whether a rank may ask for every rank to be started again (train.auto_find_batch_size): only
+  // where this launcher starts every rank (one host) and a new start goes on with the same run (a
+  // workspace run started by `ganpo launch` would be taken as dead, or recorded anew).
+  bool can_start_again = true;
 };
 
 struct LaunchOutcome {

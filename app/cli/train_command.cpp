@@ -90,11 +90,7 @@ int report_result(const char* command, const TrainResult& result, const std::str
                  result.message.c_str());
     return 1;
   }
-  if (result.status == "relaunch") {  // (the warning with the batch is on the console already)
-    std::fprintf(stderr, "%s%s: %s\n", rank > 0 ? ("[rank " + std::to_string(rank) + "] ").c_str() : "", command,
-                 result.message.c_str());
-    return kRelaunchExitCode;
-  }
+  if (result.status == "relaunch") return kRelaunchExitCode;  // (its warning is on the console already)
   if (rank > 0) return result.status == "stopped" ? 130 : 0;
   if (result.status == "stopped") {
     std::printf("stopped at step %lld; continue with: %s\n", static_cast<long long>(result.steps), resume_hint.c_str());
@@ -290,12 +286,17 @@ int train_pipeline(const TrainArgs& args, const RunConfig& config) {
       return 2;
     }
     install_stop_signal_handlers();
+    // Ranks a launcher started run the stages one after another: it cannot start one stage again
+    // (train.auto_find_batch_size then refuses, saying so).
+    TrainerOptions in_ranks;
+    in_ranks.distributed = read_distributed_env();
+    in_ranks.distributed->relaunch_dir.clear();
     for (const StudyRun& run : runs) {
       std::printf("== %s -> %s\n", run.config.name.c_str(), run.config.output_dir.c_str());
       std::fflush(stdout);
-      const int rc = run.config.train.num_processes > 1 && !read_distributed_env().distributed()
+      const int rc = run.config.train.num_processes > 1 && !in_ranks.distributed->distributed()
                          ? launch_stage(run.config)
-                         : report_result("ganpo train", run_stage(run.config, {}),
+                         : report_result("ganpo train", run_stage(run.config, in_ranks),
                                          "ganpo train --no-db --config " + run.config.output_dir +
                                              "/config.toml --resume <checkpoint folder>");
       if (rc != 0) return rc;

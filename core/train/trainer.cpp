@@ -233,7 +233,9 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
       (where.use == MemoryUse::training || where.use == MemoryUse::evaluation)) {
     const bool training = where.use == MemoryUse::training;
     auto smaller = training ? with_smaller_training_batch(config) : with_smaller_evaluation_batch(config);
-    if (smaller && dp && ask_launcher_to_start_again(*smaller, text + " ", source + detail)) return {};
+    std::string not_asked;
+    if (smaller && dp && (not_asked = ask_launcher_to_start_again(*smaller, text + " ", source + detail)).empty())
+      return {};
     if (smaller && !dp) {
       // An evaluation between steps is done again where the stage resumes, at the same step.
       const bool same_step = saved.empty() ? last_checkpoint_step == step : true;
@@ -245,8 +247,10 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
                          saving_failed + "." + source + detail);
       return {};
     }
-    no_smaller = training ? " (train.auto_find_batch_size has no smaller batch to try: 1 row a micro-batch ran out)"
-                          : " (train.auto_find_batch_size has no smaller batch to try: evaluation batches of 1 ran out)";
+    no_smaller = !not_asked.empty() ? " (train.auto_find_batch_size could not ask the launcher to start the ranks again: " +
+                                  not_asked + ")"
+                 : training ? " (train.auto_find_batch_size has no smaller batch to try: 1 row a micro-batch ran out)"
+                            : " (train.auto_find_batch_size has no smaller batch to try: evaluation batches of 1 ran out)";
   }
   text += no_smaller + " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use);
   const std::string from = resume_point();
@@ -262,9 +266,10 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
 }
 
 // A data-parallel rank's part of train.auto_find_batch_size: the request its launcher starts every
-// rank again with (core/relaunch_request.h). False where it cannot be written (the run fails).
-bool Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what,
-                                                  const std::string& why) {
+// rank again with (core/relaunch_request.h). "" where asked, else why it could not be written (the
+// run then fails, saying so).
+std::string Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what,
+                                                         const std::string& why) {
   const TrainConfig& t = smaller.config.train;
   RelaunchRequest request{dp->rank(),
                           {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)},
@@ -273,15 +278,13 @@ bool Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smaller, co
   try {
     write_relaunch_request(options.distributed->relaunch_dir, request);
   } catch (const std::exception& e) {
-    log("warning", "train.auto_find_batch_size: cannot ask the launcher to start the ranks again (" +
-                       std::string(e.what()) + ")");
-    return false;
+    return e.what();
   }
   relaunch = true;
   const std::string from = request.resume_from.empty() ? "the start" : request.resume_from;
   log("warning", what + "train.auto_find_batch_size: the launcher starts the " + std::to_string(world()) +
                      " processes again with " + smaller.change + ", from " + from + "." + why);
-  return true;
+  return {};
 }
 
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {

@@ -130,9 +130,10 @@ void Trainer::State::join_process_group() {
   if (config.train.auto_find_batch_size && env.relaunch_dir.empty())
     throw ConfigError("train.auto_find_batch_size in a data-parallel run needs a launcher that starts every rank "
                       "again with the smaller batch, and this process is " + env.describe() +
-                      ", started by one that does not (torchrun, Slurm, or `ganpo launch` over several hosts). On "
-                      "one host, start it with `ganpo train` (train.num_processes), as a workspace run or with "
-                      "`ganpo launch --nproc-per-node N`; elsewhere set train.auto_find_batch_size = false and choose "
+                      ", started by one that does not (torchrun, Slurm, `ganpo launch` over several hosts or with a "
+                      "workspace, or a pipeline's stage under `ganpo launch`). On one host, start it with `ganpo "
+                      "train` (train.num_processes), as a workspace run or with `ganpo launch --nproc-per-node N "
+                      "train --no-db`; elsewhere set train.auto_find_batch_size = false and choose "
                       "per_device_train_batch_size yourself");
   if (config.train.num_processes > 1 && config.train.num_processes != env.world_size)
     log("warning", "train.num_processes = " + std::to_string(config.train.num_processes) + " but the launcher started " +

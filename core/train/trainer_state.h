@@ -542,7 +542,7 @@ struct Trainer::State {
   bool relaunch = false;
   // The batches the launcher started this rank with after such a request (GANPO_BATCHES_FOUND).
   void adopt_batches_from_launcher();
-  bool ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what, const std::string& why);
+  std::string ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what, const std::string& why);
   bool evaluate_first = false;  // Retry::evaluate_first, for the stage that retries
   // The batches the person asked for (train batch, accumulation, evaluation batch), kept across
   // retries and in checkpoints, so a resume knows a smaller batch there was found, not chosen.

@@ -108,5 +108,27 @@ TEST(AtomicFolder, AFailedWriteLeavesThePreviousFolderAndNoTemporaryOne) {
   EXPECT_FALSE(fs::exists(dir.string() + ".tmp"));
 }
 
+// A new start of a data-parallel run goes on from the checkpoint a rank named, or, where rank 0
+// was still writing it when the ranks ended, from the newest complete one before it.
+TEST(AtomicFolder, TheCompleteCheckpointAtOrBeforeAStep) {
+  test::TestTempDir tmp;
+  const auto write = [&](const std::string& name) {
+    write_folder_atomically((tmp.path() / name).string(), [](const std::string& d) {
+      write_file(fs::path(d) / "meta.json", "{\"format\": 2}");
+    });
+  };
+  write("checkpoint-2");
+  write("checkpoint-4");
+  write("checkpoint-10");
+  write_file(tmp.path() / "checkpoint-6.tmp" / "meta.json", "{\"format\": 2}");  // being written
+  write_file(tmp.path() / "checkpoint-8" / "meta.json", "{\"format\": 2}");      // its marker missing
+  const auto at = [&](const std::string& name) { return (tmp.path() / name).string(); };
+  EXPECT_EQ(complete_checkpoint_at_or_before(at("checkpoint-4")), at("checkpoint-4"));
+  EXPECT_EQ(complete_checkpoint_at_or_before(at("checkpoint-6")), at("checkpoint-4"));
+  EXPECT_EQ(complete_checkpoint_at_or_before(at("checkpoint-8")), at("checkpoint-4"));
+  EXPECT_EQ(complete_checkpoint_at_or_before(at("checkpoint-1")), "");
+  EXPECT_EQ(complete_checkpoint_at_or_before(""), "");
+}
+
 }  // namespace
 }  // namespace ganpo

@@ -1694,10 +1694,6 @@ TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExa
                 ". LibTorch: CUDA out of memory. Tried to allocate 2.00 GiB");
 }
 
-// train.auto_find_batch_size: a step that runs out of memory starts the stage again with half the
-// micro-batch and twice the accumulation, from the start where no checkpoint was written yet: the
-// run is then the one configured with the batch it found, number for number. Its checkpoints
-// remember that batch, and a resume with the original config takes it.
 // Over several processes the setting needs a launcher that starts every rank again (one host's
 // `ganpo train`, workspace runs, `ganpo launch`): a rank another launcher started refuses it, and
 // the batches a launcher passes on must keep the run's rows per step. (The ranks started again
@@ -1715,7 +1711,8 @@ TEST_F(TrainerTest, AutoFindBatchSizeOverSeveralProcessesNeedsALauncherThatStart
   ASSERT_EQ(r.status, "failed");
   EXPECT_CONTAINS(r.message, "train.auto_find_batch_size in a data-parallel run needs a launcher that starts every rank "
                              "again with the smaller batch, and this process is rank 0 of 2");
-  EXPECT_CONTAINS(r.message, "started by one that does not (torchrun, Slurm, or `ganpo launch` over several hosts)");
+  EXPECT_CONTAINS(r.message, "started by one that does not (torchrun, Slurm, `ganpo launch` over several hosts or with a "
+                             "workspace, or a pipeline's stage under `ganpo launch`)");
 
   options.distributed->relaunch_dir = "/nonexistent";
   options.distributed->batches_found = {3, 1, 8};  // the config asks for 4 x 1
@@ -1731,6 +1728,10 @@ TEST_F(TrainerTest, AutoFindBatchSizeOverSeveralProcessesNeedsALauncherThatStart
   EXPECT_CONTAINS(r.message, "this run has train.auto_find_batch_size = false");
 }
 
+// train.auto_find_batch_size: a step that runs out of memory starts the stage again with half the
+// micro-batch and twice the accumulation, from the start where no checkpoint was written yet: the
+// run is then the one configured with the batch it found, number for number. Its checkpoints
+// remember that batch, and a resume with the original config takes it.
 TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) {
   auto c = config("auto-batch");
   c.train.max_steps = 4;
