@@ -127,7 +127,8 @@ bool asks_to_start_again(int status) { return WIFEXITED(status) && WEXITSTATUS(s
 
 // One start of the plan's ranks, waited for until every one has ended. `signalled`: a SIGINT or
 // SIGTERM to the launcher was passed on to them (a person stopping the run). `only_asked_again`:
-// every rank that failed ended asking to be started again (kRelaunchExitCode).
+// every rank that failed ended asking to be started again (kRelaunchExitCode), and none stopped
+// on request (the run's stop command).
 LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signalled, bool& only_asked_again) {
   const int port = plan.master_port > 0 ? plan.master_port : free_local_port();
   const int world = plan.nproc_per_node * plan.nnodes;
@@ -169,6 +170,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signal
       // a checkpoint; every rank agrees on a stop, so the others are stopping too.
       const bool stopped = done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 130;
       if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
+      if (stopped) only_asked_again = false;  // a stop asked for is never followed by a new start
       if (!stopped && (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)) failures.push_back({&r, done, status});
     }
     for (const auto& f : failures) only_asked_again = only_asked_again && f.done > 0 && asks_to_start_again(f.status);
