@@ -6,6 +6,21 @@
 
 namespace ganpo {
 
+namespace {
+
+// "2 rows a micro-batch x 2 accumulation steps (train.per_device_train_batch_size 4 -> 2, ...;
+// 4 rows per optimizer step, <rows_are>)"
+std::string training_batch_change(const TrainConfig& from, const TrainConfig& to, const char* rows_are) {
+  const int64_t b = to.per_device_train_batch_size, ga = to.gradient_accumulation_steps;
+  return std::to_string(b) + (b == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(ga) +
+         " accumulation steps (train.per_device_train_batch_size " + std::to_string(from.per_device_train_batch_size) +
+         " -> " + std::to_string(b) + ", train.gradient_accumulation_steps " +
+         std::to_string(from.gradient_accumulation_steps) + " -> " + std::to_string(ga) + "; " + std::to_string(b * ga) +
+         " rows per optimizer step, " + rows_are + ")";
+}
+
+}  // namespace
+
 int64_t smaller_micro_batch(int64_t rows, int64_t now) {
   for (int64_t b = now / 2; b >= 1; --b)
     if (rows % b == 0) return b;
@@ -20,11 +35,7 @@ std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config)
   SmallerBatch out{config, {}};
   out.config.train.per_device_train_batch_size = b;
   out.config.train.gradient_accumulation_steps = rows / b;
-  out.change = std::to_string(b) + (b == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(rows / b) +
-               " accumulation steps (train.per_device_train_batch_size " + std::to_string(t.per_device_train_batch_size) +
-               " -> " + std::to_string(b) + ", train.gradient_accumulation_steps " +
-               std::to_string(t.gradient_accumulation_steps) + " -> " + std::to_string(rows / b) + "; " +
-               std::to_string(rows) + " rows per optimizer step, as before)";
+  out.change = training_batch_change(t, out.config.train, "as before");
   // An evaluation batch left at 0 follows the training batch (at least 8).
   if (eval_batch_size(out.config.train) != eval_batch_size(t))
     out.change += ", and evaluation batches of " + std::to_string(eval_batch_size(out.config.train)) +
@@ -61,15 +72,7 @@ std::optional<SmallerBatch> batches_that_fit(const RunConfig& config, const Mode
   const bool eval_changed = eval_batch_size(to) != eval_batch_size(from);
   if (!train_changed && !eval_changed) return std::nullopt;
   SmallerBatch out{c, {}};
-  const int64_t rows = from.per_device_train_batch_size * from.gradient_accumulation_steps;
-  if (train_changed)
-    out.change = std::to_string(to.per_device_train_batch_size) +
-                 (to.per_device_train_batch_size == 1 ? " row" : " rows") + " a micro-batch x " +
-                 std::to_string(to.gradient_accumulation_steps) + " accumulation steps (train.per_device_train_batch_size " +
-                 std::to_string(from.per_device_train_batch_size) + " -> " + std::to_string(to.per_device_train_batch_size) +
-                 ", train.gradient_accumulation_steps " + std::to_string(from.gradient_accumulation_steps) + " -> " +
-                 std::to_string(to.gradient_accumulation_steps) + "; " + std::to_string(rows) +
-                 " rows per optimizer step, as asked)";
+  if (train_changed) out.change = training_batch_change(from, to, "as asked");
   if (eval_changed)
     out.change += std::string(train_changed ? ", and " : "") + "evaluation batches of " + std::to_string(eval_batch_size(to)) +
                   (to.per_device_eval_batch_size == 0

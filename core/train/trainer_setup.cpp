@@ -241,19 +241,19 @@ void Trainer::State::warn_if_memory_short() {
   // than the machine has before any allocation fails: a run of one process starts with batches
   // its estimate says fit. (The ranks of a data-parallel run could read different free memory and
   // choose different batches: they wait for an allocation that fails.)
+  estimate = estimate_training_memory(on_device, shape);
   if (device.is_cpu() && config.train.auto_find_batch_size && !options.benchmark && world() == 1 && free_ram > 0)
     if (auto fit = batches_that_fit(on_device, shape, free_ram, 1)) {
-      const MemoryEstimate before = estimate_training_memory(on_device, shape);
       log("warning", "train.auto_find_batch_size: the estimate for a step (" +
-                         format_gib(static_cast<double>(before.step_total_bytes)) + ") or an evaluation (" +
-                         format_gib(static_cast<double>(before.evaluation_total_bytes)) + ") is more than this "
+                         format_gib(static_cast<double>(estimate->step_total_bytes)) + ") or an evaluation (" +
+                         format_gib(static_cast<double>(estimate->evaluation_total_bytes)) + ") is more than this "
                          "machine's free RAM (MemAvailable, " + format_gib(static_cast<double>(free_ram)) +
                          "), and on the CPU the system may stop a process that asks for more than the machine has "
                          "before any allocation fails: the run starts with " + fit->change);
       config.train = fit->config.train;
       on_device = on_device_config();
+      estimate = estimate_training_memory(on_device, shape);
     }
-  estimate = estimate_training_memory(on_device, shape);
   std::string warning;
   if (device.is_cuda()) {
     warning = memory_shortfall_warning(*estimate, 1, gpu_memory_bytes, device_label, on_device,

@@ -472,8 +472,9 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   finds->setChecked(true);
   EXPECT_FALSE(memory->text().contains("train.auto_find_batch_size = true")) << memory->text().toStdString();
   EXPECT_TRUE(memory->text().contains("the run lowers its batch where an allocation fails")) << memory->text().toStdString();
-  finds->setChecked(false);
   dialog.show();
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short_finding.png"));
+  finds->setChecked(false);
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short.png"));
   batch->setText("16");
   EXPECT_EQ(memory->text(), before);
