@@ -115,6 +115,8 @@ DataParallel::DataParallel(const DistributedEnv& env, const torch::Device& devic
     // The control agreement's own Gloo group, on the host on CUDA runs too: an NCCL all-reduce
     // of a host value goes through the device and waits for every step the host has queued.
     group_->host = gloo_group(c10::make_intrusive<c10d::PrefixStore>("host", group_->store), env, timeout);
+    if (!env.relaunch_dir.empty())
+      relaunch_watch_ = std::make_unique<RelaunchWatch>(env.relaunch_dir, env.rank, RelaunchWatch::grace_for(timeout));
   } catch (const ConfigError&) {
     throw;
   } catch (...) {
@@ -216,7 +218,8 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
     if (const auto request = read_relaunch_request(env_.relaunch_dir))
       throw RelaunchRequested("rank " + std::to_string(request->rank) + " ran out of memory: the launcher starts the " +
                               std::to_string(env_.world_size) + " processes again with " + request->change +
-                              " (train.auto_find_batch_size)");
+                              " (train.auto_find_batch_size)" +
+                              (request->reason.empty() ? "" : ". Rank " + std::to_string(request->rank) + ": " + request->reason));
   // The store is rank 0's: where it no longer answers, rank 0 is the one that went away.
   if (env_.rank != 0 && !store_answers())
     throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +

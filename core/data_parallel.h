@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "core/distributed_env.h"
+#include "core/relaunch_watch.h"
 
 namespace ganpo {
 
@@ -98,6 +99,10 @@ private:
   torch::Tensor on_backend(const torch::Tensor& t) const;
   struct Group;
   struct Overlap;
+  // Under a launcher that starts the ranks again (env.relaunch_dir): ends this process where it
+  // has not ended soon after a rank asked for that. Declared first, so it is destroyed last and
+  // also ends a process group's teardown that hangs.
+  std::unique_ptr<RelaunchWatch> relaunch_watch_;
   std::shared_ptr<Overlap> overlap_;  // shared with the hooks, which may outlive this object
   DistributedEnv env_;
   torch::Device device_;

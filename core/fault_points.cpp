@@ -29,27 +29,31 @@ std::atomic<bool> g_armed{false};
 KillPlan g_plan;
 std::mutex g_mutex;
 
+// The first of the variables armed in this process: NAME[:N][@R], where R (or else
+// GANPO_FAULT_RANK) names the one data-parallel rank it is for.
 void read_plan() {
-  const char* kill_at = std::getenv("GANPO_KILL_AT");
-  const char* hang_at = std::getenv("GANPO_HANG_AT");
-  const char* fail_at = std::getenv("GANPO_FAIL_AT");
-  const char* oom_at = std::getenv("GANPO_OOM_AT");
-  const char* env = kill_at && *kill_at   ? kill_at
-                    : hang_at && *hang_at ? hang_at
-                    : fail_at && *fail_at ? fail_at
-                                          : oom_at;
-  if (!env || !*env) return;
   const char* only_rank = std::getenv("GANPO_FAULT_RANK");
-  const char* rank = std::getenv("RANK");
-  if (only_rank && *only_rank && std::string(only_rank) != (rank ? rank : "0")) return;
-  std::string spec(env);
-  long n = 1;
-  if (const auto colon = spec.rfind(':'); colon != std::string::npos) {
-    n = std::strtol(spec.c_str() + colon + 1, nullptr, 10);
-    spec.resize(colon);
+  const char* rank_text = std::getenv("RANK");
+  const std::string rank = rank_text && *rank_text ? rank_text : "0";
+  for (const char* variable : {"GANPO_KILL_AT", "GANPO_HANG_AT", "GANPO_FAIL_AT", "GANPO_OOM_AT"}) {
+    const char* env = std::getenv(variable);
+    if (!env || !*env) continue;
+    std::string spec(env), for_rank = only_rank ? only_rank : "";
+    if (const auto at = spec.rfind('@'); at != std::string::npos) {
+      for_rank = spec.substr(at + 1);
+      spec.resize(at);
+    }
+    if (!for_rank.empty() && for_rank != rank) continue;
+    long n = 1;
+    if (const auto colon = spec.rfind(':'); colon != std::string::npos) {
+      n = std::strtol(spec.c_str() + colon + 1, nullptr, 10);
+      spec.resize(colon);
+    }
+    const std::string v = variable;
+    g_plan = {spec, n < 1 ? 1 : n, v == "GANPO_HANG_AT", v == "GANPO_FAIL_AT", v == "GANPO_OOM_AT"};
+    g_armed.store(true);
+    return;
   }
-  g_plan = {spec, n < 1 ? 1 : n, env == hang_at, env == fail_at, env == oom_at};
-  g_armed.store(true);
 }
 
 }  // namespace

@@ -9,7 +9,9 @@
 // that fails with a message, as one out of memory does; for the trainer's own points, step.done and
 // checkpoint.*), GANPO_OOM_AT=NAME[:N] throws std::bad_alloc there (an allocation refused: the
 // trainer's out-of-memory path, train.auto_find_batch_size's included), and GANPO_FAULT_RANK=R
-// arms any of them only in the data-parallel process whose RANK is R. A point fails once: a
+// arms any of them only in the data-parallel process whose RANK is R (NAME[:N]@R does that for
+// one variable, so ranks can fail in different ways; a process takes the first variable armed
+// for it, in the order above). A point fails once: a
 // stage that goes on passes it again, and so do ranks their launcher starts again (it leaves
 // these variables out of their environment then). The points:
 //   step.done                  after an optimizer step, before anything about it is recorded

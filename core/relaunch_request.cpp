@@ -17,7 +17,8 @@ void write_relaunch_request(const std::string& dir, const RelaunchRequest& reque
   const nlohmann::json j = {{"rank", request.rank},
                             {"batches", request.batches},
                             {"resume_from", request.resume_from},
-                            {"change", request.change}};
+                            {"change", request.change},
+                            {"reason", request.reason}};
   const fs::path file = fs::path(dir) / ("rank" + std::to_string(request.rank) + ".json");
   const fs::path tmp = fs::path(file.string() + ".tmp");
   write_text_file(tmp.string(), json_text(j));
@@ -39,6 +40,7 @@ std::optional<RelaunchRequest> read_relaunch_request(const std::string& dir) {
       r.batches = j.at("batches").get<std::vector<int64_t>>();
       r.resume_from = j.value("resume_from", std::string());
       r.change = j.value("change", std::string());
+      r.reason = j.value("reason", std::string());
     } catch (const nlohmann::json::exception&) {
       continue;
     }

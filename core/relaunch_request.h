@@ -5,7 +5,8 @@
 //   1. A rank that runs out of memory, where a smaller batch is left, writes a request into the
 //      folder its launcher named (GANPO_RELAUNCH_DIR): the batches to go on with and the
 //      checkpoint to go on from. It then ends with kRelaunchExitCode; the others' collectives
-//      fail, they find the request and end so too, without failing the run.
+//      fail, they find the request and end so too, without failing the run (one that does not
+//      end soon is ended by its process's RelaunchWatch, core/relaunch_watch.h).
 //   2. The launcher, once every rank has ended, starts them again from that checkpoint, with
 //      GANPO_BATCHES_FOUND = "train,accumulation,eval": each rank trains with those batches and
 //      counts its steps from the config's (the rows of an optimizer step stay what was asked).
@@ -40,6 +41,7 @@ struct RelaunchRequest {
   std::vector<int64_t> batches;
   std::string resume_from;  // the checkpoint to go on from ("" = the stage's start)
   std::string change;       // "2 rows a micro-batch x 2 accumulation steps (...)", for the log
+  std::string reason;       // where this rank ran out and LibTorch's words, for the other ranks' logs
 };
 
 // Written whole (a temporary file renamed into place) as rank<R>.json in `dir`.

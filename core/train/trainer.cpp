@@ -274,7 +274,8 @@ std::string Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smal
   RelaunchRequest request{dp->rank(),
                           {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)},
                           resume_point(),
-                          smaller.change};
+                          smaller.change,
+                          what + (why.rfind(' ', 0) == 0 ? why.substr(1) : why)};  // (each ends, or starts, with a space)
   try {
     write_relaunch_request(options.distributed->relaunch_dir, request);
   } catch (const std::exception& e) {
@@ -327,10 +328,12 @@ TrainResult Trainer::run() {
     TrainerOptions options = std::move(state_->options);
     options.resume_from = std::move(retry.from);
     const State::Batches asked = *state_->asked_batches;
+    std::optional<State::Precomputed> precomputed = state_->precomputed();
     state_.reset();
     state_ = std::make_unique<State>(std::move(retry.config), observer, std::move(options));
     state_->evaluate_first = retry.evaluate_first;
     state_->asked_batches = asked;
+    state_->kept_precomputed = std::move(precomputed);
   }
 }
 

@@ -431,9 +431,19 @@ void Trainer::State::precompute_reference_logps() {
     log("notice", "train.precompute_ref_log_probs has no effect on an SFT stage: it has no reference model");
     return;
   }
+  const int64_t bs = eval_batch_size(config.train);
+  if (const auto kept = std::move(kept_precomputed);
+      kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing &&
+      kept->train_pairs == train_pairs.size() && kept->eval_pairs == eval_pairs.size()) {
+    train_ref_logps = kept->train;
+    eval_ref_logps = kept->eval;
+    log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
+                    " pairs kept from before train.auto_find_batch_size started the stage again (the same pairs in "
+                    "batches of " + std::to_string(bs) + ")");
+    return;
+  }
   const Doing doing(*this, kPrecomputing);
   const auto t0 = Clock::now();
-  const int64_t bs = eval_batch_size(config.train);
   const Bf16Autocast autocast(bf16_autocast());  // as the steps' policy passes compute
   // The training split as the steps' passes score it (prefix sharing or not), the held-out one
   // as evaluations do, so the policy's and the reference's numbers come from the same arithmetic.
@@ -444,6 +454,12 @@ void Trainer::State::precompute_reference_logps() {
                   " s, in batches of " + std::to_string(bs) + " (train.precompute_ref_log_probs, train.per_device_eval_batch_size); " +
                   (regularizer ? "the reference still runs each step for GANPO's latents, without its output head"
                                : "the reference does not run during training"));
+}
+
+std::optional<Trainer::State::Precomputed> Trainer::State::precomputed() const {
+  if (train_ref_logps.empty() || (!eval_pairs.empty() && eval_ref_logps.empty())) return std::nullopt;
+  return Precomputed{train_ref_logps, eval_ref_logps, eval_batch_size(config.train), config.train.prefix_sharing,
+                     train_pairs.size(), eval_pairs.size()};
 }
 
 PairLogps Trainer::State::precompute_split(const std::vector<TokenizedPair>& pairs, int64_t bs, bool share_prompts) {

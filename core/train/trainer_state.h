@@ -237,6 +237,20 @@ struct Trainer::State {
   // train.precompute_ref_log_probs: one pass of the reference over both splits before the first
   // step (again on resume: the numbers are a function of the frozen reference and the data).
   void precompute_reference_logps();
+  // What the pass computed, kept across a retry of train.auto_find_batch_size (as TRL keeps them
+  // on its trainer): the stage started again takes them where it would compute the same numbers
+  // (the same pairs, scored the same way in batches of the same size: a batch's shape moves their
+  // last bits, and a resume computes them again in the batches its config says), rather than run
+  // the reference over the data again. So a retry of a step keeps them unless its evaluation
+  // batch follows the training batch (train.per_device_eval_batch_size = 0 above 8 rows).
+  struct Precomputed {
+    PairLogps train, eval;
+    int64_t batch = 0;
+    bool prefix_sharing = true;
+    size_t train_pairs = 0, eval_pairs = 0;
+  };
+  std::optional<Precomputed> precomputed() const;  // none where the pass did not complete
+  std::optional<Precomputed> kept_precomputed;     // the stage before's, for this one
 
   // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
   // sum over the ranks (zeros elsewhere) gives every rank the whole split.

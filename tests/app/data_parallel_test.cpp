@@ -586,6 +586,10 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n4|1\n5|1\n");
   EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE '%launcher started the ranks again%'"),
                   "2 rows a micro-batch x 2 accumulation steps and evaluation batches of 8, which a rank found to fit");
+  // Rank 0's events say where rank 1 ran out, in rank 1's words.
+  EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE 'rank 1 ran out of memory:%'"),
+                  "(train.auto_find_batch_size). Rank 1: This machine's RAM ran out of memory while training after "
+                  "step 3. Its estimate for a step was");
   const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-4" / "trainer_state" / "state.json"));
   EXPECT_EQ(state.at("per_device_train_batch_size"), 2);
   EXPECT_EQ(state.at("gradient_accumulation_steps"), 2);
@@ -597,7 +601,9 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   ASSERT_EQ(a.size(), 5u) << "metrics.jsonl keeps one row per step";
   for (int64_t step = 3; step <= 5; ++step)
     for (const auto& [k, v] : b.at(step).items())
-      if (compared_key(k) && v.is_number()) EXPECT_EQ(a.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;
+      if (compared_key(k) && v.is_number()) {
+        EXPECT_EQ(a.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;
+      }
 }
 
 // The same without a workspace, where rank 0 runs out of memory in the held-out evaluation of
@@ -619,6 +625,24 @@ TEST(DataParallel, ARankZeroOutOfMemoryInAnEvaluationStartsTheRanksAgain) {
   EXPECT_EQ(evaluated, (std::vector<int64_t>{2, 4, 5}));
   const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-5" / "trainer_state" / "state.json"));
   EXPECT_EQ(state.at("per_device_eval_batch_size"), 4);
+}
+
+// A rank that does not end when another asks to be started again (on GPUs, one waiting on an
+// NCCL all-reduce that never notices its peer has gone; here rank 0 stops, alive, after step 3
+// as rank 1 runs out of memory there) is ended by its watch (core/relaunch_watch.h) once the
+// grace has passed, long before train.dist_timeout_s, and the launcher starts both again.
+TEST(DataParallel, ARankThatDoesNotEndWhenAnotherAsksToStartAgainIsEndedByItsWatch) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 5, "save_steps = 2\nauto_find_batch_size = true\n");
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(),
+                   "GANPO_OOM_AT=step.done:3@1 GANPO_HANG_AT=step.done:3@0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "rank 0: rank 1 asked the launcher to start every rank again (train.auto_find_batch_size), "
+                            "and this rank has not ended with it 6 s later");
+  EXPECT_CONTAINS(r.output, "ganpo launch: rank 1 ran out of memory; train.auto_find_batch_size: starting the 2 "
+                            "processes again with 2 rows a micro-batch x 2 accumulation steps");
+  EXPECT_CONTAINS(r.output, "from " + (dir / "run" / "checkpoint-2").string() + "\n");
+  EXPECT_EQ(metrics_by_step(dir / "run").size(), 5u);
 }
 
 // `ganpo launch` with a workspace cannot start the ranks again (a new rank 0 would take the run

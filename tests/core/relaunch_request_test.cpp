@@ -18,8 +18,9 @@ TEST(RelaunchRequest, TheLowestRanksRequestIsReadBack) {
   test::TestTempDir tmp;
   const std::string dir = tmp.path().string();
   EXPECT_FALSE(read_relaunch_request(dir).has_value());
-  write_relaunch_request(dir, {3, {2, 2, 8}, "/runs/a/checkpoint-10", "2 rows a micro-batch x 2 accumulation steps"});
-  write_relaunch_request(dir, {1, {1, 4, 8}, "/runs/a/checkpoint-10", "1 row a micro-batch x 4 accumulation steps"});
+  write_relaunch_request(dir, {3, {2, 2, 8}, "/runs/a/checkpoint-10", "2 rows a micro-batch x 2 accumulation steps", ""});
+  write_relaunch_request(dir, {1, {1, 4, 8}, "/runs/a/checkpoint-10", "1 row a micro-batch x 4 accumulation steps",
+                              "This machine's RAM ran out of memory while training after step 10. C++: std::bad_alloc"});
   std::ofstream(fs::path(dir) / "rank0.json") << "{\"rank\": 0, \"batc";  // not one of ours: a file cut short
   EXPECT_FALSE(fs::exists(fs::path(dir) / "rank1.json.tmp"));
   const auto r = read_relaunch_request(dir);
@@ -28,6 +29,7 @@ TEST(RelaunchRequest, TheLowestRanksRequestIsReadBack) {
   EXPECT_EQ(r->batches, (std::vector<int64_t>{1, 4, 8}));
   EXPECT_EQ(r->resume_from, "/runs/a/checkpoint-10");
   EXPECT_EQ(r->change, "1 row a micro-batch x 4 accumulation steps");
+  EXPECT_EQ(r->reason, "This machine's RAM ran out of memory while training after step 10. C++: std::bad_alloc");
   clear_relaunch_requests(dir);
   EXPECT_FALSE(read_relaunch_request(dir).has_value());
   EXPECT_TRUE(fs::is_empty(dir));

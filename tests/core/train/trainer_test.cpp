@@ -1611,6 +1611,12 @@ TrainerOptions out_of_memory_at(const std::string& activity, int64_t step,
   return options;
 }
 
+size_t count_of(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++n;
+  return n;
+}
+
 // Memory that runs out in an optimizer step fails the run with where, the estimate, what to change
 // for this run and the newest checkpoint to resume from, not LibTorch's text alone; the step it
 // failed in is not saved (its state is half a step's).
@@ -1811,6 +1817,56 @@ TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) 
   EXPECT_CONTAINS(ep_obs.all_logs(), "the stage goes on with 2 rows a micro-batch x 2 accumulation steps");
   EXPECT_EQ(ep.steps, 9);
   EXPECT_EQ(ep_obs.total_steps, 9);
+}
+
+// TRL's precomputed reference log-probs outlive the retry where the stage would compute the same
+// numbers (its evaluation batch unchanged): the reference does not run over the data again, and
+// the steps are those of a run configured with the batch found, which computes them. Where the
+// evaluation batch follows the training batch, or the precompute itself runs out, it runs again.
+TEST_F(TrainerTest, AutoFindBatchSizeKeepsThePrecomputedReferenceLogProbs) {
+  auto c = config("auto-batch-precompute");
+  c.train.max_steps = 3;
+  c.train.per_device_train_batch_size = 16;
+  c.train.per_device_eval_batch_size = 16;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  c.train.auto_find_batch_size = true;
+  c.train.precompute_ref_log_probs = true;
+  Collector obs;
+  ASSERT_EQ(run(c, obs, out_of_memory_at("taking an optimizer step", 1, 1)).status, "completed") << obs.all_logs();
+  const std::string logs = obs.all_logs();
+  EXPECT_CONTAINS(logs, "the stage goes on with 8 rows a micro-batch x 2 accumulation steps");
+  EXPECT_CONTAINS(logs, "reference log-probs of 80 pairs kept from before train.auto_find_batch_size started the stage "
+                        "again (the same pairs in batches of 16)");
+  EXPECT_EQ(count_of(logs, "pairs precomputed in"), 1u) << logs;
+
+  RunConfig found = c;
+  found.output_dir += "-found";
+  found.train.per_device_train_batch_size = 8;
+  found.train.gradient_accumulation_steps = 2;
+  found.train.auto_find_batch_size = false;
+  Collector f_obs;
+  ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
+  EXPECT_CONTAINS(f_obs.all_logs(), "pairs precomputed in");
+  for (int64_t step = 1; step <= 3; ++step)
+    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+
+  RunConfig follows = c;  // evaluations (and the precompute) in batches of the training batch's 16
+  follows.output_dir += "-follows";
+  follows.train.per_device_eval_batch_size = 0;
+  Collector fo_obs;
+  ASSERT_EQ(run(follows, fo_obs, out_of_memory_at("taking an optimizer step", 1, 1)).status, "completed")
+      << fo_obs.all_logs();
+  EXPECT_EQ(count_of(fo_obs.all_logs(), "pairs precomputed in"), 2u) << fo_obs.all_logs();
+
+  RunConfig ran_out = c;
+  ran_out.output_dir += "-ran-out";
+  Collector r_obs;
+  ASSERT_EQ(run(ran_out, r_obs, out_of_memory_at("precomputing the reference's log-probs", 0, 1)).status, "completed")
+      << r_obs.all_logs();
+  EXPECT_CONTAINS(r_obs.all_logs(), "the stage goes on with evaluation batches of 8");
+  EXPECT_EQ(count_of(r_obs.all_logs(), "pairs precomputed in"), 1u) << r_obs.all_logs();
+  EXPECT_EQ(r_obs.all_logs().find("kept from before"), std::string::npos);
 }
 
 // A step that runs out after a checkpoint goes on from it; an evaluation that runs out is saved
