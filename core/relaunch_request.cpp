@@ -51,7 +51,10 @@ std::optional<RelaunchRequest> read_relaunch_request(const std::string& dir) {
 
 void clear_relaunch_requests(const std::string& dir) {
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) fs::remove(entry.path(), ec);
+  std::vector<fs::path> requests;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().filename().string().rfind("rank", 0) == 0) requests.push_back(entry.path());
+  for (const auto& path : requests) fs::remove(path, ec);
 }
 
 std::string format_batches(const std::vector<int64_t>& batches) {

@@ -48,6 +48,8 @@ struct RelaunchRequest {
 void write_relaunch_request(const std::string& dir, const RelaunchRequest& request);
 // The request of the lowest rank that wrote one (none where none did or none can be read).
 std::optional<RelaunchRequest> read_relaunch_request(const std::string& dir);
+// Removes the requests (rank<R>.json and their temporary files); what else ranks left in the
+// folder for their new start stays (rank 0's precomputed reference log-probs).
 void clear_relaunch_requests(const std::string& dir);
 
 // "4,2,8" <-> {4, 2, 8}; parse_batches throws ConfigError unless three positive integers.

@@ -432,14 +432,14 @@ void Trainer::State::precompute_reference_logps() {
     return;
   }
   const int64_t bs = eval_batch_size(config.train);
+  if (!kept_precomputed) kept_precomputed = precomputed_before_a_new_start();
   if (const auto kept = std::move(kept_precomputed);
       kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing &&
-      kept->train_pairs == train_pairs.size() && kept->eval_pairs == eval_pairs.size()) {
+      kept->train_pairs == train_pairs.size() && kept->eval_pairs == eval_pairs.size() && kept->world == world()) {
     train_ref_logps = kept->train;
     eval_ref_logps = kept->eval;
-    log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) +
-                    " pairs kept from before train.auto_find_batch_size started the stage again (the same pairs in "
-                    "batches of " + std::to_string(bs) + ")");
+    log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) + " pairs kept from " +
+                    kept->from + " (the same pairs in batches of " + std::to_string(bs) + ")");
     return;
   }
   const Doing doing(*this, kPrecomputing);
@@ -454,12 +454,66 @@ void Trainer::State::precompute_reference_logps() {
                   " s, in batches of " + std::to_string(bs) + " (train.precompute_ref_log_probs, train.per_device_eval_batch_size); " +
                   (regularizer ? "the reference still runs each step for GANPO's latents, without its output head"
                                : "the reference does not run during training"));
+  leave_precomputed_for_a_new_start();
+}
+
+namespace {
+constexpr const char* kPrecomputedFile = "precomputed_ref_logps.safetensors";
+}
+
+void Trainer::State::leave_precomputed_for_a_new_start() {
+  if (!dp || !dp->is_main() || options.distributed->relaunch_dir.empty()) return;
+  const auto p = precomputed();
+  if (!p) return;
+  std::vector<std::pair<std::string, torch::Tensor>> tensors{{"train.chosen", p->train.chosen},
+                                                             {"train.rejected", p->train.rejected}};
+  if (!p->eval.empty()) tensors.insert(tensors.end(), {{"eval.chosen", p->eval.chosen}, {"eval.rejected", p->eval.rejected}});
+  const std::string path = (std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile).string();
+  try {  // written whole, then renamed: a rank 0 that ends while writing leaves no file
+    save_safetensors(path + ".tmp", tensors,
+                     {{"batch", std::to_string(p->batch)}, {"prefix_sharing", p->prefix_sharing ? "1" : "0"},
+                      {"train_pairs", std::to_string(p->train_pairs)}, {"eval_pairs", std::to_string(p->eval_pairs)},
+                      {"world", std::to_string(p->world)}});
+    std::filesystem::rename(path + ".tmp", path);
+  } catch (const std::exception& e) {
+    log("notice", std::string("the precomputed reference log-probs could not be left for a new start of the ranks (they "
+                              "would be computed again then): ") + e.what());
+  }
+}
+
+std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_before_a_new_start() const {
+  if (!dp || options.distributed->relaunch_dir.empty() || options.distributed->batches_found.empty()) return std::nullopt;
+  const std::filesystem::path path = std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile;
+  if (!std::filesystem::is_regular_file(path)) return std::nullopt;
+  try {
+    SafetensorsFile f = load_safetensors(path.string());
+    const auto number = [&](const char* key) { return std::stoll(f.metadata.at(key)); };
+    const auto on_device = [&](const char* name) { return f.tensors.at(name).to(device); };
+    Precomputed p;
+    p.train = {on_device("train.chosen"), on_device("train.rejected")};
+    if (f.tensors.count("eval.chosen")) p.eval = {on_device("eval.chosen"), on_device("eval.rejected")};
+    p.batch = number("batch");
+    p.prefix_sharing = number("prefix_sharing") != 0;
+    p.train_pairs = static_cast<size_t>(number("train_pairs"));
+    p.eval_pairs = static_cast<size_t>(number("eval_pairs"));
+    p.world = number("world");
+    p.from = "before the launcher started the ranks again";
+    return p;
+  } catch (const std::exception&) {
+    return std::nullopt;  // (computed again)
+  }
 }
 
 std::optional<Trainer::State::Precomputed> Trainer::State::precomputed() const {
   if (train_ref_logps.empty() || (!eval_pairs.empty() && eval_ref_logps.empty())) return std::nullopt;
-  return Precomputed{train_ref_logps, eval_ref_logps, eval_batch_size(config.train), config.train.prefix_sharing,
-                     train_pairs.size(), eval_pairs.size()};
+  return Precomputed{train_ref_logps,
+                     eval_ref_logps,
+                     eval_batch_size(config.train),
+                     config.train.prefix_sharing,
+                     train_pairs.size(),
+                     eval_pairs.size(),
+                     world(),
+                     "before train.auto_find_batch_size started the stage again"};
 }
 
 PairLogps Trainer::State::precompute_split(const std::vector<TokenizedPair>& pairs, int64_t bs, bool share_prompts) {

@@ -243,14 +243,20 @@ struct Trainer::State {
   // last bits, and a resume computes them again in the batches its config says), rather than run
   // the reference over the data again. So a retry of a step keeps them unless its evaluation
   // batch follows the training batch (train.per_device_eval_batch_size = 0 above 8 rows).
+  // Data-parallel ranks their launcher starts again are new processes: rank 0 leaves them in the
+  // launcher's folder (GANPO_RELAUNCH_DIR), and the ranks started again read them there.
   struct Precomputed {
     PairLogps train, eval;
     int64_t batch = 0;
     bool prefix_sharing = true;
     size_t train_pairs = 0, eval_pairs = 0;
+    int64_t world = 1;  // the ranks that shared the pass (each scores every world-th pair)
+    std::string from;   // "before train.auto_find_batch_size started the stage again", for the log
   };
   std::optional<Precomputed> precomputed() const;  // none where the pass did not complete
   std::optional<Precomputed> kept_precomputed;     // the stage before's, for this one
+  void leave_precomputed_for_a_new_start();
+  std::optional<Precomputed> precomputed_before_a_new_start() const;
 
   // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
   // sum over the ranks (zeros elsewhere) gives every rank the whole split.

@@ -569,9 +569,11 @@ TEST(DataParallel, RankZeroThatFailsKeepsItsReasonInTheRun) {
 // 3. The launcher starts both ranks again from checkpoint-2 with half the micro-batch and twice
 // the accumulation; the run completes in its row, every step recorded once, steps 3-5 equal to a
 // resume of checkpoint-2 configured with that batch, and the checkpoints after it say the batch.
+// The ranks started again take the reference's precomputed log-probs from the first start.
 TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 5, "save_steps = 2\nauto_find_batch_size = true\n");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 5,
+                                                "save_steps = 2\nauto_find_batch_size = true\nprecompute_ref_log_probs = true\n");
   const std::string db = (dir / "ws.sqlite").string();
   auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
                    "GANPO_OOM_AT=step.done:3 GANPO_FAULT_RANK=1");
@@ -590,11 +592,17 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE 'rank 1 ran out of memory:%'"),
                   "(train.auto_find_batch_size). Rank 1: This machine's RAM ran out of memory while training after "
                   "step 3. Its estimate for a step was");
+  // The reference's precomputed log-probs (evaluations in batches of 8 before and after) are rank
+  // 0's from the first start.
+  EXPECT_EQ(query(db, "SELECT COUNT(*) FROM events WHERE run_id = 1 AND text LIKE '%pairs precomputed in%'"), "1\n");
+  EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE '%pairs kept from%'"),
+                  "pairs kept from before the launcher started the ranks again (the same pairs in batches of 8)");
   const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-4" / "trainer_state" / "state.json"));
   EXPECT_EQ(state.at("per_device_train_batch_size"), 2);
   EXPECT_EQ(state.at("gradient_accumulation_steps"), 2);
 
-  std::ofstream(dir / "ref.toml") << run_config(dir / "ref", 2, 2, 5, "save_steps = 2\ngradient_accumulation_steps = 2\n");
+  std::ofstream(dir / "ref.toml") << run_config(dir / "ref", 2, 2, 5,
+                                                "save_steps = 2\ngradient_accumulation_steps = 2\nprecompute_ref_log_probs = true\n");
   auto ref = run_cli("train --no-db --config " + (dir / "ref.toml").string() + " --resume " + ckpt2);
   ASSERT_EQ(ref.exit_code, 0) << ref.output;
   const auto a = metrics_by_step(dir / "run"), b = metrics_by_step(dir / "ref");
