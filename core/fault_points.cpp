@@ -40,7 +40,7 @@ void read_plan() {
     if (!env || !*env) continue;
     std::string spec(env), for_rank = only_rank ? only_rank : "";
     if (const auto at = spec.rfind('@'); at != std::string::npos) {
-      for_rank = spec.substr(at + 1);
+      if (at + 1 < spec.size()) for_rank = spec.substr(at + 1);  // ("NAME@" is NAME's, for every rank asked)
       spec.resize(at);
     }
     if (!for_rank.empty() && for_rank != rank) continue;

@@ -12,15 +12,17 @@
 // RelaunchWatch is a thread that lists the request folder twice a second. Once any rank's
 // request (this one's included) has been there for `grace` and this process still runs, it
 // writes why to stderr and ends the process with kRelaunchExitCode, as the failed collective
-// would have. Ending there loses nothing the new start needs: a step or an evaluation under way
-// is done again, a checkpoint folder is written atomically and the new start goes on from the
-// request's complete checkpoint (core/atomic_folder.h), and the run store's writes are SQLite
+// would have; not while a NotNow lives (rank 0 writing a checkpoint, which the request may name).
+// Ending there loses nothing the new start needs: a step or an evaluation under way is done
+// again, a checkpoint folder is written atomically and the new start goes on from the request's
+// complete checkpoint (core/atomic_folder.h), and the run store's writes are SQLite
 // transactions. Torch-free.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -34,9 +36,30 @@ public:
   RelaunchWatch& operator=(const RelaunchWatch&) = delete;
 
   // The grace for a run's collective timeout (train.dist_timeout_s): a tenth of it, from 5 s to
-  // 60 s. Gloo's collectives fail at once when a peer goes, so the watch ends nothing there but
-  // a rank that hangs.
+  // 60 s, and never more than half of it (NCCL's watchdog aborts a rank at the timeout). Gloo's
+  // collectives fail at once when a peer goes, so there the watch ends only a rank that hangs.
   static std::chrono::milliseconds grace_for(std::chrono::milliseconds timeout);
+
+  // While one lives (any thread), no watch ends this process: it finishes what it writes first.
+  class NotNow {
+  public:
+    NotNow();
+    ~NotNow();
+    NotNow(const NotNow&) = delete;
+    NotNow& operator=(const NotNow&) = delete;
+  };
+
+  // The watch's decision, apart from its thread and clock (tests drive it): at `now`, with a
+  // request in the folder or not, and a NotNow living or not, whether to end the process.
+  class Decision {
+  public:
+    explicit Decision(std::chrono::milliseconds grace) : grace_(grace) {}
+    bool end_now(std::chrono::steady_clock::time_point now, bool request, bool not_now);
+
+  private:
+    std::chrono::milliseconds grace_;
+    std::optional<std::chrono::steady_clock::time_point> seen_;  // when the request was first found
+  };
 
 private:
   void watch();

@@ -279,6 +279,10 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
       break;
     }
     clear_relaunch_requests(relaunch_dir);
+    if (read_relaunch_request(relaunch_dir)) {  // (each new start's ranks would end on it again)
+      outcome.message += ", but they were not started again: their requests could not be removed from " + relaunch_dir;
+      break;
+    }
     // The checkpoint named is complete unless rank 0 was still writing it: then an earlier one.
     request->resume_from = complete_checkpoint_at_or_before(request->resume_from);
     const std::string from = request->resume_from.empty() ? "the start" : request->resume_from;

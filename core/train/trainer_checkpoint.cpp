@@ -226,6 +226,9 @@ std::string Trainer::State::save_checkpoint(const std::string& name, bool with_s
     if (with_state) last_checkpoint = dir, last_checkpoint_step = step;  // to resume from, as a failure says
   };
   if (!is_main()) return remember(), dir;  // rank 0 writes the run's files
+  // Another rank may already name this checkpoint in a request to be started again: the
+  // RelaunchWatch lets rank 0 finish it (nothing below waits on another rank).
+  const RelaunchWatch::NotNow finishing;
   write_folder_atomically(dir, [&](const std::string& tmp) {
     save_model_files(tmp, policy, *tokenizer,
                      {config.model.save_dtype, static_cast<uint64_t>(config.model.max_shard_mb) * 1'000'000ULL});

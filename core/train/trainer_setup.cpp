@@ -433,9 +433,10 @@ void Trainer::State::precompute_reference_logps() {
   }
   const int64_t bs = eval_batch_size(config.train);
   if (!kept_precomputed) kept_precomputed = precomputed_before_a_new_start();
-  if (const auto kept = std::move(kept_precomputed);
-      kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing &&
-      kept->train_pairs == train_pairs.size() && kept->eval_pairs == eval_pairs.size() && kept->world == world()) {
+  const auto kept = std::move(kept_precomputed);
+  kept_precomputed.reset();
+  if (kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing && kept->world == world() &&
+      kept->pairs == hash_of_pairs()) {
     train_ref_logps = kept->train;
     eval_ref_logps = kept->eval;
     log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) + " pairs kept from " +
@@ -472,8 +473,7 @@ void Trainer::State::leave_precomputed_for_a_new_start() {
   try {  // written whole, then renamed: a rank 0 that ends while writing leaves no file
     save_safetensors(path + ".tmp", tensors,
                      {{"batch", std::to_string(p->batch)}, {"prefix_sharing", p->prefix_sharing ? "1" : "0"},
-                      {"train_pairs", std::to_string(p->train_pairs)}, {"eval_pairs", std::to_string(p->eval_pairs)},
-                      {"world", std::to_string(p->world)}});
+                      {"pairs", std::to_string(p->pairs)}, {"world", std::to_string(p->world)}});
     std::filesystem::rename(path + ".tmp", path);
   } catch (const std::exception& e) {
     log("notice", std::string("the precomputed reference log-probs could not be left for a new start of the ranks (they "
@@ -494,8 +494,7 @@ std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_before_a_
     if (f.tensors.count("eval.chosen")) p.eval = {on_device("eval.chosen"), on_device("eval.rejected")};
     p.batch = number("batch");
     p.prefix_sharing = number("prefix_sharing") != 0;
-    p.train_pairs = static_cast<size_t>(number("train_pairs"));
-    p.eval_pairs = static_cast<size_t>(number("eval_pairs"));
+    p.pairs = std::stoull(f.metadata.at("pairs"));
     p.world = number("world");
     p.from = "before the launcher started the ranks again";
     return p;
@@ -504,14 +503,26 @@ std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_before_a_
   }
 }
 
+uint64_t Trainer::State::hash_of_pairs() const {
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a over every id, each list ended by -1
+  const auto add = [&h](const std::vector<int64_t>& ids) {
+    for (const int64_t id : ids) h = (h ^ static_cast<uint64_t>(id)) * 1099511628211ULL;
+    h = (h ^ ~0ULL) * 1099511628211ULL;
+  };
+  for (const auto* split : {&train_pairs, &eval_pairs}) {
+    for (const auto& pair : *split) add(pair.prompt), add(pair.chosen), add(pair.rejected);
+    h = (h ^ 0x5eedULL) * 1099511628211ULL;
+  }
+  return h;
+}
+
 std::optional<Trainer::State::Precomputed> Trainer::State::precomputed() const {
   if (train_ref_logps.empty() || (!eval_pairs.empty() && eval_ref_logps.empty())) return std::nullopt;
   return Precomputed{train_ref_logps,
                      eval_ref_logps,
                      eval_batch_size(config.train),
                      config.train.prefix_sharing,
-                     train_pairs.size(),
-                     eval_pairs.size(),
+                     hash_of_pairs(),
                      world(),
                      "before train.auto_find_batch_size started the stage again"};
 }

@@ -249,11 +249,12 @@ struct Trainer::State {
     PairLogps train, eval;
     int64_t batch = 0;
     bool prefix_sharing = true;
-    size_t train_pairs = 0, eval_pairs = 0;
-    int64_t world = 1;  // the ranks that shared the pass (each scores every world-th pair)
+    uint64_t pairs = 0;  // both splits' token ids, hashed: the same pairs (a data file may change)
+    int64_t world = 1;   // the ranks that shared the pass (each scores every world-th pair)
     std::string from;   // "before train.auto_find_batch_size started the stage again", for the log
   };
   std::optional<Precomputed> precomputed() const;  // none where the pass did not complete
+  uint64_t hash_of_pairs() const;
   std::optional<Precomputed> kept_precomputed;     // the stage before's, for this one
   void leave_precomputed_for_a_new_start();
   std::optional<Precomputed> precomputed_before_a_new_start() const;

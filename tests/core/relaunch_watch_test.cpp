@@ -14,10 +14,29 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-TEST(RelaunchWatch, ItsGraceIsATenthOfTheCollectiveTimeoutFromFiveToSixtySeconds) {
+TEST(RelaunchWatch, ItsGraceIsATenthOfTheCollectiveTimeoutFromFiveToSixtySecondsAndAtMostHalfOfIt) {
   EXPECT_EQ(RelaunchWatch::grace_for(seconds(1800)), seconds(60));  // train.dist_timeout_s's default
   EXPECT_EQ(RelaunchWatch::grace_for(seconds(100)), seconds(10));
-  EXPECT_EQ(RelaunchWatch::grace_for(seconds(5)), seconds(5));
+  EXPECT_EQ(RelaunchWatch::grace_for(seconds(20)), seconds(5));
+  EXPECT_EQ(RelaunchWatch::grace_for(seconds(5)), milliseconds(2500));
+}
+
+// The decision alone, on a clock the test moves: the grace counts from the request's first
+// sighting, a request gone starts it again, and no end comes while a NotNow lives.
+TEST(RelaunchWatch, ItEndsTheProcessOnceARequestHasBeenThereForTheGraceAndNothingHoldsIt) {
+  const auto t0 = std::chrono::steady_clock::time_point{} + seconds(100);
+  RelaunchWatch::Decision d(seconds(10));
+  EXPECT_FALSE(d.end_now(t0, false, false));
+  EXPECT_FALSE(d.end_now(t0 + seconds(1), true, false));  // first seen
+  EXPECT_FALSE(d.end_now(t0 + seconds(10), true, false));
+  EXPECT_FALSE(d.end_now(t0 + seconds(11), true, true)) << "rank 0 still writes a checkpoint";
+  EXPECT_TRUE(d.end_now(t0 + seconds(12), true, false));
+
+  RelaunchWatch::Decision gone(seconds(10));
+  EXPECT_FALSE(gone.end_now(t0, true, false));
+  EXPECT_FALSE(gone.end_now(t0 + seconds(5), false, false));  // cleared: a new start's folder
+  EXPECT_FALSE(gone.end_now(t0 + seconds(12), true, false)) << "a new request counts from its own sighting";
+  EXPECT_TRUE(gone.end_now(t0 + seconds(22), true, false));
 }
 
 TEST(RelaunchWatch, WithoutARequestItStopsWithItsOwner) {
