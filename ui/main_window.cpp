@@ -207,6 +207,7 @@ void MainWindow::buildLayout() {
   connect(tabs_, &QTabWidget::currentChanged, this, [this](int index) {
     for (int i = 0; i < tabs_->count(); ++i)
       if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(i))) tab->setLive(i == index);
+    if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(index))) selectRunInList(tab->runId());
     updateActions();
     updateStatusBar();
   });
@@ -331,6 +332,14 @@ std::optional<int64_t> MainWindow::currentRunId() const {
   if (index.isValid()) return index.data(RunListModel::RunIdRole).toLongLong();
   if (auto* tab = qobject_cast<RunTab*>(tabs_->currentWidget())) return tab->runId();
   return std::nullopt;
+}
+
+void MainWindow::selectRunInList(int64_t run_id) {
+  if (!table_ || table_->selectionModel()->selectedRows().size() > 1) return;  // (a selection to compare stays)
+  const int row = model_->rowOf(run_id);
+  const QModelIndex at = row < 0 ? QModelIndex() : proxy_->mapFromSource(model_->index(row, 0));
+  if (!at.isValid()) return;  // not listed yet, or filtered out
+  table_->selectionModel()->setCurrentIndex(at, QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
 }
 
 std::vector<int64_t> MainWindow::selectedRunIds() const {

@@ -115,6 +115,9 @@ private:
   void updateActions();
   void updateStatusBar();
   std::optional<int64_t> currentRunId() const;
+  // The run list follows the run tab brought to the front, so the toolbar and the status bar act
+  // on the run in view; a selection of several runs (to compare, to stop) is left as it is.
+  void selectRunInList(int64_t run_id);
   std::vector<int64_t> selectedRunIds() const;
   void showRunMenu(const QPoint& pos);
   void cloneRun(int64_t run_id);

@@ -9,13 +9,16 @@
 #include <QApplication>
 #include <QDir>
 #include <QElapsedTimer>
+#include <QLabel>
 #include <QPushButton>
 #include <QStatusBar>
 #include <QTableView>
+#include <QTabWidget>
 #include <QTableWidget>
 #include <QThread>
 #include <QTimer>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -235,6 +238,41 @@ TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
   // A deletion elsewhere removes the row.
   RunStore::open(db_.toStdString()).delete_run(2);
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+}
+
+// Bringing a run's tab to the front selects its run in the list, so Pause, Sample now and the
+// status bar act on the run in view; several runs selected to compare stay selected.
+TEST_F(MainWindowTest, TheRunListFollowsTheRunTabInFront) {
+  {
+    auto store = RunStore::open(db_.toStdString());
+    store.create_run("alpha", "preference", config_to_json(long_run("alpha")).dump());
+    store.create_run("bravo", "preference", config_to_json(long_run("bravo")).dump());
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  const auto selected = [&] {
+    std::vector<int64_t> ids;
+    for (const QModelIndex& i : w->runTable()->selectionModel()->selectedRows())
+      ids.push_back(i.data(RunListModel::RunIdRole).toLongLong());
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  };
+  w->openRunTab(1);
+  w->openRunTab(2);
+  EXPECT_EQ(selected(), std::vector<int64_t>{2});
+  auto* tabs = w->findChild<QTabWidget*>();
+  ASSERT_NE(tabs, nullptr);
+  tabs->setCurrentWidget(w->runTab(1));
+  EXPECT_EQ(selected(), std::vector<int64_t>{1});
+  const auto status_text = [&] {
+    QString text;
+    for (auto* label : w->statusBar()->findChildren<QLabel*>()) text += label->text() + "|";
+    return text;
+  };
+  EXPECT_TRUE(status_text().contains("run 1 · queued")) << status_text().toStdString();
+  w->runTable()->selectAll();
+  tabs->setCurrentWidget(w->runTab(2));
+  EXPECT_EQ(selected(), (std::vector<int64_t>{1, 2}));
 }
 
 TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {

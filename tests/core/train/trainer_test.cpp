@@ -41,6 +41,23 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The trainer's options a test most often sets, each alone.
+TrainerOptions resuming(const std::string& checkpoint) {
+  TrainerOptions o;
+  o.resume_from = checkpoint;
+  return o;
+}
+TrainerOptions stopped_after(int64_t steps) {
+  TrainerOptions o;
+  o.stop_after_steps = steps;
+  return o;
+}
+TrainerOptions benchmark_only() {
+  TrainerOptions o;
+  o.benchmark = true;
+  return o;
+}
+
 // Records everything the trainer reports.
 class Collector : public RunObserver {
 public:
@@ -318,7 +335,7 @@ TEST_F(TrainerTest, EveryLossTypeWithAndWithoutGanpoRunsThreeSteps) {
       c.objective.loss_type = loss;
       c.ganpo.enabled = ganpo;
       Collector obs;
-      auto r = run(c, obs, TrainerOptions{"", -1, /*benchmark=*/true, {}});
+      auto r = run(c, obs, benchmark_only());
       ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
       EXPECT_EQ(r.steps, 3);
       ASSERT_EQ(obs.metrics.size(), 3u);
@@ -349,7 +366,7 @@ TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "B").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/4, false, {}});
+  auto b = run(b_cfg, b_obs, stopped_after(4));
   ASSERT_EQ(b.status, "stopped") << b.message << "\n" << b_obs.all_logs();
   EXPECT_EQ(b.steps, 4);
   const fs::path ckpt = fs::path(b_cfg.output_dir) / "checkpoint-4";
@@ -364,7 +381,7 @@ TEST_F(TrainerTest, ResumeContinuesExactlyWhereTheRunStopped) {
   auto c_cfg = base;
   c_cfg.output_dir = (root_ / "C").string();
   Collector c_obs;
-  auto c = run(c_cfg, c_obs, TrainerOptions{ckpt.string(), -1, false, {}});
+  auto c = run(c_cfg, c_obs, resuming(ckpt.string()));
   ASSERT_EQ(c.status, "completed") << c.message << "\n" << c_obs.all_logs();
   EXPECT_EQ(c.steps, 8);
   EXPECT_EQ(c_obs.first_step, 4);
@@ -421,12 +438,12 @@ TEST_F(TrainerTest, GroupedByLengthRunResumesExactlyAcrossAnEpoch) {
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "GB").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/9, false, {}});
+  auto b = run(b_cfg, b_obs, stopped_after(9));
   ASSERT_EQ(b.status, "stopped") << b.message;
   auto c_cfg = base;
   c_cfg.output_dir = (root_ / "GC").string();
   Collector c_obs;
-  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false, {}});
+  auto c = run(c_cfg, c_obs, resuming(b.final_dir));
   ASSERT_EQ(c.status, "completed") << c.message;
   for (int64_t s = 10; s <= 12; ++s) {
     EXPECT_EQ(c_obs.metrics.at(s).at("tokens_seen"), a_obs.metrics.at(s).at("tokens_seen")) << "step " << s;
@@ -446,14 +463,14 @@ TEST_F(TrainerTest, GroupedByLengthRunResumedWithAnotherBatchFinishesItsEpoch) {
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "HB").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/7, false, {}});
+  auto b = run(b_cfg, b_obs, stopped_after(7));
   ASSERT_EQ(b.status, "stopped") << b.message;
   auto c_cfg = base;
   c_cfg.output_dir = (root_ / "HC").string();
   c_cfg.train.per_device_train_batch_size = 1;
   c_cfg.train.max_steps = 14;  // 7 steps of 2 rows, then the epoch's last 6 rows one a step, then 1
   Collector c_obs;
-  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false, {}});
+  auto c = run(c_cfg, c_obs, resuming(b.final_dir));
   ASSERT_EQ(c.status, "completed") << c.message;
   EXPECT_EQ(c_obs.metrics.at(13).at("tokens_seen"), a_obs.metrics.at(10).at("tokens_seen"))
       << "the epoch's 20 rows, each once";
@@ -471,20 +488,20 @@ TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
   base.ganpo.critic_update_every = 2;
 
   Collector a_obs;
-  auto a = run(base, a_obs, TrainerOptions{"", -1, false, {}});
+  auto a = run(base, a_obs, TrainerOptions{});
   ASSERT_EQ(a.status, "completed") << a.message;
 
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "B2").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, TrainerOptions{"", /*stop_after_steps=*/2, false, {}});
+  auto b = run(b_cfg, b_obs, stopped_after(2));
   ASSERT_EQ(b.status, "stopped") << b.message;
   EXPECT_TRUE(fs::exists(fs::path(b.final_dir) / "trainer_state" / "critic_grads.safetensors"));
 
   auto c_cfg = base;
   c_cfg.output_dir = (root_ / "C2").string();
   Collector c_obs;
-  auto c = run(c_cfg, c_obs, TrainerOptions{b.final_dir, -1, false, {}});
+  auto c = run(c_cfg, c_obs, resuming(b.final_dir));
   ASSERT_EQ(c.status, "completed") << c.message;
   for (int64_t s = 3; s <= 4; ++s)
     for (const std::string k : {"loss", "critic/loss_chosen", "critic/loss_rejected"})
@@ -535,7 +552,7 @@ TEST_F(TrainerTest, NonFiniteLossFailsWithStepAndTerm) {
   c.train.learning_rate = 1e6;
   c.train.max_grad_norm = 0.0;  // no clipping
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{"", -1, true, {}});
+  auto r = run(c, obs, benchmark_only());
   ASSERT_EQ(r.status, "failed") << "the run did not diverge in 20 steps";
   RecordProperty("message", r.message);
   EXPECT_CONTAINS(r.message, "at step");
@@ -599,7 +616,7 @@ TEST_F(TrainerTest, HugeAdversarialWeightFailsWithStepAndTerm) {
   auto c = config("adv_nan");
   c.ganpo.adv_weight = 1e300;  // inf in float32
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{"", -1, true, {}});
+  auto r = run(c, obs, benchmark_only());
   ASSERT_EQ(r.status, "failed");
   RecordProperty("message", r.message);
   EXPECT_CONTAINS(r.message, "at step 1");
@@ -830,7 +847,7 @@ TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAgainstTheBaseAndResumesExactly) {
   auto full = b_cfg;
   full.model.lora.r = 0;
   Collector d_obs;
-  auto d = run(full, d_obs, TrainerOptions{(fs::path(b_cfg.output_dir) / "checkpoint-2").string(), -1, false, {}});
+  auto d = run(full, d_obs, resuming((fs::path(b_cfg.output_dir) / "checkpoint-2").string()));
   EXPECT_EQ(d.status, "failed");
   EXPECT_CONTAINS(d.message, "checkpoint of a LoRA run");
 }
@@ -1989,7 +2006,7 @@ TEST_F(TrainerTest, AnAllocationTheCpuRefusesEndsTheRunWithTheWayOut) {
 TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {
   auto c = config("stop0");
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{"", 0, false, {}});
+  auto r = run(c, obs, stopped_after(0));
   EXPECT_EQ(r.status, "stopped");
   EXPECT_EQ(r.steps, 0);
   EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "checkpoint-0" / "trainer_state" / "state.json"));
@@ -2009,7 +2026,7 @@ TEST_F(TrainerTest, BadConfigFailsBeforeAnyWork) {
 TEST_F(TrainerTest, ResumeFromAFolderWithoutStateFails) {
   auto c = config("noresume");
   Collector obs;
-  auto r = run(c, obs, TrainerOptions{(root_ / "nowhere").string(), -1, false, {}});
+  auto r = run(c, obs, resuming((root_ / "nowhere").string()));
   EXPECT_EQ(r.status, "failed");
   EXPECT_CONTAINS(r.message, "trainer_state");
 }
