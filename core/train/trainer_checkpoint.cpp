@@ -176,6 +176,7 @@ void Trainer::State::write_trainer_state(const std::string& dir, const WorldStat
   save_safetensors((ts / "rng.safetensors").string(), world_state.rng);
   if (policy->lora().r > 0) save_safetensors((ts / "lora.safetensors").string(), policy->adapter_parameters());
   if (checkpoints_round_policy()) save_safetensors((ts / "master_weights.safetensors").string(), trained_weights());
+  write_precomputed_into(ts.string());
   write_json_file((ts / "state.json").string(), state);
 }
 

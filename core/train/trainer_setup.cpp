@@ -432,7 +432,7 @@ void Trainer::State::precompute_reference_logps() {
     return;
   }
   const int64_t bs = eval_batch_size(config.train);
-  if (!kept_precomputed) kept_precomputed = precomputed_before_a_new_start();
+  if (!kept_precomputed) kept_precomputed = precomputed_kept_elsewhere();
   const auto kept = std::move(kept_precomputed);
   kept_precomputed.reset();
   if (kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing && kept->world == world() &&
@@ -458,32 +458,17 @@ void Trainer::State::precompute_reference_logps() {
   leave_precomputed_for_a_new_start();
 }
 
-namespace {
-constexpr const char* kPrecomputedFile = "precomputed_ref_logps.safetensors";
+void Trainer::State::write_precomputed(const std::string& path, const Precomputed& p) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors{{"train.chosen", p.train.chosen},
+                                                             {"train.rejected", p.train.rejected}};
+  if (!p.eval.empty()) tensors.insert(tensors.end(), {{"eval.chosen", p.eval.chosen}, {"eval.rejected", p.eval.rejected}});
+  save_safetensors(path, tensors,
+                   {{"batch", std::to_string(p.batch)}, {"prefix_sharing", p.prefix_sharing ? "1" : "0"},
+                    {"pairs", std::to_string(p.pairs)}, {"world", std::to_string(p.world)}});
 }
 
-void Trainer::State::leave_precomputed_for_a_new_start() {
-  if (!dp || !dp->is_main() || options.distributed->relaunch_dir.empty()) return;
-  const auto p = precomputed();
-  if (!p) return;
-  std::vector<std::pair<std::string, torch::Tensor>> tensors{{"train.chosen", p->train.chosen},
-                                                             {"train.rejected", p->train.rejected}};
-  if (!p->eval.empty()) tensors.insert(tensors.end(), {{"eval.chosen", p->eval.chosen}, {"eval.rejected", p->eval.rejected}});
-  const std::string path = (std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile).string();
-  try {  // written whole, then renamed: a rank 0 that ends while writing leaves no file
-    save_safetensors(path + ".tmp", tensors,
-                     {{"batch", std::to_string(p->batch)}, {"prefix_sharing", p->prefix_sharing ? "1" : "0"},
-                      {"pairs", std::to_string(p->pairs)}, {"world", std::to_string(p->world)}});
-    std::filesystem::rename(path + ".tmp", path);
-  } catch (const std::exception& e) {
-    log("notice", std::string("the precomputed reference log-probs could not be left for a new start of the ranks (they "
-                              "would be computed again then): ") + e.what());
-  }
-}
-
-std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_before_a_new_start() const {
-  if (!dp || options.distributed->relaunch_dir.empty() || options.distributed->batches_found.empty()) return std::nullopt;
-  const std::filesystem::path path = std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile;
+std::optional<Trainer::State::Precomputed> Trainer::State::read_precomputed(const std::filesystem::path& path,
+                                                                           const torch::Device& device, std::string from) {
   if (!std::filesystem::is_regular_file(path)) return std::nullopt;
   try {
     SafetensorsFile f = load_safetensors(path.string());
@@ -496,11 +481,42 @@ std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_before_a_
     p.prefix_sharing = number("prefix_sharing") != 0;
     p.pairs = std::stoull(f.metadata.at("pairs"));
     p.world = number("world");
-    p.from = "before the launcher started the ranks again";
+    p.from = std::move(from);
     return p;
   } catch (const std::exception&) {
-    return std::nullopt;  // (computed again)
+    return std::nullopt;
   }
+}
+
+void Trainer::State::leave_precomputed_for_a_new_start() {
+  if (!dp || !dp->is_main() || options.distributed->relaunch_dir.empty()) return;
+  const auto p = precomputed();
+  if (!p) return;
+  const std::string path = (std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile).string();
+  try {  // written whole, then renamed: a rank 0 that ends while writing leaves no file
+    write_precomputed(path + ".tmp", *p);
+    std::filesystem::rename(path + ".tmp", path);
+  } catch (const std::exception& e) {
+    log("notice", std::string("the precomputed reference log-probs could not be left for a new start of the ranks (they "
+                              "would be computed again then): ") + e.what());
+  }
+}
+
+void Trainer::State::write_precomputed_into(const std::string& trainer_state_dir) const {
+  if (const auto p = precomputed()) write_precomputed((std::filesystem::path(trainer_state_dir) / kPrecomputedFile).string(), *p);
+}
+
+std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_kept_elsewhere() const {
+  // Ranks their launcher started again: rank 0's, left in the launcher's folder.
+  if (dp && !options.distributed->relaunch_dir.empty() && !options.distributed->batches_found.empty())
+    if (auto p = read_precomputed(std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile, device,
+                                  "before the launcher started the ranks again"))
+      return p;
+  // A resume: the checkpoint's (none in checkpoints written before they were kept).
+  if (!options.resume_from.empty())
+    return read_precomputed(std::filesystem::path(options.resume_from) / "trainer_state" / kPrecomputedFile, device,
+                            options.resume_from);
+  return std::nullopt;
 }
 
 uint64_t Trainer::State::hash_of_pairs() const {

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -245,6 +246,8 @@ struct Trainer::State {
   // batch follows the training batch (train.per_device_eval_batch_size = 0 above 8 rows).
   // Data-parallel ranks their launcher starts again are new processes: rank 0 leaves them in the
   // launcher's folder (GANPO_RELAUNCH_DIR), and the ranks started again read them there.
+  // Checkpoints hold them too (trainer_state/precomputed_ref_logps.safetensors, two floats a
+  // pair), so a resume under the same terms does not run the reference over the data again.
   struct Precomputed {
     PairLogps train, eval;
     int64_t batch = 0;
@@ -253,11 +256,18 @@ struct Trainer::State {
     int64_t world = 1;   // the ranks that shared the pass (each scores every world-th pair)
     std::string from;   // "before train.auto_find_batch_size started the stage again", for the log
   };
+  static constexpr const char* kPrecomputedFile = "precomputed_ref_logps.safetensors";
+  // In a safetensors file: the four tensors, and what they were computed from. Reading gives none
+  // where the file is missing or not one of these (they are computed again then).
+  static void write_precomputed(const std::string& path, const Precomputed& p);
+  static std::optional<Precomputed> read_precomputed(const std::filesystem::path& path, const torch::Device& device,
+                                                     std::string from);
   std::optional<Precomputed> precomputed() const;  // none where the pass did not complete
   uint64_t hash_of_pairs() const;
   std::optional<Precomputed> kept_precomputed;     // the stage before's, for this one
   void leave_precomputed_for_a_new_start();
-  std::optional<Precomputed> precomputed_before_a_new_start() const;
+  void write_precomputed_into(const std::string& trainer_state_dir) const;
+  std::optional<Precomputed> precomputed_kept_elsewhere() const;  // a new start's or a resume's
 
   // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
   // sum over the ranks (zeros elsewhere) gives every rank the whole split.

@@ -1886,6 +1886,39 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsThePrecomputedReferenceLogProbs) {
   EXPECT_EQ(r_obs.all_logs().find("kept from before"), std::string::npos);
 }
 
+// Checkpoints keep the precomputed log-probs: a resume under the same terms reads them rather than
+// run the reference over the data again, and goes on exactly as the uninterrupted run; one with
+// another evaluation batch computes them again (in its batches, as its own run would).
+TEST_F(TrainerTest, AResumeKeepsThePrecomputedReferenceLogProbs) {
+  auto c = config("precompute-resume");
+  c.train.max_steps = 4;
+  c.train.save_steps = 2;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  c.train.precompute_ref_log_probs = true;
+  Collector a_obs;
+  ASSERT_EQ(run(c, a_obs).status, "completed") << a_obs.all_logs();
+  const fs::path ckpt2 = fs::path(c.output_dir) / "checkpoint-2";
+  EXPECT_TRUE(fs::exists(ckpt2 / "trainer_state" / "precomputed_ref_logps.safetensors"));
+
+  RunConfig r = c;
+  r.output_dir += "-resumed";
+  Collector r_obs;
+  ASSERT_EQ(run(r, r_obs, resuming(ckpt2.string())).status, "completed") << r_obs.all_logs();
+  EXPECT_CONTAINS(r_obs.all_logs(), "reference log-probs of 80 pairs kept from " + ckpt2.string() +
+                                        " (the same pairs in batches of 8)");
+  EXPECT_EQ(count_of(r_obs.all_logs(), "pairs precomputed in"), 0u) << r_obs.all_logs();
+  for (int64_t step = 3; step <= 4; ++step)
+    EXPECT_EQ(step_numbers(r_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
+
+  RunConfig other = c;
+  other.output_dir += "-other-batch";
+  other.train.per_device_eval_batch_size = 4;
+  Collector o_obs;
+  ASSERT_EQ(run(other, o_obs, resuming(ckpt2.string())).status, "completed") << o_obs.all_logs();
+  EXPECT_EQ(count_of(o_obs.all_logs(), "pairs precomputed in"), 1u) << o_obs.all_logs();
+}
+
 // A step that runs out after a checkpoint goes on from it; an evaluation that runs out is saved
 // first and done again with half its batch where the stage goes on, followed by what was due
 // after it: nothing trained is lost, and the steps after it are the uninterrupted run's.
