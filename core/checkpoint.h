@@ -13,7 +13,9 @@
 //                         a LoRA run's lora.safetensors (the trained adapters); and where
 //                         model.safetensors rounds the trained weights (stored in bf16 or fp16:
 //                         model.save_dtype, or a folder's dtype kept), master_weights.safetensors,
-//                         the float32 weights the optimizer updates, which a resume continues from
+//                         the float32 weights the optimizer updates, which a resume continues from;
+//                         with train.precompute_ref_log_probs, precomputed_ref_logps.safetensors
+//                         (the reference's log-probs of every pair, which a resume may keep)
 //   complete.json         written last: the folder is complete (core/atomic_folder.h)
 // A folder is written as NAME.tmp and renamed when complete, so a crash never leaves a
 // half-written checkpoint under its final name.

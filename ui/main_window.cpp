@@ -207,7 +207,9 @@ void MainWindow::buildLayout() {
   connect(tabs_, &QTabWidget::currentChanged, this, [this](int index) {
     for (int i = 0; i < tabs_->count(); ++i)
       if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(i))) tab->setLive(i == index);
-    if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(index))) selectRunInList(tab->runId());
+    // (Not for a tab that opened on its own, a pipeline's next stage: the user's row stays.)
+    if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(index)); tab && !opening_on_its_own_)
+      selectRunInList(tab->runId());
     updateActions();
     updateStatusBar();
   });
@@ -308,7 +310,11 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
       Q_EMIT runFinished(e.row.id, status_text);
     }
     last_status_[e.row.id] = status;
-    if (status != RunStatus::queued && open_when_started_.erase(e.row.id)) openRunTab(e.row.id);
+    if (status != RunStatus::queued && open_when_started_.erase(e.row.id)) {
+      opening_on_its_own_ = true;
+      openRunTab(e.row.id);
+      opening_on_its_own_ = false;
+    }
   }
   if (!columns_sized_ && !changed.empty()) {
     columns_sized_ = true;
@@ -338,8 +344,10 @@ void MainWindow::selectRunInList(int64_t run_id) {
   if (!table_ || table_->selectionModel()->selectedRows().size() > 1) return;  // (a selection to compare stays)
   const int row = model_->rowOf(run_id);
   const QModelIndex at = row < 0 ? QModelIndex() : proxy_->mapFromSource(model_->index(row, 0));
-  if (!at.isValid()) return;  // not listed yet, or filtered out
-  table_->selectionModel()->setCurrentIndex(at, QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+  if (at.isValid())
+    table_->selectionModel()->setCurrentIndex(at, QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+  else  // not listed yet, or filtered out: no row selected, so the actions take the tab's run
+    table_->selectionModel()->clearSelection();
 }
 
 std::vector<int64_t> MainWindow::selectedRunIds() const {

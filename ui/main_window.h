@@ -118,6 +118,7 @@ private:
   // The run list follows the run tab brought to the front, so the toolbar and the status bar act
   // on the run in view; a selection of several runs (to compare, to stop) is left as it is.
   void selectRunInList(int64_t run_id);
+  bool opening_on_its_own_ = false;  // a tab opened by the poll (a pipeline's next stage), not the user
   std::vector<int64_t> selectedRunIds() const;
   void showRunMenu(const QPoint& pos);
   void cloneRun(int64_t run_id);

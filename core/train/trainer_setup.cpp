@@ -435,12 +435,25 @@ void Trainer::State::precompute_reference_logps() {
   if (!kept_precomputed) kept_precomputed = precomputed_kept_elsewhere();
   const auto kept = std::move(kept_precomputed);
   kept_precomputed.reset();
-  if (kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing && kept->world == world() &&
-      kept->pairs == hash_of_pairs()) {
+  const auto holds = [](const PairLogps& p, size_t pairs) {  // (a file damaged under intact metadata)
+    return p.empty() ? pairs == 0
+                     : p.chosen.scalar_type() == torch::kFloat32 && p.chosen.dim() == 1 &&
+                           p.chosen.sizes() == p.rejected.sizes() && p.chosen.size(0) == static_cast<int64_t>(pairs);
+  };
+  bool keep = kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing &&
+              kept->world == world() && kept->pairs == hash_of_pairs() && holds(kept->train, train_pairs.size()) &&
+              holds(kept->eval, eval_pairs.size()) && first_batch_scores_the_same(*kept, bs);
+  if (dp) {  // every rank keeps them, or every rank scores them (together: the pass has collectives)
+    auto not_kept = torch::tensor({keep ? 0.0f : 1.0f});
+    dp->all_reduce_sum_on_host_(not_kept);
+    keep = not_kept.item<float>() == 0.0f;
+  }
+  if (keep) {
     train_ref_logps = kept->train;
     eval_ref_logps = kept->eval;
     log("info", "reference log-probs of " + std::to_string(train_pairs.size() + eval_pairs.size()) + " pairs kept from " +
-                    kept->from + " (the same pairs in batches of " + std::to_string(bs) + ")");
+                    kept->from + " (the same pairs in batches of " + std::to_string(bs) +
+                    "; the reference scored the first batch again to the same bits)");
     return;
   }
   const Doing doing(*this, kPrecomputing);
@@ -530,6 +543,22 @@ uint64_t Trainer::State::hash_of_pairs() const {
     h = (h ^ 0x5eedULL) * 1099511628211ULL;
   }
   return h;
+}
+
+bool Trainer::State::first_batch_scores_the_same(const Precomputed& kept, int64_t bs) {
+  const Doing doing(*this, kPrecomputing);
+  std::vector<TokenizedPair> first;  // this rank's first batch of the training split, as the pass took it
+  std::vector<int64_t> at;
+  for (size_t i = dp ? static_cast<size_t>(dp->rank()) : 0; i < train_pairs.size() && static_cast<int64_t>(first.size()) < bs;
+       i += static_cast<size_t>(world())) {
+    first.push_back(train_pairs[i]);
+    at.push_back(static_cast<int64_t>(i));
+  }
+  if (first.empty()) return true;
+  const Bf16Autocast autocast(bf16_autocast());
+  const PairLogps now = precompute_pair_logps(reference, first, tokenizer->pad_id(), bs, config.train.prefix_sharing);
+  const PairLogps then = kept.train.select(at);
+  return torch::equal(now.chosen, then.chosen) && torch::equal(now.rejected, then.rejected);
 }
 
 std::optional<Trainer::State::Precomputed> Trainer::State::precomputed() const {

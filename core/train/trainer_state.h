@@ -268,6 +268,10 @@ struct Trainer::State {
   void leave_precomputed_for_a_new_start();
   void write_precomputed_into(const std::string& trainer_state_dir) const;
   std::optional<Precomputed> precomputed_kept_elsewhere() const;  // a new start's or a resume's
+  // The reference scores this rank's first batch of the training split again: kept numbers are
+  // taken only where it gives them bit for bit (another reference model, precision, device or
+  // kernel would move them, and the token ids' hash cannot see those).
+  bool first_batch_scores_the_same(const Precomputed& kept, int64_t bs);
 
   // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
   // sum over the ranks (zeros elsewhere) gives every rank the whole split.

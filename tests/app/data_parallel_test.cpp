@@ -596,7 +596,7 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   // 0's from the first start.
   EXPECT_EQ(query(db, "SELECT COUNT(*) FROM events WHERE run_id = 1 AND text LIKE '%pairs precomputed in%'"), "1\n");
   EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE '%pairs kept from%'"),
-                  "pairs kept from before the launcher started the ranks again (the same pairs in batches of 8)");
+                  "pairs kept from before the launcher started the ranks again (the same pairs in batches of 8;");
   const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-4" / "trainer_state" / "state.json"));
   EXPECT_EQ(state.at("per_device_train_batch_size"), 2);
   EXPECT_EQ(state.at("gradient_accumulation_steps"), 2);

@@ -143,6 +143,15 @@ RunRow row_of(const MainWindow& w, int64_t id) {
   return e ? e->row : RunRow{};
 }
 
+// The runs selected in the window's run list, in id order.
+std::vector<int64_t> selected_run_ids(const MainWindow& w) {
+  std::vector<int64_t> ids;
+  for (const QModelIndex& i : w.runTable()->selectionModel()->selectedRows())
+    ids.push_back(i.data(RunListModel::RunIdRole).toLongLong());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 }  // namespace
 
 TEST(RunFilterTest, ParsesTextFieldsAndConfigComparisons) {
@@ -250,13 +259,7 @@ TEST_F(MainWindowTest, TheRunListFollowsTheRunTabInFront) {
   }
   auto w = window();
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
-  const auto selected = [&] {
-    std::vector<int64_t> ids;
-    for (const QModelIndex& i : w->runTable()->selectionModel()->selectedRows())
-      ids.push_back(i.data(RunListModel::RunIdRole).toLongLong());
-    std::sort(ids.begin(), ids.end());
-    return ids;
-  };
+  const auto selected = [&] { return selected_run_ids(*w); };
   w->openRunTab(1);
   w->openRunTab(2);
   EXPECT_EQ(selected(), std::vector<int64_t>{2});
@@ -273,6 +276,13 @@ TEST_F(MainWindowTest, TheRunListFollowsTheRunTabInFront) {
   w->runTable()->selectAll();
   tabs->setCurrentWidget(w->runTab(2));
   EXPECT_EQ(selected(), (std::vector<int64_t>{1, 2}));
+  // A tab whose run the filter hides: no row stays selected, so the actions take the tab's run.
+  w->runTable()->clearSelection();
+  w->runTable()->selectRow(0);
+  w->runProxy()->setFilterText("bravo");
+  tabs->setCurrentWidget(w->runTab(1));
+  EXPECT_TRUE(selected().empty());
+  EXPECT_TRUE(status_text().contains("run 1 · queued")) << status_text().toStdString();
 }
 
 TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
@@ -356,6 +366,7 @@ TEST_F(MainWindowTest, APipelineRunsItsStagesInOrderAndOpensEachTab) {
   EXPECT_EQ(row_of(*w, 1).stage, "sft");
   EXPECT_EQ(row_of(*w, 2).name, "chain");
   EXPECT_NE(w->runTab(2), nullptr) << "the next stage's tab opened when it started";
+  EXPECT_EQ(selected_run_ids(*w), std::vector<int64_t>{1}) << "a tab that opens on its own leaves the row selected";
   auto store = RunStore::open(db_.toStdString());
   EXPECT_EQ(study_run_ids(store, study), (std::vector<int64_t>{1, 2}));
 }

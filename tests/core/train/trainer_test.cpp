@@ -1854,7 +1854,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsThePrecomputedReferenceLogProbs) {
   const std::string logs = obs.all_logs();
   EXPECT_CONTAINS(logs, "the stage goes on with 8 rows a micro-batch x 2 accumulation steps");
   EXPECT_CONTAINS(logs, "reference log-probs of 80 pairs kept from before train.auto_find_batch_size started the stage "
-                        "again (the same pairs in batches of 16)");
+                        "again (the same pairs in batches of 16;");
   EXPECT_EQ(count_of(logs, "pairs precomputed in"), 1u) << logs;
 
   RunConfig found = c;
@@ -1887,8 +1887,9 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsThePrecomputedReferenceLogProbs) {
 }
 
 // Checkpoints keep the precomputed log-probs: a resume under the same terms reads them rather than
-// run the reference over the data again, and goes on exactly as the uninterrupted run; one with
-// another evaluation batch computes them again (in its batches, as its own run would).
+// run the reference over the data again (it scores the first batch again, to the same bits), and
+// goes on exactly as the uninterrupted run; one with another evaluation batch, or whose reference
+// gives other numbers, computes them again (as its own run would).
 TEST_F(TrainerTest, AResumeKeepsThePrecomputedReferenceLogProbs) {
   auto c = config("precompute-resume");
   c.train.max_steps = 4;
@@ -1906,7 +1907,7 @@ TEST_F(TrainerTest, AResumeKeepsThePrecomputedReferenceLogProbs) {
   Collector r_obs;
   ASSERT_EQ(run(r, r_obs, resuming(ckpt2.string())).status, "completed") << r_obs.all_logs();
   EXPECT_CONTAINS(r_obs.all_logs(), "reference log-probs of 80 pairs kept from " + ckpt2.string() +
-                                        " (the same pairs in batches of 8)");
+                                        " (the same pairs in batches of 8;");
   EXPECT_EQ(count_of(r_obs.all_logs(), "pairs precomputed in"), 0u) << r_obs.all_logs();
   for (int64_t step = 3; step <= 4; ++step)
     EXPECT_EQ(step_numbers(r_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
@@ -1917,6 +1918,20 @@ TEST_F(TrainerTest, AResumeKeepsThePrecomputedReferenceLogProbs) {
   Collector o_obs;
   ASSERT_EQ(run(other, o_obs, resuming(ckpt2.string())).status, "completed") << o_obs.all_logs();
   EXPECT_EQ(count_of(o_obs.all_logs(), "pairs precomputed in"), 1u) << o_obs.all_logs();
+
+  // Numbers this reference does not give (another model's, say: here the first pair's changed in
+  // the file, its size unchanged) are scored again.
+  const fs::path file = ckpt2 / "trainer_state" / "precomputed_ref_logps.safetensors";
+  SafetensorsFile kept = load_safetensors(file.string());
+  kept.tensors.at("train.chosen")[0] += 1.0f;
+  save_safetensors(file.string(), {kept.tensors.begin(), kept.tensors.end()}, kept.metadata);
+  RunConfig changed = c;
+  changed.output_dir += "-changed";
+  Collector ch_obs;
+  ASSERT_EQ(run(changed, ch_obs, resuming(ckpt2.string())).status, "completed") << ch_obs.all_logs();
+  EXPECT_EQ(count_of(ch_obs.all_logs(), "pairs precomputed in"), 1u) << ch_obs.all_logs();
+  for (int64_t step = 3; step <= 4; ++step)
+    EXPECT_EQ(step_numbers(ch_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
 }
 
 // A step that runs out after a checkpoint goes on from it; an evaluation that runs out is saved
