@@ -10,13 +10,18 @@ namespace {
 
 // "2 rows a micro-batch x 2 accumulation steps (train.per_device_train_batch_size 4 -> 2, ...;
 // 4 rows per optimizer step, <rows_are>)"
-std::string training_batch_change(const TrainConfig& from, const TrainConfig& to, const char* rows_are) {
+std::string training_batch_change(const TrainConfig& from, const TrainConfig& to, const char* rows_are,
+                                  int64_t processes = 1) {
   const int64_t b = to.per_device_train_batch_size, ga = to.gradient_accumulation_steps;
   return std::to_string(b) + (b == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(ga) +
          " accumulation steps (train.per_device_train_batch_size " + std::to_string(from.per_device_train_batch_size) +
          " -> " + std::to_string(b) + ", train.gradient_accumulation_steps " +
          std::to_string(from.gradient_accumulation_steps) + " -> " + std::to_string(ga) + "; " + std::to_string(b * ga) +
-         " rows per optimizer step, " + rows_are + ")";
+         " rows per optimizer step" +
+         (processes > 1 ? " in each of the " + std::to_string(processes) + " processes, " +
+                              std::to_string(b * ga * processes) + " in all"
+                        : std::string()) +
+         ", " + rows_are + ")";
 }
 
 }  // namespace
@@ -27,7 +32,7 @@ int64_t smaller_micro_batch(int64_t rows, int64_t now) {
   return 0;
 }
 
-std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config) {
+std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config, int64_t processes) {
   const TrainConfig& t = config.train;
   const int64_t rows = t.per_device_train_batch_size * t.gradient_accumulation_steps;
   const int64_t b = smaller_micro_batch(rows, t.per_device_train_batch_size);
@@ -35,7 +40,7 @@ std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config)
   SmallerBatch out{config, {}};
   out.config.train.per_device_train_batch_size = b;
   out.config.train.gradient_accumulation_steps = rows / b;
-  out.change = training_batch_change(t, out.config.train, "as before");
+  out.change = training_batch_change(t, out.config.train, "as before", processes);
   // An evaluation batch left at 0 follows the training batch (at least 8).
   if (eval_batch_size(out.config.train) != eval_batch_size(t))
     out.change += ", and evaluation batches of " + std::to_string(eval_batch_size(out.config.train)) +

@@ -24,8 +24,9 @@ struct SmallerBatch {
 // The largest divisor of `rows` at or below half of `now` (0 where `now` is 1: none smaller).
 int64_t smaller_micro_batch(int64_t rows, int64_t now);
 
-// None where the batch is already 1.
-std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config);
+// None where the batch is already 1. `processes`: the data-parallel ranks that each take the
+// micro-batch (the change then says the rows per optimizer step of each and of all).
+std::optional<SmallerBatch> with_smaller_training_batch(const RunConfig& config, int64_t processes = 1);
 std::optional<SmallerBatch> with_smaller_evaluation_batch(const RunConfig& config);
 
 // Before a CPU run starts, where Linux may stop a process that asks for more memory than the

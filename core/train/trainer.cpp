@@ -232,7 +232,7 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
   if (config.train.auto_find_batch_size && !options.benchmark &&
       (where.use == MemoryUse::training || where.use == MemoryUse::evaluation)) {
     const bool training = where.use == MemoryUse::training;
-    auto smaller = training ? with_smaller_training_batch(config) : with_smaller_evaluation_batch(config);
+    auto smaller = training ? with_smaller_training_batch(config, world()) : with_smaller_evaluation_batch(config);
     std::string not_asked;
     if (smaller && dp && (not_asked = ask_launcher_to_start_again(*smaller, text + " ", source + detail)).empty())
       return {};

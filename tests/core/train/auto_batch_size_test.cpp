@@ -31,6 +31,10 @@ TEST(AutoBatchSize, TrainingKeepsTheRowsEvaluationHalves) {
   EXPECT_EQ(smaller->change, "3 rows a micro-batch x 4 accumulation steps (train.per_device_train_batch_size 6 -> 3, "
                              "train.gradient_accumulation_steps 2 -> 4; 12 rows per optimizer step, as before)");
   EXPECT_EQ(smaller->config.train.per_device_eval_batch_size, 0) << "the evaluation batch is left as it was";
+  EXPECT_EQ(with_smaller_training_batch(c, 4)->change,
+            "3 rows a micro-batch x 4 accumulation steps (train.per_device_train_batch_size 6 -> 3, "
+            "train.gradient_accumulation_steps 2 -> 4; 12 rows per optimizer step in each of the 4 processes, 48 in "
+            "all, as before)");
   c.train.per_device_train_batch_size = 1;
   EXPECT_FALSE(with_smaller_training_batch(c));
 
