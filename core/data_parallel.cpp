@@ -216,9 +216,9 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
   // every rank again, and left (core/relaunch_request.h): this one ends too, without failing.
   if (!env_.relaunch_dir.empty())
     if (const auto request = read_relaunch_request(env_.relaunch_dir))
-      throw RelaunchRequested("rank " + std::to_string(request->rank) + " ran out of memory: the launcher starts the " +
+      throw RelaunchRequested("rank " + std::to_string(request->rank) +
+                              " ran out of memory; train.auto_find_batch_size: the launcher starts the " +
                               std::to_string(env_.world_size) + " processes again with " + request->change +
-                              " (train.auto_find_batch_size)" +
                               (request->reason.empty() ? "" : ". Rank " + std::to_string(request->rank) + ": " + request->reason));
   // The store is rank 0's: where it no longer answers, rank 0 is the one that went away.
   if (env_.rank != 0 && !store_answers())

@@ -589,8 +589,8 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE '%launcher started the ranks again%'"),
                   "2 rows a micro-batch x 2 accumulation steps and evaluation batches of 8, which a rank found to fit");
   // Rank 0's events say where rank 1 ran out, in rank 1's words.
-  EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE 'rank 1 ran out of memory:%'"),
-                  "(train.auto_find_batch_size). Rank 1: This machine's RAM ran out of memory while training after "
+  EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE 'rank 1 ran out of memory;%'"),
+                  "as before). Rank 1: This machine's RAM ran out of memory while training after "
                   "step 3. Its estimate for a step was");
   // The reference's precomputed log-probs (evaluations in batches of 8 before and after) are rank
   // 0's from the first start.
