@@ -543,6 +543,7 @@ void MainWindow::openRunTabWhenListed(int64_t run_id) {
 RunTab* MainWindow::openRunTab(int64_t run_id) {
   if (RunTab* existing = runTab(run_id)) {
     tabs_->setCurrentWidget(existing);
+    if (!opening_on_its_own_) selectRunInList(run_id);  // (also where it was in front already)
     return existing;
   }
   const RunListEntry* e = model_->entry(run_id);

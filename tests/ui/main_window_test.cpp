@@ -267,6 +267,9 @@ TEST_F(MainWindowTest, TheRunListFollowsTheRunTabInFront) {
   ASSERT_NE(tabs, nullptr);
   tabs->setCurrentWidget(w->runTab(1));
   EXPECT_EQ(selected(), std::vector<int64_t>{1});
+  w->runTable()->selectRow(w->runProxy()->mapFromSource(w->runModel()->index(w->runModel()->rowOf(2), 0)).row());
+  w->openRunTab(1);  // already in front: asking for it selects its run all the same
+  EXPECT_EQ(selected(), std::vector<int64_t>{1});
   const auto status_text = [&] {
     QString text;
     for (auto* label : w->statusBar()->findChildren<QLabel*>()) text += label->text() + "|";
