@@ -1,7 +1,9 @@
 #include "core/train/reference_logps.h"
 
+#include <filesystem>
 #include <optional>
 
+#include "core/model/safetensors.h"
 #include "core/sequence_scoring.h"
 
 namespace ganpo {
@@ -14,6 +16,49 @@ torch::Tensor PairLogps::rows(const std::vector<int64_t>& idx) const {
 PairLogps PairLogps::select(const std::vector<int64_t>& idx) const {
   auto at = upload(torch::tensor(idx, torch::TensorOptions().dtype(torch::kLong)), chosen.device());
   return {chosen.index_select(0, at), rejected.index_select(0, at)};
+}
+
+uint64_t hash_of_pairs(const std::vector<TokenizedPair>& train_pairs, const std::vector<TokenizedPair>& eval_pairs) {
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a over every id, each list ended by -1
+  const auto add = [&h](const std::vector<int64_t>& ids) {
+    for (const int64_t id : ids) h = (h ^ static_cast<uint64_t>(id)) * 1099511628211ULL;
+    h = (h ^ ~0ULL) * 1099511628211ULL;
+  };
+  for (const auto* split : {&train_pairs, &eval_pairs}) {
+    for (const auto& pair : *split) add(pair.prompt), add(pair.chosen), add(pair.rejected);
+    h = (h ^ 0x5eedULL) * 1099511628211ULL;
+  }
+  return h;
+}
+
+void write_kept_pair_logps(const std::string& path, const KeptPairLogps& p) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors{{"train.chosen", p.train.chosen},
+                                                             {"train.rejected", p.train.rejected}};
+  if (!p.eval.empty()) tensors.insert(tensors.end(), {{"eval.chosen", p.eval.chosen}, {"eval.rejected", p.eval.rejected}});
+  save_safetensors(path, tensors,
+                   {{"batch", std::to_string(p.batch)}, {"prefix_sharing", p.prefix_sharing ? "1" : "0"},
+                    {"pairs", std::to_string(p.pairs)}, {"world", std::to_string(p.world)}});
+}
+
+std::optional<KeptPairLogps> read_kept_pair_logps(const std::string& path, const torch::Device& device,
+                                                  std::string from) {
+  if (!std::filesystem::is_regular_file(path)) return std::nullopt;
+  try {
+    SafetensorsFile f = load_safetensors(path);
+    const auto number = [&](const char* key) { return std::stoll(f.metadata.at(key)); };
+    const auto on_device = [&](const char* name) { return f.tensors.at(name).to(device); };
+    KeptPairLogps p;
+    p.train = {on_device("train.chosen"), on_device("train.rejected")};
+    if (f.tensors.count("eval.chosen")) p.eval = {on_device("eval.chosen"), on_device("eval.rejected")};
+    p.batch = number("batch");
+    p.prefix_sharing = number("prefix_sharing") != 0;
+    p.pairs = std::stoull(f.metadata.at("pairs"));
+    p.world = number("world");
+    p.from = std::move(from);
+    return p;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 PairLogps precompute_pair_logps(CausalLM& reference, const std::vector<TokenizedPair>& pairs, int64_t pad_id,

@@ -328,7 +328,7 @@ TrainResult Trainer::run() {
     TrainerOptions options = std::move(state_->options);
     options.resume_from = std::move(retry.from);
     const State::Batches asked = *state_->asked_batches;
-    std::optional<State::Precomputed> precomputed = state_->precomputed();
+    std::optional<KeptPairLogps> precomputed = state_->precomputed();
     state_.reset();
     state_ = std::make_unique<State>(std::move(retry.config), observer, std::move(options));
     state_->evaluate_first = retry.evaluate_first;

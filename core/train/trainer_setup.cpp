@@ -441,7 +441,7 @@ void Trainer::State::precompute_reference_logps() {
                            p.chosen.sizes() == p.rejected.sizes() && p.chosen.size(0) == static_cast<int64_t>(pairs);
   };
   bool keep = kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing &&
-              kept->world == world() && kept->pairs == hash_of_pairs() && holds(kept->train, train_pairs.size()) &&
+              kept->world == world() && kept->pairs == hash_of_pairs(train_pairs, eval_pairs) && holds(kept->train, train_pairs.size()) &&
               holds(kept->eval, eval_pairs.size()) && first_batch_scores_the_same(*kept, bs);
   if (dp) {  // every rank keeps them, or every rank scores them (together: the pass has collectives)
     auto not_kept = torch::tensor({keep ? 0.0f : 1.0f});
@@ -471,43 +471,13 @@ void Trainer::State::precompute_reference_logps() {
   leave_precomputed_for_a_new_start();
 }
 
-void Trainer::State::write_precomputed(const std::string& path, const Precomputed& p) {
-  std::vector<std::pair<std::string, torch::Tensor>> tensors{{"train.chosen", p.train.chosen},
-                                                             {"train.rejected", p.train.rejected}};
-  if (!p.eval.empty()) tensors.insert(tensors.end(), {{"eval.chosen", p.eval.chosen}, {"eval.rejected", p.eval.rejected}});
-  save_safetensors(path, tensors,
-                   {{"batch", std::to_string(p.batch)}, {"prefix_sharing", p.prefix_sharing ? "1" : "0"},
-                    {"pairs", std::to_string(p.pairs)}, {"world", std::to_string(p.world)}});
-}
-
-std::optional<Trainer::State::Precomputed> Trainer::State::read_precomputed(const std::filesystem::path& path,
-                                                                           const torch::Device& device, std::string from) {
-  if (!std::filesystem::is_regular_file(path)) return std::nullopt;
-  try {
-    SafetensorsFile f = load_safetensors(path.string());
-    const auto number = [&](const char* key) { return std::stoll(f.metadata.at(key)); };
-    const auto on_device = [&](const char* name) { return f.tensors.at(name).to(device); };
-    Precomputed p;
-    p.train = {on_device("train.chosen"), on_device("train.rejected")};
-    if (f.tensors.count("eval.chosen")) p.eval = {on_device("eval.chosen"), on_device("eval.rejected")};
-    p.batch = number("batch");
-    p.prefix_sharing = number("prefix_sharing") != 0;
-    p.pairs = std::stoull(f.metadata.at("pairs"));
-    p.world = number("world");
-    p.from = std::move(from);
-    return p;
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
-
 void Trainer::State::leave_precomputed_for_a_new_start() {
   if (!dp || !dp->is_main() || options.distributed->relaunch_dir.empty()) return;
   const auto p = precomputed();
   if (!p) return;
-  const std::string path = (std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile).string();
+  const std::string path = (std::filesystem::path(options.distributed->relaunch_dir) / kKeptPairLogpsFile).string();
   try {  // written whole, then renamed: a rank 0 that ends while writing leaves no file
-    write_precomputed(path + ".tmp", *p);
+    write_kept_pair_logps(path + ".tmp", *p);
     std::filesystem::rename(path + ".tmp", path);
   } catch (const std::exception& e) {
     log("notice", std::string("the precomputed reference log-probs could not be left for a new start of the ranks (they "
@@ -516,36 +486,24 @@ void Trainer::State::leave_precomputed_for_a_new_start() {
 }
 
 void Trainer::State::write_precomputed_into(const std::string& trainer_state_dir) const {
-  if (const auto p = precomputed()) write_precomputed((std::filesystem::path(trainer_state_dir) / kPrecomputedFile).string(), *p);
+  if (const auto p = precomputed())
+    write_kept_pair_logps((std::filesystem::path(trainer_state_dir) / kKeptPairLogpsFile).string(), *p);
 }
 
-std::optional<Trainer::State::Precomputed> Trainer::State::precomputed_kept_elsewhere() const {
+std::optional<KeptPairLogps> Trainer::State::precomputed_kept_elsewhere() const {
   // Ranks their launcher started again: rank 0's, left in the launcher's folder.
   if (dp && !options.distributed->relaunch_dir.empty() && !options.distributed->batches_found.empty())
-    if (auto p = read_precomputed(std::filesystem::path(options.distributed->relaunch_dir) / kPrecomputedFile, device,
-                                  "before the launcher started the ranks again"))
+    if (auto p = read_kept_pair_logps((std::filesystem::path(options.distributed->relaunch_dir) / kKeptPairLogpsFile).string(),
+                                      device, "before the launcher started the ranks again"))
       return p;
   // A resume: the checkpoint's (none in checkpoints written before they were kept).
   if (!options.resume_from.empty())
-    return read_precomputed(std::filesystem::path(options.resume_from) / "trainer_state" / kPrecomputedFile, device,
-                            options.resume_from);
+    return read_kept_pair_logps((std::filesystem::path(options.resume_from) / "trainer_state" / kKeptPairLogpsFile).string(),
+                                device, options.resume_from);
   return std::nullopt;
 }
 
-uint64_t Trainer::State::hash_of_pairs() const {
-  uint64_t h = 14695981039346656037ULL;  // FNV-1a over every id, each list ended by -1
-  const auto add = [&h](const std::vector<int64_t>& ids) {
-    for (const int64_t id : ids) h = (h ^ static_cast<uint64_t>(id)) * 1099511628211ULL;
-    h = (h ^ ~0ULL) * 1099511628211ULL;
-  };
-  for (const auto* split : {&train_pairs, &eval_pairs}) {
-    for (const auto& pair : *split) add(pair.prompt), add(pair.chosen), add(pair.rejected);
-    h = (h ^ 0x5eedULL) * 1099511628211ULL;
-  }
-  return h;
-}
-
-bool Trainer::State::first_batch_scores_the_same(const Precomputed& kept, int64_t bs) {
+bool Trainer::State::first_batch_scores_the_same(const KeptPairLogps& kept, int64_t bs) {
   const Doing doing(*this, kPrecomputing);
   std::vector<TokenizedPair> first;  // this rank's first batch of the training split, as the pass took it
   std::vector<int64_t> at;
@@ -561,13 +519,13 @@ bool Trainer::State::first_batch_scores_the_same(const Precomputed& kept, int64_
   return torch::equal(now.chosen, then.chosen) && torch::equal(now.rejected, then.rejected);
 }
 
-std::optional<Trainer::State::Precomputed> Trainer::State::precomputed() const {
+std::optional<KeptPairLogps> Trainer::State::precomputed() const {
   if (train_ref_logps.empty() || (!eval_pairs.empty() && eval_ref_logps.empty())) return std::nullopt;
-  return Precomputed{train_ref_logps,
+  return KeptPairLogps{train_ref_logps,
                      eval_ref_logps,
                      eval_batch_size(config.train),
                      config.train.prefix_sharing,
-                     hash_of_pairs(),
+                     hash_of_pairs(train_pairs, eval_pairs),
                      world(),
                      "before train.auto_find_batch_size started the stage again"};
 }

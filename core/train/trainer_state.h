@@ -248,30 +248,16 @@ struct Trainer::State {
   // launcher's folder (GANPO_RELAUNCH_DIR), and the ranks started again read them there.
   // Checkpoints hold them too (trainer_state/precomputed_ref_logps.safetensors, two floats a
   // pair), so a resume under the same terms does not run the reference over the data again.
-  struct Precomputed {
-    PairLogps train, eval;
-    int64_t batch = 0;
-    bool prefix_sharing = true;
-    uint64_t pairs = 0;  // both splits' token ids, hashed: the same pairs (a data file may change)
-    int64_t world = 1;   // the ranks that shared the pass (each scores every world-th pair)
-    std::string from;   // "before train.auto_find_batch_size started the stage again", for the log
-  };
-  static constexpr const char* kPrecomputedFile = "precomputed_ref_logps.safetensors";
-  // In a safetensors file: the four tensors, and what they were computed from. Reading gives none
-  // where the file is missing or not one of these (they are computed again then).
-  static void write_precomputed(const std::string& path, const Precomputed& p);
-  static std::optional<Precomputed> read_precomputed(const std::filesystem::path& path, const torch::Device& device,
-                                                     std::string from);
-  std::optional<Precomputed> precomputed() const;  // none where the pass did not complete
-  uint64_t hash_of_pairs() const;
-  std::optional<Precomputed> kept_precomputed;     // the stage before's, for this one
+  // (KeptPairLogps, core/train/reference_logps.h.)
+  std::optional<KeptPairLogps> precomputed() const;  // none where the pass did not complete
+  std::optional<KeptPairLogps> kept_precomputed;     // the stage before's, for this one
   void leave_precomputed_for_a_new_start();
   void write_precomputed_into(const std::string& trainer_state_dir) const;
-  std::optional<Precomputed> precomputed_kept_elsewhere() const;  // a new start's or a resume's
+  std::optional<KeptPairLogps> precomputed_kept_elsewhere() const;  // a new start's or a resume's
   // The reference scores this rank's first batch of the training split again: kept numbers are
   // taken only where it gives them bit for bit (another reference model, precision, device or
   // kernel would move them, and the token ids' hash cannot see those).
-  bool first_batch_scores_the_same(const Precomputed& kept, int64_t bs);
+  bool first_batch_scores_the_same(const KeptPairLogps& kept, int64_t bs);
 
   // One split's reference log-probs. Data parallelism: each rank scores every world-th pair and a
   // sum over the ranks (zeros elsewhere) gives every rank the whole split.
