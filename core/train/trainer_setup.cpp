@@ -432,6 +432,7 @@ void Trainer::State::precompute_reference_logps() {
     return;
   }
   const int64_t bs = eval_batch_size(config.train);
+  pairs_hash = hash_of_pairs(train_pairs, eval_pairs);  // once: the pairs do not change in a stage
   if (!kept_precomputed) kept_precomputed = precomputed_kept_elsewhere();
   const auto kept = std::move(kept_precomputed);
   kept_precomputed.reset();
@@ -441,7 +442,7 @@ void Trainer::State::precompute_reference_logps() {
                            p.chosen.sizes() == p.rejected.sizes() && p.chosen.size(0) == static_cast<int64_t>(pairs);
   };
   bool keep = kept && kept->batch == bs && kept->prefix_sharing == config.train.prefix_sharing &&
-              kept->world == world() && kept->pairs == hash_of_pairs(train_pairs, eval_pairs) && holds(kept->train, train_pairs.size()) &&
+              kept->world == world() && kept->pairs == pairs_hash && holds(kept->train, train_pairs.size()) &&
               holds(kept->eval, eval_pairs.size()) && first_batch_scores_the_same(*kept, bs);
   if (dp) {  // every rank keeps them, or every rank scores them (together: the pass has collectives)
     auto not_kept = torch::tensor({keep ? 0.0f : 1.0f});
@@ -476,9 +477,8 @@ void Trainer::State::leave_precomputed_for_a_new_start() {
   const auto p = precomputed();
   if (!p) return;
   const std::string path = (std::filesystem::path(options.distributed->relaunch_dir) / kKeptPairLogpsFile).string();
-  try {  // written whole, then renamed: a rank 0 that ends while writing leaves no file
-    write_kept_pair_logps(path + ".tmp", *p);
-    std::filesystem::rename(path + ".tmp", path);
+  try {  // (save_safetensors writes it whole, then renames: a rank 0 that ends meanwhile leaves none)
+    write_kept_pair_logps(path, *p);
   } catch (const std::exception& e) {
     log("notice", std::string("the precomputed reference log-probs could not be left for a new start of the ranks (they "
                               "would be computed again then): ") + e.what());
@@ -525,7 +525,7 @@ std::optional<KeptPairLogps> Trainer::State::precomputed() const {
                      eval_ref_logps,
                      eval_batch_size(config.train),
                      config.train.prefix_sharing,
-                     hash_of_pairs(train_pairs, eval_pairs),
+                     pairs_hash,
                      world(),
                      "before train.auto_find_batch_size started the stage again"};
 }

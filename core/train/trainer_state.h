@@ -251,6 +251,7 @@ struct Trainer::State {
   // (KeptPairLogps, core/train/reference_logps.h.)
   std::optional<KeptPairLogps> precomputed() const;  // none where the pass did not complete
   std::optional<KeptPairLogps> kept_precomputed;     // the stage before's, for this one
+  uint64_t pairs_hash = 0;                           // hash_of_pairs of both splits, set by the pass
   void leave_precomputed_for_a_new_start();
   void write_precomputed_into(const std::string& trainer_state_dir) const;
   std::optional<KeptPairLogps> precomputed_kept_elsewhere() const;  // a new start's or a resume's
