@@ -191,4 +191,14 @@ int64_t row_length(const TokenizedPair& p) {
 
 int64_t row_length(const TokenizedSft& r) { return static_cast<int64_t>(r.prompt.size() + r.completion.size()); }
 
+PaddedExtent padded_extent(const TokenizedPair& p) {
+  const auto prompt = static_cast<int64_t>(p.prompt.size());
+  return {prompt, static_cast<int64_t>(std::max(p.chosen.size(), p.rejected.size())), row_length(p), prompt};
+}
+
+PaddedExtent padded_extent(const TokenizedSft& r) {
+  const auto prompt = static_cast<int64_t>(r.prompt.size());
+  return {prompt, static_cast<int64_t>(r.completion.size()), row_length(r), prompt};
+}
+
 }  // namespace ganpo

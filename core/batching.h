@@ -9,7 +9,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "core/text_examples.h"
@@ -100,5 +102,27 @@ std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, i
 // longer response (a pair), prompt + completion.
 int64_t row_length(const TokenizedPair& pair);
 int64_t row_length(const TokenizedSft& row);
+
+// The lengths a batch of rows pads to, which its memory grows with: its longest prompt and
+// longest response (what collate_shared_prompts pads to), its longest row (collate_pairs' and
+// collate_sft's T) and the positions the plain layout's output head runs on, from the shortest
+// prompt's end to T (their first_response). A batch at least as long in each needs at least the
+// memory of the other. An SFT row's completion is its response.
+struct PaddedExtent {
+  int64_t prompt = 0, response = 0, row = 0;
+  int64_t shortest_prompt = std::numeric_limits<int64_t>::max();  // (none yet: the largest)
+  int64_t head() const { return row > 0 ? row - shortest_prompt : 0; }
+  void include(const PaddedExtent& other) {
+    prompt = std::max(prompt, other.prompt);
+    response = std::max(response, other.response);
+    row = std::max(row, other.row);
+    shortest_prompt = std::min(shortest_prompt, other.shortest_prompt);
+  }
+  bool within(const PaddedExtent& other) const {
+    return prompt <= other.prompt && response <= other.response && row <= other.row && head() <= other.head();
+  }
+};
+PaddedExtent padded_extent(const TokenizedPair& pair);
+PaddedExtent padded_extent(const TokenizedSft& row);
 
 }  // namespace ganpo

@@ -35,10 +35,17 @@ void reset_cuda_peak(int device_index) {
 void set_cuda_memory_fraction(int device_index, double fraction) {
   c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, static_cast<c10::DeviceIndex>(device_index));
 }
+void release_cached_cuda_memory() {
+  try {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+  } catch (const c10::Error&) {  // (CUDA not initialised in this process: nothing held)
+  }
+}
 #else
 std::optional<CudaMemory> cuda_memory(int) { return std::nullopt; }
 void reset_cuda_peak(int) {}
 void set_cuda_memory_fraction(int, double) {}
+void release_cached_cuda_memory() {}
 #endif
 
 }  // namespace ganpo

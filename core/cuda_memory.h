@@ -21,5 +21,10 @@ void reset_cuda_peak(int device_index);
 // torch.cuda.set_per_process_memory_fraction; an allocation beyond it fails as one beyond the
 // device's memory does. Tests make a real CUDA out-of-memory error with it. A no-op without CUDA.
 void set_cuda_memory_fraction(int device_index, double fraction);
+// Gives the blocks LibTorch's caching allocator holds and no tensor uses back to the driver, as
+// torch.cuda.empty_cache (and accelerate's find_executable_batch_size before it tries a smaller
+// batch): a stage that ran out left its memory cut into the blocks its batch needed, and the
+// smaller batch's stage then starts from whole segments. A no-op without CUDA or before it.
+void release_cached_cuda_memory();
 
 }  // namespace ganpo

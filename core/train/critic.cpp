@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <mutex>
+#include <utility>
 
 #include "core/counter_dropout.h"
 #include "core/error.h"
@@ -183,6 +184,24 @@ std::vector<torch::Tensor> GanpoRegularizer::critic_parameters() {
   auto params = critic_w_->parameters();
   for (auto& p : critic_l_->parameters()) params.push_back(p);
   return params;
+}
+
+GanpoRegularizer::PhaseState GanpoRegularizer::set_aside() {
+  PhaseState state{ema_, {}, {}};
+  for (auto* critic : {&critic_w_, &critic_l_})
+    for (auto& b : (*critic)->buffers()) state.buffers.push_back(b.clone());
+  for (auto& p : critic_parameters()) state.grads.push_back(std::exchange(p.mutable_grad(), torch::Tensor()));
+  return state;
+}
+
+void GanpoRegularizer::put_back(PhaseState state) {
+  torch::NoGradGuard guard;
+  ema_ = std::move(state.ema);
+  size_t i = 0;
+  for (auto* critic : {&critic_w_, &critic_l_})
+    for (auto& b : (*critic)->buffers()) b.copy_(state.buffers.at(i++));
+  i = 0;
+  for (auto& p : critic_parameters()) p.mutable_grad() = std::move(state.grads.at(i++));
 }
 
 void GanpoRegularizer::update_ema(torch::Tensor& mean, const torch::Tensor& scores) {

@@ -137,6 +137,18 @@ public:
   std::vector<torch::Tensor> critic_parameters();
   const EmaMeans& ema() const { return ema_; }
   void set_ema(const EmaMeans& ema) { ema_ = ema; }
+  // What a critic phase changes besides the critics' weights (which only their optimizer step
+  // changes): the EMA means, the spectral norms' power-iteration vectors and the gradients the
+  // critics accumulate between their steps. set_aside() copies the first two and takes the
+  // gradients away (the critics then have none); put_back() makes the critics as they were, so
+  // a pass that is discarded (Trainer's try of the longest rows) leaves no trace. (The dropout
+  // generators: rng_state.)
+  struct PhaseState {
+    EmaMeans ema;
+    std::vector<torch::Tensor> buffers, grads;
+  };
+  PhaseState set_aside();
+  void put_back(PhaseState state);
   std::map<std::string, torch::Tensor> ema_metrics() const;
   // The critics' dropout generator states ("critic_w", "critic_l"; empty on CUDA), for
   // checkpoints, so a resumed run draws the same dropout masks.

@@ -120,6 +120,7 @@ TrainResult Trainer::State::run() {
       else
         optimizer_step();
       fault_point("step.done");
+      if (!longest_rows_tried) try_longest_rows();
       if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
       if (!options.benchmark) after_step();
     }
@@ -329,7 +330,9 @@ TrainResult Trainer::run() {
     options.resume_from = std::move(retry.from);
     const State::Batches asked = *state_->asked_batches;
     std::optional<KeptPairLogps> precomputed = state_->precomputed();
+    const bool on_gpu = state_->device.is_cuda();
     state_.reset();
+    if (on_gpu) release_cached_cuda_memory();
     state_ = std::make_unique<State>(std::move(retry.config), observer, std::move(options));
     state_->evaluate_first = retry.evaluate_first;
     state_->asked_batches = asked;

@@ -52,6 +52,9 @@ struct TrainerOptions {
   // Testing aid: the free RAM a CPU run sees, in bytes, instead of /proc/meminfo's MemAvailable
   // (-1: read it), for the memory warnings and train.auto_find_batch_size's batches that fit.
   int64_t free_ram_for_tests = -1;
+  // Testing aid: false leaves out the micro-batch of the longest rows a stage tries after its
+  // first step (Trainer::State::try_longest_rows), so a test can compare the steps without it.
+  bool try_longest_rows = true;
 };
 
 struct TrainResult {

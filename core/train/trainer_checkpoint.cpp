@@ -379,6 +379,11 @@ void Trainer::State::resume(const std::string& dir) {
     for (const auto& [name, tensor] : std::map<std::string, torch::Tensor>(rng))
       if (name.rfind(prefix, 0) == 0) rng[name.substr(prefix.size())] = tensor;
   }
+  set_rng_tensors(rng);
+  log("info", "resumed from " + dir + " at step " + std::to_string(step));
+}
+
+void Trainer::State::set_rng_tensors(const std::map<std::string, torch::Tensor>& rng) {
   if (rng.count("cpu")) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -390,7 +395,6 @@ void Trainer::State::resume(const std::string& dir) {
     cuda.set_state(rng.at("cuda"));
   }
   if (regularizer) regularizer->set_rng_state(rng);
-  log("info", "resumed from " + dir + " at step " + std::to_string(step));
 }
 
 }  // namespace ganpo

@@ -165,6 +165,8 @@ struct Trainer::State {
   int64_t train_size() const {
     return static_cast<int64_t>(preference ? train_pairs.size() : train_sft.size());
   }
+  // The lengths a training batch pads row i to (batching.h).
+  PaddedExtent train_row_extent(int64_t i) const;
 
   void log(const std::string& level, const std::string& text) { observer.on_log(level, text); }
   std::function<void(const std::string&)> warn_sink() {
@@ -393,6 +395,26 @@ struct Trainer::State {
   // ---- one optimizer step --------------------------------------------------------------------
   // Accumulation over the micro-batches, the ranks' average, clipping and the AdamW step.
   void optimizer_step();
+  std::vector<PaddedExtent> stepped_extents;  // of the first step's micro-batches (on this rank)
+
+  // After the stage's first step: where the rows the steps left will take hold some longer than
+  // any micro-batch of that step padded to (on any rank), a micro-batch of the longest (the
+  // longest row, response and prompt, the shortest prompt, then the next longest rows) runs
+  // forward and backward as a step's would, with the gradients a step's micro-batch meets, and
+  // everything it did is discarded (gradients, metrics, checks, generators, the critics' EMA
+  // means and spectral norms as they were), so that most memory a later batch would run out of
+  // runs out a step into the run rather than hours in (train.group_by_length puts an epoch's
+  // longest row first for that reason; shuffled rows bring it up anywhere). Out of memory there
+  // is a step's: the run fails saying so, or train.auto_find_batch_size goes on with a smaller
+  // batch. Any other failure there says it came from this try.
+  void try_longest_rows();
+  std::vector<int64_t> longest_rows(int64_t count) const;
+  // The rows the steps left take (every rank's), each once, in the order they come.
+  std::vector<int64_t> rows_ahead() const;
+  // The steps' memory peak (MiB) before the try of the longest rows, which reset it: the next log
+  // line reports at least this (0: nothing held back).
+  double window_peak_floor_mb = 0;
+  bool longest_rows_tried = false;
 
   // The window's means to the observer in one transfer from the device (with the non-finite
   // checks), then throughput, memory and the system readings.
@@ -450,6 +472,8 @@ struct Trainer::State {
   // This process's random generators: the CPU's, the GPU's (dropout on the GPU draws from it) and
   // the critics' dropout generators, so a resumed run draws what an uninterrupted one would.
   std::vector<std::pair<std::string, torch::Tensor>> rng_tensors();
+  // Sets them from rng_tensors()'s names ("cpu", "cuda", the critics'); a name absent is left as it is.
+  void set_rng_tensors(const std::map<std::string, torch::Tensor>& rng);
 
   // Every rank's generators, for rank 0 to save: rank r's under "rank<r>/<name>" (a collective:
   // every rank calls it at the same checkpoint).
@@ -504,6 +528,8 @@ struct Trainer::State {
   static constexpr Activity kResuming{"resuming from a checkpoint", MemoryUse::models, false};
   static constexpr Activity kPrecomputing{"precomputing the reference's log-probs", MemoryUse::evaluation, false};
   static constexpr Activity kStepping{kOptimizerStep, MemoryUse::training, false};
+  static constexpr Activity kTryingLongestRows{"running a micro-batch of the longest training rows", MemoryUse::training,
+                                               false};
   static constexpr Activity kEvaluating{"running a held-out evaluation", MemoryUse::evaluation, true};
   static constexpr Activity kSampling{"generating the live samples", MemoryUse::sampling, true};
   static constexpr Activity kJudging{"generating for the judge's evaluation", MemoryUse::judging, true};

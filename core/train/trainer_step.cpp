@@ -4,6 +4,9 @@
 #include "core/train/trainer_state.h"
 
 #include <fstream>
+#include <numeric>
+#include <tuple>
+#include <utility>
 
 namespace ganpo {
 namespace {
@@ -264,6 +267,11 @@ void Trainer::State::optimizer_step() {
   optimizer->zero_grad();
   for (int64_t micro = 0; micro < GA; ++micro) {
     auto idx = next_indices();
+    if (!longest_rows_tried) {  // (the first step's, which try_longest_rows compares with)
+      PaddedExtent extent;
+      for (auto i : idx) extent.include(train_row_extent(i));
+      stepped_extents.push_back(extent);
+    }
     Bf16Autocast autocast(bf16_autocast());
     // The last micro-batch's backward pass starts the gradient all-reduce as buckets fill.
     if (dp && overlap_gradients && micro == GA - 1) dp->arm_gradients();
@@ -288,6 +296,170 @@ void Trainer::State::optimizer_step() {
   last_step_end = Clock::now();
   window_seconds += std::chrono::duration<double>(last_step_end - t0).count();
   undrained = device.is_cuda();
+}
+
+PaddedExtent Trainer::State::train_row_extent(int64_t i) const {
+  const auto at = static_cast<size_t>(i);
+  return preference ? padded_extent(train_pairs[at]) : padded_extent(train_sft[at]);
+}
+
+std::vector<int64_t> Trainer::State::rows_ahead() const {
+  // Every rank's rows of the steps left, as next_indices walks the epochs' orders.
+  const int64_t n = train_size();
+  int64_t left = (total_steps - step) * config.train.gradient_accumulation_steps * world() *
+                 config.train.per_device_train_batch_size;
+  std::vector<char> taken(static_cast<size_t>(n), 0);
+  std::vector<int64_t> rows;
+  std::vector<int64_t> epoch_order = order;
+  for (int64_t at = cursor, e = epoch; left > 0 && static_cast<int64_t>(rows.size()) < n; --left, ++at) {
+    if (at >= static_cast<int64_t>(epoch_order.size())) {
+      epoch_order = epoch_rows(++e, configured_group_rows());
+      at = 0;
+    }
+    const int64_t row = epoch_order[static_cast<size_t>(at)];
+    if (!taken[static_cast<size_t>(row)]) taken[static_cast<size_t>(row)] = 1, rows.push_back(row);
+  }
+  return rows;
+}
+
+std::vector<int64_t> Trainer::State::longest_rows(int64_t count) const {
+  std::vector<int64_t> ahead = rows_ahead();
+  if (ahead.empty()) return {};
+  std::vector<PaddedExtent> extent(ahead.size());
+  for (size_t k = 0; k < ahead.size(); ++k) extent[k] = train_row_extent(ahead[k]);
+  // Positions in `ahead`: the row that is longest by `longer` (the first of equals).
+  const auto longest_by = [&](auto longer) {
+    size_t best = 0;
+    for (size_t k = 1; k < ahead.size(); ++k)
+      if (longer(extent[k], extent[best])) best = k;
+    return best;
+  };
+  const auto by_row = [](const PaddedExtent& a, const PaddedExtent& b) { return a.row > b.row; };
+  const auto by = [](int64_t PaddedExtent::*length, int sign) {
+    return [length, sign](const PaddedExtent& a, const PaddedExtent& b) {
+      return a.*length != b.*length ? sign * (a.*length - b.*length) > 0 : a.row > b.row;
+    };
+  };
+  // The longest row, the longest response, the longest prompt and the shortest prompt (which
+  // runs the plain layout's head longest), then the rest by row length.
+  std::vector<size_t> picked;
+  for (size_t k : {longest_by(by_row), longest_by(by(&PaddedExtent::response, 1)),
+                   longest_by(by(&PaddedExtent::prompt, 1)), longest_by(by(&PaddedExtent::shortest_prompt, -1))})
+    if (std::find(picked.begin(), picked.end(), k) == picked.end()) picked.push_back(k);
+  std::vector<size_t> rest;
+  for (size_t k = 0; k < ahead.size(); ++k)
+    if (std::find(picked.begin(), picked.end(), k) == picked.end()) rest.push_back(k);
+  const size_t more = std::min(rest.size(), static_cast<size_t>(std::max<int64_t>(count, 0)));
+  std::partial_sort(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(more), rest.end(),
+                    [&](size_t a, size_t b) { return extent[a].row != extent[b].row ? extent[a].row > extent[b].row : a < b; });
+  picked.insert(picked.end(), rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(more));
+  // A batch has `count` rows, as next_indices gives it where the data holds fewer.
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < count; ++r) rows.push_back(ahead[picked[static_cast<size_t>(r) % picked.size()]]);
+  return rows;
+}
+
+void Trainer::State::try_longest_rows() {
+  longest_rows_tried = true;
+  if (options.benchmark || !options.try_longest_rows || step >= total_steps || train_size() == 0) return;
+  const std::vector<int64_t> idx = longest_rows(config.train.per_device_train_batch_size);
+  PaddedExtent extent;
+  for (auto i : idx) extent.include(train_row_extent(i));
+  // Where a micro-batch of the first step padded as far on any rank (ranks are alike), it
+  // answers for all. The try's passes have collectives, so every rank runs it or none does.
+  bool needed = std::none_of(stepped_extents.begin(), stepped_extents.end(),
+                             [&](const PaddedExtent& e) { return extent.within(e); });
+  if (dp) {
+    auto covered = torch::tensor({needed ? 0.0f : 1.0f});
+    dp->all_reduce_sum_on_host_(covered);
+    needed = covered.item<float>() == 0.0f;
+  }
+  if (!needed) return;
+
+  const Doing doing(*this, kTryingLongestRows);
+  drain_device();  // (the first step's time is the step's)
+  const int index = device.has_index() ? device.index() : 0;
+  // The window's memory peak so far is the steps': its log line reports that, and the try's
+  // peak is the try's own.
+  const auto peak_mb = [&]() -> std::optional<double> {
+    if (device.is_cuda()) {
+      if (const auto mem = cuda_memory(index)) return mem->peak_allocated_mb;
+    } else if (counting_cpu_tensor_memory()) {
+      return static_cast<double>(cpu_tensor_memory().peak_bytes) / (1024.0 * 1024.0);
+    }
+    return std::nullopt;
+  };
+  const auto reset_peak = [&] { device.is_cuda() ? reset_cuda_peak(index) : reset_cpu_tensor_peak(); };
+  const std::optional<double> steps_peak = peak_mb();
+  reset_peak();
+
+  // What a micro-batch touches besides the memory it needs, kept aside and put back after.
+  const auto generators = rng_tensors();
+  std::optional<GanpoRegularizer::PhaseState> critics;
+  if (regularizer) critics = regularizer->set_aside();
+  auto sums = std::move(window_sums);
+  window_sums.clear();
+  auto checks = std::move(pending_checks);
+  pending_checks.clear();
+  const bool defer = std::exchange(defer_checks, true);  // a non-finite loss here is the next steps' to find
+  const auto counts = std::make_tuple(window_micro, window_tokens, window_flops, tokens_seen);
+
+  // The gradients a micro-batch of a step meets: none at its start, the step's so far in a later
+  // one (where it accumulates; the first step's are still there, zeroed here).
+  if (config.train.gradient_accumulation_steps > 1) {
+    torch::NoGradGuard guard;
+    for (auto& p : trainable)
+      if (p.grad().defined()) p.mutable_grad().zero_();
+  } else {
+    optimizer->zero_grad();
+  }
+  const std::string context = "after step " + std::to_string(step) +
+                              ", a micro-batch of the longest training rows (tried so that memory they would run "
+                              "out of shows now): ";
+  try {
+    Bf16Autocast autocast(bf16_autocast());
+    // (not the last micro-batch: no gradient all-reduce, no critic step)
+    if (preference)
+      preference_micro_step(idx, 1.0, false);
+    else
+      sft_micro_step(idx, 1.0);
+  } catch (const RelaunchRequested&) {
+    throw;
+  } catch (const Error& e) {
+    throw Error(context + e.what());
+  } catch (const c10::Error& e) {
+    if (is_out_of_memory(e)) throw;
+    throw Error(context + "LibTorch error: " + e.what_without_backtrace());
+  }
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+  const std::optional<double> try_peak = peak_mb();
+  reset_peak();
+  window_peak_floor_mb = steps_peak.value_or(0.0);
+
+  optimizer->zero_grad();
+  if (regularizer) regularizer->put_back(std::move(*critics));
+  set_rng_tensors(std::map<std::string, torch::Tensor>(generators.begin(), generators.end()));
+  window_sums = std::move(sums);
+  pending_checks = std::move(checks);
+  defer_checks = defer;
+  std::tie(window_micro, window_tokens, window_flops, tokens_seen) = counts;
+
+  PaddedExtent stepped;
+  for (const auto& e : stepped_extents) stepped.include(e);
+  const auto lengths = [](const PaddedExtent& e) {
+    return std::to_string(e.prompt) + "-token prompts, " + std::to_string(e.response) + "-token responses, " +
+           std::to_string(e.row) + "-token rows, " + std::to_string(e.head()) + " positions through the output head";
+  };
+  std::string peak;
+  if (try_peak)
+    peak = std::string(device.is_cuda() ? "the GPU's" : "CPU") + " tensors peaked at " +
+           format_gib(*try_peak * 1024 * 1024) +
+           (device.is_cuda() && gpu_memory_bytes > 0 ? " of " + format_gib(static_cast<double>(gpu_memory_bytes)) : "") +
+           " (step " + std::to_string(step) + ": " + format_gib(steps_peak.value_or(0.0) * 1024 * 1024) + "); ";
+  log("info", "memory: a micro-batch of the " + std::to_string(idx.size()) + " longest training rows ahead (up to " +
+                  lengths(extent) + "; step " + std::to_string(step) + "'s up to " + lengths(stepped) +
+                  ") ran forward and backward and was discarded: it fits (" + peak +
+                  "a batch of those rows should too when they come up)");
 }
 
 void Trainer::State::flush_metrics() {
@@ -365,8 +537,9 @@ void Trainer::State::add_gpu_metrics(std::map<std::string, double>& m) {
   if (const auto mem = cuda_memory(index)) {
     m["memory/cuda_allocated_mb"] = mem->allocated_mb;
     m["memory/cuda_reserved_mb"] = mem->reserved_mb;
-    m["memory/cuda_peak_mb"] = mem->peak_allocated_mb;
+    m["memory/cuda_peak_mb"] = std::max(mem->peak_allocated_mb, window_peak_floor_mb);
     reset_cuda_peak(index);
+    window_peak_floor_mb = 0;
   }
 }
 
@@ -374,8 +547,9 @@ void Trainer::State::add_cpu_tensor_metrics(std::map<std::string, double>& m) {
   constexpr double mb = 1024.0 * 1024.0;
   const CpuTensorMemory mem = cpu_tensor_memory();
   m["memory/cpu_tensor_allocated_mb"] = static_cast<double>(mem.allocated_bytes) / mb;
-  m["memory/cpu_tensor_peak_mb"] = static_cast<double>(mem.peak_bytes) / mb;
+  m["memory/cpu_tensor_peak_mb"] = std::max(static_cast<double>(mem.peak_bytes) / mb, window_peak_floor_mb);
   reset_cpu_tensor_peak();
+  window_peak_floor_mb = 0;
 }
 
 }  // namespace ganpo

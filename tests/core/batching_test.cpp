@@ -287,5 +287,41 @@ TEST(BatchingLengthGrouped, RowLengthIsThePromptAndTheLongerResponse) {
   EXPECT_EQ(row_length(TokenizedSft{{1, 2}, {3, 4, 5}}), 5);
 }
 
+// A batch's padded extent is what both layouts pad to: the shared one's prompts and responses
+// (collate_shared_prompts' P and R), the plain one's rows (collate_pairs' T) and the positions
+// its output head runs on (T - first_response).
+TEST(BatchingLengthGrouped, APaddedExtentIsWhatTheCollatedBatchesPadTo) {
+  const TokenizedPair long_prompt{{1, 2, 3, 4, 5}, {6}, {7}}, long_response{{1}, {2, 3, 4, 5}, {6}};
+  PaddedExtent e = padded_extent(long_prompt);
+  EXPECT_EQ(e.prompt, 5);
+  EXPECT_EQ(e.response, 1);
+  EXPECT_EQ(e.row, 6);
+  EXPECT_EQ(e.head(), 1);
+  e.include(padded_extent(long_response));
+  const auto shared = collate_shared_prompts({&long_prompt, &long_response}, 0, torch::kCPU);
+  const auto plain = collate_pairs({&long_prompt, &long_response}, 0, torch::kCPU);
+  EXPECT_EQ(e.prompt, shared.prompt_ids.size(1));
+  EXPECT_EQ(e.response, shared.response_ids.size(1));
+  EXPECT_EQ(e.row, plain.sequences.input_ids.size(1));
+  EXPECT_EQ(e.row, shared.standard_length);
+  EXPECT_EQ(e.head(), plain.sequences.input_ids.size(1) - plain.sequences.first_response);
+  EXPECT_EQ(e.head(), 5);
+  // Neither row alone reaches the pair's extent, which holds each.
+  EXPECT_FALSE(e.within(padded_extent(long_prompt)));
+  EXPECT_FALSE(e.within(padded_extent(long_response)));
+  EXPECT_TRUE(padded_extent(long_response).within(e));
+  EXPECT_TRUE(PaddedExtent{}.within(padded_extent(long_prompt)));
+  // The same row length with a shorter prompt runs the head longer.
+  EXPECT_FALSE(padded_extent(TokenizedPair{{1}, {2, 3, 4, 5, 6}, {7}}).within(padded_extent(long_prompt)));
+
+  const TokenizedSft short_prompt{{1}, {2, 3, 4, 5}}, long_completion{{1, 2}, {3, 4, 5, 6, 7}};
+  PaddedExtent s = padded_extent(short_prompt);
+  s.include(padded_extent(long_completion));
+  const auto sft = collate_sft({&short_prompt, &long_completion}, 0, torch::kCPU);
+  EXPECT_EQ(s.row, sft.input_ids.size(1));
+  EXPECT_EQ(s.head(), sft.input_ids.size(1) - sft.first_response);
+  EXPECT_EQ(s.response, 5);
+}
+
 }  // namespace
 }  // namespace ganpo

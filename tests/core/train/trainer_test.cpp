@@ -1999,6 +1999,126 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
     EXPECT_EQ(step_numbers(s_obs.metrics.at(step)), step_numbers(r_obs.metrics.at(step))) << step;
 }
 
+// Shuffled rows bring the data's longest up anywhere in an epoch: after the first step, a
+// micro-batch of the longest rows runs forward and backward and is discarded, so memory runs out
+// a step into the run, not when they come up. It leaves no trace: every step, evaluation and
+// checkpoint is what the run without it gives (critic dropout on, so the generators are put back
+// too). Where step 1 padded its micro-batch as far it does not run (here: step 1 took every row).
+TEST_F(TrainerTest, TheLongestRowsRunAfterTheFirstStepAndLeaveNoTrace) {
+  auto c = config("longest");
+  c.seed = 7;  // (a first batch shorter than some rows the run takes later)
+  c.train.max_steps = 6;
+  c.train.eval_steps = 3;
+  c.train.save_steps = 6;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  ASSERT_GT(c.ganpo.critic_dropout, 0.0);
+  Collector obs;
+  ASSERT_EQ(run(c, obs).status, "completed") << obs.all_logs();
+  const std::string tried = "memory: a micro-batch of the 4 longest training rows ahead (up to ";
+  ASSERT_EQ(count_of(obs.all_logs(), tried), 1u) << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), " positions through the output head; step 1's up to ");
+  EXPECT_CONTAINS(obs.all_logs(), " positions through the output head) ran forward and backward and was discarded: it "
+                                  "fits (a batch of those rows should too when they come up)");
+
+  RunConfig without = c;
+  without.output_dir += "-without";
+  TrainerOptions no_try;
+  no_try.try_longest_rows = false;
+  Collector w_obs;
+  ASSERT_EQ(run(without, w_obs, no_try).status, "completed") << w_obs.all_logs();
+  EXPECT_EQ(count_of(w_obs.all_logs(), tried), 0u);
+  for (int64_t step = 1; step <= 6; ++step)
+    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(w_obs.metrics.at(step))) << step;
+  EXPECT_EQ(obs.evals, w_obs.evals);
+  // The checkpoint's weights, critics, generators, EMA means and data cursor, byte for byte (the
+  // optimizers' archives name their tensors by address, so those differ between any two runs).
+  const auto files = [](const RunConfig& r) { return read_folder(fs::path(r.output_dir) / "checkpoint-6"); };
+  auto with_files = files(c), without_files = files(without);
+  for (const std::string name : {"model.safetensors", "meta.json", "trainer_state/critics.safetensors",
+                                 "trainer_state/rng.safetensors", "trainer_state/state.json"}) {
+    ASSERT_TRUE(with_files.count(name) && without_files.count(name)) << name;
+    EXPECT_TRUE(with_files[name] == without_files[name]) << name;
+  }
+
+  RunConfig all = c;
+  all.output_dir += "-all";
+  all.data.builtin_train_size = 4;
+  Collector all_obs;
+  ASSERT_EQ(run(all, all_obs).status, "completed") << all_obs.all_logs();
+  EXPECT_EQ(count_of(all_obs.all_logs(), "memory: a micro-batch"), 0u) << all_obs.all_logs();
+}
+
+// Memory that the longest rows run out of shows after step 1: the run fails there, saying so,
+// or train.auto_find_batch_size goes on with a smaller batch from the start, as a run configured
+// with it would (which tries its own longest rows, in the smaller micro-batch, and fits).
+TEST_F(TrainerTest, TheLongestRowsThatRunOutOfMemoryDoSoAfterTheFirstStep) {
+  auto c = config("longest-oom");
+  c.seed = 7;
+  c.train.max_steps = 4;
+  c.train.save_steps = 0;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  const std::string what = "running a micro-batch of the longest training rows";
+  Collector obs;
+  const auto r = run(c, obs, out_of_memory_at(what, 1));
+  ASSERT_EQ(r.status, "failed") << obs.all_logs();
+  EXPECT_EQ(r.steps, 1);
+  EXPECT_CONTAINS(r.message, "This machine's RAM ran out of memory while " + what + " after step 1. ");
+  EXPECT_CONTAINS(r.message, " To need less memory, " +
+                                 ways_to_use_less_memory(c, kByteTokenizerVocab, MemoryUse::training) +
+                                 "; then start the run again. LibTorch: CUDA out of memory.");
+
+  RunConfig a = c;
+  a.output_dir += "-auto";
+  a.train.auto_find_batch_size = true;
+  Collector a_obs;
+  ASSERT_EQ(run(a, a_obs, out_of_memory_at(what, 1, 1)).status, "completed") << a_obs.all_logs();
+  EXPECT_CONTAINS(a_obs.all_logs(), "warning: This machine's RAM ran out of memory while " + what + " after step 1.");
+  EXPECT_CONTAINS(a_obs.all_logs(), " train.auto_find_batch_size: the stage goes on with 2 rows a micro-batch x 2 "
+                                    "accumulation steps (train.per_device_train_batch_size 4 -> 2, "
+                                    "train.gradient_accumulation_steps 1 -> 2; 4 rows per optimizer step, as before), "
+                                    "from the start.");
+  EXPECT_EQ(count_of(a_obs.all_logs(), "memory: a micro-batch of the 2 longest training rows ahead"), 1u)
+      << a_obs.all_logs();
+  RunConfig found = c;
+  found.output_dir += "-found";
+  found.train.per_device_train_batch_size = 2;
+  found.train.gradient_accumulation_steps = 2;
+  Collector f_obs;
+  ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
+  for (int64_t step = 1; step <= 4; ++step)
+    EXPECT_EQ(step_numbers(a_obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+}
+
+// A failure other than memory in the try of the longest rows says where it came from: here a row
+// ahead longer than the critics take, which would have failed the run when it came up.
+TEST_F(TrainerTest, AFailureInTheTryOfTheLongestRowsSaysSo) {
+  auto c = config("longest-too-long");
+  c.data.builtin = RunConfig{}.data.builtin;
+  const fs::path file = root_ / "pairs.jsonl";
+  {
+    std::ofstream out(file);
+    for (int i = 0; i < 7; ++i)
+      out << R"({"prompt": "Say a colour ", "chosen": "red", "rejected": "the number )" << i << R"("})" << "\n";
+    out << R"({"prompt": ")" << std::string(120, 'x') << R"(", "chosen": "red", "rejected": "blue"})" << "\n";
+  }
+  c.data.train = file.string();
+  c.data.eval_fraction = 0.0;
+  c.train.per_device_train_batch_size = 1;
+  c.train.max_steps = 8;
+  c.ganpo.critic_max_len = 64;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  Collector obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "failed") << obs.all_logs();
+  EXPECT_EQ(r.steps, 1) << "the first step took a short row";
+  EXPECT_CONTAINS(r.message, "after step 1, a micro-batch of the longest training rows (tried so that memory they would "
+                             "run out of shows now): sequence of ");
+  EXPECT_CONTAINS(r.message, " exceeds the critic's max_len 64; raise ganpo.critic_max_len");
+}
+
 // On the CPU, where the system may stop a process before any allocation fails, a run with the
 // setting starts with batches its estimate says fit the free memory: the run configured so.
 TEST_F(TrainerTest, AutoFindBatchSizeStartsACpuRunWithBatchesThatFitTheFreeMemory) {
