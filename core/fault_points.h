@@ -15,6 +15,8 @@
 // stage that goes on passes it again, and so do ranks their launcher starts again (it leaves
 // these variables out of their environment then). The points:
 //   step.done                  after an optimizer step, before anything about it is recorded
+//   step.longest_rows          the try of the longest training rows after a stage's first step
+//                              is about to run (the run's record says so, as the OOM killer finds it)
 //   checkpoint.files_written   a checkpoint's files are in NAME.tmp, its marker not yet
 //   checkpoint.marker_written  the marker is written, NAME.tmp not yet renamed
 //   checkpoint.renamed         the folder has its final name, its row is not yet in the store

@@ -45,6 +45,10 @@ public:
   virtual void on_checkpoint(int64_t step, const std::string& path,
                              const std::map<std::string, double>& metrics) {}
   virtual ControlCommand poll_control() { return ControlCommand::None; }
+  // Returns once everything reported so far is kept where the observer keeps it (not queued):
+  // before work the system may end the process for without a word, so its record says what it
+  // was doing.
+  virtual void flush() {}
   // Non-empty when the observer can no longer keep the run's record (its disk is full, its
   // workspace became read-only or vanished): the trainer stops the run with this message.
   virtual std::string storage_failure() const { return {}; }
@@ -73,6 +77,9 @@ public:
   }
   void on_checkpoint(int64_t step, const std::string& p, const std::map<std::string, double>& m) override {
     for (auto* o : observers_) o->on_checkpoint(step, p, m);
+  }
+  void flush() override {
+    for (auto* o : observers_) o->flush();
   }
   std::string storage_failure() const override {
     for (auto* o : observers_)

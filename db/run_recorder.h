@@ -81,7 +81,7 @@ public:
   int64_t busy_retries() const;
 
   // Blocks until everything queued so far is committed.
-  void flush();
+  void flush() override;
   // The last error the writer hit ("" if none). Writes that failed are reported here and on
   // stderr; the recorder keeps going rather than stalling or crashing the trainer.
   std::string last_error() const;

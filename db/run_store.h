@@ -197,7 +197,8 @@ private:
   void migrate();
   bool in_transaction() const;
   // For a dead worker of this host: the out-of-memory killer as the likely cause, with what to
-  // change, when its last memory reading held half of the machine's RAM or more ("" otherwise).
+  // change, when its last memory reading held half of the machine's RAM or more, or its last log
+  // line said it would try its longest training rows ("" otherwise).
   std::string memory_kill_hint(const RunRow& run);
 
   sql::Database db_;

@@ -120,8 +120,8 @@ TrainResult Trainer::State::run() {
       else
         optimizer_step();
       fault_point("step.done");
-      if (!longest_rows_tried) try_longest_rows();
       if (step % config.train.logging_steps == 0 || step == total_steps) flush_metrics();
+      if (!longest_rows_tried) try_longest_rows();
       if (!options.benchmark) after_step();
     }
     if (!options.benchmark) {

@@ -376,6 +376,19 @@ void Trainer::State::try_longest_rows() {
   }
   if (!needed) return;
 
+  PaddedExtent stepped;
+  for (const auto& e : stepped_extents) stepped.include(e);
+  const auto lengths = [](const PaddedExtent& e) {
+    return std::to_string(e.prompt) + "-token prompts, " + std::to_string(e.response) + "-token responses, " +
+           std::to_string(e.row) + "-token rows, " + std::to_string(e.head()) + " positions through the output head";
+  };
+  // (Said first: should the system end the process for its memory, this is the run's last line.)
+  log("info", std::string(kTryingLongestRowsLog) + " " + std::to_string(idx.size()) + " longest training rows ahead (up to " +
+                  lengths(extent) + "; step " + std::to_string(step) + "'s up to " + lengths(stepped) +
+                  "), forward and backward, then discarded: memory they would run out of runs out now rather than "
+                  "when they come up");
+  observer.flush();
+  fault_point("step.longest_rows");
   const Doing doing(*this, kTryingLongestRows);
   drain_device();  // (the first step's time is the step's)
   const int index = device.has_index() ? device.index() : 0;
@@ -444,22 +457,13 @@ void Trainer::State::try_longest_rows() {
   defer_checks = defer;
   std::tie(window_micro, window_tokens, window_flops, tokens_seen) = counts;
 
-  PaddedExtent stepped;
-  for (const auto& e : stepped_extents) stepped.include(e);
-  const auto lengths = [](const PaddedExtent& e) {
-    return std::to_string(e.prompt) + "-token prompts, " + std::to_string(e.response) + "-token responses, " +
-           std::to_string(e.row) + "-token rows, " + std::to_string(e.head()) + " positions through the output head";
-  };
   std::string peak;
   if (try_peak)
-    peak = std::string(device.is_cuda() ? "the GPU's" : "CPU") + " tensors peaked at " +
+    peak = std::string(" (") + (device.is_cuda() ? "the GPU's" : "CPU") + " tensors peaked at " +
            format_gib(*try_peak * 1024 * 1024) +
            (device.is_cuda() && gpu_memory_bytes > 0 ? " of " + format_gib(static_cast<double>(gpu_memory_bytes)) : "") +
-           " (step " + std::to_string(step) + ": " + format_gib(steps_peak.value_or(0.0) * 1024 * 1024) + "); ";
-  log("info", "memory: a micro-batch of the " + std::to_string(idx.size()) + " longest training rows ahead (up to " +
-                  lengths(extent) + "; step " + std::to_string(step) + "'s up to " + lengths(stepped) +
-                  ") ran forward and backward and was discarded: it fits (" + peak +
-                  "a batch of those rows should too when they come up)");
+           "; step " + std::to_string(step) + ": " + format_gib(steps_peak.value_or(0.0) * 1024 * 1024) + ")";
+  log("info", "memory: the longest training rows ahead fit" + peak + ", so a batch of them should too when they come up");
 }
 
 void Trainer::State::flush_metrics() {

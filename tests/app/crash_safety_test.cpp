@@ -137,6 +137,28 @@ TEST_F(CrashSafety, KilledAtEveryFaultPointResumesToTheSameWeights) {
   }
 }
 
+// The system's out-of-memory killer ends a process without a word. A worker ended while it tries
+// its longest training rows (after its first step, so that memory they would run out of runs out
+// there) has said so first, kept in the workspace before the try, and the run's failure names
+// memory as the likely cause, with what would need less.
+TEST_F(CrashSafety, AWorkerKilledWhileTryingItsLongestRowsFailsNamingMemory) {
+  const fs::path config = write_config("killed-trying");
+  auto killed = run_cli("train --db " + db_ + " --config " + config.string(), "GANPO_KILL_AT=step.longest_rows");
+  ASSERT_TRUE(killed.killed_by_sigkill) << "the worker was not killed:\n" << killed.output;
+  expect_consistent_after_kill(1);
+  const auto run = RunStore::open(db_).run(1);
+  EXPECT_NE(run->error.find("stopped without reporting: it was killed, crashed, or the machine went down; last recorded "
+                            "step 1. It stopped while trying a micro-batch of its longest training rows ahead (its last "
+                            "log line), which a run does after its first step so that memory they would run out of "
+                            "runs out then: the system's out-of-memory killer most likely ended it"),
+            std::string::npos)
+      << run->error;
+  EXPECT_NE(run->error.find("a clone of it from its last checkpoint can ask for less: "), std::string::npos) << run->error;
+  EXPECT_NE(run->error.find("[info] memory: trying a micro-batch of the 4 longest training rows ahead (up to "),
+            std::string::npos)
+      << run->error;
+}
+
 TEST_F(CrashSafety, IncompleteCheckpointIsRefusedWithTheReason) {
   const fs::path config = write_config("run");
   auto killed = run_cli("train --db " + db_ + " --config " + config.string(), "GANPO_KILL_AT=step.done:12");

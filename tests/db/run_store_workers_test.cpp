@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "core/memory_estimate.h"
+#include "core/train/trainer.h"
 #include "db/run_store.h"
 
 namespace fs = std::filesystem;
@@ -157,6 +158,37 @@ TEST_F(RunStoreWorkersTest, ADeadWorkerThatHeldMostOfTheMemoryIsSaidToBeLikelyKi
   EXPECT_NE(killed.find("ganpo runs resume " + std::to_string(big)), std::string::npos) << killed;
   EXPECT_EQ(other.find("out-of-memory"), std::string::npos) << other;
   EXPECT_NE(other.find("stopped without reporting"), std::string::npos) << other;
+}
+
+// A worker that ended without a word right after saying it would try its longest training rows
+// (after its first step, core/train/trainer.h) was most likely ended for its memory, whatever its
+// last reading; one that said so earlier and went on is judged by its reading.
+TEST_F(RunStoreWorkersTest, ADeadWorkerWhoseLastLineWasTheTryOfItsLongestRowsIsSaidToBeLikelyKilledForIt) {
+  int64_t trying = 0, went_on = 0;
+  const std::string line = std::string(ganpo::kTryingLongestRowsLog) + " 4 longest training rows ahead (up to ...)";
+  {
+    auto store = RunStore::open(db_path());
+    trying = store.create_run("trying", "preference", R"({"device": "cpu", "train": {"per_device_train_batch_size": 8}})");
+    went_on = store.create_run("went-on", "preference", R"({"device": "cpu"})");
+    for (const int64_t id : {trying, went_on}) {
+      store.set_status(id, RunStatus::running);
+      store.add_event(id, "info", line);
+      store.heartbeat(id, dead_pid(), 1);
+    }
+    store.add_event(went_on, "info", "memory: the longest training rows ahead fit");
+  }
+  auto store = RunStore::open(db_path());
+  const std::string killed = store.run(trying)->error, other = store.run(went_on)->error;
+  EXPECT_NE(killed.find("last recorded step 1. It stopped while trying a micro-batch of its longest training rows ahead "
+                        "(its last log line), which a run does after its first step so that memory they would run out "
+                        "of runs out then: the system's out-of-memory killer most likely ended it (`journalctl -k"),
+            std::string::npos)
+      << killed;
+  EXPECT_NE(killed.find("a clone of it from its last checkpoint can ask for less: set train.gradient_checkpointing = "
+                        "true, lower train.per_device_train_batch_size (now 8)"),
+            std::string::npos)
+      << killed;
+  EXPECT_EQ(other.find("out-of-memory"), std::string::npos) << other;
 }
 
 TEST_F(RunStoreWorkersTest, LiveAndUnattachedRunsAreLeftAlone) {

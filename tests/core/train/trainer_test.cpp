@@ -2015,11 +2015,13 @@ TEST_F(TrainerTest, TheLongestRowsRunAfterTheFirstStepAndLeaveNoTrace) {
   ASSERT_GT(c.ganpo.critic_dropout, 0.0);
   Collector obs;
   ASSERT_EQ(run(c, obs).status, "completed") << obs.all_logs();
-  const std::string tried = "memory: a micro-batch of the 4 longest training rows ahead (up to ";
+  const std::string tried = "info: memory: trying a micro-batch of the 4 longest training rows ahead (up to ";
   ASSERT_EQ(count_of(obs.all_logs(), tried), 1u) << obs.all_logs();
   EXPECT_CONTAINS(obs.all_logs(), " positions through the output head; step 1's up to ");
-  EXPECT_CONTAINS(obs.all_logs(), " positions through the output head) ran forward and backward and was discarded: it "
-                                  "fits (a batch of those rows should too when they come up)");
+  EXPECT_CONTAINS(obs.all_logs(), " positions through the output head), forward and backward, then discarded: memory "
+                                  "they would run out of runs out now rather than when they come up\n"
+                                  "info: memory: the longest training rows ahead fit, so a batch of them should too "
+                                  "when they come up\n");
 
   RunConfig without = c;
   without.output_dir += "-without";
@@ -2046,7 +2048,7 @@ TEST_F(TrainerTest, TheLongestRowsRunAfterTheFirstStepAndLeaveNoTrace) {
   all.data.builtin_train_size = 4;
   Collector all_obs;
   ASSERT_EQ(run(all, all_obs).status, "completed") << all_obs.all_logs();
-  EXPECT_EQ(count_of(all_obs.all_logs(), "memory: a micro-batch"), 0u) << all_obs.all_logs();
+  EXPECT_EQ(count_of(all_obs.all_logs(), "memory: trying"), 0u) << all_obs.all_logs();
 }
 
 // Memory that the longest rows run out of shows after step 1: the run fails there, saying so,
@@ -2079,7 +2081,7 @@ TEST_F(TrainerTest, TheLongestRowsThatRunOutOfMemoryDoSoAfterTheFirstStep) {
                                     "accumulation steps (train.per_device_train_batch_size 4 -> 2, "
                                     "train.gradient_accumulation_steps 1 -> 2; 4 rows per optimizer step, as before), "
                                     "from the start.");
-  EXPECT_EQ(count_of(a_obs.all_logs(), "memory: a micro-batch of the 2 longest training rows ahead"), 1u)
+  EXPECT_EQ(count_of(a_obs.all_logs(), "memory: trying a micro-batch of the 2 longest training rows ahead"), 1u)
       << a_obs.all_logs();
   RunConfig found = c;
   found.output_dir += "-found";
