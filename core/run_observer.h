@@ -26,6 +26,11 @@ struct SampleRecord {
 
 enum class ControlCommand { None, Pause, Resume, Stop, Sample, Checkpoint };
 
+// How the trainer's log line before it tries the longest training rows (after a stage's first
+// step; core/train/trainer_state.h) begins: a worker that ends without a word after it was
+// likely ended by the system for its memory (the store's failure says so: db/run_store.cpp).
+inline constexpr const char* kTryingLongestRowsLog = "memory: trying";
+
 class RunObserver {
 public:
   virtual ~RunObserver() = default;

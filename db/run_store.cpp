@@ -17,7 +17,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/memory_estimate.h"
-#include "core/train/trainer.h"
+#include "core/run_observer.h"
 
 namespace ganpo {
 
@@ -472,7 +472,16 @@ void RunStore::rewind(int64_t run_id, int64_t after_step) {
 std::string RunStore::memory_kill_hint(const RunRow& r) {
   // The kernel's out-of-memory killer ends the process that holds the most memory, without a
   // word to it: a worker whose last reading held half of this machine's RAM or more likely was it,
-  // and so was one whose last line said it would try its longest rows (core/train/trainer.h).
+  // and so was a CPU run's whose last line said it would try its longest rows (a GPU run's that
+  // runs out of GPU memory there says so itself; core/run_observer.h).
+  std::optional<RunConfig> config;
+  try {
+    config = config_from_json(nlohmann::json::parse(r.config_json));
+  } catch (const std::exception&) {
+    // a config this build cannot read: the hint stands without the settings
+  }
+  // ("auto" ran where its start recorded)
+  const bool on_cpu = config && (config->device == "cpu" || (config->device == "auto" && r.device.rfind("cpu", 0) == 0));
   sql::Statement last(db_, "SELECT text FROM events WHERE run_id = ? ORDER BY id DESC LIMIT 1");
   last.bind(1, r.id);
   const bool trying = last.step() && last.col_text(0).rfind(kTryingLongestRowsLog, 0) == 0;
@@ -480,24 +489,19 @@ std::string RunStore::memory_kill_hint(const RunRow& r) {
   const int64_t ram = system_memory_bytes("MemTotal");
   std::string text;
   if (trying)
-    text = ". It stopped while trying a micro-batch of its longest training rows ahead (its last log line), which a run "
-           "does after its first step so that memory they would run out of runs out then: the system's out-of-memory "
-           "killer most likely ended it";
+    text = std::string(". It stopped while trying its longest training rows ahead (its last log line), which a run does "
+                       "after its first step so that memory they would run out of runs out then: the system's "
+                       "out-of-memory killer ") +
+           (on_cpu ? "most likely" : "may have") + " ended it";
   else if (rss_mb && ram > 0 && *rss_mb * 1024 * 1024 >= 0.5 * static_cast<double>(ram))
     text = ". Its last memory reading was " + format_gib(*rss_mb * 1024 * 1024) + " resident of this machine's " +
            format_gib(static_cast<double>(ram)) + ", so the system's out-of-memory killer may have ended it";
   else
     return "";
   text += " (`journalctl -k | grep -i \"killed process\"` says)";
-  try {
-    RunConfig config = config_from_json(nlohmann::json::parse(r.config_json));
-    // (a GPU run's host memory depends little on its settings; "auto" ran where its start says)
-    if (config.device == "cpu" || (config.device == "auto" && r.device.rfind("cpu", 0) == 0))
-      text += "; a clone of it from its last checkpoint can ask for less: " +
-              ways_to_use_less_memory(config, 0, MemoryUse::training);
-  } catch (const std::exception&) {
-    // a config this build cannot read: the hint stands without the settings
-  }
+  if (on_cpu)  // (a GPU run's host memory depends little on its settings)
+    text += "; a clone of it from its last checkpoint can ask for less: " +
+            ways_to_use_less_memory(*config, 0, MemoryUse::training);
   return text;
 }
 

@@ -57,11 +57,6 @@ struct TrainerOptions {
   bool try_longest_rows = true;
 };
 
-// How the run log's line before the try of the longest training rows (after a stage's first
-// step) begins, "<this> 4 longest training rows ahead (...)": a worker that ends without a word
-// after it was likely ended by the system for its memory (db/run_store.cpp says so).
-inline constexpr const char* kTryingLongestRowsLog = "memory: trying a micro-batch of the";
-
 struct TrainResult {
   // "completed" | "stopped" | "failed" | "relaunch" (a data-parallel rank whose launcher starts
   // every rank again with a smaller batch: train.auto_find_batch_size, core/relaunch_request.h)

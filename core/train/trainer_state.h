@@ -408,7 +408,9 @@ struct Trainer::State {
   // is a step's: the run fails saying so, or train.auto_find_batch_size goes on with a smaller
   // batch. Any other failure there says it came from this try.
   void try_longest_rows();
-  std::vector<int64_t> longest_rows(int64_t count) const;
+  // The micro-batches of `count` rows it tries: the rows that pad a batch furthest, in one where
+  // it has room for them all (else in as many as they need), with the longest rows besides.
+  std::vector<std::vector<int64_t>> longest_batches(int64_t count) const;
   // The rows the steps left take (every rank's), each once, in the order they come.
   std::vector<int64_t> rows_ahead() const;
   // The steps' memory peak (MiB) before the try of the longest rows, which reset it: the next log

@@ -322,9 +322,9 @@ std::vector<int64_t> Trainer::State::rows_ahead() const {
   return rows;
 }
 
-std::vector<int64_t> Trainer::State::longest_rows(int64_t count) const {
+std::vector<std::vector<int64_t>> Trainer::State::longest_batches(int64_t count) const {
   std::vector<int64_t> ahead = rows_ahead();
-  if (ahead.empty()) return {};
+  if (ahead.empty() || count <= 0) return {};
   std::vector<PaddedExtent> extent(ahead.size());
   for (size_t k = 0; k < ahead.size(); ++k) extent[k] = train_row_extent(ahead[k]);
   // Positions in `ahead`: the row that is longest by `longer` (the first of equals).
@@ -334,47 +334,66 @@ std::vector<int64_t> Trainer::State::longest_rows(int64_t count) const {
       if (longer(extent[k], extent[best])) best = k;
     return best;
   };
-  const auto by_row = [](const PaddedExtent& a, const PaddedExtent& b) { return a.row > b.row; };
   const auto by = [](int64_t PaddedExtent::*length, int sign) {
     return [length, sign](const PaddedExtent& a, const PaddedExtent& b) {
       return a.*length != b.*length ? sign * (a.*length - b.*length) > 0 : a.row > b.row;
     };
   };
-  // The longest row, the longest response, the longest prompt and the shortest prompt (which
-  // runs the plain layout's head longest), then the rest by row length.
-  std::vector<size_t> picked;
-  for (size_t k : {longest_by(by_row), longest_by(by(&PaddedExtent::response, 1)),
+  // The rows that pad a batch furthest: the longest row, the longest response, the longest
+  // prompt and the shortest prompt (which runs the plain layout's head longest).
+  std::vector<size_t> extremes;
+  for (size_t k : {longest_by(by(&PaddedExtent::row, 1)), longest_by(by(&PaddedExtent::response, 1)),
                    longest_by(by(&PaddedExtent::prompt, 1)), longest_by(by(&PaddedExtent::shortest_prompt, -1))})
-    if (std::find(picked.begin(), picked.end(), k) == picked.end()) picked.push_back(k);
+    if (std::find(extremes.begin(), extremes.end(), k) == extremes.end()) extremes.push_back(k);
+  // The rest by row length, as many as a batch could want.
   std::vector<size_t> rest;
   for (size_t k = 0; k < ahead.size(); ++k)
-    if (std::find(picked.begin(), picked.end(), k) == picked.end()) rest.push_back(k);
-  const size_t more = std::min(rest.size(), static_cast<size_t>(std::max<int64_t>(count, 0)));
+    if (std::find(extremes.begin(), extremes.end(), k) == extremes.end()) rest.push_back(k);
+  const size_t more = std::min(rest.size(), static_cast<size_t>(count));
   std::partial_sort(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(more), rest.end(),
                     [&](size_t a, size_t b) { return extent[a].row != extent[b].row ? extent[a].row > extent[b].row : a < b; });
-  picked.insert(picked.end(), rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(more));
-  // A batch has `count` rows, as next_indices gives it where the data holds fewer.
-  std::vector<int64_t> rows;
-  for (int64_t r = 0; r < count; ++r) rows.push_back(ahead[picked[static_cast<size_t>(r) % picked.size()]]);
-  return rows;
+  rest.resize(more);
+  // Micro-batches of `count` rows holding every extreme row: one where it has room for them
+  // all, else as many as they need (a batch of 1 tries each alone); each filled with the longest
+  // rows, and with its own rows again where the data holds fewer (as next_indices repeats them).
+  std::vector<std::vector<int64_t>> batches;
+  for (size_t first = 0; first < extremes.size(); first += static_cast<size_t>(count)) {
+    std::vector<size_t> rows(extremes.begin() + static_cast<std::ptrdiff_t>(first),
+                             extremes.begin() + static_cast<std::ptrdiff_t>(std::min(extremes.size(), first + static_cast<size_t>(count))));
+    for (size_t k : rest)
+      if (static_cast<int64_t>(rows.size()) < count) rows.push_back(k);
+    std::vector<int64_t> batch;
+    for (int64_t r = 0; r < count; ++r) batch.push_back(ahead[rows[static_cast<size_t>(r) % rows.size()]]);
+    batches.push_back(std::move(batch));
+  }
+  return batches;
 }
 
 void Trainer::State::try_longest_rows() {
   longest_rows_tried = true;
   if (options.benchmark || !options.try_longest_rows || step >= total_steps || train_size() == 0) return;
-  const std::vector<int64_t> idx = longest_rows(config.train.per_device_train_batch_size);
-  PaddedExtent extent;
-  for (auto i : idx) extent.include(train_row_extent(i));
   // Where a micro-batch of the first step padded as far on any rank (ranks are alike), it
-  // answers for all. The try's passes have collectives, so every rank runs it or none does.
-  bool needed = std::none_of(stepped_extents.begin(), stepped_extents.end(),
-                             [&](const PaddedExtent& e) { return extent.within(e); });
-  if (dp) {
-    auto covered = torch::tensor({needed ? 0.0f : 1.0f});
-    dp->all_reduce_sum_on_host_(covered);
-    needed = covered.item<float>() == 0.0f;
+  // answers for all. The try's passes have collectives, so every rank runs the same ones.
+  std::vector<std::vector<int64_t>> batches = longest_batches(config.train.per_device_train_batch_size);
+  std::vector<PaddedExtent> extents;
+  auto needed = torch::zeros({static_cast<int64_t>(batches.size())});  // [batches] 1: not covered on this rank
+  for (size_t b = 0; b < batches.size(); ++b) {
+    PaddedExtent e;
+    for (auto i : batches[b]) e.include(train_row_extent(i));
+    extents.push_back(e);
+    if (std::none_of(stepped_extents.begin(), stepped_extents.end(), [&](const PaddedExtent& s) { return e.within(s); }))
+      needed[static_cast<int64_t>(b)] = 1.0f;
   }
-  if (!needed) return;
+  if (dp && !batches.empty()) dp->all_reduce_sum_on_host_(needed);
+  const int64_t ranks = world();
+  std::vector<std::vector<int64_t>> tries;
+  PaddedExtent tried;
+  for (size_t b = 0; b < batches.size(); ++b)
+    if (needed[static_cast<int64_t>(b)].item<float>() == static_cast<float>(ranks)) {
+      tries.push_back(std::move(batches[b]));
+      tried.include(extents[b]);
+    }
+  if (tries.empty()) return;
 
   PaddedExtent stepped;
   for (const auto& e : stepped_extents) stepped.include(e);
@@ -382,15 +401,18 @@ void Trainer::State::try_longest_rows() {
     return std::to_string(e.prompt) + "-token prompts, " + std::to_string(e.response) + "-token responses, " +
            std::to_string(e.row) + "-token rows, " + std::to_string(e.head()) + " positions through the output head";
   };
+  drain_device();  // (the first step's time is the step's)
   // (Said first: should the system end the process for its memory, this is the run's last line.)
-  log("info", std::string(kTryingLongestRowsLog) + " " + std::to_string(idx.size()) + " longest training rows ahead (up to " +
-                  lengths(extent) + "; step " + std::to_string(step) + "'s up to " + lengths(stepped) +
+  const std::string rows = std::to_string(config.train.per_device_train_batch_size);
+  log("info", std::string(kTryingLongestRowsLog) + " " +
+                  (tries.size() == 1 ? "a micro-batch of the " + rows
+                                     : std::to_string(tries.size()) + " micro-batches of " + rows + " of the") +
+                  " longest training rows ahead (up to " + lengths(tried) + "; step " + std::to_string(step) +
+                  "'s up to " + lengths(stepped) +
                   "), forward and backward, then discarded: memory they would run out of runs out now rather than "
                   "when they come up");
   observer.flush();
   fault_point("step.longest_rows");
-  const Doing doing(*this, kTryingLongestRows);
-  drain_device();  // (the first step's time is the step's)
   const int index = device.has_index() ? device.index() : 0;
   // The window's memory peak so far is the steps': its log line reports that, and the try's
   // peak is the try's own.
@@ -417,32 +439,35 @@ void Trainer::State::try_longest_rows() {
   const bool defer = std::exchange(defer_checks, true);  // a non-finite loss here is the next steps' to find
   const auto counts = std::make_tuple(window_micro, window_tokens, window_flops, tokens_seen);
 
-  // The gradients a micro-batch of a step meets: none at its start, the step's so far in a later
-  // one (where it accumulates; the first step's are still there, zeroed here).
-  if (config.train.gradient_accumulation_steps > 1) {
-    torch::NoGradGuard guard;
-    for (auto& p : trainable)
-      if (p.grad().defined()) p.mutable_grad().zero_();
-  } else {
-    optimizer->zero_grad();
-  }
   const std::string context = "after step " + std::to_string(step) +
                               ", a micro-batch of the longest training rows (tried so that memory they would run "
                               "out of shows now): ";
-  try {
-    Bf16Autocast autocast(bf16_autocast());
-    // (not the last micro-batch: no gradient all-reduce, no critic step)
-    if (preference)
-      preference_micro_step(idx, 1.0, false);
-    else
-      sft_micro_step(idx, 1.0);
-  } catch (const RelaunchRequested&) {
-    throw;
-  } catch (const Error& e) {
-    throw Error(context + e.what());
-  } catch (const c10::Error& e) {
-    if (is_out_of_memory(e)) throw;
-    throw Error(context + "LibTorch error: " + e.what_without_backtrace());
+  for (const auto& idx : tries) {
+    // The gradients a micro-batch of a step meets: none at its start, the step's so far in a
+    // later one (where it accumulates; the first step's are still there, zeroed here).
+    if (config.train.gradient_accumulation_steps > 1) {
+      torch::NoGradGuard guard;
+      for (auto& p : trainable)
+        if (p.grad().defined()) p.mutable_grad().zero_();
+    } else {
+      optimizer->zero_grad();
+    }
+    try {
+      const Doing doing(*this, kTryingLongestRows);  // (kept where memory runs out: the failure says where)
+      Bf16Autocast autocast(bf16_autocast());
+      // (not the last micro-batch: no gradient all-reduce, no critic step)
+      if (preference)
+        preference_micro_step(idx, 1.0, false);
+      else
+        sft_micro_step(idx, 1.0);
+    } catch (const RelaunchRequested&) {
+      throw;
+    } catch (const Error& e) {
+      throw Error(context + e.what());
+    } catch (const c10::Error& e) {
+      if (is_out_of_memory(e)) throw;
+      throw Error(context + "LibTorch error: " + e.what_without_backtrace());
+    }
   }
   if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
   const std::optional<double> try_peak = peak_mb();

@@ -143,14 +143,16 @@ TEST_F(CrashSafety, KilledAtEveryFaultPointResumesToTheSameWeights) {
 // memory as the likely cause, with what would need less.
 TEST_F(CrashSafety, AWorkerKilledWhileTryingItsLongestRowsFailsNamingMemory) {
   const fs::path config = write_config("killed-trying");
+  const std::string toml = read_bytes(config);
+  std::ofstream(config) << "device = \"cpu\"\n" << toml;  // (a GPU run's try says so itself)
   auto killed = run_cli("train --db " + db_ + " --config " + config.string(), "GANPO_KILL_AT=step.longest_rows");
   ASSERT_TRUE(killed.killed_by_sigkill) << "the worker was not killed:\n" << killed.output;
   expect_consistent_after_kill(1);
   const auto run = RunStore::open(db_).run(1);
   EXPECT_NE(run->error.find("stopped without reporting: it was killed, crashed, or the machine went down; last recorded "
-                            "step 1. It stopped while trying a micro-batch of its longest training rows ahead (its last "
-                            "log line), which a run does after its first step so that memory they would run out of "
-                            "runs out then: the system's out-of-memory killer most likely ended it"),
+                            "step 1. It stopped while trying its longest training rows ahead (its last log line), which "
+                            "a run does after its first step so that memory they would run out of runs out then: the "
+                            "system's out-of-memory killer most likely ended it"),
             std::string::npos)
       << run->error;
   EXPECT_NE(run->error.find("a clone of it from its last checkpoint can ask for less: "), std::string::npos) << run->error;

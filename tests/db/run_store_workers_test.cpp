@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "core/memory_estimate.h"
-#include "core/train/trainer.h"
+#include "core/run_observer.h"
 #include "db/run_store.h"
 
 namespace fs = std::filesystem;
@@ -165,7 +165,8 @@ TEST_F(RunStoreWorkersTest, ADeadWorkerThatHeldMostOfTheMemoryIsSaidToBeLikelyKi
 // last reading; one that said so earlier and went on is judged by its reading.
 TEST_F(RunStoreWorkersTest, ADeadWorkerWhoseLastLineWasTheTryOfItsLongestRowsIsSaidToBeLikelyKilledForIt) {
   int64_t trying = 0, went_on = 0;
-  const std::string line = std::string(ganpo::kTryingLongestRowsLog) + " 4 longest training rows ahead (up to ...)";
+  const std::string line =
+      std::string(ganpo::kTryingLongestRowsLog) + " a micro-batch of the 4 longest training rows ahead (up to ...)";
   {
     auto store = RunStore::open(db_path());
     trying = store.create_run("trying", "preference", R"({"device": "cpu", "train": {"per_device_train_batch_size": 8}})");
@@ -179,9 +180,9 @@ TEST_F(RunStoreWorkersTest, ADeadWorkerWhoseLastLineWasTheTryOfItsLongestRowsIsS
   }
   auto store = RunStore::open(db_path());
   const std::string killed = store.run(trying)->error, other = store.run(went_on)->error;
-  EXPECT_NE(killed.find("last recorded step 1. It stopped while trying a micro-batch of its longest training rows ahead "
-                        "(its last log line), which a run does after its first step so that memory they would run out "
-                        "of runs out then: the system's out-of-memory killer most likely ended it (`journalctl -k"),
+  EXPECT_NE(killed.find("last recorded step 1. It stopped while trying its longest training rows ahead (its last log "
+                        "line), which a run does after its first step so that memory they would run out of runs out "
+                        "then: the system's out-of-memory killer most likely ended it (`journalctl -k"),
             std::string::npos)
       << killed;
   EXPECT_NE(killed.find("a clone of it from its last checkpoint can ask for less: set train.gradient_checkpointing = "

@@ -21,6 +21,8 @@
 #include <torch/torch.h>
 
 #include "core/batching.h"
+#include "core/cpu_tensor_memory.h"
+#include "core/dataset_files.h"
 #include "core/bf16_autocast.h"
 #include "core/checkpoint.h"
 #include "core/memory_estimate.h"
@@ -2049,6 +2051,65 @@ TEST_F(TrainerTest, TheLongestRowsRunAfterTheFirstStepAndLeaveNoTrace) {
   Collector all_obs;
   ASSERT_EQ(run(all, all_obs).status, "completed") << all_obs.all_logs();
   EXPECT_EQ(count_of(all_obs.all_logs(), "memory: trying"), 0u) << all_obs.all_logs();
+}
+
+// The rows tried are those the steps left will take: a long row the run does not come to is not
+// tried (it would change nothing but the batch a run finds), one it comes to is.
+TEST_F(TrainerTest, TheLongestRowsTriedAreTheOnesTheStepsLeftTake) {
+  auto c = config("longest-ahead");
+  c.data.builtin = RunConfig{}.data.builtin;
+  // The file's rows as the first epoch's steps take them: shuffled as loaded, then in its order.
+  std::vector<int64_t> file_rows{0, 1, 2, 3, 4, 5, 6, 7}, loaded, none;
+  shuffle_split(file_rows, 0.0, static_cast<uint64_t>(c.seed), loaded, none);
+  const auto order = epoch_order(8, static_cast<uint64_t>(c.seed), 0);
+  const int64_t fourth = loaded[static_cast<size_t>(order[3])];
+  const fs::path file = root_ / "pairs.jsonl";
+  {
+    std::ofstream out(file);
+    for (int64_t i = 0; i < 8; ++i)  // every row alike but the fourth the steps take
+      out << R"({"prompt": "Say a colour )" << (i == fourth ? std::string(40, 'x') : "") << R"(", "chosen": "red", )"
+          << R"("rejected": "grey"})" << "\n";
+  }
+  c.data.train = file.string();
+  c.data.eval_fraction = 0.0;
+  c.train.per_device_train_batch_size = 1;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  for (const int64_t steps : {3, 4, 12}) {
+    RunConfig r = c;
+    r.output_dir += "-" + std::to_string(steps);
+    r.train.max_steps = steps;
+    Collector obs;
+    ASSERT_EQ(run(r, obs).status, "completed") << obs.all_logs();
+    EXPECT_EQ(count_of(obs.all_logs(), "memory: trying a micro-batch of the 1 longest training rows ahead"),
+              steps > 3 ? 1u : 0u)
+        << steps << " steps\n" << obs.all_logs();
+  }
+}
+
+// The first log line's memory peak is the steps', not the try's: the try resets the peak, and
+// the window's line reports at least what the steps held before it.
+TEST_F(TrainerTest, TheMemoryPeakOfAWindowWithTheTryIsTheSteps) {
+  count_cpu_tensor_memory();
+  auto c = config("longest-peak");
+  c.seed = 7;
+  c.train.max_steps = 4;
+  c.train.logging_steps = 2;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  Collector with;
+  ASSERT_EQ(run(c, with).status, "completed") << with.all_logs();
+  ASSERT_EQ(count_of(with.all_logs(), "memory: trying"), 1u) << with.all_logs();
+  EXPECT_CONTAINS(with.all_logs(), "memory: the longest training rows ahead fit (CPU tensors peaked at ");
+  RunConfig w = c;
+  w.output_dir += "-without";
+  TrainerOptions no_try;
+  no_try.try_longest_rows = false;
+  Collector without;
+  ASSERT_EQ(run(w, without, no_try).status, "completed") << without.all_logs();
+  for (const int64_t step : {2, 4})
+    EXPECT_EQ(with.metrics.at(step).at("memory/cpu_tensor_peak_mb"), without.metrics.at(step).at("memory/cpu_tensor_peak_mb"))
+        << step;
 }
 
 // Memory that the longest rows run out of shows after step 1: the run fails there, saying so,
