@@ -402,7 +402,9 @@ void Trainer::State::try_longest_rows() {
            std::to_string(e.row) + "-token rows, " + std::to_string(e.head()) + " positions through the output head";
   };
   drain_device();  // (the first step's time is the step's)
-  // (Said first: should the system end the process for its memory, this is the run's last line.)
+  // (Said first: should the system end the process for its memory, this is the run's last line,
+  // and the other ranks' failure says where this one was.)
+  if (dp) dp->note_progress(3 * step + 2, "trying its longest training rows ahead after step " + std::to_string(step));
   const std::string rows = std::to_string(config.train.per_device_train_batch_size);
   log("info", std::string(kTryingLongestRowsLog) + " " +
                   (tries.size() == 1 ? "a micro-batch of the " + rows

@@ -504,6 +504,19 @@ TEST(DataParallel, ARankThatDiesFailsTheWorkspaceRunWhichThenResumes) {
 
 // `ganpo launch` with the torchrun-style options runs the same thing from a config with one
 // process (each rank reads the place the launcher gives it); killing a rank ends the run.
+// A rank the system ends while it tries its longest training rows (after step 1: core/train/
+// trainer_state.h) is named with where it was: the other ranks' failure says it was trying them,
+// the sign of memory that runs out there.
+TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 2, 2, 12);
+  auto killed = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_KILL_AT=step.longest_rows@1");
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.output;
+  EXPECT_CONTAINS(killed.output, "was killed by signal 9");
+  EXPECT_CONTAINS(killed.output, "rank 1: trying its longest training rows ahead after step 1");
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "info: memory: trying a micro-batch of the 2 longest training rows ahead");
+}
+
 TEST(DataParallel, LaunchRunsTheRanksAndAKilledRankEndsTheRunNamingIt) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 1, 2);
