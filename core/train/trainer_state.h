@@ -399,8 +399,9 @@ struct Trainer::State {
 
   // After the stage's first step: where the rows the steps left will take hold some longer than
   // any micro-batch of that step padded to (on any rank), a micro-batch of the longest (the
-  // longest row, response and prompt, the shortest prompt, then the next longest rows) runs
-  // forward and backward as a step's would, with the gradients a step's micro-batch meets, and
+  // longest row, the shortest prompt, the longest response and prompt, then the next longest
+  // rows; a few micro-batches where one has fewer than four rows) runs forward and backward as
+  // a step's would, with the gradients a step's micro-batch meets, and
   // everything it did is discarded (gradients, metrics, checks, generators, the critics' EMA
   // means and spectral norms as they were), so that most memory a later batch would run out of
   // runs out a step into the run rather than hours in (train.group_by_length puts an epoch's

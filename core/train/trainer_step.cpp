@@ -339,11 +339,12 @@ std::vector<std::vector<int64_t>> Trainer::State::longest_batches(int64_t count)
       return a.*length != b.*length ? sign * (a.*length - b.*length) > 0 : a.row > b.row;
     };
   };
-  // The rows that pad a batch furthest: the longest row, the longest response, the longest
-  // prompt and the shortest prompt (which runs the plain layout's head longest).
+  // The rows that pad a batch furthest, in pairs that go together where a batch holds two: the
+  // longest row with the shortest prompt (the plain layout's T and the head's span from that
+  // prompt's end), the longest response with the longest prompt (the shared layout's R and P).
   std::vector<size_t> extremes;
-  for (size_t k : {longest_by(by(&PaddedExtent::row, 1)), longest_by(by(&PaddedExtent::response, 1)),
-                   longest_by(by(&PaddedExtent::prompt, 1)), longest_by(by(&PaddedExtent::shortest_prompt, -1))})
+  for (size_t k : {longest_by(by(&PaddedExtent::row, 1)), longest_by(by(&PaddedExtent::shortest_prompt, -1)),
+                   longest_by(by(&PaddedExtent::response, 1)), longest_by(by(&PaddedExtent::prompt, 1))})
     if (std::find(extremes.begin(), extremes.end(), k) == extremes.end()) extremes.push_back(k);
   // The rest by row length, as many as a batch could want.
   std::vector<size_t> rest;

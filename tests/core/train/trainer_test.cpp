@@ -2142,7 +2142,9 @@ TEST_F(TrainerTest, TheLongestRowsThatRunOutOfMemoryDoSoAfterTheFirstStep) {
                                     "accumulation steps (train.per_device_train_batch_size 4 -> 2, "
                                     "train.gradient_accumulation_steps 1 -> 2; 4 rows per optimizer step, as before), "
                                     "from the start.");
-  EXPECT_EQ(count_of(a_obs.all_logs(), "memory: trying a micro-batch of the 2 longest training rows ahead"), 1u)
+  // (2 rows a micro-batch: the longest row with the shortest prompt, then the longest response
+  // with the longest prompt)
+  EXPECT_EQ(count_of(a_obs.all_logs(), "memory: trying 2 micro-batches of 2 of the longest training rows ahead"), 1u)
       << a_obs.all_logs();
   RunConfig found = c;
   found.output_dir += "-found";
