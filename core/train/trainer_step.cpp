@@ -310,13 +310,13 @@ std::vector<int64_t> Trainer::State::rows_ahead() const {
                  config.train.per_device_train_batch_size;
   std::vector<char> taken(static_cast<size_t>(n), 0);
   std::vector<int64_t> rows;
-  std::vector<int64_t> epoch_order = order;
+  std::vector<int64_t> rows_of_epoch = order;
   for (int64_t at = cursor, e = epoch; left > 0 && static_cast<int64_t>(rows.size()) < n; --left, ++at) {
-    if (at >= static_cast<int64_t>(epoch_order.size())) {
-      epoch_order = epoch_rows(++e, configured_group_rows());
+    if (at >= static_cast<int64_t>(rows_of_epoch.size())) {
+      rows_of_epoch = epoch_rows(++e, configured_group_rows());
       at = 0;
     }
-    const int64_t row = epoch_order[static_cast<size_t>(at)];
+    const int64_t row = rows_of_epoch[static_cast<size_t>(at)];
     if (!taken[static_cast<size_t>(row)]) taken[static_cast<size_t>(row)] = 1, rows.push_back(row);
   }
   return rows;
