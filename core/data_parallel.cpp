@@ -165,7 +165,7 @@ std::string DataParallel::failures_of_other_ranks() const {
 
 // "rank 0: logging step 2; rank 1: finished step 2 (behind: it hung or died)", from the store,
 // which rank 0 serves.
-std::string DataParallel::progress_of_ranks() const {
+DataParallel::RanksProgress DataParallel::progress_of_ranks() const {
   struct Progress {
     int64_t position = -1;
     std::string where = "not started";
@@ -185,12 +185,15 @@ std::string DataParallel::progress_of_ranks() const {
       furthest = std::max(furthest, p.position);
     }
   } catch (...) {
-    return "";
+    return {};
   }
-  std::string out;
-  for (size_t r = 0; r < ranks.size(); ++r)
-    out += (out.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " + ranks[r].where +
-           (ranks[r].position < furthest ? " (behind: it hung or died)" : "");
+  RanksProgress out;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    out.text += (out.text.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " + ranks[r].where +
+                (ranks[r].position < furthest ? " (behind: it hung or died)" : "");
+    if (static_cast<int>(r) != env_.rank && ranks[r].where.rfind(kTryingLongestRowsProgress, 0) == 0)
+      out.other_trying = true;
+  }
   return out;
 }
 
@@ -208,7 +211,8 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
   } catch (...) {
   }
   const std::string detail = current_error_text();
-  const std::string progress = progress_of_ranks(), failures = failures_of_other_ranks();
+  const RanksProgress progress = progress_of_ranks();
+  const std::string failures = failures_of_other_ranks();
   if (!failures.empty())
     throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
                 std::to_string(env_.world_size) + " because " + failures);
@@ -226,10 +230,20 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
                 std::to_string(env_.world_size) + ": rank 0 stopped or could not be reached (the rendezvous store it "
                 "serves is gone too: " + detail + "). Rank 0's own log says why (the launcher's console, or the "
                 "run's log in the workspace); the run is resumable from its last checkpoint");
-  throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
-              std::to_string(env_.world_size) + ": another rank stopped, hung past train.dist_timeout_s or could "
-              "not be reached (" + detail + ")" + (progress.empty() ? "" : "; " + progress) +
-              ". Each rank's own log says why; the run is resumable from its last checkpoint");
+  // A rank that runs out of memory says so (note_failure) unless the system ended it for its
+  // memory, without a word: where it was trying its longest rows, that is the likely reason.
+  const std::string memory =
+      !progress.other_trying ? ""
+      : std::string(". A rank that went away while trying its longest training rows ahead (which every rank does "
+                    "after its first step so that memory they would run out of runs out then) ") +
+            (device_.is_cuda() ? "may have run out of host memory" : "most likely ran out of memory") +
+            ": the system's out-of-memory killer ends such a process without a word (`journalctl -k | grep -i "
+            "\"killed process\"` says)";
+  throw RankWentAway("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
+                         std::to_string(env_.world_size) + ": another rank stopped, hung past train.dist_timeout_s or "
+                         "could not be reached (" + detail + ")" + (progress.text.empty() ? "" : "; " + progress.text) +
+                         memory + ". Each rank's own log says why; the run is resumable from its last checkpoint",
+                     !memory.empty());
 }
 
 bool DataParallel::store_answers() const {

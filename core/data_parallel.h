@@ -39,6 +39,23 @@
 
 namespace ganpo {
 
+// How a rank's progress note says it is trying its longest training rows ahead (after a stage's
+// first step; core/train/trainer_state.h), the point where a run's memory runs out if it will.
+inline constexpr const char* kTryingLongestRowsProgress = "trying its longest training rows ahead";
+
+// A collective failed because another rank went away or hung without saying why. Where a rank
+// that went away was trying its longest training rows ahead (its progress note), the message says
+// that memory most likely ran out there, the system's out-of-memory killer having ended it without
+// a word, and `memory_suspect` is true: the trainer adds what would need less.
+class RankWentAway : public Error {
+public:
+  RankWentAway(const std::string& message, bool memory_suspect) : Error(message), memory_suspect_(memory_suspect) {}
+  bool memory_suspect() const { return memory_suspect_; }
+
+private:
+  bool memory_suspect_;
+};
+
 class DataParallel {
 public:
   // Joins the process group (blocks until every rank has joined, or throws after `timeout`).
@@ -85,7 +102,7 @@ public:
 
   // Records in the rendezvous store how far this rank got: `position` grows along the run and
   // `where` says it in words ("in step 3"). When a collective fails, the error names the ranks
-  // that fell behind (hung or died) by where they were.
+  // that fell behind (hung or died) by where they were (RankWentAway).
   void note_progress(int64_t position, const std::string& where);
   // Records why this rank fails, as it fails, so that another rank's failed collective can say it
   // ("rank 1 failed: ... ran out of memory ...") rather than only that this rank went away.
@@ -93,7 +110,11 @@ public:
 
 private:
   [[noreturn]] void rethrow_collective_error(const std::string& what) const;
-  std::string progress_of_ranks() const;
+  struct RanksProgress {
+    std::string text;            // "rank 0: logging step 2; rank 1: finished step 2 (behind: it hung or died)"
+    bool other_trying = false;   // another rank's last note: trying its longest training rows
+  };
+  RanksProgress progress_of_ranks() const;
   std::string failures_of_other_ranks() const;
   bool store_answers() const;  // false once rank 0, which serves the rendezvous store, is gone
   torch::Tensor on_backend(const torch::Tensor& t) const;

@@ -517,7 +517,8 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
     if (t.per_device_train_batch_size > 1)
       ways.push_back("lower train.per_device_train_batch_size" + now(t.per_device_train_batch_size) +
                      " and raise train.gradient_accumulation_steps to keep " +
-                     std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps) +
+                     std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps *
+                                    std::max<int64_t>(t.num_processes, 1)) +
                      " rows per optimizer step" + (finds.empty() ? "" : " (" + finds + ")"));
   } else if (use == MemoryUse::evaluation) {
     if (eval_batch_size(t) > 1)
@@ -539,6 +540,10 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
     if (gpu_fp32) ways.push_back("set train.precision = \"bf16\"");
     if (use == MemoryUse::training && config.model.lora.r == 0) ways.push_back("train LoRA adapters ([model.lora] r > 0)");
   }
+  // Processes on the CPU share this machine's RAM, each with its own copy of the models.
+  if (config.device.rfind("cpu", 0) == 0 && t.num_processes > 1 && use != MemoryUse::sampling && use != MemoryUse::judging)
+    ways.push_back("run fewer processes (train.num_processes, now " + std::to_string(t.num_processes) +
+                   ": each holds its own copy of the models in this machine's RAM)");
   std::string text;
   for (size_t i = 0; i < ways.size(); ++i)
     text += (i == 0 ? "" : i + 1 == ways.size() ? ", or " : ", ") + ways[i];

@@ -105,7 +105,8 @@ enum class MemoryUse { models, training, evaluation, sampling, judging };
 // trains, bf16 on a GPU that computes in fp32, the chunked output head where a model of
 // `vocab_size` entries, 32k and more, does not take it already), each with its config key and
 // today's value. The models' weights need less only with LoRA (no reference copy, no gradients
-// or AdamW moments of the base), bf16 (a reference stored in bf16) or a smaller model.
+// or AdamW moments of the base), bf16 (a reference stored in bf16) or a smaller model; several
+// processes on the CPU (train.num_processes: those on this machine) each hold their own copy.
 std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size, MemoryUse use);
 
 // The warning a run logs before it allocates when `processes` processes of this estimate need

@@ -1,7 +1,12 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -51,11 +56,23 @@ private:
   int rank_;
 };
 
+// Testing aid: GANPO_FREE_RAM_FOR_TESTS=BYTES[,BYTES...] stands for the free RAM a process reads
+// (TrainerOptions::free_ram_for_tests), one value for every rank or one a rank, by RANK.
+int64_t free_ram_for_tests(int rank) {
+  const char* env = std::getenv("GANPO_FREE_RAM_FOR_TESTS");
+  if (env == nullptr || *env == '\0') return -1;
+  std::vector<int64_t> values;
+  std::istringstream in(env);
+  for (std::string v; std::getline(in, v, ',');) values.push_back(std::stoll(v));
+  return values.empty() ? -1 : values[std::min(static_cast<size_t>(rank), values.size() - 1)];
+}
+
 }  // namespace
 
 TrainResult run_stage(const RunConfig& config, const TrainerOptions& options_in, const RunRecordTarget& record) {
   TrainerOptions options = options_in;
   if (!options.distributed) options.distributed = read_distributed_env();
+  if (options.free_ram_for_tests < 0) options.free_ram_for_tests = free_ram_for_tests(options.distributed->rank);
   if (options.distributed->rank > 0) {
     RankLog quiet(options.distributed->rank);
     return Trainer(config, quiet, options).run();

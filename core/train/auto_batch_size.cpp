@@ -77,7 +77,7 @@ std::optional<SmallerBatch> batches_that_fit(const RunConfig& config, const Mode
   const bool eval_changed = eval_batch_size(to) != eval_batch_size(from);
   if (!train_changed && !eval_changed) return std::nullopt;
   SmallerBatch out{c, {}};
-  if (train_changed) out.change = training_batch_change(from, to, "as asked");
+  if (train_changed) out.change = training_batch_change(from, to, "as asked", processes);
   if (eval_changed)
     out.change += std::string(train_changed ? ", and " : "") + "evaluation batches of " + std::to_string(eval_batch_size(to)) +
                   (to.per_device_eval_batch_size == 0

@@ -32,7 +32,8 @@ std::optional<SmallerBatch> with_smaller_evaluation_batch(const RunConfig& confi
 // Before a CPU run starts, where Linux may stop a process that asks for more memory than the
 // machine has rather than refuse the allocation: the batches lowered as above until the memory
 // estimate of a step and of an evaluation fit in `available` bytes for `processes` processes (or
-// down to batches of 1). None where they fit already.
+// down to batches of 1; the change then says the rows per optimizer step of each and of all).
+// None where they fit already.
 std::optional<SmallerBatch> batches_that_fit(const RunConfig& config, const ModelShape& shape, int64_t available,
                                              int processes);
 

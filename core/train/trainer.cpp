@@ -140,6 +140,11 @@ TrainResult Trainer::State::run() {
   } catch (const RelaunchRequested& e) {
     relaunch = true;  // another rank's request: this one ends with it
     log("warning", e.what());
+  } catch (const RankWentAway& e) {
+    // (a rank the system most likely ended for its memory: what would need less)
+    fail(result, e.memory_suspect() ? std::string(e.what()) + ". To need less memory, " +
+                                          ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::training)
+                                    : std::string(e.what()));
   } catch (const Error& e) {
     fail(result, e.what());
   } catch (const c10::Error& e) {
@@ -179,6 +184,7 @@ void Trainer::State::after_step() {
 RunConfig Trainer::State::on_device_config() const {
   RunConfig c = config;
   c.device = device.str();  // "auto" resolved
+  if (dp) c.train.num_processes = dp->env().local_world_size;  // (`ganpo launch` sets them apart from the config)
   return c;
 }
 

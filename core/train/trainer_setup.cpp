@@ -6,6 +6,9 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <limits>
+
 namespace ganpo {
 
 void Trainer::State::setup() {
@@ -237,29 +240,41 @@ void Trainer::State::warn_if_memory_short() {
   RunConfig on_device = on_device_config();
   const int64_t free_ram =
       options.free_ram_for_tests >= 0 ? options.free_ram_for_tests : system_memory_bytes("MemAvailable");
+  const int processes = options.distributed && dp ? options.distributed->local_world_size : 1;  // on this host
   // train.auto_find_batch_size on the CPU, where the system may stop a process that asks for more
-  // than the machine has before any allocation fails: a run of one process starts with batches
-  // its estimate says fit. (The ranks of a data-parallel run could read different free memory and
-  // choose different batches: they wait for an allocation that fails.)
+  // than the machine has before any allocation fails: a run starts with batches its estimate says
+  // fit, the processes on this host sharing its free memory. The ranks of a data-parallel run take
+  // the least share any of them read, so that they choose the same batches.
   estimate = estimate_training_memory(on_device, shape);
-  if (device.is_cpu() && config.train.auto_find_batch_size && !options.benchmark && world() == 1 && free_ram > 0)
-    if (auto fit = batches_that_fit(on_device, shape, free_ram, 1)) {
+  if (device.is_cpu() && config.train.auto_find_batch_size && !options.benchmark) {
+    int64_t share = free_ram > 0 ? free_ram / processes : std::numeric_limits<int64_t>::max();
+    if (dp) {  // (every rank, also one that could not read its free memory: a collective)
+      for (const auto& other : dp->all_gather(torch::tensor({share}, torch::kInt64)))
+        share = std::min(share, other.item<int64_t>());
+    }
+    const std::optional<SmallerBatch> fit = share < std::numeric_limits<int64_t>::max()
+                                                ? batches_that_fit(on_device, shape, share * processes, processes)
+                                                : std::nullopt;
+    if (fit) {
+      const std::string room = processes == 1 ? "this machine's free RAM (MemAvailable, " + format_gib(static_cast<double>(share)) + ")"
+                                              : "each process's share of this machine's free RAM (MemAvailable over its " +
+                                                    std::to_string(processes) + " processes, " +
+                                                    format_gib(static_cast<double>(share)) + ")";
       log("warning", "train.auto_find_batch_size: the estimate for a step (" +
                          format_gib(static_cast<double>(estimate->step_total_bytes)) + ") or an evaluation (" +
-                         format_gib(static_cast<double>(estimate->evaluation_total_bytes)) + ") is more than this "
-                         "machine's free RAM (MemAvailable, " + format_gib(static_cast<double>(free_ram)) +
-                         "), and on the CPU the system may stop a process that asks for more than the machine has "
+                         format_gib(static_cast<double>(estimate->evaluation_total_bytes)) + ") is more than " + room +
+                         ", and on the CPU the system may stop a process that asks for more than the machine has "
                          "before any allocation fails: the run starts with " + fit->change);
       config.train = fit->config.train;
       on_device = on_device_config();
       estimate = estimate_training_memory(on_device, shape);
     }
+  }
   std::string warning;
   if (device.is_cuda()) {
     warning = memory_shortfall_warning(*estimate, 1, gpu_memory_bytes, device_label, on_device,
                                        shape.vocab_size);  // read by describe_gpu()
   } else {
-    const int processes = options.distributed ? options.distributed->local_world_size : 1;
     warning = memory_shortfall_warning(*estimate, processes, free_ram, "this machine's free RAM (MemAvailable)",
                                        on_device, shape.vocab_size);
   }

@@ -405,7 +405,7 @@ void Trainer::State::try_longest_rows() {
   drain_device();  // (the first step's time is the step's)
   // (Said first: should the system end the process for its memory, this is the run's last line,
   // and the other ranks' failure says where this one was.)
-  if (dp) dp->note_progress(3 * step + 2, "trying its longest training rows ahead after step " + std::to_string(step));
+  if (dp) dp->note_progress(3 * step + 2, std::string(kTryingLongestRowsProgress) + " after step " + std::to_string(step));
   const std::string rows = std::to_string(config.train.per_device_train_batch_size);
   log("info", std::string(kTryingLongestRowsLog) + " " +
                   (tries.size() == 1 ? "a micro-batch of the " + rows
@@ -465,6 +465,8 @@ void Trainer::State::try_longest_rows() {
         sft_micro_step(idx, 1.0);
     } catch (const RelaunchRequested&) {
       throw;
+    } catch (const RankWentAway& e) {
+      throw RankWentAway(context + e.what(), e.memory_suspect());
     } catch (const Error& e) {
       throw Error(context + e.what());
     } catch (const c10::Error& e) {

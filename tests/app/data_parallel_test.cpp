@@ -23,7 +23,9 @@
 #include <tuple>
 #include <vector>
 
+#include "core/config.h"
 #include "core/error.h"
+#include "core/memory_estimate.h"
 #include "db/sqlite_handle.h"
 #include "tests/support/cli_runner.h"
 #include "tests/support/expect_contains.h"
@@ -506,15 +508,36 @@ TEST(DataParallel, ARankThatDiesFailsTheWorkspaceRunWhichThenResumes) {
 // process (each rank reads the place the launcher gives it); killing a rank ends the run.
 // A rank the system ends while it tries its longest training rows (after step 1: core/train/
 // trainer_state.h) is named with where it was: the other ranks' failure says it was trying them,
-// the sign of memory that runs out there.
+// the sign of memory that runs out there, and what would need less, in the console and in the
+// workspace run's failure. A rank killed elsewhere is not said to have run out of memory.
 TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::ofstream(dir / "run.toml") << run_config(dir / "run", 2, 2, 12);
-  auto killed = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_KILL_AT=step.longest_rows@1");
+  const std::string db = (dir / "ws.sqlite").string();
+  auto killed = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db, "GANPO_KILL_AT=step.longest_rows@1");
   EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.output;
   EXPECT_CONTAINS(killed.output, "was killed by signal 9");
-  EXPECT_CONTAINS(killed.output, "rank 1: trying its longest training rows ahead after step 1");
+  const std::string why =
+      "rank 1: trying its longest training rows ahead after step 1. A rank that went away while trying its longest "
+      "training rows ahead (which every rank does after its first step so that memory they would run out of runs out "
+      "then) most likely ran out of memory: the system's out-of-memory killer ends such a process without a word";
+  const std::string less = "To need less memory, set train.gradient_checkpointing = true, lower "
+                           "train.per_device_train_batch_size (now 2) and raise train.gradient_accumulation_steps to "
+                           "keep 4 rows per optimizer step";
+  const std::string fewer = "or run fewer processes (train.num_processes, now 2: each holds its own copy of the models";
+  EXPECT_CONTAINS(killed.output, why);
+  const std::string error = query(db, "SELECT error FROM runs WHERE id = 1");
+  EXPECT_CONTAINS(error, why);
+  EXPECT_CONTAINS(error, less);
+  EXPECT_CONTAINS(error, fewer);
   EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "info: memory: trying a micro-batch of the 2 longest training rows ahead");
+
+  std::ofstream(dir / "step.toml") << run_config(dir / "step", 2, 2, 12);
+  auto elsewhere = run_cli("train --no-db --config " + (dir / "step.toml").string(), "GANPO_KILL_AT=step.done:3@1");
+  EXPECT_EQ(elsewhere.exit_code, 128 + SIGKILL) << elsewhere.output;
+  EXPECT_CONTAINS(elsewhere.output, "rank 1: finished step 3");
+  EXPECT_EQ(elsewhere.output.find("out-of-memory killer"), std::string::npos) << elsewhere.output;
+  EXPECT_EQ(elsewhere.output.find("To need less memory"), std::string::npos) << elsewhere.output;
 }
 
 TEST(DataParallel, LaunchRunsTheRanksAndAKilledRankEndsTheRunNamingIt) {
@@ -621,6 +644,42 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   const auto a = metrics_by_step(dir / "run"), b = metrics_by_step(dir / "ref");
   ASSERT_EQ(a.size(), 5u) << "metrics.jsonl keeps one row per step";
   for (int64_t step = 3; step <= 5; ++step)
+    for (const auto& [k, v] : b.at(step).items())
+      if (compared_key(k) && v.is_number()) {
+        EXPECT_EQ(a.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;
+      }
+}
+
+// On the CPU the system may stop a process that asks for more memory than the machine has before
+// any allocation fails, so with train.auto_find_batch_size the ranks start with batches their
+// estimate says fit each one's share of the free memory, as one process does. Rank 1 reads less
+// free memory than rank 0 (GANPO_FREE_RAM_FOR_TESTS, by rank): both take its batches (the least
+// share any rank read), and the run equals one configured with them, step for step.
+TEST(DataParallel, CpuRanksWithAutoFindBatchSizeStartWithBatchesThatFitTheirShareOfTheFreeMemory) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  const std::string extra = "eval_steps = 2\nper_device_eval_batch_size = 8\n";
+  const std::string asked = run_config(dir / "run", 4, 2, 4, extra + "auto_find_batch_size = true\n");
+  const std::string two = run_config(dir / "two", 2, 2, 4, extra + "gradient_accumulation_steps = 2\n");
+  const MemoryEstimate at4 = estimate_training_memory(config_from_toml(asked)),
+                       at2 = estimate_training_memory(config_from_toml(two));
+  ASSERT_LT(at2.total_bytes, at4.step_total_bytes);
+  const int64_t share = (at2.total_bytes + at4.step_total_bytes) / 2;  // room for 2 rows a process, not 4
+  std::ofstream(dir / "run.toml") << asked;
+  std::ofstream(dir / "two.toml") << two;
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(),
+                   "GANPO_FREE_RAM_FOR_TESTS=" + std::to_string(8 * at4.total_bytes) + "," + std::to_string(2 * share));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"),
+                  "is more than each process's share of this machine's free RAM (MemAvailable over its 2 processes, ");
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"),
+                  "before any allocation fails: the run starts with 2 rows a micro-batch x 2 accumulation steps "
+                  "(train.per_device_train_batch_size 4 -> 2, train.gradient_accumulation_steps 1 -> 2; 4 rows per "
+                  "optimizer step in each of the 2 processes, 8 in all, as asked)");
+  auto ref = run_cli("train --no-db --config " + (dir / "two.toml").string());
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const auto a = metrics_by_step(dir / "run"), b = metrics_by_step(dir / "two");
+  ASSERT_EQ(a.size(), 4u);
+  for (int64_t step = 1; step <= 4; ++step)
     for (const auto& [k, v] : b.at(step).items())
       if (compared_key(k) && v.is_number()) {
         EXPECT_EQ(a.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;

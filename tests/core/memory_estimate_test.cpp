@@ -306,10 +306,22 @@ TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
             "lower train.per_device_eval_batch_size (now 8), or lower data.max_length (now 1024)");
   c.train.auto_find_batch_size = false;
+  // Processes on the CPU share its RAM, each with its own models; sampling and judging run on one.
   c.train.num_processes = 2;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
             "lower train.per_device_eval_batch_size (now 8; train.auto_find_batch_size = true does that where memory "
-            "runs out), or lower data.max_length (now 1024)");
+            "runs out), lower data.max_length (now 1024), or run fewer processes (train.num_processes, now 2: each "
+            "holds its own copy of the models in this machine's RAM)");
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::models),
+            "train a smaller model, or run fewer processes "
+            "(train.num_processes, now 2: each holds its own copy of the models in this machine's RAM)");
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::sampling),
+            "lower sampling.num_prompts (now 8) or sampling.max_new_tokens (now 64)");
+  c.device = "cuda";  // (one GPU each)
+  EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
+            "lower train.per_device_eval_batch_size (now 8; train.auto_find_batch_size = true does that where memory "
+            "runs out), lower data.max_length (now 1024), or set train.precision = \"bf16\"");
+  c.device = "cpu";
   c.train.num_processes = 1;
   c.train.per_device_eval_batch_size = 1;
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation), "lower data.max_length (now 1024)");

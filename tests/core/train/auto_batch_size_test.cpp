@@ -76,6 +76,7 @@ TEST(AutoBatchSize, BatchesThatFitTheFreeMemory) {
   fit = batches_that_fit(c, shape, 2 * room, 2);
   ASSERT_TRUE(fit);
   EXPECT_EQ(fit->config.train.per_device_train_batch_size, 4);
+  EXPECT_CONTAINS(fit->change, "16 rows per optimizer step in each of the 2 processes, 32 in all, as asked)");
   // Nothing fits: down to batches of 1.
   fit = batches_that_fit(c, shape, 1, 1);
   ASSERT_TRUE(fit);
