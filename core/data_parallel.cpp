@@ -239,11 +239,12 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
             (device_.is_cuda() ? "may have run out of host memory" : "most likely ran out of memory") +
             ": the system's out-of-memory killer ends such a process without a word (`journalctl -k | grep -i "
             "\"killed process\"` says)";
+  // (On a GPU the run's settings change its host memory little: no ways to need less.)
   throw RankWentAway("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
                          std::to_string(env_.world_size) + ": another rank stopped, hung past train.dist_timeout_s or "
                          "could not be reached (" + detail + ")" + (progress.text.empty() ? "" : "; " + progress.text) +
                          memory + ". Each rank's own log says why; the run is resumable from its last checkpoint",
-                     !memory.empty());
+                     !memory.empty() && !device_.is_cuda());
 }
 
 bool DataParallel::store_answers() const {

@@ -46,7 +46,7 @@ inline constexpr const char* kTryingLongestRowsProgress = "trying its longest tr
 // A collective failed because another rank went away or hung without saying why. Where a rank
 // that went away was trying its longest training rows ahead (its progress note), the message says
 // that memory most likely ran out there, the system's out-of-memory killer having ended it without
-// a word, and `memory_suspect` is true: the trainer adds what would need less.
+// a word, and on the CPU `memory_suspect` is true: the trainer adds what would need less.
 class RankWentAway : public Error {
 public:
   RankWentAway(const std::string& message, bool memory_suspect) : Error(message), memory_suspect_(memory_suspect) {}

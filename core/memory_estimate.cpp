@@ -517,9 +517,8 @@ std::string ways_to_use_less_memory(const RunConfig& config, int64_t vocab_size,
     if (t.per_device_train_batch_size > 1)
       ways.push_back("lower train.per_device_train_batch_size" + now(t.per_device_train_batch_size) +
                      " and raise train.gradient_accumulation_steps to keep " +
-                     std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps *
-                                    std::max<int64_t>(t.num_processes, 1)) +
-                     " rows per optimizer step" + (finds.empty() ? "" : " (" + finds + ")"));
+                     std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps) +
+                     " rows per optimizer step" + (t.num_processes > 1 ? " in each process" : "") + (finds.empty() ? "" : " (" + finds + ")"));
   } else if (use == MemoryUse::evaluation) {
     if (eval_batch_size(t) > 1)
       ways.push_back("lower train.per_device_eval_batch_size (now " + std::to_string(eval_batch_size(t)) +

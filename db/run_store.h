@@ -142,6 +142,12 @@ public:
   // when after_step < 0), so a run resumed from the checkpoint at after_step records no step
   // twice.
   void rewind(int64_t run_id, int64_t after_step);
+  // For a process of this host that trained `run` and ended without a word (a dead worker, a
+  // data-parallel rank killed by SIGKILL): ". It stopped while trying ..." naming the system's
+  // out-of-memory killer as the likely cause, with what to change, where the run's last log line
+  // said it would try its longest training rows or its last memory reading held half of the
+  // machine's RAM or more ("" otherwise).
+  std::string memory_kill_hint(const RunRow& run);
   // Marks failed (with a note saying how to resume and the last log lines) every run whose
   // worker is gone: running, paused, or queued with a worker attached, and its pid no longer
   // exists on this host, or its heartbeat is older than stale_after_seconds. Returns the ids.
@@ -196,10 +202,6 @@ private:
   void configure();
   void migrate();
   bool in_transaction() const;
-  // For a dead worker of this host: the out-of-memory killer as the likely cause, with what to
-  // change, when its last memory reading held half of the machine's RAM or more, or its last log
-  // line said it would try its longest training rows ("" otherwise).
-  std::string memory_kill_hint(const RunRow& run);
 
   sql::Database db_;
   std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the file when opened

@@ -107,8 +107,8 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
                      QString::fromStdString(ways_to_use_less_memory(on_device, vocab, peak_use(e))));
   if (short_of_memory && config.train.auto_find_batch_size)
     text += tr(". With \"Find a batch size that fits\" the run lowers its batch where an allocation fails; on the "
-               "CPU, where the system may stop the process first, a run of one process starts with the batches this "
-               "estimate says fit");
+               "CPU, where the system may stop a process first, the run starts with the batches this estimate says "
+               "fit (its processes each in an equal share of the free RAM)");
   setStyleSheet(short_of_memory ? QStringLiteral("color: #b00020;") : QString());
   setText(text);
   setToolTip(tr("The peak of a training step: weights %1, gradients %2, AdamW moments %3 (fp32), frozen "

@@ -185,6 +185,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signal
       if (!asks_again || outcome.failed_rank < 0) {
         outcome.failed_rank = cause.rank->global;
         outcome.exit_code = cause.done < 0 ? 1 : exit_code_of(cause.status);
+        outcome.killed_by = cause.done > 0 && WIFSIGNALED(cause.status) ? WTERMSIG(cause.status) : 0;
         outcome.message = "rank " + std::to_string(cause.rank->global) + " (pid " + std::to_string(cause.rank->pid) +
                           ") " + (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status));
         std::fprintf(stderr, "ganpo launch: %s; %s\n", outcome.message.c_str(),

@@ -32,6 +32,7 @@ struct LaunchOutcome {
   // first failed rank's (128 + signal when killed)
   int exit_code = 0;
   int failed_rank = -1;    // global rank of the first failure
+  int killed_by = 0;       // the signal that ended that rank (0 where it exited)
   std::string message;     // "rank 1 (pid 123) was killed by signal 9 (Killed)"
 };
 

@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -63,7 +64,14 @@ int64_t free_ram_for_tests(int rank) {
   if (env == nullptr || *env == '\0') return -1;
   std::vector<int64_t> values;
   std::istringstream in(env);
-  for (std::string v; std::getline(in, v, ',');) values.push_back(std::stoll(v));
+  for (std::string v; std::getline(in, v, ',');) {
+    char* end = nullptr;
+    const long long bytes = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || bytes < 0)
+      throw ConfigError("GANPO_FREE_RAM_FOR_TESTS = \"" + std::string(env) + "\": give bytes, one number for every "
+                        "rank or one a rank, separated by commas");
+    values.push_back(bytes);
+  }
   return values.empty() ? -1 : values[std::min(static_cast<size_t>(rank), values.size() - 1)];
 }
 
@@ -175,10 +183,14 @@ int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::s
       std::fprintf(stderr, "ganpo: run %lld has another worker now; this launcher's failure is not recorded there\n",
                    static_cast<long long>(run_id));
     } else {
-      store.add_event(run_id, "error", "data-parallel launcher: " + outcome.message + "; the other ranks were stopped");
+      // A rank the system killed says nothing: where rank 0 was trying its longest training rows
+      // (its last log line: it was the one killed) or held half the machine's memory, the
+      // out-of-memory killer is the likely cause. (Rank 0 says so itself where another rank was.)
+      const std::string cause = outcome.message + (outcome.killed_by == SIGKILL ? store.memory_kill_hint(*row) : "");
+      store.add_event(run_id, "error", "data-parallel launcher: " + cause + "; the other ranks were stopped");
       if (row->status != RunStatus::failed && row->status != RunStatus::completed)
         store.set_status(run_id, RunStatus::failed,
-                         outcome.message + "; the other ranks were stopped. Resume the run from its last checkpoint");
+                         cause + "; the other ranks were stopped. Resume the run from its last checkpoint");
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "ganpo: run %lld: could not record the failure: %s\n", static_cast<long long>(run_id), e.what());

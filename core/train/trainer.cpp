@@ -184,7 +184,9 @@ void Trainer::State::after_step() {
 RunConfig Trainer::State::on_device_config() const {
   RunConfig c = config;
   c.device = device.str();  // "auto" resolved
-  if (dp) c.train.num_processes = dp->env().local_world_size;  // (`ganpo launch` sets them apart from the config)
+  // The processes on this host (`ganpo launch` sets them apart from the config; one where this
+  // process trains alone).
+  c.train.num_processes = dp ? dp->env().local_world_size : 1;
   return c;
 }
 

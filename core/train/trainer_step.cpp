@@ -494,6 +494,8 @@ void Trainer::State::try_longest_rows() {
            (device.is_cuda() && gpu_memory_bytes > 0 ? " of " + format_gib(static_cast<double>(gpu_memory_bytes)) : "") +
            "; step " + std::to_string(step) + ": " + format_gib(steps_peak.value_or(0.0) * 1024 * 1024) + ")";
   log("info", "memory: the longest training rows ahead fit" + peak + ", so a batch of them should too when they come up");
+  // (A rank that goes away from here on was not trying them: RankWentAway.)
+  if (dp) dp->note_progress(3 * step + 2, "tried its longest training rows ahead after step " + std::to_string(step));
 }
 
 void Trainer::State::flush_metrics() {

@@ -509,7 +509,7 @@ TEST(DataParallel, ARankThatDiesFailsTheWorkspaceRunWhichThenResumes) {
 // A rank the system ends while it tries its longest training rows (after step 1: core/train/
 // trainer_state.h) is named with where it was: the other ranks' failure says it was trying them,
 // the sign of memory that runs out there, and what would need less, in the console and in the
-// workspace run's failure. A rank killed elsewhere is not said to have run out of memory.
+// workspace run's failure. A rank killed after the try is not said to have run out of memory.
 TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::ofstream(dir / "run.toml") << run_config(dir / "run", 2, 2, 12);
@@ -523,7 +523,7 @@ TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
       "then) most likely ran out of memory: the system's out-of-memory killer ends such a process without a word";
   const std::string less = "To need less memory, set train.gradient_checkpointing = true, lower "
                            "train.per_device_train_batch_size (now 2) and raise train.gradient_accumulation_steps to "
-                           "keep 4 rows per optimizer step";
+                           "keep 2 rows per optimizer step in each process";
   const std::string fewer = "or run fewer processes (train.num_processes, now 2: each holds its own copy of the models";
   EXPECT_CONTAINS(killed.output, why);
   const std::string error = query(db, "SELECT error FROM runs WHERE id = 1");
@@ -532,10 +532,24 @@ TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
   EXPECT_CONTAINS(error, fewer);
   EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "info: memory: trying a micro-batch of the 2 longest training rows ahead");
 
-  std::ofstream(dir / "step.toml") << run_config(dir / "step", 2, 2, 12);
-  auto elsewhere = run_cli("train --no-db --config " + (dir / "step.toml").string(), "GANPO_KILL_AT=step.done:3@1");
+  // Rank 0 killed there takes the rendezvous store with it: the launcher's failure in the
+  // workspace says it, from the run's last log line (rank 0's, the try's).
+  std::ofstream(dir / "zero.toml") << run_config(dir / "zero", 2, 2, 12);
+  const std::string zero_db = (dir / "zero.sqlite").string();
+  auto zero = run_cli("train --config " + (dir / "zero.toml").string() + " --db " + zero_db, "GANPO_KILL_AT=step.longest_rows@0");
+  EXPECT_EQ(zero.exit_code, 128 + SIGKILL) << zero.output;
+  const std::string zero_error = query(zero_db, "SELECT error FROM runs WHERE id = 1");
+  EXPECT_CONTAINS(zero_error, "rank 0 (pid ");
+  EXPECT_CONTAINS(zero_error, ") was killed by signal 9 (Killed). It stopped while trying its longest training rows "
+                              "ahead (its last log line), which a run does after its first step so that memory they "
+                              "would run out of runs out then: the system's out-of-memory killer most likely ended it");
+  EXPECT_CONTAINS(zero_error, fewer);
+
+  // Killed in the evaluation right after the try: its note says the try is over.
+  std::ofstream(dir / "step.toml") << run_config(dir / "step", 2, 2, 12, "eval_steps = 1\n");
+  auto elsewhere = run_cli("train --no-db --config " + (dir / "step.toml").string(), "GANPO_KILL_AT=evaluation.batch@1");
   EXPECT_EQ(elsewhere.exit_code, 128 + SIGKILL) << elsewhere.output;
-  EXPECT_CONTAINS(elsewhere.output, "rank 1: finished step 3");
+  EXPECT_CONTAINS(elsewhere.output, "rank 1: tried its longest training rows ahead after step 1");
   EXPECT_EQ(elsewhere.output.find("out-of-memory killer"), std::string::npos) << elsewhere.output;
   EXPECT_EQ(elsewhere.output.find("To need less memory"), std::string::npos) << elsewhere.output;
 }

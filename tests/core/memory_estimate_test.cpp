@@ -317,6 +317,12 @@ TEST(MemoryEstimate, WaysToUseLessMemoryFitTheRun) {
             "(train.num_processes, now 2: each holds its own copy of the models in this machine's RAM)");
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::sampling),
             "lower sampling.num_prompts (now 8) or sampling.max_new_tokens (now 64)");
+  RunConfig batched = c;
+  batched.train.per_device_train_batch_size = 4;
+  batched.train.gradient_accumulation_steps = 2;
+  EXPECT_NE(ways_to_use_less_memory(batched, bytes, MemoryUse::training)
+                .find("raise train.gradient_accumulation_steps to keep 8 rows per optimizer step in each process"),
+            std::string::npos);
   c.device = "cuda";  // (one GPU each)
   EXPECT_EQ(ways_to_use_less_memory(c, bytes, MemoryUse::evaluation),
             "lower train.per_device_eval_batch_size (now 8; train.auto_find_batch_size = true does that where memory "

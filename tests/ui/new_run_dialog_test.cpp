@@ -476,6 +476,17 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short_finding.png"));
   finds->setChecked(false);
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short.png"));
+  // Processes on the CPU share its RAM, each with its own models: fewer of them is a way out.
+  auto* processes = child<QLineEdit>(dialog, "train.num_processes");
+  ASSERT_TRUE(processes);
+  processes->setText("2");
+  if (memory->text().contains("the RAM free on this machine")) {  // (not where a GPU is found: one each)
+    EXPECT_TRUE(memory->text().contains("for 2 processes")) << memory->text().toStdString();
+    EXPECT_TRUE(memory->text().contains("or run fewer processes (train.num_processes, now 2: each holds its own copy "
+                                        "of the models in this machine's RAM)"))
+        << memory->text().toStdString();
+  }
+  processes->setText("1");
   batch->setText("16");
   EXPECT_EQ(memory->text(), before);
   EXPECT_TRUE(memory->styleSheet().isEmpty());
