@@ -190,6 +190,11 @@ RunConfig Trainer::State::on_device_config() const {
   return c;
 }
 
+CausalLM Trainer::State::keepable_reference() const {
+  const bool shares_policy_weights = config.model.lora.r > 0 && config.model.reference.empty();
+  return reference && !shares_policy_weights ? reference : CausalLM(nullptr);
+}
+
 int64_t Trainer::State::vocab_size() const { return policy ? policy->shape().vocab_size : 0; }
 
 std::string Trainer::State::judge_memory_advice() const {
@@ -338,6 +343,7 @@ TrainResult Trainer::run() {
     options.resume_from = std::move(retry.from);
     const State::Batches asked = *state_->asked_batches;
     std::optional<KeptPairLogps> precomputed = state_->precomputed();
+    CausalLM reference = state_->keepable_reference();
     const bool on_gpu = state_->device.is_cuda();
     state_.reset();
     if (on_gpu) release_cached_cuda_memory();
@@ -345,6 +351,7 @@ TrainResult Trainer::run() {
     state_->evaluate_first = retry.evaluate_first;
     state_->asked_batches = asked;
     state_->kept_precomputed = std::move(precomputed);
+    state_->kept_reference = std::move(reference);
   }
 }
 

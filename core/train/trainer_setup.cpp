@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 namespace ganpo {
 
@@ -375,7 +376,11 @@ void Trainer::State::build_models() {
     const std::string ref_dir = !config.model.reference.empty() ? config.model.reference
                                 : config.model.random_weights ? std::string()
                                                               : config.model.checkpoint;
-    if (!ref_dir.empty()) {
+    if (kept_reference) {
+      reference = std::exchange(kept_reference, CausalLM(nullptr));
+      log("info", "reference model: the one of the stage before train.auto_find_batch_size started it again, not loaded again (" +
+                      (ref_dir.empty() ? std::string("the policy's starting weights") : ref_dir) + ")");
+    } else if (!ref_dir.empty()) {
       // (Under bf16 it comes to the device with its projections in bf16.)
       reference = load_model_folder(ref_dir, device, warn_sink(),
                                     bf16_autocast() ? FrozenProjections::bf16 : FrozenProjections::float32)

@@ -92,6 +92,11 @@ struct Trainer::State {
   std::unique_ptr<Tokenizer> tokenizer;
   CausalLM policy{nullptr};
   CausalLM reference{nullptr};
+  // A reference model of its own (not the policy with its adapters off) is frozen: a retry of
+  // train.auto_find_batch_size takes the stage before's instead of loading it again (for an 8B
+  // model, 16 GB read and moved to the device). Only the batches differ between the two stages.
+  CausalLM keepable_reference() const;  // null where it is the policy's weights
+  CausalLM kept_reference{nullptr};     // the stage before's, for this one
   std::unique_ptr<GanpoRegularizer> regularizer;
   std::unique_ptr<FusedAdamW> optimizer;
   std::vector<torch::Tensor> trainable;  // what the optimizer updates: every policy weight, or the LoRA adapters

@@ -1775,6 +1775,10 @@ TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) 
   EXPECT_CONTAINS(obs.all_logs(), "the stage goes on with 1 row a micro-batch x 4 accumulation steps "
                                   "(train.per_device_train_batch_size 2 -> 1, train.gradient_accumulation_steps 2 -> 4;");
   EXPECT_EQ(std::count(obs.statuses.begin(), obs.statuses.end(), "failed"), 0);
+  // Each new start takes the frozen reference of the one before (a copy of the starting weights).
+  EXPECT_EQ(count_of(obs.all_logs(), "reference model: the one of the stage before train.auto_find_batch_size "
+                                     "started it again, not loaded again (the policy's starting weights)"),
+            2u);
 
   RunConfig found = c;
   found.output_dir += "-found";
@@ -1836,6 +1840,42 @@ TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) 
   EXPECT_CONTAINS(ep_obs.all_logs(), "the stage goes on with 2 rows a micro-batch x 2 accumulation steps");
   EXPECT_EQ(ep.steps, 9);
   EXPECT_EQ(ep_obs.total_steps, 9);
+}
+
+// A reference loaded from a folder is frozen, so a new start of the stage takes it rather than
+// read it again, and the run equals the one configured with the batch found; a LoRA run's
+// reference is its policy with the adapters off, loaded again with it.
+TEST_F(TrainerTest, AutoFindBatchSizeKeepsAReferenceModelOfItsOwn) {
+  const fs::path base = lora_base_folder();
+  auto c = config("auto-batch-reference");
+  c.model.checkpoint = base.string();
+  c.train.max_steps = 3;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  c.train.auto_find_batch_size = true;
+  Collector obs;
+  ASSERT_EQ(run(c, obs, out_of_memory_at("taking an optimizer step", 1, 1)).status, "completed") << obs.all_logs();
+  EXPECT_EQ(count_of(obs.all_logs(), "reference model: the one of the stage before train.auto_find_batch_size "
+                                     "started it again, not loaded again (" + base.string() + ")"),
+            1u)
+      << obs.all_logs();
+  RunConfig found = c;
+  found.output_dir += "-found";
+  found.train.per_device_train_batch_size = 2;
+  found.train.gradient_accumulation_steps = 2;
+  found.train.auto_find_batch_size = false;
+  Collector f_obs;
+  ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
+  for (int64_t step = 1; step <= 3; ++step)
+    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+
+  RunConfig lora = c;
+  lora.output_dir += "-lora";
+  lora.model.lora.r = 4;
+  Collector l_obs;
+  ASSERT_EQ(run(lora, l_obs, out_of_memory_at("taking an optimizer step", 1, 1)).status, "completed") << l_obs.all_logs();
+  EXPECT_CONTAINS(l_obs.all_logs(), "train.auto_find_batch_size: the stage goes on with 2 rows a micro-batch");
+  EXPECT_EQ(count_of(l_obs.all_logs(), "reference model: the one of the stage before"), 0u) << l_obs.all_logs();
 }
 
 // TRL's precomputed reference log-probs outlive the retry where the stage would compute the same
