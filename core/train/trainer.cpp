@@ -192,7 +192,11 @@ RunConfig Trainer::State::on_device_config() const {
 
 CausalLM Trainer::State::keepable_reference() const {
   const bool shares_policy_weights = config.model.lora.r > 0 && config.model.reference.empty();
-  return reference && !shares_policy_weights ? reference : CausalLM(nullptr);
+  // (A PEFT adapter folder's reference draws its adapters' first values from the run's seeded
+  // generator as it loads, before the folder's replace them: the critics drawn after would start
+  // elsewhere without those draws.)
+  const bool drew_from_the_seed = reference && reference->lora().r > 0;
+  return reference && !shares_policy_weights && !drew_from_the_seed ? reference : CausalLM(nullptr);
 }
 
 int64_t Trainer::State::vocab_size() const { return policy ? policy->shape().vocab_size : 0; }

@@ -8,9 +8,22 @@
 
 #include <algorithm>
 #include <limits>
+#include <set>
 #include <utility>
 
 namespace ganpo {
+namespace {
+
+// The bytes `tensors` hold, each storage once (a tied head shares the embedding's).
+int64_t tensor_bytes(const std::vector<torch::Tensor>& tensors) {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+  for (const auto& t : tensors)
+    if (seen.insert(t.storage().data()).second) bytes += static_cast<int64_t>(t.storage().nbytes());
+  return bytes;
+}
+
+}  // namespace
 
 void Trainer::State::setup() {
   if (options.bf16_storage_on_cpu) {
@@ -239,8 +252,10 @@ void Trainer::State::warn_if_memory_short() {
     return;  // not a folder with a config.json (a PEFT adapter folder): loading says what it is
   }
   RunConfig on_device = on_device_config();
-  const int64_t free_ram =
+  int64_t free_ram =
       options.free_ram_for_tests >= 0 ? options.free_ram_for_tests : system_memory_bytes("MemAvailable");
+  // A reference kept from the stage before is in this memory already, and counted in the estimate.
+  if (kept_reference && device.is_cpu() && free_ram > 0) free_ram += tensor_bytes(kept_reference->parameters());
   const int processes = options.distributed && dp ? options.distributed->local_world_size : 1;  // on this host
   // train.auto_find_batch_size on the CPU, where the system may stop a process that asks for more
   // than the machine has before any allocation fails: a run starts with batches its estimate says
@@ -419,6 +434,7 @@ void Trainer::State::build_models() {
     log("info", "response log-probs through the chunked output head (train.chunked_logps = \"" +
                     config.train.chunked_logps + "\"): no [tokens, " + std::to_string(policy->shape().vocab_size) +
                     "] logits are kept");
+  kept_reference = CausalLM(nullptr);  // (taken above, or not this stage's to take)
   policy->train();
   log_attention_kernels();
 }

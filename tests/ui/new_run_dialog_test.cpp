@@ -486,6 +486,7 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
                                         "of the models in this machine's RAM)"))
         << memory->text().toStdString();
   }
+  testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_memory_short_processes.png"));
   processes->setText("1");
   batch->setText("16");
   EXPECT_EQ(memory->text(), before);

@@ -1876,6 +1876,26 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsAReferenceModelOfItsOwn) {
   ASSERT_EQ(run(lora, l_obs, out_of_memory_at("taking an optimizer step", 1, 1)).status, "completed") << l_obs.all_logs();
   EXPECT_CONTAINS(l_obs.all_logs(), "train.auto_find_batch_size: the stage goes on with 2 rows a micro-batch");
   EXPECT_EQ(count_of(l_obs.all_logs(), "reference model: the one of the stage before"), 0u) << l_obs.all_logs();
+
+  // A PEFT adapter folder as the reference draws its adapters' first values from the run's seeded
+  // generator as it loads (the folder's replace them), before the critics are drawn: it is loaded
+  // again, so the critics start where the run configured with the batch found starts them.
+  auto adapter_run = short_lora_config("auto-batch-reference-adapter-run", base, "all-linear", 1);
+  Collector adapter_obs;
+  ASSERT_EQ(run(adapter_run, adapter_obs).status, "completed") << adapter_obs.all_logs();
+  RunConfig adapted = c;
+  adapted.output_dir += "-adapter";
+  adapted.model.reference = (fs::path(adapter_run.output_dir) / "checkpoint-1" / "adapter").string();
+  Collector a_obs;
+  ASSERT_EQ(run(adapted, a_obs, out_of_memory_at("taking an optimizer step", 1, 1)).status, "completed") << a_obs.all_logs();
+  EXPECT_EQ(count_of(a_obs.all_logs(), "reference model: the one of the stage before"), 0u) << a_obs.all_logs();
+  RunConfig adapted_found = found;
+  adapted_found.output_dir += "-adapter";
+  adapted_found.model.reference = adapted.model.reference;
+  Collector af_obs;
+  ASSERT_EQ(run(adapted_found, af_obs).status, "completed") << af_obs.all_logs();
+  for (int64_t step = 1; step <= 3; ++step)
+    EXPECT_EQ(step_numbers(a_obs.metrics.at(step)), step_numbers(af_obs.metrics.at(step))) << step;
 }
 
 // TRL's precomputed reference log-probs outlive the retry where the stage would compute the same
