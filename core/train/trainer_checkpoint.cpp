@@ -381,6 +381,19 @@ void Trainer::State::resume(const std::string& dir) {
   }
   set_rng_tensors(rng);
   log("info", "resumed from " + dir + " at step " + std::to_string(step));
+  // A checkpoint saved before its step's held-out evaluation, which ran out of memory (sum_shards,
+  // rescue_checkpoint), has none of that step: it is done first, with what followed it.
+  const bool held_out = preference ? !eval_pairs.empty() : !eval_sft.empty();
+  if (held_out && config.train.eval_steps > 0 && step > 0 && step % config.train.eval_steps == 0 &&
+      fs::exists(fs::path(dir) / "meta.json")) {
+    const auto meta = read_json_file((fs::path(dir) / "meta.json").string());
+    const auto evaluated = meta.find("eval_step");
+    if (evaluated == meta.end() || !evaluated->is_number_integer() || evaluated->get<int64_t>() != step) {
+      evaluate_first = true;
+      log("info", "the held-out evaluation of step " + std::to_string(step) + " is not in " + dir +
+                      " (saved before it): it is done first");
+    }
+  }
 }
 
 void Trainer::State::set_rng_tensors(const std::map<std::string, torch::Tensor>& rng) {

@@ -25,44 +25,114 @@ void Trainer::State::evaluate(bool report) {
 }
 
 std::map<std::string, double> Trainer::State::sharded_preference_eval(int64_t bs) {
-  std::vector<TokenizedPair> mine;
-  std::vector<int64_t> rows;
-  for (size_t i = static_cast<size_t>(dp->rank()); i < eval_pairs.size(); i += static_cast<size_t>(world())) {
-    mine.push_back(eval_pairs[i]);
-    rows.push_back(static_cast<int64_t>(i));
-  }
-  const PairLogps ref = eval_ref_logps.empty() || rows.empty() ? PairLogps{} : eval_ref_logps.select(rows);
-  const auto part = preference_eval(policy, reference, mine, config.objective, tokenizer->pad_id(), bs,
-                                    config.train.prefix_sharing, lanes(), ref.empty() ? nullptr : &ref);
   static const char* const kMeans[] = {"eval_loss", "eval_rewards/chosen", "eval_rewards/rejected",
                                        "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected"};
-  const double n = part.empty() ? 0.0 : part.at("eval_pairs");
-  std::vector<double> sums;
-  for (const char* k : kMeans) sums.push_back(part.empty() ? 0.0 : part.at(k) * n);
-  sums.push_back(n);
-  auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
-  dp->all_reduce_sum_(all);
-  const auto v = all.accessor<double, 1>();
-  const double total = v[static_cast<int64_t>(sums.size()) - 1];
+  // [kMeans..., pairs]: this rank's sums
+  const std::vector<double> v = sum_shards(
+      [&] {
+        std::vector<TokenizedPair> mine;
+        std::vector<int64_t> rows;
+        for (size_t i = static_cast<size_t>(dp->rank()); i < eval_pairs.size(); i += static_cast<size_t>(world())) {
+          mine.push_back(eval_pairs[i]);
+          rows.push_back(static_cast<int64_t>(i));
+        }
+        const PairLogps ref = eval_ref_logps.empty() || rows.empty() ? PairLogps{} : eval_ref_logps.select(rows);
+        const auto part = preference_eval(policy, reference, mine, config.objective, tokenizer->pad_id(), bs,
+                                          config.train.prefix_sharing, lanes(), ref.empty() ? nullptr : &ref);
+        const double n = part.empty() ? 0.0 : part.at("eval_pairs");
+        std::vector<double> sums;
+        for (const char* k : kMeans) sums.push_back(part.empty() ? 0.0 : part.at(k) * n);
+        sums.push_back(n);
+        return sums;
+      },
+      std::size(kMeans) + 1);
+  const double total = v.back();
   if (total == 0) return {};
   std::map<std::string, double> out;
-  for (size_t i = 0; i < std::size(kMeans); ++i) out[kMeans[i]] = v[static_cast<int64_t>(i)] / total;
+  for (size_t i = 0; i < std::size(kMeans); ++i) out[kMeans[i]] = v[i] / total;
   out["eval_rewards/margins"] = out["eval_rewards/chosen"] - out["eval_rewards/rejected"];
   out["eval_pairs"] = total;
   return out;
 }
 
 std::map<std::string, double> Trainer::State::sharded_sft_eval(int64_t bs) {
-  std::vector<TokenizedSft> mine;
-  for (size_t i = static_cast<size_t>(dp->rank()); i < eval_sft.size(); i += static_cast<size_t>(world()))
-    mine.push_back(eval_sft[i]);
-  const auto part = mine.empty() ? std::map<std::string, double>{} : sft_eval(policy, mine, tokenizer->pad_id(), bs);
-  const double tokens = part.empty() ? 0.0 : part.at("eval_tokens");
-  auto all = torch::tensor({part.empty() ? 0.0 : part.at("eval_loss") * tokens, tokens},
-                           torch::TensorOptions().dtype(torch::kFloat64));
+  // [loss x tokens, tokens]: this rank's sums
+  const std::vector<double> v = sum_shards(
+      [&] {
+        std::vector<TokenizedSft> mine;
+        for (size_t i = static_cast<size_t>(dp->rank()); i < eval_sft.size(); i += static_cast<size_t>(world()))
+          mine.push_back(eval_sft[i]);
+        const auto part = mine.empty() ? std::map<std::string, double>{} : sft_eval(policy, mine, tokenizer->pad_id(), bs);
+        const double tokens = part.empty() ? 0.0 : part.at("eval_tokens");
+        return std::vector<double>{part.empty() ? 0.0 : part.at("eval_loss") * tokens, tokens};
+      },
+      2);
+  return {{"eval_loss", v[1] > 0 ? v[0] / v[1] : 0.0}, {"eval_tokens", v[1]}};
+}
+
+std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<double>()>& score, size_t values) {
+  std::vector<double> sums(values + static_cast<size_t>(world()), 0.0);  // [values..., ran out on rank r]
+  std::exception_ptr ran_out;
+  try {
+    const std::vector<double> mine = score();
+    std::copy(mine.begin(), mine.end(), sums.begin());
+  } catch (const c10::Error& e) {
+    if (!is_out_of_memory(e)) throw;
+    ran_out = std::current_exception();
+  } catch (const std::bad_alloc&) {
+    ran_out = std::current_exception();
+  }
+  if (ran_out) {
+    if (device.is_cuda()) release_cached_cuda_memory();  // (the collective and the checkpoint below need some)
+    sums[values + static_cast<size_t>(dp->rank())] = 1.0;
+  }
+  auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
   dp->all_reduce_sum_(all);
   const auto v = all.accessor<double, 1>();
-  return {{"eval_loss", v[1] > 0 ? v[0] / v[1] : 0.0}, {"eval_tokens", v[1]}};
+  std::vector<int> ranks_out;
+  for (int r = 0; r < world(); ++r)
+    if (v[static_cast<int64_t>(values) + r] > 0) ranks_out.push_back(r);
+  if (ranks_out.empty()) {
+    std::vector<double> out(values);
+    for (size_t i = 0; i < values; ++i) out[i] = v[static_cast<int64_t>(i)];
+    return out;
+  }
+
+  // Every rank is here, between two steps: this step is saved first.
+  std::string save_failure;
+  if (step > 0 && last_checkpoint_step != step && !options.benchmark) {
+    try {
+      flush_metrics();
+      save_checkpoint("checkpoint-" + std::to_string(step), true);
+    } catch (const RelaunchRequested&) {
+      throw;
+    } catch (const std::exception& e) {
+      save_failure = e.what();
+    }
+  }
+  if (ran_out) std::rethrow_exception(ran_out);  // (out_of_memory() says it, from this checkpoint)
+  std::string who;
+  for (size_t i = 0; i < ranks_out.size(); ++i)
+    who += (i == 0 ? "rank " : i + 1 == ranks_out.size() ? " and " : ", ") + std::to_string(ranks_out[i]);
+  const std::string what = who + " ran out of memory while running a held-out evaluation" +
+                           (step > 0 ? " after step " + std::to_string(step) : std::string()) + " (" +
+                           (ranks_out.size() == 1 ? "its" : "their") + " own log says how far)";
+  const std::string from = resume_point();
+  // The rank that ran out asks its launcher to start every rank again where it can (as out_of_memory()
+  // decides it): this one ends with it.
+  const bool asks = config.train.auto_find_batch_size && !options.benchmark &&
+                    !options.distributed->relaunch_dir.empty() && with_smaller_evaluation_batch(config);
+  if (asks)
+    throw RelaunchRequested(what + "; train.auto_find_batch_size: the launcher starts the " + std::to_string(world()) +
+                            " processes again with " + with_smaller_evaluation_batch(config)->change + ", from " +
+                            (from.empty() ? std::string("the start") : from));
+  throw Error(what + (save_failure.empty() ? "" : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ")") +
+              ". To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::evaluation) +
+              (from.empty() ? std::string("; then start the run again")
+                            : "; then resume from " + from +
+                                  (last_checkpoint_step == step ? ", where step " + std::to_string(step) + " is saved (nothing trained is lost)"
+                                                                : std::string(", the newest checkpoint"))) +
+              ".");
 }
 
 EvalReport Trainer::State::final_report() {

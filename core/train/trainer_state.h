@@ -454,6 +454,16 @@ struct Trainer::State {
   // of the ranks' losses is what one process scoring them all reports.
   std::map<std::string, double> sharded_sft_eval(int64_t bs);
 
+  // Data parallelism: a rank whose memory runs out scoring its shard (`score`) says so in the sum
+  // of the shards (`sums`, one more value a rank), so every rank learns it in the same collective,
+  // between two steps, where the state is a whole step's on each. Together they then save this
+  // step (unless a checkpoint of it exists: nothing trained is lost), and end: the ranks that ran
+  // out with their own error (the out-of-memory path, which asks the launcher to start every rank
+  // again with half the evaluation batch under train.auto_find_batch_size), the others asking to
+  // be started again, or failing with the rank's place, the checkpoint and what would need less.
+  // Returns the summed values without the ranks' flags.
+  std::vector<double> sum_shards(const std::function<std::vector<double>()>& score, size_t values);
+
   // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a
   // judge, policy and reference sampled and judged at eval.temperatures. A judge that fails
   // leaves its message in the report; the trained weights are saved before this runs.

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -701,8 +702,9 @@ TEST(DataParallel, CpuRanksWithAutoFindBatchSizeStartWithBatchesThatFitTheirShar
 }
 
 // The same without a workspace, where rank 0 runs out of memory in the held-out evaluation of
-// step 4 (taking the rendezvous store with it): both ranks start again from checkpoint-2 with
-// evaluation batches of 4, and the run's files have each step and each evaluation once.
+// step 4: the ranks learn it in the evaluation's sum, save step 4 together, and start again from
+// checkpoint-4 with evaluation batches of 4, the evaluation of step 4 first (steps 3 and 4 are not
+// trained again); the run's files have each step and each evaluation once.
 TEST(DataParallel, ARankZeroOutOfMemoryInAnEvaluationStartsTheRanksAgain) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 5,
@@ -711,7 +713,13 @@ TEST(DataParallel, ARankZeroOutOfMemoryInAnEvaluationStartsTheRanksAgain) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_CONTAINS(r.output, "ganpo launch: rank 0 ran out of memory; train.auto_find_batch_size: starting the 2 "
                             "processes again with evaluation batches of 4");
-  EXPECT_CONTAINS(r.output, "from " + (dir / "run" / "checkpoint-2").string() + "\n");
+  EXPECT_CONTAINS(r.output, "from " + (dir / "run" / "checkpoint-4").string() + "\n");
+  EXPECT_CONTAINS(r.output, "[rank 1] warning: rank 0 ran out of memory while running a held-out evaluation after step 4");
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "the held-out evaluation of step 4 is not in " +
+                                                             (dir / "run" / "checkpoint-4").string() +
+                                                             " (saved before it): it is done first");
+  const std::string rows = read_text(dir / "run" / "metrics.jsonl");
+  EXPECT_EQ(std::count(rows.begin(), rows.end(), '\n'), 5) << "steps 3 and 4 trained once:\n" << rows;
   EXPECT_EQ(metrics_by_step(dir / "run").size(), 5u);
   std::vector<int64_t> evaluated;
   std::ifstream eval(dir / "run" / "eval.jsonl");
@@ -719,6 +727,35 @@ TEST(DataParallel, ARankZeroOutOfMemoryInAnEvaluationStartsTheRanksAgain) {
   EXPECT_EQ(evaluated, (std::vector<int64_t>{2, 4, 5}));
   const auto state = nlohmann::json::parse(std::ifstream(dir / "run" / "checkpoint-5" / "trainer_state" / "state.json"));
   EXPECT_EQ(state.at("per_device_eval_batch_size"), 4);
+}
+
+// Without train.auto_find_batch_size, rank 1 running out of memory in the held-out evaluation of
+// step 2 fails the workspace run, but the ranks learn it in the evaluation's sum and save step 2
+// together first (save_steps = 0: no other checkpoint): the run's failure says so, and resuming it
+// does the evaluation of step 2 first and completes, each step and each evaluation once.
+TEST(DataParallel, ARankOutOfMemoryInAnEvaluationSavesItsStepFirst) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 4, "save_steps = 0\neval_steps = 2\n");
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
+                   "GANPO_OOM_AT=evaluation.batch:1 GANPO_FAULT_RANK=1");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  const std::string ckpt2 = (dir / "run" / "checkpoint-2").string();
+  const std::string error = query(db, "SELECT error FROM runs WHERE id = 1");
+  EXPECT_CONTAINS(error, "rank 1 ran out of memory while running a held-out evaluation after step 2 (its own log says "
+                         "how far). To need less memory, lower train.per_device_eval_batch_size (now 8;");
+  EXPECT_CONTAINS(error, "; then resume from " + ckpt2 + ", where step 2 is saved (nothing trained is lost).");
+  EXPECT_CONTAINS(r.output, "[rank 1] error: This machine's RAM ran out of memory while running a held-out evaluation "
+                            "after step 2.");
+  auto resumed = run_cli("runs resume 1 --db " + db);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_CONTAINS(resumed.output, "continuing from " + ckpt2);
+  EXPECT_EQ(query(db, "SELECT status FROM runs WHERE id = 1"), "completed\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n4|1\n");
+  std::vector<int64_t> evaluated;
+  std::ifstream eval(dir / "run" / "eval.jsonl");
+  for (std::string line; std::getline(eval, line);) evaluated.push_back(nlohmann::json::parse(line).at("step"));
+  EXPECT_EQ(evaluated, (std::vector<int64_t>{2, 4}));
 }
 
 // A rank that does not end when another asks to be started again (on GPUs, one waiting on an
