@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "core/distributed_env.h"
+#include "core/error.h"
 #include "core/relaunch_watch.h"
 
 namespace ganpo {

@@ -309,10 +309,15 @@ std::string Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smal
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {
   if (!activity.between_steps || world() != 1 || options.benchmark || step == 0 || last_checkpoint_step == step)
     return {};
+  // (Saved before a held-out evaluation that ran out: its meta.json says so, for a resume.)
+  if (std::string(activity.what) == kEvaluating.what) evaluation_pending = step;
   try {
     flush_metrics();
-    return save_checkpoint("checkpoint-" + std::to_string(step), true);
+    std::string dir = save_checkpoint("checkpoint-" + std::to_string(step), true);
+    evaluation_pending = -1;
+    return dir;
   } catch (const std::exception& e) {
+    evaluation_pending = -1;
     failure = e.what();
     return {};
   }

@@ -103,7 +103,9 @@ nlohmann::json Trainer::State::meta_json() const {
           {"run_name", config.name},
           {"total_steps", total_steps},
           {"eval", metrics},
-          {"eval_step", last_eval_step >= 0 && !last_eval.empty() ? nlohmann::json(last_eval_step) : nlohmann::json()}};
+          {"eval_step", last_eval_step >= 0 && !last_eval.empty() ? nlohmann::json(last_eval_step) : nlohmann::json()},
+          // (saved before this step's held-out evaluation, which ran out of memory: a resume does it first)
+          {"evaluation_pending", evaluation_pending == step}};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::State::rng_tensors() {
@@ -381,18 +383,14 @@ void Trainer::State::resume(const std::string& dir) {
   }
   set_rng_tensors(rng);
   log("info", "resumed from " + dir + " at step " + std::to_string(step));
-  // A checkpoint saved before its step's held-out evaluation, which ran out of memory (sum_shards,
-  // rescue_checkpoint), has none of that step: it is done first, with what followed it.
-  const bool held_out = preference ? !eval_pairs.empty() : !eval_sft.empty();
-  if (held_out && config.train.eval_steps > 0 && step > 0 && step % config.train.eval_steps == 0 &&
-      fs::exists(fs::path(dir) / "meta.json")) {
-    const auto meta = read_json_file((fs::path(dir) / "meta.json").string());
-    const auto evaluated = meta.find("eval_step");
-    if (evaluated == meta.end() || !evaluated->is_number_integer() || evaluated->get<int64_t>() != step) {
-      evaluate_first = true;
-      log("info", "the held-out evaluation of step " + std::to_string(step) + " is not in " + dir +
-                      " (saved before it): it is done first");
-    }
+  // A checkpoint saved before its step's held-out evaluation, which ran out of memory
+  // (settle_failed_shards, rescue_checkpoint), says so: that evaluation is done first, with what
+  // followed it.
+  if (fs::exists(fs::path(dir) / "meta.json") &&
+      read_json_file((fs::path(dir) / "meta.json").string()).value("evaluation_pending", false)) {
+    evaluate_first = true;
+    log("info", "the held-out evaluation of step " + std::to_string(step) + " is not in " + dir +
+                    " (saved before it): it is done first");
   }
 }
 

@@ -7,19 +7,27 @@ namespace ganpo {
 
 void Trainer::State::evaluate(bool report) {
   verify_finite();
-  const Doing doing(*this, kEvaluating);
-  const int64_t bs = eval_batch_size(config.train);
-  const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
-  if (preference && dp)
-    last_eval = sharded_preference_eval(bs);
-  else if (preference)
-    last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs,
-                                config.train.prefix_sharing, lanes(), eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
-  else if (!eval_sft.empty() && dp)
-    last_eval = sharded_sft_eval(bs);
-  else if (!eval_sft.empty())
-    last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
+  std::optional<FailedShards> failed;
+  {
+    const Doing doing(*this, kEvaluating);
+    const int64_t bs = eval_batch_size(config.train);
+    const Bf16Autocast autocast(bf16_autocast());  // held-out numbers at the training's precision (TRL's too)
+    try {
+      if (preference && dp)
+        last_eval = sharded_preference_eval(bs);
+      else if (preference)
+        last_eval = preference_eval(policy, reference, eval_pairs, config.objective, tokenizer->pad_id(), bs,
+                                    config.train.prefix_sharing, lanes(), eval_ref_logps.empty() ? nullptr : &eval_ref_logps);
+      else if (!eval_sft.empty() && dp)
+        last_eval = sharded_sft_eval(bs);
+      else if (!eval_sft.empty())
+        last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
+    } catch (FailedShards& f) {
+      failed = std::move(f);
+    }
+  }
   policy->train();
+  if (failed) settle_failed_shards(*failed);  // (outside autocast: a checkpoint's merged weights in float32)
   last_eval_step = step;
   if (report && !last_eval.empty()) observer.on_eval(step, EvalReport::of(last_eval));
 }
@@ -71,36 +79,47 @@ std::map<std::string, double> Trainer::State::sharded_sft_eval(int64_t bs) {
 }
 
 std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<double>()>& score, size_t values) {
-  std::vector<double> sums(values + static_cast<size_t>(world()), 0.0);  // [values..., ran out on rank r]
-  std::exception_ptr ran_out;
+  // [values..., how rank r failed: 0 not, 1 out of memory, 2 another error]
+  std::vector<double> sums(values + static_cast<size_t>(world()), 0.0);
+  FailedShards failed;
+  double how = 0.0;
   try {
     const std::vector<double> mine = score();
     std::copy(mine.begin(), mine.end(), sums.begin());
   } catch (const c10::Error& e) {
-    if (!is_out_of_memory(e)) throw;
-    ran_out = std::current_exception();
+    how = is_out_of_memory(e) ? 1.0 : 2.0;
+    failed.mine = std::current_exception();
   } catch (const std::bad_alloc&) {
-    ran_out = std::current_exception();
+    how = 1.0;
+    failed.mine = std::current_exception();
+  } catch (const std::exception&) {
+    how = 2.0;
+    failed.mine = std::current_exception();
   }
-  if (ran_out) {
-    if (device.is_cuda()) release_cached_cuda_memory();  // (the collective and the checkpoint below need some)
-    sums[values + static_cast<size_t>(dp->rank())] = 1.0;
-  }
+  if (how == 1.0 && device.is_cuda()) release_cached_cuda_memory();  // (what follows needs some)
+  sums[values + static_cast<size_t>(dp->rank())] = how;
   auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
   dp->all_reduce_sum_(all);
   const auto v = all.accessor<double, 1>();
-  std::vector<int> ranks_out;
-  for (int r = 0; r < world(); ++r)
-    if (v[static_cast<int64_t>(values) + r] > 0) ranks_out.push_back(r);
-  if (ranks_out.empty()) {
-    std::vector<double> out(values);
-    for (size_t i = 0; i < values; ++i) out[i] = v[static_cast<int64_t>(i)];
-    return out;
+  for (int r = 0; r < world(); ++r) {
+    const double rank_how = v[static_cast<int64_t>(values) + r];
+    if (rank_how == 1.0) failed.out_of_memory.push_back(r);
+    if (rank_how == 2.0) failed.other.push_back(r);
   }
+  if (!failed.out_of_memory.empty() || !failed.other.empty()) throw failed;
+  std::vector<double> out(values);
+  for (size_t i = 0; i < values; ++i) out[i] = v[static_cast<int64_t>(i)];
+  return out;
+}
 
-  // Every rank is here, between two steps: this step is saved first.
+void Trainer::State::settle_failed_shards(const FailedShards& failed) {
+  const Doing doing(*this, kEvaluating);  // (kept where this ends in an error: the failure says where)
+  // Every rank is here, between two steps: this step is saved first, its checkpoint saying that
+  // its evaluation is to come, and every rank waits for rank 0's write to end.
   std::string save_failure;
   if (step > 0 && last_checkpoint_step != step && !options.benchmark) {
+    double failed_here = 0.0;
+    evaluation_pending = step;
     try {
       flush_metrics();
       save_checkpoint("checkpoint-" + std::to_string(step), true);
@@ -108,30 +127,46 @@ std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<d
       throw;
     } catch (const std::exception& e) {
       save_failure = e.what();
+      failed_here = 1.0;
+      activity = kEvaluating;  // (the save's own activity, which an error keeps)
     }
+    evaluation_pending = -1;
+    auto any = torch::tensor({failed_here}, torch::TensorOptions().dtype(torch::kFloat64));
+    dp->all_reduce_sum_(any);
+    if (any.item<double>() > 0 && save_failure.empty()) save_failure = "another rank could not take part";
   }
-  if (ran_out) std::rethrow_exception(ran_out);  // (out_of_memory() says it, from this checkpoint)
-  std::string who;
-  for (size_t i = 0; i < ranks_out.size(); ++i)
-    who += (i == 0 ? "rank " : i + 1 == ranks_out.size() ? " and " : ", ") + std::to_string(ranks_out[i]);
-  const std::string what = who + " ran out of memory while running a held-out evaluation" +
-                           (step > 0 ? " after step " + std::to_string(step) : std::string()) + " (" +
-                           (ranks_out.size() == 1 ? "its" : "their") + " own log says how far)";
+  if (failed.mine) std::rethrow_exception(failed.mine);  // (out_of_memory() says it, from the newest checkpoint)
+
+  auto ranks = [](const std::vector<int>& r) {
+    std::string text = r.size() == 1 ? "rank " : "ranks ";
+    for (size_t i = 0; i < r.size(); ++i) text += (i == 0 ? "" : i + 1 == r.size() ? " and " : ", ") + std::to_string(r[i]);
+    return text;
+  };
+  const bool memory = failed.other.empty();
+  const std::string after = step > 0 ? " after step " + std::to_string(step) : std::string();
+  const std::string what = memory ? ranks(failed.out_of_memory) + " ran out of memory while running a held-out evaluation" +
+                                        after + " (" + (failed.out_of_memory.size() == 1 ? "its" : "their") +
+                                        " own log says how far)"
+                                  : ranks(failed.other) + " failed while running a held-out evaluation" + after +
+                                        " (" + (failed.other.size() == 1 ? "its" : "their") + " own log says why)";
   const std::string from = resume_point();
-  // The rank that ran out asks its launcher to start every rank again where it can (as out_of_memory()
-  // decides it): this one ends with it.
-  const bool asks = config.train.auto_find_batch_size && !options.benchmark &&
+  // The rank that ran out asks its launcher to start every rank again where it can (as
+  // out_of_memory() decides it): this one ends with it.
+  const bool asks = memory && config.train.auto_find_batch_size && !options.benchmark &&
                     !options.distributed->relaunch_dir.empty() && with_smaller_evaluation_batch(config);
   if (asks)
-    throw RelaunchRequested(what + "; train.auto_find_batch_size: the launcher starts the " + std::to_string(world()) +
-                            " processes again with " + with_smaller_evaluation_batch(config)->change + ", from " +
+    throw RelaunchRequested(what + "; train.auto_find_batch_size: the rank that ran out asks the launcher to start the " +
+                            std::to_string(world()) + " processes again with " +
+                            with_smaller_evaluation_batch(config)->change + ", from " +
                             (from.empty() ? std::string("the start") : from));
-  throw Error(what + (save_failure.empty() ? "" : " (saving step " + std::to_string(step) + " failed too: " + save_failure + ")") +
-              ". To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::evaluation) +
+  throw Error(what + (save_failure.empty() ? "" : " (saving step " + std::to_string(step) + " failed: " + save_failure + ")") +
+              (memory ? ". To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::evaluation)
+                      : std::string(". Mend that")) +
               (from.empty() ? std::string("; then start the run again")
                             : "; then resume from " + from +
-                                  (last_checkpoint_step == step ? ", where step " + std::to_string(step) + " is saved (nothing trained is lost)"
-                                                                : std::string(", the newest checkpoint"))) +
+                                  (last_checkpoint_step == step
+                                       ? ", where step " + std::to_string(step) + " is saved (nothing trained is lost)"
+                                       : std::string(", the newest checkpoint"))) +
               ".");
 }
 

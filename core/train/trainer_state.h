@@ -454,15 +454,24 @@ struct Trainer::State {
   // of the ranks' losses is what one process scoring them all reports.
   std::map<std::string, double> sharded_sft_eval(int64_t bs);
 
-  // Data parallelism: a rank whose memory runs out scoring its shard (`score`) says so in the sum
-  // of the shards (`sums`, one more value a rank), so every rank learns it in the same collective,
-  // between two steps, where the state is a whole step's on each. Together they then save this
-  // step (unless a checkpoint of it exists: nothing trained is lost), and end: the ranks that ran
-  // out with their own error (the out-of-memory path, which asks the launcher to start every rank
-  // again with half the evaluation batch under train.auto_find_batch_size), the others asking to
-  // be started again, or failing with the rank's place, the checkpoint and what would need less.
-  // Returns the summed values without the ranks' flags.
+  // Data parallelism: a rank whose memory runs out (or that fails otherwise) scoring its shard
+  // (`score`, `values` sums) says so in the sum of the shards, one more value a rank, so every
+  // rank learns it in the same collective, between two steps, where the state is a whole step's
+  // on each: they all throw FailedShards. Else the summed values.
   std::vector<double> sum_shards(const std::function<std::vector<double>()>& score, size_t values);
+  struct FailedShards {
+    std::vector<int> out_of_memory, other;  // the ranks that failed, by how
+    std::exception_ptr mine;                // this rank's error, if it failed
+  };
+  // Outside evaluate()'s autocast: the ranks save this step together (unless a checkpoint of it
+  // exists: nothing trained is lost; its meta.json says its evaluation is to come, which a resume
+  // does first) and wait for rank 0's write; then they end: a rank that failed with its own error
+  // (out of memory: out_of_memory(), which asks the launcher to start every rank again with half
+  // the evaluation batch under train.auto_find_batch_size), the others asking to be started again
+  // with it, or failing with the ranks' place, the checkpoint and what would need less.
+  [[noreturn]] void settle_failed_shards(const FailedShards& failed);
+  // The step whose checkpoint is being saved before its held-out evaluation (-1: none), for meta.json.
+  int64_t evaluation_pending = -1;
 
   // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a
   // judge, policy and reference sampled and judged at eval.temperatures. A judge that fails

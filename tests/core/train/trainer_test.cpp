@@ -2032,6 +2032,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   const auto rescue_meta = read_json_file((fs::path(ckpt2) / "meta.json").string());
   EXPECT_TRUE(rescue_meta.at("eval_step").is_null()) << "saved before any evaluation completed: " << rescue_meta.dump();
   EXPECT_TRUE(rescue_meta.at("eval").empty()) << rescue_meta.dump();
+  EXPECT_EQ(rescue_meta.at("evaluation_pending"), true) << "a resume does its evaluation first: " << rescue_meta.dump();
   for (int64_t step = 3; step <= 4; ++step)
     EXPECT_EQ(step_numbers(e_obs.metrics.at(step)), step_numbers(u_obs.metrics.at(step))) << step;
   expect_near(e_obs.evals.at(4), u_obs.evals.at(4));
@@ -2047,6 +2048,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   EXPECT_CONTAINS(s_obs.all_logs(), "4 rows per optimizer step, as before), from " + s_ckpt2 + ". LibTorch:");
   const auto meta = read_json_file((fs::path(s_ckpt2) / "meta.json").string());
   EXPECT_EQ(meta.at("eval_step"), 2) << meta.dump();
+  EXPECT_EQ(meta.at("evaluation_pending"), false) << meta.dump();
   ASSERT_EQ(meta.at("eval").size(), u_obs.evals.at(2).size()) << meta.dump();
   for (const auto& [k, v] : u_obs.evals.at(2)) EXPECT_NEAR(meta.at("eval").at(k).get<double>(), v, 1e-5) << k;
   RunConfig r = c;
