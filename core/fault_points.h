@@ -23,7 +23,8 @@
 //   store.batch_written        the recorder's transaction holds a batch, not yet committed
 //   evaluation.batch           a batch of held-out pairs (or SFT rows) is about to be scored
 //   generate.batch             `ganpo generate` is about to sample a batch of prompts
-// tests/app/crash_safety_test.cpp kills a real worker at each but the last two (the CLI tests make
+//   judge.batch                a judge evaluation is about to sample a batch of its prompts
+// tests/app/crash_safety_test.cpp kills a real worker at each but the last three (the CLI tests make
 // memory run out at those); packaging/kill-soak.sh kills one at random moments.
 #pragma once
 

@@ -1,6 +1,7 @@
 #include "core/eval/evaluation.h"
 
 #include <cstdio>
+#include <exception>
 #include <optional>
 #include <sstream>
 
@@ -117,7 +118,10 @@ struct Completions {
 
 // Data parallelism (JudgeEvalOptions::world > 1): job j samples temperature j / 2 with the policy
 // (j even) or the reference (j odd) on rank j % world, in rounds of `world` jobs with `stop`
-// asked before each; after each round's gather every rank holds that round's completions.
+// asked before each; after each round's gather every rank holds that round's completions. A rank
+// whose job fails (out of memory, say) still takes part in the gather, with its reason in place
+// of its completions (one text: theirs are pairs), so that no rank waits on it: it throws its
+// own error and the others one that names it.
 void sample_jobs_across_ranks(const JudgeEvalOptions& o, size_t temps, std::vector<Completions>& pol,
                               std::vector<Completions>& ref, const std::function<void(size_t)>& stop_after,
                               const std::function<Completions(size_t, bool)>& sample) {
@@ -126,13 +130,26 @@ void sample_jobs_across_ranks(const JudgeEvalOptions& o, size_t temps, std::vect
   for (size_t first = 0; first < jobs; first += world) {
     stop_after(first / 2);  // temperatures whose two jobs are done
     const size_t mine = first + static_cast<size_t>(o.rank);
-    std::vector<std::string> packed;  // the texts, then their lengths
+    std::vector<std::string> packed;  // the texts, then their lengths; or why the job failed
+    std::exception_ptr failed;
     if (mine < jobs) {
-      Completions c = sample(mine / 2, mine % 2 == 0);
-      packed = std::move(c.text);
-      for (int64_t n : c.length) packed.push_back(std::to_string(n));
+      try {
+        Completions c = sample(mine / 2, mine % 2 == 0);
+        packed = std::move(c.text);
+        for (int64_t n : c.length) packed.push_back(std::to_string(n));
+      } catch (const c10::Error& e) {
+        failed = std::current_exception();
+        packed = {e.what_without_backtrace()};
+      } catch (const std::exception& e) {
+        failed = std::current_exception();
+        packed = {e.what()};
+      }
     }
     const auto per_rank = o.gather_texts(packed);
+    if (failed) std::rethrow_exception(failed);
+    for (size_t r = 0; r < per_rank.size(); ++r)
+      if (per_rank[r].size() % 2 == 1)
+        throw Error("rank " + std::to_string(r) + " could not sample its part of the judge evaluation: " + per_rank[r][0]);
     for (size_t r = 0; r < per_rank.size() && first + r < jobs; ++r) {
       const size_t job = first + r;
       const auto& p = per_rank[r];
@@ -175,6 +192,7 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
     for (size_t start = 0; start < encoded.size(); start += bs) {
       std::vector<std::vector<int64_t>> chunk(encoded.begin() + static_cast<std::ptrdiff_t>(start),
                                               encoded.begin() + static_cast<std::ptrdiff_t>(std::min(encoded.size(), start + bs)));
+      fault_point("judge.batch");
       SamplingOptions so{temperature, options.top_p, 0, options.max_new_tokens, seed + start};
       so.bf16_autocast = options.bf16_autocast;
       so.cache_casts = options.cache_casts;

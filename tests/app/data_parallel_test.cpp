@@ -339,6 +339,24 @@ TEST(DataParallel, TheJudgeEvaluationIsSplitAcrossRanksAndEqualsOneProcesss) {
   EXPECT_EQ(b.at("rows"), a.at("rows"));
 }
 
+// A rank whose share of the judge evaluation runs out of memory still takes part in its gather
+// (on GPUs NCCL would not notice a rank that left it, and its peers would wait out the timeout):
+// every rank ends the judging with the reason, and the run completes with its weights and held-out
+// numbers, its log saying which rank could not sample and why.
+TEST(DataParallel, ARankWhoseJudgeSamplingRunsOutTellsTheOthers) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string c = run_config(dir / "run", 4, 2, 1);
+  c.replace(c.find("judge_at_end = false"), 20,
+            "judge_at_end = true\nnum_prompts = 6\ntemperatures = \"0.7, 1.0\"\nmax_new_tokens = 8");
+  std::ofstream(dir / "run.toml") << c;
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_OOM_AT=judge.batch GANPO_FAULT_RANK=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"),
+                  "error: judge evaluation failed, the run's weights and held-out numbers are kept: rank 1 could not "
+                  "sample its part of the judge evaluation: std::bad_alloc");
+  EXPECT_TRUE(fs::exists(dir / "run" / "final" / "model.safetensors"));
+}
+
 TEST(DataParallel, APipelineWithoutAWorkspaceRunsEachStageOnItsProcesses) {
   const auto dir = fresh_test_dir("ganpo-dp");
   std::string c = run_config(dir / "pipe", 4, 2, 2);
