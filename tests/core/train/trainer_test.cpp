@@ -109,6 +109,12 @@ std::map<std::string, double> step_numbers(const std::map<std::string, double>& 
   return out;
 }
 
+// Two runs' steps `first`..`last` computed the same numbers (step_numbers), step for step.
+void expect_same_steps(const Collector& a, const Collector& b, int64_t first, int64_t last) {
+  for (int64_t step = first; step <= last; ++step)
+    EXPECT_EQ(step_numbers(a.metrics.at(step)), step_numbers(b.metrics.at(step))) << step;
+}
+
 class TrainerTest : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -1787,8 +1793,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) 
   found.train.auto_find_batch_size = false;
   Collector f_obs;
   ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
-  for (int64_t step = 1; step <= 4; ++step)
-    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+  expect_same_steps(obs, f_obs, 1, 4);
 
   // Its checkpoints say the batch; a resume with the config asked for goes on with it.
   const fs::path ckpt = fs::path(c.output_dir) / "checkpoint-3";
@@ -1866,8 +1871,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsAReferenceModelOfItsOwn) {
   found.train.auto_find_batch_size = false;
   Collector f_obs;
   ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
-  for (int64_t step = 1; step <= 3; ++step)
-    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+  expect_same_steps(obs, f_obs, 1, 3);
 
   RunConfig lora = c;
   lora.output_dir += "-lora";
@@ -1894,8 +1898,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsAReferenceModelOfItsOwn) {
   adapted_found.model.reference = adapted.model.reference;
   Collector af_obs;
   ASSERT_EQ(run(adapted_found, af_obs).status, "completed") << af_obs.all_logs();
-  for (int64_t step = 1; step <= 3; ++step)
-    EXPECT_EQ(step_numbers(a_obs.metrics.at(step)), step_numbers(af_obs.metrics.at(step))) << step;
+  expect_same_steps(a_obs, af_obs, 1, 3);
 }
 
 // TRL's precomputed reference log-probs outlive the retry where the stage would compute the same
@@ -1927,8 +1930,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeKeepsThePrecomputedReferenceLogProbs) {
   Collector f_obs;
   ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
   EXPECT_CONTAINS(f_obs.all_logs(), "pairs precomputed in");
-  for (int64_t step = 1; step <= 3; ++step)
-    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+  expect_same_steps(obs, f_obs, 1, 3);
 
   RunConfig follows = c;  // evaluations (and the precompute) in batches of the training batch's 16
   follows.output_dir += "-follows";
@@ -1971,8 +1973,7 @@ TEST_F(TrainerTest, AResumeKeepsThePrecomputedReferenceLogProbs) {
   EXPECT_CONTAINS(r_obs.all_logs(), "reference log-probs of 80 pairs kept from " + ckpt2.string() +
                                         " (the same pairs in batches of 8;");
   EXPECT_EQ(count_of(r_obs.all_logs(), "pairs precomputed in"), 0u) << r_obs.all_logs();
-  for (int64_t step = 3; step <= 4; ++step)
-    EXPECT_EQ(step_numbers(r_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
+  expect_same_steps(r_obs, a_obs, 3, 4);
 
   RunConfig other = c;
   other.output_dir += "-other-batch";
@@ -1992,8 +1993,7 @@ TEST_F(TrainerTest, AResumeKeepsThePrecomputedReferenceLogProbs) {
   Collector ch_obs;
   ASSERT_EQ(run(changed, ch_obs, resuming(ckpt2.string())).status, "completed") << ch_obs.all_logs();
   EXPECT_EQ(count_of(ch_obs.all_logs(), "pairs precomputed in"), 1u) << ch_obs.all_logs();
-  for (int64_t step = 3; step <= 4; ++step)
-    EXPECT_EQ(step_numbers(ch_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
+  expect_same_steps(ch_obs, a_obs, 3, 4);
 }
 
 // A step that runs out after a checkpoint goes on from it; an evaluation that runs out is saved
@@ -2033,8 +2033,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   EXPECT_TRUE(rescue_meta.at("eval_step").is_null()) << "saved before any evaluation completed: " << rescue_meta.dump();
   EXPECT_TRUE(rescue_meta.at("eval").empty()) << rescue_meta.dump();
   EXPECT_EQ(rescue_meta.at("evaluation_pending"), true) << "a resume does its evaluation first: " << rescue_meta.dump();
-  for (int64_t step = 3; step <= 4; ++step)
-    EXPECT_EQ(step_numbers(e_obs.metrics.at(step)), step_numbers(u_obs.metrics.at(step))) << step;
+  expect_same_steps(e_obs, u_obs, 3, 4);
   expect_near(e_obs.evals.at(4), u_obs.evals.at(4));
 
   // Step 3 runs out: the stage goes on from checkpoint-2 (saved by the evaluation's retry) at 2
@@ -2059,8 +2058,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeGoesOnFromTheNewestCheckpoint) {
   TrainerOptions from_ckpt;
   from_ckpt.resume_from = s_ckpt2;
   ASSERT_EQ(run(r, r_obs, from_ckpt).status, "completed") << r_obs.all_logs();
-  for (int64_t step = 3; step <= 4; ++step)
-    EXPECT_EQ(step_numbers(s_obs.metrics.at(step)), step_numbers(r_obs.metrics.at(step))) << step;
+  expect_same_steps(s_obs, r_obs, 3, 4);
 }
 
 // Shuffled rows bring the data's longest up anywhere in an epoch: after the first step, a
@@ -2094,8 +2092,7 @@ TEST_F(TrainerTest, TheLongestRowsRunAfterTheFirstStepAndLeaveNoTrace) {
   Collector w_obs;
   ASSERT_EQ(run(without, w_obs, no_try).status, "completed") << w_obs.all_logs();
   EXPECT_EQ(count_of(w_obs.all_logs(), tried), 0u);
-  for (int64_t step = 1; step <= 6; ++step)
-    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(w_obs.metrics.at(step))) << step;
+  expect_same_steps(obs, w_obs, 1, 6);
   EXPECT_EQ(obs.evals, w_obs.evals);
   // The checkpoint's weights, critics, generators, EMA means and data cursor, byte for byte (the
   // optimizers' archives name their tensors by address, so those differ between any two runs).
@@ -2214,8 +2211,7 @@ TEST_F(TrainerTest, TheLongestRowsThatRunOutOfMemoryDoSoAfterTheFirstStep) {
   found.train.gradient_accumulation_steps = 2;
   Collector f_obs;
   ASSERT_EQ(run(found, f_obs).status, "completed") << f_obs.all_logs();
-  for (int64_t step = 1; step <= 4; ++step)
-    EXPECT_EQ(step_numbers(a_obs.metrics.at(step)), step_numbers(f_obs.metrics.at(step))) << step;
+  expect_same_steps(a_obs, f_obs, 1, 4);
 }
 
 // A failure other than memory in the try of the longest rows says where it came from: here a row
@@ -2271,8 +2267,7 @@ TEST_F(TrainerTest, AutoFindBatchSizeStartsACpuRunWithBatchesThatFitTheFreeMemor
   two.train.auto_find_batch_size = false;
   Collector two_obs;
   ASSERT_EQ(run(two, two_obs).status, "completed") << two_obs.all_logs();
-  for (int64_t step = 1; step <= c.train.max_steps; ++step)
-    EXPECT_EQ(step_numbers(obs.metrics.at(step)), step_numbers(two_obs.metrics.at(step))) << step;
+  expect_same_steps(obs, two_obs, 1, c.train.max_steps);
 }
 
 // A real allocation that fails: a model far beyond any machine's memory (32 TiB in one weight),
