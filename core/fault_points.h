@@ -22,10 +22,12 @@
 //   checkpoint.renamed         the folder has its final name, its row is not yet in the store
 //   store.batch_written        the recorder's transaction holds a batch, not yet committed
 //   evaluation.batch           a batch of held-out pairs (or SFT rows) is about to be scored
+//   samples.batch              a model's live samples are about to be generated
 //   generate.batch             `ganpo generate` is about to sample a batch of prompts
 //   judge.batch                a judge evaluation is about to sample a batch of its prompts
-// tests/app/crash_safety_test.cpp kills a real worker at each but the last three (the CLI tests make
-// memory run out at those); packaging/kill-soak.sh kills one at random moments.
+// tests/app/crash_safety_test.cpp kills a real worker at step.done, step.longest_rows, the
+// checkpoint.* points and store.batch_written (the CLI and data-parallel tests make memory run
+// out, or a rank stop, at the others); packaging/kill-soak.sh kills one at random moments.
 #pragma once
 
 namespace ganpo {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -58,10 +59,18 @@ RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) : dir_(conf
 
 void RunFilesWriter::on_start(int64_t, int64_t first_step, const std::map<std::string, std::string>&) {
   for (auto [file, name] : {std::pair{&metrics_, "metrics.jsonl"}, {&eval_, "eval.jsonl"}, {&samples_, "samples.jsonl"}})
-    keep_rows_through(*file, name, first_step > 0 ? first_step : -1);  // (from the start: none, step 0's samples too)
+    keep_rows(  // (from the start: none, step 0's samples too)
+        *file, name, [&](int64_t step) { return first_step > 0 && step <= first_step; },
+        "the rows after step " + std::to_string(first_step > 0 ? first_step : -1));
 }
 
-void RunFilesWriter::keep_rows_through(std::ofstream& file, const std::string& name, int64_t step) {
+void RunFilesWriter::on_redo(int64_t step, bool evaluation, bool samples) {
+  for (auto [file, name, redone] : {std::tuple{&eval_, "eval.jsonl", evaluation}, {&samples_, "samples.jsonl", samples}})
+    if (redone) keep_rows(*file, name, [&](int64_t s) { return s != step; }, "the rows of step " + std::to_string(step));
+}
+
+void RunFilesWriter::keep_rows(std::ofstream& file, const std::string& name, const std::function<bool(int64_t)>& keep_step,
+                               const std::string& dropped_rows) {
   const fs::path path = fs::path(dir_) / name, tmp = fs::path(dir_) / (name + ".tmp");
   file.close();
   std::string kept, line;
@@ -71,7 +80,7 @@ void RunFilesWriter::keep_rows_through(std::ofstream& file, const std::string& n
     while (std::getline(in, line)) {
       const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       const bool keep = row.is_object() && row.contains("step") && row["step"].is_number_integer() &&
-                        row["step"].get<int64_t>() <= step;
+                        keep_step(row["step"].get<int64_t>());
       if (keep) kept += line + "\n";
       dropped = dropped || !keep;
     }
@@ -85,7 +94,7 @@ void RunFilesWriter::keep_rows_through(std::ofstream& file, const std::string& n
     }
   file = open_file(path, true);
   if (!failure.empty())
-    events_ << "warning: could not drop the rows after step " << step << " from " << name
+    events_ << "warning: could not drop " << dropped_rows << " from " << name
             << ", which this stage writes again: " << failure << std::endl;
 }
 

@@ -4,10 +4,12 @@
 // Lines are flushed as written so a crash loses nothing already reported. A stage that starts
 // at step S (a resume, or train.auto_find_batch_size going on from a checkpoint) trains every
 // step after S again: the jsonl files then keep only their rows of steps up to S, as the run
-// store does (RunStore::rewind), so each step has one row. events.log keeps every line.
+// store does (RunStore::rewind), so each step has one row; a step whose evaluation or samples are
+// done again (on_redo) drops its earlier rows of them. events.log keeps every line.
 #pragma once
 
 #include <fstream>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -27,11 +29,14 @@ public:
   void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
   void on_eval(int64_t step, const EvalReport& report) override;
   void on_samples(int64_t step, const std::vector<SampleRecord>& samples) override;
+  void on_redo(int64_t step, bool evaluation, bool samples) override;
 
 private:
-  // Rewrites a jsonl file with only its rows of steps <= `step` (whole lines that parse; a line
-  // a crash cut short goes too) and reopens it to append.
-  void keep_rows_through(std::ofstream& file, const std::string& name, int64_t step);
+  // Rewrites a jsonl file with only the rows whose step `keep` accepts (whole lines that parse; a
+  // line a crash cut short goes too) and reopens it to append; `dropped` names the others in a
+  // warning where the file cannot be rewritten.
+  void keep_rows(std::ofstream& file, const std::string& name, const std::function<bool(int64_t)>& keep,
+                 const std::string& dropped);
 
   std::string dir_;
   std::ofstream metrics_, eval_, samples_, events_;

@@ -47,6 +47,10 @@ public:
   // Held-out numbers, and at the end of a preference stage the judge evaluation too.
   virtual void on_eval(int64_t step, const EvalReport& report) {}
   virtual void on_samples(int64_t step, const std::vector<SampleRecord>& samples) {}
+  // A stage resumed from a checkpoint saved before its step's held-out evaluation or live samples
+  // (memory ran out there) does them again at `step` (its first): rows an earlier attempt from
+  // that checkpoint recorded of them (`evaluation`, `samples`) are to go first.
+  virtual void on_redo(int64_t step, bool evaluation, bool samples) {}
   virtual void on_checkpoint(int64_t step, const std::string& path,
                              const std::map<std::string, double>& metrics) {}
   virtual ControlCommand poll_control() { return ControlCommand::None; }
@@ -79,6 +83,9 @@ public:
   }
   void on_samples(int64_t step, const std::vector<SampleRecord>& s) override {
     for (auto* o : observers_) o->on_samples(step, s);
+  }
+  void on_redo(int64_t step, bool evaluation, bool samples) override {
+    for (auto* o : observers_) o->on_redo(step, evaluation, samples);
   }
   void on_checkpoint(int64_t step, const std::string& p, const std::map<std::string, double>& m) override {
     for (auto* o : observers_) o->on_checkpoint(step, p, m);

@@ -317,6 +317,11 @@ void RunRecorder::on_eval(int64_t step, const EvalReport& report) {
   push([id, step, json](RunStore& s) { s.add_eval(id, step, "eval", "{}", json); }, false);
 }
 
+void RunRecorder::on_redo(int64_t step, bool evaluation, bool samples) {
+  const int64_t id = run_id_;
+  push([id, step, evaluation, samples](RunStore& s) { s.drop_redone_rows(id, step, evaluation, samples); }, false);
+}
+
 void RunRecorder::on_samples(int64_t step, const std::vector<SampleRecord>& samples) {
   if (samples.empty()) return;
   const int64_t id = run_id_;

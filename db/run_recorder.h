@@ -70,6 +70,7 @@ public:
   void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
   void on_eval(int64_t step, const EvalReport& report) override;
   void on_samples(int64_t step, const std::vector<SampleRecord>& samples) override;
+  void on_redo(int64_t step, bool evaluation, bool samples) override;
   void on_checkpoint(int64_t step, const std::string& path,
                      const std::map<std::string, double>& metrics) override;
   ControlCommand poll_control() override;

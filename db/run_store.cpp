@@ -469,6 +469,20 @@ void RunStore::rewind(int64_t run_id, int64_t after_step) {
   if (txn) txn->commit();
 }
 
+void RunStore::drop_redone_rows(int64_t run_id, int64_t step, bool evaluation, bool samples) {
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  if (evaluation) {
+    sql::Statement s(db_, "DELETE FROM evals WHERE run_id = ? AND checkpoint_step = ? AND kind = 'eval'");
+    s.bind(1, run_id).bind(2, step).run();
+  }
+  if (samples) {
+    sql::Statement s(db_, "DELETE FROM samples WHERE run_id = ? AND step = ?");
+    s.bind(1, run_id).bind(2, step).run();
+  }
+  if (txn) txn->commit();
+}
+
 std::string RunStore::memory_kill_hint(const RunRow& r) {
   // The kernel's out-of-memory killer ends the process that holds the most memory, without a
   // word to it: a worker whose last reading held half of this machine's RAM or more likely was it,

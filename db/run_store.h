@@ -142,6 +142,9 @@ public:
   // when after_step < 0), so a run resumed from the checkpoint at after_step records no step
   // twice.
   void rewind(int64_t run_id, int64_t after_step);
+  // Deletes the run's held-out evaluation (`evaluation`) and samples (`samples`) rows of `step`,
+  // which a stage resumed from a checkpoint saved before them records again (RunObserver::on_redo).
+  void drop_redone_rows(int64_t run_id, int64_t step, bool evaluation, bool samples);
   // For a process of this host that trained `run` and ended without a word (a dead worker, a
   // data-parallel rank killed by SIGKILL): ". It stopped while trying ..." naming the system's
   // out-of-memory killer as the likely cause, with what to change, where the run's last log line

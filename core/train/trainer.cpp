@@ -60,7 +60,7 @@ bool Trainer::State::handle_control() {
     if (stop) return true;
     switch (command) {
       case ControlCommand::Stop: return true;
-      case ControlCommand::Sample: samples(); break;
+      case ControlCommand::Sample: samples(/*on_schedule=*/false); break;
       case ControlCommand::Checkpoint: save_checkpoint("checkpoint-" + std::to_string(step), true); break;
       case ControlCommand::Pause: {
         drain_device();  // the pause is no step's time
@@ -100,11 +100,14 @@ TrainResult Trainer::State::run() {
     log("info", config.stage + " stage: " + std::to_string(total_steps) + " steps, " +
                     std::to_string(params) + " parameters, device " + device.str());
     if (step == 0 && !options.benchmark) samples();
-    if (evaluate_first && step < total_steps) {
-      after_step();
+    const int64_t first_step = step;
+    if ((evaluate_first || samples_first) && step < total_steps) {
+      // (What an earlier attempt from the same checkpoint recorded of them goes first.)
+      observer.on_redo(step, evaluate_first && eval_due(), samples_due());
+      after_step(/*evaluation=*/evaluate_first);
       // The checkpoint resumed from was saved before the evaluation done again: its record
       // takes that evaluation's numbers, as a checkpoint saved after it would have.
-      if (!last_eval.empty()) observer.on_checkpoint(step, last_checkpoint, last_eval);
+      if (evaluate_first && !last_eval.empty()) observer.on_checkpoint(step, last_checkpoint, last_eval);
     }
     while (step < total_steps) {
       if (handle_control() || (options.stop_after_steps >= 0 && step >= options.stop_after_steps)) {
@@ -125,6 +128,9 @@ TrainResult Trainer::State::run() {
       if (!options.benchmark) after_step();
     }
     if (!options.benchmark) {
+      // (Resumed from the stage's last checkpoint, its end is done again: what an earlier
+      // attempt recorded of it goes first.)
+      if (step == first_step && step > 0) observer.on_redo(step, true, true);
       evaluate(false);
       samples();
       save_checkpoint("checkpoint-" + std::to_string(step), true);
@@ -173,10 +179,10 @@ std::string Trainer::State::batch_description() const {
          std::to_string(eval_batch_size(t));
 }
 
-void Trainer::State::after_step() {
+void Trainer::State::after_step(bool evaluation) {
   if (step == total_steps) return;  // the stage's end has its own
-  if (config.train.eval_steps > 0 && step % config.train.eval_steps == 0) evaluate();
-  if (config.sampling.every_steps > 0 && step % config.sampling.every_steps == 0) samples();
+  if (evaluation && eval_due()) evaluate();
+  if (samples_due()) samples();
   if (config.train.save_steps > 0 && step % config.train.save_steps == 0 && last_checkpoint_step != step)
     save_checkpoint("checkpoint-" + std::to_string(step), true);
 }
@@ -272,8 +278,12 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
   }
   text += no_smaller + " To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use);
   const std::string from = resume_point();
-  if (!saved.empty())
-    text += "; then resume from " + saved + ", where step " + std::to_string(step) +
+  // (A data-parallel rank's step is saved by the ranks together where they can: settle_failed_ranks.)
+  const std::string step_saved = !saved.empty() ? saved
+                                 : where.between_steps && step > 0 && last_checkpoint_step == step ? from
+                                                                                                  : std::string();
+  if (!step_saved.empty())
+    text += "; then resume from " + step_saved + ", where step " + std::to_string(step) +
             " is saved (nothing trained is lost).";
   else
     text += (from.empty() ? "; then start the run again"
@@ -309,15 +319,17 @@ std::string Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smal
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {
   if (!activity.between_steps || world() != 1 || options.benchmark || step == 0 || last_checkpoint_step == step)
     return {};
-  // (Saved before a held-out evaluation that ran out: its meta.json says so, for a resume.)
+  // (Saved before a held-out evaluation or live samples that ran out: its meta.json says so, for
+  // a resume.)
   if (std::string(activity.what) == kEvaluating.what) evaluation_pending = step;
+  if (std::string(activity.what) == kSampling.what && sampling_on_schedule) samples_pending = step;
   try {
     flush_metrics();
     std::string dir = save_checkpoint("checkpoint-" + std::to_string(step), true);
-    evaluation_pending = -1;
+    evaluation_pending = samples_pending = -1;
     return dir;
   } catch (const std::exception& e) {
-    evaluation_pending = -1;
+    evaluation_pending = samples_pending = -1;
     failure = e.what();
     return {};
   }

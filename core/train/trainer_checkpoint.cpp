@@ -104,8 +104,10 @@ nlohmann::json Trainer::State::meta_json() const {
           {"total_steps", total_steps},
           {"eval", metrics},
           {"eval_step", last_eval_step >= 0 && !last_eval.empty() ? nlohmann::json(last_eval_step) : nlohmann::json()},
-          // (saved before this step's held-out evaluation, which ran out of memory: a resume does it first)
-          {"evaluation_pending", evaluation_pending == step}};
+          // (saved before this step's held-out evaluation, or its live samples, which ran out of
+          // memory: a resume does them first)
+          {"evaluation_pending", evaluation_pending == step},
+          {"samples_pending", samples_pending == step}};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::State::rng_tensors() {
@@ -383,14 +385,19 @@ void Trainer::State::resume(const std::string& dir) {
   }
   set_rng_tensors(rng);
   log("info", "resumed from " + dir + " at step " + std::to_string(step));
-  // A checkpoint saved before its step's held-out evaluation, which ran out of memory
-  // (settle_failed_shards, rescue_checkpoint), says so: that evaluation is done first, with what
-  // followed it.
-  if (fs::exists(fs::path(dir) / "meta.json") &&
-      read_json_file((fs::path(dir) / "meta.json").string()).value("evaluation_pending", false)) {
+  // A checkpoint saved before its step's held-out evaluation, or its live samples, which ran out
+  // of memory (settle_failed_ranks, rescue_checkpoint), says so: they are done first, with what
+  // followed them.
+  if (!fs::exists(fs::path(dir) / "meta.json")) return;
+  const nlohmann::json meta = read_json_file((fs::path(dir) / "meta.json").string());
+  if (meta.value("evaluation_pending", false)) {
     evaluate_first = true;
     log("info", "the held-out evaluation of step " + std::to_string(step) + " is not in " + dir +
                     " (saved before it): it is done first");
+  } else if (meta.value("samples_pending", false)) {
+    samples_first = true;
+    log("info", "the live samples of step " + std::to_string(step) + " are not in " + dir +
+                    " (saved before them): they are done first");
   }
 }
 

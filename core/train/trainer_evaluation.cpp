@@ -7,7 +7,7 @@ namespace ganpo {
 
 void Trainer::State::evaluate(bool report) {
   verify_finite();
-  std::optional<FailedShards> failed;
+  std::optional<FailedRanks> failed;
   {
     const Doing doing(*this, kEvaluating);
     const int64_t bs = eval_batch_size(config.train);
@@ -22,12 +22,12 @@ void Trainer::State::evaluate(bool report) {
         last_eval = sharded_sft_eval(bs);
       else if (!eval_sft.empty())
         last_eval = sft_eval(policy, eval_sft, tokenizer->pad_id(), bs);
-    } catch (FailedShards& f) {
+    } catch (FailedRanks& f) {
       failed = std::move(f);
     }
   }
   policy->train();
-  if (failed) settle_failed_shards(*failed);  // (outside autocast: a checkpoint's merged weights in float32)
+  if (failed) settle_failed_ranks(*failed, kEvaluating);  // (outside autocast: a checkpoint's merged weights in float32)
   last_eval_step = step;
   if (report && !last_eval.empty()) observer.on_eval(step, EvalReport::of(last_eval));
 }
@@ -78,14 +78,10 @@ std::map<std::string, double> Trainer::State::sharded_sft_eval(int64_t bs) {
   return {{"eval_loss", v[1] > 0 ? v[0] / v[1] : 0.0}, {"eval_tokens", v[1]}};
 }
 
-std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<double>()>& score, size_t values) {
-  // [values..., how rank r failed: 0 not, 1 out of memory, 2 another error]
-  std::vector<double> sums(values + static_cast<size_t>(world()), 0.0);
-  FailedShards failed;
+double Trainer::State::run_my_part(const std::function<void()>& part, FailedRanks& failed) {
   double how = 0.0;
   try {
-    const std::vector<double> mine = score();
-    std::copy(mine.begin(), mine.end(), sums.begin());
+    part();
   } catch (const c10::Error& e) {
     how = is_out_of_memory(e) ? 1.0 : 2.0;
     failed.mine = std::current_exception();
@@ -97,7 +93,19 @@ std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<d
     failed.mine = std::current_exception();
   }
   if (how == 1.0 && device.is_cuda()) release_cached_cuda_memory();  // (what follows needs some)
-  sums[values + static_cast<size_t>(dp->rank())] = how;
+  return how;
+}
+
+std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<double>()>& score, size_t values) {
+  // [values..., how rank r failed: 0 not, 1 out of memory, 2 another error]
+  std::vector<double> sums(values + static_cast<size_t>(world()), 0.0);
+  FailedRanks failed;
+  sums[values + static_cast<size_t>(dp->rank())] = run_my_part(
+      [&] {
+        const std::vector<double> mine = score();
+        std::copy(mine.begin(), mine.end(), sums.begin());
+      },
+      failed);
   auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
   dp->all_reduce_sum_(all);
   const auto v = all.accessor<double, 1>();
@@ -106,20 +114,23 @@ std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<d
     if (rank_how == 1.0) failed.out_of_memory.push_back(r);
     if (rank_how == 2.0) failed.other.push_back(r);
   }
-  if (!failed.out_of_memory.empty() || !failed.other.empty()) throw failed;
+  if (failed.any()) throw failed;
   std::vector<double> out(values);
   for (size_t i = 0; i < values; ++i) out[i] = v[static_cast<int64_t>(i)];
   return out;
 }
 
-void Trainer::State::settle_failed_shards(const FailedShards& failed) {
-  const Doing doing(*this, kEvaluating);  // (kept where this ends in an error: the failure says where)
-  // Every rank is here, between two steps: this step is saved first, its checkpoint saying that
-  // its evaluation is to come, and every rank waits for rank 0's write to end.
+void Trainer::State::settle_failed_ranks(const FailedRanks& failed, const Activity& where) {
+  const Doing doing(*this, where);  // (kept where this ends in an error: the failure says where)
+  const bool evaluating = where.use == MemoryUse::evaluation;
+  // Every rank is here, between two steps: this step is saved first, its checkpoint saying what
+  // of it is to come, and every rank waits for rank 0's write to end.
   std::string save_failure;
   if (step > 0 && last_checkpoint_step != step && !options.benchmark) {
     double failed_here = 0.0;
-    evaluation_pending = step;
+    const std::string checkpoint_before = last_checkpoint;
+    const int64_t checkpoint_step_before = last_checkpoint_step;
+    if (evaluating || sampling_on_schedule) (evaluating ? evaluation_pending : samples_pending) = step;
     try {
       flush_metrics();
       save_checkpoint("checkpoint-" + std::to_string(step), true);
@@ -128,14 +139,19 @@ void Trainer::State::settle_failed_shards(const FailedShards& failed) {
     } catch (const std::exception& e) {
       save_failure = e.what();
       failed_here = 1.0;
-      activity = kEvaluating;  // (the save's own activity, which an error keeps)
+      activity = where;  // (the save's own activity, which an error keeps)
     }
-    evaluation_pending = -1;
+    evaluation_pending = samples_pending = -1;
     auto any = torch::tensor({failed_here}, torch::TensorOptions().dtype(torch::kFloat64));
     dp->all_reduce_sum_(any);
-    if (any.item<double>() > 0 && save_failure.empty()) save_failure = "another rank could not take part";
+    if (any.item<double>() > 0) {
+      if (save_failure.empty()) save_failure = "another rank could not take part";
+      // (Ranks other than 0 took it as saved before rank 0 wrote it: nothing to resume from.)
+      last_checkpoint = checkpoint_before;
+      last_checkpoint_step = checkpoint_step_before;
+    }
   }
-  if (failed.mine) std::rethrow_exception(failed.mine);  // (out_of_memory() says it, from the newest checkpoint)
+  if (failed.mine) std::rethrow_exception(failed.mine);  // (out_of_memory() says it)
 
   auto ranks = [](const std::vector<int>& r) {
     std::string text = r.size() == 1 ? "rank " : "ranks ";
@@ -144,15 +160,14 @@ void Trainer::State::settle_failed_shards(const FailedShards& failed) {
   };
   const bool memory = failed.other.empty();
   const std::string after = step > 0 ? " after step " + std::to_string(step) : std::string();
-  const std::string what = memory ? ranks(failed.out_of_memory) + " ran out of memory while running a held-out evaluation" +
-                                        after + " (" + (failed.out_of_memory.size() == 1 ? "its" : "their") +
-                                        " own log says how far)"
-                                  : ranks(failed.other) + " failed while running a held-out evaluation" + after +
-                                        " (" + (failed.other.size() == 1 ? "its" : "their") + " own log says why)";
+  const std::string what = memory ? ranks(failed.out_of_memory) + " ran out of memory while " + where.what + after +
+                                        " (" + (failed.out_of_memory.size() == 1 ? "its" : "their") + " own log says how far)"
+                                  : ranks(failed.other) + " failed while " + where.what + after + " (" +
+                                        (failed.other.size() == 1 ? "its" : "their") + " own log says why)";
   const std::string from = resume_point();
   // The rank that ran out asks its launcher to start every rank again where it can (as
   // out_of_memory() decides it): this one ends with it.
-  const bool asks = memory && config.train.auto_find_batch_size && !options.benchmark &&
+  const bool asks = memory && evaluating && config.train.auto_find_batch_size && !options.benchmark &&
                     !options.distributed->relaunch_dir.empty() && with_smaller_evaluation_batch(config);
   if (asks)
     throw RelaunchRequested(what + "; train.auto_find_batch_size: the rank that ran out asks the launcher to start the " +
@@ -160,7 +175,7 @@ void Trainer::State::settle_failed_shards(const FailedShards& failed) {
                             with_smaller_evaluation_batch(config)->change + ", from " +
                             (from.empty() ? std::string("the start") : from));
   throw Error(what + (save_failure.empty() ? "" : " (saving step " + std::to_string(step) + " failed: " + save_failure + ")") +
-              (memory ? ". To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), MemoryUse::evaluation)
+              (memory ? ". To need less memory, " + ways_to_use_less_memory(on_device_config(), vocab_size(), where.use)
                       : std::string(". Mend that")) +
               (from.empty() ? std::string("; then start the run again")
                             : "; then resume from " + from +
@@ -231,15 +246,14 @@ std::vector<std::string> Trainer::State::sample_texts(CausalLM& model) {
                      config.sampling.max_new_tokens, static_cast<uint64_t>(config.seed)};
   so.bf16_autocast = bf16_autocast();  // at the training's precision, as the held-out numbers
   so.cache_casts = !config.train.gradient_checkpointing;
+  fault_point("samples.batch");
   std::vector<std::string> out;
   for (auto& ids : generate(model, prompts, so, tokenizer->eos_id(), tokenizer->pad_id()))
     out.push_back(tokenizer->decode(ids));
   return out;
 }
 
-std::vector<std::string> Trainer::State::gathered_in_prompt_order(const std::vector<std::string>& mine) {
-  if (!dp) return mine;
-  const auto per_rank = dp->all_gather_texts(mine);
+std::vector<std::string> Trainer::State::in_prompt_order(const std::vector<std::vector<std::string>>& per_rank) const {
   std::vector<std::string> out(sample_prompts.size());
   std::vector<size_t> next(per_rank.size(), 0);
   for (size_t i = 0; i < out.size(); ++i) {
@@ -249,23 +263,58 @@ std::vector<std::string> Trainer::State::gathered_in_prompt_order(const std::vec
   return out;
 }
 
-void Trainer::State::samples() {
+void Trainer::State::samples(bool on_schedule) {
   verify_finite();
   if (sample_prompts.empty()) return;
-  const Doing doing(*this, kSampling);
+  sampling_on_schedule = on_schedule;
+  std::optional<Doing> doing(std::in_place, *this, kSampling);
   CausalLM& ref_model = preference ? reference : policy;
   std::vector<std::string> policy_texts, reference_texts;
   const bool need_reference = reference_samples.empty();
-  if (preference && need_reference)
-    run_lanes(
-        lanes(), [&] { policy_texts = sample_texts(policy); }, [&] { reference_texts = sample_texts(ref_model); });
-  else {
-    if (need_reference) reference_texts = sample_texts(ref_model);
-    policy_texts = sample_texts(policy);
+  auto sample = [&] {
+    if (preference && need_reference)
+      run_lanes(
+          lanes(), [&] { policy_texts = sample_texts(policy); }, [&] { reference_texts = sample_texts(ref_model); });
+    else {
+      if (need_reference) reference_texts = sample_texts(ref_model);
+      policy_texts = sample_texts(policy);
+    }
+  };
+  if (!dp) {
+    sample();
+    policy->train();
+  } else {
+    // Each rank samples its share; one gather of [how it went, its policy texts..., its
+    // reference texts...] gives every rank the others' texts, or that one failed (out of
+    // memory, say), so none waits on a rank that left.
+    FailedRanks failed;
+    const double how = run_my_part(sample, failed);
+    policy->train();
+    std::vector<std::string> packed{std::to_string(static_cast<int>(how))};
+    if (!failed.mine) {
+      packed.insert(packed.end(), policy_texts.begin(), policy_texts.end());
+      packed.insert(packed.end(), reference_texts.begin(), reference_texts.end());
+    }
+    const auto per_rank = dp->all_gather_texts(packed);
+    std::vector<std::vector<std::string>> policy_of(per_rank.size()), reference_of(per_rank.size());
+    for (size_t r = 0; r < per_rank.size(); ++r) {
+      const std::string& rank_how = per_rank[r].empty() ? std::string("2") : per_rank[r][0];
+      if (rank_how == "1") failed.out_of_memory.push_back(static_cast<int>(r));
+      if (rank_how != "0" && rank_how != "1") failed.other.push_back(static_cast<int>(r));
+      if (rank_how != "0") continue;
+      const auto texts = per_rank[r].begin() + 1;
+      const auto n = static_cast<std::ptrdiff_t>((per_rank[r].size() - 1) / (need_reference ? 2 : 1));
+      policy_of[r].assign(texts, texts + n);
+      reference_of[r].assign(texts + n, per_rank[r].end());
+    }
+    if (failed.any()) {
+      doing.reset();  // (settle_failed_ranks has its own)
+      settle_failed_ranks(failed, kSampling);
+    }
+    policy_texts = in_prompt_order(policy_of);
+    if (need_reference) reference_texts = in_prompt_order(reference_of);
   }
-  policy->train();
-  policy_texts = gathered_in_prompt_order(policy_texts);
-  if (need_reference) reference_samples = gathered_in_prompt_order(reference_texts);
+  if (need_reference) reference_samples = reference_texts;
   if (!is_main()) return;
   std::vector<SampleRecord> records;
   for (size_t i = 0; i < sample_prompts.size(); ++i) {

@@ -457,21 +457,29 @@ struct Trainer::State {
   // Data parallelism: a rank whose memory runs out (or that fails otherwise) scoring its shard
   // (`score`, `values` sums) says so in the sum of the shards, one more value a rank, so every
   // rank learns it in the same collective, between two steps, where the state is a whole step's
-  // on each: they all throw FailedShards. Else the summed values.
+  // on each: they all throw FailedRanks. Else the summed values.
   std::vector<double> sum_shards(const std::function<std::vector<double>()>& score, size_t values);
-  struct FailedShards {
+  struct FailedRanks {
     std::vector<int> out_of_memory, other;  // the ranks that failed, by how
     std::exception_ptr mine;                // this rank's error, if it failed
+    bool any() const { return !out_of_memory.empty() || !other.empty(); }
   };
-  // Outside evaluate()'s autocast: the ranks save this step together (unless a checkpoint of it
-  // exists: nothing trained is lost; its meta.json says its evaluation is to come, which a resume
-  // does first) and wait for rank 0's write; then they end: a rank that failed with its own error
-  // (out of memory: out_of_memory(), which asks the launcher to start every rank again with half
-  // the evaluation batch under train.auto_find_batch_size), the others asking to be started again
-  // with it, or failing with the ranks' place, the checkpoint and what would need less.
-  [[noreturn]] void settle_failed_shards(const FailedShards& failed);
-  // The step whose checkpoint is being saved before its held-out evaluation (-1: none), for meta.json.
-  int64_t evaluation_pending = -1;
+  // How this rank's part of a collective piece of work ran, for its peers: 0 it did, 1 its memory
+  // ran out (the GPU's cache is given back for what follows), 2 another error, kept in `failed`.
+  double run_my_part(const std::function<void()>& part, FailedRanks& failed);
+  // Between two steps, where a rank's part (`where`: a held-out evaluation, the live samples)
+  // failed and every rank knows it: the ranks save this step together, outside the evaluation's
+  // autocast (unless a checkpoint of it exists: nothing trained is lost; its meta.json says what
+  // of the step is to come, which a resume does first), and wait for rank 0's write; then they
+  // end: a rank that failed with its own error (out of memory: out_of_memory(), which asks the
+  // launcher to start every rank again with half the evaluation batch under
+  // train.auto_find_batch_size), the others asking to be started again with it, or failing with
+  // the ranks' place, the checkpoint and what would need less.
+  struct Activity;  // (below, with running out of memory)
+  [[noreturn]] void settle_failed_ranks(const FailedRanks& failed, const Activity& where);
+  // The step whose checkpoint is being saved before its held-out evaluation, or its live samples
+  // (-1: none), for meta.json.
+  int64_t evaluation_pending = -1, samples_pending = -1;
 
   // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a
   // judge, policy and reference sampled and judged at eval.temperatures. A judge that fails
@@ -483,11 +491,14 @@ struct Trainer::State {
 
   std::vector<std::string> sample_texts(CausalLM& model);
 
-  // Data parallelism: each rank samples its share of the prompts; rank 0 puts them back in order.
-  std::vector<std::string> gathered_in_prompt_order(const std::vector<std::string>& mine);
+  // Data parallelism: the ranks' texts (each its share of the prompts, in order), put back in
+  // the prompts' order.
+  std::vector<std::string> in_prompt_order(const std::vector<std::vector<std::string>>& per_rank) const;
 
-  // Policy (and once, the reference) sampled on the fixed prompts, judged where a judge is.
-  void samples();
+  // Policy (and once, the reference) sampled on the fixed prompts, judged where a judge is;
+  // `on_schedule` false for those the run's control asked for (which a resume does not make again).
+  void samples(bool on_schedule = true);
+  bool sampling_on_schedule = false;  // samples()' on_schedule while it runs
 
   // Judge scores for the live samples; a judge command that fails here warns once and the
   // samples go without scores.
@@ -619,6 +630,7 @@ struct Trainer::State {
   void adopt_batches_from_launcher();
   std::string ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what, const std::string& why);
   bool evaluate_first = false;  // Retry::evaluate_first, for the stage that retries
+  bool samples_first = false;   // a resumed checkpoint was saved before its step's live samples
   // The batches the person asked for (train batch, accumulation, evaluation batch), kept across
   // retries and in checkpoints, so a resume knows a smaller batch there was found, not chosen.
   struct Batches {
@@ -649,8 +661,11 @@ struct Trainer::State {
 
   // The stage from set-up to the final report; every failure becomes status "failed".
   TrainResult run();
-  // What follows an optimizer step where it is due: a held-out evaluation, the samples, a checkpoint.
-  void after_step();
+  // What follows an optimizer step where it is due: a held-out evaluation (unless `evaluation` is
+  // false: a resume whose checkpoint has it), the samples, a checkpoint.
+  void after_step(bool evaluation = true);
+  bool eval_due() const { return config.train.eval_steps > 0 && step % config.train.eval_steps == 0; }
+  bool samples_due() const { return config.sampling.every_steps > 0 && step % config.sampling.every_steps == 0; }
   // "4 rows a micro-batch x 2 accumulation steps = 8 rows per optimizer step; evaluations in ..."
   std::string batch_description() const;
 

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/atomic_folder.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/memory_estimate.h"
@@ -774,6 +775,63 @@ TEST(DataParallel, ARankOutOfMemoryInAnEvaluationSavesItsStepFirst) {
   std::ifstream eval(dir / "run" / "eval.jsonl");
   for (std::string line; std::getline(eval, line);) evaluated.push_back(nlohmann::json::parse(line).at("step"));
   EXPECT_EQ(evaluated, (std::vector<int64_t>{2, 4}));
+}
+
+// The same for the live samples, each rank's share of the prompts: rank 1 runs out generating
+// step 2's (its third call: both models at step 0, the policy at step 2); the ranks learn it in
+// the samples' gather, save step 2 together, marked as saved before its samples, and the run
+// fails saying so. A resume generates step 2's samples first; killed after step 3, it is resumed
+// from checkpoint-2 again, which makes them again in place of the first, and completes: each
+// step trained once and each step's samples recorded once, in the workspace and the files.
+TEST(DataParallel, ARankOutOfMemoryInTheLiveSamplesSavesItsStepFirst) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string config = run_config(dir / "run", 4, 2, 4, "save_steps = 0\n");
+  config.replace(config.find("num_prompts = 0"), 15, "num_prompts = 3\nevery_steps = 2\nmax_new_tokens = 4");
+  std::ofstream(dir / "run.toml") << config;
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db, "GANPO_OOM_AT=samples.batch:3@1");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  const std::string ckpt2 = (dir / "run" / "checkpoint-2").string();
+  const std::string error = query(db, "SELECT error FROM runs WHERE id = 1");
+  EXPECT_CONTAINS(error, "rank 1 ran out of memory while generating the live samples after step 2 (its own log says "
+                         "how far). To need less memory, lower sampling.num_prompts (now 3) or sampling.max_new_tokens (now 4)");
+  EXPECT_CONTAINS(error, "; then resume from " + ckpt2 + ", where step 2 is saved (nothing trained is lost).");
+  EXPECT_CONTAINS(r.output, "[rank 1] error: This machine's RAM ran out of memory while generating the live samples "
+                            "after step 2.");
+  EXPECT_CONTAINS(r.output, "then resume from " + ckpt2 + ", where step 2 is saved (nothing trained is lost). C++:");
+  EXPECT_EQ(nlohmann::json::parse(read_text(fs::path(ckpt2) / "meta.json")).at("samples_pending"), true);
+  auto killed = run_cli("runs resume 1 --db " + db, "GANPO_KILL_AT=step.done@1");
+  EXPECT_NE(killed.exit_code, 0) << killed.output;
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM samples GROUP BY step"), "0|3\n2|3\n");
+  auto resumed = run_cli("runs resume 1 --db " + db);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_CONTAINS(read_text(dir / "run" / "events.log"),
+                  "the live samples of step 2 are not in " + ckpt2 + " (saved before them): they are done first");
+  EXPECT_EQ(query(db, "SELECT status FROM runs WHERE id = 1"), "completed\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n4|1\n");
+  EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM samples GROUP BY step"), "0|3\n2|3\n4|3\n");
+  std::map<int64_t, int> sampled;
+  std::ifstream samples(dir / "run" / "samples.jsonl");
+  for (std::string line; std::getline(samples, line);) ++sampled[nlohmann::json::parse(line).at("step").get<int64_t>()];
+  EXPECT_EQ(sampled, (std::map<int64_t, int>{{0, 3}, {2, 3}, {4, 3}}));
+}
+
+// A rank 0 whose samples fail otherwise (an error, not memory) writes step 2's checkpoint all
+// the same, as the ranks agree in the gather, and the other rank's failure names it and says to
+// mend it.
+TEST(DataParallel, ARankZeroWhoseLiveSamplesFailSavesItsStepWithTheOthers) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string config = run_config(dir / "run", 4, 2, 4, "save_steps = 0\n");
+  config.replace(config.find("num_prompts = 0"), 15, "num_prompts = 3\nevery_steps = 2\nmax_new_tokens = 4");
+  std::ofstream(dir / "run.toml") << config;
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_FAIL_AT=samples.batch:3@0");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  const std::string ckpt2 = (dir / "run" / "checkpoint-2").string();
+  EXPECT_CONTAINS(r.output, "failed at samples.batch on purpose (GANPO_FAIL_AT)");
+  EXPECT_CONTAINS(r.output, "rank 0 failed while generating the live samples after step 2 (its own log says why). Mend "
+                            "that; then resume from " + ckpt2 + ", where step 2 is saved (nothing trained is lost).");
+  EXPECT_EQ(incomplete_reason(ckpt2), "");
+  EXPECT_EQ(nlohmann::json::parse(read_text(fs::path(ckpt2) / "meta.json")).at("samples_pending"), true);
 }
 
 // A rank that does not end when another asks to be started again (on GPUs, one waiting on an

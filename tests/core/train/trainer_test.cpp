@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <unistd.h>
@@ -82,6 +83,7 @@ public:
   void on_checkpoint(int64_t step, const std::string& path, const std::map<std::string, double>&) override {
     checkpoints.emplace_back(step, path);
   }
+  void on_redo(int64_t step, bool evaluation, bool samples) override { redone.emplace_back(step, evaluation, samples); }
 
   std::vector<std::string> statuses, status_messages, logs;
   int64_t total_steps = -1, first_step = -1;
@@ -91,6 +93,7 @@ public:
   std::map<int64_t, EvalReport> reports;
   std::map<int64_t, std::vector<SampleRecord>> samples;
   std::vector<std::pair<int64_t, std::string>> checkpoints;
+  std::vector<std::tuple<int64_t, bool, bool>> redone;
 
   std::string all_logs() const {
     std::string s;
@@ -1701,7 +1704,15 @@ TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExa
     EXPECT_CONTAINS(failed.message, k.advice);
     ASSERT_EQ(b_obs.checkpoints.size(), 1u);
     EXPECT_EQ(b_obs.checkpoints[0], std::make_pair(int64_t{2}, ckpt));
-    // Resumed from it with less memory asked for, it trains steps 3 and 4 as the uninterrupted run.
+    const bool evaluation = k.use == MemoryUse::evaluation;
+    EXPECT_EQ(b_obs.evals.count(2), evaluation ? 0u : 1u);
+    EXPECT_EQ(b_obs.samples.count(2), 0u);
+    const auto meta = read_json_file((fs::path(ckpt) / "meta.json").string());
+    EXPECT_EQ(meta.at("evaluation_pending"), evaluation) << meta.dump();
+    EXPECT_EQ(meta.at("samples_pending"), !evaluation) << meta.dump();
+    // Resumed from it with less memory asked for, it does what step 2 had left first (the
+    // evaluation and the samples, or the samples alone), then trains steps 3 and 4 as the
+    // uninterrupted run.
     b.train.per_device_eval_batch_size = 2;
     b.sampling.max_new_tokens = 8;
     Collector c_obs;
@@ -1709,9 +1720,31 @@ TEST_F(TrainerTest, OutOfMemoryBetweenStepsSavesThatStepFirstAndAResumeGoesOnExa
     from_ckpt.resume_from = ckpt;
     const auto resumed = run(b, c_obs, from_ckpt);
     ASSERT_EQ(resumed.status, "completed") << resumed.message << "\n" << c_obs.all_logs();
+    EXPECT_EQ(c_obs.evals.count(2), evaluation ? 1u : 0u) << "step 2's evaluation, once in all";
+    EXPECT_EQ(c_obs.samples.count(2), 1u) << c_obs.all_logs();
+    // (What an earlier resume from the checkpoint recorded of them goes first: RunObserver::on_redo.)
+    EXPECT_EQ(c_obs.redone, (std::vector<std::tuple<int64_t, bool, bool>>{{2, evaluation, true}}));
     for (int64_t step = 3; step <= 4; ++step)
       EXPECT_EQ(step_numbers(c_obs.metrics.at(step)), step_numbers(a_obs.metrics.at(step))) << step;
   }
+
+  // Samples the run's control asked for (here after step 2, none being due) are saved from as
+  // well, but a resume does not make them again: the checkpoint says nothing of step 2 is to come.
+  struct AsksForSamplesAfterStep2 : Collector {
+    int polls = 0;
+    ControlCommand poll_control() override { return ++polls == 3 ? ControlCommand::Sample : ControlCommand::None; }
+  };
+  RunConfig asked = c;
+  asked.output_dir += "-asked";
+  asked.sampling.every_steps = 0;
+  AsksForSamplesAfterStep2 s_obs;
+  const auto s_failed = run(asked, s_obs, out_of_memory_at("generating the live samples", 2));
+  ASSERT_EQ(s_failed.status, "failed") << s_obs.all_logs();
+  const std::string s_ckpt = (fs::path(asked.output_dir) / "checkpoint-2").string();
+  EXPECT_CONTAINS(s_failed.message, "; then resume from " + s_ckpt + ", where step 2 is saved (nothing trained is lost).");
+  const auto s_meta = read_json_file((fs::path(s_ckpt) / "meta.json").string());
+  EXPECT_EQ(s_meta.at("samples_pending"), false) << s_meta.dump();
+  EXPECT_EQ(s_meta.at("evaluation_pending"), false) << s_meta.dump();
 
   RunConfig judged = c;
   judged.output_dir += "-judge";
