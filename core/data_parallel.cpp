@@ -9,10 +9,12 @@
 
 #include <torch/version.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "core/error.h"
 #include "core/out_of_memory.h"
@@ -31,6 +33,9 @@ using CollectiveBackend = c10d::ProcessGroup;
 #endif
 
 constexpr int64_t kBucketBytes = 25 * 1024 * 1024;  // DDP's default bucket_cap_mb
+// How long a rank whose collective failed waits for its launcher to take another rank's standing
+// request (core/relaunch_request.h): the launcher looks every 50 ms; this is for a loaded machine.
+constexpr int kStandingRequestWaitMs = 10'000;
 
 // The message of the exception being handled; c10 errors without their backtrace.
 std::string current_error_text() {
@@ -218,12 +223,22 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
                 std::to_string(env_.world_size) + " because " + failures);
   // A rank that ran out of memory with train.auto_find_batch_size asked the launcher to start
   // every rank again, and left (core/relaunch_request.h): this one ends too, without failing.
-  if (!env_.relaunch_dir.empty())
-    if (const auto request = read_relaunch_request(env_.relaunch_dir))
+  // So does one the system ended for its memory while it tried its longest rows: its standing
+  // request becomes its request once the launcher finds it ended by SIGKILL (within its 50 ms
+  // poll; a rank that hung or ended otherwise leaves it standing, and this one fails as before).
+  if (!env_.relaunch_dir.empty()) {
+    const bool another_standing = standing_request_of_another(env_.relaunch_dir, env_.rank).has_value();
+    auto request = read_relaunch_request(env_.relaunch_dir);
+    for (int waited_ms = 0; !request && another_standing && waited_ms < kStandingRequestWaitMs; waited_ms += 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      request = read_relaunch_request(env_.relaunch_dir);
+    }
+    if (request)
       throw RelaunchRequested("rank " + std::to_string(request->rank) +
                               " ran out of memory; train.auto_find_batch_size: the launcher starts the " +
                               std::to_string(env_.world_size) + " processes again with " + request->change +
                               (request->reason.empty() ? "" : ". Rank " + std::to_string(request->rank) + ": " + request->reason));
+  }
   // The store is rank 0's: where it no longer answers, rank 0 is the one that went away.
   if (env_.rank != 0 && !store_answers())
     throw Error("data-parallel " + what + " failed on rank " + std::to_string(env_.rank) + " of " +
@@ -231,9 +246,13 @@ void DataParallel::rethrow_collective_error(const std::string& what) const {
                 "serves is gone too: " + detail + "). Rank 0's own log says why (the launcher's console, or the "
                 "run's log in the workspace); the run is resumable from its last checkpoint");
   // A rank that runs out of memory says so (note_failure) unless the system ended it for its
-  // memory, without a word: where it was trying its longest rows, that is the likely reason.
+  // memory, without a word: where it was trying its longest rows, that is the likely reason. (Not
+  // where the collective timed out: a rank that went away closes its connections at once, so that
+  // one hangs.)
+  const bool timed_out = detail.find("Timed out") != std::string::npos || detail.find("timed out") != std::string::npos ||
+                         detail.find("timeout") != std::string::npos;  // (Gloo's words; NCCL's watchdog's)
   const std::string memory =
-      !progress.other_trying ? ""
+      !progress.other_trying || timed_out ? ""
       : std::string(". A rank that went away while trying its longest training rows ahead (which every rank does "
                     "after its first step so that memory they would run out of runs out then) ") +
             (device_.is_cuda() ? "may have run out of host memory" : "most likely ran out of memory") +

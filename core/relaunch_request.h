@@ -10,6 +10,13 @@
 //   2. The launcher, once every rank has ended, starts them again from that checkpoint, with
 //      GANPO_BATCHES_FOUND = "train,accumulation,eval": each rank trains with those batches and
 //      counts its steps from the config's (the rows of an optimizer step stay what was asked).
+//   3. On the CPU the system's out-of-memory killer ends a rank without a word, so it cannot ask.
+//      While a rank tries its longest training rows after step 1 (where memory a later batch
+//      would run out of runs out), it leaves a standing request: what it would ask. Its launcher,
+//      finding it ended by SIGKILL, takes that as its request (take_standing_request); its peers,
+//      whose collectives fail, find a standing request of another rank (which may still be
+//      trying, hung, or ended otherwise: standing_request_of_another) and wait a little for the
+//      launcher to take it; where it does, they end as in 1, else they fail as they would have.
 // Only a launcher that starts every rank, on one host, sets GANPO_RELAUNCH_DIR (`ganpo train`
 // with train.num_processes, workspace runs, `ganpo launch` without --nnodes); a rank without it
 // refuses the setting. Torch-free: the launcher reads the requests too.
@@ -48,8 +55,17 @@ struct RelaunchRequest {
 void write_relaunch_request(const std::string& dir, const RelaunchRequest& request);
 // The request of the lowest rank that wrote one (none where none did or none can be read).
 std::optional<RelaunchRequest> read_relaunch_request(const std::string& dir);
-// Removes the requests (rank<R>.json and their temporary files); what else ranks left in the
-// folder for their new start stays (rank 0's precomputed reference log-probs).
+// A rank's standing request (3 above), as standing-rank<R>.json, and its removal.
+void write_standing_request(const std::string& dir, const RelaunchRequest& request);
+void remove_standing_request(const std::string& dir, int rank);
+// Makes `rank`'s standing request its request (written as rank<R>.json beside it); false where
+// it left none or it cannot be written.
+bool take_standing_request(const std::string& dir, int rank);
+// The standing request of the lowest rank other than `rank` that left one.
+std::optional<RelaunchRequest> standing_request_of_another(const std::string& dir, int rank);
+// Removes the requests (rank<R>.json, standing-rank<R>.json and their temporary files); what
+// else ranks left in the folder for their new start stays (rank 0's precomputed reference
+// log-probs).
 void clear_relaunch_requests(const std::string& dir);
 
 // "4,2,8" <-> {4, 2, 8}; parse_batches throws ConfigError unless three positive integers.

@@ -127,9 +127,11 @@ bool asks_to_start_again(int status) { return WIFEXITED(status) && WEXITSTATUS(s
 
 // One start of the plan's ranks, waited for until every one has ended. `signalled`: a SIGINT or
 // SIGTERM to the launcher was passed on to them (a person stopping the run). `only_asked_again`:
-// every rank that failed ended asking to be started again (kRelaunchExitCode), and none stopped
-// on request (the run's stop command).
-LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signalled, bool& only_asked_again) {
+// every rank that failed ended asking to be started again (kRelaunchExitCode, or SIGKILL where
+// it left a standing request in `relaunch_dir`: the system ended it for its memory), and none
+// stopped on request (the run's stop command).
+LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::string& relaunch_dir, bool& signalled,
+                        bool& only_asked_again) {
   const int port = plan.master_port > 0 ? plan.master_port : free_local_port();
   const int world = plan.nproc_per_node * plan.nnodes;
   std::vector<Rank> ranks;
@@ -155,6 +157,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signal
       const Rank* rank;
       pid_t done;
       int status;
+      bool asks_again;  // it ended asking to be started again, or it was ended where it stood so
     };
     std::vector<Failure> failures;
     for (auto& r : ranks) {
@@ -171,23 +174,33 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, bool& signal
       const bool stopped = done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 130;
       if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
       if (stopped) only_asked_again = false;  // a stop asked for is never followed by a new start
-      if (!stopped && (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)) failures.push_back({&r, done, status});
+      if (stopped || (done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)) continue;
+      const bool killed_standing = done > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+                                   !relaunch_dir.empty() && take_standing_request(relaunch_dir, r.global);
+      failures.push_back({&r, done, status, killed_standing || (done > 0 && asks_to_start_again(status))});
     }
-    for (const auto& f : failures) only_asked_again = only_asked_again && f.done > 0 && asks_to_start_again(f.status);
+    for (const auto& f : failures) only_asked_again = only_asked_again && f.asks_again;
     if (!failures.empty() && !stopping) {
       // A rank that asks to be started again (train.auto_find_batch_size) is a cause only where
       // nothing else failed; the others are not stopped then: their collectives fail and they end
       // asking too, and rank 0 finishes a checkpoint it is writing (the new start goes on from it).
-      auto rank_of = [](const Failure& f) { return f.done < 0 ? 2 : WIFSIGNALED(f.status) ? 0 : asks_to_start_again(f.status) ? 3 : 1; };
+      // (A rank the system ended where it stood so is named before the peers that end asking with it.)
+      auto rank_of = [](const Failure& f) {
+        return f.asks_again ? (WIFSIGNALED(f.status) ? 3 : 4) : f.done < 0 ? 2 : WIFSIGNALED(f.status) ? 0 : 1;
+      };
       auto cause = *std::min_element(failures.begin(), failures.end(),
                                      [&](const Failure& a, const Failure& b) { return rank_of(a) < rank_of(b); });
-      const bool asks_again = rank_of(cause) == 3;
+      const bool asks_again = rank_of(cause) >= 3;
       if (!asks_again || outcome.failed_rank < 0) {
         outcome.failed_rank = cause.rank->global;
         outcome.exit_code = cause.done < 0 ? 1 : exit_code_of(cause.status);
         outcome.killed_by = cause.done > 0 && WIFSIGNALED(cause.status) ? WTERMSIG(cause.status) : 0;
         outcome.message = "rank " + std::to_string(cause.rank->global) + " (pid " + std::to_string(cause.rank->pid) +
-                          ") " + (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status));
+                          ") " + (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status)) +
+                          (asks_again && WIFSIGNALED(cause.status)
+                               ? " while trying its longest training rows ahead: most likely the system's out-of-memory "
+                                 "killer ended it"
+                               : "");
         std::fprintf(stderr, "ganpo launch: %s; %s\n", outcome.message.c_str(),
                      asks_again ? "waiting for the other ranks" : "stopping the other ranks");
       }
@@ -267,7 +280,7 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
   LaunchOutcome outcome;
   for (int starts = 1;; ++starts) {
     bool signalled = false, only_asked_again = true;
-    outcome = run_ranks(plan, start, signalled, only_asked_again);
+    outcome = run_ranks(plan, start, relaunch_dir, signalled, only_asked_again);
     if (outcome.exit_code == 0 || !only_asked_again) break;  // (another failure is the run's)
     auto request = relaunch_dir.empty() ? std::nullopt : read_relaunch_request(relaunch_dir);
     // (A stop asked for after the ranks ended, g_forward_signal, is never followed by a new start.)
@@ -277,6 +290,7 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
                                                           : "";
     if (!not_again.empty()) {
       outcome.message += ", but they were not started again: " + not_again;
+      outcome.asked_again = true;
       break;
     }
     clear_relaunch_requests(relaunch_dir);

@@ -34,6 +34,7 @@ struct LaunchOutcome {
   int failed_rank = -1;    // global rank of the first failure
   int killed_by = 0;       // the signal that ended that rank (0 where it exited)
   std::string message;     // "rank 1 (pid 123) was killed by signal 9 (Killed)"
+  bool asked_again = false;  // the ranks ended asking to be started again, and were not (message says why)
 };
 
 // Runs the plan's ranks from this executable (/proc/self/exe) and waits for all of them.

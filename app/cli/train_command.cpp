@@ -186,11 +186,13 @@ int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::s
       // A rank the system killed says nothing: where rank 0 was trying its longest training rows
       // (its last log line: it was the one killed) or held half the machine's memory, the
       // out-of-memory killer is the likely cause. (Rank 0 says so itself where another rank was.)
-      const std::string cause = outcome.message + (outcome.killed_by == SIGKILL ? store.memory_kill_hint(*row) : "");
-      store.add_event(run_id, "error", "data-parallel launcher: " + cause + "; the other ranks were stopped");
+      // (A rank the launcher would have started again for its memory has its message say so.)
+      const std::string cause =
+          outcome.message + (outcome.killed_by == SIGKILL && !outcome.asked_again ? store.memory_kill_hint(*row) : "");
+      const std::string others = outcome.asked_again ? "" : "; the other ranks were stopped";
+      store.add_event(run_id, "error", "data-parallel launcher: " + cause + others);
       if (row->status != RunStatus::failed && row->status != RunStatus::completed)
-        store.set_status(run_id, RunStatus::failed,
-                         cause + "; the other ranks were stopped. Resume the run from its last checkpoint");
+        store.set_status(run_id, RunStatus::failed, cause + others + ". Resume the run from its last checkpoint");
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "ganpo: run %lld: could not record the failure: %s\n", static_cast<long long>(run_id), e.what());

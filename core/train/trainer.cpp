@@ -298,12 +298,8 @@ std::string Trainer::State::out_of_memory(const std::string& detail, bool host) 
 // run then fails, saying so).
 std::string Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what,
                                                          const std::string& why) {
-  const TrainConfig& t = smaller.config.train;
-  RelaunchRequest request{dp->rank(),
-                          {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)},
-                          resume_point(),
-                          smaller.change,
-                          what + (why.rfind(' ', 0) == 0 ? why.substr(1) : why)};  // (each ends, or starts, with a space)
+  // (`what` ends, and `why` starts, with a space)
+  const RelaunchRequest request = relaunch_request(smaller, what + (why.rfind(' ', 0) == 0 ? why.substr(1) : why));
   try {
     write_relaunch_request(options.distributed->relaunch_dir, request);
   } catch (const std::exception& e) {
@@ -314,6 +310,12 @@ std::string Trainer::State::ask_launcher_to_start_again(const SmallerBatch& smal
   log("warning", what + "train.auto_find_batch_size: the launcher starts the " + std::to_string(world()) +
                      " processes again with " + smaller.change + ", from " + from + "." + why);
   return {};
+}
+
+RelaunchRequest Trainer::State::relaunch_request(const SmallerBatch& smaller, const std::string& reason) const {
+  const TrainConfig& t = smaller.config.train;
+  return {dp->rank(), {t.per_device_train_batch_size, t.gradient_accumulation_steps, eval_batch_size(t)}, resume_point(),
+          smaller.change, reason};
 }
 
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {

@@ -629,6 +629,8 @@ struct Trainer::State {
   // The batches the launcher started this rank with after such a request (GANPO_BATCHES_FOUND).
   void adopt_batches_from_launcher();
   std::string ask_launcher_to_start_again(const SmallerBatch& smaller, const std::string& what, const std::string& why);
+  // This rank's request to go on with `smaller` from the newest checkpoint, `reason` for the others.
+  RelaunchRequest relaunch_request(const SmallerBatch& smaller, const std::string& reason) const;
   bool evaluate_first = false;  // Retry::evaluate_first, for the stage that retries
   bool samples_first = false;   // a resumed checkpoint was saved before its step's live samples
   // The batches the person asked for (train batch, accumulation, evaluation batch), kept across

@@ -24,6 +24,22 @@ double rss_megabytes() {
   return static_cast<double>(pages_resident) * 4096.0 / (1024.0 * 1024.0);
 }
 
+// A rank's standing request (core/relaunch_request.h), removed as its try of the longest rows
+// ends, however it ends; only the system's ending the process there leaves it, for the launcher.
+struct StandingRequestRemoval {
+  std::string dir;
+  int rank = 0;
+  StandingRequestRemoval() = default;
+  StandingRequestRemoval(const StandingRequestRemoval&) = delete;
+  StandingRequestRemoval& operator=(const StandingRequestRemoval&) = delete;
+  ~StandingRequestRemoval() {
+    try {
+      if (!dir.empty()) remove_standing_request(dir, rank);
+    } catch (...) {  // (unwinding from an out of memory, say: the launcher clears it before a new start)
+    }
+  }
+};
+
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups())
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -415,6 +431,21 @@ void Trainer::State::try_longest_rows() {
                   "), forward and backward, then discarded: memory they would run out of runs out now rather than "
                   "when they come up");
   observer.flush();
+  // CPU ranks under train.auto_find_batch_size: the system's out-of-memory killer would end this
+  // one without a word, so it says now what it would ask.
+  StandingRequestRemoval standing;
+  if (dp && device.is_cpu() && config.train.auto_find_batch_size && !options.distributed->relaunch_dir.empty())
+    if (const auto smaller = with_smaller_training_batch(config, world())) try {
+        write_standing_request(options.distributed->relaunch_dir,
+                               relaunch_request(*smaller, "it was ended without a word while trying its longest training "
+                                                          "rows ahead after step " + std::to_string(step) +
+                                                          ": most likely by the system's out-of-memory killer"));
+        standing.dir = options.distributed->relaunch_dir;  // (not a temporary: its end would remove it)
+        standing.rank = dp->rank();
+      } catch (const std::exception& e) {
+        log("warning", std::string("train.auto_find_batch_size: should the system end this rank for its memory in the "
+                                   "try that follows, its launcher cannot start the ranks again: ") + e.what());
+      }
   fault_point("step.longest_rows");
   const int index = device.has_index() ? device.index() : 0;
   // The window's memory peak so far is the steps': its log line reports that, and the try's

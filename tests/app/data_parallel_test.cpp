@@ -51,6 +51,14 @@ std::string run_config(const fs::path& out, int64_t batch, int64_t processes, in
          std::to_string(processes) + "\ndist_timeout_s = 60\n" + train_extra + "[sampling]\nnum_prompts = 0\n[eval]\njudge_at_end = false\n";
 }
 
+// run_config's 4 steps of 2 processes with 3 live-sample prompts every 2 steps (4 new tokens) and
+// no checkpoint before the last step.
+std::string sampling_run_config(const fs::path& out) {
+  std::string config = run_config(out, 4, 2, 4, "save_steps = 0\n");
+  config.replace(config.find("num_prompts = 0"), 15, "num_prompts = 3\nevery_steps = 2\nmax_new_tokens = 4");
+  return config;
+}
+
 std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& out) {
   std::map<int64_t, nlohmann::json> rows;
   std::ifstream in(out / "metrics.jsonl");
@@ -785,9 +793,7 @@ TEST(DataParallel, ARankOutOfMemoryInAnEvaluationSavesItsStepFirst) {
 // step trained once and each step's samples recorded once, in the workspace and the files.
 TEST(DataParallel, ARankOutOfMemoryInTheLiveSamplesSavesItsStepFirst) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::string config = run_config(dir / "run", 4, 2, 4, "save_steps = 0\n");
-  config.replace(config.find("num_prompts = 0"), 15, "num_prompts = 3\nevery_steps = 2\nmax_new_tokens = 4");
-  std::ofstream(dir / "run.toml") << config;
+  std::ofstream(dir / "run.toml") << sampling_run_config(dir / "run");
   const std::string db = (dir / "ws.sqlite").string();
   auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db, "GANPO_OOM_AT=samples.batch:3@1");
   EXPECT_NE(r.exit_code, 0) << r.output;
@@ -821,9 +827,7 @@ TEST(DataParallel, ARankOutOfMemoryInTheLiveSamplesSavesItsStepFirst) {
 // mend it.
 TEST(DataParallel, ARankZeroWhoseLiveSamplesFailSavesItsStepWithTheOthers) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::string config = run_config(dir / "run", 4, 2, 4, "save_steps = 0\n");
-  config.replace(config.find("num_prompts = 0"), 15, "num_prompts = 3\nevery_steps = 2\nmax_new_tokens = 4");
-  std::ofstream(dir / "run.toml") << config;
+  std::ofstream(dir / "run.toml") << sampling_run_config(dir / "run");
   auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_FAIL_AT=samples.batch:3@0");
   EXPECT_NE(r.exit_code, 0) << r.output;
   const std::string ckpt2 = (dir / "run" / "checkpoint-2").string();
@@ -832,6 +836,50 @@ TEST(DataParallel, ARankZeroWhoseLiveSamplesFailSavesItsStepWithTheOthers) {
                             "that; then resume from " + ckpt2 + ", where step 2 is saved (nothing trained is lost).");
   EXPECT_EQ(incomplete_reason(ckpt2), "");
   EXPECT_EQ(nlohmann::json::parse(read_text(fs::path(ckpt2) / "meta.json")).at("samples_pending"), true);
+}
+
+// On the CPU the system's out-of-memory killer ends a rank without a word, so it cannot ask to be
+// started again. One it ends while it tries its longest rows after step 1 (rank 1, then rank 0,
+// which serves the rendezvous store) under train.auto_find_batch_size has left what it would ask
+// (a standing request): its launcher takes it, the other rank ends asking too, and every rank
+// starts again with half the micro-batch; the run completes (rank 0's in its workspace, which
+// rank 0 killed leaves running for the new start to go on with).
+TEST(DataParallel, ARankTheSystemEndsWhileTryingItsLongestRowsIsStartedAgainWithASmallerBatch) {
+  for (const int killed : {1, 0}) {
+    SCOPED_TRACE("rank " + std::to_string(killed));
+    const auto dir = fresh_test_dir("ganpo-dp");
+    std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 3, "auto_find_batch_size = true\n");
+    const std::string db = (dir / "ws.sqlite").string();
+    auto r = run_cli("train --config " + (dir / "run.toml").string() + (killed == 0 ? " --db " + db : " --no-db"),
+                     "GANPO_KILL_AT=step.longest_rows@" + std::to_string(killed));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::string rank = "rank " + std::to_string(killed);
+    EXPECT_CONTAINS(r.output, "ganpo launch: " + rank + " (pid");
+    EXPECT_CONTAINS(r.output, "was killed by signal 9 (Killed) while trying its longest training rows ahead: most likely "
+                              "the system's out-of-memory killer ended it; waiting for the other ranks");
+    EXPECT_CONTAINS(r.output, "ganpo launch: " + rank + " ran out of memory; train.auto_find_batch_size: starting the 2 "
+                              "processes again with 2 rows a micro-batch x 2 accumulation steps");
+    EXPECT_CONTAINS(r.output, "from the start\n");
+    EXPECT_EQ(metrics_by_step(dir / "run").size(), 3u);
+    EXPECT_TRUE(fs::exists(dir / "run" / "final"));
+    if (killed == 0) EXPECT_EQ(query(db, "SELECT status, last_step FROM runs WHERE id = 1"), "completed|3\n");
+  }
+}
+
+// A rank that hangs in that try (alive: not the system's doing) leaves its standing request, but
+// its launcher never takes it: the other rank, its collective timed out, waits for that in vain and
+// fails as before, without a word of memory, and the launcher stops the hung one.
+TEST(DataParallel, ARankThatHangsWhileTryingItsLongestRowsIsNotStartedAgain) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::string config = run_config(dir / "run", 4, 2, 3, "auto_find_batch_size = true\n");
+  config.replace(config.find("dist_timeout_s = 60"), 19, "dist_timeout_s = 5");
+  std::ofstream(dir / "run.toml") << config;
+  auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_HANG_AT=step.longest_rows@1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "hung past train.dist_timeout_s");
+  EXPECT_CONTAINS(r.output, "ganpo launch: rank 0 (pid");
+  EXPECT_EQ(r.output.find("starting the 2 processes again"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("ran out of memory"), std::string::npos) << "a hung rank did not go away: " << r.output;
 }
 
 // A rank that does not end when another asks to be started again (on GPUs, one waiting on an
