@@ -65,6 +65,7 @@ DistributedEnv read_distributed_env(const EnvLookup& lookup_in) {
     env.local_world_size = integer(lookup, "LOCAL_WORLD_SIZE", env.world_size, 1, kMaxWorld);
     if (const auto dir = value(lookup, kRelaunchDirVariable)) env.relaunch_dir = *dir;
     if (const auto found = value(lookup, kBatchesFoundVariable)) env.batches_found = parse_batches(*found, kBatchesFoundVariable);
+    if (const auto why = value(lookup, kRelaunchReasonVariable)) env.relaunch_reason = *why;
   } else if (slurm) {
     env.source = "Slurm";
     env.world_size = integer(lookup, "SLURM_NTASKS", 1, 1, kMaxWorld);

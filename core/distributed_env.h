@@ -26,9 +26,11 @@ struct DistributedEnv {
   std::string note;  // set when the environment looks like a launch that this process is not part of
   // From a launcher that starts every rank again where one asks (core/relaunch_request.h):
   // GANPO_RELAUNCH_DIR, where a rank writes its request, and, once started again,
-  // GANPO_BATCHES_FOUND, the batches to go on with ({} = the config's).
+  // GANPO_BATCHES_FOUND, the batches to go on with ({} = the config's), and
+  // GANPO_RELAUNCH_REASON, the request's rank and why it asked, for the run's log.
   std::string relaunch_dir;
   std::vector<int64_t> batches_found;
+  std::string relaunch_reason;
 
   bool distributed() const { return world_size > 1; }
   std::string describe() const;  // "rank 1 of 4 (local 1 of 2), rendezvous 10.0.0.1:29500, from Slurm"

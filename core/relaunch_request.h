@@ -34,6 +34,7 @@ namespace ganpo {
 inline constexpr int kRelaunchExitCode = 75;  // EX_TEMPFAIL: start me again
 inline constexpr const char* kRelaunchDirVariable = "GANPO_RELAUNCH_DIR";
 inline constexpr const char* kBatchesFoundVariable = "GANPO_BATCHES_FOUND";
+inline constexpr const char* kRelaunchReasonVariable = "GANPO_RELAUNCH_REASON";  // "rank 1 ran out of memory: ..."
 
 // What a rank's failed collective throws where another rank asked to be started again: this
 // rank ends too, without failing the run (the launcher starts them all again).

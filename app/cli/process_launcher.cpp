@@ -267,7 +267,8 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
   // (train.auto_find_batch_size, core/relaunch_request.h); over several hosts it cannot.
   const std::string relaunch_dir = plan.nnodes == 1 && plan.can_start_again ? make_relaunch_dir() : std::string();
   Start start;
-  start.unset = {std::string(kRelaunchDirVariable) + "=", std::string(kBatchesFoundVariable) + "="};
+  start.unset = {std::string(kRelaunchDirVariable) + "=", std::string(kBatchesFoundVariable) + "=",
+                 std::string(kRelaunchReasonVariable) + "="};
   if (!relaunch_dir.empty()) start.set = {std::string(kRelaunchDirVariable) + "=" + relaunch_dir};
 
   g_forward_signal.store(0);
@@ -306,7 +307,9 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
                 request->rank, plan.nproc_per_node, request->change.c_str(), from.c_str());
     std::fflush(stdout);
     start.set = {std::string(kRelaunchDirVariable) + "=" + relaunch_dir,
-                 std::string(kBatchesFoundVariable) + "=" + format_batches(request->batches)};
+                 std::string(kBatchesFoundVariable) + "=" + format_batches(request->batches),
+                 std::string(kRelaunchReasonVariable) + "=rank " + std::to_string(request->rank) + " ran out of memory" +
+                     (request->reason.empty() ? "" : ": " + request->reason)};
     // A test's fault point fails once, in the first start: the ranks started again pass it.
     if (starts == 1)
       for (const char* fault : {"GANPO_KILL_AT=", "GANPO_HANG_AT=", "GANPO_FAIL_AT=", "GANPO_OOM_AT="})

@@ -297,10 +297,12 @@ void Trainer::State::adopt_batches_from_launcher() {
                       std::to_string(t.per_device_train_batch_size * t.gradient_accumulation_steps) +
                       " (per_device_train_batch_size x gradient_accumulation_steps): unset it");
   t.per_device_train_batch_size = found[0], t.gradient_accumulation_steps = found[1], t.per_device_eval_batch_size = found[2];
-  log("info", "train.auto_find_batch_size: the launcher started the ranks again with " + std::to_string(found[0]) +
-                  (found[0] == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(found[1]) +
-                  " accumulation steps and evaluation batches of " + std::to_string(found[2]) +
-                  ", which a rank found to fit");
+  // (Where rank 0 was the one the system ended, this is the run's only word of why.)
+  const std::string& why = options.distributed->relaunch_reason;
+  log("warning", "train.auto_find_batch_size: the launcher started the ranks again with " + std::to_string(found[0]) +
+                     (found[0] == 1 ? " row" : " rows") + " a micro-batch x " + std::to_string(found[1]) +
+                     " accumulation steps and evaluation batches of " + std::to_string(found[2]) +
+                     (why.empty() ? ", as a rank asked" : " after " + why));
 }
 
 void Trainer::State::resume(const std::string& dir) {

@@ -51,6 +51,14 @@ std::string run_config(const fs::path& out, int64_t batch, int64_t processes, in
          std::to_string(processes) + "\ndist_timeout_s = 60\n" + train_extra + "[sampling]\nnum_prompts = 0\n[eval]\njudge_at_end = false\n";
 }
 
+// run_config's 2 processes of batch 4 whose collectives give up after 5 s (train.dist_timeout_s),
+// for a rank that hangs.
+std::string short_timeout_run_config(const fs::path& out, int64_t steps, const std::string& train_extra = "") {
+  std::string config = run_config(out, 4, 2, steps, train_extra);
+  config.replace(config.find("dist_timeout_s = 60"), 19, "dist_timeout_s = 5");
+  return config;
+}
+
 // run_config's 4 steps of 2 processes with 3 live-sample prompts every 2 steps (4 new tokens) and
 // no checkpoint before the last step.
 std::string sampling_run_config(const fs::path& out) {
@@ -665,7 +673,8 @@ TEST(DataParallel, RanksThatRunOutOfMemoryAreStartedAgainWithASmallerBatch) {
   EXPECT_EQ(query(db, "SELECT status FROM runs WHERE id = 1"), "completed\n");
   EXPECT_EQ(query(db, "SELECT step, COUNT(*) FROM metrics WHERE key = 'loss' GROUP BY step"), "1|1\n2|1\n3|1\n4|1\n5|1\n");
   EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE '%launcher started the ranks again%'"),
-                  "2 rows a micro-batch x 2 accumulation steps and evaluation batches of 8, which a rank found to fit");
+                  "2 rows a micro-batch x 2 accumulation steps and evaluation batches of 8 after rank 1 ran out of "
+                  "memory: This machine's RAM ran out of memory while training after step 3.");
   // Rank 0's events say where rank 1 ran out, in rank 1's words.
   EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND text LIKE 'rank 1 ran out of memory;%'"),
                   "as before). Rank 1: This machine's RAM ran out of memory while training after "
@@ -862,7 +871,15 @@ TEST(DataParallel, ARankTheSystemEndsWhileTryingItsLongestRowsIsStartedAgainWith
     EXPECT_CONTAINS(r.output, "from the start\n");
     EXPECT_EQ(metrics_by_step(dir / "run").size(), 3u);
     EXPECT_TRUE(fs::exists(dir / "run" / "final"));
-    if (killed == 0) EXPECT_EQ(query(db, "SELECT status, last_step FROM runs WHERE id = 1"), "completed|3\n");
+    if (killed == 0) {
+      EXPECT_EQ(query(db, "SELECT status, last_step FROM runs WHERE id = 1"), "completed|3\n");
+      // (Rank 0 ended without a word: the new start's says why it was started again.)
+      EXPECT_CONTAINS(query(db, "SELECT text FROM events WHERE run_id = 1 AND level = 'warning'"),
+                      "train.auto_find_batch_size: the launcher started the ranks again with 2 rows a micro-batch x 2 "
+                      "accumulation steps and evaluation batches of 8 after rank 0 ran out of memory: it was ended "
+                      "without a word while trying its longest training rows ahead after step 1: most likely by the "
+                      "system's out-of-memory killer");
+    }
   }
 }
 
@@ -871,9 +888,7 @@ TEST(DataParallel, ARankTheSystemEndsWhileTryingItsLongestRowsIsStartedAgainWith
 // fails as before, without a word of memory, and the launcher stops the hung one.
 TEST(DataParallel, ARankThatHangsWhileTryingItsLongestRowsIsNotStartedAgain) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::string config = run_config(dir / "run", 4, 2, 3, "auto_find_batch_size = true\n");
-  config.replace(config.find("dist_timeout_s = 60"), 19, "dist_timeout_s = 5");
-  std::ofstream(dir / "run.toml") << config;
+  std::ofstream(dir / "run.toml") << short_timeout_run_config(dir / "run", 3, "auto_find_batch_size = true\n");
   auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_HANG_AT=step.longest_rows@1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_CONTAINS(r.output, "hung past train.dist_timeout_s");
@@ -917,9 +932,7 @@ TEST(DataParallel, LaunchWithAWorkspaceRefusesAutoFindBatchSize) {
 // train.dist_timeout_s with the ranks' progress; the launcher then stops the hung rank.
 TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {
   const auto dir = fresh_test_dir("ganpo-dp");
-  std::string config = run_config(dir / "run", 4, 2, 1000);
-  config.replace(config.find("dist_timeout_s = 60"), 19, "dist_timeout_s = 5");
-  std::ofstream(dir / "run.toml") << config;
+  std::ofstream(dir / "run.toml") << short_timeout_run_config(dir / "run", 1000);
   auto r = run_cli("train --no-db --config " + (dir / "run.toml").string(), "GANPO_HANG_AT=step.done:2 GANPO_FAULT_RANK=1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_CONTAINS(r.output, "hung past train.dist_timeout_s");
