@@ -1,6 +1,7 @@
 #include "core/fault_points.h"
 
 #include "core/error.h"
+#include "core/oom_kill_count.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -8,6 +9,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <string>
@@ -22,6 +25,7 @@ struct KillPlan {
   bool hang = false;
   bool fail = false;
   bool out_of_memory = false;
+  bool as_the_oom_killer = false;  // counted in GANPO_VMSTAT_FOR_TESTS's file, then killed
 };
 
 std::once_flag g_once;
@@ -35,7 +39,7 @@ void read_plan() {
   const char* only_rank = std::getenv("GANPO_FAULT_RANK");
   const char* rank_text = std::getenv("RANK");
   const std::string rank = rank_text && *rank_text ? rank_text : "0";
-  for (const char* variable : {"GANPO_KILL_AT", "GANPO_HANG_AT", "GANPO_FAIL_AT", "GANPO_OOM_AT"}) {
+  for (const char* variable : {"GANPO_KILL_AT", "GANPO_OOM_KILL_AT", "GANPO_HANG_AT", "GANPO_FAIL_AT", "GANPO_OOM_AT"}) {
     const char* env = std::getenv(variable);
     if (!env || !*env) continue;
     std::string spec(env), for_rank = only_rank ? only_rank : "";
@@ -50,7 +54,7 @@ void read_plan() {
       spec.resize(colon);
     }
     const std::string v = variable;
-    g_plan = {spec, n < 1 ? 1 : n, v == "GANPO_HANG_AT", v == "GANPO_FAIL_AT", v == "GANPO_OOM_AT"};
+    g_plan = {spec, n < 1 ? 1 : n, v == "GANPO_HANG_AT", v == "GANPO_FAIL_AT", v == "GANPO_OOM_AT", v == "GANPO_OOM_KILL_AT"};
     g_armed.store(true);
     return;
   }
@@ -66,6 +70,14 @@ void fault_point(const char* name) {
   g_armed.store(false);  // a failure happens once; a run that goes on passes the point again
   if (g_plan.fail) throw Error(std::string("failed at ") + name + " on purpose (GANPO_FAIL_AT)");
   if (g_plan.out_of_memory) throw std::bad_alloc();
+  if (const char* vmstat = std::getenv(kVmstatForTestsVariable); g_plan.as_the_oom_killer && vmstat && *vmstat) {
+    std::string text;
+    {
+      std::ifstream in(vmstat);
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    std::ofstream(vmstat) << with_one_more_oom_kill(text);
+  }
   if (!g_plan.hang) ::kill(::getpid(), SIGKILL);
   for (;;) ::pause();
 }

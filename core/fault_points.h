@@ -2,7 +2,9 @@
 //
 // With GANPO_KILL_AT=NAME (or NAME:N) in the environment, the N-th time (default the first)
 // the process reaches fault_point(NAME) it sends itself SIGKILL: no destructor, flush or
-// handler runs, exactly as when the machine loses power or the OOM killer strikes. Without
+// handler runs, exactly as when the machine loses power or the OOM killer strikes
+// (GANPO_OOM_KILL_AT=NAME[:N] does that as the OOM killer does, counting itself first where the
+// launcher reads the kernel's count of such kills: core/oom_kill_count.h). Without
 // the variable fault_point() costs two atomic loads. GANPO_HANG_AT=NAME[:N] makes the process
 // stop there instead and never continue (a hung rank: it still runs signal handlers, but no
 // code after the point), GANPO_FAIL_AT=NAME[:N] makes fault_point throw ganpo::Error there (a run

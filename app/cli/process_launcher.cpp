@@ -22,6 +22,7 @@
 
 #include "core/atomic_folder.h"
 #include "core/error.h"
+#include "core/oom_kill_count.h"
 #include "core/relaunch_request.h"
 
 namespace ganpo::cli {
@@ -141,6 +142,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
   }
 
   LaunchOutcome outcome;
+  const std::optional<int64_t> oom_kills_at_start = oom_kill_count();
   bool stopping = false;  // SIGTERM sent to the survivors
   bool kill_pending = false;
   std::chrono::steady_clock::time_point kill_at{};  // when the survivors get SIGKILL
@@ -158,6 +160,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
       pid_t done;
       int status;
       bool asks_again;  // it ended asking to be started again, or it was ended where it stood so
+      std::optional<bool> oom_killer;  // (LaunchOutcome::oom_killer)
     };
     std::vector<Failure> failures;
     for (auto& r : ranks) {
@@ -175,9 +178,15 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
       if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
       if (stopped) only_asked_again = false;  // a stop asked for is never followed by a new start
       if (stopped || (done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)) continue;
-      const bool killed_standing = done > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
-                                   !relaunch_dir.empty() && take_standing_request(relaunch_dir, r.global);
-      failures.push_back({&r, done, status, killed_standing || (done > 0 && asks_to_start_again(status))});
+      // A rank ended by SIGKILL: the system's out-of-memory killer where the kernel counted a kill
+      // since the ranks started (where it cannot say, most likely: a person's kill -9 is rarer).
+      const bool sigkill = done > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+      std::optional<bool> oom_killer;
+      if (sigkill)
+        if (const auto now = oom_kill_count(); now && oom_kills_at_start) oom_killer = *now > *oom_kills_at_start;
+      const bool killed_standing = sigkill && oom_killer.value_or(true) && !relaunch_dir.empty() &&
+                                   take_standing_request(relaunch_dir, r.global);
+      failures.push_back({&r, done, status, killed_standing || (done > 0 && asks_to_start_again(status)), oom_killer});
     }
     for (const auto& f : failures) only_asked_again = only_asked_again && f.asks_again;
     if (!failures.empty() && !stopping) {
@@ -195,11 +204,16 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
         outcome.failed_rank = cause.rank->global;
         outcome.exit_code = cause.done < 0 ? 1 : exit_code_of(cause.status);
         outcome.killed_by = cause.done > 0 && WIFSIGNALED(cause.status) ? WTERMSIG(cause.status) : 0;
+        outcome.oom_killer = cause.oom_killer;
         outcome.message = "rank " + std::to_string(cause.rank->global) + " (pid " + std::to_string(cause.rank->pid) +
                           ") " + (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status)) +
                           (asks_again && WIFSIGNALED(cause.status)
-                               ? " while trying its longest training rows ahead: most likely the system's out-of-memory "
-                                 "killer ended it"
+                               ? std::string(" while trying its longest training rows ahead: ") +
+                                     (cause.oom_killer.value_or(false) ? "the system's out-of-memory killer ended it (the kernel counted it)"
+                                                       : "most likely the system's out-of-memory killer ended it")
+                           : cause.oom_killer == false
+                               ? " (not by the system's out-of-memory killer: the kernel counted none since the ranks "
+                                 "started)"
                                : "");
         std::fprintf(stderr, "ganpo launch: %s; %s\n", outcome.message.c_str(),
                      asks_again ? "waiting for the other ranks" : "stopping the other ranks");
@@ -312,7 +326,7 @@ LaunchOutcome launch_processes(const LaunchPlan& plan_in) {
                      (request->reason.empty() ? "" : ": " + request->reason)};
     // A test's fault point fails once, in the first start: the ranks started again pass it.
     if (starts == 1)
-      for (const char* fault : {"GANPO_KILL_AT=", "GANPO_HANG_AT=", "GANPO_FAIL_AT=", "GANPO_OOM_AT="})
+      for (const char* fault : {"GANPO_KILL_AT=", "GANPO_OOM_KILL_AT=", "GANPO_HANG_AT=", "GANPO_FAIL_AT=", "GANPO_OOM_AT="})
         start.unset.push_back(fault);
     plan.command = resuming_from(plan.command, request->resume_from);
   }

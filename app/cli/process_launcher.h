@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ struct LaunchOutcome {
   int killed_by = 0;       // the signal that ended that rank (0 where it exited)
   std::string message;     // "rank 1 (pid 123) was killed by signal 9 (Killed)"
   bool asked_again = false;  // the ranks ended asking to be started again, and were not (message says why)
+  // For a rank killed by SIGKILL: whether the kernel's count of out-of-memory kills went up since
+  // the ranks started (core/oom_kill_count.h); none where it cannot be read.
+  std::optional<bool> oom_killer;
 };
 
 // Runs the plan's ranks from this executable (/proc/self/exe) and waits for all of them.

@@ -67,6 +67,14 @@ std::string sampling_run_config(const fs::path& out) {
   return config;
 }
 
+// The environment that makes a rank end at fault point `spec` as the system's out-of-memory
+// killer ends one: counted in a vmstat file of the test's (oom_kill 0 before), which the
+// launcher reads for the kernel's count (core/oom_kill_count.h), then SIGKILL.
+std::string as_the_oom_killer_at(const fs::path& dir, const std::string& spec) {
+  std::ofstream(dir / "vmstat") << "nr_free_pages 1000\noom_kill 0\n";
+  return "GANPO_VMSTAT_FOR_TESTS=" + (dir / "vmstat").string() + " GANPO_OOM_KILL_AT=" + spec;
+}
+
 std::map<int64_t, nlohmann::json> metrics_by_step(const fs::path& out) {
   std::map<int64_t, nlohmann::json> rows;
   std::ifstream in(out / "metrics.jsonl");
@@ -572,7 +580,8 @@ TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
   // workspace says it, from the run's last log line (rank 0's, the try's).
   std::ofstream(dir / "zero.toml") << run_config(dir / "zero", 2, 2, 12);
   const std::string zero_db = (dir / "zero.sqlite").string();
-  auto zero = run_cli("train --config " + (dir / "zero.toml").string() + " --db " + zero_db, "GANPO_KILL_AT=step.longest_rows@0");
+  auto zero = run_cli("train --config " + (dir / "zero.toml").string() + " --db " + zero_db,
+                      as_the_oom_killer_at(dir, "step.longest_rows@0"));
   EXPECT_EQ(zero.exit_code, 128 + SIGKILL) << zero.output;
   const std::string zero_error = query(zero_db, "SELECT error FROM runs WHERE id = 1");
   EXPECT_CONTAINS(zero_error, "rank 0 (pid ");
@@ -586,7 +595,7 @@ TEST(DataParallel, ARankKilledWhileTryingItsLongestRowsIsNamedWithWhereItWas) {
   auto elsewhere = run_cli("train --no-db --config " + (dir / "step.toml").string(), "GANPO_KILL_AT=evaluation.batch@1");
   EXPECT_EQ(elsewhere.exit_code, 128 + SIGKILL) << elsewhere.output;
   EXPECT_CONTAINS(elsewhere.output, "rank 1: tried its longest training rows ahead after step 1");
-  EXPECT_EQ(elsewhere.output.find("out-of-memory killer"), std::string::npos) << elsewhere.output;
+  EXPECT_EQ(elsewhere.output.find("most likely"), std::string::npos) << elsewhere.output;
   EXPECT_EQ(elsewhere.output.find("To need less memory"), std::string::npos) << elsewhere.output;
 }
 
@@ -860,12 +869,12 @@ TEST(DataParallel, ARankTheSystemEndsWhileTryingItsLongestRowsIsStartedAgainWith
     std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 3, "auto_find_batch_size = true\n");
     const std::string db = (dir / "ws.sqlite").string();
     auto r = run_cli("train --config " + (dir / "run.toml").string() + (killed == 0 ? " --db " + db : " --no-db"),
-                     "GANPO_KILL_AT=step.longest_rows@" + std::to_string(killed));
+                     as_the_oom_killer_at(dir, "step.longest_rows@" + std::to_string(killed)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const std::string rank = "rank " + std::to_string(killed);
     EXPECT_CONTAINS(r.output, "ganpo launch: " + rank + " (pid");
-    EXPECT_CONTAINS(r.output, "was killed by signal 9 (Killed) while trying its longest training rows ahead: most likely "
-                              "the system's out-of-memory killer ended it; waiting for the other ranks");
+    EXPECT_CONTAINS(r.output, "was killed by signal 9 (Killed) while trying its longest training rows ahead: the system's "
+                              "out-of-memory killer ended it (the kernel counted it); waiting for the other ranks");
     EXPECT_CONTAINS(r.output, "ganpo launch: " + rank + " ran out of memory; train.auto_find_batch_size: starting the 2 "
                               "processes again with 2 rows a micro-batch x 2 accumulation steps");
     EXPECT_CONTAINS(r.output, "from the start\n");
@@ -881,6 +890,25 @@ TEST(DataParallel, ARankTheSystemEndsWhileTryingItsLongestRowsIsStartedAgainWith
                       "system's out-of-memory killer");
     }
   }
+}
+
+// A rank ended by SIGKILL in that try where the kernel counted no out-of-memory kill (a person's
+// kill -9) is not started again: the run fails, saying so, and the workspace's failure does not
+// blame memory.
+TEST(DataParallel, ARankKilledByAPersonWhileTryingItsLongestRowsIsNotStartedAgain) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 2, 3, "auto_find_batch_size = true\n");
+  std::ofstream(dir / "vmstat") << "oom_kill 7\n";
+  const std::string db = (dir / "ws.sqlite").string();
+  auto r = run_cli("train --config " + (dir / "run.toml").string() + " --db " + db,
+                   "GANPO_VMSTAT_FOR_TESTS=" + (dir / "vmstat").string() + " GANPO_KILL_AT=step.longest_rows@0");
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.output;
+  EXPECT_CONTAINS(r.output, "was killed by signal 9 (Killed) (not by the system's out-of-memory killer: the kernel "
+                            "counted none since the ranks started); stopping the other ranks");
+  EXPECT_EQ(r.output.find("starting the 2 processes again"), std::string::npos) << r.output;
+  const std::string error = query(db, "SELECT error FROM runs WHERE id = 1");
+  EXPECT_CONTAINS(error, "(not by the system's out-of-memory killer: the kernel counted none since the ranks started)");
+  EXPECT_EQ(error.find("most likely"), std::string::npos) << error;
 }
 
 // A rank that hangs in that try (alive: not the system's doing) leaves its standing request, but
