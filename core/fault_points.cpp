@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -76,7 +77,10 @@ void fault_point(const char* name) {
       std::ifstream in(vmstat);
       text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     }
-    std::ofstream(vmstat) << with_one_more_oom_kill(text);
+    // (Whole or not at all, for the launcher reading it: a file of this process's, then renamed.)
+    const std::string tmp = std::string(vmstat) + "." + std::to_string(::getpid());
+    std::ofstream(tmp) << with_one_more_oom_kill(text);
+    std::rename(tmp.c_str(), vmstat);
   }
   if (!g_plan.hang) ::kill(::getpid(), SIGKILL);
   for (;;) ::pause();

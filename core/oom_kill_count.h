@@ -1,7 +1,8 @@
 // How many processes the kernel's out-of-memory killer has ended since the machine started:
 // /proc/vmstat's oom_kill (Linux 4.13 on). A launcher whose rank was ended by SIGKILL compares it
-// with the count when the rank started, to tell the system's doing from a person's `kill -9`
-// (a count over the whole machine: another process's kill counts too).
+// with the count when the rank started: where it went up, its message says the kernel's killer
+// did it (a count over the whole machine: another process's kill counts too). Where it did not,
+// nothing follows: a user-space killer (systemd-oomd, earlyoom) is not counted.
 //
 // GANPO_VMSTAT_FOR_TESTS names a file read in place of /proc/vmstat; the fault point
 // GANPO_OOM_KILL_AT (core/fault_points.h) counts itself there before it ends its process, as the

@@ -135,6 +135,7 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
                         bool& only_asked_again) {
   const int port = plan.master_port > 0 ? plan.master_port : free_local_port();
   const int world = plan.nproc_per_node * plan.nnodes;
+  const std::optional<int64_t> oom_kills_at_start = oom_kill_count();  // (before any rank can be ended)
   std::vector<Rank> ranks;
   for (int local = 0; local < plan.nproc_per_node; ++local) {
     const int global = plan.node_rank * plan.nproc_per_node + local;
@@ -142,7 +143,6 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
   }
 
   LaunchOutcome outcome;
-  const std::optional<int64_t> oom_kills_at_start = oom_kill_count();
   bool stopping = false;  // SIGTERM sent to the survivors
   bool kill_pending = false;
   std::chrono::steady_clock::time_point kill_at{};  // when the survivors get SIGKILL
@@ -178,14 +178,15 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
       if (stopped && outcome.exit_code == 0) outcome.exit_code = 130;
       if (stopped) only_asked_again = false;  // a stop asked for is never followed by a new start
       if (stopped || (done > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)) continue;
-      // A rank ended by SIGKILL: the system's out-of-memory killer where the kernel counted a kill
-      // since the ranks started (where it cannot say, most likely: a person's kill -9 is rarer).
+      // A rank ended by SIGKILL: most likely an out-of-memory killer's doing, the kernel's where it
+      // counted a kill since the ranks started. (Where it did not, a user-space one such as
+      // systemd-oomd or earlyoom, which the kernel does not count, is still likelier than a
+      // person's kill -9: the count makes the message surer, never the run less so.)
       const bool sigkill = done > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
       std::optional<bool> oom_killer;
       if (sigkill)
         if (const auto now = oom_kill_count(); now && oom_kills_at_start) oom_killer = *now > *oom_kills_at_start;
-      const bool killed_standing = sigkill && oom_killer.value_or(true) && !relaunch_dir.empty() &&
-                                   take_standing_request(relaunch_dir, r.global);
+      const bool killed_standing = sigkill && !relaunch_dir.empty() && take_standing_request(relaunch_dir, r.global);
       failures.push_back({&r, done, status, killed_standing || (done > 0 && asks_to_start_again(status)), oom_killer});
     }
     for (const auto& f : failures) only_asked_again = only_asked_again && f.asks_again;
@@ -209,11 +210,11 @@ LaunchOutcome run_ranks(const LaunchPlan& plan, const Start& start, const std::s
                           ") " + (cause.done < 0 ? std::string("could not be waited for") : describe_exit(cause.status)) +
                           (asks_again && WIFSIGNALED(cause.status)
                                ? std::string(" while trying its longest training rows ahead: ") +
-                                     (cause.oom_killer.value_or(false) ? "the system's out-of-memory killer ended it (the kernel counted it)"
-                                                       : "most likely the system's out-of-memory killer ended it")
-                           : cause.oom_killer == false
-                               ? " (not by the system's out-of-memory killer: the kernel counted none since the ranks "
-                                 "started)"
+                                     (cause.oom_killer.value_or(false)
+                                          ? "the system's out-of-memory killer ended it (the kernel counted it)"
+                                          : "most likely the system's out-of-memory killer ended it")
+                           : cause.oom_killer.value_or(false)
+                               ? " (the kernel's out-of-memory killer counted a kill since the ranks started)"
                                : "");
         std::fprintf(stderr, "ganpo launch: %s; %s\n", outcome.message.c_str(),
                      asks_again ? "waiting for the other ranks" : "stopping the other ranks");

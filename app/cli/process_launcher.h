@@ -37,7 +37,8 @@ struct LaunchOutcome {
   std::string message;     // "rank 1 (pid 123) was killed by signal 9 (Killed)"
   bool asked_again = false;  // the ranks ended asking to be started again, and were not (message says why)
   // For a rank killed by SIGKILL: whether the kernel's count of out-of-memory kills went up since
-  // the ranks started (core/oom_kill_count.h); none where it cannot be read.
+  // the ranks started (core/oom_kill_count.h; a user-space killer such as systemd-oomd is not
+  // counted); none where it cannot be read.
   std::optional<bool> oom_killer;
 };
 

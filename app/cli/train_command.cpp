@@ -188,9 +188,7 @@ int launch_worker_ranks(const std::string& db_path, int64_t run_id, const std::s
       // out-of-memory killer is the likely cause. (Rank 0 says so itself where another rank was.)
       // (A rank the launcher would have started again for its memory has its message say so.)
       const std::string cause =
-          outcome.message + (outcome.killed_by == SIGKILL && !outcome.asked_again && outcome.oom_killer != false
-                                 ? store.memory_kill_hint(*row)
-                                 : "");
+          outcome.message + (outcome.killed_by == SIGKILL && !outcome.asked_again ? store.memory_kill_hint(*row) : "");
       const std::string others = outcome.asked_again ? "" : "; the other ranks were stopped";
       store.add_event(run_id, "error", "data-parallel launcher: " + cause + others);
       if (row->status != RunStatus::failed && row->status != RunStatus::completed)
