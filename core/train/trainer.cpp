@@ -321,10 +321,7 @@ RelaunchRequest Trainer::State::relaunch_request(const SmallerBatch& smaller, co
 std::string Trainer::State::rescue_checkpoint(std::string& failure) {
   if (!activity.between_steps || world() != 1 || options.benchmark || step == 0 || last_checkpoint_step == step)
     return {};
-  // (Saved before a held-out evaluation or live samples that ran out: its meta.json says so, for
-  // a resume.)
-  if (std::string(activity.what) == kEvaluating.what) evaluation_pending = step;
-  if (std::string(activity.what) == kSampling.what && sampling_on_schedule) samples_pending = step;
+  mark_step_pending();  // (saved before an evaluation or samples that ran out: meta.json says so)
   try {
     flush_metrics();
     std::string dir = save_checkpoint("checkpoint-" + std::to_string(step), true);
@@ -335,6 +332,11 @@ std::string Trainer::State::rescue_checkpoint(std::string& failure) {
     failure = e.what();
     return {};
   }
+}
+
+void Trainer::State::mark_step_pending() {
+  if (std::string(activity.what) == kEvaluating.what) evaluation_pending = step;
+  if (std::string(activity.what) == kSampling.what && sampling_on_schedule) samples_pending = step;
 }
 
 std::string Trainer::State::resume_point() const {

@@ -78,21 +78,21 @@ std::map<std::string, double> Trainer::State::sharded_sft_eval(int64_t bs) {
   return {{"eval_loss", v[1] > 0 ? v[0] / v[1] : 0.0}, {"eval_tokens", v[1]}};
 }
 
-double Trainer::State::run_my_part(const std::function<void()>& part, FailedRanks& failed) {
-  double how = 0.0;
+int Trainer::State::run_my_part(const std::function<void()>& part, FailedRanks& failed) {
+  int how = 0;
   try {
     part();
   } catch (const c10::Error& e) {
-    how = is_out_of_memory(e) ? 1.0 : 2.0;
+    how = is_out_of_memory(e) ? 1 : 2;
     failed.mine = std::current_exception();
   } catch (const std::bad_alloc&) {
-    how = 1.0;
+    how = 1;
     failed.mine = std::current_exception();
   } catch (const std::exception&) {
-    how = 2.0;
+    how = 2;
     failed.mine = std::current_exception();
   }
-  if (how == 1.0 && device.is_cuda()) release_cached_cuda_memory();  // (what follows needs some)
+  if (how == 1 && device.is_cuda()) release_cached_cuda_memory();  // (what follows needs some)
   return how;
 }
 
@@ -109,11 +109,7 @@ std::vector<double> Trainer::State::sum_shards(const std::function<std::vector<d
   auto all = torch::tensor(sums, torch::TensorOptions().dtype(torch::kFloat64));
   dp->all_reduce_sum_(all);
   const auto v = all.accessor<double, 1>();
-  for (int r = 0; r < world(); ++r) {
-    const double rank_how = v[static_cast<int64_t>(values) + r];
-    if (rank_how == 1.0) failed.out_of_memory.push_back(r);
-    if (rank_how == 2.0) failed.other.push_back(r);
-  }
+  for (int r = 0; r < world(); ++r) failed.note(r, static_cast<int>(v[static_cast<int64_t>(values) + r]));
   if (failed.any()) throw failed;
   std::vector<double> out(values);
   for (size_t i = 0; i < values; ++i) out[i] = v[static_cast<int64_t>(i)];
@@ -130,7 +126,7 @@ void Trainer::State::settle_failed_ranks(const FailedRanks& failed, const Activi
     double failed_here = 0.0;
     const std::string checkpoint_before = last_checkpoint;
     const int64_t checkpoint_step_before = last_checkpoint_step;
-    if (evaluating || sampling_on_schedule) (evaluating ? evaluation_pending : samples_pending) = step;
+    mark_step_pending();
     try {
       flush_metrics();
       save_checkpoint("checkpoint-" + std::to_string(step), true);
@@ -288,9 +284,9 @@ void Trainer::State::samples(bool on_schedule) {
     // reference texts...] gives every rank the others' texts, or that one failed (out of
     // memory, say), so none waits on a rank that left.
     FailedRanks failed;
-    const double how = run_my_part(sample, failed);
+    const int how = run_my_part(sample, failed);
     policy->train();
-    std::vector<std::string> packed{std::to_string(static_cast<int>(how))};
+    std::vector<std::string> packed{std::to_string(how)};
     if (!failed.mine) {
       packed.insert(packed.end(), policy_texts.begin(), policy_texts.end());
       packed.insert(packed.end(), reference_texts.begin(), reference_texts.end());
@@ -298,10 +294,10 @@ void Trainer::State::samples(bool on_schedule) {
     const auto per_rank = dp->all_gather_texts(packed);
     std::vector<std::vector<std::string>> policy_of(per_rank.size()), reference_of(per_rank.size());
     for (size_t r = 0; r < per_rank.size(); ++r) {
-      const std::string& rank_how = per_rank[r].empty() ? std::string("2") : per_rank[r][0];
-      if (rank_how == "1") failed.out_of_memory.push_back(static_cast<int>(r));
-      if (rank_how != "0" && rank_how != "1") failed.other.push_back(static_cast<int>(r));
-      if (rank_how != "0") continue;
+      const std::string first = per_rank[r].empty() ? "" : per_rank[r][0];
+      const int rank_how = first == "0" ? 0 : first == "1" ? 1 : 2;
+      failed.note(static_cast<int>(r), rank_how);
+      if (rank_how != 0) continue;
       const auto texts = per_rank[r].begin() + 1;
       const auto n = static_cast<std::ptrdiff_t>((per_rank[r].size() - 1) / (need_reference ? 2 : 1));
       policy_of[r].assign(texts, texts + n);

@@ -463,10 +463,15 @@ struct Trainer::State {
     std::vector<int> out_of_memory, other;  // the ranks that failed, by how
     std::exception_ptr mine;                // this rank's error, if it failed
     bool any() const { return !out_of_memory.empty() || !other.empty(); }
+    // Rank `rank`'s part went as run_my_part says it (`how`).
+    void note(int rank, int how) {
+      if (how == 1) out_of_memory.push_back(rank);
+      if (how == 2) other.push_back(rank);
+    }
   };
   // How this rank's part of a collective piece of work ran, for its peers: 0 it did, 1 its memory
   // ran out (the GPU's cache is given back for what follows), 2 another error, kept in `failed`.
-  double run_my_part(const std::function<void()>& part, FailedRanks& failed);
+  int run_my_part(const std::function<void()>& part, FailedRanks& failed);
   // Between two steps, where a rank's part (`where`: a held-out evaluation, the live samples)
   // failed and every rank knows it: the ranks save this step together, outside the evaluation's
   // autocast (unless a checkpoint of it exists: nothing trained is lost; its meta.json says what
@@ -480,6 +485,9 @@ struct Trainer::State {
   // The step whose checkpoint is being saved before its held-out evaluation, or its live samples
   // (-1: none), for meta.json.
   int64_t evaluation_pending = -1, samples_pending = -1;
+  // Marks the step as saved before what `activity` was doing of it (a held-out evaluation, or the
+  // samples on schedule), for the checkpoint about to be written; the marks last until it is.
+  void mark_step_pending();
 
   // The stage's last evaluation: the held-out numbers and, for a preference stage whose task has a
   // judge, policy and reference sampled and judged at eval.temperatures. A judge that fails
