@@ -191,6 +191,11 @@ int64_t row_length(const TokenizedPair& p) {
 
 int64_t row_length(const TokenizedSft& r) { return static_cast<int64_t>(r.prompt.size() + r.completion.size()); }
 
+int64_t scored_response_tokens(const std::vector<int64_t>& prompt, const std::vector<int64_t>& response) {
+  const auto n = static_cast<int64_t>(response.size());
+  return prompt.empty() && n > 0 ? n - 1 : n;
+}
+
 PaddedExtent padded_extent(const TokenizedPair& p) {
   const auto prompt = static_cast<int64_t>(p.prompt.size());
   return {prompt, static_cast<int64_t>(std::max(p.chosen.size(), p.rejected.size())), row_length(p), prompt};

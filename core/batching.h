@@ -103,6 +103,11 @@ std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, i
 int64_t row_length(const TokenizedPair& pair);
 int64_t row_length(const TokenizedSft& row);
 
+// The response tokens the losses score in a row (a pair's chosen response, an SFT row's
+// completion), known on the host: each is predicted by the position before it, so a row without a
+// prompt token leaves its first response token unscored (response_logps).
+int64_t scored_response_tokens(const std::vector<int64_t>& prompt, const std::vector<int64_t>& response);
+
 // The lengths a batch of rows pads to, which its memory grows with: its longest prompt and
 // longest response (what collate_shared_prompts pads to), its longest row (collate_pairs' and
 // collate_sft's T) and the positions the plain layout's output head runs on, from the shortest

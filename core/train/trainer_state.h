@@ -360,8 +360,17 @@ struct Trainer::State {
   // ---- one micro-batch -----------------------------------------------------------------------
   // One micro-batch's forward and backward pass, its loss scaled by 1 / accumulation steps; the
   // numbers for the log go into the window. The numbered steps are ../shared/GANPO.md section 2.
-  void sft_micro_step(const std::vector<int64_t>& idx, double scale);
-  void preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro);
+  // A token mean (the SFT loss, RPO's NLL term) divides the micro-batch's sum by `tokens`, the
+  // step's tokens per micro-batch (tokens_per_micro_batch).
+  void sft_micro_step(const std::vector<int64_t>& idx, double scale, const torch::Tensor& tokens);
+  void preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro, const torch::Tensor& tokens);
+  // The response tokens a step's token means average over (an SFT row's, a pair's chosen ones
+  // for RPO's NLL term), per micro-batch and averaged over the ranks: [] on the device, from
+  // counts on the host. Divided by it, each micro-batch's sum scaled by 1 / accumulation steps
+  // and averaged over the ranks adds up to the mean over every token of the step, as transformers'
+  // Trainer takes it (num_items_in_batch), however the rows are split into micro-batches and
+  // ranks; an undefined tensor where the step has no token mean (a preference stage without RPO).
+  torch::Tensor tokens_per_micro_batch(const std::vector<std::vector<int64_t>>& micro_batches);
 
   // train.prefix_sharing for one batch: which passes run each prompt once (sequence_scoring.h).
   // Not where GANPO's critics read padded positions (critic_mask "none"), where a prompt is empty

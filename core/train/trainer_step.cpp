@@ -97,23 +97,37 @@ void Trainer::State::drain_device() {
   undrained = false;
 }
 
-void Trainer::State::sft_micro_step(const std::vector<int64_t>& idx, double scale) {
+torch::Tensor Trainer::State::tokens_per_micro_batch(const std::vector<std::vector<int64_t>>& micro_batches) {
+  if (preference && config.objective.rpo_alpha <= 0) return {};
+  int64_t tokens = 0;
+  for (const auto& idx : micro_batches)
+    for (auto i : idx) {
+      const auto at = static_cast<size_t>(i);
+      tokens += preference ? scored_response_tokens(train_pairs[at].prompt, train_pairs[at].chosen)
+                           : scored_response_tokens(train_sft[at].prompt, train_sft[at].completion);
+    }
+  auto out = torch::full({}, static_cast<double>(tokens) / static_cast<double>(micro_batches.size()),
+                         torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  if (dp) dp->all_reduce_mean_(out);  // (every rank divides by the same count)
+  return out;
+}
+
+void Trainer::State::sft_micro_step(const std::vector<int64_t>& idx, double scale, const torch::Tensor& tokens) {
   std::vector<const TokenizedSft*> rows;
   for (auto i : idx) rows.push_back(&train_sft[static_cast<size_t>(i)]);
   auto b = collate_sft(rows, tokenizer->pad_id(), device);
   auto lp = score_sequences(policy, b).logps;
-  // The mean over every rank's tokens: each rank divides by the ranks' mean token count, so
-  // the averaged gradients are those of the global batch's token mean.
-  auto count = lp.count.sum();
-  if (dp) dp->all_reduce_mean_(count);
-  auto loss = -lp.sum.sum() / count.clamp_min(1.0);
+  // This micro-batch's part of the step's token mean (scaled by 1 / accumulation steps below),
+  // each micro-batch's loss the mean it would be with the step's tokens per micro-batch.
+  auto loss = -lp.sum.sum() / tokens.clamp_min(1.0);
   check_finite({{"loss", loss}});
   (loss * scale).backward();
   add("loss", loss);
   count_work(b, micro_batch_work(b, 0));
 }
 
-void Trainer::State::preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro) {
+void Trainer::State::preference_micro_step(const std::vector<int64_t>& idx, double scale, bool last_micro,
+                                           const torch::Tensor& tokens) {
   std::vector<const TokenizedPair*> rows;
   for (auto i : idx) rows.push_back(&train_pairs[static_cast<size_t>(i)]);
   auto batch = collate_pairs(rows, tokenizer->pad_id(), device);
@@ -156,10 +170,8 @@ void Trainer::State::preference_micro_step(const std::vector<int64_t>& idx, doub
   std::vector<std::pair<const char*, torch::Tensor>> terms{{"opo_loss", opo.loss}};
   if (config.objective.rpo_alpha > 0) {
     // RPO (TRL's rpo_alpha): mean NLL per chosen-response token keeps the chosen likely; over
-    // every rank's tokens, as in the SFT loss (each rank divides by the ranks' mean count).
-    auto chosen_tokens = in.chosen_length.sum();
-    if (dp) dp->all_reduce_mean_(chosen_tokens);
-    auto nll = -in.policy_chosen.sum() / chosen_tokens.clamp_min(1.0);
+    // every token of the step, as the SFT loss (tokens_per_micro_batch).
+    auto nll = -in.policy_chosen.sum() / tokens.clamp_min(1.0);
     loss = loss + config.objective.rpo_alpha * nll;
     add("nll_loss", nll);
   }
@@ -281,8 +293,11 @@ void Trainer::State::optimizer_step() {
   const int64_t GA = config.train.gradient_accumulation_steps;
   set_lr(*optimizer, current_lr());
   optimizer->zero_grad();
+  std::vector<std::vector<int64_t>> micro_batches(static_cast<size_t>(GA));
+  for (auto& idx : micro_batches) idx = next_indices();
+  const torch::Tensor tokens = tokens_per_micro_batch(micro_batches);
   for (int64_t micro = 0; micro < GA; ++micro) {
-    auto idx = next_indices();
+    const auto& idx = micro_batches[static_cast<size_t>(micro)];
     if (!longest_rows_tried) {  // (the first step's, which try_longest_rows compares with)
       PaddedExtent extent;
       for (auto i : idx) extent.include(train_row_extent(i));
@@ -292,9 +307,9 @@ void Trainer::State::optimizer_step() {
     // The last micro-batch's backward pass starts the gradient all-reduce as buckets fill.
     if (dp && overlap_gradients && micro == GA - 1) dp->arm_gradients();
     if (preference)
-      preference_micro_step(idx, 1.0 / static_cast<double>(GA), micro == GA - 1);
+      preference_micro_step(idx, 1.0 / static_cast<double>(GA), micro == GA - 1, tokens);
     else
-      sft_micro_step(idx, 1.0 / static_cast<double>(GA));
+      sft_micro_step(idx, 1.0 / static_cast<double>(GA), tokens);
     ++window_micro;
   }
   // 6. Average the gradients over the ranks (finish what the backward pass started), then
@@ -490,10 +505,11 @@ void Trainer::State::try_longest_rows() {
       const Doing doing(*this, kTryingLongestRows);  // (kept where memory runs out: the failure says where)
       Bf16Autocast autocast(bf16_autocast());
       // (not the last micro-batch: no gradient all-reduce, no critic step)
+      const torch::Tensor tokens = tokens_per_micro_batch({idx});
       if (preference)
-        preference_micro_step(idx, 1.0, false);
+        preference_micro_step(idx, 1.0, false, tokens);
       else
-        sft_micro_step(idx, 1.0);
+        sft_micro_step(idx, 1.0, tokens);
     } catch (const RelaunchRequested&) {
       throw;
     } catch (const RankWentAway& e) {

@@ -201,7 +201,7 @@ TEST(DataParallel, TwoRanksOfBatch4TrainLikeOneProcessOfBatch8) {
 // The same with gradient accumulation (the all-reduce overlaps only the last micro-batch's
 // backward pass and carries the earlier ones' part) and gradient checkpointing (the blocks'
 // gradients come from a backward pass inside the backward pass), with RPO's NLL term (a mean
-// over every rank's chosen tokens): 2 ranks x batch 2 x 2 micro-batches train as 1 process x
+// over every chosen token of the step, on every rank): 2 ranks x batch 2 x 2 micro-batches train as 1 process x
 // batch 4 x 2 micro-batches.
 TEST(DataParallel, AccumulationAndCheckpointingAverageAsOneProcess) {
   const auto dir = fresh_test_dir("ganpo-dp");
@@ -278,7 +278,7 @@ TEST(DataParallel, LoraRunsOfTwoRanksTrainLikeOneProcess) {
   }
 }
 
-// An SFT stage: each rank's loss divides by the ranks' mean token count, so the averaged
+// An SFT stage: each rank's loss divides by the ranks' mean token count of the step, so the averaged
 // gradient is the global token mean; the held-out loss is split across the ranks and combined
 // by tokens. 2 ranks x batch 4 train and evaluate as 1 process x batch 8.
 TEST(DataParallel, AnSftStageTrainsAndEvaluatesAsOneProcess) {

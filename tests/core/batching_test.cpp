@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "core/tokenizer.h"
+#include "core/train/opo_losses.h"
 
 namespace ganpo {
 namespace {
@@ -146,6 +147,19 @@ TEST(BatchingCollate, SftLayout) {
   EXPECT_EQ(row_f(s.response_mask, 1), (std::vector<float>{0, 1, 1, 0, 0}));
   EXPECT_EQ(s.tokens, 8);
   EXPECT_EQ(s.first_response, 1);
+}
+
+// The tokens a row's loss scores, counted on the host, are those the response mask lets
+// response_logps score: every response token but a first one no prompt token predicts.
+TEST(BatchingCollate, ScoredResponseTokensAreTheMasksScoredPositions) {
+  TokenizedSft a{{kBos, 1}, {2, 3, kEos}}, b{{}, {4, 5, kEos}}, c{{}, {}}, d{{kBos}, {}};
+  const auto s = collate_sft({&a, &b, &c, &d}, kPad, torch::kCPU);
+  const auto T = s.input_ids.size(1);
+  const auto scored = response_logps(torch::zeros({4, T, kPad + 1}), s.input_ids, s.response_mask, 0).count;
+  std::vector<int64_t> counted;
+  for (const auto* r : {&a, &b, &c, &d}) counted.push_back(scored_response_tokens(r->prompt, r->completion));
+  EXPECT_EQ(counted, (std::vector<int64_t>{3, 2, 0, 0}));
+  for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(scored[i].item<float>(), static_cast<float>(counted[static_cast<size_t>(i)])) << i;
 }
 
 TEST(BatchingCollate, EmptyBatchIsAnError) {

@@ -1796,6 +1796,52 @@ TEST_F(TrainerTest, AutoFindBatchSizeOverSeveralProcessesNeedsALauncherThatStart
 // micro-batch and twice the accumulation, from the start where no checkpoint was written yet: the
 // run is then the one configured with the batch it found, number for number. Its checkpoints
 // remember that batch, and a resume with the original config takes it.
+// An optimizer step's SFT loss, and RPO's NLL term, are the mean over every response token of
+// its rows, as transformers' Trainer takes it since 4.46 (num_items_in_batch), not a mean of its
+// micro-batches' means, which weighs the tokens of a micro-batch of short rows more: rows of
+// different lengths train the same steps in 1, 2 or 4 micro-batches (the splits
+// train.auto_find_batch_size makes). The preference losses are means over pairs, which every
+// micro-batch holds as many of.
+TEST_F(TrainerTest, AStepsTokenMeanIsTheSameHoweverItsRowsAreSplitIntoMicroBatches) {
+  for (const std::string stage : {"sft", "preference"}) {
+    SCOPED_TRACE(stage);
+    std::vector<Collector> runs(3);
+    std::vector<std::string> finals(3);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      auto c = config(stage + "-split-" + std::to_string(i));
+      c.stage = stage;
+      c.train.per_device_train_batch_size = 4 >> i;  // 4 x 1, 2 x 2, 1 x 4
+      c.train.gradient_accumulation_steps = int64_t{1} << i;
+      c.train.learning_rate = 1e-2;  // (steps that move the weights: a difference shows in the next)
+      c.sampling.num_prompts = 0;
+      c.eval.judge_at_end = false;
+      if (stage == "preference") {
+        c.ganpo.enabled = false;  // (the critics' batch means are the micro-batch's, by the method)
+        c.objective.rpo_alpha = 1.0;
+      }
+      const auto r = run(c, runs[i]);
+      ASSERT_EQ(r.status, "completed") << r.message << "\n" << runs[i].all_logs();
+      finals[i] = r.final_dir;
+    }
+    const std::vector<const char*> keys =
+        stage == "sft" ? std::vector<const char*>{"loss", "grad_norm"}
+                       : std::vector<const char*>{"loss", "nll_loss", "opo_loss", "grad_norm", "rewards/margins"};
+    for (size_t i = 1; i < runs.size(); ++i) {
+      for (int64_t step = 1; step <= 3; ++step)
+        for (const char* k : keys) {
+          const double a = runs[0].metrics.at(step).at(k), b = runs[i].metrics.at(step).at(k);
+          EXPECT_NEAR(b, a, 1e-5 * std::max(1.0, std::abs(a))) << k << " at step " << step << ", split " << i;
+        }
+      const auto first = load_model_folder(finals[0], torch::kCPU).model->named_parameters();
+      const auto other = load_model_folder(finals[i], torch::kCPU).model->named_parameters();
+      ASSERT_EQ(other.size(), first.size());
+      for (const auto& p : first)
+        EXPECT_TRUE(torch::allclose(other[p.key()], p.value(), 1e-4, 1e-4))  // (AdamW's steps are 1e-2)
+            << p.key() << ", split " << i << ": " << (other[p.key()] - p.value()).abs().max().item<double>();
+    }
+  }
+}
+
 TEST_F(TrainerTest, AutoFindBatchSizeHalvesTheMicroBatchAndKeepsTheRowsPerStep) {
   auto c = config("auto-batch");
   c.train.max_steps = 4;
