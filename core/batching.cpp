@@ -8,18 +8,28 @@
 namespace ganpo {
 namespace {
 
-// TRL's rule: if prompt + longest response exceeds max_length, keep the prompt's end
-// (max_prompt_length tokens), then cut the responses to the space left.
+// (tokenize_pair's rule, in core/batching.h)
 void truncate(std::vector<int64_t>& prompt, std::vector<std::vector<int64_t>*> responses,
-              int64_t max_length, int64_t max_prompt_length) {
+              int64_t max_length, int64_t max_prompt_length, RowCuts* cuts) {
   size_t longest = 0;
   for (auto* r : responses) longest = std::max(longest, r->size());
+  bool prompt_cut = false, response_cut = false;
   if (static_cast<int64_t>(prompt.size() + longest) > max_length &&
-      static_cast<int64_t>(prompt.size()) > max_prompt_length)
+      static_cast<int64_t>(prompt.size()) > max_prompt_length) {
     prompt.erase(prompt.begin(), prompt.end() - max_prompt_length);
+    prompt_cut = true;
+  }
   const int64_t room = std::max<int64_t>(1, max_length - static_cast<int64_t>(prompt.size()));
   for (auto* r : responses)
-    if (static_cast<int64_t>(r->size()) > room) r->resize(static_cast<size_t>(room));
+    if (static_cast<int64_t>(r->size()) > room) {
+      r->resize(static_cast<size_t>(room));
+      response_cut = true;
+    }
+  if (!cuts) return;
+  ++cuts->rows;
+  cuts->cut += prompt_cut || response_cut;
+  cuts->prompts += prompt_cut;
+  cuts->responses += response_cut;
 }
 
 void fill_row(int64_t* ids, float* attn, float* resp, const std::vector<int64_t>& prompt,
@@ -37,21 +47,20 @@ torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
 }
 
 TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, int64_t max_length,
-                            int64_t max_prompt_length) {
-  TokenizedPair p{encode_prompt(tok, ex.prompt), encode_response(tok, ex.chosen),
-                  encode_response(tok, ex.rejected)};
-  truncate(p.prompt, {&p.chosen, &p.rejected}, max_length, max_prompt_length);
+                            int64_t max_prompt_length, RowCuts* cuts) {
+  TokenizedPair p{encode_prompt(tok, ex.prompt), encode_response(tok, ex.prompt, ex.chosen),
+                  encode_response(tok, ex.prompt, ex.rejected)};
+  truncate(p.prompt, {&p.chosen, &p.rejected}, max_length, max_prompt_length, cuts);
   return p;
 }
 
 TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t max_length,
-                          int64_t max_prompt_length) {
-  // An empty prompt still starts with BOS where the tokenizer has one (Qwen's has none).
-  std::vector<int64_t> bos_only;
-  if (tok.bos_id() >= 0) bos_only.push_back(tok.bos_id());
-  TokenizedSft s{ex.prompt.empty() ? bos_only : encode_prompt(tok, ex.prompt),
-                 encode_response(tok, ex.completion)};
-  truncate(s.prompt, {&s.completion}, max_length, max_prompt_length);
+                          int64_t max_prompt_length, RowCuts* cuts) {
+  // A text row (no prompt) starts with the special tokens the tokenizer puts before a text, as
+  // TRL's SFT tokenizes it: Llama's BOS; none for GPT-2 or Qwen, so its first token is unscored.
+  TokenizedSft s{ex.prompt.empty() ? tok.leading_special_tokens() : encode_prompt(tok, ex.prompt),
+                 encode_response(tok, ex.prompt, ex.completion)};
+  truncate(s.prompt, {&s.completion}, max_length, max_prompt_length, cuts);
   return s;
 }
 

@@ -72,10 +72,22 @@ struct SharedPromptBatch {
   bool every_prompt_has_a_token = true;  // else the first response token has nothing to predict it
 };
 
+// What data.max_length and data.max_prompt_length cut from the rows tokenize_pair and
+// tokenize_sft tokenized (each adds its row where it is given).
+struct RowCuts {
+  int64_t rows = 0;       // rows tokenized
+  int64_t cut = 0;        // rows that lost tokens
+  int64_t prompts = 0;    // prompts that lost their start
+  int64_t responses = 0;  // rows whose response (a pair's either) lost its end
+};
+
+// A row's tokens, cut to fit: where the prompt and the longer response exceed max_length, the
+// prompt keeps its last max_prompt_length tokens (as TRL 0.11's DPOTrainer), then each response
+// keeps what fits in the room the prompt leaves (TRL 0.11: max_length - max_prompt_length).
 TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, int64_t max_length,
-                            int64_t max_prompt_length);
+                            int64_t max_prompt_length, RowCuts* cuts = nullptr);
 TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t max_length,
-                          int64_t max_prompt_length);
+                          int64_t max_prompt_length, RowCuts* cuts = nullptr);
 
 PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
                               const torch::Device& device);

@@ -59,6 +59,17 @@ void require_string_or_messages(const json& value, const std::string& key) {
   check_messages(value, key);
 }
 
+// A row is standard (strings) or conversational (message lists) as a whole: a prompt's messages
+// with string responses would be rendered without the model's chat template (TRL refuses them).
+void require_one_format(const json& prompt, const std::vector<std::pair<const char*, const json*>>& responses) {
+  for (const auto& [key, value] : responses)
+    if (is_message_list(prompt) != is_message_list(*value))
+      throw DataError(std::string("key \"prompt\" is ") + (is_message_list(prompt) ? "a list of messages" : "a string") +
+                      " but " + quoted(key) + " is " + (is_message_list(*value) ? "a list of messages" : "a string") +
+                      ": give both as strings (standard), or both as lists of messages (conversational: a response as "
+                      "[{\"role\": \"assistant\", \"content\": \"...\"}])");
+}
+
 std::string prompt_text(const json& value) {
   return value.is_string() ? value.get<std::string>() : render_messages(value, true);
 }
@@ -230,8 +241,9 @@ PreferenceExample preference_from_json(const json& row) {
   auto prompt = row.find("prompt");
   if (prompt != row.end()) {
     require_string_or_messages(*prompt, "prompt");
+    require_one_format(*prompt, {{"chosen", &chosen}, {"rejected", &rejected}});
     ex = {prompt_text(*prompt), response_text(chosen), response_text(rejected)};
-    if (is_message_list(*prompt) && is_message_list(chosen) && is_message_list(rejected)) {
+    if (is_message_list(*prompt)) {
       ex.prompt_messages = to_messages(*prompt);
       ex.chosen_messages = to_messages(chosen);
       ex.rejected_messages = to_messages(rejected);
@@ -267,8 +279,9 @@ SftExample sft_from_json(const json& row) {
     const json& completion = require_key(row, "completion");
     require_string_or_messages(prompt, "prompt");
     require_string_or_messages(completion, "completion");
+    require_one_format(prompt, {{"completion", &completion}});
     ex = {prompt_text(prompt), response_text(completion)};
-    if (is_message_list(prompt) && is_message_list(completion)) {
+    if (is_message_list(prompt)) {
       ex.prompt_messages = to_messages(prompt);
       ex.completion_messages = to_messages(completion);
     }

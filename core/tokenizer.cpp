@@ -151,11 +151,41 @@ private:
 
 std::unique_ptr<TextStream> Tokenizer::text_stream() const { return std::make_unique<RedecodingTextStream>(this); }
 
+std::vector<int64_t> Tokenizer::leading_special_tokens() const {
+  return bos_id() >= 0 ? std::vector<int64_t>{bos_id()} : std::vector<int64_t>{};
+}
+
+std::vector<int64_t> Tokenizer::prompt_ids(const std::string& prompt) const {
+  auto ids = encode(prompt);
+  const auto lead = leading_special_tokens();
+  if (ids.size() < lead.size() || !std::equal(lead.begin(), lead.end(), ids.begin()))
+    ids.insert(ids.begin(), lead.begin(), lead.end());
+  return ids;
+}
+
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt) { return tok.prompt_ids(prompt); }
 
-std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response) {
-  auto ids = tok.encode(response);
-  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
+std::vector<int64_t> Tokenizer::continuation_ids(const std::string& prompt, const std::string& response) const {
+  if (prompt.empty()) return encode(response);
+  const auto alone = encode(prompt);
+  auto joined = encode(prompt + response);
+  if (joined.size() < alone.size() || !std::equal(alone.begin(), alone.end(), joined.begin())) return encode(response);
+  joined.erase(joined.begin(), joined.begin() + static_cast<std::ptrdiff_t>(alone.size()));
+  return joined;
+}
+
+std::string continuation_text(const Tokenizer& tok, const std::vector<int64_t>& prompt, const std::vector<int64_t>& ids) {
+  std::vector<int64_t> joined = prompt;
+  joined.insert(joined.end(), ids.begin(), ids.end());
+  const std::string before = tok.decode(prompt), whole = tok.decode(joined);
+  if (whole.compare(0, before.size(), before) != 0) return tok.decode(ids);
+  return whole.substr(before.size());
+}
+
+std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& prompt, const std::string& response) {
+  auto ids = tok.continuation_ids(prompt, response);
+  // (one: a chat template's turn may end with the EOS already, as Llama 3.1's <|eot_id|>)
+  if (tok.eos_id() >= 0 && (ids.empty() || ids.back() != tok.eos_id())) ids.push_back(tok.eos_id());
   return ids;
 }
 

@@ -35,9 +35,20 @@ public:
   // Special tokens are dropped; invalid ids are skipped.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   virtual void save(const std::string& dir) const = 0;
-  // The prompt part of a sequence. Hugging Face tokenizers follow TRL: the prompt's own tokens,
-  // no special tokens added (a chat template renders BOS and the turn markers as text).
-  virtual std::vector<int64_t> prompt_ids(const std::string& prompt) const { return encode(prompt); }
+  // The special tokens encoding with them (transformers' add_special_tokens) puts before a text:
+  // Llama's and Gemma's BOS, none for GPT-2's or Qwen's tokenizer. Default: the BOS, if any.
+  virtual std::vector<int64_t> leading_special_tokens() const;
+  // The prompt part of a sequence, as TRL (1.x) tokenizes one: the leading special tokens, then
+  // the prompt's tokens; once, so a prompt a chat template rendered them into as text (BOS as
+  // "<|begin_of_text|>") gets none added.
+  virtual std::vector<int64_t> prompt_ids(const std::string& prompt) const;
+  // A response's tokens as the continuation of its prompt, as TRL (1.x) takes them: the tokens of
+  // prompt + response after the prompt's own. Tokenized alone, a response would begin as a text
+  // does (Llama 2's and Mistral's tokenizers put a lone "▁" before " Hi", which follows "[/INST]"
+  // as "▁Hi"). Where the prompt's last token merges with the response's first ("Answer: " +
+  // "Paris" is "Answer", ":", "ĠParis"), the prompt's tokens are not the start of the whole's and
+  // the response's own tokens are taken, so none of its text is lost.
+  std::vector<int64_t> continuation_ids(const std::string& prompt, const std::string& response) const;
   // Whether conversational rows are rendered with the model's chat template (false: the plain
   // <|role|> rendering of core/dataset_files.h).
   virtual bool uses_chat_template() const { return true; }
@@ -68,10 +79,19 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 // or tokenizer.model).
 bool has_tokenizer_files(const std::string& dir);
 
-// The prompt part of every sequence: [BOS] prompt "\n" for the byte tokenizer; the prompt's
-// tokens without added special tokens for Hugging Face tokenizers (as TRL).
+// A continuation's text as it reads after its prompt: the decoding of prompt + ids after the
+// prompt's (decoded alone, Llama 2's tokenizer drops the space its first "▁Hi" stands for), its
+// own decoding where the prompt's is not the start of the whole's. Tokenized as its prompt's
+// continuation (continuation_ids), it gives `ids` back where the tokenizer is consistent.
+std::string continuation_text(const Tokenizer& tok, const std::vector<int64_t>& prompt, const std::vector<int64_t>& ids);
+
+// The prompt part of every sequence: [BOS] prompt "\n" for the byte tokenizer; the leading
+// special tokens (once) and the prompt's tokens for Hugging Face tokenizers (Tokenizer::prompt_ids).
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& prompt);
-// response [EOS]: the part the losses score (no EOS when the tokenizer has none).
-std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& response);
+// response [EOS], the part the losses score: the response's tokens after its prompt's
+// (Tokenizer::continuation_ids), then one EOS, as TRL adds it: none where they end with it
+// already (a chat template's turn that ends with the EOS, Llama 3.1's <|eot_id|>), and none
+// where the tokenizer has none.
+std::vector<int64_t> encode_response(const Tokenizer& tok, const std::string& prompt, const std::string& response);
 
 }  // namespace ganpo

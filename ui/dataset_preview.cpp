@@ -101,14 +101,14 @@ void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, DatasetP
       t.chosen = token_texts(*tok, kept.chosen);
       t.rejected = token_texts(*tok, kept.rejected);
       t.prompt_dropped = dropped(encode_prompt(*tok, row.prompt).size(), kept.prompt.size());
-      t.chosen_dropped = dropped(encode_response(*tok, row.chosen).size(), kept.chosen.size());
-      t.rejected_dropped = dropped(encode_response(*tok, row.rejected).size(), kept.rejected.size());
+      t.chosen_dropped = dropped(encode_response(*tok, row.prompt, row.chosen).size(), kept.chosen.size());
+      t.rejected_dropped = dropped(encode_response(*tok, row.prompt, row.rejected).size(), kept.rejected.size());
     } else {
       const TokenizedSft kept = tokenize_sft(*tok, row, max_length, max_prompt);
       t.prompt = token_texts(*tok, kept.prompt);
       t.chosen = token_texts(*tok, kept.completion);
       if (!row.prompt.empty()) t.prompt_dropped = dropped(encode_prompt(*tok, row.prompt).size(), kept.prompt.size());
-      t.chosen_dropped = dropped(encode_response(*tok, row.completion).size(), kept.completion.size());
+      t.chosen_dropped = dropped(encode_response(*tok, row.prompt, row.completion).size(), kept.completion.size());
     }
     out.tokenized.push_back(std::move(t));
   }

@@ -298,7 +298,8 @@ struct GenerationService::Impl {
       o.model_prompt = given[p];
       o.chat_template = variant;
       const auto& ids = rows[static_cast<size_t>(p)];
-      o.text = QString::fromStdString(tok.decode(ids));
+      // (as it reads after the prompt, so the log-probs below score the tokens sampled)
+      o.text = QString::fromStdString(continuation_text(tok, prompts[static_cast<size_t>(p)], ids));
       o.tokens = static_cast<int>(ids.size());
       o.precision = model.bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
       o.seconds_to_first_token = first_token < 0 ? total_s : first_token;

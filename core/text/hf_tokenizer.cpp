@@ -339,6 +339,14 @@ int64_t HfTokenizer::vocab_size() const { return static_cast<int64_t>(impl_->max
 
 std::vector<int64_t> HfTokenizer::encode(const std::string& text) const { return encode(text, false); }
 
+std::vector<int64_t> HfTokenizer::leading_special_tokens() const {
+  if (!impl_->post_processor) return {};
+  constexpr int32_t kText = -1;  // (no id: where the text's own ids go)
+  std::vector<int32_t> ids{kText};
+  impl_->post_processor->add_special_tokens(ids);
+  return std::vector<int64_t>(ids.begin(), std::find(ids.begin(), ids.end(), kText));
+}
+
 std::vector<int64_t> HfTokenizer::encode(const std::string& text_in, bool add_special_tokens) const {
   const Impl& m = *impl_;
   // Pieces address the text with 32-bit offsets.

@@ -68,6 +68,8 @@ public:
   std::unique_ptr<TextStream> text_stream() const override;
 
   std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const;
+  // What the post-processor puts before a text (its template's part before $A).
+  std::vector<int64_t> leading_special_tokens() const override;
   // Ids that are not tokens are skipped.
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
 

@@ -67,6 +67,10 @@ int64_t SentencePieceTokenizer::pad_id() const {
   return impl_->sp.pad_id() >= 0 ? impl_->sp.pad_id() : impl_->sp.eos_id();
 }
 
+std::vector<int64_t> SentencePieceTokenizer::leading_special_tokens() const {
+  return impl_->add_bos && bos_id() >= 0 ? std::vector<int64_t>{bos_id()} : std::vector<int64_t>{};
+}
+
 std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
   return encode(text, false);
 }

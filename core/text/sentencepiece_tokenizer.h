@@ -36,6 +36,8 @@ public:
   void save(const std::string& dir) const override;
 
   std::vector<int64_t> encode(const std::string& text, bool add_special_tokens) const;
+  // The BOS where tokenizer_config.json's add_bos_token (default true) adds it.
+  std::vector<int64_t> leading_special_tokens() const override;
   const std::string& chat_template() const { return chat_template_; }
 
 private:

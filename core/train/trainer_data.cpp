@@ -50,7 +50,9 @@ void Trainer::State::load_data() {
       if (!judge_prompts.empty())
         write_eval_prompts((std::filesystem::path(config.output_dir) / kJudgePromptsFile).string(), judge_prompts);
     }
-    for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
+    RowCuts cuts;
+    for (const auto& ex : train) train_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length, &cuts));
+    log_row_cuts(cuts);
     for (const auto& ex : eval) eval_pairs.push_back(tokenize_pair(*tokenizer, ex, d.max_length, d.max_prompt_length));
   } else {
     std::vector<SftExample> train, eval;
@@ -63,7 +65,9 @@ void Trainer::State::load_data() {
       render_conversations(train, eval);
       pick_sample_prompts(plain, eval);
     }
-    for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
+    RowCuts cuts;
+    for (const auto& ex : train) train_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length, &cuts));
+    log_row_cuts(cuts);
     for (const auto& ex : eval) eval_sft.push_back(tokenize_sft(*tokenizer, ex, d.max_length, d.max_prompt_length));
   }
   if (task) {
@@ -77,6 +81,18 @@ void Trainer::State::load_data() {
   set_up_judge();
   log("info", "training data: " + train_data + "; held-out data: " + eval_data);
   if (train_size() == 0) throw DataError("the training set is empty; check data.train or data.builtin_train_size");
+}
+
+void Trainer::State::log_row_cuts(const RowCuts& cuts) {
+  if (cuts.cut == 0) return;
+  const auto& d = config.data;
+  const std::string responses = preference ? "responses" : "completions";
+  log("warning", "data.max_length = " + std::to_string(d.max_length) + " cut " + std::to_string(cuts.cut) + " of " +
+                     std::to_string(cuts.rows) + " training rows to fit (the start of " + std::to_string(cuts.prompts) +
+                     " prompts, to their last data.max_prompt_length = " + std::to_string(d.max_prompt_length) +
+                     " tokens; the end of " + std::to_string(cuts.responses) + " rows' " + responses +
+                     "): to train on them whole, raise data.max_length (this model takes up to " +
+                     std::to_string(policy->shape().max_seq_len) + " positions) and data.max_prompt_length");
 }
 
 void Trainer::State::add_label_noise(std::vector<PreferenceExample>& train) {

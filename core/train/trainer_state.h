@@ -283,6 +283,8 @@ struct Trainer::State {
 
   // data.label_noise on a data file: that fraction of training pairs swapped, seeded by the run.
   void add_label_noise(std::vector<PreferenceExample>& train);
+  // A warning where data.max_length cut training rows: how many, where, and what keeps them whole.
+  void log_row_cuts(const RowCuts& cuts);
 
   // A data file's judge prompts: the first eval.num_prompts distinct held-out prompts, bucketed
   // by the length of their reference answer (terciles).

@@ -81,6 +81,19 @@ TEST(BatchingTokenize, PromptIsOnlyCutWhenTheWholeIsTooLong) {
   EXPECT_EQ(p.chosen.size(), 4u);
 }
 
+TEST(BatchingTokenize, CutsAreCountedByWhereTheyFell) {
+  RowCuts cuts;
+  tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 16, 5, &cuts);  // fits
+  tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 10, 5, &cuts);  // the prompt's start
+  tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 8, 5, &cuts);   // the prompt's start and chosen's end
+  tokenize_pair(kTok, {"abcdefghij", "xyz", "pq"}, 14, 13, &cuts); // both responses' ends
+  tokenize_sft(kTok, {"ab", "xyz"}, 5, 5, &cuts);                  // the completion's end
+  EXPECT_EQ(cuts.rows, 5);
+  EXPECT_EQ(cuts.cut, 4);
+  EXPECT_EQ(cuts.prompts, 2);
+  EXPECT_EQ(cuts.responses, 3);
+}
+
 TEST(BatchingTokenize, SftFraming) {
   auto s = tokenize_sft(kTok, {"hi", "ok"}, 100, 50);
   EXPECT_EQ(s.prompt, cat({kBos}, bytes("hi\n")));

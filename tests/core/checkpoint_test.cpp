@@ -104,8 +104,8 @@ TEST(CheckpointTokenizer, PromptAndResponseFraming) {
   ByteTokenizer tok;
   EXPECT_EQ(encode_prompt(tok, "Hi"), (std::vector<int64_t>{256, 'H', 'i', '\n'}));
   EXPECT_EQ(encode_prompt(tok, ""), (std::vector<int64_t>{256, '\n'}));
-  EXPECT_EQ(encode_response(tok, "ok"), (std::vector<int64_t>{'o', 'k', 257}));
-  EXPECT_EQ(encode_response(tok, ""), (std::vector<int64_t>{257}));
+  EXPECT_EQ(encode_response(tok, "Hi", "ok"), (std::vector<int64_t>{'o', 'k', 257}));
+  EXPECT_EQ(encode_response(tok, "Hi", ""), (std::vector<int64_t>{257}));
 }
 
 // ---- model folders -------------------------------------------------------------------------

@@ -232,6 +232,8 @@ TEST_F(DatasetFilesTest, SftBadRows) {
   EXPECT_CONTAINS(reason(json{{"text", 3}}), "\"text\" must be a string");
   EXPECT_CONTAINS(reason(json{{"other", 1}}), "missing key");
   EXPECT_CONTAINS(reason(json{{"messages", {{{"role", "user"}, {"content", "u"}}}}}), "last message");
+  EXPECT_CONTAINS(reason(json{{"prompt", {{{"role", "user"}, {"content", "u"}}}}, {"completion", "c"}}),
+                  "key \"prompt\" is a list of messages but \"completion\" is a string: give both as strings");
 }
 
 // ---------------------------------------------------------------- bad lines
@@ -286,7 +288,9 @@ TEST_F(BadLineTest, EmptyChosenResponse) {
 }
 
 TEST_F(BadLineTest, ConversationWithoutAssistantAnswerIsEmptyResponse) {
-  EXPECT_EQ(only_bad_line(R"({"prompt": "p", "chosen": [], "rejected": "r"})").reason,
+  EXPECT_EQ(only_bad_line(R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [],)"
+                          R"( "rejected": [{"role": "assistant", "content": "r"}]})")
+                .reason,
             "empty chosen response");
 }
 
@@ -301,6 +305,17 @@ TEST_F(BadLineTest, MessageWithoutContent) {
           R"({"prompt": [{"role": "user", "content": "q"}, {"role": "user"}], "chosen": "c", "rejected": "r"})")
           .reason,
       "message 2 in \"prompt\" has no \"content\"");
+}
+
+// A row is standard or conversational as a whole (TRL refuses a mix): a prompt's messages with
+// string responses would be rendered without the model's chat template.
+TEST_F(BadLineTest, PromptMessagesWithStringResponses) {
+  EXPECT_EQ(only_bad_line(R"({"prompt": [{"role": "user", "content": "q"}], "chosen": "c", "rejected": "r"})").reason,
+            "key \"prompt\" is a list of messages but \"chosen\" is a string: give both as strings (standard), or "
+            "both as lists of messages (conversational: a response as [{\"role\": \"assistant\", \"content\": \"...\"}])");
+  EXPECT_CONTAINS(only_bad_line(R"({"prompt": "q", "chosen": [{"role": "assistant", "content": "c"}], "rejected": "r"})")
+                      .reason,
+                  "key \"prompt\" is a string but \"chosen\" is a list of messages");
 }
 
 TEST_F(BadLineTest, ChosenAndRejectedIdentical) {

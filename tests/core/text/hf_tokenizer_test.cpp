@@ -8,7 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -27,6 +29,7 @@
 #include "core/text/sentencepiece_tokenizer.h"
 #endif
 #include "core/text/utf8.h"
+#include "core/tokenizer.h"
 
 #ifdef GANPO_WITH_SENTENCEPIECE
 #include <sentencepiece_trainer.h>
@@ -292,6 +295,57 @@ TEST_P(RealTokenizerTest, SpecialTokensFromConfig) {
   }
   EXPECT_EQ(tok_->kind(), "hf");
   EXPECT_GT(tok_->vocab_size(), 30000);
+}
+
+// A prompt is tokenized as TRL (1.x) and transformers' tokenizer(text) do, with the special
+// tokens the tokenizer puts before a text (Llama's and Gemma's BOS; none for GPT-2 or Qwen), once:
+// a chat template's rendering already holds them as text. A response ends with one EOS.
+TEST_P(RealTokenizerTest, APromptGetsTheLeadingSpecialTokensOnceAndAResponseOneEos) {
+  const std::string name = GetParam();
+  // (This Llama 3 tokenizer.json is of its first release, whose post-processor is ByteLevel and
+  // adds no BOS, in transformers too; later ones have a TemplateProcessing that adds it.)
+  const std::map<std::string, std::vector<int64_t>> leading = {
+      {"gpt2", {}}, {"llama2", {1}}, {"llama3", {}}, {"qwen3", {}}, {"gemma3", {2}}};
+  EXPECT_EQ(tok_->leading_special_tokens(), leading.at(name));
+  const std::string prompt = "Name three colours.";
+  EXPECT_EQ(encode_prompt(*tok_, prompt), tok_->encode(prompt, true)) << "tokenizer(prompt)";
+  if (tok_->bos_id() >= 0 && !leading.at(name).empty()) {
+    const auto rendered = encode_prompt(*tok_, tok_->bos_token() + prompt);
+    EXPECT_EQ(std::count(rendered.begin(), rendered.end(), tok_->bos_id()), 1) << "the BOS once";
+    EXPECT_EQ(rendered, tok_->encode(prompt, true));
+  }
+  ASSERT_GE(tok_->eos_id(), 0);
+  const auto response = encode_response(*tok_, prompt, " Red, green and blue.");
+  EXPECT_EQ(response.back(), tok_->eos_id());
+  const auto ended = encode_response(*tok_, prompt, " Red, green and blue." + tok_->eos_token());
+  EXPECT_EQ(ended, response) << "a response whose text ends with the EOS gets no second one";
+}
+
+// A response is tokenized as the continuation of its prompt, as TRL (1.x) does and as the model
+// generates it: tokenized alone, " Hi" would begin as a text begins (Llama 2's and Mistral's
+// SentencePiece-style tokenizers put a lone "▁" first), unlike after "[/INST]".
+TEST_P(RealTokenizerTest, AResponseIsTokenizedAsItsPromptsContinuation) {
+  const std::string prompt = "[INST] Name three colours. [/INST]", response = " Red, green and blue.";
+  auto joined = tok_->encode(prompt);
+  const auto continuation = tok_->continuation_ids(prompt, response);
+  joined.insert(joined.end(), continuation.begin(), continuation.end());
+  EXPECT_EQ(joined, tok_->encode(prompt + response));
+  if (GetParam() == "llama2") {
+    EXPECT_EQ(tok_->encode(response).size(), continuation.size() + 1) << "alone, a lone \"▁\" first";
+  }
+  EXPECT_EQ(tok_->continuation_ids("", response), tok_->encode(response)) << "no prompt: the text's own";
+  // Decoded after its prompt, the continuation reads as it did (alone, Llama 2's loses its space)
+  // and tokenizes back to itself.
+  const auto prompt_ids = tok_->encode(prompt);
+  EXPECT_EQ(continuation_text(*tok_, prompt_ids, continuation), response);
+  EXPECT_EQ(tok_->continuation_ids(prompt, continuation_text(*tok_, prompt_ids, continuation)), continuation);
+  // A prompt whose last token merges with the response's first ("Answer: " + "Paris": "ĠParis")
+  // is not the start of the whole's: the response's own tokens, none of its text lost.
+  const auto merged = tok_->continuation_ids("Answer: ", "Paris");
+  EXPECT_FALSE(merged.empty());
+  if (GetParam() == "gpt2") {
+    EXPECT_EQ(merged, tok_->encode("Paris"));
+  }
 }
 
 TEST_P(RealTokenizerTest, SaveCopiesTheFilesVerbatim) {

@@ -2382,6 +2382,34 @@ TEST_F(TrainerTest, StopAfterZeroStepsWritesACheckpoint) {
   EXPECT_EQ(obs.statuses.back(), "stopped");
 }
 
+// Rows data.max_length cuts are trained cut, as TRL does, and the log says how many and what
+// keeps them whole (TRL says nothing).
+TEST_F(TrainerTest, TrainingRowsCutToFitAreCountedInAWarning) {
+  for (const std::string stage : {"preference", "sft"}) {
+    auto c = config("cut-" + stage);
+    c.stage = stage;
+    c.train.max_steps = 1;
+    c.sampling.num_prompts = 0;
+    c.eval.judge_at_end = false;
+    c.data.max_length = 24;
+    c.data.max_prompt_length = 12;
+    Collector obs;
+    ASSERT_EQ(run(c, obs).status, "completed") << obs.all_logs();
+    EXPECT_CONTAINS(obs.all_logs(), "warning: data.max_length = 24 cut ");
+    EXPECT_CONTAINS(obs.all_logs(), " of 64 training rows to fit (the start of ");
+    EXPECT_CONTAINS(obs.all_logs(), "to train on them whole, raise data.max_length (this model takes up to 256 positions) "
+                                    "and data.max_prompt_length");
+    EXPECT_EQ(config("whole").data.max_length, 200);
+  }
+  Collector whole;
+  auto c = config("whole");
+  c.train.max_steps = 1;
+  c.sampling.num_prompts = 0;
+  c.eval.judge_at_end = false;
+  ASSERT_EQ(run(c, whole).status, "completed") << whole.all_logs();
+  EXPECT_EQ(whole.all_logs().find("data.max_length"), std::string::npos) << "the built-in task's rows fit";
+}
+
 TEST_F(TrainerTest, BadConfigFailsBeforeAnyWork) {
   auto c = config("bad");
   c.objective.loss_type = "kto";
