@@ -10,11 +10,14 @@
 #include <torch/version.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <new>
 #include <string>
 #include <thread>
+
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/out_of_memory.h"
@@ -561,6 +564,19 @@ void DataParallel::barrier() {
   } catch (...) {
     rethrow_collective_error("barrier");
   }
+}
+
+void end_when_orphaned(std::chrono::milliseconds after) {
+  static std::once_flag started;
+  std::call_once(started, [after] {
+    std::thread([parent = ::getppid(), after] {
+      while (::getppid() == parent) std::this_thread::sleep_for(std::chrono::seconds(1));
+      std::this_thread::sleep_for(after);  // (its own stop, at a step boundary, has this long)
+      std::fprintf(stderr, "ganpo: this rank's launcher is gone and it did not stop within train.dist_timeout_s: "
+                           "ending it\n");
+      std::_Exit(143);
+    }).detach();
+  });
 }
 
 }  // namespace ganpo

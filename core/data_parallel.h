@@ -57,6 +57,12 @@ private:
   bool memory_suspect_;
 };
 
+// A rank whose launcher is killed gets SIGTERM (PR_SET_PDEATHSIG), which stops it at its next
+// step boundary, checkpoint first; a rank hung in a collective or a kernel never gets there and
+// would outlive its launcher for good, holding its memory (a GPU's). This starts a thread that
+// ends the process (status 143, as SIGTERM's) `after` its parent is gone. Once per process.
+void end_when_orphaned(std::chrono::milliseconds after);
+
 class DataParallel {
 public:
   // Joins the process group (blocks until every rank has joined, or throws after `timeout`).

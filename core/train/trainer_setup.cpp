@@ -173,6 +173,7 @@ void Trainer::State::join_process_group() {
   }
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config.train.dist_timeout_s * 1000.0));
   dp = std::make_unique<DataParallel>(env, device, timeout);
+  end_when_orphaned(timeout);
   log("info", "data parallel: " + env.describe() + ", " + dp->backend() + " process group; global batch " +
                   std::to_string(config.train.per_device_train_batch_size * env.world_size) + " (" +
                   std::to_string(config.train.per_device_train_batch_size) + " per process)");

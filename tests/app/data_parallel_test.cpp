@@ -962,18 +962,39 @@ TEST(DataParallel, AHungRankEndsTheRunAfterTheTimeoutNamingTheRankBehind) {
 
 // The launcher killed outright (SIGKILL, no chance to pass anything on): its ranks get SIGTERM
 // from the kernel and stop, rather than train on with nobody to watch them.
-TEST(DataParallel, RanksStopWhenTheirLauncherIsKilled) {
-  const auto dir = fresh_test_dir("ganpo-dp");
-  std::ofstream(dir / "long.toml") << run_config(dir / "long", 4, 2, 100000);
-  const pid_t launcher = spawn_cli({"train", "--no-db", "--config", (dir / "long.toml").string()}, dir / "long.log");
-  ASSERT_TRUE(wait_for([&] { return fs::exists(dir / "long" / "metrics.jsonl") && fs::file_size(dir / "long" / "metrics.jsonl") > 0; },
-                       "the first logged step"));
+// SIGKILL to a launcher of 2 ranks; each rank ends on its own (or is killed, and the test fails).
+void kill_launcher_and_expect_its_ranks_to_end(pid_t launcher) {
   const auto ranks = launched_ranks(launcher);
   ASSERT_EQ(ranks.size(), 2u);
   ::kill(launcher, SIGKILL);
   ASSERT_EQ(::waitpid(launcher, nullptr, 0), launcher);
   for (const auto& [rank, pid] : ranks)
     EXPECT_TRUE(wait_for([&, pid = pid] { return !running(pid); }, "rank " + std::to_string(rank) + " to end", 120));
+  for (const auto& [rank, pid] : ranks)
+    if (running(pid)) ::kill(pid, SIGKILL);  // (not left behind when the test fails)
+}
+
+TEST(DataParallel, RanksStopWhenTheirLauncherIsKilled) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "long.toml") << run_config(dir / "long", 4, 2, 100000);
+  const pid_t launcher = spawn_cli({"train", "--no-db", "--config", (dir / "long.toml").string()}, dir / "long.log");
+  ASSERT_TRUE(wait_for([&] { return fs::exists(dir / "long" / "metrics.jsonl") && fs::file_size(dir / "long" / "metrics.jsonl") > 0; },
+                       "the first logged step"));
+  kill_launcher_and_expect_its_ranks_to_end(launcher);
+}
+
+// A rank hung where its stop never comes (here rank 1, paused in its try of the longest rows)
+// ends itself train.dist_timeout_s after its launcher is killed: the SIGTERM the launcher's death
+// sends it only stops a rank at a step boundary, and it lived on for good before.
+TEST(DataParallel, AHungRankEndsWhenItsLauncherIsKilled) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << short_timeout_run_config(dir / "run", 3);
+  ::setenv("GANPO_HANG_AT", "step.longest_rows@1", 1);
+  const pid_t launcher = spawn_cli({"train", "--no-db", "--config", (dir / "run.toml").string()}, dir / "run.log");
+  ::unsetenv("GANPO_HANG_AT");
+  ASSERT_TRUE(wait_for([&] { return read_text(dir / "run" / "events.log").find("memory: trying") != std::string::npos; },
+                       "rank 0 to try its longest rows (rank 1 hangs there)"));
+  kill_launcher_and_expect_its_ranks_to_end(launcher);
 }
 
 }  // namespace
