@@ -50,7 +50,7 @@ TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, i
                             int64_t max_prompt_length, RowCuts* cuts) {
   TokenizedPair p{encode_prompt(tok, ex.prompt), encode_response(tok, ex.prompt, ex.chosen),
                   encode_response(tok, ex.prompt, ex.rejected)};
-  truncate(p.prompt, {&p.chosen, &p.rejected}, max_length, max_prompt_length, cuts);
+  cut_to_fit(p, max_length, max_prompt_length, cuts);
   return p;
 }
 
@@ -60,8 +60,16 @@ TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t ma
   // TRL's SFT tokenizes it: Llama's BOS; none for GPT-2 or Qwen, so its first token is unscored.
   TokenizedSft s{ex.prompt.empty() ? tok.leading_special_tokens() : encode_prompt(tok, ex.prompt),
                  encode_response(tok, ex.prompt, ex.completion)};
-  truncate(s.prompt, {&s.completion}, max_length, max_prompt_length, cuts);
+  cut_to_fit(s, max_length, max_prompt_length, cuts);
   return s;
+}
+
+void cut_to_fit(TokenizedPair& p, int64_t max_length, int64_t max_prompt_length, RowCuts* cuts) {
+  truncate(p.prompt, {&p.chosen, &p.rejected}, max_length, max_prompt_length, cuts);
+}
+
+void cut_to_fit(TokenizedSft& s, int64_t max_length, int64_t max_prompt_length, RowCuts* cuts) {
+  truncate(s.prompt, {&s.completion}, max_length, max_prompt_length, cuts);
 }
 
 PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,

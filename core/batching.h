@@ -88,6 +88,9 @@ TokenizedPair tokenize_pair(const Tokenizer& tok, const PreferenceExample& ex, i
                             int64_t max_prompt_length, RowCuts* cuts = nullptr);
 TokenizedSft tokenize_sft(const Tokenizer& tok, const SftExample& ex, int64_t max_length,
                           int64_t max_prompt_length, RowCuts* cuts = nullptr);
+// That cut alone, of rows tokenized whole (a preview that shows what it drops).
+void cut_to_fit(TokenizedPair& pair, int64_t max_length, int64_t max_prompt_length, RowCuts* cuts = nullptr);
+void cut_to_fit(TokenizedSft& row, int64_t max_length, int64_t max_prompt_length, RowCuts* cuts = nullptr);
 
 PreferenceBatch collate_pairs(const std::vector<const TokenizedPair*>& pairs, int64_t pad_id,
                               const torch::Device& device);

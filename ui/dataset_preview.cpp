@@ -10,6 +10,7 @@
 #include <QVBoxLayout>
 
 #include <algorithm>
+#include <limits>
 #include <exception>
 #include <memory>
 #include <type_traits>
@@ -60,6 +61,8 @@ QStringList token_texts(const Tokenizer& tok, const std::vector<int64_t>& ids) {
   return out;
 }
 
+constexpr int64_t kWhole = std::numeric_limits<int64_t>::max() / 4;  // a max_length no row reaches
+
 int64_t dropped(size_t full, size_t kept) { return static_cast<int64_t>(full) - static_cast<int64_t>(kept); }
 
 // Renders (chat template) and tokenizes the first rows as the trainer does.
@@ -96,19 +99,24 @@ void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, DatasetP
   for (const Row& row : rows) {
     TokenizedPreviewRow t;
     if constexpr (std::is_same_v<Row, PreferenceExample>) {
-      const TokenizedPair kept = tokenize_pair(*tok, row, max_length, max_prompt);
+      // Tokenized once whole, then cut as training cuts it: the difference is what it drops.
+      const TokenizedPair whole = tokenize_pair(*tok, row, kWhole, kWhole);
+      TokenizedPair kept = whole;
+      cut_to_fit(kept, max_length, max_prompt);
       t.prompt = token_texts(*tok, kept.prompt);
       t.chosen = token_texts(*tok, kept.chosen);
       t.rejected = token_texts(*tok, kept.rejected);
-      t.prompt_dropped = dropped(encode_prompt(*tok, row.prompt).size(), kept.prompt.size());
-      t.chosen_dropped = dropped(encode_response(*tok, row.prompt, row.chosen).size(), kept.chosen.size());
-      t.rejected_dropped = dropped(encode_response(*tok, row.prompt, row.rejected).size(), kept.rejected.size());
+      t.prompt_dropped = dropped(whole.prompt.size(), kept.prompt.size());
+      t.chosen_dropped = dropped(whole.chosen.size(), kept.chosen.size());
+      t.rejected_dropped = dropped(whole.rejected.size(), kept.rejected.size());
     } else {
-      const TokenizedSft kept = tokenize_sft(*tok, row, max_length, max_prompt);
+      const TokenizedSft whole = tokenize_sft(*tok, row, kWhole, kWhole);
+      TokenizedSft kept = whole;
+      cut_to_fit(kept, max_length, max_prompt);
       t.prompt = token_texts(*tok, kept.prompt);
       t.chosen = token_texts(*tok, kept.completion);
-      if (!row.prompt.empty()) t.prompt_dropped = dropped(encode_prompt(*tok, row.prompt).size(), kept.prompt.size());
-      t.chosen_dropped = dropped(encode_response(*tok, row.prompt, row.completion).size(), kept.completion.size());
+      t.prompt_dropped = dropped(whole.prompt.size(), kept.prompt.size());
+      t.chosen_dropped = dropped(whole.completion.size(), kept.completion.size());
     }
     out.tokenized.push_back(std::move(t));
   }
