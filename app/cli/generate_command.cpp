@@ -52,7 +52,7 @@ int write_completions(const GenerateArgs& args, const torch::Device& device, siz
     fault_point("generate.batch");
     auto outputs = generate(loaded.model, batch, so, tok.eos_id(), tok.pad_id());
     for (size_t i = start; i < end; ++i)
-      out << nlohmann::json{{"prompt", prompts[i]}, {"completion", tok.decode(outputs[i - start])}}.dump(
+      out << nlohmann::json{{"prompt", prompts[i]}, {"completion", continuation_text(tok, batch[i - start], outputs[i - start])}}.dump(
                  -1, ' ', false, nlohmann::json::error_handler_t::replace)
           << "\n";
     written = end;

@@ -196,9 +196,10 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
       SamplingOptions so{temperature, options.top_p, 0, options.max_new_tokens, seed + start};
       so.bf16_autocast = options.bf16_autocast;
       so.cache_casts = options.cache_casts;
-      for (auto& ids : generate(model, chunk, so, tok.eos_id(), tok.pad_id())) {
-        c.length.push_back(static_cast<int64_t>(ids.size()));
-        c.text.push_back(tok.decode(ids));
+      const auto outputs = generate(model, chunk, so, tok.eos_id(), tok.pad_id());
+      for (size_t i = 0; i < outputs.size(); ++i) {
+        c.length.push_back(static_cast<int64_t>(outputs[i].size()));
+        c.text.push_back(continuation_text(tok, chunk[i], outputs[i]));
       }
     }
     return c;

@@ -244,8 +244,8 @@ std::vector<std::string> Trainer::State::sample_texts(CausalLM& model) {
   so.cache_casts = !config.train.gradient_checkpointing;
   fault_point("samples.batch");
   std::vector<std::string> out;
-  for (auto& ids : generate(model, prompts, so, tokenizer->eos_id(), tokenizer->pad_id()))
-    out.push_back(tokenizer->decode(ids));
+  const auto outputs = generate(model, prompts, so, tokenizer->eos_id(), tokenizer->pad_id());
+  for (size_t i = 0; i < outputs.size(); ++i) out.push_back(continuation_text(*tokenizer, prompts[i], outputs[i]));
   return out;
 }
 
