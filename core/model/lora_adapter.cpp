@@ -232,7 +232,10 @@ void save_peft_adapter(const std::string& dir, CausalLM& model, const std::strin
 }
 
 bool is_peft_adapter_folder(const std::string& dir) {
-  return fs::is_regular_file(fs::path(dir) / kAdapterConfig) && !fs::exists(fs::path(dir) / "config.json");
+  const fs::path d(dir);
+  const bool whole_model = fs::exists(d / "config.json") &&
+                           (fs::exists(d / "model.safetensors") || fs::exists(d / "model.safetensors.index.json"));
+  return fs::is_regular_file(d / kAdapterConfig) && !whole_model;
 }
 
 PeftAdapterConfig read_peft_adapter_config(const std::string& dir) {

@@ -48,7 +48,10 @@ std::string peft_adapter_unsupported(CausalLM& model);
 // base_model: the folder of the weights the adapters apply to (written as base_model_name_or_path).
 void save_peft_adapter(const std::string& dir, CausalLM& model, const std::string& base_model);
 
-bool is_peft_adapter_folder(const std::string& dir);  // has adapter_config.json and no config.json
+// Whether dir is a PEFT adapter folder: it has adapter_config.json and no whole model beside it
+// (config.json with model.safetensors or its shard index). Some tools copy the base's
+// config.json into an adapter folder; the adapter is then still what the folder holds.
+bool is_peft_adapter_folder(const std::string& dir);
 
 // adapter_config.json read and checked: the spec and the base folder (relative paths are taken
 // from the adapter folder). rsLoRA, DoRA and PEFT's choice of modules, layers and ranks

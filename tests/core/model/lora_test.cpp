@@ -230,6 +230,16 @@ TEST(Lora, PeftAdapterFolderRoundTrips) {
   const auto ids = sample_ids();
   EXPECT_TRUE(torch::equal(loaded.model->forward(ids).logits, trained.model->forward(ids).logits));
 
+  // The base's config.json copied beside the adapter (as some training tools save one) leaves it
+  // an adapter folder; a whole model beside an adapter_config.json is the model.
+  fs::copy_file(base_dir + "/config.json", adapter_dir + "/config.json");
+  ASSERT_TRUE(is_peft_adapter_folder(adapter_dir));
+  EXPECT_TRUE(torch::equal(load_model_folder(adapter_dir, torch::kCPU).model->forward(ids).logits,
+                           trained.model->forward(ids).logits));
+  fs::copy_file(adapter_dir + "/adapter_config.json", base_dir + "/adapter_config.json");
+  EXPECT_FALSE(is_peft_adapter_folder(base_dir));
+  fs::remove(base_dir + "/adapter_config.json");
+
   // A relative base path is taken from the adapter folder, as PEFT users write it by hand.
   auto relative = config;
   relative["base_model_name_or_path"] = "../base";
