@@ -104,6 +104,25 @@ PreferenceExample split_implicit_prompt(const json& chosen, const json& rejected
   return ex;
 }
 
+// TRL's implicit prompt for strings (an Anthropic HH-RLHF row: "\n\nHuman: ...\n\nAssistant: ..."
+// twice): the text both share is the prompt, less a space just before where they part, which
+// starts both responses (trl.extract_prompt). Compared by code point, as Python compares strings;
+// where one string is the other's start, TRL's loop leaves the split at the shorter one's last
+// character, and so does this.
+PreferenceExample split_implicit_prompt(const std::string& chosen, const std::string& rejected) {
+  const size_t shortest = std::min(chosen.size(), rejected.size());
+  size_t split = 0;
+  while (split < shortest && chosen[split] == rejected[split]) ++split;
+  const bool parted = split < shortest;
+  if (!parted && shortest > 0) split = shortest - 1;
+  while (split > 0 && (static_cast<unsigned char>(chosen[split]) & 0xC0) == 0x80) --split;  // a code point's start
+  if (parted && split > 0 && chosen[split - 1] == ' ') --split;
+  if (split == 0)
+    throw DataError("missing key \"prompt\": chosen and rejected share no text to take as their prompt (give the "
+                    "prompt as \"prompt\", or write the prompt at the start of both, as Anthropic's HH-RLHF rows)");
+  return {chosen.substr(0, split), chosen.substr(split), rejected.substr(split)};
+}
+
 // nlohmann's what() reads "[json.exception.parse_error.101] parse error at line 1, column 7:
 // ..."; the id means nothing to a reader and a JSONL row is always "line 1" of its own parse.
 std::string short_parse_message(const json::parse_error& e, bool single_line) {
@@ -250,10 +269,12 @@ PreferenceExample preference_from_json(const json& row) {
     }
   } else if (is_message_list(chosen) && is_message_list(rejected)) {
     ex = split_implicit_prompt(chosen, rejected);
+  } else if (chosen.is_string() && rejected.is_string()) {
+    ex = split_implicit_prompt(chosen.get<std::string>(), rejected.get<std::string>());
   } else {
     throw DataError(
-        "missing key \"prompt\" (rows without a prompt need chosen and rejected as message "
-        "lists that share the prompt messages)");
+        "missing key \"prompt\" (rows without a prompt need chosen and rejected both as strings or both as message "
+        "lists, which start with the prompt they share)");
   }
 
   if (ex.chosen.empty()) throw DataError("empty chosen response");

@@ -160,6 +160,32 @@ TEST_F(DatasetFilesTest, ConversationalImplicitPromptIsTheSharedPrefix) {
   EXPECT_EQ(r.rows[0].rejected, "Lyon");
 }
 
+// Strings without a prompt (Anthropic's HH-RLHF rows) split as trl.extract_prompt splits them:
+// the shared text, less a space just before where they part; the values are Python's.
+TEST_F(DatasetFilesTest, StandardImplicitPromptIsTheSharedTextAsTrlSplitsIt) {
+  const auto split = [](const std::string& chosen, const std::string& rejected) {
+    const PreferenceExample ex = preference_from_json(json{{"chosen", chosen}, {"rejected", rejected}});
+    EXPECT_TRUE(ex.prompt_messages.empty()) << "a standard row";
+    return std::vector<std::string>{ex.prompt, ex.chosen, ex.rejected};
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(split("\n\nHuman: What is 2+2?\n\nAssistant: It is 4.", "\n\nHuman: What is 2+2?\n\nAssistant: Five."),
+            (V{"\n\nHuman: What is 2+2?\n\nAssistant:", " It is 4.", " Five."}));
+  EXPECT_EQ(split("\n\nHuman: Hi\n\nAssistant: I think so", "\n\nHuman: Hi\n\nAssistant: I don't"),
+            (V{"\n\nHuman: Hi\n\nAssistant: I", " think so", " don't"}))
+      << "the responses' shared start is the prompt's, as in TRL";
+  EXPECT_EQ(split("Prix: caf\u00e9 cr\u00e8me", "Prix: caf\u00e9 cr\u00e0me"), (V{"Prix: caf\u00e9 cr", "\u00e8me", "\u00e0me"}))
+      << "by code point: \u00e8 and \u00e0 share their first byte";
+  EXPECT_EQ(split("Q: \u00e9", "Q: \u00e8"), (V{"Q:", " \u00e9", " \u00e8"}));
+  EXPECT_EQ(split("Say a: aaa", "Say a: aa"), (V{"Say a: a", "aa", "a"})) << "one the other's start: TRL's loop end";
+
+  auto path = write("hh.jsonl", json{{"chosen", "\n\nHuman: Hi\n\nAssistant: Hello."}, {"rejected", "\n\nHuman: Hi\n\nAssistant: Go."}}.dump() + "\n");
+  auto r = load_preference_file(path, "error");
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0].prompt, "\n\nHuman: Hi\n\nAssistant:");
+  EXPECT_EQ(r.rows[0].chosen, " Hello.");
+}
+
 TEST_F(DatasetFilesTest, ImplicitPromptSpansSharedMultiTurnHistory) {
   json u1 = {{"role", "user"}, {"content", "Hi"}};
   json a1 = {{"role", "assistant"}, {"content", "Hello"}};
@@ -273,8 +299,11 @@ TEST_F(BadLineTest, MissingChosen) {
   EXPECT_EQ(only_bad_line(R"({"prompt": "p", "rejected": "r"})").reason, "missing key \"chosen\"");
 }
 
-TEST_F(BadLineTest, StringPairWithoutPromptIsMissingPrompt) {
-  EXPECT_CONTAINS(only_bad_line(R"({"chosen": "c", "rejected": "r"})").reason, "missing key \"prompt\"");
+TEST_F(BadLineTest, StringPairSharingNoTextIsMissingPrompt) {
+  EXPECT_CONTAINS(only_bad_line(R"({"chosen": "c", "rejected": "r"})").reason,
+                  "missing key \"prompt\": chosen and rejected share no text to take as their prompt");
+  EXPECT_CONTAINS(only_bad_line(R"({"chosen": "same", "rejected": [{"role": "assistant", "content": "x"}]})").reason,
+                  "missing key \"prompt\" (rows without a prompt need chosen and rejected both as strings");
 }
 
 TEST_F(BadLineTest, ChosenWrongType) {
