@@ -1,6 +1,9 @@
 #include "core/generate.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 
 #include "core/bf16_autocast.h"
 
@@ -21,11 +24,30 @@ torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
     // Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it
     // is below top_p, so the most likely token always stays.
     auto drop_sorted = (cum - sorted_probs) >= top_p;
+    drop_sorted.select(-1, 0).fill_(false);  // (top_p <= 0 too: greedy, as transformers' min_tokens_to_keep)
     auto drop = torch::zeros_like(drop_sorted).scatter(-1, std::get<1>(sorted), drop_sorted);
     probs = probs.masked_fill(drop, 0.0);
   }
   return probs / probs.sum(-1, true).clamp_min(1e-30);
 }
+
+namespace {
+
+// The ids a row stops at: the tokenizer's EOS and, as transformers' generate stops, every
+// eos_token_id of the model folder's generation_config.json (an id or a list: Llama 3 Instruct's
+// [128001, 128008, 128009], Gemma 2 IT's [1, 107], whose chat turns end with <end_of_turn>).
+std::vector<int64_t> stop_ids(const ModelShape& shape, int64_t eos_id) {
+  std::vector<int64_t> out{eos_id};
+  const auto config = nlohmann::json::parse(shape.hf_generation_config, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object() || !config.contains("eos_token_id")) return out;
+  const auto& eos = config["eos_token_id"];
+  for (const auto& id : eos.is_array() ? eos : nlohmann::json::array({eos}))
+    if (id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < shape.vocab_size)
+      out.push_back(id.get<int64_t>());
+  return out;
+}
+
+}  // namespace
 
 std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
@@ -60,6 +82,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
   auto positions = (key_mask.slice(1, 0, static_cast<int64_t>(T)).cumsum(1) - 1).clamp_min(0);
   auto next_pos = positions.select(1, static_cast<int64_t>(T) - 1) + 1;  // [N]
 
+  const std::vector<int64_t> stop = stop_ids(model->shape(), eos_id);
   auto gen = at::detail::createCPUGenerator(opt.seed);
   std::vector<char> done(static_cast<size_t>(N), 0);
   KVCache cache;
@@ -86,7 +109,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
     for (int64_t i = 0; i < N; ++i) {
       char& d = done[static_cast<size_t>(i)];
       if (!d) {
-        if (next_acc[i] == eos_id)
+        if (std::find(stop.begin(), stop.end(), next_acc[i]) != stop.end())
           d = 1;
         else
           out[static_cast<size_t>(i)].push_back(appended[static_cast<size_t>(i)] = next_acc[i]);

@@ -1,6 +1,7 @@
 // Sampling from a CausalLM with a KV cache: temperature, top-k, top-p, max new tokens, seed.
 //
-// Prompts of different lengths are left-padded into one batch; each row stops at EOS. The
+// Prompts of different lengths are left-padded into one batch; each row stops at EOS (the
+// tokenizer's, or any eos_token_id of the model folder's generation_config.json). The
 // random draws come from a CPU generator seeded per call, so the same seed gives the same
 // text on any device. temperature 0 means greedy decoding. A bf16 run decodes under CUDA's
 // bf16 autocast, as its training passes compute.
@@ -40,7 +41,7 @@ struct SamplingOptions {
 // when the row had already stopped or stopped now (EOS is never appended).
 using OnTokens = std::function<void(int64_t step, const std::vector<int64_t>& appended)>;
 
-// Returns the new tokens of each row (EOS excluded). `cancel`, when set to true by another
+// Returns the new tokens of each row (the EOS that stopped it excluded). `cancel`, when set to true by another
 // thread, stops after the current token; `on_tokens` reports progress and lets text stream.
 std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,

@@ -50,6 +50,7 @@ struct JudgeEvalOptions {
   std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};
   int64_t max_new_tokens = 96;
   double top_p = 1.0;
+  int64_t top_k = 0;  // 0: off
   uint64_t seed = 1234;
   int64_t batch_size = 64;
   bool bf16_autocast = false;  // decode under CUDA's bf16 autocast (SamplingOptions::bf16_autocast)

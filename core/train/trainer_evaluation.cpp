@@ -189,6 +189,7 @@ EvalReport Trainer::State::final_report() {
   options.temperatures = parse_temperatures(e.temperatures);
   options.max_new_tokens = e.max_new_tokens > 0 ? e.max_new_tokens : config.sampling.max_new_tokens;
   options.top_p = config.sampling.top_p;
+  options.top_k = config.sampling.top_k;
   options.seed = static_cast<uint64_t>(e.seed);
   options.bf16_autocast = bf16_autocast();
   options.cache_casts = !config.train.gradient_checkpointing;

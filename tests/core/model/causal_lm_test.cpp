@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "core/bf16_autocast.h"
@@ -744,6 +745,17 @@ TEST(ModelGenerate, StopsAtEosPerRow) {
     EXPECT_EQ(stopped[i], expected) << "row " << i;
   }
   EXPECT_LE(stopped[0].size(), 3u);
+
+  // The same model with that id among its generation_config.json's eos_token_id stops there too,
+  // the tokenizer's EOS aside (ids outside the vocabulary and non-integers are passed over).
+  auto shape = llama_shape();
+  shape.hf_generation_config = nlohmann::json{{"eos_token_id", {-3, "x", 1 << 30, eos}}}.dump();
+  auto configured = make_model(shape, 5);
+  EXPECT_EQ(generate(configured, kPrompts, opt, /*eos_id=*/-1, kPad), stopped);
+  shape.hf_generation_config = nlohmann::json{{"eos_token_id", eos}}.dump();
+  EXPECT_EQ(generate(configured = make_model(shape, 5), kPrompts, opt, -1, kPad), stopped) << "one id";
+  shape.hf_generation_config = "{not json";
+  EXPECT_EQ(generate(configured = make_model(shape, 5), kPrompts, opt, -1, kPad), free);
 }
 
 TEST(ModelGenerate, RespectsMaxSeqLenAndCancel) {
@@ -795,6 +807,9 @@ TEST(ModelGenerate, FilterProbsTopKAndTopP) {
   // top-k 3 then top-p 0.5.
   auto kp = filter_probs(p.clone(), 3, 0.5);
   EXPECT_TRUE(close(kp[0], {0.f, 4.f / 7, 0.f, 3.f / 7})) << kp;
+  // top-p 0 (transformers' min_tokens_to_keep): the top token alone, never an empty row.
+  auto p0 = filter_probs(p.clone(), 0, 0.0);
+  EXPECT_TRUE(close(p0[0], {0.f, 1.f, 0.f, 0.f})) << p0;
   // The uniform row: top-p 0.3 keeps at least one token and stays normalised.
   EXPECT_NEAR(p3[1].sum().item<float>(), 1.f, 1e-6);
   EXPECT_GE((p3[1] > 0).sum().item<int64_t>(), 1);
