@@ -20,6 +20,7 @@ public:
   ConfigReader(const nlohmann::json& j, std::string source) : j_(j), source_(std::move(source)) {}
 
   bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  bool present(const char* key) const { return j_.contains(key); }  // null included
   const nlohmann::json& raw(const char* key) const { return j_.at(key); }
 
   int64_t integer(const char* key, int64_t fallback) const {
@@ -96,6 +97,12 @@ void set_llama_layout(ModelShape& s) {
 
 void read_rope(const ConfigReader& r, ModelShape& s) {
   s.rope_theta = r.number("rope_theta", s.rope_theta);
+  // Rotary embedding on part of each head (Phi, GPT-NeoX): these families rotate the whole head.
+  const auto whole_head_rotary = [&r](const ConfigReader& c, const std::string& where) {
+    if (c.has("partial_rotary_factor") && c.number("partial_rotary_factor", 1.0) != 1.0)
+      r.fail(where + "partial_rotary_factor", "is not 1; this build rotates every dimension of a head");
+  };
+  whole_head_rotary(r, "");
   // transformers >= 4.56 keeps theta and scaling together in rope_parameters.
   const char* key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
   if (!r.has(key)) return;
@@ -103,6 +110,7 @@ void read_rope(const ConfigReader& r, ModelShape& s) {
   if (!rs.is_object()) r.fail(key, "is not an object");
   ConfigReader sub(rs, std::string(key));
   s.rope_theta = sub.number("rope_theta", s.rope_theta);
+  whole_head_rotary(sub, std::string(key) + ".");
   std::string type = sub.text("rope_type", sub.text("type", "default"));
   if (type == "default") return;
   if (type != "linear" && type != "llama3")
@@ -290,8 +298,10 @@ void read_gemma2(const nlohmann::json& j, const std::string& source, ModelShape&
   s.tie_embeddings = r.boolean("tie_word_embeddings", true);  // (false: a head of its own, PEFT's untied lm_head merged)
   s.qkv_bias = s.o_bias = r.boolean("attention_bias", false);
   s.query_pre_attn_scalar = r.number("query_pre_attn_scalar", 256);
-  s.attn_softcap = r.number("attn_logit_softcapping", 0.0);
-  s.final_softcap = r.number("final_logit_softcapping", 0.0);
+  // Gemma2Config's defaults where a key is left out (50 and 30); null turns a cap off.
+  const auto softcap = [&](const char* key, double fallback) { return r.present(key) ? r.number(key, 0.0) : fallback; };
+  s.attn_softcap = softcap("attn_logit_softcapping", 50.0);
+  s.final_softcap = softcap("final_logit_softcapping", 30.0);
   s.sliding_window = r.size_or("sliding_window", 4096, 0, INT64_MAX);
   for (int64_t i = 0; i < s.n_layers; ++i) s.sliding_layers.push_back(i % 2 == 0);
   read_layer_types(r, s);

@@ -88,6 +88,32 @@ TEST(HfConfig, PadTokenIdIsTheEmbeddingsPaddingIdx) {
   EXPECT_EQ(read_hf_config(gpt2).padding_idx, -1) << "GPT-2's embedding has none";
 }
 
+// Keys left out take the config class's defaults, as transformers reads the file: Gemma 2's soft
+// caps are 50 and 30 unless null turns them off.
+TEST(HfConfig, Gemma2SoftCapsDefaultAsGemma2ConfigAndNullTurnsThemOff) {
+  json c = small_config("Gemma2ForCausalLM");
+  ModelShape s = read_hf_config(c);
+  EXPECT_EQ(s.attn_softcap, 50.0);
+  EXPECT_EQ(s.final_softcap, 30.0);
+  c["attn_logit_softcapping"] = nullptr;
+  c["final_logit_softcapping"] = 20.0;
+  s = read_hf_config(c);
+  EXPECT_EQ(s.attn_softcap, 0.0);
+  EXPECT_EQ(s.final_softcap, 20.0);
+}
+
+// Rotary embedding on part of each head changes what the model computes: refused, not ignored.
+TEST(HfConfig, PartialRotaryIsRefused) {
+  json c = small_config("LlamaForCausalLM");
+  c["partial_rotary_factor"] = 1.0;
+  EXPECT_NO_THROW(read_hf_config(c));
+  c["partial_rotary_factor"] = 0.5;
+  EXPECT_TRUE(has(error_of(c), "\"partial_rotary_factor\" is not 1")) << error_of(c);
+  c.erase("partial_rotary_factor");
+  c["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.25}};
+  EXPECT_TRUE(has(error_of(c), "\"rope_parameters.partial_rotary_factor\" is not 1")) << error_of(c);
+}
+
 TEST(HfConfig, GptSizesAreBoundedToo) {
   json c = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 100}, {"n_embd", 64}, {"n_layer", 2},
             {"n_head", 4}, {"n_positions", 128}, {"n_inner", -5}};
