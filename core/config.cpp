@@ -549,6 +549,10 @@ std::vector<std::string> config_keys() {
   return keys;
 }
 
+double applied_lora_dropout(const RunConfig& config) {
+  return config.stage == "preference" ? 0.0 : config.model.lora.dropout;
+}
+
 std::string config_value_text(const RunConfig& config, const std::string& key) {
   const auto dot = key.rfind('.');
   const Field* f = dot == std::string::npos ? find_field("", key) : find_field(key.substr(0, dot), key.substr(dot + 1));

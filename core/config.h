@@ -259,6 +259,11 @@ struct RunConfig {
   std::vector<PipelineStage> pipeline;
 };
 
+// The adapters' dropout a stage applies: model.lora.dropout in an SFT stage; none in a preference
+// stage, whose policy runs without dropout (GANPO.md section 3, as TRL's DPOTrainer zeroes every
+// dropout by default with disable_dropout, PEFT's lora_dropout included).
+double applied_lora_dropout(const RunConfig& config);
+
 // Loading and saving. Unknown keys and wrongly typed values throw ConfigError naming the key.
 RunConfig load_config_file(const std::string& path);  // .toml or .json by extension
 RunConfig config_from_toml(const std::string& toml_text);

@@ -308,7 +308,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   inv.lora = lora;
   if (lora) inv.lora_targets = *lora_targets;
   inv.dora = lora && c.model.lora.use_dora;
-  inv.lora_dropout = c.model.lora.dropout > 0;
+  inv.lora_dropout = applied_lora_dropout(c) > 0;
   const double w = inv.w, d = static_cast<double>(shape.d_model), ff = static_cast<double>(shape.d_ff);
   const double dkv = static_cast<double>(shape.n_kv_heads * shape.head_size());
   const PolicyPass pass = policy_pass(c, shape);
@@ -381,7 +381,7 @@ MemoryEstimate estimate_training_memory(const RunConfig& c, const ModelShape& sh
   // dropout) per scored position. (The plain head's backward also scales the logits' gradient
   // for B into one more [scored, V], which measured peaks do not show: it is not at the peak.)
   if (lora_targets && lora_targets->adapts_head())
-    head_kept += pass.scored * (lora_targets->head.r * w + (c.model.lora.dropout > 0 ? d * w : 0));
+    head_kept += pass.scored * (lora_targets->head.r * w + (applied_lora_dropout(c) > 0 ? d * w : 0));
   // The frozen reference's forward pass (no gradients) runs while the policy's activations are
   // kept: its keys and values while the responses of shared prompts attend to them (the keys as
   // float32 after RoPE), else one layer's temporaries, and its head unless its log-probs were

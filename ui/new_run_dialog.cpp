@@ -159,7 +159,8 @@ QWidget* NewRunDialog::buildModelPage() {
                  tr("PEFT's use_dora: each adapted weight also learns a magnitude per output row; a step costs "
                     "somewhat more time and memory than plain LoRA."));
   form_->addDouble(lora, GANPO_CONFIG_KEY(model.lora.dropout), tr("Dropout"),
-                   tr("Dropout on the adapters' input while training, in [0, 1)."));
+                   tr("Dropout on the adapters' input while training an SFT stage, in [0, 1). A preference stage "
+                      "runs its policy without dropout, as TRL's DPOTrainer does by default."));
   form_->addEditableChoice(lora, GANPO_CONFIG_KEY(model.lora.target_modules), tr("Target modules"),
                            {QStringLiteral("q_proj,k_proj,v_proj,o_proj"), QStringLiteral("q_proj,v_proj"),
                             QStringLiteral("all-linear")},

@@ -346,7 +346,12 @@ void Trainer::State::build_models() {
                       " exceeds the model's max_seq_len " + std::to_string(policy->shape().max_seq_len) +
                       "; lower data.max_length or raise model.max_seq_len");
   policy->set_gradient_checkpointing(config.train.gradient_checkpointing);
-  const LoraSpec lora = lora_spec(config.model.lora);
+  LoraSpec lora = lora_spec(config.model.lora);
+  lora.dropout = applied_lora_dropout(config);
+  if (lora.r > 0 && lora.dropout != config.model.lora.dropout)
+    log("notice", "model.lora.dropout = " + format_number(config.model.lora.dropout) +
+                      " is not applied in a preference stage: the policy runs without dropout (as TRL's DPOTrainer "
+                      "with its default disable_dropout); it applies in SFT stages");
   if (lora.r > 0) {
     policy->add_lora(lora);  // A from the run's seed; B = 0, so the run starts at the base model
     int64_t adapters = 0, all = 0;

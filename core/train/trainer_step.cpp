@@ -188,8 +188,10 @@ void Trainer::State::preference_micro_step(const std::vector<int64_t>& idx, doub
     // 3. Critic phase on detached latents, with its backward: D_w and D_l on two lanes.
     const double critic_scale = scale / static_cast<double>(config.ganpo.critic_update_every);
     auto critic = regularizer->critic_phase_backward(sets, critic_scale, lanes());
-    // 4. Critic step on its cadence, before the policy phase of the last micro-batch.
-    if (last_micro && step % config.ganpo.critic_update_every == 0) {
+    // 4. Critic step on its cadence, before the policy phase of the last micro-batch: after every
+    // critic_update_every optimizer steps' gradients (step indices k-1, 2k-1, ...; the first one too
+    // holds k steps' gradients, each scaled by 1/k).
+    if (last_micro && (step + 1) % config.ganpo.critic_update_every == 0) {
       set_lr(*critic_optimizer, current_lr() * config.ganpo.critic_lr_ratio);
       if (dp) average_gradients(regularizer->critic_parameters());
       critic_optimizer->step();

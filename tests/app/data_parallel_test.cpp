@@ -400,27 +400,27 @@ TEST(DataParallel, APipelineWithoutAWorkspaceRunsEachStageOnItsProcesses) {
 
 // A checkpoint of a 2-rank run (written by rank 0, with every rank's generators) resumes to the
 // same steps and the same final weights as the uninterrupted run: with critic dropout drawn
-// from each rank's own generator, and the critics stepping every second step (on steps 1, 3, 5),
-// so the checkpoint at step 4 holds critic gradients that wait for step 5 (from every rank, not
+// from each rank's own generator, and the critics stepping every second step (on steps 2, 4, 6),
+// so the checkpoint at step 3 holds critic gradients that wait for step 4 (from every rank, not
 // rank 0's alone).
 TEST(DataParallel, ResumingATwoRankRunIsExact) {
   const auto dir = fresh_test_dir("ganpo-dp");
   auto config = [&](const fs::path& out) {
     std::string c = run_config(out, 4, 2, 6);
     c.replace(c.find("critic_dropout = 0.0"), 20, "critic_dropout = 0.1\ncritic_update_every = 2");
-    return c.insert(c.find("dist_timeout_s"), "save_steps = 2\n");
+    return c.insert(c.find("dist_timeout_s"), "save_steps = 3\n");
   };
   std::ofstream(dir / "whole.toml") << config(dir / "whole");
   auto whole = run_cli("train --no-db --config " + (dir / "whole.toml").string());
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
-  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-4" / "trainer_state" / "rng.safetensors"));
-  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-4" / "trainer_state" / "critic_grads.safetensors"));
-  fs::copy(dir / "whole" / "checkpoint-4", dir / "saved-4", fs::copy_options::recursive);
+  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-3" / "trainer_state" / "rng.safetensors"));
+  ASSERT_TRUE(fs::exists(dir / "whole" / "checkpoint-3" / "trainer_state" / "critic_grads.safetensors"));
+  fs::copy(dir / "whole" / "checkpoint-3", dir / "saved-3", fs::copy_options::recursive);
   std::ofstream(dir / "resumed.toml") << config(dir / "resumed");
-  auto resumed = run_cli("train --no-db --config " + (dir / "resumed.toml").string() + " --resume " + (dir / "saved-4").string());
+  auto resumed = run_cli("train --no-db --config " + (dir / "resumed.toml").string() + " --resume " + (dir / "saved-3").string());
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   const auto a = metrics_by_step(dir / "whole"), b = metrics_by_step(dir / "resumed");
-  for (int64_t step = 5; step <= 6; ++step)
+  for (int64_t step = 4; step <= 6; ++step)
     for (const auto& [k, v] : a.at(step).items()) {
       if (compared_key(k) && v.is_number()) {
         EXPECT_EQ(b.at(step).at(k).get<double>(), v.get<double>()) << k << " at step " << step;

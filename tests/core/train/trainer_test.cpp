@@ -491,11 +491,12 @@ TEST_F(TrainerTest, GroupedByLengthRunResumedWithAnotherBatchFinishesItsEpoch) {
       << c_obs.all_logs();
 }
 
-// With critic_update_every = 2 the critics step at step indices 0, 2, ...; the critic gradients
-// of index 1 wait for index 2. A checkpoint taken after 2 steps falls between the two.
+// With critic_update_every = 2 the critics step at step indices 1, 3, ... with two steps'
+// gradients each; the critic gradients of index 2 wait for index 3. A checkpoint taken after 3
+// steps falls between the two.
 TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
   auto base = config("A2");
-  base.train.max_steps = 4;
+  base.train.max_steps = 5;
   base.ganpo.critic_update_every = 2;
 
   Collector a_obs;
@@ -505,7 +506,7 @@ TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
   auto b_cfg = base;
   b_cfg.output_dir = (root_ / "B2").string();
   Collector b_obs;
-  auto b = run(b_cfg, b_obs, stopped_after(2));
+  auto b = run(b_cfg, b_obs, stopped_after(3));
   ASSERT_EQ(b.status, "stopped") << b.message;
   EXPECT_TRUE(fs::exists(fs::path(b.final_dir) / "trainer_state" / "critic_grads.safetensors"));
 
@@ -514,7 +515,7 @@ TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
   Collector c_obs;
   auto c = run(c_cfg, c_obs, resuming(b.final_dir));
   ASSERT_EQ(c.status, "completed") << c.message;
-  for (int64_t s = 3; s <= 4; ++s)
+  for (int64_t s = 4; s <= 5; ++s)
     for (const std::string k : {"loss", "critic/loss_chosen", "critic/loss_rejected"})
       EXPECT_NEAR(c_obs.metrics.at(s).at(k), a_obs.metrics.at(s).at(k), 1e-5) << k << " at step " << s;
 }
@@ -882,6 +883,7 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
   const auto& b_obs = twins.bf16_obs;
   const RunConfig& bf16 = twins.bf16_config;
   EXPECT_EQ(a_obs.all_logs().find("stored in bf16"), std::string::npos) << a_obs.all_logs();
+  EXPECT_CONTAINS(a_obs.all_logs(), "model.lora.dropout = 0.1 is not applied in a preference stage");
   ASSERT_EQ(a_obs.samples.size(), 3u);  // steps 0, 2 and the end
   ASSERT_EQ(b_obs.samples.size(), a_obs.samples.size());
   for (const auto& [step, records] : a_obs.samples)
