@@ -57,10 +57,19 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
   torch::NoGradGuard no_grad;
   // (Per thread: set on the lane that decodes. Each float32 weight cast to bf16 once per call.)
   const Bf16Autocast autocast(opt.bf16_autocast, opt.cache_casts);
-  const bool was_training = model->is_training();
   // Only a model in training mode is switched (a LoRA reference view, never in training mode,
-  // shares its modules with the policy, which may be sampled at the same time on another lane).
-  if (was_training) model->eval();
+  // shares its modules with the policy, which may be sampled at the same time on another lane);
+  // it is switched back however this returns (out of memory included, which a run survives).
+  struct EvalWhileSampling {
+    CausalLM& model;
+    const bool was_training = model->is_training();
+    explicit EvalWhileSampling(CausalLM& m) : model(m) {
+      if (was_training) model->eval();
+    }
+    ~EvalWhileSampling() {
+      if (was_training) model->train();
+    }
+  } eval_mode(model);
   const auto device = model->parameters().front().device();
   const int64_t N = static_cast<int64_t>(prompts.size());
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(N));
@@ -122,7 +131,6 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
     input = next.view({N, 1}).to(device);
     pos = next_pos.view({N, 1}) + step;
   }
-  if (was_training) model->train();
   return out;
 }
 

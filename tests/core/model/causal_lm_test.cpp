@@ -596,6 +596,12 @@ TEST(ModelGenerate, RestoresTrainingMode) {
   m->eval();
   generate(m, kPrompts, opt, kEos, kPad);
   EXPECT_FALSE(m->is_training());
+  // However it returns: with no prompt, and on an error (here a token outside the vocabulary).
+  m->train();
+  EXPECT_TRUE(generate(m, {}, opt, kEos, kPad).empty());
+  EXPECT_TRUE(m->is_training());
+  EXPECT_ANY_THROW(generate(m, {{int64_t{1} << 40}}, opt, kEos, kPad));
+  EXPECT_TRUE(m->is_training());
 }
 
 // bf16_autocast turns CUDA's bf16 autocast on for the decoding thread while generate runs (the
