@@ -211,7 +211,8 @@ void read_mistral(const nlohmann::json& j, const std::string& source, ModelShape
   read_llama_sizes(r, s);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
   s.tie_embeddings = r.boolean("tie_word_embeddings", false);
-  s.sliding_window = r.size_or("sliding_window", 0, 0, INT64_MAX);
+  // MistralConfig's 4096 where the key is left out (Mistral 7B v0.1's); null: no window.
+  s.sliding_window = r.present("sliding_window") ? r.size_or("sliding_window", 0, 0, INT64_MAX) : 4096;
   s.sliding_layers.assign(static_cast<size_t>(s.n_layers), s.sliding_window > 0);
   read_layer_types(r, s);
 }
@@ -225,8 +226,8 @@ void write_mistral(const ModelShape& s, nlohmann::json& j) {
 // Qwen2 / Qwen3: a window only when use_sliding_window, on layers >= max_window_layers.
 void read_qwen_window(const ConfigReader& r, ModelShape& s) {
   if (!r.boolean("use_sliding_window", false)) return;  // HF then ignores sliding_window
-  s.sliding_window = r.size_or("sliding_window", 0, 0, INT64_MAX);
-  const int64_t from = r.integer("max_window_layers", s.n_layers);
+  s.sliding_window = r.present("sliding_window") ? r.size_or("sliding_window", 0, 0, INT64_MAX) : 4096;
+  const int64_t from = r.integer("max_window_layers", 28);  // (Qwen2Config's and Qwen3Config's defaults)
   for (int64_t i = 0; i < s.n_layers; ++i) s.sliding_layers.push_back(i >= from);
   read_layer_types(r, s);
 }

@@ -102,6 +102,24 @@ TEST(HfConfig, Gemma2SoftCapsDefaultAsGemma2ConfigAndNullTurnsThemOff) {
   EXPECT_EQ(s.final_softcap, 20.0);
 }
 
+// Mistral's window, and Qwen's where use_sliding_window is on: MistralConfig's and Qwen2Config's
+// 4096 where sliding_window is left out (null: none); Qwen's windowed layers from 28 on.
+TEST(HfConfig, SlidingWindowsDefaultAsTheConfigClasses) {
+  json c = small_config("MistralForCausalLM");
+  c.erase("sliding_window");
+  EXPECT_EQ(read_hf_config(c).sliding_window, 4096);
+  c["sliding_window"] = nullptr;
+  EXPECT_EQ(read_hf_config(c).sliding_window, 0);
+  json q = small_config("Qwen2ForCausalLM");
+  q.erase("sliding_window");
+  q["use_sliding_window"] = true;
+  q["num_hidden_layers"] = 30;
+  const ModelShape s = read_hf_config(q);
+  EXPECT_EQ(s.sliding_window, 4096);
+  EXPECT_FALSE(s.layer_is_sliding(27));
+  EXPECT_TRUE(s.layer_is_sliding(28));
+}
+
 // Rotary embedding on part of each head changes what the model computes: refused, not ignored.
 TEST(HfConfig, PartialRotaryIsRefused) {
   json c = small_config("LlamaForCausalLM");
