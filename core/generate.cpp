@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/bf16_autocast.h"
 
@@ -33,27 +34,31 @@ torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
 
 namespace {
 
-// The ids a row stops at: the tokenizer's EOS and, as transformers' generate stops, every
-// eos_token_id of the model folder's generation_config.json (an id or a list: Llama 3 Instruct's
-// [128001, 128008, 128009], Gemma 2 IT's [1, 107], whose chat turns end with <end_of_turn>).
-std::vector<int64_t> stop_ids(const ModelShape& shape, int64_t eos_id) {
+// The eos_token_id of a folder's JSON file (an id or a list), if it has one.
+std::optional<nlohmann::json> eos_token_ids(const std::string& file_text) {
+  const auto j = nlohmann::json::parse(file_text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return std::nullopt;
+  return j["eos_token_id"];
+}
+
+}  // namespace
+
+std::vector<int64_t> generation_stop_ids(const ModelShape& shape, int64_t eos_id) {
   std::vector<int64_t> out{eos_id};
-  const auto config = nlohmann::json::parse(shape.hf_generation_config, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object() || !config.contains("eos_token_id")) return out;
-  const auto& eos = config["eos_token_id"];
-  for (const auto& id : eos.is_array() ? eos : nlohmann::json::array({eos}))
+  auto eos = eos_token_ids(shape.hf_generation_config);
+  if (!eos) eos = eos_token_ids(shape.hf_config);  // (transformers' GenerationConfig.from_model_config)
+  if (!eos) return out;
+  for (const auto& id : eos->is_array() ? *eos : nlohmann::json::array({*eos}))
     if (id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < shape.vocab_size)
       out.push_back(id.get<int64_t>());
   return out;
 }
 
-}  // namespace
-
 std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const SamplingOptions& opt, int64_t eos_id,
                                            int64_t pad_id, const std::atomic<bool>* cancel,
-                                           const OnTokens& on_tokens) {
+                                           const OnTokens& on_tokens, std::vector<int64_t>* stopped_by) {
   torch::NoGradGuard no_grad;
   // (Per thread: set on the lane that decodes. Each float32 weight cast to bf16 once per call.)
   const Bf16Autocast autocast(opt.bf16_autocast, opt.cache_casts);
@@ -73,6 +78,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
   const auto device = model->parameters().front().device();
   const int64_t N = static_cast<int64_t>(prompts.size());
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(N));
+  if (stopped_by) stopped_by->assign(static_cast<size_t>(N), -1);
   if (N == 0) return out;
   size_t T = 0;
   for (const auto& p : prompts) T = std::max(T, p.size());
@@ -91,7 +97,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
   auto positions = (key_mask.slice(1, 0, static_cast<int64_t>(T)).cumsum(1) - 1).clamp_min(0);
   auto next_pos = positions.select(1, static_cast<int64_t>(T) - 1) + 1;  // [N]
 
-  const std::vector<int64_t> stop = stop_ids(model->shape(), eos_id);
+  const std::vector<int64_t> stop = generation_stop_ids(model->shape(), eos_id);
   auto gen = at::detail::createCPUGenerator(opt.seed);
   std::vector<char> done(static_cast<size_t>(N), 0);
   KVCache cache;
@@ -118,10 +124,12 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
     for (int64_t i = 0; i < N; ++i) {
       char& d = done[static_cast<size_t>(i)];
       if (!d) {
-        if (std::find(stop.begin(), stop.end(), next_acc[i]) != stop.end())
+        if (std::find(stop.begin(), stop.end(), next_acc[i]) != stop.end()) {
           d = 1;
-        else
+          if (stopped_by) (*stopped_by)[static_cast<size_t>(i)] = next_acc[i];
+        } else {
           out[static_cast<size_t>(i)].push_back(appended[static_cast<size_t>(i)] = next_acc[i]);
+        }
       }
       all_done = all_done && d;
     }

@@ -41,16 +41,24 @@ struct SamplingOptions {
 // when the row had already stopped or stopped now (EOS is never appended).
 using OnTokens = std::function<void(int64_t step, const std::vector<int64_t>& appended)>;
 
-// Returns the new tokens of each row (the EOS that stopped it excluded). `cancel`, when set to true by another
-// thread, stops after the current token; `on_tokens` reports progress and lets text stream.
+// Returns the new tokens of each row (the stop id that ended it excluded). `cancel`, when set to
+// true by another thread, stops after the current token; `on_tokens` reports progress and lets
+// text stream; `stopped_by`, when given, gets per row the stop id that ended it, or -1 where
+// max_new_tokens, the model's length or `cancel` did.
 std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const SamplingOptions& options, int64_t eos_id,
                                            int64_t pad_id,
                                            const std::atomic<bool>* cancel = nullptr,
-                                           const OnTokens& on_tokens = {});
+                                           const OnTokens& on_tokens = {},
+                                           std::vector<int64_t>* stopped_by = nullptr);
 
-// Filters a [N, V] probability matrix in place per top-k then top-p (nucleus) and renormalises.
+// The ids a row stops at: eos_id (the tokenizer's EOS) and, as transformers' generate stops, every
+// eos_token_id of the model folder's generation_config.json, or of its config.json where that
+// has none (an id or a list: Llama 3 Instruct's [128001, 128008, 128009], Gemma 2 IT's [1, 107],
+// whose chat turns end with <end_of_turn>). Ids outside the vocabulary are passed over.
+std::vector<int64_t> generation_stop_ids(const ModelShape& shape, int64_t eos_id);
+
 torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p);
 
 }  // namespace ganpo

@@ -227,11 +227,11 @@ struct GenerationService::Impl {
     post([s, message]() { Q_EMIT s->failed(message); });
   }
 
-  // What one model sampled for a request: its outputs in prompt order, whether each ended by EOS,
-  // and whether a cancel cut it short.
+  // What one model sampled for a request: its outputs in prompt order, the stop id that ended
+  // each (-1: none did), and whether a cancel cut it short.
   struct Sampled {
     QVector<GenerationOutput> outputs;
-    std::vector<char> ended_by_eos;
+    std::vector<int64_t> stopped_by;
     bool cancelled = false;
   };
 
@@ -283,7 +283,8 @@ struct GenerationService::Impl {
       done.store(base + static_cast<int>(std::min<int64_t>(step, max_new)));
       report(step == 1);  // the first token always, so time to first token is visible
     };
-    auto rows = ganpo::generate(model.model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens);
+    std::vector<int64_t> stopped_by;
+    auto rows = ganpo::generate(model.model, prompts, so, tok.eos_id(), tok.pad_id(), &cancel, on_tokens, &stopped_by);
     for (size_t p = 0; p < streams.size(); ++p) streamed[p] += streams[p]->finish();
     send_text();
     const double total_s = seconds_since(t0);
@@ -305,8 +306,7 @@ struct GenerationService::Impl {
       o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
       o.seconds_total = total_s;
       o.cancelled = out.cancelled;
-      const int64_t room = model.shape.max_seq_len - static_cast<int64_t>(prompts[static_cast<size_t>(p)].size());
-      out.ended_by_eos.push_back(!out.cancelled && static_cast<int64_t>(ids.size()) < std::min<int64_t>(max_new, room));
+      out.stopped_by.push_back(stopped_by[static_cast<size_t>(p)]);
       if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
       out.outputs.push_back(std::move(o));
     }
@@ -335,7 +335,7 @@ struct GenerationService::Impl {
     report(true);
 
     QVector<GenerationOutput> outputs;
-    std::vector<char> ended_by_eos;  // parallel to outputs
+    std::vector<int64_t> stopped_by;  // parallel to outputs
     bool was_cancelled = false;
     for (int m = 0; m < n_models && !was_cancelled; ++m) {
       const QString dir = req.model_dirs[m];
@@ -356,7 +356,7 @@ struct GenerationService::Impl {
       }
       was_cancelled = sampled.cancelled;
       outputs += sampled.outputs;
-      ended_by_eos.insert(ended_by_eos.end(), sampled.ended_by_eos.begin(), sampled.ended_by_eos.end());
+      stopped_by.insert(stopped_by.end(), sampled.stopped_by.begin(), sampled.stopped_by.end());
       done.store(base + max_new);
       report(true);
       GenerationService* s = self;
@@ -378,7 +378,7 @@ struct GenerationService::Impl {
       const bool ran = with_room(req.model_dirs[m], device, [&] {
         auto model = load(req.model_dirs[m], device);
         before_turn(req.model_dirs[m], /*loading=*/false);
-        score(*model, req.model_dirs[m], req.chat_template, outputs, ended_by_eos, m, device);
+        score(*model, req.model_dirs[m], req.chat_template, outputs, stopped_by, m, device);
       });
       if (!ran) return cut_short();
       done.fetch_add(1);
@@ -389,13 +389,14 @@ struct GenerationService::Impl {
 
   // Sum of response log-probs of every output under one model, in small batches.
   void score(LoadedModel& lm, const QString& dir, bool use_template, QVector<GenerationOutput>& outputs,
-             const std::vector<char>& ended_by_eos, int m, const torch::Device& device) {
+             const std::vector<int64_t>& stopped_by, int m, const torch::Device& device) {
     torch::NoGradGuard no_grad;
     const Bf16Autocast autocast(lm.bf16_autocast);  // as it sampled
     lm.model->eval();
     const Tokenizer& tok = *lm.tokenizer;
     const std::optional<ChatTemplate> tmpl = prompt_template(lm, dir, use_template);
     const int64_t max_len = lm.shape.max_seq_len;
+    const std::vector<int64_t> stops = generation_stop_ids(lm.shape, tok.eos_id());
     std::vector<TokenizedSft> rows;
     rows.reserve(static_cast<size_t>(outputs.size()));
     for (int i = 0; i < outputs.size(); ++i) {
@@ -403,9 +404,16 @@ struct GenerationService::Impl {
       const std::string prompt = model_prompt(tmpl, outputs[i].prompt);
       auto row = tokenize_sft(tok, SftExample{prompt, outputs[i].text.toStdString()}, max_len,
                               std::max<int64_t>(1, max_len / 2));
-      // A response cut at max_new_tokens never produced EOS, so EOS is not part of what it said.
-      if (!ended_by_eos[static_cast<size_t>(i)] && !row.completion.empty() && row.completion.back() == tok.eos_id())
-        row.completion.pop_back();
+      // The row ends with this model's EOS. A response cut at max_new_tokens produced no stop id,
+      // so none is part of what it said; one that stopped at another of this model's stop ids
+      // (Gemma 2 IT's <end_of_turn>) is scored with that id.
+      const int64_t stop = stopped_by[static_cast<size_t>(i)];
+      if (!row.completion.empty() && row.completion.back() == tok.eos_id()) {
+        if (stop < 0)
+          row.completion.pop_back();
+        else if (std::find(stops.begin(), stops.end(), stop) != stops.end())
+          row.completion.back() = stop;
+      }
       rows.push_back(std::move(row));
     }
     constexpr size_t kBatch = 16;

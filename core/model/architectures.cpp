@@ -501,8 +501,13 @@ nlohmann::json write_hf_config(const ModelShape& s, const std::string& dtype) {
   return j;
 }
 
-nlohmann::json generation_config(const ModelShape&, int64_t bos_id, int64_t eos_id, int64_t pad_id) {
+nlohmann::json generation_config(const ModelShape& s, int64_t bos_id, int64_t eos_id, int64_t pad_id) {
   nlohmann::json j = {{"_from_model_config", true}, {"eos_token_id", eos_id}};
+  // config.json's eos_token_id where it has one (a list too), as transformers' from_model_config
+  // takes it: the ids sampling stops at (core/generate.h) stay the folder's.
+  const auto config = nlohmann::json::parse(s.hf_config, nullptr, /*allow_exceptions=*/false);
+  if (config.is_object() && config.contains("eos_token_id") && !config["eos_token_id"].is_null())
+    j["eos_token_id"] = config["eos_token_id"];
   if (bos_id >= 0) j["bos_token_id"] = bos_id;
   if (pad_id >= 0) j["pad_token_id"] = pad_id;
   return j;

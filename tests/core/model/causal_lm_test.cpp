@@ -762,6 +762,13 @@ TEST(ModelGenerate, StopsAtEosPerRow) {
   EXPECT_EQ(generate(configured = make_model(shape, 5), kPrompts, opt, -1, kPad), stopped) << "one id";
   shape.hf_generation_config = "{not json";
   EXPECT_EQ(generate(configured = make_model(shape, 5), kPrompts, opt, -1, kPad), free);
+  // Without a generation_config.json, config.json's eos_token_id (transformers' from_model_config).
+  shape.hf_generation_config = "";
+  shape.hf_config = nlohmann::json{{"eos_token_id", {eos}}}.dump();
+  std::vector<int64_t> stopped_by;
+  EXPECT_EQ(generate(configured = make_model(shape, 5), kPrompts, opt, -1, kPad, nullptr, {}, &stopped_by), stopped);
+  for (size_t i = 0; i < free.size(); ++i)
+    EXPECT_EQ(stopped_by[i], stopped[i].size() < free[i].size() ? eos : -1) << "row " << i << ": the id that stopped it";
 }
 
 TEST(ModelGenerate, RespectsMaxSeqLenAndCancel) {
