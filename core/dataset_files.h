@@ -2,8 +2,9 @@
 //
 // JSONL (one object per line) or JSON (an array of objects). Preference rows are standard
 // ({"prompt": str, "chosen": str, "rejected": str}) or conversational (message lists
-// [{"role": ..., "content": ...}], prompt optional with chosen/rejected holding the whole
-// conversation; the shared leading messages become the prompt). SFT rows are
+// [{"role": ..., "content": ...}]). Without "prompt", chosen and rejected hold the whole
+// conversation and what they share is the prompt (trl.extract_prompt): the leading messages of
+// two lists, the leading text of two strings (Anthropic's HH-RLHF rows). SFT rows are
 // {"prompt", "completion"} (strings or message lists) or {"text"}. Messages are flattened with
 // a fixed plain-text template (render_messages). A bad line is reported with its 1-based line
 // number and the reason; on_bad_line "error" throws DataError, "skip" collects the problems.

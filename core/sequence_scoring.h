@@ -28,8 +28,8 @@ ScoredSequences score_sequences(CausalLM& model, const SequenceBatch& batch);
 // rounding; with `latents` the final hidden states come back in that batch's [2B, T, d] layout
 // for GANPO's critics, exact on real tokens (padded positions hold another position's state:
 // read them only through a mask). out.logits is left empty. With LoRA dropout the prompt's
-// adapters draw one mask for both responses (the plain pass draws one per row), so a run with
-// lora.dropout > 0 draws other masks than the same run without sharing.
+// adapters would draw one mask for both responses (the plain pass draws one per row); training
+// runs never have it here, since a preference stage's policy runs without dropout.
 ScoredSequences score_pairs_sharing_prompts(CausalLM& model, const SharedPromptBatch& batch, bool logps, bool latents);
 // Whether the shared layout can score this batch on this model, and pays: every prompt has a
 // token (the last one predicts the first response token), the longest prompt plus the longest

@@ -405,7 +405,7 @@ struct AttentionImpl : torch::nn::Module {
 
   void add_lora(const LoraTargets& targets, int64_t layer, const LoraSpec& spec) {
     const auto add = [&](const char* name, Linear& p, std::shared_ptr<LinearImpl> a_from = nullptr) {
-      if (const LoraModule* m = targets.find(layer, name)) p->add_lora(m->r, m->scale, spec.dropout, spec.dora, std::move(a_from));
+      if (const LoraModule* m = targets.find(layer, name)) p->add_lora(m->r, m->scale, spec.applied_dropout(), spec.dora, std::move(a_from));
     };
     shared_qkv_adapter = targets.shared_qkv && targets.find(layer, "q_proj") != nullptr;
     add("q_proj", q_proj);
@@ -442,7 +442,7 @@ struct MlpImpl : torch::nn::Module {
   void add_lora(const LoraTargets& targets, int64_t layer, const LoraSpec& spec) {
     const auto add = [&](const char* name, Linear& p) {
       const LoraModule* m = targets.find(layer, name);
-      if (p && m) p->add_lora(m->r, m->scale, spec.dropout, spec.dora);
+      if (p && m) p->add_lora(m->r, m->scale, spec.applied_dropout(), spec.dora);
     };
     add("gate_proj", gate_proj);
     add("up_proj", up_proj);
@@ -635,7 +635,7 @@ void CausalLMImpl::add_lora(const LoraSpec& spec) {
   if (targets.adapts_embedding()) embedding->add_embedding_lora(targets.embedding.r, targets.embedding.scale);
   if (targets.adapts_head()) {  // (tied, the head is its own module by now, on the embedding's weight)
     GANPO_ASSERT(lm_head_ != nullptr, "an adapter for a head that is the embedding");
-    lm_head_->as<LinearImpl>()->add_lora(targets.head.r, targets.head.scale, spec.dropout, false);
+    lm_head_->as<LinearImpl>()->add_lora(targets.head.r, targets.head.scale, spec.applied_dropout(), false);
   }
   if (!targets.embedding_rows.empty()) embedding->add_trainable_rows(targets.embedding_rows);
   if (!targets.head_rows.empty()) {

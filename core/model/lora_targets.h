@@ -47,7 +47,9 @@ struct LoraSpec {
   double alpha = 16.0;  // lora_alpha, where alpha_pattern gives none
   bool rslora = false;  // PEFT's use_rslora: scale alpha / sqrt(r) instead of alpha / r
   bool dora = false;    // PEFT's use_dora: a magnitude per output row (LoraConfig::use_dora)
-  double dropout = 0.0;
+  double dropout = 0.0;  // lora_dropout, as the adapter folder records it
+  bool dropout_off = false;  // the adapters run without it (a preference stage's policy)
+  double applied_dropout() const { return dropout_off ? 0.0 : dropout; }
   std::vector<std::string> targets;  // target_modules as a list of names (above)
   std::string target_regex;          // target_modules as a regular expression (then `targets` is empty)
   std::vector<std::string> exclude;  // exclude_modules as names: a whole module name, its end, or ours

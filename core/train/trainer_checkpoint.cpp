@@ -167,7 +167,9 @@ void Trainer::State::write_trainer_state(const std::string& dir, const WorldStat
   if (regularizer) {
     torch::save(*critic_optimizer, (ts / "critic_optimizer.pt").string());
     save_safetensors((ts / "critics.safetensors").string(), critic_state(*regularizer));
-    // Only a cadence above 1 lets gradients wait across optimizer steps.
+    // Only a cadence above 1 lets gradients wait across optimizer steps. (The critics step after
+    // each k optimizer steps: a checkpoint without this key stepped them before.)
+    state["critics_step_after_k_steps"] = true;
     if (config.ganpo.critic_update_every > 1) {
       auto grads = pending_critic_grads(*regularizer);
       if (!grads.empty()) save_safetensors((ts / "critic_grads.safetensors").string(), grads);
@@ -336,6 +338,11 @@ void Trainer::State::resume(const std::string& dir) {
       load_critic_state(*regularizer, load_safetensors((ts / "critics.safetensors").string()).tensors, dir);
       if (fs::exists(ts / "critic_grads.safetensors"))
         load_pending_critic_grads(*regularizer, load_safetensors((ts / "critic_grads.safetensors").string()).tensors);
+      if (config.ganpo.critic_update_every > 1 && !state.contains("critics_step_after_k_steps"))
+        log("warning", "this checkpoint was written by a version whose critics stepped at the first of each " +
+                           std::to_string(config.ganpo.critic_update_every) +
+                           " optimizer steps (ganpo.critic_update_every); they now step after the last, so their "
+                           "next step holds another number of steps' gradients, once");
       if (state.contains("ema")) {
         EmaMeans e;
         auto t = [&](int i) { return torch::tensor(state["ema"][i].get<double>(), torch::TensorOptions().device(device)); };

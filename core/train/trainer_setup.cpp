@@ -347,8 +347,8 @@ void Trainer::State::build_models() {
                       "; lower data.max_length or raise model.max_seq_len");
   policy->set_gradient_checkpointing(config.train.gradient_checkpointing);
   LoraSpec lora = lora_spec(config.model.lora);
-  lora.dropout = applied_lora_dropout(config);
-  if (lora.r > 0 && lora.dropout != config.model.lora.dropout)
+  lora.dropout_off = applied_lora_dropout(config) != lora.dropout;  // (its adapter folders still record it)
+  if (lora.r > 0 && lora.dropout_off)
     log("notice", "model.lora.dropout = " + format_number(config.model.lora.dropout) +
                       " is not applied in a preference stage: the policy runs without dropout (as TRL's DPOTrainer "
                       "with its default disable_dropout); it applies in SFT stages");

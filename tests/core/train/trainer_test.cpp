@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "core/atomic_folder.h"
 #include "core/batching.h"
 #include "core/cpu_tensor_memory.h"
 #include "core/dataset_files.h"
@@ -491,6 +492,39 @@ TEST_F(TrainerTest, GroupedByLengthRunResumedWithAnotherBatchFinishesItsEpoch) {
       << c_obs.all_logs();
 }
 
+// With critic_update_every = 2 the critics step after optimizer steps 2 and 4, each time with
+// both steps' gradients: their weights (not the spectral norms' u and v, which every forward
+// moves) change from checkpoint 1 to 2 and from 3 to 4, and not from 2 to 3.
+TEST_F(TrainerTest, CriticsStepAfterEveryKOptimizerSteps) {
+  auto c = config("cadence");
+  c.train.max_steps = 4;
+  c.train.save_steps = 1;
+  c.ganpo.critic_update_every = 2;
+  Collector obs;
+  auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message;
+  auto critic_weights = [&](int step) {
+    auto t = load_safetensors((fs::path(c.output_dir) / ("checkpoint-" + std::to_string(step)) / "trainer_state" /
+                               "critics.safetensors").string()).tensors;
+    for (auto it = t.begin(); it != t.end();)
+      it = it->first.size() > 2 && (it->first.substr(it->first.size() - 2) == ".u" || it->first.substr(it->first.size() - 2) == ".v")
+               ? t.erase(it)
+               : std::next(it);
+    return t;
+  };
+  auto same = [](const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    for (const auto& [k, v] : a)
+      if (!torch::equal(v, b.at(k))) return false;
+    return true;
+  };
+  const auto w1 = critic_weights(1), w2 = critic_weights(2), w3 = critic_weights(3), w4 = critic_weights(4);
+  ASSERT_FALSE(w1.empty());
+  EXPECT_FALSE(same(w1, w2)) << "the critics step after step 2";
+  EXPECT_TRUE(same(w2, w3)) << "and not after step 3";
+  EXPECT_FALSE(same(w3, w4)) << "then after step 4";
+}
+
 // With critic_update_every = 2 the critics step at step indices 1, 3, ... with two steps'
 // gradients each; the critic gradients of index 2 wait for index 3. A checkpoint taken after 3
 // steps falls between the two.
@@ -518,6 +552,25 @@ TEST_F(TrainerTest, ResumeBetweenCriticUpdatesIsExact) {
   for (int64_t s = 4; s <= 5; ++s)
     for (const std::string k : {"loss", "critic/loss_chosen", "critic/loss_rejected"})
       EXPECT_NEAR(c_obs.metrics.at(s).at(k), a_obs.metrics.at(s).at(k), 1e-5) << k << " at step " << s;
+  EXPECT_EQ(c_obs.all_logs().find("critics stepped at the first"), std::string::npos) << c_obs.all_logs();
+
+  // A checkpoint of the version whose critics stepped at the first of each k steps (its state.json
+  // without the key; complete.json says the file's new size) resumes with a warning.
+  const fs::path state = fs::path(b.final_dir) / "trainer_state" / "state.json";
+  auto j = nlohmann::json::parse(std::ifstream(state));
+  ASSERT_TRUE(j.contains("critics_step_after_k_steps"));
+  j.erase("critics_step_after_k_steps");
+  std::ofstream(state) << j.dump();
+  const fs::path marker = fs::path(b.final_dir) / kCompleteMarker;
+  auto files = nlohmann::json::parse(std::ifstream(marker));
+  files["files"]["trainer_state/state.json"] = fs::file_size(state);
+  std::ofstream(marker) << files.dump();
+  auto d_cfg = base;
+  d_cfg.output_dir = (root_ / "D2").string();
+  Collector d_obs;
+  auto d = run(d_cfg, d_obs, resuming(b.final_dir));
+  ASSERT_EQ(d.status, "completed") << d.message;
+  EXPECT_CONTAINS(d_obs.all_logs(), "critics stepped at the first of each 2 optimizer steps");
 }
 
 // Threads change where the work runs, never what it computes (issue 9): one thread, the
@@ -898,6 +951,8 @@ TEST_F(TrainerTest, Bf16LoraRunOverABf16FolderKeepsItsBaseInBf16AndChangesNoNumb
     ASSERT_TRUE(a_files.count(file)) << file;
     EXPECT_TRUE(b_files[file] == a_files[file]) << file << " differs";
   }
+  EXPECT_EQ(nlohmann::json::parse(a_files["adapter/adapter_config.json"])["lora_dropout"], 0.1)
+      << "the adapter folder records the configured dropout, which SFT on it would apply";
 
   expect_exact_resume(bf16, "bf16-resumed", b_obs, {"loss", "opo_loss", "adv/loss", "rewards/margins", "grad_norm"},
                       bf16_on_cpu());
