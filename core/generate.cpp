@@ -38,7 +38,7 @@ namespace {
 std::optional<nlohmann::json> eos_token_ids(const std::string& file_text) {
   const auto j = nlohmann::json::parse(file_text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return std::nullopt;
-  return j["eos_token_id"];
+  return std::optional<nlohmann::json>(std::in_place, j["eos_token_id"]);  // (in_place: nlohmann 3.11.3 converts to optional too)
 }
 
 }  // namespace
