@@ -64,7 +64,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
   const Bf16Autocast autocast(opt.bf16_autocast, opt.cache_casts);
   // Only a model in training mode is switched (a LoRA reference view, never in training mode,
   // shares its modules with the policy, which may be sampled at the same time on another lane);
-  // it is switched back however this returns (out of memory included, which a run survives).
+  // it is switched back however this returns (an error such as running out of memory included).
   struct EvalWhileSampling {
     CausalLM& model;
     const bool was_training = model->is_training();

@@ -1,7 +1,7 @@
 // Sampling from a CausalLM with a KV cache: temperature, top-k, top-p, max new tokens, seed.
 //
 // Prompts of different lengths are left-padded into one batch; each row stops at EOS (the
-// tokenizer's, or any eos_token_id of the model folder's generation_config.json). The
+// tokenizer's, or any eos_token_id of the model folder: generation_stop_ids below). The
 // random draws come from a CPU generator seeded per call, so the same seed gives the same
 // text on any device. temperature 0 means greedy decoding. A bf16 run decodes under CUDA's
 // bf16 autocast, as its training passes compute.
@@ -59,6 +59,7 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
 // whose chat turns end with <end_of_turn>). Ids outside the vocabulary are passed over.
 std::vector<int64_t> generation_stop_ids(const ModelShape& shape, int64_t eos_id);
 
+// Filters a [N, V] probability matrix in place per top-k then top-p (nucleus) and renormalises.
 torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p);
 
 }  // namespace ganpo
