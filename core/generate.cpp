@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <optional>
 
 #include "core/bf16_autocast.h"
+#include "core/model/architectures.h"
 
 namespace ganpo {
 
@@ -31,17 +31,6 @@ torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
   }
   return probs / probs.sum(-1, true).clamp_min(1e-30);
 }
-
-namespace {
-
-// The eos_token_id of a folder's JSON file (an id or a list), if it has one.
-std::optional<nlohmann::json> eos_token_ids(const std::string& file_text) {
-  const auto j = nlohmann::json::parse(file_text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return std::nullopt;
-  return std::optional<nlohmann::json>(std::in_place, j["eos_token_id"]);  // (in_place: nlohmann 3.11.3 converts to optional too)
-}
-
-}  // namespace
 
 std::vector<int64_t> generation_stop_ids(const ModelShape& shape, int64_t eos_id) {
   std::vector<int64_t> out{eos_id};

@@ -505,12 +505,16 @@ nlohmann::json generation_config(const ModelShape& s, int64_t bos_id, int64_t eo
   nlohmann::json j = {{"_from_model_config", true}, {"eos_token_id", eos_id}};
   // config.json's eos_token_id where it has one (a list too), as transformers' from_model_config
   // takes it: the ids sampling stops at (core/generate.h) stay the folder's.
-  const auto config = nlohmann::json::parse(s.hf_config, nullptr, /*allow_exceptions=*/false);
-  if (config.is_object() && config.contains("eos_token_id") && !config["eos_token_id"].is_null())
-    j["eos_token_id"] = config["eos_token_id"];
+  if (const auto eos = eos_token_ids(s.hf_config)) j["eos_token_id"] = *eos;
   if (bos_id >= 0) j["bos_token_id"] = bos_id;
   if (pad_id >= 0) j["pad_token_id"] = pad_id;
   return j;
+}
+
+std::optional<nlohmann::json> eos_token_ids(const std::string& file_text) {
+  const auto j = nlohmann::json::parse(file_text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return std::nullopt;
+  return std::optional<nlohmann::json>(std::in_place, j["eos_token_id"]);  // (in_place: nlohmann 3.11.3 converts to optional too)
 }
 
 }  // namespace ganpo

@@ -17,6 +17,7 @@
 //   gpt2     GPT2LMHeadModel       LayerNorm, learned positions, GELU, biases, Conv1D weights
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,5 +73,8 @@ int64_t hf_padding_idx(const ModelShape& shape, const nlohmann::json& config);
 nlohmann::json write_hf_config(const ModelShape& shape, const std::string& dtype = "float32");
 // generation_config.json for shape (bos / eos / pad ids as the model's config gives them).
 nlohmann::json generation_config(const ModelShape& shape, int64_t bos_id, int64_t eos_id, int64_t pad_id);
+// The eos_token_id of a config.json or generation_config.json's text (an id or a list), if it has
+// one (null, no key and unreadable text: none).
+std::optional<nlohmann::json> eos_token_ids(const std::string& file_text);
 
 }  // namespace ganpo
