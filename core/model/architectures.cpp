@@ -150,12 +150,16 @@ void read_layer_types(const ConfigReader& r, ModelShape& s) {
   }
 }
 
-void read_llama_sizes(const ConfigReader& r, ModelShape& s) {
+// kv_heads_default: the family's config class default where num_key_value_heads is left out
+// (0: the head count, as LlamaConfig; MistralConfig 8, Qwen2Config / Qwen3Config 32, Gemma2Config 4);
+// null is the head count, as the config classes' `if num_key_value_heads is None`.
+void read_llama_sizes(const ConfigReader& r, ModelShape& s, int64_t kv_heads_default = 0) {
   s.vocab_size = r.size("vocab_size", 1, kMaxVocab);
   s.d_model = r.size("hidden_size", 1, kMaxHidden);
   s.n_layers = r.size("num_hidden_layers", 1, kMaxLayers);
   s.n_heads = r.size("num_attention_heads", 1, kMaxHeads);
-  s.n_kv_heads = r.size_or("num_key_value_heads", s.n_heads, 1, kMaxHeads);
+  const bool kv_left_out = !r.present("num_key_value_heads") && kv_heads_default > 0;
+  s.n_kv_heads = r.size_or("num_key_value_heads", kv_left_out ? kv_heads_default : s.n_heads, 1, kMaxHeads);
   s.head_dim = r.size_or("head_dim", 0, 0, kMaxHeadDim);
   s.d_ff = r.size("intermediate_size", 1, kMaxFeedForward);
   s.max_seq_len = r.size("max_position_embeddings", 1, kMaxPositions);
@@ -208,7 +212,7 @@ void write_llama(const ModelShape& s, nlohmann::json& j) {
 void read_mistral(const nlohmann::json& j, const std::string& source, ModelShape& s) {
   ConfigReader r(j, source);
   set_llama_layout(s);
-  read_llama_sizes(r, s);
+  read_llama_sizes(r, s, 8);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
   s.tie_embeddings = r.boolean("tie_word_embeddings", false);
   // MistralConfig's 4096 where the key is left out (Mistral 7B v0.1's); null: no window.
@@ -243,7 +247,7 @@ void write_qwen_window(const ModelShape& s, nlohmann::json& j) {
 void read_qwen2(const nlohmann::json& j, const std::string& source, ModelShape& s) {
   ConfigReader r(j, source);
   set_llama_layout(s);
-  read_llama_sizes(r, s);
+  read_llama_sizes(r, s, 32);
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
   s.tie_embeddings = r.boolean("tie_word_embeddings", false);
   s.qkv_bias = true;
@@ -259,7 +263,7 @@ void write_qwen2(const ModelShape& s, nlohmann::json& j) {
 void read_qwen3(const nlohmann::json& j, const std::string& source, ModelShape& s) {
   ConfigReader r(j, source);
   set_llama_layout(s);
-  read_llama_sizes(r, s);
+  read_llama_sizes(r, s, 32);
   if (s.head_dim == 0) s.head_dim = 128;  // Qwen3Config's default, not hidden / heads
   read_activation(r, "hidden_act", "silu", MlpKind::gated_silu);
   s.tie_embeddings = r.boolean("tie_word_embeddings", false);
@@ -292,7 +296,7 @@ void set_gemma2_layout(ModelShape& s) {
 void read_gemma2(const nlohmann::json& j, const std::string& source, ModelShape& s) {
   ConfigReader r(j, source);
   set_gemma2_layout(s);
-  read_llama_sizes(r, s);
+  read_llama_sizes(r, s, 4);
   if (s.head_dim == 0) s.head_dim = 256;  // Gemma2Config's default
   read_activation(r, r.has("hidden_activation") ? "hidden_activation" : "hidden_act",
                   "gelu_pytorch_tanh", MlpKind::gated_gelu_tanh);

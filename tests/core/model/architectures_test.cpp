@@ -120,6 +120,28 @@ TEST(HfConfig, SlidingWindowsDefaultAsTheConfigClasses) {
   EXPECT_TRUE(s.layer_is_sliding(28));
 }
 
+// num_key_value_heads left out: each config class's default (read from transformers 5.12:
+// LlamaConfig the head count, MistralConfig 8, Qwen2Config and Qwen3Config 32, Gemma2Config 4);
+// null: the head count. A default that does not divide the heads is refused as a written one.
+TEST(HfConfig, KeyValueHeadsDefaultAsTheConfigClasses) {
+  const auto kv_heads_left_out = [](const std::string& arch, int64_t heads) {
+    json c = small_config(arch);
+    c.erase("num_key_value_heads");
+    c["num_attention_heads"] = heads;
+    return c;
+  };
+  EXPECT_EQ(read_hf_config(kv_heads_left_out("LlamaForCausalLM", 4)).n_kv_heads, 4);
+  EXPECT_EQ(read_hf_config(kv_heads_left_out("MistralForCausalLM", 16)).n_kv_heads, 8);
+  EXPECT_EQ(read_hf_config(kv_heads_left_out("Qwen2ForCausalLM", 32)).n_kv_heads, 32);
+  EXPECT_EQ(read_hf_config(kv_heads_left_out("Qwen3ForCausalLM", 64)).n_kv_heads, 32);
+  EXPECT_EQ(read_hf_config(kv_heads_left_out("Gemma2ForCausalLM", 8)).n_kv_heads, 4);
+  EXPECT_TRUE(has(error_of(kv_heads_left_out("MistralForCausalLM", 4)), "\"num_key_value_heads\" (8) does not divide"))
+      << error_of(kv_heads_left_out("MistralForCausalLM", 4));
+  json c = kv_heads_left_out("MistralForCausalLM", 4);
+  c["num_key_value_heads"] = nullptr;
+  EXPECT_EQ(read_hf_config(c).n_kv_heads, 4);
+}
+
 // Rotary embedding on part of each head changes what the model computes: refused, not ignored.
 TEST(HfConfig, PartialRotaryIsRefused) {
   json c = small_config("LlamaForCausalLM");
