@@ -57,11 +57,13 @@ int main(int argc, char** argv) {
   g->add_option("--checkpoint", gen.checkpoint, "Model folder")->required();
   g->add_option("--prompts", gen.prompts, "JSONL file of {\"prompt\": ...}")->required();
   g->add_option("--out", gen.out, "Output JSONL")->required();
-  g->add_option("--temperature", gen.temperature, "0 = greedy")->capture_default_str();
+  g->add_option("--temperature", gen.temperature, "0 = greedy")->check(CLI::NonNegativeNumber)->capture_default_str();
+  // (0, 1], as the run config's sampling.top_p
+  const CLI::Validator above_zero([](std::string& v) { return std::stod(v) > 0 ? "" : "must be above 0"; }, "", "above 0");
   g->add_option("--top-p", gen.top_p, "Nucleus sampling: the smallest set of tokens whose probability reaches it (1 = off)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+      ->check(CLI::Range(0.0, 1.0) & above_zero)->capture_default_str();
   g->add_option("--top-k", gen.top_k, "Only the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  g->add_option("--max-new-tokens", gen.max_new_tokens)->capture_default_str();
+  g->add_option("--max-new-tokens", gen.max_new_tokens)->check(CLI::PositiveNumber)->capture_default_str();
   g->add_option("--seed", gen.seed)->capture_default_str();
   g->add_option("--batch-size", gen.batch_size, "Prompts sampled at once")->check(CLI::PositiveNumber)->capture_default_str();
   g->add_option("--device", gen.device)->capture_default_str();
