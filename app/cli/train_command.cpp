@@ -223,18 +223,29 @@ int run_worker(const std::string& db_path, int64_t run_id, const std::string& re
     return 2;
   };
   // Where the run continues: the checkpoint given, else its newest complete one ("" = step 0).
-  // Checkpoint folders that exist but are all unusable (damaged since) stop it: starting over
-  // would delete the run's recorded steps, so a person decides.
+  // Recorded checkpoints whose folders are all unusable (damaged, or gone: moved, deleted, a drive
+  // not mounted) stop it: starting over would delete the run's recorded steps, so a person decides.
+  std::string no_complete_checkpoint;
   auto resume_point = [&](std::string& from) {
     from = resume_from.empty() ? last_resumable_checkpoint(store, run_id) : resume_from;
     if (!from.empty()) return true;
-    for (const auto& c : store.checkpoints(run_id))
-      if (fs::is_directory(fs::path(c.path) / "trainer_state")) return false;
+    const auto rows = store.checkpoints(run_id);
+    for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+      if (fs::is_directory(fs::path(it->path) / "trainer_state")) {
+        no_complete_checkpoint = "the run has checkpoint folders but none is complete (see above); starting again "
+                                 "from step 0 would delete its recorded steps. Restore a checkpoint folder, or clone "
+                                 "the run to train it anew";
+        return false;
+      }
+      if (!fs::exists(it->path)) {
+        no_complete_checkpoint = "the run's checkpoint folder " + it->path + " (step " + std::to_string(it->step) +
+                                 ") is gone; starting again from step 0 would delete its recorded steps. Put the "
+                                 "folder back (moved? a drive not mounted?), or clone the run to train it anew";
+        return false;
+      }
+    }
     return true;
   };
-  const std::string no_complete_checkpoint =
-      "the run has checkpoint folders but none is complete (see above); starting again from step 0 would delete "
-      "its recorded steps. Restore a checkpoint folder, or clone the run to train it anew";
   if (!env.distributed()) {
     // A config that cannot be read fails below, as it always did.
     int64_t processes = 1;

@@ -176,6 +176,23 @@ TEST_F(CrashSafety, IncompleteCheckpointIsRefusedWithTheReason) {
     EXPECT_EQ(perms & (fs::perms::group_all | fs::perms::others_all), fs::perms::none) << p;
   }
 
+  // Its checkpoint folders gone (moved, a drive not mounted): refused, every recorded step kept.
+  const auto recorded_steps = [&] {
+    return RunStore::open(db_).database().query_int("SELECT COUNT(*) FROM metrics WHERE run_id = 1");
+  };
+  const int64_t steps_before = recorded_steps();
+  ASSERT_GT(steps_before, 0);
+  fs::rename(dir_ / "run", dir_ / "run-moved");
+  auto gone = run_cli("runs --db " + db_ + " resume 1");
+  EXPECT_EQ(gone.exit_code, 2) << gone.output;
+  EXPECT_NE(gone.output.find("checkpoint folder " + checkpoint.string() + " (step 10) is gone; starting again from "
+                             "step 0 would delete its recorded steps"),
+            std::string::npos)
+      << gone.output;
+  EXPECT_EQ(recorded_steps(), steps_before);
+  EXPECT_EQ(RunStore::open(db_).checkpoints(1).size(), 2u);
+  fs::rename(dir_ / "run-moved", dir_ / "run");
+
   // A truncated optimizer state: the marker's size no longer matches.
   fs::resize_file(checkpoint / "trainer_state" / "optimizer.pt", 100);
   auto resumed = run_cli("runs --db " + db_ + " resume 1");
