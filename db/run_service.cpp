@@ -43,6 +43,49 @@ std::string write_held_out_pairs(const Task& task, const std::string& scratch_di
   return path.string();
 }
 
+// Whether `inner` is `outer` or lies inside it (both lexically normal, absolute).
+bool lies_within(const fs::path& inner, const fs::path& outer) {
+  auto o = outer.begin(), i = inner.begin();
+  for (; o != outer.end() && !o->empty(); ++o, ++i)
+    if (i == inner.end() || *i != *o) return false;
+  return true;
+}
+
+fs::path resolved(const std::string& path) {
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
+  return (ec ? fs::absolute(path) : p).lexically_normal();
+}
+
+// Why run `run_id`'s output folder must stay although its run is deleted ("" = it may go): it is a
+// link (removing it would free nothing), it holds the workspace, or another run writes to a folder
+// it shares (the same, inside or around it: two configs with one output_dir, or output_dir = ".")
+// or starts from a checkpoint inside it (a clone, a study's shared stage).
+std::string folder_in_use(RunStore& store, int64_t run_id, const std::string& output_dir) {
+  if (fs::is_symlink(fs::path(output_dir).lexically_normal()))
+    return "it is a symbolic link (to " + resolved(output_dir).string() + "); remove what it points to yourself";
+  const fs::path dir = resolved(output_dir);
+  if (lies_within(resolved(store.path()), dir)) return "it holds this workspace (" + store.path() + ")";
+  for (const RunRow& other : store.runs()) {
+    if (other.id == run_id) continue;
+    const auto cfg = nlohmann::json::parse(other.config_json, nullptr, false);
+    if (!cfg.is_object()) continue;
+    const std::string who = "run " + std::to_string(other.id) + " (" + other.name + ")";
+    const auto text = [](const nlohmann::json& j, const char* key) {
+      return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+    };
+    if (const std::string out = text(cfg, "output_dir"); !out.empty()) {
+      const fs::path theirs = resolved(out);
+      if (lies_within(theirs, dir) || lies_within(dir, theirs))
+        return who + " writes to " + theirs.string() + "; delete that run first, or remove the folder yourself";
+    }
+    if (const std::string from = text(cfg.value("model", nlohmann::json::object()), "checkpoint"); !from.empty())
+      if (lies_within(resolved(from), dir))
+        return who + " starts from " + from + "; delete that run first, or remove the folder yourself";
+  }
+  return "";
+}
+
 }  // namespace
 
 bool looks_like_run_folder(const fs::path& dir) {
@@ -92,6 +135,7 @@ RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::s
     }
     if (auto cfg = nlohmann::json::parse(run->config_json, nullptr, false); cfg.is_object())
       result.output_dir = cfg.value("output_dir", std::string());
+    if (with_files && !result.output_dir.empty()) result.folder_kept = folder_in_use(store_, run_id, result.output_dir);
     store_.delete_run(run_id);
     txn.commit();
   }
@@ -101,7 +145,7 @@ RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::s
     std::error_code ec;
     fs::remove(fs::path(logs_dir) / ("run-" + std::to_string(run_id) + ".log"), ec);
   }
-  if (result.output_dir.empty()) return result;
+  if (result.output_dir.empty() || !result.folder_kept.empty()) return result;
   if (!looks_like_run_folder(result.output_dir)) {
     result.folder_kept = fs::exists(result.output_dir) ? "it does not look like a run's output folder" : "it does not exist";
     return result;

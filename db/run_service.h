@@ -3,7 +3,8 @@
 // - create: store a run queued with the config it will train (absolute paths, the data source
 //   resolved, and, when it names none of its own, an output folder beside the workspace);
 // - remove: delete a run's rows, and on request its output folder and worker log, never while a
-//   worker holds it and never a folder that does not look like a run's output;
+//   worker holds it and never a folder that does not look like a run's output, is a link, holds
+//   the workspace, or is shared with another run (its output folder, or a checkpoint it starts from);
 // - control: pass pause / resume / stop / sample / checkpoint to the worker training a run;
 // - evaluate: the `ganpo eval` worker command that evaluates a checkpoint of a run against the
 //   run's reference on the run's own task, and storing the typed report it prints.
@@ -56,7 +57,8 @@ public:
 
   // Returns the new run's id; the stored config is what its worker will train.
   int64_t create(RunConfig config, const CreateRunOptions& options = {});
-  // with_files: also the output folder (only if it looks like a run's) and logs_dir/run-<id>.log.
+  // with_files: also the output folder (only if it looks like a run's and no other run uses it) and
+  // logs_dir/run-<id>.log.
   RemoveRunResult remove(int64_t run_id, bool with_files, const std::string& logs_dir = "");
   // "" when sent; otherwise why not (unknown command, no worker attached, no such run).
   std::string control(int64_t run_id, const std::string& command);

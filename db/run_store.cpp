@@ -16,6 +16,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/memory_estimate.h"
 #include "core/run_observer.h"
 
@@ -145,6 +146,8 @@ const char* const kRunColumns =
     "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at, worker_host, "
     "total_steps, last_step";
 
+constexpr size_t kMaxConfigDepth = 64;  // a run config nests 3 levels
+
 RunRow read_run(const sql::Statement& s) {
   RunRow r;
   r.id = s.col_int(0);
@@ -152,6 +155,11 @@ RunRow read_run(const sql::Statement& s) {
   r.status = parse_run_status(s.col_text(2)).value_or(RunStatus::failed);
   r.stage = s.col_text(3);
   r.config_json = s.col_text(4);
+  // Deeper than any config (a damaged or hostile workspace): read as unreadable, never parsed
+  // into a value whose copies would recurse once per level.
+  if (json_text_nested_deeper_than(r.config_json, kMaxConfigDepth))
+    r.config_json = "\"(a config nested deeper than " + std::to_string(kMaxConfigDepth) +
+                    " levels: the workspace is damaged)\"";
   r.device = s.col_text(5);
   r.created_at = s.col_double(6);
   r.started_at = s.col_opt_double(7);

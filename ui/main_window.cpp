@@ -754,14 +754,17 @@ void MainWindow::noteRun(int64_t run_id) {
 
 void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
   std::vector<int64_t> deletable;
-  QStringList busy;
+  QStringList busy, folders;
   for (int64_t id : ids) {
     const RunListEntry* e = model_->entry(id);
     if (!e) continue;
-    if (worker_attached(e->row))
+    if (worker_attached(e->row)) {
       busy << QString("#%1").arg(id);
-    else
-      deletable.push_back(id);
+      continue;
+    }
+    deletable.push_back(id);
+    if (e->config.is_object() && e->config.contains("output_dir") && e->config["output_dir"].is_string())
+      folders << QString("#%1: %2").arg(id).arg(QString::fromStdString(e->config["output_dir"].get<std::string>()));
   }
   if (!busy.isEmpty()) showError("Delete", QString("Stop these runs first: %1").arg(busy.join(", ")));
   if (deletable.empty()) return;
@@ -771,6 +774,8 @@ void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
   auto* del = box.addButton("Delete", QMessageBox::DestructiveRole);
   auto* files = new QCheckBox("Also delete their output folders (checkpoints, logs)", &box);
   box.setCheckBox(files);
+  // Which folders the check box removes (one another run uses, a link or the workspace's stays).
+  if (!folders.isEmpty()) box.setDetailedText("Output folders:\n" + folders.join("\n"));
   box.exec();
   if (box.clickedButton() != del) return;
   for (int64_t id : deletable)

@@ -183,3 +183,64 @@ TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective
   EXPECT_EQ(eval_report_from_text(store.evals(id)[0].result_json).preference.at("eval_loss"), 0.25);
   EXPECT_EQ(store.evals(id)[0].checkpoint_step, 20);
 }
+
+// A folder another run still uses (the same output_dir, one around it such as output_dir = ".",
+// or a checkpoint a clone starts from), one that holds the workspace, or a link: the run's rows
+// go, the folder stays and says why. Once no other run uses it, deleting the last one removes it.
+TEST_F(RunServiceTest, RemoveKeepsAFolderAnotherRunTheWorkspaceOrALinkStillUses) {
+  RunStore store = open();
+  RunService service(store);
+  const auto run_folder = [&](const fs::path& dir) {
+    fs::create_directories(dir / "checkpoint-5");
+    std::ofstream(dir / "config.toml") << "\n";
+  };
+  RunConfig c;
+  c.output_dir = (dir_ / "runs" / "exp").string();
+  const int64_t first = service.create(c), second = service.create(c);  // one folder, two configs
+  run_folder(c.output_dir);
+  RemoveRunResult r = service.remove(first, true);
+  EXPECT_TRUE(r.removed);
+  EXPECT_FALSE(r.folder_removed);
+  EXPECT_NE(r.folder_kept.find("run " + std::to_string(second) + " (run) writes to " + c.output_dir), std::string::npos)
+      << r.folder_kept;
+  EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "checkpoint-5"));
+
+  // A clone starting from one of its checkpoints keeps it too.
+  RunConfig clone;
+  clone.output_dir = (dir_ / "runs" / "clone").string();
+  clone.model.checkpoint = (fs::path(c.output_dir) / "checkpoint-5").string();
+  const int64_t cloned = service.create(clone);
+  r = service.remove(second, true);
+  EXPECT_NE(r.folder_kept.find("run " + std::to_string(cloned) + " (run) starts from " + clone.model.checkpoint),
+            std::string::npos)
+      << r.folder_kept;
+  EXPECT_TRUE(fs::exists(clone.model.checkpoint));
+
+  // output_dir = the folder around the others' (".") and the workspace: neither goes.
+  RunConfig around;
+  around.output_dir = dir_.string();
+  run_folder(dir_);
+  r = service.remove(service.create(around), true);
+  EXPECT_FALSE(r.folder_removed);
+  EXPECT_NE(r.folder_kept.find("holds this workspace"), std::string::npos) << r.folder_kept;
+  around.output_dir = (dir_ / "runs").string();
+  r = service.remove(service.create(around), true);
+  EXPECT_NE(r.folder_kept.find("writes to " + clone.output_dir), std::string::npos) << r.folder_kept;
+  EXPECT_TRUE(fs::exists(dir_ / "runs" / "exp"));
+
+  // A link: removing it would free nothing; what it points to stays.
+  RunConfig linked;
+  linked.output_dir = (dir_ / "link").string();
+  run_folder(dir_ / "target");
+  fs::create_directory_symlink(dir_ / "target", linked.output_dir);
+  r = service.remove(service.create(linked), true);
+  EXPECT_NE(r.folder_kept.find("is a symbolic link"), std::string::npos) << r.folder_kept;
+  EXPECT_TRUE(fs::exists(dir_ / "target" / "config.toml"));
+
+  // The last run of a folder takes it along.
+  r = service.remove(cloned, true);
+  EXPECT_EQ(r.folder_kept, "it does not exist") << "the clone never wrote its folder";
+  r = service.remove(service.create(c), true);
+  EXPECT_TRUE(r.folder_removed) << r.folder_kept;
+  EXPECT_FALSE(fs::exists(c.output_dir));
+}

@@ -1,5 +1,6 @@
 // Run store tests: a real SQLite file in a fresh temp folder per test.
 #include "db/run_store.h"
+#include "core/json_depth.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -151,6 +152,24 @@ TEST_F(RunStoreTest, UserTextIsBoundNeverPartOfTheSql) {
     EXPECT_NE(csv.str().find("DROP TABLE runs"), std::string::npos);
     EXPECT_NE(jsonl.str().find("\\u0000after NUL"), std::string::npos) << jsonl.str();
   }
+}
+
+// A stored config nesting [[[[...]]]] 100000 levels (a few hundred KB in a damaged or hostile
+// workspace) reads as an unreadable config: every reader (the run list, `ganpo runs show`, resume)
+// then says so instead of copying a value whose copy recurses once per level.
+TEST_F(RunStoreTest, AConfigNestedDeeperThanAnyIsReadAsUnreadable) {
+  auto store = RunStore::open(db_path());
+  const std::string deep = "{\"seed\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const int64_t id = store.create_run("deep", "preference", deep);
+  const int64_t fine = store.create_run("fine", "preference", "{\"name\": \"[[[[\\\"{{\"}");
+  const auto run = store.run(id);
+  ASSERT_TRUE(run);
+  EXPECT_FALSE(nlohmann::json::parse(run->config_json).is_object());
+  EXPECT_NE(run->config_json.find("nested deeper than 64 levels: the workspace is damaged"), std::string::npos);
+  EXPECT_EQ(store.run(fine)->config_json, "{\"name\": \"[[[[\\\"{{\"}") << "brackets in strings are text";
+  EXPECT_EQ(store.runs().size(), 2u);
+  EXPECT_TRUE(ganpo::json_text_nested_deeper_than("[[[]]]", 2));
+  EXPECT_FALSE(ganpo::json_text_nested_deeper_than("[[]][[]]", 2));
 }
 
 TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
