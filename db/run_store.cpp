@@ -401,14 +401,17 @@ void RunStore::set_control(int64_t run_id, const std::string& control) {
 }
 
 std::string RunStore::take_control(int64_t run_id) {
-  std::optional<sql::Transaction> txn;
-  if (!in_transaction()) txn.emplace(db_);
-  std::string control;
-  {
+  const auto read = [&] {
     sql::Statement s(db_, "SELECT control FROM runs WHERE id = ?");
     s.bind(1, run_id);
-    if (s.step()) control = s.col_text(0);
-  }
+    return s.step() ? s.col_text(0) : std::string();
+  };
+  // Polled every step: a plain read (never blocked in WAL mode) unless a command waits, so another
+  // connection's long write (a delete, a migration, an open shell) never stalls training.
+  if (read().empty()) return "";
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
+  const std::string control = read();
   if (!control.empty()) {
     sql::Statement u(db_, "UPDATE runs SET control = NULL, updated_at = ? WHERE id = ?");
     u.bind(1, unix_now()).bind(2, run_id).run();

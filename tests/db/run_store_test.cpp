@@ -330,6 +330,13 @@ TEST_F(RunStoreTest, TakeControlReadsAndClears) {
   EXPECT_EQ(other.take_control(id), "");
   EXPECT_EQ(store.take_control(id), "");
   EXPECT_EQ(store.run(id)->control, "");
+
+  // The per-step poll with no command waiting takes no write lock: another connection's open
+  // write transaction does not hold it up (with no busy wait, a lock attempt fails at once).
+  store.database().exec("PRAGMA busy_timeout = 0");
+  other.database().exec("BEGIN IMMEDIATE");
+  EXPECT_NO_THROW(EXPECT_EQ(store.take_control(id), ""));
+  other.database().exec("COMMIT");
 }
 
 TEST_F(RunStoreTest, DeleteCascades) {
