@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -42,6 +43,9 @@ std::string csv_json_cell(const nlohmann::json& v) {
 }
 
 int64_t export_metrics(RunStore& store, int64_t run_id, ExportFormat format, std::ostream& out) {
+  // The keys and the rows from one snapshot: a live run's worker may commit a new key in between.
+  std::optional<sql::Transaction> snapshot;
+  if (!store.in_transaction()) snapshot.emplace(store.database(), /*immediate=*/false);
   const std::vector<std::string> keys = store.metric_keys(run_id);
   std::map<std::string, size_t> column;
   for (size_t i = 0; i < keys.size(); ++i) column[keys[i]] = i;

@@ -179,9 +179,14 @@ std::string RunRecorder::commit_batch(RunStore& store, std::deque<Item>& batch, 
         }
         // Said only now, after the retries: a disk that had room again a moment later stops nothing.
         std::lock_guard<std::mutex> lk(mutex_);
-        storage_failure_ = std::string("the workspace ") + path_ + " cannot be written (" + e.what() +
-                           "); free disk space on its drive (df -h) or make the folder writable again, "
-                           "then resume the run: it continues from its last complete checkpoint";
+        storage_failure_ =
+            e.is_corrupt()
+                ? std::string("the workspace ") + path_ + " is damaged (" + e.what() + "); check it with sqlite3 '" +
+                      path_ + "' 'PRAGMA integrity_check' and restore a backup, then resume the run: it continues "
+                      "from its last complete checkpoint, and its output folder keeps metrics.jsonl"
+                : std::string("the workspace ") + path_ + " cannot be written (" + e.what() +
+                      "); free disk space on its drive (df -h) or make the folder writable again, "
+                      "then resume the run: it continues from its last complete checkpoint";
         return e.what() + std::string("; ") + std::to_string(batch.size()) + " record(s) of run " +
                std::to_string(run_id_) + " were not written";
       }

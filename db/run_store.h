@@ -200,11 +200,13 @@ public:
   // Bucket index formula shared with tests: floor((step - lo) * buckets / (hi - lo + 1)).
   static int64_t bucket_of(int64_t step, int64_t lo, int64_t hi, int64_t buckets);
 
+  // Whether this connection is inside a transaction (a caller's, which a write joins).
+  bool in_transaction() const;
+
 private:
   explicit RunStore(sql::Database db) : db_(std::move(db)) {}
   void configure();
   void migrate();
-  bool in_transaction() const;
 
   sql::Database db_;
   std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the file when opened

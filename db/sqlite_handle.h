@@ -22,8 +22,11 @@ public:
   int code() const { return code_; }
   // Another connection holds a lock (SQLITE_BUSY / SQLITE_LOCKED): trying again later works.
   bool is_busy() const;
-  // The file cannot take writes any more: disk full, I/O error, read-only, gone.
+  // The file cannot take writes any more: disk full, I/O error, read-only, gone, or damaged.
   bool is_storage_failure() const;
+  // Of those, the file's content is damaged (SQLITE_CORRUPT / SQLITE_NOTADB): freeing space or
+  // fixing permissions does not help; a check and a backup do.
+  bool is_corrupt() const;
 
 private:
   int code_;

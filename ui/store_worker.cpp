@@ -67,6 +67,11 @@ QString StoreWorker::explain(const std::exception& e) const {
                    "was changed; try again when it has finished. Runs keep training and record once it is done.")
         .arg(db_path_, QString::fromStdString(e.what()));
   if (!sqlite || !sqlite->is_storage_failure()) return QString::fromStdString(e.what());
+  if (sqlite->is_corrupt())
+    return QString("The workspace %1 is damaged (%2). Check it with: sqlite3 '%1' 'PRAGMA integrity_check'; copy the "
+                   "file aside before repairing it (sqlite3's .recover) or restore a backup. Each run's output folder "
+                   "keeps its own metrics.jsonl and checkpoints.")
+        .arg(db_path_, QString::fromStdString(e.what()));
   return QString("The workspace %1 cannot be written (%2). Free disk space on its drive (df -h) or make the file and "
                  "its folder writable again, then try again; nothing already stored in it is lost.")
       .arg(db_path_, QString::fromStdString(e.what()));

@@ -8,6 +8,8 @@
 #include <QTemporaryDir>
 #include <QThread>
 
+#include <sqlite3.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <future>
@@ -102,6 +104,15 @@ TEST_F(StoreWorkerTest, ErrorsComeBackAsTextOnTheOwnerThread) {
   ASSERT_TRUE(pump_until([&] { return errors.size() == 2 && !failed_with.isEmpty(); }, 60000));
   EXPECT_EQ(failed_with, QStringLiteral("no such run 77"));
   EXPECT_EQ(errors, (QStringList{QStringLiteral("unread"), QStringLiteral("cannot write that")}));
+
+  // A full disk and a damaged file say different things to do.
+  worker.execute([](RunStore&) { throw sql::SqliteError("database or disk is full", SQLITE_FULL); });
+  worker.execute([](RunStore&) { throw sql::SqliteError("database disk image is malformed", SQLITE_CORRUPT); });
+  ASSERT_TRUE(pump_until([&] { return errors.size() == 4; }, 60000));
+  EXPECT_TRUE(errors[2].contains("Free disk space")) << errors[2].toStdString();
+  EXPECT_TRUE(errors[3].contains("is damaged (database disk image is malformed)") &&
+              errors[3].contains("PRAGMA integrity_check") && !errors[3].contains("Free disk space"))
+      << errors[3].toStdString();
 }
 
 // The workspace moved away while open: jobs fail with the reason, workspaceProblemChanged comes
