@@ -96,17 +96,20 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
                              ? config["seed"].get<int64_t>()
                              : 0;
     std::map<std::string, double>& metrics = it->by_seed[seed];
-    // Held-out numbers: every numeric field of the run's evaluations (the newest wins), and the
-    // training throughput the overhead is read from.
+    // Held-out numbers: every numeric field of the run's newest evaluation, and the training
+    // throughput the overhead is read from. Only the newest: a number its final evaluation lacks
+    // (not finite: the run diverged) is missing for this seed, not an earlier checkpoint's value
+    // (each number's interval says over how many seeds it is).
     std::vector<EvalRow> evals = store.evals(run->id);
-    std::stable_sort(evals.begin(), evals.end(), [](const EvalRow& a, const EvalRow& b) {
+    // The trainer's own evaluations only (stored without params): evaluations run later from the
+    // Checkpoints tab may use other prompts, seeds or budgets, and would mix settings.
+    evals.erase(std::remove_if(evals.begin(), evals.end(), [](const EvalRow& e) { return e.params_json != "{}"; }),
+                evals.end());
+    const auto newest = std::max_element(evals.begin(), evals.end(), [](const EvalRow& a, const EvalRow& b) {
       return a.checkpoint_step != b.checkpoint_step ? a.checkpoint_step < b.checkpoint_step : a.id < b.id;
     });
-    for (const EvalRow& e : evals) {
-      // The trainer's own evaluations only (stored without params): evaluations run later from
-      // the Checkpoints tab may use other prompts, seeds or budgets, and would mix settings.
-      if (e.params_json != "{}") continue;
-      const EvalReport evaluation = eval_report_from_text(e.result_json);
+    if (newest != evals.end()) {
+      const EvalReport evaluation = eval_report_from_text(newest->result_json);
       for (const auto& [key, value] : flatten(evaluation))
         if (std::isfinite(value)) metrics[key] = value;
       if (evaluation.judge && !evaluation.judge->samples.empty()) it->judged_by_seed[seed] = *evaluation.judge;
@@ -122,7 +125,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     std::map<std::string, std::vector<double>> values;
     for (const auto& [seed, metrics] : a.by_seed)
       for (const auto& [key, v] : metrics) values[key].push_back(v);
-    for (const auto& [key, v] : values) a.result.metrics[key] = bootstrap_mean(v);
+    for (const auto& [key, v] : values) a.result.metrics[key] = mean_interval(v);
   }
 
   // GANPO on against the arm that differs only in ganpo.enabled, paired by seed.
@@ -164,7 +167,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
               head_to_head[s.temperature].push_back(*rate);
         }
         for (const auto& [t, rates] : head_to_head)
-          p.win_rate_vs_baseline["judge/win_rate_vs_base@" + temperature_label(t)] = bootstrap_mean(rates);
+          p.win_rate_vs_baseline["judge/win_rate_vs_base@" + temperature_label(t)] = mean_interval(rates);
         report.ganpo_vs_base.push_back(std::move(p));
       }
     }

@@ -2,7 +2,7 @@
 // number (the runs' typed evaluation reports, flattened: preference accuracy and margins, judge
 // scores, win rates against the reference and response lengths per temperature and length
 // bucket; and eval_* metrics) and of the step time and tokens/s over its completed seeds with a
-// 95% bootstrap interval; and for every arm with GANPO on, against its matched arm with GANPO off
+// 95% t interval (core/study_stats.h); and for every arm with GANPO on, against its matched arm with GANPO off
 // (same other grid values, paired by seed): the paired difference of every number, called only
 // when its interval excludes 0, and the head-to-head win rate of the two policies on the same
 // judge prompts, called only when its interval excludes 0.5. Arms are read back from the runs'

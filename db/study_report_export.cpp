@@ -34,8 +34,12 @@ std::string num(double v, int digits = 3) {
   return buf;
 }
 
-std::string interval_text(const Interval& i, int digits = 3) {
-  return num(i.mean, digits) + " [" + num(i.low, digits) + ", " + num(i.high, digits) + "]";
+// "mean [low, high]"; one seed has no interval; fewer seeds than `seeds` (the arm's or the pair's:
+// the others lack the number, e.g. a diverged final evaluation) are said.
+std::string interval_text(const Interval& i, int digits = 3, size_t seeds = 0) {
+  if (i.n < 2) return num(i.mean, digits) + " (n=1, no interval)";
+  return num(i.mean, digits) + " [" + num(i.low, digits) + ", " + num(i.high, digits) + "]" +
+         (static_cast<size_t>(i.n) < seeds ? " (n=" + std::to_string(i.n) + ")" : "");
 }
 
 // "judge/win_rate@0.7" -> 0.7 for keys with that prefix and no bucket suffix.
@@ -184,8 +188,9 @@ std::string study_report_html(const StudyReport& report) {
                 static_cast<int>(std::fmod(report.wall_seconds, 3600) / 60));
   h += "<p class=\"note\">" + std::to_string(report.completed) + " of " + std::to_string(report.runs) +
        " runs completed; wall time " + wall +
-       ". Every number is a mean over an arm's completed seeds with its 95% percentile-bootstrap interval; a "
-       "difference is called only when its interval excludes 0 (0.5 for head-to-head win rates).</p>\n";
+       ". Every number is a mean over an arm's completed seeds with its 95% Student's t interval (mean &plusmn; "
+       "t &middot; s / &radic;n; n is given where a number has fewer seeds than its arm or pair); a difference is "
+       "called only when its interval excludes 0 (0.5 for head-to-head win rates), and never from one seed.</p>\n";
 
   // The answer, stated plainly.
   h += "<h2>The answer: GANPO on against GANPO off</h2>\n";
@@ -194,9 +199,10 @@ std::string study_report_html(const StudyReport& report) {
     h += "<h3>" + escape(p.arm) + "<br><small>against " + escape(p.baseline) + " (" + std::to_string(p.seeds.size()) +
          " paired seeds)</small></h3>\n<table><tr><th>number</th><th>GANPO on minus off</th><th>verdict</th></tr>\n";
     for (const auto& [key, i] : p.differences)
-      if (is_headline_metric(key)) h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4) + "</td><td>" + verdict(i, false) + "</td></tr>\n";
+      if (is_headline_metric(key))
+        h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4, p.seeds.size()) + "</td><td>" + verdict(i, false) + "</td></tr>\n";
     for (const auto& [key, i] : p.win_rate_vs_baseline)
-      h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4) + "</td><td>" + verdict(i, true) + "</td></tr>\n";
+      h += "<tr><td>" + escape(key) + "</td><td>" + interval_text(i, 4, p.seeds.size()) + "</td><td>" + verdict(i, true) + "</td></tr>\n";
     h += "</table>\n";
   }
 
@@ -273,7 +279,7 @@ std::string study_report_html(const StudyReport& report) {
          (a.unfinished ? " (+" + std::to_string(a.unfinished) + " unfinished)" : "") + "</td>";
     for (const auto& k : keys) {
       auto it = a.metrics.find(k);
-      h += "<td>" + (it == a.metrics.end() ? std::string() : interval_text(it->second)) + "</td>";
+      h += "<td>" + (it == a.metrics.end() ? std::string() : interval_text(it->second, 3, a.seeds.size())) + "</td>";
     }
     h += "</tr>\n";
   }

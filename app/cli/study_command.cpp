@@ -151,6 +151,12 @@ private:
   bool sent_ = false;
 };
 
+// " (n=K)" where a number has fewer seeds than its arm or pair (the others lack it); one seed has no interval.
+std::string fewer_seeds(const Interval& i, size_t seeds) {
+  if (i.n < 2) return " (n=1, no interval)";
+  return static_cast<size_t>(i.n) < seeds ? " (n=" + std::to_string(i.n) + ")" : "";
+}
+
 void print_counts(const StudyRow& s, const StudyCounts& c) {
   std::printf("study %lld '%s' (%s): %lld runs: %lld completed, %lld running, %lld queued, %lld failed, %lld stopped%s\n",
               static_cast<long long>(s.id), s.name.c_str(), to_string(s.state), static_cast<long long>(c.total),
@@ -314,17 +320,18 @@ int study_command(const StudyArgs& args) {
       std::printf("  %s: %zu seed(s)%s\n", a.arm.c_str(), a.seeds.size(),
                   a.unfinished ? (", " + std::to_string(a.unfinished) + " unfinished").c_str() : "");
       for (const auto& [key, i] : a.metrics)
-        std::printf("      %-32s %.4f [%.4f, %.4f]\n", key.c_str(), i.mean, i.low, i.high);
+        std::printf("      %-32s %.4f [%.4f, %.4f]%s\n", key.c_str(), i.mean, i.low, i.high,
+                    fewer_seeds(i, a.seeds.size()).c_str());
     }
     for (const auto& p : report.ganpo_vs_base) {
       std::printf("  GANPO on minus off: %s  vs  %s (%zu paired seed(s))\n", p.arm.c_str(), p.baseline.c_str(),
                   p.seeds.size());
       for (const auto& [key, i] : p.differences)
-        std::printf("      %-32s %+.4f [%+.4f, %+.4f]  %s\n", key.c_str(), i.mean, i.low, i.high,
-                    verdict_text(i, /*head_to_head=*/false).c_str());
+        std::printf("      %-32s %+.4f [%+.4f, %+.4f]%s  %s\n", key.c_str(), i.mean, i.low, i.high,
+                    fewer_seeds(i, p.seeds.size()).c_str(), verdict_text(i, /*head_to_head=*/false).c_str());
       for (const auto& [key, i] : p.win_rate_vs_baseline)
-        std::printf("      %-32s %.4f [%.4f, %.4f]  %s head to head\n", key.c_str(), i.mean, i.low, i.high,
-                    verdict_text(i, /*head_to_head=*/true).c_str());
+        std::printf("      %-32s %.4f [%.4f, %.4f]%s  %s head to head\n", key.c_str(), i.mean, i.low, i.high,
+                    fewer_seeds(i, p.seeds.size()).c_str(), verdict_text(i, /*head_to_head=*/true).c_str());
     }
     return 0;
   }

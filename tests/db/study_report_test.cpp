@@ -64,6 +64,37 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
   fs::remove_all(dir);
 }
 
+// A run whose final evaluation has no finite accuracy (it diverged) lacks that number for its seed:
+// an earlier checkpoint's evaluation does not stand in for it, and the interval says n.
+TEST(StudyReport, OnlyTheNewestEvaluationCounts) {
+  const fs::path dir = fs::temp_directory_path() / ("ganpo_study_report_newest_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    RunStore store = RunStore::open((dir / "w.sqlite").string());
+    const std::string text = "name = \"r\"\nseeds = [1, 2, 3]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    const int64_t study = create_study(store, "r", text, expand_study(study_from_toml(text, ".", "s"), (dir / "o").string()));
+    const auto ids = study_run_ids(store, study);
+    ASSERT_EQ(ids.size(), 6u);  // off x3, on x3
+    const double acc[6] = {0.60, 0.62, 0.64, 0.70, 0.71, 0.75};
+    for (size_t i = 0; i < ids.size(); ++i) {
+      store.set_status(ids[i], RunStatus::completed);
+      store.add_eval(ids[i], 10, "eval", "{}", nlohmann::json{{"eval_rewards/accuracies", acc[i]}}.dump());
+    }
+    // GANPO on, seed 1: its step-20 evaluation diverged.
+    store.add_eval(ids[3], 20, "eval", "{}", nlohmann::json{{"eval_rewards/accuracies", nullptr}}.dump());
+    const StudyReport report = study_report(store, study);
+    ASSERT_EQ(report.arms.size(), 2u);
+    const Interval on = report.arms[1].metrics.at("eval_rewards/accuracies");
+    EXPECT_EQ(on.n, 2);
+    EXPECT_NEAR(on.mean, (0.71 + 0.75) / 2, 1e-12) << "not seed 1's step-10 value";
+    ASSERT_EQ(report.ganpo_vs_base.size(), 1u);
+    EXPECT_EQ(report.ganpo_vs_base[0].seeds.size(), 3u);
+    EXPECT_EQ(report.ganpo_vs_base[0].differences.at("eval_rewards/accuracies").n, 2);
+  }
+  fs::remove_all(dir);
+}
+
 // A grid over a key of a table inside a table ([model.lora]) keeps its arms apart.
 TEST(StudyReport, ArmsOfANestedKeyStayApart) {
   const fs::path dir = fs::temp_directory_path() / ("ganpo_study_report_nested_" + std::to_string(::getpid()));
@@ -135,8 +166,9 @@ TEST(StudyReport, JudgeNumbersAndHeadToHeadWinRatesFromStoredReports) {
     const Interval h = p.win_rate_vs_baseline.at("judge/win_rate_vs_base@1.0");
     EXPECT_EQ(h.n, 2);
     EXPECT_NEAR(h.mean, (0.75 + 0.5) / 2, 1e-12);
-    EXPECT_NEAR(h.low, 0.5, 1e-12);
-    EXPECT_NEAR(h.high, 0.75, 1e-12);
+    // Two seeds: the t interval's half width is t(0.975, 1) * s / sqrt(2) = 12.7062047362 * 0.125.
+    EXPECT_NEAR(h.low, 0.625 - 12.7062047362 * 0.125, 1e-8);
+    EXPECT_NEAR(h.high, 0.625 + 12.7062047362 * 0.125, 1e-8);
     EXPECT_FALSE(h.excludes(0.5));
     const nlohmann::json j = report_to_json(report);
     EXPECT_EQ(j["ganpo_vs_base"][0]["win_rate_vs_baseline"]["judge/win_rate_vs_base@1.0"]["called"], false);
