@@ -106,8 +106,9 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
       const toml::table* grid = node.as_table();
       if (!grid) throw ConfigError(where + " must be a table: \"section.key\" = [values]");
       // In the order the file lists them (toml++ iterates keys sorted): the first varies slowest.
-      for (const auto& [grid_key, gv] : entries_in_file_order(*grid)) {
-        const std::string gwhere = label + ": [grid] " + in_quotes(grid_key);
+      for (const auto& [written_key, gv] : entries_in_file_order(*grid)) {
+        const std::string grid_key = trimmed_key(written_key);  // as apply_override reads it, and the report after it
+        const std::string gwhere = label + ": [grid] " + in_quotes(written_key);
         const toml::array* values = gv->as_array();
         if (!values || values->empty()) throw ConfigError(gwhere + " must be a non-empty list of values");
         refuse_per_run_keys(grid_key, gwhere);
@@ -116,6 +117,9 @@ StudySpec study_from_toml(const std::string& text, const std::string& source_dir
           texts.push_back(override_text(v, gwhere));
           check_assignment(grid_key + "=" + texts.back(), gwhere);
         }
+        refuse_same_settings(grid_key, texts, gwhere);
+        if (std::any_of(spec.grid.begin(), spec.grid.end(), [&](const auto& g) { return g.first == grid_key; }))
+          throw ConfigError(gwhere + " is listed twice in [grid]");
         spec.grid.emplace_back(grid_key, std::move(texts));
       }
     } else if (k == "stage") {

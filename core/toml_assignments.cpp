@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
@@ -74,9 +75,25 @@ void check_assignment(const std::string& assignment, const std::string& where) {
   }
 }
 
-void refuse_per_run_keys(const std::string& key, const std::string& where) {
+std::string trimmed_key(const std::string& key) {
   const size_t first = key.find_first_not_of(" \t"), last = key.find_last_not_of(" \t");
-  const std::string k = first == std::string::npos ? "" : key.substr(first, last - first + 1);
+  return first == std::string::npos ? "" : key.substr(first, last - first + 1);
+}
+
+void refuse_same_settings(const std::string& key, const std::vector<std::string>& values, const std::string& where) {
+  std::map<std::string, std::string> value_of_setting;  // as the config holds it -> as written
+  for (const std::string& v : values) {
+    RunConfig probe;
+    apply_override(probe, key + "=" + v);
+    const auto [it, fresh] = value_of_setting.emplace(config_value_text(probe, trimmed_key(key)), v);
+    if (!fresh)
+      throw ConfigError(where + ": " + toml_quoted(it->second) + " and " + toml_quoted(v) + " set " + trimmed_key(key) +
+                        " alike (" + it->first + "); list each value once");
+  }
+}
+
+void refuse_per_run_keys(const std::string& key, const std::string& where) {
+  const std::string k = trimmed_key(key);
   if (k == "seed" || k == "output_dir" || k == "name")
     throw ConfigError(where + ": " + k + " is set per run by the study or pipeline" +
                       (k == "seed" ? "; a study lists seeds in its top-level seeds = [...]" : ""));

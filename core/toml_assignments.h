@@ -25,6 +25,13 @@ std::string override_text(const toml::node& node, const std::string& where);
 // Checks that `key=value` names a known key with a value of its type; ConfigError(where + ...).
 void check_assignment(const std::string& assignment, const std::string& where);
 
+// A key as apply_override reads it: without the spaces and tabs around it.
+std::string trimmed_key(const std::string& key);
+
+// Refuses two values of one key that set the same thing ("0.1" and "0.10", "1e-3" and "0.001",
+// "true" and "True"): they would be two arms of identical runs. ConfigError(where + ...).
+void refuse_same_settings(const std::string& key, const std::vector<std::string>& values, const std::string& where);
+
 // Refuses name, seed and output_dir: the study or pipeline sets them per run.
 void refuse_per_run_keys(const std::string& key, const std::string& where);
 

@@ -328,6 +328,11 @@ void StudyDialog::revalidate() {
           else check_assignment(key.toStdString() + "=" + v.toStdString(), key.toStdString());
           if (values.count(v) > 1) problem = tr("\"%1\" is listed twice").arg(v);
         }
+        if (problem.isEmpty()) {
+          std::vector<std::string> texts;
+          for (const QString& v : values) texts.push_back(v.toStdString());
+          refuse_same_settings(key.toStdString(), texts, key.toStdString());  // "0.1" and "0.10"
+        }
       }
     } catch (const ConfigError& e) {
       problem = QString::fromStdString(e.what());

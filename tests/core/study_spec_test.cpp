@@ -126,6 +126,19 @@ TEST(StudySpec, ProblemsNameTheKeyOrTheArm) {
   EXPECT_NE(error_of("[base]\n[grid]\n\" seed\" = [1, 2]\n").find("set per run by the study"), std::string::npos);
   // Two runs that would share a folder: a repeated seed.
   EXPECT_NE(error_of("seeds = [1, 1]\n[base]\n").find("same folder as arm base, seed 1"), std::string::npos);
+  // Two values that set the same thing would be two arms of identical runs; a key with spaces
+  // around it is the key (the report reads it back), so twice with and without them is refused.
+  std::string same = error_of("[base]\n[grid]\n\"data.label_noise\" = [\"0.1\", \"0.10\"]\n");
+  EXPECT_NE(same.find("\"0.1\" and \"0.10\" set data.label_noise alike (0.1)"), std::string::npos) << same;
+  same = error_of("[base]\n[grid]\n\"train.learning_rate\" = [1e-3, 0.001]\n");
+  EXPECT_NE(same.find("set train.learning_rate alike"), std::string::npos) << same;
+  same = error_of("[base]\n[grid]\n\"ganpo.enabled\" = [\"true\", \"True\"]\n");
+  EXPECT_NE(same.find("set ganpo.enabled alike (true)"), std::string::npos) << same;
+  const StudySpec spaced = study_from_toml("[base]\n[grid]\n\"ganpo.enabled \" = [false, true]\n", ".", "s");
+  ASSERT_EQ(spaced.grid.size(), 1u);
+  EXPECT_EQ(spaced.grid[0].first, "ganpo.enabled");
+  EXPECT_NE(error_of("[base]\n[grid]\n\"ganpo.enabled \" = [false]\n\"ganpo.enabled\" = [true]\n").find("listed twice"),
+            std::string::npos);
   // A problem inside [base] says so.
   EXPECT_NE(error_of("[base]\n[base.train]\nlearning_rat = 1\n").find("study.toml: [base]: "), std::string::npos);
   // A value that parses but makes an invalid run: named with its arm and seed, before anything runs.
