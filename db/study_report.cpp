@@ -90,6 +90,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     }
     if (run->status != RunStatus::completed) {
       ++it->result.unfinished;
+      if (run->status == RunStatus::failed || run->status == RunStatus::stopped) ++it->result.failed;
       continue;
     }
     const int64_t seed = config.is_object() && config.contains("seed") && config["seed"].is_number_integer()
@@ -186,7 +187,7 @@ nlohmann::json report_to_json(const StudyReport& report) {
   for (const auto& a : report.arms) {
     nlohmann::json values = nlohmann::json::object();
     for (const auto& [key, value] : a.values) values[key] = value;
-    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished},
+    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished}, {"failed", a.failed},
                           {"metrics", nlohmann::json::object()}};
     for (const auto& [key, i] : a.metrics) arm["metrics"][key] = interval(i);
     j["arms"].push_back(arm);

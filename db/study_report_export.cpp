@@ -276,7 +276,8 @@ std::string study_report_html(const StudyReport& report) {
   h += "</tr>\n";
   for (const auto& a : report.arms) {
     h += "<tr><td>" + escape(a.arm) + "</td><td>" + std::to_string(a.seeds.size()) +
-         (a.unfinished ? " (+" + std::to_string(a.unfinished) + " unfinished)" : "") + "</td>";
+         (a.unfinished > a.failed ? " (+" + std::to_string(a.unfinished - a.failed) + " to run)" : "") +
+         (a.failed ? " (" + std::to_string(a.failed) + " failed)" : "") + "</td>";
     for (const auto& k : keys) {
       auto it = a.metrics.find(k);
       h += "<td>" + (it == a.metrics.end() ? std::string() : interval_text(it->second, 3, a.seeds.size())) + "</td>";

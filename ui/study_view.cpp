@@ -18,6 +18,7 @@
 #include <signal.h>
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/eval/eval_report.h"
@@ -271,7 +272,10 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
     const ArmResult& a = snap.report.arms[static_cast<size_t>(r)];
     arm_runs_.push_back(a.completed_run_ids);
     arms_->setItem(r, 0, cell(QString::fromStdString(a.arm)));
-    arms_->setItem(r, 1, cell(QString::number(a.seeds.size()) + (a.unfinished ? tr(" (+%1 to run)").arg(a.unfinished) : QString()), true));
+    QStringList rest;  // the runs not in the numbers yet: to run (queued or running), and failed or stopped
+    if (a.unfinished > a.failed) rest << tr("+%1 to run").arg(a.unfinished - a.failed);
+    if (a.failed > 0) rest << tr("%1 failed").arg(a.failed);
+    arms_->setItem(r, 1, cell(QString::number(a.seeds.size()) + (rest.isEmpty() ? QString() : " (" + rest.join(", ") + ")"), true));
     for (size_t k = 0; k < cols.size(); ++k) {
       auto it = a.metrics.find(cols[k]);
       arms_->setItem(r, 2 + static_cast<int>(k), cell(it == a.metrics.end() ? QString() : interval_text(it->second), true));
@@ -378,15 +382,16 @@ void StudyView::drawNoisePlot(const StudyReport& report) {
   for (const ArmResult& arm : report.arms) {
     auto it = arm.metrics.find("eval_rewards/accuracies");
     if (it == arm.metrics.end()) continue;
-    double noise = 0;
+    std::optional<double> noise;  // only arms the grid gives a noise value (as the HTML report)
     QStringList rest;
     for (const auto& [key, value] : arm.values) {
       if (key == "data.label_noise")
-        noise = read_number(value).value_or(0);
+        noise = read_number(value);
       else
         rest << QString::fromStdString(key.substr(key.rfind('.') + 1) + "=" + value);
     }
-    lines[rest.isEmpty() ? tr("all arms") : rest.join(QStringLiteral(", "))].emplace_back(noise, it->second);
+    if (!noise) continue;
+    lines[rest.isEmpty() ? tr("all arms") : rest.join(QStringLiteral(", "))].emplace_back(*noise, it->second);
   }
   double lo = 1, hi = 0, x0 = 1e9, x1 = -1e9;
   int n = 0;

@@ -45,6 +45,7 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
     EXPECT_NEAR(off0.metrics.at("step_time_s").mean, 0.5, 1e-12);
     EXPECT_NEAR(off0.metrics.at("eval_rewards/accuracies").mean, 0.62, 1e-12);
     EXPECT_EQ(report.arms[3].unfinished, 1);
+    EXPECT_EQ(report.arms[3].failed, 1);
     EXPECT_EQ(report.arms[3].metrics.at("eval_rewards/accuracies").n, 2);
 
     ASSERT_EQ(report.ganpo_vs_base.size(), 2u);

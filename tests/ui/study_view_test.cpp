@@ -32,7 +32,8 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
   int64_t study = 0;
   {
     RunStore store = RunStore::open(db);
-    const std::string text = "name = \"tab\"\nseeds = [1, 2, 3]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    const std::string text = "name = \"tab\"\nseeds = [1, 2, 3]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n"
+                             "\"data.label_noise\" = [0.2]\n";
     study = create_study(store, "tab", text, expand_study(study_from_toml(text, ".", "s"), dir.filePath("o").toStdString()));
     const auto ids = study_run_ids(store, study);  // off x3, on x3
     for (size_t i = 0; i + 1 < ids.size(); ++i) {  // the last GANPO run is still queued
@@ -73,7 +74,7 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
 
   QTableWidget* arms = view.armsTable();
   ASSERT_EQ(arms->rowCount(), 2);
-  EXPECT_EQ(arms->item(0, 0)->text(), "ganpo.enabled=false");
+  EXPECT_EQ(arms->item(0, 0)->text(), "ganpo.enabled=false, data.label_noise=0.2");
   EXPECT_EQ(arms->item(1, 1)->text(), "2 (+1 to run)");
   EXPECT_EQ(arms->horizontalHeaderItem(2)->text(), "Pref. accuracy");
   EXPECT_EQ(arms->item(0, 2)->text(), "0.600 [0.600, 0.600]");
@@ -92,9 +93,11 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
     }
   EXPECT_TRUE(head_to_head);
   EXPECT_EQ(view.plot()->graphCount(), 6);  // per arm: lower edge, upper edge (band), mean line
-  // Accuracy against label noise (no noise in this grid: one point per arm at 0, error bars).
+  // Accuracy against label noise: one point per arm at the grid's 0.2, with error bars (an arm
+  // the grid gives no noise value is left out, as in the HTML report).
   ASSERT_EQ(view.noisePlot()->graphCount(), 2);
   EXPECT_EQ(view.noisePlot()->plottableCount(), 4);
+  EXPECT_NEAR(view.noisePlot()->graph(1)->data()->at(0)->key, 0.2, 1e-12);
   EXPECT_NEAR(view.noisePlot()->graph(1)->data()->at(0)->value, (0.83 + 0.84) / 2, 1e-9);
   // Step time per arm: one bar each, with error bars.
   auto* bars = qobject_cast<QCPBars*>(view.timePlot()->plottable(0));
