@@ -70,6 +70,14 @@ int64_t create_study(RunStore& store, const std::string& name, const std::string
   return study_id;
 }
 
+std::string default_study_folder(const std::string& db_path, const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::absolute(db_path).parent_path() / "studies";
+  std::string folder = (root / safe_file_name(name)).string();
+  for (int n = 2; fs::exists(folder); ++n) folder = (root / (safe_file_name(name) + "-" + std::to_string(n))).string();
+  return folder;
+}
+
 QueuedStudy queue_study(RunStore& store, const std::string& db_path, const StudySpec& spec, const std::string& out_root) {
   namespace fs = std::filesystem;
   QueuedStudy queued;
@@ -91,10 +99,7 @@ QueuedStudy queue_study(RunStore& store, const std::string& db_path, const Study
       throw ConfigError(queued.folder + " already holds runs (an earlier study or pipeline?); remove it or choose "
                         "another folder (output_dir, or --out)");
   } else {
-    const fs::path root = fs::absolute(db_path).parent_path() / "studies";
-    queued.folder = (root / safe_file_name(spec.name)).string();
-    for (int n = 2; fs::exists(queued.folder); ++n)
-      queued.folder = (root / (safe_file_name(spec.name) + "-" + std::to_string(n))).string();
+    queued.folder = default_study_folder(db_path, spec.name);
   }
   queued.folder = fs::absolute(queued.folder).string();
   queued.runs = expand_study(spec, queued.folder);

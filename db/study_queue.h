@@ -50,6 +50,9 @@ struct QueuedStudy {
 };
 QueuedStudy queue_study(RunStore& store, const std::string& db_path, const StudySpec& spec,
                         const std::string& out_root = "");
+// <workspace folder>/studies/<name>, or <name>-2, -3, ... when taken: where queue_study puts a
+// study's runs when no folder is named (and what `ganpo study plan` shows).
+std::string default_study_folder(const std::string& db_path, const std::string& name);
 
 std::optional<StudyRow> find_study(RunStore& store, int64_t study_id);
 std::vector<StudyRow> list_studies(RunStore& store);

@@ -54,7 +54,7 @@ int generate_command(const GenerateArgs& args);
 
 struct StudyPlanArgs {
   std::string file;
-  std::string out;  // where the runs would write; default studies/<study name>
+  std::string out;  // where the runs would write; default as `study create`: beside the workspace, studies/<name>
   std::string db;   // workspace whose finished runs give the speed for the duration estimate
   bool json = false;
 };

@@ -44,9 +44,7 @@ int study_plan_command(const StudyPlanArgs& args) {
   try {
     spec = load_study_file(args.file);
     std::string out = args.out;
-    if (out.empty()) {
-      out = (std::filesystem::path("studies") / safe_file_name(spec.name)).string();
-    }
+    if (out.empty()) out = default_study_folder(workspace_path(args.db), spec.name);  // as `create` will
     runs = expand_study(spec, std::filesystem::absolute(out).string());
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "ganpo study plan: %s\n", e.what());

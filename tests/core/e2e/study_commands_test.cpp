@@ -46,6 +46,12 @@ set = { stage = "sft" }
   EXPECT_NE(r.output.find("grid: 5 run(s) = 1 shared stage(s) + 2 arm(s) x 2 seed(s)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find((out / "enabled-true__seed-2").string()), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out)) << "planning starts nothing";
+  // Without --out: the folder `study create` will use, beside the workspace.
+  const fs::path db = study.parent_path() / "ws" / "workspace.sqlite";
+  r = run_cli("study plan " + study.string() + " --db " + db.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find((db.parent_path() / "studies" / "grid" / "enabled-true__seed-2").string()), std::string::npos)
+      << r.output;
 
   r = run_cli("study plan " + study.string() + " --out " + out.string() + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
