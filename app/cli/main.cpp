@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   st->require_subcommand(1);
   auto* stp = st->add_subcommand("plan", "List the runs a study file stands for and check every one, starting nothing");
   stp->add_option("file", study_plan.file, "Study file (.toml)")->required();
-  stp->add_option("--out", study_plan.out, "Folder the runs would write to (default studies/<name>)");
+  stp->add_option("--out", study_plan.out, "Folder the runs would write to (default studies/<name> beside the workspace, as create)");
   stp->add_option("--db", study_plan.db,
                   "Workspace whose finished runs set the speed of the duration estimate (default: the default "
                   "workspace, when it exists)");
