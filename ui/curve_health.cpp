@@ -54,20 +54,40 @@ double slope(const Window& w) {
   return sxx > 0 ? sxy / sxx : 0.0;
 }
 
-// A curve is "falling" when its fitted drop across the window exceeds the spread of its values,
-// so noise around a flat line does not count.
+// The least-squares slope's t statistic: slope / its standard error (residuals' variance over n - 2).
+double slope_t(const Window& w) {
+  const double k = slope(w), mx = mean(w.x), my = mean(w.y);
+  double residuals = 0, sxx = 0;
+  for (size_t i = 0; i < w.x.size(); ++i) {
+    const double r = w.y[i] - my - k * (w.x[i] - mx);
+    residuals += r * r;
+    sxx += (w.x[i] - mx) * (w.x[i] - mx);
+  }
+  const double se = std::sqrt(residuals / static_cast<double>(w.x.size() - 2) / sxx);
+  const double inf = std::numeric_limits<double>::infinity();
+  return se > 0 ? k / se : (k < 0 ? -inf : k > 0 ? inf : 0.0);
+}
+
+// A curve is "falling" when its fitted drop across the window exceeds the spread of its values
+// and the slope is far from what noise gives (t below -4). The drop alone fired on flat noise:
+// log-probs of chosen and rejected move together, and re-read at every poll of a live run, both
+// "fell" about once in 150 reads.
 bool falling(const SeriesView& s, const HealthOptions& o) {
   Window w = recent(s, o.window, std::numeric_limits<int64_t>::min());
   if (w.y.size() < o.min_points) return false;
   const double k = slope(w);
   const double drop = -k * (w.x.back() - w.x.front());
-  return k < 0 && drop > stddev(w.y);
+  return k < 0 && drop > stddev(w.y) && slope_t(w) < -4.0;
 }
 
-std::optional<double> chance_mean(const SeriesView& s, const HealthOptions& o) {
+// Whether a curve sits at chance after warmup: its recent mean within the band of 0.5 and its
+// fitted change across the window within the band too (a curve rising through 0.5 is not stuck).
+// nullopt: too few points after warmup to judge.
+std::optional<bool> at_chance(const SeriesView& s, const HealthOptions& o) {
   Window w = recent(s, o.window, o.warmup_steps);
   if (w.y.size() < o.min_points) return std::nullopt;
-  return mean(w.y);
+  const double drift = slope(w) * (w.x.back() - w.x.front());
+  return std::fabs(mean(w.y) - 0.5) <= o.chance_band && std::fabs(drift) <= o.chance_band;
 }
 
 std::string format_step(int64_t step) { return std::to_string(step); }
@@ -78,7 +98,9 @@ std::vector<HealthFinding> check_curve_health(const CurveSet& curves, const Heal
   std::vector<HealthFinding> out;
 
   // Loss non-finite since step N: the trailing run of NaN/Inf values, when the last value is one.
-  for (const char* key : {"loss", "opo_loss"}) {
+  // (A run's trainer records the step whose term went non-finite, then fails: that term's curve
+  // ends with it, whichever the term was.)
+  for (const char* key : {"loss", "opo_loss", "grad_norm", "adv/loss", "critic/loss_chosen", "critic/loss_rejected"}) {
     const SeriesView* s = find(curves, key);
     if (!s || std::isfinite(s->values[s->size - 1])) continue;
     size_t first = s->size - 1;
@@ -86,23 +108,21 @@ std::vector<HealthFinding> check_curve_health(const CurveSet& curves, const Heal
     const double v = s->values[s->size - 1];
     const char* what = std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf");
     out.push_back({"loss_nan", std::string(key) + " is " + what + " since step " + format_step(s->steps[first])});
-    break;  // loss and opo_loss usually fail together; one line says it
+    break;  // the terms usually fail together; one line says it
   }
 
   // Critics at chance: both critic accuracies (whichever exist) average ~0.5 after warmup.
   {
-    std::vector<double> means;
+    int critics = 0, at_chance_count = 0;
     for (const char* key : {"critic/acc_chosen", "critic/acc_rejected"})
       if (const SeriesView* s = find(curves, key))
-        if (auto m = chance_mean(*s, o)) means.push_back(*m);
-    if (!means.empty() && std::all_of(means.begin(), means.end(),
-                                      [&](double m) { return std::fabs(m - 0.5) <= o.chance_band; }))
+        if (const auto chance = at_chance(*s, o)) ++critics, at_chance_count += *chance;
+    if (critics > 0 && at_chance_count == critics)
       out.push_back({"critic_chance", "critic accuracy ~50%: the critics cannot tell policy from reference latents"});
   }
 
-  if (const SeriesView* s = find(curves, "rewards/accuracies"))
-    if (auto m = chance_mean(*s, o); m && std::fabs(*m - 0.5) <= o.chance_band)
-      out.push_back({"accuracy_stuck", "accuracy stuck at 0.5: the policy does not separate chosen from rejected"});
+  if (const SeriesView* s = find(curves, "rewards/accuracies"); s && at_chance(*s, o).value_or(false))
+    out.push_back({"accuracy_stuck", "accuracy stuck at 0.5: the policy does not separate chosen from rejected"});
 
   {
     const SeriesView* c = find(curves, "logps/chosen");

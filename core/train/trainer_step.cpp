@@ -75,12 +75,21 @@ void Trainer::State::check_pending(const double* values) {
   const auto checks = std::move(pending_checks);
   pending_checks.clear();
   int64_t i = 0;
-  for (const auto& c : checks)
+  for (const auto& c : checks) {
+    std::map<std::string, double> non_finite;
+    std::string first;  // in the order the step checks them
     for (const auto& name : c.names) {
       const float v = static_cast<float>(values[i++]);
-      if (!std::isfinite(v))
-        throw NonFiniteLoss(name + " is " + std::to_string(v) + " at step " + std::to_string(c.step) + "; " + c.advice);
+      if (std::isfinite(v)) continue;
+      non_finite.emplace(name, v);
+      if (first.empty()) first = name;
     }
+    if (non_finite.empty()) continue;
+    // Recorded before the run fails, so its charts mark the step and the health line says it.
+    observer.on_metrics(c.step, non_finite);
+    throw NonFiniteLoss(first + " is " + std::to_string(non_finite[first]) + " at step " + std::to_string(c.step) +
+                        "; " + c.advice);
+  }
 }
 
 void Trainer::State::verify_finite() {

@@ -111,6 +111,51 @@ TEST(CurveHealth, RewardAccuracyStuckAtHalf) {
   EXPECT_NE(health_summary(f).find("accuracy stuck at 0.5"), std::string::npos);
 }
 
+// A curve rising (or falling) through 0.5 is not stuck there, though its recent mean is 0.5.
+TEST(CurveHealth, ACurvePassingThroughHalfIsNotAtChance) {
+  Healthy h;
+  Curve rising = make(150, [](int i) { return i < 100 ? 0.3 : 0.3 + 0.4 * (i - 100) / 49.0; });
+  auto set = h.set();
+  set["rewards/accuracies"] = view_of(rising.steps, rising.values);
+  set["critic/acc_chosen"] = view_of(rising.steps, rising.values);
+  set["critic/acc_rejected"] = view_of(rising.steps, rising.values);
+  const auto f = check_curve_health(set);
+  EXPECT_FALSE(fires(f, "accuracy_stuck")) << health_summary(f);
+  EXPECT_FALSE(fires(f, "critic_chance")) << health_summary(f);
+}
+
+// A non-finite term the trainer recorded before failing (grad_norm here) is named.
+TEST(CurveHealth, ANonFiniteGradNormIsNamed) {
+  Healthy h;
+  Curve norm = make(40, [](int i) { return i < 39 ? 1.0 : std::numeric_limits<double>::quiet_NaN(); });
+  auto set = h.set();
+  set["grad_norm"] = view_of(norm.steps, norm.values);
+  EXPECT_NE(health_summary(check_curve_health(set)).find("grad_norm is NaN since step 40"), std::string::npos)
+      << health_summary(check_curve_health(set));
+}
+
+// Flat noisy log-probs that move together (as chosen and rejected do), re-read as a live run
+// grows (every 5 steps up to 10000): never "falling". The fitted drop alone fired in about 1 of
+// 150 such reads.
+TEST(CurveHealth, FlatNoisyLogProbsDoNotFlickerIntoFalling) {
+  Healthy h;
+  std::mt19937 rng(11);
+  std::normal_distribution<double> noise(0, 0.5), own(0, 0.3);
+  Curve c = make(10000, [&](int) { return -40 + noise(rng); });
+  Curve r = c;
+  for (double& v : r.values) v += -5 + own(rng);
+  auto set = h.set();
+  int fired = 0;
+  for (size_t n = 50; n <= 10000; n += 5) {
+    set["logps/chosen"] = view_of(c.steps, c.values);
+    set["logps/rejected"] = view_of(r.steps, r.values);
+    set["logps/chosen"].size = n;
+    set["logps/rejected"].size = n;
+    fired += fires(check_curve_health(set), "logps_falling");
+  }
+  EXPECT_EQ(fired, 0);
+}
+
 TEST(CurveHealth, BothLogProbsFalling) {
   Healthy h;
   std::mt19937 rng(5);

@@ -626,6 +626,13 @@ TEST_F(TrainerTest, NonFiniteLossFailsWithStepAndTerm) {
   EXPECT_TRUE(names_term) << r.message;
   EXPECT_EQ(obs.statuses.back(), "failed");
   EXPECT_LT(r.steps, 20);
+  // The failing step's non-finite terms are recorded before the run fails (its charts mark it
+  // and the dashboard's health line names it): the term the message names among them.
+  const int64_t bad_step = std::stoll(r.message.substr(r.message.find("at step ") + 8));
+  ASSERT_TRUE(obs.metrics.count(bad_step)) << r.message;
+  const std::string term = r.message.substr(0, r.message.find(" is "));
+  ASSERT_TRUE(obs.metrics.at(bad_step).count(term)) << r.message;
+  for (const auto& [key, value] : obs.metrics.at(bad_step)) EXPECT_FALSE(std::isfinite(value)) << key;
 }
 
 // On CUDA the step's non-finite checks are read at the next log line, evaluation, sample or
@@ -664,7 +671,11 @@ TEST_F(TrainerTest, DeferredNonFiniteChecksNameTheSameTermAndStep) {
       EXPECT_LT(std::stoll(name.substr(11)), bad_step) << name;
     }
   }
-  for (const auto& [step, m] : deferred_obs.metrics) EXPECT_LT(step, bad_step);
+  for (const auto& [step, m] : deferred_obs.metrics) {
+    if (step < bad_step) continue;
+    EXPECT_EQ(step, bad_step);  // only the non-finite terms of the step that failed
+    for (const auto& [key, value] : m) EXPECT_FALSE(std::isfinite(value)) << key;
+  }
   // Without checkpoints in between, the deferred run trains on to its next log line.
   c.train.save_steps = 0;
   c.name = "nan_deferred_no_saves";
