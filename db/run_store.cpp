@@ -749,16 +749,19 @@ std::vector<SeriesBucket> RunStore::decimated_series(int64_t run_id, const std::
   // Aggregates per bucket in one index range scan; the last value of each bucket is one
   // index lookup on (run_id, key, step = last step), newest row first.
   sql::Statement s(db_, R"SQL(
-WITH agg AS (
-  SELECT ((step - ?3) * ?5) / ?6 AS b, MIN(step) AS s0, MAX(step) AS s1,
-         MIN(value) AS vmin, MAX(value) AS vmax, COUNT(value) AS n, COUNT(*) - COUNT(value) AS nans
+WITH finite AS (  -- NaN is stored as NULL; +-Inf (out of the range of doubles) is made NULL here too
+  SELECT step, CASE WHEN value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 THEN value END AS v
   FROM metrics
   WHERE run_id = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4
-  GROUP BY b
+), agg AS (
+  SELECT ((step - ?3) * ?5) / ?6 AS b, MIN(step) AS s0, MAX(step) AS s1,
+         MIN(v) AS vmin, MAX(v) AS vmax, COUNT(v) AS n, COUNT(*) - COUNT(v) AS nans
+  FROM finite GROUP BY b
 )
 SELECT b, s0, s1, vmin, vmax, n, nans,
        (SELECT m.value FROM metrics AS m INDEXED BY metrics_run_key_step
-        WHERE m.run_id = ?1 AND m.key = ?2 AND m.step = agg.s1 AND m.value IS NOT NULL
+        WHERE m.run_id = ?1 AND m.key = ?2 AND m.step = agg.s1
+          AND m.value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
         ORDER BY m.id DESC LIMIT 1)
 FROM agg ORDER BY b
 )SQL");

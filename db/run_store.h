@@ -64,13 +64,14 @@ struct SeriesPoint {
 
 // One bucket of a decimated series. [step_lo, step_hi] is the bucket's step range;
 // first_step / last_step are the steps actually present in it. min / max / last cover the
-// non-NaN values (NaN when there are none); nan_count says how many NaN values it holds.
+// finite values (NaN when there are none); nan_count says how many NaN or +-Inf values it holds
+// (an infinite value would stretch the envelope to infinity; charts mark them instead).
 struct SeriesBucket {
   int64_t step_lo = 0, step_hi = 0;
   int64_t first_step = 0, last_step = 0;
   double min = 0, max = 0, last = 0;
-  int64_t count = 0;      // non-NaN values
-  int64_t nan_count = 0;
+  int64_t count = 0;      // finite values
+  int64_t nan_count = 0;  // NaN and +-Inf values
 };
 
 struct SampleRow {

@@ -42,8 +42,8 @@ std::vector<SeriesBucket> decimate_in_memory(const ChartSeries& s, int64_t step_
     SeriesBucket& bk = out.back();
     bk.last_step = s.steps[i];
     const double v = s.values[i];
-    bk.last = v;  // like the store: the value at the bucket's last step, NaN when that one is NaN
-    if (std::isnan(v)) {
+    bk.last = std::isfinite(v) ? v : nan;  // like the store: the value at the bucket's last step, NaN when not finite
+    if (!std::isfinite(v)) {
       ++bk.nan_count;
       continue;
     }

@@ -580,7 +580,7 @@ void MetricChart::applyEnvelope(Curve& c, std::vector<SeriesBucket> buckets, int
     mins << b.min << b.min;
     maxs << b.max << b.max;
     lx << x1;
-    lv << b.last;
+    lv << b.last;  // (finite or NaN: non-finite values are counted apart)
   }
   c.env_min->setData(xs, mins, true);
   c.env_max->setData(xs, maxs, true);

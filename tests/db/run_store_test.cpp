@@ -439,4 +439,17 @@ TEST_F(RunStoreTest, NanValuesStayVisibleInSeries) {
   ASSERT_EQ(per_step.size(), 4u);  // a bucket holding only NaN is still returned
   EXPECT_EQ(per_step[1].nan_count, 1);
   EXPECT_TRUE(std::isnan(per_step[1].min));
+
+  // +-Inf (a hinge run's derived share dividing by 0) is counted with NaN, not stretched into the
+  // envelope, and is never a bucket's last value.
+  const double inf = std::numeric_limits<double>::infinity();
+  store.append_metrics({{0, id, 5, "loss", inf, 1.0, std::nullopt}, {0, id, 6, "loss", 0.6, 1.0, std::nullopt},
+                        {0, id, 7, "loss", -inf, 1.0, std::nullopt}});
+  auto with_inf = store.decimated_series(id, "loss", 5, 7, 1);
+  ASSERT_EQ(with_inf.size(), 1u);
+  EXPECT_EQ(with_inf[0].count, 1);
+  EXPECT_EQ(with_inf[0].nan_count, 2);
+  EXPECT_DOUBLE_EQ(with_inf[0].min, 0.6);
+  EXPECT_DOUBLE_EQ(with_inf[0].max, 0.6);
+  EXPECT_TRUE(std::isnan(with_inf[0].last)) << "the last step's value is -Inf";
 }

@@ -2,10 +2,13 @@
 // points in a real store, the envelope at full view and in zoomed windows.
 #include <gtest/gtest.h>
 
+#include <QTemporaryDir>
+
 #include <cmath>
 #include <limits>
 
 #include "dashboard_test_support.h"
+#include "ui/chart_series.h"
 #include "ui/metric_chart.h"
 #include "ui/metric_feed.h"
 #include "ui/store_worker.h"
@@ -180,4 +183,34 @@ TEST(MetricChartLocal, StepsWrittenAgainReplaceThePointsDrawnForThem) {
   EXPECT_EQ(chart.pointCount("loss"), 13);
   EXPECT_EQ(chart.rawGraph("loss")->data()->size(), 13);
   EXPECT_DOUBLE_EQ((chart.rawGraph("loss")->data()->constEnd() - 1)->value, 131);
+}
+
+// Buckets of a derived series (computed in memory) are the store's: NaN and +-Inf are counted
+// apart from the finite min / max / last, so an infinite value never stretches the envelope.
+TEST(ChartSeries, InMemoryBucketsAreTheStoresWithNonFiniteValuesCountedApart) {
+  QTemporaryDir dir;
+  RunStore store = RunStore::open(dir.filePath("w.sqlite").toStdString());
+  const int64_t id = store.create_run("r", "preference", "{}");
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  ui::ChartSeries series;
+  std::vector<MetricRow> rows;
+  const std::vector<double> values{0.5, inf, 0.25, nan, -inf, 0.75, 1.0, -inf};
+  for (size_t i = 0; i < values.size(); ++i) {
+    series.steps.push_back(static_cast<int64_t>(i) + 1);
+    series.values.push_back(values[i]);
+    rows.push_back({0, id, static_cast<int64_t>(i) + 1, "share", values[i], 1.0, std::nullopt});
+  }
+  store.append_metrics(rows);
+  for (int64_t buckets : {1, 3, 8}) {
+    const auto mine = ui::decimate_in_memory(series, 1, 8, buckets), stored = store.decimated_series(id, "share", 1, 8, buckets);
+    ASSERT_EQ(mine.size(), stored.size()) << buckets;
+    for (size_t b = 0; b < mine.size(); ++b) {
+      EXPECT_EQ(mine[b].count, stored[b].count) << buckets << "/" << b;
+      EXPECT_EQ(mine[b].nan_count, stored[b].nan_count) << buckets << "/" << b;
+      for (auto [a, c] : {std::pair{mine[b].min, stored[b].min}, {mine[b].max, stored[b].max}, {mine[b].last, stored[b].last}}) {
+        EXPECT_TRUE(std::isnan(a) ? std::isnan(c) : a == c) << buckets << "/" << b << ": " << a << " vs " << c;
+        EXPECT_FALSE(std::isinf(a)) << buckets << "/" << b;
+      }
+    }
+  }
 }
