@@ -39,7 +39,7 @@ using CsvRows = std::vector<std::vector<std::string>>;
 QString number_text(double v) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return QString::number(v, 'g', 6);
+  return QString::number(v, 'g', QLocale::FloatingPointShortest);  // reads back as the same double
 }
 
 std::string csv_number(double v) { return number_text(v).toStdString(); }
@@ -289,6 +289,7 @@ void CompareView::setMetric(const QString& key) {
               for (const SeriesPoint& p : s.series(a.id, k)) {
                 c.steps.push_back(p.step);
                 c.values.push_back(p.value);
+                if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step);
               }
             } else {
               // Min and max of a bucket at its middle step: the curve's envelope, spikes kept.
@@ -301,6 +302,7 @@ void CompareView::setMetric(const QString& key) {
                 } else {
                   c.values.insert(c.values.end(), {b.min, b.max});
                 }
+                if (b.nan_count > 0) c.non_finite_steps.push_back(mid);
               }
             }
           }
@@ -327,7 +329,8 @@ void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
     QVector<double> xs(static_cast<int>(c.steps.size())), ys(static_cast<int>(c.values.size()));
     for (size_t j = 0; j < c.steps.size(); ++j) {
       xs[static_cast<int>(j)] = static_cast<double>(c.steps[j]);
-      ys[static_cast<int>(j)] = c.values[j];
+      // A gap where a value is not finite (an infinite one would also defeat the axis range).
+      ys[static_cast<int>(j)] = std::isfinite(c.values[j]) ? c.values[j] : std::numeric_limits<double>::quiet_NaN();
     }
     g->setData(xs, ys, true);
     if (c.steps.size() == 1) g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
@@ -335,9 +338,24 @@ void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
     if (c.decimated) ++decimated;
   }
   plot_->rescaleAxes();
+  // Non-finite points, as on the dashboard: a cross in the run's colour near the top of the range.
+  const QCPRange y = plot_->yAxis->range();
+  int64_t non_finite = 0;
+  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
+    if (curves_[i].non_finite_steps.empty()) continue;
+    QCPGraph* marks = plot_->addGraph();
+    marks->setName(runLabel(i) + " (NaN / Inf)");
+    marks->setLineStyle(QCPGraph::lsNone);
+    marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, run_color(runs_[i].id), 9));
+    QVector<double> mx, my;
+    for (int64_t step : curves_[i].non_finite_steps) mx << static_cast<double>(step), my << y.upper - 0.04 * y.size();
+    marks->setData(mx, my, true);
+    non_finite += static_cast<int64_t>(curves_[i].non_finite_steps.size());
+  }
   plot_->replot();
   QString status = QString("%1 of %2 runs have %3").arg(drawn).arg(runs_.size()).arg(key);
   if (decimated) status += QString(" (%1 drawn as min/max envelope)").arg(decimated);
+  if (non_finite) status += QString("; %1 NaN / Inf point(s) marked \u00d7").arg(non_finite);
   status_label_->setText(status);
   curves_loaded_ = true;
   Q_EMIT loaded();
@@ -413,6 +431,8 @@ void CompareView::fillResultsTable() {
   results_table_->resizeColumnsToContents();
 }
 
+QString CompareView::statusText() const { return status_label_->text(); }
+
 // ---- export ------------------------------------------------------------------------------------
 
 bool CompareView::exportOverlayImage(const QString& path) const {
@@ -424,12 +444,15 @@ bool CompareView::exportOverlayImage(const QString& path) const {
   });
 }
 
+// The overlay as drawn: a run's stored points, or for a run drawn as an envelope, each bucket's
+// min and max at its middle step, said in the "kind" column (value / bucket_min / bucket_max).
 bool CompareView::exportOverlayCsv(const QString& path) const {
-  CsvRows rows{{"run_id", "run_name", "step", "value"}};
+  CsvRows rows{{"run_id", "run_name", "step", "value", "kind"}};
   for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i)
     for (size_t j = 0; j < curves_[i].steps.size(); ++j)
       rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(curves_[i].steps[j]),
-                      csv_number(curves_[i].values[j])});
+                      csv_number(curves_[i].values[j]),
+                      !curves_[i].decimated ? "value" : j % 2 == 0 ? "bucket_min" : "bucket_max"});
   return write_csv(path, rows);
 }
 

@@ -53,6 +53,7 @@ public:
   bool isLoaded() const;  // runs, tables and the current metric's curves are in place
   const std::vector<int64_t>& runIds() const { return run_ids_; }
   QCustomPlot* plot() const { return plot_; }
+  QString statusText() const;  // what the line under the overlay says (counts, envelopes, NaN / Inf marks)
   QTableWidget* configTable() const { return config_table_; }
   QTableWidget* resultsTable() const { return results_table_; }
   const std::vector<ConfigDiffRow>& configDiff() const { return diff_; }
@@ -75,8 +76,9 @@ private:
   };
   struct Curve {
     std::vector<int64_t> steps;
-    std::vector<double> values;
+    std::vector<double> values;  // decimated: each bucket's min then max at its middle step
     bool decimated = false;
+    std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
   };
   void onRuns(std::vector<RunInfo> runs);
   void onCurves(const QString& key, std::vector<Curve> curves);

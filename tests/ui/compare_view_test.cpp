@@ -116,7 +116,10 @@ TEST(CompareView, OverlaysTablesAndExports) {
   std::vector<double> va, vb;
   for (int i = 0; i < 120; ++i) va.push_back(0.69 * std::exp(-i / 60.0));
   ws.log_series("loss", 1, va);
-  ws.log_series("rewards/accuracies", 1, std::vector<double>(40, 0.75));
+  std::vector<double> accuracies(40, 0.75);
+  accuracies[10] = std::numeric_limits<double>::infinity();
+  accuracies[20] = std::nan("");
+  ws.log_series("rewards/accuracies", 1, accuracies);
   ws.store->add_eval(run_a, 120, "eval", "{}", R"({"eval_loss":0.41,"eval_rewards/accuracies":0.83,"eval_rewards/margins":1.2})");
   ws.store->add_eval(run_a, 120, "judge", "{}",
                      R"({"judge":[{"temperature":0.7,"bucket":"all","prompts":64,"win_rate":0.62},
@@ -173,6 +176,13 @@ TEST(CompareView, OverlaysTablesAndExports) {
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
   EXPECT_EQ(plot->graph(0)->dataCount(), 40);
   EXPECT_EQ(plot->graph(1)->dataCount(), 0);
+  // +Inf and NaN: gaps in the line, marked in the run's colour; the axis keeps a finite range.
+  ASSERT_EQ(plot->graphCount(), 3);
+  EXPECT_EQ(plot->graph(2)->dataCount(), 2);
+  EXPECT_EQ(plot->graph(2)->data()->at(0)->key, 11.0);
+  EXPECT_EQ(plot->graph(2)->scatterStyle().pen().color(), run_color(run_a));
+  EXPECT_TRUE(std::isfinite(plot->yAxis->range().upper) && plot->yAxis->range().upper < 10);
+  EXPECT_TRUE(view.statusText().contains("2 NaN / Inf point(s) marked")) << view.statusText().toStdString();
   view.setMetric("loss");
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
 
@@ -202,12 +212,14 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(pdf.read(4), QByteArray("%PDF"));
   const QStringList overlay = read_lines(folder + "/overlay.csv");
   ASSERT_EQ(overlay.size(), 1 + 120 + static_cast<int>(2 * buckets.size()));
-  EXPECT_EQ(overlay[0], "run_id,run_name,step,value");
+  EXPECT_EQ(overlay[0], "run_id,run_name,step,value,kind");
   const QStringList first = overlay[1].split(',');
-  ASSERT_EQ(first.size(), 4);
+  ASSERT_EQ(first.size(), 5);
   EXPECT_EQ(first[0].toLongLong(), run_a);
   EXPECT_EQ(first[2], "1");
   EXPECT_NEAR(first[3].toDouble(), 0.69, 1e-5);
+  EXPECT_EQ(first[4], "value");
+  EXPECT_TRUE(overlay.back().endsWith(",bucket_max")) << overlay.back().toStdString() << " (the decimated run)";
   const QStringList config_csv = read_lines(folder + "/config_diff.csv");
   ASSERT_EQ(config_csv.size(), 4);
   EXPECT_EQ(config_csv[0], QString("field,#%1 dashboard-test,#%2 ganpo-off").arg(run_a).arg(run_b));
