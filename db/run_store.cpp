@@ -284,10 +284,43 @@ RunStore RunStore::open(const std::string& path) {
     throw Error("workspace " + path + " cannot be read (" + e.what() + "); restore a backup or move it aside");
   }
 
+  // Whose file it is, before anything is written to it (the WAL switch below rewrites its header).
+  bool mark = false;
+  try {
+    const int64_t app = db.query_int("PRAGMA application_id");
+    if (app != kApplicationId) {
+      if (app != 0) {
+        char id[16];
+        std::snprintf(id, sizeof id, "0x%08llx", static_cast<unsigned long long>(static_cast<uint32_t>(app)));
+        throw Error("workspace " + path + " is another program's SQLite database (its application_id is " + id +
+                    "); GANPO Workbench changed nothing in it. Choose another file with --db FILE");
+      }
+      sql::Statement tables(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                                "ORDER BY name = 'runs' DESC, name LIMIT 4");
+      std::vector<std::string> names;
+      while (tables.step()) names.push_back(tables.col_text(0));
+      if (!names.empty() && names.front() != "runs") {
+        std::string list;
+        for (std::string& n : names) {
+          for (char& c : n)
+            if (c < 0x20 || c > 0x7e) c = '?';
+          list += (list.empty() ? "" : ", ") + n.substr(0, 40);
+        }
+        throw Error("workspace " + path + " is an SQLite database of another program (tables " + list +
+                    (names.size() == 4 ? ", ..." : "") +
+                    "); GANPO Workbench changed nothing in it. Choose another file with --db FILE");
+      }
+      mark = true;  // new, or a workspace from before the mark
+    }
+  } catch (const sql::SqliteError& e) {
+    throw Error("workspace " + path + " cannot be read (" + e.what() + "); restore a backup or move it aside");
+  }
+
   RunStore store(std::move(db));
   store.file_id_ = file_identity(path);
   store.configure();
   store.migrate();
+  if (mark) store.db_.exec("PRAGMA application_id=" + std::to_string(kApplicationId));
   try {
     store.reap_dead_workers();
   } catch (const Error&) {
@@ -326,14 +359,11 @@ int RunStore::schema_version() { return static_cast<int>(db_.query_int("PRAGMA u
 
 void RunStore::migrate() {
   int version = schema_version();
-  if (version > kSchemaVersion)
-    throw Error("workspace " + path() + " was written by a newer GANPO Workbench (schema v" +
-                std::to_string(version) + ", this build reads up to v" + std::to_string(kSchemaVersion) +
-                "); upgrade the app");
   while (version < kSchemaVersion) {
     try {
       sql::Transaction txn(db_);
-      // Re-read under the write lock: another process may have migrated meanwhile.
+      // Re-read under the write lock: another process may have migrated meanwhile (a newer
+      // build too, which the check after the loop refuses).
       int now = schema_version();
       if (now != version) {
         version = now;
@@ -348,6 +378,10 @@ void RunStore::migrate() {
     }
     ++version;
   }
+  if (version > kSchemaVersion)
+    throw Error("workspace " + path() + " was written by a newer GANPO Workbench (schema v" +
+                std::to_string(version) + ", this build reads up to v" + std::to_string(kSchemaVersion) +
+                "); upgrade the app");
 }
 
 bool RunStore::in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }

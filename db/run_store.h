@@ -102,6 +102,10 @@ class RunStore {
 public:
   // The schema version this build writes and reads.
   static constexpr int kSchemaVersion = 4;
+  // PRAGMA application_id of a workspace ("GANP"): a file with other tables and no such mark is
+  // another program's database and is refused untouched (workspaces made before the mark carry
+  // the runs table, and get it).
+  static constexpr int32_t kApplicationId = 0x47414E50;
 
   // Opens or creates the workspace at path (creating parent folders) and migrates it.
   // Throws ganpo::Error with an actionable message for: a newer schema, a file that is not

@@ -192,27 +192,45 @@ TEST_F(RunStoreTest, UnwritableLocationGivesClearError) {
   EXPECT_NE(msg.find("is a folder"), std::string::npos) << msg;
 }
 
-TEST_F(RunStoreTest, OldVersionZeroFileUpgrades) {
+// Another program's SQLite file (tables of its own, or its own application_id) is refused before
+// anything is written to it: not switched to WAL, no tables added. An empty file becomes a
+// workspace, marked with the workspace application_id.
+TEST_F(RunStoreTest, AnotherProgramsDatabaseIsRefusedUntouched) {
   fs::create_directories(dir_);
-  std::string path = (dir_ / "old.sqlite").string();
-  {
+  const auto make = [&](const std::string& name, const char* sql) {
+    const std::string path = (dir_ / name).string();
     sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE unrelated(x); INSERT INTO unrelated VALUES(1);", nullptr,
-                           nullptr, nullptr),
-              SQLITE_OK);
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(db);
-  }
-  auto store = RunStore::open(path);
-  EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
-  EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM unrelated"), 1);
-  int64_t id = store.create_run("r", "sft", "{}");
-  EXPECT_TRUE(store.run(id));
-  // Fully empty (zero-byte) file also upgrades.
-  std::string empty = (dir_ / "empty.sqlite").string();
+    return path;
+  };
+  const auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string notes = make("notes.sqlite", "CREATE TABLE notes(x); INSERT INTO notes VALUES(1); PRAGMA user_version=52;");
+  const std::string before = bytes(notes);
+  std::string msg = error_of(notes);
+  EXPECT_NE(msg.find("is an SQLite database of another program (tables notes); GANPO Workbench changed nothing"),
+            std::string::npos) << msg;
+  EXPECT_EQ(bytes(notes), before) << "not switched to WAL, nothing added";
+  EXPECT_FALSE(fs::exists(notes + "-wal"));
+
+  const std::string marked = make("app.sqlite", "PRAGMA application_id=1234;");
+  msg = error_of(marked);
+  EXPECT_NE(msg.find("another program's SQLite database (its application_id is 0x000004d2)"), std::string::npos) << msg;
+
+  // An empty (zero-byte) file becomes a workspace with the mark.
+  const std::string empty = (dir_ / "empty.sqlite").string();
   { std::ofstream f(empty); }
-  auto s2 = RunStore::open(empty);
-  EXPECT_EQ(s2.schema_version(), RunStore::kSchemaVersion);
+  {
+    auto store = RunStore::open(empty);
+    EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
+    EXPECT_EQ(store.database().query_int("PRAGMA application_id"), RunStore::kApplicationId);
+  }
+  auto again = RunStore::open(empty);
+  EXPECT_TRUE(again.run(again.create_run("r", "sft", "{}")));
 }
 
 TEST_F(RunStoreTest, MetricsAfterIsIncremental) {

@@ -88,6 +88,7 @@ TEST_F(RunStoreWorkersTest, VersionOneFileUpgradesAndKeepsItsRuns) {
   exec(kVersionOneFile);
   auto store = RunStore::open(db_path());
   EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
+  EXPECT_EQ(store.database().query_int("PRAGMA application_id"), RunStore::kApplicationId) << "marked as it upgrades";
   auto run = store.run(7);
   ASSERT_TRUE(run);
   EXPECT_EQ(run->name, "old run");
