@@ -10,6 +10,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -195,6 +198,34 @@ MetricRow read_metric(const sql::Statement& s) {
 bool process_alive(int64_t pid) {
   if (pid <= 0) return false;
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// When process pid started, in seconds since the epoch (Linux: /proc/PID/stat's start time in
+// clock ticks after boot, plus /proc/stat's boot time); nullopt where that cannot be read.
+std::optional<double> process_start_time(int64_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  const size_t name_end = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (name_end == std::string::npos) return std::nullopt;
+  std::istringstream fields(text.substr(name_end + 1));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i)
+    if (i == 22) {
+      std::ifstream boot("/proc/stat");
+      for (std::string line; std::getline(boot, line);)
+        if (line.rfind("btime ", 0) == 0)
+          return std::stod(line.substr(6)) + std::stod(field) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
+  return std::nullopt;
+}
+
+// Whether the worker of a row is still the process behind its pid: alive, and started before its
+// last sign of life (a pid reused after the worker died, or after a reboot, started later).
+bool local_worker_alive(const RunRow& r) {
+  if (!process_alive(*r.worker_pid)) return false;
+  const std::optional<double> started = process_start_time(*r.worker_pid);
+  constexpr double kSlack = 5.0;  // the boot time's whole seconds, clock ticks, a clock adjusted since
+  return !started || *started <= r.heartbeat_at.value_or(r.updated_at) + kSlack;
 }
 
 }  // namespace
@@ -578,7 +609,7 @@ std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
       // On this machine the pid tells for certain (a worker stalled by a suspend or a long I/O
       // wait is alive, and must not be replaced by a second one); elsewhere only the heartbeat can.
       const bool local = r.worker_pid && r.worker_host == host;
-      const bool gone = local ? !process_alive(*r.worker_pid) : now - last_sign > stale_after_seconds;
+      const bool gone = local ? !local_worker_alive(r) : now - last_sign > stale_after_seconds;
       if (gone) dead.push_back(std::move(r));
     }
   }
