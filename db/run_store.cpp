@@ -288,7 +288,7 @@ RunStore RunStore::open(const std::string& path) {
     try {
       db.check(rc, "cannot read workspace");
     } catch (const Error& e) {
-      throw Error(std::string(e.what()) + "; check that the file is readable and writable");
+      throw Error(std::string(e.what()) + "; check that the file and its folder are readable and writable (SQLite keeps its -wal and -shm files beside the file)");
     }
   }
 

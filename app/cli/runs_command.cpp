@@ -286,6 +286,11 @@ int control_run(RunStore& store, const RunsArgs& args) {
 
 int runs_command(const RunsArgs& args) {
   const std::string db_path = workspace_path(args.db);
+  if (!std::filesystem::exists(db_path)) {  // (opening would make an empty workspace there)
+    std::fprintf(stderr, "ganpo runs %s: there is no workspace at %s; name the one that holds the runs with --db FILE\n",
+                 args.action.c_str(), db_path.c_str());
+    return 2;
+  }
   if (args.action == "resume") return run_worker(db_path, args.run_id);
   RunStore store = RunStore::open(db_path);
   if (args.action == "list") return list_runs(store, args);

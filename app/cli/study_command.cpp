@@ -288,6 +288,11 @@ int study_command(const StudyArgs& args) {
     }
     return 0;
   }
+  if (!std::filesystem::exists(db)) {  // (opening would make an empty workspace there)
+    std::fprintf(stderr, "ganpo study %s: there is no workspace at %s; name the one that holds the study with --db FILE\n",
+                 args.action.c_str(), db.c_str());
+    return 2;
+  }
   RunStore store = RunStore::open(db);
   const std::optional<StudyRow> s = find_study(store, args.study_id);
   if (!s) {

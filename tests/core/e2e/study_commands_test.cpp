@@ -70,4 +70,16 @@ TEST_F(StudyCommands, PlanNamesTheInvalidArm) {
       << r.output;
 }
 
+// A mistyped --db for commands that read a workspace says so and creates nothing there.
+TEST_F(StudyCommands, AMistypedWorkspaceIsSaidAndNotCreated) {
+  const fs::path db = dir_.path() / "typo" / "workspce.sqlite";
+  for (const std::string command : {"runs --db " + db.string() + " list", "runs --db " + db.string() + " show 1",
+                                    "study --db " + db.string() + " status 1"}) {
+    const auto r = run_cli(command);
+    EXPECT_EQ(r.exit_code, 2) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("there is no workspace at " + db.string()), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(db.parent_path()));
+}
+
 }  // namespace
