@@ -3,6 +3,8 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <set>
+
 
 #include <nlohmann/json.hpp>
 
@@ -51,7 +53,7 @@ bool lies_within(const fs::path& inner, const fs::path& outer) {
   return true;
 }
 
-fs::path resolved(const std::string& path) {
+fs::path resolved(const fs::path& path) {
   std::error_code ec;
   const fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
   return (ec ? fs::absolute(path) : p).lexically_normal();
@@ -61,13 +63,13 @@ fs::path resolved(const std::string& path) {
 // link (removing it would free nothing), it holds the workspace, or another run writes to a folder
 // it shares (the same, inside or around it: two configs with one output_dir, or output_dir = ".")
 // or starts from a checkpoint inside it (a clone, a study's shared stage).
-std::string folder_in_use(RunStore& store, int64_t run_id, const std::string& output_dir) {
-  if (fs::is_symlink(fs::path(output_dir).lexically_normal()))
+std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& output_dir, const std::set<int64_t>& also_deleted) {
+  if (fs::is_symlink(output_dir))
     return "it is a symbolic link (to " + resolved(output_dir).string() + "); remove what it points to yourself";
   const fs::path dir = resolved(output_dir);
   if (lies_within(resolved(store.path()), dir)) return "it holds this workspace (" + store.path() + ")";
   for (const RunRow& other : store.runs()) {
-    if (other.id == run_id) continue;
+    if (other.id == run_id || also_deleted.count(other.id)) continue;
     const auto cfg = nlohmann::json::parse(other.config_json, nullptr, false);
     if (!cfg.is_object()) continue;
     const std::string who = "run " + std::to_string(other.id) + " (" + other.name + ")";
@@ -110,8 +112,10 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
   return id;
 }
 
-RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::string& logs_dir) {
+RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::string& logs_dir,
+                                   const std::set<int64_t>& also_deleted) {
   RemoveRunResult result;
+  fs::path folder;
   {
     // Checked and deleted under the write lock, so no driver or worker claims it in between.
     sql::Transaction txn(store_.database());
@@ -135,7 +139,11 @@ RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::s
     }
     if (auto cfg = nlohmann::json::parse(run->config_json, nullptr, false); cfg.is_object())
       result.output_dir = cfg.value("output_dir", std::string());
-    if (with_files && !result.output_dir.empty()) result.folder_kept = folder_in_use(store_, run_id, result.output_dir);
+    // "out/" names the folder as "out" does: with the slash, a link would be followed.
+    folder = fs::path(result.output_dir).lexically_normal();
+    if (!folder.has_filename()) folder = folder.parent_path();
+    if (with_files && !result.output_dir.empty())
+      result.folder_kept = folder_in_use(store_, run_id, folder, also_deleted);
     store_.delete_run(run_id);
     txn.commit();
   }
@@ -146,12 +154,12 @@ RemoveRunResult RunService::remove(int64_t run_id, bool with_files, const std::s
     fs::remove(fs::path(logs_dir) / ("run-" + std::to_string(run_id) + ".log"), ec);
   }
   if (result.output_dir.empty() || !result.folder_kept.empty()) return result;
-  if (!looks_like_run_folder(result.output_dir)) {
-    result.folder_kept = fs::exists(result.output_dir) ? "it does not look like a run's output folder" : "it does not exist";
+  if (!looks_like_run_folder(folder)) {
+    result.folder_kept = fs::exists(folder) ? "it does not look like a run's output folder" : "it does not exist";
     return result;
   }
   std::error_code ec;
-  fs::remove_all(result.output_dir, ec);
+  fs::remove_all(folder, ec);
   if (ec)
     result.folder_kept = ec.message();
   else

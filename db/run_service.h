@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,10 @@ public:
   // Returns the new run's id; the stored config is what its worker will train.
   int64_t create(RunConfig config, const CreateRunOptions& options = {});
   // with_files: also the output folder (only if it looks like a run's and no other run uses it) and
-  // logs_dir/run-<id>.log.
-  RemoveRunResult remove(int64_t run_id, bool with_files, const std::string& logs_dir = "");
+  // logs_dir/run-<id>.log. also_deleted: runs deleted in the same action (by the caller, after or
+  // before this one), whose use of the folder does not keep it.
+  RemoveRunResult remove(int64_t run_id, bool with_files, const std::string& logs_dir = "",
+                         const std::set<int64_t>& also_deleted = {});
   // "" when sent; otherwise why not (unknown command, no worker attached, no such run).
   std::string control(int64_t run_id, const std::string& command);
 

@@ -140,6 +140,11 @@ CREATE INDEX IF NOT EXISTS runs_study ON runs(study_id, id);
     R"SQL(
 ALTER TABLE runs ADD COLUMN rewinds INTEGER NOT NULL DEFAULT 0;
 )SQL",
+    // v4 -> v5: when the worker process started (/proc/PID/stat's start time, clock ticks after
+    // boot), so a pid reused by a later process (or after a reboot) is not taken for the worker.
+    R"SQL(
+ALTER TABLE runs ADD COLUMN worker_start INTEGER;
+)SQL",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -147,7 +152,7 @@ static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per sc
 const char* const kRunColumns =
     "id, name, status, stage, config_json, device, created_at, started_at, finished_at, error, "
     "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at, worker_host, "
-    "total_steps, last_step";
+    "total_steps, last_step, worker_start";
 
 constexpr size_t kMaxConfigDepth = 64;  // a run config nests 3 levels
 
@@ -179,6 +184,7 @@ RunRow read_run(const sql::Statement& s) {
   r.worker_host = s.col_text(18);
   r.total_steps = s.col_opt_int(19);
   r.last_step = s.col_opt_int(20);
+  r.worker_start = s.col_opt_int(21);
   return r;
 }
 
@@ -200,32 +206,27 @@ bool process_alive(int64_t pid) {
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
 
-// When process pid started, in seconds since the epoch (Linux: /proc/PID/stat's start time in
-// clock ticks after boot, plus /proc/stat's boot time); nullopt where that cannot be read.
-std::optional<double> process_start_time(int64_t pid) {
+// When process pid started: /proc/PID/stat's start time in clock ticks after boot (Linux), which
+// no clock adjustment changes; nullopt where it cannot be read.
+std::optional<int64_t> process_start_ticks(int64_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  const std::string text((std::istreambuf_iterator<char>(stat)), {});
   const size_t name_end = text.rfind(')');  // the command name may hold spaces and parentheses
   if (name_end == std::string::npos) return std::nullopt;
   std::istringstream fields(text.substr(name_end + 1));
   std::string field;
-  for (int i = 3; i <= 22 && fields >> field; ++i)
-    if (i == 22) {
-      std::ifstream boot("/proc/stat");
-      for (std::string line; std::getline(boot, line);)
-        if (line.rfind("btime ", 0) == 0)
-          return std::stod(line.substr(6)) + std::stod(field) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-    }
+  for (int i = 3; i <= 22 && fields >> field; ++i)  // fields 3, 4, ... after the name; 22: starttime
+    if (i == 22) return std::strtoll(field.c_str(), nullptr, 10);
   return std::nullopt;
 }
 
-// Whether the worker of a row is still the process behind its pid: alive, and started before its
-// last sign of life (a pid reused after the worker died, or after a reboot, started later).
+// Whether the worker of a row is still the process behind its pid: alive, and (where the row
+// recorded it) the same process, not a later one that was given the pid.
 bool local_worker_alive(const RunRow& r) {
   if (!process_alive(*r.worker_pid)) return false;
-  const std::optional<double> started = process_start_time(*r.worker_pid);
-  constexpr double kSlack = 5.0;  // the boot time's whole seconds, clock ticks, a clock adjusted since
-  return !started || *started <= r.heartbeat_at.value_or(r.updated_at) + kSlack;
+  if (!r.worker_start) return true;
+  const std::optional<int64_t> started = process_start_ticks(*r.worker_pid);
+  return !started || *started == *r.worker_start;
 }
 
 }  // namespace
@@ -330,7 +331,19 @@ RunStore RunStore::open(const std::string& path) {
                                 "ORDER BY name = 'runs' DESC, name LIMIT 4");
       std::vector<std::string> names;
       while (tables.step()) names.push_back(tables.col_text(0));
-      if (!names.empty() && names.front() != "runs") {
+      // A workspace from before the mark: a runs table of ours (its columns) at one of our schema
+      // versions. MLflow's mlflow.db has a runs table too.
+      const auto ours_unmarked = [&] {
+        const int64_t version = db.query_int("PRAGMA user_version");
+        if (names.front() != "runs" || version < 1 || version > kSchemaVersion) return false;
+        try {
+          sql::Statement columns(db, "SELECT id, name, status, stage, config_json, worker_pid FROM runs LIMIT 0");
+          return true;
+        } catch (const sql::SqliteError&) {
+          return false;
+        }
+      };
+      if (!names.empty() && !ours_unmarked()) {
         std::string list;
         for (std::string& n : names) {
           for (char& c : n)
@@ -351,7 +364,13 @@ RunStore RunStore::open(const std::string& path) {
   store.file_id_ = file_identity(path);
   store.configure();
   store.migrate();
-  if (mark) store.db_.exec("PRAGMA application_id=" + std::to_string(kApplicationId));
+  if (mark) {
+    try {
+      store.db_.exec("PRAGMA application_id=" + std::to_string(kApplicationId));
+    } catch (const sql::SqliteError&) {
+      // Busy for longer than busy_timeout: the next open marks it; never fail an open for it.
+    }
+  }
   try {
     store.reap_dead_workers();
   } catch (const Error&) {
@@ -489,20 +508,21 @@ void RunStore::heartbeat(int64_t run_id, int64_t pid, std::optional<int64_t> las
   double now = unix_now();
   sql::Statement s(db_,
                    "UPDATE runs SET worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3, "
-                   "last_step = COALESCE(?4, last_step) WHERE id = ?5");
-  s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, last_step).bind(5, run_id).run();
+                   "last_step = COALESCE(?4, last_step), worker_start = ?6 WHERE id = ?5");
+  s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, last_step).bind(5, run_id);
+  s.bind(6, process_start_ticks(pid)).run();
 }
 
 bool RunStore::claim_run(int64_t run_id, int64_t pid) {
   const double now = unix_now();
   sql::Statement s(db_,
                    "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, control = NULL, "
-                   "worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3 WHERE id = ?4 AND "
+                   "worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3, worker_start = ?5 WHERE id = ?4 AND "
                    "status NOT IN ('running', 'paused', 'completed') AND NOT (status = 'queued' AND worker_pid IS NOT NULL "
                    // A study driver claims a run for the worker it just started; that worker's own
                    // claim then finds itself and goes on.
                    "AND NOT (worker_pid = ?1 AND worker_host = ?2))");
-  s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, run_id).run();
+  s.bind(1, pid).bind(2, local_host_name()).bind(3, now).bind(4, run_id).bind(5, process_start_ticks(pid)).run();
   return db_.changes() == 1;
 }
 

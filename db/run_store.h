@@ -41,6 +41,7 @@ struct RunRow {
   double updated_at = 0;
   std::string worker_host;                     // gethostname() of the worker
   std::optional<int64_t> total_steps, last_step;  // progress: optimizer steps planned / recorded
+  std::optional<int64_t> worker_start;         // the worker's start (clock ticks after boot): a reused pid differs
 };
 
 // True while a worker holds the run: running, paused, or queued with a worker attached (the
@@ -101,7 +102,7 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
   // PRAGMA application_id of a workspace ("GANP"): a file with other tables and no such mark is
   // another program's database and is refused untouched (workspaces made before the mark carry
   // the runs table, and get it).

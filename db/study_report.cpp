@@ -90,7 +90,13 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     }
     if (run->status != RunStatus::completed) {
       ++it->result.unfinished;
-      if (run->status == RunStatus::failed || run->status == RunStatus::stopped) ++it->result.failed;
+      // Ended: stopped, or failed with no attempt left (a failed run with one left is retried).
+      if (run->status == RunStatus::stopped) ++it->result.failed;
+      if (run->status == RunStatus::failed) {
+        sql::Statement attempts(store.database(), "SELECT attempts FROM runs WHERE id = ?");
+        attempts.bind(1, run->id);
+        if (attempts.step() && attempts.col_int(0) >= kStudyMaxAttempts) ++it->result.failed;
+      }
       continue;
     }
     const int64_t seed = config.is_object() && config.contains("seed") && config["seed"].is_number_integer()

@@ -27,7 +27,7 @@ struct ArmResult {
   std::vector<int64_t> completed_run_ids;   // in seed order
   std::vector<int64_t> seeds;
   int64_t unfinished = 0;                   // runs of the arm that did not complete
-  int64_t failed = 0;                       // of those, failed or stopped (the rest are queued or running)
+  int64_t failed = 0;                       // of those, stopped or failed with no attempt left (the rest will run)
   std::map<std::string, Interval> metrics;  // key -> mean and interval over seeds
 };
 

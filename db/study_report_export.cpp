@@ -277,7 +277,7 @@ std::string study_report_html(const StudyReport& report) {
   for (const auto& a : report.arms) {
     h += "<tr><td>" + escape(a.arm) + "</td><td>" + std::to_string(a.seeds.size()) +
          (a.unfinished > a.failed ? " (+" + std::to_string(a.unfinished - a.failed) + " to run)" : "") +
-         (a.failed ? " (" + std::to_string(a.failed) + " failed)" : "") + "</td>";
+         (a.failed ? " (" + std::to_string(a.failed) + " failed or stopped)" : "") + "</td>";
     for (const auto& k : keys) {
       auto it = a.metrics.find(k);
       h += "<td>" + (it == a.metrics.end() ? std::string() : interval_text(it->second, 3, a.seeds.size())) + "</td>";

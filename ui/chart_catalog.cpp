@@ -7,7 +7,7 @@ const QStringList& chart_groups() {
   return groups;
 }
 
-ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss) {
+ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss, bool total_is_base) {
   struct Entry {
     const char* prefix;  // exact key, or a prefix ending in '/' or '_'
     const char* group;
@@ -59,8 +59,9 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss) {
     const bool match = p.endsWith('/') || p.endsWith('_') ? key.startsWith(p) : key == p;
     if (match) {
       ChartSpec spec{e.group, e.id, QString::fromUtf8(e.title), e.bce, order};
-      // The base loss is a BCE only for sigmoid DPO (and so is the total without GANPO).
+      // The base loss is a BCE only for sigmoid DPO (and so is the total when it is the base alone).
       if (spec.id == "opo_loss") spec.bce = sigmoid_loss;
+      if (spec.id == "loss") spec.bce = sigmoid_loss && total_is_base;
       return spec;
     }
     ++order;

@@ -21,8 +21,9 @@ struct ChartSpec {
 inline const char* const kAdvShareKey = "adv/lambda_share";
 
 // The chart a metric key is drawn in. sigmoid_loss: the run's base loss is sigmoid DPO (its
-// loss chart is BCE-valued then).
-ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss = true);
+// loss chart is BCE-valued then); total_is_base: the total loss is the base loss alone (a
+// preference stage without GANPO or RPO), so it is BCE-valued too under sigmoid DPO.
+ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss = true, bool total_is_base = false);
 
 // Group names in display order ("Other" last).
 const QStringList& chart_groups();

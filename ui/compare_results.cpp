@@ -29,7 +29,7 @@ CompareResults collect_compare_results(const std::vector<EvalRow>& evals, const 
     for (const JudgeSummaryRow& row : report.judge->rows)
       (row.bucket == "all" ? all_bucket[row.temperature] : any_bucket[row.temperature]) = row.win_rate;
     for (const auto& [t, rate] : all_bucket) any_bucket[t] = rate;
-    for (const auto& [t, rate] : any_bucket) r.win_rates[t] = rate;
+    r.win_rates = any_bucket;  // the newest judged evaluation as a whole: no temperature of an older one
   }
   return r;
 }

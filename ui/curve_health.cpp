@@ -80,14 +80,17 @@ bool falling(const SeriesView& s, const HealthOptions& o) {
   return k < 0 && drop > stddev(w.y) && slope_t(w) < -4.0;
 }
 
-// Whether a curve sits at chance after warmup: its recent mean within the band of 0.5 and its
-// fitted change across the window within the band too (a curve rising through 0.5 is not stuck).
+// Whether a curve sits at chance after warmup: its recent mean within the band of 0.5, and not
+// moving: a fitted change across the window beyond the band with a slope noise does not give
+// (|t| above 3) is a curve rising or falling through 0.5, not stuck there. (The change alone
+// would miss noisy stuck curves: per-log accuracies of small batches scatter by 0.15-0.2.)
 // nullopt: too few points after warmup to judge.
 std::optional<bool> at_chance(const SeriesView& s, const HealthOptions& o) {
   Window w = recent(s, o.window, o.warmup_steps);
   if (w.y.size() < o.min_points) return std::nullopt;
   const double drift = slope(w) * (w.x.back() - w.x.front());
-  return std::fabs(mean(w.y) - 0.5) <= o.chance_band && std::fabs(drift) <= o.chance_band;
+  const bool moving = std::fabs(drift) > o.chance_band && std::fabs(slope_t(w)) > 3.0;
+  return std::fabs(mean(w.y) - 0.5) <= o.chance_band && !moving;
 }
 
 std::string format_step(int64_t step) { return std::to_string(step); }

@@ -159,13 +159,16 @@ void DashboardView::onConfig(const QString& config_json) {
   const QJsonObject ganpo = cfg.value("ganpo").toObject();
   if (objective.contains("loss_type")) sigmoid_loss_ = objective.value("loss_type").toString() == "sigmoid";
   if (ganpo.contains("adv_weight")) adv_weight_ = ganpo.value("adv_weight").toDouble(1.0);
-  if (MetricChart* c = by_id_.value("opo_loss"))
-    c->setReferenceLine(sigmoid_loss_ ? std::optional<double>(std::log(2.0)) : std::nullopt);
+  total_is_base_ = cfg.value("stage").toString() == "preference" && !ganpo.value("enabled").toBool(true) &&
+                   objective.value("rpo_alpha").toDouble(0.0) == 0.0;
+  const auto ln2_if = [](bool bce) { return bce ? std::optional<double>(std::log(2.0)) : std::nullopt; };
+  if (MetricChart* c = by_id_.value("opo_loss")) c->setReferenceLine(ln2_if(sigmoid_loss_));
+  if (MetricChart* c = by_id_.value("loss")) c->setReferenceLine(ln2_if(sigmoid_loss_ && total_is_base_));
 }
 
 MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
   if (MetricChart* c = by_key_.value(key)) return c;
-  const ChartSpec spec = chart_spec_for_key(key, sigmoid_loss_);
+  const ChartSpec spec = chart_spec_for_key(key, sigmoid_loss_, total_is_base_);
   MetricChart* chart = by_id_.value(spec.id);
   if (!chart) {
     chart = new MetricChart(store_, run_id_, spec.title);
@@ -173,6 +176,7 @@ MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
     chart->setSmoothing(smoothing_);
     chart->setXAxisMode(x_mode_);
     chart->setLogY(log_y_);
+    if (wall_origin_) chart->setWallOrigin(*wall_origin_);
     if (spec.bce) chart->setReferenceLine(std::log(2.0));
     by_id_.insert(spec.id, chart);
     Group* g = groups_.value(spec.group);
@@ -193,6 +197,12 @@ MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
 }
 
 void DashboardView::onBatch(const MetricBatch& batch) {
+  if (!wall_origin_) {  // the feed reads from the run's first row: its earliest time
+    for (const auto& [key, points] : batch)
+      for (const MetricPoint& p : points) wall_origin_ = std::min(wall_origin_.value_or(p.wall_time), p.wall_time);
+    if (wall_origin_)
+      for (MetricChart* c : by_id_) c->setWallOrigin(*wall_origin_);
+  }
   for (const auto& [key, points] : batch) {
     const QString k = QString::fromStdString(key);
     chartFor(k, false)->appendPoints(k, points);
@@ -300,7 +310,7 @@ void DashboardView::exportDialog() {
 // are drawn through QCustomPlot's own painter path, so SVG and PDF keep them as vectors.
 void DashboardView::paintDashboard(QPainter& painter, bool vector) {
   painter.fillRect(QRect(0, 0, content_->width(), content_->height() + kHealthBand), palette().color(QPalette::Base));
-  painter.setPen(Qt::black);
+  painter.setPen(palette().color(QPalette::Text));  // readable on Base in dark palettes too
   painter.drawText(QRect(8, 0, content_->width() - 16, kHealthBand), Qt::AlignVCenter | Qt::TextWordWrap,
                    "Health: " + health_);
   painter.translate(0, kHealthBand);

@@ -89,6 +89,7 @@ private:
   XAxisMode x_mode_ = XAxisMode::Step;
   bool log_y_ = false;
   bool sigmoid_loss_ = true;
+  bool total_is_base_ = false;  // a preference stage without GANPO or RPO: loss = the base loss
   double adv_weight_ = 1.0;
   QString health_ = "waiting for metrics";
 
@@ -107,6 +108,7 @@ private:
   QHash<QString, MetricChart*> by_id_;     // chart id -> chart
   // Derived lambda * adv share: values waiting for their partner of the same step.
   std::map<int64_t, MetricPoint> pending_loss_, pending_adv_;
+  std::optional<double> wall_origin_;  // the run's first row's wall time: every chart's time 0
 };
 
 }  // namespace ganpo::ui

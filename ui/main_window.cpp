@@ -788,7 +788,8 @@ void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
       [deletable, with_files, logs_dir](RunStore& s) {
         QStringList problems;
         for (int64_t id : deletable) {
-          const RemoveRunResult r = RunService(s).remove(id, with_files, logs_dir);
+          const RemoveRunResult r =
+              RunService(s).remove(id, with_files, logs_dir, std::set<int64_t>(deletable.begin(), deletable.end()));
           if (!r.refused.empty()) problems << QString::fromStdString(r.refused);
           if (!r.folder_kept.empty())
             problems << QString("kept %1: %2").arg(QString::fromStdString(r.output_dir), QString::fromStdString(r.folder_kept));

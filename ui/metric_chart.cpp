@@ -223,6 +223,11 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
   requestReplot();
 }
 
+void MetricChart::setWallOrigin(double wall_time) {
+  wall_origin_ = wall_time;
+  have_origin_ = true;
+}
+
 void MetricChart::forgetPoints() {
   for (auto& c : curves_) forgetFrom(*c, std::numeric_limits<int64_t>::min());
   rebuildNanMarkers();

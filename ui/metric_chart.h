@@ -54,6 +54,9 @@ public:
   void appendPoints(const QString& key, const std::vector<MetricPoint>& points);
   // Drops every curve's points (the curves and the view settings stay): the run is read again.
   void forgetPoints();
+  // Wall time 0 of the x axis in wall-time mode (the run's first row, so every chart of a run
+  // shares it); without it, the first point this chart receives.
+  void setWallOrigin(double wall_time);
 
   void setSmoothing(double weight);
   double smoothing() const { return smoothing_; }

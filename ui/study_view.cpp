@@ -274,7 +274,7 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
     arms_->setItem(r, 0, cell(QString::fromStdString(a.arm)));
     QStringList rest;  // the runs not in the numbers yet: to run (queued or running), and failed or stopped
     if (a.unfinished > a.failed) rest << tr("+%1 to run").arg(a.unfinished - a.failed);
-    if (a.failed > 0) rest << tr("%1 failed").arg(a.failed);
+    if (a.failed > 0) rest << tr("%1 failed or stopped").arg(a.failed);
     arms_->setItem(r, 1, cell(QString::number(a.seeds.size()) + (rest.isEmpty() ? QString() : " (" + rest.join(", ") + ")"), true));
     for (size_t k = 0; k < cols.size(); ++k) {
       auto it = a.metrics.find(cols[k]);

@@ -59,7 +59,15 @@ int main(int argc, char** argv) {
   g->add_option("--out", gen.out, "Output JSONL")->required();
   g->add_option("--temperature", gen.temperature, "0 = greedy")->check(CLI::NonNegativeNumber)->capture_default_str();
   // (0, 1], as the run config's sampling.top_p
-  const CLI::Validator above_zero([](std::string& v) { return std::stod(v) > 0 ? "" : "must be above 0"; }, "", "above 0");
+  const CLI::Validator above_zero(  // (CLI11 runs both sides of &: not-a-number is Range's to say)
+      [](std::string& v) {
+        try {
+          return std::stod(v) > 0 ? std::string() : std::string("must be above 0");
+        } catch (const std::exception&) {
+          return std::string("must be a number above 0");
+        }
+      },
+      "", "above 0");
   g->add_option("--top-p", gen.top_p, "Nucleus sampling: the smallest set of tokens whose probability reaches it (1 = off)")
       ->check(CLI::Range(0.0, 1.0) & above_zero)->capture_default_str();
   g->add_option("--top-k", gen.top_k, "Only the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber)->capture_default_str();

@@ -287,6 +287,12 @@ int control_run(RunStore& store, const RunsArgs& args) {
 int runs_command(const RunsArgs& args) {
   const std::string db_path = workspace_path(args.db);
   if (!std::filesystem::exists(db_path)) {  // (opening would make an empty workspace there)
+    if (args.action == "list") {  // nothing trained yet (a fresh install's default), or a mistyped --db
+      if (args.json) std::printf("[]\n");
+      else std::printf("no workspace at %s yet, so no runs; start one with: ganpo train --config FILE (or name "
+                       "another workspace with --db FILE)\n", db_path.c_str());
+      return 0;
+    }
     std::fprintf(stderr, "ganpo runs %s: there is no workspace at %s; name the one that holds the runs with --db FILE\n",
                  args.action.c_str(), db_path.c_str());
     return 2;

@@ -236,6 +236,21 @@ TEST_F(RunServiceTest, RemoveKeepsAFolderAnotherRunTheWorkspaceOrALinkStillUses)
   r = service.remove(service.create(linked), true);
   EXPECT_NE(r.folder_kept.find("is a symbolic link"), std::string::npos) << r.folder_kept;
   EXPECT_TRUE(fs::exists(dir_ / "target" / "config.toml"));
+  linked.output_dir += "/";  // with a trailing slash too (a path ending in / follows the link)
+  r = service.remove(service.create(linked), true);
+  EXPECT_NE(r.folder_kept.find("is a symbolic link"), std::string::npos) << r.folder_kept;
+  EXPECT_TRUE(fs::exists(dir_ / "target" / "config.toml"));
+
+  // A parent and its clone deleted in one action: the clone does not keep the parent's folder.
+  RunConfig parent;
+  parent.output_dir = (dir_ / "parent").string();
+  run_folder(parent.output_dir);
+  RunConfig child;
+  child.model.checkpoint = (fs::path(parent.output_dir) / "checkpoint-5").string();
+  const int64_t parent_id = service.create(parent), child_id = service.create(child);
+  r = service.remove(parent_id, true, "", {parent_id, child_id});
+  EXPECT_TRUE(r.folder_removed) << r.folder_kept;
+  EXPECT_TRUE(service.remove(child_id, true, "", {parent_id, child_id}).removed);
 
   // The last run of a folder takes it along.
   r = service.remove(cloned, true);

@@ -217,6 +217,13 @@ TEST_F(RunStoreTest, AnotherProgramsDatabaseIsRefusedUntouched) {
   EXPECT_EQ(bytes(notes), before) << "not switched to WAL, nothing added";
   EXPECT_FALSE(fs::exists(notes + "-wal"));
 
+  // A runs table of another program (MLflow's mlflow.db has one) is no workspace either.
+  const std::string mlflow = make("mlflow.db", "CREATE TABLE runs(run_uuid TEXT, name TEXT); CREATE TABLE metrics(k);");
+  const std::string mlflow_before = bytes(mlflow);
+  msg = error_of(mlflow);
+  EXPECT_NE(msg.find("another program (tables runs, metrics)"), std::string::npos) << msg;
+  EXPECT_EQ(bytes(mlflow), mlflow_before);
+
   const std::string marked = make("app.sqlite", "PRAGMA application_id=1234;");
   msg = error_of(marked);
   EXPECT_NE(msg.find("another program's SQLite database (its application_id is 0x000004d2)"), std::string::npos) << msg;

@@ -212,9 +212,8 @@ TEST_F(RunStoreWorkersTest, LiveAndUnattachedRunsAreLeftAlone) {
   EXPECT_EQ(store.run(done)->status, RunStatus::completed);
 }
 
-// A pid that is alive but belongs to a process started after the worker's last heartbeat (the
-// pid reused after the worker died, or after a reboot) is not the worker: the run is reaped. This
-// test process stands for such a process: its heartbeat is dated an hour before it started.
+// A pid that is alive but belongs to another process than the worker's (the pid reused after the
+// worker died, or after a reboot: another start time) is not the worker: the run is reaped.
 TEST_F(RunStoreWorkersTest, APidReusedByALaterProcessIsNotTheWorker) {
   auto store = RunStore::open(db_path());
   const int64_t reused = store.create_run("reused pid", "sft", "{}"), live = store.create_run("live", "sft", "{}");
@@ -222,11 +221,11 @@ TEST_F(RunStoreWorkersTest, APidReusedByALaterProcessIsNotTheWorker) {
     store.set_status(id, RunStatus::running);
     store.heartbeat(id, ::getpid());
   }
-  // (The test binary started moments ago, so an hour back is before it started.)
-  store.database().exec("UPDATE runs SET heartbeat_at = heartbeat_at - 3600 WHERE id = " + std::to_string(reused));
+  ASSERT_TRUE(store.run(live)->worker_start.has_value()) << "the worker's start time is recorded";
+  store.database().exec("UPDATE runs SET worker_start = worker_start - 100 WHERE id = " + std::to_string(reused));
   EXPECT_EQ(store.reap_dead_workers(), std::vector<int64_t>{reused});
   EXPECT_EQ(store.run(reused)->status, RunStatus::failed);
-  EXPECT_EQ(store.run(live)->status, RunStatus::running) << "started before its heartbeat: the worker";
+  EXPECT_EQ(store.run(live)->status, RunStatus::running) << "the same process: the worker";
 }
 
 TEST_F(RunStoreWorkersTest, OtherHostsAreJudgedByHeartbeatAge) {

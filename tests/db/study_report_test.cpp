@@ -35,6 +35,7 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
                             {0, ids[i], 10, "loss", 0.3, 0, std::nullopt}});
     }
     store.set_status(ids[11], RunStatus::failed);  // noise 0.2, GANPO on, seed 3 did not finish
+    store.database().exec("UPDATE runs SET attempts = 2 WHERE id = " + std::to_string(ids[11]));  // none left
 
     const StudyReport report = study_report(store, study);
     ASSERT_EQ(report.arms.size(), 4u);
@@ -46,6 +47,9 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
     EXPECT_NEAR(off0.metrics.at("eval_rewards/accuracies").mean, 0.62, 1e-12);
     EXPECT_EQ(report.arms[3].unfinished, 1);
     EXPECT_EQ(report.arms[3].failed, 1);
+    // With an attempt left it is retried: still to run.
+    store.database().exec("UPDATE runs SET attempts = 1 WHERE id = " + std::to_string(ids[11]));
+    EXPECT_EQ(study_report(store, study).arms[3].failed, 0);
     EXPECT_EQ(report.arms[3].metrics.at("eval_rewards/accuracies").n, 2);
 
     ASSERT_EQ(report.ganpo_vs_base.size(), 2u);

@@ -79,7 +79,9 @@ TEST(CompareResults, TrainerEvalsMetricsAndJudgeTables) {
   std::vector<EvalRow> evals(3);
   evals[0].id = 1;
   evals[0].checkpoint_step = 100;
-  evals[0].result_json = R"({"eval_loss":0.7,"eval_rewards/accuracies":0.5})";
+  // An older judged evaluation at another temperature: the newest one stands as a whole.
+  evals[0].result_json = R"({"eval_loss":0.7,"eval_rewards/accuracies":0.5,
+                             "judge":[{"temperature":1.5,"bucket":"all","win_rate":0.4}]})";
   evals[1].id = 2;
   evals[1].checkpoint_step = 200;
   evals[1].result_json = R"({"eval_loss":0.6,"eval_rewards/margins":0.3})";

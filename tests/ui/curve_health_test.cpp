@@ -109,6 +109,18 @@ TEST(CurveHealth, RewardAccuracyStuckAtHalf) {
   auto f = check_curve_health(set);
   ASSERT_TRUE(fires(f, "accuracy_stuck"));
   EXPECT_NE(health_summary(f).find("accuracy stuck at 0.5"), std::string::npos);
+  // Noisy but stuck (small batches: accuracies scatter by 0.15 around 0.5), read at every poll
+  // of a growing run: it says so nearly always, not now and then.
+  std::mt19937 rng(4);
+  std::normal_distribution<double> noise(0, 0.15);
+  Curve noisy = make(2000, [&](int) { return 0.5 + noise(rng); });
+  int polls = 0, fired = 0;
+  for (size_t n = 150; n <= 2000; n += 5, ++polls) {
+    set["rewards/accuracies"] = view_of(noisy.steps, noisy.values);
+    set["rewards/accuracies"].size = n;
+    fired += fires(check_curve_health(set), "accuracy_stuck");
+  }
+  EXPECT_GT(fired, polls * 9 / 10) << fired << " of " << polls;
 }
 
 // A curve rising (or falling) through 0.5 is not stuck there, though its recent mean is 0.5.

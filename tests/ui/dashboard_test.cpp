@@ -101,6 +101,10 @@ TEST(DashboardCatalog, EveryTrainerKeyLandsInExactlyOneKnownChart) {
   EXPECT_TRUE(chart_spec_for_key("opo_loss", true).bce);
   EXPECT_FALSE(chart_spec_for_key("opo_loss", false).bce);
   EXPECT_FALSE(chart_spec_for_key("rewards/margins").bce);
+  // The total loss only where it is the sigmoid base loss alone (no GANPO, no RPO).
+  EXPECT_TRUE(chart_spec_for_key("loss", true, true).bce);
+  EXPECT_FALSE(chart_spec_for_key("loss", true, false).bce);
+  EXPECT_FALSE(chart_spec_for_key("loss", false, true).bce);
 }
 
 namespace {
@@ -235,6 +239,7 @@ TEST(DashboardFeed, SftRunShowsOnlyItsMetricsAndUnknownKeysGoToOther) {
   EXPECT_EQ(view.chart(kAdvShareKey), nullptr);
   EXPECT_EQ(view.charts().size(), 8);
   EXPECT_EQ(view.healthText(), "healthy");
+  EXPECT_FALSE(view.chart("loss")->referenceLine().has_value()) << "an SFT loss is no BCE";
 }
 
 TEST(DashboardFeed, NanValuesBecomeMarkersAndTheHealthLineSaysSo) {
@@ -297,6 +302,8 @@ TEST(DashboardFeed, ControlsReachEveryChart) {
   TempWorkspace ws;
   std::mt19937 rng(2);
   for (int64_t s = 1; s <= 30; ++s) ws.log_step(s, ganpo_step(s, rng));
+  // A key that first appears at step 21 (GPU memory after a CPU run was resumed on CUDA).
+  for (int64_t s = 21; s <= 30; ++s) ws.log_step(s, {{"memory/cuda_allocated_mb", 100.0}});
   StoreWorker worker(QString::fromStdString(ws.path));
   DashboardView view(&worker, ws.run);
   ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() > 0; }));
@@ -307,6 +314,10 @@ TEST(DashboardFeed, ControlsReachEveryChart) {
   EXPECT_DOUBLE_EQ(c->rawGraph("grad_norm")->data()->at(5)->key, 6 * 512.0);
   view.setXAxisMode(XAxisMode::WallTime);
   EXPECT_DOUBLE_EQ(c->rawGraph("grad_norm")->data()->at(5)->key, 2.5);  // 0.5 s per step from step 1
+  // Every chart's time 0 is the run's first row, not the chart's own first point.
+  MetricChart* gpu = view.chart("memory/cuda_allocated_mb");
+  ASSERT_NE(gpu, nullptr);
+  EXPECT_DOUBLE_EQ(gpu->rawGraph("memory/cuda_allocated_mb")->data()->at(0)->key, 10.0);
   view.setLogY(true);
   EXPECT_EQ(c->yAxis->scaleType(), QCPAxis::stLogarithmic);
   EXPECT_GT(c->yAxis->range().lower, 0);

@@ -217,7 +217,8 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   EXPECT_FALSE(fs::exists(dir / "bf16.jsonl"));
   EXPECT_EQ(run_cli(generate_args + (dir / "fp16.jsonl").string() + " --precision fp16").exit_code, 2);
   // Sampling settings out of the run config's ranges are refused before any work (status 2).
-  for (const char* bad : {" --top-p 0", " --top-p 1.5", " --top-k -1", " --temperature -0.5", " --max-new-tokens 0"}) {
+  for (const char* bad : {" --top-p 0", " --top-p 1.5", " --top-p abc", " --top-p 1e999", " --top-k -1",
+                          " --temperature -0.5", " --max-new-tokens 0"}) {
     auto refused = run_cli(generate_args + (dir / "bad.jsonl").string() + bad);
     EXPECT_EQ(refused.exit_code, 2) << bad << ": " << refused.output;
     EXPECT_FALSE(fs::exists(dir / "bad.jsonl")) << bad;
