@@ -36,13 +36,15 @@ namespace {
 
 using CsvRows = std::vector<std::vector<std::string>>;
 
-QString number_text(double v) {
+// digits: significant digits for the tables; CSV files take the shortest text that reads back as
+// the same double.
+QString number_text(double v, int digits = 6) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return QString::number(v, 'g', QLocale::FloatingPointShortest);  // reads back as the same double
+  return QString::number(v, 'g', digits);
 }
 
-std::string csv_number(double v) { return number_text(v).toStdString(); }
+std::string csv_number(double v) { return number_text(v, QLocale::FloatingPointShortest).toStdString(); }
 
 // QSaveFile replaces the target only once everything is written; the read-back then checks that
 // what landed on disk is the whole file.

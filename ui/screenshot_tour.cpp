@@ -5,6 +5,7 @@
 #include <QApplication>
 #include <QDir>
 #include <QPixmap>
+#include <QPointer>
 #include <QTableWidget>
 #include <QTextStream>
 
@@ -124,7 +125,13 @@ void ScreenshotTour::start() {
 }
 
 void ScreenshotTour::afterLive() {
-  window_->openRunTab(kGanpoRun);
+  // A run's tab reads its metrics only while shown: its first read is awaited (up to 10 s) so the
+  // shot shows the curves so far, not the empty tab of the moment it was brought forward.
+  const QPointer<RunTab> shown = window_->openRunTab(kGanpoRun);
+  when([shown] { return !shown || shown->dashboard()->pointsLoaded() > 0; }, 10, [this] { shootLive(); });
+}
+
+void ScreenshotTour::shootLive() {
   save(window_, "main_window.png");
   RunTab* tab = window_->runTab(kGanpoRun);
   if (tab) {

@@ -57,7 +57,8 @@ private:
   void save(QWidget* widget, const QString& name);
   void when(const std::function<bool()>& ready, int seconds, const std::function<void()>& fn);
   RunStatus statusOf(int64_t run_id) const;
-  void afterLive();      // main window + dashboard shots, then wait for both arms to finish
+  void afterLive();      // the GANPO arm's tab brought forward, its metrics awaited
+  void shootLive();      // main window + dashboard shots, then wait for both arms to finish
   void shootRunTabs();   // Samples, Checkpoints (two side by side) and Compare shots
   MainWindow* window_;
   QString out_dir_;
