@@ -5,7 +5,6 @@
 
 #include <set>
 
-
 #include <nlohmann/json.hpp>
 
 #include "core/dataset_files.h"
@@ -60,10 +59,11 @@ fs::path resolved(const fs::path& path) {
 }
 
 // Why run `run_id`'s output folder must stay although its run is deleted ("" = it may go): it is a
-// link (removing it would free nothing), it holds the workspace, or another run writes to a folder
-// it shares (the same, inside or around it: two configs with one output_dir, or output_dir = ".")
-// or starts from a checkpoint inside it (a clone, a study's shared stage).
-std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& output_dir, const std::set<int64_t>& also_deleted) {
+// link (removing it would free nothing), it holds the workspace, or another run (not deleted in
+// the same action) writes to it or inside it (two configs with one output_dir; output_dir = "."
+// around the others) or starts from a checkpoint inside it (a clone, a study's shared stage).
+std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& output_dir,
+                          const std::set<int64_t>& also_deleted) {
   if (fs::is_symlink(output_dir))
     return "it is a symbolic link (to " + resolved(output_dir).string() + "); remove what it points to yourself";
   const fs::path dir = resolved(output_dir);
@@ -78,7 +78,7 @@ std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& outpu
     };
     if (const std::string out = text(cfg, "output_dir"); !out.empty()) {
       const fs::path theirs = resolved(out);
-      if (lies_within(theirs, dir) || lies_within(dir, theirs))
+      if (lies_within(theirs, dir))
         return who + " writes to " + theirs.string() + "; delete that run first, or remove the folder yourself";
     }
     if (const std::string from = text(cfg.value("model", nlohmann::json::object()), "checkpoint"); !from.empty())

@@ -250,6 +250,54 @@ std::pair<uint64_t, uint64_t> file_identity(const std::string& path) {
 }
 }  // namespace
 
+namespace {
+
+// Whether the file at path may become (or is) a workspace, before anything is written to it:
+// false when it carries the workspace mark already, true when it is empty or a workspace from
+// before the mark (a runs table of ours, its columns, at one of our schema versions: MLflow's
+// mlflow.db has a runs table too). Another program's file throws, untouched.
+bool workspace_to_mark(sql::Database& db, const std::string& path) {
+  try {
+    const int64_t app = db.query_int("PRAGMA application_id");
+    if (app == RunStore::kApplicationId) return false;
+    if (app != 0) {
+      char id[16];
+      std::snprintf(id, sizeof id, "0x%08llx", static_cast<unsigned long long>(static_cast<uint32_t>(app)));
+      throw Error("workspace " + path + " is another program's SQLite database (its application_id is " + id +
+                  "); GANPO Workbench changed nothing in it. Choose another file with --db FILE");
+    }
+    sql::Statement tables(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                              "ORDER BY name = 'runs' DESC, name LIMIT 4");
+    std::vector<std::string> names;
+    while (tables.step()) names.push_back(tables.col_text(0));
+    if (names.empty()) return true;
+    const auto ours_unmarked = [&] {
+      const int64_t version = db.query_int("PRAGMA user_version");
+      if (names.front() != "runs" || version < 1 || version > RunStore::kSchemaVersion) return false;
+      try {
+        sql::Statement columns(db, "SELECT id, name, status, stage, config_json, worker_pid FROM runs LIMIT 0");
+        return true;
+      } catch (const sql::SqliteError&) {
+        return false;
+      }
+    };
+    if (ours_unmarked()) return true;
+    std::string list;
+    for (std::string& n : names) {
+      for (char& c : n)
+        if (c < 0x20 || c > 0x7e) c = '?';
+      list += (list.empty() ? "" : ", ") + n.substr(0, 40);
+    }
+    throw Error("workspace " + path + " is an SQLite database of another program (tables " + list +
+                (names.size() == 4 ? ", ..." : "") + "); GANPO Workbench changed nothing in it. Choose another file "
+                "with --db FILE");
+  } catch (const sql::SqliteError& e) {
+    throw Error("workspace " + path + " cannot be read (" + e.what() + "); restore a backup or move it aside");
+  }
+}
+
+}  // namespace
+
 RunStore RunStore::open(const std::string& path) {
   fs::path p(path);
   if (p.has_parent_path()) {
@@ -289,7 +337,8 @@ RunStore RunStore::open(const std::string& path) {
     try {
       db.check(rc, "cannot read workspace");
     } catch (const Error& e) {
-      throw Error(std::string(e.what()) + "; check that the file and its folder are readable and writable (SQLite keeps its -wal and -shm files beside the file)");
+      throw Error(std::string(e.what()) + "; check that the file and its folder are readable and writable "
+                                          "(SQLite keeps its -wal and -shm files beside the file)");
     }
   }
 
@@ -317,48 +366,7 @@ RunStore RunStore::open(const std::string& path) {
   }
 
   // Whose file it is, before anything is written to it (the WAL switch below rewrites its header).
-  bool mark = false;
-  try {
-    const int64_t app = db.query_int("PRAGMA application_id");
-    if (app != kApplicationId) {
-      if (app != 0) {
-        char id[16];
-        std::snprintf(id, sizeof id, "0x%08llx", static_cast<unsigned long long>(static_cast<uint32_t>(app)));
-        throw Error("workspace " + path + " is another program's SQLite database (its application_id is " + id +
-                    "); GANPO Workbench changed nothing in it. Choose another file with --db FILE");
-      }
-      sql::Statement tables(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-                                "ORDER BY name = 'runs' DESC, name LIMIT 4");
-      std::vector<std::string> names;
-      while (tables.step()) names.push_back(tables.col_text(0));
-      // A workspace from before the mark: a runs table of ours (its columns) at one of our schema
-      // versions. MLflow's mlflow.db has a runs table too.
-      const auto ours_unmarked = [&] {
-        const int64_t version = db.query_int("PRAGMA user_version");
-        if (names.front() != "runs" || version < 1 || version > kSchemaVersion) return false;
-        try {
-          sql::Statement columns(db, "SELECT id, name, status, stage, config_json, worker_pid FROM runs LIMIT 0");
-          return true;
-        } catch (const sql::SqliteError&) {
-          return false;
-        }
-      };
-      if (!names.empty() && !ours_unmarked()) {
-        std::string list;
-        for (std::string& n : names) {
-          for (char& c : n)
-            if (c < 0x20 || c > 0x7e) c = '?';
-          list += (list.empty() ? "" : ", ") + n.substr(0, 40);
-        }
-        throw Error("workspace " + path + " is an SQLite database of another program (tables " + list +
-                    (names.size() == 4 ? ", ..." : "") +
-                    "); GANPO Workbench changed nothing in it. Choose another file with --db FILE");
-      }
-      mark = true;  // new, or a workspace from before the mark
-    }
-  } catch (const sql::SqliteError& e) {
-    throw Error("workspace " + path + " cannot be read (" + e.what() + "); restore a backup or move it aside");
-  }
+  const bool mark = workspace_to_mark(db, path);
 
   RunStore store(std::move(db));
   store.file_id_ = file_identity(path);

@@ -787,9 +787,9 @@ void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
       this,
       [deletable, with_files, logs_dir](RunStore& s) {
         QStringList problems;
+        const std::set<int64_t> together(deletable.begin(), deletable.end());  // none keeps another's folder
         for (int64_t id : deletable) {
-          const RemoveRunResult r =
-              RunService(s).remove(id, with_files, logs_dir, std::set<int64_t>(deletable.begin(), deletable.end()));
+          const RemoveRunResult r = RunService(s).remove(id, with_files, logs_dir, together);
           if (!r.refused.empty()) problems << QString::fromStdString(r.refused);
           if (!r.folder_kept.empty())
             problems << QString("kept %1: %2").arg(QString::fromStdString(r.output_dir), QString::fromStdString(r.folder_kept));

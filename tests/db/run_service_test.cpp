@@ -228,6 +228,17 @@ TEST_F(RunServiceTest, RemoveKeepsAFolderAnotherRunTheWorkspaceOrALinkStillUses)
   EXPECT_NE(r.folder_kept.find("writes to " + clone.output_dir), std::string::npos) << r.folder_kept;
   EXPECT_TRUE(fs::exists(dir_ / "runs" / "exp"));
 
+  // A run inside another's folder (that one's output_dir = "." around it) is its own to delete.
+  RunConfig outer, inner;
+  outer.output_dir = (dir_ / "outer").string();
+  inner.output_dir = (dir_ / "outer" / "inner").string();
+  run_folder(outer.output_dir);
+  run_folder(inner.output_dir);
+  service.create(outer);
+  r = service.remove(service.create(inner), true);
+  EXPECT_TRUE(r.folder_removed) << r.folder_kept;
+  EXPECT_TRUE(fs::exists(fs::path(outer.output_dir) / "config.toml"));
+
   // A link: removing it would free nothing; what it points to stays.
   RunConfig linked;
   linked.output_dir = (dir_ / "link").string();
