@@ -183,11 +183,12 @@ StudyCounts study_counts(RunStore& store, int64_t study_id) {
     }
   }
   // Queued runs that can never start: something they start from, however many stages up, is
-  // finished without completing.
+  // finished without completing, or was deleted.
   sql::Statement blocked(store.database(),
                          "WITH RECURSIVE dead(id) AS ("
                          "  SELECT id FROM runs WHERE study_id = ?1 AND "
-                         "    (status = 'stopped' OR (status = 'failed' AND attempts >= ?2)) "
+                         "    (status = 'stopped' OR (status = 'failed' AND attempts >= ?2) "
+                         "     OR (depends_on IS NOT NULL AND depends_on NOT IN (SELECT id FROM runs))) "
                          "  UNION SELECT r.id FROM runs r JOIN dead ON r.depends_on = dead.id "
                          "    WHERE r.status = 'queued' AND r.worker_pid IS NULL) "
                          "SELECT COUNT(*) FROM runs WHERE id IN (SELECT id FROM dead) AND status = 'queued'");

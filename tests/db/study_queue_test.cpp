@@ -95,4 +95,10 @@ TEST_F(StudyQueueStore, BlockedRunsCountEveryStageDownAndResumeRequeuesStoppedRu
   EXPECT_EQ(c.stopped, 0);
   EXPECT_EQ(c.blocked, 0);
   EXPECT_EQ(next_study_run(store, study), ids[0]) << "the stopped stage is started again";
+
+  // The first stage deleted (its dependents were stopped, so the delete was allowed): the
+  // requeued runs after it can never start, and are counted blocked, not queued.
+  store.delete_run(ids[0]);
+  EXPECT_EQ(study_counts(store, study).blocked, 5);
+  EXPECT_FALSE(next_study_run(store, study).has_value());
 }
