@@ -453,12 +453,16 @@ TEST_F(RunStoreTest, NanValuesStayVisibleInSeries) {
   EXPECT_TRUE(std::isnan(points[1].value));
   EXPECT_DOUBLE_EQ(points[2].value, 0.5);
 
-  auto one = store.decimated_series(id, "loss", 1, 4, 1);
-  ASSERT_EQ(one.size(), 1u);
-  EXPECT_EQ(one[0].count, 2);
-  EXPECT_EQ(one[0].nan_count, 2);
-  EXPECT_DOUBLE_EQ(one[0].min, 0.5);
-  EXPECT_DOUBLE_EQ(one[0].max, 0.7);
+  // The one bucket over [lo, hi]: its finite count, non-finite count, min and max.
+  const auto expect_one_bucket = [&](int64_t lo, int64_t hi, int64_t count, int64_t nans, double min, double max) {
+    const auto b = store.decimated_series(id, "loss", lo, hi, 1);
+    ASSERT_EQ(b.size(), 1u);
+    EXPECT_EQ(b[0].count, count);
+    EXPECT_EQ(b[0].nan_count, nans);
+    EXPECT_DOUBLE_EQ(b[0].min, min);
+    EXPECT_DOUBLE_EQ(b[0].max, max);
+  };
+  expect_one_bucket(1, 4, 2, 2, 0.5, 0.7);
 
   auto per_step = store.decimated_series(id, "loss", 1, 4, 4);
   ASSERT_EQ(per_step.size(), 4u);  // a bucket holding only NaN is still returned
@@ -470,11 +474,6 @@ TEST_F(RunStoreTest, NanValuesStayVisibleInSeries) {
   const double inf = std::numeric_limits<double>::infinity();
   store.append_metrics({{0, id, 5, "loss", inf, 1.0, std::nullopt}, {0, id, 6, "loss", 0.6, 1.0, std::nullopt},
                         {0, id, 7, "loss", -inf, 1.0, std::nullopt}});
-  auto with_inf = store.decimated_series(id, "loss", 5, 7, 1);
-  ASSERT_EQ(with_inf.size(), 1u);
-  EXPECT_EQ(with_inf[0].count, 1);
-  EXPECT_EQ(with_inf[0].nan_count, 2);
-  EXPECT_DOUBLE_EQ(with_inf[0].min, 0.6);
-  EXPECT_DOUBLE_EQ(with_inf[0].max, 0.6);
-  EXPECT_TRUE(std::isnan(with_inf[0].last)) << "the last step's value is -Inf";
+  expect_one_bucket(5, 7, 1, 2, 0.6, 0.6);
+  EXPECT_TRUE(std::isnan(store.decimated_series(id, "loss", 5, 7, 1).at(0).last)) << "the last step's value is -Inf";
 }
