@@ -24,6 +24,7 @@
 #include <QStatusBar>
 #include <QSystemTrayIcon>
 #include <QTableView>
+#include <QStackedWidget>
 #include <QTabWidget>
 #include <QToolBar>
 #include <QVBoxLayout>
@@ -47,6 +48,7 @@
 #include "ui/run_presets.h"
 #include "ui/study_dialog.h"
 #include "ui/study_view.h"
+#include "ui/welcome_pane.h"
 #include "ui/worker_launcher.h"
 
 namespace ganpo::ui {
@@ -205,6 +207,7 @@ void MainWindow::buildLayout() {
     w->deleteLater();
   });
   connect(tabs_, &QTabWidget::currentChanged, this, [this](int index) {
+    right_->setCurrentWidget(tabs_->count() > 0 ? static_cast<QWidget*>(tabs_) : welcome_);
     for (int i = 0; i < tabs_->count(); ++i)
       if (auto* tab = qobject_cast<RunTab*>(tabs_->widget(i))) tab->setLive(i == index);
     // (Not for a tab that opened on its own, a pipeline's next stage: the user's row stays.)
@@ -214,9 +217,19 @@ void MainWindow::buildLayout() {
     updateStatusBar();
   });
 
+  welcome_ = new WelcomePane(this);
+  connect(welcome_, &WelcomePane::demoRequested, this, [this] { openNewRunDialog("demo"); });
+  connect(welcome_, &WelcomePane::newRunRequested, this, [this] { openNewRunDialog(); });
+  connect(welcome_, &WelcomePane::newStudyRequested, this, [this] { openStudyDialog(); });
+  connect(welcome_, &WelcomePane::studiesRequested, this, &MainWindow::chooseStudy);
+  right_ = new QStackedWidget(this);
+  right_->addWidget(welcome_);
+  right_->addWidget(tabs_);
+  right_->setCurrentWidget(welcome_);
+
   splitter_ = new QSplitter(this);
   splitter_->addWidget(left);
-  splitter_->addWidget(tabs_);
+  splitter_->addWidget(right_);
   splitter_->setStretchFactor(0, 2);
   splitter_->setStretchFactor(1, 3);
   setCentralWidget(splitter_);
@@ -291,6 +304,7 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
   if (newest > last_poll_time_) last_poll_time_ = newest;
   model_->retain(ids);
   model_->upsert(changed);
+  welcome_->setRunCount(model_->rowCount());
   // Tabs asked for before the run was listed: now with its name and config.
   for (auto it = open_when_listed_.begin(); it != open_when_listed_.end();)
     if (model_->entry(*it)) {

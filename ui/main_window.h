@@ -26,6 +26,7 @@ class QLabel;
 class QLineEdit;
 class QProgressBar;
 class QSplitter;
+class QStackedWidget;
 class QSystemTrayIcon;
 class QTableView;
 class QTabWidget;
@@ -33,6 +34,7 @@ class QTabWidget;
 namespace ganpo::ui {
 
 class CompareView;
+class WelcomePane;
 class StudyView;
 class RunListModel;
 class RunListProxy;
@@ -141,6 +143,8 @@ private:
   QLineEdit* filter_ = nullptr;
   QLabel* filter_error_ = nullptr;
   QTabWidget* tabs_ = nullptr;
+  QStackedWidget* right_ = nullptr;  // the tabs, or the welcome pane while none is open
+  WelcomePane* welcome_ = nullptr;
   QSplitter* splitter_ = nullptr;
   QLabel* workspace_label_ = nullptr;  // shown while the workspace cannot be used
   QString workspace_problem_;

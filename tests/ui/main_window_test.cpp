@@ -29,6 +29,7 @@
 #include "core/study_spec.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
+#include "screenshot_test_support.h"
 #include "tests/support/file_size_limit.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
@@ -39,6 +40,7 @@
 #include "ui/store_worker.h"
 #include "ui/study_dialog.h"
 #include "ui/study_view.h"
+#include "ui/welcome_pane.h"
 #include "ui/worker_launcher.h"
 
 namespace fs = std::filesystem;
@@ -215,6 +217,40 @@ TEST(RunFilterTest, BadTermsSayWhyAndMatchEverything) {
   EXPECT_NE(ambiguous.error().indexOf("'max_new_tokens' is ambiguous; write its section, e.g. "), -1)
       << ambiguous.error().toStdString();
   EXPECT_TRUE(ambiguous.matches(r, config)) << "an invalid filter hides nothing";
+}
+
+// UX.md "First run": the empty right-hand pane of a fresh window says what to do next, as buttons
+// that do it; it gives way to the tabs and comes back when the last one is closed.
+TEST_F(MainWindowTest, AFreshWindowSaysWhatToDoNext) {
+  auto w = window();
+  auto* welcome = w->findChild<WelcomePane*>("welcome-pane");
+  ASSERT_NE(welcome, nullptr);
+  EXPECT_TRUE(welcome->isVisible());
+  EXPECT_TRUE(welcome->hintText().isEmpty()) << "no run to open yet";
+  QPushButton* demo = nullptr;
+  for (QPushButton* b : welcome->findChildren<QPushButton*>())
+    if (b->text().startsWith("Try the demo")) demo = b;
+  ASSERT_NE(demo, nullptr);
+  std::string preset_name;
+  auto seen = when_modal<NewRunDialog>(w.get(), [&](NewRunDialog* d) {
+    preset_name = d->config().name;
+    d->reject();
+  });
+  demo->click();  // the dialog's exec() runs the check, then returns
+  EXPECT_TRUE(*seen);
+  EXPECT_EQ(preset_name, "demo") << "the demo preset is chosen";
+  ganpo::ui::testing::save_for_review(w->grab().toImage(), "main-window-welcome.png");
+
+  const int64_t id = stored_run();
+  ASSERT_TRUE(pump_seconds_until([&] { return !welcome->hintText().isEmpty(); }, 20));
+  EXPECT_TRUE(welcome->hintText().startsWith("This workspace has 1 run:")) << welcome->hintText().toStdString();
+  ASSERT_NE(w->openRunTab(id), nullptr);
+  EXPECT_FALSE(welcome->isVisible());
+  auto* tabs = w->findChild<QTabWidget*>();
+  ASSERT_NE(tabs, nullptr);
+  EXPECT_TRUE(tabs->isVisible());
+  Q_EMIT tabs->tabCloseRequested(0);
+  EXPECT_TRUE(welcome->isVisible()) << "the last tab closed: the pane is back";
 }
 
 TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
