@@ -14,6 +14,7 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss, bool total_i
     const char* id;
     const char* title;
     bool bce;
+    bool zero_line = false;
   };
   static const Entry entries[] = {
       {"loss", "Preference", "loss", "Loss", false},
@@ -33,6 +34,8 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss, bool total_i
       {"critic/loss_rejected", "Adversarial", "critic_loss", "Critic losses", true},
       {"critic/acc_chosen", "Adversarial", "critic_acc", "Critic accuracy", false},
       {"critic/acc_rejected", "Adversarial", "critic_acc", "Critic accuracy", false},
+      {kEmaGapChosenKey, "Adversarial", "ema_gap", "EMA score gaps (reference \u2212 policy)", false, true},
+      {kEmaGapRejectedKey, "Adversarial", "ema_gap", "EMA score gaps (reference \u2212 policy)", false, true},
       {"ema/", "Adversarial", "ema", "EMA critic scores", false},
       {"learning_rate", "Optimisation", "lr", "Learning rate", false},
       {"critic/learning_rate", "Optimisation", "critic_lr", "Critic learning rate", false},
@@ -58,7 +61,7 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss, bool total_i
     const QString p = QString::fromUtf8(e.prefix);
     const bool match = p.endsWith('/') || p.endsWith('_') ? key.startsWith(p) : key == p;
     if (match) {
-      ChartSpec spec{e.group, e.id, QString::fromUtf8(e.title), e.bce, order};
+      ChartSpec spec{e.group, e.id, QString::fromUtf8(e.title), e.bce, order, e.zero_line};
       // The base loss is a BCE only for sigmoid DPO (and so is the total when it is the base alone).
       if (spec.id == "opo_loss") spec.bce = sigmoid_loss;
       if (spec.id == "loss") spec.bce = sigmoid_loss && total_is_base;

@@ -15,10 +15,14 @@ struct ChartSpec {
   QString title;     // what the chart says on top
   bool bce = false;  // values are binary cross-entropies: draw the ln 2 chance line
   int order = 0;     // position inside the group
+  bool zero_line = false;  // differences whose 0 means "no difference": draw a line at 0
 };
 
-// Derived series computed by the dashboard (not stored): lambda * adv/loss / loss.
+// Derived series computed by the dashboard (not stored; derived_series.h): lambda * adv/loss /
+// loss, and the EMA score gaps mu_w[A] - mu_w[P] and mu_l[B] - mu_l[P].
 inline const char* const kAdvShareKey = "adv/lambda_share";
+inline const char* const kEmaGapChosenKey = "ema_gap/chosen";
+inline const char* const kEmaGapRejectedKey = "ema_gap/rejected";
 
 // The chart a metric key is drawn in. sigmoid_loss: the run's base loss is sigmoid DPO (its
 // loss chart is BCE-valued then); total_is_base: the total loss is the base loss alone (a

@@ -18,6 +18,10 @@ void apply_chart_palette(QCustomPlot* plot, const QPalette& pal, QCPTextElement*
   plot->legend->setBrush(fill);
   plot->legend->setBorderPen(QPen(grid));
   plot->legend->setTextColor(text);
+  // A selected curve's entry is bold (set by the chart), not boxed and recoloured.
+  plot->legend->setSelectedTextColor(text);
+  plot->legend->setSelectedIconBorderPen(Qt::NoPen);
+  plot->legend->setSelectedBorderPen(QPen(grid));
 }
 
 }  // namespace ganpo::ui

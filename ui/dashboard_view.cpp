@@ -9,6 +9,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QLabel>
+#include <QMenu>
 #include <QMessageBox>
 #include <QPageSize>
 #include <QPainter>
@@ -23,11 +24,13 @@
 
 #include "ui/curve_health.h"
 #include "ui/metric_chart.h"
+#include "ui/run_list_model.h"
 #include "ui/store_worker.h"
 
 namespace ganpo::ui {
 namespace {
 constexpr int kColumns = 2;
+constexpr int kOverlayMenuRuns = 40;  // the newest runs offered in the overlay menu
 constexpr int kChartHeight = 250;
 constexpr int kHealthBand = 36;  // height of the health line in exported images
 }  // namespace
@@ -62,6 +65,9 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
   controls->addStretch(1);
   points_label_ = new QLabel("0 points");
   controls->addWidget(points_label_);
+  overlay_button_ = new QPushButton("Overlay runs...");
+  overlay_button_->setToolTip("Draw other runs of the workspace over these charts (dashed, in their run-list colour)");
+  controls->addWidget(overlay_button_);
   auto* export_button = new QPushButton("Export...");
   export_button->setToolTip("Save the whole dashboard as PNG, SVG or PDF");
   controls->addWidget(export_button);
@@ -112,6 +118,7 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
   connect(log_check_, &QCheckBox::toggled, this, &DashboardView::setLogY);
   connect(reset, &QPushButton::clicked, this, &DashboardView::resetZoom);
   connect(export_button, &QPushButton::clicked, this, &DashboardView::exportDialog);
+  connect(overlay_button_, &QPushButton::clicked, this, &DashboardView::showOverlayMenu);
 
   // The config first (queries run in order), so the first batch already knows the loss type.
   if (store_) {
@@ -129,11 +136,26 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
   feed_->pollNow();
 }
 
+struct DashboardView::Overlay {
+  int64_t run_id = 0;
+  QString label;  // "#12 name"
+  QColor color;
+  MetricFeed* feed = nullptr;
+  std::optional<double> wall_origin;  // its first row's time: its wall-time 0
+  DerivedContext derived_context;
+  std::vector<StepJoin> derived_joins;
+  MetricBatch waiting;  // points of keys this run has no chart for (yet)
+};
+
 DashboardView::~DashboardView() { qDeleteAll(groups_); }
 
 void DashboardView::setLive(bool live) {
   feed_->setLive(live);
   if (!live) feed_->pollNow();  // whatever was written last still arrives
+  for (auto& [id, o] : overlays_) {
+    o->feed->setLive(live);
+    if (!live) o->feed->pollNow();
+  }
 }
 
 bool DashboardView::isLive() const { return feed_->isLive(); }
@@ -158,7 +180,7 @@ void DashboardView::onConfig(const QString& config_json) {
   const QJsonObject objective = cfg.value("objective").toObject();
   const QJsonObject ganpo = cfg.value("ganpo").toObject();
   if (objective.contains("loss_type")) sigmoid_loss_ = objective.value("loss_type").toString() == "sigmoid";
-  if (ganpo.contains("adv_weight")) adv_weight_ = ganpo.value("adv_weight").toDouble(1.0);
+  if (ganpo.contains("adv_weight")) derived_context_.adv_weight = ganpo.value("adv_weight").toDouble(1.0);
   total_is_base_ = cfg.value("stage").toString() == "preference" && !ganpo.value("enabled").toBool(true) &&
                    objective.value("rpo_alpha").toDouble(0.0) == 0.0;
   const auto ln2_if = [](bool bce) { return bce ? std::optional<double>(std::log(2.0)) : std::nullopt; };
@@ -178,6 +200,7 @@ MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
     chart->setLogY(log_y_);
     if (wall_origin_) chart->setWallOrigin(*wall_origin_);
     if (spec.bce) chart->setReferenceLine(std::log(2.0));
+    if (spec.zero_line) chart->setReferenceLine(0.0);
     by_id_.insert(spec.id, chart);
     Group* g = groups_.value(spec.group);
     g->charts[{spec.order, spec.id}] = chart;
@@ -193,6 +216,13 @@ MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
   }
   chart->addSeries(key, derived);
   by_key_.insert(key, chart);
+  // Overlaid runs' points of this key that came before this run logged it.
+  for (auto& [id, o] : overlays_)
+    if (auto w = o->waiting.find(key.toStdString()); w != o->waiting.end()) {
+      const auto points = std::move(w->second);
+      o->waiting.erase(w);
+      chart->appendOverlayPoints(o->run_id, o->label, o->color, o->wall_origin.value_or(0), key, points);
+    }
   return chart;
 }
 
@@ -215,41 +245,127 @@ void DashboardView::onBatch(const MetricBatch& batch) {
 
 void DashboardView::onReadingAgain() {
   for (MetricChart* c : by_id_) c->forgetPoints();
-  pending_adv_.clear();
-  pending_loss_.clear();
+  for (StepJoin& join : derived_joins_) join.clear();
 }
 
-// lambda * adv/loss / loss per step: how much of the objective the regularizer contributes.
+// Curves computed from logged ones (derived_series.h), as their inputs' steps complete. A step
+// written again (a rewound run) replaces its point in the chart.
 void DashboardView::appendDerived(const MetricBatch& batch) {
-  auto adv = batch.find("adv/loss");
-  auto loss = batch.find("loss");
-  if (adv == batch.end() && pending_adv_.empty()) return;
-  if (adv != batch.end())
-    for (const auto& p : adv->second) pending_adv_[p.step] = p;
-  if (loss != batch.end())
-    for (const auto& p : loss->second)
-      if (!pending_adv_.empty() || adv != batch.end()) pending_loss_[p.step] = p;
-  std::vector<MetricPoint> out;
-  for (auto it = pending_adv_.begin(); it != pending_adv_.end();) {
-    auto l = pending_loss_.find(it->first);
-    if (l == pending_loss_.end()) {
-      ++it;
-      continue;
-    }
-    MetricPoint p = it->second;
-    p.value = adv_weight_ * it->second.value / l->second.value;
-    out.push_back(p);  // a step written again (a rewound run) replaces its point in the chart
-    pending_loss_.erase(l);
-    it = pending_adv_.erase(it);
+  for (const auto& [key, points] : derive_points(batch, derived_joins_, derived_context_)) {
+    const QString k = QString::fromStdString(key);
+    chartFor(k, true)->appendPoints(k, points);
   }
-  // Loss rows whose adv partner is long gone (older than any pending adv row) are dropped.
-  while (!pending_loss_.empty() && !pending_adv_.empty() && pending_loss_.begin()->first < pending_adv_.begin()->first)
-    pending_loss_.erase(pending_loss_.begin());
-  if (pending_adv_.empty()) pending_loss_.clear();
-  if (!out.empty()) {
-    const QString key = QString::fromUtf8(kAdvShareKey);
-    chartFor(key, true)->appendPoints(key, out);
+}
+
+// ---- overlays ----------------------------------------------------------------------------------
+
+void DashboardView::addOverlay(int64_t run_id) {
+  if (run_id == run_id_ || overlays_.count(run_id) || !store_) return;
+  auto o = std::make_unique<Overlay>();
+  o->run_id = run_id;
+  o->label = QString("#%1").arg(run_id);
+  o->color = run_color(run_id);
+  Overlay* raw = o.get();
+  overlays_[run_id] = std::move(o);
+  // Its name and lambda first (queries run in order), so its first points are labelled.
+  store_->query<std::optional<RunRow>>(
+      this, [run_id](RunStore& s) { return s.run(run_id); },
+      [this, run_id, raw](std::optional<RunRow> row) {
+        if (!overlays_.count(run_id) || overlays_.at(run_id).get() != raw) return;  // removed meanwhile
+        if (!row) {
+          removeOverlay(run_id);  // deleted since the menu listed it
+          return;
+        }
+        raw->label = QString("#%1 %2").arg(run_id).arg(QString::fromStdString(row->name));
+        const QJsonObject ganpo =
+            QJsonDocument::fromJson(QByteArray::fromStdString(row->config_json)).object().value("ganpo").toObject();
+        raw->derived_context.adv_weight = ganpo.value("adv_weight").toDouble(1.0);
+      },
+      [](QString) {});
+  raw->feed = new MetricFeed(store_, run_id, this);
+  connect(raw->feed, &MetricFeed::pointsArrived, this, [this, raw](const MetricBatch& batch) { onOverlayBatch(*raw, batch); });
+  connect(raw->feed, &MetricFeed::readingAgain, this, [this, raw] {
+    for (MetricChart* c : by_id_) c->forgetOverlayPoints(raw->run_id);
+    raw->waiting.clear();
+    for (StepJoin& join : raw->derived_joins) join.clear();
+  });
+  raw->feed->setLive(isLive());
+  raw->feed->pollNow();
+}
+
+void DashboardView::removeOverlay(int64_t run_id) {
+  auto it = overlays_.find(run_id);
+  if (it == overlays_.end()) return;
+  it->second->feed->deleteLater();  // a query in flight answers nobody
+  it->second->feed->disconnect(this);
+  overlays_.erase(it);
+  for (MetricChart* c : by_id_) c->removeOverlay(run_id);
+}
+
+std::vector<int64_t> DashboardView::overlays() const {
+  std::vector<int64_t> ids;
+  for (const auto& [id, o] : overlays_) ids.push_back(id);
+  return ids;
+}
+
+int64_t DashboardView::overlayPointsLoaded(int64_t run_id) const {
+  auto it = overlays_.find(run_id);
+  return it == overlays_.end() ? -1 : it->second->feed->rowsLoaded();
+}
+
+void DashboardView::onOverlayBatch(Overlay& o, const MetricBatch& batch) {
+  if (!o.wall_origin)
+    for (const auto& [key, points] : batch)
+      for (const MetricPoint& p : points) o.wall_origin = std::min(o.wall_origin.value_or(p.wall_time), p.wall_time);
+  for (const auto& [key, points] : batch) drawOverlayPoints(o, key, points);
+  for (const auto& [key, points] : derive_points(batch, o.derived_joins, o.derived_context)) drawOverlayPoints(o, key, points);
+}
+
+void DashboardView::drawOverlayPoints(Overlay& o, const std::string& key, const std::vector<MetricPoint>& points) {
+  const QString k = QString::fromStdString(key);
+  if (MetricChart* c = chart(k)) {
+    c->appendOverlayPoints(o.run_id, o.label, o.color, o.wall_origin.value_or(0), k, points);
+    return;
   }
+  auto& waiting = o.waiting[key];
+  // A step written again replaces the waiting points from it on, as a chart would.
+  if (!points.empty())
+    while (!waiting.empty() && waiting.back().step >= points.front().step) waiting.pop_back();
+  waiting.insert(waiting.end(), points.begin(), points.end());
+}
+
+// The newest runs of the workspace, each checkable; built when the answer comes, under the button.
+void DashboardView::showOverlayMenu() {
+  if (!store_) return;
+  store_->query<std::vector<RunRow>>(
+      this, [](RunStore& s) { return s.runs(); },
+      [this](std::vector<RunRow> runs) {
+        auto* menu = new QMenu(this);
+        menu->setAttribute(Qt::WA_DeleteOnClose);
+        std::sort(runs.begin(), runs.end(), [](const RunRow& a, const RunRow& b) { return a.id > b.id; });
+        int listed = 0;
+        for (const RunRow& r : runs) {
+          if (r.id == run_id_ || listed == kOverlayMenuRuns) continue;
+          ++listed;
+          QPixmap swatch(12, 12);
+          swatch.fill(run_color(r.id));
+          QAction* a = menu->addAction(QIcon(swatch), QString("#%1 %2 (%3)").arg(r.id).arg(QString::fromStdString(r.name),
+                                                                                    QString::fromUtf8(to_string(r.status))));
+          a->setCheckable(true);
+          a->setChecked(overlays_.count(r.id) > 0);
+          const int64_t id = r.id;
+          connect(a, &QAction::toggled, this, [this, id](bool on) { on ? addOverlay(id) : removeOverlay(id); });
+        }
+        if (listed == 0) menu->addAction("No other runs in this workspace")->setEnabled(false);
+        if (!overlays_.empty()) {
+          menu->addSeparator();
+          menu->addAction("Remove every overlay", this, [this] {
+            for (int64_t id : overlays()) removeOverlay(id);
+          });
+        }
+        menu->popup(overlay_button_->mapToGlobal(QPoint(0, overlay_button_->height())));
+      },
+      [this](QString message) { health_label_->setText("Cannot list the workspace's runs: " + message); });
 }
 
 void DashboardView::updateHealth() {

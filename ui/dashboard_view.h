@@ -2,8 +2,9 @@
 // grouped as UX.md lists them (Preference, Adversarial, Optimisation, System, Other; only the
 // charts whose metrics the run has), fed by a MetricFeed that polls the store a few times a second
 // through the StoreWorker. Above the charts: the controls shared by every chart (x axis, smoothing,
-// log y, reset zoom, export) and a health line that reads the curves (curve_health.h). The UI
-// thread never waits on the database.
+// log y, reset zoom, overlay of other runs, export) and a health line that reads the curves
+// (curve_health.h). An overlaid run is read by a feed of its own and drawn, dashed in its run-list
+// colour, on the charts of the keys this run logs too. The UI thread never waits on the database.
 #pragma once
 
 #include <QHash>
@@ -13,13 +14,17 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
+#include <vector>
 
 #include "ui/chart_catalog.h"
 #include "ui/chart_series.h"
+#include "ui/derived_series.h"
 #include "ui/metric_feed.h"
 
 class QCheckBox;
+class QPushButton;
 class QComboBox;
 class QGridLayout;
 class QLabel;
@@ -63,6 +68,15 @@ public:
   // The whole dashboard as .png, .svg or .pdf (by suffix).
   bool exportDashboard(const QString& path);
 
+  // Another run of the workspace drawn over this run's charts (its derived curves too); read
+  // while this dashboard is live, like this run. This run itself, or a run already overlaid, is
+  // left as it is.
+  void addOverlay(int64_t run_id);
+  void removeOverlay(int64_t run_id);
+  std::vector<int64_t> overlays() const;
+  // Metric rows of an overlaid run received so far (-1 when it is not overlaid).
+  int64_t overlayPointsLoaded(int64_t run_id) const;
+
 Q_SIGNALS:
   void pointsLoadedChanged(qint64 points);
   void healthChanged(const QString& text);
@@ -79,6 +93,10 @@ private:
   MetricChart* chartFor(const QString& key, bool derived);
   void appendDerived(const MetricBatch& batch);
   void updateHealth();
+  struct Overlay;
+  void onOverlayBatch(Overlay& o, const MetricBatch& batch);
+  void drawOverlayPoints(Overlay& o, const std::string& key, const std::vector<MetricPoint>& points);
+  void showOverlayMenu();
   void exportDialog();
   void paintDashboard(QPainter& painter, bool vector);
 
@@ -90,7 +108,7 @@ private:
   bool log_y_ = false;
   bool sigmoid_loss_ = true;
   bool total_is_base_ = false;  // a preference stage without GANPO or RPO: loss = the base loss
-  double adv_weight_ = 1.0;
+  DerivedContext derived_context_;  // lambda from the run's config
   QString health_ = "waiting for metrics";
 
   QComboBox* x_combo_ = nullptr;
@@ -98,6 +116,7 @@ private:
   QLabel* smoothing_label_ = nullptr;
   QCheckBox* log_check_ = nullptr;
   QLabel* points_label_ = nullptr;
+  QPushButton* overlay_button_ = nullptr;
   QLabel* health_label_ = nullptr;
   QScrollArea* scroll_ = nullptr;
   QWidget* content_ = nullptr;
@@ -106,9 +125,10 @@ private:
   QHash<QString, Group*> groups_;          // by group name
   QHash<QString, MetricChart*> by_key_;    // metric key -> chart
   QHash<QString, MetricChart*> by_id_;     // chart id -> chart
-  // Derived lambda * adv share: values waiting for their partner of the same step.
-  std::map<int64_t, MetricPoint> pending_loss_, pending_adv_;
+  // One per derived_curves() entry: the inputs' points waiting for the rest of their step.
+  std::vector<StepJoin> derived_joins_;
   std::optional<double> wall_origin_;  // the run's first row's wall time: every chart's time 0
+  std::map<int64_t, std::unique_ptr<Overlay>> overlays_;  // by run id
 };
 
 }  // namespace ganpo::ui

@@ -34,13 +34,16 @@ QString number(double v) {
   return QString::number(v, 'g', QLocale::FloatingPointShortest);
 }
 
-QString short_name(const QString& key) { return key; }
 
 }  // namespace
 
 struct MetricChart::Curve {
   QString key;
   bool derived = false;
+  int64_t run_id = 0;  // whose rows: the chart's run, or an overlaid one
+  QString run_label;   // "#12 name" on an overlaid run's curve; empty on the chart's own
+  double wall_origin = 0;  // an overlaid run's wall time 0 (its first row)
+  bool selected = false;   // clicked (or its legend entry): drawn bold, the rest dimmed
   QColor color;
   ChartSeries data;
   EmaState ema;
@@ -56,12 +59,16 @@ struct MetricChart::Curve {
   bool query_in_flight = false;
   bool requery = false;
   uint64_t generation = 0;  // bumped to drop an envelope answer that is no longer wanted
+
+  bool overlay() const { return !run_label.isEmpty(); }
+  QString name() const { return overlay() ? run_label + " " + key : key; }
 };
 
 MetricChart::MetricChart(StoreWorker* store, int64_t run_id, const QString& title, QWidget* parent)
     : QCustomPlot(parent), store_(store), run_id_(run_id), title_(title) {
   setMinimumSize(320, 220);
-  setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+  // A click selects a curve (or its legend entry); a drag still pans.
+  setInteractions(QCP::iRangeDrag | QCP::iRangeZoom | QCP::iSelectPlottables | QCP::iSelectLegend);
   setNoAntialiasingOnDrag(true);
   setPlottingHints(QCP::phCacheLabels | QCP::phFastPolylines);
   plotLayout()->insertRow(0);
@@ -81,6 +88,10 @@ MetricChart::MetricChart(StoreWorker* store, int64_t run_id, const QString& titl
   xAxis->setNumberFormat("gb");
   legend->setFont(tick_font);
   legend->setRowSpacing(0);
+  legend->setSelectableParts(QCPLegend::spItems);
+  QFont selected_font = tick_font;
+  selected_font.setBold(true);
+  legend->setSelectedFont(selected_font);
   title_element_ = title_element;
   applyPalette();
   axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
@@ -94,6 +105,7 @@ MetricChart::MetricChart(StoreWorker* store, int64_t run_id, const QString& titl
     (*g)->setLineStyle(QCPGraph::lsNone);
     (*g)->removeFromLegend();
     (*g)->setName("NaN / Inf");
+    (*g)->setSelectable(QCP::stNone);
   }
   nan_top_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssTriangleInverted, QPen(Qt::darkRed), QBrush(Qt::red), 9));
   nan_bottom_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssTriangle, QPen(Qt::darkRed), QBrush(Qt::red), 9));
@@ -112,13 +124,20 @@ MetricChart::MetricChart(StoreWorker* store, int64_t run_id, const QString& titl
   connect(this, &QCustomPlot::mouseWheel, this, [this] { user_zoomed_ = true; });
   connect(this, &QCustomPlot::mouseMove, this, &MetricChart::onMouseMove);
   connect(this, &QCustomPlot::mouseDoubleClick, this, [this] { resetZoom(); });
+  connect(this, &QCustomPlot::selectionChangedByUser, this, &MetricChart::onUserSelection);
 }
 
 MetricChart::~MetricChart() = default;
 
 MetricChart::Curve* MetricChart::find(const QString& key) const {
   for (const auto& c : curves_)
-    if (c->key == key) return c.get();
+    if (c->key == key && !c->overlay()) return c.get();
+  return nullptr;
+}
+
+MetricChart::Curve* MetricChart::findOverlay(int64_t run_id, const QString& key) const {
+  for (const auto& c : curves_)
+    if (c->key == key && c->overlay() && c->run_id == run_id) return c.get();
   return nullptr;
 }
 
@@ -126,7 +145,8 @@ bool MetricChart::hasSeries(const QString& key) const { return find(key) != null
 
 QStringList MetricChart::seriesKeys() const {
   QStringList keys;
-  for (const auto& c : curves_) keys << c->key;
+  for (const auto& c : curves_)
+    if (!c->overlay()) keys << c->key;
   return keys;
 }
 
@@ -137,14 +157,24 @@ const ChartSeries* MetricChart::series(const QString& key) const {
 
 void MetricChart::addSeries(const QString& key, bool derived) {
   if (find(key)) return;
-  auto c = std::make_unique<Curve>();
+  size_t own = 0;
+  for (const auto& c : curves_) own += c->overlay() ? 0 : 1;
+  makeCurve(key, derived, run_id_, QString(), kPalette[own % std::size(kPalette)]);
+}
+
+MetricChart::Curve& MetricChart::makeCurve(const QString& key, bool derived, int64_t run_id, const QString& run_label,
+                                           const QColor& color) {
+  auto c = std::make_shared<Curve>();
   c->key = key;
   c->derived = derived;
-  c->color = kPalette[curves_.size() % std::size(kPalette)];
+  c->run_id = run_id;
+  c->run_label = run_label;
+  c->color = color;
   auto make = [this](const QString& layer_name) {
     QCPGraph* g = addGraph();
     g->setLayer(layer_name);
     g->removeFromLegend();
+    g->setSelectable(QCP::stNone);
     return g;
   };
   c->env_min = make("faint");
@@ -153,35 +183,71 @@ void MetricChart::addSeries(const QString& key, bool derived) {
   c->tail = make("faint");
   c->raw = make("faint");
   c->smooth = make("main");
-  const QPen faint_pen(faint(c->color, 60), 1);
-  c->env_min->setPen(QPen(faint(c->color, 40), 1));
-  c->env_max->setPen(QPen(faint(c->color, 40), 1));
-  c->env_max->setBrush(QBrush(faint(c->color, 38)));
+  c->smooth->setSelectable(QCP::stWhole);
   c->env_max->setChannelFillGraph(c->env_min);
-  c->env_line->setPen(faint_pen);
-  c->tail->setPen(faint_pen);
-  c->raw->setPen(faint_pen);
-  c->smooth->setPen(QPen(c->color.darker(125), 1.8));
-  c->smooth->setName(short_name(key));
+  c->smooth->setName(c->name());
   for (QCPGraph* g : {c->env_min, c->env_max, c->env_line}) g->setVisible(false);
-  curves_.push_back(std::move(c));
+  curves_.push_back(c);
+  applyPens(*c);
   if (curves_.size() > 1) {
     legend->setVisible(true);
     for (const auto& k : curves_)
       if (!legend->hasItemWithPlottable(k->smooth)) k->smooth->addToLegend();
   }
+  return *c;
 }
 
-double MetricChart::xOf(const Curve& c, size_t i) const { return c.data.x_of(i, x_mode_, wall_origin_); }
+int MetricChart::dotAlpha(const Curve& c) { return c.overlay() ? 80 : 160; }
+
+// The chart's own curves in the palette, solid; an overlaid run's in its run-list colour, dashed
+// and fainter. While some curve is selected, the others step back.
+void MetricChart::applyPens(Curve& c) {
+  bool any_selected = false;
+  for (const auto& k : curves_) any_selected = any_selected || k->selected;
+  const bool dim = any_selected && !c.selected;
+  const int a = dim ? 2 : 5;  // alpha scale, in fifths
+  const int raw_alpha = (c.overlay() ? 35 : 60) * a / 5;
+  const QPen faint_pen(faint(c.color, raw_alpha), 1);
+  c.env_min->setPen(QPen(faint(c.color, 40 * a / 5), 1));
+  c.env_max->setPen(QPen(faint(c.color, 40 * a / 5), 1));
+  c.env_max->setBrush(QBrush(faint(c.color, (c.overlay() ? 22 : 38) * a / 5)));
+  c.env_line->setPen(faint_pen);
+  c.tail->setPen(faint_pen);
+  c.raw->setPen(faint_pen);
+  QColor line = c.overlay() ? c.color : c.color.darker(125);
+  if (dim) line.setAlpha(90);
+  c.smooth->setPen(QPen(line, c.overlay() ? 1.5 : 1.8, c.overlay() ? Qt::DashLine : Qt::SolidLine));
+  c.smooth->selectionDecorator()->setPen(QPen(c.color.darker(110), 3.0, c.overlay() ? Qt::DashLine : Qt::SolidLine));
+  if (c.raw->scatterStyle().shape() != QCPScatterStyle::ssNone)
+    c.raw->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, faint(c.color, dotAlpha(c) * a / 5), 4));
+}
+
+double MetricChart::xOf(const Curve& c, size_t i) const {
+  return c.data.x_of(i, x_mode_, c.overlay() ? c.wall_origin : wall_origin_);
+}
 
 void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint>& points) {
   if (points.empty()) return;
   if (!find(key)) addSeries(key);
-  Curve& c = *find(key);
   if (!have_origin_) {
     wall_origin_ = points.front().wall_time;
     have_origin_ = true;
   }
+  appendTo(*find(key), points);
+}
+
+void MetricChart::appendOverlayPoints(int64_t run_id, const QString& run_label, const QColor& color, double wall_origin,
+                                      const QString& key, const std::vector<MetricPoint>& points) {
+  if (points.empty()) return;
+  Curve* c = findOverlay(run_id, key);
+  if (!c) {
+    c = &makeCurve(key, false, run_id, run_label, color);
+    c->wall_origin = wall_origin;
+  }
+  appendTo(*c, points);
+}
+
+void MetricChart::appendTo(Curve& c, const std::vector<MetricPoint>& points) {
   QVector<double> xs, raw, smooth;
   xs.reserve(static_cast<int>(points.size()));
   raw.reserve(xs.capacity());
@@ -208,7 +274,7 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
     raw.push_back(finite ? p.value : std::numeric_limits<double>::quiet_NaN());  // a gap in the line
     smooth.push_back(smooth_next(c.ema, p.value, smoothing_));
     if (!finite) {
-      nan_marks_.push_back({key, p.step, p.value, x});
+      nan_marks_.push_back({&c, p.step, p.value, x});
       new_nan = true;
     }
   }
@@ -217,6 +283,7 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
   c.smooth->addData(xs, smooth, true);
   const bool first_rows = c.data.size() == static_cast<size_t>(xs.size());
   if (c.decimated) c.tail->addData(xs, raw, true);
+  keepSelection(c);
   if (new_nan) rebuildNanMarkers();
   if (!user_zoomed_) autoRange();
   scheduleDecimation(!first_rows);  // a first load gets its envelope without the live delay
@@ -229,7 +296,8 @@ void MetricChart::setWallOrigin(double wall_time) {
 }
 
 void MetricChart::forgetPoints() {
-  for (auto& c : curves_) forgetFrom(*c, std::numeric_limits<int64_t>::min());
+  for (auto& c : curves_)
+    if (!c->overlay()) forgetFrom(*c, std::numeric_limits<int64_t>::min());
   rebuildNanMarkers();
   if (!user_zoomed_) autoRange();
   requestReplot();
@@ -243,7 +311,7 @@ void MetricChart::forgetFrom(Curve& c, int64_t step) {
   c.data.wall_times.resize(keep);
   c.data.tokens.resize(keep);
   nan_marks_.erase(std::remove_if(nan_marks_.begin(), nan_marks_.end(),
-                                  [&](const NanMark& m) { return m.key == c.key && m.step >= step; }),
+                                  [&](const NanMark& m) { return m.curve == &c && m.step >= step; }),
                    nan_marks_.end());
   rebuildGraphs(c);  // raw and smooth from what is kept, the smoothing's state with them
   if (c.decimated) showRaw(c, static_cast<int64_t>(keep));  // the envelope is asked for again below
@@ -264,6 +332,7 @@ void MetricChart::rebuildGraphs(Curve& c) {
   }
   c.raw->setData(xs, raw, true);
   c.smooth->setData(xs, smooth, true);
+  keepSelection(c);
 }
 
 void MetricChart::rebuildNanMarkers() {
@@ -362,9 +431,8 @@ void MetricChart::setXAxisMode(XAxisMode mode) {
     c->env_hi = c->env_lo - 1;
   }
   for (auto& m : nan_marks_) {
-    const Curve* c = find(m.key);
-    auto [first, last] = c->data.index_range(m.step, m.step);
-    if (first < last) m.x = xOf(*c, first);
+    auto [first, last] = m.curve->data.index_range(m.step, m.step);
+    if (first < last) m.x = xOf(*m.curve, first);
   }
   rebuildNanMarkers();
   user_zoomed_ = false;
@@ -547,13 +615,18 @@ void MetricChart::requestEnvelope(Curve& c, int64_t lo, int64_t hi, int64_t buck
   }
   c.query_in_flight = true;
   const uint64_t generation = ++c.generation;
-  const int64_t run = run_id_;
+  const int64_t run = c.run_id;
   const std::string key = c.key.toStdString();
-  Curve* target = &c;  // curves live as long as the chart, and the answer is dropped with it
+  // An overlay's curves go when it is removed; the answer is then dropped (the chart's own live as
+  // long as the chart, and answers are dropped with it).
+  std::weak_ptr<Curve> weak;
+  for (const auto& k : curves_)
+    if (k.get() == &c) weak = k;
   store_->query<std::vector<SeriesBucket>>(
       this, [run, key, lo, hi, buckets](RunStore& s) { return s.decimated_series(run, key, lo, hi, buckets); },
-      [this, target, generation, lo, hi, buckets](std::vector<SeriesBucket> result) {
-        if (generation != target->generation) return;
+      [this, weak, generation, lo, hi, buckets](std::vector<SeriesBucket> result) {
+        const std::shared_ptr<Curve> target = weak.lock();
+        if (!target || generation != target->generation) return;
         target->query_in_flight = false;
         if (target->requery) {
           target->requery = false;
@@ -564,10 +637,10 @@ void MetricChart::requestEnvelope(Curve& c, int64_t lo, int64_t hi, int64_t buck
         requestReplot();
         Q_EMIT decimationApplied();
       },
-      [target, generation](QString message) {
+      [weak, generation, key](QString message) {
         // The in-memory copy still draws the curve; the envelope just stays as it was.
-        qWarning("decimated_series(%s) failed: %s", qPrintable(target->key), qPrintable(message));
-        if (generation == target->generation) target->query_in_flight = false;
+        qWarning("decimated_series(%s) failed: %s", key.c_str(), qPrintable(message));
+        if (const auto target = weak.lock(); target && generation == target->generation) target->query_in_flight = false;
       });
 }
 
@@ -616,8 +689,98 @@ void MetricChart::showRaw(Curve& c, int64_t visible) {
     g->data()->clear();
   }
   c.raw->setVisible(true);
-  c.raw->setScatterStyle(visible <= kDotsBelow ? QCPScatterStyle(QCPScatterStyle::ssDisc, faint(c.color, 160), 4)
+  c.raw->setScatterStyle(visible <= kDotsBelow ? QCPScatterStyle(QCPScatterStyle::ssDisc, faint(c.color, dotAlpha(c)), 4)
                                                : QCPScatterStyle());
+  applyPens(c);  // dimmed while another curve is selected
+}
+
+// ---- overlays and selection -----------------------------------------------------------------
+
+void MetricChart::removeOverlay(int64_t run_id) {
+  bool removed = false;
+  for (auto it = curves_.begin(); it != curves_.end();) {
+    Curve& c = **it;
+    if (!c.overlay() || c.run_id != run_id) {
+      ++it;
+      continue;
+    }
+    nan_marks_.erase(std::remove_if(nan_marks_.begin(), nan_marks_.end(), [&](const NanMark& m) { return m.curve == &c; }),
+                     nan_marks_.end());
+    for (QCPGraph* g : {c.env_min, c.env_max, c.env_line, c.tail, c.raw, c.smooth}) removeGraph(g);
+    it = curves_.erase(it);  // an envelope answer still on its way finds the curve gone
+    removed = true;
+  }
+  if (!removed) return;
+  if (curves_.size() <= 1) legend->setVisible(false);
+  for (auto& c : curves_) applyPens(*c);  // the removed one may have been the selected one
+  rebuildNanMarkers();
+  if (!user_zoomed_) autoRange();
+  requestReplot();
+}
+
+void MetricChart::forgetOverlayPoints(int64_t run_id) {
+  for (auto& c : curves_)
+    if (c->overlay() && c->run_id == run_id) forgetFrom(*c, std::numeric_limits<int64_t>::min());
+  rebuildNanMarkers();
+  if (!user_zoomed_) autoRange();
+  requestReplot();
+}
+
+std::vector<int64_t> MetricChart::overlayRuns() const {
+  std::vector<int64_t> runs;
+  for (const auto& c : curves_)
+    if (c->overlay() && std::find(runs.begin(), runs.end(), c->run_id) == runs.end()) runs.push_back(c->run_id);
+  return runs;
+}
+
+const ChartSeries* MetricChart::overlaySeries(int64_t run_id, const QString& key) const {
+  const Curve* c = findOverlay(run_id, key);
+  return c ? &c->data : nullptr;
+}
+
+QCPGraph* MetricChart::overlayGraph(int64_t run_id, const QString& key) const {
+  const Curve* c = findOverlay(run_id, key);
+  return c ? c->smooth : nullptr;
+}
+
+void MetricChart::selectCurve(const QString& key, int64_t overlay_run) {
+  for (auto& c : curves_)
+    c->selected = c->key == key && (overlay_run == 0 ? !c->overlay() : c->overlay() && c->run_id == overlay_run);
+  for (auto& c : curves_) {
+    applyPens(*c);
+    keepSelection(*c);
+  }
+  requestReplot();
+}
+
+QStringList MetricChart::selectedCurves() const {
+  QStringList names;
+  for (const auto& c : curves_)
+    if (c->selected) names << c->name();
+  return names;
+}
+
+// A click on a curve or its legend entry: QCustomPlot has selected the points there were; the
+// chart keeps which curve it was, so the points that arrive later are drawn selected too.
+void MetricChart::onUserSelection() {
+  for (auto& c : curves_) {
+    const QCPPlottableLegendItem* item = legend->itemWithPlottable(c->smooth);
+    c->selected = c->smooth->selected() || (item && item->selected());
+  }
+  for (auto& c : curves_) {
+    applyPens(*c);
+    keepSelection(*c);
+  }
+  requestReplot();
+}
+
+// QCustomPlot selects data ranges: a curve selected before new points arrived (or before it was
+// drawn again with another smoothing or x axis) is selected over all its points again.
+void MetricChart::keepSelection(Curve& c) {
+  const QCPDataSelection want = c.selected ? QCPDataSelection(c.smooth->data()->dataRange()) : QCPDataSelection();
+  if (c.smooth->selection() != want) c.smooth->setSelection(want);
+  if (QCPPlottableLegendItem* item = legend->itemWithPlottable(c.smooth); item && item->selected() != c.selected)
+    item->setSelected(c.selected);
 }
 
 // ---- hover, menu, export -----------------------------------------------------------------------
@@ -627,9 +790,10 @@ QString MetricChart::tooltipAt(double x, double pixel_tolerance) const {
   for (const auto& m : nan_marks_)
     if (std::fabs(xAxis->coordToPixel(m.x) - px) <= pixel_tolerance) {
       const QString what = std::isnan(m.value) ? "NaN" : (m.value > 0 ? "+Inf" : "-Inf");
-      return QString("%1 at step %2 (%3)").arg(what).arg(m.step).arg(m.key);
+      return QString("%1 at step %2 (%3)").arg(what).arg(m.step).arg(m.curve->name());
     }
   QStringList lines;
+  int64_t head_step = 0;
   for (const auto& cp : curves_) {
     const Curve& c = *cp;
     if (c.data.size() == 0) continue;
@@ -646,9 +810,12 @@ QString MetricChart::tooltipAt(double x, double pixel_tolerance) const {
       if (x_mode_ == XAxisMode::WallTime) head += QString("  (%1 s)").arg(xOf(c, i), 0, 'f', 1);
       if (x_mode_ == XAxisMode::TokensSeen) head += QString("  (%1 tokens)").arg(c.data.tokens[i], 0, 'f', 0);
       lines << head;
+      head_step = c.data.steps[i];
     }
     const double smoothed = c.smooth->data()->at(static_cast<int>(i))->value;
-    lines << QString("%1: %2  (smoothed %3)").arg(c.key, number(c.data.values[i]), number(smoothed));
+    QString line = QString("%1: %2  (smoothed %3)").arg(c.name(), number(c.data.values[i]), number(smoothed));
+    if (c.data.steps[i] != head_step) line += QString("  at step %1").arg(c.data.steps[i]);  // another logging interval
+    lines << line;
     if (c.decimated) {
       for (const auto& b : c.envelope)
         if (c.data.steps[i] >= b.first_step && c.data.steps[i] <= b.last_step) {
@@ -687,6 +854,7 @@ void MetricChart::contextMenuEvent(QContextMenuEvent* event) {
   menu.addSeparator();
   menu.addAction("Export image (PNG / SVG / PDF)...", this, &MetricChart::exportImageDialog);
   for (const auto& c : curves_) {
+    if (c->overlay()) continue;  // an overlaid run's data is exported from its own dashboard
     const QString key = c->key;
     menu.addAction(QString("Export %1 as CSV...").arg(key), this, [this, key] { exportCsvDialog(key); });
   }

@@ -8,6 +8,9 @@
 // pan (wheel, drag) re-query after a short debounce and survive live updates until "Reset zoom"
 // or a double-click. Also: x axis by step / wall time / tokens seen, log y, an optional ln 2
 // reference line, hover tooltips with exact values, and export as PNG / SVG / PDF / CSV.
+// Other runs can be overlaid (their curves of the same keys, dashed, in their run-list colour),
+// and a click on a curve or its legend entry selects it (bold, the others dimmed): the selection,
+// like the zoom, stays while rows stream in.
 #pragma once
 
 #include "ui/chart_qcustomplot.h"
@@ -52,11 +55,28 @@ public:
   // Appends new points of key (creating the curve if needed). A step at or before the curve's
   // last replaces the points from that step on (a rewound run writes its steps again).
   void appendPoints(const QString& key, const std::vector<MetricPoint>& points);
-  // Drops every curve's points (the curves and the view settings stay): the run is read again.
+  // Drops this run's curves' points (the curves and the view settings stay; overlaid runs' points
+  // stay too): the run is read again.
   void forgetPoints();
   // Wall time 0 of the x axis in wall-time mode (the run's first row, so every chart of a run
   // shares it); without it, the first point this chart receives.
   void setWallOrigin(double wall_time);
+
+  // Another run's points of key, drawn over this chart's (UX.md: "overlay of other runs"), labelled
+  // run_label ("#12 name") in the legend and tooltips; wall_origin: that run's first row's time.
+  // Steps written again replace their points, as in appendPoints.
+  void appendOverlayPoints(int64_t run_id, const QString& run_label, const QColor& color, double wall_origin,
+                           const QString& key, const std::vector<MetricPoint>& points);
+  void removeOverlay(int64_t run_id);
+  void forgetOverlayPoints(int64_t run_id);  // that run was rewound: it is read again
+  std::vector<int64_t> overlayRuns() const;
+  const ChartSeries* overlaySeries(int64_t run_id, const QString& key) const;
+  QCPGraph* overlayGraph(int64_t run_id, const QString& key) const;  // its smoothed line
+
+  // Selection (a click does the same): key's curve of this run, or of overlay_run when not 0; an
+  // unknown key clears it. Names as in the legend ("loss", "#12 name loss").
+  void selectCurve(const QString& key, int64_t overlay_run = 0);
+  QStringList selectedCurves() const;
 
   void setSmoothing(double weight);
   double smoothing() const { return smoothing_; }
@@ -111,7 +131,14 @@ protected:
 
 private:
   struct Curve;
-  Curve* find(const QString& key) const;
+  Curve* find(const QString& key) const;  // this run's curve of key
+  Curve* findOverlay(int64_t run_id, const QString& key) const;
+  Curve& makeCurve(const QString& key, bool derived, int64_t run_id, const QString& run_label, const QColor& color);
+  void appendTo(Curve& c, const std::vector<MetricPoint>& points);
+  void applyPens(Curve& c);
+  static int dotAlpha(const Curve& c);  // raw points' dots: fainter on an overlay
+  void keepSelection(Curve& c);
+  void onUserSelection();
   // Drops the points at `step` and after (a rewound run writes them again) and redraws the rest.
   void forgetFrom(Curve& c, int64_t step);
   void rebuildGraphs(Curve& c);
@@ -137,7 +164,7 @@ private:
   StoreWorker* store_;
   int64_t run_id_;
   QString title_;
-  std::vector<std::unique_ptr<Curve>> curves_;
+  std::vector<std::shared_ptr<Curve>> curves_;  // shared: an envelope answer holds a weak_ptr
   double smoothing_ = 0.6;
   XAxisMode x_mode_ = XAxisMode::Step;
   bool log_y_ = false;
@@ -150,7 +177,7 @@ private:
   QCPGraph* nan_top_ = nullptr;
   QCPGraph* nan_bottom_ = nullptr;
   struct NanMark {
-    QString key;
+    const Curve* curve;
     int64_t step;
     double value;
     double x;

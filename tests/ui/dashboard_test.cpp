@@ -18,6 +18,7 @@
 #include "ui/chart_catalog.h"
 #include "ui/dashboard_view.h"
 #include "ui/metric_chart.h"
+#include "ui/run_list_model.h"
 #include "ui/store_worker.h"
 
 using namespace ganpo;
@@ -327,6 +328,114 @@ TEST(DashboardFeed, ControlsReachEveryChart) {
   EXPECT_EQ(view.chart("logps/chosen")->yAxis->scaleType(), QCPAxis::stLinear);
   view.setLogY(false);
   EXPECT_EQ(c->yAxis->scaleType(), QCPAxis::stLinear);
+}
+
+// UX.md: "overlay of other runs". Another run of the workspace, logged at other steps and live,
+// is drawn on the charts this run has (dashed, in its run-list colour, named in the legend), its
+// points of keys this run logs later wait for their chart, its derived curves come with it, and
+// removing it takes every curve of it away.
+TEST(DashboardOverlay, AnotherRunIsDrawnOnThisRunsChartsWhileItRuns) {
+  TempWorkspace ws;
+  const int64_t other = ws.store->create_run("baseline", "preference", R"({"ganpo":{"adv_weight":2.0}})");
+  std::mt19937 rng(4);
+  for (int64_t s = 1; s <= 30; ++s) {
+    auto m = ganpo_step(s, rng);
+    ws.log_step(s, {{"loss", m["loss"]}, {"adv/loss", m["adv/loss"]}, {"rewards/margins", m["rewards/margins"]}});
+  }
+  // The other run logs every second step, and grad_norm, which this run has not logged (yet).
+  for (int64_t s = 2; s <= 80; s += 2) ws.log_step(s, {{"loss", 2.0 + s}, {"adv/loss", 0.5}, {"grad_norm", 1.0 * s}}, other);
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.resize(1400, 900);
+  view.show();
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 90; }));
+  view.addOverlay(ws.run);  // itself: nothing to overlay
+  EXPECT_TRUE(view.overlays().empty());
+  view.addOverlay(other);
+  ASSERT_TRUE(pump_until([&] { return view.overlayPointsLoaded(other) == 120; }));
+  EXPECT_EQ(view.overlays(), std::vector<int64_t>{other});
+
+  MetricChart* loss = view.chart("loss");
+  const ChartSeries* theirs = loss->overlaySeries(other, "loss");
+  ASSERT_NE(theirs, nullptr);
+  EXPECT_EQ(theirs->steps.size(), 40u);
+  EXPECT_EQ(theirs->steps.back(), 80);
+  EXPECT_EQ(loss->series("loss")->steps.size(), 30u) << "this run's own curve is unchanged";
+  EXPECT_EQ(loss->seriesKeys(), QStringList{"loss"});
+  QCPGraph* line = loss->overlayGraph(other, "loss");
+  EXPECT_EQ(line->pen().color().rgb(), run_color(other).rgb());
+  EXPECT_EQ(line->pen().style(), Qt::DashLine);
+  const QString label = QString("#%1 baseline loss").arg(other);
+  EXPECT_EQ(line->name(), label);
+  EXPECT_TRUE(loss->legend->hasItemWithPlottable(line));
+  EXPECT_TRUE(loss->tooltipAt(60).contains(label)) << loss->tooltipAt(60).toStdString();
+  EXPECT_GE(loss->xAxis->range().upper, 80) << "the auto range takes the overlay in";
+  EXPECT_EQ(view.chart("rewards/margins")->overlayRuns(), std::vector<int64_t>{}) << "the other run has no margins";
+  EXPECT_EQ(view.chart("grad_norm"), nullptr) << "no chart for a key only the overlay has";
+  // Derived curves with the other run's own lambda (2.0).
+  MetricChart* share = view.chart(kAdvShareKey);
+  ASSERT_NE(share, nullptr);
+  ASSERT_NE(share->overlaySeries(other, kAdvShareKey), nullptr);
+  EXPECT_DOUBLE_EQ(share->overlaySeries(other, kAdvShareKey)->values.front(), 2.0 * 0.5 / 4.0);
+
+  // This run logs grad_norm now: the other run's 40 waiting points are drawn on the new chart.
+  ws.log_step(31, {{"grad_norm", 0.5}});
+  ASSERT_TRUE(pump_until([&] { return view.chart("grad_norm") != nullptr; }));
+  ASSERT_NE(view.chart("grad_norm")->overlaySeries(other, "grad_norm"), nullptr);
+  EXPECT_EQ(view.chart("grad_norm")->overlaySeries(other, "grad_norm")->steps.size(), 40u);
+  // Live: the other run's new rows arrive while this dashboard is live.
+  for (int64_t s = 82; s <= 90; s += 2) ws.log_step(s, {{"loss", 2.0 + s}}, other);
+  ASSERT_TRUE(pump_until([&] { return loss->overlaySeries(other, "loss")->steps.size() == 45u; }));
+  // A selection made on the overlay stays while rows stream in.
+  loss->selectCurve("loss", other);
+  EXPECT_EQ(loss->selectedCurves(), QStringList{label});
+  ws.log_step(92, {{"loss", 94.0}}, other);
+  ASSERT_TRUE(pump_until([&] { return loss->overlaySeries(other, "loss")->steps.size() == 46u; }));
+  EXPECT_EQ(line->selection().span().end(), 46);
+  ASSERT_TRUE(pump_until([&] { return no_decimation_pending(view); }));
+  replot_now(view);
+  save_for_review(view.grab().toImage(), "dashboard-overlay.png");
+
+  const int graphs_without = loss->graphCount() - 6;  // six graphs per curve
+  view.removeOverlay(other);
+  EXPECT_TRUE(view.overlays().empty());
+  EXPECT_EQ(loss->overlaySeries(other, "loss"), nullptr);
+  EXPECT_EQ(loss->graphCount(), graphs_without);
+  EXPECT_EQ(view.chart("grad_norm")->overlayRuns(), std::vector<int64_t>{});
+  EXPECT_TRUE(loss->selectedCurves().isEmpty());
+  EXPECT_FALSE(loss->tooltipAt(60).contains("baseline"));
+  // Rows the other run writes now reach nothing.
+  ws.log_step(94, {{"loss", 96.0}}, other);
+  ws.log_step(32, {{"loss", 1.0}});
+  ASSERT_TRUE(pump_until([&] { return loss->pointCount("loss") == 31; }));
+  EXPECT_EQ(loss->overlaySeries(other, "loss"), nullptr);
+}
+
+// The EMA score gaps UX.md names: mu_w[A] - mu_w[P] and mu_l[B] - mu_l[P] from the logged means,
+// on a chart with a line at 0 (the critics cannot tell policy from reference there).
+TEST(DashboardFeed, EmaScoreGapsAreDrawnFromTheLoggedMeans) {
+  TempWorkspace ws;
+  std::mt19937 rng(5);
+  std::vector<std::map<std::string, double>> logged;
+  for (int64_t s = 1; s <= 20; ++s) {
+    logged.push_back(ganpo_step(s, rng));
+    ws.log_step(s, logged.back());
+  }
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.chart(kEmaGapRejectedKey) && view.chart(kEmaGapRejectedKey)->pointCount(kEmaGapRejectedKey) == 20; }));
+  MetricChart* gaps = view.chart(kEmaGapChosenKey);
+  EXPECT_EQ(gaps, view.chart(kEmaGapRejectedKey));
+  EXPECT_NE(gaps, view.chart("ema/w_ref_chosen")) << "the six means keep their own chart";
+  ASSERT_TRUE(gaps->referenceLine().has_value());
+  EXPECT_EQ(*gaps->referenceLine(), 0.0);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_DOUBLE_EQ(gaps->series(kEmaGapChosenKey)->values[i], logged[i]["ema/w_ref_chosen"] - logged[i]["ema/w_policy_chosen"]);
+    EXPECT_DOUBLE_EQ(gaps->series(kEmaGapRejectedKey)->values[i],
+                     logged[i]["ema/l_ref_rejected"] - logged[i]["ema/l_policy_rejected"]);
+  }
 }
 
 TEST(DashboardExport, ChartAndDashboardFilesParse) {

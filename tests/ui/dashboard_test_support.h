@@ -29,12 +29,13 @@ struct TempWorkspace {
     run = store->create_run("dashboard-test", "preference", config_json);
   }
 
-  // One trainer log line: every key at one step, one wall time, one tokens_seen.
-  void log_step(int64_t step, const std::map<std::string, double>& values) {
+  // One trainer log line: every key at one step, one wall time, one tokens_seen (of run_id, or
+  // of this workspace's run when 0).
+  void log_step(int64_t step, const std::map<std::string, double>& values, int64_t run_id = 0) {
     std::vector<MetricRow> rows;
     for (const auto& [k, v] : values) {
       MetricRow r;
-      r.run_id = run;
+      r.run_id = run_id ? run_id : run;
       r.step = step;
       r.key = k;
       r.value = v;

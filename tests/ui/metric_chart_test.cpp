@@ -2,6 +2,7 @@
 // points in a real store, the envelope at full view and in zoomed windows.
 #include <gtest/gtest.h>
 
+#include <QMouseEvent>
 #include <QTemporaryDir>
 
 #include <cmath>
@@ -183,6 +184,66 @@ TEST(MetricChartLocal, StepsWrittenAgainReplaceThePointsDrawnForThem) {
   EXPECT_EQ(chart.pointCount("loss"), 13);
   EXPECT_EQ(chart.rawGraph("loss")->data()->size(), 13);
   EXPECT_DOUBLE_EQ((chart.rawGraph("loss")->data()->constEnd() - 1)->value, 131);
+}
+
+namespace {
+
+// A left click (press and release in place) at plot coordinates (x, y), as a person makes it.
+void click_at(MetricChart& chart, double x, double y) {
+  const QPointF at(chart.xAxis->coordToPixel(x), chart.yAxis->coordToPixel(y));
+  const QPointF global = chart.mapToGlobal(at.toPoint());
+  QMouseEvent press(QEvent::MouseButtonPress, at, global, Qt::LeftButton, Qt::LeftButton, Qt::NoModifier);
+  QCoreApplication::sendEvent(&chart, &press);
+  QMouseEvent release(QEvent::MouseButtonRelease, at, global, Qt::LeftButton, Qt::NoButton, Qt::NoModifier);
+  QCoreApplication::sendEvent(&chart, &release);
+}
+
+}  // namespace
+
+// UX.md: "zoom/pan/selection preserved across live updates". A click selects a curve (QCustomPlot
+// selects the points it had); the points that arrive later, and a redraw with another smoothing,
+// are selected with it; the other curves step back; a click on empty space clears it.
+TEST(MetricChartLocal, AClickedCurveStaysSelectedWhileRowsStreamIn) {
+  MetricChart chart(nullptr, 0, "two curves");
+  chart.resize(700, 300);
+  chart.show();
+  std::vector<MetricPoint> a, b;
+  for (int64_t s = 1; s <= 40; ++s) {
+    a.push_back({s, 1.0, 1.7e9 + s, s * 10.0});
+    b.push_back({s, 3.0, 1.7e9 + s, s * 10.0});
+  }
+  chart.appendPoints("a", a);
+  chart.appendPoints("b", b);
+  chart.replot();
+  const QColor b_color = chart.smoothGraph("b")->pen().color();
+  click_at(chart, 20, 1.0);
+  EXPECT_EQ(chart.selectedCurves(), QStringList{"a"});
+  EXPECT_TRUE(chart.smoothGraph("a")->selected());
+  EXPECT_FALSE(chart.smoothGraph("b")->selected());
+  EXPECT_LT(chart.smoothGraph("b")->pen().color().alpha(), b_color.alpha()) << "the other curve is dimmed";
+  ASSERT_TRUE(chart.legend->itemWithPlottable(chart.smoothGraph("a")));
+  EXPECT_TRUE(chart.legend->itemWithPlottable(chart.smoothGraph("a"))->selected());
+
+  // New rows: the selection covers them too, not only the 40 points there were when clicked.
+  std::vector<MetricPoint> more;
+  for (int64_t s = 41; s <= 60; ++s) more.push_back({s, 1.0, 1.7e9 + s, s * 10.0});
+  chart.appendPoints("a", more);
+  chart.appendPoints("b", {{41, 3.0, 1.7e9 + 41, 410.0}});
+  EXPECT_EQ(chart.smoothGraph("a")->selection().span().end(), 60);
+  EXPECT_EQ(chart.smoothGraph("a")->selection().span().begin(), 0);
+  chart.setSmoothing(0.9);  // every point drawn again
+  EXPECT_EQ(chart.smoothGraph("a")->selection().span().end(), 60);
+  EXPECT_EQ(chart.selectedCurves(), QStringList{"a"});
+
+  // A click on the other curve moves the selection; on empty space it clears it.
+  chart.replot();
+  click_at(chart, 30, 3.0);
+  EXPECT_EQ(chart.selectedCurves(), QStringList{"b"});
+  EXPECT_FALSE(chart.smoothGraph("a")->selected());
+  chart.replot();
+  click_at(chart, 30, 2.0);
+  EXPECT_TRUE(chart.selectedCurves().isEmpty());
+  EXPECT_EQ(chart.smoothGraph("b")->pen().color(), b_color) << "nothing dimmed without a selection";
 }
 
 // Buckets of a derived series (computed in memory) are the store's: NaN and +-Inf are counted
