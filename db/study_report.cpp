@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <optional>
 
 #include "core/error.h"
 #include "core/eval/eval_report.h"
@@ -10,6 +12,17 @@
 
 namespace ganpo {
 namespace {
+
+// The median of a run's finite values of key (one per logging window); none when it has none.
+std::optional<double> median_of_run(RunStore& store, int64_t run_id, const std::string& key) {
+  std::vector<double> v;
+  for (const SeriesPoint& p : store.series(run_id, key))
+    if (std::isfinite(p.value)) v.push_back(p.value);
+  if (v.empty()) return std::nullopt;
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+}
 
 // The value a run's stored config holds for "section.key", as the override text the grid uses.
 std::string config_value(const nlohmann::json& config, const std::string& key) {
@@ -122,8 +135,11 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
       if (evaluation.judge && !evaluation.judge->samples.empty()) it->judged_by_seed[seed] = *evaluation.judge;
     }
     for (const MetricRow& m : store.latest_metrics(run->id))
-      if ((m.key.rfind("eval_", 0) == 0 || m.key == "step_time_s" || m.key == "tokens_per_s") && std::isfinite(m.value))
-        metrics[m.key] = m.value;
+      if (m.key.rfind("eval_", 0) == 0 && std::isfinite(m.value)) metrics[m.key] = m.value;
+    // Throughput over the whole run: the median of its logging windows, so neither the first
+    // (warm-up) window nor the last (often a few steps) stands for it.
+    for (const char* key : {"step_time_s", "tokens_per_s"})
+      if (const auto median = median_of_run(store, run->id, key)) metrics[key] = *median;
     it->result.completed_run_ids.push_back(run->id);
     it->result.seeds.push_back(seed);
   }
@@ -218,6 +234,31 @@ bool is_headline_metric(const std::string& key) {
   const bool all_buckets = key.find('/', 6) == std::string::npos;  // not judge/win_rate@1.0/short
   return key == "eval_rewards/accuracies" || key == "eval_rewards/margins" || key == "step_time_s" ||
          (key.rfind("judge/win_rate@", 0) == 0 && all_buckets) || (key.rfind("judge/policy_length@", 0) == 0 && all_buckets);
+}
+
+VerdictCount count_verdicts(const StudyReport& report, bool headline_only) {
+  VerdictCount count;
+  const auto add = [&](const Interval& i, bool head_to_head) {
+    if (i.n < 2) return;  // one seed: never called, so not a test
+    ++count.tested;
+    if (verdict_called(i, head_to_head)) ++count.called;
+  };
+  for (const PairedResult& p : report.ganpo_vs_base) {
+    for (const auto& [key, i] : p.differences)
+      if (!headline_only || is_headline_metric(key)) add(i, false);
+    for (const auto& [key, i] : p.win_rate_vs_baseline) add(i, true);
+  }
+  return count;
+}
+
+std::string multiplicity_note(const VerdictCount& count) {
+  if (count.tested == 0) return "";
+  char chance[32];
+  std::snprintf(chance, sizeof chance, "%.1f", count.by_chance());
+  return std::to_string(count.tested) + " numbers are tested at 95 % each, " + std::to_string(count.called) +
+         " called: where GANPO changes nothing, about " + chance +
+         " of them would be called by chance alone, so a single call among many is weak evidence; a difference "
+         "called in several pairs or at several temperatures is stronger.";
 }
 
 bool verdict_called(const Interval& i, bool head_to_head) { return i.excludes(head_to_head ? 0.5 : 0.0); }

@@ -1,7 +1,8 @@
 // A study's answer from its stored runs: per arm (one grid point), the mean of every held-out
 // number (the runs' typed evaluation reports, flattened: preference accuracy and margins, judge
 // scores, win rates against the reference and response lengths per temperature and length
-// bucket; and eval_* metrics) and of the step time and tokens/s over its completed seeds with a
+// bucket; and eval_* metrics) and of the step time and tokens/s (each run's median over its
+// logging windows) over its completed seeds with a
 // 95% t interval (core/study_stats.h); and for every arm with GANPO on, against its matched arm with GANPO off
 // (same other grid values, paired by seed): the paired difference of every number, called only
 // when its interval excludes 0, and the head-to-head win rate of the two policies on the same
@@ -60,5 +61,17 @@ bool is_headline_metric(const std::string& key);
 bool verdict_called(const Interval& i, bool head_to_head);
 std::string verdict_text(const Interval& i, bool head_to_head);
 nlohmann::json report_to_json(const StudyReport& report);
+
+// How many of the answer's verdicts could be chance: the numbers tested (each pair's differences,
+// its headline ones only where headline_only, and its head-to-head win rates; each over two seeds
+// or more) and how many of them are called. At 95 % each, where GANPO changed nothing about 5 % of
+// the numbers tested would be called anyway.
+struct VerdictCount {
+  int64_t tested = 0, called = 0;
+  double by_chance() const { return 0.05 * static_cast<double>(tested); }
+};
+VerdictCount count_verdicts(const StudyReport& report, bool headline_only);
+// That, in one sentence for the report's readers; empty when nothing was tested.
+std::string multiplicity_note(const VerdictCount& count);
 
 }  // namespace ganpo

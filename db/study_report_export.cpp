@@ -195,6 +195,8 @@ std::string study_report_html(const StudyReport& report) {
   // The answer, stated plainly.
   h += "<h2>The answer: GANPO on against GANPO off</h2>\n";
   if (report.ganpo_vs_base.empty()) h += "<p>The grid does not vary ganpo.enabled, so there is no pair to compare.</p>\n";
+  if (const std::string note = multiplicity_note(count_verdicts(report, /*headline_only=*/true)); !note.empty())
+    h += "<p class=\"note\">" + escape(note) + "</p>\n";
   for (const auto& p : report.ganpo_vs_base) {
     h += "<h3>" + escape(p.arm) + "<br><small>against " + escape(p.baseline) + " (" + std::to_string(p.seeds.size()) +
          " paired seeds)</small></h3>\n<table><tr><th>number</th><th>GANPO on minus off</th><th>verdict</th></tr>\n";

@@ -145,8 +145,18 @@ StudyView::StudyView(StoreWorker* store, int64_t study_id, QString worker_progra
   connect(arms_, &QTableWidget::cellDoubleClicked, this, [this](int row, int) {
     if (row >= 0 && row < static_cast<int>(arm_runs_.size())) Q_EMIT armActivated(arm_runs_[static_cast<size_t>(row)]);
   });
-  differences_ = new QTableWidget(split);
+  // The verdicts, and under them how many of them chance alone would call.
+  auto* verdicts = new QWidget(split);
+  auto* verdicts_layout = new QVBoxLayout(verdicts);
+  verdicts_layout->setContentsMargins(0, 0, 0, 0);
+  differences_ = new QTableWidget(verdicts);
   differences_->setObjectName(QStringLiteral("study.differences"));
+  verdicts_layout->addWidget(differences_, 1);
+  multiplicity_ = new QLabel(verdicts);
+  multiplicity_->setObjectName(QStringLiteral("study.multiplicity"));
+  multiplicity_->setWordWrap(true);
+  multiplicity_->hide();
+  verdicts_layout->addWidget(multiplicity_);
   auto* bottom = new QSplitter(Qt::Horizontal, split);
   // Three plots: win rate against temperature, accuracy against label noise, step time per arm.
   plots_ = new QTabWidget(bottom);
@@ -313,6 +323,9 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
       differences_->setItem(r, c2, item);
     }
   differences_->resizeColumnsToContents();
+  const QString note = QString::fromStdString(multiplicity_note(count_verdicts(snap.report, /*headline_only=*/true)));
+  multiplicity_->setText(note);
+  multiplicity_->setVisible(!note.isEmpty());
 
   // Win rate against temperature per arm, with its 95% band.
   plot_->clearGraphs();

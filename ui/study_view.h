@@ -89,6 +89,7 @@ private:
   QTableWidget* runs_;
   QTableWidget* arms_;
   QTableWidget* differences_;
+  QLabel* multiplicity_;  // how many verdicts chance alone would give
   QTabWidget* plots_;
   QCustomPlot* plot_;        // win rate against temperature per arm, 95% bands
   QCustomPlot* noise_plot_;  // held-out accuracy against label noise, 95% error bars

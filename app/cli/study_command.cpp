@@ -338,6 +338,8 @@ int study_command(const StudyArgs& args) {
         std::printf("      %-32s %.4f [%.4f, %.4f]%s  %s head to head\n", key.c_str(), i.mean, i.low, i.high,
                     fewer_seeds(i, p.seeds.size()).c_str(), verdict_text(i, /*head_to_head=*/true).c_str());
     }
+    if (const std::string note = multiplicity_note(count_verdicts(report, /*headline_only=*/false)); !note.empty())
+      std::printf("  %s\n", note.c_str());
     return 0;
   }
   if (args.action == "status") {

@@ -65,6 +65,13 @@ TEST(StudyReportExport, HtmlStatesTheAnswerAndDrawsEveryPlot) {
   EXPECT_NE(html.find("<td>judge/win_rate@1.0</td><td>0.0100 [-0.0300, 0.0500]</td><td>no difference shown (interval contains 0)"),
             std::string::npos);
   EXPECT_NE(html.find("<b>GANPO judged better</b>"), std::string::npos);
+  // Three numbers tested (two headline differences, one head to head), two called; what chance gives.
+  const VerdictCount verdicts = count_verdicts(sample_report(), /*headline_only=*/true);
+  EXPECT_EQ(verdicts.tested, 3);
+  EXPECT_EQ(verdicts.called, 2);
+  EXPECT_NEAR(verdicts.by_chance(), 0.15, 1e-12);
+  EXPECT_NE(html.find("3 numbers are tested at 95 % each, 2 called: where GANPO changes nothing, about 0.2"),
+            std::string::npos);
   for (const char* plot : {"Judge win rate vs the reference", "Win rate of the GANPO policy over the matched base policy",
                            "Held-out preference accuracy", "Seconds per optimizer step"})
     EXPECT_NE(html.find(plot), std::string::npos) << plot;

@@ -31,7 +31,14 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
       store.set_status(ids[i], RunStatus::completed);
       store.add_eval(ids[i], 10, "eval", "{}",
                      nlohmann::json{{"eval_rewards/accuracies", acc[i]}, {"eval_pairs", 8}}.dump());
-      store.append_metrics({{0, ids[i], 10, "step_time_s", 0.5, 0, std::nullopt},
+      // Logging windows: a slow warm-up first, a short noisy last one; the run's step time is the
+      // median of its windows, 0.5.
+      // (The last window's 0.9 stood for the run before; the mean of the windows is 0.85.)
+      store.append_metrics({{0, ids[i], 2, "step_time_s", 2.0, 0, std::nullopt},
+                            {0, ids[i], 4, "step_time_s", 0.4, 0, std::nullopt},
+                            {0, ids[i], 6, "step_time_s", 0.5, 0, std::nullopt},
+                            {0, ids[i], 8, "step_time_s", 0.45, 0, std::nullopt},
+                            {0, ids[i], 10, "step_time_s", 0.9, 0, std::nullopt},
                             {0, ids[i], 10, "loss", 0.3, 0, std::nullopt}});
     }
     store.set_status(ids[11], RunStatus::failed);  // noise 0.2, GANPO on, seed 3 did not finish
@@ -63,6 +70,10 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
     EXPECT_NEAR(noisy.differences.at("eval_rewards/accuracies").mean, (0.53 - 0.50 + 0.51 - 0.55) / 2, 1e-12);
     EXPECT_FALSE(noisy.differences.at("eval_rewards/accuracies").excludes_zero());
 
+    // Headline numbers: accuracy and step time in each of the two pairs; all: eval_pairs too.
+    EXPECT_EQ(count_verdicts(report, true).tested, 4);
+    EXPECT_EQ(count_verdicts(report, true).called, 1);
+    EXPECT_EQ(count_verdicts(report, false).tested, 6);
     const nlohmann::json j = report_to_json(report);
     EXPECT_EQ(j["ganpo_vs_base"][0]["differences"]["eval_rewards/accuracies"]["called"], true);
   }

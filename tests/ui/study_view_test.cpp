@@ -92,6 +92,10 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
       EXPECT_EQ(diffs->item(r, 3)->text(), "GANPO judged better");
     }
   EXPECT_TRUE(head_to_head);
+  auto* multiplicity = view.findChild<QLabel*>("study.multiplicity");
+  ASSERT_NE(multiplicity, nullptr);
+  EXPECT_FALSE(multiplicity->isHidden());
+  EXPECT_NE(multiplicity->text().indexOf("tested at 95 % each"), -1) << multiplicity->text().toStdString();
   EXPECT_EQ(view.plot()->graphCount(), 6);  // per arm: lower edge, upper edge (band), mean line
   // Accuracy against label noise: one point per arm at the grid's 0.2, with error bars (an arm
   // the grid gives no noise value is left out, as in the HTML report).
