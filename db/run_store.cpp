@@ -820,10 +820,11 @@ std::vector<std::string> RunStore::metric_keys(int64_t run_id) {
   return out;
 }
 
-std::vector<SeriesPoint> RunStore::series(int64_t run_id, const std::string& key) {
+std::vector<SeriesPoint> RunStore::series(int64_t run_id, const std::string& key, int64_t step_lo, int64_t step_hi) {
   sql::Statement s(db_,
-                   "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step, id");
-  s.bind(1, run_id).bind(2, key);
+                   "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? AND step BETWEEN ? AND ? "
+                   "ORDER BY step, id");
+  s.bind(1, run_id).bind(2, key).bind(3, step_lo).bind(4, step_hi);
   std::vector<SeriesPoint> out;
   // NaN is stored as NULL and comes back as NaN, so a chart can mark it instead of losing it.
   while (s.step()) out.push_back({s.col_int(0), s.is_null(1) ? std::nan("") : s.col_double(1)});

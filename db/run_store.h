@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -191,8 +192,11 @@ public:
   std::vector<MetricRow> latest_metrics(int64_t run_id);
   // The run's last n events as "[level] text" lines, oldest first.
   std::string last_log_lines(int64_t run_id, int64_t n);
-  // Every point of one metric in step order; NaN values are kept (stored as NULL).
-  std::vector<SeriesPoint> series(int64_t run_id, const std::string& key);
+  // Every point of one metric in step order (those with step_lo <= step <= step_hi); NaN values
+  // are kept (stored as NULL).
+  std::vector<SeriesPoint> series(int64_t run_id, const std::string& key,
+                                  int64_t step_lo = std::numeric_limits<int64_t>::min(),
+                                  int64_t step_hi = std::numeric_limits<int64_t>::max());
   // Splits [step_lo, step_hi] into `buckets` equal step ranges and returns, for each bucket
   // that has points, min / max / last value and count (computed in SQL, GROUP BY bucket).
   std::vector<SeriesBucket> decimated_series(int64_t run_id, const std::string& key, int64_t step_lo,

@@ -14,6 +14,7 @@
 #include <QPushButton>
 #include <QRegularExpression>
 #include <QSaveFile>
+#include <QSlider>
 #include <QSplitter>
 #include <QTableWidget>
 #include <QVBoxLayout>
@@ -27,8 +28,10 @@
 #include <set>
 
 #include "db/run_export.h"
+#include "ui/chart_catalog.h"
 #include "ui/chart_qcustomplot.h"
 #include "ui/run_list_model.h"
+#include "ui/series_smoothing.h"
 #include "ui/store_worker.h"
 
 namespace ganpo::ui {
@@ -130,6 +133,20 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   metric_combo_->setToolTip("Metrics logged by any of the selected runs");
   controls->addWidget(metric_combo_);
   controls->addSpacing(12);
+  controls->addWidget(new QLabel("Smoothing:"));
+  smoothing_slider_ = new QSlider(Qt::Horizontal);
+  smoothing_slider_->setRange(0, 99);
+  smoothing_slider_->setValue(static_cast<int>(std::lround(smoothing_ * 100)));
+  smoothing_slider_->setFixedWidth(120);
+  smoothing_slider_->setToolTip("Debiased exponential moving average weight, as on the dashboard (0 = raw)");
+  controls->addWidget(smoothing_slider_);
+  smoothing_label_ = new QLabel(QString::number(smoothing_, 'f', 2));
+  smoothing_label_->setMinimumWidth(32);
+  controls->addWidget(smoothing_label_);
+  auto* reset = new QPushButton("Reset zoom");
+  reset->setToolTip("Every step of every run again (or double-click the plot)");
+  controls->addWidget(reset);
+  controls->addSpacing(12);
   status_label_ = new QLabel(QString("Loading %1 runs...").arg(run_ids_.size()));
   controls->addWidget(status_label_, 1);
   auto* png = new QPushButton("Export PNG...");
@@ -171,6 +188,16 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   layout->addWidget(split, 1);
 
   connect(metric_combo_, &QComboBox::textActivated, this, &CompareView::setMetric);
+  connect(smoothing_slider_, &QSlider::valueChanged, this, [this](int v) { setSmoothing(v / 100.0); });
+  connect(reset, &QPushButton::clicked, this, &CompareView::resetZoom);
+  connect(plot_, &QCustomPlot::mouseDoubleClick, this, [this] { resetZoom(); });
+  // Zoom and pan: once they settle, the runs drawn from buckets are read again for the steps in view.
+  zoom_timer_.setSingleShot(true);
+  zoom_timer_.setInterval(kZoomDebounceMs);
+  connect(&zoom_timer_, &QTimer::timeout, this, &CompareView::onZoomSettled);
+  connect(plot_->xAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this] {
+    if (!drawing_ && curves_loaded_) zoom_timer_.start();
+  });
   connect(png, &QPushButton::clicked, this, [this] { exportDialog("png"); });
   connect(pdf, &QPushButton::clicked, this, [this] { exportDialog("pdf"); });
   connect(csv, &QPushButton::clicked, this, [this] { exportDialog("overlay.csv"); });
@@ -276,40 +303,13 @@ void CompareView::setMetric(const QString& key) {
     const auto it = r.last_steps.find(k);
     asks.push_back({r.id, it == r.last_steps.end() ? -1 : it->second});
   }
+  zoom_timer_.stop();
   store_->query<std::vector<Curve>>(
       this,
       [asks, k](RunStore& s) {
         std::vector<Curve> out;
-        for (const Ask& a : asks) {
-          Curve c;
-          if (a.last_step >= 0) {
-            // The bucket counts say how many points there are without reading them all.
-            auto buckets = s.decimated_series(a.id, k, 0, std::max<int64_t>(a.last_step, 1), kBuckets);
-            int64_t total = 0;
-            for (const auto& b : buckets) total += b.count + b.nan_count;
-            if (total <= kRawPointLimit) {
-              for (const SeriesPoint& p : s.series(a.id, k)) {
-                c.steps.push_back(p.step);
-                c.values.push_back(p.value);
-                if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step);
-              }
-            } else {
-              // Min and max of a bucket at its middle step: the curve's envelope, spikes kept.
-              c.decimated = true;
-              for (const auto& b : buckets) {
-                const int64_t mid = (b.first_step + b.last_step) / 2;
-                c.steps.insert(c.steps.end(), {mid, mid});
-                if (b.count == 0) {
-                  c.values.insert(c.values.end(), 2, std::numeric_limits<double>::quiet_NaN());
-                } else {
-                  c.values.insert(c.values.end(), {b.min, b.max});
-                }
-                if (b.nan_count > 0) c.non_finite_steps.push_back(mid);
-              }
-            }
-          }
-          out.push_back(std::move(c));
-        }
+        for (const Ask& a : asks)
+          out.push_back(a.last_step >= 0 ? readCurve(s, a.id, k, 0, std::max<int64_t>(a.last_step, 1)) : Curve{});
         return out;
       },
       [this, key, generation](std::vector<Curve> curves) {
@@ -318,28 +318,126 @@ void CompareView::setMetric(const QString& key) {
       [this](const QString& error) { status_label_->setText("Cannot read metrics: " + error); });
 }
 
+CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std::string& key, int64_t lo, int64_t hi) {
+  Curve c;
+  c.lo = lo;
+  c.hi = hi;
+  // The bucket counts say how many points there are without reading them all.
+  const auto buckets = s.decimated_series(run_id, key, lo, hi, kBuckets);
+  int64_t total = 0;
+  for (const auto& b : buckets) total += b.count + b.nan_count;
+  if (total <= kRawPointLimit) {
+    for (const SeriesPoint& p : s.series(run_id, key, lo, hi)) {
+      c.steps.push_back(p.step);
+      c.values.push_back(p.value);
+      if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step);
+    }
+    return c;
+  }
+  // Each bucket at its middle step: its min and max (the band, spikes kept) and its last value
+  // (the line, smoothed like raw points).
+  c.decimated = true;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& b : buckets) {
+    c.steps.push_back((b.first_step + b.last_step) / 2);
+    c.mins.push_back(b.count ? b.min : nan);
+    c.maxs.push_back(b.count ? b.max : nan);
+    c.values.push_back(b.count ? b.last : nan);
+    if (b.nan_count > 0) c.non_finite_steps.push_back(c.steps.back());
+  }
+  return c;
+}
+
 void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
   curves_ = std::move(curves);
-  plot_->clearGraphs();
   plot_->yAxis->setLabel(key);
+  // ln 2 where every run's value of this metric is a BCE (the base loss only under sigmoid DPO).
+  bool sigmoid = true, total_is_base = true;
+  for (const RunInfo& r : runs_) {
+    const nlohmann::json& c = r.config;
+    const auto text = [&](const char* section, const char* field, const char* fallback) {
+      return c.is_object() && c.contains(section) && c[section].is_object() && c[section].contains(field) &&
+                     c[section][field].is_string()
+                 ? c[section][field].get<std::string>()
+                 : std::string(fallback);
+    };
+    sigmoid = sigmoid && text("objective", "loss_type", "sigmoid") == "sigmoid";
+    const bool ganpo = !(c.is_object() && c.contains("ganpo") && c["ganpo"].is_object() &&
+                         c["ganpo"].value("enabled", true) == false);
+    const bool rpo = c.is_object() && c.contains("objective") && c["objective"].is_object() &&
+                     c["objective"].value("rpo_alpha", 0.0) != 0.0;
+    total_is_base = total_is_base && c.is_object() && c.value("stage", std::string()) == "preference" && !ganpo && !rpo;
+  }
+  const bool bce = chart_spec_for_key(key, sigmoid, total_is_base).bce;
+  if (bce && !reference_line_) {
+    reference_line_ = new QCPItemStraightLine(plot_);
+    reference_line_->setPen(QPen(QColor(120, 120, 120), 1, Qt::DashLine));
+    reference_line_->point1->setCoords(0, std::log(2.0));
+    reference_line_->point2->setCoords(1, std::log(2.0));
+  } else if (!bce && reference_line_) {
+    plot_->removeItem(reference_line_);
+    reference_line_ = nullptr;
+  }
+  drawCurves(/*rescale=*/true);
+  curves_loaded_ = true;
+  Q_EMIT loaded();
+}
+
+// Every run: the min / max band of its buckets (faint), its raw values (faint) and their smoothing
+// (the legend's line); then the NaN / Inf crosses near the top of the y range.
+void CompareView::drawCurves(bool rescale) {
+  drawing_ = true;
+  const QCPRange keep_x = plot_->xAxis->range(), keep_y = plot_->yAxis->range();
+  plot_->clearGraphs();
+  graphs_.assign(curves_.size(), Graphs{});
   int drawn = 0, decimated = 0;
+  const auto to_qvector = [](const std::vector<double>& v) {
+    QVector<double> out(static_cast<int>(v.size()));
+    for (size_t j = 0; j < v.size(); ++j) out[static_cast<int>(j)] = std::isfinite(v[j]) ? v[j] : std::numeric_limits<double>::quiet_NaN();
+    return out;
+  };
   for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
     const Curve& c = curves_[i];
-    QCPGraph* g = plot_->addGraph();
-    g->setName(runLabel(i));
-    g->setPen(QPen(run_color(runs_[i].id), 2));
-    QVector<double> xs(static_cast<int>(c.steps.size())), ys(static_cast<int>(c.values.size()));
-    for (size_t j = 0; j < c.steps.size(); ++j) {
-      xs[static_cast<int>(j)] = static_cast<double>(c.steps[j]);
-      // A gap where a value is not finite (an infinite one would also defeat the axis range).
-      ys[static_cast<int>(j)] = std::isfinite(c.values[j]) ? c.values[j] : std::numeric_limits<double>::quiet_NaN();
+    const QColor color = run_color(runs_[i].id);
+    QColor faint = color;
+    faint.setAlpha(70);
+    QVector<double> xs(static_cast<int>(c.steps.size()));
+    for (size_t j = 0; j < c.steps.size(); ++j) xs[static_cast<int>(j)] = static_cast<double>(c.steps[j]);
+    Graphs& g = graphs_[i];
+    if (c.decimated) {
+      QColor band = color;
+      band.setAlpha(45);
+      g.band_min = plot_->addGraph();
+      g.band_max = plot_->addGraph();
+      for (QCPGraph* b : {g.band_min, g.band_max}) {
+        b->setPen(QPen(band, 1));
+        b->removeFromLegend();
+      }
+      band.setAlpha(35);
+      g.band_max->setBrush(band);
+      g.band_max->setChannelFillGraph(g.band_min);
+      g.band_min->setData(xs, to_qvector(c.mins), true);
+      g.band_max->setData(xs, to_qvector(c.maxs), true);
     }
-    g->setData(xs, ys, true);
-    if (c.steps.size() == 1) g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
+    g.raw = plot_->addGraph();
+    g.raw->setPen(QPen(faint, 1));
+    g.raw->removeFromLegend();
+    // A gap where a value is not finite (an infinite one would also defeat the axis range).
+    g.raw->setData(xs, to_qvector(c.values), true);
+    g.smooth = plot_->addGraph();
+    g.smooth->setName(runLabel(i));
+    g.smooth->setPen(QPen(color, 2));
+    g.smooth->setData(xs, to_qvector(debiased_ema(c.values, smoothing_)), true);
+    if (c.steps.size() == 1) g.smooth->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
     if (!c.steps.empty()) ++drawn;
     if (c.decimated) ++decimated;
   }
-  plot_->rescaleAxes();
+  if (rescale) {
+    plot_->rescaleAxes();
+  } else {
+    plot_->xAxis->setRange(keep_x);
+    plot_->yAxis->setRange(keep_y);
+  }
   // Non-finite points, as on the dashboard: a cross in the run's colour near the top of the range.
   const QCPRange y = plot_->yAxis->range();
   int64_t non_finite = 0;
@@ -352,15 +450,120 @@ void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
     QVector<double> mx, my;
     for (int64_t step : curves_[i].non_finite_steps) mx << static_cast<double>(step), my << y.upper - 0.04 * y.size();
     marks->setData(mx, my, true);
+    graphs_[i].marks = marks;
     non_finite += static_cast<int64_t>(curves_[i].non_finite_steps.size());
   }
   plot_->replot();
-  QString status = QString("%1 of %2 runs have %3").arg(drawn).arg(runs_.size()).arg(key);
+  drawing_ = false;
+  QString status = QString("%1 of %2 runs have %3").arg(drawn).arg(runs_.size()).arg(metric_);
   if (decimated) status += QString(" (%1 drawn as min/max envelope)").arg(decimated);
   if (non_finite) status += QString("; %1 NaN / Inf point(s) marked \u00d7").arg(non_finite);
   status_label_->setText(status);
-  curves_loaded_ = true;
-  Q_EMIT loaded();
+}
+
+void CompareView::setSmoothing(double weight) {
+  smoothing_ = std::clamp(weight, 0.0, kMaxSmoothingWeight);
+  smoothing_label_->setText(QString::number(smoothing_, 'f', 2));
+  const int v = static_cast<int>(std::lround(smoothing_ * 100));
+  if (smoothing_slider_->value() != v) smoothing_slider_->setValue(v);
+  if (curves_loaded_) drawCurves(/*rescale=*/false);
+}
+
+void CompareView::setStepRange(double lo, double hi) {
+  plot_->xAxis->setRange(lo, hi);  // as a drag or wheel does: the read follows once it settles
+  plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void CompareView::resetZoom() {
+  if (!metric_.isEmpty()) setMetric(metric_);  // every step again, axes fitted to it
+}
+
+// Runs drawn from buckets (or from a zoomed read that no longer covers the view) are read again
+// over the steps in view, at full resolution where few enough points fall in it. The view stays.
+void CompareView::onZoomSettled() {
+  if (!store_ || zoom_in_flight_) {
+    if (zoom_in_flight_) zoom_timer_.start();  // asked again once the read in flight is in
+    return;
+  }
+  const QCPRange r = plot_->xAxis->range();
+  const std::string k = metric_.toStdString();
+  struct Ask {
+    size_t index;
+    int64_t id, lo, hi;
+  };
+  std::vector<Ask> asks;
+  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
+    const auto it = runs_[i].last_steps.find(k);
+    if (it == runs_[i].last_steps.end()) continue;
+    const int64_t last = std::max<int64_t>(it->second, 1);
+    const int64_t lo = std::clamp<int64_t>(static_cast<int64_t>(std::floor(r.lower)), 0, last);
+    const int64_t hi = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(r.upper)), lo, last);
+    const Curve& c = curves_[i];
+    const bool whole = !c.decimated && c.lo <= 0 && c.hi >= last;  // every point is drawn already
+    if (whole || (c.lo == lo && c.hi == hi)) continue;
+    asks.push_back({i, runs_[i].id, lo, hi});
+  }
+  if (asks.empty()) return;
+  zoom_in_flight_ = true;
+  const int generation = generation_;
+  store_->query<std::vector<std::pair<size_t, Curve>>>(
+      this,
+      [asks, k](RunStore& s) {
+        std::vector<std::pair<size_t, Curve>> out;
+        for (const Ask& a : asks) out.emplace_back(a.index, readCurve(s, a.id, k, a.lo, a.hi));
+        return out;
+      },
+      [this, generation](std::vector<std::pair<size_t, Curve>> read) {
+        zoom_in_flight_ = false;
+        if (generation != generation_) return;  // another metric since
+        for (auto& [index, curve] : read)
+          if (index < curves_.size()) curves_[index] = std::move(curve);
+        drawCurves(/*rescale=*/false);
+      },
+      [this](const QString& error) {
+        zoom_in_flight_ = false;
+        status_label_->setText("Cannot read metrics: " + error);
+      });
+}
+
+int CompareView::runIndex(int64_t run_id) const {
+  for (size_t i = 0; i < runs_.size() && i < graphs_.size(); ++i)
+    if (runs_[i].id == run_id) return static_cast<int>(i);
+  return -1;
+}
+
+QCPGraph* CompareView::smoothGraph(int64_t run_id) const {
+  const int i = runIndex(run_id);
+  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].smooth;
+}
+
+QCPGraph* CompareView::rawGraph(int64_t run_id) const {
+  const int i = runIndex(run_id);
+  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].raw;
+}
+
+QCPGraph* CompareView::bandMaxGraph(int64_t run_id) const {
+  const int i = runIndex(run_id);
+  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].band_max;
+}
+
+QCPGraph* CompareView::markGraph(int64_t run_id) const {
+  const int i = runIndex(run_id);
+  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].marks;
+}
+
+bool CompareView::isDecimated(int64_t run_id) const {
+  const int i = runIndex(run_id);
+  return i >= 0 && curves_[static_cast<size_t>(i)].decimated;
+}
+
+std::pair<int64_t, int64_t> CompareView::stepsRead(int64_t run_id) const {
+  const int i = runIndex(run_id);
+  return i < 0 ? std::pair<int64_t, int64_t>{0, -1} : std::pair{curves_[static_cast<size_t>(i)].lo, curves_[static_cast<size_t>(i)].hi};
+}
+
+std::optional<double> CompareView::referenceLine() const {
+  return reference_line_ ? std::optional<double>(reference_line_->point1->coords().y()) : std::nullopt;
 }
 
 void CompareView::fillConfigTable() {
@@ -446,15 +649,26 @@ bool CompareView::exportOverlayImage(const QString& path) const {
   });
 }
 
-// The overlay as drawn: a run's stored points, or for a run drawn as an envelope, each bucket's
-// min and max at its middle step, said in the "kind" column (value / bucket_min / bucket_max).
+// The overlay as read: a run's stored points, or for a run drawn from buckets, each bucket's min,
+// max and last value at its middle step, said in the "kind" column (value / bucket_min /
+// bucket_max / bucket_last). Unsmoothed: the smoothing is a drawing choice.
 bool CompareView::exportOverlayCsv(const QString& path) const {
   CsvRows rows{{"run_id", "run_name", "step", "value", "kind"}};
-  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i)
-    for (size_t j = 0; j < curves_[i].steps.size(); ++j)
-      rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(curves_[i].steps[j]),
-                      csv_number(curves_[i].values[j]),
-                      !curves_[i].decimated ? "value" : j % 2 == 0 ? "bucket_min" : "bucket_max"});
+  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
+    const Curve& c = curves_[i];
+    const auto row = [&](size_t j, double v, const char* kind) {
+      rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(c.steps[j]), csv_number(v), kind});
+    };
+    for (size_t j = 0; j < c.steps.size(); ++j) {
+      if (!c.decimated) {
+        row(j, c.values[j], "value");
+        continue;
+      }
+      row(j, c.mins[j], "bucket_min");
+      row(j, c.maxs[j], "bucket_max");
+      row(j, c.values[j], "bucket_last");
+    }
+  }
   return write_csv(path, rows);
 }
 

@@ -3,16 +3,21 @@
 // "#id name"), a config diff table with only the fields that differ (rows = dotted field names,
 // columns = runs), and a results table (final eval metrics and judge win rates per sampling
 // temperature, one row per run). Every read goes through the StoreWorker; a run with many points
-// of the metric is fetched as run-store min/max buckets (decimated_series) rather than raw rows.
-// Each part exports as CSV, the overlay also as PNG / PDF; exportAll writes them all to a folder.
+// of the metric is fetched as run-store min/max buckets (decimated_series) rather than raw rows,
+// drawn as a faint band, and read again for the steps in view when the user zooms or pans. Each
+// run's curve is drawn raw (faint) under the same debiased-EMA smoothing as the dashboard's
+// (slider), with the ln 2 chance line on BCE-valued metrics. Each part exports as CSV, the overlay
+// also as PNG / PDF; exportAll writes them all to a folder.
 #pragma once
 
 #include <QString>
 #include <QStringList>
+#include <QTimer>
 #include <QWidget>
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +25,10 @@
 #include "ui/config_diff.h"
 
 class QComboBox;
+class QCPGraph;
+class QCPItemStraightLine;
 class QCustomPlot;
+class QSlider;
 class QLabel;
 class QTableWidget;
 
@@ -37,8 +45,16 @@ public:
 
   CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidget* parent = nullptr);
 
+  static constexpr int kZoomDebounceMs = 150;
+
   // Shows key for every run (loads it through the store).
   void setMetric(const QString& key);
+  // Smoothing weight of the drawn lines (0 = raw; clamped to [0, 0.99]).
+  void setSmoothing(double weight);
+  double smoothing() const { return smoothing_; }
+  // Shows steps lo..hi as the user zooming does (envelopes are read again for them), and back.
+  void setStepRange(double lo, double hi);
+  void resetZoom();
   QString metric() const;
   QStringList metricKeys() const;
   // Writes overlay.png, overlay.pdf, overlay.csv, config_diff.csv and results.csv into folder
@@ -53,6 +69,16 @@ public:
   bool isLoaded() const;  // runs, tables and the current metric's curves are in place
   const std::vector<int64_t>& runIds() const { return run_ids_; }
   QCustomPlot* plot() const { return plot_; }
+  // A run's graphs: its smoothed line (in the legend), its raw values (faint) and, while it is
+  // drawn from buckets, their min / max band; nullptr for a run not in the view.
+  QCPGraph* smoothGraph(int64_t run_id) const;
+  QCPGraph* rawGraph(int64_t run_id) const;
+  QCPGraph* bandMaxGraph(int64_t run_id) const;
+  QCPGraph* markGraph(int64_t run_id) const;  // its NaN / Inf crosses (nullptr without any)
+  bool isDecimated(int64_t run_id) const;
+  std::pair<int64_t, int64_t> stepsRead(int64_t run_id) const;  // the step range last read
+  std::optional<double> referenceLine() const;  // ln 2 on BCE-valued metrics
+  bool zoomPending() const { return zoom_timer_.isActive() || zoom_in_flight_; }
   QString statusText() const;  // what the line under the overlay says (counts, envelopes, NaN / Inf marks)
   QTableWidget* configTable() const { return config_table_; }
   QTableWidget* resultsTable() const { return results_table_; }
@@ -75,13 +101,27 @@ private:
     bool found = false;
   };
   struct Curve {
-    std::vector<int64_t> steps;
-    std::vector<double> values;  // decimated: each bucket's min then max at its middle step
+    std::vector<int64_t> steps;  // raw: every point's; decimated: each bucket's middle step
+    std::vector<double> values;  // raw: as stored; decimated: each bucket's last value
+    std::vector<double> mins, maxs;  // decimated only: each bucket's min / max (NaN: no finite value)
     bool decimated = false;
+    int64_t lo = 0, hi = -1;  // the steps read
     std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
   };
+  struct Graphs {
+    QCPGraph* smooth = nullptr;
+    QCPGraph* raw = nullptr;
+    QCPGraph* band_min = nullptr;
+    QCPGraph* band_max = nullptr;
+    QCPGraph* marks = nullptr;
+  };
+  // Reads run's key over steps lo..hi: raw rows up to kRawPointLimit, buckets beyond (store thread).
+  static Curve readCurve(RunStore& store, int64_t run_id, const std::string& key, int64_t lo, int64_t hi);
   void onRuns(std::vector<RunInfo> runs);
   void onCurves(const QString& key, std::vector<Curve> curves);
+  void drawCurves(bool rescale);
+  void onZoomSettled();  // reads the steps in view again for the runs drawn from buckets
+  int runIndex(int64_t run_id) const;
   void fillConfigTable();
   void fillResultsTable();
   QString runLabel(size_t i) const;
@@ -93,11 +133,20 @@ private:
   std::vector<int64_t> run_ids_;
   std::vector<RunInfo> runs_;
   std::vector<Curve> curves_;
+  std::vector<Graphs> graphs_;  // per run, as curves_
   std::vector<ConfigDiffRow> diff_;
   QString metric_;
   int generation_ = 0;  // drops the answers of superseded metric requests
   bool runs_loaded_ = false;
   bool curves_loaded_ = false;
+
+  double smoothing_ = 0.6;
+  bool drawing_ = false;         // axis changes made by drawCurves are not the user's zoom
+  bool zoom_in_flight_ = false;
+  QTimer zoom_timer_;
+  QCPItemStraightLine* reference_line_ = nullptr;
+  QSlider* smoothing_slider_ = nullptr;
+  QLabel* smoothing_label_ = nullptr;
 
   QComboBox* metric_combo_ = nullptr;
   QLabel* status_label_ = nullptr;

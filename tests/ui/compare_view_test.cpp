@@ -122,6 +122,7 @@ TEST(CompareView, OverlaysTablesAndExports) {
   accuracies[10] = std::numeric_limits<double>::infinity();
   accuracies[20] = std::nan("");
   ws.log_series("rewards/accuracies", 1, accuracies);
+  ws.log_series("opo_loss", 1, std::vector<double>(10, 0.6));
   ws.store->add_eval(run_a, 120, "eval", "{}", R"({"eval_loss":0.41,"eval_rewards/accuracies":0.83,"eval_rewards/margins":1.2})");
   ws.store->add_eval(run_a, 120, "judge", "{}",
                      R"({"judge":[{"temperature":0.7,"bucket":"all","prompts":64,"win_rate":0.62},
@@ -140,22 +141,41 @@ TEST(CompareView, OverlaysTablesAndExports) {
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
 
   EXPECT_EQ(view.metric(), "loss");
-  EXPECT_EQ(view.metricKeys(), (QStringList{"eval_loss", "loss", "rewards/accuracies"}));
+  EXPECT_EQ(view.metricKeys(), (QStringList{"eval_loss", "loss", "opo_loss", "rewards/accuracies"}));
   QCustomPlot* plot = view.plot();
-  ASSERT_EQ(plot->graphCount(), 2);
-  EXPECT_EQ(plot->graph(0)->pen().color(), run_color(run_a));
-  EXPECT_EQ(plot->graph(1)->pen().color(), run_color(run_b));
-  EXPECT_EQ(plot->graph(0)->name(), QString("#%1 dashboard-test").arg(run_a));
-  EXPECT_EQ(plot->graph(1)->name(), QString("#%1 ganpo-off").arg(run_b));
-  EXPECT_EQ(plot->graph(0)->dataCount(), 120);
+  // Per run: raw values (faint) and their smoothing (the legend's line); run b's buckets also as a band.
+  EXPECT_EQ(plot->graphCount(), 2 + 4);
+  EXPECT_EQ(view.smoothGraph(run_a)->pen().color(), run_color(run_a));
+  EXPECT_EQ(view.smoothGraph(run_b)->pen().color(), run_color(run_b));
+  EXPECT_EQ(view.smoothGraph(run_a)->name(), QString("#%1 dashboard-test").arg(run_a));
+  EXPECT_EQ(view.smoothGraph(run_b)->name(), QString("#%1 ganpo-off").arg(run_b));
+  EXPECT_EQ(plot->legend->itemCount(), 2);
+  EXPECT_EQ(view.rawGraph(run_a)->dataCount(), 120);
+  EXPECT_FALSE(view.isDecimated(run_a));
+  EXPECT_TRUE(view.isDecimated(run_b));
+  EXPECT_EQ(view.bandMaxGraph(run_a), nullptr);
   std::set<int64_t> buckets;
   for (int64_t step = 1; step <= 6000; ++step)
     buckets.insert(RunStore::bucket_of(step, 0, 6000, CompareView::kBuckets));
-  EXPECT_EQ(plot->graph(1)->dataCount(), static_cast<int>(2 * buckets.size()));
+  EXPECT_EQ(view.rawGraph(run_b)->dataCount(), static_cast<int>(buckets.size()));
   double top = 0;
-  for (auto it = plot->graph(1)->data()->constBegin(); it != plot->graph(1)->data()->constEnd(); ++it)
+  for (auto it = view.bandMaxGraph(run_b)->data()->constBegin(); it != view.bandMaxGraph(run_b)->data()->constEnd(); ++it)
     top = std::max(top, it->value);
   EXPECT_NEAR(top, vb[3001], 1e-12);  // the spike survives decimation
+  // Smoothed as the dashboard smooths (debiased EMA); weight 0 draws the raw values.
+  EXPECT_DOUBLE_EQ(view.smoothing(), 0.6);
+  EXPECT_NEAR(view.smoothGraph(run_a)->data()->at(1)->value, (0.4 * 0.6 * va[0] + 0.4 * va[1]) / (1 - 0.36), 1e-12);
+  view.setSmoothing(0);
+  EXPECT_DOUBLE_EQ(view.smoothGraph(run_a)->data()->at(7)->value, va[7]);
+  view.setSmoothing(0.6);
+  EXPECT_FALSE(view.referenceLine().has_value()) << "the total loss of a GANPO run is no BCE";
+  view.setMetric("opo_loss");
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  ASSERT_TRUE(view.referenceLine().has_value()) << "both runs are sigmoid DPO: the base loss is a BCE";
+  EXPECT_NEAR(*view.referenceLine(), std::log(2.0), 1e-12);
+  view.setMetric("loss");
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  EXPECT_FALSE(view.referenceLine().has_value());
 
   // Config diff: exactly the fields that differ, one column per run.
   QTableWidget* diff = view.configTable();
@@ -176,13 +196,14 @@ TEST(CompareView, OverlaysTablesAndExports) {
 
   view.setMetric("rewards/accuracies");
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
-  EXPECT_EQ(plot->graph(0)->dataCount(), 40);
-  EXPECT_EQ(plot->graph(1)->dataCount(), 0);
+  EXPECT_EQ(view.rawGraph(run_a)->dataCount(), 40);
+  EXPECT_EQ(view.rawGraph(run_b)->dataCount(), 0);
   // +Inf and NaN: gaps in the line, marked in the run's colour; the axis keeps a finite range.
-  ASSERT_EQ(plot->graphCount(), 3);
-  EXPECT_EQ(plot->graph(2)->dataCount(), 2);
-  EXPECT_EQ(plot->graph(2)->data()->at(0)->key, 11.0);
-  EXPECT_EQ(plot->graph(2)->scatterStyle().pen().color(), run_color(run_a));
+  ASSERT_NE(view.markGraph(run_a), nullptr);
+  EXPECT_EQ(view.markGraph(run_b), nullptr);
+  EXPECT_EQ(view.markGraph(run_a)->dataCount(), 2);
+  EXPECT_EQ(view.markGraph(run_a)->data()->at(0)->key, 11.0);
+  EXPECT_EQ(view.markGraph(run_a)->scatterStyle().pen().color(), run_color(run_a));
   EXPECT_TRUE(std::isfinite(plot->yAxis->range().upper) && plot->yAxis->range().upper < 10);
   EXPECT_TRUE(view.statusText().contains("2 NaN / Inf point(s) marked")) << view.statusText().toStdString();
   view.setMetric("loss");
@@ -213,7 +234,7 @@ TEST(CompareView, OverlaysTablesAndExports) {
   ASSERT_TRUE(pdf.open(QIODevice::ReadOnly));
   EXPECT_EQ(pdf.read(4), QByteArray("%PDF"));
   const QStringList overlay = read_lines(folder + "/overlay.csv");
-  ASSERT_EQ(overlay.size(), 1 + 120 + static_cast<int>(2 * buckets.size()));
+  ASSERT_EQ(overlay.size(), 1 + 120 + static_cast<int>(3 * buckets.size()));
   EXPECT_EQ(overlay[0], "run_id,run_name,step,value,kind");
   const QStringList first = overlay[1].split(',');
   ASSERT_EQ(first.size(), 5);
@@ -221,7 +242,8 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(first[2], "1");
   EXPECT_NEAR(first[3].toDouble(), 0.69, 1e-5);
   EXPECT_EQ(first[4], "value");
-  EXPECT_TRUE(overlay.back().endsWith(",bucket_max")) << overlay.back().toStdString() << " (the decimated run)";
+  EXPECT_TRUE(overlay.back().endsWith(",bucket_last")) << overlay.back().toStdString() << " (the decimated run)";
+  EXPECT_TRUE(overlay[overlay.size() - 2].endsWith(",bucket_max"));
   const QStringList config_csv = read_lines(folder + "/config_diff.csv");
   ASSERT_EQ(config_csv.size(), 4);
   EXPECT_EQ(config_csv[0], QString("field,#%1 dashboard-test,#%2 ganpo-off").arg(run_a).arg(run_b));
@@ -232,4 +254,19 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(results_csv[1], QString("%1,dashboard-test,0.41,0.83,1.2,0.62,0.57").arg(run_a));
   EXPECT_EQ(results_csv[2], QString("%1,ganpo-off,0.5,,,,").arg(run_b));
   EXPECT_EQ(QDir(folder).entryList(QDir::Files).size(), 5);  // no .part files left behind
+
+  // Zoomed in to 11 steps of run b (drawn from buckets): those steps are read again, every one,
+  // and the view stays where the user put it; Reset zoom reads every step again.
+  view.setStepRange(2995, 3005);
+  ASSERT_TRUE(pump_until([&] { return !view.zoomPending() && !view.isDecimated(run_b); }));
+  EXPECT_EQ(view.stepsRead(run_b), (std::pair<int64_t, int64_t>{2995, 3005}));
+  EXPECT_EQ(view.rawGraph(run_b)->dataCount(), 11);
+  EXPECT_NEAR(view.rawGraph(run_b)->data()->at(7)->value, vb[3001], 1e-12) << "step 3002, the spike, raw";
+  EXPECT_EQ(view.stepsRead(run_a), (std::pair<int64_t, int64_t>{0, 120})) << "run a had every point: not read again";
+  EXPECT_DOUBLE_EQ(plot->xAxis->range().lower, 2995);
+  EXPECT_DOUBLE_EQ(plot->xAxis->range().upper, 3005);
+  view.resetZoom();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded() && view.isDecimated(run_b); }));
+  EXPECT_EQ(view.stepsRead(run_b), (std::pair<int64_t, int64_t>{0, 6000}));
+  EXPECT_GE(plot->xAxis->range().upper, 5990);  // (the last bucket drawn at its middle step)
 }
