@@ -14,7 +14,6 @@
 #include <QPushButton>
 #include <QRegularExpression>
 #include <QSaveFile>
-#include <QSlider>
 #include <QSplitter>
 #include <QTableWidget>
 #include <QVBoxLayout>
@@ -27,11 +26,13 @@
 #include <optional>
 #include <set>
 
+#include "core/config.h"
 #include "db/run_export.h"
 #include "ui/chart_catalog.h"
 #include "ui/chart_qcustomplot.h"
 #include "ui/run_list_model.h"
 #include "ui/series_smoothing.h"
+#include "ui/smoothing_control.h"
 #include "ui/store_worker.h"
 
 namespace ganpo::ui {
@@ -133,16 +134,8 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   metric_combo_->setToolTip("Metrics logged by any of the selected runs");
   controls->addWidget(metric_combo_);
   controls->addSpacing(12);
-  controls->addWidget(new QLabel("Smoothing:"));
-  smoothing_slider_ = new QSlider(Qt::Horizontal);
-  smoothing_slider_->setRange(0, 99);
-  smoothing_slider_->setValue(static_cast<int>(std::lround(smoothing_ * 100)));
-  smoothing_slider_->setFixedWidth(120);
-  smoothing_slider_->setToolTip("Debiased exponential moving average weight, as on the dashboard (0 = raw)");
-  controls->addWidget(smoothing_slider_);
-  smoothing_label_ = new QLabel(QString::number(smoothing_, 'f', 2));
-  smoothing_label_->setMinimumWidth(32);
-  controls->addWidget(smoothing_label_);
+  smoothing_control_ = new SmoothingControl(smoothing_, "Debiased exponential moving average weight, as on the dashboard (0 = raw)");
+  controls->addWidget(smoothing_control_);
   auto* reset = new QPushButton("Reset zoom");
   reset->setToolTip("Every step of every run again (or double-click the plot)");
   controls->addWidget(reset);
@@ -188,7 +181,7 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   layout->addWidget(split, 1);
 
   connect(metric_combo_, &QComboBox::textActivated, this, &CompareView::setMetric);
-  connect(smoothing_slider_, &QSlider::valueChanged, this, [this](int v) { setSmoothing(v / 100.0); });
+  connect(smoothing_control_, &SmoothingControl::weightChanged, this, [this](double w) { setSmoothing(w); });
   connect(reset, &QPushButton::clicked, this, &CompareView::resetZoom);
   connect(plot_, &QCustomPlot::mouseDoubleClick, this, [this] { resetZoom(); });
   // Zoom and pan: once they settle, the runs drawn from buckets are read again for the steps in view.
@@ -262,9 +255,18 @@ void CompareView::onRuns(std::vector<RunInfo> runs) {
     for (const auto& k : r.keys) keys.insert(QString::fromStdString(k));
   metric_combo_->clear();
   for (const QString& k : keys) metric_combo_->addItem(k);
-  std::vector<nlohmann::json> configs;
-  for (const RunInfo& r : runs_) configs.push_back(r.config);
-  diff_ = config_diff(configs);
+  // Each config as this build reads it (a field an older build did not store takes its default,
+  // marked so), where it reads; as stored otherwise.
+  std::vector<nlohmann::json> effective, stored;
+  for (const RunInfo& r : runs_) {
+    stored.push_back(r.config);
+    try {
+      effective.push_back(r.config.is_object() ? config_to_json(config_from_json(r.config)) : r.config);
+    } catch (const std::exception&) {
+      effective.push_back(r.config);
+    }
+  }
+  diff_ = config_diff(effective, &stored);
   fillConfigTable();
   fillResultsTable();
   QString key = metric_;
@@ -463,9 +465,7 @@ void CompareView::drawCurves(bool rescale) {
 
 void CompareView::setSmoothing(double weight) {
   smoothing_ = std::clamp(weight, 0.0, kMaxSmoothingWeight);
-  smoothing_label_->setText(QString::number(smoothing_, 'f', 2));
-  const int v = static_cast<int>(std::lround(smoothing_ * 100));
-  if (smoothing_slider_->value() != v) smoothing_slider_->setValue(v);
+  smoothing_control_->setWeight(smoothing_);
   if (curves_loaded_) drawCurves(/*rescale=*/false);
 }
 

@@ -28,11 +28,12 @@ class QComboBox;
 class QCPGraph;
 class QCPItemStraightLine;
 class QCustomPlot;
-class QSlider;
 class QLabel;
 class QTableWidget;
 
 namespace ganpo::ui {
+
+class SmoothingControl;
 
 class StoreWorker;
 
@@ -145,8 +146,7 @@ private:
   bool zoom_in_flight_ = false;
   QTimer zoom_timer_;
   QCPItemStraightLine* reference_line_ = nullptr;
-  QSlider* smoothing_slider_ = nullptr;
-  QLabel* smoothing_label_ = nullptr;
+  SmoothingControl* smoothing_control_ = nullptr;
 
   QComboBox* metric_combo_ = nullptr;
   QLabel* status_label_ = nullptr;

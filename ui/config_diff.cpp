@@ -15,6 +15,15 @@ void flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::s
   if (!prefix.empty()) out[prefix] = j;
 }
 
+// The same setting: equal JSON, or the same number written as an integer in one and a float in
+// the other (1 and 1.0). Two integers compare exactly, not through double.
+bool same_value(const nlohmann::json& a, const nlohmann::json& b) {
+  if (a == b) return true;
+  if (!a.is_number() || !b.is_number()) return false;
+  if (a.is_number_integer() && b.is_number_integer()) return false;  // == compared them exactly
+  return a.get<double>() == b.get<double>();
+}
+
 }  // namespace
 
 std::string config_value_text(const nlohmann::json& value) {
@@ -22,13 +31,15 @@ std::string config_value_text(const nlohmann::json& value) {
   return value.dump();
 }
 
-std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& configs) {
+std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& configs,
+                                       const std::vector<nlohmann::json>* stored) {
   std::vector<ConfigDiffRow> rows;
   if (configs.size() < 2) return rows;
-  std::vector<std::map<std::string, nlohmann::json>> flat(configs.size());
+  std::vector<std::map<std::string, nlohmann::json>> flat(configs.size()), flat_stored(configs.size());
   std::set<std::string> fields;
   for (size_t i = 0; i < configs.size(); ++i) {
     if (configs[i].is_object()) flatten(configs[i], "", flat[i]);
+    if (stored && i < stored->size() && (*stored)[i].is_object()) flatten((*stored)[i], "", flat_stored[i]);
     for (const auto& [name, value] : flat[i]) fields.insert(name);
   }
   for (const std::string& field : fields) {
@@ -37,16 +48,14 @@ std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& config
     for (size_t i = 1; i < flat.size() && !differs; ++i) {
       const auto other = flat[i].find(field);
       const bool a = first != flat[0].end(), b = other != flat[i].end();
-      // 1 and 1.0 are the same setting, though JSON keeps them as different number types.
-      differs = a != b || (a && first->second != other->second &&
-                           !(first->second.is_number() && other->second.is_number() &&
-                             first->second.get<double>() == other->second.get<double>()));
+      differs = a != b || (a && !same_value(first->second, other->second));
     }
     if (!differs) continue;
     ConfigDiffRow row{field, {}};
-    for (const auto& f : flat) {
-      const auto it = f.find(field);
-      row.values.push_back(it == f.end() ? kAbsent : config_value_text(it->second));
+    for (size_t i = 0; i < flat.size(); ++i) {
+      const auto it = flat[i].find(field);
+      const bool filled_in = stored && i < stored->size() && !flat_stored[i].count(field);
+      row.values.push_back(it == flat[i].end() ? kAbsent : config_value_text(it->second) + (filled_in ? kDefaultMark : ""));
     }
     rows.push_back(std::move(row));
   }

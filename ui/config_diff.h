@@ -2,7 +2,10 @@
 // config (as stored in runs.config_json, the shape config_to_json writes) is flattened into dotted
 // field names ("objective.beta", "ganpo.enabled"); a field becomes a row only when its value is not
 // the same in every config (a field one config lacks counts as different). Arrays are compared and
-// shown whole. Pure functions, no Qt, so they are unit-tested directly.
+// shown whole. The Compare tab passes each run's config as this build reads it (every field, a
+// field an older build did not store at its default) beside the config as stored, so a field a run
+// never stored is compared at the value it runs with and shown marked "(default)". Pure functions,
+// no Qt, so they are unit-tested directly.
 #pragma once
 
 #include <string>
@@ -20,8 +23,14 @@ struct ConfigDiffRow {
 inline constexpr const char* kAbsent = "(absent)";
 
 // Rows sorted by field name (which keeps a section's fields together). Fewer than two configs
-// give no rows. A config that is not an object contributes no fields.
-std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& configs);
+// give no rows. A config that is not an object contributes no fields. stored (when given, one per
+// config): the configs as stored; a field present in configs[i] but not in stored[i] shows as
+// "VALUE (default)". Numbers are equal when they are the same number (1 and 1.0), integers compared
+// as integers (two seeds beyond 2^53 apart stay apart).
+std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& configs,
+                                       const std::vector<nlohmann::json>* stored = nullptr);
+
+inline constexpr const char* kDefaultMark = " (default)";
 
 // The text a config value shows as: strings without quotes, numbers and booleans as JSON writes
 // them, arrays and null as JSON.

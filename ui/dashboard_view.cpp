@@ -16,7 +16,6 @@
 #include <QPdfWriter>
 #include <QPushButton>
 #include <QScrollArea>
-#include <QSlider>
 #include <QSvgGenerator>
 #include <QVBoxLayout>
 
@@ -25,6 +24,7 @@
 #include "ui/curve_health.h"
 #include "ui/metric_chart.h"
 #include "ui/run_list_model.h"
+#include "ui/smoothing_control.h"
 #include "ui/store_worker.h"
 
 namespace ganpo::ui {
@@ -46,16 +46,8 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
   x_combo_->addItems({"Step", "Wall time", "Tokens seen"});
   controls->addWidget(x_combo_);
   controls->addSpacing(12);
-  controls->addWidget(new QLabel("Smoothing:"));
-  smoothing_slider_ = new QSlider(Qt::Horizontal);
-  smoothing_slider_->setRange(0, 99);
-  smoothing_slider_->setValue(static_cast<int>(std::lround(smoothing_ * 100)));
-  smoothing_slider_->setFixedWidth(160);
-  smoothing_slider_->setToolTip("Debiased exponential moving average weight (0 = raw)");
-  controls->addWidget(smoothing_slider_);
-  smoothing_label_ = new QLabel(QString::number(smoothing_, 'f', 2));
-  smoothing_label_->setMinimumWidth(32);
-  controls->addWidget(smoothing_label_);
+  smoothing_control_ = new SmoothingControl(smoothing_, "Debiased exponential moving average weight (0 = raw)");
+  controls->addWidget(smoothing_control_);
   controls->addSpacing(12);
   log_check_ = new QCheckBox("Log y");
   controls->addWidget(log_check_);
@@ -114,7 +106,7 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
 
   connect(x_combo_, qOverload<int>(&QComboBox::currentIndexChanged), this,
           [this](int i) { setXAxisMode(static_cast<XAxisMode>(i)); });
-  connect(smoothing_slider_, &QSlider::valueChanged, this, [this](int v) { setSmoothing(v / 100.0); });
+  connect(smoothing_control_, &SmoothingControl::weightChanged, this, [this](double w) { setSmoothing(w); });
   connect(log_check_, &QCheckBox::toggled, this, &DashboardView::setLogY);
   connect(reset, &QPushButton::clicked, this, &DashboardView::resetZoom);
   connect(export_button, &QPushButton::clicked, this, &DashboardView::exportDialog);
@@ -391,9 +383,7 @@ void DashboardView::updateHealth() {
 
 void DashboardView::setSmoothing(double weight) {
   smoothing_ = std::clamp(weight, 0.0, 0.99);
-  smoothing_label_->setText(QString::number(smoothing_, 'f', 2));
-  const int v = static_cast<int>(std::lround(smoothing_ * 100));
-  if (smoothing_slider_->value() != v) smoothing_slider_->setValue(v);
+  smoothing_control_->setWeight(smoothing_);
   for (MetricChart* c : charts()) c->setSmoothing(smoothing_);
 }
 

@@ -29,11 +29,12 @@ class QComboBox;
 class QGridLayout;
 class QLabel;
 class QScrollArea;
-class QSlider;
 class QVBoxLayout;
 class QPainter;
 
 namespace ganpo::ui {
+
+class SmoothingControl;
 
 class MetricChart;
 class StoreWorker;
@@ -112,8 +113,7 @@ private:
   QString health_ = "waiting for metrics";
 
   QComboBox* x_combo_ = nullptr;
-  QSlider* smoothing_slider_ = nullptr;
-  QLabel* smoothing_label_ = nullptr;
+  SmoothingControl* smoothing_control_ = nullptr;
   QCheckBox* log_check_ = nullptr;
   QLabel* points_label_ = nullptr;
   QPushButton* overlay_button_ = nullptr;

@@ -75,6 +75,31 @@ TEST(ConfigDiff, IdenticalMissingAndThreeWay) {
   EXPECT_TRUE(config_diff({x, {{"train", {{"learning_rate", 1.0}}}, {"name", "x"}}}).empty());
 }
 
+// Two seeds beyond 2^53 differ by one: as doubles they are the same number, as settings they are
+// not. A field one run's (older) stored config lacks is compared at the default it runs with and
+// marked; only where that default differs from the other run's value is it a row.
+TEST(ConfigDiff, BigIntegersStayApartAndUnstoredFieldsShowTheirDefault) {
+  const nlohmann::json a = {{"seed", 9007199254740993LL}}, b = {{"seed", 9007199254740992LL}};
+  const auto seeds = config_diff({a, b});
+  ASSERT_EQ(seeds.size(), 1u);
+  EXPECT_EQ(seeds[0].values, (std::vector<std::string>{"9007199254740993", "9007199254740992"}));
+
+  RunConfig older, newer;
+  newer.objective.rpo_alpha = 0.5;
+  nlohmann::json stored_older = config_to_json(older);
+  stored_older["objective"].erase("rpo_alpha");    // an older build did not know the key
+  stored_older["objective"].erase("simpo_gamma");
+  const std::vector<nlohmann::json> stored = {stored_older, config_to_json(newer)};
+  const std::vector<nlohmann::json> effective = {config_to_json(config_from_json(stored_older)), config_to_json(newer)};
+  const auto rows = config_diff(effective, &stored);
+  ASSERT_EQ(rows.size(), 1u) << "simpo_gamma is at its default in both: no row";
+  EXPECT_EQ(rows[0].field, "objective.rpo_alpha");
+  EXPECT_EQ(rows[0].values[0], std::string("0.0") + kDefaultMark);
+  EXPECT_EQ(rows[0].values[1], "0.5");
+  // Without the stored configs the raw ones say which run lacks the field.
+  EXPECT_EQ(config_diff(stored).size(), 2u);
+}
+
 TEST(CompareResults, TrainerEvalsMetricsAndJudgeTables) {
   std::vector<EvalRow> evals(3);
   evals[0].id = 1;
