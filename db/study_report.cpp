@@ -243,9 +243,11 @@ VerdictCount count_verdicts(const StudyReport& report, bool headline_only) {
     ++count.tested;
     if (verdict_called(i, head_to_head)) ++count.called;
   };
+  // Throughput is left out: the critics cost time by design, so its calls are no chance findings.
+  const auto throughput = [](const std::string& key) { return key == "step_time_s" || key == "tokens_per_s"; };
   for (const PairedResult& p : report.ganpo_vs_base) {
     for (const auto& [key, i] : p.differences)
-      if (!headline_only || is_headline_metric(key)) add(i, false);
+      if ((!headline_only || is_headline_metric(key)) && !throughput(key)) add(i, false);
     for (const auto& [key, i] : p.win_rate_vs_baseline) add(i, true);
   }
   return count;

@@ -64,7 +64,8 @@ nlohmann::json report_to_json(const StudyReport& report);
 
 // How many of the answer's verdicts could be chance: the numbers tested (each pair's differences,
 // its headline ones only where headline_only, and its head-to-head win rates; each over two seeds
-// or more) and how many of them are called. At 95 % each, where GANPO changed nothing about 5 % of
+// or more; not the step time or tokens/s, which the critics change by design) and how many of them
+// are called. At 95 % each, where GANPO changed nothing about 5 % of
 // the numbers tested would be called anyway.
 struct VerdictCount {
   int64_t tested = 0, called = 0;

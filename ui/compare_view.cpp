@@ -83,6 +83,28 @@ bool write_checked(const QString& path, const std::function<bool(const QString&)
   return ok;
 }
 
+// The debiased EMA of series_smoothing.h over a curve whose points may stand for several: a bucket
+// of n points weighs as n points of its value (weight^n), so a line drawn from 1,500 buckets has
+// the shape the same smoothing gives the raw points. state: the smoothing of the steps before the
+// curve's first (a zoomed read continues where the whole run's line is), updated in place.
+std::vector<double> smooth_points(const std::vector<double>& values, const std::vector<int64_t>& counts, double weight,
+                                  EmaState& state) {
+  std::vector<double> out(values.size(), std::numeric_limits<double>::quiet_NaN());
+  for (size_t j = 0; j < values.size(); ++j) {
+    const int64_t n = counts.empty() ? 1 : counts[j];
+    if (!std::isfinite(values[j]) || n <= 0) continue;
+    if (weight <= 0) {
+      out[j] = values[j];
+      continue;
+    }
+    const double w = std::pow(weight, static_cast<double>(n));
+    state.accum = w * state.accum + (1 - w) * values[j];
+    state.count += n;
+    out[j] = state.accum / (1 - std::pow(weight, static_cast<double>(state.count)));
+  }
+  return out;
+}
+
 QIcon swatch(const QColor& color) {
   QPixmap p(12, 12);
   p.fill(color);
@@ -257,16 +279,19 @@ void CompareView::onRuns(std::vector<RunInfo> runs) {
   for (const QString& k : keys) metric_combo_->addItem(k);
   // Each config as this build reads it (a field an older build did not store takes its default,
   // marked so), where it reads; as stored otherwise.
+  // Where any config does not read, every run is compared as stored (a mix would mark every
+  // default field of the others as differing).
   std::vector<nlohmann::json> effective, stored;
+  bool all_read = true;
   for (const RunInfo& r : runs_) {
     stored.push_back(r.config);
     try {
-      effective.push_back(r.config.is_object() ? config_to_json(config_from_json(r.config)) : r.config);
+      effective.push_back(config_to_json(config_from_json(r.config)));
     } catch (const std::exception&) {
-      effective.push_back(r.config);
+      all_read = false;
     }
   }
-  diff_ = config_diff(effective, &stored);
+  diff_ = all_read ? config_diff(effective, &stored) : config_diff(stored);
   fillConfigTable();
   fillResultsTable();
   QString key = metric_;
@@ -345,6 +370,7 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
     c.mins.push_back(b.count ? b.min : nan);
     c.maxs.push_back(b.count ? b.max : nan);
     c.values.push_back(b.count ? b.last : nan);
+    c.counts.push_back(b.count);
     if (b.nan_count > 0) c.non_finite_steps.push_back(c.steps.back());
   }
   return c;
@@ -352,6 +378,7 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
 
 void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
   curves_ = std::move(curves);
+  overviews_ = curves_;
   plot_->yAxis->setLabel(key);
   // ln 2 where every run's value of this metric is a BCE (the base loss only under sigmoid DPO).
   bool sigmoid = true, total_is_base = true;
@@ -429,7 +456,17 @@ void CompareView::drawCurves(bool rescale) {
     g.smooth = plot_->addGraph();
     g.smooth->setName(runLabel(i));
     g.smooth->setPen(QPen(color, 2));
-    g.smooth->setData(xs, to_qvector(debiased_ema(c.values, smoothing_)), true);
+    // A zoomed read's smoothing goes on from the whole run's line at its first step.
+    EmaState state;
+    if (i < overviews_.size() && c.lo > overviews_[i].lo) {
+      const Curve& all = overviews_[i];
+      const auto before = static_cast<size_t>(std::lower_bound(all.steps.begin(), all.steps.end(), c.lo) - all.steps.begin());
+      const std::vector<double> head(all.values.begin(), all.values.begin() + static_cast<std::ptrdiff_t>(before));
+      const std::vector<int64_t> head_counts(all.counts.begin(),
+                                             all.counts.begin() + static_cast<std::ptrdiff_t>(std::min(before, all.counts.size())));
+      smooth_points(head, head_counts, smoothing_, state);
+    }
+    g.smooth->setData(xs, to_qvector(smooth_points(c.values, c.counts, smoothing_, state)), true);
     if (c.steps.size() == 1) g.smooth->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
     if (!c.steps.empty()) ++drawn;
     if (c.decimated) ++decimated;
@@ -496,11 +533,12 @@ void CompareView::onZoomSettled() {
     const auto it = runs_[i].last_steps.find(k);
     if (it == runs_[i].last_steps.end()) continue;
     const int64_t last = std::max<int64_t>(it->second, 1);
-    const int64_t lo = std::clamp<int64_t>(static_cast<int64_t>(std::floor(r.lower)), 0, last);
-    const int64_t hi = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(r.upper)), lo, last);
+    // (clamped as doubles first: a far zoom-out reaches beyond any int64)
+    const auto lo = static_cast<int64_t>(std::clamp(std::floor(r.lower), 0.0, static_cast<double>(last)));
+    const auto hi = static_cast<int64_t>(std::clamp(std::ceil(r.upper), static_cast<double>(lo), static_cast<double>(last)));
     const Curve& c = curves_[i];
-    const bool whole = !c.decimated && c.lo <= 0 && c.hi >= last;  // every point is drawn already
-    if (whole || (c.lo == lo && c.hi == hi)) continue;
+    const bool covered = !c.decimated && c.lo <= lo && c.hi >= hi;  // every point in view is drawn already
+    if (covered || (c.lo == lo && c.hi == hi)) continue;
     asks.push_back({i, runs_[i].id, lo, hi});
   }
   if (asks.empty()) return;

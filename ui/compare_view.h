@@ -105,6 +105,7 @@ private:
     std::vector<int64_t> steps;  // raw: every point's; decimated: each bucket's middle step
     std::vector<double> values;  // raw: as stored; decimated: each bucket's last value
     std::vector<double> mins, maxs;  // decimated only: each bucket's min / max (NaN: no finite value)
+    std::vector<int64_t> counts;     // decimated only: each bucket's finite points
     bool decimated = false;
     int64_t lo = 0, hi = -1;  // the steps read
     std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
@@ -134,6 +135,7 @@ private:
   std::vector<int64_t> run_ids_;
   std::vector<RunInfo> runs_;
   std::vector<Curve> curves_;
+  std::vector<Curve> overviews_;  // per run, every step as first read: what a zoomed read's smoothing starts from
   std::vector<Graphs> graphs_;  // per run, as curves_
   std::vector<ConfigDiffRow> diff_;
   QString metric_;

@@ -36,11 +36,18 @@ std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& config
   std::vector<ConfigDiffRow> rows;
   if (configs.size() < 2) return rows;
   std::vector<std::map<std::string, nlohmann::json>> flat(configs.size()), flat_stored(configs.size());
+  std::vector<std::set<std::string>> not_read(configs.size());  // stored fields configs[i] lacks
   std::set<std::string> fields;
   for (size_t i = 0; i < configs.size(); ++i) {
     if (configs[i].is_object()) flatten(configs[i], "", flat[i]);
     if (stored && i < stored->size() && (*stored)[i].is_object()) flatten((*stored)[i], "", flat_stored[i]);
     for (const auto& [name, value] : flat[i]) fields.insert(name);
+    // A field stored but not read by this build is compared as stored.
+    for (const auto& [name, value] : flat_stored[i])
+      if (flat[i].emplace(name, value).second) {
+        fields.insert(name);
+        not_read[i].insert(name);
+      }
   }
   for (const std::string& field : fields) {
     bool differs = false;
@@ -55,7 +62,9 @@ std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& config
     for (size_t i = 0; i < flat.size(); ++i) {
       const auto it = flat[i].find(field);
       const bool filled_in = stored && i < stored->size() && !flat_stored[i].count(field);
-      row.values.push_back(it == flat[i].end() ? kAbsent : config_value_text(it->second) + (filled_in ? kDefaultMark : ""));
+      row.values.push_back(it == flat[i].end() ? kAbsent
+                                               : config_value_text(it->second) + (filled_in ? kDefaultMark : "") +
+                                                     (not_read[i].count(field) ? kNotReadMark : ""));
     }
     rows.push_back(std::move(row));
   }

@@ -25,12 +25,14 @@ inline constexpr const char* kAbsent = "(absent)";
 // Rows sorted by field name (which keeps a section's fields together). Fewer than two configs
 // give no rows. A config that is not an object contributes no fields. stored (when given, one per
 // config): the configs as stored; a field present in configs[i] but not in stored[i] shows as
-// "VALUE (default)". Numbers are equal when they are the same number (1 and 1.0), integers compared
+// "VALUE (default)", and one stored but absent from configs[i] (a field this build does not read)
+// is compared as stored and shows as "VALUE (not read by this build)". Numbers are equal when they are the same number (1 and 1.0), integers compared
 // as integers (two seeds beyond 2^53 apart stay apart).
 std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& configs,
                                        const std::vector<nlohmann::json>* stored = nullptr);
 
 inline constexpr const char* kDefaultMark = " (default)";
+inline constexpr const char* kNotReadMark = " (not read by this build)";
 
 // The text a config value shows as: strings without quotes, numbers and booleans as JSON writes
 // them, arrays and null as JSON.

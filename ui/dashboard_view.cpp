@@ -20,6 +20,7 @@
 #include <QVBoxLayout>
 
 #include <cmath>
+#include <set>
 
 #include "ui/curve_health.h"
 #include "ui/metric_chart.h"
@@ -31,6 +32,15 @@ namespace ganpo::ui {
 namespace {
 constexpr int kColumns = 2;
 constexpr int kOverlayMenuRuns = 40;  // the newest runs offered in the overlay menu
+// Points an overlaid run has of a key this run has no chart for are kept up to this many; past
+// it the key's points are let go, and read again from the store if this run logs the key later.
+constexpr size_t kOverlayWaitingPerKey = 20000;
+
+bool is_derived_key(const std::string& key) {
+  for (const DerivedCurve& d : derived_curves())
+    if (key == d.key) return true;
+  return false;
+}
 constexpr int kChartHeight = 250;
 constexpr int kHealthBand = 36;  // height of the health line in exported images
 }  // namespace
@@ -137,6 +147,7 @@ struct DashboardView::Overlay {
   DerivedContext derived_context;
   std::vector<StepJoin> derived_joins;
   MetricBatch waiting;  // points of keys this run has no chart for (yet)
+  std::set<std::string> let_go;  // keys whose waiting points outgrew kOverlayWaitingPerKey
 };
 
 DashboardView::~DashboardView() { qDeleteAll(groups_); }
@@ -208,13 +219,17 @@ MetricChart* DashboardView::chartFor(const QString& key, bool derived) {
   }
   chart->addSeries(key, derived);
   by_key_.insert(key, chart);
-  // Overlaid runs' points of this key that came before this run logged it.
-  for (auto& [id, o] : overlays_)
-    if (auto w = o->waiting.find(key.toStdString()); w != o->waiting.end()) {
+  // Overlaid runs' points of this key that came before this run logged it: kept, or read again.
+  const std::string k = key.toStdString();
+  for (auto& [id, o] : overlays_) {
+    if (auto w = o->waiting.find(k); w != o->waiting.end()) {
       const auto points = std::move(w->second);
       o->waiting.erase(w);
-      chart->appendOverlayPoints(o->run_id, o->label, o->color, o->wall_origin.value_or(0), key, points);
+      chart->appendOverlayPoints(o->run_id, o->label, o->color, o->wall_origin.value_or(0), key, points, derived);
+    } else if (o->let_go.count(k)) {
+      o->feed->readAgain();  // every row again (readingAgain clears what it drew)
     }
+  }
   return chart;
 }
 
@@ -279,6 +294,7 @@ void DashboardView::addOverlay(int64_t run_id) {
   connect(raw->feed, &MetricFeed::readingAgain, this, [this, raw] {
     for (MetricChart* c : by_id_) c->forgetOverlayPoints(raw->run_id);
     raw->waiting.clear();
+    raw->let_go.clear();
     for (StepJoin& join : raw->derived_joins) join.clear();
   });
   raw->feed->setLive(isLive());
@@ -316,14 +332,19 @@ void DashboardView::onOverlayBatch(Overlay& o, const MetricBatch& batch) {
 void DashboardView::drawOverlayPoints(Overlay& o, const std::string& key, const std::vector<MetricPoint>& points) {
   const QString k = QString::fromStdString(key);
   if (MetricChart* c = chart(k)) {
-    c->appendOverlayPoints(o.run_id, o.label, o.color, o.wall_origin.value_or(0), k, points);
+    c->appendOverlayPoints(o.run_id, o.label, o.color, o.wall_origin.value_or(0), k, points, is_derived_key(key));
     return;
   }
+  if (o.let_go.count(key)) return;
   auto& waiting = o.waiting[key];
   // A step written again replaces the waiting points from it on, as a chart would.
   if (!points.empty())
     while (!waiting.empty() && waiting.back().step >= points.front().step) waiting.pop_back();
   waiting.insert(waiting.end(), points.begin(), points.end());
+  if (waiting.size() > kOverlayWaitingPerKey) {  // a key this run may never log: not kept
+    o.waiting.erase(key);
+    o.let_go.insert(key);
+  }
 }
 
 // The newest runs of the workspace, each checkable; built when the answer comes, under the button.

@@ -25,7 +25,6 @@ std::vector<std::vector<MetricPoint>> StepJoin::add(const MetricBatch& batch) {
     auto it = batch.find(inputs_[i]);
     if (it == batch.end()) continue;
     for (const MetricPoint& p : it->second) waiting_[i][p.step] = p;  // a step written again replaces
-    while (waiting_[i].size() > kMaxWaiting) waiting_[i].erase(waiting_[i].begin());
   }
   std::vector<std::vector<MetricPoint>> out;
   if (waiting_.empty()) return out;
@@ -51,6 +50,9 @@ std::vector<std::vector<MetricPoint>> StepJoin::add(const MetricBatch& batch) {
     const int64_t newest = out.back().front().step;
     for (auto& w : waiting_) w.erase(w.begin(), w.lower_bound(newest));
   }
+  // Joined first, then bounded: a batch of many complete steps yields them all.
+  for (auto& w : waiting_)
+    while (w.size() > kMaxWaiting) w.erase(w.begin());
   return out;
 }
 

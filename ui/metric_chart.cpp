@@ -237,11 +237,21 @@ void MetricChart::appendPoints(const QString& key, const std::vector<MetricPoint
 }
 
 void MetricChart::appendOverlayPoints(int64_t run_id, const QString& run_label, const QColor& color, double wall_origin,
-                                      const QString& key, const std::vector<MetricPoint>& points) {
+                                      const QString& key, const std::vector<MetricPoint>& points, bool derived) {
   if (points.empty()) return;
   Curve* c = findOverlay(run_id, key);
   if (!c) {
-    c = &makeCurve(key, false, run_id, run_label, color);
+    // The run's other curves here keep the shade it got first; otherwise a shade no curve uses.
+    QColor shade = color;
+    bool taken = false;
+    for (const auto& k : curves_)
+      if (k->overlay() && k->run_id == run_id) shade = k->color, taken = true;
+    for (const QColor& candidate : {color, color.darker(160), color.lighter(150), color.darker(250)}) {
+      if (taken) break;
+      shade = candidate;
+      taken = std::none_of(curves_.begin(), curves_.end(), [&](const auto& k) { return k->color == candidate; });
+    }
+    c = &makeCurve(key, derived, run_id, run_label, shade);
     c->wall_origin = wall_origin;
   }
   appendTo(*c, points);
@@ -741,6 +751,12 @@ const ChartSeries* MetricChart::overlaySeries(int64_t run_id, const QString& key
 QCPGraph* MetricChart::overlayGraph(int64_t run_id, const QString& key) const {
   const Curve* c = findOverlay(run_id, key);
   return c ? c->smooth : nullptr;
+}
+
+const std::vector<SeriesBucket>& MetricChart::overlayEnvelope(int64_t run_id, const QString& key) const {
+  static const std::vector<SeriesBucket> none;
+  const Curve* c = findOverlay(run_id, key);
+  return c ? c->envelope : none;
 }
 
 void MetricChart::selectCurve(const QString& key, int64_t overlay_run) {

@@ -65,13 +65,17 @@ public:
   // Another run's points of key, drawn over this chart's (UX.md: "overlay of other runs"), labelled
   // run_label ("#12 name") in the legend and tooltips; wall_origin: that run's first row's time.
   // Steps written again replace their points, as in appendPoints.
+  // derived: a curve the dashboard computes (not in the store), decimated in memory. color is the
+  // run-list colour; where this chart already draws that colour (its own curves use the same
+  // palette) the overlay takes a darker or lighter shade of it.
   void appendOverlayPoints(int64_t run_id, const QString& run_label, const QColor& color, double wall_origin,
-                           const QString& key, const std::vector<MetricPoint>& points);
+                           const QString& key, const std::vector<MetricPoint>& points, bool derived = false);
   void removeOverlay(int64_t run_id);
   void forgetOverlayPoints(int64_t run_id);  // that run was rewound: it is read again
   std::vector<int64_t> overlayRuns() const;
   const ChartSeries* overlaySeries(int64_t run_id, const QString& key) const;
   QCPGraph* overlayGraph(int64_t run_id, const QString& key) const;  // its smoothed line
+  const std::vector<SeriesBucket>& overlayEnvelope(int64_t run_id, const QString& key) const;
 
   // Selection (a click does the same): key's curve of this run, or of overlay_run when not 0; an
   // unknown key clears it. Names as in the legend ("loss", "#12 name loss").

@@ -26,7 +26,9 @@ void MetricFeed::setLive(bool live) {
 void MetricFeed::pollNow() {
   if (in_flight_ || !store_) return;
   in_flight_ = true;
-  const int64_t run = run_id_, after = last_row_id_, rewinds = rewinds_;
+  // An unknown rewind count (-1) makes the answer start from the run's first row.
+  const int64_t run = run_id_, after = last_row_id_, rewinds = read_again_ ? -1 : rewinds_;
+  read_again_ = false;
   store_->query<Answer>(
       this,
       [run, after, rewinds](RunStore& s) {
@@ -52,7 +54,10 @@ void MetricFeed::onRows(Answer answer) {
   last_row_id_ = answer.after;
   rewinds_ = answer.rewinds;
   std::vector<MetricRow>& rows = answer.rows;
-  if (rows.empty()) return;
+  if (rows.empty()) {
+    if (read_again_) pollNow();
+    return;
+  }
   MetricBatch batch;
   for (const auto& r : rows) {
     const double tokens = r.tokens_seen ? *r.tokens_seen : std::numeric_limits<double>::quiet_NaN();
@@ -63,7 +68,12 @@ void MetricFeed::onRows(Answer answer) {
   const bool more = static_cast<int64_t>(rows.size()) >= kRowsPerQuery;
   Q_EMIT pointsArrived(batch);
   // A full page means the store holds more: fetch it now rather than a tick later.
-  if (more) pollNow();
+  if (more || read_again_) pollNow();
+}
+
+void MetricFeed::readAgain() {
+  read_again_ = true;
+  pollNow();  // (with a query in flight, its answer asks again)
 }
 
 }  // namespace ganpo::ui

@@ -44,6 +44,8 @@ public:
   void setInterval(int ms) { timer_.setInterval(ms); }
   // One query now (if none is in flight); used for the first load of a finished run.
   void pollNow();
+  // Reads the run again from its first row (readingAgain, then every row), as after a rewind.
+  void readAgain();
 
   int64_t lastRowId() const { return last_row_id_; }
   int64_t rowsLoaded() const { return rows_loaded_; }
@@ -75,6 +77,7 @@ private:
   // replaces the points of steps it is sent again: MetricChart::appendPoints).
   int64_t rewinds_ = -1;
   bool in_flight_ = false;
+  bool read_again_ = false;  // the next query starts from the first row
   QTimer timer_;
 };
 

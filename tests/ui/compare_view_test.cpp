@@ -98,6 +98,13 @@ TEST(ConfigDiff, BigIntegersStayApartAndUnstoredFieldsShowTheirDefault) {
   EXPECT_EQ(rows[0].values[1], "0.5");
   // Without the stored configs the raw ones say which run lacks the field.
   EXPECT_EQ(config_diff(stored).size(), 2u);
+  // A field an older build stored that this one no longer reads is compared as stored.
+  std::vector<nlohmann::json> stored_gone = stored;
+  stored_gone[0]["objective"]["old_knob"] = 3;
+  const auto gone = config_diff(effective, &stored_gone);
+  ASSERT_EQ(gone.size(), 2u);
+  EXPECT_EQ(gone[0].field, "objective.old_knob");
+  EXPECT_EQ(gone[0].values, (std::vector<std::string>{std::string("3") + kNotReadMark, kAbsent}));
 }
 
 TEST(CompareResults, TrainerEvalsMetricsAndJudgeTables) {
@@ -287,6 +294,12 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(view.stepsRead(run_b), (std::pair<int64_t, int64_t>{2995, 3005}));
   EXPECT_EQ(view.rawGraph(run_b)->dataCount(), 11);
   EXPECT_NEAR(view.rawGraph(run_b)->data()->at(7)->value, vb[3001], 1e-12) << "step 3002, the spike, raw";
+  // The smoothed line goes on from the whole run's rather than starting again at the first step
+  // in view (where, debiased, it would equal the raw value exactly).
+  const double smooth_first = view.smoothGraph(run_b)->data()->at(0)->value;
+  const double raw_first = view.rawGraph(run_b)->data()->at(0)->value;
+  EXPECT_NE(smooth_first, raw_first);
+  EXPECT_LT(std::fabs(smooth_first - raw_first), 1e-3);
   EXPECT_EQ(view.stepsRead(run_a), (std::pair<int64_t, int64_t>{0, 120})) << "run a had every point: not read again";
   EXPECT_DOUBLE_EQ(plot->xAxis->range().lower, 2995);
   EXPECT_DOUBLE_EQ(plot->xAxis->range().upper, 3005);

@@ -412,6 +412,51 @@ TEST(DashboardOverlay, AnotherRunIsDrawnOnThisRunsChartsWhileItRuns) {
   EXPECT_EQ(loss->overlaySeries(other, "loss"), nullptr);
 }
 
+// A long overlaid run: its derived curves are decimated in memory (the store has no rows of
+// them), its colour steps aside where this run's curves already use it (run #11 has run #1's
+// blue), and a key it logged 25,000 times before this run logged it (too many to keep waiting) is
+// read again once this run logs it.
+TEST(DashboardOverlay, ALongRunKeepsItsDerivedCurvesItsOwnShadeAndItsLateKeys) {
+  TempWorkspace ws;
+  ASSERT_EQ(ws.run, 1);
+  for (int i = 2; i <= 10; ++i) ws.store->create_run("filler", "preference", "{}");
+  const int64_t other = ws.store->create_run("long", "preference", "{}");
+  ASSERT_EQ(other, 11);
+  ASSERT_EQ(run_color(other), run_color(ws.run));
+  for (int64_t s = 1; s <= 10; ++s) ws.log_step(s, {{"loss", 2.0}, {"adv/loss", 0.6}});
+  std::vector<double> loss, adv, grad(25000, 0.5);
+  for (int i = 0; i < 3000; ++i) loss.push_back(2.0 + std::sin(i * 0.01)), adv.push_back(0.6);
+  ws.run = other;
+  ws.log_series("loss", 1, loss);
+  ws.log_series("adv/loss", 1, adv);
+  ws.log_series("grad_norm", 1, grad);
+  ws.run = 1;
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.resize(1400, 900);
+  view.show();
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 20; }));
+  view.addOverlay(other);
+  ASSERT_TRUE(pump_until([&] { return view.overlayPointsLoaded(other) == 31000; }, 30000));
+  MetricChart* share = view.chart(kAdvShareKey);
+  ASSERT_NE(share, nullptr);
+  ASSERT_TRUE(pump_until([&] { return share->overlaySeries(other, kAdvShareKey) &&
+                                      share->overlaySeries(other, kAdvShareKey)->size() == 3000 &&
+                                      !share->decimationPending(); }, 30000));
+  int64_t counted = 0;
+  for (const SeriesBucket& b : share->overlayEnvelope(other, kAdvShareKey)) counted += b.count;
+  EXPECT_EQ(counted, 3000) << "the in-memory envelope holds every derived point";
+  MetricChart* loss_chart = view.chart("loss");
+  EXPECT_NE(loss_chart->overlayGraph(other, "loss")->pen().color().rgb(), run_color(other).rgb())
+      << "this run's own loss curve is drawn in that blue";
+  // This run logs grad_norm: the other run's 25,000 points were let go, so they are read again.
+  ws.log_step(11, {{"grad_norm", 0.4}});
+  ASSERT_TRUE(pump_until([&] { return view.chart("grad_norm") && view.chart("grad_norm")->overlaySeries(other, "grad_norm") &&
+                                      view.chart("grad_norm")->overlaySeries(other, "grad_norm")->size() == 25000; }, 30000));
+  EXPECT_EQ(loss_chart->overlaySeries(other, "loss")->size(), 3000u) << "read again, not twice";
+}
+
 // The EMA score gaps UX.md names: mu_w[A] - mu_w[P] and mu_l[B] - mu_l[P] from the logged means,
 // on a chart with a line at 0 (the critics cannot tell policy from reference there).
 TEST(DashboardFeed, EmaScoreGapsAreDrawnFromTheLoggedMeans) {

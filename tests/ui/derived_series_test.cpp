@@ -50,6 +50,21 @@ TEST(StepJoin, AStepBehindAJoinedOneIsDroppedAndWaitingIsBounded) {
   EXPECT_EQ(lonely.add({{"adv/loss", points({{10000, 0.5}})}}).size(), 1u);
 }
 
+// One poll may bring a whole run (up to 200,000 rows): every complete step of it is joined, far
+// more than the steps kept waiting.
+TEST(StepJoin, ABatchOfManyCompleteStepsYieldsEveryStep) {
+  StepJoin join({"adv/loss", "loss"});
+  std::vector<MetricPoint> adv, loss;
+  for (int64_t s = 1; s <= 1000; ++s) {
+    adv.push_back({s, 0.5, 0, 0});
+    loss.push_back({s, 2.0, 0, 0});
+  }
+  const auto done = join.add({{"adv/loss", adv}, {"loss", loss}});
+  ASSERT_EQ(done.size(), 1000u);
+  EXPECT_EQ(done.front()[0].step, 1);
+  EXPECT_EQ(done.back()[1].step, 1000);
+}
+
 TEST(StepJoin, AStepWrittenAgainTakesItsNewValue) {
   StepJoin join({"a", "b"});
   join.add({{"a", points({{7, 1.0}})}});
