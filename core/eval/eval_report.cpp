@@ -126,6 +126,8 @@ nlohmann::json to_json(const EvalReport& report) {
                             {"seed", e.seed},
                             {"samples", nlohmann::json::array()},
                             {"rows", nlohmann::json::array()}};
+    if (e.top_p) judge["top_p"] = *e.top_p;
+    if (e.top_k) judge["top_k"] = *e.top_k;
     for (const auto& s : e.samples)
       judge["samples"].push_back({{"temperature", s.temperature},
                                   {"policy_score", s.policy_score},
@@ -172,6 +174,8 @@ EvalReport eval_report_from_json(const nlohmann::json& j) {
     for (const auto& b : judge["buckets"]) e.buckets.push_back(b.is_string() ? b.get<std::string>() : "");
   e.max_new_tokens = count_or(judge, "max_new_tokens", 0);
   if (judge.contains("seed") && judge["seed"].is_number_unsigned()) e.seed = judge["seed"].get<uint64_t>();
+  if (is_number(judge, "top_p")) e.top_p = judge["top_p"].get<double>();
+  if (judge.contains("top_k") && judge["top_k"].is_number_integer()) e.top_k = judge["top_k"].get<int64_t>();
   if (judge.contains("samples") && judge["samples"].is_array())
     for (const auto& s : judge["samples"]) {
       if (!is_number(s, "temperature")) continue;
@@ -241,8 +245,11 @@ std::map<std::string, double> flatten(const EvalReport& report) {
 }
 
 std::optional<double> policy_win_rate(const JudgeEvaluation& a, const JudgeEvaluation& b, double temperature) {
+  // Only completions drawn alike compare (an unrecorded filter, from an older report, is taken as
+  // the same).
+  const bool filters_differ = (a.top_p && b.top_p && *a.top_p != *b.top_p) || (a.top_k && b.top_k && *a.top_k != *b.top_k);
   if (a.prompts_digest.empty() || a.prompts_digest != b.prompts_digest || a.judge != b.judge ||
-      a.max_new_tokens != b.max_new_tokens || a.seed != b.seed)
+      a.max_new_tokens != b.max_new_tokens || a.seed != b.seed || filters_differ)
     return std::nullopt;
   const JudgeSamples* sa = a.at(temperature);
   const JudgeSamples* sb = b.at(temperature);

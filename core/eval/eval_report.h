@@ -46,6 +46,10 @@ struct JudgeEvaluation {
   std::vector<std::string> buckets;  // per prompt
   int64_t max_new_tokens = 0;
   uint64_t seed = 0;
+  // The nucleus and top-k filters the completions were drawn with (1.0 and 0: off); unknown in
+  // reports written before they were recorded.
+  std::optional<double> top_p;
+  std::optional<int64_t> top_k;
   std::vector<JudgeSamples> samples;  // per temperature; empty in older reports
   std::vector<JudgeSummaryRow> rows;  // derived from samples (or as stored by older reports)
 

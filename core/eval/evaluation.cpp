@@ -177,6 +177,8 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
   out.judge = judge_name;
   out.max_new_tokens = options.max_new_tokens;
   out.seed = options.seed;
+  out.top_p = options.top_p;
+  out.top_k = options.top_k;
   std::vector<std::string> texts;
   std::vector<std::vector<int64_t>> encoded;
   for (const auto& p : prompts) {

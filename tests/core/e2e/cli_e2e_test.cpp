@@ -131,6 +131,8 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   EXPECT_EQ(report["preference"]["eval_pairs"].get<double>(), 400.0);
   EXPECT_EQ(report["judge"]["rows"].size(), 8u);  // 2 temperatures x (all, short, medium, long)
   EXPECT_EQ(report["judge"]["samples"][1]["policy_score"].size(), 12u);  // every prompt's score
+  EXPECT_EQ(report["judge"]["top_p"].get<double>(), 1.0) << "the filters the completions were drawn with";
+  EXPECT_EQ(report["judge"]["top_k"].get<int64_t>(), 0);
 
   // Another task's prompts with a judge command of the user's, and one that prints garbage: the
   // report says why, the exit status is 1, and the held-out numbers are still printed.

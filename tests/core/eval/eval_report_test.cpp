@@ -20,6 +20,8 @@ JudgeEvaluation judged(std::vector<double> policy, std::vector<double> reference
   e.buckets = {"short", "short", "medium", "long"};
   e.max_new_tokens = 32;
   e.seed = 7;
+  e.top_p = 0.9;
+  e.top_k = 0;
   JudgeSamples s;
   s.temperature = 0.7;
   s.policy_score = std::move(policy);
@@ -63,6 +65,10 @@ TEST(EvalReport, RoundTripsThroughItsJson) {
   EXPECT_EQ(back.judge->prompts_digest, r.judge->prompts_digest);
   EXPECT_EQ(back.judge->buckets, r.judge->buckets);
   EXPECT_EQ(back.judge->seed, 7u);
+  EXPECT_EQ(back.judge->top_p, r.judge->top_p);
+  EXPECT_EQ(back.judge->top_k, r.judge->top_k);
+  ASSERT_TRUE(back.judge->top_p.has_value());
+  EXPECT_DOUBLE_EQ(*back.judge->top_p, 0.9);
   ASSERT_EQ(back.judge->samples.size(), 1u);
   EXPECT_EQ(back.judge->samples[0].policy_score, r.judge->samples[0].policy_score);
   EXPECT_EQ(back.judge->samples[0].policy_length, r.judge->samples[0].policy_length);
@@ -118,6 +124,13 @@ TEST(EvalReport, PolicyWinRateComparesTwoRunsPromptByPrompt) {
   auto other = b;
   other.prompts_digest = digest_of_prompts({"a", "b", "c", "e"});
   EXPECT_FALSE(policy_win_rate(a, other, 0.7));  // other prompts
+  auto nucleus = b;
+  nucleus.top_p = 0.5;
+  EXPECT_FALSE(policy_win_rate(a, nucleus, 0.7));  // drawn with another top_p
+  auto older = b;
+  older.top_p.reset();
+  older.top_k.reset();
+  EXPECT_TRUE(policy_win_rate(a, older, 0.7)) << "a report that did not record them compares";
   EXPECT_NE(digest_of_prompts({"ab", "c"}), digest_of_prompts({"a", "bc"}));
   EXPECT_EQ(read_number("0.25"), 0.25);
   EXPECT_EQ(read_number("-3"), -3.0);
