@@ -60,6 +60,7 @@ struct MetricChart::Curve {
   bool requery = false;
   uint64_t generation = 0;  // bumped to drop an envelope answer that is no longer wanted
 
+  Qt::PenStyle dash = Qt::SolidLine;  // an overlay's: one pattern per key of the chart
   bool overlay() const { return !run_label.isEmpty(); }
   QString name() const { return overlay() ? run_label + " " + key : key; }
 };
@@ -185,7 +186,17 @@ MetricChart::Curve& MetricChart::makeCurve(const QString& key, bool derived, int
   c->smooth = make("main");
   c->smooth->setSelectable(QCP::stWhole);
   c->env_max->setChannelFillGraph(c->env_min);
-  c->smooth->setName(c->name());
+  // An overlay's keys of one chart differ by dash pattern (its colour is its run's), and its legend
+  // entry names the key only where the chart has several.
+  if (c->overlay()) {
+    static const Qt::PenStyle kDashes[] = {Qt::DashLine, Qt::DotLine, Qt::DashDotLine, Qt::DashDotDotLine};
+    size_t keys = 0;
+    for (const auto& k : curves_) keys += k->overlay() && k->run_id == run_id ? 1 : 0;
+    c->dash = kDashes[keys % std::size(kDashes)];
+  }
+  size_t own = 0;
+  for (const auto& k : curves_) own += k->overlay() ? 0 : 1;
+  c->smooth->setName(c->overlay() && own <= 1 && find(key) ? run_label : c->name());
   for (QCPGraph* g : {c->env_min, c->env_max, c->env_line}) g->setVisible(false);
   curves_.push_back(c);
   applyPens(*c);
@@ -216,8 +227,8 @@ void MetricChart::applyPens(Curve& c) {
   c.raw->setPen(faint_pen);
   QColor line = c.overlay() ? c.color : c.color.darker(125);
   if (dim) line.setAlpha(90);
-  c.smooth->setPen(QPen(line, c.overlay() ? 1.5 : 1.8, c.overlay() ? Qt::DashLine : Qt::SolidLine));
-  c.smooth->selectionDecorator()->setPen(QPen(c.color.darker(110), 3.0, c.overlay() ? Qt::DashLine : Qt::SolidLine));
+  c.smooth->setPen(QPen(line, c.overlay() ? 1.5 : 1.8, c.dash));
+  c.smooth->selectionDecorator()->setPen(QPen(c.color.darker(110), 3.0, c.dash));
   if (c.raw->scatterStyle().shape() != QCPScatterStyle::ssNone)
     c.raw->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, faint(c.color, dotAlpha(c) * a / 5), 4));
 }

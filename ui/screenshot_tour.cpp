@@ -127,8 +127,12 @@ void ScreenshotTour::start() {
 void ScreenshotTour::afterLive() {
   // A run's tab reads its metrics only while shown: its first read is awaited (up to 10 s) so the
   // shot shows the curves so far, not the empty tab of the moment it was brought forward.
+  // The DPO twin overlaid on the GANPO arm's charts (dashed, in its run-list colour).
   const QPointer<RunTab> shown = window_->openRunTab(kGanpoRun);
-  when([shown] { return !shown || shown->dashboard()->pointsLoaded() > 0; }, 10, [this] { shootLive(); });
+  if (shown) shown->dashboard()->addOverlay(kDpoRun);
+  when([shown] {
+    return !shown || (shown->dashboard()->pointsLoaded() > 0 && shown->dashboard()->overlayPointsLoaded(kDpoRun) > 0);
+  }, 10, [this] { shootLive(); });
 }
 
 void ScreenshotTour::shootLive() {

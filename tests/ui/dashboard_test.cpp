@@ -340,20 +340,23 @@ TEST(DashboardOverlay, AnotherRunIsDrawnOnThisRunsChartsWhileItRuns) {
   std::mt19937 rng(4);
   for (int64_t s = 1; s <= 30; ++s) {
     auto m = ganpo_step(s, rng);
-    ws.log_step(s, {{"loss", m["loss"]}, {"adv/loss", m["adv/loss"]}, {"rewards/margins", m["rewards/margins"]}});
+    ws.log_step(s, {{"loss", m["loss"]}, {"adv/loss", m["adv/loss"]}, {"rewards/margins", m["rewards/margins"]},
+                    {"rewards/chosen", 0.1}, {"rewards/rejected", -0.1}});
   }
   // The other run logs every second step, and grad_norm, which this run has not logged (yet).
-  for (int64_t s = 2; s <= 80; s += 2) ws.log_step(s, {{"loss", 2.0 + s}, {"adv/loss", 0.5}, {"grad_norm", 1.0 * s}}, other);
+  for (int64_t s = 2; s <= 80; s += 2)
+    ws.log_step(s, {{"loss", 2.0 + s}, {"adv/loss", 0.5}, {"grad_norm", 1.0 * s}, {"rewards/chosen", 0.2},
+                    {"rewards/rejected", -0.2}}, other);
   StoreWorker worker(QString::fromStdString(ws.path));
   DashboardView view(&worker, ws.run);
   view.resize(1400, 900);
   view.show();
   view.setLive(true);
-  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 90; }));
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 150; }));
   view.addOverlay(ws.run);  // itself: nothing to overlay
   EXPECT_TRUE(view.overlays().empty());
   view.addOverlay(other);
-  ASSERT_TRUE(pump_until([&] { return view.overlayPointsLoaded(other) == 120; }));
+  ASSERT_TRUE(pump_until([&] { return view.overlayPointsLoaded(other) == 200; }));
   EXPECT_EQ(view.overlays(), std::vector<int64_t>{other});
 
   MetricChart* loss = view.chart("loss");
@@ -367,7 +370,15 @@ TEST(DashboardOverlay, AnotherRunIsDrawnOnThisRunsChartsWhileItRuns) {
   EXPECT_EQ(line->pen().color().rgb(), run_color(other).rgb());
   EXPECT_EQ(line->pen().style(), Qt::DashLine);
   const QString label = QString("#%1 baseline loss").arg(other);
-  EXPECT_EQ(line->name(), label);
+  EXPECT_EQ(line->name(), QString("#%1 baseline").arg(other)) << "the chart's one key goes without saying";
+  // Two keys of one chart: the run's colour for both, a dash pattern and the key's name for each.
+  MetricChart* rewards = view.chart("rewards/chosen");
+  QCPGraph* chosen = rewards->overlayGraph(other, "rewards/chosen");
+  QCPGraph* rejected = rewards->overlayGraph(other, "rewards/rejected");
+  ASSERT_TRUE(chosen && rejected);
+  EXPECT_EQ(chosen->pen().color(), rejected->pen().color());
+  EXPECT_NE(chosen->pen().style(), rejected->pen().style());
+  EXPECT_EQ(rejected->name(), QString("#%1 baseline rewards/rejected").arg(other));
   EXPECT_TRUE(loss->legend->hasItemWithPlottable(line));
   EXPECT_TRUE(loss->tooltipAt(60).contains(label)) << loss->tooltipAt(60).toStdString();
   EXPECT_GE(loss->xAxis->range().upper, 80) << "the auto range takes the overlay in";
