@@ -31,6 +31,8 @@
 namespace ganpo::ui {
 namespace {
 constexpr int kColumns = 2;
+constexpr int kChartHeight = 250;
+constexpr int kHealthBand = 36;  // height of the health line in exported images
 constexpr int kOverlayMenuRuns = 40;  // the newest runs offered in the overlay menu
 // Points an overlaid run has of a key this run has no chart for are kept up to this many; past
 // it the key's points are let go, and read again from the store if this run logs the key later.
@@ -41,8 +43,6 @@ bool is_derived_key(const std::string& key) {
     if (key == d.key) return true;
   return false;
 }
-constexpr int kChartHeight = 250;
-constexpr int kHealthBand = 36;  // height of the health line in exported images
 }  // namespace
 
 DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent)
