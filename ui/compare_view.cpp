@@ -418,7 +418,7 @@ void CompareView::drawCurves(bool rescale) {
   drawing_ = true;
   const QCPRange keep_x = plot_->xAxis->range(), keep_y = plot_->yAxis->range();
   plot_->clearGraphs();
-  graphs_.assign(curves_.size(), Graphs{});
+  graphs_.assign(curves_.size(), RunGraphs{});
   int drawn = 0, decimated = 0;
   const auto to_qvector = [](const std::vector<double>& v) {
     QVector<double> out(static_cast<int>(v.size()));
@@ -432,7 +432,7 @@ void CompareView::drawCurves(bool rescale) {
     faint.setAlpha(70);
     QVector<double> xs(static_cast<int>(c.steps.size()));
     for (size_t j = 0; j < c.steps.size(); ++j) xs[static_cast<int>(j)] = static_cast<double>(c.steps[j]);
-    Graphs& g = graphs_[i];
+    RunGraphs& g = graphs_[i];
     if (c.decimated) {
       QColor band = color;
       band.setAlpha(45);
@@ -570,24 +570,9 @@ int CompareView::runIndex(int64_t run_id) const {
   return -1;
 }
 
-QCPGraph* CompareView::smoothGraph(int64_t run_id) const {
+const CompareView::RunGraphs* CompareView::runGraphs(int64_t run_id) const {
   const int i = runIndex(run_id);
-  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].smooth;
-}
-
-QCPGraph* CompareView::rawGraph(int64_t run_id) const {
-  const int i = runIndex(run_id);
-  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].raw;
-}
-
-QCPGraph* CompareView::bandMaxGraph(int64_t run_id) const {
-  const int i = runIndex(run_id);
-  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].band_max;
-}
-
-QCPGraph* CompareView::markGraph(int64_t run_id) const {
-  const int i = runIndex(run_id);
-  return i < 0 ? nullptr : graphs_[static_cast<size_t>(i)].marks;
+  return i < 0 ? nullptr : &graphs_[static_cast<size_t>(i)];
 }
 
 bool CompareView::isDecimated(int64_t run_id) const {

@@ -70,12 +70,16 @@ public:
   bool isLoaded() const;  // runs, tables and the current metric's curves are in place
   const std::vector<int64_t>& runIds() const { return run_ids_; }
   QCustomPlot* plot() const { return plot_; }
-  // A run's graphs: its smoothed line (in the legend), its raw values (faint) and, while it is
-  // drawn from buckets, their min / max band; nullptr for a run not in the view.
-  QCPGraph* smoothGraph(int64_t run_id) const;
-  QCPGraph* rawGraph(int64_t run_id) const;
-  QCPGraph* bandMaxGraph(int64_t run_id) const;
-  QCPGraph* markGraph(int64_t run_id) const;  // its NaN / Inf crosses (nullptr without any)
+  // A run's graphs: its smoothed line (in the legend), its raw values (faint), while it is drawn
+  // from buckets their min / max band, and its NaN / Inf crosses (nullptr without any).
+  struct RunGraphs {
+    QCPGraph* smooth = nullptr;
+    QCPGraph* raw = nullptr;
+    QCPGraph* band_min = nullptr;
+    QCPGraph* band_max = nullptr;
+    QCPGraph* marks = nullptr;
+  };
+  const RunGraphs* runGraphs(int64_t run_id) const;  // nullptr for a run not in the view
   bool isDecimated(int64_t run_id) const;
   std::pair<int64_t, int64_t> stepsRead(int64_t run_id) const;  // the step range last read
   std::optional<double> referenceLine() const;  // ln 2 on BCE-valued metrics
@@ -110,13 +114,6 @@ private:
     int64_t lo = 0, hi = -1;  // the steps read
     std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
   };
-  struct Graphs {
-    QCPGraph* smooth = nullptr;
-    QCPGraph* raw = nullptr;
-    QCPGraph* band_min = nullptr;
-    QCPGraph* band_max = nullptr;
-    QCPGraph* marks = nullptr;
-  };
   // Reads run's key over steps lo..hi: raw rows up to kRawPointLimit, buckets beyond (store thread).
   static Curve readCurve(RunStore& store, int64_t run_id, const std::string& key, int64_t lo, int64_t hi);
   void onRuns(std::vector<RunInfo> runs);
@@ -136,7 +133,7 @@ private:
   std::vector<RunInfo> runs_;
   std::vector<Curve> curves_;
   std::vector<Curve> overviews_;  // per run, every step as first read: what a zoomed read's smoothing starts from
-  std::vector<Graphs> graphs_;  // per run, as curves_
+  std::vector<RunGraphs> graphs_;  // per run, as curves_
   std::vector<ConfigDiffRow> diff_;
   QString metric_;
   int generation_ = 0;  // drops the answers of superseded metric requests

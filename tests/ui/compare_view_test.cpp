@@ -177,28 +177,28 @@ TEST(CompareView, OverlaysTablesAndExports) {
   QCustomPlot* plot = view.plot();
   // Per run: raw values (faint) and their smoothing (the legend's line); run b's buckets also as a band.
   EXPECT_EQ(plot->graphCount(), 2 + 4);
-  EXPECT_EQ(view.smoothGraph(run_a)->pen().color(), run_color(run_a));
-  EXPECT_EQ(view.smoothGraph(run_b)->pen().color(), run_color(run_b));
-  EXPECT_EQ(view.smoothGraph(run_a)->name(), QString("#%1 dashboard-test").arg(run_a));
-  EXPECT_EQ(view.smoothGraph(run_b)->name(), QString("#%1 ganpo-off").arg(run_b));
+  EXPECT_EQ(view.runGraphs(run_a)->smooth->pen().color(), run_color(run_a));
+  EXPECT_EQ(view.runGraphs(run_b)->smooth->pen().color(), run_color(run_b));
+  EXPECT_EQ(view.runGraphs(run_a)->smooth->name(), QString("#%1 dashboard-test").arg(run_a));
+  EXPECT_EQ(view.runGraphs(run_b)->smooth->name(), QString("#%1 ganpo-off").arg(run_b));
   EXPECT_EQ(plot->legend->itemCount(), 2);
-  EXPECT_EQ(view.rawGraph(run_a)->dataCount(), 120);
+  EXPECT_EQ(view.runGraphs(run_a)->raw->dataCount(), 120);
   EXPECT_FALSE(view.isDecimated(run_a));
   EXPECT_TRUE(view.isDecimated(run_b));
-  EXPECT_EQ(view.bandMaxGraph(run_a), nullptr);
+  EXPECT_EQ(view.runGraphs(run_a)->band_max, nullptr);
   std::set<int64_t> buckets;
   for (int64_t step = 1; step <= 6000; ++step)
     buckets.insert(RunStore::bucket_of(step, 0, 6000, CompareView::kBuckets));
-  EXPECT_EQ(view.rawGraph(run_b)->dataCount(), static_cast<int>(buckets.size()));
+  EXPECT_EQ(view.runGraphs(run_b)->raw->dataCount(), static_cast<int>(buckets.size()));
   double top = 0;
-  for (auto it = view.bandMaxGraph(run_b)->data()->constBegin(); it != view.bandMaxGraph(run_b)->data()->constEnd(); ++it)
+  for (auto it = view.runGraphs(run_b)->band_max->data()->constBegin(); it != view.runGraphs(run_b)->band_max->data()->constEnd(); ++it)
     top = std::max(top, it->value);
   EXPECT_NEAR(top, vb[3001], 1e-12);  // the spike survives decimation
   // Smoothed as the dashboard smooths (debiased EMA); weight 0 draws the raw values.
   EXPECT_DOUBLE_EQ(view.smoothing(), 0.6);
-  EXPECT_NEAR(view.smoothGraph(run_a)->data()->at(1)->value, (0.4 * 0.6 * va[0] + 0.4 * va[1]) / (1 - 0.36), 1e-12);
+  EXPECT_NEAR(view.runGraphs(run_a)->smooth->data()->at(1)->value, (0.4 * 0.6 * va[0] + 0.4 * va[1]) / (1 - 0.36), 1e-12);
   view.setSmoothing(0);
-  EXPECT_DOUBLE_EQ(view.smoothGraph(run_a)->data()->at(7)->value, va[7]);
+  EXPECT_DOUBLE_EQ(view.runGraphs(run_a)->smooth->data()->at(7)->value, va[7]);
   view.setSmoothing(0.6);
   EXPECT_FALSE(view.referenceLine().has_value()) << "the total loss of a GANPO run is no BCE";
   view.setMetric("opo_loss");
@@ -228,14 +228,14 @@ TEST(CompareView, OverlaysTablesAndExports) {
 
   view.setMetric("rewards/accuracies");
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
-  EXPECT_EQ(view.rawGraph(run_a)->dataCount(), 40);
-  EXPECT_EQ(view.rawGraph(run_b)->dataCount(), 0);
+  EXPECT_EQ(view.runGraphs(run_a)->raw->dataCount(), 40);
+  EXPECT_EQ(view.runGraphs(run_b)->raw->dataCount(), 0);
   // +Inf and NaN: gaps in the line, marked in the run's colour; the axis keeps a finite range.
-  ASSERT_NE(view.markGraph(run_a), nullptr);
-  EXPECT_EQ(view.markGraph(run_b), nullptr);
-  EXPECT_EQ(view.markGraph(run_a)->dataCount(), 2);
-  EXPECT_EQ(view.markGraph(run_a)->data()->at(0)->key, 11.0);
-  EXPECT_EQ(view.markGraph(run_a)->scatterStyle().pen().color(), run_color(run_a));
+  ASSERT_NE(view.runGraphs(run_a)->marks, nullptr);
+  EXPECT_EQ(view.runGraphs(run_b)->marks, nullptr);
+  EXPECT_EQ(view.runGraphs(run_a)->marks->dataCount(), 2);
+  EXPECT_EQ(view.runGraphs(run_a)->marks->data()->at(0)->key, 11.0);
+  EXPECT_EQ(view.runGraphs(run_a)->marks->scatterStyle().pen().color(), run_color(run_a));
   EXPECT_TRUE(std::isfinite(plot->yAxis->range().upper) && plot->yAxis->range().upper < 10);
   EXPECT_TRUE(view.statusText().contains("2 NaN / Inf point(s) marked")) << view.statusText().toStdString();
   view.setMetric("loss");
@@ -292,12 +292,12 @@ TEST(CompareView, OverlaysTablesAndExports) {
   view.setStepRange(2995, 3005);
   ASSERT_TRUE(pump_until([&] { return !view.zoomPending() && !view.isDecimated(run_b); }));
   EXPECT_EQ(view.stepsRead(run_b), (std::pair<int64_t, int64_t>{2995, 3005}));
-  EXPECT_EQ(view.rawGraph(run_b)->dataCount(), 11);
-  EXPECT_NEAR(view.rawGraph(run_b)->data()->at(7)->value, vb[3001], 1e-12) << "step 3002, the spike, raw";
+  EXPECT_EQ(view.runGraphs(run_b)->raw->dataCount(), 11);
+  EXPECT_NEAR(view.runGraphs(run_b)->raw->data()->at(7)->value, vb[3001], 1e-12) << "step 3002, the spike, raw";
   // The smoothed line goes on from the whole run's rather than starting again at the first step
   // in view (where, debiased, it would equal the raw value exactly).
-  const double smooth_first = view.smoothGraph(run_b)->data()->at(0)->value;
-  const double raw_first = view.rawGraph(run_b)->data()->at(0)->value;
+  const double smooth_first = view.runGraphs(run_b)->smooth->data()->at(0)->value;
+  const double raw_first = view.runGraphs(run_b)->raw->data()->at(0)->value;
   EXPECT_NE(smooth_first, raw_first);
   EXPECT_LT(std::fabs(smooth_first - raw_first), 1e-3);
   EXPECT_EQ(view.stepsRead(run_a), (std::pair<int64_t, int64_t>{0, 120})) << "run a had every point: not read again";
