@@ -381,21 +381,17 @@ void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
   overviews_ = curves_;
   plot_->yAxis->setLabel(key);
   // ln 2 where every run's value of this metric is a BCE (the base loss only under sigmoid DPO).
+  // (Read through the config reader: a stored config of the wrong shape, a hostile workspace's,
+  // counts as neither rather than throwing on the UI thread.)
   bool sigmoid = true, total_is_base = true;
   for (const RunInfo& r : runs_) {
-    const nlohmann::json& c = r.config;
-    const auto text = [&](const char* section, const char* field, const char* fallback) {
-      return c.is_object() && c.contains(section) && c[section].is_object() && c[section].contains(field) &&
-                     c[section][field].is_string()
-                 ? c[section][field].get<std::string>()
-                 : std::string(fallback);
-    };
-    sigmoid = sigmoid && text("objective", "loss_type", "sigmoid") == "sigmoid";
-    const bool ganpo = !(c.is_object() && c.contains("ganpo") && c["ganpo"].is_object() &&
-                         c["ganpo"].value("enabled", true) == false);
-    const bool rpo = c.is_object() && c.contains("objective") && c["objective"].is_object() &&
-                     c["objective"].value("rpo_alpha", 0.0) != 0.0;
-    total_is_base = total_is_base && c.is_object() && c.value("stage", std::string()) == "preference" && !ganpo && !rpo;
+    try {
+      const RunConfig c = config_from_json(r.config);
+      sigmoid = sigmoid && c.objective.loss_type == "sigmoid";
+      total_is_base = total_is_base && c.stage == "preference" && !c.ganpo.enabled && c.objective.rpo_alpha == 0.0;
+    } catch (const std::exception&) {
+      sigmoid = total_is_base = false;
+    }
   }
   const bool bce = chart_spec_for_key(key, sigmoid, total_is_base).bce;
   if (bce && !reference_line_) {

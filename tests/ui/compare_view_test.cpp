@@ -308,3 +308,21 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(view.stepsRead(run_b), (std::pair<int64_t, int64_t>{0, 6000}));
   EXPECT_GE(plot->xAxis->range().upper, 5990);  // (the last bucket drawn at its middle step)
 }
+
+// A stored config of the wrong shape (a hostile or damaged workspace): Compare still loads, draws,
+// and diffs what was stored; no ln 2 line is claimed for a run whose loss it cannot read.
+TEST(CompareView, AConfigOfTheWrongShapeNeitherThrowsNorClaimsALn2Line) {
+  TempWorkspace ws(R"({"stage":5,"ganpo":{"enabled":"yes"},"objective":{"loss_type":7,"rpo_alpha":"x"}})");
+  const int64_t bad = ws.run;
+  ws.log_series("opo_loss", 1, std::vector<double>(10, 0.6));
+  const int64_t good = ws.store->create_run("good", "preference", config_to_json(RunConfig{}).dump());
+  ws.run = good;
+  ws.log_series("opo_loss", 1, std::vector<double>(10, 0.5));
+  StoreWorker store(QString::fromStdString(ws.path));
+  CompareView view(&store, {bad, good});
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  EXPECT_EQ(view.metric(), "opo_loss");
+  EXPECT_EQ(view.runGraphs(bad)->raw->dataCount(), 10);
+  EXPECT_FALSE(view.referenceLine().has_value());
+  EXPECT_FALSE(view.configDiff().empty());
+}
