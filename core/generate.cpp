@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "core/bf16_autocast.h"
+#include "core/error.h"
 #include "core/model/architectures.h"
 
 namespace ganpo {
@@ -30,6 +31,14 @@ torch::Tensor filter_probs(torch::Tensor probs, int64_t top_k, double top_p) {
     probs = probs.masked_fill(drop, 0.0);
   }
   return probs / probs.sum(-1, true).clamp_min(1e-30);
+}
+
+uint64_t sample_seed(uint64_t seed, int64_t prompt_number) {
+  // splitmix64 of the pair: neighbouring numbers and seeds give unrelated streams.
+  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (static_cast<uint64_t>(prompt_number) + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
 }
 
 std::vector<int64_t> generation_stop_ids(const ModelShape& shape, int64_t eos_id) {
@@ -69,64 +78,108 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(N));
   if (stopped_by) stopped_by->assign(static_cast<size_t>(N), -1);
   if (N == 0) return out;
-  size_t T = 0;
-  for (const auto& p : prompts) T = std::max(T, p.size());
-  const int64_t max_new =
-      std::min<int64_t>(opt.max_new_tokens, model->shape().max_seq_len - static_cast<int64_t>(T));
+  if (!opt.prompt_numbers.empty() && opt.prompt_numbers.size() != prompts.size())
+    throw Error("generate: " + std::to_string(opt.prompt_numbers.size()) + " prompt numbers for " + std::to_string(N) +
+                " prompts");
 
-  auto ids = torch::full({N, static_cast<int64_t>(T)}, pad_id, torch::kLong);
-  auto key_mask = torch::zeros({N, static_cast<int64_t>(T) + std::max<int64_t>(max_new, 0)}, torch::kLong);
+  // Each row's own budget of new tokens: a prompt of n tokens has max_seq_len - n positions
+  // left, whatever the lengths of the prompts beside it. Rows without one are never run.
+  std::vector<int64_t> budget(static_cast<size_t>(N));
+  std::vector<int64_t> rows;  // the rows still sampled, in batch order
+  std::vector<at::Generator> gens;
   for (int64_t i = 0; i < N; ++i) {
-    const auto& p = prompts[static_cast<size_t>(i)];
-    const int64_t offset = static_cast<int64_t>(T - p.size());
-    for (size_t t = 0; t < p.size(); ++t) ids[i][offset + static_cast<int64_t>(t)] = p[t];
-    key_mask[i].slice(0, offset, static_cast<int64_t>(T)).fill_(1);
+    const auto n = static_cast<int64_t>(prompts[static_cast<size_t>(i)].size());
+    budget[static_cast<size_t>(i)] = std::min<int64_t>(opt.max_new_tokens, model->shape().max_seq_len - n);
+    if (budget[static_cast<size_t>(i)] > 0) rows.push_back(i);
+    const int64_t number = opt.prompt_numbers.empty() ? i : opt.prompt_numbers[static_cast<size_t>(i)];
+    gens.push_back(at::detail::createCPUGenerator(sample_seed(opt.seed, number)));
+  }
+  if (rows.empty()) return out;
+  int64_t T = 0, most_new = 0;  // the prompt columns (the longest prompt), the longest budget
+  for (int64_t i : rows) {
+    T = std::max<int64_t>(T, static_cast<int64_t>(prompts[static_cast<size_t>(i)].size()));
+    most_new = std::max(most_new, budget[static_cast<size_t>(i)]);
+  }
+
+  // Left padding: row b's prompt ends at column T - 1. pad[b] columns of padding before it.
+  int64_t n = static_cast<int64_t>(rows.size());
+  std::vector<int64_t> pad;
+  auto ids = torch::full({n, T}, pad_id, torch::kLong);
+  auto key_mask = torch::zeros({n, T + most_new}, torch::kLong);  // [n, T + most_new]: 1 = a real key
+  for (int64_t b = 0; b < n; ++b) {
+    const auto& p = prompts[static_cast<size_t>(rows[static_cast<size_t>(b)])];
+    pad.push_back(T - static_cast<int64_t>(p.size()));
+    for (size_t t = 0; t < p.size(); ++t) ids[b][pad.back() + static_cast<int64_t>(t)] = p[t];
+    key_mask[b].slice(0, pad.back(), T).fill_(1);
   }
   key_mask = key_mask.to(device);
-  auto positions = (key_mask.slice(1, 0, static_cast<int64_t>(T)).cumsum(1) - 1).clamp_min(0);
-  auto next_pos = positions.select(1, static_cast<int64_t>(T) - 1) + 1;  // [N]
+  auto positions = (key_mask.slice(1, 0, T).cumsum(1) - 1).clamp_min(0);  // [n, T]
+  auto next_pos = positions.select(1, T - 1) + 1;                        // [n]
 
   const std::vector<int64_t> stop = generation_stop_ids(model->shape(), eos_id);
-  auto gen = at::detail::createCPUGenerator(opt.seed);
-  std::vector<char> done(static_cast<size_t>(N), 0);
   KVCache cache;
   auto input = ids.to(device);
   auto pos = positions;
-  for (int64_t step = 0; step < max_new; ++step) {
+  for (int64_t step = 0;; ++step) {
     if (cancel && cancel->load()) break;
     // Keys so far: the (left-padded) prompt plus one per token already sampled.
-    auto keys = key_mask.slice(1, 0, static_cast<int64_t>(T) + step);
-    // Only the last position's logits: the prompt's would be [N, T, V] for nothing.
+    auto keys = key_mask.slice(1, 0, T + step);
+    // Only the last position's logits: the prompt's would be [n, T, V] for nothing.
     auto logits = model->forward(input, pos, keys, &cache, input.size(1) - 1)
-                      .logits.select(1, -1).to(torch::kFloat32).cpu();  // [N, V]
-    torch::Tensor next;
+                      .logits.select(1, -1).to(torch::kFloat32).cpu();  // [n, V]
+    // Each row draws from its own generator, so its text does not depend on its neighbours.
+    std::vector<int64_t> next(static_cast<size_t>(n));
     if (opt.temperature <= 0.0) {
-      next = logits.argmax(-1);
+      const auto best = logits.argmax(-1);
+      const auto best_acc = best.accessor<int64_t, 1>();
+      for (int64_t b = 0; b < n; ++b) next[static_cast<size_t>(b)] = best_acc[b];
     } else {
-      auto probs = torch::softmax(logits / opt.temperature, -1);
-      probs = filter_probs(probs, opt.top_k, opt.top_p);
-      next = torch::multinomial(probs, 1, false, gen).squeeze(-1);
+      auto probs = filter_probs(torch::softmax(logits / opt.temperature, -1), opt.top_k, opt.top_p);  // [n, V]
+      for (int64_t b = 0; b < n; ++b)
+        next[static_cast<size_t>(b)] =
+            torch::multinomial(probs[b], 1, false, gens[static_cast<size_t>(rows[static_cast<size_t>(b)])]).item<int64_t>();
     }
-    bool all_done = true;
-    auto next_acc = next.accessor<int64_t, 1>();
     std::vector<int64_t> appended(static_cast<size_t>(N), -1);
-    for (int64_t i = 0; i < N; ++i) {
-      char& d = done[static_cast<size_t>(i)];
-      if (!d) {
-        if (std::find(stop.begin(), stop.end(), next_acc[i]) != stop.end()) {
-          d = 1;
-          if (stopped_by) (*stopped_by)[static_cast<size_t>(i)] = next_acc[i];
-        } else {
-          out[static_cast<size_t>(i)].push_back(appended[static_cast<size_t>(i)] = next_acc[i]);
-        }
+    std::vector<int64_t> keep;  // batch positions of the rows that go on
+    for (int64_t b = 0; b < n; ++b) {
+      const auto i = static_cast<size_t>(rows[static_cast<size_t>(b)]);
+      const int64_t token = next[static_cast<size_t>(b)];
+      if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
+        if (stopped_by) (*stopped_by)[i] = token;
+        continue;
       }
-      all_done = all_done && d;
+      out[i].push_back(appended[i] = token);
+      if (static_cast<int64_t>(out[i].size()) < budget[i]) keep.push_back(b);
     }
     if (on_tokens) on_tokens(step + 1, appended);
-    if (all_done) break;
-    key_mask.select(1, static_cast<int64_t>(T) + step).fill_(1);
-    input = next.view({N, 1}).to(device);
-    pos = next_pos.view({N, 1}) + step;
+    if (keep.empty()) break;
+    key_mask.select(1, T + step).fill_(1);
+    auto next_ids = torch::tensor(next, torch::kLong);  // [n]
+    if (static_cast<int64_t>(keep.size()) < n) {
+      // Rows that stopped leave the batch (no more work for them), and the leading columns
+      // every remaining row pads leave the cache, so a short prompt's budget fits the model.
+      const auto kept = torch::tensor(keep, torch::kLong);
+      const auto kept_dev = kept.to(device);
+      int64_t drop = T;
+      std::vector<int64_t> kept_rows, kept_pad;
+      for (int64_t b : keep) {
+        kept_rows.push_back(rows[static_cast<size_t>(b)]);
+        kept_pad.push_back(pad[static_cast<size_t>(b)]);
+        drop = std::min(drop, pad[static_cast<size_t>(b)]);
+      }
+      for (auto* part : {&cache.keys, &cache.values})
+        for (auto& t : *part) t = t.index_select(0, kept_dev).slice(2, drop);  // [n', kv_heads, cached - drop, hd]
+      key_mask = key_mask.index_select(0, kept_dev).slice(1, drop);
+      next_pos = next_pos.index_select(0, kept_dev);
+      next_ids = next_ids.index_select(0, kept);
+      for (auto& p : kept_pad) p -= drop;
+      rows = std::move(kept_rows);
+      pad = std::move(kept_pad);
+      T -= drop;
+      n = static_cast<int64_t>(rows.size());
+    }
+    input = next_ids.view({n, 1}).to(device);
+    pos = next_pos.view({n, 1}) + step;
   }
   return out;
 }

@@ -1,10 +1,12 @@
 // Sampling from a CausalLM with a KV cache: temperature, top-k, top-p, max new tokens, seed.
 //
 // Prompts of different lengths are left-padded into one batch; each row stops at EOS (the
-// tokenizer's, or any eos_token_id of the model folder: generation_stop_ids below). The
-// random draws come from a CPU generator seeded per call, so the same seed gives the same
-// text on any device. temperature 0 means greedy decoding. A bf16 run decodes under CUDA's
-// bf16 autocast, as its training passes compute.
+// tokenizer's, or any eos_token_id of the model folder: generation_stop_ids below) or after its
+// own budget of new tokens (max_new_tokens, or what the model's length leaves after its prompt),
+// and leaves the batch then. Each row draws from a CPU generator of its own, seeded from the
+// seed and the prompt's number, so a prompt's text depends on neither the device nor the
+// prompts batched with it (up to float rounding of different batch shapes). temperature 0 means
+// greedy decoding. A bf16 run decodes under CUDA's bf16 autocast, as its training passes compute.
 #pragma once
 
 #include <torch/torch.h>
@@ -24,6 +26,10 @@ struct SamplingOptions {
   int64_t top_k = 0;
   int64_t max_new_tokens = 64;
   uint64_t seed = 0;
+  // Each row's number in the caller's whole list of prompts: row i draws from a generator seeded
+  // with sample_seed(seed, prompt_numbers[i]). Empty: 0, 1, 2, ... A caller that samples a list
+  // in batches gives each batch its prompts' numbers, so the batch size changes no text.
+  std::vector<int64_t> prompt_numbers = {};
   // The products under CUDA's bf16 autocast (core/bf16_autocast.h; nothing changes on the CPU):
   // a bf16 run's samples, as TRL's generation under mixed precision runs. Weights stored in bf16
   // (a LoRA run's frozen base, a bf16 run's reference of its own) are read as they are, where
@@ -52,6 +58,9 @@ std::vector<std::vector<int64_t>> generate(CausalLM& model,
                                            const std::atomic<bool>* cancel = nullptr,
                                            const OnTokens& on_tokens = {},
                                            std::vector<int64_t>* stopped_by = nullptr);
+
+// The seed of one prompt's draws (a splitmix64 mix of the two).
+uint64_t sample_seed(uint64_t seed, int64_t prompt_number);
 
 // The ids a row stops at: eos_id (the tokenizer's EOS) and, as transformers' generate stops, every
 // eos_token_id of the model folder's generation_config.json, or of its config.json where that

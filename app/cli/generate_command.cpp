@@ -47,7 +47,8 @@ int write_completions(const GenerateArgs& args, const torch::Device& device, siz
     std::vector<std::vector<int64_t>> batch;
     const size_t end = std::min(prompts.size(), start + static_cast<size_t>(args.batch_size));
     for (size_t i = start; i < end; ++i) batch.push_back(encode_prompt(tok, prompts[i]));
-    SamplingOptions so{args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed + start};
+    SamplingOptions so{args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed};
+    for (size_t i = start; i < end; ++i) so.prompt_numbers.push_back(static_cast<int64_t>(i));  // (--batch-size changes no text)
     so.bf16_autocast = loaded.bf16_autocast;
     fault_point("generate.batch");
     auto outputs = generate(loaded.model, batch, so, tok.eos_id(), tok.pad_id());

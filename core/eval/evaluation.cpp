@@ -195,7 +195,8 @@ JudgeEvaluation judge_eval(CausalLM& policy, CausalLM& reference, const Tokenize
       std::vector<std::vector<int64_t>> chunk(encoded.begin() + static_cast<std::ptrdiff_t>(start),
                                               encoded.begin() + static_cast<std::ptrdiff_t>(std::min(encoded.size(), start + bs)));
       fault_point("judge.batch");
-      SamplingOptions so{temperature, options.top_p, options.top_k, options.max_new_tokens, seed + start};
+      SamplingOptions so{temperature, options.top_p, options.top_k, options.max_new_tokens, seed};
+      for (size_t k = start; k < start + chunk.size(); ++k) so.prompt_numbers.push_back(static_cast<int64_t>(k));
       so.bf16_autocast = options.bf16_autocast;
       so.cache_casts = options.cache_casts;
       const auto outputs = generate(model, chunk, so, tok.eos_id(), tok.pad_id());

@@ -236,11 +236,14 @@ EvalReport Trainer::State::final_report() {
 
 std::vector<std::string> Trainer::State::sample_texts(CausalLM& model) {
   std::vector<std::vector<int64_t>> prompts;
-  for (size_t i = 0; i < sample_prompts.size(); ++i)
-    if (my_sample_prompt(i)) prompts.push_back(encode_prompt(*tokenizer, sample_prompts[i]));
-  if (prompts.empty()) return {};
   SamplingOptions so{config.sampling.temperature, config.sampling.top_p, config.sampling.top_k,
                      config.sampling.max_new_tokens, static_cast<uint64_t>(config.seed)};
+  for (size_t i = 0; i < sample_prompts.size(); ++i)
+    if (my_sample_prompt(i)) {
+      prompts.push_back(encode_prompt(*tokenizer, sample_prompts[i]));
+      so.prompt_numbers.push_back(static_cast<int64_t>(i));  // (the same text on any number of ranks)
+    }
+  if (prompts.empty()) return {};
   so.bf16_autocast = bf16_autocast();  // at the training's precision, as the held-out numbers
   so.cache_casts = !config.train.gradient_checkpointing;
   fault_point("samples.batch");

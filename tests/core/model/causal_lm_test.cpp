@@ -721,6 +721,37 @@ TEST(ModelGenerate, SeedsControlSampling) {
   EXPECT_EQ(generate(m, kPrompts, opt, -1, kPad), a);
 }
 
+// A prompt's sample is drawn from a generator of its own (the seed and its number), so it is the
+// same alone, in a batch, in another order or beside other prompts: what `ganpo generate
+// --batch-size`, the judge's batches and the trainer's ranks rely on.
+TEST(ModelGenerate, APromptsSampleDoesNotDependOnItsBatch) {
+  auto m = make_model(llama_shape(), 4);
+  SamplingOptions opt;
+  opt.temperature = 1.0;
+  opt.top_k = 20;
+  opt.max_new_tokens = 10;
+  opt.seed = 77;
+  const auto batch = generate(m, kPrompts, opt, -1, kPad);
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    SamplingOptions alone = opt;
+    alone.prompt_numbers = {static_cast<int64_t>(i)};
+    EXPECT_EQ(generate(m, {kPrompts[i]}, alone, -1, kPad).front(), batch[i]) << "prompt " << i << " alone";
+  }
+  SamplingOptions reversed = opt;
+  reversed.prompt_numbers = {2, 1, 0};
+  const auto back = generate(m, {kPrompts[2], kPrompts[1], kPrompts[0]}, reversed, -1, kPad);
+  EXPECT_EQ(back, (std::vector<std::vector<int64_t>>{batch[2], batch[1], batch[0]}));
+  // The number, not the text, picks the stream: one prompt twice draws two samples.
+  const auto twice = generate(m, {kPrompts[0], kPrompts[0]}, opt, -1, kPad);
+  EXPECT_EQ(twice[0], batch[0]);
+  EXPECT_NE(twice[1], twice[0]);
+  EXPECT_NE(sample_seed(77, 0), sample_seed(77, 1));
+  EXPECT_NE(sample_seed(77, 0), sample_seed(78, 0));
+  SamplingOptions wrong = opt;
+  wrong.prompt_numbers = {0};
+  EXPECT_THROW(generate(m, kPrompts, wrong, -1, kPad), Error);
+}
+
 size_t stopped_length(const std::vector<int64_t>& free_row, int64_t eos) {
   return static_cast<size_t>(std::find(free_row.begin(), free_row.end(), eos) - free_row.begin());
 }
@@ -771,6 +802,46 @@ TEST(ModelGenerate, StopsAtEosPerRow) {
     EXPECT_EQ(stopped_by[i], stopped[i].size() < free[i].size() ? eos : -1) << "row " << i << ": the id that stopped it";
 }
 
+// Each row has its own budget: the model's length less its own prompt (prompts of 4, 8 and 2
+// tokens in a 12-token model: 8, 4 and 10 new tokens), not less the longest prompt of its batch.
+// Rows that stop leave the batch and the padding columns no remaining row needs leave the cache;
+// every row still decodes as it would alone (learned positions amplified, a sliding window).
+TEST(ModelGenerate, EachRowHasItsOwnBudgetAndStoppedRowsLeaveTheBatch) {
+  auto windowed = llama_shape();
+  windowed.sliding_window = 5;
+  windowed.sliding_layers.assign(static_cast<size_t>(windowed.n_layers), true);
+  auto shapes = all_test_shapes();
+  shapes.push_back({"sliding window", windowed});
+  for (auto& [name, s] : shapes) {
+    s.max_seq_len = 12;
+    auto m = make_model(s, 6);
+    amplify_positions(m);
+    SamplingOptions opt;
+    opt.temperature = 0.0;
+    opt.max_new_tokens = 50;
+    const auto out = generate(m, kPrompts, opt, -1, kPad);
+    ASSERT_EQ(out.size(), kPrompts.size());
+    for (size_t i = 0; i < kPrompts.size(); ++i) {
+      const auto budget = static_cast<int64_t>(12 - kPrompts[i].size());
+      EXPECT_EQ(out[i], manual_greedy(m, kPrompts[i], budget, -1)) << name << " row " << i;
+    }
+    // Row 1 (8 tokens, budget 4) stops at its second token: the others go on without it.
+    const int64_t eos = out[1][1];
+    std::vector<int64_t> stopped_by;
+    const auto stopped = generate(m, kPrompts, opt, eos, kPad, nullptr, {}, &stopped_by);
+    for (size_t i = 0; i < kPrompts.size(); ++i)
+      EXPECT_EQ(stopped[i], manual_greedy(m, kPrompts[i], static_cast<int64_t>(12 - kPrompts[i].size()), eos))
+          << name << " row " << i << " with EOS " << eos;
+    EXPECT_EQ(stopped_by[1], eos);
+    // A prompt the model has no room after samples nothing; the others as before.
+    auto with_full = kPrompts;
+    with_full.push_back(std::vector<int64_t>(12, 65));
+    const auto full = generate(m, with_full, opt, -1, kPad);
+    EXPECT_TRUE(full.back().empty()) << name;
+    EXPECT_EQ(std::vector<std::vector<int64_t>>(full.begin(), full.end() - 1), out) << name;
+  }
+}
+
 TEST(ModelGenerate, RespectsMaxSeqLenAndCancel) {
   auto s = llama_shape();
   s.max_seq_len = 12;
@@ -778,8 +849,8 @@ TEST(ModelGenerate, RespectsMaxSeqLenAndCancel) {
   SamplingOptions opt;
   opt.temperature = 0.0;
   opt.max_new_tokens = 50;
-  auto out = generate(m, kPrompts, opt, -1, kPad);  // longest prompt: 8 tokens
-  for (const auto& row : out) EXPECT_EQ(row.size(), 4u);
+  auto out = generate(m, kPrompts, opt, -1, kPad);  // prompts of 4, 8 and 2 tokens
+  for (size_t i = 0; i < kPrompts.size(); ++i) EXPECT_EQ(out[i].size(), 12 - kPrompts[i].size());
 
   std::atomic<bool> cancel{false};
   int64_t calls = 0;
