@@ -79,11 +79,11 @@ struct HfTokenizer::Impl {
   std::unique_ptr<text::PostProcessor> post_processor;
   std::unique_ptr<text::DecoderSpec> decoder;
 
-  // Added tokens, by id, with the text decode shows (normalized content for normalized ones).
+  // Added tokens, by id (decode shows each one's content).
   std::vector<text::AddedToken> added;
   std::unordered_map<int32_t, size_t> added_index;  // id -> index in `added`
   std::unordered_map<std::string, int32_t> added_by_content;
-  std::vector<std::string> added_text;  // parallel to `added`
+  std::vector<std::string> matched_text;  // parallel to `added`: the content as matched (normalized where it is)
   text::TokenMatcher raw_matcher, normalized_matcher;
   std::vector<const text::AddedToken*> raw_tokens, normalized_tokens;
   std::vector<char> special_id;  // id -> decode(skip_special_tokens) drops it
@@ -223,11 +223,11 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_files(const std::string& tokenize
     auto slot = impl->added_index.find(t.id);
     if (slot != impl->added_index.end()) {
       impl->added[slot->second] = t;
-      impl->added_text[slot->second] = shown;
+      impl->matched_text[slot->second] = shown;
     } else {
       impl->added_index[t.id] = impl->added.size();
       impl->added.push_back(t);
-      impl->added_text.push_back(shown);
+      impl->matched_text.push_back(shown);
     }
     impl->max_id = std::max(impl->max_id, t.id);
   }
@@ -235,7 +235,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_files(const std::string& tokenize
   for (size_t i = 0; i < impl->added.size(); ++i) {
     const text::AddedToken& t = impl->added[i];
     if (t.normalized) {
-      normalized_patterns.push_back(impl->added_text[i]);
+      normalized_patterns.push_back(impl->matched_text[i]);
       impl->normalized_tokens.push_back(&t);
     } else {
       raw_patterns.push_back(t.content);
@@ -250,8 +250,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_files(const std::string& tokenize
   std::unordered_set<std::string> special_contents;
   for (const auto& t : impl->added)
     if (t.special) special_contents.insert(t.content);
-  for (size_t i = 0; i < impl->added.size(); ++i)
-    if (special_contents.count(impl->added_text[i])) impl->special_id[impl->added[i].id] = 1;
+  for (const auto& t : impl->added)
+    if (special_contents.count(t.content)) impl->special_id[static_cast<size_t>(t.id)] = 1;
   for (const std::string& s : special_contents) {
     const int32_t id = impl->model->token_to_id(s);
     if (id >= 0 && !impl->added_index.count(id)) impl->special_id[static_cast<size_t>(id)] = 1;
@@ -401,7 +401,9 @@ std::optional<std::string_view> HfTokenizer::token_text(int64_t id) const {
   const Impl& m = *impl_;
   if (id < 0 || id > m.max_id) return std::nullopt;
   auto it = m.added_index.find(static_cast<int32_t>(id));
-  if (it != m.added_index.end()) return std::string_view(m.added_text[it->second]);
+  // An added token reads as its content, as HF's id_to_token gives it: not the normalized form
+  // a normalized:true token is matched by ("▁hello" for "hello" under Llama 2's normalizer).
+  if (it != m.added_index.end()) return std::string_view(m.added[it->second].content);
   return m.model->id_to_token(static_cast<int32_t>(id));
 }
 

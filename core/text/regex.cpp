@@ -17,6 +17,9 @@ namespace {
 // leaves out U+0085, so the class is spelled out.
 constexpr const char* kSpaceItems = "\\t-\\r\\x{20}\\x{85}\\p{Z}";
 constexpr const char* kHexItems = "0-9a-fA-F";
+// Oniguruma's Unicode \w: Letter | Mark | Number | Connector_Punctuation. PCRE2's (with UCP)
+// leaves out the marks (Thai's vowel signs, combining accents) and the connectors but "_".
+constexpr const char* kWordItems = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
 
 // Bounds one match attempt; ordinary tokenizer patterns need a few hundred steps per match,
 // a catastrophically backtracking one reaches the limit within tens of milliseconds.
@@ -91,12 +94,15 @@ std::string Regex::translate_oniguruma(const std::string& p) {
       if (in_class) {
         if (e == 's') out += kSpaceItems;
         else if (e == 'h') out += kHexItems;
-        else out.append(p, i, 2);
+        else if (e == 'w') out += kWordItems;
+        else out.append(p, i, 2);  // (\W inside a class stays PCRE2's: rare in tokenizer patterns)
       } else {
         if (e == 's') out += std::string("[") + kSpaceItems + "]";
         else if (e == 'S') out += std::string("[^") + kSpaceItems + "]";
         else if (e == 'h') out += std::string("[") + kHexItems + "]";
         else if (e == 'H') out += std::string("[^") + kHexItems + "]";
+        else if (e == 'w') out += std::string("[") + kWordItems + "]";
+        else if (e == 'W') out += std::string("[^") + kWordItems + "]";
         else out.append(p, i, 2);
       }
       ++i;

@@ -627,6 +627,18 @@ TEST(HfTokenizerSelfMade, NormalizedAddedTokensMatchAfterNormalization) {
   EXPECT_EQ(tok->encode("Hey"), (std::vector<int64_t>{310}));   // "hey" after lowercasing
   EXPECT_EQ(tok->encode("YO"), (std::vector<int64_t>{311}));    // raw match before lowercasing
   EXPECT_EQ(tok->encode("yo"), (std::vector<int64_t>{'y', 'o'}));
+  // Decoding gives an added token's content, as HF's id_to_token does, not the lowercased form
+  // it is matched by; a special one matched after normalization is still skipped.
+  EXPECT_EQ(tok->decode({310, 311}, false), "HEYYO");
+  EXPECT_EQ(tok->id_to_token(310), std::optional<std::string>("HEY"));
+  TempDir dir2;
+  t["model"]["vocab"]["<MASK>"] = 312;
+  t["added_tokens"].push_back({{"id", 312}, {"content", "<MASK>"}, {"single_word", false}, {"lstrip", false},
+                               {"rstrip", false}, {"normalized", true}, {"special", true}});
+  auto masked = load_json(dir2, t);
+  EXPECT_EQ(masked->encode("a<mask>"), (std::vector<int64_t>{'a', 312}));
+  EXPECT_EQ(masked->decode({'a', 312}, false), "a<MASK>");
+  EXPECT_EQ(masked->decode({'a', 312}, true), "a");
 }
 
 TEST(HfTokenizerSelfMade, ConfigSuppliesSpecialTokensAndChatTemplate) {
@@ -958,6 +970,17 @@ TEST(HfTokenizerRegex, FollowsOnigurumaSemantics) {
   EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{0, 0}, {1, 3}, {4, 4}}));
   EXPECT_EQ(text::Regex::translate_oniguruma(R"([^\s\p{L}])"), R"([^\t-\r\x{20}\x{85}\p{Z}\p{L}])");
   EXPECT_THROW(text::Regex("(a"), Error);
+  // \w is Oniguruma's: marks are word characters (Thai's vowel sign U+0E31, a combining acute),
+  // so the Whitespace pre-tokenizer's \w+|[^\w\s]+ keeps "สวั" and "e\u0301x" whole (found by a
+  // differential run against HF's tokenizers; PCRE2's \w split the mark off).
+  text::Regex words(R"(\w+|[^\w\s]+)");
+  m.clear();
+  words.find_all("\xE0\xB8\xAA\xE0\xB8\xA7\xE0\xB8\xB1 e\xCC\x81x!", m);
+  EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{0, 9}, {10, 14}, {14, 15}}));
+  m.clear();
+  text::Regex non_words(R"(\W+)");
+  non_words.find_all("a\xCC\x81\xE2\x80\xBF, b", m);  // U+203F (Pc) is a word character too
+  EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{6, 8}}));
 }
 
 TEST(HfTokenizerNormalizers, NfcQuickCheckNeverMissesAChange) {
