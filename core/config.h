@@ -305,6 +305,11 @@ std::string config_value_text(const RunConfig& config, const std::string& key);
 std::vector<std::string> validate_config(const RunConfig& config);
 // Throws ConfigError listing every problem.
 void validate_or_throw(const RunConfig& config);
+// The inputs the config names that are not there (against the current directory, as
+// make_paths_absolute reads them): model.checkpoint / model.reference not a folder, data.train /
+// data.eval not a file where a data file is read. One message each, starting with the key; what
+// the run would refuse at its start, which a form says before.
+std::vector<std::string> missing_inputs(const RunConfig& config);
 
 // Turns relative file and folder paths (output_dir, model.checkpoint, model.reference,
 // data.train, data.eval) into absolute ones against the current directory, so a config stored

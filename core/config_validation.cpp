@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <initializer_list>
 
@@ -267,6 +268,23 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   }
 
   return check.problems;
+}
+
+std::vector<std::string> missing_inputs(const RunConfig& config) {
+  std::vector<std::string> out;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"model.checkpoint", config.model.checkpoint},
+                                  {"model.reference", config.model.reference}})
+    if (!path.empty() && !fs::is_directory(path, ec))
+      out.push_back(std::string(key) + ": there is no folder at " + path +
+                    "; pick a Hugging Face model folder (config.json, *.safetensors) or a run's checkpoint folder");
+  if (!uses_builtin_task(config.data))
+    for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"data.train", config.data.train},
+                                    {"data.eval", config.data.eval}})
+      if (!path.empty() && !fs::is_regular_file(path, ec))
+        out.push_back(std::string(key) + ": there is no file at " + path + "; pick a JSONL or JSON file of rows");
+  return out;
 }
 
 void validate_or_throw(const RunConfig& config) {

@@ -95,6 +95,14 @@ int64_t lora_parameter_count(const ModelShape& s, const LoraConfig& lora) {
   return targets ? lora_parameter_count(s, *targets, lora.use_dora) : 0;
 }
 
+std::optional<ModelShape> fresh_model_shape(const ModelConfig& model) {
+  try {
+    return resolve_model_shape(model, kByteTokenizerVocab);
+  } catch (const ConfigError&) {
+    return std::nullopt;
+  }
+}
+
 MemoryEstimate estimate_training_memory(const RunConfig& config) {
   return estimate_training_memory(config, resolve_model_shape(config.model, kByteTokenizerVocab));
 }

@@ -48,6 +48,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/config.h"
@@ -57,6 +58,10 @@ namespace ganpo {
 
 // The built-in byte tokenizer's vocabulary (256 bytes + BOS, EOS, PAD).
 inline constexpr int64_t kByteTokenizerVocab = 259;
+
+// The shape a fresh model of these fields has, with the byte tokenizer's vocabulary; none where
+// model.arch names no family a fresh model can have (a form's config before it is valid).
+std::optional<ModelShape> fresh_model_shape(const ModelConfig& model);
 
 struct MemoryEstimate {
   int64_t parameters = 0;       // policy parameters (the base model's)

@@ -32,6 +32,14 @@ int index_for_value(QComboBox* combo, const QString& value) {
 
 }  // namespace
 
+QString problem_key(const QString& message) {
+  qsizetype end = 0;
+  while (end < message.size() && (message[end].isLetterOrNumber() || message[end] == QLatin1Char('_') ||
+                                  message[end] == QLatin1Char('.')))
+    ++end;
+  return message.left(end);
+}
+
 QString format_config_number(double value) {
   if (std::isnan(value)) return QStringLiteral("nan");
   if (std::isinf(value)) return value < 0 ? QStringLiteral("-inf") : QStringLiteral("inf");
@@ -247,11 +255,13 @@ QStringList ConfigForm::showProblems(const QStringList& problems) {
   QStringList unrouted;
   std::vector<QStringList> reasons(bindings_.size());
   for (const QString& message : problems) {
-    const QString key = message.section(QLatin1Char(' '), 0, 0);
+    const QString key = problem_key(message);
     bool routed = false;
     for (size_t i = 0; i < bindings_.size(); ++i) {
       if (bindings_[i].key != key) continue;
-      reasons[i].append(message.mid(key.size()).trimmed());
+      QString reason = message.mid(key.size()).trimmed();
+      if (reason.startsWith(QLatin1Char(',')) || reason.startsWith(QLatin1Char(':'))) reason = reason.mid(1).trimmed();
+      reasons[i].append(reason);
       routed = true;
       break;
     }

@@ -97,6 +97,10 @@ private:
   bool showing_ = false;
 };
 
+// The key a problem is about: its message's leading dotted name ("model.lora.target_modules" of
+// "model.lora.target_modules, the regular expression ..." or of "model.lora.r must be ...").
+QString problem_key(const QString& message);
+
 // Locale-independent number text: the shortest form that reads back to the same value.
 QString format_config_number(double value);
 bool parse_config_int(const QString& text, int64_t& out);

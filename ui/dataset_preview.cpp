@@ -263,15 +263,25 @@ void DatasetPreviewWidget::setSource(const QString& path, bool preference, const
 }
 
 void DatasetPreviewWidget::startReading() {
+  if (read_in_flight_) {
+    read_again_ = true;
+    return;
+  }
   const uint64_t generation = ++generation_;
   reading_ = true;
+  read_in_flight_ = true;
   read_in_background(
       this,
       [path = path_, preference = preference_, tokenizing = tokenizing_]() {
         return read_dataset_preview(path, preference, kPreviewRows, tokenizing);
       },
       [this, generation](DatasetPreview preview) {
+        read_in_flight_ = false;
         if (generation_ == generation) showPreview(preview);
+        if (read_again_) {
+          read_again_ = false;
+          if (reading_) startReading();  // (the path asked for since; none where it was cleared)
+        }
       });
 }
 

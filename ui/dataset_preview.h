@@ -93,6 +93,10 @@ private:
   QString shown_source_;  // path + kind of what is on screen or being read
   uint64_t generation_ = 0;
   bool reading_ = false;
+  // One read at a time: a whole file parsed and a tokenizer loaded per read, so settings changed
+  // while one runs start one more read when it ends, not one each (a 400 MB file held once).
+  bool read_in_flight_ = false;
+  bool read_again_ = false;
   QLabel* summary_;
   QTableWidget* table_;
   QLabel* tokens_caption_;

@@ -74,8 +74,14 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
   // "auto" is the GPU where one is found here, else the CPU, as the run will resolve it.
   RunConfig on_device = config;
   if (on_device.device == "auto") on_device.device = gpus_.count(0) && gpus_[0] ? "cuda" : "cpu";
-  const MemoryEstimate e = from_checkpoint ? estimate_training_memory(on_device, *from_checkpoint)
-                                           : estimate_training_memory(on_device);
+  const std::optional<ModelShape> shape = from_checkpoint ? from_checkpoint : fresh_model_shape(config.model);
+  if (!shape) {
+    setStyleSheet(QString());
+    setText(tr("No estimate: model.arch names no family a fresh model can have."));
+    setToolTip(QString());
+    return;
+  }
+  const MemoryEstimate e = estimate_training_memory(on_device, *shape);
   QString text = tr("Model: %1 parameters. Estimated training memory: %2 (weights, gradients and AdamW %3, "
                     "reference %4, critics %5, activations %6)")
                      .arg(format_count(e.parameters), format_bytes(e.total_bytes),

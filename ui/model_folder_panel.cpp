@@ -14,6 +14,7 @@ namespace ganpo::ui {
 struct ModelFolderPanel::Description {
   QString html;
   QString chat_template;
+  QString problem;  // (a missing folder is missing_inputs' to say)
 };
 
 ModelFolderPanel::ModelFolderPanel(QWidget* parent) : QWidget(parent) {
@@ -40,6 +41,7 @@ void ModelFolderPanel::setFolder(const QString& folder_in) {
   folder_ = folder;
   ++generation_;  // a read under way is for another path now
   chat_template_.clear();
+  problem_.clear();
   if (folder_.isEmpty()) {
     pause_.stop();
     reading_ = false;
@@ -71,16 +73,17 @@ void ModelFolderPanel::startReading() {
             rows += QStringLiteral("<tr><td style='padding-right:12px; color:gray;'>%1</td><td>%2</td></tr>")
                         .arg(QString::fromStdString(label).toHtmlEscaped(), QString::fromStdString(text).toHtmlEscaped());
           d.html = QStringLiteral("<table>%1</table>").arg(rows);
-          if (j.contains("adapter"))  // what the trainer would refuse at the start
-            d.html += QStringLiteral("<span style='color:#c62828'>%1</span>")
-                          .arg(tr("This is a PEFT adapter folder: a run starts from a full model folder. Pick its base "
-                                  "model (above) and set LoRA on the Model page, or pick a LoRA run's checkpoint, which "
-                                  "holds the merged model.")
-                                   .toHtmlEscaped());
+          if (j.contains("adapter")) {  // what the trainer would refuse at the start
+            d.problem = tr("This is a PEFT adapter folder: a run starts from a full model folder. Pick its base "
+                           "model (above) and set LoRA on the Model page, or pick a LoRA run's checkpoint, which "
+                           "holds the merged model.");
+            d.html += QStringLiteral("<span style='color:#c62828'>%1</span>").arg(d.problem.toHtmlEscaped());
+          }
           if (j.contains("chat_template") && j["chat_template"].is_string())
             d.chat_template = QString::fromStdString(j["chat_template"].get<std::string>());
         } catch (const std::exception& e) {
-          d.html = QStringLiteral("<span style='color:#c62828'>%1</span>").arg(QString::fromStdString(e.what()).toHtmlEscaped());
+          d.problem = QString::fromStdString(e.what());
+          d.html = QStringLiteral("<span style='color:#c62828'>%1</span>").arg(d.problem.toHtmlEscaped());
         }
         return d;
       },
@@ -93,6 +96,7 @@ void ModelFolderPanel::startReading() {
 void ModelFolderPanel::show(const Description& d) {
   reading_ = false;
   chat_template_ = d.chat_template;
+  problem_ = d.problem;
   label_->setText(d.html);
   Q_EMIT described();
 }

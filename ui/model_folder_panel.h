@@ -25,6 +25,10 @@ public:
   QString text() const;
   // The folder's chat template variant as recognised ("" when none or not read yet).
   QString chatTemplate() const { return chat_template_; }
+  // Why a run cannot start from the folder last read (a PEFT adapter folder, a config.json the
+  // loader refuses), as a problem of model.checkpoint; empty while reading or where it can.
+  QString folder() const { return folder_; }
+  QString problem() const { return problem_; }
 
 Q_SIGNALS:
   void described();  // a description (or an error) is on screen
@@ -39,6 +43,7 @@ private:
   uint64_t generation_ = 0;
   bool reading_ = false;
   QString chat_template_;
+  QString problem_;
   QLabel* label_;
 };
 

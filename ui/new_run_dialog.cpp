@@ -15,6 +15,7 @@
 #include <QTabWidget>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <exception>
 #include <map>
 #include <string>
@@ -136,6 +137,7 @@ QWidget* NewRunDialog::buildModelPage() {
                     "checkpoint of an earlier run; empty = a fresh model of the shape below."));
   model_folder_ = new ModelFolderPanel(start);
   start->addWideRow(model_folder_);
+  connect(model_folder_, &ModelFolderPanel::described, this, &NewRunDialog::revalidate);  // (its problem counts)
   random_weights_ = form_->addBool(start, GANPO_CONFIG_KEY(model.random_weights), tr("Random weights (its architecture only)"),
                  tr("Build the model folder's architecture from its config.json with fresh random weights, as "
                     "transformers' from_config does: to train from scratch, or to measure speed and memory at a real "
@@ -559,23 +561,22 @@ void NewRunDialog::revalidate() {
 
   // A field whose text does not parse shows that, not a complaint about the value it kept.
   QStringList unparsed_keys;
-  for (const QString& p : parse_problems) unparsed_keys.append(p.section(QLatin1Char(' '), 0, 0));
+  for (const QString& p : parse_problems) unparsed_keys.append(problem_key(p));
   QStringList problems = parse_problems;
   std::vector<std::string> messages = validate_config(config);
   // The trainer refuses this at start; saying it here saves a failed run. A checkpoint's own
   // config.json decides its length, so only a fresh model is checked.
-  const ModelShape fresh_shape = resolve_model_shape(config.model, kByteTokenizerVocab);  // from the fields
-  const int64_t max_seq_len = fresh_shape.max_seq_len;
-  if (config.model.checkpoint.empty() && config.data.max_length > max_seq_len)
-    messages.push_back("data.max_length must be <= the model's max_seq_len (" + std::to_string(max_seq_len) +
+  // (None where model.arch names no family: validate_config has said so.)
+  const std::optional<ModelShape> fresh_shape = fresh_model_shape(config.model);  // from the fields
+  if (fresh_shape && config.model.checkpoint.empty() && config.data.max_length > fresh_shape->max_seq_len)
+    messages.push_back("data.max_length must be <= the model's max_seq_len (" + std::to_string(fresh_shape->max_seq_len) +
                        "), got " + std::to_string(config.data.max_length) +
                        "; lower it or raise model.max_seq_len");
   // So is a LoRA target name the model has no projection of (GPT-2's c_attn on a Llama folder),
   // or a layer it does not have.
   if (config.model.lora.r > 0) {
     const std::optional<ModelShape> shape =
-        config.model.checkpoint.empty() ? std::optional(fresh_shape)
-                                        : memory_->checkpointShape(config.model.checkpoint);
+        config.model.checkpoint.empty() ? fresh_shape : memory_->checkpointShape(config.model.checkpoint);
     try {
       if (shape) resolve_lora_targets(*shape, lora_spec(config.model.lora));
     } catch (const ConfigError& e) {
@@ -583,9 +584,13 @@ void NewRunDialog::revalidate() {
       if (std::find(messages.begin(), messages.end(), message) == messages.end()) messages.push_back(message);
     }
   }
+  // What the run would refuse at its start: inputs that are not there, a folder it cannot start from.
+  for (std::string& message : missing_inputs(config)) messages.push_back(std::move(message));
+  if (!model_folder_->problem().isEmpty() && model_folder_->folder() == QString::fromStdString(config.model.checkpoint).trimmed())
+    messages.push_back("model.checkpoint: " + model_folder_->problem().toStdString());
   for (const std::string& message : messages) {
     const QString text = QString::fromStdString(message);
-    if (!unparsed_keys.contains(text.section(QLatin1Char(' '), 0, 0))) problems.append(text);
+    if (!unparsed_keys.contains(problem_key(text))) problems.append(text);
   }
   problems_ = problems;
   form_->showProblems(problems);
@@ -594,7 +599,7 @@ void NewRunDialog::revalidate() {
   static const char* const kTabTitles[] = {"Model", "Data", "Objective", "Optimisation", "Device", "Monitoring"};
   std::map<int, int> per_tab;
   for (const QString& p : problems) {
-    QWidget* editor = form_->editor(p.section(QLatin1Char(' '), 0, 0));
+    QWidget* editor = form_->editor(problem_key(p));
     for (int i = 0; editor && i < pages_->count(); ++i)
       if (pages_->widget(i)->isAncestorOf(editor)) ++per_tab[i];
   }
@@ -635,7 +640,9 @@ void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
       ->setText(c.pipeline.empty() ? tr("Create run") : tr("Create %1 runs").arg(c.pipeline.size() + 1));
   const bool builtin = uses_builtin_task(c.data);
   builtin_data_->setVisible(builtin);
-  file_data_->setVisible(!builtin);
+  // "auto" reads the training file where one is named, so its field shows; so do files a
+  // built-in task refuses, where they can be cleared.
+  file_data_->setVisible(!builtin || c.data.builtin == "auto" || !c.data.train.empty() || !c.data.eval.empty());
   PreviewTokenizing tokenizing;
   // A folder of random weights without tokenizer files trains on the byte tokenizer.
   const bool byte_tokenizer = c.model.random_weights && !has_tokenizer_files(c.model.checkpoint);
@@ -651,12 +658,20 @@ void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
   reference_->setPlaceholderText(folder.isEmpty() || c.model.random_weights
                                      ? tr("The starting weights (a fresh model: its initial weights)")
                                      : tr("Same as the model folder: %1").arg(folder));
-  ganpo_section_->setEnabled(c.ganpo.enabled);
+  // (Open where a critic setting has a problem, which validation reports with GANPO off too.)
+  ganpo_section_->setEnabled(c.ganpo.enabled ||
+                             std::any_of(problems_.begin(), problems_.end(),
+                                         [](const QString& p) { return p.startsWith(QLatin1String("ganpo.")); }));
   const bool epochs = length_mode_->currentIndex() == kTrainForEpochs;
   max_steps_->setEnabled(!epochs);
   epochs_->setEnabled(epochs);
 
-  const ModelShape s = resolve_model_shape(c.model, kByteTokenizerVocab);
+  const std::optional<ModelShape> shape = fresh_model_shape(c.model);
+  if (!shape) {
+    resolved_shape_->setText(tr("Resolved shape: none, model.arch names no family a fresh model can have"));
+    return;
+  }
+  const ModelShape& s = *shape;
   resolved_shape_->setText(tr("Resolved shape: %1, d_model %2, %3 layers, %4 heads (%5 key/value), d_ff %6, "
                               "%7 positions; %8 parameters with the byte tokenizer")
                                .arg(QString::fromStdString(s.arch))

@@ -29,6 +29,11 @@ ModelShape resolve_model_shape(const ModelConfig& c, int64_t vocab_size) {
   s.n_kv_heads = c.n_kv_heads > 0 ? c.n_kv_heads : (c.n_heads > 0 ? c.n_heads : s.n_kv_heads);
   if (s.arch == "gpt2") s.n_kv_heads = s.n_heads;
   if (c.max_seq_len > 0) s.max_seq_len = c.max_seq_len;
+  // (A fresh model is one of the two; validate_config says so too, but a form or a stored config
+  // may ask for a shape before it is validated.)
+  if (s.arch != "llama" && s.arch != "gpt2")
+    throw ConfigError("model.arch must be one of \"llama\", \"gpt2\" for a fresh model, got \"" + s.arch +
+                      "\"; a model of another family starts from its Hugging Face folder (model.checkpoint)");
   architecture(s.arch).set_layout(s);
   s.rope_theta = c.rope_theta;
   s.vocab_size = vocab_size;

@@ -30,8 +30,12 @@
 
 #include "core/checkpoint.h"
 #include "core/config.h"
+#include "core/error.h"
 #include "core/model/lora_adapter.h"
+#include "core/model/model_shape.h"
+#include "ui/config_form.h"
 #include "ui/dataset_preview.h"
+#include "ui/model_folder_panel.h"
 #include "ui/run_presets.h"
 #include "screenshot_test_support.h"
 
@@ -240,7 +244,11 @@ TEST(NewRunDialog, SetConfigThenConfigRoundTripsEveryKey) {
   const RunConfig steps = non_default_config();
   dialog.setConfig(steps);
   EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(steps));
-  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+  // Valid values; only the folders and files it names are not there.
+  QStringList keys;
+  for (const QString& p : dialog.problems()) keys << problem_key(p);
+  EXPECT_EQ(keys, (QStringList{"model.checkpoint", "model.reference", "data.train", "data.eval"}))
+      << dialog.problems().join('\n').toStdString();
 
   RunConfig epochs = non_default_config();
   epochs.train.max_steps = -1;
@@ -304,8 +312,16 @@ TEST(NewRunDialog, EveryBuiltInPresetLoadsWithoutProblems) {
   for (const QString& stem : stems) {
     SCOPED_TRACE(stem.toStdString());
     ASSERT_TRUE(dialog.selectPreset(stem));
-    EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
-    EXPECT_TRUE(ok_enabled(dialog));
+    // The paper presets name placeholders for the model folder and the pairs, which are not
+    // there until the researcher puts them there: those two problems and no other.
+    QStringList keys;
+    for (const QString& p : dialog.problems()) keys << problem_key(p);
+    if (stem.startsWith("paper-")) {
+      EXPECT_EQ(keys, (QStringList{"model.checkpoint", "data.train"})) << dialog.problems().join('\n').toStdString();
+    } else {
+      EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+      EXPECT_TRUE(ok_enabled(dialog));
+    }
     EXPECT_EQ(config_to_toml(dialog.config()), config_to_toml(load_run_preset(stem)));
     EXPECT_EQ(combo->currentData().toString(), stem);
   }
@@ -504,6 +520,81 @@ TEST(NewRunDialog, MemoryEstimateFollowsTheBatchSize) {
   EXPECT_EQ(memory->text(), before);
 }
 
+// What the run would refuse at its start is a problem before it: a model folder or a data file
+// that is not there; and a model.arch no fresh model has is a problem, not an exception (it threw
+// from the shape on the keystroke after loading such a file, out of a signal: the end of the
+// program).
+TEST(NewRunDialog, MissingInputsAndAnUnknownArchitectureAreProblemsNotCrashes) {
+  NewRunDialog dialog;
+  ASSERT_TRUE(dialog.selectPreset("paper-gemma2-2b-ganpo"));
+  EXPECT_FALSE(ok_enabled(dialog));
+  auto* folder_reason = child<QLabel>(dialog, "model.checkpoint.error");
+  auto* train_reason = child<QLabel>(dialog, "data.train.error");
+  ASSERT_TRUE(folder_reason && train_reason);
+  EXPECT_TRUE(folder_reason->text().contains("there is no folder at gemma-2-2b-it")) << folder_reason->text().toStdString();
+  EXPECT_TRUE(train_reason->text().contains("there is no file at ultrafeedback_binarized.jsonl"))
+      << train_reason->text().toStdString();
+  EXPECT_TRUE(child<QLabel>(dialog, "problemSummary")->text().startsWith("2 problems to fix"));
+
+  QTemporaryDir dir;
+  const QString pairs = dir.filePath("pairs.jsonl");
+  QFile file(pairs);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write(R"({"prompt": "2+2=", "chosen": "4", "rejected": "5"})" "\n");
+  file.close();
+  child<QLineEdit>(dialog, "data.train")->setText(pairs);
+  EXPECT_EQ(dialog.problems().size(), 1) << dialog.problems().join('\n').toStdString();
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(write_model_folder(dir));
+  auto* panel = dialog.findChild<ModelFolderPanel*>();
+  ASSERT_TRUE(panel);
+  ASSERT_TRUE(wait_until([&] { return !panel->isReading(); }));
+  EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join('\n').toStdString();
+  EXPECT_TRUE(ok_enabled(dialog));
+  // A folder whose config.json the loader refuses: its message is model.checkpoint's problem
+  // once read (the panel showed it in red while the dialog said Ready).
+  QTemporaryDir broken;
+  QFile config(broken.filePath("config.json"));
+  ASSERT_TRUE(config.open(QIODevice::WriteOnly));
+  config.write("{\"model_type\": \"llama\"");
+  config.close();
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(broken.path());
+  ASSERT_TRUE(wait_until([&] { return !panel->isReading(); }));
+  ASSERT_EQ(dialog.problems().size(), 1) << dialog.problems().join('\n').toStdString();
+  EXPECT_EQ(problem_key(dialog.problems().front()), QStringLiteral("model.checkpoint"));
+  EXPECT_FALSE(ok_enabled(dialog));
+
+  RunConfig gemma = load_run_preset("demo");
+  gemma.model.arch = "gemma";
+  EXPECT_NO_THROW(dialog.setConfig(gemma));
+  ASSERT_FALSE(dialog.problems().isEmpty());
+  EXPECT_TRUE(dialog.problems().front().startsWith("model.arch must be one of")) << dialog.problems().join('\n').toStdString();
+  EXPECT_NO_THROW(child<QLineEdit>(dialog, "train.learning_rate")->setText("1e-4"));  // the next keystroke
+  EXPECT_TRUE(child<QLabel>(dialog, "memoryEstimate")->text().startsWith("No estimate")) << child<QLabel>(dialog, "memoryEstimate")->text().toStdString();
+  EXPECT_FALSE(ok_enabled(dialog));
+  EXPECT_THROW(resolve_model_shape(gemma.model, 259), ConfigError);
+}
+
+// "auto" trains on the file named below it, so that field shows while the built-in task is what
+// auto picks (it was hidden until a file was named, which could not be done); a built-in task
+// with a file still named shows the file, which its problem asks to remove.
+TEST(NewRunDialog, TheFilesSectionShowsWhereItsFieldsMatter) {
+  NewRunDialog dialog;
+  ASSERT_TRUE(dialog.selectPreset("demo"));
+  dialog.show();
+  dialog.findChild<QTabWidget*>()->setCurrentIndex(1);  // Data
+  auto* source = child<QComboBox>(dialog, "data.builtin");
+  auto* train = child<QLineEdit>(dialog, "data.train");
+  ASSERT_TRUE(source && train);
+  auto shows = [&](QWidget* w) { return w->isVisibleTo(&dialog); };
+  source->setCurrentIndex(source->findData("auto"));
+  train->clear();
+  EXPECT_TRUE(shows(train)) << "auto: the file it would read";
+  source->setCurrentIndex(source->findData("lists"));
+  EXPECT_FALSE(shows(train)) << "the built-in task alone";
+  train->setText("/nowhere/pairs.jsonl");
+  EXPECT_TRUE(shows(train)) << "a file the task refuses, to clear";
+}
+
 // LoRA on the Model page: the estimate counts only the adapters' gradients and AdamW moments,
 // holds no reference copy, and says how many parameters train.
 TEST(NewRunDialog, MemoryEstimateKnowsLora) {
@@ -536,6 +627,13 @@ TEST(NewRunDialog, MemoryEstimateKnowsLora) {
   if (auto* page = qobject_cast<QScrollArea*>(dialog.findChild<QTabWidget*>()->currentWidget())) page->ensureWidgetVisible(targets);
   QCoreApplication::processEvents();
   testing::save_for_review(dialog.grab().toImage(), QStringLiteral("new_run_dialog_lora_targets.png"));
+  // A regular expression that matches nothing: its message reads "model.lora.target_modules, the
+  // regular expression ..." and is still the field's (it showed nowhere near it).
+  targets->setCurrentText(".*\\.nothing_here$");
+  EXPECT_TRUE(reason->text().contains("matches no projection")) << reason->text().toStdString();
+  EXPECT_FALSE(reason->text().startsWith(",")) << reason->text().toStdString();
+  EXPECT_EQ(dialog.problems().size(), 1) << dialog.problems().join("; ").toStdString();
+  EXPECT_TRUE(dialog.findChild<QTabWidget*>()->tabText(0).endsWith("(1)")) << dialog.findChild<QTabWidget*>()->tabText(0).toStdString();
   // The token embedding adapted too (PEFT's LoRA Embedding): more parameters train.
   targets->setCurrentText("q_proj,k_proj,v_proj,o_proj,embed_tokens");
   EXPECT_TRUE(dialog.problems().isEmpty()) << dialog.problems().join("; ").toStdString();
