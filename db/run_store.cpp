@@ -908,6 +908,14 @@ std::vector<int64_t> RunStore::sample_steps(int64_t run_id) {
   return out;
 }
 
+std::vector<std::pair<int64_t, int64_t>> RunStore::sample_step_versions(int64_t run_id) {
+  sql::Statement s(db_, "SELECT step, MAX(id) FROM samples WHERE run_id = ? GROUP BY step ORDER BY step");
+  s.bind(1, run_id);
+  std::vector<std::pair<int64_t, int64_t>> out;
+  while (s.step()) out.emplace_back(s.col_int(0), s.col_int(1));
+  return out;
+}
+
 std::vector<CheckpointRow> RunStore::checkpoints(int64_t run_id) {
   sql::Statement s(db_,
                    "SELECT id, run_id, step, path, metrics_json, created_at FROM checkpoints "

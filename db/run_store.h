@@ -203,6 +203,10 @@ public:
                                              int64_t step_hi, int64_t buckets);
   std::vector<SampleRow> samples(int64_t run_id, int64_t step);
   std::vector<int64_t> sample_steps(int64_t run_id);
+  // Each step with samples and the id of its newest sample row, in step order: a step whose
+  // samples were written again (a resumed run redoing it) has another id, so a reader's cache of
+  // that step is stale. (From the (run_id, step) index alone.)
+  std::vector<std::pair<int64_t, int64_t>> sample_step_versions(int64_t run_id);
   std::vector<CheckpointRow> checkpoints(int64_t run_id);
   std::vector<EventRow> events_after(int64_t run_id, int64_t last_id, int64_t limit = 100000);
   std::vector<EvalRow> evals(int64_t run_id);

@@ -350,6 +350,7 @@ void CheckpointsView::onSnapshot(Snapshot s) {
       data.train = string_at(j, "data", "train");
       has_held_out_pairs_ = uses_builtin_task(data) || !string_at(j, "data", "eval").empty();
       task_name_ = QString::fromStdString(builtin_task_name(data));
+      has_judge_command_ = !string_at(j, "eval", "judge_command").empty();
       if (ref != reference_path_) {
         reference_path_ = ref;
         changed = true;
@@ -363,7 +364,9 @@ void CheckpointsView::onSnapshot(Snapshot s) {
               [](const CheckpointRow& a, const CheckpointRow& b) { return a.step < b.step; });
     changed = true;
   }
-  const bool evals_changed = s.evals.size() != evals_.size();
+  // By row ids, not their count: a resumed run that redoes a step's evaluation replaces its row.
+  const bool evals_changed = !std::equal(s.evals.begin(), s.evals.end(), evals_.begin(), evals_.end(),
+                                         [](const EvalRow& a, const EvalRow& b) { return a.id == b.id; });
   if (evals_changed) {
     evals_ = std::move(s.evals);
     changed = true;
@@ -802,15 +805,24 @@ void CheckpointsView::onEvaluateClicked() {
   QStringList temps;
   for (double t : eval_options_.temperatures) temps << QString::fromStdString(temperature_label(t));
   auto* temperatures = new QLineEdit(temps.join(QLatin1Char(',')), &dialog);
+  temperatures->setObjectName(QStringLiteral("temperatures"));
   auto* pairs = new QCheckBox(tr("Also score held-out preference pairs (accuracy, margins)"), &dialog);
   pairs->setChecked(eval_options_.preference_pairs);
   pairs->setEnabled(has_held_out_pairs_);
-  form->addRow(new QLabel(task_name_.isEmpty()
-                              ? tr("Held-out pairs against %1 (a data file's run has no built-in judge)").arg(reference_path_)
-                              : tr("Judge win rates on the %1 task's prompts, against %2").arg(task_name_, reference_path_),
-                          &dialog));
+  QString what;
+  if (!task_name_.isEmpty())
+    what = tr("Judge win rates on the %1 task's prompts, against %2").arg(task_name_, reference_path_);
+  else if (has_judge_command_)
+    what = tr("Judge win rates by eval.judge_command on the run's held-out prompts, against %1").arg(reference_path_);
+  else
+    what = tr("Held-out pairs against %1 (a data file's run without eval.judge_command has no judge)").arg(reference_path_);
+  form->addRow(new QLabel(what, &dialog));
   form->addRow(tr("Prompts per temperature"), prompts);
   form->addRow(tr("Temperatures"), temperatures);
+  // What the temperatures read as, or why they do not ("1,3" is two temperatures, not 1.3).
+  auto* read_as = new QLabel(&dialog);
+  read_as->setObjectName(QStringLiteral("temperaturesReadAs"));
+  form->addRow(QString(), read_as);
   form->addRow(tr("Max new tokens"), tokens);
   form->addRow(pairs);
   auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &dialog);
@@ -818,18 +830,30 @@ void CheckpointsView::onEvaluateClicked() {
   form->addRow(buttons);
   connect(buttons, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
   connect(buttons, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+  std::vector<double> parsed;
+  auto reread = [&] {
+    QString problem;
+    try {
+      parsed = parse_temperatures(temperatures->text().toStdString());
+      if (parsed.empty()) problem = tr("Give at least one temperature, e.g. 0.7, 1.0");
+    } catch (const ConfigError& e) {
+      problem = QString::fromStdString(e.what());
+    }
+    QStringList shown;
+    for (double t : parsed) shown << QString::fromStdString(temperature_label(t));
+    read_as->setText(problem.isEmpty() ? tr("%n temperature(s): %1", nullptr, static_cast<int>(parsed.size())).arg(shown.join(QStringLiteral(", ")))
+                                       : problem);
+    read_as->setStyleSheet(problem.isEmpty() ? QStringLiteral("color: gray;") : QStringLiteral("color: #c62828;"));
+    buttons->button(QDialogButtonBox::Ok)->setEnabled(problem.isEmpty());
+  };
+  connect(temperatures, &QLineEdit::textChanged, &dialog, reread);
+  reread();
   if (dialog.exec() != QDialog::Accepted) return;
   CheckpointEvalOptions options;
   options.num_prompts = prompts->value();
   options.max_new_tokens = tokens->value();
   options.preference_pairs = pairs->isChecked();
-  options.temperatures.clear();
-  for (const auto& part : temperatures->text().split(QLatin1Char(','), Qt::SkipEmptyParts)) {
-    bool ok = false;
-    const double t = part.trimmed().toDouble(&ok);
-    if (ok && t >= 0) options.temperatures.push_back(t);
-  }
-  if (options.temperatures.empty()) options.temperatures = CheckpointEvalOptions{}.temperatures;
+  options.temperatures = parsed;
   QString why;
   if (!evaluatePicked(options, &why)) QMessageBox::information(this, tr("Evaluate"), why);
 }

@@ -135,6 +135,7 @@ private:
   bool eval_storing_ = false;        // the run service is storing the last one
   bool has_held_out_pairs_ = false;  // a built-in task's or the run's data.eval
   QString task_name_;                // the run's built-in task; empty for data files
+  bool has_judge_command_ = false;   // the run's eval.judge_command judges a data file's prompts
   QStringList sample_prompts_;
 
   QTableWidget* table_;

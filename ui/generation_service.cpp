@@ -76,6 +76,16 @@ std::string model_prompt(const std::optional<ChatTemplate>& tmpl, const QString&
   return tmpl ? tmpl->user_turn(prompt.toStdString()) : prompt.toStdString();
 }
 
+// A prompt's ids as the model samples after them: at most max_seq_len - 1, a longer prompt
+// keeping its first id (BOS) and its end. Scoring reads the same ids.
+std::vector<int64_t> sampled_prompt_ids(const Tokenizer& tok, const std::string& text, int64_t max_seq_len) {
+  auto ids = encode_prompt(tok, text);
+  const int64_t max_prompt = std::max<int64_t>(2, max_seq_len - 1);
+  if (static_cast<int64_t>(ids.size()) > max_prompt)
+    ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
+  return ids;
+}
+
 }  // namespace
 
 struct GenerationService::Impl {
@@ -249,13 +259,9 @@ struct GenerationService::Impl {
     QStringList given;  // what the model is given for each prompt
     const std::optional<ChatTemplate> tmpl = prompt_template(model, dir, req.chat_template);
     const QString variant = tmpl ? QString::fromStdString(tmpl->variant()) : QString();
-    const int64_t max_prompt = std::max<int64_t>(2, model.shape.max_seq_len - 1);
     for (const QString& p : req.prompts) {
       given << QString::fromStdString(model_prompt(tmpl, p));
-      auto ids = encode_prompt(tok, given.back().toStdString());
-      if (static_cast<int64_t>(ids.size()) > max_prompt)  // keep BOS and the prompt's end
-        ids.erase(ids.begin() + 1, ids.begin() + 1 + (static_cast<int64_t>(ids.size()) - max_prompt));
-      prompts.push_back(std::move(ids));
+      prompts.push_back(sampled_prompt_ids(tok, given.back().toStdString(), model.shape.max_seq_len));
     }
     SamplingOptions so;
     so.temperature = req.temperature;
@@ -400,10 +406,11 @@ struct GenerationService::Impl {
     std::vector<TokenizedSft> rows;
     rows.reserve(static_cast<size_t>(outputs.size()));
     for (int i = 0; i < outputs.size(); ++i) {
-      // The prompt as this model would be given it (its own chat template).
+      // The prompt as this model would be given it (its own chat template), cut as its sampling
+      // cuts it; the response cut to the room after it.
       const std::string prompt = model_prompt(tmpl, outputs[i].prompt);
-      auto row = tokenize_sft(tok, SftExample{prompt, outputs[i].text.toStdString()}, max_len,
-                              std::max<int64_t>(1, max_len / 2));
+      TokenizedSft row{sampled_prompt_ids(tok, prompt, max_len), encode_response(tok, prompt, outputs[i].text.toStdString())};
+      cut_to_fit(row, max_len, max_len);
       // The row ends with this model's EOS. A response cut at max_new_tokens produced no stop id,
       // so none is part of what it said; one that stopped at another of this model's stop ids
       // (Gemma 2 IT's <end_of_turn>) is scored with that id.

@@ -619,14 +619,16 @@ void MainWindow::cloneRun(int64_t run_id) {
   auto stored = storedConfig(run_id);
   if (!stored) return;
   RunConfig config = *stored;
+  // Read now: the run list is polled while the dialog is open, and its entries move.
   const RunListEntry* e = model_->entry(run_id);
+  const int64_t last_step = e ? e->row.last_step.value_or(0) : 0;
   config.name += "-clone";
   config.output_dir = RunConfig{}.output_dir;  // a fresh folder
   NewRunDialog dialog(this);
   dialog.setWindowTitle("Clone and edit");
   dialog.setConfig(config);
   if (dialog.exec() != QDialog::Accepted) return;
-  createAndStartRun(dialog.config(), run_id, e->row.last_step.value_or(0));
+  createAndStartRun(dialog.config(), run_id, last_step);
 }
 
 void MainWindow::cloneFromCheckpoint(int64_t run_id, int64_t step, const QString& path) {

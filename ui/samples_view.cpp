@@ -196,11 +196,11 @@ void SamplesView::pollNow() {
   if (steps_in_flight_ || !store_) return;
   steps_in_flight_ = true;
   const int64_t run = run_id_;
-  store_->query<std::vector<int64_t>>(
-      this, [run](RunStore& s) { return s.sample_steps(run); },
-      [this](std::vector<int64_t> steps) {
+  store_->query<std::vector<std::pair<int64_t, int64_t>>>(
+      this, [run](RunStore& s) { return s.sample_step_versions(run); },
+      [this](std::vector<std::pair<int64_t, int64_t>> versions) {
         steps_in_flight_ = false;
-        onSteps(std::move(steps));
+        onSteps(std::move(versions));
       },
       [this](QString message) {
         steps_in_flight_ = false;
@@ -208,18 +208,32 @@ void SamplesView::pollNow() {
       });
 }
 
-void SamplesView::onSteps(std::vector<int64_t> steps) {
+void SamplesView::onSteps(std::vector<std::pair<int64_t, int64_t>> versions) {
+  std::vector<int64_t> steps;
+  std::map<int64_t, int64_t> newest_row;
+  for (const auto& [step, row] : versions) {
+    steps.push_back(step);
+    newest_row[step] = row;
+  }
+  // A rewound run drops steps, and a resumed one writes a step's samples again (new rows): the
+  // cached samples of either are stale.
+  bool evicted = false;
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    const auto found = newest_row.find(it->first);
+    int64_t cached_newest = 0;
+    for (const SampleRow& r : it->second) cached_newest = std::max(cached_newest, r.id);
+    const bool stale = found == newest_row.end() || found->second != cached_newest;
+    evicted = evicted || stale;
+    it = stale ? cache_.erase(it) : std::next(it);
+  }
   if (steps == steps_) {
     if (steps_.empty()) summary_label_->setText(QStringLiteral("No samples yet: the run samples its prompts every few steps."));
+    if (evicted) showCurrent();
     return;
   }
   const bool follow = index_ < 0 || index_ == static_cast<int>(steps_.size()) - 1;
   const int64_t old_step = currentStep();
   steps_ = std::move(steps);
-  // A rewound run drops steps; their cached samples are stale.
-  for (auto it = cache_.begin(); it != cache_.end();) {
-    it = std::binary_search(steps_.begin(), steps_.end(), it->first) ? std::next(it) : cache_.erase(it);
-  }
   if (steps_.empty()) {
     index_ = -1;
   } else if (follow) {

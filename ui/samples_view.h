@@ -82,7 +82,7 @@ Q_SIGNALS:
   void stepsChanged(int count);
 
 private:
-  void onSteps(std::vector<int64_t> steps);
+  void onSteps(std::vector<std::pair<int64_t, int64_t>> versions);  // (step, its newest row id)
   void setIndex(int index);
   void stepBy(int delta);
   void showCurrent();

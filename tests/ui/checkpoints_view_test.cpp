@@ -3,12 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <QApplication>
+#include <QDialog>
+#include <QDialogButtonBox>
 #include <QDir>
 #include <QFile>
 #include <QLabel>
+#include <QLineEdit>
 #include <QPushButton>
 #include <QTableWidget>
 #include <QTemporaryDir>
+#include <QTimer>
 
 #include <cmath>
 #include <filesystem>
@@ -155,6 +159,40 @@ TEST_F(CheckpointsViewTest, EvaluateRunsGanpoEvalAndStoresTheReport) {
     EXPECT_EQ(step, 10);
     done = true, ok = good, message = m;
   });
+  // The dialog's temperatures read as numbers or say why not, and Evaluate waits for them ("x"
+  // was dropped without a word; "1,3" is two temperatures, which it now shows).
+  QStringList read_as;
+  std::vector<bool> ok_enabled;
+  QString what;
+  QTimer inspector;
+  QObject::connect(&inspector, &QTimer::timeout, [&] {
+    auto* dialog = qobject_cast<QDialog*>(QApplication::activeModalWidget());
+    if (!dialog) return;
+    inspector.stop();
+    auto* temperatures = dialog->findChild<QLineEdit*>(QStringLiteral("temperatures"));
+    auto* label = dialog->findChild<QLabel*>(QStringLiteral("temperaturesReadAs"));
+    auto* buttons = dialog->findChild<QDialogButtonBox*>();
+    for (const QString& text : {QStringLiteral("0.7, x"), QStringLiteral("0.7, 1,3"), QStringLiteral(" ")}) {
+      temperatures->setText(text);
+      read_as << label->text();
+      ok_enabled.push_back(buttons->button(QDialogButtonBox::Ok)->isEnabled());
+    }
+    for (auto* l : dialog->findChildren<QLabel*>())
+      if (l->text().startsWith(QStringLiteral("Judge")) || l->text().startsWith(QStringLiteral("Held-out"))) what = l->text();
+    dialog->reject();
+  });
+  inspector.start(20);
+  ASSERT_TRUE(view.findChildren<QPushButton*>().size() > 0);
+  for (auto* b : view.findChildren<QPushButton*>())
+    if (b->text().startsWith(QStringLiteral("Evaluate"))) b->click();
+  inspector.stop();
+  ASSERT_EQ(read_as.size(), 3);
+  EXPECT_TRUE(read_as[0].contains("\"x\"")) << read_as[0].toStdString();
+  EXPECT_EQ(read_as[1], QStringLiteral("3 temperature(s): 0.7, 1.0, 3.0"));
+  EXPECT_TRUE(read_as[2].startsWith("Give at least one temperature")) << read_as[2].toStdString();
+  EXPECT_EQ(ok_enabled, (std::vector<bool>{false, true, false}));
+  EXPECT_TRUE(what.startsWith("Judge win rates on the lists task's prompts")) << what.toStdString();
+
   CheckpointEvalOptions options;
   options.num_prompts = 3;
   options.max_new_tokens = 12;

@@ -19,6 +19,7 @@
 
 #include "dashboard_test_support.h"
 #include "generation_test_support.h"
+#include "core/tokenizer.h"
 #include "ui/generation_service.h"
 
 namespace ganpo::ui {
@@ -115,6 +116,47 @@ TEST_F(GenerationServiceTest, RoundTripTwoCheckpointsIsDeterministicAndScored) {
     EXPECT_NEAR(second.outputs[i].logprob_under_each_model[0], first.outputs[i].logprob_under_each_model[0], 1e-4);
   }
   EXPECT_EQ(service.loadCount(), 2) << "the second request must not reload the models";
+}
+
+// A prompt longer than half the model's length (the tiny model's 256 positions, a byte each): its
+// sample is scored after the same prompt ids it was sampled after. The scorer cut such a prompt
+// to half the model's length (TRL's cut for training rows), so the log-prob shown was that of the
+// text after another prompt.
+TEST_F(GenerationServiceTest, ALongPromptIsScoredAfterTheIdsItWasSampledAfter) {
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  Outcome out;
+  watch(service, out);
+  std::string prompt;
+  for (int i = 0; prompt.size() < 200; ++i) prompt += "item" + std::to_string(i) + ", ";
+  GenerationRequest req;
+  req.model_dirs = {a()};
+  req.prompts = {QString::fromStdString(prompt)};
+  req.temperature = 0.0;
+  req.max_new_tokens = 16;
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 120000));
+  ASSERT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  ASSERT_EQ(out.outputs.size(), 1);
+  const GenerationOutput& o = out.outputs[0];
+  ASSERT_EQ(o.logprob_under_each_model.size(), 1u);
+
+  LoadedModel lm = load_model_for_inference(a().toStdString(), torch::kCPU, "auto");
+  lm.model->eval();
+  const Tokenizer& tok = *lm.tokenizer;
+  const std::vector<int64_t> ids = encode_prompt(tok, prompt);
+  ASSERT_GT(static_cast<int64_t>(ids.size()), lm.shape.max_seq_len / 2);
+  std::vector<int64_t> response = encode_response(tok, prompt, o.text.toStdString());
+  // (Cut at max_new_tokens, a sample said no EOS; one that stopped said it.)
+  if (o.tokens == req.max_new_tokens && !response.empty() && response.back() == tok.eos_id()) response.pop_back();
+  std::vector<int64_t> sequence = ids;
+  sequence.insert(sequence.end(), response.begin(), response.end());
+  torch::NoGradGuard no_grad;
+  const auto logps = torch::log_softmax(
+      lm.model->forward(torch::tensor(sequence, torch::kLong).unsqueeze(0)).logits[0].to(torch::kFloat64), -1);  // [T, V]
+  double expected = 0;
+  for (size_t k = 0; k < response.size(); ++k)
+    expected += logps[static_cast<int64_t>(ids.size() + k) - 1][response[k]].item<double>();
+  EXPECT_NEAR(o.logprob_under_each_model[0], expected, 1e-3);
 }
 
 // Text streams into each (model, prompt) cell while sampling; the last text streamed is the

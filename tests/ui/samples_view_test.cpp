@@ -5,10 +5,13 @@
 // table (saved to $GANPO_SCREENSHOT_DIR when that is set).
 #include <gtest/gtest.h>
 
+#include <QApplication>
 #include <QComboBox>
+#include <QHelpEvent>
 #include <QImage>
 #include <QSlider>
 #include <QTableWidget>
+#include <QToolTip>
 
 #include <algorithm>
 #include <chrono>
@@ -18,6 +21,7 @@
 
 #include "dashboard_test_support.h"
 #include "screenshot_test_support.h"
+#include "ui/sample_text_delegate.h"
 #include "ui/samples_view.h"
 #include "ui/store_worker.h"
 #include "ui/word_diff.h"
@@ -307,6 +311,27 @@ TEST(SamplesView, MissingJudgeScoresShowADash) {
   EXPECT_TRUE(view.summaryText().contains("no judge scores"));
 }
 
+// A resumed run that redoes a step writes its samples again (the same step, new rows): the view
+// shows the new ones at the next poll, not those it read before.
+TEST(SamplesView, SamplesWrittenAgainForAStepReplaceTheOnesShown) {
+  TempWorkspace ws;
+  ws.store->add_samples(ws.run, 10, {sample(0, "p", "ref text", "the first policy text")});
+  ws.store->add_samples(ws.run, 20, {sample(0, "p", "ref text", "step twenty")});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  SamplesView view(&worker, ws.run);
+  ASSERT_TRUE(pump_until([&] { return view.shownStep() == 20; }));
+  view.setStep(10);
+  ASSERT_TRUE(pump_until([&] { return view.shownStep() == 10; }));
+  EXPECT_EQ(view.cellText(0, SamplesView::PolicyColumn), "the first policy text");
+  ws.store->drop_redone_rows(ws.run, 10, /*evaluation=*/false, /*samples=*/true);
+  ws.store->add_samples(ws.run, 10, {sample(0, "p", "ref text", "the policy text of the redone step")});
+  view.pollNow();
+  ASSERT_TRUE(pump_until([&] { return view.cellText(0, SamplesView::PolicyColumn) == "the policy text of the redone step"; }))
+      << view.cellText(0, SamplesView::PolicyColumn).toStdString();
+  EXPECT_EQ(view.steps(), (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(view.currentStep(), 10);
+}
+
 TEST(SamplesView, LiveViewFollowsNewStepsFromTheLastStep) {
   TempWorkspace ws;
   StoreWorker worker(QString::fromStdString(ws.path));
@@ -387,6 +412,19 @@ TEST(SamplesView, LongAndByteLevelSamplesWrapAndRender) {
   EXPECT_LT(view.cellHtml(2, SamplesView::ReferenceColumn).size(), 5000);
   EXPECT_TRUE(view.cellFooter(2, SamplesView::ReferenceColumn).contains("200000 chars"));
   EXPECT_GT(view.table()->rowHeight(0), view.table()->rowHeight(1));
+  // The huge sample is cut above its footer (which stays in the cell), and its tooltip holds the
+  // whole text shown and the footer (it held the footer alone).
+  QTableWidget* table = view.table();
+  const QModelIndex cut = table->model()->index(2, SamplesView::ReferenceColumn);
+  table->scrollTo(cut);
+  QApplication::processEvents();
+  const QRect rect = table->visualRect(cut);
+  EXPECT_EQ(rect.height(), SampleTextDelegate::kMaxHeight);
+  QHelpEvent help(QEvent::ToolTip, rect.center(), table->viewport()->mapToGlobal(rect.center()));
+  QApplication::sendEvent(table->viewport(), &help);
+  EXPECT_GT(QToolTip::text().size(), 3000);
+  EXPECT_TRUE(QToolTip::text().contains("200000 chars")) << QToolTip::text().left(200).toStdString();
+  QToolTip::hideText();
   const QImage long_shot = view.grab().toImage();
   EXPECT_TRUE(shows_content(long_shot, view.size()));
   save_for_review(long_shot, "samples_view_long.png");
