@@ -60,7 +60,7 @@ namespace ganpo {
 inline constexpr int64_t kByteTokenizerVocab = 259;
 
 // The shape a fresh model of these fields has, with the byte tokenizer's vocabulary; none where
-// model.arch names no family a fresh model can have (a form's config before it is valid).
+// model.arch names no model family (a form's config before it is valid).
 std::optional<ModelShape> fresh_model_shape(const ModelConfig& model);
 
 struct MemoryEstimate {

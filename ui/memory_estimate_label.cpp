@@ -77,7 +77,7 @@ void MemoryEstimateLabel::showEstimate(const RunConfig& config) {
   const std::optional<ModelShape> shape = from_checkpoint ? from_checkpoint : fresh_model_shape(config.model);
   if (!shape) {
     setStyleSheet(QString());
-    setText(tr("No estimate: model.arch names no family a fresh model can have."));
+    setText(tr("No estimate: model.arch names no model family."));
     setToolTip(QString());
     return;
   }

@@ -668,7 +668,7 @@ void NewRunDialog::updateDependentWidgets(const RunConfig& c) {
 
   const std::optional<ModelShape> shape = fresh_model_shape(c.model);
   if (!shape) {
-    resolved_shape_->setText(tr("Resolved shape: none, model.arch names no family a fresh model can have"));
+    resolved_shape_->setText(tr("Resolved shape: none, model.arch names no model family"));
     return;
   }
   const ModelShape& s = *shape;

@@ -1,5 +1,7 @@
 #include "core/model/model_shape.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/model/architectures.h"
 
@@ -29,11 +31,10 @@ ModelShape resolve_model_shape(const ModelConfig& c, int64_t vocab_size) {
   s.n_kv_heads = c.n_kv_heads > 0 ? c.n_kv_heads : (c.n_heads > 0 ? c.n_heads : s.n_kv_heads);
   if (s.arch == "gpt2") s.n_kv_heads = s.n_heads;
   if (c.max_seq_len > 0) s.max_seq_len = c.max_seq_len;
-  // (A fresh model is one of the two; validate_config says so too, but a form or a stored config
-  // may ask for a shape before it is validated.)
-  if (s.arch != "llama" && s.arch != "gpt2")
-    throw ConfigError("model.arch must be one of \"llama\", \"gpt2\" for a fresh model, got \"" + s.arch +
-                      "\"; a model of another family starts from its Hugging Face folder (model.checkpoint)");
+  // (A form or a stored config may ask for a shape before validate_config has named the field.)
+  const auto& table = architectures();
+  if (std::none_of(table.begin(), table.end(), [&](const Architecture& a) { return s.arch == a.family; }))
+    throw ConfigError("model.arch \"" + s.arch + "\" names no model family; a fresh model is \"llama\" or \"gpt2\"");
   architecture(s.arch).set_layout(s);
   s.rope_theta = c.rope_theta;
   s.vocab_size = vocab_size;

@@ -90,8 +90,8 @@ struct ModelShape {
   }
 };
 
-// Fills the preset's values, then the explicit ones from the config. A ConfigError where the
-// config names no family a fresh model can have (model.arch).
+// Fills the preset's values, then the explicit ones from the config. A ConfigError where
+// model.arch names no family of the architecture table.
 ModelShape resolve_model_shape(const ModelConfig& config, int64_t vocab_size);
 int64_t parameter_count(const ModelShape& shape);
 // The parameters by kind: the projections (attention's and the MLP's weights and biases, and an
