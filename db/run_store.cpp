@@ -145,6 +145,15 @@ ALTER TABLE runs ADD COLUMN rewinds INTEGER NOT NULL DEFAULT 0;
     R"SQL(
 ALTER TABLE runs ADD COLUMN worker_start INTEGER;
 )SQL",
+    // v5 -> v6: the ids of deleted runs. SQLite gives a new row the largest id + 1, so deleting
+    // the newest run gave its id to the next one, which then wrote into the deleted run's kept log
+    // and folder; a new run's id is now above these too.
+    R"SQL(
+CREATE TABLE IF NOT EXISTS deleted_runs (
+  id INTEGER PRIMARY KEY,
+  deleted_at REAL NOT NULL
+);
+)SQL",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -450,8 +459,9 @@ int64_t RunStore::create_run(const std::string& name, const std::string& stage,
                              const std::string& config_json) {
   double now = unix_now();
   sql::Statement s(db_,
-                   "INSERT INTO runs(name, status, stage, config_json, created_at, updated_at) "
-                   "VALUES(?, 'queued', ?, ?, ?, ?)");
+                   "INSERT INTO runs(id, name, status, stage, config_json, created_at, updated_at) "
+                   "VALUES(max(coalesce((SELECT max(id) FROM runs), 0), coalesce((SELECT max(id) FROM deleted_runs), 0)) + 1, "
+                   "?, 'queued', ?, ?, ?, ?)");
   s.bind(1, name).bind(2, stage).bind(3, config_json).bind(4, now).bind(5, now).run();
   return db_.last_insert_id();
 }
@@ -701,8 +711,15 @@ void RunStore::set_notes(int64_t run_id, const std::string& notes) {
 }
 
 void RunStore::delete_run(int64_t run_id) {
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
   sql::Statement s(db_, "DELETE FROM runs WHERE id = ?");
   s.bind(1, run_id).run();
+  if (sqlite3_changes(db_.get()) > 0) {
+    sql::Statement kept(db_, "INSERT OR REPLACE INTO deleted_runs(id, deleted_at) VALUES(?, ?)");
+    kept.bind(1, run_id).bind(2, unix_now()).run();
+  }
+  if (txn) txn->commit();
 }
 
 void RunStore::append_metrics(const std::vector<MetricRow>& rows) {
@@ -766,9 +783,16 @@ int64_t RunStore::add_eval(int64_t run_id, int64_t checkpoint_step, const std::s
   sql::Statement s(db_,
                    "INSERT INTO evals(run_id, checkpoint_step, kind, params_json, result_json, created_at) "
                    "VALUES(?, ?, ?, ?, ?, ?)");
+  std::optional<sql::Transaction> txn;
+  if (!in_transaction()) txn.emplace(db_);
   s.bind(1, run_id).bind(2, checkpoint_step).bind(3, kind).bind(4, params_json).bind(5, result_json);
   s.bind(6, unix_now()).run();
-  return db_.last_insert_id();
+  const int64_t id = db_.last_insert_id();
+  // The run list shows the best held-out number: a run changes with its evaluations.
+  sql::Statement touch(db_, "UPDATE runs SET updated_at = ? WHERE id = ?");
+  touch.bind(1, unix_now()).bind(2, run_id).run();
+  if (txn) txn->commit();
+  return id;
 }
 
 // ---------------------------------------------------------------- readers

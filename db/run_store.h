@@ -103,7 +103,7 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
   // PRAGMA application_id of a workspace ("GANP"): a file with other tables and no such mark is
   // another program's database and is refused untouched (workspaces made before the mark carry
   // the runs table, and get it).
@@ -126,6 +126,8 @@ public:
   sql::Database& database() { return db_; }
 
   // ---- writes
+  // A new run's id is above every id a run of this workspace has had, deleted ones included: its
+  // log (logs/run-ID.log) and folder (runs/ID-name) are never a deleted run's kept files.
   int64_t create_run(const std::string& name, const std::string& stage, const std::string& config_json);
   // Durable commit (synchronous=FULL for this transaction). Sets started_at on "running" (first
   // time) and finished_at on "completed" / "stopped" / "failed". error may be empty.
@@ -165,7 +167,7 @@ public:
   static constexpr double kStaleAfterSeconds = 120;
   void set_tags(int64_t run_id, const std::string& tags);
   void set_notes(int64_t run_id, const std::string& notes);
-  void delete_run(int64_t run_id);
+  void delete_run(int64_t run_id);  // its rows; its id is remembered (deleted_runs), never given again
   // All rows in one transaction (or inside the caller's, if one is open).
   void append_metrics(const std::vector<MetricRow>& rows);
   void add_samples(int64_t run_id, int64_t step, const std::vector<SampleRow>& samples);

@@ -30,9 +30,11 @@
 #include <QVBoxLayout>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/config.h"
+#include "core/eval/eval_report.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
 #include "db/run_service.h"
@@ -60,14 +62,16 @@ constexpr int kPollMs = 400;
 // the eval loss (lower is better).
 void best_eval(RunStore& store, RunListEntry& e) {
   for (const auto& ev : store.evals(e.row.id)) {
-    auto j = nlohmann::json::parse(ev.result_json, nullptr, false);
-    if (!j.is_object()) continue;
-    if (j.contains("eval_rewards/accuracies") && j["eval_rewards/accuracies"].is_number()) {
-      const double v = j["eval_rewards/accuracies"].get<double>();
+    // (The report's one reader: this build's rows keep the numbers under "preference", older
+    // ones flat; it never throws.)
+    const std::map<std::string, double>& numbers = eval_report_from_text(ev.result_json).preference;
+    const auto acc = numbers.find("eval_rewards/accuracies"), loss = numbers.find("eval_loss");
+    if (acc != numbers.end() && std::isfinite(acc->second)) {
+      const double v = acc->second;
       if (!e.best_eval || e.best_eval_name != "acc" || v > *e.best_eval) e.best_eval = v;
       e.best_eval_name = "acc";
-    } else if (j.contains("eval_loss") && j["eval_loss"].is_number() && e.best_eval_name != "acc") {
-      const double v = j["eval_loss"].get<double>();
+    } else if (loss != numbers.end() && std::isfinite(loss->second) && e.best_eval_name != "acc") {
+      const double v = loss->second;
       if (!e.best_eval || v < *e.best_eval) e.best_eval = v;
       e.best_eval_name = "eval loss";
     }
@@ -348,8 +352,11 @@ std::optional<int64_t> MainWindow::currentRunId() const {
     }
   }
   if (!table_) return std::nullopt;
+  // Only a selected row: where the filter hides the selected run, Qt moves the current index to
+  // a neighbour without selecting it, and the toolbar would act on a run nobody chose.
   const QModelIndex index = table_->currentIndex();
-  if (index.isValid()) return index.data(RunListModel::RunIdRole).toLongLong();
+  if (index.isValid() && table_->selectionModel()->isRowSelected(index.row(), index.parent()))
+    return index.data(RunListModel::RunIdRole).toLongLong();
   if (auto* tab = qobject_cast<RunTab*>(tabs_->currentWidget())) return tab->runId();
   return std::nullopt;
 }

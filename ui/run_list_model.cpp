@@ -59,10 +59,21 @@ QString RunListModel::objective_of(const RunListEntry& e) {
   if (!e.config.is_object()) return "?";
   static const std::map<std::string, QString> names{{"sigmoid", "dpo"}, {"simpo", "simpo"}, {"ipo", "ipo"},
                                                      {"hinge", "hinge"}};
-  const std::string loss = e.config.value("/objective/loss_type"_json_pointer, std::string("sigmoid"));
+  // Read by type: a stored config of another shape ("loss_type": 1, "enabled": "yes", written by
+  // another version or a script) reads as "?" / not GANPO; nlohmann's value() would throw while
+  // the table paints.
+  auto field = [&](const char* section, const char* key) -> const nlohmann::json* {
+    const auto s = e.config.find(section);
+    if (s == e.config.end() || !s->is_object()) return nullptr;
+    const auto f = s->find(key);
+    return f == s->end() ? nullptr : &*f;
+  };
+  const nlohmann::json* loss_type = field("objective", "loss_type");
+  const std::string loss = !loss_type ? "sigmoid" : loss_type->is_string() ? loss_type->get<std::string>() : "?";
   auto it = names.find(loss);
   QString text = it == names.end() ? QString::fromStdString(loss) : it->second;
-  if (e.config.value("/ganpo/enabled"_json_pointer, false)) text += "+ganpo";
+  const nlohmann::json* ganpo = field("ganpo", "enabled");
+  if (ganpo && ganpo->is_boolean() && ganpo->get<bool>()) text += "+ganpo";
   return text;
 }
 

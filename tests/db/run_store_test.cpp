@@ -384,6 +384,16 @@ TEST_F(RunStoreTest, DeleteCascades) {
     EXPECT_EQ(db.query_int(std::string("SELECT COUNT(*) FROM ") + t + " WHERE run_id = " + std::to_string(b)), 1) << t;
   }
   EXPECT_FALSE(store.run(a));
+  // The newest run deleted: its id is not given again (SQLite would: the largest id + 1), so a
+  // new run never writes into the deleted run's kept log or folder; nor after reopening.
+  store.delete_run(b);
+  const int64_t c = store.create_run("c", "sft", "{}");
+  EXPECT_EQ(c, b + 1);
+  store.delete_run(c);
+  store.delete_run(c);  // (twice: nothing more)
+  auto reopened = RunStore::open(db_path());
+  EXPECT_EQ(reopened.create_run("d", "sft", "{}"), c + 1);
+  EXPECT_EQ(reopened.database().query_int("SELECT COUNT(*) FROM deleted_runs"), 3);
 }
 
 TEST_F(RunStoreTest, SamplesCheckpointsEventsEvals) {

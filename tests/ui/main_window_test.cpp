@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <QAction>
 #include <QApplication>
 #include <QDir>
 #include <QElapsedTimer>
+#include <QItemSelectionModel>
 #include <QLabel>
 #include <QPushButton>
 #include <QStatusBar>
@@ -26,6 +28,7 @@
 #include <thread>
 
 #include "core/config.h"
+#include "core/eval/eval_report.h"
 #include "core/study_spec.h"
 #include "db/run_service.h"
 #include "db/study_queue.h"
@@ -269,9 +272,21 @@ TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
   EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(1)), "dpo+ganpo");
   EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(2)), "dpo");
+  // bravo selected, then hidden by the filter: Qt makes alpha's row current without selecting it,
+  // and the toolbar must not act on alpha (Start was offered for it).
+  QAction* start = nullptr;
+  for (QAction* a : w->findChildren<QAction*>())
+    if (a->text() == "Start") start = a;
+  ASSERT_NE(start, nullptr);
+  for (int r = 0; r < w->runProxy()->rowCount(); ++r)
+    if (w->runProxy()->index(r, RunListModel::Name).data().toString() == "bravo")
+      w->runTable()->selectionModel()->setCurrentIndex(w->runProxy()->index(r, 0),
+                                                       QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+  EXPECT_TRUE(start->isEnabled());
   w->runProxy()->setFilterText("beta>0.05");
   EXPECT_EQ(w->runProxy()->rowCount(), 1);
   EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "alpha");
+  EXPECT_FALSE(start->isEnabled()) << "no run chosen";
   w->runProxy()->setFilterText("tag:baseline");
   EXPECT_EQ(w->runProxy()->index(0, RunListModel::Name).data().toString(), "bravo");
   w->runProxy()->setFilterText("");
@@ -280,9 +295,35 @@ TEST_F(MainWindowTest, RunListFollowsTheStoreWithFilterAndSort) {
   // A change made elsewhere (another process) shows up in place.
   RunStore::open(db_.toStdString()).set_status(1, RunStatus::stopped);
   ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, 1).status == RunStatus::stopped; }, 20));
+  // The best held-out number, from evaluations as this build stores them (under "preference":
+  // the column read only the older flat rows and stayed blank), also once the run has finished.
+  {
+    auto store = RunStore::open(db_.toStdString());
+    store.set_status(1, RunStatus::completed);
+    EvalReport first, second;
+    first.preference = {{"eval_rewards/accuracies", 0.625}, {"eval_loss", 0.6}};
+    second.preference = {{"eval_rewards/accuracies", 0.75}, {"eval_loss", 0.5}};
+    store.add_eval(1, 10, "eval", "{}", to_json_text(first));
+    store.add_eval(1, 20, "eval", "{}", to_json_text(second));
+  }
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->entry(1)->best_eval.has_value(); }, 20));
+  QString alpha_best;
+  for (int r = 0; r < w->runProxy()->rowCount(); ++r)
+    if (w->runProxy()->index(r, RunListModel::Name).data().toString() == "alpha")
+      alpha_best = w->runProxy()->index(r, RunListModel::BestEval).data().toString();
+  EXPECT_EQ(alpha_best, QStringLiteral("acc 0.750"));
   // A deletion elsewhere removes the row.
   RunStore::open(db_.toStdString()).delete_run(2);
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  // A stored config of another shape (another version, a script) reads as "?", and the window
+  // goes on (nlohmann's value() threw while the table painted). The run deleted last keeps its id
+  // to itself: the new run is #3, not #2, whose kept log and folder it would have written into.
+  const int64_t odd = RunStore::open(db_.toStdString())
+                          .create_run("odd", "preference", R"({"objective": {"loss_type": 1}, "ganpo": {"enabled": "yes"}})");
+  EXPECT_EQ(odd, 3);
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  EXPECT_EQ(w->runModel()->objective_of(*w->runModel()->entry(odd)), "?");
+  w->grab();  // paints every cell
 }
 
 // Bringing a run's tab to the front selects its run in the list, so Pause, Sample now and the
