@@ -4,6 +4,8 @@
 #include <QFile>
 #include <QFontDatabase>
 
+#include <algorithm>
+
 #include "ui/store_worker.h"
 
 namespace ganpo::ui {
@@ -30,12 +32,27 @@ void LogView::refresh() {
   QFile file(log_path_);
   if (file.exists()) {
     if (!file.open(QIODevice::ReadOnly)) return;
+    if (file_offset_ < 0) {
+      // First read: the last kTailBytes, from the line that starts in them.
+      file_offset_ = 0;
+      if (file.size() > kTailBytes) {
+        file.seek(file.size() - kTailBytes);
+        const QByteArray head = file.read(kChunkBytes);
+        const int newline = head.indexOf('\n');
+        file_offset_ = file.size() - kTailBytes + (newline < 0 ? 0 : newline + 1);
+        appendPlainText(tr("[... %1 MB of this log before this line: %2]")
+                            .arg(static_cast<double>(file_offset_) / 1e6, 0, 'f', 1)
+                            .arg(log_path_));
+      }
+    }
     if (file.size() < file_offset_) file_offset_ = 0;  // truncated
     file.seek(file_offset_);
-    const QByteArray chunk = file.read(1 << 20);
-    const int cut = chunk.lastIndexOf('\n');
-    if (cut < 0) return;
-    file_offset_ += cut + 1;
+    const QByteArray chunk = file.read(kChunkBytes);
+    int cut = chunk.lastIndexOf('\n');
+    // A line longer than a chunk is shown in pieces (waiting for its end stalled the view).
+    if (cut < 0 && chunk.size() < kChunkBytes) return;
+    if (cut < 0) cut = chunk.size();
+    file_offset_ += std::min<qint64>(cut + 1, chunk.size());
     appendPlainText(QString::fromUtf8(chunk.left(cut)));
     return;
   }

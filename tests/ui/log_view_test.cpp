@@ -1,0 +1,56 @@
+// LogView against real log files: a long log opens at its end, a line longer than a read chunk
+// does not stop the view, and lines appended later arrive.
+#include <gtest/gtest.h>
+
+#include <QFile>
+#include <QTemporaryDir>
+#include <QTextBlock>
+#include <QTextDocument>
+
+#include "ui/log_view.h"
+
+namespace ganpo::ui {
+namespace {
+
+void append(const QString& path, const QByteArray& bytes) {
+  QFile f(path);
+  ASSERT_TRUE(f.open(QIODevice::Append));
+  f.write(bytes);
+}
+
+// A 6 MB log: the view opens on its last MiB from a line's start, says how much came before, and
+// shows the last line (the end of a crashed run's log) at once, not after 6 MB of reads.
+TEST(LogView, ALongLogOpensAtItsEnd) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("run-1.log");
+  QByteArray text;
+  for (int i = 0; text.size() < 6'000'000; ++i)
+    text += "2026-12-07 16:02:41 [info] step " + QByteArray::number(i) + " loss 0.693 accuracy 0.50 lr 5e-07\n";
+  text += "error: the last line\n";
+  append(path, text);
+  LogView view(nullptr, 1, path);
+  const QString shown = view.toPlainText();
+  EXPECT_TRUE(shown.startsWith("[... ")) << shown.left(120).toStdString();
+  EXPECT_TRUE(shown.contains(" MB of this log before this line: " + path)) << shown.left(200).toStdString();
+  EXPECT_TRUE(shown.endsWith("error: the last line")) << shown.right(120).toStdString();
+  EXPECT_TRUE(view.document()->findBlockByNumber(1).text().startsWith("2026-12-07")) << "from a line's start";
+}
+
+// A line longer than a read (1 MiB without a newline) used to stop the view for good: it waited
+// for the newline that the chunk could not hold. It is shown in pieces and what follows arrives.
+TEST(LogView, ALineLongerThanAReadDoesNotStopTheView) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("run-2.log");
+  append(path, "first\n");
+  LogView view(nullptr, 2, path);
+  append(path, QByteArray(1'500'000, 'x') + "\nafter the long line\n");  // written while the view follows
+  for (int i = 0; i < 4; ++i) view.refresh();
+  EXPECT_TRUE(view.toPlainText().endsWith("after the long line")) << view.toPlainText().right(80).toStdString();
+  EXPECT_EQ(view.toPlainText().count('x'), 1'500'000);
+  append(path, "appended later\n");
+  view.refresh();
+  EXPECT_TRUE(view.toPlainText().endsWith("appended later"));
+}
+
+}  // namespace
+}  // namespace ganpo::ui
