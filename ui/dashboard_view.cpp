@@ -2,6 +2,7 @@
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QCryptographicHash>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QGridLayout>
@@ -16,6 +17,7 @@
 #include <QPdfWriter>
 #include <QPushButton>
 #include <QScrollArea>
+#include <QSettings>
 #include <QSvgGenerator>
 #include <QVBoxLayout>
 
@@ -136,6 +138,28 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
     health_label_->setText("Cannot read metrics: " + message);
   });
   feed_->pollNow();
+  if (store_)
+    for (const QString& id : QSettings().value(overlaysSettingsKey()).toStringList())
+      if (bool ok = false; id.toLongLong(&ok), ok) addOverlay(id.toLongLong());
+}
+
+QString DashboardView::overlaysSettingsKey() const {
+  const QByteArray workspace = QCryptographicHash::hash(QFileInfo(store_->db_path()).absoluteFilePath().toUtf8(),
+                                                        QCryptographicHash::Sha1)
+                                   .toHex()
+                                   .left(16);
+  return QStringLiteral("dashboard/overlays/%1/%2").arg(QString::fromLatin1(workspace)).arg(run_id_);
+}
+
+void DashboardView::rememberOverlays() const {
+  if (!store_) return;
+  QStringList ids;
+  for (const auto& [id, o] : overlays_) ids << QString::number(id);
+  QSettings settings;
+  if (ids.isEmpty())
+    settings.remove(overlaysSettingsKey());
+  else
+    settings.setValue(overlaysSettingsKey(), ids);
 }
 
 struct DashboardView::Overlay {
@@ -299,6 +323,7 @@ void DashboardView::addOverlay(int64_t run_id) {
   });
   raw->feed->setLive(isLive());
   raw->feed->pollNow();
+  rememberOverlays();
 }
 
 void DashboardView::removeOverlay(int64_t run_id) {
@@ -308,6 +333,7 @@ void DashboardView::removeOverlay(int64_t run_id) {
   it->second->feed->disconnect(this);
   overlays_.erase(it);
   for (MetricChart* c : by_id_) c->removeOverlay(run_id);
+  rememberOverlays();
 }
 
 std::vector<int64_t> DashboardView::overlays() const {

@@ -71,7 +71,8 @@ public:
 
   // Another run of the workspace drawn over this run's charts (its derived curves too); read
   // while this dashboard is live, like this run. This run itself, or a run already overlaid, is
-  // left as it is.
+  // left as it is. Which runs are overlaid is remembered per workspace and run (QSettings, as the
+  // window's geometry): a dashboard opened again, in this session or the next, draws them again.
   void addOverlay(int64_t run_id);
   void removeOverlay(int64_t run_id);
   std::vector<int64_t> overlays() const;
@@ -98,6 +99,8 @@ private:
   void onOverlayBatch(Overlay& o, const MetricBatch& batch);
   void drawOverlayPoints(Overlay& o, const std::string& key, const std::vector<MetricPoint>& points);
   void showOverlayMenu();
+  QString overlaysSettingsKey() const;  // this workspace file's and run's
+  void rememberOverlays() const;
   void exportDialog();
   void paintDashboard(QPainter& painter, bool vector);
 

@@ -423,6 +423,47 @@ TEST(DashboardOverlay, AnotherRunIsDrawnOnThisRunsChartsWhileItRuns) {
   EXPECT_EQ(loss->overlaySeries(other, "loss"), nullptr);
 }
 
+// Which runs a dashboard overlays is remembered for its run and workspace: the tab opened again
+// draws them again; removed, they stay removed; a run deleted since is dropped from the list.
+TEST(DashboardOverlay, OverlaysAreRememberedForTheRunAndItsWorkspace) {
+  TempWorkspace ws;
+  const int64_t other = ws.store->create_run("baseline", "preference", "{}");
+  const int64_t gone = ws.store->create_run("deleted later", "preference", "{}");
+  for (int64_t s = 1; s <= 5; ++s) {
+    ws.log_step(s, {{"loss", 1.0 * s}});
+    ws.log_step(s, {{"loss", 2.0 * s}}, other);
+    ws.log_step(s, {{"loss", 3.0 * s}}, gone);
+  }
+  StoreWorker worker(QString::fromStdString(ws.path));
+  {
+    DashboardView first(&worker, ws.run);
+    first.addOverlay(other);
+    first.addOverlay(gone);
+    ASSERT_TRUE(pump_until([&] { return first.overlayPointsLoaded(other) == 5 && first.overlayPointsLoaded(gone) == 5; }));
+  }
+  {
+    DashboardView again(&worker, ws.run);
+    EXPECT_EQ(again.overlays(), (std::vector<int64_t>{other, gone}));
+    ASSERT_TRUE(pump_until([&] { return again.overlayPointsLoaded(other) == 5; }));
+    DashboardView another_run(&worker, other);
+    EXPECT_TRUE(another_run.overlays().empty()) << "remembered for its own run";
+    again.removeOverlay(gone);
+  }
+  ws.store->delete_run(gone);
+  {
+    DashboardView third(&worker, ws.run);
+    EXPECT_EQ(third.overlays(), std::vector<int64_t>{other});
+    third.removeOverlay(other);
+  }
+  DashboardView none(&worker, ws.run);
+  EXPECT_TRUE(none.overlays().empty());
+  // A run deleted while remembered: read, found gone, dropped from what is remembered.
+  none.addOverlay(gone);
+  ASSERT_TRUE(pump_until([&] { return none.overlays().empty(); }));
+  DashboardView last(&worker, ws.run);
+  EXPECT_TRUE(last.overlays().empty());
+}
+
 // A long overlaid run: its derived curves are decimated in memory (the store has no rows of
 // them), its colour steps aside where this run's curves already use it (run #11 has run #1's
 // blue), and a key it logged 25,000 times before this run logged it (too many to keep waiting) is
