@@ -666,6 +666,10 @@ std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
     check.bind(1, r.id);
     if (!check.step() || parse_run_status(check.col_text(0)) != r.status) continue;
     set_status(r.id, RunStatus::failed, tail.empty() ? text : text + "\n--- last log lines ---\n" + tail);
+    // It ended at its last sign of life, not when someone next opened the workspace (a run that
+    // crashed after ten minutes overnight did not last fourteen hours).
+    sql::Statement ended(db_, "UPDATE runs SET finished_at = ? WHERE id = ?");
+    ended.bind(1, std::min(now, r.heartbeat_at.value_or(r.updated_at))).bind(2, r.id).run();
     add_event(r.id, "error", text);
     txn.commit();
     ids.push_back(r.id);

@@ -18,8 +18,9 @@
 #include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QFileDialog>
+#include <QItemSelection>
 #include <QSettings>
-#include <QShortcut>
 #include <QSplitter>
 #include <QStatusBar>
 #include <QSystemTrayIcon>
@@ -32,11 +33,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "core/config.h"
 #include "core/eval/eval_report.h"
 #include "core/run_files.h"
 #include "core/study_spec.h"
+#include "db/run_export.h"
 #include "db/run_service.h"
 #include "db/run_speed.h"
 #include "db/study_queue.h"
@@ -78,10 +81,19 @@ void best_eval(RunStore& store, RunListEntry& e) {
   }
 }
 
-QString eta_text(const RunRow& r) {
-  if (!r.started_at || !r.total_steps || !r.last_step || *r.last_step <= 0) return "";
-  const double elapsed = unix_now() - *r.started_at;
-  const double left = static_cast<double>(*r.total_steps - *r.last_step) * elapsed / static_cast<double>(*r.last_step);
+// The steps left at the run's last logged step time (step_time_s: its last logging window), or,
+// before one is logged, at the average since it first started (which counts pauses and a resumed
+// run's time away).
+QString eta_text(const RunRow& r, std::optional<double> step_time_s) {
+  if (!r.total_steps || !r.last_step || *r.last_step <= 0) return "";
+  const double steps_left = static_cast<double>(*r.total_steps - *r.last_step);
+  double left = 0;
+  if (step_time_s && std::isfinite(*step_time_s) && *step_time_s > 0)
+    left = steps_left * *step_time_s;
+  else if (r.started_at)
+    left = steps_left * (unix_now() - *r.started_at) / static_cast<double>(*r.last_step);
+  else
+    return "";
   const long t = static_cast<long>(left + 0.5);
   if (t >= 3600) return QString("ETA %1h%2m").arg(t / 3600).arg((t % 3600) / 60, 2, 10, QChar('0'));
   if (t >= 60) return QString("ETA %1m%2s").arg(t / 60).arg(t % 60, 2, 10, QChar('0'));
@@ -148,13 +160,30 @@ void MainWindow::buildActions() {
   compare_ = add("Compare", QStyle::SP_FileDialogListView, QKeySequence("Ctrl+K"), [this] {
     openCompareTab(selectedRunIds());
   });
+  export_ = add("Export", QStyle::SP_DialogSaveButton, QKeySequence("Ctrl+E"), [this] {
+    const std::vector<int64_t> ids = selectedRunIds();
+    if (ids.empty()) return;
+    const QString folder = QFileDialog::getExistingDirectory(
+        this, ids.size() == 1 ? QString("Export run %1 as CSV into").arg(ids.front()) : QString("Export %1 runs as CSV into").arg(ids.size()));
+    if (!folder.isEmpty()) exportRuns(ids, folder);
+  });
+  export_->setToolTip(QString("Each selected run's metrics (one row per step), samples, evaluations and events as CSV "
+                              "files (%1)").arg(export_->shortcut().toString(QKeySequence::NativeText)));
   add("New Study", QStyle::SP_FileDialogNewFolder, QKeySequence("Ctrl+Shift+N"), [this] { openStudyDialog(); });
   add("Studies", QStyle::SP_FileDialogDetailedView, QKeySequence("Ctrl+Shift+S"), [this] { chooseStudy(); });
   refresh_ = new QAction("Refresh", this);
   refresh_->setShortcut(QKeySequence::Refresh);
   connect(refresh_, &QAction::triggered, this, &MainWindow::pollNow);
   addAction(refresh_);
-  add_help_menu(this, db_path_, bar->actions() << refresh_);
+  // (An action, not a bare shortcut, so the Help menu's shortcut list has it.)
+  auto* find = new QAction("Filter the run list", this);
+  find->setShortcut(QKeySequence::Find);
+  connect(find, &QAction::triggered, this, [this] {
+    filter_->setFocus();
+    filter_->selectAll();
+  });
+  addAction(find);
+  add_help_menu(this, db_path_, bar->actions() << refresh_ << find);
 }
 
 void MainWindow::buildLayout() {
@@ -172,11 +201,6 @@ void MainWindow::buildLayout() {
     const QString error = proxy_->setFilterText(text);
     filter_error_->setText(error);
     filter_error_->setVisible(!error.isEmpty());
-  });
-  auto* focus_filter = new QShortcut(QKeySequence::Find, this);
-  connect(focus_filter, &QShortcut::activated, this, [this] {
-    filter_->setFocus();
-    filter_->selectAll();
   });
   table_ = new QTableView(left);
   table_->setModel(proxy_);
@@ -271,6 +295,7 @@ void MainWindow::pollNow() {
     std::vector<int64_t> ids;
     double newest = 0;
     std::optional<double> memory;
+    std::optional<double> step_time;
   };
   const double since = last_poll_time_ > 0 ? last_poll_time_ - 1.0 : 0.0;
   const std::optional<int64_t> active = currentRunId();
@@ -291,11 +316,13 @@ void MainWindow::pollNow() {
         sql::Statement ids(s.database(), "SELECT id FROM runs");
         while (ids.step()) p.ids.push_back(ids.col_int(0));
         if (active) p.memory = s.last_value(*active, "memory/rss_mb");
+        if (active) p.step_time = s.last_value(*active, "step_time_s");
         return p;
       },
       [this](Poll p) {
         poll_pending_ = false;
         active_memory_mb_ = p.memory;
+        active_step_time_s_ = p.step_time;
         onPolled(p.changed, p.ids, p.newest);
       },
       [this](QString error) {
@@ -400,6 +427,7 @@ void MainWindow::updateActions() {
   sample_->setEnabled(e && e->row.status == RunStatus::running);
   clone_->setEnabled(e != nullptr);
   compare_->setEnabled(table_->selectionModel()->selectedRows().size() >= 2);
+  export_->setEnabled(!selectedRunIds().empty());
 }
 
 void MainWindow::updateStatusBar() {
@@ -418,7 +446,7 @@ void MainWindow::updateStatusBar() {
   progress_label_->setText(QString("run %1 · %2%3")
                                .arg(r.id)
                                .arg(to_string(r.status))
-                               .arg(r.status == RunStatus::running ? "  " + eta_text(r) : QString()));
+                               .arg(r.status == RunStatus::running ? "  " + eta_text(r, active_step_time_s_) : QString()));
   if (r.total_steps && *r.total_steps > 0) {
     progress_->setRange(0, static_cast<int>(*r.total_steps));
     progress_->setValue(static_cast<int>(r.last_step.value_or(0)));
@@ -668,6 +696,76 @@ CompareView* MainWindow::openCompareTab(const std::vector<int64_t>& run_ids) {
   return view;
 }
 
+void MainWindow::selectRunsInList(const std::vector<int64_t>& run_ids) {
+  QItemSelection selection;
+  QModelIndex first;
+  for (int64_t id : run_ids) {
+    const int row = model_->rowOf(id);
+    const QModelIndex at = row < 0 ? QModelIndex() : proxy_->mapFromSource(model_->index(row, 0));
+    if (!at.isValid()) continue;
+    selection.select(at, at);
+    if (!first.isValid() || at.row() < first.row()) first = at;
+  }
+  table_->selectionModel()->select(selection, QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+  if (first.isValid()) table_->scrollTo(first);
+}
+
+void MainWindow::exportRuns(const std::vector<int64_t>& run_ids, const QString& folder) {
+  struct Written {
+    int files = 0;
+    int64_t rows = 0;
+    QString error;
+  };
+  const std::string dir = folder.toStdString();
+  store_->query<Written>(
+      this,
+      [run_ids, dir](RunStore& s) {
+        Written w;
+        static const std::pair<ExportTable, const char*> kTables[] = {
+            {ExportTable::Metrics, "metrics"}, {ExportTable::Samples, "samples"}, {ExportTable::Evals, "evals"},
+            {ExportTable::Events, "events"}};
+        for (int64_t id : run_ids)
+          for (const auto& [table, name] : kTables) {
+            const std::string path = (std::filesystem::path(dir) / ("run-" + std::to_string(id) + "-" + name + ".csv")).string();
+            // Written whole or not at all: a .part renamed once complete.
+            std::ofstream out(path + ".part", std::ios::binary | std::ios::trunc);
+            if (!out) {
+              w.error = QString("cannot write %1").arg(QString::fromStdString(path));
+              return w;
+            }
+            try {
+              w.rows += export_run(s, id, table, ExportFormat::Csv, out);
+            } catch (const std::exception& e) {
+              std::error_code ec;
+              std::filesystem::remove(path + ".part", ec);
+              w.error = QString("run %1: %2").arg(id).arg(e.what());
+              return w;
+            }
+            out.close();
+            std::error_code ec;
+            if (!out || (std::filesystem::rename(path + ".part", path, ec), ec)) {
+              std::filesystem::remove(path + ".part", ec);
+              w.error = QString("cannot write %1 (is the disk full?)").arg(QString::fromStdString(path));
+              return w;
+            }
+            ++w.files;
+          }
+        return w;
+      },
+      [this, folder, n = run_ids.size()](Written w) {
+        const QString message =
+            w.error.isEmpty() ? QString("Exported %1 run(s) to %2: %3 CSV files, %4 rows").arg(n).arg(folder).arg(w.files).arg(w.rows)
+                              : QString("Export failed after %1 file(s): %2").arg(w.files).arg(w.error);
+        statusBar()->showMessage(message, 10000);
+        if (!w.error.isEmpty()) showError("Export", message);
+        Q_EMIT exported(message);
+      },
+      [this](QString error) {
+        statusBar()->showMessage("Export failed: " + error, 10000);
+        Q_EMIT exported("Export failed: " + error);
+      });
+}
+
 StudyView* MainWindow::openStudyTab(int64_t study_id) {
   for (int i = 0; i < tabs_->count(); ++i)
     if (auto* view = qobject_cast<StudyView*>(tabs_->widget(i)); view && view->studyId() == study_id) {
@@ -676,6 +774,7 @@ StudyView* MainWindow::openStudyTab(int64_t study_id) {
     }
   auto* view = new StudyView(store_, study_id, launcher_->workerProgram(), tabs_);
   connect(view, &StudyView::armActivated, this, [this](std::vector<int64_t> ids) {
+    selectRunsInList(ids);  // (UX.md: an arm's runs selected in the list, and compared)
     if (ids.size() >= 2) openCompareTab(ids);
     else if (ids.size() == 1) openRunTab(ids.front());
     else statusBar()->showMessage("No run of this arm has completed yet", 4000);
@@ -697,6 +796,7 @@ void MainWindow::openStudyDialog(std::optional<int64_t> base_run) {
           }
         }
         int chosen = 0;
+        QString unreadable;  // the asked-for base run's config, where it does not read
         std::vector<const RunListEntry*> runs;
         for (int row = 0; row < model_->rowCount(); ++row)
           if (const RunListEntry* e = model_->entry(model_->index(row, 0).data(RunListModel::RunIdRole).toLongLong()))
@@ -707,8 +807,13 @@ void MainWindow::openStudyDialog(std::optional<int64_t> base_run) {
             bases.push_back({QString("Run %1: %2").arg(e->row.id).arg(QString::fromStdString(e->row.name)),
                              config_from_json(e->config)});
             if (base_run && *base_run == e->row.id) chosen = static_cast<int>(bases.size()) - 1;
-          } catch (const std::exception&) {
+          } catch (const std::exception& ex) {
+            if (base_run && *base_run == e->row.id) unreadable = QString::fromStdString(ex.what());
           }
+        }
+        if (!unreadable.isEmpty()) {  // (not a silent switch to the first preset)
+          showError("New study", QString("Run %1's config cannot be a study's base: %2").arg(*base_run).arg(unreadable));
+          return;
         }
         StudyDialog dialog(std::move(bases), speed, this);
         dialog.setBase(chosen);

@@ -84,6 +84,12 @@ public:
   RunTab* openRunTab(int64_t run_id);
   // A Compare tab for two or more runs (nullptr, with a status message, for fewer).
   CompareView* openCompareTab(const std::vector<int64_t>& run_ids);
+  // Selects exactly these runs in the run list (those the filter shows).
+  void selectRunsInList(const std::vector<int64_t>& run_ids);
+  // Writes each run's metrics, samples, evaluations and events as CSV into `folder`
+  // (run-ID-metrics.csv, ...; `ganpo runs export`'s tables), off the UI thread; the status bar
+  // says what was written, or why not, and exported() follows.
+  void exportRuns(const std::vector<int64_t>& run_ids, const QString& folder);
   // The Study tab of a study in the workspace (an existing tab is brought forward).
   StudyView* openStudyTab(int64_t study_id);
   // The New Study dialog (base: the presets and the workspace's runs, base_run preselected);
@@ -103,6 +109,7 @@ Q_SIGNALS:
   void runCreated(qint64 run_id);
   void studyCreated(qint64 study_id);
   void runFinished(qint64 run_id, const QString& status);
+  void exported(const QString& message);
   void polled();
 
 protected:
@@ -153,7 +160,7 @@ private:
   QProgressBar* progress_ = nullptr;
   QSystemTrayIcon* tray_ = nullptr;
   QAction *new_run_ = nullptr, *start_ = nullptr, *pause_ = nullptr, *stop_ = nullptr, *sample_ = nullptr,
-          *clone_ = nullptr, *compare_ = nullptr, *refresh_ = nullptr;
+          *clone_ = nullptr, *compare_ = nullptr, *export_ = nullptr, *refresh_ = nullptr;
   QTimer poll_timer_;
   bool poll_pending_ = false;
   bool columns_sized_ = false;
@@ -162,6 +169,7 @@ private:
   std::set<int64_t> open_when_started_;      // later stages of pipelines this window created
   std::set<int64_t> open_when_listed_;       // tabs asked for before the next poll listed the run
   std::optional<double> active_memory_mb_;
+  std::optional<double> active_step_time_s_;  // its last logged step_time_s, for the ETA
   CloseChoice close_choice_ = CloseChoice::Ask;
 };
 

@@ -111,17 +111,22 @@ TEST_F(RunStoreWorkersTest, VersionOneFileUpgradesAndKeepsItsRuns) {
 
 TEST_F(RunStoreWorkersTest, DeadWorkerOnThisHostIsMarkedFailedOnOpen) {
   int64_t id = 0;
+  double last_heartbeat = 0;
   {
     auto store = RunStore::open(db_path());
     id = store.create_run("crashed", "sft", "{}");
     store.set_status(id, RunStatus::running);
     store.add_event(id, "info", "step 40 done");
     store.heartbeat(id, dead_pid(), 42);
+    // Its last sign of life an hour ago: it ended then, not now.
+    store.database().exec("UPDATE runs SET heartbeat_at = heartbeat_at - 3600 WHERE id = " + std::to_string(id));
+    last_heartbeat = *store.run(id)->heartbeat_at;
   }
   auto store = RunStore::open(db_path());
   auto run = store.run(id);
   EXPECT_EQ(run->status, RunStatus::failed);
-  EXPECT_TRUE(run->finished_at);
+  ASSERT_TRUE(run->finished_at);
+  EXPECT_DOUBLE_EQ(*run->finished_at, last_heartbeat);
   EXPECT_NE(run->error.find("stopped without reporting"), std::string::npos) << run->error;
   EXPECT_NE(run->error.find("last recorded step 42"), std::string::npos) << run->error;
   EXPECT_NE(run->error.find("ganpo runs resume " + std::to_string(id)), std::string::npos) << run->error;

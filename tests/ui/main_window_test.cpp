@@ -12,6 +12,7 @@
 #include <QElapsedTimer>
 #include <QItemSelectionModel>
 #include <QLabel>
+#include <QMessageBox>
 #include <QPushButton>
 #include <QStatusBar>
 #include <QTableView>
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -34,6 +36,7 @@
 #include "db/study_queue.h"
 #include "screenshot_test_support.h"
 #include "tests/support/file_size_limit.h"
+#include "ui/compare_view.h"
 #include "ui/dashboard_view.h"
 #include "ui/main_window.h"
 #include "ui/new_run_dialog.h"
@@ -525,6 +528,47 @@ TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
   ASSERT_TRUE(pump_seconds_until([&] { return view->isLoaded(); }, 20));
   EXPECT_EQ(view->runsTable()->rowCount(), 2);
   EXPECT_EQ(view->armsTable()->rowCount(), 2);
+  // Clicking an arm selects its runs in the run list and compares them (UX.md; it only compared).
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  Q_EMIT view->armActivated(std::vector<int64_t>{1, 2});
+  EXPECT_EQ(selected_run_ids(*w), (std::vector<int64_t>{1, 2}));
+  EXPECT_NE(qobject_cast<CompareView*>(w->findChild<QTabWidget*>()->currentWidget()), nullptr);
+}
+
+// Export (the toolbar's, UX.md): each selected run's tables as CSV files in the folder picked,
+// written whole (no .part left), and a folder that cannot be written is said.
+TEST_F(MainWindowTest, ExportWritesEachRunsTablesAsCsv) {
+  const int64_t a = stored_run(), b = stored_run();
+  {
+    RunStore store = RunStore::open(db_.toStdString());
+    for (int64_t step = 1; step <= 3; ++step) store.append_metrics({{0, a, step, "loss", 0.5, 1.0 * step, std::nullopt}});
+    store.add_event(b, "info", "hello, \"quoted\"");
+  }
+  auto w = window();
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 2; }, 20));
+  QString message;
+  QObject::connect(w.get(), &MainWindow::exported, [&](const QString& m) { message = m; });
+  const fs::path out = dir_ / "exported";
+  fs::create_directories(out);
+  w->exportRuns({a, b}, QString::fromStdString(out.string()));
+  ASSERT_TRUE(pump_seconds_until([&] { return !message.isEmpty(); }, 20));
+  EXPECT_TRUE(message.startsWith("Exported 2 run(s) to ")) << message.toStdString();
+  EXPECT_TRUE(message.contains("8 CSV files")) << message.toStdString();
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(out)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"run-1-evals.csv", "run-1-events.csv", "run-1-metrics.csv", "run-1-samples.csv",
+                                             "run-2-evals.csv", "run-2-events.csv", "run-2-metrics.csv", "run-2-samples.csv"}));
+  std::ifstream metrics(out / "run-1-metrics.csv");
+  std::string header, first;
+  std::getline(metrics, header);
+  std::getline(metrics, first);
+  EXPECT_EQ(header, "step,wall_time,loss\r");  // (RFC 4180 line ends)
+  EXPECT_EQ(first.substr(0, 2), "1,");
+  message.clear();
+  w->exportRuns({a}, QString::fromStdString((dir_ / "no-such-folder").string()));
+  ASSERT_TRUE(pump_seconds_until([&] { return !message.isEmpty(); }, 20));
+  EXPECT_TRUE(message.startsWith("Export failed after 0 file(s): cannot write ")) << message.toStdString();
 }
 
 TEST_F(MainWindowTest, AWorkspaceMovedAwayIsSaidOnceAndTheWindowRecoversWhenItIsPutBack) {
