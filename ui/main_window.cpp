@@ -548,11 +548,16 @@ qint64 MainWindow::startStudyDriver(int64_t study_id, int jobs) {
 
 void MainWindow::startRun(int64_t run_id) {
   QString error;
-  if (!launcher_->start(run_id, &error)) {
+  qint64 pid = 0;
+  if (!launcher_->start(run_id, &error, &pid)) {
     showError("Start run", error);
     store_->execute([run_id, error](RunStore& s) { s.set_status(run_id, RunStatus::failed, error.toStdString()); });
     return;
   }
+  // Claimed for the worker just started, as a study driver claims its runs: a worker that ends
+  // before claiming the run itself (a library it cannot load, a workspace it cannot open) is then
+  // found dead and its run marked failed, not left queued for ever. Its own claim finds itself.
+  if (pid > 0) store_->execute([run_id, pid](RunStore& s) { s.claim_run(run_id, pid); });
   statusBar()->showMessage(QString("Started run %1").arg(run_id), 4000);
   pollNow();
 }
