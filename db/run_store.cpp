@@ -714,6 +714,18 @@ void RunStore::set_notes(int64_t run_id, const std::string& notes) {
   s.bind(1, notes).bind(2, unix_now()).bind(3, run_id).run();
 }
 
+bool RunStore::fail_unclaimed_launch(int64_t run_id, double launched_at, const std::string& reason) {
+  sql::Transaction txn(db_);
+  const std::optional<RunRow> r = run(run_id);
+  if (!r || r->status == RunStatus::running || r->status == RunStatus::paused || r->status == RunStatus::completed ||
+      (r->heartbeat_at && *r->heartbeat_at >= launched_at))
+    return false;
+  set_status(run_id, RunStatus::failed, reason);
+  add_event(run_id, "error", reason);
+  txn.commit();
+  return true;
+}
+
 void RunStore::delete_run(int64_t run_id) {
   std::optional<sql::Transaction> txn;
   if (!in_transaction()) txn.emplace(db_);

@@ -126,8 +126,9 @@ public:
   sql::Database& database() { return db_; }
 
   // ---- writes
-  // A new run's id is above every id a run of this workspace has had, deleted ones included: its
-  // log (logs/run-ID.log) and folder (runs/ID-name) are never a deleted run's kept files.
+  // A new run's id is above every id a run of this workspace has had, those deleted since schema
+  // v6 included: its log (logs/run-ID.log) and folder (runs/ID-name) are never such a deleted
+  // run's kept files. (A run deleted by an older build was not recorded.)
   int64_t create_run(const std::string& name, const std::string& stage, const std::string& config_json);
   // Durable commit (synchronous=FULL for this transaction). Sets started_at on "running" (first
   // time) and finished_at on "completed" / "stopped" / "failed". error may be empty.
@@ -167,6 +168,10 @@ public:
   static constexpr double kStaleAfterSeconds = 120;
   void set_tags(int64_t run_id, const std::string& tags);
   void set_notes(int64_t run_id, const std::string& notes);
+  // A worker started for run_id at `launched_at` has ended: where the run was not taken since (no
+  // heartbeat at or after launched_at; a claim stamps one) and is not running, paused or
+  // completed, it is marked failed with `reason`. True when it was.
+  bool fail_unclaimed_launch(int64_t run_id, double launched_at, const std::string& reason);
   void delete_run(int64_t run_id);  // its rows; its id is remembered (deleted_runs), never given again
   // All rows in one transaction (or inside the caller's, if one is open).
   void append_metrics(const std::vector<MetricRow>& rows);

@@ -1,5 +1,6 @@
 #include "ui/main_window.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -335,6 +336,7 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
   if (newest > last_poll_time_) last_poll_time_ = newest;
   model_->retain(ids);
   model_->upsert(changed);
+  checkLaunchedWorkers();
   welcome_->setRunCount(model_->rowCount());
   // Tabs asked for before the run was listed: now with its name and config.
   for (auto it = open_when_listed_.begin(); it != open_when_listed_.end();)
@@ -554,12 +556,32 @@ void MainWindow::startRun(int64_t run_id) {
     store_->execute([run_id, error](RunStore& s) { s.set_status(run_id, RunStatus::failed, error.toStdString()); });
     return;
   }
-  // Claimed for the worker just started, as a study driver claims its runs: a worker that ends
-  // before claiming the run itself (a library it cannot load, a workspace it cannot open) is then
-  // found dead and its run marked failed, not left queued for ever. Its own claim finds itself.
-  if (pid > 0) store_->execute([run_id, pid](RunStore& s) { s.claim_run(run_id, pid); });
+  // Watched until the worker takes the run: one that ends before (a library it cannot load, a
+  // workspace it cannot open) leaves the run failed with where its output is, not queued for ever.
+  if (pid > 0) launched_[run_id] = {pid, unix_now()};
   statusBar()->showMessage(QString("Started run %1").arg(run_id), 4000);
   pollNow();
+}
+
+void MainWindow::checkLaunchedWorkers() {
+  for (auto it = launched_.begin(); it != launched_.end();) {
+    const auto [run_id, launch] = *it;
+    const RunListEntry* e = model_->entry(run_id);
+    // Taken (a claim stamps a heartbeat), or gone from the list: nothing more to watch.
+    if (!e || (e->row.heartbeat_at && *e->row.heartbeat_at >= launch.at)) {
+      it = launched_.erase(it);
+      continue;
+    }
+    if (::kill(static_cast<pid_t>(launch.pid), 0) == 0 || errno == EPERM) {  // still starting
+      ++it;
+      continue;
+    }
+    const std::string reason = "the worker (pid " + std::to_string(launch.pid) +
+                               ") ended before it took the run; its output is in " +
+                               launcher_->logPath(run_id).toStdString();
+    store_->execute([run_id = run_id, at = launch.at, reason](RunStore& s) { s.fail_unclaimed_launch(run_id, at, reason); });
+    it = launched_.erase(it);
+  }
 }
 
 void MainWindow::sendControl(int64_t run_id, const QString& command) {

@@ -170,6 +170,13 @@ private:
   std::set<int64_t> open_when_listed_;       // tabs asked for before the next poll listed the run
   std::optional<double> active_memory_mb_;
   std::optional<double> active_step_time_s_;  // its last logged step_time_s, for the ETA
+  // Workers this window started that have not taken their run yet (run id -> pid, start time).
+  struct Launch {
+    qint64 pid = 0;
+    double at = 0;
+  };
+  std::map<int64_t, Launch> launched_;
+  void checkLaunchedWorkers();  // each poll: a launched worker that ended untaken fails its run
   CloseChoice close_choice_ = CloseChoice::Ask;
 };
 

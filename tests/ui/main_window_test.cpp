@@ -491,10 +491,10 @@ TEST_F(MainWindowTest, NewStudyFromARunQueuesAndRunsIt) {
   EXPECT_EQ(row_of(*w, base_id).status, RunStatus::queued) << "the base run itself is untouched";
 }
 
-// A worker that ends before it claims its run (here a program that exits at once; in life a
-// library it cannot load, a workspace it cannot open) leaves the run failed, not queued for ever:
-// the window claims the run for the process it started, so the reaper finds it dead.
-TEST_F(MainWindowTest, AWorkerThatEndsBeforeClaimingItsRunLeavesItFailed) {
+// A worker that ends before it takes its run (here a program that exits at once; in life a
+// library it cannot load, a workspace it cannot open) leaves the run failed, saying where its
+// output is, not queued for ever.
+TEST_F(MainWindowTest, AWorkerThatEndsBeforeTakingItsRunLeavesItFailed) {
   const int64_t id = stored_run();
   auto w = window();
   ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
@@ -502,7 +502,9 @@ TEST_F(MainWindowTest, AWorkerThatEndsBeforeClaimingItsRunLeavesItFailed) {
   w->startRun(id);
   ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, id).status == RunStatus::failed; }, 60))
       << to_string(row_of(*w, id).status);
-  EXPECT_NE(row_of(*w, id).error.find("stopped without reporting"), std::string::npos) << row_of(*w, id).error;
+  EXPECT_NE(row_of(*w, id).error.find("ended before it took the run; its output is in "), std::string::npos)
+      << row_of(*w, id).error;
+  EXPECT_NE(row_of(*w, id).error.find("logs/run-" + std::to_string(id) + ".log"), std::string::npos) << row_of(*w, id).error;
 }
 
 TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
