@@ -51,8 +51,20 @@ void LogView::refresh() {
     int cut = chunk.lastIndexOf('\n');
     // A line longer than a chunk is shown in pieces (waiting for its end stalled the view).
     if (cut < 0 && chunk.size() < kChunkBytes) return;
-    if (cut < 0) cut = chunk.size();
-    file_offset_ += std::min<qint64>(cut + 1, chunk.size());
+    const bool whole_lines = cut >= 0;
+    if (!whole_lines) {
+      // Cut at a character's start: a UTF-8 sequence the chunk ends inside goes to the next piece
+      // (cut inside it, both pieces would show U+FFFD).
+      cut = chunk.size();
+      for (int i = 1; i <= 3 && i <= chunk.size(); ++i) {
+        const auto c = static_cast<unsigned char>(chunk[chunk.size() - i]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte
+        const int length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (length > i) cut = chunk.size() - i;
+        break;
+      }
+    }
+    file_offset_ += whole_lines ? cut + 1 : cut;
     appendPlainText(QString::fromUtf8(chunk.left(cut)));
     return;
   }

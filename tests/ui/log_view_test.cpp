@@ -37,16 +37,18 @@ TEST(LogView, ALongLogOpensAtItsEnd) {
 }
 
 // A line longer than a read (1 MiB without a newline) used to stop the view for good: it waited
-// for the newline that the chunk could not hold. It is shown in pieces and what follows arrives.
+// for the newline that the chunk could not hold. It is shown in pieces, cut between characters
+// (a 3-byte "€" line, whose 1 MiB reads would split one), and what follows arrives.
 TEST(LogView, ALineLongerThanAReadDoesNotStopTheView) {
   QTemporaryDir dir;
   const QString path = dir.filePath("run-2.log");
   append(path, "first\n");
   LogView view(nullptr, 2, path);
-  append(path, QByteArray(1'500'000, 'x') + "\nafter the long line\n");  // written while the view follows
+  append(path, QByteArray("\xE2\x82\xAC").repeated(500'000) + "\nafter the long line\n");  // written while it follows
   for (int i = 0; i < 4; ++i) view.refresh();
   EXPECT_TRUE(view.toPlainText().endsWith("after the long line")) << view.toPlainText().right(80).toStdString();
-  EXPECT_EQ(view.toPlainText().count('x'), 1'500'000);
+  EXPECT_EQ(view.toPlainText().count(QChar(0x20AC)), 500'000);
+  EXPECT_EQ(view.toPlainText().count(QChar(QChar::ReplacementCharacter)), 0);
   append(path, "appended later\n");
   view.refresh();
   EXPECT_TRUE(view.toPlainText().endsWith("appended later"));
