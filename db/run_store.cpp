@@ -161,7 +161,7 @@ static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per sc
 const char* const kRunColumns =
     "id, name, status, stage, config_json, device, created_at, started_at, finished_at, error, "
     "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at, worker_host, "
-    "total_steps, last_step, worker_start";
+    "total_steps, last_step, worker_start, study_id";
 
 constexpr size_t kMaxConfigDepth = 64;  // a run config nests 3 levels
 
@@ -194,6 +194,7 @@ RunRow read_run(const sql::Statement& s) {
   r.total_steps = s.col_opt_int(19);
   r.last_step = s.col_opt_int(20);
   r.worker_start = s.col_opt_int(21);
+  r.study_id = s.col_opt_int(22);
   return r;
 }
 

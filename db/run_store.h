@@ -43,6 +43,7 @@ struct RunRow {
   std::string worker_host;                     // gethostname() of the worker
   std::optional<int64_t> total_steps, last_step;  // progress: optimizer steps planned / recorded
   std::optional<int64_t> worker_start;         // the worker's start (clock ticks after boot): a reused pid differs
+  std::optional<int64_t> study_id;             // the study whose queue starts it (db/study_queue.h)
 };
 
 // True while a worker holds the run: running, paused, or queued with a worker attached (the

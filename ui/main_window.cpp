@@ -421,7 +421,14 @@ void MainWindow::updateActions() {
   const RunListEntry* e = id ? model_->entry(*id) : nullptr;
   const bool attached = e && worker_attached(e->row);
   const bool paused = e && e->row.status == RunStatus::paused;
-  start_->setEnabled(e && !attached && e->row.status != RunStatus::completed);
+  // A study's queued run is its queue's to start (after the stages it starts from, within its
+  // jobs limit): started alone it would skip both.
+  const bool study_queued = e && e->row.study_id && e->row.status == RunStatus::queued;
+  start_->setEnabled(e && !attached && e->row.status != RunStatus::completed && !study_queued);
+  start_->setToolTip(study_queued ? QString("Run %1 waits in study %2's queue, which starts it (the Study tab's Run queue)")
+                                        .arg(e->row.id)
+                                        .arg(*e->row.study_id)
+                                  : QString("Start (%1)").arg(start_->shortcut().toString(QKeySequence::NativeText)));
   pause_->setEnabled(e && is_active(e->row.status));
   pause_->setText(paused ? "Resume" : "Pause");
   pause_->setIcon(style()->standardIcon(paused ? QStyle::SP_MediaPlay : QStyle::SP_MediaPause));

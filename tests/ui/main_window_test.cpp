@@ -549,6 +549,17 @@ TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
   Q_EMIT view->armActivated(std::vector<int64_t>{1, 2});
   EXPECT_EQ(selected_run_ids(*w), (std::vector<int64_t>{1, 2}));
   EXPECT_NE(qobject_cast<CompareView*>(w->findChild<QTabWidget*>()->currentWidget()), nullptr);
+  // A study's queued run is not started alone (it would skip its stages and the jobs limit).
+  QAction* start = nullptr;
+  for (QAction* a : w->findChildren<QAction*>())
+    if (a->text() == "Start") start = a;
+  ASSERT_NE(start, nullptr);
+  for (int r = 0; r < w->runProxy()->rowCount(); ++r)
+    if (w->runProxy()->index(r, 0).data(RunListModel::RunIdRole).toLongLong() == 1)
+      w->runTable()->selectionModel()->setCurrentIndex(w->runProxy()->index(r, 0),
+                                                       QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+  EXPECT_FALSE(start->isEnabled());
+  EXPECT_TRUE(start->toolTip().contains("waits in study")) << start->toolTip().toStdString();
 }
 
 // Export (the toolbar's, UX.md): each selected run's tables as CSV files in the folder picked,
