@@ -118,13 +118,22 @@ StudyView::StudyView(StoreWorker* store, int64_t study_id, QString worker_progra
   pause_->setToolTip(tr("Start no further runs of this study (running ones go on)"));
   resume_ = new QPushButton(tr("Resume"), this);
   cancel_ = new QPushButton(tr("Cancel study"), this);
-  cancel_->setToolTip(tr("Stop the study's running runs and start no more; finished runs are kept"));
+  cancel_->setToolTip(tr("Stop the study's running runs and start no more; finished runs are kept. Resume queues "
+                         "the stopped runs again and starts the queue"));
   export_ = new QPushButton(tr("Export report…"), this);
   export_->setToolTip(tr("A self-contained HTML report (plots as SVG), CSV and JSON"));
   for (auto* b : {run_queue_, pause_, resume_, cancel_, export_}) top->addWidget(b);
   layout->addLayout(top);
   connect(pause_, &QPushButton::clicked, this, [this] { setState("paused"); });
-  connect(resume_, &QPushButton::clicked, this, [this] { setState("active"); });
+  connect(resume_, &QPushButton::clicked, this, [this] {
+    // A cancelled study's driver has ended (a paused one waits): its runs, queued again, need
+    // one started, or nothing would start them until Run queue.
+    const bool was_cancelled = last_ && last_->study.state == StudyState::cancelled;
+    setState("active", [this, was_cancelled] {
+      QString why;
+      if (was_cancelled && !runQueue(&why)) QMessageBox::warning(this, tr("Resume"), why);
+    });
+  });
   connect(cancel_, &QPushButton::clicked, this, [this] {
     if (QMessageBox::question(this, tr("Cancel study"),
                               tr("Stop the running runs of this study and start no more? Finished runs are kept.")) ==
@@ -375,7 +384,7 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
   if (first) Q_EMIT loaded();
 }
 
-void StudyView::setState(const char* state) {
+void StudyView::setState(const char* state, std::function<void()> then) {
   const int64_t id = study_id_;
   const std::string s = state;
   store_->query<bool>(
@@ -384,7 +393,10 @@ void StudyView::setState(const char* state) {
         set_study_state(store, id, s == "paused" ? StudyState::paused : s == "active" ? StudyState::active : StudyState::cancelled);
         return true;
       },
-      [this](bool) { refresh(); });
+      [this, then = std::move(then)](bool) {
+        if (then) then();
+        refresh();
+      });
 }
 
 // Held-out accuracy against data.label_noise, one line per arm without its noise value, with the

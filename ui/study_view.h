@@ -16,6 +16,7 @@
 #include <QWidget>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -51,6 +52,7 @@ public:
   // A queue driver started for this study elsewhere (New Study's Start): Run queue stays off
   // while it lives.
   void setDriverPid(qint64 pid) { driver_pid_ = pid; }
+  qint64 driverPid() const { return driver_pid_; }  // the driver this tab started (0: none)
 
   // For tests.
   QTableWidget* runsTable() const { return runs_; }
@@ -75,7 +77,8 @@ private:
   void drawNoisePlot(const StudyReport& report);
   void drawTimePlot(const StudyReport& report);
   void showSnapshot(const StudySnapshot& snapshot);
-  void setState(const char* state);
+  // Writes the study's state; `then` runs once it is written.
+  void setState(const char* state, std::function<void()> then = {});
 
   StoreWorker* store_;
   int64_t study_id_;

@@ -2,6 +2,7 @@
 // its queue, the arms with their intervals, the GANPO-on against GANPO-off verdicts and the win
 // rate bands; Pause reaches the store; the export writes the HTML, CSV and JSON reports.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <QFile>
 #include <QLabel>
@@ -220,4 +221,40 @@ set = { stage = "sft" }
     QFile log(dir.filePath(QStringLiteral("logs/study-%1.log").arg(study)));
     return log.open(QIODevice::ReadOnly) && log.readAll().contains("3 completed");
   }));
+}
+
+// Resume after Cancel: the cancelled study's driver has ended, so Resume starts the queue again
+// (the runs were queued again and nothing started them until Run queue was pressed too).
+TEST(StudyView, ResumeAfterCancelStartsTheQueue) {
+  QTemporaryDir dir;
+  const std::string db = dir.filePath("workspace.sqlite").toStdString();
+  int64_t study = 0;
+  {
+    RunStore store = RunStore::open(db);
+    const std::string text = "name = \"again\"\nseeds = [1]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    study = create_study(store, "again", text, expand_study(study_from_toml(text, ".", "s"), dir.filePath("o").toStdString()));
+    set_study_state(store, study, StudyState::cancelled);
+  }
+  // A driver that lives a while (the real one would train the runs).
+  const QString driver = dir.filePath("driver.sh");
+  {
+    QFile f(driver);
+    ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+    f.write("#!/bin/sh\nexec sleep 30\n");
+  }
+  QFile::setPermissions(driver, QFile::permissions(driver) | QFileDevice::ExeOwner);
+  StoreWorker worker(QString::fromStdString(db));
+  StudyView view(&worker, study, driver);
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  QPushButton* resume = nullptr;
+  for (auto* b : view.findChildren<QPushButton*>())
+    if (b->text() == "Resume") resume = b;
+  ASSERT_NE(resume, nullptr);
+  EXPECT_EQ(view.driverPid(), 0);
+  resume->click();
+  ASSERT_TRUE(pump_until([&] { return view.driverPid() > 0; }));
+  worker.drain();
+  RunStore check = RunStore::open(db);
+  EXPECT_EQ(find_study(check, study)->state, StudyState::active);
+  ::kill(static_cast<pid_t>(view.driverPid()), SIGTERM);
 }
