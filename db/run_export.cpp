@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -216,6 +218,24 @@ int64_t export_run(RunStore& store, int64_t run_id, ExportTable table, ExportFor
     case ExportTable::Events: return export_events(store, run_id, format, out);
   }
   return 0;
+}
+
+int64_t export_run_to_file(RunStore& store, int64_t run_id, ExportTable table, ExportFormat format,
+                           const std::string& path) {
+  const std::string tmp = path + ".part";
+  try {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error("cannot write " + path + "; check the folder exists and is writable");
+    const int64_t n = export_run(store, run_id, table, format, out);
+    out.close();
+    if (!out) throw Error("writing " + path + " failed; free disk space (df -h) and export again");
+    std::filesystem::rename(tmp, path);
+    return n;
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw;
+  }
 }
 
 }  // namespace ganpo

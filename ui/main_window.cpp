@@ -34,7 +34,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 
 #include "core/config.h"
 #include "core/eval/eval_report.h"
@@ -761,25 +760,10 @@ void MainWindow::exportRuns(const std::vector<int64_t>& run_ids, const QString& 
         for (int64_t id : run_ids)
           for (const auto& [table, name] : kTables) {
             const std::string path = (std::filesystem::path(dir) / ("run-" + std::to_string(id) + "-" + name + ".csv")).string();
-            // Written whole or not at all: a .part renamed once complete.
-            std::ofstream out(path + ".part", std::ios::binary | std::ios::trunc);
-            if (!out) {
-              w.error = QString("cannot write %1").arg(QString::fromStdString(path));
-              return w;
-            }
             try {
-              w.rows += export_run(s, id, table, ExportFormat::Csv, out);
+              w.rows += export_run_to_file(s, id, table, ExportFormat::Csv, path);  // (whole or not at all)
             } catch (const std::exception& e) {
-              std::error_code ec;
-              std::filesystem::remove(path + ".part", ec);
-              w.error = QString("run %1: %2").arg(id).arg(e.what());
-              return w;
-            }
-            out.close();
-            std::error_code ec;
-            if (!out || (std::filesystem::rename(path + ".part", path, ec), ec)) {
-              std::filesystem::remove(path + ".part", ec);
-              w.error = QString("cannot write %1 (is the disk full?)").arg(QString::fromStdString(path));
+              w.error = QString::fromStdString(e.what());
               return w;
             }
             ++w.files;

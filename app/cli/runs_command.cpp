@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -183,20 +182,7 @@ int export_run_command(RunStore& store, const RunsArgs& args) {
   if (fs::is_directory(args.out))
     throw Error("--out " + args.out + " is a folder; give the path of the file to write, e.g. " +
                 (fs::path(args.out) / "metrics.csv").string());
-  const std::string tmp = args.out + ".part";
-  int64_t n = 0;
-  try {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error("cannot write " + args.out + "; check the folder exists and is writable");
-    n = export_run(store, args.run_id, table, format, out);
-    out.close();
-    if (!out) throw Error("writing " + args.out + " failed; free disk space (df -h) and export again");
-    fs::rename(tmp, args.out);
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    throw;
-  }
+  const int64_t n = export_run_to_file(store, args.run_id, table, format, args.out);
   std::printf("wrote %lld %s rows to %s\n", static_cast<long long>(n), args.table.c_str(), args.out.c_str());
   return 0;
 }
