@@ -134,6 +134,14 @@ void set_study_state(RunStore& store, int64_t study_id, StudyState state) {
                            "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, worker_pid = NULL, "
                            "attempts = 0, updated_at = ?2 WHERE study_id = ?1 AND status = 'stopped'");
     requeue.bind(1, study_id).bind(2, unix_now()).run();
+  } else if (state == StudyState::cancelled) {
+    // Every run a worker holds is asked to stop here, in the store, so a cancel needs no driver
+    // alive (one killed, or started from a terminal since closed). A worker that a driver started
+    // but that has not yet taken its run finds the stop when it does (RunStore::claim_run).
+    sql::Statement stop(store.database(),
+                        "UPDATE runs SET control = 'stop', updated_at = ?2 WHERE study_id = ?1 AND "
+                        "(status IN ('running', 'paused') OR (status = 'queued' AND worker_pid IS NOT NULL))");
+    stop.bind(1, study_id).bind(2, unix_now()).run();
   }
   txn.commit();
 }

@@ -56,6 +56,8 @@ std::string default_study_folder(const std::string& db_path, const std::string& 
 
 std::optional<StudyRow> find_study(RunStore& store, int64_t study_id);
 std::vector<StudyRow> list_studies(RunStore& store);
+// active queues the runs a cancel stopped again; cancelled asks every run a worker holds to stop
+// (through the store: no driver needs to be alive to pass it on).
 void set_study_state(RunStore& store, int64_t study_id, StudyState state);
 std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id);
 

@@ -356,7 +356,7 @@ int study_command(const StudyArgs& args) {
                                               : StudyState::cancelled);
     std::printf("study %lld is %s%s\n", static_cast<long long>(s->id),
                 to_string(find_study(store, s->id)->state),
-                args.action == "cancel" ? "; a running driver stops its runs" : "");
+                args.action == "cancel" ? "; its running runs stop at their next step" : "");
     return 0;
   }
   if (args.jobs < 0) {

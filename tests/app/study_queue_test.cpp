@@ -148,6 +148,26 @@ TEST_F(StudyQueue, AFailingStageIsRetriedOnceThenBlocksItsArms) {
   for (int64_t id = 2; id <= 5; ++id) EXPECT_EQ(store.run(id)->status, RunStatus::queued) << "never started";
 }
 
+// A driver killed while its stage trains leaves the worker training (workers have sessions of
+// their own); `ganpo study cancel` stops it with no driver alive to pass the stop on.
+TEST_F(StudyQueue, ACancelStopsARunWhoseDriverIsGone) {
+  create(small_study("{ stage = \"sft\", \"train.max_steps\" = 100000 }"));
+  const pid_t driver = spawn_cli({"study", "run", "1", "--db", db()}, dir_ / "driver.log");
+  const auto stage = [&] { return RunStore::open(db()).run(1); };
+  ASSERT_TRUE(wait_for([&] { const auto r = stage(); return r && r->status == RunStatus::running; },
+                       "the driver to start the stage"));
+  ::kill(driver, SIGKILL);
+  ::waitpid(driver, nullptr, 0);
+  const auto r = run_cli("study cancel 1 --db " + db());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const bool stopped = wait_for([&] { const auto s = stage(); return s && s->status == RunStatus::stopped; },
+                                "the stage's worker to stop");
+  if (!stopped)
+    if (const auto s = stage(); s && s->worker_pid) ::kill(static_cast<pid_t>(*s->worker_pid), SIGKILL);
+  const auto status = run_cli("study status 1 --db " + db());
+  EXPECT_NE(status.output.find("1 stopped"), std::string::npos) << status.output;
+}
+
 // A run config with a [[pipeline]] trains as a study of one arm: `ganpo train --config` queues it,
 // trains the stage and then the config from the stage's final weights, in this one process.
 TEST_F(StudyQueue, ATrainedPipelineIsOneRunPerStageInOrder) {

@@ -102,3 +102,36 @@ TEST_F(StudyQueueStore, BlockedRunsCountEveryStageDownAndResumeRequeuesStoppedRu
   EXPECT_EQ(study_counts(store, study).blocked, 5);
   EXPECT_FALSE(next_study_run(store, study).has_value());
 }
+
+// A cancel asks each run a worker holds to stop through the store, so it needs no live driver:
+// a training run gets the stop, and so does a run a driver claimed whose worker has not yet taken
+// it (its own claim keeps the stop); queued runs with no worker get nothing, and after a resume a
+// claim clears nothing it should not.
+TEST_F(StudyQueueStore, CancelAsksEveryAttachedRunToStopWithoutADriver) {
+  RunStore store = RunStore::open((dir_ / "w.sqlite").string());
+  const StudySpec spec = study_from_toml("seeds = [1, 2]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n",
+                                         ".", "s.toml");
+  const int64_t study = create_study(store, "s", "", expand_study(spec, (dir_ / "out").string()));
+  const auto ids = study_run_ids(store, study);
+  ASSERT_EQ(ids.size(), 4u);
+  const int64_t me = ::getpid();
+  ASSERT_TRUE(claim_study_run(store, ids[0], me));
+  ASSERT_TRUE(store.claim_run(ids[0], me));
+  store.set_status(ids[0], RunStatus::running);
+  ASSERT_TRUE(claim_study_run(store, ids[1], me));  // its worker is still starting
+
+  set_study_state(store, study, StudyState::cancelled);
+  EXPECT_EQ(store.take_control(ids[0]), "stop") << "the training run is asked to stop";
+  EXPECT_EQ(store.take_control(ids[2]), "") << "a queued run with no worker has nothing to stop";
+  ASSERT_TRUE(store.claim_run(ids[1], me)) << "the started worker takes its run";
+  EXPECT_EQ(store.take_control(ids[1]), "stop") << "and finds the cancel's stop, so it trains no step";
+  EXPECT_FALSE(claim_study_run(store, ids[2], me)) << "a cancelled study starts nothing";
+
+  // Resumed: a new claim starts clean.
+  store.set_status(ids[1], RunStatus::stopped);
+  set_study_state(store, study, StudyState::active);
+  ASSERT_TRUE(claim_study_run(store, ids[1], me));
+  store.set_control(ids[1], "sample");
+  ASSERT_TRUE(store.claim_run(ids[1], me));
+  EXPECT_EQ(store.take_control(ids[1]), "") << "an active study's claim clears what was left";
+}
