@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 namespace ganpo::ui {
 namespace {
@@ -134,9 +135,8 @@ QVariant RunListModel::headerData(int section, Qt::Orientation orientation, int 
 }
 
 int RunListModel::rowOf(int64_t run_id) const {
-  for (size_t i = 0; i < entries_.size(); ++i)
-    if (entries_[i].row.id == run_id) return static_cast<int>(i);
-  return -1;
+  const auto it = row_of_.find(run_id);
+  return it == row_of_.end() ? -1 : it->second;
 }
 
 const RunListEntry* RunListModel::entry(int64_t run_id) const {
@@ -144,26 +144,68 @@ const RunListEntry* RunListModel::entry(int64_t run_id) const {
   return row < 0 ? nullptr : &entries_[static_cast<size_t>(row)];
 }
 
+void RunListModel::reindex() {
+  row_of_.clear();
+  row_of_.reserve(entries_.size());
+  for (size_t i = 0; i < entries_.size(); ++i) row_of_[entries_[i].row.id] = static_cast<int>(i);
+}
+
 void RunListModel::upsert(const std::vector<RunListEntry>& entries) {
+  std::vector<const RunListEntry*> added;
+  std::unordered_map<int64_t, size_t> added_at;  // a run given twice is added once, as last given
   for (const auto& e : entries) {
     const int row = rowOf(e.row.id);
     if (row >= 0) {
       entries_[static_cast<size_t>(row)] = e;
       Q_EMIT dataChanged(index(row, 0), index(row, ColumnCount - 1));
+    } else if (const auto it = added_at.find(e.row.id); it != added_at.end()) {
+      added[it->second] = &e;
     } else {
-      const int at = rowCount();
-      beginInsertRows({}, at, at);
-      entries_.push_back(e);
-      endInsertRows();
+      added_at[e.row.id] = added.size();
+      added.push_back(&e);
     }
   }
+  if (added.empty()) return;
+  const int first = rowCount();
+  beginInsertRows({}, first, first + static_cast<int>(added.size()) - 1);
+  for (const RunListEntry* e : added) {
+    row_of_[e->row.id] = rowCount();
+    entries_.push_back(*e);
+  }
+  endInsertRows();
 }
 
 void RunListModel::retain(const std::vector<int64_t>& ids) {
-  for (int row = rowCount() - 1; row >= 0; --row) {
-    if (std::find(ids.begin(), ids.end(), entries_[static_cast<size_t>(row)].row.id) != ids.end()) continue;
-    beginRemoveRows({}, row, row);
-    entries_.erase(entries_.begin() + row);
+  const std::unordered_set<int64_t> keep(ids.begin(), ids.end());
+  // The blocks of neighbouring rows to remove, first row and last.
+  std::vector<std::pair<int, int>> blocks;
+  for (int row = 0; row < rowCount(); ++row) {
+    if (keep.count(entries_[static_cast<size_t>(row)].row.id)) continue;
+    if (!blocks.empty() && blocks.back().second == row - 1) blocks.back().second = row;
+    else blocks.emplace_back(row, row);
+  }
+  if (blocks.empty()) return;
+  const auto compact = [&] {
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                  [&](const RunListEntry& e) { return !keep.count(e.row.id); }),
+                   entries_.end());
+    reindex();
+  };
+  // Many scattered deletions at once (runs deleted in bulk elsewhere): one reset, since each
+  // removal costs the view and the sorting proxy a pass over every row. The selection is lost
+  // then; the toolbar acts on nothing until the user selects again.
+  constexpr size_t kMostRemovalsOneByOne = 64;
+  if (blocks.size() > kMostRemovalsOneByOne) {
+    beginResetModel();
+    compact();
+    endResetModel();
+    return;
+  }
+  // Otherwise block by block from the end, so the view keeps its selection and scroll.
+  for (auto b = blocks.rbegin(); b != blocks.rend(); ++b) {
+    beginRemoveRows({}, b->first, b->second);
+    entries_.erase(entries_.begin() + b->first, entries_.begin() + b->second + 1);
+    reindex();  // before endRemoveRows: its listeners may look runs up
     endRemoveRows();
   }
 }
