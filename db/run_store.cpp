@@ -894,14 +894,15 @@ WITH finite AS (  -- NaN is stored as NULL; +-Inf (out of the range of doubles) 
   WHERE run_id = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4
 ), agg AS (
   SELECT ((step - ?3) * ?5) / ?6 AS b, MIN(step) AS s0, MAX(step) AS s1,
-         MIN(v) AS vmin, MAX(v) AS vmax, COUNT(v) AS n, COUNT(*) - COUNT(v) AS nans
+         MIN(v) AS vmin, MAX(v) AS vmax, COUNT(v) AS n, COUNT(*) - COUNT(v) AS nans, AVG(v) AS vmean
   FROM finite GROUP BY b
 )
 SELECT b, s0, s1, vmin, vmax, n, nans,
        (SELECT m.value FROM metrics AS m INDEXED BY metrics_run_key_step
         WHERE m.run_id = ?1 AND m.key = ?2 AND m.step = agg.s1
           AND m.value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
-        ORDER BY m.id DESC LIMIT 1)
+        ORDER BY m.id DESC LIMIT 1),
+       vmean
 FROM agg ORDER BY b
 )SQL");
   s.bind(1, run_id).bind(2, key).bind(3, step_lo).bind(4, step_hi).bind(5, buckets).bind(6, span);
@@ -918,6 +919,7 @@ FROM agg ORDER BY b
     bk.count = s.col_int(5);
     bk.nan_count = s.col_int(6);
     bk.last = s.is_null(7) ? nan : s.col_double(7);
+    bk.mean = s.is_null(8) ? nan : s.col_double(8);
     out.push_back(bk);
   }
   return out;

@@ -73,6 +73,7 @@ struct SeriesBucket {
   int64_t step_lo = 0, step_hi = 0;
   int64_t first_step = 0, last_step = 0;
   double min = 0, max = 0, last = 0;
+  double mean = 0;        // of the finite values (NaN when none)
   int64_t count = 0;      // finite values
   int64_t nan_count = 0;  // NaN and +-Inf values
 };

@@ -35,7 +35,7 @@ std::vector<SeriesBucket> decimate_in_memory(const ChartSeries& s, int64_t step_
       bk.step_lo = step_lo + (b * span + buckets - 1) / buckets;
       bk.step_hi = step_lo + ((b + 1) * span + buckets - 1) / buckets - 1;
       bk.first_step = s.steps[i];
-      bk.min = bk.max = bk.last = nan;
+      bk.min = bk.max = bk.last = bk.mean = nan;
       out.push_back(bk);
       current = b;
     }
@@ -49,6 +49,7 @@ std::vector<SeriesBucket> decimate_in_memory(const ChartSeries& s, int64_t step_
     }
     bk.min = std::isnan(bk.min) ? v : std::min(bk.min, v);
     bk.max = std::isnan(bk.max) ? v : std::max(bk.max, v);
+    bk.mean = std::isnan(bk.mean) ? v : bk.mean + (v - bk.mean) / static_cast<double>(bk.count + 1);
     ++bk.count;
   }
   return out;

@@ -15,6 +15,7 @@
 #include <QRegularExpression>
 #include <QSaveFile>
 #include <QSplitter>
+#include <QTime>
 #include <QTableWidget>
 #include <QVBoxLayout>
 
@@ -141,6 +142,22 @@ QTableWidget* make_table() {
   return t;
 }
 
+// Columns as wide as their contents up to max_width: a long run name or value is elided and
+// its cell says it whole in a tooltip, so one wide column does not push every other out of view.
+void fit_columns(QTableWidget* table, int max_width) {
+  table->resizeColumnsToContents();
+  for (int c = 0; c < table->columnCount(); ++c) {
+    if (table->columnWidth(c) <= max_width) continue;
+    table->setColumnWidth(c, max_width);
+    if (QTableWidgetItem* head = table->horizontalHeaderItem(c); head && head->toolTip().isEmpty())
+      head->setToolTip(head->text());
+    for (int r = 0; r < table->rowCount(); ++r)
+      if (QTableWidgetItem* item = table->item(r, c)) item->setToolTip(item->text());
+  }
+}
+
+constexpr int kMostColumnWidth = 220;
+
 }  // namespace
 
 CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidget* parent)
@@ -159,7 +176,9 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   smoothing_control_ = new SmoothingControl(smoothing_, "Debiased exponential moving average weight, as on the dashboard (0 = raw)");
   controls->addWidget(smoothing_control_);
   auto* reset = new QPushButton("Reset zoom");
-  reset->setToolTip("Every step of every run again (or double-click the plot)");
+  reset->setToolTip("Read every run again, steps logged since included, and show every step (or double-click "
+                    "the plot). Runs that log more are read again on their own every few seconds while this tab "
+                    "is in front");
   controls->addWidget(reset);
   controls->addSpacing(12);
   status_label_ = new QLabel(QString("Loading %1 runs...").arg(run_ids_.size()));
@@ -220,7 +239,19 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   connect(results_export, &QPushButton::clicked, this, [this] { exportDialog("results.csv"); });
   connect(all, &QPushButton::clicked, this, &CompareView::exportAllDialog);
 
+  // Live: runs that log more are read again once the interval since the last read has passed.
+  live_timer_.setSingleShot(true);
+  connect(&live_timer_, &QTimer::timeout, this, [this] {
+    if (stale_ && isVisible()) refresh();
+  });
+  readRuns();
+}
+
+void CompareView::readRuns() {
   if (!store_) return;
+  runs_in_flight_ = true;
+  last_read_.start();
+  stale_ = false;
   const std::vector<int64_t> ids = run_ids_;
   store_->query<std::vector<RunInfo>>(
       this,
@@ -243,8 +274,49 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
         }
         return out;
       },
-      [this](std::vector<RunInfo> runs) { onRuns(std::move(runs)); },
-      [this](const QString& error) { status_label_->setText("Cannot read the runs: " + error); });
+      [this](std::vector<RunInfo> runs) {
+        runs_in_flight_ = false;
+        onRuns(std::move(runs));
+      },
+      [this](const QString& error) {
+        runs_in_flight_ = false;
+        status_label_->setText("Cannot read the runs: " + error);
+      });
+}
+
+void CompareView::refresh() {
+  if (runs_in_flight_ || !curves_loaded_) {
+    stale_ = true;  // read again once this read is in
+    return;
+  }
+  // The view stays where it is unless it showed every step (then it grows with the runs).
+  const QCPRange x = plot_->xAxis->range();
+  double first = 0, last = 0;
+  bool any = false;
+  for (const Curve& c : overviews_)
+    if (!c.steps.empty()) {
+      first = any ? std::min(first, static_cast<double>(c.steps.front())) : static_cast<double>(c.steps.front());
+      last = any ? std::max(last, static_cast<double>(c.steps.back())) : static_cast<double>(c.steps.back());
+      any = true;
+    }
+  keep_view_ = any && (x.lower > first || x.upper < last);
+  readRuns();
+}
+
+void CompareView::runsChanged(const std::vector<int64_t>& changed) {
+  if (std::none_of(changed.begin(), changed.end(),
+                   [&](int64_t id) { return std::find(run_ids_.begin(), run_ids_.end(), id) != run_ids_.end(); }))
+    return;
+  stale_ = true;
+  if (live_timer_.isActive()) return;
+  live_timer_.start(static_cast<int>(std::max<qint64>(0, live_interval_ms_ - last_read_.elapsed())));
+}
+
+void CompareView::setLiveInterval(int ms) { live_interval_ms_ = std::max(0, ms); }
+
+void CompareView::showEvent(QShowEvent* event) {
+  QWidget::showEvent(event);
+  if (stale_ && !live_timer_.isActive()) live_timer_.start(0);  // what changed while another tab was in front
 }
 
 void CompareView::changeEvent(QEvent* event) {
@@ -269,9 +341,35 @@ QString CompareView::runLabel(size_t i) const {
   return QString("#%1 %2").arg(runs_[i].id).arg(runs_[i].found ? runs_[i].name : QString("(deleted)"));
 }
 
+// Each run in its run-list colour, except that ids ten apart share one there: the later run of
+// such a pair gets a darker or lighter shade of it, so no two curves here look alike.
+static std::vector<QColor> compare_colors(const std::vector<int64_t>& run_ids) {
+  std::vector<QColor> out;
+  for (int64_t id : run_ids) {
+    const QColor base = run_color(id);
+    QColor pick = base;
+    for (const QColor& candidate : {base, base.darker(160), base.lighter(150), base.darker(250), base.lighter(190)})
+      if (std::find(out.begin(), out.end(), candidate) == out.end()) {
+        pick = candidate;
+        break;
+      }
+    out.push_back(pick);
+  }
+  return out;
+}
+
+QColor CompareView::runColor(int64_t run_id) const {
+  for (size_t i = 0; i < runs_.size() && i < colors_.size(); ++i)
+    if (runs_[i].id == run_id) return colors_[i];
+  return run_color(run_id);
+}
+
 void CompareView::onRuns(std::vector<RunInfo> runs) {
   runs_ = std::move(runs);
   runs_loaded_ = true;
+  std::vector<int64_t> ids;
+  for (const RunInfo& r : runs_) ids.push_back(r.id);
+  colors_ = compare_colors(ids);
   std::set<QString> keys;
   for (const RunInfo& r : runs_)
     for (const auto& k : r.keys) keys.insert(QString::fromStdString(k));
@@ -340,7 +438,9 @@ void CompareView::setMetric(const QString& key) {
         return out;
       },
       [this, key, generation](std::vector<Curve> curves) {
-        if (generation == generation_) onCurves(key, std::move(curves));
+        if (generation != generation_) return;
+        onCurves(key, std::move(curves));
+        if (stale_ && !live_timer_.isActive()) live_timer_.start(live_interval_ms_);  // changed while read
       },
       [this](const QString& error) { status_label_->setText("Cannot read metrics: " + error); });
 }
@@ -357,21 +457,22 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
     for (const SeriesPoint& p : s.series(run_id, key, lo, hi)) {
       c.steps.push_back(p.step);
       c.values.push_back(p.value);
-      if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step);
+      if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step), c.non_finite_counts.push_back(1);
     }
     return c;
   }
-  // Each bucket at its middle step: its min and max (the band, spikes kept) and its last value
-  // (the line, smoothed like raw points).
+  // Each bucket at its middle step: its min and max (the band, spikes kept) and the mean of its
+  // finite values (the line: smoothed as that many points, it has the shape the smoothing gives
+  // the raw points; a bucket's last value would carry one point's noise for all of them).
   c.decimated = true;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (const auto& b : buckets) {
     c.steps.push_back((b.first_step + b.last_step) / 2);
     c.mins.push_back(b.count ? b.min : nan);
     c.maxs.push_back(b.count ? b.max : nan);
-    c.values.push_back(b.count ? b.last : nan);
+    c.values.push_back(b.count ? b.mean : nan);
     c.counts.push_back(b.count);
-    if (b.nan_count > 0) c.non_finite_steps.push_back(c.steps.back());
+    if (b.nan_count > 0) c.non_finite_steps.push_back(c.steps.back()), c.non_finite_counts.push_back(b.nan_count);
   }
   return c;
 }
@@ -403,7 +504,9 @@ void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
     plot_->removeItem(reference_line_);
     reference_line_ = nullptr;
   }
-  drawCurves(/*rescale=*/true);
+  drawCurves(/*rescale=*/!keep_view_);
+  if (keep_view_) zoom_timer_.start();  // the steps in view read again at their resolution
+  keep_view_ = false;
   curves_loaded_ = true;
   Q_EMIT loaded();
 }
@@ -423,7 +526,7 @@ void CompareView::drawCurves(bool rescale) {
   };
   for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
     const Curve& c = curves_[i];
-    const QColor color = run_color(runs_[i].id);
+    const QColor color = colors_[i];
     QColor faint = color;
     faint.setAlpha(70);
     QVector<double> xs(static_cast<int>(c.steps.size()));
@@ -481,18 +584,19 @@ void CompareView::drawCurves(bool rescale) {
     QCPGraph* marks = plot_->addGraph();
     marks->setName(runLabel(i) + " (NaN / Inf)");
     marks->setLineStyle(QCPGraph::lsNone);
-    marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, run_color(runs_[i].id), 9));
+    marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, colors_[i], 9));
     QVector<double> mx, my;
     for (int64_t step : curves_[i].non_finite_steps) mx << static_cast<double>(step), my << y.upper - 0.04 * y.size();
     marks->setData(mx, my, true);
     graphs_[i].marks = marks;
-    non_finite += static_cast<int64_t>(curves_[i].non_finite_steps.size());
+    for (int64_t n : curves_[i].non_finite_counts) non_finite += n;
   }
   plot_->replot();
   drawing_ = false;
   QString status = QString("%1 of %2 runs have %3").arg(drawn).arg(runs_.size()).arg(metric_);
   if (decimated) status += QString(" (%1 drawn as min/max envelope)").arg(decimated);
   if (non_finite) status += QString("; %1 NaN / Inf point(s) marked \u00d7").arg(non_finite);
+  status += QString("; read at %1").arg(QTime::currentTime().toString("HH:mm:ss"));
   status_label_->setText(status);
 }
 
@@ -508,7 +612,10 @@ void CompareView::setStepRange(double lo, double hi) {
 }
 
 void CompareView::resetZoom() {
-  if (!metric_.isEmpty()) setMetric(metric_);  // every step again, axes fitted to it
+  // Every run read again (the steps logged since included), every step shown.
+  if (runs_in_flight_ || !curves_loaded_) return;
+  keep_view_ = false;
+  readRuns();
 }
 
 // Runs drawn from buckets (or from a zoomed read that no longer covers the view) are read again
@@ -590,7 +697,7 @@ void CompareView::fillConfigTable() {
   config_table_->setColumnCount(static_cast<int>(runs_.size()));
   config_table_->setRowCount(static_cast<int>(diff_.size()));
   for (size_t c = 0; c < runs_.size(); ++c) {
-    auto* head = new QTableWidgetItem(swatch(run_color(runs_[c].id)), runLabel(c));
+    auto* head = new QTableWidgetItem(swatch(colors_[c]), runLabel(c));
     config_table_->setHorizontalHeaderItem(static_cast<int>(c), head);
   }
   QStringList fields;
@@ -601,7 +708,7 @@ void CompareView::fillConfigTable() {
                              new QTableWidgetItem(QString::fromStdString(diff_[r].values[c])));
   }
   config_table_->setVerticalHeaderLabels(fields);
-  config_table_->resizeColumnsToContents();
+  fit_columns(config_table_, kMostColumnWidth);
   if (diff_.empty()) config_table_->setToolTip("The configs of these runs are identical.");
 }
 
@@ -641,7 +748,7 @@ void CompareView::fillResultsTable() {
   for (size_t r = 0; r < runs_.size(); ++r) {
     const int row = static_cast<int>(r);
     const CompareResults& res = runs_[r].results;
-    results_table_->setItem(row, 0, new QTableWidgetItem(swatch(run_color(runs_[r].id)), runLabel(r)));
+    results_table_->setItem(row, 0, new QTableWidgetItem(swatch(colors_[r]), runLabel(r)));
     int col = 1;
     for (const auto& k : keys) {
       const auto it = res.metrics.find(k);
@@ -652,7 +759,7 @@ void CompareView::fillResultsTable() {
       results_table_->setItem(row, col++, cell(it == res.win_rates.end() ? std::nullopt : std::optional<double>(it->second)));
     }
   }
-  results_table_->resizeColumnsToContents();
+  fit_columns(results_table_, kMostColumnWidth);
 }
 
 QString CompareView::statusText() const { return status_label_->text(); }
@@ -669,8 +776,8 @@ bool CompareView::exportOverlayImage(const QString& path) const {
 }
 
 // The overlay as read: a run's stored points, or for a run drawn from buckets, each bucket's min,
-// max and last value at its middle step, said in the "kind" column (value / bucket_min /
-// bucket_max / bucket_last). Unsmoothed: the smoothing is a drawing choice.
+// max and mean at its middle step, said in the "kind" column (value / bucket_min / bucket_max /
+// bucket_mean). Unsmoothed: the smoothing is a drawing choice.
 bool CompareView::exportOverlayCsv(const QString& path) const {
   CsvRows rows{{"run_id", "run_name", "step", "value", "kind"}};
   for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
@@ -685,7 +792,7 @@ bool CompareView::exportOverlayCsv(const QString& path) const {
       }
       row(j, c.mins[j], "bucket_min");
       row(j, c.maxs[j], "bucket_max");
-      row(j, c.values[j], "bucket_last");
+      row(j, c.values[j], "bucket_mean");
     }
   }
   return write_csv(path, rows);

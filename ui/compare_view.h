@@ -10,6 +10,7 @@
 // also as PNG / PDF; exportAll writes them all to a folder.
 #pragma once
 
+#include <QElapsedTimer>
 #include <QString>
 #include <QStringList>
 #include <QTimer>
@@ -55,7 +56,16 @@ public:
   double smoothing() const { return smoothing_; }
   // Shows steps lo..hi as the user zooming does (envelopes are read again for them), and back.
   void setStepRange(double lo, double hi);
+  // Reads every run again (steps logged since included) and shows every step.
   void resetZoom();
+  // Reads every run again and keeps the view where the user zoomed (or grows it with the runs
+  // where it showed every step). F5 on this tab.
+  void refresh();
+  // The main window's poll: some of these runs changed. While this tab is visible they are read
+  // again, at most once per live interval; a hidden tab is read again when it is shown.
+  void runsChanged(const std::vector<int64_t>& changed_run_ids);
+  static constexpr int kLiveRefreshMs = 5000;
+  void setLiveInterval(int ms);  // (tests: 0)
   QString metric() const;
   QStringList metricKeys() const;
   // Writes overlay.png, overlay.pdf, overlay.csv, config_diff.csv and results.csv into folder
@@ -80,6 +90,9 @@ public:
     QCPGraph* marks = nullptr;
   };
   const RunGraphs* runGraphs(int64_t run_id) const;  // nullptr for a run not in the view
+  // The run's colour here: its run-list colour, or a shade of it where an earlier run in this
+  // view has the same one (run-list colours repeat every ten ids).
+  QColor runColor(int64_t run_id) const;
   bool isDecimated(int64_t run_id) const;
   std::pair<int64_t, int64_t> stepsRead(int64_t run_id) const;  // the step range last read
   std::optional<double> referenceLine() const;  // ln 2 on BCE-valued metrics
@@ -94,6 +107,7 @@ Q_SIGNALS:
 
 protected:
   void changeEvent(QEvent* event) override;  // follows a light / dark palette switch
+  void showEvent(QShowEvent* event) override;
 
 private:
   struct RunInfo {
@@ -107,15 +121,17 @@ private:
   };
   struct Curve {
     std::vector<int64_t> steps;  // raw: every point's; decimated: each bucket's middle step
-    std::vector<double> values;  // raw: as stored; decimated: each bucket's last value
+    std::vector<double> values;  // raw: as stored; decimated: the mean of each bucket's finite values
     std::vector<double> mins, maxs;  // decimated only: each bucket's min / max (NaN: no finite value)
     std::vector<int64_t> counts;     // decimated only: each bucket's finite points
     bool decimated = false;
     int64_t lo = 0, hi = -1;  // the steps read
     std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
+    std::vector<int64_t> non_finite_counts;  // per mark: the points it stands for (a bucket's, or 1)
   };
   // Reads run's key over steps lo..hi: raw rows up to kRawPointLimit, buckets beyond (store thread).
   static Curve readCurve(RunStore& store, int64_t run_id, const std::string& key, int64_t lo, int64_t hi);
+  void readRuns();  // names, configs, metric keys and last steps, results; then the metric's curves
   void onRuns(std::vector<RunInfo> runs);
   void onCurves(const QString& key, std::vector<Curve> curves);
   void drawCurves(bool rescale);
@@ -134,6 +150,13 @@ private:
   std::vector<Curve> curves_;
   std::vector<Curve> overviews_;  // per run, every step as first read: what a zoomed read's smoothing starts from
   std::vector<RunGraphs> graphs_;  // per run, as curves_
+  std::vector<QColor> colors_;     // per run, as runs_
+  QTimer live_timer_;              // the next read of runs that changed
+  QElapsedTimer last_read_;
+  int live_interval_ms_ = kLiveRefreshMs;
+  bool stale_ = false;           // a run changed since the last read
+  bool runs_in_flight_ = false;
+  bool keep_view_ = false;       // the read in flight keeps the axes (a refresh while zoomed)
   std::vector<ConfigDiffRow> diff_;
   QString metric_;
   int generation_ = 0;  // drops the answers of superseded metric requests

@@ -173,7 +173,10 @@ void MainWindow::buildActions() {
   add("Studies", QStyle::SP_FileDialogDetailedView, QKeySequence("Ctrl+Shift+S"), [this] { chooseStudy(); });
   refresh_ = new QAction("Refresh", this);
   refresh_->setShortcut(QKeySequence::Refresh);
-  connect(refresh_, &QAction::triggered, this, &MainWindow::pollNow);
+  connect(refresh_, &QAction::triggered, this, [this] {
+    pollNow();
+    if (auto* compare = qobject_cast<CompareView*>(tabs_->currentWidget())) compare->refresh();
+  });
   addAction(refresh_);
   // (An action, not a bare shortcut, so the Help menu's shortcut list has it.)
   auto* find = new QAction("Filter the run list", this);
@@ -335,6 +338,12 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
   if (newest > last_poll_time_) last_poll_time_ = newest;
   model_->retain(ids);
   model_->upsert(changed);
+  if (!changed.empty()) {
+    std::vector<int64_t> changed_ids;
+    for (const auto& e : changed) changed_ids.push_back(e.row.id);
+    for (int t = 0; t < tabs_->count(); ++t)
+      if (auto* compare = qobject_cast<CompareView*>(tabs_->widget(t))) compare->runsChanged(changed_ids);
+  }
   checkLaunchedWorkers();
   welcome_->setRunCount(model_->rowCount());
   // Tabs asked for before the run was listed: now with its name and config.

@@ -285,7 +285,7 @@ TEST_F(RunStoreTest, DecimatedSeriesMatchesBruteForce) {
 
   struct Agg {
     int64_t first = std::numeric_limits<int64_t>::max(), last = -1;
-    double min = 1e300, max = -1e300, last_value = 0;
+    double min = 1e300, max = -1e300, last_value = 0, sum = 0;
     int64_t count = 0;
   };
   for (auto [lo, hi, buckets] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
@@ -298,6 +298,7 @@ TEST_F(RunStoreTest, DecimatedSeriesMatchesBruteForce) {
       a.first = std::min(a.first, r.step);
       a.min = std::min(a.min, r.value);
       a.max = std::max(a.max, r.value);
+      a.sum += r.value;
       ++a.count;
       if (r.step >= a.last) {  // ties: the later row wins (higher id)
         a.last = r.step;
@@ -318,6 +319,7 @@ TEST_F(RunStoreTest, DecimatedSeriesMatchesBruteForce) {
       EXPECT_DOUBLE_EQ(g.min, a.min);
       EXPECT_DOUBLE_EQ(g.max, a.max);
       EXPECT_DOUBLE_EQ(g.last, a.last_value);
+      EXPECT_NEAR(g.mean, a.sum / static_cast<double>(a.count), 1e-12);
       EXPECT_EQ(g.count, a.count);
     }
     EXPECT_LE(static_cast<int64_t>(got.size()), buckets);
@@ -485,5 +487,6 @@ TEST_F(RunStoreTest, NanValuesStayVisibleInSeries) {
   store.append_metrics({{0, id, 5, "loss", inf, 1.0, std::nullopt}, {0, id, 6, "loss", 0.6, 1.0, std::nullopt},
                         {0, id, 7, "loss", -inf, 1.0, std::nullopt}});
   expect_one_bucket(5, 7, 1, 2, 0.6, 0.6);
+  EXPECT_DOUBLE_EQ(store.decimated_series(id, "loss", 1, 7, 1).at(0).mean, (0.7 + 0.5 + 0.6) / 3) << "of finite values";
   EXPECT_TRUE(std::isnan(store.decimated_series(id, "loss", 5, 7, 1).at(0).last)) << "the last step's value is -Inf";
 }

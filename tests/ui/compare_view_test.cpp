@@ -274,7 +274,7 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(first[2], "1");
   EXPECT_NEAR(first[3].toDouble(), 0.69, 1e-5);
   EXPECT_EQ(first[4], "value");
-  EXPECT_TRUE(overlay.back().endsWith(",bucket_last")) << overlay.back().toStdString() << " (the decimated run)";
+  EXPECT_TRUE(overlay.back().endsWith(",bucket_mean")) << overlay.back().toStdString() << " (the decimated run)";
   EXPECT_TRUE(overlay[overlay.size() - 2].endsWith(",bucket_max"));
   const QStringList config_csv = read_lines(folder + "/config_diff.csv");
   ASSERT_EQ(config_csv.size(), 4);
@@ -325,4 +325,78 @@ TEST(CompareView, AConfigOfTheWrongShapeNeitherThrowsNorClaimsALn2Line) {
   EXPECT_EQ(view.runGraphs(bad)->raw->dataCount(), 10);
   EXPECT_FALSE(view.referenceLine().has_value());
   EXPECT_FALSE(view.configDiff().empty());
+}
+
+// A long noisy run drawn from buckets: the line is each bucket's mean (so smoothing it is smoothing
+// the run, not one point per bucket), NaN points are counted one by one, runs whose run-list
+// colours repeat (ids ten apart) get shades of their own, a long run name does not push the
+// tables' other columns out of view, and runs that log more are read again while the view stays.
+TEST(CompareView, LongRunsAreDrawnFromBucketMeansAndTheViewFollowsRunsThatLogMore) {
+  TempWorkspace ws(config_to_json(RunConfig{}).dump());
+  const int64_t first = ws.run;
+  ws.log_series("loss", 1, std::vector<double>(50, 0.5));
+  int64_t tenth_later = first;
+  for (int i = 0; i < 10; ++i)
+    tenth_later = ws.store->create_run(std::string(120, 'n') + std::to_string(i), "preference",
+                                       config_to_json(RunConfig{}).dump());
+  ASSERT_EQ(tenth_later, first + 10);
+  ws.run = tenth_later;
+  std::vector<double> noisy;
+  uint32_t x = 12345;
+  for (int i = 0; i < 9000; ++i) {
+    x = x * 1664525u + 1013904223u;  // (a fixed sequence: the test is the same on every machine)
+    noisy.push_back(i >= 8000 ? std::nan("") : 1.0 + (static_cast<double>(x >> 8) / 16777216.0 - 0.5));
+  }
+  ws.log_series("loss", 1, noisy);
+
+  StoreWorker store(QString::fromStdString(ws.path));
+  CompareView view(&store, {first, tenth_later});
+  view.setLiveInterval(0);
+  view.resize(1000, 700);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  ASSERT_TRUE(view.isDecimated(tenth_later));
+
+  // Each drawn point of the decimated run is the mean of its bucket's finite values.
+  const QCPGraph* raw = view.runGraphs(tenth_later)->raw;
+  const auto buckets = ws.store->decimated_series(tenth_later, "loss", 0, 9000, CompareView::kBuckets);
+  size_t finite_buckets = 0;
+  for (const auto& b : buckets) {
+    if (b.count == 0) continue;
+    double sum = 0;
+    for (int64_t step = b.first_step; step <= b.last_step; ++step)
+      if (step <= 8000) sum += noisy[static_cast<size_t>(step - 1)];
+    const double mean = sum / static_cast<double>(b.count);
+    ASSERT_LT(finite_buckets, static_cast<size_t>(raw->dataCount()));
+    EXPECT_NEAR(raw->data()->at(static_cast<int>(finite_buckets))->value, mean, 1e-9) << "bucket at " << b.first_step;
+    ++finite_buckets;
+  }
+  EXPECT_GT(finite_buckets, 1000u);
+  EXPECT_TRUE(view.statusText().contains("1000 NaN / Inf point(s) marked")) << view.statusText().toStdString();
+
+  // Colours: run-list colours repeat every ten ids; here the later run has a shade of its own.
+  EXPECT_EQ(run_color(first), run_color(tenth_later));
+  EXPECT_EQ(view.runColor(first), run_color(first));
+  EXPECT_NE(view.runColor(tenth_later), view.runColor(first));
+  EXPECT_EQ(view.runGraphs(tenth_later)->smooth->pen().color(), view.runColor(tenth_later));
+
+  // The tables: a 120-character name is elided, and said whole in its tooltip.
+  QTableWidget* results = view.resultsTable();
+  EXPECT_LE(results->columnWidth(0), 220);
+  EXPECT_EQ(results->item(1, 0)->toolTip().toStdString().find(std::string(120, 'n')), 4u) << "\"#11 nnn...\"";
+
+  // More steps logged by the first run: read again on the poll's word, the zoom kept.
+  view.setStepRange(10, 40);
+  ASSERT_TRUE(pump_until([&] { return !view.zoomPending(); }));
+  ws.run = first;
+  ws.log_series("loss", 51, std::vector<double>(30, 0.25));
+  view.runsChanged({first});
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded() && view.stepsRead(first).second >= 80 && !view.zoomPending(); }))
+      << "steps read: " << view.stepsRead(first).second;
+  EXPECT_DOUBLE_EQ(view.plot()->xAxis->range().lower, 10) << "the view stays where the user put it";
+  EXPECT_DOUBLE_EQ(view.plot()->xAxis->range().upper, 40);
+  view.resetZoom();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded() && !view.zoomPending() && view.isDecimated(tenth_later); }));
+  EXPECT_GE(view.plot()->xAxis->range().upper, 7990) << "every finite step again";
+  EXPECT_TRUE(view.statusText().contains("read at")) << view.statusText().toStdString();
 }
