@@ -14,7 +14,10 @@ const std::vector<std::string>& compare_result_keys() {
 CompareResults collect_compare_results(const std::vector<EvalRow>& evals, const std::vector<MetricRow>& latest) {
   CompareResults r;
   for (const MetricRow& m : latest)
-    if (m.key.rfind("eval_", 0) == 0) r.metrics[m.key] = m.value;
+    if (m.key.rfind("eval_", 0) == 0) {
+      r.metrics[m.key] = m.value;
+      r.metrics_step = std::max(r.metrics_step.value_or(m.step), m.step);
+    }
   std::vector<const EvalRow*> ordered;
   for (const EvalRow& e : evals) ordered.push_back(&e);
   std::stable_sort(ordered.begin(), ordered.end(), [](const EvalRow* a, const EvalRow* b) {
@@ -22,7 +25,11 @@ CompareResults collect_compare_results(const std::vector<EvalRow>& evals, const 
   });
   for (const EvalRow* e : ordered) {
     const EvalReport report = eval_report_from_text(e->result_json);
-    for (const auto& [key, value] : report.preference) r.metrics[key] = value;
+    if (!report.preference.empty()) {  // this evaluation's figures, all of them
+      r.metrics.clear();
+      for (const auto& [key, value] : report.preference) r.metrics[key] = value;
+      r.metrics_step = e->checkpoint_step;
+    }
     if (!report.judge) continue;
     // Win rates of the "all" bucket, or of the only rows an older report has.
     std::map<double, double> any_bucket, all_bucket;
@@ -30,6 +37,7 @@ CompareResults collect_compare_results(const std::vector<EvalRow>& evals, const 
       (row.bucket == "all" ? all_bucket[row.temperature] : any_bucket[row.temperature]) = row.win_rate;
     for (const auto& [t, rate] : all_bucket) any_bucket[t] = rate;
     r.win_rates = any_bucket;  // the newest judged evaluation as a whole: no temperature of an older one
+    r.win_rates_step = e->checkpoint_step;
   }
   return r;
 }

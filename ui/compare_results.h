@@ -1,10 +1,13 @@
 // Compare results: the final evaluation figures of one run for the Compare tab's results table,
 // read from the run store's evals rows (typed reports, core/eval/eval_report.h) and the run's
-// newest eval_* metrics. The newest eval row wins; win rates are those of the "all" bucket (or
-// the only rows an older report has). Pure functions, no Qt.
+// newest eval_* metrics. The newest eval row with held-out figures gives them all (never one
+// figure from one evaluation beside another's), the newest judged one gives the win rates (the
+// "all" bucket, or the only rows an older report has); each says the step it evaluated, so a
+// table can show where the two come from different checkpoints. Pure functions, no Qt.
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,8 @@ namespace ganpo::ui {
 struct CompareResults {
   std::map<std::string, double> metrics;  // eval_* key -> final value
   std::map<double, double> win_rates;     // sampling temperature -> win rate vs the reference
+  std::optional<int64_t> metrics_step;    // the step the metrics are of
+  std::optional<int64_t> win_rates_step;  // the checkpoint step the win rates are of
 };
 
 // The metric columns the results table always shows, in order.

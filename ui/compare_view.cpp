@@ -376,20 +376,31 @@ void CompareView::onRuns(std::vector<RunInfo> runs) {
   metric_combo_->clear();
   for (const QString& k : keys) metric_combo_->addItem(k);
   // Each config as this build reads it (a field an older build did not store takes its default,
-  // marked so), where it reads; as stored otherwise.
-  // Where any config does not read, every run is compared as stored (a mix would mark every
-  // default field of the others as differing).
+  // marked so; one it stored that this build no longer has is marked "not read"), where it reads;
+  // as stored otherwise. Where any config does not read, every run is compared as stored (a mix
+  // would mark every default field of the others as differing). A deleted run has no config: its
+  // column says so and the rows are the fields that differ among the others.
   std::vector<nlohmann::json> effective, stored;
+  std::vector<size_t> with_config;
   bool all_read = true;
-  for (const RunInfo& r : runs_) {
-    stored.push_back(r.config);
+  const nlohmann::json known = config_to_json(RunConfig{});
+  for (size_t i = 0; i < runs_.size(); ++i) {
+    if (!runs_[i].found) continue;
+    with_config.push_back(i);
+    stored.push_back(runs_[i].config);
     try {
-      effective.push_back(config_to_json(config_from_json(r.config)));
+      effective.push_back(config_to_json(config_from_json(known_fields_only(runs_[i].config, known))));
     } catch (const std::exception&) {
       all_read = false;
     }
   }
-  diff_ = all_read ? config_diff(effective, &stored) : config_diff(stored);
+  std::vector<ConfigDiffRow> rows = all_read ? config_diff(effective, &stored) : config_diff(stored);
+  for (ConfigDiffRow& row : rows) {
+    std::vector<std::string> values(runs_.size(), "(run deleted)");
+    for (size_t j = 0; j < with_config.size() && j < row.values.size(); ++j) values[with_config[j]] = row.values[j];
+    row.values = std::move(values);
+  }
+  diff_ = std::move(rows);
   fillConfigTable();
   fillResultsTable();
   QString key = metric_;
@@ -730,9 +741,16 @@ void CompareView::fillResultsTable() {
     h.replace("eval_rewards/accuracies", "eval acc").replace("eval_rewards/margins", "eval margin").replace("eval_loss", "eval loss");
     headers << h;
   }
+  headers << "at step";
+  tips << "The step the evaluation figures are of (every figure of a row is from one evaluation)";
   for (double t : temps) {
     headers << QString("win T=%1").arg(t);
     tips << QString("Judge win rate of the policy over the reference at sampling temperature %1").arg(t);
+  }
+  if (!temps.empty()) {
+    headers << "judged at";
+    tips << "The checkpoint step the win rates are of (the newest judged evaluation; it can be older than the "
+            "figures beside it when a later evaluation had no judge)";
   }
   results_table_->clear();
   results_table_->setColumnCount(headers.size());
@@ -745,6 +763,11 @@ void CompareView::fillResultsTable() {
     item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
     return item;
   };
+  auto step_cell = [](const std::optional<int64_t>& step) {
+    auto* item = new QTableWidgetItem(step ? QString::number(*step) : QString::fromUtf8("\u2014"));
+    item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    return item;
+  };
   for (size_t r = 0; r < runs_.size(); ++r) {
     const int row = static_cast<int>(r);
     const CompareResults& res = runs_[r].results;
@@ -754,10 +777,12 @@ void CompareView::fillResultsTable() {
       const auto it = res.metrics.find(k);
       results_table_->setItem(row, col++, cell(it == res.metrics.end() ? std::nullopt : std::optional<double>(it->second)));
     }
+    results_table_->setItem(row, col++, step_cell(res.metrics_step));
     for (double t : temps) {
       const auto it = res.win_rates.find(t);
       results_table_->setItem(row, col++, cell(it == res.win_rates.end() ? std::nullopt : std::optional<double>(it->second)));
     }
+    if (!temps.empty()) results_table_->setItem(row, col++, step_cell(res.win_rates_step));
   }
   fit_columns(results_table_, kMostColumnWidth);
 }
@@ -813,17 +838,22 @@ bool CompareView::exportResultsCsv(const QString& path) const {
   const auto temps = temperatures();
   CsvRows rows{{"run_id", "run_name"}};
   rows[0].insert(rows[0].end(), keys.begin(), keys.end());
+  rows[0].push_back("eval_step");
   for (double t : temps) rows[0].push_back("win_rate@" + QString::number(t).toStdString());
+  if (!temps.empty()) rows[0].push_back("judge_step");
+  const auto step_text = [](const std::optional<int64_t>& step) { return step ? std::to_string(*step) : std::string(); };
   for (const RunInfo& r : runs_) {
     std::vector<std::string> row{std::to_string(r.id), r.name.toStdString()};
     for (const auto& k : keys) {
       const auto it = r.results.metrics.find(k);
       row.push_back(it == r.results.metrics.end() ? "" : csv_number(it->second));
     }
+    row.push_back(step_text(r.results.metrics_step));
     for (double t : temps) {
       const auto it = r.results.win_rates.find(t);
       row.push_back(it == r.results.win_rates.end() ? "" : csv_number(it->second));
     }
+    if (!temps.empty()) row.push_back(step_text(r.results.win_rates_step));
     rows.push_back(std::move(row));
   }
   return write_csv(path, rows);

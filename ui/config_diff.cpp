@@ -26,6 +26,17 @@ bool same_value(const nlohmann::json& a, const nlohmann::json& b) {
 
 }  // namespace
 
+nlohmann::json known_fields_only(const nlohmann::json& stored, const nlohmann::json& known) {
+  if (!stored.is_object() || !known.is_object()) return stored;
+  nlohmann::json out = nlohmann::json::object();
+  for (auto it = stored.begin(); it != stored.end(); ++it) {
+    const auto k = known.find(it.key());
+    if (k != known.end()) out[it.key()] = known_fields_only(it.value(), *k);
+    else if (it.key() == "pipeline") out[it.key()] = it.value();
+  }
+  return out;
+}
+
 std::string config_value_text(const nlohmann::json& value) {
   if (value.is_string()) return value.get<std::string>();
   return value.dump();

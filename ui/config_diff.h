@@ -34,6 +34,13 @@ std::vector<ConfigDiffRow> config_diff(const std::vector<nlohmann::json>& config
 inline constexpr const char* kDefaultMark = " (default)";
 inline constexpr const char* kNotReadMark = " (not read by this build)";
 
+// stored without the fields `known` (this build's config JSON, e.g. of a default RunConfig) has
+// no place for: a key is dropped where known holds an object without it. What is left reads with
+// this build's reader, so a run an older build configured with a field since removed is still
+// compared as read (that field marked "not read by this build") instead of every run as stored.
+// "pipeline" is kept (a default config has none).
+nlohmann::json known_fields_only(const nlohmann::json& stored, const nlohmann::json& known);
+
 // The text a config value shows as: strings without quotes, numbers and booleans as JSON writes
 // them, arrays and null as JSON.
 std::string config_value_text(const nlohmann::json& value);

@@ -130,14 +130,25 @@ TEST(CompareResults, TrainerEvalsMetricsAndJudgeTables) {
   other.key = "loss";
   other.value = 0.1;
   const auto r = collect_compare_results(evals, {latest, other});
+  // The newest evaluation's figures, all of them and only them: no accuracy of step 100 beside the
+  // loss of step 200, and none of the trainer's logged metrics (eval rows are the final word).
   EXPECT_DOUBLE_EQ(r.metrics.at("eval_loss"), 0.6);
-  EXPECT_DOUBLE_EQ(r.metrics.at("eval_rewards/accuracies"), 0.5);  // eval rows are the final word
+  EXPECT_EQ(r.metrics.count("eval_rewards/accuracies"), 0u);
   EXPECT_DOUBLE_EQ(r.metrics.at("eval_rewards/margins"), 0.3);
+  EXPECT_EQ(r.metrics_step, 200);
+  EXPECT_EQ(r.win_rates_step, 200);
   EXPECT_EQ(r.metrics.count("loss"), 0u);
   ASSERT_EQ(r.win_rates.size(), 2u);
   EXPECT_DOUBLE_EQ(r.win_rates.at(0.7), 0.6);
   EXPECT_DOUBLE_EQ(r.win_rates.at(1.0), 0.55);
   EXPECT_TRUE(collect_compare_results({}, {other}).metrics.empty());
+  // A later evaluation without a judge: the win rates stay those of the judged one, and say so.
+  evals.push_back(evals[1]);
+  evals.back().id = 4;
+  evals.back().checkpoint_step = 300;
+  const auto later = collect_compare_results(evals, {});
+  EXPECT_EQ(later.metrics_step, 300);
+  EXPECT_EQ(later.win_rates_step, 200);
 }
 
 TEST(CompareView, OverlaysTablesAndExports) {
@@ -220,10 +231,11 @@ TEST(CompareView, OverlaysTablesAndExports) {
   // Results: eval rows, the newest eval_ metric, win rates per temperature.
   QTableWidget* results = view.resultsTable();
   ASSERT_EQ(results->rowCount(), 2);
-  ASSERT_EQ(results->columnCount(), 6);
-  EXPECT_EQ(results->horizontalHeaderItem(4)->text(), "win T=0.7");
+  ASSERT_EQ(results->columnCount(), 8);  // run, 3 figures, their step, 2 win rates, their step
+  EXPECT_EQ(results->horizontalHeaderItem(5)->text(), "win T=0.7");
   EXPECT_EQ(results->item(0, 1)->text(), "0.41");
-  EXPECT_EQ(results->item(0, 5)->text(), "0.57");
+  EXPECT_EQ(results->item(0, 4)->text(), "120");
+  EXPECT_EQ(results->item(0, 6)->text(), "0.57");
   EXPECT_EQ(results->item(1, 1)->text(), "0.5");
 
   view.setMetric("rewards/accuracies");
@@ -282,9 +294,10 @@ TEST(CompareView, OverlaysTablesAndExports) {
   EXPECT_EQ(config_csv[1], "ganpo.enabled,true,false");
   const QStringList results_csv = read_lines(folder + "/results.csv");
   ASSERT_EQ(results_csv.size(), 3);
-  EXPECT_EQ(results_csv[0], "run_id,run_name,eval_loss,eval_rewards/accuracies,eval_rewards/margins,win_rate@0.7,win_rate@1.3");
-  EXPECT_EQ(results_csv[1], QString("%1,dashboard-test,0.41,0.83,1.2,0.62,0.57").arg(run_a));
-  EXPECT_EQ(results_csv[2], QString("%1,ganpo-off,0.5,,,,").arg(run_b));
+  EXPECT_EQ(results_csv[0], "run_id,run_name,eval_loss,eval_rewards/accuracies,eval_rewards/margins,eval_step,"
+                            "win_rate@0.7,win_rate@1.3,judge_step");
+  EXPECT_EQ(results_csv[1], QString("%1,dashboard-test,0.41,0.83,1.2,120,0.62,0.57,120").arg(run_a));
+  EXPECT_EQ(results_csv[2], QString("%1,ganpo-off,0.5,,,6000,,,").arg(run_b));
   EXPECT_EQ(QDir(folder).entryList(QDir::Files).size(), 5);  // no .part files left behind
 
   // Zoomed in to 11 steps of run b (drawn from buckets): those steps are read again, every one,
@@ -399,4 +412,31 @@ TEST(CompareView, LongRunsAreDrawnFromBucketMeansAndTheViewFollowsRunsThatLogMor
   ASSERT_TRUE(pump_until([&] { return view.isLoaded() && !view.zoomPending() && view.isDecimated(tenth_later); }));
   EXPECT_GE(view.plot()->xAxis->range().upper, 7990) << "every finite step again";
   EXPECT_TRUE(view.statusText().contains("read at")) << view.statusText().toStdString();
+}
+
+// The config diff reads each config as this build does even where one stored a field since
+// removed (marked, not every run compared as stored), and a deleted run is a column that says so
+// rather than a config whose every field differs.
+TEST(CompareView, ARemovedFieldIsMarkedAndADeletedRunAddsNoRows) {
+  nlohmann::json old_config = config_to_json(RunConfig{});
+  old_config["objective"]["old_knob"] = 3;
+  old_config["objective"].erase("beta");  // stored before beta existed: read at its default
+  TempWorkspace ws(old_config.dump());
+  const int64_t old_run = ws.run;
+  ws.log_series("loss", 1, std::vector<double>(5, 0.5));
+  RunConfig changed;
+  changed.objective.beta = 0.3;
+  const int64_t new_run = ws.store->create_run("new", "preference", config_to_json(changed).dump());
+  const int64_t gone = ws.store->create_run("gone", "preference", config_to_json(changed).dump());
+  ws.store->delete_run(gone);
+
+  StoreWorker store(QString::fromStdString(ws.path));
+  CompareView view(&store, {old_run, new_run, gone});
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  const auto& diff = view.configDiff();
+  ASSERT_EQ(diff.size(), 2u);
+  EXPECT_EQ(diff[0].field, "objective.beta");
+  EXPECT_EQ(diff[0].values, (std::vector<std::string>{config_value_text(config_to_json(RunConfig{})["objective"]["beta"]) + kDefaultMark, "0.3", "(run deleted)"}));
+  EXPECT_EQ(diff[1].field, "objective.old_knob");
+  EXPECT_EQ(diff[1].values, (std::vector<std::string>{std::string("3") + kNotReadMark, kAbsent, "(run deleted)"}));
 }
