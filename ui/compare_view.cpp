@@ -232,6 +232,14 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   connect(plot_->xAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this] {
     if (!drawing_ && curves_loaded_) zoom_timer_.start();
   });
+  // The NaN / Inf crosses stay near the top of whatever y range is shown (a wheel zoom moves it).
+  connect(plot_->yAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this](const QCPRange& y) {
+    if (drawing_) return;
+    for (RunGraphs& g : graphs_) {
+      if (!g.marks) continue;
+      for (auto it = g.marks->data()->begin(); it != g.marks->data()->end(); ++it) it->value = y.upper - 0.04 * y.size();
+    }
+  });
   connect(png, &QPushButton::clicked, this, [this] { exportDialog("png"); });
   connect(pdf, &QPushButton::clicked, this, [this] { exportDialog("pdf"); });
   connect(csv, &QPushButton::clicked, this, [this] { exportDialog("overlay.csv"); });
@@ -800,13 +808,14 @@ bool CompareView::exportOverlayImage(const QString& path) const {
   });
 }
 
-// The overlay as read: a run's stored points, or for a run drawn from buckets, each bucket's min,
-// max and mean at its middle step, said in the "kind" column (value / bucket_min / bucket_max /
-// bucket_mean). Unsmoothed: the smoothing is a drawing choice.
+// The overlay over every run's whole range as read (not the zoomed steps, which would mix ranges
+// between runs drawn from buckets and runs drawn whole): a run's stored points, or for a run drawn
+// from buckets, each bucket's min, max and mean at its middle step, said in the "kind" column
+// (value / bucket_min / bucket_max / bucket_mean). Unsmoothed: the smoothing is a drawing choice.
 bool CompareView::exportOverlayCsv(const QString& path) const {
   CsvRows rows{{"run_id", "run_name", "step", "value", "kind"}};
-  for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
-    const Curve& c = curves_[i];
+  for (size_t i = 0; i < runs_.size() && i < overviews_.size(); ++i) {
+    const Curve& c = overviews_[i];
     const auto row = [&](size_t j, double v, const char* kind) {
       rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(c.steps[j]), csv_number(v), kind});
     };

@@ -386,6 +386,10 @@ TEST(CompareView, LongRunsAreDrawnFromBucketMeansAndTheViewFollowsRunsThatLogMor
   }
   EXPECT_GT(finite_buckets, 1000u);
   EXPECT_TRUE(view.statusText().contains("1000 NaN / Inf point(s) marked")) << view.statusText().toStdString();
+  // The NaN crosses follow the y range a wheel zoom sets.
+  view.plot()->yAxis->setRange(0, 100);
+  ASSERT_NE(view.runGraphs(tenth_later)->marks, nullptr);
+  EXPECT_DOUBLE_EQ(view.runGraphs(tenth_later)->marks->data()->begin()->value, 96);
 
   // Colours: run-list colours repeat every ten ids; here the later run has a shade of its own.
   EXPECT_EQ(run_color(first), run_color(tenth_later));
@@ -401,6 +405,15 @@ TEST(CompareView, LongRunsAreDrawnFromBucketMeansAndTheViewFollowsRunsThatLogMor
   // More steps logged by the first run: read again on the poll's word, the zoom kept.
   view.setStepRange(10, 40);
   ASSERT_TRUE(pump_until([&] { return !view.zoomPending(); }));
+  // Zoomed, the CSV still holds every run's whole range (not the steps in view for some runs).
+  QTemporaryDir dir;
+  ASSERT_TRUE(view.exportOverlayCsv(dir.filePath("o.csv")));
+  const QStringList csv = read_lines(dir.filePath("o.csv"));
+  ASSERT_FALSE(csv.isEmpty());
+  EXPECT_TRUE(csv.back().startsWith(QString::number(tenth_later) + ",")) << csv.back().toStdString();
+  EXPECT_TRUE(csv.back().endsWith(",bucket_mean")) << csv.back().toStdString();
+  EXPECT_GT(csv.back().section(',', 2, 2).toLongLong(), 7000) << csv.back().toStdString();
+
   ws.run = first;
   ws.log_series("loss", 51, std::vector<double>(30, 0.25));
   view.runsChanged({first});
