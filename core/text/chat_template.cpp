@@ -163,6 +163,17 @@ struct Raise : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A special token the tokenizer does not set ("" here; transformers leaves it out of the template's
+// variables, so it is undefined there). Printed alone (`{{ bos_token }}`) it renders as nothing;
+// added to text (`bos_token + content`) jinja2 raises UndefinedError. what(): the variable's name.
+struct Undefined : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+const std::string& added_token(const std::string& token, const char* name) {
+  if (token.empty()) throw Undefined(name);
+  return token;
+}
+
 struct Call {
   const std::vector<ChatMessage>& messages;
   bool add_generation_prompt;
@@ -195,7 +206,7 @@ std::string render_llama3(const Call& c, bool always_add_generation_prompt) {
   std::string out;
   for (size_t i = 0; i < c.messages.size(); ++i) {
     const auto& m = c.messages[i];
-    if (i == 0) out += c.bos;
+    if (i == 0) out += added_token(c.bos, "bos_token");  // {% set content = bos_token + content %}
     out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + py_strip(m.content) + "<|eot_id|>";
   }
   if (always_add_generation_prompt || c.add_generation_prompt) out += kLlama3Header;
@@ -357,9 +368,9 @@ std::string render_llama2(const Call& c, bool strip) {
     if (i == 0 && has_system) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content;
     if (strip) content = py_strip(content);
     if (m.role == "user") {
-      out += c.bos + "[INST] " + content + " [/INST]";
+      out += added_token(c.bos, "bos_token") + "[INST] " + content + " [/INST]";
     } else if (m.role == "assistant") {
-      out += " " + content + " " + c.eos;
+      out += " " + content + " " + added_token(c.eos, "eos_token");
     }  // any other role (at an odd position): the template renders nothing for it
   }
   return out;
@@ -381,7 +392,7 @@ std::string render_mistral_v1(const Call& c) {
         out += " [INST] " + m.content + " [/INST]";
       }
     } else if (m.role == "assistant") {
-      out += " " + m.content + c.eos;
+      out += " " + m.content + added_token(c.eos, "eos_token");
     } else {
       throw Raise(kOnlyUserAssistantSystem);
     }
@@ -398,7 +409,7 @@ std::string render_mistral_legacy(const Call& c, bool space_after_eos) {
     if (m.role == "user") {
       out += "[INST] " + m.content + " [/INST]";
     } else if (m.role == "assistant") {
-      out += m.content + c.eos + (space_after_eos ? " " : "");
+      out += m.content + added_token(c.eos, "eos_token") + (space_after_eos ? " " : "");
     } else {
       throw Raise("Only user and assistant roles are supported!");
     }
@@ -429,7 +440,7 @@ std::string render_mistral_v3(const Call& c, bool nemo) {
         out += inst + m.content + "[/INST]";
       }
     } else if (m.role == "assistant") {
-      out += nemo ? m.content + c.eos : " " + py_strip(m.content) + c.eos;
+      out += nemo ? m.content + added_token(c.eos, "eos_token") : " " + py_strip(m.content) + added_token(c.eos, "eos_token");
     } else if (m.role == "tool_results" || m.role == "tool") {
       // Plain messages carry no tool_call_id, which the template demands.
       throw Raise("Tool call IDs should be alphanumeric strings with length 9!");
@@ -772,6 +783,13 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
     throw ChatTemplateError(
         prefixed(where, "the " + std::string(variant_->name) + " chat template rejects this conversation: " + e.what()),
         e.what());
+  } catch (const Undefined& e) {
+    const std::string upstream = "'" + std::string(e.what()) + "' is undefined";
+    throw ChatTemplateError(prefixed(where, "the " + std::string(variant_->name) + " chat template adds " + e.what() +
+                                                " to the text, and this tokenizer sets none (transformers fails the "
+                                                "same way: " + upstream + "); set " + e.what() +
+                                                " in tokenizer_config.json, or name a template in data.chat_template"),
+                            upstream);
   }
   if (continue_final_message) {
     const std::string final_message = py_strip(messages.back().content);

@@ -32,7 +32,9 @@
 // trims them (Python str.strip(): the same Unicode whitespace), messages a template drops (e.g. a
 // non-user/assistant role at an odd position for Llama 2, an unknown role for Qwen) are dropped,
 // and where the real template calls raise_exception the same text is raised here as a
-// ChatTemplateError. An empty message list is always an error (most templates fail on it too).
+// ChatTemplateError. A bos / eos token the tokenizer does not set ("") renders as nothing where
+// the template prints it alone and raises where it adds it to text ("'bos_token' is undefined",
+// as jinja2 does). An empty message list is always an error (most templates fail on it too).
 // Messages carry plain string content; tool calls, tool schemas and multimodal content are not
 // supported (a "tool" role message is rendered where the template renders it from role and
 // content alone).

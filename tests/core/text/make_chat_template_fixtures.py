@@ -21,7 +21,7 @@ What is mirrored, and from where:
   does not change rendered text.
 - transformers `render_jinja_template`: the variables `messages`, `tools=None`,
   `documents=None`, `add_generation_prompt`, plus the tokenizer's special tokens
-  (`special_tokens_map`: bos/eos/unk/pad, only those that are set) and extra template kwargs;
+  (`special_tokens_map`: bos/eos/unk/pad, only those that are set and not empty) and extra template kwargs;
   and its `continue_final_message` handling (the CONTINUE_FINAL_MESSAGE_TAG trick).
 - TRL trl/data_utils.py `apply_chat_template` for a {"prompt", "chosen", "rejected"} row: the
   prompt rendered with add_generation_prompt (or continue_final_message when it ends with an
@@ -67,7 +67,9 @@ def compile_template(text):
 
 
 def special_tokens(fixture):
-    return {k: fixture[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if fixture.get(k) is not None}
+    # transformers' special_tokens_map keeps a token only when it is truthy (`if attr_value:`):
+    # an empty string is left out like None, so a template that adds it to text fails.
+    return {k: fixture[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if fixture.get(k)}
 
 
 def apply_chat_template(fixture, messages, add_generation_prompt=False, continue_final_message=False, **kwargs):
