@@ -19,6 +19,7 @@
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
 #include "core/generate.h"
+#include "core/model/hf_weights.h"
 #include "core/out_of_memory.h"
 #include "core/tasks/task.h"
 #include "core/train/opo_losses.h"
@@ -186,6 +187,8 @@ struct GenerationService::Impl {
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what_without_backtrace());
     } catch (const std::bad_alloc&) {
       throw;  // as LibTorch's out of memory
+    } catch (const LoadCancelled&) {
+      throw;
     } catch (const std::exception& e) {
       throw std::runtime_error("Cannot load the model folder " + dir.toStdString() + ": " + e.what());
     }
@@ -350,7 +353,14 @@ struct GenerationService::Impl {
       bool cancelled_before = false;
       const int base = done.load();
       const bool ran = with_room(dir, device, [&] {
-        auto model = load(dir, device);
+        std::shared_ptr<LoadedModel> model;
+        try {
+          const LoadCancelGuard give_up_on(&cancel);  // Cancel, or the tab closing, ends a long load
+          model = load(dir, device);
+        } catch (const LoadCancelled&) {
+          cancelled_before = true;
+          return;
+        }
         cancelled_before = cancel.load();
         if (cancelled_before) return;
         before_turn(dir, /*loading=*/false);

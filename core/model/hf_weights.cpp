@@ -227,6 +227,17 @@ std::set<std::string> load_trained_copies(CausalLM& model, const std::map<std::s
 // Tensors above this size are read in row pieces of about this size.
 constexpr uint64_t kStagingBytes = 64ull << 20;
 
+namespace {
+thread_local const std::atomic<bool>* t_load_cancel = nullptr;
+
+void throw_if_load_cancelled() {
+  if (t_load_cancel && t_load_cancel->load()) throw LoadCancelled();
+}
+}  // namespace
+
+LoadCancelGuard::LoadCancelGuard(const std::atomic<bool>* cancel) : previous_(t_load_cancel) { t_load_cancel = cancel; }
+LoadCancelGuard::~LoadCancelGuard() { t_load_cancel = previous_; }
+
 std::string load_model_weights(CausalLM& model, const std::string& dir, const WarningSink& warn) {
   const Architecture& arch = architecture(model->shape().arch);
   WeightFiles files(dir);
@@ -234,6 +245,7 @@ std::string load_model_weights(CausalLM& model, const std::string& dir, const Wa
   std::map<std::string, int64_t> stored;  // dtype -> elements
   torch::Tensor staging;                  // one read buffer for every tensor
   for (auto& b : bindings(model)) {
+    throw_if_load_cancelled();
     std::string name = b.hf_name;
     const std::string prefix = arch.optional_prefix;
     if (!files.has(name) && !prefix.empty() && starts_with(name, prefix) && files.has(name.substr(prefix.size())))
@@ -258,6 +270,7 @@ std::string load_model_weights(CausalLM& model, const std::string& dir, const Wa
       const int64_t rows = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes / std::max<uint64_t>(row_bytes, 1)));
       torch::NoGradGuard guard;
       for (int64_t r = 0; r < info.shape[0]; r += rows) {
+        throw_if_load_cancelled();
         const int64_t end = std::min(info.shape[0], r + rows);
         b.values[0].slice(0, r, end).copy_(reader.read_rows(name, r, end, staging));
       }

@@ -12,6 +12,7 @@
 // `max_shard_bytes` with the index, each file written atomically.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <set>
@@ -21,6 +22,7 @@
 
 #include <torch/torch.h>
 
+#include "core/error.h"
 #include "core/model/causal_lm.h"
 
 namespace ganpo {
@@ -49,7 +51,27 @@ using WarningSink = std::function<void(const std::string&)>;
 
 // Loads the weights of an HF model folder into model (built from the folder's config.json).
 // Returns the dtype most of them were stored in ("float32" | "bfloat16" | "float16").
+// Gives up with LoadCancelled where a LoadCancelGuard of this thread holds a flag that is set.
 std::string load_model_weights(CausalLM& model, const std::string& dir, const WarningSink& warn = {});
+
+// A load that may be given up (the playground's Cancel, a tab closing while an 8B model loads):
+// while a guard on this thread holds a flag, load_model_weights looks at it before each tensor
+// (and each 64 MiB piece of a large one) and throws LoadCancelled once it is set; the half-loaded
+// model is the caller's to drop. Without a guard a load runs to its end, as before.
+class LoadCancelled : public Error {
+public:
+  LoadCancelled() : Error("the model load was cancelled") {}
+};
+class LoadCancelGuard {
+public:
+  explicit LoadCancelGuard(const std::atomic<bool>* cancel);
+  ~LoadCancelGuard();
+  LoadCancelGuard(const LoadCancelGuard&) = delete;
+  LoadCancelGuard& operator=(const LoadCancelGuard&) = delete;
+
+private:
+  const std::atomic<bool>* previous_;
+};
 
 // Total bytes of the weights files in dir (what `ganpo inspect` and load figures compare to).
 uint64_t model_weights_bytes(const std::string& dir);

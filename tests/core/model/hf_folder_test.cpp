@@ -228,6 +228,31 @@ TEST(HfFolderOut, ExportedFolderHasTheSameConfigAndLogits) {
   }
 }
 
+// A load under a LoadCancelGuard whose flag is set gives up before reading a tensor; the flag
+// unset, or no guard, it loads as ever; guards nest and restore what was there.
+TEST(HfFolderIn, ALoadGivesUpOnceItsCancelFlagIsSet) {
+  const auto& c = golden()["cases"][0];
+  TempDir src("cancel-src");
+  write_case(c, src.str(), torch::kFloat32);
+  std::atomic<bool> cancel{true};
+  {
+    const LoadCancelGuard guard(&cancel);
+    EXPECT_THROW(load_model(src.str()), LoadCancelled);
+    std::atomic<bool> other{false};
+    {
+      const LoadCancelGuard inner(&other);
+      EXPECT_NO_THROW(load_model(src.str())) << "the inner guard's flag is not set";
+    }
+    EXPECT_THROW(load_model(src.str()), LoadCancelled) << "the outer guard is back";
+    cancel = false;
+    EXPECT_NO_THROW(load_model(src.str()));
+    cancel = true;
+  }
+  CausalLM m = load_model(src.str());  // no guard: the set flag is nobody's business
+  CausalLM again = load_model(src.str());
+  EXPECT_TRUE(torch::equal(run(m, c).logits, run(again, c).logits));
+}
+
 // A 70k x 256 float32 embedding (72 MB) is above the staging size, so it is read in row pieces;
 // the loaded weights equal the saved ones exactly.
 TEST(HfFolderIn, LargeTensorsReadInRowPiecesLoadExactly) {
