@@ -303,6 +303,8 @@ std::string config_value_text(const RunConfig& config, const std::string& key);
 
 // Every problem found, one actionable message each; empty when the config is usable.
 std::vector<std::string> validate_config(const RunConfig& config);
+// "auto", "cpu", "cuda" or "cuda:N": what `device` (and the CLI's --device) may be.
+bool is_valid_device(const std::string& device);
 // Throws ConfigError listing every problem.
 void validate_or_throw(const RunConfig& config);
 // The inputs the config names that are not there (against the current directory, as

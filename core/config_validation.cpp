@@ -61,13 +61,13 @@ public:
   }
 };
 
+}  // namespace
+
 bool is_valid_device(const std::string& d) {
   if (d == "auto" || d == "cpu" || d == "cuda") return true;
   if (d.rfind("cuda:", 0) != 0 || d.size() == 5) return false;
   return std::all_of(d.begin() + 5, d.end(), [](unsigned char c) { return std::isdigit(c); });
 }
-
-}  // namespace
 
 std::vector<std::string> validate_config(const RunConfig& c) {
   Checker check;

@@ -7,6 +7,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <netdb.h>
+#include <sys/socket.h>
 #include <torch/version.h>
 
 #include <chrono>
@@ -69,6 +71,17 @@ bool turn_libuv_off(Options&, long) {
 // built without libuv (as Debian's 2.6 is): then the classic TCP server, which every rank picks
 // the same way, so clients and server agree.
 c10::intrusive_ptr<c10d::TCPStore> connect_store(const std::string& address, c10d::TCPStoreOptions options) {
+  // A name that does not resolve never will: say so now, not once a second until the timeout.
+  // (A lookup that fails for now, EAI_AGAIN, is left to the store's own retries.)
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(address.c_str(), nullptr, &hints, &found); rc == 0) {
+    ::freeaddrinfo(found);
+  } else if (rc == EAI_NONAME || rc == EAI_FAIL || rc == EAI_SERVICE) {
+    throw ConfigError("the rendezvous address " + address + " (MASTER_ADDR, or ganpo launch --master-addr) does not "
+                      "resolve (" + ::gai_strerror(rc) + "); give node 0's host name or IP address");
+  }
   try {
     return c10::make_intrusive<c10d::TCPStore>(address, options);
   } catch (const c10::Error& e) {

@@ -1,9 +1,14 @@
 #include "core/run_files.h"
 
-#include <cctype>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <tuple>
 
@@ -45,16 +50,48 @@ std::string metrics_line(int64_t step, const std::map<std::string, double>& metr
   return j.dump();
 }
 
+namespace {
+
+// output_dir/train.lock, held (flock) until the returned descriptor closes; throws Error naming the
+// process that holds it.
+int lock_output_dir(const fs::path& dir) {
+  const std::string path = (dir / "train.lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot write " + path + ": " + std::strerror(errno) + "; check output_dir and its permissions");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) throw Error("cannot lock " + path + ": " + std::strerror(err));
+    const std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
+    throw Error("another process (pid " + holder.substr(0, holder.find('\n')) + ") is training into " + dir.string() +
+                "; wait for it to end or stop it, or give this run another output_dir (--set output_dir=DIR)");
+  }
+  const std::string mine = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, mine.data(), mine.size(), 0) < 0) {
+    // (the pid is only for the message a second process gives; the lock holds without it)
+  }
+  return fd;
+}
+
+}  // namespace
+
 RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) : dir_(config.output_dir) {
   const fs::path dir = config.output_dir;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create output_dir " + dir.string() + ": " + ec.message());
+  lock_fd_ = lock_output_dir(dir);
   save_config_file(config, (dir / "config.toml").string());
   metrics_ = open_file(dir / "metrics.jsonl", append);
   eval_ = open_file(dir / "eval.jsonl", append);
   samples_ = open_file(dir / "samples.jsonl", append);
   events_ = open_file(dir / "events.log", append);
+}
+
+RunFilesWriter::~RunFilesWriter() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 void RunFilesWriter::on_start(int64_t, int64_t first_step, const std::map<std::string, std::string>&) {

@@ -22,8 +22,12 @@ namespace ganpo {
 
 class RunFilesWriter final : public RunObserver {
 public:
-  // Creates output_dir; appends when resuming (append = true), else starts fresh files.
+  // Creates output_dir; appends when resuming (append = true), else starts fresh files. Holds
+  // output_dir/train.lock (flock) while it lives: a second process training into the same folder
+  // (another workspace, --no-db, a second terminal) is refused with the first one's pid, rather
+  // than both writing every file twice over. The lock goes with the process, however it ends.
   RunFilesWriter(const RunConfig& config, bool append);
+  ~RunFilesWriter() override;
   void on_start(int64_t total_steps, int64_t first_step, const std::map<std::string, std::string>& info) override;
   void on_log(const std::string& level, const std::string& text) override;
   void on_metrics(int64_t step, const std::map<std::string, double>& metrics) override;
@@ -39,6 +43,7 @@ private:
                  const std::string& dropped);
 
   std::string dir_;
+  int lock_fd_ = -1;
   std::ofstream metrics_, eval_, samples_, events_;
 };
 

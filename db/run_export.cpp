@@ -220,8 +220,31 @@ int64_t export_run(RunStore& store, int64_t run_id, ExportTable table, ExportFor
   return 0;
 }
 
+namespace {
+
+// An export never replaces the workspace it reads, its journal files, or any other SQLite file
+// (a slip of --out would put CSV where every run was).
+void refuse_database_target(const RunStore& store, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    const std::string file = store.path() + suffix;
+    if (fs::exists(file, ec) && fs::equivalent(path, file, ec))
+      throw Error(path + " is the workspace" + (*suffix ? std::string(" file ") + suffix : std::string()) +
+                  " the runs are read from; export to another file");
+  }
+  std::ifstream in(path, std::ios::binary);
+  char header[16] = {};
+  if (in.read(header, sizeof header) && std::string(header, sizeof header) == std::string("SQLite format 3\0", 16))
+    throw Error(path + " is an SQLite database (a workspace?); an export does not replace it: export to another file");
+}
+
+}  // namespace
+
 int64_t export_run_to_file(RunStore& store, int64_t run_id, ExportTable table, ExportFormat format,
                            const std::string& path) {
+  refuse_database_target(store, path);
   const std::string tmp = path + ".part";
   try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -30,8 +30,9 @@ ExportTable parse_export_table(const std::string& name);
 // the CSV header). Throws ganpo::Error if the run does not exist.
 int64_t export_run(RunStore& store, int64_t run_id, ExportTable table, ExportFormat format, std::ostream& out);
 // The same into the file at `path`, written beside it as PATH.part and renamed: a failed export
-// leaves neither half a file nor the .part (a damaged workspace, a full disk). Throws
-// ganpo::Error saying what to do.
+// leaves neither half a file nor the .part (a damaged workspace, a full disk). Never replaces
+// the workspace (or its -wal / -shm / -journal) or any other SQLite file. Throws ganpo::Error
+// saying what to do.
 int64_t export_run_to_file(RunStore& store, int64_t run_id, ExportTable table, ExportFormat format,
                            const std::string& path);
 

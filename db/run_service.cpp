@@ -88,6 +88,19 @@ std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& outpu
   return "";
 }
 
+// True when a run of the workspace other than run_id writes to dir.
+bool another_run_writes_to(RunStore& store, int64_t run_id, const fs::path& dir) {
+  const fs::path mine = resolved(dir);
+  for (const RunRow& other : store.runs()) {
+    if (other.id == run_id) continue;
+    const auto cfg = nlohmann::json::parse(other.config_json, nullptr, false);
+    if (cfg.is_object() && cfg.contains("output_dir") && cfg["output_dir"].is_string() &&
+        resolved(cfg["output_dir"].get<std::string>()) == mine)
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 bool looks_like_run_folder(const fs::path& dir) {
@@ -105,6 +118,18 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
   if (!options.runs_dir.empty() && is_default_output_dir(config.output_dir))
     config.output_dir = (fs::path(options.runs_dir) / (std::to_string(id) + "-" + folder_name(config.name))).string();
   make_paths_absolute(config);
+  // A config trained again (the same file, another seed) would write into the first run's
+  // folder, replacing its checkpoints and final weights: this run writes beside it, "-2", "-3".
+  if (!options.keep_output_dir && another_run_writes_to(store_, id, config.output_dir)) {
+    const std::string base = fs::path(config.output_dir).lexically_normal().string();
+    const std::string trimmed = base.size() > 1 && base.back() == '/' ? base.substr(0, base.size() - 1) : base;
+    for (int n = 2;; ++n)
+      if (const std::string next = trimmed + "-" + std::to_string(n); !another_run_writes_to(store_, id, next) &&
+                                                                        !fs::exists(next)) {
+        config.output_dir = next;
+        break;
+      }
+  }
   resolve_data_source(config.data);
   store_.set_config(id, config_to_json(config).dump());
   if (options.parent_run) store_.set_parent(id, *options.parent_run, options.parent_step.value_or(0));

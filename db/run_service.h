@@ -1,7 +1,8 @@
 // The run life-cycle policy every front end shares (the CLI, the window, and the study
 // scheduler to come), over the RunStore of the calling thread:
 // - create: store a run queued with the config it will train (absolute paths, the data source
-//   resolved, and, when it names none of its own, an output folder beside the workspace);
+//   resolved, and, when it names none of its own, an output folder beside the workspace; an
+//   output folder another run of the workspace writes to becomes "<folder>-2", "-3", ...);
 // - remove: delete a run's rows, and on request its output folder and worker log, never while a
 //   worker holds it and never a folder that does not look like a run's output, is a link, holds
 //   the workspace, or is shared with another run (its output folder, or a checkpoint it starts from);
@@ -28,6 +29,9 @@ struct CreateRunOptions {
   // keep whatever the config says.
   std::string runs_dir;
   std::optional<int64_t> parent_run, parent_step;  // a clone's origin
+  // Write to output_dir even where another run of the workspace does (a resume with --config
+  // goes on in the folder of the run it continues), rather than to "<output_dir>-2".
+  bool keep_output_dir = false;
 };
 
 struct CheckpointEvalOptions {

@@ -31,6 +31,10 @@ public:
     if (it != info.end()) cpu_threads = it->second;
   }
   void on_metrics(int64_t, const std::map<std::string, double>& m) override {
+    // A line without step figures (an evaluation's) is not a step; a run that fails (a loss gone
+    // non-finite) says why through the trainer, not as a missing key here.
+    for (const char* key : {"step_time_s", "tokens_per_s", "model_tflops"})
+      if (!m.count(key)) return;
     step_times.push_back(m.at("step_time_s"));
     tokens_per_s.push_back(m.at("tokens_per_s"));
     model_tflops.push_back(m.at("model_tflops"));

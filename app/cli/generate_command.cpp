@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -16,13 +17,22 @@ namespace {
 // The prompts' completions into args.out, batch by batch; `written` counts those in the file,
 // `sampling` says the model is loaded.
 int write_completions(const GenerateArgs& args, const torch::Device& device, size_t& written, bool& sampling) {
-  auto loaded = load_model_for_inference(args.checkpoint, device, args.precision);
-  sampling = true;
+  std::error_code ec;
+  if (std::filesystem::is_directory(args.prompts, ec)) {
+    std::fprintf(stderr, "ganpo generate: %s is a folder; give a JSON Lines file of {\"prompt\": ...}\n", args.prompts.c_str());
+    return 2;
+  }
+  if (std::filesystem::exists(args.out, ec) && std::filesystem::equivalent(args.out, args.prompts, ec)) {
+    std::fprintf(stderr, "ganpo generate: --out %s is the prompts file; give another file to write\n", args.out.c_str());
+    return 2;
+  }
   std::ifstream in(args.prompts);
   if (!in) {
     std::fprintf(stderr, "ganpo generate: cannot open %s\n", args.prompts.c_str());
     return 1;
   }
+  auto loaded = load_model_for_inference(args.checkpoint, device, args.precision);
+  sampling = true;
   std::vector<std::string> prompts;
   std::string line;
   int64_t line_no = 0;
@@ -36,6 +46,10 @@ int write_completions(const GenerateArgs& args, const torch::Device& device, siz
                    static_cast<long long>(line_no), e.what());
       return 1;
     }
+  }
+  if (prompts.empty()) {
+    std::fprintf(stderr, "ganpo generate: %s holds no {\"prompt\": ...} rows; nothing to generate\n", args.prompts.c_str());
+    return 2;
   }
   std::ofstream out(args.out);
   if (!out) {

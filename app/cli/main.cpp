@@ -4,16 +4,41 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdio>
 #include <exception>
 
 #include "app/cli/commands.h"
 #include "core/build_info.h"
+#include "core/config.h"
 
 namespace {
 
 const char* const kPrecisionHelp =
     "auto: bf16 on a CUDA device for a folder stored in bf16, float32 otherwise; fp32; bf16 (CUDA only)";
+
+// A number in [0, inf): NaN, infinities and negatives are refused in words (CLI11's own range
+// check lets NaN through and prints its bound as 300 digits).
+CLI::Validator finite_at_least(double low, const std::string& words) {
+  return CLI::Validator(
+      [low, words](std::string& v) {
+        try {
+          size_t used = 0;
+          const double x = std::stod(v, &used);
+          if (used != v.size() || !std::isfinite(x) || x < low) return "must be " + words + ", got " + v;
+          return std::string();
+        } catch (const std::exception&) {
+          return "must be " + words + ", got " + v;
+        }
+      },
+      words, "");
+}
+
+const CLI::Validator kDevice(
+    [](std::string& v) {
+      return ganpo::is_valid_device(v) ? std::string() : "must be auto, cpu, cuda or cuda:N (N = GPU index), got " + v;
+    },
+    "auto, cpu, cuda or cuda:N", "");
 
 }  // namespace
 
@@ -57,7 +82,7 @@ int main(int argc, char** argv) {
   g->add_option("--checkpoint", gen.checkpoint, "Model folder")->required();
   g->add_option("--prompts", gen.prompts, "JSONL file of {\"prompt\": ...}")->required();
   g->add_option("--out", gen.out, "Output JSONL")->required();
-  g->add_option("--temperature", gen.temperature, "0 = greedy")->check(CLI::NonNegativeNumber)->capture_default_str();
+  g->add_option("--temperature", gen.temperature, "0 = greedy")->check(finite_at_least(0, "a number >= 0"))->capture_default_str();
   // (0, 1], as the run config's sampling.top_p
   const CLI::Validator above_zero(  // (CLI11 runs both sides of &: not-a-number is Range's to say)
       [](std::string& v) {
@@ -70,11 +95,11 @@ int main(int argc, char** argv) {
       "", "above 0");
   g->add_option("--top-p", gen.top_p, "Nucleus sampling: the smallest set of tokens whose probability reaches it (1 = off)")
       ->check(CLI::Range(0.0, 1.0) & above_zero)->capture_default_str();
-  g->add_option("--top-k", gen.top_k, "Only the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  g->add_option("--max-new-tokens", gen.max_new_tokens)->check(CLI::PositiveNumber)->capture_default_str();
+  g->add_option("--top-k", gen.top_k, "Only the k most likely tokens (0 = off)")->check(finite_at_least(0, "a whole number >= 0 (0 = off)"))->capture_default_str();
+  g->add_option("--max-new-tokens", gen.max_new_tokens)->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
   g->add_option("--seed", gen.seed)->capture_default_str();
-  g->add_option("--batch-size", gen.batch_size, "Prompts sampled at once")->check(CLI::PositiveNumber)->capture_default_str();
-  g->add_option("--device", gen.device)->capture_default_str();
+  g->add_option("--batch-size", gen.batch_size, "Prompts sampled at once")->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
+  g->add_option("--device", gen.device)->check(kDevice)->capture_default_str();
   g->add_option("--precision", gen.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
 
   EvalArgs ev;
@@ -90,17 +115,20 @@ int main(int argc, char** argv) {
                 "Command scoring completions (JSON Lines {prompt, completion} in, {score} out) instead of the task's judge");
   e->add_option("--chat-template", ev.chat_template,
                 "Conversational --pairs: template family or variant (default: the policy's tokenizer_config.json)");
-  e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")->delimiter(',')->capture_default_str();
-  e->add_option("--num-prompts", ev.num_prompts)->capture_default_str();
-  e->add_option("--max-new-tokens", ev.max_new_tokens)->capture_default_str();
-  e->add_option("--batch-size", ev.batch_size, "Pairs per batch of the preference evaluation")
-      ->check(CLI::PositiveNumber)
+  e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")
+      ->delimiter(',')
+      ->check(finite_at_least(0, "a number >= 0 (0 = greedy)"))
       ->capture_default_str();
-  e->add_option("--loss-type", ev.loss_type)->capture_default_str();
-  e->add_option("--beta", ev.beta, "0 = the loss's default");
+  e->add_option("--num-prompts", ev.num_prompts)->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
+  e->add_option("--max-new-tokens", ev.max_new_tokens)->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
+  e->add_option("--batch-size", ev.batch_size, "Pairs per batch of the preference evaluation")
+      ->check(finite_at_least(1, "a whole number >= 1"))
+      ->capture_default_str();
+  e->add_option("--loss-type", ev.loss_type)->check(CLI::IsMember({"sigmoid", "simpo", "ipo", "hinge"}))->capture_default_str();
+  e->add_option("--beta", ev.beta, "0 = the loss's default")->check(finite_at_least(0, "a number >= 0 (0 = the loss's default)"));
   e->add_option("--simpo-gamma", ev.simpo_gamma)->capture_default_str();
   e->add_option("--seed", ev.seed)->capture_default_str();
-  e->add_option("--device", ev.device)->capture_default_str();
+  e->add_option("--device", ev.device)->check(kDevice)->capture_default_str();
   e->add_option("--precision", ev.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
   e->add_flag("--json", ev.json, "Print JSON");
 
@@ -117,7 +145,7 @@ int main(int argc, char** argv) {
   b->add_option("--config", bench.config_path, "Run config")->required();
   b->add_option("--set", bench.overrides, "Override a key (repeatable)");
   b->add_option("--steps", bench.steps, "Measured optimizer steps per variant (after 2 warm-up steps)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
   b->add_flag("--json", bench.json, "Print JSON");
 
   StudyPlanArgs study_plan;
@@ -164,7 +192,16 @@ int main(int argc, char** argv) {
   LogitsArgs logits;
   auto* lg = app.add_subcommand("logits", "Logits at every position for given token ids (parity checks)");
   lg->add_option("--model", logits.model, "Hugging Face model folder or checkpoint")->required();
-  lg->add_option("--ids", logits.ids, "Token ids, comma-separated")->delimiter(',')->required();
+  lg->add_option("--ids", logits.ids, "Token ids, comma-separated")
+      ->delimiter(',')
+      ->check(CLI::Validator(
+          [](std::string& v) {  // (an empty item would read as id 0)
+            return !v.empty() && v.find_first_not_of("0123456789") == std::string::npos
+                       ? std::string()
+                       : "every id must be a whole number >= 0, got \"" + v + "\"";
+          },
+          "ID,ID,...", ""))
+      ->required();
   lg->add_flag("--json", logits.json, "Print every logit as JSON");
 
   TokenizeArgs tokenize;

@@ -103,6 +103,12 @@ int tokenize_command(const TokenizeArgs& args) {
           return 1;
         }
         ids.push_back(v.get<int64_t>());
+        if (ids.back() < 0 || ids.back() >= tokenizer->vocab_size()) {
+          std::fprintf(stderr, "ganpo tokenize --decode: line %lld: id %lld is outside the vocabulary [0, %lld)\n",
+                       static_cast<long long>(line_no), static_cast<long long>(ids.back()),
+                       static_cast<long long>(tokenizer->vocab_size()));
+          return 1;
+        }
       }
       out["text"] = hf ? hf->decode(ids, /*skip_special_tokens=*/args.no_special) : tokenizer->decode(ids);
     } else {

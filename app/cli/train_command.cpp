@@ -461,7 +461,10 @@ int train_command(const TrainArgs& args) {
   int64_t run_id = 0;
   try {
     RunStore store = RunStore::open(db_path);
-    run_id = RunService(store).create(config);  // absolute paths, data source resolved
+    // (--resume goes on in the folder the checkpoint's run wrote: not "-2" beside it.)
+    CreateRunOptions create;
+    create.keep_output_dir = !args.resume.empty();
+    run_id = RunService(store).create(config, create);  // absolute paths, data source resolved
   } catch (const Error& e) {
     std::fprintf(stderr, "ganpo train: %s\n(or pass --no-db to record to files only)\n", e.what());
     return 2;

@@ -313,6 +313,21 @@ void Trainer::State::resume(const std::string& dir) {
   if (!fs::is_directory(ts))
     throw ModelFileError(dir + " has no trainer_state/ folder; resume needs a checkpoint-<step> folder");
   require_complete_checkpoint(dir, "resume from an earlier checkpoint-<step> folder of the run");
+  // A checkpoint of another stage, or past this run's last step, is not this run's to go on from
+  // (it would train nothing and write its weights as this run's final/).
+  const fs::path meta_file = fs::path(dir) / "meta.json";
+  const nlohmann::json meta = fs::exists(meta_file) ? read_json_file(meta_file.string()) : nlohmann::json::object();
+  const nlohmann::json stage_field = meta.is_object() ? meta.value("stage", nlohmann::json()) : nlohmann::json();
+  if (const std::string saved_stage = stage_field.is_string() ? stage_field.get<std::string>() : config.stage;
+      saved_stage != config.stage)
+    throw ConfigError(dir + " is a checkpoint of a " + saved_stage + " stage and this config trains the " + config.stage +
+                      " stage: resume it with the config it was trained with, or start this stage from its weights "
+                      "with model.checkpoint = " + dir);
+  const int64_t saved_step = read_json_file((ts / "state.json").string()).value("step", int64_t{0});
+  if (saved_step > total_steps)
+    throw ConfigError(dir + " is at step " + std::to_string(saved_step) + ", past this run's " + std::to_string(total_steps) +
+                      " steps: raise train.max_steps (or num_train_epochs) to go on, or start a new run from its "
+                      "weights with model.checkpoint = " + dir);
   if (policy->lora().r > 0) {
     // The base weights are model.checkpoint's, already loaded (or, with model.random_weights,
     // drawn again from the run's seed); the checkpoint's own weights are merged with the
@@ -397,8 +412,7 @@ void Trainer::State::resume(const std::string& dir) {
   // A checkpoint saved before its step's held-out evaluation, or its live samples, which ran out
   // of memory (settle_failed_ranks, rescue_checkpoint), says so: they are done first, with what
   // followed them.
-  if (!fs::exists(fs::path(dir) / "meta.json")) return;
-  const nlohmann::json meta = read_json_file((fs::path(dir) / "meta.json").string());
+  if (!meta.is_object()) return;
   if (meta.value("evaluation_pending", false)) {
     evaluate_first = true;
     log("info", "the held-out evaluation of step " + std::to_string(step) + " is not in " + dir +

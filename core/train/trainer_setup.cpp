@@ -11,6 +11,8 @@
 #include <set>
 #include <utility>
 
+#include "core/config_fields.h"
+
 namespace ganpo {
 namespace {
 
@@ -69,8 +71,12 @@ void Trainer::State::setup() {
   } else {
     // One optimizer step takes B rows on each of the world's processes, GA times.
     const double batches_per_epoch = std::ceil(static_cast<double>(train_size()) / static_cast<double>(B * world()));
-    total_steps = std::max<int64_t>(
-        1, static_cast<int64_t>(std::ceil(config.train.num_train_epochs * batches_per_epoch / static_cast<double>(GA))));
+    const double steps = std::ceil(config.train.num_train_epochs * batches_per_epoch / static_cast<double>(GA));
+    // (Past 2^53 a step count is no longer exact, and past 2^63 the conversion wraps.)
+    if (!(steps <= 9007199254740992.0))
+      throw ConfigError("train.num_train_epochs = " + config_detail::format_double(config.train.num_train_epochs) + " makes " +
+                        config_detail::format_double(steps) + " optimizer steps; give fewer epochs, or train.max_steps");
+    total_steps = std::max<int64_t>(1, static_cast<int64_t>(steps));
   }
   warmup = warmup_steps(config.train.warmup_ratio, total_steps);
 

@@ -3,6 +3,7 @@
 #include "core/run_files.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "tests/core/temp_dir_support.h"
 
 namespace fs = std::filesystem;
@@ -29,6 +31,28 @@ std::vector<int64_t> steps_of(const fs::path& p) {
   std::vector<int64_t> out;
   for (const auto& line : lines_of(p)) out.push_back(nlohmann::json::parse(line).at("step"));
   return out;
+}
+
+// Two trainings into one folder (two workspaces, --no-db, two terminals) would write every file
+// twice over: while one writer lives, another for the same folder is refused naming its pid.
+TEST(RunFiles, ASecondWriterForTheSameFolderIsRefusedWhileTheFirstLives) {
+  test::TestTempDir tmp;
+  RunConfig config;
+  config.output_dir = (tmp.path() / "run").string();
+  {
+    RunFilesWriter first(config, false);
+    try {
+      RunFilesWriter second(config, true);
+      FAIL() << "two writers for one folder";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("(pid " + std::to_string(::getpid()) + ") is training into"), std::string::npos)
+          << e.what();
+    }
+    RunConfig elsewhere = config;
+    elsewhere.output_dir = (tmp.path() / "other").string();
+    EXPECT_NO_THROW(RunFilesWriter other(elsewhere, false)) << "another folder is free";
+  }
+  EXPECT_NO_THROW(RunFilesWriter again(config, true)) << "the first writer gone, the folder is free";
 }
 
 TEST(RunFiles, AStageThatStartsAgainFromAStepKeepsTheRowsUpToIt) {

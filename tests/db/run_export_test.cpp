@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <sstream>
 
@@ -198,6 +199,29 @@ TEST_F(RunExportTest, BadNamesAndMissingRunsGiveClearErrors) {
   EXPECT_THROW(parse_export_table("weights"), Error);
   std::ostringstream out;
   EXPECT_THROW(export_run(*store_, run_ + 100, ExportTable::Metrics, ExportFormat::Csv, out), Error);
+}
+
+// An --out that names the workspace (or its WAL, or another workspace) is refused before anything
+// is written: every run stays readable.
+TEST_F(RunExportTest, AnExportNeverReplacesTheWorkspaceOrAnotherDatabase) {
+  const std::string ws = (dir_ / "ws.sqlite").string();
+  for (const std::string& target : {ws, ws + "-wal", (dir_ / "." / "ws.sqlite").string()}) {
+    if (!fs::exists(target)) continue;  // (the WAL exists while the store is open in WAL mode)
+    try {
+      export_run_to_file(*store_, run_, ExportTable::Metrics, ExportFormat::Csv, target);
+      FAIL() << target;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("export to another file"), std::string::npos) << e.what();
+    }
+  }
+  const std::string other = (dir_ / "other.sqlite").string();
+  { RunStore::open(other); }
+  EXPECT_THROW(export_run_to_file(*store_, run_, ExportTable::Metrics, ExportFormat::Csv, other), Error);
+  EXPECT_TRUE(store_->run(run_).has_value()) << "the workspace still reads";
+  EXPECT_TRUE(RunStore::open(other).runs().empty()) << "the other workspace is untouched";
+  const std::string csv = (dir_ / "m.csv").string();
+  std::ofstream(csv) << "old export\n";
+  EXPECT_GT(export_run_to_file(*store_, run_, ExportTable::Metrics, ExportFormat::Csv, csv), 0) << "a CSV is replaced";
 }
 
 TEST_F(RunExportTest, EmptyRunExportsHeaderOnly) {

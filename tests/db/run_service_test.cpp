@@ -60,6 +60,16 @@ TEST_F(RunServiceTest, CreateStoresTheConfigItsWorkerWillTrain) {
   EXPECT_EQ(stored_config(store, clone).output_dir, fs::absolute("mine").string());
   EXPECT_EQ(store.run(clone)->parent_run_id, id);
   EXPECT_EQ(store.run(clone)->parent_step, 40);
+
+  // The same config again: its own folder beside the first's, never the first's (which holds
+  // that run's checkpoints and final weights); a folder on disk no run owns is passed over too.
+  fs::create_directories(fs::absolute("mine-3"));
+  const int64_t again = service.create(c, options), third = service.create(c, options);
+  EXPECT_EQ(stored_config(store, again).output_dir, fs::absolute("mine-2").string());
+  EXPECT_EQ(stored_config(store, third).output_dir, fs::absolute("mine-4").string());
+  options.keep_output_dir = true;  // `ganpo train --config --resume`: goes on in the run's folder
+  EXPECT_EQ(stored_config(store, service.create(c, options)).output_dir, fs::absolute("mine").string());
+  fs::remove_all(fs::absolute("mine-3"));
 }
 
 TEST_F(RunServiceTest, RemoveKeepsFoldersThatAreNotRunsAndRunsAWorkerHolds) {
@@ -196,7 +206,9 @@ TEST_F(RunServiceTest, RemoveKeepsAFolderAnotherRunTheWorkspaceOrALinkStillUses)
   };
   RunConfig c;
   c.output_dir = (dir_ / "runs" / "exp").string();
-  const int64_t first = service.create(c), second = service.create(c);  // one folder, two configs
+  const int64_t first = service.create(c), second = service.create(c);
+  // One folder, two configs (as builds before "-2" stored a config trained twice).
+  store.set_config(second, store.run(first)->config_json);
   run_folder(c.output_dir);
   RemoveRunResult r = service.remove(first, true);
   EXPECT_TRUE(r.removed);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -220,10 +221,40 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   EXPECT_EQ(run_cli(generate_args + (dir / "fp16.jsonl").string() + " --precision fp16").exit_code, 2);
   // Sampling settings out of the run config's ranges are refused before any work (status 2).
   for (const char* bad : {" --top-p 0", " --top-p 1.5", " --top-p abc", " --top-p 1e999", " --top-k -1",
-                          " --temperature -0.5", " --max-new-tokens 0"}) {
+                          " --temperature -0.5", " --temperature nan", " --temperature inf", " --max-new-tokens 0",
+                          " --device bogus", " --device cuda:x"}) {
     auto refused = run_cli(generate_args + (dir / "bad.jsonl").string() + bad);
     EXPECT_EQ(refused.exit_code, 2) << bad << ": " << refused.output;
     EXPECT_FALSE(fs::exists(dir / "bad.jsonl")) << bad;
+    EXPECT_EQ(refused.output.find("179769313486231"), std::string::npos) << "no 300-digit bound: " << refused.output;
+  }
+  // The prompts file as --out, a folder as --prompts, a file with no prompts: refused, the file kept.
+  const std::string prompts_text = [&] {
+    std::ifstream in(dir / "prompts.jsonl");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  auto onto_prompts = run_cli("generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " +
+                              (dir / "prompts.jsonl").string() + " --out " + (dir / "prompts.jsonl").string());
+  EXPECT_EQ(onto_prompts.exit_code, 2) << onto_prompts.output;
+  EXPECT_NE(onto_prompts.output.find("is the prompts file"), std::string::npos) << onto_prompts.output;
+  EXPECT_EQ([&] {
+    std::ifstream in(dir / "prompts.jsonl");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }(), prompts_text);
+  std::ofstream(dir / "none.jsonl") << "\n";
+  for (const fs::path& p : {dir, dir / "none.jsonl"}) {
+    auto o = run_cli("generate --checkpoint " + (dir / "out" / "final").string() + " --prompts " + p.string() +
+                     " --out " + (dir / "never.jsonl").string());
+    EXPECT_EQ(o.exit_code, 2) << p << ": " << o.output;
+    EXPECT_FALSE(fs::exists(dir / "never.jsonl")) << p;
+  }
+  // eval's settings too, each named in words (a loss type was an internal assertion, NaN rewards,
+  // a win rate on empty answers, a LibTorch trace).
+  for (const char* bad : {" --loss-type bogus", " --beta inf", " --beta -1", " --temperatures nan",
+                          " --temperatures 0.7,-1", " --max-new-tokens 0", " --device bogus"}) {
+    auto refused = run_cli("eval" + ckpt + " --builtin lists --num-prompts 2" + bad);
+    EXPECT_EQ(refused.exit_code, 2) << bad << ": " << refused.output;
+    EXPECT_EQ(refused.output.find("internal error"), std::string::npos) << bad << ": " << refused.output;
   }
   auto bf16_eval = run_cli("eval" + ckpt + " --builtin lists --num-prompts 2 --precision bf16 --device cpu");
   EXPECT_EQ(bf16_eval.exit_code, 1) << bf16_eval.output;
@@ -341,6 +372,20 @@ TEST(CliEndToEnd, SigtermSavesCheckpointAndResumeFinishes) {
                    std::to_string(stopped_at + 3) + " --resume " + checkpoint.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir / "out" / ("checkpoint-" + std::to_string(stopped_at + 3))));
+
+  // Not this config's to go on from: a checkpoint of another stage, or one past the last step
+  // (each trained nothing and wrote the checkpoint's weights as final/).
+  const auto refused = [&](const std::string& set, const std::string& said) {
+    auto o = run_cli("train --config " + (dir / "run.toml").string() + " --no-db " + set + " --resume " +
+                     checkpoint.string());
+    EXPECT_NE(o.exit_code, 0) << set;
+    EXPECT_NE(o.output.find(said), std::string::npos) << set << ": " << o.output;
+  };
+  refused("--set stage=preference --set train.max_steps=" + std::to_string(stopped_at + 3),
+          "is a checkpoint of a sft stage and this config trains the preference stage");
+  refused("--set train.max_steps=-1 --set train.num_train_epochs=1e18", "optimizer steps; give fewer epochs");
+  if (stopped_at > 1)
+    refused("--set train.max_steps=" + std::to_string(stopped_at - 1), ", past this run's");
 }
 
 }  // namespace

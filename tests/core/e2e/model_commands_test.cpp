@@ -89,6 +89,12 @@ TEST_F(ModelCommands, LogitsEqualTheEngineInThisProcess) {
   auto bad = run_cli("logits --model " + dir_.string() + " --ids 1,999");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.output.find("outside the vocabulary"), std::string::npos) << bad.output;
+  // An empty list is no id (it read as id 0).
+  for (const char* ids : {"\"\"", "-1", "abc"}) {
+    auto refused = run_cli("logits --model " + dir_.string() + " --ids " + ids);
+    EXPECT_EQ(refused.exit_code, 2) << ids << ": " << refused.output;
+    EXPECT_EQ(refused.output.find("position 0"), std::string::npos) << ids << ": " << refused.output;
+  }
 }
 
 // A PEFT adapter folder is its base model with the adapters on, for `logits` as for `generate`;
@@ -160,6 +166,13 @@ TEST_F(ModelCommands, TokenizeRoundTrips) {
   auto d = run_cli("tokenize --tokenizer " + dir_.string() + " --decode < " + ids);
   ASSERT_EQ(d.exit_code, 0) << d.output;
   EXPECT_EQ(nlohmann::json::parse(d.output)["text"], "h\u00e9!");
+  // An id outside the vocabulary is an error, not an empty text.
+  {
+    std::ofstream(ids) << R"({"ids": [104, -1]})" << "\n" << R"({"ids": [99999999999]})" << "\n";
+  }
+  auto outside = run_cli("tokenize --tokenizer " + dir_.string() + " --decode < " + ids);
+  EXPECT_EQ(outside.exit_code, 1) << outside.output;
+  EXPECT_NE(outside.output.find("line 1: id -1 is outside the vocabulary"), std::string::npos) << outside.output;
 }
 
 }  // namespace
