@@ -53,7 +53,7 @@ std::string metrics_line(int64_t step, const std::map<std::string, double>& metr
 namespace {
 
 // output_dir/train.lock, held (flock) until the returned descriptor closes; throws Error naming the
-// process that holds it.
+// process that holds it; -1 (no guard) where the file system has no flock.
 int lock_output_dir(const fs::path& dir) {
   const std::string path = (dir / "train.lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -63,7 +63,8 @@ int lock_output_dir(const fs::path& dir) {
     char pid[32] = {};
     const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
     ::close(fd);
-    if (err != EWOULDBLOCK) throw Error("cannot lock " + path + ": " + std::strerror(err));
+    // A file system without flock (some network and FUSE mounts): train without the guard.
+    if (err != EWOULDBLOCK) return -1;
     const std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
     throw Error("another process (pid " + holder.substr(0, holder.find('\n')) + ") is training into " + dir.string() +
                 "; wait for it to end or stop it, or give this run another output_dir (--set output_dir=DIR)");
@@ -83,11 +84,16 @@ RunFilesWriter::RunFilesWriter(const RunConfig& config, bool append) : dir_(conf
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create output_dir " + dir.string() + ": " + ec.message());
   lock_fd_ = lock_output_dir(dir);
-  save_config_file(config, (dir / "config.toml").string());
-  metrics_ = open_file(dir / "metrics.jsonl", append);
-  eval_ = open_file(dir / "eval.jsonl", append);
-  samples_ = open_file(dir / "samples.jsonl", append);
-  events_ = open_file(dir / "events.log", append);
+  try {
+    save_config_file(config, (dir / "config.toml").string());
+    metrics_ = open_file(dir / "metrics.jsonl", append);
+    eval_ = open_file(dir / "eval.jsonl", append);
+    samples_ = open_file(dir / "samples.jsonl", append);
+    events_ = open_file(dir / "events.log", append);
+  } catch (...) {
+    if (lock_fd_ >= 0) ::close(lock_fd_);  // (no destructor runs for a constructor that throws)
+    throw;
+  }
 }
 
 RunFilesWriter::~RunFilesWriter() {

@@ -25,7 +25,8 @@ public:
   // Creates output_dir; appends when resuming (append = true), else starts fresh files. Holds
   // output_dir/train.lock (flock) while it lives: a second process training into the same folder
   // (another workspace, --no-db, a second terminal) is refused with the first one's pid, rather
-  // than both writing every file twice over. The lock goes with the process, however it ends.
+  // than both writing every file twice over. The lock goes with the process, however it ends
+  // (on a file system without flock there is no guard).
   RunFilesWriter(const RunConfig& config, bool append);
   ~RunFilesWriter() override;
   void on_start(int64_t total_steps, int64_t first_step, const std::map<std::string, std::string>& info) override;

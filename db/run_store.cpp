@@ -535,11 +535,12 @@ void RunStore::heartbeat(int64_t run_id, int64_t pid, std::optional<int64_t> las
 bool RunStore::claim_run(int64_t run_id, int64_t pid) {
   const double now = unix_now();
   sql::Statement s(db_,
-                   // A cancelled study's run keeps the stop its cancel left for it: the
-                   // worker stops at its first step instead of training on.
+                   // The worker a study driver claimed the run for keeps the stop a cancel
+                   // left meanwhile (it stops at its first step instead of training on); any
+                   // other claim (a resume by hand) starts clean.
                    "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, "
-                   "control = CASE WHEN (SELECT state FROM studies WHERE id = runs.study_id) = 'cancelled' "
-                   "THEN 'stop' ELSE NULL END, "
+                   "control = CASE WHEN (SELECT state FROM studies WHERE id = runs.study_id) = 'cancelled' AND "
+                   "status = 'queued' AND worker_pid = ?1 AND worker_host = ?2 THEN control ELSE NULL END, "
                    "worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3, worker_start = ?5 WHERE id = ?4 AND "
                    "status NOT IN ('running', 'paused', 'completed') AND NOT (status = 'queued' AND worker_pid IS NOT NULL "
                    // A study driver claims a run for the worker it just started; that worker's own

@@ -145,7 +145,8 @@ public:
   // holds it (running, paused, or queued with a worker) or it has completed. Atomic, so two
   // workers started on one run cannot both claim it. Claiming again for the pid already
   // attached (a study driver claims for the worker it started) succeeds. False when not claimed.
-  // Clears any control command, except the stop a cancelled study's run keeps.
+  // Clears any control command, except the stop a cancelled study left for the worker its driver
+  // claimed the run for.
   bool claim_run(int64_t run_id, int64_t pid);
   void set_name(int64_t run_id, const std::string& name);
   void set_config(int64_t run_id, const std::string& config_json);

@@ -56,7 +56,9 @@ int64_t create_study(RunStore& store, const std::string& name, const std::string
   RunService service(store);
   int64_t last_stage = 0;
   for (const StudyRun& run : runs) {
-    const int64_t id = service.create(run.config);
+    CreateRunOptions keep;
+    keep.keep_output_dir = true;  // (the stages after point into these folders already)
+    const int64_t id = service.create(run.config, keep);
     sql::Statement link(db, "UPDATE runs SET study_id = ?, depends_on = ? WHERE id = ?");
     link.bind(1, study_id);
     if (last_stage > 0)

@@ -288,7 +288,9 @@ void CompareView::readRuns() {
       },
       [this](const QString& error) {
         runs_in_flight_ = false;
-        status_label_->setText("Cannot read the runs: " + error);
+        curves_loaded_ = true;  // (F5, Reset zoom and the live read try again)
+        keep_view_ = false;
+        status_label_->setText("Cannot read the runs: " + error + "; F5 reads again");
       });
 }
 
@@ -461,7 +463,11 @@ void CompareView::setMetric(const QString& key) {
         onCurves(key, std::move(curves));
         if (stale_ && !live_timer_.isActive()) live_timer_.start(live_interval_ms_);  // changed while read
       },
-      [this](const QString& error) { status_label_->setText("Cannot read metrics: " + error); });
+      [this](const QString& error) {
+        curves_loaded_ = true;  // (F5, Reset zoom and the live read try again)
+        keep_view_ = false;
+        status_label_->setText("Cannot read metrics: " + error + "; F5 reads again");
+      });
 }
 
 CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std::string& key, int64_t lo, int64_t hi) {

@@ -461,9 +461,19 @@ int train_command(const TrainArgs& args) {
   int64_t run_id = 0;
   try {
     RunStore store = RunStore::open(db_path);
-    // (--resume goes on in the folder the checkpoint's run wrote: not "-2" beside it.)
+    // --resume goes on in the folder its checkpoint is in where that is this config's folder or
+    // one of its "-2", "-3" (a config trained again), not in a new "-N" beside it.
     CreateRunOptions create;
-    create.keep_output_dir = !args.resume.empty();
+    if (!args.resume.empty()) {
+      const fs::path in = fs::absolute(args.resume).lexically_normal().parent_path();
+      const std::string mine = fs::absolute(config.output_dir).lexically_normal().string();
+      const std::string theirs = in.string();
+      const bool sibling = theirs == mine || (theirs.rfind(mine + "-", 0) == 0 &&
+                                              theirs.size() > mine.size() + 1 &&
+                                              theirs.find_first_not_of("0123456789", mine.size() + 1) == std::string::npos);
+      if (sibling) config.output_dir = theirs;
+      create.keep_output_dir = sibling;
+    }
     run_id = RunService(store).create(config, create);  // absolute paths, data source resolved
   } catch (const Error& e) {
     std::fprintf(stderr, "ganpo train: %s\n(or pass --no-db to record to files only)\n", e.what());

@@ -720,6 +720,19 @@ ChatTemplate ChatTemplate::from_model_folder(const std::string& folder, const st
   }
   bool have_jinja = false;
   const std::string jinja = read_file(folder + "/chat_template.jinja", &have_jinja);
+  // special_tokens_map.json's bos / eos win over tokenizer_config.json's, as in transformers
+  // (and this folder's tokenizer): a template adding bos_token gets the one the tokenizer has.
+  bool have_map = false;
+  const std::string map_text = read_file(folder + "/special_tokens_map.json", &have_map);
+  if (have_map) {
+    auto config_json = nlohmann::json::parse(config, nullptr, false);
+    const auto map = nlohmann::json::parse(map_text, nullptr, false);
+    if (config_json.is_object() && map.is_object()) {
+      for (const char* key : {"bos_token", "eos_token"})
+        if (const auto it = map.find(key); it != map.end() && !json_token_text(*it).empty()) config_json[key] = *it;
+      return from_tokenizer_config(config_json.dump(), override_name, jinja);
+    }
+  }
   return from_tokenizer_config(config, override_name, jinja);
 }
 

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "db/run_service.h"
 
 namespace fs = std::filesystem;
@@ -122,6 +124,9 @@ TEST_F(StudyQueueStore, CancelAsksEveryAttachedRunToStopWithoutADriver) {
 
   set_study_state(store, study, StudyState::cancelled);
   EXPECT_EQ(store.take_control(ids[0]), "stop") << "the training run is asked to stop";
+  store.set_control(ids[3], "stop");
+  ASSERT_TRUE(store.claim_run(ids[3], me + 1));
+  EXPECT_EQ(store.take_control(ids[3]), "") << "a claim by hand (runs resume) starts clean";
   EXPECT_EQ(store.take_control(ids[2]), "") << "a queued run with no worker has nothing to stop";
   ASSERT_TRUE(store.claim_run(ids[1], me)) << "the started worker takes its run";
   EXPECT_EQ(store.take_control(ids[1]), "stop") << "and finds the cancel's stop, so it trains no step";
@@ -134,4 +139,16 @@ TEST_F(StudyQueueStore, CancelAsksEveryAttachedRunToStopWithoutADriver) {
   store.set_control(ids[1], "sample");
   ASSERT_TRUE(store.claim_run(ids[1], me));
   EXPECT_EQ(store.take_control(ids[1]), "") << "an active study's claim clears what was left";
+}
+
+// A study queued again into the same folders (its old runs still in the workspace, the folder
+// deleted): its runs keep the folders the stages after them point into, no "-2".
+TEST_F(StudyQueueStore, AStudyQueuedAgainKeepsItsFoldersForItsStages) {
+  RunStore store = RunStore::open((dir_ / "w.sqlite").string());
+  const int64_t first = make_study(store), second = make_study(store);
+  const auto a = study_run_ids(store, first), b = study_run_ids(store, second);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(nlohmann::json::parse(store.run(a[i])->config_json)["output_dir"],
+              nlohmann::json::parse(store.run(b[i])->config_json)["output_dir"]) << i;
 }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #ifndef GANPO_SOURCE_DIR
@@ -367,6 +368,15 @@ TEST(ChatTemplate, AMissingSpecialTokenFailsWhereTheTemplateAddsIt) {
   EXPECT_EQ(ChatTemplate::resolve(text("gemma.json"), "", "", "<eos>").render(user, false),
             "<start_of_turn>user\nhi<end_of_turn>\n");
   EXPECT_EQ(ChatTemplate::resolve(text("llama3.1.json"), "", "", "<|eot_id|>").render(user, false).rfind("<|start_header_id|>system", 0), 0u);
+
+  // A folder whose bos is in special_tokens_map.json only (which wins, as in transformers): the
+  // template has it.
+  const auto folder = std::filesystem::temp_directory_path() / ("ganpo_chat_map_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "tokenizer_config.json") << json{{"chat_template", text("llama3.json")}}.dump();
+  std::ofstream(folder / "special_tokens_map.json") << R"({"bos_token": {"content": "<|begin_of_text|>"}})";
+  EXPECT_EQ(ChatTemplate::from_model_folder(folder.string(), "").render(user, false).rfind("<|begin_of_text|>", 0), 0u);
+  std::filesystem::remove_all(folder);
 }
 
 TEST(ChatTemplate, Llama32ReadsTheClockUnlessToldTheDate) {
