@@ -139,6 +139,9 @@ QTableWidget* make_table() {
   t->setAlternatingRowColors(true);
   t->verticalHeader()->setDefaultSectionSize(22);
   t->horizontalHeader()->setStretchLastSection(true);
+  // A capped column shows the start of its run's name ("#25 paper ..."), not a clipped middle.
+  t->horizontalHeader()->setDefaultAlignment(Qt::AlignLeft | Qt::AlignVCenter);
+  t->horizontalHeader()->setTextElideMode(Qt::ElideRight);
   return t;
 }
 
@@ -346,6 +349,13 @@ QStringList CompareView::metricKeys() const {
 }
 
 bool CompareView::isLoaded() const { return runs_loaded_ && curves_loaded_; }
+
+// The legend's name of a run: its label cut at 40 characters, so a study's long run names do not
+// cover the plot (the tables and exports keep the whole name).
+QString CompareView::legendLabel(size_t i) const {
+  const QString label = runLabel(i);
+  return label.size() > 40 ? label.left(39) + QChar(0x2026) : label;
+}
 
 QString CompareView::runLabel(size_t i) const {
   return QString("#%1 %2").arg(runs_[i].id).arg(runs_[i].found ? runs_[i].name : QString("(deleted)"));
@@ -578,7 +588,7 @@ void CompareView::drawCurves(bool rescale) {
     // A gap where a value is not finite (an infinite one would also defeat the axis range).
     g.raw->setData(xs, to_qvector(c.values), true);
     g.smooth = plot_->addGraph();
-    g.smooth->setName(runLabel(i));
+    g.smooth->setName(legendLabel(i));
     g.smooth->setPen(QPen(color, 2));
     // A zoomed read's smoothing goes on from the whole run's line at its first step.
     EmaState state;
@@ -607,7 +617,7 @@ void CompareView::drawCurves(bool rescale) {
   for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
     if (curves_[i].non_finite_steps.empty()) continue;
     QCPGraph* marks = plot_->addGraph();
-    marks->setName(runLabel(i) + " (NaN / Inf)");
+    marks->setName(legendLabel(i) + " (NaN / Inf)");
     marks->setLineStyle(QCPGraph::lsNone);
     marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, colors_[i], 9));
     QVector<double> mx, my;

@@ -140,6 +140,7 @@ private:
   void fillConfigTable();
   void fillResultsTable();
   QString runLabel(size_t i) const;
+  QString legendLabel(size_t i) const;
   std::vector<double> temperatures() const;
   void exportDialog(const QString& what);
   void exportAllDialog();

@@ -401,6 +401,10 @@ TEST(CompareView, LongRunsAreDrawnFromBucketMeansAndTheViewFollowsRunsThatLogMor
   QTableWidget* results = view.resultsTable();
   EXPECT_LE(results->columnWidth(0), 220);
   EXPECT_EQ(results->item(1, 0)->toolTip().toStdString().find(std::string(120, 'n')), 4u) << "\"#11 nnn...\"";
+  // The legend cuts it at 40 characters (a study's names covered the plot).
+  const QString legend = view.runGraphs(tenth_later)->smooth->name();
+  EXPECT_EQ(legend.size(), 40);
+  EXPECT_TRUE(legend.startsWith("#11 nnn")) << legend.toStdString();
 
   // More steps logged by the first run: read again on the poll's word, the zoom kept.
   view.setStepRange(10, 40);
