@@ -58,6 +58,11 @@ fs::path resolved(const fs::path& path) {
   return (ec ? fs::absolute(path) : p).lexically_normal();
 }
 
+// j[key] where it is a string, else "".
+std::string string_field(const nlohmann::json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+}
+
 // Why run `run_id`'s output folder must stay although its run is deleted ("" = it may go): it is a
 // link (removing it would free nothing), it holds the workspace, or another run (not deleted in
 // the same action) writes to it or inside it (two configs with one output_dir; output_dir = "."
@@ -73,32 +78,28 @@ std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& outpu
     const auto cfg = nlohmann::json::parse(other.config_json, nullptr, false);
     if (!cfg.is_object()) continue;
     const std::string who = "run " + std::to_string(other.id) + " (" + other.name + ")";
-    const auto text = [](const nlohmann::json& j, const char* key) {
-      return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
-    };
-    if (const std::string out = text(cfg, "output_dir"); !out.empty()) {
+    if (const std::string out = string_field(cfg, "output_dir"); !out.empty()) {
       const fs::path theirs = resolved(out);
       if (lies_within(theirs, dir))
         return who + " writes to " + theirs.string() + "; delete that run first, or remove the folder yourself";
     }
-    if (const std::string from = text(cfg.value("model", nlohmann::json::object()), "checkpoint"); !from.empty())
+    if (const std::string from = string_field(cfg.value("model", nlohmann::json::object()), "checkpoint"); !from.empty())
       if (lies_within(resolved(from), dir))
         return who + " starts from " + from + "; delete that run first, or remove the folder yourself";
   }
   return "";
 }
 
-// True when a run of the workspace other than run_id writes to dir.
-bool another_run_writes_to(RunStore& store, int64_t run_id, const fs::path& dir) {
-  const fs::path mine = resolved(dir);
-  for (const RunRow& other : store.runs()) {
-    if (other.id == run_id) continue;
-    const auto cfg = nlohmann::json::parse(other.config_json, nullptr, false);
-    if (cfg.is_object() && cfg.contains("output_dir") && cfg["output_dir"].is_string() &&
-        resolved(cfg["output_dir"].get<std::string>()) == mine)
-      return true;
-  }
-  return false;
+// The output folders the workspace's runs other than run_id write to, resolved (one read of the
+// runs per created run).
+std::set<fs::path> folders_of_other_runs(RunStore& store, int64_t run_id) {
+  std::set<fs::path> out;
+  for (const RunRow& other : store.runs())
+    if (other.id != run_id)
+      if (const std::string dir = string_field(nlohmann::json::parse(other.config_json, nullptr, false), "output_dir");
+          !dir.empty())
+        out.insert(resolved(dir));
+  return out;
 }
 
 }  // namespace
@@ -120,15 +121,17 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
   make_paths_absolute(config);
   // A config trained again (the same file, another seed) would write into the first run's
   // folder, replacing its checkpoints and final weights: this run writes beside it, "-2", "-3".
-  if (!options.keep_output_dir && another_run_writes_to(store_, id, config.output_dir)) {
-    const std::string base = fs::path(config.output_dir).lexically_normal().string();
-    const std::string trimmed = base.size() > 1 && base.back() == '/' ? base.substr(0, base.size() - 1) : base;
-    for (int n = 2;; ++n)
-      if (const std::string next = trimmed + "-" + std::to_string(n); !another_run_writes_to(store_, id, next) &&
-                                                                        !fs::exists(next)) {
-        config.output_dir = next;
-        break;
-      }
+  if (!options.keep_output_dir) {
+    const std::set<fs::path> taken = folders_of_other_runs(store_, id);
+    if (taken.count(resolved(config.output_dir))) {
+      std::string base = fs::path(config.output_dir).lexically_normal().string();
+      if (base.size() > 1 && base.back() == '/') base.pop_back();
+      for (int n = 2;; ++n)
+        if (const std::string next = base + "-" + std::to_string(n); !taken.count(resolved(next)) && !fs::exists(next)) {
+          config.output_dir = next;
+          break;
+        }
+    }
   }
   resolve_data_source(config.data);
   store_.set_config(id, config_to_json(config).dump());
