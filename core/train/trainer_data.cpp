@@ -46,8 +46,9 @@ void Trainer::State::load_data() {
       render_conversations(train, eval);
       pick_held_out_prompts(plain, eval, [](const PreferenceExample& ex) { return ex.chosen.size(); });
       pick_sample_prompts(plain, eval);
-      // The same prompts for evaluations of its checkpoints later (`ganpo eval --prompts`).
-      if (!judge_prompts.empty())
+      // The same prompts for evaluations of its checkpoints later (`ganpo eval --prompts`), in
+      // the run's folder, which rank 0 alone writes (another rank's config may name another).
+      if (!judge_prompts.empty() && is_main())
         write_eval_prompts((std::filesystem::path(config.output_dir) / kJudgePromptsFile).string(), judge_prompts);
     }
     RowCuts cuts;

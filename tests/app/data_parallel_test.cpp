@@ -497,6 +497,36 @@ TEST(DataParallel, ALaunchedConfigIsRecordedOnceInTheWorkspace) {
   EXPECT_CONTAINS(read_text(dir / "run" / "events.log"), "data parallel: rank 0 of 2");
 }
 
+// The same config launched again into the workspace is a second run in "<output_dir>-2" (the
+// first run's folder is its own); its other rank, which trains the config as given, writes
+// nothing into the first run's folder: the run's files, the held-out prompts of its data file
+// included, are rank 0's.
+TEST(DataParallel, ALaunchedConfigTrainedAgainWritesOnlyItsOwnFolder) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  {
+    std::ofstream pairs(dir / "pairs.jsonl");
+    for (int i = 0; i < 48; ++i)
+      pairs << "{\"prompt\": \"Sort " << i << " 3 1\", \"chosen\": \"1 3 " << i << "\", \"rejected\": \"3 " << i
+            << " 1\"}\n";
+  }
+  std::string c = run_config(dir / "run", 4, 1, 2);
+  c.replace(c.find("builtin = \"lists\""), 17, "builtin = \"\"\ntrain = \"" + (dir / "pairs.jsonl").string() +
+                                                     "\"\neval_fraction = 0.25");
+  c.replace(c.find("judge_at_end = false"), 20, "judge_at_end = false\nnum_prompts = 4");
+  std::ofstream(dir / "run.toml") << c;
+  const std::string db = (dir / "ws.sqlite").string();
+  const std::string launch = "launch --nproc-per-node 2 train --config " + (dir / "run.toml").string() + " --db " + db;
+  auto first = run_cli(launch);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  ASSERT_TRUE(fs::exists(dir / "run" / "judge_prompts.jsonl")) << first.output;
+  fs::remove(dir / "run" / "judge_prompts.jsonl");
+  auto second = run_cli(launch);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_EQ(query(db, "SELECT id, status FROM runs ORDER BY id"), "1|completed\n2|completed\n");
+  EXPECT_TRUE(fs::exists(dir / "run-2" / "judge_prompts.jsonl")) << second.output;
+  EXPECT_FALSE(fs::exists(dir / "run" / "judge_prompts.jsonl")) << "rank 1 wrote into the first run's folder";
+}
+
 // A workspace run of two processes while it trains: starting it again is refused and leaves it
 // training (the launcher claims the run before any rank starts), and `runs control ID stop`
 // stops every rank.

@@ -373,6 +373,18 @@ TEST(CliEndToEnd, SigtermSavesCheckpointAndResumeFinishes) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir / "out" / ("checkpoint-" + std::to_string(stopped_at + 3))));
 
+  // The config trained again is a run of its own in "out-2"; resuming its checkpoint goes on
+  // there (not in "out", nor in a new "out-3").
+  auto again = run_cli("train --config " + (dir / "run.toml").string() + " --set train.max_steps=2 --set train.save_steps=2");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  ASSERT_TRUE(fs::exists(dir / "out-2" / "checkpoint-2")) << again.output;
+  auto resumed = run_cli("train --config " + (dir / "run.toml").string() + " --set train.max_steps=4 --set train.save_steps=2" +
+                         " --resume " + (dir / "out-2" / "checkpoint-2").string());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_TRUE(fs::exists(dir / "out-2" / "checkpoint-4")) << resumed.output;
+  EXPECT_FALSE(fs::exists(dir / "out-3"));
+  if (stopped_at + 3 != 4) EXPECT_FALSE(fs::exists(dir / "out" / "checkpoint-4"));
+
   // Not this config's to go on from: a checkpoint of another stage, or one past the last step
   // (each trained nothing and wrote the checkpoint's weights as final/).
   const auto refused = [&](const std::string& set, const std::string& said) {
