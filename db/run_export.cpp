@@ -90,7 +90,7 @@ int64_t export_metrics(RunStore& store, int64_t run_id, ExportFormat format, std
     wall = s.col_double(3);
     const std::string key = s.col_text(1);
     const auto at = column.find(key);
-    // Only a damaged file lists a key here that SELECT DISTINCT (read through an index) missed.
+    // Only a damaged file lists a key here that metric_keys (read through the index) missed.
     if (at == column.end())
       throw Error("workspace " + store.path() + " is damaged: metric \"" + key + "\" of run " +
                   std::to_string(run_id) + " is missing from the metrics index; check it with "

@@ -196,10 +196,11 @@ public:
   // How often rewind() dropped the run's later rows: a reader of metrics_after starts over from
   // id 0 when it changes (the rows written again may reuse the deleted rows' ids).
   int64_t rewinds(int64_t run_id);
+  // A run's metric keys, sorted (a few index seeks per key, however many rows the run has).
   std::vector<std::string> metric_keys(int64_t run_id);
   // The value of one metric at its highest step (an index lookup), if the run has it.
   std::optional<double> last_value(int64_t run_id, const std::string& key);
-  // The newest row of every metric key of a run, by key.
+  // Every metric key of a run, by key: its row at its highest step (the newest row there).
   std::vector<MetricRow> latest_metrics(int64_t run_id);
   // The run's last n events as "[level] text" lines, oldest first.
   std::string last_log_lines(int64_t run_id, int64_t n);

@@ -320,6 +320,25 @@ TEST_F(RunStoreWorkersTest, LatestMetricsAndLastLogLines) {
   EXPECT_EQ(latest[0].step, 2);
   EXPECT_TRUE(std::isnan(latest[0].value));
   EXPECT_EQ(latest[1].key, "lr");
+  // Keys are found by seeking the index key after key: other runs' keys (before, between and
+  // after this run's) stay out; a key's row is the one at its highest step, the newest there.
+  const int64_t before = store.create_run("before", "sft", "{}");
+  const int64_t after = store.create_run("after", "sft", "{}");
+  store.append_metrics({{0, before, 9, "zz", 1.0, 0, std::nullopt},
+                        {0, after, 9, "a", 1.0, 0, std::nullopt},
+                        {0, after, 9, "m", 1.0, 0, std::nullopt},
+                        {0, id, 3, "loss", 5.0, 0, std::nullopt},
+                        {0, id, 3, "loss", 6.0, 0, std::nullopt},
+                        {0, id, 2, "lr", 7.0, 0, std::nullopt}});
+  EXPECT_EQ(store.metric_keys(id), (std::vector<std::string>{"loss", "lr"}));
+  EXPECT_EQ(store.metric_keys(after), (std::vector<std::string>{"a", "m"}));
+  EXPECT_TRUE(store.metric_keys(store.create_run("empty", "sft", "{}")).empty());
+  latest = store.latest_metrics(id);
+  ASSERT_EQ(latest.size(), 2u);
+  EXPECT_EQ(latest[0].step, 3);
+  EXPECT_EQ(latest[0].value, 6.0);
+  EXPECT_EQ(latest[1].step, 2);
+  EXPECT_EQ(latest[1].value, 7.0);
   for (int i = 1; i <= 12; ++i) store.add_event(id, i == 12 ? "error" : "info", "line " + std::to_string(i));
   const std::string tail = store.last_log_lines(id, 3);
   EXPECT_EQ(tail, "[info] line 10\n[info] line 11\n[error] line 12\n");
