@@ -13,11 +13,12 @@ const std::vector<std::string>& compare_result_keys() {
 
 CompareResults collect_compare_results(const std::vector<EvalRow>& evals, const std::vector<MetricRow>& latest) {
   CompareResults r;
+  // Without an evaluation row: the eval_* metrics of the newest step any was logged at, and only
+  // those (a key last logged at an earlier step is another evaluation's figure, not this one's).
   for (const MetricRow& m : latest)
-    if (m.key.rfind("eval_", 0) == 0) {
-      r.metrics[m.key] = m.value;
-      r.metrics_step = std::max(r.metrics_step.value_or(m.step), m.step);
-    }
+    if (m.key.rfind("eval_", 0) == 0) r.metrics_step = std::max(r.metrics_step.value_or(m.step), m.step);
+  for (const MetricRow& m : latest)
+    if (m.key.rfind("eval_", 0) == 0 && m.step == r.metrics_step) r.metrics[m.key] = m.value;
   std::vector<const EvalRow*> ordered;
   for (const EvalRow& e : evals) ordered.push_back(&e);
   std::stable_sort(ordered.begin(), ordered.end(), [](const EvalRow* a, const EvalRow* b) {

@@ -1,9 +1,10 @@
 // Compare results: the final evaluation figures of one run for the Compare tab's results table,
 // read from the run store's evals rows (typed reports, core/eval/eval_report.h) and the run's
-// newest eval_* metrics. The newest eval row with held-out figures gives them all (never one
-// figure from one evaluation beside another's), the newest judged one gives the win rates (the
-// "all" bucket, or the only rows an older report has); each says the step it evaluated, so a
-// table can show where the two come from different checkpoints. Pure functions, no Qt.
+// newest eval_* metrics (those logged at the newest step any was). The newest eval row with
+// held-out figures gives them all (never one figure from one evaluation beside another's), the
+// newest judged one gives the win rates (the "all" bucket, or the only rows an older report
+// has); each says the step it evaluated, so a table can show where the two come from different
+// checkpoints. Pure functions, no Qt.
 #pragma once
 
 #include <map>

@@ -9,6 +9,7 @@
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
+#include <QMenu>
 #include <QMessageBox>
 #include <QPixmap>
 #include <QPushButton>
@@ -17,6 +18,8 @@
 #include <QSplitter>
 #include <QTime>
 #include <QTableWidget>
+#include <QToolButton>
+#include <QToolTip>
 #include <QVBoxLayout>
 
 #include <algorithm>
@@ -171,7 +174,7 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   auto* controls = new QHBoxLayout;
   controls->addWidget(new QLabel("Metric:"));
   metric_combo_ = new QComboBox;
-  metric_combo_->setMinimumContentsLength(24);
+  metric_combo_->setMinimumContentsLength(20);
   metric_combo_->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
   metric_combo_->setToolTip("Metrics logged by any of the selected runs");
   controls->addWidget(metric_combo_);
@@ -183,24 +186,45 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
                     "the plot). Runs that log more are read again on their own every few seconds while this tab "
                     "is in front");
   controls->addWidget(reset);
-  controls->addSpacing(12);
-  status_label_ = new QLabel(QString("Loading %1 runs...").arg(run_ids_.size()));
-  controls->addWidget(status_label_, 1);
-  auto* png = new QPushButton("Export PNG...");
-  auto* pdf = new QPushButton("Export PDF...");
-  auto* csv = new QPushButton("Export CSV...");
-  auto* all = new QPushButton("Export all...");
+  legend_button_ = new QPushButton("Legend");
+  legend_button_->setCheckable(true);
+  legend_button_->setToolTip("Show the legend on the plot (hidden by default past " + QString::number(kLegendRunLimit) +
+                             " runs, where it would cover the curves: hover a curve for its run)");
+  controls->addWidget(legend_button_);
+  controls->addStretch(1);
+  // The exports in one menu: four buttons made the tab so wide that the run list beside it shrank
+  // to a sliver once Compare opened.
+  auto* exports = new QToolButton;
+  exports->setText("Export");
+  exports->setPopupMode(QToolButton::InstantPopup);
+  exports->setToolButtonStyle(Qt::ToolButtonTextOnly);
+  auto* export_menu = new QMenu(exports);
+  QAction* png = export_menu->addAction("Overlay as PNG...");
+  QAction* pdf = export_menu->addAction("Overlay as PDF...");
+  QAction* csv = export_menu->addAction("Overlay data as CSV...");
+  export_menu->addSeparator();
+  QAction* all = export_menu->addAction("Everything into a folder...");
   all->setToolTip("Write the overlay (PNG, PDF, CSV), the config diff and the results into a folder");
-  for (QPushButton* b : {png, pdf, csv, all}) controls->addWidget(b);
+  exports->setMenu(export_menu);
+  controls->addWidget(exports);
   layout->addLayout(controls);
 
   plot_ = new QCustomPlot;
   plot_->setMinimumHeight(260);
   plot_->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
   plot_->xAxis->setLabel("step");
-  plot_->legend->setVisible(true);
+  plot_->legend->setVisible(run_ids_.size() <= static_cast<size_t>(kLegendRunLimit));
+  legend_button_->setChecked(plot_->legend->visible());
   plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
   apply_chart_palette(plot_, palette());
+  // The line under the overlay, wrapped rather than widening the tab.
+  status_label_ = new QLabel(QString("Loading %1 runs...").arg(run_ids_.size()));
+  status_label_->setWordWrap(true);
+  auto* overlay = new QWidget;
+  auto* overlay_layout = new QVBoxLayout(overlay);
+  overlay_layout->setContentsMargins(0, 0, 0, 0);
+  overlay_layout->addWidget(plot_, 1);
+  overlay_layout->addWidget(status_label_);
 
   config_table_ = make_table();
   results_table_ = make_table();
@@ -217,7 +241,7 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   tables->setStretchFactor(0, 1);
   tables->setStretchFactor(1, 1);
   auto* split = new QSplitter(Qt::Vertical);
-  split->addWidget(plot_);
+  split->addWidget(overlay);
   split->addWidget(tables);
   split->setStretchFactor(0, 3);
   split->setStretchFactor(1, 2);
@@ -228,6 +252,16 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   connect(smoothing_control_, &SmoothingControl::weightChanged, this, [this](double w) { setSmoothing(w); });
   connect(reset, &QPushButton::clicked, this, &CompareView::resetZoom);
   connect(plot_, &QCustomPlot::mouseDoubleClick, this, [this] { resetZoom(); });
+  connect(legend_button_, &QPushButton::toggled, this, &CompareView::setLegendVisible);
+  connect(plot_, &QCustomPlot::mouseMove, this, [this](QMouseEvent* event) {
+    const QString text = event->buttons() || !plot_->axisRect()->rect().contains(event->pos())
+                             ? QString()
+                             : tooltipAt(plot_->xAxis->pixelToCoord(event->pos().x()));
+    if (text.isEmpty())
+      QToolTip::hideText();
+    else
+      QToolTip::showText(event->globalPosition().toPoint(), text, plot_);
+  });
   // Zoom and pan: once they settle, the runs drawn from buckets are read again for the steps in view.
   zoom_timer_.setSingleShot(true);
   zoom_timer_.setInterval(kZoomDebounceMs);
@@ -243,12 +277,12 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
       for (auto it = g.marks->data()->begin(); it != g.marks->data()->end(); ++it) it->value = y.upper - 0.04 * y.size();
     }
   });
-  connect(png, &QPushButton::clicked, this, [this] { exportDialog("png"); });
-  connect(pdf, &QPushButton::clicked, this, [this] { exportDialog("pdf"); });
-  connect(csv, &QPushButton::clicked, this, [this] { exportDialog("overlay.csv"); });
+  connect(png, &QAction::triggered, this, [this] { exportDialog("png"); });
+  connect(pdf, &QAction::triggered, this, [this] { exportDialog("pdf"); });
+  connect(csv, &QAction::triggered, this, [this] { exportDialog("overlay.csv"); });
   connect(config_export, &QPushButton::clicked, this, [this] { exportDialog("config_diff.csv"); });
   connect(results_export, &QPushButton::clicked, this, [this] { exportDialog("results.csv"); });
-  connect(all, &QPushButton::clicked, this, &CompareView::exportAllDialog);
+  connect(all, &QAction::triggered, this, &CompareView::exportAllDialog);
 
   // Live: runs that log more are read again once the interval since the last read has passed.
   live_timer_.setSingleShot(true);
@@ -812,6 +846,47 @@ void CompareView::fillResultsTable() {
 }
 
 QString CompareView::statusText() const { return status_label_->text(); }
+
+void CompareView::setLegendVisible(bool on) {
+  legend_button_->setChecked(on);
+  if (plot_->legend->visible() == on) return;
+  plot_->legend->setVisible(on);
+  plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+bool CompareView::legendVisible() const { return plot_->legend->visible(); }
+
+// Every drawn run at the point nearest `step`: its value and smoothed value (a bucket's mean, with
+// its min and max), highest smoothed value first, as the curves stack on the plot.
+QString CompareView::tooltipAt(double step) const {
+  struct Line {
+    double order;
+    QString text;
+  };
+  std::vector<Line> lines;
+  int64_t head = -1;
+  for (size_t i = 0; i < curves_.size() && i < graphs_.size(); ++i) {
+    const Curve& c = curves_[i];
+    if (c.steps.empty() || !graphs_[i].smooth) continue;
+    const auto at = std::lower_bound(c.steps.begin(), c.steps.end(), step,
+                                     [](int64_t s, double x) { return static_cast<double>(s) < x; });
+    size_t j = static_cast<size_t>(std::min<std::ptrdiff_t>(at - c.steps.begin(), static_cast<std::ptrdiff_t>(c.steps.size()) - 1));
+    if (j > 0 && std::fabs(static_cast<double>(c.steps[j - 1]) - step) <= std::fabs(static_cast<double>(c.steps[j]) - step)) --j;
+    if (head < 0) head = c.steps[j];
+    const double smoothed = graphs_[i].smooth->data()->at(static_cast<int>(j))->value;
+    QString text = QString("%1: %2").arg(runLabel(i), number_text(c.values[j]));  // whole: the legend cuts names
+    if (smoothing_ > 0) text += QString("  (smoothed %1)").arg(number_text(smoothed));
+    if (c.steps[j] != head) text += QString("  at step %1").arg(c.steps[j]);  // another logging interval
+    if (c.decimated && j < c.mins.size())
+      text += QString("  [mean of %1 points: min %2, max %3]").arg(c.counts[j]).arg(number_text(c.mins[j]), number_text(c.maxs[j]));
+    lines.push_back({std::isfinite(smoothed) ? smoothed : -std::numeric_limits<double>::infinity(), text});
+  }
+  if (lines.empty()) return QString();
+  std::stable_sort(lines.begin(), lines.end(), [](const Line& a, const Line& b) { return a.order > b.order; });
+  QStringList out{QString("step %1").arg(head)};
+  for (const Line& l : lines) out << l.text;
+  return out.join('\n');
+}
 
 // ---- export ------------------------------------------------------------------------------------
 

@@ -1,13 +1,14 @@
 // CompareView: the Compare tab for several selected runs. One metric overlaid for every run (a
 // combo of the union of the runs' metric keys; x by step; each run in run_color(id), legend
-// "#id name"), a config diff table with only the fields that differ (rows = dotted field names,
-// columns = runs), and a results table (final eval metrics and judge win rates per sampling
-// temperature, one row per run). Every read goes through the StoreWorker; a run with many points
-// of the metric is fetched as run-store min/max buckets (decimated_series) rather than raw rows,
-// drawn as a faint band, and read again for the steps in view when the user zooms or pans. Each
-// run's curve is drawn raw (faint) under the same debiased-EMA smoothing as the dashboard's
-// (slider), with the ln 2 chance line on BCE-valued metrics. Each part exports as CSV, the overlay
-// also as PNG / PDF; exportAll writes them all to a folder.
+// "#id name", hidden past kLegendRunLimit runs; hovering lists every run's value at that step),
+// a config diff table with only the fields that differ (rows = dotted field names, columns =
+// runs), and a results table (final eval metrics and judge win rates per sampling temperature,
+// one row per run). Every read goes through the StoreWorker; a run with many points of the
+// metric is fetched as run-store min/max buckets (decimated_series) rather than raw rows, drawn
+// as a faint band, and read again for the steps in view when the user zooms or pans. Each run's
+// curve is drawn raw (faint) under the same debiased-EMA smoothing as the dashboard's (slider),
+// with the ln 2 chance line on BCE-valued metrics. Each part exports as CSV, the overlay also as
+// PNG / PDF; exportAll writes them all to a folder.
 #pragma once
 
 #include <QElapsedTimer>
@@ -30,6 +31,7 @@ class QCPGraph;
 class QCPItemStraightLine;
 class QCustomPlot;
 class QLabel;
+class QPushButton;
 class QTableWidget;
 
 namespace ganpo::ui {
@@ -98,6 +100,14 @@ public:
   std::optional<double> referenceLine() const;  // ln 2 on BCE-valued metrics
   bool zoomPending() const { return zoom_timer_.isActive() || zoom_in_flight_; }
   QString statusText() const;  // what the line under the overlay says (counts, envelopes, NaN / Inf marks)
+  // The plot's legend: shown by default up to kLegendRunLimit runs (past that it covers the
+  // curves; the hover tooltip names each run), and toggled by the Legend button.
+  static constexpr int kLegendRunLimit = 10;
+  void setLegendVisible(bool on);
+  bool legendVisible() const;
+  // What hovering the plot at x = step shows: "step N", then each drawn run's value at its point
+  // nearest step, named whole, highest smoothed value first (empty where no run is drawn).
+  QString tooltipAt(double step) const;
   QTableWidget* configTable() const { return config_table_; }
   QTableWidget* resultsTable() const { return results_table_; }
   const std::vector<ConfigDiffRow>& configDiff() const { return diff_; }
@@ -172,6 +182,7 @@ private:
   SmoothingControl* smoothing_control_ = nullptr;
 
   QComboBox* metric_combo_ = nullptr;
+  QPushButton* legend_button_ = nullptr;
   QLabel* status_label_ = nullptr;
   QCustomPlot* plot_ = nullptr;
   QTableWidget* config_table_ = nullptr;

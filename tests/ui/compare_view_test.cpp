@@ -142,6 +142,15 @@ TEST(CompareResults, TrainerEvalsMetricsAndJudgeTables) {
   EXPECT_DOUBLE_EQ(r.win_rates.at(0.7), 0.6);
   EXPECT_DOUBLE_EQ(r.win_rates.at(1.0), 0.55);
   EXPECT_TRUE(collect_compare_results({}, {other}).metrics.empty());
+  // Logged metrics only, the last evaluation with fewer keys: its figures and its step, never an
+  // older evaluation's accuracy under the newer step.
+  MetricRow loss_300 = latest, acc_200 = latest;
+  loss_300.key = "eval_loss", loss_300.step = 300, loss_300.value = 0.5;
+  acc_200.step = 200;
+  const auto logged = collect_compare_results({}, {acc_200, loss_300, other});
+  EXPECT_EQ(logged.metrics_step, 300);
+  EXPECT_DOUBLE_EQ(logged.metrics.at("eval_loss"), 0.5);
+  EXPECT_EQ(logged.metrics.count("eval_rewards/accuracies"), 0u);
   // A later evaluation without a judge: the win rates stay those of the judged one, and say so.
   evals.push_back(evals[1]);
   evals.back().id = 4;
@@ -429,6 +438,55 @@ TEST(CompareView, LongRunsAreDrawnFromBucketMeansAndTheViewFollowsRunsThatLogMor
   ASSERT_TRUE(pump_until([&] { return view.isLoaded() && !view.zoomPending() && view.isDecimated(tenth_later); }));
   EXPECT_GE(view.plot()->xAxis->range().upper, 7990) << "every finite step again";
   EXPECT_TRUE(view.statusText().contains("read at")) << view.statusText().toStdString();
+}
+
+// A study's many runs: the legend would cover the plot, so it is hidden (the Legend button shows
+// it) and hovering names each run with its value, highest first. The tab stays narrow enough
+// that the run list beside it keeps its width (four export buttons and the status line in the
+// controls row made it over 1,200 px wide).
+TEST(CompareView, ManyRunsHideTheLegendAndHoverNamesEachRun) {
+  TempWorkspace ws(config_to_json(RunConfig{}).dump());
+  std::vector<int64_t> ids{ws.run};
+  for (int i = 1; i < 12; ++i)
+    ids.push_back(ws.store->create_run(std::string(60, 's') + std::to_string(i), "preference",
+                                       config_to_json(RunConfig{}).dump()));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ws.run = ids[i];
+    // Run i logs 0.1 * i every other step, except the last, logged at every step.
+    std::vector<double> values(i + 1 == ids.size() ? 40 : 20, 0.1 * static_cast<double>(i));
+    if (i + 1 == ids.size()) {
+      ws.log_series("loss", 1, values);
+    } else {
+      for (size_t k = 0; k < values.size(); ++k) ws.log_series("loss", static_cast<int64_t>(2 * k + 2), {values[k]});
+    }
+  }
+  StoreWorker store(QString::fromStdString(ws.path));
+  CompareView view(&store, ids);
+  view.setLiveInterval(0);
+  view.resize(1000, 700);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  EXPECT_FALSE(view.legendVisible());
+  // The window's first layout gives the tabs 840 px beside a 560 px run list.
+  EXPECT_LE(view.minimumSizeHint().width(), 840) << "the run list beside the tab keeps its width";
+
+  const QStringList lines = view.tooltipAt(9.4).split('\n');
+  ASSERT_EQ(lines.size(), 13) << view.tooltipAt(9.4).toStdString();
+  EXPECT_EQ(lines[0], "step 10");
+  EXPECT_TRUE(lines[1].startsWith(QString("#%1 sss").arg(ids.back()))) << lines[1].toStdString();
+  EXPECT_TRUE(lines[1].contains(": 1.1  (smoothed 1.1)  at step 9")) << lines[1].toStdString();
+  EXPECT_TRUE(lines[1].contains(QString(60, 's') + "11: ")) << "named whole, unlike the legend: " << lines[1].toStdString();
+  EXPECT_TRUE(lines[12].startsWith(QString("#%1 ").arg(ids.front()))) << lines[12].toStdString();
+  EXPECT_TRUE(lines[12].endsWith(": 0  (smoothed 0)")) << lines[12].toStdString();
+  view.setLegendVisible(true);
+  EXPECT_TRUE(view.legendVisible());
+  view.plot()->replot();
+  save_for_review(view.grab().toImage(), "compare_many_runs.png");
+
+  CompareView two(&store, {ids[0], ids[1]});
+  two.show();
+  ASSERT_TRUE(pump_until([&] { return two.isLoaded(); }));
+  EXPECT_TRUE(two.legendVisible());
 }
 
 // The config diff reads each config as this build does even where one stored a field since
