@@ -461,6 +461,19 @@ RunConfig load_config_file(const std::string& path) {
   }
 }
 
+bool config_file_sets_nothing(const std::string& path) {
+  const std::string text = read_file(path);
+  try {
+    if (extension_of(path) == ".json") {
+      const nlohmann::json j = nlohmann::json::parse(text);
+      return j.is_object() && j.empty();
+    }
+    return parse_toml(text, path).empty();
+  } catch (const std::exception&) {
+    return false;  // not readable: load_config_file says why
+  }
+}
+
 void save_config_file(const RunConfig& config, const std::string& path) {
   const std::string ext = extension_of(path);
   if (ext != ".toml" && ext != ".json")

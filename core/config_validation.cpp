@@ -76,9 +76,17 @@ std::vector<std::string> validate_config(const RunConfig& c) {
     const FieldRef ref = f.get(c);
     if (auto p = std::get_if<double*>(&ref); p && !std::isfinite(**p))
       check.add(f.path() + " must be a finite number, got " + format_double(**p));
+    // TOML and JSON can write one ("\u0000"), but a path or a name ends there when it reaches the
+    // file system or a terminal: output_dir = "runs/a\u0000b" wrote to runs/a without a word.
+    if (auto p = std::get_if<std::string*>(&ref); p && (*p)->find('\0') != std::string::npos)
+      check.add(f.path() + " must not contain a NUL character (\\u0000), found at position " +
+                std::to_string((*p)->find('\0')) + "; remove it (what follows it would be dropped)");
   }
 
   check.not_empty("name", c.name, "the run's display name");
+  // Seeds are used as unsigned 64-bit numbers: -1 was 18446744073709551615 in disguise (and
+  // transformers' set_seed refuses negatives too).
+  check.at_least("seed", c.seed, int64_t{0});
   check.one_of("stage", c.stage, {"sft", "preference"});
   if (!is_valid_device(c.device))
     check.add("device must be auto, cpu, cuda or cuda:N (N = GPU index); got " + quote(c.device));
@@ -202,6 +210,10 @@ std::vector<std::string> validate_config(const RunConfig& c) {
     check.add("train.num_train_epochs must be > 0 when train.max_steps is -1, got " +
               format_double(t.num_train_epochs));
   check.at_least("train.max_grad_norm", t.max_grad_norm, 0.0);
+  // Clipping divides it by the gradients' norm in their float type: above float's range LibTorch
+  // failed the run at its first step with "value cannot be converted to type float", naming no key.
+  if (std::isfinite(t.max_grad_norm) && t.max_grad_norm > 1e38)
+    check.add("train.max_grad_norm must be in [0, 1e38] (0 = no clipping), got " + format_double(t.max_grad_norm));
   check.at_least("train.weight_decay", t.weight_decay, 0.0);
   check.in_range("train.adam_beta1", t.adam_beta1, 0.0, 1.0, false);
   check.in_range("train.adam_beta2", t.adam_beta2, 0.0, 1.0, false);
@@ -235,6 +247,7 @@ std::vector<std::string> validate_config(const RunConfig& c) {
   } catch (const ConfigError& err) {
     check.add(err.what());
   }
+  check.at_least("eval.seed", e.seed, int64_t{0});
   check.at_least("eval.num_prompts", e.num_prompts, int64_t{0});
   check.at_least("eval.max_new_tokens", e.max_new_tokens, int64_t{0});
   check.greater("eval.judge_timeout_s", e.judge_timeout_s, 0.0);

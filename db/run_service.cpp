@@ -90,16 +90,17 @@ std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& outpu
   return "";
 }
 
-// The output folders the workspace's runs other than run_id write to, resolved (one read of the
-// runs per created run).
-std::set<fs::path> folders_of_other_runs(RunStore& store, int64_t run_id) {
-  std::set<fs::path> out;
-  for (const RunRow& other : store.runs())
-    if (other.id != run_id)
-      if (const std::string dir = string_field(nlohmann::json::parse(other.config_json, nullptr, false), "output_dir");
-          !dir.empty())
-        out.insert(resolved(dir));
-  return out;
+// Whether a run other than run_id writes to dir: its config names dir as stored (absolute and
+// lexically normal, as make_paths_absolute leaves it, with or without a trailing '/') or as dir
+// resolves through links. Indexed lookups (schema v7): no other run's config is read.
+bool folder_taken(RunStore& store, int64_t run_id, const std::string& dir) {
+  std::string lexical = fs::absolute(dir).lexically_normal().string();
+  std::vector<std::string> forms{lexical, resolved(dir).string()};
+  if (lexical.size() > 1 && lexical.back() == '/')
+    forms.push_back(lexical.substr(0, lexical.size() - 1));
+  else
+    forms.push_back(lexical + "/");
+  return store.another_run_writes_to(run_id, forms);
 }
 
 }  // namespace
@@ -121,17 +122,14 @@ int64_t RunService::create(RunConfig config, const CreateRunOptions& options) {
   make_paths_absolute(config);
   // A config trained again (the same file, another seed) would write into the first run's
   // folder, replacing its checkpoints and final weights: this run writes beside it, "-2", "-3".
-  if (!options.keep_output_dir) {
-    const std::set<fs::path> taken = folders_of_other_runs(store_, id);
-    if (taken.count(resolved(config.output_dir))) {
-      std::string base = fs::path(config.output_dir).lexically_normal().string();
-      if (base.size() > 1 && base.back() == '/') base.pop_back();
-      for (int n = 2;; ++n)
-        if (const std::string next = base + "-" + std::to_string(n); !taken.count(resolved(next)) && !fs::exists(next)) {
-          config.output_dir = next;
-          break;
-        }
-    }
+  if (!options.keep_output_dir && folder_taken(store_, id, config.output_dir)) {
+    std::string base = fs::path(config.output_dir).lexically_normal().string();
+    if (base.size() > 1 && base.back() == '/') base.pop_back();
+    for (int n = 2;; ++n)
+      if (const std::string next = base + "-" + std::to_string(n); !folder_taken(store_, id, next) && !fs::exists(next)) {
+        config.output_dir = next;
+        break;
+      }
   }
   resolve_data_source(config.data);
   store_.set_config(id, config_to_json(config).dump());
@@ -202,7 +200,8 @@ std::string RunService::control(int64_t run_id, const std::string& command) {
   if (!run) return "there is no run " + std::to_string(run_id);
   if (!worker_attached(*run))
     return "run " + std::to_string(run_id) + " is " + to_string(run->status) + ", no worker is training it" +
-           (is_resumable(run->status) ? "; continue it with: ganpo runs resume " + std::to_string(run_id) : "");
+           (is_resumable(run->status) ? "; continue it with: ganpo runs resume " + std::to_string(run_id) + store_.db_option()
+                                      : "");
   store_.set_control(run_id, command);
   return "";
 }

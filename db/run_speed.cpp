@@ -21,12 +21,13 @@ WorkSpeed measured_work_speed(RunStore& store, int most_recent) {
   std::vector<double> speeds;
   for (const RunRow& r : runs) {
     if (static_cast<int>(speeds.size()) >= most_recent) break;
-    if (r.status != RunStatus::completed || !r.started_at || !r.finished_at || *r.finished_at <= *r.started_at) continue;
+    const double seconds = run_duration_seconds(r, r.finished_at.value_or(0));
+    if (r.status != RunStatus::completed || !r.finished_at || seconds <= 0) continue;
     if (restarted.count(r.id)) continue;
     try {
       const RunConfig config = config_from_json(nlohmann::json::parse(r.config_json));
       const double work = run_work(config).total();
-      if (work > 0) speeds.push_back(work / (*r.finished_at - *r.started_at));
+      if (work > 0) speeds.push_back(work / seconds);
     } catch (const std::exception&) {
       // A config this build cannot read says nothing about speed.
     }

@@ -22,6 +22,7 @@
 #include "core/json_depth.h"
 #include "core/memory_estimate.h"
 #include "core/run_observer.h"
+#include "db/workspace_path.h"
 
 namespace ganpo {
 
@@ -33,6 +34,15 @@ double unix_now() {
 }
 
 namespace {
+
+// The output folder a config (JSON text) names, for the runs.output_dir column (schema v7) that
+// every write of a config sets: text or NULL. (CASE evaluates lazily: the store keeps a config
+// this build cannot read, and json_type would fail on it. A column, not an index on the
+// expression: the workspace's schema is not trusted, SQLITE_DBCONFIG_TRUSTED_SCHEMA off, and
+// JSON functions may not run in it.)
+#define GANPO_OUTPUT_DIR_OF(json)                                                                 \
+  "(CASE WHEN json_valid(" json ") THEN CASE WHEN json_type(" json ", '$.output_dir') = 'text' " \
+  "THEN json_extract(" json ", '$.output_dir') END END)"
 
 // Forward migrations: kMigrations[i] takes the schema from version i to i + 1.
 const char* const kMigrations[] = {
@@ -154,6 +164,16 @@ CREATE TABLE IF NOT EXISTS deleted_runs (
   deleted_at REAL NOT NULL
 );
 )SQL",
+    // v6 -> v7: the runs by output folder, so a new run finds whether another writes to its
+    // folder without parsing every run's config (RunStore::another_run_writes_to).
+    "ALTER TABLE runs ADD COLUMN output_dir TEXT;\n"
+    "UPDATE runs SET output_dir = " GANPO_OUTPUT_DIR_OF("config_json") ";\n"
+    "CREATE INDEX IF NOT EXISTS runs_output_dir ON runs(output_dir);\n"
+    // ... and the time workers held a run, span by span (RunRow::active_seconds): a run stopped
+    // for a night and resumed did not train for a night. Runs so far: one span from their start.
+    "ALTER TABLE runs ADD COLUMN active_seconds REAL NOT NULL DEFAULT 0;\n"
+    "ALTER TABLE runs ADD COLUMN span_started_at REAL;\n"
+    "UPDATE runs SET span_started_at = started_at;",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -161,7 +181,7 @@ static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per sc
 const char* const kRunColumns =
     "id, name, status, stage, config_json, device, created_at, started_at, finished_at, error, "
     "tags, notes, parent_run_id, parent_step, control, worker_pid, heartbeat_at, updated_at, worker_host, "
-    "total_steps, last_step, worker_start, study_id";
+    "total_steps, last_step, worker_start, study_id, active_seconds, span_started_at";
 
 constexpr size_t kMaxConfigDepth = 64;  // a run config nests 3 levels
 
@@ -195,6 +215,8 @@ RunRow read_run(const sql::Statement& s) {
   r.last_step = s.col_opt_int(20);
   r.worker_start = s.col_opt_int(21);
   r.study_id = s.col_opt_int(22);
+  r.active_seconds = s.col_double(23);
+  r.span_started_at = s.col_opt_double(24);
   return r;
 }
 
@@ -240,6 +262,17 @@ bool local_worker_alive(const RunRow& r) {
 }
 
 }  // namespace
+
+double run_duration_seconds(const RunRow& r, double now) {
+  if (!r.started_at) return -1;
+  const double span = r.span_started_at ? std::max(0.0, r.finished_at.value_or(now) - *r.span_started_at) : 0.0;
+  return r.active_seconds + span;
+}
+
+std::string close_active_span_sql(const std::string& now_sql) {
+  return "active_seconds = active_seconds + CASE WHEN span_started_at IS NULL THEN 0 ELSE max(0, coalesce(finished_at, " +
+         now_sql + ") - span_started_at) END, span_started_at = NULL";
+}
 
 bool worker_attached(const RunRow& r) {
   return is_active(r.status) || (r.status == RunStatus::queued && r.worker_pid);
@@ -397,6 +430,19 @@ RunStore RunStore::open(const std::string& path) {
   return store;
 }
 
+std::string RunStore::db_option() const {
+  std::error_code ec, ec_default;
+  const fs::path mine = fs::weakly_canonical(path(), ec);
+  if (!ec && mine == fs::weakly_canonical(default_workspace_path(), ec_default) && !ec_default) return "";
+  // Quoted for a shell where the path needs it (a space, a quote, ...), so the hint pastes as is.
+  const std::string file = fs::absolute(path(), ec).string();
+  if (file.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-+=:@%,") == std::string::npos)
+    return " --db " + file;
+  std::string quoted = "'";
+  for (char c : file) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return " --db " + quoted + "'";
+}
+
 bool RunStore::still_at_path() const {
   return file_id_ == std::pair<uint64_t, uint64_t>{} || file_identity(path()) == file_id_;
 }
@@ -460,9 +506,9 @@ int64_t RunStore::create_run(const std::string& name, const std::string& stage,
                              const std::string& config_json) {
   double now = unix_now();
   sql::Statement s(db_,
-                   "INSERT INTO runs(id, name, status, stage, config_json, created_at, updated_at) "
+                   "INSERT INTO runs(id, name, status, stage, config_json, output_dir, created_at, updated_at) "
                    "VALUES(max(coalesce((SELECT max(id) FROM runs), 0), coalesce((SELECT max(id) FROM deleted_runs), 0)) + 1, "
-                   "?, 'queued', ?, ?, ?, ?)");
+                   "?1, 'queued', ?2, ?3, " GANPO_OUTPUT_DIR_OF("?3") ", ?4, ?5)");
   s.bind(1, name).bind(2, stage).bind(3, config_json).bind(4, now).bind(5, now).run();
   return db_.last_insert_id();
 }
@@ -474,9 +520,17 @@ void RunStore::set_status(int64_t run_id, RunStatus status_value, const std::str
   try {
     double now = unix_now();
     const bool finished = is_finished(status_value);
+    // A span starts where a run starts running after none, or after a finished one (a span a
+    // claim did not close), which is added to the time before; queuing the run again closes it.
     sql::Statement s(db_,
                      "UPDATE runs SET status = ?1, error = ?2, updated_at = ?3, "
                      "started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, "
+                     "active_seconds = active_seconds + CASE WHEN span_started_at IS NOT NULL AND "
+                     "(?1 = 'queued' OR (?1 = 'running' AND finished_at IS NOT NULL)) "
+                     "THEN max(0, coalesce(finished_at, ?3) - span_started_at) ELSE 0 END, "
+                     "span_started_at = CASE WHEN ?1 = 'queued' THEN NULL "
+                     "WHEN ?1 = 'running' AND (span_started_at IS NULL OR finished_at IS NOT NULL) THEN ?3 "
+                     "ELSE span_started_at END, "
                      "finished_at = CASE WHEN ?4 THEN ?3 WHEN ?1 IN ('running','queued') THEN NULL ELSE finished_at END, "
                      // A queued run has no worker yet: forget an earlier attempt's.
                      "worker_pid = CASE WHEN ?1 = 'queued' THEN NULL ELSE worker_pid END "
@@ -538,7 +592,8 @@ bool RunStore::claim_run(int64_t run_id, int64_t pid) {
                    // The worker a study driver claimed the run for keeps the stop a cancel
                    // left meanwhile (it stops at its first step instead of training on); any
                    // other claim (a resume by hand) starts clean.
-                   "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, "
+                   "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, " +
+                       close_active_span_sql("?3") + ", "
                    "control = CASE WHEN (SELECT state FROM studies WHERE id = runs.study_id) = 'cancelled' AND "
                    "status = 'queued' AND worker_pid = ?1 AND worker_host = ?2 THEN control ELSE NULL END, "
                    "worker_pid = ?1, worker_host = ?2, heartbeat_at = ?3, updated_at = ?3, worker_start = ?5 WHERE id = ?4 AND "
@@ -550,13 +605,24 @@ bool RunStore::claim_run(int64_t run_id, int64_t pid) {
   return db_.changes() == 1;
 }
 
+bool RunStore::another_run_writes_to(int64_t run_id, const std::vector<std::string>& dirs) {
+  sql::Statement s(db_, "SELECT 1 FROM runs WHERE output_dir = ?1 AND id != ?2 LIMIT 1");
+  for (const std::string& dir : dirs) {
+    s.reset();
+    s.bind(1, dir).bind(2, run_id);
+    if (s.step()) return true;
+  }
+  return false;
+}
+
 void RunStore::set_name(int64_t run_id, const std::string& name) {
   sql::Statement s(db_, "UPDATE runs SET name = ?, updated_at = ? WHERE id = ?");
   s.bind(1, name).bind(2, unix_now()).bind(3, run_id).run();
 }
 
 void RunStore::set_config(int64_t run_id, const std::string& config_json) {
-  sql::Statement s(db_, "UPDATE runs SET config_json = ?, updated_at = ? WHERE id = ?");
+  sql::Statement s(db_, "UPDATE runs SET config_json = ?1, output_dir = " GANPO_OUTPUT_DIR_OF("?1") ", updated_at = ?2 "
+                        "WHERE id = ?3");
   s.bind(1, config_json).bind(2, unix_now()).bind(3, run_id).run();
 }
 
@@ -664,7 +730,7 @@ std::vector<int64_t> RunStore::reap_dead_workers(double stale_after_seconds) {
     text += " stopped without reporting: it was killed, crashed, or the machine went down";
     if (r.last_step) text += "; last recorded step " + std::to_string(*r.last_step);
     if (r.worker_pid && r.worker_host == host) text += memory_kill_hint(r);
-    text += ". Continue it from its last checkpoint with: ganpo runs resume " + std::to_string(r.id);
+    text += ". Continue it from its last checkpoint with: ganpo runs resume " + std::to_string(r.id) + db_option();
     std::string tail = last_log_lines(r.id, 10);
     sql::Transaction txn(db_);
     // Re-check under the write lock: the worker may have finished meanwhile.

@@ -44,7 +44,20 @@ struct RunRow {
   std::optional<int64_t> total_steps, last_step;  // progress: optimizer steps planned / recorded
   std::optional<int64_t> worker_start;         // the worker's start (clock ticks after boot): a reused pid differs
   std::optional<int64_t> study_id;             // the study whose queue starts it (db/study_queue.h)
+  // Time a worker held it: the spans before the current or last one (closed when the run is
+  // queued again), and the start of that one (it ends at finished_at, or goes on while it runs).
+  double active_seconds = 0;
+  std::optional<double> span_started_at;
 };
+
+// How long workers have held the run (running or paused) up to now: its spans, not the time it
+// sat stopped or failed between them (finished_at - started_at counted that); -1 if it never
+// started. A run from before schema v7 counts as one span from its first start.
+double run_duration_seconds(const RunRow& run, double now);
+// SQL for an UPDATE of runs that queues a run again (finished_at cleared): its last span is added
+// to active_seconds, ending at finished_at, or at `now_sql` (a parameter such as "?3") where it
+// never finished.
+std::string close_active_span_sql(const std::string& now_sql);
 
 // True while a worker holds the run: running, paused, or queued with a worker attached (the
 // states reap_dead_workers checks and claim_run refuses).
@@ -105,7 +118,7 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 6;
+  static constexpr int kSchemaVersion = 7;
   // PRAGMA application_id of a workspace ("GANP"): a file with other tables and no such mark is
   // another program's database and is refused untouched (workspaces made before the mark carry
   // the runs table, and get it).
@@ -121,6 +134,9 @@ public:
   RunStore& operator=(RunStore&&) noexcept = default;
 
   const std::string& path() const { return db_.path(); }
+  // " --db /absolute/path" when this is not the default workspace, else "": what a `ganpo ...`
+  // command in a hint needs to reach this workspace when pasted.
+  std::string db_option() const;
   // False once the file at path() is no longer the one this connection opened (deleted, moved
   // away or replaced): SQLite would go on reading and writing the open file, which nobody finds.
   bool still_at_path() const;
@@ -150,6 +166,10 @@ public:
   bool claim_run(int64_t run_id, int64_t pid);
   void set_name(int64_t run_id, const std::string& name);
   void set_config(int64_t run_id, const std::string& config_json);
+  // Whether a run other than run_id has one of `dirs` as its config's output_dir, compared as
+  // stored (RunService::create stores it absolute and lexically normal). One indexed lookup per
+  // entry (schema v7), however many runs the workspace holds.
+  bool another_run_writes_to(int64_t run_id, const std::vector<std::string>& dirs);
   void set_total_steps(int64_t run_id, int64_t total_steps);
   void set_parent(int64_t run_id, int64_t parent_run_id, int64_t parent_step);
   // Deletes the run's metrics, samples, evals and checkpoint rows after after_step (all of them

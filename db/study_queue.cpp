@@ -133,19 +133,34 @@ void set_study_state(RunStore& store, int64_t study_id, StudyState state) {
     // Runs a cancel (or a person) stopped go back in the queue; each continues from its last
     // checkpoint when started.
     sql::Statement requeue(store.database(),
-                           "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, worker_pid = NULL, "
-                           "attempts = 0, updated_at = ?2 WHERE study_id = ?1 AND status = 'stopped'");
+                           "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, worker_pid = NULL, " +
+                               close_active_span_sql("?2") + ", attempts = 0, updated_at = ?2 "
+                               "WHERE study_id = ?1 AND status = 'stopped'");
     requeue.bind(1, study_id).bind(2, unix_now()).run();
+    // A stop a cancel (or a person) left for a run a worker still holds, and that its worker has
+    // not taken yet, is taken back: the run would otherwise stop after this resume and stay
+    // stopped in an active study (only the stopped runs above go back in the queue).
+    sql::Statement withdraw(store.database(),
+                            "UPDATE runs SET control = NULL, updated_at = ?2 WHERE study_id = ?1 AND control = 'stop' AND "
+                            "(status IN ('running', 'paused') OR (status = 'queued' AND worker_pid IS NOT NULL))");
+    withdraw.bind(1, study_id).bind(2, unix_now()).run();
   } else if (state == StudyState::cancelled) {
     // Every run a worker holds is asked to stop here, in the store, so a cancel needs no driver
     // alive (one killed, or started from a terminal since closed). A worker that a driver started
     // but that has not yet taken its run finds the stop when it does (RunStore::claim_run).
-    sql::Statement stop(store.database(),
-                        "UPDATE runs SET control = 'stop', updated_at = ?2 WHERE study_id = ?1 AND "
-                        "(status IN ('running', 'paused') OR (status = 'queued' AND worker_pid IS NOT NULL))");
-    stop.bind(1, study_id).bind(2, unix_now()).run();
+    stop_runs_of_cancelled_study(store, study_id);
   }
   txn.commit();
+}
+
+void stop_runs_of_cancelled_study(RunStore& store, int64_t study_id) {
+  // One statement that reads the study's state where it writes, so a driver's round that saw the
+  // study cancelled never sends its stop after a resume has come in between.
+  sql::Statement stop(store.database(),
+                      "UPDATE runs SET control = 'stop', updated_at = ?2 WHERE study_id = ?1 AND "
+                      "(status IN ('running', 'paused') OR (status = 'queued' AND worker_pid IS NOT NULL)) AND "
+                      "(SELECT state FROM studies WHERE id = ?1) = 'cancelled'");
+  stop.bind(1, study_id).bind(2, unix_now()).run();
 }
 
 std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id) {
@@ -167,12 +182,13 @@ std::optional<int64_t> next_study_run(RunStore& store, int64_t study_id) {
 bool claim_study_run(RunStore& store, int64_t run_id, int64_t pid) {
   const double now = unix_now();
   sql::Statement s(store.database(),
-                   std::string("UPDATE runs SET status = 'queued', error = '', finished_at = NULL, control = NULL, "
-                               "worker_pid = ?3, worker_host = ?4, heartbeat_at = ?5, updated_at = ?5, "
+                   "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, control = NULL, " +
+                       close_active_span_sql("?5") +
+                       ", worker_pid = ?3, worker_host = ?4, heartbeat_at = ?5, updated_at = ?5, "
                                // (The previous attempt's start time would make the new worker look
                                // like a later process given the pid, dead to any reaper, until its
                                // own claim stamps its start.)
-                               "worker_start = NULL, attempts = attempts + 1 WHERE id IN (SELECT r.id FROM runs r WHERE r.id = ?1 AND ") +
+                               "worker_start = NULL, attempts = attempts + 1 WHERE id IN (SELECT r.id FROM runs r WHERE r.id = ?1 AND " +
                        kStartable + " AND (SELECT state FROM studies WHERE id = r.study_id) = 'active')");
   s.bind(1, run_id).bind(2, kStudyMaxAttempts).bind(3, pid).bind(4, local_host_name()).bind(5, now).run();
   return store.database().changes() == 1;

@@ -56,9 +56,13 @@ std::string default_study_folder(const std::string& db_path, const std::string& 
 
 std::optional<StudyRow> find_study(RunStore& store, int64_t study_id);
 std::vector<StudyRow> list_studies(RunStore& store);
-// active queues the runs a cancel stopped again; cancelled asks every run a worker holds to stop
-// (through the store: no driver needs to be alive to pass it on).
+// active queues the runs a cancel stopped again and takes back a stop their workers have not yet
+// taken; cancelled asks every run a worker holds to stop (through the store: no driver needs to
+// be alive to pass it on).
 void set_study_state(RunStore& store, int64_t study_id, StudyState state);
+// While the study is cancelled, asks every run a worker holds to stop; nothing once it is active
+// or paused again (checked in the same statement, so a driver racing a resume sends nothing).
+void stop_runs_of_cancelled_study(RunStore& store, int64_t study_id);
 std::vector<int64_t> study_run_ids(RunStore& store, int64_t study_id);
 
 // The first run (by id) that may start now: queued with no worker, or failed with attempts

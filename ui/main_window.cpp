@@ -82,16 +82,16 @@ void best_eval(RunStore& store, RunListEntry& e) {
 }
 
 // The steps left at the run's last logged step time (step_time_s: its last logging window), or,
-// before one is logged, at the average since it first started (which counts pauses and a resumed
-// run's time away).
+// before one is logged, at the average over the time workers held it (which counts pauses, not a
+// resumed run's time away).
 QString eta_text(const RunRow& r, std::optional<double> step_time_s) {
   if (!r.total_steps || !r.last_step || *r.last_step <= 0) return "";
   const double steps_left = static_cast<double>(*r.total_steps - *r.last_step);
   double left = 0;
   if (step_time_s && std::isfinite(*step_time_s) && *step_time_s > 0)
     left = steps_left * *step_time_s;
-  else if (r.started_at)
-    left = steps_left * (unix_now() - *r.started_at) / static_cast<double>(*r.last_step);
+  else if (const double held = run_duration_seconds(r, unix_now()); held > 0)
+    left = steps_left * held / static_cast<double>(*r.last_step);
   else
     return "";
   const long t = static_cast<long>(left + 0.5);

@@ -18,10 +18,7 @@ QString duration_text(double seconds) {
   return QString("%1s").arg(t);
 }
 
-double duration_of(const RunRow& r) {
-  if (!r.started_at) return -1;
-  return r.finished_at.value_or(unix_now()) - *r.started_at;
-}
+double duration_of(const RunRow& r) { return run_duration_seconds(r, unix_now()); }
 
 QIcon status_icon(RunStatus status) {
   QStyle* style = QApplication::style();

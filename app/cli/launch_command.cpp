@@ -13,6 +13,12 @@ int launch_command(const LaunchArgs& args) {
                          "--nproc-per-node 2 train --config RUN.toml\n");
     return 2;
   }
+  // Passed on as MASTER_PORT, whose check in every rank blamed the environment variable.
+  if (args.master_port < 0 || args.master_port > 65535) {
+    std::fprintf(stderr, "ganpo launch: --master-port must be a port from 1 to 65535 (or 0 for a free one), got %d\n",
+                 args.master_port);
+    return 2;
+  }
   LaunchPlan plan;
   plan.nproc_per_node = args.nproc_per_node;
   plan.nnodes = args.nnodes;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -34,11 +35,38 @@ CLI::Validator finite_at_least(double low, const std::string& words) {
       words, "");
 }
 
+// --db "": CLI11 passes it on, and an empty path meant the default workspace without a word.
+const CLI::Validator kWorkspaceFile(
+    [](std::string& v) {
+      return v.empty() ? std::string("must name a workspace file, got \"\"; leave --db out for the default workspace")
+                       : std::string();
+    },
+    "FILE", "");
+
 const CLI::Validator kDevice(
     [](std::string& v) {
       return ganpo::is_valid_device(v) ? std::string() : "must be auto, cpu, cuda or cuda:N (N = GPU index), got " + v;
     },
     "auto, cpu, cuda or cuda:N", "");
+
+// "1,2,3" appended to ids; "" when every item is a whole number >= 0, else what is wrong. Split
+// here, not by CLI11's delimiter, which drops empty items ("1,,2" was read as 1,2 without a word).
+std::string read_ids(const std::string& text, std::vector<int64_t>& ids) {
+  if (text.empty()) return "needs at least one id, e.g. --ids 1,2,3";
+  for (size_t at = 0;;) {
+    const size_t comma = text.find(',', at);
+    const std::string item = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    if (item.empty())
+      return "has an empty item in \"" + text + "\" (two commas together, or one at an end); give every id";
+    int64_t id = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
+    if (ec != std::errc() || end != item.data() + item.size() || id < 0)
+      return "every id must be a whole number >= 0, got \"" + item + "\"";
+    ids.push_back(id);
+    if (comma == std::string::npos) return "";
+    at = comma + 1;
+  }
+}
 
 }  // namespace
 
@@ -58,9 +86,11 @@ int main(int argc, char** argv) {
   t->add_option("--config", train.config_path, "Run config (.toml or .json)");
   t->add_option("--set", train.overrides, "Override a key: section.key=value (repeatable)");
   t->add_option("--resume", train.resume, "Continue from a checkpoint-<step> folder");
-  t->add_option("--db", train.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
-  t->add_option("--run", train.run_id, "Worker mode: train this run of the database with its stored config");
-  t->add_flag("--no-db", train.no_db, "Record to files only, not to the workspace database");
+  auto* t_db = t->add_option("--db", train.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)")
+                   ->check(kWorkspaceFile);
+  auto* t_run = t->add_option("--run", train.run_id, "Worker mode: train this run of the database with its stored config");
+  // (--db and --run were ignored beside it: a run recorded nowhere, or a stored run trained anyway)
+  t->add_flag("--no-db", train.no_db, "Record to files only, not to the workspace database")->excludes(t_db)->excludes(t_run);
   train.argv.assign(argv + 1, argv + argc);
 
   LaunchArgs launch;
@@ -97,7 +127,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0) & above_zero)->capture_default_str();
   g->add_option("--top-k", gen.top_k, "Only the k most likely tokens (0 = off)")->check(finite_at_least(0, "a whole number >= 0 (0 = off)"))->capture_default_str();
   g->add_option("--max-new-tokens", gen.max_new_tokens)->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
-  g->add_option("--seed", gen.seed)->capture_default_str();
+  // (an unsigned option: CLI11 read -1 as 18446744073709551615 without a word)
+  g->add_option("--seed", gen.seed)->check(finite_at_least(0, "a whole number >= 0, as the run config's seed"))->capture_default_str();
   g->add_option("--batch-size", gen.batch_size, "Prompts sampled at once")->check(finite_at_least(1, "a whole number >= 1"))->capture_default_str();
   g->add_option("--device", gen.device)->check(kDevice)->capture_default_str();
   g->add_option("--precision", gen.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
@@ -127,7 +158,7 @@ int main(int argc, char** argv) {
   e->add_option("--loss-type", ev.loss_type)->check(CLI::IsMember({"sigmoid", "simpo", "ipo", "hinge"}))->capture_default_str();
   e->add_option("--beta", ev.beta, "0 = the loss's default")->check(finite_at_least(0, "a number >= 0 (0 = the loss's default)"));
   e->add_option("--simpo-gamma", ev.simpo_gamma)->capture_default_str();
-  e->add_option("--seed", ev.seed)->capture_default_str();
+  e->add_option("--seed", ev.seed)->check(finite_at_least(0, "a whole number >= 0, as the run config's eval.seed"))->capture_default_str();
   e->add_option("--device", ev.device)->check(kDevice)->capture_default_str();
   e->add_option("--precision", ev.precision, kPrecisionHelp)->check(CLI::IsMember({"auto", "fp32", "bf16"}))->capture_default_str();
   e->add_flag("--json", ev.json, "Print JSON");
@@ -137,8 +168,9 @@ int main(int argc, char** argv) {
   d->add_option("--output-dir", demo.output_dir)->capture_default_str();
   d->add_flag("--quick", demo.quick, "Reduced demo (a few minutes; used by tests)");
   d->add_flag("--json", demo.json, "Also print the results as JSON");
-  d->add_option("--db", demo.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
-  d->add_flag("--no-db", demo.no_db, "Record to files only, not to the workspace database");
+  auto* d_db = d->add_option("--db", demo.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)")
+                   ->check(kWorkspaceFile);
+  d->add_flag("--no-db", demo.no_db, "Record to files only, not to the workspace database")->excludes(d_db);
 
   BenchArgs bench;
   auto* b = app.add_subcommand("bench", "Median optimizer-step time and tokens/s with GANPO on and off");
@@ -156,10 +188,12 @@ int main(int argc, char** argv) {
   stp->add_option("--out", study_plan.out, "Folder the runs would write to (default studies/<name> beside the workspace, as create)");
   stp->add_option("--db", study_plan.db,
                   "Workspace whose finished runs set the speed of the duration estimate (default: the default "
-                  "workspace, when it exists)");
+                  "workspace, when it exists)")
+      ->check(kWorkspaceFile);
   stp->add_flag("--json", study_plan.json, "Print JSON");
   StudyArgs study;
-  st->add_option("--db", study.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
+  st->add_option("--db", study.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)")
+      ->check(kWorkspaceFile);
   auto* stc = st->add_subcommand("create", "Queue a study's runs in the workspace (checked first, as plan does)");
   stc->add_option("file", study.file, "Study file (.toml)")->required();
   stc->add_option("--out", study.out, "Folder the runs write to (default studies/<name> beside the workspace)");
@@ -192,13 +226,12 @@ int main(int argc, char** argv) {
   LogitsArgs logits;
   auto* lg = app.add_subcommand("logits", "Logits at every position for given token ids (parity checks)");
   lg->add_option("--model", logits.model, "Hugging Face model folder or checkpoint")->required();
-  lg->add_option("--ids", logits.ids, "Token ids, comma-separated")
-      ->delimiter(',')
+  std::vector<std::string> ids_text;  // read into logits.ids by read_ids
+  lg->add_option("--ids", ids_text, "Token ids, comma-separated")
       ->check(CLI::Validator(
-          [](std::string& v) {  // (an empty item would read as id 0)
-            return !v.empty() && v.find_first_not_of("0123456789") == std::string::npos
-                       ? std::string()
-                       : "every id must be a whole number >= 0, got \"" + v + "\"";
+          [](std::string& v) {
+            std::vector<int64_t> ids;
+            return read_ids(v, ids);
           },
           "ID,ID,...", ""))
       ->required();
@@ -213,7 +246,8 @@ int main(int argc, char** argv) {
 
   RunsArgs runs;
   auto* r = app.add_subcommand("runs", "List, inspect, export, delete, tag, control and resume runs of a workspace");
-  r->add_option("--db", runs.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)");
+  r->add_option("--db", runs.db, "Workspace database (default $XDG_DATA_HOME/ganpo-workbench/workspace.sqlite)")
+      ->check(kWorkspaceFile);
   r->require_subcommand(1);
   auto action = [&](const char* name, const char* help) {
     auto* sub = r->add_subcommand(name, help);
@@ -267,7 +301,10 @@ int main(int argc, char** argv) {
         study.action = a->get_name();
         return study_command(study);
       }
-    if (*lg) return logits_command(logits);
+    if (*lg) {
+      for (const auto& text : ids_text) read_ids(text, logits.ids);  // (checked by --ids' validator)
+      return logits_command(logits);
+    }
     if (*tk) return tokenize_command(tokenize);
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "ganpo: %s\n", ex.what());

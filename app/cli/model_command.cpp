@@ -11,6 +11,9 @@
 #include "core/checkpoint.h"
 #include "core/model/model_folder_info.h"
 #include "core/text/hf_tokenizer.h"
+#ifdef GANPO_WITH_SENTENCEPIECE
+#include "core/text/sentencepiece_tokenizer.h"
+#endif
 
 namespace ganpo::cli {
 namespace {
@@ -78,6 +81,11 @@ namespace ganpo::cli {
 int tokenize_command(const TokenizeArgs& args) {
   auto tokenizer = load_tokenizer(args.tokenizer);
   const auto* hf = dynamic_cast<const HfTokenizer*>(tokenizer.get());
+  // The byte tokenizer's encoding adds no special token (as its tokenizer.json does in transformers)
+  // and its decoding always drops them: the option changed nothing there, without a word.
+  if (args.no_special && tokenizer->kind() == "byte")
+    std::fprintf(stderr, "ganpo tokenize: note: the built-in byte tokenizer adds no special tokens when encoding and "
+                         "drops them when decoding in any case, so --no-special changes nothing here\n");
   std::string line;
   int64_t line_no = 0;
   while (std::getline(std::cin, line)) {
@@ -117,7 +125,13 @@ int tokenize_command(const TokenizeArgs& args) {
         return 1;
       }
       const std::string text = row["text"].get<std::string>();
-      out["ids"] = hf ? hf->encode(text, /*add_special_tokens=*/!args.no_special) : tokenizer->encode(text);
+      std::vector<int64_t> ids = hf ? hf->encode(text, /*add_special_tokens=*/!args.no_special) : tokenizer->encode(text);
+#ifdef GANPO_WITH_SENTENCEPIECE
+      // Its encode(text) adds no BOS: the default was --no-special's, unlike HF's.
+      if (const auto* sp = dynamic_cast<const SentencePieceTokenizer*>(tokenizer.get()))
+        ids = sp->encode(text, /*add_special_tokens=*/!args.no_special);
+#endif
+      out["ids"] = ids;
     }
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   }

@@ -1,6 +1,7 @@
 // `ganpo runs`: list, inspect, export, delete, tag, control and resume the runs of a workspace.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -34,10 +35,30 @@ std::string local_time(std::optional<double> t) {
   return buf;
 }
 
+// The time workers held it (not the time it sat stopped before a resume).
 std::string duration_of(const RunRow& r) {
-  if (!r.started_at) return "-";
-  const double end = r.finished_at.value_or(unix_now());
-  return format_duration(end - *r.started_at);
+  const double seconds = run_duration_seconds(r, unix_now());
+  return seconds < 0 ? "-" : format_duration(seconds);
+}
+
+// For one cell of the runs table: line breaks, tabs and other control characters escaped
+// ("\n", "\t", "\x1b"), which had broken the table's lines (a tag or name stored with one).
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (const unsigned char c : text) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else out += static_cast<char>(c);
+  }
+  return out;
+}
+
+bool has_control_character(const std::string& text) {
+  return std::any_of(text.begin(), text.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
 }
 
 std::string progress_of(const RunRow& r) {
@@ -75,7 +96,8 @@ nlohmann::json run_json(const RunRow& r) {
 RunRow require_run(RunStore& store, int64_t id) {
   auto row = store.run(id);
   if (!row)
-    throw Error("no run " + std::to_string(id) + " in " + store.path() + "; `ganpo runs list` shows the runs");
+    throw Error("no run " + std::to_string(id) + " in " + store.path() + "; `ganpo runs list" + store.db_option() +
+                "` shows the runs");
   return *row;
 }
 
@@ -95,9 +117,9 @@ int list_runs(RunStore& store, const RunsArgs& args) {
               "DEVICE", "STARTED", "DURATION", "TAGS");
   for (const auto& r : rows)
     std::printf("%5lld  %-24s %-10s %-14s %-12s %-8s %-16s %-9s %s\n", static_cast<long long>(r.id),
-                r.name.substr(0, 24).c_str(), to_string(r.status), config_summary(r).c_str(), progress_of(r).c_str(),
-                r.device.empty() ? "-" : r.device.c_str(), local_time(r.started_at).c_str(), duration_of(r).c_str(),
-                r.tags.c_str());
+                one_line(r.name).substr(0, 24).c_str(), to_string(r.status), config_summary(r).c_str(),
+                progress_of(r).c_str(), r.device.empty() ? "-" : r.device.c_str(), local_time(r.started_at).c_str(),
+                duration_of(r).c_str(), one_line(r.tags).c_str());
   return 0;
 }
 
@@ -242,8 +264,8 @@ std::vector<std::string> split_tags(const std::string& tags) {
 
 int tag_run(RunStore& store, const RunsArgs& args) {
   const RunRow r = require_run(store, args.run_id);
-  if (args.tag.empty() || args.tag.find(',') != std::string::npos) {
-    std::fprintf(stderr, "ganpo runs tag: a tag is one non-empty word without commas\n");
+  if (args.tag.empty() || args.tag.find(',') != std::string::npos || has_control_character(args.tag)) {
+    std::fprintf(stderr, "ganpo runs tag: a tag is one non-empty word without commas, line breaks or tabs\n");
     return 2;
   }
   auto tags = split_tags(r.tags);
@@ -285,6 +307,12 @@ int runs_command(const RunsArgs& args) {
   }
   if (args.action == "resume") return run_worker(db_path, args.run_id);
   RunStore store = RunStore::open(db_path);
+  // An unknown id is bad usage (2), as for `runs resume`, `train --run` and the study commands.
+  if (args.action != "list" && !store.run(args.run_id)) {
+    std::fprintf(stderr, "ganpo runs %s: no run %lld in %s; `ganpo runs list --db %s` lists the runs\n",
+                 args.action.c_str(), static_cast<long long>(args.run_id), db_path.c_str(), db_path.c_str());
+    return 2;
+  }
   if (args.action == "list") return list_runs(store, args);
   if (args.action == "show") return show_run(store, args);
   if (args.action == "export") return export_run_command(store, args);

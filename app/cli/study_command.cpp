@@ -220,8 +220,9 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
       if (!s) throw ConfigError("study " + std::to_string(study_id) + " was deleted");
       StudyCounts c = study_counts(store, study_id);
       if (s->state == StudyState::cancelled) {
-        // Sent every round: a worker that attaches after the first round must get it too.
-        for (int64_t id : study_run_ids(store, study_id)) RunService(store).control(id, "stop");
+        // Sent every round: a worker that attaches after the first round must get it too. (Only
+        // while the study is still cancelled: a resume since this round read it wins.)
+        stop_runs_of_cancelled_study(store, study_id);
         if (c.attached == 0) {
           print_counts(*s, c);
           return 1;

@@ -426,6 +426,16 @@ int train_command(const TrainArgs& args) {
     std::fprintf(stderr, "ganpo train: invalid config: %s\n", e.what());
     return 2;
   }
+  // An empty file (a wrong or truncated one, most likely) started a full default run without a
+  // word; TRL too refuses to start when nothing says what to train.
+  if (args.overrides.empty() && config_file_sets_nothing(args.config_path)) {
+    std::fprintf(stderr,
+                 "ganpo train: %s sets no keys (it is empty or holds only comments); name what to train in it "
+                 "(stage, [model], [data], [train]; resources/presets/demo.toml is an example), or add --set "
+                 "KEY=VALUE to train the defaults with that change\n",
+                 args.config_path.c_str());
+    return 2;
+  }
   if (!config.pipeline.empty()) {
     if (!args.resume.empty()) {
       std::fprintf(stderr, "ganpo train: --resume continues one run; a pipeline continues with `ganpo study run ID`\n");

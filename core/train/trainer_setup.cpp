@@ -238,6 +238,14 @@ void Trainer::State::setup_cpu_threads() {
     log("warning", "train.num_threads = " + std::to_string(config.train.num_threads) + " but this process may use " +
                        std::to_string(cpu->available_cores()) +
                        " core(s); more threads than cores make each step slower");
+  // The processes of a data-parallel run on this host share its cores (said once, by its local rank 0).
+  if (const auto& env = options.distributed;
+      env && env->local_rank == 0 && env->local_world_size > cpu->available_cores())
+    log("warning", std::to_string(env->local_world_size) + " processes of this data-parallel run share this host's " +
+                       std::to_string(cpu->available_cores()) +
+                       " CPU core(s): with more processes than cores each step is slower, not faster; lower "
+                       "--nproc-per-node (or train.num_processes) to " + std::to_string(cpu->available_cores()) +
+                       " or fewer");
   log("info", "CPU: " + cpu->describe());
   const std::string slow_blas = blas_kernel_warning();
   if (!slow_blas.empty()) log("warning", slow_blas);

@@ -653,6 +653,20 @@ TEST(DataParallel, LaunchRunsTheRanksAndAKilledRankEndsTheRunNamingIt) {
   EXPECT_CONTAINS(out, "data-parallel");
 }
 
+// --master-port out of range was blamed on MASTER_PORT (which the launcher sets) by every rank; more
+// CPU processes than cores (here one core, by affinity) ran without a word, each step slower.
+TEST(DataParallel, LaunchNamesABadPortOptionAndWarnsOfMoreCpuProcessesThanCores) {
+  const auto dir = fresh_test_dir("ganpo-dp");
+  std::ofstream(dir / "run.toml") << run_config(dir / "run", 4, 1, 1);
+  auto port = run_cli("launch --master-port 70000 train --no-db --config " + (dir / "run.toml").string());
+  EXPECT_EQ(port.exit_code, 2) << port.output;
+  EXPECT_CONTAINS(port.output, "--master-port must be a port from 1 to 65535 (or 0 for a free one), got 70000");
+  EXPECT_EQ(port.output.find("MASTER_PORT"), std::string::npos) << port.output;
+  auto crowded = run_cli("launch --nproc-per-node 2 train --no-db --config " + (dir / "run.toml").string(), "taskset -c 0");
+  ASSERT_EQ(crowded.exit_code, 0) << crowded.output;
+  EXPECT_CONTAINS(crowded.output, "2 processes of this data-parallel run share this host's 1 CPU core(s)");
+}
+
 // A rank that fails with a message (as one that runs out of memory does) leaves it in the
 // rendezvous store as it goes: rank 0's failed collective says why, not only that a rank went
 // away, in the console and in the workspace run's failure.

@@ -31,6 +31,23 @@ TEST(CliManners, WorkspaceOptionWorksAfterTheRunsAction) {
   EXPECT_EQ(after.output, before.output);
 }
 
+// --db "" opened the default workspace without a word, and --no-db beside --db or --run was
+// ignored (a run recorded nowhere, or a stored run trained anyway): each is refused as usage.
+TEST(CliManners, AnEmptyWorkspaceNameAndNoDbBesideDbOrRunAreRefused) {
+  ASSERT_TRUE(use_private_workspace());
+  for (const char* args : {"runs list --db \"\"", "study --db \"\" status 1", "train --config x.toml --db \"\"",
+                           "study plan x.toml --db \"\"", "demo --db \"\""}) {
+    auto r = run_cli(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
+    EXPECT_CONTAINS(r.output, "--db: must name a workspace file, got \"\"; leave --db out for the default workspace");
+  }
+  for (const char* args : {"train --config x.toml --no-db --db w.sqlite", "train --no-db --run 1", "demo --no-db --db w.sqlite"}) {
+    auto r = run_cli(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
+    EXPECT_CONTAINS(r.output, "excludes --");
+  }
+}
+
 TEST(CliManners, BashCompletionKnowsEverySubcommand) {
   auto help = run_cli("--help");
   ASSERT_EQ(help.exit_code, 0) << help.output;

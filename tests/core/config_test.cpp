@@ -715,6 +715,8 @@ std::vector<Rule> rules() {
       {"device index", [](RunConfig& c) { c.device = "cuda:x"; }, {"device", "\"cuda:x\""}},
       {"device no index", [](RunConfig& c) { c.device = "cuda:"; }, {"device", "\"cuda:\""}},
       {"output_dir", [](RunConfig& c) { c.output_dir = ""; }, {"output_dir must not be empty", "got \"\""}},
+      {"seed", [](RunConfig& c) { c.seed = -1; }, {"seed must be >= 0", "got -1"}},
+      {"eval.seed", [](RunConfig& c) { c.eval.seed = -5; }, {"eval.seed must be >= 0", "got -5"}},
 
       {"model.preset", [](RunConfig& c) { c.model.preset = "huge"; },
        {"model.preset must be one of tiny, small, base, \"\"", "\"huge\""}},
@@ -816,6 +818,9 @@ std::vector<Rule> rules() {
       {"num_train_epochs", [](RunConfig& c) { c.train.num_train_epochs = 0; },
        {"train.num_train_epochs must be > 0 when train.max_steps is -1", "got 0"}},
       {"max_grad_norm", [](RunConfig& c) { c.train.max_grad_norm = -1; }, {"train.max_grad_norm must be >= 0", "got -1"}},
+      // Beyond float's range: the run failed at its first step, in LibTorch's words, naming no key.
+      {"max_grad_norm above float", [](RunConfig& c) { c.train.max_grad_norm = 1e308; },
+       {"train.max_grad_norm must be in [0, 1e38] (0 = no clipping)", "got 1e308"}},
       {"weight_decay", [](RunConfig& c) { c.train.weight_decay = -0.1; }, {"train.weight_decay must be >= 0", "-0.1"}},
       {"adam_beta1", [](RunConfig& c) { c.train.adam_beta1 = 1; }, {"train.adam_beta1 must be in [0, 1)", "got 1"}},
       {"adam_beta2", [](RunConfig& c) { c.train.adam_beta2 = -1; }, {"train.adam_beta2 must be in [0, 1)", "got -1"}},
@@ -887,6 +892,21 @@ TEST(ConfigValidation, NanIsReportedOnce) {
   const auto problems = validate_config(c);
   ASSERT_EQ(problems.size(), 1u) << joined(problems);
   EXPECT_EQ(problems[0], "ganpo.ema_momentum must be a finite number, got nan");
+}
+
+// A NUL read from a file ("\u0000" in TOML or JSON) cut a path or name short where it was used:
+// output_dir = "runs/a\u0000b" trained into runs/a without a word.
+TEST(ConfigValidation, NulCharactersInTextValuesAreRefusedByKey) {
+  RunConfig c = config_from_toml("output_dir = \"runs/a\\u0000b\"\n[data]\ntrain = \"x\\u0000.jsonl\"\n");
+  ASSERT_EQ(c.output_dir, std::string("runs/a\0b", 8)) << "TOML reads the escape as a NUL";
+  const std::string problems = joined(validate_config(c));
+  EXPECT_NE(problems.find("output_dir must not contain a NUL character (\\u0000), found at position 6"),
+            std::string::npos)
+      << problems;
+  EXPECT_NE(problems.find("data.train must not contain a NUL character"), std::string::npos) << problems;
+  // The same read from JSON.
+  c = config_from_json(nlohmann::json::parse(R"({"name": "a\u0000b"})"));
+  EXPECT_NE(joined(validate_config(c)).find("name must not contain a NUL character"), std::string::npos);
 }
 
 TEST(ConfigValidation, ValidateOrThrowListsEveryProblemOnItsOwnLine) {

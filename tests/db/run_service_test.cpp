@@ -72,6 +72,33 @@ TEST_F(RunServiceTest, CreateStoresTheConfigItsWorkerWillTrain) {
   fs::remove_all(fs::absolute("mine-3"));
 }
 
+// The "-N" search in a workspace of many runs: the runs are found by their folder (an index,
+// RunStore::another_run_writes_to), whichever way the new config spells it, through a link too.
+TEST_F(RunServiceTest, ANewRunFindsTheFolderTakenAmongManyRunsHoweverItIsSpelled) {
+  RunStore store = open();
+  const fs::path root = fs::canonical(dir_);  // (as a link would resolve)
+  {
+    ganpo::sql::Transaction txn(store.database());
+    for (int i = 0; i < 3000; ++i)
+      store.create_run("r", "preference",
+                       nlohmann::json{{"output_dir", (root / "runs" / ("r" + std::to_string(i))).string()}}.dump());
+    txn.commit();
+  }
+  RunService service(store);
+  RunConfig c;
+  c.output_dir = (root / "runs" / "." / "x" / ".." / "r2999").string();
+  EXPECT_EQ(stored_config(store, service.create(c)).output_dir, (root / "runs" / "r2999-2").string());
+  c.output_dir = (root / "runs" / "r17" / "").string();
+  EXPECT_EQ(stored_config(store, service.create(c)).output_dir, (root / "runs" / "r17-2").string());
+  fs::create_directories(root / "runs" / "r5");
+  fs::create_directory_symlink(root / "runs" / "r5", dir_ / "alias");
+  c.output_dir = (root / "alias").string();
+  EXPECT_EQ(stored_config(store, service.create(c)).output_dir, (root / "alias-2").string())
+      << "a link to another run's folder is that folder";
+  c.output_dir = (root / "runs" / "new").string();
+  EXPECT_EQ(stored_config(store, service.create(c)).output_dir, c.output_dir);
+}
+
 TEST_F(RunServiceTest, RemoveKeepsFoldersThatAreNotRunsAndRunsAWorkerHolds) {
   RunStore store = open();
   RunService service(store);
@@ -130,7 +157,9 @@ TEST_F(RunServiceTest, ControlReachesOnlyARunAWorkerHolds) {
   EXPECT_EQ(service.control(id, "pause"), "");
   EXPECT_EQ(store.run(id)->control, "pause");
   store.set_status(id, RunStatus::failed);
-  EXPECT_NE(service.control(id, "stop").find("ganpo runs resume " + std::to_string(id)), std::string::npos);
+  // The hint names this workspace, which is not the default one, so it can be pasted as it is.
+  EXPECT_NE(service.control(id, "stop").find("ganpo runs resume " + std::to_string(id) + " --db " + store.path()),
+            std::string::npos);
 }
 
 TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective) {

@@ -31,7 +31,9 @@ protected:
   // A run with this config that ran from t0 to t1 and ended with `status`.
   static void add_run(RunStore& store, const RunConfig& c, double t0, double t1, const char* status) {
     const int64_t id = RunService(store).create(c);
-    sql::Statement s(store.database(), "UPDATE runs SET status = ?, started_at = ?, finished_at = ? WHERE id = ?");
+    // One span of a worker, t0 to t1, as the store records it.
+    sql::Statement s(store.database(),
+                     "UPDATE runs SET status = ?1, started_at = ?2, span_started_at = ?2, finished_at = ?3 WHERE id = ?4");
     s.bind(1, std::string(status)).bind(2, t0).bind(3, t1).bind(4, id).run();
   }
   fs::path dir_;
@@ -77,15 +79,19 @@ TEST_F(RunSpeed, TheMedianOfFinishedRunsOrTheBuiltInFigure) {
   add_run(store, small(100), 3000, 3040, "completed");  // w / 40
   add_run(store, small(100), 4000, 4001, "failed");     // not a finished run
   add_run(store, small(100), 5000, 5001, "stopped");
-  add_run(store, small(100), 6000, 9000, "completed");  // started twice: idle time in its wall time
+  add_run(store, small(100), 6000, 9000, "completed");  // started twice: a second span, maybe another speed
+  // A run stopped for an hour between its two spans: its speed is its work over the 10 s held.
+  add_run(store, small(100), 20000, 20005, "completed");
+  sql::Statement resumed(store.database(), "UPDATE runs SET active_seconds = 5, started_at = 16400 WHERE id = 7");
+  resumed.run();
   sql::Statement twice(store.database(), "UPDATE runs SET attempts = 2 WHERE id = 6");
   twice.run();
   const WorkSpeed speed = measured_work_speed(store);
-  EXPECT_EQ(speed.runs, 3);
-  EXPECT_DOUBLE_EQ(speed.work_per_second, w / 20);
+  EXPECT_EQ(speed.runs, 4);
+  EXPECT_DOUBLE_EQ(speed.work_per_second, w / 10) << "the median of w / 10, w / 10 (not w / 3605), w / 20, w / 40";
   const DurationEstimate e = estimate_duration({small(100), small(200)}, speed);
-  EXPECT_NEAR(e.seconds, 20 + 20 * run_work(small(200)).total() / w, 1e-6);
-  EXPECT_NE(e.basis.find("3 finished run(s)"), std::string::npos) << e.basis;
+  EXPECT_NEAR(e.seconds, 10 + 10 * run_work(small(200)).total() / w, 1e-6);
+  EXPECT_NE(e.basis.find("4 finished run(s)"), std::string::npos) << e.basis;
 }
 
 TEST_F(RunSpeed, QueuedStudiesAreStoredSelfContainedAndInAFolderOfTheirOwn) {

@@ -24,6 +24,7 @@
 namespace fs = std::filesystem;
 using ganpo::RunStatus;
 using ganpo::RunStore;
+using ganpo::run_duration_seconds;
 
 namespace {
 
@@ -170,6 +171,51 @@ TEST_F(RunStoreTest, AConfigNestedDeeperThanAnyIsReadAsUnreadable) {
   EXPECT_EQ(store.runs().size(), 2u);
   EXPECT_TRUE(ganpo::json_text_nested_deeper_than("[[[]]]", 2));
   EXPECT_FALSE(ganpo::json_text_nested_deeper_than("[[]][[]]", 2));
+}
+
+// A new run's folder search (RunService::create) looks runs up by output folder in an index, not
+// by reading every run's config; a config this build cannot read (not JSON, nested too deep) has
+// no folder there and writes as before, and a workspace of schema v6 holding one upgrades.
+TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
+  {
+    auto store = RunStore::open(db_path());
+    const int64_t a = store.create_run("a", "preference", R"({"output_dir": "/w/runs/a", "seed": 1})");
+    const int64_t bad = store.create_run("bad", "preference", "not json {");
+    store.set_config(bad, "{\"seed\": " + std::string(5000, '[') + std::string(5000, ']') + "}");
+    const int64_t b = store.create_run("b", "preference", R"({"output_dir": 5})");
+    EXPECT_TRUE(store.another_run_writes_to(b, {"/w/runs/x", "/w/runs/a"}));
+    EXPECT_FALSE(store.another_run_writes_to(a, {"/w/runs/a"})) << "the run itself does not count";
+    EXPECT_FALSE(store.another_run_writes_to(0, {"/w/runs/a/", "/w/runs", "5"})) << "compared whole, as text";
+    store.set_config(a, R"({"output_dir": "/w/runs/a-2"})");
+    EXPECT_FALSE(store.another_run_writes_to(0, {"/w/runs/a"})) << "the index follows a changed config";
+    EXPECT_TRUE(store.another_run_writes_to(0, {"/w/runs/a-2"}));
+
+    {
+      ganpo::sql::Statement plan(store.database(),
+                                 "EXPLAIN QUERY PLAN SELECT 1 FROM runs WHERE output_dir = ?1 AND id != ?2 LIMIT 1");
+      std::string steps;
+      while (plan.step()) steps += plan.col_text(3) + "\n";
+      EXPECT_NE(steps.find("INDEX runs_output_dir (output_dir=?)"), std::string::npos) << steps;
+    }
+
+    // Back to v6 (no column), with an unreadable config in it: the upgrade fills the column.
+    // A run of v6 that ran from t = 1000 to 1500.
+    store.database().exec("UPDATE runs SET started_at = 1000, finished_at = 1500, status = 'stopped' WHERE id = " +
+                          std::to_string(a));
+    store.database().exec("DROP INDEX runs_output_dir; ALTER TABLE runs DROP COLUMN output_dir; "
+                          "ALTER TABLE runs DROP COLUMN active_seconds; ALTER TABLE runs DROP COLUMN span_started_at; "
+                          "PRAGMA user_version=6");
+  }
+  {
+    // Upgraded, it is one span from its first start, as v6 counted it.
+    auto store = RunStore::open(db_path());
+    EXPECT_NEAR(run_duration_seconds(*store.run(1), 1e12), 500, 1e-6);
+  }
+  auto store = RunStore::open(db_path());
+  EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
+  EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runs_output_dir'"), 1);
+  EXPECT_TRUE(store.another_run_writes_to(0, {"/w/runs/a-2"}));
+  EXPECT_EQ(store.runs().size(), 3u);
 }
 
 TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {

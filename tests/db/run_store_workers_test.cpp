@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/memory_estimate.h"
@@ -16,6 +17,9 @@ namespace fs = std::filesystem;
 using ganpo::MetricRow;
 using ganpo::RunStatus;
 using ganpo::RunStore;
+using ganpo::RunRow;
+using ganpo::run_duration_seconds;
+using ganpo::unix_now;
 
 namespace {
 
@@ -129,8 +133,65 @@ TEST_F(RunStoreWorkersTest, DeadWorkerOnThisHostIsMarkedFailedOnOpen) {
   EXPECT_DOUBLE_EQ(*run->finished_at, last_heartbeat);
   EXPECT_NE(run->error.find("stopped without reporting"), std::string::npos) << run->error;
   EXPECT_NE(run->error.find("last recorded step 42"), std::string::npos) << run->error;
-  EXPECT_NE(run->error.find("ganpo runs resume " + std::to_string(id)), std::string::npos) << run->error;
+  // With this workspace's --db (not the default one): the hint pasted as it is reaches the run.
+  EXPECT_NE(run->error.find("ganpo runs resume " + std::to_string(id) + " --db " + fs::absolute(db_path()).string() + "\n"),
+            std::string::npos)
+      << run->error;
   EXPECT_NE(run->error.find("step 40 done"), std::string::npos) << "last log lines kept: " << run->error;
+}
+
+// A run's duration is the time workers held it: a run stopped for hours and resumed did not train
+// for hours (finished_at - started_at said so, in the run list, `runs list`, the ETA and the
+// speed a study's duration estimate is taken from). Spans are timed here by moving their
+// stored times back, as the clock would have.
+TEST_F(RunStoreWorkersTest, ADurationCountsTheSpansWorkersHeldTheRunNotTheTimeBetween) {
+  auto store = RunStore::open(db_path());
+  const int64_t id = store.create_run("resumed", "sft", "{}");
+  const std::string where = " WHERE id = " + std::to_string(id);
+  EXPECT_EQ(run_duration_seconds(*store.run(id), 0), -1) << "never started";
+  store.set_status(id, RunStatus::running);
+  store.database().exec("UPDATE runs SET span_started_at = span_started_at - 7200, started_at = started_at - 7200" + where);
+  store.set_status(id, RunStatus::paused);  // a pause counts: its worker holds the run
+  store.set_status(id, RunStatus::running);
+  store.set_status(id, RunStatus::stopped);
+  // It trained 100 s, two hours ago; then sat stopped.
+  store.database().exec("UPDATE runs SET finished_at = span_started_at + 100" + where);
+  EXPECT_NEAR(run_duration_seconds(*store.run(id), 1e12), 100, 1e-6);
+  ASSERT_TRUE(store.claim_run(id, ::getpid()));  // `runs resume`
+  EXPECT_NEAR(store.run(id)->active_seconds, 100, 1e-6);
+  EXPECT_FALSE(store.run(id)->span_started_at);
+  store.set_status(id, RunStatus::running);
+  const double now = unix_now();
+  EXPECT_NEAR(run_duration_seconds(*store.run(id), now + 30), 130, 1) << "a live span counts up to now";
+  store.set_status(id, RunStatus::completed);
+  const RunRow done = *store.run(id);
+  EXPECT_NEAR(run_duration_seconds(done, 1e12), 100 + (*done.finished_at - *done.span_started_at), 1e-6);
+  EXPECT_LT(run_duration_seconds(done, 1e12), 200) << "not the two hours since it first started";
+
+  // A run that ran again without a claim in between (a finished span is closed where the next starts).
+  const int64_t other = store.create_run("direct", "sft", "{}");
+  store.set_status(other, RunStatus::running);
+  store.set_status(other, RunStatus::failed);
+  store.database().exec("UPDATE runs SET span_started_at = span_started_at - 1000, finished_at = span_started_at - 990 "
+                        "WHERE id = " + std::to_string(other));
+  store.set_status(other, RunStatus::running);
+  EXPECT_NEAR(store.run(other)->active_seconds, 10, 1e-6);
+}
+
+// Hints name a workspace with --db only where it is not the default one (which needs none).
+TEST_F(RunStoreWorkersTest, HintsNameTheWorkspaceUnlessItIsTheDefault) {
+  EXPECT_EQ(RunStore::open(db_path()).db_option(), " --db " + fs::absolute(db_path()).string());
+  // Quoted for a shell where the path needs it.
+  fs::create_directories(dir_ / "it's here");
+  EXPECT_EQ(RunStore::open((dir_ / "it's here" / "w.sqlite").string()).db_option(),
+            " --db '" + fs::absolute(dir_).string() + "/it'\\''s here/w.sqlite'");
+  const char* xdg = std::getenv("XDG_DATA_HOME");
+  const std::string saved = xdg ? xdg : "";
+  ASSERT_EQ(::setenv("XDG_DATA_HOME", (dir_ / "xdg").c_str(), 1), 0);
+  fs::create_directories(dir_ / "xdg" / "ganpo-workbench");
+  EXPECT_EQ(RunStore::open((dir_ / "xdg" / "ganpo-workbench" / "workspace.sqlite").string()).db_option(), "");
+  if (xdg) ::setenv("XDG_DATA_HOME", saved.c_str(), 1);
+  else ::unsetenv("XDG_DATA_HOME");
 }
 
 // A worker that held most of the machine's memory at its last reading was likely ended by the

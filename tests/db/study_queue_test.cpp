@@ -31,6 +31,21 @@ protected:
                                            ".", "s.toml");
     return create_study(store, "s", "", expand_study(spec, (dir_ / "out").string()));
   }
+  // Two arms x two seeds, no stage: the first run training, the second claimed by a driver for
+  // a worker still starting (this process's pid for both), the others queued.
+  int64_t make_running_study(RunStore& store) {
+    const StudySpec spec = study_from_toml("seeds = [1, 2]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n",
+                                           ".", "s.toml");
+    const int64_t study = create_study(store, "s", "", expand_study(spec, (dir_ / "out").string()));
+    const auto ids = study_run_ids(store, study);
+    EXPECT_EQ(ids.size(), 4u);
+    const int64_t me = ::getpid();
+    EXPECT_TRUE(claim_study_run(store, ids[0], me));
+    EXPECT_TRUE(store.claim_run(ids[0], me));
+    store.set_status(ids[0], RunStatus::running);
+    EXPECT_TRUE(claim_study_run(store, ids[1], me));
+    return study;
+  }
   fs::path dir_;
 };
 
@@ -111,16 +126,9 @@ TEST_F(StudyQueueStore, BlockedRunsCountEveryStageDownAndResumeRequeuesStoppedRu
 // claim clears nothing it should not.
 TEST_F(StudyQueueStore, CancelAsksEveryAttachedRunToStopWithoutADriver) {
   RunStore store = RunStore::open((dir_ / "w.sqlite").string());
-  const StudySpec spec = study_from_toml("seeds = [1, 2]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n",
-                                         ".", "s.toml");
-  const int64_t study = create_study(store, "s", "", expand_study(spec, (dir_ / "out").string()));
+  const int64_t study = make_running_study(store);
   const auto ids = study_run_ids(store, study);
-  ASSERT_EQ(ids.size(), 4u);
   const int64_t me = ::getpid();
-  ASSERT_TRUE(claim_study_run(store, ids[0], me));
-  ASSERT_TRUE(store.claim_run(ids[0], me));
-  store.set_status(ids[0], RunStatus::running);
-  ASSERT_TRUE(claim_study_run(store, ids[1], me));  // its worker is still starting
 
   set_study_state(store, study, StudyState::cancelled);
   EXPECT_EQ(store.take_control(ids[0]), "stop") << "the training run is asked to stop";
@@ -139,6 +147,38 @@ TEST_F(StudyQueueStore, CancelAsksEveryAttachedRunToStopWithoutADriver) {
   store.set_control(ids[1], "sample");
   ASSERT_TRUE(store.claim_run(ids[1], me));
   EXPECT_EQ(store.take_control(ids[1]), "") << "an active study's claim clears what was left";
+}
+
+// `study resume` right after `study cancel`, before the workers have polled their control: the
+// cancel's stop is taken back (the run trains on, instead of stopping and staying stopped in an
+// active study, which requeues only the runs already stopped), and a driver's round that read the
+// study as cancelled before the resume sends no stop after it.
+TEST_F(StudyQueueStore, AResumeBeforeTheWorkersTakeTheCancelsStopKeepsTheirRunsGoing) {
+  RunStore store = RunStore::open((dir_ / "w.sqlite").string());
+  const int64_t study = make_running_study(store);
+  const auto ids = study_run_ids(store, study);
+  const int64_t me = ::getpid();
+
+  set_study_state(store, study, StudyState::cancelled);
+  ASSERT_EQ(store.run(ids[0])->control, "stop");
+  set_study_state(store, study, StudyState::active);
+  EXPECT_EQ(store.take_control(ids[0]), "") << "the training run is no longer asked to stop";
+  ASSERT_TRUE(store.claim_run(ids[1], me));
+  EXPECT_EQ(store.take_control(ids[1]), "") << "nor is the one whose worker was starting";
+
+  stop_runs_of_cancelled_study(store, study);  // a driver's round that saw the cancel
+  EXPECT_EQ(store.take_control(ids[0]), "") << "sends nothing once the study is active again";
+
+  set_study_state(store, study, StudyState::cancelled);
+  ASSERT_EQ(store.take_control(ids[0]), "stop");  // the worker took the cancel's stop ...
+  stop_runs_of_cancelled_study(store, study);
+  EXPECT_EQ(store.take_control(ids[0]), "stop") << "... and a cancelled study's driver sends it again";
+  EXPECT_EQ(store.take_control(ids[2]), "") << "a queued run with no worker has nothing to stop";
+
+  // A worker that took the stop before the resume still stops: the next resume queues its run.
+  store.set_status(ids[0], RunStatus::stopped);
+  set_study_state(store, study, StudyState::active);
+  EXPECT_EQ(store.run(ids[0])->status, RunStatus::queued);
 }
 
 // A study queued again into the same folders (its old runs still in the workspace, the folder

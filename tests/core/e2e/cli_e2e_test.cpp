@@ -219,10 +219,11 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   EXPECT_NE(bf16.output.find("precision bf16 needs a CUDA device"), std::string::npos) << bf16.output;
   EXPECT_FALSE(fs::exists(dir / "bf16.jsonl"));
   EXPECT_EQ(run_cli(generate_args + (dir / "fp16.jsonl").string() + " --precision fp16").exit_code, 2);
-  // Sampling settings out of the run config's ranges are refused before any work (status 2).
+  // Sampling settings out of the run config's ranges are refused before any work (status 2); a
+  // negative --seed had been read as 18446744073709551615.
   for (const char* bad : {" --top-p 0", " --top-p 1.5", " --top-p abc", " --top-p 1e999", " --top-k -1",
                           " --temperature -0.5", " --temperature nan", " --temperature inf", " --max-new-tokens 0",
-                          " --device bogus", " --device cuda:x"}) {
+                          " --device bogus", " --device cuda:x", " --seed -1"}) {
     auto refused = run_cli(generate_args + (dir / "bad.jsonl").string() + bad);
     EXPECT_EQ(refused.exit_code, 2) << bad << ": " << refused.output;
     EXPECT_FALSE(fs::exists(dir / "bad.jsonl")) << bad;
@@ -251,7 +252,7 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
   // eval's settings too, each named in words (a loss type was an internal assertion, NaN rewards,
   // a win rate on empty answers, a LibTorch trace).
   for (const char* bad : {" --loss-type bogus", " --beta inf", " --beta -1", " --temperatures nan",
-                          " --temperatures 0.7,-1", " --max-new-tokens 0", " --device bogus"}) {
+                          " --temperatures 0.7,-1", " --max-new-tokens 0", " --device bogus", " --seed -1"}) {
     auto refused = run_cli("eval" + ckpt + " --builtin lists --num-prompts 2" + bad);
     EXPECT_EQ(refused.exit_code, 2) << bad << ": " << refused.output;
     EXPECT_EQ(refused.output.find("internal error"), std::string::npos) << bad << ": " << refused.output;
@@ -343,6 +344,23 @@ TEST(CliEndToEnd, BadConfigIsRejectedBeforeWork) {
   EXPECT_NE(r.output.find("objective.beta must be"), std::string::npos) << r.output;
 }
 
+// An empty config (0 bytes, only comments, "{}") started the full default run without a word:
+// most likely a wrong or truncated file, so it is refused before any work, saying what to add.
+TEST(CliEndToEnd, ConfigThatSetsNothingIsRefusedBeforeWork) {
+  const auto dir = fresh_dir("emptycfg");
+  std::ofstream(dir / "zero.toml") << "";
+  std::ofstream(dir / "comments.toml") << "# nothing yet\n\n";
+  std::ofstream(dir / "empty.json") << "{}\n";
+  for (const char* name : {"zero.toml", "comments.toml", "empty.json"}) {
+    auto r = run_cli("train --no-db --config " + (dir / name).string());
+    EXPECT_EQ(r.exit_code, 2) << name << ": " << r.output;
+    EXPECT_NE(r.output.find(std::string(name) + " sets no keys (it is empty or holds only comments)"),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(r.output.find("step 1/"), std::string::npos) << "nothing trained: " << r.output;
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -383,7 +401,9 @@ TEST(CliEndToEnd, SigtermSavesCheckpointAndResumeFinishes) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_TRUE(fs::exists(dir / "out-2" / "checkpoint-4")) << resumed.output;
   EXPECT_FALSE(fs::exists(dir / "out-3"));
-  if (stopped_at + 3 != 4) EXPECT_FALSE(fs::exists(dir / "out" / "checkpoint-4"));
+  if (stopped_at + 3 != 4) {
+    EXPECT_FALSE(fs::exists(dir / "out" / "checkpoint-4"));
+  }
 
   // Not this config's to go on from: a checkpoint of another stage, or one past the last step
   // (each trained nothing and wrote the checkpoint's weights as final/).

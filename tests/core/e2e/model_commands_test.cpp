@@ -89,12 +89,19 @@ TEST_F(ModelCommands, LogitsEqualTheEngineInThisProcess) {
   auto bad = run_cli("logits --model " + dir_.string() + " --ids 1,999");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.output.find("outside the vocabulary"), std::string::npos) << bad.output;
-  // An empty list is no id (it read as id 0).
-  for (const char* ids : {"\"\"", "-1", "abc"}) {
+  // An empty list is no id (it read as id 0); an empty item is none either (CLI11's split had
+  // dropped it, so "1,,2" ran on 1,2 without a word).
+  for (const char* ids : {"\"\"", "-1", "abc", "1,,2", "1,", ",1"}) {
     auto refused = run_cli("logits --model " + dir_.string() + " --ids " + ids);
     EXPECT_EQ(refused.exit_code, 2) << ids << ": " << refused.output;
     EXPECT_EQ(refused.output.find("position 0"), std::string::npos) << ids << ": " << refused.output;
   }
+  EXPECT_NE(run_cli("logits --model " + dir_.string() + " --ids 1,,2").output.find("has an empty item in \"1,,2\""),
+            std::string::npos);
+  // Ids as separate words still read as one list.
+  auto words = run_cli("logits --model " + dir_.string() + " --ids 72,105 33 --json");
+  ASSERT_EQ(words.exit_code, 0) << words.output;
+  EXPECT_EQ(nlohmann::json::parse(words.output)["logits"].size(), 3u);
 }
 
 // A PEFT adapter folder is its base model with the adapters on, for `logits` as for `generate`;
@@ -170,6 +177,12 @@ TEST_F(ModelCommands, TokenizeRoundTrips) {
   {
     std::ofstream(ids) << R"({"ids": [104, -1]})" << "\n" << R"({"ids": [99999999999]})" << "\n";
   }
+  // The byte tokenizer has no special tokens to add or keep: --no-special gives the same ids and
+  // says so, rather than seeming to have been ignored.
+  auto plain = run_cli("tokenize --tokenizer " + dir_.string() + " --no-special < " + in);
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_NE(plain.output.find("--no-special changes nothing here"), std::string::npos) << plain.output;
+  EXPECT_NE(plain.output.find(R"({"ids":[104,195,169,33]})"), std::string::npos) << plain.output;
   auto outside = run_cli("tokenize --tokenizer " + dir_.string() + " --decode < " + ids);
   EXPECT_EQ(outside.exit_code, 1) << outside.output;
   EXPECT_NE(outside.output.find("line 1: id -1 is outside the vocabulary"), std::string::npos) << outside.output;
