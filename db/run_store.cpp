@@ -954,6 +954,26 @@ std::vector<SeriesPoint> RunStore::series(int64_t run_id, const std::string& key
   return out;
 }
 
+std::vector<RunStore::Clock> RunStore::clock_at(int64_t run_id, const std::string& key,
+                                                const std::vector<int64_t>& steps) {
+  // (INDEXED BY: for ORDER BY id the planner would walk the run's rows by id, every row per step.)
+  sql::Statement s(db_,
+                   "SELECT wall_time, tokens_seen FROM metrics INDEXED BY metrics_run_key_step "
+                   "WHERE run_id = ?1 AND key = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1");
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<Clock> out;
+  out.reserve(steps.size());
+  for (int64_t step : steps) {
+    s.reset();
+    s.bind(1, run_id).bind(2, key).bind(3, step);
+    if (s.step())
+      out.push_back({s.col_double(0), s.is_null(1) ? nan : s.col_double(1)});
+    else
+      out.push_back({nan, nan});
+  }
+  return out;
+}
+
 int64_t RunStore::bucket_of(int64_t step, int64_t lo, int64_t hi, int64_t buckets) {
   return (step - lo) * buckets / (hi - lo + 1);
 }

@@ -233,6 +233,13 @@ public:
   // that has points, min / max / last value and count (computed in SQL, GROUP BY bucket).
   std::vector<SeriesBucket> decimated_series(int64_t run_id, const std::string& key, int64_t step_lo,
                                              int64_t step_hi, int64_t buckets);
+  // Where the run was at each of `steps` (ascending) by one metric's rows there: the wall time and
+  // tokens seen of its row at that step (the newest), NaN where it has none. One index lookup per
+  // step: Compare draws a run against wall time or tokens seen from these.
+  struct Clock {
+    double wall_time = 0, tokens_seen = 0;
+  };
+  std::vector<Clock> clock_at(int64_t run_id, const std::string& key, const std::vector<int64_t>& steps);
   std::vector<SampleRow> samples(int64_t run_id, int64_t step);
   std::vector<int64_t> sample_steps(int64_t run_id);
   // Each step with samples and the id of its newest sample row, in step order: a step whose

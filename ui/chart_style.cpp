@@ -24,4 +24,24 @@ void apply_chart_palette(QCustomPlot* plot, const QPalette& pal, QCPTextElement*
   plot->legend->setSelectedBorderPen(QPen(grid));
 }
 
+void set_x_axis_mode(QCPAxis* axis, XAxisMode mode) {
+  switch (mode) {
+    case XAxisMode::Step:
+      axis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
+      axis->setLabel("step");
+      break;
+    case XAxisMode::WallTime: {
+      QSharedPointer<QCPAxisTickerTime> t(new QCPAxisTickerTime);
+      t->setTimeFormat("%h:%m:%s");
+      axis->setTicker(t);
+      axis->setLabel("wall time (h:m:s)");
+      break;
+    }
+    case XAxisMode::TokensSeen:
+      axis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
+      axis->setLabel("tokens seen");
+      break;
+  }
+}
+
 }  // namespace ganpo::ui

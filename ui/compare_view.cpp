@@ -172,12 +172,16 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   layout->setContentsMargins(6, 6, 6, 6);
 
   auto* controls = new QHBoxLayout;
-  controls->addWidget(new QLabel("Metric:"));
   metric_combo_ = new QComboBox;
-  metric_combo_->setMinimumContentsLength(20);
+  metric_combo_->setMinimumContentsLength(18);
   metric_combo_->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
   metric_combo_->setToolTip("Metrics logged by any of the selected runs");
   controls->addWidget(metric_combo_);
+  x_combo_ = new QComboBox;
+  x_combo_->addItems({"x: step", "x: wall time", "x: tokens seen"});
+  x_combo_->setToolTip("The x axis: step, wall time since each run's first point of the metric (which run is faster), "
+                       "or tokens seen (runs of other batch sizes at equal data)");
+  controls->addWidget(x_combo_);
   controls->addSpacing(12);
   smoothing_control_ = new SmoothingControl(smoothing_, "Debiased exponential moving average weight, as on the dashboard (0 = raw)");
   controls->addWidget(smoothing_control_);
@@ -186,7 +190,8 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
                     "the plot). Runs that log more are read again on their own every few seconds while this tab "
                     "is in front");
   controls->addWidget(reset);
-  legend_button_ = new QPushButton("Legend");
+  legend_button_ = new QToolButton;
+  legend_button_->setText("Legend");
   legend_button_->setCheckable(true);
   legend_button_->setToolTip("Show the legend on the plot (hidden by default past " + QString::number(kLegendRunLimit) +
                              " runs, where it would cover the curves: hover a curve for its run)");
@@ -212,7 +217,7 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   plot_ = new QCustomPlot;
   plot_->setMinimumHeight(260);
   plot_->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
-  plot_->xAxis->setLabel("step");
+  set_x_axis_mode(plot_->xAxis, XAxisMode::Step);
   plot_->legend->setVisible(run_ids_.size() <= static_cast<size_t>(kLegendRunLimit));
   legend_button_->setChecked(plot_->legend->visible());
   plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
@@ -249,10 +254,12 @@ CompareView::CompareView(StoreWorker* store, std::vector<int64_t> run_ids, QWidg
   layout->addWidget(split, 1);
 
   connect(metric_combo_, &QComboBox::textActivated, this, &CompareView::setMetric);
+  connect(x_combo_, qOverload<int>(&QComboBox::currentIndexChanged), this,
+          [this](int i) { setXAxisMode(static_cast<XAxisMode>(i)); });
   connect(smoothing_control_, &SmoothingControl::weightChanged, this, [this](double w) { setSmoothing(w); });
   connect(reset, &QPushButton::clicked, this, &CompareView::resetZoom);
   connect(plot_, &QCustomPlot::mouseDoubleClick, this, [this] { resetZoom(); });
-  connect(legend_button_, &QPushButton::toggled, this, &CompareView::setLegendVisible);
+  connect(legend_button_, &QToolButton::toggled, this, &CompareView::setLegendVisible);
   connect(plot_, &QCustomPlot::mouseMove, this, [this](QMouseEvent* event) {
     const QString text = event->buttons() || !plot_->axisRect()->rect().contains(event->pos())
                              ? QString()
@@ -499,7 +506,7 @@ void CompareView::setMetric(const QString& key) {
       [asks, k](RunStore& s) {
         std::vector<Curve> out;
         for (const Ask& a : asks)
-          out.push_back(a.last_step >= 0 ? readCurve(s, a.id, k, 0, std::max<int64_t>(a.last_step, 1)) : Curve{});
+          out.push_back(a.last_step >= 0 ? readCurve(s, a.id, k, 0, std::max<int64_t>(a.last_step, 1), /*with_clock=*/true) : Curve{});
         return out;
       },
       [this, key, generation](std::vector<Curve> curves) {
@@ -514,7 +521,8 @@ void CompareView::setMetric(const QString& key) {
       });
 }
 
-CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std::string& key, int64_t lo, int64_t hi) {
+CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std::string& key, int64_t lo, int64_t hi,
+                                          bool with_clock) {
   Curve c;
   c.lo = lo;
   c.hi = hi;
@@ -528,6 +536,9 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
       c.values.push_back(p.value);
       if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step), c.non_finite_counts.push_back(1);
     }
+    if (with_clock)
+      for (const RunStore::Clock& at : s.clock_at(run_id, key, c.steps))
+        c.wall_times.push_back(at.wall_time), c.tokens.push_back(at.tokens_seen);
     return c;
   }
   // Each bucket at its middle step: its min and max (the band, spikes kept) and the mean of its
@@ -543,7 +554,55 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
     c.counts.push_back(b.count);
     if (b.nan_count > 0) c.non_finite_steps.push_back(c.steps.back()), c.non_finite_counts.push_back(b.nan_count);
   }
+  if (with_clock) {
+    // A bucket's middle step may have no row: between its first and last rows' clocks, as far
+    // along as the middle step is between them.
+    std::vector<int64_t> ends;
+    for (const auto& b : buckets) ends.push_back(b.first_step), ends.push_back(b.last_step);
+    const std::vector<RunStore::Clock> at = s.clock_at(run_id, key, ends);
+    for (size_t j = 0; j + 1 < at.size(); j += 2) {
+      const double first = static_cast<double>(ends[j]), last = static_cast<double>(ends[j + 1]);
+      const double t = last > first ? (static_cast<double>(c.steps[j / 2]) - first) / (last - first) : 0.0;
+      c.wall_times.push_back(at[j].wall_time + t * (at[j + 1].wall_time - at[j].wall_time));
+      c.tokens.push_back(at[j].tokens_seen + t * (at[j + 1].tokens_seen - at[j].tokens_seen));
+    }
+  }
   return c;
+}
+
+// Linear between the whole run's points (`from` ascending), held flat beyond them; NaN where the
+// run has no such figure (a run that logged no tokens seen is not placed by them).
+template <typename From, typename To>
+static double interpolate(const std::vector<From>& from, const std::vector<To>& to, double at) {
+  if (from.empty() || from.size() != to.size()) return std::numeric_limits<double>::quiet_NaN();
+  const auto hi = std::lower_bound(from.begin(), from.end(), at,
+                                   [](From v, double x) { return static_cast<double>(v) < x; });
+  if (hi == from.begin()) return static_cast<double>(to.front());
+  if (hi == from.end()) return static_cast<double>(to.back());
+  const size_t j = static_cast<size_t>(hi - from.begin());
+  const double x0 = static_cast<double>(from[j - 1]), x1 = static_cast<double>(from[j]);
+  const double t = x1 > x0 ? (at - x0) / (x1 - x0) : 1.0;
+  return static_cast<double>(to[j - 1]) + t * (static_cast<double>(to[j]) - static_cast<double>(to[j - 1]));
+}
+
+double CompareView::xOf(size_t i, double step) const {
+  if (x_mode_ == XAxisMode::Step || i >= overviews_.size()) return step;
+  const Curve& o = overviews_[i];
+  if (x_mode_ == XAxisMode::TokensSeen) return interpolate(o.steps, o.tokens, step);
+  if (o.wall_times.empty()) return std::numeric_limits<double>::quiet_NaN();
+  return interpolate(o.steps, o.wall_times, step) - o.wall_times.front();
+}
+
+double CompareView::stepOf(size_t i, double x) const {
+  if (x_mode_ == XAxisMode::Step || i >= overviews_.size()) return x;
+  const Curve& o = overviews_[i];
+  const std::vector<double>& xs = x_mode_ == XAxisMode::TokensSeen ? o.tokens : o.wall_times;
+  // (Tokens and wall time grow with the step; where they do not, a gap of NaN or a clock stepped
+  // back, there is no step for an x, and the caller reads the whole run.)
+  if (xs.empty() || std::any_of(xs.begin(), xs.end(), [](double v) { return !std::isfinite(v); }) ||
+      !std::is_sorted(xs.begin(), xs.end()))
+    return std::numeric_limits<double>::quiet_NaN();
+  return interpolate(xs, o.steps, x_mode_ == XAxisMode::WallTime ? x + xs.front() : x);
 }
 
 void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
@@ -587,19 +646,27 @@ void CompareView::drawCurves(bool rescale) {
   const QCPRange keep_x = plot_->xAxis->range(), keep_y = plot_->yAxis->range();
   plot_->clearGraphs();
   graphs_.assign(curves_.size(), RunGraphs{});
-  int drawn = 0, decimated = 0;
-  const auto to_qvector = [](const std::vector<double>& v) {
-    QVector<double> out(static_cast<int>(v.size()));
-    for (size_t j = 0; j < v.size(); ++j) out[static_cast<int>(j)] = std::isfinite(v[j]) ? v[j] : std::numeric_limits<double>::quiet_NaN();
-    return out;
-  };
+  drawn_.assign(curves_.size(), Drawn{});
+  int drawn = 0, decimated = 0, unplaced = 0;
   for (size_t i = 0; i < runs_.size() && i < curves_.size(); ++i) {
     const Curve& c = curves_[i];
     const QColor color = colors_[i];
     QColor faint = color;
     faint.setAlpha(70);
-    QVector<double> xs(static_cast<int>(c.steps.size()));
-    for (size_t j = 0; j < c.steps.size(); ++j) xs[static_cast<int>(j)] = static_cast<double>(c.steps[j]);
+    // Each point at its x; a point with none under this x mode (no tokens seen logged) is left out.
+    Drawn& d = drawn_[i];
+    std::vector<size_t> placed;
+    QVector<double> xs;
+    for (size_t j = 0; j < c.steps.size(); ++j) {
+      d.xs.push_back(xOf(i, static_cast<double>(c.steps[j])));
+      if (std::isfinite(d.xs.back())) placed.push_back(j), xs << d.xs.back();
+    }
+    // A gap where a value is not finite (an infinite one would also defeat the axis range).
+    const auto to_qvector = [&placed](const std::vector<double>& v) {
+      QVector<double> out;
+      for (size_t j : placed) out << (j < v.size() && std::isfinite(v[j]) ? v[j] : std::numeric_limits<double>::quiet_NaN());
+      return out;
+    };
     RunGraphs& g = graphs_[i];
     if (c.decimated) {
       QColor band = color;
@@ -619,7 +686,6 @@ void CompareView::drawCurves(bool rescale) {
     g.raw = plot_->addGraph();
     g.raw->setPen(QPen(faint, 1));
     g.raw->removeFromLegend();
-    // A gap where a value is not finite (an infinite one would also defeat the axis range).
     g.raw->setData(xs, to_qvector(c.values), true);
     g.smooth = plot_->addGraph();
     g.smooth->setName(legendLabel(i));
@@ -634,9 +700,11 @@ void CompareView::drawCurves(bool rescale) {
                                              all.counts.begin() + static_cast<std::ptrdiff_t>(std::min(before, all.counts.size())));
       smooth_points(head, head_counts, smoothing_, state);
     }
-    g.smooth->setData(xs, to_qvector(smooth_points(c.values, c.counts, smoothing_, state)), true);
-    if (c.steps.size() == 1) g.smooth->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
-    if (!c.steps.empty()) ++drawn;
+    d.smoothed = smooth_points(c.values, c.counts, smoothing_, state);
+    g.smooth->setData(xs, to_qvector(d.smoothed), true);
+    if (placed.size() == 1) g.smooth->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, 6));
+    if (!placed.empty()) ++drawn;
+    if (placed.empty() && !c.steps.empty()) ++unplaced;
     if (c.decimated) ++decimated;
   }
   if (rescale) {
@@ -655,7 +723,8 @@ void CompareView::drawCurves(bool rescale) {
     marks->setLineStyle(QCPGraph::lsNone);
     marks->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, colors_[i], 9));
     QVector<double> mx, my;
-    for (int64_t step : curves_[i].non_finite_steps) mx << static_cast<double>(step), my << y.upper - 0.04 * y.size();
+    for (int64_t step : curves_[i].non_finite_steps)
+      if (const double x = xOf(i, static_cast<double>(step)); std::isfinite(x)) mx << x, my << y.upper - 0.04 * y.size();
     marks->setData(mx, my, true);
     graphs_[i].marks = marks;
     for (int64_t n : curves_[i].non_finite_counts) non_finite += n;
@@ -664,6 +733,8 @@ void CompareView::drawCurves(bool rescale) {
   drawing_ = false;
   QString status = QString("%1 of %2 runs have %3").arg(drawn).arg(runs_.size()).arg(metric_);
   if (decimated) status += QString(" (%1 drawn as min/max envelope)").arg(decimated);
+  if (unplaced)
+    status += QString("; %1 not drawn: no %2 logged").arg(unplaced).arg(x_mode_ == XAxisMode::TokensSeen ? "tokens seen" : "wall time");
   if (non_finite) status += QString("; %1 NaN / Inf point(s) marked \u00d7").arg(non_finite);
   status += QString("; read at %1").arg(QTime::currentTime().toString("HH:mm:ss"));
   status_label_->setText(status);
@@ -705,9 +776,12 @@ void CompareView::onZoomSettled() {
     const auto it = runs_[i].last_steps.find(k);
     if (it == runs_[i].last_steps.end()) continue;
     const int64_t last = std::max<int64_t>(it->second, 1);
-    // (clamped as doubles first: a far zoom-out reaches beyond any int64)
-    const auto lo = static_cast<int64_t>(std::clamp(std::floor(r.lower), 0.0, static_cast<double>(last)));
-    const auto hi = static_cast<int64_t>(std::clamp(std::ceil(r.upper), static_cast<double>(lo), static_cast<double>(last)));
+    // The steps in view (under wall time or tokens seen, this run's own); where x maps to no step,
+    // the whole run. (Clamped as doubles first: a far zoom-out reaches beyond any int64.)
+    double from = stepOf(i, r.lower), to = stepOf(i, r.upper);
+    if (!std::isfinite(from) || !std::isfinite(to)) from = 0, to = static_cast<double>(last);
+    const auto lo = static_cast<int64_t>(std::clamp(std::floor(from), 0.0, static_cast<double>(last)));
+    const auto hi = static_cast<int64_t>(std::clamp(std::ceil(to), static_cast<double>(lo), static_cast<double>(last)));
     const Curve& c = curves_[i];
     const bool covered = !c.decimated && c.lo <= lo && c.hi >= hi;  // every point in view is drawn already
     if (covered || (c.lo == lo && c.hi == hi)) continue;
@@ -858,34 +932,57 @@ bool CompareView::legendVisible() const { return plot_->legend->visible(); }
 
 // Every drawn run at the point nearest `step`: its value and smoothed value (a bucket's mean, with
 // its min and max), highest smoothed value first, as the curves stack on the plot.
-QString CompareView::tooltipAt(double step) const {
+QString CompareView::tooltipAt(double x) const {
   struct Line {
     double order;
     QString text;
   };
   std::vector<Line> lines;
   int64_t head = -1;
-  for (size_t i = 0; i < curves_.size() && i < graphs_.size(); ++i) {
+  for (size_t i = 0; i < curves_.size() && i < drawn_.size(); ++i) {
     const Curve& c = curves_[i];
-    if (c.steps.empty() || !graphs_[i].smooth) continue;
-    const auto at = std::lower_bound(c.steps.begin(), c.steps.end(), step,
-                                     [](int64_t s, double x) { return static_cast<double>(s) < x; });
-    size_t j = static_cast<size_t>(std::min<std::ptrdiff_t>(at - c.steps.begin(), static_cast<std::ptrdiff_t>(c.steps.size()) - 1));
-    if (j > 0 && std::fabs(static_cast<double>(c.steps[j - 1]) - step) <= std::fabs(static_cast<double>(c.steps[j]) - step)) --j;
+    const Drawn& d = drawn_[i];
+    // The point nearest x (the earlier of two as near); a point not placed under this x mode is none.
+    size_t j = c.steps.size();
+    for (size_t k = 0; k < d.xs.size() && k < c.steps.size(); ++k)
+      if (std::isfinite(d.xs[k]) && (j == c.steps.size() || std::fabs(d.xs[k] - x) < std::fabs(d.xs[j] - x))) j = k;
+    if (j == c.steps.size()) continue;
     if (head < 0) head = c.steps[j];
-    const double smoothed = graphs_[i].smooth->data()->at(static_cast<int>(j))->value;
+    const double smoothed = j < d.smoothed.size() ? d.smoothed[j] : std::numeric_limits<double>::quiet_NaN();
     QString text = QString("%1: %2").arg(runLabel(i), number_text(c.values[j]));  // whole: the legend cuts names
     if (smoothing_ > 0) text += QString("  (smoothed %1)").arg(number_text(smoothed));
-    if (c.steps[j] != head) text += QString("  at step %1").arg(c.steps[j]);  // another logging interval
+    // (another logging interval; under wall time or tokens seen, runs are at steps of their own)
+    if (c.steps[j] != head || x_mode_ != XAxisMode::Step) text += QString("  at step %1").arg(c.steps[j]);
     if (c.decimated && j < c.mins.size())
       text += QString("  [mean of %1 points: min %2, max %3]").arg(c.counts[j]).arg(number_text(c.mins[j]), number_text(c.maxs[j]));
     lines.push_back({std::isfinite(smoothed) ? smoothed : -std::numeric_limits<double>::infinity(), text});
   }
   if (lines.empty()) return QString();
   std::stable_sort(lines.begin(), lines.end(), [](const Line& a, const Line& b) { return a.order > b.order; });
-  QStringList out{QString("step %1").arg(head)};
+  QString where = QString("step %1").arg(head);
+  if (x_mode_ == XAxisMode::WallTime) {
+    const auto t = static_cast<int64_t>(std::llround(std::max(0.0, x)));
+    where = QString("%1:%2:%3 since each run's first point")
+                .arg(t / 3600)
+                .arg((t / 60) % 60, 2, 10, QChar('0'))
+                .arg(t % 60, 2, 10, QChar('0'));
+  } else if (x_mode_ == XAxisMode::TokensSeen) {
+    where = QString("%1 tokens seen").arg(std::llround(x));
+  }
+  QStringList out{where};
   for (const Line& l : lines) out << l.text;
   return out.join('\n');
+}
+
+void CompareView::setXAxisMode(XAxisMode mode) {
+  if (x_combo_->currentIndex() != static_cast<int>(mode)) x_combo_->setCurrentIndex(static_cast<int>(mode));
+  if (mode == x_mode_) return;
+  x_mode_ = mode;
+  set_x_axis_mode(plot_->xAxis, mode);
+  // The whole of every run again, placed by the new x (a zoomed read's steps mean other x's now).
+  if (!curves_loaded_) return;
+  curves_ = overviews_;
+  drawCurves(/*rescale=*/true);
 }
 
 // ---- export ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // CompareView: the Compare tab for several selected runs. One metric overlaid for every run (a
-// combo of the union of the runs' metric keys; x by step; each run in run_color(id), legend
+// combo of the union of the runs' metric keys; x by step, wall time since each run's first point
+// or tokens seen; each run in run_color(id), legend
 // "#id name", hidden past kLegendRunLimit runs; hovering lists every run's value at that step),
 // a config diff table with only the fields that differ (rows = dotted field names, columns =
 // runs), and a results table (final eval metrics and judge win rates per sampling temperature,
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "ui/chart_series.h"
 #include "ui/compare_results.h"
 #include "ui/config_diff.h"
 
@@ -31,8 +33,8 @@ class QCPGraph;
 class QCPItemStraightLine;
 class QCustomPlot;
 class QLabel;
-class QPushButton;
 class QTableWidget;
+class QToolButton;
 
 namespace ganpo::ui {
 
@@ -57,7 +59,13 @@ public:
   void setSmoothing(double weight);
   double smoothing() const { return smoothing_; }
   // Shows steps lo..hi as the user zooming does (envelopes are read again for them), and back.
+  // (x-axis units: steps in Step mode.)
   void setStepRange(double lo, double hi);
+  // x by step, by wall time since each run's first point of the metric (runs started at other
+  // times side by side: which is faster), or by tokens seen (runs of other batch sizes at equal
+  // data). A zoom reads each run again over the steps that fall in the x range.
+  void setXAxisMode(XAxisMode mode);
+  XAxisMode xAxisMode() const { return x_mode_; }
   // Reads every run again (steps logged since included) and shows every step.
   void resetZoom();
   // Reads every run again and keeps the view where the user zoomed (or grows it with the runs
@@ -105,9 +113,10 @@ public:
   static constexpr int kLegendRunLimit = 10;
   void setLegendVisible(bool on);
   bool legendVisible() const;
-  // What hovering the plot at x = step shows: "step N", then each drawn run's value at its point
-  // nearest step, named whole, highest smoothed value first (empty where no run is drawn).
-  QString tooltipAt(double step) const;
+  // What hovering the plot at x shows: where ("step N"; the wall time or tokens seen in those
+  // modes), then each drawn run's value at its point nearest x, named whole, highest smoothed
+  // value first (empty where no run is drawn).
+  QString tooltipAt(double x) const;
   QTableWidget* configTable() const { return config_table_; }
   QTableWidget* resultsTable() const { return results_table_; }
   const std::vector<ConfigDiffRow>& configDiff() const { return diff_; }
@@ -138,9 +147,21 @@ private:
     int64_t lo = 0, hi = -1;  // the steps read
     std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
     std::vector<int64_t> non_finite_counts;  // per mark: the points it stands for (a bucket's, or 1)
+    // Where the run was at each point (a bucket: between its first and last step): read with
+    // the whole run's curve, which maps steps to wall time and tokens seen for every later read.
+    std::vector<double> wall_times, tokens;
+  };
+  // What is drawn of a run: each point's x (NaN: not placed under this x mode) and smoothed value.
+  struct Drawn {
+    std::vector<double> xs, smoothed;
   };
   // Reads run's key over steps lo..hi: raw rows up to kRawPointLimit, buckets beyond (store thread).
-  static Curve readCurve(RunStore& store, int64_t run_id, const std::string& key, int64_t lo, int64_t hi);
+  // with_clock: also where the run was at each point (the whole run's read).
+  static Curve readCurve(RunStore& store, int64_t run_id, const std::string& key, int64_t lo, int64_t hi,
+                         bool with_clock = false);
+  // x of run i's step under the x mode, and back (interpolated along the run's whole curve).
+  double xOf(size_t i, double step) const;
+  double stepOf(size_t i, double x) const;
   void readRuns();  // names, configs, metric keys and last steps, results; then the metric's curves
   void onRuns(std::vector<RunInfo> runs);
   void onCurves(const QString& key, std::vector<Curve> curves);
@@ -161,6 +182,7 @@ private:
   std::vector<Curve> curves_;
   std::vector<Curve> overviews_;  // per run, every step as first read: what a zoomed read's smoothing starts from
   std::vector<RunGraphs> graphs_;  // per run, as curves_
+  std::vector<Drawn> drawn_;       // per run, as curves_
   std::vector<QColor> colors_;     // per run, as runs_
   QTimer live_timer_;              // the next read of runs that changed
   QElapsedTimer last_read_;
@@ -175,6 +197,7 @@ private:
   bool curves_loaded_ = false;
 
   double smoothing_ = 0.6;
+  XAxisMode x_mode_ = XAxisMode::Step;
   bool drawing_ = false;         // axis changes made by drawCurves are not the user's zoom
   bool zoom_in_flight_ = false;
   QTimer zoom_timer_;
@@ -182,7 +205,8 @@ private:
   SmoothingControl* smoothing_control_ = nullptr;
 
   QComboBox* metric_combo_ = nullptr;
-  QPushButton* legend_button_ = nullptr;
+  QComboBox* x_combo_ = nullptr;
+  QToolButton* legend_button_ = nullptr;
   QLabel* status_label_ = nullptr;
   QCustomPlot* plot_ = nullptr;
   QTableWidget* config_table_ = nullptr;

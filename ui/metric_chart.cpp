@@ -429,23 +429,7 @@ void MetricChart::setSmoothing(double weight) {
 void MetricChart::setXAxisMode(XAxisMode mode) {
   if (mode == x_mode_) return;
   x_mode_ = mode;
-  switch (mode) {
-    case XAxisMode::Step:
-      xAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
-      xAxis->setLabel("step");
-      break;
-    case XAxisMode::WallTime: {
-      QSharedPointer<QCPAxisTickerTime> t(new QCPAxisTickerTime);
-      t->setTimeFormat("%h:%m:%s");
-      xAxis->setTicker(t);
-      xAxis->setLabel("wall time (h:m:s)");
-      break;
-    }
-    case XAxisMode::TokensSeen:
-      xAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
-      xAxis->setLabel("tokens seen");
-      break;
-  }
+  set_x_axis_mode(xAxis, mode);
   for (auto& c : curves_) {
     rebuildGraphs(*c);
     c->envelope.clear();

@@ -400,6 +400,16 @@ TEST_F(RunStoreWorkersTest, LatestMetricsAndLastLogLines) {
   EXPECT_EQ(latest[0].value, 6.0);
   EXPECT_EQ(latest[1].step, 2);
   EXPECT_EQ(latest[1].value, 7.0);
+  // Where the run was at given steps: the newest row's wall time and tokens seen there, NaN
+  // where it has none.
+  store.append_metrics({{0, id, 5, "loss", 1.0, 50.0, 640.0}, {0, id, 5, "loss", 1.0, 55.0, std::nullopt}});
+  const auto clock = store.clock_at(id, "loss", {1, 4, 5});
+  ASSERT_EQ(clock.size(), 3u);
+  EXPECT_EQ(clock[0].wall_time, 0);
+  EXPECT_TRUE(std::isnan(clock[0].tokens_seen));
+  EXPECT_TRUE(std::isnan(clock[1].wall_time)) << "no row at step 4";
+  EXPECT_EQ(clock[2].wall_time, 55.0);
+  EXPECT_TRUE(std::isnan(clock[2].tokens_seen));
   for (int i = 1; i <= 12; ++i) store.add_event(id, i == 12 ? "error" : "info", "line " + std::to_string(i));
   const std::string tail = store.last_log_lines(id, 3);
   EXPECT_EQ(tail, "[info] line 10\n[info] line 11\n[error] line 12\n");

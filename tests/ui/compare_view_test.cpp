@@ -489,6 +489,70 @@ TEST(CompareView, ManyRunsHideTheLegendAndHoverNamesEachRun) {
   EXPECT_TRUE(two.legendVisible());
 }
 
+// x by wall time or tokens seen: each run placed by its own rows' clock (wall time from its first
+// point), a run without tokens seen left out and said, and a zoom read again over each run's own
+// steps in the x range.
+TEST(CompareView, WallTimeAndTokensSeenPlaceEachRunByItsOwnClock) {
+  TempWorkspace ws(config_to_json(RunConfig{}).dump());
+  const auto log = [&](int64_t run, int64_t steps, double wall0, double wall_per_step, std::optional<double> tokens_per_step) {
+    std::vector<MetricRow> rows;
+    for (int64_t step = 1; step <= steps; ++step) {
+      MetricRow r;
+      r.run_id = run, r.step = step, r.key = "loss", r.value = static_cast<double>(step % 7);
+      r.wall_time = wall0 + wall_per_step * static_cast<double>(step);
+      if (tokens_per_step) r.tokens_seen = *tokens_per_step * static_cast<double>(step);
+      rows.push_back(r);
+    }
+    ws.store->append_metrics(rows);
+  };
+  const std::string config = config_to_json(RunConfig{}).dump();
+  const int64_t a = ws.run, b = ws.store->create_run("b", "preference", config),
+                long_run = ws.store->create_run("long", "preference", config),
+                no_tokens = ws.store->create_run("no tokens", "preference", config);
+  log(a, 100, 1000, 2, 100);          // 2 s a step, 100 tokens a step
+  log(b, 100, 5000, 1, 400);          // started later, twice as fast, 4x the batch
+  log(long_run, 9000, 100, 1, 10);    // read as buckets
+  log(no_tokens, 10, 100, 1, std::nullopt);
+
+  StoreWorker store(QString::fromStdString(ws.path));
+  CompareView view(&store, {a, b, long_run, no_tokens});
+  view.setLiveInterval(0);
+  view.resize(1000, 700);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  ASSERT_TRUE(view.isDecimated(long_run));
+  const auto x_at = [&](int64_t run, int point) { return view.runGraphs(run)->smooth->data()->at(point)->key; };
+  EXPECT_DOUBLE_EQ(x_at(a, 9), 10);
+
+  view.setXAxisMode(XAxisMode::WallTime);
+  EXPECT_EQ(view.plot()->xAxis->label(), "wall time (h:m:s)");
+  EXPECT_DOUBLE_EQ(x_at(a, 0), 0) << "from each run's first point";
+  EXPECT_DOUBLE_EQ(x_at(a, 9), 18);
+  EXPECT_DOUBLE_EQ(x_at(b, 9), 9);
+  const QStringList lines = view.tooltipAt(18).split('\n');
+  ASSERT_GE(lines.size(), 3);
+  EXPECT_EQ(lines[0], "0:00:18 since each run's first point");
+  EXPECT_TRUE(view.tooltipAt(18).contains(QString("#%1 b: ").arg(b))) << view.tooltipAt(18).toStdString();
+  EXPECT_TRUE(view.tooltipAt(18).contains("at step 19")) << "b, twice as fast" << view.tooltipAt(18).toStdString();
+
+  view.setXAxisMode(XAxisMode::TokensSeen);
+  EXPECT_DOUBLE_EQ(x_at(a, 9), 1000);
+  EXPECT_DOUBLE_EQ(x_at(b, 9), 4000);
+  EXPECT_EQ(view.runGraphs(no_tokens)->smooth->dataCount(), 0);
+  EXPECT_TRUE(view.statusText().contains("1 not drawn: no tokens seen logged")) << view.statusText().toStdString();
+  // A zoom to 10,000-20,000 tokens reads the long run's steps 1,000-2,000 (10 tokens a step).
+  view.setStepRange(10000, 20000);
+  ASSERT_TRUE(pump_until([&] { return !view.zoomPending() && view.stepsRead(long_run).first > 0; }));
+  EXPECT_EQ(view.stepsRead(long_run), (std::pair<int64_t, int64_t>{1000, 2000}));
+  EXPECT_FALSE(view.isDecimated(long_run)) << "1,001 points: drawn raw";
+  EXPECT_DOUBLE_EQ(view.runGraphs(long_run)->smooth->data()->at(0)->key, 10000);
+
+  view.setXAxisMode(XAxisMode::Step);
+  EXPECT_DOUBLE_EQ(x_at(a, 9), 10);
+  EXPECT_TRUE(view.isDecimated(long_run)) << "the whole run again";
+  EXPECT_EQ(view.runGraphs(no_tokens)->smooth->dataCount(), 10);
+}
+
 // The config diff reads each config as this build does even where one stored a field since
 // removed (marked, not every run compared as stored), and a deleted run is a column that says so
 // rather than a config whose every field differs.
