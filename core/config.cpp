@@ -462,8 +462,8 @@ RunConfig load_config_file(const std::string& path) {
 }
 
 bool config_file_sets_nothing(const std::string& path) {
-  const std::string text = read_file(path);
   try {
+    const std::string text = read_file(path);
     if (extension_of(path) == ".json") {
       const nlohmann::json j = nlohmann::json::parse(text);
       return j.is_object() && j.empty();

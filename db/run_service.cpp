@@ -90,17 +90,10 @@ std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& outpu
   return "";
 }
 
-// Whether a run other than run_id writes to dir: its config names dir as stored (absolute and
-// lexically normal, as make_paths_absolute leaves it, with or without a trailing '/') or as dir
-// resolves through links. Indexed lookups (schema v7): no other run's config is read.
+// Whether a run other than run_id writes to dir, however either spells it (an index lookup of
+// its resolved form, schema v7: no other run's config is read).
 bool folder_taken(RunStore& store, int64_t run_id, const std::string& dir) {
-  std::string lexical = fs::absolute(dir).lexically_normal().string();
-  std::vector<std::string> forms{lexical, resolved(dir).string()};
-  if (lexical.size() > 1 && lexical.back() == '/')
-    forms.push_back(lexical.substr(0, lexical.size() - 1));
-  else
-    forms.push_back(lexical + "/");
-  return store.another_run_writes_to(run_id, forms);
+  return store.another_run_writes_to(run_id, output_folder_key(dir));
 }
 
 }  // namespace

@@ -35,15 +35,6 @@ double unix_now() {
 
 namespace {
 
-// The output folder a config (JSON text) names, for the runs.output_dir column (schema v7) that
-// every write of a config sets: text or NULL. (CASE evaluates lazily: the store keeps a config
-// this build cannot read, and json_type would fail on it. A column, not an index on the
-// expression: the workspace's schema is not trusted, SQLITE_DBCONFIG_TRUSTED_SCHEMA off, and
-// JSON functions may not run in it.)
-#define GANPO_OUTPUT_DIR_OF(json)                                                                 \
-  "(CASE WHEN json_valid(" json ") THEN CASE WHEN json_type(" json ", '$.output_dir') = 'text' " \
-  "THEN json_extract(" json ", '$.output_dir') END END)"
-
 // Forward migrations: kMigrations[i] takes the schema from version i to i + 1.
 const char* const kMigrations[] = {
     // v0 -> v1: everything.
@@ -167,13 +158,15 @@ CREATE TABLE IF NOT EXISTS deleted_runs (
     // v6 -> v7: the runs by output folder, so a new run finds whether another writes to its
     // folder without parsing every run's config (RunStore::another_run_writes_to).
     "ALTER TABLE runs ADD COLUMN output_dir TEXT;\n"
-    "UPDATE runs SET output_dir = " GANPO_OUTPUT_DIR_OF("config_json") ";\n"
+    // (Filled by fill_output_folders, in C++: each folder resolved through links, and no JSON
+    // function here, which a workspace's schema may not run with SQLITE_DBCONFIG_TRUSTED_SCHEMA off.)
     "CREATE INDEX IF NOT EXISTS runs_output_dir ON runs(output_dir);\n"
     // ... and the time workers held a run, span by span (RunRow::active_seconds): a run stopped
     // for a night and resumed did not train for a night. Runs so far: one span from their start.
     "ALTER TABLE runs ADD COLUMN active_seconds REAL NOT NULL DEFAULT 0;\n"
     "ALTER TABLE runs ADD COLUMN span_started_at REAL;\n"
-    "UPDATE runs SET span_started_at = started_at;",
+    // (A queued run that ran before was stopped: its time is not known, and not a span now.)
+    "UPDATE runs SET span_started_at = CASE WHEN status = 'queued' THEN NULL ELSE started_at END;",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -184,6 +177,16 @@ const char* const kRunColumns =
     "total_steps, last_step, worker_start, study_id, active_seconds, span_started_at";
 
 constexpr size_t kMaxConfigDepth = 64;  // a run config nests 3 levels
+
+// The runs.output_dir column: config_json's output_dir as output_folder_key gives it, NULL where
+// it names none.
+void bind_folder(sql::Statement& s, int i, const std::string& config_json) {
+  const std::string key = output_folder_key_of_config(config_json);
+  if (key.empty())
+    s.bind_null(i);
+  else
+    s.bind(i, key);
+}
 
 RunRow read_run(const sql::Statement& s) {
   RunRow r;
@@ -262,6 +265,25 @@ bool local_worker_alive(const RunRow& r) {
 }
 
 }  // namespace
+
+std::string output_folder_key(const std::string& output_dir) {
+  if (output_dir.empty()) return "";
+  std::error_code ec;
+  const fs::path absolute = fs::absolute(output_dir, ec);
+  if (ec) return "";
+  fs::path p = fs::weakly_canonical(absolute, ec);
+  if (ec) p = absolute;
+  std::string key = p.lexically_normal().string();
+  while (key.size() > 1 && key.back() == '/') key.pop_back();
+  return key;
+}
+
+std::string output_folder_key_of_config(const std::string& config_json) {
+  if (json_text_nested_deeper_than(config_json, kMaxConfigDepth)) return "";
+  const nlohmann::json j = nlohmann::json::parse(config_json, nullptr, false);
+  if (!j.is_object() || !j.contains("output_dir") || !j["output_dir"].is_string()) return "";
+  return output_folder_key(j["output_dir"].get<std::string>());
+}
 
 double run_duration_seconds(const RunRow& r, double now) {
   if (!r.started_at) return -1;
@@ -484,6 +506,7 @@ void RunStore::migrate() {
         continue;
       }
       db_.exec(kMigrations[version]);
+      if (version + 1 == 7) fill_output_folders();
       db_.exec("PRAGMA user_version=" + std::to_string(version + 1));
       txn.commit();
     } catch (const Error& e) {
@@ -508,8 +531,10 @@ int64_t RunStore::create_run(const std::string& name, const std::string& stage,
   sql::Statement s(db_,
                    "INSERT INTO runs(id, name, status, stage, config_json, output_dir, created_at, updated_at) "
                    "VALUES(max(coalesce((SELECT max(id) FROM runs), 0), coalesce((SELECT max(id) FROM deleted_runs), 0)) + 1, "
-                   "?1, 'queued', ?2, ?3, " GANPO_OUTPUT_DIR_OF("?3") ", ?4, ?5)");
-  s.bind(1, name).bind(2, stage).bind(3, config_json).bind(4, now).bind(5, now).run();
+                   "?1, 'queued', ?2, ?3, ?6, ?4, ?5)");
+  s.bind(1, name).bind(2, stage).bind(3, config_json).bind(4, now).bind(5, now);
+  bind_folder(s, 6, config_json);
+  s.run();
   return db_.last_insert_id();
 }
 
@@ -521,16 +546,17 @@ void RunStore::set_status(int64_t run_id, RunStatus status_value, const std::str
     double now = unix_now();
     const bool finished = is_finished(status_value);
     // A span starts where a run starts running after none, or after a finished one (a span a
-    // claim did not close), which is added to the time before; queuing the run again closes it.
+    // claim did not close), which is added to the time before; queuing the run again closes it,
+    // and so does any status a finished run takes without a claim (a start that failed before
+    // its worker claimed it: a failure, not a second span reaching back to the first's end).
     sql::Statement s(db_,
                      "UPDATE runs SET status = ?1, error = ?2, updated_at = ?3, "
                      "started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, "
                      "active_seconds = active_seconds + CASE WHEN span_started_at IS NOT NULL AND "
-                     "(?1 = 'queued' OR (?1 = 'running' AND finished_at IS NOT NULL)) "
+                     "(?1 = 'queued' OR finished_at IS NOT NULL) "
                      "THEN max(0, coalesce(finished_at, ?3) - span_started_at) ELSE 0 END, "
-                     "span_started_at = CASE WHEN ?1 = 'queued' THEN NULL "
-                     "WHEN ?1 = 'running' AND (span_started_at IS NULL OR finished_at IS NOT NULL) THEN ?3 "
-                     "ELSE span_started_at END, "
+                     "span_started_at = CASE WHEN ?1 = 'running' AND (span_started_at IS NULL OR finished_at IS NOT NULL) "
+                     "THEN ?3 WHEN ?1 = 'queued' OR finished_at IS NOT NULL THEN NULL ELSE span_started_at END, "
                      "finished_at = CASE WHEN ?4 THEN ?3 WHEN ?1 IN ('running','queued') THEN NULL ELSE finished_at END, "
                      // A queued run has no worker yet: forget an earlier attempt's.
                      "worker_pid = CASE WHEN ?1 = 'queued' THEN NULL ELSE worker_pid END "
@@ -605,14 +631,26 @@ bool RunStore::claim_run(int64_t run_id, int64_t pid) {
   return db_.changes() == 1;
 }
 
-bool RunStore::another_run_writes_to(int64_t run_id, const std::vector<std::string>& dirs) {
+bool RunStore::another_run_writes_to(int64_t run_id, const std::string& folder_key) {
+  if (folder_key.empty()) return false;
   sql::Statement s(db_, "SELECT 1 FROM runs WHERE output_dir = ?1 AND id != ?2 LIMIT 1");
-  for (const std::string& dir : dirs) {
-    s.reset();
-    s.bind(1, dir).bind(2, run_id);
-    if (s.step()) return true;
+  s.bind(1, folder_key).bind(2, run_id);
+  return s.step();
+}
+
+void RunStore::fill_output_folders() {
+  std::vector<std::pair<int64_t, std::string>> runs;
+  {
+    sql::Statement s(db_, "SELECT id, config_json FROM runs");
+    while (s.step()) runs.emplace_back(s.col_int(0), s.col_text(1));
   }
-  return false;
+  sql::Statement set(db_, "UPDATE runs SET output_dir = ?2 WHERE id = ?1");
+  for (const auto& [id, config_json] : runs) {
+    set.reset();
+    set.bind(1, id);
+    bind_folder(set, 2, config_json);
+    set.run();
+  }
 }
 
 void RunStore::set_name(int64_t run_id, const std::string& name) {
@@ -621,9 +659,10 @@ void RunStore::set_name(int64_t run_id, const std::string& name) {
 }
 
 void RunStore::set_config(int64_t run_id, const std::string& config_json) {
-  sql::Statement s(db_, "UPDATE runs SET config_json = ?1, output_dir = " GANPO_OUTPUT_DIR_OF("?1") ", updated_at = ?2 "
-                        "WHERE id = ?3");
-  s.bind(1, config_json).bind(2, unix_now()).bind(3, run_id).run();
+  sql::Statement s(db_, "UPDATE runs SET config_json = ?1, output_dir = ?4, updated_at = ?2 WHERE id = ?3");
+  s.bind(1, config_json).bind(2, unix_now()).bind(3, run_id);
+  bind_folder(s, 4, config_json);
+  s.run();
 }
 
 void RunStore::set_total_steps(int64_t run_id, int64_t total_steps) {

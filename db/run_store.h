@@ -54,6 +54,13 @@ struct RunRow {
 // sat stopped or failed between them (finished_at - started_at counted that); -1 if it never
 // started. A run from before schema v7 counts as one span from its first start.
 double run_duration_seconds(const RunRow& run, double now);
+// The folder a run writes to as the runs.output_dir column keeps it (schema v7): absolute,
+// resolved through the links that exist, lexically normal, no trailing '/'; "" for none. Two
+// spellings of one folder (a link, "x/../y", "y/") give one key, as far as the links exist when
+// it is written.
+std::string output_folder_key(const std::string& output_dir);
+// The key of a config's output_dir (config JSON text); "" where it names none or is unreadable.
+std::string output_folder_key_of_config(const std::string& config_json);
 // SQL for an UPDATE of runs that queues a run again (finished_at cleared): its last span is added
 // to active_seconds, ending at finished_at, or at `now_sql` (a parameter such as "?3") where it
 // never finished.
@@ -166,10 +173,9 @@ public:
   bool claim_run(int64_t run_id, int64_t pid);
   void set_name(int64_t run_id, const std::string& name);
   void set_config(int64_t run_id, const std::string& config_json);
-  // Whether a run other than run_id has one of `dirs` as its config's output_dir, compared as
-  // stored (RunService::create stores it absolute and lexically normal). One indexed lookup per
-  // entry (schema v7), however many runs the workspace holds.
-  bool another_run_writes_to(int64_t run_id, const std::vector<std::string>& dirs);
+  // Whether a run other than run_id writes to the folder output_folder_key gave folder_key: one
+  // indexed lookup (schema v7), however many runs the workspace holds.
+  bool another_run_writes_to(int64_t run_id, const std::string& folder_key);
   void set_total_steps(int64_t run_id, int64_t total_steps);
   void set_parent(int64_t run_id, int64_t parent_run_id, int64_t parent_step);
   // Deletes the run's metrics, samples, evals and checkpoint rows after after_step (all of them
@@ -260,6 +266,7 @@ private:
   explicit RunStore(sql::Database db) : db_(std::move(db)) {}
   void configure();
   void migrate();
+  void fill_output_folders();  // v6 -> v7: every run's runs.output_dir from its config
 
   sql::Database db_;
   std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the file when opened

@@ -343,16 +343,20 @@ void CompareView::refresh() {
     stale_ = true;  // read again once this read is in
     return;
   }
-  // The view stays where it is unless it showed every step (then it grows with the runs).
+  // The view stays where it is unless it showed every point (then it grows with the runs), in
+  // the x axis's units (steps, seconds or tokens).
   const QCPRange x = plot_->xAxis->range();
   double first = 0, last = 0;
   bool any = false;
-  for (const Curve& c : overviews_)
-    if (!c.steps.empty()) {
-      first = any ? std::min(first, static_cast<double>(c.steps.front())) : static_cast<double>(c.steps.front());
-      last = any ? std::max(last, static_cast<double>(c.steps.back())) : static_cast<double>(c.steps.back());
-      any = true;
-    }
+  for (size_t i = 0; i < overviews_.size(); ++i) {
+    const Curve& c = overviews_[i];
+    if (c.steps.empty()) continue;
+    const double a = xOf(i, static_cast<double>(c.steps.front())), b = xOf(i, static_cast<double>(c.steps.back()));
+    if (!std::isfinite(a) || !std::isfinite(b)) continue;
+    first = any ? std::min(first, a) : a;
+    last = any ? std::max(last, b) : b;
+    any = true;
+  }
   keep_view_ = any && (x.lower > first || x.upper < last);
   readRuns();
 }
@@ -536,9 +540,11 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
       c.values.push_back(p.value);
       if (!std::isfinite(p.value)) c.non_finite_steps.push_back(p.step), c.non_finite_counts.push_back(1);
     }
-    if (with_clock)
-      for (const RunStore::Clock& at : s.clock_at(run_id, key, c.steps))
+    if (with_clock) {
+      c.clock_steps = c.steps;
+      for (const RunStore::Clock& at : s.clock_at(run_id, key, c.clock_steps))
         c.wall_times.push_back(at.wall_time), c.tokens.push_back(at.tokens_seen);
+    }
     return c;
   }
   // Each bucket at its middle step: its min and max (the band, spikes kept) and the mean of its
@@ -555,17 +561,10 @@ CompareView::Curve CompareView::readCurve(RunStore& s, int64_t run_id, const std
     if (b.nan_count > 0) c.non_finite_steps.push_back(c.steps.back()), c.non_finite_counts.push_back(b.nan_count);
   }
   if (with_clock) {
-    // A bucket's middle step may have no row: between its first and last rows' clocks, as far
-    // along as the middle step is between them.
-    std::vector<int64_t> ends;
-    for (const auto& b : buckets) ends.push_back(b.first_step), ends.push_back(b.last_step);
-    const std::vector<RunStore::Clock> at = s.clock_at(run_id, key, ends);
-    for (size_t j = 0; j + 1 < at.size(); j += 2) {
-      const double first = static_cast<double>(ends[j]), last = static_cast<double>(ends[j + 1]);
-      const double t = last > first ? (static_cast<double>(c.steps[j / 2]) - first) / (last - first) : 0.0;
-      c.wall_times.push_back(at[j].wall_time + t * (at[j + 1].wall_time - at[j].wall_time));
-      c.tokens.push_back(at[j].tokens_seen + t * (at[j + 1].tokens_seen - at[j].tokens_seen));
-    }
+    // Each bucket's first and last rows (its middle step may have none): the run's ends included.
+    for (const auto& b : buckets) c.clock_steps.push_back(b.first_step), c.clock_steps.push_back(b.last_step);
+    for (const RunStore::Clock& at : s.clock_at(run_id, key, c.clock_steps))
+      c.wall_times.push_back(at.wall_time), c.tokens.push_back(at.tokens_seen);
   }
   return c;
 }
@@ -588,9 +587,9 @@ static double interpolate(const std::vector<From>& from, const std::vector<To>& 
 double CompareView::xOf(size_t i, double step) const {
   if (x_mode_ == XAxisMode::Step || i >= overviews_.size()) return step;
   const Curve& o = overviews_[i];
-  if (x_mode_ == XAxisMode::TokensSeen) return interpolate(o.steps, o.tokens, step);
+  if (x_mode_ == XAxisMode::TokensSeen) return interpolate(o.clock_steps, o.tokens, step);
   if (o.wall_times.empty()) return std::numeric_limits<double>::quiet_NaN();
-  return interpolate(o.steps, o.wall_times, step) - o.wall_times.front();
+  return interpolate(o.clock_steps, o.wall_times, step) - o.wall_times.front();
 }
 
 double CompareView::stepOf(size_t i, double x) const {
@@ -602,7 +601,7 @@ double CompareView::stepOf(size_t i, double x) const {
   if (xs.empty() || std::any_of(xs.begin(), xs.end(), [](double v) { return !std::isfinite(v); }) ||
       !std::is_sorted(xs.begin(), xs.end()))
     return std::numeric_limits<double>::quiet_NaN();
-  return interpolate(xs, o.steps, x_mode_ == XAxisMode::WallTime ? x + xs.front() : x);
+  return interpolate(xs, o.clock_steps, x_mode_ == XAxisMode::WallTime ? x + xs.front() : x);
 }
 
 void CompareView::onCurves(const QString& key, std::vector<Curve> curves) {
@@ -979,8 +978,11 @@ void CompareView::setXAxisMode(XAxisMode mode) {
   if (mode == x_mode_) return;
   x_mode_ = mode;
   set_x_axis_mode(plot_->xAxis, mode);
-  // The whole of every run again, placed by the new x (a zoomed read's steps mean other x's now).
+  // The whole of every run again, placed by the new x (a zoomed read's steps mean other x's now;
+  // one in flight is dropped when it lands).
   if (!curves_loaded_) return;
+  ++generation_;
+  zoom_timer_.stop();
   curves_ = overviews_;
   drawCurves(/*rescale=*/true);
 }

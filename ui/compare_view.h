@@ -147,8 +147,10 @@ private:
     int64_t lo = 0, hi = -1;  // the steps read
     std::vector<int64_t> non_finite_steps;  // NaN / +-Inf points (marked, never drawn as values)
     std::vector<int64_t> non_finite_counts;  // per mark: the points it stands for (a bucket's, or 1)
-    // Where the run was at each point (a bucket: between its first and last step): read with
-    // the whole run's curve, which maps steps to wall time and tokens seen for every later read.
+    // Where the run was (wall time, tokens seen) at clock_steps: every point's step, or each
+    // bucket's first and last; read with the whole run's curve, which maps steps to wall time
+    // and tokens seen for every later read.
+    std::vector<int64_t> clock_steps;
     std::vector<double> wall_times, tokens;
   };
   // What is drawn of a run: each point's x (NaN: not placed under this x mode) and smoothed value.

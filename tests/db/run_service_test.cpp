@@ -95,6 +95,12 @@ TEST_F(RunServiceTest, ANewRunFindsTheFolderTakenAmongManyRunsHoweverItIsSpelled
   c.output_dir = (root / "alias").string();
   EXPECT_EQ(stored_config(store, service.create(c)).output_dir, (root / "alias-2").string())
       << "a link to another run's folder is that folder";
+  // The other way round: a run stored through a link (runs-link -> runs), this one the real path.
+  fs::create_directory_symlink(root / "runs", dir_ / "runs-link");
+  store.create_run("linked", "preference", nlohmann::json{{"output_dir", (root / "runs-link" / "q").string()}}.dump());
+  c.output_dir = (root / "runs" / "q").string();
+  EXPECT_EQ(stored_config(store, service.create(c)).output_dir, (root / "runs" / "q-2").string())
+      << "a run stored through a link writes to the folder the link leads to";
   c.output_dir = (root / "runs" / "new").string();
   EXPECT_EQ(stored_config(store, service.create(c)).output_dir, c.output_dir);
 }

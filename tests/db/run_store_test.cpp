@@ -24,6 +24,7 @@
 namespace fs = std::filesystem;
 using ganpo::RunStatus;
 using ganpo::RunStore;
+using ganpo::output_folder_key;
 using ganpo::run_duration_seconds;
 
 namespace {
@@ -183,12 +184,14 @@ TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
     const int64_t bad = store.create_run("bad", "preference", "not json {");
     store.set_config(bad, "{\"seed\": " + std::string(5000, '[') + std::string(5000, ']') + "}");
     const int64_t b = store.create_run("b", "preference", R"({"output_dir": 5})");
-    EXPECT_TRUE(store.another_run_writes_to(b, {"/w/runs/x", "/w/runs/a"}));
-    EXPECT_FALSE(store.another_run_writes_to(a, {"/w/runs/a"})) << "the run itself does not count";
-    EXPECT_FALSE(store.another_run_writes_to(0, {"/w/runs/a/", "/w/runs", "5"})) << "compared whole, as text";
+    EXPECT_TRUE(store.another_run_writes_to(b, output_folder_key("/w/runs/a")));
+    EXPECT_FALSE(store.another_run_writes_to(a, output_folder_key("/w/runs/a"))) << "the run itself does not count";
+    EXPECT_TRUE(store.another_run_writes_to(0, output_folder_key("/w/runs/./x/../a/"))) << "one folder, however spelled";
+    EXPECT_FALSE(store.another_run_writes_to(0, output_folder_key("/w/runs")));
+    EXPECT_FALSE(store.another_run_writes_to(0, output_folder_key("5"))) << "a number is no folder";
     store.set_config(a, R"({"output_dir": "/w/runs/a-2"})");
-    EXPECT_FALSE(store.another_run_writes_to(0, {"/w/runs/a"})) << "the index follows a changed config";
-    EXPECT_TRUE(store.another_run_writes_to(0, {"/w/runs/a-2"}));
+    EXPECT_FALSE(store.another_run_writes_to(0, output_folder_key("/w/runs/a"))) << "the index follows a changed config";
+    EXPECT_TRUE(store.another_run_writes_to(0, output_folder_key("/w/runs/a-2")));
 
     {
       ganpo::sql::Statement plan(store.database(),
@@ -214,7 +217,7 @@ TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
   auto store = RunStore::open(db_path());
   EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
   EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runs_output_dir'"), 1);
-  EXPECT_TRUE(store.another_run_writes_to(0, {"/w/runs/a-2"}));
+  EXPECT_TRUE(store.another_run_writes_to(0, output_folder_key("/w/runs/a-2")));
   EXPECT_EQ(store.runs().size(), 3u);
 }
 

@@ -176,6 +176,19 @@ TEST_F(RunStoreWorkersTest, ADurationCountsTheSpansWorkersHeldTheRunNotTheTimeBe
                         "WHERE id = " + std::to_string(other));
   store.set_status(other, RunStatus::running);
   EXPECT_NEAR(store.run(other)->active_seconds, 10, 1e-6);
+
+  // A stopped run started again the next day whose start fails before its worker claims it
+  // (a launch that failed): failed, with the 10 s it trained, not the day between.
+  const int64_t failed_start = store.create_run("failed start", "sft", "{}");
+  store.set_status(failed_start, RunStatus::running);
+  store.set_status(failed_start, RunStatus::stopped);
+  store.database().exec("UPDATE runs SET span_started_at = span_started_at - 86400, finished_at = span_started_at - 86390 "
+                        "WHERE id = " + std::to_string(failed_start));
+  store.set_status(failed_start, RunStatus::failed, "could not start");
+  EXPECT_NEAR(run_duration_seconds(*store.run(failed_start), unix_now()), 10, 1e-6);
+  ASSERT_TRUE(store.claim_run(failed_start, ::getpid()));
+  store.set_status(failed_start, RunStatus::running);
+  EXPECT_NEAR(store.run(failed_start)->active_seconds, 10, 1e-6) << "and so after it is resumed";
 }
 
 // Hints name a workspace with --db only where it is not the default one (which needs none).

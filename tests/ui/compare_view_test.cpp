@@ -551,6 +551,15 @@ TEST(CompareView, WallTimeAndTokensSeenPlaceEachRunByItsOwnClock) {
   EXPECT_DOUBLE_EQ(x_at(a, 9), 10);
   EXPECT_TRUE(view.isDecimated(long_run)) << "the whole run again";
   EXPECT_EQ(view.runGraphs(no_tokens)->smooth->dataCount(), 10);
+
+  // A zoom asked for in one mode and not yet read is dropped by a switch to another (its x range
+  // would be read as the other's units).
+  view.setXAxisMode(XAxisMode::TokensSeen);
+  view.setStepRange(10000, 20000);
+  view.setXAxisMode(XAxisMode::Step);
+  ASSERT_TRUE(pump_until([&] { return !view.zoomPending(); }));
+  EXPECT_TRUE(view.isDecimated(long_run));
+  EXPECT_EQ(view.stepsRead(long_run).first, 0);
 }
 
 // The config diff reads each config as this build does even where one stored a field since
