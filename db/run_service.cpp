@@ -58,11 +58,6 @@ fs::path resolved(const fs::path& path) {
   return (ec ? fs::absolute(path) : p).lexically_normal();
 }
 
-// j[key] where it is a string, else "".
-std::string string_field(const nlohmann::json& j, const char* key) {
-  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
-}
-
 // Why run `run_id`'s output folder must stay although its run is deleted ("" = it may go): it is a
 // link (removing it would free nothing), it holds the workspace, or another run (not deleted in
 // the same action) writes to it or inside it (two configs with one output_dir; output_dir = "."
@@ -73,19 +68,11 @@ std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& outpu
     return "it is a symbolic link (to " + resolved(output_dir).string() + "); remove what it points to yourself";
   const fs::path dir = resolved(output_dir);
   if (lies_within(resolved(store.path()), dir)) return "it holds this workspace (" + store.path() + ")";
-  for (const RunRow& other : store.runs()) {
+  // (Index range reads of the runs' resolved folders: no other run's config is read.)
+  for (const RunStore::FolderUser& other : store.runs_using_folder(output_folder_key(output_dir.string()))) {
     if (other.id == run_id || also_deleted.count(other.id)) continue;
-    const auto cfg = nlohmann::json::parse(other.config_json, nullptr, false);
-    if (!cfg.is_object()) continue;
-    const std::string who = "run " + std::to_string(other.id) + " (" + other.name + ")";
-    if (const std::string out = string_field(cfg, "output_dir"); !out.empty()) {
-      const fs::path theirs = resolved(out);
-      if (lies_within(theirs, dir))
-        return who + " writes to " + theirs.string() + "; delete that run first, or remove the folder yourself";
-    }
-    if (const std::string from = string_field(cfg.value("model", nlohmann::json::object()), "checkpoint"); !from.empty())
-      if (lies_within(resolved(from), dir))
-        return who + " starts from " + from + "; delete that run first, or remove the folder yourself";
+    return "run " + std::to_string(other.id) + " (" + other.name + ") " + (other.writes ? "writes to " : "starts from ") +
+           other.path + "; delete that run first, or remove the folder yourself";
   }
   return "";
 }

@@ -155,12 +155,16 @@ CREATE TABLE IF NOT EXISTS deleted_runs (
   deleted_at REAL NOT NULL
 );
 )SQL",
-    // v6 -> v7: the runs by output folder, so a new run finds whether another writes to its
-    // folder without parsing every run's config (RunStore::another_run_writes_to).
+    // v6 -> v7: the runs by output folder and by the checkpoint they start from, so a new run
+    // finds whether another writes to its folder, and a deleted run's folder whether another
+    // uses it, without parsing every run's config (RunStore::another_run_writes_to,
+    // runs_using_folder).
     "ALTER TABLE runs ADD COLUMN output_dir TEXT;\n"
+    "ALTER TABLE runs ADD COLUMN start_checkpoint TEXT;\n"
     // (Filled by fill_output_folders, in C++: each folder resolved through links, and no JSON
     // function here, which a workspace's schema may not run with SQLITE_DBCONFIG_TRUSTED_SCHEMA off.)
     "CREATE INDEX IF NOT EXISTS runs_output_dir ON runs(output_dir);\n"
+    "CREATE INDEX IF NOT EXISTS runs_start_checkpoint ON runs(start_checkpoint);\n"
     // ... and the time workers held a run, span by span (RunRow::active_seconds): a run stopped
     // for a night and resumed did not train for a night. Runs so far: one span from their start.
     "ALTER TABLE runs ADD COLUMN active_seconds REAL NOT NULL DEFAULT 0;\n"
@@ -178,14 +182,18 @@ const char* const kRunColumns =
 
 constexpr size_t kMaxConfigDepth = 64;  // a run config nests 3 levels
 
-// The runs.output_dir column: config_json's output_dir as output_folder_key gives it, NULL where
-// it names none.
+// The runs.output_dir (at i) and runs.start_checkpoint (at i + 1) columns: config_json's
+// output_dir and model.checkpoint as output_folder_key gives them, NULL where it names none.
 void bind_folder(sql::Statement& s, int i, const std::string& config_json) {
-  const std::string key = output_folder_key_of_config(config_json);
-  if (key.empty())
+  const auto [output_dir, checkpoint] = folder_keys_of_config(config_json);
+  if (output_dir.empty())
     s.bind_null(i);
   else
-    s.bind(i, key);
+    s.bind(i, output_dir);
+  if (checkpoint.empty())
+    s.bind_null(i + 1);
+  else
+    s.bind(i + 1, checkpoint);
 }
 
 RunRow read_run(const sql::Statement& s) {
@@ -278,11 +286,14 @@ std::string output_folder_key(const std::string& output_dir) {
   return key;
 }
 
-std::string output_folder_key_of_config(const std::string& config_json) {
-  if (json_text_nested_deeper_than(config_json, kMaxConfigDepth)) return "";
+std::pair<std::string, std::string> folder_keys_of_config(const std::string& config_json) {
+  if (json_text_nested_deeper_than(config_json, kMaxConfigDepth)) return {};
   const nlohmann::json j = nlohmann::json::parse(config_json, nullptr, false);
-  if (!j.is_object() || !j.contains("output_dir") || !j["output_dir"].is_string()) return "";
-  return output_folder_key(j["output_dir"].get<std::string>());
+  if (!j.is_object()) return {};
+  const auto text = [](const nlohmann::json& o, const char* key) {
+    return o.is_object() && o.contains(key) && o[key].is_string() ? o[key].get<std::string>() : std::string();
+  };
+  return {output_folder_key(text(j, "output_dir")), output_folder_key(text(j.value("model", nlohmann::json()), "checkpoint"))};
 }
 
 double run_duration_seconds(const RunRow& r, double now) {
@@ -529,9 +540,9 @@ int64_t RunStore::create_run(const std::string& name, const std::string& stage,
                              const std::string& config_json) {
   double now = unix_now();
   sql::Statement s(db_,
-                   "INSERT INTO runs(id, name, status, stage, config_json, output_dir, created_at, updated_at) "
+                   "INSERT INTO runs(id, name, status, stage, config_json, output_dir, start_checkpoint, created_at, updated_at) "
                    "VALUES(max(coalesce((SELECT max(id) FROM runs), 0), coalesce((SELECT max(id) FROM deleted_runs), 0)) + 1, "
-                   "?1, 'queued', ?2, ?3, ?6, ?4, ?5)");
+                   "?1, 'queued', ?2, ?3, ?6, ?7, ?4, ?5)");
   s.bind(1, name).bind(2, stage).bind(3, config_json).bind(4, now).bind(5, now);
   bind_folder(s, 6, config_json);
   s.run();
@@ -638,13 +649,28 @@ bool RunStore::another_run_writes_to(int64_t run_id, const std::string& folder_k
   return s.step();
 }
 
+std::vector<RunStore::FolderUser> RunStore::runs_using_folder(const std::string& folder_key) {
+  std::vector<FolderUser> out;
+  if (folder_key.empty()) return out;
+  // The folder itself, or a path inside it: between key + "/" and key + "0" ('0' follows '/').
+  const std::string inside_lo = folder_key == "/" ? "/" : folder_key + "/";
+  const std::string inside_hi = folder_key == "/" ? "0" : folder_key + "0";
+  for (const char* column : {"output_dir", "start_checkpoint"}) {
+    sql::Statement s(db_, std::string("SELECT id, name, ") + column + " FROM runs WHERE " + column + " = ?1 OR (" +
+                              column + " >= ?2 AND " + column + " < ?3) ORDER BY id");
+    s.bind(1, folder_key).bind(2, inside_lo).bind(3, inside_hi);
+    while (s.step()) out.push_back({s.col_int(0), s.col_text(1), s.col_text(2), column == std::string("output_dir")});
+  }
+  return out;
+}
+
 void RunStore::fill_output_folders() {
   std::vector<std::pair<int64_t, std::string>> runs;
   {
     sql::Statement s(db_, "SELECT id, config_json FROM runs");
     while (s.step()) runs.emplace_back(s.col_int(0), s.col_text(1));
   }
-  sql::Statement set(db_, "UPDATE runs SET output_dir = ?2 WHERE id = ?1");
+  sql::Statement set(db_, "UPDATE runs SET output_dir = ?2, start_checkpoint = ?3 WHERE id = ?1");
   for (const auto& [id, config_json] : runs) {
     set.reset();
     set.bind(1, id);
@@ -659,7 +685,7 @@ void RunStore::set_name(int64_t run_id, const std::string& name) {
 }
 
 void RunStore::set_config(int64_t run_id, const std::string& config_json) {
-  sql::Statement s(db_, "UPDATE runs SET config_json = ?1, output_dir = ?4, updated_at = ?2 WHERE id = ?3");
+  sql::Statement s(db_, "UPDATE runs SET config_json = ?1, output_dir = ?4, start_checkpoint = ?5, updated_at = ?2 WHERE id = ?3");
   s.bind(1, config_json).bind(2, unix_now()).bind(3, run_id);
   bind_folder(s, 4, config_json);
   s.run();

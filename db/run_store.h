@@ -59,8 +59,9 @@ double run_duration_seconds(const RunRow& run, double now);
 // spellings of one folder (a link, "x/../y", "y/") give one key, as far as the links exist when
 // it is written.
 std::string output_folder_key(const std::string& output_dir);
-// The key of a config's output_dir (config JSON text); "" where it names none or is unreadable.
-std::string output_folder_key_of_config(const std::string& config_json);
+// The keys of a config's output_dir and model.checkpoint (config JSON text); "" where it names
+// none or is unreadable.
+std::pair<std::string, std::string> folder_keys_of_config(const std::string& config_json);
 // SQL for an UPDATE of runs that queues a run again (finished_at cleared): its last span is added
 // to active_seconds, ending at finished_at, or at `now_sql` (a parameter such as "?3") where it
 // never finished.
@@ -176,6 +177,14 @@ public:
   // Whether a run other than run_id writes to the folder output_folder_key gave folder_key: one
   // indexed lookup (schema v7), however many runs the workspace holds.
   bool another_run_writes_to(int64_t run_id, const std::string& folder_key);
+  // The runs that write to the folder folder_key names or inside it (writes), or start from a
+  // checkpoint inside it, in id order: index range reads (schema v7).
+  struct FolderUser {
+    int64_t id = 0;
+    std::string name, path;  // path: its output_dir or checkpoint, as output_folder_key gave it
+    bool writes = false;
+  };
+  std::vector<FolderUser> runs_using_folder(const std::string& folder_key);
   void set_total_steps(int64_t run_id, int64_t total_steps);
   void set_parent(int64_t run_id, int64_t parent_run_id, int64_t parent_step);
   // Deletes the run's metrics, samples, evals and checkpoint rows after after_step (all of them
@@ -266,7 +275,7 @@ private:
   explicit RunStore(sql::Database db) : db_(std::move(db)) {}
   void configure();
   void migrate();
-  void fill_output_folders();  // v6 -> v7: every run's runs.output_dir from its config
+  void fill_output_folders();  // v6 -> v7: every run's output_dir and start_checkpoint from its config
 
   sql::Database db_;
   std::pair<uint64_t, uint64_t> file_id_{};  // device and inode of the file when opened

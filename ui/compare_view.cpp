@@ -584,10 +584,12 @@ static double interpolate(const std::vector<From>& from, const std::vector<To>& 
   return static_cast<double>(to[j - 1]) + t * (static_cast<double>(to[j]) - static_cast<double>(to[j - 1]));
 }
 
-double CompareView::xOf(size_t i, double step) const {
-  if (x_mode_ == XAxisMode::Step || i >= overviews_.size()) return step;
+double CompareView::xOf(size_t i, double step) const { return xOf(i, step, x_mode_); }
+
+double CompareView::xOf(size_t i, double step, XAxisMode mode) const {
+  if (mode == XAxisMode::Step || i >= overviews_.size()) return step;
   const Curve& o = overviews_[i];
-  if (x_mode_ == XAxisMode::TokensSeen) return interpolate(o.clock_steps, o.tokens, step);
+  if (mode == XAxisMode::TokensSeen) return interpolate(o.clock_steps, o.tokens, step);
   if (o.wall_times.empty()) return std::numeric_limits<double>::quiet_NaN();
   return interpolate(o.clock_steps, o.wall_times, step) - o.wall_times.front();
 }
@@ -1003,11 +1005,17 @@ bool CompareView::exportOverlayImage(const QString& path) const {
 // from buckets, each bucket's min, max and mean at its middle step, said in the "kind" column
 // (value / bucket_min / bucket_max / bucket_mean). Unsmoothed: the smoothing is a drawing choice.
 bool CompareView::exportOverlayCsv(const QString& path) const {
-  CsvRows rows{{"run_id", "run_name", "step", "value", "kind"}};
+  CsvRows rows{{"run_id", "run_name", "step", "wall_time_s", "tokens_seen", "value", "kind"}};
   for (size_t i = 0; i < runs_.size() && i < overviews_.size(); ++i) {
     const Curve& c = overviews_[i];
+    // Where the run was at the point, as the x axis's other modes place it (empty: not known).
+    const auto clock = [&](size_t j, XAxisMode mode) {
+      const double v = xOf(i, static_cast<double>(c.steps[j]), mode);
+      return std::isfinite(v) ? csv_number(v) : std::string();
+    };
     const auto row = [&](size_t j, double v, const char* kind) {
-      rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(c.steps[j]), csv_number(v), kind});
+      rows.push_back({std::to_string(runs_[i].id), runs_[i].name.toStdString(), std::to_string(c.steps[j]),
+                      clock(j, XAxisMode::WallTime), clock(j, XAxisMode::TokensSeen), csv_number(v), kind});
     };
     for (size_t j = 0; j < c.steps.size(); ++j) {
       if (!c.decimated) {

@@ -82,7 +82,8 @@ public:
   // (created if needed); false if any of them could not be written.
   bool exportAll(const QString& folder);
   bool exportOverlayImage(const QString& path) const;  // .png or .pdf by suffix
-  bool exportOverlayCsv(const QString& path) const;    // run_id,run_name,step,value
+  // run_id,run_name,step,wall_time_s (since the run's first point),tokens_seen,value,kind
+  bool exportOverlayCsv(const QString& path) const;
   bool exportConfigDiffCsv(const QString& path) const;
   bool exportResultsCsv(const QString& path) const;
 
@@ -163,6 +164,7 @@ private:
                          bool with_clock = false);
   // x of run i's step under the x mode, and back (interpolated along the run's whole curve).
   double xOf(size_t i, double step) const;
+  double xOf(size_t i, double step, XAxisMode mode) const;
   double stepOf(size_t i, double x) const;
   void readRuns();  // names, configs, metric keys and last steps, results; then the metric's curves
   void onRuns(std::vector<RunInfo> runs);

@@ -261,8 +261,11 @@ int main(int argc, char** argv) {
   show->add_flag("--json", runs.json, "Print JSON");
   auto* exp = action("export", "Write a run's metrics (or samples, evals, events) as CSV or JSON Lines");
   exp->add_option("id", runs.run_id)->required();
-  exp->add_option("--format", runs.format, "csv | jsonl")->capture_default_str();
-  exp->add_option("--table", runs.table, "metrics | samples | evals | events")->capture_default_str();
+  // (Checked here, so a wrong name is bad usage, exit 2, as every other option's.)
+  exp->add_option("--format", runs.format, "csv | jsonl")->check(CLI::IsMember({"csv", "jsonl"}))->capture_default_str();
+  exp->add_option("--table", runs.table, "metrics | samples | evals | events")
+      ->check(CLI::IsMember({"metrics", "samples", "evals", "events"}))
+      ->capture_default_str();
   exp->add_option("--out", runs.out, "Output file (default: standard output)");
   auto* del = action("delete", "Delete a run's records (and with --files its output folder)");
   del->add_option("id", runs.run_id)->required();

@@ -253,7 +253,11 @@ TEST_F(WorkerEndToEnd, RunsCommandsListShowTagExportDelete) {
   auto jsonl = run_cli("runs export 1 --format jsonl --table samples");
   ASSERT_EQ(jsonl.exit_code, 0) << jsonl.output;
   EXPECT_NE(jsonl.output.find("\"policy\""), std::string::npos);
-  EXPECT_EQ(run_cli("runs export 1 --format xlsx").exit_code, 1);
+  // An unknown format or table is bad usage (2), named with the choices.
+  auto xlsx = run_cli("runs export 1 --format xlsx");
+  EXPECT_EQ(xlsx.exit_code, 2) << xlsx.output;
+  EXPECT_NE(xlsx.output.find("csv"), std::string::npos) << xlsx.output;
+  EXPECT_EQ(run_cli("runs export 1 --table losses").exit_code, 2);
   // A folder as --out is refused with an example, and nothing is written beside it.
   const fs::path folder = dir_ / "exports";
   fs::create_directories(folder);

@@ -192,6 +192,20 @@ TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
     store.set_config(a, R"({"output_dir": "/w/runs/a-2"})");
     EXPECT_FALSE(store.another_run_writes_to(0, output_folder_key("/w/runs/a"))) << "the index follows a changed config";
     EXPECT_TRUE(store.another_run_writes_to(0, output_folder_key("/w/runs/a-2")));
+    // The runs that use a folder: writing to it or inside it, or starting from a checkpoint in
+    // it; not a sibling whose name starts the same ("a-2", "a.b").
+    const int64_t inner = store.create_run("inner", "sft", R"({"output_dir": "/w/runs/a-2/inner/"})");
+    const int64_t clone = store.create_run("clone", "sft", R"({"output_dir": "/w/c", "model": {"checkpoint": "/w/runs/a-2/checkpoint-5"}})");
+    store.create_run("sibling", "sft", R"({"output_dir": "/w/runs/a-2.b", "model": {"checkpoint": "/w/runs/a-20"}})");
+    const auto users = store.runs_using_folder(output_folder_key("/w/runs/a-2/"));
+    ASSERT_EQ(users.size(), 3u);
+    EXPECT_EQ(users[0].id, a);
+    EXPECT_EQ(users[1].id, inner);
+    EXPECT_EQ(users[1].path, "/w/runs/a-2/inner");
+    EXPECT_TRUE(users[1].writes);
+    EXPECT_EQ(users[2].id, clone);
+    EXPECT_FALSE(users[2].writes) << "starts from a checkpoint in it";
+    EXPECT_EQ(store.runs_using_folder("/").size(), 6u) << "every run with a folder is inside /";
 
     {
       ganpo::sql::Statement plan(store.database(),
@@ -206,6 +220,7 @@ TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
     store.database().exec("UPDATE runs SET started_at = 1000, finished_at = 1500, status = 'stopped' WHERE id = " +
                           std::to_string(a));
     store.database().exec("DROP INDEX runs_output_dir; ALTER TABLE runs DROP COLUMN output_dir; "
+                          "DROP INDEX runs_start_checkpoint; ALTER TABLE runs DROP COLUMN start_checkpoint; "
                           "ALTER TABLE runs DROP COLUMN active_seconds; ALTER TABLE runs DROP COLUMN span_started_at; "
                           "PRAGMA user_version=6");
   }
@@ -218,7 +233,8 @@ TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
   EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
   EXPECT_EQ(store.database().query_int("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runs_output_dir'"), 1);
   EXPECT_TRUE(store.another_run_writes_to(0, output_folder_key("/w/runs/a-2")));
-  EXPECT_EQ(store.runs().size(), 3u);
+  EXPECT_EQ(store.runs().size(), 6u);
+  EXPECT_EQ(store.runs_using_folder(output_folder_key("/w/runs/a-2")).size(), 3u) << "filled at the upgrade";
 }
 
 TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
