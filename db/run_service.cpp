@@ -52,12 +52,6 @@ bool lies_within(const fs::path& inner, const fs::path& outer) {
   return true;
 }
 
-fs::path resolved(const fs::path& path) {
-  std::error_code ec;
-  const fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
-  return (ec ? fs::absolute(path) : p).lexically_normal();
-}
-
 // Why run `run_id`'s output folder must stay although its run is deleted ("" = it may go): it is a
 // link (removing it would free nothing), it holds the workspace, or another run (not deleted in
 // the same action) writes to it or inside it (two configs with one output_dir; output_dir = "."
@@ -65,11 +59,11 @@ fs::path resolved(const fs::path& path) {
 std::string folder_in_use(RunStore& store, int64_t run_id, const fs::path& output_dir,
                           const std::set<int64_t>& also_deleted) {
   if (fs::is_symlink(output_dir))
-    return "it is a symbolic link (to " + resolved(output_dir).string() + "); remove what it points to yourself";
-  const fs::path dir = resolved(output_dir);
-  if (lies_within(resolved(store.path()), dir)) return "it holds this workspace (" + store.path() + ")";
+    return "it is a symbolic link (to " + output_folder_key(output_dir.string()) + "); remove what it points to yourself";
+  const std::string dir = output_folder_key(output_dir.string());
+  if (lies_within(output_folder_key(store.path()), dir)) return "it holds this workspace (" + store.path() + ")";
   // (Index range reads of the runs' resolved folders: no other run's config is read.)
-  for (const RunStore::FolderUser& other : store.runs_using_folder(output_folder_key(output_dir.string()))) {
+  for (const RunStore::FolderUser& other : store.runs_using_folder(dir)) {
     if (other.id == run_id || also_deleted.count(other.id)) continue;
     return "run " + std::to_string(other.id) + " (" + other.name + ") " + (other.writes ? "writes to " : "starts from ") +
            other.path + "; delete that run first, or remove the folder yourself";

@@ -14,7 +14,8 @@ WorkSpeed measured_work_speed(RunStore& store, int most_recent) {
   std::sort(runs.begin(), runs.end(), [](const RunRow& a, const RunRow& b) {
     return a.finished_at.value_or(0) > b.finished_at.value_or(0);
   });
-  // Runs started more than once have idle time between their starts in their wall time.
+  // Runs started more than once by a study's retry held a worker for an attempt that failed too
+  // (its work done twice), which their held time counts.
   std::set<int64_t> restarted;
   sql::Statement again(store.database(), "SELECT id FROM runs WHERE attempts > 1");
   while (again.step()) restarted.insert(again.col_int(0));

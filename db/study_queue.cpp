@@ -185,10 +185,10 @@ bool claim_study_run(RunStore& store, int64_t run_id, int64_t pid) {
                    "UPDATE runs SET status = 'queued', error = '', finished_at = NULL, control = NULL, " +
                        close_active_span_sql("?5") +
                        ", worker_pid = ?3, worker_host = ?4, heartbeat_at = ?5, updated_at = ?5, "
-                               // (The previous attempt's start time would make the new worker look
-                               // like a later process given the pid, dead to any reaper, until its
-                               // own claim stamps its start.)
-                               "worker_start = NULL, attempts = attempts + 1 WHERE id IN (SELECT r.id FROM runs r WHERE r.id = ?1 AND " +
+                       // (The previous attempt's start time would make the new worker look like a
+                       // later process given the pid, dead to any reaper, until its own claim
+                       // stamps its start.)
+                       "worker_start = NULL, attempts = attempts + 1 WHERE id IN (SELECT r.id FROM runs r WHERE r.id = ?1 AND " +
                        kStartable + " AND (SELECT state FROM studies WHERE id = r.study_id) = 'active')");
   s.bind(1, run_id).bind(2, kStudyMaxAttempts).bind(3, pid).bind(4, local_host_name()).bind(5, now).run();
   return store.database().changes() == 1;

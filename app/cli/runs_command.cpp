@@ -308,10 +308,13 @@ int runs_command(const RunsArgs& args) {
   if (args.action == "resume") return run_worker(db_path, args.run_id);
   RunStore store = RunStore::open(db_path);
   // An unknown id is bad usage (2), as for `runs resume`, `train --run` and the study commands.
-  if (args.action != "list" && !store.run(args.run_id)) {
-    std::fprintf(stderr, "ganpo runs %s: no run %lld in %s; `ganpo runs list --db %s` lists the runs\n",
-                 args.action.c_str(), static_cast<long long>(args.run_id), db_path.c_str(), db_path.c_str());
-    return 2;
+  if (args.action != "list") {
+    try {
+      require_run(store, args.run_id);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "ganpo runs %s: %s\n", args.action.c_str(), e.what());
+      return 2;
+    }
   }
   if (args.action == "list") return list_runs(store, args);
   if (args.action == "show") return show_run(store, args);
