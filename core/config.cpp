@@ -461,14 +461,34 @@ RunConfig load_config_file(const std::string& path) {
   }
 }
 
+namespace {
+
+// Tables (objects) holding no value at any depth: "[model]" or {"train": {}} set nothing.
+bool holds_no_value(const toml::table& table) {
+  for (const auto& [key, node] : table) {
+    const toml::table* inner = node.as_table();
+    if (!inner || !holds_no_value(*inner)) return false;
+  }
+  return true;
+}
+
+bool holds_no_value(const nlohmann::json& object) {
+  for (const auto& item : object) {
+    if (!item.is_object() || !holds_no_value(item)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool config_file_sets_nothing(const std::string& path) {
   try {
     const std::string text = read_file(path);
     if (extension_of(path) == ".json") {
       const nlohmann::json j = nlohmann::json::parse(text);
-      return j.is_object() && j.empty();
+      return j.is_object() && holds_no_value(j);
     }
-    return parse_toml(text, path).empty();
+    return holds_no_value(parse_toml(text, path));
   } catch (const std::exception&) {
     return false;  // not readable: load_config_file says why
   }

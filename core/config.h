@@ -266,7 +266,8 @@ double applied_lora_dropout(const RunConfig& config);
 
 // Loading and saving. Unknown keys and wrongly typed values throw ConfigError naming the key.
 RunConfig load_config_file(const std::string& path);  // .toml or .json by extension
-// Whether a config file sets no key at all (empty, only comments or whitespace, or "{}").
+// Whether a config file sets no value at all (empty, only comments or whitespace, "{}", or
+// only empty tables such as "[model]").
 bool config_file_sets_nothing(const std::string& path);
 RunConfig config_from_toml(const std::string& toml_text);
 // table_prefix nests every table under it ("base" writes [base], [base.model], ...,

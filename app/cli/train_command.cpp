@@ -430,7 +430,7 @@ int train_command(const TrainArgs& args) {
   // word; TRL too refuses to start when nothing says what to train.
   if (args.overrides.empty() && config_file_sets_nothing(args.config_path)) {
     std::fprintf(stderr,
-                 "ganpo train: %s sets no keys (it is empty or holds only comments); name what to train in it "
+                 "ganpo train: %s sets no values (it is empty, or holds only comments or empty tables); name what to train in it "
                  "(stage, [model], [data], [train]; resources/presets/demo.toml is an example), or add --set "
                  "KEY=VALUE to train the defaults with that change\n",
                  args.config_path.c_str());

@@ -344,17 +344,19 @@ TEST(CliEndToEnd, BadConfigIsRejectedBeforeWork) {
   EXPECT_NE(r.output.find("objective.beta must be"), std::string::npos) << r.output;
 }
 
-// An empty config (0 bytes, only comments, "{}") started the full default run without a word:
+// An empty config (0 bytes, only comments, "{}", only empty tables) started the full default run without a word:
 // most likely a wrong or truncated file, so it is refused before any work, saying what to add.
 TEST(CliEndToEnd, ConfigThatSetsNothingIsRefusedBeforeWork) {
   const auto dir = fresh_dir("emptycfg");
   std::ofstream(dir / "zero.toml") << "";
   std::ofstream(dir / "comments.toml") << "# nothing yet\n\n";
   std::ofstream(dir / "empty.json") << "{}\n";
-  for (const char* name : {"zero.toml", "comments.toml", "empty.json"}) {
+  std::ofstream(dir / "tables.toml") << "[model]\n[model.lora]\n[train]\n";
+  std::ofstream(dir / "tables.json") << "{\"train\": {}, \"model\": {\"lora\": {}}}\n";
+  for (const char* name : {"zero.toml", "comments.toml", "empty.json", "tables.toml", "tables.json"}) {
     auto r = run_cli("train --no-db --config " + (dir / name).string());
     EXPECT_EQ(r.exit_code, 2) << name << ": " << r.output;
-    EXPECT_NE(r.output.find(std::string(name) + " sets no keys (it is empty or holds only comments)"),
+    EXPECT_NE(r.output.find(std::string(name) + " sets no values (it is empty, or holds only comments or empty tables)"),
               std::string::npos)
         << r.output;
     EXPECT_EQ(r.output.find("step 1/"), std::string::npos) << "nothing trained: " << r.output;
