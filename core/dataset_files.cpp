@@ -204,6 +204,16 @@ LoadResult<T> load_file(const std::string& path, const std::string& on_bad_line,
                       "\"");
   const bool skip = on_bad_line == "skip";
   const std::string text = read_whole_file(path);
+  // UTF-16 / UTF-32 text (PowerShell 5's `>` and Notepad's "Unicode" write UTF-16) would read as
+  // a bad line per line, "invalid literal" each, with one more for the last newline's zero byte.
+  const auto starts_with = [&text](const char* bom, size_t n) { return text.compare(0, n, bom, n) == 0; };
+  const char* wide = starts_with("\xFF\xFE\x00\x00", 4) || starts_with("\x00\x00\xFE\xFF", 4) ? "UTF-32"
+                     : starts_with("\xFF\xFE", 2) || starts_with("\xFE\xFF", 2)                 ? "UTF-16"
+                                                                                                : nullptr;
+  if (wide)
+    throw DataError("dataset " + path + " is " + wide + " text (it starts with a " + wide +
+                    " byte order mark); JSONL and JSON files are read as UTF-8: convert it (iconv -f " + wide +
+                    " -t UTF-8, or PowerShell's Out-File -Encoding utf8)");
 
   LoadResult<T> result;
   bool is_array = false;
@@ -224,6 +234,7 @@ LoadResult<T> load_file(const std::string& path, const std::string& on_bad_line,
     }
   };
   for_each_row(path, text, is_array, handle, bad);
+  result.json_array = is_array;
 
   if (result.rows.empty()) {
     std::string msg = "dataset " + path + " has no usable rows";

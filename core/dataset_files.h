@@ -33,6 +33,7 @@ template <typename T>
 struct LoadResult {
   std::vector<T> rows;
   std::vector<BadLine> bad_lines;  // only filled when skipping
+  bool json_array = false;         // a JSON array: BadLine::line is the element's index + 1
 };
 
 // on_bad_line: "error" (throw DataError naming file, line and reason) or "skip".

@@ -21,6 +21,7 @@
 #include "core/text/utf8.h"
 #include "core/tokenizer.h"
 #include "ui/background_read.h"
+#include "ui/config_form.h"
 
 namespace ganpo::ui {
 namespace {
@@ -67,7 +68,7 @@ int64_t dropped(size_t full, size_t kept) { return static_cast<int64_t>(full) - 
 
 // Renders (chat template) and tokenizes the first rows as the trainer does.
 template <class Row>
-void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, DatasetPreview& out) {
+void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, const std::string& source, DatasetPreview& out) {
   std::unique_ptr<Tokenizer> tok;
   const std::string folder = how.model_folder.trimmed().toStdString();
   try {
@@ -77,6 +78,7 @@ void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, DatasetP
       tok = load_tokenizer(folder);
   } catch (const std::exception& e) {
     out.tokenizing_error = QObject::tr("The model folder's tokenizer cannot be used: %1").arg(QString::fromStdString(e.what()));
+    out.tokenizer_unusable = true;
     return;
   }
   const bool conversational = std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.conversational(); });
@@ -87,7 +89,7 @@ void tokenize_rows(std::vector<Row> rows, const PreviewTokenizing& how, DatasetP
   } else {
     try {
       const ChatTemplate tmpl = ChatTemplate::from_model_folder(folder, how.chat_template.toStdString());
-      apply_chat_template(rows, tmpl, "preview");
+      apply_chat_template(rows, tmpl, source);  // (its errors name the file and row, as training's do)
       out.rendering = QObject::tr("conversational rows in the %1 chat template").arg(QString::fromStdString(tmpl.variant()));
     } catch (const std::exception& e) {
       out.tokenizing_error = QString::fromStdString(e.what());
@@ -177,19 +179,21 @@ DatasetPreview read_dataset_preview(const QString& path, bool preference, int ma
       auto loaded = load_preference_file(file, "skip");
       out.parsed_rows = static_cast<int64_t>(loaded.rows.size());
       out.bad_lines = std::move(loaded.bad_lines);
+      out.json_array = loaded.json_array;
       for (size_t i = 0; i < loaded.rows.size() && static_cast<int>(i) < max_rows; ++i)
         out.first_rows.push_back(
             {cell_text(loaded.rows[i].prompt), cell_text(loaded.rows[i].chosen), cell_text(loaded.rows[i].rejected)});
       loaded.rows.resize(out.first_rows.size());
-      tokenize_rows(std::move(loaded.rows), tokenizing, out);
+      tokenize_rows(std::move(loaded.rows), tokenizing, file, out);
     } else {
       auto loaded = load_sft_file(file, "skip");
       out.parsed_rows = static_cast<int64_t>(loaded.rows.size());
       out.bad_lines = std::move(loaded.bad_lines);
+      out.json_array = loaded.json_array;
       for (size_t i = 0; i < loaded.rows.size() && static_cast<int>(i) < max_rows; ++i)
         out.first_rows.push_back({cell_text(loaded.rows[i].prompt), cell_text(loaded.rows[i].completion)});
       loaded.rows.resize(out.first_rows.size());
-      tokenize_rows(std::move(loaded.rows), tokenizing, out);
+      tokenize_rows(std::move(loaded.rows), tokenizing, file, out);
     }
   } catch (const std::exception& e) {
     // The readers throw when nothing parses; the message names the file and the first bad line.
@@ -287,6 +291,30 @@ void DatasetPreviewWidget::startReading() {
 
 QString DatasetPreviewWidget::tokensHtml() const { return tokens_->toHtml(); }
 
+QStringList DatasetPreviewWidget::problems(bool bad_line_stops_run) const {
+  QStringList out;
+  if (reading_ || path_.isEmpty() || !QFileInfo(path_).isFile()) return out;
+  if (!shown_.error.isEmpty()) {  // nothing parses, or the file cannot be read
+    out << QStringLiteral("data.train: ") + shown_.error;
+    return out;
+  }
+  if (bad_line_stops_run && !shown_.bad_lines.empty()) {
+    const BadLine& first = shown_.bad_lines.front();
+    out << tr("data.on_bad_line: the training file has %1 bad line(s) and the run stops at the first (line %2: %3); "
+              "fix the file or choose to skip bad lines")
+               .arg(shown_.bad_lines.size())
+               .arg(first.line)
+               .arg(QString::fromStdString(first.reason));
+  }
+  // Rows the chat template cannot render stop the run too (a model folder's unusable tokenizer
+  // is the Model page's problem, not the data's).
+  if (!shown_.tokenizing_error.isEmpty() && !shown_.tokenizer_unusable)
+    out << (problem_key(shown_.tokenizing_error).contains(QLatin1Char('.'))
+                ? shown_.tokenizing_error
+                : QStringLiteral("data.train: ") + shown_.tokenizing_error);
+  return out;
+}
+
 void DatasetPreviewWidget::showTokens() {
   const int row = std::max(0, table_->currentRow());
   if (!shown_.tokenizing_error.isEmpty()) {
@@ -334,7 +362,10 @@ void DatasetPreviewWidget::showPreview(const DatasetPreview& preview) {
   }
   QStringList lines;
   for (size_t i = 0; i < preview.bad_lines.size() && i < kBadLinesShown; ++i)
-    lines.append(tr("line %1: %2").arg(preview.bad_lines[i].line).arg(QString::fromStdString(preview.bad_lines[i].reason)));
+    // (A JSON array's rows are its elements: "line 3" would send the reader to the wrong place.)
+    lines.append((preview.json_array ? tr("element %1: %2") : tr("line %1: %2"))
+                     .arg(preview.bad_lines[i].line)
+                     .arg(QString::fromStdString(preview.bad_lines[i].reason)));
   if (preview.bad_lines.size() > kBadLinesShown)
     lines.append(tr("… and %1 more").arg(preview.bad_lines.size() - kBadLinesShown));
   bad_lines_->setPlainText(lines.join(QLatin1Char('\n')));

@@ -49,10 +49,12 @@ struct DatasetPreview {
   std::vector<QStringList> first_rows;  // up to max_rows parsed rows, one string per column
   int64_t parsed_rows = 0;              // rows that parse
   std::vector<BadLine> bad_lines;       // skipped lines with their 1-based line numbers
+  bool json_array = false;              // a JSON array file: bad_lines are numbered by element
   QString error;                        // the file could not be read at all, or nothing parses
   std::vector<TokenizedPreviewRow> tokenized;  // parallel to first_rows
   QString rendering;         // how rows become text: the chat template, or the plain rendering
   QString tokenizing_error;  // the tokenizer or chat template cannot be used (rows still shown)
+  bool tokenizer_unusable = false;  // tokenizing_error is the model folder's (the Model page says so)
 };
 
 // preference: rows are prompt/chosen/rejected pairs; otherwise SFT rows. The first rows are also
@@ -75,6 +77,12 @@ public:
   // The tokenized view of the row picked in the table (the first by default), as HTML.
   QString tokensHtml() const;
   bool isReading() const { return reading_; }
+  QString path() const { return path_; }
+  // What the preview on screen says a run training on this file would stop at, as config
+  // problems ("key: reason"): bad lines where data.on_bad_line stops the run at the first, a
+  // file with no usable row, rows the chat template cannot render. Empty while reading and for
+  // a path that is no file (missing_inputs says so).
+  QStringList problems(bool bad_line_stops_run) const;
 
 Q_SIGNALS:
   void previewShown();  // a result (or an error) is on screen

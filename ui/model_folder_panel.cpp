@@ -15,6 +15,7 @@ struct ModelFolderPanel::Description {
   QString html;
   QString chat_template;
   QString problem;  // (a missing folder is missing_inputs' to say)
+  QString weights_problem;  // why its weights cannot be loaded (a run of random weights needs none)
 };
 
 ModelFolderPanel::ModelFolderPanel(QWidget* parent) : QWidget(parent) {
@@ -42,6 +43,7 @@ void ModelFolderPanel::setFolder(const QString& folder_in) {
   ++generation_;  // a read under way is for another path now
   chat_template_.clear();
   problem_.clear();
+  weights_problem_.clear();
   if (folder_.isEmpty()) {
     pause_.stop();
     reading_ = false;
@@ -79,6 +81,19 @@ void ModelFolderPanel::startReading() {
                            "holds the merged model.");
             d.html += QStringLiteral("<span style='color:#c62828'>%1</span>").arg(d.problem.toHtmlEscaped());
           }
+          // What the trainer refuses at the start, said before it starts.
+          if (j["tokenizer"].contains("problem")) {
+            d.problem = QString::fromStdString(j["tokenizer"]["problem"].get<std::string>());
+            d.html += QStringLiteral("<span style='color:#c62828'>%1</span>").arg(d.problem.toHtmlEscaped());
+          }
+          if (j.contains("weights_error") && !j.contains("adapter")) {
+            d.weights_problem = QString::fromStdString(j["weights_error"].get<std::string>());
+            d.html += QStringLiteral("<br><span style='color:#c62828'>%1</span>")
+                          .arg(tr("Its weights cannot be loaded (train its architecture from random weights, or "
+                                  "fix the folder): %1")
+                                   .arg(d.weights_problem)
+                                   .toHtmlEscaped());
+          }
           if (j.contains("chat_template") && j["chat_template"].is_string())
             d.chat_template = QString::fromStdString(j["chat_template"].get<std::string>());
         } catch (const std::exception& e) {
@@ -97,6 +112,7 @@ void ModelFolderPanel::show(const Description& d) {
   reading_ = false;
   chat_template_ = d.chat_template;
   problem_ = d.problem;
+  weights_problem_ = d.weights_problem;
   label_->setText(d.html);
   Q_EMIT described();
 }

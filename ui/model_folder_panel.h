@@ -29,6 +29,9 @@ public:
   // loader refuses), as a problem of model.checkpoint; empty while reading or where it can.
   QString folder() const { return folder_; }
   QString problem() const { return problem_; }
+  // Why the folder's weights cannot be loaded (no safetensors files, a shard missing, a damaged
+  // header): a problem unless the run trains the architecture from random weights.
+  QString weightsProblem() const { return weights_problem_; }
 
 Q_SIGNALS:
   void described();  // a description (or an error) is on screen
@@ -44,6 +47,7 @@ private:
   bool reading_ = false;
   QString chat_template_;
   QString problem_;
+  QString weights_problem_;
   QLabel* label_;
 };
 

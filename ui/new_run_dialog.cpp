@@ -285,6 +285,7 @@ QWidget* NewRunDialog::buildDataPage() {
                     {QStringLiteral("skip"), tr("Skip it and count it")}});
   preview_ = new DatasetPreviewWidget(file_data_);
   file_data_->addWideRow(preview_);
+  connect(preview_, &DatasetPreviewWidget::previewShown, this, &NewRunDialog::revalidate);  // (its problems)
   return page;
 }
 
@@ -586,8 +587,17 @@ void NewRunDialog::revalidate() {
   }
   // What the run would refuse at its start: inputs that are not there, a folder it cannot start from.
   for (std::string& message : missing_inputs(config)) messages.push_back(std::move(message));
-  if (!model_folder_->problem().isEmpty() && model_folder_->folder() == QString::fromStdString(config.model.checkpoint).trimmed())
-    messages.push_back("model.checkpoint: " + model_folder_->problem().toStdString());
+  if (model_folder_->folder() == QString::fromStdString(config.model.checkpoint).trimmed()) {
+    if (!model_folder_->problem().isEmpty())
+      messages.push_back("model.checkpoint: " + model_folder_->problem().toStdString());
+    if (!config.model.random_weights && !model_folder_->weightsProblem().isEmpty())
+      messages.push_back("model.checkpoint: " + model_folder_->weightsProblem().toStdString() +
+                         "; or tick Random weights to train its architecture from scratch");
+  }
+  // What the run would stop at in its training file, as the preview read it: bad lines while a
+  // bad line stops the run, no usable row, rows the chat template cannot render.
+  if (!uses_builtin_task(config.data) && preview_->path() == QString::fromStdString(config.data.train).trimmed())
+    for (const QString& p : preview_->problems(config.data.on_bad_line != "skip")) messages.push_back(p.toStdString());
   for (const std::string& message : messages) {
     const QString text = QString::fromStdString(message);
     if (!unparsed_keys.contains(problem_key(text))) problems.append(text);

@@ -300,6 +300,20 @@ std::string load_model_weights(CausalLM& model, const std::string& dir, const Wa
   return most;
 }
 
+std::string stored_weights_dtype(const std::string& dir) {
+  WeightFiles files(dir);
+  std::map<std::string, int64_t> stored;  // dtype -> elements, as load_model_weights counts them
+  for (const auto& [name, shard] : files.tensors()) {
+    const SafetensorsInfo& info = *files.reader_of(name).find(name);
+    if (floating(info.dtype)) stored[dtype_name(info.dtype)] += static_cast<int64_t>(info.nbytes / c10::elementSize(info.dtype));
+  }
+  std::string most = "float32";
+  int64_t most_elements = -1;
+  for (const auto& [dtype, n] : stored)
+    if (n > most_elements) most = dtype, most_elements = n;
+  return most;
+}
+
 uint64_t model_weights_bytes(const std::string& dir) {
   uint64_t total = 0;
   std::error_code ec;

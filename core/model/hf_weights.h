@@ -76,6 +76,13 @@ private:
 // Total bytes of the weights files in dir (what `ganpo inspect` and load figures compare to).
 uint64_t model_weights_bytes(const std::string& dir);
 
+// The dtype most of the folder's weights are stored in ("float32" | "bfloat16" | "float16"), as
+// load_model_weights returns it, from the safetensors headers alone (no tensor data is read;
+// config.json's torch_dtype may be missing or say otherwise). Opens the files as a load does, so
+// it throws the ModelFileError a load would: no model.safetensors nor index (pytorch_model.bin
+// only), a shard the index names missing, a damaged header.
+std::string stored_weights_dtype(const std::string& dir);
+
 constexpr uint64_t kDefaultMaxShardBytes = 5'000'000'000ULL;  // transformers' default "5GB"
 
 // Writes model.safetensors (or shards + model.safetensors.index.json) into dir.

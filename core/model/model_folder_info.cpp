@@ -70,8 +70,16 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                     {"base_model", adapter.base_model}};
     return j;
   }
-  const ModelShape s = read_model_config(dir);
+  ModelShape s = read_model_config(dir);
   const uint64_t weights_bytes = model_weights_bytes(dir);
+  // The dtype the weights are stored in is the files' (config.json's torch_dtype may be missing,
+  // as in GPT-2's, or differ); where they cannot be loaded, the loader's reason.
+  std::string weights_error;
+  try {
+    s.dtype = stored_weights_dtype(dir);
+  } catch (const ModelFileError& e) {
+    weights_error = e.what();
+  }
   const Architecture& arch = architecture(s.arch);
   nlohmann::json j = {
       {"folder", dir},
@@ -94,6 +102,7 @@ nlohmann::json describe_model_folder(const std::string& dir) {
       {"positions", s.positions == PositionKind::rope ? "rotary" : "learned"},
       {"tied_output_head", s.tie_embeddings},
   };
+  if (!weights_error.empty()) j["weights_error"] = weights_error;  // a run needs model.random_weights
   if (s.positions == PositionKind::rope) {
     j["rope_theta"] = s.rope_theta;
     if (!s.rope_scaling.type.empty())
@@ -117,6 +126,10 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                         {"bos_id", tokenizer->bos_id()},
                         {"eos_id", tokenizer->eos_id()},
                         {"pad_id", tokenizer->pad_id()}};
+      // What load_model_folder (and a run of random weights) refuses: ids past the embedding.
+      if (tokenizer->vocab_size() > s.vocab_size)
+        j["tokenizer"]["problem"] = dir + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) +
+                                    " tokens but config.json vocab_size is " + std::to_string(s.vocab_size);
       if (tokenizer->uses_chat_template()) {
         try {
           j["chat_template"] = ChatTemplate::from_model_folder(dir, "").variant();
@@ -177,6 +190,8 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
                   j.value("final_logit_softcap", 0.0));
     lines.emplace_back("soft-caps", buf);
   }
+  if (j.contains("weights_error") && j.value("has_weights", true))
+    lines.emplace_back("weights", "not usable: " + j["weights_error"].get<std::string>());
   const auto& t = j["tokenizer"];
   if (t.contains("error"))
     lines.emplace_back("tokenizer", "not usable: " + t["error"].get<std::string>());
@@ -184,7 +199,8 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
     lines.emplace_back("tokenizer", t["kind"].get<std::string>() + ", " + std::to_string(t["vocab_size"].get<long long>()) +
                                         " tokens, bos " + std::to_string(t["bos_id"].get<long long>()) + ", eos " +
                                         std::to_string(t["eos_id"].get<long long>()) + ", pad " +
-                                        std::to_string(t["pad_id"].get<long long>()));
+                                        std::to_string(t["pad_id"].get<long long>()) +
+                                        (t.contains("problem") ? "; not usable: " + t["problem"].get<std::string>() : ""));
   if (j.contains("chat_template"))
     lines.emplace_back("chat template", j["chat_template"].is_null()
                                             ? "none recognised (set data.chat_template for conversational data)"

@@ -87,6 +87,16 @@ TEST_F(DatasetFilesTest, ReadsJsonArray) {
   EXPECT_EQ(r.rows[1].rejected, "f");
 }
 
+// A UTF-16 file (PowerShell 5's `>`) is named as such, not reported as a bad line per line.
+TEST_F(DatasetFilesTest, Utf16FileIsNamedAsSuch) {
+  std::string text = "\xFF\xFE";
+  for (char ch : std::string(kGoodRow) + "\n") text += std::string{ch, '\0'};
+  const auto path = write("pref.jsonl", text);
+  const std::string message = error_of([&] { load_preference_file(path, "skip"); });
+  EXPECT_CONTAINS(message, "UTF-16");
+  EXPECT_EQ(message.find("bad lines"), std::string::npos) << message;
+}
+
 TEST_F(DatasetFilesTest, JsonArrayBadElementIsNumberedByIndex) {
   auto path = write("pref.json", R"([{"prompt": "a", "chosen": "b", "rejected": "c"}, 7])");
   auto r = load_preference_file(path, "skip");
@@ -94,6 +104,8 @@ TEST_F(DatasetFilesTest, JsonArrayBadElementIsNumberedByIndex) {
   ASSERT_EQ(r.bad_lines.size(), 1u);
   EXPECT_EQ(r.bad_lines[0].line, 2);
   EXPECT_EQ(r.bad_lines[0].reason, "row is not an object");
+  EXPECT_TRUE(r.json_array) << "its bad rows are numbered by element, not by line";
+  EXPECT_FALSE(load_preference_file(write("pref.jsonl", std::string(kGoodRow) + "\n"), "skip").json_array);
   EXPECT_CONTAINS(error_of([&] { load_preference_file(path, "error"); }), "element 2");
 }
 

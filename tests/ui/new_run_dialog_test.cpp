@@ -364,6 +364,37 @@ TEST(NewRunDialog, DatasetPreviewCountsPairsAndListsBadLines) {
   EXPECT_FALSE(bad_lines->toPlainText().contains("line 3:"));
 }
 
+// A JSON array's bad rows are named by element, as the trainer's error names them: the
+// element's index is not the line it sits on in a pretty-printed file.
+TEST(NewRunDialog, DatasetPreviewNamesAJsonArraysBadRowsByElement) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("pairs.json");
+  QFile file(path);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write("[\n"
+             "  {\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"},\n"
+             "  {\n"
+             "    \"prompt\": \"d\",\n"
+             "    \"chosen\": \"e\"\n"
+             "  }\n"
+             "]\n");
+  file.close();
+  const DatasetPreview p = read_dataset_preview(path, true, 5);
+  ASSERT_EQ(p.bad_lines.size(), 1u);
+  EXPECT_TRUE(p.json_array);
+
+  NewRunDialog dialog;
+  RunConfig c;
+  c.data.builtin = "";
+  c.data.train = path.toStdString();
+  dialog.setConfig(c);
+  auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
+  auto* bad_lines = child<QPlainTextEdit>(dialog, "datasetPreview.badLines");
+  ASSERT_TRUE(wait_until([&]() { return summary->text().contains("parse"); })) << summary->text().toStdString();
+  EXPECT_TRUE(bad_lines->toPlainText().startsWith("element 2: missing key \"rejected\""))
+      << bad_lines->toPlainText().toStdString();
+}
+
 // A model folder as checkpoints are written (a fresh tiny Llama with the byte tokenizer), so
 // the dialog has a real folder to describe.
 QString write_model_folder(const QTemporaryDir& dir) {
@@ -374,6 +405,62 @@ QString write_model_folder(const QTemporaryDir& dir) {
   CausalLM model(resolve_model_shape(mc, tok.vocab_size()));
   save_model_files(folder.toStdString(), model, tok);
   return folder;
+}
+
+// What a run would stop at in its training file is a problem of the dialog, beside the field
+// that fixes it: bad lines while data.on_bad_line stops the run at the first, and conversational
+// rows for a model folder whose tokenizer has no chat template. OK is disabled until then.
+TEST(NewRunDialog, DataTheRunWouldStopAtDisablesOk) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("pairs.jsonl");
+  QFile file(path);
+  ASSERT_TRUE(file.open(QIODevice::WriteOnly));
+  file.write(R"({"prompt": "2+2=", "chosen": "4", "rejected": "5"})" "\n"
+             R"({"prompt": "broken", "chosen": )" "\n");
+  file.close();
+
+  NewRunDialog dialog;
+  RunConfig c;
+  c.data.builtin = "";
+  c.data.train = path.toStdString();
+  c.data.on_bad_line = "error";
+  dialog.setConfig(c);
+  auto* summary = child<QLabel>(dialog, "datasetPreview.summary");
+  ASSERT_TRUE(wait_until([&]() { return summary->text().contains("parse"); })) << summary->text().toStdString();
+  QCoreApplication::processEvents();
+  EXPECT_FALSE(ok_enabled(dialog)) << "the run would stop at line 2";
+  auto* reason = child<QLabel>(dialog, "data.on_bad_line.error");
+  EXPECT_TRUE(reason->text().contains("line 2")) << reason->text().toStdString();
+  auto* on_bad_line = child<QComboBox>(dialog, "data.on_bad_line");
+  on_bad_line->setCurrentIndex(on_bad_line->findData(QStringLiteral("skip")));
+  EXPECT_TRUE(ok_enabled(dialog)) << dialog.problems().join('\n').toStdString();
+
+  // A model folder whose Hugging Face tokenizer has no chat template, and conversational rows.
+  const QString folder = write_model_folder(dir);
+  {
+    QFile config(folder + "/tokenizer_config.json");  // the byte tokenizer's files, read as a HF tokenizer
+    ASSERT_TRUE(config.open(QIODevice::WriteOnly | QIODevice::Truncate));
+    config.write(R"({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"})");
+  }
+  const QString chat = dir.filePath("chat.jsonl");
+  QFile chat_file(chat);
+  ASSERT_TRUE(chat_file.open(QIODevice::WriteOnly));
+  chat_file.write(R"({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Go away."}]})" "\n");
+  chat_file.close();
+  c.data.on_bad_line = "error";
+  c.data.train = chat.toStdString();
+  c.model.checkpoint = folder.toStdString();
+  dialog.setConfig(c);
+  auto* caption = child<QLabel>(dialog, "datasetPreview.tokensCaption");
+  ASSERT_TRUE(wait_until([&]() { return caption->text().contains("chat template"); }, 30000)) << caption->text().toStdString();
+  QCoreApplication::processEvents();
+  EXPECT_FALSE(ok_enabled(dialog)) << "the run would stop: no chat template for conversational rows";
+  auto* template_reason = child<QLabel>(dialog, "data.chat_template.error");
+  EXPECT_TRUE(template_reason->text().contains("no chat template")) << template_reason->text().toStdString();
+  child<QComboBox>(dialog, "data.chat_template")->setCurrentText(QStringLiteral("chatml"));
+  ASSERT_TRUE(wait_until([&]() { return caption->text().contains("Row 1"); }, 30000)) << caption->text().toStdString();
+  QCoreApplication::processEvents();
+  EXPECT_TRUE(ok_enabled(dialog)) << dialog.problems().join('\n').toStdString();
 }
 
 TEST(NewRunDialog, ModelPageDescribesTheFolderAndTheReferenceDefaultsToIt) {
@@ -415,6 +502,25 @@ TEST(NewRunDialog, ModelPageDescribesTheFolderAndTheReferenceDefaultsToIt) {
 
   child<QLineEdit>(dialog, "model.checkpoint")->setText(dir.filePath("nothing-here"));
   ASSERT_TRUE(wait_until([&]() { return panel->text().contains("no folder"); })) << panel->text().toStdString();
+}
+
+// A folder whose weights cannot be loaded (here: no safetensors files) is a problem of
+// model.checkpoint, which the run would stop at, unless the run trains its architecture from
+// random weights.
+TEST(NewRunDialog, AFolderWithoutLoadableWeightsNeedsRandomWeights) {
+  QTemporaryDir dir;
+  const QString folder = write_model_folder(dir);
+  ASSERT_TRUE(QFile::remove(folder + "/model.safetensors"));
+  NewRunDialog dialog;
+  auto* panel = dialog.findChild<ModelFolderPanel*>();
+  ASSERT_TRUE(panel);
+  child<QLineEdit>(dialog, "model.checkpoint")->setText(folder);
+  ASSERT_TRUE(wait_until([&] { return !panel->isReading() && panel->text().contains("architecture"); }))
+      << panel->text().toStdString();
+  EXPECT_FALSE(ok_enabled(dialog)) << "a run would stop: there are no weights to load";
+  EXPECT_TRUE(dialog.problems().join('\n').contains("model.safetensors")) << dialog.problems().join('\n').toStdString();
+  child<QCheckBox>(dialog, "model.random_weights")->setChecked(true);
+  EXPECT_TRUE(ok_enabled(dialog)) << dialog.problems().join('\n').toStdString();
 }
 
 TEST(NewRunDialog, DatasetPreviewShowsTheRowTokenizedWithThePromptBoundary) {

@@ -492,6 +492,34 @@ TEST(HfFolderErrors, TruncatedShardsAndBadIndexes) {
 namespace ganpo {
 namespace {
 
+// What `ganpo inspect` and the New Run dialog's Model page say about a folder: the dtype its
+// weights are stored in, read from the files (config.json's torch_dtype says float32 here; GPT-2's
+// has none), and what a run would refuse at its start, named before it starts.
+TEST(ModelFolderInfo, StoredDtypeComesFromTheWeightsAndRefusalsAreNamed) {
+  const auto& c = golden()["cases"][0];
+  TempDir dir("describe");
+  write_case(c, dir.str(), torch::kBFloat16);
+  nlohmann::json j = describe_model_folder(dir.str());
+  EXPECT_EQ(j["stored_dtype"], "bfloat16");
+  EXPECT_FALSE(j.contains("weights_error")) << j.dump();
+  const std::string first_line = describe_lines(j)[0].second;
+  EXPECT_NE(first_line.find("stored as bfloat16"), std::string::npos) << first_line;
+
+  // A tokenizer with more tokens than config.json's vocabulary, which the loader refuses.
+  ByteTokenizer().save(dir.str());  // 259 tokens
+  j = describe_model_folder(dir.str());
+  ASSERT_TRUE(j["tokenizer"].contains("problem")) << j.dump();
+  EXPECT_NE(j["tokenizer"]["problem"].get<std::string>().find("tokenizer has 259 tokens"), std::string::npos);
+  EXPECT_THROW(load_model_folder(dir.str(), torch::kCPU), ModelFileError) << "the same refusal at a run's start";
+
+  // Weights only as pytorch_model.bin: the loader's reason, not "stored as float32".
+  fs::remove(dir.path / "model.safetensors");
+  std::ofstream(dir.path / "pytorch_model.bin") << "not read";
+  j = describe_model_folder(dir.str());
+  ASSERT_TRUE(j.contains("weights_error")) << j.dump();
+  EXPECT_NE(j["weights_error"].get<std::string>().find("pytorch_model.bin"), std::string::npos);
+}
+
 // The config.json of released models shipped in resources/model-shapes read as those models: the
 // parameter counts are the released checkpoints' (counted with their own code), and the folders
 // say they hold no weights, only an architecture to train from random weights.
