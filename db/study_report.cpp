@@ -240,6 +240,10 @@ VerdictCount count_verdicts(const StudyReport& report, bool headline_only) {
   VerdictCount count;
   const auto add = [&](const Interval& i, bool head_to_head) {
     if (i.n < 2) return;  // one seed: never called, so not a test
+    // The same in both arms at every seed (the shared reference's own scores and lengths, the
+    // number of evaluation pairs; every head-to-head prompt a tie): nothing varied, so nothing was
+    // tested, and counting it would raise the calls expected by chance.
+    if (i.low == i.high && i.mean == (head_to_head ? 0.5 : 0.0)) return;
     ++count.tested;
     if (verdict_called(i, head_to_head)) ++count.called;
   };
@@ -267,6 +271,8 @@ bool verdict_called(const Interval& i, bool head_to_head) { return i.excludes(he
 
 std::string verdict_text(const Interval& i, bool head_to_head) {
   const double null_value = head_to_head ? 0.5 : 0.0;
+  // One seed has no interval: "contains 0" would be said of the printed "x [x, x]", which does not.
+  if (i.n < 2) return "no verdict from one seed (no interval)";
   if (!verdict_called(i, head_to_head))
     return head_to_head ? "no difference shown (interval contains 0.5)" : "no difference shown (interval contains 0)";
   const bool up = i.mean > null_value;

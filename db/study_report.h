@@ -57,7 +57,8 @@ StudyReport study_report(RunStore& store, int64_t study_id);
 bool is_headline_metric(const std::string& key);
 // The plain verdict on an interval, called only when it excludes the null value: GANPO on minus
 // off (null 0: "higher with GANPO" / "lower with GANPO") or head to head (null 0.5: "GANPO judged
-// better" / "GANPO judged worse"); otherwise "no difference shown (interval contains 0)".
+// better" / "GANPO judged worse"); otherwise "no difference shown (interval contains 0)", or, from
+// one seed, "no verdict from one seed (no interval)".
 bool verdict_called(const Interval& i, bool head_to_head);
 std::string verdict_text(const Interval& i, bool head_to_head);
 nlohmann::json report_to_json(const StudyReport& report);

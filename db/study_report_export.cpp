@@ -61,10 +61,19 @@ struct Series {
 };
 
 // A line chart with one 95% band per series; x and y ranges from the data (y from 0 when
-// `from_zero`), a dashed reference line at `guide` when it is finite.
+// `from_zero`), a dashed reference line at `guide` when it is finite. The legend goes under the
+// plot, one series a row, and the picture is as wide as its longest name: series are arms, whose
+// names ("objective.loss_type=sigmoid, ganpo.enabled=false, data.label_noise=0") are long and
+// alike in their first characters, so a legend column beside the plot would cut them all to the
+// same text.
 std::string line_chart(const std::string& title, const std::string& x_label, const std::string& y_label,
                        const std::vector<Series>& series, bool from_zero, double guide = NAN) {
-  const double W = 720, H = 360, left = 60, right = 230, top = 34, bottom = 46;
+  constexpr double kLegendRow = 18, kCharWidth = 7.5;  // 12 px sans-serif, generously
+  const double plot_width = 720, plot_height = 360, left = 60, right = 20, top = 34, bottom = 46;
+  size_t longest = 0;
+  for (const auto& s : series) longest = std::max(longest, s.name.size());
+  const double W = std::max(plot_width, left + 16 + kCharWidth * static_cast<double>(longest) + 10);
+  const double H = plot_height + 14 + kLegendRow * static_cast<double>(series.size());
   double x0 = INFINITY, x1 = -INFINITY, y0 = from_zero ? 0 : INFINITY, y1 = -INFINITY;
   for (const auto& s : series)
     for (size_t i = 0; i < s.x.size(); ++i) {
@@ -78,7 +87,7 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
   const double pad = (y1 - y0) * 0.08;
   y1 += pad;
   if (!from_zero || y0 < 0) y0 -= pad;
-  const double pw = W - left - right, ph = H - top - bottom;
+  const double pw = plot_width - left - right, ph = plot_height - top - bottom;
   auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
   auto py = [&](double y) { return top + (1 - (y - y0) / (y1 - y0)) * ph; };
   std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(W, 0) + "\" height=\"" + num(H, 0) +
@@ -97,8 +106,8 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
   for (double x : xs)
     svg += "<text x=\"" + num(px(x), 1) + "\" y=\"" + num(top + ph + 16, 1) + "\" text-anchor=\"middle\">" + num(x, 2) +
            "</text>\n";
-  svg += "<text x=\"" + num(left + pw / 2, 1) + "\" y=\"" + num(H - 8, 1) + "\" text-anchor=\"middle\">" + escape(x_label) +
-         "</text>\n";
+  svg += "<text x=\"" + num(left + pw / 2, 1) + "\" y=\"" + num(plot_height - 8, 1) + "\" text-anchor=\"middle\">" +
+         escape(x_label) + "</text>\n";
   svg += "<text transform=\"translate(14," + num(top + ph / 2, 1) + ") rotate(-90)\" text-anchor=\"middle\">" +
          escape(y_label) + "</text>\n";
   if (std::isfinite(guide))
@@ -116,19 +125,22 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
     for (size_t i = 0; i < S.x.size(); ++i)
       svg += "<circle cx=\"" + num(px(S.x[i]), 1) + "\" cy=\"" + num(py(S.y[i].mean), 1) + "\" r=\"3\" fill=\"" + colour +
              "\"><title>" + escape(S.name) + ": " + interval_text(S.y[i]) + "</title></circle>\n";
-    const double ly = top + 10 + 18 * static_cast<double>(s);
-    svg += "<rect x=\"" + num(W - right + 12, 1) + "\" y=\"" + num(ly - 8, 1) + "\" width=\"10\" height=\"10\" fill=\"" +
-           colour + "\"/><text x=\"" + num(W - right + 28, 1) + "\" y=\"" + num(ly + 1, 1) + "\">" + escape(S.name) +
-           "</text>\n";
+    const double ly = plot_height + 14 + kLegendRow * static_cast<double>(s);
+    svg += "<rect x=\"" + num(left, 1) + "\" y=\"" + num(ly - 8, 1) + "\" width=\"10\" height=\"10\" fill=\"" + colour +
+           "\"/><text x=\"" + num(left + 16, 1) + "\" y=\"" + num(ly + 1, 1) + "\">" + escape(S.name) + "</text>\n";
   }
   return svg + "</svg>\n";
 }
 
-// Horizontal bars with interval whiskers, one per arm.
+// Horizontal bars with interval whiskers, one per arm; the names column as wide as the longest name
+// (right-aligned names longer than it would lose their first characters off the picture's edge).
 std::string bar_chart(const std::string& title, const std::string& x_label, const std::vector<std::string>& names,
                       const std::vector<Interval>& values) {
   if (names.empty()) return "";
-  const double W = 720, left = 330, right = 40, top = 34, row = 24, bottom = 40;
+  size_t longest = 0;
+  for (const auto& n : names) longest = std::max(longest, n.size());
+  const double left = std::max(330.0, 16 + 7.5 * static_cast<double>(longest)), right = 40, top = 34, row = 24,
+               bottom = 40, W = left + 350 + right;
   const double H = top + row * static_cast<double>(names.size()) + bottom, pw = W - left - right;
   double hi = 0;
   for (const auto& v : values) hi = std::max(hi, std::max(v.high, v.mean));

@@ -52,7 +52,9 @@ QTableWidgetItem* cell(const QString& text, bool right = false) {
   return item;
 }
 
+// One seed has no interval: "x [x, x]" would read as a certain number (as the HTML report says it).
 QString interval_text(const Interval& i) {
+  if (i.n < 2) return QStringLiteral("%1 (n=1, no interval)").arg(i.mean, 0, 'f', 3);
   return QStringLiteral("%1 [%2, %3]").arg(i.mean, 0, 'f', 3).arg(i.low, 0, 'f', 3).arg(i.high, 0, 'f', 3);
 }
 
@@ -187,6 +189,15 @@ StudyView::StudyView(StoreWorker* store, int64_t study_id, QString worker_progra
   noise_plot_ = make_plot(tr("Accuracy vs label noise"), tr("data.label_noise"), tr("held-out preference accuracy"));
   time_plot_ = make_plot(tr("Step time per arm"), QString(), tr("step time (s)"));
   time_plot_->legend->setVisible(false);
+  // The legends under the axes, two entries a row, not inside them: a study has an entry per arm
+  // (8 in the paper in miniature), and inside the axes they cover the very lines and bands they name.
+  for (QCustomPlot* p : {plot_, noise_plot_}) {
+    p->axisRect()->insetLayout()->take(p->legend);
+    p->plotLayout()->addElement(1, 0, p->legend);
+    p->plotLayout()->setRowStretchFactor(1, 0.001);
+    p->legend->setFillOrder(QCPLegend::foColumnsFirst);
+    p->legend->setWrap(2);
+  }
   runs_ = new QTableWidget(bottom);
   runs_->setObjectName(QStringLiteral("study.runs"));
   for (auto* t : {arms_, differences_, runs_}) {

@@ -83,6 +83,77 @@ TEST(StudyReportExport, HtmlStatesTheAnswerAndDrawsEveryPlot) {
   EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // no external file
 }
 
+// Every name an SVG writes (legend entries, bar labels) lies inside its picture: arms are named by
+// all their grid values, long and alike in their first characters, and a name cut at the picture's
+// edge leaves series that cannot be told apart. At 12 px sans-serif a character is under 7 px wide.
+TEST(StudyReportExport, EveryArmNameFitsInsideItsPlot) {
+  StudyReport r = sample_report();
+  for (ArmResult& a : r.arms) a.arm = "objective.loss_type=sigmoid, " + a.arm + ", data.max_length=200";
+  r.ganpo_vs_base[0].arm = r.arms[1].arm;
+  r.ganpo_vs_base[0].baseline = r.arms[0].arm;
+  const std::string html = study_report_html(r);
+  size_t checked = 0;
+  for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) {
+    const size_t end = html.find("</svg>", at);
+    ASSERT_NE(end, std::string::npos);
+    const std::string svg = html.substr(at, end - at);
+    const size_t w = svg.find("width=\"");
+    const double width = std::stod(svg.substr(w + 7));
+    for (const ArmResult& a : r.arms) {
+      const std::string text = "\">" + a.arm + "</text>";
+      for (size_t t = svg.find(text); t != std::string::npos; t = svg.find(text, t + 1)) {
+        const size_t open = svg.rfind("<text x=\"", t);
+        ASSERT_NE(open, std::string::npos);
+        const double x = std::stod(svg.substr(open + 9));
+        const bool right_aligned = svg.substr(open, t - open).find("text-anchor=\"end") != std::string::npos;
+        const double extent = 6.5 * static_cast<double>(a.arm.size());
+        if (right_aligned)
+          EXPECT_GE(x - extent, 0.0) << a.arm;
+        else
+          EXPECT_LE(x + extent, width) << a.arm;
+        ++checked;
+      }
+    }
+  }
+  // Four in the win-rate legend, one in the head-to-head legend, four step-time bars (the
+  // accuracy-against-noise lines are named without the noise value).
+  EXPECT_EQ(checked, 4u + 1u + 4u);
+}
+
+// Numbers equal in both arms at every seed are no test: the reference policy's own judge scores
+// (the same shared model under both arms), the number of evaluation pairs, a head to head of ties
+// only. Counted, they would raise what chance alone is said to call.
+TEST(StudyReportExport, NumbersEqualInBothArmsAreNotCountedAsTests) {
+  StudyReport r = sample_report();
+  PairedResult& p = r.ganpo_vs_base[0];
+  p.differences["eval_pairs"] = interval(0, 0, 0);
+  p.differences["judge/reference_score@1.0"] = interval(0, 0, 0);
+  p.win_rate_vs_baseline["judge/win_rate_vs_base@0.5"] = interval(0.5, 0.5, 0.5);
+  const VerdictCount all = count_verdicts(r, /*headline_only=*/false);
+  EXPECT_EQ(all.tested, 3);
+  EXPECT_EQ(all.called, 2);
+  // A difference that is the same nonzero value at every seed still counts (and is called).
+  p.differences["eval_rewards/margins"] = interval(0.1, 0.1, 0.1);
+  EXPECT_EQ(count_verdicts(r, /*headline_only=*/true).tested, 4);
+  EXPECT_EQ(count_verdicts(r, /*headline_only=*/true).called, 3);
+}
+
+// A difference from one seed has no interval, so its verdict says so rather than "interval
+// contains 0" beside a printed value that is not 0.
+TEST(StudyReportExport, OneSeedGivesNoVerdictRatherThanAnIntervalThatContainsZero) {
+  StudyReport r = sample_report();
+  PairedResult& p = r.ganpo_vs_base[0];
+  p.seeds = {1};
+  p.differences["eval_rewards/accuracies"] = interval(0.05, 0.05, 0.05, 1);
+  p.win_rate_vs_baseline["judge/win_rate_vs_base@1.0"] = interval(0.8, 0.8, 0.8, 1);
+  EXPECT_EQ(verdict_text(p.differences["eval_rewards/accuracies"], false), "no verdict from one seed (no interval)");
+  EXPECT_EQ(verdict_text(p.win_rate_vs_baseline["judge/win_rate_vs_base@1.0"], true), "no verdict from one seed (no interval)");
+  const std::string html = study_report_html(r);
+  EXPECT_NE(html.find("<td>eval_rewards/accuracies</td><td>0.0500 (n=1, no interval)</td><td>no verdict from one seed"),
+            std::string::npos);
+  EXPECT_EQ(html.find("0.0500 (n=1, no interval)</td><td>no difference shown"), std::string::npos);
+}
+
 TEST(StudyReportExport, CsvHasOneRowPerNumber) {
   const StudyReport r = sample_report();
   const std::string csv = study_report_csv(r);

@@ -98,6 +98,15 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
   EXPECT_FALSE(multiplicity->isHidden());
   EXPECT_NE(multiplicity->text().indexOf("tested at 95 % each"), -1) << multiplicity->text().toStdString();
   EXPECT_EQ(view.plot()->graphCount(), 6);  // per arm: lower edge, upper edge (band), mean line
+  // The legends lie outside the axes: one entry per arm inside them would cover the lines and
+  // bands they name.
+  for (QCustomPlot* p : {view.plot(), view.noisePlot()}) {
+    p->replot();
+    EXPECT_TRUE(p->legend->visible());
+    EXPECT_FALSE(p->legend->outerRect().intersects(p->axisRect()->rect()))
+        << "legend " << p->legend->outerRect().top() << ".." << p->legend->outerRect().bottom() << ", axes "
+        << p->axisRect()->rect().top() << ".." << p->axisRect()->rect().bottom();
+  }
   // Accuracy against label noise: one point per arm at the grid's 0.2, with error bars (an arm
   // the grid gives no noise value is left out, as in the HTML report).
   ASSERT_EQ(view.noisePlot()->graphCount(), 2);
@@ -131,6 +140,38 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
     RunStore s = RunStore::open(db);
     return find_study(s, study)->state == StudyState::paused;
   }));
+}
+
+// One completed seed per arm (a study just started, or seeds = [1]): the tab shows the mean with
+// no interval, as the HTML report does, and gives no verdict, rather than "x [x, x]" beside
+// "interval contains 0".
+TEST(StudyView, OneSeedShowsNoIntervalAndNoVerdict) {
+  QTemporaryDir dir;
+  const std::string db = dir.filePath("workspace.sqlite").toStdString();
+  int64_t study = 0;
+  {
+    RunStore store = RunStore::open(db);
+    const std::string text = "name = \"one\"\nseeds = [1]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    study = create_study(store, "one", text, expand_study(study_from_toml(text, ".", "s"), dir.filePath("o").toStdString()));
+    const auto ids = study_run_ids(store, study);
+    ASSERT_EQ(ids.size(), 2u);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      store.set_status(ids[i], RunStatus::completed);
+      store.add_eval(ids[i], 10, "eval", "{}",
+                     to_json(EvalReport::of({{"eval_rewards/accuracies", i == 0 ? 0.6 : 0.7}})).dump());
+    }
+  }
+  StoreWorker worker(QString::fromStdString(db));
+  StudyView view(&worker, study, QStringLiteral(GANPO_CLI_PATH));
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  ASSERT_EQ(view.armsTable()->rowCount(), 2);
+  EXPECT_EQ(view.armsTable()->item(0, 2)->text().toStdString(), "0.600 (n=1, no interval)");
+  QTableWidget* diffs = view.differencesTable();
+  ASSERT_GE(diffs->rowCount(), 1);
+  EXPECT_EQ(diffs->item(0, 1)->text().toStdString(), "eval_rewards/accuracies");
+  EXPECT_EQ(diffs->item(0, 2)->text().toStdString(), "0.100 (n=1, no interval)");
+  EXPECT_EQ(diffs->item(0, 3)->text().toStdString(), "no verdict from one seed (no interval)");
 }
 
 // The README's Study screenshot: $GANPO_SCREENSHOT_DIR/study.png of study
