@@ -2,6 +2,7 @@
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QCoreApplication>
 #include <QDateTime>
 #include <QDialog>
 #include <QDialogButtonBox>
@@ -125,6 +126,15 @@ QTableWidgetItem* cell(const QString& text, Qt::Alignment align = Qt::AlignLeft 
 // A live output cell's text (defined with the output grid below).
 QString streaming_html(const QString& text, bool sampling);
 
+// A checkpoint's name in the table and over its output column: "step N", and the folder's name
+// where it is not checkpoint-N (a run's final folder shares its step with the last checkpoint).
+QString checkpoint_label(int64_t step, const QString& path) {
+  const QString folder = QFileInfo(path).fileName();
+  const QString label = QCoreApplication::translate("ganpo::ui::CheckpointsView", "step %1").arg(step);
+  return folder == QStringLiteral("checkpoint-%1").arg(step) || folder.isEmpty() ? label
+                                                                                  : QStringLiteral("%1 (%2)").arg(label, folder);
+}
+
 QString number(double v) {
   if (!std::isfinite(v)) return QStringLiteral("–");
   return QString::number(v, 'f', std::fabs(v) >= 100 ? 1 : 3);
@@ -221,7 +231,13 @@ CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString wor
   progress_->setValue(0);
   progress_->setTextVisible(false);
   progress_->setMaximumWidth(160);
-  progress_->setVisible(false);  // shown while generating
+  // Shown while generating, its room kept meanwhile: showing it widened the controls' row past
+  // the window's share for the tab, so Generate pushed the run list narrower and it came back
+  // when the request ended.
+  QSizePolicy keep_room = progress_->sizePolicy();
+  keep_room.setRetainSizeWhenHidden(true);
+  progress_->setSizePolicy(keep_room);
+  progress_->setVisible(false);
   controls->addWidget(new QLabel(tr("Temperature"), bottom));
   controls->addWidget(temperature_);
   controls->addWidget(new QLabel(tr("Top-p"), bottom));
@@ -447,7 +463,8 @@ void CheckpointsView::rebuildTable() {
     table_->item(0, 0)->setFont(f);
   }
   for (const auto& c : checkpoints_)
-    add_row(tr("checkpoint"), c.step, format_time(c.created_at), QString::fromStdString(c.path), &by_step[c.step]);
+    add_row(QFileInfo(QString::fromStdString(c.path)).fileName() == QLatin1String("final") ? tr("final") : tr("checkpoint"),
+            c.step, format_time(c.created_at), QString::fromStdString(c.path), &by_step[c.step]);
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
   table_->resizeColumnsToContents();
   table_->horizontalHeader()->setSectionResizeMode(table_->columnCount() - 1, QHeaderView::Stretch);
@@ -592,7 +609,7 @@ bool CheckpointsView::generateNow() {
     auto* item = table_->item(r, 0);
     req.model_dirs << item->data(kPathRole).toString();
     const auto step = item->data(kStepRole).toLongLong();
-    req.labels << (step < 0 ? tr("reference") : tr("step %1").arg(step));
+    req.labels << (step < 0 ? tr("reference") : checkpoint_label(step, req.model_dirs.back()));
   }
   if (req.model_dirs.isEmpty()) {
     setStatus(tr("Pick the models to compare in the table first."));
@@ -611,6 +628,8 @@ bool CheckpointsView::generateNow() {
       return false;
     }
     req.prompts << p;
+    // One of the sample prompts draws as it does in grid mode (the same seed, the same text).
+    if (const int k = static_cast<int>(sample_prompts_.indexOf(p)); k > 0) req.prompt_numbers = {k};
   }
   req.temperature = temperature_->value();
   req.top_p = top_p_->value();
@@ -638,9 +657,20 @@ void CheckpointsView::cancelGeneration() {
 }
 
 void CheckpointsView::onOutputs(const QVector<GenerationOutput>& outputs) {
-  outputs_ = outputs;
   cancel_->setEnabled(false);
   progress_->setVisible(false);
+  if (outputs.isEmpty()) {
+    // Cancelled before the first model's turn ended (while it loaded): the service refuses an
+    // empty request, so no outputs means a cancel. There is nothing to show; the columns stay,
+    // without the "still sampling" mark, and the last outputs are kept.
+    for (auto& [key, cell] : live_cells_) cell->setText(streaming_html(live_texts_[key], false));
+    live_cells_.clear();
+    setStatus(tr("Cancelled before any model produced text."));
+    updateButtons();
+    Q_EMIT generationFinished();
+    return;
+  }
+  outputs_ = outputs;
   const bool cancelled = std::any_of(outputs.begin(), outputs.end(), [](const auto& o) { return o.cancelled; });
   double slowest = 0;
   for (const auto& o : outputs) slowest = std::max(slowest, o.seconds_total);

@@ -241,10 +241,13 @@ struct GenerationService::Impl {
   }
 
   // What one model sampled for a request: its outputs in prompt order, the stop id that ended
-  // each (-1: none did), and whether a cancel cut it short.
+  // each (-1: none did), the text's bytes as the tokenizer decoded them, and whether a cancel cut
+  // it short. (GenerationOutput::text is a QString: a byte-level model's bytes that are no valid
+  // UTF-8 read as U+FFFD there, three other bytes, so scoring and judging read `bytes`.)
   struct Sampled {
     QVector<GenerationOutput> outputs;
     std::vector<int64_t> stopped_by;
+    std::vector<std::string> bytes;
     bool cancelled = false;
   };
 
@@ -271,6 +274,8 @@ struct GenerationService::Impl {
     so.top_p = req.top_p;
     so.max_new_tokens = max_new;
     so.seed = req.seed;
+    if (req.prompt_numbers.size() == req.prompts.size())
+      for (qint64 n : req.prompt_numbers) so.prompt_numbers.push_back(static_cast<int64_t>(n));
     so.bf16_autocast = model.bf16_autocast;
     double first_token = -1;
     std::vector<std::unique_ptr<TextStream>> streams;
@@ -309,15 +314,17 @@ struct GenerationService::Impl {
       o.chat_template = variant;
       const auto& ids = rows[static_cast<size_t>(p)];
       // (as it reads after the prompt, so the log-probs below score the tokens sampled)
-      o.text = QString::fromStdString(continuation_text(tok, prompts[static_cast<size_t>(p)], ids));
+      std::string text = continuation_text(tok, prompts[static_cast<size_t>(p)], ids);
+      o.text = QString::fromStdString(text);
       o.tokens = static_cast<int>(ids.size());
       o.precision = model.bf16_autocast ? QStringLiteral("bf16") : QStringLiteral("float32");
       o.seconds_to_first_token = first_token < 0 ? total_s : first_token;
       o.seconds_total = total_s;
       o.cancelled = out.cancelled;
       out.stopped_by.push_back(stopped_by[static_cast<size_t>(p)]);
-      if (auto j = judge_builtin_prompt(o.prompt.toStdString(), o.text.toStdString())) o.judge_score = *j;
+      if (auto j = judge_builtin_prompt(o.prompt.toStdString(), text)) o.judge_score = *j;
       out.outputs.push_back(std::move(o));
+      out.bytes.push_back(std::move(text));
     }
     return out;
   }
@@ -345,6 +352,7 @@ struct GenerationService::Impl {
 
     QVector<GenerationOutput> outputs;
     std::vector<int64_t> stopped_by;  // parallel to outputs
+    std::vector<std::string> bytes;   // idem: each output's text as sampled
     bool was_cancelled = false;
     for (int m = 0; m < n_models && !was_cancelled; ++m) {
       const QString dir = req.model_dirs[m];
@@ -373,6 +381,7 @@ struct GenerationService::Impl {
       was_cancelled = sampled.cancelled;
       outputs += sampled.outputs;
       stopped_by.insert(stopped_by.end(), sampled.stopped_by.begin(), sampled.stopped_by.end());
+      bytes.insert(bytes.end(), sampled.bytes.begin(), sampled.bytes.end());
       done.store(base + max_new);
       report(true);
       GenerationService* s = self;
@@ -394,7 +403,7 @@ struct GenerationService::Impl {
       const bool ran = with_room(req.model_dirs[m], device, [&] {
         auto model = load(req.model_dirs[m], device);
         before_turn(req.model_dirs[m], /*loading=*/false);
-        score(*model, req.model_dirs[m], req.chat_template, outputs, stopped_by, m, device);
+        score(*model, req.model_dirs[m], req.chat_template, outputs, bytes, stopped_by, m, device);
       });
       if (!ran) return cut_short();
       done.fetch_add(1);
@@ -405,7 +414,8 @@ struct GenerationService::Impl {
 
   // Sum of response log-probs of every output under one model, in small batches.
   void score(LoadedModel& lm, const QString& dir, bool use_template, QVector<GenerationOutput>& outputs,
-             const std::vector<int64_t>& stopped_by, int m, const torch::Device& device) {
+             const std::vector<std::string>& bytes, const std::vector<int64_t>& stopped_by, int m,
+             const torch::Device& device) {
     torch::NoGradGuard no_grad;
     const Bf16Autocast autocast(lm.bf16_autocast);  // as it sampled
     lm.model->eval();
@@ -419,7 +429,7 @@ struct GenerationService::Impl {
       // The prompt as this model would be given it (its own chat template), cut as its sampling
       // cuts it; the response cut to the room after it.
       const std::string prompt = model_prompt(tmpl, outputs[i].prompt);
-      TokenizedSft row{sampled_prompt_ids(tok, prompt, max_len), encode_response(tok, prompt, outputs[i].text.toStdString())};
+      TokenizedSft row{sampled_prompt_ids(tok, prompt, max_len), encode_response(tok, prompt, bytes[static_cast<size_t>(i)])};
       cut_to_fit(row, max_len, max_len);
       // The row ends with this model's EOS. A response cut at max_new_tokens produced no stop id,
       // so none is part of what it said; one that stopped at another of this model's stop ids

@@ -34,6 +34,10 @@ struct GenerationRequest {
   double top_p = 1.0;
   int max_new_tokens = 64;
   quint64 seed = 0;
+  // Each prompt's number for its draws (core/generate.h's prompt_numbers: a prompt's text
+  // depends on the seed and its number), parallel to prompts; empty = 0, 1, 2, ... A prompt of
+  // the run's sample set sampled alone keeps its number in that set, so it reads as in grid mode.
+  QVector<qint64> prompt_numbers;
   bool chat_template = true;  // render prompts in each model's chat template when it has one
 };
 

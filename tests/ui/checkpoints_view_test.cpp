@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -146,6 +147,103 @@ TEST_F(CheckpointsViewTest, ListsCheckpointsGeneratesSideBySideAndScreenshots) {
   clone->click();
   EXPECT_EQ(cloned_step, 20);
   EXPECT_EQ(cloned_path, c20_);
+}
+
+// Cancel while the first model loads: the service ends with no outputs. The status said
+// "0 output(s); the slowest model took 0.00 s." and the columns were replaced by an empty page.
+TEST_F(CheckpointsViewTest, CancelBeforeAnyOutputSaysSo) {
+  StoreWorker store(db_);
+  CheckpointsView view(&store, run_, QStringLiteral(GANPO_CLI_PATH));
+  ASSERT_TRUE(pump_until([&] { return view.table()->rowCount() == 3; }, 20000));
+  view.pickFolders({c10_, c20_});
+  view.setPrompt(QString::fromStdString(lists_prompt(7)));
+  // The hook runs on the worker thread once a folder is read: the cancel lands while it loads.
+  GenerationService* service = view.service();
+  service->setBeforeModelTurnForTests([service](const QString&, int, bool loading) {
+    if (loading) service->cancel();
+  });
+  bool finished = false;
+  QObject::connect(&view, &CheckpointsView::generationFinished, &view, [&] { finished = true; });
+  ASSERT_TRUE(view.generateNow());
+  ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
+  EXPECT_TRUE(view.lastOutputs().isEmpty());
+  EXPECT_TRUE(view.statusText().startsWith(QStringLiteral("Cancelled"))) << view.statusText().toStdString();
+  EXPECT_FALSE(view.statusText().contains(QStringLiteral("output(s)"))) << view.statusText().toStdString();
+  for (auto* b : view.findChildren<QPushButton*>()) {
+    if (b->text() == QStringLiteral("Generate")) {
+      EXPECT_TRUE(b->isEnabled()) << "a new request can start";
+    }
+  }
+}
+
+// Same seed, same text: a sample prompt generated alone reads as its row of the grid did. Alone it
+// drew as prompt number 0 and in the grid as its place in the set, so a researcher who picked an
+// interesting grid row to look at again got another sample.
+TEST_F(CheckpointsViewTest, ASamplePromptAloneDrawsAsInTheGrid) {
+  StoreWorker store(db_);
+  CheckpointsView view(&store, run_, QStringLiteral(GANPO_CLI_PATH));
+  ASSERT_TRUE(pump_until([&] { return view.table()->rowCount() == 3 && view.samplePrompts().size() == 3; }, 20000));
+  view.pickFolders({c10_, c20_});
+  view.setSampling(1.0, 1.0, 24, 11);
+  bool finished = false;
+  QObject::connect(&view, &CheckpointsView::generationFinished, &view, [&] { finished = true; });
+  view.setGridMode(true);
+  ASSERT_TRUE(view.generateNow());
+  ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
+  ASSERT_EQ(view.lastOutputs().size(), 6) << view.statusText().toStdString();
+  std::map<int, QString> in_grid;  // model -> text of prompt 2
+  for (const auto& o : view.lastOutputs())
+    if (o.prompt_index == 2) in_grid[o.model_index] = o.text;
+
+  finished = false;
+  view.setPrompt(view.samplePrompts()[2]);
+  ASSERT_TRUE(view.generateNow());
+  ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
+  ASSERT_EQ(view.lastOutputs().size(), 2) << view.statusText().toStdString();
+  for (const auto& o : view.lastOutputs()) EXPECT_EQ(o.text, in_grid[o.model_index]) << o.label.toStdString();
+}
+
+// A run's final folder has the step of its last checkpoint. Both rows read "checkpoint 20" and
+// both output columns "step 20", so nothing on screen told them apart but the (cut) folder column.
+TEST_F(CheckpointsViewTest, TheFinalFolderIsNamedApartFromTheCheckpointOfItsStep) {
+  const QString final_dir = dir_.filePath(QStringLiteral("run/final"));
+  write_folder_atomically(final_dir.toStdString(), [&](const std::string& tmp) { write_tiny_model(QString::fromStdString(tmp), 3); });
+  RunStore::open(db_.toStdString()).add_checkpoint(run_, 20, final_dir.toStdString(), R"({"eval_loss":0.61})");
+  StoreWorker store(db_);
+  CheckpointsView view(&store, run_, QStringLiteral(GANPO_CLI_PATH));
+  ASSERT_TRUE(pump_until([&] { return view.table()->rowCount() == 4; }, 20000));
+  EXPECT_EQ(view.table()->item(3, 0)->text(), QStringLiteral("final"));
+  EXPECT_EQ(view.table()->item(2, 0)->text(), QStringLiteral("checkpoint"));
+  view.pickFolders({c20_, final_dir});
+  view.setPrompt(QString::fromStdString(lists_prompt(8)));
+  view.setSampling(0.7, 1.0, 4, 0);
+  bool finished = false;
+  QObject::connect(&view, &CheckpointsView::generationFinished, &view, [&] { finished = true; });
+  ASSERT_TRUE(view.generateNow());
+  ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
+  ASSERT_EQ(view.lastOutputs().size(), 2) << view.statusText().toStdString();
+  EXPECT_EQ(view.lastOutputs()[0].label, QStringLiteral("step 20"));
+  EXPECT_EQ(view.lastOutputs()[1].label, QStringLiteral("step 20 (final)"));
+}
+
+// Pressing Generate does not change how wide the tab must be (the window gave the room to it by
+// squeezing the run list, and took it back when the request ended).
+TEST_F(CheckpointsViewTest, GeneratingKeepsTheTabsMinimumWidth) {
+  StoreWorker store(db_);
+  CheckpointsView view(&store, run_, QStringLiteral(GANPO_CLI_PATH));
+  view.resize(1100, 800);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.table()->rowCount() == 3; }, 20000));
+  view.pickFolders({c10_, c20_});
+  view.setPrompt(QString::fromStdString(lists_prompt(9)));
+  QApplication::processEvents();
+  const int before = view.minimumSizeHint().width();
+  bool finished = false;
+  QObject::connect(&view, &CheckpointsView::generationFinished, &view, [&] { finished = true; });
+  ASSERT_TRUE(view.generateNow());
+  QApplication::processEvents();
+  EXPECT_EQ(view.minimumSizeHint().width(), before);
+  ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
 }
 
 TEST_F(CheckpointsViewTest, EvaluateRunsGanpoEvalAndStoresTheReport) {

@@ -19,6 +19,7 @@
 
 #include "dashboard_test_support.h"
 #include "generation_test_support.h"
+#include "core/generate.h"
 #include "core/tokenizer.h"
 #include "ui/generation_service.h"
 
@@ -148,6 +149,54 @@ TEST_F(GenerationServiceTest, ALongPromptIsScoredAfterTheIdsItWasSampledAfter) {
   std::vector<int64_t> response = encode_response(tok, prompt, o.text.toStdString());
   // (Cut at max_new_tokens, a sample said no EOS; one that stopped said it.)
   if (o.tokens == req.max_new_tokens && !response.empty() && response.back() == tok.eos_id()) response.pop_back();
+  std::vector<int64_t> sequence = ids;
+  sequence.insert(sequence.end(), response.begin(), response.end());
+  torch::NoGradGuard no_grad;
+  const auto logps = torch::log_softmax(
+      lm.model->forward(torch::tensor(sequence, torch::kLong).unsqueeze(0)).logits[0].to(torch::kFloat64), -1);  // [T, V]
+  double expected = 0;
+  for (size_t k = 0; k < response.size(); ++k)
+    expected += logps[static_cast<int64_t>(ids.size() + k) - 1][response[k]].item<double>();
+  EXPECT_NEAR(o.logprob_under_each_model[0], expected, 1e-3);
+}
+
+// A byte-level model's sample is bytes, not always valid UTF-8 (an early checkpoint's noise). Its
+// log-prob is that of the bytes it sampled: the scorer re-encoded the displayed QString, where
+// each invalid byte had become U+FFFD (three other bytes), so it scored another, longer text.
+TEST_F(GenerationServiceTest, ASampleThatIsNoValidUtf8IsScoredAsTheBytesItSampled) {
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  Outcome out;
+  watch(service, out);
+  const std::string prompt = lists_prompt(5);
+  GenerationRequest req;
+  req.model_dirs = {a()};  // untrained: about half its bytes are >= 0x80
+  req.prompts = {QString::fromStdString(prompt)};
+  req.temperature = 1.0;
+  req.max_new_tokens = 24;
+  req.seed = 9;
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 120000));
+  ASSERT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  ASSERT_EQ(out.outputs.size(), 1);
+  const GenerationOutput& o = out.outputs[0];
+  ASSERT_EQ(o.logprob_under_each_model.size(), 1u);
+
+  // The ids it sampled, drawn again with the same settings (one prompt: prompt number 0).
+  LoadedModel lm = load_model_for_inference(a().toStdString(), torch::kCPU, "auto");
+  lm.model->eval();
+  const Tokenizer& tok = *lm.tokenizer;
+  const std::vector<int64_t> ids = encode_prompt(tok, prompt);
+  SamplingOptions so;
+  so.temperature = req.temperature;
+  so.top_p = req.top_p;
+  so.max_new_tokens = req.max_new_tokens;
+  so.seed = req.seed;
+  std::vector<int64_t> stopped_by;
+  const auto rows = ganpo::generate(lm.model, {ids}, so, tok.eos_id(), tok.pad_id(), nullptr, {}, &stopped_by);
+  std::vector<int64_t> response = rows[0];
+  ASSERT_EQ(static_cast<int>(response.size()), o.tokens);
+  ASSERT_TRUE(o.text.contains(QChar(0xFFFD))) << "the sample holds bytes that are no valid UTF-8";
+  if (stopped_by[0] >= 0) response.push_back(stopped_by[0]);
   std::vector<int64_t> sequence = ids;
   sequence.insert(sequence.end(), response.begin(), response.end());
   torch::NoGradGuard no_grad;
