@@ -119,6 +119,19 @@ TEST_F(GenerationServiceTest, RoundTripTwoCheckpointsIsDeterministicAndScored) {
   EXPECT_EQ(service.loadCount(), 2) << "the second request must not reload the models";
 }
 
+// The sum of log p(response | prompt ids) under the model, in float64: what the playground shows.
+double response_logprob(LoadedModel& lm, const std::vector<int64_t>& ids, const std::vector<int64_t>& response) {
+  std::vector<int64_t> sequence = ids;
+  sequence.insert(sequence.end(), response.begin(), response.end());
+  torch::NoGradGuard no_grad;
+  const auto logps = torch::log_softmax(
+      lm.model->forward(torch::tensor(sequence, torch::kLong).unsqueeze(0)).logits[0].to(torch::kFloat64), -1);  // [T, V]
+  double sum = 0;
+  for (size_t k = 0; k < response.size(); ++k)
+    sum += logps[static_cast<int64_t>(ids.size() + k) - 1][response[k]].item<double>();
+  return sum;
+}
+
 // A prompt longer than half the model's length (the tiny model's 256 positions, a byte each): its
 // sample is scored after the same prompt ids it was sampled after. The scorer cut such a prompt
 // to half the model's length (TRL's cut for training rows), so the log-prob shown was that of the
@@ -149,15 +162,7 @@ TEST_F(GenerationServiceTest, ALongPromptIsScoredAfterTheIdsItWasSampledAfter) {
   std::vector<int64_t> response = encode_response(tok, prompt, o.text.toStdString());
   // (Cut at max_new_tokens, a sample said no EOS; one that stopped said it.)
   if (o.tokens == req.max_new_tokens && !response.empty() && response.back() == tok.eos_id()) response.pop_back();
-  std::vector<int64_t> sequence = ids;
-  sequence.insert(sequence.end(), response.begin(), response.end());
-  torch::NoGradGuard no_grad;
-  const auto logps = torch::log_softmax(
-      lm.model->forward(torch::tensor(sequence, torch::kLong).unsqueeze(0)).logits[0].to(torch::kFloat64), -1);  // [T, V]
-  double expected = 0;
-  for (size_t k = 0; k < response.size(); ++k)
-    expected += logps[static_cast<int64_t>(ids.size() + k) - 1][response[k]].item<double>();
-  EXPECT_NEAR(o.logprob_under_each_model[0], expected, 1e-3);
+  EXPECT_NEAR(o.logprob_under_each_model[0], response_logprob(lm, ids, response), 1e-3);
 }
 
 // A byte-level model's sample is bytes, not always valid UTF-8 (an early checkpoint's noise). Its
@@ -197,15 +202,7 @@ TEST_F(GenerationServiceTest, ASampleThatIsNoValidUtf8IsScoredAsTheBytesItSample
   ASSERT_EQ(static_cast<int>(response.size()), o.tokens);
   ASSERT_TRUE(o.text.contains(QChar(0xFFFD))) << "the sample holds bytes that are no valid UTF-8";
   if (stopped_by[0] >= 0) response.push_back(stopped_by[0]);
-  std::vector<int64_t> sequence = ids;
-  sequence.insert(sequence.end(), response.begin(), response.end());
-  torch::NoGradGuard no_grad;
-  const auto logps = torch::log_softmax(
-      lm.model->forward(torch::tensor(sequence, torch::kLong).unsqueeze(0)).logits[0].to(torch::kFloat64), -1);  // [T, V]
-  double expected = 0;
-  for (size_t k = 0; k < response.size(); ++k)
-    expected += logps[static_cast<int64_t>(ids.size() + k) - 1][response[k]].item<double>();
-  EXPECT_NEAR(o.logprob_under_each_model[0], expected, 1e-3);
+  EXPECT_NEAR(o.logprob_under_each_model[0], response_logprob(lm, ids, response), 1e-3);
 }
 
 // Text streams into each (model, prompt) cell while sampling; the last text streamed is the
