@@ -44,6 +44,20 @@ bool values_equal(const std::string& a, const std::string& b) {
   return da && db && *da == *db;
 }
 
+// A share (a preference accuracy, a judge's win rate) lies in [0, 1]; its t interval from few seeds
+// can reach past that ("0.625 [-0.963, 2.213]" from two), and a difference of shares past [-1, 1].
+// Cut to those bounds: the mean certainly lies within them, so the interval keeps its level, and
+// whether it excludes 0 (or 0.5) does not change.
+bool is_share(const std::string& key) {
+  return key.find("accuracies") != std::string::npos || key.rfind("judge/win_rate", 0) == 0;
+}
+
+Interval within(Interval i, double low, double high) {
+  i.low = std::clamp(i.low, low, high);
+  i.high = std::clamp(i.high, low, high);
+  return i;
+}
+
 struct ArmRuns {
   std::vector<std::string> values;  // per grid key
   ArmResult result;
@@ -148,7 +162,8 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     std::map<std::string, std::vector<double>> values;
     for (const auto& [seed, metrics] : a.by_seed)
       for (const auto& [key, v] : metrics) values[key].push_back(v);
-    for (const auto& [key, v] : values) a.result.metrics[key] = mean_interval(v);
+    for (const auto& [key, v] : values)
+      a.result.metrics[key] = is_share(key) ? within(mean_interval(v), 0, 1) : mean_interval(v);
   }
 
   // GANPO on against the arm that differs only in ganpo.enabled, paired by seed.
@@ -178,7 +193,10 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
               pairs[key].second.push_back(b->second);
             }
         }
-        for (const auto& [key, xy] : pairs) p.differences[key] = paired_difference(xy.first, xy.second);
+        for (const auto& [key, xy] : pairs) {
+          const Interval d = paired_difference(xy.first, xy.second);
+          p.differences[key] = is_share(key) ? within(d, -1, 1) : d;
+        }
         // Head to head: the GANPO policy's judge score against the matched policy's, prompt by
         // prompt on the same prompts, per seed; 0.5 is a draw.
         std::map<double, std::vector<double>> head_to_head;
@@ -190,7 +208,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
               head_to_head[s.temperature].push_back(*rate);
         }
         for (const auto& [t, rates] : head_to_head)
-          p.win_rate_vs_baseline["judge/win_rate_vs_base@" + temperature_label(t)] = mean_interval(rates);
+          p.win_rate_vs_baseline["judge/win_rate_vs_base@" + temperature_label(t)] = within(mean_interval(rates), 0, 1);
         report.ganpo_vs_base.push_back(std::move(p));
       }
     }

@@ -2,8 +2,8 @@
 // number (the runs' typed evaluation reports, flattened: preference accuracy and margins, judge
 // scores, win rates against the reference and response lengths per temperature and length
 // bucket; and eval_* metrics) and of the step time and tokens/s (each run's median over its
-// logging windows) over its completed seeds with a
-// 95% t interval (core/study_stats.h); and for every arm with GANPO on, against its matched arm with GANPO off
+// logging windows) over its completed seeds with a 95% t interval (core/study_stats.h; a share's
+// cut to [0, 1], a difference of shares to [-1, 1]); and for every arm with GANPO on, against its matched arm with GANPO off
 // (same other grid values, paired by seed): the paired difference of every number, called only
 // when its interval excludes 0, and the head-to-head win rate of the two policies on the same
 // judge prompts, called only when its interval excludes 0.5. Arms are read back from the runs'

@@ -10,6 +10,7 @@
 #include "core/model/lora_adapter.h"
 #include "core/model/lora_targets.h"
 #include "core/text/chat_template.h"
+#include "core/text/hf_tokenizer.h"
 #include "core/tokenizer.h"
 
 namespace ganpo {
@@ -46,6 +47,14 @@ std::string adapted_text(const ModelShape& base, const LoraSpec& spec) {
   } catch (const ConfigError& e) {
     return std::string("nothing this workbench can apply: ") + e.what();
   }
+}
+
+// "eos <|eot_id|> (128009)", "pad 258" where the token has no text here, "pad none" for -1.
+std::string special_token(const nlohmann::json& tokenizer, const std::string& role) {
+  const int64_t id = tokenizer.value(role + "_id", int64_t{-1});
+  if (id < 0) return role + " none";
+  if (!tokenizer.contains(role + "_token")) return role + " " + std::to_string(id);
+  return role + " " + tokenizer[role + "_token"].get<std::string>() + " (" + std::to_string(id) + ")";
 }
 
 }  // namespace
@@ -126,6 +135,14 @@ nlohmann::json describe_model_folder(const std::string& dir) {
                         {"bos_id", tokenizer->bos_id()},
                         {"eos_id", tokenizer->eos_id()},
                         {"pad_id", tokenizer->pad_id()}};
+      // The special tokens' texts beside their ids, as HF's tokenizer names them ("<|eot_id|>"
+      // says more than 128009 of whether the right EOS is set).
+      if (const auto* hf = dynamic_cast<const HfTokenizer*>(tokenizer.get()))
+        for (const char* role : {"bos", "eos", "pad"}) {
+          const int64_t id = j["tokenizer"][std::string(role) + "_id"].get<int64_t>();
+          if (const auto token = id >= 0 ? hf->id_to_token(id) : std::nullopt)
+            j["tokenizer"][std::string(role) + "_token"] = *token;
+        }
       // What load_model_folder (and a run of random weights) refuses: ids past the embedding.
       if (tokenizer->vocab_size() > s.vocab_size)
         j["tokenizer"]["problem"] = dir + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) +
@@ -197,9 +214,8 @@ std::vector<std::pair<std::string, std::string>> describe_lines(const nlohmann::
     lines.emplace_back("tokenizer", "not usable: " + t["error"].get<std::string>());
   else
     lines.emplace_back("tokenizer", t["kind"].get<std::string>() + ", " + std::to_string(t["vocab_size"].get<long long>()) +
-                                        " tokens, bos " + std::to_string(t["bos_id"].get<long long>()) + ", eos " +
-                                        std::to_string(t["eos_id"].get<long long>()) + ", pad " +
-                                        std::to_string(t["pad_id"].get<long long>()) +
+                                        " tokens, " + special_token(t, "bos") + ", " + special_token(t, "eos") + ", " +
+                                        special_token(t, "pad") +
                                         (t.contains("problem") ? "; not usable: " + t["problem"].get<std::string>() : ""));
   if (j.contains("chat_template"))
     lines.emplace_back("chat template", j["chat_template"].is_null()

