@@ -6,11 +6,13 @@
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
+#include <QMainWindow>
 #include <QMessageBox>
 #include <QProcess>
 #include <QPushButton>
 #include <QSaveFile>
 #include <QSplitter>
+#include <QStatusBar>
 #include <QTableWidget>
 #include <QTabWidget>
 #include <QVBoxLayout>
@@ -145,8 +147,23 @@ StudyView::StudyView(StoreWorker* store, int64_t study_id, QString worker_progra
   connect(export_, &QPushButton::clicked, this, [this] {
     const QString folder = QFileDialog::getExistingDirectory(this, tr("Export the study report to"));
     if (folder.isEmpty()) return;
+    const QStringList existing = existingExportFiles(folder);
+    if (!existing.isEmpty() &&
+        QMessageBox::question(this, tr("Export report"),
+                              tr("%1 already holds %2. Replace them?").arg(QDir::toNativeSeparators(folder), existing.join(", "))) !=
+            QMessageBox::Yes)
+      return;
     QString why;
-    if (!exportReport(folder, &why)) QMessageBox::warning(this, tr("Export report"), why);
+    if (!exportReport(folder, &why)) {
+      QMessageBox::warning(this, tr("Export report"), why);
+      return;
+    }
+    // Said where it went, in the window's status bar (an export gave no sign it had happened).
+    if (auto* main = qobject_cast<QMainWindow*>(window()))
+      main->statusBar()->showMessage(tr("Study report written to %1 (study-%2.html, .csv, .json)")
+                                         .arg(QDir::toNativeSeparators(folder))
+                                         .arg(study_id_),
+                                     10000);
   });
 
   auto* split = new QSplitter(Qt::Vertical, this);
@@ -303,7 +320,11 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
     arm_runs_.push_back(a.completed_run_ids);
     arms_->setItem(r, 0, cell(QString::fromStdString(a.arm)));
     QStringList rest;  // the runs not in the numbers yet: to run (queued or running), and failed or stopped
-    if (a.unfinished > a.failed) rest << tr("+%1 to run").arg(a.unfinished - a.failed);
+    if (a.unfinished > a.failed)
+      rest << (snap.study.state == StudyState::cancelled ? tr("+%1 not run: cancelled")
+               : snap.study.state == StudyState::paused  ? tr("+%1 to run when resumed")
+                                                         : tr("+%1 to run"))
+                  .arg(a.unfinished - a.failed);
     if (a.failed > 0) rest << tr("%1 failed or stopped").arg(a.failed);
     arms_->setItem(r, 1, cell(QString::number(a.seeds.size()) + (rest.isEmpty() ? QString() : " (" + rest.join(", ") + ")"), true));
     for (size_t k = 0; k < cols.size(); ++k) {
@@ -503,6 +524,15 @@ bool StudyView::runQueue(QString* why) {
   run_queue_->setEnabled(false);
   summary_->setText(summary_->text() + tr(" — queue driver started (pid %1)").arg(pid));
   return true;
+}
+
+QStringList StudyView::existingExportFiles(const QString& folder) const {
+  QStringList names;
+  for (const char* suffix : {".html", ".csv", ".json"}) {
+    const QString name = QStringLiteral("study-%1%2").arg(study_id_).arg(QLatin1String(suffix));
+    if (QFileInfo::exists(QDir(folder).filePath(name))) names << name;
+  }
+  return names;
 }
 
 bool StudyView::exportReport(const QString& folder, QString* why) {

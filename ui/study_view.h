@@ -46,6 +46,9 @@ public:
   void refresh();
   // Writes <folder>/study-<id>.html, .csv and .json; false with the reason when it cannot.
   bool exportReport(const QString& folder, QString* why = nullptr);
+  // The files exportReport would write into folder that are already there (the Export button
+  // asks before it replaces them).
+  QStringList existingExportFiles(const QString& folder) const;
   // Starts `ganpo study run ID --db DB` detached (output to the workspace's logs/study-<id>.log);
   // false with the reason when it cannot start.
   bool runQueue(QString* why = nullptr);

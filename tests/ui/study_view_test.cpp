@@ -127,7 +127,10 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
 
   QTemporaryDir out;
   QString why;
+  EXPECT_TRUE(view.existingExportFiles(out.path()).isEmpty());
   ASSERT_TRUE(view.exportReport(out.path(), &why)) << why.toStdString();
+  // Exported again into the same folder, the button asks before it replaces these.
+  EXPECT_EQ(view.existingExportFiles(out.path()).size(), 3);
   QFile html(out.filePath(QStringLiteral("study-%1.html").arg(study)));
   ASSERT_TRUE(html.open(QIODevice::ReadOnly));
   EXPECT_TRUE(html.readAll().contains("<svg"));
@@ -287,6 +290,8 @@ TEST(StudyView, ResumeAfterCancelStartsTheQueue) {
   StoreWorker worker(QString::fromStdString(db));
   StudyView view(&worker, study, driver);
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
+  // A cancelled study's runs are not "to run".
+  EXPECT_EQ(view.armsTable()->item(0, 1)->text().toStdString(), "0 (+1 not run: cancelled)");
   QPushButton* resume = nullptr;
   for (auto* b : view.findChildren<QPushButton*>())
     if (b->text() == "Resume") resume = b;
