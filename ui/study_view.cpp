@@ -284,7 +284,7 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
                         .arg(c.queued)
                         .arg(c.failed)
                         .arg(c.stopped) +
-                    (c.blocked ? tr(", %1 blocked by a failed stage").arg(c.blocked) : QString()));
+                    (c.blocked ? tr(", %1 blocked by a failed or stopped stage").arg(c.blocked) : QString()));
   // Startable work and nothing attached: no driver is at work on this study.
   // A driver this tab started is alive between its runs too: never start a second one.
   if (driver_pid_ > 0 && ::kill(static_cast<pid_t>(driver_pid_), 0) != 0) driver_pid_ = 0;

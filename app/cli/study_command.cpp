@@ -155,12 +155,17 @@ std::string fewer_seeds(const Interval& i, size_t seeds) {
   return static_cast<size_t>(i.n) < seeds ? " (n=" + std::to_string(i.n) + ")" : "";
 }
 
-void print_counts(const StudyRow& s, const StudyCounts& c) {
+void print_counts(const RunStore& store, const StudyRow& s, const StudyCounts& c) {
   std::printf("study %lld '%s' (%s): %lld runs: %lld completed, %lld running, %lld queued, %lld failed, %lld stopped%s\n",
               static_cast<long long>(s.id), s.name.c_str(), to_string(s.state), static_cast<long long>(c.total),
               static_cast<long long>(c.completed), static_cast<long long>(c.attached), static_cast<long long>(c.queued),
               static_cast<long long>(c.failed), static_cast<long long>(c.stopped),
-              c.blocked ? (", " + std::to_string(c.blocked) + " blocked by a failed stage").c_str() : "");
+              c.blocked ? (", " + std::to_string(c.blocked) + " blocked by a failed or stopped stage").c_str() : "");
+  // Stopped runs of an active study wait for a resume: one a person stopped, or one that took a
+  // cancel's stop before a resume came and was still saving its checkpoint when it did.
+  if (s.state == StudyState::active && c.stopped > 0 && c.attached == 0)
+    std::printf("the stopped runs continue from their checkpoints after: ganpo study resume %lld%s\n",
+                static_cast<long long>(s.id), store.db_option().c_str());
 }
 
 // The queue driver: starts runs while fewer than `jobs` are attached, until nothing can start
@@ -224,7 +229,7 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
         // while the study is still cancelled: a resume since this round read it wins.)
         stop_runs_of_cancelled_study(store, study_id);
         if (c.attached == 0) {
-          print_counts(*s, c);
+          print_counts(store, *s, c);
           return 1;
         }
       } else if (s->state == StudyState::paused) {
@@ -257,7 +262,7 @@ int drive(RunStore& store, const std::string& db, int64_t study_id, int jobs) {
         }
         c = study_counts(store, study_id);  // other drivers' workers count too
         if (c.attached == 0 && !next_study_run(store, study_id)) {
-          print_counts(*s, c);
+          print_counts(store, *s, c);
           return c.completed == c.total ? 0 : 1;
         }
       }
@@ -344,7 +349,7 @@ int study_command(const StudyArgs& args) {
     return 0;
   }
   if (args.action == "status") {
-    print_counts(*s, study_counts(store, s->id));
+    print_counts(store, *s, study_counts(store, s->id));
     for (int64_t id : study_run_ids(store, s->id))
       if (const auto r = store.run(id))
         std::printf("  %5lld  %-10s %s\n", static_cast<long long>(id), to_string(r->status), r->name.c_str());

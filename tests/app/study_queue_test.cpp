@@ -139,7 +139,7 @@ TEST_F(StudyQueue, AFailingStageIsRetriedOnceThenBlocksItsArms) {
                      "\" }"));
   const auto r = run_cli("study run 1 --db " + db());
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find("4 blocked by a failed stage"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("4 blocked by a failed or stopped stage"), std::string::npos) << r.output;
   RunStore store = RunStore::open(db());
   EXPECT_EQ(store.run(1)->status, RunStatus::failed);
   sql::Statement s(store.database(), "SELECT attempts FROM runs WHERE id = 1");
@@ -166,6 +166,24 @@ TEST_F(StudyQueue, ACancelStopsARunWhoseDriverIsGone) {
     if (const auto s = stage(); s && s->worker_pid) ::kill(static_cast<pid_t>(*s->worker_pid), SIGKILL);
   const auto status = run_cli("study status 1 --db " + db());
   EXPECT_NE(status.output.find("1 stopped"), std::string::npos) << status.output;
+}
+
+// A stopped run of an active study (a person stopped it, or its worker took a cancel's stop and
+// was still saving when a resume came) waits for the next resume: the status says how.
+TEST_F(StudyQueue, StoppedRunsOfAnActiveStudyNameTheResumeThatContinuesThem) {
+  create(small_study("{ stage = \"sft\" }"));
+  {
+    RunStore store = RunStore::open(db());
+    store.set_status(1, RunStatus::stopped);
+  }
+  const auto status = run_cli("study status 1 --db " + db());
+  EXPECT_NE(status.output.find("1 stopped"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("the stopped runs continue from their checkpoints after: ganpo study resume 1 --db " + db()),
+            std::string::npos)
+      << status.output;
+  ASSERT_EQ(run_cli("study resume 1 --db " + db()).exit_code, 0);
+  EXPECT_EQ(RunStore::open(db()).run(1)->status, RunStatus::queued);
+  EXPECT_EQ(run_cli("study status 1 --db " + db()).output.find("continue from their checkpoints"), std::string::npos);
 }
 
 // A run config with a [[pipeline]] trains as a study of one arm: `ganpo train --config` queues it,
