@@ -74,6 +74,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
   StudyReport report;
   report.study_id = study_id;
   report.name = study->name;
+  report.state = to_string(study->state);
 
   std::vector<ArmRuns> arms;
   const std::vector<int64_t> ids = study_run_ids(store, study_id);
@@ -117,6 +118,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     }
     if (run->status != RunStatus::completed) {
       ++it->result.unfinished;
+      if (worker_attached(*run)) ++it->result.running;
       // Ended: stopped, or failed with no attempt left (a failed run with one left is retried).
       if (run->status == RunStatus::stopped) ++it->result.failed;
       if (run->status == RunStatus::failed) {
@@ -227,7 +229,7 @@ nlohmann::json report_to_json(const StudyReport& report) {
   for (const auto& a : report.arms) {
     nlohmann::json values = nlohmann::json::object();
     for (const auto& [key, value] : a.values) values[key] = value;
-    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished}, {"failed", a.failed},
+    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished}, {"failed", a.failed}, {"running", a.running},
                           {"metrics", nlohmann::json::object()}};
     for (const auto& [key, i] : a.metrics) arm["metrics"][key] = interval(i);
     j["arms"].push_back(arm);
@@ -246,6 +248,20 @@ nlohmann::json report_to_json(const StudyReport& report) {
     j["ganpo_vs_base"].push_back(d);
   }
   return j;
+}
+
+std::string arm_seeds_text(const ArmResult& arm, const std::string& study_state) {
+  std::vector<std::string> parts;
+  const int64_t queued = arm.unfinished - arm.failed - arm.running;
+  if (arm.running > 0) parts.push_back(std::to_string(arm.running) + " running");
+  if (queued > 0)
+    parts.push_back(std::to_string(queued) + (study_state == "cancelled" ? " not run: study cancelled"
+                                              : study_state == "paused"  ? " queued: study paused"
+                                                                         : " queued"));
+  if (arm.failed > 0) parts.push_back(std::to_string(arm.failed) + " failed or stopped");
+  std::string text = std::to_string(arm.seeds.size());
+  for (size_t i = 0; i < parts.size(); ++i) text += (i == 0 ? " (" : ", ") + parts[i];
+  return parts.empty() ? text : text + ")";
 }
 
 bool is_headline_metric(const std::string& key) {

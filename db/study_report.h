@@ -29,6 +29,7 @@ struct ArmResult {
   std::vector<int64_t> seeds;
   int64_t unfinished = 0;                   // runs of the arm that did not complete
   int64_t failed = 0;                       // of those, stopped or failed with no attempt left (the rest will run)
+  int64_t running = 0;                      // of those, held by a worker now (the rest not ended are queued)
   std::map<std::string, Interval> metrics;  // key -> mean and interval over seeds
 };
 
@@ -44,6 +45,7 @@ struct PairedResult {
 struct StudyReport {
   int64_t study_id = 0;
   std::string name;
+  std::string state;  // the study's: "active", "paused" or "cancelled"
   std::vector<ArmResult> arms;
   std::vector<PairedResult> ganpo_vs_base;
   int64_t runs = 0, completed = 0;  // of the study, shared stages included
@@ -51,6 +53,10 @@ struct StudyReport {
 };
 
 StudyReport study_report(RunStore& store, int64_t study_id);
+// An arm's seeds and where its other runs stand, as the CLI, the HTML report and the Study tab
+// show them: "3", "2 (1 running, 1 queued)", "1 (2 not run: study cancelled)",
+// "2 (1 failed or stopped)".
+std::string arm_seeds_text(const ArmResult& arm, const std::string& study_state);
 
 // The numbers the answer leads with (the CLI, the HTML report and the Study tab): held-out
 // accuracy and margin, judge win rate and response length per temperature (all buckets), step time.

@@ -289,9 +289,7 @@ std::string study_report_html(const StudyReport& report) {
   for (const auto& k : keys) h += "<th>" + escape(k) + "</th>";
   h += "</tr>\n";
   for (const auto& a : report.arms) {
-    h += "<tr><td>" + escape(a.arm) + "</td><td>" + std::to_string(a.seeds.size()) +
-         (a.unfinished > a.failed ? " (+" + std::to_string(a.unfinished - a.failed) + " to run)" : "") +
-         (a.failed ? " (" + std::to_string(a.failed) + " failed or stopped)" : "") + "</td>";
+    h += "<tr><td>" + escape(a.arm) + "</td><td>" + escape(arm_seeds_text(a, report.state)) + "</td>";
     for (const auto& k : keys) {
       auto it = a.metrics.find(k);
       h += "<td>" + (it == a.metrics.end() ? std::string() : interval_text(it->second, 3, a.seeds.size())) + "</td>";

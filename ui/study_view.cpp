@@ -319,14 +319,7 @@ void StudyView::showSnapshot(const StudySnapshot& snap) {
     const ArmResult& a = snap.report.arms[static_cast<size_t>(r)];
     arm_runs_.push_back(a.completed_run_ids);
     arms_->setItem(r, 0, cell(QString::fromStdString(a.arm)));
-    QStringList rest;  // the runs not in the numbers yet: to run (queued or running), and failed or stopped
-    if (a.unfinished > a.failed)
-      rest << (snap.study.state == StudyState::cancelled ? tr("+%1 not run: cancelled")
-               : snap.study.state == StudyState::paused  ? tr("+%1 to run when resumed")
-                                                         : tr("+%1 to run"))
-                  .arg(a.unfinished - a.failed);
-    if (a.failed > 0) rest << tr("%1 failed or stopped").arg(a.failed);
-    arms_->setItem(r, 1, cell(QString::number(a.seeds.size()) + (rest.isEmpty() ? QString() : " (" + rest.join(", ") + ")"), true));
+    arms_->setItem(r, 1, cell(QString::fromStdString(arm_seeds_text(a, snap.report.state)), true));
     for (size_t k = 0; k < cols.size(); ++k) {
       auto it = a.metrics.find(cols[k]);
       arms_->setItem(r, 2 + static_cast<int>(k), cell(it == a.metrics.end() ? QString() : interval_text(it->second), true));

@@ -326,10 +326,7 @@ int study_command(const StudyArgs& args) {
     std::printf("study %lld '%s': mean [95%% interval] over completed seeds\n", static_cast<long long>(s->id),
                 s->name.c_str());
     for (const auto& a : report.arms) {
-      std::printf("  %s: %zu seed(s)%s\n", a.arm.c_str(), a.seeds.size(),
-                  (std::string(a.unfinished > a.failed ? ", " + std::to_string(a.unfinished - a.failed) + " to run" : "") +
-                   (a.failed ? ", " + std::to_string(a.failed) + " failed or stopped" : ""))
-                      .c_str());
+      std::printf("  %s: seeds %s\n", a.arm.c_str(), arm_seeds_text(a, report.state).c_str());
       for (const auto& [key, i] : a.metrics)
         std::printf("      %-32s %.4f [%.4f, %.4f]%s\n", key.c_str(), i.mean, i.low, i.high,
                     fewer_seeds(i, a.seeds.size()).c_str());

@@ -233,3 +233,16 @@ TEST(StudyReport, JudgeNumbersAndHeadToHeadWinRatesFromStoredReports) {
   }
   fs::remove_all(dir);
 }
+
+// Where an arm's runs stand, one text for the CLI, the HTML report and the Study tab.
+TEST(StudyReport, AnArmsSeedsSayWhereItsOtherRunsStand) {
+  ArmResult a;
+  a.seeds = {1, 2};
+  EXPECT_EQ(arm_seeds_text(a, "active"), "2");
+  a.unfinished = 4;
+  a.running = 1;
+  a.failed = 1;
+  EXPECT_EQ(arm_seeds_text(a, "active"), "2 (1 running, 2 queued, 1 failed or stopped)");
+  EXPECT_EQ(arm_seeds_text(a, "paused"), "2 (1 running, 2 queued: study paused, 1 failed or stopped)");
+  EXPECT_EQ(arm_seeds_text(a, "cancelled"), "2 (1 running, 2 not run: study cancelled, 1 failed or stopped)");
+}

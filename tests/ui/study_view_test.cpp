@@ -76,7 +76,7 @@ TEST(StudyView, ShowsTheQueueTheArmsAndTheVerdictsAndExports) {
   QTableWidget* arms = view.armsTable();
   ASSERT_EQ(arms->rowCount(), 2);
   EXPECT_EQ(arms->item(0, 0)->text(), "ganpo.enabled=false, data.label_noise=0.2");
-  EXPECT_EQ(arms->item(1, 1)->text(), "2 (+1 to run)");
+  EXPECT_EQ(arms->item(1, 1)->text(), "2 (1 queued)");
   EXPECT_EQ(arms->horizontalHeaderItem(2)->text(), "Pref. accuracy");
   EXPECT_EQ(arms->item(0, 2)->text(), "0.600 [0.600, 0.600]");
   EXPECT_EQ(arms->horizontalHeaderItem(4)->text(), "Win @ 0.7");
@@ -291,7 +291,7 @@ TEST(StudyView, ResumeAfterCancelStartsTheQueue) {
   StudyView view(&worker, study, driver);
   ASSERT_TRUE(pump_until([&] { return view.isLoaded(); }));
   // A cancelled study's runs are not "to run".
-  EXPECT_EQ(view.armsTable()->item(0, 1)->text().toStdString(), "0 (+1 not run: cancelled)");
+  EXPECT_EQ(view.armsTable()->item(0, 1)->text().toStdString(), "0 (1 not run: study cancelled)");
   QPushButton* resume = nullptr;
   for (auto* b : view.findChildren<QPushButton*>())
     if (b->text() == "Resume") resume = b;
