@@ -223,7 +223,7 @@ nlohmann::json report_to_json(const StudyReport& report) {
   auto interval = [](const Interval& i) {
     return nlohmann::json{{"mean", i.mean}, {"low", i.low}, {"high", i.high}, {"n", i.n}};
   };
-  nlohmann::json j = {{"study", report.study_id}, {"name", report.name}, {"runs", report.runs},
+  nlohmann::json j = {{"study", report.study_id}, {"name", report.name}, {"state", report.state}, {"runs", report.runs},
                       {"completed", report.completed}, {"wall_seconds", report.wall_seconds},
                       {"arms", nlohmann::json::array()}, {"ganpo_vs_base", nlohmann::json::array()}};
   for (const auto& a : report.arms) {

@@ -77,6 +77,8 @@ TEST(StudyReport, ArmsMeansAndPairedDifferencesFromStoredRuns) {
     EXPECT_EQ(count_verdicts(report, false).tested, 2);
     const nlohmann::json j = report_to_json(report);
     EXPECT_EQ(j["ganpo_vs_base"][0]["differences"]["eval_rewards/accuracies"]["called"], true);
+    EXPECT_EQ(j["state"], "active");
+    EXPECT_EQ(j["arms"][3]["running"], 0) << "failed for good: not running";
   }
   fs::remove_all(dir);
 }
