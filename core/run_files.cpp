@@ -159,8 +159,8 @@ void RunFilesWriter::on_samples(int64_t step, const std::vector<SampleRecord>& s
   for (const auto& s : samples) {
     nlohmann::json j = {{"step", step}, {"prompt_index", s.prompt_index}, {"prompt", s.prompt},
                         {"policy", s.policy}, {"reference", s.reference}};
-    if (s.policy_score >= 0) j["policy_score"] = s.policy_score;
-    if (s.reference_score >= 0) j["reference_score"] = s.reference_score;
+    if (std::isfinite(s.policy_score)) j["policy_score"] = s.policy_score;
+    if (std::isfinite(s.reference_score)) j["reference_score"] = s.reference_score;
     samples_ << json_text(j) << "\n";
   }
   samples_.flush();

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,13 +16,18 @@
 
 namespace ganpo {
 
+// A live sample that no judge scored. Not -1: an external judge may print any finite number.
+inline constexpr double kNoJudgeScore = std::numeric_limits<double>::quiet_NaN();
+
 struct SampleRecord {
   int64_t prompt_index = 0;
   std::string prompt;
   std::string policy;
   std::string reference;
-  double policy_score = -1.0;     // judge score in [0,1]; -1 when the task has no judge
-  double reference_score = -1.0;
+  // Judge scores: a built-in judge's are in [0,1], an external judge's any finite number (-1
+  // included); NaN when there is no judge or it failed (kNoJudgeScore).
+  double policy_score = kNoJudgeScore;
+  double reference_score = kNoJudgeScore;
 };
 
 enum class ControlCommand { None, Pause, Resume, Stop, Sample, Checkpoint };

@@ -109,14 +109,14 @@ int64_t export_samples(RunStore& store, int64_t run_id, ExportFormat format, std
     for (const auto& r : store.samples(run_id, step)) {
       if (format == ExportFormat::Csv) {
         write_csv_row(out, {std::to_string(r.step), std::to_string(r.prompt_index), r.prompt, r.reference_text,
-                            r.policy_text, r.reference_score >= 0 ? csv_number(r.reference_score) : "",
-                            r.policy_score >= 0 ? csv_number(r.policy_score) : ""});
+                            r.policy_text, std::isfinite(r.reference_score) ? csv_number(r.reference_score) : "",
+                            std::isfinite(r.policy_score) ? csv_number(r.policy_score) : ""});
       } else {
         nlohmann::ordered_json j{{"step", r.step},          {"prompt_index", r.prompt_index},
                                  {"prompt", r.prompt},      {"reference", r.reference_text},
                                  {"policy", r.policy_text}};
-        j["reference_score"] = r.reference_score >= 0 ? nlohmann::json(r.reference_score) : nlohmann::json();
-        j["policy_score"] = r.policy_score >= 0 ? nlohmann::json(r.policy_score) : nlohmann::json();
+        j["reference_score"] = std::isfinite(r.reference_score) ? nlohmann::json(r.reference_score) : nlohmann::json();
+        j["policy_score"] = std::isfinite(r.policy_score) ? nlohmann::json(r.policy_score) : nlohmann::json();
         out << json_text(j) << '\n';
       }
       ++rows;

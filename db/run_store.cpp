@@ -171,6 +171,11 @@ CREATE TABLE IF NOT EXISTS deleted_runs (
     "ALTER TABLE runs ADD COLUMN span_started_at REAL;\n"
     // (A queued run that ran before was stopped: its time is not known, and not a span now.)
     "UPDATE runs SET span_started_at = CASE WHEN status = 'queued' THEN NULL ELSE started_at END;",
+    // v7 -> v8: a sample no judge scored has NULL scores. They were stored as -1, which an
+    // external judge may print (its scores are any finite number), so its -1 read as "no score";
+    // the -1s written so far were (almost all) samples without a judge.
+    "UPDATE samples SET policy_score = NULL WHERE policy_score = -1;\n"
+    "UPDATE samples SET reference_score = NULL WHERE reference_score = -1;",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == RunStore::kSchemaVersion, "one migration per schema version");
@@ -915,7 +920,9 @@ void RunStore::add_samples(int64_t run_id, int64_t step, const std::vector<Sampl
                    "policy_score, reference_score) VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
   for (const auto& r : samples) {
     s.bind(1, run_id).bind(2, step).bind(3, r.prompt_index).bind(4, r.prompt).bind(5, r.policy_text);
-    s.bind(6, r.reference_text).bind(7, r.policy_score).bind(8, r.reference_score);
+    // No score is NULL, never a number a judge could print.
+    auto score = [](double v) { return std::isfinite(v) ? std::optional<double>(v) : std::nullopt; };
+    s.bind(6, r.reference_text).bind(7, score(r.policy_score)).bind(8, score(r.reference_score));
     s.run();
     s.reset();
   }
@@ -1103,8 +1110,8 @@ std::vector<SampleRow> RunStore::samples(int64_t run_id, int64_t step) {
     r.prompt = s.col_text(4);
     r.policy_text = s.col_text(5);
     r.reference_text = s.col_text(6);
-    r.policy_score = s.is_null(7) ? -1 : s.col_double(7);
-    r.reference_score = s.is_null(8) ? -1 : s.col_double(8);
+    r.policy_score = s.is_null(7) ? std::numeric_limits<double>::quiet_NaN() : s.col_double(7);
+    r.reference_score = s.is_null(8) ? std::numeric_limits<double>::quiet_NaN() : s.col_double(8);
     out.push_back(std::move(r));
   }
   return out;

@@ -102,7 +102,9 @@ struct SeriesBucket {
 struct SampleRow {
   int64_t id = 0, run_id = 0, step = 0, prompt_index = 0;
   std::string prompt, policy_text, reference_text;
-  double policy_score = -1, reference_score = -1;
+  // Judge scores, any finite number; NaN (NULL in the table) where no judge scored the sample.
+  double policy_score = std::numeric_limits<double>::quiet_NaN();
+  double reference_score = std::numeric_limits<double>::quiet_NaN();
 };
 
 struct CheckpointRow {
@@ -126,7 +128,7 @@ struct EvalRow {
 class RunStore {
 public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 7;
+  static constexpr int kSchemaVersion = 8;
   // PRAGMA application_id of a workspace ("GANP"): a file with other tables and no such mark is
   // another program's database and is refused untouched (workspaces made before the mark carry
   // the runs table, and get it).

@@ -366,7 +366,12 @@ void CheckpointsView::onSnapshot(Snapshot s) {
       data.train = string_at(j, "data", "train");
       has_held_out_pairs_ = uses_builtin_task(data) || !string_at(j, "data", "eval").empty();
       task_name_ = QString::fromStdString(builtin_task_name(data));
-      has_judge_command_ = !string_at(j, "eval", "judge_command").empty();
+      judge_command_ = QString::fromStdString(string_at(j, "eval", "judge_command"));
+      has_judge_command_ = !judge_command_.isEmpty();
+      judge_timeout_s_ = 600;
+      if (j.is_object() && j.contains("eval") && j["eval"].is_object() && j["eval"].contains("judge_timeout_s") &&
+          j["eval"]["judge_timeout_s"].is_number())
+        judge_timeout_s_ = j["eval"]["judge_timeout_s"].get<double>();
       if (ref != reference_path_) {
         reference_path_ = ref;
         changed = true;
@@ -636,6 +641,8 @@ bool CheckpointsView::generateNow() {
   req.max_new_tokens = max_new_tokens_->value();
   req.seed = static_cast<quint64>(seed_->value());
   req.chat_template = chat_template_->isChecked();
+  req.judge_command = judge_command_;  // the run's judge, as its samples and Evaluate use
+  req.judge_timeout_s = judge_timeout_s_;
   if (!service_->generate(req)) return false;
   output_labels_ = req.labels;
   showLiveGrid(req.labels, req.prompts);
@@ -674,8 +681,11 @@ void CheckpointsView::onOutputs(const QVector<GenerationOutput>& outputs) {
   const bool cancelled = std::any_of(outputs.begin(), outputs.end(), [](const auto& o) { return o.cancelled; });
   double slowest = 0;
   for (const auto& o : outputs) slowest = std::max(slowest, o.seconds_total);
-  setStatus(cancelled ? tr("Cancelled; showing what was generated.")
-                      : tr("%1 output(s); the slowest model took %2 s.").arg(outputs.size()).arg(slowest, 0, 'f', 2));
+  QString status = cancelled ? tr("Cancelled; showing what was generated.")
+                             : tr("%1 output(s); the slowest model took %2 s.").arg(outputs.size()).arg(slowest, 0, 'f', 2);
+  if (!outputs.front().judge_error.isEmpty())
+    status += QLatin1Char(' ') + tr("No judge scores: %1").arg(outputs.front().judge_error.right(600));
+  setStatus(status);
   showOutputs();
   updateButtons();
   Q_EMIT generationFinished();
@@ -790,7 +800,7 @@ void CheckpointsView::showOutputs() {
     if (o.text.isEmpty()) body = QStringLiteral("<i>(empty)</i>");
     QStringList facts;
     facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.size());
-    if (o.judge_score >= 0) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
+    if (std::isfinite(o.judge_score)) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
     if (!o.chat_template.isEmpty()) facts << tr("chat template %1").arg(o.chat_template);
     if (o.precision == QStringLiteral("bf16")) facts << tr("bf16");  // (float32, the CPU's, goes unsaid)
     facts << tr("first token %1 s, done %2 s").arg(o.seconds_to_first_token, 0, 'f', 2).arg(o.seconds_total, 0, 'f', 2);

@@ -136,6 +136,8 @@ private:
   bool has_held_out_pairs_ = false;  // a built-in task's or the run's data.eval
   QString task_name_;                // the run's built-in task; empty for data files
   bool has_judge_command_ = false;   // the run's eval.judge_command judges a data file's prompts
+  QString judge_command_;            // that command, which the playground's outputs go to too
+  double judge_timeout_s_ = 600;     // and its eval.judge_timeout_s
   QStringList sample_prompts_;
 
   QTableWidget* table_;

@@ -18,6 +18,7 @@
 #include "core/bf16_autocast.h"
 #include "core/checkpoint.h"
 #include "core/cpu_job.h"
+#include "core/eval/external_judge.h"
 #include "core/generate.h"
 #include "core/model/hf_weights.h"
 #include "core/out_of_memory.h"
@@ -322,7 +323,8 @@ struct GenerationService::Impl {
       o.seconds_total = total_s;
       o.cancelled = out.cancelled;
       out.stopped_by.push_back(stopped_by[static_cast<size_t>(p)]);
-      if (auto j = judge_builtin_prompt(o.prompt.toStdString(), text)) o.judge_score = *j;
+      if (req.judge_command.isEmpty())
+        if (auto j = judge_builtin_prompt(o.prompt.toStdString(), text)) o.judge_score = *j;
       out.outputs.push_back(std::move(o));
       out.bytes.push_back(std::move(text));
     }
@@ -409,7 +411,23 @@ struct GenerationService::Impl {
       done.fetch_add(1);
       report(true);
     }
+    if (!req.judge_command.isEmpty()) judge_with_command(req, outputs, bytes);
     return outputs;
+  }
+
+  // The run's judge command scores every output in one call, as the trainer's live samples are
+  // scored (Trainer::State::score_samples): the prompt as given, the completion as sampled. A
+  // judge that fails leaves every score NaN and says why; the outputs are kept.
+  static void judge_with_command(const GenerationRequest& req, QVector<GenerationOutput>& outputs,
+                                 const std::vector<std::string>& bytes) {
+    std::vector<JudgeRow> rows;
+    for (int i = 0; i < outputs.size(); ++i) rows.push_back({outputs[i].prompt.toStdString(), bytes[static_cast<size_t>(i)]});
+    try {
+      const std::vector<double> scores = run_judge_command(req.judge_command.toStdString(), rows, req.judge_timeout_s);
+      for (int i = 0; i < outputs.size(); ++i) outputs[i].judge_score = scores[static_cast<size_t>(i)];
+    } catch (const Error& err) {
+      for (auto& o : outputs) o.judge_error = QString::fromStdString(err.what());
+    }
   }
 
   // Sum of response log-probs of every output under one model, in small batches.

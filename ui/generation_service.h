@@ -2,8 +2,9 @@
 // on the UI thread. A request names model folders (checkpoints, the reference) and prompts; a
 // worker thread loads each folder (through a small LRU cache keyed by folder, so the next prompt
 // does not reload), samples every prompt with the same seed for every model, then scores each
-// output's response log-probability under every selected model and, for prompts of the built-in
-// lists task, its judge score. Results and progress come back as signals on the thread that owns
+// output's response log-probability under every selected model and its judge score: by the run's
+// judge command when the request names one (as the trainer judges its live samples), else, for
+// prompts a built-in task made, by that task's judge. Results and progress come back as signals on the thread that owns
 // the service. Cancel stops after the current token and still delivers what was generated.
 // A missing or corrupt folder fails the request with the loader's message, naming the folder.
 // A model that does not fit on the device beside the cached ones gets the device to itself: on
@@ -21,6 +22,7 @@
 #include <QVector>
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -39,6 +41,12 @@ struct GenerationRequest {
   // the run's sample set sampled alone keeps its number in that set, so it reads as in grid mode.
   QVector<qint64> prompt_numbers;
   bool chat_template = true;  // render prompts in each model's chat template when it has one
+  // The run's eval.judge_command (a data file's judge, or a built-in task's replaced): every
+  // output, once scored, goes to it as {"prompt", "completion"} (core/eval/external_judge.h's
+  // run_judge_command, as the trainer's live samples do), within judge_timeout_s. Empty: a
+  // built-in task's judge scores the prompts it made (core/tasks/task.h's judge_builtin_prompt).
+  QString judge_command;
+  double judge_timeout_s = 600;
 };
 
 struct GenerationOutput {
@@ -55,7 +63,10 @@ struct GenerationOutput {
   // Sum of log pi(response | prompt) under each requested model, in model_dirs order; empty when
   // cancelled before scoring. The response ends with EOS when the model stopped by itself.
   std::vector<double> logprob_under_each_model;
-  double judge_score = -1;  // a built-in task's judge in [0,1]; -1 when no task made the prompt
+  // The judge's score: a built-in task's in [0,1], a judge command's any finite number; NaN when
+  // nothing judged it (no task made the prompt and no command, the judge failed, or cancelled).
+  double judge_score = std::numeric_limits<double>::quiet_NaN();
+  QString judge_error;      // the judge command failed (every output says why); empty otherwise
   bool cancelled = false;   // the request was cut short by cancel(): nothing scored, this text maybe cut
   QString error;
 };

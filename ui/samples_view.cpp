@@ -74,7 +74,7 @@ int64_t char_count(const std::string& s) {
 }
 
 QString score_text(double score) {
-  if (score == -1 || std::isnan(score)) return QStringLiteral("-");
+  if (!std::isfinite(score)) return QStringLiteral("-");  // no judge (an external judge's -1 is a score)
   return QString::number(score, 'g', 3);
 }
 
@@ -86,6 +86,20 @@ QString footer(double score, const std::string& text) {
       .arg(words == 1 ? QStringLiteral("word") : QStringLiteral("words"))
       .arg(chars)
       .arg(chars == 1 ? QStringLiteral("char") : QStringLiteral("chars"));
+}
+
+// One row per prompt: the newest. A step sampled twice (Sample now at a step the schedule had
+// just sampled, or pressed twice while paused) has two rows for each prompt; rows come ordered
+// by prompt index, then id (RunStore::samples), so the last of each prompt is the newest.
+std::vector<SampleRow> newest_per_prompt(std::vector<SampleRow> rows) {
+  std::vector<SampleRow> out;
+  for (SampleRow& r : rows) {
+    if (!out.empty() && out.back().prompt_index == r.prompt_index)
+      out.back() = std::move(r);
+    else
+      out.push_back(std::move(r));
+  }
+  return out;
 }
 
 QString plain_html(const std::string& text) { return diff_to_html({{DiffPiece::Same, text}}, false, false); }
@@ -383,7 +397,7 @@ void SamplesView::request(int64_t step) {
           for (auto it = cache_.begin(); it != cache_.end();)
             it = (it->first == k || it->first == a) ? std::next(it) : cache_.erase(it);
         }
-        cache_[step] = std::move(rows);
+        cache_[step] = newest_per_prompt(std::move(rows));
         const int64_t k = currentStep();
         if (step == k || (mode_ == DiffMode::StepToStep && step == effectiveCompareStep())) showCurrent();
       },
@@ -437,7 +451,7 @@ void SamplesView::render() {
     set_cell(i, PromptColumn, plain_text(r.prompt), plain_html(prompt), QStringLiteral("prompt %1").arg(r.prompt_index));
     set_cell(i, ReferenceColumn, plain_text(r.reference_text), ref_html, footer(r.reference_score, r.reference_text));
     set_cell(i, PolicyColumn, plain_text(r.policy_text), pol_html, footer(r.policy_score, r.policy_text));
-    if (r.policy_score != -1 && r.reference_score != -1) {
+    if (std::isfinite(r.policy_score) && std::isfinite(r.reference_score)) {
       policy_score_sum += r.policy_score;
       reference_score_sum += r.reference_score;
       ++scored;

@@ -144,20 +144,27 @@ TEST_F(RunExportTest, SamplesCsvQuotesCommasQuotesAndNewlines) {
   s.policy_text = "apple, pear, plum";
   s.reference_score = 0.5;
   s.policy_score = 1.0;
+  SampleRow negative = s;  // an external judge may print any finite number
+  negative.prompt_index = 2;
+  negative.reference_score = -1;
+  negative.policy_score = -0.25;
   SampleRow no_judge;
   no_judge.prompt_index = 1;
   no_judge.prompt = "free text";
-  store_->add_samples(run_, 40, {s, no_judge});
+  store_->add_samples(run_, 40, {s, no_judge, negative});
   int64_t n = 0;
   const Table t = parse_csv(exported(ExportTable::Samples, ExportFormat::Csv, &n));
-  EXPECT_EQ(n, 2);
-  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(n, 3);
+  ASSERT_EQ(t.size(), 4u);
   EXPECT_EQ(t[0], (std::vector<std::string>{"step", "prompt_index", "prompt", "reference", "policy", "reference_score",
                                             "policy_score"}));
   EXPECT_EQ(t[1], (std::vector<std::string>{"40", "0", s.prompt, s.reference_text, s.policy_text, "0.5", "1"}));
   EXPECT_EQ(t[2][5], "") << "no judge: empty score";
+  EXPECT_EQ(t[3][5], "-1") << "an external judge's negative scores are scores";
+  EXPECT_EQ(t[3][6], "-0.25");
   const auto j = parse_jsonl(exported(ExportTable::Samples, ExportFormat::Jsonl));
-  ASSERT_EQ(j.size(), 2u);
+  ASSERT_EQ(j.size(), 3u);
+  EXPECT_EQ(j[2]["policy_score"], -0.25);
   EXPECT_EQ(j[0]["reference"], s.reference_text);
   EXPECT_TRUE(j[1]["policy_score"].is_null());
 }

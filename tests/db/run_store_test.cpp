@@ -237,6 +237,26 @@ TEST_F(RunStoreTest, RunsAreFoundByTheirOutputFolderThroughAnIndex) {
   EXPECT_EQ(store.runs_using_folder(output_folder_key("/w/runs/a-2")).size(), 3u) << "filled at the upgrade";
 }
 
+// Up to v7 a sample no judge scored held -1, which an external judge may print as a score; v8
+// keeps no number for it (NULL), and the upgrade reads the stored -1s as the "no judge" they were.
+TEST_F(RunStoreTest, TheUpgradeToV8ReadsAStoredMinusOneAsNoJudgeScore) {
+  {
+    auto store = RunStore::open(db_path());
+    const int64_t id = store.create_run("r", "sft", "{}");
+    ganpo::SampleRow judged;
+    judged.policy_score = 0.25;
+    judged.reference_score = -0.5;
+    store.add_samples(id, 10, {judged});
+    store.database().exec("UPDATE samples SET reference_score = -1; PRAGMA user_version=7");
+  }
+  auto store = RunStore::open(db_path());
+  EXPECT_EQ(store.schema_version(), RunStore::kSchemaVersion);
+  const auto rows = store.samples(1, 10);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_DOUBLE_EQ(rows[0].policy_score, 0.25);
+  EXPECT_TRUE(std::isnan(rows[0].reference_score));
+}
+
 TEST_F(RunStoreTest, NewerSchemaGivesUpgradeMessage) {
   { auto store = RunStore::open(db_path()); store.database().exec("PRAGMA user_version=9"); }
   std::string msg = error_of(db_path());
@@ -481,7 +501,7 @@ TEST_F(RunStoreTest, SamplesCheckpointsEventsEvals) {
   ASSERT_EQ(s.size(), 3u);
   EXPECT_EQ(s[2].prompt, "prompt 2");
   EXPECT_DOUBLE_EQ(s[0].policy_score, 0.5);
-  EXPECT_DOUBLE_EQ(s[0].reference_score, -1);
+  EXPECT_TRUE(std::isnan(s[0].reference_score)) << "no judge: no score";
   store.add_checkpoint(id, 200, "/x/step200", R"({"loss":1})");
   store.add_checkpoint(id, 100, "/x/step100", "{}");
   auto c = store.checkpoints(id);

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -201,6 +202,45 @@ TEST_F(CheckpointsViewTest, ASamplePromptAloneDrawsAsInTheGrid) {
   ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
   ASSERT_EQ(view.lastOutputs().size(), 2) << view.statusText().toStdString();
   for (const auto& o : view.lastOutputs()) EXPECT_EQ(o.text, in_grid[o.model_index]) << o.label.toStdString();
+}
+
+// A data file's run judged by its eval.judge_command: the playground's outputs get that judge's
+// scores (any finite number) as its live samples and Evaluate do. It judged only prompts a
+// built-in task made, so such a run never showed a judge score here.
+TEST_F(CheckpointsViewTest, ADataFileRunsOutputsAreJudgedByItsJudgeCommand) {
+  const QString judge = dir_.filePath(QStringLiteral("judge.sh"));
+  {
+    std::ofstream f(judge.toStdString());
+    f << R"(#!/bin/sh
+while read -r line; do echo '{"score": -0.25}'; done
+)";
+  }
+  std::filesystem::permissions(judge.toStdString(), std::filesystem::perms::owner_all);
+  int64_t run = 0;
+  {
+    auto store = RunStore::open(db_.toStdString());
+    nlohmann::json cfg{{"model", {{"preset", "tiny"}, {"checkpoint", ref_.toStdString()}}},
+                       {"data", {{"builtin", ""}, {"train", "prefs.jsonl"}}},
+                       {"eval", {{"judge_command", judge.toStdString()}, {"judge_timeout_s", 30}}}};
+    run = store.create_run("file-run", "preference", cfg.dump());
+    store.add_checkpoint(run, 10, c10_.toStdString(), "{}");
+  }
+  StoreWorker store(db_);
+  CheckpointsView view(&store, run, QStringLiteral(GANPO_CLI_PATH));
+  ASSERT_TRUE(pump_until([&] { return view.table()->rowCount() == 2; }, 20000));
+  view.pickFolders({ref_, c10_});
+  view.setSampling(1.0, 1.0, 8, 5);
+  bool finished = false;
+  QObject::connect(&view, &CheckpointsView::generationFinished, &view, [&] { finished = true; });
+  view.setPrompt(QStringLiteral("Write a haiku about rain."));
+  ASSERT_TRUE(view.generateNow());
+  ASSERT_TRUE(pump_until([&] { return finished; }, 120000));
+  ASSERT_EQ(view.lastOutputs().size(), 2) << view.statusText().toStdString();
+  for (const auto& o : view.lastOutputs()) EXPECT_EQ(o.judge_score, -0.25) << o.label.toStdString();
+  QApplication::processEvents();
+  const auto cells = view.findChildren<QLabel*>(QStringLiteral("outputCell"));
+  ASSERT_EQ(cells.size(), 2);
+  for (const QLabel* cell : cells) EXPECT_TRUE(cell->text().contains(QStringLiteral("judge -0.25"))) << cell->text().toStdString();
 }
 
 // A run's final folder has the step of its last checkpoint. Both rows read "checkpoint 20" and

@@ -205,6 +205,71 @@ TEST_F(GenerationServiceTest, ASampleThatIsNoValidUtf8IsScoredAsTheBytesItSample
   EXPECT_NEAR(o.logprob_under_each_model[0], response_logprob(lm, ids, response), 1e-3);
 }
 
+// A run's eval.judge_command judges the playground's outputs as it judges the run's live samples:
+// every output goes to it as {"prompt", "completion"} (the bytes sampled) and its score, any
+// finite number, is the output's. The playground judged only prompts a built-in task made, so a
+// data file's run (a typed prompt) had no judge score. A judge that fails keeps the outputs and
+// says why.
+TEST_F(GenerationServiceTest, TheRunsJudgeCommandScoresEveryOutput) {
+  const QString judge = dir_->filePath(QStringLiteral("judge.sh"));
+  const QString seen = dir_->filePath(QStringLiteral("judge-input.jsonl"));
+  {
+    std::ofstream f(judge.toStdString());
+    // Scores -1, 0, 1, ... in input order; keeps what it was given.
+    f << "#!/bin/sh\ntee '" << seen.toStdString() << R"(' | awk '{ print "{\"score\": " NR - 2 "}" }')" << "\n";
+  }
+  std::filesystem::permissions(judge.toStdString(), std::filesystem::perms::owner_all);
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  Outcome out;
+  watch(service, out);
+  GenerationRequest req;
+  req.model_dirs = {a(), b()};
+  req.prompts = {QStringLiteral("Tell me about your day.")};  // no built-in task made it
+  req.max_new_tokens = 8;
+  req.seed = 3;
+  req.judge_command = judge;
+  req.judge_timeout_s = 60;
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 120000));
+  ASSERT_TRUE(out.error.isEmpty()) << out.error.toStdString();
+  ASSERT_EQ(out.outputs.size(), 2);
+  EXPECT_EQ(out.outputs[0].judge_score, -1.0) << "a judge's -1 is a score";
+  EXPECT_EQ(out.outputs[1].judge_score, 0.0);
+  EXPECT_TRUE(out.outputs[0].judge_error.isEmpty());
+  std::ifstream in(seen.toStdString());
+  std::string line;
+  std::vector<nlohmann::json> rows;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["prompt"], "Tell me about your day.");
+  EXPECT_EQ(QString::fromStdString(rows[1]["completion"].get<std::string>()), out.outputs[1].text);
+
+  // A built-in task's prompt goes to the command too: it replaces the task's judge, as in training.
+  Outcome builtin;
+  QObject::disconnect(&service, nullptr, nullptr, nullptr);
+  watch(service, builtin);
+  req.model_dirs = {a()};
+  req.prompts = {QString::fromStdString(lists_prompt(3))};
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return builtin.done; }, 120000));
+  ASSERT_EQ(builtin.outputs.size(), 1);
+  EXPECT_EQ(builtin.outputs[0].judge_score, -1.0);
+
+  // A judge that fails: the outputs come back without scores, and say why.
+  Outcome failed;
+  QObject::disconnect(&service, nullptr, nullptr, nullptr);
+  watch(service, failed);
+  req.judge_command = QStringLiteral("sh -c 'echo no judge today >&2; exit 3'");
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return failed.done; }, 120000));
+  ASSERT_TRUE(failed.error.isEmpty()) << failed.error.toStdString();
+  ASSERT_EQ(failed.outputs.size(), 1);
+  EXPECT_TRUE(std::isnan(failed.outputs[0].judge_score));
+  EXPECT_TRUE(failed.outputs[0].judge_error.contains("exited with status 3")) << failed.outputs[0].judge_error.toStdString();
+  EXPECT_TRUE(failed.outputs[0].judge_error.contains("no judge today"));
+  EXPECT_FALSE(failed.outputs[0].text.isEmpty());
+}
+
 // Text streams into each (model, prompt) cell while sampling; the last text streamed is the
 // final output's text.
 TEST_F(GenerationServiceTest, TextStreamsAndEndsAsTheFinalText) {

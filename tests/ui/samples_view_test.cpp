@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -54,8 +56,11 @@ std::vector<DiffPiece> changed(const std::vector<DiffPiece>& pieces) {
   return out;
 }
 
+// What the workspace reads for a sample no judge scored.
+constexpr double kNoScore = std::numeric_limits<double>::quiet_NaN();
+
 SampleRow sample(int64_t index, const std::string& prompt, const std::string& reference, const std::string& policy,
-                 double reference_score = -1, double policy_score = -1) {
+                 double reference_score = kNoScore, double policy_score = kNoScore) {
   SampleRow r;
   r.prompt_index = index;
   r.prompt = prompt;
@@ -311,6 +316,28 @@ TEST(SamplesView, MissingJudgeScoresShowADash) {
   EXPECT_TRUE(view.summaryText().contains("no judge scores"));
 }
 
+// An external judge prints any finite number: its -1 (and other negative scores) are scores,
+// shown and averaged like the others; only a sample no judge scored shows "-". (-1 read as "no
+// score": its footer said "judge -" and the mean left the row out, 0.333 for a mean of 0.)
+TEST(SamplesView, AnExternalJudgesNegativeScoresAreShownAndAveraged) {
+  TempWorkspace ws;
+  ws.store->add_samples(ws.run, 10, {sample(0, "p0", "one two three", "a b c", -1, -1),
+                                     sample(1, "p1", "one", "a", 0, 1), sample(2, "p2", "x", "y", -0.5, 0)});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  SamplesView view(&worker, ws.run);
+  ASSERT_TRUE(pump_until([&] { return view.shownStep() == 10; }));
+  EXPECT_EQ(view.cellFooter(0, SamplesView::PolicyColumn), QString::fromUtf8("judge -1 · 3 words · 5 chars"));
+  EXPECT_EQ(view.cellFooter(0, SamplesView::ReferenceColumn), QString::fromUtf8("judge -1 · 3 words · 13 chars"));
+  EXPECT_EQ(view.cellFooter(2, SamplesView::ReferenceColumn), QString::fromUtf8("judge -0.5 · 1 word · 1 char"));
+  EXPECT_TRUE(view.summaryText().contains("mean judge score: policy 0, reference -0.5")) << view.summaryText().toStdString();
+  // What the workspace keeps for a sample no judge scored is no number at all.
+  const auto rows = ws.store->samples(ws.run, 10);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_DOUBLE_EQ(rows[0].policy_score, -1);
+  ws.store->add_samples(ws.run, 20, {sample(0, "p0", "r", "q")});
+  EXPECT_TRUE(std::isnan(ws.store->samples(ws.run, 20)[0].policy_score));
+}
+
 // A resumed run that redoes a step writes its samples again (the same step, new rows): the view
 // shows the new ones at the next poll, not those it read before.
 TEST(SamplesView, SamplesWrittenAgainForAStepReplaceTheOnesShown) {
@@ -439,4 +466,21 @@ TEST(SamplesView, LongAndByteLevelSamplesWrapAndRender) {
   EXPECT_TRUE(shows_content(steps_shot, view.size()));
   EXPECT_NE(steps_shot, long_shot) << "step 10 against step 5 is drawn, not the old table";
   save_for_review(steps_shot, "samples_view_steps.png");
+}
+
+// "Sample now" at a step that the schedule has just sampled (or twice while paused) writes the
+// step's samples again beside the first ones: the table shows each prompt once, the newest
+// sample. It showed every prompt twice ("step 6 · 4 prompts" for 2) and averaged both.
+TEST(SamplesView, AStepSampledTwiceShowsEachPromptOnceNewestFirst) {
+  TempWorkspace ws;
+  ws.store->add_samples(ws.run, 6, {sample(0, "p0", "ref 0", "first 0", 0.5, 0.5), sample(1, "p1", "ref 1", "first 1", 0.5, 0.5)});
+  ws.store->add_samples(ws.run, 6, {sample(0, "p0", "ref 0", "second 0", 0.5, 1), sample(1, "p1", "ref 1", "second 1", 0.5, 1)});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  SamplesView view(&worker, ws.run);
+  ASSERT_TRUE(pump_until([&] { return view.shownStep() == 6; }));
+  ASSERT_EQ(view.rowCount(), 2);
+  EXPECT_EQ(view.cellText(0, SamplesView::PolicyColumn), "second 0");
+  EXPECT_EQ(view.cellText(1, SamplesView::PolicyColumn), "second 1");
+  EXPECT_TRUE(view.summaryText().startsWith("step 6 · 2 prompts")) << view.summaryText().toStdString();
+  EXPECT_TRUE(view.summaryText().contains("mean judge score: policy 1,")) << view.summaryText().toStdString();
 }
