@@ -54,6 +54,7 @@ ChartSpec chart_spec_for_key(const QString& key, bool sigmoid_loss, bool total_i
       {"ranks/allreduce_s", "System", "allreduce", "Gradient all-reduce per step (s)", false},
       {"memory/", "System", "memory", "Process memory (MB)", false},
       {"tokens_seen", "System", "tokens_seen", "Tokens seen", false},
+      {"cpu/cores", "System", "cpu_cores", "CPU cores (the run's thread plan)", false},
       {"epoch", "System", "epoch", "Epoch", false},
   };
   int order = 0;

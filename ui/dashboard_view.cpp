@@ -64,7 +64,8 @@ DashboardView::DashboardView(StoreWorker* store, int64_t run_id, QWidget* parent
   log_check_ = new QCheckBox("Log y");
   controls->addWidget(log_check_);
   auto* reset = new QPushButton("Reset zoom");
-  reset->setToolTip("Restore the automatic range of every chart (or double-click a chart)");
+  reset->setToolTip("Restore the automatic range of every chart (or double-click a chart). Ctrl + wheel zooms a chart, "
+                   "a drag pans it; the wheel alone scrolls the dashboard");
   controls->addWidget(reset);
   controls->addStretch(1);
   points_label_ = new QLabel("0 points");
@@ -277,6 +278,14 @@ void DashboardView::onBatch(const MetricBatch& batch) {
 void DashboardView::onReadingAgain() {
   for (MetricChart* c : by_id_) c->forgetPoints();
   for (StepJoin& join : derived_joins_) join.clear();
+  // The health line and the count were read from rows the run may no longer have (a run started
+  // again from its first step has none yet): they wait for the rows read again.
+  health_ = "waiting for metrics";
+  health_label_->setText(health_);
+  health_label_->setStyleSheet("QLabel { background: #f2f2f2; border-radius: 3px; color: #555; }");
+  points_label_->setText("0 points");
+  Q_EMIT pointsLoadedChanged(0);
+  Q_EMIT healthChanged(health_);
 }
 
 // Curves computed from logged ones (derived_series.h), as their inputs' steps complete. A step

@@ -10,6 +10,7 @@
 #include <QSvgGenerator>
 #include <QTextStream>
 #include <QToolTip>
+#include <QWheelEvent>
 
 #include <algorithm>
 #include <cmath>
@@ -70,6 +71,9 @@ MetricChart::MetricChart(StoreWorker* store, int64_t run_id, const QString& titl
   setMinimumSize(320, 220);
   // A click selects a curve (or its legend entry); a drag still pans.
   setInteractions(QCP::iRangeDrag | QCP::iRangeZoom | QCP::iSelectPlottables | QCP::iSelectLegend);
+  // A wheel turn without Ctrl is ignored (wheelEvent) so the dashboard's scroll area scrolls: it
+  // must be let up to the parents (QCustomPlot accepts every mouse event it handles itself).
+  setAttribute(Qt::WA_NoMousePropagation, false);
   setNoAntialiasingOnDrag(true);
   setPlottingHints(QCP::phCacheLabels | QCP::phFastPolylines);
   plotLayout()->insertRow(0);
@@ -386,12 +390,13 @@ void MetricChart::autoRange() {
   bool have_x = false, have_y = false;
   QCPRange xr, yr;
   for (const auto& c : curves_) {
-    bool found = false;
-    const QCPRange k = c->raw->getKeyRange(found);
-    if (!found) continue;
+    // Every point's x, NaN / Inf ones too (QCustomPlot's key range skips the points whose value is
+    // NaN, and a curve that ends in NaN would end the axis before its markers).
+    if (c->data.size() == 0) continue;
+    const QCPRange k(xOf(*c, 0), xOf(*c, c->data.size() - 1));
     xr = have_x ? QCPRange(std::min(xr.lower, k.lower), std::max(xr.upper, k.upper)) : k;
     have_x = true;
-    found = false;
+    bool found = false;
     const QCPRange v = c->raw->getValueRange(found, QCP::sdBoth);
     if (!found) continue;
     yr = have_y ? QCPRange(std::min(yr.lower, v.lower), std::max(yr.upper, v.upper)) : v;
@@ -870,6 +875,14 @@ void MetricChart::contextMenuEvent(QContextMenuEvent* event) {
     menu.addAction(QString("Export %1 as CSV...").arg(key), this, [this, key] { exportCsvDialog(key); });
   }
   menu.exec(event->globalPos());
+}
+
+void MetricChart::wheelEvent(QWheelEvent* event) {
+  if (!(event->modifiers() & Qt::ControlModifier)) {
+    event->ignore();  // the parent (the dashboard's scroll area) scrolls
+    return;
+  }
+  QCustomPlot::wheelEvent(event);
 }
 
 void MetricChart::resizeEvent(QResizeEvent* event) {

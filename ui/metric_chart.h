@@ -5,7 +5,7 @@
 // reloaded. When the visible step range holds more than kDecimateAbove points the chart asks the
 // run store (on the StoreWorker thread) for min / max / last per pixel column and draws that
 // envelope instead of the raw line, so a million-point curve stays exact at any zoom; zoom and
-// pan (wheel, drag) re-query after a short debounce and survive live updates until "Reset zoom"
+// pan (Ctrl + wheel, drag) re-query after a short debounce and survive live updates until "Reset zoom"
 // or a double-click. Also: x axis by step / wall time / tokens seen, log y, an optional ln 2
 // reference line, hover tooltips with exact values, and export as PNG / SVG / PDF / CSV.
 // Other runs can be overlaid (their curves of the same keys, dashed, in their run-list colour),
@@ -132,6 +132,9 @@ protected:
   void paintEvent(QPaintEvent* event) override;
   void changeEvent(QEvent* event) override;  // follows a light / dark palette switch
   void resizeEvent(QResizeEvent* event) override;  // a new width asks for a new bucket count
+  // Ctrl + wheel zooms; the wheel alone goes to the dashboard's scroll area (charts fill its width,
+  // so a plain-wheel zoom left no place to scroll from and froze the chart's live range unawares).
+  void wheelEvent(QWheelEvent* event) override;
 
 private:
   struct Curve;

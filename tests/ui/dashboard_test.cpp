@@ -6,8 +6,11 @@
 
 #include <QFile>
 #include <QImage>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QSet>
 #include <QSvgRenderer>
+#include <QWheelEvent>
 
 #include <cmath>
 #include <limits>
@@ -89,6 +92,7 @@ TEST(DashboardCatalog, EveryTrainerKeyLandsInExactlyOneKnownChart) {
   EXPECT_EQ(chart_spec_for_key("ema/w_ref_chosen").group, "Adversarial");
   EXPECT_EQ(chart_spec_for_key("grad_norm").group, "Optimisation");
   EXPECT_EQ(chart_spec_for_key("memory/rss_mb").group, "System");
+  EXPECT_EQ(chart_spec_for_key("cpu/cores").group, "System");  // every CPU run logs it (trainer_step.cpp)
   // A CUDA run's GPU memory keys share a chart apart from the process's memory.
   EXPECT_EQ(chart_spec_for_key("memory/cuda_reserved_mb").id, chart_spec_for_key("memory/gpu_used_mb").id);
   EXPECT_NE(chart_spec_for_key("memory/cuda_reserved_mb").id, chart_spec_for_key("memory/rss_mb").id);
@@ -685,4 +689,72 @@ TEST(DashboardScreenshot, SystemChartsOfACudaRun) {
   const QImage exported(full);
   EXPECT_TRUE(shows_content(exported, exported.size() / exported.devicePixelRatio()));
   save_for_review(exported, "dashboard-cuda.png");
+}
+
+namespace {
+// A wheel turn over w; true when w took it (an event w ignores goes on to its parent, the scroll
+// area, when it comes from the window system: QApplication::notify).
+bool wheel_on(QWidget* w, Qt::KeyboardModifiers modifiers) {
+  const QPointF at(w->width() / 2.0, w->height() / 2.0);
+  QWheelEvent e(at, w->mapToGlobal(at), QPoint(), QPoint(0, -120), Qt::NoButton, modifiers, Qt::NoScrollPhase, false);
+  QCoreApplication::sendEvent(w, &e);
+  return e.isAccepted();
+}
+}  // namespace
+
+// The charts fill the dashboard's width, so the pointer is nearly always over one: the wheel
+// scrolls the page (it zoomed the chart under the pointer, and that chart then stopped following
+// the live run, as a zoom does); Ctrl + wheel zooms.
+TEST(DashboardFeed, TheWheelScrollsTheDashboardAndCtrlWheelZoomsAChart) {
+  TempWorkspace ws;
+  for (int64_t s = 1; s <= 40; ++s)
+    ws.log_step(s, {{"loss", 1.0 / s}, {"opo_loss", 0.7}, {"grad_norm", 1.0}, {"learning_rate", 1e-4},
+                    {"tokens_per_s", 5000}, {"step_time_s", 0.2}, {"critic/acc_chosen", 0.6}});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.resize(900, 500);
+  view.show();
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 40 * 7; }));
+  auto* scroll = view.findChild<QScrollArea*>();
+  ASSERT_NE(scroll, nullptr);
+  ASSERT_TRUE(pump_until([&] { return scroll->verticalScrollBar()->maximum() > 0; }));  // laid out
+  MetricChart* c = view.chart("loss");
+  const QCPRange x = c->xAxis->range();
+  EXPECT_FALSE(wheel_on(c, Qt::NoModifier));  // left to the scroll area
+  // ... which gets it only where the chart lets an ignored wheel event go up to its parents
+  // (QApplication::notify stops at a widget with WA_NoMousePropagation, as QCustomPlot sets it).
+  EXPECT_FALSE(c->testAttribute(Qt::WA_NoMousePropagation));
+  EXPECT_FALSE(c->userZoomed());
+  EXPECT_EQ(c->xAxis->range(), x);
+  // What the scroll area then does with it.
+  QWheelEvent down(QPointF(10, 10), scroll->viewport()->mapToGlobal(QPointF(10, 10)), QPoint(), QPoint(0, -120),
+                   Qt::NoButton, Qt::NoModifier, Qt::NoScrollPhase, false);
+  QCoreApplication::sendEvent(scroll->viewport(), &down);
+  EXPECT_GT(scroll->verticalScrollBar()->value(), 0);
+  EXPECT_TRUE(wheel_on(c, Qt::ControlModifier));
+  EXPECT_TRUE(c->userZoomed());
+  EXPECT_NE(c->xAxis->range(), x);
+}
+
+// UX.md: the health line "reads the curves for the user": when the run is started again from its
+// first step (a failed run retried without a checkpoint: the store drops every row), the charts
+// are emptied and the line no longer says what the dropped rows said ("loss is NaN since step 30")
+// while the new attempt has logged nothing yet.
+TEST(DashboardFeed, ARunStartedAgainFromScratchDropsTheHealthLineOfItsOldRows) {
+  TempWorkspace ws;
+  for (int64_t s = 1; s <= 30; ++s)
+    ws.log_step(s, {{"loss", s == 30 ? std::numeric_limits<double>::quiet_NaN() : 1.0 / s}, {"grad_norm", 1.0}});
+  StoreWorker worker(QString::fromStdString(ws.path));
+  DashboardView view(&worker, ws.run);
+  view.setLive(true);
+  ASSERT_TRUE(pump_until([&] { return view.healthText().contains("loss is NaN since step 30"); }))
+      << view.healthText().toStdString();
+  ws.store->rewind(ws.run, -1);  // RunRecorder::on_start of an attempt from step 0
+  ASSERT_TRUE(pump_until([&] { return view.chart("loss")->pointCount("loss") == 0 && view.pointsLoaded() == 0; }));
+  pump_until([] { return false; }, 500);  // a few more polls: still no rows
+  EXPECT_FALSE(view.healthText().contains("NaN")) << view.healthText().toStdString();
+  // The new attempt's rows bring the line back from them.
+  for (int64_t s = 1; s <= 3; ++s) ws.log_step(s, {{"loss", 1.0 / s}, {"grad_norm", 1.0}});
+  ASSERT_TRUE(pump_until([&] { return view.pointsLoaded() == 6; }));
+  EXPECT_EQ(view.healthText(), "healthy");
 }

@@ -275,3 +275,35 @@ TEST(ChartSeries, InMemoryBucketsAreTheStoresWithNonFiniteValuesCountedApart) {
     }
   }
 }
+
+// UX.md: "NaN/Inf points shown as markers (never silently dropped)". A run whose loss went NaN
+// and stayed NaN ends its curve in NaN: the x axis reaches the last of them, so their markers
+// are on screen (QCustomPlot's key range skips NaN-valued points and ended the axis at the last
+// finite one); a curve that starts in NaN starts the axis at its first.
+TEST(MetricChartLocal, NonFinitePointsAtTheEndsOfACurveAreInsideTheXRange) {
+  MetricChart chart(nullptr, 0, "loss");
+  chart.resize(700, 300);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<MetricPoint> points;
+  for (int64_t s = 1; s <= 120; ++s)
+    points.push_back({s, s <= 3 ? nan : s >= 80 ? (s == 100 ? inf : nan) : 1.0 + 0.01 * s, 1.7e9 + s, s * 10.0});
+  chart.appendPoints("loss", points);
+  EXPECT_EQ(chart.nanCount(), 3 + 41);
+  EXPECT_LE(chart.xAxis->range().lower, 1.0);
+  EXPECT_GE(chart.xAxis->range().upper, 120.0);
+  for (QCPGraph* g : {chart.nanMarkerGraph()})
+    for (auto it = g->data()->constBegin(); it != g->data()->constEnd(); ++it)
+      EXPECT_TRUE(chart.xAxis->range().contains(it->key)) << "marker at step " << it->key << " is off the axis";
+}
+
+// A curve that is NaN from its first point still gets an x axis around its markers.
+TEST(MetricChartLocal, ACurveOfOnlyNaNHasItsMarkersOnTheAxis) {
+  MetricChart chart(nullptr, 0, "loss");
+  chart.resize(700, 300);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  chart.appendPoints("loss", {{500, nan, 1.7e9, 0}, {501, nan, 1.7e9 + 1, 0}});
+  EXPECT_EQ(chart.nanCount(), 2);
+  EXPECT_TRUE(chart.xAxis->range().contains(500));
+  EXPECT_TRUE(chart.xAxis->range().contains(501));
+}
