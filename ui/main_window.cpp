@@ -100,6 +100,35 @@ QString eta_text(const RunRow& r, std::optional<double> step_time_s) {
   return QString("ETA %1s").arg(t);
 }
 
+// A run that failed while the window watched (UX.md "Errors": a dialog with what happened and
+// what to do): its error, with the last log lines under Show Details. Not modal, so the window
+// keeps working; a failure while the box is up is added to it rather than stacking boxes.
+void show_run_failure(QWidget* window, const RunRow& r) {
+  const QString error = QString::fromStdString(r.error);
+  const QString first = error.section('\n', 0, 0).trimmed();
+  const QString line = QString("Run %1 '%2' failed: %3")
+                           .arg(r.id)
+                           .arg(QString::fromStdString(r.name), first.isEmpty() ? "no reason was recorded" : first);
+  const QString details = QString("Run %1:\n%2").arg(r.id).arg(error);
+  for (QMessageBox* open : window->findChildren<QMessageBox*>("run-failed", Qt::FindDirectChildrenOnly))
+    if (open->isVisible()) {
+      open->setText(open->text() + "\n\n" + line);
+      open->setDetailedText(open->detailedText() + "\n\n" + details);
+      return;
+    }
+  auto* box = new QMessageBox(QMessageBox::Warning, "Run failed", line, QMessageBox::Ok, window);
+  box->setObjectName("run-failed");
+  box->setTextFormat(Qt::PlainText);
+  box->setAttribute(Qt::WA_DeleteOnClose);
+  box->setWindowModality(Qt::NonModal);
+  box->setInformativeText(
+      "Fix what the message names (put a moved data file or model folder back, free memory, ...), then select "
+      "the run and press Start: it continues from its last checkpoint. To change its config instead, use Clone "
+      "and edit. The run's Log tab has its full output; nothing it recorded is lost.");
+  box->setDetailedText(details);
+  box->show();
+}
+
 }  // namespace
 
 MainWindow::MainWindow(const QString& db_path, QWidget* parent)
@@ -362,9 +391,12 @@ void MainWindow::onPolled(const std::vector<RunListEntry>& changed, const std::v
       QString text = QString("Run %1 '%2' %3").arg(e.row.id).arg(QString::fromStdString(e.row.name), status_text);
       if (status == RunStatus::failed) text += ": " + QString::fromStdString(e.row.error).section('\n', 0, 0);
       notify(status == RunStatus::failed ? "Run failed" : "Run finished", text);
+      if (status == RunStatus::failed) show_run_failure(this, e.row);
       Q_EMIT runFinished(e.row.id, status_text);
     }
     last_status_[e.row.id] = status;
+    if (RunTab* tab = runTab(e.row.id))  // (renamed here or elsewhere)
+      tabs_->setTabText(tabs_->indexOf(tab), QString("#%1 %2").arg(e.row.id).arg(QString::fromStdString(e.row.name)));
     if (status != RunStatus::queued && open_when_started_.erase(e.row.id)) {
       opening_on_its_own_ = true;
       openRunTab(e.row.id);
@@ -699,7 +731,7 @@ void MainWindow::cloneRun(int64_t run_id) {
   // Read now: the run list is polled while the dialog is open, and its entries move.
   const RunListEntry* e = model_->entry(run_id);
   const int64_t last_step = e ? e->row.last_step.value_or(0) : 0;
-  config.name += "-clone";
+  config.name = (e ? e->row.name : config.name) + "-clone";  // (the list's name: a rename sets only that)
   config.output_dir = RunConfig{}.output_dir;  // a fresh folder
   NewRunDialog dialog(this);
   dialog.setWindowTitle("Clone and edit");
@@ -717,6 +749,7 @@ void MainWindow::cloneFromCheckpoint(int64_t run_id, int64_t step, const QString
   if (config.model.reference.empty() && !config.model.random_weights) config.model.reference = config.model.checkpoint;
   config.model.checkpoint = path.toStdString();
   config.model.random_weights = false;
+  if (const RunListEntry* e = model_->entry(run_id)) config.name = e->row.name;  // (as renamed)
   config.name += "-from-" + std::to_string(step);
   config.output_dir = RunConfig{}.output_dir;
   NewRunDialog dialog(this);
@@ -927,6 +960,7 @@ void MainWindow::deleteRuns(const std::vector<int64_t>& ids) {
                   QString("Delete %1 run(s) and all their metrics, samples and checkpoint records?").arg(deletable.size()),
                   QMessageBox::Cancel, this);
   auto* del = box.addButton("Delete", QMessageBox::DestructiveRole);
+  box.setDefaultButton(QMessageBox::Cancel);  // (Enter keeps the runs: deleting is the choice made by hand)
   auto* files = new QCheckBox("Also delete their output folders (checkpoints, logs)", &box);
   box.setCheckBox(files);
   // Which folders the check box removes (one another run uses, a link or the workspace's stays).

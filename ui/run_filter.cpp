@@ -82,6 +82,28 @@ bool compare(const nlohmann::json& actual, const std::string& op, const std::str
   return false;
 }
 
+// The value a run trained with, where the stored one means something else: beta 0 is the loss's
+// default (0.1; SimPO 2.5, effective_beta), and an SFT stage has no preference objective and no
+// GANPO whatever its config's [objective] and [ganpo] say (the list's Objective column reads "sft").
+nlohmann::json value_as_trained(const RunRow& run, const nlohmann::json& config, const std::string& field,
+                                const nlohmann::json& stored) {
+  const bool sft = lower(run.stage) == "sft";
+  if (field == "/ganpo/enabled" && sft) return false;
+  if (field == "/objective/beta") {
+    if (sft) return nullptr;  // (compares as no value: matches no comparison)
+    if (stored.is_number() && stored.get<double>() <= 0) {
+      ObjectiveConfig objective;
+      const auto section = config.find("objective");
+      if (section != config.end() && section->is_object()) {
+        const auto loss = section->find("loss_type");
+        if (loss != section->end() && loss->is_string()) objective.loss_type = loss->get<std::string>();
+      }
+      return effective_beta(objective);
+    }
+  }
+  return stored;
+}
+
 }  // namespace
 
 RunFilter RunFilter::parse(const QString& text) {
@@ -146,7 +168,8 @@ bool RunFilter::matches(const RunRow& run, const nlohmann::json& config) const {
         break;
       case FilterTerm::Kind::Config: {
         const nlohmann::json::json_pointer ptr(term.field);
-        ok = config.is_object() && config.contains(ptr) && compare(config.at(ptr), term.op, term.value);
+        ok = config.is_object() && config.contains(ptr) &&
+             compare(value_as_trained(run, config, term.field, config.at(ptr)), term.op, term.value);
         break;
       }
     }

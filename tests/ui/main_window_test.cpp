@@ -11,8 +11,11 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QItemSelectionModel>
+#include <QKeyEvent>
 #include <QLabel>
+#include <QMenu>
 #include <QMessageBox>
+#include <QPointer>
 #include <QPushButton>
 #include <QStatusBar>
 #include <QTableView>
@@ -225,6 +228,40 @@ TEST(RunFilterTest, BadTermsSayWhyAndMatchEverything) {
   EXPECT_TRUE(ambiguous.matches(r, config)) << "an invalid filter hides nothing";
 }
 
+// A config comparison reads the value the run trained with: beta 0 stands for the loss's default
+// (0.1 for DPO, 2.5 for SimPO), and an SFT stage has neither a preference beta nor GANPO, whatever
+// its stored [objective] and [ganpo] tables say (the list's Objective column reads "sft").
+TEST(RunFilterTest, ComparesTheValuesARunTrainedWith) {
+  auto matches = [](const char* text, const RunRow& r, const RunConfig& c) {
+    RunFilter f = RunFilter::parse(text);
+    EXPECT_TRUE(f.valid()) << text << ": " << f.error().toStdString();
+    return f.matches(r, config_to_json(c));
+  };
+  RunRow dpo;
+  dpo.stage = "preference";
+  RunConfig default_beta;  // objective.beta = 0: trains at 0.1
+  default_beta.objective.loss_type = "sigmoid";
+  ASSERT_EQ(default_beta.objective.beta, 0.0);
+  EXPECT_TRUE(matches("beta>0.05", dpo, default_beta)) << "UX.md's own example misses a DPO run at the default beta";
+  EXPECT_TRUE(matches("beta=0.1", dpo, default_beta));
+  RunConfig simpo = default_beta;
+  simpo.objective.loss_type = "simpo";
+  EXPECT_TRUE(matches("beta=2.5", dpo, simpo));
+  RunConfig explicit_beta = default_beta;
+  explicit_beta.objective.beta = 0.02;
+  EXPECT_FALSE(matches("beta>0.05", dpo, explicit_beta));
+  EXPECT_TRUE(matches("ganpo.enabled=true", dpo, default_beta));
+
+  RunRow sft;
+  sft.stage = "sft";
+  RunConfig sft_config = default_beta;
+  sft_config.stage = "sft";
+  ASSERT_TRUE(sft_config.ganpo.enabled) << "stored as the default, though SFT trains no critics";
+  EXPECT_FALSE(matches("ganpo.enabled=true", sft, sft_config)) << "an SFT run is listed among the GANPO runs";
+  EXPECT_TRUE(matches("ganpo.enabled=false", sft, sft_config));
+  EXPECT_FALSE(matches("beta>0.05", sft, sft_config));
+}
+
 // UX.md "First run": the empty right-hand pane of a fresh window says what to do next, as buttons
 // that do it; it gives way to the tabs and comes back when the last one is closed.
 TEST_F(MainWindowTest, AFreshWindowSaysWhatToDoNext) {
@@ -366,6 +403,33 @@ TEST_F(MainWindowTest, TheRunListFollowsTheRunTabInFront) {
   tabs->setCurrentWidget(w->runTab(1));
   EXPECT_TRUE(selected().empty());
   EXPECT_TRUE(status_text().contains("run 1 · queued")) << status_text().toStdString();
+}
+
+// A rename (the list's name) is the name everywhere: the open tab's title, and Clone's proposal.
+TEST_F(MainWindowTest, ARenamedRunIsClonedAndShownUnderItsNewName) {
+  const int64_t id = stored_run();
+  auto w = window();
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  RunTab* tab = w->openRunTab(id);
+  ASSERT_NE(tab, nullptr);
+  auto* tabs = qobject_cast<QTabWidget*>(tab->parentWidget() ? tab->parentWidget()->parentWidget() : nullptr);
+  ASSERT_NE(tabs, nullptr);
+  RunStore::open(db_.toStdString()).set_name(id, "baseline");  // what Rename… writes
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, id).name == "baseline"; }, 20));
+  EXPECT_EQ(tabs->tabText(tabs->indexOf(tab)).toStdString(), "#" + std::to_string(id) + " baseline");
+  w->runTable()->selectRow(0);
+  QAction* clone = nullptr;
+  for (QAction* a : w->findChildren<QAction*>())
+    if (a->text() == "Clone") clone = a;
+  ASSERT_NE(clone, nullptr);
+  std::string proposed;
+  auto asked = when_modal<NewRunDialog>(w.get(), [&](NewRunDialog* d) {
+    proposed = d->config().name;
+    d->reject();
+  });
+  clone->trigger();
+  ASSERT_TRUE(pump_seconds_until([&] { return *asked; }, 20));
+  EXPECT_EQ(proposed, "baseline-clone");
 }
 
 TEST_F(MainWindowTest, FullFlowWorkerPointsOnDashboardThenStop) {
@@ -528,6 +592,47 @@ TEST_F(MainWindowTest, KilledWorkerShowsFailedAndTheWindowKeepsWorking) {
   ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, second).status == RunStatus::running; }, 120));
   w->close();  // close choice: stop runs
   ASSERT_TRUE(pump_seconds_until([&] { return RunStore::open(db_.toStdString()).run(second)->status == RunStatus::stopped; }, 120));
+}
+
+// Deleting asks, and Enter (or Return) in that question keeps the runs: Cancel is its default, not
+// Delete.
+TEST_F(MainWindowTest, EnterInTheDeleteQuestionKeepsTheRuns) {
+  const int64_t id = stored_run();
+  auto w = window();
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  w->runTable()->selectRow(0);
+  const QPoint at = w->runTable()->visualRect(w->runProxy()->index(0, RunListModel::Name)).center();
+  // The run list's context menu: its Delete… entry.
+  auto* menu_poll = new QTimer(w.get());
+  QObject::connect(menu_poll, &QTimer::timeout, menu_poll, [menu_poll] {
+    auto* menu = qobject_cast<QMenu*>(QApplication::activePopupWidget());
+    if (!menu) return;
+    menu_poll->stop();
+    for (QAction* a : menu->actions())
+      if (a->text().startsWith("Delete")) {
+        menu->close();
+        a->trigger();
+        return;
+      }
+  });
+  menu_poll->start(10);
+  bool cancel_is_default = false;
+  auto asked = when_modal<QMessageBox>(w.get(), [&](QMessageBox* box) {
+    cancel_is_default = box->defaultButton() == box->button(QMessageBox::Cancel);
+    QPointer<QMessageBox> guard(box);
+    QTimer::singleShot(1000, [guard] {
+      if (guard) guard->reject();  // (whatever Enter did not close)
+    });
+    QKeyEvent press(QEvent::KeyPress, Qt::Key_Return, Qt::NoModifier);
+    QApplication::sendEvent(box->focusWidget() ? box->focusWidget() : box, &press);
+  });
+  Q_EMIT w->runTable()->customContextMenuRequested(at);
+  ASSERT_TRUE(pump_seconds_until([&] { return *asked; }, 20));
+  w->store()->drain();
+  w->pollNow();
+  pump_seconds_until([] { return false; }, 1);
+  EXPECT_TRUE(cancel_is_default) << "the delete question's default button is not Cancel";
+  EXPECT_TRUE(RunStore::open(db_.toStdString()).run(id).has_value()) << "Enter deleted the run";
 }
 
 TEST_F(MainWindowTest, AStudyOpensInATabOfItsOwnOnce) {
@@ -695,4 +800,34 @@ TEST_F(MainWindowTest, AnotherProgramHoldingTheWriteLockNeitherFreezesTheWindowN
   EXPECT_EQ(run->tags, "after the lock");
   EXPECT_EQ(run->notes, "uncommitted");
   EXPECT_EQ(write_errors->size(), 1);
+}
+
+// UX.md "Errors": a run that fails (here its data file is gone) shows a box with what happened and
+// what to do, and the window keeps working: the box is not modal.
+TEST_F(MainWindowTest, ARunThatFailsSaysWhatHappenedAndWhatToDo) {
+  RunConfig c = long_run("data-gone");
+  c.data.builtin = "";
+  c.data.train = (dir_ / "moved-away.jsonl").string();
+  const int64_t id = RunStore::open(db_.toStdString()).create_run(c.name, c.stage, config_to_json(c).dump());
+  auto w = window();
+  ASSERT_TRUE(pump_seconds_until([&] { return w->runModel()->rowCount() == 1; }, 20));
+  w->startRun(id);
+  ASSERT_TRUE(pump_seconds_until([&] { return row_of(*w, id).status == RunStatus::failed; }, 120))
+      << to_string(row_of(*w, id).status);
+  QMessageBox* box = nullptr;
+  pump_seconds_until([&] {
+    for (auto* b : w->findChildren<QMessageBox*>("run-failed"))
+      if (b->isVisible()) box = b;
+    return box != nullptr;
+  }, 5);
+  ASSERT_NE(box, nullptr) << "a failed run was announced in the status bar only: "
+                          << w->statusBar()->currentMessage().toStdString();
+  // (Its reason is the run's error as the window read it when the run failed: the worker's own
+  // "cannot open dataset .../moved-away.jsonl", or, where the window saw the worker end first,
+  // that it ended; the box names the run either way.)
+  EXPECT_NE(box->text().indexOf(QString("Run %1 'data-gone' failed: ").arg(id)), -1) << box->text().toStdString();
+  EXPECT_FALSE(box->detailedText().isEmpty());
+  EXPECT_NE(box->informativeText().indexOf("press Start"), -1) << box->informativeText().toStdString();
+  EXPECT_EQ(QApplication::activeModalWidget(), nullptr) << "the window keeps working";
+  box->close();
 }
