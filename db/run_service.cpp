@@ -237,7 +237,9 @@ CheckpointEvalPlan RunService::plan_checkpoint_eval(int64_t run_id, const std::s
     }
     a.insert(a.end(), {"--temperatures", temps, "--num-prompts", std::to_string(options.num_prompts), "--max-new-tokens",
                        std::to_string(options.max_new_tokens), "--seed", std::to_string(options.seed)});
-    if (!config.eval.judge_command.empty()) a.insert(a.end(), {"--judge-command", config.eval.judge_command});
+    if (!config.eval.judge_command.empty())
+      a.insert(a.end(), {"--judge-command", config.eval.judge_command, "--judge-timeout",
+                         nlohmann::json(config.eval.judge_timeout_s).dump()});
     params.update({{"temperatures", options.temperatures}, {"num_prompts", options.num_prompts},
                    {"max_new_tokens", options.max_new_tokens}, {"seed", options.seed}});
   }

@@ -255,6 +255,7 @@ CheckpointsView::CheckpointsView(StoreWorker* store, int64_t run_id, QString wor
   bottom_layout->addLayout(controls);
   status_ = new QLabel(bottom);
   status_->setWordWrap(true);
+  status_->setTextFormat(Qt::PlainText);  // (errors quote judges' and loaders' text, which may hold "<")
   status_->setTextInteractionFlags(Qt::TextSelectableByMouse);
   bottom_layout->addWidget(status_);
   connect(generate_, &QPushButton::clicked, this, &CheckpointsView::onGenerateClicked);
@@ -337,7 +338,10 @@ void CheckpointsView::refresh() {
             auto rows = s.samples(id, steps.front());
             std::sort(rows.begin(), rows.end(),
                       [](const SampleRow& a, const SampleRow& b) { return a.prompt_index < b.prompt_index; });
-            for (const auto& r : rows) snap.sample_prompts.push_back(r.prompt);
+            // A step sampled twice (Sample now at a scheduled step) holds each prompt twice: once each,
+            // so grid row k is prompt number k, as the Samples tab shows them.
+            for (size_t i = 0; i < rows.size(); ++i)
+              if (i == 0 || rows[i].prompt_index != rows[i - 1].prompt_index) snap.sample_prompts.push_back(rows[i].prompt);
           }
         }
         return snap;
@@ -799,7 +803,8 @@ void CheckpointsView::showOutputs() {
 #endif
     if (o.text.isEmpty()) body = QStringLiteral("<i>(empty)</i>");
     QStringList facts;
-    facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.size());
+    // Characters as a reader counts them, as the Samples tab does: code points, not UTF-16 units.
+    facts << tr("%1 tokens").arg(o.tokens) << tr("%1 chars").arg(o.text.toUcs4().size());
     if (std::isfinite(o.judge_score)) facts << tr("judge %1").arg(o.judge_score, 0, 'f', 2);
     if (!o.chat_template.isEmpty()) facts << tr("chat template %1").arg(o.chat_template);
     if (o.precision == QStringLiteral("bf16")) facts << tr("bf16");  // (float32, the CPU's, goes unsaid)

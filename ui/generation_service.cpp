@@ -392,7 +392,11 @@ struct GenerationService::Impl {
     // Cancelled at any point (in a model, between two, or while scoring): the request is cut
     // short, every output says so and none keeps a score.
     auto cut_short = [&outputs] {
-      for (auto& o : outputs) o.logprob_under_each_model.clear(), o.cancelled = true;
+      for (auto& o : outputs) {
+        o.logprob_under_each_model.clear();
+        o.judge_score = std::numeric_limits<double>::quiet_NaN();
+        o.cancelled = true;
+      }
       return outputs;
     };
     if (was_cancelled) return cut_short();
@@ -411,7 +415,8 @@ struct GenerationService::Impl {
       done.fetch_add(1);
       report(true);
     }
-    if (!req.judge_command.isEmpty()) judge_with_command(req, outputs, bytes);
+    if (!req.judge_command.isEmpty()) judge_with_command(req, outputs, bytes, &cancel);
+    if (cancel.load()) return cut_short();  // (Cancel, or the tab closing, while the judge ran)
     return outputs;
   }
 
@@ -419,11 +424,11 @@ struct GenerationService::Impl {
   // scored (Trainer::State::score_samples): the prompt as given, the completion as sampled. A
   // judge that fails leaves every score NaN and says why; the outputs are kept.
   static void judge_with_command(const GenerationRequest& req, QVector<GenerationOutput>& outputs,
-                                 const std::vector<std::string>& bytes) {
+                                 const std::vector<std::string>& bytes, const std::atomic<bool>* cancel) {
     std::vector<JudgeRow> rows;
     for (int i = 0; i < outputs.size(); ++i) rows.push_back({outputs[i].prompt.toStdString(), bytes[static_cast<size_t>(i)]});
     try {
-      const std::vector<double> scores = run_judge_command(req.judge_command.toStdString(), rows, req.judge_timeout_s);
+      const std::vector<double> scores = run_judge_command(req.judge_command.toStdString(), rows, req.judge_timeout_s, cancel);
       for (int i = 0; i < outputs.size(); ++i) outputs[i].judge_score = scores[static_cast<size_t>(i)];
     } catch (const Error& err) {
       for (auto& o : outputs) o.judge_error = QString::fromStdString(err.what());

@@ -43,8 +43,10 @@ struct GenerationRequest {
   bool chat_template = true;  // render prompts in each model's chat template when it has one
   // The run's eval.judge_command (a data file's judge, or a built-in task's replaced): every
   // output, once scored, goes to it as {"prompt", "completion"} (core/eval/external_judge.h's
-  // run_judge_command, as the trainer's live samples do), within judge_timeout_s. Empty: a
-  // built-in task's judge scores the prompts it made (core/tasks/task.h's judge_builtin_prompt).
+  // run_judge_command, as the trainer's live samples do), within judge_timeout_s; Cancel stops
+  // it. The prompt is the one given here: a run's stored sample prompt is the text its chat
+  // template rendered, where the trainer gave its judge the plain prompt. Empty: a built-in
+  // task's judge scores the prompts it made (core/tasks/task.h's judge_builtin_prompt).
   QString judge_command;
   double judge_timeout_s = 600;
 };

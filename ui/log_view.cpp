@@ -3,6 +3,8 @@
 #include <QDateTime>
 #include <QFile>
 #include <QFontDatabase>
+#include <QScrollBar>
+#include <QTextCursor>
 
 #include <algorithm>
 
@@ -28,6 +30,22 @@ void LogView::setLive(bool live) {
     timer_.stop();
 }
 
+void LogView::appendKeepingColumn(const QString& text) {
+  QScrollBar* across = horizontalScrollBar();
+  const int column = across->value();
+  const bool following = verticalScrollBar()->value() == verticalScrollBar()->maximum();
+  appendPlainText(text);
+  if (following) {
+    // The cursor (which the view keeps in sight, also when it is first shown) at the start of the
+    // last line, not at its end.
+    QTextCursor at = textCursor();
+    at.movePosition(QTextCursor::End);
+    at.movePosition(QTextCursor::StartOfBlock);
+    setTextCursor(at);
+  }
+  across->setValue(column);
+}
+
 void LogView::refresh() {
   QFile file(log_path_);
   if (file.exists()) {
@@ -40,7 +58,7 @@ void LogView::refresh() {
         const QByteArray head = file.read(kChunkBytes);
         const int newline = head.indexOf('\n');
         file_offset_ = file.size() - kTailBytes + (newline < 0 ? 0 : newline + 1);
-        appendPlainText(tr("[... %1 MB of this log before this line: %2]")
+        appendKeepingColumn(tr("[... %1 MB of this log before this line: %2]")
                             .arg(static_cast<double>(file_offset_) / 1e6, 0, 'f', 1)
                             .arg(log_path_));
       }
@@ -65,7 +83,7 @@ void LogView::refresh() {
       }
     }
     file_offset_ += whole_lines ? cut + 1 : cut;
-    appendPlainText(QString::fromUtf8(chunk.left(cut)));
+    appendKeepingColumn(QString::fromUtf8(chunk.left(cut)));
     return;
   }
   if (events_pending_) return;
@@ -77,7 +95,7 @@ void LogView::refresh() {
       [this](std::vector<EventRow> events) {
         events_pending_ = false;
         for (const auto& e : events) {
-          appendPlainText(QString("%1 [%2] %3")
+          appendKeepingColumn(QString("%1 [%2] %3")
                               .arg(QDateTime::fromMSecsSinceEpoch(static_cast<qint64>(e.time * 1000)).toString("HH:mm:ss"),
                                    QString::fromStdString(e.level), QString::fromStdString(e.text)));
           last_event_id_ = e.id;

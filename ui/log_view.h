@@ -22,6 +22,9 @@ public:
   void refresh();
 
 private:
+  // appendPlainText, keeping the column the reader is at: the view keeps its cursor in sight,
+  // and the cursor at the end of a long last line opened the log scrolled to its far right.
+  void appendKeepingColumn(const QString& text);
   StoreWorker* store_;
   int64_t run_id_;
   QString log_path_;

@@ -123,8 +123,10 @@ void show_run_failure(QWidget* window, const RunRow& r) {
   box->setWindowModality(Qt::NonModal);
   box->setInformativeText(
       "Fix what the message names (put a moved data file or model folder back, free memory, ...), then select "
-      "the run and press Start: it continues from its last checkpoint. To change its config instead, use Clone "
-      "and edit. The run's Log tab has its full output; nothing it recorded is lost.");
+      "the run and press Start: it continues from its last checkpoint (from step 0 if it has none), and the "
+      "steps it logged after that checkpoint are recorded again. To change its config instead, use Clone and "
+      "edit, which keeps this run as it is. The run's Log tab has its full output. (A study's run is retried by "
+      "its queue once on its own.)");
   box->setDetailedText(details);
   box->show();
 }
@@ -909,7 +911,11 @@ void MainWindow::renameRun(int64_t run_id) {
   bool ok = false;
   const QString name = QInputDialog::getText(this, "Rename run", "Name:", QLineEdit::Normal,
                                              e ? QString::fromStdString(e->row.name) : QString(), &ok);
-  if (!ok || name.trimmed().isEmpty()) return;
+  if (!ok) return;
+  if (name.trimmed().isEmpty()) {
+    statusBar()->showMessage(QString("A run's name cannot be empty: run %1 keeps its name").arg(run_id), 10000);
+    return;
+  }
   const std::string n = name.trimmed().toStdString();
   store_->execute([run_id, n](RunStore& s) { s.set_name(run_id, n); });
   pollNow();

@@ -99,6 +99,7 @@ struct EvalArgs {
   std::string prompts;        // JSONL evaluation prompts (a data-file run's judge_prompts.jsonl), judged by --judge-command
   std::string chat_template;  // conversational --pairs: "" = the policy's own template
   std::string judge_command;  // scores completions instead of the task's own judge
+  double judge_timeout_s = 600;  // the whole judge call's (eval.judge_timeout_s)
   std::vector<double> temperatures{0.5, 0.7, 1.0, 1.3, 1.5};
   int64_t num_prompts = 150, max_new_tokens = 96, max_length = 200, max_prompt_length = 100;
   int64_t batch_size = 32;  // pairs per batch of the preference evaluation

@@ -82,7 +82,7 @@ int evaluate_models(const EvalArgs& args, const torch::Device& device, const std
     JudgeFunction judge = task ? task_judge(*task) : JudgeFunction{};
     std::string judge_name = "built-in";
     if (!args.judge_command.empty()) {
-      judge = [&args](const std::vector<JudgeRow>& rows) { return run_judge_command(args.judge_command, rows); };
+      judge = [&args](const std::vector<JudgeRow>& rows) { return run_judge_command(args.judge_command, rows, args.judge_timeout_s); };
       judge_name = args.judge_command;
     }
     try {

@@ -144,6 +144,9 @@ int main(int argc, char** argv) {
                 "\"bucket\"} (a data-file run writes its own as judge_prompts.jsonl); needs --judge-command");
   e->add_option("--judge-command", ev.judge_command,
                 "Command scoring completions (JSON Lines {prompt, completion} in, {score} out) instead of the task's judge");
+  e->add_option("--judge-timeout", ev.judge_timeout_s, "Seconds the judge command may take for one temperature's completions")
+      ->check(finite_at_least(1e-3, "a number of seconds > 0"))
+      ->capture_default_str();
   e->add_option("--chat-template", ev.chat_template,
                 "Conversational --pairs: template family or variant (default: the policy's tokenizer_config.json)");
   e->add_option("--temperatures", ev.temperatures, "Sampling temperatures")

@@ -155,6 +155,17 @@ std::string fewer_seeds(const Interval& i, size_t seeds) {
   return static_cast<size_t>(i.n) < seeds ? " (n=" + std::to_string(i.n) + ")" : "";
 }
 
+// "mean [low, high]", or the mean alone from one seed (fewer_seeds then says "(n=1, no interval)"),
+// as the Study tab and the HTML report print it.
+std::string interval_figures(const Interval& i, bool sign) {
+  char buf[128];
+  if (i.n < 2)
+    std::snprintf(buf, sizeof buf, sign ? "%+.4f" : "%.4f", i.mean);
+  else
+    std::snprintf(buf, sizeof buf, sign ? "%+.4f [%+.4f, %+.4f]" : "%.4f [%.4f, %.4f]", i.mean, i.low, i.high);
+  return buf;
+}
+
 void print_counts(const RunStore& store, const StudyRow& s, const StudyCounts& c) {
   std::printf("study %lld '%s' (%s): %lld runs: %lld completed, %lld running, %lld queued, %lld failed, %lld stopped%s\n",
               static_cast<long long>(s.id), s.name.c_str(), to_string(s.state), static_cast<long long>(c.total),
@@ -164,8 +175,9 @@ void print_counts(const RunStore& store, const StudyRow& s, const StudyCounts& c
   // Stopped runs of an active study wait for a resume: one a person stopped, or one that took a
   // cancel's stop before a resume came and was still saving its checkpoint when it did.
   if (s.state == StudyState::active && c.stopped > 0 && c.attached == 0)
-    std::printf("the stopped runs continue from their checkpoints after: ganpo study resume %lld%s\n",
-                static_cast<long long>(s.id), store.db_option().c_str());
+    std::printf("the stopped runs go back in the queue with: ganpo study resume %lld%s, and continue from their "
+                "checkpoints when the queue runs (ganpo study run %lld%s, or the Study tab)\n",
+                static_cast<long long>(s.id), store.db_option().c_str(), static_cast<long long>(s.id), store.db_option().c_str());
 }
 
 // The queue driver: starts runs while fewer than `jobs` are attached, until nothing can start
@@ -328,17 +340,17 @@ int study_command(const StudyArgs& args) {
     for (const auto& a : report.arms) {
       std::printf("  %s: seeds %s\n", a.arm.c_str(), arm_seeds_text(a, report.state).c_str());
       for (const auto& [key, i] : a.metrics)
-        std::printf("      %-32s %.4f [%.4f, %.4f]%s\n", key.c_str(), i.mean, i.low, i.high,
+        std::printf("      %-32s %s%s\n", key.c_str(), interval_figures(i, false).c_str(),
                     fewer_seeds(i, a.seeds.size()).c_str());
     }
     for (const auto& p : report.ganpo_vs_base) {
       std::printf("  GANPO on minus off: %s  vs  %s (%zu paired seed(s))\n", p.arm.c_str(), p.baseline.c_str(),
                   p.seeds.size());
       for (const auto& [key, i] : p.differences)
-        std::printf("      %-32s %+.4f [%+.4f, %+.4f]%s  %s\n", key.c_str(), i.mean, i.low, i.high,
+        std::printf("      %-32s %s%s  %s\n", key.c_str(), interval_figures(i, true).c_str(),
                     fewer_seeds(i, p.seeds.size()).c_str(), verdict_text(i, /*head_to_head=*/false).c_str());
       for (const auto& [key, i] : p.win_rate_vs_baseline)
-        std::printf("      %-32s %.4f [%.4f, %.4f]%s  %s head to head\n", key.c_str(), i.mean, i.low, i.high,
+        std::printf("      %-32s %s%s  %s head to head\n", key.c_str(), interval_figures(i, false).c_str(),
                     fewer_seeds(i, p.seeds.size()).c_str(), verdict_text(i, /*head_to_head=*/true).c_str());
     }
     if (const std::string note = multiplicity_note(count_verdicts(report, /*headline_only=*/false)); !note.empty())

@@ -75,7 +75,8 @@ constexpr size_t kKeptStderr = 64u << 10;
 }  // namespace
 
 std::vector<double> run_judge_command(const std::string& command, const std::vector<JudgeRow>& rows,
-                                      double timeout_seconds) {
+                                      double timeout_seconds, const std::atomic<bool>* cancel) {
+  const auto cancelled = [cancel] { return cancel && cancel->load(); };
   const std::string who = "the judge command `" + command + "`";
   if (!std::isfinite(timeout_seconds) || timeout_seconds <= 0)
     throw JudgeError("the time limit for " + who + " must be a positive number of seconds");
@@ -162,7 +163,7 @@ std::vector<double> run_judge_command(const std::string& command, const std::vec
   bool timed_out = false;
   while (from_child >= 0 || errors >= 0) {
     const auto left = ms_left();
-    if (left <= 0) {
+    if (left <= 0 || cancelled()) {
       timed_out = true;
       break;
     }
@@ -204,13 +205,14 @@ std::vector<double> run_judge_command(const std::string& command, const std::vec
       reaped = true;  // nothing left to wait for
       throw JudgeError("cannot tell how " + who + " ended: " + std::strerror(errno));
     }
-    if (ms_left() <= 0)
+    if (ms_left() <= 0 || cancelled())
       timed_out = true;
     else
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
   if (timed_out) {
+    if (cancelled()) throw JudgeError(who + " was stopped: the request was cancelled");
     std::ostringstream limit;
     limit << timeout_seconds;
     throw JudgeError(who + " did not finish within " + limit.str() + " s and was stopped" + last_lines(err));

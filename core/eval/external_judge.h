@@ -9,6 +9,7 @@
 // the judge's process group is killed on a timeout, so nothing is left running.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,8 +28,9 @@ struct JudgeRow {
   std::string completion;
 };
 
-// Scores in input order. timeout_seconds covers the whole call.
+// Scores in input order. timeout_seconds covers the whole call. A non-null `cancel` that turns
+// true ends the call within a poll: the judge is stopped and a JudgeError says it was cancelled.
 std::vector<double> run_judge_command(const std::string& command, const std::vector<JudgeRow>& rows,
-                                      double timeout_seconds = 600);
+                                      double timeout_seconds = 600, const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace ganpo

@@ -318,7 +318,8 @@ void Trainer::State::samples(bool on_schedule) {
   if (!is_main()) return;
   std::vector<SampleRecord> records;
   for (size_t i = 0; i < sample_prompts.size(); ++i) {
-    records.push_back({static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i], -1, -1});
+    // Scores stay kNoJudgeScore (NaN) unless score_samples fills them; -1 is an external judge's score.
+    records.push_back({static_cast<int64_t>(i), sample_prompts[i], policy_texts[i], reference_samples[i]});
   }
   score_samples(records);
   observer.on_samples(step, records);

@@ -178,7 +178,8 @@ TEST_F(StudyQueue, StoppedRunsOfAnActiveStudyNameTheResumeThatContinuesThem) {
   }
   const auto status = run_cli("study status 1 --db " + db());
   EXPECT_NE(status.output.find("1 stopped"), std::string::npos) << status.output;
-  EXPECT_NE(status.output.find("the stopped runs continue from their checkpoints after: ganpo study resume 1 --db " + db()),
+  EXPECT_NE(status.output.find("the stopped runs go back in the queue with: ganpo study resume 1 --db " + db() +
+                               ", and continue from their checkpoints when the queue runs (ganpo study run 1 --db " + db()),
             std::string::npos)
       << status.output;
   ASSERT_EQ(run_cli("study resume 1 --db " + db()).exit_code, 0);

@@ -176,6 +176,7 @@ TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective
   c.model.checkpoint = (dir_ / "sft" / "final").string();
   c.objective.loss_type = "simpo";
   c.eval.judge_command = "my-judge --strict";
+  c.eval.judge_timeout_s = 90;  // the judge's time reaches the evaluation too
   const int64_t id = service.create(c);
   CheckpointEvalOptions options;
   options.temperatures = {0.5, 1.0};
@@ -186,7 +187,7 @@ TEST_F(RunServiceTest, EvaluatingACheckpointUsesTheRunsReferenceTaskAndObjective
   const std::vector<std::string> expected{"eval", "--checkpoint", "/runs/x/checkpoint-20", "--reference", c.model.checkpoint,
                                           "--json", "--pairs", pairs, "--builtin", "arithmetic", "--temperatures", "0.5,1.0",
                                           "--num-prompts", "12", "--max-new-tokens", "96", "--seed", "1234",
-                                          "--judge-command", "my-judge --strict", "--loss-type", "simpo", "--beta", "0.0",
+                                          "--judge-command", "my-judge --strict", "--judge-timeout", "90.0", "--loss-type", "simpo", "--beta", "0.0",
                                           "--simpo-gamma", "1.4"};
   EXPECT_EQ(plan.arguments, expected);
   // The held-out pairs of the task, written once, one JSON object per line.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <QElapsedTimer>
+#include <QFile>
 #include <QTemporaryDir>
 
 #include <atomic>
@@ -268,6 +269,34 @@ TEST_F(GenerationServiceTest, TheRunsJudgeCommandScoresEveryOutput) {
   EXPECT_TRUE(failed.outputs[0].judge_error.contains("exited with status 3")) << failed.outputs[0].judge_error.toStdString();
   EXPECT_TRUE(failed.outputs[0].judge_error.contains("no judge today"));
   EXPECT_FALSE(failed.outputs[0].text.isEmpty());
+}
+
+// Cancel while the run's judge command scores the outputs stops the judge (a slow LLM judge held
+// Cancel, and closing the tab, for up to its time limit): the request ends cut short.
+TEST_F(GenerationServiceTest, CancelStopsTheJudgeCommand) {
+  const QString judge = dir_->filePath(QStringLiteral("slow-judge.sh"));
+  const QString started = dir_->filePath(QStringLiteral("judge-started"));
+  {
+    std::ofstream f(judge.toStdString());
+    f << "#!/bin/sh\ntouch '" << started.toStdString() << "'\nexec sleep 60\n";
+  }
+  std::filesystem::permissions(judge.toStdString(), std::filesystem::perms::owner_all);
+  GenerationService service(nullptr, QStringLiteral("cpu"));
+  Outcome out;
+  watch(service, out);
+  GenerationRequest req;
+  req.model_dirs = {a()};
+  req.prompts = {QStringLiteral("Tell me about your day.")};
+  req.max_new_tokens = 4;
+  req.judge_command = judge;
+  req.judge_timeout_s = 600;
+  ASSERT_TRUE(service.generate(req));
+  ASSERT_TRUE(pump_until([&] { return QFile::exists(started); }, 120000)) << "the judge never started";
+  service.cancel();
+  ASSERT_TRUE(pump_until([&] { return out.done; }, 120000));
+  ASSERT_EQ(out.outputs.size(), 1);
+  EXPECT_TRUE(out.outputs[0].cancelled) << out.outputs[0].judge_error.toStdString();
+  EXPECT_TRUE(std::isnan(out.outputs[0].judge_score));
 }
 
 // Text streams into each (model, prompt) cell while sampling; the last text streamed is the

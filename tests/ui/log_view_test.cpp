@@ -2,7 +2,9 @@
 // does not stop the view, and lines appended later arrive.
 #include <gtest/gtest.h>
 
+#include <QApplication>
 #include <QFile>
+#include <QScrollBar>
 #include <QTemporaryDir>
 #include <QTextBlock>
 #include <QTextDocument>
@@ -52,6 +54,25 @@ TEST(LogView, ALineLongerThanAReadDoesNotStopTheView) {
   append(path, "appended later\n");
   view.refresh();
   EXPECT_TRUE(view.toPlainText().endsWith("appended later"));
+}
+
+// A log whose last line is long (a traceback, a config dump) opens at its first column, where
+// every line starts; it opened scrolled to the far right of that last line.
+TEST(LogView, ALongLastLineLeavesTheViewAtTheFirstColumn) {
+  QTemporaryDir dir;
+  const QString path = dir.filePath("run-3.log");
+  append(path, "step 1 loss 0.69\nconfig: " + QByteArray("x").repeated(5000) + "\n");
+  LogView view(nullptr, 3, path);
+  view.resize(400, 200);
+  view.show();
+  QApplication::processEvents();
+  ASSERT_GT(view.horizontalScrollBar()->maximum(), 0);
+  EXPECT_EQ(view.horizontalScrollBar()->value(), 0);
+  // A reader who scrolled across stays where they are as lines arrive.
+  view.horizontalScrollBar()->setValue(200);
+  append(path, "step 2 " + QByteArray("y").repeated(5000) + "\n");
+  view.refresh();
+  EXPECT_EQ(view.horizontalScrollBar()->value(), 200);
 }
 
 }  // namespace

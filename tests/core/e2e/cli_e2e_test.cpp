@@ -165,6 +165,12 @@ TEST(CliEndToEnd, TrlPreferenceFileTrainEvalGenerate) {
                          " --builtin arithmetic --num-prompts 3 --temperatures 1.0 --json --judge-command 'echo oops'");
   EXPECT_EQ(garbage.exit_code, 1) << garbage.output;
   EXPECT_NE(garbage.output.find("the judge failed"), std::string::npos) << garbage.output;
+  // A judge slower than --judge-timeout (the run's eval.judge_timeout_s, which Evaluate passes) is
+  // stopped, and the report says so.
+  auto slow = run_cli("eval" + ckpt + " --builtin arithmetic --num-prompts 2 --temperatures 1.0 --json "
+                      "--judge-command 'sleep 60' --judge-timeout 0.5");
+  EXPECT_EQ(slow.exit_code, 1) << slow.output;
+  EXPECT_NE(slow.output.find("did not finish within 0.5 s"), std::string::npos) << slow.output;
   // stderr's message (which quotes the protocol's {"score": ...}) comes before the report.
   auto garbage_report = nlohmann::json::parse(garbage.output.substr(garbage.output.find("{\n")));
   EXPECT_TRUE(garbage_report["judge_error"].get<std::string>().find("oops") != std::string::npos) << garbage.output;

@@ -1461,6 +1461,13 @@ TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {
   EXPECT_EQ(obs.info.at("train_data"), file.string() + ": 8 rows used, 1 skipped");
   EXPECT_CONTAINS(obs.info.at("eval_data"), file.string() + ": 2 rows held out");
   EXPECT_CONTAINS(obs.all_logs(), "training data: " + file.string());
+  // No judge scores a data file's samples without eval.judge_command: no number (-1 was stored,
+  // which an external judge may print as a score).
+  ASSERT_FALSE(obs.samples.empty());
+  for (const SampleRecord& s : obs.samples.begin()->second) {
+    EXPECT_TRUE(std::isnan(s.policy_score)) << s.policy_score;
+    EXPECT_TRUE(std::isnan(s.reference_score)) << s.reference_score;
+  }
 
   auto builtin = config("builtin");
   builtin.train.max_steps = 1;
