@@ -211,8 +211,13 @@ StudyCounts study_counts(RunStore& store, int64_t study_id) {
       default: ++c.queued; break;
     }
   }
-  // Queued runs that can never start: something they start from, however many stages up, is
-  // finished without completing, or was deleted.
+  c.blocked = static_cast<int64_t>(blocked_study_runs(store, study_id).size());
+  return c;
+}
+
+std::vector<int64_t> blocked_study_runs(RunStore& store, int64_t study_id) {
+  // Something they start from, however many stages up, is finished without completing, or was
+  // deleted.
   sql::Statement blocked(store.database(),
                          "WITH RECURSIVE dead(id) AS ("
                          "  SELECT id FROM runs WHERE study_id = ?1 AND "
@@ -220,10 +225,11 @@ StudyCounts study_counts(RunStore& store, int64_t study_id) {
                          "     OR (depends_on IS NOT NULL AND depends_on NOT IN (SELECT id FROM runs))) "
                          "  UNION SELECT r.id FROM runs r JOIN dead ON r.depends_on = dead.id "
                          "    WHERE r.status = 'queued' AND r.worker_pid IS NULL) "
-                         "SELECT COUNT(*) FROM runs WHERE id IN (SELECT id FROM dead) AND status = 'queued'");
+                         "SELECT id FROM runs WHERE id IN (SELECT id FROM dead) AND status = 'queued' ORDER BY id");
   blocked.bind(1, study_id).bind(2, kStudyMaxAttempts);
-  if (blocked.step()) c.blocked = blocked.col_int(0);
-  return c;
+  std::vector<int64_t> ids;
+  while (blocked.step()) ids.push_back(blocked.col_int(0));
+  return ids;
 }
 
 }  // namespace ganpo

@@ -73,5 +73,7 @@ std::optional<int64_t> next_study_run(RunStore& store, int64_t study_id);
 // paused or cancelled meanwhile, gets false. The worker's own claim then finds its pid.
 bool claim_study_run(RunStore& store, int64_t run_id, int64_t pid);
 StudyCounts study_counts(RunStore& store, int64_t study_id);
+// The queued runs that can never start (StudyCounts::blocked), by id.
+std::vector<int64_t> blocked_study_runs(RunStore& store, int64_t study_id);
 
 }  // namespace ganpo

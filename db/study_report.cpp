@@ -77,6 +77,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
   report.state = to_string(study->state);
 
   std::vector<ArmRuns> arms;
+  const std::vector<int64_t> blocked = blocked_study_runs(store, study_id);  // sorted by id
   const std::vector<int64_t> ids = study_run_ids(store, study_id);
   double first_start = 0, last_finish = 0;
   for (int64_t id : ids)
@@ -119,6 +120,7 @@ StudyReport study_report(RunStore& store, int64_t study_id) {
     if (run->status != RunStatus::completed) {
       ++it->result.unfinished;
       if (worker_attached(*run)) ++it->result.running;
+      if (std::binary_search(blocked.begin(), blocked.end(), run->id)) ++it->result.blocked;
       // Ended: stopped, or failed with no attempt left (a failed run with one left is retried).
       if (run->status == RunStatus::stopped) ++it->result.failed;
       if (run->status == RunStatus::failed) {
@@ -229,7 +231,7 @@ nlohmann::json report_to_json(const StudyReport& report) {
   for (const auto& a : report.arms) {
     nlohmann::json values = nlohmann::json::object();
     for (const auto& [key, value] : a.values) values[key] = value;
-    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished}, {"failed", a.failed}, {"running", a.running},
+    nlohmann::json arm = {{"arm", a.arm}, {"values", values}, {"runs", a.completed_run_ids}, {"seeds", a.seeds}, {"unfinished", a.unfinished}, {"failed", a.failed}, {"running", a.running}, {"blocked", a.blocked},
                           {"metrics", nlohmann::json::object()}};
     for (const auto& [key, i] : a.metrics) arm["metrics"][key] = interval(i);
     j["arms"].push_back(arm);
@@ -252,12 +254,13 @@ nlohmann::json report_to_json(const StudyReport& report) {
 
 std::string arm_seeds_text(const ArmResult& arm, const std::string& study_state) {
   std::vector<std::string> parts;
-  const int64_t queued = arm.unfinished - arm.failed - arm.running;
+  const int64_t queued = arm.unfinished - arm.failed - arm.running - arm.blocked;
   if (arm.running > 0) parts.push_back(std::to_string(arm.running) + " running");
   if (queued > 0)
     parts.push_back(std::to_string(queued) + (study_state == "cancelled" ? " not run: study cancelled"
                                               : study_state == "paused"  ? " queued: study paused"
                                                                          : " queued"));
+  if (arm.blocked > 0) parts.push_back(std::to_string(arm.blocked) + " blocked by a failed or stopped stage");
   if (arm.failed > 0) parts.push_back(std::to_string(arm.failed) + " failed or stopped");
   std::string text = std::to_string(arm.seeds.size());
   for (size_t i = 0; i < parts.size(); ++i) text += (i == 0 ? " (" : ", ") + parts[i];

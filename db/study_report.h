@@ -29,7 +29,8 @@ struct ArmResult {
   std::vector<int64_t> seeds;
   int64_t unfinished = 0;                   // runs of the arm that did not complete
   int64_t failed = 0;                       // of those, stopped or failed with no attempt left (the rest will run)
-  int64_t running = 0;                      // of those, held by a worker now (the rest not ended are queued)
+  int64_t running = 0;                      // of those, held by a worker now
+  int64_t blocked = 0;                      // of those, queued behind a stage that failed or stopped (never start)
   std::map<std::string, Interval> metrics;  // key -> mean and interval over seeds
 };
 
@@ -55,7 +56,7 @@ struct StudyReport {
 StudyReport study_report(RunStore& store, int64_t study_id);
 // An arm's seeds and where its other runs stand, as the CLI, the HTML report and the Study tab
 // show them: "3", "2 (1 running, 1 queued)", "1 (2 not run: study cancelled)",
-// "2 (1 failed or stopped)".
+// "2 (1 failed or stopped)", "0 (3 blocked by a failed or stopped stage)".
 std::string arm_seeds_text(const ArmResult& arm, const std::string& study_state);
 
 // The numbers the answer leads with (the CLI, the HTML report and the Study tab): held-out

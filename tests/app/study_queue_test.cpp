@@ -146,6 +146,10 @@ TEST_F(StudyQueue, AFailingStageIsRetriedOnceThenBlocksItsArms) {
   ASSERT_TRUE(s.step());
   EXPECT_EQ(s.col_int(0), kStudyMaxAttempts) << "retried once";
   for (int64_t id = 2; id <= 5; ++id) EXPECT_EQ(store.run(id)->status, RunStatus::queued) << "never started";
+  // The report's arms say so too, not "queued".
+  const auto report = run_cli("study report 1 --db " + db());
+  EXPECT_NE(report.output.find("seeds 0 (2 blocked by a failed or stopped stage)"), std::string::npos) << report.output;
+  EXPECT_EQ(report.output.find("queued"), std::string::npos) << report.output;
 }
 
 // A driver killed while its stage trains leaves the worker training (workers have sessions of

@@ -247,4 +247,6 @@ TEST(StudyReport, AnArmsSeedsSayWhereItsOtherRunsStand) {
   EXPECT_EQ(arm_seeds_text(a, "active"), "2 (1 running, 2 queued, 1 failed or stopped)");
   EXPECT_EQ(arm_seeds_text(a, "paused"), "2 (1 running, 2 queued: study paused, 1 failed or stopped)");
   EXPECT_EQ(arm_seeds_text(a, "cancelled"), "2 (1 running, 2 not run: study cancelled, 1 failed or stopped)");
+  a.blocked = 2;  // queued behind a stage that failed: they never start, whatever the state
+  EXPECT_EQ(arm_seeds_text(a, "active"), "2 (1 running, 2 blocked by a failed or stopped stage, 1 failed or stopped)");
 }
