@@ -266,6 +266,13 @@ std::vector<std::string> Trainer::State::in_prompt_order(const std::vector<std::
 void Trainer::State::samples(bool on_schedule) {
   verify_finite();
   if (sample_prompts.empty()) return;
+  // Taken at this step already (Sample now right after the schedule's, or twice while paused):
+  // the same weights and seeds give the same texts, and a second set listed every prompt twice.
+  if (step == last_sampled_step) {
+    if (!on_schedule) log("info", "the samples of step " + std::to_string(step) + " are taken already");
+    return;
+  }
+  last_sampled_step = step;
   sampling_on_schedule = on_schedule;
   std::optional<Doing> doing(std::in_place, *this, kSampling);
   CausalLM& ref_model = preference ? reference : policy;

@@ -518,6 +518,7 @@ struct Trainer::State {
   // `on_schedule` false for those the run's control asked for (which a resume does not make again).
   void samples(bool on_schedule = true);
   bool sampling_on_schedule = false;  // samples()' on_schedule while it runs
+  int64_t last_sampled_step = -1;     // the step samples() last sampled in this process
 
   // Judge scores for the live samples; a judge command that fails here warns once and the
   // samples go without scores.

@@ -1440,6 +1440,36 @@ TEST_F(TrainerTest, RandomWeightsTrainAFoldersArchitectureFromItsConfigAlone) {
 
 // A new user's config: data.train names a file, data.builtin is left at its default. The file is
 // what the run trains on, and the run says so (rows used and skipped) in its start record.
+// Sample now at a step whose samples are taken (here step 0's, twice while it starts) samples
+// nothing again: the same weights and seeds give the same texts, and a second set listed every
+// prompt of the step twice. A later step's Sample now samples.
+TEST_F(TrainerTest, SampleNowAtAStepSampledAlreadySamplesNothingAgain) {
+  struct AsksForSamples : Collector {
+    int polls = 0;
+    std::map<int64_t, int> sampled;  // step -> how often
+    ControlCommand poll_control() override {
+      ++polls;
+      return polls <= 2 || polls == 4 ? ControlCommand::Sample : ControlCommand::None;
+    }
+    void on_samples(int64_t step, const std::vector<SampleRecord>& s) override {
+      ++sampled[step];
+      Collector::on_samples(step, s);
+    }
+  };
+  auto c = config("sample-now");
+  c.sampling.every_steps = 0;
+  c.train.max_steps = 3;
+  AsksForSamples obs;
+  const auto r = run(c, obs);
+  ASSERT_EQ(r.status, "completed") << r.message << "\n" << obs.all_logs();
+  EXPECT_EQ(obs.sampled[0], 1) << obs.all_logs();
+  EXPECT_CONTAINS(obs.all_logs(), "the samples of step 0 are taken already");
+  int later = 0;
+  for (const auto& [step, n] : obs.sampled)
+    if (step > 0 && step < 3) later += n;
+  EXPECT_EQ(later, 1) << "the later step's Sample now samples";
+}
+
 TEST_F(TrainerTest, ANamedTrainingFileIsTheDataUsedAndIsReported) {
   auto c = config("file");
   c.data.builtin = RunConfig{}.data.builtin;
