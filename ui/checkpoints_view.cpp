@@ -68,6 +68,13 @@ std::string string_at(const nlohmann::json& j, const char* section, const char* 
   return s[key].get<std::string>();
 }
 
+double number_at(const nlohmann::json& j, const char* section, const char* key, double otherwise) {
+  if (!j.is_object() || !j.contains(section) || !j[section].is_object()) return otherwise;
+  const auto& s = j[section];
+  if (!s.contains(key) || !s[key].is_number()) return otherwise;
+  return s[key].get<double>();
+}
+
 bool true_at(const nlohmann::json& j, const char* section, const char* key) {
   if (!j.is_object() || !j.contains(section) || !j[section].is_object()) return false;
   const auto& s = j[section];
@@ -372,10 +379,7 @@ void CheckpointsView::onSnapshot(Snapshot s) {
       task_name_ = QString::fromStdString(builtin_task_name(data));
       judge_command_ = QString::fromStdString(string_at(j, "eval", "judge_command"));
       has_judge_command_ = !judge_command_.isEmpty();
-      judge_timeout_s_ = 600;
-      if (j.is_object() && j.contains("eval") && j["eval"].is_object() && j["eval"].contains("judge_timeout_s") &&
-          j["eval"]["judge_timeout_s"].is_number())
-        judge_timeout_s_ = j["eval"]["judge_timeout_s"].get<double>();
+      judge_timeout_s_ = number_at(j, "eval", "judge_timeout_s", EvalConfig{}.judge_timeout_s);
       if (ref != reference_path_) {
         reference_path_ = ref;
         changed = true;
